@@ -1,0 +1,166 @@
+//! The serde mirror of `config.toml`: every table and key the file may hold, exactly as
+//! written, with no interpretation. `deny_unknown_fields` everywhere, so a typo is an error
+//! that names the key rather than a setting silently ignored.
+//!
+//! Keys that belong to features this build does not have yet are still parsed here (as raw
+//! TOML values) so that validation can refuse them by name instead of ignoring them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A size given either as a string with a unit ("10MiB") or a plain number of bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(i64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub listeners: Vec<ListenerFile>,
+    pub admin: Option<AdminFile>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    pub throttle: Option<toml::Value>,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamFile>,
+    #[serde(default)]
+    pub apis: Vec<ApiFile>,
+    #[serde(default)]
+    pub domains: Vec<DomainFile>,
+    pub usage_plans: Option<toml::Value>,
+    pub api_keys: Option<toml::Value>,
+    pub cluster: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub workers: Option<i64>,
+    pub pin: Option<bool>,
+    pub cpus: Option<Vec<i64>>,
+    pub state_dir: Option<String>,
+    pub driver: Option<String>,
+    pub drain_timeout: Option<String>,
+    pub uring_entries: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub name: Option<String>,
+    pub addr: Option<String>,
+    pub tls: Option<toml::Value>,
+    pub mtls: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub addr: Option<String>,
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_body: Option<SizeValue>,
+    pub integration_timeout: Option<String>,
+    pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_header_bytes: Option<SizeValue>,
+    pub max_connections: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub name: Option<String>,
+    pub targets: Option<Vec<String>>,
+    pub balance: Option<String>,
+    pub hash_key: Option<String>,
+    pub keepalive: Option<i64>,
+    pub keepalive_timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub max_fails: Option<i64>,
+    pub fail_timeout: Option<String>,
+    pub health: Option<HealthFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub unhealthy_after: Option<i64>,
+    pub healthy_after: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiFile {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub stages: Vec<StageFile>,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageFile {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    pub throttle: Option<toml::Value>,
+    pub cache: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub route: Option<String>,
+    pub integration: Option<IntegrationFile>,
+    pub api_key_required: Option<bool>,
+    pub throttle: Option<toml::Value>,
+    pub cache: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationFile {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub uri: Option<String>,
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub status: Option<i64>,
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainFile {
+    pub host: Option<String>,
+    pub tls: Option<toml::Value>,
+    pub listeners: Option<Vec<String>>,
+    #[serde(default)]
+    pub mappings: Vec<MappingFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingFile {
+    pub base_path: Option<String>,
+    pub api: Option<String>,
+    pub stage: Option<String>,
+}

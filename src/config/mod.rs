@@ -1,0 +1,1299 @@
+//! Configuration: the raw file ([`file`]) validated into a typed [`Config`] that the rest of
+//! the gateway uses.
+//!
+//! Validation collects every error, not just the first, and each names the key, the bad value
+//! and what is allowed. Keys of features this build does not have yet are refused by name: a
+//! route that asks for an API key is never served without the check.
+
+pub mod file;
+pub mod units;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::gateway::template::{Template, UnknownBraces};
+use crate::http::Method;
+use crate::route::trie::{parse_route_path, MethodSel, Seg};
+
+/// Largest request body accepted (10 MiB); Amazon API Gateway's payload limit, nginx
+/// `client_max_body_size`.
+pub const DEFAULT_MAX_BODY: u64 = 10 << 20;
+/// Integration timeout and its ceiling (29 s); Amazon API Gateway's, nginx `proxy_read_timeout`.
+pub const DEFAULT_INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
+/// The whole request head must arrive within this (10 s); nginx `client_header_timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle keep-alive connections are closed after this (60 s); nginx `keepalive_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest request head (16 KiB); beyond it 431. nginx `large_client_header_buffers`.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 << 10;
+/// Concurrent client connections per gateway; nginx `worker_connections` × workers.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Upstream connect timeout (3 s); nginx `proxy_connect_timeout` (60 s there, 3 s is saner).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Idle upstream connections kept per shard per target (32); nginx `keepalive`.
+pub const DEFAULT_KEEPALIVE: usize = 32;
+/// Idle upstream connections older than this are closed, before the upstream's own keep-alive
+/// timeout can race a request (50 s); nginx `keepalive_timeout` in an upstream block.
+pub const DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(50);
+/// Consecutive failures before a shard stops using a target for `fail_timeout` (3); nginx `max_fails`.
+pub const DEFAULT_MAX_FAILS: u32 = 3;
+/// How long a failed target is left alone (10 s); nginx `fail_timeout`.
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to finish in-flight requests on SIGTERM (30 s); Envoy `--drain-time-s`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Health check defaults: every 5 s, 2 s timeout, 3 failures down, 2 successes up.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// io_uring submission queue entries per shard.
+pub const DEFAULT_URING_ENTRIES: u32 = 1024;
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub server: Server,
+    pub listeners: Vec<Listener>,
+    pub admin: Option<Admin>,
+    pub limits: Limits,
+    pub upstreams: Vec<Upstream>,
+    pub apis: Vec<Api>,
+    pub domains: Vec<Domain>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// io_uring when the kernel allows it, else epoll (with a log line saying so).
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    /// Shards; 0 = one per online CPU.
+    pub workers: usize,
+    pub pin: bool,
+    pub cpus: Vec<usize>,
+    pub state_dir: PathBuf,
+    pub driver: Driver,
+    #[serde(serialize_with = "ser_duration")]
+    pub drain_timeout: Duration,
+    pub uring_entries: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Listener {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Admin {
+    pub addr: SocketAddr,
+    pub token_env: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub max_body: u64,
+    #[serde(serialize_with = "ser_duration")]
+    pub integration_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub header_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    RoundRobin,
+    LeastRequest,
+    Hash(HashKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    ClientIp,
+    /// Lower-cased header name.
+    Header(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Upstream {
+    pub name: String,
+    pub targets: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub keepalive: usize,
+    #[serde(serialize_with = "ser_duration")]
+    pub keepalive_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    pub max_fails: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub fail_timeout: Duration,
+    pub health: Option<Health>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub path: String,
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Api {
+    pub name: String,
+    pub stages: Vec<Stage>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub name: String,
+    #[serde(serialize_with = "ser_redacted_vars")]
+    pub variables: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// As written: "GET /pets/{petId}" or "$default".
+    pub key: String,
+    #[serde(skip)]
+    pub method: MethodSel,
+    /// Empty for `$default`.
+    #[serde(skip)]
+    pub segs: Vec<Seg>,
+    pub is_default: bool,
+    /// Names of the path variables, in order.
+    pub params: Vec<String>,
+    pub integration: Integration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Integration {
+    Http {
+        uri: String,
+        #[serde(skip)]
+        template: Template,
+        #[serde(serialize_with = "ser_duration")]
+        timeout: Duration,
+        headers: Vec<(String, String)>,
+        #[serde(skip)]
+        header_templates: Vec<(String, Template)>,
+    },
+    Mock {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+        #[serde(skip)]
+        header_templates: Vec<(String, Template)>,
+        #[serde(skip)]
+        body_template: Template,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostPattern {
+    Any,
+    /// Lower-cased suffix including the leading dot: ".example.com".
+    Suffix(String),
+    Exact(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Domain {
+    pub host: HostPattern,
+    /// Listener names this domain is served on; `None` = all.
+    pub listeners: Option<Vec<String>>,
+    pub mappings: Vec<Mapping>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Mapping {
+    /// Decoded segments of the base path; empty for "".
+    pub base_path: Vec<String>,
+    pub api: usize,
+    pub stage: usize,
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        s.serialize_str(&format!("{}s", ms / 1000))
+    } else {
+        s.serialize_str(&format!("{ms}ms"))
+    }
+}
+
+/// Stage variables whose names suggest a secret are shown as "<redacted>".
+fn ser_redacted_vars<S: serde::Serializer>(
+    v: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let shown: BTreeMap<&str, &str> = v
+        .iter()
+        .map(|(k, val)| {
+            let lk = k.to_ascii_lowercase();
+            let secret = ["secret", "token", "password", "passwd", "key", "credential"]
+                .iter()
+                .any(|w| lk.contains(w));
+            (k.as_str(), if secret { "<redacted>" } else { val.as_str() })
+        })
+        .collect();
+    shown.serialize(s)
+}
+
+/// Every problem found in a file, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub errors: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses and validates a file. Relative paths in it are relative to its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            errors: vec![format!("cannot read config file {}: {e}", path.display())],
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &base)
+    }
+
+    /// Parses and validates TOML text; `base` resolves relative paths.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: file::File = toml::from_str(text).map_err(|e| ConfigError {
+            errors: vec![format!("config is not valid: {}", e.to_string().trim_end())],
+        })?;
+        let mut v = Validator { errors: Vec::new() };
+        let cfg = v.config(raw, base);
+        if v.errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError { errors: v.errors })
+        }
+    }
+
+    /// Number of shards to run: `server.workers`, or one per online CPU.
+    pub fn shard_count(&self) -> usize {
+        if self.server.workers > 0 {
+            self.server.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+struct Validator {
+    errors: Vec<String>,
+}
+
+/// Names a table in an array for error messages: `apis["petstore"]` or `apis[0]`.
+fn item(prefix: &str, i: usize, name: Option<&String>) -> String {
+    match name {
+        Some(n) => format!("{prefix}[{n:?}]"),
+        None => format!("{prefix}[{i}]"),
+    }
+}
+
+impl Validator {
+    fn err(&mut self, key: &str, msg: impl std::fmt::Display) {
+        self.errors.push(format!("{key}: {msg}"));
+    }
+
+    fn bad(&mut self, key: &str, value: impl std::fmt::Debug, allowed: &str) {
+        self.errors.push(format!(
+            "{key} = {value:?} is not valid: expected {allowed}"
+        ));
+    }
+
+    fn unsupported(&mut self, key: &str, feature: &str) {
+        self.errors.push(format!(
+            "{key}: not supported yet: this version of Tollgate does not have {feature}; remove the key to run without it"
+        ));
+    }
+
+    fn duration(&mut self, key: &str, v: Option<&String>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => match units::parse_duration(s) {
+                Ok(d) if d.is_zero() => {
+                    self.bad(key, s, "a duration above zero");
+                    default
+                }
+                Ok(d) => d,
+                Err(allowed) => {
+                    self.bad(key, s, &allowed);
+                    default
+                }
+            },
+        }
+    }
+
+    fn size(&mut self, key: &str, v: Option<&file::SizeValue>, default: u64) -> u64 {
+        match v {
+            None => default,
+            Some(file::SizeValue::Bytes(n)) if *n >= 0 => *n as u64,
+            Some(file::SizeValue::Bytes(n)) => {
+                self.bad(key, n, units::SIZE_HELP);
+                default
+            }
+            Some(file::SizeValue::Text(s)) => match units::parse_size(s) {
+                Ok(n) => n,
+                Err(allowed) => {
+                    self.bad(key, s, &allowed);
+                    default
+                }
+            },
+        }
+    }
+
+    fn int_in(&mut self, key: &str, v: Option<i64>, default: i64, lo: i64, hi: i64) -> i64 {
+        match v {
+            None => default,
+            Some(n) if n >= lo && n <= hi => n,
+            Some(n) => {
+                self.bad(key, n, &format!("an integer from {lo} to {hi}"));
+                default
+            }
+        }
+    }
+
+    fn name(&mut self, key: &str, v: Option<String>) -> String {
+        match v {
+            Some(s) if crate::gateway::template::is_ident(&s) => s,
+            Some(s) => {
+                self.bad(key, s, "a name of letters, digits, '_' or '-'");
+                String::new()
+            }
+            None => {
+                self.err(key, "is required");
+                String::new()
+            }
+        }
+    }
+
+    fn config(&mut self, raw: file::File, base: &Path) -> Config {
+        let server = self.server(raw.server, base);
+        let listeners = self.listeners(raw.listeners);
+        let admin = raw.admin.map(|a| self.admin(a));
+        let limits = self.limits(raw.limits);
+        if raw.throttle.is_some() {
+            self.unsupported("throttle", "gateway-wide throttling");
+        }
+        if raw.usage_plans.is_some() {
+            self.unsupported("usage_plans", "usage plans");
+        }
+        if raw.api_keys.is_some() {
+            self.unsupported("api_keys", "API keys");
+        }
+        if raw.cluster.is_some() {
+            self.unsupported("cluster", "clustering through Redis");
+        }
+        let upstreams: Vec<Upstream> = raw
+            .upstreams
+            .into_iter()
+            .enumerate()
+            .map(|(i, u)| self.upstream(i, u))
+            .collect();
+        let mut seen = HashSet::new();
+        for u in &upstreams {
+            if !u.name.is_empty() && !seen.insert(u.name.clone()) {
+                self.err(
+                    &format!("upstreams[{:?}].name", u.name),
+                    "is used by two upstreams; names must be unique",
+                );
+            }
+        }
+        let apis: Vec<Api> = raw
+            .apis
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| self.api(i, a, &limits, &upstreams))
+            .collect();
+        let mut seen = HashSet::new();
+        for a in &apis {
+            if !a.name.is_empty() && !seen.insert(a.name.clone()) {
+                self.err(
+                    &format!("apis[{:?}].name", a.name),
+                    "is used by two APIs; names must be unique",
+                );
+            }
+        }
+        let domains: Vec<Domain> = raw
+            .domains
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| self.domain(i, d, &apis, &listeners))
+            .collect();
+        for i in 0..domains.len() {
+            for j in 0..i {
+                if domains[i].host == domains[j].host
+                    && domains[i].listeners == domains[j].listeners
+                {
+                    self.err(
+                        &format!("domains[{i}].host"),
+                        format!(
+                            "{:?} is declared twice (also domains[{j}])",
+                            domains[i].host
+                        ),
+                    );
+                }
+            }
+        }
+        if domains.is_empty() && !apis.is_empty() {
+            self.err("domains", "no [[domains]] entry maps a host and base path to an API stage, so nothing would be served");
+        }
+        Config {
+            server,
+            listeners,
+            admin,
+            limits,
+            upstreams,
+            apis,
+            domains,
+        }
+    }
+
+    fn server(&mut self, s: file::ServerFile, base: &Path) -> Server {
+        let workers = self.int_in("server.workers", s.workers, 0, 0, 1024) as usize;
+        let cpus: Vec<usize> = s
+            .cpus
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                if (0..4096).contains(&c) {
+                    Some(c as usize)
+                } else {
+                    self.bad(
+                        &format!("server.cpus[{i}]"),
+                        c,
+                        "a CPU number from 0 to 4095",
+                    );
+                    None
+                }
+            })
+            .collect();
+        let pin = s.pin.unwrap_or(false);
+        if pin && !cpus.is_empty() && workers > cpus.len() {
+            self.err("server.cpus", format!("lists {} CPUs but server.workers = {workers}; list at least one CPU per worker", cpus.len()));
+        }
+        let driver = match s.driver.as_deref() {
+            None | Some("auto") => Driver::Auto,
+            Some("io_uring") => Driver::IoUring,
+            Some("epoll") => Driver::Epoll,
+            Some(other) => {
+                self.bad(
+                    "server.driver",
+                    other,
+                    "\"auto\", \"io_uring\" or \"epoll\"",
+                );
+                Driver::Auto
+            }
+        };
+        let state_dir = base.join(s.state_dir.unwrap_or_else(|| "data".into()));
+        Server {
+            workers,
+            pin,
+            cpus,
+            state_dir,
+            driver,
+            drain_timeout: self.duration(
+                "server.drain_timeout",
+                s.drain_timeout.as_ref(),
+                DEFAULT_DRAIN_TIMEOUT,
+            ),
+            uring_entries: self.int_in(
+                "server.uring_entries",
+                s.uring_entries,
+                DEFAULT_URING_ENTRIES as i64,
+                256,
+                32768,
+            ) as u32,
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, s: Option<String>) -> Option<SocketAddr> {
+        match s {
+            None => {
+                self.err(key, "is required");
+                None
+            }
+            Some(s) => match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.bad(
+                        key,
+                        s,
+                        "an IP address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn listeners(&mut self, raw: Vec<file::ListenerFile>) -> Vec<Listener> {
+        if raw.is_empty() {
+            self.err("listeners", "at least one [[listeners]] entry is required");
+        }
+        let mut out: Vec<Listener> = Vec::new();
+        for (i, l) in raw.into_iter().enumerate() {
+            let key = item("listeners", i, l.name.as_ref());
+            let name = self.name(&format!("{key}.name"), l.name);
+            if l.tls.is_some() {
+                self.unsupported(&format!("{key}.tls"), "TLS termination");
+            }
+            if l.mtls.is_some() {
+                self.unsupported(&format!("{key}.mtls"), "mutual TLS");
+            }
+            let Some(addr) = self.socket_addr(&format!("{key}.addr"), l.addr) else {
+                continue;
+            };
+            if out.iter().any(|o| o.name == name && !name.is_empty()) {
+                self.err(
+                    &format!("{key}.name"),
+                    "is used by two listeners; names must be unique",
+                );
+            }
+            if addr.port() != 0 && out.iter().any(|o| o.addr == addr) {
+                self.err(
+                    &format!("{key}.addr"),
+                    format!("{addr} is used by two listeners"),
+                );
+            }
+            out.push(Listener { name, addr });
+        }
+        out
+    }
+
+    fn admin(&mut self, a: file::AdminFile) -> Admin {
+        let addr = self
+            .socket_addr("admin.addr", a.addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let token_env = match a.token_env {
+            Some(s) if !s.is_empty() => s,
+            Some(s) => {
+                self.bad(
+                    "admin.token_env",
+                    s,
+                    "the name of an environment variable that holds the admin token",
+                );
+                String::new()
+            }
+            None => "TOLLGATE_ADMIN_TOKEN".into(),
+        };
+        Admin { addr, token_env }
+    }
+
+    fn limits(&mut self, l: file::LimitsFile) -> Limits {
+        let max_header_bytes = self.size(
+            "limits.max_header_bytes",
+            l.max_header_bytes.as_ref(),
+            DEFAULT_MAX_HEADER_BYTES,
+        );
+        let max_header_bytes = if (1024..=1 << 20).contains(&max_header_bytes) {
+            max_header_bytes as usize
+        } else {
+            self.bad(
+                "limits.max_header_bytes",
+                max_header_bytes,
+                "a size from 1KiB to 1MiB",
+            );
+            DEFAULT_MAX_HEADER_BYTES as usize
+        };
+        Limits {
+            max_body: self.size("limits.max_body", l.max_body.as_ref(), DEFAULT_MAX_BODY),
+            integration_timeout: self.duration(
+                "limits.integration_timeout",
+                l.integration_timeout.as_ref(),
+                DEFAULT_INTEGRATION_TIMEOUT,
+            ),
+            header_timeout: self.duration(
+                "limits.header_timeout",
+                l.header_timeout.as_ref(),
+                DEFAULT_HEADER_TIMEOUT,
+            ),
+            idle_timeout: self.duration(
+                "limits.idle_timeout",
+                l.idle_timeout.as_ref(),
+                DEFAULT_IDLE_TIMEOUT,
+            ),
+            max_header_bytes,
+            max_connections: self.int_in(
+                "limits.max_connections",
+                l.max_connections,
+                DEFAULT_MAX_CONNECTIONS as i64,
+                1,
+                10_000_000,
+            ) as usize,
+        }
+    }
+
+    fn upstream(&mut self, i: usize, u: file::UpstreamFile) -> Upstream {
+        let key = item("upstreams", i, u.name.as_ref());
+        let name = self.name(&format!("{key}.name"), u.name);
+        let mut targets = Vec::new();
+        match u.targets {
+            None => self.err(
+                &format!("{key}.targets"),
+                "is required: a list of \"host:port\"",
+            ),
+            Some(t) if t.is_empty() => self.err(
+                &format!("{key}.targets"),
+                "is empty: list at least one \"host:port\"",
+            ),
+            Some(t) => {
+                for (j, s) in t.into_iter().enumerate() {
+                    match resolve(&s) {
+                        Ok(a) => targets.push(a),
+                        Err(e) => self.bad(
+                            &format!("{key}.targets[{j}]"),
+                            s,
+                            &format!("\"host:port\" that resolves ({e})"),
+                        ),
+                    }
+                }
+            }
+        }
+        let balance = match u.balance.as_deref() {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("least_request") => Balance::LeastRequest,
+            Some("hash") => match u.hash_key.as_deref() {
+                None | Some("client_ip") => Balance::Hash(HashKey::ClientIp),
+                Some(h) => match h.strip_prefix("header.") {
+                    Some(n) if !n.is_empty() => {
+                        Balance::Hash(HashKey::Header(n.to_ascii_lowercase()))
+                    }
+                    _ => {
+                        self.bad(
+                            &format!("{key}.hash_key"),
+                            h,
+                            "\"client_ip\" or \"header.NAME\"",
+                        );
+                        Balance::RoundRobin
+                    }
+                },
+            },
+            Some(other) => {
+                self.bad(
+                    &format!("{key}.balance"),
+                    other,
+                    "\"round_robin\", \"least_request\" or \"hash\"",
+                );
+                Balance::RoundRobin
+            }
+        };
+        if u.hash_key.is_some() && !matches!(balance, Balance::Hash(_)) {
+            self.err(
+                &format!("{key}.hash_key"),
+                "is only used with balance = \"hash\"",
+            );
+        }
+        let health = u.health.map(|h| {
+            let hk = format!("{key}.health");
+            let path = match h.path {
+                Some(p) if p.starts_with('/') => p,
+                Some(p) => {
+                    self.bad(&format!("{hk}.path"), p, "a path starting with /");
+                    "/".into()
+                }
+                None => {
+                    self.err(&format!("{hk}.path"), "is required");
+                    "/".into()
+                }
+            };
+            Health {
+                path,
+                interval: self.duration(
+                    &format!("{hk}.interval"),
+                    h.interval.as_ref(),
+                    DEFAULT_HEALTH_INTERVAL,
+                ),
+                timeout: self.duration(
+                    &format!("{hk}.timeout"),
+                    h.timeout.as_ref(),
+                    DEFAULT_HEALTH_TIMEOUT,
+                ),
+                unhealthy_after: self.int_in(
+                    &format!("{hk}.unhealthy_after"),
+                    h.unhealthy_after,
+                    3,
+                    1,
+                    1000,
+                ) as u32,
+                healthy_after: self.int_in(
+                    &format!("{hk}.healthy_after"),
+                    h.healthy_after,
+                    2,
+                    1,
+                    1000,
+                ) as u32,
+            }
+        });
+        Upstream {
+            name,
+            targets,
+            balance,
+            keepalive: self.int_in(
+                &format!("{key}.keepalive"),
+                u.keepalive,
+                DEFAULT_KEEPALIVE as i64,
+                0,
+                100_000,
+            ) as usize,
+            keepalive_timeout: self.duration(
+                &format!("{key}.keepalive_timeout"),
+                u.keepalive_timeout.as_ref(),
+                DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT,
+            ),
+            connect_timeout: self.duration(
+                &format!("{key}.connect_timeout"),
+                u.connect_timeout.as_ref(),
+                DEFAULT_CONNECT_TIMEOUT,
+            ),
+            max_fails: self.int_in(
+                &format!("{key}.max_fails"),
+                u.max_fails,
+                DEFAULT_MAX_FAILS as i64,
+                0,
+                1000,
+            ) as u32,
+            fail_timeout: self.duration(
+                &format!("{key}.fail_timeout"),
+                u.fail_timeout.as_ref(),
+                DEFAULT_FAIL_TIMEOUT,
+            ),
+            health,
+        }
+    }
+
+    fn api(&mut self, i: usize, a: file::ApiFile, limits: &Limits, upstreams: &[Upstream]) -> Api {
+        let key = item("apis", i, a.name.as_ref());
+        let name = self.name(&format!("{key}.name"), a.name);
+        match a.kind.as_deref() {
+            None | Some("http") => {}
+            Some("websocket") => self.unsupported(
+                &format!("{key}.kind"),
+                "WebSocket APIs (kind = \"websocket\"; WebSocket upgrades on http routes do work)",
+            ),
+            Some(other) => self.bad(&format!("{key}.kind"), other, "\"http\" or \"websocket\""),
+        }
+        if a.stages.is_empty() {
+            self.err(
+                &format!("{key}.stages"),
+                "at least one [[apis.stages]] entry is required",
+            );
+        }
+        let mut stages: Vec<Stage> = Vec::new();
+        for (j, s) in a.stages.into_iter().enumerate() {
+            let skey = format!("{key}.{}", item("stages", j, s.name.as_ref()));
+            let sname = self.name(&format!("{skey}.name"), s.name);
+            if stages.iter().any(|o| o.name == sname) {
+                self.err(&format!("{skey}.name"), "is used by two stages of this API");
+            }
+            if s.throttle.is_some() {
+                self.unsupported(&format!("{skey}.throttle"), "stage throttling");
+            }
+            if let Some(c) = &s.cache {
+                if !cache_is_off(c) {
+                    self.unsupported(&format!("{skey}.cache"), "the response cache");
+                }
+            }
+            for k in s.variables.keys() {
+                if !crate::gateway::template::is_ident(k) {
+                    self.bad(
+                        &format!("{skey}.variables"),
+                        k,
+                        "variable names of letters, digits, '_' or '-'",
+                    );
+                }
+            }
+            stages.push(Stage {
+                name: sname,
+                variables: s.variables,
+            });
+        }
+        let mut routes: Vec<Route> = Vec::new();
+        let mut trie = crate::route::trie::Trie::<()>::default();
+        for (j, r) in a.routes.into_iter().enumerate() {
+            let rkey = format!("{key}.{}", item("routes", j, r.route.as_ref()));
+            if let Some(route) = self.route(&rkey, r, limits, upstreams, &stages) {
+                let dup = if route.is_default {
+                    trie.set_default(())
+                } else {
+                    trie.insert(route.method, &route.segs, ())
+                };
+                if let Err(e) = dup {
+                    self.err(&format!("{rkey}.route"), e);
+                }
+                routes.push(route);
+            }
+        }
+        Api {
+            name,
+            stages,
+            routes,
+        }
+    }
+
+    fn route(
+        &mut self,
+        rkey: &str,
+        r: file::RouteFile,
+        limits: &Limits,
+        upstreams: &[Upstream],
+        stages: &[Stage],
+    ) -> Option<Route> {
+        if r.api_key_required == Some(true) {
+            self.unsupported(&format!("{rkey}.api_key_required"), "API key checking");
+        }
+        if r.throttle.is_some() {
+            self.unsupported(&format!("{rkey}.throttle"), "route throttling");
+        }
+        if let Some(c) = &r.cache {
+            if !cache_is_off(c) {
+                self.unsupported(&format!("{rkey}.cache"), "the response cache");
+            }
+        }
+        let Some(key) = r.route else {
+            self.err(
+                &format!("{rkey}.route"),
+                "is required: \"METHOD /path\" or \"$default\"",
+            );
+            return None;
+        };
+        let (method, segs, is_default) = if key == "$default" {
+            (MethodSel::Any, Vec::new(), true)
+        } else {
+            let Some((m, p)) = key.split_once(' ') else {
+                self.bad(
+                    &format!("{rkey}.route"),
+                    &key,
+                    "\"METHOD /path\" (e.g. \"GET /pets/{petId}\") or \"$default\"",
+                );
+                return None;
+            };
+            let method = if m == "ANY" {
+                MethodSel::Any
+            } else if let Some(m) = Method::from_route_name(m) {
+                MethodSel::One(m)
+            } else {
+                self.bad(&format!("{rkey}.route"), &key, "a method of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT or ANY");
+                return None;
+            };
+            match parse_route_path(p.trim()) {
+                Ok(segs) => (method, segs, false),
+                Err(e) => {
+                    self.err(&format!("{rkey}.route"), e);
+                    return None;
+                }
+            }
+        };
+        let params: Vec<String> = segs
+            .iter()
+            .filter_map(|s| match s {
+                Seg::Param(n) | Seg::Greedy(n) => Some(n.clone()),
+                Seg::Lit(_) => None,
+            })
+            .collect();
+        let Some(integ) = r.integration else {
+            self.err(&format!("{rkey}.integration"), "is required");
+            return None;
+        };
+        let ikey = format!("{rkey}.integration");
+        let integration = self.integration(&ikey, integ, &params, limits, upstreams, stages)?;
+        Some(Route {
+            key,
+            method,
+            segs,
+            is_default,
+            params,
+            integration,
+        })
+    }
+
+    fn header_templates(
+        &mut self,
+        key: &str,
+        headers: BTreeMap<String, String>,
+        params: &[String],
+    ) -> (Vec<(String, String)>, Vec<(String, Template)>) {
+        let mut raw = Vec::new();
+        let mut parsed = Vec::new();
+        for (name, value) in headers {
+            let valid_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid_name {
+                self.bad(
+                    &format!("{key}.headers"),
+                    &name,
+                    "a header name (RFC 9110 token characters)",
+                );
+                continue;
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                self.bad(
+                    &format!("{key}.headers.{name}"),
+                    &value,
+                    "a value without CR, LF or NUL",
+                );
+                continue;
+            }
+            match Template::parse(&value, params, UnknownBraces::Literal) {
+                Ok(t) => parsed.push((name.to_ascii_lowercase(), t)),
+                Err(e) => self.err(&format!("{key}.headers.{name}"), e),
+            }
+            raw.push((name, value));
+        }
+        (raw, parsed)
+    }
+
+    fn integration(
+        &mut self,
+        ikey: &str,
+        i: file::IntegrationFile,
+        params: &[String],
+        limits: &Limits,
+        upstreams: &[Upstream],
+        stages: &[Stage],
+    ) -> Option<Integration> {
+        let (headers, header_templates) = self.header_templates(ikey, i.headers, params);
+        match i.kind.as_deref() {
+            Some("http") => {
+                if i.status.is_some() || i.body.is_some() {
+                    self.err(ikey, "status and body belong to type = \"mock\"");
+                }
+                let Some(uri) = i.uri else {
+                    self.err(&format!("{ikey}.uri"), "is required for type = \"http\"");
+                    return None;
+                };
+                let timeout = self.duration(
+                    &format!("{ikey}.timeout"),
+                    i.timeout.as_ref(),
+                    limits.integration_timeout,
+                );
+                if timeout > limits.integration_timeout {
+                    self.bad(
+                        &format!("{ikey}.timeout"),
+                        i.timeout.unwrap_or_default(),
+                        &format!(
+                            "at most limits.integration_timeout ({}s)",
+                            limits.integration_timeout.as_secs_f64()
+                        ),
+                    );
+                }
+                let template = match Template::parse(&uri, params, UnknownBraces::Error) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.err(&format!("{ikey}.uri"), e);
+                        return None;
+                    }
+                };
+                // Every stage must turn the URI into a target the gateway can reach.
+                for s in stages {
+                    let resolved = template.with_stage(&s.variables).and_then(|t| {
+                        crate::gateway::target::parse_uri_target(&t, upstreams).map(|_| ())
+                    });
+                    if let Err(e) = resolved {
+                        self.err(
+                            &format!("{ikey}.uri"),
+                            format!("{uri:?} in stage {:?}: {e}", s.name),
+                        );
+                    }
+                }
+                Some(Integration::Http {
+                    uri,
+                    template,
+                    timeout,
+                    headers,
+                    header_templates,
+                })
+            }
+            Some("mock") => {
+                if i.uri.is_some() || i.timeout.is_some() {
+                    self.err(ikey, "uri and timeout belong to type = \"http\"");
+                }
+                let status = match i.status {
+                    None => 200,
+                    Some(s) if (200..=599).contains(&s) => s as u16,
+                    Some(s) => {
+                        self.bad(
+                            &format!("{ikey}.status"),
+                            s,
+                            "an HTTP status from 200 to 599",
+                        );
+                        200
+                    }
+                };
+                let body = i.body.unwrap_or_default();
+                let body_template = match Template::parse(&body, params, UnknownBraces::Literal) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.err(&format!("{ikey}.body"), e);
+                        Template::default()
+                    }
+                };
+                Some(Integration::Mock {
+                    status,
+                    headers,
+                    body,
+                    header_templates,
+                    body_template,
+                })
+            }
+            Some(other) => {
+                self.bad(&format!("{ikey}.type"), other, "\"http\" or \"mock\"");
+                None
+            }
+            None => {
+                self.err(&format!("{ikey}.type"), "is required: \"http\" or \"mock\"");
+                None
+            }
+        }
+    }
+
+    fn domain(
+        &mut self,
+        i: usize,
+        d: file::DomainFile,
+        apis: &[Api],
+        listeners: &[Listener],
+    ) -> Domain {
+        let key = item("domains", i, d.host.as_ref());
+        let host = match d.host.as_deref() {
+            None => {
+                self.err(
+                    &format!("{key}.host"),
+                    "is required: a host name, \"*.suffix\" or \"*\"",
+                );
+                HostPattern::Any
+            }
+            Some("*") => HostPattern::Any,
+            Some(h) => {
+                let lower = h.to_ascii_lowercase();
+                let (pat, name) = match lower.strip_prefix("*.") {
+                    Some(rest) => (HostPattern::Suffix(format!(".{rest}")), rest.to_string()),
+                    None => (HostPattern::Exact(lower.clone()), lower.clone()),
+                };
+                let ok = !name.is_empty()
+                    && name.split('.').all(|l| {
+                        !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if !ok {
+                    self.bad(&format!("{key}.host"), h, "a host name such as \"api.example.com\", a wildcard \"*.example.com\", or \"*\"");
+                }
+                pat
+            }
+        };
+        if d.tls.is_some() {
+            self.unsupported(
+                &format!("{key}.tls"),
+                "TLS termination (per-domain certificates)",
+            );
+        }
+        if let Some(ls) = &d.listeners {
+            for l in ls {
+                if !listeners.iter().any(|x| &x.name == l) {
+                    self.bad(
+                        &format!("{key}.listeners"),
+                        l,
+                        "the name of a [[listeners]] entry",
+                    );
+                }
+            }
+        }
+        if d.mappings.is_empty() {
+            self.err(
+                &format!("{key}.mappings"),
+                "at least one mapping { base_path, api, stage } is required",
+            );
+        }
+        let mut mappings: Vec<Mapping> = Vec::new();
+        for (j, m) in d.mappings.into_iter().enumerate() {
+            let mkey = format!("{key}.mappings[{j}]");
+            let bp = m.base_path.unwrap_or_default();
+            let base_path: Vec<String> = if bp.is_empty() || bp == "/" {
+                Vec::new()
+            } else {
+                match crate::route::path::normalise(format!("/{}", bp.trim_matches('/')).as_bytes())
+                {
+                    Ok(s) => s.iter().map(str::to_string).collect(),
+                    Err(e) => {
+                        self.bad(
+                            &format!("{mkey}.base_path"),
+                            &bp,
+                            &format!("a path such as \"v1\" or \"v1/orders\" ({})", e.message()),
+                        );
+                        continue;
+                    }
+                }
+            };
+            let Some(api_name) = m.api else {
+                self.err(&format!("{mkey}.api"), "is required");
+                continue;
+            };
+            let Some(api) = apis.iter().position(|a| a.name == api_name) else {
+                self.bad(
+                    &format!("{mkey}.api"),
+                    api_name,
+                    "the name of an [[apis]] entry",
+                );
+                continue;
+            };
+            let stage_name = m.stage.unwrap_or_default();
+            let Some(stage) = apis[api].stages.iter().position(|s| s.name == stage_name) else {
+                let names: Vec<&str> = apis[api].stages.iter().map(|s| s.name.as_str()).collect();
+                self.bad(
+                    &format!("{mkey}.stage"),
+                    stage_name,
+                    &format!("a stage of API {api_name:?}: {names:?}"),
+                );
+                continue;
+            };
+            if mappings.iter().any(|o| o.base_path == base_path) {
+                self.err(
+                    &format!("{mkey}.base_path"),
+                    format!("{bp:?} is mapped twice in this domain"),
+                );
+            }
+            mappings.push(Mapping {
+                base_path,
+                api,
+                stage,
+            });
+        }
+        Domain {
+            host,
+            listeners: d.listeners,
+            mappings,
+        }
+    }
+}
+
+/// `cache = { enabled = false }` is accepted: it asks for nothing that is missing.
+fn cache_is_off(v: &toml::Value) -> bool {
+    v.get("enabled").and_then(toml::Value::as_bool) == Some(false)
+}
+
+/// Resolves "host:port" once, at load (blocking DNS is fine on the control plane).
+pub fn resolve(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err("missing port".into());
+    }
+    s.to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| "no address".into())
+}
+
+/// What `tollgate check` prints: the listeners, APIs, stages, routes and upstreams a config
+/// would serve.
+pub fn summary(cfg: &Config, workers: Option<usize>) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let mut c = cfg.clone();
+    if let Some(w) = workers {
+        c.server.workers = w;
+    }
+    let _ = writeln!(s, "configuration OK");
+    let _ = writeln!(
+        s,
+        "shards: {} (driver {:?}, pin {})",
+        c.shard_count(),
+        c.server.driver,
+        c.server.pin
+    );
+    for l in &c.listeners {
+        let _ = writeln!(s, "listener {:?} on {}", l.name, l.addr);
+    }
+    if let Some(a) = &c.admin {
+        let _ = writeln!(s, "admin API on {} (token from ${})", a.addr, a.token_env);
+    }
+    for u in &c.upstreams {
+        let targets: Vec<String> = u.targets.iter().map(|t| t.to_string()).collect();
+        let _ = writeln!(
+            s,
+            "upstream {:?}: {} ({:?}, keepalive {}{})",
+            u.name,
+            targets.join(", "),
+            u.balance,
+            u.keepalive,
+            if u.health.is_some() {
+                ", health checked"
+            } else {
+                ""
+            }
+        );
+    }
+    for d in &c.domains {
+        for m in &d.mappings {
+            let host = match &d.host {
+                HostPattern::Any => "*".to_string(),
+                HostPattern::Suffix(x) => format!("*{x}"),
+                HostPattern::Exact(x) => x.clone(),
+            };
+            let api = &c.apis[m.api];
+            let _ = writeln!(
+                s,
+                "domain {host}/{} -> api {:?} stage {:?}",
+                m.base_path.join("/"),
+                api.name,
+                api.stages[m.stage].name
+            );
+        }
+    }
+    for a in &c.apis {
+        let stages: Vec<&str> = a.stages.iter().map(|s| s.name.as_str()).collect();
+        let _ = writeln!(s, "api {:?} stages {:?}", a.name, stages);
+        for r in &a.routes {
+            let target = match &r.integration {
+                Integration::Http { uri, timeout, .. } => {
+                    format!("http {uri} (timeout {}s)", timeout.as_secs_f64())
+                }
+                Integration::Mock { status, .. } => format!("mock {status}"),
+            };
+            let _ = writeln!(s, "  route {} -> {target}", r.key);
+        }
+    }
+    s
+}

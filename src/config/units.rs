@@ -1,0 +1,90 @@
+//! Parsing of the human units the config file uses: durations ("250ms", "29s", "5m", "1h",
+//! "1d") and byte sizes ("512KiB", "10MiB", "1GiB", or a plain integer of bytes).
+//!
+//! Both parsers are pure and return a message that says what is allowed, so the config
+//! validator can quote it next to the key and the bad value.
+
+use std::time::Duration;
+
+/// What a duration may look like, quoted in errors.
+pub const DURATION_HELP: &str =
+    "a number with a unit: ms, s, m, h or d (e.g. \"250ms\", \"29s\", \"5m\")";
+/// What a size may look like, quoted in errors.
+pub const SIZE_HELP: &str =
+    "a number of bytes, optionally with a unit: B, KiB, MiB, GiB, KB, MB, GB (e.g. \"512KiB\", \"10MiB\")";
+
+/// Parses "250ms", "29s", "5m", "1h", "1d". Fractions are not accepted: use a smaller unit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() {
+        return Err(DURATION_HELP.to_string());
+    }
+    let n: u64 = num.parse().map_err(|_| DURATION_HELP.to_string())?;
+    let per_unit_ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(DURATION_HELP.to_string()),
+    };
+    n.checked_mul(per_unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| "duration is too large".to_string())
+}
+
+/// Parses "512KiB", "10MiB", "1GiB", "100KB", "4096" or "4096B" into bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() {
+        return Err(SIZE_HELP.to_string());
+    }
+    let n: u64 = num.parse().map_err(|_| SIZE_HELP.to_string())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(SIZE_HELP.to_string()),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "size is too large".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("29s"), Ok(Duration::from_secs(29)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("100KB"), Ok(100_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("10 furlongs").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+}

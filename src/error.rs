@@ -1,0 +1,120 @@
+//! The crate's one error type for request handling: what went wrong ([`Kind`]), on which
+//! side ([`Side`]), and what was being done (`context`, for logs only).
+//!
+//! [`Error::status`] and [`Error::client_message`] are the single mapping from errors to the
+//! HTTP answers the gateway writes itself (DESIGN.md, "Errors the gateway itself returns"), and
+//! [`Error::closes_connection`] decides whether the client connection survives the error.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::http::Method;
+
+/// Which side of the proxy caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Malformed request; the message says what (400).
+    BadRequest(&'static str),
+    /// Request head over `limits.max_header_bytes` (431).
+    HeadTooLarge,
+    /// Body over `limits.max_body` (413).
+    BodyTooLarge,
+    /// Head did not arrive within `limits.header_timeout` (408).
+    HeadTimeout,
+    /// No API, stage or route (404).
+    NotFound,
+    /// The path exists for other methods (405, with `Allow`).
+    MethodNotAllowed(Vec<Method>),
+    /// Upstream refused, reset, closed early or answered garbage (502).
+    BadGateway,
+    /// No healthy target (503).
+    NoHealthyUpstream,
+    /// Upstream did not answer within the integration timeout (504).
+    GatewayTimeout,
+    /// The client went away; nothing can be written.
+    ClientGone,
+}
+
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: Kind,
+    pub side: Side,
+    pub context: Cow<'static, str>,
+}
+
+impl Error {
+    pub fn new(kind: Kind, side: Side, context: impl Into<Cow<'static, str>>) -> Error {
+        Error {
+            kind,
+            side,
+            context: context.into(),
+        }
+    }
+
+    pub fn downstream(kind: Kind, context: impl Into<Cow<'static, str>>) -> Error {
+        Error::new(kind, Side::Downstream, context)
+    }
+
+    pub fn upstream(kind: Kind, context: impl Into<Cow<'static, str>>) -> Error {
+        Error::new(kind, Side::Upstream, context)
+    }
+
+    pub fn status(&self) -> u16 {
+        match self.kind {
+            Kind::BadRequest(_) => 400,
+            Kind::HeadTooLarge => 431,
+            Kind::BodyTooLarge => 413,
+            Kind::HeadTimeout => 408,
+            Kind::NotFound => 404,
+            Kind::MethodNotAllowed(_) => 405,
+            Kind::BadGateway => 502,
+            Kind::NoHealthyUpstream => 503,
+            Kind::GatewayTimeout => 504,
+            Kind::ClientGone => 499,
+        }
+    }
+
+    /// The `message` of the JSON body. Never includes upstream addresses or internals.
+    pub fn client_message(&self) -> &'static str {
+        match self.kind {
+            Kind::BadRequest(m) => m,
+            Kind::HeadTooLarge => "Request Header Fields Too Large",
+            Kind::BodyTooLarge => "Request Entity Too Large",
+            Kind::HeadTimeout => "Request Timeout",
+            Kind::NotFound => "Not Found",
+            Kind::MethodNotAllowed(_) => "Method Not Allowed",
+            Kind::BadGateway => "Bad Gateway",
+            Kind::NoHealthyUpstream => "Service Unavailable",
+            Kind::GatewayTimeout => "Endpoint request timed out",
+            Kind::ClientGone => "",
+        }
+    }
+
+    /// Whether the client connection must close after the error answer: framing errors leave
+    /// the byte stream in an unknown state, so nothing after them can be trusted.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::BadRequest(_)
+                | Kind::HeadTooLarge
+                | Kind::BodyTooLarge
+                | Kind::HeadTimeout
+                | Kind::ClientGone
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} ({:?}): {}", self.kind, self.side, self.context)
+    }
+}
+
+impl std::error::Error for Error {}

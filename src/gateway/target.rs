@@ -1,0 +1,89 @@
+//! Where an `http` integration sends a request: a named `[[upstreams]]` entry
+//! (`http://pets/...`) or a literal address (`http://127.0.0.1:9001/...`), plus the path and
+//! query template that follows the authority.
+
+use std::net::SocketAddr;
+
+use super::template::{Piece, Template};
+use crate::config::Upstream;
+
+/// The authority part of an integration URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authority {
+    /// Index into `Config::upstreams`.
+    Named(usize),
+    /// A literal address; `host` is what the `Host` header carries.
+    Addr { addr: SocketAddr, host: String },
+}
+
+/// A parsed integration URI, stage variables already substituted.
+#[derive(Debug, Clone)]
+pub struct UriTarget {
+    pub authority: Authority,
+    /// The `Host` header sent upstream (nginx's `$proxy_host`).
+    pub host_header: String,
+    /// Path and optional query, starting with `/`.
+    pub path: Template,
+}
+
+/// Splits a stage-resolved URI template into authority and path.
+pub fn parse_uri_target(t: &Template, upstreams: &[Upstream]) -> Result<UriTarget, String> {
+    let first = match t.pieces.first() {
+        Some(Piece::Lit(s)) => s.as_str(),
+        _ => return Err("must start with http://host".into()),
+    };
+    let rest = if let Some(r) = first.strip_prefix("http://") {
+        r
+    } else if first.starts_with("https://") {
+        return Err("https:// integrations are not supported yet (TLS to upstreams is not built in this version)".into());
+    } else {
+        return Err("must start with http://".into());
+    };
+    let end = rest.find(['/', '?']);
+    if end.is_none() && t.pieces.len() > 1 {
+        return Err("the host part must not contain variables".into());
+    }
+    let (auth, path_start) = match end {
+        Some(e) => (&rest[..e], &rest[e..]),
+        None => (rest, ""),
+    };
+    if auth.is_empty() {
+        return Err("has no host".into());
+    }
+    let authority = if let Some(i) = upstreams.iter().position(|u| u.name == auth) {
+        Authority::Named(i)
+    } else if auth.contains(':') || auth.parse::<std::net::IpAddr>().is_ok() {
+        let with_port = if auth.contains(':') && !auth.ends_with(']') {
+            auth.to_string()
+        } else {
+            format!("{auth}:80")
+        };
+        let addr = crate::config::resolve(&with_port)
+            .map_err(|e| format!("host {auth:?} does not resolve: {e}"))?;
+        Authority::Addr {
+            addr,
+            host: auth.to_string(),
+        }
+    } else {
+        return Err(format!(
+            "host {auth:?} is neither an [[upstreams]] name nor an address with a port"
+        ));
+    };
+    let mut pieces = Vec::with_capacity(t.pieces.len());
+    if path_start.starts_with('?') || path_start.is_empty() {
+        pieces.push(Piece::Lit(format!("/{path_start}")));
+    } else {
+        pieces.push(Piece::Lit(path_start.to_string()));
+    }
+    pieces.extend(t.pieces.iter().skip(1).cloned());
+    if let Some(Piece::Lit(s)) = pieces.first() {
+        if s.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
+            return Err("path contains spaces, control characters or a fragment".into());
+        }
+    }
+    Ok(UriTarget {
+        authority,
+        host_header: auth.to_string(),
+        path: Template { pieces },
+    })
+}

@@ -1,0 +1,226 @@
+//! String templates used by integrations: `${stageVariables.NAME}`, `${context.requestId}`,
+//! `${request.path.NAME}` and `{NAME}` (a path variable of the route).
+//!
+//! A template is parsed once at load into pieces; stage variables are substituted when the
+//! snapshot is compiled (they are fixed per stage), so at request time only path variables
+//! and the request id remain, and rendering is a walk over a few pieces into one buffer.
+
+/// One piece of a parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Lit(String),
+    StageVar(String),
+    /// Index into the route's path variables.
+    PathVar(usize),
+    RequestId,
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Template {
+    pub pieces: Vec<Piece>,
+}
+
+/// How `{NAME}` that names no path variable is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownBraces {
+    /// Kept as literal text (bodies: JSON is full of braces).
+    Literal,
+    /// An error (URIs: braces are not valid there).
+    Error,
+}
+
+impl Template {
+    /// Parses `s`. `params` are the route's path variable names, in order.
+    pub fn parse(s: &str, params: &[String], unknown: UnknownBraces) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut lit = String::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix("${") {
+                let end = after
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed \"${{\" in {s:?}"))?;
+                let name = &after[..end];
+                let piece = if let Some(v) = name.strip_prefix("stageVariables.") {
+                    if !is_ident(v) {
+                        return Err(format!("bad stage variable name {v:?} in {s:?}"));
+                    }
+                    Piece::StageVar(v.to_string())
+                } else if name == "context.requestId" {
+                    Piece::RequestId
+                } else if let Some(p) = name.strip_prefix("request.path.") {
+                    let idx = params.iter().position(|n| n == p).ok_or_else(|| {
+                        format!("${{request.path.{p}}} names no path variable of the route")
+                    })?;
+                    Piece::PathVar(idx)
+                } else {
+                    return Err(format!(
+                        "unknown variable ${{{name}}}: allowed are ${{stageVariables.NAME}}, \
+                         ${{context.requestId}}, ${{request.path.NAME}}"
+                    ));
+                };
+                if !lit.is_empty() {
+                    pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+                }
+                pieces.push(piece);
+                rest = &after[end + 1..];
+                continue;
+            }
+            if let Some(after) = rest.strip_prefix('{') {
+                if let Some(end) = after.find('}') {
+                    let name = &after[..end];
+                    if let Some(idx) = params.iter().position(|n| n == name) {
+                        if !lit.is_empty() {
+                            pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+                        }
+                        pieces.push(Piece::PathVar(idx));
+                        rest = &after[end + 1..];
+                        continue;
+                    }
+                    if unknown == UnknownBraces::Error {
+                        return Err(format!("{{{name}}} names no path variable of the route"));
+                    }
+                } else if unknown == UnknownBraces::Error {
+                    return Err(format!("unclosed \"{{\" in {s:?}"));
+                }
+            }
+            let ch = rest.chars().next().unwrap_or_default();
+            lit.push(ch);
+            rest = &rest[ch.len_utf8()..];
+        }
+        if !lit.is_empty() {
+            pieces.push(Piece::Lit(lit));
+        }
+        Ok(Template { pieces })
+    }
+
+    /// Substitutes stage variables; a variable the stage does not define is an error.
+    pub fn with_stage(
+        &self,
+        vars: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Template, String> {
+        let mut pieces: Vec<Piece> = Vec::with_capacity(self.pieces.len());
+        for p in &self.pieces {
+            let p = match p {
+                Piece::StageVar(name) => match vars.get(name) {
+                    Some(v) => Piece::Lit(v.clone()),
+                    None => return Err(format!("${{stageVariables.{name}}} is not defined")),
+                },
+                other => other.clone(),
+            };
+            // Merge adjacent literals so rendering does fewer pushes.
+            match (pieces.last_mut(), p) {
+                (Some(Piece::Lit(prev)), Piece::Lit(s)) => prev.push_str(&s),
+                (_, p) => pieces.push(p),
+            }
+        }
+        Ok(Template { pieces })
+    }
+
+    /// The template's text when it has no request-time pieces.
+    pub fn as_literal(&self) -> Option<&str> {
+        match self.pieces.as_slice() {
+            [] => Some(""),
+            [Piece::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+
+    /// True when rendering needs nothing from the request.
+    pub fn is_static(&self) -> bool {
+        self.pieces.iter().all(|p| matches!(p, Piece::Lit(_)))
+    }
+
+    /// Renders into `out`; `path_var(i, out)` writes path variable `i`.
+    pub fn render(
+        &self,
+        out: &mut Vec<u8>,
+        request_id: &str,
+        mut path_var: impl FnMut(usize, &mut Vec<u8>),
+    ) {
+        for p in &self.pieces {
+            match p {
+                Piece::Lit(s) => out.extend_from_slice(s.as_bytes()),
+                Piece::PathVar(i) => path_var(*i, out),
+                Piece::RequestId => out.extend_from_slice(request_id.as_bytes()),
+                // Substituted at compile time; an unresolved one renders as nothing.
+                Piece::StageVar(_) => {}
+            }
+        }
+    }
+}
+
+/// `[A-Za-z0-9_-]+`: the names allowed for variables.
+pub fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn params() -> Vec<String> {
+        vec!["petId".to_string(), "proxy".to_string()]
+    }
+
+    #[test]
+    fn parses_all_piece_kinds() {
+        let t = Template::parse(
+            "${stageVariables.backend}/pets/{petId}?r=${context.requestId}&p=${request.path.proxy}",
+            &params(),
+            UnknownBraces::Error,
+        )
+        .unwrap();
+        assert_eq!(
+            t.pieces,
+            vec![
+                Piece::StageVar("backend".into()),
+                Piece::Lit("/pets/".into()),
+                Piece::PathVar(0),
+                Piece::Lit("?r=".into()),
+                Piece::RequestId,
+                Piece::Lit("&p=".into()),
+                Piece::PathVar(1),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_braces_stay_literal_in_bodies() {
+        let t = Template::parse(
+            r#"{"message":"Not Found"}"#,
+            &params(),
+            UnknownBraces::Literal,
+        )
+        .unwrap();
+        assert_eq!(t.as_literal(), Some(r#"{"message":"Not Found"}"#));
+        let t = Template::parse(r#"{"id":"{petId}"}"#, &params(), UnknownBraces::Literal).unwrap();
+        let mut out = Vec::new();
+        t.render(&mut out, "rid", |_, o| o.extend_from_slice(b"7"));
+        assert_eq!(out, br#"{"id":"7"}"#);
+    }
+
+    #[test]
+    fn unknown_names_are_errors_in_uris() {
+        assert!(Template::parse("/x/{nope}", &params(), UnknownBraces::Error).is_err());
+        assert!(Template::parse("${foo.bar}", &params(), UnknownBraces::Literal).is_err());
+        assert!(Template::parse("${stageVariables.a", &params(), UnknownBraces::Literal).is_err());
+    }
+
+    #[test]
+    fn stage_substitution_merges_literals_and_reports_missing() {
+        let t =
+            Template::parse("${stageVariables.b}/pets", &params(), UnknownBraces::Error).unwrap();
+        let mut vars = BTreeMap::new();
+        vars.insert("b".to_string(), "http://pets".to_string());
+        assert_eq!(
+            t.with_stage(&vars).unwrap().as_literal(),
+            Some("http://pets/pets")
+        );
+        assert!(t.with_stage(&BTreeMap::new()).is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! The HTTP/1.1 server side of one client connection: the keep-alive loop over one owned
+//! read buffer. Heads are parsed in place and split off as `Bytes`; whatever follows (a body,
+//! or the next pipelined request) stays in the buffer for the next step. Requests on one
+//! connection are answered one at a time, so pipelined answers leave in order.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::h1::{self, HeadError, RequestHead};
+use crate::error::{Error, Kind};
+use crate::gateway::{self, Next};
+use crate::shard::Shard;
+
+/// Read size when the buffer needs room.
+pub const READ_CHUNK: usize = 16 << 10;
+/// Lingering close: how long and how much to drain from a client we stopped reading.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// A client connection.
+pub struct Conn {
+    pub stream: TcpStream,
+    /// Bytes read and not yet used: the rest of a body or the next pipelined request.
+    pub buf: BytesMut,
+    pub peer: SocketAddr,
+    /// Index of the listener it arrived on.
+    pub listener: usize,
+}
+
+/// Appends what the socket has to `buf`; `Ok(0)` at end of stream.
+pub async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    let b = std::mem::take(buf);
+    let (len, cap) = (b.len(), b.capacity());
+    let (res, slice) = stream.read(b.slice_mut(len..cap)).await;
+    *buf = slice.into_inner();
+    res
+}
+
+/// Writes all of `data`.
+pub async fn write_all<B: monoio::buf::IoBuf>(stream: &mut TcpStream, data: B) -> io::Result<()> {
+    let (res, _) = stream.write_all(data).await;
+    res.map(|_| ())
+}
+
+impl Conn {
+    pub async fn read_more(&mut self) -> io::Result<usize> {
+        read_into(&mut self.stream, &mut self.buf).await
+    }
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    Closed,
+    Failed(Error),
+}
+
+/// Serves one client connection until it closes, errs, or the shard drains.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn {
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        peer,
+        listener,
+    };
+    let mut first = true;
+    loop {
+        let snap = shard.snapshot();
+        let limits = &snap.snap.limits;
+        let head = match read_head(
+            &shard,
+            &mut conn,
+            limits.max_header_bytes,
+            limits.header_timeout,
+            limits.idle_timeout,
+            first,
+        )
+        .await
+        {
+            HeadRead::Head(h) => h,
+            HeadRead::Closed => return,
+            HeadRead::Failed(e) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "bad request head");
+                let mut out = Vec::with_capacity(256);
+                let rid = shard.request_id();
+                gateway::error_response(&mut out, &e, 1, &rid, false, false);
+                if write_all(&mut conn.stream, out).await.is_ok() {
+                    linger_close(conn).await;
+                }
+                return;
+            }
+        };
+        first = false;
+        match gateway::handle(&shard, snap, &mut conn, head).await {
+            Next::KeepAlive if !shard.drain.is_on() => continue,
+            Next::KeepAlive => return,
+            Next::Close => return,
+            Next::Linger => return linger_close(conn).await,
+            Next::Upgrade(upstream, leftover) => {
+                crate::upstream::proxy::relay(conn, upstream, leftover).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Reads until a whole head is parsed. Before its first byte a kept-alive connection may idle
+/// for `idle`; from the first byte the whole head must arrive within `header_timeout`.
+async fn read_head(
+    shard: &Shard,
+    conn: &mut Conn,
+    max: usize,
+    header_timeout: Duration,
+    idle: Duration,
+    first: bool,
+) -> HeadRead {
+    let mut deadline = if first {
+        Some(Instant::now() + header_timeout)
+    } else {
+        None
+    };
+    loop {
+        if !conn.buf.is_empty() {
+            match h1::parse_request(&conn.buf, max) {
+                Ok(Some((len, parts))) => {
+                    let raw = conn.buf.split_to(len).freeze();
+                    return HeadRead::Head(parts.into_head(raw));
+                }
+                Ok(None) => {}
+                Err(HeadError::TooLarge) => {
+                    return HeadRead::Failed(Error::downstream(Kind::HeadTooLarge, "request head"))
+                }
+                Err(HeadError::Malformed(m)) => {
+                    return HeadRead::Failed(Error::downstream(Kind::BadRequest(m), "request head"))
+                }
+            }
+            if deadline.is_none() {
+                deadline = Some(Instant::now() + header_timeout);
+            }
+        }
+        let res = match deadline {
+            Some(d) => match monoio::time::timeout_at(d.into(), conn.read_more()).await {
+                Ok(r) => r,
+                Err(_) if conn.buf.is_empty() => return HeadRead::Closed,
+                Err(_) => {
+                    return HeadRead::Failed(Error::downstream(Kind::HeadTimeout, "request head"))
+                }
+            },
+            None => {
+                let drain = shard.drain.wait();
+                monoio::select! {
+                    r = monoio::time::timeout(idle, conn.read_more()) => match r {
+                        Ok(r) => r,
+                        Err(_) => return HeadRead::Closed,
+                    },
+                    _ = drain => return HeadRead::Closed,
+                }
+            }
+        };
+        match res {
+            Ok(0) => {
+                return if conn.buf.is_empty() {
+                    HeadRead::Closed
+                } else {
+                    HeadRead::Failed(Error::downstream(
+                        Kind::BadRequest("Incomplete request"),
+                        "request head",
+                    ))
+                };
+            }
+            Ok(_) => {
+                if deadline.is_none() {
+                    deadline = Some(Instant::now() + header_timeout);
+                }
+            }
+            Err(_) => return HeadRead::Closed,
+        }
+    }
+}
+
+/// Closes after an answer while the client may still be sending: stop writing, then read and
+/// discard for a short while so the client sees the answer rather than a reset (nginx's
+/// lingering close).
+pub async fn linger_close(mut conn: Conn) {
+    let _ = conn.stream.shutdown().await;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut drained = 0;
+    conn.buf.clear();
+    while drained < LINGER_BYTES {
+        conn.buf.clear();
+        match monoio::time::timeout_at(deadline.into(), conn.read_more()).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! HTTP/1.1 message heads (RFC 9112): parsing with `httparse`, then the framing rules that
+//! `httparse` leaves to us. Anything ambiguous is refused, because a gateway that reads a
+//! message differently from its upstream is a request-smuggling hole:
+//! `Content-Length` with `Transfer-Encoding`, differing `Content-Length`s, a transfer coding
+//! other than a final `chunked`, `Transfer-Encoding` in HTTP/1.0, more than one `Host`.
+//! Obsolete line folding, whitespace before the colon and bare CRs are refused by `httparse`.
+//!
+//! A head is kept as the [`Bytes`] it arrived in plus ranges into it, so parsing copies nothing.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::{has_token, name_eq, Method};
+
+/// Headers per message beyond which the head is refused with 431.
+pub const MAX_HEADERS: usize = 128;
+
+/// Body framing of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Responses only: the body ends when the connection closes.
+    UntilClose,
+}
+
+/// Why a head was refused. Maps to 400 or 431 (requests) or 502 (responses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    Malformed(&'static str),
+    TooLarge,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderRange {
+    pub name: Range<u32>,
+    pub value: Range<u32>,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub raw: Bytes,
+    pub method: Method,
+    pub method_range: Range<u32>,
+    /// The path (origin-form, without query).
+    pub path: Range<u32>,
+    /// The query without `?`, if any.
+    pub query: Option<Range<u32>>,
+    /// HTTP/1.x minor version.
+    pub minor: u8,
+    pub headers: Vec<HeaderRange>,
+    /// Host header, or the authority of an absolute-form target.
+    pub host: Option<Range<u32>>,
+    pub framing: Framing,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    /// `Connection: upgrade` with an `Upgrade` header.
+    pub upgrade: bool,
+}
+
+impl RequestHead {
+    #[inline]
+    pub fn slice(&self, r: &Range<u32>) -> &[u8] {
+        &self.raw[r.start as usize..r.end as usize]
+    }
+
+    pub fn method_bytes(&self) -> &[u8] {
+        self.slice(&self.method_range)
+    }
+
+    pub fn path_bytes(&self) -> &[u8] {
+        self.slice(&self.path)
+    }
+
+    pub fn query_bytes(&self) -> Option<&[u8]> {
+        self.query.as_ref().map(|q| self.slice(q))
+    }
+
+    pub fn host_bytes(&self) -> Option<&[u8]> {
+        self.host.as_ref().map(|h| self.slice(h))
+    }
+
+    /// Iterates (name, value) pairs.
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers
+            .iter()
+            .map(|h| (self.slice(&h.name), self.slice(&h.value)))
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.headers()
+            .find(|(n, _)| name_eq(n, name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// A parsed response head.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    pub raw: Bytes,
+    pub status: u16,
+    pub minor: u8,
+    pub reason: Range<u32>,
+    pub headers: Vec<HeaderRange>,
+    pub framing: Framing,
+    /// The upstream will keep the connection open after this response.
+    pub keep_alive: bool,
+}
+
+impl ResponseHead {
+    #[inline]
+    pub fn slice(&self, r: &Range<u32>) -> &[u8] {
+        &self.raw[r.start as usize..r.end as usize]
+    }
+
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers
+            .iter()
+            .map(|h| (self.slice(&h.name), self.slice(&h.value)))
+    }
+
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.headers()
+            .find(|(n, _)| name_eq(n, name))
+            .map(|(_, v)| v)
+    }
+}
+
+fn offset(base: &[u8], part: &[u8]) -> Range<u32> {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    start as u32..(start + part.len()) as u32
+}
+
+/// Parses one `Content-Length` value list ("5" or "5, 5"), requiring all entries equal.
+fn content_length(v: &[u8], seen: &mut Option<u64>) -> Result<(), HeadError> {
+    for part in v.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(HeadError::Malformed("Invalid Content-Length"));
+        }
+        let n: u64 = std::str::from_utf8(part)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(HeadError::Malformed("Invalid Content-Length"))?;
+        match seen {
+            Some(prev) if *prev != n => {
+                return Err(HeadError::Malformed("Conflicting Content-Length headers"))
+            }
+            _ => *seen = Some(n),
+        }
+    }
+    Ok(())
+}
+
+/// Checks the transfer codings: only a single final `chunked` is understood.
+fn transfer_encoding(values: &[&[u8]]) -> Result<bool, HeadError> {
+    let mut codings = values
+        .iter()
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(|c| c.trim_ascii())
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(true),
+        _ => Err(HeadError::Malformed("Unsupported Transfer-Encoding")),
+    }
+}
+
+/// Parses a request head from the start of `buf`. `Ok(None)`: incomplete (the caller reads
+/// more, or answers 431 once `max_bytes` is reached). `Ok(Some(len))`: the head is
+/// `buf[..len]` and `parts` describes it (ranges relative to `buf`).
+pub fn parse_request(
+    buf: &[u8],
+    max_bytes: usize,
+) -> Result<Option<(usize, RequestParts)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() >= max_bytes {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) => {
+            return Err(HeadError::Malformed("Unsupported HTTP version"))
+        }
+        Err(_) => return Err(HeadError::Malformed("Malformed request")),
+    };
+    if len > max_bytes {
+        return Err(HeadError::TooLarge);
+    }
+    let method_s = req.method.unwrap_or_default();
+    let target = req.path.unwrap_or_default();
+    let minor = req.version.unwrap_or(1);
+    let method = Method::from_bytes(method_s.as_bytes());
+
+    let mut host: Option<Range<u32>> = None;
+    let mut hosts = 0;
+    let mut cl: Option<u64> = None;
+    let mut te: Vec<&[u8]> = Vec::new();
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut conn_upgrade = false;
+    let mut has_upgrade = false;
+    let mut expect_continue = false;
+    let mut out = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        out.push(HeaderRange {
+            name: offset(buf, name),
+            value: offset(buf, value),
+        });
+        if name_eq(name, b"host") {
+            hosts += 1;
+            host = Some(offset(buf, value));
+        } else if name_eq(name, b"content-length") {
+            content_length(value, &mut cl)?;
+        } else if name_eq(name, b"transfer-encoding") {
+            te.push(value);
+        } else if name_eq(name, b"connection") {
+            conn_close |= has_token(value, b"close");
+            conn_keep_alive |= has_token(value, b"keep-alive");
+            conn_upgrade |= has_token(value, b"upgrade");
+        } else if name_eq(name, b"upgrade") {
+            has_upgrade = true;
+        } else if name_eq(name, b"expect") {
+            if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(HeadError::Malformed("Unsupported Expect"));
+            }
+        }
+    }
+    if hosts > 1 {
+        return Err(HeadError::Malformed("More than one Host header"));
+    }
+    if minor == 1 && hosts == 0 {
+        return Err(HeadError::Malformed("Missing Host header"));
+    }
+    if let Some(h) = &host {
+        let hv = &buf[h.start as usize..h.end as usize];
+        if hv.is_empty()
+            || !hv
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+        {
+            return Err(HeadError::Malformed("Invalid Host header"));
+        }
+    }
+    let framing = if !te.is_empty() {
+        if minor == 0 {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding is not allowed in HTTP/1.0",
+            ));
+        }
+        if cl.is_some() {
+            return Err(HeadError::Malformed(
+                "Both Content-Length and Transfer-Encoding",
+            ));
+        }
+        transfer_encoding(&te)?;
+        Framing::Chunked
+    } else {
+        match cl {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    // Request target: origin-form, absolute-form (proxies), or "*" for OPTIONS.
+    let tb = target.as_bytes();
+    let (path, query) = if tb.first() == Some(&b'/') {
+        split_query(buf, tb)
+    } else if let Some(rest) =
+        strip_prefix_ci(tb, b"http://").or_else(|| strip_prefix_ci(tb, b"https://"))
+    {
+        let slash = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
+        let authority = &rest[..slash];
+        if authority.is_empty() {
+            return Err(HeadError::Malformed("Invalid request target"));
+        }
+        // RFC 9112 3.2.2: the target's authority replaces Host.
+        host = Some(offset(buf, authority));
+        if slash == rest.len() || rest[slash] == b'?' {
+            // "http://host" or "http://host?q": the path is "/".
+            let (_, q) = split_query(buf, &rest[slash..]);
+            (offset(buf, &rest[slash..slash]), q)
+        } else {
+            split_query(buf, &rest[slash..])
+        }
+    } else if tb == b"*" && method == Method::Options {
+        (offset(buf, tb), None)
+    } else {
+        return Err(HeadError::Malformed("Invalid request target"));
+    };
+    let keep_alive = if minor == 0 {
+        conn_keep_alive && !conn_close
+    } else {
+        !conn_close
+    };
+    Ok(Some((
+        len,
+        RequestParts {
+            method,
+            method_range: offset(buf, method_s.as_bytes()),
+            path,
+            query,
+            minor,
+            headers: out,
+            host,
+            framing,
+            keep_alive,
+            expect_continue: expect_continue && minor >= 1,
+            upgrade: conn_upgrade && has_upgrade,
+        },
+    )))
+}
+
+fn strip_prefix_ci<'a>(s: &'a [u8], p: &[u8]) -> Option<&'a [u8]> {
+    if s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p) {
+        Some(&s[p.len()..])
+    } else {
+        None
+    }
+}
+
+fn split_query(buf: &[u8], t: &[u8]) -> (Range<u32>, Option<Range<u32>>) {
+    match t.iter().position(|&b| b == b'?') {
+        Some(q) => (offset(buf, &t[..q]), Some(offset(buf, &t[q + 1..]))),
+        None => (offset(buf, t), None),
+    }
+}
+
+/// The pieces of [`RequestHead`] before the buffer is frozen.
+#[derive(Debug)]
+pub struct RequestParts {
+    pub method: Method,
+    pub method_range: Range<u32>,
+    pub path: Range<u32>,
+    pub query: Option<Range<u32>>,
+    pub minor: u8,
+    pub headers: Vec<HeaderRange>,
+    pub host: Option<Range<u32>>,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub upgrade: bool,
+}
+
+impl RequestParts {
+    pub fn into_head(self, raw: Bytes) -> RequestHead {
+        RequestHead {
+            raw,
+            method: self.method,
+            method_range: self.method_range,
+            path: self.path,
+            query: self.query,
+            minor: self.minor,
+            headers: self.headers,
+            host: self.host,
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+            expect_continue: self.expect_continue,
+            upgrade: self.upgrade,
+        }
+    }
+}
+
+/// Parses a response head; `head_request` and the status decide whether a body follows.
+pub fn parse_response(
+    buf: &[u8],
+    max_bytes: usize,
+    head_request: bool,
+) -> Result<Option<(usize, ResponseParts)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() >= max_bytes {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed("Malformed response")),
+    };
+    let status = res.code.unwrap_or(0);
+    let minor = res.version.unwrap_or(1);
+    if !(100..=599).contains(&status) {
+        return Err(HeadError::Malformed("Invalid response status"));
+    }
+    let mut cl: Option<u64> = None;
+    let mut te: Vec<&[u8]> = Vec::new();
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut out = Vec::with_capacity(res.headers.len());
+    for h in res.headers.iter() {
+        let name = h.name.as_bytes();
+        out.push(HeaderRange {
+            name: offset(buf, name),
+            value: offset(buf, h.value),
+        });
+        if name_eq(name, b"content-length") {
+            content_length(h.value, &mut cl)?;
+        } else if name_eq(name, b"transfer-encoding") {
+            te.push(h.value);
+        } else if name_eq(name, b"connection") {
+            conn_close |= has_token(h.value, b"close");
+            conn_keep_alive |= has_token(h.value, b"keep-alive");
+        }
+    }
+    let mut keep_alive = if minor == 0 {
+        conn_keep_alive && !conn_close
+    } else {
+        !conn_close
+    };
+    let framing = if head_request || status < 200 || status == 204 || status == 304 {
+        Framing::None
+    } else if !te.is_empty() {
+        if cl.is_some() {
+            return Err(HeadError::Malformed(
+                "Both Content-Length and Transfer-Encoding",
+            ));
+        }
+        // RFC 9112 6.3: a final coding other than chunked means read until close.
+        if transfer_encoding(&te).is_ok() {
+            Framing::Chunked
+        } else {
+            keep_alive = false;
+            Framing::UntilClose
+        }
+    } else {
+        match cl {
+            Some(n) => Framing::Length(n),
+            None => {
+                keep_alive = false;
+                Framing::UntilClose
+            }
+        }
+    };
+    let reason = offset(buf, res.reason.unwrap_or_default().as_bytes());
+    Ok(Some((
+        len,
+        ResponseParts {
+            status,
+            minor,
+            reason,
+            headers: out,
+            framing,
+            keep_alive,
+        },
+    )))
+}
+
+#[derive(Debug)]
+pub struct ResponseParts {
+    pub status: u16,
+    pub minor: u8,
+    pub reason: Range<u32>,
+    pub headers: Vec<HeaderRange>,
+    pub framing: Framing,
+    pub keep_alive: bool,
+}
+
+impl ResponseParts {
+    pub fn into_head(self, raw: Bytes) -> ResponseHead {
+        ResponseHead {
+            raw,
+            status: self.status,
+            minor: self.minor,
+            reason: self.reason,
+            headers: self.headers,
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> Result<RequestHead, HeadError> {
+        match parse_request(s.as_bytes(), 16 << 10)? {
+            Some((len, parts)) => Ok(parts.into_head(Bytes::copy_from_slice(&s.as_bytes()[..len]))),
+            None => Err(HeadError::Malformed("incomplete")),
+        }
+    }
+
+    #[test]
+    fn parses_a_simple_request() {
+        let r = req("GET /pets/1?limit=2 HTTP/1.1\r\nHost: example.com\r\nX-A: b\r\n\r\n").unwrap();
+        assert_eq!(r.method, Method::Get);
+        assert_eq!(r.path_bytes(), b"/pets/1");
+        assert_eq!(r.query_bytes(), Some(&b"limit=2"[..]));
+        assert_eq!(r.host_bytes(), Some(&b"example.com"[..]));
+        assert_eq!(r.header(b"x-a"), Some(&b"b"[..]));
+        assert_eq!(r.framing, Framing::None);
+        assert!(r.keep_alive);
+    }
+
+    #[test]
+    fn incomplete_then_too_large() {
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", 1024),
+            Ok(None)
+        ));
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "a".repeat(2000));
+        assert_eq!(
+            parse_request(big.as_bytes(), 1024).unwrap_err(),
+            HeadError::TooLarge
+        );
+    }
+
+    #[test]
+    fn smuggling_forms_are_refused() {
+        let bad = [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX : b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: b\r\n\r\n",
+            "GET pets HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            "GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
+        ];
+        for b in bad {
+            assert!(
+                matches!(req(b), Err(HeadError::Malformed(_))),
+                "accepted: {b:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn framing_and_connection() {
+        let r = req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n").unwrap();
+        assert_eq!(r.framing, Framing::Length(5));
+        let r = req(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.framing, Framing::Chunked);
+        assert!(!r.keep_alive);
+        let r = req("GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(!r.keep_alive);
+        let r = req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        assert!(r.keep_alive);
+        let r =
+            req("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                .unwrap();
+        assert!(r.upgrade);
+        let r =
+            req("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+                .unwrap();
+        assert!(r.expect_continue);
+    }
+
+    #[test]
+    fn absolute_form_sets_host() {
+        let r =
+            req("GET http://api.example.test/v1/pets?x=1 HTTP/1.1\r\nHost: other\r\n\r\n").unwrap();
+        assert_eq!(r.host_bytes(), Some(&b"api.example.test"[..]));
+        assert_eq!(r.path_bytes(), b"/v1/pets");
+        assert_eq!(r.query_bytes(), Some(&b"x=1"[..]));
+    }
+
+    #[test]
+    fn response_framing() {
+        let parse = |s: &str, head: bool| {
+            parse_response(s.as_bytes(), 1 << 16, head)
+                .unwrap()
+                .unwrap()
+                .1
+        };
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).framing,
+            Framing::Length(3)
+        );
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).framing,
+            Framing::None
+        );
+        assert_eq!(
+            parse("HTTP/1.1 204 No Content\r\n\r\n", false).framing,
+            Framing::None
+        );
+        assert_eq!(
+            parse(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            )
+            .framing,
+            Framing::Chunked
+        );
+        let p = parse("HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!(p.framing, Framing::UntilClose);
+        assert!(!p.keep_alive);
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            1 << 16,
+            false
+        )
+        .is_err());
+        assert!(parse_response(b"garbage\r\n\r\n", 1 << 16, false).is_err());
+    }
+}

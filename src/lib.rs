@@ -1,0 +1,269 @@
+//! Tollgate: a self-hosted API gateway, built as a thread-per-core io_uring proxy.
+//!
+//! # Layout
+//! - [`config`]: the file's serde mirror and the validated, typed [`config::Config`].
+//! - [`snapshot`]: a config compiled for serving (route tries, resolved integrations).
+//! - [`control`]: the control plane thread: reload, health checks, admin API, drain.
+//! - [`admin`]: the admin HTTP API.
+//! - [`runtime`]: shard threads, CPU pinning, io_uring/epoll runtimes, accept loops.
+//! - [`listener`]: `SO_REUSEPORT` sockets, one per shard per listener.
+//! - [`shard`]: per-core state: adopted snapshot, upstream pools, drain signal.
+//! - [`http`]: HTTP/1.1 heads, chunked bodies, the client connection loop.
+//! - [`route`]: domain and base-path resolution, path normalisation, the route trie.
+//! - [`gateway`]: the request pipeline and the one place errors become answers.
+//! - [`upstream`]: target selection, keep-alive pools, the proxy, health checks.
+//! - [`error`]: the error type and its mapping to HTTP statuses.
+//!
+//! # Request lifecycle
+//! accept (shard's own socket) → read and parse the head (`http::conn`, `http::h1`) →
+//! check the declared body size → normalise the path → resolve API and stage (host, base
+//! path) → match the route (trie) → [policy, auth, throttle, validation, cache: later] →
+//! integration: mock answer, or proxy upstream with the body streaming both ways → keep the
+//! connection or close it. Errors at any phase become one JSON answer in `gateway`.
+
+#![deny(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod listener;
+pub mod route;
+pub mod runtime;
+pub mod shard;
+pub mod snapshot;
+pub mod upstream;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use config::Config;
+use control::{Control, ControlMsg};
+use shard::Shared;
+use snapshot::{HealthRegistry, Snapshot};
+
+/// How to start a gateway besides its config.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The file to reload from (SIGHUP, `POST /reload`).
+    pub config_path: Option<PathBuf>,
+    /// `--workers`: overrides `server.workers`, also across reloads.
+    pub workers: Option<usize>,
+    /// The admin token; `None` reads the variable named by `admin.token_env`.
+    pub admin_token: Option<String>,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    listeners: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
+    ctl: flume::Sender<ControlMsg>,
+    control: Option<std::thread::JoinHandle<()>>,
+    pub driver: runtime::DriverKind,
+}
+
+/// Why a gateway could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Gateway {
+    /// Binds every socket, starts the shards and the control plane, and returns once they
+    /// are accepting.
+    pub fn start(mut cfg: Config, opts: Options) -> Result<Gateway, StartError> {
+        if let Some(w) = opts.workers {
+            cfg.server.workers = w;
+        }
+        let shards = cfg.shard_count();
+        let driver = runtime::pick_driver(cfg.server.driver).map_err(StartError)?;
+        let mut per_shard: Vec<Vec<std::net::TcpListener>> =
+            (0..shards).map(|_| Vec::new()).collect();
+        let mut listeners = Vec::new();
+        for l in &cfg.listeners {
+            let (socks, addr) = listener::bind_for_shards(l.addr, shards).map_err(|e| {
+                StartError(format!(
+                    "listeners[{:?}]: cannot listen on {}: {e}",
+                    l.name, l.addr
+                ))
+            })?;
+            for (i, s) in socks.into_iter().enumerate() {
+                per_shard[i].push(s);
+            }
+            tracing::info!(listener = %l.name, addr = %addr, "listening");
+            listeners.push((l.name.clone(), addr));
+        }
+        let admin = match &cfg.admin {
+            None => None,
+            Some(a) => {
+                let token = opts
+                    .admin_token
+                    .clone()
+                    .or_else(|| std::env::var(&a.token_env).ok())
+                    .filter(|t| !t.is_empty());
+                match token {
+                    None => {
+                        tracing::error!(token_env = %a.token_env, "admin API not started: environment variable {} is not set (the admin API needs a bearer token)", a.token_env);
+                        None
+                    }
+                    Some(t) => {
+                        let l = listener::bind_reuseport(a.addr).map_err(|e| {
+                            StartError(format!("admin.addr: cannot listen on {}: {e}", a.addr))
+                        })?;
+                        let addr = l.local_addr().map_err(|e| StartError(e.to_string()))?;
+                        tracing::info!(addr = %addr, "admin API listening");
+                        Some((l, t, addr))
+                    }
+                }
+            }
+        };
+        let admin_addr = admin.as_ref().map(|a| a.2);
+        let mut health = HealthRegistry::default();
+        let snap = Arc::new(Snapshot::compile(Arc::new(cfg), 1, &mut health).map_err(StartError)?);
+        let shared = Shared::new(snap.clone());
+        let server = &snap.config.server;
+        let cpus: Vec<usize> = if server.cpus.is_empty() {
+            (0..shards).collect()
+        } else {
+            server.cpus.clone()
+        };
+        let mut shard_txs = Vec::new();
+        let mut handles = Vec::new();
+        for (id, socks) in per_shard.into_iter().enumerate() {
+            let (tx, rx) = flume::unbounded();
+            shard_txs.push(tx);
+            let spec = runtime::ShardSpec {
+                id,
+                cpu: if server.pin {
+                    cpus.get(id % cpus.len()).copied()
+                } else {
+                    None
+                },
+                driver,
+                entries: server.uring_entries,
+                listeners: socks,
+                shared: shared.clone(),
+                rx,
+                drain_timeout: server.drain_timeout,
+            };
+            handles.push(
+                runtime::spawn_shard(spec)
+                    .map_err(|e| StartError(format!("cannot start shard thread: {e}")))?,
+            );
+        }
+        let (ctl_tx, ctl_rx) = flume::unbounded();
+        let entries = server.uring_entries;
+        let config_path = opts.config_path.clone();
+        let workers = opts.workers;
+        let control = std::thread::Builder::new()
+            .name("tollgate-control".into())
+            .spawn(move || {
+                let ctl = Rc::new(RefCell::new(Control::new(
+                    config_path,
+                    workers,
+                    shared,
+                    health,
+                )));
+                let admin = admin.map(|(l, t, _)| (l, t));
+                if let Err(e) =
+                    runtime::block_on(driver, entries, control::run(ctl, ctl_rx, admin, shard_txs))
+                {
+                    tracing::error!(error = %e, "control plane runtime failed to start");
+                }
+                for h in handles {
+                    let _ = h.join();
+                }
+                tracing::info!("stopped");
+            })
+            .map_err(|e| StartError(format!("cannot start control thread: {e}")))?;
+        Ok(Gateway {
+            listeners,
+            admin: admin_addr,
+            ctl: ctl_tx,
+            control: Some(control),
+            driver,
+        })
+    }
+
+    /// The bound address of a listener (its port is real even when the config said 0).
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// Reloads the config file, as SIGHUP does; returns the new generation or every error.
+    pub fn reload(&self) -> Result<u64, Vec<String>> {
+        let (tx, rx) = flume::bounded(1);
+        self.ctl
+            .send(ControlMsg::Reload(Some(tx)))
+            .map_err(|_| vec!["gateway is stopped".to_string()])?;
+        rx.recv()
+            .map_err(|_| vec!["gateway is stopped".to_string()])?
+    }
+
+    /// A handle for signal handlers: sends control messages from any thread.
+    pub fn controller(&self) -> Controller {
+        Controller(self.ctl.clone())
+    }
+
+    /// Starts a graceful shutdown and waits for it.
+    pub fn shutdown(mut self) {
+        let _ = self.ctl.send(ControlMsg::Shutdown);
+        self.join();
+    }
+
+    /// Waits until the gateway stops.
+    pub fn wait(mut self) {
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(h) = self.control.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.control.is_some() {
+            let _ = self.ctl.send(ControlMsg::Shutdown);
+            self.join();
+        }
+    }
+}
+
+/// Sends control messages to a gateway from another thread.
+#[derive(Clone)]
+pub struct Controller(flume::Sender<ControlMsg>);
+
+impl Controller {
+    pub fn reload(&self) {
+        let _ = self.0.send(ControlMsg::Reload(None));
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.0.send(ControlMsg::Shutdown);
+    }
+}

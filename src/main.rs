@@ -1,0 +1,118 @@
+//! The `tollgate` binary: parses the command line, sets up logging, loads the config and
+//! runs the gateway. No logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tollgate::config::Config;
+use tollgate::{Gateway, Options};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "A thread-per-core API gateway")]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, default_value = "config.toml")]
+    config: PathBuf,
+    /// Shards to run; overrides server.workers (0 = one per CPU).
+    #[arg(long, global = true)]
+    workers: Option<usize>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and print what it would serve.
+    Check,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: configuration refused:", cli.config.display());
+            for line in &e.errors {
+                eprintln!("  - {line}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Check) => {
+            print!("{}", tollgate::config::summary(&cfg, cli.workers));
+            ExitCode::SUCCESS
+        }
+        None => run(cfg, cli.config, cli.workers),
+    }
+}
+
+fn run(cfg: Config, path: PathBuf, workers: Option<usize>) -> ExitCode {
+    let gw = match Gateway::start(
+        cfg,
+        Options {
+            config_path: Some(path),
+            workers,
+            admin_token: None,
+        },
+    ) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctl = gw.controller();
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]);
+    match signals {
+        Ok(mut signals) => {
+            std::thread::Builder::new()
+                .name("tollgate-signals".into())
+                .spawn(move || {
+                    for sig in signals.forever() {
+                        if sig == signal_hook::consts::SIGHUP {
+                            tracing::info!("SIGHUP: reloading configuration");
+                            ctl.reload();
+                        } else {
+                            tracing::info!(signal = sig, "stopping");
+                            ctl.shutdown();
+                        }
+                    }
+                })
+                .ok();
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot install signal handlers"),
+    }
+    gw.wait();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,410 @@
+//! The route matcher: a trie per API over decoded path segments. Pure, no I/O.
+//!
+//! Priority, as Amazon API Gateway's HTTP APIs: a literal segment beats `{param}` beats
+//! `{proxy+}`; at the matched node a route for the request's method beats `ANY`; `HEAD` falls
+//! back to `GET`. The search backtracks, so `GET /pets/mine` finds `GET /pets/{id}` when the
+//! literal `/pets/mine` exists only for `POST`. When no route accepts the method but some node
+//! holds routes for the path, the result is [`Lookup::MethodNotAllowed`] with the methods that
+//! node would accept, for a `405` with `Allow`.
+
+use ahash::AHashMap;
+
+use super::path::SegView;
+use crate::http::Method;
+
+/// One segment of a route's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Lit(String),
+    Param(String),
+    /// `{name+}`: one or more remaining segments; only last.
+    Greedy(String),
+}
+
+/// Parses a route path like `/pets/{petId}/{proxy+}`.
+pub fn parse_route_path(path: &str) -> Result<Vec<Seg>, String> {
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with /"));
+    }
+    let mut segs = Vec::new();
+    let parts: Vec<&str> = path[1..].split('/').collect();
+    let n = parts.len();
+    for (i, raw) in parts.into_iter().enumerate() {
+        if raw.is_empty() {
+            if i + 1 == n {
+                break; // "/" alone or a trailing slash
+            }
+            return Err(format!("path {path:?} has an empty segment"));
+        }
+        if let Some(inner) = raw.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+            let (name, greedy) = match inner.strip_suffix('+') {
+                Some(n) => (n, true),
+                None => (inner, false),
+            };
+            if !crate::gateway::template::is_ident(name) {
+                return Err(format!("bad path variable {raw:?} in {path:?}: use {{name}} or {{name+}} with letters, digits, _ or -"));
+            }
+            if segs
+                .iter()
+                .any(|s| matches!(s, Seg::Param(n) | Seg::Greedy(n) if n == name))
+            {
+                return Err(format!(
+                    "path variable {{{name}}} appears twice in {path:?}"
+                ));
+            }
+            if greedy {
+                if i + 1 != n {
+                    return Err(format!(
+                        "greedy variable {raw:?} must be the last segment of {path:?}"
+                    ));
+                }
+                segs.push(Seg::Greedy(name.to_string()));
+            } else {
+                segs.push(Seg::Param(name.to_string()));
+            }
+        } else {
+            if raw.contains(['{', '}']) {
+                return Err(format!("segment {raw:?} of {path:?} mixes text and a variable; a variable must be a whole segment"));
+            }
+            if raw == "." || raw == ".." {
+                return Err(format!("path {path:?} has a dot segment"));
+            }
+            let decoded = super::path::normalise(format!("/{raw}").as_bytes())
+                .map_err(|e| format!("segment {raw:?}: {}", e.message()))?;
+            segs.push(Seg::Lit(
+                decoded.iter().next().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    Ok(segs)
+}
+
+/// Which method a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodSel {
+    One(Method),
+    Any,
+}
+
+#[derive(Debug)]
+struct Methods<T> {
+    by_method: [Option<T>; Method::NAMED.len()],
+    any: Option<T>,
+}
+
+impl<T> Default for Methods<T> {
+    fn default() -> Self {
+        Methods {
+            by_method: Default::default(),
+            any: None,
+        }
+    }
+}
+
+impl<T> Methods<T> {
+    fn is_empty(&self) -> bool {
+        self.any.is_none() && self.by_method.iter().all(Option::is_none)
+    }
+
+    fn get(&self, m: Method) -> Option<&T> {
+        let exact = m.index().and_then(|i| self.by_method[i].as_ref());
+        let head_as_get = if m == Method::Head {
+            self.by_method[0].as_ref()
+        } else {
+            None
+        };
+        exact.or(head_as_get).or(self.any.as_ref())
+    }
+
+    fn allowed(&self) -> Vec<Method> {
+        if self.any.is_some() {
+            return Method::NAMED.to_vec();
+        }
+        let mut v: Vec<Method> = Method::NAMED
+            .iter()
+            .zip(&self.by_method)
+            .filter(|(_, r)| r.is_some())
+            .map(|(m, _)| *m)
+            .collect();
+        if v.contains(&Method::Get) && !v.contains(&Method::Head) {
+            v.insert(1, Method::Head);
+        }
+        v
+    }
+}
+
+#[derive(Debug)]
+struct Node<T> {
+    lit: AHashMap<Box<str>, Node<T>>,
+    param: Option<Box<Node<T>>>,
+    greedy: Methods<T>,
+    here: Methods<T>,
+}
+
+impl<T> Default for Node<T> {
+    fn default() -> Self {
+        Node {
+            lit: AHashMap::new(),
+            param: None,
+            greedy: Methods::default(),
+            here: Methods::default(),
+        }
+    }
+}
+
+/// Where a path variable's value lies: segments `start..end` of the routed path (a greedy
+/// variable spans several, joined with `/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capture {
+    pub start: u16,
+    pub end: u16,
+}
+
+/// Captures in route-declaration order; routes have few variables.
+pub type Captures = smallvec::SmallVec<[Capture; 4]>;
+
+/// The answer of [`Trie::lookup`].
+#[derive(Debug)]
+pub enum Lookup<'a, T> {
+    Found(&'a T, Captures),
+    MethodNotAllowed(Vec<Method>),
+    NotFound,
+}
+
+/// The routing table of one API.
+#[derive(Debug)]
+pub struct Trie<T> {
+    root: Node<T>,
+    default: Option<T>,
+}
+
+impl<T> Default for Trie<T> {
+    fn default() -> Self {
+        Trie {
+            root: Node::default(),
+            default: None,
+        }
+    }
+}
+
+impl<T> Trie<T> {
+    /// Adds a route; `Err` when the same method and path shape is already taken.
+    pub fn insert(&mut self, method: MethodSel, segs: &[Seg], value: T) -> Result<(), String> {
+        let mut node = &mut self.root;
+        let mut slot_in_greedy = false;
+        for seg in segs {
+            match seg {
+                Seg::Lit(s) => node = node.lit.entry(s.clone().into_boxed_str()).or_default(),
+                Seg::Param(_) => node = node.param.get_or_insert_with(Default::default),
+                Seg::Greedy(_) => slot_in_greedy = true,
+            }
+        }
+        let table = if slot_in_greedy {
+            &mut node.greedy
+        } else {
+            &mut node.here
+        };
+        let slot = match method {
+            MethodSel::Any => &mut table.any,
+            MethodSel::One(m) => match m.index() {
+                Some(i) => &mut table.by_method[i],
+                None => return Err("unknown method".into()),
+            },
+        };
+        if slot.is_some() {
+            return Err("another route has the same method and path".into());
+        }
+        *slot = Some(value);
+        Ok(())
+    }
+
+    pub fn set_default(&mut self, value: T) -> Result<(), String> {
+        if self.default.is_some() {
+            return Err("$default is declared twice".into());
+        }
+        self.default = Some(value);
+        Ok(())
+    }
+
+    /// Finds the route for `method` and `path`. Falls back to `$default` when no route matches
+    /// the method; only without `$default` does a path known for other methods give 405.
+    pub fn lookup(&self, method: Method, path: SegView<'_>) -> Lookup<'_, T> {
+        let mut caps = Captures::new();
+        let mut allowed: Option<Vec<Method>> = None;
+        if let Some(v) = Self::walk(&self.root, method, path, 0, &mut caps, &mut allowed) {
+            return Lookup::Found(v, caps);
+        }
+        if let Some(d) = &self.default {
+            return Lookup::Found(d, Captures::new());
+        }
+        match allowed {
+            Some(a) => Lookup::MethodNotAllowed(a),
+            None => Lookup::NotFound,
+        }
+    }
+
+    fn walk<'t>(
+        node: &'t Node<T>,
+        method: Method,
+        path: SegView<'_>,
+        i: usize,
+        caps: &mut Captures,
+        allowed: &mut Option<Vec<Method>>,
+    ) -> Option<&'t T> {
+        if i == path.len() {
+            if let Some(v) = node.here.get(method) {
+                return Some(v);
+            }
+            if allowed.is_none() && !node.here.is_empty() {
+                *allowed = Some(node.here.allowed());
+            }
+            return None;
+        }
+        let seg = path.get(i);
+        if let Some(child) = node.lit.get(seg) {
+            if let Some(v) = Self::walk(child, method, path, i + 1, caps, allowed) {
+                return Some(v);
+            }
+        }
+        if let Some(child) = &node.param {
+            caps.push(Capture {
+                start: i as u16,
+                end: i as u16 + 1,
+            });
+            if let Some(v) = Self::walk(child, method, path, i + 1, caps, allowed) {
+                return Some(v);
+            }
+            caps.pop();
+        }
+        if let Some(v) = node.greedy.get(method) {
+            caps.push(Capture {
+                start: i as u16,
+                end: path.len() as u16,
+            });
+            return Some(v);
+        }
+        if allowed.is_none() && !node.greedy.is_empty() {
+            *allowed = Some(node.greedy.allowed());
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::path::normalise;
+
+    fn table(routes: &[(&str, &str)]) -> Trie<String> {
+        let mut t = Trie::default();
+        for (m, p) in routes {
+            let sel = if *m == "ANY" {
+                MethodSel::Any
+            } else {
+                MethodSel::One(Method::from_route_name(m).unwrap())
+            };
+            t.insert(sel, &parse_route_path(p).unwrap(), format!("{m} {p}"))
+                .unwrap();
+        }
+        t
+    }
+
+    fn find(t: &Trie<String>, m: Method, p: &str) -> Result<(String, Vec<(u16, u16)>), String> {
+        let segs = normalise(p.as_bytes()).unwrap();
+        match t.lookup(m, segs.view()) {
+            Lookup::Found(v, c) => Ok((v.clone(), c.iter().map(|c| (c.start, c.end)).collect())),
+            Lookup::MethodNotAllowed(a) => Err(format!("405 {:?}", a)),
+            Lookup::NotFound => Err("404".into()),
+        }
+    }
+
+    #[test]
+    fn literal_beats_param_beats_greedy() {
+        let t = table(&[
+            ("GET", "/pets/{id}"),
+            ("GET", "/pets/mine"),
+            ("GET", "/pets/{proxy+}"),
+        ]);
+        assert_eq!(
+            find(&t, Method::Get, "/pets/mine").unwrap().0,
+            "GET /pets/mine"
+        );
+        assert_eq!(
+            find(&t, Method::Get, "/pets/7").unwrap(),
+            ("GET /pets/{id}".into(), vec![(1, 2)])
+        );
+        assert_eq!(
+            find(&t, Method::Get, "/pets/7/toys").unwrap(),
+            ("GET /pets/{proxy+}".into(), vec![(1, 3)])
+        );
+    }
+
+    #[test]
+    fn method_beats_any_and_head_uses_get() {
+        let t = table(&[("ANY", "/x"), ("POST", "/x"), ("GET", "/y")]);
+        assert_eq!(find(&t, Method::Post, "/x").unwrap().0, "POST /x");
+        assert_eq!(find(&t, Method::Delete, "/x").unwrap().0, "ANY /x");
+        assert_eq!(find(&t, Method::Head, "/y").unwrap().0, "GET /y");
+    }
+
+    #[test]
+    fn backtracks_from_a_literal_that_lacks_the_method() {
+        let t = table(&[("POST", "/pets/mine"), ("GET", "/pets/{id}")]);
+        assert_eq!(
+            find(&t, Method::Get, "/pets/mine").unwrap().0,
+            "GET /pets/{id}"
+        );
+    }
+
+    #[test]
+    fn method_not_allowed_lists_methods() {
+        let t = table(&[("GET", "/pets"), ("POST", "/pets")]);
+        assert_eq!(
+            find(&t, Method::Delete, "/pets").unwrap_err(),
+            "405 [Get, Head, Post]"
+        );
+        assert_eq!(find(&t, Method::Get, "/nothing").unwrap_err(), "404");
+    }
+
+    #[test]
+    fn default_catches_the_rest() {
+        let mut t = table(&[("GET", "/pets")]);
+        t.set_default("$default".into()).unwrap();
+        assert_eq!(find(&t, Method::Get, "/other").unwrap().0, "$default");
+        assert_eq!(find(&t, Method::Delete, "/pets").unwrap().0, "$default");
+    }
+
+    #[test]
+    fn greedy_needs_one_segment_and_root_route_works() {
+        let t = table(&[("ANY", "/files/{proxy+}"), ("GET", "/")]);
+        assert_eq!(find(&t, Method::Get, "/files").unwrap_err(), "404");
+        assert_eq!(find(&t, Method::Get, "/").unwrap().0, "GET /");
+    }
+
+    #[test]
+    fn matching_uses_decoded_segments() {
+        let t = table(&[("GET", "/caf%C3%A9/{name}")]);
+        assert_eq!(
+            find(&t, Method::Get, "/caf%c3%a9/a%20b").unwrap().0,
+            "GET /caf%C3%A9/{name}"
+        );
+    }
+
+    #[test]
+    fn duplicate_routes_and_bad_paths_are_refused() {
+        let mut t = table(&[("GET", "/pets/{id}")]);
+        assert!(t
+            .insert(
+                MethodSel::One(Method::Get),
+                &parse_route_path("/pets/{other}").unwrap(),
+                "x".into()
+            )
+            .is_err());
+        assert!(parse_route_path("pets").is_err());
+        assert!(parse_route_path("/a/{p+}/b").is_err());
+        assert!(parse_route_path("/a/{x}/{x}").is_err());
+        assert!(parse_route_path("/a/x{y}").is_err());
+        assert!(parse_route_path("/a//b").is_err());
+        assert!(parse_route_path("/a/../b").is_err());
+    }
+}

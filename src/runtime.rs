@@ -1,0 +1,172 @@
+//! Shard threads: one per core, each pinned (when `server.pin`), each running its own monoio
+//! runtime with the io_uring driver, or the epoll driver when io_uring is missing or refused
+//! (one log line says which), or when `server.driver` asks for it.
+
+use std::future::Future;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+use crate::config::Driver;
+use crate::shard::{Shard, Shared};
+
+/// The driver a runtime actually uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    IoUring,
+    Epoll,
+}
+
+impl DriverKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Epoll => "epoll",
+        }
+    }
+}
+
+/// Resolves `server.driver` against what the kernel allows.
+pub fn pick_driver(d: Driver) -> Result<DriverKind, String> {
+    let uring = monoio::utils::detect_uring();
+    match d {
+        Driver::Auto if uring => Ok(DriverKind::IoUring),
+        Driver::Auto => {
+            tracing::warn!("io_uring is not available (kernel too old, disabled, or refused by seccomp): using the epoll driver");
+            Ok(DriverKind::Epoll)
+        }
+        Driver::IoUring if uring => Ok(DriverKind::IoUring),
+        Driver::IoUring => Err("server.driver = \"io_uring\" but io_uring is not available here; use \"auto\" or \"epoll\"".into()),
+        Driver::Epoll => Ok(DriverKind::Epoll),
+    }
+}
+
+/// Builds a runtime of the given kind on this thread and runs `fut` to completion.
+pub fn block_on<F: Future>(kind: DriverKind, entries: u32, fut: F) -> io::Result<F::Output> {
+    match kind {
+        DriverKind::IoUring => {
+            let mut rt = RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(entries)
+                .enable_timer()
+                .build()?;
+            Ok(rt.block_on(fut))
+        }
+        DriverKind::Epoll => {
+            let mut rt = RuntimeBuilder::<LegacyDriver>::new()
+                .with_entries(entries)
+                .enable_timer()
+                .build()?;
+            Ok(rt.block_on(fut))
+        }
+    }
+}
+
+/// Messages from the control plane to a shard.
+#[derive(Debug)]
+pub enum ShardMsg {
+    Drain,
+}
+
+/// What a shard thread needs to start.
+pub struct ShardSpec {
+    pub id: usize,
+    pub cpu: Option<usize>,
+    pub driver: DriverKind,
+    pub entries: u32,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub shared: Arc<Shared>,
+    pub rx: flume::Receiver<ShardMsg>,
+    pub drain_timeout: Duration,
+}
+
+/// Starts a shard thread.
+pub fn spawn_shard(spec: ShardSpec) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("tollgate-shard-{}", spec.id)).spawn(move || {
+        if let Some(cpu) = spec.cpu {
+            if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
+                tracing::warn!(shard = spec.id, cpu, error = ?e, "could not pin shard to CPU");
+            }
+        }
+        tracing::info!(shard = spec.id, cpu = ?spec.cpu, driver = spec.driver.name(), "shard started");
+        let (id, driver) = (spec.id, spec.driver);
+        if let Err(e) = block_on(driver, spec.entries, shard_main(spec)) {
+            tracing::error!(shard = id, driver = driver.name(), error = %e, "shard runtime failed to start");
+        }
+    })
+}
+
+async fn shard_main(spec: ShardSpec) {
+    let shard = Shard::new(spec.id, spec.shared.clone());
+    for (idx, l) in spec.listeners.into_iter().enumerate() {
+        match monoio::net::TcpListener::from_std(l) {
+            Ok(l) => {
+                monoio::spawn(accept_loop(shard.clone(), l, idx));
+            }
+            Err(e) => tracing::error!(shard = spec.id, error = %e, "cannot use listening socket"),
+        }
+    }
+    // Runs until the control plane says drain (or goes away).
+    let _ = spec.rx.recv_async().await;
+    shard.drain.start();
+    let deadline = Instant::now() + spec.drain_timeout;
+    while shard.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if shard.active.get() > 0 {
+        tracing::warn!(
+            shard = spec.id,
+            open = shard.active.get(),
+            "drain timeout: closing connections still open"
+        );
+    }
+}
+
+/// Decrements the connection counts when a connection task ends.
+struct ConnGuard(Rc<Shard>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+        self.0
+            .shared
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: monoio::net::TcpListener, idx: usize) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let drain = shard.drain.wait();
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = drain => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let max = shard.snapshot().snap.limits.max_connections;
+                if shard.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
+                    shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "connection refused: limits.max_connections reached");
+                    drop(stream);
+                    continue;
+                }
+                shard.active.set(shard.active.get() + 1);
+                let guard = ConnGuard(shard.clone());
+                monoio::spawn(async move {
+                    crate::http::conn::serve(guard.0.clone(), stream, peer, idx).await;
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    // Dropping the socket here stops the kernel queueing connections to this shard.
+}

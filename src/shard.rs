@@ -1,0 +1,264 @@
+//! Per-core state. A shard owns its view of the current snapshot, its upstream connection
+//! pools and per-target counters, and its drain signal; everything here is `Rc`/`Cell`/
+//! `RefCell` and is touched by one thread only. What shards share is [`Shared`]: the published
+//! snapshot (a generation number read with one relaxed load per request) and the gateway-wide
+//! connection count (one atomic per connection, not per request).
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use ahash::AHashMap;
+use monoio::net::TcpStream;
+
+use crate::snapshot::Snapshot;
+
+/// State shared by all shards and the control plane.
+pub struct Shared {
+    /// Bumped after `snapshot` is replaced; shards compare it with their own per request.
+    pub generation: AtomicU64,
+    /// The newest snapshot. Locked only by the control plane on publish and by a shard when
+    /// it sees a new generation: never on the per-request path.
+    pub snapshot: Mutex<Arc<Snapshot>>,
+    /// Set on SIGTERM: stop accepting, finish in-flight requests, close idle connections.
+    pub draining: AtomicBool,
+    /// Open client connections across all shards (for `limits.max_connections`).
+    pub connections: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(snap: Arc<Snapshot>) -> Arc<Shared> {
+        Arc::new(Shared {
+            generation: AtomicU64::new(snap.generation),
+            snapshot: Mutex::new(snap),
+            draining: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+        })
+    }
+
+    /// Publishes a new snapshot (control plane).
+    pub fn publish(&self, snap: Arc<Snapshot>) {
+        let gen = snap.generation;
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snap;
+        self.generation.store(gen, Ordering::Release);
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// An idle upstream connection and when it was parked.
+pub struct Idle {
+    pub stream: TcpStream,
+    pub since: Instant,
+}
+
+/// One upstream target as this shard sees it.
+pub struct TargetLocal {
+    pub addr: SocketAddr,
+    /// Idle keep-alive connections, most recently used last (LIFO reuse keeps few warm).
+    pub idle: RefCell<Vec<Idle>>,
+    /// Requests in flight from this shard (least_request).
+    pub inflight: Cell<u32>,
+    /// Consecutive failures (passive ejection).
+    pub fails: Cell<u32>,
+    /// Not used until then after `max_fails` consecutive failures.
+    pub down_until: Cell<Option<Instant>>,
+}
+
+impl TargetLocal {
+    fn new(addr: SocketAddr) -> Rc<TargetLocal> {
+        Rc::new(TargetLocal {
+            addr,
+            idle: RefCell::new(Vec::new()),
+            inflight: Cell::new(0),
+            fails: Cell::new(0),
+            down_until: Cell::new(None),
+        })
+    }
+}
+
+pub struct UpstreamLocal {
+    pub targets: Vec<Rc<TargetLocal>>,
+    /// Round-robin cursor.
+    pub rr: Cell<usize>,
+}
+
+/// A snapshot adopted by a shard, with the shard's per-target state attached.
+pub struct ShardSnap {
+    pub snap: Arc<Snapshot>,
+    pub upstreams: Vec<UpstreamLocal>,
+    pub literals: Vec<Rc<TargetLocal>>,
+}
+
+/// Wakes the connections of one shard when draining starts.
+#[derive(Default)]
+pub struct Drain {
+    on: Cell<bool>,
+    next_key: Cell<u64>,
+    waiters: RefCell<AHashMap<u64, Waker>>,
+}
+
+impl Drain {
+    pub fn is_on(&self) -> bool {
+        self.on.get()
+    }
+
+    pub fn start(&self) {
+        self.on.set(true);
+        for (_, w) in self.waiters.borrow_mut().drain() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once draining starts.
+    pub fn wait(self: &Rc<Self>) -> DrainWait {
+        DrainWait {
+            drain: self.clone(),
+            key: None,
+        }
+    }
+}
+
+pub struct DrainWait {
+    drain: Rc<Drain>,
+    key: Option<u64>,
+}
+
+impl Future for DrainWait {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.drain.on.get() {
+            return Poll::Ready(());
+        }
+        let key = match self.key {
+            Some(k) => k,
+            None => {
+                let k = self.drain.next_key.get();
+                self.drain.next_key.set(k + 1);
+                self.key = Some(k);
+                k
+            }
+        };
+        self.drain
+            .waiters
+            .borrow_mut()
+            .insert(key, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for DrainWait {
+    fn drop(&mut self) {
+        if let Some(k) = self.key {
+            self.drain.waiters.borrow_mut().remove(&k);
+        }
+    }
+}
+
+/// One shard's state.
+pub struct Shard {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    current: RefCell<Rc<ShardSnap>>,
+    generation: Cell<u64>,
+    targets: RefCell<AHashMap<SocketAddr, Rc<TargetLocal>>>,
+    pub drain: Rc<Drain>,
+    /// Client connections open on this shard.
+    pub active: Cell<usize>,
+    id_prefix: u64,
+    next_request: Cell<u64>,
+}
+
+impl Shard {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
+        let snap = shared.current();
+        let gen = snap.generation;
+        let shard = Shard {
+            id,
+            shared,
+            current: RefCell::new(Rc::new(ShardSnap {
+                snap: snap.clone(),
+                upstreams: Vec::new(),
+                literals: Vec::new(),
+            })),
+            generation: Cell::new(gen),
+            targets: RefCell::new(AHashMap::new()),
+            drain: Rc::new(Drain::default()),
+            active: Cell::new(0),
+            id_prefix: ahash::RandomState::new().hash_one(id) & 0xffff_ffff_ffff_0000
+                | id as u64 & 0xffff,
+            next_request: Cell::new(0),
+        };
+        shard.adopt(snap);
+        Rc::new(shard)
+    }
+
+    /// The snapshot to serve the next request with; adopts a newer one if published.
+    /// One relaxed load when nothing changed.
+    pub fn snapshot(&self) -> Rc<ShardSnap> {
+        if self.shared.generation.load(Ordering::Relaxed) != self.generation.get() {
+            let snap = self.shared.current();
+            if snap.generation != self.generation.get() {
+                self.adopt(snap);
+            }
+        }
+        self.current.borrow().clone()
+    }
+
+    /// Attaches this shard's per-target state (pools survive reloads) to a new snapshot.
+    fn adopt(&self, snap: Arc<Snapshot>) {
+        let mut targets = self.targets.borrow_mut();
+        let mut get = |a: SocketAddr| {
+            targets
+                .entry(a)
+                .or_insert_with(|| TargetLocal::new(a))
+                .clone()
+        };
+        let upstreams = snap
+            .upstreams
+            .iter()
+            .map(|u| UpstreamLocal {
+                targets: u.cfg.targets.iter().map(|a| get(*a)).collect(),
+                rr: Cell::new(self.id),
+            })
+            .collect();
+        let literals = snap.literal_targets.iter().map(|a| get(*a)).collect();
+        // Targets no longer named anywhere lose their pools.
+        let used: Vec<SocketAddr> = snap
+            .upstreams
+            .iter()
+            .flat_map(|u| u.cfg.targets.iter().copied())
+            .chain(snap.literal_targets.iter().copied())
+            .collect();
+        targets.retain(|a, _| used.contains(a));
+        self.generation.set(snap.generation);
+        tracing::debug!(
+            shard = self.id,
+            generation = snap.generation,
+            "adopted configuration"
+        );
+        *self.current.borrow_mut() = Rc::new(ShardSnap {
+            snap,
+            upstreams,
+            literals,
+        });
+    }
+
+    /// A new request id: 32 hex digits, unique per process.
+    pub fn request_id(&self) -> String {
+        let n = self.next_request.get();
+        self.next_request.set(n + 1);
+        format!("{:016x}{:016x}", self.id_prefix, n)
+    }
+}

@@ -1,0 +1,213 @@
+//! The compiled, immutable form of a [`Config`] that shards serve from. The control plane
+//! builds one per successful load and publishes it with a new generation number; shards adopt
+//! it between requests. Everything here is read-only after compile, so shards share it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahash::AHashMap;
+
+use crate::config::{Balance, Config, Integration, Limits, Upstream};
+use crate::gateway::target::{parse_uri_target, Authority};
+use crate::gateway::template::Template;
+use crate::route::trie::Trie;
+use crate::route::Domains;
+
+/// Where an `http` integration goes, resolved for one stage.
+#[derive(Debug)]
+pub enum Dest {
+    /// Index into [`Snapshot::upstreams`].
+    Upstream(usize),
+    /// Index into [`Snapshot::literal_targets`].
+    Literal(usize),
+}
+
+#[derive(Debug)]
+pub struct HttpIntegration {
+    pub dest: Dest,
+    pub host_header: String,
+    /// Path and query template, starting with '/'.
+    pub path: Template,
+    pub headers: Vec<(String, Template)>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct MockIntegration {
+    pub status: u16,
+    pub headers: Vec<(String, Template)>,
+    pub body: Template,
+    pub has_content_type: bool,
+}
+
+#[derive(Debug)]
+pub enum IntegrationRt {
+    Http(HttpIntegration),
+    Mock(MockIntegration),
+}
+
+#[derive(Debug)]
+pub struct RouteRt {
+    pub key: String,
+    /// Indexed by stage.
+    pub per_stage: Vec<IntegrationRt>,
+}
+
+#[derive(Debug)]
+pub struct ApiRt {
+    pub name: String,
+    pub stages: Vec<String>,
+    pub trie: Trie<usize>,
+    pub routes: Vec<RouteRt>,
+}
+
+#[derive(Debug)]
+pub struct UpstreamRt {
+    pub cfg: Upstream,
+    /// Active health per target, written by the control plane, read by shards (relaxed).
+    pub healthy: Vec<Arc<AtomicBool>>,
+}
+
+/// A published configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub listener_names: Vec<String>,
+    pub domains: Domains,
+    pub apis: Vec<ApiRt>,
+    pub upstreams: Vec<UpstreamRt>,
+    pub literal_targets: Vec<SocketAddr>,
+    pub limits: Limits,
+}
+
+/// Health flags that survive reloads, keyed by (upstream name, target).
+pub type HealthRegistry = AHashMap<(String, SocketAddr), Arc<AtomicBool>>;
+
+impl Snapshot {
+    /// Compiles a validated config. `health` carries the health flags of targets that exist
+    /// in both the old and the new config, so a reload does not forget a dead target.
+    pub fn compile(
+        cfg: Arc<Config>,
+        generation: u64,
+        health: &mut HealthRegistry,
+    ) -> Result<Snapshot, String> {
+        let mut literal_targets: Vec<SocketAddr> = Vec::new();
+        let mut fresh: HealthRegistry = AHashMap::new();
+        let upstreams: Vec<UpstreamRt> = cfg
+            .upstreams
+            .iter()
+            .map(|u| UpstreamRt {
+                cfg: u.clone(),
+                healthy: u
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        let key = (u.name.clone(), *t);
+                        let flag = health
+                            .get(&key)
+                            .cloned()
+                            .unwrap_or_else(|| Arc::new(AtomicBool::new(true)));
+                        fresh.insert(key, flag.clone());
+                        flag
+                    })
+                    .collect(),
+            })
+            .collect();
+        *health = fresh;
+        let mut apis = Vec::with_capacity(cfg.apis.len());
+        for api in &cfg.apis {
+            let mut trie = Trie::default();
+            let mut routes = Vec::with_capacity(api.routes.len());
+            for (ri, r) in api.routes.iter().enumerate() {
+                if r.is_default {
+                    trie.set_default(ri)?;
+                } else {
+                    trie.insert(r.method, &r.segs, ri)?;
+                }
+                let mut per_stage = Vec::with_capacity(api.stages.len());
+                for s in &api.stages {
+                    let resolve_headers =
+                        |hs: &[(String, Template)]| -> Result<Vec<(String, Template)>, String> {
+                            hs.iter()
+                                .map(|(n, t)| Ok((n.clone(), t.with_stage(&s.variables)?)))
+                                .collect()
+                        };
+                    let rt = match &r.integration {
+                        Integration::Http {
+                            template,
+                            timeout,
+                            header_templates,
+                            ..
+                        } => {
+                            let t = template.with_stage(&s.variables)?;
+                            let target = parse_uri_target(&t, &cfg.upstreams)?;
+                            let dest = match target.authority {
+                                Authority::Named(i) => Dest::Upstream(i),
+                                Authority::Addr { addr, .. } => {
+                                    let idx = literal_targets
+                                        .iter()
+                                        .position(|a| *a == addr)
+                                        .unwrap_or_else(|| {
+                                            literal_targets.push(addr);
+                                            literal_targets.len() - 1
+                                        });
+                                    Dest::Literal(idx)
+                                }
+                            };
+                            IntegrationRt::Http(HttpIntegration {
+                                dest,
+                                host_header: target.host_header,
+                                path: target.path,
+                                headers: resolve_headers(header_templates)?,
+                                timeout: *timeout,
+                            })
+                        }
+                        Integration::Mock {
+                            status,
+                            header_templates,
+                            body_template,
+                            ..
+                        } => IntegrationRt::Mock(MockIntegration {
+                            status: *status,
+                            headers: resolve_headers(header_templates)?,
+                            body: body_template.with_stage(&s.variables)?,
+                            has_content_type: header_templates
+                                .iter()
+                                .any(|(n, _)| n == "content-type"),
+                        }),
+                    };
+                    per_stage.push(rt);
+                }
+                routes.push(RouteRt {
+                    key: r.key.clone(),
+                    per_stage,
+                });
+            }
+            apis.push(ApiRt {
+                name: api.name.clone(),
+                stages: api.stages.iter().map(|s| s.name.clone()).collect(),
+                trie,
+                routes,
+            });
+        }
+        let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
+        Ok(Snapshot {
+            generation,
+            domains: Domains::compile(&cfg.domains, &listener_names),
+            listener_names,
+            apis,
+            upstreams,
+            literal_targets,
+            limits: cfg.limits.clone(),
+            config: cfg,
+        })
+    }
+
+    /// Hash-balancing is stable across shards and restarts: fixed seeds.
+    pub fn uses_hash(&self, upstream: usize) -> bool {
+        matches!(self.upstreams[upstream].cfg.balance, Balance::Hash(_))
+    }
+}

@@ -1,0 +1,89 @@
+//! Active health checks, run by the control plane: `GET <path>` to every target of every
+//! upstream that has `health`, every `interval`. A 2xx or 3xx within `timeout` is a success.
+//! `unhealthy_after` failures in a row mark the target down, `healthy_after` successes mark it
+//! up again. Shards read the flag with one relaxed load; nothing locks.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use crate::config::Health;
+use crate::http::conn::{read_into, write_all};
+use crate::http::h1;
+
+/// One probe: `Ok(status)` or why it failed.
+pub async fn probe(addr: SocketAddr, host: &str, h: &Health) -> Result<u16, String> {
+    let work = async {
+        let mut s = monoio::net::TcpStream::connect_addr(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let req = format!("GET {} HTTP/1.1\r\nhost: {}\r\nuser-agent: tollgate-health\r\nconnection: close\r\n\r\n", h.path, host);
+        write_all(&mut s, req.into_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            match h1::parse_response(&buf, 16 << 10, false) {
+                Ok(Some((_, parts))) => return Ok(parts.status),
+                Ok(None) => {}
+                Err(_) => return Err("malformed answer".to_string()),
+            }
+            match read_into(&mut s, &mut buf).await {
+                Ok(0) => return Err("closed before answering".to_string()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    };
+    match monoio::time::timeout(h.timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err("timed out".to_string()),
+    }
+}
+
+/// Checks one target until `live` says this configuration generation is gone.
+pub async fn run_checks(
+    upstream: String,
+    addr: SocketAddr,
+    h: Health,
+    flag: Arc<AtomicBool>,
+    generation: u64,
+    live: Rc<Cell<u64>>,
+) {
+    let mut ok_run = 0u32;
+    let mut fail_run = 0u32;
+    while live.get() == generation {
+        let result = probe(addr, &upstream, &h).await;
+        if live.get() != generation {
+            return;
+        }
+        let up = flag.load(Ordering::Relaxed);
+        match result {
+            Ok(status) if (200..400).contains(&status) => {
+                fail_run = 0;
+                ok_run += 1;
+                if !up && ok_run >= h.healthy_after {
+                    flag.store(true, Ordering::Relaxed);
+                    tracing::info!(upstream = %upstream, target_addr = %addr, "target is healthy again");
+                }
+            }
+            other => {
+                ok_run = 0;
+                fail_run += 1;
+                if up && fail_run >= h.unhealthy_after {
+                    flag.store(false, Ordering::Relaxed);
+                    let why = match other {
+                        Ok(s) => format!("status {s}"),
+                        Err(e) => e,
+                    };
+                    tracing::warn!(upstream = %upstream, target_addr = %addr, reason = %why, "target marked unhealthy");
+                }
+            }
+        }
+        monoio::time::sleep(h.interval).await;
+    }
+}

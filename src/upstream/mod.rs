@@ -1,0 +1,182 @@
+//! Upstreams: choosing a target ([`select`]), per-shard keep-alive pools ([`checkout`],
+//! [`checkin`]), passive ejection ([`record_failure`]), the proxy itself ([`proxy`]) and the
+//! control plane's active health checks ([`health`]).
+//!
+//! A target is skipped when the control plane's health check marks it down (one relaxed
+//! atomic load) or when this shard saw `max_fails` consecutive failures within
+//! `fail_timeout` (nginx's passive health). With no usable target the answer is 503.
+
+pub mod health;
+pub mod proxy;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::config::{
+    Balance, HashKey, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE,
+    DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT,
+};
+use crate::error::{Error, Kind};
+use crate::gateway::ctx::RequestCtx;
+use crate::shard::{Idle, ShardSnap, TargetLocal};
+use crate::snapshot::Dest;
+
+/// Pool and failure settings for one destination.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolCfg {
+    pub keepalive: usize,
+    pub keepalive_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+}
+
+impl PoolCfg {
+    pub fn for_dest(ss: &ShardSnap, dest: &Dest) -> PoolCfg {
+        match dest {
+            Dest::Upstream(u) => {
+                let c = &ss.snap.upstreams[*u].cfg;
+                PoolCfg {
+                    keepalive: c.keepalive,
+                    keepalive_timeout: c.keepalive_timeout,
+                    connect_timeout: c.connect_timeout,
+                    max_fails: c.max_fails,
+                    fail_timeout: c.fail_timeout,
+                }
+            }
+            // A literal address is one target: never ejected (nginx ignores max_fails with a
+            // single server), pooled with the defaults.
+            Dest::Literal(_) => PoolCfg {
+                keepalive: DEFAULT_KEEPALIVE,
+                keepalive_timeout: DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                max_fails: 0,
+                fail_timeout: Duration::ZERO,
+            },
+        }
+    }
+}
+
+/// Fixed seeds: the same key picks the same target on every shard and every node.
+fn stable_hasher() -> ahash::RandomState {
+    ahash::RandomState::with_seeds(0x7f4a_7c15, 0x9e37_79b9, 0x6a09_e667, 0xbb67_ae85)
+}
+
+fn usable(t: &TargetLocal, healthy: bool, now: Instant) -> bool {
+    healthy && t.down_until.get().is_none_or(|d| now >= d)
+}
+
+/// Chooses a target for a request, skipping `exclude` (a target that just failed).
+pub fn select(
+    ss: &ShardSnap,
+    dest: &Dest,
+    ctx: &RequestCtx,
+    peer: SocketAddr,
+    exclude: Option<SocketAddr>,
+) -> Result<Rc<TargetLocal>, Error> {
+    let u = match dest {
+        Dest::Literal(i) => return Ok(ss.literals[*i].clone()),
+        Dest::Upstream(u) => *u,
+    };
+    let local = &ss.upstreams[u];
+    let rt = &ss.snap.upstreams[u];
+    let now = Instant::now();
+    let n = local.targets.len();
+    let ok = |i: usize| {
+        let t = &local.targets[i];
+        Some(t.addr) != exclude && usable(t, rt.healthy[i].load(Ordering::Relaxed), now)
+    };
+    let pick = match &rt.cfg.balance {
+        Balance::RoundRobin => {
+            let start = local.rr.get();
+            local.rr.set(start.wrapping_add(1));
+            (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
+        }
+        Balance::LeastRequest => {
+            let start = local.rr.get();
+            local.rr.set(start.wrapping_add(1));
+            (0..n)
+                .map(|k| (start + k) % n)
+                .filter(|&i| ok(i))
+                .min_by_key(|&i| local.targets[i].inflight.get())
+        }
+        Balance::Hash(key) => {
+            let h = match key {
+                HashKey::ClientIp => stable_hasher().hash_one(peer.ip()),
+                HashKey::Header(name) => {
+                    stable_hasher().hash_one(ctx.head.header(name.as_bytes()).unwrap_or_default())
+                }
+            };
+            let start = (h % n as u64) as usize;
+            (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
+        }
+    };
+    pick.map(|i| local.targets[i].clone()).ok_or_else(|| {
+        Error::upstream(
+            Kind::NoHealthyUpstream,
+            format!("no healthy target in upstream {:?}", rt.cfg.name),
+        )
+    })
+}
+
+/// A pooled connection if one is fresh enough, else `None`.
+pub fn checkout(t: &TargetLocal, cfg: &PoolCfg) -> Option<TcpStream> {
+    let mut idle = t.idle.borrow_mut();
+    while let Some(c) = idle.pop() {
+        if c.since.elapsed() < cfg.keepalive_timeout {
+            return Some(c.stream);
+        }
+    }
+    None
+}
+
+/// Parks a connection whose exchange ended cleanly.
+pub fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: TcpStream) {
+    let mut idle = t.idle.borrow_mut();
+    if idle.len() < cfg.keepalive {
+        idle.push(Idle {
+            stream,
+            since: Instant::now(),
+        });
+    }
+}
+
+/// Opens a new connection within `connect_timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Error> {
+    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(Error::upstream(
+            Kind::BadGateway,
+            format!("connect to {addr}: {e}"),
+        )),
+        Err(_) => Err(Error::upstream(
+            Kind::GatewayTimeout,
+            format!("connect to {addr}: timed out"),
+        )),
+    }
+}
+
+/// Counts a failure; after `max_fails` in a row the target rests for `fail_timeout`.
+pub fn record_failure(t: &TargetLocal, cfg: &PoolCfg) {
+    let f = t.fails.get() + 1;
+    t.fails.set(f);
+    if cfg.max_fails > 0 && f >= cfg.max_fails {
+        tracing::warn!(target_addr = %t.addr, fails = f, "upstream target ejected for {:?}", cfg.fail_timeout);
+        t.down_until.set(Some(Instant::now() + cfg.fail_timeout));
+        t.fails.set(0);
+        t.idle.borrow_mut().clear();
+    }
+}
+
+pub fn record_success(t: &TargetLocal) {
+    if t.fails.get() != 0 {
+        t.fails.set(0);
+    }
+}

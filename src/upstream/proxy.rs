@@ -1,0 +1,657 @@
+//! The `http` integration: forward one request to an upstream over a pooled HTTP/1.1
+//! connection and stream the answer back.
+//!
+//! Bodies stream both ways: bytes read from one socket are written to the other from the
+//! buffer they arrived in (`BytesMut::split_to(..).freeze()`), so nothing is copied and
+//! nothing is held beyond one read. A chunked body's framing passes through unchanged while a
+//! decoder checks it and counts it against `limits.max_body`.
+//!
+//! Failures before the answer began become 502/503/504 via the caller; failures after it
+//! began can only cut the client connection, which is what the client then sees.
+//! A request whose body is already in memory (no body, or a small one that arrived with the
+//! head) can be replayed: once on another target when the connection could not be opened,
+//! and once on a fresh connection when a pooled one turns out to be closed — for idempotent
+//! methods only.
+
+use std::io::Write;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::{AsyncWriteRent, Splitable};
+use monoio::net::TcpStream;
+
+use super::{checkin, checkout, connect, record_failure, record_success, select, PoolCfg};
+use crate::error::{Error, Kind};
+use crate::gateway::ctx::{BodyState, RequestCtx};
+use crate::gateway::{connection_header, Next};
+use crate::http::body::{ChunkError, ChunkedDecoder};
+use crate::http::conn::{read_into, write_all, Conn, READ_CHUNK};
+use crate::http::h1::{self, Framing, HeadError, ResponseHead};
+use crate::http::{has_token, name_eq, Method};
+use crate::route::path::encode_segment;
+use crate::shard::{Shard, ShardSnap, TargetLocal};
+use crate::snapshot::HttpIntegration;
+
+/// Largest upstream response head accepted (then 502).
+const MAX_RESPONSE_HEAD: usize = 64 << 10;
+/// A body that arrived with its head is copied into the upstream write up to this size, so
+/// head and body leave in one write.
+const COALESCE_BODY: usize = 64 << 10;
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+fn hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 8] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+    ];
+    HOP.iter().any(|h| name_eq(name, h))
+}
+
+/// Header names listed in `Connection` are hop-by-hop too.
+fn listed_in_connection<'a>(
+    mut headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    name: &[u8],
+) -> bool {
+    headers.any(|(n, v)| name_eq(n, b"connection") && has_token(v, name))
+}
+
+/// Keeps the in-flight count of a target right, whatever path the request takes.
+struct InFlight(Rc<TargetLocal>);
+
+impl InFlight {
+    fn new(t: Rc<TargetLocal>) -> InFlight {
+        t.inflight.set(t.inflight.get() + 1);
+        InFlight(t)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.set(self.0.inflight.get().saturating_sub(1));
+    }
+}
+
+/// Builds the upstream request head.
+fn request_head(conn: &Conn, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u8> {
+    let head = &ctx.head;
+    let mut out = Vec::with_capacity(256 + head.raw.len());
+    out.extend_from_slice(head.method_bytes());
+    out.push(b' ');
+    let mut has_query = false;
+    integ.path.render(&mut out, &ctx.request_id, |i, o| {
+        ctx.path_var(i, |s, more| {
+            encode_segment(s, o);
+            if more {
+                o.push(b'/');
+            }
+        })
+    });
+    if out.contains(&b'?') {
+        has_query = true;
+    }
+    if let Some(q) = head.query_bytes() {
+        if !q.is_empty() {
+            out.push(if has_query { b'&' } else { b'?' });
+            out.extend_from_slice(q);
+        }
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(integ.host_header.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut xff: Option<&[u8]> = None;
+    for (name, value) in head.headers() {
+        if hop_by_hop(name)
+            || name_eq(name, b"host")
+            || name_eq(name, b"content-length")
+            || name_eq(name, b"expect")
+            || name_eq(name, b"x-request-id")
+            || name_eq(name, b"x-forwarded-proto")
+            || name_eq(name, b"x-forwarded-host")
+            || integ
+                .headers
+                .iter()
+                .any(|(n, _)| name_eq(name, n.as_bytes()))
+        {
+            continue;
+        }
+        if name_eq(name, b"x-forwarded-for") {
+            xff = Some(value);
+            continue;
+        }
+        if listed_in_connection(head.headers(), name) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(x) = xff {
+        out.extend_from_slice(x);
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{}\r\nx-forwarded-proto: http\r\n", conn.peer.ip());
+    if let Some(h) = head.host_bytes() {
+        out.extend_from_slice(b"x-forwarded-host: ");
+        out.extend_from_slice(h);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(ctx.request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, t) in &integ.headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        t.render(&mut out, &ctx.request_id, |i, o| {
+            ctx.path_var(i, |s, _| {
+                o.extend(s.bytes().filter(|b| *b != b'\r' && *b != b'\n'))
+            })
+        });
+        out.extend_from_slice(b"\r\n");
+    }
+    match head.framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {
+            if head.header(b"content-length").is_some() {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+        }
+    }
+    if head.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
+        out.extend_from_slice(head.header(b"upgrade").unwrap_or_default());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// How one attempt ended when it did not produce a response head.
+enum Failure {
+    /// A pooled connection was already closed by the upstream: try a fresh one.
+    Stale,
+    /// The target failed (counts towards ejection).
+    Target(Error),
+    /// The client's side failed (bad or oversized body, or it went away).
+    Client(Error),
+}
+
+/// Forwards the request and streams the answer. `Err` only before any answer was written.
+pub async fn forward(
+    shard: &Rc<Shard>,
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    integ: &HttpIntegration,
+) -> Result<Next, Error> {
+    let cfg = PoolCfg::for_dest(ss, &integ.dest);
+    let max_body = ss.snap.limits.max_body;
+    let mut head = request_head(conn, ctx, integ);
+
+    // Is the whole body already here? Then it goes out with the head and can be replayed.
+    let buffered = match ctx.head.framing {
+        Framing::None | Framing::UntilClose => Some(0),
+        Framing::Length(n) if (conn.buf.len() as u64) >= n && n as usize <= COALESCE_BODY => {
+            Some(n as usize)
+        }
+        Framing::Chunked => {
+            let mut d = ChunkedDecoder::new(max_body);
+            match d.feed(&conn.buf, |_| {}) {
+                Ok(k) if d.is_done() && k <= COALESCE_BODY => Some(k),
+                Ok(_) => None,
+                Err(ChunkError::TooLarge) => {
+                    return Err(Error::downstream(Kind::BodyTooLarge, "chunked body"))
+                }
+                Err(ChunkError::Malformed) => {
+                    return Err(Error::downstream(
+                        Kind::BadRequest("Malformed chunked body"),
+                        "chunked body",
+                    ))
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(n) = buffered {
+        head.extend_from_slice(&conn.buf[..n]);
+        let _ = conn.buf.split_to(n);
+        ctx.body = BodyState::Done;
+    }
+    let first: Bytes = head.into();
+    let replayable = buffered.is_some() && ctx.head.method.is_idempotent();
+
+    let deadline = Instant::now() + integ.timeout;
+    let mut exclude = None;
+    let mut fresh_only = false;
+    let mut tries = 0;
+    let (target, mut up, resp, mut ubuf) = loop {
+        tries += 1;
+        let target = select(ss, &integ.dest, ctx, conn.peer, exclude)?;
+        let guard = InFlight::new(target.clone());
+        let pooled = if fresh_only {
+            None
+        } else {
+            checkout(&target, &cfg)
+        };
+        let reused = pooled.is_some();
+        let mut up = match pooled {
+            Some(s) => s,
+            None => match connect(
+                target.addr,
+                cfg.connect_timeout
+                    .min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    record_failure(&target, &cfg);
+                    if tries < 3
+                        && replayable
+                        && !matches!(integ.dest, crate::snapshot::Dest::Literal(_))
+                    {
+                        tracing::debug!(target_addr = %target.addr, error = %e, "retrying on another target");
+                        exclude = Some(target.addr);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            },
+        };
+        match exchange(
+            conn,
+            ctx,
+            &mut up,
+            first.clone(),
+            reused,
+            max_body,
+            deadline,
+        )
+        .await
+        {
+            Ok((resp, ubuf)) => {
+                drop(guard);
+                break (target, up, resp, ubuf);
+            }
+            Err(Failure::Stale) if replayable && tries < 3 => {
+                fresh_only = true;
+                continue;
+            }
+            Err(Failure::Stale) => {
+                record_failure(&target, &cfg);
+                return Err(Error::upstream(
+                    Kind::BadGateway,
+                    format!("{}: connection closed before an answer", target.addr),
+                ));
+            }
+            Err(Failure::Target(e)) => {
+                record_failure(&target, &cfg);
+                return Err(e);
+            }
+            Err(Failure::Client(e)) => return Err(e),
+        }
+    };
+    record_success(&target);
+    let _inflight = InFlight::new(target.clone());
+
+    // The answer's framing towards the client.
+    let minor = ctx.head.minor;
+    let upgrade = resp.status == 101 && ctx.head.upgrade;
+    let dechunk = resp.framing == Framing::Chunked && minor == 0;
+    let client_framed = upgrade || !matches!(resp.framing, Framing::UntilClose) && !dechunk;
+    let keep = ctx.head.keep_alive
+        && ctx.body == BodyState::Done
+        && client_framed
+        && !upgrade
+        && !shard.drain.is_on();
+
+    let mut out = Vec::with_capacity(resp.raw.len() + 128);
+    response_head(&mut out, &resp, ctx, keep, upgrade, dechunk);
+    if upgrade {
+        write_all(&mut conn.stream, out)
+            .await
+            .map_err(|_| Error::downstream(Kind::ClientGone, "writing 101"))?;
+        return Ok(Next::Upgrade(up, ubuf.freeze()));
+    }
+
+    let pool_ok = match stream_response(conn, &mut up, &mut ubuf, out, resp.framing, dechunk, integ)
+        .await
+    {
+        Ok(clean) => clean && resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty(),
+        Err(side) => {
+            if side == Side::Upstream {
+                record_failure(&target, &cfg);
+                tracing::warn!(request_id = %ctx.request_id, target_addr = %target.addr, "upstream failed mid-answer; closing client connection");
+            }
+            return Ok(Next::Close);
+        }
+    };
+    if pool_ok {
+        checkin(&target, &cfg, up);
+    }
+    Ok(if keep { Next::KeepAlive } else { Next::Close })
+}
+
+/// Sends the request (head, then the body as it streams in) and reads the answer's head.
+async fn exchange(
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    up: &mut TcpStream,
+    first: Bytes,
+    reused: bool,
+    max_body: u64,
+    deadline: Instant,
+) -> Result<(ResponseHead, BytesMut), Failure> {
+    let gone = |what: &str| Error::upstream(Kind::BadGateway, format!("{what}"));
+    if write_all(up, first).await.is_err() {
+        return Err(if reused {
+            Failure::Stale
+        } else {
+            Failure::Target(gone("writing request head"))
+        });
+    }
+    let streamed = ctx.body == BodyState::Unread;
+    if streamed {
+        if ctx.head.expect_continue && conn.buf.is_empty() {
+            write_all(&mut conn.stream, &b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+                .await
+                .map_err(|_| {
+                    Failure::Client(Error::downstream(Kind::ClientGone, "writing 100 Continue"))
+                })?;
+        }
+        ctx.body = BodyState::Broken;
+        stream_request_body(conn, ctx, up, max_body).await?;
+        ctx.body = BodyState::Done;
+    }
+    let mut ubuf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        if !ubuf.is_empty() {
+            match h1::parse_response(&ubuf, MAX_RESPONSE_HEAD, ctx.head.method == Method::Head) {
+                Ok(Some((len, parts))) => {
+                    if parts.status < 200 && !(parts.status == 101 && ctx.head.upgrade) {
+                        // Interim answers (100 Continue, 103 Early Hints) are not relayed.
+                        let _ = ubuf.split_to(len);
+                        continue;
+                    }
+                    if parts.status == 101 && !ctx.head.upgrade {
+                        return Err(Failure::Target(gone("101 without an upgrade request")));
+                    }
+                    let raw = ubuf.split_to(len).freeze();
+                    return Ok((parts.into_head(raw), ubuf));
+                }
+                Ok(None) => {}
+                Err(HeadError::TooLarge) => {
+                    return Err(Failure::Target(gone("response head too large")))
+                }
+                Err(HeadError::Malformed(m)) => return Err(Failure::Target(gone(m))),
+            }
+        }
+        match monoio::time::timeout_at(deadline.into(), read_into(up, &mut ubuf)).await {
+            Err(_) => {
+                return Err(Failure::Target(Error::upstream(
+                    Kind::GatewayTimeout,
+                    "waiting for the answer",
+                )))
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                let nothing = ubuf.is_empty();
+                return Err(if reused && nothing && !streamed {
+                    Failure::Stale
+                } else {
+                    Failure::Target(gone("connection closed before a complete answer"))
+                });
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Streams the request body from the client to the upstream, as it arrives.
+async fn stream_request_body(
+    conn: &mut Conn,
+    ctx: &RequestCtx,
+    up: &mut TcpStream,
+    max_body: u64,
+) -> Result<(), Failure> {
+    let idle = std::time::Duration::from_secs(60);
+    let client_gone =
+        || Failure::Client(Error::downstream(Kind::ClientGone, "reading request body"));
+    let up_gone = || Failure::Target(Error::upstream(Kind::BadGateway, "writing request body"));
+    match ctx.head.framing {
+        Framing::Length(mut remaining) => loop {
+            if !conn.buf.is_empty() {
+                let k = remaining.min(conn.buf.len() as u64) as usize;
+                let part = conn.buf.split_to(k).freeze();
+                write_all(up, part).await.map_err(|_| up_gone())?;
+                remaining -= k as u64;
+            }
+            if remaining == 0 {
+                return Ok(());
+            }
+            match monoio::time::timeout(idle, conn.read_more()).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Err(client_gone()),
+            }
+        },
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new(max_body);
+            loop {
+                if !conn.buf.is_empty() {
+                    let k = match dec.feed(&conn.buf, |_| {}) {
+                        Ok(k) => k,
+                        Err(ChunkError::TooLarge) => {
+                            return Err(Failure::Client(Error::downstream(
+                                Kind::BodyTooLarge,
+                                "chunked body",
+                            )))
+                        }
+                        Err(ChunkError::Malformed) => {
+                            return Err(Failure::Client(Error::downstream(
+                                Kind::BadRequest("Malformed chunked body"),
+                                "chunked body",
+                            )))
+                        }
+                    };
+                    let part = conn.buf.split_to(k).freeze();
+                    write_all(up, part).await.map_err(|_| up_gone())?;
+                }
+                if dec.is_done() {
+                    return Ok(());
+                }
+                match monoio::time::timeout(idle, conn.read_more()).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Err(client_gone()),
+                }
+            }
+        }
+        Framing::None | Framing::UntilClose => Ok(()),
+    }
+}
+
+/// Builds the head sent to the client from the upstream's.
+fn response_head(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead,
+    ctx: &RequestCtx,
+    keep: bool,
+    upgrade: bool,
+    dechunk: bool,
+) {
+    let minor = ctx.head.minor;
+    let _ = write!(out, "HTTP/1.{} {} ", minor, resp.status);
+    out.extend_from_slice(resp.slice(&resp.reason));
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers() {
+        let keep_te = name_eq(name, b"transfer-encoding") && !dechunk;
+        let keep_upgrade = upgrade && name_eq(name, b"upgrade");
+        if (hop_by_hop(name) && !keep_te && !keep_upgrade)
+            || name_eq(name, b"x-request-id")
+            || listed_in_connection(resp.headers(), name)
+        {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(ctx.request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else {
+        connection_header(out, minor, keep);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Upstream,
+}
+
+/// Writes the head and streams the body. `Ok(true)`: the body ended where its framing said.
+async fn stream_response(
+    conn: &mut Conn,
+    up: &mut TcpStream,
+    ubuf: &mut BytesMut,
+    mut out: Vec<u8>,
+    framing: Framing,
+    dechunk: bool,
+    integ: &HttpIntegration,
+) -> Result<bool, Side> {
+    let idle = integ.timeout;
+    async fn fill(
+        up: &mut TcpStream,
+        ubuf: &mut BytesMut,
+        idle: std::time::Duration,
+    ) -> Result<usize, Side> {
+        match monoio::time::timeout(idle, read_into(up, ubuf)).await {
+            Ok(Ok(n)) => Ok(n),
+            _ => Err(Side::Upstream),
+        }
+    }
+    match framing {
+        Framing::None => {
+            write_all(&mut conn.stream, out)
+                .await
+                .map_err(|_| Side::Client)?;
+            Ok(true)
+        }
+        Framing::Length(n) => {
+            let mut remaining = n;
+            // Small answers: head and body leave in one write.
+            let k = remaining.min(ubuf.len() as u64) as usize;
+            if k <= COALESCE_BODY {
+                out.extend_from_slice(&ubuf[..k]);
+                let _ = ubuf.split_to(k);
+                remaining -= k as u64;
+            }
+            write_all(&mut conn.stream, out)
+                .await
+                .map_err(|_| Side::Client)?;
+            loop {
+                if !ubuf.is_empty() && remaining > 0 {
+                    let k = remaining.min(ubuf.len() as u64) as usize;
+                    let part = ubuf.split_to(k).freeze();
+                    write_all(&mut conn.stream, part)
+                        .await
+                        .map_err(|_| Side::Client)?;
+                    remaining -= k as u64;
+                }
+                if remaining == 0 {
+                    return Ok(true);
+                }
+                if fill(up, ubuf, idle).await? == 0 {
+                    return Err(Side::Upstream);
+                }
+            }
+        }
+        Framing::Chunked => {
+            write_all(&mut conn.stream, out)
+                .await
+                .map_err(|_| Side::Client)?;
+            let mut dec = ChunkedDecoder::new(u64::MAX);
+            loop {
+                if !ubuf.is_empty() {
+                    let mut ranges: smallvec::SmallVec<[std::ops::Range<usize>; 4]> =
+                        Default::default();
+                    let k = dec
+                        .feed(ubuf, |r| ranges.push(r))
+                        .map_err(|_| Side::Upstream)?;
+                    let part = ubuf.split_to(k).freeze();
+                    if dechunk {
+                        for r in ranges {
+                            write_all(&mut conn.stream, part.slice(r))
+                                .await
+                                .map_err(|_| Side::Client)?;
+                        }
+                    } else {
+                        write_all(&mut conn.stream, part)
+                            .await
+                            .map_err(|_| Side::Client)?;
+                    }
+                }
+                if dec.is_done() {
+                    return Ok(true);
+                }
+                if fill(up, ubuf, idle).await? == 0 {
+                    return Err(Side::Upstream);
+                }
+            }
+        }
+        Framing::UntilClose => {
+            write_all(&mut conn.stream, out)
+                .await
+                .map_err(|_| Side::Client)?;
+            loop {
+                if !ubuf.is_empty() {
+                    let part = ubuf.split().freeze();
+                    write_all(&mut conn.stream, part)
+                        .await
+                        .map_err(|_| Side::Client)?;
+                }
+                if fill(up, ubuf, idle).await? == 0 {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Relays bytes both ways after a `101 Switching Protocols` until either side closes.
+pub async fn relay(conn: Conn, mut up: TcpStream, from_upstream: Bytes) {
+    let Conn {
+        mut stream, buf, ..
+    } = conn;
+    if !buf.is_empty() && write_all(&mut up, buf.freeze()).await.is_err() {
+        return;
+    }
+    if !from_upstream.is_empty() && write_all(&mut stream, from_upstream).await.is_err() {
+        return;
+    }
+    let (mut cr, mut cw) = stream.into_split();
+    let (mut ur, mut uw) = up.into_split();
+    let a = async {
+        let _ = monoio::io::copy(&mut cr, &mut uw).await;
+        let _ = uw.shutdown().await;
+    };
+    let b = async {
+        let _ = monoio::io::copy(&mut ur, &mut cw).await;
+        let _ = cw.shutdown().await;
+    };
+    monoio::join!(a, b);
+}
