@@ -1,0 +1,223 @@
+//! Routing, stages and integrations, end to end: a real gateway on 127.0.0.1:0 and real
+//! upstream servers, asserting what a client sees.
+
+mod common;
+
+use common::*;
+
+fn petstore(up: &Upstream, dev: &Upstream) -> String {
+    format!(
+        r#"
+[server]
+workers = 2
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+
+[[upstreams]]
+name = "pets"
+targets = ["{prod}"]
+
+[[apis]]
+name = "petstore"
+
+  [[apis.stages]]
+  name = "prod"
+  variables = {{ backend = "http://pets", tier = "gold" }}
+
+  [[apis.stages]]
+  name = "dev"
+  variables = {{ backend = "http://{dev}", tier = "dev" }}
+
+  [[apis.routes]]
+  route = "GET /pets"
+  integration = {{ type = "http", uri = "${{stageVariables.backend}}/pets", headers = {{ "x-tier" = "${{stageVariables.tier}}" }} }}
+
+  [[apis.routes]]
+  route = "GET /pets/{{petId}}"
+  integration = {{ type = "http", uri = "${{stageVariables.backend}}/v2/pets/{{petId}}" }}
+
+  [[apis.routes]]
+  route = "GET /pets/mine"
+  integration = {{ type = "mock", status = 200, body = "mine" }}
+
+  [[apis.routes]]
+  route = "POST /pets"
+  integration = {{ type = "http", uri = "${{stageVariables.backend}}/pets?src=gw" }}
+
+  [[apis.routes]]
+  route = "ANY /files/{{proxy+}}"
+  integration = {{ type = "http", uri = "${{stageVariables.backend}}/store/{{proxy}}" }}
+
+  [[apis.routes]]
+  route = "GET /hello/{{name}}"
+  integration = {{ type = "mock", status = 202, body = '{{"hi":"{{name}}","stage":"${{stageVariables.tier}}","id":"${{context.requestId}}"}}', headers = {{ "content-type" = "application/json", "x-name" = "{{name}}" }} }}
+
+[[apis]]
+name = "other"
+
+  [[apis.stages]]
+  name = "v1"
+
+  [[apis.routes]]
+  route = "GET /things"
+  integration = {{ type = "mock", status = 200, body = "other-things" }}
+
+  [[apis.routes]]
+  route = "$default"
+  integration = {{ type = "mock", status = 404, body = '{{"message":"nothing here"}}' }}
+
+[[domains]]
+host = "*"
+mappings = [
+  {{ base_path = "", api = "petstore", stage = "prod" }},
+  {{ base_path = "dev", api = "petstore", stage = "dev" }},
+]
+
+[[domains]]
+host = "api.example.test"
+mappings = [{{ base_path = "v1", api = "other", stage = "v1" }}]
+
+[[domains]]
+host = "*.wild.test"
+mappings = [{{ base_path = "", api = "other", stage = "v1" }}]
+"#,
+        prod = up.addr,
+        dev = dev.addr
+    )
+}
+
+fn req(addr: std::net::SocketAddr, method: &str, host: &str, path: &str) -> Resp {
+    Client::connect(addr).request(format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+#[test]
+fn stages_pick_their_upstream_and_variables() {
+    let (prod, dev) = (Upstream::echo(), Upstream::echo());
+    let gw = Gw::start(&petstore(&prod, &dev));
+    let r = get(gw.addr(), "/pets?limit=2&x=%20y");
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["target"], "/pets?limit=2&x=%20y");
+    assert_eq!(j["headers"]["x-tier"], "gold");
+    assert_eq!(j["headers"]["host"], "pets");
+    let r = get(gw.addr(), "/dev/pets");
+    assert_eq!(r.json()["headers"]["x-tier"], "dev");
+    assert_eq!(prod.count(), 1);
+    assert_eq!(dev.count(), 1);
+}
+
+#[test]
+fn path_variables_are_decoded_for_matching_and_encoded_upstream() {
+    let (prod, dev) = (Upstream::echo(), Upstream::echo());
+    let gw = Gw::start(&petstore(&prod, &dev));
+    assert_eq!(get(gw.addr(), "/pets/42").json()["target"], "/v2/pets/42");
+    assert_eq!(get(gw.addr(), "/pets/a%20b%3F").json()["target"], "/v2/pets/a%20b%3F");
+    assert_eq!(get(gw.addr(), "/pets/caf%C3%A9").json()["target"], "/v2/pets/caf%C3%A9");
+    // Literal beats {param}.
+    assert_eq!(get(gw.addr(), "/pets/mine").text(), "mine");
+    // Greedy variable, query passes through.
+    assert_eq!(get(gw.addr(), "/files/a/b%20c/d.txt?v=1").json()["target"], "/store/a/b%20c/d.txt?v=1");
+    // A query in the integration URI is merged with the client's.
+    let r = Client::connect(gw.addr()).request(b"POST /pets?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+    assert_eq!(r.json()["target"], "/pets?src=gw&q=1");
+    assert_eq!(r.json()["body"], "hi");
+}
+
+#[test]
+fn any_route_forwards_every_method() {
+    let (prod, dev) = (Upstream::echo(), Upstream::echo());
+    let gw = Gw::start(&petstore(&prod, &dev));
+    for m in ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let r = req(gw.addr(), m, "h", "/files/x");
+        assert_eq!(r.status, 200, "{m}");
+        assert_eq!(r.json()["method"], m);
+    }
+}
+
+#[test]
+fn unknown_paths_get_404_and_wrong_methods_405_with_allow() {
+    let (prod, dev) = (Upstream::echo(), Upstream::echo());
+    let gw = Gw::start(&petstore(&prod, &dev));
+    let r = get(gw.addr(), "/nothing/here");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["message"], "Not Found");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let r = req(gw.addr(), "DELETE", "h", "/pets");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST"));
+    assert_eq!(r.json()["message"], "Method Not Allowed");
+    assert_eq!(prod.count(), 0);
+}
+
+#[test]
+fn hosts_and_base_paths_pick_the_api() {
+    let (prod, dev) = (Upstream::echo(), Upstream::echo());
+    let gw = Gw::start(&petstore(&prod, &dev));
+    assert_eq!(req(gw.addr(), "GET", "api.example.test", "/v1/things").text(), "other-things");
+    assert_eq!(req(gw.addr(), "GET", "API.Example.Test:8080", "/v1/things").text(), "other-things");
+    // The exact host has only "v1": other paths are not found there.
+    assert_eq!(req(gw.addr(), "GET", "api.example.test", "/pets").status, 404);
+    // Wildcard host; $default catches what no route matches.
+    assert_eq!(req(gw.addr(), "GET", "a.wild.test", "/things").text(), "other-things");
+    let r = req(gw.addr(), "DELETE", "a.wild.test", "/things");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["message"], "nothing here");
+    // Absolute-form targets route by their authority.
+    let r = Client::connect(gw.addr()).request(b"GET http://api.example.test/v1/things HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.text(), "other-things");
+}
+
+#[test]
+fn mock_integrations_substitute_variables() {
+    let (prod, dev) = (Upstream::echo(), Upstream::echo());
+    let gw = Gw::start(&petstore(&prod, &dev));
+    let r = Client::connect(gw.addr()).request(b"GET /hello/Ann%20Lee HTTP/1.1\r\nHost: h\r\nX-Request-Id: abc-123\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("x-name"), Some("Ann Lee"));
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    let j = r.json();
+    assert_eq!(j["hi"], "Ann Lee");
+    assert_eq!(j["stage"], "gold");
+    assert_eq!(j["id"], "abc-123");
+    let r = get(gw.addr(), "/dev/hello/bo");
+    assert_eq!(r.json()["stage"], "dev");
+    // Generated request ids are unique and echoed.
+    let a = get(gw.addr(), "/hello/x").header("x-request-id").unwrap().to_string();
+    let b = get(gw.addr(), "/hello/x").header("x-request-id").unwrap().to_string();
+    assert_ne!(a, b);
+    assert_eq!(a.len(), 32);
+}
+
+#[test]
+fn ambiguous_paths_are_refused_before_routing() {
+    let (prod, dev) = (Upstream::echo(), Upstream::echo());
+    let gw = Gw::start(&petstore(&prod, &dev));
+    for p in ["/files/../etc/passwd", "/files/%2e%2e/x", "/files/a%2fb", "/files/a%5cb", "/files/%00", "/files/%zz", "/files/./x"] {
+        let r = get(gw.addr(), p);
+        assert_eq!(r.status, 400, "{p}");
+        assert!(r.json()["message"].as_str().unwrap().starts_with("Invalid request path"), "{p}");
+    }
+    assert_eq!(prod.count(), 0);
+}
+
+#[test]
+fn forwarding_headers_are_added_and_hop_by_hop_removed() {
+    let (prod, dev) = (Upstream::echo(), Upstream::echo());
+    let gw = Gw::start(&petstore(&prod, &dev));
+    let r = Client::connect(gw.addr()).request(
+        b"GET /pets HTTP/1.1\r\nHost: shop.test:8080\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: x\r\nX-Keep: yes\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let seen = &prod.requests()[0];
+    assert_eq!(seen.header("x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("shop.test:8080"));
+    assert_eq!(seen.header("x-keep"), Some("yes"));
+    for h in ["x-secret", "keep-alive", "te", "proxy-connection", "connection"] {
+        assert_eq!(seen.header(h), None, "{h} was forwarded");
+    }
+    let rid = seen.header("x-request-id").unwrap();
+    assert_eq!(r.header("x-request-id"), Some(rid));
+}
