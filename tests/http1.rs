@@ -1,0 +1,271 @@
+//! HTTP/1.1 on the client side, end to end: keep-alive, pipelining, framing both ways,
+//! Expect: 100-continue, HEAD, HTTP/1.0, and every form of bad input the gateway must refuse.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn proxied(up: &Upstream, limits: &str) -> String {
+    config(
+        limits,
+        &format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr),
+        r#"
+  [[apis.routes]]
+  route = "ANY /{proxy+}"
+  integration = { type = "http", uri = "http://up/{proxy}" }
+
+  [[apis.routes]]
+  route = "GET /mock"
+  integration = { type = "mock", status = 200, body = "mocked" }
+"#,
+    )
+}
+
+#[test]
+fn keep_alive_reuses_the_client_and_upstream_connections() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, ""));
+    let mut c = Client::connect(gw.addr());
+    for i in 0..5 {
+        let r = c.request(format!("GET /a/{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["target"], format!("/a/{i}"));
+        assert_eq!(r.header("connection"), None);
+    }
+    assert_eq!(up.conns.load(std::sync::atomic::Ordering::SeqCst), 1, "upstream connection pooled");
+    let r = c.request(b"GET /mock HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.is_closed());
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, ""));
+    let mut c = Client::connect(gw.addr());
+    c.send(b"GET /one HTTP/1.1\r\nHost: h\r\n\r\nGET /mock HTTP/1.1\r\nHost: h\r\n\r\nPOST /three HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /four HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().json()["target"], "/one");
+    assert_eq!(c.read_response(false).unwrap().text(), "mocked");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.json()["target"], "/three");
+    assert_eq!(r.json()["body"], "abc");
+    assert_eq!(c.read_response(false).unwrap().json()["target"], "/four");
+}
+
+#[test]
+fn chunked_request_bodies_stream_to_the_upstream() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, ""));
+    let mut c = Client::connect(gw.addr());
+    c.send(b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    std::thread::sleep(Duration::from_millis(20)); // the rest arrives later, as from a real client
+    c.send(b"6;ext=1\r\n world\r\n0\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body"], "hello world");
+    assert_eq!(r.json()["headers"]["transfer-encoding"], "chunked");
+    // A large Content-Length body that arrives in pieces.
+    let body = "x".repeat(300_000);
+    c.send(format!("PUT /big HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    for part in body.as_bytes().chunks(70_000) {
+        c.send(part);
+    }
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.json()["body"].as_str().unwrap().len(), 300_000);
+}
+
+#[test]
+fn chunked_and_close_delimited_responses_reach_the_client() {
+    let up = Upstream::start(|s| match s.target.as_str() {
+        "/chunked" => Action::Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n".to_vec()),
+        _ => Action::RawClose(b"HTTP/1.1 200 OK\r\n\r\nuntil-close".to_vec()),
+    });
+    let gw = Gw::start(&proxied(&up, ""));
+    let mut c = Client::connect(gw.addr());
+    let r = c.request(b"GET /chunked HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.text(), "Wikipedia");
+    // Same connection still usable; a close-delimited answer ends it.
+    let r = c.request(b"GET /eof HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.text(), "until-close");
+    assert_eq!(r.header("connection"), Some("close"));
+    // HTTP/1.0 clients get the chunked answer decoded, ended by close.
+    let mut c = Client::connect(gw.addr());
+    c.send(b"GET /chunked HTTP/1.0\r\n\r\n");
+    let raw = String::from_utf8(c.read_to_end()).unwrap();
+    assert!(raw.starts_with("HTTP/1.0 200"), "{raw}");
+    assert!(!raw.to_ascii_lowercase().contains("transfer-encoding"), "{raw}");
+    assert!(raw.ends_with("\r\n\r\nWikipedia"), "{raw}");
+}
+
+#[test]
+fn expect_100_continue_gets_an_interim_answer() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, ""));
+    let mut c = Client::connect(gw.addr());
+    c.send(b"PUT /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    let mut buf = [0u8; 25];
+    std::io::Read::read_exact(&mut c.stream, &mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 100 Continue\r\n\r\n");
+    c.send(b"data");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.json()["body"], "data");
+    assert!(r.json()["headers"].get("expect").is_none());
+    // Over the limit: refused at once, before the body is sent.
+    let gw2 = Gw::start(&proxied(&up, "max_body = \"1KiB\""));
+    let mut c = Client::connect(gw2.addr());
+    let r = c.request(b"PUT /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n");
+    assert_eq!(r.status, 413);
+}
+
+#[test]
+fn head_and_http10_clients() {
+    let up = Upstream::start(|_| respond(200, "body-bytes"));
+    let gw = Gw::start(&proxied(&up, ""));
+    let mut c = Client::connect(gw.addr());
+    c.send(b"HEAD /x HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = c.read_response(true).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("10"));
+    // The next answer on the connection starts cleanly: no body was sent for HEAD.
+    c.send(b"HEAD /mock HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = c.read_response(true).unwrap();
+    assert_eq!(r.header("content-length"), Some("6"));
+    // Had a body followed the HEAD answers, this would read it as a status line.
+    assert_eq!(c.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").text(), "mocked");
+    // HTTP/1.0: closes after the answer unless keep-alive is asked for.
+    let mut c = Client::connect(gw.addr());
+    c.send(b"GET /x HTTP/1.0\r\n\r\n");
+    let raw = String::from_utf8(c.read_to_end()).unwrap();
+    assert!(raw.starts_with("HTTP/1.0 200"));
+    assert!(raw.ends_with("body-bytes"));
+    let mut c = Client::connect(gw.addr());
+    let r = c.request(b"GET /mock HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    let r = c.request(b"GET /mock HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(r.text(), "mocked");
+}
+
+/// Each request must get 400 and a closed connection, and never reach the upstream.
+#[test]
+fn smuggling_and_malformed_requests_get_400_and_close() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, ""));
+    let bad: &[&[u8]] = &[
+        b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: h\r\nX-Folded: a\r\n  b\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: h\r\nX-Space : a\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: h\rX-Bare: cr\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /x HTTP/1.1\r\n\r\n",
+        b"GET x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        b"GET /x HTTP/9.9\r\nHost: h\r\n\r\n",
+    ];
+    for raw in bad {
+        let mut c = Client::connect(gw.addr());
+        c.send(raw);
+        let r = c.read_response(false).unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(raw)));
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(raw));
+        assert!(r.json()["message"].is_string());
+        assert!(c.is_closed(), "connection left open after {:?}", String::from_utf8_lossy(raw));
+    }
+    assert_eq!(up.count(), 0, "a malformed request reached the upstream");
+}
+
+#[test]
+fn oversized_heads_get_431() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, "max_header_bytes = \"2KiB\""));
+    let mut c = Client::connect(gw.addr());
+    let r = c.request(format!("GET /x HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n", "a".repeat(4000)).as_bytes());
+    assert_eq!(r.status, 431);
+    assert!(c.is_closed());
+    // Just under the limit is fine.
+    let r = get(gw.addr(), &format!("/{}", "a".repeat(1500)));
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn bodies_over_the_limit_get_413_in_both_framings() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, "max_body = \"16KiB\""));
+    let mut c = Client::connect(gw.addr());
+    let r = c.request(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 20000\r\n\r\n");
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["message"], "Request Entity Too Large");
+    // Chunked: counted while streaming.
+    let mut c = Client::connect(gw.addr());
+    c.send(b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let chunk = format!("2000\r\n{}\r\n", "y".repeat(0x2000));
+    for _ in 0..3 {
+        c.send(chunk.as_bytes());
+    }
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 413);
+    assert!(c.is_closed());
+    // Exactly at the limit passes.
+    let mut c = Client::connect(gw.addr());
+    let body = "z".repeat(16 * 1024);
+    let r = c.request(format!("POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn slow_clients_are_cut_by_the_header_timeout() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, "header_timeout = \"300ms\"\nidle_timeout = \"400ms\""));
+    // Slow-loris: a byte at a time, never finishing the head.
+    let mut c = Client::connect(gw.addr());
+    let start = Instant::now();
+    c.send(b"GET /x HTTP/1.1\r\n");
+    let mut cut = false;
+    for _ in 0..40 {
+        if c.stream.write_all(b"X-A: b\r\n").is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if start.elapsed() > Duration::from_millis(600) {
+            break;
+        }
+    }
+    let r = c.read_response(false);
+    assert!(cut || r.as_ref().is_some_and(|r| r.status == 408), "{r:?}");
+    assert!(c.is_closed());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // An idle keep-alive connection is closed after idle_timeout.
+    let mut c = Client::connect(gw.addr());
+    assert_eq!(c.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    let idle_start = Instant::now();
+    assert!(c.is_closed());
+    assert!(idle_start.elapsed() >= Duration::from_millis(300));
+}
+
+#[test]
+fn max_connections_refuses_extra_clients() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, "max_connections = 2"));
+    let mut a = Client::connect(gw.addr());
+    let mut b = Client::connect(gw.addr());
+    assert_eq!(a.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    assert_eq!(b.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    let mut c = Client::connect(gw.addr());
+    c.send(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(c.read_response(false).is_none(), "third connection was served");
+    drop(a);
+    // Once a slot frees up, new clients are served again.
+    assert!(eventually(Duration::from_secs(5), || {
+        let mut d = Client::connect(gw.addr());
+        d.send(b"GET /mock HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        d.read_response(false).is_some_and(|r| r.status == 200)
+    }));
+}
