@@ -11,7 +11,10 @@ use common::*;
 fn proxied(up: &Upstream, limits: &str) -> String {
     config(
         limits,
-        &format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr),
+        &format!(
+            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n",
+            up.addr
+        ),
         r#"
   [[apis.routes]]
   route = "ANY /{proxy+}"
@@ -35,7 +38,11 @@ fn keep_alive_reuses_the_client_and_upstream_connections() {
         assert_eq!(r.json()["target"], format!("/a/{i}"));
         assert_eq!(r.header("connection"), None);
     }
-    assert_eq!(up.conns.load(std::sync::atomic::Ordering::SeqCst), 1, "upstream connection pooled");
+    assert_eq!(
+        up.conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "upstream connection pooled"
+    );
     let r = c.request(b"GET /mock HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.is_closed());
@@ -69,7 +76,13 @@ fn chunked_request_bodies_stream_to_the_upstream() {
     assert_eq!(r.json()["headers"]["transfer-encoding"], "chunked");
     // A large Content-Length body that arrives in pieces.
     let body = "x".repeat(300_000);
-    c.send(format!("PUT /big HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    c.send(
+        format!(
+            "PUT /big HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
     for part in body.as_bytes().chunks(70_000) {
         c.send(part);
     }
@@ -79,9 +92,11 @@ fn chunked_request_bodies_stream_to_the_upstream() {
 
 #[test]
 fn chunked_and_close_delimited_responses_reach_the_client() {
-    let up = Upstream::start(|s| match s.target.as_str() {
+    let up = Upstream::start(|s| {
+        match s.target.as_str() {
         "/chunked" => Action::Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n".to_vec()),
         _ => Action::RawClose(b"HTTP/1.1 200 OK\r\n\r\nuntil-close".to_vec()),
+    }
     });
     let gw = Gw::start(&proxied(&up, ""));
     let mut c = Client::connect(gw.addr());
@@ -97,7 +112,10 @@ fn chunked_and_close_delimited_responses_reach_the_client() {
     c.send(b"GET /chunked HTTP/1.0\r\n\r\n");
     let raw = String::from_utf8(c.read_to_end()).unwrap();
     assert!(raw.starts_with("HTTP/1.0 200"), "{raw}");
-    assert!(!raw.to_ascii_lowercase().contains("transfer-encoding"), "{raw}");
+    assert!(
+        !raw.to_ascii_lowercase().contains("transfer-encoding"),
+        "{raw}"
+    );
     assert!(raw.ends_with("\r\n\r\nWikipedia"), "{raw}");
 }
 
@@ -117,7 +135,9 @@ fn expect_100_continue_gets_an_interim_answer() {
     // Over the limit: refused at once, before the body is sent.
     let gw2 = Gw::start(&proxied(&up, "max_body = \"1KiB\""));
     let mut c = Client::connect(gw2.addr());
-    let r = c.request(b"PUT /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n");
+    let r = c.request(
+        b"PUT /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n",
+    );
     assert_eq!(r.status, 413);
 }
 
@@ -135,7 +155,10 @@ fn head_and_http10_clients() {
     let r = c.read_response(true).unwrap();
     assert_eq!(r.header("content-length"), Some("6"));
     // Had a body followed the HEAD answers, this would read it as a status line.
-    assert_eq!(c.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").text(), "mocked");
+    assert_eq!(
+        c.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").text(),
+        "mocked"
+    );
     // HTTP/1.0: closes after the answer unless keep-alive is asked for.
     let mut c = Client::connect(gw.addr());
     c.send(b"GET /x HTTP/1.0\r\n\r\n");
@@ -173,10 +196,16 @@ fn smuggling_and_malformed_requests_get_400_and_close() {
     for raw in bad {
         let mut c = Client::connect(gw.addr());
         c.send(raw);
-        let r = c.read_response(false).unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(raw)));
+        let r = c
+            .read_response(false)
+            .unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(raw)));
         assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(raw));
         assert!(r.json()["message"].is_string());
-        assert!(c.is_closed(), "connection left open after {:?}", String::from_utf8_lossy(raw));
+        assert!(
+            c.is_closed(),
+            "connection left open after {:?}",
+            String::from_utf8_lossy(raw)
+        );
     }
     assert_eq!(up.count(), 0, "a malformed request reached the upstream");
 }
@@ -186,7 +215,13 @@ fn oversized_heads_get_431() {
     let up = Upstream::echo();
     let gw = Gw::start(&proxied(&up, "max_header_bytes = \"2KiB\""));
     let mut c = Client::connect(gw.addr());
-    let r = c.request(format!("GET /x HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n", "a".repeat(4000)).as_bytes());
+    let r = c.request(
+        format!(
+            "GET /x HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(4000)
+        )
+        .as_bytes(),
+    );
     assert_eq!(r.status, 431);
     assert!(c.is_closed());
     // Just under the limit is fine.
@@ -215,14 +250,23 @@ fn bodies_over_the_limit_get_413_in_both_framings() {
     // Exactly at the limit passes.
     let mut c = Client::connect(gw.addr());
     let body = "z".repeat(16 * 1024);
-    let r = c.request(format!("POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    let r = c.request(
+        format!(
+            "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
     assert_eq!(r.status, 200);
 }
 
 #[test]
 fn slow_clients_are_cut_by_the_header_timeout() {
     let up = Upstream::echo();
-    let gw = Gw::start(&proxied(&up, "header_timeout = \"300ms\"\nidle_timeout = \"400ms\""));
+    let gw = Gw::start(&proxied(
+        &up,
+        "header_timeout = \"300ms\"\nidle_timeout = \"400ms\"",
+    ));
     // Slow-loris: a byte at a time, never finishing the head.
     let mut c = Client::connect(gw.addr());
     let start = Instant::now();
@@ -244,7 +288,10 @@ fn slow_clients_are_cut_by_the_header_timeout() {
     assert!(start.elapsed() < Duration::from_secs(5));
     // An idle keep-alive connection is closed after idle_timeout.
     let mut c = Client::connect(gw.addr());
-    assert_eq!(c.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    assert_eq!(
+        c.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").status,
+        200
+    );
     let idle_start = Instant::now();
     assert!(c.is_closed());
     assert!(idle_start.elapsed() >= Duration::from_millis(300));
@@ -256,11 +303,20 @@ fn max_connections_refuses_extra_clients() {
     let gw = Gw::start(&proxied(&up, "max_connections = 2"));
     let mut a = Client::connect(gw.addr());
     let mut b = Client::connect(gw.addr());
-    assert_eq!(a.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
-    assert_eq!(b.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    assert_eq!(
+        a.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").status,
+        200
+    );
+    assert_eq!(
+        b.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").status,
+        200
+    );
     let mut c = Client::connect(gw.addr());
     c.send(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n");
-    assert!(c.read_response(false).is_none(), "third connection was served");
+    assert!(
+        c.read_response(false).is_none(),
+        "third connection was served"
+    );
     drop(a);
     // Once a slot frees up, new clients are served again.
     assert!(eventually(Duration::from_secs(5), || {

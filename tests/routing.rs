@@ -89,7 +89,9 @@ mappings = [{{ base_path = "", api = "other", stage = "v1" }}]
 }
 
 fn req(addr: std::net::SocketAddr, method: &str, host: &str, path: &str) -> Resp {
-    Client::connect(addr).request(format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+    Client::connect(addr).request(
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
 }
 
 #[test]
@@ -113,14 +115,25 @@ fn path_variables_are_decoded_for_matching_and_encoded_upstream() {
     let (prod, dev) = (Upstream::echo(), Upstream::echo());
     let gw = Gw::start(&petstore(&prod, &dev));
     assert_eq!(get(gw.addr(), "/pets/42").json()["target"], "/v2/pets/42");
-    assert_eq!(get(gw.addr(), "/pets/a%20b%3F").json()["target"], "/v2/pets/a%20b%3F");
-    assert_eq!(get(gw.addr(), "/pets/caf%C3%A9").json()["target"], "/v2/pets/caf%C3%A9");
+    assert_eq!(
+        get(gw.addr(), "/pets/a%20b%3F").json()["target"],
+        "/v2/pets/a%20b%3F"
+    );
+    assert_eq!(
+        get(gw.addr(), "/pets/caf%C3%A9").json()["target"],
+        "/v2/pets/caf%C3%A9"
+    );
     // Literal beats {param}.
     assert_eq!(get(gw.addr(), "/pets/mine").text(), "mine");
     // Greedy variable, query passes through.
-    assert_eq!(get(gw.addr(), "/files/a/b%20c/d.txt?v=1").json()["target"], "/store/a/b%20c/d.txt?v=1");
+    assert_eq!(
+        get(gw.addr(), "/files/a/b%20c/d.txt?v=1").json()["target"],
+        "/store/a/b%20c/d.txt?v=1"
+    );
     // A query in the integration URI is merged with the client's.
-    let r = Client::connect(gw.addr()).request(b"POST /pets?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+    let r = Client::connect(gw.addr()).request(
+        b"POST /pets?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    );
     assert_eq!(r.json()["target"], "/pets?src=gw&q=1");
     assert_eq!(r.json()["body"], "hi");
 }
@@ -155,17 +168,31 @@ fn unknown_paths_get_404_and_wrong_methods_405_with_allow() {
 fn hosts_and_base_paths_pick_the_api() {
     let (prod, dev) = (Upstream::echo(), Upstream::echo());
     let gw = Gw::start(&petstore(&prod, &dev));
-    assert_eq!(req(gw.addr(), "GET", "api.example.test", "/v1/things").text(), "other-things");
-    assert_eq!(req(gw.addr(), "GET", "API.Example.Test:8080", "/v1/things").text(), "other-things");
+    assert_eq!(
+        req(gw.addr(), "GET", "api.example.test", "/v1/things").text(),
+        "other-things"
+    );
+    assert_eq!(
+        req(gw.addr(), "GET", "API.Example.Test:8080", "/v1/things").text(),
+        "other-things"
+    );
     // The exact host has only "v1": other paths are not found there.
-    assert_eq!(req(gw.addr(), "GET", "api.example.test", "/pets").status, 404);
+    assert_eq!(
+        req(gw.addr(), "GET", "api.example.test", "/pets").status,
+        404
+    );
     // Wildcard host; $default catches what no route matches.
-    assert_eq!(req(gw.addr(), "GET", "a.wild.test", "/things").text(), "other-things");
+    assert_eq!(
+        req(gw.addr(), "GET", "a.wild.test", "/things").text(),
+        "other-things"
+    );
     let r = req(gw.addr(), "DELETE", "a.wild.test", "/things");
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["message"], "nothing here");
     // Absolute-form targets route by their authority.
-    let r = Client::connect(gw.addr()).request(b"GET http://api.example.test/v1/things HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = Client::connect(gw.addr()).request(
+        b"GET http://api.example.test/v1/things HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.text(), "other-things");
 }
 
@@ -184,8 +211,14 @@ fn mock_integrations_substitute_variables() {
     let r = get(gw.addr(), "/dev/hello/bo");
     assert_eq!(r.json()["stage"], "dev");
     // Generated request ids are unique and echoed.
-    let a = get(gw.addr(), "/hello/x").header("x-request-id").unwrap().to_string();
-    let b = get(gw.addr(), "/hello/x").header("x-request-id").unwrap().to_string();
+    let a = get(gw.addr(), "/hello/x")
+        .header("x-request-id")
+        .unwrap()
+        .to_string();
+    let b = get(gw.addr(), "/hello/x")
+        .header("x-request-id")
+        .unwrap()
+        .to_string();
     assert_ne!(a, b);
     assert_eq!(a.len(), 32);
 }
@@ -194,10 +227,24 @@ fn mock_integrations_substitute_variables() {
 fn ambiguous_paths_are_refused_before_routing() {
     let (prod, dev) = (Upstream::echo(), Upstream::echo());
     let gw = Gw::start(&petstore(&prod, &dev));
-    for p in ["/files/../etc/passwd", "/files/%2e%2e/x", "/files/a%2fb", "/files/a%5cb", "/files/%00", "/files/%zz", "/files/./x"] {
+    for p in [
+        "/files/../etc/passwd",
+        "/files/%2e%2e/x",
+        "/files/a%2fb",
+        "/files/a%5cb",
+        "/files/%00",
+        "/files/%zz",
+        "/files/./x",
+    ] {
         let r = get(gw.addr(), p);
         assert_eq!(r.status, 400, "{p}");
-        assert!(r.json()["message"].as_str().unwrap().starts_with("Invalid request path"), "{p}");
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Invalid request path"),
+            "{p}"
+        );
     }
     assert_eq!(prod.count(), 0);
 }
@@ -215,7 +262,13 @@ fn forwarding_headers_are_added_and_hop_by_hop_removed() {
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
     assert_eq!(seen.header("x-forwarded-host"), Some("shop.test:8080"));
     assert_eq!(seen.header("x-keep"), Some("yes"));
-    for h in ["x-secret", "keep-alive", "te", "proxy-connection", "connection"] {
+    for h in [
+        "x-secret",
+        "keep-alive",
+        "te",
+        "proxy-connection",
+        "connection",
+    ] {
         assert_eq!(seen.header(h), None, "{h} was forwarded");
     }
     let rid = seen.header("x-request-id").unwrap();

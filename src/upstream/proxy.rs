@@ -495,10 +495,8 @@ fn response_head(
     for (name, value) in resp.headers() {
         let keep_te = name_eq(name, b"transfer-encoding") && !dechunk;
         let keep_upgrade = upgrade && name_eq(name, b"upgrade");
-        if (hop_by_hop(name) && !keep_te && !keep_upgrade)
-            || name_eq(name, b"x-request-id")
-            || listed_in_connection(resp.headers(), name)
-        {
+        let hop = hop_by_hop(name) || listed_in_connection(resp.headers(), name);
+        if (hop && !keep_te && !keep_upgrade) || name_eq(name, b"x-request-id") {
             continue;
         }
         out.extend_from_slice(name);

@@ -34,7 +34,11 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new() -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!("tollgate-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let p = std::env::temp_dir().join(format!(
+            "tollgate-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -61,12 +65,28 @@ impl Gw {
         std::fs::write(&path, toml).unwrap();
         let mut cfg = Config::load(&path).unwrap_or_else(|e| panic!("config refused:\n{e}"));
         cfg.server.driver = driver();
-        let gw = Gateway::start(cfg, Options { config_path: Some(path.clone()), workers: None, admin_token: Some(TOKEN.into()) }).expect("gateway starts");
-        Gw { gw: Some(gw), dir, path }
+        let gw = Gateway::start(
+            cfg,
+            Options {
+                config_path: Some(path.clone()),
+                workers: None,
+                admin_token: Some(TOKEN.into()),
+            },
+        )
+        .expect("gateway starts");
+        Gw {
+            gw: Some(gw),
+            dir,
+            path,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.gw.as_ref().unwrap().addr("http").expect("listener \"http\"")
+        self.gw
+            .as_ref()
+            .unwrap()
+            .addr("http")
+            .expect("listener \"http\"")
     }
 
     pub fn admin(&self) -> SocketAddr {
@@ -137,7 +157,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -145,7 +168,8 @@ impl Resp {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
     }
 }
 
@@ -199,7 +223,11 @@ impl Client {
             if (100..200).contains(&status) && status != 101 {
                 continue; // interim
             }
-            let mut resp = Resp { status, headers, body: Vec::new() };
+            let mut resp = Resp {
+                status,
+                headers,
+                body: Vec::new(),
+            };
             if head_only || status == 204 || status == 304 || status == 101 {
                 return Some(resp);
             }
@@ -208,7 +236,10 @@ impl Client {
                 let mut body = vec![0; n];
                 self.reader.read_exact(&mut body).ok()?;
                 resp.body = body;
-            } else if resp.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+            } else if resp
+                .header("transfer-encoding")
+                .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+            {
                 loop {
                     let mut size = String::new();
                     self.reader.read_line(&mut size).ok()?;
@@ -245,7 +276,9 @@ impl Client {
 
 /// One request: `GET path` with Host and Connection: close.
 pub fn get(addr: SocketAddr, path: &str) -> Resp {
-    Client::connect(addr).request(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+    Client::connect(addr).request(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
 }
 
 /// A request as an upstream saw it.
@@ -261,11 +294,18 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -287,7 +327,13 @@ pub enum Action {
 
 /// `HTTP/1.1 <status>` with a body and Content-Length.
 pub fn respond(status: u16, body: &str) -> Action {
-    Action::Raw(format!("HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes())
+    Action::Raw(
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
 }
 
 type Handler = dyn Fn(&Seen) -> Action + Send + Sync;
@@ -339,7 +385,12 @@ impl Upstream {
     }
 }
 
-fn serve_upstream(stream: TcpStream, id: usize, handler: Arc<Handler>, seen: Arc<Mutex<Vec<Seen>>>) {
+fn serve_upstream(
+    stream: TcpStream,
+    id: usize,
+    handler: Arc<Handler>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) {
     stream.set_read_timeout(Some(IO_TIMEOUT)).ok();
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
@@ -365,8 +416,17 @@ fn serve_upstream(stream: TcpStream, id: usize, handler: Arc<Handler>, seen: Arc
                 headers.push((n.trim().to_string(), v.trim().to_string()));
             }
         }
-        let mut s = Seen { method, target, headers, body: Vec::new(), conn: id };
-        if let Some(n) = s.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        let mut s = Seen {
+            method,
+            target,
+            headers,
+            body: Vec::new(),
+            conn: id,
+        };
+        if let Some(n) = s
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             let mut b = vec![0; n];
             if r.read_exact(&mut b).is_err() {
                 return;
@@ -376,7 +436,8 @@ fn serve_upstream(stream: TcpStream, id: usize, handler: Arc<Handler>, seen: Arc
             loop {
                 let mut size = String::new();
                 r.read_line(&mut size).ok();
-                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                    .unwrap_or(0);
                 if n == 0 {
                     let mut end = String::new();
                     r.read_line(&mut end).ok();
@@ -454,6 +515,11 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// An admin API call.
 pub fn admin(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Resp {
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    Client::connect(addr).request(format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Connection: close\r\n\r\n").as_bytes())
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    Client::connect(addr).request(
+        format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
 }

@@ -1,0 +1,246 @@
+//! Upstream behaviour, end to end: failures of every kind and the answer each gets, health
+//! checks, passive ejection, retries, balancing, pooling and WebSocket pass-through.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+fn one_route(upstream_block: &str, uri: &str, extra: &str) -> String {
+    config(
+        "",
+        upstream_block,
+        &format!(
+            r#"
+  [[apis.routes]]
+  route = "ANY /{{proxy+}}"
+  integration = {{ type = "http", uri = "{uri}/{{proxy}}" {extra} }}
+"#
+        ),
+    )
+}
+
+fn literal(addr: SocketAddr, extra: &str) -> String {
+    one_route("", &format!("http://{addr}"), extra)
+}
+
+fn upstream_block(targets: &[SocketAddr], extra: &str) -> String {
+    let t: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[[upstreams]]\nname = \"up\"\ntargets = [{}]\n{extra}\n",
+        t.join(", ")
+    )
+}
+
+#[test]
+fn refused_connections_get_502() {
+    let gw = Gw::start(&literal(closed_port(), ""));
+    let r = get(gw.addr(), "/x");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["message"], "Bad Gateway");
+    assert!(r.header("x-request-id").is_some());
+}
+
+#[test]
+fn slow_upstreams_get_504_after_the_route_timeout() {
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_secs(3)));
+    let gw = Gw::start(&literal(up.addr, ", timeout = \"300ms\""));
+    let start = std::time::Instant::now();
+    let r = get(gw.addr(), "/x");
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["message"], "Endpoint request timed out");
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn resets_garbage_and_early_closes_get_502() {
+    let up = Upstream::start(|s| match s.target.as_str() {
+        "/reset" => Action::Reset,
+        "/garbage" => Action::RawClose(b"SSH-2.0-OpenSSH\r\n\r\n".to_vec()),
+        "/badlen" => Action::RawClose(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(),
+        ),
+        _ => Action::Close,
+    });
+    let gw = Gw::start(&literal(up.addr, ""));
+    for p in ["/reset", "/garbage", "/badlen", "/close"] {
+        let r = get(gw.addr(), p);
+        assert_eq!(r.status, 502, "{p}");
+        assert_eq!(r.json()["message"], "Bad Gateway", "{p}");
+    }
+    // The gateway keeps serving after all of that.
+    let ok = Upstream::echo();
+    let gw2 = Gw::start(&literal(ok.addr, ""));
+    assert_eq!(get(gw2.addr(), "/fine").status, 200);
+}
+
+#[test]
+fn an_upstream_dying_mid_body_cuts_the_client_connection() {
+    let up = Upstream::start(|_| {
+        Action::RawClose(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly-part".to_vec())
+    });
+    let gw = Gw::start(&literal(up.addr, ""));
+    let mut c = Client::connect(gw.addr());
+    c.send(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
+    let raw = c.read_to_end();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("only-part"), "{text}");
+    // Fewer bytes than Content-Length and then EOF: the client knows it is truncated.
+}
+
+#[test]
+fn health_checks_take_dead_targets_out_and_bring_them_back() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let h2 = healthy.clone();
+    let up = Upstream::start(move |s| {
+        if s.target == "/healthz" {
+            if h2.load(Ordering::SeqCst) {
+                respond(200, "ok")
+            } else {
+                respond(500, "sick")
+            }
+        } else {
+            respond(200, "served")
+        }
+    });
+    let block = upstream_block(&[up.addr], "health = { path = \"/healthz\", interval = \"50ms\", unhealthy_after = 2, healthy_after = 1 }");
+    let gw = Gw::start(&one_route(&block, "http://up", ""));
+    assert_eq!(get(gw.addr(), "/x").text(), "served");
+    healthy.store(false, Ordering::SeqCst);
+    assert!(eventually(Duration::from_secs(5), || get(gw.addr(), "/x")
+        .status
+        == 503));
+    let r = get(gw.addr(), "/x");
+    assert_eq!(r.json()["message"], "Service Unavailable");
+    healthy.store(true, Ordering::SeqCst);
+    assert!(eventually(Duration::from_secs(5), || get(gw.addr(), "/x")
+        .status
+        == 200));
+}
+
+#[test]
+fn idempotent_requests_retry_on_another_target_when_connect_fails() {
+    let up = Upstream::echo();
+    let block = upstream_block(&[closed_port(), up.addr], "max_fails = 0");
+    let gw = Gw::start(&one_route(&block, "http://up", ""));
+    let mut c = Client::connect(gw.addr());
+    for _ in 0..4 {
+        assert_eq!(c.request(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n").status, 200);
+    }
+    // POST is not retried: with round robin over one dead and one live target, one of two
+    // consecutive POSTs fails.
+    let mut statuses: Vec<u16> = (0..2).map(|_| get_post(gw.addr())).collect();
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 502]);
+}
+
+fn get_post(addr: SocketAddr) -> u16 {
+    Client::connect(addr)
+        .request(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx")
+        .status
+}
+
+#[test]
+fn failing_targets_are_ejected_for_fail_timeout() {
+    let up = Upstream::echo();
+    let block = upstream_block(
+        &[closed_port(), up.addr],
+        "max_fails = 1\nfail_timeout = \"60s\"",
+    );
+    let gw = Gw::start(&one_route(&block, "http://up", ""));
+    let mut statuses: Vec<u16> = (0..6).map(|_| get_post(gw.addr())).collect();
+    // At most the first attempt on the dead target fails; then it is skipped.
+    assert!(
+        statuses.iter().filter(|s| **s == 502).count() <= 1,
+        "{statuses:?}"
+    );
+    statuses.retain(|s| *s == 200);
+    assert!(statuses.len() >= 5);
+}
+
+#[test]
+fn hash_balancing_keeps_a_key_on_one_target() {
+    let (a, b) = (Upstream::echo(), Upstream::echo());
+    let block = upstream_block(
+        &[a.addr, b.addr],
+        "balance = \"hash\"\nhash_key = \"header.x-user\"",
+    );
+    let gw = Gw::start(&one_route(&block, "http://up", ""));
+    for user in ["alice", "bob", "carol", "dave"] {
+        let before = (a.count(), b.count());
+        for _ in 0..5 {
+            let r = Client::connect(gw.addr()).request(
+                format!(
+                    "GET /x HTTP/1.1\r\nHost: h\r\nX-User: {user}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            assert_eq!(r.status, 200);
+        }
+        let moved = (a.count() - before.0, b.count() - before.1);
+        assert!(moved == (5, 0) || moved == (0, 5), "{user}: {moved:?}");
+    }
+}
+
+#[test]
+fn least_request_and_round_robin_spread_load() {
+    for balance in ["round_robin", "least_request"] {
+        let (a, b) = (Upstream::echo(), Upstream::echo());
+        let block = upstream_block(&[a.addr, b.addr], &format!("balance = \"{balance}\""));
+        let gw = Gw::start(&one_route(&block, "http://up", ""));
+        for _ in 0..10 {
+            assert_eq!(get(gw.addr(), "/x").status, 200);
+        }
+        assert!(
+            a.count() >= 3 && b.count() >= 3,
+            "{balance}: {} / {}",
+            a.count(),
+            b.count()
+        );
+    }
+}
+
+#[test]
+fn stale_pooled_connections_are_retried_transparently() {
+    // Answers keep-alive style, then closes anyway: the gateway's pooled connection is dead
+    // the next time it is used.
+    let up = Upstream::start(|_| {
+        Action::RawClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
+    });
+    let gw = Gw::start(&literal(up.addr, ""));
+    let mut c = Client::connect(gw.addr());
+    for _ in 0..5 {
+        let r = c.request(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "ok");
+    }
+}
+
+#[test]
+fn websocket_upgrades_are_relayed_both_ways() {
+    let up = Upstream::start(|_| Action::UpgradeEcho);
+    let gw = Gw::start(&literal(up.addr, ""));
+    let mut c = Client::connect(gw.addr());
+    c.send(b"GET /chat HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 101, "{r:?}");
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+    let seen = &up.requests()[0];
+    assert_eq!(seen.header("upgrade"), Some("websocket"));
+    assert_eq!(
+        seen.header("sec-websocket-key"),
+        Some("dGhlIHNhbXBsZSBub25jZQ==")
+    );
+    for msg in [&b"frame-one"[..], b"\x81\x05hello", &[0u8; 5000]] {
+        c.stream.write_all(msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        c.stream.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+    }
+}
