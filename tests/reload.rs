@@ -1,0 +1,168 @@
+//! Reload and the admin API, end to end: valid files are published without failing a
+//! request, invalid ones are refused whole while the old config keeps serving.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+fn cfg(body: &str, up: &Upstream) -> String {
+    config(
+        "",
+        &format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr),
+        &format!(
+            r#"
+  [[apis.stages]]
+  name = "secrets"
+  variables = {{ api_token = "hunter2", region = "eu" }}
+
+  [[apis.routes]]
+  route = "GET /mock"
+  integration = {{ type = "mock", status = 200, body = "{body}" }}
+
+  [[apis.routes]]
+  route = "GET /proxy"
+  integration = {{ type = "http", uri = "http://up/proxy" }}
+"#
+        ),
+    )
+}
+
+#[test]
+fn admin_api_requires_the_bearer_token() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&cfg("v1", &up));
+    assert_eq!(admin(gw.admin(), "GET", "/healthz", None).status, 401);
+    let r = admin(gw.admin(), "GET", "/healthz", Some("wrong-token"));
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["message"], "Unauthorized");
+    let r = admin(gw.admin(), "GET", "/healthz", Some(TOKEN));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ok");
+    assert_eq!(admin(gw.admin(), "GET", "/nope", Some(TOKEN)).status, 404);
+    assert_eq!(admin(gw.admin(), "DELETE", "/reload", Some(TOKEN)).status, 405);
+}
+
+#[test]
+fn admin_config_shows_the_effective_config_with_secrets_redacted() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&cfg("v1", &up));
+    let r = admin(gw.admin(), "GET", "/config", Some(TOKEN));
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["generation"], 1);
+    assert_eq!(j["config"]["limits"]["integration_timeout"], "29s");
+    assert_eq!(j["config"]["apis"][0]["stages"][1]["variables"]["region"], "eu");
+    assert_eq!(j["config"]["apis"][0]["stages"][1]["variables"]["api_token"], "<redacted>");
+    assert!(!r.text().contains("hunter2"));
+}
+
+#[test]
+fn reload_publishes_a_valid_file_and_refuses_an_invalid_one_whole() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&cfg("v1", &up));
+    assert_eq!(get(gw.addr(), "/mock").text(), "v1");
+    gw.rewrite(&cfg("v2", &up));
+    let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["generation"], 2);
+    assert_eq!(get(gw.addr(), "/mock").text(), "v2");
+
+    // Two errors in one file: both reported, nothing applied.
+    let bad = cfg("v3", &up).replace("[limits]", "[limits]\nmax_body = \"lots\"\nidle_timeout = \"5 parsecs\"");
+    gw.rewrite(&bad);
+    let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 400);
+    let errors = r.json()["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(errors.iter().any(|e| e.contains("limits.max_body") && e.contains("lots")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("limits.idle_timeout")), "{errors:?}");
+    assert_eq!(get(gw.addr(), "/mock").text(), "v2");
+
+    // Unparseable TOML too.
+    gw.rewrite("this is [not toml");
+    assert_eq!(admin(gw.admin(), "POST", "/reload", Some(TOKEN)).status, 400);
+    assert_eq!(get(gw.addr(), "/mock").text(), "v2");
+    // Listener changes need a restart and say so.
+    gw.rewrite(&cfg("v4", &up).replace("addr = \"127.0.0.1:0\"\n\n[admin]", "addr = \"127.0.0.1:1\"\n\n[admin]"));
+    let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("restart"), "{}", r.text());
+    assert_eq!(get(gw.addr(), "/mock").text(), "v2");
+}
+
+#[test]
+fn reloads_under_load_fail_no_request() {
+    let up = Upstream::echo();
+    let mut c = cfg("a", &up);
+    c = c.replace("workers = 1", "workers = 2");
+    let gw = Gw::start(&c);
+    let addr = gw.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for k in 0..4 {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        clients.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) && n < 20_000 {
+                // Half the clients keep their connection across reloads, half reconnect.
+                let mut c = Client::connect(addr);
+                for _ in 0..if k % 2 == 0 { 50 } else { 1 } {
+                    let path = if n % 2 == 0 { "/mock" } else { "/proxy" };
+                    n += 1;
+                    c.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+                    match c.read_response(false) {
+                        Some(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => failures.lock().unwrap().push(format!("{path}: {:?}", other.map(|r| (r.status, r.text())))),
+                    }
+                }
+            }
+        }));
+    }
+    for i in 0..20 {
+        gw.rewrite(&c.replace("body = \"a\"", &format!("body = \"b{i}\"")));
+        let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
+        assert_eq!(r.status, 200);
+        // Let some requests through on this generation before the next reload.
+        let seen = ok.load(Ordering::Relaxed);
+        assert!(eventually(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > seen + 20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{} failed requests, first: {:?}", failures.len(), failures.first());
+    assert!(ok.load(Ordering::Relaxed) > 400);
+    assert_eq!(get(addr, "/mock").text(), "b19");
+}
+
+#[test]
+fn shutdown_finishes_in_flight_requests() {
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_millis(300)));
+    let mut gw = Gw::start(&cfg("x", &up));
+    let addr = gw.addr();
+    let mut c = Client::connect(addr);
+    c.send(b"GET /proxy HTTP/1.1\r\nHost: h\r\n\r\n");
+    // The request is in flight at the upstream before shutdown begins.
+    assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    let waiter = std::thread::spawn(move || {
+        let r = c.read_response(false);
+        (r, c.is_closed())
+    });
+    gw.shutdown();
+    let (r, closed) = waiter.join().unwrap();
+    let r = r.expect("in-flight request answered");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "slow");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(closed);
+    // Nothing listens any more.
+    assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
+}
