@@ -1,0 +1,152 @@
+//! The `tollgate` binary: `check`, signals (SIGHUP reload, SIGTERM drain), JSON logs, and the
+//! admin API refusing to start without its token.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+}
+
+#[test]
+fn check_accepts_the_default_config_and_prints_what_it_serves() {
+    let out = bin().args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("configuration OK"));
+    assert!(stdout.contains("listener \"http\" on 127.0.0.1:8080"));
+    assert!(stdout.contains("route GET /pets/{petId}"));
+    assert!(stdout.contains("upstream \"pets\""));
+}
+
+#[test]
+fn check_names_unsupported_and_bad_keys() {
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/config.toml");
+    if std::path::Path::new(reference).exists() {
+        let out = bin().args(["check", "--config", reference]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("apis[\"petstore\"].routes[\"POST /pets\"].api_key_required: not supported yet"), "{err}");
+        assert!(err.contains("throttle: not supported yet"), "{err}");
+    }
+    let dir = TempDir::new();
+    let p = dir.0.join("bad.toml");
+    std::fs::write(&p, "[[listeners]]\nname = \"http\"\naddr = \"nowhere\"\n[limits]\nheader_timeout = \"soon\"\nmystery = 1\n").unwrap();
+    let out = bin().args(["check", "--config", p.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mystery"), "{err}");
+    std::fs::write(&p, "[[listeners]]\nname = \"http\"\naddr = \"nowhere\"\n[limits]\nheader_timeout = \"soon\"\n").unwrap();
+    let out = bin().args(["check", "--config", p.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listeners[\"http\"].addr = \"nowhere\""), "{err}");
+    assert!(err.contains("limits.header_timeout = \"soon\""), "{err}");
+}
+
+/// A running binary; killed on drop if still alive.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Proc {
+        let mut cmd = bin();
+        cmd.args(["--config", config.to_str().unwrap(), "--log-format", "json"]).stdout(Stdio::null()).stderr(Stdio::piped()).env_remove("TOLLGATE_ADMIN_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Proc { child, lines: rx }
+    }
+
+    /// Waits for a log line whose message is `msg`; returns its fields.
+    fn wait_for(&self, msg: &str) -> serde_json::Value {
+        loop {
+            let line = self.lines.recv_timeout(IO_TIMEOUT).unwrap_or_else(|_| panic!("no log line {msg:?}"));
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if v["fields"]["message"] == msg {
+                return v["fields"].clone();
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn conf(body: &str, up: SocketAddr, admin_env: &str) -> String {
+    config("", "", &format!("  [[apis.routes]]\n  route = \"GET /v\"\n  integration = {{ type = \"mock\", body = \"{body}\" }}\n\n  [[apis.routes]]\n  route = \"GET /slow\"\n  integration = {{ type = \"http\", uri = \"http://{up}/slow\" }}\n"))
+        .replace("[admin]\naddr = \"127.0.0.1:0\"", &format!("[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"{admin_env}\""))
+}
+
+#[test]
+fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_millis(300)));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, conf("one", up.addr, "TG_TEST_TOKEN")).unwrap();
+    let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"].as_str().unwrap().parse().unwrap();
+    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"].as_str().unwrap().parse().unwrap();
+    assert_eq!(get(addr, "/v").text(), "one");
+    assert_eq!(admin(admin_addr, "GET", "/healthz", Some("t0ken")).status, 200);
+
+    std::fs::write(&path, conf("two", up.addr, "TG_TEST_TOKEN")).unwrap();
+    p.signal("HUP");
+    p.wait_for("configuration reloaded");
+    assert_eq!(get(addr, "/v").text(), "two");
+
+    std::fs::write(&path, "broken = [").unwrap();
+    p.signal("HUP");
+    p.wait_for("reload refused");
+    assert_eq!(get(addr, "/v").text(), "two");
+
+    // SIGTERM with a request in flight: it completes, then the process exits 0.
+    let mut c = Client::connect(addr);
+    c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    p.signal("TERM");
+    let r = c.read_response(false).expect("in-flight request answered");
+    assert_eq!(r.status, 200);
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn admin_api_refuses_to_start_without_a_token_but_the_gateway_serves() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, conf("hi", closed_port(), "TG_UNSET_TOKEN_VAR")).unwrap();
+    let p = Proc::start(&path, &[]);
+    let f = p.wait_for("listening");
+    let addr: SocketAddr = f["addr"].as_str().unwrap().parse().unwrap();
+    let e = p.wait_for("admin API not started: environment variable TG_UNSET_TOKEN_VAR is not set (the admin API needs a bearer token)");
+    assert_eq!(e["token_env"], "TG_UNSET_TOKEN_VAR");
+    assert_eq!(get(addr, "/v").text(), "hi");
+}
