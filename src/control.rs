@@ -163,15 +163,11 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "admin API cannot use its socket"),
         }
     }
-    loop {
-        match rx.recv_async().await {
-            Ok(ControlMsg::Reload(reply)) => {
-                let r = ctl.borrow_mut().reload();
-                if let Some(reply) = reply {
-                    let _ = reply.send(r);
-                }
-            }
-            Ok(ControlMsg::Shutdown) | Err(_) => break,
+    // Runs until a shutdown message, or until every sender is gone.
+    while let Ok(ControlMsg::Reload(reply)) = rx.recv_async().await {
+        let r = ctl.borrow_mut().reload();
+        if let Some(reply) = reply {
+            let _ = reply.send(r);
         }
     }
     tracing::info!("shutting down: draining connections");

@@ -17,9 +17,20 @@ fn bin() -> Command {
 
 #[test]
 fn check_accepts_the_default_config_and_prints_what_it_serves() {
-    let out = bin().args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")]).output().unwrap();
+    let out = bin()
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        ])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("configuration OK"));
     assert!(stdout.contains("listener \"http\" on 127.0.0.1:8080"));
     assert!(stdout.contains("route GET /pets/{petId}"));
@@ -28,25 +39,49 @@ fn check_accepts_the_default_config_and_prints_what_it_serves() {
 
 #[test]
 fn check_names_unsupported_and_bad_keys() {
-    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/config.toml");
+    let reference = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/config.toml"
+    );
     if std::path::Path::new(reference).exists() {
-        let out = bin().args(["check", "--config", reference]).output().unwrap();
+        let out = bin()
+            .args(["check", "--config", reference])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("apis[\"petstore\"].routes[\"POST /pets\"].api_key_required: not supported yet"), "{err}");
+        assert!(
+            err.contains(
+                "apis[\"petstore\"].routes[\"POST /pets\"].api_key_required: not supported yet"
+            ),
+            "{err}"
+        );
         assert!(err.contains("throttle: not supported yet"), "{err}");
     }
     let dir = TempDir::new();
     let p = dir.0.join("bad.toml");
     std::fs::write(&p, "[[listeners]]\nname = \"http\"\naddr = \"nowhere\"\n[limits]\nheader_timeout = \"soon\"\nmystery = 1\n").unwrap();
-    let out = bin().args(["check", "--config", p.to_str().unwrap()]).output().unwrap();
+    let out = bin()
+        .args(["check", "--config", p.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mystery"), "{err}");
-    std::fs::write(&p, "[[listeners]]\nname = \"http\"\naddr = \"nowhere\"\n[limits]\nheader_timeout = \"soon\"\n").unwrap();
-    let out = bin().args(["check", "--config", p.to_str().unwrap()]).output().unwrap();
+    std::fs::write(
+        &p,
+        "[[listeners]]\nname = \"http\"\naddr = \"nowhere\"\n[limits]\nheader_timeout = \"soon\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check", "--config", p.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("listeners[\"http\"].addr = \"nowhere\""), "{err}");
+    assert!(
+        err.contains("listeners[\"http\"].addr = \"nowhere\""),
+        "{err}"
+    );
     assert!(err.contains("limits.header_timeout = \"soon\""), "{err}");
 }
 
@@ -59,7 +94,10 @@ struct Proc {
 impl Proc {
     fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Proc {
         let mut cmd = bin();
-        cmd.args(["--config", config.to_str().unwrap(), "--log-format", "json"]).stdout(Stdio::null()).stderr(Stdio::piped()).env_remove("TOLLGATE_ADMIN_TOKEN");
+        cmd.args(["--config", config.to_str().unwrap(), "--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("TOLLGATE_ADMIN_TOKEN");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -77,8 +115,12 @@ impl Proc {
     /// Waits for a log line whose message is `msg`; returns its fields.
     fn wait_for(&self, msg: &str) -> serde_json::Value {
         loop {
-            let line = self.lines.recv_timeout(IO_TIMEOUT).unwrap_or_else(|_| panic!("no log line {msg:?}"));
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            let line = self
+                .lines
+                .recv_timeout(IO_TIMEOUT)
+                .unwrap_or_else(|_| panic!("no log line {msg:?}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
             if v["fields"]["message"] == msg {
                 return v["fields"].clone();
             }
@@ -86,7 +128,10 @@ impl Proc {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 }
@@ -112,10 +157,21 @@ fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
     let path = dir.0.join("config.toml");
     std::fs::write(&path, conf("one", up.addr, "TG_TEST_TOKEN")).unwrap();
     let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
-    let addr: SocketAddr = p.wait_for("listening")["addr"].as_str().unwrap().parse().unwrap();
-    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"].as_str().unwrap().parse().unwrap();
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(get(addr, "/v").text(), "one");
-    assert_eq!(admin(admin_addr, "GET", "/healthz", Some("t0ken")).status, 200);
+    assert_eq!(
+        admin(admin_addr, "GET", "/healthz", Some("t0ken")).status,
+        200
+    );
 
     std::fs::write(&path, conf("two", up.addr, "TG_TEST_TOKEN")).unwrap();
     p.signal("HUP");

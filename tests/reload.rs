@@ -12,7 +12,10 @@ use common::*;
 fn cfg(body: &str, up: &Upstream) -> String {
     config(
         "",
-        &format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr),
+        &format!(
+            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n",
+            up.addr
+        ),
         &format!(
             r#"
   [[apis.stages]]
@@ -43,7 +46,10 @@ fn admin_api_requires_the_bearer_token() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "ok");
     assert_eq!(admin(gw.admin(), "GET", "/nope", Some(TOKEN)).status, 404);
-    assert_eq!(admin(gw.admin(), "DELETE", "/reload", Some(TOKEN)).status, 405);
+    assert_eq!(
+        admin(gw.admin(), "DELETE", "/reload", Some(TOKEN)).status,
+        405
+    );
 }
 
 #[test]
@@ -55,8 +61,14 @@ fn admin_config_shows_the_effective_config_with_secrets_redacted() {
     let j = r.json();
     assert_eq!(j["generation"], 1);
     assert_eq!(j["config"]["limits"]["integration_timeout"], "29s");
-    assert_eq!(j["config"]["apis"][0]["stages"][1]["variables"]["region"], "eu");
-    assert_eq!(j["config"]["apis"][0]["stages"][1]["variables"]["api_token"], "<redacted>");
+    assert_eq!(
+        j["config"]["apis"][0]["stages"][1]["variables"]["region"],
+        "eu"
+    );
+    assert_eq!(
+        j["config"]["apis"][0]["stages"][1]["variables"]["api_token"],
+        "<redacted>"
+    );
     assert!(!r.text().contains("hunter2"));
 }
 
@@ -72,21 +84,43 @@ fn reload_publishes_a_valid_file_and_refuses_an_invalid_one_whole() {
     assert_eq!(get(gw.addr(), "/mock").text(), "v2");
 
     // Two errors in one file: both reported, nothing applied.
-    let bad = cfg("v3", &up).replace("[limits]", "[limits]\nmax_body = \"lots\"\nidle_timeout = \"5 parsecs\"");
+    let bad = cfg("v3", &up).replace(
+        "[limits]",
+        "[limits]\nmax_body = \"lots\"\nidle_timeout = \"5 parsecs\"",
+    );
     gw.rewrite(&bad);
     let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
     assert_eq!(r.status, 400);
-    let errors = r.json()["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect::<Vec<_>>();
-    assert!(errors.iter().any(|e| e.contains("limits.max_body") && e.contains("lots")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("limits.idle_timeout")), "{errors:?}");
+    let errors = r.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("limits.max_body") && e.contains("lots")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("limits.idle_timeout")),
+        "{errors:?}"
+    );
     assert_eq!(get(gw.addr(), "/mock").text(), "v2");
 
     // Unparseable TOML too.
     gw.rewrite("this is [not toml");
-    assert_eq!(admin(gw.admin(), "POST", "/reload", Some(TOKEN)).status, 400);
+    assert_eq!(
+        admin(gw.admin(), "POST", "/reload", Some(TOKEN)).status,
+        400
+    );
     assert_eq!(get(gw.addr(), "/mock").text(), "v2");
     // Listener changes need a restart and say so.
-    gw.rewrite(&cfg("v4", &up).replace("addr = \"127.0.0.1:0\"\n\n[admin]", "addr = \"127.0.0.1:1\"\n\n[admin]"));
+    gw.rewrite(&cfg("v4", &up).replace(
+        "addr = \"127.0.0.1:0\"\n\n[admin]",
+        "addr = \"127.0.0.1:1\"\n\n[admin]",
+    ));
     let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
     assert_eq!(r.status, 400);
     assert!(r.text().contains("restart"), "{}", r.text());
@@ -119,7 +153,10 @@ fn reloads_under_load_fail_no_request() {
                         Some(r) if r.status == 200 => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
-                        other => failures.lock().unwrap().push(format!("{path}: {:?}", other.map(|r| (r.status, r.text())))),
+                        other => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{path}: {:?}", other.map(|r| (r.status, r.text())))),
                     }
                 }
             }
@@ -131,14 +168,21 @@ fn reloads_under_load_fail_no_request() {
         assert_eq!(r.status, 200);
         // Let some requests through on this generation before the next reload.
         let seen = ok.load(Ordering::Relaxed);
-        assert!(eventually(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > seen + 20));
+        assert!(eventually(Duration::from_secs(5), || ok
+            .load(Ordering::Relaxed)
+            > seen + 20));
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
     }
     let failures = failures.lock().unwrap();
-    assert!(failures.is_empty(), "{} failed requests, first: {:?}", failures.len(), failures.first());
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
     assert!(ok.load(Ordering::Relaxed) > 400);
     assert_eq!(get(addr, "/mock").text(), "b19");
 }

@@ -317,6 +317,9 @@ impl Config {
     }
 }
 
+/// Header (name, template) pairs of an integration.
+type HeaderTemplates = Vec<(String, Template)>;
+
 struct Validator {
     errors: Vec<String>,
 }
@@ -952,7 +955,7 @@ impl Validator {
         key: &str,
         headers: BTreeMap<String, String>,
         params: &[String],
-    ) -> (Vec<(String, String)>, Vec<(String, Template)>) {
+    ) -> (Vec<(String, String)>, HeaderTemplates) {
         let mut raw = Vec::new();
         let mut parsed = Vec::new();
         for (name, value) in headers {

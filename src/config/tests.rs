@@ -1,1 +1,478 @@
+//! One test per validation rule: each bad value is refused with the key's name, the value
+//! and what is allowed.
 
+use super::*;
+
+const BASE: &str = r#"
+[server]
+workers = 2
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:8080"
+
+[[upstreams]]
+name = "pets"
+targets = ["127.0.0.1:9000"]
+
+[[apis]]
+name = "petstore"
+
+  [[apis.stages]]
+  name = "prod"
+  variables = { backend = "http://pets" }
+
+  [[apis.routes]]
+  route = "GET /pets/{petId}"
+  integration = { type = "http", uri = "${stageVariables.backend}/pets/{petId}" }
+
+[[domains]]
+host = "*"
+mappings = [{ base_path = "", api = "petstore", stage = "prod" }]
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("."))
+}
+
+/// Applies `from -> to` to the base config and expects an error containing every `want`.
+fn refused(from: &str, to: &str, want: &[&str]) {
+    assert!(BASE.contains(from), "base lacks {from:?}");
+    let text = BASE.replacen(from, to, 1);
+    let err = parse(&text).expect_err(&format!("accepted: {to}"));
+    let all = err.to_string();
+    for w in want {
+        assert!(all.contains(w), "error {all:?} lacks {w:?}");
+    }
+}
+
+fn with(extra: &str) -> String {
+    format!("{BASE}\n{extra}")
+}
+
+#[test]
+fn base_config_is_valid() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.server.workers, 2);
+    assert_eq!(c.limits.max_body, DEFAULT_MAX_BODY);
+    assert_eq!(c.limits.integration_timeout, DEFAULT_INTEGRATION_TIMEOUT);
+    assert_eq!(c.upstreams[0].keepalive, DEFAULT_KEEPALIVE);
+    assert_eq!(c.apis[0].routes[0].params, vec!["petId".to_string()]);
+}
+
+#[test]
+fn the_shipped_default_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    Config::load(&path).unwrap();
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    refused("workers = 2", "workers = 2\nworkerz = 3", &["workerz"]);
+}
+
+#[test]
+fn toml_syntax_errors_are_reported() {
+    refused("workers = 2", "workers = ", &["config is not valid"]);
+}
+
+#[test]
+fn workers_must_be_in_range() {
+    refused(
+        "workers = 2",
+        "workers = -1",
+        &["server.workers = -1", "an integer from 0 to 1024"],
+    );
+}
+
+#[test]
+fn cpus_must_cover_pinned_workers() {
+    refused(
+        "workers = 2",
+        "workers = 3\npin = true\ncpus = [0]",
+        &["server.cpus", "at least one CPU per worker"],
+    );
+    refused("workers = 2", "cpus = [99999]", &["server.cpus[0] = 99999"]);
+}
+
+#[test]
+fn driver_must_be_known() {
+    refused(
+        "workers = 2",
+        "driver = \"kqueue\"",
+        &[
+            "server.driver = \"kqueue\"",
+            "\"auto\", \"io_uring\" or \"epoll\"",
+        ],
+    );
+}
+
+#[test]
+fn durations_need_a_unit() {
+    refused(
+        "workers = 2",
+        "drain_timeout = \"30\"",
+        &["server.drain_timeout = \"30\"", "ms, s, m, h or d"],
+    );
+    let err = parse(&with("[limits]\nheader_timeout = \"0s\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("limits.header_timeout") && err.contains("above zero"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sizes_need_a_known_unit() {
+    let err = parse(&with("[limits]\nmax_body = \"10 furlongs\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("limits.max_body = \"10 furlongs\"") && err.contains("KiB"),
+        "{err}"
+    );
+    let err = parse(&with("[limits]\nmax_header_bytes = \"10\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("limits.max_header_bytes") && err.contains("1KiB to 1MiB"),
+        "{err}"
+    );
+    let err = parse(&with("[limits]\nmax_connections = 0"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("limits.max_connections = 0"), "{err}");
+}
+
+#[test]
+fn listeners_need_a_unique_name_and_an_ip_port() {
+    refused(
+        "addr = \"127.0.0.1:8080\"",
+        "addr = \"localhost\"",
+        &[
+            "listeners[\"http\"].addr = \"localhost\"",
+            "IP address and port",
+        ],
+    );
+    refused(
+        "[[upstreams]]",
+        "[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:8081\"\n\n[[upstreams]]",
+        &["used by two listeners"],
+    );
+    refused(
+        "[[upstreams]]",
+        "[[listeners]]\nname = \"other\"\naddr = \"127.0.0.1:8080\"\n\n[[upstreams]]",
+        &["127.0.0.1:8080 is used by two listeners"],
+    );
+    refused(
+        "name = \"http\"",
+        "name = \"bad name\"",
+        &["listeners[\"bad name\"].name", "letters, digits"],
+    );
+}
+
+#[test]
+fn a_config_needs_listeners() {
+    let text = BASE.replace(
+        "[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:8080\"\n",
+        "",
+    );
+    assert!(parse(&text)
+        .unwrap_err()
+        .to_string()
+        .contains("at least one [[listeners]]"));
+}
+
+#[test]
+fn upstreams_need_resolvable_targets_and_known_balance() {
+    refused(
+        "targets = [\"127.0.0.1:9000\"]",
+        "targets = []",
+        &["upstreams[\"pets\"].targets", "is empty"],
+    );
+    refused(
+        "targets = [\"127.0.0.1:9000\"]",
+        "targets = [\"127.0.0.1\"]",
+        &[
+            "upstreams[\"pets\"].targets[0] = \"127.0.0.1\"",
+            "missing port",
+        ],
+    );
+    refused(
+        "targets = [\"127.0.0.1:9000\"]",
+        "targets = [\"127.0.0.1:9000\"]\nbalance = \"random\"",
+        &["upstreams[\"pets\"].balance = \"random\""],
+    );
+    refused(
+        "targets = [\"127.0.0.1:9000\"]",
+        "targets = [\"127.0.0.1:9000\"]\nbalance = \"hash\"\nhash_key = \"cookie.x\"",
+        &[
+            "hash_key = \"cookie.x\"",
+            "\"client_ip\" or \"header.NAME\"",
+        ],
+    );
+    refused(
+        "targets = [\"127.0.0.1:9000\"]",
+        "targets = [\"127.0.0.1:9000\"]\nhash_key = \"client_ip\"",
+        &["only used with balance = \"hash\""],
+    );
+    refused(
+        "targets = [\"127.0.0.1:9000\"]",
+        "targets = [\"127.0.0.1:9000\"]\nkeepalive = -1",
+        &["upstreams[\"pets\"].keepalive = -1"],
+    );
+}
+
+#[test]
+fn upstream_names_are_unique() {
+    refused(
+        "[[apis]]",
+        "[[upstreams]]\nname = \"pets\"\ntargets = [\"127.0.0.1:1\"]\n\n[[apis]]",
+        &["used by two upstreams"],
+    );
+}
+
+#[test]
+fn health_checks_need_a_path_and_positive_thresholds() {
+    refused(
+        "targets = [\"127.0.0.1:9000\"]",
+        "targets = [\"127.0.0.1:9000\"]\nhealth = { path = \"healthz\" }",
+        &["health.path = \"healthz\"", "starting with /"],
+    );
+    refused(
+        "targets = [\"127.0.0.1:9000\"]",
+        "targets = [\"127.0.0.1:9000\"]\nhealth = { path = \"/h\", unhealthy_after = 0 }",
+        &["health.unhealthy_after = 0"],
+    );
+    refused(
+        "targets = [\"127.0.0.1:9000\"]",
+        "targets = [\"127.0.0.1:9000\"]\nhealth = { interval = \"5s\" }",
+        &["health.path: is required"],
+    );
+}
+
+#[test]
+fn routes_need_a_method_and_a_path() {
+    refused(
+        "route = \"GET /pets/{petId}\"",
+        "route = \"FETCH /pets/{petId}\"",
+        &["route = \"FETCH /pets/{petId}\"", "a method of GET"],
+    );
+    refused(
+        "route = \"GET /pets/{petId}\"",
+        "route = \"/pets\"",
+        &["\"METHOD /path\""],
+    );
+    refused(
+        "route = \"GET /pets/{petId}\"",
+        "route = \"GET pets\"",
+        &["must start with /"],
+    );
+    refused(
+        "route = \"GET /pets/{petId}\"",
+        "route = \"GET /a/{p+}/b\"",
+        &["must be the last segment"],
+    );
+    refused(
+        "route = \"GET /pets/{petId}\"",
+        "route = \"GET /a/x{y}\"",
+        &["must be a whole segment"],
+    );
+}
+
+#[test]
+fn duplicate_routes_are_refused() {
+    refused(
+        "[[domains]]",
+        "  [[apis.routes]]\n  route = \"GET /pets/{other}\"\n  integration = { type = \"mock\" }\n\n[[domains]]",
+        &["another route has the same method and path"],
+    );
+}
+
+#[test]
+fn integrations_must_be_complete_and_consistent() {
+    refused(
+        "integration = { type = \"http\", uri",
+        "integration = { type = \"lambda\", uri",
+        &["integration.type = \"lambda\"", "\"http\" or \"mock\""],
+    );
+    refused(
+        "integration = { type = \"http\", uri = \"${stageVariables.backend}/pets/{petId}\" }",
+        "integration = { type = \"http\" }",
+        &["integration.uri: is required"],
+    );
+    refused(
+        "{petId}\" }",
+        "{nope}\" }",
+        &["{nope} names no path variable"],
+    );
+    refused(
+        "${stageVariables.backend}/pets",
+        "${stageVariables.missing}/pets",
+        &[
+            "${stageVariables.missing} is not defined",
+            "in stage \"prod\"",
+        ],
+    );
+    refused(
+        "${stageVariables.backend}/pets",
+        "http://nowhere/pets",
+        &["neither an [[upstreams]] name nor an address"],
+    );
+    refused(
+        "${stageVariables.backend}/pets",
+        "https://pets/pets",
+        &["https:// integrations are not supported yet"],
+    );
+    refused(
+        "{petId}\" }",
+        "{petId}\", timeout = \"60s\" }",
+        &[
+            "integration.timeout = \"60s\"",
+            "at most limits.integration_timeout",
+        ],
+    );
+    refused(
+        "{petId}\" }",
+        "{petId}\", status = 200 }",
+        &["status and body belong to type = \"mock\""],
+    );
+}
+
+#[test]
+fn mock_statuses_are_checked() {
+    refused(
+        "[[domains]]",
+        "  [[apis.routes]]\n  route = \"GET /m\"\n  integration = { type = \"mock\", status = 99 }\n\n[[domains]]",
+        &["integration.status = 99", "200 to 599"],
+    );
+}
+
+#[test]
+fn header_names_and_values_are_checked() {
+    refused(
+        "{petId}\" }",
+        "{petId}\", headers = { \"bad name\" = \"x\" } }",
+        &["integration.headers = \"bad name\""],
+    );
+    refused(
+        "{petId}\" }",
+        "{petId}\", headers = { \"x-a\" = \"a\\r\\nb\" } }",
+        &["without CR, LF or NUL"],
+    );
+}
+
+#[test]
+fn stages_are_unique_and_required() {
+    refused(
+        "  [[apis.routes]]",
+        "  [[apis.stages]]\n  name = \"prod\"\n\n  [[apis.routes]]",
+        &["used by two stages"],
+    );
+    let text = BASE.replace(
+        "  [[apis.stages]]\n  name = \"prod\"\n  variables = { backend = \"http://pets\" }\n",
+        "",
+    );
+    assert!(parse(&text)
+        .unwrap_err()
+        .to_string()
+        .contains("at least one [[apis.stages]]"));
+}
+
+#[test]
+fn domains_must_name_existing_apis_and_stages() {
+    refused(
+        "api = \"petstore\", stage = \"prod\"",
+        "api = \"nope\", stage = \"prod\"",
+        &["domains[\"*\"].mappings[0].api = \"nope\""],
+    );
+    refused(
+        "api = \"petstore\", stage = \"prod\"",
+        "api = \"petstore\", stage = \"beta\"",
+        &["mappings[0].stage = \"beta\"", "[\"prod\"]"],
+    );
+    refused(
+        "host = \"*\"",
+        "host = \"bad host!\"",
+        &["domains[\"bad host!\"].host"],
+    );
+    refused("{ base_path = \"\", api = \"petstore\", stage = \"prod\" }", "{ base_path = \"\", api = \"petstore\", stage = \"prod\" }, { base_path = \"/\", api = \"petstore\", stage = \"prod\" }", &["mapped twice"]);
+    refused(
+        "host = \"*\"",
+        "host = \"*\"\nlisteners = [\"nope\"]",
+        &["listeners = \"nope\""],
+    );
+    let text = BASE.replace("[[domains]]\nhost = \"*\"\nmappings = [{ base_path = \"\", api = \"petstore\", stage = \"prod\" }]\n", "");
+    assert!(parse(&text)
+        .unwrap_err()
+        .to_string()
+        .contains("nothing would be served"));
+}
+
+#[test]
+fn unbuilt_features_are_refused_by_name() {
+    for (extra, key) in [
+        (
+            "[throttle]\nrate = 1\nburst = 1",
+            "throttle: not supported yet",
+        ),
+        (
+            "[[usage_plans]]\nname = \"gold\"",
+            "usage_plans: not supported yet",
+        ),
+        ("[[api_keys]]\nname = \"k\"", "api_keys: not supported yet"),
+        (
+            "[cluster]\nredis = \"redis://127.0.0.1\"",
+            "cluster: not supported yet",
+        ),
+    ] {
+        let err = parse(&with(extra)).unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+    }
+    refused(
+        "addr = \"127.0.0.1:8080\"",
+        "addr = \"127.0.0.1:8080\"\ntls = { cert = \"a\", key = \"b\" }",
+        &["listeners[\"http\"].tls: not supported yet"],
+    );
+    refused(
+        "variables = { backend = \"http://pets\" }",
+        "variables = { backend = \"http://pets\" }\n  throttle = { rate = 1, burst = 1 }",
+        &["stages[\"prod\"].throttle: not supported yet"],
+    );
+    refused(
+        "variables = { backend = \"http://pets\" }",
+        "variables = { backend = \"http://pets\" }\n  cache = { enabled = true }",
+        &["stages[\"prod\"].cache: not supported yet"],
+    );
+    refused(
+        "route = \"GET /pets/{petId}\"",
+        "route = \"GET /pets/{petId}\"\n  api_key_required = true",
+        &["api_key_required: not supported yet"],
+    );
+    // Asking for nothing missing is fine.
+    parse(&BASE.replacen(
+        "variables = { backend = \"http://pets\" }",
+        "variables = { backend = \"http://pets\" }\n  cache = { enabled = false }",
+        1,
+    ))
+    .unwrap();
+    parse(&BASE.replacen(
+        "route = \"GET /pets/{petId}\"",
+        "route = \"GET /pets/{petId}\"\n  api_key_required = false",
+        1,
+    ))
+    .unwrap();
+    refused(
+        "name = \"petstore\"",
+        "name = \"petstore\"\nkind = \"websocket\"",
+        &["kind: not supported yet"],
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = BASE.replacen("workers = 2", "workers = -5\ndriver = \"x\"", 1);
+    let err = parse(&text).unwrap_err();
+    assert!(err.errors.len() >= 2, "{err}");
+}

@@ -353,7 +353,7 @@ async fn exchange(
     max_body: u64,
     deadline: Instant,
 ) -> Result<(ResponseHead, BytesMut), Failure> {
-    let gone = |what: &str| Error::upstream(Kind::BadGateway, format!("{what}"));
+    let gone = |what: &str| Error::upstream(Kind::BadGateway, what.to_string());
     if write_all(up, first).await.is_err() {
         return Err(if reused {
             Failure::Stale
