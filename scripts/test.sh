@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs Tollgate's whole test suite: unit tests, then the end-to-end tests once per monoio
+# driver (io_uring where the kernel allows it, then epoll). Installs cargo-nextest if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+echo "== tests, driver: auto (io_uring when available)"
+TOLLGATE_TEST_DRIVER=auto cargo nextest run --no-fail-fast
+echo "== end-to-end tests, driver: epoll"
+TOLLGATE_TEST_DRIVER=epoll cargo nextest run --no-fail-fast --test '*'
