@@ -22,6 +22,7 @@ use monoio::io::{AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 
 use super::{checkin, checkout, connect, record_failure, record_success, select, PoolCfg};
+use crate::config::Limits;
 use crate::error::{Error, Kind};
 use crate::gateway::ctx::{BodyState, RequestCtx};
 use crate::gateway::{connection_header, Next};
@@ -275,7 +276,7 @@ pub async fn forward(
             &mut up,
             first.clone(),
             reused,
-            max_body,
+            &ss.snap.limits,
             deadline,
         )
         .await
@@ -350,7 +351,7 @@ async fn exchange(
     up: &mut TcpStream,
     first: Bytes,
     reused: bool,
-    max_body: u64,
+    limits: &Limits,
     deadline: Instant,
 ) -> Result<(ResponseHead, BytesMut), Failure> {
     let gone = |what: &str| Error::upstream(Kind::BadGateway, what.to_string());
@@ -371,7 +372,7 @@ async fn exchange(
                 })?;
         }
         ctx.body = BodyState::Broken;
-        stream_request_body(conn, ctx, up, max_body).await?;
+        stream_request_body(conn, ctx, up, limits).await?;
         ctx.body = BodyState::Done;
     }
     let mut ubuf = BytesMut::with_capacity(READ_CHUNK);
@@ -422,9 +423,10 @@ async fn stream_request_body(
     conn: &mut Conn,
     ctx: &RequestCtx,
     up: &mut TcpStream,
-    max_body: u64,
+    limits: &Limits,
 ) -> Result<(), Failure> {
-    let idle = std::time::Duration::from_secs(60);
+    // A client that stops sending its body is cut after idle_timeout, like an idle one.
+    let (idle, max_body) = (limits.idle_timeout, limits.max_body);
     let client_gone =
         || Failure::Client(Error::downstream(Kind::ClientGone, "reading request body"));
     let up_gone = || Failure::Target(Error::upstream(Kind::BadGateway, "writing request body"));
