@@ -10,7 +10,12 @@ const HEAD: &[u8] = b"GET /svc200/items/12345?limit=10 HTTP/1.1\r\nHost: api.exa
 fn naive(buf: &[u8]) -> usize {
     let text = String::from_utf8_lossy(buf);
     let mut lines = text.split("\r\n");
-    let request_line: Vec<String> = lines.next().unwrap_or_default().split(' ').map(str::to_string).collect();
+    let request_line: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split(' ')
+        .map(str::to_string)
+        .collect();
     let mut headers = Vec::new();
     for l in lines {
         if l.is_empty() {
@@ -25,8 +30,12 @@ fn naive(buf: &[u8]) -> usize {
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("request_head_parse");
-    g.bench_function("tollgate", |b| b.iter(|| parse_request(black_box(HEAD), 16 << 10).unwrap().unwrap().0));
-    g.bench_function("naive_split_and_allocate", |b| b.iter(|| naive(black_box(HEAD))));
+    g.bench_function("tollgate", |b| {
+        b.iter(|| parse_request(black_box(HEAD), 16 << 10).unwrap().unwrap().0)
+    });
+    g.bench_function("naive_split_and_allocate", |b| {
+        b.iter(|| naive(black_box(HEAD)))
+    });
     g.finish();
 }
 

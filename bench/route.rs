@@ -17,16 +17,22 @@ fn routes() -> Vec<(Method, String)> {
     v
 }
 
-fn naive_match<'a>(table: &'a [(Method, Vec<Seg>, usize)], m: Method, path: &[&str]) -> Option<&'a usize> {
+fn naive_match<'a>(
+    table: &'a [(Method, Vec<Seg>, usize)],
+    m: Method,
+    path: &[&str],
+) -> Option<&'a usize> {
     table.iter().find_map(|(rm, segs, v)| {
         if *rm != m || segs.len() != path.len() {
             return None;
         }
-        segs.iter().zip(path).all(|(s, p)| match s {
-            Seg::Lit(l) => l == p,
-            _ => true,
-        })
-        .then_some(v)
+        segs.iter()
+            .zip(path)
+            .all(|(s, p)| match s {
+                Seg::Lit(l) => l == p,
+                _ => true,
+            })
+            .then_some(v)
     })
 }
 
@@ -47,9 +53,17 @@ fn bench(c: &mut Criterion) {
             _ => usize::MAX,
         })
     });
-    g.bench_function("naive_linear_scan", |b| b.iter(|| naive_match(&naive, Method::Get, black_box(&parts)).copied()));
+    g.bench_function("naive_linear_scan", |b| {
+        b.iter(|| naive_match(&naive, Method::Get, black_box(&parts)).copied())
+    });
     g.finish();
-    c.bench_function("path_normalise", |b| b.iter(|| normalise(black_box(b"/svc200/items/a%20b/c")).unwrap().len()));
+    c.bench_function("path_normalise", |b| {
+        b.iter(|| {
+            normalise(black_box(b"/svc200/items/a%20b/c"))
+                .unwrap()
+                .len()
+        })
+    });
 }
 
 criterion_group!(benches, bench);

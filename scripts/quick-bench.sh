@@ -36,7 +36,7 @@ http { access_log off; keepalive_requests 1000000;
   upstream be { server 127.0.0.1:$BACKEND; keepalive 64; }
   server { listen 127.0.0.1:$NGX; location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGINX
-sed -e "s/@TG@/$TG/" -e "s/@BACKEND@/$BACKEND/" -e "s/@DRIVER@/${TOLLGATE_DRIVER:-auto}/" loadtest/bench.toml > "$TMP/tollgate.toml"
+sed -e "s/@TG@/$TG/" -e "s/@BACKEND@/$BACKEND/" -e "s/@DRIVER@/${TOLLGATE_DRIVER:-auto}/" -e "s/^@URING_FLAGS@$/${TOLLGATE_URING_FLAGS+uring_flags = [$TOLLGATE_URING_FLAGS]}/" loadtest/bench.toml > "$TMP/tollgate.toml"
 
 taskset -c $CPU_LOAD nginx -p "$TMP" -c "$TMP/backend.conf" & PIDS+=($!)
 taskset -c $CPU_PROXY nginx -p "$TMP" -c "$TMP/proxy.conf" & PIDS+=($!); NGX_PID=$!

@@ -152,6 +152,7 @@ impl Gateway {
                 },
                 driver,
                 entries: server.uring_entries,
+                uring_flags: server.uring_flags,
                 listeners: socks,
                 shared: shared.clone(),
                 rx,
@@ -176,9 +177,12 @@ impl Gateway {
                     health,
                 )));
                 let admin = admin.map(|(l, t, _)| (l, t));
-                if let Err(e) =
-                    runtime::block_on(driver, entries, control::run(ctl, ctl_rx, admin, shard_txs))
-                {
+                if let Err(e) = runtime::block_on(
+                    driver,
+                    entries,
+                    Default::default(),
+                    control::run(ctl, ctl_rx, admin, shard_txs),
+                ) {
                     tracing::error!(error = %e, "control plane runtime failed to start");
                 }
                 for h in handles {

@@ -49,6 +49,7 @@ pub struct ServerFile {
     pub driver: Option<String>,
     pub drain_timeout: Option<String>,
     pub uring_entries: Option<i64>,
+    pub uring_flags: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -86,6 +86,7 @@ pub struct Server {
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
     pub uring_entries: u32,
+    pub uring_flags: crate::runtime::UringFlags,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -529,6 +530,28 @@ impl Validator {
             }
         };
         let state_dir = base.join(s.state_dir.unwrap_or_else(|| "data".into()));
+        let mut uring_flags = crate::runtime::UringFlags::DEFAULT;
+        if let Some(flags) = s.uring_flags {
+            uring_flags = crate::runtime::UringFlags::default();
+            for (i, f) in flags.iter().enumerate() {
+                match f.as_str() {
+                    "coop_taskrun" => uring_flags.coop_taskrun = true,
+                    "single_issuer" => uring_flags.single_issuer = true,
+                    "defer_taskrun" => uring_flags.defer_taskrun = true,
+                    _ => self.bad(
+                        &format!("server.uring_flags[{i}]"),
+                        f,
+                        "\"coop_taskrun\", \"single_issuer\" or \"defer_taskrun\"",
+                    ),
+                }
+            }
+            if uring_flags.defer_taskrun && !uring_flags.single_issuer {
+                self.err(
+                    "server.uring_flags",
+                    "\"defer_taskrun\" needs \"single_issuer\" too",
+                );
+            }
+        }
         Server {
             workers,
             pin,
@@ -540,6 +563,7 @@ impl Validator {
                 s.drain_timeout.as_ref(),
                 DEFAULT_DRAIN_TIMEOUT,
             ),
+            uring_flags,
             uring_entries: self.int_in(
                 "server.uring_entries",
                 s.uring_entries,
