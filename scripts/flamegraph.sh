@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Records Tollgate (one shard, pinned to CPU 1) under a wrk small-GET load against an nginx
+# backend (CPU 0) with `perf record -e cpu-clock` (this VM has no hardware counters) and
+# renders an SVG with inferno into flamegraphs/. The build uses frame pointers and the release
+# profile's debug info, in its own target dir.
+#   scripts/flamegraph.sh [seconds] [driver] [path]     defaults: 10 io_uring /small
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+DRIVER=${2:-io_uring}
+PATH_=${3:-/small}
+command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
+command -v nginx >/dev/null && command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null; }
+command -v inferno-flamegraph >/dev/null || cargo install -q inferno --locked
+RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=target/flame cargo build --release -q
+BIN=target/flame/release/tollgate
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BE=$(port); TG=$(port)
+cat > "$TMP/backend.conf" <<NGINX
+daemon off; master_process off; worker_processes 1; error_log stderr error; pid $TMP/b.pid;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 10000000;
+  server { listen 127.0.0.1:$BE; location / { return 200 "hello, world\n"; } } }
+NGINX
+sed -e "s/@TG@/$TG/" -e "s/@BACKEND@/$BE/" -e "s/@DRIVER@/$DRIVER/" -e "s/^@URING_FLAGS@$//" loadtest/bench.toml > "$TMP/tg.toml"
+taskset -c 0 nginx -p "$TMP" -c "$TMP/backend.conf" & PIDS+=($!)
+TOLLGATE_LOG=warn taskset -c 1 "$BIN" --config "$TMP/tg.toml" & PIDS+=($!); TGPID=$!
+for p in $BE $TG; do for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p$PATH_" >/dev/null && break; sleep 0.1; done; done
+taskset -c 0 wrk -t1 -c64 -d$((SECS + 2))s "http://127.0.0.1:$TG$PATH_" > "$TMP/wrk.txt" &
+WRK=$!
+sleep 1
+perf record -e cpu-clock -F 999 -g -p "$TGPID" -o "$TMP/perf.data" -- sleep "$SECS" 2>/dev/null
+wait $WRK
+mkdir -p flamegraphs
+OUT="flamegraphs/tollgate-$DRIVER-small-get-$(date -u +%Y%m%d).svg"
+perf script -i "$TMP/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph --title "Tollgate ($DRIVER), proxied small GET, 64 keep-alive connections" > "$OUT"
+grep -E "Requests/sec" "$TMP/wrk.txt"
+echo "wrote $OUT"
