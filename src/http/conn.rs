@@ -66,7 +66,7 @@ enum HeadRead {
 
 /// Serves one client connection until it closes, errs, or the shard drains.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY is inherited from the listening socket (listener.rs): no syscall here.
     let mut conn = Conn {
         stream,
         buf: BytesMut::with_capacity(READ_CHUNK),

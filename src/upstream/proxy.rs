@@ -36,6 +36,8 @@ use crate::snapshot::HttpIntegration;
 
 /// Largest upstream response head accepted (then 502).
 const MAX_RESPONSE_HEAD: usize = 64 << 10;
+/// Largest single read while streaming a big body: fewer, larger reads and writes.
+const MAX_READ: usize = 256 << 10;
 /// A body that arrived with its head is copied into the upstream write up to this size, so
 /// head and body leave in one write.
 const COALESCE_BODY: usize = 64 << 10;
@@ -199,6 +201,31 @@ pub async fn forward(
     let cfg = PoolCfg::for_dest(ss, &integ.dest);
     let max_body = ss.snap.limits.max_body;
     let mut head = request_head(conn, ctx, integ);
+
+    // A small body of known length is read whole before anything is sent, as nginx does
+    // with client_body_buffer_size: head and body then leave in one write, and the request
+    // can be replayed on another connection.
+    if let Framing::Length(n) = ctx.head.framing {
+        let n = n as usize;
+        if n <= COALESCE_BODY && conn.buf.len() < n {
+            if ctx.head.expect_continue {
+                write_all(&mut conn.stream, &b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+                    .await
+                    .map_err(|_| Error::downstream(Kind::ClientGone, "writing 100 Continue"))?;
+            }
+            let idle = ss.snap.limits.idle_timeout;
+            while conn.buf.len() < n {
+                let want = n - conn.buf.len();
+                match monoio::time::timeout(idle, read_exact_hint(conn, want)).await {
+                    Ok(Ok(k)) if k > 0 => {}
+                    _ => {
+                        ctx.body = BodyState::Broken;
+                        return Err(Error::downstream(Kind::ClientGone, "reading request body"));
+                    }
+                }
+            }
+        }
+    }
 
     // Is the whole body already here? Then it goes out with the head and can be replayed.
     let buffered = match ctx.head.framing {
@@ -418,6 +445,20 @@ async fn exchange(
     }
 }
 
+/// Reads from the client with room for at least `want` more bytes.
+async fn read_exact_hint(conn: &mut Conn, want: usize) -> std::io::Result<usize> {
+    reserve_for(&mut conn.buf, want);
+    conn.read_more().await
+}
+
+/// Makes room for up to `want` bytes (capped at MAX_READ), so one read can take them all.
+fn reserve_for(buf: &mut BytesMut, want: usize) {
+    let want = want.clamp(READ_CHUNK, MAX_READ);
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+}
+
 /// Streams the request body from the client to the upstream, as it arrives.
 async fn stream_request_body(
     conn: &mut Conn,
@@ -441,6 +482,7 @@ async fn stream_request_body(
             if remaining == 0 {
                 return Ok(());
             }
+            reserve_for(&mut conn.buf, remaining.min(MAX_READ as u64) as usize);
             match monoio::time::timeout(idle, conn.read_more()).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return Err(client_gone()),
@@ -575,6 +617,7 @@ async fn stream_response(
                 if remaining == 0 {
                     return Ok(true);
                 }
+                reserve_for(ubuf, remaining.min(MAX_READ as u64) as usize);
                 if fill(up, ubuf, idle).await? == 0 {
                     return Err(Side::Upstream);
                 }
