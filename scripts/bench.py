@@ -527,6 +527,9 @@ def svg_bars(summary: dict, metric: str, title: str, unit: str) -> str:
 
 
 def main() -> int:
+    # SIGTERM/SIGHUP unwind through the finally blocks, so no server outlives the run.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(130))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few seconds of one workload, Tollgate and nginx only")
     ap.add_argument("--rounds", type=int, default=3)

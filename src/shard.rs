@@ -256,9 +256,9 @@ impl Shard {
     }
 
     /// A new request id: 32 hex digits, unique per process.
-    pub fn request_id(&self) -> String {
+    pub fn request_id(&self) -> crate::gateway::ctx::RequestId {
         let n = self.next_request.get();
         self.next_request.set(n + 1);
-        format!("{:016x}{:016x}", self.id_prefix, n)
+        crate::gateway::ctx::RequestId::generated(self.id_prefix, n)
     }
 }

@@ -25,7 +25,7 @@ use crate::route::path::normalise_into;
 use crate::route::trie::Lookup;
 use crate::shard::{Shard, ShardSnap};
 use crate::snapshot::{IntegrationRt, MockIntegration};
-use ctx::{BodyState, RequestCtx};
+use ctx::{BodyState, RequestCtx, RequestId};
 
 /// What the connection does after a request.
 pub enum Next {
@@ -45,15 +45,17 @@ pub async fn handle(
     conn: &mut Conn,
     head: RequestHead,
 ) -> Next {
-    let request_id = match head.header(b"x-request-id") {
-        Some(v) if valid_request_id(v) => String::from_utf8_lossy(v).into_owned(),
-        _ => shard.request_id(),
-    };
-    let mut ctx = RequestCtx::new(head, request_id);
-    match run_phases(shard, &ss, conn, &mut ctx).await {
+    let request_id = head
+        .header(b"x-request-id")
+        .and_then(RequestId::from_client)
+        .unwrap_or_else(|| shard.request_id());
+    let mut ctx = RequestCtx::new(head, request_id, std::mem::take(&mut conn.segs));
+    let next = match run_phases(shard, &ss, conn, &mut ctx).await {
         Ok(next) => next,
         Err(e) => answer_error(conn, &mut ctx, &e, shard.drain.is_on()).await,
-    }
+    };
+    conn.segs = std::mem::take(&mut ctx.segs);
+    next
 }
 
 /// The phases, in order. Returns what the connection does next once the answer is written.
@@ -127,11 +129,6 @@ fn match_route(ss: &ShardSnap, api: usize, ctx: &mut RequestCtx) -> Result<usize
         }
         Lookup::NotFound => Err(Error::downstream(Kind::NotFound, "route")),
     }
-}
-
-/// `x-request-id` values kept from clients: 1–128 visible ASCII characters.
-fn valid_request_id(v: &[u8]) -> bool {
-    !v.is_empty() && v.len() <= 128 && v.iter().all(|&b| b.is_ascii_graphic())
 }
 
 /// Whether the connection can carry another request after an answer made without reading
@@ -217,7 +214,7 @@ async fn answer_error(conn: &mut Conn, ctx: &mut RequestCtx, e: &Error, draining
         &mut out,
         e,
         ctx.head.minor,
-        &ctx.request_id,
+        ctx.request_id.as_str(),
         keep,
         ctx.head.method == Method::Head,
     );
@@ -243,7 +240,7 @@ async fn answer_mock(
     let body_ok = skip_unread_body(conn, ctx);
     let keep = ctx.head.keep_alive && body_ok && !draining;
     let mut body = Vec::new();
-    m.body.render(&mut body, &ctx.request_id, |i, out| {
+    m.body.render(&mut body, ctx.request_id.as_str(), |i, out| {
         ctx.path_var(i, |s, more| {
             out.extend_from_slice(s.as_bytes());
             if more {
@@ -256,7 +253,7 @@ async fn answer_mock(
     for (name, t) in &m.headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        t.render(&mut out, &ctx.request_id, |i, o| {
+        t.render(&mut out, ctx.request_id.as_str(), |i, o| {
             ctx.path_var(i, |s, more| {
                 // Header values cannot carry CR/LF; decoded path text could.
                 o.extend(s.bytes().filter(|b| *b != b'\r' && *b != b'\n'));

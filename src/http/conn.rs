@@ -32,6 +32,10 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Index of the listener it arrived on.
     pub listener: usize,
+    /// The client's IP as text, for X-Forwarded-For: formatted once per connection.
+    pub peer_ip: String,
+    /// Scratch for decoded path segments, reused by every request on the connection.
+    pub segs: crate::route::path::Segments,
 }
 
 /// Appends what the socket has to `buf`; `Ok(0)` at end of stream.
@@ -72,6 +76,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
         buf: BytesMut::with_capacity(READ_CHUNK),
         peer,
         listener,
+        peer_ip: peer.ip().to_string(),
+        segs: Default::default(),
     };
     let mut first = true;
     loop {
@@ -93,7 +99,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
                 tracing::debug!(peer = %conn.peer, error = %e, "bad request head");
                 let mut out = Vec::with_capacity(256);
                 let rid = shard.request_id();
-                gateway::error_response(&mut out, &e, 1, &rid, false, false);
+                gateway::error_response(&mut out, &e, 1, rid.as_str(), false, false);
                 if write_all(&mut conn.stream, out).await.is_ok() {
                     linger_close(conn).await;
                 }

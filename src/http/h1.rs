@@ -7,6 +7,7 @@
 //!
 //! A head is kept as the [`Bytes`] it arrived in plus ranges into it, so parsing copies nothing.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -33,6 +34,9 @@ pub enum HeadError {
     TooLarge,
 }
 
+/// Header ranges, inline for typical heads: no allocation per message.
+pub type Headers = smallvec::SmallVec<[HeaderRange; 16]>;
+
 #[derive(Debug, Clone)]
 pub struct HeaderRange {
     pub name: Range<u32>,
@@ -51,7 +55,7 @@ pub struct RequestHead {
     pub query: Option<Range<u32>>,
     /// HTTP/1.x minor version.
     pub minor: u8,
-    pub headers: Vec<HeaderRange>,
+    pub headers: Headers,
     /// Host header, or the authority of an absolute-form target.
     pub host: Option<Range<u32>>,
     pub framing: Framing,
@@ -106,7 +110,7 @@ pub struct ResponseHead {
     pub status: u16,
     pub minor: u8,
     pub reason: Range<u32>,
-    pub headers: Vec<HeaderRange>,
+    pub headers: Headers,
     pub framing: Framing,
     /// The upstream will keep the connection open after this response.
     pub keep_alive: bool,
@@ -177,9 +181,10 @@ pub fn parse_request(
     buf: &[u8],
     max_bytes: usize,
 ) -> Result<Option<(usize, RequestParts)>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Uninitialised slots: no 4 KiB of zeroing per parse.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() >= max_bytes {
@@ -211,7 +216,7 @@ pub fn parse_request(
     let mut conn_upgrade = false;
     let mut has_upgrade = false;
     let mut expect_continue = false;
-    let mut out = Vec::with_capacity(req.headers.len());
+    let mut out = Headers::new();
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
@@ -350,7 +355,7 @@ pub struct RequestParts {
     pub path: Range<u32>,
     pub query: Option<Range<u32>>,
     pub minor: u8,
-    pub headers: Vec<HeaderRange>,
+    pub headers: Headers,
     pub host: Option<Range<u32>>,
     pub framing: Framing,
     pub keep_alive: bool,
@@ -383,9 +388,9 @@ pub fn parse_response(
     max_bytes: usize,
     head_request: bool,
 ) -> Result<Option<(usize, ResponseParts)>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    let len = match res.parse(buf) {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() >= max_bytes {
@@ -406,7 +411,7 @@ pub fn parse_response(
     let mut te: Vec<&[u8]> = Vec::new();
     let mut conn_close = false;
     let mut conn_keep_alive = false;
-    let mut out = Vec::with_capacity(res.headers.len());
+    let mut out = Headers::new();
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
         out.push(HeaderRange {
@@ -470,7 +475,7 @@ pub struct ResponseParts {
     pub status: u16,
     pub minor: u8,
     pub reason: Range<u32>,
-    pub headers: Vec<HeaderRange>,
+    pub headers: Headers,
     pub framing: Framing,
     pub keep_alive: bool,
 }

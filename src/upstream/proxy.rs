@@ -13,7 +13,6 @@
 //! and once on a fresh connection when a pooled one turns out to be closed — for idempotent
 //! methods only.
 
-use std::io::Write;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -88,7 +87,7 @@ fn request_head(conn: &Conn, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u
     out.extend_from_slice(head.method_bytes());
     out.push(b' ');
     let mut has_query = false;
-    integ.path.render(&mut out, &ctx.request_id, |i, o| {
+    integ.path.render(&mut out, ctx.request_id.as_str(), |i, o| {
         ctx.path_var(i, |s, more| {
             encode_segment(s, o);
             if more {
@@ -141,7 +140,8 @@ fn request_head(conn: &Conn, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u
         out.extend_from_slice(x);
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{}\r\nx-forwarded-proto: http\r\n", conn.peer.ip());
+    out.extend_from_slice(conn.peer_ip.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     if let Some(h) = head.host_bytes() {
         out.extend_from_slice(b"x-forwarded-host: ");
         out.extend_from_slice(h);
@@ -153,7 +153,7 @@ fn request_head(conn: &Conn, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u
     for (name, t) in &integ.headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        t.render(&mut out, &ctx.request_id, |i, o| {
+        t.render(&mut out, ctx.request_id.as_str(), |i, o| {
             ctx.path_var(i, |s, _| {
                 o.extend(s.bytes().filter(|b| *b != b'\r' && *b != b'\n'))
             })
@@ -162,7 +162,9 @@ fn request_head(conn: &Conn, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u
     }
     match head.framing {
         Framing::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::UntilClose => {
@@ -533,7 +535,9 @@ fn response_head(
     dechunk: bool,
 ) {
     let minor = ctx.head.minor;
-    let _ = write!(out, "HTTP/1.{} {} ", minor, resp.status);
+    out.extend_from_slice(if minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    out.extend_from_slice(itoa::Buffer::new().format(resp.status).as_bytes());
+    out.push(b' ');
     out.extend_from_slice(resp.slice(&resp.reason));
     out.extend_from_slice(b"\r\n");
     for (name, value) in resp.headers() {
