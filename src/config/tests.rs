@@ -479,9 +479,20 @@ fn every_error_is_reported_at_once() {
 
 #[test]
 fn uring_flags_must_be_known_and_consistent() {
-    refused("workers = 2", "uring_flags = [\"sqpoll\"]", &["server.uring_flags[0] = \"sqpoll\""]);
-    refused("workers = 2", "uring_flags = [\"defer_taskrun\"]", &["\"defer_taskrun\" needs \"single_issuer\""]);
+    refused(
+        "workers = 2",
+        "uring_flags = [\"sqpoll\"]",
+        &["server.uring_flags[0] = \"sqpoll\""],
+    );
+    refused(
+        "workers = 2",
+        "uring_flags = [\"defer_taskrun\"]",
+        &["\"defer_taskrun\" needs \"single_issuer\""],
+    );
     let c = parse(&BASE.replacen("workers = 2", "uring_flags = []", 1)).unwrap();
     assert_eq!(c.server.uring_flags, crate::runtime::UringFlags::default());
-    assert_eq!(parse(BASE).unwrap().server.uring_flags, crate::runtime::UringFlags::DEFAULT);
+    assert_eq!(
+        parse(BASE).unwrap().server.uring_flags,
+        crate::runtime::UringFlags::DEFAULT
+    );
 }

@@ -31,7 +31,10 @@ impl RequestId {
         }
         let mut buf = [0u8; 128];
         buf[..v.len()].copy_from_slice(v);
-        Some(RequestId { buf, len: v.len() as u8 })
+        Some(RequestId {
+            buf,
+            len: v.len() as u8,
+        })
     }
 
     pub fn generated(prefix: u64, n: u64) -> RequestId {

@@ -56,12 +56,19 @@ fn hop_by_hop(name: &[u8]) -> bool {
     HOP.iter().any(|h| name_eq(name, h))
 }
 
-/// Header names listed in `Connection` are hop-by-hop too.
-fn listed_in_connection<'a>(
+/// The `Connection` header's value, if any: names listed there are hop-by-hop too. Looked
+/// up once per message, not once per header.
+fn connection_value<'a>(
     mut headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-    name: &[u8],
-) -> bool {
-    headers.any(|(n, v)| name_eq(n, b"connection") && has_token(v, name))
+) -> Option<&'a [u8]> {
+    headers
+        .find(|(n, _)| name_eq(n, b"connection"))
+        .map(|(_, v)| v)
+}
+
+/// True when `name` is listed in the `Connection` value (other than the standard tokens).
+fn listed_in_connection(conn: Option<&[u8]>, name: &[u8]) -> bool {
+    conn.is_some_and(|v| has_token(v, name))
 }
 
 /// Keeps the in-flight count of a target right, whatever path the request takes.
@@ -80,21 +87,24 @@ impl Drop for InFlight {
     }
 }
 
-/// Builds the upstream request head.
-fn request_head(conn: &Conn, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u8> {
+/// Builds the upstream request head: the rendered path and query, the client's end-to-end
+/// headers, the forwarding headers and the integration's own. `peer_ip` is the client's IP.
+pub fn request_head(peer_ip: &str, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u8> {
     let head = &ctx.head;
     let mut out = Vec::with_capacity(256 + head.raw.len());
     out.extend_from_slice(head.method_bytes());
     out.push(b' ');
     let mut has_query = false;
-    integ.path.render(&mut out, ctx.request_id.as_str(), |i, o| {
-        ctx.path_var(i, |s, more| {
-            encode_segment(s, o);
-            if more {
-                o.push(b'/');
-            }
-        })
-    });
+    integ
+        .path
+        .render(&mut out, ctx.request_id.as_str(), |i, o| {
+            ctx.path_var(i, |s, more| {
+                encode_segment(s, o);
+                if more {
+                    o.push(b'/');
+                }
+            })
+        });
     if out.contains(&b'?') {
         has_query = true;
     }
@@ -108,6 +118,7 @@ fn request_head(conn: &Conn, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u
     out.extend_from_slice(integ.host_header.as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut xff: Option<&[u8]> = None;
+    let conn_hdr = connection_value(head.headers());
     for (name, value) in head.headers() {
         if hop_by_hop(name)
             || name_eq(name, b"host")
@@ -127,7 +138,7 @@ fn request_head(conn: &Conn, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u
             xff = Some(value);
             continue;
         }
-        if listed_in_connection(head.headers(), name) {
+        if listed_in_connection(conn_hdr, name) {
             continue;
         }
         out.extend_from_slice(name);
@@ -140,7 +151,7 @@ fn request_head(conn: &Conn, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u
         out.extend_from_slice(x);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(conn.peer_ip.as_bytes());
+    out.extend_from_slice(peer_ip.as_bytes());
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     if let Some(h) = head.host_bytes() {
         out.extend_from_slice(b"x-forwarded-host: ");
@@ -202,7 +213,7 @@ pub async fn forward(
 ) -> Result<Next, Error> {
     let cfg = PoolCfg::for_dest(ss, &integ.dest);
     let max_body = ss.snap.limits.max_body;
-    let mut head = request_head(conn, ctx, integ);
+    let mut head = request_head(&conn.peer_ip, ctx, integ);
 
     // A small body of known length is read whole before anything is sent, as nginx does
     // with client_body_buffer_size: head and body then leave in one write, and the request
@@ -535,15 +546,20 @@ fn response_head(
     dechunk: bool,
 ) {
     let minor = ctx.head.minor;
-    out.extend_from_slice(if minor == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    out.extend_from_slice(if minor == 0 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
     out.extend_from_slice(itoa::Buffer::new().format(resp.status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(resp.slice(&resp.reason));
     out.extend_from_slice(b"\r\n");
+    let conn_hdr = connection_value(resp.headers());
     for (name, value) in resp.headers() {
         let keep_te = name_eq(name, b"transfer-encoding") && !dechunk;
         let keep_upgrade = upgrade && name_eq(name, b"upgrade");
-        let hop = hop_by_hop(name) || listed_in_connection(resp.headers(), name);
+        let hop = hop_by_hop(name) || listed_in_connection(conn_hdr, name);
         if (hop && !keep_te && !keep_upgrade) || name_eq(name, b"x-request-id") {
             continue;
         }
