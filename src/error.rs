@@ -38,8 +38,27 @@ pub enum Kind {
     NoHealthyUpstream,
     /// Upstream did not answer within the integration timeout (504).
     GatewayTimeout,
+    /// Missing, unknown or disabled API key, or a key whose plan does not cover the stage (403).
+    Forbidden,
+    /// A throttle refused (429, with Retry-After and RateLimit-* headers).
+    Throttled(RateInfo),
+    /// The key's usage plan quota is spent for this period (429).
+    QuotaExceeded { retry_after_s: u64 },
     /// The client went away; nothing can be written.
     ClientGone,
+}
+
+/// What the `RateLimit-*` headers say about the tightest limit a request passed (or the one
+/// that refused it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateInfo {
+    /// The limit's burst: what a client may send at once.
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the bucket is full again.
+    pub reset_s: u64,
+    /// Seconds until a request would be accepted (refusals only).
+    pub retry_after_s: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +96,8 @@ impl Error {
             Kind::BadGateway => 502,
             Kind::NoHealthyUpstream => 503,
             Kind::GatewayTimeout => 504,
+            Kind::Forbidden => 403,
+            Kind::Throttled(_) | Kind::QuotaExceeded { .. } => 429,
             Kind::ClientGone => 499,
         }
     }
@@ -93,6 +114,9 @@ impl Error {
             Kind::BadGateway => "Bad Gateway",
             Kind::NoHealthyUpstream => "Service Unavailable",
             Kind::GatewayTimeout => "Endpoint request timed out",
+            Kind::Forbidden => "Forbidden",
+            Kind::Throttled(_) => "Too Many Requests",
+            Kind::QuotaExceeded { .. } => "Limit Exceeded",
             Kind::ClientGone => "",
         }
     }

@@ -24,6 +24,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod error;
@@ -34,18 +35,17 @@ pub mod route;
 pub mod runtime;
 pub mod shard;
 pub mod snapshot;
+pub mod throttle;
 pub mod upstream;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use config::Config;
-use control::{Control, ControlMsg};
+use control::ControlMsg;
 use shard::Shared;
-use snapshot::{HealthRegistry, Snapshot};
 
 /// How to start a gateway besides its config.
 #[derive(Debug, Clone, Default)]
@@ -129,9 +129,11 @@ impl Gateway {
             }
         };
         let admin_addr = admin.as_ref().map(|a| a.2);
-        let mut health = HealthRegistry::default();
-        let snap = Arc::new(Snapshot::compile(Arc::new(cfg), 1, &mut health).map_err(StartError)?);
-        let shared = Shared::new(snap.clone());
+        let store = admin::store::Store::open(&cfg.server.state_dir).map_err(StartError)?;
+        let (init, snap) =
+            control::ControlInit::prepare(cfg, opts.config_path.clone(), opts.workers, store)
+                .map_err(StartError)?;
+        let shared = Shared::new(snap.clone(), shards);
         let server = &snap.config.server;
         let cpus: Vec<usize> = if server.cpus.is_empty() {
             (0..shards).collect()
@@ -165,29 +167,23 @@ impl Gateway {
         }
         let (ctl_tx, ctl_rx) = flume::unbounded();
         let entries = server.uring_entries;
-        let config_path = opts.config_path.clone();
-        let workers = opts.workers;
         let control = std::thread::Builder::new()
             .name("tollgate-control".into())
             .spawn(move || {
-                let ctl = Rc::new(RefCell::new(Control::new(
-                    config_path,
-                    workers,
-                    shared,
-                    health,
-                )));
+                let ctl = Rc::new(RefCell::new(init.start(shared)));
                 let admin = admin.map(|(l, t, _)| (l, t));
                 if let Err(e) = runtime::block_on(
                     driver,
                     entries,
                     Default::default(),
-                    control::run(ctl, ctl_rx, admin, shard_txs),
+                    control::run(ctl.clone(), ctl_rx, admin, shard_txs),
                 ) {
                     tracing::error!(error = %e, "control plane runtime failed to start");
                 }
                 for h in handles {
                     let _ = h.join();
                 }
+                control::final_flush(&mut ctl.borrow_mut());
                 tracing::info!("stopped");
             })
             .map_err(|e| StartError(format!("cannot start control thread: {e}")))?;

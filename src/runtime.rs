@@ -159,6 +159,14 @@ async fn shard_main(spec: ShardSpec) {
             Err(e) => tracing::error!(shard = spec.id, error = %e, "cannot use listening socket"),
         }
     }
+    // Housekeeping: stale lease tokens go back to their buckets, idle per-key leases go.
+    let sweeper = shard.clone();
+    monoio::spawn(async move {
+        while !sweeper.drain.is_on() {
+            monoio::time::sleep(Duration::from_millis(100)).await;
+            sweeper.sweep(crate::throttle::now_ns());
+        }
+    });
     // Runs until the control plane says drain (or goes away).
     let _ = spec.rx.recv_async().await;
     shard.drain.start();

@@ -18,6 +18,15 @@ use ahash::AHashMap;
 use monoio::net::TcpStream;
 
 use crate::snapshot::Snapshot;
+use crate::throttle::bucket::{Bucket, Rate};
+use crate::throttle::lease::Lease;
+use crate::throttle::QuotaCell;
+
+/// How long a per-key lease may sit unused before the shard drops it (60 s).
+pub const KEY_LEASE_IDLE_NS: u64 = 60_000_000_000;
+
+/// Usage counters by (plan name, key id).
+pub type QuotaCells = AHashMap<(Arc<str>, Arc<str>), Arc<QuotaCell>>;
 
 /// State shared by all shards and the control plane.
 pub struct Shared {
@@ -30,15 +39,26 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Open client connections across all shards (for `limits.max_connections`).
     pub connections: AtomicUsize,
+    /// Number of shards (lease sizes depend on it).
+    pub shards: usize,
+    /// Per-key buckets (usage plan throttles), created on first use. Locked only when a shard
+    /// meets a key it has no lease for, and by the control plane's idle sweep.
+    pub key_buckets: Mutex<AHashMap<u64, Arc<Bucket>>>,
+    /// Quota and usage counters per (plan, key id). Locked on a shard's first use of a key,
+    /// and by the control plane's flush.
+    pub quotas: Mutex<QuotaCells>,
 }
 
 impl Shared {
-    pub fn new(snap: Arc<Snapshot>) -> Arc<Shared> {
+    pub fn new(snap: Arc<Snapshot>, shards: usize) -> Arc<Shared> {
         Arc::new(Shared {
             generation: AtomicU64::new(snap.generation),
             snapshot: Mutex::new(snap),
             draining: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            shards,
+            key_buckets: Mutex::new(AHashMap::new()),
+            quotas: Mutex::new(AHashMap::new()),
         })
     }
 
@@ -97,6 +117,9 @@ pub struct UpstreamLocal {
 /// A snapshot adopted by a shard, with the shard's per-target state attached.
 pub struct ShardSnap {
     pub snap: Arc<Snapshot>,
+    /// This shard's leases on the gateway, stage and route limits (parallel to
+    /// `snap.buckets`).
+    pub leases: Rc<Vec<Lease>>,
     pub upstreams: Vec<UpstreamLocal>,
     pub literals: Vec<Rc<TargetLocal>>,
 }
@@ -178,6 +201,10 @@ pub struct Shard {
     pub active: Cell<usize>,
     id_prefix: u64,
     next_request: Cell<u64>,
+    /// Leases on per-key buckets, by bucket id; idle ones are dropped by [`Shard::sweep`].
+    key_leases: RefCell<AHashMap<u64, Rc<Lease>>>,
+    /// Quota cells this shard has used, by (plan, key) hash.
+    quota_cells: RefCell<AHashMap<u64, Arc<QuotaCell>>>,
 }
 
 impl Shard {
@@ -189,6 +216,7 @@ impl Shard {
             shared,
             current: RefCell::new(Rc::new(ShardSnap {
                 snap: snap.clone(),
+                leases: Rc::new(Vec::new()),
                 upstreams: Vec::new(),
                 literals: Vec::new(),
             })),
@@ -199,6 +227,8 @@ impl Shard {
             id_prefix: ahash::RandomState::new().hash_one(id) & 0xffff_ffff_ffff_0000
                 | id as u64 & 0xffff,
             next_request: Cell::new(0),
+            key_leases: RefCell::new(AHashMap::new()),
+            quota_cells: RefCell::new(AHashMap::new()),
         };
         shard.adopt(snap);
         Rc::new(shard)
@@ -242,6 +272,22 @@ impl Shard {
             .chain(snap.literal_targets.iter().copied())
             .collect();
         targets.retain(|a, _| used.contains(a));
+        // Same compiled config (only the keys changed): keep the leases.
+        let leases = {
+            let cur = self.current.borrow();
+            if Arc::ptr_eq(&cur.snap.compiled, &snap.compiled)
+                && cur.leases.len() == snap.buckets.len()
+            {
+                cur.leases.clone()
+            } else {
+                Rc::new(
+                    snap.buckets
+                        .iter()
+                        .map(|b| Lease::new(b.clone(), self.shared.shards))
+                        .collect(),
+                )
+            }
+        };
         self.generation.set(snap.generation);
         tracing::debug!(
             shard = self.id,
@@ -250,9 +296,68 @@ impl Shard {
         );
         *self.current.borrow_mut() = Rc::new(ShardSnap {
             snap,
+            leases,
             upstreams,
             literals,
         });
+    }
+
+    /// This shard's lease on a per-key bucket, created (with its global bucket) on first use.
+    pub fn key_lease(&self, id: u64, rate: Rate) -> Rc<Lease> {
+        if let Some(l) = self.key_leases.borrow().get(&id) {
+            if l.bucket.rate == rate {
+                return l.clone();
+            }
+        }
+        let bucket = {
+            let mut all = self
+                .shared
+                .key_buckets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let b = all.entry(id).or_insert_with(|| Arc::new(Bucket::new(rate)));
+            if b.rate != rate {
+                *b = Arc::new(Bucket::new(rate));
+            }
+            b.clone()
+        };
+        let lease = Rc::new(Lease::new(bucket, self.shared.shards));
+        self.key_leases.borrow_mut().insert(id, lease.clone());
+        lease
+    }
+
+    /// The usage counters of `key` under `plan`.
+    pub fn quota_cell(&self, plan: &str, key: &Arc<str>) -> Arc<QuotaCell> {
+        let h = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one((plan, &**key));
+        if let Some(c) = self.quota_cells.borrow().get(&h) {
+            return c.clone();
+        }
+        let cell = {
+            let mut all = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+            all.entry((Arc::from(plan), key.clone()))
+                .or_default()
+                .clone()
+        };
+        self.quota_cells.borrow_mut().insert(h, cell.clone());
+        cell
+    }
+
+    /// Periodic housekeeping: gives back stale lease tokens and drops idle per-key leases.
+    pub fn sweep(&self, now: u64) {
+        for l in self.current.borrow().leases.iter() {
+            l.release(now, false);
+        }
+        self.key_leases.borrow_mut().retain(|_, l| {
+            l.release(now, false);
+            let keep = now.saturating_sub(l.last_used.get()) < KEY_LEASE_IDLE_NS;
+            if !keep {
+                l.release(now, true);
+            }
+            keep
+        });
+        if self.quota_cells.borrow().len() > 10_000 {
+            self.quota_cells.borrow_mut().clear();
+        }
     }
 
     /// A new request id: 32 hex digits, unique per process.

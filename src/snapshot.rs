@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 
-use crate::config::{Balance, Config, Integration, Limits, Upstream};
+use crate::auth::KeyTable;
+use crate::config::{Config, Integration, Limits, Plan, Rate, Upstream};
 use crate::gateway::target::{parse_uri_target, Authority};
 use crate::gateway::template::Template;
 use crate::route::trie::Trie;
 use crate::route::Domains;
+use crate::throttle::bucket::Bucket;
 
 /// Where an `http` integration goes, resolved for one stage.
 #[derive(Debug)]
@@ -51,6 +53,9 @@ pub enum IntegrationRt {
 #[derive(Debug)]
 pub struct RouteRt {
     pub key: String,
+    pub api_key_required: bool,
+    /// Route limit per stage: index into [`Compiled::buckets`].
+    pub limits: Vec<Option<usize>>,
     /// Indexed by stage.
     pub per_stage: Vec<IntegrationRt>,
 }
@@ -61,6 +66,8 @@ pub struct ApiRt {
     pub stages: Vec<String>,
     pub trie: Trie<usize>,
     pub routes: Vec<RouteRt>,
+    /// Stage limit per stage: index into [`Compiled::buckets`].
+    pub stage_limits: Vec<Option<usize>>,
 }
 
 #[derive(Debug)]
@@ -70,11 +77,34 @@ pub struct UpstreamRt {
     pub healthy: Vec<Arc<AtomicBool>>,
 }
 
-/// A published configuration.
+/// What shards serve from: a compiled configuration and the API keys, under one generation
+/// number. Key changes publish a new snapshot that shares the compiled part.
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
+    pub compiled: Arc<Compiled>,
+    pub keys: Arc<KeyTable>,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Compiled;
+    fn deref(&self) -> &Compiled {
+        &self.compiled
+    }
+}
+
+/// Limits that survive reloads, keyed by what they limit ("gateway", "stage:api/stage",
+/// "route:api/stage/KEY"): a reload that keeps a limit's rate keeps its bucket's state.
+pub type BucketRegistry = AHashMap<String, Arc<Bucket>>;
+
+/// A compiled configuration.
+#[derive(Debug)]
+pub struct Compiled {
     pub config: Arc<Config>,
+    /// Gateway, stage and route limits (per-key limits live in [`crate::shard::Shared`]).
+    pub buckets: Vec<Arc<Bucket>>,
+    pub gateway_limit: Option<usize>,
+    pub plans: Vec<Plan>,
     pub listener_names: Vec<String>,
     pub domains: Domains,
     pub apis: Vec<ApiRt>,
@@ -86,15 +116,28 @@ pub struct Snapshot {
 /// Health flags that survive reloads, keyed by (upstream name, target).
 pub type HealthRegistry = AHashMap<(String, SocketAddr), Arc<AtomicBool>>;
 
-impl Snapshot {
+impl Compiled {
     /// Compiles a validated config. `health` carries the health flags of targets that exist
     /// in both the old and the new config, so a reload does not forget a dead target.
     pub fn compile(
         cfg: Arc<Config>,
-        generation: u64,
         health: &mut HealthRegistry,
-    ) -> Result<Snapshot, String> {
+        registry: &mut BucketRegistry,
+    ) -> Result<Compiled, String> {
         let mut literal_targets: Vec<SocketAddr> = Vec::new();
+        let mut buckets: Vec<Arc<Bucket>> = Vec::new();
+        let mut fresh_registry = BucketRegistry::new();
+        let mut limit = |name: String, rate: Option<Rate>| -> Option<usize> {
+            let rate = rate?;
+            let b = match registry.get(&name) {
+                Some(b) if b.rate == rate => b.clone(),
+                _ => Arc::new(Bucket::new(rate)),
+            };
+            fresh_registry.insert(name, b.clone());
+            buckets.push(b);
+            Some(buckets.len() - 1)
+        };
+        let gateway_limit = limit("gateway".into(), cfg.throttle);
         let mut fresh: HealthRegistry = AHashMap::new();
         let upstreams: Vec<UpstreamRt> = cfg
             .upstreams
@@ -181,21 +224,42 @@ impl Snapshot {
                     };
                     per_stage.push(rt);
                 }
+                let limits = api
+                    .stages
+                    .iter()
+                    .map(|s| {
+                        limit(
+                            format!("route:{}/{}/{}", api.name, s.name, r.key),
+                            r.throttle,
+                        )
+                    })
+                    .collect();
                 routes.push(RouteRt {
                     key: r.key.clone(),
+                    api_key_required: r.api_key_required,
+                    limits,
                     per_stage,
                 });
             }
+            let stage_limits = api
+                .stages
+                .iter()
+                .map(|s| limit(format!("stage:{}/{}", api.name, s.name), s.throttle))
+                .collect();
             apis.push(ApiRt {
                 name: api.name.clone(),
                 stages: api.stages.iter().map(|s| s.name.clone()).collect(),
                 trie,
                 routes,
+                stage_limits,
             });
         }
         let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
-        Ok(Snapshot {
-            generation,
+        *registry = fresh_registry;
+        Ok(Compiled {
+            buckets,
+            gateway_limit,
+            plans: cfg.usage_plans.clone(),
             domains: Domains::compile(&cfg.domains, &listener_names),
             listener_names,
             apis,
@@ -204,10 +268,5 @@ impl Snapshot {
             limits: cfg.limits.clone(),
             config: cfg,
         })
-    }
-
-    /// Hash-balancing is stable across shards and restarts: fixed seeds.
-    pub fn uses_hash(&self, upstream: usize) -> bool {
-        matches!(self.upstreams[upstream].cfg.balance, Balance::Hash(_))
     }
 }

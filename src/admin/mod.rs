@@ -5,6 +5,10 @@
 //! - `GET /healthz`: `{"status":"ok","generation":N}`
 //! - `GET /config`: the effective configuration as JSON, secrets redacted
 //! - `POST /reload`: reload the config file; 200 `{"generation":N}` or 400 with every error
+//! - `GET /apikeys`, `POST /apikeys`, `POST /apikeys/import` (CSV), `GET|PATCH|DELETE
+//!   /apikeys/{id}`: API keys (values are shown once, in the answer to their creation)
+//! - `GET /usageplans/{plan}/usage?startDate=&endDate=[&keyId=]`: daily usage per key
+//! - `PUT /usageplans/{plan}/keys/{id}/quota` `{"used": n}`, `POST .../quota/reset`
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -13,7 +17,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::net::{TcpListener, TcpStream};
 
-use crate::control::Control;
+pub mod store;
+
+use crate::control::{Control, NewKey, OpError};
 use crate::http::conn::{read_into, write_all};
 use crate::http::h1::{self, Framing};
 use crate::http::write::status_line;
@@ -48,28 +54,41 @@ fn token_ok(given: &[u8], want: &[u8]) -> bool {
         == 0
 }
 
+/// Largest admin request body (a CSV import of many keys fits).
+const MAX_ADMIN_BODY: usize = 4 << 20;
+
 async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>) {
     let mut buf = BytesMut::with_capacity(4096);
     let read = async {
-        loop {
+        let head = loop {
             match h1::parse_request(&buf, 16 << 10) {
-                Ok(Some((len, parts))) => {
-                    return Ok(Some(parts.into_head(buf.split_to(len).freeze())))
-                }
+                Ok(Some((len, parts))) => break parts.into_head(buf.split_to(len).freeze()),
                 Ok(None) => {}
-                Err(_) => return Ok(None),
+                Err(_) => return Ok(Err((400, "Bad Request"))),
             }
             if read_into(&mut stream, &mut buf).await? == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
             }
+        };
+        let n = match head.framing {
+            Framing::None => 0,
+            Framing::Length(n) if n as usize <= MAX_ADMIN_BODY => n as usize,
+            Framing::Length(_) => return Ok(Err((413, "Request Entity Too Large"))),
+            _ => return Ok(Err((411, "Send the body with Content-Length"))),
+        };
+        while buf.len() < n {
+            if read_into(&mut stream, &mut buf).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
         }
+        Ok(Ok((head, buf.split_to(n).freeze())))
     };
-    let head = match monoio::time::timeout(ADMIN_READ_TIMEOUT, read).await {
-        Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) => {
+    let (head, body) = match monoio::time::timeout(ADMIN_READ_TIMEOUT, read).await {
+        Ok(Ok(Ok(x))) => x,
+        Ok(Ok(Err((status, msg)))) => {
             let _ = write_all(
                 &mut stream,
-                respond(400, r#"{"message":"Bad Request"}"#.into()),
+                respond(status, serde_json::json!({"message": msg}).to_string()),
             )
             .await;
             return;
@@ -85,43 +104,136 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         .is_some_and(|t| token_ok(t.trim_ascii(), token.as_bytes()));
     let (status, body) = if !authorized {
         (401, r#"{"message":"Unauthorized"}"#.to_string())
-    } else if !matches!(head.framing, Framing::None) {
-        (
-            400,
-            r#"{"message":"Admin requests take no body"}"#.to_string(),
-        )
     } else {
-        route(head.method_bytes(), head.path_bytes(), &ctl)
+        let path = String::from_utf8_lossy(head.path_bytes()).into_owned();
+        let query = head
+            .query_bytes()
+            .map(|q| String::from_utf8_lossy(q).into_owned())
+            .unwrap_or_default();
+        route(head.method_bytes(), &path, &query, &body, &ctl)
     };
     let _ = write_all(&mut stream, respond(status, body)).await;
 }
 
-fn route(method: &[u8], path: &[u8], ctl: &Rc<RefCell<Control>>) -> (u16, String) {
-    match (method, path) {
-        (b"GET", b"/healthz") => (
-            200,
-            serde_json::json!({"status": "ok", "generation": ctl.borrow().generation()})
-                .to_string(),
-        ),
-        (b"GET", b"/config") => {
-            let c = ctl.borrow();
-            (
-                200,
-                serde_json::json!({"generation": c.generation(), "config": &*c.config()})
-                    .to_string(),
-            )
-        }
-        (b"POST", b"/reload") => {
-            let r = ctl.borrow_mut().reload();
-            match r {
-                Ok(g) => (200, serde_json::json!({"generation": g}).to_string()),
-                Err(errors) => (400, serde_json::json!({"message": "configuration refused; the previous one keeps serving", "errors": errors}).to_string()),
+/// Decodes `%XX` and `+` in a query value.
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
             }
+            c => out.push(c),
         }
-        (_, b"/healthz" | b"/config" | b"/reload") => {
-            (405, r#"{"message":"Method Not Allowed"}"#.to_string())
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| decode(v))
+}
+
+fn message(status: u16, msg: impl std::fmt::Display) -> (u16, String) {
+    (
+        status,
+        serde_json::json!({"message": msg.to_string()}).to_string(),
+    )
+}
+
+fn op<T: serde::Serialize>(status: u16, r: Result<T, OpError>) -> (u16, String) {
+    match r {
+        Ok(v) => (status, serde_json::to_string(&v).unwrap_or_default()),
+        Err(OpError(s, m)) => message(s, m),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyUpdate {
+    enabled: Option<bool>,
+    plans: Option<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaUpdate {
+    used: u64,
+}
+
+fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (u16, String)> {
+    serde_json::from_slice(body).map_err(|e| message(400, format!("invalid JSON body: {e}")))
+}
+
+fn route(
+    method: &[u8],
+    path: &str,
+    query: &str,
+    body: &[u8],
+    ctl: &Rc<RefCell<Control>>,
+) -> (u16, String) {
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(decode)
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match (method, segs.as_slice()) {
+        (b"GET", ["healthz"]) => (200, serde_json::json!({"status": "ok", "generation": ctl.borrow().generation()}).to_string()),
+        (b"GET", ["config"]) => {
+            let c = ctl.borrow();
+            (200, serde_json::json!({"generation": c.generation(), "config": &*c.config()}).to_string())
         }
-        _ => (404, r#"{"message":"Not Found"}"#.to_string()),
+        (b"POST", ["reload"]) => match ctl.borrow_mut().reload() {
+            Ok(g) => (200, serde_json::json!({"generation": g}).to_string()),
+            Err(errors) => (400, serde_json::json!({"message": "configuration refused; the previous one keeps serving", "errors": errors}).to_string()),
+        },
+        (b"GET", ["apikeys"]) => (200, serde_json::json!({"items": ctl.borrow().list_keys()}).to_string()),
+        (b"POST", ["apikeys"]) => match json::<NewKey>(body) {
+            Ok(req) => op(201, ctl.borrow_mut().create_key(req)),
+            Err(e) => e,
+        },
+        (b"POST", ["apikeys", "import"]) => match std::str::from_utf8(body) {
+            Ok(csv) => op(200, ctl.borrow_mut().import_keys(csv)),
+            Err(_) => message(400, "the CSV is not UTF-8"),
+        },
+        (b"GET", ["apikeys", id]) => match ctl.borrow().get_key(id) {
+            Some(k) => op(200, Ok::<_, OpError>(k)),
+            None => message(404, "no such key"),
+        },
+        (b"PATCH", ["apikeys", id]) => match json::<KeyUpdate>(body) {
+            Ok(u) => op(200, ctl.borrow_mut().update_key(id, u.enabled, u.plans)),
+            Err(e) => e,
+        },
+        (b"DELETE", ["apikeys", id]) => op(200, ctl.borrow_mut().delete_key(id).map(|_| serde_json::json!({"deleted": id}))),
+        (b"GET", ["usageplans", plan, "usage"]) => {
+            let (Some(start), Some(end)) = (query_param(query, "startDate"), query_param(query, "endDate")) else {
+                return message(400, "startDate and endDate are required (YYYY-MM-DD)");
+            };
+            let key = query_param(query, "keyId");
+            op(200, ctl.borrow_mut().usage(plan, &start, &end, key.as_deref()))
+        }
+        (b"PUT", ["usageplans", plan, "keys", id, "quota"]) => match json::<QuotaUpdate>(body) {
+            Ok(q) => op(200, ctl.borrow_mut().set_quota_used(plan, id, q.used)),
+            Err(e) => e,
+        },
+        (b"POST", ["usageplans", plan, "keys", id, "quota", "reset"]) => op(200, ctl.borrow_mut().set_quota_used(plan, id, 0)),
+        (_, ["healthz" | "config" | "reload" | "apikeys", ..] | ["usageplans", ..]) => message(405, "Method Not Allowed"),
+        _ => message(404, "Not Found"),
     }
 }
 

@@ -27,15 +27,17 @@ pub struct File {
     pub admin: Option<AdminFile>,
     #[serde(default)]
     pub limits: LimitsFile,
-    pub throttle: Option<toml::Value>,
+    pub throttle: Option<RateFile>,
     #[serde(default)]
     pub upstreams: Vec<UpstreamFile>,
     #[serde(default)]
     pub apis: Vec<ApiFile>,
     #[serde(default)]
     pub domains: Vec<DomainFile>,
-    pub usage_plans: Option<toml::Value>,
-    pub api_keys: Option<toml::Value>,
+    #[serde(default)]
+    pub usage_plans: Vec<PlanFile>,
+    #[serde(default)]
+    pub api_keys: Vec<KeyFile>,
     pub cluster: Option<toml::Value>,
 }
 
@@ -121,7 +123,7 @@ pub struct StageFile {
     pub name: Option<String>,
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
-    pub throttle: Option<toml::Value>,
+    pub throttle: Option<RateFile>,
     pub cache: Option<toml::Value>,
 }
 
@@ -131,7 +133,7 @@ pub struct RouteFile {
     pub route: Option<String>,
     pub integration: Option<IntegrationFile>,
     pub api_key_required: Option<bool>,
-    pub throttle: Option<toml::Value>,
+    pub throttle: Option<RateFile>,
     pub cache: Option<toml::Value>,
 }
 
@@ -164,4 +166,44 @@ pub struct MappingFile {
     pub base_path: Option<String>,
     pub api: Option<String>,
     pub stage: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateFile {
+    pub rate: Option<i64>,
+    pub burst: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaFile {
+    pub limit: Option<i64>,
+    pub period: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// "api/stage" entries.
+    #[serde(default)]
+    pub stages: Vec<String>,
+    pub throttle: Option<RateFile>,
+    /// Per-route overrides: "METHOD /path" -> { rate, burst }.
+    #[serde(default)]
+    pub route_throttle: BTreeMap<String, RateFile>,
+    pub quota: Option<QuotaFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    pub name: Option<String>,
+    pub value: Option<String>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+    pub plan: Option<String>,
+    pub plans: Option<Vec<String>>,
 }

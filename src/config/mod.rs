@@ -21,6 +21,8 @@ use serde::Serialize;
 use crate::gateway::template::{Template, UnknownBraces};
 use crate::http::Method;
 use crate::route::trie::{parse_route_path, MethodSel, Seg};
+pub use crate::throttle::bucket::Rate;
+pub use crate::throttle::{Period, Quota};
 
 /// Largest request body accepted (10 MiB); Amazon API Gateway's payload limit, nginx
 /// `client_max_body_size`.
@@ -64,6 +66,45 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub apis: Vec<Api>,
     pub domains: Vec<Domain>,
+    /// Gateway-wide limit ("account level").
+    pub throttle: Option<Rate>,
+    pub usage_plans: Vec<Plan>,
+    pub api_keys: Vec<ConfigKey>,
+}
+
+/// A usage plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub name: String,
+    pub description: String,
+    /// (api, stage) indices it covers.
+    #[serde(skip)]
+    pub stages: Vec<(usize, usize)>,
+    /// The same, as "api/stage".
+    pub stage_names: Vec<String>,
+    pub throttle: Option<Rate>,
+    /// (api index, route index, rate): per-route overrides for keys of this plan.
+    #[serde(skip)]
+    pub route_throttle: Vec<(usize, usize, Rate)>,
+    pub route_throttle_keys: Vec<String>,
+    pub quota: Option<Quota>,
+}
+
+/// An API key declared in the config file.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigKey {
+    pub name: String,
+    /// Never shown: `GET /config` prints "<redacted>".
+    #[serde(serialize_with = "ser_redacted")]
+    pub value: String,
+    pub description: String,
+    pub enabled: bool,
+    /// Plan names.
+    pub plans: Vec<String>,
+}
+
+fn ser_redacted<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<redacted>")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -167,6 +208,7 @@ pub struct Api {
 #[derive(Debug, Clone, Serialize)]
 pub struct Stage {
     pub name: String,
+    pub throttle: Option<Rate>,
     #[serde(serialize_with = "ser_redacted_vars")]
     pub variables: BTreeMap<String, String>,
 }
@@ -181,6 +223,8 @@ pub struct Route {
     #[serde(skip)]
     pub segs: Vec<Seg>,
     pub is_default: bool,
+    pub throttle: Option<Rate>,
+    pub api_key_required: bool,
     /// Names of the path variables, in order.
     pub params: Vec<String>,
     pub integration: Integration,
@@ -350,6 +394,203 @@ impl Validator {
         ));
     }
 
+    /// `{ rate, burst }`: both required, 1 to 1,000,000,000.
+    fn rate(&mut self, key: &str, r: file::RateFile) -> Option<Rate> {
+        const MAX: i64 = 1_000_000_000;
+        let mut get = |v: Option<i64>, what: &str| match v {
+            Some(n) if (1..=MAX).contains(&n) => Some(n as u64),
+            Some(n) => {
+                self.bad(
+                    &format!("{key}.{what}"),
+                    n,
+                    "an integer from 1 to 1000000000",
+                );
+                None
+            }
+            None => {
+                self.err(
+                    &format!("{key}.{what}"),
+                    "is required (requests per second, and the burst above it)",
+                );
+                None
+            }
+        };
+        let rate = get(r.rate, "rate");
+        let burst = get(r.burst, "burst");
+        Some(Rate {
+            rate: rate?,
+            burst: burst?,
+        })
+    }
+
+    fn plans(&mut self, raw: Vec<file::PlanFile>, apis: &[Api]) -> Vec<Plan> {
+        let mut out: Vec<Plan> = Vec::new();
+        for (i, p) in raw.into_iter().enumerate() {
+            let key = item("usage_plans", i, p.name.as_ref());
+            let name = self.name(&format!("{key}.name"), p.name);
+            if out.iter().any(|o| o.name == name) {
+                self.err(&format!("{key}.name"), "is used by two usage plans");
+            }
+            let mut stages = Vec::new();
+            for (j, s) in p.stages.iter().enumerate() {
+                let found = s.split_once('/').and_then(|(a, st)| {
+                    let ai = apis.iter().position(|x| x.name == a)?;
+                    let si = apis[ai].stages.iter().position(|x| x.name == st)?;
+                    Some((ai, si))
+                });
+                match found {
+                    Some(x) => stages.push(x),
+                    None => self.bad(
+                        &format!("{key}.stages[{j}]"),
+                        s,
+                        "\"api/stage\" naming an API and one of its stages",
+                    ),
+                }
+            }
+            if stages.is_empty() {
+                self.err(
+                    &format!("{key}.stages"),
+                    "lists no stage: a plan applies to at least one \"api/stage\"",
+                );
+            }
+            let throttle = p
+                .throttle
+                .and_then(|t| self.rate(&format!("{key}.throttle"), t));
+            let mut route_throttle = Vec::new();
+            let mut route_throttle_keys = Vec::new();
+            for (rk, t) in p.route_throttle {
+                let rkey = format!("{key}.route_throttle[{rk:?}]");
+                let Some(rate) = self.rate(&rkey, t) else {
+                    continue;
+                };
+                let mut hit = false;
+                for &(ai, _) in &stages {
+                    if let Some(ri) = apis[ai].routes.iter().position(|r| r.key == rk) {
+                        if !route_throttle.iter().any(|&(a, r, _)| a == ai && r == ri) {
+                            route_throttle.push((ai, ri, rate));
+                        }
+                        hit = true;
+                    }
+                }
+                if !hit {
+                    self.bad(
+                        &rkey,
+                        &rk,
+                        "a route key (\"METHOD /path\") of an API this plan covers",
+                    );
+                }
+                route_throttle_keys.push(rk);
+            }
+            let quota = p.quota.and_then(|q| {
+                let limit = match q.limit {
+                    Some(n) if n >= 1 => Some(n as u64),
+                    Some(n) => {
+                        self.bad(
+                            &format!("{key}.quota.limit"),
+                            n,
+                            "a positive number of requests",
+                        );
+                        None
+                    }
+                    None => {
+                        self.err(&format!("{key}.quota.limit"), "is required");
+                        None
+                    }
+                };
+                let period = match q.period.as_deref() {
+                    Some("day") => Some(Period::Day),
+                    Some("week") => Some(Period::Week),
+                    Some("month") => Some(Period::Month),
+                    other => {
+                        self.bad(
+                            &format!("{key}.quota.period"),
+                            other.unwrap_or(""),
+                            "\"day\", \"week\" or \"month\"",
+                        );
+                        None
+                    }
+                };
+                Some(Quota {
+                    limit: limit?,
+                    period: period?,
+                })
+            });
+            out.push(Plan {
+                name,
+                description: p.description.unwrap_or_default(),
+                stage_names: p.stages,
+                stages,
+                throttle,
+                route_throttle,
+                route_throttle_keys,
+                quota,
+            });
+        }
+        out
+    }
+
+    fn keys(&mut self, raw: Vec<file::KeyFile>, plans: &[Plan]) -> Vec<ConfigKey> {
+        let mut out: Vec<ConfigKey> = Vec::new();
+        for (i, k) in raw.into_iter().enumerate() {
+            let key = item("api_keys", i, k.name.as_ref());
+            let name = self.name(&format!("{key}.name"), k.name);
+            if out.iter().any(|o| o.name == name) {
+                self.err(&format!("{key}.name"), "is used by two API keys");
+            }
+            let value = match k.value {
+                Some(v) if crate::auth::valid_key_value(&v) => v,
+                Some(_) => {
+                    // The value itself is a secret: never echo it.
+                    self.err(&format!("{key}.value"), "is not valid: expected 20 to 128 visible ASCII characters (the value is not shown)");
+                    String::new()
+                }
+                None => {
+                    self.err(
+                        &format!("{key}.value"),
+                        "is required (at least 20 characters; sent as the x-api-key header)",
+                    );
+                    String::new()
+                }
+            };
+            if !value.is_empty() && out.iter().any(|o| o.value == value) {
+                self.err(
+                    &format!("{key}.value"),
+                    "is the same as another key's; values must be unique",
+                );
+            }
+            let mut names: Vec<String> = k.plans.unwrap_or_default();
+            if let Some(p) = k.plan {
+                names.insert(0, p);
+            }
+            let mut covered: Vec<(usize, usize)> = Vec::new();
+            for n in &names {
+                match plans.iter().find(|p| &p.name == n) {
+                    None => self.bad(
+                        &format!("{key}.plan"),
+                        n,
+                        "the name of a [[usage_plans]] entry",
+                    ),
+                    Some(p) => {
+                        for s in &p.stages {
+                            if covered.contains(s) {
+                                self.err(&format!("{key}.plans"), format!("plan {n:?} covers a stage another of this key's plans covers; a key belongs to at most one plan per stage"));
+                            }
+                            covered.push(*s);
+                        }
+                    }
+                }
+            }
+            out.push(ConfigKey {
+                name,
+                value,
+                description: k.description.unwrap_or_default(),
+                enabled: k.enabled.unwrap_or(true),
+                plans: names,
+            });
+        }
+        out
+    }
+
     fn duration(&mut self, key: &str, v: Option<&String>, default: Duration) -> Duration {
         match v {
             None => default,
@@ -415,15 +656,7 @@ impl Validator {
         let listeners = self.listeners(raw.listeners);
         let admin = raw.admin.map(|a| self.admin(a));
         let limits = self.limits(raw.limits);
-        if raw.throttle.is_some() {
-            self.unsupported("throttle", "gateway-wide throttling");
-        }
-        if raw.usage_plans.is_some() {
-            self.unsupported("usage_plans", "usage plans");
-        }
-        if raw.api_keys.is_some() {
-            self.unsupported("api_keys", "API keys");
-        }
+        let throttle = raw.throttle.and_then(|t| self.rate("throttle", t));
         if raw.cluster.is_some() {
             self.unsupported("cluster", "clustering through Redis");
         }
@@ -481,6 +714,8 @@ impl Validator {
         if domains.is_empty() && !apis.is_empty() {
             self.err("domains", "no [[domains]] entry maps a host and base path to an API stage, so nothing would be served");
         }
+        let usage_plans = self.plans(raw.usage_plans, &apis);
+        let api_keys = self.keys(raw.api_keys, &usage_plans);
         Config {
             server,
             listeners,
@@ -489,6 +724,9 @@ impl Validator {
             upstreams,
             apis,
             domains,
+            throttle,
+            usage_plans,
+            api_keys,
         }
     }
 
@@ -853,9 +1091,9 @@ impl Validator {
             if stages.iter().any(|o| o.name == sname) {
                 self.err(&format!("{skey}.name"), "is used by two stages of this API");
             }
-            if s.throttle.is_some() {
-                self.unsupported(&format!("{skey}.throttle"), "stage throttling");
-            }
+            let throttle = s
+                .throttle
+                .and_then(|t| self.rate(&format!("{skey}.throttle"), t));
             if let Some(c) = &s.cache {
                 if !cache_is_off(c) {
                     self.unsupported(&format!("{skey}.cache"), "the response cache");
@@ -872,6 +1110,7 @@ impl Validator {
             }
             stages.push(Stage {
                 name: sname,
+                throttle,
                 variables: s.variables,
             });
         }
@@ -906,12 +1145,10 @@ impl Validator {
         upstreams: &[Upstream],
         stages: &[Stage],
     ) -> Option<Route> {
-        if r.api_key_required == Some(true) {
-            self.unsupported(&format!("{rkey}.api_key_required"), "API key checking");
-        }
-        if r.throttle.is_some() {
-            self.unsupported(&format!("{rkey}.throttle"), "route throttling");
-        }
+        let api_key_required = r.api_key_required.unwrap_or(false);
+        let throttle = r
+            .throttle
+            .and_then(|t| self.rate(&format!("{rkey}.throttle"), t));
         if let Some(c) = &r.cache {
             if !cache_is_off(c) {
                 self.unsupported(&format!("{rkey}.cache"), "the response cache");
@@ -969,6 +1206,8 @@ impl Validator {
             method,
             segs,
             is_default,
+            throttle,
+            api_key_required,
             params,
             integration,
         })
@@ -1309,6 +1548,26 @@ pub fn summary(cfg: &Config, workers: Option<usize>) -> String {
             );
         }
     }
+    if let Some(t) = c.throttle {
+        let _ = writeln!(s, "gateway throttle: {} req/s, burst {}", t.rate, t.burst);
+    }
+    for p in &c.usage_plans {
+        let _ = writeln!(
+            s,
+            "usage plan {:?}: stages {:?}{}{}",
+            p.name,
+            p.stage_names,
+            p.throttle
+                .map(|t| format!(", throttle {}/s burst {}", t.rate, t.burst))
+                .unwrap_or_default(),
+            p.quota
+                .map(|q| format!(", quota {} per {:?}", q.limit, q.period).to_lowercase())
+                .unwrap_or_default()
+        );
+    }
+    if !c.api_keys.is_empty() {
+        let _ = writeln!(s, "api keys in the config file: {}", c.api_keys.len());
+    }
     for a in &c.apis {
         let stages: Vec<&str> = a.stages.iter().map(|s| s.name.as_str()).collect();
         let _ = writeln!(s, "api {:?} stages {:?}", a.name, stages);
@@ -1319,7 +1578,14 @@ pub fn summary(cfg: &Config, workers: Option<usize>) -> String {
                 }
                 Integration::Mock { status, .. } => format!("mock {status}"),
             };
-            let _ = writeln!(s, "  route {} -> {target}", r.key);
+            let mut extra = String::new();
+            if r.api_key_required {
+                extra.push_str(" [api key]");
+            }
+            if let Some(t) = r.throttle {
+                extra.push_str(&format!(" [throttle {}/s burst {}]", t.rate, t.burst));
+            }
+            let _ = writeln!(s, "  route {} -> {target}{extra}", r.key);
         }
     }
     s

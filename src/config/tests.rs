@@ -412,24 +412,10 @@ fn domains_must_name_existing_apis_and_stages() {
 
 #[test]
 fn unbuilt_features_are_refused_by_name() {
-    for (extra, key) in [
-        (
-            "[throttle]\nrate = 1\nburst = 1",
-            "throttle: not supported yet",
-        ),
-        (
-            "[[usage_plans]]\nname = \"gold\"",
-            "usage_plans: not supported yet",
-        ),
-        ("[[api_keys]]\nname = \"k\"", "api_keys: not supported yet"),
-        (
-            "[cluster]\nredis = \"redis://127.0.0.1\"",
-            "cluster: not supported yet",
-        ),
-    ] {
-        let err = parse(&with(extra)).unwrap_err().to_string();
-        assert!(err.contains(key), "{err}");
-    }
+    let err = parse(&with("[cluster]\nredis = \"redis://127.0.0.1\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cluster: not supported yet"), "{err}");
     refused(
         "addr = \"127.0.0.1:8080\"",
         "addr = \"127.0.0.1:8080\"\ntls = { cert = \"a\", key = \"b\" }",
@@ -437,18 +423,8 @@ fn unbuilt_features_are_refused_by_name() {
     );
     refused(
         "variables = { backend = \"http://pets\" }",
-        "variables = { backend = \"http://pets\" }\n  throttle = { rate = 1, burst = 1 }",
-        &["stages[\"prod\"].throttle: not supported yet"],
-    );
-    refused(
-        "variables = { backend = \"http://pets\" }",
         "variables = { backend = \"http://pets\" }\n  cache = { enabled = true }",
         &["stages[\"prod\"].cache: not supported yet"],
-    );
-    refused(
-        "route = \"GET /pets/{petId}\"",
-        "route = \"GET /pets/{petId}\"\n  api_key_required = true",
-        &["api_key_required: not supported yet"],
     );
     // Asking for nothing missing is fine.
     parse(&BASE.replacen(
@@ -457,17 +433,132 @@ fn unbuilt_features_are_refused_by_name() {
         1,
     ))
     .unwrap();
-    parse(&BASE.replacen(
-        "route = \"GET /pets/{petId}\"",
-        "route = \"GET /pets/{petId}\"\n  api_key_required = false",
-        1,
-    ))
-    .unwrap();
     refused(
         "name = \"petstore\"",
         "name = \"petstore\"\nkind = \"websocket\"",
         &["kind: not supported yet"],
     );
+}
+
+#[test]
+fn throttles_need_a_positive_rate_and_burst() {
+    let c = parse(&with("[throttle]\nrate = 100\nburst = 50")).unwrap();
+    assert_eq!(
+        c.throttle,
+        Some(Rate {
+            rate: 100,
+            burst: 50
+        })
+    );
+    let err = parse(&with("[throttle]\nrate = 0\nburst = 5"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("throttle.rate = 0") && err.contains("1 to 1000000000"),
+        "{err}"
+    );
+    let err = parse(&with("[throttle]\nrate = 5"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("throttle.burst: is required"), "{err}");
+    refused(
+        "variables = { backend = \"http://pets\" }",
+        "variables = { backend = \"http://pets\" }\n  throttle = { rate = 1, burst = -1 }",
+        &["stages[\"prod\"].throttle.burst = -1"],
+    );
+    refused(
+        "route = \"GET /pets/{petId}\"",
+        "route = \"GET /pets/{petId}\"\n  throttle = { rate = 1 }",
+        &["routes[\"GET /pets/{petId}\"].throttle.burst: is required"],
+    );
+    refused("variables = { backend = \"http://pets\" }", "variables = { backend = \"http://pets\" }\n  throttle = { rate = 1, burst = 1, extra = 2 }", &["extra"]);
+}
+
+const PLAN: &str = "[[usage_plans]]\nname = \"gold\"\nstages = [\"petstore/prod\"]\nthrottle = { rate = 10, burst = 20 }\nquota = { limit = 1000, period = \"month\" }\nroute_throttle = { \"GET /pets/{petId}\" = { rate = 1, burst = 2 } }\n";
+
+#[test]
+fn usage_plans_name_existing_stages_routes_and_periods() {
+    let c = parse(&with(PLAN)).unwrap();
+    assert_eq!(c.usage_plans[0].stages, vec![(0, 0)]);
+    assert_eq!(
+        c.usage_plans[0].route_throttle,
+        vec![(0, 0, Rate { rate: 1, burst: 2 })]
+    );
+    assert_eq!(
+        c.usage_plans[0].quota,
+        Some(Quota {
+            limit: 1000,
+            period: Period::Month
+        })
+    );
+    for (from, to, want) in [
+        (
+            "petstore/prod",
+            "petstore/beta",
+            "usage_plans[\"gold\"].stages[0] = \"petstore/beta\"",
+        ),
+        ("\"month\"", "\"year\"", "quota.period = \"year\""),
+        ("limit = 1000", "limit = 0", "quota.limit = 0"),
+        (
+            "\"GET /pets/{petId}\" =",
+            "\"GET /cats\" =",
+            "route_throttle[\"GET /cats\"]",
+        ),
+    ] {
+        let err = parse(&with(&PLAN.replace(from, to)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{err} lacks {want}");
+    }
+    let err = parse(&with(&format!("{PLAN}{PLAN}")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("used by two usage plans"), "{err}");
+}
+
+#[test]
+fn api_keys_need_long_unique_values_and_existing_plans() {
+    let key =
+        "[[api_keys]]\nname = \"acme\"\nvalue = \"acme-0123456789abcdef0123\"\nplan = \"gold\"\n";
+    let c = parse(&with(&format!("{PLAN}{key}"))).unwrap();
+    assert_eq!(c.api_keys[0].plans, vec!["gold".to_string()]);
+    let err = parse(&with(&format!(
+        "{PLAN}{}",
+        key.replace("acme-0123456789abcdef0123", "short")
+    )))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("api_keys[\"acme\"].value: is not valid") && !err.contains("short"),
+        "{err}"
+    );
+    let err = parse(&with(&format!(
+        "{PLAN}{key}{}",
+        key.replace("name = \"acme\"", "name = \"other\"")
+    )))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("values must be unique"), "{err}");
+    let err = parse(&with(&format!(
+        "{PLAN}{}",
+        key.replace("plan = \"gold\"", "plan = \"silver\"")
+    )))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("api_keys[\"acme\"].plan = \"silver\""),
+        "{err}"
+    );
+    let two_plans = format!(
+        "{PLAN}{}{}",
+        PLAN.replace("\"gold\"", "\"gold2\""),
+        key.replace("plan = \"gold\"", "plans = [\"gold\", \"gold2\"]")
+    );
+    let err = parse(&with(&two_plans)).unwrap_err().to_string();
+    assert!(err.contains("at most one plan per stage"), "{err}");
+    // GET /config never shows the value.
+    let shown = serde_json::to_string(&c).unwrap();
+    assert!(!shown.contains("acme-0123456789abcdef0123"));
 }
 
 #[test]

@@ -73,6 +73,8 @@ pub struct RequestCtx {
     /// Set by routing.
     pub stage: Option<StageRef>,
     pub captures: Captures,
+    /// Set by the throttle phase on throttled routes: the `RateLimit-*` headers to answer with.
+    pub ratelimit: Option<crate::error::RateInfo>,
 }
 
 impl RequestCtx {
@@ -90,6 +92,7 @@ impl RequestCtx {
             body,
             stage: None,
             captures: Captures::new(),
+            ratelimit: None,
         }
     }
 

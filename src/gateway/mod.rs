@@ -16,7 +16,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 use monoio::net::TcpStream;
 
-use crate::error::{Error, Kind};
+use crate::auth::KeyRecord;
+use crate::error::{Error, Kind, RateInfo};
 use crate::http::conn::{write_all, Conn};
 use crate::http::h1::{Framing, RequestHead};
 use crate::http::write::{json_message, status_line};
@@ -25,6 +26,7 @@ use crate::route::path::normalise_into;
 use crate::route::trie::Lookup;
 use crate::shard::{Shard, ShardSnap};
 use crate::snapshot::{IntegrationRt, MockIntegration};
+use crate::throttle::lease::{Decision, Lease};
 use ctx::{BodyState, RequestCtx, RequestId};
 
 /// What the connection does after a request.
@@ -70,7 +72,11 @@ async fn run_phases(
     normalise_path(ctx)?;
     let api = resolve_stage(ss, conn.listener, ctx)?;
     let route = match_route(ss, api, ctx)?;
-    // Resource policy, authorizers, throttling, validation and the cache run here once built.
+    // Resource policies and other authorizers slot in here.
+    let key = authenticate(ss, ctx, api, route)?;
+    throttle(shard, ss, ctx, api, route, key)?;
+    count_quota(shard, ss, key)?;
+    // Request validation and the cache slot in here.
     let stage = ctx.stage.map(|s| s.stage).unwrap_or_default();
     match &snap.apis[api].routes[route].per_stage[stage] {
         IntegrationRt::Mock(m) => answer_mock(conn, ctx, m, shard.drain.is_on()).await,
@@ -131,6 +137,174 @@ fn match_route(ss: &ShardSnap, api: usize, ctx: &mut RequestCtx) -> Result<usize
     }
 }
 
+/// Checks the API key on routes with `api_key_required` (403 when it is missing, unknown or
+/// disabled, or when none of the key's plans covers this stage). Returns the key and its plan.
+fn authenticate<'s>(
+    ss: &'s ShardSnap,
+    ctx: &RequestCtx,
+    api: usize,
+    route: usize,
+) -> Result<Option<(&'s KeyRecord, usize)>, Error> {
+    if !ss.snap.apis[api].routes[route].api_key_required {
+        return Ok(None);
+    }
+    let forbidden = |why: &'static str| Error::downstream(Kind::Forbidden, why);
+    let stage = ctx.stage.map(|s| s.stage).unwrap_or_default();
+    let presented = ctx
+        .head
+        .header(b"x-api-key")
+        .ok_or_else(|| forbidden("no x-api-key"))?;
+    let key = ss
+        .snap
+        .keys
+        .find(presented)
+        .ok_or_else(|| forbidden("unknown API key"))?;
+    if !key.enabled {
+        return Err(forbidden("disabled API key"));
+    }
+    let plan = key
+        .plans
+        .iter()
+        .copied()
+        .find(|&p| {
+            ss.snap
+                .plans
+                .get(p)
+                .is_some_and(|pl| pl.stages.contains(&(api, stage)))
+        })
+        .ok_or_else(|| forbidden("the key's plans do not cover this stage"))?;
+    Ok(Some((key, plan)))
+}
+
+/// A stable id for a per-key bucket: the same on every shard.
+fn key_bucket_id(key: &str, plan: &str, route: Option<usize>) -> u64 {
+    ahash::RandomState::with_seeds(11, 22, 33, 44).hash_one((key, plan, route))
+}
+
+/// Applies the limits in order — key + route, key (plan), route, stage, gateway — and refuses
+/// with 429 at the first that has no token. Records the tightest for `RateLimit-*` headers.
+fn throttle(
+    shard: &Shard,
+    ss: &ShardSnap,
+    ctx: &mut RequestCtx,
+    api: usize,
+    route: usize,
+    key: Option<(&KeyRecord, usize)>,
+) -> Result<(), Error> {
+    let stage = ctx.stage.map(|s| s.stage).unwrap_or_default();
+    let snap = &ss.snap;
+    let r = &snap.apis[api].routes[route];
+    let key_limits = key.map(|(k, p)| (k, &snap.plans[p]));
+    let any = key_limits.is_some_and(|(_, p)| p.throttle.is_some() || !p.route_throttle.is_empty())
+        || r.limits[stage].is_some()
+        || snap.apis[api].stage_limits[stage].is_some()
+        || snap.gateway_limit.is_some();
+    if !any {
+        return Ok(());
+    }
+    let now = crate::throttle::now_ns();
+    let mut tightest: Option<RateInfo> = None;
+    let mut apply = |lease: &Lease| -> Result<(), Error> {
+        let burst = lease.bucket.rate.burst;
+        match lease.take(now) {
+            Decision::Allowed {
+                remaining,
+                reset_ns,
+            } => {
+                if tightest.is_none_or(|t| remaining < t.remaining) {
+                    tightest = Some(RateInfo {
+                        limit: burst,
+                        remaining,
+                        reset_s: reset_ns.div_ceil(1_000_000_000),
+                        retry_after_s: 0,
+                    });
+                }
+                Ok(())
+            }
+            Decision::Refused { retry_ns } => {
+                let retry = retry_ns.div_ceil(1_000_000_000).max(1);
+                Err(Error::downstream(
+                    Kind::Throttled(RateInfo {
+                        limit: burst,
+                        remaining: 0,
+                        reset_s: retry,
+                        retry_after_s: retry,
+                    }),
+                    "throttled",
+                ))
+            }
+        }
+    };
+    if let Some((k, plan)) = key_limits {
+        if let Some(&(_, _, rate)) = plan
+            .route_throttle
+            .iter()
+            .find(|(a, ri, _)| *a == api && *ri == route)
+        {
+            apply(&shard.key_lease(key_bucket_id(&k.id, &plan.name, Some(route)), rate))?;
+        }
+        if let Some(rate) = plan.throttle {
+            apply(&shard.key_lease(key_bucket_id(&k.id, &plan.name, None), rate))?;
+        }
+    }
+    for idx in [
+        r.limits[stage],
+        snap.apis[api].stage_limits[stage],
+        snap.gateway_limit,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        apply(&ss.leases[idx])?;
+    }
+    ctx.ratelimit = tightest;
+    Ok(())
+}
+
+/// Counts the request against the key's plan: the quota (429 "Limit Exceeded" once spent)
+/// and the daily usage report.
+fn count_quota(
+    shard: &Shard,
+    ss: &ShardSnap,
+    key: Option<(&KeyRecord, usize)>,
+) -> Result<(), Error> {
+    let Some((k, p)) = key else { return Ok(()) };
+    let plan = &ss.snap.plans[p];
+    let cell = shard.quota_cell(&plan.name, &k.id);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match cell.take(plan.quota, (now / 86_400) as i64) {
+        Ok(_) => Ok(()),
+        Err(crate::throttle::QuotaSpent) => {
+            let retry = plan
+                .quota
+                .map(|q| q.period.seconds_to_next(now))
+                .unwrap_or(60)
+                .max(1);
+            Err(Error::downstream(
+                Kind::QuotaExceeded {
+                    retry_after_s: retry,
+                },
+                "quota",
+            ))
+        }
+    }
+}
+
+/// `RateLimit-Limit`, `-Remaining`, `-Reset` (IETF RateLimit header fields).
+pub fn ratelimit_headers(out: &mut Vec<u8>, r: &RateInfo) {
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(b"ratelimit-limit: ");
+    out.extend_from_slice(n.format(r.limit).as_bytes());
+    out.extend_from_slice(b"\r\nratelimit-remaining: ");
+    out.extend_from_slice(n.format(r.remaining).as_bytes());
+    out.extend_from_slice(b"\r\nratelimit-reset: ");
+    out.extend_from_slice(n.format(r.reset_s).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Whether the connection can carry another request after an answer made without reading
 /// the body: only if the whole body is already buffered, and then it is skipped.
 fn skip_unread_body(conn: &mut Conn, ctx: &mut RequestCtx) -> bool {
@@ -169,6 +343,20 @@ pub fn error_response(
         body.len(),
         request_id
     );
+    match &e.kind {
+        Kind::Throttled(r) => {
+            out.extend_from_slice(b"retry-after: ");
+            out.extend_from_slice(itoa::Buffer::new().format(r.retry_after_s).as_bytes());
+            out.extend_from_slice(b"\r\n");
+            ratelimit_headers(out, r);
+        }
+        Kind::QuotaExceeded { retry_after_s } => {
+            out.extend_from_slice(b"retry-after: ");
+            out.extend_from_slice(itoa::Buffer::new().format(*retry_after_s).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => {}
+    }
     if let Kind::MethodNotAllowed(allow) = &e.kind {
         out.extend_from_slice(b"allow: ");
         for (i, m) in allow.iter().enumerate() {
@@ -270,6 +458,9 @@ async fn answer_mock(
         body.len(),
         ctx.request_id
     );
+    if let Some(r) = &ctx.ratelimit {
+        ratelimit_headers(&mut out, r);
+    }
     connection_header(&mut out, ctx.head.minor, keep);
     out.extend_from_slice(b"\r\n");
     if ctx.head.method != Method::Head {

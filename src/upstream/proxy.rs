@@ -574,6 +574,9 @@ fn response_head(
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
     } else {
+        if let Some(r) = &ctx.ratelimit {
+            crate::gateway::ratelimit_headers(out, r);
+        }
         connection_header(out, minor, keep);
     }
     out.extend_from_slice(b"\r\n");

@@ -46,7 +46,9 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -60,25 +62,40 @@ pub struct Gw {
 impl Gw {
     /// Starts a gateway from TOML text (`{{name}}` placeholders already filled in).
     pub fn start(toml: &str) -> Gw {
-        let dir = TempDir::new();
+        Gw::start_in(TempDir::new(), toml)
+    }
+
+    /// Starts a gateway whose config (and state store, `data/`) live in `dir`.
+    pub fn start_in(dir: TempDir, toml: &str) -> Gw {
+        Gw::try_start_in(dir, toml).unwrap_or_else(|(_, e)| panic!("gateway did not start: {e}"))
+    }
+
+    pub fn try_start_in(dir: TempDir, toml: &str) -> Result<Gw, (TempDir, String)> {
         let path = dir.0.join("config.toml");
         std::fs::write(&path, toml).unwrap();
         let mut cfg = Config::load(&path).unwrap_or_else(|e| panic!("config refused:\n{e}"));
         cfg.server.driver = driver();
-        let gw = Gateway::start(
+        match Gateway::start(
             cfg,
             Options {
                 config_path: Some(path.clone()),
                 workers: None,
                 admin_token: Some(TOKEN.into()),
             },
-        )
-        .expect("gateway starts");
-        Gw {
-            gw: Some(gw),
-            dir,
-            path,
+        ) {
+            Ok(gw) => Ok(Gw {
+                gw: Some(gw),
+                dir,
+                path,
+            }),
+            Err(e) => Err((dir, e.to_string())),
         }
+    }
+
+    /// Stops the gateway and hands back its directory (to start another on the same state).
+    pub fn stop(mut self) -> TempDir {
+        self.shutdown();
+        std::mem::replace(&mut self.dir, TempDir(std::path::PathBuf::new()))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -511,6 +528,13 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+/// An admin API call with a body.
+pub fn admin_with(addr: SocketAddr, method: &str, path: &str, body: &str) -> Resp {
+    Client::connect(addr).request(
+        format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+    )
 }
 
 /// An admin API call.

@@ -1,0 +1,233 @@
+//! Throttling and quotas (DESIGN.md, "Throttling").
+//!
+//! Every limit is a token bucket ([`bucket`]) shared by the shards through one atomic word;
+//! each shard spends small leases of it ([`lease`]) so that the request path touches no
+//! shared memory in steady state. Limits apply in this order, first refusal wins: per key and
+//! route (usage plan `route_throttle`), per key (plan `throttle`), per route, per stage,
+//! gateway-wide. Tokens taken by an earlier limit are spent even when a later one refuses.
+//!
+//! Quotas ([`QuotaCell`]) count a key's requests per UTC day, week or month. They are exact
+//! counters (one relaxed atomic add per keyed request on that key's own cache line), flushed
+//! to the state store by the control plane every second.
+
+pub mod bucket;
+pub mod lease;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Nanoseconds on the gateway's monotonic clock (its epoch is the first call).
+pub fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    // Start at one second so that a fresh bucket (TAT 0) is full.
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1_000_000_000
+}
+
+/// A quota's period, counted in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+}
+
+/// A usage plan's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Quota {
+    pub limit: u64,
+    pub period: Period,
+}
+
+/// Days since 1970-01-01 (UTC) → (year, month 1-12, day 1-31). Howard Hinnant's algorithm.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// (year, month, day) → days since 1970-01-01.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// "2026-11-22" for a day number.
+pub fn day_string(day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Parses "2026-11-22" into a day number.
+pub fn parse_day(s: &str) -> Option<i64> {
+    let mut it = s.split('-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: u32 = it.next()?.parse().ok()?;
+    let d: u32 = it.next()?.parse().ok()?;
+    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    (civil_from_days(days) == (y, m, d)).then_some(days)
+}
+
+/// Today's UTC day number.
+pub fn today() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64
+}
+
+impl Period {
+    /// The period a day falls in: the day itself, its ISO week (weeks start on Monday), or
+    /// year*12+month.
+    pub fn index(self, day: i64) -> i64 {
+        match self {
+            Period::Day => day,
+            // 1970-01-01 was a Thursday: shift so that weeks start on Monday.
+            Period::Week => (day + 3).div_euclid(7),
+            Period::Month => {
+                let (y, m, _) = civil_from_days(day);
+                y * 12 + m as i64 - 1
+            }
+        }
+    }
+
+    /// Seconds from `now_secs` (UNIX time) to the start of the next period.
+    pub fn seconds_to_next(self, now_secs: u64) -> u64 {
+        let day = (now_secs / 86_400) as i64;
+        let next_day = match self {
+            Period::Day => day + 1,
+            Period::Week => (self.index(day) + 1) * 7 - 3,
+            Period::Month => {
+                let (y, m, _) = civil_from_days(day);
+                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+                days_from_civil(ny, nm, 1)
+            }
+        };
+        (next_day as u64 * 86_400).saturating_sub(now_secs)
+    }
+}
+
+/// The quota for this period is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaSpent;
+
+/// A key's usage under one plan: this period's count (the quota) and today's (for usage
+/// reports). Shared by the shards; written by them, flushed by the control plane.
+#[derive(Debug, Default)]
+pub struct QuotaCell {
+    pub period: AtomicU64,
+    pub used: AtomicU64,
+    pub day: AtomicU64,
+    pub day_used: AtomicU64,
+    /// Set on every change, cleared by the flusher.
+    pub dirty: AtomicBool,
+}
+
+impl QuotaCell {
+    pub fn new(period: i64, used: u64, day: i64, day_used: u64) -> QuotaCell {
+        QuotaCell {
+            period: AtomicU64::new(period as u64),
+            used: AtomicU64::new(used),
+            day: AtomicU64::new(day as u64),
+            day_used: AtomicU64::new(day_used),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts one request on `day`; `Err(())` when the quota is spent (nothing counted).
+    /// Returns what remains.
+    pub fn take(&self, quota: Option<Quota>, day: i64) -> Result<u64, QuotaSpent> {
+        let d = day as u64;
+        if self.day.load(Ordering::Relaxed) != d && self.day.swap(d, Ordering::AcqRel) != d {
+            self.day_used.store(0, Ordering::Relaxed);
+        }
+        let remaining = match quota {
+            Some(q) => {
+                let p = q.period.index(day) as u64;
+                if self.period.load(Ordering::Relaxed) != p
+                    && self.period.swap(p, Ordering::AcqRel) != p
+                {
+                    self.used.store(0, Ordering::Relaxed);
+                }
+                let used = self.used.fetch_add(1, Ordering::Relaxed) + 1;
+                if used > q.limit {
+                    self.used.fetch_sub(1, Ordering::Relaxed);
+                    return Err(QuotaSpent);
+                }
+                q.limit - used
+            }
+            None => u64::MAX,
+        };
+        self.day_used.fetch_add(1, Ordering::Relaxed);
+        self.dirty.store(true, Ordering::Relaxed);
+        Ok(remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_round_trips() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(day_string(20_413), "2025-11-21");
+        for d in [-1000, 0, 59, 60, 365, 11_016, 20_414, 30_000] {
+            let (y, m, dd) = civil_from_days(d);
+            assert_eq!(days_from_civil(y, m, dd), d);
+        }
+        assert_eq!(parse_day("2026-11-22"), Some(days_from_civil(2026, 11, 22)));
+        assert_eq!(parse_day("2026-02-30"), None);
+        assert_eq!(parse_day("yesterday"), None);
+    }
+
+    #[test]
+    fn periods_start_at_utc_midnight_monday_and_the_first() {
+        let mon = days_from_civil(2026, 11, 16); // a Monday
+        assert_eq!(Period::Week.index(mon), Period::Week.index(mon + 6));
+        assert_ne!(Period::Week.index(mon), Period::Week.index(mon - 1));
+        assert_eq!(
+            Period::Month.index(days_from_civil(2026, 11, 1)),
+            Period::Month.index(days_from_civil(2026, 11, 30))
+        );
+        assert_ne!(
+            Period::Month.index(days_from_civil(2026, 11, 30)),
+            Period::Month.index(days_from_civil(2026, 12, 1))
+        );
+        let noon = (days_from_civil(2026, 11, 22) as u64) * 86_400 + 43_200;
+        assert_eq!(Period::Day.seconds_to_next(noon), 43_200);
+        assert_eq!(Period::Month.seconds_to_next(noon), 9 * 86_400 - 43_200);
+    }
+
+    #[test]
+    fn quotas_refuse_past_the_limit_and_reset_each_period() {
+        let q = Some(Quota {
+            limit: 3,
+            period: Period::Day,
+        });
+        let cell = QuotaCell::new(100, 0, 100, 0);
+        assert_eq!(cell.take(q, 100), Ok(2));
+        assert_eq!(cell.take(q, 100), Ok(1));
+        assert_eq!(cell.take(q, 100), Ok(0));
+        assert_eq!(cell.take(q, 100), Err(QuotaSpent));
+        assert_eq!(cell.day_used.load(Ordering::Relaxed), 3);
+        assert_eq!(cell.take(q, 101), Ok(2));
+        assert_eq!(cell.day_used.load(Ordering::Relaxed), 1);
+    }
+}

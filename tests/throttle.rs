@@ -1,0 +1,453 @@
+//! Throttling, API keys, usage plans and quotas, end to end: what a client sees (429 with
+//! Retry-After and RateLimit-* headers, 403 for bad keys), the admin API for keys and usage,
+//! and state that survives a restart.
+
+mod common;
+
+use common::*;
+
+const ACME: &str = "acme-0123456789abcdef0123";
+const BETA: &str = "beta-0123456789abcdef0123";
+const OFF: &str = "off0-0123456789abcdef0123";
+const DEV: &str = "devk-0123456789abcdef0123";
+
+fn conf(extra_route: &str) -> String {
+    format!(
+        r#"
+[server]
+workers = 2
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+
+[admin]
+addr = "127.0.0.1:0"
+
+[throttle]
+rate = 100000
+burst = 100000
+
+[[apis]]
+name = "shop"
+
+  [[apis.stages]]
+  name = "prod"
+
+  [[apis.stages]]
+  name = "dev"
+
+  [[apis.stages]]
+  name = "slow"
+  throttle = {{ rate = 1, burst = 3 }}
+
+  [[apis.routes]]
+  route = "GET /open"
+  integration = {{ type = "mock", body = "open" }}
+
+  [[apis.routes]]
+  route = "GET /limited"
+  throttle = {{ rate = 1, burst = 5 }}
+  integration = {{ type = "mock", body = "limited" }}
+
+  [[apis.routes]]
+  route = "GET /keyed"
+  api_key_required = true
+  integration = {{ type = "mock", body = "keyed" }}
+
+  [[apis.routes]]
+  route = "POST /keyed"
+  api_key_required = true
+  integration = {{ type = "mock", body = "posted" }}
+
+{extra_route}
+
+[[domains]]
+host = "*"
+mappings = [
+  {{ base_path = "", api = "shop", stage = "prod" }},
+  {{ base_path = "dev", api = "shop", stage = "dev" }},
+  {{ base_path = "slow", api = "shop", stage = "slow" }},
+]
+
+[[usage_plans]]
+name = "gold"
+stages = ["shop/prod"]
+throttle = {{ rate = 1, burst = 4 }}
+route_throttle = {{ "POST /keyed" = {{ rate = 1, burst = 2 }} }}
+
+[[usage_plans]]
+name = "tiny"
+stages = ["shop/dev"]
+quota = {{ limit = 3, period = "day" }}
+
+[[api_keys]]
+name = "acme"
+value = "{ACME}"
+plan = "gold"
+
+[[api_keys]]
+name = "beta"
+value = "{BETA}"
+plan = "gold"
+
+[[api_keys]]
+name = "off"
+value = "{OFF}"
+plan = "gold"
+enabled = false
+
+[[api_keys]]
+name = "devkey"
+value = "{DEV}"
+plan = "tiny"
+"#
+    )
+}
+
+fn keyed(addr: std::net::SocketAddr, method: &str, path: &str, key: Option<&str>) -> Resp {
+    let k = key
+        .map(|k| format!("x-api-key: {k}\r\n"))
+        .unwrap_or_default();
+    let body = if method == "POST" {
+        "Content-Length: 0\r\n"
+    } else {
+        ""
+    };
+    Client::connect(addr).request(
+        format!("{method} {path} HTTP/1.1\r\nHost: h\r\n{k}{body}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+}
+
+#[test]
+fn a_route_throttle_accepts_its_burst_then_answers_429() {
+    let gw = Gw::start(&conf(""));
+    let mut remaining = Vec::new();
+    for _ in 0..5 {
+        let r = get(gw.addr(), "/limited");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("ratelimit-limit"), Some("5"));
+        remaining.push(
+            r.header("ratelimit-remaining")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
+        );
+        assert!(r.header("ratelimit-reset").is_some());
+    }
+    assert_eq!(remaining.last(), Some(&0), "{remaining:?}");
+    let r = get(gw.addr(), "/limited");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["message"], "Too Many Requests");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    // Other routes are not affected; a route without limits of its own still reports the
+    // gateway-wide one.
+    let r = get(gw.addr(), "/open");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit-limit"), Some("100000"));
+}
+
+#[test]
+fn stage_limits_are_per_stage() {
+    let gw = Gw::start(&conf(""));
+    for _ in 0..3 {
+        assert_eq!(get(gw.addr(), "/slow/open").status, 200);
+    }
+    assert_eq!(get(gw.addr(), "/slow/open").status, 429);
+    assert_eq!(get(gw.addr(), "/dev/open").status, 200);
+    assert_eq!(get(gw.addr(), "/open").status, 200);
+}
+
+#[test]
+fn routes_that_require_a_key_refuse_missing_unknown_and_disabled_keys() {
+    let gw = Gw::start(&conf(""));
+    for key in [
+        None,
+        Some("not-a-key-not-a-key-not-a-key"),
+        Some(OFF),
+        Some(DEV),
+    ] {
+        let r = keyed(gw.addr(), "GET", "/keyed", key);
+        assert_eq!(r.status, 403, "{key:?}");
+        assert_eq!(r.json()["message"], "Forbidden");
+    }
+    assert_eq!(
+        keyed(gw.addr(), "GET", "/keyed", Some(ACME)).text(),
+        "keyed"
+    );
+    // The dev stage is covered by "tiny", not "gold".
+    assert_eq!(
+        keyed(gw.addr(), "GET", "/dev/keyed", Some(ACME)).status,
+        403
+    );
+    assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 200);
+}
+
+#[test]
+fn each_key_has_its_own_plan_bucket_and_route_overrides_apply_first() {
+    let gw = Gw::start(&conf(""));
+    // Route override for POST /keyed: burst 2 per key.
+    assert_eq!(keyed(gw.addr(), "POST", "/keyed", Some(ACME)).status, 200);
+    assert_eq!(keyed(gw.addr(), "POST", "/keyed", Some(ACME)).status, 200);
+    let r = keyed(gw.addr(), "POST", "/keyed", Some(ACME));
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("ratelimit-limit"), Some("2"));
+    // The plan bucket (burst 4) has 2 tokens left for acme.
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(ACME)).status, 200);
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(ACME)).status, 200);
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(ACME)).status, 429);
+    // Beta is untouched by acme's spending.
+    for _ in 0..4 {
+        assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(BETA)).status, 200);
+    }
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(BETA)).status, 429);
+}
+
+#[test]
+fn quotas_answer_limit_exceeded_once_spent() {
+    let gw = Gw::start(&conf(""));
+    for _ in 0..3 {
+        assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 200);
+    }
+    let r = keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV));
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["message"], "Limit Exceeded");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry));
+    // The admin API reports the usage and can reset the quota.
+    let today = chrono_today();
+    let u = admin(
+        gw.admin(),
+        "GET",
+        &format!("/usageplans/tiny/usage?startDate={today}&endDate={today}"),
+        Some(TOKEN),
+    );
+    assert_eq!(u.status, 200, "{}", u.text());
+    assert_eq!(u.json()["items"]["devkey"][0]["used"], 3);
+    assert_eq!(u.json()["items"]["devkey"][0]["remaining"], 0);
+    let r = admin(
+        gw.admin(),
+        "POST",
+        "/usageplans/tiny/keys/devkey/quota/reset",
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 200);
+    let r = admin_with(
+        gw.admin(),
+        "PUT",
+        "/usageplans/tiny/keys/devkey/quota",
+        r#"{"used": 3}"#,
+    );
+    assert_eq!(r.json()["remaining"], 0);
+    assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 429);
+}
+
+/// Today as YYYY-MM-DD (UTC), from the gateway's own calendar code.
+fn chrono_today() -> String {
+    tollgate::throttle::day_string(tollgate::throttle::today())
+}
+
+#[test]
+fn keys_created_through_the_admin_api_work_and_are_never_shown_again() {
+    let gw = Gw::start(&conf(""));
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        r#"{"name": "partner", "plan": "gold", "description": "a partner"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let j = r.json();
+    let value = j["value"].as_str().unwrap().to_string();
+    let id = j["id"].as_str().unwrap().to_string();
+    assert!(value.len() >= 40);
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(&value)).status, 200);
+    // Listing and getting never show values.
+    let list = admin(gw.admin(), "GET", "/apikeys", Some(TOKEN));
+    assert!(!list.text().contains(&value));
+    assert!(!list.text().contains(ACME));
+    let one = admin(gw.admin(), "GET", &format!("/apikeys/{id}"), Some(TOKEN));
+    assert_eq!(one.json()["name"], "partner");
+    assert!(one.json().get("value").is_none());
+    // The same value twice is refused, as is a short one.
+    let dup = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        &format!(r#"{{"name": "again", "value": "{value}"}}"#),
+    );
+    assert_eq!(dup.status, 409);
+    let dup = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        &format!(r#"{{"name": "again", "value": "{ACME}"}}"#),
+    );
+    assert_eq!(dup.status, 409);
+    assert_eq!(
+        admin_with(
+            gw.admin(),
+            "POST",
+            "/apikeys",
+            r#"{"name": "s", "value": "short"}"#
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        admin_with(
+            gw.admin(),
+            "POST",
+            "/apikeys",
+            r#"{"name": "p", "plan": "nope"}"#
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        admin_with(
+            gw.admin(),
+            "POST",
+            "/apikeys",
+            r#"{"name": "p", "plans": ["gold", "gold"]}"#
+        )
+        .status,
+        409
+    );
+    assert_eq!(
+        admin_with(gw.admin(), "POST", "/apikeys", "not json").status,
+        400
+    );
+    // Disable, enable, delete.
+    let r = admin_with(
+        gw.admin(),
+        "PATCH",
+        &format!("/apikeys/{id}"),
+        r#"{"enabled": false}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(&value)).status, 403);
+    admin_with(
+        gw.admin(),
+        "PATCH",
+        &format!("/apikeys/{id}"),
+        r#"{"enabled": true}"#,
+    );
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(&value)).status, 200);
+    assert_eq!(
+        admin(gw.admin(), "DELETE", &format!("/apikeys/{id}"), Some(TOKEN)).status,
+        200
+    );
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(&value)).status, 403);
+    assert_eq!(
+        admin(gw.admin(), "GET", &format!("/apikeys/{id}"), Some(TOKEN)).status,
+        404
+    );
+    // Config keys are changed in the config file.
+    assert_eq!(
+        admin(gw.admin(), "DELETE", "/apikeys/acme", Some(TOKEN)).status,
+        409
+    );
+}
+
+#[test]
+fn csv_imports_are_all_or_nothing() {
+    let gw = Gw::start(&conf(""));
+    let good = "Name,Key,Description,Enabled,UsagePlanIds\nk1,imported-key-number-one-0001,first,true,gold\n\"k, two\",imported-key-number-two-0002,\"second, quoted\",TRUE,gold\n";
+    let r = admin_with(gw.admin(), "POST", "/apikeys/import", good);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["imported"], 2);
+    assert_eq!(
+        keyed(
+            gw.addr(),
+            "GET",
+            "/keyed",
+            Some("imported-key-number-two-0002")
+        )
+        .status,
+        200
+    );
+    // One bad row (a duplicate value, a bad Enabled): nothing imported, every problem named.
+    let bad = "Name,Key,Description,Enabled,UsagePlanIds\nk3,imported-key-number-three-03,,true,gold\nk4,imported-key-number-one-0001,,true,gold\nk5,imported-key-number-five-005,,maybe,gold\n";
+    let r = admin_with(gw.admin(), "POST", "/apikeys/import", bad);
+    assert_eq!(r.status, 400);
+    let msg = r.json()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("row 3") && msg.contains("row 4"), "{msg}");
+    assert_eq!(
+        keyed(
+            gw.addr(),
+            "GET",
+            "/keyed",
+            Some("imported-key-number-three-03")
+        )
+        .status,
+        403
+    );
+}
+
+#[test]
+fn keys_and_counters_survive_a_restart() {
+    let gw = Gw::start(&conf(""));
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        r#"{"name": "kept", "plan": "tiny"}"#,
+    );
+    let value = r.json()["value"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(
+            keyed(gw.addr(), "GET", "/dev/keyed", Some(&value)).status,
+            200
+        );
+    }
+    let dir = gw.stop();
+    let gw = Gw::start_in(dir, &conf(""));
+    // One request left in the quota of 3, and the key still works.
+    assert_eq!(
+        keyed(gw.addr(), "GET", "/dev/keyed", Some(&value)).status,
+        200
+    );
+    assert_eq!(
+        keyed(gw.addr(), "GET", "/dev/keyed", Some(&value)).status,
+        429
+    );
+}
+
+#[test]
+fn a_corrupt_state_file_stops_start_up() {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.0.join("data")).unwrap();
+    std::fs::write(dir.0.join("data/tollgate.redb"), vec![0x5a; 4096]).unwrap();
+    let err = match Gw::try_start_in(dir, &conf("")) {
+        Err((_, e)) => e,
+        Ok(_) => panic!("started on a corrupt state file"),
+    };
+    assert!(
+        err.contains("state store") && err.contains("cannot open"),
+        "{err}"
+    );
+}
+
+#[test]
+fn many_distinct_keys_do_not_break_throttling() {
+    let gw = Gw::start(&conf(""));
+    // Keys are created, used once each, deleted: per-key buckets come and go.
+    let mut values = Vec::new();
+    for i in 0..20 {
+        let r = admin_with(
+            gw.admin(),
+            "POST",
+            "/apikeys",
+            &format!(r#"{{"name": "k{i}", "plan": "gold"}}"#),
+        );
+        values.push(r.json()["value"].as_str().unwrap().to_string());
+    }
+    for v in &values {
+        assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(v)).status, 200);
+    }
+}
