@@ -156,6 +156,21 @@ impl ControlInit {
         ))
     }
 
+    /// Loads the stored counters into the shards' shared state: before any shard starts, so
+    /// that no request counts against a fresh cell.
+    pub fn load_counters(&self, shared: &Shared) -> Result<(), String> {
+        let today = throttle::today();
+        let mut cells = shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        for (plan, id, st) in self.store.quotas()? {
+            let day_used = if st.day == today { st.day_used } else { 0 };
+            cells.insert(
+                (Arc::from(plan.as_str()), Arc::from(id.as_str())),
+                Arc::new(QuotaCell::new(st.period, st.used, today, day_used)),
+            );
+        }
+        Ok(())
+    }
+
     /// Builds the control plane on its own thread, with the shards' shared state.
     pub fn start(self, shared: Arc<Shared>) -> Control {
         let ctl = Control {
@@ -170,9 +185,6 @@ impl ControlInit {
             store: Some(self.store),
             stored_keys: self.stored_keys,
         };
-        if let Err(e) = ctl.load_counters() {
-            tracing::error!(error = %e, "stored usage counters could not be loaded");
-        }
         ctl
     }
 }
@@ -182,20 +194,6 @@ impl Control {
         self.store
             .as_ref()
             .ok_or_else(|| "the state store is closed (shutting down)".to_string())
-    }
-
-    /// Loads the stored counters into the shards' shared state.
-    fn load_counters(&self) -> Result<(), String> {
-        let today = throttle::today();
-        let mut cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
-        for (plan, id, st) in self.store()?.quotas()? {
-            let day_used = if st.day == today { st.day_used } else { 0 };
-            cells.insert(
-                (Arc::from(plan.as_str()), Arc::from(id.as_str())),
-                Arc::new(QuotaCell::new(st.period, st.used, today, day_used)),
-            );
-        }
-        Ok(())
     }
 
     pub fn generation(&self) -> u64 {

@@ -134,6 +134,7 @@ impl Gateway {
             control::ControlInit::prepare(cfg, opts.config_path.clone(), opts.workers, store)
                 .map_err(StartError)?;
         let shared = Shared::new(snap.clone(), shards);
+        init.load_counters(&shared).map_err(StartError)?;
         let server = &snap.config.server;
         let cpus: Vec<usize> = if server.cpus.is_empty() {
             (0..shards).collect()

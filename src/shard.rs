@@ -237,7 +237,9 @@ impl Shard {
     /// The snapshot to serve the next request with; adopts a newer one if published.
     /// One relaxed load when nothing changed.
     pub fn snapshot(&self) -> Rc<ShardSnap> {
-        if self.shared.generation.load(Ordering::Relaxed) != self.generation.get() {
+        // Acquire (a plain load on x86): a snapshot published before an admin answer is seen by
+        // any request that follows it.
+        if self.shared.generation.load(Ordering::Acquire) != self.generation.get() {
             let snap = self.shared.current();
             if snap.generation != self.generation.get() {
                 self.adopt(snap);
