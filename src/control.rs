@@ -173,7 +173,7 @@ impl ControlInit {
 
     /// Builds the control plane on its own thread, with the shards' shared state.
     pub fn start(self, shared: Arc<Shared>) -> Control {
-        let ctl = Control {
+        Control {
             config_path: self.config_path,
             workers_override: self.workers_override,
             shared,
@@ -184,8 +184,7 @@ impl ControlInit {
             compiled: self.compiled,
             store: Some(self.store),
             stored_keys: self.stored_keys,
-        };
-        ctl
+        }
     }
 }
 
