@@ -212,3 +212,115 @@ fn admin_api_refuses_to_start_without_a_token_but_the_gateway_serves() {
     assert_eq!(e["token_env"], "TG_UNSET_TOKEN_VAR");
     assert_eq!(get(addr, "/v").text(), "hi");
 }
+
+fn quota_conf(admin_env: &str) -> String {
+    format!(
+        r#"
+[server]
+workers = 2
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+
+[admin]
+addr = "127.0.0.1:0"
+token_env = "{admin_env}"
+
+[[apis]]
+name = "shop"
+
+  [[apis.stages]]
+  name = "prod"
+
+  [[apis.routes]]
+  route = "GET /keyed"
+  api_key_required = true
+  integration = {{ type = "mock", body = "keyed" }}
+
+[[domains]]
+host = "*"
+mappings = [{{ base_path = "", api = "shop", stage = "prod" }}]
+
+[[usage_plans]]
+name = "gold"
+stages = ["shop/prod"]
+quota = {{ limit = 100000, period = "month" }}
+
+[[api_keys]]
+name = "acme"
+value = "acme-0123456789abcdef0123"
+plan = "gold"
+"#
+    )
+}
+
+fn used_today(admin_addr: SocketAddr, token: &str) -> u64 {
+    let today = tollgate::throttle::day_string(tollgate::throttle::today());
+    let r = Client::connect(admin_addr).request(
+        format!("GET /usageplans/gold/usage?startDate={today}&endDate={today}&keyId=acme HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    r.json()["items"]["acme"][0]["used"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn sigkill_loses_no_flushed_usage_and_keys_survive() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, quota_conf("TG_KILL_TOKEN")).unwrap();
+    let env = [("TG_KILL_TOKEN", "k1ll")];
+    let mut p = Proc::start(&path, &env);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A key created at run time must survive too.
+    let body = r#"{"name":"late","plan":"gold"}"#;
+    let created = Client::connect(admin_addr).request(
+        format!("POST /apikeys HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer k1ll\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let late = created.json()["value"].as_str().unwrap().to_string();
+    let mut c = Client::connect(addr);
+    for _ in 0..200 {
+        let r = c.request(
+            b"GET /keyed HTTP/1.1\r\nHost: h\r\nx-api-key: acme-0123456789abcdef0123\r\n\r\n",
+        );
+        assert_eq!(r.status, 200);
+    }
+    // Counted usage reaches the store within the flush interval (1 s).
+    assert!(eventually(Duration::from_secs(5), || used_today(
+        admin_addr, "k1ll"
+    ) == 200));
+    // Mid-load: more requests in flight while the process is killed.
+    let mut c2 = Client::connect(addr);
+    c2.send(b"GET /keyed HTTP/1.1\r\nHost: h\r\nx-api-key: acme-0123456789abcdef0123\r\n\r\n");
+    p.signal("KILL");
+    let _ = p.child.wait();
+    drop(p);
+
+    let p = Proc::start(&path, &env);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let used = used_today(admin_addr, "k1ll");
+    assert!((200..=201).contains(&used), "usage after SIGKILL: {used}");
+    let r = Client::connect(addr).request(
+        format!("GET /keyed HTTP/1.1\r\nHost: h\r\nx-api-key: {late}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "the key created before the kill is gone");
+}
