@@ -349,21 +349,36 @@ impl Control {
         Ok(())
     }
 
-    fn value_taken(&self, hash: &str, pending: &[StoredKey]) -> bool {
+    /// Hashes of every key value in use (config and store).
+    fn taken_hashes(&self) -> ahash::AHashSet<String> {
+        let cfg = self
+            .compiled
+            .config
+            .api_keys
+            .iter()
+            .map(|k| auth::hex(&auth::hash_key(k.value.as_bytes())));
+        cfg.chain(self.stored_keys.iter().map(|k| k.hash.clone()))
+            .collect()
+    }
+
+    fn taken_ids(&self) -> ahash::AHashSet<String> {
         self.compiled
             .config
             .api_keys
             .iter()
-            .any(|k| auth::hex(&auth::hash_key(k.value.as_bytes())) == hash)
-            || self
-                .stored_keys
-                .iter()
-                .chain(pending)
-                .any(|k| k.hash == hash)
+            .map(|k| k.name.clone())
+            .chain(self.stored_keys.iter().map(|k| k.id.clone()))
+            .collect()
     }
 
     /// Validates a new key; returns it and its value (generated if not given).
-    fn prepare(&self, req: NewKey, pending: &[StoredKey]) -> Result<(StoredKey, String), OpError> {
+    /// `hashes` and `ids` are those in use (and, during an import, those of earlier rows).
+    fn prepare(
+        &self,
+        req: NewKey,
+        hashes: &mut ahash::AHashSet<String>,
+        ids: &mut ahash::AHashSet<String>,
+    ) -> Result<(StoredKey, String), OpError> {
         let name = req.name.trim().to_string();
         if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
             return Err(bad("name: 1 to 128 characters, no control characters"));
@@ -378,7 +393,7 @@ impl Control {
             None => auth::random_token(auth::GENERATED_KEY_LEN).map_err(|e| OpError(500, e))?,
         };
         let hash = auth::hex(&auth::hash_key(value.as_bytes()));
-        if self.value_taken(&hash, pending) {
+        if hashes.contains(&hash) {
             return Err(OpError(
                 409,
                 "value: another key already has this value".into(),
@@ -393,7 +408,7 @@ impl Control {
             let id = auth::random_token(10)
                 .map_err(|e| OpError(500, e))?
                 .to_ascii_lowercase();
-            if self.get_key(&id).is_none() && !pending.iter().any(|k| k.id == id) {
+            if !ids.contains(&id) {
                 break id;
             }
         };
@@ -401,6 +416,8 @@ impl Control {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        hashes.insert(hash.clone());
+        ids.insert(id.clone());
         Ok((
             StoredKey {
                 id,
@@ -417,7 +434,7 @@ impl Control {
 
     /// Creates a key; the answer is the only time its value is shown.
     pub fn create_key(&mut self, req: NewKey) -> Result<serde_json::Value, OpError> {
-        let (key, value) = self.prepare(req, &[])?;
+        let (key, value) = self.prepare(req, &mut self.taken_hashes(), &mut self.taken_ids())?;
         self.store()
             .map_err(|e| OpError(500, e))?
             .put_keys(std::slice::from_ref(&key))
@@ -444,6 +461,7 @@ impl Control {
         let (di, ei, pi) = (col("description"), col("enabled"), col("usageplanids"));
         let mut pending: Vec<StoredKey> = Vec::new();
         let mut errors = Vec::new();
+        let (mut hashes, mut ids) = (self.taken_hashes(), self.taken_ids());
         for (i, line) in lines.enumerate() {
             let f = parse_csv_line(line);
             let get = |c: Option<usize>| {
@@ -475,7 +493,7 @@ impl Control {
                 plan: None,
                 plans,
             };
-            match self.prepare(req, &pending) {
+            match self.prepare(req, &mut hashes, &mut ids) {
                 Ok((k, _)) => pending.push(k),
                 Err(OpError(_, m)) => errors.push(format!("row {}: {m}", i + 2)),
             }

@@ -372,11 +372,14 @@ fn csv_imports_are_all_or_nothing() {
         200
     );
     // One bad row (a duplicate value, a bad Enabled): nothing imported, every problem named.
-    let bad = "Name,Key,Description,Enabled,UsagePlanIds\nk3,imported-key-number-three-03,,true,gold\nk4,imported-key-number-one-0001,,true,gold\nk5,imported-key-number-five-005,,maybe,gold\n";
+    let bad = "Name,Key,Description,Enabled,UsagePlanIds\nk3,imported-key-number-three-03,,true,gold\nk4,imported-key-number-one-0001,,true,gold\nk5,imported-key-number-five-005,,maybe,gold\nk6,imported-key-number-three-03,,true,gold\n";
     let r = admin_with(gw.admin(), "POST", "/apikeys/import", bad);
     assert_eq!(r.status, 400);
     let msg = r.json()["message"].as_str().unwrap().to_string();
-    assert!(msg.contains("row 3") && msg.contains("row 4"), "{msg}");
+    assert!(
+        msg.contains("row 3") && msg.contains("row 4") && msg.contains("row 5"),
+        "{msg}"
+    );
     assert_eq!(
         keyed(
             gw.addr(),

@@ -54,8 +54,8 @@ fn token_ok(given: &[u8], want: &[u8]) -> bool {
         == 0
 }
 
-/// Largest admin request body (a CSV import of many keys fits).
-const MAX_ADMIN_BODY: usize = 4 << 20;
+/// Largest admin request body: a CSV import of 100,000 keys (~4 MiB) fits with room.
+const MAX_ADMIN_BODY: usize = 32 << 20;
 
 async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>) {
     let mut buf = BytesMut::with_capacity(4096);

@@ -13,6 +13,9 @@ const KEYS: TableDefinition<&str, &str> = TableDefinition::new("api_keys");
 const QUOTAS: TableDefinition<&str, &str> = TableDefinition::new("quotas");
 const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
 
+/// redb's page cache (16 MiB): the store is off the request path.
+const STORE_CACHE_BYTES: usize = 16 << 20;
+
 /// The state file's name inside `server.state_dir`.
 pub const STATE_FILE: &str = "tollgate.redb";
 
@@ -57,7 +60,8 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|err| e("cannot create the state directory", dir, err))?;
         let path = dir.join(STATE_FILE);
-        let db = Database::create(&path).map_err(|err| {
+        // A small page cache: the store is written once a second and read on admin calls only.
+        let db = redb::Builder::new().set_cache_size(STORE_CACHE_BYTES).create(&path).map_err(|err| {
             e("cannot open (corrupt, unreadable or in use by another process); it was left untouched", &path, err)
         })?;
         let w = db
