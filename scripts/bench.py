@@ -257,11 +257,11 @@ def tollgate_conf(tmp: Path, port: int, backend: int, pipeline: bool, driver: st
     routes = ['  [[apis.routes]]\n  route = "ANY /{proxy+}"\n  integration = { type = "http", uri = "http://backend/{proxy}" }\n']
     if pipeline:
         # A 1,000-route table, stage variables in the URI and a header, the route matched
-        # deep in the table. Throttles and metrics join this config once they are built.
+        # deep in the table, and gateway + stage + route throttles that never refuse.
         routes = []
         for i in range(250):
             routes.append(f'  [[apis.routes]]\n  route = "GET /svc{i}/items"\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/small" }}\n')
-            routes.append(f'  [[apis.routes]]\n  route = "GET /svc{i}/items/{{id}}"\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/small?id={{id}}", headers = {{ "x-stage" = "${{stageVariables.tier}}" }} }}\n')
+            routes.append(f'  [[apis.routes]]\n  route = "GET /svc{i}/items/{{id}}"\n  throttle = {{ rate = 1000000000, burst = 1000000000 }}\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/small?id={{id}}", headers = {{ "x-stage" = "${{stageVariables.tier}}" }} }}\n')
             routes.append(f'  [[apis.routes]]\n  route = "POST /svc{i}/items"\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/post" }}\n')
             routes.append(f'  [[apis.routes]]\n  route = "ANY /svc{i}/{{proxy+}}"\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/{{proxy}}" }}\n')
     conf.write_text(f"""
@@ -275,6 +275,7 @@ addr = "127.0.0.1:{port}"
 
 [limits]
 max_body = "1MiB"
+{'[throttle]' + chr(10) + 'rate = 1000000000' + chr(10) + 'burst = 1000000000' if pipeline else ''}
 
 [[upstreams]]
 name = "backend"
@@ -287,6 +288,7 @@ name = "bench"
   [[apis.stages]]
   name = "prod"
   variables = {{ be = "http://backend", tier = "gold" }}
+  {'throttle = { rate = 1000000000, burst = 1000000000 }' if pipeline else ''}
 
 {''.join(routes)}
 [[domains]]

@@ -13,8 +13,8 @@ const KEYS: TableDefinition<&str, &str> = TableDefinition::new("api_keys");
 const QUOTAS: TableDefinition<&str, &str> = TableDefinition::new("quotas");
 const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
 
-/// redb's page cache (16 MiB): the store is off the request path.
-const STORE_CACHE_BYTES: usize = 16 << 20;
+/// redb's page cache (4 MiB): the store is off the request path and small.
+const STORE_CACHE_BYTES: usize = 4 << 20;
 
 /// The state file's name inside `server.state_dir`.
 pub const STATE_FILE: &str = "tollgate.redb";
