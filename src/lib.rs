@@ -4,7 +4,7 @@
 //! - [`config`]: the file's serde mirror and the validated, typed [`config::Config`].
 //! - [`snapshot`]: a config compiled for serving (route tries, resolved integrations).
 //! - [`control`]: the control plane thread: reload, health checks, admin API, drain.
-//! - [`admin`]: the admin HTTP API.
+//! - [`admin`]: the admin HTTP API and the redb state store.
 //! - [`runtime`]: shard threads, CPU pinning, io_uring/epoll runtimes, accept loops.
 //! - [`listener`]: `SO_REUSEPORT` sockets, one per shard per listener.
 //! - [`shard`]: per-core state: adopted snapshot, upstream pools, drain signal.
@@ -12,12 +12,15 @@
 //! - [`route`]: domain and base-path resolution, path normalisation, the route trie.
 //! - [`gateway`]: the request pipeline and the one place errors become answers.
 //! - [`upstream`]: target selection, keep-alive pools, the proxy, health checks.
+//! - [`throttle`]: token buckets (GCRA on one atomic word), per-shard leases, quotas.
+//! - [`auth`]: API key hashing, generation and the key table shards look keys up in.
 //! - [`error`]: the error type and its mapping to HTTP statuses.
 //!
 //! # Request lifecycle
 //! accept (shard's own socket) → read and parse the head (`http::conn`, `http::h1`) →
 //! check the declared body size → normalise the path → resolve API and stage (host, base
-//! path) → match the route (trie) → [policy, auth, throttle, validation, cache: later] →
+//! path) → match the route (trie) → API key (403) → throttles: key + route, key, route,
+//! stage, gateway (429) → quota (429) → [resource policies, validation, cache: later] →
 //! integration: mock answer, or proxy upstream with the body streaming both ways → keep the
 //! connection or close it. Errors at any phase become one JSON answer in `gateway`.
 
