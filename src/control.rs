@@ -578,6 +578,14 @@ impl Control {
 
     // ---- usage ---------------------------------------------------------------------------
 
+    fn plan(&self, name: &str) -> Result<&crate::config::Plan, OpError> {
+        self.compiled
+            .plans
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| OpError(404, format!("no usage plan {name:?}")))
+    }
+
     /// Daily usage under a plan, as Amazon API Gateway's GetUsage: per key, `[requests,
     /// remaining]` per day from `start` to `end`.
     pub fn usage(
@@ -587,13 +595,7 @@ impl Control {
         end: &str,
         key: Option<&str>,
     ) -> Result<serde_json::Value, OpError> {
-        let p = self
-            .compiled
-            .plans
-            .iter()
-            .find(|p| p.name == plan)
-            .ok_or_else(|| OpError(404, format!("no usage plan {plan:?}")))?
-            .clone();
+        let p = self.plan(plan)?.clone();
         let (Some(s), Some(e)) = (throttle::parse_day(start), throttle::parse_day(end)) else {
             return Err(bad("startDate and endDate: dates as YYYY-MM-DD"));
         };
@@ -636,12 +638,7 @@ impl Control {
         id: &str,
         used: u64,
     ) -> Result<serde_json::Value, OpError> {
-        let p = self
-            .compiled
-            .plans
-            .iter()
-            .find(|p| p.name == plan)
-            .ok_or_else(|| OpError(404, format!("no usage plan {plan:?}")))?;
+        let p = self.plan(plan)?;
         let q = p
             .quota
             .ok_or_else(|| OpError(409, format!("usage plan {plan:?} has no quota")))?;

@@ -181,6 +181,9 @@ fn hosts_and_base_paths_pick_the_api() {
         req(gw.addr(), "GET", "api.example.test", "/pets").status,
         404
     );
+    // A mock answer without its own content-type is JSON, as in Amazon API Gateway.
+    let r = req(gw.addr(), "GET", "api.example.test", "/v1/things");
+    assert_eq!(r.header("content-type"), Some("application/json"));
     // Wildcard host; $default catches what no route matches.
     assert_eq!(
         req(gw.addr(), "GET", "a.wild.test", "/things").text(),

@@ -458,6 +458,10 @@ async fn answer_mock(
         body.len(),
         ctx.request_id
     );
+    if !m.has_content_type && !body.is_empty() {
+        // Amazon API Gateway's default for mock answers.
+        out.extend_from_slice(b"content-type: application/json\r\n");
+    }
     if let Some(r) = &ctx.ratelimit {
         ratelimit_headers(&mut out, r);
     }

@@ -127,11 +127,6 @@ impl Template {
         }
     }
 
-    /// True when rendering needs nothing from the request.
-    pub fn is_static(&self) -> bool {
-        self.pieces.iter().all(|p| matches!(p, Piece::Lit(_)))
-    }
-
     /// Renders into `out`; `path_var(i, out)` writes path variable `i`.
     pub fn render(
         &self,
