@@ -454,3 +454,19 @@ fn many_distinct_keys_do_not_break_throttling() {
         assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(v)).status, 200);
     }
 }
+
+#[test]
+fn proxied_answers_on_throttled_routes_carry_ratelimit_headers() {
+    let up = Upstream::echo();
+    let route = format!("  [[apis.routes]]\n  route = \"GET /proxied\"\n  throttle = {{ rate = 1, burst = 2 }}\n  integration = {{ type = \"http\", uri = \"http://{}/x\" }}\n", up.addr);
+    let gw = Gw::start(&conf(&route));
+    let r = get(gw.addr(), "/proxied");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["target"], "/x");
+    assert_eq!(r.header("ratelimit-limit"), Some("2"));
+    assert_eq!(r.header("ratelimit-remaining"), Some("1"));
+    assert_eq!(get(gw.addr(), "/proxied").status, 200);
+    let r = get(gw.addr(), "/proxied");
+    assert_eq!(r.status, 429);
+    assert_eq!(up.count(), 2, "a throttled request reached the upstream");
+}
