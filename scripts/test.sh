@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Runs Tollgate's whole test suite: unit tests, then the end-to-end tests once per monoio
-# driver (io_uring where the kernel allows it, then epoll). Installs cargo-nextest if missing.
+# driver (io_uring where the kernel allows it, then epoll). Installs cargo-nextest and
+# redis-server if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The cluster tests run a real redis-server.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"

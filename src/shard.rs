@@ -20,6 +20,7 @@ use monoio::net::TcpStream;
 use crate::snapshot::Snapshot;
 use crate::throttle::bucket::{Bucket, Rate};
 use crate::throttle::lease::Lease;
+use crate::throttle::redis::RedisPool;
 use crate::throttle::QuotaCell;
 
 /// How long a per-key lease may sit unused before the shard drops it (60 s).
@@ -120,6 +121,8 @@ pub struct ShardSnap {
     /// This shard's leases on the gateway, stage and route limits (parallel to
     /// `snap.buckets`).
     pub leases: Rc<Vec<Lease>>,
+    /// Leases on the node's own share of each limit, used while Redis is out.
+    pub fallback_leases: Rc<Vec<Lease>>,
     pub upstreams: Vec<UpstreamLocal>,
     pub literals: Vec<Rc<TargetLocal>>,
 }
@@ -205,6 +208,13 @@ pub struct Shard {
     key_leases: RefCell<AHashMap<u64, Rc<Lease>>>,
     /// Quota cells this shard has used, by (plan, key) hash.
     quota_cells: RefCell<AHashMap<u64, Arc<QuotaCell>>>,
+    /// Connections to Redis (`[cluster]`), this shard's own.
+    redis: RefCell<Option<Rc<RedisPool>>>,
+    /// Whether the last Redis call failed (for one log line per outage).
+    redis_down: Cell<bool>,
+    /// Fleet-wide quota requests this shard holds: id -> (period, requests left, refused
+    /// until (ns) when Redis said the quota is spent).
+    quota_leases: RefCell<AHashMap<u64, (i64, u64, u64)>>,
 }
 
 impl Shard {
@@ -217,6 +227,7 @@ impl Shard {
             current: RefCell::new(Rc::new(ShardSnap {
                 snap: snap.clone(),
                 leases: Rc::new(Vec::new()),
+                fallback_leases: Rc::new(Vec::new()),
                 upstreams: Vec::new(),
                 literals: Vec::new(),
             })),
@@ -229,6 +240,9 @@ impl Shard {
             next_request: Cell::new(0),
             key_leases: RefCell::new(AHashMap::new()),
             quota_cells: RefCell::new(AHashMap::new()),
+            redis: RefCell::new(None),
+            redis_down: Cell::new(false),
+            quota_leases: RefCell::new(AHashMap::new()),
         };
         shard.adopt(snap);
         Rc::new(shard)
@@ -275,19 +289,37 @@ impl Shard {
             .collect();
         targets.retain(|a, _| used.contains(a));
         // Same compiled config (only the keys changed): keep the leases.
-        let leases = {
+        let (leases, fallback_leases) = {
             let cur = self.current.borrow();
             if Arc::ptr_eq(&cur.snap.compiled, &snap.compiled)
                 && cur.leases.len() == snap.buckets.len()
             {
-                cur.leases.clone()
+                (cur.leases.clone(), cur.fallback_leases.clone())
             } else {
-                Rc::new(
-                    snap.buckets
-                        .iter()
-                        .map(|b| Lease::new(b.clone(), self.shared.shards))
-                        .collect(),
-                )
+                // Fleet-wide leases are sized for every shard of every node.
+                let nodes = snap
+                    .config
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.nodes as usize)
+                    .unwrap_or(1);
+                let leases = snap
+                    .buckets
+                    .iter()
+                    .zip(&snap.fleet)
+                    .map(|(b, f)| {
+                        Lease::new(
+                            b.clone(),
+                            self.shared.shards * if f.is_some() { nodes } else { 1 },
+                        )
+                    })
+                    .collect();
+                let fallback = snap
+                    .fallback
+                    .iter()
+                    .map(|b| Lease::new(b.clone(), self.shared.shards))
+                    .collect();
+                (Rc::new(leases), Rc::new(fallback))
             }
         };
         self.generation.set(snap.generation);
@@ -299,13 +331,76 @@ impl Shard {
         *self.current.borrow_mut() = Rc::new(ShardSnap {
             snap,
             leases,
+            fallback_leases,
             upstreams,
             literals,
         });
     }
 
+    /// This shard's Redis connections for `[cluster]`.
+    pub fn redis(&self, c: &crate::config::Cluster) -> Rc<RedisPool> {
+        let mut r = self.redis.borrow_mut();
+        match &*r {
+            Some(p) if p.addr == c.redis => p.clone(),
+            _ => {
+                let p = Rc::new(RedisPool::new(c.redis, c.timeout));
+                *r = Some(p.clone());
+                p
+            }
+        }
+    }
+
+    /// Notes a Redis failure: one log line when an outage starts.
+    pub fn redis_failed(&self, e: &str, fallback: crate::config::OnRedisError) {
+        if !self.redis_down.replace(true) {
+            tracing::warn!(shard = self.id, error = %e, ?fallback, "Redis unreachable: fleet-wide limits fall back");
+        }
+    }
+
+    pub fn redis_ok(&self) {
+        if self.redis_down.replace(false) {
+            tracing::info!(
+                shard = self.id,
+                "Redis reachable again: fleet-wide limits restored"
+            );
+        }
+    }
+
+    /// Spends one request of a fleet-wide quota lease held for `period`: `Some(true)` spent,
+    /// `Some(false)` refused (Redis said the quota is spent less than a second ago), `None`
+    /// ask Redis.
+    pub fn quota_take_local(&self, id: u64, period: i64) -> Option<bool> {
+        let mut q = self.quota_leases.borrow_mut();
+        match q.get_mut(&id) {
+            Some((p, left, _)) if *p == period && *left > 0 => {
+                *left -= 1;
+                Some(true)
+            }
+            Some((p, 0, until)) if *p == period && crate::throttle::now_ns() < *until => {
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn quota_fill(&self, id: u64, period: i64, left: u64) {
+        self.quota_leases.borrow_mut().insert(id, (period, left, 0));
+    }
+
+    /// Remembers for a second that a fleet-wide quota is spent.
+    pub fn quota_spent(&self, id: u64, period: i64) {
+        self.quota_leases
+            .borrow_mut()
+            .insert(id, (period, 0, crate::throttle::now_ns() + 1_000_000_000));
+    }
+
     /// This shard's lease on a per-key bucket, created (with its global bucket) on first use.
     pub fn key_lease(&self, id: u64, rate: Rate) -> Rc<Lease> {
+        self.key_lease_for(id, rate, 1)
+    }
+
+    /// As [`Shard::key_lease`], with leases sized for `nodes` nodes (fleet-wide limits).
+    pub fn key_lease_for(&self, id: u64, rate: Rate, nodes: usize) -> Rc<Lease> {
         if let Some(l) = self.key_leases.borrow().get(&id) {
             if l.bucket.rate == rate {
                 return l.clone();
@@ -323,7 +418,7 @@ impl Shard {
             }
             b.clone()
         };
-        let lease = Rc::new(Lease::new(bucket, self.shared.shards));
+        let lease = Rc::new(Lease::new(bucket, self.shared.shards * nodes.max(1)));
         self.key_leases.borrow_mut().insert(id, lease.clone());
         lease
     }
@@ -359,6 +454,11 @@ impl Shard {
         });
         if self.quota_cells.borrow().len() > 10_000 {
             self.quota_cells.borrow_mut().clear();
+        }
+        // Fleet-wide quota leases: drop spent ones; a shard holds at most a few requests each.
+        let mut q = self.quota_leases.borrow_mut();
+        if q.len() > 10_000 {
+            q.retain(|_, (_, left, _)| *left > 0);
         }
     }
 

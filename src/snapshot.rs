@@ -103,6 +103,10 @@ pub struct Compiled {
     pub config: Arc<Config>,
     /// Gateway, stage and route limits (per-key limits live in [`crate::shard::Shared`]).
     pub buckets: Vec<Arc<Bucket>>,
+    /// Parallel to `buckets`: fleet-wide through Redis (`[cluster]` gateway and stage limits).
+    pub fleet: Vec<Option<String>>,
+    /// Parallel to `buckets`: the node's own share (`rate / nodes`), used while Redis is out.
+    pub fallback: Vec<Arc<Bucket>>,
     pub gateway_limit: Option<usize>,
     pub plans: Vec<Plan>,
     pub listener_names: Vec<String>,
@@ -111,6 +115,14 @@ pub struct Compiled {
     pub upstreams: Vec<UpstreamRt>,
     pub literal_targets: Vec<SocketAddr>,
     pub limits: Limits,
+}
+
+/// A node's share of a fleet-wide limit: `rate / nodes` and `burst / nodes`, at least 1.
+pub fn share(rate: Rate, nodes: u64) -> Rate {
+    Rate {
+        rate: (rate.rate / nodes.max(1)).max(1),
+        burst: (rate.burst / nodes.max(1)).max(1),
+    }
 }
 
 /// Health flags that survive reloads, keyed by (upstream name, target).
@@ -126,9 +138,15 @@ impl Compiled {
     ) -> Result<Compiled, String> {
         let mut literal_targets: Vec<SocketAddr> = Vec::new();
         let mut buckets: Vec<Arc<Bucket>> = Vec::new();
+        let mut fleet: Vec<Option<String>> = Vec::new();
+        let mut fallback: Vec<Arc<Bucket>> = Vec::new();
+        let nodes = cfg.cluster.as_ref().map(|c| c.nodes as u64);
         let mut fresh_registry = BucketRegistry::new();
         let mut limit = |name: String, rate: Option<Rate>| -> Option<usize> {
             let rate = rate?;
+            let shared = nodes.is_some() && (name == "gateway" || name.starts_with("stage:"));
+            fleet.push(shared.then(|| name.clone()));
+            fallback.push(Arc::new(Bucket::new(share(rate, nodes.unwrap_or(1)))));
             let b = match registry.get(&name) {
                 Some(b) if b.rate == rate => b.clone(),
                 _ => Arc::new(Bucket::new(rate)),
@@ -258,6 +276,8 @@ impl Compiled {
         *registry = fresh_registry;
         Ok(Compiled {
             buckets,
+            fleet,
+            fallback,
             gateway_limit,
             plans: cfg.usage_plans.clone(),
             domains: Domains::compile(&cfg.domains, &listener_names),

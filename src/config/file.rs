@@ -38,7 +38,7 @@ pub struct File {
     pub usage_plans: Vec<PlanFile>,
     #[serde(default)]
     pub api_keys: Vec<KeyFile>,
-    pub cluster: Option<toml::Value>,
+    pub cluster: Option<ClusterFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -206,4 +206,13 @@ pub struct KeyFile {
     pub enabled: Option<bool>,
     pub plan: Option<String>,
     pub plans: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub redis: Option<String>,
+    pub nodes: Option<i64>,
+    pub on_redis_error: Option<String>,
+    pub timeout: Option<String>,
 }

@@ -70,7 +70,33 @@ pub struct Config {
     pub throttle: Option<Rate>,
     pub usage_plans: Vec<Plan>,
     pub api_keys: Vec<ConfigKey>,
+    /// Fleet-wide limits and quotas through Redis.
+    pub cluster: Option<Cluster>,
 }
+
+/// What a node does when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    /// Enforce the node's own share of each limit (`rate / nodes`, `burst / nodes`).
+    Local,
+    /// Refuse what a fleet-wide limit or quota would have to allow (429).
+    Deny,
+}
+
+/// `[cluster]`: gateway, stage and usage-plan limits and quotas shared by a fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub redis: SocketAddr,
+    /// Nodes in the fleet, for the local fallback share.
+    pub nodes: u32,
+    pub on_redis_error: OnRedisError,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+}
+
+/// Redis round-trip timeout (250 ms); past it the node falls back as configured.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A usage plan.
 #[derive(Debug, Clone, Serialize)]
@@ -394,6 +420,40 @@ impl Validator {
         ));
     }
 
+    fn cluster(&mut self, c: file::ClusterFile) -> Cluster {
+        let redis = match c.redis.as_deref() {
+            Some(u) => match u
+                .strip_prefix("redis://")
+                .map(|r| r.trim_end_matches('/'))
+                .and_then(|r| resolve(r).ok())
+            {
+                Some(a) => a,
+                None => {
+                    self.bad("cluster.redis", u, "\"redis://HOST:PORT\" that resolves");
+                    SocketAddr::from(([127, 0, 0, 1], 6379))
+                }
+            },
+            None => {
+                self.err("cluster.redis", "is required: \"redis://HOST:PORT\"");
+                SocketAddr::from(([127, 0, 0, 1], 6379))
+            }
+        };
+        let on_redis_error = match c.on_redis_error.as_deref() {
+            None | Some("local") => OnRedisError::Local,
+            Some("deny") => OnRedisError::Deny,
+            Some(other) => {
+                self.bad("cluster.on_redis_error", other, "\"local\" or \"deny\"");
+                OnRedisError::Local
+            }
+        };
+        Cluster {
+            redis,
+            nodes: self.int_in("cluster.nodes", c.nodes, 1, 1, 10_000) as u32,
+            on_redis_error,
+            timeout: self.duration("cluster.timeout", c.timeout.as_ref(), DEFAULT_REDIS_TIMEOUT),
+        }
+    }
+
     /// `{ rate, burst }`: both required, 1 to 1,000,000,000.
     fn rate(&mut self, key: &str, r: file::RateFile) -> Option<Rate> {
         const MAX: i64 = 1_000_000_000;
@@ -657,9 +717,7 @@ impl Validator {
         let admin = raw.admin.map(|a| self.admin(a));
         let limits = self.limits(raw.limits);
         let throttle = raw.throttle.and_then(|t| self.rate("throttle", t));
-        if raw.cluster.is_some() {
-            self.unsupported("cluster", "clustering through Redis");
-        }
+        let cluster = raw.cluster.map(|c| self.cluster(c));
         let upstreams: Vec<Upstream> = raw
             .upstreams
             .into_iter()
@@ -727,6 +785,7 @@ impl Validator {
             throttle,
             usage_plans,
             api_keys,
+            cluster,
         }
     }
 

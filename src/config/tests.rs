@@ -412,10 +412,6 @@ fn domains_must_name_existing_apis_and_stages() {
 
 #[test]
 fn unbuilt_features_are_refused_by_name() {
-    let err = parse(&with("[cluster]\nredis = \"redis://127.0.0.1\""))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("cluster: not supported yet"), "{err}");
     refused(
         "addr = \"127.0.0.1:8080\"",
         "addr = \"127.0.0.1:8080\"\ntls = { cert = \"a\", key = \"b\" }",
@@ -438,6 +434,38 @@ fn unbuilt_features_are_refused_by_name() {
         "name = \"petstore\"\nkind = \"websocket\"",
         &["kind: not supported yet"],
     );
+}
+
+#[test]
+fn cluster_needs_a_redis_address_and_a_known_fallback() {
+    let c = parse(&with(
+        "[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnodes = 3\non_redis_error = \"deny\"",
+    ))
+    .unwrap();
+    let cl = c.cluster.unwrap();
+    assert_eq!((cl.nodes, cl.on_redis_error), (3, OnRedisError::Deny));
+    for (text, want) in [
+        ("[cluster]\nnodes = 2", "cluster.redis: is required"),
+        (
+            "[cluster]\nredis = \"127.0.0.1:6379\"",
+            "cluster.redis = \"127.0.0.1:6379\"",
+        ),
+        (
+            "[cluster]\nredis = \"redis://127.0.0.1\"",
+            "cluster.redis = \"redis://127.0.0.1\"",
+        ),
+        (
+            "[cluster]\nredis = \"redis://127.0.0.1:6379\"\non_redis_error = \"panic\"",
+            "cluster.on_redis_error = \"panic\"",
+        ),
+        (
+            "[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnodes = 0",
+            "cluster.nodes = 0",
+        ),
+    ] {
+        let err = parse(&with(text)).unwrap_err().to_string();
+        assert!(err.contains(want), "{err} lacks {want}");
+    }
 }
 
 #[test]

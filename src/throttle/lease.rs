@@ -46,6 +46,9 @@ pub struct Lease {
     reset_hint: Cell<u64>,
     /// Last time this lease was used (for evicting idle per-key leases).
     pub last_used: Cell<u64>,
+    /// A fleet-wide limit refused until then: refusals are answered locally, so an
+    /// overloaded limit costs Redis one call per refill interval, not one per request.
+    pub refused_until: Cell<u64>,
 }
 
 impl Lease {
@@ -59,6 +62,7 @@ impl Lease {
             remaining_hint: Cell::new(0),
             reset_hint: Cell::new(0),
             last_used: Cell::new(0),
+            refused_until: Cell::new(0),
         }
     }
 
@@ -92,6 +96,40 @@ impl Lease {
             remaining: g.remaining + g.granted - 1,
             reset_ns: g.reset_ns,
         }
+    }
+
+    /// Spends one token from the lease if it holds a fresh one (no shared memory touched);
+    /// `None` when a new lease is needed.
+    pub fn take_local(&self, now: u64) -> Option<Decision> {
+        self.last_used.set(now);
+        let left = self.tokens.get();
+        if left > 0 && now.saturating_sub(self.taken_at.get()) < LEASE_TTL_NS {
+            self.tokens.set(left - 1);
+            return Some(Decision::Allowed {
+                remaining: self.remaining_hint.get() + left - 1,
+                reset_ns: self.reset_hint.get(),
+            });
+        }
+        // Stale tokens of a fleet-wide lease simply lapse (they were counted in Redis).
+        self.tokens.set(0);
+        None
+    }
+
+    /// Installs a lease granted elsewhere (by Redis) and spends its first token.
+    pub fn fill(&self, granted: u64, remaining: u64, reset_ns: u64, now: u64) -> Decision {
+        self.tokens.set(granted.saturating_sub(1));
+        self.taken_at.set(now);
+        self.remaining_hint.set(remaining);
+        self.reset_hint.set(reset_ns);
+        Decision::Allowed {
+            remaining: remaining + granted.saturating_sub(1),
+            reset_ns,
+        }
+    }
+
+    /// Tokens asked for per lease.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
     /// Gives unspent tokens back if the lease is old (periodic sweep) or `force`d (the shard

@@ -12,6 +12,7 @@
 
 pub mod bucket;
 pub mod lease;
+pub mod redis;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -1,0 +1,230 @@
+//! Fleet-wide limits through Redis: a node's shards lease tokens from Redis exactly as they
+//! lease from a local bucket — one `EVAL` round trip per lease, never one per request.
+//!
+//! The GCRA state lives in one Redis key per limit (the TAT in microseconds, Redis's own
+//! clock, so nodes need no clock agreement); quotas are one counter per key, plan and period.
+//! Each shard keeps its own small pool of connections (no sharing, no locks). A call that
+//! fails or takes longer than `cluster.timeout` is reported to the caller, which falls back
+//! as `cluster.on_redis_error` says.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monoio::net::TcpStream;
+
+use super::bucket::Rate;
+use crate::http::conn::{read_into, write_all};
+
+/// GCRA take on Redis: KEYS[1] the TAT (µs); ARGV interval µs, tau µs, tokens wanted.
+/// Returns {granted, remaining, µs to wait (refused) or until full (granted)}.
+const TAKE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local base = math.max(tat, now)
+local used = base - now
+local avail = math.floor((tau - used) / interval)
+if avail < 0 then avail = 0 end
+local g = math.min(want, avail)
+if g <= 0 then return {0, 0, used + interval - tau} end
+local new = base + g * interval
+redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.floor((new - now) / 1000) + 1000)
+return {g, math.floor((tau - (new - now)) / interval), new - now}
+"#;
+
+/// Quota chunk: KEYS[1] the period's counter; ARGV limit, wanted, ttl seconds.
+/// Returns {granted, remaining}.
+const QUOTA: &str = r#"
+local limit = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local g = math.min(want, limit - used)
+if g <= 0 then return {0, 0} end
+used = redis.call('INCRBY', KEYS[1], g)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return {g, limit - used}
+"#;
+
+/// A shard's connections to one Redis.
+pub struct RedisPool {
+    pub addr: SocketAddr,
+    timeout: Duration,
+    idle: RefCell<Vec<TcpStream>>,
+}
+
+/// Encodes a command as a RESP array of bulk strings.
+fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    out.push(b'*');
+    out.extend_from_slice(itoa::Buffer::new().format(args.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for a in args {
+        out.push(b'$');
+        out.extend_from_slice(itoa::Buffer::new().format(a.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn line(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
+    let end = buf[from..].windows(2).position(|w| w == b"\r\n")? + from;
+    Some((&buf[from..end], end + 2))
+}
+
+fn int(b: &[u8]) -> Result<i64, String> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| "bad integer in Redis reply".to_string())
+}
+
+/// Parses an integer or an array of integers. `Ok(None)`: incomplete.
+pub fn parse_reply(buf: &[u8]) -> Result<Option<Vec<i64>>, String> {
+    let Some((first, mut at)) = line(buf, 0) else {
+        return Ok(None);
+    };
+    match first.first() {
+        Some(b'-') => Err(format!("Redis: {}", String::from_utf8_lossy(&first[1..]))),
+        Some(b':') => Ok(Some(vec![int(&first[1..])?])),
+        Some(b'*') => {
+            let n = int(&first[1..])?;
+            let mut out = Vec::with_capacity(n.max(0) as usize);
+            for _ in 0..n {
+                let Some((l, next)) = line(buf, at) else {
+                    return Ok(None);
+                };
+                at = next;
+                match l.first() {
+                    Some(b':') => out.push(int(&l[1..])?),
+                    _ => return Err("unexpected Redis reply element".into()),
+                }
+            }
+            Ok(Some(out))
+        }
+        _ => Err("unexpected Redis reply".into()),
+    }
+}
+
+impl RedisPool {
+    pub fn new(addr: SocketAddr, timeout: Duration) -> RedisPool {
+        RedisPool {
+            addr,
+            timeout,
+            idle: RefCell::new(Vec::new()),
+        }
+    }
+
+    async fn call(&self, cmd: Vec<u8>) -> Result<Vec<i64>, String> {
+        let pooled = self.idle.borrow_mut().pop();
+        let mut s = match pooled {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect_addr(self.addr)
+                    .await
+                    .map_err(|e| format!("connect to Redis {}: {e}", self.addr))?;
+                let _ = s.set_nodelay(true);
+                s
+            }
+        };
+        write_all(&mut s, cmd)
+            .await
+            .map_err(|e| format!("write to Redis: {e}"))?;
+        let mut buf = BytesMut::with_capacity(256);
+        loop {
+            if let Some(v) = parse_reply(&buf)? {
+                self.idle.borrow_mut().push(s);
+                return Ok(v);
+            }
+            match read_into(&mut s, &mut buf).await {
+                Ok(0) => return Err("Redis closed the connection".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read from Redis: {e}")),
+            }
+        }
+    }
+
+    async fn eval(&self, script: &str, key: &str, args: &[i64]) -> Result<Vec<i64>, String> {
+        let nums: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut parts: Vec<&[u8]> = vec![b"EVAL", script.as_bytes(), b"1", key.as_bytes()];
+        parts.extend(nums.iter().map(|n| n.as_bytes()));
+        match monoio::time::timeout(self.timeout, self.call(command(&parts))).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "Redis {} did not answer within {:?}",
+                self.addr, self.timeout
+            )),
+        }
+    }
+
+    /// Takes up to `want` tokens of the fleet-wide limit `name`: (granted, remaining, ns to
+    /// wait when refused or until full when granted).
+    pub async fn take(&self, name: &str, rate: Rate, want: u64) -> Result<(u64, u64, u64), String> {
+        let interval_us = (1_000_000 / rate.rate.max(1)).max(1);
+        let tau_us = interval_us.saturating_mul(rate.burst);
+        let v = self
+            .eval(
+                TAKE,
+                &format!("tollgate:{name}"),
+                &[interval_us as i64, tau_us as i64, want as i64],
+            )
+            .await?;
+        match v.as_slice() {
+            [g, rem, us] => Ok((
+                (*g).max(0) as u64,
+                (*rem).max(0) as u64,
+                (*us).max(0) as u64 * 1000,
+            )),
+            _ => Err("unexpected Redis reply to the lease script".into()),
+        }
+    }
+
+    /// Takes up to `want` requests of a quota period: (granted, remaining).
+    pub async fn quota(
+        &self,
+        key: &str,
+        limit: u64,
+        want: u64,
+        ttl_s: u64,
+    ) -> Result<(u64, u64), String> {
+        let v = self
+            .eval(
+                QUOTA,
+                &format!("tollgate:quota:{key}"),
+                &[limit as i64, want as i64, ttl_s as i64],
+            )
+            .await?;
+        match v.as_slice() {
+            [g, rem] => Ok(((*g).max(0) as u64, (*rem).max(0) as u64)),
+            _ => Err("unexpected Redis reply to the quota script".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_resp_arrays() {
+        assert_eq!(command(&[b"GET", b"k"]), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    }
+
+    #[test]
+    fn replies_parse_or_wait_for_more() {
+        assert_eq!(
+            parse_reply(b"*3\r\n:5\r\n:10\r\n:0\r\n"),
+            Ok(Some(vec![5, 10, 0]))
+        );
+        assert_eq!(parse_reply(b"*3\r\n:5\r\n:1"), Ok(None));
+        assert_eq!(parse_reply(b":7\r\n"), Ok(Some(vec![7])));
+        assert!(parse_reply(b"-ERR nope\r\n").unwrap_err().contains("nope"));
+        assert_eq!(parse_reply(b""), Ok(None));
+    }
+}

@@ -1,0 +1,208 @@
+//! Fleet-wide limits and quotas through a real `redis-server` (installed by `.ci/run`): two
+//! gateways sharing one limit admit, together, what one would; a quota is counted across
+//! both; and when Redis goes away each node falls back as `on_redis_error` says.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const KEY: &str = "fleet-0123456789abcdef0123";
+
+/// A redis-server on a free port; killed (by PID) on drop.
+struct Redis {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let addr = closed_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &addr.port().to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it with apt)");
+        assert!(
+            eventually(Duration::from_secs(10), || std::net::TcpStream::connect(
+                addr
+            )
+            .is_ok()),
+            "redis-server did not start"
+        );
+        Redis { child, addr }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn conf(redis: SocketAddr, on_error: &str, rate: u64, burst: u64) -> String {
+    format!(
+        r#"
+[server]
+workers = 2
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+
+[throttle]
+rate = {rate}
+burst = {burst}
+
+[cluster]
+redis = "redis://{redis}"
+nodes = 2
+on_redis_error = "{on_error}"
+
+[[apis]]
+name = "shop"
+
+  [[apis.stages]]
+  name = "prod"
+
+  [[apis.routes]]
+  route = "GET /open"
+  integration = {{ type = "mock", body = "open" }}
+
+  [[apis.routes]]
+  route = "GET /keyed"
+  api_key_required = true
+  integration = {{ type = "mock", body = "keyed" }}
+
+[[domains]]
+host = "*"
+mappings = [{{ base_path = "", api = "shop", stage = "prod" }}]
+
+[[usage_plans]]
+name = "gold"
+stages = ["shop/prod"]
+quota = {{ limit = 10, period = "day" }}
+
+[[api_keys]]
+name = "fleet"
+value = "{KEY}"
+plan = "gold"
+"#
+    )
+}
+
+/// Offers load to every address from two threads each until `until`; returns (accepted,
+/// refused, seconds from the first request to the last answer).
+fn hammer(addrs: &[SocketAddr], for_: Duration) -> (usize, usize, f64) {
+    let ok = Arc::new(AtomicUsize::new(0));
+    let no = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let until = start + for_;
+    let threads: Vec<_> = addrs
+        .iter()
+        .flat_map(|a| [*a, *a])
+        .map(|a| {
+            let (ok, no) = (ok.clone(), no.clone());
+            std::thread::spawn(move || {
+                let mut c = Client::connect(a);
+                while Instant::now() < until {
+                    match c.request(b"GET /open HTTP/1.1\r\nHost: h\r\n\r\n").status {
+                        200 => ok.fetch_add(1, Ordering::Relaxed),
+                        429 => no.fetch_add(1, Ordering::Relaxed),
+                        s => panic!("unexpected status {s}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    (
+        ok.load(Ordering::Relaxed),
+        no.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+#[test]
+fn two_gateways_share_one_limit_within_five_percent() {
+    let redis = Redis::start();
+    let a = Gw::start(&conf(redis.addr, "local", 100, 50));
+    let b = Gw::start(&conf(redis.addr, "local", 100, 50));
+    let (ok, no, secs) = hammer(&[a.addr(), b.addr()], Duration::from_secs(2));
+    let allowed = 50.0 + 100.0 * secs;
+    let ratio = ok as f64 / allowed;
+    eprintln!("fleet limit: accepted {ok}, refused {no}, allowed {allowed:.0} over {secs:.2} s: ratio {ratio:.3}");
+    assert!(no > 0, "nothing was refused: the limit was not reached");
+    // Each node alone would have admitted about as much: twice that would mean no sharing.
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "accepted {ok} of {allowed:.0} allowed over {secs:.2} s (ratio {ratio:.3})"
+    );
+}
+
+fn keyed(addr: SocketAddr) -> Resp {
+    Client::connect(addr).request(
+        format!("GET /keyed HTTP/1.1\r\nHost: h\r\nx-api-key: {KEY}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+}
+
+#[test]
+fn a_quota_is_counted_across_the_fleet() {
+    let redis = Redis::start();
+    let a = Gw::start(&conf(redis.addr, "local", 100_000, 100_000));
+    let b = Gw::start(&conf(redis.addr, "local", 100_000, 100_000));
+    for i in 0..10 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(keyed(gw.addr()).status, 200, "request {i}");
+    }
+    for gw in [&a, &b] {
+        let r = keyed(gw.addr());
+        assert_eq!(r.status, 429);
+        assert_eq!(r.json()["message"], "Limit Exceeded");
+    }
+}
+
+#[test]
+fn without_redis_nodes_fall_back_as_configured() {
+    let mut redis = Redis::start();
+    let local = Gw::start(&conf(redis.addr, "local", 100_000, 100_000));
+    let deny = Gw::start(&conf(redis.addr, "deny", 100_000, 100_000));
+    assert_eq!(get(local.addr(), "/open").status, 200);
+    assert_eq!(get(deny.addr(), "/open").status, 200);
+    redis.stop();
+    // Leases already held may serve a few more; after that the fallback decides.
+    // Every one of 200 requests is sent; the last answer is the steady state.
+    let tail = |addr| (0..200).fold(0, |_, _| get(addr, "/open").status);
+    assert_eq!(
+        tail(local.addr()),
+        200,
+        "local fallback keeps serving the node's share"
+    );
+    assert_eq!(tail(deny.addr()), 429, "deny refuses while Redis is out");
+    // Quotas follow the same rule.
+    assert_eq!(keyed(local.addr()).status, 200);
+    assert_eq!(keyed(deny.addr()).status, 429);
+}
