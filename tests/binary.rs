@@ -3,10 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -89,66 +87,6 @@ fn check_names_unsupported_and_bad_keys() {
         "{err}"
     );
     assert!(err.contains("limits.header_timeout = \"soon\""), "{err}");
-}
-
-/// A running binary; killed on drop if still alive.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Proc {
-        let mut cmd = bin();
-        cmd.args(["--config", config.to_str().unwrap(), "--log-format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env_remove("TOLLGATE_ADMIN_TOKEN");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Proc { child, lines: rx }
-    }
-
-    /// Waits for a log line whose message is `msg`; returns its fields.
-    fn wait_for(&self, msg: &str) -> serde_json::Value {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(IO_TIMEOUT)
-                .unwrap_or_else(|_| panic!("no log line {msg:?}"));
-            let v: serde_json::Value =
-                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-            if v["fields"]["message"] == msg {
-                return v["fields"].clone();
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn conf(body: &str, up: SocketAddr, admin_env: &str) -> String {

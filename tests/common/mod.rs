@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -546,4 +548,64 @@ pub fn admin(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) ->
         format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Connection: close\r\n\r\n")
             .as_bytes(),
     )
+}
+
+/// A running binary; killed on drop if still alive.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.args(["--config", config.to_str().unwrap(), "--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("TOLLGATE_ADMIN_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Proc { child, lines: rx }
+    }
+
+    /// Waits for a log line whose message is `msg`; returns its fields.
+    pub fn wait_for(&self, msg: &str) -> serde_json::Value {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(IO_TIMEOUT)
+                .unwrap_or_else(|_| panic!("no log line {msg:?}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if v["fields"]["message"] == msg {
+                return v["fields"].clone();
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
