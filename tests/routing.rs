@@ -277,3 +277,20 @@ fn forwarding_headers_are_added_and_hop_by_hop_removed() {
     let rid = seen.header("x-request-id").unwrap();
     assert_eq!(r.header("x-request-id"), Some(rid));
 }
+
+#[test]
+fn very_long_paths_route_without_harm() {
+    let (prod, dev) = (Upstream::echo(), Upstream::echo());
+    let gw = Gw::start(&petstore(&prod, &dev));
+    // 6,000 segments under a greedy variable: forwarded whole.
+    let deep = "/s".repeat(6000);
+    let r = get(gw.addr(), &format!("/files{deep}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["target"].as_str().unwrap().len(),
+        "/store".len() + deep.len()
+    );
+    // The same depth where nothing matches: 404, and the gateway keeps serving.
+    assert_eq!(get(gw.addr(), &format!("/nothing{deep}")).status, 404);
+    assert_eq!(get(gw.addr(), "/pets/1").status, 200);
+}

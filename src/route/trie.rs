@@ -156,8 +156,8 @@ impl<T> Default for Node<T> {
 /// variable spans several, joined with `/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Capture {
-    pub start: u16,
-    pub end: u16,
+    pub start: u32,
+    pub end: u32,
 }
 
 /// Captures in route-declaration order; routes have few variables.
@@ -268,8 +268,8 @@ impl<T> Trie<T> {
         }
         if let Some(child) = &node.param {
             caps.push(Capture {
-                start: i as u16,
-                end: i as u16 + 1,
+                start: i as u32,
+                end: i as u32 + 1,
             });
             if let Some(v) = Self::walk(child, method, path, i + 1, caps, allowed) {
                 return Some(v);
@@ -278,8 +278,8 @@ impl<T> Trie<T> {
         }
         if let Some(v) = node.greedy.get(method) {
             caps.push(Capture {
-                start: i as u16,
-                end: path.len() as u16,
+                start: i as u32,
+                end: path.len() as u32,
             });
             return Some(v);
         }
@@ -309,7 +309,7 @@ mod tests {
         t
     }
 
-    fn find(t: &Trie<String>, m: Method, p: &str) -> Result<(String, Vec<(u16, u16)>), String> {
+    fn find(t: &Trie<String>, m: Method, p: &str) -> Result<(String, Vec<(u32, u32)>), String> {
         let segs = normalise(p.as_bytes()).unwrap();
         match t.lookup(m, segs.view()) {
             Lookup::Found(v, c) => Ok((v.clone(), c.iter().map(|c| (c.start, c.end)).collect())),
