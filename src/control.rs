@@ -195,6 +195,15 @@ impl Control {
             .ok_or_else(|| "the state store is closed (shutting down)".to_string())
     }
 
+    /// `GET /metrics`: every shard's published counters.
+    pub fn metrics_text(&self) -> String {
+        crate::metrics::render(
+            &self.shared.metrics,
+            self.shared.connections.load(Ordering::Relaxed) as u64,
+            self.generation,
+        )
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation
     }

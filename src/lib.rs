@@ -15,6 +15,7 @@
 //! - [`throttle`]: token buckets (GCRA on one atomic word), per-shard leases, quotas.
 //! - [`auth`]: API key hashing, generation and the key table shards look keys up in.
 //! - [`error`]: the error type and its mapping to HTTP statuses.
+//! - [`metrics`]: per-shard counters, published without atomics on the request path.
 //!
 //! # Request lifecycle
 //! accept (shard's own socket) → read and parse the head (`http::conn`, `http::h1`) →
@@ -34,6 +35,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod route;
 pub mod runtime;
 pub mod shard;

@@ -48,6 +48,8 @@ pub struct Shared {
     /// Quota and usage counters per (plan, key id). Locked on a shard's first use of a key,
     /// and by the control plane's flush.
     pub quotas: Mutex<QuotaCells>,
+    /// One published counter row per shard (written by that shard every 100 ms).
+    pub metrics: Vec<Arc<crate::metrics::Published>>,
 }
 
 impl Shared {
@@ -60,6 +62,7 @@ impl Shared {
             shards,
             key_buckets: Mutex::new(AHashMap::new()),
             quotas: Mutex::new(AHashMap::new()),
+            metrics: (0..shards).map(|_| Default::default()).collect(),
         })
     }
 
@@ -212,6 +215,8 @@ pub struct Shard {
     redis: RefCell<Option<Rc<RedisPool>>>,
     /// Whether the last Redis call failed (for one log line per outage).
     redis_down: Cell<bool>,
+    /// This shard's counters.
+    pub metrics: crate::metrics::Local,
     /// Fleet-wide quota requests this shard holds: id -> (period, requests left, refused
     /// until (ns) when Redis said the quota is spent).
     quota_leases: RefCell<AHashMap<u64, (i64, u64, u64)>>,
@@ -242,6 +247,7 @@ impl Shard {
             quota_cells: RefCell::new(AHashMap::new()),
             redis: RefCell::new(None),
             redis_down: Cell::new(false),
+            metrics: Default::default(),
             quota_leases: RefCell::new(AHashMap::new()),
         };
         shard.adopt(snap);
@@ -352,6 +358,7 @@ impl Shard {
 
     /// Notes a Redis failure: one log line when an outage starts.
     pub fn redis_failed(&self, e: &str, fallback: crate::config::OnRedisError) {
+        self.metrics.add(crate::metrics::Counter::RedisFallbacks);
         if !self.redis_down.replace(true) {
             tracing::warn!(shard = self.id, error = %e, ?fallback, "Redis unreachable: fleet-wide limits fall back");
         }
@@ -441,6 +448,9 @@ impl Shard {
 
     /// Periodic housekeeping: gives back stale lease tokens and drops idle per-key leases.
     pub fn sweep(&self, now: u64) {
+        if let Some(row) = self.shared.metrics.get(self.id) {
+            self.metrics.publish(row);
+        }
         for l in self.current.borrow().leases.iter() {
             l.release(now, false);
         }

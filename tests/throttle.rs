@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 const ACME: &str = "acme-0123456789abcdef0123";
@@ -469,4 +471,44 @@ fn proxied_answers_on_throttled_routes_carry_ratelimit_headers() {
     let r = get(gw.addr(), "/proxied");
     assert_eq!(r.status, 429);
     assert_eq!(up.count(), 2, "a throttled request reached the upstream");
+}
+
+/// Sums one metric over every shard from `GET /metrics`.
+fn metric(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn counters_reach_the_metrics_endpoint() {
+    let gw = Gw::start(&conf(""));
+    for _ in 0..5 {
+        assert_eq!(get(gw.addr(), "/limited").status, 200);
+    }
+    assert_eq!(get(gw.addr(), "/limited").status, 429);
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", None).status, 403);
+    assert_eq!(
+        Client::connect(gw.addr())
+            .request(b"GET /x HTTP/1.1\r\n\r\n")
+            .status,
+        400
+    );
+    // Shards publish every 100 ms.
+    let mut text = String::new();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let r = admin(gw.admin(), "GET", "/metrics", Some(TOKEN));
+            assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
+            text = r.text();
+            metric(&text, "tollgate_responses_total{") >= 8
+                && metric(&text, "tollgate_bad_requests_total") >= 1
+        }),
+        "{text}"
+    );
+    assert!(metric(&text, "tollgate_responses_total{") >= 8, "{text}");
+    assert_eq!(metric(&text, "tollgate_throttled_total"), 1, "{text}");
+    assert_eq!(metric(&text, "tollgate_forbidden_total"), 1, "{text}");
+    assert!(text.contains("tollgate_open_connections"));
 }

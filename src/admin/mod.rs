@@ -7,6 +7,7 @@
 //! - `POST /reload`: reload the config file; 200 `{"generation":N}` or 400 with every error
 //! - `GET /apikeys`, `POST /apikeys`, `POST /apikeys/import` (CSV), `GET|PATCH|DELETE
 //!   /apikeys/{id}`: API keys (values are shown once, in the answer to their creation)
+//! - `GET /metrics`: counters per shard and gauges, Prometheus text format
 //! - `GET /usageplans/{plan}/usage?startDate=&endDate=[&keyId=]`: daily usage per key
 //! - `PUT /usageplans/{plan}/keys/{id}/quota` `{"used": n}`, `POST .../quota/reset`
 
@@ -202,6 +203,10 @@ fn route(
             Ok(g) => (200, serde_json::json!({"generation": g}).to_string()),
             Err(errors) => (400, serde_json::json!({"message": "configuration refused; the previous one keeps serving", "errors": errors}).to_string()),
         },
+        (b"GET", ["metrics"]) => {
+            let c = ctl.borrow();
+            (200, c.metrics_text())
+        }
         (b"GET", ["apikeys"]) => (200, serde_json::json!({"items": ctl.borrow().list_keys()}).to_string()),
         (b"POST", ["apikeys"]) => match json::<NewKey>(body) {
             Ok(req) => op(201, ctl.borrow_mut().create_key(req)),
@@ -232,7 +237,7 @@ fn route(
             Err(e) => e,
         },
         (b"POST", ["usageplans", plan, "keys", id, "quota", "reset"]) => op(200, ctl.borrow_mut().set_quota_used(plan, id, 0)),
-        (_, ["healthz" | "config" | "reload" | "apikeys", ..] | ["usageplans", ..]) => message(405, "Method Not Allowed"),
+        (_, ["healthz" | "config" | "reload" | "metrics" | "apikeys", ..] | ["usageplans", ..]) => message(405, "Method Not Allowed"),
         _ => message(404, "Not Found"),
     }
 }
@@ -243,7 +248,12 @@ fn respond(status: u16, body: String) -> Vec<u8> {
     status_line(&mut out, 1, status);
     let _ = write!(
         out,
-        "content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "content-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        if body.starts_with('#') {
+            "text/plain; version=0.0.4"
+        } else {
+            "application/json"
+        },
         body.len()
     );
     if status == 401 {

@@ -75,6 +75,8 @@ pub struct RequestCtx {
     pub captures: Captures,
     /// Set by the throttle phase on throttled routes: the `RateLimit-*` headers to answer with.
     pub ratelimit: Option<crate::error::RateInfo>,
+    /// The status answered (0 until a head is written), for the counters.
+    pub status: u16,
 }
 
 impl RequestCtx {
@@ -93,6 +95,7 @@ impl RequestCtx {
             stage: None,
             captures: Captures::new(),
             ratelimit: None,
+            status: 0,
         }
     }
 

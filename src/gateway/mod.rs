@@ -23,6 +23,7 @@ use crate::http::conn::{write_all, Conn};
 use crate::http::h1::{Framing, RequestHead};
 use crate::http::write::{json_message, status_line};
 use crate::http::Method;
+use crate::metrics::Counter;
 use crate::route::path::normalise_into;
 use crate::route::trie::Lookup;
 use crate::shard::{Shard, ShardSnap};
@@ -55,8 +56,14 @@ pub async fn handle(
     let mut ctx = RequestCtx::new(head, request_id, std::mem::take(&mut conn.segs));
     let next = match run_phases(shard, &ss, conn, &mut ctx).await {
         Ok(next) => next,
-        Err(e) => answer_error(conn, &mut ctx, &e, shard.drain.is_on()).await,
+        Err(e) => {
+            count_error(shard, &e);
+            answer_error(conn, &mut ctx, &e, shard.drain.is_on()).await
+        }
     };
+    if ctx.status != 0 {
+        shard.metrics.add(Counter::for_status(ctx.status));
+    }
     conn.segs = std::mem::take(&mut ctx.segs);
     next
 }
@@ -519,6 +526,23 @@ pub fn connection_header(out: &mut Vec<u8>, minor: u8, keep_alive: bool) {
     }
 }
 
+/// Counts a refusal or failure by what it was.
+pub fn count_error(shard: &Shard, e: &Error) {
+    let c = match e.kind {
+        Kind::Throttled(_) => Counter::Throttled,
+        Kind::QuotaExceeded { .. } => Counter::QuotaExceeded,
+        Kind::Forbidden => Counter::Forbidden,
+        Kind::BadRequest(_) | Kind::HeadTooLarge | Kind::BodyTooLarge | Kind::HeadTimeout => {
+            Counter::BadRequests
+        }
+        Kind::BadGateway | Kind::NoHealthyUpstream | Kind::GatewayTimeout => {
+            Counter::UpstreamErrors
+        }
+        _ => return,
+    };
+    shard.metrics.add(c);
+}
+
 async fn answer_error(conn: &mut Conn, ctx: &mut RequestCtx, e: &Error, draining: bool) -> Next {
     if e.kind == Kind::ClientGone {
         return Next::Close;
@@ -533,6 +557,7 @@ async fn answer_error(conn: &mut Conn, ctx: &mut RequestCtx, e: &Error, draining
     }
     let body_ok = skip_unread_body(conn, ctx);
     let keep = ctx.head.keep_alive && !e.closes_connection() && body_ok && !draining;
+    ctx.status = e.status();
     let mut out = Vec::with_capacity(256);
     error_response(
         &mut out,
@@ -573,6 +598,7 @@ async fn answer_mock(
         })
     });
     let mut out = Vec::with_capacity(256 + body.len());
+    ctx.status = m.status;
     status_line(&mut out, ctx.head.minor, m.status);
     for (name, t) in &m.headers {
         out.extend_from_slice(name.as_bytes());

@@ -101,6 +101,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
                 tracing::debug!(peer = %conn.peer, error = %e, "bad request head");
                 let mut out = Vec::with_capacity(256);
                 let rid = shard.request_id();
+                gateway::count_error(&shard, &e);
+                shard
+                    .metrics
+                    .add(crate::metrics::Counter::for_status(e.status()));
                 gateway::error_response(&mut out, &e, 1, rid.as_str(), false, false);
                 if write_all(&mut conn.stream, out).await.is_ok() {
                     linger_close(conn).await;

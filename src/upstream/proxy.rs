@@ -358,6 +358,7 @@ pub async fn forward(
         && !shard.drain.is_on();
 
     let mut out = Vec::with_capacity(resp.raw.len() + 128);
+    ctx.status = resp.status;
     response_head(&mut out, &resp, ctx, keep, upgrade, dechunk);
     if upgrade {
         write_all(&mut conn.stream, out)

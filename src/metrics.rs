@@ -1,0 +1,161 @@
+//! Per-shard counters: plain `Cell`s on the request path (no atomic operation per request),
+//! published every 100 ms by the shard's sweep into its own row of relaxed atomics in
+//! [`crate::shard::Shared`], and merged on read by the admin API's `GET /metrics`
+//! (Prometheus text format).
+
+use std::cell::Cell;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What is counted. The names are the exported metric names without the `tollgate_` prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    Responses1xx,
+    Responses2xx,
+    Responses3xx,
+    Responses4xx,
+    Responses5xx,
+    /// Refused by a throttle (429 Too Many Requests).
+    Throttled,
+    /// Refused by a quota (429 Limit Exceeded).
+    QuotaExceeded,
+    /// Refused for the API key (403).
+    Forbidden,
+    /// Malformed or oversized requests (400, 408, 413, 431).
+    BadRequests,
+    /// Upstream failures answered 502, 503 or 504.
+    UpstreamErrors,
+    /// Fleet-wide limit or quota decisions taken without Redis.
+    RedisFallbacks,
+}
+
+const N: usize = 11;
+
+impl Counter {
+    const ALL: [Counter; N] = [
+        Counter::Responses1xx,
+        Counter::Responses2xx,
+        Counter::Responses3xx,
+        Counter::Responses4xx,
+        Counter::Responses5xx,
+        Counter::Throttled,
+        Counter::QuotaExceeded,
+        Counter::Forbidden,
+        Counter::BadRequests,
+        Counter::UpstreamErrors,
+        Counter::RedisFallbacks,
+    ];
+
+    /// (metric name, label) for the export.
+    fn export(self) -> (&'static str, &'static str) {
+        match self {
+            Counter::Responses1xx => ("responses_total", "class=\"1xx\""),
+            Counter::Responses2xx => ("responses_total", "class=\"2xx\""),
+            Counter::Responses3xx => ("responses_total", "class=\"3xx\""),
+            Counter::Responses4xx => ("responses_total", "class=\"4xx\""),
+            Counter::Responses5xx => ("responses_total", "class=\"5xx\""),
+            Counter::Throttled => ("throttled_total", ""),
+            Counter::QuotaExceeded => ("quota_exceeded_total", ""),
+            Counter::Forbidden => ("forbidden_total", ""),
+            Counter::BadRequests => ("bad_requests_total", ""),
+            Counter::UpstreamErrors => ("upstream_errors_total", ""),
+            Counter::RedisFallbacks => ("redis_fallbacks_total", ""),
+        }
+    }
+
+    /// The response-class counter for a status.
+    pub fn for_status(status: u16) -> Counter {
+        match status {
+            100..=199 => Counter::Responses1xx,
+            200..=299 => Counter::Responses2xx,
+            300..=399 => Counter::Responses3xx,
+            400..=499 => Counter::Responses4xx,
+            _ => Counter::Responses5xx,
+        }
+    }
+}
+
+/// A shard's counters, touched by that shard only.
+#[derive(Debug, Default)]
+pub struct Local {
+    counts: [Cell<u64>; N],
+}
+
+impl Local {
+    #[inline]
+    pub fn add(&self, c: Counter) {
+        let cell = &self.counts[c as usize];
+        cell.set(cell.get() + 1);
+    }
+
+    /// Copies the counts into the shard's published row.
+    pub fn publish(&self, row: &Published) {
+        for (cell, slot) in self.counts.iter().zip(&row.counts) {
+            slot.store(cell.get(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A shard's published row, read by the control plane.
+#[derive(Debug, Default)]
+pub struct Published {
+    counts: [AtomicU64; N],
+}
+
+/// Renders every shard's row (and a few gauges) in the Prometheus text format.
+pub fn render(rows: &[std::sync::Arc<Published>], connections: u64, generation: u64) -> String {
+    let mut out = String::new();
+    let mut last = "";
+    for c in Counter::ALL {
+        let (name, label) = c.export();
+        if name != last {
+            let _ = writeln!(out, "# TYPE tollgate_{name} counter");
+            last = name;
+        }
+        for (shard, row) in rows.iter().enumerate() {
+            let sep = if label.is_empty() { "" } else { "," };
+            let _ = writeln!(
+                out,
+                "tollgate_{name}{{shard=\"{shard}\"{sep}{label}}} {}",
+                row.counts[c as usize].load(Ordering::Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE tollgate_open_connections gauge\ntollgate_open_connections {connections}"
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE tollgate_config_generation gauge\ntollgate_config_generation {generation}"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn counts_are_published_and_rendered_per_shard() {
+        let local = Local::default();
+        let row = Arc::new(Published::default());
+        local.add(Counter::for_status(200));
+        local.add(Counter::for_status(204));
+        local.add(Counter::Throttled);
+        local.publish(&row);
+        let text = render(&[row], 3, 7);
+        assert!(
+            text.contains("tollgate_responses_total{shard=\"0\",class=\"2xx\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tollgate_throttled_total{shard=\"0\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("tollgate_open_connections 3"));
+        assert_eq!(text.matches("# TYPE tollgate_responses_total").count(), 1);
+    }
+}
