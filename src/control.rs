@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::admin::store::{QuotaState, Store, StoredKey};
 use crate::auth::{self, KeyRecord, KeyTable};
+use crate::cache::CacheRegistry;
 use crate::config::Config;
 use crate::runtime::ShardMsg;
 use crate::shard::Shared;
@@ -78,6 +79,7 @@ pub struct Control {
     shared: Arc<Shared>,
     health: HealthRegistry,
     buckets: BucketRegistry,
+    caches: CacheRegistry,
     /// The configuration generation whose health checks should run; older check tasks stop.
     live: Rc<Cell<u64>>,
     generation: u64,
@@ -119,6 +121,7 @@ pub struct ControlInit {
     workers_override: Option<usize>,
     health: HealthRegistry,
     buckets: BucketRegistry,
+    caches: CacheRegistry,
     compiled: Arc<Compiled>,
     store: Store,
     stored_keys: Vec<StoredKey>,
@@ -134,7 +137,13 @@ impl ControlInit {
     ) -> Result<(ControlInit, Arc<Snapshot>), String> {
         let mut health = HealthRegistry::default();
         let mut buckets = BucketRegistry::default();
-        let compiled = Arc::new(Compiled::compile(Arc::new(cfg), &mut health, &mut buckets)?);
+        let mut caches = CacheRegistry::default();
+        let compiled = Arc::new(Compiled::compile(
+            Arc::new(cfg),
+            &mut health,
+            &mut buckets,
+            &mut caches,
+        )?);
         let stored_keys = store.keys()?;
         let keys = Arc::new(key_table(&compiled.config, &compiled, &stored_keys));
         let snap = Arc::new(Snapshot {
@@ -148,6 +157,7 @@ impl ControlInit {
                 workers_override,
                 health,
                 buckets,
+                caches,
                 compiled,
                 store,
                 stored_keys,
@@ -179,6 +189,7 @@ impl ControlInit {
             shared,
             health: self.health,
             buckets: self.buckets,
+            caches: self.caches,
             live: Rc::new(Cell::new(1)),
             generation: 1,
             compiled: self.compiled,
@@ -290,10 +301,15 @@ impl Control {
         }
         let mut health = self.health.clone();
         let mut buckets = self.buckets.clone();
-        let compiled =
-            Compiled::compile(Arc::new(cfg), &mut health, &mut buckets).map_err(|e| vec![e])?;
+        let mut caches = CacheRegistry {
+            clock: self.caches.clock.clone(),
+            caches: self.caches.caches.clone(),
+        };
+        let compiled = Compiled::compile(Arc::new(cfg), &mut health, &mut buckets, &mut caches)
+            .map_err(|e| vec![e])?;
         self.health = health;
         self.buckets = buckets;
+        self.caches = caches;
         self.compiled = Arc::new(compiled);
         let generation = self.publish();
         self.live.set(generation);

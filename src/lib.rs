@@ -29,6 +29,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod control;
 pub mod error;

@@ -10,10 +10,12 @@ use std::time::Duration;
 use ahash::AHashMap;
 
 use crate::auth::KeyTable;
-use crate::config::{Config, Integration, Limits, Plan, Rate, Upstream};
+use crate::cache::{CacheClock, CacheRegistry, StageCache};
+use crate::config::{Config, Integration, Invalidation, KeyPart, Limits, Plan, Rate, Upstream};
 use crate::gateway::target::{parse_uri_target, Authority};
 use crate::gateway::template::Template;
-use crate::route::trie::Trie;
+use crate::http::Method;
+use crate::route::trie::{MethodSel, Trie};
 use crate::route::Domains;
 use crate::throttle::bucket::Bucket;
 
@@ -58,6 +60,20 @@ pub struct RouteRt {
     pub limits: Vec<Option<usize>>,
     /// Indexed by stage.
     pub per_stage: Vec<IntegrationRt>,
+    /// The cache settings per stage; `None` where this route is not cached.
+    pub cache: Vec<Option<CachePolicy>>,
+}
+
+/// How one route caches on one stage: the stage's cache with the route's overrides.
+#[derive(Debug)]
+pub struct CachePolicy {
+    pub cache: Arc<StageCache>,
+    pub ttl: Duration,
+    pub key: Vec<KeyPart>,
+    pub invalidation: Invalidation,
+    pub max_entry: u64,
+    pub stale_if_error: Duration,
+    pub lock_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -68,6 +84,8 @@ pub struct ApiRt {
     pub routes: Vec<RouteRt>,
     /// Stage limit per stage: index into [`Compiled::buckets`].
     pub stage_limits: Vec<Option<usize>>,
+    /// The cache per stage, where the stage has one.
+    pub caches: Vec<Option<Arc<StageCache>>>,
 }
 
 #[derive(Debug)]
@@ -115,6 +133,7 @@ pub struct Compiled {
     pub upstreams: Vec<UpstreamRt>,
     pub literal_targets: Vec<SocketAddr>,
     pub limits: Limits,
+    pub cache_clock: Arc<CacheClock>,
 }
 
 /// A node's share of a fleet-wide limit: `rate / nodes` and `burst / nodes`, at least 1.
@@ -135,7 +154,9 @@ impl Compiled {
         cfg: Arc<Config>,
         health: &mut HealthRegistry,
         registry: &mut BucketRegistry,
+        cache_registry: &mut CacheRegistry,
     ) -> Result<Compiled, String> {
+        let mut fresh_caches = AHashMap::new();
         let mut literal_targets: Vec<SocketAddr> = Vec::new();
         let mut buckets: Vec<Arc<Bucket>> = Vec::new();
         let mut fleet: Vec<Option<String>> = Vec::new();
@@ -180,6 +201,15 @@ impl Compiled {
         *health = fresh;
         let mut apis = Vec::with_capacity(cfg.apis.len());
         for api in &cfg.apis {
+            let caches: Vec<Option<Arc<StageCache>>> = api
+                .stages
+                .iter()
+                .map(|s| {
+                    s.cache
+                        .as_ref()
+                        .map(|c| cache_registry.take(&mut fresh_caches, &api.name, &s.name, c))
+                })
+                .collect();
             let mut trie = Trie::default();
             let mut routes = Vec::with_capacity(api.routes.len());
             for (ri, r) in api.routes.iter().enumerate() {
@@ -252,11 +282,38 @@ impl Compiled {
                         )
                     })
                     .collect();
+                // Only answers to GET (and HEAD, served from GET's entries) are cached.
+                let cacheable_method = match r.method {
+                    MethodSel::Any => true,
+                    MethodSel::One(m) => m == Method::Get || m == Method::Head,
+                };
+                let cache = api
+                    .stages
+                    .iter()
+                    .zip(&caches)
+                    .map(|(s, c)| {
+                        let (sc, c) = (s.cache.as_ref()?, c.as_ref()?);
+                        let rc = r.cache.as_ref();
+                        if !cacheable_method || rc.is_some_and(|rc| !rc.enabled) {
+                            return None;
+                        }
+                        Some(CachePolicy {
+                            cache: c.clone(),
+                            ttl: rc.and_then(|rc| rc.ttl).unwrap_or(sc.ttl),
+                            key: rc.map(|rc| rc.key.clone()).unwrap_or_default(),
+                            invalidation: sc.client_invalidation,
+                            max_entry: sc.max_entry,
+                            stale_if_error: sc.stale_if_error,
+                            lock_timeout: sc.lock_timeout,
+                        })
+                    })
+                    .collect();
                 routes.push(RouteRt {
                     key: r.key.clone(),
                     api_key_required: r.api_key_required,
                     limits,
                     per_stage,
+                    cache,
                 });
             }
             let stage_limits = api
@@ -270,11 +327,14 @@ impl Compiled {
                 trie,
                 routes,
                 stage_limits,
+                caches,
             });
         }
         let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
         *registry = fresh_registry;
+        cache_registry.caches = fresh_caches;
         Ok(Compiled {
+            cache_clock: cache_registry.clock.clone(),
             buckets,
             fleet,
             fallback,

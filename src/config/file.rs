@@ -124,7 +124,28 @@ pub struct StageFile {
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
     pub throttle: Option<RateFile>,
-    pub cache: Option<toml::Value>,
+    pub cache: Option<StageCacheFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageCacheFile {
+    pub enabled: Option<bool>,
+    pub ttl: Option<String>,
+    pub capacity: Option<SizeValue>,
+    pub client_invalidation: Option<String>,
+    pub mode: Option<String>,
+    pub max_entry: Option<SizeValue>,
+    pub stale_if_error: Option<String>,
+    pub lock_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheFile {
+    pub enabled: Option<bool>,
+    pub ttl: Option<String>,
+    pub key: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,7 +155,7 @@ pub struct RouteFile {
     pub integration: Option<IntegrationFile>,
     pub api_key_required: Option<bool>,
     pub throttle: Option<RateFile>,
-    pub cache: Option<toml::Value>,
+    pub cache: Option<RouteCacheFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -418,18 +418,6 @@ fn unbuilt_features_are_refused_by_name() {
         &["listeners[\"http\"].tls: not supported yet"],
     );
     refused(
-        "variables = { backend = \"http://pets\" }",
-        "variables = { backend = \"http://pets\" }\n  cache = { enabled = true }",
-        &["stages[\"prod\"].cache: not supported yet"],
-    );
-    // Asking for nothing missing is fine.
-    parse(&BASE.replacen(
-        "variables = { backend = \"http://pets\" }",
-        "variables = { backend = \"http://pets\" }\n  cache = { enabled = false }",
-        1,
-    ))
-    .unwrap();
-    refused(
         "name = \"petstore\"",
         "name = \"petstore\"\nkind = \"websocket\"",
         &["kind: not supported yet"],
@@ -614,4 +602,81 @@ fn uring_flags_must_be_known_and_consistent() {
         parse(BASE).unwrap().server.uring_flags,
         crate::runtime::UringFlags::DEFAULT
     );
+}
+
+#[test]
+fn stage_cache_defaults_and_limits() {
+    let stage = "variables = { backend = \"http://pets\" }";
+    let cfg = parse(&BASE.replacen(
+        stage,
+        &format!("{stage}\n  cache = {{ enabled = true }}"),
+        1,
+    ))
+    .unwrap();
+    let c = cfg.apis[0].stages[0].cache.clone().unwrap();
+    assert_eq!(c.ttl, DEFAULT_CACHE_TTL);
+    assert_eq!(c.capacity, DEFAULT_CACHE_CAPACITY);
+    assert_eq!(c.mode, CacheMode::Gateway);
+    assert_eq!(c.client_invalidation, Invalidation::RequireApiKey);
+    assert_eq!(c.max_entry, DEFAULT_CACHE_MAX_ENTRY);
+    // ttl = 0s and enabled = false turn it off.
+    for off in ["ttl = \"0s\"", "enabled = false"] {
+        let cfg =
+            parse(&BASE.replacen(stage, &format!("{stage}\n  cache = {{ {off} }}"), 1)).unwrap();
+        assert!(cfg.apis[0].stages[0].cache.is_none(), "{off}");
+    }
+    let bad =
+        |v: &str, want: &[&str]| refused(stage, &format!("{stage}\n  cache = {{ {v} }}"), want);
+    bad(
+        "ttl = \"2h\"",
+        &["stages[\"prod\"].cache.ttl = \"2h\" is not valid", "3600s"],
+    );
+    bad("mode = \"rfc\"", &["cache.mode = \"rfc\"", "\"http\""]);
+    bad(
+        "client_invalidation = \"anyone\"",
+        &["cache.client_invalidation", "require_api_key"],
+    );
+    bad("capacity = \"1KiB\"", &["cache.capacity = 1024", "64KiB"]);
+    bad(
+        "capacity = \"1MiB\", max_entry = \"1MiB\"",
+        &["cache.max_entry", "eighth of capacity"],
+    );
+    bad("sizes = 3", &["sizes"]);
+}
+
+#[test]
+fn route_cache_keys_are_checked() {
+    let route = "route = \"GET /pets/{petId}\"";
+    assert!(BASE.contains(route));
+    let cfg = parse(&BASE.replacen(
+        route,
+        &format!("{route}\ncache = {{ ttl = \"60s\", key = [\"query.limit\", \"header.Accept\", \"path.petId\"] }}"),
+        1,
+    ))
+    .unwrap();
+    let rc = cfg.apis[0]
+        .routes
+        .iter()
+        .find_map(|r| r.cache.clone())
+        .unwrap();
+    assert_eq!(rc.ttl, Some(std::time::Duration::from_secs(60)));
+    assert_eq!(
+        rc.key,
+        vec![
+            KeyPart::Query("limit".into()),
+            KeyPart::Header("accept".into()),
+            KeyPart::Path(0, "petId".into())
+        ]
+    );
+    let bad = |v: &str, want: &[&str]| refused(route, &format!("{route}\ncache = {{ {v} }}"), want);
+    bad(
+        "key = [\"path.nope\"]",
+        &["cache.key = \"path.nope\"", "variable of this route"],
+    );
+    bad(
+        "key = [\"cookie.a\"]",
+        &["\"query.NAME\", \"header.NAME\" or \"path.NAME\""],
+    );
+    bad("key = [\"query.a\", \"query.a\"]", &["each parameter once"]);
+    bad("ttl = \"3601s\"", &["cache.ttl = \"3601s\""]);
 }

@@ -77,6 +77,10 @@ pub struct RequestCtx {
     pub ratelimit: Option<crate::error::RateInfo>,
     /// The status answered (0 until a head is written), for the counters.
     pub status: u16,
+    /// `X-Cache` on cached routes: Hit, Miss, Bypass, Refresh, Revalidated or Stale.
+    pub cache_status: Option<&'static str>,
+    /// Why a client's request for a fresh copy was ignored (answered as a `Warning`).
+    pub cache_warning: Option<&'static str>,
 }
 
 impl RequestCtx {
@@ -96,6 +100,8 @@ impl RequestCtx {
             captures: Captures::new(),
             ratelimit: None,
             status: 0,
+            cache_status: None,
+            cache_warning: None,
         }
     }
 

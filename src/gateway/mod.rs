@@ -6,6 +6,7 @@
 //! answered by [`handle`]. Phases still to come (resource policy, authorizers, throttling,
 //! validation, cache) slot in where `run_phases` marks them.
 
+pub mod cached;
 pub mod ctx;
 pub mod target;
 pub mod template;
@@ -84,11 +85,18 @@ async fn run_phases(
     let key = authenticate(ss, ctx, api, route)?;
     throttle(shard, ss, ctx, api, route, key).await?;
     count_quota(shard, ss, key).await?;
-    // Request validation and the cache slot in here.
+    // Request validation slots in here.
     let stage = ctx.stage.map(|s| s.stage).unwrap_or_default();
-    match &snap.apis[api].routes[route].per_stage[stage] {
-        IntegrationRt::Mock(m) => answer_mock(conn, ctx, m, shard.drain.is_on()).await,
-        IntegrationRt::Http(h) => crate::upstream::proxy::forward(shard, ss, conn, ctx, h).await,
+    let r = &snap.apis[api].routes[route];
+    match (&r.per_stage[stage], &r.cache[stage]) {
+        (IntegrationRt::Mock(m), _) => answer_mock(conn, ctx, m, shard.drain.is_on()).await,
+        (IntegrationRt::Http(h), Some(p)) => {
+            let authorized = key.is_some();
+            cached::serve(shard, ss, conn, ctx, h, p, api, authorized).await
+        }
+        (IntegrationRt::Http(h), None) => {
+            crate::upstream::proxy::forward(shard, ss, conn, ctx, h).await
+        }
     }
 }
 
@@ -448,9 +456,23 @@ pub fn ratelimit_headers(out: &mut Vec<u8>, r: &RateInfo) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// `X-Cache` and, when a client's request for a fresh copy was ignored, a `Warning`.
+pub fn cache_headers(out: &mut Vec<u8>, ctx: &RequestCtx) {
+    if let Some(s) = ctx.cache_status {
+        out.extend_from_slice(b"x-cache: ");
+        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(w) = ctx.cache_warning {
+        out.extend_from_slice(b"warning: 199 tollgate \"");
+        out.extend_from_slice(w.as_bytes());
+        out.extend_from_slice(b"\"\r\n");
+    }
+}
+
 /// Whether the connection can carry another request after an answer made without reading
 /// the body: only if the whole body is already buffered, and then it is skipped.
-fn skip_unread_body(conn: &mut Conn, ctx: &mut RequestCtx) -> bool {
+pub fn skip_unread_body(conn: &mut Conn, ctx: &mut RequestCtx) -> bool {
     if ctx.body == BodyState::Done {
         return true;
     }

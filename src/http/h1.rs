@@ -89,7 +89,7 @@ impl RequestHead {
     }
 
     /// Iterates (name, value) pairs.
-    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         self.headers
             .iter()
             .map(|h| (self.slice(&h.name), self.slice(&h.value)))
@@ -122,7 +122,7 @@ impl ResponseHead {
         &self.raw[r.start as usize..r.end as usize]
     }
 
-    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         self.headers
             .iter()
             .map(|h| (self.slice(&h.name), self.slice(&h.value)))

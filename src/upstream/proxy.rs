@@ -90,6 +90,35 @@ impl Drop for InFlight {
 /// Builds the upstream request head: the rendered path and query, the client's end-to-end
 /// headers, the forwarding headers and the integration's own. `peer_ip` is the client's IP.
 pub fn request_head(peer_ip: &str, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u8> {
+    request_head_with(peer_ip, ctx, integ, &Extra::default())
+}
+
+/// What the cache adds to an upstream request.
+#[derive(Default)]
+pub struct Extra {
+    /// Header lines ("name: value\r\n") added to the request (conditional headers).
+    pub lines: Vec<u8>,
+    /// Drop the client's own conditional headers, so that the answer is a full one the cache
+    /// can store.
+    pub strip_conditionals: bool,
+}
+
+fn conditional(name: &[u8]) -> bool {
+    name_eq(name, b"if-none-match")
+        || name_eq(name, b"if-modified-since")
+        || name_eq(name, b"if-match")
+        || name_eq(name, b"if-unmodified-since")
+        || name_eq(name, b"if-range")
+        || name_eq(name, b"range")
+}
+
+/// [`request_head`] with the cache's additions.
+pub fn request_head_with(
+    peer_ip: &str,
+    ctx: &RequestCtx,
+    integ: &HttpIntegration,
+    extra: &Extra,
+) -> Vec<u8> {
     let head = &ctx.head;
     let mut out = Vec::with_capacity(256 + head.raw.len());
     out.extend_from_slice(head.method_bytes());
@@ -138,7 +167,7 @@ pub fn request_head(peer_ip: &str, ctx: &RequestCtx, integ: &HttpIntegration) ->
             xff = Some(value);
             continue;
         }
-        if listed_in_connection(conn_hdr, name) {
+        if listed_in_connection(conn_hdr, name) || (extra.strip_conditionals && conditional(name)) {
             continue;
         }
         out.extend_from_slice(name);
@@ -146,6 +175,7 @@ pub fn request_head(peer_ip: &str, ctx: &RequestCtx, integ: &HttpIntegration) ->
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(&extra.lines);
     out.extend_from_slice(b"x-forwarded-for: ");
     if let Some(x) = xff {
         out.extend_from_slice(x);
@@ -211,10 +241,49 @@ pub async fn forward(
     ctx: &mut RequestCtx,
     integ: &HttpIntegration,
 ) -> Result<Next, Error> {
+    let ex = send(ss, conn, ctx, integ, &Extra::default()).await?;
+    answer(shard, conn, ctx, integ, ex, None).await
+}
+
+/// An upstream answer whose head has been read and whose body has not.
+pub struct Exchange {
+    target: Rc<TargetLocal>,
+    cfg: PoolCfg,
+    up: TcpStream,
+    pub resp: ResponseHead,
+    ubuf: BytesMut,
+}
+
+impl Exchange {
+    /// Gives the connection back to the pool when the answer had no body to read (a 304),
+    /// else closes it.
+    pub fn finish_bodiless(self) {
+        let Exchange {
+            target,
+            cfg,
+            up,
+            resp,
+            ubuf,
+        } = self;
+        let bodiless = matches!(resp.framing, Framing::None | Framing::Length(0));
+        if bodiless && resp.keep_alive && ubuf.is_empty() {
+            checkin(&target, &cfg, up);
+        }
+    }
+}
+
+/// Sends the request (with the cache's `extra`) and reads the answer's head. `Err` only
+/// before anything was written to the client.
+pub async fn send(
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    integ: &HttpIntegration,
+    extra: &Extra,
+) -> Result<Exchange, Error> {
     let cfg = PoolCfg::for_dest(ss, &integ.dest);
     let max_body = ss.snap.limits.max_body;
-    let mut head = request_head(&conn.peer_ip, ctx, integ);
-
+    let mut head = request_head_with(&conn.peer_ip, ctx, integ, extra);
     // A small body of known length is read whole before anything is sent, as nginx does
     // with client_body_buffer_size: head and body then leave in one write, and the request
     // can be replayed on another connection.
@@ -276,7 +345,7 @@ pub async fn forward(
     let mut exclude = None;
     let mut fresh_only = false;
     let mut tries = 0;
-    let (target, mut up, resp, mut ubuf) = loop {
+    let (target, up, resp, ubuf) = loop {
         tries += 1;
         let target = select(ss, &integ.dest, ctx, conn.peer, exclude)?;
         let guard = InFlight::new(target.clone());
@@ -344,6 +413,64 @@ pub async fn forward(
         }
     };
     record_success(&target);
+    Ok(Exchange {
+        target,
+        cfg,
+        up,
+        resp,
+        ubuf,
+    })
+}
+
+/// Where the cache collects a body it means to store, as it streams to the client.
+pub struct Tee {
+    pub body: BytesMut,
+    pub max: usize,
+    /// Set when the body ended where its framing said and fit within `max`.
+    pub complete: bool,
+    /// Set when the body outgrew `max` (then collection stopped).
+    pub too_large: bool,
+}
+
+impl Tee {
+    pub fn new(max: usize, expect: usize) -> Tee {
+        Tee {
+            body: BytesMut::with_capacity(expect.min(max)),
+            max,
+            complete: false,
+            too_large: false,
+        }
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        if self.too_large {
+            return;
+        }
+        if self.body.len() + b.len() > self.max {
+            self.too_large = true;
+            self.body = BytesMut::new();
+            return;
+        }
+        self.body.extend_from_slice(b);
+    }
+}
+
+/// Streams the upstream's answer to the client (and into `tee`, when the cache wants it).
+pub async fn answer(
+    shard: &Rc<Shard>,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    integ: &HttpIntegration,
+    ex: Exchange,
+    mut tee: Option<&mut Tee>,
+) -> Result<Next, Error> {
+    let Exchange {
+        target,
+        cfg,
+        mut up,
+        resp,
+        mut ubuf,
+    } = ex;
     let _inflight = InFlight::new(target.clone());
 
     // The answer's framing towards the client.
@@ -367,10 +494,24 @@ pub async fn forward(
         return Ok(Next::Upgrade(up, ubuf.freeze()));
     }
 
-    let pool_ok = match stream_response(conn, &mut up, &mut ubuf, out, resp.framing, dechunk, integ)
-        .await
-    {
-        Ok(clean) => clean && resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty(),
+    let streamed = stream_response(
+        conn,
+        &mut up,
+        &mut ubuf,
+        out,
+        resp.framing,
+        dechunk,
+        integ,
+        tee.as_deref_mut(),
+    )
+    .await;
+    let pool_ok = match streamed {
+        Ok(clean) => {
+            if let Some(t) = tee {
+                t.complete = clean && !t.too_large;
+            }
+            clean && resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty()
+        }
         Err(side) => {
             if side == Side::Upstream {
                 record_failure(&target, &cfg);
@@ -572,6 +713,7 @@ fn response_head(
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(ctx.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
+    crate::gateway::cache_headers(out, ctx);
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
     } else {
@@ -598,6 +740,7 @@ async fn stream_response(
     framing: Framing,
     dechunk: bool,
     integ: &HttpIntegration,
+    mut tee: Option<&mut Tee>,
 ) -> Result<bool, Side> {
     let idle = integ.timeout;
     async fn fill(
@@ -623,6 +766,9 @@ async fn stream_response(
             let k = remaining.min(ubuf.len() as u64) as usize;
             if k <= COALESCE_BODY {
                 out.extend_from_slice(&ubuf[..k]);
+                if let Some(t) = tee.as_deref_mut() {
+                    t.push(&ubuf[..k]);
+                }
                 let _ = ubuf.split_to(k);
                 remaining -= k as u64;
             }
@@ -633,6 +779,9 @@ async fn stream_response(
                 if !ubuf.is_empty() && remaining > 0 {
                     let k = remaining.min(ubuf.len() as u64) as usize;
                     let part = ubuf.split_to(k).freeze();
+                    if let Some(t) = tee.as_deref_mut() {
+                        t.push(&part);
+                    }
                     write_all(&mut conn.stream, part)
                         .await
                         .map_err(|_| Side::Client)?;
@@ -660,6 +809,11 @@ async fn stream_response(
                         .feed(ubuf, |r| ranges.push(r))
                         .map_err(|_| Side::Upstream)?;
                     let part = ubuf.split_to(k).freeze();
+                    if let Some(t) = tee.as_deref_mut() {
+                        for r in &ranges {
+                            t.push(&part[r.clone()]);
+                        }
+                    }
                     if dechunk {
                         for r in ranges {
                             write_all(&mut conn.stream, part.slice(r))
@@ -687,6 +841,9 @@ async fn stream_response(
             loop {
                 if !ubuf.is_empty() {
                     let part = ubuf.split().freeze();
+                    if let Some(t) = tee.as_deref_mut() {
+                        t.push(&part);
+                    }
                     write_all(&mut conn.stream, part)
                         .await
                         .map_err(|_| Side::Client)?;

@@ -1,0 +1,468 @@
+//! The response cache: one per stage, bounded in bytes, segmented by key hash, coalesced.
+//!
+//! Storage and eviction are `quick_cache`'s: a segmented (sharded) table with an S3-FIFO-like
+//! CLOCK-Pro policy (scan resistant) and a weigher, so `capacity` counts bytes — body, header
+//! block, key and a fixed [`ENTRY_OVERHEAD`] per entry for the entry's own bookkeeping.
+//! Values are `Arc`s whose body is a `Bytes`: a hit clones two pointers and writes the body
+//! from the cache's memory. Concurrent misses are coalesced by [`flight::Flights`].
+//!
+//! A flush is O(1) for requests: it bumps the cache's epoch (entries of an older epoch are
+//! misses from then on) and the control plane then drains the old entries segment by segment,
+//! one entry per lock hold. TTLs are applied at lookup against the current configuration,
+//! so a reload that shortens a TTL takes effect at once.
+
+pub mod flight;
+pub mod policy;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use quick_cache::sync::Cache;
+use quick_cache::{Lifecycle, OptionsBuilder, Weighter};
+
+use crate::config::{CacheMode, StageCache as StageCacheCfg};
+use flight::{Flights, Join};
+
+/// Bytes counted per entry beyond its key, headers and body: the `Arc`ed entry struct, the
+/// table slot and the policy's queue node (measured: see `tests/cache_memory.rs`).
+pub const ENTRY_OVERHEAD: u64 = 256;
+
+/// The cache's clock: monotonic nanoseconds plus an offset that tests (and drills) can move
+/// forward instead of sleeping through a TTL.
+#[derive(Debug, Default)]
+pub struct CacheClock {
+    offset_ns: AtomicU64,
+}
+
+impl CacheClock {
+    pub fn now_ns(&self) -> u64 {
+        crate::throttle::now_ns() + self.offset_ns.load(Ordering::Relaxed)
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.offset_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// A stored answer.
+#[derive(Debug)]
+pub struct Stored {
+    pub status: u16,
+    pub reason: Bytes,
+    /// End-to-end header lines ("name: value\r\n"), without framing, `Age` or `x-request-id`.
+    pub headers: Bytes,
+    pub body: Bytes,
+    /// Cache clock at storage.
+    pub stored_ns: u64,
+    pub epoch: u64,
+    pub lifetime: policy::Lifetime,
+    pub etag: Option<Bytes>,
+    pub last_modified: Option<Bytes>,
+}
+
+impl Stored {
+    /// Current age in seconds (RFC 9111 4.2.3).
+    pub fn age_s(&self, now_ns: u64) -> u64 {
+        self.lifetime.initial_age + now_ns.saturating_sub(self.stored_ns) / 1_000_000_000
+    }
+
+    /// Fresh for `ttl` (gateway mode) or for the origin's lifetime (http mode)?
+    pub fn is_fresh(&self, now_ns: u64, ttl: Duration) -> bool {
+        if self.lifetime.no_cache {
+            return false;
+        }
+        let lifetime = self.lifetime.fresh_for.unwrap_or(ttl).min(ttl);
+        let age_ns = self.lifetime.initial_age.saturating_mul(1_000_000_000)
+            + now_ns.saturating_sub(self.stored_ns);
+        (age_ns as u128) < lifetime.as_nanos()
+    }
+
+    /// How long past freshness this entry has been stale, in nanoseconds.
+    pub fn stale_for_ns(&self, now_ns: u64, ttl: Duration) -> u64 {
+        let lifetime = self.lifetime.fresh_for.unwrap_or(ttl).min(ttl);
+        let age_ns = self.lifetime.initial_age.saturating_mul(1_000_000_000)
+            + now_ns.saturating_sub(self.stored_ns);
+        age_ns.saturating_sub(lifetime.as_nanos() as u64)
+    }
+
+    pub fn can_revalidate(&self) -> bool {
+        self.etag.is_some() || self.last_modified.is_some()
+    }
+
+    fn weight(&self) -> u64 {
+        (self.reason.len()
+            + self.headers.len()
+            + self.body.len()
+            + self.etag.as_ref().map_or(0, Bytes::len)
+            + self.last_modified.as_ref().map_or(0, Bytes::len)) as u64
+    }
+}
+
+/// What a key maps to: an answer, or — for answers that vary — the request headers that
+/// select the variant, whose entries live under the key extended with those headers' values.
+#[derive(Debug, Clone)]
+pub enum Val {
+    Stored(Arc<Stored>),
+    Vary(Arc<VaryMarker>),
+}
+
+#[derive(Debug)]
+pub struct VaryMarker {
+    /// Lower-cased header names.
+    pub names: Vec<Box<[u8]>>,
+    pub epoch: u64,
+}
+
+impl Val {
+    fn epoch(&self) -> u64 {
+        match self {
+            Val::Stored(s) => s.epoch,
+            Val::Vary(v) => v.epoch,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Weigh;
+
+impl Weighter<Box<[u8]>, Val> for Weigh {
+    fn weight(&self, key: &Box<[u8]>, val: &Val) -> u64 {
+        let v = match val {
+            Val::Stored(s) => s.weight(),
+            Val::Vary(m) => m.names.iter().map(|n| n.len() as u64 + 16).sum(),
+        };
+        key.len() as u64 + v + ENTRY_OVERHEAD
+    }
+}
+
+/// Counts evictions; evicted entries are dropped after the segment lock is released.
+#[derive(Clone)]
+struct Evictions(Arc<AtomicU64>);
+
+impl Lifecycle<Box<[u8]>, Val> for Evictions {
+    type RequestState = Vec<(Box<[u8]>, Val)>;
+
+    fn on_evict(&self, state: &mut Self::RequestState, key: Box<[u8]>, val: Val) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        state.push((key, val));
+    }
+}
+
+/// Per-stage counters (relaxed atomics; read by the admin API and the metrics export).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub bypasses: AtomicU64,
+    pub refreshes: AtomicU64,
+    pub revalidated: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub not_stored: AtomicU64,
+    pub too_large: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub evictions: Arc<AtomicU64>,
+}
+
+impl Stats {
+    pub fn add(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Store = Cache<Box<[u8]>, Val, Weigh, ahash::RandomState, Evictions>;
+
+/// One stage's cache.
+pub struct StageCache {
+    /// "api/stage".
+    pub name: String,
+    pub mode: CacheMode,
+    store: Store,
+    flights: Arc<Flights>,
+    epoch: AtomicU64,
+    capacity: AtomicU64,
+    pub clock: Arc<CacheClock>,
+    pub stats: Stats,
+    hasher: ahash::RandomState,
+}
+
+impl std::fmt::Debug for StageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageCache")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StageCache {
+    pub fn new(name: String, cfg: &StageCacheCfg, clock: Arc<CacheClock>) -> StageCache {
+        // Segments hold at least 8 of the largest entries each; at most 64 segments.
+        let segments = (cfg.capacity / (8 * cfg.max_entry.max(1))).clamp(1, 64);
+        let segments = 1usize << (63 - segments.leading_zeros());
+        let stats = Stats::default();
+        let store = Cache::with_options(
+            OptionsBuilder::new()
+                .shards(segments)
+                .estimated_items_capacity((cfg.capacity / 2048).max(64) as usize)
+                .weight_capacity(cfg.capacity)
+                .build()
+                .expect("cache options"),
+            Weigh,
+            ahash::RandomState::with_seeds(3, 5, 7, 11),
+            Evictions(stats.evictions.clone()),
+        );
+        StageCache {
+            name,
+            mode: cfg.mode,
+            store,
+            flights: Arc::new(Flights::new(segments)),
+            epoch: AtomicU64::new(0),
+            capacity: AtomicU64::new(cfg.capacity),
+            clock,
+            stats,
+            hasher: ahash::RandomState::with_seeds(13, 17, 19, 23),
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The value under `key`, unless a flush has made it obsolete.
+    pub fn get(&self, key: &[u8]) -> Option<Val> {
+        let v = self.store.get(key)?;
+        (v.epoch() >= self.epoch()).then_some(v)
+    }
+
+    /// Stores `val` under `key` (refused silently when it is heavier than a segment allows).
+    pub fn insert(&self, key: Box<[u8]>, val: Val) {
+        if val.epoch() < self.epoch() {
+            return;
+        }
+        self.store.insert(key, val);
+    }
+
+    /// Leads or follows the fetch for `key`.
+    pub fn join(&self, key: &[u8]) -> Join {
+        self.flights.join(self.hasher.hash_one(key))
+    }
+
+    /// Applies a reloaded configuration's capacity.
+    pub fn set_capacity(&self, capacity: u64) {
+        if self.capacity.swap(capacity, Ordering::Relaxed) != capacity {
+            self.store.set_capacity(capacity);
+        }
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Bytes in use, as weighed against `capacity`.
+    pub fn weight(&self) -> u64 {
+        self.store.weight()
+    }
+
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// Makes every entry obsolete at once, then frees them one at a time. Returns how many
+    /// were dropped.
+    pub fn flush(&self) -> usize {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.store.drain().count()
+    }
+
+    /// Removes the entries of one path (`exact`) or of every path under a prefix, for every
+    /// method, key parameter and variant. Returns how many were removed.
+    pub fn purge(&self, path: &str, exact: bool) -> usize {
+        let mut victims: Vec<Box<[u8]>> = Vec::new();
+        for (k, _) in self.store.iter() {
+            let Some(p) = key_path(&k) else { continue };
+            let hit = if exact {
+                p == path.as_bytes()
+            } else {
+                p.starts_with(path.as_bytes())
+            };
+            if hit {
+                victims.push(k);
+            }
+        }
+        victims
+            .iter()
+            .filter(|k| self.store.remove(&k[..]).is_some())
+            .count()
+    }
+
+    pub fn stats_json(&self) -> serde_json::Value {
+        let s = &self.stats;
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "stage": self.name,
+            "mode": self.mode,
+            "capacity": self.capacity(),
+            "bytes": self.weight(),
+            "entries": self.len(),
+            "hits": l(&s.hits),
+            "misses": l(&s.misses),
+            "bypasses": l(&s.bypasses),
+            "refreshes": l(&s.refreshes),
+            "revalidated": l(&s.revalidated),
+            "stale_served": l(&s.stale_served),
+            "not_stored": l(&s.not_stored),
+            "too_large": l(&s.too_large),
+            "coalesced": l(&s.coalesced),
+            "evictions": l(&s.evictions),
+        })
+    }
+}
+
+/// The path part of a key: keys are "METHOD\0/path\0params...".
+fn key_path(k: &[u8]) -> Option<&[u8]> {
+    let rest = &k[k.iter().position(|&b| b == 0)? + 1..];
+    Some(&rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())])
+}
+
+/// Caches that survive reloads, keyed by (API, stage). A reload keeps a stage's cache when
+/// the mode is unchanged (applying a new capacity in place) and starts a fresh one otherwise.
+#[derive(Debug, Default)]
+pub struct CacheRegistry {
+    pub clock: Arc<CacheClock>,
+    pub caches: AHashMap<(String, String), Arc<StageCache>>,
+}
+
+impl CacheRegistry {
+    /// The cache for a stage under `cfg`, reusing the previous one where it fits.
+    pub fn take(
+        &self,
+        fresh: &mut AHashMap<(String, String), Arc<StageCache>>,
+        api: &str,
+        stage: &str,
+        cfg: &StageCacheCfg,
+    ) -> Arc<StageCache> {
+        let key = (api.to_string(), stage.to_string());
+        let c = match self.caches.get(&key) {
+            Some(c) if c.mode == cfg.mode => {
+                c.set_capacity(cfg.capacity);
+                c.clone()
+            }
+            _ => Arc::new(StageCache::new(
+                format!("{api}/{stage}"),
+                cfg,
+                self.clock.clone(),
+            )),
+        };
+        fresh.insert(key, c.clone());
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Invalidation;
+
+    fn cfg(capacity: u64) -> StageCacheCfg {
+        StageCacheCfg {
+            ttl: Duration::from_secs(60),
+            capacity,
+            client_invalidation: Invalidation::Allow,
+            mode: CacheMode::Gateway,
+            max_entry: capacity / 8,
+            stale_if_error: Duration::ZERO,
+            lock_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn entry(c: &StageCache, body: usize) -> Val {
+        Val::Stored(Arc::new(Stored {
+            status: 200,
+            reason: Bytes::from_static(b"OK"),
+            headers: Bytes::from_static(b"content-type: text/plain\r\n"),
+            body: Bytes::from(vec![b'x'; body]),
+            stored_ns: c.now_ns(),
+            epoch: c.epoch(),
+            lifetime: policy::Lifetime {
+                fresh_for: None,
+                initial_age: 0,
+                no_cache: false,
+                must_revalidate: false,
+            },
+            etag: None,
+            last_modified: None,
+        }))
+    }
+
+    #[test]
+    fn weight_stays_under_capacity_and_evicts() {
+        let c = StageCache::new("a/s".into(), &cfg(1 << 20), Default::default());
+        for i in 0..2000 {
+            c.insert(
+                format!("GET\0/k/{i}\0").into_bytes().into(),
+                entry(&c, 1000),
+            );
+            assert!(c.weight() <= c.capacity());
+        }
+        assert!(c.stats.evictions.load(Ordering::Relaxed) > 0);
+        assert!(c.len() < 2000 && c.len() > 500, "{}", c.len());
+    }
+
+    #[test]
+    fn flush_hides_at_once_and_frees() {
+        let c = StageCache::new("a/s".into(), &cfg(1 << 20), Default::default());
+        let stale = entry(&c, 10);
+        c.insert(b"GET\0/a\0".to_vec().into(), entry(&c, 10));
+        assert!(c.get(b"GET\0/a\0").is_some());
+        assert_eq!(c.flush(), 1);
+        assert!(c.get(b"GET\0/a\0").is_none());
+        assert_eq!(c.weight(), 0);
+        // An answer fetched before the flush is not stored after it.
+        c.insert(b"GET\0/a\0".to_vec().into(), stale);
+        assert!(c.get(b"GET\0/a\0").is_none());
+    }
+
+    #[test]
+    fn purge_by_path_and_prefix() {
+        let c = StageCache::new("a/s".into(), &cfg(1 << 20), Default::default());
+        for k in [
+            "GET\0/pets\0",
+            "GET\0/pets/1\0q:a=1\0",
+            "GET\0/pets/2\0",
+            "GET\0/toys\0",
+        ] {
+            c.insert(k.as_bytes().into(), entry(&c, 10));
+        }
+        assert_eq!(c.purge("/pets/1", true), 1);
+        assert_eq!(c.purge("/pets", false), 2);
+        assert_eq!(c.len(), 1);
+        assert!(c.get(b"GET\0/toys\0").is_some());
+    }
+
+    #[test]
+    fn freshness_follows_the_clock() {
+        let clock = Arc::new(CacheClock::default());
+        let c = StageCache::new("a/s".into(), &cfg(1 << 20), clock.clone());
+        let Val::Stored(s) = entry(&c, 1) else {
+            unreachable!()
+        };
+        let ttl = Duration::from_secs(60);
+        assert!(s.is_fresh(c.now_ns(), ttl));
+        clock.advance(Duration::from_secs(61));
+        assert!(!s.is_fresh(c.now_ns(), ttl));
+        assert!(s.stale_for_ns(c.now_ns(), ttl) >= 1_000_000_000);
+        assert!(s.age_s(c.now_ns()) >= 61);
+    }
+}

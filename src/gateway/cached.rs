@@ -1,0 +1,632 @@
+//! The cache phase: answer from the stage cache, or fetch once (coalescing concurrent
+//! misses), store what may be stored, and stand in with a stale entry when the upstream fails.
+//!
+//! `X-Cache` says what happened: `Hit` (fresh entry), `Miss` (fetched; stored if it may be),
+//! `Bypass` (not a cacheable request: not GET/HEAD, a body, an upgrade, or `no-store`),
+//! `Refresh` (the client asked for a fresh copy and was allowed to), `Revalidated` (a stale
+//! entry confirmed by the upstream with 304) and `Stale` (the upstream failed and the stale
+//! entry stood in, within `stale_if_error`).
+
+use std::io::Write;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::ctx::RequestCtx;
+use super::{connection_header, ratelimit_headers, skip_unread_body, Next};
+use crate::cache::flight::Join;
+use crate::cache::policy::{self, Answer, CacheControl};
+use crate::cache::{StageCache, Stats, Stored, Val, VaryMarker};
+use crate::config::{CacheMode, Invalidation, KeyPart};
+use crate::error::{Error, Kind};
+use crate::http::conn::{write_all, Conn};
+use crate::http::h1::{Framing, ResponseHead};
+use crate::http::write::status_line;
+use crate::http::{name_eq, Method};
+use crate::shard::{Shard, ShardSnap};
+use crate::snapshot::{CachePolicy, HttpIntegration};
+use crate::upstream::proxy::{self, Extra, Tee};
+
+/// Bodies up to this size are copied into the head's buffer (one write); larger ones are
+/// written from the cache's own memory.
+const INLINE_BODY: usize = 2048;
+
+/// Runs the cache phase for an `http` integration on a cached route.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    shard: &Rc<Shard>,
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    integ: &HttpIntegration,
+    p: &CachePolicy,
+    api: usize,
+    authorized: bool,
+) -> Result<Next, Error> {
+    let cache = &p.cache;
+    let method = ctx.head.method;
+    let req_cc = CacheControl::parse(
+        ctx.head
+            .headers()
+            .filter(|(n, _)| name_eq(n, b"cache-control"))
+            .map(|(_, v)| v),
+    );
+    let pragma_no_cache = ctx
+        .head
+        .header(b"pragma")
+        .is_some_and(|v| crate::http::has_token(v, b"no-cache"));
+    let cacheable_request = (method == Method::Get || method == Method::Head)
+        && ctx.head.framing == Framing::None
+        && !ctx.head.upgrade
+        && !(cache.mode == CacheMode::Http && req_cc.no_store);
+    if !cacheable_request {
+        Stats::add(&cache.stats.bypasses);
+        ctx.cache_status = Some("Bypass");
+        return proxy::forward(shard, ss, conn, ctx, integ).await;
+    }
+
+    // Cache-Control: max-age=0 / no-cache (or Pragma: no-cache): a request for a fresh copy.
+    let mut refresh = false;
+    if req_cc.wants_fresh() || pragma_no_cache && !req_cc.max_age.is_some_and(|a| a > 0) {
+        match p.invalidation {
+            Invalidation::Ignore => {}
+            Invalidation::Allow => refresh = true,
+            Invalidation::RequireApiKey => {
+                if authorized || key_covers_stage(ss, ctx, api) {
+                    refresh = true;
+                } else {
+                    ctx.cache_warning =
+                        Some("cache invalidation ignored: it needs a valid x-api-key");
+                }
+            }
+        }
+    }
+
+    let primary = cache_key(ctx, &p.key);
+    let (mut key, mut entry) = lookup(cache, &primary, ctx);
+    if !refresh {
+        if let Some(e) = fresh(cache, entry.as_ref(), p) {
+            Stats::add(&cache.stats.hits);
+            return answer_stored(shard, conn, ctx, &e, "Hit", cache.now_ns()).await;
+        }
+    }
+
+    // A miss (or a stale entry): one request fetches, the others wait for it.
+    let mut _leader = None;
+    if !refresh {
+        match cache.join(&key) {
+            Join::Leader(l) => _leader = Some(l),
+            Join::Follower(f) => {
+                Stats::add(&cache.stats.coalesced);
+                let _ = monoio::time::timeout(p.lock_timeout, f).await;
+                (key, entry) = lookup(cache, &primary, ctx);
+                if let Some(e) = fresh(cache, entry.as_ref(), p) {
+                    Stats::add(&cache.stats.hits);
+                    return answer_stored(shard, conn, ctx, &e, "Hit", cache.now_ns()).await;
+                }
+                // Still nothing fresh: the answer was not storable, or the fetch failed or
+                // took longer than lock_timeout. Fetch for ourselves.
+            }
+        }
+    }
+    fetch(
+        shard, ss, conn, ctx, integ, p, &primary, key, entry, refresh,
+    )
+    .await
+}
+
+/// Looks up the primary key, following a Vary marker to the variant for this request.
+/// Returns the key the answer lives (or would live) under, and the entry if any.
+fn lookup(cache: &StageCache, primary: &[u8], ctx: &RequestCtx) -> (Vec<u8>, Option<Arc<Stored>>) {
+    match cache.get(primary) {
+        Some(Val::Stored(s)) => (primary.to_vec(), Some(s)),
+        Some(Val::Vary(m)) => {
+            let k = variant_key(primary, &m.names, ctx);
+            let e = match cache.get(&k) {
+                Some(Val::Stored(s)) => Some(s),
+                _ => None,
+            };
+            (k, e)
+        }
+        None => (primary.to_vec(), None),
+    }
+}
+
+fn fresh(cache: &StageCache, e: Option<&Arc<Stored>>, p: &CachePolicy) -> Option<Arc<Stored>> {
+    e.filter(|e| e.is_fresh(cache.now_ns(), p.ttl)).cloned()
+}
+
+/// May this stale entry stand in for a failed upstream?
+fn stale_usable(cache: &StageCache, e: &Stored, p: &CachePolicy) -> bool {
+    !p.stale_if_error.is_zero()
+        && !e.lifetime.must_revalidate
+        && e.stale_for_ns(cache.now_ns(), p.ttl) <= p.stale_if_error.as_nanos() as u64
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fetch(
+    shard: &Rc<Shard>,
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    integ: &HttpIntegration,
+    p: &CachePolicy,
+    primary: &[u8],
+    key: Vec<u8>,
+    entry: Option<Arc<Stored>>,
+    refresh: bool,
+) -> Result<Next, Error> {
+    let cache = &p.cache;
+    let epoch = cache.epoch();
+    // http mode revalidates a stale entry that has a validator instead of fetching it whole.
+    let revalidate = entry
+        .clone()
+        .filter(|e| cache.mode == CacheMode::Http && e.can_revalidate() && !refresh);
+    let mut extra = Extra {
+        lines: Vec::new(),
+        strip_conditionals: true,
+    };
+    if let Some(e) = &revalidate {
+        if let Some(etag) = &e.etag {
+            extra.lines.extend_from_slice(b"if-none-match: ");
+            extra.lines.extend_from_slice(etag);
+            extra.lines.extend_from_slice(b"\r\n");
+        }
+        if let Some(lm) = &e.last_modified {
+            extra.lines.extend_from_slice(b"if-modified-since: ");
+            extra.lines.extend_from_slice(lm);
+            extra.lines.extend_from_slice(b"\r\n");
+        }
+    }
+    let stale = entry.filter(|e| stale_usable(cache, e, p));
+    let ex = match proxy::send(ss, conn, ctx, integ, &extra).await {
+        Ok(ex) => ex,
+        Err(e) if matches!(e.status(), 502..=504) => match &stale {
+            Some(s) => {
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "upstream failed; serving the stale cached answer");
+                Stats::add(&cache.stats.stale_served);
+                return answer_stored(shard, conn, ctx, s, "Stale", cache.now_ns()).await;
+            }
+            None => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    let status = ex.resp.status;
+    if let (Some(e), 304) = (&revalidate, status) {
+        // Confirmed: update the stored headers from the 304 (RFC 9111 4.3.4) and answer.
+        let updated = revalidated(cache, e, &ex.resp, p, epoch);
+        ex.finish_bodiless();
+        let e = match updated {
+            Some(u) => {
+                cache.insert(key.into_boxed_slice(), Val::Stored(u.clone()));
+                u
+            }
+            None => e.clone(),
+        };
+        Stats::add(&cache.stats.revalidated);
+        return answer_stored(shard, conn, ctx, &e, "Revalidated", cache.now_ns()).await;
+    }
+    if matches!(status, 500 | 502 | 503 | 504) {
+        if let Some(s) = &stale {
+            tracing::warn!(request_id = %ctx.request_id, status, "upstream answered an error; serving the stale cached answer");
+            drop(ex);
+            Stats::add(&cache.stats.stale_served);
+            return answer_stored(shard, conn, ctx, s, "Stale", cache.now_ns()).await;
+        }
+    }
+
+    // Decide now whether the answer may be stored; collect its body while it streams.
+    Stats::add(if refresh {
+        &cache.stats.refreshes
+    } else {
+        &cache.stats.misses
+    });
+    ctx.cache_status = Some(if refresh { "Refresh" } else { "Miss" });
+    let decision = if ctx.head.method == Method::Get {
+        policy::storable(
+            cache.mode,
+            Answer {
+                status,
+                headers: ex.resp.headers(),
+            },
+            ctx.head.header(b"authorization").is_some(),
+            p.ttl,
+            SystemTime::now(),
+        )
+        .map_err(|why| tracing::debug!(?why, "answer not stored"))
+        .ok()
+    } else {
+        None
+    };
+    let mut plan = None;
+    if let Some(lifetime) = decision {
+        let max = p.max_entry as usize;
+        let declared = match ex.resp.framing {
+            Framing::Length(n) => Some(n as usize),
+            Framing::None => Some(0),
+            _ => None,
+        };
+        if declared.is_some_and(|n| n > max) {
+            Stats::add(&cache.stats.too_large);
+        } else if ex.resp.framing == Framing::UntilClose {
+            // A body ended by close cannot be told from a truncated one: not stored.
+            Stats::add(&cache.stats.not_stored);
+        } else {
+            plan = Some((
+                lifetime,
+                stored_parts(&ex.resp),
+                vary_names(&ex.resp),
+                Tee::new(max, declared.unwrap_or(16 << 10)),
+            ));
+        }
+    } else {
+        Stats::add(&cache.stats.not_stored);
+    }
+    let tee = plan.as_mut().map(|(_, _, _, t)| t);
+    let next = proxy::answer(shard, conn, ctx, integ, ex, tee).await?;
+    if let Some((lifetime, (reason, headers, etag, last_modified), vary, tee)) = plan {
+        if tee.too_large {
+            Stats::add(&cache.stats.too_large);
+        }
+        if tee.complete {
+            let stored = Arc::new(Stored {
+                status,
+                reason,
+                headers,
+                body: tee.body.freeze(),
+                stored_ns: cache.now_ns(),
+                epoch,
+                lifetime,
+                etag,
+                last_modified,
+            });
+            match vary {
+                Some(names) => {
+                    let vk = variant_key(primary, &names, ctx);
+                    cache.insert(
+                        primary.into(),
+                        Val::Vary(Arc::new(VaryMarker { names, epoch })),
+                    );
+                    cache.insert(vk.into_boxed_slice(), Val::Stored(stored));
+                }
+                None => cache.insert(primary.into(), Val::Stored(stored)),
+            }
+        }
+    }
+    Ok(next)
+}
+
+type Parts = (Bytes, Bytes, Option<Bytes>, Option<Bytes>);
+
+/// What is kept of an answer's head: the reason phrase, the end-to-end header lines (without
+/// framing, `Age`, hop-by-hop and per-request headers), and the validators.
+fn stored_parts(resp: &ResponseHead) -> Parts {
+    let mut headers = Vec::with_capacity(resp.raw.len());
+    let mut etag = None;
+    let mut last_modified = None;
+    let conn = resp
+        .headers()
+        .find(|(n, _)| name_eq(n, b"connection"))
+        .map(|(_, v)| v);
+    for (name, value) in resp.headers() {
+        if !keep_header(name) || conn.is_some_and(|c| crate::http::has_token(c, name)) {
+            continue;
+        }
+        if name_eq(name, b"etag") {
+            etag = Some(Bytes::copy_from_slice(value));
+        } else if name_eq(name, b"last-modified") {
+            last_modified = Some(Bytes::copy_from_slice(value));
+        }
+        push_header(&mut headers, name, value);
+    }
+    (
+        Bytes::copy_from_slice(resp.slice(&resp.reason)),
+        headers.into(),
+        etag,
+        last_modified,
+    )
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn keep_header(name: &[u8]) -> bool {
+    const DROP: [&[u8]; 13] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"content-length",
+        b"age",
+        b"x-request-id",
+        b"x-cache",
+        b"warning",
+    ];
+    !DROP.iter().any(|d| name_eq(name, d))
+}
+
+/// The request headers an answer varies on, lower-cased; `None` when it does not vary.
+fn vary_names(resp: &ResponseHead) -> Option<Vec<Box<[u8]>>> {
+    let mut names: Vec<Box<[u8]>> = Vec::new();
+    for (_, v) in resp.headers().filter(|(n, _)| name_eq(n, b"vary")) {
+        for n in policy::split_list(v) {
+            let n: Box<[u8]> = n.to_ascii_lowercase().into();
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    names.sort();
+    (!names.is_empty()).then_some(names)
+}
+
+/// The key of the variant that `ctx`'s headers select (RFC 9111 4.1: values compared after
+/// joining field lines and trimming whitespace).
+fn variant_key(primary: &[u8], names: &[Box<[u8]>], ctx: &RequestCtx) -> Vec<u8> {
+    let mut k = Vec::with_capacity(primary.len() + 32);
+    k.extend_from_slice(primary);
+    k.extend_from_slice(b"v\0");
+    for n in names {
+        k.extend_from_slice(n);
+        k.push(b'=');
+        header_values(ctx, n, &mut k);
+        k.push(0);
+    }
+    k
+}
+
+/// All values of header `name`, joined with ", ".
+fn header_values(ctx: &RequestCtx, name: &[u8], out: &mut Vec<u8>) {
+    let mut first = true;
+    for (_, v) in ctx.head.headers().filter(|(n, _)| name_eq(n, name)) {
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        first = false;
+        out.extend_from_slice(v.trim_ascii());
+    }
+}
+
+/// The cache key: "GET\0" (HEAD shares GET's entries) + the request path + "\0" + each
+/// configured parameter as "q:NAME=v1&v2\0", "h:NAME=v\0" or "p:NAME=v\0". Query values are
+/// percent-decoded and sorted, so parameter order and encoding do not split entries.
+pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    k.extend_from_slice(b"GET\0");
+    let path = ctx.head.path_bytes();
+    k.extend_from_slice(if path.is_empty() { b"/" } else { path });
+    k.push(0);
+    for part in parts {
+        match part {
+            KeyPart::Query(name) => {
+                k.extend_from_slice(b"q:");
+                k.extend_from_slice(name.as_bytes());
+                k.push(b'=');
+                let mut vals: Vec<Vec<u8>> = ctx
+                    .head
+                    .query_bytes()
+                    .unwrap_or_default()
+                    .split(|&b| b == b'&')
+                    .filter_map(|pair| {
+                        let (n, v) = match pair.iter().position(|&b| b == b'=') {
+                            Some(i) => (&pair[..i], &pair[i + 1..]),
+                            None => (pair, &b""[..]),
+                        };
+                        (decode(n) == name.as_bytes()).then(|| decode(v))
+                    })
+                    .collect();
+                vals.sort();
+                for (i, v) in vals.iter().enumerate() {
+                    if i > 0 {
+                        k.push(b'&');
+                    }
+                    k.extend_from_slice(v);
+                }
+            }
+            KeyPart::Header(name) => {
+                k.extend_from_slice(b"h:");
+                k.extend_from_slice(name.as_bytes());
+                k.push(b'=');
+                header_values(ctx, name.as_bytes(), &mut k);
+            }
+            KeyPart::Path(i, name) => {
+                k.extend_from_slice(b"p:");
+                k.extend_from_slice(name.as_bytes());
+                k.push(b'=');
+                ctx.path_var(*i, |s, more| {
+                    k.extend_from_slice(s.as_bytes());
+                    if more {
+                        k.push(b'/');
+                    }
+                });
+            }
+        }
+        k.push(0);
+    }
+    k
+}
+
+/// Percent-decodes (and maps '+' to ' ') a query name or value; bad escapes stay as they are.
+fn decode(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Does the request carry an enabled API key whose plan covers this stage?
+fn key_covers_stage(ss: &ShardSnap, ctx: &RequestCtx, api: usize) -> bool {
+    let stage = ctx.stage.map(|s| s.stage).unwrap_or_default();
+    let Some(k) = ctx
+        .head
+        .header(b"x-api-key")
+        .and_then(|v| ss.snap.keys.find(v))
+    else {
+        return false;
+    };
+    k.enabled
+        && k.plans.iter().any(|&p| {
+            ss.snap
+                .plans
+                .get(p)
+                .is_some_and(|pl| pl.stages.contains(&(api, stage)))
+        })
+}
+
+/// The entry updated with a 304's headers (RFC 9111 4.3.4), if it may still be stored.
+fn revalidated(
+    cache: &StageCache,
+    e: &Stored,
+    resp: &ResponseHead,
+    p: &CachePolicy,
+    epoch: u64,
+) -> Option<Arc<Stored>> {
+    let (_, fresh_headers, etag, last_modified) = stored_parts(resp);
+    let mut merged = Vec::with_capacity(e.headers.len() + fresh_headers.len());
+    merged.extend_from_slice(&fresh_headers);
+    for line in e.headers.split_inclusive(|&b| b == b'\n') {
+        let name = &line[..line.iter().position(|&b| b == b':').unwrap_or(0)];
+        let replaced = resp.headers().any(|(n, _)| name_eq(n, name));
+        if !replaced {
+            merged.extend_from_slice(line);
+        }
+    }
+    let lines = parse_lines(&merged);
+    let lifetime = policy::storable(
+        cache.mode,
+        Answer {
+            status: e.status,
+            headers: lines.iter().map(|(n, v)| (*n, *v)),
+        },
+        false,
+        p.ttl,
+        SystemTime::now(),
+    )
+    .ok()?;
+    Some(Arc::new(Stored {
+        status: e.status,
+        reason: e.reason.clone(),
+        headers: Bytes::from(merged.clone()),
+        body: e.body.clone(),
+        stored_ns: cache.now_ns(),
+        epoch,
+        lifetime,
+        etag: etag.or_else(|| e.etag.clone()),
+        last_modified: last_modified.or_else(|| e.last_modified.clone()),
+    }))
+}
+
+/// Splits stored header lines into (name, value) pairs.
+fn parse_lines(block: &[u8]) -> Vec<(&[u8], &[u8])> {
+    block
+        .split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            let i = l.iter().position(|&b| b == b':')?;
+            Some((&l[..i], l[i + 1..].trim_ascii()))
+        })
+        .collect()
+}
+
+/// Does the client's `If-None-Match` match the entry's ETag (weak comparison)?
+fn not_modified(ctx: &RequestCtx, e: &Stored) -> bool {
+    let (Some(inm), Some(etag)) = (ctx.head.header(b"if-none-match"), &e.etag) else {
+        return false;
+    };
+    let weak = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
+    let etag = weak(etag.trim_ascii());
+    policy::split_list(inm).any(|t| t == b"*" || weak(t) == etag)
+}
+
+/// Answers from a stored entry: its status, headers and body, with `Age` and `X-Cache`.
+async fn answer_stored(
+    shard: &Shard,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    e: &Stored,
+    how: &'static str,
+    now_ns: u64,
+) -> Result<Next, Error> {
+    let body_ok = skip_unread_body(conn, ctx);
+    let keep = ctx.head.keep_alive && body_ok && !shard.drain.is_on();
+    ctx.cache_status = Some(how);
+    let age = e.age_s(now_ns);
+    let nm = e.status == 200 && not_modified(ctx, e);
+    let status = if nm { 304 } else { e.status };
+    let send_body = !nm && ctx.head.method != Method::Head && !e.body.is_empty();
+    let mut out = Vec::with_capacity(256 + e.headers.len() + INLINE_BODY);
+    ctx.status = status;
+    if nm {
+        status_line(&mut out, ctx.head.minor, 304);
+    } else {
+        out.extend_from_slice(if ctx.head.minor == 0 {
+            b"HTTP/1.0 "
+        } else {
+            b"HTTP/1.1 "
+        });
+        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&e.reason);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&e.headers);
+    let _ = write!(out, "age: {age}\r\n");
+    if !nm && e.status != 204 && !(100..200).contains(&e.status) {
+        let _ = write!(out, "content-length: {}\r\n", e.body.len());
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(ctx.request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    super::cache_headers(&mut out, ctx);
+    if let Some(r) = &ctx.ratelimit {
+        ratelimit_headers(&mut out, r);
+    }
+    connection_header(&mut out, ctx.head.minor, keep);
+    out.extend_from_slice(b"\r\n");
+    let gone = |_| Error::downstream(Kind::ClientGone, "writing cached answer");
+    if send_body && e.body.len() <= INLINE_BODY {
+        out.extend_from_slice(&e.body);
+        write_all(&mut conn.stream, out).await.map_err(gone)?;
+    } else {
+        write_all(&mut conn.stream, out).await.map_err(gone)?;
+        if send_body {
+            // The body goes out from the cache's memory: a refcount, no copy.
+            write_all(&mut conn.stream, e.body.clone())
+                .await
+                .map_err(gone)?;
+        }
+    }
+    Ok(if keep {
+        Next::KeepAlive
+    } else if body_ok {
+        Next::Close
+    } else {
+        Next::Linger
+    })
+}
