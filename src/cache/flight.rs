@@ -22,8 +22,10 @@ struct Flight {
 
 /// The in-flight fetches of one cache, keyed by key hash, split in segments.
 pub struct Flights {
-    segments: Box<[Mutex<AHashMap<u64, Arc<Flight>>>]>,
+    segments: Box<[Segment]>,
 }
+
+type Segment = Mutex<AHashMap<u64, Arc<Flight>>>;
 
 pub enum Join {
     Leader(Leader),
@@ -37,7 +39,7 @@ impl Flights {
         }
     }
 
-    fn segment(&self, hash: u64) -> &Mutex<AHashMap<u64, Arc<Flight>>> {
+    fn segment(&self, hash: u64) -> &Segment {
         &self.segments[(hash >> 7) as usize % self.segments.len()]
     }
 

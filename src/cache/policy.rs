@@ -241,15 +241,13 @@ pub fn storable<'a, H: Iterator<Item = (&'a [u8], &'a [u8])> + Clone>(
                 Some(Duration::ZERO)
             } else if let Some(s) = cc.s_maxage.or(cc.max_age) {
                 Some(Duration::from_secs(s.min(u32::MAX as u64)))
-            } else if let Some(e) = expires {
+            } else {
                 // An invalid Expires (e.g. "0") means already expired (RFC 9111 5.3).
-                Some(
+                expires.map(|e| {
                     date(Some(e))
                         .and_then(|e| e.duration_since(base).ok())
-                        .unwrap_or(Duration::ZERO),
-                )
-            } else {
-                None
+                        .unwrap_or(Duration::ZERO)
+                })
             };
             let lifetime = match explicit {
                 Some(d) => d,

@@ -69,7 +69,7 @@ pub async fn serve(
 
     // Cache-Control: max-age=0 / no-cache (or Pragma: no-cache): a request for a fresh copy.
     let mut refresh = false;
-    if req_cc.wants_fresh() || pragma_no_cache && !req_cc.max_age.is_some_and(|a| a > 0) {
+    if req_cc.wants_fresh() || pragma_no_cache && req_cc.max_age.is_none_or(|a| a == 0) {
         match p.invalidation {
             Invalidation::Ignore => {}
             Invalidation::Allow => refresh = true,

@@ -732,6 +732,7 @@ enum Side {
 }
 
 /// Writes the head and streams the body. `Ok(true)`: the body ended where its framing said.
+#[allow(clippy::too_many_arguments)]
 async fn stream_response(
     conn: &mut Conn,
     up: &mut TcpStream,
