@@ -206,13 +206,43 @@ impl Control {
             .ok_or_else(|| "the state store is closed (shutting down)".to_string())
     }
 
-    /// `GET /metrics`: every shard's published counters.
+    /// A stage's response cache, for the admin API.
+    pub fn stage_cache(
+        &self,
+        api: &str,
+        stage: &str,
+    ) -> Result<Arc<crate::cache::StageCache>, OpError> {
+        let a = self
+            .compiled
+            .apis
+            .iter()
+            .find(|a| a.name == api)
+            .ok_or_else(|| OpError(404, format!("no API named {api:?}")))?;
+        let i = a
+            .stages
+            .iter()
+            .position(|s| s == stage)
+            .ok_or_else(|| OpError(404, format!("API {api:?} has no stage {stage:?}")))?;
+        a.caches[i]
+            .clone()
+            .ok_or_else(|| OpError(404, format!("stage {api}/{stage} has no cache")))
+    }
+
+    /// `GET /metrics`: every shard's published counters, and the caches' counters.
     pub fn metrics_text(&self) -> String {
-        crate::metrics::render(
+        let mut out = crate::metrics::render(
             &self.shared.metrics,
             self.shared.connections.load(Ordering::Relaxed) as u64,
             self.generation,
-        )
+        );
+        let caches: Vec<_> = self
+            .compiled
+            .apis
+            .iter()
+            .flat_map(|a| a.caches.iter().flatten())
+            .collect();
+        crate::metrics::render_caches(&mut out, &caches);
+        out
     }
 
     pub fn generation(&self) -> u64 {

@@ -71,6 +71,7 @@ pub struct Gateway {
     ctl: flume::Sender<ControlMsg>,
     control: Option<std::thread::JoinHandle<()>>,
     pub driver: runtime::DriverKind,
+    cache_clock: std::sync::Arc<cache::CacheClock>,
 }
 
 /// Why a gateway could not start.
@@ -139,6 +140,7 @@ impl Gateway {
         let (init, snap) =
             control::ControlInit::prepare(cfg, opts.config_path.clone(), opts.workers, store)
                 .map_err(StartError)?;
+        let cache_clock = snap.cache_clock.clone();
         let shared = Shared::new(snap.clone(), shards);
         init.load_counters(&shared).map_err(StartError)?;
         let server = &snap.config.server;
@@ -200,7 +202,14 @@ impl Gateway {
             ctl: ctl_tx,
             control: Some(control),
             driver,
+            cache_clock,
         })
+    }
+
+    /// Moves the response caches' clock forward, as if `d` had passed: entries age and
+    /// expire without waiting. For tests and drills; the clock never goes back.
+    pub fn advance_cache_clock(&self, d: std::time::Duration) {
+        self.cache_clock.advance(d);
     }
 
     /// The bound address of a listener (its port is real even when the config said 0).

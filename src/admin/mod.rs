@@ -237,7 +237,24 @@ fn route(
             Err(e) => e,
         },
         (b"POST", ["usageplans", plan, "keys", id, "quota", "reset"]) => op(200, ctl.borrow_mut().set_quota_used(plan, id, 0)),
-        (_, ["healthz" | "config" | "reload" | "metrics" | "apikeys", ..] | ["usageplans", ..]) => message(405, "Method Not Allowed"),
+        (b"GET", ["apis", api, "stages", stage, "cache"]) => {
+            op(200, ctl.borrow().stage_cache(api, stage).map(|c| c.stats_json()))
+        }
+        (b"DELETE", ["apis", api, "stages", stage, "cache"]) => {
+            let cache = ctl.borrow().stage_cache(api, stage);
+            op(200, cache.and_then(|c| {
+                match (query_param(query, "path"), query_param(query, "prefix")) {
+                    (Some(_), Some(_)) => Err(OpError(400, "give path or prefix, not both".into())),
+                    (Some(p), None) | (None, Some(p)) if !p.starts_with('/') => {
+                        Err(OpError(400, format!("{p:?} is not a path: it must start with '/'")))
+                    }
+                    (Some(p), None) => Ok(serde_json::json!({"purged": c.purge(&p, true), "path": p})),
+                    (None, Some(p)) => Ok(serde_json::json!({"purged": c.purge(&p, false), "prefix": p})),
+                    (None, None) => Ok(serde_json::json!({"flushed": c.flush()})),
+                }
+            }))
+        }
+        (_, ["healthz" | "config" | "reload" | "metrics" | "apikeys", ..] | ["usageplans", ..] | ["apis", _, "stages", _, "cache"]) => message(405, "Method Not Allowed"),
         _ => message(404, "Not Found"),
     }
 }

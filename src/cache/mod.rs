@@ -28,7 +28,7 @@ use flight::{Flights, Join};
 
 /// Bytes counted per entry beyond its key, headers and body: the `Arc`ed entry struct, the
 /// table slot and the policy's queue node (measured: see `tests/cache_memory.rs`).
-pub const ENTRY_OVERHEAD: u64 = 256;
+pub const ENTRY_OVERHEAD: u64 = 384;
 
 /// The cache's clock: monotonic nanoseconds plus an offset that tests (and drills) can move
 /// forward instead of sleeping through a TTL.

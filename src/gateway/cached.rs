@@ -194,6 +194,8 @@ async fn fetch(
         Err(e) => return Err(e),
     };
     let status = ex.resp.status;
+    // RFC 9111 4.2.3 response_time: when the answer's head arrived.
+    let response_ns = cache.now_ns();
     if let (Some(e), 304) = (&revalidate, status) {
         // Confirmed: update the stored headers from the 304 (RFC 9111 4.3.4) and answer.
         let updated = revalidated(cache, e, &ex.resp, p, epoch);
@@ -240,7 +242,7 @@ async fn fetch(
     } else {
         None
     };
-    let mut plan = None;
+    let mut tee = None;
     if let Some(lifetime) = decision {
         let max = p.max_entry as usize;
         let declared = match ex.resp.framing {
@@ -254,46 +256,45 @@ async fn fetch(
             // A body ended by close cannot be told from a truncated one: not stored.
             Stats::add(&cache.stats.not_stored);
         } else {
-            plan = Some((
-                lifetime,
-                stored_parts(&ex.resp),
-                vary_names(&ex.resp),
-                Tee::new(max, declared.unwrap_or(16 << 10)),
-            ));
+            // Stored the moment the body is complete, before its last bytes go to the
+            // client: a client that has the whole answer finds it in the cache.
+            let (reason, headers, etag, last_modified) = stored_parts(&ex.resp);
+            let keys = match vary_names(&ex.resp) {
+                Some(names) => {
+                    let vk = variant_key(primary, &names, ctx);
+                    (vk.into_boxed_slice(), Some(names))
+                }
+                None => (primary.into(), None),
+            };
+            let primary: Box<[u8]> = primary.into();
+            let cache = cache.clone();
+            let mut t = Tee::new(max, declared.unwrap_or(16 << 10));
+            t.on_complete = Some(Box::new(move |body: Bytes| {
+                let stored = Arc::new(Stored {
+                    status,
+                    reason,
+                    headers,
+                    body,
+                    stored_ns: response_ns,
+                    epoch,
+                    lifetime,
+                    etag,
+                    last_modified,
+                });
+                let (key, vary) = keys;
+                if let Some(names) = vary {
+                    cache.insert(primary, Val::Vary(Arc::new(VaryMarker { names, epoch })));
+                }
+                cache.insert(key, Val::Stored(stored));
+            }));
+            tee = Some(t);
         }
     } else {
         Stats::add(&cache.stats.not_stored);
     }
-    let tee = plan.as_mut().map(|(_, _, _, t)| t);
-    let next = proxy::answer(shard, conn, ctx, integ, ex, tee).await?;
-    if let Some((lifetime, (reason, headers, etag, last_modified), vary, tee)) = plan {
-        if tee.too_large {
-            Stats::add(&cache.stats.too_large);
-        }
-        if tee.complete {
-            let stored = Arc::new(Stored {
-                status,
-                reason,
-                headers,
-                body: tee.body.freeze(),
-                stored_ns: cache.now_ns(),
-                epoch,
-                lifetime,
-                etag,
-                last_modified,
-            });
-            match vary {
-                Some(names) => {
-                    let vk = variant_key(primary, &names, ctx);
-                    cache.insert(
-                        primary.into(),
-                        Val::Vary(Arc::new(VaryMarker { names, epoch })),
-                    );
-                    cache.insert(vk.into_boxed_slice(), Val::Stored(stored));
-                }
-                None => cache.insert(primary.into(), Val::Stored(stored)),
-            }
-        }
+    let next = proxy::answer(shard, conn, ctx, integ, ex, tee.as_mut()).await?;
+    if tee.is_some_and(|t| t.too_large) {
+        Stats::add(&cache.stats.too_large);
     }
     Ok(next)
 }

@@ -426,10 +426,11 @@ pub async fn send(
 pub struct Tee {
     pub body: BytesMut,
     pub max: usize,
-    /// Set when the body ended where its framing said and fit within `max`.
-    pub complete: bool,
     /// Set when the body outgrew `max` (then collection stopped).
     pub too_large: bool,
+    /// Called with the whole body once it has ended where its framing said (and fit within
+    /// `max`), before its last bytes are written to the client.
+    pub on_complete: Option<Box<dyn FnOnce(Bytes)>>,
 }
 
 impl Tee {
@@ -437,8 +438,16 @@ impl Tee {
         Tee {
             body: BytesMut::with_capacity(expect.min(max)),
             max,
-            complete: false,
             too_large: false,
+            on_complete: None,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(f) = self.on_complete.take() {
+            if !self.too_large {
+                f(std::mem::take(&mut self.body).freeze());
+            }
         }
     }
 
@@ -462,7 +471,7 @@ pub async fn answer(
     ctx: &mut RequestCtx,
     integ: &HttpIntegration,
     ex: Exchange,
-    mut tee: Option<&mut Tee>,
+    tee: Option<&mut Tee>,
 ) -> Result<Next, Error> {
     let Exchange {
         target,
@@ -502,16 +511,11 @@ pub async fn answer(
         resp.framing,
         dechunk,
         integ,
-        tee.as_deref_mut(),
+        tee,
     )
     .await;
     let pool_ok = match streamed {
-        Ok(clean) => {
-            if let Some(t) = tee {
-                t.complete = clean && !t.too_large;
-            }
-            clean && resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty()
-        }
+        Ok(clean) => clean && resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty(),
         Err(side) => {
             if side == Side::Upstream {
                 record_failure(&target, &cfg);
@@ -756,6 +760,9 @@ async fn stream_response(
     }
     match framing {
         Framing::None => {
+            if let Some(t) = tee {
+                t.finish();
+            }
             write_all(&mut conn.stream, out)
                 .await
                 .map_err(|_| Side::Client)?;
@@ -773,6 +780,11 @@ async fn stream_response(
                 let _ = ubuf.split_to(k);
                 remaining -= k as u64;
             }
+            if remaining == 0 {
+                if let Some(t) = tee.as_deref_mut() {
+                    t.finish();
+                }
+            }
             write_all(&mut conn.stream, out)
                 .await
                 .map_err(|_| Side::Client)?;
@@ -780,13 +792,16 @@ async fn stream_response(
                 if !ubuf.is_empty() && remaining > 0 {
                     let k = remaining.min(ubuf.len() as u64) as usize;
                     let part = ubuf.split_to(k).freeze();
+                    remaining -= k as u64;
                     if let Some(t) = tee.as_deref_mut() {
                         t.push(&part);
+                        if remaining == 0 {
+                            t.finish();
+                        }
                     }
                     write_all(&mut conn.stream, part)
                         .await
                         .map_err(|_| Side::Client)?;
-                    remaining -= k as u64;
                 }
                 if remaining == 0 {
                     return Ok(true);
@@ -813,6 +828,9 @@ async fn stream_response(
                     if let Some(t) = tee.as_deref_mut() {
                         for r in &ranges {
                             t.push(&part[r.clone()]);
+                        }
+                        if dec.is_done() {
+                            t.finish();
                         }
                     }
                     if dechunk {
@@ -842,9 +860,6 @@ async fn stream_response(
             loop {
                 if !ubuf.is_empty() {
                     let part = ubuf.split().freeze();
-                    if let Some(t) = tee.as_deref_mut() {
-                        t.push(&part);
-                    }
                     write_all(&mut conn.stream, part)
                         .await
                         .map_err(|_| Side::Client)?;

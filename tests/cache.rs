@@ -1,0 +1,819 @@
+//! The response cache end to end: a real upstream that counts what reaches it, clients that
+//! read `X-Cache`, `Age` and bodies, and the admin API. Time is moved with the gateway's
+//! cache clock, never slept through.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+const KEY: &str = "cache-0123456789abcdef01";
+
+/// A gateway with one API and three stages that differ in cache settings:
+/// `/g/...` gateway mode (client_invalidation from `inv`), `/h/...` http mode,
+/// `/n/...` no cache. `stage_extra` is added to the g and h stages' cache tables.
+fn conf(upstream: std::net::SocketAddr, inv: &str, stage_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+workers = 2
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+
+[admin]
+addr = "127.0.0.1:0"
+
+[[upstreams]]
+name = "app"
+targets = ["{upstream}"]
+
+[[usage_plans]]
+name = "basic"
+stages = ["shop/g"]
+
+[[api_keys]]
+name = "k"
+value = "{KEY}"
+plan = "basic"
+
+[[apis]]
+name = "shop"
+
+  [[apis.stages]]
+  name = "g"
+  cache = {{ ttl = "300s", capacity = "1MiB", client_invalidation = "{inv}" {stage_extra} }}
+
+  [[apis.stages]]
+  name = "h"
+  cache = {{ ttl = "3600s", capacity = "1MiB", mode = "http", client_invalidation = "allow" {stage_extra} }}
+
+  [[apis.stages]]
+  name = "n"
+
+  [[apis.routes]]
+  route = "GET /items"
+  cache = {{ key = ["query.limit", "header.Accept"] }}
+  integration = {{ type = "http", uri = "http://app/items" }}
+
+  [[apis.routes]]
+  route = "GET /items/{{id}}"
+  integration = {{ type = "http", uri = "http://app/items/{{id}}" }}
+
+  [[apis.routes]]
+  route = "GET /short"
+  cache = {{ ttl = "10s" }}
+  integration = {{ type = "http", uri = "http://app/short" }}
+
+  [[apis.routes]]
+  route = "GET /nocache"
+  cache = {{ enabled = false }}
+  integration = {{ type = "http", uri = "http://app/nocache" }}
+
+  [[apis.routes]]
+  route = "ANY /any"
+  integration = {{ type = "http", uri = "http://app/any" }}
+
+  [[apis.routes]]
+  route = "GET /{{proxy+}}"
+  integration = {{ type = "http", uri = "http://app/{{proxy}}" }}
+
+[[domains]]
+host = "*"
+mappings = [
+  {{ base_path = "g", api = "shop", stage = "g" }},
+  {{ base_path = "h", api = "shop", stage = "h" }},
+  {{ base_path = "n", api = "shop", stage = "n" }},
+]
+"#
+    )
+}
+
+/// An upstream answering `200` with a body naming the request's path and a sequence number,
+/// so a test can tell a cached answer from a fresh one. `headers` are added to every answer.
+fn numbered(headers: &'static str) -> (Upstream, Arc<AtomicUsize>) {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let up = Upstream::start(move |s| {
+        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+        let body = format!("{} #{i}", s.target);
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    (up, n)
+}
+
+fn req(gw: &Gw, path: &str, headers: &str) -> Resp {
+    Client::connect(gw.addr()).request(
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn clock(gw: &Gw, secs: u64) {
+    gw.gw
+        .as_ref()
+        .unwrap()
+        .advance_cache_clock(Duration::from_secs(secs));
+}
+
+fn stats(gw: &Gw, stage: &str) -> serde_json::Value {
+    let r = admin(
+        gw.admin(),
+        "GET",
+        &format!("/apis/shop/stages/{stage}/cache"),
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[test]
+fn miss_then_hit_then_expiry() {
+    let (up, _) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    let a = req(&gw, "/g/items/1", "");
+    assert_eq!((a.status, a.header("x-cache")), (200, Some("Miss")));
+    assert_eq!(a.text(), "/items/1 #1");
+    clock(&gw, 5);
+    let b = req(&gw, "/g/items/1", "");
+    assert_eq!((b.status, b.header("x-cache")), (200, Some("Hit")));
+    assert_eq!(b.text(), "/items/1 #1");
+    assert_eq!(b.header("content-type"), Some("text/plain"));
+    assert!(b.header("age").unwrap().parse::<u64>().unwrap() >= 5);
+    assert_ne!(a.header("x-request-id"), b.header("x-request-id"));
+    assert_eq!(up.count(), 1);
+    // Past the stage TTL (300 s): fetched again.
+    clock(&gw, 300);
+    let c = req(&gw, "/g/items/1", "");
+    assert_eq!(
+        (c.header("x-cache"), c.text().as_str()),
+        (Some("Miss"), "/items/1 #2")
+    );
+    // A route TTL overrides the stage's.
+    req(&gw, "/g/short", "");
+    clock(&gw, 11);
+    assert_eq!(req(&gw, "/g/short", "").header("x-cache"), Some("Miss"));
+    // Uncached stage and a route with the cache off: no X-Cache, always fetched.
+    for p in ["/n/items/1", "/g/nocache"] {
+        let r1 = req(&gw, p, "");
+        let r2 = req(&gw, p, "");
+        assert_eq!((r1.header("x-cache"), r2.header("x-cache")), (None, None));
+        assert_ne!(r1.text(), r2.text());
+    }
+}
+
+#[test]
+fn head_shares_get_entries_and_other_methods_bypass() {
+    let (up, _) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    req(&gw, "/g/any", "");
+    let mut c = Client::connect(gw.addr());
+    c.send(b"HEAD /g/any HTTP/1.1\r\nHost: t\r\n\r\n");
+    let h = c.read_response(true).unwrap();
+    assert_eq!((h.status, h.header("x-cache")), (200, Some("Hit")));
+    assert_eq!(h.header("content-length"), Some("7"));
+    // The connection stays usable after a HEAD hit.
+    c.send(b"GET /g/any HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().text(), "/any #1");
+    let p = Client::connect(gw.addr()).request(
+        b"POST /g/any HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    );
+    assert_eq!((p.status, p.header("x-cache")), (200, Some("Bypass")));
+    assert_eq!(up.count(), 2);
+    assert_eq!(stats(&gw, "g")["bypasses"], 1);
+}
+
+#[test]
+fn key_parameters_split_and_share_entries() {
+    let (up, _) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    let first = req(&gw, "/g/items?limit=1&x=1", "Accept: text/plain\r\n");
+    assert_eq!(first.header("x-cache"), Some("Miss"));
+    // Unlisted query parameters and header-name case do not split entries.
+    for (path, hdr) in [
+        ("/g/items?x=2&limit=1", "accept: text/plain\r\n"),
+        ("/g/items?limit=%31", "ACCEPT: text/plain\r\n"),
+    ] {
+        let r = req(&gw, path, hdr);
+        assert_eq!(r.header("x-cache"), Some("Hit"), "{path}");
+        assert_eq!(r.text(), first.text());
+    }
+    // Listed ones do.
+    for (path, hdr) in [
+        ("/g/items?limit=2", "Accept: text/plain\r\n"),
+        ("/g/items?limit=1", "Accept: application/json\r\n"),
+        ("/g/items?limit=1", ""),
+    ] {
+        assert_eq!(
+            req(&gw, path, hdr).header("x-cache"),
+            Some("Miss"),
+            "{path} {hdr}"
+        );
+    }
+    assert_eq!(up.count(), 4);
+}
+
+#[test]
+fn gateway_mode_honours_no_store_and_private_only() {
+    let kind = Arc::new(Mutex::new("no-store"));
+    let k2 = kind.clone();
+    let up = Upstream::start(move |_| {
+        let cc = *k2.lock().unwrap();
+        Action::Raw(
+            format!("HTTP/1.1 200 OK\r\nCache-Control: {cc}\r\nContent-Length: 2\r\n\r\nok")
+                .into_bytes(),
+        )
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    for cc in ["no-store", "private, max-age=60"] {
+        *kind.lock().unwrap() = cc;
+        let path = format!("/g/items/{}", cc.len());
+        req(&gw, &path, "");
+        assert_eq!(req(&gw, &path, "").header("x-cache"), Some("Miss"), "{cc}");
+    }
+    // What the origin says about freshness does not matter in gateway mode.
+    *kind.lock().unwrap() = "max-age=0, must-revalidate";
+    req(&gw, "/g/items/x", "");
+    let r = req(&gw, "/g/items/x", "");
+    assert_eq!(r.header("x-cache"), Some("Hit"));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("max-age=0, must-revalidate")
+    );
+    // Errors are not stored.
+    let up500 = Upstream::start(|_| respond(500, "boom"));
+    let gw2 = Gw::start(&conf(up500.addr, "allow", ""));
+    req(&gw2, "/g/items/1", "");
+    assert_eq!(req(&gw2, "/g/items/1", "").header("x-cache"), Some("Miss"));
+    assert_eq!(up500.count(), 2);
+}
+
+#[test]
+fn vary_selects_variants_in_both_modes() {
+    let up = Upstream::start(|s| {
+        let lang = s.header("accept-language").unwrap_or("none").to_string();
+        let body = format!("hello in {lang}");
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nVary: Accept-Language\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    for stage in ["g", "h"] {
+        let path = format!("/{stage}/items/v");
+        let en = "Accept-Language: en\r\n";
+        let fr = "Accept-Language: fr\r\n";
+        assert_eq!(req(&gw, &path, en).header("x-cache"), Some("Miss"));
+        let r = req(&gw, &path, fr);
+        assert_eq!(
+            (r.header("x-cache"), r.text().as_str()),
+            (Some("Miss"), "hello in fr")
+        );
+        let r = req(&gw, &path, en);
+        assert_eq!(
+            (r.header("x-cache"), r.text().as_str()),
+            (Some("Hit"), "hello in en")
+        );
+        let r = req(&gw, &path, fr);
+        assert_eq!(
+            (r.header("x-cache"), r.text().as_str()),
+            (Some("Hit"), "hello in fr")
+        );
+        assert_eq!(req(&gw, &path, "").text(), "hello in none");
+    }
+    assert_eq!(up.count(), 6);
+    // Vary: * is never stored.
+    let star = Upstream::start(|_| {
+        Action::Raw(b"HTTP/1.1 200 OK\r\nVary: *\r\nCache-Control: max-age=60\r\nContent-Length: 1\r\n\r\nx".to_vec())
+    });
+    let gw2 = Gw::start(&conf(star.addr, "allow", ""));
+    for stage in ["g", "h"] {
+        req(&gw2, &format!("/{stage}/a"), "");
+        assert_eq!(
+            req(&gw2, &format!("/{stage}/a"), "").header("x-cache"),
+            Some("Miss")
+        );
+    }
+}
+
+#[test]
+fn http_mode_follows_origin_freshness() {
+    // max-age, s-maxage over max-age, Expires, no headers, heuristics from Last-Modified.
+    let up = Upstream::start(|s| {
+        let h = match s.target.as_str() {
+            "/maxage" => "Cache-Control: max-age=10\r\n".to_string(),
+            "/smaxage" => "Cache-Control: max-age=1000, s-maxage=10\r\n".to_string(),
+            "/expires" => format!(
+                "Date: {}\r\nExpires: {}\r\n",
+                httpdate::fmt_http_date(std::time::SystemTime::now()),
+                httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(10))
+            ),
+            "/aged" => "Cache-Control: max-age=10\r\nAge: 8\r\n".to_string(),
+            "/heuristic" => format!(
+                "Date: {}\r\nLast-Modified: {}\r\n",
+                httpdate::fmt_http_date(std::time::SystemTime::now()),
+                httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(100))
+            ),
+            "/moved" => "Location: /x\r\n".to_string(),
+            _ => String::new(),
+        };
+        let status = if s.target == "/moved" { 302 } else { 200 };
+        Action::Raw(format!("HTTP/1.1 {status} X\r\n{h}Content-Length: 2\r\n\r\nok").into_bytes())
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    for p in [
+        "maxage",
+        "smaxage",
+        "expires",
+        "aged",
+        "heuristic",
+        "nothing",
+        "moved",
+    ] {
+        req(&gw, &format!("/h/{p}"), "");
+    }
+    let cached = |p: &str| {
+        req(&gw, &format!("/h/{p}"), "")
+            .header("x-cache")
+            .map(String::from)
+    };
+    assert_eq!(cached("maxage").as_deref(), Some("Hit"));
+    assert_eq!(cached("smaxage").as_deref(), Some("Hit"));
+    assert_eq!(cached("expires").as_deref(), Some("Hit"));
+    assert_eq!(cached("heuristic").as_deref(), Some("Hit"), "10% of 100 s");
+    // No freshness information and no validator; 302 gets no heuristic: not stored.
+    assert_eq!(cached("nothing").as_deref(), Some("Miss"));
+    assert_eq!(cached("moved").as_deref(), Some("Miss"));
+    // Age counts against max-age: 8 s old on arrival, stale 2 s later.
+    let aged = req(&gw, "/h/aged", "");
+    assert_eq!(aged.header("x-cache"), Some("Hit"));
+    assert_eq!(aged.header("age"), Some("8"));
+    clock(&gw, 3);
+    assert_eq!(cached("aged").as_deref(), Some("Miss"));
+    clock(&gw, 8);
+    for p in ["maxage", "smaxage", "expires", "heuristic"] {
+        assert_eq!(cached(p).as_deref(), Some("Miss"), "{p} after 11 s");
+    }
+}
+
+#[test]
+fn http_mode_revalidates_with_validators() {
+    let etag_matches = Arc::new(AtomicUsize::new(0));
+    let e2 = etag_matches.clone();
+    let up = Upstream::start(move |s| {
+        let cc = if s.target == "/always" {
+            "no-cache"
+        } else {
+            "max-age=10"
+        };
+        if s.header("if-none-match") == Some("\"v1\"") {
+            e2.fetch_add(1, Ordering::SeqCst);
+            return Action::Raw(
+                format!("HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nCache-Control: {cc}\r\nX-Fresh: yes\r\n\r\n")
+                    .into_bytes(),
+            );
+        }
+        Action::Raw(
+            format!("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nCache-Control: {cc}\r\nX-Fresh: no\r\nContent-Length: 4\r\n\r\nbody")
+                .into_bytes(),
+        )
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    // The client's own conditional header is not what the cache stores: it gets a full answer.
+    let a = req(&gw, "/h/doc", "If-None-Match: \"zzz\"\r\n");
+    assert_eq!((a.status, a.text().as_str()), (200, "body"));
+    clock(&gw, 11);
+    let b = req(&gw, "/h/doc", "");
+    assert_eq!((b.status, b.header("x-cache")), (200, Some("Revalidated")));
+    assert_eq!(b.text(), "body");
+    assert_eq!(
+        b.header("x-fresh"),
+        Some("yes"),
+        "headers updated from the 304"
+    );
+    assert_eq!(etag_matches.load(Ordering::SeqCst), 1);
+    // Fresh again after revalidation.
+    assert_eq!(req(&gw, "/h/doc", "").header("x-cache"), Some("Hit"));
+    // A matching client validator on a hit gets 304 from the cache.
+    let nm = req(&gw, "/h/doc", "If-None-Match: W/\"v1\"\r\n");
+    assert_eq!((nm.status, nm.header("x-cache")), (304, Some("Hit")));
+    // no-cache: stored, but revalidated on every use.
+    req(&gw, "/h/always", "");
+    for _ in 0..2 {
+        let r = req(&gw, "/h/always", "");
+        assert_eq!(
+            (r.header("x-cache"), r.text().as_str()),
+            (Some("Revalidated"), "body")
+        );
+    }
+    assert_eq!(etag_matches.load(Ordering::SeqCst), 3);
+    assert_eq!(up.count(), 5);
+}
+
+#[test]
+fn http_mode_refuses_what_the_rfc_forbids() {
+    let up = Upstream::start(|s| {
+        let h = match s.target.as_str() {
+            "/nostore" => "Cache-Control: no-store, max-age=60\r\n",
+            "/private" => "Cache-Control: private, max-age=60\r\n",
+            "/cookie" => "Cache-Control: max-age=60\r\nSet-Cookie: s=1\r\n",
+            "/public" => "Cache-Control: public, max-age=60\r\n",
+            _ => "Cache-Control: max-age=60\r\n",
+        };
+        Action::Raw(format!("HTTP/1.1 200 OK\r\n{h}Content-Length: 2\r\n\r\nok").into_bytes())
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    let twice = |p: &str, h: &str| {
+        req(&gw, p, h);
+        req(&gw, p, h).header("x-cache").map(String::from)
+    };
+    assert_eq!(twice("/h/nostore", "").as_deref(), Some("Miss"));
+    assert_eq!(twice("/h/private", "").as_deref(), Some("Miss"));
+    assert_eq!(twice("/h/cookie", "").as_deref(), Some("Miss"));
+    // Authorization: only with public (or s-maxage, must-revalidate).
+    assert_eq!(
+        twice("/h/auth", "Authorization: Bearer x\r\n").as_deref(),
+        Some("Miss")
+    );
+    assert_eq!(
+        twice("/h/public", "Authorization: Bearer x\r\n").as_deref(),
+        Some("Hit")
+    );
+    // A request with no-store is passed through and not stored.
+    let r = req(&gw, "/h/fresh", "Cache-Control: no-store\r\n");
+    assert_eq!(r.header("x-cache"), Some("Bypass"));
+    assert_eq!(req(&gw, "/h/fresh", "").header("x-cache"), Some("Miss"));
+}
+
+#[test]
+fn concurrent_misses_make_one_upstream_request() {
+    let (tx, rx) = mpsc::channel::<()>();
+    let rx = Mutex::new(rx);
+    let up = Upstream::start(move |_| {
+        // Hold the one fetch until the test has seen every other request wait for it.
+        let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(20));
+        respond(200, "the one answer")
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ", lock_timeout = \"30s\""));
+    const N: usize = 12;
+    let addr = gw.addr();
+    let clients: Vec<_> = (0..N)
+        .map(|_| {
+            std::thread::spawn(move || {
+                Client::connect(addr)
+                    .request(b"GET /g/items/hot HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            })
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(10), || stats(&gw, "g")["coalesced"]
+            == N as u64 - 1),
+        "followers: {}",
+        stats(&gw, "g")
+    );
+    tx.send(()).unwrap();
+    let answers: Vec<Resp> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(answers
+        .iter()
+        .all(|r| r.status == 200 && r.text() == "the one answer"));
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|r| r.header("x-cache") == Some("Miss"))
+            .count(),
+        1
+    );
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|r| r.header("x-cache") == Some("Hit"))
+            .count(),
+        N - 1
+    );
+    assert_eq!(up.count(), 1);
+}
+
+#[test]
+fn uncacheable_answers_release_waiters_to_fetch_themselves() {
+    let (tx, rx) = mpsc::channel::<()>();
+    let rx = Mutex::new(rx);
+    let first = Arc::new(AtomicUsize::new(0));
+    let up = Upstream::start(move |_| {
+        if first.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(20));
+        }
+        Action::Raw(
+            b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 2\r\n\r\nno".to_vec(),
+        )
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ", lock_timeout = \"30s\""));
+    let addr = gw.addr();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                Client::connect(addr)
+                    .request(b"GET /g/items/ns HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || stats(&gw, "g")
+        ["coalesced"]
+        == 3));
+    tx.send(()).unwrap();
+    for c in clients {
+        let r = c.join().unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "no"));
+    }
+    assert_eq!(up.count(), 4);
+}
+
+#[test]
+fn lock_timeout_lets_waiters_fetch_for_themselves() {
+    let (tx, rx) = mpsc::channel::<()>();
+    let rx = Mutex::new(rx);
+    let first = Arc::new(AtomicUsize::new(0));
+    let started = first.clone();
+    let up = Upstream::start(move |_| {
+        if first.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(20));
+            return respond(200, "slow");
+        }
+        respond(200, "quick")
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ", lock_timeout = \"100ms\""));
+    let addr = gw.addr();
+    let slow = std::thread::spawn(move || {
+        Client::connect(addr)
+            .request(b"GET /g/items/t HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    });
+    assert!(eventually(Duration::from_secs(10), || started
+        .load(Ordering::SeqCst)
+        == 1));
+    // The leader is stuck; a second request waits 100 ms, then fetches itself.
+    let r = req(&gw, "/g/items/t", "");
+    assert_eq!((r.status, r.text().as_str()), (200, "quick"));
+    tx.send(()).unwrap();
+    assert_eq!(slow.join().unwrap().text(), "slow");
+}
+
+#[test]
+fn stale_if_error_stands_in_for_a_failed_upstream() {
+    let mode = Arc::new(AtomicUsize::new(0));
+    let m2 = mode.clone();
+    let up = Upstream::start(move |_| match m2.load(Ordering::SeqCst) {
+        0 => respond(200, "good"),
+        1 => respond(503, "down"),
+        _ => Action::Close,
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ", stale_if_error = \"60s\""));
+    assert_eq!(req(&gw, "/g/short", "").text(), "good");
+    mode.store(1, Ordering::SeqCst);
+    clock(&gw, 15); // stale for 5 s
+    let r = req(&gw, "/g/short", "");
+    assert_eq!(
+        (r.status, r.header("x-cache"), r.text().as_str()),
+        (200, Some("Stale"), "good")
+    );
+    mode.store(2, Ordering::SeqCst);
+    let r = req(&gw, "/g/short", "");
+    assert_eq!(
+        (r.status, r.header("x-cache")),
+        (200, Some("Stale")),
+        "upstream closed: a 502 would have been answered"
+    );
+    // Past the stale window: the failure shows.
+    clock(&gw, 60);
+    assert_eq!(req(&gw, "/g/short", "").status, 502);
+    mode.store(1, Ordering::SeqCst);
+    assert_eq!(req(&gw, "/g/short", "").status, 503);
+    // Without stale_if_error the failure shows at once.
+    let gw2 = Gw::start(&conf(up.addr, "allow", ""));
+    mode.store(0, Ordering::SeqCst);
+    req(&gw2, "/g/short", "");
+    mode.store(1, Ordering::SeqCst);
+    clock(&gw2, 11);
+    assert_eq!(req(&gw2, "/g/short", "").status, 503);
+}
+
+#[test]
+fn client_invalidation_follows_the_stage_policy() {
+    let fresh = "Cache-Control: max-age=0\r\n";
+    // ignore: the header changes nothing.
+    let (up, _) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "ignore", ""));
+    req(&gw, "/g/items/1", "");
+    let r = req(&gw, "/g/items/1", fresh);
+    assert_eq!(
+        (r.header("x-cache"), r.text().as_str()),
+        (Some("Hit"), "/items/1 #1")
+    );
+    drop(gw);
+    // allow: anyone gets a fresh copy, which replaces the entry.
+    let (up, _) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    req(&gw, "/g/items/1", "");
+    let r = req(&gw, "/g/items/1", fresh);
+    assert_eq!(
+        (r.header("x-cache"), r.text().as_str()),
+        (Some("Refresh"), "/items/1 #2")
+    );
+    let r = req(&gw, "/g/items/1", "");
+    assert_eq!(
+        (r.header("x-cache"), r.text().as_str()),
+        (Some("Hit"), "/items/1 #2")
+    );
+    assert_eq!(
+        req(&gw, "/g/items/1", "Pragma: no-cache\r\n").header("x-cache"),
+        Some("Refresh")
+    );
+    drop(gw);
+    // require_api_key: without a valid key the header is ignored, and the answer says so.
+    let (up, _) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "require_api_key", ""));
+    req(&gw, "/g/items/1", "");
+    for hdr in [
+        String::new(),
+        "X-Api-Key: not-a-key-0000000000000\r\n".to_string(),
+    ] {
+        let r = req(&gw, "/g/items/1", &format!("{fresh}{hdr}"));
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("Hit")));
+        assert!(
+            r.header("warning").unwrap().contains("x-api-key"),
+            "{:?}",
+            r.header("warning")
+        );
+    }
+    let r = req(&gw, "/g/items/1", &format!("{fresh}X-Api-Key: {KEY}\r\n"));
+    assert_eq!(
+        (r.header("x-cache"), r.text().as_str()),
+        (Some("Refresh"), "/items/1 #2")
+    );
+    assert_eq!(r.header("warning"), None);
+}
+
+#[test]
+fn admin_flush_and_purge() {
+    let (up, _) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    for p in ["/g/items/1", "/g/items/2", "/g/other", "/g/items/1/x"] {
+        req(&gw, p, "");
+    }
+    let purge = |q: &str| {
+        admin(
+            gw.admin(),
+            "DELETE",
+            &format!("/apis/shop/stages/g/cache{q}"),
+            Some(TOKEN),
+        )
+    };
+    // Paths are the request's, base path included.
+    let r = purge("?path=/g/items/1");
+    assert_eq!((r.status, r.json()["purged"].as_u64()), (200, Some(1)));
+    assert_eq!(req(&gw, "/g/items/1", "").header("x-cache"), Some("Miss"));
+    assert_eq!(req(&gw, "/g/items/2", "").header("x-cache"), Some("Hit"));
+    assert_eq!(purge("?prefix=/g/items").json()["purged"], 3);
+    assert_eq!(req(&gw, "/g/items/2", "").header("x-cache"), Some("Miss"));
+    assert_eq!(req(&gw, "/g/other", "").header("x-cache"), Some("Hit"));
+    let r = purge("");
+    assert_eq!((r.status, r.json()["flushed"].as_u64()), (200, Some(2)));
+    assert_eq!(req(&gw, "/g/other", "").header("x-cache"), Some("Miss"));
+    let s = stats(&gw, "g");
+    assert_eq!(s["entries"], 1);
+    assert!(
+        s["hits"].as_u64().unwrap() >= 2 && s["misses"].as_u64().unwrap() >= 6,
+        "{s}"
+    );
+    // Bad input gets a clear answer.
+    assert_eq!(purge("?path=items").status, 400);
+    assert_eq!(purge("?path=/a&prefix=/b").status, 400);
+    assert_eq!(
+        admin(
+            gw.admin(),
+            "DELETE",
+            "/apis/shop/stages/n/cache",
+            Some(TOKEN)
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        admin(
+            gw.admin(),
+            "DELETE",
+            "/apis/nope/stages/g/cache",
+            Some(TOKEN)
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        admin(gw.admin(), "DELETE", "/apis/shop/stages/g/cache", None).status,
+        401
+    );
+    assert_eq!(
+        admin(gw.admin(), "POST", "/apis/shop/stages/g/cache", Some(TOKEN)).status,
+        405
+    );
+    let m = admin(gw.admin(), "GET", "/metrics", Some(TOKEN)).text();
+    assert!(
+        m.contains("tollgate_cache_hits_total{stage=\"shop/g\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tollgate_cache_bytes{stage=\"shop/h\"} 0"),
+        "{m}"
+    );
+}
+
+#[test]
+fn capacity_bounds_the_cache_and_big_answers_pass_through() {
+    let big = "x".repeat(200 << 10);
+    let up = Upstream::start(move |s| {
+        if s.target == "/smallchunked" {
+            return Action::Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n".to_vec());
+        }
+        if s.target.starts_with("/big") {
+            if s.target == "/bigchunked" {
+                let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                for _ in 0..4 {
+                    raw.extend_from_slice(
+                        format!("{:x}\r\n{}\r\n", 50 << 10, &big[..50 << 10]).as_bytes(),
+                    );
+                }
+                raw.extend_from_slice(b"0\r\n\r\n");
+                return Action::Raw(raw);
+            }
+            return respond(200, &big);
+        }
+        respond(200, &"y".repeat(1000))
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ", max_entry = \"64KiB\""));
+    for i in 0..1500 {
+        let r = req(&gw, &format!("/g/items/{i}"), "");
+        assert_eq!(r.body.len(), 1000);
+    }
+    let s = stats(&gw, "g");
+    assert!(s["bytes"].as_u64().unwrap() <= 1 << 20, "{s}");
+    assert!(s["evictions"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["entries"].as_u64().unwrap() > 400, "{s}");
+    // Larger than max_entry: streamed whole, not stored, in both framings.
+    for p in ["/g/big", "/g/bigchunked"] {
+        for _ in 0..2 {
+            let r = req(&gw, p, "");
+            assert_eq!(
+                (r.header("x-cache"), r.body.len()),
+                (Some("Miss"), 200 << 10),
+                "{p}"
+            );
+        }
+    }
+    assert!(stats(&gw, "g")["too_large"].as_u64().unwrap() >= 4);
+    // A chunked answer within max_entry is stored and served with Content-Length.
+    assert_eq!(req(&gw, "/g/smallchunked", "").text(), "abcde");
+    let r = req(&gw, "/g/smallchunked", "");
+    assert_eq!(
+        (r.header("x-cache"), r.text().as_str()),
+        (Some("Hit"), "abcde")
+    );
+    assert_eq!(
+        (r.header("content-length"), r.header("transfer-encoding")),
+        (Some("5"), None)
+    );
+}
+
+#[test]
+fn reload_applies_new_cache_settings() {
+    let (up, _) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    req(&gw, "/g/items/1", "");
+    clock(&gw, 20);
+    assert_eq!(req(&gw, "/g/items/1", "").header("x-cache"), Some("Hit"));
+    // The stage TTL drops to 10 s: the 20 s old entry is stale at once.
+    gw.rewrite(&conf(up.addr, "allow", "").replacen("ttl = \"300s\"", "ttl = \"10s\"", 1));
+    gw.gw.as_ref().unwrap().reload().unwrap();
+    let r = req(&gw, "/g/items/1", "");
+    assert_eq!(
+        (r.header("x-cache"), r.text().as_str()),
+        (Some("Miss"), "/items/1 #2")
+    );
+    // Turning the cache off: answers stop carrying X-Cache.
+    gw.rewrite(&conf(up.addr, "allow", "").replacen(
+        "client_invalidation = \"allow\"  }",
+        "client_invalidation = \"allow\", enabled = false }",
+        1,
+    ));
+    gw.gw.as_ref().unwrap().reload().unwrap();
+    assert_eq!(req(&gw, "/g/items/1", "").header("x-cache"), None);
+}
