@@ -148,18 +148,23 @@ http {{
     return conf
 
 
-def nginx_proxy_conf(tmp: Path, port: int, backend: int) -> Path:
-    conf = tmp / "nginx-proxy.conf"
+def nginx_proxy_conf(tmp: Path, port: int, backend: int, cache: bool = False) -> Path:
+    conf = tmp / f"nginx-proxy{'-cache' if cache else ''}.conf"
+    # nginx-cache: proxy_cache with the keys in shared memory and the bodies in files, as its
+    # docs set it up; the files sit in the page cache, so hits are served from memory.
+    cache_http = (f"proxy_cache_path {tmp}/nginx-cache levels=1:2 keys_zone=c:10m max_size=256m;"
+                  if cache else "")
+    cache_loc = "proxy_cache c; proxy_cache_valid 200 5m; proxy_cache_lock on;" if cache else ""
     conf.write_text(f"""
 daemon off; master_process off; worker_processes 1; error_log stderr error; pid {tmp}/nginx-proxy.pid;
 events {{ worker_connections 10000; }}
 http {{
   access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
-  client_body_buffer_size 64k; client_max_body_size 1m;
+  client_body_buffer_size 64k; client_max_body_size 1m; {cache_http}
   upstream be {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 10000000; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
-    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; {cache_loc} }}
   }}
 }}
 """)
@@ -252,8 +257,8 @@ log:
     return static
 
 
-def tollgate_conf(tmp: Path, port: int, backend: int, pipeline: bool, driver: str) -> Path:
-    conf = tmp / f"tollgate-{'pipeline' if pipeline else 'plain'}-{driver}.toml"
+def tollgate_conf(tmp: Path, port: int, backend: int, pipeline: bool, driver: str, cache: bool = False) -> Path:
+    conf = tmp / f"tollgate-{'pipeline' if pipeline else 'cache' if cache else 'plain'}-{driver}.toml"
     routes = ['  [[apis.routes]]\n  route = "ANY /{proxy+}"\n  integration = { type = "http", uri = "http://backend/{proxy}" }\n']
     if pipeline:
         # A 1,000-route table, stage variables in the URI and a header, the route matched
@@ -289,6 +294,7 @@ name = "bench"
   name = "prod"
   variables = {{ be = "http://backend", tier = "gold" }}
   {'throttle = { rate = 1000000000, burst = 1000000000 }' if pipeline else ''}
+  {'cache = { ttl = "300s", capacity = "256MiB" }' if cache else ''}
 
 {''.join(routes)}
 [[domains]]
@@ -321,10 +327,11 @@ def start_system(name: str, tmp: Path, backend: int) -> tuple[Proc, int]:
     if name.startswith("tollgate"):
         pipeline = "pipeline" in name
         driver = "epoll" if "epoll" in name else "io_uring"
-        conf = tollgate_conf(tmp, port, backend, pipeline, driver)
+        conf = tollgate_conf(tmp, port, backend, pipeline, driver, cache="cache" in name)
         p = Proc(name, [str(ROOT / "target/release/tollgate"), "--config", str(conf)], CPU_PROXY, env={"TOLLGATE_LOG": "warn"})
-    elif name == "nginx":
-        p = Proc(name, ["nginx", "-p", str(tmp), "-c", str(nginx_proxy_conf(tmp, port, backend))], CPU_PROXY)
+    elif name in ("nginx", "nginx-cache"):
+        conf = nginx_proxy_conf(tmp, port, backend, cache=name == "nginx-cache")
+        p = Proc(name, ["nginx", "-p", str(tmp), "-c", str(conf)], CPU_PROXY)
     elif name == "haproxy":
         p = Proc(name, ["haproxy", "-db", "-f", str(haproxy_conf(tmp, port, backend))], CPU_PROXY)
     elif name == "envoy":
@@ -344,6 +351,8 @@ def start_system(name: str, tmp: Path, backend: int) -> tuple[Proc, int]:
 
 
 def available(name: str) -> bool:
+    if name == "nginx-cache":
+        name = "nginx"
     if name.startswith("tollgate"):
         return (ROOT / "target/release/tollgate").exists()
     return resolve_binary(name) is not None
@@ -494,7 +503,8 @@ def markdown(summary: dict, meta: dict) -> str:
 
 
 COLORS = {"tollgate": "#1f77b4", "tollgate-epoll": "#6baed6", "tollgate-pipeline": "#08519c", "nginx": "#2ca02c",
-          "haproxy": "#ff7f0e", "envoy": "#d62728", "traefik": "#9467bd", "direct": "#7f7f7f"}
+          "haproxy": "#ff7f0e", "envoy": "#d62728", "traefik": "#9467bd", "direct": "#7f7f7f",
+          "tollgate-cache": "#17becf", "nginx-cache": "#98df8a"}
 
 
 def svg_bars(summary: dict, metric: str, title: str, unit: str) -> str:

@@ -7,7 +7,6 @@
 //! entry confirmed by the upstream with 304) and `Stale` (the upstream failed and the stale
 //! entry stood in, within `stale_if_error`).
 
-use std::io::Write;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -21,7 +20,7 @@ use crate::cache::policy::{self, Answer, CacheControl};
 use crate::cache::{StageCache, Stats, Stored, Val, VaryMarker};
 use crate::config::{CacheMode, Invalidation, KeyPart};
 use crate::error::{Error, Kind};
-use crate::http::conn::{write_all, Conn};
+use crate::http::conn::{write_all, write_head_body, Conn};
 use crate::http::h1::{Framing, ResponseHead};
 use crate::http::write::status_line;
 use crate::http::{name_eq, Method};
@@ -413,26 +412,7 @@ pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart]) -> Vec<u8> {
                 k.extend_from_slice(b"q:");
                 k.extend_from_slice(name.as_bytes());
                 k.push(b'=');
-                let mut vals: Vec<Vec<u8>> = ctx
-                    .head
-                    .query_bytes()
-                    .unwrap_or_default()
-                    .split(|&b| b == b'&')
-                    .filter_map(|pair| {
-                        let (n, v) = match pair.iter().position(|&b| b == b'=') {
-                            Some(i) => (&pair[..i], &pair[i + 1..]),
-                            None => (pair, &b""[..]),
-                        };
-                        (decode(n) == name.as_bytes()).then(|| decode(v))
-                    })
-                    .collect();
-                vals.sort();
-                for (i, v) in vals.iter().enumerate() {
-                    if i > 0 {
-                        k.push(b'&');
-                    }
-                    k.extend_from_slice(v);
-                }
+                query_values(ctx.head.query_bytes().unwrap_or_default(), name, &mut k);
             }
             KeyPart::Header(name) => {
                 k.extend_from_slice(b"h:");
@@ -457,9 +437,43 @@ pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart]) -> Vec<u8> {
     k
 }
 
-/// Percent-decodes (and maps '+' to ' ') a query name or value; bad escapes stay as they are.
-fn decode(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
+/// Appends the values of query parameter `name`, percent-decoded; several values are sorted
+/// and joined with '&'. The common case (one value) allocates nothing.
+fn query_values(query: &[u8], name: &str, k: &mut Vec<u8>) {
+    let mut found: smallvec::SmallVec<[&[u8]; 2]> = smallvec::SmallVec::new();
+    for pair in query.split(|&b| b == b'&') {
+        let (n, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        if decoded_eq(n, name.as_bytes()) {
+            found.push(v);
+        }
+    }
+    if found.len() > 1 {
+        let mut vals: Vec<Vec<u8>> = found
+            .iter()
+            .map(|v| {
+                let mut d = Vec::new();
+                decode_into(v, &mut d);
+                d
+            })
+            .collect();
+        vals.sort();
+        for (i, v) in vals.iter().enumerate() {
+            if i > 0 {
+                k.push(b'&');
+            }
+            k.extend_from_slice(v);
+        }
+    } else if let Some(v) = found.first() {
+        decode_into(v, k);
+    }
+}
+
+/// Percent-decodes (and maps '+' to ' ') a query name or value into `out`; bad escapes stay
+/// as they are.
+fn decode_into(b: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
@@ -478,7 +492,16 @@ fn decode(b: &[u8]) -> Vec<u8> {
         }
         i += 1;
     }
-    out
+}
+
+/// Is `raw`, decoded, equal to `want`? Without decoding when there is nothing to decode.
+fn decoded_eq(raw: &[u8], want: &[u8]) -> bool {
+    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
+        return raw == want;
+    }
+    let mut d = Vec::with_capacity(raw.len());
+    decode_into(raw, &mut d);
+    d == want
 }
 
 /// Does the request carry an enabled API key whose plan covers this stage?
@@ -565,26 +588,16 @@ fn not_modified(ctx: &RequestCtx, e: &Stored) -> bool {
     policy::split_list(inm).any(|t| t == b"*" || weak(t) == etag)
 }
 
-/// Answers from a stored entry: its status, headers and body, with `Age` and `X-Cache`.
-async fn answer_stored(
-    shard: &Shard,
-    conn: &mut Conn,
-    ctx: &mut RequestCtx,
-    e: &Stored,
-    how: &'static str,
-    now_ns: u64,
-) -> Result<Next, Error> {
-    let body_ok = skip_unread_body(conn, ctx);
-    let keep = ctx.head.keep_alive && body_ok && !shard.drain.is_on();
-    ctx.cache_status = Some(how);
-    let age = e.age_s(now_ns);
+/// Writes the head of an answer from a stored entry (status, stored headers, `Age`,
+/// `Content-Length`, `x-request-id`, `X-Cache`, `RateLimit-*`, `Connection`) and sets
+/// `ctx.status`. Answers 304 when the client's `If-None-Match` matches. Returns whether the
+/// body follows.
+pub fn hit_head(out: &mut Vec<u8>, ctx: &mut RequestCtx, e: &Stored, age: u64, keep: bool) -> bool {
     let nm = e.status == 200 && not_modified(ctx, e);
     let status = if nm { 304 } else { e.status };
-    let send_body = !nm && ctx.head.method != Method::Head && !e.body.is_empty();
-    let mut out = Vec::with_capacity(256 + e.headers.len() + INLINE_BODY);
     ctx.status = status;
     if nm {
-        status_line(&mut out, ctx.head.minor, 304);
+        status_line(out, ctx.head.minor, 304);
     } else {
         out.extend_from_slice(if ctx.head.minor == 0 {
             b"HTTP/1.0 "
@@ -597,31 +610,51 @@ async fn answer_stored(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(&e.headers);
-    let _ = write!(out, "age: {age}\r\n");
+    out.extend_from_slice(b"age: ");
+    out.extend_from_slice(itoa::Buffer::new().format(age).as_bytes());
+    out.extend_from_slice(b"\r\n");
     if !nm && e.status != 204 && !(100..200).contains(&e.status) {
-        let _ = write!(out, "content-length: {}\r\n", e.body.len());
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(e.body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(ctx.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
-    super::cache_headers(&mut out, ctx);
+    super::cache_headers(out, ctx);
     if let Some(r) = &ctx.ratelimit {
-        ratelimit_headers(&mut out, r);
+        ratelimit_headers(out, r);
     }
-    connection_header(&mut out, ctx.head.minor, keep);
+    connection_header(out, ctx.head.minor, keep);
     out.extend_from_slice(b"\r\n");
+    !nm && ctx.head.method != Method::Head && !e.body.is_empty()
+}
+
+/// Answers from a stored entry: its status, headers and body, with `Age` and `X-Cache`.
+async fn answer_stored(
+    shard: &Shard,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    e: &Stored,
+    how: &'static str,
+    now_ns: u64,
+) -> Result<Next, Error> {
+    let body_ok = skip_unread_body(conn, ctx);
+    let keep = ctx.head.keep_alive && body_ok && !shard.drain.is_on();
+    ctx.cache_status = Some(how);
+    let mut out = Vec::with_capacity(256 + e.headers.len() + INLINE_BODY);
+    let send_body = hit_head(&mut out, ctx, e, e.age_s(now_ns), keep);
     let gone = |_| Error::downstream(Kind::ClientGone, "writing cached answer");
     if send_body && e.body.len() <= INLINE_BODY {
         out.extend_from_slice(&e.body);
         write_all(&mut conn.stream, out).await.map_err(gone)?;
+    } else if send_body {
+        // The body goes out from the cache's memory in the same writev: a refcount, no copy.
+        write_head_body(&mut conn.stream, out, e.body.clone())
+            .await
+            .map_err(gone)?;
     } else {
         write_all(&mut conn.stream, out).await.map_err(gone)?;
-        if send_body {
-            // The body goes out from the cache's memory: a refcount, no copy.
-            write_all(&mut conn.stream, e.body.clone())
-                .await
-                .map_err(gone)?;
-        }
     }
     Ok(if keep {
         Next::KeepAlive

@@ -56,6 +56,57 @@ pub async fn write_all<B: monoio::buf::IoBuf>(stream: &mut TcpStream, data: B) -
     res.map(|_| ())
 }
 
+/// A head and a body written with one `writev`: the body goes out from its own memory (a
+/// cached answer's `Bytes`), not copied behind the head.
+pub struct HeadBody {
+    iov: [libc::iovec; 2],
+    _head: Vec<u8>,
+    _body: bytes::Bytes,
+}
+
+impl HeadBody {
+    pub fn new(head: Vec<u8>, body: bytes::Bytes) -> HeadBody {
+        let iov = [
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: body.as_ptr() as *mut libc::c_void,
+                iov_len: body.len(),
+            },
+        ];
+        // The pointers stay valid: the Vec's and the Bytes' memory does not move with them.
+        HeadBody {
+            iov,
+            _head: head,
+            _body: body,
+        }
+    }
+}
+
+// SAFETY: the iovecs point into memory owned by the struct and never mutated while it lives.
+// The one unsafe impl in the crate: monoio takes vectored buffers only through this trait.
+#[allow(unsafe_code)]
+unsafe impl monoio::buf::IoVecBuf for HeadBody {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+    fn read_iovec_len(&self) -> usize {
+        2
+    }
+}
+
+/// Writes a head and a body in one vectored write (more if the socket takes less).
+pub async fn write_head_body(
+    stream: &mut TcpStream,
+    head: Vec<u8>,
+    body: bytes::Bytes,
+) -> io::Result<()> {
+    let (res, _) = stream.write_vectored_all(HeadBody::new(head, body)).await;
+    res.map(|_| ())
+}
+
 impl Conn {
     pub async fn read_more(&mut self) -> io::Result<usize> {
         read_into(&mut self.stream, &mut self.buf).await
