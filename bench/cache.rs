@@ -27,8 +27,11 @@ fn ctx() -> RequestCtx {
     RequestCtx::new(head, RequestId::generated(1, 2), Default::default())
 }
 
+/// Status, header block, body.
+type NaiveEntry = (u16, Vec<u8>, Vec<u8>);
+
 struct Naive {
-    map: Mutex<HashMap<String, (u16, Vec<u8>, Vec<u8>)>>,
+    map: Mutex<HashMap<String, NaiveEntry>>,
 }
 
 fn bench(c: &mut Criterion) {
