@@ -4,6 +4,7 @@
 # renders an SVG with inferno into flamegraphs/. The build uses frame pointers and the release
 # profile's debug info, in its own target dir.
 #   scripts/flamegraph.sh [seconds] [driver] [path]     defaults: 10 io_uring /small
+#   CACHE=1 scripts/flamegraph.sh ...                   with the stage cache on (profiles hits)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -27,7 +28,10 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 10000000;
   server { listen 127.0.0.1:$BE; location / { return 200 "hello, world\n"; } } }
 NGINX
-sed -e "s/@TG@/$TG/" -e "s/@BACKEND@/$BE/" -e "s/@DRIVER@/$DRIVER/" -e "s/^@URING_FLAGS@$//" loadtest/bench.toml > "$TMP/tg.toml"
+CACHE_LINE=""
+[ "${CACHE:-0}" = 1 ] && CACHE_LINE='  cache = { ttl = "300s", capacity = "64MiB" }'
+sed -e "s/@TG@/$TG/" -e "s/@BACKEND@/$BE/" -e "s/@DRIVER@/$DRIVER/" -e "s/^@URING_FLAGS@$//" \
+    -e "s/^  name = \"prod\"$/  name = \"prod\"\n$CACHE_LINE/" loadtest/bench.toml > "$TMP/tg.toml"
 taskset -c 0 nginx -p "$TMP" -c "$TMP/backend.conf" & PIDS+=($!)
 TOLLGATE_LOG=warn taskset -c 1 "$BIN" --config "$TMP/tg.toml" & PIDS+=($!); TGPID=$!
 for p in $BE $TG; do for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p$PATH_" >/dev/null && break; sleep 0.1; done; done
@@ -37,7 +41,9 @@ sleep 1
 perf record -e cpu-clock -F 999 -g -p "$TGPID" -o "$TMP/perf.data" -- sleep "$SECS" 2>/dev/null
 wait $WRK
 mkdir -p flamegraphs
-OUT="flamegraphs/tollgate-$DRIVER-small-get-$(date -u +%Y%m%d).svg"
-perf script -i "$TMP/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph --title "Tollgate ($DRIVER), proxied small GET, 64 keep-alive connections" > "$OUT"
+OUT="flamegraphs/tollgate-$DRIVER-small-get$([ "${CACHE:-0}" = 1 ] && echo -cache-hit)-$(date -u +%Y%m%d).svg"
+perf script -i "$TMP/perf.data" 2>/dev/null | inferno-collapse-perf > "$TMP/folded"
+cp "$TMP/folded" "${OUT%.svg}.folded"   # stacks, for grep; not committed
+cat "$TMP/folded" | inferno-flamegraph --title "Tollgate ($DRIVER), $([ "${CACHE:-0}" = 1 ] && echo "cache hits" || echo "proxied") small GET, 64 keep-alive connections" > "$OUT"
 grep -E "Requests/sec" "$TMP/wrk.txt"
 echo "wrote $OUT"

@@ -84,26 +84,28 @@ pub async fn serve(
     }
 
     let primary = cache_key(ctx, &p.key);
-    let (mut key, mut entry) = lookup(cache, &primary, ctx);
+    let (mut variant, mut entry) = lookup(cache, &primary, ctx);
     if !refresh {
-        if let Some(e) = fresh(cache, entry.as_ref(), p) {
+        let now = cache.now_ns();
+        if let Some(e) = fresh(entry.as_ref(), p, now) {
             Stats::add(&cache.stats.hits);
-            return answer_stored(shard, conn, ctx, &e, "Hit", cache.now_ns()).await;
+            return answer_stored(shard, conn, ctx, &e, "Hit", now).await;
         }
     }
 
     // A miss (or a stale entry): one request fetches, the others wait for it.
     let mut _leader = None;
     if !refresh {
-        match cache.join(&key) {
+        match cache.join(variant.as_deref().unwrap_or(&primary)) {
             Join::Leader(l) => _leader = Some(l),
             Join::Follower(f) => {
                 Stats::add(&cache.stats.coalesced);
                 let _ = monoio::time::timeout(p.lock_timeout, f).await;
-                (key, entry) = lookup(cache, &primary, ctx);
-                if let Some(e) = fresh(cache, entry.as_ref(), p) {
+                (variant, entry) = lookup(cache, &primary, ctx);
+                let now = cache.now_ns();
+                if let Some(e) = fresh(entry.as_ref(), p, now) {
                     Stats::add(&cache.stats.hits);
-                    return answer_stored(shard, conn, ctx, &e, "Hit", cache.now_ns()).await;
+                    return answer_stored(shard, conn, ctx, &e, "Hit", now).await;
                 }
                 // Still nothing fresh: the answer was not storable, or the fetch failed or
                 // took longer than lock_timeout. Fetch for ourselves.
@@ -111,30 +113,35 @@ pub async fn serve(
         }
     }
     fetch(
-        shard, ss, conn, ctx, integ, p, &primary, key, entry, refresh,
+        shard, ss, conn, ctx, integ, p, &primary, variant, entry, refresh,
     )
     .await
 }
 
 /// Looks up the primary key, following a Vary marker to the variant for this request.
-/// Returns the key the answer lives (or would live) under, and the entry if any.
-fn lookup(cache: &StageCache, primary: &[u8], ctx: &RequestCtx) -> (Vec<u8>, Option<Arc<Stored>>) {
+/// Returns the variant's key when the answer varies (else it lives under the primary key),
+/// and the entry if any.
+fn lookup(
+    cache: &StageCache,
+    primary: &[u8],
+    ctx: &RequestCtx,
+) -> (Option<Vec<u8>>, Option<Arc<Stored>>) {
     match cache.get(primary) {
-        Some(Val::Stored(s)) => (primary.to_vec(), Some(s)),
+        Some(Val::Stored(s)) => (None, Some(s)),
         Some(Val::Vary(m)) => {
             let k = variant_key(primary, &m.names, ctx);
             let e = match cache.get(&k) {
                 Some(Val::Stored(s)) => Some(s),
                 _ => None,
             };
-            (k, e)
+            (Some(k), e)
         }
-        None => (primary.to_vec(), None),
+        None => (None, None),
     }
 }
 
-fn fresh(cache: &StageCache, e: Option<&Arc<Stored>>, p: &CachePolicy) -> Option<Arc<Stored>> {
-    e.filter(|e| e.is_fresh(cache.now_ns(), p.ttl)).cloned()
+fn fresh(e: Option<&Arc<Stored>>, p: &CachePolicy, now: u64) -> Option<Arc<Stored>> {
+    e.filter(|e| e.is_fresh(now, p.ttl)).cloned()
 }
 
 /// May this stale entry stand in for a failed upstream?
@@ -153,7 +160,7 @@ async fn fetch(
     integ: &HttpIntegration,
     p: &CachePolicy,
     primary: &[u8],
-    key: Vec<u8>,
+    variant: Option<Vec<u8>>,
     entry: Option<Arc<Stored>>,
     refresh: bool,
 ) -> Result<Next, Error> {
@@ -201,6 +208,7 @@ async fn fetch(
         ex.finish_bodiless();
         let e = match updated {
             Some(u) => {
+                let key = variant.unwrap_or_else(|| primary.to_vec());
                 cache.insert(key.into_boxed_slice(), Val::Stored(u.clone()));
                 u
             }
