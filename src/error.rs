@@ -46,6 +46,8 @@ pub enum Kind {
     QuotaExceeded { retry_after_s: u64 },
     /// The client went away; nothing can be written.
     ClientGone,
+    /// A request this gateway does not serve yet (501); the message says what.
+    NotImplemented(&'static str),
 }
 
 /// What the `RateLimit-*` headers say about the tightest limit a request passed (or the one
@@ -99,13 +101,14 @@ impl Error {
             Kind::Forbidden => 403,
             Kind::Throttled(_) | Kind::QuotaExceeded { .. } => 429,
             Kind::ClientGone => 499,
+            Kind::NotImplemented(_) => 501,
         }
     }
 
     /// The `message` of the JSON body. Never includes upstream addresses or internals.
     pub fn client_message(&self) -> &'static str {
         match self.kind {
-            Kind::BadRequest(m) => m,
+            Kind::BadRequest(m) | Kind::NotImplemented(m) => m,
             Kind::HeadTooLarge => "Request Header Fields Too Large",
             Kind::BodyTooLarge => "Request Entity Too Large",
             Kind::HeadTimeout => "Request Timeout",

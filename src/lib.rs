@@ -42,6 +42,7 @@ pub mod runtime;
 pub mod shard;
 pub mod snapshot;
 pub mod throttle;
+pub mod tls;
 pub mod upstream;
 
 use std::cell::RefCell;

@@ -28,9 +28,11 @@ pub enum Counter {
     UpstreamErrors,
     /// Fleet-wide limit or quota decisions taken without Redis.
     RedisFallbacks,
+    /// TLS handshakes that failed or timed out.
+    TlsHandshakeFailures,
 }
 
-const N: usize = 11;
+const N: usize = 12;
 
 impl Counter {
     const ALL: [Counter; N] = [
@@ -45,6 +47,7 @@ impl Counter {
         Counter::BadRequests,
         Counter::UpstreamErrors,
         Counter::RedisFallbacks,
+        Counter::TlsHandshakeFailures,
     ];
 
     /// (metric name, label) for the export.
@@ -61,6 +64,7 @@ impl Counter {
             Counter::BadRequests => ("bad_requests_total", ""),
             Counter::UpstreamErrors => ("upstream_errors_total", ""),
             Counter::RedisFallbacks => ("redis_fallbacks_total", ""),
+            Counter::TlsHandshakeFailures => ("tls_handshake_failures_total", ""),
         }
     }
 

@@ -134,6 +134,37 @@ pub struct Compiled {
     pub literal_targets: Vec<SocketAddr>,
     pub limits: Limits,
     pub cache_clock: Arc<CacheClock>,
+    /// Per listener: the TLS server config (certificates by SNI, ALPN, resumption).
+    pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+}
+
+/// Builds each TLS listener's server config: its own certificate as the default, and the
+/// certificates of the domains served on it, by host.
+fn tls_configs(cfg: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, String> {
+    use crate::config::HostPattern;
+    cfg.listeners
+        .iter()
+        .map(|l| {
+            let Some(t) = &l.tls else { return Ok(None) };
+            let Some(default) = &t.cert.loaded else {
+                return Err(format!("listener {:?}: certificate not loaded", l.name));
+            };
+            let mut r = crate::tls::SniResolver::new(default.key.clone(), t.sni_strict);
+            for d in &cfg.domains {
+                let on = d.listeners.as_ref().is_none_or(|ls| ls.contains(&l.name));
+                let (Some(dt), true) = (&d.tls, on) else {
+                    continue;
+                };
+                let Some(loaded) = &dt.loaded else { continue };
+                match &d.host {
+                    HostPattern::Exact(h) => r.add(h, loaded.key.clone()),
+                    HostPattern::Suffix(sfx) => r.add(&format!("*{sfx}"), loaded.key.clone()),
+                    HostPattern::Any => {}
+                }
+            }
+            crate::tls::server_config(r, &l.alpn).map(Some)
+        })
+        .collect()
 }
 
 /// A node's share of a fleet-wide limit: `rate / nodes` and `burst / nodes`, at least 1.
@@ -333,7 +364,9 @@ impl Compiled {
         let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
         *registry = fresh_registry;
         cache_registry.caches = fresh_caches;
+        let tls = tls_configs(&cfg)?;
         Ok(Compiled {
+            tls,
             cache_clock: cache_registry.clock.clone(),
             buckets,
             fleet,

@@ -59,8 +59,20 @@ pub struct ServerFile {
 pub struct ListenerFile {
     pub name: Option<String>,
     pub addr: Option<String>,
-    pub tls: Option<toml::Value>,
+    pub tls: Option<TlsFile>,
     pub mtls: Option<toml::Value>,
+    pub alpn: Option<Vec<String>>,
+    pub redirect_https: Option<bool>,
+    pub h2c: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub allow_expired: Option<bool>,
+    pub sni_strict: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,7 +187,7 @@ pub struct IntegrationFile {
 #[serde(deny_unknown_fields)]
 pub struct DomainFile {
     pub host: Option<String>,
-    pub tls: Option<toml::Value>,
+    pub tls: Option<TlsFile>,
     pub listeners: Option<Vec<String>>,
     #[serde(default)]
     pub mappings: Vec<MappingFile>,

@@ -160,6 +160,31 @@ pub struct Server {
 pub struct Listener {
     pub name: String,
     pub addr: SocketAddr,
+    /// TLS termination: the listener's default certificate and handshake settings.
+    pub tls: Option<ListenerTls>,
+    /// Protocols offered by ALPN on a TLS listener.
+    pub alpn: Vec<String>,
+    /// A plain listener that answers every request with 308 to `https://` (same host, path).
+    pub redirect_https: bool,
+}
+
+/// A certificate and key, checked at load.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub allow_expired: bool,
+    /// The loaded chain and key (not serialised: `GET /config` shows the paths).
+    #[serde(skip)]
+    pub loaded: Option<crate::tls::LoadedCert>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerTls {
+    #[serde(flatten)]
+    pub cert: TlsCert,
+    /// Refuse handshakes for names no certificate covers (instead of the default one).
+    pub sni_strict: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -360,6 +385,8 @@ pub enum HostPattern {
 #[derive(Debug, Clone, Serialize)]
 pub struct Domain {
     pub host: HostPattern,
+    /// The certificate served for this host (SNI) on TLS listeners.
+    pub tls: Option<TlsCert>,
     /// Listener names this domain is served on; `None` = all.
     pub listeners: Option<Vec<String>>,
     pub mappings: Vec<Mapping>,
@@ -788,7 +815,7 @@ impl Validator {
 
     fn config(&mut self, raw: file::File, base: &Path) -> Config {
         let server = self.server(raw.server, base);
-        let listeners = self.listeners(raw.listeners);
+        let listeners = self.listeners(raw.listeners, base);
         let admin = raw.admin.map(|a| self.admin(a));
         let limits = self.limits(raw.limits);
         let throttle = raw.throttle.and_then(|t| self.rate("throttle", t));
@@ -827,7 +854,7 @@ impl Validator {
             .domains
             .into_iter()
             .enumerate()
-            .map(|(i, d)| self.domain(i, d, &apis, &listeners))
+            .map(|(i, d)| self.domain(i, d, &apis, &listeners, base))
             .collect();
         for i in 0..domains.len() {
             for j in 0..i {
@@ -966,7 +993,32 @@ impl Validator {
         }
     }
 
-    fn listeners(&mut self, raw: Vec<file::ListenerFile>) -> Vec<Listener> {
+    /// Loads and checks a certificate and key (paths relative to the config file).
+    fn tls_cert(&mut self, key: &str, t: file::TlsFile, base: &Path) -> Option<TlsCert> {
+        let (Some(cert), Some(k)) = (t.cert, t.key) else {
+            self.err(
+                key,
+                "needs cert and key: { cert = \"server.pem\", key = \"server.key\" } (PEM files)",
+            );
+            return None;
+        };
+        let (cert, k) = (base.join(cert), base.join(k));
+        let allow_expired = t.allow_expired.unwrap_or(false);
+        match crate::tls::load_cert(&cert, &k, allow_expired) {
+            Ok(loaded) => Some(TlsCert {
+                cert,
+                key: k,
+                allow_expired,
+                loaded: Some(loaded),
+            }),
+            Err(e) => {
+                self.err(key, e);
+                None
+            }
+        }
+    }
+
+    fn listeners(&mut self, raw: Vec<file::ListenerFile>, base: &Path) -> Vec<Listener> {
         if raw.is_empty() {
             self.err("listeners", "at least one [[listeners]] entry is required");
         }
@@ -974,11 +1026,38 @@ impl Validator {
         for (i, l) in raw.into_iter().enumerate() {
             let key = item("listeners", i, l.name.as_ref());
             let name = self.name(&format!("{key}.name"), l.name);
-            if l.tls.is_some() {
-                self.unsupported(&format!("{key}.tls"), "TLS termination");
-            }
+            let tls = l.tls.and_then(|t| {
+                let strict = t.sni_strict.unwrap_or(false);
+                self.tls_cert(&format!("{key}.tls"), t, base)
+                    .map(|cert| ListenerTls {
+                        cert,
+                        sni_strict: strict,
+                    })
+            });
             if l.mtls.is_some() {
                 self.unsupported(&format!("{key}.mtls"), "mutual TLS");
+            }
+            if l.h2c == Some(true) {
+                self.unsupported(&format!("{key}.h2c"), "HTTP/2 (h2c)");
+            }
+            let alpn = l.alpn.unwrap_or_else(|| vec!["http/1.1".to_string()]);
+            for p in &alpn {
+                match p.as_str() {
+                    "http/1.1" => {}
+                    "h2" => self.unsupported(&format!("{key}.alpn"), "HTTP/2 (\"h2\")"),
+                    other => self.bad(
+                        &format!("{key}.alpn"),
+                        other,
+                        "\"http/1.1\" (and \"h2\" once HTTP/2 is built)",
+                    ),
+                }
+            }
+            let redirect_https = l.redirect_https.unwrap_or(false);
+            if redirect_https && tls.is_some() {
+                self.err(
+                    &format!("{key}.redirect_https"),
+                    "belongs on a plain listener: this one already serves HTTPS",
+                );
             }
             let Some(addr) = self.socket_addr(&format!("{key}.addr"), l.addr) else {
                 continue;
@@ -995,7 +1074,13 @@ impl Validator {
                     format!("{addr} is used by two listeners"),
                 );
             }
-            out.push(Listener { name, addr });
+            out.push(Listener {
+                name,
+                addr,
+                tls,
+                alpn,
+                redirect_https,
+            });
         }
         out
     }
@@ -1639,6 +1724,7 @@ impl Validator {
         d: file::DomainFile,
         apis: &[Api],
         listeners: &[Listener],
+        base: &Path,
     ) -> Domain {
         let key = item("domains", i, d.host.as_ref());
         let host = match d.host.as_deref() {
@@ -1666,12 +1752,16 @@ impl Validator {
                 pat
             }
         };
-        if d.tls.is_some() {
-            self.unsupported(
-                &format!("{key}.tls"),
-                "TLS termination (per-domain certificates)",
-            );
-        }
+        let tls = d.tls.and_then(|t| {
+            if host == HostPattern::Any {
+                self.err(
+                    &format!("{key}.tls"),
+                    "a certificate for every host belongs on the listener (listeners.tls)",
+                );
+                return None;
+            }
+            self.tls_cert(&format!("{key}.tls"), t, base)
+        });
         if let Some(ls) = &d.listeners {
             for l in ls {
                 if !listeners.iter().any(|x| &x.name == l) {
@@ -1745,6 +1835,7 @@ impl Validator {
         }
         Domain {
             host,
+            tls,
             listeners: d.listeners,
             mappings,
         }

@@ -414,8 +414,18 @@ fn domains_must_name_existing_apis_and_stages() {
 fn unbuilt_features_are_refused_by_name() {
     refused(
         "addr = \"127.0.0.1:8080\"",
-        "addr = \"127.0.0.1:8080\"\ntls = { cert = \"a\", key = \"b\" }",
-        &["listeners[\"http\"].tls: not supported yet"],
+        "addr = \"127.0.0.1:8080\"\nmtls = { client_ca = \"a\" }",
+        &["listeners[\"http\"].mtls: not supported yet"],
+    );
+    refused(
+        "addr = \"127.0.0.1:8080\"",
+        "addr = \"127.0.0.1:8080\"\nalpn = [\"h2\", \"http/1.1\"]",
+        &["listeners[\"http\"].alpn: not supported yet"],
+    );
+    refused(
+        "addr = \"127.0.0.1:8080\"",
+        "addr = \"127.0.0.1:8080\"\ntls = { cert = \"nope.pem\" }",
+        &["listeners[\"http\"].tls: needs cert and key"],
     );
     refused(
         "name = \"petstore\"",

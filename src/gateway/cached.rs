@@ -20,7 +20,7 @@ use crate::cache::policy::{self, Answer, CacheControl};
 use crate::cache::{StageCache, Stats, Stored, Val, VaryMarker};
 use crate::config::{CacheMode, Invalidation, KeyPart};
 use crate::error::{Error, Kind};
-use crate::http::conn::{write_all, write_head_body, Conn};
+use crate::http::conn::Conn;
 use crate::http::h1::{Framing, ResponseHead};
 use crate::http::write::status_line;
 use crate::http::{name_eq, Method};
@@ -655,14 +655,15 @@ async fn answer_stored(
     let gone = |_| Error::downstream(Kind::ClientGone, "writing cached answer");
     if send_body && e.body.len() <= INLINE_BODY {
         out.extend_from_slice(&e.body);
-        write_all(&mut conn.stream, out).await.map_err(gone)?;
+        conn.stream.write_all(out).await.map_err(gone)?;
     } else if send_body {
         // The body goes out from the cache's memory in the same writev: a refcount, no copy.
-        write_head_body(&mut conn.stream, out, e.body.clone())
+        conn.stream
+            .write_head_body(out, e.body.clone())
             .await
             .map_err(gone)?;
     } else {
-        write_all(&mut conn.stream, out).await.map_err(gone)?;
+        conn.stream.write_all(out).await.map_err(gone)?;
     }
     Ok(if keep {
         Next::KeepAlive

@@ -81,6 +81,8 @@ pub struct RequestCtx {
     pub cache_status: Option<&'static str>,
     /// Why a client's request for a fresh copy was ignored (answered as a `Warning`).
     pub cache_warning: Option<&'static str>,
+    /// The request came over TLS (X-Forwarded-Proto: https).
+    pub https: bool,
 }
 
 impl RequestCtx {
@@ -102,6 +104,7 @@ impl RequestCtx {
             status: 0,
             cache_status: None,
             cache_warning: None,
+            https: false,
         }
     }
 

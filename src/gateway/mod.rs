@@ -20,7 +20,7 @@ use monoio::net::TcpStream;
 use crate::auth::KeyRecord;
 use crate::config::{Cluster, OnRedisError};
 use crate::error::{Error, Kind, RateInfo};
-use crate::http::conn::{write_all, Conn};
+use crate::http::conn::Conn;
 use crate::http::h1::{Framing, RequestHead};
 use crate::http::write::{json_message, status_line};
 use crate::http::Method;
@@ -55,7 +55,19 @@ pub async fn handle(
         .and_then(RequestId::from_client)
         .unwrap_or_else(|| shard.request_id());
     let mut ctx = RequestCtx::new(head, request_id, std::mem::take(&mut conn.segs));
-    let next = match run_phases(shard, &ss, conn, &mut ctx).await {
+    ctx.https = conn.stream.is_tls();
+    let redirect = ss
+        .snap
+        .config
+        .listeners
+        .get(conn.listener)
+        .is_some_and(|l| l.redirect_https);
+    let result = if redirect {
+        answer_redirect(conn, &mut ctx, shard.drain.is_on()).await
+    } else {
+        run_phases(shard, &ss, conn, &mut ctx).await
+    };
+    let next = match result {
         Ok(next) => next,
         Err(e) => {
             count_error(shard, &e);
@@ -78,6 +90,12 @@ async fn run_phases(
 ) -> Result<Next, Error> {
     let snap = &ss.snap;
     check_body_size(ctx, snap.limits.max_body)?;
+    if ctx.head.upgrade && ctx.https {
+        return Err(Error::downstream(
+            Kind::NotImplemented("WebSocket upgrades on TLS listeners are not supported yet"),
+            "upgrade over TLS",
+        ));
+    }
     normalise_path(ctx)?;
     let api = resolve_stage(ss, conn.listener, ctx)?;
     let route = match_route(ss, api, ctx)?;
@@ -589,7 +607,7 @@ async fn answer_error(conn: &mut Conn, ctx: &mut RequestCtx, e: &Error, draining
         keep,
         ctx.head.method == Method::Head,
     );
-    if write_all(&mut conn.stream, out).await.is_err() {
+    if conn.stream.write_all(out).await.is_err() {
         return Next::Close;
     }
     if keep {
@@ -599,6 +617,57 @@ async fn answer_error(conn: &mut Conn, ctx: &mut RequestCtx, e: &Error, draining
     } else {
         Next::Linger
     }
+}
+
+/// `redirect_https` listeners: 308 to the same host and path (and query) over https.
+async fn answer_redirect(
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    draining: bool,
+) -> Result<Next, Error> {
+    let host = ctx
+        .head
+        .host_bytes()
+        .filter(|h| !h.is_empty() && h.iter().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            Error::downstream(
+                Kind::BadRequest("A Host header is needed to redirect to https"),
+                "redirect",
+            )
+        })?;
+    // Drop an explicit :80; keep any other port as written.
+    let host = host.strip_suffix(b":80").unwrap_or(host).to_vec();
+    let body_ok = skip_unread_body(conn, ctx);
+    let keep = ctx.head.keep_alive && body_ok && !draining;
+    let mut out = Vec::with_capacity(256);
+    ctx.status = 308;
+    status_line(&mut out, ctx.head.minor, 308);
+    out.extend_from_slice(b"location: https://");
+    out.extend_from_slice(&host);
+    let path = ctx.head.path_bytes();
+    out.extend_from_slice(if path.is_empty() { b"/" } else { path });
+    if let Some(q) = ctx.head.query_bytes() {
+        out.push(b'?');
+        out.extend_from_slice(q);
+    }
+    let _ = write!(
+        out,
+        "\r\ncontent-length: 0\r\nx-request-id: {}\r\n",
+        ctx.request_id
+    );
+    connection_header(&mut out, ctx.head.minor, keep);
+    out.extend_from_slice(b"\r\n");
+    conn.stream
+        .write_all(out)
+        .await
+        .map_err(|_| Error::downstream(Kind::ClientGone, "writing redirect"))?;
+    Ok(if keep {
+        Next::KeepAlive
+    } else if body_ok {
+        Next::Close
+    } else {
+        Next::Linger
+    })
 }
 
 /// Answers from a `mock` integration: status, headers and body with variables substituted.
@@ -654,7 +723,8 @@ async fn answer_mock(
     if ctx.head.method != Method::Head {
         out.extend_from_slice(&body);
     }
-    write_all(&mut conn.stream, out)
+    conn.stream
+        .write_all(out)
         .await
         .map_err(|_| Error::downstream(Kind::ClientGone, "writing mock answer"))?;
     Ok(if keep {

@@ -24,9 +24,63 @@ pub const READ_CHUNK: usize = 16 << 10;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 
+/// A client connection's transport: plain TCP, or TLS terminated here.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<crate::tls::stream::TlsConn>),
+}
+
+impl Stream {
+    /// Appends what the client sent (decrypted) to `buf`; `Ok(0)` at end of stream.
+    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => read_into(s, buf).await,
+            Stream::Tls(t) => {
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(READ_CHUNK);
+                }
+                t.read_into(buf).await
+            }
+        }
+    }
+
+    /// Writes all of `data`.
+    pub async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]>>(
+        &mut self,
+        data: B,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => write_all(s, data).await,
+            Stream::Tls(t) => t.write_all(data.as_ref()).await,
+        }
+    }
+
+    /// A head and a body: one `writev` on plain TCP; on TLS, one write of each.
+    pub async fn write_head_body(&mut self, head: Vec<u8>, body: bytes::Bytes) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => write_head_body(s, head, body).await,
+            Stream::Tls(t) => {
+                t.write_all(&head).await?;
+                t.write_all(&body).await
+            }
+        }
+    }
+
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(t) => t.shutdown().await,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+}
+
 /// A client connection.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read and not yet used: the rest of a body or the next pipelined request.
     pub buf: BytesMut,
     pub peer: SocketAddr,
@@ -109,7 +163,7 @@ pub async fn write_head_body(
 
 impl Conn {
     pub async fn read_more(&mut self) -> io::Result<usize> {
-        read_into(&mut self.stream, &mut self.buf).await
+        self.stream.read_into(&mut self.buf).await
     }
 }
 
@@ -124,6 +178,32 @@ enum HeadRead {
 /// Serves one client connection until it closes, errs, or the shard drains.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
     // TCP_NODELAY is inherited from the listening socket (listener.rs): no syscall here.
+    let tls = shard.snapshot().snap.tls.get(listener).cloned().flatten();
+    let stream = match tls {
+        None => Stream::Plain(stream),
+        Some(cfg) => {
+            let timeout = shard.snapshot().snap.limits.header_timeout;
+            match monoio::time::timeout(timeout, crate::tls::stream::TlsConn::accept(stream, cfg))
+                .await
+            {
+                Ok(Ok(t)) => Stream::Tls(Box::new(t)),
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    shard
+                        .metrics
+                        .add(crate::metrics::Counter::TlsHandshakeFailures);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer, "TLS handshake timed out");
+                    shard
+                        .metrics
+                        .add(crate::metrics::Counter::TlsHandshakeFailures);
+                    return;
+                }
+            }
+        }
+    };
     let mut conn = Conn {
         stream,
         buf: BytesMut::with_capacity(READ_CHUNK),
@@ -157,7 +237,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
                     .metrics
                     .add(crate::metrics::Counter::for_status(e.status()));
                 gateway::error_response(&mut out, &e, 1, rid.as_str(), false, false);
-                if write_all(&mut conn.stream, out).await.is_ok() {
+                if conn.stream.write_all(out).await.is_ok() {
                     linger_close(conn).await;
                 }
                 return;

@@ -131,6 +131,7 @@ mod tests {
     fn dom(host: HostPattern, maps: &[(&str, usize)], listeners: Option<Vec<String>>) -> Domain {
         Domain {
             host,
+            tls: None,
             listeners,
             mappings: maps
                 .iter()

@@ -182,7 +182,11 @@ pub fn request_head_with(
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(peer_ip.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(if ctx.https {
+        &b"\r\nx-forwarded-proto: https\r\n"[..]
+    } else {
+        &b"\r\nx-forwarded-proto: http\r\n"[..]
+    });
     if let Some(h) = head.host_bytes() {
         out.extend_from_slice(b"x-forwarded-host: ");
         out.extend_from_slice(h);
@@ -291,7 +295,8 @@ pub async fn send(
         let n = n as usize;
         if n <= COALESCE_BODY && conn.buf.len() < n {
             if ctx.head.expect_continue {
-                write_all(&mut conn.stream, &b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+                conn.stream
+                    .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
                     .await
                     .map_err(|_| Error::downstream(Kind::ClientGone, "writing 100 Continue"))?;
             }
@@ -497,7 +502,8 @@ pub async fn answer(
     ctx.status = resp.status;
     response_head(&mut out, &resp, ctx, keep, upgrade, dechunk);
     if upgrade {
-        write_all(&mut conn.stream, out)
+        conn.stream
+            .write_all(out)
             .await
             .map_err(|_| Error::downstream(Kind::ClientGone, "writing 101"))?;
         return Ok(Next::Upgrade(up, ubuf.freeze()));
@@ -551,7 +557,8 @@ async fn exchange(
     let streamed = ctx.body == BodyState::Unread;
     if streamed {
         if ctx.head.expect_continue && conn.buf.is_empty() {
-            write_all(&mut conn.stream, &b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+            conn.stream
+                .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
                 .await
                 .map_err(|_| {
                     Failure::Client(Error::downstream(Kind::ClientGone, "writing 100 Continue"))
@@ -763,9 +770,7 @@ async fn stream_response(
             if let Some(t) = tee {
                 t.finish();
             }
-            write_all(&mut conn.stream, out)
-                .await
-                .map_err(|_| Side::Client)?;
+            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
             Ok(true)
         }
         Framing::Length(n) => {
@@ -785,9 +790,7 @@ async fn stream_response(
                     t.finish();
                 }
             }
-            write_all(&mut conn.stream, out)
-                .await
-                .map_err(|_| Side::Client)?;
+            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
             loop {
                 if !ubuf.is_empty() && remaining > 0 {
                     let k = remaining.min(ubuf.len() as u64) as usize;
@@ -799,7 +802,8 @@ async fn stream_response(
                             t.finish();
                         }
                     }
-                    write_all(&mut conn.stream, part)
+                    conn.stream
+                        .write_all(part)
                         .await
                         .map_err(|_| Side::Client)?;
                 }
@@ -813,9 +817,7 @@ async fn stream_response(
             }
         }
         Framing::Chunked => {
-            write_all(&mut conn.stream, out)
-                .await
-                .map_err(|_| Side::Client)?;
+            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
             let mut dec = ChunkedDecoder::new(u64::MAX);
             loop {
                 if !ubuf.is_empty() {
@@ -835,12 +837,14 @@ async fn stream_response(
                     }
                     if dechunk {
                         for r in ranges {
-                            write_all(&mut conn.stream, part.slice(r))
+                            conn.stream
+                                .write_all(part.slice(r))
                                 .await
                                 .map_err(|_| Side::Client)?;
                         }
                     } else {
-                        write_all(&mut conn.stream, part)
+                        conn.stream
+                            .write_all(part)
                             .await
                             .map_err(|_| Side::Client)?;
                     }
@@ -854,13 +858,12 @@ async fn stream_response(
             }
         }
         Framing::UntilClose => {
-            write_all(&mut conn.stream, out)
-                .await
-                .map_err(|_| Side::Client)?;
+            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
             loop {
                 if !ubuf.is_empty() {
                     let part = ubuf.split().freeze();
-                    write_all(&mut conn.stream, part)
+                    conn.stream
+                        .write_all(part)
                         .await
                         .map_err(|_| Side::Client)?;
                 }
@@ -874,9 +877,11 @@ async fn stream_response(
 
 /// Relays bytes both ways after a `101 Switching Protocols` until either side closes.
 pub async fn relay(conn: Conn, mut up: TcpStream, from_upstream: Bytes) {
-    let Conn {
-        mut stream, buf, ..
-    } = conn;
+    let Conn { stream, buf, .. } = conn;
+    // Upgrades are refused on TLS connections before they reach the upstream.
+    let crate::http::conn::Stream::Plain(mut stream) = stream else {
+        return;
+    };
     if !buf.is_empty() && write_all(&mut up, buf.freeze()).await.is_err() {
         return;
     }

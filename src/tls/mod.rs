@@ -1,0 +1,220 @@
+//! TLS termination with rustls: certificate loading (checked at config load, so a bad file
+//! is refused by `tollgate check` and by a reload while the old certificate keeps serving),
+//! SNI selection per listener, and the per-connection stream ([`stream::TlsConn`]).
+//!
+//! Each listener with `tls` gets one `rustls::ServerConfig`, compiled into the snapshot: a
+//! reload (SIGHUP, `POST /reload`, or a certificate file changing on disk) publishes new
+//! configs, new handshakes use them, and connections already open keep theirs.
+
+pub mod stream;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A certificate chain and its key, loaded and checked.
+#[derive(Clone)]
+pub struct LoadedCert {
+    pub key: Arc<CertifiedKey>,
+    /// Files it came from (watched for changes).
+    pub files: [PathBuf; 2],
+    /// Subject alternative names (DNS), for `tollgate check` and logs.
+    pub names: Vec<String>,
+    /// notAfter, seconds since the epoch.
+    pub not_after: i64,
+}
+
+impl std::fmt::Debug for LoadedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedCert")
+            .field("files", &self.files)
+            .field("names", &self.names)
+            .field("not_after", &self.not_after)
+            .finish()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loads a PEM chain and a PKCS#8, PKCS#1 (RSA) or SEC1 (EC) key; refuses a missing or
+/// unreadable file, a file without a certificate or key, a key that does not match the
+/// certificate, and an expired certificate unless `allow_expired`.
+pub fn load_cert(cert: &Path, key: &Path, allow_expired: bool) -> Result<LoadedCert, String> {
+    let cert_pem =
+        std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "{}: no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)",
+            cert.display()
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
+        format!(
+            "{}: no private key (expected a PEM PKCS#8, RSA or EC private key)",
+            key.display()
+        )
+    })?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(private)
+        .map_err(|e| format!("{}: unsupported private key: {e}", key.display()))?;
+    let ck = CertifiedKey::new(chain.clone(), signing);
+    ck.keys_match().map_err(|_| {
+        format!(
+            "{} does not match the certificate in {}",
+            key.display(),
+            cert.display()
+        )
+    })?;
+    let (_, x) = x509_parser::parse_x509_certificate(&chain[0])
+        .map_err(|e| format!("{}: cannot parse the certificate: {e}", cert.display()))?;
+    let not_after = x.validity().not_after.timestamp();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if not_after < now && !allow_expired {
+        return Err(format!(
+            "{}: the certificate expired on {}; renew it, or set allow_expired = true to serve it anyway",
+            cert.display(),
+            x.validity().not_after
+        ));
+    }
+    let names = x
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(LoadedCert {
+        key: Arc::new(ck),
+        files: [cert.to_path_buf(), key.to_path_buf()],
+        names,
+        not_after,
+    })
+}
+
+/// Picks the certificate for a handshake by SNI: an exact host, then a `*.suffix` wildcard
+/// (one label, as certificates match), then the listener's own — or no certificate (the
+/// handshake fails) for an unknown name when `sni_strict`.
+#[derive(Debug)]
+pub struct SniResolver {
+    default: Arc<CertifiedKey>,
+    strict: bool,
+    exact: AHashMap<String, Arc<CertifiedKey>>,
+    /// Lower-cased ".example.com" suffixes.
+    wildcard: AHashMap<String, Arc<CertifiedKey>>,
+}
+
+impl SniResolver {
+    pub fn new(default: Arc<CertifiedKey>, strict: bool) -> SniResolver {
+        SniResolver {
+            default,
+            strict,
+            exact: AHashMap::new(),
+            wildcard: AHashMap::new(),
+        }
+    }
+
+    /// `host` is "api.example.com" or "*.example.com".
+    pub fn add(&mut self, host: &str, key: Arc<CertifiedKey>) {
+        let host = host.to_ascii_lowercase();
+        match host.strip_prefix('*') {
+            Some(suffix) => self.wildcard.insert(suffix.to_string(), key),
+            None => self.exact.insert(host, key),
+        };
+    }
+
+    pub fn pick(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = name else {
+            // No SNI (a client dialling an IP address): the listener's certificate.
+            return Some(self.default.clone());
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(k) = self.exact.get(&name) {
+            return Some(k.clone());
+        }
+        if let Some(dot) = name.find('.') {
+            if let Some(k) = self.wildcard.get(&name[dot..]) {
+                return Some(k.clone());
+            }
+        }
+        (!self.strict).then(|| self.default.clone())
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.pick(hello.server_name())
+    }
+}
+
+/// Builds a listener's server config: TLS 1.2 and 1.3 with rustls' safe defaults, SNI, ALPN
+/// (HTTP/1.1 until HTTP/2 is built), session tickets and a session cache for resumption.
+pub fn server_config(
+    resolver: SniResolver,
+    alpn: &[String],
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+    Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Arc<CertifiedKey> {
+        let c = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+        let k = PrivateKeyDer::from_pem_slice(c.key_pair.serialize_pem().as_bytes()).unwrap();
+        let signing = provider().key_provider.load_private_key(k).unwrap();
+        Arc::new(CertifiedKey::new(vec![c.cert.der().clone()], signing))
+    }
+
+    #[test]
+    fn sni_exact_then_wildcard_then_default_or_strict() {
+        let (d, e, w) = (key(), key(), key());
+        let mut r = SniResolver::new(d.clone(), false);
+        r.add("API.example.com", e.clone());
+        r.add("*.example.com", w.clone());
+        let same =
+            |a: Option<Arc<CertifiedKey>>, b: &Arc<CertifiedKey>| Arc::ptr_eq(&a.unwrap(), b);
+        assert!(same(r.pick(Some("api.EXAMPLE.com")), &e));
+        assert!(same(r.pick(Some("www.example.com")), &w));
+        // A wildcard covers one label only.
+        assert!(same(r.pick(Some("a.b.example.com")), &d));
+        assert!(same(r.pick(Some("other.test")), &d));
+        assert!(same(r.pick(None), &d));
+        let mut strict = SniResolver::new(d.clone(), true);
+        strict.add("api.example.com", e.clone());
+        assert!(strict.pick(Some("other.test")).is_none());
+        assert!(same(strict.pick(Some("api.example.com")), &e));
+        assert!(same(strict.pick(None), &d));
+    }
+}

@@ -1,0 +1,150 @@
+//! A server-side TLS connection over a monoio `TcpStream`, driven by rustls directly (so the
+//! pipeline can read the SNI name and, later, the client certificate from the session).
+//!
+//! Ciphertext moves through two owned scratch buffers (monoio reads and writes take their
+//! buffers by value); plaintext is copied out of rustls once, into the connection's buffer.
+//! A read future dropped part way (a timeout) loses what it had read, so the caller closes
+//! the connection then — which is what every caller does on a timeout.
+
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// Ciphertext read per socket read: one maximal TLS record and its header.
+const RECORD: usize = 16 * 1024 + 256;
+
+pub struct TlsConn {
+    pub io: TcpStream,
+    pub tls: rustls::ServerConnection,
+    /// Ciphertext read from the socket and not yet given to rustls: `rbuf[rpos..]`.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    wbuf: Vec<u8>,
+}
+
+fn tls_err(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl TlsConn {
+    /// Runs the server side of the handshake.
+    pub async fn accept(io: TcpStream, cfg: Arc<rustls::ServerConfig>) -> io::Result<TlsConn> {
+        let tls = rustls::ServerConnection::new(cfg).map_err(tls_err)?;
+        let mut c = TlsConn {
+            io,
+            tls,
+            rbuf: Vec::with_capacity(RECORD),
+            rpos: 0,
+            wbuf: Vec::with_capacity(RECORD),
+        };
+        while c.tls.is_handshaking() {
+            c.flush().await?;
+            if !c.tls.is_handshaking() {
+                break;
+            }
+            if c.rpos == c.rbuf.len() && c.fill().await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if let Err(e) = c.feed() {
+                // Send the alert that says why, then give up.
+                let _ = c.flush().await;
+                return Err(e);
+            }
+        }
+        c.flush().await?;
+        Ok(c)
+    }
+
+    /// Reads ciphertext from the socket into the scratch buffer; `Ok(0)` at end of stream.
+    async fn fill(&mut self) -> io::Result<usize> {
+        let mut buf = std::mem::take(&mut self.rbuf);
+        buf.clear();
+        let (res, buf) = self.io.read(buf).await;
+        self.rbuf = buf;
+        self.rpos = 0;
+        res
+    }
+
+    /// Gives buffered ciphertext to rustls and processes it.
+    fn feed(&mut self) -> io::Result<()> {
+        while self.rpos < self.rbuf.len() {
+            let mut rd = &self.rbuf[self.rpos..];
+            let n = self.tls.read_tls(&mut rd)?;
+            self.rpos += n;
+            self.tls.process_new_packets().map_err(tls_err)?;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes whatever rustls has queued (records, alerts, tickets).
+    async fn flush(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            let mut buf = std::mem::take(&mut self.wbuf);
+            buf.clear();
+            self.tls.write_tls(&mut buf)?;
+            let (res, buf) = self.io.write_all(buf).await;
+            self.wbuf = buf;
+            res?;
+        }
+        Ok(())
+    }
+
+    /// Appends decrypted bytes to `dst`; `Ok(0)` when the peer closed.
+    pub async fn read_into(&mut self, dst: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            {
+                let mut r = self.tls.reader();
+                match r.fill_buf() {
+                    Ok([]) => return Ok(0),
+                    Ok(b) => {
+                        let n = b.len();
+                        dst.extend_from_slice(b);
+                        r.consume(n);
+                        return Ok(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // The peer closed the TCP connection without close_notify: treat as a
+                    // close (what it means for a request in progress is the caller's call).
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.rpos == self.rbuf.len() && self.fill().await? == 0 {
+                // Tell rustls the transport ended, so the reader reports it.
+                let _ = self.tls.read_tls(&mut &[][..]);
+                let _ = self.tls.process_new_packets();
+                return Ok(0);
+            }
+            let fed = self.feed();
+            // Key updates and alerts are answered as they come.
+            self.flush().await?;
+            fed?;
+        }
+    }
+
+    /// Encrypts and writes all of `data`.
+    pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = self.tls.writer().write(data)?;
+            data = &data[n..];
+            self.flush().await?;
+            if n == 0 && !data.is_empty() {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends close_notify, then shuts the TCP write side.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.tls.send_close_notify();
+        let _ = self.flush().await;
+        self.io.shutdown().await
+    }
+}

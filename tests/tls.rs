@@ -1,0 +1,433 @@
+//! TLS termination end to end: certificates made by rcgen in the test, a rustls client that
+//! checks what the server presents, SNI selection (exact, wildcard, default, strict), load
+//! errors, certificate reload under load, redirects from plain listeners.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, "Tollgate Test CA");
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    /// A leaf for `names`; returns (cert PEM, key PEM, DER).
+    fn leaf(&self, names: &[&str], expired: bool) -> (String, String, CertificateDer<'static>) {
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().clone())
+    }
+
+    fn roots(&self) -> Arc<rustls::RootCertStore> {
+        let mut r = rustls::RootCertStore::empty();
+        r.add(self.cert.der().clone()).unwrap();
+        Arc::new(r)
+    }
+}
+
+fn write_pair(dir: &TempDir, name: &str, cert: &str, key: &str) {
+    std::fs::write(dir.0.join(format!("{name}.pem")), cert).unwrap();
+    std::fs::write(dir.0.join(format!("{name}.key")), key).unwrap();
+}
+
+fn conf(upstream: SocketAddr, listener_tls: &str, domains: &str) -> String {
+    format!(
+        r#"
+[server]
+workers = 2
+
+[[listeners]]
+name = "https"
+addr = "127.0.0.1:0"
+tls = {{ cert = "default.pem", key = "default.key" {listener_tls} }}
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+redirect_https = true
+
+[admin]
+addr = "127.0.0.1:0"
+
+[[apis]]
+name = "api"
+
+  [[apis.stages]]
+  name = "prod"
+
+  [[apis.routes]]
+  route = "ANY /{{proxy+}}"
+  integration = {{ type = "http", uri = "http://{upstream}/{{proxy}}" }}
+
+{domains}
+
+[[domains]]
+host = "*"
+mappings = [{{ base_path = "", api = "api", stage = "prod" }}]
+"#
+    )
+}
+
+const DOMAINS: &str = r#"
+[[domains]]
+host = "api.test"
+tls = { cert = "api.pem", key = "api.key" }
+mappings = [{ base_path = "", api = "api", stage = "prod" }]
+
+[[domains]]
+host = "*.wild.test"
+tls = { cert = "wild.pem", key = "wild.key" }
+mappings = [{ base_path = "", api = "api", stage = "prod" }]
+"#;
+
+/// What a TLS client saw.
+#[derive(Debug)]
+#[allow(dead_code)]
+struct TlsResp {
+    status: u16,
+    head: String,
+    body: String,
+    cert: CertificateDer<'static>,
+    version: rustls::ProtocolVersion,
+    alpn: Option<Vec<u8>>,
+}
+
+fn client_config(roots: Arc<rustls::RootCertStore>, tls12_only: bool) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider);
+    let b = if tls12_only {
+        b.with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+    } else {
+        b.with_safe_default_protocol_versions().unwrap()
+    };
+    let mut c = b.with_root_certificates(roots).with_no_client_auth();
+    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(c)
+}
+
+fn tls_get(
+    addr: SocketAddr,
+    sni: &str,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Result<TlsResp, String> {
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, ServerName::try_from(sni.to_string()).unwrap())
+        .map_err(|e| e.to_string())?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no head")?;
+    let status = head[9..12].parse().map_err(|_| "bad status")?;
+    Ok(TlsResp {
+        status,
+        head: head.to_ascii_lowercase(),
+        body: body.to_string(),
+        cert: s.conn.peer_certificates().unwrap()[0].clone(),
+        version: s.conn.protocol_version().unwrap(),
+        alpn: s.conn.alpn_protocol().map(|a| a.to_vec()),
+    })
+}
+
+struct Setup {
+    gw: Gw,
+    ca: Ca,
+    default: CertificateDer<'static>,
+    api: CertificateDer<'static>,
+    wild: CertificateDer<'static>,
+    up: Upstream,
+}
+
+fn setup(listener_tls: &str) -> Setup {
+    let up = Upstream::echo();
+    let ca = Ca::new();
+    let dir = TempDir::new();
+    let (c, k, default) = ca.leaf(&["default.test"], false);
+    write_pair(&dir, "default", &c, &k);
+    let (c, k, api) = ca.leaf(&["api.test"], false);
+    write_pair(&dir, "api", &c, &k);
+    let (c, k, wild) = ca.leaf(&["*.wild.test"], false);
+    write_pair(&dir, "wild", &c, &k);
+    let gw = Gw::start_in(dir, &conf(up.addr, listener_tls, DOMAINS));
+    Setup {
+        gw,
+        ca,
+        default,
+        api,
+        wild,
+        up,
+    }
+}
+
+fn https(gw: &Gw) -> SocketAddr {
+    gw.gw.as_ref().unwrap().addr("https").unwrap()
+}
+
+#[test]
+fn terminates_tls_and_proxies_with_forwarded_proto() {
+    let s = setup("");
+    let cfg = client_config(s.ca.roots(), false);
+    let r = tls_get(https(&s.gw), "api.test", cfg, "/hello?x=1").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.version, rustls::ProtocolVersion::TLSv1_3);
+    assert_eq!(
+        r.alpn.as_deref(),
+        Some(&b"http/1.1"[..]),
+        "h2 is not offered yet"
+    );
+    let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(echo["target"], "/hello?x=1");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+    // TLS 1.2 clients are served too.
+    let r12 = tls_get(
+        https(&s.gw),
+        "api.test",
+        client_config(s.ca.roots(), true),
+        "/a",
+    )
+    .unwrap();
+    assert_eq!(
+        (r12.status, r12.version),
+        (200, rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(s.up.count(), 2);
+}
+
+#[test]
+fn sni_picks_exact_wildcard_or_default() {
+    let s = setup("");
+    let cfg = client_config(s.ca.roots(), false);
+    let a = https(&s.gw);
+    assert_eq!(
+        tls_get(a, "api.test", cfg.clone(), "/").unwrap().cert,
+        s.api
+    );
+    assert_eq!(
+        tls_get(a, "x.wild.test", cfg.clone(), "/").unwrap().cert,
+        s.wild
+    );
+    // An unknown name gets the listener's certificate (which the client then refuses).
+    let e = tls_get(a, "other.test", cfg.clone(), "/").unwrap_err();
+    assert!(
+        e.contains("NotValidForName") || e.contains("not valid"),
+        "{e}"
+    );
+    assert_eq!(
+        tls_get(a, "default.test", cfg, "/").unwrap().cert,
+        s.default
+    );
+}
+
+#[test]
+fn sni_strict_refuses_unknown_names() {
+    let s = setup(", sni_strict = true");
+    let cfg = client_config(s.ca.roots(), false);
+    let a = https(&s.gw);
+    assert_eq!(
+        tls_get(a, "api.test", cfg.clone(), "/x").unwrap().status,
+        200
+    );
+    let e = tls_get(a, "other.test", cfg, "/").unwrap_err();
+    assert!(!e.is_empty());
+    let m = admin(s.gw.admin(), "GET", "/metrics", Some(TOKEN)).text();
+    assert!(m.contains("tollgate_tls_handshake_failures_total"), "{m}");
+}
+
+#[test]
+fn plain_http_to_a_tls_port_and_garbage_are_cut() {
+    let s = setup("");
+    let mut c = Client::connect(https(&s.gw));
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.read_to_end().len() < 64, "no HTTP answer in clear text");
+    // The listener keeps serving.
+    let cfg = client_config(s.ca.roots(), false);
+    assert_eq!(
+        tls_get(https(&s.gw), "api.test", cfg, "/x").unwrap().status,
+        200
+    );
+}
+
+#[test]
+fn plain_listener_redirects_to_https() {
+    let s = setup("");
+    let http = s.gw.gw.as_ref().unwrap().addr("http").unwrap();
+    let mut c = Client::connect(http);
+    let r = c.request(b"GET /pets/1?x=2 HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("https://api.test/pets/1?x=2"));
+    // Keep-alive holds; an explicit :80 is dropped, other ports kept.
+    let r = c.request(b"GET / HTTP/1.1\r\nHost: api.test:80\r\n\r\n");
+    assert_eq!(r.header("location"), Some("https://api.test/"));
+    let r = c.request(b"GET / HTTP/1.1\r\nHost: api.test:8080\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.header("location"), Some("https://api.test:8080/"));
+    assert_eq!(s.up.count(), 0);
+}
+
+#[test]
+fn websocket_upgrade_over_tls_is_refused_clearly() {
+    let s = setup("");
+    let cfg = client_config(s.ca.roots(), false);
+    let tcp = TcpStream::connect(https(&s.gw)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn =
+        rustls::ClientConnection::new(cfg, ServerName::try_from("api.test").unwrap()).unwrap();
+    let mut t = rustls::StreamOwned::new(conn, tcp);
+    t.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let n = t.read(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 501"), "{text}");
+    assert_eq!(s.up.count(), 0);
+}
+
+#[test]
+fn bad_certificates_are_refused_at_load_with_the_reason() {
+    let ca = Ca::new();
+    let up = Upstream::echo();
+    type Make<'a> = Box<dyn Fn(&TempDir) + 'a>;
+    let cases: Vec<(&str, Make, &str)> = vec![
+        ("missing", Box::new(|_d: &TempDir| {}), "cannot read"),
+        (
+            "mismatched",
+            Box::new(|d: &TempDir| {
+                let (c, _, _) = ca.leaf(&["default.test"], false);
+                let (_, k, _) = ca.leaf(&["default.test"], false);
+                write_pair(d, "default", &c, &k);
+            }),
+            "does not match",
+        ),
+        (
+            "expired",
+            Box::new(|d: &TempDir| {
+                let (c, k, _) = ca.leaf(&["default.test"], true);
+                write_pair(d, "default", &c, &k);
+            }),
+            "expired",
+        ),
+        (
+            "not PEM",
+            Box::new(|d: &TempDir| write_pair(d, "default", "hello", "world")),
+            "no certificate",
+        ),
+    ];
+    for (what, make, want) in cases {
+        let dir = TempDir::new();
+        make(&dir);
+        let path = dir.0.join("config.toml");
+        std::fs::write(&path, conf(up.addr, "", "")).unwrap();
+        let err = tollgate::config::Config::load(&path)
+            .expect_err(what)
+            .to_string();
+        assert!(
+            err.contains("listeners[\"https\"].tls") && err.contains(want),
+            "{what}: {err}"
+        );
+    }
+    // allow_expired serves an expired certificate.
+    let dir = TempDir::new();
+    let (c, k, _) = ca.leaf(&["default.test"], true);
+    write_pair(&dir, "default", &c, &k);
+    let gw = Gw::start_in(dir, &conf(up.addr, ", allow_expired = true", ""));
+    assert!(https(&gw).port() > 0);
+}
+
+#[test]
+fn certificates_reload_under_load_without_failed_requests() {
+    let s = setup("");
+    let a = https(&s.gw);
+    let cfg = client_config(s.ca.roots(), false);
+    // One kept-alive connection opened before the reload keeps working after it.
+    let tcp = TcpStream::connect(a).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn =
+        rustls::ClientConnection::new(cfg.clone(), ServerName::try_from("api.test").unwrap())
+            .unwrap();
+    let mut old = rustls::StreamOwned::new(conn, tcp);
+    let ask = |t: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>| {
+        t.write_all(b"GET /k HTTP/1.1\r\nHost: api.test\r\n\r\n")
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = t.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    assert!(ask(&mut old).starts_with("HTTP/1.1 200"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, ok, failed, cfg) = (stop.clone(), ok.clone(), failed.clone(), cfg.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match tls_get(a, "api.test", cfg.clone(), "/load") {
+                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        })
+    };
+    // New certificate for api.test, then a reload; and a bad one, which is refused.
+    let (c, k, new_api) = s.ca.leaf(&["api.test"], false);
+    for _ in 0..5 {
+        write_pair(&s.gw.dir, "api", &c, &k);
+        s.gw.gw.as_ref().unwrap().reload().unwrap();
+    }
+    assert_eq!(
+        tls_get(a, "api.test", cfg.clone(), "/").unwrap().cert,
+        new_api
+    );
+    std::fs::write(s.gw.dir.0.join("api.key"), "not a key").unwrap();
+    let err = s.gw.gw.as_ref().unwrap().reload().unwrap_err().join("\n");
+    assert!(err.contains("domains") && err.contains("api.key"), "{err}");
+    assert_eq!(
+        tls_get(a, "api.test", cfg.clone(), "/").unwrap().cert,
+        new_api
+    );
+    stop.store(true, Ordering::SeqCst);
+    load.join().unwrap();
+    assert!(ok.load(Ordering::SeqCst) > 0);
+    assert_eq!(failed.load(Ordering::SeqCst), 0);
+    assert!(
+        ask(&mut old).starts_with("HTTP/1.1 200"),
+        "the old connection still serves"
+    );
+    assert_ne!(s.api, new_api);
+}
