@@ -791,6 +791,30 @@ pub fn start_health_checks(compiled: &Compiled, generation: u64, live: &Rc<Cell<
     }
 }
 
+/// Whether any certificate or key file differs from what the running config loaded; returns
+/// the files' current hashes (to not retry a refused reload until they change again).
+fn certs_changed(cfg: &Config) -> Option<Vec<u64>> {
+    let certs: Vec<&crate::config::TlsCert> = cfg
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref().map(|t| &t.cert))
+        .chain(cfg.domains.iter().filter_map(|d| d.tls.as_ref()))
+        .collect();
+    let mut changed = false;
+    let mut now = Vec::with_capacity(certs.len());
+    for c in certs {
+        let (Ok(cert), Ok(key)) = (std::fs::read(&c.cert), std::fs::read(&c.key)) else {
+            now.push(0);
+            changed = true;
+            continue;
+        };
+        let h = crate::tls::stamp(&cert, &key);
+        changed |= c.loaded.as_ref().is_some_and(|l| l.stamp != h);
+        now.push(h);
+    }
+    changed.then_some(now)
+}
+
 /// The control thread's main task: admin API, health checks, flushes, and messages until
 /// shutdown.
 pub async fn run(
@@ -819,15 +843,34 @@ pub async fn run(
     let (c2, s2) = (ctl.clone(), stop.clone());
     monoio::spawn(async move {
         let mut ticks = 0u64;
+        let mut refused: Option<Vec<u64>> = None;
         while !s2.get() {
             monoio::time::sleep(FLUSH_INTERVAL).await;
             ticks += 1;
-            let c = c2.borrow();
-            if let Err(e) = c.flush() {
-                tracing::error!(error = %e, "usage counters not saved");
+            {
+                let c = c2.borrow();
+                if let Err(e) = c.flush() {
+                    tracing::error!(error = %e, "usage counters not saved");
+                }
+                if ticks % (SWEEP_INTERVAL.as_secs() / FLUSH_INTERVAL.as_secs()).max(1) == 0 {
+                    c.sweep();
+                }
             }
-            if ticks % (SWEEP_INTERVAL.as_secs() / FLUSH_INTERVAL.as_secs()).max(1) == 0 {
-                c.sweep();
+            // Certificate files changed on disk: reload (a bad new file is refused, and the
+            // old certificate keeps serving until the files change again).
+            let changed = certs_changed(&c2.borrow().compiled.config);
+            if let Some(now) = changed.filter(|n| refused.as_ref() != Some(n)) {
+                let r = c2.borrow_mut().reload();
+                match r {
+                    Ok(g) => {
+                        refused = None;
+                        tracing::info!(generation = g, "certificate files changed: reloaded")
+                    }
+                    Err(errors) => {
+                        refused = Some(now);
+                        tracing::error!(?errors, "certificate files changed, but the reload was refused; the old certificates keep serving")
+                    }
+                }
             }
         }
     });

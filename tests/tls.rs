@@ -431,3 +431,16 @@ fn certificates_reload_under_load_without_failed_requests() {
     );
     assert_ne!(s.api, new_api);
 }
+
+#[test]
+fn certificate_files_changing_on_disk_are_picked_up() {
+    let s = setup("");
+    let a = https(&s.gw);
+    let cfg = client_config(s.ca.roots(), false);
+    let (c, k, new_api) = s.ca.leaf(&["api.test"], false);
+    write_pair(&s.gw.dir, "api", &c, &k);
+    // The control plane looks at the files every second.
+    assert!(eventually(Duration::from_secs(10), || {
+        tls_get(a, "api.test", cfg.clone(), "/x").map(|r| r.cert) == Ok(new_api.clone())
+    }));
+}

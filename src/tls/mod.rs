@@ -27,6 +27,14 @@ pub struct LoadedCert {
     pub names: Vec<String>,
     /// notAfter, seconds since the epoch.
     pub not_after: i64,
+    /// Hash of the two files' contents as loaded (the control plane compares it with the
+    /// files on disk to reload when they change).
+    pub stamp: u64,
+}
+
+/// The hash [`LoadedCert::stamp`] holds, of a certificate file and a key file.
+pub fn stamp(cert: &[u8], key: &[u8]) -> u64 {
+    ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one((cert, key))
 }
 
 impl std::fmt::Debug for LoadedCert {
@@ -35,6 +43,7 @@ impl std::fmt::Debug for LoadedCert {
             .field("files", &self.files)
             .field("names", &self.names)
             .field("not_after", &self.not_after)
+            .field("stamp", &self.stamp)
             .finish()
     }
 }
@@ -111,6 +120,7 @@ pub fn load_cert(cert: &Path, key: &Path, allow_expired: bool) -> Result<LoadedC
         files: [cert.to_path_buf(), key.to_path_buf()],
         names,
         not_after,
+        stamp: stamp(&cert_pem, &key_pem),
     })
 }
 
