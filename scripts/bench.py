@@ -42,7 +42,21 @@ WORKLOADS = {
     "post_16k": ("/post", "post16k.lua", [], "POST with a 16 KiB body"),
     "new_conn": ("/small", None, ["-H", "Connection: close"], "a new connection per request"),
     "fixed_rate": ("/small", None, [], "h2load --rps, 15k req/s in all, HTTP/1.1"),
+    "https_get": ("/small", None, [], "HTTPS GET (TLS 1.3, ECDSA P-256), 13-byte body, 64 keep-alive connections"),
 }
+
+# Set per measurement: "https" when the proxies terminate TLS (https_get).
+SCHEME = "http"
+TLS_SYSTEMS = ("tollgate", "tollgate-epoll", "tollgate-cache", "nginx", "nginx-cache")
+
+
+def make_cert(tmp: Path) -> tuple[Path, Path]:
+    cert, key = tmp / "tls-cert.pem", tmp / "tls-key.pem"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    return cert, key
 
 
 def free_port() -> int:
@@ -155,6 +169,10 @@ def nginx_proxy_conf(tmp: Path, port: int, backend: int, cache: bool = False) ->
     cache_http = (f"proxy_cache_path {tmp}/nginx-cache levels=1:2 keys_zone=c:10m max_size=256m;"
                   if cache else "")
     cache_loc = "proxy_cache c; proxy_cache_valid 200 5m; proxy_cache_lock on;" if cache else ""
+    ssl = ""
+    if SCHEME == "https":
+        cert, key = make_cert(tmp)
+        ssl = f" ssl; ssl_certificate {cert}; ssl_certificate_key {key}; ssl_session_cache shared:S:10m"
     conf.write_text(f"""
 daemon off; master_process off; worker_processes 1; error_log stderr error; pid {tmp}/nginx-proxy.pid;
 events {{ worker_connections 10000; }}
@@ -163,7 +181,7 @@ http {{
   client_body_buffer_size 64k; client_max_body_size 1m; {cache_http}
   upstream be {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 10000000; }}
   server {{
-    listen 127.0.0.1:{port} backlog=4096;
+    listen 127.0.0.1:{port} backlog=4096{ssl};
     location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; {cache_loc} }}
   }}
 }}
@@ -269,6 +287,10 @@ def tollgate_conf(tmp: Path, port: int, backend: int, pipeline: bool, driver: st
             routes.append(f'  [[apis.routes]]\n  route = "GET /svc{i}/items/{{id}}"\n  throttle = {{ rate = 1000000000, burst = 1000000000 }}\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/small?id={{id}}", headers = {{ "x-stage" = "${{stageVariables.tier}}" }} }}\n')
             routes.append(f'  [[apis.routes]]\n  route = "POST /svc{i}/items"\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/post" }}\n')
             routes.append(f'  [[apis.routes]]\n  route = "ANY /svc{i}/{{proxy+}}"\n  integration = {{ type = "http", uri = "${{stageVariables.be}}/{{proxy}}" }}\n')
+    tls = ""
+    if SCHEME == "https":
+        cert, key = make_cert(tmp)
+        tls = f'tls = {{ cert = "{cert}", key = "{key}" }}'
     conf.write_text(f"""
 [server]
 workers = 1
@@ -277,6 +299,7 @@ driver = "{driver}"
 [[listeners]]
 name = "http"
 addr = "127.0.0.1:{port}"
+{tls}
 
 [limits]
 max_body = "1MiB"
@@ -382,7 +405,7 @@ def run_wrk(tmp: Path, port: int, path: str, script: str | None, extra: list[str
     lua = tmp / f"wrk-{script or 'plain'}.lua"
     lua.write_text((POST_LUA if script == "post16k.lua" else "") + WRK_REPORT)
     cmd = ["taskset", "-c", CPU_LOAD, "wrk", "-t1", f"-c{conns}", f"-d{int(secs)}s", "--timeout", "5s", "-s", str(lua)] + extra + [
-        f"http://127.0.0.1:{port}{path}"]
+        f"{SCHEME}://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60).stdout
     for line in out.splitlines():
         if line.startswith("JSON "):
@@ -421,6 +444,10 @@ def run_h2load(tmp: Path, port: int, path: str, secs: float, rate: int, conns: i
 
 
 def measure(system: str, tmp: Path, backend_port: int, backend_pid: int, workload: str, secs: float, conns: int) -> dict:
+    global SCHEME
+    SCHEME = "https" if workload == "https_get" else "http"
+    if SCHEME == "https" and system not in TLS_SYSTEMS:
+        raise RuntimeError("no TLS setup for this system in the harness (yet)")
     direct = system == "direct"
     proc = None
     port = backend_port
