@@ -162,7 +162,7 @@ fn tls_configs(cfg: &Config) -> Result<Vec<Option<Arc<rustls::ServerConfig>>>, S
                     HostPattern::Any => {}
                 }
             }
-            crate::tls::server_config(r, &l.alpn).map(Some)
+            crate::tls::server_config(r, &l.alpn, t.mtls.as_ref()).map(Some)
         })
         .collect()
 }

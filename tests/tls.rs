@@ -444,3 +444,115 @@ fn certificate_files_changing_on_disk_are_picked_up() {
         tls_get(a, "api.test", cfg.clone(), "/x").map(|r| r.cert) == Ok(new_api.clone())
     }));
 }
+
+/// A listener with mTLS (`mode`), the clients' CA written to `clients-ca.pem`.
+fn mtls_setup(mode: &str) -> (Setup, Ca) {
+    let s = setup("");
+    let clients = Ca::new();
+    std::fs::write(s.gw.dir.0.join("clients-ca.pem"), clients.cert.pem()).unwrap();
+    let text = std::fs::read_to_string(&s.gw.path).unwrap().replacen(
+        "\n\n[[listeners]]\nname = \"http\"",
+        &format!("\nmtls = {{ client_ca = \"clients-ca.pem\", mode = \"{mode}\", headers = {{ \"X-Client-Subject\" = \"subjectDN\", \"x-client-serial\" = \"serialNumber\", \"x-client-fp\" = \"fingerprint\", \"x-client-sans\" = \"sans\" }} }}\n\n[[listeners]]\nname = \"http\""),
+        1,
+    );
+    s.gw.rewrite(&text);
+    s.gw.gw.as_ref().unwrap().reload().unwrap();
+    (s, clients)
+}
+
+fn with_client_cert(
+    roots: Arc<rustls::RootCertStore>,
+    ca: &Ca,
+    cn: &str,
+) -> Arc<rustls::ClientConfig> {
+    let mut p = CertificateParams::new(vec![format!("{cn}.clients.test")]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let der_key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert.der().clone()], der_key)
+        .unwrap();
+    Arc::new(c)
+}
+
+fn tls_get_with(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    extra: &str,
+) -> Result<(u16, serde_json::Value), String> {
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, ServerName::try_from("api.test").unwrap())
+        .map_err(|e| e.to_string())?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(
+        format!("GET /m HTTP/1.1\r\nHost: api.test\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no head")?;
+    Ok((
+        head[9..12].parse().unwrap(),
+        serde_json::from_str(body).unwrap_or_default(),
+    ))
+}
+
+#[test]
+fn mtls_required_verifies_and_forwards_the_client_certificate() {
+    let (s, clients) = mtls_setup("required");
+    let a = https(&s.gw);
+    // No client certificate: the handshake fails (TLS 1.3 reports it at the first read).
+    assert!(tls_get_with(a, client_config(s.ca.roots(), false), "").is_err());
+    // A certificate from another CA: refused.
+    let stranger = Ca::new();
+    assert!(tls_get_with(a, with_client_cert(s.ca.roots(), &stranger, "eve"), "").is_err());
+    // A good one: served, its fields forwarded; a client's own copy of those headers dropped.
+    let (status, echo) = tls_get_with(
+        a,
+        with_client_cert(s.ca.roots(), &clients, "client-a"),
+        "X-Client-Subject: CN=admin\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let h = &echo["headers"];
+    assert_eq!(h["x-client-subject"], "CN=client-a");
+    assert_eq!(h["x-client-fp"].as_str().unwrap().len(), 64);
+    assert!(!h["x-client-serial"].as_str().unwrap().is_empty());
+    assert!(
+        h["x-client-sans"]
+            .as_str()
+            .unwrap()
+            .contains("client-a.clients.test"),
+        "{h}"
+    );
+}
+
+#[test]
+fn mtls_optional_serves_both_and_forwards_only_verified_fields() {
+    let (s, clients) = mtls_setup("optional");
+    let a = https(&s.gw);
+    let (status, echo) = tls_get_with(
+        a,
+        client_config(s.ca.roots(), false),
+        "X-Client-Subject: CN=admin\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        echo["headers"].get("x-client-subject").is_none(),
+        "spoofed header dropped: {echo}"
+    );
+    let (status, echo) =
+        tls_get_with(a, with_client_cert(s.ca.roots(), &clients, "client-b"), "").unwrap();
+    assert_eq!(
+        (status, echo["headers"]["x-client-subject"].as_str()),
+        (200, Some("CN=client-b"))
+    );
+}

@@ -60,10 +60,19 @@ pub struct ListenerFile {
     pub name: Option<String>,
     pub addr: Option<String>,
     pub tls: Option<TlsFile>,
-    pub mtls: Option<toml::Value>,
+    pub mtls: Option<MtlsFile>,
     pub alpn: Option<Vec<String>>,
     pub redirect_https: Option<bool>,
     pub h2c: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsFile {
+    pub client_ca: Option<String>,
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

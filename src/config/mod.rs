@@ -185,6 +185,19 @@ pub struct ListenerTls {
     pub cert: TlsCert,
     /// Refuse handshakes for names no certificate covers (instead of the default one).
     pub sni_strict: bool,
+    pub mtls: Option<Mtls>,
+}
+
+/// Client certificates: verified against `client_ca`; `required` refuses handshakes without
+/// one. `headers` forwards fields of the verified certificate to the upstream.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mtls {
+    pub client_ca: PathBuf,
+    pub required: bool,
+    /// (lower-cased header name, field)
+    pub headers: Vec<(String, crate::tls::CertField)>,
+    #[serde(skip)]
+    pub roots: Option<std::sync::Arc<rustls::RootCertStore>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1018,6 +1031,60 @@ impl Validator {
         }
     }
 
+    fn mtls(&mut self, key: &str, m: file::MtlsFile, base: &Path) -> Option<Mtls> {
+        let required = match m.mode.as_deref() {
+            None | Some("required") => true,
+            Some("optional") => false,
+            Some(other) => {
+                self.bad(
+                    &format!("{key}.mode"),
+                    other,
+                    "\"required\" or \"optional\"",
+                );
+                true
+            }
+        };
+        let mut headers = Vec::new();
+        for (name, field) in m.headers {
+            let valid_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid_name {
+                self.bad(&format!("{key}.headers"), &name, "a header name");
+                continue;
+            }
+            match crate::tls::CertField::parse(&field) {
+                Some(f) => headers.push((name.to_ascii_lowercase(), f)),
+                None => self.bad(
+                    &format!("{key}.headers.{name}"),
+                    &field,
+                    crate::tls::CertField::HELP,
+                ),
+            }
+        }
+        let Some(ca) = m.client_ca else {
+            self.err(
+                &format!("{key}.client_ca"),
+                "is required: a PEM file of the CA certificates client certificates must chain to",
+            );
+            return None;
+        };
+        let client_ca = base.join(ca);
+        match crate::tls::load_roots(&client_ca) {
+            Ok(roots) => Some(Mtls {
+                client_ca,
+                required,
+                headers,
+                roots: Some(roots),
+            }),
+            Err(e) => {
+                self.err(&format!("{key}.client_ca"), e);
+                None
+            }
+        }
+    }
+
     fn listeners(&mut self, raw: Vec<file::ListenerFile>, base: &Path) -> Vec<Listener> {
         if raw.is_empty() {
             self.err("listeners", "at least one [[listeners]] entry is required");
@@ -1026,17 +1093,21 @@ impl Validator {
         for (i, l) in raw.into_iter().enumerate() {
             let key = item("listeners", i, l.name.as_ref());
             let name = self.name(&format!("{key}.name"), l.name);
+            if l.mtls.is_some() && l.tls.is_none() {
+                self.err(&format!("{key}.mtls"), "needs tls on the same listener");
+            }
+            let mtls = l
+                .mtls
+                .and_then(|m| self.mtls(&format!("{key}.mtls"), m, base));
             let tls = l.tls.and_then(|t| {
                 let strict = t.sni_strict.unwrap_or(false);
                 self.tls_cert(&format!("{key}.tls"), t, base)
                     .map(|cert| ListenerTls {
                         cert,
                         sni_strict: strict,
+                        mtls,
                     })
             });
-            if l.mtls.is_some() {
-                self.unsupported(&format!("{key}.mtls"), "mutual TLS");
-            }
             if l.h2c == Some(true) {
                 self.unsupported(&format!("{key}.h2c"), "HTTP/2 (h2c)");
             }

@@ -414,8 +414,13 @@ fn domains_must_name_existing_apis_and_stages() {
 fn unbuilt_features_are_refused_by_name() {
     refused(
         "addr = \"127.0.0.1:8080\"",
-        "addr = \"127.0.0.1:8080\"\nmtls = { client_ca = \"a\" }",
-        &["listeners[\"http\"].mtls: not supported yet"],
+        "addr = \"127.0.0.1:8080\"\nmtls = { client_ca = \"nope.pem\", mode = \"sometimes\", headers = { \"x-c\" = \"colour\" } }",
+        &[
+            "listeners[\"http\"].mtls: needs tls on the same listener",
+            "listeners[\"http\"].mtls.client_ca: cannot read",
+            "mtls.mode = \"sometimes\" is not valid",
+            "mtls.headers.x-c = \"colour\" is not valid: expected one of subjectDN",
+        ],
     );
     refused(
         "addr = \"127.0.0.1:8080\"",

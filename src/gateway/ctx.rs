@@ -83,6 +83,8 @@ pub struct RequestCtx {
     pub cache_warning: Option<&'static str>,
     /// The request came over TLS (X-Forwarded-Proto: https).
     pub https: bool,
+    /// mTLS headers for the upstream (from the connection).
+    pub client_cert: Option<crate::http::conn::ClientCertHeaders>,
 }
 
 impl RequestCtx {
@@ -105,6 +107,7 @@ impl RequestCtx {
             cache_status: None,
             cache_warning: None,
             https: false,
+            client_cert: None,
         }
     }
 

@@ -56,6 +56,7 @@ pub async fn handle(
         .unwrap_or_else(|| shard.request_id());
     let mut ctx = RequestCtx::new(head, request_id, std::mem::take(&mut conn.segs));
     ctx.https = conn.stream.is_tls();
+    ctx.client_cert = conn.client_cert.clone();
     let redirect = ss
         .snap
         .config

@@ -90,6 +90,15 @@ pub struct Conn {
     pub peer_ip: String,
     /// Scratch for decoded path segments, reused by every request on the connection.
     pub segs: crate::route::path::Segments,
+    /// mTLS: header lines from the verified client certificate, and the names the listener
+    /// forwards (a client's own headers of those names are dropped).
+    pub client_cert: Option<ClientCertHeaders>,
+}
+
+#[derive(Clone)]
+pub struct ClientCertHeaders {
+    pub lines: Rc<[u8]>,
+    pub names: Rc<[String]>,
 }
 
 /// Appends what the socket has to `buf`; `Ok(0)` at end of stream.
@@ -178,7 +187,18 @@ enum HeadRead {
 /// Serves one client connection until it closes, errs, or the shard drains.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
     // TCP_NODELAY is inherited from the listening socket (listener.rs): no syscall here.
-    let tls = shard.snapshot().snap.tls.get(listener).cloned().flatten();
+    let ss = shard.snapshot();
+    let tls = ss.snap.tls.get(listener).cloned().flatten();
+    let mtls = ss
+        .snap
+        .config
+        .listeners
+        .get(listener)
+        .and_then(|l| l.tls.as_ref())
+        .and_then(|t| t.mtls.as_ref())
+        .filter(|m| !m.headers.is_empty())
+        .map(|m| m.headers.clone());
+    drop(ss);
     let stream = match tls {
         None => Stream::Plain(stream),
         Some(cfg) => {
@@ -204,7 +224,23 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
             }
         }
     };
+    let client_cert = match (&stream, mtls) {
+        (Stream::Tls(t), Some(fields)) => {
+            let lines = t
+                .tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| crate::tls::client_cert_headers(c, &fields))
+                .unwrap_or_default();
+            Some(ClientCertHeaders {
+                lines: Rc::from(lines),
+                names: fields.into_iter().map(|(n, _)| n).collect(),
+            })
+        }
+        _ => None,
+    };
     let mut conn = Conn {
+        client_cert,
         stream,
         buf: BytesMut::with_capacity(READ_CHUNK),
         peer,
@@ -246,8 +282,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
         first = false;
         match gateway::handle(&shard, snap, &mut conn, head).await {
             Next::KeepAlive if !shard.drain.is_on() => continue,
-            Next::KeepAlive => return,
-            Next::Close => return,
+            Next::KeepAlive | Next::Close => {
+                // TLS: say close_notify, so the client knows the answer was complete.
+                if conn.stream.is_tls() {
+                    let _ = conn.stream.shutdown().await;
+                }
+                return;
+            }
             Next::Linger => return linger_close(conn).await,
             Next::Upgrade(upstream, leftover) => {
                 crate::upstream::proxy::relay(conn, upstream, leftover).await;

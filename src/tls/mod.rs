@@ -124,6 +124,134 @@ pub fn load_cert(cert: &Path, key: &Path, allow_expired: bool) -> Result<LoadedC
     })
 }
 
+/// Loads the CA certificates client certificates must chain to.
+pub fn load_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        let c = c.map_err(|e| format!("{}: not PEM: {e}", path.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no CA certificate in it", path.display()));
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A field of a verified client certificate, forwarded as a header (names as in Amazon API
+/// Gateway's `$context.identity.clientCert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum CertField {
+    SubjectDN,
+    IssuerDN,
+    SerialNumber,
+    /// SHA-256 of the DER certificate, hex.
+    Fingerprint,
+    /// DNS, email, URI and IP subject alternative names, comma-separated.
+    Sans,
+    NotBefore,
+    NotAfter,
+    /// The leaf certificate, PEM, URL-encoded (as nginx's `$ssl_client_escaped_cert`).
+    ClientCertPem,
+}
+
+impl CertField {
+    pub const HELP: &'static str = "one of subjectDN, issuerDN, serialNumber, fingerprint, sans, notBefore, notAfter, clientCertPem";
+
+    pub fn parse(s: &str) -> Option<CertField> {
+        Some(match s {
+            "subjectDN" => CertField::SubjectDN,
+            "issuerDN" => CertField::IssuerDN,
+            "serialNumber" => CertField::SerialNumber,
+            "fingerprint" => CertField::Fingerprint,
+            "sans" => CertField::Sans,
+            "notBefore" => CertField::NotBefore,
+            "notAfter" => CertField::NotAfter,
+            "clientCertPem" => CertField::ClientCertPem,
+            _ => return None,
+        })
+    }
+}
+
+/// Renders the configured headers for a verified client certificate, once per connection.
+/// Values never contain CR or LF.
+pub fn client_cert_headers(der: &[u8], fields: &[(String, CertField)]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut out = Vec::new();
+    let Ok((_, x)) = x509_parser::parse_x509_certificate(der) else {
+        return out;
+    };
+    for (name, f) in fields {
+        let v = match f {
+            CertField::SubjectDN => x.subject().to_string(),
+            CertField::IssuerDN => x.issuer().to_string(),
+            CertField::SerialNumber => x.raw_serial_as_string().replace(':', ""),
+            CertField::Fingerprint => crate::auth::hex(&sha2::Sha256::digest(der)),
+            CertField::Sans => x
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .map(|s| {
+                    s.value
+                        .general_names
+                        .iter()
+                        .map(|g| g.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default(),
+            CertField::NotBefore => x.validity().not_before.to_string(),
+            CertField::NotAfter => x.validity().not_after.to_string(),
+            CertField::ClientCertPem => {
+                let pem = rustls_pki_types::CertificateDer::from(der.to_vec());
+                let b64 = base64_pem(pem.as_ref());
+                b64.bytes()
+                    .map(|b| match b {
+                        b'\n' => "%0A".to_string(),
+                        b'+' => "%2B".to_string(),
+                        b'/' => "%2F".to_string(),
+                        b'=' => "%3D".to_string(),
+                        b' ' => "%20".to_string(),
+                        c => (c as char).to_string(),
+                    })
+                    .collect()
+            }
+        };
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend(v.bytes().filter(|&b| b != b'\r' && b != b'\n'));
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// PEM text of a DER certificate.
+fn base64_pem(der: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for c in der.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                b64.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 /// Picks the certificate for a handshake by SNI: an exact host, then a `*.suffix` wildcard
 /// (one label, as certificates match), then the listener's own — or no certificate (the
 /// handshake fails) for an unknown name when `sni_strict`.
@@ -184,12 +312,24 @@ impl ResolvesServerCert for SniResolver {
 pub fn server_config(
     resolver: SniResolver,
     alpn: &[String],
+    mtls: Option<&crate::config::Mtls>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let b = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .map_err(|e| e.to_string())?;
+    let b = match mtls.and_then(|m| m.roots.clone().map(|r| (m, r))) {
+        None => b.with_no_client_auth(),
+        Some((m, roots)) => {
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider());
+            let v = if m.required {
+                v
+            } else {
+                v.allow_unauthenticated()
+            };
+            b.with_client_cert_verifier(v.build().map_err(|e| e.to_string())?)
+        }
+    };
+    let mut cfg = b.with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;

@@ -167,7 +167,13 @@ pub fn request_head_with(
             xff = Some(value);
             continue;
         }
-        if listed_in_connection(conn_hdr, name) || (extra.strip_conditionals && conditional(name)) {
+        if listed_in_connection(conn_hdr, name)
+            || (extra.strip_conditionals && conditional(name))
+            || ctx
+                .client_cert
+                .as_ref()
+                .is_some_and(|c| c.names.iter().any(|n| name_eq(name, n.as_bytes())))
+        {
             continue;
         }
         out.extend_from_slice(name);
@@ -176,6 +182,9 @@ pub fn request_head_with(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(&extra.lines);
+    if let Some(c) = &ctx.client_cert {
+        out.extend_from_slice(&c.lines);
+    }
     out.extend_from_slice(b"x-forwarded-for: ");
     if let Some(x) = xff {
         out.extend_from_slice(x);
