@@ -18,6 +18,7 @@ command -v taskset >/dev/null || need_apt+=(util-linux)
 if [ $quick = 0 ]; then
   command -v haproxy >/dev/null || need_apt+=(haproxy)
   command -v h2load >/dev/null || need_apt+=(nghttp2-client)
+  command -v openssl >/dev/null || need_apt+=(openssl)   # the https_get workload's certificate
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
