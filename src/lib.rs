@@ -14,14 +14,20 @@
 //! - [`upstream`]: target selection, keep-alive pools, the proxy, health checks.
 //! - [`throttle`]: token buckets (GCRA on one atomic word), per-shard leases, quotas.
 //! - [`auth`]: API key hashing, generation and the key table shards look keys up in.
+//! - [`cache`]: the stage response cache: key, freshness (gateway and RFC 9111 modes),
+//!   byte-bounded segments (quick_cache), single-flight coalescing.
+//! - [`tls`]: rustls server configs, certificate loading, SNI, client certificates, and the
+//!   TLS stream over a monoio socket.
 //! - [`error`]: the error type and its mapping to HTTP statuses.
 //! - [`metrics`]: per-shard counters, published without atomics on the request path.
 //!
 //! # Request lifecycle
-//! accept (shard's own socket) → read and parse the head (`http::conn`, `http::h1`) →
+//! accept (shard's own socket) → TLS handshake on TLS listeners (`tls`) → read and parse
+//! the head (`http::conn`, `http::h1`) → (`redirect_https` listeners: 308) →
 //! check the declared body size → normalise the path → resolve API and stage (host, base
 //! path) → match the route (trie) → API key (403) → throttles: key + route, key, route,
-//! stage, gateway (429) → quota (429) → [resource policies, validation, cache: later] →
+//! stage, gateway (429) → quota (429) → [resource policies, validation: later] → cache
+//! (`gateway::cached`: hit, or one coalesced fetch that is stored as it streams) →
 //! integration: mock answer, or proxy upstream with the body streaming both ways → keep the
 //! connection or close it. Errors at any phase become one JSON answer in `gateway`.
 
