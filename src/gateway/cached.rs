@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::ctx::RequestCtx;
-use super::{connection_header, ratelimit_headers, skip_unread_body, Next};
+use super::{connection_header, next_after, ratelimit_headers, skip_unread_body, Next};
 use crate::cache::flight::Join;
 use crate::cache::policy::{self, Answer, CacheControl};
 use crate::cache::{StageCache, Stats, Stored, Val, VaryMarker};
@@ -344,23 +344,16 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Kept in a stored answer: end-to-end headers, less framing, `Age` and per-answer ones.
 fn keep_header(name: &[u8]) -> bool {
-    const DROP: [&[u8]; 13] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
+    const DROP: [&[u8]; 5] = [
         b"content-length",
         b"age",
         b"x-request-id",
         b"x-cache",
         b"warning",
     ];
-    !DROP.iter().any(|d| name_eq(name, d))
+    !(proxy::hop_by_hop(name) || DROP.iter().any(|d| name_eq(name, d)))
 }
 
 /// The request headers an answer varies on, lower-cased; `None` when it does not vary.
@@ -665,11 +658,5 @@ async fn answer_stored(
     } else {
         conn.stream.write_all(out).await.map_err(gone)?;
     }
-    Ok(if keep {
-        Next::KeepAlive
-    } else if body_ok {
-        Next::Close
-    } else {
-        Next::Linger
-    })
+    Ok(next_after(keep, body_ok))
 }

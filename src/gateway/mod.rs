@@ -475,6 +475,18 @@ pub fn ratelimit_headers(out: &mut Vec<u8>, r: &RateInfo) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// What the connection does after an answer the gateway wrote itself: stay, close, or — when
+/// part of the request body is still unread — close lingering, so the client sees the answer.
+pub fn next_after(keep: bool, body_ok: bool) -> Next {
+    if keep {
+        Next::KeepAlive
+    } else if body_ok {
+        Next::Close
+    } else {
+        Next::Linger
+    }
+}
+
 /// `X-Cache` and, when a client's request for a fresh copy was ignored, a `Warning`.
 pub fn cache_headers(out: &mut Vec<u8>, ctx: &RequestCtx) {
     if let Some(s) = ctx.cache_status {
@@ -611,13 +623,7 @@ async fn answer_error(conn: &mut Conn, ctx: &mut RequestCtx, e: &Error, draining
     if conn.stream.write_all(out).await.is_err() {
         return Next::Close;
     }
-    if keep {
-        Next::KeepAlive
-    } else if body_ok {
-        Next::Close
-    } else {
-        Next::Linger
-    }
+    next_after(keep, body_ok)
 }
 
 /// `redirect_https` listeners: 308 to the same host and path (and query) over https.
@@ -662,13 +668,7 @@ async fn answer_redirect(
         .write_all(out)
         .await
         .map_err(|_| Error::downstream(Kind::ClientGone, "writing redirect"))?;
-    Ok(if keep {
-        Next::KeepAlive
-    } else if body_ok {
-        Next::Close
-    } else {
-        Next::Linger
-    })
+    Ok(next_after(keep, body_ok))
 }
 
 /// Answers from a `mock` integration: status, headers and body with variables substituted.
@@ -728,11 +728,5 @@ async fn answer_mock(
         .write_all(out)
         .await
         .map_err(|_| Error::downstream(Kind::ClientGone, "writing mock answer"))?;
-    Ok(if keep {
-        Next::KeepAlive
-    } else if body_ok {
-        Next::Close
-    } else {
-        Next::Linger
-    })
+    Ok(next_after(keep, body_ok))
 }

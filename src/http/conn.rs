@@ -198,13 +198,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
         .and_then(|t| t.mtls.as_ref())
         .filter(|m| !m.headers.is_empty())
         .map(|m| m.headers.clone());
+    let handshake_timeout = ss.snap.limits.header_timeout;
     drop(ss);
     let stream = match tls {
         None => Stream::Plain(stream),
         Some(cfg) => {
-            let timeout = shard.snapshot().snap.limits.header_timeout;
-            match monoio::time::timeout(timeout, crate::tls::stream::TlsConn::accept(stream, cfg))
-                .await
+            match monoio::time::timeout(
+                handshake_timeout,
+                crate::tls::stream::TlsConn::accept(stream, cfg),
+            )
+            .await
             {
                 Ok(Ok(t)) => Stream::Tls(Box::new(t)),
                 Ok(Err(e)) => {

@@ -42,7 +42,7 @@ const MAX_READ: usize = 256 << 10;
 const COALESCE_BODY: usize = 64 << 10;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-fn hop_by_hop(name: &[u8]) -> bool {
+pub fn hop_by_hop(name: &[u8]) -> bool {
     const HOP: [&[u8]; 8] = [
         b"connection",
         b"keep-alive",
