@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Tollgate's whole test suite: unit tests, then the end-to-end tests once per monoio
-# driver (io_uring where the kernel allows it, then epoll). Installs cargo-nextest and
-# redis-server if missing.
+# driver (io_uring where the kernel allows it, then epoll). Installs cargo-nextest,
+# redis-server, curl and h2load if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "installing redis-server"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+
+# The HTTP/2 tests drive real clients: curl (--http2) and h2load.
+if ! command -v curl >/dev/null 2>&1 || ! command -v h2load >/dev/null 2>&1; then
+  echo "installing curl and nghttp2-client"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl nghttp2-client >/dev/null
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -30,9 +30,18 @@ pub enum Counter {
     RedisFallbacks,
     /// TLS handshakes that failed or timed out.
     TlsHandshakeFailures,
+    /// HTTP/2 connections and streams.
+    H2Connections,
+    H2Streams,
+    /// Streams the client reset before their answer was complete.
+    H2StreamsReset,
+    /// HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM, by kind of flood.
+    H2FloodControl,
+    H2FloodReset,
+    H2FloodContinuation,
 }
 
-const N: usize = 12;
+const N: usize = 18;
 
 impl Counter {
     const ALL: [Counter; N] = [
@@ -48,6 +57,12 @@ impl Counter {
         Counter::UpstreamErrors,
         Counter::RedisFallbacks,
         Counter::TlsHandshakeFailures,
+        Counter::H2Connections,
+        Counter::H2Streams,
+        Counter::H2StreamsReset,
+        Counter::H2FloodControl,
+        Counter::H2FloodReset,
+        Counter::H2FloodContinuation,
     ];
 
     /// (metric name, label) for the export.
@@ -65,6 +80,12 @@ impl Counter {
             Counter::UpstreamErrors => ("upstream_errors_total", ""),
             Counter::RedisFallbacks => ("redis_fallbacks_total", ""),
             Counter::TlsHandshakeFailures => ("tls_handshake_failures_total", ""),
+            Counter::H2Connections => ("http2_connections_total", ""),
+            Counter::H2Streams => ("http2_streams_total", ""),
+            Counter::H2StreamsReset => ("http2_streams_reset_total", ""),
+            Counter::H2FloodControl => ("http2_floods_total", "kind=\"control\""),
+            Counter::H2FloodReset => ("http2_floods_total", "kind=\"reset\""),
+            Counter::H2FloodContinuation => ("http2_floods_total", "kind=\"continuation\""),
         }
     }
 

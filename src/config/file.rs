@@ -27,6 +27,8 @@ pub struct File {
     pub admin: Option<AdminFile>,
     #[serde(default)]
     pub limits: LimitsFile,
+    #[serde(default)]
+    pub http2: Http2File,
     pub throttle: Option<RateFile>,
     #[serde(default)]
     pub upstreams: Vec<UpstreamFile>,
@@ -100,6 +102,20 @@ pub struct LimitsFile {
     pub idle_timeout: Option<String>,
     pub max_header_bytes: Option<SizeValue>,
     pub max_connections: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2File {
+    pub max_concurrent_streams: Option<i64>,
+    pub stream_window: Option<SizeValue>,
+    pub connection_window: Option<SizeValue>,
+    pub max_frame_size: Option<SizeValue>,
+    pub control_frames_per_second: Option<i64>,
+    pub control_frames_burst: Option<i64>,
+    pub resets_per_second: Option<i64>,
+    pub resets_burst: Option<i64>,
+    pub max_continuation_frames: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

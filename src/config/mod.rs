@@ -63,6 +63,7 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub admin: Option<Admin>,
     pub limits: Limits,
+    pub http2: Http2,
     pub upstreams: Vec<Upstream>,
     pub apis: Vec<Api>,
     pub domains: Vec<Domain>,
@@ -164,6 +165,8 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Protocols offered by ALPN on a TLS listener.
     pub alpn: Vec<String>,
+    /// A plain listener also takes HTTP/2 with prior knowledge (RFC 9113 3.3).
+    pub h2c: bool,
     /// A plain listener that answers every request with 308 to `https://` (same host, path).
     pub redirect_https: bool,
 }
@@ -217,6 +220,43 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+}
+
+/// `[http2]`: HTTP/2 settings and flood limits, for every listener that speaks it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Http2 {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: streams a client may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Initial flow-control window of each stream, and of the whole connection.
+    pub stream_window: u32,
+    pub connection_window: u32,
+    /// SETTINGS_MAX_FRAME_SIZE the gateway accepts.
+    pub max_frame_size: u32,
+    /// PING, SETTINGS, PRIORITY and empty DATA frames: a token bucket per connection; a
+    /// client past it gets GOAWAY ENHANCE_YOUR_CALM.
+    pub control_frames_per_second: u32,
+    pub control_frames_burst: u32,
+    /// RST_STREAM frames from the client (rapid reset, CVE-2023-44487): likewise.
+    pub resets_per_second: u32,
+    pub resets_burst: u32,
+    /// CONTINUATION frames in one header block (CONTINUATION floods).
+    pub max_continuation_frames: u32,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Http2 {
+            max_concurrent_streams: 128,
+            stream_window: 1 << 20,
+            connection_window: 4 << 20,
+            max_frame_size: 16 << 10,
+            control_frames_per_second: 100,
+            control_frames_burst: 1000,
+            resets_per_second: 100,
+            resets_burst: 400,
+            max_continuation_frames: 16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -831,6 +871,7 @@ impl Validator {
         let listeners = self.listeners(raw.listeners, base);
         let admin = raw.admin.map(|a| self.admin(a));
         let limits = self.limits(raw.limits);
+        let http2 = self.http2(raw.http2);
         let throttle = raw.throttle.and_then(|t| self.rate("throttle", t));
         let cluster = raw.cluster.map(|c| self.cluster(c));
         let upstreams: Vec<Upstream> = raw
@@ -894,6 +935,7 @@ impl Validator {
             listeners,
             admin,
             limits,
+            http2,
             upstreams,
             apis,
             domains,
@@ -1096,6 +1138,7 @@ impl Validator {
             if l.mtls.is_some() && l.tls.is_none() {
                 self.err(&format!("{key}.mtls"), "needs tls on the same listener");
             }
+            let has_tls = l.tls.is_some();
             let mtls = l
                 .mtls
                 .and_then(|m| self.mtls(&format!("{key}.mtls"), m, base));
@@ -1108,19 +1151,30 @@ impl Validator {
                         mtls,
                     })
             });
-            if l.h2c == Some(true) {
-                self.unsupported(&format!("{key}.h2c"), "HTTP/2 (h2c)");
+            let h2c = l.h2c.unwrap_or(false);
+            if h2c && has_tls {
+                self.err(
+                    &format!("{key}.h2c"),
+                    "belongs on a plain listener: a TLS listener offers HTTP/2 by ALPN (alpn)",
+                );
             }
-            let alpn = l.alpn.unwrap_or_else(|| vec!["http/1.1".to_string()]);
-            for p in &alpn {
+            let alpn = l
+                .alpn
+                .unwrap_or_else(|| vec!["h2".to_string(), "http/1.1".to_string()]);
+            if alpn.is_empty() {
+                self.bad(
+                    &format!("{key}.alpn"),
+                    "[]",
+                    "a list of \"h2\" and/or \"http/1.1\"",
+                );
+            }
+            for (j, p) in alpn.iter().enumerate() {
                 match p.as_str() {
-                    "http/1.1" => {}
-                    "h2" => self.unsupported(&format!("{key}.alpn"), "HTTP/2 (\"h2\")"),
-                    other => self.bad(
-                        &format!("{key}.alpn"),
-                        other,
-                        "\"http/1.1\" (and \"h2\" once HTTP/2 is built)",
-                    ),
+                    "http/1.1" | "h2" if alpn[..j].contains(p) => {
+                        self.bad(&format!("{key}.alpn"), p, "each protocol once")
+                    }
+                    "http/1.1" | "h2" => {}
+                    other => self.bad(&format!("{key}.alpn"), other, "\"h2\" or \"http/1.1\""),
                 }
             }
             let redirect_https = l.redirect_https.unwrap_or(false);
@@ -1150,6 +1204,7 @@ impl Validator {
                 addr,
                 tls,
                 alpn,
+                h2c,
                 redirect_https,
             });
         }
@@ -1216,6 +1271,94 @@ impl Validator {
                 1,
                 10_000_000,
             ) as usize,
+        }
+    }
+
+    fn http2(&mut self, h: file::Http2File) -> Http2 {
+        let d = Http2::default();
+        let window = |me: &mut Self, key: &str, v: Option<&file::SizeValue>, default: u32| {
+            let n = me.size(key, v, default as u64);
+            if (65_535..=(1u64 << 31) - 1).contains(&n) {
+                n as u32
+            } else {
+                me.bad(
+                    key,
+                    n,
+                    "a size from 65535 bytes to 2GiB - 1 (RFC 9113 6.9.2)",
+                );
+                default
+            }
+        };
+        let stream_window = window(
+            self,
+            "http2.stream_window",
+            h.stream_window.as_ref(),
+            d.stream_window,
+        );
+        let connection_window = window(
+            self,
+            "http2.connection_window",
+            h.connection_window.as_ref(),
+            d.connection_window,
+        );
+        let frame = self.size(
+            "http2.max_frame_size",
+            h.max_frame_size.as_ref(),
+            d.max_frame_size as u64,
+        );
+        let max_frame_size = if (16_384..=16_777_215).contains(&frame) {
+            frame as u32
+        } else {
+            self.bad(
+                "http2.max_frame_size",
+                frame,
+                "a size from 16KiB to 16MiB - 1 (RFC 9113 6.5.2)",
+            );
+            d.max_frame_size
+        };
+        let mut int = |key: &str, v: Option<i64>, default: u32, lo: i64, hi: i64| {
+            self.int_in(&format!("http2.{key}"), v, default as i64, lo, hi) as u32
+        };
+        Http2 {
+            max_concurrent_streams: int(
+                "max_concurrent_streams",
+                h.max_concurrent_streams,
+                d.max_concurrent_streams,
+                1,
+                65_536,
+            ),
+            stream_window,
+            connection_window,
+            max_frame_size,
+            control_frames_per_second: int(
+                "control_frames_per_second",
+                h.control_frames_per_second,
+                d.control_frames_per_second,
+                1,
+                1_000_000,
+            ),
+            control_frames_burst: int(
+                "control_frames_burst",
+                h.control_frames_burst,
+                d.control_frames_burst,
+                1,
+                1_000_000,
+            ),
+            resets_per_second: int(
+                "resets_per_second",
+                h.resets_per_second,
+                d.resets_per_second,
+                1,
+                1_000_000,
+            ),
+            resets_burst: int("resets_burst", h.resets_burst, d.resets_burst, 1, 1_000_000),
+            max_continuation_frames: int(
+                "max_continuation_frames",
+                h.max_continuation_frames,
+                d.max_continuation_frames,
+                1,
+                1024,
+            ),
         }
     }
 

@@ -411,6 +411,47 @@ fn domains_must_name_existing_apis_and_stages() {
 }
 
 #[test]
+fn http2_settings_are_checked() {
+    let ok = parse(&BASE.replace(
+        "addr = \"127.0.0.1:8080\"",
+        "addr = \"127.0.0.1:8080\"\nh2c = true\nalpn = [\"http/1.1\"]",
+    ))
+    .unwrap();
+    assert!(ok.listeners[0].h2c);
+    assert_eq!(ok.http2.max_concurrent_streams, 128);
+    refused(
+        "addr = \"127.0.0.1:8080\"",
+        "addr = \"127.0.0.1:8080\"\nalpn = [\"h3\", \"http/1.1\", \"http/1.1\"]",
+        &[
+            "listeners[\"http\"].alpn = \"h3\" is not valid: expected \"h2\" or \"http/1.1\"",
+            "alpn = \"http/1.1\" is not valid: expected each protocol once",
+        ],
+    );
+    refused(
+        "addr = \"127.0.0.1:8080\"",
+        "addr = \"127.0.0.1:8080\"\nalpn = []",
+        &["alpn = \"[]\" is not valid"],
+    );
+    refused(
+        "addr = \"127.0.0.1:8080\"",
+        "addr = \"127.0.0.1:8080\"\nh2c = true\ntls = { cert = \"a.pem\", key = \"a.key\" }",
+        &["listeners[\"http\"].h2c: belongs on a plain listener"],
+    );
+    refused(
+        "[[upstreams]]",
+        "[http2]\nmax_concurrent_streams = 0\nstream_window = \"1KiB\"\nconnection_window = \"4GiB\"\nmax_frame_size = \"32MiB\"\nresets_burst = -1\nmax_continuation_frames = 5000\n\n[[upstreams]]",
+        &[
+            "http2.max_concurrent_streams = 0 is not valid",
+            "http2.stream_window = 1024 is not valid: expected a size from 65535 bytes",
+            "http2.connection_window = 4294967296 is not valid",
+            "http2.max_frame_size = 33554432 is not valid: expected a size from 16KiB to 16MiB - 1",
+            "http2.resets_burst = -1 is not valid",
+            "http2.max_continuation_frames = 5000 is not valid",
+        ],
+    );
+}
+
+#[test]
 fn unbuilt_features_are_refused_by_name() {
     refused(
         "addr = \"127.0.0.1:8080\"",
@@ -421,11 +462,6 @@ fn unbuilt_features_are_refused_by_name() {
             "mtls.mode = \"sometimes\" is not valid",
             "mtls.headers.x-c = \"colour\" is not valid: expected one of subjectDN",
         ],
-    );
-    refused(
-        "addr = \"127.0.0.1:8080\"",
-        "addr = \"127.0.0.1:8080\"\nalpn = [\"h2\", \"http/1.1\"]",
-        &["listeners[\"http\"].alpn: not supported yet"],
     );
     refused(
         "addr = \"127.0.0.1:8080\"",

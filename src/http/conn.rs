@@ -28,6 +28,8 @@ const LINGER_BYTES: usize = 1 << 20;
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<crate::tls::stream::TlsConn>),
+    /// One HTTP/2 stream: the pipeline's HTTP/1.1 in and out, mapped to frames.
+    H2(Box<crate::http::h2::stream::H2Stream>),
 }
 
 impl Stream {
@@ -41,6 +43,7 @@ impl Stream {
                 }
                 t.read_into(buf).await
             }
+            Stream::H2(s) => s.read_into(buf).await,
         }
     }
 
@@ -52,6 +55,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => write_all(s, data).await,
             Stream::Tls(t) => t.write_all(data.as_ref()).await,
+            Stream::H2(s) => s.write(bytes::Bytes::copy_from_slice(data.as_ref())).await,
         }
     }
 
@@ -63,6 +67,10 @@ impl Stream {
                 t.write_all(&head).await?;
                 t.write_all(&body).await
             }
+            Stream::H2(s) => {
+                s.write(head.into()).await?;
+                s.write(body).await
+            }
         }
     }
 
@@ -70,11 +78,16 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.shutdown().await,
             Stream::Tls(t) => t.shutdown().await,
+            Stream::H2(s) => s.finish().await,
         }
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(_) => true,
+            Stream::H2(s) => s.tls,
+        }
     }
 }
 
@@ -199,6 +212,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
         .filter(|m| !m.headers.is_empty())
         .map(|m| m.headers.clone());
     let handshake_timeout = ss.snap.limits.header_timeout;
+    let h2c = ss
+        .snap
+        .config
+        .listeners
+        .get(listener)
+        .is_some_and(|l| l.h2c);
     drop(ss);
     let stream = match tls {
         None => Stream::Plain(stream),
@@ -242,6 +261,20 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
         }
         _ => None,
     };
+    let info = |client_cert, tls| crate::http::h2::ConnInfo {
+        peer,
+        listener,
+        peer_ip: peer.ip().to_string(),
+        tls,
+        client_cert,
+    };
+    let stream = match stream {
+        Stream::Tls(t) if t.tls.alpn_protocol() == Some(b"h2") => {
+            let info = info(client_cert, true);
+            return crate::http::h2::serve(shard, crate::http::h2::Transport::Tls(t), info).await;
+        }
+        s => s,
+    };
     let mut conn = Conn {
         client_cert,
         stream,
@@ -251,6 +284,20 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
         peer_ip: peer.ip().to_string(),
         segs: Default::default(),
     };
+    if h2c {
+        match sniff_preface(&mut conn, handshake_timeout).await {
+            Some(true) => {
+                let Conn { stream, buf, .. } = conn;
+                if let Stream::Plain(tcp) = stream {
+                    let t = crate::http::h2::Transport::Plain(tcp, buf.freeze());
+                    crate::http::h2::serve(shard, t, info(None, false)).await;
+                }
+                return;
+            }
+            Some(false) => {}
+            None => return,
+        }
+    }
     let mut first = true;
     loop {
         let snap = shard.snapshot();
@@ -297,6 +344,27 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
                 crate::upstream::proxy::relay(conn, upstream, leftover).await;
                 return;
             }
+        }
+    }
+}
+
+/// h2c with prior knowledge: reads until the bytes are the HTTP/2 preface (`Some(true)`) or
+/// cannot be (`Some(false)`: HTTP/1.1, parsed as usual). `None`: closed or timed out first.
+async fn sniff_preface(conn: &mut Conn, timeout: Duration) -> Option<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = conn.buf.len().min(crate::http::h2::PREFACE.len());
+        if conn.buf[..n] != crate::http::h2::PREFACE[..n] {
+            return Some(false);
+        }
+        if n == crate::http::h2::PREFACE.len() {
+            return Some(true);
+        }
+        match monoio::time::timeout_at(deadline.into(), conn.read_more()).await {
+            Ok(Ok(k)) if k > 0 => {}
+            // A short, preface-like request that stops: let the HTTP/1.1 path answer it.
+            Ok(Ok(_)) if !conn.buf.is_empty() => return Some(false),
+            _ => return None,
         }
     }
 }

@@ -141,6 +141,13 @@ impl TlsConn {
         Ok(())
     }
 
+    /// The socket, the session and ciphertext read but not yet given to rustls (for HTTP/2,
+    /// which drives the session itself).
+    pub fn into_parts(self) -> (TcpStream, rustls::ServerConnection, Vec<u8>) {
+        let leftover = self.rbuf[self.rpos..].to_vec();
+        (self.io, self.tls, leftover)
+    }
+
     /// Sends close_notify, then shuts the TCP write side.
     pub async fn shutdown(&mut self) -> io::Result<()> {
         self.tls.send_close_notify();

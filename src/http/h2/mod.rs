@@ -1,0 +1,252 @@
+//! HTTP/2 on the front (RFC 9113), with the `h2` crate: over TLS when ALPN picks `h2`, and
+//! in clear text with prior knowledge on listeners with `h2c = true`.
+//!
+//! One task per connection drives `h2` (every frame in and out goes through it); each stream
+//! is a task of its own that runs the same pipeline as an HTTP/1.1 request
+//! ([`stream`]). A stream the client resets stops its pipeline where it is.
+//!
+//! Limits: `[http2]` sets concurrent streams, windows and frame size; the header list is
+//! capped by `limits.max_header_bytes`; bodies by `limits.max_body` per stream. The
+//! connection's first frames must arrive within `header_timeout`; with no stream open for
+//! `idle_timeout` it is closed with GOAWAY NO_ERROR, as on drain. Floods of control frames,
+//! resets or CONTINUATIONs end it with GOAWAY ENHANCE_YOUR_CALM ([`io::FrameWatch`]).
+
+pub mod io;
+pub mod stream;
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream};
+use monoio::net::TcpStream;
+
+use crate::http::conn::{ClientCertHeaders, Conn, Stream};
+use crate::http::h1;
+use crate::metrics::Counter;
+use crate::shard::Shard;
+use io::{Flood, H2Io, Signal};
+use stream::{H2Stream, Out};
+
+/// The client connection preface (RFC 9113 3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What every stream of a connection shares.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub listener: usize,
+    pub peer_ip: String,
+    pub tls: bool,
+    pub client_cert: Option<ClientCertHeaders>,
+}
+
+/// The transport HTTP/2 runs over.
+pub enum Transport {
+    /// Clear text; the bytes already read (the preface, perhaps more) come first.
+    Plain(TcpStream, Bytes),
+    Tls(Box<crate::tls::stream::TlsConn>),
+}
+
+/// Streams in progress, and when the last one ended (for the idle timeout).
+#[derive(Default)]
+struct Streams {
+    active: Cell<usize>,
+    idle_since: Cell<Option<Instant>>,
+}
+
+// One event per loop turn; a stream's request is moved once, so it is not boxed.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    Stream(http::Request<RecvStream>, SendResponse<Bytes>),
+    Flood(Flood),
+    Idle,
+    Drain,
+    End,
+}
+
+/// Serves one HTTP/2 connection until it ends.
+pub async fn serve(shard: Rc<Shard>, transport: Transport, info: ConnInfo) {
+    let ss = shard.snapshot();
+    let cfg = ss.snap.config.http2.clone();
+    let limits = ss.snap.limits.clone();
+    drop(ss);
+    let signal = Rc::new(Signal::default());
+    let io = match transport {
+        Transport::Plain(tcp, prefix) => H2Io::plain(tcp, prefix, &cfg, signal.clone()),
+        Transport::Tls(t) => H2Io::tls(*t, &cfg, signal.clone()),
+    };
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .initial_window_size(cfg.stream_window)
+        .initial_connection_window_size(cfg.connection_window)
+        .max_frame_size(cfg.max_frame_size)
+        .max_header_list_size(limits.max_header_bytes as u32);
+    let handshake = builder.handshake::<_, Bytes>(io);
+    let mut h2c = match monoio::time::timeout(limits.header_timeout, handshake).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %info.peer, error = %e, "HTTP/2 preface refused");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "HTTP/2 preface timed out");
+            return;
+        }
+    };
+    shard.metrics.add(Counter::H2Connections);
+    let info = Rc::new(info);
+    let streams = Rc::new(Streams::default());
+    let mut drain = Box::pin(shard.drain.wait());
+    let mut idle = Box::pin(monoio::time::sleep(limits.idle_timeout));
+    // When the connection is going away with no stream open, how long to wait for the
+    // client to acknowledge before closing anyway.
+    let mut grace: Option<std::pin::Pin<Box<monoio::time::Sleep>>> = None;
+    let mut idle_from = Instant::now();
+    let mut going = false;
+    loop {
+        let event = poll_fn(|cx| {
+            signal.register(cx.waker());
+            if let Some(f) = signal.flood.take() {
+                return Poll::Ready(Event::Flood(f));
+            }
+            if !going {
+                if drain.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Drain);
+                }
+                if streams.active.get() == 0 {
+                    if let Some(t) = streams.idle_since.take() {
+                        idle_from = t;
+                        idle.as_mut()
+                            .reset((idle_from + limits.idle_timeout).into());
+                    }
+                    if idle.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Idle);
+                    }
+                }
+            } else if streams.active.get() == 0 {
+                let g = grace
+                    .get_or_insert_with(|| Box::pin(monoio::time::sleep(limits.header_timeout)));
+                if g.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::End);
+                }
+            }
+            match h2c.poll_accept(cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => Poll::Ready(Event::Stream(req, respond)),
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!(peer = %info.peer, error = %e, "HTTP/2 connection error");
+                    Poll::Ready(Event::End)
+                }
+                Poll::Ready(None) => Poll::Ready(Event::End),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match event {
+            Event::Stream(req, respond) => {
+                shard.metrics.add(Counter::H2Streams);
+                streams.active.set(streams.active.get() + 1);
+                let (shard, info, streams, signal) =
+                    (shard.clone(), info.clone(), streams.clone(), signal.clone());
+                monoio::spawn(async move {
+                    run_stream(shard, info, req, respond).await;
+                    streams.active.set(streams.active.get() - 1);
+                    if streams.active.get() == 0 {
+                        streams.idle_since.set(Some(Instant::now()));
+                        signal.wake();
+                    }
+                });
+            }
+            Event::Flood(f) => {
+                tracing::info!(peer = %info.peer, flood = ?f, "HTTP/2 flood: GOAWAY ENHANCE_YOUR_CALM");
+                shard.metrics.add(match f {
+                    Flood::Control => Counter::H2FloodControl,
+                    Flood::Reset => Counter::H2FloodReset,
+                    Flood::Continuation => Counter::H2FloodContinuation,
+                });
+                h2c.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                going = true;
+            }
+            Event::Idle | Event::Drain => {
+                h2c.graceful_shutdown();
+                going = true;
+            }
+            Event::End => return,
+        }
+    }
+}
+
+/// Runs one stream through the pipeline.
+async fn run_stream(
+    shard: Rc<Shard>,
+    info: Rc<ConnInfo>,
+    req: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let ss = shard.snapshot();
+    let (parts, recv) = req.into_parts();
+    let end = recv.is_end_stream();
+    if parts.method == http::Method::CONNECT {
+        // Tunnels (and RFC 8441 WebSockets) are not offered over HTTP/2.
+        let mut resp = http::Response::new(());
+        *resp.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+        let _ = respond.send_response(resp, true);
+        shard.metrics.add(Counter::for_status(405));
+        return;
+    }
+    let mut buf = BytesMut::new();
+    let chunked = match stream::synthesize(&parts, end, &mut buf) {
+        Ok(c) => c,
+        Err(reason) => {
+            shard.metrics.add(Counter::BadRequests);
+            respond.send_reset(reason);
+            return;
+        }
+    };
+    let max = ss.snap.limits.max_header_bytes;
+    let head = match h1::parse_request(&buf, max * 2 + 1024) {
+        Ok(Some((len, p))) => p.into_head(buf.split_to(len).freeze()),
+        _ => {
+            shard.metrics.add(Counter::BadRequests);
+            respond.send_reset(Reason::PROTOCOL_ERROR);
+            return;
+        }
+    };
+    let out = Rc::new(RefCell::new(Out::Head(respond)));
+    let s = H2Stream::new(
+        (!end).then_some(recv),
+        chunked,
+        out.clone(),
+        parts.method == http::Method::HEAD,
+        info.tls,
+    );
+    let mut conn = Conn {
+        stream: Stream::H2(Box::new(s)),
+        buf,
+        peer: info.peer,
+        listener: info.listener,
+        peer_ip: info.peer_ip.clone(),
+        segs: Default::default(),
+        client_cert: info.client_cert.clone(),
+    };
+    let reset = {
+        let work = crate::gateway::handle(&shard, ss, &mut conn, head);
+        let reset = poll_fn(|cx| out.borrow_mut().poll_reset(cx));
+        monoio::select! {
+            _ = work => false,
+            _ = reset => true,
+        }
+    };
+    if reset {
+        shard.metrics.add(Counter::H2StreamsReset);
+        return;
+    }
+    if let Stream::H2(s) = &mut conn.stream {
+        let _ = s.finish().await;
+    }
+}

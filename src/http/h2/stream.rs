@@ -1,0 +1,439 @@
+//! One HTTP/2 stream through the HTTP/1.1 pipeline.
+//!
+//! The stream's request becomes an HTTP/1.1 head (RFC 9113 8.3 mapped back: `:authority`
+//! becomes `Host`, cookies are joined, a body without `content-length` is chunked) that the
+//! same parser, phases, cache and proxy handle; the pipeline writes its HTTP/1.1 answer into
+//! [`H2Stream`], which parses it back (the same response parser the proxy uses on upstream
+//! answers) into a HEADERS frame and DATA frames sent as flow control allows. What the
+//! pipeline sees is a connection like any other: `Conn.stream` is `Stream::H2`.
+//!
+//! The request body streams the same way: DATA frames are read as the pipeline asks for more,
+//! and their flow-control credit is given back as they are taken.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+
+use crate::http::body::ChunkedDecoder;
+use crate::http::h1::{self, Framing};
+
+/// A response head the pipeline writes is never near this; past it, it is not HTTP.
+const MAX_RESPONSE_HEAD: usize = 1 << 20;
+
+/// The stream's sending side, shared with the watch that notices a client's RST_STREAM.
+pub enum Out {
+    Head(SendResponse<Bytes>),
+    Body(SendStream<Bytes>),
+    Done,
+}
+
+impl Out {
+    /// Ready when the client reset the stream.
+    pub fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Reason> {
+        let r = match self {
+            Out::Head(r) => r.poll_reset(cx),
+            Out::Body(s) => s.poll_reset(cx),
+            Out::Done => return Poll::Pending,
+        };
+        r.map(|r| r.unwrap_or(Reason::CANCEL))
+    }
+
+    fn reset(&mut self, reason: Reason) {
+        match self {
+            Out::Head(r) => r.send_reset(reason),
+            Out::Body(s) => s.send_reset(reason),
+            Out::Done => {}
+        }
+        *self = Out::Done;
+    }
+}
+
+fn h2_err(e: h2::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, e)
+}
+
+enum Phase {
+    Head,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+/// What the pipeline reads from and writes to for one stream.
+pub struct H2Stream {
+    body: Option<RecvStream>,
+    /// The request has no `content-length`: DATA is handed over in chunked framing.
+    chunked: bool,
+    pub out: Rc<RefCell<Out>>,
+    phase: Phase,
+    head: BytesMut,
+    head_only: bool,
+    pub tls: bool,
+}
+
+impl H2Stream {
+    pub fn new(
+        body: Option<RecvStream>,
+        chunked: bool,
+        out: Rc<RefCell<Out>>,
+        head_only: bool,
+        tls: bool,
+    ) -> H2Stream {
+        H2Stream {
+            body,
+            chunked,
+            out,
+            phase: Phase::Head,
+            head: BytesMut::new(),
+            head_only,
+            tls,
+        }
+    }
+
+    /// Appends request body bytes to `buf`; `Ok(0)` at the end of the stream.
+    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        let Some(recv) = self.body.as_mut() else {
+            return Ok(0);
+        };
+        loop {
+            match poll_fn(|cx| recv.poll_data(cx)).await {
+                Some(Ok(data)) if data.is_empty() => continue,
+                Some(Ok(data)) => {
+                    let n = data.len();
+                    let _ = recv.flow_control().release_capacity(n);
+                    let before = buf.len();
+                    if self.chunked {
+                        use std::fmt::Write;
+                        let _ = write!(buf, "{n:x}\r\n");
+                        buf.extend_from_slice(&data);
+                        buf.extend_from_slice(b"\r\n");
+                    } else {
+                        buf.extend_from_slice(&data);
+                    }
+                    return Ok(buf.len() - before);
+                }
+                Some(Err(e)) => return Err(h2_err(e)),
+                None => {
+                    self.body = None;
+                    if self.chunked {
+                        buf.extend_from_slice(b"0\r\n\r\n");
+                        return Ok(5);
+                    }
+                    return Ok(0);
+                }
+            }
+        }
+    }
+
+    /// Takes bytes of the pipeline's HTTP/1.1 answer and sends them as frames.
+    pub async fn write(&mut self, mut data: Bytes) -> io::Result<()> {
+        while !data.is_empty() {
+            match &mut self.phase {
+                Phase::Head => {
+                    self.head.extend_from_slice(&data);
+                    data = Bytes::new();
+                    if let Some(rest) = self.head_parsed()? {
+                        data = rest;
+                    }
+                }
+                Phase::Length(left) => {
+                    let k = (*left).min(data.len() as u64) as usize;
+                    *left -= k as u64;
+                    let end = *left == 0;
+                    let part = data.split_to(k);
+                    if end {
+                        self.phase = Phase::Done;
+                    }
+                    send(&self.out, part, end).await?;
+                }
+                Phase::Chunked(dec) => {
+                    let mut ranges: smallvec::SmallVec<[std::ops::Range<usize>; 4]> =
+                        Default::default();
+                    let k = dec
+                        .feed(&data, |r| ranges.push(r))
+                        .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+                    let done = dec.is_done();
+                    let part = data.split_to(k);
+                    if done {
+                        self.phase = Phase::Done;
+                    }
+                    for r in ranges {
+                        send(&self.out, part.slice(r), false).await?;
+                    }
+                    if done {
+                        send(&self.out, Bytes::new(), true).await?;
+                    }
+                }
+                Phase::UntilClose => {
+                    send(&self.out, std::mem::take(&mut data), false).await?;
+                }
+                Phase::Done => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses the buffered answer head; once whole, sends HEADERS and returns the bytes
+    /// after it.
+    fn head_parsed(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            let parsed = h1::parse_response(&self.head, MAX_RESPONSE_HEAD, self.head_only)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+            let Some((len, parts)) = parsed else {
+                return Ok(None);
+            };
+            let raw = self.head.split_to(len).freeze();
+            let head = parts.into_head(raw);
+            // 100 Continue and other interim answers have no HTTP/2 use here.
+            if head.status < 200 {
+                continue;
+            }
+            let mut resp = http::Response::new(());
+            *resp.status_mut() = http::StatusCode::from_u16(head.status)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+            let headers = resp.headers_mut();
+            for (name, value) in head.headers() {
+                if is_connection_specific(name) {
+                    continue;
+                }
+                let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(name),
+                    http::HeaderValue::from_bytes(value),
+                ) else {
+                    continue;
+                };
+                headers.append(n, v);
+            }
+            let end = matches!(head.framing, Framing::None | Framing::Length(0));
+            self.phase = match head.framing {
+                _ if end => Phase::Done,
+                Framing::Length(n) => Phase::Length(n),
+                Framing::Chunked => Phase::Chunked(ChunkedDecoder::new(u64::MAX)),
+                _ => Phase::UntilClose,
+            };
+            let mut out = self.out.borrow_mut();
+            let Out::Head(r) = &mut *out else {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            };
+            let s = r.send_response(resp, end).map_err(h2_err)?;
+            *out = if end { Out::Done } else { Out::Body(s) };
+            return Ok(Some(self.head.split().freeze()));
+        }
+    }
+
+    /// After the pipeline: ends a body that ran to the upstream's close; resets a stream whose
+    /// answer was cut short.
+    pub async fn finish(&mut self) -> io::Result<()> {
+        match self.phase {
+            Phase::Done => Ok(()),
+            Phase::UntilClose => {
+                self.phase = Phase::Done;
+                send(&self.out, Bytes::new(), true).await
+            }
+            _ => {
+                self.phase = Phase::Done;
+                self.out.borrow_mut().reset(Reason::INTERNAL_ERROR);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Sends DATA as the peer's flow-control window allows.
+async fn send(out: &RefCell<Out>, mut data: Bytes, end: bool) -> io::Result<()> {
+    loop {
+        if data.is_empty() {
+            if end {
+                let mut o = out.borrow_mut();
+                if let Out::Body(s) = &mut *o {
+                    s.send_data(Bytes::new(), true).map_err(h2_err)?;
+                }
+                *o = Out::Done;
+            }
+            return Ok(());
+        }
+        let want = data.len();
+        let cap = poll_fn(|cx| {
+            let mut o = out.borrow_mut();
+            let Out::Body(s) = &mut *o else {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
+            };
+            if s.capacity() >= want.min(16 << 10) {
+                return Poll::Ready(Ok(s.capacity()));
+            }
+            s.reserve_capacity(want);
+            match s.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(n))) => Poll::Ready(Ok(n)),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Err(h2_err(e))),
+                Poll::Ready(None) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await?;
+        if cap == 0 {
+            continue;
+        }
+        let part = data.split_to(cap.min(data.len()));
+        let last = end && data.is_empty();
+        let mut o = out.borrow_mut();
+        let Out::Body(s) = &mut *o else {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        };
+        s.send_data(part, last).map_err(h2_err)?;
+        if last {
+            *o = Out::Done;
+            return Ok(());
+        }
+    }
+}
+
+/// Headers HTTP/2 forbids (RFC 9113 8.2.2).
+fn is_connection_specific(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 6] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// Writes the request as an HTTP/1.1 head into `buf`. Returns whether the body is handed
+/// over chunked. A request HTTP/2 calls malformed gets the stream error it asks for.
+pub fn synthesize(
+    parts: &http::request::Parts,
+    end: bool,
+    buf: &mut BytesMut,
+) -> Result<bool, Reason> {
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .ok_or(Reason::PROTOCOL_ERROR)?;
+    if pq.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(Reason::PROTOCOL_ERROR);
+    }
+    buf.reserve(256 + pq.len());
+    buf.put_slice(parts.method.as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(pq.as_bytes());
+    buf.put_slice(b" HTTP/1.1\r\n");
+    let authority = parts.uri.authority();
+    if let Some(a) = authority {
+        buf.put_slice(b"host: ");
+        buf.put_slice(a.as_str().as_bytes());
+        buf.put_slice(b"\r\n");
+    }
+    let mut cookies: Option<Vec<u8>> = None;
+    let mut has_length = false;
+    for (name, value) in &parts.headers {
+        let v = value.as_bytes();
+        if v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(Reason::PROTOCOL_ERROR);
+        }
+        match name.as_str() {
+            "host" if authority.is_some() => continue,
+            "te" | "expect" => continue,
+            n if is_connection_specific(n.as_bytes()) => return Err(Reason::PROTOCOL_ERROR),
+            "cookie" => {
+                let c = cookies.get_or_insert_with(Vec::new);
+                if !c.is_empty() {
+                    c.extend_from_slice(b"; ");
+                }
+                c.extend_from_slice(v);
+                continue;
+            }
+            "content-length" => has_length = true,
+            _ => {}
+        }
+        buf.put_slice(name.as_str().as_bytes());
+        buf.put_slice(b": ");
+        buf.put_slice(v);
+        buf.put_slice(b"\r\n");
+    }
+    if let Some(c) = cookies {
+        buf.put_slice(b"cookie: ");
+        buf.put_slice(&c);
+        buf.put_slice(b"\r\n");
+    }
+    let chunked = !end && !has_length;
+    if chunked {
+        buf.put_slice(b"transfer-encoding: chunked\r\n");
+    }
+    buf.put_slice(b"\r\n");
+    Ok(chunked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(req: http::Request<()>) -> http::request::Parts {
+        req.into_parts().0
+    }
+
+    #[test]
+    fn request_becomes_an_http11_head() {
+        let p = parts(
+            http::Request::builder()
+                .method("POST")
+                .uri("https://api.example.test/pets?limit=2")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .header("x-one", "1")
+                .header("te", "trailers")
+                .body(())
+                .unwrap(),
+        );
+        let mut buf = BytesMut::new();
+        let chunked = synthesize(&p, false, &mut buf).unwrap();
+        assert!(chunked);
+        let text = std::str::from_utf8(&buf).unwrap();
+        assert_eq!(
+            text,
+            "POST /pets?limit=2 HTTP/1.1\r\nhost: api.example.test\r\nx-one: 1\r\n\
+             cookie: a=1; b=2\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let (_, head) = h1::parse_request(&buf, 4096).unwrap().unwrap();
+        assert_eq!(head.framing, Framing::Chunked);
+    }
+
+    #[test]
+    fn length_is_kept_and_forbidden_headers_refused() {
+        let p = parts(
+            http::Request::builder()
+                .method("PUT")
+                .uri("http://h/x")
+                .header("content-length", "3")
+                .body(())
+                .unwrap(),
+        );
+        let mut buf = BytesMut::new();
+        assert!(!synthesize(&p, false, &mut buf).unwrap());
+        assert!(std::str::from_utf8(&buf)
+            .unwrap()
+            .contains("content-length: 3\r\n"));
+
+        let p = parts(
+            http::Request::builder()
+                .uri("http://h/x")
+                .header("connection", "close")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(
+            synthesize(&p, true, &mut BytesMut::new()),
+            Err(Reason::PROTOCOL_ERROR)
+        );
+    }
+}
