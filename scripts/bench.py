@@ -43,10 +43,13 @@ WORKLOADS = {
     "new_conn": ("/small", None, ["-H", "Connection: close"], "a new connection per request"),
     "fixed_rate": ("/small", None, [], "h2load --rps, 15k req/s in all, HTTP/1.1"),
     "https_get": ("/small", None, [], "HTTPS GET (TLS 1.3, ECDSA P-256), 13-byte body, 64 keep-alive connections"),
+    "h2_get": ("/small", None, [], "HTTP/2 over TLS (h2load: 16 connections x 4 streams), 13-byte body"),
 }
 
-# Set per measurement: "https" when the proxies terminate TLS (https_get).
+# Set per measurement: "https" when the proxies terminate TLS (https_get, h2_get); H2 when
+# they also offer HTTP/2.
 SCHEME = "http"
+H2 = False
 TLS_SYSTEMS = ("tollgate", "tollgate-epoll", "tollgate-cache", "nginx", "nginx-cache")
 
 
@@ -172,7 +175,8 @@ def nginx_proxy_conf(tmp: Path, port: int, backend: int, cache: bool = False) ->
     ssl = ""
     if SCHEME == "https":
         cert, key = make_cert(tmp)
-        ssl = f" ssl; ssl_certificate {cert}; ssl_certificate_key {key}; ssl_session_cache shared:S:10m"
+        ssl = (f" ssl{' http2' if H2 else ''}; ssl_certificate {cert}; ssl_certificate_key {key};"
+               " ssl_session_cache shared:S:10m; http2_max_requests 100000000")
     conf.write_text(f"""
 daemon off; master_process off; worker_processes 1; error_log stderr error; pid {tmp}/nginx-proxy.pid;
 events {{ worker_connections 10000; }}
@@ -443,9 +447,33 @@ def run_h2load(tmp: Path, port: int, path: str, secs: float, rate: int, conns: i
     return {"requests": done or len(lat), "seconds": secs, "errors": errors, "p50_ms": pct(50), "p99_ms": pct(99), "p999_ms": pct(99.9)}
 
 
+def run_h2load_h2(port: int, path: str, secs: float) -> dict:
+    """HTTP/2 over TLS at full speed: 16 connections, 4 concurrent streams each (64 in all, as
+    many as the keep-alive pools hold)."""
+    cmd = ["taskset", "-c", CPU_LOAD, "h2load", "-c", "16", "-m", "4", "-D", str(int(secs)),
+           f"https://127.0.0.1:{port}{path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60).stdout
+    done = failed = 0
+    for line in out.splitlines():
+        if line.startswith("requests:"):
+            f = line.replace(",", "").split()
+            done, failed = int(f[7]), int(f[9])  # "... N succeeded, N failed, ..."
+    if "Application protocol: h2" not in out:
+        raise RuntimeError(f"h2load did not negotiate h2:\n{out}")
+    # h2load reports mean/max per request, not percentiles: quote the mean as p50.
+    mean_ms = 0.0
+    for line in out.splitlines():
+        if line.startswith("time for request:"):
+            v = line.split()[5]
+            unit = 1e-3 if v.endswith("us") else 1.0 if v.endswith("ms") else 1e3
+            mean_ms = float(v.rstrip("mus")) * unit
+    return {"requests": done, "seconds": secs, "errors": failed, "p50_ms": mean_ms, "p99_ms": 0.0, "p999_ms": 0.0}
+
+
 def measure(system: str, tmp: Path, backend_port: int, backend_pid: int, workload: str, secs: float, conns: int) -> dict:
-    global SCHEME
-    SCHEME = "https" if workload == "https_get" else "http"
+    global SCHEME, H2
+    SCHEME = "https" if workload in ("https_get", "h2_get") else "http"
+    H2 = workload == "h2_get"
     if SCHEME == "https" and system not in TLS_SYSTEMS:
         raise RuntimeError("no TLS setup for this system in the harness (yet)")
     direct = system == "direct"
@@ -466,6 +494,8 @@ def measure(system: str, tmp: Path, backend_port: int, backend_pid: int, workloa
         t0 = time.time()
         if workload == "fixed_rate":
             r = run_h2load(tmp, port, path, secs, 15000)
+        elif workload == "h2_get":
+            r = run_h2load_h2(port, path, secs)
         else:
             r = run_wrk(tmp, port, path, script, extra, secs, conns)
         c1 = cpu_ns(pid)

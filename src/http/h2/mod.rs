@@ -235,7 +235,9 @@ async fn run_stream(
         client_cert: info.client_cert.clone(),
     };
     let reset = {
-        let work = crate::gateway::handle(&shard, ss, &mut conn, head);
+        // The pipeline's future is large (kilobytes): on the heap once, so that spawning the
+        // stream and selecting on it move a pointer, not the future.
+        let work = Box::pin(crate::gateway::handle(&shard, ss, &mut conn, head));
         let reset = poll_fn(|cx| out.borrow_mut().poll_reset(cx));
         monoio::select! {
             _ = work => false,
