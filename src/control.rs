@@ -782,6 +782,7 @@ pub fn start_health_checks(compiled: &Compiled, generation: u64, live: &Rc<Cell<
             monoio::spawn(crate::upstream::health::run_checks(
                 u.cfg.name.clone(),
                 *addr,
+                u.tls[i].clone(),
                 h.clone(),
                 u.healthy[i].clone(),
                 generation,

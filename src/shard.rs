@@ -15,7 +15,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use ahash::AHashMap;
-use monoio::net::TcpStream;
 
 use crate::snapshot::Snapshot;
 use crate::throttle::bucket::{Bucket, Rate};
@@ -83,13 +82,19 @@ impl Shared {
 
 /// An idle upstream connection and when it was parked.
 pub struct Idle {
-    pub stream: TcpStream,
+    pub stream: crate::upstream::UpStream,
     pub since: Instant,
 }
+
+/// A target's identity across reloads: its address and, over TLS, the name it is verified
+/// against.
+type TargetKey = (SocketAddr, Option<String>);
 
 /// One upstream target as this shard sees it.
 pub struct TargetLocal {
     pub addr: SocketAddr,
+    /// TLS to this target (the config is replaced on reload; pooled connections stay).
+    pub tls: RefCell<Option<crate::tls::client::UpTls>>,
     /// Idle keep-alive connections, most recently used last (LIFO reuse keeps few warm).
     pub idle: RefCell<Vec<Idle>>,
     /// Requests in flight from this shard (least_request).
@@ -104,6 +109,7 @@ impl TargetLocal {
     fn new(addr: SocketAddr) -> Rc<TargetLocal> {
         Rc::new(TargetLocal {
             addr,
+            tls: RefCell::new(None),
             idle: RefCell::new(Vec::new()),
             inflight: Cell::new(0),
             fails: Cell::new(0),
@@ -201,7 +207,7 @@ pub struct Shard {
     pub shared: Arc<Shared>,
     current: RefCell<Rc<ShardSnap>>,
     generation: Cell<u64>,
-    targets: RefCell<AHashMap<SocketAddr, Rc<TargetLocal>>>,
+    targets: RefCell<AHashMap<TargetKey, Rc<TargetLocal>>>,
     pub drain: Rc<Drain>,
     /// Client connections open on this shard.
     pub active: Cell<usize>,
@@ -271,27 +277,51 @@ impl Shard {
     /// Attaches this shard's per-target state (pools survive reloads) to a new snapshot.
     fn adopt(&self, snap: Arc<Snapshot>) {
         let mut targets = self.targets.borrow_mut();
-        let mut get = |a: SocketAddr| {
-            targets
-                .entry(a)
+        // A target is its address and, over TLS, the name it is verified against.
+        let mut get = |a: SocketAddr, tls: &Option<crate::tls::client::UpTls>| {
+            let key = (a, tls.as_ref().map(|t| t.name_text()));
+            let t = targets
+                .entry(key)
                 .or_insert_with(|| TargetLocal::new(a))
-                .clone()
+                .clone();
+            *t.tls.borrow_mut() = tls.clone();
+            t
         };
         let upstreams = snap
             .upstreams
             .iter()
             .map(|u| UpstreamLocal {
-                targets: u.cfg.targets.iter().map(|a| get(*a)).collect(),
+                targets: u
+                    .cfg
+                    .targets
+                    .iter()
+                    .zip(&u.tls)
+                    .map(|(a, tls)| get(*a, tls))
+                    .collect(),
                 rr: Cell::new(self.id),
             })
             .collect();
-        let literals = snap.literal_targets.iter().map(|a| get(*a)).collect();
+        let literals = snap
+            .literal_targets
+            .iter()
+            .map(|l| get(l.addr, &l.tls))
+            .collect();
         // Targets no longer named anywhere lose their pools.
-        let used: Vec<SocketAddr> = snap
+        let used: Vec<(SocketAddr, Option<String>)> = snap
             .upstreams
             .iter()
-            .flat_map(|u| u.cfg.targets.iter().copied())
-            .chain(snap.literal_targets.iter().copied())
+            .flat_map(|u| {
+                u.cfg
+                    .targets
+                    .iter()
+                    .zip(&u.tls)
+                    .map(|(a, t)| (*a, t.as_ref().map(|t| t.name_text())))
+            })
+            .chain(
+                snap.literal_targets
+                    .iter()
+                    .map(|l| (l.addr, l.tls.as_ref().map(|t| t.name_text()))),
+            )
             .collect();
         targets.retain(|a, _| used.contains(a));
         // Same compiled config (only the keys changed): keep the leases.

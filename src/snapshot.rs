@@ -18,6 +18,7 @@ use crate::http::Method;
 use crate::route::trie::{MethodSel, Trie};
 use crate::route::Domains;
 use crate::throttle::bucket::Bucket;
+use crate::tls::client::UpTls;
 
 /// Where an `http` integration goes, resolved for one stage.
 #[derive(Debug)]
@@ -93,6 +94,15 @@ pub struct UpstreamRt {
     pub cfg: Upstream,
     /// Active health per target, written by the control plane, read by shards (relaxed).
     pub healthy: Vec<Arc<AtomicBool>>,
+    /// Per target: how to speak TLS to it (None: plain TCP).
+    pub tls: Vec<Option<UpTls>>,
+}
+
+/// A literal integration address and whether it is reached over TLS.
+#[derive(Debug, Clone)]
+pub struct LiteralTarget {
+    pub addr: SocketAddr,
+    pub tls: Option<UpTls>,
 }
 
 /// What shards serve from: a compiled configuration and the API keys, under one generation
@@ -131,7 +141,7 @@ pub struct Compiled {
     pub domains: Domains,
     pub apis: Vec<ApiRt>,
     pub upstreams: Vec<UpstreamRt>,
-    pub literal_targets: Vec<SocketAddr>,
+    pub literal_targets: Vec<LiteralTarget>,
     pub limits: Limits,
     pub cache_clock: Arc<CacheClock>,
     /// Per listener: the TLS server config (certificates by SNI, ALPN, resumption).
@@ -179,6 +189,14 @@ pub fn share(rate: Rate, nodes: u64) -> Rate {
 pub type HealthRegistry = AHashMap<(String, SocketAddr), Arc<AtomicBool>>;
 
 impl Compiled {
+    /// Whether requests to `dest` go over TLS.
+    pub fn dest_is_tls(&self, dest: &Dest) -> bool {
+        match dest {
+            Dest::Upstream(u) => self.upstreams[*u].cfg.tls.is_some(),
+            Dest::Literal(i) => self.literal_targets[*i].tls.is_some(),
+        }
+    }
+
     /// Compiles a validated config. `health` carries the health flags of targets that exist
     /// in both the old and the new config, so a reload does not forget a dead target.
     pub fn compile(
@@ -188,7 +206,7 @@ impl Compiled {
         cache_registry: &mut CacheRegistry,
     ) -> Result<Compiled, String> {
         let mut fresh_caches = AHashMap::new();
-        let mut literal_targets: Vec<SocketAddr> = Vec::new();
+        let mut literal_targets: Vec<LiteralTarget> = Vec::new();
         let mut buckets: Vec<Arc<Bucket>> = Vec::new();
         let mut fleet: Vec<Option<String>> = Vec::new();
         let mut fallback: Vec<Arc<Bucket>> = Vec::new();
@@ -225,6 +243,19 @@ impl Compiled {
                             .unwrap_or_else(|| Arc::new(AtomicBool::new(true)));
                         fresh.insert(key, flag.clone());
                         flag
+                    })
+                    .collect(),
+                tls: u
+                    .targets
+                    .iter()
+                    .zip(&u.hosts)
+                    .map(|(_, host)| {
+                        let t = u.tls.as_ref()?;
+                        let name = t.server_name.as_deref().unwrap_or(host);
+                        Some(UpTls {
+                            config: t.client.clone()?,
+                            name: crate::tls::client::server_name(name).ok()?,
+                        })
                     })
                     .collect(),
             })
@@ -268,12 +299,34 @@ impl Compiled {
                             let target = parse_uri_target(&t, &cfg.upstreams)?;
                             let dest = match target.authority {
                                 Authority::Named(i) => Dest::Upstream(i),
-                                Authority::Addr { addr, .. } => {
+                                Authority::Addr { addr, host, tls } => {
+                                    let tls = if tls {
+                                        let h = host.rsplit_once(':').map_or(
+                                            host.as_str(),
+                                            |(h, p)| {
+                                                if p.bytes().all(|b| b.is_ascii_digit()) {
+                                                    h
+                                                } else {
+                                                    host.as_str()
+                                                }
+                                            },
+                                        );
+                                        Some(UpTls {
+                                            config: crate::tls::client::client_config(None, None)?,
+                                            name: crate::tls::client::server_name(h)?,
+                                        })
+                                    } else {
+                                        None
+                                    };
+                                    let name = tls.as_ref().map(UpTls::name_text);
                                     let idx = literal_targets
                                         .iter()
-                                        .position(|a| *a == addr)
+                                        .position(|l| {
+                                            l.addr == addr
+                                                && l.tls.as_ref().map(UpTls::name_text) == name
+                                        })
                                         .unwrap_or_else(|| {
-                                            literal_targets.push(addr);
+                                            literal_targets.push(LiteralTarget { addr, tls });
                                             literal_targets.len() - 1
                                         });
                                     Dest::Literal(idx)

@@ -131,6 +131,17 @@ pub struct UpstreamFile {
     pub max_fails: Option<i64>,
     pub fail_timeout: Option<String>,
     pub health: Option<HealthFile>,
+    pub tls: Option<UpstreamTlsFile>,
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    pub ca: Option<String>,
+    pub server_name: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -279,6 +279,10 @@ pub enum HashKey {
 pub struct Upstream {
     pub name: String,
     pub targets: Vec<SocketAddr>,
+    /// Each target's host as written: the name TLS verifies unless `tls.server_name` says.
+    pub hosts: Vec<String>,
+    /// TLS to the targets (`https://NAME/...` integrations).
+    pub tls: Option<UpstreamTls>,
     pub balance: Balance,
     pub keepalive: usize,
     #[serde(serialize_with = "ser_duration")]
@@ -289,6 +293,18 @@ pub struct Upstream {
     #[serde(serialize_with = "ser_duration")]
     pub fail_timeout: Duration,
     pub health: Option<Health>,
+}
+
+/// `tls` on an upstream: verify against `ca` (else the system's roots) and `server_name`
+/// (else each target's host), present `cert`/`key` when the upstream asks for one.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamTls {
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(skip)]
+    pub client: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -878,7 +894,7 @@ impl Validator {
             .upstreams
             .into_iter()
             .enumerate()
-            .map(|(i, u)| self.upstream(i, u))
+            .map(|(i, u)| self.upstream(i, u, base))
             .collect();
         let mut seen = HashSet::new();
         for u in &upstreams {
@@ -1362,9 +1378,60 @@ impl Validator {
         }
     }
 
-    fn upstream(&mut self, i: usize, u: file::UpstreamFile) -> Upstream {
+    fn upstream_tls(
+        &mut self,
+        key: &str,
+        t: file::UpstreamTlsFile,
+        base: &Path,
+    ) -> Option<UpstreamTls> {
+        let ca = t.ca.map(|c| base.join(c));
+        let cert = t.cert.map(|c| base.join(c));
+        let k = t.key.map(|c| base.join(c));
+        if cert.is_some() != k.is_some() {
+            self.err(
+                key,
+                "a client certificate needs both cert and key (PEM files)",
+            );
+            return None;
+        }
+        if let Some(n) = &t.server_name {
+            if let Err(e) = crate::tls::client::server_name(n) {
+                self.bad(
+                    &format!("{key}.server_name"),
+                    n,
+                    &format!("a host name ({e})"),
+                );
+                return None;
+            }
+        }
+        let client = cert.as_deref().zip(k.as_deref());
+        match crate::tls::client::client_config(ca.as_deref(), client) {
+            Ok(c) => Some(UpstreamTls {
+                ca,
+                server_name: t.server_name,
+                cert,
+                key: k,
+                client: Some(c),
+            }),
+            Err(e) => {
+                self.err(key, e);
+                None
+            }
+        }
+    }
+
+    fn upstream(&mut self, i: usize, u: file::UpstreamFile, base: &Path) -> Upstream {
         let key = item("upstreams", i, u.name.as_ref());
         let name = self.name(&format!("{key}.name"), u.name);
+        match u.protocol.as_deref() {
+            None | Some("http/1.1") => {}
+            Some("h2") => self.unsupported(&format!("{key}.protocol"), "HTTP/2 to upstreams"),
+            Some(p) => self.bad(&format!("{key}.protocol"), p, "\"http/1.1\""),
+        }
+        let tls = u
+            .tls
+            .and_then(|t| self.upstream_tls(&format!("{key}.tls"), t, base));
+        let mut hosts = Vec::new();
         let mut targets = Vec::new();
         match u.targets {
             None => self.err(
@@ -1378,7 +1445,11 @@ impl Validator {
             Some(t) => {
                 for (j, s) in t.into_iter().enumerate() {
                     match resolve(&s) {
-                        Ok(a) => targets.push(a),
+                        Ok(a) => {
+                            targets.push(a);
+                            let host = s.rsplit_once(':').map_or(s.as_str(), |(h, _)| h);
+                            hosts.push(host.to_string());
+                        }
                         Err(e) => self.bad(
                             &format!("{key}.targets[{j}]"),
                             s,
@@ -1466,6 +1537,8 @@ impl Validator {
         Upstream {
             name,
             targets,
+            hosts,
+            tls,
             balance,
             keepalive: self.int_in(
                 &format!("{key}.keepalive"),

@@ -323,7 +323,7 @@ fn integrations_must_be_complete_and_consistent() {
     refused(
         "${stageVariables.backend}/pets",
         "https://pets/pets",
-        &["https:// integrations are not supported yet"],
+        &["https://pets needs TLS on upstream \"pets\""],
     );
     refused(
         "{petId}\" }",

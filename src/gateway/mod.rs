@@ -15,7 +15,6 @@ use std::io::Write;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use monoio::net::TcpStream;
 
 use crate::auth::KeyRecord;
 use crate::config::{Cluster, OnRedisError};
@@ -40,7 +39,7 @@ pub enum Next {
     Linger,
     /// The upstream switched protocols: relay bytes both ways from now on. Carries the
     /// upstream connection and bytes already read from it.
-    Upgrade(TcpStream, Bytes),
+    Upgrade(crate::upstream::UpStream, Bytes),
 }
 
 /// Runs one request and answers it, whatever happens.
@@ -109,6 +108,12 @@ async fn run_phases(
     let r = &snap.apis[api].routes[route];
     match (&r.per_stage[stage], &r.cache[stage]) {
         (IntegrationRt::Mock(m), _) => answer_mock(conn, ctx, m, shard.drain.is_on()).await,
+        (IntegrationRt::Http(h), _) if ctx.head.upgrade && snap.dest_is_tls(&h.dest) => {
+            Err(Error::downstream(
+                Kind::NotImplemented("WebSocket upgrades to TLS upstreams are not supported yet"),
+                "upgrade to a TLS upstream",
+            ))
+        }
         (IntegrationRt::Http(h), Some(p)) => {
             let authorized = key.is_some();
             cached::serve(shard, ss, conn, ctx, h, p, api, authorized).await

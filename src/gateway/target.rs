@@ -1,6 +1,7 @@
 //! Where an `http` integration sends a request: a named `[[upstreams]]` entry
-//! (`http://pets/...`) or a literal address (`http://127.0.0.1:9001/...`), plus the path and
-//! query template that follows the authority.
+//! (`http://pets/...`, or `https://pets/...` for an upstream with `tls`) or a literal address
+//! (`http://127.0.0.1:9001/...`, `https://api.example.com/...` verified against the system's
+//! roots), plus the path and query template that follows the authority.
 
 use std::net::SocketAddr;
 
@@ -12,8 +13,13 @@ use crate::config::Upstream;
 pub enum Authority {
     /// Index into `Config::upstreams`.
     Named(usize),
-    /// A literal address; `host` is what the `Host` header carries.
-    Addr { addr: SocketAddr, host: String },
+    /// A literal address; `host` is what the `Host` header carries (and, over TLS, the name
+    /// verified and sent as SNI).
+    Addr {
+        addr: SocketAddr,
+        host: String,
+        tls: bool,
+    },
 }
 
 /// A parsed integration URI, stage variables already substituted.
@@ -32,12 +38,12 @@ pub fn parse_uri_target(t: &Template, upstreams: &[Upstream]) -> Result<UriTarge
         Some(Piece::Lit(s)) => s.as_str(),
         _ => return Err("must start with http://host".into()),
     };
-    let rest = if let Some(r) = first.strip_prefix("http://") {
-        r
-    } else if first.starts_with("https://") {
-        return Err("https:// integrations are not supported yet (TLS to upstreams is not built in this version)".into());
+    let (rest, tls) = if let Some(r) = first.strip_prefix("http://") {
+        (r, false)
+    } else if let Some(r) = first.strip_prefix("https://") {
+        (r, true)
     } else {
-        return Err("must start with http://".into());
+        return Err("must start with http:// or https://".into());
     };
     let end = rest.find(['/', '?']);
     if end.is_none() && t.pieces.len() > 1 {
@@ -51,18 +57,40 @@ pub fn parse_uri_target(t: &Template, upstreams: &[Upstream]) -> Result<UriTarge
         return Err("has no host".into());
     }
     let authority = if let Some(i) = upstreams.iter().position(|u| u.name == auth) {
-        Authority::Named(i)
-    } else if auth.contains(':') || auth.parse::<std::net::IpAddr>().is_ok() {
-        let with_port = if auth.contains(':') && !auth.ends_with(']') {
+        match (tls, upstreams[i].tls.is_some()) {
+            (true, false) => {
+                return Err(format!(
+                    "https://{auth} needs TLS on upstream {auth:?}: give it tls = {{}} (the system's roots) or tls = {{ ca = \"ca.pem\" }}"
+                ))
+            }
+            (false, true) => {
+                return Err(format!(
+                    "upstream {auth:?} speaks TLS (it has tls): write https://{auth}"
+                ))
+            }
+            _ => Authority::Named(i),
+        }
+    } else if tls || auth.contains(':') || auth.parse::<std::net::IpAddr>().is_ok() {
+        let has_port = auth.rsplit_once(':').is_some_and(|(h, p)| {
+            !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (!h.starts_with('[') || h.ends_with(']'))
+        });
+        let with_port = if has_port {
             auth.to_string()
         } else {
-            format!("{auth}:80")
+            format!("{auth}:{}", if tls { 443 } else { 80 })
         };
         let addr = crate::config::resolve(&with_port)
             .map_err(|e| format!("host {auth:?} does not resolve: {e}"))?;
+        if tls {
+            let host = with_port.rsplit_once(':').map_or(auth, |(h, _)| h);
+            crate::tls::client::server_name(host)?;
+        }
         Authority::Addr {
             addr,
             host: auth.to_string(),
+            tls,
         }
     } else {
         return Err(format!(

@@ -6,6 +6,7 @@
 //! reload (SIGHUP, `POST /reload`, or a certificate file changing on disk) publishes new
 //! configs, new handshakes use them, and connections already open keep theirs.
 
+pub mod client;
 pub mod stream;
 
 use std::path::{Path, PathBuf};

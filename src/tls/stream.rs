@@ -1,5 +1,6 @@
-//! A server-side TLS connection over a monoio `TcpStream`, driven by rustls directly (so the
-//! pipeline can read the SNI name and, later, the client certificate from the session).
+//! A TLS connection over a monoio `TcpStream`, driven by rustls directly (so the pipeline can
+//! read the SNI name and the client certificate from the session): the server side for
+//! listeners ([`TlsConn`]), the client side for upstreams ([`TlsClient`]).
 //!
 //! Ciphertext moves through two owned scratch buffers (monoio reads and writes take their
 //! buffers by value); plaintext is copied out of rustls once, into the connection's buffer.
@@ -7,6 +8,7 @@
 //! the connection then — which is what every caller does on a timeout.
 
 use std::io::{self, BufRead, Write};
+use std::ops::DerefMut;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -16,9 +18,9 @@ use monoio::net::TcpStream;
 /// Ciphertext read per socket read: one maximal TLS record and its header.
 const RECORD: usize = 16 * 1024 + 256;
 
-pub struct TlsConn {
+pub struct TlsStream<C> {
     pub io: TcpStream,
-    pub tls: rustls::ServerConnection,
+    pub tls: C,
     /// Ciphertext read from the socket and not yet given to rustls: `rbuf[rpos..]`.
     rbuf: Vec<u8>,
     rpos: usize,
@@ -29,11 +31,46 @@ fn tls_err(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// A listener's side of a TLS connection.
+pub type TlsConn = TlsStream<rustls::ServerConnection>;
+/// The gateway's side of a TLS connection to an upstream.
+pub type TlsClient = TlsStream<rustls::ClientConnection>;
+
 impl TlsConn {
     /// Runs the server side of the handshake.
     pub async fn accept(io: TcpStream, cfg: Arc<rustls::ServerConfig>) -> io::Result<TlsConn> {
         let tls = rustls::ServerConnection::new(cfg).map_err(tls_err)?;
-        let mut c = TlsConn {
+        TlsStream::handshake(io, tls).await
+    }
+
+    /// The socket, the session and ciphertext read but not yet given to rustls (for HTTP/2,
+    /// which drives the session itself).
+    pub fn into_parts(self) -> (TcpStream, rustls::ServerConnection, Vec<u8>) {
+        let leftover = self.rbuf[self.rpos..].to_vec();
+        (self.io, self.tls, leftover)
+    }
+}
+
+impl TlsClient {
+    /// Runs the client side of the handshake: SNI `name`, the server's chain verified against
+    /// the config's roots and `name`.
+    pub async fn connect(
+        io: TcpStream,
+        cfg: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<TlsClient> {
+        let tls = rustls::ClientConnection::new(cfg, name).map_err(tls_err)?;
+        TlsStream::handshake(io, tls).await
+    }
+}
+
+impl<C, S> TlsStream<C>
+where
+    C: DerefMut<Target = rustls::ConnectionCommon<S>>,
+    S: rustls::SideData,
+{
+    async fn handshake(io: TcpStream, tls: C) -> io::Result<TlsStream<C>> {
+        let mut c = TlsStream {
             io,
             tls,
             rbuf: Vec::with_capacity(RECORD),
@@ -139,13 +176,6 @@ impl TlsConn {
             }
         }
         Ok(())
-    }
-
-    /// The socket, the session and ciphertext read but not yet given to rustls (for HTTP/2,
-    /// which drives the session itself).
-    pub fn into_parts(self) -> (TcpStream, rustls::ServerConnection, Vec<u8>) {
-        let leftover = self.rbuf[self.rpos..].to_vec();
-        (self.io, self.tls, leftover)
     }
 
     /// Sends close_notify, then shuts the TCP write side.

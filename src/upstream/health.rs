@@ -1,7 +1,8 @@
 //! Active health checks, run by the control plane: `GET <path>` to every target of every
 //! upstream that has `health`, every `interval`. A 2xx or 3xx within `timeout` is a success.
 //! `unhealthy_after` failures in a row mark the target down, `healthy_after` successes mark it
-//! up again. Shards read the flag with one relaxed load; nothing locks.
+//! up again. Shards read the flag with one relaxed load; nothing locks. A TLS target is
+//! probed over TLS, verified as requests are: a certificate that fails counts as a failure.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -12,17 +13,31 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::config::Health;
-use crate::http::conn::{read_into, write_all};
 use crate::http::h1;
+use crate::tls::client::UpTls;
+use crate::upstream::UpStream;
 
 /// One probe: `Ok(status)` or why it failed.
-pub async fn probe(addr: SocketAddr, host: &str, h: &Health) -> Result<u16, String> {
+pub async fn probe(
+    addr: SocketAddr,
+    tls: Option<UpTls>,
+    host: &str,
+    h: &Health,
+) -> Result<u16, String> {
     let work = async {
-        let mut s = monoio::net::TcpStream::connect_addr(addr)
+        let tcp = monoio::net::TcpStream::connect_addr(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        let mut s = match tls {
+            None => UpStream::Plain(tcp),
+            Some(t) => UpStream::Tls(Box::new(
+                crate::tls::stream::TlsClient::connect(tcp, t.config, t.name)
+                    .await
+                    .map_err(|e| format!("TLS handshake: {e}"))?,
+            )),
+        };
         let req = format!("GET {} HTTP/1.1\r\nhost: {}\r\nuser-agent: tollgate-health\r\nconnection: close\r\n\r\n", h.path, host);
-        write_all(&mut s, req.into_bytes())
+        s.write_all(req.into_bytes())
             .await
             .map_err(|e| format!("write: {e}"))?;
         let mut buf = BytesMut::with_capacity(4096);
@@ -32,7 +47,7 @@ pub async fn probe(addr: SocketAddr, host: &str, h: &Health) -> Result<u16, Stri
                 Ok(None) => {}
                 Err(_) => return Err("malformed answer".to_string()),
             }
-            match read_into(&mut s, &mut buf).await {
+            match s.read_into(&mut buf).await {
                 Ok(0) => return Err("closed before answering".to_string()),
                 Ok(_) => {}
                 Err(e) => return Err(format!("read: {e}")),
@@ -49,6 +64,7 @@ pub async fn probe(addr: SocketAddr, host: &str, h: &Health) -> Result<u16, Stri
 pub async fn run_checks(
     upstream: String,
     addr: SocketAddr,
+    tls: Option<UpTls>,
     h: Health,
     flag: Arc<AtomicBool>,
     generation: u64,
@@ -57,7 +73,7 @@ pub async fn run_checks(
     let mut ok_run = 0u32;
     let mut fail_run = 0u32;
     while live.get() == generation {
-        let result = probe(addr, &upstream, &h).await;
+        let result = probe(addr, tls.clone(), &upstream, &h).await;
         if live.get() != generation {
             return;
         }

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use monoio::net::TcpStream;
 
 use crate::config::{
@@ -123,8 +124,40 @@ pub fn select(
     })
 }
 
+/// A connection to an upstream target: plain TCP, or TLS on top.
+pub enum UpStream {
+    Plain(TcpStream),
+    Tls(Box<crate::tls::stream::TlsClient>),
+}
+
+impl UpStream {
+    /// Appends what the upstream sent to `buf`; `Ok(0)` at end of stream.
+    pub async fn read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            UpStream::Plain(s) => crate::http::conn::read_into(s, buf).await,
+            UpStream::Tls(t) => {
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(crate::http::conn::READ_CHUNK);
+                }
+                t.read_into(buf).await
+            }
+        }
+    }
+
+    /// Writes all of `data`.
+    pub async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]>>(
+        &mut self,
+        data: B,
+    ) -> std::io::Result<()> {
+        match self {
+            UpStream::Plain(s) => crate::http::conn::write_all(s, data).await,
+            UpStream::Tls(t) => t.write_all(data.as_ref()).await,
+        }
+    }
+}
+
 /// A pooled connection if one is fresh enough, else `None`.
-pub fn checkout(t: &TargetLocal, cfg: &PoolCfg) -> Option<TcpStream> {
+pub fn checkout(t: &TargetLocal, cfg: &PoolCfg) -> Option<UpStream> {
     let mut idle = t.idle.borrow_mut();
     while let Some(c) = idle.pop() {
         if c.since.elapsed() < cfg.keepalive_timeout {
@@ -135,7 +168,7 @@ pub fn checkout(t: &TargetLocal, cfg: &PoolCfg) -> Option<TcpStream> {
 }
 
 /// Parks a connection whose exchange ended cleanly.
-pub fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: TcpStream) {
+pub fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: UpStream) {
     let mut idle = t.idle.borrow_mut();
     if idle.len() < cfg.keepalive {
         idle.push(Idle {
@@ -145,7 +178,31 @@ pub fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: TcpStream) {
     }
 }
 
-/// Opens a new connection within `connect_timeout`.
+/// Opens a new connection to a target (and, for a TLS target, completes the handshake)
+/// within `connect_timeout`. A certificate that does not verify is a 502.
+pub async fn connect_target(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Error> {
+    let tls = t.tls.borrow().clone();
+    let deadline = Instant::now() + timeout;
+    let tcp = connect(t.addr, timeout).await?;
+    let Some(tls) = tls else {
+        return Ok(UpStream::Plain(tcp));
+    };
+    let name = tls.name_text();
+    let hs = crate::tls::stream::TlsClient::connect(tcp, tls.config, tls.name);
+    match monoio::time::timeout_at(deadline.into(), hs).await {
+        Ok(Ok(c)) => Ok(UpStream::Tls(Box::new(c))),
+        Ok(Err(e)) => Err(Error::upstream(
+            Kind::BadGateway,
+            format!("TLS handshake with {} ({name}): {e}", t.addr),
+        )),
+        Err(_) => Err(Error::upstream(
+            Kind::GatewayTimeout,
+            format!("TLS handshake with {} ({name}): timed out", t.addr),
+        )),
+    }
+}
+
+/// Opens a new TCP connection within `connect_timeout`.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Error> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(s)) => {

@@ -18,15 +18,16 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncWriteRent, Splitable};
-use monoio::net::TcpStream;
 
-use super::{checkin, checkout, connect, record_failure, record_success, select, PoolCfg};
+use super::{
+    checkin, checkout, connect_target, record_failure, record_success, select, PoolCfg, UpStream,
+};
 use crate::config::Limits;
 use crate::error::{Error, Kind};
 use crate::gateway::ctx::{BodyState, RequestCtx};
 use crate::gateway::{connection_header, Next};
 use crate::http::body::{ChunkError, ChunkedDecoder};
-use crate::http::conn::{read_into, write_all, Conn, READ_CHUNK};
+use crate::http::conn::{write_all, Conn, READ_CHUNK};
 use crate::http::h1::{self, Framing, HeadError, ResponseHead};
 use crate::http::{has_token, name_eq, Method};
 use crate::route::path::encode_segment;
@@ -262,7 +263,7 @@ pub async fn forward(
 pub struct Exchange {
     target: Rc<TargetLocal>,
     cfg: PoolCfg,
-    up: TcpStream,
+    up: UpStream,
     pub resp: ResponseHead,
     ubuf: BytesMut,
 }
@@ -359,9 +360,14 @@ pub async fn send(
     let mut exclude = None;
     let mut fresh_only = false;
     let mut tries = 0;
+    // When a retry finds no other target, the answer is the failure that caused it.
+    let mut last_err: Option<Error> = None;
     let (target, up, resp, ubuf) = loop {
         tries += 1;
-        let target = select(ss, &integ.dest, ctx, conn.peer, exclude)?;
+        let target = match select(ss, &integ.dest, ctx, conn.peer, exclude) {
+            Ok(t) => t,
+            Err(e) => return Err(last_err.take().unwrap_or(e)),
+        };
         let guard = InFlight::new(target.clone());
         let pooled = if fresh_only {
             None
@@ -371,8 +377,8 @@ pub async fn send(
         let reused = pooled.is_some();
         let mut up = match pooled {
             Some(s) => s,
-            None => match connect(
-                target.addr,
+            None => match connect_target(
+                &target,
                 cfg.connect_timeout
                     .min(deadline.saturating_duration_since(Instant::now())),
             )
@@ -387,6 +393,7 @@ pub async fn send(
                     {
                         tracing::debug!(target_addr = %target.addr, error = %e, "retrying on another target");
                         exclude = Some(target.addr);
+                        last_err = Some(e);
                         continue;
                     }
                     return Err(e);
@@ -549,14 +556,14 @@ pub async fn answer(
 async fn exchange(
     conn: &mut Conn,
     ctx: &mut RequestCtx,
-    up: &mut TcpStream,
+    up: &mut UpStream,
     first: Bytes,
     reused: bool,
     limits: &Limits,
     deadline: Instant,
 ) -> Result<(ResponseHead, BytesMut), Failure> {
     let gone = |what: &str| Error::upstream(Kind::BadGateway, what.to_string());
-    if write_all(up, first).await.is_err() {
+    if up.write_all(first).await.is_err() {
         return Err(if reused {
             Failure::Stale
         } else {
@@ -600,7 +607,7 @@ async fn exchange(
                 Err(HeadError::Malformed(m)) => return Err(Failure::Target(gone(m))),
             }
         }
-        match monoio::time::timeout_at(deadline.into(), read_into(up, &mut ubuf)).await {
+        match monoio::time::timeout_at(deadline.into(), up.read_into(&mut ubuf)).await {
             Err(_) => {
                 return Err(Failure::Target(Error::upstream(
                     Kind::GatewayTimeout,
@@ -638,7 +645,7 @@ fn reserve_for(buf: &mut BytesMut, want: usize) {
 async fn stream_request_body(
     conn: &mut Conn,
     ctx: &RequestCtx,
-    up: &mut TcpStream,
+    up: &mut UpStream,
     limits: &Limits,
 ) -> Result<(), Failure> {
     // A client that stops sending its body is cut after idle_timeout, like an idle one.
@@ -651,7 +658,7 @@ async fn stream_request_body(
             if !conn.buf.is_empty() {
                 let k = remaining.min(conn.buf.len() as u64) as usize;
                 let part = conn.buf.split_to(k).freeze();
-                write_all(up, part).await.map_err(|_| up_gone())?;
+                up.write_all(part).await.map_err(|_| up_gone())?;
                 remaining -= k as u64;
             }
             if remaining == 0 {
@@ -683,7 +690,7 @@ async fn stream_request_body(
                         }
                     };
                     let part = conn.buf.split_to(k).freeze();
-                    write_all(up, part).await.map_err(|_| up_gone())?;
+                    up.write_all(part).await.map_err(|_| up_gone())?;
                 }
                 if dec.is_done() {
                     return Ok(());
@@ -755,7 +762,7 @@ enum Side {
 #[allow(clippy::too_many_arguments)]
 async fn stream_response(
     conn: &mut Conn,
-    up: &mut TcpStream,
+    up: &mut UpStream,
     ubuf: &mut BytesMut,
     mut out: Vec<u8>,
     framing: Framing,
@@ -765,11 +772,11 @@ async fn stream_response(
 ) -> Result<bool, Side> {
     let idle = integ.timeout;
     async fn fill(
-        up: &mut TcpStream,
+        up: &mut UpStream,
         ubuf: &mut BytesMut,
         idle: std::time::Duration,
     ) -> Result<usize, Side> {
-        match monoio::time::timeout(idle, read_into(up, ubuf)).await {
+        match monoio::time::timeout(idle, up.read_into(ubuf)).await {
             Ok(Ok(n)) => Ok(n),
             _ => Err(Side::Upstream),
         }
@@ -885,10 +892,11 @@ async fn stream_response(
 }
 
 /// Relays bytes both ways after a `101 Switching Protocols` until either side closes.
-pub async fn relay(conn: Conn, mut up: TcpStream, from_upstream: Bytes) {
+pub async fn relay(conn: Conn, up: UpStream, from_upstream: Bytes) {
     let Conn { stream, buf, .. } = conn;
-    // Upgrades are refused on TLS connections before they reach the upstream.
-    let crate::http::conn::Stream::Plain(mut stream) = stream else {
+    // Upgrades over TLS (either side) are refused before they reach the upstream.
+    let (crate::http::conn::Stream::Plain(mut stream), UpStream::Plain(mut up)) = (stream, up)
+    else {
         return;
     };
     if !buf.is_empty() && write_all(&mut up, buf.freeze()).await.is_err() {

@@ -1,0 +1,99 @@
+//! TLS to upstreams: one rustls client config per TLS upstream (its CA or the system's roots,
+//! an optional client certificate, ALPN `http/1.1`, an in-memory session cache so pooled
+//! reconnects resume), and the name each target is verified against and sent as SNI.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use rustls::pki_types::ServerName;
+
+/// What connecting to one target over TLS needs.
+#[derive(Clone)]
+pub struct UpTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// SNI and the name the certificate must carry.
+    pub name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for UpTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UpTls({})", self.name.to_str())
+    }
+}
+
+impl UpTls {
+    /// The name as text (pools are keyed by address and name).
+    pub fn name_text(&self) -> String {
+        self.name.to_str().into_owned()
+    }
+}
+
+/// The system's trust store (`/etc/ssl/certs` and friends), read once.
+pub fn system_roots() -> Result<Arc<rustls::RootCertStore>, String> {
+    static ROOTS: OnceLock<Result<Arc<rustls::RootCertStore>, String>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(format!(
+                    "no CA certificates in the system's trust store ({} errors); give ca = \"...\"",
+                    found.errors.len()
+                ));
+            }
+            Ok(Arc::new(roots))
+        })
+        .clone()
+}
+
+/// A client config: `ca` (PEM) or the system's roots; `client` a certificate and key to
+/// present to upstreams that ask for one.
+pub fn client_config(
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = match ca {
+        Some(p) => super::load_roots(p)?,
+        None => system_roots()?,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut cfg = match client {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => {
+            let loaded = super::load_cert(cert, key, false)?;
+            b.with_client_cert_resolver(Arc::new(ClientCert(loaded.key)))
+        }
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Presents the one configured client certificate to every upstream that asks.
+#[derive(Debug)]
+struct ClientCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCert {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The SNI name for a host as written (`api.internal`, `10.0.0.7`, `[::1]`).
+pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(h.to_string())
+        .map_err(|_| format!("{host:?} is not a DNS name or IP address"))
+}

@@ -1,0 +1,302 @@
+//! TLS to upstreams, end to end: a real TLS upstream (rustls, certificates from rcgen) that
+//! reports what it saw — the SNI name, the client certificate, whether the session was
+//! resumed, which connection carried the request — behind a gateway with `tls` upstreams.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::certs::*;
+use common::*;
+use rustls::pki_types::pem::PemObject;
+
+/// A TLS upstream on 127.0.0.1:0 answering every request with JSON about the connection.
+struct TlsUpstream {
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+}
+
+impl TlsUpstream {
+    fn start(ca: &Ca, names: &[&str], client_ca: Option<&Ca>) -> TlsUpstream {
+        let (cert, key, _) = ca.leaf(names, false);
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let b = match client_ca {
+            None => b.with_no_client_auth(),
+            Some(c) => {
+                let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    c.roots(),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                b.with_client_cert_verifier(v)
+            }
+        };
+        let cfg = Arc::new(b.with_single_cert(chain, key).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let c2 = conns.clone();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { break };
+                let id = c2.fetch_add(1, Ordering::SeqCst);
+                let cfg = cfg.clone();
+                std::thread::spawn(move || serve(tcp, cfg, id));
+            }
+        });
+        TlsUpstream { addr, conns }
+    }
+}
+
+fn serve(tcp: std::net::TcpStream, cfg: Arc<rustls::ServerConfig>, id: usize) {
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).ok();
+    let conn = rustls::ServerConnection::new(cfg).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut r = Vec::new();
+    loop {
+        // Read one request head (and a Content-Length body).
+        let mut line = String::new();
+        let mut br = BufReader::new(&mut s);
+        if br.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let target = line.split(' ').nth(1).unwrap_or_default().to_string();
+        let mut len = 0;
+        loop {
+            let mut h = String::new();
+            if br.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h.trim_end().is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        r.resize(len, 0);
+        if br.read_exact(&mut r).is_err() {
+            return;
+        }
+        drop(br);
+        let client_cn = s.conn.peer_certificates().and_then(|c| c.first()).map(|c| {
+            let (_, x) = x509_parser::parse_x509_certificate(c).unwrap();
+            x.subject().to_string()
+        });
+        let body = serde_json::json!({
+            "target": target,
+            "sni": s.conn.server_name(),
+            "client": client_cn,
+            "resumed": s.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            "conn": id,
+        })
+        .to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if s.write_all(resp.as_bytes()).is_err() || s.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// A gateway whose `/{proxy+}` goes to `integration`; `upstreams` is the [[upstreams]] text.
+fn gateway(dir: TempDir, upstreams: &str, integration: &str) -> Result<Gw, String> {
+    let toml = format!(
+        r#"
+[server]
+workers = 1
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+
+[admin]
+addr = "127.0.0.1:0"
+
+{upstreams}
+
+[[apis]]
+name = "api"
+
+  [[apis.stages]]
+  name = "prod"
+
+  [[apis.routes]]
+  route = "ANY /{{proxy+}}"
+  integration = {{ type = "http", uri = "{integration}/{{proxy}}" }}
+
+  [[apis.routes]]
+  route = "GET /local"
+  integration = {{ type = "mock", status = 200, body = "still here" }}
+
+[[domains]]
+host = "*"
+mappings = [{{ base_path = "", api = "api", stage = "prod" }}]
+"#
+    );
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, &toml).unwrap();
+    match tollgate::config::Config::load(&path) {
+        Ok(_) => Ok(Gw::start_in(dir, &toml)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn with_ca(ca: &Ca) -> TempDir {
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("ca.pem"), ca.cert.pem()).unwrap();
+    dir
+}
+
+#[test]
+fn https_upstreams_are_verified_pooled_and_named() {
+    let ca = Ca::new();
+    let up = TlsUpstream::start(&ca, &["upstream.test"], None);
+    let gw = gateway(
+        with_ca(&ca),
+        &format!(
+            "[[upstreams]]\nname = \"secure\"\ntargets = [\"{}\"]\ntls = {{ ca = \"ca.pem\", server_name = \"upstream.test\" }}",
+            up.addr
+        ),
+        "https://secure",
+    )
+    .unwrap();
+    let mut c = Client::connect(gw.addr());
+    for i in 0..3 {
+        let r = c.request(format!("GET /p/{i}?q=1 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        assert_eq!(j["target"], format!("/p/{i}?q=1"));
+        assert_eq!(j["sni"], "upstream.test");
+        assert_eq!(j["client"], serde_json::Value::Null);
+    }
+    // One pooled TLS connection carried all three.
+    assert_eq!(up.conns.load(Ordering::SeqCst), 1);
+    // A POST body goes through too.
+    let r = c.request(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_certificate_that_does_not_verify_is_a_502() {
+    let ca = Ca::new();
+    let other = Ca::new();
+    let up = TlsUpstream::start(&other, &["upstream.test"], None);
+    let named = TlsUpstream::start(&ca, &["upstream.test"], None);
+    let upstreams = format!(
+        "[[upstreams]]\nname = \"wrongca\"\ntargets = [\"{}\"]\ntls = {{ ca = \"ca.pem\", server_name = \"upstream.test\" }}\n\n\
+         [[upstreams]]\nname = \"wrongname\"\ntargets = [\"{}\"]\ntls = {{ ca = \"ca.pem\", server_name = \"other.test\" }}",
+        up.addr, named.addr
+    );
+    let gw = gateway(with_ca(&ca), &upstreams, "https://wrongca").unwrap();
+    let r = get(gw.addr(), "/x");
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("Bad Gateway") || r.json()["message"].is_string());
+    assert_eq!(get(gw.addr(), "/local").text(), "still here");
+    drop(gw);
+    let gw = gateway(with_ca(&ca), &upstreams, "https://wrongname").unwrap();
+    assert_eq!(get(gw.addr(), "/x").status, 502);
+    drop(gw);
+    // A literal https:// address is verified against the system's roots, which do not
+    // know this test CA.
+    let gw = gateway(TempDir::new(), "", &format!("https://{}", named.addr)).unwrap();
+    assert_eq!(get(gw.addr(), "/x").status, 502);
+}
+
+#[test]
+fn client_certificates_are_presented_to_upstreams_that_ask() {
+    let ca = Ca::new();
+    let clients = Ca::new();
+    let up = TlsUpstream::start(&ca, &["upstream.test"], Some(&clients));
+    let dir = with_ca(&ca);
+    let (c, k, _) = clients.leaf(&["gateway.test"], false);
+    write_pair(&dir, "client", &c, &k);
+    let with_cert = format!(
+        "[[upstreams]]\nname = \"m\"\ntargets = [\"{}\"]\ntls = {{ ca = \"ca.pem\", server_name = \"upstream.test\", cert = \"client.pem\", key = \"client.key\" }}",
+        up.addr
+    );
+    let gw = gateway(dir, &with_cert, "https://m").unwrap();
+    let r = get(gw.addr(), "/who");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["client"], "CN=gateway.test");
+    drop(gw);
+    let without = format!(
+        "[[upstreams]]\nname = \"m\"\ntargets = [\"{}\"]\ntls = {{ ca = \"ca.pem\", server_name = \"upstream.test\" }}",
+        up.addr
+    );
+    let gw = gateway(with_ca(&ca), &without, "https://m").unwrap();
+    assert_eq!(get(gw.addr(), "/who").status, 502);
+}
+
+#[test]
+fn new_connections_resume_the_tls_session() {
+    let ca = Ca::new();
+    let up = TlsUpstream::start(&ca, &["upstream.test"], None);
+    // keepalive = 0: every request opens a connection.
+    let gw = gateway(
+        with_ca(&ca),
+        &format!(
+            "[[upstreams]]\nname = \"s\"\ntargets = [\"{}\"]\nkeepalive = 0\ntls = {{ ca = \"ca.pem\", server_name = \"upstream.test\" }}",
+            up.addr
+        ),
+        "https://s",
+    )
+    .unwrap();
+    let first = get(gw.addr(), "/1").json();
+    assert_eq!(first["resumed"], false);
+    for i in 2..5 {
+        let j = get(gw.addr(), &format!("/{i}")).json();
+        assert_eq!(j["resumed"], true, "request {i}: {j}");
+    }
+    assert_eq!(up.conns.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn tls_settings_are_checked_at_load() {
+    let ca = Ca::new();
+    let up = "[[upstreams]]\nname = \"plain\"\ntargets = [\"127.0.0.1:9\"]";
+    let e = gateway(with_ca(&ca), up, "https://plain")
+        .err()
+        .expect("refused");
+    assert!(
+        e.contains("https://plain needs TLS on upstream \"plain\""),
+        "{e}"
+    );
+    let up = "[[upstreams]]\nname = \"s\"\ntargets = [\"127.0.0.1:9\"]\ntls = { ca = \"ca.pem\" }";
+    let e = gateway(with_ca(&ca), up, "http://s")
+        .err()
+        .expect("refused");
+    assert!(e.contains("write https://s"), "{e}");
+    let up =
+        "[[upstreams]]\nname = \"s\"\ntargets = [\"127.0.0.1:9\"]\ntls = { ca = \"missing.pem\" }";
+    let e = gateway(with_ca(&ca), up, "https://s")
+        .err()
+        .expect("refused");
+    assert!(e.contains("upstreams[\"s\"].tls: cannot read"), "{e}");
+    let up = "[[upstreams]]\nname = \"s\"\ntargets = [\"127.0.0.1:9\"]\ntls = { cert = \"c.pem\" }";
+    let e = gateway(with_ca(&ca), up, "https://s")
+        .err()
+        .expect("refused");
+    assert!(e.contains("needs both cert and key"), "{e}");
+    let up = "[[upstreams]]\nname = \"s\"\ntargets = [\"127.0.0.1:9\"]\nprotocol = \"h2\"";
+    let e = gateway(with_ca(&ca), up, "http://s")
+        .err()
+        .expect("refused");
+    assert!(
+        e.contains("upstreams[\"s\"].protocol: not supported yet"),
+        "{e}"
+    );
+}
