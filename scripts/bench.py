@@ -44,7 +44,10 @@ WORKLOADS = {
     "fixed_rate": ("/small", None, [], "h2load --rps, 15k req/s in all, HTTP/1.1"),
     "https_get": ("/small", None, [], "HTTPS GET (TLS 1.3, ECDSA P-256), 13-byte body, 64 keep-alive connections"),
     "h2_get": ("/small", None, [], "HTTP/2 over TLS (h2load: 16 connections x 4 streams), 13-byte body"),
+    "tls_new": ("/small", None, [], "a new TLS connection per request, full handshake (openssl s_time -new, 2 clients)"),
+    "tls_resume": ("/small", None, [], "a new TLS connection per request, resumed session (openssl s_time -reuse, 2 clients)"),
 }
+TLS_WORKLOADS = ("https_get", "h2_get", "tls_new", "tls_resume")
 
 # Set per measurement: "https" when the proxies terminate TLS (https_get, h2_get); H2 when
 # they also offer HTTP/2.
@@ -470,9 +473,28 @@ def run_h2load_h2(port: int, path: str, secs: float) -> dict:
     return {"requests": done, "seconds": secs, "errors": failed, "p50_ms": mean_ms, "p99_ms": 0.0, "p999_ms": 0.0}
 
 
+def run_s_time(port: int, path: str, secs: float, reuse: bool) -> dict:
+    """Handshakes per second: two `openssl s_time` clients, each connecting, fetching `path`
+    and closing in a loop (-new: full handshakes; -reuse: resumed sessions)."""
+    cmd = ["taskset", "-c", CPU_LOAD, "openssl", "s_time", "-connect", f"127.0.0.1:{port}",
+           "-reuse" if reuse else "-new", "-time", str(int(secs)), "-www", path]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    done = resumed = 0
+    for p in procs:
+        out, _ = p.communicate(timeout=secs + 60)
+        resumed += out.count("r")
+        for line in out.splitlines():
+            if "connections in" in line and "real seconds" in line:
+                done += int(line.strip("*r ").split()[0])
+    # s_time prints "r" per resumed connection, "*" per full handshake.
+    if reuse and resumed < 0.9 * done:
+        raise RuntimeError(f"only {resumed} of {done} connections resumed their session")
+    return {"requests": done, "seconds": secs, "errors": 0, "p50_ms": 0.0, "p99_ms": 0.0, "p999_ms": 0.0}
+
+
 def measure(system: str, tmp: Path, backend_port: int, backend_pid: int, workload: str, secs: float, conns: int) -> dict:
     global SCHEME, H2
-    SCHEME = "https" if workload in ("https_get", "h2_get") else "http"
+    SCHEME = "https" if workload in TLS_WORKLOADS else "http"
     H2 = workload == "h2_get"
     if SCHEME == "https" and system not in TLS_SYSTEMS:
         raise RuntimeError("no TLS setup for this system in the harness (yet)")
@@ -496,6 +518,8 @@ def measure(system: str, tmp: Path, backend_port: int, backend_pid: int, workloa
             r = run_h2load(tmp, port, path, secs, 15000)
         elif workload == "h2_get":
             r = run_h2load_h2(port, path, secs)
+        elif workload in ("tls_new", "tls_resume"):
+            r = run_s_time(port, path, secs, workload == "tls_resume")
         else:
             r = run_wrk(tmp, port, path, script, extra, secs, conns)
         c1 = cpu_ns(pid)

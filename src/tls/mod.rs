@@ -308,14 +308,30 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Builds a listener's server config: TLS 1.2 and 1.3 with rustls' safe defaults, SNI, ALPN
-/// (HTTP/1.1 until HTTP/2 is built), session tickets and a session cache for resumption.
+/// The listeners' provider: ring, with AES-128-GCM ahead of AES-256-GCM (BoringSSL's and Go's
+/// order). Its TLS 1.3 key schedule runs on SHA-256, which CPUs accelerate, where AES-256's
+/// SHA-384 runs in software: that was a tenth of a resumed handshake's CPU.
+fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::CipherSuite as C;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|s| match s.suite() {
+        C::TLS13_AES_128_GCM_SHA256 => 0,
+        C::TLS13_AES_256_GCM_SHA384 => 1,
+        C::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 3,
+        _ => 4,
+    });
+    Arc::new(p)
+}
+
+/// Builds a listener's server config: TLS 1.2 and 1.3 with rustls' safe defaults, the
+/// server's cipher order, SNI, ALPN, session tickets and a session cache for resumption.
 pub fn server_config(
     resolver: SniResolver,
     alpn: &[String],
     mtls: Option<&crate::config::Mtls>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let b = rustls::ServerConfig::builder_with_provider(provider())
+    let b = rustls::ServerConfig::builder_with_provider(server_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let b = match mtls.and_then(|m| m.roots.clone().map(|r| (m, r))) {
@@ -331,6 +347,7 @@ pub fn server_config(
         }
     };
     let mut cfg = b.with_cert_resolver(Arc::new(resolver));
+    cfg.ignore_client_order = true;
     cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
