@@ -647,6 +647,10 @@ name = "api"
   route = "ANY /{{proxy+}}"
   integration = {{ type = "http", uri = "http://{up}/{{proxy}}" }}
 
+  [[apis.routes]]
+  route = "GET /whoami"
+  integration = {{ type = "mock", status = 200, body = "dn=${{context.identity.clientCert.subjectDN}} ip=${{context.identity.sourceIp}}" }}
+
 [[domains]]
 host = "*"
 mappings = [{{ base_path = "", api = "api", stage = "prod" }}]
@@ -773,4 +777,14 @@ fn mtls_client_certificates_reach_the_upstream_over_h2() {
     assert_eq!((ver.as_str(), code.as_str()), ("2", "200"));
     let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["headers"]["x-client-subject"], "CN=client-a.test");
+    // Templates read the certificate too ($context.identity.clientCert).
+    let id = [
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let (_, code, body) = curl(&gw, &ca_path, "/whoami", &id);
+    assert_eq!(code, "200");
+    assert_eq!(body, "dn=CN=client-a.test ip=127.0.0.1");
 }

@@ -111,6 +111,20 @@ impl RequestCtx {
         }
     }
 
+    /// What templates may name for this request; `source_ip` is the client's address.
+    pub fn vars<'a>(
+        &'a self,
+        source_ip: &'a str,
+        escape: crate::gateway::template::Escape,
+    ) -> crate::gateway::template::Vars<'a> {
+        crate::gateway::template::Vars {
+            request_id: self.request_id.as_str(),
+            source_ip,
+            client_cert: self.client_cert.as_ref().and_then(|c| c.fields.as_deref()),
+            escape,
+        }
+    }
+
     /// The decoded value of path variable `i`, segments joined with '/'.
     pub fn path_var(&self, i: usize, mut each: impl FnMut(&str, bool)) {
         let (Some(c), Some(st)) = (self.captures.get(i), self.stage) else {

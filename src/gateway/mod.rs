@@ -30,6 +30,7 @@ use crate::shard::{Shard, ShardSnap};
 use crate::snapshot::{IntegrationRt, MockIntegration};
 use crate::throttle::lease::{Decision, Lease};
 use ctx::{BodyState, RequestCtx, RequestId};
+use template::Escape;
 
 /// What the connection does after a request.
 pub enum Next {
@@ -686,29 +687,37 @@ async fn answer_mock(
     let body_ok = skip_unread_body(conn, ctx);
     let keep = ctx.head.keep_alive && body_ok && !draining;
     let mut body = Vec::new();
-    m.body.render(&mut body, ctx.request_id.as_str(), |i, out| {
-        ctx.path_var(i, |s, more| {
-            out.extend_from_slice(s.as_bytes());
-            if more {
-                out.push(b'/');
-            }
-        })
-    });
+    m.body.render(
+        &mut body,
+        &ctx.vars(&conn.peer_ip, Escape::Raw),
+        |i, out| {
+            ctx.path_var(i, |s, more| {
+                out.extend_from_slice(s.as_bytes());
+                if more {
+                    out.push(b'/');
+                }
+            })
+        },
+    );
     let mut out = Vec::with_capacity(256 + body.len());
     ctx.status = m.status;
     status_line(&mut out, ctx.head.minor, m.status);
     for (name, t) in &m.headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        t.render(&mut out, ctx.request_id.as_str(), |i, o| {
-            ctx.path_var(i, |s, more| {
-                // Header values cannot carry CR/LF; decoded path text could.
-                o.extend(s.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
-                if more {
-                    o.push(b'/');
-                }
-            })
-        });
+        t.render(
+            &mut out,
+            &ctx.vars(&conn.peer_ip, Escape::Header),
+            |i, o| {
+                ctx.path_var(i, |s, more| {
+                    // Header values cannot carry CR/LF; decoded path text could.
+                    o.extend(s.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
+                    if more {
+                        o.push(b'/');
+                    }
+                })
+            },
+        );
         out.extend_from_slice(b"\r\n");
     }
     let _ = write!(

@@ -1,5 +1,8 @@
 //! String templates used by integrations: `${stageVariables.NAME}`, `${context.requestId}`,
-//! `${request.path.NAME}` and `{NAME}` (a path variable of the route).
+//! `${context.identity.sourceIp}`, `${context.identity.clientCert.FIELD}` (mutual TLS:
+//! `subjectDN`, `issuerDN`, `serialNumber`, `validity.notBefore`, `validity.notAfter`,
+//! `clientCertPem`, and `fingerprint`, `sans`), `${request.path.NAME}` and `{NAME}` (a path
+//! variable of the route).
 //!
 //! A template is parsed once at load into pieces; stage variables are substituted when the
 //! snapshot is compiled (they are fixed per stage), so at request time only path variables
@@ -13,6 +16,44 @@ pub enum Piece {
     /// Index into the route's path variables.
     PathVar(usize),
     RequestId,
+    SourceIp,
+    ClientCert(crate::tls::CertField),
+}
+
+/// How an identity value (a certificate field) is written where it lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// Percent-encoded (a URI path or query).
+    Uri,
+    /// CR and LF dropped (a header value).
+    Header,
+    /// As it is (a body).
+    Raw,
+}
+
+/// The request-time values a template may name.
+pub struct Vars<'a> {
+    pub request_id: &'a str,
+    pub source_ip: &'a str,
+    /// The verified client certificate's fields (`CertField as usize`), if any.
+    pub client_cert: Option<&'a [String]>,
+    pub escape: Escape,
+}
+
+/// The `${context.identity.clientCert.*}` names, as Amazon API Gateway spells them.
+fn cert_field(name: &str) -> Option<crate::tls::CertField> {
+    use crate::tls::CertField as F;
+    Some(match name {
+        "subjectDN" => F::SubjectDN,
+        "issuerDN" => F::IssuerDN,
+        "serialNumber" => F::SerialNumber,
+        "validity.notBefore" => F::NotBefore,
+        "validity.notAfter" => F::NotAfter,
+        "clientCertPem" => F::ClientCertPem,
+        "fingerprint" => F::Fingerprint,
+        "sans" => F::Sans,
+        _ => return None,
+    })
 }
 
 /// A parsed template.
@@ -49,6 +90,16 @@ impl Template {
                     Piece::StageVar(v.to_string())
                 } else if name == "context.requestId" {
                     Piece::RequestId
+                } else if name == "context.identity.sourceIp" {
+                    Piece::SourceIp
+                } else if let Some(f) = name.strip_prefix("context.identity.clientCert.") {
+                    Piece::ClientCert(cert_field(f).ok_or_else(|| {
+                        format!(
+                            "unknown field ${{context.identity.clientCert.{f}}}: allowed are \
+                             subjectDN, issuerDN, serialNumber, validity.notBefore, \
+                             validity.notAfter, clientCertPem, fingerprint, sans"
+                        )
+                    })?)
                 } else if let Some(p) = name.strip_prefix("request.path.") {
                     let idx = params.iter().position(|n| n == p).ok_or_else(|| {
                         format!("${{request.path.{p}}} names no path variable of the route")
@@ -57,7 +108,8 @@ impl Template {
                 } else {
                     return Err(format!(
                         "unknown variable ${{{name}}}: allowed are ${{stageVariables.NAME}}, \
-                         ${{context.requestId}}, ${{request.path.NAME}}"
+                         ${{context.requestId}}, ${{context.identity.sourceIp}}, \
+                         ${{context.identity.clientCert.FIELD}}, ${{request.path.NAME}}"
                     ));
                 };
                 if !lit.is_empty() {
@@ -127,21 +179,50 @@ impl Template {
         }
     }
 
-    /// Renders into `out`; `path_var(i, out)` writes path variable `i`.
+    /// Renders into `out`; `path_var(i, out)` writes path variable `i`. A certificate field
+    /// of a request without a certificate renders as nothing.
     pub fn render(
         &self,
         out: &mut Vec<u8>,
-        request_id: &str,
+        vars: &Vars<'_>,
         mut path_var: impl FnMut(usize, &mut Vec<u8>),
     ) {
         for p in &self.pieces {
             match p {
                 Piece::Lit(s) => out.extend_from_slice(s.as_bytes()),
                 Piece::PathVar(i) => path_var(*i, out),
-                Piece::RequestId => out.extend_from_slice(request_id.as_bytes()),
+                Piece::RequestId => out.extend_from_slice(vars.request_id.as_bytes()),
+                Piece::SourceIp => out.extend_from_slice(vars.source_ip.as_bytes()),
+                Piece::ClientCert(f) => {
+                    let v = vars
+                        .client_cert
+                        .and_then(|c| c.get(*f as usize))
+                        .map(String::as_str)
+                        .unwrap_or_default();
+                    match vars.escape {
+                        Escape::Uri => encode_strict(v, out),
+                        Escape::Header => {
+                            out.extend(v.bytes().filter(|b| *b != b'\r' && *b != b'\n'))
+                        }
+                        Escape::Raw => out.extend_from_slice(v.as_bytes()),
+                    }
+                }
                 // Substituted at compile time; an unresolved one renders as nothing.
                 Piece::StageVar(_) => {}
             }
+        }
+    }
+}
+
+/// Percent-encodes all but RFC 3986 unreserved characters: safe in a path segment and in a
+/// query value alike (a DN's `=`, `,` and `&` cannot add parameters).
+fn encode_strict(v: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in v.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         }
     }
 }
@@ -195,8 +276,50 @@ mod tests {
         assert_eq!(t.as_literal(), Some(r#"{"message":"Not Found"}"#));
         let t = Template::parse(r#"{"id":"{petId}"}"#, &params(), UnknownBraces::Literal).unwrap();
         let mut out = Vec::new();
-        t.render(&mut out, "rid", |_, o| o.extend_from_slice(b"7"));
+        let vars = Vars {
+            request_id: "rid",
+            source_ip: "10.0.0.1",
+            client_cert: None,
+            escape: Escape::Raw,
+        };
+        t.render(&mut out, &vars, |_, o| o.extend_from_slice(b"7"));
         assert_eq!(out, br#"{"id":"7"}"#);
+    }
+
+    #[test]
+    fn identity_values_are_escaped_for_where_they_land() {
+        let t = Template::parse(
+            "/who/${context.identity.clientCert.subjectDN}?ip=${context.identity.sourceIp}",
+            &params(),
+            UnknownBraces::Error,
+        )
+        .unwrap();
+        let mut fields = vec![String::new(); crate::tls::CertField::ALL.len()];
+        fields[crate::tls::CertField::SubjectDN as usize] = "CN=a b,O=x".into();
+        let mut vars = Vars {
+            request_id: "rid",
+            source_ip: "10.0.0.1",
+            client_cert: Some(&fields),
+            escape: Escape::Uri,
+        };
+        let mut out = Vec::new();
+        t.render(&mut out, &vars, |_, _| {});
+        assert_eq!(out, b"/who/CN%3Da%20b%2CO%3Dx?ip=10.0.0.1");
+        vars.escape = Escape::Raw;
+        out.clear();
+        t.render(&mut out, &vars, |_, _| {});
+        assert_eq!(out, b"/who/CN=a b,O=x?ip=10.0.0.1");
+        vars.client_cert = None;
+        out.clear();
+        t.render(&mut out, &vars, |_, _| {});
+        assert_eq!(out, b"/who/?ip=10.0.0.1");
+        let e = Template::parse(
+            "${context.identity.clientCert.colour}",
+            &params(),
+            UnknownBraces::Literal,
+        )
+        .unwrap_err();
+        assert!(e.contains("allowed are subjectDN"), "{e}");
     }
 
     #[test]

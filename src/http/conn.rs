@@ -112,6 +112,9 @@ pub struct Conn {
 pub struct ClientCertHeaders {
     pub lines: Rc<[u8]>,
     pub names: Rc<[String]>,
+    /// Every field of the verified certificate (`CertField as usize`), for templates'
+    /// `${context.identity.clientCert.*}`; None when the client sent none.
+    pub fields: Option<Rc<[String]>>,
 }
 
 /// Appends what the socket has to `buf`; `Ok(0)` at end of stream.
@@ -209,7 +212,6 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
         .get(listener)
         .and_then(|l| l.tls.as_ref())
         .and_then(|t| t.mtls.as_ref())
-        .filter(|m| !m.headers.is_empty())
         .map(|m| m.headers.clone());
     let handshake_timeout = ss.snap.limits.header_timeout;
     let h2c = ss
@@ -248,15 +250,19 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
     };
     let client_cert = match (&stream, mtls) {
         (Stream::Tls(t), Some(fields)) => {
-            let lines = t
+            let values = t
                 .tls
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .map(|c| crate::tls::client_cert_headers(c, &fields))
+                .map(|c| crate::tls::cert_fields(c));
+            let lines = values
+                .as_deref()
+                .map(|v| crate::tls::client_cert_headers(v, &fields))
                 .unwrap_or_default();
             Some(ClientCertHeaders {
                 lines: Rc::from(lines),
                 names: fields.into_iter().map(|(n, _)| n).collect(),
+                fields: values.map(Rc::from),
             })
         }
         _ => None,

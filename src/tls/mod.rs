@@ -159,6 +159,17 @@ pub enum CertField {
 }
 
 impl CertField {
+    pub const ALL: [CertField; 8] = [
+        CertField::SubjectDN,
+        CertField::IssuerDN,
+        CertField::SerialNumber,
+        CertField::Fingerprint,
+        CertField::Sans,
+        CertField::NotBefore,
+        CertField::NotAfter,
+        CertField::ClientCertPem,
+    ];
+
     pub const HELP: &'static str = "one of subjectDN, issuerDN, serialNumber, fingerprint, sans, notBefore, notAfter, clientCertPem";
 
     pub fn parse(s: &str) -> Option<CertField> {
@@ -176,16 +187,16 @@ impl CertField {
     }
 }
 
-/// Renders the configured headers for a verified client certificate, once per connection.
-/// Values never contain CR or LF.
-pub fn client_cert_headers(der: &[u8], fields: &[(String, CertField)]) -> Vec<u8> {
+/// Every field of a verified client certificate, indexed by `CertField as usize`; computed
+/// once per connection.
+pub fn cert_fields(der: &[u8]) -> Vec<String> {
     use sha2::Digest;
-    let mut out = Vec::new();
     let Ok((_, x)) = x509_parser::parse_x509_certificate(der) else {
-        return out;
+        return vec![String::new(); CertField::ALL.len()];
     };
-    for (name, f) in fields {
-        let v = match f {
+    CertField::ALL
+        .iter()
+        .map(|f| match f {
             CertField::SubjectDN => x.subject().to_string(),
             CertField::IssuerDN => x.issuer().to_string(),
             CertField::SerialNumber => x.raw_serial_as_string().replace(':', ""),
@@ -206,8 +217,7 @@ pub fn client_cert_headers(der: &[u8], fields: &[(String, CertField)]) -> Vec<u8
             CertField::NotBefore => x.validity().not_before.to_string(),
             CertField::NotAfter => x.validity().not_after.to_string(),
             CertField::ClientCertPem => {
-                let pem = rustls_pki_types::CertificateDer::from(der.to_vec());
-                let b64 = base64_pem(pem.as_ref());
+                let b64 = base64_pem(der);
                 b64.bytes()
                     .map(|b| match b {
                         b'\n' => "%0A".to_string(),
@@ -219,10 +229,19 @@ pub fn client_cert_headers(der: &[u8], fields: &[(String, CertField)]) -> Vec<u8
                     })
                     .collect()
             }
-        };
+        })
+        .map(|v: String| v.replace(['\r', '\n'], ""))
+        .collect()
+}
+
+/// Renders the configured headers from a certificate's fields, once per connection.
+/// Values never contain CR or LF.
+pub fn client_cert_headers(values: &[String], fields: &[(String, CertField)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, f) in fields {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend(v.bytes().filter(|&b| b != b'\r' && b != b'\n'));
+        out.extend_from_slice(values[*f as usize].as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out

@@ -25,6 +25,7 @@ use super::{
 use crate::config::Limits;
 use crate::error::{Error, Kind};
 use crate::gateway::ctx::{BodyState, RequestCtx};
+use crate::gateway::template::Escape;
 use crate::gateway::{connection_header, Next};
 use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::conn::{write_all, Conn, READ_CHUNK};
@@ -127,7 +128,7 @@ pub fn request_head_with(
     let mut has_query = false;
     integ
         .path
-        .render(&mut out, ctx.request_id.as_str(), |i, o| {
+        .render(&mut out, &ctx.vars(peer_ip, Escape::Uri), |i, o| {
             ctx.path_var(i, |s, more| {
                 encode_segment(s, o);
                 if more {
@@ -208,7 +209,7 @@ pub fn request_head_with(
     for (name, t) in &integ.headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        t.render(&mut out, ctx.request_id.as_str(), |i, o| {
+        t.render(&mut out, &ctx.vars(peer_ip, Escape::Header), |i, o| {
             ctx.path_var(i, |s, _| {
                 o.extend(s.bytes().filter(|b| *b != b'\r' && *b != b'\n'))
             })
