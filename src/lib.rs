@@ -8,28 +8,32 @@
 //! - [`runtime`]: shard threads, CPU pinning, io_uring/epoll runtimes, accept loops.
 //! - [`listener`]: `SO_REUSEPORT` sockets, one per shard per listener.
 //! - [`shard`]: per-core state: adopted snapshot, upstream pools, drain signal.
-//! - [`http`]: HTTP/1.1 heads, chunked bodies, the client connection loop.
+//! - [`http`]: HTTP/1.1 heads, chunked bodies, the client connection loop; HTTP/2 (`h2`),
+//!   whose streams run the same pipeline.
 //! - [`route`]: domain and base-path resolution, path normalisation, the route trie.
 //! - [`gateway`]: the request pipeline and the one place errors become answers.
-//! - [`upstream`]: target selection, keep-alive pools, the proxy, health checks.
+//! - [`upstream`]: target selection, keep-alive pools (plain or TLS), the proxy, health
+//!   checks.
 //! - [`throttle`]: token buckets (GCRA on one atomic word), per-shard leases, quotas.
 //! - [`auth`]: API key hashing, generation and the key table shards look keys up in.
 //! - [`cache`]: the stage response cache: key, freshness (gateway and RFC 9111 modes),
 //!   byte-bounded segments (quick_cache), single-flight coalescing.
-//! - [`tls`]: rustls server configs, certificate loading, SNI, client certificates, and the
-//!   TLS stream over a monoio socket.
+//! - [`tls`]: rustls server configs, certificate loading, SNI, client certificates, client
+//!   configs for upstreams, and the TLS stream over a monoio socket (both sides).
 //! - [`error`]: the error type and its mapping to HTTP statuses.
 //! - [`metrics`]: per-shard counters, published without atomics on the request path.
 //!
 //! # Request lifecycle
-//! accept (shard's own socket) → TLS handshake on TLS listeners (`tls`) → read and parse
-//! the head (`http::conn`, `http::h1`) → (`redirect_https` listeners: 308) →
+//! accept (shard's own socket) → TLS handshake on TLS listeners (`tls`); ALPN `h2` (or the
+//! h2c preface) hands the connection to `http::h2`, whose every stream becomes a head the
+//! steps below see as any other → read and parse the head (`http::conn`, `http::h1`) →
+//! (`redirect_https` listeners: 308) →
 //! check the declared body size → normalise the path → resolve API and stage (host, base
 //! path) → match the route (trie) → API key (403) → throttles: key + route, key, route,
 //! stage, gateway (429) → quota (429) → [resource policies, validation: later] → cache
 //! (`gateway::cached`: hit, or one coalesced fetch that is stored as it streams) →
-//! integration: mock answer, or proxy upstream with the body streaming both ways → keep the
-//! connection or close it. Errors at any phase become one JSON answer in `gateway`.
+//! integration: mock answer, or proxy upstream (plain or TLS, pooled) with the body
+//! streaming both ways → keep the connection or close it. Errors at any phase become one JSON answer in `gateway`.
 
 #![deny(unsafe_code)]
 
