@@ -189,14 +189,6 @@ pub fn share(rate: Rate, nodes: u64) -> Rate {
 pub type HealthRegistry = AHashMap<(String, SocketAddr), Arc<AtomicBool>>;
 
 impl Compiled {
-    /// Whether requests to `dest` go over TLS.
-    pub fn dest_is_tls(&self, dest: &Dest) -> bool {
-        match dest {
-            Dest::Upstream(u) => self.upstreams[*u].cfg.tls.is_some(),
-            Dest::Literal(i) => self.literal_targets[*i].tls.is_some(),
-        }
-    }
-
     /// Compiles a validated config. `health` carries the health flags of targets that exist
     /// in both the old and the new config, so a reload does not forget a dead target.
     pub fn compile(

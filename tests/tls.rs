@@ -261,23 +261,40 @@ fn plain_listener_redirects_to_https() {
 }
 
 #[test]
-fn websocket_upgrade_over_tls_is_refused_clearly() {
-    let s = setup("");
-    let cfg = client_config(s.ca.roots(), false);
-    let tcp = TcpStream::connect(https(&s.gw)).unwrap();
+fn websocket_upgrades_relay_over_tls() {
+    let up = Upstream::start(|_| Action::UpgradeEcho);
+    let ca = Ca::new();
+    let dir = TempDir::new();
+    let (c, k, _) = ca.leaf(&["default.test"], false);
+    write_pair(&dir, "default", &c, &k);
+    let gw = Gw::start_in(dir, &conf(up.addr, "", ""));
+    let cfg = client_config(ca.roots(), false);
+    let tcp = TcpStream::connect(https(&gw)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let conn =
-        rustls::ClientConnection::new(cfg, ServerName::try_from("api.test").unwrap()).unwrap();
+        rustls::ClientConnection::new(cfg, ServerName::try_from("default.test").unwrap()).unwrap();
     let mut t = rustls::StreamOwned::new(conn, tcp);
+    // The first frame rides with the upgrade request: it must reach the upstream after it.
     t.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: default.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nfirst",
     )
     .unwrap();
+    let mut got = Vec::new();
     let mut buf = [0u8; 512];
-    let n = t.read(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
-    assert!(text.starts_with("HTTP/1.1 501"), "{text}");
-    assert_eq!(s.up.count(), 0);
+    while !got.ends_with(b"first") {
+        let n = t.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    for msg in [&b"hello over wss"[..], &[0u8, 1, 2, 255][..]] {
+        t.write_all(msg).unwrap();
+        let mut echo = vec![0u8; msg.len()];
+        t.read_exact(&mut echo).unwrap();
+        assert_eq!(echo, msg);
+    }
+    assert_eq!(up.count(), 1);
 }
 
 #[test]

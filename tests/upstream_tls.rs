@@ -73,6 +73,7 @@ fn serve(tcp: std::net::TcpStream, cfg: Arc<rustls::ServerConfig>, id: usize) {
         }
         let target = line.split(' ').nth(1).unwrap_or_default().to_string();
         let mut len = 0;
+        let mut upgrade = false;
         loop {
             let mut h = String::new();
             if br.read_line(&mut h).unwrap_or(0) == 0 {
@@ -81,15 +82,35 @@ fn serve(tcp: std::net::TcpStream, cfg: Arc<rustls::ServerConfig>, id: usize) {
             if h.trim_end().is_empty() {
                 break;
             }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            let lower = h.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
                 len = v.trim().parse().unwrap_or(0);
             }
+            upgrade |= lower.starts_with("upgrade:");
         }
         r.resize(len, 0);
         if br.read_exact(&mut r).is_err() {
             return;
         }
         drop(br);
+        if upgrade {
+            // 101, then echo whatever comes, over TLS.
+            let _ = s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            );
+            let _ = s.flush();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() || s.flush().is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
         let client_cn = s.conn.peer_certificates().and_then(|c| c.first()).map(|c| {
             let (_, x) = x509_parser::parse_x509_certificate(c).unwrap();
             x.subject().to_string()
@@ -262,6 +283,31 @@ fn new_connections_resume_the_tls_session() {
         assert_eq!(j["resumed"], true, "request {i}: {j}");
     }
     assert_eq!(up.conns.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn websocket_upgrades_relay_to_tls_upstreams() {
+    let ca = Ca::new();
+    let up = TlsUpstream::start(&ca, &["upstream.test"], None);
+    let gw = gateway(
+        with_ca(&ca),
+        &format!(
+            "[[upstreams]]\nname = \"ws\"\ntargets = [\"{}\"]\ntls = {{ ca = \"ca.pem\", server_name = \"upstream.test\" }}",
+            up.addr
+        ),
+        "https://ws",
+    )
+    .unwrap();
+    let mut c = Client::connect(gw.addr());
+    c.send(b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let r = c.read_response(true).unwrap();
+    assert_eq!(r.status, 101);
+    for msg in [&b"ping over TLS"[..], &[9u8; 3000][..]] {
+        c.send(msg);
+        let mut echo = vec![0u8; msg.len()];
+        c.read_exact(&mut echo);
+        assert_eq!(echo, msg);
+    }
 }
 
 #[test]

@@ -91,12 +91,6 @@ async fn run_phases(
 ) -> Result<Next, Error> {
     let snap = &ss.snap;
     check_body_size(ctx, snap.limits.max_body)?;
-    if ctx.head.upgrade && ctx.https {
-        return Err(Error::downstream(
-            Kind::NotImplemented("WebSocket upgrades on TLS listeners are not supported yet"),
-            "upgrade over TLS",
-        ));
-    }
     normalise_path(ctx)?;
     let api = resolve_stage(ss, conn.listener, ctx)?;
     let route = match_route(ss, api, ctx)?;
@@ -109,12 +103,6 @@ async fn run_phases(
     let r = &snap.apis[api].routes[route];
     match (&r.per_stage[stage], &r.cache[stage]) {
         (IntegrationRt::Mock(m), _) => answer_mock(conn, ctx, m, shard.drain.is_on()).await,
-        (IntegrationRt::Http(h), _) if ctx.head.upgrade && snap.dest_is_tls(&h.dest) => {
-            Err(Error::downstream(
-                Kind::NotImplemented("WebSocket upgrades to TLS upstreams are not supported yet"),
-                "upgrade to a TLS upstream",
-            ))
-        }
         (IntegrationRt::Http(h), Some(p)) => {
             let authorized = key.is_some();
             cached::serve(shard, ss, conn, ctx, h, p, api, authorized).await

@@ -8,6 +8,7 @@ pub mod body;
 pub mod conn;
 pub mod h1;
 pub mod h2;
+pub mod pollio;
 pub mod write;
 
 /// The methods a route can name. Anything else is still forwarded (for `ANY` routes and

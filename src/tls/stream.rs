@@ -42,13 +42,6 @@ impl TlsConn {
         let tls = rustls::ServerConnection::new(cfg).map_err(tls_err)?;
         TlsStream::handshake(io, tls).await
     }
-
-    /// The socket, the session and ciphertext read but not yet given to rustls (for HTTP/2,
-    /// which drives the session itself).
-    pub fn into_parts(self) -> (TcpStream, rustls::ServerConnection, Vec<u8>) {
-        let leftover = self.rbuf[self.rpos..].to_vec();
-        (self.io, self.tls, leftover)
-    }
 }
 
 impl TlsClient {
@@ -69,6 +62,13 @@ where
     C: DerefMut<Target = rustls::ConnectionCommon<S>>,
     S: rustls::SideData,
 {
+    /// The socket, the session and ciphertext read but not yet given to rustls (for HTTP/2
+    /// and relays, which drive the session themselves).
+    pub fn into_parts(self) -> (TcpStream, C, Vec<u8>) {
+        let leftover = self.rbuf[self.rpos..].to_vec();
+        (self.io, self.tls, leftover)
+    }
+
     async fn handshake(io: TcpStream, tls: C) -> io::Result<TlsStream<C>> {
         let mut c = TlsStream {
             io,

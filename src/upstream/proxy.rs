@@ -892,14 +892,43 @@ async fn stream_response(
     }
 }
 
-/// Relays bytes both ways after a `101 Switching Protocols` until either side closes.
+/// Relays bytes both ways after a `101 Switching Protocols` until either side closes. Plain
+/// to plain uses monoio's copy on split sockets; when either side is TLS, both become
+/// poll-style streams (`PollIo`) and tokio's `copy_bidirectional` moves the bytes.
 pub async fn relay(conn: Conn, up: UpStream, from_upstream: Bytes) {
+    use crate::http::conn::Stream;
+    use crate::http::pollio::PollIo;
     let Conn { stream, buf, .. } = conn;
-    // Upgrades over TLS (either side) are refused before they reach the upstream.
-    let (crate::http::conn::Stream::Plain(mut stream), UpStream::Plain(mut up)) = (stream, up)
-    else {
-        return;
-    };
+    match (stream, up) {
+        (Stream::Plain(s), UpStream::Plain(u)) => relay_plain(s, u, buf, from_upstream).await,
+        (stream, up) => {
+            let mut client = match stream {
+                Stream::Plain(s) => PollIo::plain(s, buf.freeze()),
+                Stream::Tls(t) => {
+                    let (tcp, tls, left) = t.into_parts();
+                    PollIo::tls(tcp, tls.into(), left, buf.freeze())
+                }
+                // HTTP/2 streams never carry an upgrade.
+                Stream::H2(_) => return,
+            };
+            let mut upstream = match up {
+                UpStream::Plain(u) => PollIo::plain(u, from_upstream),
+                UpStream::Tls(t) => {
+                    let (tcp, tls, left) = t.into_parts();
+                    PollIo::tls(tcp, tls.into(), left, from_upstream)
+                }
+            };
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        }
+    }
+}
+
+async fn relay_plain(
+    mut stream: monoio::net::TcpStream,
+    mut up: monoio::net::TcpStream,
+    buf: BytesMut,
+    from_upstream: Bytes,
+) {
     if !buf.is_empty() && write_all(&mut up, buf.freeze()).await.is_err() {
         return;
     }

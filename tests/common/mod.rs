@@ -287,6 +287,11 @@ impl Client {
         matches!(self.reader.read(&mut b), Ok(0) | Err(_))
     }
 
+    /// Reads exactly `buf.len()` bytes (after a protocol switch).
+    pub fn read_exact(&mut self, buf: &mut [u8]) {
+        self.reader.read_exact(buf).expect("read");
+    }
+
     /// Reads whatever arrives until EOF.
     pub fn read_to_end(&mut self) -> Vec<u8> {
         let mut v = Vec::new();

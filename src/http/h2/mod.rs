@@ -9,10 +9,10 @@
 //! capped by `limits.max_header_bytes`; bodies by `limits.max_body` per stream. The
 //! connection's first frames must arrive within `header_timeout`; with no stream open for
 //! `idle_timeout` it is closed with GOAWAY NO_ERROR, as on drain. Floods of control frames,
-//! resets or CONTINUATIONs end it with GOAWAY ENHANCE_YOUR_CALM ([`io::FrameWatch`]).
+//! resets or CONTINUATIONs end it with GOAWAY ENHANCE_YOUR_CALM ([`watch::FrameWatch`]).
 
-pub mod io;
 pub mod stream;
+pub mod watch;
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
@@ -28,10 +28,11 @@ use monoio::net::TcpStream;
 
 use crate::http::conn::{ClientCertHeaders, Conn, Stream};
 use crate::http::h1;
+use crate::http::pollio::PollIo;
 use crate::metrics::Counter;
 use crate::shard::Shard;
-use io::{Flood, H2Io, Signal};
 use stream::{H2Stream, Out};
+use watch::{Flood, FrameWatch, Signal};
 
 /// The client connection preface (RFC 9113 3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -77,9 +78,13 @@ pub async fn serve(shard: Rc<Shard>, transport: Transport, info: ConnInfo) {
     drop(ss);
     let signal = Rc::new(Signal::default());
     let io = match transport {
-        Transport::Plain(tcp, prefix) => H2Io::plain(tcp, prefix, &cfg, signal.clone()),
-        Transport::Tls(t) => H2Io::tls(*t, &cfg, signal.clone()),
+        Transport::Plain(tcp, prefix) => PollIo::plain(tcp, prefix),
+        Transport::Tls(t) => {
+            let (tcp, tls, leftover) = t.into_parts();
+            PollIo::tls(tcp, tls.into(), leftover, Bytes::new())
+        }
     };
+    let io = io.watched(FrameWatch::new(&cfg), signal.clone());
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(cfg.max_concurrent_streams)

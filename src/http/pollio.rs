@@ -1,24 +1,22 @@
-//! The bytes under an HTTP/2 connection: the `h2` crate wants tokio's poll-style
-//! `AsyncRead`/`AsyncWrite`; monoio's sockets take owned buffers. [`H2Io`] bridges them with
-//! one read and one write in flight at a time, each an owned future holding its socket half
-//! and its buffer (no borrowed state across an await, no unsafe). TLS, when there is any, is
-//! rustls' session driven in memory between the two.
+//! A monoio socket (plain, or TLS as either side) as tokio's poll-style `AsyncRead` and
+//! `AsyncWrite`, for what is written against them: the `h2` crate, and the byte relay after
+//! a protocol switch (`tokio::io::copy_bidirectional`) when either side is TLS.
 //!
-//! Writes are write-behind: a `poll_write` copies the frames (all of a vectored write, so a
-//! DATA frame's header and payload leave in one `write`) and reports them taken; the next
-//! write or flush waits for that one to finish, which is the backpressure.
+//! [`PollIo`] keeps one read and one write in flight at a time, each an owned future holding
+//! its socket half and its buffer (no borrowed state across an await, no unsafe). TLS, when
+//! there is any, is rustls' session driven in memory between the two, so reads and writes
+//! proceed independently. Writes are write-behind: a `poll_write` copies the bytes (all of a
+//! vectored write, so a DATA frame's header and payload leave in one `write`) and reports them
+//! taken; the next write or flush waits for that one to finish, which is the backpressure.
 //!
-//! Every byte the client sends passes [`FrameWatch`], which reads frame headers only and
-//! counts the frames that floods are made of (PING, SETTINGS, PRIORITY, empty DATA,
-//! RST_STREAM, CONTINUATION). Past a limit it stops handing bytes to h2 and raises the flag
-//! that makes the connection loop send GOAWAY ENHANCE_YOUR_CALM.
+//! An HTTP/2 connection also passes every byte it reads through the flood watch
+//! ([`crate::http::h2::watch::FrameWatch`]).
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,7 +26,7 @@ use monoio::io::{
 use monoio::net::TcpStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::config::Http2;
+use crate::http::h2::watch::{FrameWatch, Signal};
 
 type Op<T> = Pin<Box<dyn Future<Output = T>>>;
 type Rd = OwnedReadHalf<TcpStream>;
@@ -43,176 +41,8 @@ const READ_SIZE: usize = 16 * 1024 + 256;
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 << 10;
 
-/// A flood the watch caught.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flood {
-    /// PING, SETTINGS, PRIORITY or empty DATA frames past the bucket.
-    Control,
-    /// RST_STREAM frames past the bucket (rapid reset).
-    Reset,
-    /// Too many CONTINUATION frames in one header block.
-    Continuation,
-}
-
-/// State the I/O shares with the connection loop: the flood flag and the loop's waker.
-#[derive(Default)]
-pub struct Signal {
-    pub flood: Cell<Option<Flood>>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl Signal {
-    pub fn register(&self, w: &Waker) {
-        self.waker.set(Some(w.clone()));
-    }
-
-    pub fn wake(&self) {
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-}
-
-/// A token bucket counted in frames.
-struct Bucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: u32, burst: u32) -> Bucket {
-        Bucket {
-            tokens: burst as f64,
-            rate: rate as f64,
-            burst: burst as f64,
-            at: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        if self.tokens < 1.0 {
-            let now = Instant::now();
-            let dt = now.duration_since(self.at).as_secs_f64();
-            self.at = now;
-            self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        }
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// Follows the client's frame boundaries and counts what floods are made of.
-pub struct FrameWatch {
-    /// Client preface bytes still to skip.
-    preface: usize,
-    head: [u8; 9],
-    head_len: usize,
-    /// Payload bytes of the current frame still to skip.
-    payload: usize,
-    /// Inside a header block (HEADERS without END_HEADERS, then CONTINUATIONs).
-    continuations: Option<u32>,
-    max_continuations: u32,
-    control: Bucket,
-    resets: Bucket,
-}
-
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const PRIORITY: u8 = 2;
-const RST_STREAM: u8 = 3;
-const SETTINGS: u8 = 4;
-const PUSH_PROMISE: u8 = 5;
-const PING: u8 = 6;
-const CONTINUATION: u8 = 9;
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-
-impl FrameWatch {
-    pub fn new(cfg: &Http2) -> FrameWatch {
-        FrameWatch {
-            preface: crate::http::h2::PREFACE.len(),
-            head: [0; 9],
-            head_len: 0,
-            payload: 0,
-            continuations: None,
-            max_continuations: cfg.max_continuation_frames,
-            control: Bucket::new(cfg.control_frames_per_second, cfg.control_frames_burst),
-            resets: Bucket::new(cfg.resets_per_second, cfg.resets_burst),
-        }
-    }
-
-    /// Scans bytes as they arrive; a flood stops the scan.
-    pub fn scan(&mut self, mut b: &[u8]) -> Result<(), Flood> {
-        while !b.is_empty() {
-            if self.preface > 0 {
-                let k = self.preface.min(b.len());
-                self.preface -= k;
-                b = &b[k..];
-            } else if self.payload > 0 {
-                let k = self.payload.min(b.len());
-                self.payload -= k;
-                b = &b[k..];
-            } else {
-                let k = (9 - self.head_len).min(b.len());
-                self.head[self.head_len..self.head_len + k].copy_from_slice(&b[..k]);
-                self.head_len += k;
-                b = &b[k..];
-                if self.head_len == 9 {
-                    self.head_len = 0;
-                    self.frame()?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn frame(&mut self) -> Result<(), Flood> {
-        let h = self.head;
-        let len = (h[0] as usize) << 16 | (h[1] as usize) << 8 | h[2] as usize;
-        let (kind, flags) = (h[3], h[4]);
-        self.payload = len;
-        let control = match kind {
-            PING | SETTINGS => flags & ACK == 0,
-            PRIORITY => true,
-            DATA => len == 0 && flags & END_STREAM == 0,
-            _ => false,
-        };
-        if control && !self.control.take() {
-            return Err(Flood::Control);
-        }
-        if kind == RST_STREAM && !self.resets.take() {
-            return Err(Flood::Reset);
-        }
-        match kind {
-            HEADERS | PUSH_PROMISE => {
-                self.continuations = (flags & END_HEADERS == 0).then_some(0);
-            }
-            CONTINUATION => {
-                if let Some(n) = self.continuations.as_mut() {
-                    *n += 1;
-                    if *n > self.max_continuations {
-                        return Err(Flood::Continuation);
-                    }
-                }
-                if flags & END_HEADERS != 0 {
-                    self.continuations = None;
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
-/// The transport under one HTTP/2 connection.
-pub struct H2Io {
+/// A socket as tokio's `AsyncRead + AsyncWrite`.
+pub struct PollIo {
     rd: Option<Rd>,
     wr: Option<Wr>,
     reading: Option<ReadOp>,
@@ -223,25 +53,28 @@ pub struct H2Io {
     rpos: usize,
     /// A spare write buffer, reused.
     spare: Vec<u8>,
-    /// Bytes read before HTTP/2 was chosen (h2c prior knowledge), handed over first.
+    /// Bytes already read (the h2c preface, a client's bytes after its upgrade request, an
+    /// upstream's after its 101), handed over first.
     prefix: Bytes,
-    tls: Option<Box<rustls::ServerConnection>>,
+    tls: Option<Box<rustls::Connection>>,
     eof: bool,
-    watch: FrameWatch,
-    signal: Rc<Signal>,
+    watch: Option<(FrameWatch, Rc<Signal>)>,
     /// A flood was caught: nothing more is read.
     stopped: bool,
 }
 
-/// Lets `b` through the watch; on a flood, stops reading and tells the connection loop (the
-/// read then stays pending: an empty read would read as the end of the stream).
+/// Lets `b` through the watch, if there is one; on a flood, stops reading and tells the
+/// connection loop (the read then stays pending: an empty read would read as the end of the
+/// stream).
 fn check(
-    watch: &mut FrameWatch,
-    signal: &Signal,
+    watch: &mut Option<(FrameWatch, Rc<Signal>)>,
     stopped: &mut bool,
     cx: &Context<'_>,
     b: &[u8],
 ) -> bool {
+    let Some((watch, signal)) = watch.as_mut() else {
+        return true;
+    };
     if let Err(f) = watch.scan(b) {
         *stopped = true;
         signal.flood.set(Some(f));
@@ -252,28 +85,34 @@ fn check(
     true
 }
 
-impl H2Io {
-    pub fn plain(io: TcpStream, prefix: Bytes, cfg: &Http2, signal: Rc<Signal>) -> H2Io {
-        H2Io::new(io, prefix, None, Vec::new(), cfg, signal)
+impl PollIo {
+    /// A plain socket; `prefix` is read first.
+    pub fn plain(io: TcpStream, prefix: Bytes) -> PollIo {
+        PollIo::new(io, prefix, None, Vec::new())
     }
 
-    pub fn tls(t: crate::tls::stream::TlsConn, cfg: &Http2, signal: Rc<Signal>) -> H2Io {
-        let (io, tls, leftover) = t.into_parts();
-        H2Io::new(io, Bytes::new(), Some(Box::new(tls)), leftover, cfg, signal)
+    /// A TLS connection, either side, with the ciphertext already read but not yet given to
+    /// rustls; `prefix` is plaintext read first.
+    pub fn tls(io: TcpStream, tls: rustls::Connection, leftover: Vec<u8>, prefix: Bytes) -> PollIo {
+        PollIo::new(io, prefix, Some(Box::new(tls)), leftover)
+    }
+
+    /// Passes everything read through an HTTP/2 flood watch.
+    pub fn watched(mut self, watch: FrameWatch, signal: Rc<Signal>) -> PollIo {
+        self.watch = Some((watch, signal));
+        self
     }
 
     fn new(
         io: TcpStream,
         prefix: Bytes,
-        tls: Option<Box<rustls::ServerConnection>>,
+        tls: Option<Box<rustls::Connection>>,
         leftover: Vec<u8>,
-        cfg: &Http2,
-        signal: Rc<Signal>,
-    ) -> H2Io {
+    ) -> PollIo {
         let (rd, wr) = io.into_split();
         let mut rbuf = Vec::with_capacity(READ_SIZE);
         rbuf.extend_from_slice(&leftover);
-        H2Io {
+        PollIo {
             rd: Some(rd),
             wr: Some(wr),
             reading: None,
@@ -285,8 +124,7 @@ impl H2Io {
             prefix,
             tls,
             eof: false,
-            watch: FrameWatch::new(cfg),
-            signal,
+            watch: None,
             stopped: false,
         }
     }
@@ -353,7 +191,7 @@ impl H2Io {
     }
 }
 
-impl AsyncRead for H2Io {
+impl AsyncRead for PollIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -370,7 +208,7 @@ impl AsyncRead for H2Io {
             if !me.prefix.is_empty() {
                 let k = me.prefix.len().min(out.remaining());
                 let b = me.prefix.split_to(k);
-                if !check(&mut me.watch, &me.signal, &mut me.stopped, cx, &b) {
+                if !check(&mut me.watch, &mut me.stopped, cx, &b) {
                     return Poll::Pending;
                 }
                 out.put_slice(&b);
@@ -381,7 +219,7 @@ impl AsyncRead for H2Io {
                 match tls.reader().read(dst) {
                     Ok(0) => return Poll::Ready(Ok(())),
                     Ok(n) => {
-                        if !check(&mut me.watch, &me.signal, &mut me.stopped, cx, &dst[..n]) {
+                        if !check(&mut me.watch, &mut me.stopped, cx, &dst[..n]) {
                             return Poll::Pending;
                         }
                         out.advance(n);
@@ -399,7 +237,7 @@ impl AsyncRead for H2Io {
             } else if me.rpos < me.rbuf.len() {
                 let k = (me.rbuf.len() - me.rpos).min(out.remaining());
                 let b = &me.rbuf[me.rpos..me.rpos + k];
-                if !check(&mut me.watch, &me.signal, &mut me.stopped, cx, b) {
+                if !check(&mut me.watch, &mut me.stopped, cx, b) {
                     return Poll::Pending;
                 }
                 out.put_slice(b);
@@ -452,7 +290,7 @@ impl AsyncRead for H2Io {
     }
 }
 
-impl AsyncWrite for H2Io {
+impl AsyncWrite for PollIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -542,7 +380,7 @@ impl AsyncWrite for H2Io {
     }
 }
 
-impl Drop for H2Io {
+impl Drop for PollIo {
     /// Lingers: reads and discards what the client still sends for a moment, so that it
     /// reads the last frames (a GOAWAY) instead of a reset.
     fn drop(&mut self) {
