@@ -779,10 +779,14 @@ pub fn start_health_checks(compiled: &Compiled, generation: u64, live: &Rc<Cell<
     for u in &compiled.upstreams {
         let Some(h) = &u.cfg.health else { continue };
         for (i, addr) in u.cfg.targets.iter().enumerate() {
+            let target = crate::upstream::health::Probe {
+                upstream: u.cfg.name.clone(),
+                addr: *addr,
+                tls: u.tls[i].clone(),
+                h2: u.cfg.h2,
+            };
             monoio::spawn(crate::upstream::health::run_checks(
-                u.cfg.name.clone(),
-                *addr,
-                u.tls[i].clone(),
+                target,
                 h.clone(),
                 u.healthy[i].clone(),
                 generation,

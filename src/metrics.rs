@@ -39,9 +39,11 @@ pub enum Counter {
     H2FloodControl,
     H2FloodReset,
     H2FloodContinuation,
+    /// HTTP/2 connections closed gracefully (GOAWAY NO_ERROR): idle or draining.
+    H2Goaways,
 }
 
-const N: usize = 18;
+const N: usize = 19;
 
 impl Counter {
     const ALL: [Counter; N] = [
@@ -63,6 +65,7 @@ impl Counter {
         Counter::H2FloodControl,
         Counter::H2FloodReset,
         Counter::H2FloodContinuation,
+        Counter::H2Goaways,
     ];
 
     /// (metric name, label) for the export.
@@ -86,6 +89,7 @@ impl Counter {
             Counter::H2FloodControl => ("http2_floods_total", "kind=\"control\""),
             Counter::H2FloodReset => ("http2_floods_total", "kind=\"reset\""),
             Counter::H2FloodContinuation => ("http2_floods_total", "kind=\"continuation\""),
+            Counter::H2Goaways => ("http2_goaways_total", ""),
         }
     }
 

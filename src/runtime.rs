@@ -181,6 +181,12 @@ async fn shard_main(spec: ShardSpec) {
             "drain timeout: closing connections still open"
         );
     }
+    // Upstream connections go too; HTTP/2 ones say goodbye first (briefly).
+    shard.release_upstreams();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while crate::upstream::h2::drivers() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Decrements the connection counts when a connection task ends.

@@ -86,15 +86,21 @@ pub struct Idle {
     pub since: Instant,
 }
 
-/// A target's identity across reloads: its address and, over TLS, the name it is verified
-/// against.
-type TargetKey = (SocketAddr, Option<String>);
+/// A target's identity across reloads: its address, over TLS the name it is verified
+/// against, and whether it speaks HTTP/2.
+type TargetKey = (SocketAddr, Option<String>, bool);
 
 /// One upstream target as this shard sees it.
 pub struct TargetLocal {
     pub addr: SocketAddr,
     /// TLS to this target (the config is replaced on reload; pooled connections stay).
     pub tls: RefCell<Option<crate::tls::client::UpTls>>,
+    /// Spoken to over HTTP/2 (`protocol = "h2"`), through one shared connection.
+    pub h2: Cell<bool>,
+    pub h2_conn: RefCell<Option<h2::client::SendRequest<bytes::Bytes>>>,
+    /// A connection is being opened; requests that need one wait here.
+    pub h2_opening: Cell<bool>,
+    pub h2_waiters: RefCell<Vec<std::task::Waker>>,
     /// Idle keep-alive connections, most recently used last (LIFO reuse keeps few warm).
     pub idle: RefCell<Vec<Idle>>,
     /// Requests in flight from this shard (least_request).
@@ -110,6 +116,10 @@ impl TargetLocal {
         Rc::new(TargetLocal {
             addr,
             tls: RefCell::new(None),
+            h2: Cell::new(false),
+            h2_conn: RefCell::new(None),
+            h2_opening: Cell::new(false),
+            h2_waiters: RefCell::new(Vec::new()),
             idle: RefCell::new(Vec::new()),
             inflight: Cell::new(0),
             fails: Cell::new(0),
@@ -262,6 +272,15 @@ impl Shard {
 
     /// The snapshot to serve the next request with; adopts a newer one if published.
     /// One relaxed load when nothing changed.
+    /// On drain, after the last client connection: drops pooled upstream connections and the
+    /// HTTP/2 connections' handles (their drivers then end and close the sockets).
+    pub fn release_upstreams(&self) {
+        for t in self.targets.borrow().values() {
+            t.h2_conn.borrow_mut().take();
+            t.idle.borrow_mut().clear();
+        }
+    }
+
     pub fn snapshot(&self) -> Rc<ShardSnap> {
         // Acquire (a plain load on x86): a snapshot published before an admin answer is seen by
         // any request that follows it.
@@ -278,13 +297,14 @@ impl Shard {
     fn adopt(&self, snap: Arc<Snapshot>) {
         let mut targets = self.targets.borrow_mut();
         // A target is its address and, over TLS, the name it is verified against.
-        let mut get = |a: SocketAddr, tls: &Option<crate::tls::client::UpTls>| {
-            let key = (a, tls.as_ref().map(|t| t.name_text()));
+        let mut get = |a: SocketAddr, tls: &Option<crate::tls::client::UpTls>, h2: bool| {
+            let key = (a, tls.as_ref().map(|t| t.name_text()), h2);
             let t = targets
                 .entry(key)
                 .or_insert_with(|| TargetLocal::new(a))
                 .clone();
             *t.tls.borrow_mut() = tls.clone();
+            t.h2.set(h2);
             t
         };
         let upstreams = snap
@@ -296,7 +316,7 @@ impl Shard {
                     .targets
                     .iter()
                     .zip(&u.tls)
-                    .map(|(a, tls)| get(*a, tls))
+                    .map(|(a, tls)| get(*a, tls, u.cfg.h2))
                     .collect(),
                 rr: Cell::new(self.id),
             })
@@ -304,10 +324,10 @@ impl Shard {
         let literals = snap
             .literal_targets
             .iter()
-            .map(|l| get(l.addr, &l.tls))
+            .map(|l| get(l.addr, &l.tls, false))
             .collect();
         // Targets no longer named anywhere lose their pools.
-        let used: Vec<(SocketAddr, Option<String>)> = snap
+        let used: Vec<TargetKey> = snap
             .upstreams
             .iter()
             .flat_map(|u| {
@@ -315,12 +335,12 @@ impl Shard {
                     .targets
                     .iter()
                     .zip(&u.tls)
-                    .map(|(a, t)| (*a, t.as_ref().map(|t| t.name_text())))
+                    .map(|(a, t)| (*a, t.as_ref().map(|t| t.name_text()), u.cfg.h2))
             })
             .chain(
                 snap.literal_targets
                     .iter()
-                    .map(|l| (l.addr, l.tls.as_ref().map(|t| t.name_text()))),
+                    .map(|l| (l.addr, l.tls.as_ref().map(|t| t.name_text()), false)),
             )
             .collect();
         targets.retain(|a, _| used.contains(a));

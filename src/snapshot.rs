@@ -304,7 +304,9 @@ impl Compiled {
                                             },
                                         );
                                         Some(UpTls {
-                                            config: crate::tls::client::client_config(None, None)?,
+                                            config: crate::tls::client::client_config(
+                                                None, None, false,
+                                            )?,
                                             name: crate::tls::client::server_name(h)?,
                                         })
                                     } else {

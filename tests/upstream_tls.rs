@@ -337,12 +337,4 @@ fn tls_settings_are_checked_at_load() {
         .err()
         .expect("refused");
     assert!(e.contains("needs both cert and key"), "{e}");
-    let up = "[[upstreams]]\nname = \"s\"\ntargets = [\"127.0.0.1:9\"]\nprotocol = \"h2\"";
-    let e = gateway(with_ca(&ca), up, "http://s")
-        .err()
-        .expect("refused");
-    assert!(
-        e.contains("upstreams[\"s\"].protocol: not supported yet"),
-        "{e}"
-    );
 }

@@ -283,6 +283,9 @@ pub struct Upstream {
     pub hosts: Vec<String>,
     /// TLS to the targets (`https://NAME/...` integrations).
     pub tls: Option<UpstreamTls>,
+    /// `protocol = "h2"`: one multiplexed HTTP/2 connection per target per shard (over TLS
+    /// with ALPN h2, or h2c with prior knowledge).
+    pub h2: bool,
     pub balance: Balance,
     pub keepalive: usize,
     #[serde(serialize_with = "ser_duration")]
@@ -1383,6 +1386,7 @@ impl Validator {
         key: &str,
         t: file::UpstreamTlsFile,
         base: &Path,
+        h2: bool,
     ) -> Option<UpstreamTls> {
         let ca = t.ca.map(|c| base.join(c));
         let cert = t.cert.map(|c| base.join(c));
@@ -1405,7 +1409,7 @@ impl Validator {
             }
         }
         let client = cert.as_deref().zip(k.as_deref());
-        match crate::tls::client::client_config(ca.as_deref(), client) {
+        match crate::tls::client::client_config(ca.as_deref(), client, h2) {
             Ok(c) => Some(UpstreamTls {
                 ca,
                 server_name: t.server_name,
@@ -1423,14 +1427,17 @@ impl Validator {
     fn upstream(&mut self, i: usize, u: file::UpstreamFile, base: &Path) -> Upstream {
         let key = item("upstreams", i, u.name.as_ref());
         let name = self.name(&format!("{key}.name"), u.name);
-        match u.protocol.as_deref() {
-            None | Some("http/1.1") => {}
-            Some("h2") => self.unsupported(&format!("{key}.protocol"), "HTTP/2 to upstreams"),
-            Some(p) => self.bad(&format!("{key}.protocol"), p, "\"http/1.1\""),
-        }
+        let h2 = match u.protocol.as_deref() {
+            None | Some("http/1.1") => false,
+            Some("h2") => true,
+            Some(p) => {
+                self.bad(&format!("{key}.protocol"), p, "\"http/1.1\" or \"h2\"");
+                false
+            }
+        };
         let tls = u
             .tls
-            .and_then(|t| self.upstream_tls(&format!("{key}.tls"), t, base));
+            .and_then(|t| self.upstream_tls(&format!("{key}.tls"), t, base, h2));
         let mut hosts = Vec::new();
         let mut targets = Vec::new();
         match u.targets {
@@ -1539,6 +1546,7 @@ impl Validator {
             targets,
             hosts,
             tls,
+            h2,
             balance,
             keepalive: self.int_in(
                 &format!("{key}.keepalive"),

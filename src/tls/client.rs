@@ -1,6 +1,7 @@
 //! TLS to upstreams: one rustls client config per TLS upstream (its CA or the system's roots,
-//! an optional client certificate, ALPN `http/1.1`, an in-memory session cache so pooled
-//! reconnects resume), and the name each target is verified against and sent as SNI.
+//! an optional client certificate, ALPN `http/1.1` or `h2` as the upstream's `protocol` says,
+//! an in-memory session cache so pooled reconnects resume), and the name each target is
+//! verified against and sent as SNI.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -52,6 +53,7 @@ pub fn system_roots() -> Result<Arc<rustls::RootCertStore>, String> {
 pub fn client_config(
     ca: Option<&Path>,
     client: Option<(&Path, &Path)>,
+    h2: bool,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
     let roots = match ca {
         Some(p) => super::load_roots(p)?,
@@ -69,7 +71,11 @@ pub fn client_config(
             b.with_client_cert_resolver(Arc::new(ClientCert(loaded.key)))
         }
     };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
     Ok(Arc::new(cfg))
 }
 

@@ -21,6 +21,7 @@ use crate::upstream::UpStream;
 pub async fn probe(
     addr: SocketAddr,
     tls: Option<UpTls>,
+    h2: bool,
     host: &str,
     h: &Health,
 ) -> Result<u16, String> {
@@ -28,6 +29,9 @@ pub async fn probe(
         let tcp = monoio::net::TcpStream::connect_addr(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        if h2 {
+            return probe_h2(tcp, tls, host, h).await;
+        }
         let mut s = match tls {
             None => UpStream::Plain(tcp),
             Some(t) => UpStream::Tls(Box::new(
@@ -60,20 +64,72 @@ pub async fn probe(
     }
 }
 
+/// A probe over HTTP/2 (`protocol = "h2"` upstreams): one stream on a fresh connection.
+async fn probe_h2(
+    tcp: monoio::net::TcpStream,
+    tls: Option<UpTls>,
+    host: &str,
+    h: &Health,
+) -> Result<u16, String> {
+    use crate::http::pollio::PollIo;
+    let https = tls.is_some();
+    let io = match tls {
+        None => PollIo::plain(tcp, bytes::Bytes::new()),
+        Some(t) => {
+            let c = crate::tls::stream::TlsClient::connect(tcp, t.config, t.name)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            let (tcp, session, left) = c.into_parts();
+            PollIo::tls(tcp, session.into(), left, bytes::Bytes::new())
+        }
+    };
+    let mut sender = crate::upstream::h2::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+    let uri = format!(
+        "{}://{host}{}",
+        if https { "https" } else { "http" },
+        h.path
+    );
+    let req = http::Request::get(uri)
+        .header("user-agent", "tollgate-health")
+        .body(())
+        .map_err(|e| e.to_string())?;
+    std::future::poll_fn(|cx| sender.poll_ready(cx))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (resp, _) = sender.send_request(req, true).map_err(|e| e.to_string())?;
+    let resp = resp.await.map_err(|e| e.to_string())?;
+    Ok(resp.status().as_u16())
+}
+
+/// One target to check: its upstream's name (the probe's Host), address, and how to talk
+/// to it.
+pub struct Probe {
+    pub upstream: String,
+    pub addr: SocketAddr,
+    pub tls: Option<UpTls>,
+    pub h2: bool,
+}
+
 /// Checks one target until `live` says this configuration generation is gone.
 pub async fn run_checks(
-    upstream: String,
-    addr: SocketAddr,
-    tls: Option<UpTls>,
+    target: Probe,
     h: Health,
     flag: Arc<AtomicBool>,
     generation: u64,
     live: Rc<Cell<u64>>,
 ) {
+    let Probe {
+        upstream,
+        addr,
+        tls,
+        h2,
+    } = target;
     let mut ok_run = 0u32;
     let mut fail_run = 0u32;
     while live.get() == generation {
-        let result = probe(addr, tls.clone(), &upstream, &h).await;
+        let result = probe(addr, tls.clone(), h2, &upstream, &h).await;
         if live.get() != generation {
             return;
         }

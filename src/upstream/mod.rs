@@ -6,6 +6,7 @@
 //! atomic load) or when this shard saw `max_fails` consecutive failures within
 //! `fail_timeout` (nginx's passive health). With no usable target the answer is 503.
 
+pub mod h2;
 pub mod health;
 pub mod proxy;
 
@@ -128,6 +129,8 @@ pub fn select(
 pub enum UpStream {
     Plain(TcpStream),
     Tls(Box<crate::tls::stream::TlsClient>),
+    /// A stream on the target's shared HTTP/2 connection.
+    H2(Box<h2::H2Up>),
 }
 
 impl UpStream {
@@ -141,6 +144,7 @@ impl UpStream {
                 }
                 t.read_into(buf).await
             }
+            UpStream::H2(s) => s.read_into(buf).await,
         }
     }
 
@@ -152,12 +156,19 @@ impl UpStream {
         match self {
             UpStream::Plain(s) => crate::http::conn::write_all(s, data).await,
             UpStream::Tls(t) => t.write_all(data.as_ref()).await,
+            UpStream::H2(s) => s.write(data.as_ref()).await,
         }
     }
 }
 
 /// A pooled connection if one is fresh enough, else `None`.
 pub fn checkout(t: &TargetLocal, cfg: &PoolCfg) -> Option<UpStream> {
+    if t.h2.get() {
+        // HTTP/2: a new stream on the shared connection, if there is one.
+        let sender = t.h2_conn.borrow().clone()?;
+        let tls = t.tls.borrow().is_some();
+        return Some(UpStream::H2(Box::new(h2::H2Up::new(sender, tls))));
+    }
     let mut idle = t.idle.borrow_mut();
     while let Some(c) = idle.pop() {
         if c.since.elapsed() < cfg.keepalive_timeout {
@@ -169,6 +180,10 @@ pub fn checkout(t: &TargetLocal, cfg: &PoolCfg) -> Option<UpStream> {
 
 /// Parks a connection whose exchange ended cleanly.
 pub fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: UpStream) {
+    if matches!(stream, UpStream::H2(_)) {
+        // The connection stays shared; the stream is done.
+        return;
+    }
     let mut idle = t.idle.borrow_mut();
     if idle.len() < cfg.keepalive {
         idle.push(Idle {
@@ -181,15 +196,54 @@ pub fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: UpStream) {
 /// Opens a new connection to a target (and, for a TLS target, completes the handshake)
 /// within `connect_timeout`. A certificate that does not verify is a 502.
 pub async fn connect_target(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Error> {
+    if t.h2.get() {
+        // One HTTP/2 connection per target: requests that find one being opened wait for it.
+        if t.h2_opening.get() {
+            std::future::poll_fn(|cx| {
+                if t.h2_opening.get() {
+                    t.h2_waiters.borrow_mut().push(cx.waker().clone());
+                    std::task::Poll::Pending
+                } else {
+                    std::task::Poll::Ready(())
+                }
+            })
+            .await;
+            if let Some(sender) = t.h2_conn.borrow().clone() {
+                let tls = t.tls.borrow().is_some();
+                return Ok(UpStream::H2(Box::new(h2::H2Up::new(sender, tls))));
+            }
+        }
+        t.h2_opening.set(true);
+        let r = connect_new(t, timeout).await;
+        t.h2_opening.set(false);
+        for w in t.h2_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+        return r;
+    }
+    connect_new(t, timeout).await
+}
+
+async fn connect_new(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Error> {
     let tls = t.tls.borrow().clone();
     let deadline = Instant::now() + timeout;
     let tcp = connect(t.addr, timeout).await?;
     let Some(tls) = tls else {
+        if t.h2.get() {
+            let io = crate::http::pollio::PollIo::plain(tcp, bytes::Bytes::new());
+            return h2_open(t, io, deadline, false).await;
+        }
         return Ok(UpStream::Plain(tcp));
     };
     let name = tls.name_text();
     let hs = crate::tls::stream::TlsClient::connect(tcp, tls.config, tls.name);
     match monoio::time::timeout_at(deadline.into(), hs).await {
+        Ok(Ok(c)) if t.h2.get() => {
+            let (tcp, session, left) = c.into_parts();
+            let io =
+                crate::http::pollio::PollIo::tls(tcp, session.into(), left, bytes::Bytes::new());
+            h2_open(t, io, deadline, true).await
+        }
         Ok(Ok(c)) => Ok(UpStream::Tls(Box::new(c))),
         Ok(Err(e)) => Err(Error::upstream(
             Kind::BadGateway,
@@ -198,6 +252,29 @@ pub async fn connect_target(t: &TargetLocal, timeout: Duration) -> Result<UpStre
         Err(_) => Err(Error::upstream(
             Kind::GatewayTimeout,
             format!("TLS handshake with {} ({name}): timed out", t.addr),
+        )),
+    }
+}
+
+/// Runs the HTTP/2 handshake on a new connection and makes it the target's shared one.
+async fn h2_open(
+    t: &TargetLocal,
+    io: crate::http::pollio::PollIo,
+    deadline: Instant,
+    tls: bool,
+) -> Result<UpStream, Error> {
+    match monoio::time::timeout_at(deadline.into(), h2::handshake(io)).await {
+        Ok(Ok(sender)) => {
+            *t.h2_conn.borrow_mut() = Some(sender.clone());
+            Ok(UpStream::H2(Box::new(h2::H2Up::new(sender, tls))))
+        }
+        Ok(Err(e)) => Err(Error::upstream(
+            Kind::BadGateway,
+            format!("HTTP/2 handshake with {}: {e}", t.addr),
+        )),
+        Err(_) => Err(Error::upstream(
+            Kind::GatewayTimeout,
+            format!("HTTP/2 handshake with {}: timed out", t.addr),
         )),
     }
 }

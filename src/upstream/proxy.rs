@@ -917,6 +917,8 @@ pub async fn relay(conn: Conn, up: UpStream, from_upstream: Bytes) {
                     let (tcp, tls, left) = t.into_parts();
                     PollIo::tls(tcp, tls.into(), left, from_upstream)
                 }
+                // Upgrades are refused before they reach an HTTP/2 upstream.
+                UpStream::H2(_) => return,
             };
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         }

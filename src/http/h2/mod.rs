@@ -178,6 +178,7 @@ pub async fn serve(shard: Rc<Shard>, transport: Transport, info: ConnInfo) {
                 going = true;
             }
             Event::Idle | Event::Drain => {
+                shard.metrics.add(Counter::H2Goaways);
                 h2c.graceful_shutdown();
                 going = true;
             }

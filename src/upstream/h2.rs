@@ -1,0 +1,290 @@
+//! HTTP/2 to upstreams (`protocol = "h2"`): one multiplexed connection per target per shard,
+//! each request a stream on it.
+//!
+//! The proxy speaks HTTP/1.1 to whatever `UpStream` it holds, so a stream here takes the
+//! HTTP/1.1 request the proxy writes (parsed with the same head parser, its chunked framing
+//! decoded) and sends it as HEADERS and DATA; the answer comes back as an HTTP/1.1 head and a
+//! body in chunked framing (or as its `content-length` says). Everything above — retries,
+//! streaming both ways, the cache's tee, errors — is unchanged.
+
+use std::future::poll_fn;
+use std::io;
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use h2::client::{ResponseFuture, SendRequest};
+use h2::{RecvStream, SendStream};
+
+use crate::http::body::ChunkedDecoder;
+use crate::http::h1::{self, Framing};
+use crate::http::pollio::PollIo;
+
+/// A request head the proxy writes is never near this.
+const MAX_HEAD: usize = 1 << 20;
+
+fn h2_err(e: h2::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, e)
+}
+
+thread_local! {
+    /// Connection drivers alive on this shard (a draining shard waits for them to end).
+    static DRIVERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// HTTP/2 upstream connections still open on this shard.
+pub fn drivers() -> usize {
+    DRIVERS.with(|d| d.get())
+}
+
+/// Opens the connection: the HTTP/2 handshake over `io`, its driver spawned on this shard.
+/// The driver ends, closing the socket, once every `SendRequest` for it is dropped and its
+/// streams are done (or the upstream closes it).
+pub async fn handshake(io: PollIo) -> io::Result<SendRequest<Bytes>> {
+    let (sender, conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(h2_err)?;
+    DRIVERS.with(|d| d.set(d.get() + 1));
+    monoio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+        }
+        DRIVERS.with(|d| d.set(d.get() - 1));
+    });
+    Ok(sender)
+}
+
+enum Req {
+    /// Collecting the request head.
+    Head,
+    Length(SendStream<Bytes>, u64),
+    Chunked(SendStream<Bytes>, ChunkedDecoder),
+    Sent,
+}
+
+enum Resp {
+    Waiting(ResponseFuture),
+    Body { recv: RecvStream, chunked: bool },
+    Done,
+}
+
+/// One request/answer on a shared HTTP/2 connection.
+pub struct H2Up {
+    sender: SendRequest<Bytes>,
+    scheme: &'static str,
+    head: BytesMut,
+    req: Req,
+    resp: Option<Resp>,
+}
+
+impl H2Up {
+    pub fn new(sender: SendRequest<Bytes>, tls: bool) -> H2Up {
+        H2Up {
+            sender,
+            scheme: if tls { "https" } else { "http" },
+            head: BytesMut::new(),
+            req: Req::Head,
+            resp: None,
+        }
+    }
+
+    /// Takes bytes of the proxy's HTTP/1.1 request.
+    pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut data = Bytes::copy_from_slice(data);
+        while !data.is_empty() || matches!(self.req, Req::Head) {
+            match &mut self.req {
+                Req::Head => {
+                    self.head.extend_from_slice(&data);
+                    match h1::parse_request(&self.head, MAX_HEAD) {
+                        Ok(Some((len, parts))) => {
+                            let raw = self.head.split_to(len).freeze();
+                            let head = parts.into_head(raw);
+                            data = self.head.split().freeze();
+                            self.start(head).await?;
+                        }
+                        Ok(None) => return Ok(()),
+                        Err(_) => return Err(io::ErrorKind::InvalidInput.into()),
+                    }
+                }
+                Req::Length(send, left) => {
+                    let k = (*left).min(data.len() as u64) as usize;
+                    *left -= k as u64;
+                    let end = *left == 0;
+                    send_data(send, data.split_to(k), end).await?;
+                    if end {
+                        self.req = Req::Sent;
+                    }
+                }
+                Req::Chunked(send, dec) => {
+                    let mut ranges: smallvec::SmallVec<[std::ops::Range<usize>; 4]> =
+                        Default::default();
+                    let k = dec
+                        .feed(&data, |r| ranges.push(r))
+                        .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+                    let part = data.split_to(k);
+                    let done = dec.is_done();
+                    for r in ranges {
+                        send_data(send, part.slice(r), false).await?;
+                    }
+                    if done {
+                        send_data(send, Bytes::new(), true).await?;
+                        self.req = Req::Sent;
+                    }
+                }
+                Req::Sent => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the HEADERS frame for a parsed request head.
+    async fn start(&mut self, head: h1::RequestHead) -> io::Result<()> {
+        if head.upgrade {
+            // A protocol switch has no HTTP/2 form here.
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        let host = head
+            .host_bytes()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .unwrap_or("localhost");
+        let target = std::str::from_utf8(&head.raw[head.path.start as usize..])
+            .ok()
+            .and_then(|t| t.split(' ').next())
+            .unwrap_or("/");
+        let uri = format!("{}://{host}{target}", self.scheme);
+        let mut req = http::Request::builder()
+            .method(head.method_bytes())
+            .uri(uri)
+            .body(())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let headers = req.headers_mut();
+        for (name, value) in head.headers() {
+            if name.eq_ignore_ascii_case(b"host")
+                || crate::upstream::proxy::hop_by_hop(name)
+                || name.eq_ignore_ascii_case(b"content-length") && head.framing == Framing::Chunked
+            {
+                continue;
+            }
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name),
+                http::HeaderValue::from_bytes(value),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        let end = matches!(head.framing, Framing::None | Framing::Length(0));
+        poll_fn(|cx| self.sender.poll_ready(cx))
+            .await
+            .map_err(h2_err)?;
+        let (resp, send) = self.sender.send_request(req, end).map_err(h2_err)?;
+        self.resp = Some(Resp::Waiting(resp));
+        self.req = match head.framing {
+            _ if end => Req::Sent,
+            Framing::Length(n) => Req::Length(send, n),
+            _ => Req::Chunked(send, ChunkedDecoder::new(u64::MAX)),
+        };
+        Ok(())
+    }
+
+    /// Appends the answer, as HTTP/1.1, to `buf`; `Ok(0)` once it has all been given.
+    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            match self.resp.take() {
+                None | Some(Resp::Done) => {
+                    self.resp = Some(Resp::Done);
+                    return Ok(0);
+                }
+                Some(Resp::Waiting(fut)) => {
+                    let resp = fut.await.map_err(h2_err)?;
+                    let (parts, recv) = resp.into_parts();
+                    let before = buf.len();
+                    let end = recv.is_end_stream();
+                    let has_length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
+                    let chunked = !end && !has_length;
+                    let status = parts.status;
+                    buf.extend_from_slice(b"HTTP/1.1 ");
+                    buf.extend_from_slice(status.as_str().as_bytes());
+                    buf.extend_from_slice(b" ");
+                    buf.extend_from_slice(status.canonical_reason().unwrap_or("-").as_bytes());
+                    buf.extend_from_slice(b"\r\n");
+                    for (n, v) in &parts.headers {
+                        buf.extend_from_slice(n.as_str().as_bytes());
+                        buf.extend_from_slice(b": ");
+                        buf.extend_from_slice(v.as_bytes());
+                        buf.extend_from_slice(b"\r\n");
+                    }
+                    if chunked {
+                        buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                    } else if end && !has_length && !matches!(status.as_u16(), 204 | 304) {
+                        buf.extend_from_slice(b"content-length: 0\r\n");
+                    }
+                    buf.extend_from_slice(b"\r\n");
+                    self.resp = Some(if end {
+                        Resp::Done
+                    } else {
+                        Resp::Body { recv, chunked }
+                    });
+                    return Ok(buf.len() - before);
+                }
+                Some(Resp::Body { mut recv, chunked }) => {
+                    match poll_fn(|cx| recv.poll_data(cx)).await {
+                        Some(Ok(d)) => {
+                            let _ = recv.flow_control().release_capacity(d.len());
+                            let before = buf.len();
+                            if chunked && !d.is_empty() {
+                                use std::fmt::Write;
+                                let _ = write!(buf, "{:x}\r\n", d.len());
+                                buf.extend_from_slice(&d);
+                                buf.extend_from_slice(b"\r\n");
+                            } else {
+                                buf.extend_from_slice(&d);
+                            }
+                            self.resp = Some(Resp::Body { recv, chunked });
+                            if buf.len() > before {
+                                return Ok(buf.len() - before);
+                            }
+                        }
+                        Some(Err(e)) => return Err(h2_err(e)),
+                        None => {
+                            self.resp = Some(Resp::Done);
+                            if chunked {
+                                buf.extend_from_slice(b"0\r\n\r\n");
+                                return Ok(5);
+                            }
+                            return Ok(0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends DATA as the upstream's flow-control window allows.
+async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> io::Result<()> {
+    let mut ended = false;
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let cap = poll_fn(|cx| match send.poll_capacity(cx) {
+            Poll::Ready(Some(Ok(n))) => Poll::Ready(Ok(n)),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Err(h2_err(e))),
+            Poll::Ready(None) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            Poll::Pending => Poll::Pending,
+        })
+        .await?;
+        if cap == 0 {
+            continue;
+        }
+        let part = data.split_to(cap.min(data.len()));
+        let last = end && data.is_empty();
+        send.send_data(part, last).map_err(h2_err)?;
+        ended |= last;
+    }
+    if end && !ended {
+        // An empty final frame when the data ended before `end` was known.
+        send.send_data(Bytes::new(), true).map_err(h2_err)?;
+    }
+    Ok(())
+}

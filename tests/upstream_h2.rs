@@ -1,0 +1,269 @@
+//! HTTP/2 to upstreams (`protocol = "h2"`), end to end: the upstream is a second Tollgate
+//! speaking HTTP/2 (h2c with prior knowledge, or TLS with ALPN h2) in front of an HTTP/1.1
+//! echo server, so what the echo sees is what crossed the HTTP/2 hop.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::certs::*;
+use common::*;
+
+/// The inner gateway: `listener` is its listener's extra keys (h2c or tls).
+fn inner(dir: TempDir, echo: SocketAddr, listener: &str) -> Gw {
+    Gw::start_in(
+        dir,
+        &format!(
+            r#"
+[server]
+workers = 1
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+{listener}
+
+[admin]
+addr = "127.0.0.1:0"
+
+[[apis]]
+name = "inner"
+
+  [[apis.stages]]
+  name = "prod"
+
+  [[apis.routes]]
+  route = "ANY /{{proxy+}}"
+  integration = {{ type = "http", uri = "http://{echo}/{{proxy}}" }}
+
+[[domains]]
+host = "*"
+mappings = [{{ base_path = "", api = "inner", stage = "prod" }}]
+"#
+        ),
+    )
+}
+
+/// The outer gateway, reaching `inner` through upstream "up" (`upstream` holds its extra keys).
+fn outer(dir: TempDir, upstream: &str, scheme: &str) -> Gw {
+    Gw::start_in(
+        dir,
+        &format!(
+            r#"
+[server]
+workers = 1
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+
+[admin]
+addr = "127.0.0.1:0"
+
+[[upstreams]]
+name = "up"
+protocol = "h2"
+{upstream}
+
+[[apis]]
+name = "outer"
+
+  [[apis.stages]]
+  name = "prod"
+
+  [[apis.routes]]
+  route = "ANY /{{proxy+}}"
+  integration = {{ type = "http", uri = "{scheme}://up/{{proxy}}" }}
+
+[[domains]]
+host = "*"
+mappings = [{{ base_path = "", api = "outer", stage = "prod" }}]
+"#
+        ),
+    )
+}
+
+/// A counter of `gw`'s, summed over shards.
+fn counter(gw: &Gw, name: &str) -> u64 {
+    let text = admin(gw.admin(), "GET", "/metrics", Some(TOKEN)).text();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("tollgate_{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn h2_streams(gw: &Gw) -> u64 {
+    counter(gw, "http2_streams_total")
+}
+
+fn h2_connections(gw: &Gw) -> u64 {
+    counter(gw, "http2_connections_total")
+}
+
+#[test]
+fn requests_cross_an_h2c_hop_on_one_shared_connection() {
+    let echo = Upstream::echo();
+    let b = inner(TempDir::new(), echo.addr, "h2c = true");
+    let a = outer(
+        TempDir::new(),
+        &format!("targets = [\"{}\"]", b.addr()),
+        "http",
+    );
+    // Concurrent clients: their requests share the one HTTP/2 connection.
+    let addr = a.addr();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for j in 0..5 {
+                    let r = c.request(
+                        format!("GET /g/{i}/{j}?x=1 HTTP/1.1\r\nHost: outer.test\r\n\r\n")
+                            .as_bytes(),
+                    );
+                    assert_eq!(r.status, 200);
+                    assert_eq!(r.json()["target"], format!("/g/{i}/{j}?x=1"));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Bodies both ways: with a length, and chunked.
+    let mut c = Client::connect(a.addr());
+    let r =
+        c.request(b"POST /p HTTP/1.1\r\nHost: outer.test\r\nContent-Length: 11\r\n\r\nhello world");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body"], "hello world");
+    let r = c.request(
+        b"PUT /c HTTP/1.1\r\nHost: outer.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body"], "hello world");
+    c.send(b"HEAD /h HTTP/1.1\r\nHost: outer.test\r\n\r\n");
+    let r = c.read_response(true).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-length").is_some());
+    // An error from the inner gateway comes back as it was sent.
+    let r = c.request(b"GET /../x HTTP/1.1\r\nHost: outer.test\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert_eq!(echo.count(), 40 + 2 + 1);
+    // The inner gateway saw HTTP/2 streams, all on one connection.
+    assert!(eventually(
+        std::time::Duration::from_secs(5),
+        || h2_streams(&b) >= 43
+    ));
+    assert_eq!(h2_connections(&b), 1);
+}
+
+#[test]
+fn h2_over_tls_uses_alpn_and_verifies() {
+    let echo = Upstream::echo();
+    let ca = Ca::new();
+    let dir = TempDir::new();
+    let (c, k, _) = ca.leaf(&["inner.test"], false);
+    write_pair(&dir, "inner", &c, &k);
+    let b = inner(
+        dir,
+        echo.addr,
+        "tls = { cert = \"inner.pem\", key = \"inner.key\" }",
+    );
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("ca.pem"), ca.cert.pem()).unwrap();
+    let a = outer(
+        dir,
+        &format!(
+            "targets = [\"{}\"]\ntls = {{ ca = \"ca.pem\", server_name = \"inner.test\" }}",
+            b.addr()
+        ),
+        "https",
+    );
+    for i in 0..3 {
+        let r = get(a.addr(), &format!("/t/{i}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        assert_eq!(j["target"], format!("/t/{i}"));
+        assert_eq!(
+            j["headers"]["x-forwarded-proto"], "https",
+            "the inner hop was TLS"
+        );
+    }
+    assert!(eventually(
+        std::time::Duration::from_secs(5),
+        || h2_streams(&b) >= 3
+    ));
+    assert_eq!(h2_connections(&b), 1);
+}
+
+#[test]
+fn a_closed_h2_connection_is_replaced_without_failing_requests() {
+    let echo = Upstream::echo();
+    // The inner gateway closes idle HTTP/2 connections (GOAWAY) after 200 ms.
+    let b = inner(
+        TempDir::new(),
+        echo.addr,
+        "h2c = true\n\n[limits]\nidle_timeout = \"200ms\"",
+    );
+    let a = outer(
+        TempDir::new(),
+        &format!("targets = [\"{}\"]", b.addr()),
+        "http",
+    );
+    assert_eq!(get(a.addr(), "/one").status, 200);
+    // The inner gateway says GOAWAY on the idle connection (counted once it has).
+    assert!(eventually(std::time::Duration::from_secs(10), || {
+        counter(&b, "http2_goaways_total") >= 1
+    }));
+    // The next requests open a new connection and succeed.
+    for i in 0..3 {
+        assert_eq!(get(a.addr(), &format!("/again/{i}")).status, 200);
+    }
+    assert!(eventually(
+        std::time::Duration::from_secs(5),
+        || h2_connections(&b) == 2
+    ));
+}
+
+#[test]
+fn protocol_h2_is_checked_at_load() {
+    let e = tollgate::config::Config::parse(
+        "[[listeners]]\naddr = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:9\"]\nprotocol = \"h3\"\n",
+        std::path::Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(
+            "upstreams[\"u\"].protocol = \"h3\" is not valid: expected \"http/1.1\" or \"h2\""
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn health_checks_speak_h2_to_h2_upstreams() {
+    let echo = Upstream::echo();
+    let b = inner(TempDir::new(), echo.addr, "h2c = true");
+    let a = outer(
+        TempDir::new(),
+        &format!(
+            "targets = [\"{}\"]\nhealth = {{ path = \"/healthz\", interval = \"50ms\", unhealthy_after = 1 }}",
+            b.addr()
+        ),
+        "http",
+    );
+    // Probes reach the echo server, and reach the inner gateway as HTTP/2 streams (nothing
+    // else has been sent yet).
+    assert!(eventually(std::time::Duration::from_secs(10), || {
+        echo.requests()
+            .iter()
+            .filter(|s| s.target == "/healthz")
+            .count()
+            >= 3
+    }));
+    assert!(eventually(
+        std::time::Duration::from_secs(5),
+        || h2_streams(&b) >= 3
+    ));
+    assert_eq!(get(a.addr(), "/after-probes").status, 200);
+}
