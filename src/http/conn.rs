@@ -100,7 +100,7 @@ pub struct Conn {
     /// Index of the listener it arrived on.
     pub listener: usize,
     /// The client's IP as text, for X-Forwarded-For: formatted once per connection.
-    pub peer_ip: String,
+    pub peer_ip: Rc<str>,
     /// Scratch for decoded path segments, reused by every request on the connection.
     pub segs: crate::route::path::Segments,
     /// mTLS: header lines from the verified client certificate, and the names the listener
@@ -270,7 +270,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
     let info = |client_cert, tls| crate::http::h2::ConnInfo {
         peer,
         listener,
-        peer_ip: peer.ip().to_string(),
+        peer_ip: Rc::from(peer.ip().to_string()),
         tls,
         client_cert,
     };
@@ -287,7 +287,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
         buf: BytesMut::with_capacity(READ_CHUNK),
         peer,
         listener,
-        peer_ip: peer.ip().to_string(),
+        peer_ip: Rc::from(peer.ip().to_string()),
         segs: Default::default(),
     };
     if h2c {

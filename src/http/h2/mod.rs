@@ -41,7 +41,7 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub listener: usize,
-    pub peer_ip: String,
+    pub peer_ip: Rc<str>,
     pub tls: bool,
     pub client_cert: Option<ClientCertHeaders>,
 }

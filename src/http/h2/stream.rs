@@ -198,19 +198,33 @@ impl H2Stream {
             let mut resp = http::Response::new(());
             *resp.status_mut() = http::StatusCode::from_u16(head.status)
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-            let headers = resp.headers_mut();
-            for (name, value) in head.headers() {
+            let mut headers = http::HeaderMap::with_capacity(head.headers.len());
+            for h in &head.headers {
+                let name = head.slice(&h.name);
                 if is_connection_specific(name) {
                     continue;
                 }
-                let (Ok(n), Ok(v)) = (
-                    http::HeaderName::from_bytes(name),
-                    http::HeaderValue::from_bytes(value),
-                ) else {
+                // Values are slices of the head's buffer (no copy); the gateway's own names
+                // are static (no allocation).
+                let value = head.raw.slice(h.value.start as usize..h.value.end as usize);
+                let Ok(mut v) = http::HeaderValue::from_maybe_shared(value) else {
                     continue;
+                };
+                let n = if name.eq_ignore_ascii_case(b"x-request-id") {
+                    // Unique per answer: never worth a slot in the HPACK table.
+                    v.set_sensitive(true);
+                    http::HeaderName::from_static("x-request-id")
+                } else if name.eq_ignore_ascii_case(b"x-cache") {
+                    http::HeaderName::from_static("x-cache")
+                } else {
+                    match http::HeaderName::from_bytes(name) {
+                        Ok(n) => n,
+                        Err(_) => continue,
+                    }
                 };
                 headers.append(n, v);
             }
+            *resp.headers_mut() = headers;
             let end = matches!(head.framing, Framing::None | Framing::Length(0));
             self.phase = match head.framing {
                 _ if end => Phase::Done,
