@@ -788,3 +788,28 @@ fn mtls_client_certificates_reach_the_upstream_over_h2() {
     assert_eq!(code, "200");
     assert_eq!(body, "dn=CN=client-a.test ip=127.0.0.1");
 }
+
+#[test]
+fn oversized_header_lists_are_refused() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&conf(up.addr, "max_header_bytes = \"4KiB\"", "", ""));
+    let addr = gw.addr();
+    let big = "x".repeat(6000);
+    rt().block_on(async move {
+        let mut c = connect(addr).await;
+        let req = http::Request::get("http://api.test/big")
+            .header("x-big", big.as_str())
+            .body(())
+            .unwrap();
+        let mut ready = c.clone().ready().await.unwrap();
+        let (resp, _) = ready.send_request(req, true).unwrap();
+        // SETTINGS_MAX_HEADER_LIST_SIZE is max_header_bytes; past it the stream gets 431, as
+        // over HTTP/1.1, and the connection goes on.
+        assert_eq!(resp.await.unwrap().status(), 431);
+        assert_eq!(get(&mut c, "/small").await.status, 200);
+    });
+    assert_eq!(
+        up.requests().iter().filter(|s| s.target == "/big").count(),
+        0
+    );
+}
