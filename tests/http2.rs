@@ -813,3 +813,50 @@ fn oversized_header_lists_are_refused() {
         0
     );
 }
+
+#[test]
+fn draining_finishes_open_streams_and_says_goaway() {
+    let up = Upstream::start(|s| {
+        if s.target == "/slow" {
+            Action::Sleep(Duration::from_millis(300))
+        } else {
+            respond(200, "ok")
+        }
+    });
+    let mut gw = Gw::start(&conf(up.addr, "", "", ""));
+    let addr = gw.addr();
+    let seen = up.seen.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    // Once the request is at the upstream, the gateway starts draining.
+    let stopper = std::thread::spawn(move || {
+        rx.recv().unwrap();
+        gw.shutdown();
+    });
+    rt().block_on(async move {
+        let c = connect(addr).await;
+        let mut ready = c.clone().ready().await.unwrap();
+        let req = http::Request::get("http://api.test/slow").body(()).unwrap();
+        let (resp, _) = ready.send_request(req, true).unwrap();
+        while seen.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tx.send(()).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(read_body(resp.into_body()).await, b"slow");
+        // No new stream is taken after the GOAWAY.
+        let refused = match c.clone().ready().await {
+            Err(_) => true,
+            Ok(mut r) => {
+                let req = http::Request::get("http://api.test/late").body(()).unwrap();
+                match r.send_request(req, true) {
+                    Err(_) => true,
+                    Ok((f, _)) => f.await.is_err(),
+                }
+            }
+        };
+        assert!(refused, "a stream opened after GOAWAY was served");
+    });
+    stopper.join().unwrap();
+    assert_eq!(up.count(), 1);
+}
