@@ -2,7 +2,8 @@
 # Side-by-side benchmark of Tollgate against nginx, HAProxy, Envoy and Traefik (see
 # scripts/bench.py for the protocol). Installs what it needs on a fresh machine, builds
 # Tollgate in release mode, runs, and writes bench/results/<date>/{results.md,cpu.svg,...}.
-#   scripts/bench.sh                 full run (3 rounds x 6 workloads x 8 systems, ~20 min)
+#   scripts/bench.sh                 full run (3 rounds x 10 workloads, ~30 min; the TLS ones
+#                                    (https_get, h2_get, tls_new, tls_resume) for Tollgate and nginx)
 #   scripts/bench.sh --quick         a few seconds of one workload (CI keeps the harness alive)
 #   scripts/bench.sh --systems tollgate,nginx --workloads small_get --rounds 5
 set -euo pipefail
