@@ -18,8 +18,11 @@ use crate::error::{Error, Kind};
 use crate::gateway::{self, Next};
 use crate::shard::Shard;
 
-/// Read size when the buffer needs room.
-pub const READ_CHUNK: usize = 16 << 10;
+/// Read size when the buffer needs room. 4 KiB holds a typical head (and a small answer);
+/// bigger bodies reserve what they need (up to 256 KiB per read). Every idle keep-alive
+/// connection holds this much, so it is kept small: 16 KiB cost 1.2 GB more at 100k idle
+/// connections, and measured no faster.
+pub const READ_CHUNK: usize = 4 << 10;
 /// Lingering close: how long and how much to drain from a client we stopped reading.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
