@@ -62,11 +62,15 @@ where
     C: DerefMut<Target = rustls::ConnectionCommon<S>>,
     S: rustls::SideData,
 {
-    /// The socket, the session and ciphertext read but not yet given to rustls (for HTTP/2
-    /// and relays, which drive the session themselves).
-    pub fn into_parts(self) -> (TcpStream, C, Vec<u8>) {
+    /// The connection as a poll-style stream (for HTTP/2 and relays, which drive the session
+    /// themselves): ciphertext read but not yet given to rustls goes along; `prefix` is
+    /// plaintext to hand over first.
+    pub fn into_poll_io(self, prefix: bytes::Bytes) -> crate::http::pollio::PollIo
+    where
+        C: Into<rustls::Connection>,
+    {
         let leftover = self.rbuf[self.rpos..].to_vec();
-        (self.io, self.tls, leftover)
+        crate::http::pollio::PollIo::tls(self.io, self.tls.into(), leftover, prefix)
     }
 
     async fn handshake(io: TcpStream, tls: C) -> io::Result<TlsStream<C>> {

@@ -79,8 +79,7 @@ async fn probe_h2(
             let c = crate::tls::stream::TlsClient::connect(tcp, t.config, t.name)
                 .await
                 .map_err(|e| format!("TLS handshake: {e}"))?;
-            let (tcp, session, left) = c.into_parts();
-            PollIo::tls(tcp, session.into(), left, bytes::Bytes::new())
+            c.into_poll_io(bytes::Bytes::new())
         }
     };
     let mut sender = crate::upstream::h2::handshake(io)

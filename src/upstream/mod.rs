@@ -239,10 +239,7 @@ async fn connect_new(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Err
     let hs = crate::tls::stream::TlsClient::connect(tcp, tls.config, tls.name);
     match monoio::time::timeout_at(deadline.into(), hs).await {
         Ok(Ok(c)) if t.h2.get() => {
-            let (tcp, session, left) = c.into_parts();
-            let io =
-                crate::http::pollio::PollIo::tls(tcp, session.into(), left, bytes::Bytes::new());
-            h2_open(t, io, deadline, true).await
+            h2_open(t, c.into_poll_io(bytes::Bytes::new()), deadline, true).await
         }
         Ok(Ok(c)) => Ok(UpStream::Tls(Box::new(c))),
         Ok(Err(e)) => Err(Error::upstream(

@@ -904,19 +904,13 @@ pub async fn relay(conn: Conn, up: UpStream, from_upstream: Bytes) {
         (stream, up) => {
             let mut client = match stream {
                 Stream::Plain(s) => PollIo::plain(s, buf.freeze()),
-                Stream::Tls(t) => {
-                    let (tcp, tls, left) = t.into_parts();
-                    PollIo::tls(tcp, tls.into(), left, buf.freeze())
-                }
+                Stream::Tls(t) => t.into_poll_io(buf.freeze()),
                 // HTTP/2 streams never carry an upgrade.
                 Stream::H2(_) => return,
             };
             let mut upstream = match up {
                 UpStream::Plain(u) => PollIo::plain(u, from_upstream),
-                UpStream::Tls(t) => {
-                    let (tcp, tls, left) = t.into_parts();
-                    PollIo::tls(tcp, tls.into(), left, from_upstream)
-                }
+                UpStream::Tls(t) => t.into_poll_io(from_upstream),
                 // Upgrades are refused before they reach an HTTP/2 upstream.
                 UpStream::H2(_) => return,
             };

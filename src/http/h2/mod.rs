@@ -79,10 +79,7 @@ pub async fn serve(shard: Rc<Shard>, transport: Transport, info: ConnInfo) {
     let signal = Rc::new(Signal::default());
     let io = match transport {
         Transport::Plain(tcp, prefix) => PollIo::plain(tcp, prefix),
-        Transport::Tls(t) => {
-            let (tcp, tls, leftover) = t.into_parts();
-            PollIo::tls(tcp, tls.into(), leftover, Bytes::new())
-        }
+        Transport::Tls(t) => t.into_poll_io(Bytes::new()),
     };
     let io = io.watched(FrameWatch::new(&cfg), signal.clone());
     let mut builder = h2::server::Builder::new();
