@@ -51,14 +51,15 @@ impl Stream {
     }
 
     /// Writes all of `data`.
-    pub async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]>>(
+    pub async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
         &mut self,
         data: B,
     ) -> io::Result<()> {
         match self {
             Stream::Plain(s) => write_all(s, data).await,
             Stream::Tls(t) => t.write_all(data.as_ref()).await,
-            Stream::H2(s) => s.write(bytes::Bytes::copy_from_slice(data.as_ref())).await,
+            // A Vec or Bytes moves into the frames without a copy.
+            Stream::H2(s) => s.write(data.into()).await,
         }
     }
 

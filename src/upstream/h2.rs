@@ -91,8 +91,7 @@ impl H2Up {
     }
 
     /// Takes bytes of the proxy's HTTP/1.1 request.
-    pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut data = Bytes::copy_from_slice(data);
+    pub async fn write(&mut self, mut data: Bytes) -> io::Result<()> {
         while !data.is_empty() || matches!(self.req, Req::Head) {
             match &mut self.req {
                 Req::Head => {

@@ -149,14 +149,14 @@ impl UpStream {
     }
 
     /// Writes all of `data`.
-    pub async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]>>(
+    pub async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
         &mut self,
         data: B,
     ) -> std::io::Result<()> {
         match self {
             UpStream::Plain(s) => crate::http::conn::write_all(s, data).await,
             UpStream::Tls(t) => t.write_all(data.as_ref()).await,
-            UpStream::H2(s) => s.write(data.as_ref()).await,
+            UpStream::H2(s) => s.write(data.into()).await,
         }
     }
 }
