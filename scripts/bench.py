@@ -53,6 +53,11 @@ TLS_WORKLOADS = ("https_get", "h2_get", "tls_new", "tls_resume")
 # they also offer HTTP/2.
 SCHEME = "http"
 H2 = False
+# `floor` (bench/floor, built by scripts/bench.sh): a bare monoio forwarder with nothing but
+# HTTP/1.1 framing, one upstream connection per client connection: the least this runtime
+# does per proxied request, measured in the same run. Keep-alive workloads only.
+FLOOR_BIN = ROOT / "bench/floor/target/release/tollgate-floor"
+FLOOR_WORKLOADS = ("small_get", "get_1k", "get_64k", "post_16k", "fixed_rate")
 TLS_SYSTEMS = ("tollgate", "tollgate-epoll", "tollgate-cache", "nginx", "nginx-cache")
 
 
@@ -359,6 +364,8 @@ def start_system(name: str, tmp: Path, backend: int) -> tuple[Proc, int]:
         driver = "epoll" if "epoll" in name else "io_uring"
         conf = tollgate_conf(tmp, port, backend, pipeline, driver, cache="cache" in name)
         p = Proc(name, [str(ROOT / "target/release/tollgate"), "--config", str(conf)], CPU_PROXY, env={"TOLLGATE_LOG": "warn"})
+    elif name == "floor":
+        p = Proc(name, [str(FLOOR_BIN), f"127.0.0.1:{port}", f"127.0.0.1:{backend}"], CPU_PROXY)
     elif name in ("nginx", "nginx-cache"):
         conf = nginx_proxy_conf(tmp, port, backend, cache=name == "nginx-cache")
         p = Proc(name, ["nginx", "-p", str(tmp), "-c", str(conf)], CPU_PROXY)
@@ -385,6 +392,8 @@ def available(name: str) -> bool:
         name = "nginx"
     if name.startswith("tollgate"):
         return (ROOT / "target/release/tollgate").exists()
+    if name == "floor":
+        return FLOOR_BIN.exists()
     return resolve_binary(name) is not None
 
 
@@ -565,7 +574,8 @@ def markdown(summary: dict, meta: dict) -> str:
              f"Machine: {meta['machine']}. Protocol: each proxy ONE worker pinned to CPU {CPU_PROXY}; backend (nginx) and load "
              f"generator pinned to CPU {CPU_LOAD}. {meta['rounds']} alternated rounds of {meta['seconds']} s; median (min-max). "
              "CPU = the proxy's CPU time per request, all threads. `direct` = the load generator straight at the backend "
-             "(its CPU is the backend's): the floor no proxy can beat.", "",
+             "(its CPU is the backend's): the floor no proxy can beat. `floor` = a bare monoio forwarder (bench/floor): "
+             "the least this runtime does per proxied request.", "",
              f"Command: `{meta['command']}`", ""]
     for w, systems in summary.items():
         lines += [f"## {w}: {WORKLOADS[w][3]}", "",
@@ -585,7 +595,7 @@ def markdown(summary: dict, meta: dict) -> str:
 
 COLORS = {"tollgate": "#1f77b4", "tollgate-epoll": "#6baed6", "tollgate-pipeline": "#08519c", "nginx": "#2ca02c",
           "haproxy": "#ff7f0e", "envoy": "#d62728", "traefik": "#9467bd", "direct": "#7f7f7f",
-          "tollgate-cache": "#17becf", "nginx-cache": "#98df8a"}
+          "tollgate-cache": "#17becf", "nginx-cache": "#98df8a", "floor": "#bcbd22"}
 
 
 def svg_bars(summary: dict, metric: str, title: str, unit: str) -> str:
@@ -659,6 +669,8 @@ def main() -> int:
                     for s in systems:
                         if w in TLS_WORKLOADS and s not in TLS_SYSTEMS:
                             continue  # no TLS set-up for this system in the harness
+                        if s == "floor" and w not in FLOOR_WORKLOADS:
+                            continue
                         try:
                             r = measure(s, tmp, backend_port, backend.pid, w, args.seconds, args.connections)
                         except Exception as e:  # keep the other runs going

