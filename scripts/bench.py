@@ -55,8 +55,12 @@ SCHEME = "http"
 H2 = False
 # `floor` (bench/floor, built by scripts/bench.sh): a bare monoio forwarder with nothing but
 # HTTP/1.1 framing, one upstream connection per client connection: the least this runtime
-# does per proxied request, measured in the same run. Keep-alive workloads only.
+# does per proxied request, measured in the same run. `floor-uring` (same crate): the same
+# relay on the io-uring crate directly, with multishot accept/recv and a provided-buffer ring
+# (what monoio 0.2.4 does not use); `floor-uring-defer` adds IORING_SETUP_DEFER_TASKRUN.
+# Keep-alive workloads only.
 FLOOR_BIN = ROOT / "bench/floor/target/release/tollgate-floor"
+FLOOR_URING_BIN = ROOT / "bench/floor/target/release/tollgate-floor-uring"
 FLOOR_WORKLOADS = ("small_get", "get_1k", "get_64k", "post_16k", "fixed_rate")
 TLS_SYSTEMS = ("tollgate", "tollgate-epoll", "tollgate-cache", "nginx", "nginx-cache")
 
@@ -364,8 +368,10 @@ def start_system(name: str, tmp: Path, backend: int) -> tuple[Proc, int]:
         driver = "epoll" if "epoll" in name else "io_uring"
         conf = tollgate_conf(tmp, port, backend, pipeline, driver, cache="cache" in name)
         p = Proc(name, [str(ROOT / "target/release/tollgate"), "--config", str(conf)], CPU_PROXY, env={"TOLLGATE_LOG": "warn"})
-    elif name == "floor":
-        p = Proc(name, [str(FLOOR_BIN), f"127.0.0.1:{port}", f"127.0.0.1:{backend}"], CPU_PROXY)
+    elif name.startswith("floor"):
+        binary = FLOOR_BIN if name == "floor" else FLOOR_URING_BIN
+        p = Proc(name, [str(binary), f"127.0.0.1:{port}", f"127.0.0.1:{backend}"], CPU_PROXY,
+                 env={"FLOOR_DEFER": "1"} if name.endswith("-defer") else None)
     elif name in ("nginx", "nginx-cache"):
         conf = nginx_proxy_conf(tmp, port, backend, cache=name == "nginx-cache")
         p = Proc(name, ["nginx", "-p", str(tmp), "-c", str(conf)], CPU_PROXY)
@@ -392,8 +398,8 @@ def available(name: str) -> bool:
         name = "nginx"
     if name.startswith("tollgate"):
         return (ROOT / "target/release/tollgate").exists()
-    if name == "floor":
-        return FLOOR_BIN.exists()
+    if name.startswith("floor"):
+        return (FLOOR_BIN if name == "floor" else FLOOR_URING_BIN).exists()
     return resolve_binary(name) is not None
 
 
@@ -575,7 +581,8 @@ def markdown(summary: dict, meta: dict) -> str:
              f"generator pinned to CPU {CPU_LOAD}. {meta['rounds']} alternated rounds of {meta['seconds']} s; median (min-max). "
              "CPU = the proxy's CPU time per request, all threads. `direct` = the load generator straight at the backend "
              "(its CPU is the backend's): the floor no proxy can beat. `floor` = a bare monoio forwarder (bench/floor): "
-             "the least this runtime does per proxied request.", "",
+             "the least this runtime does per proxied request; `floor-uring` = the same relay on the io-uring crate directly, "
+             "multishot accept/recv into a provided-buffer ring (`-defer`: plus DEFER_TASKRUN).", "",
              f"Command: `{meta['command']}`", ""]
     for w, systems in summary.items():
         lines += [f"## {w}: {WORKLOADS[w][3]}", "",
@@ -595,7 +602,8 @@ def markdown(summary: dict, meta: dict) -> str:
 
 COLORS = {"tollgate": "#1f77b4", "tollgate-epoll": "#6baed6", "tollgate-pipeline": "#08519c", "nginx": "#2ca02c",
           "haproxy": "#ff7f0e", "envoy": "#d62728", "traefik": "#9467bd", "direct": "#7f7f7f",
-          "tollgate-cache": "#17becf", "nginx-cache": "#98df8a", "floor": "#bcbd22"}
+          "tollgate-cache": "#17becf", "nginx-cache": "#98df8a", "floor": "#bcbd22",
+          "floor-uring": "#8c564b", "floor-uring-defer": "#c49c94"}
 
 
 def svg_bars(summary: dict, metric: str, title: str, unit: str) -> str:
@@ -669,7 +677,7 @@ def main() -> int:
                     for s in systems:
                         if w in TLS_WORKLOADS and s not in TLS_SYSTEMS:
                             continue  # no TLS set-up for this system in the harness
-                        if s == "floor" and w not in FLOOR_WORKLOADS:
+                        if s.startswith("floor") and w not in FLOOR_WORKLOADS:
                             continue
                         try:
                             r = measure(s, tmp, backend_port, backend.pid, w, args.seconds, args.connections)

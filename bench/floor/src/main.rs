@@ -36,7 +36,9 @@ fn main() {
     rt.block_on(async move {
         let listener = TcpListener::bind(&listen).expect("bind");
         loop {
-            let Ok((client, _)) = listener.accept().await else { continue };
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = client.set_nodelay(true);
             let up = upstream.clone();
             monoio::spawn(async move {
