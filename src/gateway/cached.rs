@@ -274,8 +274,10 @@ async fn fetch(
                 None => (primary.into(), None),
             };
             let primary: Box<[u8]> = primary.into();
+            let counted = cache.clone();
             let cache = cache.clone();
             let mut t = Tee::new(max, declared.unwrap_or(16 << 10));
+            t.on_too_large = Some(Box::new(move || Stats::add(&counted.stats.too_large)));
             t.on_complete = Some(Box::new(move |body: Bytes| {
                 let stored = Arc::new(Stored {
                     status,
@@ -299,11 +301,7 @@ async fn fetch(
     } else {
         Stats::add(&cache.stats.not_stored);
     }
-    let next = proxy::answer(shard, conn, ctx, integ, ex, tee.as_mut()).await?;
-    if tee.is_some_and(|t| t.too_large) {
-        Stats::add(&cache.stats.too_large);
-    }
-    Ok(next)
+    proxy::answer(shard, conn, ctx, integ, ex, tee.as_mut()).await
 }
 
 type Parts = (Bytes, Bytes, Option<Bytes>, Option<Bytes>);

@@ -357,7 +357,8 @@ pub async fn send(
     let first: Bytes = head.into();
     let replayable = buffered.is_some() && ctx.head.method.is_idempotent();
 
-    let deadline = Instant::now() + integ.timeout;
+    let started = Instant::now();
+    let deadline = started + integ.timeout;
     let mut exclude = None;
     let mut fresh_only = false;
     let mut tries = 0;
@@ -373,7 +374,7 @@ pub async fn send(
         let pooled = if fresh_only {
             None
         } else {
-            checkout(&target, &cfg)
+            checkout(&target, &cfg, started)
         };
         let reused = pooled.is_some();
         let mut up = match pooled {
@@ -453,6 +454,9 @@ pub struct Tee {
     /// Called with the whole body once it has ended where its framing said (and fit within
     /// `max`), before its last bytes are written to the client.
     pub on_complete: Option<Box<dyn FnOnce(Bytes)>>,
+    /// Called once when the body outgrows `max`, before the bytes that did it are written
+    /// to the client.
+    pub on_too_large: Option<Box<dyn FnOnce()>>,
 }
 
 impl Tee {
@@ -462,6 +466,7 @@ impl Tee {
             max,
             too_large: false,
             on_complete: None,
+            on_too_large: None,
         }
     }
 
@@ -480,6 +485,10 @@ impl Tee {
         if self.body.len() + b.len() > self.max {
             self.too_large = true;
             self.body = BytesMut::new();
+            self.on_complete = None;
+            if let Some(f) = self.on_too_large.take() {
+                f();
+            }
             return;
         }
         self.body.extend_from_slice(b);
