@@ -443,11 +443,9 @@ async fn read_head(
                     ))
                 };
             }
-            Ok(_) => {
-                if deadline.is_none() {
-                    deadline = Some(Instant::now() + header_timeout);
-                }
-            }
+            // The header deadline starts at the first byte; it is set above, once the bytes
+            // turn out not to be a whole head (no clock read for a head that came in one read).
+            Ok(_) => {}
             Err(_) => return HeadRead::Closed,
         }
     }

@@ -68,8 +68,9 @@ fn stable_hasher() -> ahash::RandomState {
     ahash::RandomState::with_seeds(0x7f4a_7c15, 0x9e37_79b9, 0x6a09_e667, 0xbb67_ae85)
 }
 
-fn usable(t: &TargetLocal, healthy: bool, now: Instant) -> bool {
-    healthy && t.down_until.get().is_none_or(|d| now >= d)
+/// The clock is read only for a target that was ejected (not once per request).
+fn usable(t: &TargetLocal, healthy: bool) -> bool {
+    healthy && t.down_until.get().is_none_or(|d| Instant::now() >= d)
 }
 
 /// Chooses a target for a request, skipping `exclude` (a target that just failed).
@@ -86,11 +87,10 @@ pub fn select(
     };
     let local = &ss.upstreams[u];
     let rt = &ss.snap.upstreams[u];
-    let now = Instant::now();
     let n = local.targets.len();
     let ok = |i: usize| {
         let t = &local.targets[i];
-        Some(t.addr) != exclude && usable(t, rt.healthy[i].load(Ordering::Relaxed), now)
+        Some(t.addr) != exclude && usable(t, rt.healthy[i].load(Ordering::Relaxed))
     };
     let pick = match &rt.cfg.balance {
         Balance::RoundRobin => {
@@ -162,7 +162,8 @@ impl UpStream {
 }
 
 /// A pooled connection if one is fresh enough, else `None`.
-pub fn checkout(t: &TargetLocal, cfg: &PoolCfg) -> Option<UpStream> {
+/// `now`: the caller's clock reading (one read per request serves the deadline and this).
+pub fn checkout(t: &TargetLocal, cfg: &PoolCfg, now: Instant) -> Option<UpStream> {
     if t.h2.get() {
         // HTTP/2: a new stream on the shared connection, if there is one.
         let sender = t.h2_conn.borrow().clone()?;
@@ -171,7 +172,7 @@ pub fn checkout(t: &TargetLocal, cfg: &PoolCfg) -> Option<UpStream> {
     }
     let mut idle = t.idle.borrow_mut();
     while let Some(c) = idle.pop() {
-        if c.since.elapsed() < cfg.keepalive_timeout {
+        if now.saturating_duration_since(c.since) < cfg.keepalive_timeout {
             return Some(c.stream);
         }
     }
