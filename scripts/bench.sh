@@ -6,6 +6,8 @@
 #                                    (https_get, h2_get, tls_new, tls_resume) for Tollgate and nginx)
 #   scripts/bench.sh --quick         a few seconds of one workload (CI keeps the harness alive)
 #   scripts/bench.sh --systems tollgate,nginx --workloads small_get --rounds 5
+#   scripts/bench.sh --systems tollgate,floor,floor-uring,nginx,haproxy --workloads small_get
+#                                    the reference forwarders of bench/floor beside the proxies
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
