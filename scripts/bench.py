@@ -291,8 +291,16 @@ log:
     return static
 
 
-def tollgate_conf(tmp: Path, port: int, backend: int, pipeline: bool, driver: str, cache: bool = False) -> Path:
-    conf = tmp / f"tollgate-{'pipeline' if pipeline else 'cache' if cache else 'plain'}-{driver}.toml"
+# io_uring setup flags per system: `tollgate` runs the default (coop_taskrun + single_issuer).
+URING_FLAGS = {
+    "tollgate-noflags": "uring_flags = []",
+    "tollgate-defer": 'uring_flags = ["coop_taskrun", "single_issuer", "defer_taskrun"]',
+}
+
+
+def tollgate_conf(tmp: Path, port: int, backend: int, pipeline: bool, driver: str, cache: bool = False,
+                  flags: str = "") -> Path:
+    conf = tmp / f"tollgate-{'pipeline' if pipeline else 'cache' if cache else 'plain'}-{driver}{'-' + str(abs(hash(flags))) if flags else ''}.toml"
     routes = ['  [[apis.routes]]\n  route = "ANY /{proxy+}"\n  integration = { type = "http", uri = "http://backend/{proxy}" }\n']
     if pipeline:
         # A 1,000-route table, stage variables in the URI and a header, the route matched
@@ -311,6 +319,7 @@ def tollgate_conf(tmp: Path, port: int, backend: int, pipeline: bool, driver: st
 [server]
 workers = 1
 driver = "{driver}"
+{flags}
 
 [[listeners]]
 name = "http"
@@ -366,7 +375,7 @@ def start_system(name: str, tmp: Path, backend: int) -> tuple[Proc, int]:
     if name.startswith("tollgate"):
         pipeline = "pipeline" in name
         driver = "epoll" if "epoll" in name else "io_uring"
-        conf = tollgate_conf(tmp, port, backend, pipeline, driver, cache="cache" in name)
+        conf = tollgate_conf(tmp, port, backend, pipeline, driver, cache="cache" in name, flags=URING_FLAGS.get(name, ""))
         p = Proc(name, [str(ROOT / "target/release/tollgate"), "--config", str(conf)], CPU_PROXY, env={"TOLLGATE_LOG": "warn"})
     elif name.startswith("floor"):
         binary = FLOOR_BIN if name == "floor" else FLOOR_URING_BIN
@@ -603,7 +612,8 @@ def markdown(summary: dict, meta: dict) -> str:
 COLORS = {"tollgate": "#1f77b4", "tollgate-epoll": "#6baed6", "tollgate-pipeline": "#08519c", "nginx": "#2ca02c",
           "haproxy": "#ff7f0e", "envoy": "#d62728", "traefik": "#9467bd", "direct": "#7f7f7f",
           "tollgate-cache": "#17becf", "nginx-cache": "#98df8a", "floor": "#bcbd22",
-          "floor-uring": "#8c564b", "floor-uring-defer": "#c49c94"}
+          "floor-uring": "#8c564b", "floor-uring-defer": "#c49c94",
+          "tollgate-noflags": "#9ecae1", "tollgate-defer": "#3182bd"}
 
 
 def svg_bars(summary: dict, metric: str, title: str, unit: str) -> str:
