@@ -177,8 +177,8 @@ http {{
     return conf
 
 
-def nginx_proxy_conf(tmp: Path, port: int, backend: int, cache: bool = False) -> Path:
-    conf = tmp / f"nginx-proxy{'-cache' if cache else ''}.conf"
+def nginx_proxy_conf(tmp: Path, port: int, backend: int, cache: bool = False, deferred: bool = False) -> Path:
+    conf = tmp / f"nginx-proxy{'-cache' if cache else ''}{'-deferred' if deferred else ''}.conf"
     # nginx-cache: proxy_cache with the keys in shared memory and the bodies in files, as its
     # docs set it up; the files sit in the page cache, so hits are served from memory.
     cache_http = (f"proxy_cache_path {tmp}/nginx-cache levels=1:2 keys_zone=c:10m max_size=256m;"
@@ -197,7 +197,7 @@ http {{
   client_body_buffer_size 64k; client_max_body_size 1m; {cache_http}
   upstream be {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 10000000; }}
   server {{
-    listen 127.0.0.1:{port} backlog=4096{ssl};
+    listen 127.0.0.1:{port} backlog=4096{' deferred' if deferred else ''}{ssl};
     location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; {cache_loc} }}
   }}
 }}
@@ -299,8 +299,8 @@ URING_FLAGS = {
 
 
 def tollgate_conf(tmp: Path, port: int, backend: int, pipeline: bool, driver: str, cache: bool = False,
-                  flags: str = "") -> Path:
-    conf = tmp / f"tollgate-{'pipeline' if pipeline else 'cache' if cache else 'plain'}-{driver}{'-' + str(abs(hash(flags))) if flags else ''}.toml"
+                  flags: str = "", deferred: bool = False) -> Path:
+    conf = tmp / f"tollgate-{'pipeline' if pipeline else 'cache' if cache else 'plain'}-{driver}{'-' + str(abs(hash(flags))) if flags else ''}{'-deferred' if deferred else ''}.toml"
     routes = ['  [[apis.routes]]\n  route = "ANY /{proxy+}"\n  integration = { type = "http", uri = "http://backend/{proxy}" }\n']
     if pipeline:
         # A 1,000-route table, stage variables in the URI and a header, the route matched
@@ -325,6 +325,7 @@ driver = "{driver}"
 name = "http"
 addr = "127.0.0.1:{port}"
 {tls}
+{'defer_accept = true' if deferred else ''}
 
 [limits]
 max_body = "1MiB"
@@ -375,14 +376,15 @@ def start_system(name: str, tmp: Path, backend: int) -> tuple[Proc, int]:
     if name.startswith("tollgate"):
         pipeline = "pipeline" in name
         driver = "epoll" if "epoll" in name else "io_uring"
-        conf = tollgate_conf(tmp, port, backend, pipeline, driver, cache="cache" in name, flags=URING_FLAGS.get(name, ""))
+        conf = tollgate_conf(tmp, port, backend, pipeline, driver, cache="cache" in name, flags=URING_FLAGS.get(name, ""),
+                             deferred=name == "tollgate-deferred")
         p = Proc(name, [str(ROOT / "target/release/tollgate"), "--config", str(conf)], CPU_PROXY, env={"TOLLGATE_LOG": "warn"})
     elif name.startswith("floor"):
         binary = FLOOR_BIN if name == "floor" else FLOOR_URING_BIN
         p = Proc(name, [str(binary), f"127.0.0.1:{port}", f"127.0.0.1:{backend}"], CPU_PROXY,
                  env={"FLOOR_DEFER": "1"} if name.endswith("-defer") else None)
-    elif name in ("nginx", "nginx-cache"):
-        conf = nginx_proxy_conf(tmp, port, backend, cache=name == "nginx-cache")
+    elif name in ("nginx", "nginx-cache", "nginx-deferred"):
+        conf = nginx_proxy_conf(tmp, port, backend, cache=name == "nginx-cache", deferred=name == "nginx-deferred")
         p = Proc(name, ["nginx", "-p", str(tmp), "-c", str(conf)], CPU_PROXY)
     elif name == "haproxy":
         p = Proc(name, ["haproxy", "-db", "-f", str(haproxy_conf(tmp, port, backend))], CPU_PROXY)
@@ -403,7 +405,7 @@ def start_system(name: str, tmp: Path, backend: int) -> tuple[Proc, int]:
 
 
 def available(name: str) -> bool:
-    if name == "nginx-cache":
+    if name in ("nginx-cache", "nginx-deferred"):
         name = "nginx"
     if name.startswith("tollgate"):
         return (ROOT / "target/release/tollgate").exists()
@@ -613,7 +615,8 @@ COLORS = {"tollgate": "#1f77b4", "tollgate-epoll": "#6baed6", "tollgate-pipeline
           "haproxy": "#ff7f0e", "envoy": "#d62728", "traefik": "#9467bd", "direct": "#7f7f7f",
           "tollgate-cache": "#17becf", "nginx-cache": "#98df8a", "floor": "#bcbd22",
           "floor-uring": "#8c564b", "floor-uring-defer": "#c49c94",
-          "tollgate-noflags": "#9ecae1", "tollgate-defer": "#3182bd"}
+          "tollgate-noflags": "#9ecae1", "tollgate-defer": "#3182bd", "tollgate-deferred": "#6baed6",
+          "nginx-deferred": "#74c476"}
 
 
 def svg_bars(summary: dict, metric: str, title: str, unit: str) -> str:

@@ -304,6 +304,16 @@ impl Control {
                 .all(|(a, b)| a.name == b.name && a.addr == b.addr);
         if !same_listeners {
             errors.push("listeners: adding, removing or moving listeners needs a restart; the reload changes them".to_string());
+        } else if let Some((a, _)) = cfg
+            .listeners
+            .iter()
+            .zip(&old.listeners)
+            .find(|(a, b)| a.defer_accept != b.defer_accept)
+        {
+            errors.push(format!(
+                "listeners[{:?}].defer_accept: changing it needs a restart (it is set on the listening sockets)",
+                a.name
+            ));
         }
         if cfg.admin.as_ref().map(|a| a.addr) != old.admin.as_ref().map(|a| a.addr) {
             errors.push("admin.addr: moving the admin API needs a restart".to_string());

@@ -110,12 +110,13 @@ impl Gateway {
             (0..shards).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
         for l in &cfg.listeners {
-            let (socks, addr) = listener::bind_for_shards(l.addr, shards).map_err(|e| {
-                StartError(format!(
-                    "listeners[{:?}]: cannot listen on {}: {e}",
-                    l.name, l.addr
-                ))
-            })?;
+            let (socks, addr) =
+                listener::bind_for_shards(l.addr, shards, l.defer_accept).map_err(|e| {
+                    StartError(format!(
+                        "listeners[{:?}]: cannot listen on {}: {e}",
+                        l.name, l.addr
+                    ))
+                })?;
             for (i, s) in socks.into_iter().enumerate() {
                 per_shard[i].push(s);
             }

@@ -13,26 +13,59 @@ pub const BACKLOG: i32 = 4096;
 
 /// Binds one listening socket with `SO_REUSEADDR` and `SO_REUSEPORT`.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    bind_with(addr, false)
+}
+
+/// Binds one listening socket; `defer_accept` sets TCP_DEFER_ACCEPT (1 s, as nginx's
+/// `deferred` does): the kernel completes the accept once the client's first bytes arrive, so
+/// the shard is not woken for a connection with nothing to read yet. After that second the
+/// connection is accepted anyway and `limits.header_timeout` applies as usual.
+pub fn bind_with(addr: SocketAddr, defer_accept: bool) -> io::Result<std::net::TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.set_nodelay(true)?;
     s.set_nonblocking(true)?;
+    if defer_accept {
+        set_defer_accept(&s)?;
+    }
     s.bind(&addr.into())?;
     s.listen(BACKLOG)?;
     Ok(s.into())
+}
+
+/// socket2 and nix have no TCP_DEFER_ACCEPT for Linux: one setsockopt by hand.
+#[allow(unsafe_code)]
+fn set_defer_accept(s: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let secs: libc::c_int = 1;
+    // SAFETY: a valid socket, a c_int option value and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Binds `shards` sockets for `addr`; returns them and the address they share.
 pub fn bind_for_shards(
     addr: SocketAddr,
     shards: usize,
+    defer_accept: bool,
 ) -> io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
-    let first = bind_reuseport(addr)?;
+    let first = bind_with(addr, defer_accept)?;
     let actual = first.local_addr()?;
     let mut out = vec![first];
     for _ in 1..shards {
-        out.push(bind_reuseport(actual)?);
+        out.push(bind_with(actual, defer_accept)?);
     }
     Ok((out, actual))
 }

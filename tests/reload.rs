@@ -210,3 +210,38 @@ fn shutdown_finishes_in_flight_requests() {
     // Nothing listens any more.
     assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
 }
+
+#[test]
+fn defer_accept_listeners_serve_and_changing_it_needs_a_restart() {
+    let up = Upstream::echo();
+    let with = |body: &str, on: bool| {
+        cfg(body, &up).replace(
+            "addr = \"127.0.0.1:0\"\n\n[admin]",
+            &format!("addr = \"127.0.0.1:0\"\ndefer_accept = {on}\n\n[admin]"),
+        )
+    };
+    let gw = Gw::start(&with("v1", true));
+    // The kernel hands the connection over with its first bytes: requests are served as usual,
+    // on new and kept-alive connections alike.
+    for _ in 0..3 {
+        assert_eq!(get(gw.addr(), "/mock").text(), "v1");
+    }
+    assert_eq!(get(gw.addr(), "/proxy").status, 200);
+    // The option lives on the listening sockets: a reload may not flip it.
+    gw.rewrite(&with("v2", false));
+    let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("defer_accept") && r.text().contains("restart"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(get(gw.addr(), "/mock").text(), "v1");
+    // Anything else in the same file is fine once the listener matches.
+    gw.rewrite(&with("v2", true));
+    assert_eq!(
+        admin(gw.admin(), "POST", "/reload", Some(TOKEN)).status,
+        200
+    );
+    assert_eq!(get(gw.addr(), "/mock").text(), "v2");
+}

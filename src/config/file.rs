@@ -66,6 +66,7 @@ pub struct ListenerFile {
     pub alpn: Option<Vec<String>>,
     pub redirect_https: Option<bool>,
     pub h2c: Option<bool>,
+    pub defer_accept: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -169,6 +169,9 @@ pub struct Listener {
     pub h2c: bool,
     /// A plain listener that answers every request with 308 to `https://` (same host, path).
     pub redirect_https: bool,
+    /// TCP_DEFER_ACCEPT (nginx's `deferred`, HAProxy's `defer-accept`): a connection is
+    /// handed to a shard once its first bytes have arrived, not at the handshake.
+    pub defer_accept: bool,
 }
 
 /// A certificate and key, checked at load.
@@ -1196,6 +1199,7 @@ impl Validator {
                     other => self.bad(&format!("{key}.alpn"), other, "\"h2\" or \"http/1.1\""),
                 }
             }
+            let defer_accept = l.defer_accept.unwrap_or(false);
             let redirect_https = l.redirect_https.unwrap_or(false);
             if redirect_https && tls.is_some() {
                 self.err(
@@ -1225,6 +1229,7 @@ impl Validator {
                 alpn,
                 h2c,
                 redirect_https,
+                defer_accept,
             });
         }
         out
