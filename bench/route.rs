@@ -2,9 +2,10 @@
 //! route's pattern in turn (what a regex-list router does).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use tollgate::http::Method;
-use tollgate::route::path::normalise;
-use tollgate::route::trie::{parse_route_path, Lookup, MethodSel, Seg, Trie};
+use tollgate::route::trie::{Lookup, Trie};
+use tollgate::syntax::path::normalise;
+use tollgate::syntax::route_key::{parse_route_path, MethodSel, Seg};
+use tollgate::syntax::Method;
 
 fn routes() -> Vec<(Method, String)> {
     let mut v = Vec::new();

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::http::Method;
+use crate::syntax::Method;
 
 /// Which side of the proxy caused an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

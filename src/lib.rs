@@ -51,6 +51,7 @@ pub mod route;
 pub mod runtime;
 pub mod shard;
 pub mod snapshot;
+pub mod syntax;
 pub mod throttle;
 pub mod tls;
 pub mod upstream;

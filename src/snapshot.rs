@@ -13,10 +13,11 @@ use crate::auth::KeyTable;
 use crate::cache::{CacheClock, CacheRegistry, StageCache};
 use crate::config::{Config, Integration, Invalidation, KeyPart, Limits, Plan, Rate, Upstream};
 use crate::gateway::target::{parse_uri_target, Authority};
-use crate::gateway::template::Template;
-use crate::http::Method;
-use crate::route::trie::{MethodSel, Trie};
+use crate::route::trie::Trie;
 use crate::route::Domains;
+use crate::syntax::route_key::MethodSel;
+use crate::syntax::template::Template;
+use crate::syntax::Method;
 use crate::throttle::bucket::Bucket;
 use crate::tls::client::UpTls;
 

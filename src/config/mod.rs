@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::gateway::template::{Template, UnknownBraces};
-use crate::http::Method;
-use crate::route::trie::{parse_route_path, MethodSel, Seg};
+use crate::syntax::route_key::{parse_route_path, MethodSel, Seg};
+use crate::syntax::template::{Template, UnknownBraces};
+use crate::syntax::Method;
 pub use crate::throttle::bucket::Rate;
 pub use crate::throttle::{Period, Quota};
 
@@ -201,7 +201,7 @@ pub struct Mtls {
     pub client_ca: PathBuf,
     pub required: bool,
     /// (lower-cased header name, field)
-    pub headers: Vec<(String, crate::tls::CertField)>,
+    pub headers: Vec<(String, crate::syntax::CertField)>,
     #[serde(skip)]
     pub roots: Option<std::sync::Arc<rustls::RootCertStore>>,
 }
@@ -876,7 +876,7 @@ impl Validator {
 
     fn name(&mut self, key: &str, v: Option<String>) -> String {
         match v {
-            Some(s) if crate::gateway::template::is_ident(&s) => s,
+            Some(s) if crate::syntax::template::is_ident(&s) => s,
             Some(s) => {
                 self.bad(key, s, "a name of letters, digits, '_' or '-'");
                 String::new()
@@ -1118,12 +1118,12 @@ impl Validator {
                 self.bad(&format!("{key}.headers"), &name, "a header name");
                 continue;
             }
-            match crate::tls::CertField::parse(&field) {
+            match crate::syntax::CertField::parse(&field) {
                 Some(f) => headers.push((name.to_ascii_lowercase(), f)),
                 None => self.bad(
                     &format!("{key}.headers.{name}"),
                     &field,
-                    crate::tls::CertField::HELP,
+                    crate::syntax::CertField::HELP,
                 ),
             }
         }
@@ -1617,7 +1617,7 @@ impl Validator {
                 .cache
                 .and_then(|c| self.stage_cache(&format!("{skey}.cache"), c));
             for k in s.variables.keys() {
-                if !crate::gateway::template::is_ident(k) {
+                if !crate::syntax::template::is_ident(k) {
                     self.bad(
                         &format!("{skey}.variables"),
                         k,
@@ -2086,8 +2086,9 @@ impl Validator {
             let base_path: Vec<String> = if bp.is_empty() || bp == "/" {
                 Vec::new()
             } else {
-                match crate::route::path::normalise(format!("/{}", bp.trim_matches('/')).as_bytes())
-                {
+                match crate::syntax::path::normalise(
+                    format!("/{}", bp.trim_matches('/')).as_bytes(),
+                ) {
                     Ok(s) => s.iter().map(str::to_string).collect(),
                     Err(e) => {
                         self.bad(

@@ -22,10 +22,11 @@ use crate::config::{CacheMode, Invalidation, KeyPart};
 use crate::error::{Error, Kind};
 use crate::http::conn::Conn;
 use crate::http::h1::{Framing, ResponseHead};
+use crate::http::name_eq;
 use crate::http::write::status_line;
-use crate::http::{name_eq, Method};
 use crate::shard::{Shard, ShardSnap};
 use crate::snapshot::{CachePolicy, HttpIntegration};
+use crate::syntax::Method;
 use crate::upstream::proxy::{self, Extra, Tee};
 
 /// Bodies up to this size are copied into the head's buffer (one write); larger ones are

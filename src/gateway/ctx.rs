@@ -1,9 +1,9 @@
 //! Typed per-request state, built up as the phases run.
 
 use crate::http::h1::{Framing, RequestHead};
-use crate::route::path::Segments;
 use crate::route::trie::Captures;
 use crate::route::StageRef;
+use crate::syntax::path::Segments;
 
 /// How far the request body has been read from the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,9 +115,9 @@ impl RequestCtx {
     pub fn vars<'a>(
         &'a self,
         source_ip: &'a str,
-        escape: crate::gateway::template::Escape,
-    ) -> crate::gateway::template::Vars<'a> {
-        crate::gateway::template::Vars {
+        escape: crate::syntax::template::Escape,
+    ) -> crate::syntax::template::Vars<'a> {
+        crate::syntax::template::Vars {
             request_id: self.request_id.as_str(),
             source_ip,
             client_cert: self.client_cert.as_ref().and_then(|c| c.fields.as_deref()),

@@ -9,7 +9,6 @@
 pub mod cached;
 pub mod ctx;
 pub mod target;
-pub mod template;
 
 use std::io::Write;
 use std::rc::Rc;
@@ -22,15 +21,15 @@ use crate::error::{Error, Kind, RateInfo};
 use crate::http::conn::Conn;
 use crate::http::h1::{Framing, RequestHead};
 use crate::http::write::{json_message, status_line};
-use crate::http::Method;
 use crate::metrics::Counter;
-use crate::route::path::normalise_into;
 use crate::route::trie::Lookup;
 use crate::shard::{Shard, ShardSnap};
 use crate::snapshot::{IntegrationRt, MockIntegration};
+use crate::syntax::path::normalise_into;
+use crate::syntax::template::Escape;
+use crate::syntax::Method;
 use crate::throttle::lease::{Decision, Lease};
 use ctx::{BodyState, RequestCtx, RequestId};
-use template::Escape;
 
 /// What the connection does after a request.
 pub enum Next {

@@ -5,8 +5,8 @@
 
 use std::net::SocketAddr;
 
-use super::template::{Piece, Template};
 use crate::config::Upstream;
+use crate::syntax::template::{Piece, Template};
 
 /// The authority part of an integration URI.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -106,7 +106,7 @@ pub struct Conn {
     /// The client's IP as text, for X-Forwarded-For: formatted once per connection.
     pub peer_ip: Rc<str>,
     /// Scratch for decoded path segments, reused by every request on the connection.
-    pub segs: crate::route::path::Segments,
+    pub segs: crate::syntax::path::Segments,
     /// mTLS: header lines from the verified client certificate, and the names the listener
     /// forwards (a client's own headers of those names are dropped).
     pub client_cert: Option<ClientCertHeaders>,

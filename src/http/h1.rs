@@ -12,7 +12,8 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::{has_token, name_eq, Method};
+use super::{has_token, name_eq};
+use crate::syntax::Method;
 
 /// Headers per message beyond which the head is refused with 431.
 pub const MAX_HEADERS: usize = 128;

@@ -1,13 +1,12 @@
 //! Routing: which API and stage a request is for ([`Domains`]: host, then longest base path),
 //! and which route inside that API ([`trie`]).
 
-pub mod path;
 pub mod trie;
 
 use ahash::AHashMap;
 
 use crate::config::{Domain, HostPattern};
-use path::SegView;
+use crate::syntax::path::SegView;
 
 /// A resolved API stage: indices into the snapshot, and how many path segments the base path
 /// took.
@@ -149,7 +148,7 @@ mod tests {
     }
 
     fn resolve(d: &Domains, listener: usize, host: &str, path: &str) -> Option<(usize, usize)> {
-        let segs = path::normalise(path.as_bytes()).unwrap();
+        let segs = crate::syntax::path::normalise(path.as_bytes()).unwrap();
         d.resolve(listener, host.as_bytes(), segs.view())
             .map(|r| (r.api, r.base_len))
     }

@@ -141,51 +141,7 @@ pub fn load_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, String> {
     Ok(Arc::new(roots))
 }
 
-/// A field of a verified client certificate, forwarded as a header (names as in Amazon API
-/// Gateway's `$context.identity.clientCert`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum CertField {
-    SubjectDN,
-    IssuerDN,
-    SerialNumber,
-    /// SHA-256 of the DER certificate, hex.
-    Fingerprint,
-    /// DNS, email, URI and IP subject alternative names, comma-separated.
-    Sans,
-    NotBefore,
-    NotAfter,
-    /// The leaf certificate, PEM, URL-encoded (as nginx's `$ssl_client_escaped_cert`).
-    ClientCertPem,
-}
-
-impl CertField {
-    pub const ALL: [CertField; 8] = [
-        CertField::SubjectDN,
-        CertField::IssuerDN,
-        CertField::SerialNumber,
-        CertField::Fingerprint,
-        CertField::Sans,
-        CertField::NotBefore,
-        CertField::NotAfter,
-        CertField::ClientCertPem,
-    ];
-
-    pub const HELP: &'static str = "one of subjectDN, issuerDN, serialNumber, fingerprint, sans, notBefore, notAfter, clientCertPem";
-
-    pub fn parse(s: &str) -> Option<CertField> {
-        Some(match s {
-            "subjectDN" => CertField::SubjectDN,
-            "issuerDN" => CertField::IssuerDN,
-            "serialNumber" => CertField::SerialNumber,
-            "fingerprint" => CertField::Fingerprint,
-            "sans" => CertField::Sans,
-            "notBefore" => CertField::NotBefore,
-            "notAfter" => CertField::NotAfter,
-            "clientCertPem" => CertField::ClientCertPem,
-            _ => return None,
-        })
-    }
-}
+pub use crate::syntax::CertField;
 
 /// Every field of a verified client certificate, indexed by `CertField as usize`; computed
 /// once per connection.

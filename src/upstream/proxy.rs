@@ -25,15 +25,16 @@ use super::{
 use crate::config::Limits;
 use crate::error::{Error, Kind};
 use crate::gateway::ctx::{BodyState, RequestCtx};
-use crate::gateway::template::Escape;
 use crate::gateway::{connection_header, Next};
 use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::conn::{write_all, Conn, READ_CHUNK};
 use crate::http::h1::{self, Framing, HeadError, ResponseHead};
-use crate::http::{has_token, name_eq, Method};
-use crate::route::path::encode_segment;
+use crate::http::{has_token, name_eq};
 use crate::shard::{Shard, ShardSnap, TargetLocal};
 use crate::snapshot::HttpIntegration;
+use crate::syntax::path::encode_segment;
+use crate::syntax::template::Escape;
+use crate::syntax::Method;
 
 /// Largest upstream response head accepted (then 502).
 const MAX_RESPONSE_HEAD: usize = 64 << 10;

@@ -17,7 +17,7 @@ pub enum Piece {
     PathVar(usize),
     RequestId,
     SourceIp,
-    ClientCert(crate::tls::CertField),
+    ClientCert(crate::syntax::CertField),
 }
 
 /// How an identity value (a certificate field) is written where it lands.
@@ -41,8 +41,8 @@ pub struct Vars<'a> {
 }
 
 /// The `${context.identity.clientCert.*}` names, as Amazon API Gateway spells them.
-fn cert_field(name: &str) -> Option<crate::tls::CertField> {
-    use crate::tls::CertField as F;
+fn cert_field(name: &str) -> Option<crate::syntax::CertField> {
+    use crate::syntax::CertField as F;
     Some(match name {
         "subjectDN" => F::SubjectDN,
         "issuerDN" => F::IssuerDN,
@@ -294,8 +294,8 @@ mod tests {
             UnknownBraces::Error,
         )
         .unwrap();
-        let mut fields = vec![String::new(); crate::tls::CertField::ALL.len()];
-        fields[crate::tls::CertField::SubjectDN as usize] = "CN=a b,O=x".into();
+        let mut fields = vec![String::new(); crate::syntax::CertField::ALL.len()];
+        fields[crate::syntax::CertField::SubjectDN as usize] = "CN=a b,O=x".into();
         let mut vars = Vars {
             request_id: "rid",
             source_ip: "10.0.0.1",

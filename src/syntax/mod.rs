@@ -1,0 +1,143 @@
+//! The grammar of what the config and requests spell out, parsed into inert values: HTTP
+//! methods, request paths and their percent coding ([`path`]), route keys ([`route_key`]),
+//! `${...}` templates ([`template`]) and client-certificate field names ([`CertField`]).
+//!
+//! A leaf: it imports no other module of the crate, so the config, the route trie, the
+//! protocol layer and the pipeline can all share these types without depending on each other.
+
+pub mod path;
+pub mod route_key;
+pub mod template;
+
+/// The methods a route can name. Anything else is still forwarded (for `ANY` routes and
+/// `$default`), under [`Method::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Options,
+    Trace,
+    Connect,
+    Other,
+}
+
+impl Method {
+    /// Every method a route key may name, in the order `Allow` lists them.
+    pub const NAMED: [Method; 9] = [
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Delete,
+        Method::Patch,
+        Method::Options,
+        Method::Trace,
+        Method::Connect,
+    ];
+
+    pub fn from_bytes(b: &[u8]) -> Method {
+        match b {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"PATCH" => Method::Patch,
+            b"OPTIONS" => Method::Options,
+            b"TRACE" => Method::Trace,
+            b"CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+
+    /// Parses a route key's method; `None` for unknown names.
+    pub fn from_route_name(s: &str) -> Option<Method> {
+        match Method::from_bytes(s.as_bytes()) {
+            Method::Other => None,
+            m => Some(m),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Options => "OPTIONS",
+            Method::Trace => "TRACE",
+            Method::Connect => "CONNECT",
+            Method::Other => "OTHER",
+        }
+    }
+
+    /// Index into per-method tables (`Other` has none).
+    pub fn index(self) -> Option<usize> {
+        Method::NAMED.iter().position(|m| *m == self)
+    }
+
+    /// Methods a retry may repeat (RFC 9110 9.2.2).
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get
+                | Method::Head
+                | Method::Put
+                | Method::Delete
+                | Method::Options
+                | Method::Trace
+        )
+    }
+}
+
+/// A field of a verified client certificate, forwarded as a header (names as in Amazon API
+/// Gateway's `$context.identity.clientCert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum CertField {
+    SubjectDN,
+    IssuerDN,
+    SerialNumber,
+    /// SHA-256 of the DER certificate, hex.
+    Fingerprint,
+    /// DNS, email, URI and IP subject alternative names, comma-separated.
+    Sans,
+    NotBefore,
+    NotAfter,
+    /// The leaf certificate, PEM, URL-encoded (as nginx's `$ssl_client_escaped_cert`).
+    ClientCertPem,
+}
+
+impl CertField {
+    pub const ALL: [CertField; 8] = [
+        CertField::SubjectDN,
+        CertField::IssuerDN,
+        CertField::SerialNumber,
+        CertField::Fingerprint,
+        CertField::Sans,
+        CertField::NotBefore,
+        CertField::NotAfter,
+        CertField::ClientCertPem,
+    ];
+
+    pub const HELP: &'static str = "one of subjectDN, issuerDN, serialNumber, fingerprint, sans, notBefore, notAfter, clientCertPem";
+
+    pub fn parse(s: &str) -> Option<CertField> {
+        Some(match s {
+            "subjectDN" => CertField::SubjectDN,
+            "issuerDN" => CertField::IssuerDN,
+            "serialNumber" => CertField::SerialNumber,
+            "fingerprint" => CertField::Fingerprint,
+            "sans" => CertField::Sans,
+            "notBefore" => CertField::NotBefore,
+            "notAfter" => CertField::NotAfter,
+            "clientCertPem" => CertField::ClientCertPem,
+            _ => return None,
+        })
+    }
+}

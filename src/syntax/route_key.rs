@@ -1,0 +1,78 @@
+//! Route keys as written in the config: `METHOD /path/{param}/{proxy+}`, `ANY /path` and
+//! `$default`. Parsed once at load into plain segments that the route trie is built from.
+
+use super::Method;
+
+/// One segment of a route's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Lit(String),
+    Param(String),
+    /// `{name+}`: one or more remaining segments; only last.
+    Greedy(String),
+}
+
+/// Parses a route path like `/pets/{petId}/{proxy+}`.
+pub fn parse_route_path(path: &str) -> Result<Vec<Seg>, String> {
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with /"));
+    }
+    let mut segs = Vec::new();
+    let parts: Vec<&str> = path[1..].split('/').collect();
+    let n = parts.len();
+    for (i, raw) in parts.into_iter().enumerate() {
+        if raw.is_empty() {
+            if i + 1 == n {
+                break; // "/" alone or a trailing slash
+            }
+            return Err(format!("path {path:?} has an empty segment"));
+        }
+        if let Some(inner) = raw.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+            let (name, greedy) = match inner.strip_suffix('+') {
+                Some(n) => (n, true),
+                None => (inner, false),
+            };
+            if !super::template::is_ident(name) {
+                return Err(format!("bad path variable {raw:?} in {path:?}: use {{name}} or {{name+}} with letters, digits, _ or -"));
+            }
+            if segs
+                .iter()
+                .any(|s| matches!(s, Seg::Param(n) | Seg::Greedy(n) if n == name))
+            {
+                return Err(format!(
+                    "path variable {{{name}}} appears twice in {path:?}"
+                ));
+            }
+            if greedy {
+                if i + 1 != n {
+                    return Err(format!(
+                        "greedy variable {raw:?} must be the last segment of {path:?}"
+                    ));
+                }
+                segs.push(Seg::Greedy(name.to_string()));
+            } else {
+                segs.push(Seg::Param(name.to_string()));
+            }
+        } else {
+            if raw.contains(['{', '}']) {
+                return Err(format!("segment {raw:?} of {path:?} mixes text and a variable; a variable must be a whole segment"));
+            }
+            if raw == "." || raw == ".." {
+                return Err(format!("path {path:?} has a dot segment"));
+            }
+            let decoded = super::path::normalise(format!("/{raw}").as_bytes())
+                .map_err(|e| format!("segment {raw:?}: {}", e.message()))?;
+            segs.push(Seg::Lit(
+                decoded.iter().next().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    Ok(segs)
+}
+
+/// Which method a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodSel {
+    One(Method),
+    Any,
+}
