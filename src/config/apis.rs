@@ -1,0 +1,356 @@
+//! `[[apis]]`: stages, stage variables, routes and their integrations (`http`, `mock`).
+
+use super::*;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Api {
+    pub name: String,
+    pub stages: Vec<Stage>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub name: String,
+    pub throttle: Option<Rate>,
+    #[serde(serialize_with = "ser_redacted_vars")]
+    pub variables: BTreeMap<String, String>,
+    /// The stage's response cache; `None` when off.
+    pub cache: Option<StageCache>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// As written: "GET /pets/{petId}" or "$default".
+    pub key: String,
+    #[serde(skip)]
+    pub method: MethodSel,
+    /// Empty for `$default`.
+    #[serde(skip)]
+    pub segs: Vec<Seg>,
+    pub is_default: bool,
+    pub throttle: Option<Rate>,
+    pub api_key_required: bool,
+    /// Names of the path variables, in order.
+    pub params: Vec<String>,
+    pub integration: Integration,
+    pub cache: Option<RouteCache>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Integration {
+    Http {
+        uri: String,
+        #[serde(skip)]
+        template: Template,
+        #[serde(serialize_with = "ser_duration")]
+        timeout: Duration,
+        headers: Vec<(String, String)>,
+        #[serde(skip)]
+        header_templates: Vec<(String, Template)>,
+    },
+    Mock {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+        #[serde(skip)]
+        header_templates: Vec<(String, Template)>,
+        #[serde(skip)]
+        body_template: Template,
+    },
+}
+
+impl Validator {
+    pub(super) fn api(
+        &mut self,
+        i: usize,
+        a: file::ApiFile,
+        limits: &Limits,
+        upstreams: &[Upstream],
+    ) -> Api {
+        let key = item("apis", i, a.name.as_ref());
+        let name = self.name(&format!("{key}.name"), a.name);
+        match a.kind.as_deref() {
+            None | Some("http") => {}
+            Some("websocket") => self.unsupported(
+                &format!("{key}.kind"),
+                "WebSocket APIs (kind = \"websocket\"; WebSocket upgrades on http routes do work)",
+            ),
+            Some(other) => self.bad(&format!("{key}.kind"), other, "\"http\" or \"websocket\""),
+        }
+        if a.stages.is_empty() {
+            self.err(
+                &format!("{key}.stages"),
+                "at least one [[apis.stages]] entry is required",
+            );
+        }
+        let mut stages: Vec<Stage> = Vec::new();
+        for (j, s) in a.stages.into_iter().enumerate() {
+            let skey = format!("{key}.{}", item("stages", j, s.name.as_ref()));
+            let sname = self.name(&format!("{skey}.name"), s.name);
+            if stages.iter().any(|o| o.name == sname) {
+                self.err(&format!("{skey}.name"), "is used by two stages of this API");
+            }
+            let throttle = s
+                .throttle
+                .and_then(|t| self.rate(&format!("{skey}.throttle"), t));
+            let cache = s
+                .cache
+                .and_then(|c| self.stage_cache(&format!("{skey}.cache"), c));
+            for k in s.variables.keys() {
+                if !crate::syntax::template::is_ident(k) {
+                    self.bad(
+                        &format!("{skey}.variables"),
+                        k,
+                        "variable names of letters, digits, '_' or '-'",
+                    );
+                }
+            }
+            stages.push(Stage {
+                name: sname,
+                throttle,
+                variables: s.variables,
+                cache,
+            });
+        }
+        let mut routes: Vec<Route> = Vec::new();
+        let mut trie = crate::route::trie::Trie::<()>::default();
+        for (j, r) in a.routes.into_iter().enumerate() {
+            let rkey = format!("{key}.{}", item("routes", j, r.route.as_ref()));
+            if let Some(route) = self.route(&rkey, r, limits, upstreams, &stages) {
+                let dup = if route.is_default {
+                    trie.set_default(())
+                } else {
+                    trie.insert(route.method, &route.segs, ())
+                };
+                if let Err(e) = dup {
+                    self.err(&format!("{rkey}.route"), e);
+                }
+                routes.push(route);
+            }
+        }
+        Api {
+            name,
+            stages,
+            routes,
+        }
+    }
+
+    pub(super) fn route(
+        &mut self,
+        rkey: &str,
+        r: file::RouteFile,
+        limits: &Limits,
+        upstreams: &[Upstream],
+        stages: &[Stage],
+    ) -> Option<Route> {
+        let api_key_required = r.api_key_required.unwrap_or(false);
+        let throttle = r
+            .throttle
+            .and_then(|t| self.rate(&format!("{rkey}.throttle"), t));
+        let Some(key) = r.route else {
+            self.err(
+                &format!("{rkey}.route"),
+                "is required: \"METHOD /path\" or \"$default\"",
+            );
+            return None;
+        };
+        let (method, segs, is_default) = if key == "$default" {
+            (MethodSel::Any, Vec::new(), true)
+        } else {
+            let Some((m, p)) = key.split_once(' ') else {
+                self.bad(
+                    &format!("{rkey}.route"),
+                    &key,
+                    "\"METHOD /path\" (e.g. \"GET /pets/{petId}\") or \"$default\"",
+                );
+                return None;
+            };
+            let method = if m == "ANY" {
+                MethodSel::Any
+            } else if let Some(m) = Method::from_route_name(m) {
+                MethodSel::One(m)
+            } else {
+                self.bad(&format!("{rkey}.route"), &key, "a method of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT or ANY");
+                return None;
+            };
+            match parse_route_path(p.trim()) {
+                Ok(segs) => (method, segs, false),
+                Err(e) => {
+                    self.err(&format!("{rkey}.route"), e);
+                    return None;
+                }
+            }
+        };
+        let params: Vec<String> = segs
+            .iter()
+            .filter_map(|s| match s {
+                Seg::Param(n) | Seg::Greedy(n) => Some(n.clone()),
+                Seg::Lit(_) => None,
+            })
+            .collect();
+        let Some(integ) = r.integration else {
+            self.err(&format!("{rkey}.integration"), "is required");
+            return None;
+        };
+        let ikey = format!("{rkey}.integration");
+        let cache = r
+            .cache
+            .and_then(|c| self.route_cache(&format!("{rkey}.cache"), c, &params));
+        let integration = self.integration(&ikey, integ, &params, limits, upstreams, stages)?;
+        Some(Route {
+            key,
+            method,
+            segs,
+            is_default,
+            throttle,
+            api_key_required,
+            params,
+            integration,
+            cache,
+        })
+    }
+
+    pub(super) fn header_templates(
+        &mut self,
+        key: &str,
+        headers: BTreeMap<String, String>,
+        params: &[String],
+    ) -> (Vec<(String, String)>, HeaderTemplates) {
+        let mut raw = Vec::new();
+        let mut parsed = Vec::new();
+        for (name, value) in headers {
+            let valid_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid_name {
+                self.bad(
+                    &format!("{key}.headers"),
+                    &name,
+                    "a header name (RFC 9110 token characters)",
+                );
+                continue;
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                self.bad(
+                    &format!("{key}.headers.{name}"),
+                    &value,
+                    "a value without CR, LF or NUL",
+                );
+                continue;
+            }
+            match Template::parse(&value, params, UnknownBraces::Literal) {
+                Ok(t) => parsed.push((name.to_ascii_lowercase(), t)),
+                Err(e) => self.err(&format!("{key}.headers.{name}"), e),
+            }
+            raw.push((name, value));
+        }
+        (raw, parsed)
+    }
+
+    pub(super) fn integration(
+        &mut self,
+        ikey: &str,
+        i: file::IntegrationFile,
+        params: &[String],
+        limits: &Limits,
+        upstreams: &[Upstream],
+        stages: &[Stage],
+    ) -> Option<Integration> {
+        let (headers, header_templates) = self.header_templates(ikey, i.headers, params);
+        match i.kind.as_deref() {
+            Some("http") => {
+                if i.status.is_some() || i.body.is_some() {
+                    self.err(ikey, "status and body belong to type = \"mock\"");
+                }
+                let Some(uri) = i.uri else {
+                    self.err(&format!("{ikey}.uri"), "is required for type = \"http\"");
+                    return None;
+                };
+                let timeout = self.duration(
+                    &format!("{ikey}.timeout"),
+                    i.timeout.as_ref(),
+                    limits.integration_timeout,
+                );
+                if timeout > limits.integration_timeout {
+                    self.bad(
+                        &format!("{ikey}.timeout"),
+                        i.timeout.unwrap_or_default(),
+                        &format!(
+                            "at most limits.integration_timeout ({}s)",
+                            limits.integration_timeout.as_secs_f64()
+                        ),
+                    );
+                }
+                let template = match Template::parse(&uri, params, UnknownBraces::Error) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.err(&format!("{ikey}.uri"), e);
+                        return None;
+                    }
+                };
+                // Every stage must turn the URI into a target the gateway can reach.
+                for s in stages {
+                    let resolved = template.with_stage(&s.variables).and_then(|t| {
+                        crate::gateway::target::parse_uri_target(&t, upstreams).map(|_| ())
+                    });
+                    if let Err(e) = resolved {
+                        self.err(
+                            &format!("{ikey}.uri"),
+                            format!("{uri:?} in stage {:?}: {e}", s.name),
+                        );
+                    }
+                }
+                Some(Integration::Http {
+                    uri,
+                    template,
+                    timeout,
+                    headers,
+                    header_templates,
+                })
+            }
+            Some("mock") => {
+                if i.uri.is_some() || i.timeout.is_some() {
+                    self.err(ikey, "uri and timeout belong to type = \"http\"");
+                }
+                let status = match i.status {
+                    None => 200,
+                    Some(s) if (200..=599).contains(&s) => s as u16,
+                    Some(s) => {
+                        self.bad(
+                            &format!("{ikey}.status"),
+                            s,
+                            "an HTTP status from 200 to 599",
+                        );
+                        200
+                    }
+                };
+                let body = i.body.unwrap_or_default();
+                let body_template = match Template::parse(&body, params, UnknownBraces::Literal) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.err(&format!("{ikey}.body"), e);
+                        Template::default()
+                    }
+                };
+                Some(Integration::Mock {
+                    status,
+                    headers,
+                    body,
+                    header_templates,
+                    body_template,
+                })
+            }
+            Some(other) => {
+                self.bad(&format!("{ikey}.type"), other, "\"http\" or \"mock\"");
+                None
+            }
+            None => {
+                self.err(&format!("{ikey}.type"), "is required: \"http\" or \"mock\"");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! `[[domains]]`: host patterns, base-path mappings to API stages, per-domain certificates.
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostPattern {
+    Any,
+    /// Lower-cased suffix including the leading dot: ".example.com".
+    Suffix(String),
+    Exact(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Domain {
+    pub host: HostPattern,
+    /// The certificate served for this host (SNI) on TLS listeners.
+    pub tls: Option<TlsCert>,
+    /// Listener names this domain is served on; `None` = all.
+    pub listeners: Option<Vec<String>>,
+    pub mappings: Vec<Mapping>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Mapping {
+    /// Decoded segments of the base path; empty for "".
+    pub base_path: Vec<String>,
+    pub api: usize,
+    pub stage: usize,
+}
+
+impl Validator {
+    pub(super) fn domain(
+        &mut self,
+        i: usize,
+        d: file::DomainFile,
+        apis: &[Api],
+        listeners: &[Listener],
+        base: &Path,
+    ) -> Domain {
+        let key = item("domains", i, d.host.as_ref());
+        let host = match d.host.as_deref() {
+            None => {
+                self.err(
+                    &format!("{key}.host"),
+                    "is required: a host name, \"*.suffix\" or \"*\"",
+                );
+                HostPattern::Any
+            }
+            Some("*") => HostPattern::Any,
+            Some(h) => {
+                let lower = h.to_ascii_lowercase();
+                let (pat, name) = match lower.strip_prefix("*.") {
+                    Some(rest) => (HostPattern::Suffix(format!(".{rest}")), rest.to_string()),
+                    None => (HostPattern::Exact(lower.clone()), lower.clone()),
+                };
+                let ok = !name.is_empty()
+                    && name.split('.').all(|l| {
+                        !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if !ok {
+                    self.bad(&format!("{key}.host"), h, "a host name such as \"api.example.com\", a wildcard \"*.example.com\", or \"*\"");
+                }
+                pat
+            }
+        };
+        let tls = d.tls.and_then(|t| {
+            if host == HostPattern::Any {
+                self.err(
+                    &format!("{key}.tls"),
+                    "a certificate for every host belongs on the listener (listeners.tls)",
+                );
+                return None;
+            }
+            self.tls_cert(&format!("{key}.tls"), t, base)
+        });
+        if let Some(ls) = &d.listeners {
+            for l in ls {
+                if !listeners.iter().any(|x| &x.name == l) {
+                    self.bad(
+                        &format!("{key}.listeners"),
+                        l,
+                        "the name of a [[listeners]] entry",
+                    );
+                }
+            }
+        }
+        if d.mappings.is_empty() {
+            self.err(
+                &format!("{key}.mappings"),
+                "at least one mapping { base_path, api, stage } is required",
+            );
+        }
+        let mut mappings: Vec<Mapping> = Vec::new();
+        for (j, m) in d.mappings.into_iter().enumerate() {
+            let mkey = format!("{key}.mappings[{j}]");
+            let bp = m.base_path.unwrap_or_default();
+            let base_path: Vec<String> = if bp.is_empty() || bp == "/" {
+                Vec::new()
+            } else {
+                match crate::syntax::path::normalise(
+                    format!("/{}", bp.trim_matches('/')).as_bytes(),
+                ) {
+                    Ok(s) => s.iter().map(str::to_string).collect(),
+                    Err(e) => {
+                        self.bad(
+                            &format!("{mkey}.base_path"),
+                            &bp,
+                            &format!("a path such as \"v1\" or \"v1/orders\" ({})", e.message()),
+                        );
+                        continue;
+                    }
+                }
+            };
+            let Some(api_name) = m.api else {
+                self.err(&format!("{mkey}.api"), "is required");
+                continue;
+            };
+            let Some(api) = apis.iter().position(|a| a.name == api_name) else {
+                self.bad(
+                    &format!("{mkey}.api"),
+                    api_name,
+                    "the name of an [[apis]] entry",
+                );
+                continue;
+            };
+            let stage_name = m.stage.unwrap_or_default();
+            let Some(stage) = apis[api].stages.iter().position(|s| s.name == stage_name) else {
+                let names: Vec<&str> = apis[api].stages.iter().map(|s| s.name.as_str()).collect();
+                self.bad(
+                    &format!("{mkey}.stage"),
+                    stage_name,
+                    &format!("a stage of API {api_name:?}: {names:?}"),
+                );
+                continue;
+            };
+            if mappings.iter().any(|o| o.base_path == base_path) {
+                self.err(
+                    &format!("{mkey}.base_path"),
+                    format!("{bp:?} is mapped twice in this domain"),
+                );
+            }
+            mappings.push(Mapping {
+                base_path,
+                api,
+                stage,
+            });
+        }
+        Domain {
+            host,
+            tls,
+            listeners: d.listeners,
+            mappings,
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Usage plans, API keys declared in the file, and `[cluster]` (fleet-wide limits through
+//! Redis).
+
+use super::*;
+
+/// What a node does when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    /// Enforce the node's own share of each limit (`rate / nodes`, `burst / nodes`).
+    Local,
+    /// Refuse what a fleet-wide limit or quota would have to allow (429).
+    Deny,
+}
+
+/// `[cluster]`: gateway, stage and usage-plan limits and quotas shared by a fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub redis: SocketAddr,
+    /// Nodes in the fleet, for the local fallback share.
+    pub nodes: u32,
+    pub on_redis_error: OnRedisError,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+}
+
+/// Redis round-trip timeout (250 ms); past it the node falls back as configured.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A usage plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub name: String,
+    pub description: String,
+    /// (api, stage) indices it covers.
+    #[serde(skip)]
+    pub stages: Vec<(usize, usize)>,
+    /// The same, as "api/stage".
+    pub stage_names: Vec<String>,
+    pub throttle: Option<Rate>,
+    /// (api index, route index, rate): per-route overrides for keys of this plan.
+    #[serde(skip)]
+    pub route_throttle: Vec<(usize, usize, Rate)>,
+    pub route_throttle_keys: Vec<String>,
+    pub quota: Option<Quota>,
+}
+
+/// An API key declared in the config file.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigKey {
+    pub name: String,
+    /// Never shown: `GET /config` prints "<redacted>".
+    #[serde(serialize_with = "ser_redacted")]
+    pub value: String,
+    pub description: String,
+    pub enabled: bool,
+    /// Plan names.
+    pub plans: Vec<String>,
+}
+
+fn ser_redacted<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<redacted>")
+}
+
+impl Validator {
+    pub(super) fn cluster(&mut self, c: file::ClusterFile) -> Cluster {
+        let redis = match c.redis.as_deref() {
+            Some(u) => match u
+                .strip_prefix("redis://")
+                .map(|r| r.trim_end_matches('/'))
+                .and_then(|r| resolve(r).ok())
+            {
+                Some(a) => a,
+                None => {
+                    self.bad("cluster.redis", u, "\"redis://HOST:PORT\" that resolves");
+                    SocketAddr::from(([127, 0, 0, 1], 6379))
+                }
+            },
+            None => {
+                self.err("cluster.redis", "is required: \"redis://HOST:PORT\"");
+                SocketAddr::from(([127, 0, 0, 1], 6379))
+            }
+        };
+        let on_redis_error = match c.on_redis_error.as_deref() {
+            None | Some("local") => OnRedisError::Local,
+            Some("deny") => OnRedisError::Deny,
+            Some(other) => {
+                self.bad("cluster.on_redis_error", other, "\"local\" or \"deny\"");
+                OnRedisError::Local
+            }
+        };
+        Cluster {
+            redis,
+            nodes: self.int_in("cluster.nodes", c.nodes, 1, 1, 10_000) as u32,
+            on_redis_error,
+            timeout: self.duration("cluster.timeout", c.timeout.as_ref(), DEFAULT_REDIS_TIMEOUT),
+        }
+    }
+
+    pub(super) fn plans(&mut self, raw: Vec<file::PlanFile>, apis: &[Api]) -> Vec<Plan> {
+        let mut out: Vec<Plan> = Vec::new();
+        for (i, p) in raw.into_iter().enumerate() {
+            let key = item("usage_plans", i, p.name.as_ref());
+            let name = self.name(&format!("{key}.name"), p.name);
+            if out.iter().any(|o| o.name == name) {
+                self.err(&format!("{key}.name"), "is used by two usage plans");
+            }
+            let mut stages = Vec::new();
+            for (j, s) in p.stages.iter().enumerate() {
+                let found = s.split_once('/').and_then(|(a, st)| {
+                    let ai = apis.iter().position(|x| x.name == a)?;
+                    let si = apis[ai].stages.iter().position(|x| x.name == st)?;
+                    Some((ai, si))
+                });
+                match found {
+                    Some(x) => stages.push(x),
+                    None => self.bad(
+                        &format!("{key}.stages[{j}]"),
+                        s,
+                        "\"api/stage\" naming an API and one of its stages",
+                    ),
+                }
+            }
+            if stages.is_empty() {
+                self.err(
+                    &format!("{key}.stages"),
+                    "lists no stage: a plan applies to at least one \"api/stage\"",
+                );
+            }
+            let throttle = p
+                .throttle
+                .and_then(|t| self.rate(&format!("{key}.throttle"), t));
+            let mut route_throttle = Vec::new();
+            let mut route_throttle_keys = Vec::new();
+            for (rk, t) in p.route_throttle {
+                let rkey = format!("{key}.route_throttle[{rk:?}]");
+                let Some(rate) = self.rate(&rkey, t) else {
+                    continue;
+                };
+                let mut hit = false;
+                for &(ai, _) in &stages {
+                    if let Some(ri) = apis[ai].routes.iter().position(|r| r.key == rk) {
+                        if !route_throttle.iter().any(|&(a, r, _)| a == ai && r == ri) {
+                            route_throttle.push((ai, ri, rate));
+                        }
+                        hit = true;
+                    }
+                }
+                if !hit {
+                    self.bad(
+                        &rkey,
+                        &rk,
+                        "a route key (\"METHOD /path\") of an API this plan covers",
+                    );
+                }
+                route_throttle_keys.push(rk);
+            }
+            let quota = p.quota.and_then(|q| {
+                let limit = match q.limit {
+                    Some(n) if n >= 1 => Some(n as u64),
+                    Some(n) => {
+                        self.bad(
+                            &format!("{key}.quota.limit"),
+                            n,
+                            "a positive number of requests",
+                        );
+                        None
+                    }
+                    None => {
+                        self.err(&format!("{key}.quota.limit"), "is required");
+                        None
+                    }
+                };
+                let period = match q.period.as_deref() {
+                    Some("day") => Some(Period::Day),
+                    Some("week") => Some(Period::Week),
+                    Some("month") => Some(Period::Month),
+                    other => {
+                        self.bad(
+                            &format!("{key}.quota.period"),
+                            other.unwrap_or(""),
+                            "\"day\", \"week\" or \"month\"",
+                        );
+                        None
+                    }
+                };
+                Some(Quota {
+                    limit: limit?,
+                    period: period?,
+                })
+            });
+            out.push(Plan {
+                name,
+                description: p.description.unwrap_or_default(),
+                stage_names: p.stages,
+                stages,
+                throttle,
+                route_throttle,
+                route_throttle_keys,
+                quota,
+            });
+        }
+        out
+    }
+
+    pub(super) fn keys(&mut self, raw: Vec<file::KeyFile>, plans: &[Plan]) -> Vec<ConfigKey> {
+        let mut out: Vec<ConfigKey> = Vec::new();
+        for (i, k) in raw.into_iter().enumerate() {
+            let key = item("api_keys", i, k.name.as_ref());
+            let name = self.name(&format!("{key}.name"), k.name);
+            if out.iter().any(|o| o.name == name) {
+                self.err(&format!("{key}.name"), "is used by two API keys");
+            }
+            let value = match k.value {
+                Some(v) if crate::auth::valid_key_value(&v) => v,
+                Some(_) => {
+                    // The value itself is a secret: never echo it.
+                    self.err(&format!("{key}.value"), "is not valid: expected 20 to 128 visible ASCII characters (the value is not shown)");
+                    String::new()
+                }
+                None => {
+                    self.err(
+                        &format!("{key}.value"),
+                        "is required (at least 20 characters; sent as the x-api-key header)",
+                    );
+                    String::new()
+                }
+            };
+            if !value.is_empty() && out.iter().any(|o| o.value == value) {
+                self.err(
+                    &format!("{key}.value"),
+                    "is the same as another key's; values must be unique",
+                );
+            }
+            let mut names: Vec<String> = k.plans.unwrap_or_default();
+            if let Some(p) = k.plan {
+                names.insert(0, p);
+            }
+            let mut covered: Vec<(usize, usize)> = Vec::new();
+            for n in &names {
+                match plans.iter().find(|p| &p.name == n) {
+                    None => self.bad(
+                        &format!("{key}.plan"),
+                        n,
+                        "the name of a [[usage_plans]] entry",
+                    ),
+                    Some(p) => {
+                        for s in &p.stages {
+                            if covered.contains(s) {
+                                self.err(&format!("{key}.plans"), format!("plan {n:?} covers a stage another of this key's plans covers; a key belongs to at most one plan per stage"));
+                            }
+                            covered.push(*s);
+                        }
+                    }
+                }
+            }
+            out.push(ConfigKey {
+                name,
+                value,
+                description: k.description.unwrap_or_default(),
+                enabled: k.enabled.unwrap_or(true),
+                plans: names,
+            });
+        }
+        out
+    }
+}

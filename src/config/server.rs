@@ -1,0 +1,338 @@
+//! `[server]`, `[admin]`, `[limits]` and `[http2]`: the process, its admin API and the limits
+//! every request and connection is held to.
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// io_uring when the kernel allows it, else epoll (with a log line saying so).
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    /// Shards; 0 = one per online CPU.
+    pub workers: usize,
+    pub pin: bool,
+    pub cpus: Vec<usize>,
+    pub state_dir: PathBuf,
+    pub driver: Driver,
+    #[serde(serialize_with = "ser_duration")]
+    pub drain_timeout: Duration,
+    pub uring_entries: u32,
+    pub uring_flags: crate::runtime::UringFlags,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Admin {
+    pub addr: SocketAddr,
+    pub token_env: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub max_body: u64,
+    #[serde(serialize_with = "ser_duration")]
+    pub integration_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub header_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+}
+
+/// `[http2]`: HTTP/2 settings and flood limits, for every listener that speaks it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Http2 {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: streams a client may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Initial flow-control window of each stream, and of the whole connection.
+    pub stream_window: u32,
+    pub connection_window: u32,
+    /// SETTINGS_MAX_FRAME_SIZE the gateway accepts.
+    pub max_frame_size: u32,
+    /// PING, SETTINGS, PRIORITY and empty DATA frames: a token bucket per connection; a
+    /// client past it gets GOAWAY ENHANCE_YOUR_CALM.
+    pub control_frames_per_second: u32,
+    pub control_frames_burst: u32,
+    /// RST_STREAM frames from the client (rapid reset, CVE-2023-44487): likewise.
+    pub resets_per_second: u32,
+    pub resets_burst: u32,
+    /// CONTINUATION frames in one header block (CONTINUATION floods).
+    pub max_continuation_frames: u32,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Http2 {
+            max_concurrent_streams: 128,
+            stream_window: 1 << 20,
+            connection_window: 4 << 20,
+            max_frame_size: 16 << 10,
+            control_frames_per_second: 100,
+            control_frames_burst: 1000,
+            resets_per_second: 100,
+            resets_burst: 400,
+            max_continuation_frames: 16,
+        }
+    }
+}
+
+impl Validator {
+    pub(super) fn server(&mut self, s: file::ServerFile, base: &Path) -> Server {
+        let workers = self.int_in("server.workers", s.workers, 0, 0, 1024) as usize;
+        let cpus: Vec<usize> = s
+            .cpus
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                if (0..4096).contains(&c) {
+                    Some(c as usize)
+                } else {
+                    self.bad(
+                        &format!("server.cpus[{i}]"),
+                        c,
+                        "a CPU number from 0 to 4095",
+                    );
+                    None
+                }
+            })
+            .collect();
+        let pin = s.pin.unwrap_or(false);
+        if pin && !cpus.is_empty() && workers > cpus.len() {
+            self.err("server.cpus", format!("lists {} CPUs but server.workers = {workers}; list at least one CPU per worker", cpus.len()));
+        }
+        let driver = match s.driver.as_deref() {
+            None | Some("auto") => Driver::Auto,
+            Some("io_uring") => Driver::IoUring,
+            Some("epoll") => Driver::Epoll,
+            Some(other) => {
+                self.bad(
+                    "server.driver",
+                    other,
+                    "\"auto\", \"io_uring\" or \"epoll\"",
+                );
+                Driver::Auto
+            }
+        };
+        let state_dir = base.join(s.state_dir.unwrap_or_else(|| "data".into()));
+        let mut uring_flags = crate::runtime::UringFlags::DEFAULT;
+        if let Some(flags) = s.uring_flags {
+            uring_flags = crate::runtime::UringFlags::default();
+            for (i, f) in flags.iter().enumerate() {
+                match f.as_str() {
+                    "coop_taskrun" => uring_flags.coop_taskrun = true,
+                    "single_issuer" => uring_flags.single_issuer = true,
+                    "defer_taskrun" => uring_flags.defer_taskrun = true,
+                    _ => self.bad(
+                        &format!("server.uring_flags[{i}]"),
+                        f,
+                        "\"coop_taskrun\", \"single_issuer\" or \"defer_taskrun\"",
+                    ),
+                }
+            }
+            if uring_flags.defer_taskrun && !uring_flags.single_issuer {
+                self.err(
+                    "server.uring_flags",
+                    "\"defer_taskrun\" needs \"single_issuer\" too",
+                );
+            }
+        }
+        Server {
+            workers,
+            pin,
+            cpus,
+            state_dir,
+            driver,
+            drain_timeout: self.duration(
+                "server.drain_timeout",
+                s.drain_timeout.as_ref(),
+                DEFAULT_DRAIN_TIMEOUT,
+            ),
+            uring_flags,
+            uring_entries: self.int_in(
+                "server.uring_entries",
+                s.uring_entries,
+                DEFAULT_URING_ENTRIES as i64,
+                256,
+                32768,
+            ) as u32,
+        }
+    }
+
+    pub(super) fn socket_addr(&mut self, key: &str, s: Option<String>) -> Option<SocketAddr> {
+        match s {
+            None => {
+                self.err(key, "is required");
+                None
+            }
+            Some(s) => match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.bad(
+                        key,
+                        s,
+                        "an IP address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    pub(super) fn admin(&mut self, a: file::AdminFile) -> Admin {
+        let addr = self
+            .socket_addr("admin.addr", a.addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let token_env = match a.token_env {
+            Some(s) if !s.is_empty() => s,
+            Some(s) => {
+                self.bad(
+                    "admin.token_env",
+                    s,
+                    "the name of an environment variable that holds the admin token",
+                );
+                String::new()
+            }
+            None => "TOLLGATE_ADMIN_TOKEN".into(),
+        };
+        Admin { addr, token_env }
+    }
+
+    pub(super) fn limits(&mut self, l: file::LimitsFile) -> Limits {
+        let max_header_bytes = self.size(
+            "limits.max_header_bytes",
+            l.max_header_bytes.as_ref(),
+            DEFAULT_MAX_HEADER_BYTES,
+        );
+        let max_header_bytes = if (1024..=1 << 20).contains(&max_header_bytes) {
+            max_header_bytes as usize
+        } else {
+            self.bad(
+                "limits.max_header_bytes",
+                max_header_bytes,
+                "a size from 1KiB to 1MiB",
+            );
+            DEFAULT_MAX_HEADER_BYTES as usize
+        };
+        Limits {
+            max_body: self.size("limits.max_body", l.max_body.as_ref(), DEFAULT_MAX_BODY),
+            integration_timeout: self.duration(
+                "limits.integration_timeout",
+                l.integration_timeout.as_ref(),
+                DEFAULT_INTEGRATION_TIMEOUT,
+            ),
+            header_timeout: self.duration(
+                "limits.header_timeout",
+                l.header_timeout.as_ref(),
+                DEFAULT_HEADER_TIMEOUT,
+            ),
+            idle_timeout: self.duration(
+                "limits.idle_timeout",
+                l.idle_timeout.as_ref(),
+                DEFAULT_IDLE_TIMEOUT,
+            ),
+            max_header_bytes,
+            max_connections: self.int_in(
+                "limits.max_connections",
+                l.max_connections,
+                DEFAULT_MAX_CONNECTIONS as i64,
+                1,
+                10_000_000,
+            ) as usize,
+        }
+    }
+
+    pub(super) fn http2(&mut self, h: file::Http2File) -> Http2 {
+        let d = Http2::default();
+        let window = |me: &mut Self, key: &str, v: Option<&file::SizeValue>, default: u32| {
+            let n = me.size(key, v, default as u64);
+            if (65_535..=(1u64 << 31) - 1).contains(&n) {
+                n as u32
+            } else {
+                me.bad(
+                    key,
+                    n,
+                    "a size from 65535 bytes to 2GiB - 1 (RFC 9113 6.9.2)",
+                );
+                default
+            }
+        };
+        let stream_window = window(
+            self,
+            "http2.stream_window",
+            h.stream_window.as_ref(),
+            d.stream_window,
+        );
+        let connection_window = window(
+            self,
+            "http2.connection_window",
+            h.connection_window.as_ref(),
+            d.connection_window,
+        );
+        let frame = self.size(
+            "http2.max_frame_size",
+            h.max_frame_size.as_ref(),
+            d.max_frame_size as u64,
+        );
+        let max_frame_size = if (16_384..=16_777_215).contains(&frame) {
+            frame as u32
+        } else {
+            self.bad(
+                "http2.max_frame_size",
+                frame,
+                "a size from 16KiB to 16MiB - 1 (RFC 9113 6.5.2)",
+            );
+            d.max_frame_size
+        };
+        let mut int = |key: &str, v: Option<i64>, default: u32, lo: i64, hi: i64| {
+            self.int_in(&format!("http2.{key}"), v, default as i64, lo, hi) as u32
+        };
+        Http2 {
+            max_concurrent_streams: int(
+                "max_concurrent_streams",
+                h.max_concurrent_streams,
+                d.max_concurrent_streams,
+                1,
+                65_536,
+            ),
+            stream_window,
+            connection_window,
+            max_frame_size,
+            control_frames_per_second: int(
+                "control_frames_per_second",
+                h.control_frames_per_second,
+                d.control_frames_per_second,
+                1,
+                1_000_000,
+            ),
+            control_frames_burst: int(
+                "control_frames_burst",
+                h.control_frames_burst,
+                d.control_frames_burst,
+                1,
+                1_000_000,
+            ),
+            resets_per_second: int(
+                "resets_per_second",
+                h.resets_per_second,
+                d.resets_per_second,
+                1,
+                1_000_000,
+            ),
+            resets_burst: int("resets_burst", h.resets_burst, d.resets_burst, 1, 1_000_000),
+            max_continuation_frames: int(
+                "max_continuation_frames",
+                h.max_continuation_frames,
+                d.max_continuation_frames,
+                1,
+                1024,
+            ),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `[[upstreams]]`: targets, balancing, passive and active health, TLS and HTTP/2 to them.
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    RoundRobin,
+    LeastRequest,
+    Hash(HashKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    ClientIp,
+    /// Lower-cased header name.
+    Header(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Upstream {
+    pub name: String,
+    pub targets: Vec<SocketAddr>,
+    /// Each target's host as written: the name TLS verifies unless `tls.server_name` says.
+    pub hosts: Vec<String>,
+    /// TLS to the targets (`https://NAME/...` integrations).
+    pub tls: Option<UpstreamTls>,
+    /// `protocol = "h2"`: one multiplexed HTTP/2 connection per target per shard (over TLS
+    /// with ALPN h2, or h2c with prior knowledge).
+    pub h2: bool,
+    pub balance: Balance,
+    pub keepalive: usize,
+    #[serde(serialize_with = "ser_duration")]
+    pub keepalive_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    pub max_fails: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub fail_timeout: Duration,
+    pub health: Option<Health>,
+}
+
+/// `tls` on an upstream: verify against `ca` (else the system's roots) and `server_name`
+/// (else each target's host), present `cert`/`key` when the upstream asks for one.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamTls {
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(skip)]
+    pub client: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub path: String,
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
+}
+
+impl Validator {
+    pub(super) fn upstream_tls(
+        &mut self,
+        key: &str,
+        t: file::UpstreamTlsFile,
+        base: &Path,
+        h2: bool,
+    ) -> Option<UpstreamTls> {
+        let ca = t.ca.map(|c| base.join(c));
+        let cert = t.cert.map(|c| base.join(c));
+        let k = t.key.map(|c| base.join(c));
+        if cert.is_some() != k.is_some() {
+            self.err(
+                key,
+                "a client certificate needs both cert and key (PEM files)",
+            );
+            return None;
+        }
+        if let Some(n) = &t.server_name {
+            if let Err(e) = crate::tls::client::server_name(n) {
+                self.bad(
+                    &format!("{key}.server_name"),
+                    n,
+                    &format!("a host name ({e})"),
+                );
+                return None;
+            }
+        }
+        let client = cert.as_deref().zip(k.as_deref());
+        match crate::tls::client::client_config(ca.as_deref(), client, h2) {
+            Ok(c) => Some(UpstreamTls {
+                ca,
+                server_name: t.server_name,
+                cert,
+                key: k,
+                client: Some(c),
+            }),
+            Err(e) => {
+                self.err(key, e);
+                None
+            }
+        }
+    }
+
+    pub(super) fn upstream(&mut self, i: usize, u: file::UpstreamFile, base: &Path) -> Upstream {
+        let key = item("upstreams", i, u.name.as_ref());
+        let name = self.name(&format!("{key}.name"), u.name);
+        let h2 = match u.protocol.as_deref() {
+            None | Some("http/1.1") => false,
+            Some("h2") => true,
+            Some(p) => {
+                self.bad(&format!("{key}.protocol"), p, "\"http/1.1\" or \"h2\"");
+                false
+            }
+        };
+        let tls = u
+            .tls
+            .and_then(|t| self.upstream_tls(&format!("{key}.tls"), t, base, h2));
+        let mut hosts = Vec::new();
+        let mut targets = Vec::new();
+        match u.targets {
+            None => self.err(
+                &format!("{key}.targets"),
+                "is required: a list of \"host:port\"",
+            ),
+            Some(t) if t.is_empty() => self.err(
+                &format!("{key}.targets"),
+                "is empty: list at least one \"host:port\"",
+            ),
+            Some(t) => {
+                for (j, s) in t.into_iter().enumerate() {
+                    match resolve(&s) {
+                        Ok(a) => {
+                            targets.push(a);
+                            let host = s.rsplit_once(':').map_or(s.as_str(), |(h, _)| h);
+                            hosts.push(host.to_string());
+                        }
+                        Err(e) => self.bad(
+                            &format!("{key}.targets[{j}]"),
+                            s,
+                            &format!("\"host:port\" that resolves ({e})"),
+                        ),
+                    }
+                }
+            }
+        }
+        let balance = match u.balance.as_deref() {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("least_request") => Balance::LeastRequest,
+            Some("hash") => match u.hash_key.as_deref() {
+                None | Some("client_ip") => Balance::Hash(HashKey::ClientIp),
+                Some(h) => match h.strip_prefix("header.") {
+                    Some(n) if !n.is_empty() => {
+                        Balance::Hash(HashKey::Header(n.to_ascii_lowercase()))
+                    }
+                    _ => {
+                        self.bad(
+                            &format!("{key}.hash_key"),
+                            h,
+                            "\"client_ip\" or \"header.NAME\"",
+                        );
+                        Balance::RoundRobin
+                    }
+                },
+            },
+            Some(other) => {
+                self.bad(
+                    &format!("{key}.balance"),
+                    other,
+                    "\"round_robin\", \"least_request\" or \"hash\"",
+                );
+                Balance::RoundRobin
+            }
+        };
+        if u.hash_key.is_some() && !matches!(balance, Balance::Hash(_)) {
+            self.err(
+                &format!("{key}.hash_key"),
+                "is only used with balance = \"hash\"",
+            );
+        }
+        let health = u.health.map(|h| {
+            let hk = format!("{key}.health");
+            let path = match h.path {
+                Some(p) if p.starts_with('/') => p,
+                Some(p) => {
+                    self.bad(&format!("{hk}.path"), p, "a path starting with /");
+                    "/".into()
+                }
+                None => {
+                    self.err(&format!("{hk}.path"), "is required");
+                    "/".into()
+                }
+            };
+            Health {
+                path,
+                interval: self.duration(
+                    &format!("{hk}.interval"),
+                    h.interval.as_ref(),
+                    DEFAULT_HEALTH_INTERVAL,
+                ),
+                timeout: self.duration(
+                    &format!("{hk}.timeout"),
+                    h.timeout.as_ref(),
+                    DEFAULT_HEALTH_TIMEOUT,
+                ),
+                unhealthy_after: self.int_in(
+                    &format!("{hk}.unhealthy_after"),
+                    h.unhealthy_after,
+                    3,
+                    1,
+                    1000,
+                ) as u32,
+                healthy_after: self.int_in(
+                    &format!("{hk}.healthy_after"),
+                    h.healthy_after,
+                    2,
+                    1,
+                    1000,
+                ) as u32,
+            }
+        });
+        Upstream {
+            name,
+            targets,
+            hosts,
+            tls,
+            h2,
+            balance,
+            keepalive: self.int_in(
+                &format!("{key}.keepalive"),
+                u.keepalive,
+                DEFAULT_KEEPALIVE as i64,
+                0,
+                100_000,
+            ) as usize,
+            keepalive_timeout: self.duration(
+                &format!("{key}.keepalive_timeout"),
+                u.keepalive_timeout.as_ref(),
+                DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT,
+            ),
+            connect_timeout: self.duration(
+                &format!("{key}.connect_timeout"),
+                u.connect_timeout.as_ref(),
+                DEFAULT_CONNECT_TIMEOUT,
+            ),
+            max_fails: self.int_in(
+                &format!("{key}.max_fails"),
+                u.max_fails,
+                DEFAULT_MAX_FAILS as i64,
+                0,
+                1000,
+            ) as u32,
+            fail_timeout: self.duration(
+                &format!("{key}.fail_timeout"),
+                u.fail_timeout.as_ref(),
+                DEFAULT_FAIL_TIMEOUT,
+            ),
+            health,
+        }
+    }
+}
