@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use crate::admin::store::{QuotaState, Store, StoredKey};
 use crate::auth::{self, KeyRecord, KeyTable};
-use crate::cache::CacheRegistry;
+use crate::compile::Registries;
 use crate::config::Config;
 use crate::runtime::ShardMsg;
 use crate::shard::Shared;
-use crate::snapshot::{BucketRegistry, Compiled, HealthRegistry, Snapshot};
+use crate::snapshot::{Compiled, Snapshot};
 use crate::throttle::{self, QuotaCell};
 
 /// Usage counters reach the state store within this (1 s): a crash loses at most this much
@@ -77,9 +77,8 @@ pub struct Control {
     config_path: Option<PathBuf>,
     workers_override: Option<usize>,
     shared: Arc<Shared>,
-    health: HealthRegistry,
-    buckets: BucketRegistry,
-    caches: CacheRegistry,
+    /// What a reload keeps: health flags, bucket states, caches.
+    registries: Registries,
     /// The configuration generation whose health checks should run; older check tasks stop.
     live: Rc<Cell<u64>>,
     generation: u64,
@@ -119,9 +118,8 @@ fn key_table(cfg: &Config, compiled: &Compiled, stored: &[StoredKey]) -> KeyTabl
 pub struct ControlInit {
     config_path: Option<PathBuf>,
     workers_override: Option<usize>,
-    health: HealthRegistry,
-    buckets: BucketRegistry,
-    caches: CacheRegistry,
+    /// What a reload keeps: health flags, bucket states, caches.
+    registries: Registries,
     compiled: Arc<Compiled>,
     store: Store,
     stored_keys: Vec<StoredKey>,
@@ -135,15 +133,10 @@ impl ControlInit {
         workers_override: Option<usize>,
         store: Store,
     ) -> Result<(ControlInit, Arc<Snapshot>), String> {
-        let mut health = HealthRegistry::default();
-        let mut buckets = BucketRegistry::default();
-        let mut caches = CacheRegistry::default();
-        let compiled = Arc::new(Compiled::compile(
-            Arc::new(cfg),
-            &mut health,
-            &mut buckets,
-            &mut caches,
-        )?);
+        let mut registries = Registries::default();
+        let compiled = Arc::new(
+            crate::compile::compile(Arc::new(cfg), &mut registries).map_err(|e| e.to_string())?,
+        );
         let stored_keys = store.keys()?;
         let keys = Arc::new(key_table(&compiled.config, &compiled, &stored_keys));
         let snap = Arc::new(Snapshot {
@@ -155,9 +148,7 @@ impl ControlInit {
             ControlInit {
                 config_path,
                 workers_override,
-                health,
-                buckets,
-                caches,
+                registries,
                 compiled,
                 store,
                 stored_keys,
@@ -187,9 +178,7 @@ impl ControlInit {
             config_path: self.config_path,
             workers_override: self.workers_override,
             shared,
-            health: self.health,
-            buckets: self.buckets,
-            caches: self.caches,
+            registries: self.registries,
             live: Rc::new(Cell::new(1)),
             generation: 1,
             compiled: self.compiled,
@@ -339,17 +328,8 @@ impl Control {
                 "server.workers, server.driver and server.cpus take effect at the next restart"
             );
         }
-        let mut health = self.health.clone();
-        let mut buckets = self.buckets.clone();
-        let mut caches = CacheRegistry {
-            clock: self.caches.clock.clone(),
-            caches: self.caches.caches.clone(),
-        };
-        let compiled = Compiled::compile(Arc::new(cfg), &mut health, &mut buckets, &mut caches)
-            .map_err(|e| vec![e])?;
-        self.health = health;
-        self.buckets = buckets;
-        self.caches = caches;
+        let compiled =
+            crate::compile::compile(Arc::new(cfg), &mut self.registries).map_err(|e| e.errors)?;
         self.compiled = Arc::new(compiled);
         let generation = self.publish();
         self.live.set(generation);
@@ -808,23 +788,18 @@ pub fn start_health_checks(compiled: &Compiled, generation: u64, live: &Rc<Cell<
 
 /// Whether any certificate or key file differs from what the running config loaded; returns
 /// the files' current hashes (to not retry a refused reload until they change again).
-fn certs_changed(cfg: &Config) -> Option<Vec<u64>> {
-    let certs: Vec<&crate::config::TlsCert> = cfg
-        .listeners
-        .iter()
-        .filter_map(|l| l.tls.as_ref().map(|t| &t.cert))
-        .chain(cfg.domains.iter().filter_map(|d| d.tls.as_ref()))
-        .collect();
+fn certs_changed(compiled: &Compiled) -> Option<Vec<u64>> {
+    let certs = crate::compile::tls::cert_files(&compiled.config);
     let mut changed = false;
     let mut now = Vec::with_capacity(certs.len());
-    for c in certs {
+    for (i, c) in certs.into_iter().enumerate() {
         let (Ok(cert), Ok(key)) = (std::fs::read(&c.cert), std::fs::read(&c.key)) else {
             now.push(0);
             changed = true;
             continue;
         };
         let h = crate::tls::stamp(&cert, &key);
-        changed |= c.loaded.as_ref().is_some_and(|l| l.stamp != h);
+        changed |= compiled.cert_stamps.get(i).is_some_and(|&s| s != h);
         now.push(h);
     }
     changed.then_some(now)
@@ -873,7 +848,7 @@ pub async fn run(
             }
             // Certificate files changed on disk: reload (a bad new file is refused, and the
             // old certificate keeps serving until the files change again).
-            let changed = certs_changed(&c2.borrow().compiled.config);
+            let changed = certs_changed(&c2.borrow().compiled);
             if let Some(now) = changed.filter(|n| refused.as_ref() != Some(n)) {
                 let r = c2.borrow_mut().reload();
                 match r {

@@ -40,6 +40,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cache;
+pub mod compile;
 pub mod config;
 pub mod control;
 pub mod error;

@@ -71,10 +71,19 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Check) => {
-            print!("{}", tollgate::config::summary(&cfg, cli.workers));
-            ExitCode::SUCCESS
-        }
+        Some(Command::Check) => match tollgate::compile::check(&cfg) {
+            Ok(()) => {
+                print!("{}", tollgate::config::summary(&cfg, cli.workers));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: configuration refused:", cli.config.display());
+                for line in &e.errors {
+                    eprintln!("  - {line}");
+                }
+                ExitCode::FAILURE
+            }
+        },
         None => run(cfg, cli.config, cli.workers),
     }
 }

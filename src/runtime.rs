@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
-use crate::config::Driver;
+use crate::config::{Driver, UringFlags};
 use crate::shard::{Shard, Shared};
 
 /// The driver a runtime actually uses.
@@ -89,29 +89,6 @@ pub fn block_on<F: Future>(
             Ok(rt.block_on(fut))
         }
     }
-}
-
-/// io_uring setup flags (`server.uring_flags`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct UringFlags {
-    /// IORING_SETUP_COOP_TASKRUN (+ TASKRUN_FLAG): completions run when the shard next
-    /// enters the kernel instead of interrupting it (kernel 5.19+).
-    pub coop_taskrun: bool,
-    /// IORING_SETUP_SINGLE_ISSUER: only the shard's own thread submits (6.0+).
-    pub single_issuer: bool,
-    /// IORING_SETUP_DEFER_TASKRUN: completion work deferred until the shard waits (6.1+;
-    /// needs single_issuer).
-    pub defer_taskrun: bool,
-}
-
-impl UringFlags {
-    /// The default: COOP_TASKRUN + SINGLE_ISSUER. On the development VM (kernel 6.18) they
-    /// took a proxied small GET from ~20 to ~13.5 µs of CPU (scripts/quick-bench.sh).
-    pub const DEFAULT: UringFlags = UringFlags {
-        coop_taskrun: true,
-        single_issuer: true,
-        defer_taskrun: false,
-    };
 }
 
 /// Messages from the control plane to a shard.

@@ -332,7 +332,7 @@ fn bad_certificates_are_refused_at_load_with_the_reason() {
         make(&dir);
         let path = dir.0.join("config.toml");
         std::fs::write(&path, conf(up.addr, "", "")).unwrap();
-        let err = tollgate::config::Config::load(&path)
+        let err = tollgate::compile::check_file(&path)
             .expect_err(what)
             .to_string();
         assert!(

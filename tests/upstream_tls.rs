@@ -170,7 +170,7 @@ mappings = [{{ base_path = "", api = "api", stage = "prod" }}]
     );
     let path = dir.0.join("config.toml");
     std::fs::write(&path, &toml).unwrap();
-    match tollgate::config::Config::load(&path) {
+    match tollgate::compile::check_file(&path) {
         Ok(_) => Ok(Gw::start_in(dir, &toml)),
         Err(e) => Err(e.to_string()),
     }

@@ -71,14 +71,43 @@ impl Validator {
     ) -> Api {
         let key = item("apis", i, a.name.as_ref());
         let name = self.name(&format!("{key}.name"), a.name);
-        match a.kind.as_deref() {
-            None | Some("http") => {}
-            Some("websocket") => self.unsupported(
-                &format!("{key}.kind"),
-                "WebSocket APIs (kind = \"websocket\"; WebSocket upgrades on http routes do work)",
-            ),
-            Some(other) => self.bad(&format!("{key}.kind"), other, "\"http\" or \"websocket\""),
-        }
+        let websocket = match a.kind.as_deref() {
+            None | Some("http") => false,
+            Some("websocket") => {
+                self.unsupported(
+                    &format!("{key}.kind"),
+                    "WebSocket APIs (kind = \"websocket\"; WebSocket upgrades on http routes do work)",
+                );
+                true
+            }
+            Some(other) => {
+                self.bad(&format!("{key}.kind"), other, "\"http\" or \"websocket\"");
+                false
+            }
+        };
+        self.not_yet(
+            &key,
+            &[
+                ("cors", &a.cors, "CORS"),
+                ("resource_policy", &a.resource_policy, "resource policies"),
+                (
+                    "gateway_responses",
+                    &a.gateway_responses,
+                    "custom gateway responses",
+                ),
+                (
+                    "authorizers",
+                    &a.authorizers,
+                    "authorizers (JWT, request, token)",
+                ),
+                ("models", &a.models, "models (request validation)"),
+                (
+                    "route_selection_expression",
+                    &a.route_selection_expression,
+                    "WebSocket APIs",
+                ),
+            ],
+        );
         if a.stages.is_empty() {
             self.err(
                 &format!("{key}.stages"),
@@ -89,6 +118,13 @@ impl Validator {
         for (j, s) in a.stages.into_iter().enumerate() {
             let skey = format!("{key}.{}", item("stages", j, s.name.as_ref()));
             let sname = self.name(&format!("{skey}.name"), s.name);
+            self.not_yet(
+                &skey,
+                &[
+                    ("access_log", &s.access_log, "access logs"),
+                    ("compression", &s.compression, "response compression"),
+                ],
+            );
             if stages.iter().any(|o| o.name == sname) {
                 self.err(&format!("{skey}.name"), "is used by two stages of this API");
             }
@@ -115,18 +151,12 @@ impl Validator {
             });
         }
         let mut routes: Vec<Route> = Vec::new();
-        let mut trie = crate::route::trie::Trie::<()>::default();
-        for (j, r) in a.routes.into_iter().enumerate() {
+        // A WebSocket API's route keys are action names, not "METHOD /path": refused above
+        // as a whole, not route by route.
+        let http_routes = if websocket { Vec::new() } else { a.routes };
+        for (j, r) in http_routes.into_iter().enumerate() {
             let rkey = format!("{key}.{}", item("routes", j, r.route.as_ref()));
             if let Some(route) = self.route(&rkey, r, limits, upstreams, &stages) {
-                let dup = if route.is_default {
-                    trie.set_default(())
-                } else {
-                    trie.insert(route.method, &route.segs, ())
-                };
-                if let Err(e) = dup {
-                    self.err(&format!("{rkey}.route"), e);
-                }
                 routes.push(route);
             }
         }
@@ -145,6 +175,37 @@ impl Validator {
         upstreams: &[Upstream],
         stages: &[Stage],
     ) -> Option<Route> {
+        self.not_yet(
+            rkey,
+            &[
+                ("authorizer", &r.authorizer, "authorizers"),
+                (
+                    "authorization",
+                    &r.authorization,
+                    "SigV4 (aws_iam) authorization",
+                ),
+                (
+                    "authorization_scopes",
+                    &r.authorization_scopes,
+                    "authorizers (scopes)",
+                ),
+                (
+                    "request_validator",
+                    &r.request_validator,
+                    "request validation",
+                ),
+                (
+                    "request_models",
+                    &r.request_models,
+                    "request validation (models)",
+                ),
+                (
+                    "request_parameters",
+                    &r.request_parameters,
+                    "parameter mapping",
+                ),
+            ],
+        );
         let api_key_required = r.api_key_required.unwrap_or(false);
         let throttle = r
             .throttle
@@ -294,7 +355,7 @@ impl Validator {
                 // Every stage must turn the URI into a target the gateway can reach.
                 for s in stages {
                     let resolved = template.with_stage(&s.variables).and_then(|t| {
-                        crate::gateway::target::parse_uri_target(&t, upstreams).map(|_| ())
+                        crate::config::target::parse_uri_target(&t, upstreams).map(|_| ())
                     });
                     if let Err(e) = resolved {
                         self.err(

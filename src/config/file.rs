@@ -41,6 +41,10 @@ pub struct File {
     #[serde(default)]
     pub api_keys: Vec<KeyFile>,
     pub cluster: Option<ClusterFile>,
+    // Named in the reference config, not built yet: refused by name.
+    pub access_log: Option<toml::Value>,
+    pub aws_iam: Option<toml::Value>,
+    pub tracing: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +58,8 @@ pub struct ServerFile {
     pub drain_timeout: Option<String>,
     pub uring_entries: Option<i64>,
     pub uring_flags: Option<Vec<String>>,
+    // Named in the reference config, not built yet: refused by name.
+    pub trusted_proxies: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +109,10 @@ pub struct LimitsFile {
     pub idle_timeout: Option<String>,
     pub max_header_bytes: Option<SizeValue>,
     pub max_connections: Option<i64>,
+    // Named in the reference config, not built yet: refused by name.
+    pub underscores_in_headers: Option<toml::Value>,
+    pub body_timeout: Option<toml::Value>,
+    pub upgrade_idle_timeout: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +174,13 @@ pub struct ApiFile {
     pub stages: Vec<StageFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    // Named in the reference config, not built yet: refused by name.
+    pub cors: Option<toml::Value>,
+    pub resource_policy: Option<toml::Value>,
+    pub gateway_responses: Option<toml::Value>,
+    pub authorizers: Option<toml::Value>,
+    pub models: Option<toml::Value>,
+    pub route_selection_expression: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +191,9 @@ pub struct StageFile {
     pub variables: BTreeMap<String, String>,
     pub throttle: Option<RateFile>,
     pub cache: Option<StageCacheFile>,
+    // Named in the reference config, not built yet: refused by name.
+    pub access_log: Option<toml::Value>,
+    pub compression: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +225,13 @@ pub struct RouteFile {
     pub api_key_required: Option<bool>,
     pub throttle: Option<RateFile>,
     pub cache: Option<RouteCacheFile>,
+    // Named in the reference config, not built yet: refused by name.
+    pub authorizer: Option<toml::Value>,
+    pub authorization: Option<toml::Value>,
+    pub authorization_scopes: Option<toml::Value>,
+    pub request_validator: Option<toml::Value>,
+    pub request_models: Option<toml::Value>,
+    pub request_parameters: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,9 +26,9 @@ pub struct TlsCert {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub allow_expired: bool,
-    /// The loaded chain and key (not serialised: `GET /config` shows the paths).
+    /// Where it was written (`listeners["web"].tls`), for the compile step's errors.
     #[serde(skip)]
-    pub loaded: Option<crate::tls::LoadedCert>,
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,8 +48,9 @@ pub struct Mtls {
     pub required: bool,
     /// (lower-cased header name, field)
     pub headers: Vec<(String, crate::syntax::CertField)>,
+    /// Where it was written (`listeners["web"].mtls`), for the compile step's errors.
     #[serde(skip)]
-    pub roots: Option<std::sync::Arc<rustls::RootCertStore>>,
+    pub source: String,
 }
 
 impl Validator {
@@ -64,18 +65,13 @@ impl Validator {
         };
         let (cert, k) = (base.join(cert), base.join(k));
         let allow_expired = t.allow_expired.unwrap_or(false);
-        match crate::tls::load_cert(&cert, &k, allow_expired) {
-            Ok(loaded) => Some(TlsCert {
-                cert,
-                key: k,
-                allow_expired,
-                loaded: Some(loaded),
-            }),
-            Err(e) => {
-                self.err(key, e);
-                None
-            }
-        }
+        // Read and checked by the compile step (`crate::compile`), which names this key.
+        Some(TlsCert {
+            cert,
+            key: k,
+            allow_expired,
+            source: key.to_string(),
+        })
     }
 
     pub(super) fn mtls(&mut self, key: &str, m: file::MtlsFile, base: &Path) -> Option<Mtls> {
@@ -118,18 +114,12 @@ impl Validator {
             return None;
         };
         let client_ca = base.join(ca);
-        match crate::tls::load_roots(&client_ca) {
-            Ok(roots) => Some(Mtls {
-                client_ca,
-                required,
-                headers,
-                roots: Some(roots),
-            }),
-            Err(e) => {
-                self.err(&format!("{key}.client_ca"), e);
-                None
-            }
-        }
+        Some(Mtls {
+            client_ca,
+            required,
+            headers,
+            source: key.to_string(),
+        })
     }
 
     pub(super) fn listeners(&mut self, raw: Vec<file::ListenerFile>, base: &Path) -> Vec<Listener> {

@@ -49,8 +49,9 @@ pub struct UpstreamTls {
     pub server_name: Option<String>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Where it was written (`upstreams["pets"].tls`), for the compile step's errors.
     #[serde(skip)]
-    pub client: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,7 +71,6 @@ impl Validator {
         key: &str,
         t: file::UpstreamTlsFile,
         base: &Path,
-        h2: bool,
     ) -> Option<UpstreamTls> {
         let ca = t.ca.map(|c| base.join(c));
         let cert = t.cert.map(|c| base.join(c));
@@ -83,7 +83,7 @@ impl Validator {
             return None;
         }
         if let Some(n) = &t.server_name {
-            if let Err(e) = crate::tls::client::server_name(n) {
+            if let Err(e) = crate::syntax::server_name(n) {
                 self.bad(
                     &format!("{key}.server_name"),
                     n,
@@ -92,20 +92,14 @@ impl Validator {
                 return None;
             }
         }
-        let client = cert.as_deref().zip(k.as_deref());
-        match crate::tls::client::client_config(ca.as_deref(), client, h2) {
-            Ok(c) => Some(UpstreamTls {
-                ca,
-                server_name: t.server_name,
-                cert,
-                key: k,
-                client: Some(c),
-            }),
-            Err(e) => {
-                self.err(key, e);
-                None
-            }
-        }
+        // The client config (roots, client certificate) is built by the compile step.
+        Some(UpstreamTls {
+            ca,
+            server_name: t.server_name,
+            cert,
+            key: k,
+            source: key.to_string(),
+        })
     }
 
     pub(super) fn upstream(&mut self, i: usize, u: file::UpstreamFile, base: &Path) -> Upstream {
@@ -121,7 +115,7 @@ impl Validator {
         };
         let tls = u
             .tls
-            .and_then(|t| self.upstream_tls(&format!("{key}.tls"), t, base, h2));
+            .and_then(|t| self.upstream_tls(&format!("{key}.tls"), t, base));
         let mut hosts = Vec::new();
         let mut targets = Vec::new();
         match u.targets {

@@ -8,7 +8,6 @@
 
 pub mod cached;
 pub mod ctx;
-pub mod target;
 
 use std::io::Write;
 use std::rc::Rc;

@@ -141,3 +141,10 @@ impl CertField {
         })
     }
 }
+
+/// The SNI name for a host as written (`api.internal`, `10.0.0.7`, `[::1]`).
+pub fn server_name(host: &str) -> Result<rustls_pki_types::ServerName<'static>, String> {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    rustls_pki_types::ServerName::try_from(h.to_string())
+        .map_err(|_| format!("{host:?} is not a DNS name or IP address"))
+}

@@ -9,14 +9,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const NANOS: u64 = 1_000_000_000;
+pub use crate::config::Rate;
 
-/// A limit's settings: `rate` tokens per second, at most `burst` at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Rate {
-    pub rate: u64,
-    pub burst: u64,
-}
+const NANOS: u64 = 1_000_000_000;
 
 impl Rate {
     /// Nanoseconds per token.

@@ -18,27 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+pub use crate::config::{Period, Quota};
+
 /// Nanoseconds on the gateway's monotonic clock (its epoch is the first call).
 pub fn now_ns() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     // Start at one second so that a fresh bucket (TAT 0) is full.
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1_000_000_000
-}
-
-/// A quota's period, counted in UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Period {
-    Day,
-    Week,
-    Month,
-}
-
-/// A usage plan's quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Quota {
-    pub limit: u64,
-    pub period: Period,
 }
 
 /// Days since 1970-01-01 (UTC) → (year, month 1-12, day 1-31). Howard Hinnant's algorithm.

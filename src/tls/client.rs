@@ -97,9 +97,4 @@ impl rustls::client::ResolvesClientCert for ClientCert {
     }
 }
 
-/// The SNI name for a host as written (`api.internal`, `10.0.0.7`, `[::1]`).
-pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(h.to_string())
-        .map_err(|_| format!("{host:?} is not a DNS name or IP address"))
-}
+pub use crate::syntax::server_name;

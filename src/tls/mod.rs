@@ -299,21 +299,28 @@ fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(p)
 }
 
+/// Client certificates a listener asks for (mTLS): the CAs they must chain to, and whether a
+/// handshake without one is refused.
+pub struct ClientAuth {
+    pub roots: Arc<rustls::RootCertStore>,
+    pub required: bool,
+}
+
 /// Builds a listener's server config: TLS 1.2 and 1.3 with rustls' safe defaults, the
 /// server's cipher order, SNI, ALPN, session tickets and a session cache for resumption.
 pub fn server_config(
     resolver: SniResolver,
     alpn: &[String],
-    mtls: Option<&crate::config::Mtls>,
+    client_auth: Option<ClientAuth>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let b = rustls::ServerConfig::builder_with_provider(server_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let b = match mtls.and_then(|m| m.roots.clone().map(|r| (m, r))) {
+    let b = match client_auth {
         None => b.with_no_client_auth(),
-        Some((m, roots)) => {
+        Some(ClientAuth { roots, required }) => {
             let v = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider());
-            let v = if m.required {
+            let v = if required {
                 v
             } else {
                 v.allow_unauthenticated()

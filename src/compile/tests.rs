@@ -1,7 +1,9 @@
-//! One test per validation rule: each bad value is refused with the key's name, the value
-//! and what is allowed.
+//! What `tollgate check` says about a config: one test per validation or compile rule; each
+//! bad value is refused with the key's name, the value and what is allowed.
 
-use super::*;
+use std::path::Path;
+
+use crate::config::*;
 
 const BASE: &str = r#"
 [server]
@@ -31,8 +33,11 @@ host = "*"
 mappings = [{ base_path = "", api = "petstore", stage = "prod" }]
 "#;
 
+/// Parses, validates and compiles, as `tollgate check` does.
 fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::parse(text, Path::new("."))
+    let cfg = Config::parse(text, Path::new("."))?;
+    super::check(&cfg)?;
+    Ok(cfg)
 }
 
 /// Applies `from -> to` to the base config and expects an error containing every `want`.
@@ -458,7 +463,6 @@ fn unbuilt_features_are_refused_by_name() {
         "addr = \"127.0.0.1:8080\"\nmtls = { client_ca = \"nope.pem\", mode = \"sometimes\", headers = { \"x-c\" = \"colour\" } }",
         &[
             "listeners[\"http\"].mtls: needs tls on the same listener",
-            "listeners[\"http\"].mtls.client_ca: cannot read",
             "mtls.mode = \"sometimes\" is not valid",
             "mtls.headers.x-c = \"colour\" is not valid: expected one of subjectDN",
         ],
@@ -648,10 +652,10 @@ fn uring_flags_must_be_known_and_consistent() {
         &["\"defer_taskrun\" needs \"single_issuer\""],
     );
     let c = parse(&BASE.replacen("workers = 2", "uring_flags = []", 1)).unwrap();
-    assert_eq!(c.server.uring_flags, crate::runtime::UringFlags::default());
+    assert_eq!(c.server.uring_flags, crate::config::UringFlags::default());
     assert_eq!(
         parse(BASE).unwrap().server.uring_flags,
-        crate::runtime::UringFlags::DEFAULT
+        crate::config::UringFlags::DEFAULT
     );
 }
 
@@ -730,4 +734,34 @@ fn route_cache_keys_are_checked() {
     );
     bad("key = [\"query.a\", \"query.a\"]", &["each parameter once"]);
     bad("ttl = \"3601s\"", &["cache.ttl = \"3601s\""]);
+}
+
+/// Files are read by the compile step, which names the key they were written under.
+#[test]
+fn unreadable_tls_files_are_named_by_key() {
+    let dir = std::env::temp_dir().join(format!("tollgate-compile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+    std::fs::write(dir.join("a.pem"), c.cert.pem()).unwrap();
+    std::fs::write(dir.join("a.key"), c.key_pair.serialize_pem()).unwrap();
+    let text = BASE.replacen(
+        "addr = \"127.0.0.1:8080\"",
+        "addr = \"127.0.0.1:8080\"\ntls = { cert = \"a.pem\", key = \"a.key\" }\nmtls = { client_ca = \"nope.pem\" }",
+        1,
+    );
+    let cfg = Config::parse(&text, &dir).expect("valid as data");
+    let err = super::check(&cfg)
+        .expect_err("the CA file is missing")
+        .to_string();
+    assert!(
+        err.contains("listeners[\"http\"].mtls.client_ca: cannot read"),
+        "{err}"
+    );
+    let text = text.replace("a.key", "missing.key");
+    let cfg = Config::parse(&text, &dir).expect("valid as data");
+    let err = super::check(&cfg)
+        .expect_err("the key file is missing")
+        .to_string();
+    assert!(err.contains("listeners[\"http\"].tls: "), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

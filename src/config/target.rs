@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use crate::config::Upstream;
+use super::Upstream;
 use crate::syntax::template::{Piece, Template};
 
 /// The authority part of an integration URI.
@@ -81,11 +81,11 @@ pub fn parse_uri_target(t: &Template, upstreams: &[Upstream]) -> Result<UriTarge
         } else {
             format!("{auth}:{}", if tls { 443 } else { 80 })
         };
-        let addr = crate::config::resolve(&with_port)
+        let addr = super::resolve(&with_port)
             .map_err(|e| format!("host {auth:?} does not resolve: {e}"))?;
         if tls {
             let host = with_port.rsplit_once(':').map_or(auth, |(h, _)| h);
-            crate::tls::client::server_name(host)?;
+            crate::syntax::server_name(host)?;
         }
         Authority::Addr {
             addr,

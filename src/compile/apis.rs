@@ -1,0 +1,227 @@
+//! APIs: per API a route trie, and per route and stage the integration with stage variables
+//! substituted (`http` resolved to an upstream or a literal address, `mock` rendered down to
+//! what varies per request), the route's limit and its cache policy.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+
+use crate::cache::{CacheRegistry, StageCache};
+use crate::config::target::{parse_uri_target, Authority};
+use crate::config::{item, Api, Config, Integration, Route, Stage};
+use crate::route::trie::Trie;
+use crate::snapshot::{
+    ApiRt, CachePolicy, Dest, HttpIntegration, IntegrationRt, LiteralTarget, MockIntegration,
+    RouteRt,
+};
+use crate::syntax::route_key::MethodSel;
+use crate::syntax::template::Template;
+use crate::syntax::Method;
+use crate::tls::client::UpTls;
+
+use super::limits::LimitTable;
+use super::Errors;
+
+/// What every API's compile adds to.
+pub(super) struct Shared<'a, 'l> {
+    pub limits: &'a mut LimitTable<'l>,
+    pub caches: &'a mut CacheRegistry,
+    pub fresh_caches: &'a mut AHashMap<(String, String), Arc<StageCache>>,
+    pub literal_targets: &'a mut Vec<LiteralTarget>,
+}
+
+pub(super) fn compile(cfg: &Config, sh: &mut Shared<'_, '_>, errors: &mut Errors) -> Vec<ApiRt> {
+    cfg.apis
+        .iter()
+        .enumerate()
+        .map(|(i, api)| compile_api(cfg, i, api, sh, errors))
+        .collect()
+}
+
+fn compile_api(
+    cfg: &Config,
+    i: usize,
+    api: &Api,
+    sh: &mut Shared<'_, '_>,
+    errors: &mut Errors,
+) -> ApiRt {
+    let akey = item("apis", i, Some(&api.name));
+    let caches: Vec<Option<Arc<StageCache>>> = api
+        .stages
+        .iter()
+        .map(|s| {
+            s.cache
+                .as_ref()
+                .map(|c| sh.caches.take(sh.fresh_caches, &api.name, &s.name, c))
+        })
+        .collect();
+    let mut trie = Trie::default();
+    let mut routes = Vec::with_capacity(api.routes.len());
+    for (ri, r) in api.routes.iter().enumerate() {
+        let rkey = format!("{akey}.{}", item("routes", ri, Some(&r.key)));
+        let placed = if r.is_default {
+            trie.set_default(ri)
+        } else {
+            trie.insert(r.method, &r.segs, ri)
+        };
+        if let Err(e) = placed {
+            errors.err(&format!("{rkey}.route"), e);
+        }
+        let mut per_stage = Vec::with_capacity(api.stages.len());
+        for s in &api.stages {
+            match integration(cfg, r, s, sh.literal_targets) {
+                Ok(rt) => per_stage.push(rt),
+                Err(e) => {
+                    errors.err(
+                        &format!("{rkey}.integration"),
+                        format_args!("on stage {:?}: {e}", s.name),
+                    );
+                }
+            }
+        }
+        let limits = api
+            .stages
+            .iter()
+            .map(|s| {
+                sh.limits.add(
+                    format!("route:{}/{}/{}", api.name, s.name, r.key),
+                    r.throttle,
+                )
+            })
+            .collect();
+        let cache = api
+            .stages
+            .iter()
+            .zip(&caches)
+            .map(|(s, c)| cache_policy(r, s, c.as_ref()?))
+            .collect();
+        routes.push(RouteRt {
+            key: r.key.clone(),
+            api_key_required: r.api_key_required,
+            limits,
+            per_stage,
+            cache,
+        });
+    }
+    let stage_limits = api
+        .stages
+        .iter()
+        .map(|s| {
+            sh.limits
+                .add(format!("stage:{}/{}", api.name, s.name), s.throttle)
+        })
+        .collect();
+    ApiRt {
+        name: api.name.clone(),
+        stages: api.stages.iter().map(|s| s.name.clone()).collect(),
+        trie,
+        routes,
+        stage_limits,
+        caches,
+    }
+}
+
+/// How route `r` caches on stage `s` (whose cache is `c`): the stage's settings with the
+/// route's overrides. Only answers to GET (and HEAD, served from GET's entries) are cached.
+fn cache_policy(r: &Route, s: &Stage, c: &Arc<StageCache>) -> Option<CachePolicy> {
+    let sc = s.cache.as_ref()?;
+    let cacheable_method = match r.method {
+        MethodSel::Any => true,
+        MethodSel::One(m) => m == Method::Get || m == Method::Head,
+    };
+    let rc = r.cache.as_ref();
+    if !cacheable_method || rc.is_some_and(|rc| !rc.enabled) {
+        return None;
+    }
+    Some(CachePolicy {
+        cache: c.clone(),
+        ttl: rc.and_then(|rc| rc.ttl).unwrap_or(sc.ttl),
+        key: rc.map(|rc| rc.key.clone()).unwrap_or_default(),
+        invalidation: sc.client_invalidation,
+        max_entry: sc.max_entry,
+        stale_if_error: sc.stale_if_error,
+        lock_timeout: sc.lock_timeout,
+    })
+}
+
+/// Route `r`'s integration on stage `s`, stage variables substituted.
+fn integration(
+    cfg: &Config,
+    r: &Route,
+    s: &Stage,
+    literal_targets: &mut Vec<LiteralTarget>,
+) -> Result<IntegrationRt, String> {
+    let resolve_headers = |hs: &[(String, Template)]| -> Result<Vec<(String, Template)>, String> {
+        hs.iter()
+            .map(|(n, t)| Ok((n.clone(), t.with_stage(&s.variables)?)))
+            .collect()
+    };
+    Ok(match &r.integration {
+        Integration::Http {
+            template,
+            timeout,
+            header_templates,
+            ..
+        } => {
+            let t = template.with_stage(&s.variables)?;
+            let target = parse_uri_target(&t, &cfg.upstreams)?;
+            let dest = match target.authority {
+                Authority::Named(i) => Dest::Upstream(i),
+                Authority::Addr { addr, host, tls } => {
+                    Dest::Literal(literal_target(addr, &host, tls, literal_targets)?)
+                }
+            };
+            IntegrationRt::Http(HttpIntegration {
+                dest,
+                host_header: target.host_header,
+                path: target.path,
+                headers: resolve_headers(header_templates)?,
+                timeout: *timeout,
+            })
+        }
+        Integration::Mock {
+            status,
+            header_templates,
+            body_template,
+            ..
+        } => IntegrationRt::Mock(MockIntegration {
+            status: *status,
+            headers: resolve_headers(header_templates)?,
+            body: body_template.with_stage(&s.variables)?,
+            has_content_type: header_templates.iter().any(|(n, _)| n == "content-type"),
+        }),
+    })
+}
+
+/// The index of a literal integration address (`http://10.0.0.1:8080/...`), shared by every
+/// route that names the same address and TLS name.
+fn literal_target(
+    addr: std::net::SocketAddr,
+    host: &str,
+    tls: bool,
+    literal_targets: &mut Vec<LiteralTarget>,
+) -> Result<usize, String> {
+    let tls = if tls {
+        let h = host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        Some(UpTls {
+            config: crate::tls::client::client_config(None, None, false)?,
+            name: crate::tls::client::server_name(h)?,
+        })
+    } else {
+        None
+    };
+    let name = tls.as_ref().map(UpTls::name_text);
+    Ok(literal_targets
+        .iter()
+        .position(|l| l.addr == addr && l.tls.as_ref().map(UpTls::name_text) == name)
+        .unwrap_or_else(|| {
+            literal_targets.push(LiteralTarget { addr, tls });
+            literal_targets.len() - 1
+        }))
+}

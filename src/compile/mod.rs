@@ -1,0 +1,106 @@
+//! The compile step: a validated [`Config`] (plain data) becomes the [`Compiled`] form that
+//! shards serve from. This is the only place that builds run-time objects from the config:
+//! route tries ([`apis`]), resolved integrations and templates with stage variables
+//! substituted, limit tables ([`limits`]), upstream health flags and TLS client configs
+//! ([`upstreams`]), and listener TLS server configs with their certificates ([`tls`]).
+//!
+//! Like validation, it collects every error, and each names the config key it comes from
+//! (`apis["pets"].routes["GET /a"].route: ...`), so `tollgate check` — parse, validate,
+//! compile — catches everything start-up or a reload would.
+//!
+//! State that outlives one compile (health flags, bucket states, caches) is passed in as
+//! registries: a reload that keeps a target, a limit's rate or a stage's cache keeps its state.
+
+mod apis;
+mod limits;
+pub mod tls;
+mod upstreams;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use crate::cache::CacheRegistry;
+use crate::config::{Config, ConfigError};
+use crate::route::Domains;
+use crate::snapshot::{BucketRegistry, Compiled, HealthRegistry};
+
+/// Errors found while compiling, each "key: message", like validation's.
+#[derive(Default)]
+pub(crate) struct Errors(Vec<String>);
+
+impl Errors {
+    pub(crate) fn err(&mut self, key: &str, msg: impl std::fmt::Display) {
+        self.0.push(format!("{key}: {msg}"));
+    }
+}
+
+/// What outlives one compile: kept across reloads where the new config keeps the thing.
+#[derive(Default)]
+pub struct Registries {
+    pub health: HealthRegistry,
+    pub buckets: BucketRegistry,
+    pub caches: CacheRegistry,
+}
+
+/// Compiles a validated config. On success the registries hold exactly what the new
+/// snapshot uses; on failure they are left as they were.
+pub fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled, ConfigError> {
+    let mut errors = Errors::default();
+    let tls = tls::listeners(&cfg, &mut errors);
+    let upstream_tls = tls::upstream_clients(&cfg, &mut errors);
+    let mut limits = limits::LimitTable::new(&cfg, &reg.buckets);
+    let gateway_limit = limits.add("gateway".into(), cfg.throttle);
+    let (upstreams, health) = upstreams::compile(&cfg, upstream_tls, &reg.health);
+    let mut fresh_caches = ahash::AHashMap::new();
+    let mut literal_targets = Vec::new();
+    let apis = apis::compile(
+        &cfg,
+        &mut apis::Shared {
+            limits: &mut limits,
+            caches: &mut reg.caches,
+            fresh_caches: &mut fresh_caches,
+            literal_targets: &mut literal_targets,
+        },
+        &mut errors,
+    );
+    if !errors.0.is_empty() {
+        return Err(ConfigError { errors: errors.0 });
+    }
+    let (tls, cert_stamps) = tls.unwrap_or_default();
+    let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
+    let limits = limits.finish();
+    reg.health = health;
+    reg.buckets = limits.registry;
+    reg.caches.caches = fresh_caches;
+    Ok(Compiled {
+        tls,
+        cert_stamps,
+        cache_clock: reg.caches.clock.clone(),
+        buckets: limits.buckets,
+        fleet: limits.fleet,
+        fallback: limits.fallback,
+        gateway_limit,
+        plans: cfg.usage_plans.clone(),
+        domains: Domains::compile(&cfg.domains, &listener_names),
+        listener_names,
+        apis,
+        upstreams,
+        literal_targets,
+        limits: cfg.limits.clone(),
+        config: cfg,
+    })
+}
+
+/// `tollgate check`: compiles with fresh registries and throws the result away.
+pub fn check(cfg: &Config) -> Result<(), ConfigError> {
+    compile(Arc::new(cfg.clone()), &mut Registries::default()).map(|_| ())
+}
+
+/// Reads, validates and compiles a config file: everything start-up would check.
+pub fn check_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+    let cfg = Config::load(path)?;
+    check(&cfg)?;
+    Ok(cfg)
+}

@@ -1,0 +1,110 @@
+//! TLS from the config's paths: certificates and keys read and checked, each TLS listener's
+//! server config (its own certificate as the default, the domains' by SNI, client-certificate
+//! verification), and each upstream's client config. Errors name the key the path was
+//! written under.
+
+use std::sync::Arc;
+
+use crate::config::{Config, HostPattern, TlsCert};
+use crate::tls::{ClientAuth, LoadedCert, SniResolver};
+
+use super::Errors;
+
+/// Every certificate the config names, in a fixed order: listeners', then domains'. The
+/// compiled snapshot keeps their stamps in this order, to notice when the files change.
+pub fn cert_files(cfg: &Config) -> Vec<&TlsCert> {
+    cfg.listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref().map(|t| &t.cert))
+        .chain(cfg.domains.iter().filter_map(|d| d.tls.as_ref()))
+        .collect()
+}
+
+fn load(c: &TlsCert, errors: &mut Errors) -> Option<LoadedCert> {
+    crate::tls::load_cert(&c.cert, &c.key, c.allow_expired)
+        .map_err(|e| errors.err(&c.source, e))
+        .ok()
+}
+
+/// Per listener, its server config (None on plain listeners), and the stamps of
+/// [`cert_files`]. `None` when a certificate could not be loaded (the errors say which).
+#[allow(clippy::type_complexity)]
+pub(super) fn listeners(
+    cfg: &Config,
+    errors: &mut Errors,
+) -> Option<(Vec<Option<Arc<rustls::ServerConfig>>>, Vec<u64>)> {
+    let before = errors.0.len();
+    let listener_certs: Vec<Option<LoadedCert>> = cfg
+        .listeners
+        .iter()
+        .map(|l| l.tls.as_ref().and_then(|t| load(&t.cert, errors)))
+        .collect();
+    let domain_certs: Vec<Option<LoadedCert>> = cfg
+        .domains
+        .iter()
+        .map(|d| d.tls.as_ref().and_then(|t| load(t, errors)))
+        .collect();
+    let mut configs = Vec::with_capacity(cfg.listeners.len());
+    for (l, loaded) in cfg.listeners.iter().zip(&listener_certs) {
+        let (Some(t), Some(default)) = (&l.tls, loaded) else {
+            configs.push(None);
+            continue;
+        };
+        let client_auth = match &t.mtls {
+            None => None,
+            Some(m) => match crate::tls::load_roots(&m.client_ca) {
+                Ok(roots) => Some(ClientAuth {
+                    roots,
+                    required: m.required,
+                }),
+                Err(e) => {
+                    errors.err(&format!("{}.client_ca", m.source), e);
+                    continue;
+                }
+            },
+        };
+        let mut r = SniResolver::new(default.key.clone(), t.sni_strict);
+        for (d, loaded) in cfg.domains.iter().zip(&domain_certs) {
+            let on = d.listeners.as_ref().is_none_or(|ls| ls.contains(&l.name));
+            let (Some(loaded), true) = (loaded, on) else {
+                continue;
+            };
+            match &d.host {
+                HostPattern::Exact(h) => r.add(h, loaded.key.clone()),
+                HostPattern::Suffix(sfx) => r.add(&format!("*{sfx}"), loaded.key.clone()),
+                HostPattern::Any => {}
+            }
+        }
+        match crate::tls::server_config(r, &l.alpn, client_auth) {
+            Ok(c) => configs.push(Some(c)),
+            Err(e) => errors.err(&t.cert.source, e),
+        }
+    }
+    if errors.0.len() > before {
+        return None;
+    }
+    let stamps = listener_certs
+        .iter()
+        .chain(&domain_certs)
+        .flatten()
+        .map(|c| c.stamp)
+        .collect();
+    Some((configs, stamps))
+}
+
+/// Per upstream, the TLS client config it is reached with (None for plain upstreams).
+pub(super) fn upstream_clients(
+    cfg: &Config,
+    errors: &mut Errors,
+) -> Vec<Option<Arc<rustls::ClientConfig>>> {
+    cfg.upstreams
+        .iter()
+        .map(|u| {
+            let t = u.tls.as_ref()?;
+            let client = t.cert.as_deref().zip(t.key.as_deref());
+            crate::tls::client::client_config(t.ca.as_deref(), client, u.h2)
+                .map_err(|e| errors.err(&t.source, e))
+                .ok()
+        })
+        .collect()
+}
