@@ -94,8 +94,17 @@ fn check_names_unsupported_and_bad_keys() {
 }
 
 fn conf(body: &str, up: SocketAddr, admin_env: &str) -> String {
-    config("", "", &format!("  [[apis.routes]]\n  route = \"GET /v\"\n  integration = {{ type = \"mock\", body = \"{body}\" }}\n\n  [[apis.routes]]\n  route = \"GET /slow\"\n  integration = {{ type = \"http\", uri = \"http://{up}/slow\" }}\n"))
-        .replace("[admin]\naddr = \"127.0.0.1:0\"", &format!("[admin]\naddr = \"127.0.0.1:0\"\ntoken_env = \"{admin_env}\""))
+    Cfg::new()
+        .admin(format!("token_env = \"{admin_env}\""))
+        .route(
+            "GET /v",
+            format!("integration = {{ type = \"mock\", body = \"{body}\" }}"),
+        )
+        .route(
+            "GET /slow",
+            format!("integration = {{ type = \"http\", uri = \"http://{up}/slow\" }}"),
+        )
+        .toml()
 }
 
 #[test]
@@ -156,45 +165,28 @@ fn admin_api_refuses_to_start_without_a_token_but_the_gateway_serves() {
 }
 
 fn quota_conf(admin_env: &str) -> String {
-    format!(
-        r#"
-[server]
-workers = 2
-
-[[listeners]]
-name = "http"
-addr = "127.0.0.1:0"
-
-[admin]
-addr = "127.0.0.1:0"
-token_env = "{admin_env}"
-
-[[apis]]
-name = "shop"
-
-  [[apis.stages]]
-  name = "prod"
-
-  [[apis.routes]]
-  route = "GET /keyed"
-  api_key_required = true
-  integration = {{ type = "mock", body = "keyed" }}
-
-[[domains]]
-host = "*"
-mappings = [{{ base_path = "", api = "shop", stage = "prod" }}]
-
+    Cfg::new()
+        .workers(2)
+        .admin(format!("token_env = \"{admin_env}\""))
+        .api("shop")
+        .route(
+            "GET /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+        )
+        .extra(
+            r#"
 [[usage_plans]]
 name = "gold"
 stages = ["shop/prod"]
-quota = {{ limit = 100000, period = "month" }}
+quota = { limit = 100000, period = "month" }
 
 [[api_keys]]
 name = "acme"
 value = "acme-0123456789abcdef0123"
 plan = "gold"
-"#
-    )
+"#,
+        )
+        .toml()
 }
 
 fn used_today(admin_addr: SocketAddr, token: &str) -> u64 {

@@ -61,15 +61,20 @@ impl Drop for Redis {
 }
 
 fn conf(redis: SocketAddr, on_error: &str, rate: u64, burst: u64) -> String {
-    format!(
-        r#"
-[server]
-workers = 2
-
-[[listeners]]
-name = "http"
-addr = "127.0.0.1:0"
-
+    Cfg::new()
+        .workers(2)
+        .no_admin()
+        .api("shop")
+        .route(
+            "GET /open",
+            r#"integration = { type = "mock", body = "open" }"#,
+        )
+        .route(
+            "GET /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+        )
+        .extra(format!(
+            r#"
 [throttle]
 rate = {rate}
 burst = {burst}
@@ -78,25 +83,6 @@ burst = {burst}
 redis = "redis://{redis}"
 nodes = 2
 on_redis_error = "{on_error}"
-
-[[apis]]
-name = "shop"
-
-  [[apis.stages]]
-  name = "prod"
-
-  [[apis.routes]]
-  route = "GET /open"
-  integration = {{ type = "mock", body = "open" }}
-
-  [[apis.routes]]
-  route = "GET /keyed"
-  api_key_required = true
-  integration = {{ type = "mock", body = "keyed" }}
-
-[[domains]]
-host = "*"
-mappings = [{{ base_path = "", api = "shop", stage = "prod" }}]
 
 [[usage_plans]]
 name = "gold"
@@ -108,7 +94,8 @@ name = "fleet"
 value = "{KEY}"
 plan = "gold"
 "#
-    )
+        ))
+        .toml()
 }
 
 /// Offers load to every address from two threads each for `for_`, from the moment every

@@ -18,41 +18,16 @@ use common::*;
 
 /// A gateway with an h2c listener in front of `up`. `stage` is appended to the stage.
 fn conf(up: SocketAddr, limits: &str, http2: &str, stage: &str) -> String {
-    format!(
-        r#"
-[server]
-workers = 1
-
-[[listeners]]
-name = "http"
-addr = "127.0.0.1:0"
-h2c = true
-
-[admin]
-addr = "127.0.0.1:0"
-
-[limits]
-{limits}
-
-[http2]
-{http2}
-
-[[apis]]
-name = "api"
-
-  [[apis.stages]]
-  name = "prod"
-  {stage}
-
-  [[apis.routes]]
-  route = "ANY /{{proxy+}}"
-  integration = {{ type = "http", uri = "http://{up}/{{proxy}}" }}
-
-[[domains]]
-host = "*"
-mappings = [{{ base_path = "", api = "api", stage = "prod" }}]
-"#
-    )
+    Cfg::new()
+        .listener("h2c = true")
+        .limits(limits)
+        .stage_extra(stage)
+        .route(
+            "ANY /{proxy+}",
+            format!("integration = {{ type = \"http\", uri = \"http://{up}/{{proxy}}\" }}"),
+        )
+        .extra(format!("[http2]\n{http2}"))
+        .toml()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -622,40 +597,26 @@ fn an_idle_connection_is_closed_with_goaway_no_error() {
 // --- TLS: ALPN with real clients -------------------------------------------------------------
 
 fn tls_conf(up: SocketAddr, alpn: &str, mtls: &str) -> String {
-    format!(
-        r#"
-[server]
-workers = 1
-
+    Cfg::new()
+        .listeners(format!(
+            r#"
 [[listeners]]
 name = "https"
 addr = "127.0.0.1:0"
 tls = {{ cert = "server.pem", key = "server.key" }}
 {alpn}
 {mtls}
-
-[admin]
-addr = "127.0.0.1:0"
-
-[[apis]]
-name = "api"
-
-  [[apis.stages]]
-  name = "prod"
-
-  [[apis.routes]]
-  route = "ANY /{{proxy+}}"
-  integration = {{ type = "http", uri = "http://{up}/{{proxy}}" }}
-
-  [[apis.routes]]
-  route = "GET /whoami"
-  integration = {{ type = "mock", status = 200, body = "dn=${{context.identity.clientCert.subjectDN}} ip=${{context.identity.sourceIp}}" }}
-
-[[domains]]
-host = "*"
-mappings = [{{ base_path = "", api = "api", stage = "prod" }}]
 "#
-    )
+        ))
+        .route(
+            "ANY /{proxy+}",
+            format!("integration = {{ type = \"http\", uri = \"http://{up}/{{proxy}}\" }}"),
+        )
+        .route(
+            "GET /whoami",
+            r#"integration = { type = "mock", status = 200, body = "dn=${context.identity.clientCert.subjectDN} ip=${context.identity.sourceIp}" }"#,
+        )
+        .toml()
 }
 
 /// Starts a TLS gateway for `api.test`; returns it and the CA file's path.

@@ -9,35 +9,34 @@ use std::time::Duration;
 
 use common::*;
 
-fn cfg(body: &str, up: &Upstream) -> String {
-    config(
-        "",
-        &format!(
-            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n",
+/// Upstream "up", a second stage "secrets" (mapped by no domain) and routes `/mock` (answering
+/// `body`) and `/proxy`.
+fn cfg(body: &str, up: &Upstream) -> Cfg {
+    Cfg::new()
+        .upstream(format!(
+            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]",
             up.addr
-        ),
-        &format!(
-            r#"
-  [[apis.stages]]
+        ))
+        .routes(
+            r#"  [[apis.stages]]
   name = "secrets"
-  variables = {{ api_token = "hunter2", region = "eu" }}
-
-  [[apis.routes]]
-  route = "GET /mock"
-  integration = {{ type = "mock", status = 200, body = "{body}" }}
-
-  [[apis.routes]]
-  route = "GET /proxy"
-  integration = {{ type = "http", uri = "http://up/proxy" }}
-"#
-        ),
-    )
+  variables = { api_token = "hunter2", region = "eu" }
+"#,
+        )
+        .route(
+            "GET /mock",
+            format!("integration = {{ type = \"mock\", status = 200, body = \"{body}\" }}"),
+        )
+        .route(
+            "GET /proxy",
+            r#"integration = { type = "http", uri = "http://up/proxy" }"#,
+        )
 }
 
 #[test]
 fn admin_api_requires_the_bearer_token() {
     let up = Upstream::echo();
-    let gw = Gw::start(&cfg("v1", &up));
+    let gw = Gw::start(&cfg("v1", &up).toml());
     assert_eq!(admin(gw.admin(), "GET", "/healthz", None).status, 401);
     let r = admin(gw.admin(), "GET", "/healthz", Some("wrong-token"));
     assert_eq!(r.status, 401);
@@ -55,7 +54,7 @@ fn admin_api_requires_the_bearer_token() {
 #[test]
 fn admin_config_shows_the_effective_config_with_secrets_redacted() {
     let up = Upstream::echo();
-    let gw = Gw::start(&cfg("v1", &up));
+    let gw = Gw::start(&cfg("v1", &up).toml());
     let r = admin(gw.admin(), "GET", "/config", Some(TOKEN));
     assert_eq!(r.status, 200);
     let j = r.json();
@@ -75,19 +74,18 @@ fn admin_config_shows_the_effective_config_with_secrets_redacted() {
 #[test]
 fn reload_publishes_a_valid_file_and_refuses_an_invalid_one_whole() {
     let up = Upstream::echo();
-    let gw = Gw::start(&cfg("v1", &up));
+    let gw = Gw::start(&cfg("v1", &up).toml());
     assert_eq!(get(gw.addr(), "/mock").text(), "v1");
-    gw.rewrite(&cfg("v2", &up));
+    gw.rewrite(&cfg("v2", &up).toml());
     let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["generation"], 2);
     assert_eq!(get(gw.addr(), "/mock").text(), "v2");
 
     // Two errors in one file: both reported, nothing applied.
-    let bad = cfg("v3", &up).replace(
-        "[limits]",
-        "[limits]\nmax_body = \"lots\"\nidle_timeout = \"5 parsecs\"",
-    );
+    let bad = cfg("v3", &up)
+        .limits("max_body = \"lots\"\nidle_timeout = \"5 parsecs\"")
+        .toml();
     gw.rewrite(&bad);
     let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
     assert_eq!(r.status, 400);
@@ -117,10 +115,11 @@ fn reload_publishes_a_valid_file_and_refuses_an_invalid_one_whole() {
     );
     assert_eq!(get(gw.addr(), "/mock").text(), "v2");
     // Listener changes need a restart and say so.
-    gw.rewrite(&cfg("v4", &up).replace(
-        "addr = \"127.0.0.1:0\"\n\n[admin]",
-        "addr = \"127.0.0.1:1\"\n\n[admin]",
-    ));
+    gw.rewrite(
+        &cfg("v4", &up)
+            .listeners("[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:1\"")
+            .toml(),
+    );
     let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
     assert_eq!(r.status, 400);
     assert!(r.text().contains("restart"), "{}", r.text());
@@ -130,9 +129,7 @@ fn reload_publishes_a_valid_file_and_refuses_an_invalid_one_whole() {
 #[test]
 fn reloads_under_load_fail_no_request() {
     let up = Upstream::echo();
-    let mut c = cfg("a", &up);
-    c = c.replace("workers = 1", "workers = 2");
-    let gw = Gw::start(&c);
+    let gw = Gw::start(&cfg("a", &up).workers(2).toml());
     let addr = gw.addr();
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
@@ -163,7 +160,7 @@ fn reloads_under_load_fail_no_request() {
         }));
     }
     for i in 0..20 {
-        gw.rewrite(&c.replace("body = \"a\"", &format!("body = \"b{i}\"")));
+        gw.rewrite(&cfg(&format!("b{i}"), &up).workers(2).toml());
         let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
         assert_eq!(r.status, 200);
         // Let some requests through on this generation before the next reload.
@@ -190,7 +187,7 @@ fn reloads_under_load_fail_no_request() {
 #[test]
 fn shutdown_finishes_in_flight_requests() {
     let up = Upstream::start(|_| Action::Sleep(Duration::from_millis(300)));
-    let mut gw = Gw::start(&cfg("x", &up));
+    let mut gw = Gw::start(&cfg("x", &up).toml());
     let addr = gw.addr();
     let mut c = Client::connect(addr);
     c.send(b"GET /proxy HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -215,10 +212,9 @@ fn shutdown_finishes_in_flight_requests() {
 fn defer_accept_listeners_serve_and_changing_it_needs_a_restart() {
     let up = Upstream::echo();
     let with = |body: &str, on: bool| {
-        cfg(body, &up).replace(
-            "addr = \"127.0.0.1:0\"\n\n[admin]",
-            &format!("addr = \"127.0.0.1:0\"\ndefer_accept = {on}\n\n[admin]"),
-        )
+        cfg(body, &up)
+            .listener(format!("defer_accept = {on}"))
+            .toml()
     };
     let gw = Gw::start(&with("v1", true));
     // The kernel hands the connection over with its first bytes: requests are served as usual,

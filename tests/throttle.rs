@@ -13,64 +13,31 @@ const BETA: &str = "beta-0123456789abcdef0123";
 const OFF: &str = "off0-0123456789abcdef0123";
 const DEV: &str = "devk-0123456789abcdef0123";
 
-fn conf(extra_route: &str) -> String {
-    format!(
-        r#"
-[server]
-workers = 2
-
-[[listeners]]
-name = "http"
-addr = "127.0.0.1:0"
-
-[admin]
-addr = "127.0.0.1:0"
-
+/// API "shop": stages prod (at ""), dev and slow, and the keys and plans the tests use.
+fn conf() -> Cfg {
+    Cfg::new()
+        .workers(2)
+        .api("shop")
+        .stage("dev", "")
+        .stage("slow", "throttle = { rate = 1, burst = 3 }")
+        .route("GET /open", r#"integration = { type = "mock", body = "open" }"#)
+        .route(
+            "GET /limited",
+            "throttle = { rate = 1, burst = 5 }\nintegration = { type = \"mock\", body = \"limited\" }",
+        )
+        .route(
+            "GET /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+        )
+        .route(
+            "POST /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"posted\" }",
+        )
+        .extra(format!(
+            r#"
 [throttle]
 rate = 100000
 burst = 100000
-
-[[apis]]
-name = "shop"
-
-  [[apis.stages]]
-  name = "prod"
-
-  [[apis.stages]]
-  name = "dev"
-
-  [[apis.stages]]
-  name = "slow"
-  throttle = {{ rate = 1, burst = 3 }}
-
-  [[apis.routes]]
-  route = "GET /open"
-  integration = {{ type = "mock", body = "open" }}
-
-  [[apis.routes]]
-  route = "GET /limited"
-  throttle = {{ rate = 1, burst = 5 }}
-  integration = {{ type = "mock", body = "limited" }}
-
-  [[apis.routes]]
-  route = "GET /keyed"
-  api_key_required = true
-  integration = {{ type = "mock", body = "keyed" }}
-
-  [[apis.routes]]
-  route = "POST /keyed"
-  api_key_required = true
-  integration = {{ type = "mock", body = "posted" }}
-
-{extra_route}
-
-[[domains]]
-host = "*"
-mappings = [
-  {{ base_path = "", api = "shop", stage = "prod" }},
-  {{ base_path = "dev", api = "shop", stage = "dev" }},
-  {{ base_path = "slow", api = "shop", stage = "slow" }},
-]
 
 [[usage_plans]]
 name = "gold"
@@ -104,7 +71,7 @@ name = "devkey"
 value = "{DEV}"
 plan = "tiny"
 "#
-    )
+        ))
 }
 
 fn keyed(addr: std::net::SocketAddr, method: &str, path: &str, key: Option<&str>) -> Resp {
@@ -124,7 +91,7 @@ fn keyed(addr: std::net::SocketAddr, method: &str, path: &str, key: Option<&str>
 
 #[test]
 fn a_route_throttle_accepts_its_burst_then_answers_429() {
-    let gw = Gw::start(&conf(""));
+    let gw = Gw::start(&conf().toml());
     let mut remaining = Vec::new();
     for _ in 0..5 {
         let r = get(gw.addr(), "/limited");
@@ -154,7 +121,7 @@ fn a_route_throttle_accepts_its_burst_then_answers_429() {
 
 #[test]
 fn stage_limits_are_per_stage() {
-    let gw = Gw::start(&conf(""));
+    let gw = Gw::start(&conf().toml());
     for _ in 0..3 {
         assert_eq!(get(gw.addr(), "/slow/open").status, 200);
     }
@@ -165,7 +132,7 @@ fn stage_limits_are_per_stage() {
 
 #[test]
 fn routes_that_require_a_key_refuse_missing_unknown_and_disabled_keys() {
-    let gw = Gw::start(&conf(""));
+    let gw = Gw::start(&conf().toml());
     for key in [
         None,
         Some("not-a-key-not-a-key-not-a-key"),
@@ -190,7 +157,7 @@ fn routes_that_require_a_key_refuse_missing_unknown_and_disabled_keys() {
 
 #[test]
 fn each_key_has_its_own_plan_bucket_and_route_overrides_apply_first() {
-    let gw = Gw::start(&conf(""));
+    let gw = Gw::start(&conf().toml());
     // Route override for POST /keyed: burst 2 per key.
     assert_eq!(keyed(gw.addr(), "POST", "/keyed", Some(ACME)).status, 200);
     assert_eq!(keyed(gw.addr(), "POST", "/keyed", Some(ACME)).status, 200);
@@ -210,7 +177,7 @@ fn each_key_has_its_own_plan_bucket_and_route_overrides_apply_first() {
 
 #[test]
 fn quotas_answer_limit_exceeded_once_spent() {
-    let gw = Gw::start(&conf(""));
+    let gw = Gw::start(&conf().toml());
     for _ in 0..3 {
         assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 200);
     }
@@ -255,7 +222,7 @@ fn chrono_today() -> String {
 
 #[test]
 fn keys_created_through_the_admin_api_work_and_are_never_shown_again() {
-    let gw = Gw::start(&conf(""));
+    let gw = Gw::start(&conf().toml());
     let r = admin_with(
         gw.admin(),
         "POST",
@@ -358,7 +325,7 @@ fn keys_created_through_the_admin_api_work_and_are_never_shown_again() {
 
 #[test]
 fn csv_imports_are_all_or_nothing() {
-    let gw = Gw::start(&conf(""));
+    let gw = Gw::start(&conf().toml());
     let good = "Name,Key,Description,Enabled,UsagePlanIds\nk1,imported-key-number-one-0001,first,true,gold\n\"k, two\",imported-key-number-two-0002,\"second, quoted\",TRUE,gold\n";
     let r = admin_with(gw.admin(), "POST", "/apikeys/import", good);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -396,7 +363,7 @@ fn csv_imports_are_all_or_nothing() {
 
 #[test]
 fn keys_and_counters_survive_a_restart() {
-    let gw = Gw::start(&conf(""));
+    let gw = Gw::start(&conf().toml());
     let r = admin_with(
         gw.admin(),
         "POST",
@@ -411,7 +378,7 @@ fn keys_and_counters_survive_a_restart() {
         );
     }
     let dir = gw.stop();
-    let gw = Gw::start_in(dir, &conf(""));
+    let gw = Gw::start_in(dir, &conf().toml());
     // One request left in the quota of 3, and the key still works.
     assert_eq!(
         keyed(gw.addr(), "GET", "/dev/keyed", Some(&value)).status,
@@ -428,7 +395,7 @@ fn a_corrupt_state_file_stops_start_up() {
     let dir = TempDir::new();
     std::fs::create_dir_all(dir.0.join("data")).unwrap();
     std::fs::write(dir.0.join("data/tollgate.redb"), vec![0x5a; 4096]).unwrap();
-    let err = match Gw::try_start_in(dir, &conf("")) {
+    let err = match Gw::try_start_in(dir, &conf().toml()) {
         Err((_, e)) => e,
         Ok(_) => panic!("started on a corrupt state file"),
     };
@@ -440,7 +407,7 @@ fn a_corrupt_state_file_stops_start_up() {
 
 #[test]
 fn many_distinct_keys_do_not_break_throttling() {
-    let gw = Gw::start(&conf(""));
+    let gw = Gw::start(&conf().toml());
     // Keys are created, used once each, deleted: per-key buckets come and go.
     let mut values = Vec::new();
     for i in 0..20 {
@@ -460,8 +427,17 @@ fn many_distinct_keys_do_not_break_throttling() {
 #[test]
 fn proxied_answers_on_throttled_routes_carry_ratelimit_headers() {
     let up = Upstream::echo();
-    let route = format!("  [[apis.routes]]\n  route = \"GET /proxied\"\n  throttle = {{ rate = 1, burst = 2 }}\n  integration = {{ type = \"http\", uri = \"http://{}/x\" }}\n", up.addr);
-    let gw = Gw::start(&conf(&route));
+    let gw = Gw::start(
+        &conf()
+            .route(
+                "GET /proxied",
+                format!(
+                    "throttle = {{ rate = 1, burst = 2 }}\nintegration = {{ type = \"http\", uri = \"http://{}/x\" }}",
+                    up.addr
+                ),
+            )
+            .toml(),
+    );
     let r = get(gw.addr(), "/proxied");
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["target"], "/x");
@@ -483,7 +459,7 @@ fn metric(text: &str, prefix: &str) -> u64 {
 
 #[test]
 fn counters_reach_the_metrics_endpoint() {
-    let gw = Gw::start(&conf(""));
+    let gw = Gw::start(&conf().toml());
     for _ in 0..5 {
         assert_eq!(get(gw.addr(), "/limited").status, 200);
     }

@@ -9,78 +9,28 @@ use std::net::SocketAddr;
 use common::certs::*;
 use common::*;
 
-/// The inner gateway: `listener` is its listener's extra keys (h2c or tls).
-fn inner(dir: TempDir, echo: SocketAddr, listener: &str) -> Gw {
-    Gw::start_in(
-        dir,
-        &format!(
-            r#"
-[server]
-workers = 1
-
-[[listeners]]
-name = "http"
-addr = "127.0.0.1:0"
-{listener}
-
-[admin]
-addr = "127.0.0.1:0"
-
-[[apis]]
-name = "inner"
-
-  [[apis.stages]]
-  name = "prod"
-
-  [[apis.routes]]
-  route = "ANY /{{proxy+}}"
-  integration = {{ type = "http", uri = "http://{echo}/{{proxy}}" }}
-
-[[domains]]
-host = "*"
-mappings = [{{ base_path = "", api = "inner", stage = "prod" }}]
-"#
-        ),
-    )
+/// The inner gateway, its API "inner" proxying to `echo`; `cfg` says the rest (its listener's
+/// keys: h2c or tls).
+fn inner(dir: TempDir, echo: SocketAddr, cfg: Cfg) -> Gw {
+    let cfg = cfg.api("inner").route(
+        "ANY /{proxy+}",
+        format!("integration = {{ type = \"http\", uri = \"http://{echo}/{{proxy}}\" }}"),
+    );
+    Gw::start_in(dir, &cfg.toml())
 }
 
 /// The outer gateway, reaching `inner` through upstream "up" (`upstream` holds its extra keys).
 fn outer(dir: TempDir, upstream: &str, scheme: &str) -> Gw {
-    Gw::start_in(
-        dir,
-        &format!(
-            r#"
-[server]
-workers = 1
-
-[[listeners]]
-name = "http"
-addr = "127.0.0.1:0"
-
-[admin]
-addr = "127.0.0.1:0"
-
-[[upstreams]]
-name = "up"
-protocol = "h2"
-{upstream}
-
-[[apis]]
-name = "outer"
-
-  [[apis.stages]]
-  name = "prod"
-
-  [[apis.routes]]
-  route = "ANY /{{proxy+}}"
-  integration = {{ type = "http", uri = "{scheme}://up/{{proxy}}" }}
-
-[[domains]]
-host = "*"
-mappings = [{{ base_path = "", api = "outer", stage = "prod" }}]
-"#
-        ),
-    )
+    let cfg = Cfg::new()
+        .api("outer")
+        .upstream(format!(
+            "[[upstreams]]\nname = \"up\"\nprotocol = \"h2\"\n{upstream}"
+        ))
+        .route(
+            "ANY /{proxy+}",
+            format!("integration = {{ type = \"http\", uri = \"{scheme}://up/{{proxy}}\" }}"),
+        );
+    Gw::start_in(dir, &cfg.toml())
 }
 
 /// A counter of `gw`'s, summed over shards.
@@ -103,7 +53,7 @@ fn h2_connections(gw: &Gw) -> u64 {
 #[test]
 fn requests_cross_an_h2c_hop_on_one_shared_connection() {
     let echo = Upstream::echo();
-    let b = inner(TempDir::new(), echo.addr, "h2c = true");
+    let b = inner(TempDir::new(), echo.addr, Cfg::new().listener("h2c = true"));
     let a = outer(
         TempDir::new(),
         &format!("targets = [\"{}\"]", b.addr()),
@@ -166,7 +116,7 @@ fn h2_over_tls_uses_alpn_and_verifies() {
     let b = inner(
         dir,
         echo.addr,
-        "tls = { cert = \"inner.pem\", key = \"inner.key\" }",
+        Cfg::new().listener("tls = { cert = \"inner.pem\", key = \"inner.key\" }"),
     );
     let dir = TempDir::new();
     std::fs::write(dir.0.join("ca.pem"), ca.cert.pem()).unwrap();
@@ -202,7 +152,9 @@ fn a_closed_h2_connection_is_replaced_without_failing_requests() {
     let b = inner(
         TempDir::new(),
         echo.addr,
-        "h2c = true\n\n[limits]\nidle_timeout = \"200ms\"",
+        Cfg::new()
+            .listener("h2c = true")
+            .limits("idle_timeout = \"200ms\""),
     );
     let a = outer(
         TempDir::new(),
@@ -243,7 +195,7 @@ fn protocol_h2_is_checked_at_load() {
 #[test]
 fn health_checks_speak_h2_to_h2_upstreams() {
     let echo = Upstream::echo();
-    let b = inner(TempDir::new(), echo.addr, "h2c = true");
+    let b = inner(TempDir::new(), echo.addr, Cfg::new().listener("h2c = true"));
     let a = outer(
         TempDir::new(),
         &format!(

@@ -135,39 +135,17 @@ fn serve(tcp: std::net::TcpStream, cfg: Arc<rustls::ServerConfig>, id: usize) {
 
 /// A gateway whose `/{proxy+}` goes to `integration`; `upstreams` is the [[upstreams]] text.
 fn gateway(dir: TempDir, upstreams: &str, integration: &str) -> Result<Gw, String> {
-    let toml = format!(
-        r#"
-[server]
-workers = 1
-
-[[listeners]]
-name = "http"
-addr = "127.0.0.1:0"
-
-[admin]
-addr = "127.0.0.1:0"
-
-{upstreams}
-
-[[apis]]
-name = "api"
-
-  [[apis.stages]]
-  name = "prod"
-
-  [[apis.routes]]
-  route = "ANY /{{proxy+}}"
-  integration = {{ type = "http", uri = "{integration}/{{proxy}}" }}
-
-  [[apis.routes]]
-  route = "GET /local"
-  integration = {{ type = "mock", status = 200, body = "still here" }}
-
-[[domains]]
-host = "*"
-mappings = [{{ base_path = "", api = "api", stage = "prod" }}]
-"#
-    );
+    let toml = Cfg::new()
+        .upstream(upstreams)
+        .route(
+            "ANY /{proxy+}",
+            format!("integration = {{ type = \"http\", uri = \"{integration}/{{proxy}}\" }}"),
+        )
+        .route(
+            "GET /local",
+            r#"integration = { type = "mock", status = 200, body = "still here" }"#,
+        )
+        .toml();
     let path = dir.0.join("config.toml");
     std::fs::write(&path, &toml).unwrap();
     match tollgate::compile::check_file(&path) {

@@ -1,0 +1,207 @@
+//! Running the gateway under test: in this process ([`Gw`], from TOML text in a [`TempDir`])
+//! or as the `tollgate` binary ([`Proc`], read through its JSON logs); the admin token, the
+//! socket timeout and the driver every test uses; and small waiting helpers ([`eventually`],
+//! [`closed_port`]).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tollgate::config::{Config, Driver};
+use tollgate::{Gateway, Options};
+
+pub const TOKEN: &str = "test-admin-token";
+/// Upper bound for any single socket wait in tests; a hang fails instead of blocking CI.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The driver under test: `TOLLGATE_TEST_DRIVER=epoll|io_uring|auto` (default auto).
+pub fn driver() -> Driver {
+    match std::env::var("TOLLGATE_TEST_DRIVER").as_deref() {
+        Ok("epoll") => Driver::Epoll,
+        Ok("io_uring") => Driver::IoUring,
+        _ => Driver::Auto,
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "tollgate-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A gateway running in this process.
+pub struct Gw {
+    pub gw: Option<Gateway>,
+    pub dir: TempDir,
+    pub path: PathBuf,
+}
+
+impl Gw {
+    /// Starts a gateway from TOML text (`{{name}}` placeholders already filled in).
+    pub fn start(toml: &str) -> Gw {
+        Gw::start_in(TempDir::new(), toml)
+    }
+
+    /// Starts a gateway whose config (and state store, `data/`) live in `dir`.
+    pub fn start_in(dir: TempDir, toml: &str) -> Gw {
+        Gw::try_start_in(dir, toml).unwrap_or_else(|(_, e)| panic!("gateway did not start: {e}"))
+    }
+
+    pub fn try_start_in(dir: TempDir, toml: &str) -> Result<Gw, (TempDir, String)> {
+        let path = dir.0.join("config.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut cfg = Config::load(&path).unwrap_or_else(|e| panic!("config refused:\n{e}"));
+        cfg.server.driver = driver();
+        match Gateway::start(
+            cfg,
+            Options {
+                config_path: Some(path.clone()),
+                workers: None,
+                admin_token: Some(TOKEN.into()),
+            },
+        ) {
+            Ok(gw) => Ok(Gw {
+                gw: Some(gw),
+                dir,
+                path,
+            }),
+            Err(e) => Err((dir, e.to_string())),
+        }
+    }
+
+    /// Stops the gateway and hands back its directory (to start another on the same state).
+    pub fn stop(mut self) -> TempDir {
+        self.shutdown();
+        std::mem::replace(&mut self.dir, TempDir(std::path::PathBuf::new()))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.gw
+            .as_ref()
+            .unwrap()
+            .addr("http")
+            .expect("listener \"http\"")
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.gw.as_ref().unwrap().admin_addr().expect("admin API")
+    }
+
+    /// Rewrites the config file (for reload tests).
+    pub fn rewrite(&self, toml: &str) {
+        std::fs::write(&self.path, toml).unwrap();
+    }
+
+    pub fn shutdown(&mut self) {
+        if let Some(g) = self.gw.take() {
+            g.shutdown();
+        }
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A running binary; killed on drop if still alive.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.args(["--config", config.to_str().unwrap(), "--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("TOLLGATE_ADMIN_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Proc { child, lines: rx }
+    }
+
+    /// Waits for a log line whose message is `msg`; returns its fields.
+    pub fn wait_for(&self, msg: &str) -> serde_json::Value {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(IO_TIMEOUT)
+                .unwrap_or_else(|_| panic!("no log line {msg:?}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if v["fields"]["message"] == msg {
+                return v["fields"].clone();
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A local port with nothing listening (bound, then released).
+pub fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Polls `f` until it holds, for at most `limit` (for state that changes asynchronously,
+/// such as health checks; never used to wait for the gateway's own answers).
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
