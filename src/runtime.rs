@@ -199,7 +199,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: monoio::net::TcpListener, idx: 
                 shard.active.set(shard.active.get() + 1);
                 let guard = ConnGuard(shard.clone());
                 monoio::spawn(async move {
-                    crate::http::conn::serve(guard.0.clone(), stream, peer, idx).await;
+                    crate::gateway::conn::serve(guard.0.clone(), stream, peer, idx).await;
                     drop(guard);
                 });
             }

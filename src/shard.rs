@@ -5,17 +5,15 @@
 //! connection count (one atomic per connection, not per request).
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use ahash::AHashMap;
 
+pub use crate::http::drain::Drain;
 use crate::snapshot::Snapshot;
 use crate::throttle::bucket::{Bucket, Rate};
 use crate::throttle::lease::Lease;
@@ -144,71 +142,6 @@ pub struct ShardSnap {
     pub fallback_leases: Rc<Vec<Lease>>,
     pub upstreams: Vec<UpstreamLocal>,
     pub literals: Vec<Rc<TargetLocal>>,
-}
-
-/// Wakes the connections of one shard when draining starts.
-#[derive(Default)]
-pub struct Drain {
-    on: Cell<bool>,
-    next_key: Cell<u64>,
-    waiters: RefCell<AHashMap<u64, Waker>>,
-}
-
-impl Drain {
-    pub fn is_on(&self) -> bool {
-        self.on.get()
-    }
-
-    pub fn start(&self) {
-        self.on.set(true);
-        for (_, w) in self.waiters.borrow_mut().drain() {
-            w.wake();
-        }
-    }
-
-    /// Resolves once draining starts.
-    pub fn wait(self: &Rc<Self>) -> DrainWait {
-        DrainWait {
-            drain: self.clone(),
-            key: None,
-        }
-    }
-}
-
-pub struct DrainWait {
-    drain: Rc<Drain>,
-    key: Option<u64>,
-}
-
-impl Future for DrainWait {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.drain.on.get() {
-            return Poll::Ready(());
-        }
-        let key = match self.key {
-            Some(k) => k,
-            None => {
-                let k = self.drain.next_key.get();
-                self.drain.next_key.set(k + 1);
-                self.key = Some(k);
-                k
-            }
-        };
-        self.drain
-            .waiters
-            .borrow_mut()
-            .insert(key, cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for DrainWait {
-    fn drop(&mut self) {
-        if let Some(k) = self.key {
-            self.drain.waiters.borrow_mut().remove(&k);
-        }
-    }
 }
 
 /// One shard's state.

@@ -14,7 +14,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::ctx::RequestCtx;
-use super::{connection_header, next_after, ratelimit_headers, skip_unread_body, Next};
+use super::finish::{connection_header, next_after, ratelimit_headers, skip_unread_body};
+use super::proxy::{self, Extra, Tee};
+use super::Next;
 use crate::cache::flight::Join;
 use crate::cache::policy::{self, Answer, CacheControl};
 use crate::cache::{StageCache, Stats, Stored, Val, VaryMarker};
@@ -27,14 +29,12 @@ use crate::http::write::status_line;
 use crate::shard::{Shard, ShardSnap};
 use crate::snapshot::{CachePolicy, HttpIntegration};
 use crate::syntax::Method;
-use crate::upstream::proxy::{self, Extra, Tee};
 
 /// Bodies up to this size are copied into the head's buffer (one write); larger ones are
 /// written from the cache's own memory.
 const INLINE_BODY: usize = 2048;
 
 /// Runs the cache phase for an `http` integration on a cached route.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     shard: &Rc<Shard>,
     ss: &ShardSnap,
@@ -42,9 +42,9 @@ pub async fn serve(
     ctx: &mut RequestCtx,
     integ: &HttpIntegration,
     p: &CachePolicy,
-    api: usize,
-    authorized: bool,
 ) -> Result<Next, Error> {
+    let api = ctx.route.map(|m| m.api).unwrap_or_default();
+    let authorized = matches!(ctx.principal, super::ctx::Principal::ApiKey { .. });
     let cache = &p.cache;
     let method = ctx.head.method;
     let req_cc = CacheControl::parse(

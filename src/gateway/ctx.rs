@@ -64,14 +64,41 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// Where the request was routed: the API, its stage and the route (indices into the
+/// snapshot's tables), set by the routing phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub api: usize,
+    pub stage: usize,
+    pub route: usize,
+}
+
+/// Who the caller is, as far as the phases so far established. Only the authentication
+/// phase builds anything but `Anonymous`; later phases (limits, quotas, the cache's
+/// `require_api_key`) read it rather than a flag.
+#[derive(Debug, Clone, Default)]
+pub enum Principal {
+    #[default]
+    Anonymous,
+    /// A valid, enabled API key and the index of the usage plan that covers this stage.
+    ApiKey {
+        id: std::sync::Arc<str>,
+        plan: usize,
+    },
+}
+
 /// One request's state.
 pub struct RequestCtx {
     pub head: RequestHead,
     pub request_id: RequestId,
     pub segs: Segments,
     pub body: BodyState,
-    /// Set by routing.
+    /// Set by routing: the stage (and the base path's length).
     pub stage: Option<StageRef>,
+    /// Set by routing: API, stage and route.
+    pub route: Option<RouteMatch>,
+    /// Set by authentication.
+    pub principal: Principal,
     pub captures: Captures,
     /// Set by the throttle phase on throttled routes: the `RateLimit-*` headers to answer with.
     pub ratelimit: Option<crate::error::RateInfo>,
@@ -101,6 +128,8 @@ impl RequestCtx {
             segs,
             body,
             stage: None,
+            route: None,
+            principal: Principal::Anonymous,
             captures: Captures::new(),
             ratelimit: None,
             status: 0,

@@ -13,10 +13,9 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use super::drain::Drain;
 use super::h1::{self, HeadError, RequestHead};
 use crate::error::{Error, Kind};
-use crate::gateway::{self, Next};
-use crate::shard::Shard;
 
 /// Read size when the buffer needs room. 4 KiB holds a typical head (and a small answer);
 /// bigger bodies reserve what they need (up to 256 KiB per read). Every idle keep-alive
@@ -196,171 +195,18 @@ impl Conn {
     }
 }
 
+/// What reading a request head gave.
 // The head is moved once per request; boxing it would cost an allocation per request.
 #[allow(clippy::large_enum_variant)]
-enum HeadRead {
+pub enum HeadRead {
     Head(RequestHead),
     Closed,
     Failed(Error),
 }
 
-/// Serves one client connection until it closes, errs, or the shard drains.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
-    // TCP_NODELAY is inherited from the listening socket (listener.rs): no syscall here.
-    let ss = shard.snapshot();
-    let tls = ss.snap.tls.get(listener).cloned().flatten();
-    let mtls = ss
-        .snap
-        .config
-        .listeners
-        .get(listener)
-        .and_then(|l| l.tls.as_ref())
-        .and_then(|t| t.mtls.as_ref())
-        .map(|m| m.headers.clone());
-    let handshake_timeout = ss.snap.limits.header_timeout;
-    let h2c = ss
-        .snap
-        .config
-        .listeners
-        .get(listener)
-        .is_some_and(|l| l.h2c);
-    drop(ss);
-    let stream = match tls {
-        None => Stream::Plain(stream),
-        Some(cfg) => {
-            match monoio::time::timeout(
-                handshake_timeout,
-                crate::tls::stream::TlsConn::accept(stream, cfg),
-            )
-            .await
-            {
-                Ok(Ok(t)) => Stream::Tls(Box::new(t)),
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                    shard
-                        .metrics
-                        .add(crate::metrics::Counter::TlsHandshakeFailures);
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %peer, "TLS handshake timed out");
-                    shard
-                        .metrics
-                        .add(crate::metrics::Counter::TlsHandshakeFailures);
-                    return;
-                }
-            }
-        }
-    };
-    let client_cert = match (&stream, mtls) {
-        (Stream::Tls(t), Some(fields)) => {
-            let values = t
-                .tls
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| crate::tls::cert_fields(c));
-            let lines = values
-                .as_deref()
-                .map(|v| crate::tls::client_cert_headers(v, &fields))
-                .unwrap_or_default();
-            Some(ClientCertHeaders {
-                lines: Rc::from(lines),
-                names: fields.into_iter().map(|(n, _)| n).collect(),
-                fields: values.map(Rc::from),
-            })
-        }
-        _ => None,
-    };
-    let info = |client_cert, tls| crate::http::h2::ConnInfo {
-        peer,
-        listener,
-        peer_ip: Rc::from(peer.ip().to_string()),
-        tls,
-        client_cert,
-    };
-    let stream = match stream {
-        Stream::Tls(t) if t.tls.alpn_protocol() == Some(b"h2") => {
-            let info = info(client_cert, true);
-            return crate::http::h2::serve(shard, crate::http::h2::Transport::Tls(t), info).await;
-        }
-        s => s,
-    };
-    let mut conn = Conn {
-        client_cert,
-        stream,
-        buf: BytesMut::with_capacity(READ_CHUNK),
-        peer,
-        listener,
-        peer_ip: Rc::from(peer.ip().to_string()),
-        segs: Default::default(),
-    };
-    if h2c {
-        match sniff_preface(&mut conn, handshake_timeout).await {
-            Some(true) => {
-                let Conn { stream, buf, .. } = conn;
-                if let Stream::Plain(tcp) = stream {
-                    let t = crate::http::h2::Transport::Plain(tcp, buf.freeze());
-                    crate::http::h2::serve(shard, t, info(None, false)).await;
-                }
-                return;
-            }
-            Some(false) => {}
-            None => return,
-        }
-    }
-    let mut first = true;
-    loop {
-        let snap = shard.snapshot();
-        let limits = &snap.snap.limits;
-        let head = match read_head(
-            &shard,
-            &mut conn,
-            limits.max_header_bytes,
-            limits.header_timeout,
-            limits.idle_timeout,
-            first,
-        )
-        .await
-        {
-            HeadRead::Head(h) => h,
-            HeadRead::Closed => return,
-            HeadRead::Failed(e) => {
-                tracing::debug!(peer = %conn.peer, error = %e, "bad request head");
-                let mut out = Vec::with_capacity(256);
-                let rid = shard.request_id();
-                gateway::count_error(&shard, &e);
-                shard
-                    .metrics
-                    .add(crate::metrics::Counter::for_status(e.status()));
-                gateway::error_response(&mut out, &e, 1, rid.as_str(), false, false);
-                if conn.stream.write_all(out).await.is_ok() {
-                    linger_close(conn).await;
-                }
-                return;
-            }
-        };
-        first = false;
-        match gateway::handle(&shard, snap, &mut conn, head).await {
-            Next::KeepAlive if !shard.drain.is_on() => continue,
-            Next::KeepAlive | Next::Close => {
-                // TLS: say close_notify, so the client knows the answer was complete.
-                if conn.stream.is_tls() {
-                    let _ = conn.stream.shutdown().await;
-                }
-                return;
-            }
-            Next::Linger => return linger_close(conn).await,
-            Next::Upgrade(upstream, leftover) => {
-                crate::upstream::proxy::relay(conn, upstream, leftover).await;
-                return;
-            }
-        }
-    }
-}
-
 /// h2c with prior knowledge: reads until the bytes are the HTTP/2 preface (`Some(true)`) or
 /// cannot be (`Some(false)`: HTTP/1.1, parsed as usual). `None`: closed or timed out first.
-async fn sniff_preface(conn: &mut Conn, timeout: Duration) -> Option<bool> {
+pub async fn sniff_preface(conn: &mut Conn, timeout: Duration) -> Option<bool> {
     let deadline = Instant::now() + timeout;
     loop {
         let n = conn.buf.len().min(crate::http::h2::PREFACE.len());
@@ -381,8 +227,8 @@ async fn sniff_preface(conn: &mut Conn, timeout: Duration) -> Option<bool> {
 
 /// Reads until a whole head is parsed. Before its first byte a kept-alive connection may idle
 /// for `idle`; from the first byte the whole head must arrive within `header_timeout`.
-async fn read_head(
-    shard: &Shard,
+pub async fn read_head(
+    drain: &Rc<Drain>,
     conn: &mut Conn,
     max: usize,
     header_timeout: Duration,
@@ -422,7 +268,7 @@ async fn read_head(
                 }
             },
             None => {
-                let drain = shard.drain.wait();
+                let drain = drain.wait();
                 monoio::select! {
                     r = monoio::time::timeout(idle, conn.read_more()) => match r {
                         Ok(r) => r,

@@ -499,6 +499,21 @@ impl ResponseParts {
     }
 }
 
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+pub fn hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 8] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+    ];
+    HOP.iter().any(|h| name_eq(name, h))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod drain;
 pub mod h1;
 pub mod h2;
 pub mod pollio;

@@ -161,7 +161,7 @@ impl H2Up {
         let headers = req.headers_mut();
         for (name, value) in head.headers() {
             if name.eq_ignore_ascii_case(b"host")
-                || crate::upstream::proxy::hop_by_hop(name)
+                || crate::http::h1::hop_by_hop(name)
                 || name.eq_ignore_ascii_case(b"content-length") && head.framing == Framing::Chunked
             {
                 continue;

@@ -8,7 +8,6 @@
 
 pub mod h2;
 pub mod health;
-pub mod proxy;
 
 use std::net::SocketAddr;
 use std::rc::Rc;

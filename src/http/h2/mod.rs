@@ -14,24 +14,23 @@
 pub mod stream;
 pub mod watch;
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
 use monoio::net::TcpStream;
 
-use crate::http::conn::{ClientCertHeaders, Conn, Stream};
-use crate::http::h1;
+use crate::config::{Http2, Limits};
+use crate::http::conn::ClientCertHeaders;
+use crate::http::drain::Drain;
 use crate::http::pollio::PollIo;
-use crate::metrics::Counter;
-use crate::shard::Shard;
-use stream::{H2Stream, Out};
+use crate::metrics::{Counter, Local};
 use watch::{Flood, FrameWatch, Signal};
 
 /// The client connection preface (RFC 9113 3.4).
@@ -70,12 +69,29 @@ enum Event {
     End,
 }
 
-/// Serves one HTTP/2 connection until it ends.
-pub async fn serve(shard: Rc<Shard>, transport: Transport, info: ConnInfo) {
-    let ss = shard.snapshot();
-    let cfg = ss.snap.config.http2.clone();
-    let limits = ss.snap.limits.clone();
-    drop(ss);
+/// What a connection's streams are handed to: the stream's request and where its answer
+/// goes. The gateway passes its pipeline in; this module knows nothing of APIs.
+pub trait StreamHandler {
+    fn spawn_stream(
+        &self,
+        info: Rc<ConnInfo>,
+        req: http::Request<RecvStream>,
+        respond: SendResponse<Bytes>,
+    ) -> impl std::future::Future<Output = ()> + 'static;
+}
+
+/// Serves one HTTP/2 connection until it ends: `cfg` and `limits` from the snapshot the
+/// connection started on, `drain` the shard's drain signal, `metrics` its counters; each
+/// stream runs as its own task through `handler`.
+pub async fn serve(
+    transport: Transport,
+    info: ConnInfo,
+    cfg: Http2,
+    limits: Limits,
+    drain: &Rc<Drain>,
+    metrics: &Local,
+    handler: impl StreamHandler,
+) {
     let signal = Rc::new(Signal::default());
     let io = match transport {
         Transport::Plain(tcp, prefix) => PollIo::plain(tcp, prefix),
@@ -101,10 +117,10 @@ pub async fn serve(shard: Rc<Shard>, transport: Transport, info: ConnInfo) {
             return;
         }
     };
-    shard.metrics.add(Counter::H2Connections);
+    metrics.add(Counter::H2Connections);
     let info = Rc::new(info);
     let streams = Rc::new(Streams::default());
-    let mut drain = Box::pin(shard.drain.wait());
+    let mut drain = Box::pin(drain.wait());
     let mut idle = Box::pin(monoio::time::sleep(limits.idle_timeout));
     // When the connection is going away with no stream open, how long to wait for the
     // client to acknowledge before closing anyway.
@@ -151,12 +167,12 @@ pub async fn serve(shard: Rc<Shard>, transport: Transport, info: ConnInfo) {
         .await;
         match event {
             Event::Stream(req, respond) => {
-                shard.metrics.add(Counter::H2Streams);
+                metrics.add(Counter::H2Streams);
                 streams.active.set(streams.active.get() + 1);
-                let (shard, info, streams, signal) =
-                    (shard.clone(), info.clone(), streams.clone(), signal.clone());
+                let (info, streams, signal) = (info.clone(), streams.clone(), signal.clone());
+                let stream = handler.spawn_stream(info, req, respond);
                 monoio::spawn(async move {
-                    run_stream(shard, info, req, respond).await;
+                    stream.await;
                     streams.active.set(streams.active.get() - 1);
                     if streams.active.get() == 0 {
                         streams.idle_since.set(Some(Instant::now()));
@@ -166,7 +182,7 @@ pub async fn serve(shard: Rc<Shard>, transport: Transport, info: ConnInfo) {
             }
             Event::Flood(f) => {
                 tracing::info!(peer = %info.peer, flood = ?f, "HTTP/2 flood: GOAWAY ENHANCE_YOUR_CALM");
-                shard.metrics.add(match f {
+                metrics.add(match f {
                     Flood::Control => Counter::H2FloodControl,
                     Flood::Reset => Counter::H2FloodReset,
                     Flood::Continuation => Counter::H2FloodContinuation,
@@ -175,83 +191,11 @@ pub async fn serve(shard: Rc<Shard>, transport: Transport, info: ConnInfo) {
                 going = true;
             }
             Event::Idle | Event::Drain => {
-                shard.metrics.add(Counter::H2Goaways);
+                metrics.add(Counter::H2Goaways);
                 h2c.graceful_shutdown();
                 going = true;
             }
             Event::End => return,
         }
-    }
-}
-
-/// Runs one stream through the pipeline.
-async fn run_stream(
-    shard: Rc<Shard>,
-    info: Rc<ConnInfo>,
-    req: http::Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
-) {
-    let ss = shard.snapshot();
-    let (parts, recv) = req.into_parts();
-    let end = recv.is_end_stream();
-    if parts.method == http::Method::CONNECT {
-        // Tunnels (and RFC 8441 WebSockets) are not offered over HTTP/2.
-        let mut resp = http::Response::new(());
-        *resp.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
-        let _ = respond.send_response(resp, true);
-        shard.metrics.add(Counter::for_status(405));
-        return;
-    }
-    let mut buf = BytesMut::new();
-    let chunked = match stream::synthesize(&parts, end, &mut buf) {
-        Ok(c) => c,
-        Err(reason) => {
-            shard.metrics.add(Counter::BadRequests);
-            respond.send_reset(reason);
-            return;
-        }
-    };
-    let max = ss.snap.limits.max_header_bytes;
-    let head = match h1::parse_request(&buf, max * 2 + 1024) {
-        Ok(Some((len, p))) => p.into_head(buf.split_to(len).freeze()),
-        _ => {
-            shard.metrics.add(Counter::BadRequests);
-            respond.send_reset(Reason::PROTOCOL_ERROR);
-            return;
-        }
-    };
-    let out = Rc::new(RefCell::new(Out::Head(respond)));
-    let s = H2Stream::new(
-        (!end).then_some(recv),
-        chunked,
-        out.clone(),
-        parts.method == http::Method::HEAD,
-        info.tls,
-    );
-    let mut conn = Conn {
-        stream: Stream::H2(Box::new(s)),
-        buf,
-        peer: info.peer,
-        listener: info.listener,
-        peer_ip: info.peer_ip.clone(),
-        segs: Default::default(),
-        client_cert: info.client_cert.clone(),
-    };
-    let reset = {
-        // The pipeline's future is large (kilobytes): on the heap once, so that spawning the
-        // stream and selecting on it move a pointer, not the future.
-        let work = Box::pin(crate::gateway::handle(&shard, ss, &mut conn, head));
-        let reset = poll_fn(|cx| out.borrow_mut().poll_reset(cx));
-        monoio::select! {
-            _ = work => false,
-            _ = reset => true,
-        }
-    };
-    if reset {
-        shard.metrics.add(Counter::H2StreamsReset);
-        return;
-    }
-    if let Stream::H2(s) = &mut conn.stream {
-        let _ = s.finish().await;
     }
 }

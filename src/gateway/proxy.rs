@@ -19,13 +19,11 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncWriteRent, Splitable};
 
-use super::{
-    checkin, checkout, connect_target, record_failure, record_success, select, PoolCfg, UpStream,
-};
 use crate::config::Limits;
 use crate::error::{Error, Kind};
 use crate::gateway::ctx::{BodyState, RequestCtx};
-use crate::gateway::{connection_header, Next};
+use crate::gateway::finish::connection_header;
+use crate::gateway::Next;
 use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::conn::{write_all, Conn, READ_CHUNK};
 use crate::http::h1::{self, Framing, HeadError, ResponseHead};
@@ -35,6 +33,9 @@ use crate::snapshot::HttpIntegration;
 use crate::syntax::path::encode_segment;
 use crate::syntax::template::Escape;
 use crate::syntax::Method;
+use crate::upstream::{
+    checkin, checkout, connect_target, record_failure, record_success, select, PoolCfg, UpStream,
+};
 
 /// Largest upstream response head accepted (then 502).
 const MAX_RESPONSE_HEAD: usize = 64 << 10;
@@ -44,20 +45,7 @@ const MAX_READ: usize = 256 << 10;
 /// head and body leave in one write.
 const COALESCE_BODY: usize = 64 << 10;
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-pub fn hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 8] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
-    ];
-    HOP.iter().any(|h| name_eq(name, h))
-}
+pub use crate::http::h1::hop_by_hop;
 
 /// The `Connection` header's value, if any: names listed there are hop-by-hop too. Looked
 /// up once per message, not once per header.
@@ -756,7 +744,7 @@ fn response_head(
         out.extend_from_slice(b"connection: upgrade\r\n");
     } else {
         if let Some(r) = &ctx.ratelimit {
-            crate::gateway::ratelimit_headers(out, r);
+            crate::gateway::finish::ratelimit_headers(out, r);
         }
         connection_header(out, minor, keep);
     }

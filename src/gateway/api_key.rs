@@ -1,0 +1,46 @@
+//! The API key phase: `x-api-key` checked against the key table, and the usage plan that
+//! covers the stage chosen.
+
+use super::ctx::{Principal, RequestCtx, RouteMatch};
+use crate::error::{Error, Kind};
+use crate::shard::ShardSnap;
+
+/// Checks the API key on routes with `api_key_required` (403 when it is missing, unknown or
+/// disabled, or when none of the key's plans covers this stage); sets `ctx.principal` to the
+/// key and its plan.
+pub fn authenticate(ss: &ShardSnap, ctx: &mut RequestCtx, m: RouteMatch) -> Result<(), Error> {
+    let RouteMatch { api, route, .. } = m;
+    if !ss.snap.apis[api].routes[route].api_key_required {
+        return Ok(());
+    }
+    let forbidden = |why: &'static str| Error::downstream(Kind::Forbidden, why);
+    let stage = ctx.stage.map(|s| s.stage).unwrap_or_default();
+    let presented = ctx
+        .head
+        .header(b"x-api-key")
+        .ok_or_else(|| forbidden("no x-api-key"))?;
+    let key = ss
+        .snap
+        .keys
+        .find(presented)
+        .ok_or_else(|| forbidden("unknown API key"))?;
+    if !key.enabled {
+        return Err(forbidden("disabled API key"));
+    }
+    let plan = key
+        .plans
+        .iter()
+        .copied()
+        .find(|&p| {
+            ss.snap
+                .plans
+                .get(p)
+                .is_some_and(|pl| pl.stages.contains(&(api, stage)))
+        })
+        .ok_or_else(|| forbidden("the key's plans do not cover this stage"))?;
+    ctx.principal = Principal::ApiKey {
+        id: key.id.clone(),
+        plan,
+    };
+    Ok(())
+}

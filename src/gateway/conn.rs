@@ -1,0 +1,271 @@
+//! Client connections: the HTTP/1.1 keep-alive loop (with the TLS handshake, mTLS fields, and
+//! the hand-over to HTTP/2 by ALPN or the h2c preface), and each HTTP/2 stream, both feeding
+//! [`super::handle`]. The protocol work itself (heads, frames, the HTTP/2 connection) is in
+//! [`crate::http`]; this is where the gateway plugs its pipeline into it.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream};
+use monoio::net::TcpStream;
+
+use super::{finish, Next};
+use crate::http::conn::{
+    linger_close, read_head, sniff_preface, ClientCertHeaders, Conn, HeadRead, Stream, READ_CHUNK,
+};
+use crate::http::h1;
+use crate::http::h2::stream::{H2Stream, Out};
+use crate::http::h2::{ConnInfo, StreamHandler};
+use crate::metrics::Counter;
+use crate::shard::Shard;
+
+/// Serves one client connection until it closes, errs, or the shard drains.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
+    // TCP_NODELAY is inherited from the listening socket (listener.rs): no syscall here.
+    let ss = shard.snapshot();
+    let tls = ss.snap.tls.get(listener).cloned().flatten();
+    let mtls = ss
+        .snap
+        .config
+        .listeners
+        .get(listener)
+        .and_then(|l| l.tls.as_ref())
+        .and_then(|t| t.mtls.as_ref())
+        .map(|m| m.headers.clone());
+    let handshake_timeout = ss.snap.limits.header_timeout;
+    let h2c = ss
+        .snap
+        .config
+        .listeners
+        .get(listener)
+        .is_some_and(|l| l.h2c);
+    drop(ss);
+    let stream = match tls {
+        None => Stream::Plain(stream),
+        Some(cfg) => {
+            match monoio::time::timeout(
+                handshake_timeout,
+                crate::tls::stream::TlsConn::accept(stream, cfg),
+            )
+            .await
+            {
+                Ok(Ok(t)) => Stream::Tls(Box::new(t)),
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    shard
+                        .metrics
+                        .add(crate::metrics::Counter::TlsHandshakeFailures);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer, "TLS handshake timed out");
+                    shard
+                        .metrics
+                        .add(crate::metrics::Counter::TlsHandshakeFailures);
+                    return;
+                }
+            }
+        }
+    };
+    let client_cert = match (&stream, mtls) {
+        (Stream::Tls(t), Some(fields)) => {
+            let values = t
+                .tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| crate::tls::cert_fields(c));
+            let lines = values
+                .as_deref()
+                .map(|v| crate::tls::client_cert_headers(v, &fields))
+                .unwrap_or_default();
+            Some(ClientCertHeaders {
+                lines: Rc::from(lines),
+                names: fields.into_iter().map(|(n, _)| n).collect(),
+                fields: values.map(Rc::from),
+            })
+        }
+        _ => None,
+    };
+    let info = |client_cert, tls| crate::http::h2::ConnInfo {
+        peer,
+        listener,
+        peer_ip: Rc::from(peer.ip().to_string()),
+        tls,
+        client_cert,
+    };
+    let stream = match stream {
+        Stream::Tls(t) if t.tls.alpn_protocol() == Some(b"h2") => {
+            let info = info(client_cert, true);
+            return serve_h2(shard, crate::http::h2::Transport::Tls(t), info).await;
+        }
+        s => s,
+    };
+    let mut conn = Conn {
+        client_cert,
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        peer,
+        listener,
+        peer_ip: Rc::from(peer.ip().to_string()),
+        segs: Default::default(),
+    };
+    if h2c {
+        match sniff_preface(&mut conn, handshake_timeout).await {
+            Some(true) => {
+                let Conn { stream, buf, .. } = conn;
+                if let Stream::Plain(tcp) = stream {
+                    let t = crate::http::h2::Transport::Plain(tcp, buf.freeze());
+                    serve_h2(shard, t, info(None, false)).await;
+                }
+                return;
+            }
+            Some(false) => {}
+            None => return,
+        }
+    }
+    let mut first = true;
+    loop {
+        let snap = shard.snapshot();
+        let limits = &snap.snap.limits;
+        let head = match read_head(
+            &shard.drain,
+            &mut conn,
+            limits.max_header_bytes,
+            limits.header_timeout,
+            limits.idle_timeout,
+            first,
+        )
+        .await
+        {
+            HeadRead::Head(h) => h,
+            HeadRead::Closed => return,
+            HeadRead::Failed(e) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "bad request head");
+                if finish::head_error(&shard, &mut conn, &e).await {
+                    linger_close(conn).await;
+                }
+                return;
+            }
+        };
+        first = false;
+        match super::handle(&shard, snap, &mut conn, head).await {
+            Next::KeepAlive if !shard.drain.is_on() => continue,
+            Next::KeepAlive | Next::Close => {
+                // TLS: say close_notify, so the client knows the answer was complete.
+                if conn.stream.is_tls() {
+                    let _ = conn.stream.shutdown().await;
+                }
+                return;
+            }
+            Next::Linger => return linger_close(conn).await,
+            Next::Upgrade(upstream, leftover) => {
+                super::proxy::relay(conn, upstream, leftover).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Runs one stream through the pipeline.
+async fn run_stream(
+    shard: Rc<Shard>,
+    info: Rc<ConnInfo>,
+    req: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let ss = shard.snapshot();
+    let (parts, recv) = req.into_parts();
+    let end = recv.is_end_stream();
+    if parts.method == http::Method::CONNECT {
+        // Tunnels (and RFC 8441 WebSockets) are not offered over HTTP/2.
+        finish::h2_refused(&shard, &mut respond, http::StatusCode::METHOD_NOT_ALLOWED);
+        return;
+    }
+    let mut buf = BytesMut::new();
+    let chunked = match crate::http::h2::stream::synthesize(&parts, end, &mut buf) {
+        Ok(c) => c,
+        Err(reason) => {
+            finish::h2_reset(&shard, &mut respond, reason);
+            return;
+        }
+    };
+    let max = ss.snap.limits.max_header_bytes;
+    let head = match h1::parse_request(&buf, max * 2 + 1024) {
+        Ok(Some((len, p))) => p.into_head(buf.split_to(len).freeze()),
+        _ => {
+            finish::h2_reset(&shard, &mut respond, Reason::PROTOCOL_ERROR);
+            return;
+        }
+    };
+    let out = Rc::new(RefCell::new(Out::Head(respond)));
+    let s = H2Stream::new(
+        (!end).then_some(recv),
+        chunked,
+        out.clone(),
+        parts.method == http::Method::HEAD,
+        info.tls,
+    );
+    let mut conn = Conn {
+        stream: Stream::H2(Box::new(s)),
+        buf,
+        peer: info.peer,
+        listener: info.listener,
+        peer_ip: info.peer_ip.clone(),
+        segs: Default::default(),
+        client_cert: info.client_cert.clone(),
+    };
+    let reset = {
+        // The pipeline's future is large (kilobytes): on the heap once, so that spawning the
+        // stream and selecting on it move a pointer, not the future.
+        let work = Box::pin(super::handle(&shard, ss, &mut conn, head));
+        let reset = poll_fn(|cx| out.borrow_mut().poll_reset(cx));
+        monoio::select! {
+            _ = work => false,
+            _ = reset => true,
+        }
+    };
+    if reset {
+        // The pipeline was dropped where it stood; its exit guard counted the request.
+        shard.metrics.add(Counter::H2StreamsReset);
+        return;
+    }
+    if let Stream::H2(s) = &mut conn.stream {
+        let _ = s.finish().await;
+    }
+}
+
+/// Serves one HTTP/2 connection, each stream through the pipeline.
+async fn serve_h2(shard: Rc<Shard>, transport: crate::http::h2::Transport, info: ConnInfo) {
+    let ss = shard.snapshot();
+    let (cfg, limits) = (ss.snap.config.http2.clone(), ss.snap.limits.clone());
+    drop(ss);
+    let handler = Streams(shard.clone());
+    crate::http::h2::serve(
+        transport,
+        info,
+        cfg,
+        limits,
+        &shard.drain,
+        &shard.metrics,
+        handler,
+    )
+    .await;
+}
+
+/// The gateway's side of an HTTP/2 connection: every stream runs [`run_stream`].
+struct Streams(Rc<Shard>);
+
+impl StreamHandler for Streams {
+    fn spawn_stream(
+        &self,
+        info: Rc<ConnInfo>,
+        req: http::Request<RecvStream>,
+        respond: SendResponse<Bytes>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        run_stream(self.0.clone(), info, req, respond)
+    }
+}

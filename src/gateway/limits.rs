@@ -1,0 +1,259 @@
+//! The throttle and quota phases: token buckets in order (key + route, key, route, stage,
+//! gateway), then the usage plan's quota; fleet-wide through Redis with `[cluster]`.
+
+use super::ctx::{Principal, RequestCtx, RouteMatch};
+use crate::config::{Cluster, OnRedisError};
+use crate::error::{Error, Kind, RateInfo};
+use crate::shard::{Shard, ShardSnap};
+use crate::throttle::lease::{Decision, Lease};
+
+/// A stable id for a per-key bucket: the same on every shard.
+fn key_bucket_id(key: &str, plan: &str, route: Option<usize>) -> u64 {
+    ahash::RandomState::with_seeds(11, 22, 33, 44).hash_one((key, plan, route))
+}
+
+/// Turns a throttle decision into the tightest `RateLimit-*` view so far, or a 429.
+fn record(tightest: &mut Option<RateInfo>, d: Decision, burst: u64) -> Result<(), Error> {
+    match d {
+        Decision::Allowed {
+            remaining,
+            reset_ns,
+        } => {
+            if tightest.is_none_or(|t| remaining < t.remaining) {
+                *tightest = Some(RateInfo {
+                    limit: burst,
+                    remaining,
+                    reset_s: reset_ns.div_ceil(1_000_000_000),
+                    retry_after_s: 0,
+                });
+            }
+            Ok(())
+        }
+        Decision::Refused { retry_ns } => {
+            let retry = retry_ns.div_ceil(1_000_000_000).max(1);
+            Err(Error::downstream(
+                Kind::Throttled(RateInfo {
+                    limit: burst,
+                    remaining: 0,
+                    reset_s: retry,
+                    retry_after_s: retry,
+                }),
+                "throttled",
+            ))
+        }
+    }
+}
+
+/// A fleet-wide limit: the shard's lease when it holds tokens, else one Redis round trip for
+/// a new lease; while Redis is out, the node's own share (`local`) or a refusal (`deny`).
+async fn fleet_take(
+    shard: &Shard,
+    c: &Cluster,
+    lease: &Lease,
+    name: impl FnOnce() -> String,
+    fallback: impl FnOnce(u64) -> Decision,
+) -> Decision {
+    let now = crate::throttle::now_ns();
+    if let Some(d) = lease.take_local(now) {
+        return d;
+    }
+    if now < lease.refused_until.get() {
+        return Decision::Refused {
+            retry_ns: lease.refused_until.get() - now,
+        };
+    }
+    match shard
+        .redis(c)
+        .take(&name(), lease.bucket.rate, lease.size())
+        .await
+    {
+        Ok((0, _, wait_ns)) => {
+            shard.redis_ok();
+            lease.refused_until.set(crate::throttle::now_ns() + wait_ns);
+            Decision::Refused { retry_ns: wait_ns }
+        }
+        Ok((granted, remaining, reset_ns)) => {
+            shard.redis_ok();
+            lease.fill(granted, remaining, reset_ns, crate::throttle::now_ns())
+        }
+        Err(e) => {
+            shard.redis_failed(&e, c.on_redis_error);
+            match c.on_redis_error {
+                OnRedisError::Local => fallback(crate::throttle::now_ns()),
+                OnRedisError::Deny => Decision::Refused {
+                    retry_ns: 1_000_000_000,
+                },
+            }
+        }
+    }
+}
+
+/// Salt for the per-key fallback buckets (the node's share while Redis is out).
+const FALLBACK_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Applies the limits in order — key + route, key (plan), route, stage, gateway — and refuses
+/// with 429 at the first that has no token. Records the tightest for `RateLimit-*` headers.
+/// With `[cluster]`, gateway, stage and plan limits are fleet-wide (leased from Redis).
+pub async fn throttle(
+    shard: &Shard,
+    ss: &ShardSnap,
+    ctx: &mut RequestCtx,
+    m: RouteMatch,
+) -> Result<(), Error> {
+    let RouteMatch { api, stage, route } = m;
+    let snap = &ss.snap;
+    let r = &snap.apis[api].routes[route];
+    let key_limits = match &ctx.principal {
+        Principal::ApiKey { id, plan } => Some((id, &snap.plans[*plan])),
+        Principal::Anonymous => None,
+    };
+    let any = key_limits.is_some_and(|(_, p)| p.throttle.is_some() || !p.route_throttle.is_empty())
+        || r.limits[stage].is_some()
+        || snap.apis[api].stage_limits[stage].is_some()
+        || snap.gateway_limit.is_some();
+    if !any {
+        return Ok(());
+    }
+    let cluster = snap.config.cluster.as_ref();
+    let mut tightest: Option<RateInfo> = None;
+    if let Some((k, plan)) = key_limits {
+        let route_rate = plan
+            .route_throttle
+            .iter()
+            .find(|(a, ri, _)| *a == api && *ri == route)
+            .map(|&(_, _, rate)| rate);
+        for (rate, on_route) in [(route_rate, true), (plan.throttle, false)] {
+            let Some(rate) = rate else { continue };
+            let id = key_bucket_id(k, &plan.name, on_route.then_some(route));
+            let d = match cluster {
+                None => shard.key_lease(id, rate).take(crate::throttle::now_ns()),
+                Some(c) => {
+                    let lease = shard.key_lease_for(id, rate, c.nodes as usize);
+                    // The node's share is only materialised while Redis is out.
+                    let fallback = |now| {
+                        shard
+                            .key_lease(
+                                id ^ FALLBACK_SALT,
+                                crate::snapshot::share(rate, c.nodes as u64),
+                            )
+                            .take(now)
+                    };
+                    let name = || {
+                        if on_route {
+                            format!("key:{}:{}:{}", plan.name, k, r.key)
+                        } else {
+                            format!("key:{}:{}", plan.name, k)
+                        }
+                    };
+                    fleet_take(shard, c, &lease, name, fallback).await
+                }
+            };
+            record(&mut tightest, d, rate.burst)?;
+        }
+    }
+    for idx in [
+        r.limits[stage],
+        snap.apis[api].stage_limits[stage],
+        snap.gateway_limit,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let lease = &ss.leases[idx];
+        let d = match (cluster, &snap.fleet[idx]) {
+            (Some(c), Some(name)) => {
+                fleet_take(
+                    shard,
+                    c,
+                    lease,
+                    || name.clone(),
+                    |now| ss.fallback_leases[idx].take(now),
+                )
+                .await
+            }
+            _ => lease.take(crate::throttle::now_ns()),
+        };
+        record(&mut tightest, d, lease.bucket.rate.burst)?;
+    }
+    ctx.ratelimit = tightest;
+    Ok(())
+}
+
+/// Counts the request against the key's plan: the quota (429 "Limit Exceeded" once spent)
+/// and the daily usage report. With `[cluster]` the quota is fleet-wide: shards lease chunks
+/// of it from Redis.
+pub async fn count_quota(shard: &Shard, ss: &ShardSnap, ctx: &RequestCtx) -> Result<(), Error> {
+    let Principal::ApiKey { id, plan: p } = &ctx.principal else {
+        return Ok(());
+    };
+    let plan = &ss.snap.plans[*p];
+    let cell = shard.quota_cell(&plan.name, id);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let day = (now / 86_400) as i64;
+    let refuse = |q: Option<crate::config::Quota>| {
+        let retry = q
+            .map(|q| q.period.seconds_to_next(now))
+            .unwrap_or(60)
+            .max(1);
+        Error::downstream(
+            Kind::QuotaExceeded {
+                retry_after_s: retry,
+            },
+            "quota",
+        )
+    };
+    let (Some(c), Some(q)) = (ss.snap.config.cluster.as_ref(), plan.quota) else {
+        return cell
+            .take(plan.quota, day)
+            .map(|_| ())
+            .map_err(|_| refuse(plan.quota));
+    };
+    let period = q.period.index(day);
+    let id = key_bucket_id(id, &plan.name, None) ^ FALLBACK_SALT.rotate_left(7);
+    match shard.quota_take_local(id, period) {
+        Some(true) => {
+            let _ = cell.take(None, day);
+            return Ok(());
+        }
+        // Redis said the quota is spent less than a second ago.
+        Some(false) => return Err(refuse(Some(q))),
+        None => {}
+    }
+    let chunk = (q.limit / (c.nodes as u64 * shard.shared.shards as u64 * 100)).clamp(1, 100);
+    let name = format!("{}:{}:{}", plan.name, id, period);
+    match shard
+        .redis(c)
+        .quota(
+            &name,
+            q.limit,
+            chunk,
+            q.period.seconds_to_next(now) + 86_400,
+        )
+        .await
+    {
+        Ok((0, _)) => {
+            shard.redis_ok();
+            shard.quota_spent(id, period);
+            Err(refuse(Some(q)))
+        }
+        Ok((granted, _)) => {
+            shard.redis_ok();
+            shard.quota_fill(id, period, granted - 1);
+            let _ = cell.take(None, day);
+            Ok(())
+        }
+        Err(e) => {
+            shard.redis_failed(&e, c.on_redis_error);
+            match c.on_redis_error {
+                OnRedisError::Local => cell
+                    .take(plan.quota, day)
+                    .map(|_| ())
+                    .map_err(|_| refuse(Some(q))),
+                OnRedisError::Deny => Err(refuse(Some(q))),
+            }
+        }
+    }
+}
