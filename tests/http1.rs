@@ -325,3 +325,20 @@ fn max_connections_refuses_extra_clients() {
         d.read_response(false).is_some_and(|r| r.status == 200)
     }));
 }
+
+#[test]
+fn a_malformed_head_is_answered_400_and_counted() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, ""));
+    let mut c = Client::connect(gw.addr());
+    let r = c.request(b"GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert!(c.is_closed());
+    assert!(metric_reaches(
+        &gw,
+        "tollgate_responses_total",
+        "class=\"4xx\"",
+        1
+    ));
+    assert!(metric_reaches(&gw, "tollgate_bad_requests_total", "", 1));
+}

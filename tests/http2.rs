@@ -120,20 +120,6 @@ async fn get(client: &mut Client, path: &str) -> Answer {
     request(client, "GET", path, &[], b"", 0).await
 }
 
-/// A counter summed over shards; `label` (such as `kind="reset"`) narrows it.
-fn metric(gw: &Gw, name: &str, label: &str) -> u64 {
-    let text = admin(gw.admin(), "GET", "/metrics", Some(TOKEN)).text();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// Shards publish their counters every 100 ms.
-fn metric_reaches(gw: &Gw, name: &str, label: &str, want: u64) -> bool {
-    eventually(Duration::from_secs(5), || metric(gw, name, label) >= want)
-}
-
 // --- through the h2 client ----------------------------------------------------------------
 
 #[test]
@@ -327,6 +313,39 @@ fn a_client_reset_stops_its_stream_only() {
         "",
         1
     ));
+    // The reset request leaves through the one exit too: counted as 499 (client closed).
+    assert!(metric_reaches(
+        &gw,
+        "tollgate_responses_total",
+        "class=\"4xx\"",
+        1
+    ));
+}
+
+#[test]
+fn connect_is_refused_with_405_and_counted() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&conf(up.addr, "", "", ""));
+    let addr = gw.addr();
+    let status = rt().block_on(async move {
+        let c = connect(addr).await;
+        let mut ready = c.ready().await.unwrap();
+        let req = http::Request::builder()
+            .method("CONNECT")
+            .uri("api.test:443")
+            .body(())
+            .unwrap();
+        let (resp, _send) = ready.send_request(req, false).unwrap();
+        resp.await.unwrap().status().as_u16()
+    });
+    assert_eq!(status, 405);
+    assert!(metric_reaches(
+        &gw,
+        "tollgate_responses_total",
+        "class=\"4xx\"",
+        1
+    ));
+    assert_eq!(up.count(), 0);
 }
 
 // --- raw frames -----------------------------------------------------------------------------

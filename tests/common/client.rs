@@ -4,7 +4,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use super::{IO_TIMEOUT, TOKEN};
+use std::time::Duration;
+
+use super::{eventually, Gw, IO_TIMEOUT, TOKEN};
 
 /// A parsed response.
 #[derive(Debug, Clone)]
@@ -161,4 +163,18 @@ pub fn admin(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) ->
         format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Connection: close\r\n\r\n")
             .as_bytes(),
     )
+}
+
+/// A counter summed over shards; `label` (such as `kind="reset"`) narrows it.
+pub fn metric(gw: &Gw, name: &str, label: &str) -> u64 {
+    let text = admin(gw.admin(), "GET", "/metrics", Some(TOKEN)).text();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Shards publish their counters every 100 ms.
+pub fn metric_reaches(gw: &Gw, name: &str, label: &str, want: u64) -> bool {
+    eventually(Duration::from_secs(5), || metric(gw, name, label) >= want)
 }
