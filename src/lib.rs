@@ -150,7 +150,7 @@ impl Gateway {
             }
         };
         let admin_addr = admin.as_ref().map(|a| a.2);
-        let store = admin::store::Store::open(&cfg.server.state_dir).map_err(StartError)?;
+        let store = control::store::Store::open(&cfg.server.state_dir).map_err(StartError)?;
         let (init, snap) =
             control::ControlInit::prepare(cfg, opts.config_path.clone(), opts.workers, store)
                 .map_err(StartError)?;
@@ -194,7 +194,16 @@ impl Gateway {
             .name("tollgate-control".into())
             .spawn(move || {
                 let ctl = Rc::new(RefCell::new(init.start(shared)));
-                let admin = admin.map(|(l, t, _)| (l, t));
+                let admin = admin.map(|(l, token, _)| {
+                    move |ctl| async move {
+                        match monoio::net::TcpListener::from_std(l) {
+                            Ok(l) => admin::serve(l, Rc::from(token.as_str()), ctl).await,
+                            Err(e) => {
+                                tracing::error!(error = %e, "admin API cannot use its socket")
+                            }
+                        }
+                    }
+                });
                 if let Err(e) = runtime::block_on(
                     driver,
                     entries,

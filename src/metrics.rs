@@ -1,6 +1,6 @@
 //! Per-shard counters: plain `Cell`s on the request path (no atomic operation per request),
 //! published every 100 ms by the shard's sweep into its own row of relaxed atomics in
-//! [`crate::shard::Shared`], and merged on read by the admin API's `GET /metrics`
+//! the shard's shared state, and merged on read by the admin API's `GET /metrics`
 //! (Prometheus text format).
 
 use std::cell::Cell;
@@ -160,36 +160,6 @@ pub fn render(rows: &[std::sync::Arc<Published>], connections: u64, generation: 
         "# TYPE tollgate_config_generation gauge\ntollgate_config_generation {generation}"
     );
     out
-}
-
-/// The response caches' counters, one series per stage.
-pub fn render_caches(out: &mut String, caches: &[&std::sync::Arc<crate::cache::StageCache>]) {
-    if caches.is_empty() {
-        return;
-    }
-    fn l(c: &std::sync::atomic::AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-    type Pick = fn(&crate::cache::StageCache) -> u64;
-    let series: [(&str, &str, Pick); 7] = [
-        ("cache_hits_total", "counter", |c| l(&c.stats.hits)),
-        ("cache_misses_total", "counter", |c| l(&c.stats.misses)),
-        ("cache_bypasses_total", "counter", |c| l(&c.stats.bypasses)),
-        ("cache_stale_served_total", "counter", |c| {
-            l(&c.stats.stale_served)
-        }),
-        ("cache_evictions_total", "counter", |c| {
-            l(&c.stats.evictions)
-        }),
-        ("cache_bytes", "gauge", |c| c.weight()),
-        ("cache_capacity_bytes", "gauge", |c| c.capacity()),
-    ];
-    for (name, kind, pick) in series {
-        let _ = writeln!(out, "# TYPE tollgate_{name} {kind}");
-        for c in caches {
-            let _ = writeln!(out, "tollgate_{name}{{stage=\"{}\"}} {}", c.name, pick(c));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use ahash::AHashMap;
 
@@ -19,6 +18,7 @@ use crate::throttle::bucket::{Bucket, Rate};
 use crate::throttle::lease::Lease;
 use crate::throttle::redis::RedisPool;
 use crate::throttle::QuotaCell;
+pub use crate::upstream::pool::{Idle, TargetLocal, UpstreamLocal};
 
 /// How long a per-key lease may sit unused before the shard drops it (60 s).
 pub const KEY_LEASE_IDLE_NS: u64 = 60_000_000_000;
@@ -78,59 +78,9 @@ impl Shared {
     }
 }
 
-/// An idle upstream connection and when it was parked.
-pub struct Idle {
-    pub stream: crate::upstream::UpStream,
-    pub since: Instant,
-}
-
 /// A target's identity across reloads: its address, over TLS the name it is verified
 /// against, and whether it speaks HTTP/2.
 type TargetKey = (SocketAddr, Option<String>, bool);
-
-/// One upstream target as this shard sees it.
-pub struct TargetLocal {
-    pub addr: SocketAddr,
-    /// TLS to this target (the config is replaced on reload; pooled connections stay).
-    pub tls: RefCell<Option<crate::tls::client::UpTls>>,
-    /// Spoken to over HTTP/2 (`protocol = "h2"`), through one shared connection.
-    pub h2: Cell<bool>,
-    pub h2_conn: RefCell<Option<h2::client::SendRequest<bytes::Bytes>>>,
-    /// A connection is being opened; requests that need one wait here.
-    pub h2_opening: Cell<bool>,
-    pub h2_waiters: RefCell<Vec<std::task::Waker>>,
-    /// Idle keep-alive connections, most recently used last (LIFO reuse keeps few warm).
-    pub idle: RefCell<Vec<Idle>>,
-    /// Requests in flight from this shard (least_request).
-    pub inflight: Cell<u32>,
-    /// Consecutive failures (passive ejection).
-    pub fails: Cell<u32>,
-    /// Not used until then after `max_fails` consecutive failures.
-    pub down_until: Cell<Option<Instant>>,
-}
-
-impl TargetLocal {
-    fn new(addr: SocketAddr) -> Rc<TargetLocal> {
-        Rc::new(TargetLocal {
-            addr,
-            tls: RefCell::new(None),
-            h2: Cell::new(false),
-            h2_conn: RefCell::new(None),
-            h2_opening: Cell::new(false),
-            h2_waiters: RefCell::new(Vec::new()),
-            idle: RefCell::new(Vec::new()),
-            inflight: Cell::new(0),
-            fails: Cell::new(0),
-            down_until: Cell::new(None),
-        })
-    }
-}
-
-pub struct UpstreamLocal {
-    pub targets: Vec<Rc<TargetLocal>>,
-    /// Round-robin cursor.
-    pub rr: Cell<usize>,
-}
 
 /// A snapshot adopted by a shard, with the shard's per-target state attached.
 pub struct ShardSnap {
@@ -456,9 +406,9 @@ impl Shard {
     }
 
     /// A new request id: 32 hex digits, unique per process.
-    pub fn request_id(&self) -> crate::gateway::ctx::RequestId {
+    pub fn request_id(&self) -> crate::http::RequestId {
         let n = self.next_request.get();
         self.next_request.set(n + 1);
-        crate::gateway::ctx::RequestId::generated(self.id_prefix, n)
+        crate::http::RequestId::generated(self.id_prefix, n)
     }
 }

@@ -18,8 +18,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::net::{TcpListener, TcpStream};
 
-pub mod store;
-
 use crate::control::{Control, NewKey, OpError};
 use crate::http::conn::{read_into, write_all};
 use crate::http::h1::{self, Framing};

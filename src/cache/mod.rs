@@ -370,6 +370,38 @@ impl CacheRegistry {
     }
 }
 
+/// The response caches' counters, one series per stage.
+pub fn render_metrics(out: &mut String, caches: &[&Arc<StageCache>]) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering;
+    if caches.is_empty() {
+        return;
+    }
+    fn l(c: &std::sync::atomic::AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+    type Pick = fn(&StageCache) -> u64;
+    let series: [(&str, &str, Pick); 7] = [
+        ("cache_hits_total", "counter", |c| l(&c.stats.hits)),
+        ("cache_misses_total", "counter", |c| l(&c.stats.misses)),
+        ("cache_bypasses_total", "counter", |c| l(&c.stats.bypasses)),
+        ("cache_stale_served_total", "counter", |c| {
+            l(&c.stats.stale_served)
+        }),
+        ("cache_evictions_total", "counter", |c| {
+            l(&c.stats.evictions)
+        }),
+        ("cache_bytes", "gauge", |c| c.weight()),
+        ("cache_capacity_bytes", "gauge", |c| c.capacity()),
+    ];
+    for (name, kind, pick) in series {
+        let _ = writeln!(out, "# TYPE tollgate_{name} {kind}");
+        for c in caches {
+            let _ = writeln!(out, "tollgate_{name}{{stage=\"{}\"}} {}", c.name, pick(c));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,7 +49,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
         Some(cfg) => {
             match monoio::time::timeout(
                 handshake_timeout,
-                crate::tls::stream::TlsConn::accept(stream, cfg),
+                crate::http::tls::TlsConn::accept(stream, cfg),
             )
             .await
             {

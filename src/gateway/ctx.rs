@@ -1,6 +1,7 @@
 //! Typed per-request state, built up as the phases run.
 
 use crate::http::h1::{Framing, RequestHead};
+pub use crate::http::RequestId;
 use crate::route::trie::Captures;
 use crate::route::StageRef;
 use crate::syntax::path::Segments;
@@ -14,54 +15,6 @@ pub enum BodyState {
     Done,
     /// Reading stopped part way: the connection cannot be reused.
     Broken,
-}
-
-/// A request id: the client's `x-request-id` when it is sane (1–128 visible ASCII
-/// characters), else 32 hex digits unique per process. Kept inline: no allocation.
-#[derive(Clone, Copy)]
-pub struct RequestId {
-    buf: [u8; 128],
-    len: u8,
-}
-
-impl RequestId {
-    pub fn from_client(v: &[u8]) -> Option<RequestId> {
-        if v.is_empty() || v.len() > 128 || !v.iter().all(|b| b.is_ascii_graphic()) {
-            return None;
-        }
-        let mut buf = [0u8; 128];
-        buf[..v.len()].copy_from_slice(v);
-        Some(RequestId {
-            buf,
-            len: v.len() as u8,
-        })
-    }
-
-    pub fn generated(prefix: u64, n: u64) -> RequestId {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut buf = [0u8; 128];
-        for (i, word) in [prefix, n].iter().enumerate() {
-            for k in 0..16 {
-                buf[i * 16 + k] = HEX[((word >> (60 - 4 * k)) & 15) as usize];
-            }
-        }
-        RequestId { buf, len: 32 }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len as usize]
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Only visible ASCII is ever stored.
-        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// Where the request was routed: the API, its stage and the route (indices into the

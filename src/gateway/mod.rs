@@ -18,6 +18,7 @@ pub mod ctx;
 pub mod finish;
 pub mod limits;
 pub mod proxy;
+pub mod target;
 
 use std::rc::Rc;
 

@@ -23,6 +23,7 @@ use crate::config::Limits;
 use crate::error::{Error, Kind};
 use crate::gateway::ctx::{BodyState, RequestCtx};
 use crate::gateway::finish::connection_header;
+use crate::gateway::target::select;
 use crate::gateway::Next;
 use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::conn::{write_all, Conn, READ_CHUNK};
@@ -34,7 +35,7 @@ use crate::syntax::path::encode_segment;
 use crate::syntax::template::Escape;
 use crate::syntax::Method;
 use crate::upstream::{
-    checkin, checkout, connect_target, record_failure, record_success, select, PoolCfg, UpStream,
+    checkin, checkout, connect_target, record_failure, record_success, PoolCfg, UpStream,
 };
 
 /// Largest upstream response head accepted (then 502).

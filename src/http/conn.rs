@@ -29,7 +29,7 @@ const LINGER_BYTES: usize = 1 << 20;
 /// A client connection's transport: plain TCP, or TLS terminated here.
 pub enum Stream {
     Plain(TcpStream),
-    Tls(Box<crate::tls::stream::TlsConn>),
+    Tls(Box<crate::http::tls::TlsConn>),
     /// One HTTP/2 stream: the pipeline's HTTP/1.1 in and out, mapped to frames.
     H2(Box<crate::http::h2::stream::H2Stream>),
 }

@@ -7,7 +7,6 @@
 //! configs, new handshakes use them, and connections already open keep theirs.
 
 pub mod client;
-pub mod stream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

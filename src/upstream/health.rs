@@ -35,7 +35,7 @@ pub async fn probe(
         let mut s = match tls {
             None => UpStream::Plain(tcp),
             Some(t) => UpStream::Tls(Box::new(
-                crate::tls::stream::TlsClient::connect(tcp, t.config, t.name)
+                crate::http::tls::TlsClient::connect(tcp, t.config, t.name)
                     .await
                     .map_err(|e| format!("TLS handshake: {e}"))?,
             )),
@@ -76,7 +76,7 @@ async fn probe_h2(
     let io = match tls {
         None => PollIo::plain(tcp, bytes::Bytes::new()),
         Some(t) => {
-            let c = crate::tls::stream::TlsClient::connect(tcp, t.config, t.name)
+            let c = crate::http::tls::TlsClient::connect(tcp, t.config, t.name)
                 .await
                 .map_err(|e| format!("TLS handshake: {e}"))?;
             c.into_poll_io(bytes::Bytes::new())

@@ -8,23 +8,16 @@
 
 pub mod h2;
 pub mod health;
+pub mod pool;
 
 use std::net::SocketAddr;
-use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use monoio::net::TcpStream;
 
-use crate::config::{
-    Balance, HashKey, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE,
-    DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT,
-};
 use crate::error::{Error, Kind};
-use crate::gateway::ctx::RequestCtx;
-use crate::shard::{Idle, ShardSnap, TargetLocal};
-use crate::snapshot::Dest;
+pub use pool::{Idle, TargetLocal, UpstreamLocal};
 
 /// Pool and failure settings for one destination.
 #[derive(Debug, Clone, Copy)]
@@ -36,98 +29,15 @@ pub struct PoolCfg {
     pub fail_timeout: Duration,
 }
 
-impl PoolCfg {
-    pub fn for_dest(ss: &ShardSnap, dest: &Dest) -> PoolCfg {
-        match dest {
-            Dest::Upstream(u) => {
-                let c = &ss.snap.upstreams[*u].cfg;
-                PoolCfg {
-                    keepalive: c.keepalive,
-                    keepalive_timeout: c.keepalive_timeout,
-                    connect_timeout: c.connect_timeout,
-                    max_fails: c.max_fails,
-                    fail_timeout: c.fail_timeout,
-                }
-            }
-            // A literal address is one target: never ejected (nginx ignores max_fails with a
-            // single server), pooled with the defaults.
-            Dest::Literal(_) => PoolCfg {
-                keepalive: DEFAULT_KEEPALIVE,
-                keepalive_timeout: DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT,
-                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                max_fails: 0,
-                fail_timeout: Duration::ZERO,
-            },
-        }
-    }
-}
-
-/// Fixed seeds: the same key picks the same target on every shard and every node.
-fn stable_hasher() -> ahash::RandomState {
-    ahash::RandomState::with_seeds(0x7f4a_7c15, 0x9e37_79b9, 0x6a09_e667, 0xbb67_ae85)
-}
-
 /// The clock is read only for a target that was ejected (not once per request).
-fn usable(t: &TargetLocal, healthy: bool) -> bool {
+pub fn usable(t: &TargetLocal, healthy: bool) -> bool {
     healthy && t.down_until.get().is_none_or(|d| Instant::now() >= d)
-}
-
-/// Chooses a target for a request, skipping `exclude` (a target that just failed).
-pub fn select(
-    ss: &ShardSnap,
-    dest: &Dest,
-    ctx: &RequestCtx,
-    peer: SocketAddr,
-    exclude: Option<SocketAddr>,
-) -> Result<Rc<TargetLocal>, Error> {
-    let u = match dest {
-        Dest::Literal(i) => return Ok(ss.literals[*i].clone()),
-        Dest::Upstream(u) => *u,
-    };
-    let local = &ss.upstreams[u];
-    let rt = &ss.snap.upstreams[u];
-    let n = local.targets.len();
-    let ok = |i: usize| {
-        let t = &local.targets[i];
-        Some(t.addr) != exclude && usable(t, rt.healthy[i].load(Ordering::Relaxed))
-    };
-    let pick = match &rt.cfg.balance {
-        Balance::RoundRobin => {
-            let start = local.rr.get();
-            local.rr.set(start.wrapping_add(1));
-            (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
-        }
-        Balance::LeastRequest => {
-            let start = local.rr.get();
-            local.rr.set(start.wrapping_add(1));
-            (0..n)
-                .map(|k| (start + k) % n)
-                .filter(|&i| ok(i))
-                .min_by_key(|&i| local.targets[i].inflight.get())
-        }
-        Balance::Hash(key) => {
-            let h = match key {
-                HashKey::ClientIp => stable_hasher().hash_one(peer.ip()),
-                HashKey::Header(name) => {
-                    stable_hasher().hash_one(ctx.head.header(name.as_bytes()).unwrap_or_default())
-                }
-            };
-            let start = (h % n as u64) as usize;
-            (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
-        }
-    };
-    pick.map(|i| local.targets[i].clone()).ok_or_else(|| {
-        Error::upstream(
-            Kind::NoHealthyUpstream,
-            format!("no healthy target in upstream {:?}", rt.cfg.name),
-        )
-    })
 }
 
 /// A connection to an upstream target: plain TCP, or TLS on top.
 pub enum UpStream {
     Plain(TcpStream),
-    Tls(Box<crate::tls::stream::TlsClient>),
+    Tls(Box<crate::http::tls::TlsClient>),
     /// A stream on the target's shared HTTP/2 connection.
     H2(Box<h2::H2Up>),
 }
@@ -236,7 +146,7 @@ async fn connect_new(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Err
         return Ok(UpStream::Plain(tcp));
     };
     let name = tls.name_text();
-    let hs = crate::tls::stream::TlsClient::connect(tcp, tls.config, tls.name);
+    let hs = crate::http::tls::TlsClient::connect(tcp, tls.config, tls.name);
     match monoio::time::timeout_at(deadline.into(), hs).await {
         Ok(Ok(c)) if t.h2.get() => {
             h2_open(t, c.into_poll_io(bytes::Bytes::new()), deadline, true).await

@@ -49,7 +49,7 @@ pub struct ConnInfo {
 pub enum Transport {
     /// Clear text; the bytes already read (the preface, perhaps more) come first.
     Plain(TcpStream, Bytes),
-    Tls(Box<crate::tls::stream::TlsConn>),
+    Tls(Box<crate::http::tls::TlsConn>),
 }
 
 /// Streams in progress, and when the last one ended (for the idle timeout).

@@ -8,6 +8,8 @@
 //! snapshot between requests; a request in flight finishes on the one it started with. Key
 //! changes publish a new snapshot that shares the compiled configuration.
 
+pub mod store;
+
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -15,7 +17,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admin::store::{QuotaState, Store, StoredKey};
 use crate::auth::{self, KeyRecord, KeyTable};
 use crate::compile::Registries;
 use crate::config::Config;
@@ -23,6 +24,7 @@ use crate::runtime::ShardMsg;
 use crate::shard::Shared;
 use crate::snapshot::{Compiled, Snapshot};
 use crate::throttle::{self, QuotaCell};
+use store::{QuotaState, Store, StoredKey};
 
 /// Usage counters reach the state store within this (1 s): a crash loses at most this much
 /// counted usage; a clean shutdown loses none.
@@ -230,7 +232,7 @@ impl Control {
             .iter()
             .flat_map(|a| a.caches.iter().flatten())
             .collect();
-        crate::metrics::render_caches(&mut out, &caches);
+        crate::cache::render_metrics(&mut out, &caches);
         out
     }
 
@@ -807,27 +809,20 @@ fn certs_changed(compiled: &Compiled) -> Option<Vec<u64>> {
 
 /// The control thread's main task: admin API, health checks, flushes, and messages until
 /// shutdown.
-pub async fn run(
+pub async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     ctl: Rc<RefCell<Control>>,
     rx: flume::Receiver<ControlMsg>,
-    admin: Option<(std::net::TcpListener, String)>,
+    admin: Option<impl FnOnce(Rc<RefCell<Control>>) -> AdminFut>,
     shards: Vec<flume::Sender<ShardMsg>>,
 ) {
     {
         let c = ctl.borrow();
         start_health_checks(&c.compiled, c.live.get(), &c.live);
     }
-    if let Some((l, token)) = admin {
-        match monoio::net::TcpListener::from_std(l) {
-            Ok(l) => {
-                monoio::spawn(crate::admin::serve(
-                    l,
-                    Rc::from(token.as_str()),
-                    ctl.clone(),
-                ));
-            }
-            Err(e) => tracing::error!(error = %e, "admin API cannot use its socket"),
-        }
+    // The admin API runs on this thread, over this control plane (the admin module depends
+    // on control, not the other way round: the caller passes it in).
+    if let Some(serve_admin) = admin {
+        monoio::spawn(serve_admin(ctl.clone()));
     }
     let stop = Rc::new(Cell::new(false));
     let (c2, s2) = (ctl.clone(), stop.clone());

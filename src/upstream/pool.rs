@@ -1,0 +1,57 @@
+//! A shard's view of its upstream targets: per target the idle keep-alive connections, the
+//! shared HTTP/2 connection, in-flight and failure counts. Touched by its shard only.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// An idle upstream connection and when it was parked.
+pub struct Idle {
+    pub stream: super::UpStream,
+    pub since: Instant,
+}
+
+/// One upstream target as this shard sees it.
+pub struct TargetLocal {
+    pub addr: SocketAddr,
+    /// TLS to this target (the config is replaced on reload; pooled connections stay).
+    pub tls: RefCell<Option<crate::tls::client::UpTls>>,
+    /// Spoken to over HTTP/2 (`protocol = "h2"`), through one shared connection.
+    pub h2: Cell<bool>,
+    pub h2_conn: RefCell<Option<h2::client::SendRequest<bytes::Bytes>>>,
+    /// A connection is being opened; requests that need one wait here.
+    pub h2_opening: Cell<bool>,
+    pub h2_waiters: RefCell<Vec<std::task::Waker>>,
+    /// Idle keep-alive connections, most recently used last (LIFO reuse keeps few warm).
+    pub idle: RefCell<Vec<Idle>>,
+    /// Requests in flight from this shard (least_request).
+    pub inflight: Cell<u32>,
+    /// Consecutive failures (passive ejection).
+    pub fails: Cell<u32>,
+    /// Not used until then after `max_fails` consecutive failures.
+    pub down_until: Cell<Option<Instant>>,
+}
+
+impl TargetLocal {
+    pub fn new(addr: SocketAddr) -> Rc<TargetLocal> {
+        Rc::new(TargetLocal {
+            addr,
+            tls: RefCell::new(None),
+            h2: Cell::new(false),
+            h2_conn: RefCell::new(None),
+            h2_opening: Cell::new(false),
+            h2_waiters: RefCell::new(Vec::new()),
+            idle: RefCell::new(Vec::new()),
+            inflight: Cell::new(0),
+            fails: Cell::new(0),
+            down_until: Cell::new(None),
+        })
+    }
+}
+
+pub struct UpstreamLocal {
+    pub targets: Vec<Rc<TargetLocal>>,
+    /// Round-robin cursor.
+    pub rr: Cell<usize>,
+}
