@@ -1,41 +1,48 @@
 //! Tollgate: a self-hosted API gateway, built as a thread-per-core io_uring proxy.
 //!
 //! # Layout
-//! - [`config`]: the file's serde mirror and the validated, typed [`config::Config`].
-//! - [`snapshot`]: a config compiled for serving (route tries, resolved integrations).
-//! - [`control`]: the control plane thread: reload, health checks, admin API, drain.
-//! - [`admin`]: the admin HTTP API and the redb state store.
+//! Leaves first; each module depends only on those above it (`scripts/module-cycles.py`
+//! checks that there is no cycle, in CI).
+//! - [`syntax`]: what the config and requests spell out — methods, paths, route keys,
+//!   templates, client-certificate fields. Imports nothing from the crate.
+//! - [`auth`]: API key hashing and the key table. [`listener`]: `SO_REUSEPORT` sockets.
+//! - [`config`]: the file's serde mirror and the validated [`config::Config`], plain data
+//!   split by section; imports only `syntax` and `auth`.
+//! - [`error`]: the error type and its HTTP status. [`metrics`]: per-shard counters.
+//! - [`tls`]: certificate loading, SNI, server and client configs (no I/O).
+//! - [`http`]: protocol only: HTTP/1.1 heads and bodies, the client connection and its
+//!   transport (plain, TLS), HTTP/2 framing and the HTTP/2 connection driver (the gateway
+//!   passes its stream handler in), the drain signal, request ids.
+//! - [`throttle`]: token buckets (GCRA on one atomic word), per-shard leases, quotas, Redis.
+//! - [`cache`]: the stage response cache: key, freshness, byte-bounded segments,
+//!   single-flight. [`route`]: the route trie and domain/base-path resolution.
+//! - [`upstream`]: connections to upstreams (plain, TLS, HTTP/2), per-shard pools, health
+//!   probes.
+//! - [`snapshot`]: the compiled form shards serve from; [`compile`] builds it from a
+//!   `Config` (tries, integrations, limit tables, TLS), with errors that name the key.
+//! - [`shard`]: per-core state: adopted snapshot, pools, leases, metrics, drain.
+//! - [`gateway`]: the request phases over a typed `RequestCtx`, the one exit
+//!   (`gateway::finish`), the proxy and cache phases, and the connection loops.
 //! - [`runtime`]: shard threads, CPU pinning, io_uring/epoll runtimes, accept loops.
-//! - [`listener`]: `SO_REUSEPORT` sockets, one per shard per listener.
-//! - [`shard`]: per-core state: adopted snapshot, upstream pools, drain signal.
-//! - [`http`]: HTTP/1.1 heads, chunked bodies, the client connection loop; HTTP/2 (`h2`),
-//!   whose streams run the same pipeline.
-//! - [`route`]: domain and base-path resolution, path normalisation, the route trie.
-//! - [`gateway`]: the request pipeline and the one place errors become answers.
-//! - [`upstream`]: target selection, keep-alive pools (plain or TLS), the proxy, health
-//!   checks.
-//! - [`throttle`]: token buckets (GCRA on one atomic word), per-shard leases, quotas.
-//! - [`auth`]: API key hashing, generation and the key table shards look keys up in.
-//! - [`cache`]: the stage response cache: key, freshness (gateway and RFC 9111 modes),
-//!   byte-bounded segments (quick_cache), single-flight coalescing.
-//! - [`tls`]: rustls server configs, certificate loading, SNI, client certificates, client
-//!   configs for upstreams, and the TLS stream over a monoio socket (both sides).
-//! - [`error`]: the error type and its mapping to HTTP statuses.
-//! - [`metrics`]: per-shard counters, published without atomics on the request path.
+//! - [`control`]: the control plane: reload, keys and usage, the state store, health
+//!   checks, drain. [`admin`]: the admin HTTP API over `control`.
 //!
 //! # Request lifecycle
-//! accept (shard's own socket) → TLS handshake on TLS listeners (`tls`); ALPN `h2` (or the
-//! h2c preface) hands the connection to `http::h2`, whose every stream becomes a head the
-//! steps below see as any other → read and parse the head (`http::conn`, `http::h1`) →
-//! (`redirect_https` listeners: 308) →
-//! check the declared body size → normalise the path → resolve API and stage (host, base
-//! path) → match the route (trie) → API key (403) → throttles: key + route, key, route,
-//! stage, gateway (429) → quota (429) → [resource policies, validation: later] → cache
-//! (`gateway::cached`: hit, or one coalesced fetch that is stored as it streams) →
-//! integration: mock answer, or proxy upstream (plain or TLS, pooled) with the body
-//! streaming both ways → keep the connection or close it. Errors at any phase become one JSON answer in `gateway`.
+//! accept (shard's own socket) → TLS handshake on TLS listeners; ALPN `h2` (or the h2c
+//! preface) hands the connection to `http::h2`, whose every stream becomes a head the steps
+//! below see as any other (`gateway::conn`) → read and parse the head (`http::conn`,
+//! `http::h1`) → `gateway::handle`: (`redirect_https` listeners: 308) → check the declared
+//! body size → normalise the path → resolve API and stage (host, base path) → match the
+//! route (trie) → API key (403) → throttles: key + route, key, route, stage, gateway (429)
+//! → quota (429) → [resource policies, validation: later] → cache (`gateway::cached`: hit,
+//! or one coalesced fetch that is stored as it streams) → integration: mock answer, or
+//! proxy upstream (`gateway::proxy`) with the body streaming both ways → `gateway::finish`:
+//! the answer written (or already streamed), counted by status, keep-alive decided. Every
+//! request leaves there, head errors and client resets included.
 
 #![deny(unsafe_code)]
+// `.clippy.toml` bans locks (the data plane's state is per shard); tests and benches may use them.
+#![deny(clippy::disallowed_types)]
 
 pub mod admin;
 pub mod auth;

@@ -107,7 +107,10 @@ fn run(cfg: Config, path: PathBuf, workers: Option<usize>) -> ExitCode {
     // in this thread's heap that serving never reuses: hand it back to the OS now.
     // SAFETY: mi_collect (linked in with mimalloc) only walks and purges the calling
     // thread's own heap.
-    unsafe { mi_collect(true) };
+    #[allow(unsafe_code)]
+    unsafe {
+        mi_collect(true)
+    };
     let ctl = gw.controller();
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGHUP,

@@ -4,6 +4,11 @@
 //! snapshot (a generation number read with one relaxed load per request) and the gateway-wide
 //! connection count (one atomic per connection, not per request).
 
+// `Shared` is what shards share on purpose: the published snapshot (locked once per new
+// generation, not per request), per-key buckets and quota cells (locked when a shard first
+// meets a key). Per-request state below stays Rc/Cell/RefCell.
+#![allow(clippy::disallowed_types)]
+
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;

@@ -7,6 +7,10 @@
 //! answer never serialises requests. Leader and followers may be on different shards: the
 //! wakers are thread-safe and the table is one short-held mutex per cache segment.
 
+// The single-flight table is shared by every shard (concurrent misses for one key meet
+// here, once per miss, not per request); its segments are locked briefly.
+#![allow(clippy::disallowed_types)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

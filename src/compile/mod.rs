@@ -1,8 +1,8 @@
 //! The compile step: a validated [`Config`] (plain data) becomes the [`Compiled`] form that
 //! shards serve from. This is the only place that builds run-time objects from the config:
-//! route tries ([`apis`]), resolved integrations and templates with stage variables
-//! substituted, limit tables ([`limits`]), upstream health flags and TLS client configs
-//! ([`upstreams`]), and listener TLS server configs with their certificates ([`tls`]).
+//! route tries (`apis`), resolved integrations and templates with stage variables
+//! substituted, limit tables (`limits`), upstream health flags and TLS client configs
+//! (`upstreams`), and listener TLS server configs with their certificates ([`tls`]).
 //!
 //! Like validation, it collects every error, and each names the config key it comes from
 //! (`apis["pets"].routes["GET /a"].route: ...`), so `tollgate check` — parse, validate,
