@@ -62,7 +62,15 @@ H2 = False
 FLOOR_BIN = ROOT / "bench/floor/target/release/tollgate-floor"
 FLOOR_URING_BIN = ROOT / "bench/floor/target/release/tollgate-floor-uring"
 FLOOR_WORKLOADS = ("small_get", "get_1k", "get_64k", "post_16k", "fixed_rate")
-TLS_SYSTEMS = ("tollgate", "tollgate-epoll", "tollgate-cache", "nginx", "nginx-cache")
+TLS_SYSTEMS = ("tollgate", "tollgate-base", "tollgate-epoll", "tollgate-cache", "nginx", "nginx-cache")
+# The Tollgate binary: TOLLGATE_BIN overrides the default build. `tollgate-base` is `tollgate`
+# (same config) run from TOLLGATE_BASE_BIN, e.g. a build of an older commit, for an A/B in one run.
+TOLLGATE_BIN = os.environ.get("TOLLGATE_BIN") or str(ROOT / "target/release/tollgate")
+TOLLGATE_BASE_BIN = os.environ.get("TOLLGATE_BASE_BIN", "")
+
+
+def tollgate_bin(name: str) -> str:
+    return TOLLGATE_BASE_BIN if name == "tollgate-base" else TOLLGATE_BIN
 
 
 def make_cert(tmp: Path) -> tuple[Path, Path]:
@@ -378,7 +386,7 @@ def start_system(name: str, tmp: Path, backend: int) -> tuple[Proc, int]:
         driver = "epoll" if "epoll" in name else "io_uring"
         conf = tollgate_conf(tmp, port, backend, pipeline, driver, cache="cache" in name, flags=URING_FLAGS.get(name, ""),
                              deferred=name == "tollgate-deferred")
-        p = Proc(name, [str(ROOT / "target/release/tollgate"), "--config", str(conf)], CPU_PROXY, env={"TOLLGATE_LOG": "warn"})
+        p = Proc(name, [tollgate_bin(name), "--config", str(conf)], CPU_PROXY, env={"TOLLGATE_LOG": "warn"})
     elif name.startswith("floor"):
         binary = FLOOR_BIN if name == "floor" else FLOOR_URING_BIN
         p = Proc(name, [str(binary), f"127.0.0.1:{port}", f"127.0.0.1:{backend}"], CPU_PROXY,
@@ -408,7 +416,7 @@ def available(name: str) -> bool:
     if name in ("nginx-cache", "nginx-deferred"):
         name = "nginx"
     if name.startswith("tollgate"):
-        return (ROOT / "target/release/tollgate").exists()
+        return bool(tollgate_bin(name)) and Path(tollgate_bin(name)).exists()
     if name.startswith("floor"):
         return (FLOOR_BIN if name == "floor" else FLOOR_URING_BIN).exists()
     return resolve_binary(name) is not None
@@ -616,6 +624,7 @@ COLORS = {"tollgate": "#1f77b4", "tollgate-epoll": "#6baed6", "tollgate-pipeline
           "tollgate-cache": "#17becf", "nginx-cache": "#98df8a", "floor": "#bcbd22",
           "floor-uring": "#8c564b", "floor-uring-defer": "#c49c94",
           "tollgate-noflags": "#9ecae1", "tollgate-defer": "#3182bd", "tollgate-deferred": "#6baed6",
+          "tollgate-base": "#aec7e8",
           "nginx-deferred": "#74c476"}
 
 
