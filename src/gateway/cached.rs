@@ -113,10 +113,23 @@ pub async fn serve(
             }
         }
     }
-    fetch(
-        shard, ss, conn, ctx, integ, p, &primary, variant, entry, refresh,
-    )
-    .await
+    let miss = Miss {
+        primary: &primary,
+        variant,
+        entry,
+        refresh,
+    };
+    fetch(shard, ss, conn, ctx, integ, p, miss).await
+}
+
+/// What the lookup found when the answer has to come from the upstream: the keys, the entry
+/// (stale, or to revalidate) and whether the client asked for a fresh copy.
+struct Miss<'a> {
+    primary: &'a [u8],
+    /// The variant's key when the answer varies (a Vary marker was found).
+    variant: Option<Vec<u8>>,
+    entry: Option<Arc<Stored>>,
+    refresh: bool,
 }
 
 /// Looks up the primary key, following a Vary marker to the variant for this request.
@@ -152,7 +165,6 @@ fn stale_usable(cache: &StageCache, e: &Stored, p: &CachePolicy) -> bool {
         && e.stale_for_ns(cache.now_ns(), p.ttl) <= p.stale_if_error.as_nanos() as u64
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn fetch(
     shard: &Rc<Shard>,
     ss: &ShardSnap,
@@ -160,11 +172,14 @@ async fn fetch(
     ctx: &mut RequestCtx,
     integ: &HttpIntegration,
     p: &CachePolicy,
-    primary: &[u8],
-    variant: Option<Vec<u8>>,
-    entry: Option<Arc<Stored>>,
-    refresh: bool,
+    miss: Miss<'_>,
 ) -> Result<Next, Error> {
+    let Miss {
+        primary,
+        variant,
+        entry,
+        refresh,
+    } = miss;
     let cache = &p.cache;
     let epoch = cache.epoch();
     // http mode revalidates a stale entry that has a validator instead of fetching it whole.

@@ -9,7 +9,6 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use h2::client::{ResponseFuture, SendRequest};
@@ -262,28 +261,6 @@ impl H2Up {
 }
 
 /// Sends DATA as the upstream's flow-control window allows.
-async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> io::Result<()> {
-    let mut ended = false;
-    while !data.is_empty() {
-        send.reserve_capacity(data.len());
-        let cap = poll_fn(|cx| match send.poll_capacity(cx) {
-            Poll::Ready(Some(Ok(n))) => Poll::Ready(Ok(n)),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Err(h2_err(e))),
-            Poll::Ready(None) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            Poll::Pending => Poll::Pending,
-        })
-        .await?;
-        if cap == 0 {
-            continue;
-        }
-        let part = data.split_to(cap.min(data.len()));
-        let last = end && data.is_empty();
-        send.send_data(part, last).map_err(h2_err)?;
-        ended |= last;
-    }
-    if end && !ended {
-        // An empty final frame when the data ended before `end` was known.
-        send.send_data(Bytes::new(), true).map_err(h2_err)?;
-    }
-    Ok(())
+async fn send_data(send: &mut SendStream<Bytes>, data: Bytes, end: bool) -> io::Result<()> {
+    crate::http::h2::flow::send_data(send, data, end, h2_err).await
 }

@@ -11,6 +11,7 @@
 //! `idle_timeout` it is closed with GOAWAY NO_ERROR, as on drain. Floods of control frames,
 //! resets or CONTINUATIONs end it with GOAWAY ENHANCE_YOUR_CALM ([`watch::FrameWatch`]).
 
+pub mod flow;
 pub mod stream;
 pub mod watch;
 

@@ -261,50 +261,23 @@ impl H2Stream {
 }
 
 /// Sends DATA as the peer's flow-control window allows.
-async fn send(out: &RefCell<Out>, mut data: Bytes, end: bool) -> io::Result<()> {
-    loop {
-        if data.is_empty() {
-            if end {
-                let mut o = out.borrow_mut();
-                if let Out::Body(s) = &mut *o {
-                    s.send_data(Bytes::new(), true).map_err(h2_err)?;
-                }
-                *o = Out::Done;
-            }
-            return Ok(());
+async fn send(out: &RefCell<Out>, data: Bytes, end: bool) -> io::Result<()> {
+    super::flow::send_data(&mut Shared(out), data, end, h2_err).await
+}
+
+/// The stream's sending side as the reset watch shares it.
+struct Shared<'a>(&'a RefCell<Out>);
+
+impl super::flow::DataSink for Shared<'_> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut SendStream<Bytes>) -> R) -> Option<R> {
+        match &mut *self.0.borrow_mut() {
+            Out::Body(s) => Some(f(s)),
+            _ => None,
         }
-        let want = data.len();
-        let cap = poll_fn(|cx| {
-            let mut o = out.borrow_mut();
-            let Out::Body(s) = &mut *o else {
-                return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
-            };
-            if s.capacity() >= want.min(16 << 10) {
-                return Poll::Ready(Ok(s.capacity()));
-            }
-            s.reserve_capacity(want);
-            match s.poll_capacity(cx) {
-                Poll::Ready(Some(Ok(n))) => Poll::Ready(Ok(n)),
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Err(h2_err(e))),
-                Poll::Ready(None) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await?;
-        if cap == 0 {
-            continue;
-        }
-        let part = data.split_to(cap.min(data.len()));
-        let last = end && data.is_empty();
-        let mut o = out.borrow_mut();
-        let Out::Body(s) = &mut *o else {
-            return Err(io::ErrorKind::BrokenPipe.into());
-        };
-        s.send_data(part, last).map_err(h2_err)?;
-        if last {
-            *o = Out::Done;
-            return Ok(());
-        }
+    }
+
+    fn ended(&mut self) {
+        *self.0.borrow_mut() = Out::Done;
     }
 }
 

@@ -1,0 +1,369 @@
+//! One exchange with an upstream: pick a target, check out or open a connection, send the
+//! head and stream the body, read the answer's head; with the retry rules (a stale pooled
+//! connection, a target that cannot be reached) for requests whose body is in memory.
+
+use super::*;
+
+/// Keeps the in-flight count of a target right, whatever path the request takes.
+pub(super) struct InFlight(Rc<TargetLocal>);
+
+impl InFlight {
+    pub(super) fn new(t: Rc<TargetLocal>) -> InFlight {
+        t.inflight.set(t.inflight.get() + 1);
+        InFlight(t)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.set(self.0.inflight.get().saturating_sub(1));
+    }
+}
+
+/// How one attempt ended when it did not produce a response head.
+pub(super) enum Failure {
+    /// A pooled connection was already closed by the upstream: try a fresh one.
+    Stale,
+    /// The target failed (counts towards ejection).
+    Target(Error),
+    /// The client's side failed (bad or oversized body, or it went away).
+    Client(Error),
+}
+
+/// An upstream answer whose head has been read and whose body has not.
+pub struct Exchange {
+    pub(super) target: Rc<TargetLocal>,
+    pub(super) cfg: PoolCfg,
+    pub(super) up: UpStream,
+    pub resp: ResponseHead,
+    pub(super) ubuf: BytesMut,
+}
+
+impl Exchange {
+    /// Gives the connection back to the pool when the answer had no body to read (a 304),
+    /// else closes it.
+    pub fn finish_bodiless(self) {
+        let Exchange {
+            target,
+            cfg,
+            up,
+            resp,
+            ubuf,
+        } = self;
+        let bodiless = matches!(resp.framing, Framing::None | Framing::Length(0));
+        if bodiless && resp.keep_alive && ubuf.is_empty() {
+            checkin(&target, &cfg, up);
+        }
+    }
+}
+
+/// Sends the request (with the cache's `extra`) and reads the answer's head. `Err` only
+/// before anything was written to the client.
+pub async fn send(
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    integ: &HttpIntegration,
+    extra: &Extra,
+) -> Result<Exchange, Error> {
+    let cfg = PoolCfg::for_dest(ss, &integ.dest);
+    let max_body = ss.snap.limits.max_body;
+    let mut head = request_head_with(&conn.peer_ip, ctx, integ, extra);
+    // A small body of known length is read whole before anything is sent, as nginx does
+    // with client_body_buffer_size: head and body then leave in one write, and the request
+    // can be replayed on another connection.
+    if let Framing::Length(n) = ctx.head.framing {
+        let n = n as usize;
+        if n <= COALESCE_BODY && conn.buf.len() < n {
+            if ctx.head.expect_continue {
+                conn.stream
+                    .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+                    .await
+                    .map_err(|_| Error::downstream(Kind::ClientGone, "writing 100 Continue"))?;
+            }
+            let idle = ss.snap.limits.idle_timeout;
+            while conn.buf.len() < n {
+                let want = n - conn.buf.len();
+                match monoio::time::timeout(idle, read_exact_hint(conn, want)).await {
+                    Ok(Ok(k)) if k > 0 => {}
+                    _ => {
+                        ctx.body = BodyState::Broken;
+                        return Err(Error::downstream(Kind::ClientGone, "reading request body"));
+                    }
+                }
+            }
+        }
+    }
+
+    // Is the whole body already here? Then it goes out with the head and can be replayed.
+    let buffered = match ctx.head.framing {
+        Framing::None | Framing::UntilClose => Some(0),
+        Framing::Length(n) if (conn.buf.len() as u64) >= n && n as usize <= COALESCE_BODY => {
+            Some(n as usize)
+        }
+        Framing::Chunked => {
+            let mut d = ChunkedDecoder::new(max_body);
+            match d.feed(&conn.buf, |_| {}) {
+                Ok(k) if d.is_done() && k <= COALESCE_BODY => Some(k),
+                Ok(_) => None,
+                Err(ChunkError::TooLarge) => {
+                    return Err(Error::downstream(Kind::BodyTooLarge, "chunked body"))
+                }
+                Err(ChunkError::Malformed) => {
+                    return Err(Error::downstream(
+                        Kind::BadRequest("Malformed chunked body"),
+                        "chunked body",
+                    ))
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(n) = buffered {
+        head.extend_from_slice(&conn.buf[..n]);
+        let _ = conn.buf.split_to(n);
+        ctx.body = BodyState::Done;
+    }
+    let first: Bytes = head.into();
+    let replayable = buffered.is_some() && ctx.head.method.is_idempotent();
+
+    let started = Instant::now();
+    let deadline = started + integ.timeout;
+    let mut exclude = None;
+    let mut fresh_only = false;
+    let mut tries = 0;
+    // When a retry finds no other target, the answer is the failure that caused it.
+    let mut last_err: Option<Error> = None;
+    let (target, up, resp, ubuf) = loop {
+        tries += 1;
+        let target = match select(ss, &integ.dest, ctx, conn.peer, exclude) {
+            Ok(t) => t,
+            Err(e) => return Err(last_err.take().unwrap_or(e)),
+        };
+        let guard = InFlight::new(target.clone());
+        let pooled = if fresh_only {
+            None
+        } else {
+            checkout(&target, &cfg, started)
+        };
+        let reused = pooled.is_some();
+        let mut up = match pooled {
+            Some(s) => s,
+            None => match connect_target(
+                &target,
+                cfg.connect_timeout
+                    .min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    record_failure(&target, &cfg);
+                    if tries < 3
+                        && replayable
+                        && !matches!(integ.dest, crate::snapshot::Dest::Literal(_))
+                    {
+                        tracing::debug!(target_addr = %target.addr, error = %e, "retrying on another target");
+                        exclude = Some(target.addr);
+                        last_err = Some(e);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            },
+        };
+        match exchange(
+            conn,
+            ctx,
+            &mut up,
+            first.clone(),
+            reused,
+            &ss.snap.limits,
+            deadline,
+        )
+        .await
+        {
+            Ok((resp, ubuf)) => {
+                drop(guard);
+                break (target, up, resp, ubuf);
+            }
+            Err(Failure::Stale) if replayable && tries < 3 => {
+                fresh_only = true;
+                continue;
+            }
+            Err(Failure::Stale) => {
+                record_failure(&target, &cfg);
+                return Err(Error::upstream(
+                    Kind::BadGateway,
+                    format!("{}: connection closed before an answer", target.addr),
+                ));
+            }
+            Err(Failure::Target(e)) => {
+                record_failure(&target, &cfg);
+                return Err(e);
+            }
+            Err(Failure::Client(e)) => return Err(e),
+        }
+    };
+    record_success(&target);
+    Ok(Exchange {
+        target,
+        cfg,
+        up,
+        resp,
+        ubuf,
+    })
+}
+
+/// Sends the request (head, then the body as it streams in) and reads the answer's head.
+pub(super) async fn exchange(
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    up: &mut UpStream,
+    first: Bytes,
+    reused: bool,
+    limits: &Limits,
+    deadline: Instant,
+) -> Result<(ResponseHead, BytesMut), Failure> {
+    let gone = |what: &str| Error::upstream(Kind::BadGateway, what.to_string());
+    if up.write_all(first).await.is_err() {
+        return Err(if reused {
+            Failure::Stale
+        } else {
+            Failure::Target(gone("writing request head"))
+        });
+    }
+    let streamed = ctx.body == BodyState::Unread;
+    if streamed {
+        if ctx.head.expect_continue && conn.buf.is_empty() {
+            conn.stream
+                .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+                .await
+                .map_err(|_| {
+                    Failure::Client(Error::downstream(Kind::ClientGone, "writing 100 Continue"))
+                })?;
+        }
+        ctx.body = BodyState::Broken;
+        stream_request_body(conn, ctx, up, limits).await?;
+        ctx.body = BodyState::Done;
+    }
+    let mut ubuf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        if !ubuf.is_empty() {
+            match h1::parse_response(&ubuf, MAX_RESPONSE_HEAD, ctx.head.method == Method::Head) {
+                Ok(Some((len, parts))) => {
+                    if parts.status < 200 && !(parts.status == 101 && ctx.head.upgrade) {
+                        // Interim answers (100 Continue, 103 Early Hints) are not relayed.
+                        let _ = ubuf.split_to(len);
+                        continue;
+                    }
+                    if parts.status == 101 && !ctx.head.upgrade {
+                        return Err(Failure::Target(gone("101 without an upgrade request")));
+                    }
+                    let raw = ubuf.split_to(len).freeze();
+                    return Ok((parts.into_head(raw), ubuf));
+                }
+                Ok(None) => {}
+                Err(HeadError::TooLarge) => {
+                    return Err(Failure::Target(gone("response head too large")))
+                }
+                Err(HeadError::Malformed(m)) => return Err(Failure::Target(gone(m))),
+            }
+        }
+        match monoio::time::timeout_at(deadline.into(), up.read_into(&mut ubuf)).await {
+            Err(_) => {
+                return Err(Failure::Target(Error::upstream(
+                    Kind::GatewayTimeout,
+                    "waiting for the answer",
+                )))
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                let nothing = ubuf.is_empty();
+                return Err(if reused && nothing && !streamed {
+                    Failure::Stale
+                } else {
+                    Failure::Target(gone("connection closed before a complete answer"))
+                });
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Reads from the client with room for at least `want` more bytes.
+pub(super) async fn read_exact_hint(conn: &mut Conn, want: usize) -> std::io::Result<usize> {
+    reserve_for(&mut conn.buf, want);
+    conn.read_more().await
+}
+
+/// Makes room for up to `want` bytes (capped at MAX_READ), so one read can take them all.
+pub(super) fn reserve_for(buf: &mut BytesMut, want: usize) {
+    let want = want.clamp(READ_CHUNK, MAX_READ);
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+}
+
+/// Streams the request body from the client to the upstream, as it arrives.
+pub(super) async fn stream_request_body(
+    conn: &mut Conn,
+    ctx: &RequestCtx,
+    up: &mut UpStream,
+    limits: &Limits,
+) -> Result<(), Failure> {
+    // A client that stops sending its body is cut after idle_timeout, like an idle one.
+    let (idle, max_body) = (limits.idle_timeout, limits.max_body);
+    let client_gone =
+        || Failure::Client(Error::downstream(Kind::ClientGone, "reading request body"));
+    let up_gone = || Failure::Target(Error::upstream(Kind::BadGateway, "writing request body"));
+    match ctx.head.framing {
+        Framing::Length(mut remaining) => loop {
+            if !conn.buf.is_empty() {
+                let k = remaining.min(conn.buf.len() as u64) as usize;
+                let part = conn.buf.split_to(k).freeze();
+                up.write_all(part).await.map_err(|_| up_gone())?;
+                remaining -= k as u64;
+            }
+            if remaining == 0 {
+                return Ok(());
+            }
+            reserve_for(&mut conn.buf, remaining.min(MAX_READ as u64) as usize);
+            match monoio::time::timeout(idle, conn.read_more()).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Err(client_gone()),
+            }
+        },
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new(max_body);
+            loop {
+                if !conn.buf.is_empty() {
+                    let k = match dec.feed(&conn.buf, |_| {}) {
+                        Ok(k) => k,
+                        Err(ChunkError::TooLarge) => {
+                            return Err(Failure::Client(Error::downstream(
+                                Kind::BodyTooLarge,
+                                "chunked body",
+                            )))
+                        }
+                        Err(ChunkError::Malformed) => {
+                            return Err(Failure::Client(Error::downstream(
+                                Kind::BadRequest("Malformed chunked body"),
+                                "chunked body",
+                            )))
+                        }
+                    };
+                    let part = conn.buf.split_to(k).freeze();
+                    up.write_all(part).await.map_err(|_| up_gone())?;
+                }
+                if dec.is_done() {
+                    return Ok(());
+                }
+                match monoio::time::timeout(idle, conn.read_more()).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Err(client_gone()),
+                }
+            }
+        }
+        Framing::None | Framing::UntilClose => Ok(()),
+    }
+}

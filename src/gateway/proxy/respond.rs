@@ -1,0 +1,264 @@
+//! Streaming the upstream's answer back to the client (and into the cache's [`Tee`]), with
+//! the framing re-checked and the connection returned to the pool when it can be reused.
+
+use super::*;
+
+/// Where the cache collects a body it means to store, as it streams to the client.
+pub struct Tee {
+    pub body: BytesMut,
+    pub max: usize,
+    /// Set when the body outgrew `max` (then collection stopped).
+    pub too_large: bool,
+    /// Called with the whole body once it has ended where its framing said (and fit within
+    /// `max`), before its last bytes are written to the client.
+    pub on_complete: Option<Box<dyn FnOnce(Bytes)>>,
+    /// Called once when the body outgrows `max`, before the bytes that did it are written
+    /// to the client.
+    pub on_too_large: Option<Box<dyn FnOnce()>>,
+}
+
+impl Tee {
+    pub fn new(max: usize, expect: usize) -> Tee {
+        Tee {
+            body: BytesMut::with_capacity(expect.min(max)),
+            max,
+            too_large: false,
+            on_complete: None,
+            on_too_large: None,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(f) = self.on_complete.take() {
+            if !self.too_large {
+                f(std::mem::take(&mut self.body).freeze());
+            }
+        }
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        if self.too_large {
+            return;
+        }
+        if self.body.len() + b.len() > self.max {
+            self.too_large = true;
+            self.body = BytesMut::new();
+            self.on_complete = None;
+            if let Some(f) = self.on_too_large.take() {
+                f();
+            }
+            return;
+        }
+        self.body.extend_from_slice(b);
+    }
+}
+
+/// Streams the upstream's answer to the client (and into `tee`, when the cache wants it).
+pub async fn answer(
+    shard: &Rc<Shard>,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    integ: &HttpIntegration,
+    ex: Exchange,
+    tee: Option<&mut Tee>,
+) -> Result<Next, Error> {
+    let Exchange {
+        target,
+        cfg,
+        mut up,
+        resp,
+        mut ubuf,
+    } = ex;
+    let _inflight = InFlight::new(target.clone());
+
+    // The answer's framing towards the client.
+    let minor = ctx.head.minor;
+    let upgrade = resp.status == 101 && ctx.head.upgrade;
+    let dechunk = resp.framing == Framing::Chunked && minor == 0;
+    let client_framed = upgrade || !matches!(resp.framing, Framing::UntilClose) && !dechunk;
+    let keep = ctx.head.keep_alive
+        && ctx.body == BodyState::Done
+        && client_framed
+        && !upgrade
+        && !shard.drain.is_on();
+
+    let mut out = Vec::with_capacity(resp.raw.len() + 128);
+    ctx.status = resp.status;
+    response_head(&mut out, &resp, ctx, keep, upgrade, dechunk);
+    if upgrade {
+        conn.stream
+            .write_all(out)
+            .await
+            .map_err(|_| Error::downstream(Kind::ClientGone, "writing 101"))?;
+        return Ok(Next::Upgrade(up, ubuf.freeze()));
+    }
+
+    let from = UpBody {
+        up: &mut up,
+        buf: &mut ubuf,
+        idle: integ.timeout,
+    };
+    let streamed = stream_response(conn, from, out, resp.framing, dechunk, tee).await;
+    let pool_ok = match streamed {
+        Ok(clean) => clean && resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty(),
+        Err(side) => {
+            if side == Side::Upstream {
+                record_failure(&target, &cfg);
+                tracing::warn!(request_id = %ctx.request_id, target_addr = %target.addr, "upstream failed mid-answer; closing client connection");
+            }
+            return Ok(Next::Close);
+        }
+    };
+    if pool_ok {
+        checkin(&target, &cfg, up);
+    }
+    Ok(if keep { Next::KeepAlive } else { Next::Close })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Client,
+    Upstream,
+}
+
+/// Where an answer's body comes from: the upstream connection, the bytes already read from
+/// it, and how long a read may wait (the integration's timeout).
+pub(super) struct UpBody<'a> {
+    pub up: &'a mut UpStream,
+    pub buf: &'a mut BytesMut,
+    pub idle: std::time::Duration,
+}
+
+/// Writes the head and streams the body. `Ok(true)`: the body ended where its framing said.
+pub(super) async fn stream_response(
+    conn: &mut Conn,
+    from: UpBody<'_>,
+    mut out: Vec<u8>,
+    framing: Framing,
+    dechunk: bool,
+    mut tee: Option<&mut Tee>,
+) -> Result<bool, Side> {
+    let UpBody {
+        up,
+        buf: ubuf,
+        idle,
+    } = from;
+    async fn fill(
+        up: &mut UpStream,
+        ubuf: &mut BytesMut,
+        idle: std::time::Duration,
+    ) -> Result<usize, Side> {
+        match monoio::time::timeout(idle, up.read_into(ubuf)).await {
+            Ok(Ok(n)) => Ok(n),
+            _ => Err(Side::Upstream),
+        }
+    }
+    match framing {
+        Framing::None => {
+            if let Some(t) = tee {
+                t.finish();
+            }
+            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
+            Ok(true)
+        }
+        Framing::Length(n) => {
+            let mut remaining = n;
+            // Small answers: head and body leave in one write.
+            let k = remaining.min(ubuf.len() as u64) as usize;
+            if k <= COALESCE_BODY {
+                out.extend_from_slice(&ubuf[..k]);
+                if let Some(t) = tee.as_deref_mut() {
+                    t.push(&ubuf[..k]);
+                }
+                let _ = ubuf.split_to(k);
+                remaining -= k as u64;
+            }
+            if remaining == 0 {
+                if let Some(t) = tee.as_deref_mut() {
+                    t.finish();
+                }
+            }
+            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
+            loop {
+                if !ubuf.is_empty() && remaining > 0 {
+                    let k = remaining.min(ubuf.len() as u64) as usize;
+                    let part = ubuf.split_to(k).freeze();
+                    remaining -= k as u64;
+                    if let Some(t) = tee.as_deref_mut() {
+                        t.push(&part);
+                        if remaining == 0 {
+                            t.finish();
+                        }
+                    }
+                    conn.stream
+                        .write_all(part)
+                        .await
+                        .map_err(|_| Side::Client)?;
+                }
+                if remaining == 0 {
+                    return Ok(true);
+                }
+                reserve_for(ubuf, remaining.min(MAX_READ as u64) as usize);
+                if fill(up, ubuf, idle).await? == 0 {
+                    return Err(Side::Upstream);
+                }
+            }
+        }
+        Framing::Chunked => {
+            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
+            let mut dec = ChunkedDecoder::new(u64::MAX);
+            loop {
+                if !ubuf.is_empty() {
+                    let mut ranges: smallvec::SmallVec<[std::ops::Range<usize>; 4]> =
+                        Default::default();
+                    let k = dec
+                        .feed(ubuf, |r| ranges.push(r))
+                        .map_err(|_| Side::Upstream)?;
+                    let part = ubuf.split_to(k).freeze();
+                    if let Some(t) = tee.as_deref_mut() {
+                        for r in &ranges {
+                            t.push(&part[r.clone()]);
+                        }
+                        if dec.is_done() {
+                            t.finish();
+                        }
+                    }
+                    if dechunk {
+                        for r in ranges {
+                            conn.stream
+                                .write_all(part.slice(r))
+                                .await
+                                .map_err(|_| Side::Client)?;
+                        }
+                    } else {
+                        conn.stream
+                            .write_all(part)
+                            .await
+                            .map_err(|_| Side::Client)?;
+                    }
+                }
+                if dec.is_done() {
+                    return Ok(true);
+                }
+                if fill(up, ubuf, idle).await? == 0 {
+                    return Err(Side::Upstream);
+                }
+            }
+        }
+        Framing::UntilClose => {
+            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
+            loop {
+                if !ubuf.is_empty() {
+                    let part = ubuf.split().freeze();
+                    conn.stream
+                        .write_all(part)
+                        .await
+                        .map_err(|_| Side::Client)?;
+                }
+                if fill(up, ubuf, idle).await? == 0 {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Rewriting heads on the way through: the upstream request head (rendered path and query,
+//! end-to-end headers, forwarding headers, the integration's and the cache's additions) and
+//! the head sent back to the client.
+
+use super::*;
+
+pub use crate::http::h1::hop_by_hop;
+
+/// The `Connection` header's value, if any: names listed there are hop-by-hop too. Looked
+/// up once per message, not once per header.
+pub(super) fn connection_value<'a>(
+    mut headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Option<&'a [u8]> {
+    headers
+        .find(|(n, _)| name_eq(n, b"connection"))
+        .map(|(_, v)| v)
+}
+
+/// True when `name` is listed in the `Connection` value (other than the standard tokens).
+pub(super) fn listed_in_connection(conn: Option<&[u8]>, name: &[u8]) -> bool {
+    conn.is_some_and(|v| has_token(v, name))
+}
+
+/// Builds the upstream request head: the rendered path and query, the client's end-to-end
+/// headers, the forwarding headers and the integration's own. `peer_ip` is the client's IP.
+pub fn request_head(peer_ip: &str, ctx: &RequestCtx, integ: &HttpIntegration) -> Vec<u8> {
+    request_head_with(peer_ip, ctx, integ, &Extra::default())
+}
+
+/// What the cache adds to an upstream request.
+#[derive(Default)]
+pub struct Extra {
+    /// Header lines ("name: value\r\n") added to the request (conditional headers).
+    pub lines: Vec<u8>,
+    /// Drop the client's own conditional headers, so that the answer is a full one the cache
+    /// can store.
+    pub strip_conditionals: bool,
+}
+
+pub(super) fn conditional(name: &[u8]) -> bool {
+    name_eq(name, b"if-none-match")
+        || name_eq(name, b"if-modified-since")
+        || name_eq(name, b"if-match")
+        || name_eq(name, b"if-unmodified-since")
+        || name_eq(name, b"if-range")
+        || name_eq(name, b"range")
+}
+
+/// [`request_head`] with the cache's additions.
+pub fn request_head_with(
+    peer_ip: &str,
+    ctx: &RequestCtx,
+    integ: &HttpIntegration,
+    extra: &Extra,
+) -> Vec<u8> {
+    let head = &ctx.head;
+    let mut out = Vec::with_capacity(256 + head.raw.len());
+    out.extend_from_slice(head.method_bytes());
+    out.push(b' ');
+    let mut has_query = false;
+    integ
+        .path
+        .render(&mut out, &ctx.vars(peer_ip, Escape::Uri), |i, o| {
+            ctx.path_var(i, |s, more| {
+                encode_segment(s, o);
+                if more {
+                    o.push(b'/');
+                }
+            })
+        });
+    if out.contains(&b'?') {
+        has_query = true;
+    }
+    if let Some(q) = head.query_bytes() {
+        if !q.is_empty() {
+            out.push(if has_query { b'&' } else { b'?' });
+            out.extend_from_slice(q);
+        }
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(integ.host_header.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut xff: Option<&[u8]> = None;
+    let conn_hdr = connection_value(head.headers());
+    for (name, value) in head.headers() {
+        if hop_by_hop(name)
+            || name_eq(name, b"host")
+            || name_eq(name, b"content-length")
+            || name_eq(name, b"expect")
+            || name_eq(name, b"x-request-id")
+            || name_eq(name, b"x-forwarded-proto")
+            || name_eq(name, b"x-forwarded-host")
+            || integ
+                .headers
+                .iter()
+                .any(|(n, _)| name_eq(name, n.as_bytes()))
+        {
+            continue;
+        }
+        if name_eq(name, b"x-forwarded-for") {
+            xff = Some(value);
+            continue;
+        }
+        if listed_in_connection(conn_hdr, name)
+            || (extra.strip_conditionals && conditional(name))
+            || ctx
+                .client_cert
+                .as_ref()
+                .is_some_and(|c| c.names.iter().any(|n| name_eq(name, n.as_bytes())))
+        {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&extra.lines);
+    if let Some(c) = &ctx.client_cert {
+        out.extend_from_slice(&c.lines);
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(x) = xff {
+        out.extend_from_slice(x);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(peer_ip.as_bytes());
+    out.extend_from_slice(if ctx.https {
+        &b"\r\nx-forwarded-proto: https\r\n"[..]
+    } else {
+        &b"\r\nx-forwarded-proto: http\r\n"[..]
+    });
+    if let Some(h) = head.host_bytes() {
+        out.extend_from_slice(b"x-forwarded-host: ");
+        out.extend_from_slice(h);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(ctx.request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, t) in &integ.headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        t.render(&mut out, &ctx.vars(peer_ip, Escape::Header), |i, o| {
+            ctx.path_var(i, |s, _| {
+                o.extend(s.bytes().filter(|b| *b != b'\r' && *b != b'\n'))
+            })
+        });
+        out.extend_from_slice(b"\r\n");
+    }
+    match head.framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {
+            if head.header(b"content-length").is_some() {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+        }
+    }
+    if head.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
+        out.extend_from_slice(head.header(b"upgrade").unwrap_or_default());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Builds the head sent to the client from the upstream's.
+pub(super) fn response_head(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead,
+    ctx: &RequestCtx,
+    keep: bool,
+    upgrade: bool,
+    dechunk: bool,
+) {
+    let minor = ctx.head.minor;
+    out.extend_from_slice(if minor == 0 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(itoa::Buffer::new().format(resp.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(resp.slice(&resp.reason));
+    out.extend_from_slice(b"\r\n");
+    let conn_hdr = connection_value(resp.headers());
+    for (name, value) in resp.headers() {
+        let keep_te = name_eq(name, b"transfer-encoding") && !dechunk;
+        let keep_upgrade = upgrade && name_eq(name, b"upgrade");
+        let hop = hop_by_hop(name) || listed_in_connection(conn_hdr, name);
+        if (hop && !keep_te && !keep_upgrade) || name_eq(name, b"x-request-id") {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(ctx.request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    crate::gateway::cache_headers(out, ctx);
+    if upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else {
+        if let Some(r) = &ctx.ratelimit {
+            crate::gateway::finish::ratelimit_headers(out, r);
+        }
+        connection_header(out, minor, keep);
+    }
+    out.extend_from_slice(b"\r\n");
+}
