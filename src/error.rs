@@ -50,6 +50,25 @@ pub enum Kind {
     NotImplemented(&'static str),
 }
 
+impl Kind {
+    /// The gateway response type a client of Amazon API Gateway would see this error as
+    /// (`$context.error.responseType`; the names `gateway_responses` keys use).
+    pub fn response_type(&self) -> &'static str {
+        match self {
+            Kind::BadRequest(_) | Kind::HeadTimeout | Kind::MethodNotAllowed(_) => "DEFAULT_4XX",
+            Kind::HeadTooLarge | Kind::BodyTooLarge => "REQUEST_TOO_LARGE",
+            Kind::NotFound => "RESOURCE_NOT_FOUND",
+            Kind::BadGateway => "INTEGRATION_FAILURE",
+            Kind::GatewayTimeout => "INTEGRATION_TIMEOUT",
+            Kind::NoHealthyUpstream | Kind::NotImplemented(_) => "DEFAULT_5XX",
+            Kind::Forbidden => "INVALID_API_KEY",
+            Kind::Throttled(_) => "THROTTLED",
+            Kind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
+            Kind::ClientGone => "CLIENT_CLOSED",
+        }
+    }
+}
+
 /// What the `RateLimit-*` headers say about the tightest limit a request passed (or the one
 /// that refused it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

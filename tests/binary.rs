@@ -258,3 +258,42 @@ fn sigkill_loses_no_flushed_usage_and_keys_survive() {
     );
     assert_eq!(r.status, 200, "the key created before the kill is gone");
 }
+
+/// Every request leaves through one exit, which records it: with the `tollgate::request`
+/// target at debug level, one event per request carries its route, status and sizes.
+#[test]
+fn the_exit_records_each_request() {
+    let up = Upstream::echo();
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, conf("hello", up.addr, "TG_TEST_TOKEN")).unwrap();
+    let p = Proc::start(&path, &[("TOLLGATE_LOG", "info,tollgate::request=debug")]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let raw = b"GET /v HTTP/1.1\r\nHost: a\r\nx-request-id: rec-1\r\n\r\n";
+    let mut c = Client::connect(addr);
+    let r = c.request(raw);
+    assert_eq!(r.status, 200);
+    let rec = p.wait_for("request");
+    assert_eq!(rec["request_id"], "rec-1");
+    assert_eq!(rec["method"], "GET");
+    assert_eq!(rec["route"], "api/prod/GET /v");
+    assert_eq!(rec["status"], 200);
+    assert_eq!(rec["bytes_in"], raw.len() as u64);
+    assert!(
+        rec["bytes_out"].as_u64().unwrap() > "hello".len() as u64,
+        "{rec}"
+    );
+    // A request no route takes is recorded with its error type.
+    assert_eq!(
+        c.request(b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n").status,
+        404
+    );
+    let rec = p.wait_for("request");
+    assert_eq!(rec["status"], 404);
+    assert_eq!(rec["error"], "RESOURCE_NOT_FOUND");
+    assert!(rec["route"].is_null(), "{rec}");
+}

@@ -662,7 +662,7 @@ async fn answer_stored(
     let gone = |_| Error::downstream(Kind::ClientGone, "writing cached answer");
     if send_body && e.body.len() <= INLINE_BODY {
         out.extend_from_slice(&e.body);
-        conn.stream.write_all(out).await.map_err(gone)?;
+        conn.write_all(out).await.map_err(gone)?;
     } else if send_body {
         // The body goes out from the cache's memory in the same writev: a refcount, no copy.
         conn.stream
@@ -670,7 +670,7 @@ async fn answer_stored(
             .await
             .map_err(gone)?;
     } else {
-        conn.stream.write_all(out).await.map_err(gone)?;
+        conn.write_all(out).await.map_err(gone)?;
     }
     Ok(next_after(keep, body_ok))
 }

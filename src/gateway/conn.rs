@@ -104,15 +104,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listen
         }
         s => s,
     };
-    let mut conn = Conn {
-        client_cert,
-        stream,
-        buf: BytesMut::with_capacity(READ_CHUNK),
-        peer,
-        listener,
-        peer_ip: Rc::from(peer.ip().to_string()),
-        segs: Default::default(),
-    };
+    let mut conn = Conn::new(stream, BytesMut::with_capacity(READ_CHUNK), peer, listener);
+    conn.client_cert = client_cert;
     if h2c {
         match sniff_preface(&mut conn, handshake_timeout).await {
             Some(true) => {
@@ -217,6 +210,8 @@ async fn run_stream(
         peer_ip: info.peer_ip.clone(),
         segs: Default::default(),
         client_cert: info.client_cert.clone(),
+        bytes_in: 0,
+        bytes_out: 0,
     };
     let reset = {
         // The pipeline's future is large (kilobytes): on the heap once, so that spawning the

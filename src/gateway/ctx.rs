@@ -61,6 +61,10 @@ pub struct RequestCtx {
     pub cache_status: Option<&'static str>,
     /// Why a client's request for a fresh copy was ignored (answered as a `Warning`).
     pub cache_warning: Option<&'static str>,
+    /// The upstream target the answer came from (set by the proxy once a target is chosen).
+    pub upstream: Option<std::net::SocketAddr>,
+    /// Why the gateway refused or failed the request (`Kind::response_type`), for the exit.
+    pub error: Option<&'static str>,
     /// The request came over TLS (X-Forwarded-Proto: https).
     pub https: bool,
     /// mTLS headers for the upstream (from the connection).
@@ -88,6 +92,8 @@ impl RequestCtx {
             status: 0,
             cache_status: None,
             cache_warning: None,
+            upstream: None,
+            error: None,
             https: false,
             client_cert: None,
         }

@@ -6,22 +6,24 @@
 //! reset before its head was usable ([`h2_refused`], [`h2_reset`]), and a request whose
 //! client went away mid-way — a dropped pipeline is counted by its [`Exit`] guard.
 //!
-//! This is the place that will feed the access log and the trace span: it sees the route
-//! match, the status and the request id for every request, whichever way it ended.
+//! Every request ends in one [`Record`] handed to [`observe`]: route match, status, bytes in
+//! and out, upstream target, cache status, error type, request id. Today that feeds the
+//! status counters and a debug event (target `tollgate::request`, off unless the log filter
+//! asks for it); the access log, per-route histograms and trace spans plug in there.
 
 use std::io::Write;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 
-use super::ctx::{BodyState, RequestCtx};
+use super::ctx::{BodyState, RequestCtx, RouteMatch};
 use super::Next;
 use crate::error::{Error, Kind, RateInfo};
 use crate::http::conn::Conn;
 use crate::http::h1::Framing;
 use crate::http::write::{json_message, status_line};
 use crate::metrics::Counter;
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardSnap};
 use crate::syntax::Method;
 
 /// The status counted for a request whose client went away before it was answered (nginx's
@@ -123,26 +125,107 @@ pub enum Outcome {
 pub struct Exit<'a> {
     shard: &'a Shard,
     done: bool,
+    /// The connection's counters and buffered bytes when the request's head was taken.
+    in_at_start: u64,
+    buffered_at_start: usize,
+    out_at_start: u64,
+    head_len: usize,
 }
 
 impl<'a> Exit<'a> {
-    pub fn new(shard: &'a Shard) -> Exit<'a> {
-        Exit { shard, done: false }
+    /// Armed when a request's head has been parsed (`head_len` bytes, already split off
+    /// `conn.buf`).
+    pub fn new(shard: &'a Shard, conn: &Conn, head_len: usize) -> Exit<'a> {
+        Exit {
+            shard,
+            done: false,
+            in_at_start: conn.bytes_in,
+            buffered_at_start: conn.buf.len(),
+            out_at_start: conn.bytes_out,
+            head_len,
+        }
+    }
+
+    /// The request's bytes: its head, and what of the bytes buffered or read since was
+    /// consumed (nginx's `$request_length`).
+    fn bytes_in(&self, conn: &Conn) -> u64 {
+        let read = conn.bytes_in - self.in_at_start;
+        let consumed = (self.buffered_at_start as u64 + read).saturating_sub(conn.buf.len() as u64);
+        self.head_len as u64 + consumed
     }
 }
 
 impl Drop for Exit<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.shard.metrics.add(Counter::for_status(CLIENT_CLOSED));
+            observe(
+                self.shard,
+                None,
+                &Record {
+                    status: CLIENT_CLOSED,
+                    error: Some(Kind::ClientGone.response_type()),
+                    ..Record::default()
+                },
+            );
         }
     }
+}
+
+/// One request as it left: what the access log, metrics and traces are fed from.
+#[derive(Debug, Default)]
+pub struct Record<'a> {
+    pub request_id: &'a str,
+    pub method: Option<Method>,
+    pub route: Option<RouteMatch>,
+    /// The status answered (0: nothing was, e.g. the client went away before a head).
+    pub status: u16,
+    /// Request bytes taken from the client (head and body), and bytes written back.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub upstream: Option<std::net::SocketAddr>,
+    /// `X-Cache` on cached routes.
+    pub cache: Option<&'static str>,
+    /// The gateway response type of a refusal or failure.
+    pub error: Option<&'static str>,
+}
+
+/// Where every request's [`Record`] goes. `ss` (absent for a dropped pipeline) resolves the
+/// route match to names for the log.
+pub fn observe(shard: &Shard, ss: Option<&ShardSnap>, r: &Record<'_>) {
+    if r.status != 0 {
+        shard.metrics.add(Counter::for_status(r.status));
+    }
+    let route = |m: RouteMatch| {
+        ss.and_then(|ss| {
+            let api = ss.snap.apis.get(m.api)?;
+            Some(format!(
+                "{}/{}/{}",
+                api.name,
+                api.stages.get(m.stage)?,
+                api.routes.get(m.route)?.key
+            ))
+        })
+    };
+    tracing::debug!(
+        target: "tollgate::request",
+        request_id = r.request_id,
+        method = r.method.map(Method::as_str),
+        route = r.route.and_then(route),
+        status = r.status,
+        bytes_in = r.bytes_in,
+        bytes_out = r.bytes_out,
+        upstream = r.upstream.map(tracing::field::display),
+        cache = r.cache,
+        error = r.error,
+        "request"
+    );
 }
 
 /// The one exit: writes the answer the phases produced (or the error that stopped them),
 /// counts the request, and decides whether the connection stays.
 pub async fn finish(
     shard: &Shard,
+    ss: &ShardSnap,
     conn: &mut Conn,
     ctx: &mut RequestCtx,
     result: Result<Outcome, Error>,
@@ -154,9 +237,11 @@ pub async fn finish(
         Ok(Outcome::Answer(a)) => write_answer(conn, ctx, &a, draining, true).await,
         Err(e) if e.kind == Kind::ClientGone => {
             ctx.status = ctx.status.max(CLIENT_CLOSED);
+            ctx.error = Some(e.kind.response_type());
             Next::Close
         }
         Err(e) => {
+            ctx.error = Some(e.kind.response_type());
             match e.status() {
                 500..=599 => {
                     tracing::warn!(request_id = %ctx.request_id, status = e.status(), error = %e, "request failed")
@@ -176,10 +261,22 @@ pub async fn finish(
             .await
         }
     };
-    if ctx.status != 0 {
-        shard.metrics.add(Counter::for_status(ctx.status));
-    }
     exit.done = true;
+    observe(
+        shard,
+        Some(ss),
+        &Record {
+            request_id: ctx.request_id.as_str(),
+            method: Some(ctx.head.method),
+            route: ctx.route,
+            status: ctx.status,
+            bytes_in: exit.bytes_in(conn),
+            bytes_out: conn.bytes_out - exit.out_at_start,
+            upstream: ctx.upstream,
+            cache: ctx.cache_status,
+            error: ctx.error,
+        },
+    );
     next
 }
 
@@ -204,7 +301,7 @@ async fn write_answer(
         keep,
         ctx.head.method == Method::Head,
     );
-    if conn.stream.write_all(out).await.is_err() {
+    if conn.write_all(out).await.is_err() {
         return Next::Close;
     }
     next_after(keep, body_ok)
@@ -214,11 +311,25 @@ async fn write_answer(
 /// connection closes. Returns whether the answer was written (then linger before closing).
 pub async fn head_error(shard: &Shard, conn: &mut Conn, e: &Error) -> bool {
     count_error(shard, e);
-    shard.metrics.add(Counter::for_status(e.status()));
     let rid = shard.request_id();
     let mut out = Vec::with_capacity(256);
     Answer::error(e).render(&mut out, 1, rid.as_str(), None, false, false);
-    conn.stream.write_all(out).await.is_ok()
+    // The bad head is what is buffered; earlier requests on the connection are not counted.
+    let (in0, out0) = (conn.buf.len() as u64, conn.bytes_out);
+    let written = conn.write_all(out).await.is_ok();
+    observe(
+        shard,
+        None,
+        &Record {
+            request_id: rid.as_str(),
+            status: e.status(),
+            bytes_in: in0,
+            bytes_out: conn.bytes_out - out0,
+            error: Some(e.kind.response_type()),
+            ..Record::default()
+        },
+    );
+    written
 }
 
 /// An HTTP/2 stream answered with a bare status before it reached the pipeline (CONNECT: 405).
@@ -226,14 +337,30 @@ pub fn h2_refused(shard: &Shard, respond: &mut SendResponse<Bytes>, status: http
     let mut resp = http::Response::new(());
     *resp.status_mut() = status;
     let _ = respond.send_response(resp, true);
-    shard.metrics.add(Counter::for_status(status.as_u16()));
+    observe(
+        shard,
+        None,
+        &Record {
+            status: status.as_u16(),
+            error: Some("DEFAULT_4XX"),
+            ..Record::default()
+        },
+    );
 }
 
 /// An HTTP/2 stream whose request cannot be mapped to a head: reset, counted as a bad request.
 pub fn h2_reset(shard: &Shard, respond: &mut SendResponse<Bytes>, reason: h2::Reason) {
     shard.metrics.add(Counter::BadRequests);
-    shard.metrics.add(Counter::for_status(400));
     respond.send_reset(reason);
+    observe(
+        shard,
+        None,
+        &Record {
+            status: 400,
+            error: Some("DEFAULT_4XX"),
+            ..Record::default()
+        },
+    );
 }
 
 /// `Retry-After: N`.

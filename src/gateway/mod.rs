@@ -53,7 +53,7 @@ pub async fn handle(
     head: RequestHead,
 ) -> Next {
     // Counts the request even if this future is dropped (an HTTP/2 stream the client resets).
-    let exit = Exit::new(shard);
+    let exit = Exit::new(shard, conn, head.raw.len());
     let request_id = head
         .header(b"x-request-id")
         .and_then(RequestId::from_client)
@@ -72,7 +72,7 @@ pub async fn handle(
     } else {
         run_phases(shard, &ss, conn, &mut ctx).await
     };
-    let next = finish::finish(shard, conn, &mut ctx, result, exit).await;
+    let next = finish::finish(shard, &ss, conn, &mut ctx, result, exit).await;
     conn.segs = std::mem::take(&mut ctx.segs);
     next
 }

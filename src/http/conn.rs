@@ -109,6 +109,9 @@ pub struct Conn {
     /// mTLS: header lines from the verified client certificate, and the names the listener
     /// forwards (a client's own headers of those names are dropped).
     pub client_cert: Option<ClientCertHeaders>,
+    /// Bytes read from and written to the client so far (what the exit records per request).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 #[derive(Clone)]
@@ -190,8 +193,40 @@ pub async fn write_head_body(
 }
 
 impl Conn {
+    pub fn new(stream: Stream, buf: BytesMut, peer: SocketAddr, listener: usize) -> Conn {
+        Conn {
+            stream,
+            buf,
+            peer,
+            listener,
+            peer_ip: Rc::from(peer.ip().to_string()),
+            segs: Default::default(),
+            client_cert: None,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Appends what the client sent to `buf`; `Ok(0)` at end of stream.
     pub async fn read_more(&mut self) -> io::Result<usize> {
-        self.stream.read_into(&mut self.buf).await
+        let n = self.stream.read_into(&mut self.buf).await?;
+        self.bytes_in += n as u64;
+        Ok(n)
+    }
+
+    /// Writes all of `data` to the client.
+    pub async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
+        &mut self,
+        data: B,
+    ) -> io::Result<()> {
+        self.bytes_out += data.as_ref().len() as u64;
+        self.stream.write_all(data).await
+    }
+
+    /// A head and a body: one `writev` on plain TCP.
+    pub async fn write_head_body(&mut self, head: Vec<u8>, body: bytes::Bytes) -> io::Result<()> {
+        self.bytes_out += (head.len() + body.len()) as u64;
+        self.stream.write_head_body(head, body).await
     }
 }
 

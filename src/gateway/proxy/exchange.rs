@@ -140,6 +140,7 @@ pub async fn send(
             Ok(t) => t,
             Err(e) => return Err(last_err.take().unwrap_or(e)),
         };
+        ctx.upstream = Some(target.addr);
         let guard = InFlight::new(target.clone());
         let pooled = if fresh_only {
             None

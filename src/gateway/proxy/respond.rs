@@ -86,8 +86,7 @@ pub async fn answer(
     ctx.status = resp.status;
     response_head(&mut out, &resp, ctx, keep, upgrade, dechunk);
     if upgrade {
-        conn.stream
-            .write_all(out)
+        conn.write_all(out)
             .await
             .map_err(|_| Error::downstream(Kind::ClientGone, "writing 101"))?;
         return Ok(Next::Upgrade(up, ubuf.freeze()));
@@ -158,7 +157,7 @@ pub(super) async fn stream_response(
             if let Some(t) = tee {
                 t.finish();
             }
-            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
+            conn.write_all(out).await.map_err(|_| Side::Client)?;
             Ok(true)
         }
         Framing::Length(n) => {
@@ -178,7 +177,7 @@ pub(super) async fn stream_response(
                     t.finish();
                 }
             }
-            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
+            conn.write_all(out).await.map_err(|_| Side::Client)?;
             loop {
                 if !ubuf.is_empty() && remaining > 0 {
                     let k = remaining.min(ubuf.len() as u64) as usize;
@@ -190,10 +189,7 @@ pub(super) async fn stream_response(
                             t.finish();
                         }
                     }
-                    conn.stream
-                        .write_all(part)
-                        .await
-                        .map_err(|_| Side::Client)?;
+                    conn.write_all(part).await.map_err(|_| Side::Client)?;
                 }
                 if remaining == 0 {
                     return Ok(true);
@@ -205,7 +201,7 @@ pub(super) async fn stream_response(
             }
         }
         Framing::Chunked => {
-            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
+            conn.write_all(out).await.map_err(|_| Side::Client)?;
             let mut dec = ChunkedDecoder::new(u64::MAX);
             loop {
                 if !ubuf.is_empty() {
@@ -225,16 +221,12 @@ pub(super) async fn stream_response(
                     }
                     if dechunk {
                         for r in ranges {
-                            conn.stream
-                                .write_all(part.slice(r))
+                            conn.write_all(part.slice(r))
                                 .await
                                 .map_err(|_| Side::Client)?;
                         }
                     } else {
-                        conn.stream
-                            .write_all(part)
-                            .await
-                            .map_err(|_| Side::Client)?;
+                        conn.write_all(part).await.map_err(|_| Side::Client)?;
                     }
                 }
                 if dec.is_done() {
@@ -246,14 +238,11 @@ pub(super) async fn stream_response(
             }
         }
         Framing::UntilClose => {
-            conn.stream.write_all(out).await.map_err(|_| Side::Client)?;
+            conn.write_all(out).await.map_err(|_| Side::Client)?;
             loop {
                 if !ubuf.is_empty() {
                     let part = ubuf.split().freeze();
-                    conn.stream
-                        .write_all(part)
-                        .await
-                        .map_err(|_| Side::Client)?;
+                    conn.write_all(part).await.map_err(|_| Side::Client)?;
                 }
                 if fill(up, ubuf, idle).await? == 0 {
                     return Ok(false);
