@@ -296,4 +296,14 @@ fn the_exit_records_each_request() {
     assert_eq!(rec["status"], 404);
     assert_eq!(rec["error"], "RESOURCE_NOT_FOUND");
     assert!(rec["route"].is_null(), "{rec}");
+    // A proxied request names its upstream target and, with the event on, its timings.
+    assert_eq!(
+        c.request(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n").status,
+        200
+    );
+    let rec = p.wait_for("request");
+    assert_eq!(rec["upstream"], up.addr.to_string());
+    let us = |k: &str| rec[k].as_u64().unwrap_or_else(|| panic!("{k}: {rec}"));
+    assert!(us("upstream_connect_us") <= us("first_byte_us"), "{rec}");
+    assert!(us("first_byte_us") <= us("total_us"), "{rec}");
 }

@@ -3,8 +3,8 @@
 //! writes.
 
 use super::ctx::RequestCtx;
-use super::finish::Answer;
 use crate::error::{Error, Kind};
+use crate::http::write::Answer;
 use crate::snapshot::MockIntegration;
 use crate::syntax::template::Escape;
 

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::ctx::RequestCtx;
-use super::finish::{connection_header, next_after, ratelimit_headers, skip_unread_body};
+use super::finish::{next_after, ratelimit_headers, skip_unread_body};
 use super::proxy::{self, Extra, Tee};
 use super::Next;
 use crate::cache::flight::Join;
@@ -25,6 +25,7 @@ use crate::error::{Error, Kind};
 use crate::http::conn::Conn;
 use crate::http::h1::{Framing, ResponseHead};
 use crate::http::name_eq;
+use crate::http::write::connection_header;
 use crate::http::write::status_line;
 use crate::shard::{Shard, ShardSnap};
 use crate::snapshot::{CachePolicy, HttpIntegration};

@@ -40,6 +40,18 @@ pub enum Principal {
     },
 }
 
+/// When a request's steps happened. Taken only while something records them (the
+/// `tollgate::request` debug event today), so that requests otherwise pay no clock read.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// The head was parsed and the phases began.
+    pub received: std::time::Instant,
+    /// An upstream connection was ready (pooled or newly opened), for the last attempt.
+    pub upstream_connected: Option<std::time::Instant>,
+    /// The upstream answer's head had arrived.
+    pub first_byte: Option<std::time::Instant>,
+}
+
 /// One request's state.
 pub struct RequestCtx {
     pub head: RequestHead,
@@ -61,6 +73,8 @@ pub struct RequestCtx {
     pub cache_status: Option<&'static str>,
     /// Why a client's request for a fresh copy was ignored (answered as a `Warning`).
     pub cache_warning: Option<&'static str>,
+    /// Set when the exit records timings.
+    pub timings: Option<Timings>,
     /// The upstream target the answer came from (set by the proxy once a target is chosen).
     pub upstream: Option<std::net::SocketAddr>,
     /// Why the gateway refused or failed the request (`Kind::response_type`), for the exit.
@@ -92,6 +106,7 @@ impl RequestCtx {
             status: 0,
             cache_status: None,
             cache_warning: None,
+            timings: None,
             upstream: None,
             error: None,
             https: false,

@@ -11,8 +11,6 @@
 //! status counters and a debug event (target `tollgate::request`, off unless the log filter
 //! asks for it); the access log, per-route histograms and trace spans plug in there.
 
-use std::io::Write;
-
 use bytes::Bytes;
 use h2::server::SendResponse;
 
@@ -21,7 +19,8 @@ use super::Next;
 use crate::error::{Error, Kind, RateInfo};
 use crate::http::conn::Conn;
 use crate::http::h1::Framing;
-use crate::http::write::{json_message, status_line};
+use crate::http::write::json_message;
+pub use crate::http::write::{connection_header, Answer};
 use crate::metrics::Counter;
 use crate::shard::{Shard, ShardSnap};
 use crate::syntax::Method;
@@ -30,86 +29,36 @@ use crate::syntax::Method;
 /// 499 "client closed request").
 pub const CLIENT_CLOSED: u16 = 499;
 
-/// An answer the gateway writes itself, as a value; [`Answer::render`] is the only place
-/// that turns one into bytes (HTTP/1.1, which HTTP/2 streams map to frames).
-#[derive(Debug, Default)]
-pub struct Answer {
-    pub status: u16,
-    /// Header lines besides the ones every answer gets, each `name: value\r\n`.
-    pub headers: Vec<u8>,
-    /// `content-type`, unless `headers` has one.
-    pub content_type: Option<&'static str>,
-    pub body: Vec<u8>,
-    /// Carries the request's `RateLimit-*` headers (answers made after the throttle phase).
-    pub ratelimit: bool,
-}
-
-impl Answer {
-    /// A gateway error: JSON `{"message": ...}`, `Retry-After` and `RateLimit-*` on 429s,
-    /// `Allow` on 405.
-    pub fn error(e: &Error) -> Answer {
-        let mut body = Vec::with_capacity(64);
-        json_message(&mut body, e.client_message());
-        let mut headers = Vec::new();
-        match &e.kind {
-            Kind::Throttled(r) => {
-                retry_after(&mut headers, r.retry_after_s);
-                ratelimit_headers(&mut headers, r);
-            }
-            Kind::QuotaExceeded { retry_after_s } => retry_after(&mut headers, *retry_after_s),
-            Kind::MethodNotAllowed(allow) => {
-                headers.extend_from_slice(b"allow: ");
-                for (i, m) in allow.iter().enumerate() {
-                    if i > 0 {
-                        headers.extend_from_slice(b", ");
-                    }
-                    headers.extend_from_slice(m.as_str().as_bytes());
+/// A gateway error as an [`Answer`]: JSON `{"message": ...}`, `Retry-After` and
+/// `RateLimit-*` on 429s, `Allow` on 405.
+pub fn error_answer(e: &Error) -> Answer {
+    let mut body = Vec::with_capacity(64);
+    json_message(&mut body, e.client_message());
+    let mut headers = Vec::new();
+    match &e.kind {
+        Kind::Throttled(r) => {
+            retry_after(&mut headers, r.retry_after_s);
+            ratelimit_headers(&mut headers, r);
+        }
+        Kind::QuotaExceeded { retry_after_s } => retry_after(&mut headers, *retry_after_s),
+        Kind::MethodNotAllowed(allow) => {
+            headers.extend_from_slice(b"allow: ");
+            for (i, m) in allow.iter().enumerate() {
+                if i > 0 {
+                    headers.extend_from_slice(b", ");
                 }
-                headers.extend_from_slice(b"\r\n");
+                headers.extend_from_slice(m.as_str().as_bytes());
             }
-            _ => {}
+            headers.extend_from_slice(b"\r\n");
         }
-        Answer {
-            status: e.status(),
-            headers,
-            content_type: Some("application/json"),
-            body,
-            ratelimit: false,
-        }
+        _ => {}
     }
-
-    /// Renders the answer: status line, its headers, `content-type`, `content-length`,
-    /// `x-request-id`, `RateLimit-*`, `connection`; the body unless `head_only`.
-    pub fn render(
-        &self,
-        out: &mut Vec<u8>,
-        minor: u8,
-        request_id: &str,
-        ratelimit: Option<&RateInfo>,
-        keep_alive: bool,
-        head_only: bool,
-    ) {
-        status_line(out, minor, self.status);
-        out.extend_from_slice(&self.headers);
-        if let Some(ct) = self.content_type {
-            out.extend_from_slice(b"content-type: ");
-            out.extend_from_slice(ct.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        let _ = write!(
-            out,
-            "content-length: {}\r\nx-request-id: {}\r\n",
-            self.body.len(),
-            request_id
-        );
-        if let (true, Some(r)) = (self.ratelimit, ratelimit) {
-            ratelimit_headers(out, r);
-        }
-        connection_header(out, minor, keep_alive);
-        out.extend_from_slice(b"\r\n");
-        if !head_only {
-            out.extend_from_slice(&self.body);
-        }
+    Answer {
+        status: e.status(),
+        headers,
+        content_type: Some("application/json"),
+        body,
+        ratelimit: false,
     }
 }
 
@@ -171,6 +120,11 @@ impl Drop for Exit<'_> {
     }
 }
 
+/// Whether anything records request timings (one cached callsite check, no clock read).
+pub fn records_timings() -> bool {
+    tracing::enabled!(target: "tollgate::request", tracing::Level::DEBUG)
+}
+
 /// One request as it left: what the access log, metrics and traces are fed from.
 #[derive(Debug, Default)]
 pub struct Record<'a> {
@@ -187,6 +141,11 @@ pub struct Record<'a> {
     pub cache: Option<&'static str>,
     /// The gateway response type of a refusal or failure.
     pub error: Option<&'static str>,
+    /// Microseconds from the start of the phases to an upstream connection being ready, to
+    /// the upstream's answer head, and to the end (when timings are recorded).
+    pub upstream_connect_us: Option<u64>,
+    pub first_byte_us: Option<u64>,
+    pub total_us: Option<u64>,
 }
 
 /// Where every request's [`Record`] goes. `ss` (absent for a dropped pipeline) resolves the
@@ -217,6 +176,9 @@ pub fn observe(shard: &Shard, ss: Option<&ShardSnap>, r: &Record<'_>) {
         upstream = r.upstream.map(tracing::field::display),
         cache = r.cache,
         error = r.error,
+        upstream_connect_us = r.upstream_connect_us,
+        first_byte_us = r.first_byte_us,
+        total_us = r.total_us,
         "request"
     );
 }
@@ -254,7 +216,7 @@ pub async fn finish(
             write_answer(
                 conn,
                 ctx,
-                &Answer::error(&e),
+                &error_answer(&e),
                 draining,
                 !e.closes_connection(),
             )
@@ -275,9 +237,20 @@ pub async fn finish(
             upstream: ctx.upstream,
             cache: ctx.cache_status,
             error: ctx.error,
+            upstream_connect_us: ctx
+                .timings
+                .and_then(|t| micros(t.received, t.upstream_connected)),
+            first_byte_us: ctx.timings.and_then(|t| micros(t.received, t.first_byte)),
+            total_us: ctx
+                .timings
+                .and_then(|t| micros(t.received, Some(std::time::Instant::now()))),
         },
     );
     next
+}
+
+fn micros(from: std::time::Instant, to: Option<std::time::Instant>) -> Option<u64> {
+    Some(to?.saturating_duration_since(from).as_micros() as u64)
 }
 
 /// Writes an answer the gateway made; `may_keep` is false when the answer itself ends the
@@ -293,11 +266,15 @@ async fn write_answer(
     let keep = ctx.head.keep_alive && may_keep && body_ok && !draining;
     ctx.status = a.status;
     let mut out = Vec::with_capacity(256 + a.body.len());
+    let mut extra = Vec::new();
+    if let (true, Some(r)) = (a.ratelimit, &ctx.ratelimit) {
+        ratelimit_headers(&mut extra, r);
+    }
     a.render(
         &mut out,
         ctx.head.minor,
         ctx.request_id.as_str(),
-        ctx.ratelimit.as_ref(),
+        &extra,
         keep,
         ctx.head.method == Method::Head,
     );
@@ -313,7 +290,7 @@ pub async fn head_error(shard: &Shard, conn: &mut Conn, e: &Error) -> bool {
     count_error(shard, e);
     let rid = shard.request_id();
     let mut out = Vec::with_capacity(256);
-    Answer::error(e).render(&mut out, 1, rid.as_str(), None, false, false);
+    error_answer(e).render(&mut out, 1, rid.as_str(), &[], false, false);
     // The bad head is what is buffered; earlier requests on the connection are not counted.
     let (in0, out0) = (conn.buf.len() as u64, conn.bytes_out);
     let written = conn.write_all(out).await.is_ok();
@@ -411,15 +388,6 @@ pub fn skip_unread_body(conn: &mut Conn, ctx: &mut RequestCtx) -> bool {
             true
         }
         _ => false,
-    }
-}
-
-/// `connection: close` when closing; `connection: keep-alive` for HTTP/1.0 clients that stay.
-pub fn connection_header(out: &mut Vec<u8>, minor: u8, keep_alive: bool) {
-    if !keep_alive {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if minor == 0 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
 }
 

@@ -60,6 +60,13 @@ pub async fn handle(
         .unwrap_or_else(|| shard.request_id());
     let mut ctx = RequestCtx::new(head, request_id, std::mem::take(&mut conn.segs));
     ctx.https = conn.stream.is_tls();
+    if finish::records_timings() {
+        ctx.timings = Some(ctx::Timings {
+            received: std::time::Instant::now(),
+            upstream_connected: None,
+            first_byte: None,
+        });
+    }
     ctx.client_cert = conn.client_cert.clone();
     let redirect = ss
         .snap

@@ -1,4 +1,5 @@
-//! Response heads and bodies the gateway writes itself.
+//! Response heads and bodies the gateway writes itself: status lines, JSON messages, and
+//! [`Answer`], the typed answer that is rendered here and nowhere else.
 
 use std::io::Write;
 
@@ -59,4 +60,62 @@ pub fn json_message(out: &mut Vec<u8>, message: &str) {
             .as_bytes(),
     );
     out.push(b'}');
+}
+
+/// An answer the gateway writes itself, as a value; [`Answer::render`] is the only place
+/// that turns one into bytes (HTTP/1.1, which HTTP/2 streams map to frames).
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub status: u16,
+    /// Header lines besides the ones every answer gets, each `name: value\r\n`.
+    pub headers: Vec<u8>,
+    /// `content-type`, unless `headers` has one.
+    pub content_type: Option<&'static str>,
+    pub body: Vec<u8>,
+    /// Carries the request's `RateLimit-*` headers (answers made after the throttle phase),
+    /// which the caller passes to [`Answer::render`] as extra lines.
+    pub ratelimit: bool,
+}
+
+impl Answer {
+    /// Renders the answer: status line, its headers, `content-type`, `content-length`,
+    /// `x-request-id`, the `extra` lines, `connection`; the body unless `head_only`.
+    pub fn render(
+        &self,
+        out: &mut Vec<u8>,
+        minor: u8,
+        request_id: &str,
+        extra: &[u8],
+        keep_alive: bool,
+        head_only: bool,
+    ) {
+        status_line(out, minor, self.status);
+        out.extend_from_slice(&self.headers);
+        if let Some(ct) = self.content_type {
+            out.extend_from_slice(b"content-type: ");
+            out.extend_from_slice(ct.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        let _ = write!(
+            out,
+            "content-length: {}\r\nx-request-id: {}\r\n",
+            self.body.len(),
+            request_id
+        );
+        out.extend_from_slice(extra);
+        connection_header(out, minor, keep_alive);
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+    }
+}
+
+/// `connection: close` when closing; `connection: keep-alive` for HTTP/1.0 clients that stay.
+pub fn connection_header(out: &mut Vec<u8>, minor: u8, keep_alive: bool) {
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if minor == 0 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
 }

@@ -173,6 +173,9 @@ pub async fn send(
                 }
             },
         };
+        if let Some(t) = ctx.timings.as_mut() {
+            t.upstream_connected = Some(Instant::now());
+        }
         match exchange(
             conn,
             ctx,
@@ -186,6 +189,9 @@ pub async fn send(
         {
             Ok((resp, ubuf)) => {
                 drop(guard);
+                if let Some(t) = ctx.timings.as_mut() {
+                    t.first_byte = Some(Instant::now());
+                }
                 break (target, up, resp, ubuf);
             }
             Err(Failure::Stale) if replayable && tries < 3 => {
