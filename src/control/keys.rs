@@ -1,0 +1,376 @@
+//! API keys as run-time objects: listed, created, imported (CSV), updated and deleted
+//! through the admin API, kept in the state store, and the key table shards look keys up in.
+
+use super::*;
+
+/// A key as the admin API shows it (never with its value).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+    pub plans: Vec<String>,
+    /// "config" (declared in config.toml) or "api" (created at run time).
+    pub source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+}
+
+/// What a key creation asks for.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    pub value: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    pub enabled: Option<bool>,
+    pub plan: Option<String>,
+    #[serde(default)]
+    pub plans: Vec<String>,
+}
+
+/// Builds the key table the shards look keys up in, against the compiled plans.
+pub(super) fn key_table(cfg: &Config, compiled: &Compiled, stored: &[StoredKey]) -> KeyTable {
+    let plan_index = |names: &[String]| -> Vec<usize> {
+        names
+            .iter()
+            .filter_map(|n| compiled.plans.iter().position(|p| &p.name == n))
+            .collect()
+    };
+    let from_config = cfg.api_keys.iter().map(|k| KeyRecord {
+        id: Arc::from(k.name.as_str()),
+        hash: auth::hash_key(k.value.as_bytes()),
+        enabled: k.enabled,
+        plans: plan_index(&k.plans),
+    });
+    let from_store = stored.iter().filter_map(|k| {
+        Some(KeyRecord {
+            id: Arc::from(k.id.as_str()),
+            hash: auth::unhex(&k.hash)?,
+            enabled: k.enabled,
+            plans: plan_index(&k.plans),
+        })
+    });
+    KeyTable::new(from_config.chain(from_store))
+}
+
+impl Control {
+    pub(super) fn views(&self) -> Vec<KeyView> {
+        let cfg = &self.compiled.config;
+        let mut v: Vec<KeyView> = cfg
+            .api_keys
+            .iter()
+            .map(|k| KeyView {
+                id: k.name.clone(),
+                name: k.name.clone(),
+                description: k.description.clone(),
+                enabled: k.enabled,
+                plans: k.plans.clone(),
+                source: "config",
+                created: None,
+            })
+            .collect();
+        v.extend(self.stored_keys.iter().map(|k| KeyView {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            description: k.description.clone(),
+            enabled: k.enabled,
+            plans: k.plans.clone(),
+            source: "api",
+            created: Some(k.created),
+        }));
+        v
+    }
+
+    pub fn list_keys(&self) -> Vec<KeyView> {
+        self.views()
+    }
+
+    pub fn get_key(&self, id: &str) -> Option<KeyView> {
+        self.views().into_iter().find(|k| k.id == id)
+    }
+
+    /// Checks that plans exist and that no two of them cover the same stage.
+    pub(super) fn check_plans(&self, plans: &[String]) -> Result<(), OpError> {
+        let mut covered = Vec::new();
+        for n in plans {
+            let p = self
+                .compiled
+                .plans
+                .iter()
+                .find(|p| &p.name == n)
+                .ok_or_else(|| bad(format!("usage plan {n:?} does not exist")))?;
+            for s in &p.stages {
+                if covered.contains(s) {
+                    return Err(OpError(409, format!("plan {n:?} covers a stage another of the key's plans covers; a key belongs to at most one plan per stage")));
+                }
+                covered.push(*s);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hashes of every key value in use (config and store).
+    pub(super) fn taken_hashes(&self) -> ahash::AHashSet<String> {
+        let cfg = self
+            .compiled
+            .config
+            .api_keys
+            .iter()
+            .map(|k| auth::hex(&auth::hash_key(k.value.as_bytes())));
+        cfg.chain(self.stored_keys.iter().map(|k| k.hash.clone()))
+            .collect()
+    }
+
+    pub(super) fn taken_ids(&self) -> ahash::AHashSet<String> {
+        self.compiled
+            .config
+            .api_keys
+            .iter()
+            .map(|k| k.name.clone())
+            .chain(self.stored_keys.iter().map(|k| k.id.clone()))
+            .collect()
+    }
+
+    /// Validates a new key; returns it and its value (generated if not given).
+    /// `hashes` and `ids` are those in use (and, during an import, those of earlier rows).
+    pub(super) fn prepare(
+        &self,
+        req: NewKey,
+        hashes: &mut ahash::AHashSet<String>,
+        ids: &mut ahash::AHashSet<String>,
+    ) -> Result<(StoredKey, String), OpError> {
+        let name = req.name.trim().to_string();
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(bad("name: 1 to 128 characters, no control characters"));
+        }
+        let value = match req.value {
+            Some(v) if auth::valid_key_value(&v) => v,
+            Some(_) => {
+                return Err(bad(
+                    "value: at least 20 and at most 128 visible ASCII characters",
+                ))
+            }
+            None => auth::random_token(auth::GENERATED_KEY_LEN).map_err(|e| OpError(500, e))?,
+        };
+        let hash = auth::hex(&auth::hash_key(value.as_bytes()));
+        if hashes.contains(&hash) {
+            return Err(OpError(
+                409,
+                "value: another key already has this value".into(),
+            ));
+        }
+        let mut plans = req.plans;
+        if let Some(p) = req.plan {
+            plans.insert(0, p);
+        }
+        self.check_plans(&plans)?;
+        let id = loop {
+            let id = auth::random_token(10)
+                .map_err(|e| OpError(500, e))?
+                .to_ascii_lowercase();
+            if !ids.contains(&id) {
+                break id;
+            }
+        };
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        hashes.insert(hash.clone());
+        ids.insert(id.clone());
+        Ok((
+            StoredKey {
+                id,
+                name,
+                hash,
+                description: req.description,
+                enabled: req.enabled.unwrap_or(true),
+                plans,
+                created,
+            },
+            value,
+        ))
+    }
+
+    /// Creates a key; the answer is the only time its value is shown.
+    pub fn create_key(&mut self, req: NewKey) -> Result<serde_json::Value, OpError> {
+        let (key, value) = self.prepare(req, &mut self.taken_hashes(), &mut self.taken_ids())?;
+        self.store()
+            .map_err(|e| OpError(500, e))?
+            .put_keys(std::slice::from_ref(&key))
+            .map_err(|e| OpError(500, e))?;
+        tracing::info!(key_id = %key.id, name = %key.name, "API key created");
+        let view = serde_json::json!({"id": key.id, "name": key.name, "description": key.description, "enabled": key.enabled, "plans": key.plans, "value": value});
+        self.stored_keys.push(key);
+        self.publish();
+        Ok(view)
+    }
+
+    /// Imports keys from CSV in Amazon API Gateway's format (`Name,Key,Description,Enabled,
+    /// UsagePlanIds`, header row first): all or none.
+    pub fn import_keys(&mut self, csv: &str) -> Result<serde_json::Value, OpError> {
+        let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+        let header: Vec<String> = parse_csv_line(lines.next().ok_or_else(|| bad("empty CSV"))?)
+            .into_iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        let col = |n: &str| header.iter().position(|h| h == n);
+        let (Some(ni), Some(ki)) = (col("name"), col("key")) else {
+            return Err(bad("the header row must name the columns Name and Key (and optionally Description, Enabled, UsagePlanIds)"));
+        };
+        let (di, ei, pi) = (col("description"), col("enabled"), col("usageplanids"));
+        let mut pending: Vec<StoredKey> = Vec::new();
+        let mut errors = Vec::new();
+        let (mut hashes, mut ids) = (self.taken_hashes(), self.taken_ids());
+        for (i, line) in lines.enumerate() {
+            let f = parse_csv_line(line);
+            let get = |c: Option<usize>| {
+                c.and_then(|c| f.get(c))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default()
+            };
+            let enabled = match get(ei).to_ascii_lowercase().as_str() {
+                "" | "true" => true,
+                "false" => false,
+                other => {
+                    errors.push(format!(
+                        "row {}: Enabled = {other:?}: expected true or false",
+                        i + 2
+                    ));
+                    continue;
+                }
+            };
+            let plans: Vec<String> = get(pi)
+                .split([';', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            let req = NewKey {
+                name: get(Some(ni)),
+                value: Some(get(Some(ki))),
+                description: get(di),
+                enabled: Some(enabled),
+                plan: None,
+                plans,
+            };
+            match self.prepare(req, &mut hashes, &mut ids) {
+                Ok((k, _)) => pending.push(k),
+                Err(OpError(_, m)) => errors.push(format!("row {}: {m}", i + 2)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(OpError(400, errors.join("; ")));
+        }
+        self.store()
+            .map_err(|e| OpError(500, e))?
+            .put_keys(&pending)
+            .map_err(|e| OpError(500, e))?;
+        let ids: Vec<String> = pending.iter().map(|k| k.id.clone()).collect();
+        tracing::info!(count = ids.len(), "API keys imported");
+        self.stored_keys.extend(pending);
+        self.publish();
+        Ok(serde_json::json!({"imported": ids.len(), "ids": ids}))
+    }
+
+    /// Enables or disables a key, or sets its plans.
+    pub fn update_key(
+        &mut self,
+        id: &str,
+        enabled: Option<bool>,
+        plans: Option<Vec<String>>,
+    ) -> Result<KeyView, OpError> {
+        if self.compiled.config.api_keys.iter().any(|k| k.name == id) {
+            return Err(OpError(
+                409,
+                "this key is declared in the config file: change it there and reload".into(),
+            ));
+        }
+        let i = self
+            .stored_keys
+            .iter()
+            .position(|k| k.id == id)
+            .ok_or_else(|| OpError(404, "no such key".into()))?;
+        if let Some(p) = &plans {
+            self.check_plans(p)?;
+        }
+        let mut k = self.stored_keys[i].clone();
+        if let Some(e) = enabled {
+            k.enabled = e;
+        }
+        if let Some(p) = plans {
+            k.plans = p;
+        }
+        self.store()
+            .map_err(|e| OpError(500, e))?
+            .put_keys(std::slice::from_ref(&k))
+            .map_err(|e| OpError(500, e))?;
+        self.stored_keys[i] = k;
+        self.publish();
+        self.get_key(id)
+            .ok_or_else(|| OpError(404, "no such key".into()))
+    }
+
+    pub fn delete_key(&mut self, id: &str) -> Result<(), OpError> {
+        if self.compiled.config.api_keys.iter().any(|k| k.name == id) {
+            return Err(OpError(
+                409,
+                "this key is declared in the config file: remove it there and reload".into(),
+            ));
+        }
+        if !self
+            .store()
+            .map_err(|e| OpError(500, e))?
+            .delete_key(id)
+            .map_err(|e| OpError(500, e))?
+        {
+            return Err(OpError(404, "no such key".into()));
+        }
+        self.stored_keys.retain(|k| k.id != id);
+        self.shared
+            .quotas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(_, k), _| &**k != id);
+        tracing::info!(key_id = %id, "API key deleted");
+        self.publish();
+        Ok(())
+    }
+}
+
+/// Splits one CSV line, with double-quoted fields ("a,b" and "" for a quote).
+pub(super) fn parse_csv_line(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.trim_end_matches('\r').chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_lines_split_with_quotes() {
+        assert_eq!(parse_csv_line("a,b,c"), vec!["a", "b", "c"]);
+        assert_eq!(
+            parse_csv_line("\"x, y\",\"say \"\"hi\"\"\",\r"),
+            vec!["x, y", "say \"hi\"", ""]
+        );
+    }
+}

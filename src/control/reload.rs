@@ -1,0 +1,103 @@
+//! Reloads: the config file re-read, validated and compiled, refused whole when a change
+//! needs a restart or anything is wrong; certificate files watched for changes.
+
+use super::*;
+
+impl Control {
+    /// Reloads the config file; on success publishes it and returns the new generation.
+    pub fn reload(&mut self) -> Result<u64, Vec<String>> {
+        let result = self.try_reload();
+        match &result {
+            Ok(g) => tracing::info!(generation = g, "configuration reloaded"),
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!(error = %e, "reload refused");
+                }
+            }
+        }
+        result
+    }
+
+    pub(super) fn try_reload(&mut self) -> Result<u64, Vec<String>> {
+        let Some(path) = &self.config_path else {
+            return Err(vec![
+                "this gateway was started without a config file; nothing to reload".into(),
+            ]);
+        };
+        let mut cfg = Config::load(path).map_err(|e| e.errors)?;
+        if let Some(w) = self.workers_override {
+            cfg.server.workers = w;
+        }
+        let old = &self.compiled.config;
+        let mut errors = Vec::new();
+        let same_listeners = cfg.listeners.len() == old.listeners.len()
+            && cfg
+                .listeners
+                .iter()
+                .zip(&old.listeners)
+                .all(|(a, b)| a.name == b.name && a.addr == b.addr);
+        if !same_listeners {
+            errors.push("listeners: adding, removing or moving listeners needs a restart; the reload changes them".to_string());
+        } else if let Some((a, _)) = cfg
+            .listeners
+            .iter()
+            .zip(&old.listeners)
+            .find(|(a, b)| a.defer_accept != b.defer_accept)
+        {
+            errors.push(format!(
+                "listeners[{:?}].defer_accept: changing it needs a restart (it is set on the listening sockets)",
+                a.name
+            ));
+        }
+        if cfg.admin.as_ref().map(|a| a.addr) != old.admin.as_ref().map(|a| a.addr) {
+            errors.push("admin.addr: moving the admin API needs a restart".to_string());
+        }
+        if cfg.server.state_dir != old.server.state_dir {
+            errors.push("server.state_dir: moving the state store needs a restart".to_string());
+        }
+        // A config key may not take the value of a key created through the admin API.
+        for k in &cfg.api_keys {
+            let h = auth::hex(&auth::hash_key(k.value.as_bytes()));
+            if self.stored_keys.iter().any(|s| s.hash == h) {
+                errors.push(format!("api_keys[{:?}].value: the same value belongs to a key created through the admin API", k.name));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        if cfg.server.workers != old.server.workers
+            || cfg.server.driver != old.server.driver
+            || cfg.server.cpus != old.server.cpus
+        {
+            tracing::warn!(
+                "server.workers, server.driver and server.cpus take effect at the next restart"
+            );
+        }
+        let compiled =
+            crate::compile::compile(Arc::new(cfg), &mut self.registries).map_err(|e| e.errors)?;
+        self.compiled = Arc::new(compiled);
+        let generation = self.publish();
+        self.live.set(generation);
+        start_health_checks(&self.compiled, generation, &self.live);
+        Ok(generation)
+    }
+}
+
+/// Whether any certificate or key file differs from what the running config loaded; returns
+/// the files' current hashes (to not retry a refused reload until they change again).
+pub(super) fn certs_changed(compiled: &Compiled) -> Option<Vec<u64>> {
+    let certs = crate::compile::tls::cert_files(&compiled.config);
+    let mut changed = false;
+    let mut now = Vec::with_capacity(certs.len());
+    for (i, c) in certs.into_iter().enumerate() {
+        let (Ok(cert), Ok(key)) = (std::fs::read(&c.cert), std::fs::read(&c.key)) else {
+            now.push(0);
+            changed = true;
+            continue;
+        };
+        let h = crate::tls::stamp(&cert, &key);
+        changed |= compiled.cert_stamps.get(i).is_some_and(|&s| s != h);
+        now.push(h);
+    }
+    changed.then_some(now)
+}

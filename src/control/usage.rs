@@ -1,0 +1,125 @@
+//! Usage plans' counters: usage reports, quota overrides, the periodic flush to the state
+//! store and the sweep of idle per-key buckets.
+
+use super::*;
+
+impl Control {
+    pub(super) fn plan(&self, name: &str) -> Result<&crate::config::Plan, OpError> {
+        self.compiled
+            .plans
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| OpError(404, format!("no usage plan {name:?}")))
+    }
+
+    /// Daily usage under a plan, as Amazon API Gateway's GetUsage: per key, `[requests,
+    /// remaining]` per day from `start` to `end`.
+    pub fn usage(
+        &mut self,
+        plan: &str,
+        start: &str,
+        end: &str,
+        key: Option<&str>,
+    ) -> Result<serde_json::Value, OpError> {
+        let p = self.plan(plan)?.clone();
+        let (Some(s), Some(e)) = (throttle::parse_day(start), throttle::parse_day(end)) else {
+            return Err(bad("startDate and endDate: dates as YYYY-MM-DD"));
+        };
+        if e < s || e - s > 366 {
+            return Err(bad(
+                "endDate must be on or after startDate, at most a year later",
+            ));
+        }
+        self.flush().map_err(|e| OpError(500, e))?;
+        let rows = self
+            .store()
+            .map_err(|e| OpError(500, e))?
+            .usage(plan, start, end, key)
+            .map_err(|e| OpError(500, e))?;
+        let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        let mut items: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
+            Default::default();
+        for (id, day, n) in rows {
+            let remaining = p.quota.map(|q| {
+                let used = cells
+                    .get(&(Arc::from(plan), Arc::from(id.as_str())))
+                    .map(|c| c.used.load(Ordering::Relaxed))
+                    .unwrap_or(n);
+                q.limit.saturating_sub(used)
+            });
+            items
+                .entry(id)
+                .or_default()
+                .push(serde_json::json!({"date": day, "used": n, "remaining": remaining}));
+        }
+        Ok(
+            serde_json::json!({"usagePlanId": plan, "startDate": start, "endDate": end, "items": items}),
+        )
+    }
+
+    /// Sets a key's count for the current quota period (`used`), or resets it.
+    pub fn set_quota_used(
+        &mut self,
+        plan: &str,
+        id: &str,
+        used: u64,
+    ) -> Result<serde_json::Value, OpError> {
+        let p = self.plan(plan)?;
+        let q = p
+            .quota
+            .ok_or_else(|| OpError(409, format!("usage plan {plan:?} has no quota")))?;
+        if self.get_key(id).is_none() {
+            return Err(OpError(404, "no such key".into()));
+        }
+        let today = throttle::today();
+        let cell = {
+            let mut cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+            cells
+                .entry((Arc::from(plan), Arc::from(id)))
+                .or_insert_with(|| Arc::new(QuotaCell::new(q.period.index(today), 0, today, 0)))
+                .clone()
+        };
+        cell.period
+            .store(q.period.index(today) as u64, Ordering::Relaxed);
+        cell.used.store(used, Ordering::Relaxed);
+        cell.dirty.store(true, Ordering::Relaxed);
+        self.flush().map_err(|e| OpError(500, e))?;
+        Ok(
+            serde_json::json!({"keyId": id, "usagePlanId": plan, "used": used, "remaining": q.limit.saturating_sub(used)}),
+        )
+    }
+
+    /// Writes changed counters to the state store.
+    pub fn flush(&self) -> Result<(), String> {
+        let batch: Vec<(String, String, QuotaState)> = {
+            let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+            cells
+                .iter()
+                .filter(|(_, c)| c.dirty.swap(false, Ordering::Relaxed))
+                .map(|((plan, id), c)| {
+                    let st = QuotaState {
+                        period: c.period.load(Ordering::Relaxed) as i64,
+                        used: c.used.load(Ordering::Relaxed),
+                        day: c.day.load(Ordering::Relaxed) as i64,
+                        day_used: c.day_used.load(Ordering::Relaxed),
+                    };
+                    (plan.to_string(), id.to_string(), st)
+                })
+                .collect()
+        };
+        self.store()?.flush(&batch)
+    }
+
+    /// Drops per-key buckets that no shard holds and that have been full for a while.
+    pub(super) fn sweep(&self) {
+        let now = throttle::now_ns();
+        let mut all = self
+            .shared
+            .key_buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, b| {
+            Arc::strong_count(b) > 1 || b.idle_for(now) < crate::shard::KEY_LEASE_IDLE_NS
+        });
+    }
+}
