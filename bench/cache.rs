@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use tollgate::cache::policy::Lifetime;
-use tollgate::cache::{StageCache, Stored, Val};
-use tollgate::config::{CacheMode, Invalidation, KeyPart, StageCache as Cfg};
-use tollgate::gateway::cached::{cache_key, hit_head};
-use tollgate::gateway::ctx::{RequestCtx, RequestId};
-use tollgate::http::h1::parse_request;
+use tollgate::internals::parse_request;
+use tollgate::internals::Lifetime;
+use tollgate::internals::{cache_key, hit_head};
+use tollgate::internals::{CacheMode, Invalidation, KeyPart, StageCacheConfig as Cfg};
+use tollgate::internals::{RequestCtx, RequestId};
+use tollgate::internals::{StageCache, Stored, Val};
 
 const HEAD: &[u8] = b"GET /pets?limit=10&page=2 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: bench/1.0\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\n\r\n";
 const HEADERS: &[u8] =

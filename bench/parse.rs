@@ -3,7 +3,7 @@
 //! header, as a hand-rolled parser often does.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use tollgate::http::h1::parse_request;
+use tollgate::internals::parse_request;
 
 const HEAD: &[u8] = b"GET /svc200/items/12345?limit=10 HTTP/1.1\r\nHost: api.example.test\r\nUser-Agent: wrk/4.2\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\nX-Request-Id: 9f1c1a2b3c4d5e6f\r\nConnection: keep-alive\r\n\r\n";
 

@@ -8,14 +8,14 @@ use std::fmt::Write;
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use tollgate::gateway::ctx::{RequestCtx, RequestId};
-use tollgate::gateway::proxy::request_head;
-use tollgate::http::h1::parse_request;
-use tollgate::route::trie::Capture;
-use tollgate::route::StageRef;
-use tollgate::snapshot::{Dest, HttpIntegration};
-use tollgate::syntax::path::normalise;
-use tollgate::syntax::template::{Piece, Template};
+use tollgate::internals::normalise;
+use tollgate::internals::parse_request;
+use tollgate::internals::request_head;
+use tollgate::internals::Capture;
+use tollgate::internals::StageRef;
+use tollgate::internals::{Dest, HttpIntegration};
+use tollgate::internals::{Piece, Template};
+use tollgate::internals::{RequestCtx, RequestId};
 
 const HEAD: &[u8] = b"GET /pets/12345?limit=10 HTTP/1.1\r\nHost: api.example.test\r\nUser-Agent: wrk/4.2\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Forwarded-For: 10.0.0.1\r\nCookie: session=abc\r\n\r\n";
 

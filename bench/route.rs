@@ -2,10 +2,10 @@
 //! route's pattern in turn (what a regex-list router does).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use tollgate::route::trie::{Lookup, Trie};
-use tollgate::syntax::path::normalise;
-use tollgate::syntax::route_key::{parse_route_path, MethodSel, Seg};
-use tollgate::syntax::Method;
+use tollgate::internals::normalise;
+use tollgate::internals::Method;
+use tollgate::internals::{parse_route_path, MethodSel, Seg};
+use tollgate::internals::{Lookup, Trie};
 
 fn routes() -> Vec<(Method, String)> {
     let mut v = Vec::new();

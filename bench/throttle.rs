@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use tollgate::throttle::bucket::{Bucket, Rate};
-use tollgate::throttle::lease::{Decision, Lease};
+use tollgate::internals::{Bucket, Rate};
+use tollgate::internals::{Decision, Lease};
 
 struct Naive {
     buckets: Mutex<HashMap<String, (f64, u64)>>,

@@ -15,7 +15,6 @@ use crate::syntax::Method;
 pub enum Side {
     Downstream,
     Upstream,
-    Internal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +45,6 @@ pub enum Kind {
     QuotaExceeded { retry_after_s: u64 },
     /// The client went away; nothing can be written.
     ClientGone,
-    /// A request this gateway does not serve yet (501); the message says what.
-    NotImplemented(&'static str),
 }
 
 impl Kind {
@@ -60,7 +57,7 @@ impl Kind {
             Kind::NotFound => "RESOURCE_NOT_FOUND",
             Kind::BadGateway => "INTEGRATION_FAILURE",
             Kind::GatewayTimeout => "INTEGRATION_TIMEOUT",
-            Kind::NoHealthyUpstream | Kind::NotImplemented(_) => "DEFAULT_5XX",
+            Kind::NoHealthyUpstream => "DEFAULT_5XX",
             Kind::Forbidden => "INVALID_API_KEY",
             Kind::Throttled(_) => "THROTTLED",
             Kind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
@@ -120,14 +117,13 @@ impl Error {
             Kind::Forbidden => 403,
             Kind::Throttled(_) | Kind::QuotaExceeded { .. } => 429,
             Kind::ClientGone => 499,
-            Kind::NotImplemented(_) => 501,
         }
     }
 
     /// The `message` of the JSON body. Never includes upstream addresses or internals.
     pub fn client_message(&self) -> &'static str {
         match self.kind {
-            Kind::BadRequest(m) | Kind::NotImplemented(m) => m,
+            Kind::BadRequest(m) => m,
             Kind::HeadTooLarge => "Request Header Fields Too Large",
             Kind::BodyTooLarge => "Request Entity Too Large",
             Kind::HeadTimeout => "Request Timeout",

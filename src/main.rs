@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tollgate::config::Config;
+use tollgate::Config;
 use tollgate::{Gateway, Options};
 
 #[global_allocator]
@@ -71,9 +71,9 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Check) => match tollgate::compile::check(&cfg) {
+        Some(Command::Check) => match tollgate::check(&cfg) {
             Ok(()) => {
-                print!("{}", tollgate::config::summary(&cfg, cli.workers));
+                print!("{}", tollgate::summary(&cfg, cli.workers));
                 ExitCode::SUCCESS
             }
             Err(e) => {

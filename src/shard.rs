@@ -23,7 +23,7 @@ use crate::throttle::bucket::{Bucket, Rate};
 use crate::throttle::lease::Lease;
 use crate::throttle::redis::RedisPool;
 use crate::throttle::QuotaCell;
-pub use crate::upstream::pool::{Idle, TargetLocal, UpstreamLocal};
+pub use crate::upstream::pool::{TargetLocal, UpstreamLocal};
 
 /// How long a per-key lease may sit unused before the shard drops it (60 s).
 pub const KEY_LEASE_IDLE_NS: u64 = 60_000_000_000;

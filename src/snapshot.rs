@@ -135,7 +135,6 @@ pub struct Compiled {
     pub fallback: Vec<Arc<Bucket>>,
     pub gateway_limit: Option<usize>,
     pub plans: Vec<Plan>,
-    pub listener_names: Vec<String>,
     pub domains: Domains,
     pub apis: Vec<ApiRt>,
     pub upstreams: Vec<UpstreamRt>,

@@ -190,7 +190,7 @@ plan = "gold"
 }
 
 fn used_today(admin_addr: SocketAddr, token: &str) -> u64 {
-    let today = tollgate::throttle::day_string(tollgate::throttle::today());
+    let today = tollgate::day_string(tollgate::today());
     let r = Client::connect(admin_addr).request(
         format!("GET /usageplans/gold/usage?startDate={today}&endDate={today}&keyId=acme HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").as_bytes(),
     );

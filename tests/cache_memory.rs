@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tollgate::cache::policy::Lifetime;
-use tollgate::cache::{StageCache, Stored, Val};
-use tollgate::config::{CacheMode, Invalidation, StageCache as Cfg};
+use tollgate::internals::Lifetime;
+use tollgate::internals::{CacheMode, Invalidation, StageCacheConfig as Cfg};
+use tollgate::internals::{StageCache, Stored, Val};
 
 struct Counting;
 

@@ -217,7 +217,7 @@ fn quotas_answer_limit_exceeded_once_spent() {
 
 /// Today as YYYY-MM-DD (UTC), from the gateway's own calendar code.
 fn chrono_today() -> String {
-    tollgate::throttle::day_string(tollgate::throttle::today())
+    tollgate::day_string(tollgate::today())
 }
 
 #[test]

@@ -332,9 +332,7 @@ fn bad_certificates_are_refused_at_load_with_the_reason() {
         make(&dir);
         let path = dir.0.join("config.toml");
         std::fs::write(&path, conf(up.addr, "", "")).unwrap();
-        let err = tollgate::compile::check_file(&path)
-            .expect_err(what)
-            .to_string();
+        let err = tollgate::check_file(&path).expect_err(what).to_string();
         assert!(
             err.contains("listeners[\"https\"].tls") && err.contains(want),
             "{what}: {err}"

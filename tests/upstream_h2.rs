@@ -178,7 +178,7 @@ fn a_closed_h2_connection_is_replaced_without_failing_requests() {
 
 #[test]
 fn protocol_h2_is_checked_at_load() {
-    let e = tollgate::config::Config::parse(
+    let e = tollgate::Config::parse(
         "[[listeners]]\naddr = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:9\"]\nprotocol = \"h3\"\n",
         std::path::Path::new("."),
     )

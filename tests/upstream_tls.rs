@@ -148,7 +148,7 @@ fn gateway(dir: TempDir, upstreams: &str, integration: &str) -> Result<Gw, Strin
         .toml();
     let path = dir.0.join("config.toml");
     std::fs::write(&path, &toml).unwrap();
-    match tollgate::compile::check_file(&path) {
+    match tollgate::check_file(&path) {
         Ok(_) => Ok(Gw::start_in(dir, &toml)),
         Err(e) => Err(e.to_string()),
     }

@@ -98,14 +98,6 @@ impl KeyTable {
         let h = hash_key(presented);
         self.by_hash.get(&h).filter(|r| same_hash(&r.hash, &h))
     }
-
-    pub fn len(&self) -> usize {
-        self.by_hash.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
-    }
 }
 
 #[cfg(test)]

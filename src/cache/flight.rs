@@ -67,7 +67,8 @@ impl Flights {
         })
     }
 
-    /// Fetches under way (for tests and the stats endpoint).
+    /// Fetches under way.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.segments
             .iter()
@@ -75,6 +76,7 @@ impl Flights {
             .sum()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

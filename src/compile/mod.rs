@@ -84,7 +84,6 @@ pub fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled, Confi
         gateway_limit,
         plans: cfg.usage_plans.clone(),
         domains: Domains::compile(&cfg.domains, &listener_names),
-        listener_names,
         apis,
         upstreams,
         literal_targets,

@@ -16,7 +16,7 @@ mod usage;
 
 pub use health::start_health_checks;
 use keys::key_table;
-pub use keys::{KeyView, NewKey};
+pub use keys::NewKey;
 use reload::certs_changed;
 
 use std::cell::{Cell, RefCell};

@@ -666,8 +666,7 @@ async fn answer_stored(
         conn.write_all(out).await.map_err(gone)?;
     } else if send_body {
         // The body goes out from the cache's memory in the same writev: a refcount, no copy.
-        conn.stream
-            .write_head_body(out, e.body.clone())
+        conn.write_head_body(out, e.body.clone())
             .await
             .map_err(gone)?;
     } else {

@@ -20,7 +20,7 @@ use crate::error::{Error, Kind, RateInfo};
 use crate::http::conn::Conn;
 use crate::http::h1::Framing;
 use crate::http::write::json_message;
-pub use crate::http::write::{connection_header, Answer};
+pub use crate::http::write::Answer;
 use crate::metrics::Counter;
 use crate::shard::{Shard, ShardSnap};
 use crate::syntax::Method;

@@ -60,11 +60,6 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
-    /// Decoded bytes so far.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
     /// Feeds bytes; returns how many were consumed (all of `input` unless the body ended in
     /// it). `on_data` receives the data ranges within `input`.
     pub fn feed(
@@ -185,12 +180,6 @@ impl ChunkedDecoder {
         }
         Ok(i)
     }
-}
-
-/// Writes the chunk header for `n` bytes of data ("1a2\r\n").
-pub fn chunk_header(n: usize, out: &mut Vec<u8>) {
-    use std::io::Write;
-    let _ = write!(out, "{n:x}\r\n");
 }
 
 #[cfg(test)]

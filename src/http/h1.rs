@@ -109,7 +109,6 @@ impl RequestHead {
 pub struct ResponseHead {
     pub raw: Bytes,
     pub status: u16,
-    pub minor: u8,
     pub reason: Range<u32>,
     pub headers: Headers,
     pub framing: Framing,
@@ -127,12 +126,6 @@ impl ResponseHead {
         self.headers
             .iter()
             .map(|h| (self.slice(&h.name), self.slice(&h.value)))
-    }
-
-    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
-        self.headers()
-            .find(|(n, _)| name_eq(n, name))
-            .map(|(_, v)| v)
     }
 }
 
@@ -466,7 +459,6 @@ pub fn parse_response(
         len,
         ResponseParts {
             status,
-            minor,
             reason,
             headers: out,
             framing,
@@ -478,7 +470,6 @@ pub fn parse_response(
 #[derive(Debug)]
 pub struct ResponseParts {
     pub status: u16,
-    pub minor: u8,
     pub reason: Range<u32>,
     pub headers: Headers,
     pub framing: Framing,
@@ -490,7 +481,6 @@ impl ResponseParts {
         ResponseHead {
             raw,
             status: self.status,
-            minor: self.minor,
             reason: self.reason,
             headers: self.headers,
             framing: self.framing,

@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 
 use crate::error::{Error, Kind};
-pub use pool::{Idle, TargetLocal, UpstreamLocal};
+pub use pool::{Idle, TargetLocal};
 
 /// Pool and failure settings for one destination.
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tollgate::config::{Config, Driver};
+use tollgate::{Config, Driver};
 use tollgate::{Gateway, Options};
 
 pub const TOKEN: &str = "test-admin-token";
