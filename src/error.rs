@@ -12,13 +12,13 @@ use crate::syntax::Method;
 
 /// Which side of the proxy caused an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     Downstream,
     Upstream,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Malformed request; the message says what (400).
     BadRequest(&'static str),
     /// Request head over `limits.max_header_bytes` (431).
@@ -50,7 +50,7 @@ pub enum Kind {
 impl Kind {
     /// The gateway response type a client of Amazon API Gateway would see this error as
     /// (`$context.error.responseType`; the names `gateway_responses` keys use).
-    pub fn response_type(&self) -> &'static str {
+    pub(crate) fn response_type(&self) -> &'static str {
         match self {
             Kind::BadRequest(_) | Kind::HeadTimeout | Kind::MethodNotAllowed(_) => "DEFAULT_4XX",
             Kind::HeadTooLarge | Kind::BodyTooLarge => "REQUEST_TOO_LARGE",
@@ -80,14 +80,14 @@ pub struct RateInfo {
 }
 
 #[derive(Debug, Clone)]
-pub struct Error {
+pub(crate) struct Error {
     pub kind: Kind,
     pub side: Side,
     pub context: Cow<'static, str>,
 }
 
 impl Error {
-    pub fn new(kind: Kind, side: Side, context: impl Into<Cow<'static, str>>) -> Error {
+    pub(crate) fn new(kind: Kind, side: Side, context: impl Into<Cow<'static, str>>) -> Error {
         Error {
             kind,
             side,
@@ -95,15 +95,15 @@ impl Error {
         }
     }
 
-    pub fn downstream(kind: Kind, context: impl Into<Cow<'static, str>>) -> Error {
+    pub(crate) fn downstream(kind: Kind, context: impl Into<Cow<'static, str>>) -> Error {
         Error::new(kind, Side::Downstream, context)
     }
 
-    pub fn upstream(kind: Kind, context: impl Into<Cow<'static, str>>) -> Error {
+    pub(crate) fn upstream(kind: Kind, context: impl Into<Cow<'static, str>>) -> Error {
         Error::new(kind, Side::Upstream, context)
     }
 
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self.kind {
             Kind::BadRequest(_) => 400,
             Kind::HeadTooLarge => 431,
@@ -121,7 +121,7 @@ impl Error {
     }
 
     /// The `message` of the JSON body. Never includes upstream addresses or internals.
-    pub fn client_message(&self) -> &'static str {
+    pub(crate) fn client_message(&self) -> &'static str {
         match self.kind {
             Kind::BadRequest(m) => m,
             Kind::HeadTooLarge => "Request Header Fields Too Large",
@@ -141,7 +141,7 @@ impl Error {
 
     /// Whether the client connection must close after the error answer: framing errors leave
     /// the byte stream in an unknown state, so nothing after them can be trusted.
-    pub fn closes_connection(&self) -> bool {
+    pub(crate) fn closes_connection(&self) -> bool {
         matches!(
             self.kind,
             Kind::BadRequest(_)

@@ -65,9 +65,8 @@ mod tls;
 mod upstream;
 
 // The public surface: what the binary, the end-to-end tests and the benchmarks use. The
-// modules are private, so anything not listed here is the crate's own (`pub` inside a module
-// means "for the rest of the crate"; `unreachable_pub` is not enforced, the compiler's dead
-// code warnings are).
+// modules are private and their items `pub(crate)` (the `unreachable_pub` lint keeps it so,
+// and dead-code warnings then catch what nothing uses).
 pub use compile::{check, check_file};
 pub use config::{summary, Config, ConfigError, Driver};
 pub use runtime::DriverKind;

@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use socket2::{Domain, Socket, Type};
 
 /// Accept queue length; nginx's default `backlog` is 511, Linux caps it at `somaxconn`.
-pub const BACKLOG: i32 = 4096;
+pub(crate) const BACKLOG: i32 = 4096;
 
 /// Binds one listening socket with `SO_REUSEADDR` and `SO_REUSEPORT`.
-pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     bind_with(addr, false)
 }
 
@@ -20,7 +20,7 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// `deferred` does): the kernel completes the accept once the client's first bytes arrive, so
 /// the shard is not woken for a connection with nothing to read yet. After that second the
 /// connection is accepted anyway and `limits.header_timeout` applies as usual.
-pub fn bind_with(addr: SocketAddr, defer_accept: bool) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind_with(addr: SocketAddr, defer_accept: bool) -> io::Result<std::net::TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
@@ -56,7 +56,7 @@ fn set_defer_accept(s: &Socket) -> io::Result<()> {
 }
 
 /// Binds `shards` sockets for `addr`; returns them and the address they share.
-pub fn bind_for_shards(
+pub(crate) fn bind_for_shards(
     addr: SocketAddr,
     shards: usize,
     defer_accept: bool,

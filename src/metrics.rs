@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// What is counted. The names are the exported metric names without the `tollgate_` prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
-pub enum Counter {
+pub(crate) enum Counter {
     Responses1xx,
     Responses2xx,
     Responses3xx,
@@ -94,7 +94,7 @@ impl Counter {
     }
 
     /// The response-class counter for a status.
-    pub fn for_status(status: u16) -> Counter {
+    pub(crate) fn for_status(status: u16) -> Counter {
         match status {
             100..=199 => Counter::Responses1xx,
             200..=299 => Counter::Responses2xx,
@@ -107,19 +107,19 @@ impl Counter {
 
 /// A shard's counters, touched by that shard only.
 #[derive(Debug, Default)]
-pub struct Local {
+pub(crate) struct Local {
     counts: [Cell<u64>; N],
 }
 
 impl Local {
     #[inline]
-    pub fn add(&self, c: Counter) {
+    pub(crate) fn add(&self, c: Counter) {
         let cell = &self.counts[c as usize];
         cell.set(cell.get() + 1);
     }
 
     /// Copies the counts into the shard's published row.
-    pub fn publish(&self, row: &Published) {
+    pub(crate) fn publish(&self, row: &Published) {
         for (cell, slot) in self.counts.iter().zip(&row.counts) {
             slot.store(cell.get(), Ordering::Relaxed);
         }
@@ -128,12 +128,16 @@ impl Local {
 
 /// A shard's published row, read by the control plane.
 #[derive(Debug, Default)]
-pub struct Published {
+pub(crate) struct Published {
     counts: [AtomicU64; N],
 }
 
 /// Renders every shard's row (and a few gauges) in the Prometheus text format.
-pub fn render(rows: &[std::sync::Arc<Published>], connections: u64, generation: u64) -> String {
+pub(crate) fn render(
+    rows: &[std::sync::Arc<Published>],
+    connections: u64,
+    generation: u64,
+) -> String {
     let mut out = String::new();
     let mut last = "";
     for c in Counter::ALL {

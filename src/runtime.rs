@@ -30,7 +30,7 @@ impl DriverKind {
 }
 
 /// Resolves `server.driver` against what the kernel allows.
-pub fn pick_driver(d: Driver) -> Result<DriverKind, String> {
+pub(crate) fn pick_driver(d: Driver) -> Result<DriverKind, String> {
     let uring = monoio::utils::detect_uring();
     match d {
         Driver::Auto if uring => Ok(DriverKind::IoUring),
@@ -45,7 +45,7 @@ pub fn pick_driver(d: Driver) -> Result<DriverKind, String> {
 }
 
 /// Builds a runtime of the given kind on this thread and runs `fut` to completion.
-pub fn block_on<F: Future>(
+pub(crate) fn block_on<F: Future>(
     kind: DriverKind,
     entries: u32,
     flags: UringFlags,
@@ -93,12 +93,12 @@ pub fn block_on<F: Future>(
 
 /// Messages from the control plane to a shard.
 #[derive(Debug)]
-pub enum ShardMsg {
+pub(crate) enum ShardMsg {
     Drain,
 }
 
 /// What a shard thread needs to start.
-pub struct ShardSpec {
+pub(crate) struct ShardSpec {
     pub id: usize,
     pub cpu: Option<usize>,
     pub driver: DriverKind,
@@ -111,7 +111,7 @@ pub struct ShardSpec {
 }
 
 /// Starts a shard thread.
-pub fn spawn_shard(spec: ShardSpec) -> io::Result<std::thread::JoinHandle<()>> {
+pub(crate) fn spawn_shard(spec: ShardSpec) -> io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name(format!("tollgate-shard-{}", spec.id)).spawn(move || {
         if let Some(cpu) = spec.cpu {
             if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {

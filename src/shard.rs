@@ -17,22 +17,22 @@ use std::sync::{Arc, Mutex};
 
 use ahash::AHashMap;
 
-pub use crate::http::drain::Drain;
+pub(crate) use crate::http::drain::Drain;
 use crate::snapshot::Snapshot;
 use crate::throttle::bucket::{Bucket, Rate};
 use crate::throttle::lease::Lease;
 use crate::throttle::redis::RedisPool;
 use crate::throttle::QuotaCell;
-pub use crate::upstream::pool::{TargetLocal, UpstreamLocal};
+pub(crate) use crate::upstream::pool::{TargetLocal, UpstreamLocal};
 
 /// How long a per-key lease may sit unused before the shard drops it (60 s).
-pub const KEY_LEASE_IDLE_NS: u64 = 60_000_000_000;
+pub(crate) const KEY_LEASE_IDLE_NS: u64 = 60_000_000_000;
 
 /// Usage counters by (plan name, key id).
-pub type QuotaCells = AHashMap<(Arc<str>, Arc<str>), Arc<QuotaCell>>;
+pub(crate) type QuotaCells = AHashMap<(Arc<str>, Arc<str>), Arc<QuotaCell>>;
 
 /// State shared by all shards and the control plane.
-pub struct Shared {
+pub(crate) struct Shared {
     /// Bumped after `snapshot` is replaced; shards compare it with their own per request.
     pub generation: AtomicU64,
     /// The newest snapshot. Locked only by the control plane on publish and by a shard when
@@ -55,7 +55,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(snap: Arc<Snapshot>, shards: usize) -> Arc<Shared> {
+    pub(crate) fn new(snap: Arc<Snapshot>, shards: usize) -> Arc<Shared> {
         Arc::new(Shared {
             generation: AtomicU64::new(snap.generation),
             snapshot: Mutex::new(snap),
@@ -69,13 +69,13 @@ impl Shared {
     }
 
     /// Publishes a new snapshot (control plane).
-    pub fn publish(&self, snap: Arc<Snapshot>) {
+    pub(crate) fn publish(&self, snap: Arc<Snapshot>) {
         let gen = snap.generation;
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snap;
         self.generation.store(gen, Ordering::Release);
     }
 
-    pub fn current(&self) -> Arc<Snapshot> {
+    pub(crate) fn current(&self) -> Arc<Snapshot> {
         self.snapshot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -88,7 +88,7 @@ impl Shared {
 type TargetKey = (SocketAddr, Option<String>, bool);
 
 /// A snapshot adopted by a shard, with the shard's per-target state attached.
-pub struct ShardSnap {
+pub(crate) struct ShardSnap {
     pub snap: Arc<Snapshot>,
     /// This shard's leases on the gateway, stage and route limits (parallel to
     /// `snap.buckets`).
@@ -100,7 +100,7 @@ pub struct ShardSnap {
 }
 
 /// One shard's state.
-pub struct Shard {
+pub(crate) struct Shard {
     pub id: usize,
     pub shared: Arc<Shared>,
     current: RefCell<Rc<ShardSnap>>,
@@ -127,7 +127,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
+    pub(crate) fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
         let snap = shared.current();
         let gen = snap.generation;
         let shard = Shard {
@@ -162,14 +162,14 @@ impl Shard {
     /// One relaxed load when nothing changed.
     /// On drain, after the last client connection: drops pooled upstream connections and the
     /// HTTP/2 connections' handles (their drivers then end and close the sockets).
-    pub fn release_upstreams(&self) {
+    pub(crate) fn release_upstreams(&self) {
         for t in self.targets.borrow().values() {
             t.h2_conn.borrow_mut().take();
             t.idle.borrow_mut().clear();
         }
     }
 
-    pub fn snapshot(&self) -> Rc<ShardSnap> {
+    pub(crate) fn snapshot(&self) -> Rc<ShardSnap> {
         // Acquire (a plain load on x86): a snapshot published before an admin answer is seen by
         // any request that follows it.
         if self.shared.generation.load(Ordering::Acquire) != self.generation.get() {
@@ -282,7 +282,7 @@ impl Shard {
     }
 
     /// This shard's Redis connections for `[cluster]`.
-    pub fn redis(&self, c: &crate::config::Cluster) -> Rc<RedisPool> {
+    pub(crate) fn redis(&self, c: &crate::config::Cluster) -> Rc<RedisPool> {
         let mut r = self.redis.borrow_mut();
         match &*r {
             Some(p) if p.addr == c.redis => p.clone(),
@@ -295,14 +295,14 @@ impl Shard {
     }
 
     /// Notes a Redis failure: one log line when an outage starts.
-    pub fn redis_failed(&self, e: &str, fallback: crate::config::OnRedisError) {
+    pub(crate) fn redis_failed(&self, e: &str, fallback: crate::config::OnRedisError) {
         self.metrics.add(crate::metrics::Counter::RedisFallbacks);
         if !self.redis_down.replace(true) {
             tracing::warn!(shard = self.id, error = %e, ?fallback, "Redis unreachable: fleet-wide limits fall back");
         }
     }
 
-    pub fn redis_ok(&self) {
+    pub(crate) fn redis_ok(&self) {
         if self.redis_down.replace(false) {
             tracing::info!(
                 shard = self.id,
@@ -314,7 +314,7 @@ impl Shard {
     /// Spends one request of a fleet-wide quota lease held for `period`: `Some(true)` spent,
     /// `Some(false)` refused (Redis said the quota is spent less than a second ago), `None`
     /// ask Redis.
-    pub fn quota_take_local(&self, id: u64, period: i64) -> Option<bool> {
+    pub(crate) fn quota_take_local(&self, id: u64, period: i64) -> Option<bool> {
         let mut q = self.quota_leases.borrow_mut();
         match q.get_mut(&id) {
             Some((p, left, _)) if *p == period && *left > 0 => {
@@ -328,24 +328,24 @@ impl Shard {
         }
     }
 
-    pub fn quota_fill(&self, id: u64, period: i64, left: u64) {
+    pub(crate) fn quota_fill(&self, id: u64, period: i64, left: u64) {
         self.quota_leases.borrow_mut().insert(id, (period, left, 0));
     }
 
     /// Remembers for a second that a fleet-wide quota is spent.
-    pub fn quota_spent(&self, id: u64, period: i64) {
+    pub(crate) fn quota_spent(&self, id: u64, period: i64) {
         self.quota_leases
             .borrow_mut()
             .insert(id, (period, 0, crate::throttle::now_ns() + 1_000_000_000));
     }
 
     /// This shard's lease on a per-key bucket, created (with its global bucket) on first use.
-    pub fn key_lease(&self, id: u64, rate: Rate) -> Rc<Lease> {
+    pub(crate) fn key_lease(&self, id: u64, rate: Rate) -> Rc<Lease> {
         self.key_lease_for(id, rate, 1)
     }
 
     /// As [`Shard::key_lease`], with leases sized for `nodes` nodes (fleet-wide limits).
-    pub fn key_lease_for(&self, id: u64, rate: Rate, nodes: usize) -> Rc<Lease> {
+    pub(crate) fn key_lease_for(&self, id: u64, rate: Rate, nodes: usize) -> Rc<Lease> {
         if let Some(l) = self.key_leases.borrow().get(&id) {
             if l.bucket.rate == rate {
                 return l.clone();
@@ -369,7 +369,7 @@ impl Shard {
     }
 
     /// The usage counters of `key` under `plan`.
-    pub fn quota_cell(&self, plan: &str, key: &Arc<str>) -> Arc<QuotaCell> {
+    pub(crate) fn quota_cell(&self, plan: &str, key: &Arc<str>) -> Arc<QuotaCell> {
         let h = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one((plan, &**key));
         if let Some(c) = self.quota_cells.borrow().get(&h) {
             return c.clone();
@@ -385,7 +385,7 @@ impl Shard {
     }
 
     /// Periodic housekeeping: gives back stale lease tokens and drops idle per-key leases.
-    pub fn sweep(&self, now: u64) {
+    pub(crate) fn sweep(&self, now: u64) {
         if let Some(row) = self.shared.metrics.get(self.id) {
             self.metrics.publish(row);
         }
@@ -411,7 +411,7 @@ impl Shard {
     }
 
     /// A new request id: 32 hex digits, unique per process.
-    pub fn request_id(&self) -> crate::http::RequestId {
+    pub(crate) fn request_id(&self) -> crate::http::RequestId {
         let n = self.next_request.get();
         self.next_request.set(n + 1);
         crate::http::RequestId::generated(self.id_prefix, n)

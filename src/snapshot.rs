@@ -38,7 +38,7 @@ pub struct HttpIntegration {
 }
 
 #[derive(Debug)]
-pub struct MockIntegration {
+pub(crate) struct MockIntegration {
     pub status: u16,
     pub headers: Vec<(String, Template)>,
     pub body: Template,
@@ -46,13 +46,13 @@ pub struct MockIntegration {
 }
 
 #[derive(Debug)]
-pub enum IntegrationRt {
+pub(crate) enum IntegrationRt {
     Http(HttpIntegration),
     Mock(MockIntegration),
 }
 
 #[derive(Debug)]
-pub struct RouteRt {
+pub(crate) struct RouteRt {
     pub key: String,
     pub api_key_required: bool,
     /// Route limit per stage: index into [`Compiled::buckets`].
@@ -65,7 +65,7 @@ pub struct RouteRt {
 
 /// How one route caches on one stage: the stage's cache with the route's overrides.
 #[derive(Debug)]
-pub struct CachePolicy {
+pub(crate) struct CachePolicy {
     pub cache: Arc<StageCache>,
     pub ttl: Duration,
     pub key: Vec<KeyPart>,
@@ -76,7 +76,7 @@ pub struct CachePolicy {
 }
 
 #[derive(Debug)]
-pub struct ApiRt {
+pub(crate) struct ApiRt {
     pub name: String,
     pub stages: Vec<String>,
     pub trie: Trie<usize>,
@@ -88,7 +88,7 @@ pub struct ApiRt {
 }
 
 #[derive(Debug)]
-pub struct UpstreamRt {
+pub(crate) struct UpstreamRt {
     pub cfg: Upstream,
     /// Active health per target, written by the control plane, read by shards (relaxed).
     pub healthy: Vec<Arc<AtomicBool>>,
@@ -98,7 +98,7 @@ pub struct UpstreamRt {
 
 /// A literal integration address and whether it is reached over TLS.
 #[derive(Debug, Clone)]
-pub struct LiteralTarget {
+pub(crate) struct LiteralTarget {
     pub addr: SocketAddr,
     pub tls: Option<UpTls>,
 }
@@ -106,7 +106,7 @@ pub struct LiteralTarget {
 /// What shards serve from: a compiled configuration and the API keys, under one generation
 /// number. Key changes publish a new snapshot that shares the compiled part.
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub generation: u64,
     pub compiled: Arc<Compiled>,
     pub keys: Arc<KeyTable>,
@@ -121,11 +121,11 @@ impl std::ops::Deref for Snapshot {
 
 /// Limits that survive reloads, keyed by what they limit ("gateway", "stage:api/stage",
 /// "route:api/stage/KEY"): a reload that keeps a limit's rate keeps its bucket's state.
-pub type BucketRegistry = AHashMap<String, Arc<Bucket>>;
+pub(crate) type BucketRegistry = AHashMap<String, Arc<Bucket>>;
 
 /// A compiled configuration.
 #[derive(Debug)]
-pub struct Compiled {
+pub(crate) struct Compiled {
     pub config: Arc<Config>,
     /// Gateway, stage and route limits (per-key limits live in [`crate::shard::Shared`]).
     pub buckets: Vec<Arc<Bucket>>,
@@ -149,7 +149,7 @@ pub struct Compiled {
 }
 
 /// A node's share of a fleet-wide limit: `rate / nodes` and `burst / nodes`, at least 1.
-pub fn share(rate: Rate, nodes: u64) -> Rate {
+pub(crate) fn share(rate: Rate, nodes: u64) -> Rate {
     Rate {
         rate: (rate.rate / nodes.max(1)).max(1),
         burst: (rate.burst / nodes.max(1)).max(1),
@@ -157,4 +157,4 @@ pub fn share(rate: Rate, nodes: u64) -> Rate {
 }
 
 /// Health flags that survive reloads, keyed by (upstream name, target).
-pub type HealthRegistry = AHashMap<(String, SocketAddr), Arc<AtomicBool>>;
+pub(crate) type HealthRegistry = AHashMap<(String, SocketAddr), Arc<AtomicBool>>;

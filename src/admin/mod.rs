@@ -27,7 +27,7 @@ use crate::http::write::status_line;
 const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts admin connections until the control plane stops.
-pub async fn serve(listener: TcpListener, token: Rc<str>, ctl: Rc<RefCell<Control>>) {
+pub(crate) async fn serve(listener: TcpListener, token: Rc<str>, ctl: Rc<RefCell<Control>>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {

@@ -11,17 +11,17 @@ use ahash::AHashMap;
 use sha2::{Digest, Sha256};
 
 /// Shortest key value accepted (Amazon API Gateway's minimum).
-pub const MIN_KEY_LEN: usize = 20;
+pub(crate) const MIN_KEY_LEN: usize = 20;
 /// Length of generated key values.
-pub const GENERATED_KEY_LEN: usize = 40;
+pub(crate) const GENERATED_KEY_LEN: usize = 40;
 
-pub type KeyHash = [u8; 32];
+pub(crate) type KeyHash = [u8; 32];
 
-pub fn hash_key(value: &[u8]) -> KeyHash {
+pub(crate) fn hash_key(value: &[u8]) -> KeyHash {
     Sha256::digest(value).into()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -31,7 +31,7 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-pub fn unhex(s: &str) -> Option<KeyHash> {
+pub(crate) fn unhex(s: &str) -> Option<KeyHash> {
     if s.len() != 64 {
         return None;
     }
@@ -44,12 +44,12 @@ pub fn unhex(s: &str) -> Option<KeyHash> {
 }
 
 /// Constant-time equality of two hashes.
-pub fn same_hash(a: &KeyHash, b: &KeyHash) -> bool {
+pub(crate) fn same_hash(a: &KeyHash, b: &KeyHash) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `n` random characters from [A-Za-z0-9], from the OS's CSPRNG.
-pub fn random_token(n: usize) -> Result<String, String> {
+pub(crate) fn random_token(n: usize) -> Result<String, String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut out = String::with_capacity(n);
     let mut buf = [0u8; 64];
@@ -66,13 +66,13 @@ pub fn random_token(n: usize) -> Result<String, String> {
 }
 
 /// Whether a value may be used as a key: 20–128 visible ASCII characters.
-pub fn valid_key_value(v: &str) -> bool {
+pub(crate) fn valid_key_value(v: &str) -> bool {
     (MIN_KEY_LEN..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// One key as the shards see it.
 #[derive(Debug, Clone)]
-pub struct KeyRecord {
+pub(crate) struct KeyRecord {
     pub id: Arc<str>,
     pub hash: KeyHash,
     pub enabled: bool,
@@ -82,19 +82,19 @@ pub struct KeyRecord {
 
 /// Every key, by hash. Rebuilt by the control plane whenever keys or plans change.
 #[derive(Debug, Default)]
-pub struct KeyTable {
+pub(crate) struct KeyTable {
     by_hash: AHashMap<KeyHash, KeyRecord>,
 }
 
 impl KeyTable {
-    pub fn new(records: impl IntoIterator<Item = KeyRecord>) -> KeyTable {
+    pub(crate) fn new(records: impl IntoIterator<Item = KeyRecord>) -> KeyTable {
         KeyTable {
             by_hash: records.into_iter().map(|r| (r.hash, r)).collect(),
         }
     }
 
     /// Finds the key a client presented.
-    pub fn find(&self, presented: &[u8]) -> Option<&KeyRecord> {
+    pub(crate) fn find(&self, presented: &[u8]) -> Option<&KeyRecord> {
         let h = hash_key(presented);
         self.by_hash.get(&h).filter(|r| same_hash(&r.hash, &h))
     }

@@ -25,7 +25,7 @@ struct Flight {
 }
 
 /// The in-flight fetches of one cache, keyed by key hash, split in segments.
-pub struct Flights {
+pub(crate) struct Flights {
     segments: Box<[Segment]>,
 }
 
@@ -37,7 +37,7 @@ pub enum Join {
 }
 
 impl Flights {
-    pub fn new(segments: usize) -> Flights {
+    pub(crate) fn new(segments: usize) -> Flights {
         Flights {
             segments: (0..segments.max(1)).map(|_| Default::default()).collect(),
         }
@@ -48,7 +48,7 @@ impl Flights {
     }
 
     /// Becomes the leader for `hash`, or follows the fetch already under way.
-    pub fn join(self: &Arc<Self>, hash: u64) -> Join {
+    pub(crate) fn join(self: &Arc<Self>, hash: u64) -> Join {
         let mut map = self.segment(hash).lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = map.get(&hash) {
             return Join::Follower(Follower {
@@ -69,7 +69,7 @@ impl Flights {
 
     /// Fetches under way.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.segments
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
@@ -77,7 +77,7 @@ impl Flights {
     }
 
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

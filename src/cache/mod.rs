@@ -11,8 +11,8 @@
 //! one entry per lock hold. TTLs are applied at lookup against the current configuration,
 //! so a reload that shortens a TTL takes effect at once.
 
-pub mod flight;
-pub mod policy;
+pub(crate) mod flight;
+pub(crate) mod policy;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use flight::{Flights, Join};
 
 /// Bytes counted per entry beyond its key, headers and body: the `Arc`ed entry struct, the
 /// table slot and the policy's queue node (measured: see `tests/cache_memory.rs`).
-pub const ENTRY_OVERHEAD: u64 = 384;
+pub(crate) const ENTRY_OVERHEAD: u64 = 384;
 
 /// The cache's clock: monotonic nanoseconds plus an offset that tests (and drills) can move
 /// forward instead of sleeping through a TTL.
@@ -339,14 +339,14 @@ fn key_path(k: &[u8]) -> Option<&[u8]> {
 /// Caches that survive reloads, keyed by (API, stage). A reload keeps a stage's cache when
 /// the mode is unchanged (applying a new capacity in place) and starts a fresh one otherwise.
 #[derive(Debug, Default)]
-pub struct CacheRegistry {
+pub(crate) struct CacheRegistry {
     pub clock: Arc<CacheClock>,
     pub caches: AHashMap<(String, String), Arc<StageCache>>,
 }
 
 impl CacheRegistry {
     /// The cache for a stage under `cfg`, reusing the previous one where it fits.
-    pub fn take(
+    pub(crate) fn take(
         &self,
         fresh: &mut AHashMap<(String, String), Arc<StageCache>>,
         api: &str,
@@ -371,7 +371,7 @@ impl CacheRegistry {
 }
 
 /// The response caches' counters, one series per stage.
-pub fn render_metrics(out: &mut String, caches: &[&Arc<StageCache>]) {
+pub(crate) fn render_metrics(out: &mut String, caches: &[&Arc<StageCache>]) {
     use std::fmt::Write;
     use std::sync::atomic::Ordering;
     if caches.is_empty() {

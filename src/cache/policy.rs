@@ -16,7 +16,7 @@ use crate::http::{has_token, name_eq};
 
 /// The directives of one or more `Cache-Control` field lines that matter to a shared cache.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CacheControl {
+pub(crate) struct CacheControl {
     pub no_store: bool,
     pub no_cache: bool,
     pub private: bool,
@@ -30,7 +30,7 @@ pub struct CacheControl {
 }
 
 impl CacheControl {
-    pub fn parse<'a>(values: impl Iterator<Item = &'a [u8]>) -> CacheControl {
+    pub(crate) fn parse<'a>(values: impl Iterator<Item = &'a [u8]>) -> CacheControl {
         let mut cc = CacheControl::default();
         for v in values {
             for d in split_list(v) {
@@ -76,7 +76,7 @@ impl CacheControl {
     }
 
     /// What a client's request asks of the cache: a fresh copy (`no-cache`, `max-age=0`).
-    pub fn wants_fresh(&self) -> bool {
+    pub(crate) fn wants_fresh(&self) -> bool {
         self.no_cache || self.max_age == Some(0)
     }
 }
@@ -108,7 +108,7 @@ fn unquote(b: &[u8]) -> &[u8] {
 }
 
 /// Splits a comma-separated list, ignoring commas inside quoted strings.
-pub fn split_list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn split_list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut start = 0;
     let mut quoted = false;
     let mut i = 0;
@@ -133,7 +133,7 @@ pub fn split_list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Statuses a cache may give a heuristic lifetime to (RFC 9110 15.1).
-pub fn heuristically_cacheable(status: u16) -> bool {
+pub(crate) fn heuristically_cacheable(status: u16) -> bool {
     matches!(
         status,
         200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
@@ -141,14 +141,14 @@ pub fn heuristically_cacheable(status: u16) -> bool {
 }
 
 /// The upstream answer's facts a storage decision needs.
-pub struct Answer<'a, H: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> {
+pub(crate) struct Answer<'a, H: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> {
     pub status: u16,
     pub headers: H,
 }
 
 /// Why an answer was not stored (counted, and logged at debug).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotStored {
+pub(crate) enum NotStored {
     Status,
     NoStore,
     Private,
@@ -182,7 +182,7 @@ fn date(v: Option<&[u8]>) -> Option<SystemTime> {
 /// Decides whether an answer to a GET may be stored, and for how long it is fresh.
 /// `authorized`: the request carried `Authorization`. `ttl`: the configured TTL, which in
 /// http mode caps the origin's lifetime. `now`: when the answer arrived (wall clock).
-pub fn storable<'a, H: Iterator<Item = (&'a [u8], &'a [u8])> + Clone>(
+pub(crate) fn storable<'a, H: Iterator<Item = (&'a [u8], &'a [u8])> + Clone>(
     mode: CacheMode,
     a: Answer<'a, H>,
     authorized: bool,

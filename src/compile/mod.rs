@@ -13,7 +13,7 @@
 
 mod apis;
 mod limits;
-pub mod tls;
+pub(crate) mod tls;
 mod upstreams;
 
 #[cfg(test)]
@@ -38,7 +38,7 @@ impl Errors {
 
 /// What outlives one compile: kept across reloads where the new config keeps the thing.
 #[derive(Default)]
-pub struct Registries {
+pub(crate) struct Registries {
     pub health: HealthRegistry,
     pub buckets: BucketRegistry,
     pub caches: CacheRegistry,
@@ -46,7 +46,7 @@ pub struct Registries {
 
 /// Compiles a validated config. On success the registries hold exactly what the new
 /// snapshot uses; on failure they are left as they were.
-pub fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled, ConfigError> {
+pub(crate) fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled, ConfigError> {
     let mut errors = Errors::default();
     let tls = tls::listeners(&cfg, &mut errors);
     let upstream_tls = tls::upstream_clients(&cfg, &mut errors);

@@ -12,7 +12,7 @@ use super::Errors;
 
 /// Every certificate the config names, in a fixed order: listeners', then domains'. The
 /// compiled snapshot keeps their stamps in this order, to notice when the files change.
-pub fn cert_files(cfg: &Config) -> Vec<&TlsCert> {
+pub(crate) fn cert_files(cfg: &Config) -> Vec<&TlsCert> {
     cfg.listeners
         .iter()
         .filter_map(|l| l.tls.as_ref().map(|t| &t.cert))

@@ -3,12 +3,12 @@
 use super::*;
 
 /// Default time an answer stays in a stage cache (Amazon API Gateway's default).
-pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 /// The longest a cache TTL may be.
-pub const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
-pub const DEFAULT_CACHE_CAPACITY: u64 = 128 << 20;
-pub const DEFAULT_CACHE_MAX_ENTRY: u64 = 1 << 20;
-pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_CACHE_CAPACITY: u64 = 128 << 20;
+pub(crate) const DEFAULT_CACHE_MAX_ENTRY: u64 = 1 << 20;
+pub(crate) const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A stage's response cache: `cache = { enabled, ttl, capacity, ... }`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

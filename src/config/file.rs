@@ -12,14 +12,14 @@ use serde::Deserialize;
 /// A size given either as a string with a unit ("10MiB") or a plain number of bytes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum SizeValue {
+pub(crate) enum SizeValue {
     Bytes(i64),
     Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct File {
+pub(crate) struct File {
     #[serde(default)]
     pub server: ServerFile,
     #[serde(default)]
@@ -49,7 +49,7 @@ pub struct File {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerFile {
+pub(crate) struct ServerFile {
     pub workers: Option<i64>,
     pub pin: Option<bool>,
     pub cpus: Option<Vec<i64>>,
@@ -64,7 +64,7 @@ pub struct ServerFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListenerFile {
+pub(crate) struct ListenerFile {
     pub name: Option<String>,
     pub addr: Option<String>,
     pub tls: Option<TlsFile>,
@@ -77,7 +77,7 @@ pub struct ListenerFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MtlsFile {
+pub(crate) struct MtlsFile {
     pub client_ca: Option<String>,
     pub mode: Option<String>,
     #[serde(default)]
@@ -86,7 +86,7 @@ pub struct MtlsFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsFile {
+pub(crate) struct TlsFile {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub allow_expired: Option<bool>,
@@ -95,14 +95,14 @@ pub struct TlsFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminFile {
+pub(crate) struct AdminFile {
     pub addr: Option<String>,
     pub token_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitsFile {
+pub(crate) struct LimitsFile {
     pub max_body: Option<SizeValue>,
     pub integration_timeout: Option<String>,
     pub header_timeout: Option<String>,
@@ -117,7 +117,7 @@ pub struct LimitsFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Http2File {
+pub(crate) struct Http2File {
     pub max_concurrent_streams: Option<i64>,
     pub stream_window: Option<SizeValue>,
     pub connection_window: Option<SizeValue>,
@@ -131,7 +131,7 @@ pub struct Http2File {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamFile {
+pub(crate) struct UpstreamFile {
     pub name: Option<String>,
     pub targets: Option<Vec<String>>,
     pub balance: Option<String>,
@@ -148,7 +148,7 @@ pub struct UpstreamFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamTlsFile {
+pub(crate) struct UpstreamTlsFile {
     pub ca: Option<String>,
     pub server_name: Option<String>,
     pub cert: Option<String>,
@@ -157,7 +157,7 @@ pub struct UpstreamTlsFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HealthFile {
+pub(crate) struct HealthFile {
     pub path: Option<String>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
@@ -167,7 +167,7 @@ pub struct HealthFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApiFile {
+pub(crate) struct ApiFile {
     pub name: Option<String>,
     pub kind: Option<String>,
     #[serde(default)]
@@ -185,7 +185,7 @@ pub struct ApiFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StageFile {
+pub(crate) struct StageFile {
     pub name: Option<String>,
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
@@ -198,7 +198,7 @@ pub struct StageFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StageCacheFile {
+pub(crate) struct StageCacheFile {
     pub enabled: Option<bool>,
     pub ttl: Option<String>,
     pub capacity: Option<SizeValue>,
@@ -211,7 +211,7 @@ pub struct StageCacheFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteCacheFile {
+pub(crate) struct RouteCacheFile {
     pub enabled: Option<bool>,
     pub ttl: Option<String>,
     pub key: Option<Vec<String>>,
@@ -219,7 +219,7 @@ pub struct RouteCacheFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteFile {
+pub(crate) struct RouteFile {
     pub route: Option<String>,
     pub integration: Option<IntegrationFile>,
     pub api_key_required: Option<bool>,
@@ -236,7 +236,7 @@ pub struct RouteFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IntegrationFile {
+pub(crate) struct IntegrationFile {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub uri: Option<String>,
@@ -249,7 +249,7 @@ pub struct IntegrationFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DomainFile {
+pub(crate) struct DomainFile {
     pub host: Option<String>,
     pub tls: Option<TlsFile>,
     pub listeners: Option<Vec<String>>,
@@ -259,7 +259,7 @@ pub struct DomainFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MappingFile {
+pub(crate) struct MappingFile {
     pub base_path: Option<String>,
     pub api: Option<String>,
     pub stage: Option<String>,
@@ -267,21 +267,21 @@ pub struct MappingFile {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RateFile {
+pub(crate) struct RateFile {
     pub rate: Option<i64>,
     pub burst: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct QuotaFile {
+pub(crate) struct QuotaFile {
     pub limit: Option<i64>,
     pub period: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlanFile {
+pub(crate) struct PlanFile {
     pub name: Option<String>,
     pub description: Option<String>,
     /// "api/stage" entries.
@@ -296,7 +296,7 @@ pub struct PlanFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KeyFile {
+pub(crate) struct KeyFile {
     pub name: Option<String>,
     pub value: Option<String>,
     pub description: Option<String>,
@@ -307,7 +307,7 @@ pub struct KeyFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClusterFile {
+pub(crate) struct ClusterFile {
     pub redis: Option<String>,
     pub nodes: Option<i64>,
     pub on_redis_error: Option<String>,

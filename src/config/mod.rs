@@ -8,20 +8,20 @@
 mod apis;
 mod cache;
 mod domains;
-pub mod file;
+pub(crate) mod file;
 mod listeners;
 mod plans;
 mod server;
-pub mod target;
-pub mod units;
+pub(crate) mod target;
+pub(crate) mod units;
 mod upstreams;
-pub use apis::*;
+pub(crate) use apis::*;
 pub use cache::*;
-pub use domains::*;
-pub use listeners::*;
-pub use plans::*;
+pub(crate) use domains::*;
+pub(crate) use listeners::*;
+pub(crate) use plans::*;
 pub use server::*;
-pub use upstreams::*;
+pub(crate) use upstreams::*;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -36,35 +36,35 @@ use crate::syntax::Method;
 
 /// Largest request body accepted (10 MiB); Amazon API Gateway's payload limit, nginx
 /// `client_max_body_size`.
-pub const DEFAULT_MAX_BODY: u64 = 10 << 20;
+pub(crate) const DEFAULT_MAX_BODY: u64 = 10 << 20;
 /// Integration timeout and its ceiling (29 s); Amazon API Gateway's, nginx `proxy_read_timeout`.
-pub const DEFAULT_INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
+pub(crate) const DEFAULT_INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
 /// The whole request head must arrive within this (10 s); nginx `client_header_timeout`.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle keep-alive connections are closed after this (60 s); nginx `keepalive_timeout`.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest request head (16 KiB); beyond it 431. nginx `large_client_header_buffers`.
-pub const DEFAULT_MAX_HEADER_BYTES: u64 = 16 << 10;
+pub(crate) const DEFAULT_MAX_HEADER_BYTES: u64 = 16 << 10;
 /// Concurrent client connections per gateway; nginx `worker_connections` × workers.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// Upstream connect timeout (3 s); nginx `proxy_connect_timeout` (60 s there, 3 s is saner).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Idle upstream connections kept per shard per target (32); nginx `keepalive`.
-pub const DEFAULT_KEEPALIVE: usize = 32;
+pub(crate) const DEFAULT_KEEPALIVE: usize = 32;
 /// Idle upstream connections older than this are closed, before the upstream's own keep-alive
 /// timeout can race a request (50 s); nginx `keepalive_timeout` in an upstream block.
-pub const DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(50);
+pub(crate) const DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Consecutive failures before a shard stops using a target for `fail_timeout` (3); nginx `max_fails`.
-pub const DEFAULT_MAX_FAILS: u32 = 3;
+pub(crate) const DEFAULT_MAX_FAILS: u32 = 3;
 /// How long a failed target is left alone (10 s); nginx `fail_timeout`.
-pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed to finish in-flight requests on SIGTERM (30 s); Envoy `--drain-time-s`.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Health check defaults: every 5 s, 2 s timeout, 3 failures down, 2 successes up.
-pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// io_uring submission queue entries per shard.
-pub const DEFAULT_URING_ENTRIES: u32 = 1024;
+pub(crate) const DEFAULT_URING_ENTRIES: u32 = 1024;
 
 /// A limit's settings: `rate` tokens per second, at most `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -190,7 +190,7 @@ struct Validator {
 }
 
 /// Names a table in an array for error messages: `apis["petstore"]` or `apis[0]`.
-pub fn item(prefix: &str, i: usize, name: Option<&String>) -> String {
+pub(crate) fn item(prefix: &str, i: usize, name: Option<&String>) -> String {
     match name {
         Some(n) => format!("{prefix}[{n:?}]"),
         None => format!("{prefix}[{i}]"),
@@ -407,7 +407,7 @@ impl Validator {
 }
 
 /// Resolves "host:port" once, at load (blocking DNS is fine on the control plane).
-pub fn resolve(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn resolve(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }

@@ -41,7 +41,7 @@ pub struct Cluster {
 }
 
 /// Redis round-trip timeout (250 ms); past it the node falls back as configured.
-pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+pub(crate) const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A usage plan.
 #[derive(Debug, Clone, Serialize)]

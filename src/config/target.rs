@@ -10,7 +10,7 @@ use crate::syntax::template::{Piece, Template};
 
 /// The authority part of an integration URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Authority {
+pub(crate) enum Authority {
     /// Index into `Config::upstreams`.
     Named(usize),
     /// A literal address; `host` is what the `Host` header carries (and, over TLS, the name
@@ -24,7 +24,7 @@ pub enum Authority {
 
 /// A parsed integration URI, stage variables already substituted.
 #[derive(Debug, Clone)]
-pub struct UriTarget {
+pub(crate) struct UriTarget {
     pub authority: Authority,
     /// The `Host` header sent upstream (nginx's `$proxy_host`).
     pub host_header: String,
@@ -33,7 +33,7 @@ pub struct UriTarget {
 }
 
 /// Splits a stage-resolved URI template into authority and path.
-pub fn parse_uri_target(t: &Template, upstreams: &[Upstream]) -> Result<UriTarget, String> {
+pub(crate) fn parse_uri_target(t: &Template, upstreams: &[Upstream]) -> Result<UriTarget, String> {
     let first = match t.pieces.first() {
         Some(Piece::Lit(s)) => s.as_str(),
         _ => return Err("must start with http://host".into()),

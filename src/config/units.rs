@@ -7,14 +7,14 @@
 use std::time::Duration;
 
 /// What a duration may look like, quoted in errors.
-pub const DURATION_HELP: &str =
+pub(crate) const DURATION_HELP: &str =
     "a number with a unit: ms, s, m, h or d (e.g. \"250ms\", \"29s\", \"5m\")";
 /// What a size may look like, quoted in errors.
-pub const SIZE_HELP: &str =
+pub(crate) const SIZE_HELP: &str =
     "a number of bytes, optionally with a unit: B, KiB, MiB, GiB, KB, MB, GB (e.g. \"512KiB\", \"10MiB\")";
 
 /// Parses "250ms", "29s", "5m", "1h", "1d". Fractions are not accepted: use a smaller unit.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -36,7 +36,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Parses "512KiB", "10MiB", "1GiB", "100KB", "4096" or "4096B" into bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);

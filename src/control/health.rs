@@ -4,7 +4,7 @@
 use super::*;
 
 /// Spawns one check task per target of every upstream with `health`.
-pub fn start_health_checks(compiled: &Compiled, generation: u64, live: &Rc<Cell<u64>>) {
+pub(crate) fn start_health_checks(compiled: &Compiled, generation: u64, live: &Rc<Cell<u64>>) {
     for u in &compiled.upstreams {
         let Some(h) = &u.cfg.health else { continue };
         for (i, addr) in u.cfg.targets.iter().enumerate() {

@@ -5,7 +5,7 @@ use super::*;
 
 /// A key as the admin API shows it (never with its value).
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct KeyView {
+pub(crate) struct KeyView {
     pub id: String,
     pub name: String,
     pub description: String,
@@ -20,7 +20,7 @@ pub struct KeyView {
 /// What a key creation asks for.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewKey {
+pub(crate) struct NewKey {
     pub name: String,
     pub value: Option<String>,
     #[serde(default)]
@@ -84,11 +84,11 @@ impl Control {
         v
     }
 
-    pub fn list_keys(&self) -> Vec<KeyView> {
+    pub(crate) fn list_keys(&self) -> Vec<KeyView> {
         self.views()
     }
 
-    pub fn get_key(&self, id: &str) -> Option<KeyView> {
+    pub(crate) fn get_key(&self, id: &str) -> Option<KeyView> {
         self.views().into_iter().find(|k| k.id == id)
     }
 
@@ -196,7 +196,7 @@ impl Control {
     }
 
     /// Creates a key; the answer is the only time its value is shown.
-    pub fn create_key(&mut self, req: NewKey) -> Result<serde_json::Value, OpError> {
+    pub(crate) fn create_key(&mut self, req: NewKey) -> Result<serde_json::Value, OpError> {
         let (key, value) = self.prepare(req, &mut self.taken_hashes(), &mut self.taken_ids())?;
         self.store()
             .map_err(|e| OpError(500, e))?
@@ -211,7 +211,7 @@ impl Control {
 
     /// Imports keys from CSV in Amazon API Gateway's format (`Name,Key,Description,Enabled,
     /// UsagePlanIds`, header row first): all or none.
-    pub fn import_keys(&mut self, csv: &str) -> Result<serde_json::Value, OpError> {
+    pub(crate) fn import_keys(&mut self, csv: &str) -> Result<serde_json::Value, OpError> {
         let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
         let header: Vec<String> = parse_csv_line(lines.next().ok_or_else(|| bad("empty CSV"))?)
             .into_iter()
@@ -276,7 +276,7 @@ impl Control {
     }
 
     /// Enables or disables a key, or sets its plans.
-    pub fn update_key(
+    pub(crate) fn update_key(
         &mut self,
         id: &str,
         enabled: Option<bool>,
@@ -313,7 +313,7 @@ impl Control {
             .ok_or_else(|| OpError(404, "no such key".into()))
     }
 
-    pub fn delete_key(&mut self, id: &str) -> Result<(), OpError> {
+    pub(crate) fn delete_key(&mut self, id: &str) -> Result<(), OpError> {
         if self.compiled.config.api_keys.iter().any(|k| k.name == id) {
             return Err(OpError(
                 409,

@@ -11,12 +11,12 @@
 mod health;
 mod keys;
 mod reload;
-pub mod store;
+pub(crate) mod store;
 mod usage;
 
-pub use health::start_health_checks;
+pub(crate) use health::start_health_checks;
 use keys::key_table;
-pub use keys::NewKey;
+pub(crate) use keys::NewKey;
 use reload::certs_changed;
 
 use std::cell::{Cell, RefCell};
@@ -37,25 +37,25 @@ use store::{QuotaState, Store, StoredKey};
 
 /// Usage counters reach the state store within this (1 s): a crash loses at most this much
 /// counted usage; a clean shutdown loses none.
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Idle per-key buckets no shard holds are dropped after this sweep finds them (every 10 s).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Requests to the control plane from other threads (signals, the embedding program).
-pub enum ControlMsg {
+pub(crate) enum ControlMsg {
     Reload(Option<flume::Sender<Result<u64, Vec<String>>>>),
     Shutdown,
 }
 
 /// Why an admin operation failed: the HTTP status and the message.
 #[derive(Debug)]
-pub struct OpError(pub u16, pub String);
+pub(crate) struct OpError(pub u16, pub String);
 
 fn bad(msg: impl Into<String>) -> OpError {
     OpError(400, msg.into())
 }
 /// The control plane's state. Lives on the control thread only.
-pub struct Control {
+pub(crate) struct Control {
     config_path: Option<PathBuf>,
     workers_override: Option<usize>,
     shared: Arc<Shared>,
@@ -72,7 +72,7 @@ pub struct Control {
 
 /// Everything the control plane starts with, prepared on the starting thread (so that a bad
 /// state store stops start-up there) and moved to the control thread.
-pub struct ControlInit {
+pub(crate) struct ControlInit {
     config_path: Option<PathBuf>,
     workers_override: Option<usize>,
     /// What a reload keeps: health flags, bucket states, caches.
@@ -84,7 +84,7 @@ pub struct ControlInit {
 
 impl ControlInit {
     /// Compiles `cfg` and loads the stored keys; returns the init and the first snapshot.
-    pub fn prepare(
+    pub(crate) fn prepare(
         cfg: Config,
         config_path: Option<PathBuf>,
         workers_override: Option<usize>,
@@ -116,7 +116,7 @@ impl ControlInit {
 
     /// Loads the stored counters into the shards' shared state: before any shard starts, so
     /// that no request counts against a fresh cell.
-    pub fn load_counters(&self, shared: &Shared) -> Result<(), String> {
+    pub(crate) fn load_counters(&self, shared: &Shared) -> Result<(), String> {
         let today = throttle::today();
         let mut cells = shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
         for (plan, id, st) in self.store.quotas()? {
@@ -130,7 +130,7 @@ impl ControlInit {
     }
 
     /// Builds the control plane on its own thread, with the shards' shared state.
-    pub fn start(self, shared: Arc<Shared>) -> Control {
+    pub(crate) fn start(self, shared: Arc<Shared>) -> Control {
         Control {
             config_path: self.config_path,
             workers_override: self.workers_override,
@@ -153,7 +153,7 @@ impl Control {
     }
 
     /// A stage's response cache, for the admin API.
-    pub fn stage_cache(
+    pub(crate) fn stage_cache(
         &self,
         api: &str,
         stage: &str,
@@ -175,7 +175,7 @@ impl Control {
     }
 
     /// `GET /metrics`: every shard's published counters, and the caches' counters.
-    pub fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         let mut out = crate::metrics::render(
             &self.shared.metrics,
             self.shared.connections.load(Ordering::Relaxed) as u64,
@@ -191,11 +191,11 @@ impl Control {
         out
     }
 
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.compiled.config.clone()
     }
 
@@ -219,7 +219,7 @@ impl Control {
 
 /// The control thread's main task: admin API, health checks, flushes, and messages until
 /// shutdown.
-pub async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
+pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     ctl: Rc<RefCell<Control>>,
     rx: flume::Receiver<ControlMsg>,
     admin: Option<impl FnOnce(Rc<RefCell<Control>>) -> AdminFut>,
@@ -288,7 +288,7 @@ pub async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
 
 /// The last flush, after the shards have stopped: a clean shutdown loses no usage. Then the
 /// store is closed, releasing its file lock.
-pub fn final_flush(ctl: &mut Control) {
+pub(crate) fn final_flush(ctl: &mut Control) {
     if let Err(e) = ctl.flush() {
         tracing::error!(error = %e, "usage counters not saved at shutdown");
     }

@@ -5,7 +5,7 @@ use super::*;
 
 impl Control {
     /// Reloads the config file; on success publishes it and returns the new generation.
-    pub fn reload(&mut self) -> Result<u64, Vec<String>> {
+    pub(crate) fn reload(&mut self) -> Result<u64, Vec<String>> {
         let result = self.try_reload();
         match &result {
             Ok(g) => tracing::info!(generation = g, "configuration reloaded"),

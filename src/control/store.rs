@@ -17,11 +17,11 @@ const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
 const STORE_CACHE_BYTES: usize = 4 << 20;
 
 /// The state file's name inside `server.state_dir`.
-pub const STATE_FILE: &str = "tollgate.redb";
+pub(crate) const STATE_FILE: &str = "tollgate.redb";
 
 /// A key created through the admin API, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StoredKey {
+pub(crate) struct StoredKey {
     pub id: String,
     pub name: String,
     /// SHA-256 of the value, hex.
@@ -38,14 +38,14 @@ pub struct StoredKey {
 
 /// One key's counters under one plan.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct QuotaState {
+pub(crate) struct QuotaState {
     pub period: i64,
     pub used: u64,
     pub day: i64,
     pub day_used: u64,
 }
 
-pub struct Store {
+pub(crate) struct Store {
     db: Database,
     pub path: PathBuf,
 }
@@ -56,7 +56,7 @@ fn e(what: &str, path: &Path, err: impl std::fmt::Display) -> String {
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, String> {
+    pub(crate) fn open(dir: &Path) -> Result<Store, String> {
         std::fs::create_dir_all(dir)
             .map_err(|err| e("cannot create the state directory", dir, err))?;
         let path = dir.join(STATE_FILE);
@@ -83,7 +83,7 @@ impl Store {
         Ok(store)
     }
 
-    pub fn keys(&self) -> Result<Vec<StoredKey>, String> {
+    pub(crate) fn keys(&self) -> Result<Vec<StoredKey>, String> {
         let r = self
             .db
             .begin_read()
@@ -110,7 +110,7 @@ impl Store {
     }
 
     /// Writes keys (new or changed) in one transaction: all or none.
-    pub fn put_keys(&self, keys: &[StoredKey]) -> Result<(), String> {
+    pub(crate) fn put_keys(&self, keys: &[StoredKey]) -> Result<(), String> {
         let w = self
             .db
             .begin_write()
@@ -129,7 +129,7 @@ impl Store {
     }
 
     /// Deletes a key and its counters; `false` if there was no such key.
-    pub fn delete_key(&self, id: &str) -> Result<bool, String> {
+    pub(crate) fn delete_key(&self, id: &str) -> Result<bool, String> {
         let w = self
             .db
             .begin_write()
@@ -163,7 +163,7 @@ impl Store {
     }
 
     /// Every (plan, key id) counter.
-    pub fn quotas(&self) -> Result<Vec<(String, String, QuotaState)>, String> {
+    pub(crate) fn quotas(&self) -> Result<Vec<(String, String, QuotaState)>, String> {
         let r = self
             .db
             .begin_read()
@@ -186,7 +186,7 @@ impl Store {
     }
 
     /// Writes counters and today's usage in one transaction.
-    pub fn flush(&self, counters: &[(String, String, QuotaState)]) -> Result<(), String> {
+    pub(crate) fn flush(&self, counters: &[(String, String, QuotaState)]) -> Result<(), String> {
         if counters.is_empty() {
             return Ok(());
         }
@@ -215,7 +215,7 @@ impl Store {
 
     /// Daily usage under `plan` from `from` to `to` (inclusive, "YYYY-MM-DD"), optionally for
     /// one key: (key id, day, requests).
-    pub fn usage(
+    pub(crate) fn usage(
         &self,
         plan: &str,
         from: &str,

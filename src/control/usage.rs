@@ -14,7 +14,7 @@ impl Control {
 
     /// Daily usage under a plan, as Amazon API Gateway's GetUsage: per key, `[requests,
     /// remaining]` per day from `start` to `end`.
-    pub fn usage(
+    pub(crate) fn usage(
         &mut self,
         plan: &str,
         start: &str,
@@ -58,7 +58,7 @@ impl Control {
     }
 
     /// Sets a key's count for the current quota period (`used`), or resets it.
-    pub fn set_quota_used(
+    pub(crate) fn set_quota_used(
         &mut self,
         plan: &str,
         id: &str,
@@ -90,7 +90,7 @@ impl Control {
     }
 
     /// Writes changed counters to the state store.
-    pub fn flush(&self) -> Result<(), String> {
+    pub(crate) fn flush(&self) -> Result<(), String> {
         let batch: Vec<(String, String, QuotaState)> = {
             let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
             cells

@@ -9,7 +9,7 @@ use crate::snapshot::MockIntegration;
 use crate::syntax::template::Escape;
 
 /// `redirect_https` listeners: 308 to the same host and path (and query) over https.
-pub fn redirect(ctx: &RequestCtx) -> Result<Answer, Error> {
+pub(crate) fn redirect(ctx: &RequestCtx) -> Result<Answer, Error> {
     let host = ctx
         .head
         .host_bytes()
@@ -40,7 +40,7 @@ pub fn redirect(ctx: &RequestCtx) -> Result<Answer, Error> {
 }
 
 /// A `mock` integration's answer: status, headers and body with variables substituted.
-pub fn mock(ctx: &RequestCtx, peer_ip: &str, m: &MockIntegration) -> Answer {
+pub(crate) fn mock(ctx: &RequestCtx, peer_ip: &str, m: &MockIntegration) -> Answer {
     let mut body = Vec::new();
     m.body
         .render(&mut body, &ctx.vars(peer_ip, Escape::Raw), |i, out| {

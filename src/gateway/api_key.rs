@@ -8,7 +8,11 @@ use crate::shard::ShardSnap;
 /// Checks the API key on routes with `api_key_required` (403 when it is missing, unknown or
 /// disabled, or when none of the key's plans covers this stage); sets `ctx.principal` to the
 /// key and its plan.
-pub fn authenticate(ss: &ShardSnap, ctx: &mut RequestCtx, m: RouteMatch) -> Result<(), Error> {
+pub(crate) fn authenticate(
+    ss: &ShardSnap,
+    ctx: &mut RequestCtx,
+    m: RouteMatch,
+) -> Result<(), Error> {
     let RouteMatch { api, route, .. } = m;
     if !ss.snap.apis[api].routes[route].api_key_required {
         return Ok(());

@@ -36,7 +36,7 @@ use crate::syntax::Method;
 const INLINE_BODY: usize = 2048;
 
 /// Runs the cache phase for an `http` integration on a cached route.
-pub async fn serve(
+pub(crate) async fn serve(
     shard: &Rc<Shard>,
     ss: &ShardSnap,
     conn: &mut Conn,

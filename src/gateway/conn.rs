@@ -24,7 +24,7 @@ use crate::metrics::Counter;
 use crate::shard::Shard;
 
 /// Serves one client connection until it closes, errs, or the shard drains.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
+pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
     // TCP_NODELAY is inherited from the listening socket (listener.rs): no syscall here.
     let ss = shard.snapshot();
     let tls = ss.snap.tls.get(listener).cloned().flatten();

@@ -20,18 +20,18 @@ use crate::error::{Error, Kind, RateInfo};
 use crate::http::conn::Conn;
 use crate::http::h1::Framing;
 use crate::http::write::json_message;
-pub use crate::http::write::Answer;
+pub(crate) use crate::http::write::Answer;
 use crate::metrics::Counter;
 use crate::shard::{Shard, ShardSnap};
 use crate::syntax::Method;
 
 /// The status counted for a request whose client went away before it was answered (nginx's
 /// 499 "client closed request").
-pub const CLIENT_CLOSED: u16 = 499;
+pub(crate) const CLIENT_CLOSED: u16 = 499;
 
 /// A gateway error as an [`Answer`]: JSON `{"message": ...}`, `Retry-After` and
 /// `RateLimit-*` on 429s, `Allow` on 405.
-pub fn error_answer(e: &Error) -> Answer {
+pub(crate) fn error_answer(e: &Error) -> Answer {
     let mut body = Vec::with_capacity(64);
     json_message(&mut body, e.client_message());
     let mut headers = Vec::new();
@@ -64,14 +64,14 @@ pub fn error_answer(e: &Error) -> Answer {
 
 /// How the phases end: with an answer for [`finish`] to write, or having streamed one
 /// themselves (proxied, cached), with what the connection does next.
-pub enum Outcome {
+pub(crate) enum Outcome {
     Answer(Answer),
     Sent(Next),
 }
 
 /// Counts a request that never reached [`finish`] — its pipeline was dropped because the
 /// client reset the stream or went away — as [`CLIENT_CLOSED`].
-pub struct Exit<'a> {
+pub(crate) struct Exit<'a> {
     shard: &'a Shard,
     done: bool,
     /// The connection's counters and buffered bytes when the request's head was taken.
@@ -84,7 +84,7 @@ pub struct Exit<'a> {
 impl<'a> Exit<'a> {
     /// Armed when a request's head has been parsed (`head_len` bytes, already split off
     /// `conn.buf`).
-    pub fn new(shard: &'a Shard, conn: &Conn, head_len: usize) -> Exit<'a> {
+    pub(crate) fn new(shard: &'a Shard, conn: &Conn, head_len: usize) -> Exit<'a> {
         Exit {
             shard,
             done: false,
@@ -121,13 +121,13 @@ impl Drop for Exit<'_> {
 }
 
 /// Whether anything records request timings (one cached callsite check, no clock read).
-pub fn records_timings() -> bool {
+pub(crate) fn records_timings() -> bool {
     tracing::enabled!(target: "tollgate::request", tracing::Level::DEBUG)
 }
 
 /// One request as it left: what the access log, metrics and traces are fed from.
 #[derive(Debug, Default)]
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     pub request_id: &'a str,
     pub method: Option<Method>,
     pub route: Option<RouteMatch>,
@@ -150,7 +150,7 @@ pub struct Record<'a> {
 
 /// Where every request's [`Record`] goes. `ss` (absent for a dropped pipeline) resolves the
 /// route match to names for the log.
-pub fn observe(shard: &Shard, ss: Option<&ShardSnap>, r: &Record<'_>) {
+pub(crate) fn observe(shard: &Shard, ss: Option<&ShardSnap>, r: &Record<'_>) {
     if r.status != 0 {
         shard.metrics.add(Counter::for_status(r.status));
     }
@@ -185,7 +185,7 @@ pub fn observe(shard: &Shard, ss: Option<&ShardSnap>, r: &Record<'_>) {
 
 /// The one exit: writes the answer the phases produced (or the error that stopped them),
 /// counts the request, and decides whether the connection stays.
-pub async fn finish(
+pub(crate) async fn finish(
     shard: &Shard,
     ss: &ShardSnap,
     conn: &mut Conn,
@@ -286,7 +286,7 @@ async fn write_answer(
 
 /// A request head that could not be parsed (400, 408, 431): answered, counted, and the
 /// connection closes. Returns whether the answer was written (then linger before closing).
-pub async fn head_error(shard: &Shard, conn: &mut Conn, e: &Error) -> bool {
+pub(crate) async fn head_error(shard: &Shard, conn: &mut Conn, e: &Error) -> bool {
     count_error(shard, e);
     let rid = shard.request_id();
     let mut out = Vec::with_capacity(256);
@@ -310,7 +310,11 @@ pub async fn head_error(shard: &Shard, conn: &mut Conn, e: &Error) -> bool {
 }
 
 /// An HTTP/2 stream answered with a bare status before it reached the pipeline (CONNECT: 405).
-pub fn h2_refused(shard: &Shard, respond: &mut SendResponse<Bytes>, status: http::StatusCode) {
+pub(crate) fn h2_refused(
+    shard: &Shard,
+    respond: &mut SendResponse<Bytes>,
+    status: http::StatusCode,
+) {
     let mut resp = http::Response::new(());
     *resp.status_mut() = status;
     let _ = respond.send_response(resp, true);
@@ -326,7 +330,7 @@ pub fn h2_refused(shard: &Shard, respond: &mut SendResponse<Bytes>, status: http
 }
 
 /// An HTTP/2 stream whose request cannot be mapped to a head: reset, counted as a bad request.
-pub fn h2_reset(shard: &Shard, respond: &mut SendResponse<Bytes>, reason: h2::Reason) {
+pub(crate) fn h2_reset(shard: &Shard, respond: &mut SendResponse<Bytes>, reason: h2::Reason) {
     shard.metrics.add(Counter::BadRequests);
     respond.send_reset(reason);
     observe(
@@ -348,7 +352,7 @@ fn retry_after(out: &mut Vec<u8>, seconds: u64) {
 }
 
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` (IETF RateLimit header fields).
-pub fn ratelimit_headers(out: &mut Vec<u8>, r: &RateInfo) {
+pub(crate) fn ratelimit_headers(out: &mut Vec<u8>, r: &RateInfo) {
     let mut n = itoa::Buffer::new();
     out.extend_from_slice(b"ratelimit-limit: ");
     out.extend_from_slice(n.format(r.limit).as_bytes());
@@ -361,7 +365,7 @@ pub fn ratelimit_headers(out: &mut Vec<u8>, r: &RateInfo) {
 
 /// What the connection does after an answer the gateway wrote itself: stay, close, or — when
 /// part of the request body is still unread — close lingering, so the client sees the answer.
-pub fn next_after(keep: bool, body_ok: bool) -> Next {
+pub(crate) fn next_after(keep: bool, body_ok: bool) -> Next {
     if keep {
         Next::KeepAlive
     } else if body_ok {
@@ -373,7 +377,7 @@ pub fn next_after(keep: bool, body_ok: bool) -> Next {
 
 /// Whether the connection can carry another request after an answer made without reading
 /// the body: only if the whole body is already buffered, and then it is skipped.
-pub fn skip_unread_body(conn: &mut Conn, ctx: &mut RequestCtx) -> bool {
+pub(crate) fn skip_unread_body(conn: &mut Conn, ctx: &mut RequestCtx) -> bool {
     if ctx.body == BodyState::Done {
         return true;
     }
@@ -392,7 +396,7 @@ pub fn skip_unread_body(conn: &mut Conn, ctx: &mut RequestCtx) -> bool {
 }
 
 /// Counts a refusal or failure by what it was.
-pub fn count_error(shard: &Shard, e: &Error) {
+pub(crate) fn count_error(shard: &Shard, e: &Error) {
     let c = match e.kind {
         Kind::Throttled(_) => Counter::Throttled,
         Kind::QuotaExceeded { .. } => Counter::QuotaExceeded,

@@ -94,7 +94,7 @@ const FALLBACK_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Applies the limits in order — key + route, key (plan), route, stage, gateway — and refuses
 /// with 429 at the first that has no token. Records the tightest for `RateLimit-*` headers.
 /// With `[cluster]`, gateway, stage and plan limits are fleet-wide (leased from Redis).
-pub async fn throttle(
+pub(crate) async fn throttle(
     shard: &Shard,
     ss: &ShardSnap,
     ctx: &mut RequestCtx,
@@ -182,7 +182,11 @@ pub async fn throttle(
 /// Counts the request against the key's plan: the quota (429 "Limit Exceeded" once spent)
 /// and the daily usage report. With `[cluster]` the quota is fleet-wide: shards lease chunks
 /// of it from Redis.
-pub async fn count_quota(shard: &Shard, ss: &ShardSnap, ctx: &RequestCtx) -> Result<(), Error> {
+pub(crate) async fn count_quota(
+    shard: &Shard,
+    ss: &ShardSnap,
+    ctx: &RequestCtx,
+) -> Result<(), Error> {
     let Principal::ApiKey { id, plan: p } = &ctx.principal else {
         return Ok(());
     };

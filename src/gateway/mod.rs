@@ -10,15 +10,15 @@
 //! HTTP/1.1 and HTTP/2 connections. Resource policies, authorizers and request validation
 //! slot in where `run_phases` marks them.
 
-pub mod answers;
-pub mod api_key;
-pub mod cached;
-pub mod conn;
-pub mod ctx;
-pub mod finish;
-pub mod limits;
-pub mod proxy;
-pub mod target;
+pub(crate) mod answers;
+pub(crate) mod api_key;
+pub(crate) mod cached;
+pub(crate) mod conn;
+pub(crate) mod ctx;
+pub(crate) mod finish;
+pub(crate) mod limits;
+pub(crate) mod proxy;
+pub(crate) mod target;
 
 use std::rc::Rc;
 
@@ -35,7 +35,7 @@ use ctx::{RequestCtx, RequestId, RouteMatch};
 use finish::{Exit, Outcome};
 
 /// What the connection does after a request.
-pub enum Next {
+pub(crate) enum Next {
     KeepAlive,
     Close,
     /// Close, draining what the client still sends so it reads the answer.
@@ -46,7 +46,7 @@ pub enum Next {
 }
 
 /// Runs one request and answers it, whatever happens.
-pub async fn handle(
+pub(crate) async fn handle(
     shard: &Rc<Shard>,
     ss: Rc<ShardSnap>,
     conn: &mut Conn,
@@ -177,7 +177,7 @@ fn match_route(ss: &ShardSnap, ctx: &mut RequestCtx) -> Result<RouteMatch, Error
 }
 
 /// `X-Cache` and, when a client's request for a fresh copy was ignored, a `Warning`.
-pub fn cache_headers(out: &mut Vec<u8>, ctx: &RequestCtx) {
+pub(crate) fn cache_headers(out: &mut Vec<u8>, ctx: &RequestCtx) {
     if let Some(s) = ctx.cache_status {
         out.extend_from_slice(b"x-cache: ");
         out.extend_from_slice(s.as_bytes());

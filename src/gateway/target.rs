@@ -19,7 +19,7 @@ use crate::upstream::{usable, PoolCfg, TargetLocal};
 
 impl PoolCfg {
     /// Pool and failure settings for a destination.
-    pub fn for_dest(ss: &ShardSnap, dest: &Dest) -> PoolCfg {
+    pub(crate) fn for_dest(ss: &ShardSnap, dest: &Dest) -> PoolCfg {
         match dest {
             Dest::Upstream(u) => {
                 let c = &ss.snap.upstreams[*u].cfg;
@@ -50,7 +50,7 @@ fn stable_hasher() -> ahash::RandomState {
 }
 
 /// Chooses a target for a request, skipping `exclude` (a target that just failed).
-pub fn select(
+pub(crate) fn select(
     ss: &ShardSnap,
     dest: &Dest,
     ctx: &RequestCtx,

@@ -25,13 +25,13 @@ enum State {
 
 /// What went wrong in a chunked body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChunkError {
+pub(crate) enum ChunkError {
     Malformed,
     TooLarge,
 }
 
 #[derive(Debug, Clone)]
-pub struct ChunkedDecoder {
+pub(crate) struct ChunkedDecoder {
     state: State,
     size: u64,
     remaining: u64,
@@ -45,7 +45,7 @@ const MAX_TRAILER: usize = 16 << 10;
 
 impl ChunkedDecoder {
     /// `limit` caps the decoded body size (`limits.max_body`).
-    pub fn new(limit: u64) -> Self {
+    pub(crate) fn new(limit: u64) -> Self {
         ChunkedDecoder {
             state: State::Size { digits: 0 },
             size: 0,
@@ -56,13 +56,13 @@ impl ChunkedDecoder {
         }
     }
 
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// Feeds bytes; returns how many were consumed (all of `input` unless the body ended in
     /// it). `on_data` receives the data ranges within `input`.
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         input: &[u8],
         mut on_data: impl FnMut(Range<usize>),

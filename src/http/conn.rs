@@ -21,13 +21,13 @@ use crate::error::{Error, Kind};
 /// bigger bodies reserve what they need (up to 256 KiB per read). Every idle keep-alive
 /// connection holds this much, so it is kept small: 16 KiB cost 1.2 GB more at 100k idle
 /// connections, and measured no faster.
-pub const READ_CHUNK: usize = 4 << 10;
+pub(crate) const READ_CHUNK: usize = 4 << 10;
 /// Lingering close: how long and how much to drain from a client we stopped reading.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 
 /// A client connection's transport: plain TCP, or TLS terminated here.
-pub enum Stream {
+pub(crate) enum Stream {
     Plain(TcpStream),
     Tls(Box<crate::http::tls::TlsConn>),
     /// One HTTP/2 stream: the pipeline's HTTP/1.1 in and out, mapped to frames.
@@ -36,7 +36,7 @@ pub enum Stream {
 
 impl Stream {
     /// Appends what the client sent (decrypted) to `buf`; `Ok(0)` at end of stream.
-    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    pub(crate) async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => read_into(s, buf).await,
             Stream::Tls(t) => {
@@ -50,7 +50,7 @@ impl Stream {
     }
 
     /// Writes all of `data`.
-    pub async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
+    pub(crate) async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
         &mut self,
         data: B,
     ) -> io::Result<()> {
@@ -63,7 +63,11 @@ impl Stream {
     }
 
     /// A head and a body: one `writev` on plain TCP; on TLS, one write of each.
-    pub async fn write_head_body(&mut self, head: Vec<u8>, body: bytes::Bytes) -> io::Result<()> {
+    pub(crate) async fn write_head_body(
+        &mut self,
+        head: Vec<u8>,
+        body: bytes::Bytes,
+    ) -> io::Result<()> {
         match self {
             Stream::Plain(s) => write_head_body(s, head, body).await,
             Stream::Tls(t) => {
@@ -77,7 +81,7 @@ impl Stream {
         }
     }
 
-    pub async fn shutdown(&mut self) -> io::Result<()> {
+    pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.shutdown().await,
             Stream::Tls(t) => t.shutdown().await,
@@ -85,7 +89,7 @@ impl Stream {
         }
     }
 
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         match self {
             Stream::Plain(_) => false,
             Stream::Tls(_) => true,
@@ -95,7 +99,7 @@ impl Stream {
 }
 
 /// A client connection.
-pub struct Conn {
+pub(crate) struct Conn {
     pub stream: Stream,
     /// Bytes read and not yet used: the rest of a body or the next pipelined request.
     pub buf: BytesMut,
@@ -124,7 +128,7 @@ pub struct ClientCertHeaders {
 }
 
 /// Appends what the socket has to `buf`; `Ok(0)` at end of stream.
-pub async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+pub(crate) async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(READ_CHUNK);
     }
@@ -136,21 +140,24 @@ pub async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result
 }
 
 /// Writes all of `data`.
-pub async fn write_all<B: monoio::buf::IoBuf>(stream: &mut TcpStream, data: B) -> io::Result<()> {
+pub(crate) async fn write_all<B: monoio::buf::IoBuf>(
+    stream: &mut TcpStream,
+    data: B,
+) -> io::Result<()> {
     let (res, _) = stream.write_all(data).await;
     res.map(|_| ())
 }
 
 /// A head and a body written with one `writev`: the body goes out from its own memory (a
 /// cached answer's `Bytes`), not copied behind the head.
-pub struct HeadBody {
+pub(crate) struct HeadBody {
     iov: [libc::iovec; 2],
     _head: Vec<u8>,
     _body: bytes::Bytes,
 }
 
 impl HeadBody {
-    pub fn new(head: Vec<u8>, body: bytes::Bytes) -> HeadBody {
+    pub(crate) fn new(head: Vec<u8>, body: bytes::Bytes) -> HeadBody {
         let iov = [
             libc::iovec {
                 iov_base: head.as_ptr() as *mut libc::c_void,
@@ -183,7 +190,7 @@ unsafe impl monoio::buf::IoVecBuf for HeadBody {
 }
 
 /// Writes a head and a body in one vectored write (more if the socket takes less).
-pub async fn write_head_body(
+pub(crate) async fn write_head_body(
     stream: &mut TcpStream,
     head: Vec<u8>,
     body: bytes::Bytes,
@@ -193,7 +200,7 @@ pub async fn write_head_body(
 }
 
 impl Conn {
-    pub fn new(stream: Stream, buf: BytesMut, peer: SocketAddr, listener: usize) -> Conn {
+    pub(crate) fn new(stream: Stream, buf: BytesMut, peer: SocketAddr, listener: usize) -> Conn {
         Conn {
             stream,
             buf,
@@ -208,14 +215,14 @@ impl Conn {
     }
 
     /// Appends what the client sent to `buf`; `Ok(0)` at end of stream.
-    pub async fn read_more(&mut self) -> io::Result<usize> {
+    pub(crate) async fn read_more(&mut self) -> io::Result<usize> {
         let n = self.stream.read_into(&mut self.buf).await?;
         self.bytes_in += n as u64;
         Ok(n)
     }
 
     /// Writes all of `data` to the client.
-    pub async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
+    pub(crate) async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
         &mut self,
         data: B,
     ) -> io::Result<()> {
@@ -224,7 +231,11 @@ impl Conn {
     }
 
     /// A head and a body: one `writev` on plain TCP.
-    pub async fn write_head_body(&mut self, head: Vec<u8>, body: bytes::Bytes) -> io::Result<()> {
+    pub(crate) async fn write_head_body(
+        &mut self,
+        head: Vec<u8>,
+        body: bytes::Bytes,
+    ) -> io::Result<()> {
         self.bytes_out += (head.len() + body.len()) as u64;
         self.stream.write_head_body(head, body).await
     }
@@ -233,7 +244,7 @@ impl Conn {
 /// What reading a request head gave.
 // The head is moved once per request; boxing it would cost an allocation per request.
 #[allow(clippy::large_enum_variant)]
-pub enum HeadRead {
+pub(crate) enum HeadRead {
     Head(RequestHead),
     Closed,
     Failed(Error),
@@ -241,7 +252,7 @@ pub enum HeadRead {
 
 /// h2c with prior knowledge: reads until the bytes are the HTTP/2 preface (`Some(true)`) or
 /// cannot be (`Some(false)`: HTTP/1.1, parsed as usual). `None`: closed or timed out first.
-pub async fn sniff_preface(conn: &mut Conn, timeout: Duration) -> Option<bool> {
+pub(crate) async fn sniff_preface(conn: &mut Conn, timeout: Duration) -> Option<bool> {
     let deadline = Instant::now() + timeout;
     loop {
         let n = conn.buf.len().min(crate::http::h2::PREFACE.len());
@@ -262,7 +273,7 @@ pub async fn sniff_preface(conn: &mut Conn, timeout: Duration) -> Option<bool> {
 
 /// Reads until a whole head is parsed. Before its first byte a kept-alive connection may idle
 /// for `idle`; from the first byte the whole head must arrive within `header_timeout`.
-pub async fn read_head(
+pub(crate) async fn read_head(
     drain: &Rc<Drain>,
     conn: &mut Conn,
     max: usize,
@@ -335,7 +346,7 @@ pub async fn read_head(
 /// Closes after an answer while the client may still be sending: stop writing, then read and
 /// discard for a short while so the client sees the answer rather than a reset (nginx's
 /// lingering close).
-pub async fn linger_close(mut conn: Conn) {
+pub(crate) async fn linger_close(mut conn: Conn) {
     let _ = conn.stream.shutdown().await;
     let deadline = Instant::now() + LINGER_TIME;
     let mut drained = 0;

@@ -11,18 +11,18 @@ use ahash::AHashMap;
 
 /// Wakes the connections of one shard when draining starts.
 #[derive(Default)]
-pub struct Drain {
+pub(crate) struct Drain {
     on: Cell<bool>,
     next_key: Cell<u64>,
     waiters: RefCell<AHashMap<u64, Waker>>,
 }
 
 impl Drain {
-    pub fn is_on(&self) -> bool {
+    pub(crate) fn is_on(&self) -> bool {
         self.on.get()
     }
 
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         self.on.set(true);
         for (_, w) in self.waiters.borrow_mut().drain() {
             w.wake();
@@ -30,7 +30,7 @@ impl Drain {
     }
 
     /// Resolves once draining starts.
-    pub fn wait(self: &Rc<Self>) -> DrainWait {
+    pub(crate) fn wait(self: &Rc<Self>) -> DrainWait {
         DrainWait {
             drain: self.clone(),
             key: None,
@@ -38,7 +38,7 @@ impl Drain {
     }
 }
 
-pub struct DrainWait {
+pub(crate) struct DrainWait {
     drain: Rc<Drain>,
     key: Option<u64>,
 }

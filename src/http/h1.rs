@@ -16,7 +16,7 @@ use super::{has_token, name_eq};
 use crate::syntax::Method;
 
 /// Headers per message beyond which the head is refused with 431.
-pub const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 
 /// Body framing of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub enum HeadError {
 }
 
 /// Header ranges, inline for typical heads: no allocation per message.
-pub type Headers = smallvec::SmallVec<[HeaderRange; 16]>;
+pub(crate) type Headers = smallvec::SmallVec<[HeaderRange; 16]>;
 
 #[derive(Debug, Clone)]
 pub struct HeaderRange {
@@ -106,7 +106,7 @@ impl RequestHead {
 
 /// A parsed response head.
 #[derive(Debug, Clone)]
-pub struct ResponseHead {
+pub(crate) struct ResponseHead {
     pub raw: Bytes,
     pub status: u16,
     pub reason: Range<u32>,
@@ -118,11 +118,11 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     #[inline]
-    pub fn slice(&self, r: &Range<u32>) -> &[u8] {
+    pub(crate) fn slice(&self, r: &Range<u32>) -> &[u8] {
         &self.raw[r.start as usize..r.end as usize]
     }
 
-    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         self.headers
             .iter()
             .map(|h| (self.slice(&h.name), self.slice(&h.value)))
@@ -377,7 +377,7 @@ impl RequestParts {
 }
 
 /// Parses a response head; `head_request` and the status decide whether a body follows.
-pub fn parse_response(
+pub(crate) fn parse_response(
     buf: &[u8],
     max_bytes: usize,
     head_request: bool,
@@ -468,7 +468,7 @@ pub fn parse_response(
 }
 
 #[derive(Debug)]
-pub struct ResponseParts {
+pub(crate) struct ResponseParts {
     pub status: u16,
     pub reason: Range<u32>,
     pub headers: Headers,
@@ -477,7 +477,7 @@ pub struct ResponseParts {
 }
 
 impl ResponseParts {
-    pub fn into_head(self, raw: Bytes) -> ResponseHead {
+    pub(crate) fn into_head(self, raw: Bytes) -> ResponseHead {
         ResponseHead {
             raw,
             status: self.status,
@@ -490,7 +490,7 @@ impl ResponseParts {
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-pub fn hop_by_hop(name: &[u8]) -> bool {
+pub(crate) fn hop_by_hop(name: &[u8]) -> bool {
     const HOP: [&[u8]; 8] = [
         b"connection",
         b"keep-alive",

@@ -4,15 +4,15 @@
 //! head arrived in (see [`h1::RequestHead`]); an HTTP/2 front end can build the same head from
 //! its header frames, so the phases do not care which protocol carried the request.
 
-pub mod body;
-pub mod conn;
-pub mod drain;
-pub mod h1;
-pub mod h2;
-pub mod pollio;
-pub mod tls;
+pub(crate) mod body;
+pub(crate) mod conn;
+pub(crate) mod drain;
+pub(crate) mod h1;
+pub(crate) mod h2;
+pub(crate) mod pollio;
+pub(crate) mod tls;
 
-pub mod write;
+pub(crate) mod write;
 
 /// A request id: the client's `x-request-id` when it is sane (1–128 visible ASCII
 /// characters), else 32 hex digits unique per process. Kept inline: no allocation.
@@ -64,12 +64,12 @@ impl std::fmt::Display for RequestId {
 
 /// Case-insensitive ASCII comparison of a header name.
 #[inline]
-pub fn name_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn name_eq(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
 /// True when a comma-separated header value contains `token` (case-insensitive).
-pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))

@@ -42,7 +42,7 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 << 10;
 
 /// A socket as tokio's `AsyncRead + AsyncWrite`.
-pub struct PollIo {
+pub(crate) struct PollIo {
     rd: Option<Rd>,
     wr: Option<Wr>,
     reading: Option<ReadOp>,
@@ -87,18 +87,23 @@ fn check(
 
 impl PollIo {
     /// A plain socket; `prefix` is read first.
-    pub fn plain(io: TcpStream, prefix: Bytes) -> PollIo {
+    pub(crate) fn plain(io: TcpStream, prefix: Bytes) -> PollIo {
         PollIo::new(io, prefix, None, Vec::new())
     }
 
     /// A TLS connection, either side, with the ciphertext already read but not yet given to
     /// rustls; `prefix` is plaintext read first.
-    pub fn tls(io: TcpStream, tls: rustls::Connection, leftover: Vec<u8>, prefix: Bytes) -> PollIo {
+    pub(crate) fn tls(
+        io: TcpStream,
+        tls: rustls::Connection,
+        leftover: Vec<u8>,
+        prefix: Bytes,
+    ) -> PollIo {
         PollIo::new(io, prefix, Some(Box::new(tls)), leftover)
     }
 
     /// Passes everything read through an HTTP/2 flood watch.
-    pub fn watched(mut self, watch: FrameWatch, signal: Rc<Signal>) -> PollIo {
+    pub(crate) fn watched(mut self, watch: FrameWatch, signal: Rc<Signal>) -> PollIo {
         self.watch = Some((watch, signal));
         self
     }

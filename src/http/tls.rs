@@ -18,7 +18,7 @@ use monoio::net::TcpStream;
 /// Ciphertext read per socket read: one maximal TLS record and its header.
 const RECORD: usize = 16 * 1024 + 256;
 
-pub struct TlsStream<C> {
+pub(crate) struct TlsStream<C> {
     pub io: TcpStream,
     pub tls: C,
     /// Ciphertext read from the socket and not yet given to rustls: `rbuf[rpos..]`.
@@ -32,13 +32,16 @@ fn tls_err(e: rustls::Error) -> io::Error {
 }
 
 /// A listener's side of a TLS connection.
-pub type TlsConn = TlsStream<rustls::ServerConnection>;
+pub(crate) type TlsConn = TlsStream<rustls::ServerConnection>;
 /// The gateway's side of a TLS connection to an upstream.
-pub type TlsClient = TlsStream<rustls::ClientConnection>;
+pub(crate) type TlsClient = TlsStream<rustls::ClientConnection>;
 
 impl TlsConn {
     /// Runs the server side of the handshake.
-    pub async fn accept(io: TcpStream, cfg: Arc<rustls::ServerConfig>) -> io::Result<TlsConn> {
+    pub(crate) async fn accept(
+        io: TcpStream,
+        cfg: Arc<rustls::ServerConfig>,
+    ) -> io::Result<TlsConn> {
         let tls = rustls::ServerConnection::new(cfg).map_err(tls_err)?;
         TlsStream::handshake(io, tls).await
     }
@@ -47,7 +50,7 @@ impl TlsConn {
 impl TlsClient {
     /// Runs the client side of the handshake: SNI `name`, the server's chain verified against
     /// the config's roots and `name`.
-    pub async fn connect(
+    pub(crate) async fn connect(
         io: TcpStream,
         cfg: Arc<rustls::ClientConfig>,
         name: rustls::pki_types::ServerName<'static>,
@@ -65,7 +68,7 @@ where
     /// The connection as a poll-style stream (for HTTP/2 and relays, which drive the session
     /// themselves): ciphertext read but not yet given to rustls goes along; `prefix` is
     /// plaintext to hand over first.
-    pub fn into_poll_io(self, prefix: bytes::Bytes) -> crate::http::pollio::PollIo
+    pub(crate) fn into_poll_io(self, prefix: bytes::Bytes) -> crate::http::pollio::PollIo
     where
         C: Into<rustls::Connection>,
     {
@@ -137,7 +140,7 @@ where
     }
 
     /// Appends decrypted bytes to `dst`; `Ok(0)` when the peer closed.
-    pub async fn read_into(&mut self, dst: &mut BytesMut) -> io::Result<usize> {
+    pub(crate) async fn read_into(&mut self, dst: &mut BytesMut) -> io::Result<usize> {
         loop {
             {
                 let mut r = self.tls.reader();
@@ -170,7 +173,7 @@ where
     }
 
     /// Encrypts and writes all of `data`.
-    pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let n = self.tls.writer().write(data)?;
             data = &data[n..];
@@ -183,7 +186,7 @@ where
     }
 
     /// Sends close_notify, then shuts the TCP write side.
-    pub async fn shutdown(&mut self) -> io::Result<()> {
+    pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
         self.tls.send_close_notify();
         let _ = self.flush().await;
         self.io.shutdown().await

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 /// The reason phrase for a status.
-pub fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         101 => "Switching Protocols",
@@ -41,7 +41,7 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// Writes a status line.
-pub fn status_line(out: &mut Vec<u8>, minor: u8, status: u16) {
+pub(crate) fn status_line(out: &mut Vec<u8>, minor: u8, status: u16) {
     let _ = write!(
         out,
         "HTTP/1.{} {} {}\r\n",
@@ -52,7 +52,7 @@ pub fn status_line(out: &mut Vec<u8>, minor: u8, status: u16) {
 }
 
 /// Writes `{"message": "..."}` with JSON escaping.
-pub fn json_message(out: &mut Vec<u8>, message: &str) {
+pub(crate) fn json_message(out: &mut Vec<u8>, message: &str) {
     out.extend_from_slice(b"{\"message\":");
     out.extend_from_slice(
         serde_json::to_string(message)
@@ -65,7 +65,7 @@ pub fn json_message(out: &mut Vec<u8>, message: &str) {
 /// An answer the gateway writes itself, as a value; [`Answer::render`] is the only place
 /// that turns one into bytes (HTTP/1.1, which HTTP/2 streams map to frames).
 #[derive(Debug, Default)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     /// Header lines besides the ones every answer gets, each `name: value\r\n`.
     pub headers: Vec<u8>,
@@ -80,7 +80,7 @@ pub struct Answer {
 impl Answer {
     /// Renders the answer: status line, its headers, `content-type`, `content-length`,
     /// `x-request-id`, the `extra` lines, `connection`; the body unless `head_only`.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         out: &mut Vec<u8>,
         minor: u8,
@@ -112,7 +112,7 @@ impl Answer {
 }
 
 /// `connection: close` when closing; `connection: keep-alive` for HTTP/1.0 clients that stay.
-pub fn connection_header(out: &mut Vec<u8>, minor: u8, keep_alive: bool) {
+pub(crate) fn connection_header(out: &mut Vec<u8>, minor: u8, keep_alive: bool) {
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
     } else if minor == 0 {

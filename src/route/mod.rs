@@ -1,7 +1,7 @@
 //! Routing: which API and stage a request is for ([`Domains`]: host, then longest base path),
 //! and which route inside that API ([`trie`]).
 
-pub mod trie;
+pub(crate) mod trie;
 
 use ahash::AHashMap;
 
@@ -27,7 +27,7 @@ struct CompiledDomain {
 
 /// Host → domain tables, compiled once per snapshot.
 #[derive(Debug, Default)]
-pub struct Domains {
+pub(crate) struct Domains {
     domains: Vec<CompiledDomain>,
     exact: AHashMap<String, Vec<usize>>,
     /// (suffix with leading dot, domain), longest suffix first.
@@ -36,7 +36,7 @@ pub struct Domains {
 }
 
 impl Domains {
-    pub fn compile(domains: &[Domain], listener_names: &[String]) -> Domains {
+    pub(crate) fn compile(domains: &[Domain], listener_names: &[String]) -> Domains {
         let mut out = Domains::default();
         for (i, d) in domains.iter().enumerate() {
             let listeners = d.listeners.as_ref().map(|ls| {
@@ -66,7 +66,12 @@ impl Domains {
 
     /// Picks the domain for `host` (port stripped, any case) on `listener`, then its longest
     /// base path that prefixes `path`.
-    pub fn resolve(&self, listener: usize, host: &[u8], path: SegView<'_>) -> Option<StageRef> {
+    pub(crate) fn resolve(
+        &self,
+        listener: usize,
+        host: &[u8],
+        path: SegView<'_>,
+    ) -> Option<StageRef> {
         let host = host_without_port(host);
         let mut lower = [0u8; 256];
         if host.len() > lower.len() {
@@ -109,7 +114,7 @@ impl Domains {
 }
 
 /// "example.com:8080" → "example.com"; "[::1]:80" → "[::1]".
-pub fn host_without_port(host: &[u8]) -> &[u8] {
+pub(crate) fn host_without_port(host: &[u8]) -> &[u8] {
     if host.first() == Some(&b'[') {
         return match host.iter().position(|&b| b == b']') {
             Some(i) => &host[..=i],

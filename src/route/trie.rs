@@ -88,7 +88,7 @@ pub struct Capture {
 }
 
 /// Captures in route-declaration order; routes have few variables.
-pub type Captures = smallvec::SmallVec<[Capture; 4]>;
+pub(crate) type Captures = smallvec::SmallVec<[Capture; 4]>;
 
 /// The answer of [`Trie::lookup`].
 #[derive(Debug)]

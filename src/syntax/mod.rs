@@ -5,9 +5,9 @@
 //! A leaf: it imports no other module of the crate, so the config, the route trie, the
 //! protocol layer and the pipeline can all share these types without depending on each other.
 
-pub mod path;
-pub mod route_key;
-pub mod template;
+pub(crate) mod path;
+pub(crate) mod route_key;
+pub(crate) mod template;
 
 /// The methods a route can name. Anything else is still forwarded (for `ANY` routes and
 /// `$default`), under [`Method::Other`].
@@ -143,7 +143,7 @@ impl CertField {
 }
 
 /// The SNI name for a host as written (`api.internal`, `10.0.0.7`, `[::1]`).
-pub fn server_name(host: &str) -> Result<rustls_pki_types::ServerName<'static>, String> {
+pub(crate) fn server_name(host: &str) -> Result<rustls_pki_types::ServerName<'static>, String> {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     rustls_pki_types::ServerName::try_from(h.to_string())
         .map_err(|_| format!("{host:?} is not a DNS name or IP address"))

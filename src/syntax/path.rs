@@ -100,7 +100,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Splits and decodes `path` (no query). Reuses `out`'s allocations.
-pub fn normalise_into(path: &[u8], out: &mut Segments) -> Result<(), PathError> {
+pub(crate) fn normalise_into(path: &[u8], out: &mut Segments) -> Result<(), PathError> {
     out.decoded.clear();
     out.ranges.clear();
     if path.first() != Some(&b'/') {
@@ -160,7 +160,7 @@ pub fn normalise(path: &[u8]) -> Result<Segments, PathError> {
 
 /// Percent-encodes one decoded path segment for the upstream request: everything but RFC
 /// 3986 unreserved characters and the sub-delims that are safe in a segment.
-pub fn encode_segment(seg: &str, out: &mut Vec<u8>) {
+pub(crate) fn encode_segment(seg: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in seg.as_bytes() {
         let keep = b.is_ascii_alphanumeric()

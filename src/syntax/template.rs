@@ -228,7 +228,7 @@ fn encode_strict(v: &str, out: &mut Vec<u8>) {
 }
 
 /// `[A-Za-z0-9_-]+`: the names allowed for variables.
-pub fn is_ident(s: &str) -> bool {
+pub(crate) fn is_ident(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')

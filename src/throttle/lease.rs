@@ -14,11 +14,11 @@ use std::sync::Arc;
 use super::bucket::{Bucket, Rate};
 
 /// Unspent tokens older than this go back to the global bucket (50 ms).
-pub const LEASE_TTL_NS: u64 = 50_000_000;
+pub(crate) const LEASE_TTL_NS: u64 = 50_000_000;
 
 /// Tokens per lease: about 1/50 s of a shard's share of the rate, at most 1/8 of its share
 /// of the burst, at least 1, at most 256.
-pub fn lease_size(rate: Rate, shards: usize) -> u64 {
+pub(crate) fn lease_size(rate: Rate, shards: usize) -> u64 {
     let shards = shards.max(1) as u64;
     (rate.rate / (shards * 50))
         .min(rate.burst / (shards * 8))

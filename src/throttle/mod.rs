@@ -10,25 +10,25 @@
 //! counters (one relaxed atomic add per keyed request on that key's own cache line), flushed
 //! to the state store by the control plane every second.
 
-pub mod bucket;
-pub mod lease;
-pub mod redis;
+pub(crate) mod bucket;
+pub(crate) mod lease;
+pub(crate) mod redis;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use crate::config::{Period, Quota};
+pub(crate) use crate::config::{Period, Quota};
 
 /// Nanoseconds on the gateway's monotonic clock (its epoch is the first call).
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     // Start at one second so that a fresh bucket (TAT 0) is full.
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1_000_000_000
 }
 
 /// Days since 1970-01-01 (UTC) → (year, month 1-12, day 1-31). Howard Hinnant's algorithm.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -42,7 +42,7 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// (year, month, day) → days since 1970-01-01.
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
@@ -59,7 +59,7 @@ pub fn day_string(day: i64) -> String {
 }
 
 /// Parses "2026-11-22" into a day number.
-pub fn parse_day(s: &str) -> Option<i64> {
+pub(crate) fn parse_day(s: &str) -> Option<i64> {
     let mut it = s.split('-');
     let y: i64 = it.next()?.parse().ok()?;
     let m: u32 = it.next()?.parse().ok()?;
@@ -112,12 +112,12 @@ impl Period {
 
 /// The quota for this period is used up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuotaSpent;
+pub(crate) struct QuotaSpent;
 
 /// A key's usage under one plan: this period's count (the quota) and today's (for usage
 /// reports). Shared by the shards; written by them, flushed by the control plane.
 #[derive(Debug, Default)]
-pub struct QuotaCell {
+pub(crate) struct QuotaCell {
     pub period: AtomicU64,
     pub used: AtomicU64,
     pub day: AtomicU64,
@@ -127,7 +127,7 @@ pub struct QuotaCell {
 }
 
 impl QuotaCell {
-    pub fn new(period: i64, used: u64, day: i64, day_used: u64) -> QuotaCell {
+    pub(crate) fn new(period: i64, used: u64, day: i64, day_used: u64) -> QuotaCell {
         QuotaCell {
             period: AtomicU64::new(period as u64),
             used: AtomicU64::new(used),
@@ -139,7 +139,7 @@ impl QuotaCell {
 
     /// Counts one request on `day`; `Err(())` when the quota is spent (nothing counted).
     /// Returns what remains.
-    pub fn take(&self, quota: Option<Quota>, day: i64) -> Result<u64, QuotaSpent> {
+    pub(crate) fn take(&self, quota: Option<Quota>, day: i64) -> Result<u64, QuotaSpent> {
         let d = day as u64;
         if self.day.load(Ordering::Relaxed) != d && self.day.swap(d, Ordering::AcqRel) != d {
             self.day_used.store(0, Ordering::Relaxed);

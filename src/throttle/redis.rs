@@ -51,7 +51,7 @@ return {g, limit - used}
 "#;
 
 /// A shard's connections to one Redis.
-pub struct RedisPool {
+pub(crate) struct RedisPool {
     pub addr: SocketAddr,
     timeout: Duration,
     idle: RefCell<Vec<TcpStream>>,
@@ -86,7 +86,7 @@ fn int(b: &[u8]) -> Result<i64, String> {
 }
 
 /// Parses an integer or an array of integers. `Ok(None)`: incomplete.
-pub fn parse_reply(buf: &[u8]) -> Result<Option<Vec<i64>>, String> {
+pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<Vec<i64>>, String> {
     let Some((first, mut at)) = line(buf, 0) else {
         return Ok(None);
     };
@@ -113,7 +113,7 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<Vec<i64>>, String> {
 }
 
 impl RedisPool {
-    pub fn new(addr: SocketAddr, timeout: Duration) -> RedisPool {
+    pub(crate) fn new(addr: SocketAddr, timeout: Duration) -> RedisPool {
         RedisPool {
             addr,
             timeout,
@@ -165,7 +165,12 @@ impl RedisPool {
 
     /// Takes up to `want` tokens of the fleet-wide limit `name`: (granted, remaining, ns to
     /// wait when refused or until full when granted).
-    pub async fn take(&self, name: &str, rate: Rate, want: u64) -> Result<(u64, u64, u64), String> {
+    pub(crate) async fn take(
+        &self,
+        name: &str,
+        rate: Rate,
+        want: u64,
+    ) -> Result<(u64, u64, u64), String> {
         let interval_us = (1_000_000 / rate.rate.max(1)).max(1);
         let tau_us = interval_us.saturating_mul(rate.burst);
         let v = self
@@ -186,7 +191,7 @@ impl RedisPool {
     }
 
     /// Takes up to `want` requests of a quota period: (granted, remaining).
-    pub async fn quota(
+    pub(crate) async fn quota(
         &self,
         key: &str,
         limit: u64,

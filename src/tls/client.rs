@@ -10,7 +10,7 @@ use rustls::pki_types::ServerName;
 
 /// What connecting to one target over TLS needs.
 #[derive(Clone)]
-pub struct UpTls {
+pub(crate) struct UpTls {
     pub config: Arc<rustls::ClientConfig>,
     /// SNI and the name the certificate must carry.
     pub name: ServerName<'static>,
@@ -24,13 +24,13 @@ impl std::fmt::Debug for UpTls {
 
 impl UpTls {
     /// The name as text (pools are keyed by address and name).
-    pub fn name_text(&self) -> String {
+    pub(crate) fn name_text(&self) -> String {
         self.name.to_str().into_owned()
     }
 }
 
 /// The system's trust store (`/etc/ssl/certs` and friends), read once.
-pub fn system_roots() -> Result<Arc<rustls::RootCertStore>, String> {
+pub(crate) fn system_roots() -> Result<Arc<rustls::RootCertStore>, String> {
     static ROOTS: OnceLock<Result<Arc<rustls::RootCertStore>, String>> = OnceLock::new();
     ROOTS
         .get_or_init(|| {
@@ -50,7 +50,7 @@ pub fn system_roots() -> Result<Arc<rustls::RootCertStore>, String> {
 
 /// A client config: `ca` (PEM) or the system's roots; `client` a certificate and key to
 /// present to upstreams that ask for one.
-pub fn client_config(
+pub(crate) fn client_config(
     ca: Option<&Path>,
     client: Option<(&Path, &Path)>,
     h2: bool,
@@ -97,4 +97,4 @@ impl rustls::client::ResolvesClientCert for ClientCert {
     }
 }
 
-pub use crate::syntax::server_name;
+pub(crate) use crate::syntax::server_name;

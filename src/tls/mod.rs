@@ -6,7 +6,7 @@
 //! reload (SIGHUP, `POST /reload`, or a certificate file changing on disk) publishes new
 //! configs, new handshakes use them, and connections already open keep theirs.
 
-pub mod client;
+pub(crate) mod client;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A certificate chain and its key, loaded and checked.
 #[derive(Clone)]
-pub struct LoadedCert {
+pub(crate) struct LoadedCert {
     pub key: Arc<CertifiedKey>,
     /// Files it came from (watched for changes).
     pub files: [PathBuf; 2],
@@ -33,7 +33,7 @@ pub struct LoadedCert {
 }
 
 /// The hash [`LoadedCert::stamp`] holds, of a certificate file and a key file.
-pub fn stamp(cert: &[u8], key: &[u8]) -> u64 {
+pub(crate) fn stamp(cert: &[u8], key: &[u8]) -> u64 {
     ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one((cert, key))
 }
 
@@ -55,7 +55,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Loads a PEM chain and a PKCS#8, PKCS#1 (RSA) or SEC1 (EC) key; refuses a missing or
 /// unreadable file, a file without a certificate or key, a key that does not match the
 /// certificate, and an expired certificate unless `allow_expired`.
-pub fn load_cert(cert: &Path, key: &Path, allow_expired: bool) -> Result<LoadedCert, String> {
+pub(crate) fn load_cert(
+    cert: &Path,
+    key: &Path,
+    allow_expired: bool,
+) -> Result<LoadedCert, String> {
     let cert_pem =
         std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
     let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
@@ -125,7 +129,7 @@ pub fn load_cert(cert: &Path, key: &Path, allow_expired: bool) -> Result<LoadedC
 }
 
 /// Loads the CA certificates client certificates must chain to.
-pub fn load_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, String> {
+pub(crate) fn load_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&pem) {
@@ -140,11 +144,11 @@ pub fn load_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, String> {
     Ok(Arc::new(roots))
 }
 
-pub use crate::syntax::CertField;
+pub(crate) use crate::syntax::CertField;
 
 /// Every field of a verified client certificate, indexed by `CertField as usize`; computed
 /// once per connection.
-pub fn cert_fields(der: &[u8]) -> Vec<String> {
+pub(crate) fn cert_fields(der: &[u8]) -> Vec<String> {
     use sha2::Digest;
     let Ok((_, x)) = x509_parser::parse_x509_certificate(der) else {
         return vec![String::new(); CertField::ALL.len()];
@@ -191,7 +195,7 @@ pub fn cert_fields(der: &[u8]) -> Vec<String> {
 
 /// Renders the configured headers from a certificate's fields, once per connection.
 /// Values never contain CR or LF.
-pub fn client_cert_headers(values: &[String], fields: &[(String, CertField)]) -> Vec<u8> {
+pub(crate) fn client_cert_headers(values: &[String], fields: &[(String, CertField)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, f) in fields {
         out.extend_from_slice(name.as_bytes());
@@ -231,7 +235,7 @@ fn base64_pem(der: &[u8]) -> String {
 /// (one label, as certificates match), then the listener's own — or no certificate (the
 /// handshake fails) for an unknown name when `sni_strict`.
 #[derive(Debug)]
-pub struct SniResolver {
+pub(crate) struct SniResolver {
     default: Arc<CertifiedKey>,
     strict: bool,
     exact: AHashMap<String, Arc<CertifiedKey>>,
@@ -240,7 +244,7 @@ pub struct SniResolver {
 }
 
 impl SniResolver {
-    pub fn new(default: Arc<CertifiedKey>, strict: bool) -> SniResolver {
+    pub(crate) fn new(default: Arc<CertifiedKey>, strict: bool) -> SniResolver {
         SniResolver {
             default,
             strict,
@@ -250,7 +254,7 @@ impl SniResolver {
     }
 
     /// `host` is "api.example.com" or "*.example.com".
-    pub fn add(&mut self, host: &str, key: Arc<CertifiedKey>) {
+    pub(crate) fn add(&mut self, host: &str, key: Arc<CertifiedKey>) {
         let host = host.to_ascii_lowercase();
         match host.strip_prefix('*') {
             Some(suffix) => self.wildcard.insert(suffix.to_string(), key),
@@ -258,7 +262,7 @@ impl SniResolver {
         };
     }
 
-    pub fn pick(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn pick(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let Some(name) = name else {
             // No SNI (a client dialling an IP address): the listener's certificate.
             return Some(self.default.clone());
@@ -300,14 +304,14 @@ fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Client certificates a listener asks for (mTLS): the CAs they must chain to, and whether a
 /// handshake without one is refused.
-pub struct ClientAuth {
+pub(crate) struct ClientAuth {
     pub roots: Arc<rustls::RootCertStore>,
     pub required: bool,
 }
 
 /// Builds a listener's server config: TLS 1.2 and 1.3 with rustls' safe defaults, the
 /// server's cipher order, SNI, ALPN, session tickets and a session cache for resumption.
-pub fn server_config(
+pub(crate) fn server_config(
     resolver: SniResolver,
     alpn: &[String],
     client_auth: Option<ClientAuth>,

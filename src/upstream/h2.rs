@@ -31,14 +31,14 @@ thread_local! {
 }
 
 /// HTTP/2 upstream connections still open on this shard.
-pub fn drivers() -> usize {
+pub(crate) fn drivers() -> usize {
     DRIVERS.with(|d| d.get())
 }
 
 /// Opens the connection: the HTTP/2 handshake over `io`, its driver spawned on this shard.
 /// The driver ends, closing the socket, once every `SendRequest` for it is dropped and its
 /// streams are done (or the upstream closes it).
-pub async fn handshake(io: PollIo) -> io::Result<SendRequest<Bytes>> {
+pub(crate) async fn handshake(io: PollIo) -> io::Result<SendRequest<Bytes>> {
     let (sender, conn) = h2::client::Builder::new()
         .initial_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
@@ -70,7 +70,7 @@ enum Resp {
 }
 
 /// One request/answer on a shared HTTP/2 connection.
-pub struct H2Up {
+pub(crate) struct H2Up {
     sender: SendRequest<Bytes>,
     scheme: &'static str,
     head: BytesMut,
@@ -79,7 +79,7 @@ pub struct H2Up {
 }
 
 impl H2Up {
-    pub fn new(sender: SendRequest<Bytes>, tls: bool) -> H2Up {
+    pub(crate) fn new(sender: SendRequest<Bytes>, tls: bool) -> H2Up {
         H2Up {
             sender,
             scheme: if tls { "https" } else { "http" },
@@ -90,7 +90,7 @@ impl H2Up {
     }
 
     /// Takes bytes of the proxy's HTTP/1.1 request.
-    pub async fn write(&mut self, mut data: Bytes) -> io::Result<()> {
+    pub(crate) async fn write(&mut self, mut data: Bytes) -> io::Result<()> {
         while !data.is_empty() || matches!(self.req, Req::Head) {
             match &mut self.req {
                 Req::Head => {
@@ -187,7 +187,7 @@ impl H2Up {
     }
 
     /// Appends the answer, as HTTP/1.1, to `buf`; `Ok(0)` once it has all been given.
-    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    pub(crate) async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
             match self.resp.take() {
                 None | Some(Resp::Done) => {

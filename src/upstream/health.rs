@@ -18,7 +18,7 @@ use crate::tls::client::UpTls;
 use crate::upstream::UpStream;
 
 /// One probe: `Ok(status)` or why it failed.
-pub async fn probe(
+pub(crate) async fn probe(
     addr: SocketAddr,
     tls: Option<UpTls>,
     h2: bool,
@@ -104,7 +104,7 @@ async fn probe_h2(
 
 /// One target to check: its upstream's name (the probe's Host), address, and how to talk
 /// to it.
-pub struct Probe {
+pub(crate) struct Probe {
     pub upstream: String,
     pub addr: SocketAddr,
     pub tls: Option<UpTls>,
@@ -112,7 +112,7 @@ pub struct Probe {
 }
 
 /// Checks one target until `live` says this configuration generation is gone.
-pub async fn run_checks(
+pub(crate) async fn run_checks(
     target: Probe,
     h: Health,
     flag: Arc<AtomicBool>,

@@ -6,9 +6,9 @@
 //! atomic load) or when this shard saw `max_fails` consecutive failures within
 //! `fail_timeout` (nginx's passive health). With no usable target the answer is 503.
 
-pub mod h2;
-pub mod health;
-pub mod pool;
+pub(crate) mod h2;
+pub(crate) mod health;
+pub(crate) mod pool;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,11 +17,11 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 
 use crate::error::{Error, Kind};
-pub use pool::{Idle, TargetLocal};
+pub(crate) use pool::{Idle, TargetLocal};
 
 /// Pool and failure settings for one destination.
 #[derive(Debug, Clone, Copy)]
-pub struct PoolCfg {
+pub(crate) struct PoolCfg {
     pub keepalive: usize,
     pub keepalive_timeout: Duration,
     pub connect_timeout: Duration,
@@ -30,12 +30,12 @@ pub struct PoolCfg {
 }
 
 /// The clock is read only for a target that was ejected (not once per request).
-pub fn usable(t: &TargetLocal, healthy: bool) -> bool {
+pub(crate) fn usable(t: &TargetLocal, healthy: bool) -> bool {
     healthy && t.down_until.get().is_none_or(|d| Instant::now() >= d)
 }
 
 /// A connection to an upstream target: plain TCP, or TLS on top.
-pub enum UpStream {
+pub(crate) enum UpStream {
     Plain(TcpStream),
     Tls(Box<crate::http::tls::TlsClient>),
     /// A stream on the target's shared HTTP/2 connection.
@@ -44,7 +44,7 @@ pub enum UpStream {
 
 impl UpStream {
     /// Appends what the upstream sent to `buf`; `Ok(0)` at end of stream.
-    pub async fn read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+    pub(crate) async fn read_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         match self {
             UpStream::Plain(s) => crate::http::conn::read_into(s, buf).await,
             UpStream::Tls(t) => {
@@ -58,7 +58,7 @@ impl UpStream {
     }
 
     /// Writes all of `data`.
-    pub async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
+    pub(crate) async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
         &mut self,
         data: B,
     ) -> std::io::Result<()> {
@@ -72,7 +72,7 @@ impl UpStream {
 
 /// A pooled connection if one is fresh enough, else `None`.
 /// `now`: the caller's clock reading (one read per request serves the deadline and this).
-pub fn checkout(t: &TargetLocal, cfg: &PoolCfg, now: Instant) -> Option<UpStream> {
+pub(crate) fn checkout(t: &TargetLocal, cfg: &PoolCfg, now: Instant) -> Option<UpStream> {
     if t.h2.get() {
         // HTTP/2: a new stream on the shared connection, if there is one.
         let sender = t.h2_conn.borrow().clone()?;
@@ -89,7 +89,7 @@ pub fn checkout(t: &TargetLocal, cfg: &PoolCfg, now: Instant) -> Option<UpStream
 }
 
 /// Parks a connection whose exchange ended cleanly.
-pub fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: UpStream) {
+pub(crate) fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: UpStream) {
     if matches!(stream, UpStream::H2(_)) {
         // The connection stays shared; the stream is done.
         return;
@@ -105,7 +105,7 @@ pub fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: UpStream) {
 
 /// Opens a new connection to a target (and, for a TLS target, completes the handshake)
 /// within `connect_timeout`. A certificate that does not verify is a 502.
-pub async fn connect_target(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Error> {
+pub(crate) async fn connect_target(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Error> {
     if t.h2.get() {
         // One HTTP/2 connection per target: requests that find one being opened wait for it.
         if t.h2_opening.get() {
@@ -187,7 +187,7 @@ async fn h2_open(
 }
 
 /// Opens a new TCP connection within `connect_timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Error> {
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Error> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
@@ -205,7 +205,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, E
 }
 
 /// Counts a failure; after `max_fails` in a row the target rests for `fail_timeout`.
-pub fn record_failure(t: &TargetLocal, cfg: &PoolCfg) {
+pub(crate) fn record_failure(t: &TargetLocal, cfg: &PoolCfg) {
     let f = t.fails.get() + 1;
     t.fails.set(f);
     if cfg.max_fails > 0 && f >= cfg.max_fails {
@@ -216,7 +216,7 @@ pub fn record_failure(t: &TargetLocal, cfg: &PoolCfg) {
     }
 }
 
-pub fn record_success(t: &TargetLocal) {
+pub(crate) fn record_success(t: &TargetLocal) {
     if t.fails.get() != 0 {
         t.fails.set(0);
     }

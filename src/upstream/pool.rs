@@ -7,13 +7,13 @@ use std::rc::Rc;
 use std::time::Instant;
 
 /// An idle upstream connection and when it was parked.
-pub struct Idle {
+pub(crate) struct Idle {
     pub stream: super::UpStream,
     pub since: Instant,
 }
 
 /// One upstream target as this shard sees it.
-pub struct TargetLocal {
+pub(crate) struct TargetLocal {
     pub addr: SocketAddr,
     /// TLS to this target (the config is replaced on reload; pooled connections stay).
     pub tls: RefCell<Option<crate::tls::client::UpTls>>,
@@ -34,7 +34,7 @@ pub struct TargetLocal {
 }
 
 impl TargetLocal {
-    pub fn new(addr: SocketAddr) -> Rc<TargetLocal> {
+    pub(crate) fn new(addr: SocketAddr) -> Rc<TargetLocal> {
         Rc::new(TargetLocal {
             addr,
             tls: RefCell::new(None),
@@ -50,7 +50,7 @@ impl TargetLocal {
     }
 }
 
-pub struct UpstreamLocal {
+pub(crate) struct UpstreamLocal {
     pub targets: Vec<Rc<TargetLocal>>,
     /// Round-robin cursor.
     pub rr: Cell<usize>,

@@ -3,7 +3,9 @@
 //! [`config`] writes its config file and [`certs`] makes certificates. Everything is
 //! re-exported here, so a test file says `mod common; use common::*;`.
 
-#![allow(dead_code)]
+// Test support is shared by test binaries that each use part of it, and is public within
+// each test crate only.
+#![allow(dead_code, unreachable_pub)]
 
 pub mod certs;
 mod client;

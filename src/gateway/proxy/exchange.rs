@@ -31,7 +31,7 @@ pub(super) enum Failure {
 }
 
 /// An upstream answer whose head has been read and whose body has not.
-pub struct Exchange {
+pub(crate) struct Exchange {
     pub(super) target: Rc<TargetLocal>,
     pub(super) cfg: PoolCfg,
     pub(super) up: UpStream,
@@ -42,7 +42,7 @@ pub struct Exchange {
 impl Exchange {
     /// Gives the connection back to the pool when the answer had no body to read (a 304),
     /// else closes it.
-    pub fn finish_bodiless(self) {
+    pub(crate) fn finish_bodiless(self) {
         let Exchange {
             target,
             cfg,
@@ -59,7 +59,7 @@ impl Exchange {
 
 /// Sends the request (with the cache's `extra`) and reads the answer's head. `Err` only
 /// before anything was written to the client.
-pub async fn send(
+pub(crate) async fn send(
     ss: &ShardSnap,
     conn: &mut Conn,
     ctx: &mut RequestCtx,

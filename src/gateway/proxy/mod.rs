@@ -18,9 +18,9 @@ mod relay;
 mod respond;
 mod rewrite;
 
-pub use exchange::*;
-pub use relay::*;
-pub use respond::*;
+pub(crate) use exchange::*;
+pub(crate) use relay::*;
+pub(crate) use respond::*;
 pub use rewrite::*;
 
 use std::rc::Rc;
@@ -57,7 +57,7 @@ const MAX_READ: usize = 256 << 10;
 const COALESCE_BODY: usize = 64 << 10;
 
 /// Forwards the request and streams the answer. `Err` only before any answer was written.
-pub async fn forward(
+pub(crate) async fn forward(
     shard: &Rc<Shard>,
     ss: &ShardSnap,
     conn: &mut Conn,

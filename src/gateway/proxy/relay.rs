@@ -6,7 +6,7 @@ use super::*;
 /// Relays bytes both ways after a `101 Switching Protocols` until either side closes. Plain
 /// to plain uses monoio's copy on split sockets; when either side is TLS, both become
 /// poll-style streams (`PollIo`) and tokio's `copy_bidirectional` moves the bytes.
-pub async fn relay(conn: Conn, up: UpStream, from_upstream: Bytes) {
+pub(crate) async fn relay(conn: Conn, up: UpStream, from_upstream: Bytes) {
     use crate::http::conn::Stream;
     use crate::http::pollio::PollIo;
     let Conn { stream, buf, .. } = conn;

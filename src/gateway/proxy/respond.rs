@@ -4,7 +4,7 @@
 use super::*;
 
 /// Where the cache collects a body it means to store, as it streams to the client.
-pub struct Tee {
+pub(crate) struct Tee {
     pub body: BytesMut,
     pub max: usize,
     /// Set when the body outgrew `max` (then collection stopped).
@@ -18,7 +18,7 @@ pub struct Tee {
 }
 
 impl Tee {
-    pub fn new(max: usize, expect: usize) -> Tee {
+    pub(crate) fn new(max: usize, expect: usize) -> Tee {
         Tee {
             body: BytesMut::with_capacity(expect.min(max)),
             max,
@@ -54,7 +54,7 @@ impl Tee {
 }
 
 /// Streams the upstream's answer to the client (and into `tee`, when the cache wants it).
-pub async fn answer(
+pub(crate) async fn answer(
     shard: &Rc<Shard>,
     conn: &mut Conn,
     ctx: &mut RequestCtx,

@@ -4,7 +4,7 @@
 
 use super::*;
 
-pub use crate::http::h1::hop_by_hop;
+pub(crate) use crate::http::h1::hop_by_hop;
 
 /// The `Connection` header's value, if any: names listed there are hop-by-hop too. Looked
 /// up once per message, not once per header.
@@ -29,7 +29,7 @@ pub fn request_head(peer_ip: &str, ctx: &RequestCtx, integ: &HttpIntegration) ->
 
 /// What the cache adds to an upstream request.
 #[derive(Default)]
-pub struct Extra {
+pub(crate) struct Extra {
     /// Header lines ("name: value\r\n") added to the request (conditional headers).
     pub lines: Vec<u8>,
     /// Drop the client's own conditional headers, so that the answer is a full one the cache
@@ -47,7 +47,7 @@ pub(super) fn conditional(name: &[u8]) -> bool {
 }
 
 /// [`request_head`] with the cache's additions.
-pub fn request_head_with(
+pub(crate) fn request_head_with(
     peer_ip: &str,
     ctx: &RequestCtx,
     integ: &HttpIntegration,

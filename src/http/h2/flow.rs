@@ -10,7 +10,7 @@ use h2::SendStream;
 
 /// Where DATA goes: an HTTP/2 stream's sending side, which may be shared (a client-facing
 /// stream's is also watched for the client's RST_STREAM) or gone.
-pub trait DataSink {
+pub(crate) trait DataSink {
     /// Runs `f` on the stream; `None` when it is gone (reset, or already ended).
     fn with<R>(&mut self, f: impl FnOnce(&mut SendStream<Bytes>) -> R) -> Option<R>;
     /// Called once the stream's last frame is sent.
@@ -26,7 +26,7 @@ impl DataSink for SendStream<Bytes> {
 /// Sends `data` as the peer's window allows (waiting for capacity, taking what is already
 /// granted first), ending the stream with the last frame when `end` — with an empty frame
 /// when `data` is empty. `err` maps h2's errors to what the caller reports.
-pub async fn send_data(
+pub(crate) async fn send_data(
     sink: &mut impl DataSink,
     mut data: Bytes,
     end: bool,

@@ -11,9 +11,9 @@
 //! `idle_timeout` it is closed with GOAWAY NO_ERROR, as on drain. Floods of control frames,
 //! resets or CONTINUATIONs end it with GOAWAY ENHANCE_YOUR_CALM ([`watch::FrameWatch`]).
 
-pub mod flow;
-pub mod stream;
-pub mod watch;
+pub(crate) mod flow;
+pub(crate) mod stream;
+pub(crate) mod watch;
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
@@ -35,10 +35,10 @@ use crate::metrics::{Counter, Local};
 use watch::{Flood, FrameWatch, Signal};
 
 /// The client connection preface (RFC 9113 3.4).
-pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What every stream of a connection shares.
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     pub listener: usize,
     pub peer_ip: Rc<str>,
@@ -47,7 +47,7 @@ pub struct ConnInfo {
 }
 
 /// The transport HTTP/2 runs over.
-pub enum Transport {
+pub(crate) enum Transport {
     /// Clear text; the bytes already read (the preface, perhaps more) come first.
     Plain(TcpStream, Bytes),
     Tls(Box<crate::http::tls::TlsConn>),
@@ -72,7 +72,7 @@ enum Event {
 
 /// What a connection's streams are handed to: the stream's request and where its answer
 /// goes. The gateway passes its pipeline in; this module knows nothing of APIs.
-pub trait StreamHandler {
+pub(crate) trait StreamHandler {
     fn spawn_stream(
         &self,
         info: Rc<ConnInfo>,
@@ -84,7 +84,7 @@ pub trait StreamHandler {
 /// Serves one HTTP/2 connection until it ends: `cfg` and `limits` from the snapshot the
 /// connection started on, `drain` the shard's drain signal, `metrics` its counters; each
 /// stream runs as its own task through `handler`.
-pub async fn serve(
+pub(crate) async fn serve(
     transport: Transport,
     info: ConnInfo,
     cfg: Http2,

@@ -27,7 +27,7 @@ use crate::http::h1::{self, Framing};
 const MAX_RESPONSE_HEAD: usize = 1 << 20;
 
 /// The stream's sending side, shared with the watch that notices a client's RST_STREAM.
-pub enum Out {
+pub(crate) enum Out {
     Head(SendResponse<Bytes>),
     Body(SendStream<Bytes>),
     Done,
@@ -35,7 +35,7 @@ pub enum Out {
 
 impl Out {
     /// Ready when the client reset the stream.
-    pub fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Reason> {
+    pub(crate) fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Reason> {
         let r = match self {
             Out::Head(r) => r.poll_reset(cx),
             Out::Body(s) => s.poll_reset(cx),
@@ -67,7 +67,7 @@ enum Phase {
 }
 
 /// What the pipeline reads from and writes to for one stream.
-pub struct H2Stream {
+pub(crate) struct H2Stream {
     body: Option<RecvStream>,
     /// The request has no `content-length`: DATA is handed over in chunked framing.
     chunked: bool,
@@ -79,7 +79,7 @@ pub struct H2Stream {
 }
 
 impl H2Stream {
-    pub fn new(
+    pub(crate) fn new(
         body: Option<RecvStream>,
         chunked: bool,
         out: Rc<RefCell<Out>>,
@@ -98,7 +98,7 @@ impl H2Stream {
     }
 
     /// Appends request body bytes to `buf`; `Ok(0)` at the end of the stream.
-    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    pub(crate) async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         let Some(recv) = self.body.as_mut() else {
             return Ok(0);
         };
@@ -133,7 +133,7 @@ impl H2Stream {
     }
 
     /// Takes bytes of the pipeline's HTTP/1.1 answer and sends them as frames.
-    pub async fn write(&mut self, mut data: Bytes) -> io::Result<()> {
+    pub(crate) async fn write(&mut self, mut data: Bytes) -> io::Result<()> {
         while !data.is_empty() {
             match &mut self.phase {
                 Phase::Head => {
@@ -244,7 +244,7 @@ impl H2Stream {
 
     /// After the pipeline: ends a body that ran to the upstream's close; resets a stream whose
     /// answer was cut short.
-    pub async fn finish(&mut self) -> io::Result<()> {
+    pub(crate) async fn finish(&mut self) -> io::Result<()> {
         match self.phase {
             Phase::Done => Ok(()),
             Phase::UntilClose => {
@@ -296,7 +296,7 @@ fn is_connection_specific(name: &[u8]) -> bool {
 
 /// Writes the request as an HTTP/1.1 head into `buf`. Returns whether the body is handed
 /// over chunked. A request HTTP/2 calls malformed gets the stream error it asks for.
-pub fn synthesize(
+pub(crate) fn synthesize(
     parts: &http::request::Parts,
     end: bool,
     buf: &mut BytesMut,

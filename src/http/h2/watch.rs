@@ -12,7 +12,7 @@ use crate::config::Http2;
 
 /// A flood the watch caught.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flood {
+pub(crate) enum Flood {
     /// PING, SETTINGS, PRIORITY or empty DATA frames past the bucket.
     Control,
     /// RST_STREAM frames past the bucket (rapid reset).
@@ -23,17 +23,17 @@ pub enum Flood {
 
 /// State the I/O shares with the connection loop: the flood flag and the loop's waker.
 #[derive(Default)]
-pub struct Signal {
+pub(crate) struct Signal {
     pub flood: Cell<Option<Flood>>,
     waker: Cell<Option<Waker>>,
 }
 
 impl Signal {
-    pub fn register(&self, w: &Waker) {
+    pub(crate) fn register(&self, w: &Waker) {
         self.waker.set(Some(w.clone()));
     }
 
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
@@ -75,7 +75,7 @@ impl Bucket {
 }
 
 /// Follows the client's frame boundaries and counts what floods are made of.
-pub struct FrameWatch {
+pub(crate) struct FrameWatch {
     /// Client preface bytes still to skip.
     preface: usize,
     head: [u8; 9],
@@ -102,7 +102,7 @@ const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
 impl FrameWatch {
-    pub fn new(cfg: &Http2) -> FrameWatch {
+    pub(crate) fn new(cfg: &Http2) -> FrameWatch {
         FrameWatch {
             preface: crate::http::h2::PREFACE.len(),
             head: [0; 9],
@@ -116,7 +116,7 @@ impl FrameWatch {
     }
 
     /// Scans bytes as they arrive; a flood stops the scan.
-    pub fn scan(&mut self, mut b: &[u8]) -> Result<(), Flood> {
+    pub(crate) fn scan(&mut self, mut b: &[u8]) -> Result<(), Flood> {
         while !b.is_empty() {
             if self.preface > 0 {
                 let k = self.preface.min(b.len());
