@@ -43,6 +43,8 @@
 #![deny(unsafe_code)]
 // `.clippy.toml` bans locks (the data plane's state is per shard); tests and benches may use them.
 #![deny(clippy::disallowed_types)]
+// The module docs are written for `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod admin;
 mod auth;

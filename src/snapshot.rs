@@ -21,9 +21,9 @@ use crate::tls::client::UpTls;
 /// Where an `http` integration goes, resolved for one stage.
 #[derive(Debug)]
 pub enum Dest {
-    /// Index into [`Snapshot::upstreams`].
+    /// Index into [`Compiled::upstreams`].
     Upstream(usize),
-    /// Index into [`Snapshot::literal_targets`].
+    /// Index into [`Compiled::literal_targets`].
     Literal(usize),
 }
 
