@@ -1,7 +1,8 @@
 //! The one exit. Every request leaves through [`finish`]: an answer the gateway writes itself
-//! (an error, a mock, a redirect: an [`Answer`], rendered here and nowhere else) or one that
-//! was already streamed (a proxied or cached answer) is counted by status here, and here the
-//! connection's fate (keep-alive, close, linger) is decided. What never reaches a phase leaves
+//! (an error, a mock, a redirect: an [`Answer`], a value that `http::write` renders) is
+//! written here; one already streamed (proxied, or a cache hit written from the stored
+//! `Bytes` by `cached`) arrives as [`Outcome::Sent`]. Either way it is counted and recorded
+//! here, and here the connection's fate (keep-alive, close, linger) is decided. What never reaches a phase leaves
 //! through the same counting: a malformed head ([`head_error`]), an HTTP/2 stream refused or
 //! reset before its head was usable ([`h2_refused`], [`h2_reset`]), and a request whose
 //! client went away mid-way — a dropped pipeline is counted by its [`Exit`] guard.
