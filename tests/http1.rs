@@ -286,6 +286,16 @@ fn slow_clients_are_cut_by_the_header_timeout() {
     assert!(cut || r.as_ref().is_some_and(|r| r.status == 408), "{r:?}");
     assert!(c.is_closed());
     assert!(start.elapsed() < Duration::from_secs(5));
+    // A head that stops part way gets 408 Request Timeout, then the connection closes.
+    let mut c = Client::connect(gw.addr());
+    c.send(b"GET /x HTTP/1.1\r\nHost: h\r\n");
+    let r = c.read_response(false).expect("an answer before the close");
+    assert_eq!(r.status, 408);
+    assert_eq!(r.json()["message"], "Request Timeout");
+    assert!(c.is_closed());
+    // A connection that sends nothing is closed quietly.
+    let mut c = Client::connect(gw.addr());
+    assert!(c.read_response(false).is_none());
     // An idle keep-alive connection is closed after idle_timeout.
     let mut c = Client::connect(gw.addr());
     assert_eq!(

@@ -306,13 +306,22 @@ pub(crate) async fn read_head(
             }
         }
         let res = match deadline {
-            Some(d) => match monoio::time::timeout_at(d.into(), conn.read_more()).await {
-                Ok(r) => r,
-                Err(_) if conn.buf.is_empty() => return HeadRead::Closed,
-                Err(_) => {
-                    return HeadRead::Failed(Error::downstream(Kind::HeadTimeout, "request head"))
+            Some(d) => {
+                // A read cut by the deadline takes the buffer with it: decide by what was
+                // there before it.
+                let partial = !conn.buf.is_empty();
+                match monoio::time::timeout_at(d.into(), conn.read_more()).await {
+                    Ok(r) => r,
+                    // Nothing sent at all: close quietly, as nginx does.
+                    Err(_) if !partial => return HeadRead::Closed,
+                    Err(_) => {
+                        return HeadRead::Failed(Error::downstream(
+                            Kind::HeadTimeout,
+                            "request head",
+                        ))
+                    }
                 }
-            },
+            }
             None => {
                 let drain = drain.wait();
                 monoio::select! {
