@@ -244,3 +244,41 @@ fn websocket_upgrades_are_relayed_both_ways() {
         assert_eq!(back, msg);
     }
 }
+
+#[test]
+fn idempotent_requests_retry_on_another_target_when_one_resets_before_answering() {
+    // One target accepts and resets every request; the other answers. Ejection is off so
+    // that every request can meet the resetting target.
+    let bad = Upstream::start(|_| Action::Reset);
+    let good = Upstream::start(|_| respond(200, "good"));
+    let block = upstream_block(&[bad.addr, good.addr], "max_fails = 0");
+    let gw = Gw::start(&one_route(&block, "http://up", ""));
+    let mut c = Client::connect(gw.addr());
+    for i in 0..40 {
+        let r = c.request(format!("GET /x{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(r.text(), "good");
+    }
+    assert!(
+        bad.count() >= 10,
+        "round robin sent {} to the resetting target",
+        bad.count()
+    );
+    // A POST whose body went to the resetting target is not repeated: 502.
+    let mut refused = 0;
+    for _ in 0..4 {
+        let r = c.request(b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi");
+        if r.status == 502 {
+            refused += 1;
+            c = Client::connect(gw.addr());
+        }
+    }
+    assert!(refused >= 1, "no POST met the resetting target");
+    assert_eq!(
+        good.requests()
+            .iter()
+            .filter(|s| s.method == "POST")
+            .count(),
+        4 - refused
+    );
+}

@@ -26,6 +26,9 @@ pub(super) enum Failure {
     Stale,
     /// The target failed (counts towards ejection).
     Target(Error),
+    /// A new connection was closed or reset before any byte of an answer, with nothing of
+    /// the body streamed: an idempotent request can go to another target.
+    Reset(Error),
     /// The client's side failed (bad or oversized body, or it went away).
     Client(Error),
 }
@@ -205,7 +208,17 @@ pub(crate) async fn send(
                     format!("{}: connection closed before an answer", target.addr),
                 ));
             }
-            Err(Failure::Target(e)) => {
+            // Closed or reset before any answer byte: an idempotent request whose body is in
+            // memory goes to another target (nginx's proxy_next_upstream error), within the
+            // route's timeout; where there is no other target, the answer is this failure.
+            Err(Failure::Reset(e)) if replayable && tries < 3 && Instant::now() < deadline => {
+                record_failure(&target, &cfg);
+                tracing::debug!(target_addr = %target.addr, error = %e, "closed before an answer: retrying on another target");
+                exclude = Some(target.addr);
+                last_err = Some(e);
+                continue;
+            }
+            Err(Failure::Target(e) | Failure::Reset(e)) => {
                 record_failure(&target, &cfg);
                 return Err(e);
             }
@@ -237,7 +250,7 @@ pub(super) async fn exchange(
         return Err(if reused {
             Failure::Stale
         } else {
-            Failure::Target(gone("writing request head"))
+            Failure::Reset(gone("writing request head"))
         });
     }
     let streamed = ctx.body == BodyState::Unread;
@@ -286,10 +299,11 @@ pub(super) async fn exchange(
             }
             Ok(Ok(0)) | Ok(Err(_)) => {
                 let nothing = ubuf.is_empty();
-                return Err(if reused && nothing && !streamed {
-                    Failure::Stale
-                } else {
-                    Failure::Target(gone("connection closed before a complete answer"))
+                let closed = "connection closed before a complete answer";
+                return Err(match (nothing && !streamed, reused) {
+                    (true, true) => Failure::Stale,
+                    (true, false) => Failure::Reset(gone(closed)),
+                    (false, _) => Failure::Target(gone(closed)),
                 });
             }
             Ok(Ok(_)) => {}
