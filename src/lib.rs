@@ -57,6 +57,7 @@ mod gateway;
 mod http;
 mod listener;
 mod metrics;
+mod observe;
 mod route;
 mod runtime;
 mod shard;

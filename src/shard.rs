@@ -124,6 +124,8 @@ pub(crate) struct Shard {
     /// Fleet-wide quota requests this shard holds: id -> (period, requests left, refused
     /// until (ns) when Redis said the quota is spent).
     quota_leases: RefCell<AHashMap<u64, (i64, u64, u64)>>,
+    /// Repeated failures, logged once per kind and target, then summarised by the sweep.
+    pub repeats: crate::observe::RepeatLog,
 }
 
 impl Shard {
@@ -153,6 +155,9 @@ impl Shard {
             redis_down: Cell::new(false),
             metrics: Default::default(),
             quota_leases: RefCell::new(AHashMap::new()),
+            repeats: crate::observe::RepeatLog::new(
+                snap.config.server.log_summary_interval.as_nanos() as u64,
+            ),
         };
         shard.adopt(snap);
         Rc::new(shard)
@@ -183,6 +188,8 @@ impl Shard {
 
     /// Attaches this shard's per-target state (pools survive reloads) to a new snapshot.
     fn adopt(&self, snap: Arc<Snapshot>) {
+        self.repeats
+            .set_interval(snap.config.server.log_summary_interval.as_nanos() as u64);
         let mut targets = self.targets.borrow_mut();
         // A target is its address and, over TLS, the name it is verified against.
         let mut get = |a: SocketAddr, tls: &Option<crate::tls::client::UpTls>, h2: bool| {
@@ -389,6 +396,7 @@ impl Shard {
         if let Some(row) = self.shared.metrics.get(self.id) {
             self.metrics.publish(row);
         }
+        crate::observe::flush_repeats(&self.repeats, self.id, now);
         for l in self.current.borrow().leases.iter() {
             l.release(now, false);
         }
@@ -408,6 +416,18 @@ impl Shard {
         if q.len() > 10_000 {
             q.retain(|_, (_, left, _)| *left > 0);
         }
+    }
+
+    /// Whether to log this failure in full: the first of its kind (`what`, target, status)
+    /// in the interval is; the rest are counted and summarised by the sweep.
+    pub(crate) fn log_first(
+        &self,
+        what: &'static str,
+        target: Option<SocketAddr>,
+        status: u16,
+    ) -> bool {
+        self.repeats
+            .first((what, target, status), crate::throttle::now_ns())
     }
 
     /// A new request id: 32 hex digits, unique per process.

@@ -307,3 +307,43 @@ fn the_exit_records_each_request() {
     assert!(us("upstream_connect_us") <= us("first_byte_us"), "{rec}");
     assert!(us("first_byte_us") <= us("total_us"), "{rec}");
 }
+
+/// An upstream outage under load is one log line per target and kind of failure, then a
+/// count per `server.log_summary_interval`, not a line per failed request.
+#[test]
+fn repeated_failures_are_summarised_not_logged_one_by_one() {
+    let dead = closed_port();
+    let toml = Cfg::new()
+        .server("log_summary_interval = \"300ms\"")
+        .route(
+            "GET /down",
+            format!("integration = {{ type = \"http\", uri = \"http://{dead}/down\" }}"),
+        )
+        .toml();
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let p = Proc::start(&path, &[]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = Client::connect(addr);
+    for _ in 0..50 {
+        assert_eq!(
+            c.request(b"GET /down HTTP/1.1\r\nHost: a\r\n\r\n").status,
+            502
+        );
+    }
+    let lines = p.lines_until("request failed: ");
+    let full = lines
+        .iter()
+        .filter(|l| l["message"] == "request failed")
+        .count();
+    assert_eq!(full, 1, "{lines:?}");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["count"], 49, "{summary}");
+    assert_eq!(summary["target_addr"], dead.to_string());
+    assert_eq!(summary["status"], 502);
+}

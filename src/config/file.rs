@@ -56,6 +56,7 @@ pub(crate) struct ServerFile {
     pub state_dir: Option<String>,
     pub driver: Option<String>,
     pub drain_timeout: Option<String>,
+    pub log_summary_interval: Option<String>,
     pub uring_entries: Option<i64>,
     pub uring_flags: Option<Vec<String>>,
     // Named in the reference config, not built yet: refused by name.

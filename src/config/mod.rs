@@ -60,6 +60,9 @@ pub(crate) const DEFAULT_MAX_FAILS: u32 = 3;
 pub(crate) const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed to finish in-flight requests on SIGTERM (30 s); Envoy `--drain-time-s`.
 pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often repeated failures are summarised (10 s): the first of a kind is logged in
+/// full, the rest counted (a failing upstream under load is one line per target per 10 s).
+pub(crate) const DEFAULT_LOG_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// Health check defaults: every 5 s, 2 s timeout, 3 failures down, 2 successes up.
 pub(crate) const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -272,6 +275,27 @@ impl Validator {
                 }
             },
         }
+    }
+
+    /// A duration from `lo` to `hi`.
+    fn duration_in(
+        &mut self,
+        key: &str,
+        v: Option<&String>,
+        default: Duration,
+        lo: Duration,
+        hi: Duration,
+    ) -> Duration {
+        let d = self.duration(key, v, default);
+        if d < lo || d > hi {
+            self.bad(
+                key,
+                v.map(String::as_str).unwrap_or_default(),
+                &format!("a duration from {lo:?} to {hi:?}"),
+            );
+            return default;
+        }
+        d
     }
 
     fn size(&mut self, key: &str, v: Option<&file::SizeValue>, default: u64) -> u64 {

@@ -45,6 +45,10 @@ pub struct Server {
     pub driver: Driver,
     #[serde(serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    /// Repeated failures (same kind, same target) are logged once, then counted and
+    /// summarised once per this interval.
+    #[serde(serialize_with = "ser_duration")]
+    pub log_summary_interval: Duration,
     pub uring_entries: u32,
     pub uring_flags: UringFlags,
 }
@@ -184,6 +188,13 @@ impl Validator {
                 "server.drain_timeout",
                 s.drain_timeout.as_ref(),
                 DEFAULT_DRAIN_TIMEOUT,
+            ),
+            log_summary_interval: self.duration_in(
+                "server.log_summary_interval",
+                s.log_summary_interval.as_ref(),
+                DEFAULT_LOG_SUMMARY_INTERVAL,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
             ),
             uring_flags,
             uring_entries: self.int_in(

@@ -208,7 +208,9 @@ async fn fetch(
         Ok(ex) => ex,
         Err(e) if matches!(e.status(), 502..=504) => match &stale {
             Some(s) => {
-                tracing::warn!(request_id = %ctx.request_id, error = %e, "upstream failed; serving the stale cached answer");
+                if shard.log_first("upstream failed; stale answer served", ctx.upstream, 0) {
+                    tracing::warn!(request_id = %ctx.request_id, error = %e, "upstream failed; serving the stale cached answer");
+                }
                 Stats::add(&cache.stats.stale_served);
                 return answer_stored(shard, conn, ctx, s, "Stale", cache.now_ns()).await;
             }
@@ -236,7 +238,9 @@ async fn fetch(
     }
     if matches!(status, 500 | 502 | 503 | 504) {
         if let Some(s) = &stale {
-            tracing::warn!(request_id = %ctx.request_id, status, "upstream answered an error; serving the stale cached answer");
+            if shard.log_first("upstream error; stale answer served", ctx.upstream, status) {
+                tracing::warn!(request_id = %ctx.request_id, status, "upstream answered an error; serving the stale cached answer");
+            }
             drop(ex);
             Stats::add(&cache.stats.stale_served);
             return answer_stored(shard, conn, ctx, s, "Stale", cache.now_ns()).await;

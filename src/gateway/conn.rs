@@ -263,4 +263,13 @@ impl StreamHandler for Streams {
     ) -> impl std::future::Future<Output = ()> + 'static {
         run_stream(self.0.clone(), info, req, respond)
     }
+
+    fn log_flood(&self, flood: crate::http::h2::watch::Flood) -> bool {
+        let what = match flood {
+            crate::http::h2::watch::Flood::Control => "HTTP/2 control-frame flood",
+            crate::http::h2::watch::Flood::Reset => "HTTP/2 reset flood",
+            crate::http::h2::watch::Flood::Continuation => "HTTP/2 CONTINUATION flood",
+        };
+        self.0.log_first(what, None, 0)
+    }
 }

@@ -207,7 +207,9 @@ pub(crate) async fn finish(
             ctx.error = Some(e.kind.response_type());
             match e.status() {
                 500..=599 => {
-                    tracing::warn!(request_id = %ctx.request_id, status = e.status(), error = %e, "request failed")
+                    if shard.log_first("request failed", ctx.upstream, e.status()) {
+                        tracing::warn!(request_id = %ctx.request_id, status = e.status(), error = %e, "request failed")
+                    }
                 }
                 _ => {
                     tracing::debug!(request_id = %ctx.request_id, status = e.status(), error = %e, "request refused")

@@ -154,6 +154,27 @@ impl Proc {
         Proc { child, lines: rx }
     }
 
+    /// Every log line (its fields) up to and including the first whose message starts with
+    /// `prefix`.
+    pub fn lines_until(&self, prefix: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(IO_TIMEOUT)
+                .unwrap_or_else(|_| panic!("no log line starting {prefix:?}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            let done = v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(prefix));
+            out.push(v["fields"].clone());
+            if done {
+                return out;
+            }
+        }
+    }
+
     /// Waits for a log line whose message is `msg`; returns its fields.
     pub fn wait_for(&self, msg: &str) -> serde_json::Value {
         loop {

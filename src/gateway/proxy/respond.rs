@@ -103,7 +103,9 @@ pub(crate) async fn answer(
         Err(side) => {
             if side == Side::Upstream {
                 record_failure(&target, &cfg);
-                tracing::warn!(request_id = %ctx.request_id, target_addr = %target.addr, "upstream failed mid-answer; closing client connection");
+                if shard.log_first("upstream failed mid-answer", Some(target.addr), 0) {
+                    tracing::warn!(request_id = %ctx.request_id, target_addr = %target.addr, "upstream failed mid-answer; closing client connection");
+                }
             }
             return Ok(Next::Close);
         }

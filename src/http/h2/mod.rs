@@ -79,6 +79,11 @@ pub(crate) trait StreamHandler {
         req: http::Request<RecvStream>,
         respond: SendResponse<Bytes>,
     ) -> impl std::future::Future<Output = ()> + 'static;
+
+    /// Whether to log a flood that ended a connection (the gateway summarises repeats).
+    fn log_flood(&self, _flood: Flood) -> bool {
+        true
+    }
 }
 
 /// Serves one HTTP/2 connection until it ends: `cfg` and `limits` from the snapshot the
@@ -182,7 +187,9 @@ pub(crate) async fn serve(
                 });
             }
             Event::Flood(f) => {
-                tracing::info!(peer = %info.peer, flood = ?f, "HTTP/2 flood: GOAWAY ENHANCE_YOUR_CALM");
+                if handler.log_flood(f) {
+                    tracing::info!(peer = %info.peer, flood = ?f, "HTTP/2 flood: GOAWAY ENHANCE_YOUR_CALM");
+                }
                 metrics.add(match f {
                     Flood::Control => Counter::H2FloodControl,
                     Flood::Reset => Counter::H2FloodReset,
