@@ -48,6 +48,27 @@ impl Redis {
         Redis { child, addr }
     }
 
+    /// SIGSTOP / SIGCONT: a Redis that hangs rather than dies.
+    fn pause(&self, on: bool) {
+        let sig = if on { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// `redis-cli` against this server.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli comes with redis-server");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -216,4 +237,83 @@ fn without_redis_nodes_fall_back_as_configured() {
     // Quotas follow the same rule.
     assert_eq!(keyed(local.addr()).status, 200);
     assert_eq!(keyed(deny.addr()).status, 429);
+}
+
+/// A Redis that hangs (SIGSTOP) costs one request the `cluster.timeout`; the rest fall back at
+/// once, and once Redis answers again the shard goes back to it.
+#[test]
+fn a_hanging_redis_trips_the_circuit_and_requests_do_not_wait() {
+    let redis = Redis::start();
+    let toml = Cfg::new()
+        .api("shop")
+        .route(
+            "GET /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+        )
+        .extra(format!(
+            r#"
+[cluster]
+redis = "redis://{}"
+nodes = 1
+timeout = "500ms"
+on_redis_error = "local"
+
+[[usage_plans]]
+name = "gold"
+stages = ["shop/prod"]
+quota = {{ limit = 100000, period = "day" }}
+
+[[api_keys]]
+name = "fleet"
+value = "{KEY}"
+plan = "gold"
+"#,
+            redis.addr
+        ))
+        .toml();
+    // With one node and one shard, the quota is leased 100 requests at a time: every
+    // hundredth request asks Redis. The counter there shows who counted.
+    let gw = Gw::start(&toml);
+    let mut c = Client::connect(gw.addr());
+    let mut keyed = || {
+        let t = Instant::now();
+        let r = c.request(
+            format!("GET /keyed HTTP/1.1\r\nHost: h\r\nx-api-key: {KEY}\r\n\r\n").as_bytes(),
+        );
+        (r.status, t.elapsed())
+    };
+    assert_eq!(keyed().0, 200);
+    let counted = || -> u64 {
+        let keys = redis.cli(&["--raw", "KEYS", "tollgate:quota:*"]);
+        keys.lines()
+            .map(|k| redis.cli(&["GET", k]).parse::<u64>().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(counted(), 100, "the first lease came from Redis");
+    redis.pause(true);
+    // 500 requests need five new leases: the first call waits out the timeout, the rest
+    // fall back at once.
+    let mut slow = 0;
+    for i in 0..500 {
+        let (status, took) = keyed();
+        assert_eq!(status, 200, "request {i}");
+        if took >= Duration::from_millis(400) {
+            slow += 1;
+        }
+    }
+    assert!(slow <= 1, "{slow} requests waited for the paused Redis");
+    redis.pause(false);
+    // Only the call that was in flight when Redis hung is counted there (it runs when Redis
+    // resumes); the other leases were not asked for.
+    assert!(counted() <= 200, "{} counted in Redis", counted());
+    // Once a probe gets an answer, leases come from Redis again.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            for _ in 0..100 {
+                keyed();
+            }
+            counted() > 200
+        }),
+        "the shard never went back to Redis"
+    );
 }

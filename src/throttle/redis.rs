@@ -6,9 +6,15 @@
 //! Each shard keeps its own small pool of connections (no sharing, no locks). A call that
 //! fails or takes longer than `cluster.timeout` is reported to the caller, which falls back
 //! as `cluster.on_redis_error` says.
+//!
+//! Circuit breaker: after one failure (a refused connection, or a Redis that hangs and lets
+//! the call time out) the shard stops calling Redis — every later call fails at once, so the
+//! caller's fallback decides without waiting — and one background task pings Redis every
+//! [`PROBE_INTERVAL`] until it answers; then calls go to Redis again.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -50,11 +56,16 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return {g, limit - used}
 "#;
 
+/// How often an open circuit pings Redis to see whether it answers again (1 s).
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A shard's connections to one Redis.
 pub(crate) struct RedisPool {
     pub addr: SocketAddr,
     timeout: Duration,
     idle: RefCell<Vec<TcpStream>>,
+    /// The circuit is open: calls fail at once while the probe waits for Redis to answer.
+    open: Cell<bool>,
 }
 
 /// Encodes a command as a RESP array of bulk strings.
@@ -93,6 +104,8 @@ pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<Vec<i64>>, String> {
     match first.first() {
         Some(b'-') => Err(format!("Redis: {}", String::from_utf8_lossy(&first[1..]))),
         Some(b':') => Ok(Some(vec![int(&first[1..])?])),
+        // A status reply (`+PONG`, `+OK`) carries no number.
+        Some(b'+') => Ok(Some(Vec::new())),
         Some(b'*') => {
             let n = int(&first[1..])?;
             let mut out = Vec::with_capacity(n.max(0) as usize);
@@ -118,7 +131,30 @@ impl RedisPool {
             addr,
             timeout,
             idle: RefCell::new(Vec::new()),
+            open: Cell::new(false),
         }
+    }
+
+    /// Opens the circuit and starts the probe that closes it once Redis answers a PING.
+    fn trip(self: &Rc<Self>) {
+        if self.open.replace(true) {
+            return;
+        }
+        self.idle.borrow_mut().clear();
+        let pool = self.clone();
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(PROBE_INTERVAL).await;
+                if Rc::strong_count(&pool) == 1 {
+                    return; // the shard replaced this pool (a reload moved Redis)
+                }
+                let ping = pool.call(command(&[b"PING"]));
+                if let Ok(Ok(_)) = monoio::time::timeout(pool.timeout, ping).await {
+                    pool.open.set(false);
+                    return;
+                }
+            }
+        });
     }
 
     async fn call(&self, cmd: Vec<u8>) -> Result<Vec<i64>, String> {
@@ -150,23 +186,41 @@ impl RedisPool {
         }
     }
 
-    async fn eval(&self, script: &str, key: &str, args: &[i64]) -> Result<Vec<i64>, String> {
+    async fn eval(
+        self: &Rc<Self>,
+        script: &str,
+        key: &str,
+        args: &[i64],
+    ) -> Result<Vec<i64>, String> {
+        if self.open.get() {
+            return Err(format!(
+                "Redis {} is not answering (checked every {:?})",
+                self.addr, PROBE_INTERVAL
+            ));
+        }
         let nums: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let mut parts: Vec<&[u8]> = vec![b"EVAL", script.as_bytes(), b"1", key.as_bytes()];
         parts.extend(nums.iter().map(|n| n.as_bytes()));
-        match monoio::time::timeout(self.timeout, self.call(command(&parts))).await {
+        let r = match monoio::time::timeout(self.timeout, self.call(command(&parts))).await {
             Ok(r) => r,
             Err(_) => Err(format!(
                 "Redis {} did not answer within {:?}",
                 self.addr, self.timeout
             )),
+        };
+        // A Redis error reply is an answer; no reply at all opens the circuit.
+        if let Err(e) = &r {
+            if !e.starts_with("Redis: ") {
+                self.trip();
+            }
         }
+        r
     }
 
     /// Takes up to `want` tokens of the fleet-wide limit `name`: (granted, remaining, ns to
     /// wait when refused or until full when granted).
     pub(crate) async fn take(
-        &self,
+        self: &Rc<Self>,
         name: &str,
         rate: Rate,
         want: u64,
@@ -192,7 +246,7 @@ impl RedisPool {
 
     /// Takes up to `want` requests of a quota period: (granted, remaining).
     pub(crate) async fn quota(
-        &self,
+        self: &Rc<Self>,
         key: &str,
         limit: u64,
         want: u64,
@@ -228,6 +282,7 @@ mod tests {
             Ok(Some(vec![5, 10, 0]))
         );
         assert_eq!(parse_reply(b"*3\r\n:5\r\n:1"), Ok(None));
+        assert_eq!(parse_reply(b"+PONG\r\n"), Ok(Some(vec![])));
         assert_eq!(parse_reply(b":7\r\n"), Ok(Some(vec![7])));
         assert!(parse_reply(b"-ERR nope\r\n").unwrap_err().contains("nope"));
         assert_eq!(parse_reply(b""), Ok(None));
