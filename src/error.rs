@@ -27,6 +27,9 @@ pub(crate) enum Kind {
     BodyTooLarge,
     /// Head did not arrive within `limits.header_timeout` (408).
     HeadTimeout,
+    /// The request body stalled past `limits.body_timeout`, or arrived slower than
+    /// `limits.body_min_rate` (408).
+    BodyTimeout,
     /// No API, stage or route (404).
     NotFound,
     /// The path exists for other methods (405, with `Allow`).
@@ -52,7 +55,10 @@ impl Kind {
     /// (`$context.error.responseType`; the names `gateway_responses` keys use).
     pub(crate) fn response_type(&self) -> &'static str {
         match self {
-            Kind::BadRequest(_) | Kind::HeadTimeout | Kind::MethodNotAllowed(_) => "DEFAULT_4XX",
+            Kind::BadRequest(_)
+            | Kind::HeadTimeout
+            | Kind::BodyTimeout
+            | Kind::MethodNotAllowed(_) => "DEFAULT_4XX",
             Kind::HeadTooLarge | Kind::BodyTooLarge => "REQUEST_TOO_LARGE",
             Kind::NotFound => "RESOURCE_NOT_FOUND",
             Kind::BadGateway => "INTEGRATION_FAILURE",
@@ -108,7 +114,7 @@ impl Error {
             Kind::BadRequest(_) => 400,
             Kind::HeadTooLarge => 431,
             Kind::BodyTooLarge => 413,
-            Kind::HeadTimeout => 408,
+            Kind::HeadTimeout | Kind::BodyTimeout => 408,
             Kind::NotFound => 404,
             Kind::MethodNotAllowed(_) => 405,
             Kind::BadGateway => 502,
@@ -126,7 +132,7 @@ impl Error {
             Kind::BadRequest(m) => m,
             Kind::HeadTooLarge => "Request Header Fields Too Large",
             Kind::BodyTooLarge => "Request Entity Too Large",
-            Kind::HeadTimeout => "Request Timeout",
+            Kind::HeadTimeout | Kind::BodyTimeout => "Request Timeout",
             Kind::NotFound => "Not Found",
             Kind::MethodNotAllowed(_) => "Method Not Allowed",
             Kind::BadGateway => "Bad Gateway",
@@ -148,6 +154,7 @@ impl Error {
                 | Kind::HeadTooLarge
                 | Kind::BodyTooLarge
                 | Kind::HeadTimeout
+                | Kind::BodyTimeout
                 | Kind::ClientGone
         )
     }

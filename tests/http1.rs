@@ -352,3 +352,74 @@ fn a_malformed_head_is_answered_400_and_counted() {
     ));
     assert!(metric_reaches(&gw, "tollgate_bad_requests_total", "", 1));
 }
+
+/// A body that stops coming gets 408 after `body_timeout`; a small one is read before the
+/// upstream is asked, so a stalled upload never reaches (or holds) an upstream connection.
+#[test]
+fn stalled_uploads_get_408_and_small_ones_never_reach_the_upstream() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(
+        &up,
+        "body_timeout = \"300ms\"\nrequest_buffering = \"1KiB\"",
+    ));
+    // Buffered: 100 bytes announced, 10 sent.
+    let mut c = Client::connect(gw.addr());
+    let start = Instant::now();
+    c.send(b"POST /small HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789");
+    let r = c.read_response(false).expect("an answer");
+    assert_eq!(r.status, 408);
+    assert_eq!(r.json()["message"], "Request Timeout");
+    assert!(c.is_closed());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        up.count(),
+        0,
+        "the upstream was asked before the body was in"
+    );
+    // Streamed (over request_buffering): the upstream sees the request start, the client gets
+    // 408 when the body stops, and the upstream connection is closed rather than reused.
+    let mut c = Client::connect(gw.addr());
+    c.send(b"POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 10000\r\n\r\n");
+    c.send(&[b'x'; 2000]);
+    let r = c.read_response(false).expect("an answer");
+    assert_eq!(r.status, 408);
+    assert!(c.is_closed());
+    // The gateway keeps serving.
+    assert_eq!(get(gw.addr(), "/after").status, 200);
+}
+
+/// With `body_min_rate`, a body that trickles in is cut even though each read comes in time.
+#[test]
+fn uploads_slower_than_body_min_rate_get_408() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(
+        &up,
+        "body_timeout = \"1s\"\nbody_min_rate = 1000\nrequest_buffering = 0",
+    ));
+    let mut c = Client::connect(gw.addr());
+    let start = Instant::now();
+    c.send(b"POST /trickle HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n");
+    // 10 bytes every 50 ms (200 B/s): each read well within body_timeout.
+    let mut cut = false;
+    while start.elapsed() < Duration::from_secs(8) {
+        if c.stream.write_all(b"0123456789").is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if c.stream.peek(&mut [0u8; 1]).unwrap_or(0) > 0 {
+            break;
+        }
+    }
+    let r = c.read_response(false);
+    assert!(
+        r.as_ref().is_some_and(|r| r.status == 408) || cut,
+        "{r:?} after {:?}",
+        start.elapsed()
+    );
+    assert!(start.elapsed() < Duration::from_secs(8), "never cut");
+    // A body at a decent rate goes through.
+    let mut c = Client::connect(gw.addr());
+    let r = c.request(b"POST /fine HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(r.status, 200);
+}

@@ -110,9 +110,11 @@ pub(crate) struct LimitsFile {
     pub idle_timeout: Option<String>,
     pub max_header_bytes: Option<SizeValue>,
     pub max_connections: Option<i64>,
+    pub body_timeout: Option<String>,
+    pub body_min_rate: Option<SizeValue>,
+    pub request_buffering: Option<SizeValue>,
     // Named in the reference config, not built yet: refused by name.
     pub underscores_in_headers: Option<toml::Value>,
-    pub body_timeout: Option<toml::Value>,
     pub upgrade_idle_timeout: Option<toml::Value>,
 }
 

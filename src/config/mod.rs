@@ -60,6 +60,13 @@ pub(crate) const DEFAULT_MAX_FAILS: u32 = 3;
 pub(crate) const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed to finish in-flight requests on SIGTERM (30 s); Envoy `--drain-time-s`.
 pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the next bytes of a request body (60 s); nginx `client_body_timeout`.
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bodies of known length up to this size are read before the upstream is asked (64 KiB);
+/// nginx `client_body_buffer_size` with `proxy_request_buffering on`.
+pub(crate) const DEFAULT_REQUEST_BUFFERING: u64 = 64 << 10;
+/// The most `limits.request_buffering` may be: memory held per request while it uploads.
+pub(crate) const MAX_REQUEST_BUFFERING: u64 = 16 << 20;
 /// How often repeated failures are summarised (10 s): the first of a kind is logged in
 /// full, the rest counted (a failing upstream under load is one line per target per 10 s).
 pub(crate) const DEFAULT_LOG_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);

@@ -70,6 +70,18 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Longest wait for the next bytes of a request body (408 after it); nginx's
+    /// `client_body_timeout`.
+    #[serde(serialize_with = "ser_duration")]
+    pub body_timeout: Duration,
+    /// Slowest average a request body may arrive at, in bytes per second (0: no minimum):
+    /// a body may take `body_timeout` plus one second per `body_min_rate` bytes received
+    /// (Apache's `RequestReadTimeout` `MinRate`).
+    pub body_min_rate: u64,
+    /// A body of known length up to this size is read whole before the upstream is asked
+    /// (nginx's `proxy_request_buffering` up to `client_body_buffer_size`): a slow upload then
+    /// holds no upstream connection, and the request can be retried. 0 streams every body.
+    pub request_buffering: u64,
 }
 
 /// `[http2]`: HTTP/2 settings and flood limits, for every listener that speaks it.
@@ -255,7 +267,6 @@ impl Validator {
                     &l.underscores_in_headers,
                     "a choice for header names with underscores",
                 ),
-                ("body_timeout", &l.body_timeout, "a request body timeout"),
                 (
                     "upgrade_idle_timeout",
                     &l.upgrade_idle_timeout,
@@ -303,6 +314,23 @@ impl Validator {
                 1,
                 10_000_000,
             ) as usize,
+            body_timeout: self.duration(
+                "limits.body_timeout",
+                l.body_timeout.as_ref(),
+                DEFAULT_BODY_TIMEOUT,
+            ),
+            body_min_rate: self.size("limits.body_min_rate", l.body_min_rate.as_ref(), 0),
+            request_buffering: {
+                let n = self.size(
+                    "limits.request_buffering",
+                    l.request_buffering.as_ref(),
+                    DEFAULT_REQUEST_BUFFERING,
+                );
+                if n > MAX_REQUEST_BUFFERING {
+                    self.bad("limits.request_buffering", n, "a size up to 16MiB");
+                }
+                n.min(MAX_REQUEST_BUFFERING)
+            },
         }
     }
 

@@ -404,9 +404,11 @@ pub(crate) fn count_error(shard: &Shard, e: &Error) {
         Kind::Throttled(_) => Counter::Throttled,
         Kind::QuotaExceeded { .. } => Counter::QuotaExceeded,
         Kind::Forbidden => Counter::Forbidden,
-        Kind::BadRequest(_) | Kind::HeadTooLarge | Kind::BodyTooLarge | Kind::HeadTimeout => {
-            Counter::BadRequests
-        }
+        Kind::BadRequest(_)
+        | Kind::HeadTooLarge
+        | Kind::BodyTooLarge
+        | Kind::HeadTimeout
+        | Kind::BodyTimeout => Counter::BadRequests,
         Kind::BadGateway | Kind::NoHealthyUpstream | Kind::GatewayTimeout => {
             Counter::UpstreamErrors
         }

@@ -75,24 +75,20 @@ pub(crate) async fn send(
     // A small body of known length is read whole before anything is sent, as nginx does
     // with client_body_buffer_size: head and body then leave in one write, and the request
     // can be replayed on another connection.
+    let limits = &ss.snap.limits;
+    let mut clock = BodyClock::new(limits);
     if let Framing::Length(n) = ctx.head.framing {
-        let n = n as usize;
-        if n <= COALESCE_BODY && conn.buf.len() < n {
+        if n <= limits.request_buffering && (conn.buf.len() as u64) < n {
+            let n = n as usize;
             if ctx.head.expect_continue {
-                conn.stream
-                    .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+                conn.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
                     .await
                     .map_err(|_| Error::downstream(Kind::ClientGone, "writing 100 Continue"))?;
             }
-            let idle = ss.snap.limits.idle_timeout;
             while conn.buf.len() < n {
-                let want = n - conn.buf.len();
-                match monoio::time::timeout(idle, read_exact_hint(conn, want)).await {
-                    Ok(Ok(k)) if k > 0 => {}
-                    _ => {
-                        ctx.body = BodyState::Broken;
-                        return Err(Error::downstream(Kind::ClientGone, "reading request body"));
-                    }
+                if let Err(e) = clock.read(conn, n - conn.buf.len()).await {
+                    ctx.body = BodyState::Broken;
+                    return Err(e);
                 }
             }
         }
@@ -101,7 +97,10 @@ pub(crate) async fn send(
     // Is the whole body already here? Then it goes out with the head and can be replayed.
     let buffered = match ctx.head.framing {
         Framing::None | Framing::UntilClose => Some(0),
-        Framing::Length(n) if (conn.buf.len() as u64) >= n && n as usize <= COALESCE_BODY => {
+        Framing::Length(n)
+            if (conn.buf.len() as u64) >= n
+                && n <= limits.request_buffering.max(COALESCE_BODY as u64) =>
+        {
             Some(n as usize)
         }
         Framing::Chunked => {
@@ -311,10 +310,47 @@ pub(super) async fn exchange(
     }
 }
 
-/// Reads from the client with room for at least `want` more bytes.
-pub(super) async fn read_exact_hint(conn: &mut Conn, want: usize) -> std::io::Result<usize> {
-    reserve_for(&mut conn.buf, want);
-    conn.read_more().await
+/// Paces the reads of a request body: each must bring bytes within `limits.body_timeout`;
+/// with `limits.body_min_rate`, the whole body must arrive within `body_timeout` plus one
+/// second per `body_min_rate` bytes, counted from its first read.
+pub(super) struct BodyClock {
+    per_read: std::time::Duration,
+    min_rate: u64,
+    /// Set at the first read, only when there is a minimum rate (no clock read otherwise).
+    started: Option<Instant>,
+    received: u64,
+}
+
+impl BodyClock {
+    pub(super) fn new(limits: &Limits) -> BodyClock {
+        BodyClock {
+            per_read: limits.body_timeout,
+            min_rate: limits.body_min_rate,
+            started: None,
+            received: 0,
+        }
+    }
+
+    /// Reads more of the body into `conn.buf` (room for `want` bytes): the bytes read, or
+    /// the error to answer (408 when it stalls or is too slow, the client gone at its end).
+    pub(super) async fn read(&mut self, conn: &mut Conn, want: usize) -> Result<usize, Error> {
+        reserve_for(&mut conn.buf, want);
+        let mut wait = self.per_read;
+        if self.min_rate > 0 {
+            let started = *self.started.get_or_insert_with(Instant::now);
+            let allowed = self.per_read
+                + std::time::Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
+            wait = wait.min((started + allowed).saturating_duration_since(Instant::now()));
+        }
+        match monoio::time::timeout(wait, conn.read_more()).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.received += n as u64;
+                Ok(n)
+            }
+            Ok(_) => Err(Error::downstream(Kind::ClientGone, "reading request body")),
+            Err(_) => Err(Error::downstream(Kind::BodyTimeout, "request body")),
+        }
+    }
 }
 
 /// Makes room for up to `want` bytes (capped at MAX_READ), so one read can take them all.
@@ -332,10 +368,9 @@ pub(super) async fn stream_request_body(
     up: &mut UpStream,
     limits: &Limits,
 ) -> Result<(), Failure> {
-    // A client that stops sending its body is cut after idle_timeout, like an idle one.
-    let (idle, max_body) = (limits.idle_timeout, limits.max_body);
-    let client_gone =
-        || Failure::Client(Error::downstream(Kind::ClientGone, "reading request body"));
+    // A client that stops sending its body, or sends it too slowly, gets 408.
+    let max_body = limits.max_body;
+    let mut clock = BodyClock::new(limits);
     let up_gone = || Failure::Target(Error::upstream(Kind::BadGateway, "writing request body"));
     match ctx.head.framing {
         Framing::Length(mut remaining) => loop {
@@ -348,11 +383,10 @@ pub(super) async fn stream_request_body(
             if remaining == 0 {
                 return Ok(());
             }
-            reserve_for(&mut conn.buf, remaining.min(MAX_READ as u64) as usize);
-            match monoio::time::timeout(idle, conn.read_more()).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return Err(client_gone()),
-            }
+            clock
+                .read(conn, remaining.min(MAX_READ as u64) as usize)
+                .await
+                .map_err(Failure::Client)?;
         },
         Framing::Chunked => {
             let mut dec = ChunkedDecoder::new(max_body);
@@ -379,10 +413,10 @@ pub(super) async fn stream_request_body(
                 if dec.is_done() {
                     return Ok(());
                 }
-                match monoio::time::timeout(idle, conn.read_more()).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return Err(client_gone()),
-                }
+                clock
+                    .read(conn, READ_CHUNK)
+                    .await
+                    .map_err(Failure::Client)?;
             }
         }
         Framing::None | Framing::UntilClose => Ok(()),
