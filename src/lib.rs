@@ -104,6 +104,32 @@ use std::rc::Rc;
 use control::ControlMsg;
 use shard::Shared;
 
+/// `tollgate state check`: tests the state file on a copy and says what it holds.
+pub fn state_check(cfg: &Config) -> Result<String, String> {
+    let dir = &cfg.server.state_dir;
+    match control::store::check(dir)? {
+        None => Ok(format!(
+            "no state file in {} yet: one is created at start-up",
+            dir.display()
+        )),
+        Some((keys, counters)) => Ok(format!(
+            "state file {} is sound: {keys} API keys, {counters} usage records",
+            dir.join(control::store::STATE_FILE).display()
+        )),
+    }
+}
+
+/// `tollgate state recover --out FILE`: writes what a damaged state file still holds into a
+/// new one.
+pub fn state_recover(cfg: &Config, out: &std::path::Path) -> Result<String, String> {
+    let (keys, counters) = control::store::recover(&cfg.server.state_dir, out)?;
+    Ok(format!(
+        "wrote {}: {keys} API keys and {counters} quota counters recovered; with the gateway stopped, move it to {}",
+        out.display(),
+        cfg.server.state_dir.join(control::store::STATE_FILE).display()
+    ))
+}
+
 /// How to start a gateway besides its config.
 #[derive(Debug, Clone, Default)]
 pub struct Options {

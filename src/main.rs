@@ -42,6 +42,24 @@ enum LogFormat {
 enum Command {
     /// Validate the configuration and print what it would serve.
     Check,
+    /// The state store under server.state_dir.
+    State {
+        #[command(subcommand)]
+        op: StateOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateOp {
+    /// Test the state file on a copy (it is not touched) and say what it holds.
+    Check,
+    /// Let the store repair a copy of a damaged state file and write every record that can
+    /// be read into a new file; stop the gateway and put it in place of tollgate.redb.
+    Recover {
+        /// The new state file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -84,6 +102,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::State { op }) => {
+            let r = match op {
+                StateOp::Check => tollgate::state_check(&cfg),
+                StateOp::Recover { out } => tollgate::state_recover(&cfg, &out),
+            };
+            match r {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => run(cfg, cli.config, cli.workers),
     }
 }

@@ -1,9 +1,15 @@
 //! The embedded state store (redb) under `server.state_dir`: API keys created at run time,
 //! quota counters and daily usage. Only the control plane opens it. Every write is one redb
-//! transaction, durable when `commit` returns; a crash loses nothing committed. A file that
-//! cannot be opened (corrupt, unreadable, another process holding it) stops start-up with the
-//! reason: state is never silently reset.
+//! transaction, durable when `commit` returns; a crash loses nothing committed.
+//!
+//! A damaged file never panics the process, is never reset and never modified: before the
+//! file itself is opened, a copy of it is opened and read through (every table, every record)
+//! with redb's panics caught. An empty file, one that does not open, or one whose records do not
+//! read stops start-up with the reason, and the file stays byte for byte as it was.
+//! [`check`] runs the same test for `tollgate state check`; [`recover`] lets redb repair a
+//! copy and writes what it can read into a new file (`tollgate state recover`).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, TableDefinition};
@@ -54,16 +60,145 @@ fn e(what: &str, path: &Path, err: impl std::fmt::Display) -> String {
     format!("state store {}: {what}: {err}", path.display())
 }
 
+/// What to do with a damaged state file, appended to every refusal.
+const RECOVER: &str = "the file was left untouched; `tollgate state check` tests it, `tollgate state recover --out FILE` writes what can be read into a new file to put in its place";
+
+/// Runs `f` (redb work on a file), turning a panic inside redb into an error.
+fn no_panic<T>(
+    what: &str,
+    path: &Path,
+    f: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "redb panicked".into());
+        Err(e(what, path, format!("damaged ({why})")))
+    })
+}
+
+/// A scratch copy of the state file next to it, removed when dropped.
+struct Copy(PathBuf);
+
+impl Copy {
+    fn of(path: &Path) -> Result<Copy, String> {
+        let to = path.with_extension(format!("check-{}", std::process::id()));
+        std::fs::copy(path, &to).map_err(|err| e("cannot copy to check it", path, err))?;
+        Ok(Copy(to))
+    }
+}
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What a state file holds: (keys, quota counters).
+pub(crate) type Contents = (usize, usize);
+
+/// Tests an existing state file without touching it: opens a copy and reads every record.
+/// `Ok(None)` when there is no file yet.
+pub(crate) fn check(dir: &Path) -> Result<Option<Contents>, String> {
+    let path = dir.join(STATE_FILE);
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(e("cannot read", &path, err)),
+    };
+    if len == 0 {
+        return Err(e(
+            "is empty (0 bytes): damaged or truncated",
+            &path,
+            RECOVER,
+        ));
+    }
+    let copy = Copy::of(&path)?;
+    no_panic("cannot open", &path, || {
+        let store = Store::open_file(&copy.0, &path, false)?;
+        Ok((
+            store.keys()?.len(),
+            store.quotas()?.len() + store.usage_count()?,
+        ))
+    })
+    .map(Some)
+    .map_err(|err| format!("{err}; {RECOVER}"))
+}
+
+/// Lets redb repair a copy of the state file and writes every record it can read into a new
+/// store at `out` (which must not exist). Returns what was saved.
+pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
+    let path = dir.join(STATE_FILE);
+    if out.exists() {
+        return Err(format!("{} exists: give a new file", out.display()));
+    }
+    let copy = Copy::of(&path)?;
+    let (keys, quotas, usage) = no_panic("cannot be repaired", &path, || {
+        let mut db = redb::Builder::new()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .open(&copy.0)
+            .map_err(|err| e("cannot be opened", &path, err))?;
+        // Ok(false): redb found damage and repaired the copy.
+        let _ = db.check_integrity();
+        let old = Store {
+            db,
+            path: copy.0.clone(),
+        };
+        Ok((
+            old.keys_lenient(),
+            old.quotas().unwrap_or_default(),
+            old.usage_all().unwrap_or_default(),
+        ))
+    })?;
+    let new = Store::open_file(out, out, true)?;
+    new.put_keys(&keys)?;
+    new.flush(&quotas)?;
+    new.put_usage(&usage)?;
+    Ok((keys.len(), quotas.len()))
+}
+
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`. An existing file is checked on a copy first
+    /// ([`check`]): a damaged one stops start-up and is not touched.
     pub(crate) fn open(dir: &Path) -> Result<Store, String> {
         std::fs::create_dir_all(dir)
             .map_err(|err| e("cannot create the state directory", dir, err))?;
+        check(dir)?;
         let path = dir.join(STATE_FILE);
+        no_panic("cannot open", &path, || {
+            Store::open_file(&path, &path, true)
+        })
+    }
+
+    /// Opens a store file (creating it and its tables when `create`) and reads every record,
+    /// so that a damaged record stops here too. Errors name `shown` (the state file, when
+    /// `file` is a copy of it).
+    fn open_file(file: &Path, shown: &Path, create: bool) -> Result<Store, String> {
+        let path = shown.to_path_buf();
         // A small page cache: the store is written once a second and read on admin calls only.
-        let db = redb::Builder::new().set_cache_size(STORE_CACHE_BYTES).create(&path).map_err(|err| {
-            e("cannot open (corrupt, unreadable or in use by another process); it was left untouched", &path, err)
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(STORE_CACHE_BYTES);
+        let db = if create {
+            builder.create(file)
+        } else {
+            builder.open(file)
+        }
+        .map_err(|err| {
+            e(
+                "cannot open (corrupt, unreadable or in use by another process)",
+                &path,
+                err,
+            )
         })?;
+        if !create {
+            let store = Store { db, path };
+            store.keys()?;
+            store.quotas()?;
+            store.usage_count()?;
+            return Ok(store);
+        }
         let w = db
             .begin_write()
             .map_err(|err| e("cannot write", &path, err))?;
@@ -80,7 +215,66 @@ impl Store {
         // Read everything once so that a damaged record stops start-up too.
         store.keys()?;
         store.quotas()?;
+        store.usage_count()?;
         Ok(store)
+    }
+
+    /// Every key whose record reads, skipping damaged ones (for [`recover`]).
+    fn keys_lenient(&self) -> Vec<StoredKey> {
+        let Ok(r) = self.db.begin_read() else {
+            return Vec::new();
+        };
+        let Ok(t) = r.open_table(KEYS) else {
+            return Vec::new();
+        };
+        let Ok(iter) = t.iter() else {
+            return Vec::new();
+        };
+        iter.filter_map(|item| {
+            let (_, v) = item.ok()?;
+            serde_json::from_str(v.value()).ok()
+        })
+        .collect()
+    }
+
+    /// How many daily usage records there are (reading them all).
+    fn usage_count(&self) -> Result<usize, String> {
+        self.usage_all().map(|u| u.len())
+    }
+
+    /// Every daily usage record: (key "plan|day|key", requests).
+    fn usage_all(&self) -> Result<Vec<(String, u64)>, String> {
+        let r = self
+            .db
+            .begin_read()
+            .map_err(|err| e("read", &self.path, err))?;
+        let t = r
+            .open_table(USAGE)
+            .map_err(|err| e("read usage", &self.path, err))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|err| e("read usage", &self.path, err))? {
+            let (k, v) = item.map_err(|err| e("read usage", &self.path, err))?;
+            out.push((k.value().to_string(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Writes daily usage records as they are (for [`recover`]).
+    fn put_usage(&self, rows: &[(String, u64)]) -> Result<(), String> {
+        let w = self
+            .db
+            .begin_write()
+            .map_err(|err| e("write", &self.path, err))?;
+        {
+            let mut t = w
+                .open_table(USAGE)
+                .map_err(|err| e("write usage", &self.path, err))?;
+            for (k, v) in rows {
+                t.insert(k.as_str(), *v)
+                    .map_err(|err| e("write usage", &self.path, err))?;
+            }
+        }
+        w.commit().map_err(|err| e("write", &self.path, err))
     }
 
     pub(crate) fn keys(&self) -> Result<Vec<StoredKey>, String> {

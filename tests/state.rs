@@ -1,0 +1,210 @@
+//! The state store under faults: a damaged `tollgate.redb` (empty, truncated, a flipped byte,
+//! a page of garbage) never panics the gateway, is never reset and never modified; start-up
+//! stops with the reason, and `tollgate state check` / `state recover` are the way back.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn conf() -> String {
+    Cfg::new()
+        .extra(
+            r#"
+[[usage_plans]]
+name = "gold"
+stages = ["api/prod"]
+"#,
+        )
+        .toml()
+}
+
+fn state_file(dir: &TempDir) -> PathBuf {
+    dir.0.join("data").join("tollgate.redb")
+}
+
+/// A gateway's state directory holding five keys created through the admin API.
+fn seeded() -> TempDir {
+    let gw = Gw::start(&conf());
+    for i in 0..5 {
+        let r = admin_with(
+            gw.admin(),
+            "POST",
+            "/apikeys",
+            &format!(r#"{{"name": "k{i}", "plan": "gold"}}"#),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    gw.stop()
+}
+
+fn keys_listed(gw: &Gw) -> usize {
+    admin(gw.admin(), "GET", "/apikeys", Some(TOKEN)).json()["items"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+/// Deterministic bytes that are not a redb page.
+fn garbage(n: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn tollgate(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["--config", config.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn damaged_state_files_stop_start_up_and_are_left_untouched() {
+    type Damage = fn(&[u8]) -> Vec<u8>;
+    let kinds: [(&str, Damage); 3] = [
+        ("empty", |_| Vec::new()),
+        ("truncated to half", |b| b[..b.len() / 2].to_vec()),
+        ("header page garbage", |b| {
+            let mut v = b.to_vec();
+            v[..4096].copy_from_slice(&garbage(4096));
+            v
+        }),
+    ];
+    for (what, damage) in kinds {
+        let dir = seeded();
+        let path = state_file(&dir);
+        let damaged = damage(&std::fs::read(&path).unwrap());
+        std::fs::write(&path, &damaged).unwrap();
+        let (dir, err) = match Gw::try_start_in(dir, &conf()) {
+            Ok(gw) => panic!(
+                "{what}: a damaged state file was served from ({} keys)",
+                keys_listed(&gw)
+            ),
+            Err(e) => e,
+        };
+        assert!(err.contains("tollgate.redb"), "{what}: {err}");
+        assert!(err.contains("tollgate state recover"), "{what}: {err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            damaged,
+            "{what}: the file was modified"
+        );
+        // `tollgate state check` says the same, and leaves the file alone too.
+        let (ok, text) = tollgate(&dir.0.join("config.toml"), &["state", "check"]);
+        assert!(!ok, "{what}: {text}");
+        assert!(text.contains("left untouched"), "{what}: {text}");
+        assert_eq!(std::fs::read(&path).unwrap(), damaged, "{what}");
+    }
+}
+
+/// A flipped byte or a page of garbage anywhere either stops start-up (file untouched) or
+/// is harmless (it hit space the store does not use: every key is still there): never a
+/// panic, never a silent loss.
+#[test]
+fn flipped_bytes_and_garbage_pages_are_refused_or_harmless() {
+    let dir = seeded();
+    let path = state_file(&dir);
+    let good = std::fs::read(&path).unwrap();
+    let mut dir = dir;
+    let (mut refused, mut harmless) = (0, 0);
+    for i in 0..32 {
+        let at = (good.len() / 16) * (i % 16) + 7;
+        let mut bad = good.clone();
+        if i < 16 {
+            bad[at] ^= 0x5a;
+        } else {
+            let page = (at / 4096) * 4096;
+            let end = (page + 4096).min(bad.len());
+            bad[page..end].copy_from_slice(&garbage(end - page));
+        }
+        std::fs::write(&path, &bad).unwrap();
+        dir = match Gw::try_start_in(dir, &conf()) {
+            Ok(gw) => {
+                assert_eq!(keys_listed(&gw), 5, "byte {at}: keys lost silently");
+                harmless += 1;
+                gw.stop()
+            }
+            Err((dir, e)) => {
+                assert!(e.contains("tollgate.redb"), "byte {at}: {e}");
+                assert_eq!(std::fs::read(&path).unwrap(), bad, "byte {at}: modified");
+                refused += 1;
+                dir
+            }
+        };
+    }
+    assert_eq!(refused + harmless, 32);
+    assert!(refused > 0, "no damage was noticed at all");
+    std::fs::write(&path, &good).unwrap();
+    let gw = Gw::start_in(dir, &conf());
+    assert_eq!(keys_listed(&gw), 5);
+}
+
+#[test]
+fn state_check_and_recover() {
+    let dir = seeded();
+    let config = dir.0.join("config.toml");
+    std::fs::write(&config, conf()).unwrap();
+    let (ok, text) = tollgate(&config, &["state", "check"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("5 API keys"), "{text}");
+    let path = state_file(&dir);
+    let good = std::fs::read(&path).unwrap();
+    let out = dir.0.join("recovered.redb");
+    // One key's record damaged in place (a control character inside its JSON): the check
+    // refuses the file, and recover writes the other four into a new one.
+    let at = good
+        .windows(11)
+        .position(|w| w == br#""name":"k2""#)
+        .expect("the key's record is in the file");
+    let mut bad = good.clone();
+    bad[at + 9] = 0x01;
+    std::fs::write(&path, &bad).unwrap();
+    let (ok, text) = tollgate(&config, &["state", "check"]);
+    assert!(!ok && text.contains("damaged"), "{text}");
+    let (ok, text) = tollgate(
+        &config,
+        &["state", "recover", "--out", out.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("4 API keys"), "{text}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bad,
+        "recover touched the damaged file"
+    );
+    // recover never overwrites.
+    let (ok, text) = tollgate(
+        &config,
+        &["state", "recover", "--out", out.to_str().unwrap()],
+    );
+    assert!(!ok && text.contains("exists"), "{text}");
+    std::fs::rename(&out, &path).unwrap();
+    let gw = Gw::start_in(dir, &conf());
+    assert_eq!(keys_listed(&gw), 4);
+    let dir = gw.stop();
+    // A page of garbage in the header: beyond repair; recover says so and writes nothing.
+    let mut bad = std::fs::read(&path).unwrap();
+    bad[..4096].copy_from_slice(&garbage(4096));
+    std::fs::write(&path, &bad).unwrap();
+    let (ok, text) = tollgate(
+        &config,
+        &["state", "recover", "--out", out.to_str().unwrap()],
+    );
+    assert!(!ok, "{text}");
+    assert!(!out.exists());
+    assert_eq!(std::fs::read(&path).unwrap(), bad);
+    drop(dir);
+}
