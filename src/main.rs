@@ -78,6 +78,12 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // A write past RLIMIT_FSIZE must fail with EFBIG (the state store reports it and recovers)
+    // rather than end the process, as SIGXFSZ's default action would.
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {

@@ -208,3 +208,149 @@ fn state_check_and_recover() {
     assert_eq!(std::fs::read(&path).unwrap(), bad);
     drop(dir);
 }
+
+fn prlimit_fsize(pid: u32, limit: &str) {
+    let ok = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--fsize={limit}")])
+        .status()
+        .expect("prlimit (util-linux)")
+        .success();
+    assert!(ok, "prlimit --fsize={limit}");
+}
+
+/// A write that fails for real (the state file may not grow: RLIMIT_FSIZE lowered on the
+/// running gateway with prlimit) answers 500 while the fault lasts; once it clears, the store
+/// is reopened within a flush interval, usage counted meanwhile is saved, and a restart finds
+/// everything.
+#[test]
+fn a_failed_write_does_not_break_the_store_for_good() {
+    const KEY: &str = "acme-0123456789abcdef0123";
+    let toml = Cfg::new()
+        .admin("token_env = \"TG_TEST_TOKEN\"")
+        .route(
+            "GET /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"k\" }",
+        )
+        .extra(format!(
+            r#"
+[[usage_plans]]
+name = "gold"
+stages = ["api/prod"]
+quota = {{ limit = 1000, period = "day" }}
+
+[[api_keys]]
+name = "acme"
+value = "{KEY}"
+plan = "gold"
+"#
+        ))
+        .toml();
+    let dir = TempDir::new();
+    let config = dir.0.join("config.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let env = [("TG_TEST_TOKEN", "t0ken")];
+    let start = |p: &Proc| -> (std::net::SocketAddr, std::net::SocketAddr) {
+        let addr = p.wait_for("listening")["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let adm = p.wait_for("admin API listening")["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (addr, adm)
+    };
+    let mut p = Proc::start(&config, &env);
+    let (addr, adm) = start(&p);
+    let post = |body: &str, path: &str| {
+        Client::connect(adm).request(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0ken\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    assert_eq!(
+        post(r#"{"name": "before", "plan": "gold"}"#, "/apikeys").status,
+        201
+    );
+    let file = dir.0.join("data").join("tollgate.redb");
+    let size = std::fs::metadata(&file).unwrap().len();
+    prlimit_fsize(p.child.id(), &format!("{size}:unlimited"));
+    // Keys until the file must grow: that write fails.
+    let mut failed = None;
+    for b in 0..40 {
+        let mut csv = String::from("Name,Key,UsagePlanIds\n");
+        for i in 0..3000 {
+            csv.push_str(&format!("b{b}k{i},bulk-key-{b:04}-{i:016},gold\n"));
+        }
+        let r = post(&csv, "/apikeys/import");
+        if r.status != 200 {
+            failed = Some(r);
+            break;
+        }
+    }
+    let r = failed.expect("the state file never had to grow");
+    assert_eq!(r.status, 500, "{}", r.text());
+    // Every write now fails while the fault lasts.
+    assert_eq!(
+        post(r#"{"name": "during", "plan": "gold"}"#, "/apikeys").status,
+        500
+    );
+    // Requests are still served and counted (in memory while the store cannot take them).
+    let mut c = Client::connect(addr);
+    for _ in 0..7 {
+        let r = c.request(
+            format!("GET /keyed HTTP/1.1\r\nHost: a\r\nx-api-key: {KEY}\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+    }
+    prlimit_fsize(p.child.id(), "unlimited");
+    // Within a few flush intervals the store is reopened and takes writes again.
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || post(
+            r#"{"name": "after", "plan": "gold"}"#,
+            "/apikeys"
+        )
+        .status
+            == 201),
+        "writes never worked again"
+    );
+    let m = Client::connect(adm)
+        .request(b"GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0ken\r\n\r\n")
+        .text();
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("tollgate_state_store_reopens_total ") && !l.ends_with(" 0")),
+        "{m}"
+    );
+    p.signal("TERM");
+    assert!(p.child.wait().unwrap().success());
+    // A restart finds the keys written before and after the fault, and the usage.
+    let p = Proc::start(&config, &env);
+    let (_, adm) = start(&p);
+    let keys = Client::connect(adm)
+        .request(b"GET /apikeys HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0ken\r\n\r\n")
+        .json();
+    let names: Vec<&str> = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"before") && names.contains(&"after"),
+        "{names:?}"
+    );
+    let today = tollgate::day_string(tollgate::today());
+    let u = Client::connect(adm)
+        .request(
+            format!("GET /usageplans/gold/usage?startDate={today}&endDate={today} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0ken\r\n\r\n")
+                .as_bytes(),
+        )
+        .json();
+    assert_eq!(u["items"]["acme"][0]["used"], 7, "{u}");
+}

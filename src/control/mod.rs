@@ -65,8 +65,16 @@ pub(crate) struct Control {
     live: Rc<Cell<u64>>,
     generation: u64,
     compiled: Arc<Compiled>,
-    /// `None` once closed at shutdown (the file lock is released then).
+    /// `None` once closed at shutdown (the file lock is released then), or while a store
+    /// whose write failed waits to be reopened ([`Control::heal_store`]).
     store: Option<Store>,
+    /// The state directory the store lives in (fixed until restart).
+    state_dir: PathBuf,
+    /// The store is closed because a write failed, not for shutdown.
+    store_broken: bool,
+    /// Writes that failed, and times the store was reopened after one (for `/metrics`).
+    store_failures: u64,
+    store_reopens: u64,
     stored_keys: Vec<StoredKey>,
 }
 
@@ -138,15 +146,58 @@ impl ControlInit {
             registries: self.registries,
             live: Rc::new(Cell::new(1)),
             generation: 1,
+            state_dir: self
+                .store
+                .path
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
             compiled: self.compiled,
             store: Some(self.store),
+            store_broken: false,
+            store_failures: 0,
+            store_reopens: 0,
             stored_keys: self.stored_keys,
         }
     }
 }
 
 impl Control {
+    /// After a failed write, closes the store and opens it again (redb refuses every write
+    /// after an I/O error until reopened); while the fault lasts, tries again at each call
+    /// (every flush interval). Usage not yet saved stays in memory and is saved once it works.
+    pub(crate) fn heal_store(&mut self) {
+        if let Some(s) = &self.store {
+            if !s.has_failed() {
+                return;
+            }
+            self.store_failures += 1;
+            tracing::warn!(path = %s.path.display(), "a state store write failed: reopening the store");
+            // Closing releases the file lock, so that it can be opened again.
+            self.store = None;
+            self.store_broken = true;
+        }
+        if !self.store_broken {
+            return;
+        }
+        match Store::open(&self.state_dir) {
+            Ok(s) => {
+                tracing::info!(path = %s.path.display(), "state store reopened: writes work again");
+                self.store = Some(s);
+                self.store_broken = false;
+                self.store_reopens += 1;
+            }
+            Err(e) => tracing::debug!(error = %e, "state store still failing"),
+        }
+    }
+
     fn store(&self) -> Result<&Store, String> {
+        if self.store_broken {
+            return Err(format!(
+                "the state store in {} failed a write and is being reopened; try again shortly",
+                self.state_dir.display()
+            ));
+        }
         self.store
             .as_ref()
             .ok_or_else(|| "the state store is closed (shutting down)".to_string())
@@ -188,6 +239,12 @@ impl Control {
             .flat_map(|a| a.caches.iter().flatten())
             .collect();
         crate::cache::render_metrics(&mut out, &caches);
+        use std::fmt::Write;
+        let _ = write!(
+            out,
+            "# TYPE tollgate_state_store_write_failures_total counter\ntollgate_state_store_write_failures_total {}\n# TYPE tollgate_state_store_reopens_total counter\ntollgate_state_store_reopens_total {}\n",
+            self.store_failures, self.store_reopens
+        );
         out
     }
 
@@ -242,10 +299,11 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
         while !s2.get() {
             monoio::time::sleep(FLUSH_INTERVAL).await;
             ticks += 1;
+            c2.borrow_mut().heal_store();
             {
                 let c = c2.borrow();
                 if let Err(e) = c.flush() {
-                    tracing::error!(error = %e, "usage counters not saved");
+                    tracing::error!(error = %e, "usage counters not saved; kept in memory until the store takes them");
                 }
                 if ticks % (SWEEP_INTERVAL.as_secs() / FLUSH_INTERVAL.as_secs()).max(1) == 0 {
                     c.sweep();

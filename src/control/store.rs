@@ -54,6 +54,9 @@ pub(crate) struct QuotaState {
 pub(crate) struct Store {
     db: Database,
     pub path: PathBuf,
+    /// A write failed. redb refuses every later write after an I/O error ("Previous I/O
+    /// error occurred"), so the control plane reopens the store once writes work again.
+    failed: std::cell::Cell<bool>,
 }
 
 fn e(what: &str, path: &Path, err: impl std::fmt::Display) -> String {
@@ -145,6 +148,7 @@ pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
         let old = Store {
             db,
             path: copy.0.clone(),
+            failed: Default::default(),
         };
         Ok((
             old.keys_lenient(),
@@ -193,7 +197,11 @@ impl Store {
             )
         })?;
         if !create {
-            let store = Store { db, path };
+            let store = Store {
+                db,
+                path,
+                failed: Default::default(),
+            };
             store.keys()?;
             store.quotas()?;
             store.usage_count()?;
@@ -211,12 +219,43 @@ impl Store {
                 .map_err(|err| e("bad usage table", &path, err))?;
         }
         w.commit().map_err(|err| e("cannot write", &path, err))?;
-        let store = Store { db, path };
+        let store = Store {
+            db,
+            path,
+            failed: Default::default(),
+        };
         // Read everything once so that a damaged record stops start-up too.
         store.keys()?;
         store.quotas()?;
         store.usage_count()?;
         Ok(store)
+    }
+
+    /// Whether a write failed since the store was opened.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    fn note<T>(&self, r: Result<T, String>) -> Result<T, String> {
+        if r.is_err() {
+            self.failed.set(true);
+        }
+        r
+    }
+
+    /// Writes keys (new or changed) in one transaction: all or none.
+    pub(crate) fn put_keys(&self, keys: &[StoredKey]) -> Result<(), String> {
+        self.note(self.put_keys_inner(keys))
+    }
+
+    /// Deletes a key and its counters; `false` if there was no such key.
+    pub(crate) fn delete_key(&self, id: &str) -> Result<bool, String> {
+        self.note(self.delete_key_inner(id))
+    }
+
+    /// Saves quota counters (and today's usage) in one transaction.
+    pub(crate) fn flush(&self, counters: &[(String, String, QuotaState)]) -> Result<(), String> {
+        self.note(self.flush_inner(counters))
     }
 
     /// Every key whose record reads, skipping damaged ones (for [`recover`]).
@@ -304,7 +343,7 @@ impl Store {
     }
 
     /// Writes keys (new or changed) in one transaction: all or none.
-    pub(crate) fn put_keys(&self, keys: &[StoredKey]) -> Result<(), String> {
+    fn put_keys_inner(&self, keys: &[StoredKey]) -> Result<(), String> {
         let w = self
             .db
             .begin_write()
@@ -323,7 +362,7 @@ impl Store {
     }
 
     /// Deletes a key and its counters; `false` if there was no such key.
-    pub(crate) fn delete_key(&self, id: &str) -> Result<bool, String> {
+    fn delete_key_inner(&self, id: &str) -> Result<bool, String> {
         let w = self
             .db
             .begin_write()
@@ -380,7 +419,7 @@ impl Store {
     }
 
     /// Writes counters and today's usage in one transaction.
-    pub(crate) fn flush(&self, counters: &[(String, String, QuotaState)]) -> Result<(), String> {
+    fn flush_inner(&self, counters: &[(String, String, QuotaState)]) -> Result<(), String> {
         if counters.is_empty() {
             return Ok(());
         }

@@ -107,7 +107,18 @@ impl Control {
                 })
                 .collect()
         };
-        self.store()?.flush(&batch)
+        let r = self.store().and_then(|s| s.flush(&batch));
+        if r.is_err() {
+            // Not saved: mark them again, so the next flush writes their (then current) values.
+            let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+            for (plan, id, _) in &batch {
+                let key = (Arc::from(plan.as_str()), Arc::from(id.as_str()));
+                if let Some(c) = cells.get(&key) {
+                    c.dirty.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        r
     }
 
     /// Drops per-key buckets that no shard holds and that have been full for a while.
