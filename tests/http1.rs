@@ -423,3 +423,24 @@ fn uploads_slower_than_body_min_rate_get_408() {
     let r = c.request(b"POST /fine HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
     assert_eq!(r.status, 200);
 }
+
+/// A keep-alive connection idle for longer than the first second (when it gives up its read
+/// buffer and waits for readability instead) still serves its next request.
+#[test]
+fn connections_idle_past_the_first_second_still_serve() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, ""));
+    let mut c = Client::connect(gw.addr());
+    assert_eq!(
+        c.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").status,
+        200
+    );
+    // The idleness is what is tested: wait past the 1 s the buffer is kept.
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = c.request(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        c.request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n").text(),
+        "mocked"
+    );
+}

@@ -49,7 +49,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
         Some(cfg) => {
             match monoio::time::timeout(
                 handshake_timeout,
-                crate::http::tls::TlsConn::accept(stream, cfg),
+                // Once per connection, on the heap: the handshake's state is large and the
+                // connection's task should not carry it while idle.
+                Box::pin(crate::http::tls::TlsConn::accept(stream, cfg)),
             )
             .await
             {
@@ -100,7 +102,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
     let stream = match stream {
         Stream::Tls(t) if t.tls.alpn_protocol() == Some(b"h2") => {
             let info = info(client_cert, true);
-            return serve_h2(shard, crate::http::h2::Transport::Tls(t), info).await;
+            return Box::pin(serve_h2(shard, crate::http::h2::Transport::Tls(t), info)).await;
         }
         s => s,
     };
@@ -112,7 +114,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
                 let Conn { stream, buf, .. } = conn;
                 if let Stream::Plain(tcp) = stream {
                     let t = crate::http::h2::Transport::Plain(tcp, buf.freeze());
-                    serve_h2(shard, t, info(None, false)).await;
+                    Box::pin(serve_h2(shard, t, info(None, false))).await;
                 }
                 return;
             }
@@ -156,7 +158,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
             }
             Next::Linger => return linger_close(conn).await,
             Next::Upgrade(upstream, leftover) => {
-                super::proxy::relay(conn, upstream, leftover).await;
+                Box::pin(super::proxy::relay(conn, upstream, leftover)).await;
                 return;
             }
         }

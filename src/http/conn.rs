@@ -22,6 +22,11 @@ use crate::error::{Error, Kind};
 /// connection holds this much, so it is kept small: 16 KiB cost 1.2 GB more at 100k idle
 /// connections, and measured no faster.
 pub(crate) const READ_CHUNK: usize = 4 << 10;
+/// How long a keep-alive connection waits for its next request with a read buffer in place
+/// (1 s); after that it waits for readability with none, so that idle connections hold no
+/// buffer (what a connection costs while idle, not while busy).
+const IDLE_HOT: Duration = Duration::from_secs(1);
+
 /// Lingering close: how long and how much to drain from a client we stopped reading.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
@@ -86,6 +91,20 @@ impl Stream {
             Stream::Plain(s) => s.shutdown().await,
             Stream::Tls(t) => t.shutdown().await,
             Stream::H2(s) => s.finish().await,
+        }
+    }
+
+    /// Whether [`Stream::readable`] can wait without a buffer (plain TCP; TLS keeps its own
+    /// buffers, and an HTTP/2 stream is not a socket).
+    pub(crate) fn can_wait_readable(&self) -> bool {
+        matches!(self, Stream::Plain(_))
+    }
+
+    /// Waits until the socket has bytes to read, holding no buffer.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.readable(false).await,
+            _ => Ok(()),
         }
     }
 
@@ -323,13 +342,35 @@ pub(crate) async fn read_head(
                 }
             }
             None => {
-                let drain = drain.wait();
-                monoio::select! {
-                    r = monoio::time::timeout(idle, conn.read_more()) => match r {
-                        Ok(r) => r,
-                        Err(_) => return HeadRead::Closed,
-                    },
-                    _ = drain => return HeadRead::Closed,
+                // Between requests: a read with a buffer for IDLE_HOT; a connection still
+                // idle then holds no buffer while it waits (the cut read took it along), and
+                // reads again once the socket is readable.
+                // (TLS keeps buffers of its own: it waits with one read, as before.)
+                let hot = if conn.stream.can_wait_readable() {
+                    idle.min(IDLE_HOT)
+                } else {
+                    idle
+                };
+                let cold = idle - hot;
+                let draining = drain.wait();
+                let waited = monoio::select! {
+                    r = monoio::time::timeout(hot, conn.read_more()) => r,
+                    _ = draining => return HeadRead::Closed,
+                };
+                match waited {
+                    Ok(r) => r,
+                    Err(_) if cold.is_zero() => return HeadRead::Closed,
+                    Err(_) => {
+                        conn.buf = BytesMut::new();
+                        let draining = drain.wait();
+                        monoio::select! {
+                            r = monoio::time::timeout(cold, conn.stream.readable()) => match r {
+                                Ok(Ok(())) => continue,
+                                _ => return HeadRead::Closed,
+                            },
+                            _ = draining => return HeadRead::Closed,
+                        }
+                    }
                 }
             }
         };

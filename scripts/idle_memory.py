@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Memory per idle keep-alive connection: RSS of a gateway before and after N clients each make
+one request and then stay connected, idle.
+
+  ulimit -n 65536; python3 scripts/idle_memory.py --bin target/release/tollgate --conns 10000
+
+Starts the gateway (one worker) on a temporary config with a mock route, opens the connections
+from this process, waits for them to go idle, reads VmRSS from /proc, prints the difference per
+connection, and stops the gateway (by its PID). Also `--bin nginx` for nginx with the same
+workload (`--nginx`).
+"""
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def start_tollgate(binary, tmp, port):
+    conf = os.path.join(tmp, "idle.toml")
+    with open(conf, "w") as f:
+        f.write(f"""
+[server]
+workers = 1
+state_dir = "{tmp}/data"
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:{port}"
+[[apis]]
+name = "a"
+  [[apis.stages]]
+  name = "p"
+  [[apis.routes]]
+  route = "GET /m"
+  integration = {{ type = "mock", body = "ok" }}
+[[domains]]
+host = "*"
+mappings = [{{ base_path = "", api = "a", stage = "p" }}]
+""")
+    env = dict(os.environ, TOLLGATE_LOG="warn")
+    return subprocess.Popen([binary, "--config", conf], env=env, stderr=subprocess.DEVNULL)
+
+
+def start_nginx(binary, tmp, port):
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log /dev/null;
+events {{ worker_connections 65536; }}
+http {{ access_log off; keepalive_timeout 60s; keepalive_requests 100000;
+  server {{ listen 127.0.0.1:{port}; location /m {{ return 200 "ok"; }} }} }}
+""")
+    p = subprocess.Popen([binary, "-c", conf, "-p", tmp])
+    # The worker is the process that holds the connections.
+    time.sleep(0.5)
+    out = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+    return p, int(out[0]) if out else p.pid
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="target/release/tollgate")
+    ap.add_argument("--nginx", action="store_true", help="--bin is nginx")
+    ap.add_argument("--conns", type=int, default=10000)
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds idle before measuring")
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="tollgate-idle-")
+    port = free_port()
+    if a.nginx:
+        proc, pid = start_nginx(a.bin, tmp, port)
+    else:
+        proc = start_tollgate(a.bin, tmp, port)
+        pid = proc.pid
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    sys.exit("the server did not start")
+                time.sleep(0.05)
+        time.sleep(0.5)
+        base = rss_kib(pid)
+        socks = []
+        req = b"GET /m HTTP/1.1\r\nHost: a\r\n\r\n"
+        for _ in range(a.conns):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(req)
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"ok"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    sys.exit("connection closed early")
+                data += chunk
+            socks.append(s)
+        time.sleep(a.settle)
+        after = rss_kib(pid)
+        per = (after - base) * 1024 / a.conns
+        print(f"{os.path.basename(a.bin)}: RSS {base} KiB idle, {after} KiB with {a.conns} idle "
+              f"keep-alive connections: {per:.0f} bytes per connection")
+        for s in socks:
+            s.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
