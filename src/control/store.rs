@@ -278,7 +278,19 @@ impl Store {
 
     /// How many daily usage records there are (reading them all).
     fn usage_count(&self) -> Result<usize, String> {
-        self.usage_all().map(|u| u.len())
+        let r = self
+            .db
+            .begin_read()
+            .map_err(|err| e("read", &self.path, err))?;
+        let t = r
+            .open_table(USAGE)
+            .map_err(|err| e("read usage", &self.path, err))?;
+        let mut n = 0;
+        for item in t.iter().map_err(|err| e("read usage", &self.path, err))? {
+            item.map_err(|err| e("read usage", &self.path, err))?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Every daily usage record: (key "plan|day|key", requests).
