@@ -27,6 +27,8 @@ pub(crate) enum Kind {
     BodyTooLarge,
     /// Head did not arrive within `limits.header_timeout` (408).
     HeadTimeout,
+    /// An `Expect` other than `100-continue` (417).
+    ExpectationFailed,
     /// The request body stalled past `limits.body_timeout`, or arrived slower than
     /// `limits.body_min_rate` (408).
     BodyTimeout,
@@ -58,6 +60,7 @@ impl Kind {
             Kind::BadRequest(_)
             | Kind::HeadTimeout
             | Kind::BodyTimeout
+            | Kind::ExpectationFailed
             | Kind::MethodNotAllowed(_) => "DEFAULT_4XX",
             Kind::HeadTooLarge | Kind::BodyTooLarge => "REQUEST_TOO_LARGE",
             Kind::NotFound => "RESOURCE_NOT_FOUND",
@@ -115,6 +118,7 @@ impl Error {
             Kind::HeadTooLarge => 431,
             Kind::BodyTooLarge => 413,
             Kind::HeadTimeout | Kind::BodyTimeout => 408,
+            Kind::ExpectationFailed => 417,
             Kind::NotFound => 404,
             Kind::MethodNotAllowed(_) => 405,
             Kind::BadGateway => 502,
@@ -133,6 +137,7 @@ impl Error {
             Kind::HeadTooLarge => "Request Header Fields Too Large",
             Kind::BodyTooLarge => "Request Entity Too Large",
             Kind::HeadTimeout | Kind::BodyTimeout => "Request Timeout",
+            Kind::ExpectationFailed => "Expectation Failed",
             Kind::NotFound => "Not Found",
             Kind::MethodNotAllowed(_) => "Method Not Allowed",
             Kind::BadGateway => "Bad Gateway",
@@ -155,6 +160,7 @@ impl Error {
                 | Kind::BodyTooLarge
                 | Kind::HeadTimeout
                 | Kind::BodyTimeout
+                | Kind::ExpectationFailed
                 | Kind::ClientGone
         )
     }

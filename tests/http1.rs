@@ -444,3 +444,29 @@ fn connections_idle_past_the_first_second_still_serve() {
         "mocked"
     );
 }
+
+/// Answers the gateway writes itself carry `Date`; an `Expect` it cannot meet gets 417.
+#[test]
+fn gateway_answers_carry_date_and_unknown_expectations_get_417() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, ""));
+    let r = get(gw.addr(), "/mock");
+    let date = r.header("date").expect("a Date header");
+    assert!(httpdate_like(date), "{date}");
+    // An error answer (no Host: 400) too.
+    let r = Client::connect(gw.addr()).request(b"GET /x HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert!(r.header("date").is_some());
+    let mut c = Client::connect(gw.addr());
+    let r =
+        c.request(b"PUT /x HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(r.status, 417);
+    assert_eq!(r.json()["message"], "Expectation Failed");
+    assert!(c.is_closed());
+    assert_eq!(up.count(), 0);
+}
+
+/// "Sun, 06 Nov 1994 08:49:37 GMT" (IMF-fixdate).
+fn httpdate_like(v: &str) -> bool {
+    v.len() == 29 && v.ends_with(" GMT") && v.as_bytes()[3] == b','
+}

@@ -408,7 +408,8 @@ pub(crate) fn count_error(shard: &Shard, e: &Error) {
         | Kind::HeadTooLarge
         | Kind::BodyTooLarge
         | Kind::HeadTimeout
-        | Kind::BodyTimeout => Counter::BadRequests,
+        | Kind::BodyTimeout
+        | Kind::ExpectationFailed => Counter::BadRequests,
         Kind::BadGateway | Kind::NoHealthyUpstream | Kind::GatewayTimeout => {
             Counter::UpstreamErrors
         }

@@ -319,6 +319,12 @@ pub(crate) async fn read_head(
                 Err(HeadError::Malformed(m)) => {
                     return HeadRead::Failed(Error::downstream(Kind::BadRequest(m), "request head"))
                 }
+                Err(HeadError::Expectation) => {
+                    return HeadRead::Failed(Error::downstream(
+                        Kind::ExpectationFailed,
+                        "request head",
+                    ))
+                }
             }
             if deadline.is_none() {
                 deadline = Some(Instant::now() + header_timeout);

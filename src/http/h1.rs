@@ -33,6 +33,8 @@ pub enum Framing {
 pub enum HeadError {
     Malformed(&'static str),
     TooLarge,
+    /// An `Expect` other than `100-continue` (417, RFC 9110 10.1.1).
+    Expectation,
 }
 
 /// Header ranges, inline for typical heads: no allocation per message.
@@ -235,7 +237,7 @@ pub fn parse_request(
             if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
             } else {
-                return Err(HeadError::Malformed("Unsupported Expect"));
+                return Err(HeadError::Expectation);
             }
         }
     }

@@ -28,6 +28,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
         422 => "Unprocessable Content",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -38,6 +39,30 @@ pub(crate) fn reason(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "",
     }
+}
+
+thread_local! {
+    /// This thread's `Date` value and the second it is for: formatted once a second.
+    static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// Writes `date: <IMF-fixdate>\r\n` for now (RFC 9110 6.6.1), formatted once a second per
+/// thread.
+pub(crate) fn date_header(out: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs || d.1.is_empty() {
+            *d = (secs, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(d.1.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    });
 }
 
 /// Writes a status line.
@@ -90,6 +115,13 @@ impl Answer {
         head_only: bool,
     ) {
         status_line(out, minor, self.status);
+        let has_date = self
+            .headers
+            .split(|&b| b == b'\n')
+            .any(|line| line.len() > 5 && line[..5].eq_ignore_ascii_case(b"date:"));
+        if !has_date {
+            date_header(out);
+        }
         out.extend_from_slice(&self.headers);
         if let Some(ct) = self.content_type {
             out.extend_from_slice(b"content-type: ");

@@ -287,6 +287,9 @@ pub(super) async fn exchange(
                     return Err(Failure::Target(gone("response head too large")))
                 }
                 Err(HeadError::Malformed(m)) => return Err(Failure::Target(gone(m))),
+                Err(HeadError::Expectation) => {
+                    return Err(Failure::Target(gone("malformed response head")))
+                }
             }
         }
         match monoio::time::timeout_at(deadline.into(), up.read_into(&mut ubuf)).await {
