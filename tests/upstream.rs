@@ -282,3 +282,34 @@ fn idempotent_requests_retry_on_another_target_when_one_resets_before_answering(
         4 - refused
     );
 }
+
+/// Only WebSocket upgrades are relayed: an `Upgrade: h2c` is not offered to the origin (it
+/// would open an HTTP/2 tunnel past routes, keys and throttles); the request is served as an
+/// ordinary one.
+#[test]
+fn h2c_and_other_upgrades_are_not_offered_to_the_origin() {
+    let up = Upstream::start(|s| {
+        if s.header("upgrade").is_some() {
+            Action::Raw(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                    .to_vec(),
+            )
+        } else {
+            respond(200, "plain")
+        }
+    });
+    let gw = Gw::start(&literal(up.addr, ""));
+    let mut c = Client::connect(gw.addr());
+    for proto in ["h2c", "foo/1.0", "websocket, h2c"] {
+        let r = c.request(
+            format!("GET /x HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: {proto}\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{proto}");
+        assert_eq!(r.text(), "plain", "{proto}");
+    }
+    for s in up.requests() {
+        assert!(s.header("upgrade").is_none(), "{:?}", s.headers);
+        assert!(s.header("http2-settings").is_none(), "{:?}", s.headers);
+    }
+}

@@ -65,7 +65,7 @@ pub struct RequestHead {
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
     pub expect_continue: bool,
-    /// `Connection: upgrade` with an `Upgrade` header.
+    /// `Connection: upgrade` with `Upgrade: websocket` (the one protocol relayed).
     pub upgrade: bool,
 }
 
@@ -232,7 +232,10 @@ pub fn parse_request(
             conn_keep_alive |= has_token(value, b"keep-alive");
             conn_upgrade |= has_token(value, b"upgrade");
         } else if name_eq(name, b"upgrade") {
-            has_upgrade = true;
+            // Only WebSocket upgrades are relayed: `h2c` or any other protocol would open a
+            // tunnel past routes, keys and throttles. The header is hop-by-hop, so for those
+            // it is dropped and the request is an ordinary one.
+            has_upgrade = value.trim_ascii().eq_ignore_ascii_case(b"websocket");
         } else if name_eq(name, b"expect") {
             if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
