@@ -81,6 +81,7 @@ fn bench(c: &mut Criterion) {
         },
         headers: Vec::new(),
         timeout: std::time::Duration::from_secs(29),
+        drop_underscores: true,
     };
     let mut g = c.benchmark_group("request_head_rewrite");
     g.bench_function("tollgate", |b| {

@@ -35,6 +35,8 @@ pub struct HttpIntegration {
     pub path: Template,
     pub headers: Vec<(String, Template)>,
     pub timeout: Duration,
+    /// Leave out request headers whose name has `_` (`limits.underscores_in_headers = "drop"`).
+    pub drop_underscores: bool,
 }
 
 #[derive(Debug)]

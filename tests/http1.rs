@@ -470,3 +470,32 @@ fn gateway_answers_carry_date_and_unknown_expectations_get_417() {
 fn httpdate_like(v: &str) -> bool {
     v.len() == 29 && v.ends_with(" GMT") && v.as_bytes()[3] == b','
 }
+
+/// Header names with `_` are dropped by default (nginx's way), forwarded with `allow`, and
+/// refused with `reject`.
+#[test]
+fn underscores_in_header_names_are_dropped_allowed_or_refused() {
+    let up = Upstream::echo();
+    let raw = b"GET /u HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nX-Fine: yes\r\n\r\n";
+    let gw = Gw::start(&proxied(&up, ""));
+    assert_eq!(Client::connect(gw.addr()).request(raw).status, 200);
+    let seen = up.requests().pop().unwrap();
+    assert!(
+        seen.header("x_forwarded_for").is_none(),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.header("x-fine"), Some("yes"));
+    let gw = Gw::start(&proxied(&up, "underscores_in_headers = \"allow\""));
+    assert_eq!(Client::connect(gw.addr()).request(raw).status, 200);
+    assert_eq!(
+        up.requests().pop().unwrap().header("x_forwarded_for"),
+        Some("6.6.6.6")
+    );
+    let gw = Gw::start(&proxied(&up, "underscores_in_headers = \"reject\""));
+    let before = up.count();
+    let r = Client::connect(gw.addr()).request(raw);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["message"], "Invalid header name");
+    assert_eq!(up.count(), before);
+}

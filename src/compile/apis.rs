@@ -8,7 +8,7 @@ use ahash::AHashMap;
 
 use crate::cache::{CacheRegistry, StageCache};
 use crate::config::target::{parse_uri_target, Authority};
-use crate::config::{item, Api, Config, Integration, Route, Stage};
+use crate::config::{item, Api, Config, Integration, Route, Stage, Underscores};
 use crate::route::trie::Trie;
 use crate::snapshot::{
     ApiRt, CachePolicy, Dest, HttpIntegration, IntegrationRt, LiteralTarget, MockIntegration,
@@ -177,6 +177,7 @@ fn integration(
                 path: target.path,
                 headers: resolve_headers(header_templates)?,
                 timeout: *timeout,
+                drop_underscores: cfg.limits.underscores_in_headers == Underscores::Drop,
             })
         }
         Integration::Mock {

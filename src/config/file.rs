@@ -113,8 +113,8 @@ pub(crate) struct LimitsFile {
     pub body_timeout: Option<String>,
     pub body_min_rate: Option<SizeValue>,
     pub request_buffering: Option<SizeValue>,
+    pub underscores_in_headers: Option<String>,
     // Named in the reference config, not built yet: refused by name.
-    pub underscores_in_headers: Option<toml::Value>,
     pub upgrade_idle_timeout: Option<toml::Value>,
 }
 

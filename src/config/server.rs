@@ -78,10 +78,25 @@ pub struct Limits {
     /// a body may take `body_timeout` plus one second per `body_min_rate` bytes received
     /// (Apache's `RequestReadTimeout` `MinRate`).
     pub body_min_rate: u64,
+    /// Request header names with `_` (`X_Forwarded_For`): origins that fold `_` into `-`
+    /// could be fooled by them.
+    pub underscores_in_headers: Underscores,
     /// A body of known length up to this size is read whole before the upstream is asked
     /// (nginx's `proxy_request_buffering` up to `client_body_buffer_size`): a slow upload then
     /// holds no upstream connection, and the request can be retried. 0 streams every body.
     pub request_buffering: u64,
+}
+
+/// What happens to request header names with an underscore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Underscores {
+    /// Not forwarded (nginx's default, `underscores_in_headers off`).
+    Drop,
+    /// Forwarded as sent.
+    Allow,
+    /// The request is refused with 400.
+    Reject,
 }
 
 /// `[http2]`: HTTP/2 settings and flood limits, for every listener that speaks it.
@@ -261,18 +276,11 @@ impl Validator {
     pub(super) fn limits(&mut self, l: file::LimitsFile) -> Limits {
         self.not_yet(
             "limits",
-            &[
-                (
-                    "underscores_in_headers",
-                    &l.underscores_in_headers,
-                    "a choice for header names with underscores",
-                ),
-                (
-                    "upgrade_idle_timeout",
-                    &l.upgrade_idle_timeout,
-                    "an idle timeout for upgraded connections",
-                ),
-            ],
+            &[(
+                "upgrade_idle_timeout",
+                &l.upgrade_idle_timeout,
+                "an idle timeout for upgraded connections",
+            )],
         );
         let max_header_bytes = self.size(
             "limits.max_header_bytes",
@@ -320,6 +328,19 @@ impl Validator {
                 DEFAULT_BODY_TIMEOUT,
             ),
             body_min_rate: self.size("limits.body_min_rate", l.body_min_rate.as_ref(), 0),
+            underscores_in_headers: match l.underscores_in_headers.as_deref() {
+                None | Some("drop") => Underscores::Drop,
+                Some("allow") => Underscores::Allow,
+                Some("reject") => Underscores::Reject,
+                Some(other) => {
+                    self.bad(
+                        "limits.underscores_in_headers",
+                        other,
+                        "\"drop\", \"allow\" or \"reject\"",
+                    );
+                    Underscores::Drop
+                }
+            },
             request_buffering: {
                 let n = self.size(
                     "limits.request_buffering",

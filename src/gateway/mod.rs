@@ -24,6 +24,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use crate::config::Underscores;
 use crate::error::{Error, Kind};
 use crate::http::conn::Conn;
 use crate::http::h1::{Framing, RequestHead};
@@ -93,6 +94,7 @@ async fn run_phases(
 ) -> Result<Outcome, Error> {
     let snap = &ss.snap;
     check_body_size(ctx, snap.limits.max_body)?;
+    check_header_names(ctx, snap.limits.underscores_in_headers)?;
     normalise_path(ctx)?;
     resolve_stage(ss, conn.listener, ctx)?;
     let m = match_route(ss, ctx)?;
@@ -124,6 +126,17 @@ fn check_body_size(ctx: &RequestCtx, max: u64) -> Result<(), Error> {
         )),
         _ => Ok(()),
     }
+}
+
+/// With `limits.underscores_in_headers = "reject"`, refuses header names with `_` (400).
+fn check_header_names(ctx: &RequestCtx, policy: Underscores) -> Result<(), Error> {
+    if policy == Underscores::Reject && ctx.head.headers().any(|(n, _)| n.contains(&b'_')) {
+        return Err(Error::downstream(
+            Kind::BadRequest("Invalid header name"),
+            "underscore in a header name",
+        ));
+    }
+    Ok(())
 }
 
 /// Splits and decodes the path; refuses dot segments and ambiguous encodings (400).

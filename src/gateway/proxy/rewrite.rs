@@ -90,6 +90,7 @@ pub(crate) fn request_head_with(
             || name_eq(name, b"x-request-id")
             || name_eq(name, b"x-forwarded-proto")
             || name_eq(name, b"x-forwarded-host")
+            || (integ.drop_underscores && name.contains(&b'_'))
             || integ
                 .headers
                 .iter()
