@@ -64,7 +64,9 @@ enum StateOp {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The h2 crate logs a line per odd frame a client sends (an unsolicited PING ACK, say):
+        // only its errors, so that no client can turn frames into log volume.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

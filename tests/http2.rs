@@ -565,6 +565,19 @@ fn ping_floods_end_with_enhance_your_calm() {
 }
 
 #[test]
+fn unsolicited_ping_ack_floods_end_with_enhance_your_calm() {
+    let mut f = Vec::new();
+    for i in 0..200u64 {
+        f.extend(Raw::frame(PING, 1, 0, &i.to_be_bytes()));
+    }
+    expect_calm(
+        "control_frames_burst = 50\ncontrol_frames_per_second = 1",
+        f,
+        "control",
+    );
+}
+
+#[test]
 fn settings_floods_end_with_enhance_your_calm() {
     let mut f = Vec::new();
     for _ in 0..200 {

@@ -146,7 +146,10 @@ impl FrameWatch {
         let (kind, flags) = (h[3], h[4]);
         self.payload = len;
         let control = match kind {
-            PING | SETTINGS => flags & ACK == 0,
+            // A PING ACK counts too: the gateway sends no PINGs, so every ACK a client sends
+            // is unsolicited (and the h2 crate would log each one).
+            PING => true,
+            SETTINGS => flags & ACK == 0,
             PRIORITY => true,
             DATA => len == 0 && flags & END_STREAM == 0,
             _ => false,
