@@ -41,9 +41,11 @@ pub(crate) enum Counter {
     H2FloodContinuation,
     /// HTTP/2 connections closed gracefully (GOAWAY NO_ERROR): idle or draining.
     H2Goaways,
+    /// Requests sent to an ejected target because every healthy one was ejected.
+    AllTargetsEjected,
 }
 
-const N: usize = 19;
+const N: usize = 20;
 
 impl Counter {
     const ALL: [Counter; N] = [
@@ -66,6 +68,7 @@ impl Counter {
         Counter::H2FloodReset,
         Counter::H2FloodContinuation,
         Counter::H2Goaways,
+        Counter::AllTargetsEjected,
     ];
 
     /// (metric name, label) for the export.
@@ -90,6 +93,7 @@ impl Counter {
             Counter::H2FloodReset => ("http2_floods_total", "kind=\"reset\""),
             Counter::H2FloodContinuation => ("http2_floods_total", "kind=\"continuation\""),
             Counter::H2Goaways => ("http2_goaways_total", ""),
+            Counter::AllTargetsEjected => ("upstream_all_ejected_total", ""),
         }
     }
 

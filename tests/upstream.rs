@@ -313,3 +313,37 @@ fn h2c_and_other_upgrades_are_not_offered_to_the_origin() {
         assert!(s.header("http2-settings").is_none(), "{:?}", s.headers);
     }
 }
+
+/// Passive ejection never takes the last healthy target out of service: an upstream whose only
+/// target dropped a few connections keeps being served (and counted) instead of answering 503
+/// for `fail_timeout`.
+#[test]
+fn the_last_healthy_target_is_never_ejected() {
+    let drops = Arc::new(std::sync::atomic::AtomicUsize::new(3));
+    let d = drops.clone();
+    let up = Upstream::start(move |_| {
+        if d.load(Ordering::SeqCst) > 0 {
+            d.fetch_sub(1, Ordering::SeqCst);
+            Action::Close
+        } else {
+            respond(200, "back")
+        }
+    });
+    let block = upstream_block(&[up.addr], "max_fails = 2\nfail_timeout = \"30s\"");
+    let gw = Gw::start(&one_route(&block, "http://up", ""));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(get(gw.addr(), "/x").status);
+    }
+    assert!(statuses.iter().all(|&s| s == 502), "{statuses:?}");
+    // The target is ejected for 30 s, but it is the only one: it is used anyway.
+    let r = get(gw.addr(), "/x");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "back");
+    assert!(metric_reaches(
+        &gw,
+        "tollgate_upstream_all_ejected_total",
+        "",
+        1
+    ));
+}

@@ -77,6 +77,8 @@ pub struct RequestCtx {
     pub timings: Option<Timings>,
     /// The upstream target the answer came from (set by the proxy once a target is chosen).
     pub upstream: Option<std::net::SocketAddr>,
+    /// Every healthy target of the upstream was ejected; one was used anyway.
+    pub all_ejected: bool,
     /// Why the gateway refused or failed the request (`Kind::response_type`), for the exit.
     pub error: Option<&'static str>,
     /// The request came over TLS (X-Forwarded-Proto: https).
@@ -108,6 +110,7 @@ impl RequestCtx {
             cache_warning: None,
             timings: None,
             upstream: None,
+            all_ejected: false,
             error: None,
             https: false,
             client_cert: None,

@@ -142,6 +142,8 @@ pub(crate) struct Record<'a> {
     pub cache: Option<&'static str>,
     /// The gateway response type of a refusal or failure.
     pub error: Option<&'static str>,
+    /// Every healthy target of the upstream was ejected; one was used anyway.
+    pub all_ejected: bool,
     /// Microseconds from the start of the phases to an upstream connection being ready, to
     /// the upstream's answer head, and to the end (when timings are recorded).
     pub upstream_connect_us: Option<u64>,
@@ -154,6 +156,15 @@ pub(crate) struct Record<'a> {
 pub(crate) fn observe(shard: &Shard, ss: Option<&ShardSnap>, r: &Record<'_>) {
     if r.status != 0 {
         shard.metrics.add(Counter::for_status(r.status));
+    }
+    if r.all_ejected {
+        shard.metrics.add(Counter::AllTargetsEjected);
+        if shard.log_first("every target of an upstream is ejected", r.upstream, 0) {
+            tracing::warn!(
+                target_addr = r.upstream.map(tracing::field::display),
+                "every healthy target of the upstream is ejected (max_fails): balancing over them anyway"
+            );
+        }
     }
     let route = |m: RouteMatch| {
         ss.and_then(|ss| {
@@ -240,6 +251,7 @@ pub(crate) async fn finish(
             upstream: ctx.upstream,
             cache: ctx.cache_status,
             error: ctx.error,
+            all_ejected: ctx.all_ejected,
             upstream_connect_us: ctx
                 .timings
                 .and_then(|t| micros(t.received, t.upstream_connected)),

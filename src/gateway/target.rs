@@ -49,16 +49,19 @@ fn stable_hasher() -> ahash::RandomState {
     ahash::RandomState::with_seeds(0x7f4a_7c15, 0x9e37_79b9, 0x6a09_e667, 0xbb67_ae85)
 }
 
-/// Chooses a target for a request, skipping `exclude` (a target that just failed).
+/// Chooses a target for a request, skipping `exclude` (a target that just failed). The flag
+/// says that every healthy target was ejected (passive health), so ejection was set aside
+/// and the target is one of them: the last healthy targets are never all taken out of
+/// service (nginx ignores `max_fails` for a single server; Envoy has a panic threshold).
 pub(crate) fn select(
     ss: &ShardSnap,
     dest: &Dest,
     ctx: &RequestCtx,
     peer: SocketAddr,
     exclude: Option<SocketAddr>,
-) -> Result<Rc<TargetLocal>, Error> {
+) -> Result<(Rc<TargetLocal>, bool), Error> {
     let u = match dest {
-        Dest::Literal(i) => return Ok(ss.literals[*i].clone()),
+        Dest::Literal(i) => return Ok((ss.literals[*i].clone(), false)),
         Dest::Upstream(u) => *u,
     };
     let local = &ss.upstreams[u];
@@ -93,10 +96,22 @@ pub(crate) fn select(
             (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
         }
     };
-    pick.map(|i| local.targets[i].clone()).ok_or_else(|| {
-        Error::upstream(
-            Kind::NoHealthyUpstream,
-            format!("no healthy target in upstream {:?}", rt.cfg.name),
-        )
-    })
+    if let Some(i) = pick {
+        return Ok((local.targets[i].clone(), false));
+    }
+    // Nothing usable. If healthy targets are only ejected, balance over them anyway.
+    let healthy =
+        |i: usize| Some(local.targets[i].addr) != exclude && rt.healthy[i].load(Ordering::Relaxed);
+    let start = local.rr.get();
+    local.rr.set(start.wrapping_add(1));
+    (0..n)
+        .map(|k| (start + k) % n)
+        .find(|&i| healthy(i))
+        .map(|i| (local.targets[i].clone(), true))
+        .ok_or_else(|| {
+            Error::upstream(
+                Kind::NoHealthyUpstream,
+                format!("no healthy target in upstream {:?}", rt.cfg.name),
+            )
+        })
 }

@@ -139,7 +139,10 @@ pub(crate) async fn send(
     let (target, up, resp, ubuf) = loop {
         tries += 1;
         let target = match select(ss, &integ.dest, ctx, conn.peer, exclude) {
-            Ok(t) => t,
+            Ok((t, all_ejected)) => {
+                ctx.all_ejected |= all_ejected;
+                t
+            }
             Err(e) => return Err(last_err.take().unwrap_or(e)),
         };
         ctx.upstream = Some(target.addr);
