@@ -321,6 +321,8 @@ fn http_mode_follows_origin_freshness() {
                 httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(10))
             ),
             "/aged" => "Cache-Control: max-age=10\r\nAge: 8\r\n".to_string(),
+            // A list-valued Age counts by its first member: already stale on arrival.
+            "/agelist" => "Cache-Control: max-age=600\r\nAge: 7200, 0\r\n".to_string(),
             "/heuristic" => format!(
                 "Date: {}\r\nLast-Modified: {}\r\n",
                 httpdate::fmt_http_date(std::time::SystemTime::now()),
@@ -338,6 +340,7 @@ fn http_mode_follows_origin_freshness() {
         "smaxage",
         "expires",
         "aged",
+        "agelist",
         "heuristic",
         "nothing",
         "moved",
@@ -353,6 +356,11 @@ fn http_mode_follows_origin_freshness() {
     assert_eq!(cached("smaxage").as_deref(), Some("Hit"));
     assert_eq!(cached("expires").as_deref(), Some("Hit"));
     assert_eq!(cached("heuristic").as_deref(), Some("Hit"), "10% of 100 s");
+    assert_ne!(
+        cached("agelist").as_deref(),
+        Some("Hit"),
+        "Age: 7200, 0 is stale"
+    );
     // No freshness information and no validator; 302 gets no heuristic: not stored.
     assert_eq!(cached("nothing").as_deref(), Some("Miss"));
     assert_eq!(cached("moved").as_deref(), Some("Miss"));

@@ -263,8 +263,10 @@ pub(crate) fn storable<'a, H: Iterator<Item = (&'a [u8], &'a [u8])> + Clone>(
             if lifetime.is_zero() && !has_validator && !cc.no_cache {
                 return Err(NotStored::NoFreshness);
             }
+            // A list (`Age: 7200, 0`) counts by its first member (RFC 9111 5.1).
             let age_header = header(a.headers.clone(), b"age")
                 .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|s| s.split(',').next())
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .unwrap_or(0);
             let apparent = date_v
@@ -415,6 +417,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.initial_age, 100);
+        // A list counts by its first member: this answer arrives already stale.
+        let l = http(
+            200,
+            &[
+                ("cache-control", "max-age=600"),
+                ("date", DATE),
+                ("age", "7200, 0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(l.initial_age, 7200);
     }
 
     #[test]
