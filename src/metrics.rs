@@ -43,9 +43,11 @@ pub(crate) enum Counter {
     H2Goaways,
     /// Requests sent to an ejected target because every healthy one was ejected.
     AllTargetsEjected,
+    /// Upgraded (WebSocket) connections closed after `limits.upgrade_idle_timeout`.
+    UpgradeIdleTimeouts,
 }
 
-const N: usize = 20;
+const N: usize = 21;
 
 impl Counter {
     const ALL: [Counter; N] = [
@@ -69,6 +71,7 @@ impl Counter {
         Counter::H2FloodContinuation,
         Counter::H2Goaways,
         Counter::AllTargetsEjected,
+        Counter::UpgradeIdleTimeouts,
     ];
 
     /// (metric name, label) for the export.
@@ -94,6 +97,7 @@ impl Counter {
             Counter::H2FloodContinuation => ("http2_floods_total", "kind=\"continuation\""),
             Counter::H2Goaways => ("http2_goaways_total", ""),
             Counter::AllTargetsEjected => ("upstream_all_ejected_total", ""),
+            Counter::UpgradeIdleTimeouts => ("upgrade_idle_timeouts_total", ""),
         }
     }
 

@@ -347,3 +347,48 @@ fn the_last_healthy_target_is_never_ejected() {
         1
     ));
 }
+
+/// An upgraded connection with no bytes either way for `limits.upgrade_idle_timeout` is closed
+/// (and counted); one that keeps talking stays open.
+#[test]
+fn idle_upgraded_connections_are_closed() {
+    let up = Upstream::start(|_| Action::UpgradeEcho);
+    let toml = config(
+        "upgrade_idle_timeout = \"500ms\"",
+        "",
+        &format!(
+            "  [[apis.routes]]\n  route = \"ANY /{{proxy+}}\"\n  integration = {{ type = \"http\", uri = \"http://{}/{{proxy}}\" }}\n",
+            up.addr
+        ),
+    );
+    let gw = Gw::start(&toml);
+    let upgrade = || {
+        let mut c = Client::connect(gw.addr());
+        c.send(b"GET /chat HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+        assert_eq!(c.read_response(false).unwrap().status, 101);
+        c
+    };
+    // Talking every 100 ms for 1.5 s (three idle periods' worth): still open.
+    let mut c = upgrade();
+    for _ in 0..15 {
+        c.stream.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        c.stream.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Silent: closed after the idle timeout, and counted.
+    let start = std::time::Instant::now();
+    assert!(c.is_closed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(metric_reaches(
+        &gw,
+        "tollgate_upgrade_idle_timeouts_total",
+        "",
+        1
+    ));
+}

@@ -114,8 +114,7 @@ pub(crate) struct LimitsFile {
     pub body_min_rate: Option<SizeValue>,
     pub request_buffering: Option<SizeValue>,
     pub underscores_in_headers: Option<String>,
-    // Named in the reference config, not built yet: refused by name.
-    pub upgrade_idle_timeout: Option<toml::Value>,
+    pub upgrade_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

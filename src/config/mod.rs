@@ -60,6 +60,9 @@ pub(crate) const DEFAULT_MAX_FAILS: u32 = 3;
 pub(crate) const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed to finish in-flight requests on SIGTERM (30 s); Envoy `--drain-time-s`.
 pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upgraded connections idle this long are closed (10 min); Amazon API Gateway's WebSocket
+/// idle timeout.
+pub(crate) const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest wait for the next bytes of a request body (60 s); nginx `client_body_timeout`.
 pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bodies of known length up to this size are read before the upstream is asked (64 KiB);

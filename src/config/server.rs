@@ -78,6 +78,10 @@ pub struct Limits {
     /// a body may take `body_timeout` plus one second per `body_min_rate` bytes received
     /// (Apache's `RequestReadTimeout` `MinRate`).
     pub body_min_rate: u64,
+    /// An upgraded (WebSocket) connection with no bytes either way for this long is closed
+    /// (Amazon API Gateway's WebSocket idle limit, 10 min; nginx's `proxy_read_timeout`).
+    #[serde(serialize_with = "ser_duration")]
+    pub upgrade_idle_timeout: Duration,
     /// Request header names with `_` (`X_Forwarded_For`): origins that fold `_` into `-`
     /// could be fooled by them.
     pub underscores_in_headers: Underscores,
@@ -274,14 +278,6 @@ impl Validator {
     }
 
     pub(super) fn limits(&mut self, l: file::LimitsFile) -> Limits {
-        self.not_yet(
-            "limits",
-            &[(
-                "upgrade_idle_timeout",
-                &l.upgrade_idle_timeout,
-                "an idle timeout for upgraded connections",
-            )],
-        );
         let max_header_bytes = self.size(
             "limits.max_header_bytes",
             l.max_header_bytes.as_ref(),
@@ -328,6 +324,11 @@ impl Validator {
                 DEFAULT_BODY_TIMEOUT,
             ),
             body_min_rate: self.size("limits.body_min_rate", l.body_min_rate.as_ref(), 0),
+            upgrade_idle_timeout: self.duration(
+                "limits.upgrade_idle_timeout",
+                l.upgrade_idle_timeout.as_ref(),
+                DEFAULT_UPGRADE_IDLE_TIMEOUT,
+            ),
             underscores_in_headers: match l.underscores_in_headers.as_deref() {
                 None | Some("drop") => Underscores::Drop,
                 Some("allow") => Underscores::Allow,

@@ -158,7 +158,12 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
             }
             Next::Linger => return linger_close(conn).await,
             Next::Upgrade(upstream, leftover) => {
-                Box::pin(super::proxy::relay(conn, upstream, leftover)).await;
+                let idle = shard.snapshot().snap.limits.upgrade_idle_timeout;
+                if Box::pin(super::proxy::relay(conn, upstream, leftover, idle)).await {
+                    shard
+                        .metrics
+                        .add(crate::metrics::Counter::UpgradeIdleTimeouts);
+                }
                 return;
             }
         }
