@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
         }
         let body = Bytes::from(vec![b'x'; size]);
         cache.insert(
-            cache_key(&ctx, &parts).into_boxed_slice(),
+            cache_key(&ctx, &parts, false).into_boxed_slice(),
             Val::Stored(Arc::new(entry(&cache, body.clone()))),
         );
         let naive = Naive {
@@ -75,7 +75,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("segmented_zero_copy_{}k", size >> 10), |b| {
             b.iter(|| {
                 out.clear();
-                let key = cache_key(&ctx, &parts);
+                let key = cache_key(&ctx, &parts, false);
                 let Some(Val::Stored(e)) = cache.get(&key) else {
                     panic!("miss")
                 };

@@ -825,3 +825,21 @@ fn reload_applies_new_cache_settings() {
     gw.gw.as_ref().unwrap().reload().unwrap();
     assert_eq!(req(&gw, "/g/items/1", "").header("x-cache"), None);
 }
+
+/// In `mode = "http"` the key is the whole target URI: `/u?test=B` is not answered with what
+/// was stored for `/u?test=A`. (Gateway mode keys on the listed parameters, as AWS does.)
+#[test]
+fn http_mode_keys_on_the_whole_query() {
+    let (up, n) = numbered("Cache-Control: max-age=60\r\n");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    let a = req(&gw, "/h/u?test=A", "");
+    assert_eq!(a.header("x-cache"), Some("Miss"));
+    let b = req(&gw, "/h/u?test=B", "");
+    assert_eq!(b.header("x-cache"), Some("Miss"), "{}", b.text());
+    assert!(b.text().contains("test=B"), "{}", b.text());
+    assert_eq!(req(&gw, "/h/u?test=A", "").header("x-cache"), Some("Hit"));
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+    // Gateway mode: no `query.test` in the key, one entry for both.
+    assert_eq!(req(&gw, "/g/v?test=A", "").header("x-cache"), Some("Miss"));
+    assert_eq!(req(&gw, "/g/v?test=B", "").header("x-cache"), Some("Hit"));
+}

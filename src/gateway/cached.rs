@@ -85,7 +85,7 @@ pub(crate) async fn serve(
         }
     }
 
-    let primary = cache_key(ctx, &p.key);
+    let primary = cache_key(ctx, &p.key, cache.mode == CacheMode::Http);
     let (mut variant, mut entry) = lookup(cache, &primary, ctx);
     if !refresh {
         let now = cache.now_ns();
@@ -417,15 +417,24 @@ fn header_values(ctx: &RequestCtx, name: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The cache key: "GET\0" (HEAD shares GET's entries) + the request path + "\0" + each
-/// configured parameter as "q:NAME=v1&v2\0", "h:NAME=v\0" or "p:NAME=v\0". Query values are
+/// The cache key: "GET\0" (HEAD shares GET's entries) + the request path + "\0" + (with
+/// `whole_query`, http mode) "?query\0" as sent + each configured parameter as "q:NAME=v1&v2\0", "h:NAME=v\0" or "p:NAME=v\0". Query values are
 /// percent-decoded and sorted, so parameter order and encoding do not split entries.
-pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart]) -> Vec<u8> {
+pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart], whole_query: bool) -> Vec<u8> {
     let mut k = Vec::with_capacity(64);
     k.extend_from_slice(b"GET\0");
     let path = ctx.head.path_bytes();
     k.extend_from_slice(if path.is_empty() { b"/" } else { path });
     k.push(0);
+    // `mode = "http"` keys on the whole target URI, query included (RFC 9111 2); gateway mode
+    // keys on the listed parameters only, as Amazon API Gateway does.
+    if whole_query {
+        if let Some(q) = ctx.head.query_bytes() {
+            k.push(b'?');
+            k.extend_from_slice(q);
+            k.push(0);
+        }
+    }
     for part in parts {
         match part {
             KeyPart::Query(name) => {
