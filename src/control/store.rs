@@ -278,23 +278,20 @@ impl Store {
 
     /// How many daily usage records there are (reading them all).
     fn usage_count(&self) -> Result<usize, String> {
-        let r = self
-            .db
-            .begin_read()
-            .map_err(|err| e("read", &self.path, err))?;
-        let t = r
-            .open_table(USAGE)
-            .map_err(|err| e("read usage", &self.path, err))?;
         let mut n = 0;
-        for item in t.iter().map_err(|err| e("read usage", &self.path, err))? {
-            item.map_err(|err| e("read usage", &self.path, err))?;
-            n += 1;
-        }
+        self.each_usage(|_, _| n += 1)?;
         Ok(n)
     }
 
     /// Every daily usage record: (key "plan|day|key", requests).
     fn usage_all(&self) -> Result<Vec<(String, u64)>, String> {
+        let mut out = Vec::new();
+        self.each_usage(|k, v| out.push((k.to_string(), v)))?;
+        Ok(out)
+    }
+
+    /// Reads every daily usage record, in key order.
+    fn each_usage(&self, mut f: impl FnMut(&str, u64)) -> Result<(), String> {
         let r = self
             .db
             .begin_read()
@@ -302,12 +299,11 @@ impl Store {
         let t = r
             .open_table(USAGE)
             .map_err(|err| e("read usage", &self.path, err))?;
-        let mut out = Vec::new();
         for item in t.iter().map_err(|err| e("read usage", &self.path, err))? {
             let (k, v) = item.map_err(|err| e("read usage", &self.path, err))?;
-            out.push((k.value().to_string(), v.value()));
+            f(k.value(), v.value());
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes daily usage records as they are (for [`recover`]).
