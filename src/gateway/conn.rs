@@ -25,6 +25,63 @@ use crate::shard::Shard;
 
 /// Serves one client connection until it closes, errs, or the shard drains.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
+    // The opening (TLS handshake, client certificate, protocol choice; HTTP/2 is served from
+    // there) is on the heap once per connection: the task then holds only the keep-alive
+    // loop's state while the connection idles.
+    let Some(mut conn) = Box::pin(open(&shard, stream, peer, listener)).await else {
+        return;
+    };
+    let shard = &shard;
+    // The HTTP/1.1 keep-alive loop: one request at a time, each through the pipeline.
+    let mut first = true;
+    loop {
+        let (max, header_timeout, idle) = {
+            let l = &shard.snapshot().snap.limits;
+            (l.max_header_bytes, l.header_timeout, l.idle_timeout)
+        };
+        // One request, on the heap for its length: the pipeline's future is large
+        // (kilobytes), and an idle connection's task holds only this loop's own state (the
+        // head is moved into the box before anything waits on it).
+        let request = {
+            let read = read_head(&shard.drain, &mut conn, max, header_timeout, idle, first).await;
+            Box::pin(request(shard, &mut conn, read))
+        };
+        first = false;
+        let Some(next) = request.await else {
+            return;
+        };
+        match next {
+            Next::KeepAlive if !shard.drain.is_on() => continue,
+            Next::KeepAlive | Next::Close => {
+                // TLS: say close_notify, so the client knows the answer was complete.
+                if conn.stream.is_tls() {
+                    let _ = Box::pin(conn.stream.shutdown()).await;
+                }
+                return;
+            }
+            Next::Linger => return Box::pin(linger_close(conn)).await,
+            Next::Upgrade(upstream, leftover) => {
+                let idle = shard.snapshot().snap.limits.upgrade_idle_timeout;
+                if Box::pin(super::proxy::relay(conn, upstream, leftover, idle)).await {
+                    shard
+                        .metrics
+                        .add(crate::metrics::Counter::UpgradeIdleTimeouts);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Opens a connection: `Some` for an HTTP/1.1 one, `None` when it was served as HTTP/2 or
+/// failed to open.
+async fn open(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+) -> Option<Conn> {
+    let shard = shard.clone();
     // TCP_NODELAY is inherited from the listening socket (listener.rs): no syscall here.
     let ss = shard.snapshot();
     let tls = ss.snap.tls.get(listener).cloned().flatten();
@@ -47,12 +104,12 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
     let stream = match tls {
         None => Stream::Plain(stream),
         Some(cfg) => {
-            match monoio::time::timeout(
+            // Once per connection, on the heap: the handshake's state (and its timer) is
+            // large and the connection's task should not carry it while idle.
+            match Box::pin(monoio::time::timeout(
                 handshake_timeout,
-                // Once per connection, on the heap: the handshake's state is large and the
-                // connection's task should not carry it while idle.
-                Box::pin(crate::http::tls::TlsConn::accept(stream, cfg)),
-            )
+                crate::http::tls::TlsConn::accept(stream, cfg),
+            ))
             .await
             {
                 Ok(Ok(t)) => Stream::Tls(Box::new(t)),
@@ -61,14 +118,14 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
                     shard
                         .metrics
                         .add(crate::metrics::Counter::TlsHandshakeFailures);
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     tracing::debug!(peer = %peer, "TLS handshake timed out");
                     shard
                         .metrics
                         .add(crate::metrics::Counter::TlsHandshakeFailures);
-                    return;
+                    return None;
                 }
             }
         }
@@ -102,70 +159,41 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
     let stream = match stream {
         Stream::Tls(t) if t.tls.alpn_protocol() == Some(b"h2") => {
             let info = info(client_cert, true);
-            return Box::pin(serve_h2(shard, crate::http::h2::Transport::Tls(t), info)).await;
+            Box::pin(serve_h2(shard, crate::http::h2::Transport::Tls(t), info)).await;
+            return None;
         }
         s => s,
     };
     let mut conn = Conn::new(stream, BytesMut::with_capacity(READ_CHUNK), peer, listener);
     conn.client_cert = client_cert;
     if h2c {
-        match sniff_preface(&mut conn, handshake_timeout).await {
+        match Box::pin(sniff_preface(&mut conn, handshake_timeout)).await {
             Some(true) => {
                 let Conn { stream, buf, .. } = conn;
                 if let Stream::Plain(tcp) = stream {
                     let t = crate::http::h2::Transport::Plain(tcp, buf.freeze());
                     Box::pin(serve_h2(shard, t, info(None, false))).await;
                 }
-                return;
+                return None;
             }
             Some(false) => {}
-            None => return,
+            None => return None,
         }
     }
-    let mut first = true;
-    loop {
-        let snap = shard.snapshot();
-        let limits = &snap.snap.limits;
-        let head = match read_head(
-            &shard.drain,
-            &mut conn,
-            limits.max_header_bytes,
-            limits.header_timeout,
-            limits.idle_timeout,
-            first,
-        )
-        .await
-        {
-            HeadRead::Head(h) => h,
-            HeadRead::Closed => return,
-            HeadRead::Failed(e) => {
-                tracing::debug!(peer = %conn.peer, error = %e, "bad request head");
-                if finish::head_error(&shard, &mut conn, &e).await {
-                    linger_close(conn).await;
-                }
-                return;
-            }
-        };
-        first = false;
-        match super::handle(&shard, snap, &mut conn, head).await {
-            Next::KeepAlive if !shard.drain.is_on() => continue,
-            Next::KeepAlive | Next::Close => {
-                // TLS: say close_notify, so the client knows the answer was complete.
-                if conn.stream.is_tls() {
-                    let _ = conn.stream.shutdown().await;
-                }
-                return;
-            }
-            Next::Linger => return linger_close(conn).await,
-            Next::Upgrade(upstream, leftover) => {
-                let idle = shard.snapshot().snap.limits.upgrade_idle_timeout;
-                if Box::pin(super::proxy::relay(conn, upstream, leftover, idle)).await {
-                    shard
-                        .metrics
-                        .add(crate::metrics::Counter::UpgradeIdleTimeouts);
-                }
-                return;
-            }
+    Some(conn)
+}
+
+/// Answers what [`read_head`] brought: the request through the pipeline, or the refusal of a
+/// bad head. `None`: the connection is done.
+async fn request(shard: &Rc<Shard>, conn: &mut Conn, read: HeadRead) -> Option<Next> {
+    match read {
+        HeadRead::Head(head) => Some(super::handle(shard, shard.snapshot(), conn, head).await),
+        HeadRead::Closed => None,
+        HeadRead::Failed(e) => {
+            tracing::debug!(peer = %conn.peer, error = %e, "bad request head");
+            finish::head_error(shard, conn, &e)
+                .await
+                .then_some(Next::Linger)
         }
     }
 }

@@ -335,7 +335,7 @@ pub(crate) async fn read_head(
                 // A read cut by the deadline takes the buffer with it: decide by what was
                 // there before it.
                 let partial = !conn.buf.is_empty();
-                match monoio::time::timeout_at(d.into(), conn.read_more()).await {
+                match Box::pin(monoio::time::timeout_at(d.into(), conn.read_more())).await {
                     Ok(r) => r,
                     // Nothing sent at all: close quietly, as nginx does.
                     Err(_) if !partial => return HeadRead::Closed,
@@ -359,8 +359,10 @@ pub(crate) async fn read_head(
                 };
                 let cold = idle - hot;
                 let draining = drain.wait();
+                // The reads with a buffer (and their timers) are on the heap for their
+                // length: an idle connection's task carries only the bufferless wait below.
                 let waited = monoio::select! {
-                    r = monoio::time::timeout(hot, conn.read_more()) => r,
+                    r = Box::pin(monoio::time::timeout(hot, conn.read_more())) => r,
                     _ = draining => return HeadRead::Closed,
                 };
                 match waited {
@@ -368,13 +370,13 @@ pub(crate) async fn read_head(
                     Err(_) if cold.is_zero() => return HeadRead::Closed,
                     Err(_) => {
                         conn.buf = BytesMut::new();
-                        let draining = drain.wait();
+                        let until = drain.idle_for(cold);
                         monoio::select! {
-                            r = monoio::time::timeout(cold, conn.stream.readable()) => match r {
-                                Ok(Ok(())) => continue,
-                                _ => return HeadRead::Closed,
+                            r = conn.stream.readable() => match r {
+                                Ok(()) => continue,
+                                Err(_) => return HeadRead::Closed,
                             },
-                            _ = draining => return HeadRead::Closed,
+                            _ = until => return HeadRead::Closed,
                         }
                     }
                 }

@@ -7,6 +7,9 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use std::collections::BTreeMap;
+use std::time::Instant;
+
 use ahash::AHashMap;
 
 /// Wakes the connections of one shard when draining starts.
@@ -15,6 +18,7 @@ pub(crate) struct Drain {
     on: Cell<bool>,
     next_key: Cell<u64>,
     waiters: RefCell<AHashMap<u64, Waker>>,
+    clock: IdleClock,
 }
 
 impl Drain {
@@ -71,5 +75,227 @@ impl Drop for DrainWait {
         if let Some(k) = self.key {
             self.drain.waiters.borrow_mut().remove(&k);
         }
+    }
+}
+
+/// What ended an [`IdleWait`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Woke {
+    Drained,
+    Expired,
+}
+
+/// The shard's clock for idle connections: deadlines in one ordered map, served by one timer
+/// task per shard. A waiting connection holds a key (tens of bytes) rather than a runtime
+/// timer of its own (640 bytes each in monoio), so that ten thousand idle connections cost
+/// ten thousand small map entries.
+#[derive(Default)]
+pub(crate) struct IdleClock {
+    deadlines: RefCell<BTreeMap<(Instant, u64), Waker>>,
+    /// The timer task's waker while it sleeps, and the deadline it sleeps until.
+    sweeper: RefCell<Option<(Waker, Instant)>>,
+    running: Cell<bool>,
+}
+
+impl Drain {
+    /// Resolves when draining starts or after `idle`, whichever comes first (an `idle` too
+    /// long for the clock never expires).
+    pub(crate) fn idle_for(self: &Rc<Self>, idle: std::time::Duration) -> IdleWait {
+        IdleWait {
+            drain: self.clone(),
+            deadline: Instant::now().checked_add(idle),
+            key: None,
+        }
+    }
+
+    /// One task per shard: sleeps until the earliest deadline and wakes those that are due.
+    fn start_sweeper(self: &Rc<Self>) {
+        if self.clock.running.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        monoio::spawn(async move {
+            loop {
+                let first = me.clock.deadlines.borrow().keys().next().map(|k| k.0);
+                let Some(first) = first else {
+                    // Nothing waits: stop; the next waiter starts a new sweeper.
+                    me.clock.running.set(false);
+                    return;
+                };
+                let now = Instant::now();
+                if first > now {
+                    let woken = std::future::poll_fn(|cx| {
+                        *me.clock.sweeper.borrow_mut() = Some((cx.waker().clone(), first));
+                        Poll::Ready(())
+                    });
+                    woken.await;
+                    // Sleeps until `first`, or until a waiter with an earlier deadline wakes
+                    // this task (which then re-reads the map).
+                    let early = Rearm(me.clone());
+                    monoio::select! {
+                        _ = monoio::time::sleep_until(first.into()) => {},
+                        _ = early => {},
+                    }
+                    me.clock.sweeper.borrow_mut().take();
+                    continue;
+                }
+                // Take the due entries out; each waiter finds its deadline passed when polled.
+                let due = {
+                    let mut map = me.clock.deadlines.borrow_mut();
+                    let rest = map.split_off(&(now, u64::MAX));
+                    std::mem::replace(&mut *map, rest)
+                };
+                for w in due.into_values() {
+                    w.wake();
+                }
+            }
+        });
+    }
+}
+
+/// Resolves when a waiter with an earlier deadline than the sweeper's has taken its waker.
+struct Rearm(Rc<Drain>);
+
+impl Future for Rearm {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.0.clock.sweeper.borrow().is_none() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+pub(crate) struct IdleWait {
+    drain: Rc<Drain>,
+    deadline: Option<Instant>,
+    key: Option<u64>,
+}
+
+impl Future for IdleWait {
+    type Output = Woke;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Woke> {
+        if self.drain.on.get() {
+            return Poll::Ready(Woke::Drained);
+        }
+        let deadline = self.deadline;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Poll::Ready(Woke::Expired);
+        }
+        let key = match self.key {
+            Some(k) => k,
+            None => {
+                let k = self.drain.next_key.get();
+                self.drain.next_key.set(k + 1);
+                self.key = Some(k);
+                k
+            }
+        };
+        self.drain
+            .waiters
+            .borrow_mut()
+            .insert(key, cx.waker().clone());
+        if let Some(deadline) = deadline {
+            let clock = &self.drain.clock;
+            clock
+                .deadlines
+                .borrow_mut()
+                .insert((deadline, key), cx.waker().clone());
+            let sweeper = clock.sweeper.borrow_mut().take_if(|(_, at)| deadline < *at);
+            if let Some((w, _)) = sweeper {
+                w.wake();
+            }
+            self.drain.start_sweeper();
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for IdleWait {
+    fn drop(&mut self) {
+        if let Some(k) = self.key {
+            self.drain.waiters.borrow_mut().remove(&k);
+            if let Some(d) = self.deadline {
+                self.drain.clock.deadlines.borrow_mut().remove(&(d, k));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn run<F: Future<Output = ()>>(f: F) {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("a runtime")
+            .block_on(f);
+    }
+
+    /// Lets the spawned tasks run (one thread: they run before this task is polled again).
+    async fn yield_once() {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                return Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Waits expire in deadline order, a later-registered earlier deadline included (the
+    /// sweeper re-arms), and a wait dropped early leaves nothing behind.
+    #[test]
+    fn idle_waits_expire_in_deadline_order() {
+        run(async {
+            let drain = Rc::new(Drain::default());
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for (name, ms) in [("slow", 300u64), ("fast", 60), ("mid", 150)] {
+                let (d, o) = (drain.clone(), order.clone());
+                tasks.push(monoio::spawn(async move {
+                    assert_eq!(d.idle_for(Duration::from_millis(ms)).await, Woke::Expired);
+                    assert!(start.elapsed() >= Duration::from_millis(ms));
+                    o.borrow_mut().push(name);
+                }));
+                // Let each register before the next.
+                yield_once().await;
+            }
+            {
+                let dropped = drain.idle_for(Duration::from_secs(3600));
+                let _ = monoio::time::timeout(Duration::from_millis(1), dropped).await;
+            }
+            for t in tasks {
+                t.await;
+            }
+            assert_eq!(*order.borrow(), ["fast", "mid", "slow"]);
+            assert!(drain.clock.deadlines.borrow().is_empty());
+            assert!(drain.waiters.borrow().is_empty());
+        });
+    }
+
+    /// Draining ends every idle wait at once, whatever its deadline; an overlong one never
+    /// expires by itself.
+    #[test]
+    fn draining_ends_idle_waits() {
+        run(async {
+            let drain = Rc::new(Drain::default());
+            let d = drain.clone();
+            let long = monoio::spawn(async move { d.idle_for(Duration::from_secs(3600)).await });
+            let d = drain.clone();
+            let never = monoio::spawn(async move { d.idle_for(Duration::MAX).await });
+            yield_once().await;
+            drain.start();
+            assert_eq!(long.await, Woke::Drained);
+            assert_eq!(never.await, Woke::Drained);
+        });
     }
 }
