@@ -445,6 +445,26 @@ fn connections_idle_past_the_first_second_still_serve() {
     );
 }
 
+/// A connection idle past the first second (waiting with no buffer, on the shard's idle clock)
+/// is still closed at `idle_timeout`.
+#[test]
+fn connections_idle_past_the_first_second_are_closed_at_idle_timeout() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxied(&up, "idle_timeout = \"1500ms\""));
+    let mut quiet = Client::connect(gw.addr());
+    assert_eq!(
+        quiet
+            .request(b"GET /mock HTTP/1.1\r\nHost: h\r\n\r\n")
+            .status,
+        200
+    );
+    let start = Instant::now();
+    assert!(quiet.is_closed());
+    let idle = start.elapsed();
+    assert!(idle >= Duration::from_millis(1400), "closed after {idle:?}");
+    assert!(idle < Duration::from_secs(5), "closed after {idle:?}");
+}
+
 /// Answers the gateway writes itself carry `Date`; an `Expect` it cannot meet gets 417.
 #[test]
 fn gateway_answers_carry_date_and_unknown_expectations_get_417() {
@@ -498,4 +518,101 @@ fn underscores_in_header_names_are_dropped_allowed_or_refused() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["message"], "Invalid header name");
     assert_eq!(up.count(), before);
+}
+
+fn raw_proxied(origin: &RawOrigin) -> String {
+    config(
+        "",
+        "",
+        &format!(
+            r#"
+  [[apis.routes]]
+  route = "ANY /{{proxy+}}"
+  integration = {{ type = "http", uri = "http://{}/{{proxy}}" }}
+"#,
+            origin.addr
+        ),
+    )
+}
+
+/// Chunked request bodies are re-framed: the origin sees canonical chunk lines (hex size, no
+/// extensions) and no trailer fields; chunk lines and trailers that are not well formed get
+/// 400 and reach no origin.
+#[test]
+fn chunked_bodies_are_reframed_and_malformed_framing_is_refused() {
+    let origin = RawOrigin::start();
+    let gw = Gw::start(&raw_proxied(&origin));
+    let post = |body: &[u8]| {
+        let mut req = b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        req.extend_from_slice(body);
+        Client::connect(gw.addr()).request(&req)
+    };
+    // Extensions dropped; trailers (framing ones included) not forwarded.
+    let r = post(b"5 ; a = \"x y\"\r\nhello\r\n6;b\r\n world\r\n0;c=d\r\nX-Sum: 1\r\nContent-Length: 5\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        origin.bodies().last().unwrap(),
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    );
+    let forwarded = origin.bodies().len();
+    for bad in [
+        &b"5 \r\nhello\r\n0\r\n\r\n"[..],
+        b"5\t\r\nhello\r\n0\r\n\r\n",
+        b"5 zz\r\nhello\r\n0\r\n\r\n",
+        b"5;a=\"x\r\nhello\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n0\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+        b"5\r\nhello\r\n0\r\nX-A: 1\r\n folded\r\n\r\n",
+        b"5\r\nhello\r\n0\r\nX-A: a\x00b\r\n\r\n",
+    ] {
+        let r = post(bad);
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
+        assert_eq!(r.json()["message"], "Malformed chunked body");
+    }
+    assert_eq!(
+        origin.bodies().len(),
+        forwarded,
+        "a malformed body reached the origin"
+    );
+}
+
+/// A large chunked body (streamed, not buffered) is re-framed as it streams: the origin gets
+/// the same data in canonical chunks.
+#[test]
+fn streamed_chunked_bodies_are_reframed() {
+    let origin = RawOrigin::start();
+    let gw = Gw::start(&raw_proxied(&origin));
+    let mut c = Client::connect(gw.addr());
+    c.send(b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let mut sent = Vec::new();
+    for i in 0..40u8 {
+        let piece = vec![b'a' + i % 26; 8000];
+        c.send(format!("{:X};n={i}\r\n", piece.len()).as_bytes());
+        c.send(&piece);
+        c.send(b"\r\n");
+        sent.extend_from_slice(&piece);
+    }
+    c.send(b"0\r\nX-T: 1\r\n\r\n");
+    let r = c.read_response(false).expect("an answer");
+    assert_eq!(r.status, 200);
+    let raw = origin.bodies().pop().unwrap();
+    // Decode what the origin got, requiring canonical lines.
+    let (mut data, mut rest) = (Vec::new(), &raw[..]);
+    loop {
+        let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let line = std::str::from_utf8(&rest[..eol]).unwrap();
+        assert!(
+            line.bytes().all(|b| b.is_ascii_hexdigit()),
+            "chunk line {line:?}"
+        );
+        let n = usize::from_str_radix(line, 16).unwrap();
+        rest = &rest[eol + 2..];
+        if n == 0 {
+            assert_eq!(rest, b"\r\n", "trailers forwarded");
+            break;
+        }
+        data.extend_from_slice(&rest[..n]);
+        assert_eq!(&rest[n..n + 2], b"\r\n");
+        rest = &rest[n + 2..];
+    }
+    assert_eq!(data, sent);
 }

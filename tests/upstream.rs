@@ -392,3 +392,130 @@ fn idle_upgraded_connections_are_closed() {
         1
     ));
 }
+
+/// An origin that answers right after the request head and never reads the body: then
+/// half-closes and holds the connection, or closes at once with the body unread (a reset).
+/// Returns its address and the number of connections it accepted.
+fn early_origin(reset: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = conns.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            c.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let answer = if head.starts_with(b"GET ") {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 6\r\n\r\ndenied"
+                };
+                let _ = s.write_all(answer.as_bytes());
+                if head.starts_with(b"GET ") {
+                    // Read nothing more; let the client close.
+                    let _ = s.read(&mut b);
+                    return;
+                }
+                if reset {
+                    // Closing with unread bytes sends a reset.
+                    return;
+                }
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                std::thread::sleep(Duration::from_secs(10));
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// Sends a 5 MB body (Content-Length or chunked) from a second thread and reads the answer.
+fn post_big(gw: SocketAddr, chunked: bool) -> Option<Resp> {
+    const SIZE: usize = 5 << 20;
+    let mut c = Client::connect(gw);
+    let head = if chunked {
+        "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()
+    } else {
+        format!("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: {SIZE}\r\n\r\n")
+    };
+    c.send(head.as_bytes());
+    let mut w = c.stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let piece = vec![b'x'; 64 << 10];
+        for _ in 0..SIZE / piece.len() {
+            let ok = if chunked {
+                w.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                    .and_then(|_| w.write_all(&piece))
+                    .and_then(|_| w.write_all(b"\r\n"))
+            } else {
+                w.write_all(&piece)
+            };
+            if ok.is_err() {
+                return;
+            }
+        }
+        if chunked {
+            let _ = w.write_all(b"0\r\n\r\n");
+        }
+    });
+    let r = c.read_response(false);
+    drop(c);
+    let _ = writer.join();
+    r
+}
+
+/// An origin that answers (401) before reading a large body gets its answer relayed — not a
+/// 502 — whether it then half-closes or resets, for Content-Length and chunked bodies; the
+/// upstream connection is not reused, and the client connection is closed after the answer.
+#[test]
+fn early_upstream_answers_are_relayed_while_the_body_streams() {
+    for reset in [false, true] {
+        let (origin, conns) = early_origin(reset);
+        let gw = Gw::start(&literal(origin, ", timeout = \"20s\""));
+        for chunked in [false, true] {
+            let r = post_big(gw.addr(), chunked)
+                .unwrap_or_else(|| panic!("no answer (reset {reset}, chunked {chunked})"));
+            assert_eq!(
+                r.status,
+                401,
+                "reset {reset}, chunked {chunked}: {}",
+                r.text()
+            );
+            assert_eq!(r.text(), "denied");
+            assert_eq!(r.header("connection"), Some("close"));
+        }
+        // Each early answer's upstream connection was dropped: a new request opens another.
+        let before = conns.load(Ordering::SeqCst);
+        assert_eq!(get(gw.addr(), "/after").status, 200);
+        assert_eq!(conns.load(Ordering::SeqCst), before + 1);
+    }
+}
+
+/// The same through the gateway's own mock backend (a route answering without reading the
+/// body): the mock's 200 reaches the client through the proxying gateway.
+#[test]
+fn a_mock_backend_answering_a_large_upload_is_relayed() {
+    let backend = Gw::start(&config(
+        "",
+        "",
+        r#"
+  [[apis.routes]]
+  route = "ANY /{path+}"
+  integration = { type = "mock", status = 200, body = "stored" }
+"#,
+    ));
+    let gw = Gw::start(&literal(backend.addr(), ", timeout = \"20s\""));
+    for chunked in [false, true] {
+        let r = post_big(gw.addr(), chunked).expect("an answer");
+        assert_eq!(r.status, 200, "chunked {chunked}: {}", r.text());
+        assert_eq!(r.text(), "stored");
+    }
+}

@@ -1,26 +1,53 @@
 //! Chunked transfer coding (RFC 9112 7.1), decoded incrementally so that bodies stream.
 //!
 //! The decoder tracks where it is in the framing and reports the data ranges of each fed
-//! slice; the proxy forwards the raw bytes as they are (the framing passes through unchanged,
-//! so nothing is copied) or the data ranges alone (for HTTP/1.0 clients). It is strict: bare
-//! LF, a size over 16 hex digits, bytes after the size other than an extension, or a missing
-//! CRLF after the data are errors, because a lenient reader is a smuggling hole.
-
+//! slice. It is strict, because a lenient reader is a smuggling hole: bare LF, a size over 16
+//! hex digits, a chunk line that is not `size *( BWS ";" BWS name [ BWS "=" BWS ( token /
+//! quoted-string ) ] )` (so `5 `, `5\t`, `5 zz` and an unterminated quoted value are errors),
+//! a chunk line over 4 KiB, a missing CRLF after the data, and a trailer line that is not a
+//! well-formed field (no name, a space in the name, obs-fold, NUL or other controls) are all
+//! errors. Request bodies are re-framed from the data ranges ([`reframe`]): the upstream sees
+//! canonical chunk lines (the size in hex, no extensions) and no trailer fields.
 use std::ops::Range;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Size { digits: u8 },
-    Ext,
+    Size {
+        digits: u8,
+    },
+    /// Whitespace after the size or an extension: only `;` may follow.
+    SizeBws,
+    /// After `;`: optional whitespace, then an extension name.
+    ExtNameStart,
+    ExtName,
+    /// Whitespace after an extension name: `=` or `;` follows.
+    ExtNameBws,
+    /// After `=`: optional whitespace, then a token or a quoted string.
+    ExtValStart,
+    ExtToken,
+    ExtQuoted,
+    ExtQuotedEsc,
+    ExtAfterQuote,
     SizeLf,
     Data,
     DataCr,
     DataLf,
     TrailerStart,
-    TrailerLine,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
+}
+
+/// `tchar` (RFC 9110 5.6.2): the characters of a token.
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte allowed in a field value or a quoted string: HTAB, SP, VCHAR, obs-text.
+fn vchar_or_ws(b: u8) -> bool {
+    b == b'\t' || b == b' ' || (0x21..0x7f).contains(&b) || b >= 0x80
 }
 
 /// What went wrong in a chunked body.
@@ -38,10 +65,14 @@ pub(crate) struct ChunkedDecoder {
     total: u64,
     limit: u64,
     trailer_bytes: usize,
+    /// Bytes of the current chunk line (size and extensions).
+    line_bytes: usize,
 }
 
 /// Trailer section bytes accepted (then `Malformed`).
 const MAX_TRAILER: usize = 16 << 10;
+/// Chunk line bytes accepted (then `Malformed`): extensions cannot grow without bound.
+const MAX_CHUNK_LINE: usize = 4 << 10;
 
 impl ChunkedDecoder {
     /// `limit` caps the decoded body size (`limits.max_body`).
@@ -53,6 +84,7 @@ impl ChunkedDecoder {
             total: 0,
             limit,
             trailer_bytes: 0,
+            line_bytes: 0,
         }
     }
 
@@ -80,21 +112,55 @@ impl ChunkedDecoder {
                         self.state = State::Size { digits: digits + 1 };
                     } else if digits == 0 {
                         return Err(ChunkError::Malformed);
-                    } else if b == b';' || b == b' ' || b == b'\t' {
-                        self.state = State::Ext;
-                    } else if b == b'\r' {
-                        self.state = State::SizeLf;
                     } else {
-                        return Err(ChunkError::Malformed);
+                        self.state = match b {
+                            b';' => State::ExtNameStart,
+                            b' ' | b'\t' => State::SizeBws,
+                            b'\r' => State::SizeLf,
+                            _ => return Err(ChunkError::Malformed),
+                        };
                     }
                     i += 1;
                 }
-                State::Ext => {
-                    if b == b'\r' {
-                        self.state = State::SizeLf;
-                    } else if b == b'\n' || (b < 0x20 && b != b'\t') || b == 0x7f {
+                State::SizeBws
+                | State::ExtNameStart
+                | State::ExtName
+                | State::ExtNameBws
+                | State::ExtValStart
+                | State::ExtToken
+                | State::ExtQuoted
+                | State::ExtQuotedEsc
+                | State::ExtAfterQuote => {
+                    self.line_bytes += 1;
+                    if self.line_bytes > MAX_CHUNK_LINE {
                         return Err(ChunkError::Malformed);
                     }
+                    let ws = b == b' ' || b == b'\t';
+                    self.state = match (self.state, b) {
+                        (State::SizeBws, _) if ws => State::SizeBws,
+                        (State::SizeBws, b';') => State::ExtNameStart,
+                        (State::ExtNameStart, _) if ws => State::ExtNameStart,
+                        (State::ExtNameStart, _) if tchar(b) => State::ExtName,
+                        (State::ExtName, _) if tchar(b) => State::ExtName,
+                        (State::ExtName, _) if ws => State::ExtNameBws,
+                        (State::ExtName | State::ExtNameBws, b'=') => State::ExtValStart,
+                        (State::ExtName | State::ExtNameBws, b';') => State::ExtNameStart,
+                        (State::ExtNameBws, _) if ws => State::ExtNameBws,
+                        (State::ExtName, b'\r') => State::SizeLf,
+                        (State::ExtValStart, _) if ws => State::ExtValStart,
+                        (State::ExtValStart, b'"') => State::ExtQuoted,
+                        (State::ExtValStart, _) if tchar(b) => State::ExtToken,
+                        (State::ExtToken, _) if tchar(b) => State::ExtToken,
+                        (State::ExtToken | State::ExtAfterQuote, b';') => State::ExtNameStart,
+                        (State::ExtToken | State::ExtAfterQuote, _) if ws => State::SizeBws,
+                        (State::ExtToken | State::ExtAfterQuote, b'\r') => State::SizeLf,
+                        (State::ExtQuoted, b'"') => State::ExtAfterQuote,
+                        (State::ExtQuoted, b'\\') => State::ExtQuotedEsc,
+                        (State::ExtQuoted | State::ExtQuotedEsc, _) if vchar_or_ws(b) => {
+                            State::ExtQuoted
+                        }
+                        _ => return Err(ChunkError::Malformed),
+                    };
                     i += 1;
                 }
                 State::SizeLf => {
@@ -102,6 +168,7 @@ impl ChunkedDecoder {
                         return Err(ChunkError::Malformed);
                     }
                     i += 1;
+                    self.line_bytes = 0;
                     if self.size == 0 {
                         self.state = State::TrailerStart;
                     } else {
@@ -137,28 +204,23 @@ impl ChunkedDecoder {
                     self.state = State::Size { digits: 0 };
                     i += 1;
                 }
-                State::TrailerStart => {
-                    self.state = if b == b'\r' {
-                        State::EndLf
-                    } else {
-                        State::TrailerLine
-                    };
-                    if b == b'\n' {
-                        return Err(ChunkError::Malformed);
-                    }
-                    self.trailer_bytes += 1;
-                    i += 1;
-                }
-                State::TrailerLine => {
-                    if b == b'\r' {
-                        self.state = State::TrailerLf;
-                    } else if b == b'\n' {
-                        return Err(ChunkError::Malformed);
-                    }
+                State::TrailerStart | State::TrailerName | State::TrailerValue => {
                     self.trailer_bytes += 1;
                     if self.trailer_bytes > MAX_TRAILER {
                         return Err(ChunkError::Malformed);
                     }
+                    // A trailer line is a field: a token, a colon, a value of visible
+                    // characters and whitespace. No obs-fold, no empty name, no controls.
+                    self.state = match (self.state, b) {
+                        (State::TrailerStart, b'\r') => State::EndLf,
+                        (State::TrailerStart | State::TrailerName, _) if tchar(b) => {
+                            State::TrailerName
+                        }
+                        (State::TrailerName, b':') => State::TrailerValue,
+                        (State::TrailerValue, b'\r') => State::TrailerLf,
+                        (State::TrailerValue, _) if vchar_or_ws(b) => State::TrailerValue,
+                        _ => return Err(ChunkError::Malformed),
+                    };
                     i += 1;
                 }
                 State::TrailerLf => {
@@ -179,6 +241,21 @@ impl ChunkedDecoder {
             }
         }
         Ok(i)
+    }
+}
+
+/// Re-frames what one [`ChunkedDecoder::feed`] consumed of `input`: each data range becomes a
+/// canonical chunk (`<hex size>` CRLF data CRLF), and the end of the body (`done`) the last
+/// chunk with no trailer fields (`0` CRLF CRLF). Extensions and trailers are not forwarded.
+pub(crate) fn reframe(input: &[u8], ranges: &[Range<usize>], done: bool, out: &mut Vec<u8>) {
+    use std::io::Write;
+    for r in ranges.iter().filter(|r| !r.is_empty()) {
+        let _ = write!(out, "{:x}\r\n", r.len());
+        out.extend_from_slice(&input[r.clone()]);
+        out.extend_from_slice(b"\r\n");
+    }
+    if done {
+        out.extend_from_slice(b"0\r\n\r\n");
     }
 }
 
@@ -226,6 +303,21 @@ mod tests {
             b"0\r\n\n",
             b"-1\r\n",
             b"5\r\r\n",
+            // Whitespace that leads to no extension, junk after the size, unterminated quotes.
+            b"5 \r\n",
+            b"5\t\r\n",
+            b"5 zz\r\n",
+            b"5;a=\"x\r\n",
+            b"5;\r\n",
+            b"5;a=\r\n",
+            b"5;a b\r\n",
+            b"5;a=\"\x01\"\r\n",
+            // Trailers that are not fields.
+            b"0\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+            b"0\r\nX-A: 1\r\n folded\r\n\r\n",
+            b"0\r\nX-A: a\x00b\r\n\r\n",
+            b"0\r\n: v\r\n\r\n",
+            b"0\r\nX-A 1\r\n\r\n",
         ] {
             assert_eq!(
                 decode(bad, 100).unwrap_err(),
@@ -233,6 +325,37 @@ mod tests {
                 "accepted {bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn accepts_well_formed_extensions_and_trailers() {
+        for good in [
+            &b"5;a=b\r\nhello\r\n0\r\n\r\n"[..],
+            b"5 ; a = \"x y\" ; c\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"q\\\"x\";b\r\nhello\r\n0;last\r\nX-Sum: 1 2\r\nY:\r\n\r\n",
+        ] {
+            let (_, data, done) = decode(good, 100).unwrap_or_else(|e| panic!("{e:?}: {good:?}"));
+            assert_eq!(data, b"hello");
+            assert!(done);
+        }
+        // Extensions cannot grow a chunk line without bound.
+        let mut long = b"5;a=".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 5000));
+        assert_eq!(decode(&long, 100).unwrap_err(), ChunkError::Malformed);
+    }
+
+    #[test]
+    fn reframes_canonically() {
+        let input = b"5;ext=\"v\"\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
+        let mut d = ChunkedDecoder::new(100);
+        let mut out = Vec::new();
+        // Fed in two pieces: the second chunk split across them.
+        for piece in [&input[..22], &input[22..]] {
+            let mut ranges = Vec::new();
+            d.feed(piece, |r| ranges.push(r)).unwrap();
+            reframe(piece, &ranges, d.is_done(), &mut out);
+        }
+        assert_eq!(out, b"5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n");
     }
 
     #[test]

@@ -57,6 +57,21 @@ impl UpStream {
         }
     }
 
+    /// A second handle on a plain TCP upstream's socket, to read its answer while a request
+    /// body is still being written to the first; `None` for TLS and HTTP/2 upstreams.
+    pub(crate) fn answer_watch(&self) -> Option<TcpStream> {
+        let UpStream::Plain(s) = self else {
+            return None;
+        };
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the descriptor belongs to `s`, which outlives this borrow; it is only
+        // duplicated (the duplicate is owned, and closed by its own drop).
+        #[allow(unsafe_code)]
+        let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
+        let owned = fd.try_clone_to_owned().ok()?;
+        TcpStream::from_std(std::net::TcpStream::from(owned)).ok()
+    }
+
     /// Writes all of `data`.
     pub(crate) async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
         &mut self,

@@ -21,4 +21,4 @@ pub use config::{config, Cfg};
 #[allow(unused_imports)]
 pub use gateway::{closed_port, driver, eventually, Gw, Proc, TempDir, IO_TIMEOUT, TOKEN};
 #[allow(unused_imports)]
-pub use upstream::{respond, Action, Seen, Upstream};
+pub use upstream::{respond, Action, RawOrigin, Seen, Upstream};

@@ -223,3 +223,67 @@ fn serve_upstream(
         }
     }
 }
+
+/// An origin that records the raw bytes of each request's body (a chunked one, up to and
+/// including its last chunk `0\r\n\r\n`, or one of Content-Length), answers 200 and closes.
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+    pub bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl RawOrigin {
+    pub fn start() -> RawOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let b2 = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { break };
+                let b = b2.clone();
+                std::thread::spawn(move || {
+                    s.set_read_timeout(Some(IO_TIMEOUT)).ok();
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 65536];
+                    let body_start = loop {
+                        if let Some(p) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break p + 4;
+                        }
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&got[..body_start]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok());
+                    loop {
+                        let body = &got[body_start..];
+                        let complete = match length {
+                            Some(n) => body.len() >= n,
+                            None => body.ends_with(b"0\r\n\r\n"),
+                        };
+                        if complete {
+                            break;
+                        }
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    b.lock().unwrap().push(got[body_start..].to_vec());
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                });
+            }
+        });
+        RawOrigin { addr, bodies }
+    }
+
+    pub fn bodies(&self) -> Vec<Vec<u8>> {
+        self.bodies.lock().unwrap().clone()
+    }
+}

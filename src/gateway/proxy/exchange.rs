@@ -105,8 +105,14 @@ pub(crate) async fn send(
         }
         Framing::Chunked => {
             let mut d = ChunkedDecoder::new(max_body);
-            match d.feed(&conn.buf, |_| {}) {
-                Ok(k) if d.is_done() && k <= COALESCE_BODY => Some(k),
+            let mut ranges = Vec::new();
+            match d.feed(&conn.buf, |r| ranges.push(r)) {
+                Ok(k) if d.is_done() && k <= COALESCE_BODY => {
+                    // Re-framed canonically, after the head.
+                    reframe(&conn.buf[..k], &ranges, true, &mut head);
+                    let _ = conn.buf.split_to(k);
+                    Some(0)
+                }
                 Ok(_) => None,
                 Err(ChunkError::TooLarge) => {
                     return Err(Error::downstream(Kind::BodyTooLarge, "chunked body"))
@@ -256,6 +262,10 @@ pub(super) async fn exchange(
         });
     }
     let streamed = ctx.body == BodyState::Unread;
+    let mut ubuf = BytesMut::with_capacity(READ_CHUNK);
+    // An upstream that answers before it has read the whole body (a 401, a 413) gets no more
+    // of it: its answer is relayed, neither connection is reused.
+    let mut cut = false;
     if streamed {
         if ctx.head.expect_continue && conn.buf.is_empty() {
             conn.stream
@@ -266,10 +276,11 @@ pub(super) async fn exchange(
                 })?;
         }
         ctx.body = BodyState::Broken;
-        stream_request_body(conn, ctx, up, limits).await?;
-        ctx.body = BodyState::Done;
+        match stream_request_body(conn, ctx, up, limits, &mut ubuf).await? {
+            BodySent::All => ctx.body = BodyState::Done,
+            BodySent::Cut => cut = true,
+        }
     }
-    let mut ubuf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         if !ubuf.is_empty() {
             match h1::parse_response(&ubuf, MAX_RESPONSE_HEAD, ctx.head.method == Method::Head) {
@@ -283,7 +294,9 @@ pub(super) async fn exchange(
                         return Err(Failure::Target(gone("101 without an upgrade request")));
                     }
                     let raw = ubuf.split_to(len).freeze();
-                    return Ok((parts.into_head(raw), ubuf));
+                    let mut head = parts.into_head(raw);
+                    head.keep_alive &= !cut;
+                    return Ok((head, ubuf));
                 }
                 Ok(None) => {}
                 Err(HeadError::TooLarge) => {
@@ -367,38 +380,59 @@ pub(super) fn reserve_for(buf: &mut BytesMut, want: usize) {
     }
 }
 
-/// Streams the request body from the client to the upstream, as it arrives.
+/// How streaming a request body ended.
+pub(super) enum BodySent {
+    /// All of it went to the upstream.
+    All,
+    /// The upstream answered (or closed, or stopped taking it) before the end: the rest of
+    /// the body was not sent, and the answer is read next.
+    Cut,
+}
+
+/// Streams the request body from the client to the upstream, as it arrives — until the
+/// upstream answers. On plain TCP a second handle on the upstream socket watches for its
+/// answer while the body streams (a write that blocks because the upstream stopped reading is
+/// then abandoned); on TLS, a failed write ends the body and the answer is read. Interim
+/// answers (100 Continue) do not stop the body.
 pub(super) async fn stream_request_body(
     conn: &mut Conn,
     ctx: &RequestCtx,
     up: &mut UpStream,
     limits: &Limits,
-) -> Result<(), Failure> {
+    ubuf: &mut BytesMut,
+) -> Result<BodySent, Failure> {
     // A client that stops sending its body, or sends it too slowly, gets 408.
     let max_body = limits.max_body;
     let mut clock = BodyClock::new(limits);
-    let up_gone = || Failure::Target(Error::upstream(Kind::BadGateway, "writing request body"));
+    let mut watch = up.answer_watch();
+    let upgrade = ctx.head.upgrade;
     match ctx.head.framing {
         Framing::Length(mut remaining) => loop {
             if !conn.buf.is_empty() {
                 let k = remaining.min(conn.buf.len() as u64) as usize;
                 let part = conn.buf.split_to(k).freeze();
-                up.write_all(part).await.map_err(|_| up_gone())?;
+                match watched(&mut watch, ubuf, upgrade, up.write_all(part)).await {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) | None => return Ok(BodySent::Cut),
+                }
                 remaining -= k as u64;
             }
             if remaining == 0 {
-                return Ok(());
+                return Ok(BodySent::All);
             }
-            clock
-                .read(conn, remaining.min(MAX_READ as u64) as usize)
-                .await
-                .map_err(Failure::Client)?;
+            let want = remaining.min(MAX_READ as u64) as usize;
+            match watched(&mut watch, ubuf, upgrade, clock.read(conn, want)).await {
+                Some(r) => r.map_err(Failure::Client)?,
+                None => return Ok(BodySent::Cut),
+            };
         },
         Framing::Chunked => {
             let mut dec = ChunkedDecoder::new(max_body);
+            let mut ranges = Vec::new();
             loop {
                 if !conn.buf.is_empty() {
-                    let k = match dec.feed(&conn.buf, |_| {}) {
+                    ranges.clear();
+                    let k = match dec.feed(&conn.buf, |r| ranges.push(r)) {
                         Ok(k) => k,
                         Err(ChunkError::TooLarge) => {
                             return Err(Failure::Client(Error::downstream(
@@ -413,18 +447,80 @@ pub(super) async fn stream_request_body(
                             )))
                         }
                     };
-                    let part = conn.buf.split_to(k).freeze();
-                    up.write_all(part).await.map_err(|_| up_gone())?;
+                    // Canonical chunk lines, no extensions, no trailers (see http::body).
+                    let mut part = Vec::with_capacity(k + 16 * ranges.len() + 5);
+                    reframe(&conn.buf[..k], &ranges, dec.is_done(), &mut part);
+                    let _ = conn.buf.split_to(k);
+                    match watched(&mut watch, ubuf, upgrade, up.write_all(part)).await {
+                        Some(Ok(())) => {}
+                        Some(Err(_)) | None => return Ok(BodySent::Cut),
+                    }
                 }
                 if dec.is_done() {
-                    return Ok(());
+                    return Ok(BodySent::All);
                 }
-                clock
-                    .read(conn, READ_CHUNK)
-                    .await
-                    .map_err(Failure::Client)?;
+                match watched(&mut watch, ubuf, upgrade, clock.read(conn, READ_CHUNK)).await {
+                    Some(r) => r.map_err(Failure::Client)?,
+                    None => return Ok(BodySent::Cut),
+                };
             }
         }
-        Framing::None | Framing::UntilClose => Ok(()),
+        Framing::None | Framing::UntilClose => Ok(BodySent::All),
+    }
+}
+
+/// Runs one step of the body (a client read, an upstream write) while the watch reads what
+/// the upstream says into `ubuf`: `None` once the upstream has begun a final answer (or closed,
+/// or failed), with the step abandoned; interim answers are dropped and the step goes on.
+async fn watched<T>(
+    watch: &mut Option<monoio::net::TcpStream>,
+    ubuf: &mut BytesMut,
+    upgrade: bool,
+    step: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let Some(w) = watch.as_mut() else {
+        return Some(step.await);
+    };
+    let mut step = std::pin::pin!(step);
+    loop {
+        // Readiness, not a read, races the step: a read abandoned as the step wins could take
+        // the answer's bytes with it. The step is polled first: an upstream answering the
+        // whole body answers after the last write completed, and that write counts as done.
+        let ready = monoio::select! {
+            biased;
+            r = &mut step => return Some(r),
+            r = w.readable(false) => r,
+        };
+        if ready.is_err() {
+            return None;
+        }
+        match crate::http::conn::read_into(w, ubuf).await {
+            Ok(n) if n > 0 => {
+                if answer_began(ubuf, upgrade) {
+                    // A step that finished meanwhile still counts.
+                    return std::future::poll_fn(|cx| match step.as_mut().poll(cx) {
+                        std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+                        std::task::Poll::Pending => std::task::Poll::Ready(None),
+                    })
+                    .await;
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Whether `ubuf` holds the start of a final answer: interim heads (100 Continue, 103) are
+/// dropped; a malformed head counts (reading the answer then fails it).
+fn answer_began(ubuf: &mut BytesMut, upgrade: bool) -> bool {
+    loop {
+        match h1::parse_response(ubuf, MAX_RESPONSE_HEAD, false) {
+            Ok(Some((len, parts))) if parts.status < 200 && !(parts.status == 101 && upgrade) => {
+                let _ = ubuf.split_to(len);
+            }
+            Ok(Some(_)) | Err(_) => return true,
+            // A head in progress: it begins an answer unless it turns out interim.
+            Ok(None) => return false,
+        }
     }
 }

@@ -34,7 +34,7 @@ use crate::error::{Error, Kind};
 use crate::gateway::ctx::{BodyState, RequestCtx};
 use crate::gateway::target::select;
 use crate::gateway::Next;
-use crate::http::body::{ChunkError, ChunkedDecoder};
+use crate::http::body::{reframe, ChunkError, ChunkedDecoder};
 use crate::http::conn::{write_all, Conn, READ_CHUNK};
 use crate::http::h1::{self, Framing, HeadError, ResponseHead};
 use crate::http::write::connection_header;
