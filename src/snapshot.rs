@@ -87,6 +87,9 @@ pub(crate) struct ApiRt {
     pub stage_limits: Vec<Option<usize>>,
     /// The cache per stage, where the stage has one.
     pub caches: Vec<Option<Arc<StageCache>>>,
+    /// Per stage: no cached route lists key parts, so a URI's entry has one key (what an
+    /// unsafe method invalidates can be removed by key rather than by a scan).
+    pub plain_keys: Vec<bool>,
 }
 
 #[derive(Debug)]

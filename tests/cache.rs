@@ -843,3 +843,192 @@ fn http_mode_keys_on_the_whole_query() {
     assert_eq!(req(&gw, "/g/v?test=A", "").header("x-cache"), Some("Miss"));
     assert_eq!(req(&gw, "/g/v?test=B", "").header("x-cache"), Some("Hit"));
 }
+
+/// http mode: a successful unsafe request (POST, PUT, DELETE, PATCH, an unknown method)
+/// drops what the cache holds for its URI and for a same-origin `Location` and
+/// `Content-Location`, so the next GET fetches (RFC 9111 4.4); a failed one drops nothing.
+#[test]
+fn unsafe_methods_invalidate_in_http_mode() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let up = Upstream::start(move |s| {
+        if s.method == "GET" {
+            let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+            let body = format!("{} #{i}", s.target);
+            return Action::Raw(format!("HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes());
+        }
+        if s.target.contains("fail") {
+            return respond(500, "no");
+        }
+        Action::Raw(b"HTTP/1.1 201 Created\r\nLocation: /c/made\r\nContent-Location: http://t/c/other?v=1\r\nContent-Length: 0\r\n\r\n".to_vec())
+    });
+    // One http-mode stage whose cached route keys on the URI alone (entries removed by key),
+    // and one whose route also keys on a header (entries of the path removed by a scan).
+    let gw = Gw::start(
+        &Cfg::new()
+            .upstream(format!(
+                "[[upstreams]]\nname = \"app\"\ntargets = [\"{}\"]\n",
+                up.addr
+            ))
+            .stage_extra("cache = { ttl = \"3600s\", capacity = \"1MiB\", mode = \"http\" }")
+            .routes(
+                r#"
+  [[apis.routes]]
+  route = "ANY /{proxy+}"
+  integration = { type = "http", uri = "http://app/{proxy}" }
+"#,
+            )
+            .toml(),
+    );
+    let get = |p: &str| req(&gw, p, "");
+    let send = |method: &str, p: &str| {
+        Client::connect(gw.addr()).request(
+            format!("{method} {p} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+                .as_bytes(),
+        )
+    };
+    for p in ["/c/a?x=1", "/c/made", "/c/other?v=1", "/c/fail"] {
+        assert_eq!(get(p).header("x-cache"), Some("Miss"));
+        assert_eq!(get(p).header("x-cache"), Some("Hit"), "{p}");
+    }
+    for method in ["POST", "PUT", "DELETE", "PATCH", "PURGEX"] {
+        let r = send(method, "/c/a?x=1");
+        assert_eq!(r.status, 201, "{method}");
+        let g = get("/c/a?x=1");
+        assert_eq!(g.header("x-cache"), Some("Miss"), "after {method}");
+        assert_eq!(get("/c/a?x=1").header("x-cache"), Some("Hit"));
+    }
+    // Location and Content-Location (same origin) went too; the other query did not exist.
+    assert_eq!(get("/c/made").header("x-cache"), Some("Miss"));
+    assert_eq!(get("/c/other?v=1").header("x-cache"), Some("Miss"));
+    // An error answer invalidates nothing.
+    assert_eq!(send("POST", "/c/fail").status, 500);
+    assert_eq!(get("/c/fail").header("x-cache"), Some("Hit"));
+    // Safe methods invalidate nothing.
+    let o = Client::connect(gw.addr())
+        .request(b"OPTIONS /c/made HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_ne!(o.status, 0);
+    assert_eq!(get("/c/made").header("x-cache"), Some("Hit"));
+}
+
+/// The same on a stage where a cached route lists key parts: every entry of the path goes
+/// (each query), and nothing of other paths.
+#[test]
+fn unsafe_methods_invalidate_keyed_stages_by_path() {
+    let (up, _) = numbered("Cache-Control: max-age=600\r\n");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    for p in ["/h/any?q=1", "/h/any?q=2"] {
+        assert_eq!(req(&gw, p, "").header("x-cache"), Some("Miss"));
+        assert_eq!(req(&gw, p, "").header("x-cache"), Some("Hit"));
+    }
+    let h = "Accept: a\r\n";
+    assert_eq!(
+        req(&gw, "/h/items?limit=1", h).header("x-cache"),
+        Some("Miss")
+    );
+    let r = Client::connect(gw.addr()).request(
+        b"POST /h/any HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("Bypass")));
+    for p in ["/h/any?q=1", "/h/any?q=2"] {
+        assert_eq!(req(&gw, p, "").header("x-cache"), Some("Miss"), "{p}");
+    }
+    assert_eq!(
+        req(&gw, "/h/items?limit=1", h).header("x-cache"),
+        Some("Hit")
+    );
+    assert_eq!(stats(&gw, "h")["invalidated"], 1);
+}
+
+/// stale_if_error never stands in with an answer that said `no-cache`, `must-revalidate`,
+/// `proxy-revalidate` or `s-maxage`.
+#[test]
+fn stale_if_error_respects_revalidation_directives() {
+    let down = Arc::new(AtomicUsize::new(0));
+    let d2 = down.clone();
+    let up = Upstream::start(move |s| {
+        if d2.load(Ordering::SeqCst) == 1 {
+            return Action::Close;
+        }
+        let cc = match s.target.as_str() {
+            "/nc" => "no-cache",
+            "/mr" => "max-age=10, must-revalidate",
+            "/pr" => "max-age=10, proxy-revalidate",
+            "/sm" => "s-maxage=10",
+            _ => "max-age=10",
+        };
+        Action::Raw(format!("HTTP/1.1 200 OK\r\nCache-Control: {cc}\r\nETag: \"e\"\r\nContent-Length: 2\r\n\r\nok").into_bytes())
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ", stale_if_error = \"600s\""));
+    for p in ["/nc", "/mr", "/pr", "/sm", "/plain"] {
+        assert_eq!(req(&gw, &format!("/h{p}"), "").status, 200);
+    }
+    down.store(1, Ordering::SeqCst);
+    clock(&gw, 20);
+    for p in ["/nc", "/mr", "/pr", "/sm"] {
+        let r = req(&gw, &format!("/h{p}"), "");
+        assert_eq!(
+            r.status,
+            502,
+            "{p} was served stale: {:?}",
+            r.header("x-cache")
+        );
+    }
+    let r = req(&gw, "/h/plain", "");
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("Stale")));
+}
+
+/// Client conditionals and request directives in http mode: `If-Modified-Since` gets 304
+/// from a fresh entry with `Last-Modified`; `only-if-cached` gets 504 when nothing usable is
+/// stored (and never reaches the origin); `max-stale` accepts a stale entry, `min-fresh` and
+/// `max-age=N` refuse one that is too old.
+#[test]
+fn http_mode_honours_client_conditionals_and_directives() {
+    let (up, n) =
+        numbered("Cache-Control: max-age=60\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    let r = req(&gw, "/h/doc", "Cache-Control: only-if-cached\r\n");
+    assert_eq!(r.status, 504);
+    assert_eq!(n.load(Ordering::SeqCst), 0);
+    assert_eq!(req(&gw, "/h/doc", "").header("x-cache"), Some("Miss"));
+    let r = req(&gw, "/h/doc", "Cache-Control: only-if-cached\r\n");
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("Hit")));
+    // If-Modified-Since at or after Last-Modified: 304 from the entry; before it: 200.
+    let r = req(
+        &gw,
+        "/h/doc",
+        "If-Modified-Since: Tue, 02 Jan 2024 00:00:00 GMT\r\n",
+    );
+    assert_eq!((r.status, r.header("x-cache")), (304, Some("Hit")));
+    assert!(r.text().is_empty());
+    let r = req(
+        &gw,
+        "/h/doc",
+        "If-Modified-Since: Sun, 31 Dec 2023 00:00:00 GMT\r\n",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "/doc #1"));
+    // An If-None-Match that does not match wins over If-Modified-Since.
+    let r = req(
+        &gw,
+        "/h/doc",
+        "If-None-Match: \"x\"\r\nIf-Modified-Since: Tue, 02 Jan 2024 00:00:00 GMT\r\n",
+    );
+    assert_eq!(r.status, 200);
+    // 50 s old of 60: min-fresh=20 and max-age=30 want a fresher copy.
+    clock(&gw, 50);
+    let r = req(&gw, "/h/doc", "Cache-Control: min-fresh=20\r\n");
+    assert_eq!(r.text(), "/doc #2");
+    clock(&gw, 40);
+    let r = req(&gw, "/h/doc", "Cache-Control: max-age=30\r\n");
+    assert_eq!(r.text(), "/doc #3");
+    // 70 s later (stale by 10 s): max-stale=30 takes it, max-stale=5 does not.
+    clock(&gw, 70);
+    let r = req(&gw, "/h/doc", "Cache-Control: max-stale=30\r\n");
+    assert_eq!(
+        (r.text().as_str(), r.header("x-cache")),
+        ("/doc #3", Some("Stale"))
+    );
+    let r = req(&gw, "/h/doc", "Cache-Control: max-stale=5\r\n");
+    assert_eq!(r.text(), "/doc #4");
+    assert_eq!(n.load(Ordering::SeqCst), 4);
+}

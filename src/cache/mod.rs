@@ -81,6 +81,17 @@ impl Stored {
         (age_ns as u128) < lifetime.as_nanos()
     }
 
+    /// Fresh for `ttl` (or the origin's lifetime), with `min_fresh` seconds to spare.
+    pub fn fresh_for_at_least(&self, now_ns: u64, ttl: Duration, min_fresh: u64) -> bool {
+        if self.lifetime.no_cache {
+            return false;
+        }
+        let lifetime = self.lifetime.fresh_for.unwrap_or(ttl).min(ttl);
+        let age_ns = self.lifetime.initial_age.saturating_mul(1_000_000_000)
+            + now_ns.saturating_sub(self.stored_ns);
+        (age_ns as u128) + (min_fresh as u128) * 1_000_000_000 < lifetime.as_nanos()
+    }
+
     /// How long past freshness this entry has been stale, in nanoseconds.
     pub fn stale_for_ns(&self, now_ns: u64, ttl: Duration) -> u64 {
         let lifetime = self.lifetime.fresh_for.unwrap_or(ttl).min(ttl);
@@ -164,6 +175,8 @@ pub struct Stats {
     pub not_stored: AtomicU64,
     pub too_large: AtomicU64,
     pub coalesced: AtomicU64,
+    /// Unsafe requests that dropped stored entries (RFC 9111 4.4).
+    pub invalidated: AtomicU64,
     pub evictions: Arc<AtomicU64>,
 }
 
@@ -279,6 +292,11 @@ impl StageCache {
         self.store.is_empty()
     }
 
+    /// Removes the entry (or Vary marker) under `key`; whether there was one.
+    pub fn remove(&self, key: &[u8]) -> bool {
+        self.store.remove(key).is_some()
+    }
+
     /// Makes every entry obsolete at once, then frees them one at a time. Returns how many
     /// were dropped.
     pub fn flush(&self) -> usize {
@@ -325,6 +343,7 @@ impl StageCache {
             "not_stored": l(&s.not_stored),
             "too_large": l(&s.too_large),
             "coalesced": l(&s.coalesced),
+            "invalidated": l(&s.invalidated),
             "evictions": l(&s.evictions),
         })
     }
@@ -381,7 +400,7 @@ pub(crate) fn render_metrics(out: &mut String, caches: &[&Arc<StageCache>]) {
         c.load(Ordering::Relaxed)
     }
     type Pick = fn(&StageCache) -> u64;
-    let series: [(&str, &str, Pick); 7] = [
+    let series: [(&str, &str, Pick); 8] = [
         ("cache_hits_total", "counter", |c| l(&c.stats.hits)),
         ("cache_misses_total", "counter", |c| l(&c.stats.misses)),
         ("cache_bypasses_total", "counter", |c| l(&c.stats.bypasses)),
@@ -390,6 +409,9 @@ pub(crate) fn render_metrics(out: &mut String, caches: &[&Arc<StageCache>]) {
         }),
         ("cache_evictions_total", "counter", |c| {
             l(&c.stats.evictions)
+        }),
+        ("cache_invalidations_total", "counter", |c| {
+            l(&c.stats.invalidated)
         }),
         ("cache_bytes", "gauge", |c| c.weight()),
         ("cache_capacity_bytes", "gauge", |c| c.capacity()),

@@ -25,6 +25,11 @@ pub(crate) struct CacheControl {
     pub must_revalidate: bool,
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
+    /// Request directives: `only-if-cached`, `max-stale` (`Some(u64::MAX)` without a value),
+    /// `min-fresh`.
+    pub only_if_cached: bool,
+    pub max_stale: Option<u64>,
+    pub min_fresh: Option<u64>,
     /// A directive had an invalid or duplicated argument: treat the answer as stale.
     pub invalid: bool,
 }
@@ -69,6 +74,19 @@ impl CacheControl {
                 } else if name_eq(name, b"s-maxage") {
                     let prev = cc.s_maxage;
                     cc.s_maxage = seconds(&mut cc, prev);
+                } else if name_eq(name, b"only-if-cached") {
+                    cc.only_if_cached = true;
+                } else if name_eq(name, b"max-stale") {
+                    // Without a value: any staleness is acceptable.
+                    let prev = cc.max_stale;
+                    cc.max_stale = if arg.is_none() {
+                        Some(u64::MAX)
+                    } else {
+                        seconds(&mut cc, prev)
+                    };
+                } else if name_eq(name, b"min-fresh") {
+                    let prev = cc.min_fresh;
+                    cc.min_fresh = seconds(&mut cc, prev);
                 }
             }
         }

@@ -111,6 +111,13 @@ fn compile_api(
                 .add(format!("stage:{}/{}", api.name, s.name), s.throttle)
         })
         .collect();
+    let plain_keys = (0..api.stages.len())
+        .map(|i| {
+            routes
+                .iter()
+                .all(|r| r.cache[i].as_ref().is_none_or(|p| p.key.is_empty()))
+        })
+        .collect();
     ApiRt {
         name: api.name.clone(),
         stages: api.stages.iter().map(|s| s.name.clone()).collect(),
@@ -118,6 +125,7 @@ fn compile_api(
         routes,
         stage_limits,
         caches,
+        plain_keys,
     }
 }
 

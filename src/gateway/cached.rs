@@ -69,14 +69,21 @@ pub(crate) async fn serve(
     }
 
     // Cache-Control: max-age=0 / no-cache (or Pragma: no-cache): a request for a fresh copy.
-    let mut refresh = false;
-    if req_cc.wants_fresh() || pragma_no_cache && req_cc.max_age.is_none_or(|a| a == 0) {
+    // The request's max-age=N and min-fresh (http mode) also make the cache fetch sooner:
+    // they are honoured under the same rule.
+    let wants_fresh =
+        req_cc.wants_fresh() || pragma_no_cache && req_cc.max_age.is_none_or(|a| a == 0);
+    let asks = wants_fresh
+        || cache.mode == CacheMode::Http
+            && (req_cc.max_age.is_some() || req_cc.min_fresh.is_some());
+    let mut allowed = false;
+    if asks {
         match p.invalidation {
             Invalidation::Ignore => {}
-            Invalidation::Allow => refresh = true,
+            Invalidation::Allow => allowed = true,
             Invalidation::RequireApiKey => {
                 if authorized || key_covers_stage(ss, ctx, api) {
-                    refresh = true;
+                    allowed = true;
                 } else {
                     ctx.cache_warning =
                         Some("cache invalidation ignored: it needs a valid x-api-key");
@@ -84,15 +91,29 @@ pub(crate) async fn serve(
             }
         }
     }
+    let refresh = allowed && wants_fresh;
+    let mut req_cc = req_cc;
+    if !allowed {
+        req_cc.max_age = None;
+        req_cc.min_fresh = None;
+    }
 
     let primary = cache_key(ctx, &p.key, cache.mode == CacheMode::Http);
     let (mut variant, mut entry) = lookup(cache, &primary, ctx);
     if !refresh {
         let now = cache.now_ns();
-        if let Some(e) = fresh(entry.as_ref(), p, now) {
+        if let Some((e, how)) = fresh(entry.as_ref(), p, now, &req_cc) {
             Stats::add(&cache.stats.hits);
-            return answer_stored(shard, conn, ctx, &e, "Hit", now).await;
+            return answer_stored(shard, conn, ctx, &e, how, now).await;
         }
+    }
+    // only-if-cached: nothing usable is stored, and the upstream is not to be asked.
+    if req_cc.only_if_cached && cache.mode == CacheMode::Http {
+        ctx.cache_status = Some("Miss");
+        return Err(Error::downstream(
+            Kind::GatewayTimeout,
+            "only-if-cached: nothing stored",
+        ));
     }
 
     // A miss (or a stale entry): one request fetches, the others wait for it.
@@ -105,9 +126,9 @@ pub(crate) async fn serve(
                 let _ = monoio::time::timeout(p.lock_timeout, f).await;
                 (variant, entry) = lookup(cache, &primary, ctx);
                 let now = cache.now_ns();
-                if let Some(e) = fresh(entry.as_ref(), p, now) {
+                if let Some((e, how)) = fresh(entry.as_ref(), p, now, &req_cc) {
                     Stats::add(&cache.stats.hits);
-                    return answer_stored(shard, conn, ctx, &e, "Hit", now).await;
+                    return answer_stored(shard, conn, ctx, &e, how, now).await;
                 }
                 // Still nothing fresh: the answer was not storable, or the fetch failed or
                 // took longer than lock_timeout. Fetch for ourselves.
@@ -121,6 +142,78 @@ pub(crate) async fn serve(
         refresh,
     };
     fetch(shard, ss, conn, ctx, integ, p, miss).await
+}
+
+/// An unsafe method (POST, PUT, DELETE, PATCH, an unknown one) on a stage with an http-mode
+/// cache: forwarded as usual; once the origin answers 2xx or 3xx, the entries stored for the
+/// target URI, and for a same-origin `Location` or `Content-Location`, are dropped (RFC 9111
+/// 4.4), so the next GET fetches the changed resource. By key when the stage's cached routes
+/// key on the URI alone (`plain_keys`), else every entry of the path.
+pub(crate) async fn forward_invalidating(
+    shard: &Rc<Shard>,
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    integ: &HttpIntegration,
+    cache: &Arc<StageCache>,
+    plain_keys: bool,
+) -> Result<Next, Error> {
+    let ex = proxy::send(ss, conn, ctx, integ, &Extra::default()).await?;
+    if (200..400).contains(&ex.resp.status) {
+        let mut dropped = 0;
+        let mut drop_uri = |path: &[u8], query: Option<&[u8]>| {
+            let key = uri_key(path, query);
+            // Variants hang off a Vary marker under keys of their own: those take the scan.
+            let varies = matches!(cache.get(&key), Some(Val::Vary(_)));
+            if plain_keys && !varies {
+                dropped += cache.remove(&key) as usize;
+            } else if let Ok(p) = std::str::from_utf8(path) {
+                dropped += cache.purge(p, true);
+            }
+        };
+        drop_uri(ctx.head.path_bytes(), ctx.head.query_bytes());
+        let host = ctx.head.header(b"host");
+        for name in [&b"location"[..], b"content-location"] {
+            let Some(v) = ex
+                .resp
+                .headers()
+                .find(|(n, _)| name_eq(n, name))
+                .map(|(_, v)| v)
+            else {
+                continue;
+            };
+            if let Some((path, query)) = same_origin(v, host) {
+                drop_uri(path, query);
+            }
+        }
+        if dropped > 0 {
+            Stats::add(&cache.stats.invalidated);
+        }
+    }
+    proxy::answer(shard, conn, ctx, integ, ex, None).await
+}
+
+/// The path and query of a `Location`-style URI reference that names this origin: a path
+/// (`/a?b`), or an absolute `http(s)://` URI whose authority is the request's `Host`.
+fn same_origin<'a>(v: &'a [u8], host: Option<&[u8]>) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+    let v = v.trim_ascii();
+    let rest = if v.starts_with(b"/") && !v.starts_with(b"//") {
+        v
+    } else {
+        let after = v
+            .strip_prefix(b"https://")
+            .or_else(|| v.strip_prefix(b"http://"))?;
+        let end = after.iter().position(|&b| b == b'/').unwrap_or(after.len());
+        if !host.is_some_and(|h| after[..end].eq_ignore_ascii_case(h)) {
+            return None;
+        }
+        &after[end..]
+    };
+    let rest = rest.split(|&b| b == b'#').next().unwrap_or_default();
+    Some(match rest.iter().position(|&b| b == b'?') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    })
 }
 
 /// What the lookup found when the answer has to come from the upstream: the keys, the entry
@@ -155,14 +248,40 @@ fn lookup(
     }
 }
 
-fn fresh(e: Option<&Arc<Stored>>, p: &CachePolicy, now: u64) -> Option<Arc<Stored>> {
-    e.filter(|e| e.is_fresh(now, p.ttl)).cloned()
+/// The entry this request may be answered from, and how (`Hit`, or `Stale` when the
+/// client's `max-stale` accepts it). In http mode the request's `max-age`, `min-fresh` and
+/// `max-stale` are honoured (RFC 9111 5.2.1); an entry that said `no-cache`,
+/// `must-revalidate` or `s-maxage` is never served stale.
+fn fresh(
+    e: Option<&Arc<Stored>>,
+    p: &CachePolicy,
+    now: u64,
+    req: &CacheControl,
+) -> Option<(Arc<Stored>, &'static str)> {
+    let e = e?;
+    if p.cache.mode == CacheMode::Gateway {
+        return e.is_fresh(now, p.ttl).then(|| (e.clone(), "Hit"));
+    }
+    if req.max_age.is_some_and(|m| e.age_s(now) > m) {
+        return None;
+    }
+    if e.fresh_for_at_least(now, p.ttl, req.min_fresh.unwrap_or(0)) {
+        return Some((e.clone(), "Hit"));
+    }
+    let stale_ok = req.max_stale.is_some_and(|m| {
+        !e.lifetime.no_cache
+            && !e.lifetime.must_revalidate
+            && req.min_fresh.is_none()
+            && e.stale_for_ns(now, p.ttl) / 1_000_000_000 <= m
+    });
+    stale_ok.then(|| (e.clone(), "Stale"))
 }
 
 /// May this stale entry stand in for a failed upstream?
 fn stale_usable(cache: &StageCache, e: &Stored, p: &CachePolicy) -> bool {
     !p.stale_if_error.is_zero()
         && !e.lifetime.must_revalidate
+        && !e.lifetime.no_cache
         && e.stale_for_ns(cache.now_ns(), p.ttl) <= p.stale_if_error.as_nanos() as u64
 }
 
@@ -421,20 +540,12 @@ fn header_values(ctx: &RequestCtx, name: &[u8], out: &mut Vec<u8>) {
 /// `whole_query`, http mode) "?query\0" as sent + each configured parameter as "q:NAME=v1&v2\0", "h:NAME=v\0" or "p:NAME=v\0". Query values are
 /// percent-decoded and sorted, so parameter order and encoding do not split entries.
 pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart], whole_query: bool) -> Vec<u8> {
-    let mut k = Vec::with_capacity(64);
-    k.extend_from_slice(b"GET\0");
-    let path = ctx.head.path_bytes();
-    k.extend_from_slice(if path.is_empty() { b"/" } else { path });
-    k.push(0);
     // `mode = "http"` keys on the whole target URI, query included (RFC 9111 2); gateway mode
     // keys on the listed parameters only, as Amazon API Gateway does.
-    if whole_query {
-        if let Some(q) = ctx.head.query_bytes() {
-            k.push(b'?');
-            k.extend_from_slice(q);
-            k.push(0);
-        }
-    }
+    let mut k = uri_key(
+        ctx.head.path_bytes(),
+        ctx.head.query_bytes().filter(|_| whole_query),
+    );
     for part in parts {
         match part {
             KeyPart::Query(name) => {
@@ -461,6 +572,20 @@ pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart], whole_query: bool) -> Vec<
                 });
             }
         }
+        k.push(0);
+    }
+    k
+}
+
+/// The key of a URI's entry when the route lists no key parts (http mode: the query as sent).
+fn uri_key(path: &[u8], query: Option<&[u8]>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    k.extend_from_slice(b"GET\0");
+    k.extend_from_slice(if path.is_empty() { b"/" } else { path });
+    k.push(0);
+    if let Some(q) = query {
+        k.push(b'?');
+        k.extend_from_slice(q);
         k.push(0);
     }
     k
@@ -607,19 +732,29 @@ fn parse_lines(block: &[u8]) -> Vec<(&[u8], &[u8])> {
         .collect()
 }
 
-/// Does the client's `If-None-Match` match the entry's ETag (weak comparison)?
+/// Is the client's copy current (RFC 9110 13.2.2)? `If-None-Match` against the entry's ETag
+/// (weak comparison); without it, `If-Modified-Since` against the entry's `Last-Modified` (a
+/// GET or HEAD whose date is not earlier than the entry's).
 fn not_modified(ctx: &RequestCtx, e: &Stored) -> bool {
-    let (Some(inm), Some(etag)) = (ctx.head.header(b"if-none-match"), &e.etag) else {
+    if let Some(inm) = ctx.head.header(b"if-none-match") {
+        let Some(etag) = &e.etag else {
+            return false;
+        };
+        let weak = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
+        let etag = weak(etag.trim_ascii());
+        return policy::split_list(inm).any(|t| t == b"*" || weak(t) == etag);
+    }
+    let (Some(ims), Some(lm)) = (ctx.head.header(b"if-modified-since"), &e.last_modified) else {
         return false;
     };
-    let weak = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
-    let etag = weak(etag.trim_ascii());
-    policy::split_list(inm).any(|t| t == b"*" || weak(t) == etag)
+    let date = |v: &[u8]| httpdate::parse_http_date(std::str::from_utf8(v).ok()?.trim()).ok();
+    matches!(ctx.head.method, Method::Get | Method::Head)
+        && matches!((date(ims), date(lm)), (Some(ims), Some(lm)) if lm <= ims)
 }
 
 /// Writes the head of an answer from a stored entry (status, stored headers, `Age`,
 /// `Content-Length`, `x-request-id`, `X-Cache`, `RateLimit-*`, `Connection`) and sets
-/// `ctx.status`. Answers 304 when the client's `If-None-Match` matches. Returns whether the
+/// `ctx.status`. Answers 304 when the client's copy is current. Returns whether the
 /// body follows.
 pub fn hit_head(out: &mut Vec<u8>, ctx: &mut RequestCtx, e: &Stored, age: u64, keep: bool) -> bool {
     let nm = e.status == 200 && not_modified(ctx, e);

@@ -24,6 +24,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use crate::cache::Stats;
+use crate::config::CacheMode;
 use crate::config::Underscores;
 use crate::error::{Error, Kind};
 use crate::http::conn::Conn;
@@ -103,15 +105,31 @@ async fn run_phases(
     limits::throttle(shard, ss, ctx, m).await?;
     limits::count_quota(shard, ss, ctx).await?;
     // Request validation slots in here.
-    let r = &snap.apis[m.api].routes[m.route];
-    match (&r.per_stage[m.stage], &r.cache[m.stage]) {
-        (IntegrationRt::Mock(mock), _) => {
+    let api = &snap.apis[m.api];
+    let r = &api.routes[m.route];
+    // An unsafe method on a stage with an http-mode cache invalidates what it changed.
+    let invalidates = api.caches[m.stage]
+        .as_ref()
+        .filter(|c| c.mode == CacheMode::Http && !ctx.head.method.is_safe());
+    match (&r.per_stage[m.stage], &r.cache[m.stage], invalidates) {
+        (IntegrationRt::Mock(mock), _, _) => {
             Ok(Outcome::Answer(answers::mock(ctx, &conn.peer_ip, mock)))
         }
-        (IntegrationRt::Http(h), Some(p)) => cached::serve(shard, ss, conn, ctx, h, p)
+        (IntegrationRt::Http(h), p, Some(c)) => {
+            if p.is_some() {
+                // A cached route: this request bypasses the cache, as any non-GET does.
+                Stats::add(&c.stats.bypasses);
+                ctx.cache_status = Some("Bypass");
+            }
+            let plain_keys = api.plain_keys[m.stage];
+            cached::forward_invalidating(shard, ss, conn, ctx, h, c, plain_keys)
+                .await
+                .map(Outcome::Sent)
+        }
+        (IntegrationRt::Http(h), Some(p), None) => cached::serve(shard, ss, conn, ctx, h, p)
             .await
             .map(Outcome::Sent),
-        (IntegrationRt::Http(h), None) => proxy::forward(shard, ss, conn, ctx, h)
+        (IntegrationRt::Http(h), None, None) => proxy::forward(shard, ss, conn, ctx, h)
             .await
             .map(Outcome::Sent),
     }

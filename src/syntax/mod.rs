@@ -83,6 +83,15 @@ impl Method {
     }
 
     /// Methods a retry may repeat (RFC 9110 9.2.2).
+    /// Safe methods (RFC 9110 9.2.1): the others (and unknown ones) may change the resource,
+    /// so a cache invalidates what it stored for the target after a successful one.
+    pub fn is_safe(self) -> bool {
+        matches!(
+            self,
+            Method::Get | Method::Head | Method::Options | Method::Trace
+        )
+    }
+
     pub fn is_idempotent(self) -> bool {
         matches!(
             self,
