@@ -297,6 +297,65 @@ fn websocket_upgrades_relay_over_tls() {
     assert_eq!(up.count(), 1);
 }
 
+/// A large WebSocket message sent as 64 KiB (and 32 KiB) fragments, one write per frame,
+/// crosses a TLS listener whole, both ways: a read that brings a whole TLS record and the start
+/// of the next must not overfill rustls' plaintext buffer and cut the connection.
+#[test]
+fn large_fragmented_websocket_messages_cross_tls_whole() {
+    let up = Upstream::start(|_| Action::UpgradeEcho);
+    let ca = Ca::new();
+    let dir = TempDir::new();
+    let (c, k, _) = ca.leaf(&["default.test"], false);
+    write_pair(&dir, "default", &c, &k);
+    let gw = Gw::start_in(dir, &conf(up.addr, "", ""));
+    for (size, count) in [(64 << 10, 16), (32 << 10, 8)] {
+        // Room for the whole echo, which is read only once everything was sent.
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(8 << 20).unwrap();
+        sock.connect(&https(&gw).into()).unwrap();
+        let tcp: TcpStream = sock.into();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let conn = rustls::ClientConnection::new(
+            client_config(ca.roots(), false),
+            ServerName::try_from("default.test").unwrap(),
+        )
+        .unwrap();
+        let mut t = rustls::StreamOwned::new(conn, tcp);
+        t.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: default.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(t.read(&mut b).unwrap(), 1, "closed before the 101");
+            head.push(b[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"));
+        // Each frame is one TLS write (its own records: full ones and a short last one), and
+        // all of them reach the socket together, so the gateway's reads bring the end of one
+        // frame and the start of the next at once. The echo waits in the socket buffers.
+        t.conn.set_buffer_limit(None);
+        let mut sent = Vec::new();
+        for i in 0..count {
+            // A binary (then continuation) frame header, 64-bit length, and the payload.
+            let first = if i == 0 { 0x02 } else { 0x00 };
+            let fin = if i == count - 1 { 0x80 } else { 0 };
+            let mut frame = vec![first | fin, 127];
+            frame.extend_from_slice(&(size as u64).to_be_bytes());
+            frame.extend((0..size).map(|j| (i * 7 + j % 251) as u8));
+            t.conn.writer().write_all(&frame).unwrap();
+            sent.extend_from_slice(&frame);
+        }
+        t.flush().unwrap();
+        let mut echo = vec![0u8; sent.len()];
+        t.read_exact(&mut echo)
+            .unwrap_or_else(|e| panic!("{count} x {size}: {e}"));
+        assert!(echo == sent, "{count} x {size} came back changed");
+    }
+}
+
 #[test]
 fn bad_certificates_are_refused_at_load_with_the_reason() {
     let ca = Ca::new();

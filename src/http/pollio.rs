@@ -177,7 +177,10 @@ impl PollIo {
         self.start_write(cx, buf)
     }
 
-    /// Gives rustls what was read; `rbuf[rpos..]` is what it did not take yet.
+    /// Gives rustls what was read; `rbuf[rpos..]` is what it did not take yet. Stops once
+    /// there is plaintext to hand out: rustls refuses more ciphertext while it holds over
+    /// 16 KiB of plaintext ("received plaintext buffer full"), so the rest is fed after the
+    /// reader has taken it.
     fn feed_tls(&mut self) -> io::Result<()> {
         let Some(tls) = self.tls.as_mut() else {
             return Ok(());
@@ -186,9 +189,15 @@ impl PollIo {
             let mut rd = &self.rbuf[self.rpos..];
             let n = tls.read_tls(&mut rd)?;
             self.rpos += n;
-            tls.process_new_packets()
+            let state = tls
+                .process_new_packets()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             if n == 0 {
+                // close_notify: nothing after it counts.
+                self.rpos = self.rbuf.len();
+                break;
+            }
+            if state.plaintext_bytes_to_read() > 0 {
                 break;
             }
         }
@@ -235,6 +244,16 @@ impl AsyncRead for PollIo {
                         return Poll::Ready(Ok(()))
                     }
                     Err(e) => return Poll::Ready(Err(e)),
+                }
+                // Ciphertext already read (the rest of the last read, or what came with the
+                // hand-over) goes to rustls before the socket is read again.
+                if me.rpos < me.rbuf.len() {
+                    if let Err(e) = me.feed_tls() {
+                        let _ = me.start_tls_write(cx);
+                        return Poll::Ready(Err(e));
+                    }
+                    me.start_tls_write(cx)?;
+                    continue;
                 }
                 if me.eof {
                     return Poll::Ready(Ok(()));

@@ -112,14 +112,20 @@ where
         res
     }
 
-    /// Gives buffered ciphertext to rustls and processes it.
+    /// Gives buffered ciphertext to rustls and processes it, stopping once there is
+    /// plaintext to hand out (rustls refuses ciphertext while it holds over 16 KiB of
+    /// plaintext; the rest is fed after the reader took it).
     fn feed(&mut self) -> io::Result<()> {
         while self.rpos < self.rbuf.len() {
             let mut rd = &self.rbuf[self.rpos..];
             let n = self.tls.read_tls(&mut rd)?;
             self.rpos += n;
-            self.tls.process_new_packets().map_err(tls_err)?;
+            let state = self.tls.process_new_packets().map_err(tls_err)?;
             if n == 0 {
+                self.rpos = self.rbuf.len();
+                break;
+            }
+            if state.plaintext_bytes_to_read() > 0 {
                 break;
             }
         }

@@ -48,7 +48,10 @@ pub(crate) async fn relay(conn: Conn, up: UpStream, from_upstream: Bytes, idle: 
                         last: &last,
                     },
                 );
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    // Either side may end a tunnel abruptly; kept at debug, as nginx does.
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
             }
         }
     };
