@@ -616,3 +616,59 @@ fn streamed_chunked_bodies_are_reframed() {
     }
     assert_eq!(data, sent);
 }
+
+/// Interim answers from the origin: 103 Early Hints reaches an HTTP/1.1 client before the
+/// final answer (its hints, without connection-specific fields); an HTTP/1.0 client gets only
+/// the final answer; a cached answer is stored without the interim one.
+#[test]
+fn early_hints_are_relayed_to_http11_clients_and_never_stored() {
+    let up = Upstream::start(|_| {
+        Action::Raw(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\nConnection: x\r\n\r\nHTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+        )
+    });
+    let gw = Gw::start(
+        &Cfg::new()
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n",
+                up.addr
+            ))
+            .stage_extra("cache = { ttl = \"60s\", capacity = \"1MiB\", mode = \"http\" }")
+            .routes(
+                r#"
+  [[apis.routes]]
+  route = "GET /{proxy+}"
+  integration = { type = "http", uri = "http://up/{proxy}" }
+"#,
+            )
+            .toml(),
+    );
+    let raw = |req: &[u8]| {
+        let mut c = Client::connect(gw.addr());
+        c.send(req);
+        String::from_utf8(c.read_to_end()).unwrap()
+    };
+    let got = raw(b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert!(got.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{got}");
+    let (hints, rest) = got.split_once("\r\n\r\n").unwrap();
+    assert!(
+        hints.contains("link: </s.css>; rel=preload")
+            || hints.contains("Link: </s.css>; rel=preload"),
+        "{hints}"
+    );
+    assert!(
+        !hints.to_ascii_lowercase().contains("connection"),
+        "{hints}"
+    );
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
+    assert!(rest.ends_with("ok"));
+    // Stored without the interim answer.
+    let got = raw(b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.to_ascii_lowercase().contains("x-cache: hit"), "{got}");
+    // HTTP/1.0: the final answer only.
+    let got = raw(b"GET /b HTTP/1.0\r\nHost: h\r\n\r\n");
+    assert!(got.starts_with("HTTP/1.0 200 OK\r\n"), "{got}");
+    assert!(!got.contains("103"), "{got}");
+}

@@ -286,8 +286,35 @@ pub(super) async fn exchange(
             match h1::parse_response(&ubuf, MAX_RESPONSE_HEAD, ctx.head.method == Method::Head) {
                 Ok(Some((len, parts))) => {
                     if parts.status < 200 && !(parts.status == 101 && ctx.head.upgrade) {
-                        // Interim answers (100 Continue, 103 Early Hints) are not relayed.
-                        let _ = ubuf.split_to(len);
+                        // Interim answers: 103 Early Hints (and 102, 104...) go on to HTTP/1.1
+                        // clients (RFC 9110 15.2; never to HTTP/1.0 ones, and the h2 library
+                        // sends none); 100 Continue was the gateway's own business, and 101
+                        // without an upgrade is refused below.
+                        let raw = ubuf.split_to(len).freeze();
+                        if parts.status != 100
+                            && parts.status != 101
+                            && ctx.head.minor >= 1
+                            && !matches!(conn.stream, crate::http::conn::Stream::H2(_))
+                        {
+                            let head = parts.into_head(raw);
+                            let mut out = Vec::with_capacity(head.raw.len());
+                            status_line(&mut out, 1, head.status);
+                            for (n, v) in head.headers() {
+                                if !is_hop_by_hop(n) {
+                                    out.extend_from_slice(n);
+                                    out.extend_from_slice(b": ");
+                                    out.extend_from_slice(v);
+                                    out.extend_from_slice(b"\r\n");
+                                }
+                            }
+                            out.extend_from_slice(b"\r\n");
+                            conn.write_all(out).await.map_err(|_| {
+                                Failure::Client(Error::downstream(
+                                    Kind::ClientGone,
+                                    "writing an interim answer",
+                                ))
+                            })?;
+                        }
                         continue;
                     }
                     if parts.status == 101 && !ctx.head.upgrade {
@@ -508,6 +535,22 @@ async fn watched<T>(
             _ => return None,
         }
     }
+}
+
+/// Connection-specific fields an interim answer does not carry on (RFC 9110 7.6.1).
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    [
+        &b"connection"[..],
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+        b"trailer",
+        b"content-length",
+    ]
+    .iter()
+    .any(|h| name_eq(name, h))
 }
 
 /// Whether `ubuf` holds the start of a final answer: interim heads (100 Continue, 103) are

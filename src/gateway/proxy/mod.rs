@@ -37,7 +37,7 @@ use crate::gateway::Next;
 use crate::http::body::{reframe, ChunkError, ChunkedDecoder};
 use crate::http::conn::{write_all, Conn, READ_CHUNK};
 use crate::http::h1::{self, Framing, HeadError, ResponseHead};
-use crate::http::write::connection_header;
+use crate::http::write::{connection_header, status_line};
 use crate::http::{has_token, name_eq};
 use crate::shard::{Shard, ShardSnap, TargetLocal};
 use crate::snapshot::HttpIntegration;
