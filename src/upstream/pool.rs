@@ -24,9 +24,14 @@ pub(crate) struct TargetLocal {
     pub h2_opening: Cell<bool>,
     pub h2_waiters: RefCell<Vec<std::task::Waker>>,
     /// Idle keep-alive connections, most recently used last (LIFO reuse keeps few warm).
-    pub idle: RefCell<Vec<Idle>>,
+    pub idle: RefCell<std::collections::VecDeque<Idle>>,
     /// Requests in flight from this shard (least_request).
     pub inflight: Cell<u32>,
+    /// The most requests in flight at once in the current demand window, and in the one
+    /// before (how many connections the pool keeps; see `upstream::checkin`).
+    pub peak: Cell<u32>,
+    pub prev_peak: Cell<u32>,
+    pub peak_since: Cell<Instant>,
     /// Consecutive failures (passive ejection).
     pub fails: Cell<u32>,
     /// Not used until then after `max_fails` consecutive failures.
@@ -42,8 +47,11 @@ impl TargetLocal {
             h2_conn: RefCell::new(None),
             h2_opening: Cell::new(false),
             h2_waiters: RefCell::new(Vec::new()),
-            idle: RefCell::new(Vec::new()),
+            idle: RefCell::new(std::collections::VecDeque::new()),
             inflight: Cell::new(0),
+            peak: Cell::new(0),
+            prev_peak: Cell::new(0),
+            peak_since: Cell::new(Instant::now()),
             fails: Cell::new(0),
             down_until: Cell::new(None),
         })

@@ -9,7 +9,9 @@ pub(super) struct InFlight(Rc<TargetLocal>);
 
 impl InFlight {
     pub(super) fn new(t: Rc<TargetLocal>) -> InFlight {
-        t.inflight.set(t.inflight.get() + 1);
+        let n = t.inflight.get() + 1;
+        t.inflight.set(n);
+        t.peak.set(t.peak.get().max(n));
         InFlight(t)
     }
 }
