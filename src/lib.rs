@@ -104,6 +104,19 @@ use std::rc::Rc;
 use control::ControlMsg;
 use shard::Shared;
 
+/// A warning when `limits.max_connections` cannot fit in `open_file_limit` descriptors: each
+/// proxied client connection may hold an upstream one too, plus the listeners, the state
+/// store and the pools' spare connections.
+pub fn fd_warning(cfg: &Config, open_file_limit: u64) -> Option<String> {
+    let max = cfg.limits.max_connections as u64;
+    let needed = max.saturating_mul(2).saturating_add(256);
+    (needed > open_file_limit).then(|| {
+        format!(
+            "limits.max_connections = {max} may need up to {needed} open files (a client and an upstream connection each, plus overhead), but the open-file limit is {open_file_limit}: raise it (systemd LimitNOFILE=, ulimit -n) or lower limits.max_connections; at the limit new connections wait in the accept queue"
+        )
+    })
+}
+
 /// `tollgate state check`: tests the state file on a copy and says what it holds.
 pub fn state_check(cfg: &Config) -> Result<String, String> {
     let dir = &cfg.server.state_dir;
@@ -143,6 +156,8 @@ pub struct Options {
 
 /// A running gateway.
 pub struct Gateway {
+    /// What the shards share (read here for the drain's outcome).
+    shared: std::sync::Arc<Shared>,
     listeners: Vec<(String, SocketAddr)>,
     admin: Option<SocketAddr>,
     ctl: flume::Sender<ControlMsg>,
@@ -203,7 +218,7 @@ impl Gateway {
                         None
                     }
                     Some(t) => {
-                        let l = listener::bind_reuseport(a.addr).map_err(|e| {
+                        let l = listener::bind_exclusive(a.addr).map_err(|e| {
                             StartError(format!("admin.addr: cannot listen on {}: {e}", a.addr))
                         })?;
                         let addr = l.local_addr().map_err(|e| StartError(e.to_string()))?;
@@ -220,6 +235,7 @@ impl Gateway {
                 .map_err(StartError)?;
         let cache_clock = snap.cache_clock.clone();
         let shared = Shared::new(snap.clone(), shards);
+        let shared_for_gateway = shared.clone();
         init.load_counters(&shared).map_err(StartError)?;
         let server = &snap.config.server;
         let cpus: Vec<usize> = if server.cpus.is_empty() {
@@ -272,7 +288,9 @@ impl Gateway {
                     driver,
                     entries,
                     Default::default(),
-                    control::run(ctl.clone(), ctl_rx, admin, shard_txs),
+                    control::run(ctl.clone(), ctl_rx, admin, shard_txs, || {
+                        handles.iter().all(|h| h.is_finished())
+                    }),
                 ) {
                     tracing::error!(error = %e, "control plane runtime failed to start");
                 }
@@ -284,6 +302,7 @@ impl Gateway {
             })
             .map_err(|e| StartError(format!("cannot start control thread: {e}")))?;
         Ok(Gateway {
+            shared: shared_for_gateway,
             listeners,
             admin: admin_addr,
             ctl: ctl_tx,
@@ -337,8 +356,11 @@ impl Gateway {
     }
 
     /// Waits until the gateway stops.
-    pub fn wait(mut self) {
+    /// Waits until the gateway has stopped; returns how many connections the drain had to
+    /// cut at `server.drain_timeout` (0 for a clean stop).
+    pub fn wait(mut self) -> usize {
         self.join();
+        self.shared.cut.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn join(&mut self) {

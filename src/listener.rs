@@ -11,11 +11,6 @@ use socket2::{Domain, Socket, Type};
 /// Accept queue length; nginx's default `backlog` is 511, Linux caps it at `somaxconn`.
 pub(crate) const BACKLOG: i32 = 4096;
 
-/// Binds one listening socket with `SO_REUSEADDR` and `SO_REUSEPORT`.
-pub(crate) fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    bind_with(addr, false)
-}
-
 /// Binds one listening socket; `defer_accept` sets TCP_DEFER_ACCEPT (1 s, as nginx's
 /// `deferred` does): the kernel completes the accept once the client's first bytes arrive, so
 /// the shard is not woken for a connection with nothing to read yet. After that second the
@@ -55,12 +50,50 @@ fn set_defer_accept(s: &Socket) -> io::Result<()> {
     Ok(())
 }
 
-/// Binds `shards` sockets for `addr`; returns them and the address they share.
+/// Fails with "address in use" when a live socket already listens on `addr`. The shards'
+/// sockets share their port through `SO_REUSEPORT`, which would as gladly share it with a
+/// second gateway started by mistake (each then answering part of the traffic): a probe
+/// bound without `SO_REUSEPORT` conflicts with any listener there, as nginx's bind would.
+/// (Connections in TIME_WAIT do not count: the probe has `SO_REUSEADDR`.)
+pub(crate) fn ensure_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "address already in use (is another gateway running with this address?)",
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// Binds one plain listening socket (`SO_REUSEADDR`, no `SO_REUSEPORT`): for a listener only
+/// one thread accepts on, such as the admin API's, which must not be shared with another
+/// process either.
+pub(crate) fn bind_exclusive(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_nodelay(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    Ok(s.into())
+}
+
+/// Binds `shards` sockets for `addr` (refusing an address another process listens on);
+/// returns them and the address they share.
 pub(crate) fn bind_for_shards(
     addr: SocketAddr,
     shards: usize,
     defer_accept: bool,
 ) -> io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    ensure_free(addr)?;
     let first = bind_with(addr, defer_accept)?;
     let actual = first.local_addr()?;
     let mut out = vec![first];

@@ -100,6 +100,9 @@ fn main() -> ExitCode {
         Some(Command::Check) => match tollgate::check(&cfg) {
             Ok(()) => {
                 print!("{}", tollgate::summary(&cfg, cli.workers));
+                if let Some(w) = raise_nofile().and_then(|l| tollgate::fd_warning(&cfg, l)) {
+                    println!("warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -130,7 +133,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft open-file limit to the hard one (each client connection and each upstream
+/// connection is a descriptor); returns the soft limit now in force.
+#[allow(unsafe_code)]
+fn raise_nofile() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
 fn run(cfg: Config, path: PathBuf, workers: Option<usize>) -> ExitCode {
+    if let Some(limit) = raise_nofile() {
+        if let Some(w) = tollgate::fd_warning(&cfg, limit) {
+            tracing::warn!(open_file_limit = limit, "{w}");
+        }
+    }
+    // Handlers first: a signal that arrives during start-up waits for the loop below instead
+    // of taking its default action (ending the process). SIGPIPE is ignored by the Rust
+    // runtime (a write to a closed socket is an EPIPE error).
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGUSR1,
+    ]);
     let gw = match Gateway::start(
         cfg,
         Options {
@@ -154,11 +197,6 @@ fn run(cfg: Config, path: PathBuf, workers: Option<usize>) -> ExitCode {
         mi_collect(true)
     };
     let ctl = gw.controller();
-    let signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGHUP,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ]);
     match signals {
         Ok(mut signals) => {
             std::thread::Builder::new()
@@ -168,6 +206,14 @@ fn run(cfg: Config, path: PathBuf, workers: Option<usize>) -> ExitCode {
                         if sig == signal_hook::consts::SIGHUP {
                             tracing::info!("SIGHUP: reloading configuration");
                             ctl.reload();
+                        } else if sig == signal_hook::consts::SIGUSR1 {
+                            // logrotate's habit: reopen log files. The gateway writes its
+                            // logs to standard error (the journal, or what the supervisor
+                            // redirects it to), so there is nothing to reopen; it must not
+                            // die of it either.
+                            tracing::info!(
+                                "SIGUSR1: no log files to reopen (logs go to standard error)"
+                            );
                         } else {
                             tracing::info!(signal = sig, "stopping");
                             ctl.shutdown();
@@ -178,6 +224,15 @@ fn run(cfg: Config, path: PathBuf, workers: Option<usize>) -> ExitCode {
         }
         Err(e) => tracing::warn!(error = %e, "cannot install signal handlers"),
     }
-    gw.wait();
-    ExitCode::SUCCESS
+    match gw.wait() {
+        0 => ExitCode::SUCCESS,
+        cut => {
+            // A supervisor can tell a forced stop from a clean one.
+            tracing::error!(
+                cut,
+                "stopped after cutting connections still open at server.drain_timeout"
+            );
+            ExitCode::from(3)
+        }
+    }
 }

@@ -152,6 +152,10 @@ async fn shard_main(spec: ShardSpec) {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     if shard.active.get() > 0 {
+        shard
+            .shared
+            .cut
+            .fetch_add(shard.active.get(), std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(
             shard = spec.id,
             open = shard.active.get(),
@@ -204,9 +208,17 @@ async fn accept_loop(shard: Rc<Shard>, listener: monoio::net::TcpListener, idx: 
                 });
             }
             Err(e) => {
-                // Out of descriptors or memory: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(10)).await;
+                // Out of descriptors or memory: stop accepting for a moment (as nginx does)
+                // instead of spinning, and say so once per interval, not once per failure.
+                let exhausted = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                if shard.log_first("accept failed", None, 0) {
+                    tracing::warn!(error = %e, "accept failed; accepting paused briefly (repeats are summarised)");
+                }
+                let pause = if exhausted { 100 } else { 10 };
+                monoio::time::sleep(Duration::from_millis(pause)).await;
             }
         }
     }

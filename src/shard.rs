@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub draining: AtomicBool,
     /// Open client connections across all shards (for `limits.max_connections`).
     pub connections: AtomicUsize,
+    /// Connections the drain had to cut at `server.drain_timeout` (the exit status says so).
+    pub cut: AtomicUsize,
     /// Number of shards (lease sizes depend on it).
     pub shards: usize,
     /// Per-key buckets (usage plan throttles), created on first use. Locked only when a shard
@@ -61,6 +63,7 @@ impl Shared {
             snapshot: Mutex::new(snap),
             draining: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            cut: AtomicUsize::new(0),
             shards,
             key_buckets: Mutex::new(AHashMap::new()),
             quotas: Mutex::new(AHashMap::new()),

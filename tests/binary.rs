@@ -144,7 +144,14 @@ fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
     let mut c = Client::connect(addr);
     c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    assert_eq!(admin(admin_addr, "GET", "/ping", None).status, 200);
     p.signal("TERM");
+    // While it drains, load balancers are told to look elsewhere.
+    assert!(eventually(Duration::from_secs(5), || admin(
+        admin_addr, "GET", "/ping", None
+    )
+    .status
+        == 503));
     let r = c.read_response(false).expect("in-flight request answered");
     assert_eq!(r.status, 200);
     let status = p.child.wait().unwrap();
@@ -346,4 +353,126 @@ fn repeated_failures_are_summarised_not_logged_one_by_one() {
     assert_eq!(summary["count"], 49, "{summary}");
     assert_eq!(summary["target_addr"], dead.to_string());
     assert_eq!(summary["status"], 502);
+}
+
+/// SIGUSR1 (logrotate's "reopen your logs") neither kills nor stops the gateway.
+#[test]
+fn sigusr1_is_harmless() {
+    let up = Upstream::start(|_| respond(200, "x"));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, conf("one", up.addr, "TG_TEST_TOKEN")).unwrap();
+    let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    p.signal("USR1");
+    p.wait_for("SIGUSR1: no log files to reopen (logs go to standard error)");
+    assert_eq!(get(addr, "/v").text(), "one");
+    assert!(p.child.try_wait().unwrap().is_none(), "the gateway exited");
+    p.signal("TERM");
+    assert!(p.child.wait().unwrap().success());
+}
+
+/// At the open-file limit, failed accepts pause accepting briefly and are logged once per
+/// interval, not once per failure (before: 11,377 WARN lines in 78 s under `ulimit -n 64`).
+/// `tollgate check` warns when `limits.max_connections` cannot fit in the limit.
+#[test]
+fn the_open_file_limit_is_checked_and_exhaustion_is_not_logged_per_failure() {
+    let up = Upstream::start(|_| respond(200, "x"));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, conf("one", up.addr, "TG_TEST_TOKEN")).unwrap();
+    let out = Command::new("prlimit")
+        .args(["--nofile=64:64", env!("CARGO_BIN_EXE_tollgate"), "--config"])
+        .arg(&path)
+        .arg("check")
+        .output()
+        .expect("prlimit (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("warning: limits.max_connections = 100000 may need up to 200256 open files")
+            && text.contains("the open-file limit is 64"),
+        "{text}"
+    );
+    let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ok = Command::new("prlimit")
+        .args(["--pid", &p.child.id().to_string(), "--nofile=64:64"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let clients: Vec<_> = (0..120)
+        .map(|_| {
+            let mut c = Client::connect(addr);
+            c.send(b"GET /v HTTP/1.1\r\nHost: h\r\n\r\n");
+            c
+        })
+        .collect();
+    // What is measured is the log volume while descriptors are exhausted: let it last.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(clients);
+    assert_eq!(
+        get(addr, "/v").text(),
+        "one",
+        "serves again once descriptors free up"
+    );
+    p.signal("TERM");
+    let lines = p.lines_until("stopping");
+    let failures = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("accept failed"))
+        })
+        .count();
+    assert!(
+        (1..=3).contains(&failures),
+        "{failures} accept-failure lines"
+    );
+    assert!(p.child.wait().unwrap().success());
+}
+
+/// A drain that has to cut requests at `server.drain_timeout` says how many and exits with
+/// status 3, so a supervisor can tell it from a clean stop (status 0).
+#[test]
+fn a_drain_cut_short_exits_non_zero() {
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_secs(5)));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let toml = Cfg::new()
+        .server("drain_timeout = \"300ms\"")
+        .admin("token_env = \"TG_TEST_TOKEN\"")
+        .route(
+            "GET /slow",
+            format!(
+                "integration = {{ type = \"http\", uri = \"http://{}/slow\" }}",
+                up.addr
+            ),
+        )
+        .toml();
+    std::fs::write(&path, toml).unwrap();
+    let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = Client::connect(addr);
+    c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    p.signal("TERM");
+    let last = p.wait_for("stopped after cutting connections still open at server.drain_timeout");
+    assert_eq!(last["cut"], 1);
+    let status = p.child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{status:?}");
 }

@@ -241,3 +241,47 @@ fn defer_accept_listeners_serve_and_changing_it_needs_a_restart() {
     );
     assert_eq!(get(gw.addr(), "/mock").text(), "v2");
 }
+
+/// A second gateway started on the addresses of a running one (another config, another state
+/// directory) refuses to start, naming the address, instead of sharing the port through
+/// SO_REUSEPORT; the first keeps serving.
+#[test]
+fn a_second_gateway_on_the_same_addresses_refuses_to_start() {
+    let first = Gw::start(
+        &Cfg::new()
+            .route(
+                "GET /who",
+                "integration = { type = \"mock\", body = \"first\" }",
+            )
+            .toml(),
+    );
+    let taken = first.addr();
+    let second = Cfg::new()
+        .listeners(format!(
+            "[[listeners]]\nname = \"http\"\naddr = \"{taken}\"\n"
+        ))
+        .route(
+            "GET /who",
+            "integration = { type = \"mock\", body = \"second\" }",
+        )
+        .toml();
+    let err = match Gw::try_start_in(TempDir::new(), &second) {
+        Ok(_) => panic!("a second gateway started on {taken}"),
+        Err((_, e)) => e,
+    };
+    assert!(err.contains(&taken.to_string()), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    // The admin address too.
+    let second = Cfg::new()
+        .no_admin()
+        .extra(format!("[admin]\naddr = \"{}\"\n", first.admin()))
+        .toml();
+    let err = match Gw::try_start_in(TempDir::new(), &second) {
+        Ok(_) => panic!("a second admin API started on {}", first.admin()),
+        Err((_, e)) => e,
+    };
+    assert!(err.contains("admin.addr"), "{err}");
+    for _ in 0..10 {
+        assert_eq!(get(taken, "/who").text(), "first");
+    }
+}

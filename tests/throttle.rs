@@ -488,3 +488,69 @@ fn counters_reach_the_metrics_endpoint() {
     assert_eq!(metric(&text, "tollgate_forbidden_total"), 1, "{text}");
     assert!(text.contains("tollgate_open_connections"));
 }
+
+/// The admin API's edges: unknown paths are 404 and known ones with the wrong method 405
+/// with `Allow`; a chunked body gets 411 with its reason phrase; a quota cannot be set or
+/// reset for a key that is not on the plan; PATCH renames and re-describes a key; `/ping`
+/// answers without a token and says nothing else.
+#[test]
+fn the_admin_api_answers_its_edges_as_http_says() {
+    let gw = Gw::start(&conf().toml());
+    let a = gw.admin();
+    for p in ["/usageplans", "/apikeys/a/b", "/nothing", "/apis/x"] {
+        assert_eq!(admin(a, "GET", p, Some(TOKEN)).status, 404, "{p}");
+    }
+    for (method, p, allow) in [
+        ("DELETE", "/apikeys", "GET, POST"),
+        ("POST", "/healthz", "GET"),
+        ("GET", "/reload", "POST"),
+        ("PUT", "/apikeys/x", "GET, PATCH, DELETE"),
+        ("POST", "/apis/shop/stages/prod/cache", "GET, DELETE"),
+    ] {
+        let r = admin(a, method, p, Some(TOKEN));
+        assert_eq!(r.status, 405, "{method} {p}");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {p}");
+    }
+    let mut c = Client::connect(a);
+    c.send(format!("POST /apikeys HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n").as_bytes());
+    let raw = String::from_utf8_lossy(&c.read_to_end()).into_owned();
+    assert!(raw.starts_with("HTTP/1.1 411 Length Required\r\n"), "{raw}");
+    // acme is on "gold", not "tiny": no phantom usage entry for it.
+    for (method, p, body) in [
+        ("POST", "/usageplans/tiny/keys/acme/quota/reset", ""),
+        ("PUT", "/usageplans/tiny/keys/acme/quota", r#"{"used": 1}"#),
+    ] {
+        let r = admin_with(a, method, p, body);
+        assert_eq!(r.status, 404, "{}", r.text());
+        assert!(r.text().contains("not on usage plan"), "{}", r.text());
+    }
+    let today = chrono_today();
+    let u = admin(
+        a,
+        "GET",
+        &format!("/usageplans/tiny/usage?startDate={today}&endDate={today}"),
+        Some(TOKEN),
+    );
+    assert!(u.json()["items"].get("acme").is_none(), "{}", u.text());
+    // PATCH: name and description.
+    let r = admin_with(a, "POST", "/apikeys", r#"{"name": "p", "plan": "gold"}"#);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = admin_with(
+        a,
+        "PATCH",
+        &format!("/apikeys/{id}"),
+        r#"{"name": "partner-2", "description": "renamed"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let one = admin(a, "GET", &format!("/apikeys/{id}"), Some(TOKEN)).json();
+    assert_eq!(
+        (one["name"].as_str(), one["description"].as_str()),
+        (Some("partner-2"), Some("renamed"))
+    );
+    let r = admin_with(a, "PATCH", &format!("/apikeys/{id}"), r#"{"name": " "}"#);
+    assert_eq!(r.status, 400);
+    // /ping: no token needed, nothing revealed.
+    let r = admin(a, "GET", "/ping", None);
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert_eq!(admin(a, "GET", "/healthz", None).status, 401);
+}

@@ -2,6 +2,8 @@
 //! `Authorization: Bearer <token>` with the token from the environment variable named by
 //! `admin.token_env`; without that variable the admin API does not start (and says why).
 //!
+//! - `GET /ping` (no token): 200 `ok` while serving, 503 `draining` once the gateway stops
+//!   taking traffic — for load balancers; it says nothing else
 //! - `GET /healthz`: `{"status":"ok","generation":N}`
 //! - `GET /config`: the effective configuration as JSON, secrets redacted
 //! - `POST /reload`: reload the config file; 200 `{"generation":N}` or 400 with every error
@@ -73,7 +75,12 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
             Framing::None => 0,
             Framing::Length(n) if n as usize <= MAX_ADMIN_BODY => n as usize,
             Framing::Length(_) => return Ok(Err((413, "Request Entity Too Large"))),
-            _ => return Ok(Err((411, "Send the body with Content-Length"))),
+            _ => {
+                return Ok(Err((
+                    411,
+                    "Length Required: send the body with Content-Length",
+                )))
+            }
         };
         while buf.len() < n {
             if read_into(&mut stream, &mut buf).await? == 0 {
@@ -101,7 +108,16 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
                 .or_else(|| v.strip_prefix(b"bearer "))
         })
         .is_some_and(|t| token_ok(t.trim_ascii(), token.as_bytes()));
-    let (status, body) = if !authorized {
+    let is_ping = head.path_bytes() == b"/ping";
+    let (status, body) = if is_ping && matches!(head.method_bytes(), b"GET" | b"HEAD") {
+        if ctl.borrow().draining() {
+            (503, "draining\n".to_string())
+        } else {
+            (200, "ok\n".to_string())
+        }
+    } else if is_ping {
+        (405, r#"{"message":"Method Not Allowed"}"#.to_string())
+    } else if !authorized {
         (401, r#"{"message":"Unauthorized"}"#.to_string())
     } else {
         let path = String::from_utf8_lossy(head.path_bytes()).into_owned();
@@ -109,9 +125,51 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
             .query_bytes()
             .map(|q| String::from_utf8_lossy(q).into_owned())
             .unwrap_or_default();
-        route(head.method_bytes(), &path, &query, &body, &ctl)
+        let (status, out) = route(head.method_bytes(), &path, &query, &body, &ctl);
+        if head.method_bytes() != b"GET" && status < 400 {
+            // The audit trail: every change, who made it (the admin token's holder) and what.
+            tracing::info!(
+                target: "tollgate::audit",
+                who = "admin",
+                method = %String::from_utf8_lossy(head.method_bytes()),
+                path = %path,
+                status,
+                "admin change"
+            );
+        }
+        (status, out)
     };
-    let _ = write_all(&mut stream, respond(status, body)).await;
+    let mut out = respond(status, body);
+    if status == 405 {
+        let path = String::from_utf8_lossy(head.path_bytes()).into_owned();
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        if let Some(allow) = allowed_methods(&segs) {
+            // `Allow` goes with the head: insert it before the blank line.
+            let at = out.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2);
+            if let Some(at) = at {
+                let line = format!("allow: {allow}\r\n");
+                out.splice(at..at, line.into_bytes());
+            }
+        }
+    }
+    let _ = write_all(&mut stream, out).await;
+}
+
+/// The methods a known admin path takes (for 405's `Allow`); `None`: no such path (404).
+fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
+    Some(match segs {
+        ["ping"] => "GET, HEAD",
+        ["healthz"] | ["config"] | ["metrics"] => "GET",
+        ["reload"] => "POST",
+        ["apikeys"] => "GET, POST",
+        ["apikeys", "import"] => "POST",
+        ["apikeys", _] => "GET, PATCH, DELETE",
+        ["usageplans", _, "usage"] => "GET",
+        ["usageplans", _, "keys", _, "quota"] => "PUT",
+        ["usageplans", _, "keys", _, "quota", "reset"] => "POST",
+        ["apis", _, "stages", _, "cache"] => "GET, DELETE",
+        _ => return None,
+    })
 }
 
 /// Decodes `%XX` and `+` in a query value.
@@ -166,6 +224,8 @@ fn op<T: serde::Serialize>(status: u16, r: Result<T, OpError>) -> (u16, String) 
 struct KeyUpdate {
     enabled: Option<bool>,
     plans: Option<Vec<String>>,
+    name: Option<String>,
+    description: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -219,7 +279,11 @@ fn route(
             None => message(404, "no such key"),
         },
         (b"PATCH", ["apikeys", id]) => match json::<KeyUpdate>(body) {
-            Ok(u) => op(200, ctl.borrow_mut().update_key(id, u.enabled, u.plans)),
+            Ok(u) => op(
+                200,
+                ctl.borrow_mut()
+                    .update_key(id, u.enabled, u.plans, u.name, u.description),
+            ),
             Err(e) => e,
         },
         (b"DELETE", ["apikeys", id]) => op(200, ctl.borrow_mut().delete_key(id).map(|_| serde_json::json!({"deleted": id}))),
@@ -252,7 +316,7 @@ fn route(
                 }
             }))
         }
-        (_, ["healthz" | "config" | "reload" | "metrics" | "apikeys", ..] | ["usageplans", ..] | ["apis", _, "stages", _, "cache"]) => message(405, "Method Not Allowed"),
+        (_, segs) if allowed_methods(segs).is_some() => message(405, "Method Not Allowed"),
         _ => message(404, "Not Found"),
     }
 }

@@ -281,7 +281,21 @@ impl Control {
         id: &str,
         enabled: Option<bool>,
         plans: Option<Vec<String>>,
+        name: Option<String>,
+        description: Option<String>,
     ) -> Result<KeyView, OpError> {
+        if name
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty() || n.len() > 1024)
+        {
+            return Err(OpError(400, "name must be 1 to 1024 characters".into()));
+        }
+        if description.as_deref().is_some_and(|d| d.len() > 1024) {
+            return Err(OpError(
+                400,
+                "description must be at most 1024 characters".into(),
+            ));
+        }
         if self.compiled.config.api_keys.iter().any(|k| k.name == id) {
             return Err(OpError(
                 409,
@@ -302,6 +316,12 @@ impl Control {
         }
         if let Some(p) = plans {
             k.plans = p;
+        }
+        if let Some(n) = name {
+            k.name = n;
+        }
+        if let Some(d) = description {
+            k.description = d;
         }
         self.store()
             .map_err(|e| OpError(500, e))?

@@ -248,6 +248,11 @@ impl Control {
         out
     }
 
+    /// Whether the gateway has stopped taking traffic (a drain is under way).
+    pub(crate) fn draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
@@ -281,6 +286,7 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     rx: flume::Receiver<ControlMsg>,
     admin: Option<impl FnOnce(Rc<RefCell<Control>>) -> AdminFut>,
     shards: Vec<flume::Sender<ShardMsg>>,
+    shards_done: impl Fn() -> bool,
 ) {
     {
         let c = ctl.borrow();
@@ -336,11 +342,17 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     }
     stop.set(true);
     tracing::info!("shutting down: draining connections");
-    let c = ctl.borrow();
-    c.shared.draining.store(true, Ordering::Relaxed);
-    c.live.set(u64::MAX);
-    for s in &shards {
-        let _ = s.send(ShardMsg::Drain);
+    {
+        let c = ctl.borrow();
+        c.shared.draining.store(true, Ordering::Relaxed);
+        c.live.set(u64::MAX);
+        for s in &shards {
+            let _ = s.send(ShardMsg::Drain);
+        }
+    }
+    // The admin API (and its /ping, now 503) stays up while the shards drain.
+    while !shards_done() {
+        monoio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

@@ -68,8 +68,17 @@ impl Control {
         let q = p
             .quota
             .ok_or_else(|| OpError(409, format!("usage plan {plan:?} has no quota")))?;
-        if self.get_key(id).is_none() {
-            return Err(OpError(404, "no such key".into()));
+        match self.get_key(id) {
+            None => return Err(OpError(404, "no such key".into())),
+            // A key that is not on the plan has no usage there to set: refused, rather than
+            // a usage entry for a key the plan does not know.
+            Some(k) if !k.plans.iter().any(|p| p == plan) => {
+                return Err(OpError(
+                    404,
+                    format!("key {id:?} is not on usage plan {plan:?}"),
+                ))
+            }
+            Some(_) => {}
         }
         let today = throttle::today();
         let cell = {
