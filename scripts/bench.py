@@ -659,6 +659,12 @@ def svg_bars(summary: dict, metric: str, title: str, unit: str) -> str:
             + "".join(parts) + "</svg>")
 
 
+# Every system the harness can run (`--systems`).
+SYSTEMS = ("direct", "tollgate", "tollgate-base", "tollgate-epoll", "tollgate-pipeline", "tollgate-cache",
+           "tollgate-noflags", "tollgate-defer", "tollgate-deferred", "floor", "floor-uring",
+           "floor-uring-defer", "nginx", "nginx-cache", "nginx-deferred", "haproxy", "envoy", "traefik")
+
+
 def main() -> int:
     # SIGTERM/SIGHUP unwind through the finally blocks, so no server outlives the run.
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -668,10 +674,16 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--systems", default="direct,tollgate,tollgate-epoll,tollgate-pipeline,nginx,haproxy,envoy,traefik")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--systems", default="direct,tollgate,tollgate-epoll,tollgate-pipeline,nginx,haproxy,envoy,traefik",
+                    help="comma-separated, from: " + ", ".join(SYSTEMS))
+    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+                    help="comma-separated, from: " + ", ".join(WORKLOADS))
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    unknown = [s for s in args.systems.split(",") if s not in SYSTEMS]
+    unknown += [w for w in args.workloads.split(",") if w not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown system or workload: {', '.join(unknown)} (see --help)")
     if args.quick:
         args.rounds, args.seconds, args.workloads, args.systems = 1, 3, "small_get", "direct,tollgate,nginx"
     systems = [s for s in args.systems.split(",") if s == "direct" or available(s)]

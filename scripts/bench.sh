@@ -12,7 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
-for a in "$@"; do [ "$a" = "--quick" ] && quick=1; done
+for a in "$@"; do
+  # Help only prints: nothing is installed or built for it.
+  case "$a" in -h|--help) exec python3 scripts/bench.py --help ;; esac
+  [ "$a" = "--quick" ] && quick=1
+done
 
 need_apt=()
 command -v nginx >/dev/null || need_apt+=(nginx-light)

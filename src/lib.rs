@@ -117,6 +117,68 @@ pub fn fd_warning(cfg: &Config, open_file_limit: u64) -> Option<String> {
     })
 }
 
+/// A warning when the admin API listens beyond loopback: it speaks plain HTTP (its bearer
+/// token crosses the network in the clear).
+pub fn admin_warning(cfg: &Config) -> Option<String> {
+    let a = cfg.admin.as_ref()?;
+    (!a.addr.ip().is_loopback()).then(|| {
+        format!(
+            "admin.addr = {} is not a loopback address: the admin API has no TLS, so its bearer token crosses the network in the clear; keep it on 127.0.0.1 (reach it through SSH or a TLS proxy)",
+            a.addr
+        )
+    })
+}
+
+/// The CPUs this process may run on (`Cpus_allowed_list` in /proc/self/status); `None` when
+/// it cannot be read.
+fn allowed_cpus() -> Option<Vec<usize>> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.trim().parse::<usize>().ok()?..=b.trim().parse().ok()?),
+            None => cpus.push(part.trim().parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+/// Whether the shards can be placed as `[server]` asks (with `--workers` applied): with
+/// `pin = true`, one listed CPU per worker, each one this process may run on. `tollgate
+/// check` and start-up both run it, so a config that checks is one that starts pinned.
+pub fn check_placement(cfg: &Config, workers: Option<usize>) -> Result<(), String> {
+    let server = &cfg.server;
+    if !server.pin {
+        return Ok(());
+    }
+    let shards = workers.unwrap_or(cfg.shard_count());
+    if !server.cpus.is_empty() && shards > server.cpus.len() {
+        return Err(format!(
+            "server.cpus: lists {} CPUs but {shards} workers will run; list at least one CPU per worker",
+            server.cpus.len()
+        ));
+    }
+    let wanted: Vec<usize> = if server.cpus.is_empty() {
+        (0..shards).collect()
+    } else {
+        server.cpus.clone()
+    };
+    if let Some(allowed) = allowed_cpus() {
+        if let Some(bad) = wanted.iter().find(|c| !allowed.contains(c)) {
+            let list: Vec<String> = allowed.iter().map(|c| c.to_string()).collect();
+            return Err(format!(
+                "server.cpus: CPU {bad} is not one this process may run on (allowed: {}); with pin = true every worker's CPU must exist",
+                list.join(",")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `tollgate state check`: tests the state file on a copy and says what it holds.
 pub fn state_check(cfg: &Config) -> Result<String, String> {
     let dir = &cfg.server.state_dir;
@@ -186,6 +248,7 @@ impl Gateway {
             cfg.server.workers = w;
         }
         let shards = cfg.shard_count();
+        check_placement(&cfg, None).map_err(StartError)?;
         let driver = runtime::pick_driver(cfg.server.driver).map_err(StartError)?;
         let mut per_shard: Vec<Vec<std::net::TcpListener>> =
             (0..shards).map(|_| Vec::new()).collect();
@@ -203,6 +266,9 @@ impl Gateway {
             }
             tracing::info!(listener = %l.name, addr = %addr, "listening");
             listeners.push((l.name.clone(), addr));
+        }
+        if let Some(w) = admin_warning(&cfg) {
+            tracing::warn!("{w}");
         }
         let admin = match &cfg.admin {
             None => None,

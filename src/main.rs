@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tollgate::Config;
+use tollgate::{Config, ConfigError};
 use tollgate::{Gateway, Options};
 
 #[global_allocator]
@@ -97,10 +97,16 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Check) => match tollgate::check(&cfg) {
+        Some(Command::Check) => match tollgate::check(&cfg).and_then(|()| {
+            tollgate::check_placement(&cfg, cli.workers)
+                .map_err(|e| ConfigError { errors: vec![e] })
+        }) {
             Ok(()) => {
                 print!("{}", tollgate::summary(&cfg, cli.workers));
                 if let Some(w) = raise_nofile().and_then(|l| tollgate::fd_warning(&cfg, l)) {
+                    println!("warning: {w}");
+                }
+                if let Some(w) = tollgate::admin_warning(&cfg) {
                     println!("warning: {w}");
                 }
                 ExitCode::SUCCESS

@@ -118,7 +118,10 @@ pub(crate) fn spawn_shard(spec: ShardSpec) -> io::Result<std::thread::JoinHandle
                 tracing::warn!(shard = spec.id, cpu, error = ?e, "could not pin shard to CPU");
             }
         }
-        tracing::info!(shard = spec.id, cpu = ?spec.cpu, driver = spec.driver.name(), "shard started");
+        match spec.cpu {
+            Some(cpu) => tracing::info!(shard = spec.id, cpu, driver = spec.driver.name(), "shard started"),
+            None => tracing::info!(shard = spec.id, driver = spec.driver.name(), "shard started"),
+        }
         let (id, driver) = (spec.id, spec.driver);
         if let Err(e) = block_on(driver, spec.entries, spec.uring_flags, shard_main(spec)) {
             tracing::error!(shard = id, driver = driver.name(), error = %e, "shard runtime failed to start");

@@ -476,3 +476,114 @@ fn a_drain_cut_short_exits_non_zero() {
     let status = p.child.wait().unwrap();
     assert_eq!(status.code(), Some(3), "{status:?}");
 }
+
+/// `tollgate check` and start-up agree on CPU pinning: a CPU this machine does not have, or
+/// fewer CPUs than `--workers`, is refused by both (before: "configuration OK", then
+/// unpinned shards).
+#[test]
+fn check_and_start_agree_on_cpu_pinning() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let write = |server: &str| {
+        std::fs::write(&path, Cfg::new().workers(1).server(server).toml()).unwrap();
+    };
+    write("pin = true\ncpus = [4000]");
+    for args in [&["check"][..], &[]] {
+        let out = bin()
+            .args(["--config", path.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{args:?}: {text}");
+        assert!(
+            text.contains("CPU 4000 is not one this process may run on"),
+            "{args:?}: {text}"
+        );
+    }
+    write("pin = true\ncpus = [0]");
+    let out = bin()
+        .args([
+            "--config",
+            path.to_str().unwrap(),
+            "--workers",
+            "4",
+            "check",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("lists 1 CPUs but 4 workers will run"),
+        "{text}"
+    );
+}
+
+/// An admin API listening beyond loopback is flagged by `tollgate check` (it has no TLS).
+#[test]
+fn check_warns_about_an_admin_api_off_loopback() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(
+        &path,
+        Cfg::new()
+            .no_admin()
+            .extra("[admin]\naddr = \"0.0.0.0:0\"\n")
+            .toml(),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["--config", path.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("warning: admin.addr = 0.0.0.0:0 is not a loopback address"),
+        "{text}"
+    );
+}
+
+/// Every TOML snippet in the README is valid TOML, and the ones that are whole configs
+/// (listeners and APIs) pass `tollgate check`.
+#[test]
+fn readme_config_snippets_load() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut cur, line.trim_start()) {
+            (None, l) if l.starts_with("```toml") => cur = Some(String::new()),
+            (Some(_), "```") => blocks.push(cur.take().unwrap()),
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(blocks.len() >= 5, "found {} toml blocks", blocks.len());
+    let dir = TempDir::new();
+    for (i, b) in blocks.iter().enumerate() {
+        // Snippets of `[[apis]]` tables are indented; TOML does not mind.
+        if let Err(e) = b.parse::<toml::Table>() {
+            panic!("README toml block {i} does not parse: {e}\n{b}");
+        }
+        if b.contains("[[listeners]]") && b.contains("[[apis]]") {
+            let path = dir.0.join(format!("readme-{i}.toml"));
+            std::fs::write(&path, b).unwrap();
+            let out = bin()
+                .args(["--config", path.to_str().unwrap(), "check"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "README toml block {i}: {}\n{b}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
