@@ -65,6 +65,7 @@ mod snapshot;
 mod syntax;
 mod throttle;
 mod tls;
+mod upgrade;
 mod upstream;
 
 // The public surface: what the binary, the end-to-end tests and the benchmarks use. The
@@ -214,10 +215,20 @@ pub struct Options {
     pub workers: Option<usize>,
     /// The admin token; `None` reads the variable named by `admin.token_env`.
     pub admin_token: Option<String>,
+    /// `--take-over`: start with the listening sockets and state store of the gateway running
+    /// on the same `state_dir`, which then drains and exits (zero-downtime upgrade).
+    pub take_over: bool,
 }
 
 /// A running gateway.
 pub struct Gateway {
+    /// The take-over thread, and whether it released this process to a successor (it is
+    /// then joined before exit, so that the successor hears that the store is free).
+    upgrade_thread: Option<(
+        std::thread::JoinHandle<()>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        PathBuf,
+    )>,
     /// What the shards share (read here for the drain's outcome).
     shared: std::sync::Arc<Shared>,
     listeners: Vec<(String, SocketAddr)>,
@@ -250,20 +261,51 @@ impl Gateway {
         let shards = cfg.shard_count();
         check_placement(&cfg, None).map_err(StartError)?;
         let driver = runtime::pick_driver(cfg.server.driver).map_err(StartError)?;
-        let mut per_shard: Vec<Vec<std::net::TcpListener>> =
+        // --take-over: the running gateway's sockets, once this config is known to compile
+        // (a refused config must leave it serving, untouched).
+        let mut handover = if opts.take_over {
+            compile::check(&cfg).map_err(|e| StartError(e.errors.join("; ")))?;
+            Some(upgrade::take_over(&cfg.server.state_dir).map_err(StartError)?)
+        } else {
+            None
+        };
+        // Per shard: (listener index, socket).
+        let mut per_shard: Vec<Vec<(usize, std::net::TcpListener)>> =
             (0..shards).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
-        for l in &cfg.listeners {
-            let (socks, addr) =
-                listener::bind_for_shards(l.addr, shards, l.defer_accept).map_err(|e| {
-                    StartError(format!(
-                        "listeners[{:?}]: cannot listen on {}: {e}",
-                        l.name, l.addr
-                    ))
-                })?;
+        // Duplicates of every listening socket, offered to a successor.
+        let mut offer = upgrade::Offer {
+            listeners: Vec::new(),
+            admin: None,
+        };
+        for (idx, l) in cfg.listeners.iter().enumerate() {
+            let cant = |e: std::io::Error| {
+                StartError(format!(
+                    "listeners[{:?}]: cannot listen on {}: {e}",
+                    l.name, l.addr
+                ))
+            };
+            let inherited = handover.as_mut().and_then(|h| h.listener(l.addr));
+            let (socks, addr) = match inherited {
+                Some(mut socks) => {
+                    // More shards than sockets: more sockets join the port's group.
+                    while socks.len() < shards {
+                        socks.push(listener::bind_with(l.addr, l.defer_accept).map_err(cant)?);
+                    }
+                    (socks, l.addr)
+                }
+                None => listener::bind_for_shards(l.addr, shards, l.defer_accept).map_err(cant)?,
+            };
+            let mut dups = Vec::new();
             for (i, s) in socks.into_iter().enumerate() {
-                per_shard[i].push(s);
+                if let Ok(d) = s.try_clone() {
+                    dups.push(std::os::fd::OwnedFd::from(d));
+                }
+                // Fewer shards than inherited sockets: a shard accepts on several, so that no
+                // socket's queue is left behind.
+                per_shard[i % shards].push((idx, s));
             }
+            offer.listeners.push((addr, dups));
             tracing::info!(listener = %l.name, addr = %addr, "listening");
             listeners.push((l.name.clone(), addr));
         }
@@ -284,9 +326,19 @@ impl Gateway {
                         None
                     }
                     Some(t) => {
-                        let l = listener::bind_exclusive(a.addr).map_err(|e| {
-                            StartError(format!("admin.addr: cannot listen on {}: {e}", a.addr))
-                        })?;
+                        let inherited = handover
+                            .as_mut()
+                            .and_then(|h| h.admin.take_if(|(addr, _)| *addr == a.addr))
+                            .map(|(_, l)| l);
+                        let l = match inherited {
+                            Some(l) => l,
+                            None => listener::bind_exclusive(a.addr).map_err(|e| {
+                                StartError(format!("admin.addr: cannot listen on {}: {e}", a.addr))
+                            })?,
+                        };
+                        if let Ok(d) = l.try_clone() {
+                            offer.admin = Some((a.addr, std::os::fd::OwnedFd::from(d)));
+                        }
                         let addr = l.local_addr().map_err(|e| StartError(e.to_string()))?;
                         tracing::info!(addr = %addr, "admin API listening");
                         Some((l, t, addr))
@@ -295,6 +347,12 @@ impl Gateway {
             }
         };
         let admin_addr = admin.as_ref().map(|a| a.2);
+        if let Some(h) = &mut handover {
+            // Ready: the running gateway stops accepting and closes the store. Connections
+            // that arrive meanwhile wait in the accept queues of the sockets we now hold.
+            h.release().map_err(StartError)?;
+            tracing::info!("took over the listening sockets and the state store");
+        }
         let store = control::store::Store::open(&cfg.server.state_dir).map_err(StartError)?;
         let (init, snap) =
             control::ControlInit::prepare(cfg, opts.config_path.clone(), opts.workers, store)
@@ -335,6 +393,51 @@ impl Gateway {
             );
         }
         let (ctl_tx, ctl_rx) = flume::unbounded();
+        // A successor may take over from this process (tollgate --take-over).
+        let release_tx = ctl_tx.clone();
+        let sock = upgrade::socket_path(&snap.config.server.state_dir);
+        // The previous process's usage, counted while it drained, arrives later.
+        if let Some(h) = handover {
+            let tx = ctl_tx.clone();
+            h.await_usage(move |json| {
+                match serde_json::from_str::<Vec<control::UsageDelta>>(&json) {
+                    Ok(d) => {
+                        let _ = tx.send(ControlMsg::AddUsage(d));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "usage from the previous process unreadable")
+                    }
+                }
+            });
+        }
+        let (usage_tx, usage_rx) = std::sync::mpsc::channel::<String>();
+        let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = released.clone();
+        let served = upgrade::serve(
+            sock.clone(),
+            offer,
+            move || {
+                let (tx, rx) = flume::bounded(1);
+                release_tx
+                    .send(ControlMsg::Release(tx))
+                    .map_err(|_| "the control plane is gone".to_string())?;
+                rx.recv()
+                    .map_err(|_| "the control plane is gone".to_string())??;
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            },
+            usage_rx,
+        );
+        let upgrade_thread = match served {
+            Ok(h) => {
+                tracing::info!(path = %sock.display(), "a successor may take over (tollgate --take-over)");
+                Some((h, released, sock.clone()))
+            }
+            Err(e) => {
+                tracing::warn!(path = %sock.display(), error = %e, "take-over socket not available: upgrades will need a restart");
+                None
+            }
+        };
         let entries = server.uring_entries;
         let control = std::thread::Builder::new()
             .name("tollgate-control".into())
@@ -363,11 +466,15 @@ impl Gateway {
                 for h in handles {
                     let _ = h.join();
                 }
-                control::final_flush(&mut ctl.borrow_mut());
+                if let Some(deltas) = control::final_flush(&mut ctl.borrow_mut()) {
+                    // Handed over: the successor adds what this process counted since.
+                    let _ = usage_tx.send(serde_json::to_string(&deltas).unwrap_or_default());
+                }
                 tracing::info!("stopped");
             })
             .map_err(|e| StartError(format!("cannot start control thread: {e}")))?;
         Ok(Gateway {
+            upgrade_thread,
             shared: shared_for_gateway,
             listeners,
             admin: admin_addr,
@@ -431,6 +538,12 @@ impl Gateway {
 
     fn join(&mut self) {
         if let Some(h) = self.control.take() {
+            let _ = h.join();
+        }
+        if let Some((h, released, path)) = self.upgrade_thread.take() {
+            if !released.load(std::sync::atomic::Ordering::SeqCst) {
+                upgrade::stop(&path);
+            }
             let _ = h.join();
         }
     }

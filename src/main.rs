@@ -28,6 +28,10 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Take over from the gateway running on the same state_dir: its listening sockets and
+    /// state store pass to this process, and it drains and exits (zero-downtime upgrade).
+    #[arg(long)]
+    take_over: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -135,7 +139,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => run(cfg, cli.config, cli.workers),
+        None => run(cfg, cli.config, cli.workers, cli.take_over),
     }
 }
 
@@ -165,7 +169,7 @@ fn raise_nofile() -> Option<u64> {
     Some(lim.rlim_cur)
 }
 
-fn run(cfg: Config, path: PathBuf, workers: Option<usize>) -> ExitCode {
+fn run(cfg: Config, path: PathBuf, workers: Option<usize>, take_over: bool) -> ExitCode {
     if let Some(limit) = raise_nofile() {
         if let Some(w) = tollgate::fd_warning(&cfg, limit) {
             tracing::warn!(open_file_limit = limit, "{w}");
@@ -186,6 +190,7 @@ fn run(cfg: Config, path: PathBuf, workers: Option<usize>) -> ExitCode {
             config_path: Some(path),
             workers,
             admin_token: None,
+            take_over,
         },
     ) {
         Ok(g) => g,

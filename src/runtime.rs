@@ -104,7 +104,8 @@ pub(crate) struct ShardSpec {
     pub driver: DriverKind,
     pub entries: u32,
     pub uring_flags: UringFlags,
-    pub listeners: Vec<std::net::TcpListener>,
+    /// (listener index, socket): a shard may accept on several sockets of one listener.
+    pub listeners: Vec<(usize, std::net::TcpListener)>,
     pub shared: Arc<Shared>,
     pub rx: flume::Receiver<ShardMsg>,
     pub drain_timeout: Duration,
@@ -131,7 +132,7 @@ pub(crate) fn spawn_shard(spec: ShardSpec) -> io::Result<std::thread::JoinHandle
 
 async fn shard_main(spec: ShardSpec) {
     let shard = Shard::new(spec.id, spec.shared.clone());
-    for (idx, l) in spec.listeners.into_iter().enumerate() {
+    for (idx, l) in spec.listeners {
         match monoio::net::TcpListener::from_std(l) {
             Ok(l) => {
                 monoio::spawn(accept_loop(shard.clone(), l, idx));
@@ -188,11 +189,26 @@ impl Drop for ConnGuard {
 
 async fn accept_loop(shard: Rc<Shard>, listener: monoio::net::TcpListener, idx: usize) {
     use std::sync::atomic::Ordering;
+    let mut canceller = monoio::io::Canceller::new();
     loop {
+        if shard.drain.is_on() {
+            break;
+        }
+        // A drain cancels the accept in flight, then waits for it to end: on io_uring the
+        // kernel may already have taken a connection off the queue, and that one is served,
+        // not dropped (a successor taking over the socket must not lose it).
+        let accept = listener.cancelable_accept(canceller.handle());
+        let mut accept = std::pin::pin!(accept);
         let drain = shard.drain.wait();
         let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = drain => break,
+            r = &mut accept => r,
+            _ = drain => {
+                canceller = canceller.cancel();
+                match accept.await {
+                    Ok(conn) => Ok(conn),
+                    Err(_) => break,
+                }
+            }
         };
         match accepted {
             Ok((stream, peer)) => {

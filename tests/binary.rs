@@ -587,3 +587,176 @@ fn readme_config_snippets_load() {
         }
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Zero-downtime upgrades: five successive `tollgate --take-over` processes take the
+/// listening sockets and the state store from the running one while clients keep sending
+/// (new connections, and a keep-alive client that retries a request its idle connection was
+/// closed under, as browsers do): no request fails, no connection is refused, each old process
+/// drains and exits 0, and usage counted for the API key carries on across processes. A
+/// successor whose config is refused, or that cannot bind a new listener, leaves the running
+/// gateway serving.
+#[test]
+fn take_over_upgrades_lose_no_request() {
+    const KEY: &str = "upgr-0123456789abcdef0123";
+    let port = free_port();
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let toml = |body: &str, extra_listener: Option<u16>| {
+        let mut listeners =
+            format!("[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:{port}\"\n");
+        if let Some(p) = extra_listener {
+            listeners += &format!("[[listeners]]\nname = \"more\"\naddr = \"127.0.0.1:{p}\"\n");
+        }
+        Cfg::new()
+            .listeners(listeners)
+            .admin("token_env = \"TG_TEST_TOKEN\"")
+            .route(
+                "GET /v",
+                format!("api_key_required = true\nintegration = {{ type = \"mock\", body = \"{body}\" }}"),
+            )
+            .extra(format!(
+                "[[usage_plans]]\nname = \"p\"\nstages = [\"api/prod\"]\nquota = {{ limit = 1000000, period = \"day\" }}\n\n[[api_keys]]\nname = \"k\"\nvalue = \"{KEY}\"\nplan = \"p\"\n"
+            ))
+            .toml()
+    };
+    std::fs::write(&path, toml("gen0", None)).unwrap();
+    let env = [("TG_TEST_TOKEN", "t0ken")];
+    let mut old = Proc::start(&path, &env);
+    old.wait_for("listening");
+    let mut admin_addr: SocketAddr = old.wait_for("admin API listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    old.wait_for("a successor may take over (tollgate --take-over)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ask = move |c: &mut Client| -> Option<Resp> {
+        c.send(format!("GET /v HTTP/1.1\r\nHost: h\r\nx-api-key: {KEY}\r\n\r\n").as_bytes());
+        c.read_response(false)
+    };
+    // New connection per request.
+    let (s1, ask1) = (stop.clone(), ask);
+    let fresh = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0u64, Vec::new());
+        while !s1.load(std::sync::atomic::Ordering::SeqCst) {
+            // A refused connection panics here, and the join below fails the test.
+            let mut c = Client::connect(addr);
+            match ask1(&mut c) {
+                Some(r) if r.status == 200 => ok += 1,
+                r => failed.push(format!("{:?}", r.map(|r| (r.status, r.text())))),
+            }
+        }
+        (ok, failed)
+    });
+    // One keep-alive client; a request on a connection closed before any answer is retried
+    // once on a new connection (the connection was idle: the request never reached anyone).
+    let (s2, ask2) = (stop.clone(), ask);
+    let kept = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0u64, Vec::new());
+        let mut c = Client::connect(addr);
+        while !s2.load(std::sync::atomic::Ordering::SeqCst) {
+            let r = match ask2(&mut c) {
+                Some(r) => Some(r),
+                None => {
+                    c = Client::connect(addr);
+                    ask2(&mut c)
+                }
+            };
+            match r {
+                Some(r) if r.status == 200 => ok += 1,
+                r => failed.push(format!("{:?}", r.map(|r| (r.status, r.text())))),
+            }
+        }
+        (ok, failed)
+    });
+    for generation in 1..=5 {
+        std::fs::write(&path, toml(&format!("gen{generation}"), None)).unwrap();
+        let new = Proc::start_with(&path, &env, &["--take-over"]);
+        new.wait_for("listening");
+        admin_addr = new.wait_for("admin API listening")["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        new.wait_for("took over the listening sockets and the state store");
+        new.wait_for("a successor may take over (tollgate --take-over)");
+        let status = old.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "generation {} exited {status:?}",
+            generation - 1
+        );
+        old = new;
+        assert!(eventually(Duration::from_secs(5), || get_keyed(addr, KEY)
+            == format!("gen{generation}")));
+    }
+    // A successor whose config is refused, and one that cannot bind its new listener, give up;
+    // the running gateway serves on.
+    std::fs::write(&path, "broken = [").unwrap();
+    let mut bad = Proc::start_with(&path, &env, &["--take-over"]);
+    assert!(!bad.child.wait().unwrap().success());
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    std::fs::write(&path, toml("never", Some(taken))).unwrap();
+    let mut bad = Proc::start_with(&path, &env, &["--take-over"]);
+    assert!(!bad.child.wait().unwrap().success());
+    assert_eq!(get_keyed(addr, KEY), "gen5");
+    assert!(
+        old.child.try_wait().unwrap().is_none(),
+        "the running gateway stopped"
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok1, failed1) = fresh.join().unwrap();
+    let (ok2, failed2) = kept.join().unwrap();
+    assert!(failed1.is_empty(), "new connections failed: {failed1:?}");
+    assert!(
+        failed2.is_empty(),
+        "keep-alive requests failed: {failed2:?}"
+    );
+    assert!(ok1 > 0 && ok2 > 0);
+    // Usage carried over: every request counted once, those the old processes served while
+    // they drained included (each sent its count to its successor).
+    let today = {
+        let out = Command::new("date").args(["-u", "+%F"]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let total = ok1 + ok2 + KEYED_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+    let used = || {
+        let u = admin(
+            admin_addr,
+            "GET",
+            &format!("/usageplans/p/usage?startDate={today}&endDate={today}"),
+            Some("t0ken"),
+        );
+        u.json()["items"]["k"][0]["used"].as_u64().unwrap_or(0)
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || used() == total),
+        "usage {} for {total} requests",
+        used()
+    );
+    old.signal("TERM");
+    assert!(old.child.wait().unwrap().success());
+}
+
+static KEYED_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn get_keyed(addr: SocketAddr, key: &str) -> String {
+    KEYED_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let mut c = Client::connect(addr);
+    c.request(
+        format!("GET /v HTTP/1.1\r\nHost: h\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .text()
+}

@@ -45,6 +45,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) enum ControlMsg {
     Reload(Option<flume::Sender<Result<u64, Vec<String>>>>),
     Shutdown,
+    /// A successor takes over: stop accepting, flush and close the state store, answer, drain.
+    Release(flume::Sender<Result<(), String>>),
+    /// Usage a predecessor counted after it handed over the store.
+    AddUsage(Vec<UsageDelta>),
 }
 
 /// Why an admin operation failed: the HTTP status and the message.
@@ -72,6 +76,11 @@ pub(crate) struct Control {
     state_dir: PathBuf,
     /// The store is closed because a write failed, not for shutdown.
     store_broken: bool,
+    /// The store was handed to a successor (no more flushes here).
+    released: bool,
+    /// The usage counters as they were flushed for the successor: what the drain counts
+    /// after that goes to the successor as deltas ([`final_flush`]).
+    released_at: ahash::AHashMap<(Arc<str>, Arc<str>), [u64; 4]>,
     /// Writes that failed, and times the store was reopened after one (for `/metrics`).
     store_failures: u64,
     store_reopens: u64,
@@ -155,6 +164,8 @@ impl ControlInit {
             compiled: self.compiled,
             store: Some(self.store),
             store_broken: false,
+            released: false,
+            released_at: Default::default(),
             store_failures: 0,
             store_reopens: 0,
             stored_keys: self.stored_keys,
@@ -189,6 +200,31 @@ impl Control {
             }
             Err(e) => tracing::debug!(error = %e, "state store still failing"),
         }
+    }
+
+    /// Flushes the usage counters and closes the state store for a successor.
+    fn release_store(&mut self) -> Result<(), String> {
+        // One snapshot is both what the store gets and what later deltas count from: shards
+        // keep counting meanwhile, and no request may fall between the two.
+        let snap = self.counters();
+        let batch: Vec<(String, String, QuotaState)> = snap
+            .iter()
+            .map(|((plan, id), [period, used, day, day_used])| {
+                let st = QuotaState {
+                    period: *period as i64,
+                    used: *used,
+                    day: *day as i64,
+                    day_used: *day_used,
+                };
+                (plan.to_string(), id.to_string(), st)
+            })
+            .collect();
+        let r = self.store().and_then(|s| s.flush(&batch));
+        self.store = None;
+        self.released = true;
+        self.released_at = snap;
+        tracing::info!("state store flushed and closed for the new process");
+        r
     }
 
     fn store(&self) -> Result<&Store, String> {
@@ -333,11 +369,29 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
             }
         }
     });
-    // Runs until a shutdown message, or until every sender is gone.
-    while let Ok(ControlMsg::Reload(reply)) = rx.recv_async().await {
-        let r = ctl.borrow_mut().reload();
-        if let Some(reply) = reply {
-            let _ = reply.send(r);
+    // Runs until a shutdown or release message, or until every sender is gone.
+    let mut release = None;
+    loop {
+        match rx.recv_async().await {
+            Ok(ControlMsg::Reload(reply)) => {
+                let r = ctl.borrow_mut().reload();
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            Ok(ControlMsg::Release(reply)) => {
+                release = Some(reply);
+                break;
+            }
+            Ok(ControlMsg::AddUsage(deltas)) => {
+                let n: u64 = deltas.iter().map(|d| d.used).sum();
+                ctl.borrow().add_usage(&deltas);
+                tracing::info!(
+                    requests = n,
+                    "usage counted by the previous process during its drain added"
+                );
+            }
+            Ok(ControlMsg::Shutdown) | Err(_) => break,
         }
     }
     stop.set(true);
@@ -350,17 +404,103 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
             let _ = s.send(ShardMsg::Drain);
         }
     }
+    if let Some(reply) = release {
+        // The successor opens the store next: flush what was counted, close it.
+        let r = ctl.borrow_mut().release_store();
+        let _ = reply.send(r);
+    }
     // The admin API (and its /ping, now 503) stays up while the shards drain.
     while !shards_done() {
         monoio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
+/// Usage counted by a process after it handed its store to a successor, for the successor
+/// to add to its own counters: per plan and key, the period and day it was counted in and how
+/// much.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct UsageDelta {
+    pub plan: String,
+    pub key: String,
+    pub period: u64,
+    pub used: u64,
+    pub day: u64,
+    pub day_used: u64,
+}
+
+impl Control {
+    /// Every quota cell's (period, used, day, day_used).
+    fn counters(&self) -> ahash::AHashMap<(Arc<str>, Arc<str>), [u64; 4]> {
+        let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        cells
+            .iter()
+            .map(|(k, c)| {
+                let v = [
+                    c.period.load(Ordering::Relaxed),
+                    c.used.load(Ordering::Relaxed),
+                    c.day.load(Ordering::Relaxed),
+                    c.day_used.load(Ordering::Relaxed),
+                ];
+                (k.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Adds usage a predecessor counted after handing over its store.
+    pub(crate) fn add_usage(&self, deltas: &[UsageDelta]) {
+        let mut cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        for d in deltas {
+            let key = (Arc::from(d.plan.as_str()), Arc::from(d.key.as_str()));
+            let cell = cells
+                .entry(key)
+                .or_insert_with(|| Arc::new(QuotaCell::new(d.period as i64, 0, d.day as i64, 0)));
+            if cell.period.load(Ordering::Relaxed) == d.period {
+                cell.used.fetch_add(d.used, Ordering::Relaxed);
+            }
+            if cell.day.load(Ordering::Relaxed) == d.day {
+                cell.day_used.fetch_add(d.day_used, Ordering::Relaxed);
+            }
+            cell.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The last flush, after the shards have stopped: a clean shutdown loses no usage. Then the
-/// store is closed, releasing its file lock.
-pub(crate) fn final_flush(ctl: &mut Control) {
+/// store is closed, releasing its file lock. A process that handed its store to a successor
+/// returns what it counted since, for the successor to add.
+pub(crate) fn final_flush(ctl: &mut Control) -> Option<Vec<UsageDelta>> {
+    if ctl.released {
+        let deltas = ctl
+            .counters()
+            .into_iter()
+            .filter_map(|((plan, key), [period, used, day, day_used])| {
+                let before = ctl.released_at.get(&(plan.clone(), key.clone()));
+                let [bp, bu, bd, bdu] = before.copied().unwrap_or([period, 0, day, 0]);
+                let used = if bp == period {
+                    used.saturating_sub(bu)
+                } else {
+                    used
+                };
+                let day_used = if bd == day {
+                    day_used.saturating_sub(bdu)
+                } else {
+                    day_used
+                };
+                (used > 0 || day_used > 0).then(|| UsageDelta {
+                    plan: plan.to_string(),
+                    key: key.to_string(),
+                    period,
+                    used,
+                    day,
+                    day_used,
+                })
+            })
+            .collect();
+        return Some(deltas);
+    }
     if let Err(e) = ctl.flush() {
         tracing::error!(error = %e, "usage counters not saved at shutdown");
     }
     ctl.store = None;
+    None
 }

@@ -80,6 +80,7 @@ impl Gw {
                 config_path: Some(path.clone()),
                 workers: None,
                 admin_token: Some(TOKEN.into()),
+                take_over: false,
             },
         ) {
             Ok(gw) => Ok(Gw {
@@ -135,8 +136,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Proc {
+        Proc::start_with(config, env, &[])
+    }
+
+    /// [`Proc::start`] with more command-line arguments (`--take-over`).
+    pub fn start_with(config: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         cmd.args(["--config", config.to_str().unwrap(), "--log-format", "json"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .env_remove("TOLLGATE_ADMIN_TOKEN");
@@ -177,11 +184,13 @@ impl Proc {
 
     /// Waits for a log line whose message is `msg`; returns its fields.
     pub fn wait_for(&self, msg: &str) -> serde_json::Value {
+        let mut seen = Vec::new();
         loop {
             let line = self
                 .lines
                 .recv_timeout(IO_TIMEOUT)
-                .unwrap_or_else(|_| panic!("no log line {msg:?}"));
+                .unwrap_or_else(|_| panic!("no log line {msg:?}; before it:\n{}", seen.join("\n")));
+            seen.push(line.clone());
             let v: serde_json::Value =
                 serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
             if v["fields"]["message"] == msg {

@@ -1,0 +1,294 @@
+//! Zero-downtime take-over: a new gateway process (`tollgate --take-over`) receives the
+//! running one's listening sockets over a Unix socket (`SCM_RIGHTS`, as HAProxy, Envoy and
+//! Pingora do), then asks it to release the state store; the old process stops accepting,
+//! flushes and closes the store, says so, and drains. Connections that arrive meanwhile wait
+//! in the sockets' accept queues — the sockets never close — so none is refused.
+//!
+//! Passing descriptors (rather than nginx's inheritance on exec) lets the new process be
+//! started by anyone — an operator, a package's upgrade script, systemd — with its own config,
+//! and lets the old one refuse nothing until the new one has loaded that config: a new binary
+//! or config that fails to start leaves the old process serving, untouched.
+//!
+//! Protocol, one line each way per step, on `{state_dir}/upgrade.sock`:
+//! new → `HELLO`; old → a JSON line `{"listeners":[["addr",n],...],"admin":"addr"|null}`
+//! with the descriptors attached (each listener's `n` sockets in order, then the admin's);
+//! new → `RELEASE` once it is ready to serve; old → `RELEASED` once the store is closed.
+
+use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// How long either side waits for the other's next line.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most descriptors one hand-over carries (listeners x shards, plus the admin's).
+const MAX_FDS: usize = 4096;
+
+/// The socket file in a state directory.
+pub(crate) fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("upgrade.sock")
+}
+
+/// What a running gateway offers a successor: its listening sockets by address.
+pub(crate) struct Offer {
+    pub listeners: Vec<(SocketAddr, Vec<OwnedFd>)>,
+    pub admin: Option<(SocketAddr, OwnedFd)>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    listeners: Vec<(SocketAddr, usize)>,
+    admin: Option<SocketAddr>,
+}
+
+/// Serves take-over requests on `path` from a thread of its own. `release` is called when a
+/// successor is ready: it stops accepting, closes the state store and returns once done (or
+/// why it could not). After one successful release the thread ends.
+pub(crate) fn serve(
+    path: PathBuf,
+    offer: Offer,
+    release: impl Fn() -> Result<(), String> + Send + 'static,
+    usage: std::sync::mpsc::Receiver<String>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // A socket file left by a process that is gone (the double-start check has already
+    // established that no live gateway holds these addresses).
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::thread::Builder::new()
+        .name("tollgate-upgrade".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                match hand_over(&conn, &offer, &release, &path) {
+                    Ok(Session::Released) => {
+                        // Once drained: what was counted since the hand-over, one line.
+                        if let Ok(line) = usage.recv() {
+                            let mut w = &conn;
+                            let _ = w.write_all(format!("USAGE {line}\n").as_bytes());
+                        }
+                        return;
+                    }
+                    Ok(Session::GaveUp) => {}
+                    Ok(Session::Stop) => {
+                        // This gateway stopped: its sockets close with the offer.
+                        let _ = std::fs::remove_file(&path);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "take-over attempt failed; still serving"),
+                }
+            }
+        })
+}
+
+/// How a session on the take-over socket ended.
+enum Session {
+    /// The store was released to a successor.
+    Released,
+    /// The successor went away before taking over.
+    GaveUp,
+    /// This gateway itself stopped (see [`stop`]).
+    Stop,
+}
+
+/// Ends the take-over thread of a gateway that stopped without handing over, so that the
+/// duplicates of its listening sockets close with it (nothing should listen on their
+/// addresses any more).
+pub(crate) fn stop(path: &Path) {
+    if let Ok(mut c) = UnixStream::connect(path) {
+        let _ = c.write_all(b"STOP\n");
+    }
+}
+
+/// One successor's session.
+fn hand_over(
+    conn: &UnixStream,
+    offer: &Offer,
+    release: &impl Fn() -> Result<(), String>,
+    path: &Path,
+) -> Result<Session, String> {
+    conn.set_read_timeout(Some(STEP_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut lines = BufReader::new(conn.try_clone().map_err(|e| e.to_string())?);
+    let mut line = String::new();
+    lines.read_line(&mut line).map_err(|e| e.to_string())?;
+    match line.trim() {
+        "HELLO" => {}
+        "STOP" => return Ok(Session::Stop),
+        other => return Err(format!("unexpected {other:?}")),
+    }
+    tracing::info!("a new gateway process asks to take over: handing it the listening sockets");
+    let manifest = Manifest {
+        listeners: offer
+            .listeners
+            .iter()
+            .map(|(a, fds)| (*a, fds.len()))
+            .collect(),
+        admin: offer.admin.as_ref().map(|(a, _)| *a),
+    };
+    let mut fds: Vec<RawFd> = offer
+        .listeners
+        .iter()
+        .flat_map(|(_, fds)| fds.iter().map(|f| f.as_raw_fd()))
+        .collect();
+    if let Some((_, f)) = &offer.admin {
+        fds.push(f.as_raw_fd());
+    }
+    let mut text = serde_json::to_string(&manifest).map_err(|e| e.to_string())?;
+    text.push('\n');
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(
+        conn.as_raw_fd(),
+        &[IoSlice::new(text.as_bytes())],
+        &cmsg,
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("sending the sockets: {e}"))?;
+    line.clear();
+    // The successor loads its config and prepares; it may give up (its config is refused):
+    // then the connection just closes and this process carries on.
+    if lines.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+        tracing::warn!("the new gateway process gave up before taking over; still serving");
+        return Ok(Session::GaveUp);
+    }
+    if line.trim() != "RELEASE" {
+        return Err(format!("unexpected {:?}", line.trim()));
+    }
+    tracing::info!("handing over: no longer accepting; releasing the state store");
+    release()?;
+    // The successor binds its own socket file once it hears this: remove ours first.
+    let _ = std::fs::remove_file(path);
+    let mut w = conn;
+    w.write_all(b"RELEASED\n").map_err(|e| e.to_string())?;
+    Ok(Session::Released)
+}
+
+/// The successor's side: the sockets received, and the session that releases the store.
+pub(crate) struct TakeOver {
+    pub listeners: Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
+    pub admin: Option<(SocketAddr, std::net::TcpListener)>,
+    conn: UnixStream,
+    /// One reader for every line the running gateway sends: `RELEASED` and `USAGE` may
+    /// arrive together, and a reader per line would lose the second in its buffer.
+    reader: BufReader<UnixStream>,
+}
+
+/// Connects to the running gateway's socket in `state_dir` and receives its listeners.
+pub(crate) fn take_over(state_dir: &Path) -> Result<TakeOver, String> {
+    let path = socket_path(state_dir);
+    let conn = UnixStream::connect(&path).map_err(|e| {
+        format!(
+            "--take-over: no running gateway answers on {}: {e}",
+            path.display()
+        )
+    })?;
+    conn.set_read_timeout(Some(STEP_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    (&conn)
+        .write_all(b"HELLO\n")
+        .map_err(|e| format!("--take-over: {e}"))?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let (n, fds) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| format!("--take-over: receiving the sockets: {e}"))?;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().map_err(|e| e.to_string())? {
+            if let ControlMessageOwned::ScmRights(r) = c {
+                fds.extend(r);
+            }
+        }
+        (msg.bytes, fds)
+    };
+    // Owned at once, so that every received descriptor is closed on any error below.
+    // SAFETY: the kernel just installed these descriptors in this process for us alone.
+    #[allow(unsafe_code)]
+    let mut fds: std::collections::VecDeque<OwnedFd> = fds
+        .into_iter()
+        .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
+        .collect();
+    let text = std::str::from_utf8(&buf[..n]).map_err(|e| e.to_string())?;
+    let manifest: Manifest =
+        serde_json::from_str(text.trim()).map_err(|e| format!("--take-over: {e}"))?;
+    let wanted = manifest.listeners.iter().map(|(_, n)| n).sum::<usize>()
+        + manifest.admin.is_some() as usize;
+    if fds.len() != wanted {
+        return Err(format!(
+            "--take-over: expected {wanted} sockets, received {}",
+            fds.len()
+        ));
+    }
+    let mut listeners = Vec::new();
+    for (addr, count) in manifest.listeners {
+        let socks = (0..count)
+            .filter_map(|_| fds.pop_front())
+            .map(std::net::TcpListener::from)
+            .collect();
+        listeners.push((addr, socks));
+    }
+    let admin = manifest
+        .admin
+        .and_then(|a| fds.pop_front().map(|f| (a, std::net::TcpListener::from(f))));
+    let reader = BufReader::new(conn.try_clone().map_err(|e| e.to_string())?);
+    Ok(TakeOver {
+        listeners,
+        admin,
+        conn,
+        reader,
+    })
+}
+
+impl TakeOver {
+    /// The listening sockets for `addr`, if the running gateway had them.
+    pub(crate) fn listener(&mut self, addr: SocketAddr) -> Option<Vec<std::net::TcpListener>> {
+        let i = self.listeners.iter().position(|(a, _)| *a == addr)?;
+        Some(self.listeners.swap_remove(i).1)
+    }
+
+    /// Waits (on a thread of its own) for the usage the previous process counts while it
+    /// drains, and hands it to `apply`.
+    pub(crate) fn await_usage(self, apply: impl FnOnce(String) + Send + 'static) {
+        let (conn, mut reader) = (self.conn, self.reader);
+        let _ = std::thread::Builder::new()
+            .name("tollgate-takeover".into())
+            .spawn(move || {
+                // The drain may take up to its timeout: no read timeout here.
+                let _ = conn.set_read_timeout(None);
+                let mut line = String::new();
+                // Called exactly once: with the line, or with none when the previous process
+                // went away without sending it.
+                let _ = reader.read_line(&mut line);
+                let json = line.trim().strip_prefix("USAGE ").unwrap_or("[]");
+                apply(json.to_string());
+            });
+    }
+
+    /// Asks the running gateway to stop accepting and close the state store; returns once it
+    /// has.
+    pub(crate) fn release(&mut self) -> Result<(), String> {
+        (&self.conn)
+            .write_all(b"RELEASE\n")
+            .map_err(|e| format!("--take-over: {e}"))?;
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .map_err(|e| format!("--take-over: waiting for the state store: {e}"))?;
+        if line.trim() != "RELEASED" {
+            return Err(format!(
+                "--take-over: the running gateway did not release the state store ({:?})",
+                line.trim()
+            ));
+        }
+        Ok(())
+    }
+}
