@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Tollgate's whole test suite: unit tests, then the end-to-end tests once per monoio
 # driver (io_uring where the kernel allows it, then epoll). Installs cargo-nextest,
-# redis-server, curl and h2load if missing.
+# redis-server, curl, h2load, systemd-analyze and prlimit if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,13 @@ if ! command -v curl >/dev/null 2>&1 || ! command -v h2load >/dev/null 2>&1; the
   echo "installing curl and nghttp2-client"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl nghttp2-client >/dev/null
+fi
+
+# The systemd unit is checked with systemd-analyze; the descriptor tests use prlimit.
+if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v prlimit >/dev/null 2>&1; then
+  echo "installing systemd (systemd-analyze) and util-linux (prlimit)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd util-linux >/dev/null
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

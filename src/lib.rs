@@ -528,7 +528,6 @@ impl Gateway {
         self.join();
     }
 
-    /// Waits until the gateway stops.
     /// Waits until the gateway has stopped; returns how many connections the drain had to
     /// cut at `server.drain_timeout` (0 for a clean stop).
     pub fn wait(mut self) -> usize {
@@ -565,6 +564,16 @@ pub struct Controller(flume::Sender<ControlMsg>);
 impl Controller {
     pub fn reload(&self) {
         let _ = self.0.send(ControlMsg::Reload(None));
+    }
+
+    /// Reloads and waits for the outcome (the new generation, or every error).
+    pub fn reload_wait(&self) -> Result<u64, Vec<String>> {
+        let (tx, rx) = flume::bounded(1);
+        self.0
+            .send(ControlMsg::Reload(Some(tx)))
+            .map_err(|_| vec!["gateway is stopped".to_string()])?;
+        rx.recv()
+            .map_err(|_| vec!["gateway is stopped".to_string()])?
     }
 
     pub fn shutdown(&self) {

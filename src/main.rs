@@ -143,6 +143,65 @@ fn main() -> ExitCode {
     }
 }
 
+/// Tells systemd (`Type=notify`) what the gateway is doing: one datagram to `$NOTIFY_SOCKET`
+/// (a path, or an abstract name after `@`); nothing without it.
+fn sd_notify(state: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_bytes();
+    let sent = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name)
+                .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+        }
+        None => sock.send_to(state.as_bytes(), &path),
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
+/// CLOCK_MONOTONIC in microseconds, for `RELOADING=1`'s `MONOTONIC_USEC`.
+#[allow(unsafe_code)]
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid clock id and a pointer to a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+/// SIGUSR2: starts a successor (`--take-over`) from this binary's path, with the same
+/// arguments and environment; it takes the sockets and the store, and this process drains.
+/// Under systemd the successor stays in the service (and announces itself as its main PID).
+fn spawn_successor() {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.is_empty() {
+        return;
+    }
+    let program = args.remove(0);
+    if !args.iter().any(|a| a == "--take-over") {
+        args.push("--take-over".into());
+    }
+    match std::process::Command::new(&program).args(&args).spawn() {
+        Ok(child) => tracing::info!(
+            pid = child.id(),
+            "SIGUSR2: started a successor to take over"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, program = %program.to_string_lossy(), "SIGUSR2: could not start a successor; still serving")
+        }
+    }
+}
+
 /// Raises the soft open-file limit to the hard one (each client connection and each upstream
 /// connection is a descriptor); returns the soft limit now in force.
 #[allow(unsafe_code)]
@@ -183,6 +242,7 @@ fn run(cfg: Config, path: PathBuf, workers: Option<usize>, take_over: bool) -> E
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGUSR1,
+        signal_hook::consts::SIGUSR2,
     ]);
     let gw = match Gateway::start(
         cfg,
@@ -208,6 +268,8 @@ fn run(cfg: Config, path: PathBuf, workers: Option<usize>, take_over: bool) -> E
         mi_collect(true)
     };
     let ctl = gw.controller();
+    // Ready; after a take-over this process is the service's main one from now on.
+    sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
     match signals {
         Ok(mut signals) => {
             std::thread::Builder::new()
@@ -216,7 +278,11 @@ fn run(cfg: Config, path: PathBuf, workers: Option<usize>, take_over: bool) -> E
                     for sig in signals.forever() {
                         if sig == signal_hook::consts::SIGHUP {
                             tracing::info!("SIGHUP: reloading configuration");
-                            ctl.reload();
+                            sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+                            let _ = ctl.reload_wait();
+                            sd_notify("READY=1");
+                        } else if sig == signal_hook::consts::SIGUSR2 {
+                            spawn_successor();
                         } else if sig == signal_hook::consts::SIGUSR1 {
                             // logrotate's habit: reopen log files. The gateway writes its
                             // logs to standard error (the journal, or what the supervisor
@@ -227,6 +293,7 @@ fn run(cfg: Config, path: PathBuf, workers: Option<usize>, take_over: bool) -> E
                             );
                         } else {
                             tracing::info!(signal = sig, "stopping");
+                            sd_notify("STOPPING=1");
                             ctl.shutdown();
                         }
                     }

@@ -760,3 +760,96 @@ fn get_keyed(addr: SocketAddr, key: &str) -> String {
     )
     .text()
 }
+
+/// systemd `Type=notify`: READY=1 (with MAINPID) once serving, RELOADING=1 then READY=1 around
+/// a SIGHUP reload, STOPPING=1 on SIGTERM; SIGUSR2 starts a successor that takes over and
+/// announces itself as the main PID, after which the old process drains and exits 0.
+#[test]
+fn systemd_notifications_and_sigusr2_take_over() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let port = free_port();
+    std::fs::write(
+        &path,
+        Cfg::new()
+            .listeners(format!(
+                "[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:{port}\"\n"
+            ))
+            .route("GET /v", "integration = { type = \"mock\", body = \"ok\" }")
+            .toml(),
+    )
+    .unwrap();
+    let notify_path = dir.0.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut p = Proc::start(&path, &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())]);
+    let pid = p.child.id();
+    assert_eq!(next(), format!("READY=1\nMAINPID={pid}"));
+    p.signal("HUP");
+    assert!(next().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(next(), "READY=1");
+    p.signal("USR2");
+    let ready = next();
+    let new_pid: u32 = ready
+        .strip_prefix("READY=1\nMAINPID=")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{ready}"));
+    assert_ne!(new_pid, pid);
+    // Whatever happens below, the successor does not outlive the test.
+    struct StopOnDrop(u32);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _guard = StopOnDrop(new_pid);
+    assert!(
+        p.child.wait().unwrap().success(),
+        "the old process drains and exits 0"
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(get(addr, "/v").text(), "ok");
+    // The successor is this test's doing: stop it by its PID.
+    let ok = Command::new("kill")
+        .args(["-TERM", &new_pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert_eq!(next(), "STOPPING=1");
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_err()
+    }));
+}
+
+/// The shipped systemd unit passes `systemd-analyze verify` (with this build's binary in
+/// place of /usr/bin/tollgate).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dist/tollgate.service"
+    ))
+    .unwrap()
+    .replace("/usr/bin/tollgate", env!("CARGO_BIN_EXE_tollgate"));
+    let dir = TempDir::new();
+    let path = dir.0.join("tollgate.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (the systemd package)");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("tollgate.service"), "{text}");
+}
