@@ -93,9 +93,18 @@ fn main() -> ExitCode {
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}: configuration refused:", cli.config.display());
-            for line in &e.errors {
-                eprintln!("  - {line}");
+            if matches!(cli.log_format, LogFormat::Json) && cli.command.is_none() {
+                // A supervisor that reads JSON records gets this one as a record too.
+                tracing::error!(
+                    config = %cli.config.display(),
+                    errors = %e.errors.join("; "),
+                    "configuration refused"
+                );
+            } else {
+                eprintln!("{}: configuration refused:", cli.config.display());
+                for line in &e.errors {
+                    eprintln!("  - {line}");
+                }
             }
             return ExitCode::FAILURE;
         }

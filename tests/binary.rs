@@ -137,7 +137,8 @@ fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
 
     std::fs::write(&path, "broken = [").unwrap();
     p.signal("HUP");
-    p.wait_for("reload refused");
+    let refused = p.wait_for("reload refused; the previous configuration keeps serving");
+    assert!(refused["errors"].as_str().is_some_and(|e| !e.is_empty()));
     assert_eq!(get(addr, "/v").text(), "two");
 
     // SIGTERM with a request in flight: it completes, then the process exits 0.
@@ -852,4 +853,130 @@ fn the_systemd_unit_verifies() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("tollgate.service"), "{text}");
+}
+
+/// `scripts/package.sh` builds a .deb with the binary, the unit, a default config (a conffile
+/// that passes `tollgate check`), the state directory and maintainer scripts that create the
+/// `tollgate` user; unpacked, its binary runs.
+#[test]
+fn the_package_holds_what_an_install_needs() {
+    let out = TempDir::new();
+    let built = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package.sh"))
+        .args(["--bin", env!("CARGO_BIN_EXE_tollgate"), "--out"])
+        .arg(&out.0)
+        .arg("--fast")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let deb = String::from_utf8(built.stdout).unwrap().trim().to_string();
+    let contents = Command::new("dpkg-deb")
+        .args(["--contents", &deb])
+        .output()
+        .unwrap();
+    let contents = String::from_utf8_lossy(&contents.stdout);
+    for path in [
+        "./usr/bin/tollgate",
+        "./lib/systemd/system/tollgate.service",
+        "./etc/tollgate/config.toml",
+        "./var/lib/tollgate/",
+        "./usr/share/doc/tollgate/README.md",
+    ] {
+        assert!(contents.contains(path), "{path} missing:\n{contents}");
+    }
+    let field = |f: &str| {
+        let o = Command::new("dpkg-deb")
+            .args(["--field", &deb, f])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(field("Package"), "tollgate");
+    assert!(field("Depends").contains("adduser"));
+    let root = out.0.join("root");
+    let ctl = out.0.join("control");
+    assert!(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("dpkg-deb")
+        .arg("-e")
+        .arg(&deb)
+        .arg(&ctl)
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(
+        std::fs::read_to_string(ctl.join("conffiles"))
+            .unwrap()
+            .trim(),
+        "/etc/tollgate/config.toml"
+    );
+    let postinst = std::fs::read_to_string(ctl.join("postinst")).unwrap();
+    assert!(postinst.contains("adduser --system --group"), "{postinst}");
+    for script in ["postinst", "prerm", "postrm"] {
+        let ok = Command::new("sh")
+            .arg("-n")
+            .arg(ctl.join(script))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{script} is not valid sh");
+    }
+    let check = Command::new(root.join("usr/bin/tollgate"))
+        .arg("--config")
+        .arg(root.join("etc/tollgate/config.toml"))
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// With `--log-format json`, a config refused at start-up is one JSON record naming every
+/// error, and `check` and start-up print names as the config spells them.
+#[test]
+fn json_logs_cover_start_up_errors_and_names_are_the_configs() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, "[server]\nworkers = \"many\"\n").unwrap();
+    let out = bin()
+        .args(["--config", path.to_str().unwrap(), "--log-format", "json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    assert_eq!(records.len(), 1, "{text}");
+    assert_eq!(records[0]["fields"]["message"], "configuration refused");
+    assert!(records[0]["fields"]["errors"]
+        .as_str()
+        .unwrap()
+        .contains("workers"));
+    let out = bin()
+        .args([
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+            "check",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("driver auto") && text.contains("(round_robin,"),
+        "{text}"
+    );
 }

@@ -466,7 +466,7 @@ pub fn summary(cfg: &Config, workers: Option<usize>) -> String {
     let _ = writeln!(s, "configuration OK");
     let _ = writeln!(
         s,
-        "shards: {} (driver {:?}, pin {})",
+        "shards: {} (driver {}, pin {})",
         c.shard_count(),
         c.server.driver,
         c.server.pin
@@ -481,7 +481,7 @@ pub fn summary(cfg: &Config, workers: Option<usize>) -> String {
         let targets: Vec<String> = u.targets.iter().map(|t| t.to_string()).collect();
         let _ = writeln!(
             s,
-            "upstream {:?}: {} ({:?}, keepalive {}{})",
+            "upstream {:?}: {} ({}, keepalive {}{})",
             u.name,
             targets.join(", "),
             u.balance,

@@ -35,6 +35,17 @@ pub enum Driver {
     Epoll,
 }
 
+impl std::fmt::Display for Driver {
+    /// The config's own spelling (`auto`, `io_uring`, `epoll`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Driver::Auto => "auto",
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Server {
     /// Shards; 0 = one per online CPU.

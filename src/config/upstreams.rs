@@ -18,6 +18,18 @@ pub enum HashKey {
     Header(String),
 }
 
+impl std::fmt::Display for Balance {
+    /// The config's own spelling (`round_robin`, `hash by header.x-user`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Balance::RoundRobin => f.write_str("round_robin"),
+            Balance::LeastRequest => f.write_str("least_request"),
+            Balance::Hash(HashKey::ClientIp) => f.write_str("hash by client_ip"),
+            Balance::Hash(HashKey::Header(h)) => write!(f, "hash by header.{h}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Upstream {
     pub name: String,

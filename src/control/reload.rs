@@ -9,11 +9,12 @@ impl Control {
         let result = self.try_reload();
         match &result {
             Ok(g) => tracing::info!(generation = g, "configuration reloaded"),
-            Err(errors) => {
-                for e in errors {
-                    tracing::error!(error = %e, "reload refused");
-                }
-            }
+            // One record for the whole refusal, every error in it.
+            Err(errors) => tracing::error!(
+                errors = %errors.join("; "),
+                count = errors.len(),
+                "reload refused; the previous configuration keeps serving"
+            ),
         }
         result
     }
