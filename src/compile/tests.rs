@@ -765,3 +765,19 @@ fn unreadable_tls_files_are_named_by_key() {
     assert!(err.contains("listeners[\"http\"].tls: "), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Schema errors (misspelt keys, wrong types) are reported all at once, each with its line.
+#[test]
+fn schema_errors_are_reported_together() {
+    let text = "[server]\nworkres = 2\nstate_dir = 5\n[limits]\nmax_bodyy = \"1MiB\"\n";
+    let errors = Config::parse(text, Path::new(".")).unwrap_err().errors;
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(errors[0].contains("line 2") && errors[0].contains("unknown field `workres`"));
+    assert!(errors[1].contains("line 3") && errors[1].contains("invalid type"));
+    assert!(errors[2].contains("line 5") && errors[2].contains("unknown field `max_bodyy`"));
+    // A syntax error ends the list: what follows cannot be read.
+    let errors = Config::parse("[server\nworkres = 2\n", Path::new("."))
+        .unwrap_err()
+        .errors;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+}

@@ -159,6 +159,45 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Deserializes the file, reporting every schema error at once (unknown or misspelt keys,
+/// wrong types), not only the first: after each, the offending line is blanked (to a comment
+/// of the same length, so that later errors keep their line numbers) and the text is read
+/// again. A syntax error, or an error that blanking cannot get past, ends the list.
+fn schema(text: &str) -> Result<file::File, Vec<String>> {
+    const MAX_ERRORS: usize = 32;
+    let mut cur = text.to_string();
+    let mut errors = Vec::new();
+    loop {
+        let e = match toml::from_str::<file::File>(&cur) {
+            Ok(f) if errors.is_empty() => return Ok(f),
+            Ok(_) => return Err(errors),
+            Err(e) => e,
+        };
+        let msg = format!("config is not valid: {}", e.to_string().trim_end());
+        let recoverable = ["unknown field", "invalid type", "invalid value"]
+            .iter()
+            .any(|m| msg.contains(m));
+        let span = e.span();
+        errors.push(msg);
+        let (Some(span), true) = (span, recoverable && errors.len() < MAX_ERRORS) else {
+            return Err(errors);
+        };
+        // Spans fall on token boundaries; anything else ends the list rather than panic.
+        let Some(before) = cur.get(..span.start.min(cur.len())) else {
+            return Err(errors);
+        };
+        let start = before.rfind('\n').map_or(0, |i| i + 1);
+        let end = cur[start..].find('\n').map_or(cur.len(), |i| start + i);
+        let line = &cur[start..end];
+        if line.trim_start().starts_with('#') || line.trim_start().starts_with('[') {
+            // Already blanked, or a table header: blanking it would not help.
+            return Err(errors);
+        }
+        let blank = format!("#{}", " ".repeat(line.len().saturating_sub(1)));
+        cur.replace_range(start..end, &blank);
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a file. Relative paths in it are relative to its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -171,9 +210,7 @@ impl Config {
 
     /// Parses and validates TOML text; `base` resolves relative paths.
     pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let raw: file::File = toml::from_str(text).map_err(|e| ConfigError {
-            errors: vec![format!("config is not valid: {}", e.to_string().trim_end())],
-        })?;
+        let raw: file::File = schema(text).map_err(|errors| ConfigError { errors })?;
         let mut v = Validator { errors: Vec::new() };
         let cfg = v.config(raw, base);
         if v.errors.is_empty() {
