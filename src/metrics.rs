@@ -45,9 +45,11 @@ pub(crate) enum Counter {
     AllTargetsEjected,
     /// Upgraded (WebSocket) connections closed after `limits.upgrade_idle_timeout`.
     UpgradeIdleTimeouts,
+    /// Connections closed at once because the process was out of descriptors.
+    RefusedAtFdLimit,
 }
 
-const N: usize = 21;
+const N: usize = 22;
 
 impl Counter {
     const ALL: [Counter; N] = [
@@ -72,6 +74,7 @@ impl Counter {
         Counter::H2Goaways,
         Counter::AllTargetsEjected,
         Counter::UpgradeIdleTimeouts,
+        Counter::RefusedAtFdLimit,
     ];
 
     /// (metric name, label) for the export.
@@ -98,6 +101,7 @@ impl Counter {
             Counter::H2Goaways => ("http2_goaways_total", ""),
             Counter::AllTargetsEjected => ("upstream_all_ejected_total", ""),
             Counter::UpgradeIdleTimeouts => ("upgrade_idle_timeouts_total", ""),
+            Counter::RefusedAtFdLimit => ("connections_refused_total", "reason=\"fd_limit\""),
         }
     }
 
@@ -124,6 +128,12 @@ impl Local {
     pub(crate) fn add(&self, c: Counter) {
         let cell = &self.counts[c as usize];
         cell.set(cell.get() + 1);
+    }
+
+    #[inline]
+    pub(crate) fn add_n(&self, c: Counter, n: u64) {
+        let cell = &self.counts[c as usize];
+        cell.set(cell.get() + n);
     }
 
     /// Copies the counts into the shard's published row.

@@ -133,9 +133,10 @@ pub(crate) fn spawn_shard(spec: ShardSpec) -> io::Result<std::thread::JoinHandle
 async fn shard_main(spec: ShardSpec) {
     let shard = Shard::new(spec.id, spec.shared.clone());
     for (idx, l) in spec.listeners {
+        let plain = l.try_clone().ok();
         match monoio::net::TcpListener::from_std(l) {
             Ok(l) => {
-                monoio::spawn(accept_loop(shard.clone(), l, idx));
+                monoio::spawn(accept_loop(shard.clone(), l, plain, idx));
             }
             Err(e) => tracing::error!(shard = spec.id, error = %e, "cannot use listening socket"),
         }
@@ -187,8 +188,65 @@ impl Drop for ConnGuard {
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: monoio::net::TcpListener, idx: usize) {
+/// A descriptor held in reserve, for the moment the process has run out: letting it go
+/// frees one, enough to accept a waiting connection (and, for the admin API, to serve it).
+pub(crate) struct Reserve(Option<std::fs::File>);
+
+impl Reserve {
+    pub(crate) fn new() -> Reserve {
+        Reserve(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Frees the reserved descriptor; `false` when there was none.
+    pub(crate) fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    pub(crate) fn has(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Takes a descriptor back into reserve (when one is free again).
+    pub(crate) fn refill(&mut self) {
+        if self.0.is_none() {
+            self.0 = std::fs::File::open("/dev/null").ok();
+        }
+    }
+}
+
+/// At the descriptor limit, refuses the waiting connections promptly — accepts each with the
+/// reserve and closes it — so that clients see a closed connection at once rather than a
+/// connection that never answers; returns how many were refused. `listener` is a plain
+/// duplicate of the shard's socket.
+fn refuse_waiting(listener: Option<&std::net::TcpListener>, reserve: &mut Reserve) -> usize {
+    let Some(listener) = listener else {
+        return 0;
+    };
+    let mut refused = 0;
+    reserve.refill();
+    // The socket is non-blocking: a plain accept(2) takes a waiting connection or says there
+    // is none, and dropping it closes it at once, so its descriptor goes back into reserve.
+    while refused < 64 && reserve.release() {
+        let one = listener.accept();
+        let got = one.is_ok();
+        drop(one);
+        reserve.refill();
+        if !got {
+            break;
+        }
+        refused += 1;
+    }
+    refused
+}
+
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: monoio::net::TcpListener,
+    plain: Option<std::net::TcpListener>,
+    idx: usize,
+) {
     use std::sync::atomic::Ordering;
+    let mut reserve = Reserve::new();
     let mut canceller = monoio::io::Canceller::new();
     loop {
         if shard.drain.is_on() {
@@ -235,6 +293,12 @@ async fn accept_loop(shard: Rc<Shard>, listener: monoio::net::TcpListener, idx: 
                 );
                 if shard.log_first("accept failed", None, 0) {
                     tracing::warn!(error = %e, "accept failed; accepting paused briefly (repeats are summarised)");
+                }
+                if exhausted {
+                    let n = refuse_waiting(plain.as_ref(), &mut reserve);
+                    shard
+                        .metrics
+                        .add_n(crate::metrics::Counter::RefusedAtFdLimit, n as u64);
                 }
                 let pause = if exhausted { 100 } else { 10 };
                 monoio::time::sleep(Duration::from_millis(pause)).await;

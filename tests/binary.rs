@@ -411,15 +411,38 @@ fn the_open_file_limit_is_checked_and_exhaustion_is_not_logged_per_failure() {
         .unwrap()
         .success();
     assert!(ok);
-    let clients: Vec<_> = (0..120)
+    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut clients: Vec<_> = (0..120)
         .map(|_| {
             let mut c = Client::connect(addr);
             c.send(b"GET /v HTTP/1.1\r\nHost: h\r\n\r\n");
             c
         })
         .collect();
-    // What is measured is the log volume while descriptors are exhausted: let it last.
-    std::thread::sleep(Duration::from_millis(500));
+    // Each client is answered (and kept) or refused at once (closed): none is left hanging.
+    let (mut served, mut refused) = (0, 0);
+    for c in clients.iter_mut() {
+        match c.read_response(false) {
+            Some(r) if r.status == 200 => served += 1,
+            Some(r) => panic!("{}", r.status),
+            None => refused += 1,
+        }
+    }
+    assert!(
+        served > 0 && refused > 0,
+        "served {served}, refused {refused}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "clients were left waiting"
+    );
+    // The admin API still answers while the clients hold every descriptor.
+    assert_eq!(admin(admin_addr, "GET", "/ping", None).status, 200);
     drop(clients);
     assert_eq!(
         get(addr, "/v").text(),

@@ -30,14 +30,36 @@ const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts admin connections until the control plane stops.
 pub(crate) async fn serve(listener: TcpListener, token: Rc<str>, ctl: Rc<RefCell<Control>>) {
+    // A descriptor kept for the admin API: when the process runs out (a flood of clients at
+    // the open-file limit), the operator can still reach it.
+    let mut reserve = crate::runtime::Reserve::new();
+    let mut logged = false;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                logged = false;
                 monoio::spawn(handle(stream, token.clone(), ctl.clone()));
             }
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) && reserve.release() => {
+                if !std::mem::replace(&mut logged, true) {
+                    tracing::warn!(error = %e, "admin accept at the open-file limit: serving on the reserved descriptor");
+                }
+                if let Ok(Ok((stream, _))) =
+                    monoio::time::timeout(Duration::from_millis(100), listener.accept()).await
+                {
+                    handle(stream, token.clone(), ctl.clone()).await;
+                }
+                reserve.refill();
+                if !reserve.has() {
+                    monoio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
+                if !std::mem::replace(&mut logged, true) {
+                    tracing::warn!(error = %e, "admin accept failed (repeats are not logged)");
+                }
                 monoio::time::sleep(Duration::from_millis(50)).await;
+                reserve.refill();
             }
         }
     }
