@@ -81,8 +81,25 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// A successor started by SIGUSR2 inherits its parent's descriptors that lack close-on-exec
+/// (monoio's io_uring accept sets no flags: every client connection). Held here, those
+/// connections would never close when the old process drains them, and their clients would
+/// wait forever. The successor gets what it needs over the take-over socket, so everything
+/// above stdin/stdout/stderr is closed first.
+#[allow(unsafe_code)]
+fn close_inherited_descriptors() {
+    // SAFETY: nothing in this process holds a descriptor above 2 yet (this runs first in
+    // main, before anything is opened); close_range only closes.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.take_over {
+        close_inherited_descriptors();
+    }
     init_logging(cli.log_format);
     // A write past RLIMIT_FSIZE must fail with EFBIG (the state store reports it and recovers)
     // rather than end the process, as SIGXFSZ's default action would.

@@ -95,6 +95,9 @@ pub(crate) fn block_on<F: Future>(
 #[derive(Debug)]
 pub(crate) enum ShardMsg {
     Drain,
+    /// A successor took over the sockets: stop accepting, let talking connections finish
+    /// their next request.
+    SoftDrain,
 }
 
 /// What a shard thread needs to start.
@@ -150,8 +153,10 @@ async fn shard_main(spec: ShardSpec) {
         }
     });
     // Runs until the control plane says drain (or goes away).
-    let _ = spec.rx.recv_async().await;
-    shard.drain.start();
+    match spec.rx.recv_async().await {
+        Ok(ShardMsg::SoftDrain) => shard.drain.start_soft(),
+        _ => shard.drain.start(),
+    }
     let deadline = Instant::now() + spec.drain_timeout;
     while shard.active.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;

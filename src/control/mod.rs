@@ -400,8 +400,15 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
         let c = ctl.borrow();
         c.shared.draining.store(true, Ordering::Relaxed);
         c.live.set(u64::MAX);
+        let msg = || {
+            if release.is_some() {
+                ShardMsg::SoftDrain
+            } else {
+                ShardMsg::Drain
+            }
+        };
         for s in &shards {
-            let _ = s.send(ShardMsg::Drain);
+            let _ = s.send(msg());
         }
     }
     if let Some(reply) = release {

@@ -51,7 +51,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
             return;
         };
         match next {
-            Next::KeepAlive if !shard.drain.is_on() => continue,
+            // An answer that promised keep-alive keeps it through a soft drain (a successor
+            // took over): the next request is answered with `Connection: close`.
+            Next::KeepAlive if !shard.drain.is_on() || shard.drain.is_soft() => continue,
             Next::KeepAlive | Next::Close => {
                 // TLS: say close_notify, so the client knows the answer was complete.
                 if conn.stream.is_tls() {

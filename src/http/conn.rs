@@ -358,7 +358,9 @@ pub(crate) async fn read_head(
                     idle
                 };
                 let cold = idle - hot;
-                let draining = drain.wait();
+                // A soft drain (a successor took over) lets a connection that is talking
+                // send its next request; it is answered with `Connection: close`.
+                let draining = drain.hard_wait();
                 // The reads with a buffer (and their timers) are on the heap for their
                 // length: an idle connection's task carries only the bufferless wait below.
                 let waited = monoio::select! {

@@ -16,6 +16,12 @@ use ahash::AHashMap;
 #[derive(Default)]
 pub(crate) struct Drain {
     on: Cell<bool>,
+    /// A soft drain (a successor took over): connections that are in the middle of talking
+    /// (read within the last second) may send one more request, answered with
+    /// `Connection: close`, rather than be closed under a request already on its way.
+    soft: Cell<bool>,
+    /// Waits that only a hard drain ends ([`Drain::hard_wait`]).
+    hard_waiters: RefCell<AHashMap<u64, Waker>>,
     next_key: Cell<u64>,
     waiters: RefCell<AHashMap<u64, Waker>>,
     clock: IdleClock,
@@ -26,10 +32,37 @@ impl Drain {
         self.on.get()
     }
 
+    /// A soft drain (see `soft`).
+    pub(crate) fn is_soft(&self) -> bool {
+        self.on.get() && self.soft.get()
+    }
+
     pub(crate) fn start(&self) {
         self.on.set(true);
+        self.soft.set(false);
         for (_, w) in self.waiters.borrow_mut().drain() {
             w.wake();
+        }
+        for (_, w) in self.hard_waiters.borrow_mut().drain() {
+            w.wake();
+        }
+    }
+
+    /// Drains for a successor: accepting stops and idle connections close, but a connection
+    /// in the middle of talking keeps its next request (see `soft`).
+    pub(crate) fn start_soft(&self) {
+        self.on.set(true);
+        self.soft.set(true);
+        for (_, w) in self.waiters.borrow_mut().drain() {
+            w.wake();
+        }
+    }
+
+    /// Resolves at a hard drain only (a soft one lets the waiter finish what it is reading).
+    pub(crate) fn hard_wait(self: &Rc<Self>) -> HardWait {
+        HardWait {
+            drain: self.clone(),
+            key: None,
         }
     }
 
@@ -38,6 +71,42 @@ impl Drain {
         DrainWait {
             drain: self.clone(),
             key: None,
+        }
+    }
+}
+
+pub(crate) struct HardWait {
+    drain: Rc<Drain>,
+    key: Option<u64>,
+}
+
+impl Future for HardWait {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.drain.on.get() && !self.drain.soft.get() {
+            return Poll::Ready(());
+        }
+        let key = match self.key {
+            Some(k) => k,
+            None => {
+                let k = self.drain.next_key.get();
+                self.drain.next_key.set(k + 1);
+                self.key = Some(k);
+                k
+            }
+        };
+        self.drain
+            .hard_waiters
+            .borrow_mut()
+            .insert(key, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for HardWait {
+    fn drop(&mut self) {
+        if let Some(k) = self.key {
+            self.drain.hard_waiters.borrow_mut().remove(&k);
         }
     }
 }
