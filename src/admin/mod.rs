@@ -34,8 +34,28 @@ pub(crate) async fn serve(listener: TcpListener, token: Rc<str>, ctl: Rc<RefCell
     // the open-file limit), the operator can still reach it.
     let mut reserve = crate::runtime::Reserve::new();
     let mut logged = false;
+    let mut canceller = monoio::io::Canceller::new();
     loop {
-        match listener.accept().await {
+        // Once a successor took over, it answers on this socket: stop accepting here (an
+        // accept already under way ends with its connection, which is served).
+        let accept = listener.cancelable_accept(canceller.handle());
+        let mut accept = std::pin::pin!(accept);
+        let handed = async {
+            while !ctl.borrow().released() {
+                monoio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let accepted = monoio::select! {
+            r = &mut accept => r,
+            _ = handed => {
+                canceller = canceller.cancel();
+                match accept.await {
+                    Ok(conn) => Ok(conn),
+                    Err(_) => return,
+                }
+            }
+        };
+        match accepted {
             Ok((stream, _)) => {
                 logged = false;
                 monoio::spawn(handle(stream, token.clone(), ctl.clone()));

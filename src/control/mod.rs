@@ -289,6 +289,11 @@ impl Control {
         self.shared.draining.load(Ordering::Relaxed)
     }
 
+    /// Whether a successor took over (it serves the admin API now, on the same socket).
+    pub(crate) fn released(&self) -> bool {
+        self.released
+    }
+
     pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
