@@ -44,6 +44,9 @@ pub(crate) enum Kind {
     GatewayTimeout,
     /// Missing, unknown or disabled API key, or a key whose plan does not cover the stage (403).
     Forbidden,
+    /// The API's resource policy refuses the caller's address (403): `explicit` when a deny
+    /// entry names it; `resource` is the ARN-like name of what was called.
+    PolicyDenied { explicit: bool, resource: Box<str> },
     /// A throttle refused (429, with Retry-After and RateLimit-* headers).
     Throttled(RateInfo),
     /// The key's usage plan quota is spent for this period (429).
@@ -68,6 +71,7 @@ impl Kind {
             Kind::GatewayTimeout => "INTEGRATION_TIMEOUT",
             Kind::NoHealthyUpstream => "DEFAULT_5XX",
             Kind::Forbidden => "INVALID_API_KEY",
+            Kind::PolicyDenied { .. } => "ACCESS_DENIED",
             Kind::Throttled(_) => "THROTTLED",
             Kind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             Kind::ClientGone => "CLIENT_CLOSED",
@@ -124,15 +128,22 @@ impl Error {
             Kind::BadGateway => 502,
             Kind::NoHealthyUpstream => 503,
             Kind::GatewayTimeout => 504,
-            Kind::Forbidden => 403,
+            Kind::Forbidden | Kind::PolicyDenied { .. } => 403,
             Kind::Throttled(_) | Kind::QuotaExceeded { .. } => 429,
             Kind::ClientGone => 499,
         }
     }
 
     /// The `message` of the JSON body. Never includes upstream addresses or internals.
-    pub(crate) fn client_message(&self) -> &'static str {
-        match self.kind {
+    pub(crate) fn client_message(&self) -> Cow<'static, str> {
+        if let Kind::PolicyDenied { explicit, resource } = &self.kind {
+            // Amazon API Gateway's words for a resource policy's refusal.
+            return Cow::Owned(format!(
+                "User: anonymous is not authorized to perform: execute-api:Invoke on resource: {resource}{}",
+                if *explicit { " with an explicit deny" } else { "" }
+            ));
+        }
+        Cow::Borrowed(match self.kind {
             Kind::BadRequest(m) => m,
             Kind::HeadTooLarge => "Request Header Fields Too Large",
             Kind::BodyTooLarge => "Request Entity Too Large",
@@ -146,8 +157,8 @@ impl Error {
             Kind::Forbidden => "Forbidden",
             Kind::Throttled(_) => "Too Many Requests",
             Kind::QuotaExceeded { .. } => "Limit Exceeded",
-            Kind::ClientGone => "",
-        }
+            Kind::PolicyDenied { .. } | Kind::ClientGone => "",
+        })
     }
 
     /// Whether the client connection must close after the error answer: framing errors leave

@@ -7,6 +7,38 @@ pub struct Api {
     pub name: String,
     pub stages: Vec<Stage>,
     pub routes: Vec<Route>,
+    /// Who may call the API at all, by source address (before any authorizer).
+    pub resource_policy: Option<ResourcePolicy>,
+}
+
+/// A resource policy by source address, with Amazon's semantics: an explicit deny wins; with an
+/// allow list, only what it names is allowed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourcePolicy {
+    pub allow: Vec<crate::syntax::cidr::Cidr>,
+    pub deny: Vec<crate::syntax::cidr::Cidr>,
+}
+
+/// What a resource policy says of a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyVerdict {
+    Allow,
+    /// Not in the allow list.
+    ImplicitDeny,
+    /// In the deny list.
+    ExplicitDeny,
+}
+
+impl ResourcePolicy {
+    pub fn evaluate(&self, ip: std::net::IpAddr) -> PolicyVerdict {
+        if self.deny.iter().any(|c| c.contains(ip)) {
+            PolicyVerdict::ExplicitDeny
+        } else if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(ip)) {
+            PolicyVerdict::ImplicitDeny
+        } else {
+            PolicyVerdict::Allow
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,7 +121,6 @@ impl Validator {
             &key,
             &[
                 ("cors", &a.cors, "CORS"),
-                ("resource_policy", &a.resource_policy, "resource policies"),
                 (
                     "gateway_responses",
                     &a.gateway_responses,
@@ -160,10 +191,30 @@ impl Validator {
                 routes.push(route);
             }
         }
+        let resource_policy = a.resource_policy.map(|p| {
+            let mut list =
+                |field: &str, v: Option<Vec<String>>| -> Vec<crate::syntax::cidr::Cidr> {
+                    v.unwrap_or_default()
+                        .into_iter()
+                        .enumerate()
+                        .filter_map(|(j, c)| match crate::syntax::cidr::Cidr::parse(&c) {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                self.err(&format!("{key}.resource_policy.{field}[{j}]"), e);
+                                None
+                            }
+                        })
+                        .collect()
+                };
+            let allow = list("allow", p.allow);
+            let deny = list("deny", p.deny);
+            ResourcePolicy { allow, deny }
+        });
         Api {
             name,
             stages,
             routes,
+            resource_policy,
         }
     }
 

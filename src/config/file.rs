@@ -59,8 +59,7 @@ pub(crate) struct ServerFile {
     pub log_summary_interval: Option<String>,
     pub uring_entries: Option<i64>,
     pub uring_flags: Option<Vec<String>>,
-    // Named in the reference config, not built yet: refused by name.
-    pub trusted_proxies: Option<toml::Value>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,13 +175,20 @@ pub(crate) struct ApiFile {
     pub stages: Vec<StageFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    pub resource_policy: Option<ResourcePolicyFile>,
     // Named in the reference config, not built yet: refused by name.
     pub cors: Option<toml::Value>,
-    pub resource_policy: Option<toml::Value>,
     pub gateway_responses: Option<toml::Value>,
     pub authorizers: Option<toml::Value>,
     pub models: Option<toml::Value>,
     pub route_selection_expression: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResourcePolicyFile {
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,6 +52,8 @@ pub struct Server {
     pub workers: usize,
     pub pin: bool,
     pub cpus: Vec<usize>,
+    /// Peers whose `X-Forwarded-For` names the client (for resource policies).
+    pub trusted_proxies: Vec<crate::syntax::cidr::Cidr>,
     pub state_dir: PathBuf,
     pub driver: Driver,
     #[serde(serialize_with = "ser_duration")]
@@ -153,14 +155,19 @@ impl Default for Http2 {
 
 impl Validator {
     pub(super) fn server(&mut self, s: file::ServerFile, base: &Path) -> Server {
-        self.not_yet(
-            "server",
-            &[(
-                "trusted_proxies",
-                &s.trusted_proxies,
-                "trusted proxies (the client address from X-Forwarded-For or the PROXY protocol)",
-            )],
-        );
+        let trusted_proxies = s
+            .trusted_proxies
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| match crate::syntax::cidr::Cidr::parse(&c) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.err(&format!("server.trusted_proxies[{i}]"), e);
+                    None
+                }
+            })
+            .collect();
         let workers = self.int_in("server.workers", s.workers, 0, 0, 1024) as usize;
         let cpus: Vec<usize> = s
             .cpus
@@ -224,6 +231,7 @@ impl Validator {
             workers,
             pin,
             cpus,
+            trusted_proxies,
             state_dir,
             driver,
             drain_timeout: self.duration(

@@ -34,7 +34,7 @@ pub(crate) const CLIENT_CLOSED: u16 = 499;
 /// `RateLimit-*` on 429s, `Allow` on 405.
 pub(crate) fn error_answer(e: &Error) -> Answer {
     let mut body = Vec::with_capacity(64);
-    json_message(&mut body, e.client_message());
+    json_message(&mut body, &e.client_message());
     let mut headers = Vec::new();
     match &e.kind {
         Kind::Throttled(r) => {
@@ -415,7 +415,7 @@ pub(crate) fn count_error(shard: &Shard, e: &Error) {
     let c = match e.kind {
         Kind::Throttled(_) => Counter::Throttled,
         Kind::QuotaExceeded { .. } => Counter::QuotaExceeded,
-        Kind::Forbidden => Counter::Forbidden,
+        Kind::Forbidden | Kind::PolicyDenied { .. } => Counter::Forbidden,
         Kind::BadRequest(_)
         | Kind::HeadTooLarge
         | Kind::BodyTooLarge

@@ -17,6 +17,7 @@ pub(crate) mod conn;
 pub(crate) mod ctx;
 pub(crate) mod finish;
 pub(crate) mod limits;
+pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod target;
 
@@ -100,6 +101,9 @@ async fn run_phases(
     normalise_path(ctx)?;
     resolve_stage(ss, conn.listener, ctx)?;
     let m = match_route(ss, ctx)?;
+    if let Some(p) = &snap.config.apis[m.api].resource_policy {
+        policy::check(ss, conn.peer.ip(), ctx, m, p)?;
+    }
     // Resource policies and other authorizers slot in here.
     api_key::authenticate(ss, ctx, m)?;
     limits::throttle(shard, ss, ctx, m).await?;

@@ -5,6 +5,7 @@
 //! A leaf: it imports no other module of the crate, so the config, the route trie, the
 //! protocol layer and the pipeline can all share these types without depending on each other.
 
+pub(crate) mod cidr;
 pub(crate) mod path;
 pub(crate) mod route_key;
 pub(crate) mod template;

@@ -25,6 +25,7 @@ pub struct Cfg {
     upstreams: Vec<String>,
     api: String,
     stage_extra: String,
+    api_extra: String,
     stages: Vec<(String, String)>,
     routes: String,
     extra: String,
@@ -42,6 +43,7 @@ impl Default for Cfg {
             upstreams: Vec::new(),
             api: "api".into(),
             stage_extra: String::new(),
+            api_extra: String::new(),
             stages: Vec::new(),
             routes: String::new(),
             extra: String::new(),
@@ -127,6 +129,12 @@ impl Cfg {
     /// The API's name (default "api"), also used by the domain's mappings.
     pub fn api(mut self, name: &str) -> Cfg {
         self.api = name.into();
+        self
+    }
+
+    /// More keys for the `[[apis]]` table (`resource_policy = { ... }`).
+    pub fn api_extra(mut self, keys: impl AsRef<str>) -> Cfg {
+        push_lines(&mut self.api_extra, keys.as_ref());
         self
     }
 
@@ -219,6 +227,7 @@ impl Cfg {
 
 [[apis]]
 name = "{api}"
+{api_extra}
 
 {stages}
 {routes}
@@ -228,6 +237,7 @@ host = "*"
 mappings = {mappings}
 {extra}"#,
             limits = self.limits.join("\n"),
+            api_extra = self.api_extra,
             upstreams = self.upstreams.join("\n"),
             routes = self.routes,
         )

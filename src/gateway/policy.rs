@@ -1,0 +1,71 @@
+//! The resource-policy phase: who may call an API at all, by source address, before any
+//! authorizer (DESIGN.md's order). The source address is the peer's, or — when the peer is a
+//! trusted proxy (`server.trusted_proxies`) — the rightmost `X-Forwarded-For` hop that is not
+//! one: entries to its left are whatever the client wrote and cannot be trusted.
+
+use std::net::IpAddr;
+
+use super::ctx::{RequestCtx, RouteMatch};
+use crate::config::{PolicyVerdict, ResourcePolicy};
+use crate::error::{Error, Kind};
+use crate::shard::ShardSnap;
+use crate::syntax::cidr::Cidr;
+
+/// The caller's address as the policy sees it.
+pub(crate) fn source_ip(peer: IpAddr, ctx: &RequestCtx, trusted: &[Cidr]) -> IpAddr {
+    if !trusted.iter().any(|c| c.contains(peer)) {
+        return peer;
+    }
+    let hops: Vec<&[u8]> = ctx
+        .head
+        .headers()
+        .filter(|(n, _)| crate::http::name_eq(n, b"x-forwarded-for"))
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .collect();
+    for hop in hops.iter().rev() {
+        let Some(ip) = std::str::from_utf8(hop)
+            .ok()
+            .and_then(|s| s.trim().parse::<IpAddr>().ok())
+        else {
+            // A hop a trusted proxy wrote that is not an address: trust none of it.
+            return peer;
+        };
+        if !trusted.iter().any(|c| c.contains(ip)) {
+            return ip;
+        }
+    }
+    peer
+}
+
+/// Refuses the request when the API's resource policy does not allow its source address.
+pub(crate) fn check(
+    ss: &ShardSnap,
+    peer: IpAddr,
+    ctx: &RequestCtx,
+    m: RouteMatch,
+    policy: &ResourcePolicy,
+) -> Result<(), Error> {
+    let snap = &ss.snap;
+    let ip = source_ip(peer, ctx, &snap.config.server.trusted_proxies);
+    let explicit = match policy.evaluate(ip) {
+        PolicyVerdict::Allow => return Ok(()),
+        PolicyVerdict::ImplicitDeny => false,
+        PolicyVerdict::ExplicitDeny => true,
+    };
+    let api = &snap.apis[m.api];
+    let path = String::from_utf8_lossy(ctx.head.path_bytes());
+    let resource = format!(
+        "arn:aws:execute-api:local:000000000000:{}/{}/{}/{}",
+        api.name,
+        api.stages[m.stage],
+        ctx.head.method.as_str(),
+        path.trim_start_matches('/')
+    );
+    Err(Error::downstream(
+        Kind::PolicyDenied {
+            explicit,
+            resource: resource.into(),
+        },
+        "resource policy",
+    ))
+}
