@@ -59,10 +59,11 @@ impl Drain {
     }
 
     /// Resolves at a hard drain only (a soft one lets the waiter finish what it is reading).
-    pub(crate) fn hard_wait(self: &Rc<Self>) -> HardWait {
-        HardWait {
+    pub(crate) fn hard_wait(self: &Rc<Self>) -> DrainWait {
+        DrainWait {
             drain: self.clone(),
             key: None,
+            hard: true,
         }
     }
 
@@ -71,42 +72,16 @@ impl Drain {
         DrainWait {
             drain: self.clone(),
             key: None,
+            hard: false,
         }
     }
-}
 
-pub(crate) struct HardWait {
-    drain: Rc<Drain>,
-    key: Option<u64>,
-}
-
-impl Future for HardWait {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.drain.on.get() && !self.drain.soft.get() {
-            return Poll::Ready(());
-        }
-        let key = match self.key {
-            Some(k) => k,
-            None => {
-                let k = self.drain.next_key.get();
-                self.drain.next_key.set(k + 1);
-                self.key = Some(k);
-                k
-            }
-        };
-        self.drain
-            .hard_waiters
-            .borrow_mut()
-            .insert(key, cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for HardWait {
-    fn drop(&mut self) {
-        if let Some(k) = self.key {
-            self.drain.hard_waiters.borrow_mut().remove(&k);
+    /// The waiters a wait registers with: a hard-only wait is woken by a hard drain alone.
+    fn waiters_for(&self, hard: bool) -> &RefCell<AHashMap<u64, Waker>> {
+        if hard {
+            &self.hard_waiters
+        } else {
+            &self.waiters
         }
     }
 }
@@ -114,12 +89,14 @@ impl Drop for HardWait {
 pub(crate) struct DrainWait {
     drain: Rc<Drain>,
     key: Option<u64>,
+    /// Only a hard drain ends it ([`Drain::hard_wait`]).
+    hard: bool,
 }
 
 impl Future for DrainWait {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.drain.on.get() {
+        if self.drain.on.get() && !(self.hard && self.drain.soft.get()) {
             return Poll::Ready(());
         }
         let key = match self.key {
@@ -132,7 +109,7 @@ impl Future for DrainWait {
             }
         };
         self.drain
-            .waiters
+            .waiters_for(self.hard)
             .borrow_mut()
             .insert(key, cx.waker().clone());
         Poll::Pending
@@ -142,7 +119,7 @@ impl Future for DrainWait {
 impl Drop for DrainWait {
     fn drop(&mut self) {
         if let Some(k) = self.key {
-            self.drain.waiters.borrow_mut().remove(&k);
+            self.drain.waiters_for(self.hard).borrow_mut().remove(&k);
         }
     }
 }

@@ -20,7 +20,7 @@ use super::Next;
 use crate::cache::flight::Join;
 use crate::cache::policy::{self, Answer, CacheControl};
 use crate::cache::{StageCache, Stats, Stored, Val, VaryMarker};
-use crate::config::{CacheMode, Invalidation, KeyPart};
+use crate::config::{CacheMode, Invalidation};
 use crate::error::{Error, Kind};
 use crate::http::conn::Conn;
 use crate::http::h1::{Framing, ResponseHead};
@@ -30,6 +30,13 @@ use crate::http::write::status_line;
 use crate::shard::{Shard, ShardSnap};
 use crate::snapshot::{CachePolicy, HttpIntegration};
 use crate::syntax::Method;
+
+mod invalidate;
+mod key;
+
+pub(crate) use invalidate::forward_invalidating;
+pub use key::cache_key;
+use key::{variant_key, vary_names};
 
 /// Bodies up to this size are copied into the head's buffer (one write); larger ones are
 /// written from the cache's own memory.
@@ -142,78 +149,6 @@ pub(crate) async fn serve(
         refresh,
     };
     fetch(shard, ss, conn, ctx, integ, p, miss).await
-}
-
-/// An unsafe method (POST, PUT, DELETE, PATCH, an unknown one) on a stage with an http-mode
-/// cache: forwarded as usual; once the origin answers 2xx or 3xx, the entries stored for the
-/// target URI, and for a same-origin `Location` or `Content-Location`, are dropped (RFC 9111
-/// 4.4), so the next GET fetches the changed resource. By key when the stage's cached routes
-/// key on the URI alone (`plain_keys`), else every entry of the path.
-pub(crate) async fn forward_invalidating(
-    shard: &Rc<Shard>,
-    ss: &ShardSnap,
-    conn: &mut Conn,
-    ctx: &mut RequestCtx,
-    integ: &HttpIntegration,
-    cache: &Arc<StageCache>,
-    plain_keys: bool,
-) -> Result<Next, Error> {
-    let ex = proxy::send(ss, conn, ctx, integ, &Extra::default()).await?;
-    if (200..400).contains(&ex.resp.status) {
-        let mut dropped = 0;
-        let mut drop_uri = |path: &[u8], query: Option<&[u8]>| {
-            let key = uri_key(path, query);
-            // Variants hang off a Vary marker under keys of their own: those take the scan.
-            let varies = matches!(cache.get(&key), Some(Val::Vary(_)));
-            if plain_keys && !varies {
-                dropped += cache.remove(&key) as usize;
-            } else if let Ok(p) = std::str::from_utf8(path) {
-                dropped += cache.purge(p, true);
-            }
-        };
-        drop_uri(ctx.head.path_bytes(), ctx.head.query_bytes());
-        let host = ctx.head.header(b"host");
-        for name in [&b"location"[..], b"content-location"] {
-            let Some(v) = ex
-                .resp
-                .headers()
-                .find(|(n, _)| name_eq(n, name))
-                .map(|(_, v)| v)
-            else {
-                continue;
-            };
-            if let Some((path, query)) = same_origin(v, host) {
-                drop_uri(path, query);
-            }
-        }
-        if dropped > 0 {
-            Stats::add(&cache.stats.invalidated);
-        }
-    }
-    proxy::answer(shard, conn, ctx, integ, ex, None).await
-}
-
-/// The path and query of a `Location`-style URI reference that names this origin: a path
-/// (`/a?b`), or an absolute `http(s)://` URI whose authority is the request's `Host`.
-fn same_origin<'a>(v: &'a [u8], host: Option<&[u8]>) -> Option<(&'a [u8], Option<&'a [u8]>)> {
-    let v = v.trim_ascii();
-    let rest = if v.starts_with(b"/") && !v.starts_with(b"//") {
-        v
-    } else {
-        let after = v
-            .strip_prefix(b"https://")
-            .or_else(|| v.strip_prefix(b"http://"))?;
-        let end = after.iter().position(|&b| b == b'/').unwrap_or(after.len());
-        if !host.is_some_and(|h| after[..end].eq_ignore_ascii_case(h)) {
-            return None;
-        }
-        &after[end..]
-    };
-    let rest = rest.split(|&b| b == b'#').next().unwrap_or_default();
-    Some(match rest.iter().position(|&b| b == b'?') {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-        None => (rest, None),
-    })
 }
 
 /// What the lookup found when the answer has to come from the upstream: the keys, the entry
@@ -492,170 +427,6 @@ fn keep_header(name: &[u8]) -> bool {
         b"warning",
     ];
     !(proxy::hop_by_hop(name) || DROP.iter().any(|d| name_eq(name, d)))
-}
-
-/// The request headers an answer varies on, lower-cased; `None` when it does not vary.
-fn vary_names(resp: &ResponseHead) -> Option<Vec<Box<[u8]>>> {
-    let mut names: Vec<Box<[u8]>> = Vec::new();
-    for (_, v) in resp.headers().filter(|(n, _)| name_eq(n, b"vary")) {
-        for n in policy::split_list(v) {
-            let n: Box<[u8]> = n.to_ascii_lowercase().into();
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
-    }
-    names.sort();
-    (!names.is_empty()).then_some(names)
-}
-
-/// The key of the variant that `ctx`'s headers select (RFC 9111 4.1: values compared after
-/// joining field lines and trimming whitespace).
-fn variant_key(primary: &[u8], names: &[Box<[u8]>], ctx: &RequestCtx) -> Vec<u8> {
-    let mut k = Vec::with_capacity(primary.len() + 32);
-    k.extend_from_slice(primary);
-    k.extend_from_slice(b"v\0");
-    for n in names {
-        k.extend_from_slice(n);
-        k.push(b'=');
-        header_values(ctx, n, &mut k);
-        k.push(0);
-    }
-    k
-}
-
-/// All values of header `name`, joined with ", ".
-fn header_values(ctx: &RequestCtx, name: &[u8], out: &mut Vec<u8>) {
-    let mut first = true;
-    for (_, v) in ctx.head.headers().filter(|(n, _)| name_eq(n, name)) {
-        if !first {
-            out.extend_from_slice(b", ");
-        }
-        first = false;
-        out.extend_from_slice(v.trim_ascii());
-    }
-}
-
-/// The cache key: "GET\0" (HEAD shares GET's entries) + the request path + "\0" + (with
-/// `whole_query`, http mode) "?query\0" as sent + each configured parameter as "q:NAME=v1&v2\0", "h:NAME=v\0" or "p:NAME=v\0". Query values are
-/// percent-decoded and sorted, so parameter order and encoding do not split entries.
-pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart], whole_query: bool) -> Vec<u8> {
-    // `mode = "http"` keys on the whole target URI, query included (RFC 9111 2); gateway mode
-    // keys on the listed parameters only, as Amazon API Gateway does.
-    let mut k = uri_key(
-        ctx.head.path_bytes(),
-        ctx.head.query_bytes().filter(|_| whole_query),
-    );
-    for part in parts {
-        match part {
-            KeyPart::Query(name) => {
-                k.extend_from_slice(b"q:");
-                k.extend_from_slice(name.as_bytes());
-                k.push(b'=');
-                query_values(ctx.head.query_bytes().unwrap_or_default(), name, &mut k);
-            }
-            KeyPart::Header(name) => {
-                k.extend_from_slice(b"h:");
-                k.extend_from_slice(name.as_bytes());
-                k.push(b'=');
-                header_values(ctx, name.as_bytes(), &mut k);
-            }
-            KeyPart::Path(i, name) => {
-                k.extend_from_slice(b"p:");
-                k.extend_from_slice(name.as_bytes());
-                k.push(b'=');
-                ctx.path_var(*i, |s, more| {
-                    k.extend_from_slice(s.as_bytes());
-                    if more {
-                        k.push(b'/');
-                    }
-                });
-            }
-        }
-        k.push(0);
-    }
-    k
-}
-
-/// The key of a URI's entry when the route lists no key parts (http mode: the query as sent).
-fn uri_key(path: &[u8], query: Option<&[u8]>) -> Vec<u8> {
-    let mut k = Vec::with_capacity(64);
-    k.extend_from_slice(b"GET\0");
-    k.extend_from_slice(if path.is_empty() { b"/" } else { path });
-    k.push(0);
-    if let Some(q) = query {
-        k.push(b'?');
-        k.extend_from_slice(q);
-        k.push(0);
-    }
-    k
-}
-
-/// Appends the values of query parameter `name`, percent-decoded; several values are sorted
-/// and joined with '&'. The common case (one value) allocates nothing.
-fn query_values(query: &[u8], name: &str, k: &mut Vec<u8>) {
-    let mut found: smallvec::SmallVec<[&[u8]; 2]> = smallvec::SmallVec::new();
-    for pair in query.split(|&b| b == b'&') {
-        let (n, v) = match pair.iter().position(|&b| b == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &b""[..]),
-        };
-        if decoded_eq(n, name.as_bytes()) {
-            found.push(v);
-        }
-    }
-    if found.len() > 1 {
-        let mut vals: Vec<Vec<u8>> = found
-            .iter()
-            .map(|v| {
-                let mut d = Vec::new();
-                decode_into(v, &mut d);
-                d
-            })
-            .collect();
-        vals.sort();
-        for (i, v) in vals.iter().enumerate() {
-            if i > 0 {
-                k.push(b'&');
-            }
-            k.extend_from_slice(v);
-        }
-    } else if let Some(v) = found.first() {
-        decode_into(v, k);
-    }
-}
-
-/// Percent-decodes (and maps '+' to ' ') a query name or value into `out`; bad escapes stay
-/// as they are.
-fn decode_into(b: &[u8], out: &mut Vec<u8>) {
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-}
-
-/// Is `raw`, decoded, equal to `want`? Without decoding when there is nothing to decode.
-fn decoded_eq(raw: &[u8], want: &[u8]) -> bool {
-    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
-        return raw == want;
-    }
-    let mut d = Vec::with_capacity(raw.len());
-    decode_into(raw, &mut d);
-    d == want
 }
 
 /// Does the request carry an enabled API key whose plan covers this stage?

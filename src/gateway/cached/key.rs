@@ -1,0 +1,172 @@
+//! Cache keys: the primary key of a request (path, query, configured parts) and the variant
+//! key an answer's `Vary` selects.
+
+use crate::cache::policy;
+use crate::config::KeyPart;
+use crate::gateway::ctx::RequestCtx;
+use crate::http::h1::ResponseHead;
+use crate::http::name_eq;
+
+/// The request headers an answer varies on, lower-cased; `None` when it does not vary.
+pub(super) fn vary_names(resp: &ResponseHead) -> Option<Vec<Box<[u8]>>> {
+    let mut names: Vec<Box<[u8]>> = Vec::new();
+    for (_, v) in resp.headers().filter(|(n, _)| name_eq(n, b"vary")) {
+        for n in policy::split_list(v) {
+            let n: Box<[u8]> = n.to_ascii_lowercase().into();
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    names.sort();
+    (!names.is_empty()).then_some(names)
+}
+
+/// The key of the variant that `ctx`'s headers select (RFC 9111 4.1: values compared after
+/// joining field lines and trimming whitespace).
+pub(super) fn variant_key(primary: &[u8], names: &[Box<[u8]>], ctx: &RequestCtx) -> Vec<u8> {
+    let mut k = Vec::with_capacity(primary.len() + 32);
+    k.extend_from_slice(primary);
+    k.extend_from_slice(b"v\0");
+    for n in names {
+        k.extend_from_slice(n);
+        k.push(b'=');
+        header_values(ctx, n, &mut k);
+        k.push(0);
+    }
+    k
+}
+
+/// All values of header `name`, joined with ", ".
+fn header_values(ctx: &RequestCtx, name: &[u8], out: &mut Vec<u8>) {
+    let mut first = true;
+    for (_, v) in ctx.head.headers().filter(|(n, _)| name_eq(n, name)) {
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        first = false;
+        out.extend_from_slice(v.trim_ascii());
+    }
+}
+
+/// The cache key: "GET\0" (HEAD shares GET's entries) + the request path + "\0" + (with
+/// `whole_query`, http mode) "?query\0" as sent + each configured parameter as "q:NAME=v1&v2\0", "h:NAME=v\0" or "p:NAME=v\0". Query values are
+/// percent-decoded and sorted, so parameter order and encoding do not split entries.
+pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart], whole_query: bool) -> Vec<u8> {
+    // `mode = "http"` keys on the whole target URI, query included (RFC 9111 2); gateway mode
+    // keys on the listed parameters only, as Amazon API Gateway does.
+    let mut k = uri_key(
+        ctx.head.path_bytes(),
+        ctx.head.query_bytes().filter(|_| whole_query),
+    );
+    for part in parts {
+        match part {
+            KeyPart::Query(name) => {
+                k.extend_from_slice(b"q:");
+                k.extend_from_slice(name.as_bytes());
+                k.push(b'=');
+                query_values(ctx.head.query_bytes().unwrap_or_default(), name, &mut k);
+            }
+            KeyPart::Header(name) => {
+                k.extend_from_slice(b"h:");
+                k.extend_from_slice(name.as_bytes());
+                k.push(b'=');
+                header_values(ctx, name.as_bytes(), &mut k);
+            }
+            KeyPart::Path(i, name) => {
+                k.extend_from_slice(b"p:");
+                k.extend_from_slice(name.as_bytes());
+                k.push(b'=');
+                ctx.path_var(*i, |s, more| {
+                    k.extend_from_slice(s.as_bytes());
+                    if more {
+                        k.push(b'/');
+                    }
+                });
+            }
+        }
+        k.push(0);
+    }
+    k
+}
+
+/// The key of a URI's entry when the route lists no key parts (http mode: the query as sent).
+pub(super) fn uri_key(path: &[u8], query: Option<&[u8]>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    k.extend_from_slice(b"GET\0");
+    k.extend_from_slice(if path.is_empty() { b"/" } else { path });
+    k.push(0);
+    if let Some(q) = query {
+        k.push(b'?');
+        k.extend_from_slice(q);
+        k.push(0);
+    }
+    k
+}
+
+/// Appends the values of query parameter `name`, percent-decoded; several values are sorted
+/// and joined with '&'. The common case (one value) allocates nothing.
+fn query_values(query: &[u8], name: &str, k: &mut Vec<u8>) {
+    let mut found: smallvec::SmallVec<[&[u8]; 2]> = smallvec::SmallVec::new();
+    for pair in query.split(|&b| b == b'&') {
+        let (n, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        if decoded_eq(n, name.as_bytes()) {
+            found.push(v);
+        }
+    }
+    if found.len() > 1 {
+        let mut vals: Vec<Vec<u8>> = found
+            .iter()
+            .map(|v| {
+                let mut d = Vec::new();
+                decode_into(v, &mut d);
+                d
+            })
+            .collect();
+        vals.sort();
+        for (i, v) in vals.iter().enumerate() {
+            if i > 0 {
+                k.push(b'&');
+            }
+            k.extend_from_slice(v);
+        }
+    } else if let Some(v) = found.first() {
+        decode_into(v, k);
+    }
+}
+
+/// Percent-decodes (and maps '+' to ' ') a query name or value into `out`; bad escapes stay
+/// as they are.
+fn decode_into(b: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+}
+
+/// Is `raw`, decoded, equal to `want`? Without decoding when there is nothing to decode.
+fn decoded_eq(raw: &[u8], want: &[u8]) -> bool {
+    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
+        return raw == want;
+    }
+    let mut d = Vec::with_capacity(raw.len());
+    decode_into(raw, &mut d);
+    d == want
+}
