@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Tollgate's whole test suite: unit tests, then the end-to-end tests once per monoio
 # driver (io_uring where the kernel allows it, then epoll). Installs cargo-nextest,
-# redis-server, curl, h2load, systemd-analyze and prlimit if missing.
+# redis-server, curl, h2load, systemd-analyze, prlimit, Node.js and the test OpenID provider's
+# npm packages if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,17 @@ if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v prlimit >/dev/nu
   echo "installing systemd (systemd-analyze) and util-linux (prlimit)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd util-linux >/dev/null
+fi
+
+# The JWT authorizer tests run a real OpenID provider (tests/oidc, Node's oidc-provider).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "installing nodejs and npm"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+  echo "installing the test OpenID provider's npm packages (tests/oidc)"
+  npm ci --prefix tests/oidc --no-audit --no-fund
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

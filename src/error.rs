@@ -44,6 +44,11 @@ pub(crate) enum Kind {
     GatewayTimeout,
     /// Missing, unknown or disabled API key, or a key whose plan does not cover the stage (403).
     Forbidden,
+    /// A route's authorizer found no token (`None`) or refused it (the `error_description`
+    /// of `WWW-Authenticate`) (401).
+    Unauthorized(Option<&'static str>),
+    /// The token carries none of the route's `authorization_scopes` (space-separated) (403).
+    InsufficientScope(Box<str>),
     /// The API's resource policy refuses the caller's address (403): `explicit` when a deny
     /// entry names it; `resource` is the ARN-like name of what was called.
     PolicyDenied { explicit: bool, resource: Box<str> },
@@ -71,6 +76,8 @@ impl Kind {
             Kind::GatewayTimeout => "INTEGRATION_TIMEOUT",
             Kind::NoHealthyUpstream => "DEFAULT_5XX",
             Kind::Forbidden => "INVALID_API_KEY",
+            Kind::Unauthorized(_) => "UNAUTHORIZED",
+            Kind::InsufficientScope(_) => "ACCESS_DENIED",
             Kind::PolicyDenied { .. } => "ACCESS_DENIED",
             Kind::Throttled(_) => "THROTTLED",
             Kind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
@@ -128,7 +135,8 @@ impl Error {
             Kind::BadGateway => 502,
             Kind::NoHealthyUpstream => 503,
             Kind::GatewayTimeout => 504,
-            Kind::Forbidden | Kind::PolicyDenied { .. } => 403,
+            Kind::Unauthorized(_) => 401,
+            Kind::Forbidden | Kind::PolicyDenied { .. } | Kind::InsufficientScope(_) => 403,
             Kind::Throttled(_) | Kind::QuotaExceeded { .. } => 429,
             Kind::ClientGone => 499,
         }
@@ -154,7 +162,8 @@ impl Error {
             Kind::BadGateway => "Bad Gateway",
             Kind::NoHealthyUpstream => "Service Unavailable",
             Kind::GatewayTimeout => "Endpoint request timed out",
-            Kind::Forbidden => "Forbidden",
+            Kind::Forbidden | Kind::InsufficientScope(_) => "Forbidden",
+            Kind::Unauthorized(_) => "Unauthorized",
             Kind::Throttled(_) => "Too Many Requests",
             Kind::QuotaExceeded { .. } => "Limit Exceeded",
             Kind::PolicyDenied { .. } | Kind::ClientGone => "",

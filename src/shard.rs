@@ -54,6 +54,11 @@ pub(crate) struct Shared {
     pub quotas: Mutex<QuotaCells>,
     /// One published counter row per shard (written by that shard every 100 ms).
     pub metrics: Vec<Arc<crate::metrics::Published>>,
+    /// Shards ask the control plane for JWT signing keys they lack here.
+    pub key_requests: (
+        flume::Sender<crate::auth::jwt::KeyRequest>,
+        flume::Receiver<crate::auth::jwt::KeyRequest>,
+    ),
 }
 
 impl Shared {
@@ -68,6 +73,7 @@ impl Shared {
             key_buckets: Mutex::new(AHashMap::new()),
             quotas: Mutex::new(AHashMap::new()),
             metrics: (0..shards).map(|_| Default::default()).collect(),
+            key_requests: flume::bounded(4096),
         })
     }
 
@@ -129,7 +135,12 @@ pub(crate) struct Shard {
     quota_leases: RefCell<AHashMap<u64, (i64, u64, u64)>>,
     /// Repeated failures, logged once per kind and target, then summarised by the sweep.
     pub repeats: crate::observe::RepeatLog,
+    /// JWTs this shard verified, for their next uses.
+    pub tokens: RefCell<crate::auth::jwt::TokenCache>,
 }
+
+/// Bytes of verified JWTs a shard keeps (about 4,000 typical tokens).
+const TOKEN_CACHE_BYTES: u64 = 8 << 20;
 
 impl Shard {
     pub(crate) fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
@@ -161,6 +172,7 @@ impl Shard {
             repeats: crate::observe::RepeatLog::new(
                 snap.config.server.log_summary_interval.as_nanos() as u64,
             ),
+            tokens: RefCell::new(crate::auth::jwt::TokenCache::new(TOKEN_CACHE_BYTES)),
         };
         shard.adopt(snap);
         Rc::new(shard)

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 
+use crate::auth::jwt::KeySet;
 use crate::auth::KeyTable;
 use crate::cache::{CacheClock, StageCache};
-use crate::config::{Config, Invalidation, KeyPart, Limits, Plan, Rate, Upstream};
+use crate::config::{
+    Config, FetchUrl, IdentitySource, Invalidation, KeyPart, Limits, Plan, Rate, Upstream,
+};
 use crate::route::trie::Trie;
 use crate::route::Domains;
 use crate::syntax::template::Template;
@@ -53,10 +56,54 @@ pub(crate) enum IntegrationRt {
     Mock(MockIntegration),
 }
 
+/// A JWT authorizer, compiled.
+#[derive(Debug)]
+pub(crate) struct JwtRt {
+    pub name: String,
+    pub rules: crate::auth::jwt::Rules,
+    pub source: IdentitySource,
+    /// Index into [`Compiled::jwks_sources`] and [`Snapshot::jwks`].
+    pub slot: usize,
+    /// Unique in the process (each compile makes new ones): the shards' token caches name
+    /// the authorizer that verified a token by it.
+    pub id: u64,
+}
+
+#[derive(Debug)]
+pub(crate) enum AuthorizerRt {
+    Jwt(JwtRt),
+}
+
+/// A route's authorizer and the scopes it wants.
+#[derive(Debug)]
+pub(crate) struct RouteAuth {
+    /// Index into [`ApiRt::authorizers`].
+    pub authorizer: usize,
+    pub scopes: Vec<String>,
+}
+
+/// Where an issuer's signing keys come from; authorizers that share one share its keys.
+#[derive(Debug, Clone)]
+pub(crate) struct JwksSource {
+    /// `JwtAuthorizer::key_source`: what identifies it across reloads.
+    pub key: Arc<str>,
+    /// What a discovery document must name as its issuer.
+    pub issuer: String,
+    /// The OpenID discovery document to read `jwks_uri` from, when none was given.
+    pub discovery: Option<FetchUrl>,
+    pub jwks_uri: Option<FetchUrl>,
+    /// The shortest of its authorizers' settings.
+    pub refresh: Duration,
+    pub cooldown: Duration,
+    pub timeout: Duration,
+}
+
 #[derive(Debug)]
 pub(crate) struct RouteRt {
     pub key: String,
     pub api_key_required: bool,
+    /// The route's authorizer, if any.
+    pub auth: Option<RouteAuth>,
     /// Route limit per stage: index into [`Compiled::buckets`].
     pub limits: Vec<Option<usize>>,
     /// Indexed by stage.
@@ -90,6 +137,7 @@ pub(crate) struct ApiRt {
     /// Per stage: no cached route lists key parts, so a URI's entry has one key (what an
     /// unsafe method invalidates can be removed by key rather than by a scan).
     pub plain_keys: Vec<bool>,
+    pub authorizers: Vec<AuthorizerRt>,
 }
 
 #[derive(Debug)]
@@ -115,6 +163,9 @@ pub(crate) struct Snapshot {
     pub generation: u64,
     pub compiled: Arc<Compiled>,
     pub keys: Arc<KeyTable>,
+    /// The signing keys of each JWKS source (parallel to `Compiled::jwks_sources`), as
+    /// last fetched; `None` until a fetch succeeds.
+    pub jwks: Arc<Vec<Option<Arc<KeySet>>>>,
 }
 
 impl std::ops::Deref for Snapshot {
@@ -144,6 +195,8 @@ pub(crate) struct Compiled {
     pub apis: Vec<ApiRt>,
     pub upstreams: Vec<UpstreamRt>,
     pub literal_targets: Vec<LiteralTarget>,
+    /// Every distinct source of JWT signing keys the APIs' authorizers use.
+    pub jwks_sources: Vec<JwksSource>,
     pub limits: Limits,
     pub cache_clock: Arc<CacheClock>,
     /// Per listener: the TLS server config (certificates by SNI, ALPN, resumption).

@@ -6,18 +6,21 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 
+use crate::auth::jwt::Rules;
 use crate::cache::{CacheRegistry, StageCache};
 use crate::config::target::{parse_uri_target, Authority};
 use crate::config::{item, Api, Config, Integration, Route, Stage, Underscores};
+use crate::config::{Authorizer, AuthorizerKind};
 use crate::route::trie::Trie;
 use crate::snapshot::{
-    ApiRt, CachePolicy, Dest, HttpIntegration, IntegrationRt, LiteralTarget, MockIntegration,
-    RouteRt,
+    ApiRt, AuthorizerRt, CachePolicy, Dest, HttpIntegration, IntegrationRt, JwksSource, JwtRt,
+    LiteralTarget, MockIntegration, RouteAuth, RouteRt,
 };
 use crate::syntax::route_key::MethodSel;
 use crate::syntax::template::Template;
 use crate::syntax::Method;
 use crate::tls::client::UpTls;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::limits::LimitTable;
 use super::Errors;
@@ -28,6 +31,7 @@ pub(super) struct Shared<'a, 'l> {
     pub caches: &'a mut CacheRegistry,
     pub fresh_caches: &'a mut AHashMap<(String, String), Arc<StageCache>>,
     pub literal_targets: &'a mut Vec<LiteralTarget>,
+    pub jwks_sources: &'a mut Vec<JwksSource>,
 }
 
 pub(super) fn compile(cfg: &Config, sh: &mut Shared<'_, '_>, errors: &mut Errors) -> Vec<ApiRt> {
@@ -54,6 +58,11 @@ fn compile_api(
                 .as_ref()
                 .map(|c| sh.caches.take(sh.fresh_caches, &api.name, &s.name, c))
         })
+        .collect();
+    let authorizers = api
+        .authorizers
+        .iter()
+        .map(|a| authorizer(a, sh.jwks_sources))
         .collect();
     let mut trie = Trie::default();
     let mut routes = Vec::with_capacity(api.routes.len());
@@ -98,6 +107,10 @@ fn compile_api(
         routes.push(RouteRt {
             key: r.key.clone(),
             api_key_required: r.api_key_required,
+            auth: r.authorizer.map(|authorizer| RouteAuth {
+                authorizer,
+                scopes: r.authorization_scopes.clone(),
+            }),
             limits,
             per_stage,
             cache,
@@ -126,6 +139,50 @@ fn compile_api(
         stage_limits,
         caches,
         plain_keys,
+        authorizers,
+    }
+}
+
+/// An authorizer, compiled: a JWT authorizer shares the key source of any other with the
+/// same issuer and `jwks_uri`.
+fn authorizer(a: &Authorizer, sources: &mut Vec<JwksSource>) -> AuthorizerRt {
+    static IDS: AtomicU64 = AtomicU64::new(1);
+    match &a.kind {
+        AuthorizerKind::Jwt(j) => {
+            let key = j.key_source();
+            let slot = match sources.iter().position(|s| *s.key == *key) {
+                Some(i) => {
+                    let s = &mut sources[i];
+                    s.refresh = s.refresh.min(j.jwks_refresh);
+                    s.cooldown = s.cooldown.min(j.jwks_cooldown);
+                    s.timeout = s.timeout.min(j.jwks_timeout);
+                    i
+                }
+                None => {
+                    sources.push(JwksSource {
+                        key: key.into(),
+                        issuer: j.issuer.clone(),
+                        discovery: j.jwks_uri.is_none().then(|| j.discovery_url()),
+                        jwks_uri: j.jwks_uri.clone(),
+                        refresh: j.jwks_refresh,
+                        cooldown: j.jwks_cooldown,
+                        timeout: j.jwks_timeout,
+                    });
+                    sources.len() - 1
+                }
+            };
+            AuthorizerRt::Jwt(JwtRt {
+                name: a.name.clone(),
+                rules: Rules {
+                    issuer: j.issuer.clone(),
+                    audience: j.audience.clone(),
+                    leeway: j.leeway.as_secs(),
+                },
+                source: j.identity_source.clone(),
+                slot,
+                id: IDS.fetch_add(1, Ordering::Relaxed),
+            })
+        }
     }
 }
 

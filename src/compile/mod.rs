@@ -55,6 +55,7 @@ pub(crate) fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled
     let (upstreams, health) = upstreams::compile(&cfg, upstream_tls, &reg.health);
     let mut fresh_caches = ahash::AHashMap::new();
     let mut literal_targets = Vec::new();
+    let mut jwks_sources = Vec::new();
     let apis = apis::compile(
         &cfg,
         &mut apis::Shared {
@@ -62,6 +63,7 @@ pub(crate) fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled
             caches: &mut reg.caches,
             fresh_caches: &mut fresh_caches,
             literal_targets: &mut literal_targets,
+            jwks_sources: &mut jwks_sources,
         },
         &mut errors,
     );
@@ -87,6 +89,7 @@ pub(crate) fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled
         apis,
         upstreams,
         literal_targets,
+        jwks_sources,
         limits: cfg.limits.clone(),
         config: cfg,
     })

@@ -9,6 +9,7 @@ pub struct Api {
     pub routes: Vec<Route>,
     /// Who may call the API at all, by source address (before any authorizer).
     pub resource_policy: Option<ResourcePolicy>,
+    pub authorizers: Vec<Authorizer>,
 }
 
 /// A resource policy by source address, with Amazon's semantics: an explicit deny wins; with an
@@ -67,6 +68,11 @@ pub struct Route {
     pub params: Vec<String>,
     pub integration: Integration,
     pub cache: Option<RouteCache>,
+    /// Index into the API's authorizers (the route's own, or the API's default).
+    #[serde(skip)]
+    pub authorizer: Option<usize>,
+    /// With a JWT authorizer: the token must carry at least one of these.
+    pub authorization_scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -126,11 +132,6 @@ impl Validator {
                     &a.gateway_responses,
                     "custom gateway responses",
                 ),
-                (
-                    "authorizers",
-                    &a.authorizers,
-                    "authorizers (JWT, request, token)",
-                ),
                 ("models", &a.models, "models (request validation)"),
                 (
                     "route_selection_expression",
@@ -181,13 +182,28 @@ impl Validator {
                 cache,
             });
         }
+        let (authorizers, declared) = self.authorizers(&key, a.authorizers);
+        let default_authorizer = a.default_authorizer;
         let mut routes: Vec<Route> = Vec::new();
         // A WebSocket API's route keys are action names, not "METHOD /path": refused above
         // as a whole, not route by route.
         let http_routes = if websocket { Vec::new() } else { a.routes };
         for (j, r) in http_routes.into_iter().enumerate() {
             let rkey = format!("{key}.{}", item("routes", j, r.route.as_ref()));
-            if let Some(route) = self.route(&rkey, r, limits, upstreams, &stages) {
+            let auth = authorizers::RouteAuthFile {
+                authorizer: r.authorizer.clone(),
+                authorization: r.authorization.clone(),
+                authorization_scopes: r.authorization_scopes.clone(),
+            };
+            let (authorizer, authorization_scopes) = self.route_auth(
+                &rkey,
+                &auth,
+                default_authorizer.as_deref(),
+                (&authorizers, &declared),
+            );
+            if let Some(mut route) = self.route(&rkey, r, limits, upstreams, &stages) {
+                route.authorizer = authorizer;
+                route.authorization_scopes = authorization_scopes;
                 routes.push(route);
             }
         }
@@ -215,6 +231,7 @@ impl Validator {
             stages,
             routes,
             resource_policy,
+            authorizers,
         }
     }
 
@@ -229,17 +246,6 @@ impl Validator {
         self.not_yet(
             rkey,
             &[
-                ("authorizer", &r.authorizer, "authorizers"),
-                (
-                    "authorization",
-                    &r.authorization,
-                    "SigV4 (aws_iam) authorization",
-                ),
-                (
-                    "authorization_scopes",
-                    &r.authorization_scopes,
-                    "authorizers (scopes)",
-                ),
                 (
                     "request_validator",
                     &r.request_validator,
@@ -321,6 +327,8 @@ impl Validator {
             params,
             integration,
             cache,
+            authorizer: None,
+            authorization_scopes: Vec::new(),
         })
     }
 

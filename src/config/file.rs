@@ -176,12 +176,38 @@ pub(crate) struct ApiFile {
     #[serde(default)]
     pub routes: Vec<RouteFile>,
     pub resource_policy: Option<ResourcePolicyFile>,
+    #[serde(default)]
+    pub authorizers: Vec<AuthorizerFile>,
+    /// The authorizer of routes that name none (and do not say `authorization = "none"`).
+    pub default_authorizer: Option<String>,
     // Named in the reference config, not built yet: refused by name.
     pub cors: Option<toml::Value>,
     pub gateway_responses: Option<toml::Value>,
-    pub authorizers: Option<toml::Value>,
     pub models: Option<toml::Value>,
     pub route_selection_expression: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthorizerFile {
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    // type = "jwt"
+    pub issuer: Option<String>,
+    pub audience: Option<Vec<String>>,
+    pub jwks_uri: Option<String>,
+    pub identity_source: Option<String>,
+    pub leeway: Option<String>,
+    pub jwks_refresh: Option<String>,
+    pub jwks_cooldown: Option<String>,
+    pub jwks_timeout: Option<String>,
+    // type = "request" | "token" (not built yet: the type is refused by name).
+    pub uri: Option<toml::Value>,
+    pub identity_sources: Option<toml::Value>,
+    pub ttl: Option<toml::Value>,
+    pub identity_validation_expression: Option<toml::Value>,
+    pub timeout: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,10 +259,10 @@ pub(crate) struct RouteFile {
     pub api_key_required: Option<bool>,
     pub throttle: Option<RateFile>,
     pub cache: Option<RouteCacheFile>,
+    pub authorizer: Option<String>,
+    pub authorization: Option<String>,
+    pub authorization_scopes: Option<Vec<String>>,
     // Named in the reference config, not built yet: refused by name.
-    pub authorizer: Option<toml::Value>,
-    pub authorization: Option<toml::Value>,
-    pub authorization_scopes: Option<toml::Value>,
     pub request_validator: Option<toml::Value>,
     pub request_models: Option<toml::Value>,
     pub request_parameters: Option<toml::Value>,

@@ -6,6 +6,7 @@
 //! route that asks for an API key is never served without the check.
 
 mod apis;
+mod authorizers;
 mod cache;
 mod domains;
 pub(crate) mod file;
@@ -16,6 +17,7 @@ pub(crate) mod target;
 pub(crate) mod units;
 mod upstreams;
 pub(crate) use apis::*;
+pub(crate) use authorizers::*;
 pub use cache::*;
 pub(crate) use domains::*;
 pub(crate) use listeners::*;

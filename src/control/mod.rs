@@ -9,6 +9,7 @@
 //! changes publish a new snapshot that shares the compiled configuration.
 
 mod health;
+mod jwks;
 mod keys;
 mod reload;
 pub(crate) mod store;
@@ -85,6 +86,9 @@ pub(crate) struct Control {
     store_failures: u64,
     store_reopens: u64,
     stored_keys: Vec<StoredKey>,
+    /// JWT signing keys per key source, and the channels their fetches report on.
+    jwks: ahash::AHashMap<Arc<str>, jwks::JwksState>,
+    channels: jwks::JwksChannels,
 }
 
 /// Everything the control plane starts with, prepared on the starting thread (so that a bad
@@ -115,6 +119,7 @@ impl ControlInit {
         let keys = Arc::new(key_table(&compiled.config, &compiled, &stored_keys));
         let snap = Arc::new(Snapshot {
             generation: 1,
+            jwks: Arc::new(vec![None; compiled.jwks_sources.len()]),
             compiled: compiled.clone(),
             keys,
         });
@@ -169,6 +174,8 @@ impl ControlInit {
             store_failures: 0,
             store_reopens: 0,
             stored_keys: self.stored_keys,
+            jwks: Default::default(),
+            channels: Default::default(),
         }
     }
 }
@@ -314,6 +321,7 @@ impl Control {
             generation: self.generation,
             compiled: self.compiled.clone(),
             keys,
+            jwks: self.jwks_vector(),
         });
         self.shared.publish(snap);
         self.generation
@@ -330,9 +338,12 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     shards_done: impl Fn() -> bool,
 ) {
     {
-        let c = ctl.borrow();
+        let mut c = ctl.borrow_mut();
         start_health_checks(&c.compiled, c.live.get(), &c.live);
+        c.start_jwks();
     }
+    let asks = ctl.borrow().shared.key_requests.1.clone();
+    jwks::serve(&ctl, asks);
     // The admin API runs on this thread, over this control plane (the admin module depends
     // on control, not the other way round: the caller passes it in).
     if let Some(serve_admin) = admin {

@@ -80,6 +80,7 @@ impl Control {
         let generation = self.publish();
         self.live.set(generation);
         start_health_checks(&self.compiled, generation, &self.live);
+        self.start_jwks();
         Ok(generation)
     }
 }

@@ -1,7 +1,7 @@
 //! The API key phase: `x-api-key` checked against the key table, and the usage plan that
 //! covers the stage chosen.
 
-use super::ctx::{Principal, RequestCtx, RouteMatch};
+use super::ctx::{ApiKeyUse, RequestCtx, RouteMatch};
 use crate::error::{Error, Kind};
 use crate::shard::ShardSnap;
 
@@ -42,9 +42,9 @@ pub(crate) fn authenticate(
                 .is_some_and(|pl| pl.stages.contains(&(api, stage)))
         })
         .ok_or_else(|| forbidden("the key's plans do not cover this stage"))?;
-    ctx.principal = Principal::ApiKey {
+    ctx.principal.api_key = Some(ApiKeyUse {
         id: key.id.clone(),
         plan,
-    };
+    });
     Ok(())
 }

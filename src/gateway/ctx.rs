@@ -26,18 +26,35 @@ pub struct RouteMatch {
     pub route: usize,
 }
 
-/// Who the caller is, as far as the phases so far established. Only the authentication
-/// phase builds anything but `Anonymous`; later phases (limits, quotas, the cache's
-/// `require_api_key`) read it rather than a flag.
+/// Who the caller is, as far as the phases so far established: what the route's authorizer
+/// said, then the API key. Only those phases set it; later phases (limits, quotas, the
+/// cache's `require_api_key`, templates) read it rather than flags.
 #[derive(Debug, Clone, Default)]
-pub enum Principal {
-    #[default]
-    Anonymous,
-    /// A valid, enabled API key and the index of the usage plan that covers this stage.
-    ApiKey {
-        id: std::sync::Arc<str>,
-        plan: usize,
-    },
+pub struct Principal {
+    pub(crate) authorizer: Option<Authorized>,
+    pub api_key: Option<ApiKeyUse>,
+}
+
+/// A valid, enabled API key and the index of the usage plan that covers this stage.
+#[derive(Debug, Clone)]
+pub struct ApiKeyUse {
+    pub id: std::sync::Arc<str>,
+    pub plan: usize,
+}
+
+/// What an authorizer established.
+#[derive(Debug, Clone)]
+pub(crate) enum Authorized {
+    /// A JWT that passed every check, with its claims.
+    Jwt(std::rc::Rc<crate::auth::jwt::Verified>),
+}
+
+impl crate::syntax::template::AuthorizerVars for Authorized {
+    fn claim(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        match self {
+            Authorized::Jwt(v) => v.claim_text(name),
+        }
+    }
 }
 
 /// When a request's steps happened. Taken only while something records them (the
@@ -102,7 +119,7 @@ impl RequestCtx {
             body,
             stage: None,
             route: None,
-            principal: Principal::Anonymous,
+            principal: Principal::default(),
             captures: Captures::new(),
             ratelimit: None,
             status: 0,
@@ -127,6 +144,11 @@ impl RequestCtx {
             request_id: self.request_id.as_str(),
             source_ip,
             client_cert: self.client_cert.as_ref().and_then(|c| c.fields.as_deref()),
+            authorizer: self
+                .principal
+                .authorizer
+                .as_ref()
+                .map(|a| a as &dyn crate::syntax::template::AuthorizerVars),
             escape,
         }
     }

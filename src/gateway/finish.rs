@@ -31,7 +31,7 @@ use crate::syntax::Method;
 pub(crate) const CLIENT_CLOSED: u16 = 499;
 
 /// A gateway error as an [`Answer`]: JSON `{"message": ...}`, `Retry-After` and
-/// `RateLimit-*` on 429s, `Allow` on 405.
+/// `RateLimit-*` on 429s, `Allow` on 405, `WWW-Authenticate` on a JWT authorizer's refusals.
 pub(crate) fn error_answer(e: &Error) -> Answer {
     let mut body = Vec::with_capacity(64);
     json_message(&mut body, &e.client_message());
@@ -42,6 +42,24 @@ pub(crate) fn error_answer(e: &Error) -> Answer {
             ratelimit_headers(&mut headers, r);
         }
         Kind::QuotaExceeded { retry_after_s } => retry_after(&mut headers, *retry_after_s),
+        // RFC 6750 3, in Amazon API Gateway's form.
+        Kind::Unauthorized(None) => headers.extend_from_slice(b"www-authenticate: Bearer\r\n"),
+        Kind::Unauthorized(Some(why)) => {
+            headers.extend_from_slice(
+                b"www-authenticate: Bearer scope=\"\" error=\"invalid_token\" error_description=\"",
+            );
+            headers.extend_from_slice(why.as_bytes());
+            headers.extend_from_slice(b"\"\r\n");
+        }
+        Kind::InsufficientScope(scopes) => {
+            headers.extend_from_slice(b"www-authenticate: Bearer scope=\"");
+            headers.extend_from_slice(scopes.as_bytes());
+            headers.extend_from_slice(
+                b"\" error=\"insufficient_scope\" error_description=\"expected scopes: [",
+            );
+            headers.extend_from_slice(scopes.as_bytes());
+            headers.extend_from_slice(b"]\"\r\n");
+        }
         Kind::MethodNotAllowed(allow) => {
             headers.extend_from_slice(b"allow: ");
             for (i, m) in allow.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! The throttle and quota phases: token buckets in order (key + route, key, route, stage,
 //! gateway), then the usage plan's quota; fleet-wide through Redis with `[cluster]`.
 
-use super::ctx::{Principal, RequestCtx, RouteMatch};
+use super::ctx::{ApiKeyUse, RequestCtx, RouteMatch};
 use crate::config::{Cluster, OnRedisError};
 use crate::error::{Error, Kind, RateInfo};
 use crate::shard::{Shard, ShardSnap};
@@ -103,10 +103,11 @@ pub(crate) async fn throttle(
     let RouteMatch { api, stage, route } = m;
     let snap = &ss.snap;
     let r = &snap.apis[api].routes[route];
-    let key_limits = match &ctx.principal {
-        Principal::ApiKey { id, plan } => Some((id, &snap.plans[*plan])),
-        Principal::Anonymous => None,
-    };
+    let key_limits = ctx
+        .principal
+        .api_key
+        .as_ref()
+        .map(|k| (&k.id, &snap.plans[k.plan]));
     let any = key_limits.is_some_and(|(_, p)| p.throttle.is_some() || !p.route_throttle.is_empty())
         || r.limits[stage].is_some()
         || snap.apis[api].stage_limits[stage].is_some()
@@ -187,7 +188,7 @@ pub(crate) async fn count_quota(
     ss: &ShardSnap,
     ctx: &RequestCtx,
 ) -> Result<(), Error> {
-    let Principal::ApiKey { id, plan: p } = &ctx.principal else {
+    let Some(ApiKeyUse { id, plan: p }) = &ctx.principal.api_key else {
         return Ok(());
     };
     let plan = &ss.snap.plans[*p];

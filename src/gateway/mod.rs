@@ -4,14 +4,15 @@
 //!
 //! Each phase is a function that passes the request on (`Ok(..)`), or stops it with an
 //! [`Error`] (which `finish` answers), or answers it ([`finish::Outcome`]). Files by phase:
-//! routing is here; [`api_key`] authenticates; [`limits`] throttles and counts quotas;
+//! routing is here; [`policy`] checks the resource policy; [`authorizer`] runs the route's
+//! authorizer; [`api_key`] authenticates; [`limits`] throttles and counts quotas;
 //! [`cached`] serves the stage cache; [`proxy`] is the `http` integration; [`answers`] holds
 //! the answers made without an upstream (mock, redirect); [`conn`] plugs the pipeline into the
-//! HTTP/1.1 and HTTP/2 connections. Resource policies, authorizers and request validation
-//! slot in where `run_phases` marks them.
+//! HTTP/1.1 and HTTP/2 connections. Request validation slots in where `run_phases` marks it.
 
 pub(crate) mod answers;
 pub(crate) mod api_key;
+pub(crate) mod authorizer;
 pub(crate) mod cached;
 pub(crate) mod conn;
 pub(crate) mod ctx;
@@ -104,7 +105,7 @@ async fn run_phases(
     if let Some(p) = &snap.config.apis[m.api].resource_policy {
         policy::check(ss, conn.peer.ip(), ctx, m, p)?;
     }
-    // Resource policies and other authorizers slot in here.
+    authorizer::authorize(shard, ss, ctx, m).await?;
     api_key::authenticate(ss, ctx, m)?;
     limits::throttle(shard, ss, ctx, m).await?;
     limits::count_quota(shard, ss, ctx).await?;

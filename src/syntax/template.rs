@@ -18,6 +18,14 @@ pub enum Piece {
     RequestId,
     SourceIp,
     ClientCert(crate::syntax::CertField),
+    /// `${context.authorizer.claims.NAME}`: a claim of the request's verified JWT.
+    Claim(String),
+}
+
+/// What an authorizer established about the caller, for `${context.authorizer.*}`.
+pub trait AuthorizerVars {
+    /// A claim of a verified token, as text.
+    fn claim(&self, name: &str) -> Option<std::borrow::Cow<'_, str>>;
 }
 
 /// How an identity value (a certificate field) is written where it lands.
@@ -37,6 +45,8 @@ pub struct Vars<'a> {
     pub source_ip: &'a str,
     /// The verified client certificate's fields (`CertField as usize`), if any.
     pub client_cert: Option<&'a [String]>,
+    /// What the route's authorizer established, if it has one.
+    pub authorizer: Option<&'a dyn AuthorizerVars>,
     pub escape: Escape,
 }
 
@@ -100,6 +110,11 @@ impl Template {
                              validity.notAfter, clientCertPem, fingerprint, sans"
                         )
                     })?)
+                } else if let Some(c) = name.strip_prefix("context.authorizer.claims.") {
+                    if c.is_empty() || c.contains(char::is_whitespace) {
+                        return Err(format!("bad claim name {c:?} in {s:?}"));
+                    }
+                    Piece::Claim(c.to_string())
                 } else if let Some(p) = name.strip_prefix("request.path.") {
                     let idx = params.iter().position(|n| n == p).ok_or_else(|| {
                         format!("${{request.path.{p}}} names no path variable of the route")
@@ -109,7 +124,8 @@ impl Template {
                     return Err(format!(
                         "unknown variable ${{{name}}}: allowed are ${{stageVariables.NAME}}, \
                          ${{context.requestId}}, ${{context.identity.sourceIp}}, \
-                         ${{context.identity.clientCert.FIELD}}, ${{request.path.NAME}}"
+                         ${{context.identity.clientCert.FIELD}}, \
+                         ${{context.authorizer.claims.NAME}}, ${{request.path.NAME}}"
                     ));
                 };
                 if !lit.is_empty() {
@@ -199,18 +215,26 @@ impl Template {
                         .and_then(|c| c.get(*f as usize))
                         .map(String::as_str)
                         .unwrap_or_default();
-                    match vars.escape {
-                        Escape::Uri => encode_strict(v, out),
-                        Escape::Header => {
-                            out.extend(v.bytes().filter(|b| *b != b'\r' && *b != b'\n'))
-                        }
-                        Escape::Raw => out.extend_from_slice(v.as_bytes()),
+                    write_escaped(v, vars.escape, out);
+                }
+                Piece::Claim(name) => {
+                    if let Some(v) = vars.authorizer.and_then(|a| a.claim(name)) {
+                        write_escaped(&v, vars.escape, out);
                     }
                 }
                 // Substituted at compile time; an unresolved one renders as nothing.
                 Piece::StageVar(_) => {}
             }
         }
+    }
+}
+
+/// An identity value (certificate field, claim) written where it lands.
+fn write_escaped(v: &str, escape: Escape, out: &mut Vec<u8>) {
+    match escape {
+        Escape::Uri => encode_strict(v, out),
+        Escape::Header => out.extend(v.bytes().filter(|b| *b != b'\r' && *b != b'\n' && *b != 0)),
+        Escape::Raw => out.extend_from_slice(v.as_bytes()),
     }
 }
 
@@ -280,10 +304,52 @@ mod tests {
             request_id: "rid",
             source_ip: "10.0.0.1",
             client_cert: None,
+            authorizer: None,
             escape: Escape::Raw,
         };
         t.render(&mut out, &vars, |_, o| o.extend_from_slice(b"7"));
         assert_eq!(out, br#"{"id":"7"}"#);
+    }
+
+    struct Claims;
+    impl AuthorizerVars for Claims {
+        fn claim(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+            (name == "cognito:groups").then(|| "a&b\r\nx: y".into())
+        }
+    }
+
+    #[test]
+    fn claims_render_escaped_and_absent_ones_as_nothing() {
+        let t = Template::parse(
+            "/g/${context.authorizer.claims.cognito:groups}/${context.authorizer.claims.sub}",
+            &params(),
+            UnknownBraces::Error,
+        )
+        .unwrap();
+        let mut vars = Vars {
+            request_id: "rid",
+            source_ip: "10.0.0.1",
+            client_cert: None,
+            authorizer: Some(&Claims),
+            escape: Escape::Uri,
+        };
+        let mut out = Vec::new();
+        t.render(&mut out, &vars, |_, _| {});
+        assert_eq!(out, b"/g/a%26b%0D%0Ax%3A%20y/");
+        vars.escape = Escape::Header;
+        out.clear();
+        t.render(&mut out, &vars, |_, _| {});
+        assert_eq!(out, b"/g/a&bx: y/");
+        vars.authorizer = None;
+        out.clear();
+        t.render(&mut out, &vars, |_, _| {});
+        assert_eq!(out, b"/g//");
+        assert!(Template::parse(
+            "${context.authorizer.claims.}",
+            &params(),
+            UnknownBraces::Error
+        )
+        .is_err());
     }
 
     #[test]
@@ -300,6 +366,7 @@ mod tests {
             request_id: "rid",
             source_ip: "10.0.0.1",
             client_cert: Some(&fields),
+            authorizer: None,
             escape: Escape::Uri,
         };
         let mut out = Vec::new();

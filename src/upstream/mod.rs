@@ -6,6 +6,7 @@
 //! atomic load) or when this shard saw `max_fails` consecutive failures within
 //! `fail_timeout` (nginx's passive health). With no usable target the answer is 503.
 
+pub(crate) mod fetch;
 pub(crate) mod h2;
 pub(crate) mod health;
 pub(crate) mod pool;

@@ -52,7 +52,7 @@ pub(crate) async fn serve(
     p: &CachePolicy,
 ) -> Result<Next, Error> {
     let api = ctx.route.map(|m| m.api).unwrap_or_default();
-    let authorized = matches!(ctx.principal, super::ctx::Principal::ApiKey { .. });
+    let authorized = ctx.principal.api_key.is_some();
     let cache = &p.cache;
     let method = ctx.head.method;
     let req_cc = CacheControl::parse(

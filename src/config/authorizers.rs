@@ -1,0 +1,407 @@
+//! `[[apis.authorizers]]`: JWT authorizers (any OpenID Connect provider, Cognito user pools),
+//! and the routes' `authorizer`, `authorization` and `authorization_scopes`.
+
+use super::*;
+
+/// One authorizer of an API.
+#[derive(Debug, Clone, Serialize)]
+pub struct Authorizer {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: AuthorizerKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuthorizerKind {
+    Jwt(JwtAuthorizer),
+}
+
+/// A JWT authorizer: tokens signed by `issuer`'s keys, for one of `audience`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JwtAuthorizer {
+    pub issuer: String,
+    pub audience: Vec<String>,
+    /// Where the keys are; `None`: from `{issuer}/.well-known/openid-configuration`.
+    pub jwks_uri: Option<FetchUrl>,
+    pub identity_source: IdentitySource,
+    #[serde(serialize_with = "ser_duration")]
+    pub leeway: Duration,
+    /// How often the keys are fetched again.
+    #[serde(serialize_with = "ser_duration")]
+    pub jwks_refresh: Duration,
+    /// The shortest time between two fetches asked for by tokens naming an unknown key.
+    #[serde(serialize_with = "ser_duration")]
+    pub jwks_cooldown: Duration,
+    /// Each fetch (discovery, then keys) must finish within this.
+    #[serde(serialize_with = "ser_duration")]
+    pub jwks_timeout: Duration,
+}
+
+impl JwtAuthorizer {
+    /// Where the keys come from, as one string: authorizers with the same source share one
+    /// key set and one fetcher.
+    pub fn key_source(&self) -> String {
+        match &self.jwks_uri {
+            Some(u) => format!("jwks {}", u.text),
+            None => format!("discovery {}", self.discovery_url().text),
+        }
+    }
+
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub fn discovery_url(&self) -> FetchUrl {
+        let base = self.issuer.trim_end_matches('/');
+        // The issuer was checked to be a URL at load.
+        FetchUrl::parse(&format!("{base}/.well-known/openid-configuration")).unwrap_or_else(|_| {
+            FetchUrl {
+                text: String::new(),
+                tls: false,
+                host: String::new(),
+                port: 0,
+                path: "/".into(),
+            }
+        })
+    }
+}
+
+/// Where a request carries its token: `$request.header.NAME` or `$request.querystring.NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum IdentitySource {
+    /// Lower-case header name.
+    Header(String),
+    Query(String),
+}
+
+impl IdentitySource {
+    pub fn parse(s: &str) -> Option<IdentitySource> {
+        if let Some(h) = s.strip_prefix("$request.header.") {
+            let ok = !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            return ok.then(|| IdentitySource::Header(h.to_ascii_lowercase()));
+        }
+        let q = s.strip_prefix("$request.querystring.")?;
+        (!q.is_empty() && !q.contains(['&', '=', '#', ' ']))
+            .then(|| IdentitySource::Query(q.into()))
+    }
+}
+
+/// An `http://` or `https://` URL the control plane fetches (OpenID discovery, JWKS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FetchUrl {
+    /// As written.
+    pub text: String,
+    #[serde(skip)]
+    pub tls: bool,
+    /// Host name or address (no brackets).
+    #[serde(skip)]
+    pub host: String,
+    #[serde(skip)]
+    pub port: u16,
+    /// Path and query, starting with '/'.
+    #[serde(skip)]
+    pub path: String,
+}
+
+impl FetchUrl {
+    pub fn parse(s: &str) -> Result<FetchUrl, String> {
+        let (rest, tls) = if let Some(r) = s.strip_prefix("https://") {
+            (r, true)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            (r, false)
+        } else {
+            return Err("must start with https:// (or http://)".into());
+        };
+        if s.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err("must not contain spaces or control characters".into());
+        }
+        let (auth, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        if auth.contains('@') {
+            return Err("must not carry credentials".into());
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(r) = auth.strip_prefix('[') {
+            let (h, after) = r.split_once(']').ok_or("has an unclosed '[' in its host")?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| "has a bad port")?,
+                None if after.is_empty() => default_port,
+                None => return Err("has a bad host".into()),
+            };
+            (h.to_string(), port)
+        } else {
+            match auth.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| "has a bad port")?),
+                None => (auth.to_string(), default_port),
+            }
+        };
+        if host.is_empty() || port == 0 {
+            return Err("has no host".into());
+        }
+        Ok(FetchUrl {
+            text: s.to_string(),
+            tls,
+            host,
+            port,
+            path,
+        })
+    }
+}
+
+impl Validator {
+    /// The API's authorizers that are valid, and the names of all of them (a route naming an
+    /// invalid one is not a second error).
+    pub(super) fn authorizers(
+        &mut self,
+        key: &str,
+        list: Vec<file::AuthorizerFile>,
+    ) -> (Vec<Authorizer>, Vec<String>) {
+        let mut out: Vec<Authorizer> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for (j, a) in list.into_iter().enumerate() {
+            let akey = format!("{key}.{}", item("authorizers", j, a.name.as_ref()));
+            let name = self.name(&format!("{akey}.name"), a.name.clone());
+            if names.contains(&name) {
+                self.err(
+                    &format!("{akey}.name"),
+                    "is used by two authorizers of this API",
+                );
+            }
+            names.push(name.clone());
+            let kind = match a.kind.as_deref() {
+                Some("jwt") => self.jwt(&akey, a).map(AuthorizerKind::Jwt),
+                Some("request" | "token") => {
+                    self.unsupported(
+                        &format!("{akey}.type"),
+                        "external (request and token) authorizers; type = \"jwt\" works",
+                    );
+                    None
+                }
+                Some(other) => {
+                    self.bad(
+                        &format!("{akey}.type"),
+                        other,
+                        "\"jwt\", \"request\" or \"token\"",
+                    );
+                    None
+                }
+                None => {
+                    self.err(
+                        &format!("{akey}.type"),
+                        "is required: \"jwt\", \"request\" or \"token\"",
+                    );
+                    None
+                }
+            };
+            if let Some(kind) = kind {
+                out.push(Authorizer { name, kind });
+            }
+        }
+        (out, names)
+    }
+
+    fn jwt(&mut self, akey: &str, a: file::AuthorizerFile) -> Option<JwtAuthorizer> {
+        for (k, present) in [
+            ("uri", a.uri.is_some()),
+            ("identity_sources", a.identity_sources.is_some()),
+            ("ttl", a.ttl.is_some()),
+            (
+                "identity_validation_expression",
+                a.identity_validation_expression.is_some(),
+            ),
+            ("timeout", a.timeout.is_some()),
+        ] {
+            if present {
+                self.err(
+                    &format!("{akey}.{k}"),
+                    "belongs to type = \"request\" or \"token\" authorizers",
+                );
+            }
+        }
+        let issuer = match a.issuer {
+            None => {
+                self.err(
+                    &format!("{akey}.issuer"),
+                    "is required: the provider's issuer URL (its tokens' iss)",
+                );
+                None
+            }
+            Some(i) => match FetchUrl::parse(&i) {
+                Ok(_) => Some(i),
+                Err(e) => {
+                    self.bad(&format!("{akey}.issuer"), &i, &format!("a URL that {e}"));
+                    None
+                }
+            },
+        };
+        let audience = a.audience.unwrap_or_default();
+        if audience.is_empty() || audience.iter().any(String::is_empty) {
+            self.err(
+                &format!("{akey}.audience"),
+                "is required: a list of the audiences accepted (matched against aud, or client_id)",
+            );
+        }
+        let jwks_uri = a.jwks_uri.and_then(|u| match FetchUrl::parse(&u) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.bad(&format!("{akey}.jwks_uri"), &u, &format!("a URL that {e}"));
+                None
+            }
+        });
+        let identity_source = match a.identity_source {
+            None => IdentitySource::Header("authorization".into()),
+            Some(s) => IdentitySource::parse(&s).unwrap_or_else(|| {
+                self.bad(
+                    &format!("{akey}.identity_source"),
+                    &s,
+                    "\"$request.header.NAME\" or \"$request.querystring.NAME\"",
+                );
+                IdentitySource::Header("authorization".into())
+            }),
+        };
+        let leeway = match a.leeway.as_deref() {
+            Some("0" | "0s") => Duration::ZERO,
+            v => self.duration_in(
+                &format!("{akey}.leeway"),
+                v.map(str::to_string).as_ref(),
+                Duration::from_secs(60),
+                Duration::from_secs(1),
+                Duration::from_secs(600),
+            ),
+        };
+        let jwks_refresh = self.duration_in(
+            &format!("{akey}.jwks_refresh"),
+            a.jwks_refresh.as_ref(),
+            Duration::from_secs(600),
+            Duration::from_secs(10),
+            Duration::from_secs(86_400),
+        );
+        let jwks_cooldown = self.duration_in(
+            &format!("{akey}.jwks_cooldown"),
+            a.jwks_cooldown.as_ref(),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            Duration::from_secs(3_600),
+        );
+        let jwks_timeout = self.duration_in(
+            &format!("{akey}.jwks_timeout"),
+            a.jwks_timeout.as_ref(),
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        );
+        Some(JwtAuthorizer {
+            issuer: issuer?,
+            audience,
+            jwks_uri,
+            identity_source,
+            leeway,
+            jwks_refresh,
+            jwks_cooldown,
+            jwks_timeout,
+        })
+    }
+
+    /// A route's `authorizer` (or the API's `default_authorizer`), `authorization` and
+    /// `authorization_scopes`, checked against the API's authorizers: the route's authorizer
+    /// as an index into them.
+    pub(super) fn route_auth(
+        &mut self,
+        rkey: &str,
+        r: &RouteAuthFile,
+        default: Option<&str>,
+        (authorizers, declared): (&[Authorizer], &[String]),
+    ) -> (Option<usize>, Vec<String>) {
+        let names = || {
+            let list: Vec<String> = declared.iter().map(|n| format!("{n:?}")).collect();
+            if list.is_empty() {
+                "the name of one of the API's [[apis.authorizers]] (it has none)".to_string()
+            } else {
+                format!(
+                    "the name of one of the API's authorizers ({})",
+                    list.join(", ")
+                )
+            }
+        };
+        let none = match r.authorization.as_deref() {
+            None => false,
+            Some("none") => true,
+            Some("aws_iam") => {
+                self.unsupported(
+                    &format!("{rkey}.authorization"),
+                    "SigV4 (aws_iam) authorization",
+                );
+                true
+            }
+            Some(other) => {
+                self.bad(
+                    &format!("{rkey}.authorization"),
+                    other,
+                    "\"none\" (no authorizer, even the API's default) or \"aws_iam\"",
+                );
+                true
+            }
+        };
+        if none && r.authorizer.is_some() {
+            self.err(
+                &format!("{rkey}.authorizer"),
+                "cannot be set with authorization = \"none\"",
+            );
+        }
+        let name = if none {
+            None
+        } else {
+            r.authorizer.as_deref().or(default)
+        };
+        let index = name.and_then(|n| {
+            let i = authorizers.iter().position(|a| a.name == n);
+            if i.is_none() && !declared.iter().any(|d| d == n) {
+                let k = if r.authorizer.is_some() {
+                    "authorizer"
+                } else {
+                    "default_authorizer"
+                };
+                self.bad(&format!("{rkey}.{k}"), n, &names());
+            }
+            i
+        });
+        let scopes = r.authorization_scopes.clone().unwrap_or_default();
+        if !scopes.is_empty() {
+            // RFC 6749 3.3 scope-token: printable ASCII but space, '"' and '\'.
+            let token = |s: &String| {
+                !s.is_empty()
+                    && s.bytes().all(|b| {
+                        b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)
+                    })
+            };
+            if !scopes.iter().all(token) {
+                self.bad(
+                    &format!("{rkey}.authorization_scopes"),
+                    &scopes,
+                    "scope names of printable ASCII without spaces, '\"' or '\\'",
+                );
+            }
+            if name.is_none() {
+                self.err(
+                    &format!("{rkey}.authorization_scopes"),
+                    "needs a JWT authorizer on the route (authorizer = \"...\")",
+                );
+            }
+        }
+        (index, scopes)
+    }
+}
+
+/// A route's authorization keys, as written.
+pub(super) struct RouteAuthFile {
+    pub authorizer: Option<String>,
+    pub authorization: Option<String>,
+    pub authorization_scopes: Option<Vec<String>>,
+}

@@ -1,0 +1,173 @@
+//! The authorizer phase: on routes with an authorizer, after the resource policy and before
+//! the API key. A JWT authorizer reads the token from its identity source (401 without one),
+//! finds it in the shard's token cache or verifies it against the issuer's keys in the
+//! snapshot (asking the control plane for fresh keys when the token names a key the snapshot
+//! lacks), and checks the route's scopes (403). The verified claims become the request's
+//! principal, for templates (`${context.authorizer.claims.NAME}`) and later phases.
+
+use std::borrow::Cow;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ctx::{Authorized, RequestCtx, RouteMatch};
+use crate::auth::jwt::{self, KeyRequest, KeySet, Refusal};
+use crate::config::IdentitySource;
+use crate::error::{Error, Kind};
+use crate::shard::{Shard, ShardSnap};
+use crate::snapshot::{AuthorizerRt, JwtRt};
+
+/// Runs the route's authorizer, if it has one.
+pub(crate) async fn authorize(
+    shard: &Shard,
+    ss: &ShardSnap,
+    ctx: &mut RequestCtx,
+    m: RouteMatch,
+) -> Result<(), Error> {
+    let api = &ss.snap.apis[m.api];
+    let Some(auth) = &api.routes[m.route].auth else {
+        return Ok(());
+    };
+    match &api.authorizers[auth.authorizer] {
+        AuthorizerRt::Jwt(j) => {
+            let v = jwt_phase(shard, ss, ctx, j).await?;
+            if !v.has_scope(&auth.scopes) {
+                return Err(Error::downstream(
+                    Kind::InsufficientScope(auth.scopes.join(" ").into()),
+                    "the token carries none of the route's scopes",
+                ));
+            }
+            ctx.principal.authorizer = Some(Authorized::Jwt(v));
+            Ok(())
+        }
+    }
+}
+
+fn refused(j: &JwtRt, why: &'static str) -> Error {
+    Error::downstream(
+        Kind::Unauthorized(Some(why)),
+        format!("authorizer {:?}: {why}", j.name),
+    )
+}
+
+async fn jwt_phase(
+    shard: &Shard,
+    ss: &ShardSnap,
+    ctx: &RequestCtx,
+    j: &JwtRt,
+) -> Result<Rc<jwt::Verified>, Error> {
+    let token = identity(ctx, &j.source)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::downstream(Kind::Unauthorized(None), "no token"))?;
+    let now = unix_now();
+    let keys = ss.snap.jwks.get(j.slot).cloned().flatten();
+    if let Some(k) = &keys {
+        if let Some(v) = shard.tokens.borrow().get(j.id, &token, k) {
+            return if v.live(now, j.rules.leeway) {
+                Ok(v)
+            } else {
+                Err(refused(j, "the token has expired"))
+            };
+        }
+    }
+    let first = match &keys {
+        Some(k) => jwt::verify(&token, k, &j.rules, now),
+        None => Err(Refusal::UnknownKey),
+    };
+    let (result, keys) = match first {
+        // The snapshot's keys may be stale (rotated at the provider) or not fetched yet.
+        Err(Refusal::UnknownKey) => match ask_keys(shard, ss, j).await {
+            Some(k) => (jwt::verify(&token, &k, &j.rules, now), Some(k)),
+            None if keys.is_none() => {
+                return Err(refused(j, "the issuer's signing keys are not available"))
+            }
+            None => (Err(Refusal::UnknownKey), keys),
+        },
+        other => (other, keys),
+    };
+    match result {
+        Ok(v) => {
+            let v = Rc::new(v);
+            if let Some(k) = keys {
+                shard.tokens.borrow_mut().insert(j.id, &token, k, v.clone());
+            }
+            Ok(v)
+        }
+        Err(Refusal::UnknownKey) => Err(refused(j, "the token's signing key (kid) is not known")),
+        Err(Refusal::Invalid(why)) => Err(refused(j, why)),
+    }
+}
+
+/// Asks the control plane for the source's keys (it fetches them again unless it did
+/// within the cool-down); `None` when it has none or does not answer in time.
+async fn ask_keys(shard: &Shard, ss: &ShardSnap, j: &JwtRt) -> Option<Arc<KeySet>> {
+    let src = ss.snap.jwks_sources.get(j.slot)?;
+    let (tx, rx) = flume::bounded(1);
+    let req = KeyRequest {
+        source: src.key.clone(),
+        reply: tx,
+    };
+    // A full queue means the control plane is swamped: answer from what is here.
+    shard.shared.key_requests.0.try_send(req).ok()?;
+    // Discovery and keys: two fetches, each within the timeout.
+    let wait = src.timeout * 2 + Duration::from_millis(500);
+    monoio::time::timeout(wait, rx.recv_async())
+        .await
+        .ok()?
+        .ok()
+        .flatten()
+}
+
+/// The token from the identity source: a header (`Bearer ` optional) or a query parameter.
+fn identity<'a>(ctx: &'a RequestCtx, source: &IdentitySource) -> Option<Cow<'a, [u8]>> {
+    match source {
+        IdentitySource::Header(name) => ctx
+            .head
+            .header(name.as_bytes())
+            .map(|v| Cow::Borrowed(jwt::strip_bearer(v))),
+        IdentitySource::Query(name) => {
+            let q = ctx.head.query_bytes()?;
+            q.split(|&b| b == b'&').find_map(|pair| {
+                let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                    Some(i) => (&pair[..i], &pair[i + 1..]),
+                    None => (pair, &b""[..]),
+                };
+                (k == name.as_bytes()).then(|| Cow::Owned(percent_decode(v)))
+            })
+        }
+    }
+}
+
+fn percent_decode(v: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        match (
+            v[i],
+            v.get(i + 1).copied().and_then(hex),
+            v.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}

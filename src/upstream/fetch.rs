@@ -1,0 +1,135 @@
+//! A small HTTP/1.1 GET for the control plane: OpenID discovery documents and JWKS key sets.
+//! One request per connection (`Connection: close`), over TLS for `https://` URLs (verified
+//! against the system's roots), the answer bounded in size and time. Never used on a shard.
+
+use std::net::ToSocketAddrs;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use crate::config::FetchUrl;
+use crate::http::body::ChunkedDecoder;
+use crate::http::h1::{self, Framing};
+use crate::upstream::UpStream;
+
+/// Largest document accepted.
+pub(crate) const MAX_DOCUMENT: usize = 1 << 20;
+
+/// GETs `url` and returns its body, if the answer is a 200 within `timeout`.
+pub(crate) async fn get(url: &FetchUrl, timeout: Duration) -> Result<String, String> {
+    match monoio::time::timeout(timeout, get_inner(url)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("GET {}: no answer within {timeout:?}", url.text)),
+    }
+}
+
+async fn get_inner(url: &FetchUrl) -> Result<String, String> {
+    let fail = |what: String| format!("GET {}: {what}", url.text);
+    // Blocking name resolution: this runs on the control thread, never on a shard.
+    let addr = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| fail(format!("cannot resolve {}: {e}", url.host)))?
+        .next()
+        .ok_or_else(|| fail(format!("{} has no address", url.host)))?;
+    let tcp = monoio::net::TcpStream::connect_addr(addr)
+        .await
+        .map_err(|e| fail(format!("connect to {addr}: {e}")))?;
+    let mut s = if url.tls {
+        let config = client_config().map_err(fail)?;
+        let name = crate::tls::client::server_name(&url.host).map_err(fail)?;
+        UpStream::Tls(Box::new(
+            crate::http::tls::TlsClient::connect(tcp, config, name)
+                .await
+                .map_err(|e| fail(format!("TLS handshake: {e}")))?,
+        ))
+    } else {
+        UpStream::Plain(tcp)
+    };
+    let mut host = if url.host.contains(':') {
+        format!("[{}]", url.host)
+    } else {
+        url.host.clone()
+    };
+    if url.port != if url.tls { 443 } else { 80 } {
+        host = format!("{host}:{}", url.port);
+    }
+    let req = format!(
+        "GET {} HTTP/1.1\r\nhost: {host}\r\nuser-agent: tollgate\r\naccept: application/json\r\nconnection: close\r\n\r\n",
+        url.path
+    );
+    s.write_all(req.into_bytes())
+        .await
+        .map_err(|e| fail(format!("write: {e}")))?;
+    let mut buf = BytesMut::with_capacity(8192);
+    let (head_len, parts) = loop {
+        match h1::parse_response(&buf, 16 << 10, false) {
+            Ok(Some((n, parts))) if parts.status >= 200 => break (n, parts),
+            // An interim answer (100, 103): drop it and read on.
+            Ok(Some((n, _))) => {
+                let _ = buf.split_to(n);
+                continue;
+            }
+            Ok(None) => {}
+            Err(_) => return Err(fail("malformed answer".into())),
+        }
+        if read_more(&mut s, &mut buf).await? == 0 {
+            return Err(fail("closed before answering".into()));
+        }
+    };
+    if parts.status != 200 {
+        return Err(fail(format!("answered {}", parts.status)));
+    }
+    let _ = buf.split_to(head_len);
+    let body = match parts.framing {
+        Framing::None => Vec::new(),
+        Framing::Length(n) => {
+            if n > MAX_DOCUMENT as u64 {
+                return Err(fail(format!("document over {MAX_DOCUMENT} bytes")));
+            }
+            while (buf.len() as u64) < n {
+                if read_more(&mut s, &mut buf).await? == 0 {
+                    return Err(fail("closed mid-body".into()));
+                }
+            }
+            buf[..n as usize].to_vec()
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new(MAX_DOCUMENT as u64);
+            let mut out = Vec::new();
+            loop {
+                let used = dec
+                    .feed(&buf, |r| out.extend_from_slice(&buf[r]))
+                    .map_err(|e| fail(format!("bad chunked body ({e:?})")))?;
+                let _ = buf.split_to(used);
+                if dec.is_done() {
+                    break out;
+                }
+                if read_more(&mut s, &mut buf).await? == 0 {
+                    return Err(fail("closed mid-body".into()));
+                }
+            }
+        }
+        Framing::UntilClose => {
+            while read_more(&mut s, &mut buf).await? > 0 {}
+            buf.to_vec()
+        }
+    };
+    String::from_utf8(body).map_err(|_| fail("the document is not UTF-8".into()))
+}
+
+async fn read_more(s: &mut UpStream, buf: &mut BytesMut) -> Result<usize, String> {
+    if buf.len() > MAX_DOCUMENT + (16 << 10) {
+        return Err(format!("document over {MAX_DOCUMENT} bytes"));
+    }
+    buf.reserve(8192);
+    s.read_into(buf).await.map_err(|e| format!("read: {e}"))
+}
+
+/// The system's roots, ALPN http/1.1: built once.
+fn client_config() -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<std::sync::Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| crate::tls::client::client_config(None, None, false))
+        .clone()
+}
