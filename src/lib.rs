@@ -79,6 +79,7 @@ pub use throttle::{day_string, today};
 /// The hot pieces the benchmarks (`bench/`) and the cache memory test drive directly,
 /// without a gateway around them. Not a stable interface.
 pub mod internals {
+    pub use crate::auth::jwt::{verify as verify_jwt, KeySet, Rules, TokenCache, Verified};
     pub use crate::cache::policy::Lifetime;
     pub use crate::cache::{StageCache, Stored, Val};
     pub use crate::config::{CacheMode, Invalidation, KeyPart, StageCache as StageCacheConfig};

@@ -21,7 +21,7 @@ pub(crate) const MAX_TOKEN: usize = 16 << 10;
 const MAX_KEYS: usize = 100;
 
 /// One usable signing key.
-pub(crate) struct Key {
+pub struct Key {
     pub kid: Option<String>,
     /// What it may verify: the JWK's `alg`, or every algorithm its type and curve allow.
     pub algs: Vec<Algorithm>,
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Key {
 
 /// An issuer's signing keys, as one JWKS document gave them.
 #[derive(Debug)]
-pub(crate) struct KeySet {
+pub struct KeySet {
     pub keys: Vec<Key>,
     /// The document's text, to tell a changed set from a refetched one.
     pub source: Arc<str>,
@@ -55,7 +55,7 @@ impl KeySet {
     /// Parses a JWKS document. Keys that cannot verify signatures here (encryption keys,
     /// symmetric keys, unknown types or curves, malformed members) are skipped and named in
     /// the second value; a document with no usable key is an error.
-    pub(crate) fn parse(text: &str) -> Result<(KeySet, Vec<String>), String> {
+    pub fn parse(text: &str) -> Result<(KeySet, Vec<String>), String> {
         let doc: Value =
             serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
         let list = doc
@@ -163,7 +163,7 @@ fn parse_alg(a: &str) -> Option<Algorithm> {
 
 /// What a token must say, besides being signed by one of the issuer's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Rules {
+pub struct Rules {
     pub issuer: String,
     /// Matched against `aud` (any of its values), or `client_id` when there is no `aud`.
     pub audience: Vec<String>,
@@ -174,7 +174,7 @@ pub(crate) struct Rules {
 /// Why a token was refused: the `error_description` a client sees in `WWW-Authenticate`
 /// (Amazon API Gateway's wording where it has one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// The token names a key the set does not have: the set may be stale.
     UnknownKey,
     Invalid(&'static str),
@@ -182,7 +182,7 @@ pub(crate) enum Refusal {
 
 /// A token that passed every check, with what later phases and templates read.
 #[derive(Debug)]
-pub(crate) struct Verified {
+pub struct Verified {
     pub claims: Map<String, Value>,
     /// `exp`, seconds since the epoch.
     pub exp: u64,
@@ -192,7 +192,7 @@ pub(crate) struct Verified {
 
 impl Verified {
     /// Whether the token is still within `exp` (a cached result is checked again per use).
-    pub(crate) fn live(&self, now: u64, leeway: u64) -> bool {
+    pub fn live(&self, now: u64, leeway: u64) -> bool {
         now < self.exp.saturating_add(leeway)
     }
 
@@ -228,12 +228,7 @@ fn b64(part: &str) -> Result<Vec<u8>, Refusal> {
 }
 
 /// Checks a token against an issuer's keys and the authorizer's rules at time `now`.
-pub(crate) fn verify(
-    token: &[u8],
-    keys: &KeySet,
-    rules: &Rules,
-    now: u64,
-) -> Result<Verified, Refusal> {
+pub fn verify(token: &[u8], keys: &KeySet, rules: &Rules, now: u64) -> Result<Verified, Refusal> {
     let malformed = Refusal::Invalid("the token is malformed");
     if token.len() > MAX_TOKEN {
         return Err(malformed);
@@ -347,13 +342,13 @@ impl quick_cache::Weighter<u64, std::rc::Rc<CachedToken>> for ByWeight {
 /// A shard's verified tokens, bounded in bytes: a repeated token costs a hash and a compare
 /// instead of a signature check. An entry counts only for the authorizer and key set that
 /// verified it (new keys or a reload verify again), and only until the token's `exp`.
-pub(crate) struct TokenCache {
+pub struct TokenCache {
     cache: quick_cache::unsync::Cache<u64, std::rc::Rc<CachedToken>, ByWeight>,
     hasher: ahash::RandomState,
 }
 
 impl TokenCache {
-    pub(crate) fn new(bytes: u64) -> TokenCache {
+    pub fn new(bytes: u64) -> TokenCache {
         TokenCache {
             cache: quick_cache::unsync::Cache::with_weighter(1024, bytes, ByWeight),
             hasher: ahash::RandomState::new(),
@@ -365,7 +360,7 @@ impl TokenCache {
     }
 
     /// The cached result for `token`, if `authorizer` verified it with `keys`.
-    pub(crate) fn get(
+    pub fn get(
         &self,
         authorizer: u64,
         token: &[u8],
@@ -376,7 +371,7 @@ impl TokenCache {
             .then(|| e.verified.clone())
     }
 
-    pub(crate) fn insert(
+    pub fn insert(
         &mut self,
         authorizer: u64,
         token: &[u8],
