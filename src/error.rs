@@ -49,6 +49,11 @@ pub(crate) enum Kind {
     Unauthorized(Option<&'static str>),
     /// The token carries none of the route's `authorization_scopes` (space-separated) (403).
     InsufficientScope(Box<str>),
+    /// An external authorizer said no (403, with Amazon API Gateway's message for the case).
+    AccessDenied(&'static str),
+    /// An external authorizer failed: unreachable, timed out, an error status (`config:
+    /// false`), or an answer that is not one (`config: true`) (500).
+    AuthorizerFailed { config: bool },
     /// The API's resource policy refuses the caller's address (403): `explicit` when a deny
     /// entry names it; `resource` is the ARN-like name of what was called.
     PolicyDenied { explicit: bool, resource: Box<str> },
@@ -77,7 +82,9 @@ impl Kind {
             Kind::NoHealthyUpstream => "DEFAULT_5XX",
             Kind::Forbidden => "INVALID_API_KEY",
             Kind::Unauthorized(_) => "UNAUTHORIZED",
-            Kind::InsufficientScope(_) => "ACCESS_DENIED",
+            Kind::InsufficientScope(_) | Kind::AccessDenied(_) => "ACCESS_DENIED",
+            Kind::AuthorizerFailed { config: false } => "AUTHORIZER_FAILURE",
+            Kind::AuthorizerFailed { config: true } => "AUTHORIZER_CONFIGURATION_ERROR",
             Kind::PolicyDenied { .. } => "ACCESS_DENIED",
             Kind::Throttled(_) => "THROTTLED",
             Kind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
@@ -136,7 +143,11 @@ impl Error {
             Kind::NoHealthyUpstream => 503,
             Kind::GatewayTimeout => 504,
             Kind::Unauthorized(_) => 401,
-            Kind::Forbidden | Kind::PolicyDenied { .. } | Kind::InsufficientScope(_) => 403,
+            Kind::Forbidden
+            | Kind::PolicyDenied { .. }
+            | Kind::InsufficientScope(_)
+            | Kind::AccessDenied(_) => 403,
+            Kind::AuthorizerFailed { .. } => 500,
             Kind::Throttled(_) | Kind::QuotaExceeded { .. } => 429,
             Kind::ClientGone => 499,
         }
@@ -164,6 +175,8 @@ impl Error {
             Kind::GatewayTimeout => "Endpoint request timed out",
             Kind::Forbidden | Kind::InsufficientScope(_) => "Forbidden",
             Kind::Unauthorized(_) => "Unauthorized",
+            Kind::AccessDenied(m) => m,
+            Kind::AuthorizerFailed { .. } => "Internal Server Error",
             Kind::Throttled(_) => "Too Many Requests",
             Kind::QuotaExceeded { .. } => "Limit Exceeded",
             Kind::PolicyDenied { .. } | Kind::ClientGone => "",

@@ -13,7 +13,8 @@ use crate::auth::jwt::KeySet;
 use crate::auth::KeyTable;
 use crate::cache::{CacheClock, StageCache};
 use crate::config::{
-    Config, FetchUrl, IdentitySource, Invalidation, KeyPart, Limits, Plan, Rate, Upstream,
+    Config, FetchUrl, IdentityRef, IdentitySource, Invalidation, KeyPart, Limits, Plan, Rate,
+    Upstream,
 };
 use crate::route::trie::Trie;
 use crate::route::Domains;
@@ -69,9 +70,28 @@ pub(crate) struct JwtRt {
     pub id: u64,
 }
 
+/// An external (`request` or `token`) authorizer, compiled.
+#[derive(Debug)]
+pub(crate) struct ExternalRt {
+    pub name: String,
+    pub token: bool,
+    pub dest: Dest,
+    pub host_header: String,
+    /// Path and query, as written.
+    pub path: String,
+    pub sources: Vec<IdentityRef>,
+    /// Token authorizers: the whole token must match.
+    pub validation: Option<regex::Regex>,
+    pub ttl: Duration,
+    pub timeout: Duration,
+    /// This node's answers, by identity (a reload starts a new cache).
+    pub cache: Arc<crate::cache::decisions::DecisionCache>,
+}
+
 #[derive(Debug)]
 pub(crate) enum AuthorizerRt {
     Jwt(JwtRt),
+    External(ExternalRt),
 }
 
 /// A route's authorizer and the scopes it wants.

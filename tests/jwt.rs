@@ -312,7 +312,7 @@ fn bad_authorizer_settings_are_refused_by_key() {
     for want in [
         "apis[\"api\"].authorizers[\"a\"].issuer = \"idp.example.test\" is not valid: expected a URL that must start with https://",
         "apis[\"api\"].authorizers[\"a\"].audience: is required",
-        "apis[\"api\"].authorizers[\"b\"].type: not supported yet",
+        "apis[\"api\"].authorizers[\"b\"].uri: is required",
         "apis[\"api\"].routes[\"GET /x\"].authorizer = \"zzz\" is not valid: expected the name of one of the API's authorizers (\"a\", \"b\")",
         "apis[\"api\"].routes[\"GET /x\"].authorization_scopes = [\"a b\"] is not valid",
         "apis[\"api\"].routes[\"GET /y\"].authorization_scopes: needs a JWT authorizer",

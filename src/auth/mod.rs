@@ -5,6 +5,7 @@
 //! and found by hash; the hashes are then compared in constant time. Values are never logged
 //! and never returned after creation.
 
+pub(crate) mod external;
 pub(crate) mod jwt;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@
 //! one entry per lock hold. TTLs are applied at lookup against the current configuration,
 //! so a reload that shortens a TTL takes effect at once.
 
+pub(crate) mod decisions;
 pub(crate) mod flight;
 pub(crate) mod policy;
 

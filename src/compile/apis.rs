@@ -13,8 +13,8 @@ use crate::config::{item, Api, Config, Integration, Route, Stage, Underscores};
 use crate::config::{Authorizer, AuthorizerKind};
 use crate::route::trie::Trie;
 use crate::snapshot::{
-    ApiRt, AuthorizerRt, CachePolicy, Dest, HttpIntegration, IntegrationRt, JwksSource, JwtRt,
-    LiteralTarget, MockIntegration, RouteAuth, RouteRt,
+    ApiRt, AuthorizerRt, CachePolicy, Dest, ExternalRt, HttpIntegration, IntegrationRt, JwksSource,
+    JwtRt, LiteralTarget, MockIntegration, RouteAuth, RouteRt,
 };
 use crate::syntax::route_key::MethodSel;
 use crate::syntax::template::Template;
@@ -62,7 +62,15 @@ fn compile_api(
     let authorizers = api
         .authorizers
         .iter()
-        .map(|a| authorizer(a, sh.jwks_sources))
+        .enumerate()
+        .filter_map(|(j, a)| match authorizer(cfg, a, sh) {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                let key = format!("{akey}.{}.uri", item("authorizers", j, Some(&a.name)));
+                errors.err(&key, e);
+                None
+            }
+        })
         .collect();
     let mut trie = Trie::default();
     let mut routes = Vec::with_capacity(api.routes.len());
@@ -145,9 +153,50 @@ fn compile_api(
 
 /// An authorizer, compiled: a JWT authorizer shares the key source of any other with the
 /// same issuer and `jwks_uri`.
-fn authorizer(a: &Authorizer, sources: &mut Vec<JwksSource>) -> AuthorizerRt {
+fn authorizer(
+    cfg: &Config,
+    a: &Authorizer,
+    sh: &mut Shared<'_, '_>,
+) -> Result<AuthorizerRt, String> {
     static IDS: AtomicU64 = AtomicU64::new(1);
-    match &a.kind {
+    let sources = &mut *sh.jwks_sources;
+    Ok(match &a.kind {
+        AuthorizerKind::External(x) => {
+            let target = parse_uri_target(&x.template, &cfg.upstreams)?;
+            let dest = match target.authority {
+                Authority::Named(i) => {
+                    if cfg.upstreams[i].h2 {
+                        return Err(format!(
+                            "upstream {:?} speaks HTTP/2; an authorizer is called over HTTP/1.1",
+                            cfg.upstreams[i].name
+                        ));
+                    }
+                    Dest::Upstream(i)
+                }
+                Authority::Addr { addr, host, tls } => {
+                    Dest::Literal(literal_target(addr, &host, tls, sh.literal_targets)?)
+                }
+            };
+            let path = target.path.as_literal().unwrap_or("/").to_string();
+            let validation = match &x.identity_validation_expression {
+                Some(re) => {
+                    Some(regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| e.to_string())?)
+                }
+                None => None,
+            };
+            AuthorizerRt::External(ExternalRt {
+                name: a.name.clone(),
+                token: x.token,
+                dest,
+                host_header: target.host_header,
+                path,
+                sources: x.identity_sources.clone(),
+                validation,
+                ttl: x.ttl,
+                timeout: x.timeout,
+                cache: Default::default(),
+            })
+        }
         AuthorizerKind::Jwt(j) => {
             let key = j.key_source();
             let slot = match sources.iter().position(|s| *s.key == *key) {
@@ -183,7 +232,7 @@ fn authorizer(a: &Authorizer, sources: &mut Vec<JwksSource>) -> AuthorizerRt {
                 id: IDS.fetch_add(1, Ordering::Relaxed),
             })
         }
-    }
+    })
 }
 
 /// How route `r` caches on stage `s` (whose cache is `c`): the stage's settings with the

@@ -182,7 +182,7 @@ impl Validator {
                 cache,
             });
         }
-        let (authorizers, declared) = self.authorizers(&key, a.authorizers);
+        let (authorizers, declared) = self.authorizers(&key, a.authorizers, (limits, upstreams));
         let default_authorizer = a.default_authorizer;
         let mut routes: Vec<Route> = Vec::new();
         // A WebSocket API's route keys are action names, not "METHOD /path": refused above

@@ -15,6 +15,65 @@ pub struct Authorizer {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuthorizerKind {
     Jwt(JwtAuthorizer),
+    /// `type = "request"` or `"token"`: an HTTP service that decides (Amazon's Lambda
+    /// authorizers, called over HTTP).
+    External(ExternalAuthorizer),
+}
+
+/// An external authorizer: the gateway POSTs Amazon's authorizer event to `uri` and caches
+/// the answer per identity for `ttl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExternalAuthorizer {
+    /// `type = "token"`: one header, Amazon's `TOKEN` event; else the `REQUEST` event
+    /// (payload format 2.0).
+    pub token: bool,
+    pub uri: String,
+    #[serde(skip)]
+    pub template: Template,
+    /// What identifies a caller: the cache key, and a request without them gets 401.
+    pub identity_sources: Vec<IdentityRef>,
+    /// Token authorizers: the token must match it (else 401, without a call).
+    pub identity_validation_expression: Option<String>,
+    /// How long an answer counts for an identity (0: every request asks).
+    #[serde(serialize_with = "ser_duration")]
+    pub ttl: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+}
+
+/// One identity source of an external authorizer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum IdentityRef {
+    /// Lower-case header name.
+    Header(String),
+    Query(String),
+    StageVar(String),
+    /// `$context.NAME`: `identity.sourceIp`, `requestId`, `stage`, `routeKey`, `httpMethod`.
+    Context(String),
+}
+
+impl IdentityRef {
+    pub fn parse(s: &str) -> Option<IdentityRef> {
+        if let Some(src) = IdentitySource::parse(s) {
+            return Some(match src {
+                IdentitySource::Header(h) => IdentityRef::Header(h),
+                IdentitySource::Query(q) => IdentityRef::Query(q),
+            });
+        }
+        if let Some(v) = s.strip_prefix("$stageVariables.") {
+            return crate::syntax::template::is_ident(v).then(|| IdentityRef::StageVar(v.into()));
+        }
+        let c = s.strip_prefix("$context.")?;
+        [
+            "identity.sourceIp",
+            "requestId",
+            "stage",
+            "routeKey",
+            "httpMethod",
+        ]
+        .contains(&c)
+        .then(|| IdentityRef::Context(c.into()))
+    }
 }
 
 /// A JWT authorizer: tokens signed by `issuer`'s keys, for one of `audience`.
@@ -162,6 +221,7 @@ impl Validator {
         &mut self,
         key: &str,
         list: Vec<file::AuthorizerFile>,
+        ctx: (&Limits, &[Upstream]),
     ) -> (Vec<Authorizer>, Vec<String>) {
         let mut out: Vec<Authorizer> = Vec::new();
         let mut names: Vec<String> = Vec::new();
@@ -177,12 +237,10 @@ impl Validator {
             names.push(name.clone());
             let kind = match a.kind.as_deref() {
                 Some("jwt") => self.jwt(&akey, a).map(AuthorizerKind::Jwt),
-                Some("request" | "token") => {
-                    self.unsupported(
-                        &format!("{akey}.type"),
-                        "external (request and token) authorizers; type = \"jwt\" works",
-                    );
-                    None
+                Some(t @ ("request" | "token")) => {
+                    let token = t == "token";
+                    self.external(&akey, a, token, ctx)
+                        .map(AuthorizerKind::External)
                 }
                 Some(other) => {
                     self.bad(
@@ -205,6 +263,124 @@ impl Validator {
             }
         }
         (out, names)
+    }
+
+    fn external(
+        &mut self,
+        akey: &str,
+        a: file::AuthorizerFile,
+        token: bool,
+        (limits, upstreams): (&Limits, &[Upstream]),
+    ) -> Option<ExternalAuthorizer> {
+        for (k, present) in [
+            ("issuer", a.issuer.is_some()),
+            ("audience", a.audience.is_some()),
+            ("jwks_uri", a.jwks_uri.is_some()),
+            ("leeway", a.leeway.is_some()),
+            ("jwks_refresh", a.jwks_refresh.is_some()),
+            ("jwks_cooldown", a.jwks_cooldown.is_some()),
+            ("jwks_timeout", a.jwks_timeout.is_some()),
+        ] {
+            if present {
+                self.err(
+                    &format!("{akey}.{k}"),
+                    "belongs to type = \"jwt\" authorizers",
+                );
+            }
+        }
+        let uri = match a.uri {
+            Some(u) => u,
+            None => {
+                self.err(&format!("{akey}.uri"), "is required: where the authorizer is (http://UPSTREAM/path or http(s)://host:port/path)");
+                return None;
+            }
+        };
+        let template = match Template::parse(&uri, &[], UnknownBraces::Error)
+            .and_then(|t| crate::config::target::parse_uri_target(&t, upstreams).map(|_| t))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                self.bad(
+                    &format!("{akey}.uri"),
+                    &uri,
+                    &format!("a URI the gateway can reach ({e})"),
+                );
+                return None;
+            }
+        };
+        let mut identity_sources = Vec::new();
+        let list: Vec<String> = match (&a.identity_sources, &a.identity_source) {
+            (Some(v), _) => v.clone(),
+            (None, Some(one)) => vec![one.clone()],
+            (None, None) if token => vec!["$request.header.Authorization".into()],
+            (None, None) => Vec::new(),
+        };
+        for s in &list {
+            match IdentityRef::parse(s) {
+                Some(IdentityRef::Header(h)) if token => identity_sources.push(IdentityRef::Header(h)),
+                Some(_) if token => self.bad(&format!("{akey}.identity_sources"), s, "one \"$request.header.NAME\" for a token authorizer"),
+                Some(r) => identity_sources.push(r),
+                None => self.bad(
+                    &format!("{akey}.identity_sources"),
+                    s,
+                    "$request.header.NAME, $request.querystring.NAME, $stageVariables.NAME or $context.(identity.sourceIp|requestId|stage|routeKey|httpMethod)",
+                ),
+            }
+        }
+        if token && list.len() > 1 {
+            self.err(
+                &format!("{akey}.identity_sources"),
+                "a token authorizer reads one header",
+            );
+        }
+        let ttl = match a.ttl.as_deref() {
+            None => Duration::from_secs(300),
+            Some("0" | "0s") => Duration::ZERO,
+            Some(_) => self.duration_in(
+                &format!("{akey}.ttl"),
+                a.ttl.as_ref(),
+                Duration::from_secs(300),
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
+            ),
+        };
+        if !ttl.is_zero() && identity_sources.is_empty() {
+            self.err(
+                &format!("{akey}.identity_sources"),
+                "is required while answers are cached (ttl above 0): they are the cache key",
+            );
+        }
+        let identity_validation_expression = a.identity_validation_expression;
+        if let Some(re) = &identity_validation_expression {
+            if !token {
+                self.err(
+                    &format!("{akey}.identity_validation_expression"),
+                    "belongs to type = \"token\" authorizers",
+                );
+            } else if let Err(e) = regex::Regex::new(&format!("^(?:{re})$")) {
+                self.bad(
+                    &format!("{akey}.identity_validation_expression"),
+                    re,
+                    &format!("a regular expression ({e})"),
+                );
+            }
+        }
+        let timeout = self.duration_in(
+            &format!("{akey}.timeout"),
+            a.timeout.as_ref(),
+            Duration::from_secs(10).min(limits.integration_timeout),
+            Duration::from_millis(50),
+            limits.integration_timeout,
+        );
+        Some(ExternalAuthorizer {
+            token,
+            uri,
+            template,
+            identity_sources,
+            identity_validation_expression,
+            ttl,
+            timeout,
+        })
     }
 
     fn jwt(&mut self, akey: &str, a: file::AuthorizerFile) -> Option<JwtAuthorizer> {

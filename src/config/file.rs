@@ -202,12 +202,12 @@ pub(crate) struct AuthorizerFile {
     pub jwks_refresh: Option<String>,
     pub jwks_cooldown: Option<String>,
     pub jwks_timeout: Option<String>,
-    // type = "request" | "token" (not built yet: the type is refused by name).
-    pub uri: Option<toml::Value>,
-    pub identity_sources: Option<toml::Value>,
-    pub ttl: Option<toml::Value>,
-    pub identity_validation_expression: Option<toml::Value>,
-    pub timeout: Option<toml::Value>,
+    // type = "request" | "token"
+    pub uri: Option<String>,
+    pub identity_sources: Option<Vec<String>>,
+    pub ttl: Option<String>,
+    pub identity_validation_expression: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,8 @@
-//! The API key phase: `x-api-key` checked against the key table, and the usage plan that
-//! covers the stage chosen.
+//! The API key phase: `x-api-key` (or the key an external authorizer named with
+//! `usageIdentifierKey`) checked against the key table, and the usage plan that covers the
+//! stage chosen.
 
-use super::ctx::{ApiKeyUse, RequestCtx, RouteMatch};
+use super::ctx::{ApiKeyUse, Authorized, RequestCtx, RouteMatch};
 use crate::error::{Error, Kind};
 use crate::shard::ShardSnap;
 
@@ -19,9 +20,13 @@ pub(crate) fn authenticate(
     }
     let forbidden = |why: &'static str| Error::downstream(Kind::Forbidden, why);
     let stage = ctx.stage.map(|s| s.stage).unwrap_or_default();
-    let presented = ctx
-        .head
-        .header(b"x-api-key")
+    // An external authorizer's usageIdentifierKey names the key, where it gives one.
+    let from_authorizer = match &ctx.principal.authorizer {
+        Some(Authorized::External(d)) => d.usage_key.as_deref().map(str::as_bytes),
+        _ => None,
+    };
+    let presented = from_authorizer
+        .or_else(|| ctx.head.header(b"x-api-key"))
         .ok_or_else(|| forbidden("no x-api-key"))?;
     let key = ss
         .snap

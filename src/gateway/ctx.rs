@@ -47,12 +47,29 @@ pub struct ApiKeyUse {
 pub(crate) enum Authorized {
     /// A JWT that passed every check, with its claims.
     Jwt(std::rc::Rc<crate::auth::jwt::Verified>),
+    /// An external authorizer's answer that allowed the request.
+    External(std::sync::Arc<crate::auth::external::Decision>),
 }
 
 impl crate::syntax::template::AuthorizerVars for Authorized {
     fn claim(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         match self {
             Authorized::Jwt(v) => v.claim_text(name),
+            Authorized::External(_) => None,
+        }
+    }
+
+    fn value(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        let Authorized::External(d) = self else {
+            return None;
+        };
+        if name == "principalId" {
+            return d.principal_id.as_deref().map(Cow::Borrowed);
+        }
+        match d.context.get(name)? {
+            serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
+            other => Some(Cow::Owned(other.to_string())),
         }
     }
 }

@@ -52,20 +52,25 @@ pub(crate) fn check(
         PolicyVerdict::ImplicitDeny => false,
         PolicyVerdict::ExplicitDeny => true,
     };
-    let api = &snap.apis[m.api];
+    Err(Error::downstream(
+        Kind::PolicyDenied {
+            explicit,
+            resource: route_arn(ss, ctx, m).into(),
+        },
+        "resource policy",
+    ))
+}
+
+/// What a request calls, as Amazon names it in policies:
+/// `arn:aws:execute-api:local:000000000000:API/STAGE/METHOD/PATH`.
+pub(crate) fn route_arn(ss: &ShardSnap, ctx: &RequestCtx, m: RouteMatch) -> String {
+    let api = &ss.snap.apis[m.api];
     let path = String::from_utf8_lossy(ctx.head.path_bytes());
-    let resource = format!(
+    format!(
         "arn:aws:execute-api:local:000000000000:{}/{}/{}/{}",
         api.name,
         api.stages[m.stage],
         ctx.head.method.as_str(),
         path.trim_start_matches('/')
-    );
-    Err(Error::downstream(
-        Kind::PolicyDenied {
-            explicit,
-            resource: resource.into(),
-        },
-        "resource policy",
-    ))
+    )
 }

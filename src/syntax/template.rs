@@ -20,12 +20,17 @@ pub enum Piece {
     ClientCert(crate::syntax::CertField),
     /// `${context.authorizer.claims.NAME}`: a claim of the request's verified JWT.
     Claim(String),
+    /// `${context.authorizer.NAME}`: a value of an external authorizer's `context` (or
+    /// `principalId`).
+    AuthorizerValue(String),
 }
 
 /// What an authorizer established about the caller, for `${context.authorizer.*}`.
 pub trait AuthorizerVars {
     /// A claim of a verified token, as text.
     fn claim(&self, name: &str) -> Option<std::borrow::Cow<'_, str>>;
+    /// A value an external authorizer returned, as text.
+    fn value(&self, name: &str) -> Option<std::borrow::Cow<'_, str>>;
 }
 
 /// How an identity value (a certificate field) is written where it lands.
@@ -115,6 +120,11 @@ impl Template {
                         return Err(format!("bad claim name {c:?} in {s:?}"));
                     }
                     Piece::Claim(c.to_string())
+                } else if let Some(c) = name.strip_prefix("context.authorizer.") {
+                    if c.is_empty() || c.contains(char::is_whitespace) {
+                        return Err(format!("bad authorizer value name {c:?} in {s:?}"));
+                    }
+                    Piece::AuthorizerValue(c.to_string())
                 } else if let Some(p) = name.strip_prefix("request.path.") {
                     let idx = params.iter().position(|n| n == p).ok_or_else(|| {
                         format!("${{request.path.{p}}} names no path variable of the route")
@@ -125,7 +135,8 @@ impl Template {
                         "unknown variable ${{{name}}}: allowed are ${{stageVariables.NAME}}, \
                          ${{context.requestId}}, ${{context.identity.sourceIp}}, \
                          ${{context.identity.clientCert.FIELD}}, \
-                         ${{context.authorizer.claims.NAME}}, ${{request.path.NAME}}"
+                         ${{context.authorizer.claims.NAME}}, ${{context.authorizer.NAME}}, \
+                         ${{request.path.NAME}}"
                     ));
                 };
                 if !lit.is_empty() {
@@ -219,6 +230,11 @@ impl Template {
                 }
                 Piece::Claim(name) => {
                     if let Some(v) = vars.authorizer.and_then(|a| a.claim(name)) {
+                        write_escaped(&v, vars.escape, out);
+                    }
+                }
+                Piece::AuthorizerValue(name) => {
+                    if let Some(v) = vars.authorizer.and_then(|a| a.value(name)) {
                         write_escaped(&v, vars.escape, out);
                     }
                 }
@@ -316,6 +332,9 @@ mod tests {
         fn claim(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
             (name == "cognito:groups").then(|| "a&b\r\nx: y".into())
         }
+        fn value(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+            (name == "tenant").then(|| "t 1".into())
+        }
     }
 
     #[test]
@@ -336,6 +355,15 @@ mod tests {
         let mut out = Vec::new();
         t.render(&mut out, &vars, |_, _| {});
         assert_eq!(out, b"/g/a%26b%0D%0Ax%3A%20y/");
+        let t2 = Template::parse(
+            "/t/${context.authorizer.tenant}",
+            &params(),
+            UnknownBraces::Error,
+        )
+        .unwrap();
+        let mut o2 = Vec::new();
+        t2.render(&mut o2, &vars, |_, _| {});
+        assert_eq!(o2, b"/t/t%201");
         vars.escape = Escape::Header;
         out.clear();
         t.render(&mut out, &vars, |_, _| {});

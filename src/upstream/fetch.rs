@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 GET for the control plane: OpenID discovery documents and JWKS key sets.
 //! One request per connection (`Connection: close`), over TLS for `https://` URLs (verified
-//! against the system's roots), the answer bounded in size and time. Never used on a shard.
+//! against the system's roots), the answer bounded in size and time. [`read_answer`] (one
+//! whole, bounded answer) also serves the shards' calls to external authorizers.
 
 use std::net::ToSocketAddrs;
 use std::sync::OnceLock;
@@ -61,6 +62,19 @@ async fn get_inner(url: &FetchUrl) -> Result<String, String> {
     s.write_all(req.into_bytes())
         .await
         .map_err(|e| fail(format!("write: {e}")))?;
+    let (status, body, _) = read_answer(&mut s, MAX_DOCUMENT).await.map_err(fail)?;
+    if status != 200 {
+        return Err(fail(format!("answered {status}")));
+    }
+    String::from_utf8(body).map_err(|_| fail("the document is not UTF-8".into()))
+}
+
+/// Reads one answer: its status, its body (at most `max` bytes) and whether the connection
+/// may carry another request.
+pub(crate) async fn read_answer(
+    s: &mut UpStream,
+    max: usize,
+) -> Result<(u16, Vec<u8>, bool), String> {
     let mut buf = BytesMut::with_capacity(8192);
     let (head_len, parts) = loop {
         match h1::parse_response(&buf, 16 << 10, false) {
@@ -71,56 +85,57 @@ async fn get_inner(url: &FetchUrl) -> Result<String, String> {
                 continue;
             }
             Ok(None) => {}
-            Err(_) => return Err(fail("malformed answer".into())),
+            Err(_) => return Err("malformed answer".into()),
         }
-        if read_more(&mut s, &mut buf).await? == 0 {
-            return Err(fail("closed before answering".into()));
+        if read_more(s, &mut buf, max).await? == 0 {
+            return Err("closed before answering".into());
         }
     };
-    if parts.status != 200 {
-        return Err(fail(format!("answered {}", parts.status)));
-    }
     let _ = buf.split_to(head_len);
+    let mut reusable = parts.keep_alive;
     let body = match parts.framing {
         Framing::None => Vec::new(),
         Framing::Length(n) => {
-            if n > MAX_DOCUMENT as u64 {
-                return Err(fail(format!("document over {MAX_DOCUMENT} bytes")));
+            if n > max as u64 {
+                return Err(format!("answer over {max} bytes"));
             }
             while (buf.len() as u64) < n {
-                if read_more(&mut s, &mut buf).await? == 0 {
-                    return Err(fail("closed mid-body".into()));
+                if read_more(s, &mut buf, max).await? == 0 {
+                    return Err("closed mid-body".into());
                 }
             }
+            reusable &= buf.len() as u64 == n;
             buf[..n as usize].to_vec()
         }
         Framing::Chunked => {
-            let mut dec = ChunkedDecoder::new(MAX_DOCUMENT as u64);
+            let mut dec = ChunkedDecoder::new(max as u64);
             let mut out = Vec::new();
             loop {
                 let used = dec
                     .feed(&buf, |r| out.extend_from_slice(&buf[r]))
-                    .map_err(|e| fail(format!("bad chunked body ({e:?})")))?;
+                    .map_err(|e| format!("bad chunked body ({e:?})"))?;
                 let _ = buf.split_to(used);
                 if dec.is_done() {
+                    reusable &= buf.is_empty();
                     break out;
                 }
-                if read_more(&mut s, &mut buf).await? == 0 {
-                    return Err(fail("closed mid-body".into()));
+                if read_more(s, &mut buf, max).await? == 0 {
+                    return Err("closed mid-body".into());
                 }
             }
         }
         Framing::UntilClose => {
-            while read_more(&mut s, &mut buf).await? > 0 {}
+            reusable = false;
+            while read_more(s, &mut buf, max).await? > 0 {}
             buf.to_vec()
         }
     };
-    String::from_utf8(body).map_err(|_| fail("the document is not UTF-8".into()))
+    Ok((parts.status, body, reusable))
 }
 
-async fn read_more(s: &mut UpStream, buf: &mut BytesMut) -> Result<usize, String> {
-    if buf.len() > MAX_DOCUMENT + (16 << 10) {
-        return Err(format!("document over {MAX_DOCUMENT} bytes"));
+async fn read_more(s: &mut UpStream, buf: &mut BytesMut, max: usize) -> Result<usize, String> {
+    if buf.len() > max + (16 << 10) {
+        return Err(format!("answer over {max} bytes"));
     }
     buf.reserve(8192);
     s.read_into(buf).await.map_err(|e| format!("read: {e}"))

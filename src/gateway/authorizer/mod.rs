@@ -1,5 +1,5 @@
 //! The authorizer phase: on routes with an authorizer, after the resource policy and before
-//! the API key. A JWT authorizer reads the token from its identity source (401 without one),
+//! the API key. External (`request`, `token`) authorizers are in [`external`]. A JWT authorizer reads the token from its identity source (401 without one),
 //! finds it in the shard's token cache or verifies it against the issuer's keys in the
 //! snapshot (asking the control plane for fresh keys when the token names a key the snapshot
 //! lacks), and checks the route's scopes (403). The verified claims become the request's
@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod external;
 
 use super::ctx::{Authorized, RequestCtx, RouteMatch};
 use crate::auth::jwt::{self, KeyRequest, KeySet, Refusal};
@@ -21,6 +23,7 @@ use crate::snapshot::{AuthorizerRt, JwtRt};
 pub(crate) async fn authorize(
     shard: &Shard,
     ss: &ShardSnap,
+    peer: std::net::SocketAddr,
     ctx: &mut RequestCtx,
     m: RouteMatch,
 ) -> Result<(), Error> {
@@ -38,6 +41,11 @@ pub(crate) async fn authorize(
                 ));
             }
             ctx.principal.authorizer = Some(Authorized::Jwt(v));
+            Ok(())
+        }
+        AuthorizerRt::External(x) => {
+            let d = external::authorize(ss, peer, ctx, m, x).await?;
+            ctx.principal.authorizer = Some(Authorized::External(d));
             Ok(())
         }
     }

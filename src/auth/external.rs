@@ -1,0 +1,261 @@
+//! External (`request` and `token`) authorizers' answers: Amazon API Gateway's two response
+//! formats — the simple `{"isAuthorized": bool, "context": {...}}` and the IAM policy
+//! (`principalId`, `policyDocument` with `Effect`/`Action`/`Resource` statements, `context`,
+//! `usageIdentifierKey`) — parsed once into a [`Decision`], which is what the node caches and
+//! evaluates against each request's ARN-like resource (a cached policy may allow one route and
+//! not another, as Amazon's cached policies do). No I/O here.
+
+use serde_json::{Map, Value};
+
+/// Longest answer read from an authorizer.
+pub(crate) const MAX_ANSWER: usize = 64 << 10;
+
+/// An authorizer's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Decision {
+    pub verdict: Verdict,
+    pub principal_id: Option<String>,
+    /// `context`: values are strings, numbers or booleans (others are dropped, as Amazon does).
+    pub context: Map<String, Value>,
+    /// Selects the API key for usage plans (`usageIdentifierKey`).
+    pub usage_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Verdict {
+    /// The simple response.
+    Simple(bool),
+    /// An IAM policy's statements.
+    Policy(Vec<Statement>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Statement {
+    pub allow: bool,
+    pub actions: Vec<String>,
+    pub resources: Vec<String>,
+}
+
+/// What a decision says of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Allow,
+    /// `isAuthorized: false`.
+    Denied,
+    /// No statement allows the resource.
+    ImplicitDeny,
+    /// A `Deny` statement names the resource.
+    ExplicitDeny,
+}
+
+impl Decision {
+    /// Parses an answer body; the error says what is wrong with it (for the log).
+    pub(crate) fn parse(body: &[u8]) -> Result<Decision, &'static str> {
+        let v: Value =
+            serde_json::from_slice(body).map_err(|_| "the authorizer's answer is not JSON")?;
+        let obj = v
+            .as_object()
+            .ok_or("the authorizer's answer is not a JSON object")?;
+        let context = match obj.get("context") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m
+                .iter()
+                .filter(|(_, v)| v.is_string() || v.is_number() || v.is_boolean())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Some(_) => return Err("the authorizer's context is not an object"),
+        };
+        let verdict = if let Some(a) = obj.get("isAuthorized") {
+            Verdict::Simple(a.as_bool().ok_or("isAuthorized is not a boolean")?)
+        } else if let Some(doc) = obj.get("policyDocument") {
+            Verdict::Policy(statements(doc)?)
+        } else {
+            return Err("the authorizer's answer has neither isAuthorized nor policyDocument");
+        };
+        let text = |k: &str| -> Result<Option<String>, &'static str> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err("principalId and usageIdentifierKey must be strings"),
+            }
+        };
+        Ok(Decision {
+            verdict,
+            principal_id: text("principalId")?,
+            context,
+            usage_key: text("usageIdentifierKey")?,
+        })
+    }
+
+    /// The decision for a request to `resource` (`arn:aws:execute-api:...:API/STAGE/METHOD/PATH`):
+    /// an explicit deny wins, then any allow, else an implicit deny.
+    pub(crate) fn evaluate(&self, resource: &str) -> Outcome {
+        match &self.verdict {
+            Verdict::Simple(true) => Outcome::Allow,
+            Verdict::Simple(false) => Outcome::Denied,
+            Verdict::Policy(st) => {
+                let applies = |s: &&Statement| {
+                    s.actions.iter().any(|a| invoke_action(a))
+                        && s.resources
+                            .iter()
+                            .any(|r| glob(r.as_bytes(), resource.as_bytes()))
+                };
+                if st.iter().filter(|s| !s.allow).any(|s| applies(&s)) {
+                    Outcome::ExplicitDeny
+                } else if st.iter().filter(|s| s.allow).any(|s| applies(&s)) {
+                    Outcome::Allow
+                } else {
+                    Outcome::ImplicitDeny
+                }
+            }
+        }
+    }
+
+    /// Bytes this decision takes in a cache (about).
+    pub(crate) fn weight(&self) -> u64 {
+        let st: usize = match &self.verdict {
+            Verdict::Simple(_) => 0,
+            Verdict::Policy(s) => s
+                .iter()
+                .map(|s| {
+                    s.actions
+                        .iter()
+                        .chain(&s.resources)
+                        .map(|x| x.len() + 24)
+                        .sum::<usize>()
+                        + 64
+                })
+                .sum(),
+        };
+        let ctx: usize = self
+            .context
+            .iter()
+            .map(|(k, v)| k.len() + v.to_string().len() + 48)
+            .sum();
+        (st + ctx + 128) as u64
+    }
+}
+
+/// Whether an IAM action names `execute-api:Invoke` (exactly, or by wildcard).
+fn invoke_action(a: &str) -> bool {
+    glob(a.to_ascii_lowercase().as_bytes(), b"execute-api:invoke")
+}
+
+/// `Statement` as one object or a list; `Action` and `Resource` as a string or a list.
+fn statements(doc: &Value) -> Result<Vec<Statement>, &'static str> {
+    let bad = "the policyDocument is malformed";
+    let list = match doc.get("Statement").ok_or(bad)? {
+        Value::Array(a) => a.iter().collect::<Vec<_>>(),
+        o @ Value::Object(_) => vec![o],
+        _ => return Err(bad),
+    };
+    let strings = |v: Option<&Value>| -> Result<Vec<String>, &'static str> {
+        match v {
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_str().map(str::to_string).ok_or(bad))
+                .collect(),
+            _ => Err(bad),
+        }
+    };
+    list.into_iter()
+        .map(|s| {
+            let allow = match s.get("Effect").and_then(Value::as_str) {
+                Some(e) if e.eq_ignore_ascii_case("allow") => true,
+                Some(e) if e.eq_ignore_ascii_case("deny") => false,
+                _ => return Err(bad),
+            };
+            Ok(Statement {
+                allow,
+                actions: strings(s.get("Action"))?,
+                resources: strings(s.get("Resource"))?,
+            })
+        })
+        .collect()
+}
+
+/// IAM's wildcard match: `*` any run of characters, `?` one character; the rest literal.
+pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    // Iterative, with one backtrack point: linear in practice, never exponential.
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:execute-api:local:000000000000:petstore/prod/GET/pets/7";
+
+    #[test]
+    fn simple_answers_and_their_context() {
+        let d = Decision::parse(br#"{"isAuthorized": true, "context": {"user": "u1", "n": 3, "ok": true, "deep": {"x": 1}}}"#).unwrap();
+        assert_eq!(d.evaluate(ARN), Outcome::Allow);
+        assert_eq!(d.context.len(), 3, "nested values are dropped");
+        let d = Decision::parse(br#"{"isAuthorized": false}"#).unwrap();
+        assert_eq!(d.evaluate(ARN), Outcome::Denied);
+    }
+
+    #[test]
+    fn policies_allow_deny_and_match_wildcards() {
+        let d = Decision::parse(br#"{"principalId": "user-1", "usageIdentifierKey": "k-123",
+            "policyDocument": {"Version": "2012-10-17", "Statement": [
+              {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": "arn:aws:execute-api:*:*:petstore/prod/GET/*"},
+              {"Action": ["execute-api:*"], "Effect": "Deny", "Resource": ["arn:aws:execute-api:*:*:petstore/prod/GET/admin*"]}]}}"#).unwrap();
+        assert_eq!(d.principal_id.as_deref(), Some("user-1"));
+        assert_eq!(d.usage_key.as_deref(), Some("k-123"));
+        assert_eq!(d.evaluate(ARN), Outcome::Allow);
+        assert_eq!(
+            d.evaluate("arn:aws:execute-api:local:000000000000:petstore/prod/GET/admin/x"),
+            Outcome::ExplicitDeny
+        );
+        assert_eq!(
+            d.evaluate("arn:aws:execute-api:local:000000000000:petstore/prod/POST/pets"),
+            Outcome::ImplicitDeny
+        );
+        // One statement as an object; an action that is not Invoke allows nothing.
+        let d = Decision::parse(br#"{"policyDocument": {"Statement": {"Action": "s3:GetObject", "Effect": "Allow", "Resource": "*"}}}"#).unwrap();
+        assert_eq!(d.evaluate(ARN), Outcome::ImplicitDeny);
+        let d = Decision::parse(br#"{"policyDocument": {"Statement": [{"Action": "*", "Effect": "allow", "Resource": "*"}]}}"#).unwrap();
+        assert_eq!(d.evaluate(ARN), Outcome::Allow);
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_reason() {
+        for b in [&b"not json"[..], b"[]", b"{}", br#"{"isAuthorized": "yes"}"#,
+            br#"{"policyDocument": {}}"#, br#"{"policyDocument": {"Statement": [{"Effect": "Maybe", "Action": "*", "Resource": "*"}]}}"#,
+            br#"{"isAuthorized": true, "context": []}"#, br#"{"isAuthorized": true, "principalId": 5}"#] {
+            assert!(Decision::parse(b).is_err(), "{}", String::from_utf8_lossy(b));
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob(b"*", b""));
+        assert!(glob(b"a*c", b"abbbc"));
+        assert!(glob(b"a?c", b"abc"));
+        assert!(!glob(b"a?c", b"ac"));
+        assert!(!glob(b"a*d", b"abc"));
+        assert!(glob(b"*/GET/*", b"x/prod/GET/pets"));
+        // Many stars on a long text stays fast (no exponential backtracking).
+        let text = vec![b'a'; 10_000];
+        assert!(!glob(b"*a*a*a*a*a*a*a*b", &text));
+    }
+}

@@ -1,0 +1,359 @@
+//! External (`request` and `token`) authorizers, Amazon's Lambda authorizers called over
+//! HTTP: the identity sources are read (401 without them, or when a token does not match the
+//! validation expression — no call is made); the node's cache answers for an identity it saw
+//! within `ttl`; otherwise one request (concurrent ones for the same identity wait for it,
+//! whichever shard they are on) POSTs Amazon's authorizer event to the authorizer and reads
+//! its decision, which is then evaluated against this request's ARN-like resource.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::super::ctx::{RequestCtx, RouteMatch};
+use super::super::policy::{route_arn, source_ip};
+use crate::auth::external::{Decision, Outcome, MAX_ANSWER};
+use crate::cache::flight::Join;
+use crate::config::IdentityRef;
+use crate::error::{Error, Kind};
+use crate::gateway::target;
+use crate::shard::ShardSnap;
+use crate::snapshot::ExternalRt;
+use crate::upstream::{checkin, checkout, connect_target, PoolCfg};
+
+/// Runs the authorizer for this request; the decision that allowed it.
+pub(super) async fn authorize(
+    ss: &ShardSnap,
+    peer: std::net::SocketAddr,
+    ctx: &RequestCtx,
+    m: RouteMatch,
+    x: &ExternalRt,
+) -> Result<Arc<Decision>, Error> {
+    let ip = source_ip(peer.ip(), ctx, &ss.snap.config.server.trusted_proxies);
+    let values = identity_values(ss, ctx, m, x, ip)?;
+    if let Some(re) = &x.validation {
+        let token = std::str::from_utf8(values.first().map_or(&[][..], |v| &v[..])).unwrap_or("");
+        if !re.is_match(token) {
+            return Err(Error::downstream(
+                Kind::Unauthorized(None),
+                format!(
+                    "authorizer {:?}: the token does not match identity_validation_expression",
+                    x.name
+                ),
+            ));
+        }
+    }
+    let resource = route_arn(ss, ctx, m);
+    let decision = if x.ttl.is_zero() {
+        call(ss, peer, ctx, m, x, &values, &resource, ip).await?
+    } else {
+        let key = values.join(&0u8);
+        let hash = x.cache.hash(&key);
+        let mut decision = None;
+        // Two rounds at most: a follower whose leader failed asks for itself.
+        for _ in 0..2 {
+            if let Some(d) = x.cache.get(hash, &key, Instant::now()) {
+                decision = Some(d);
+                break;
+            }
+            match x.cache.flights.join(hash) {
+                Join::Follower(f) => f.await,
+                Join::Leader(guard) => {
+                    let d = call(ss, peer, ctx, m, x, &values, &resource, ip).await?;
+                    x.cache.insert(hash, &key, d.clone(), x.ttl);
+                    drop(guard);
+                    decision = Some(d);
+                    break;
+                }
+            }
+        }
+        match decision {
+            Some(d) => d,
+            None => call(ss, peer, ctx, m, x, &values, &resource, ip).await?,
+        }
+    };
+    let refuse = |msg: &'static str| {
+        Err(Error::downstream(
+            Kind::AccessDenied(msg),
+            format!("authorizer {:?}: {msg}", x.name),
+        ))
+    };
+    match decision.evaluate(&resource) {
+        Outcome::Allow => Ok(decision),
+        Outcome::Denied => refuse("Forbidden"),
+        Outcome::ImplicitDeny => refuse("User is not authorized to access this resource"),
+        Outcome::ExplicitDeny => {
+            refuse("User is not authorized to access this resource with an explicit deny")
+        }
+    }
+}
+
+/// The identity sources' values, in order; 401 when one is missing or empty.
+fn identity_values(
+    ss: &ShardSnap,
+    ctx: &RequestCtx,
+    m: RouteMatch,
+    x: &ExternalRt,
+    ip: std::net::IpAddr,
+) -> Result<Vec<Vec<u8>>, Error> {
+    let api = &ss.snap.config.apis[m.api];
+    let mut out = Vec::with_capacity(x.sources.len());
+    for s in &x.sources {
+        let v: Option<Vec<u8>> = match s {
+            IdentityRef::Header(h) => {
+                let mut vals = ctx
+                    .head
+                    .headers()
+                    .filter(|(n, _)| crate::http::name_eq(n, h.as_bytes()))
+                    .map(|(_, v)| v);
+                vals.next().map(|first| {
+                    let mut v = first.to_vec();
+                    for more in vals {
+                        v.push(b',');
+                        v.extend_from_slice(more);
+                    }
+                    v
+                })
+            }
+            IdentityRef::Query(q) => query_value(ctx, q),
+            IdentityRef::StageVar(name) => api.stages[m.stage]
+                .variables
+                .get(name)
+                .map(|v| v.as_bytes().to_vec()),
+            IdentityRef::Context(c) => Some(match c.as_str() {
+                "identity.sourceIp" => ip.to_string().into_bytes(),
+                "requestId" => ctx.request_id.as_str().as_bytes().to_vec(),
+                "stage" => api.stages[m.stage].name.as_bytes().to_vec(),
+                "routeKey" => api.routes[m.route].key.as_bytes().to_vec(),
+                _ => ctx.head.method.as_str().as_bytes().to_vec(),
+            }),
+        };
+        match v {
+            Some(v) if !v.is_empty() => out.push(v),
+            _ => {
+                return Err(Error::downstream(
+                    Kind::Unauthorized(None),
+                    format!("authorizer {:?}: an identity source is missing", x.name),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn query_value(ctx: &RequestCtx, name: &str) -> Option<Vec<u8>> {
+    let q = ctx.head.query_bytes()?;
+    let vals: Vec<Vec<u8>> = q
+        .split(|&b| b == b'&')
+        .filter_map(|pair| {
+            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            (super::percent_decode(k) == name.as_bytes()).then(|| super::percent_decode(v))
+        })
+        .collect();
+    (!vals.is_empty()).then(|| vals.join(&b','))
+}
+
+/// One call to the authorizer, within its timeout.
+#[allow(clippy::too_many_arguments)]
+async fn call(
+    ss: &ShardSnap,
+    peer: std::net::SocketAddr,
+    ctx: &RequestCtx,
+    m: RouteMatch,
+    x: &ExternalRt,
+    values: &[Vec<u8>],
+    resource: &str,
+    ip: std::net::IpAddr,
+) -> Result<Arc<Decision>, Error> {
+    let event = if x.token {
+        json!({
+            "type": "TOKEN",
+            "authorizationToken": String::from_utf8_lossy(&values[0]),
+            "methodArn": resource,
+        })
+    } else {
+        request_event(ss, ctx, m, values, resource, ip)
+    };
+    let body = serde_json::to_vec(&event).unwrap_or_default();
+    let fail = |config: bool, why: String| {
+        tracing::warn!(authorizer = %x.name, reason = %why, "authorizer failed");
+        Error::upstream(
+            Kind::AuthorizerFailed { config },
+            format!("authorizer {:?}: {why}", x.name),
+        )
+    };
+    let answer = monoio::time::timeout(x.timeout, exchange(ss, peer, ctx, x, body)).await;
+    let (status, answer) = match answer {
+        Err(_) => return Err(fail(false, format!("no answer within {:?}", x.timeout))),
+        Ok(Err(e)) => return Err(fail(false, e)),
+        Ok(Ok(a)) => a,
+    };
+    match status {
+        200 => Decision::parse(&answer)
+            .map(Arc::new)
+            .map_err(|e| fail(true, e.to_string())),
+        // The authorizer's own "Unauthorized" (a Lambda authorizer's error of that name).
+        401 => Err(Error::downstream(
+            Kind::Unauthorized(None),
+            format!("authorizer {:?} answered 401", x.name),
+        )),
+        403 => Err(Error::downstream(
+            Kind::AccessDenied("Forbidden"),
+            format!("authorizer {:?} answered 403", x.name),
+        )),
+        s => Err(fail(false, format!("answered {s}"))),
+    }
+}
+
+/// POSTs the event over a pooled connection (a fresh one when a pooled one was stale).
+async fn exchange(
+    ss: &ShardSnap,
+    peer: std::net::SocketAddr,
+    ctx: &RequestCtx,
+    x: &ExternalRt,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>), String> {
+    let (t, _) = target::select(ss, &x.dest, ctx, peer, None).map_err(|e| e.context.to_string())?;
+    let cfg = PoolCfg::for_dest(ss, &x.dest);
+    let mut req = format!(
+        "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\naccept: application/json\r\nuser-agent: tollgate\r\ncontent-length: {}\r\n\r\n",
+        x.path,
+        x.host_header,
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    let pooled = checkout(&t, &cfg, Instant::now());
+    let was_pooled = pooled.is_some();
+    let mut s = match pooled {
+        Some(s) => s,
+        None => connect_target(&t, cfg.connect_timeout)
+            .await
+            .map_err(|e| format!("connect: {}", e.context))?,
+    };
+    let first = async {
+        s.write_all(req.clone())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        crate::upstream::fetch::read_answer(&mut s, MAX_ANSWER).await
+    }
+    .await;
+    let (status, answer, reusable) = match first {
+        Ok(a) => a,
+        Err(_) if was_pooled => {
+            // The pooled connection had been closed by the other end: once more, fresh.
+            s = connect_target(&t, cfg.connect_timeout)
+                .await
+                .map_err(|e| format!("connect: {}", e.context))?;
+            s.write_all(req).await.map_err(|e| format!("write: {e}"))?;
+            crate::upstream::fetch::read_answer(&mut s, MAX_ANSWER).await?
+        }
+        Err(e) => return Err(e),
+    };
+    if reusable {
+        checkin(&t, &cfg, s);
+    }
+    Ok((status, answer))
+}
+
+/// Amazon's `REQUEST` authorizer event, payload format 2.0.
+fn request_event(
+    ss: &ShardSnap,
+    ctx: &RequestCtx,
+    m: RouteMatch,
+    values: &[Vec<u8>],
+    resource: &str,
+    ip: std::net::IpAddr,
+) -> Value {
+    let api = &ss.snap.config.apis[m.api];
+    let route = &api.routes[m.route];
+    let stage = &api.stages[m.stage];
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut headers = Map::new();
+    let mut cookies = Vec::new();
+    for (n, v) in ctx.head.headers() {
+        let name = text(n).to_ascii_lowercase();
+        if name == "cookie" {
+            cookies.extend(text(v).split(';').map(|c| Value::from(c.trim())));
+            continue;
+        }
+        match headers.get_mut(&name) {
+            Some(Value::String(prev)) => {
+                prev.push(',');
+                prev.push_str(&text(v));
+            }
+            _ => {
+                headers.insert(name, Value::from(text(v)));
+            }
+        }
+    }
+    let raw_query = ctx.head.query_bytes().map(text).unwrap_or_default();
+    let mut query = Map::new();
+    for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (
+            text(&super::percent_decode(k.as_bytes())),
+            text(&super::percent_decode(v.as_bytes())),
+        );
+        match query.get_mut(&k) {
+            Some(Value::String(prev)) => {
+                prev.push(',');
+                prev.push_str(&v);
+            }
+            _ => {
+                query.insert(k, Value::from(v));
+            }
+        }
+    }
+    let mut path_params = Map::new();
+    for (i, name) in route.params.iter().enumerate() {
+        let mut v = String::new();
+        ctx.path_var(i, |seg, more| {
+            v.push_str(seg);
+            if more {
+                v.push('/');
+            }
+        });
+        path_params.insert(name.clone(), Value::from(v));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let host = ctx.head.host_bytes().map(text).unwrap_or_default();
+    let path = text(ctx.head.path_bytes());
+    json!({
+        "version": "2.0",
+        "type": "REQUEST",
+        "routeArn": resource,
+        "identitySource": values.iter().map(|v| text(v)).collect::<Vec<_>>(),
+        "routeKey": route.key,
+        "rawPath": path,
+        "rawQueryString": raw_query,
+        "cookies": cookies,
+        "headers": headers,
+        "queryStringParameters": query,
+        "pathParameters": path_params,
+        "stageVariables": stage.variables,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": api.name,
+            "domainName": host,
+            "domainPrefix": host.split('.').next().unwrap_or_default(),
+            "http": {
+                "method": ctx.head.method.as_str(),
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": ip.to_string(),
+                "userAgent": ctx.head.header(b"user-agent").map(text).unwrap_or_default(),
+            },
+            "requestId": ctx.request_id.as_str(),
+            "routeKey": route.key,
+            "stage": stage.name,
+            "time": httpdate::fmt_http_date(std::time::SystemTime::now()),
+            "timeEpoch": now.as_millis() as u64,
+        },
+    })
+}

@@ -1,0 +1,288 @@
+//! External (`request` and `token`) authorizers end to end: a real HTTP authorizer (a test
+//! server that decides by the identity it is sent) answering Amazon's simple and IAM-policy
+//! formats; the node-wide result cache and its single call per identity; every refusal and
+//! failure as Amazon API Gateway answers it.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const KEY: &str = "partner-0123456789abcdef0123";
+
+fn ok_json(v: Value) -> Action {
+    let body = v.to_string();
+    Action::Raw(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+/// The authorizer: decides by the identity (the token, or the first identity source).
+fn authorizer() -> Upstream {
+    Upstream::start(|s| {
+        let event: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        let id = event["identitySource"][0]
+            .as_str()
+            .or(event["authorizationToken"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        match id.as_str() {
+            "deny" => ok_json(json!({"isAuthorized": false})),
+            "policy" => ok_json(
+                json!({"principalId": "p-1", "policyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": "arn:aws:execute-api:*:*:api/prod/GET/pets/*"},
+                {"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": "arn:aws:execute-api:*:*:api/prod/GET/pets/secret"}]},
+                "context": {"tenant": "from-policy"}}),
+            ),
+            "usage" => ok_json(json!({"isAuthorized": true, "usageIdentifierKey": KEY})),
+            "junk" => Action::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nnot json".to_vec()),
+            "boom" => respond(500, "oops"),
+            "unauth" => respond(401, "no"),
+            "slow" => Action::Sleep(Duration::from_secs(3)),
+            "coalesce" => {
+                // Held long enough that every concurrent request arrives while it is out.
+                std::thread::sleep(Duration::from_millis(300));
+                ok_json(json!({"isAuthorized": true, "context": {"tenant": "c"}}))
+            }
+            other => ok_json(json!({"isAuthorized": true, "context": {"tenant": other, "n": 7}})),
+        }
+    })
+}
+
+fn gateway(auth: &Upstream, workers: usize) -> (Gw, Upstream) {
+    let up = Upstream::echo();
+    let g = Gw::start(
+        &Cfg::new()
+            .workers(workers)
+            .api_extra(format!(
+                "default_authorizer = \"ext\"\n[[apis.authorizers]]\nname = \"ext\"\ntype = \"request\"\nuri = \"http://authz/check?v=1\"\nidentity_sources = [\"$request.header.x-token\", \"$stageVariables.who\"]\ntimeout = \"300ms\"\n\n[[apis.authorizers]]\nname = \"nocache\"\ntype = \"request\"\nuri = \"http://authz/check\"\nidentity_sources = [\"$request.querystring.t\"]\nttl = \"0\"\n\n[[apis.authorizers]]\nname = \"tok\"\ntype = \"token\"\nuri = \"http://{}/token\"\nidentity_validation_expression = \"Bearer [a-z-]+\"\n",
+                auth.addr
+            ))
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n\n[[upstreams]]\nname = \"authz\"\ntargets = [\"{}\"]\n",
+                up.addr, auth.addr
+            ))
+            .route(
+                "GET /pets/{id}",
+                "integration = { type = \"http\", uri = \"http://up/pets/{id}\", headers = { \"x-tenant\" = \"${context.authorizer.tenant}\", \"x-n\" = \"${context.authorizer.n}\", \"x-principal\" = \"${context.authorizer.principalId}\" } }",
+            )
+            .route("POST /pets", "integration = { type = \"http\", uri = \"http://up/pets\" }")
+            .route("GET /nocache", "authorizer = \"nocache\"\nintegration = { type = \"mock\", body = \"n\" }")
+            .route("GET /tok", "authorizer = \"tok\"\nintegration = { type = \"mock\", body = \"t\" }")
+            .route("GET /keyed", "api_key_required = true\nintegration = { type = \"mock\", body = \"k\" }")
+            .extra(format!(
+                "[[usage_plans]]\nname = \"p\"\nstages = [\"api/prod\"]\n\n[[api_keys]]\nname = \"partner\"\nvalue = \"{KEY}\"\nplan = \"p\"\n"
+            ))
+            .toml(),
+    );
+    (g, up)
+}
+
+fn call(gw: &Gw, method: &str, path: &str, headers: &str) -> Resp {
+    Client::connect(gw.addr()).request(
+        format!("{method} {path} HTTP/1.1\r\nHost: api.example.test\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+}
+
+fn token(t: &str) -> String {
+    format!("X-Token: {t}\r\n")
+}
+
+/// An allowed request reaches the upstream with the authorizer's context; the authorizer got
+/// Amazon's REQUEST event (payload format 2.0).
+#[test]
+fn request_authorizers_get_the_event_and_pass_their_context() {
+    let auth = authorizer();
+    let (g, up) = gateway(&auth, 1);
+    let r = call(
+        &g,
+        "GET",
+        "/pets/7?a=1&a=2&b=x%20y",
+        &format!(
+            "{}Cookie: c1=v1; c2=v2\r\nUser-Agent: ua/1\r\n",
+            token("alice")
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.json();
+    assert_eq!(seen["headers"]["x-tenant"], "alice");
+    assert_eq!(seen["headers"]["x-n"], "7");
+    assert_eq!(up.count(), 1);
+    let calls = auth.requests();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].method, "POST");
+    assert_eq!(calls[0].target, "/check?v=1");
+    assert_eq!(calls[0].header("content-type"), Some("application/json"));
+    let e: Value = serde_json::from_slice(&calls[0].body).unwrap();
+    assert_eq!(e["version"], "2.0");
+    assert_eq!(e["type"], "REQUEST");
+    assert_eq!(
+        e["routeArn"],
+        "arn:aws:execute-api:local:000000000000:api/prod/GET/pets/7"
+    );
+    assert_eq!(e["identitySource"], json!(["alice", "prod"]));
+    assert_eq!(e["routeKey"], "GET /pets/{id}");
+    assert_eq!(e["rawPath"], "/pets/7");
+    assert_eq!(e["rawQueryString"], "a=1&a=2&b=x%20y");
+    assert_eq!(e["queryStringParameters"], json!({"a": "1,2", "b": "x y"}));
+    assert_eq!(e["pathParameters"], json!({"id": "7"}));
+    assert_eq!(e["cookies"], json!(["c1=v1", "c2=v2"]));
+    assert_eq!(e["headers"]["x-token"], "alice");
+    assert_eq!(e["stageVariables"]["who"], "prod");
+    assert_eq!(e["requestContext"]["http"]["method"], "GET");
+    assert_eq!(e["requestContext"]["http"]["sourceIp"], "127.0.0.1");
+    assert_eq!(e["requestContext"]["http"]["userAgent"], "ua/1");
+    assert_eq!(e["requestContext"]["stage"], "prod");
+    assert_eq!(e["requestContext"]["domainName"], "api.example.test");
+}
+
+/// One call per identity per TTL for the whole node (two shards here), concurrent misses
+/// included; `ttl = "0"` asks every time.
+#[test]
+fn answers_are_cached_per_node_and_concurrent_misses_make_one_call() {
+    let auth = authorizer();
+    let (g, _up) = gateway(&auth, 2);
+    for _ in 0..20 {
+        assert_eq!(call(&g, "GET", "/pets/1", &token("bob")).status, 200);
+    }
+    assert_eq!(auth.count(), 1, "one call for 20 requests over two shards");
+    assert_eq!(call(&g, "GET", "/pets/1", &token("carol")).status, 200);
+    assert_eq!(auth.count(), 2);
+    // Eight requests at once for an identity not seen yet: one call.
+    let barrier = Arc::new(Barrier::new(8));
+    let addr = g.addr();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                b.wait();
+                c.request(b"GET /pets/1 HTTP/1.1\r\nHost: h\r\nX-Token: coalesce\r\nConnection: close\r\n\r\n")
+                    .status
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    assert_eq!(auth.count(), 3);
+    for _ in 0..3 {
+        assert_eq!(call(&g, "GET", "/nocache?t=dave", "").status, 200);
+    }
+    assert_eq!(auth.count(), 6, "ttl = 0: every request asks");
+}
+
+/// Refusals and failures, as Amazon API Gateway answers them; none reaches the upstream.
+#[test]
+fn refusals_and_failures_answer_as_amazon_does() {
+    let auth = authorizer();
+    let (g, up) = gateway(&auth, 1);
+    let r = call(&g, "GET", "/pets/1", "");
+    assert_eq!(
+        (r.status, r.json()),
+        (401, json!({"message": "Unauthorized"}))
+    );
+    assert_eq!(auth.count(), 0, "no identity: no call");
+    let cases = [
+        ("deny", "GET", "/pets/1", 403, "Forbidden"),
+        (
+            "policy",
+            "GET",
+            "/pets/secret",
+            403,
+            "User is not authorized to access this resource with an explicit deny",
+        ),
+        (
+            "policy",
+            "POST",
+            "/pets",
+            403,
+            "User is not authorized to access this resource",
+        ),
+        ("unauth", "GET", "/pets/1", 401, "Unauthorized"),
+        ("junk", "GET", "/pets/1", 500, "Internal Server Error"),
+        ("boom", "GET", "/pets/1", 500, "Internal Server Error"),
+        ("slow", "GET", "/pets/1", 500, "Internal Server Error"),
+    ];
+    for (id, method, path, status, message) in cases {
+        let r = call(&g, method, path, &token(id));
+        assert_eq!(
+            (r.status, r.json()),
+            (status, json!({"message": message})),
+            "{id} {method} {path}"
+        );
+    }
+    assert_eq!(up.count(), 0);
+    // The cached policy still allows what it allows, with its context and principal.
+    let r = call(&g, "GET", "/pets/9", &token("policy"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-tenant"], "from-policy");
+    assert_eq!(r.json()["headers"]["x-principal"], "p-1");
+}
+
+/// Token authorizers: Amazon's TOKEN event; a token that does not match the validation
+/// expression is refused without a call.
+#[test]
+fn token_authorizers_validate_before_calling() {
+    let auth = authorizer();
+    let (g, _up) = gateway(&auth, 1);
+    let r = call(&g, "GET", "/tok", "Authorization: Bearer good-one\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let e: Value = serde_json::from_slice(&auth.requests()[0].body).unwrap();
+    assert_eq!(
+        e,
+        json!({"type": "TOKEN", "authorizationToken": "Bearer good-one", "methodArn": "arn:aws:execute-api:local:000000000000:api/prod/GET/tok"})
+    );
+    assert_eq!(
+        call(&g, "GET", "/tok", "Authorization: Bearer BAD1\r\n").status,
+        401
+    );
+    assert_eq!(call(&g, "GET", "/tok", "").status, 401);
+    assert_eq!(auth.count(), 1);
+}
+
+/// `usageIdentifierKey` picks the API key for routes that want one.
+#[test]
+fn the_authorizer_can_name_the_api_key() {
+    let auth = authorizer();
+    let (g, _up) = gateway(&auth, 1);
+    assert_eq!(call(&g, "GET", "/keyed", &token("usage")).text(), "k");
+    // Without one from the authorizer, the header is needed.
+    assert_eq!(call(&g, "GET", "/keyed", &token("erin")).status, 403);
+    let r = call(
+        &g,
+        "GET",
+        "/keyed",
+        &format!("{}x-api-key: {KEY}\r\n", token("erin")),
+    );
+    assert_eq!(r.text(), "k");
+}
+
+/// An authorizer nobody answers at: 500, and the gateway keeps serving.
+#[test]
+fn an_unreachable_authorizer_is_a_500() {
+    let dead = closed_port();
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra(format!(
+                "[[apis.authorizers]]\nname = \"x\"\ntype = \"request\"\nuri = \"http://{dead}/\"\nidentity_sources = [\"$request.header.x-token\"]\n"
+            ))
+            .route("GET /a", "authorizer = \"x\"\nintegration = { type = \"mock\", body = \"a\" }")
+            .route("GET /b", "integration = { type = \"mock\", body = \"b\" }")
+            .toml(),
+    );
+    let r = call(&g, "GET", "/a", &token("t"));
+    assert_eq!(
+        (r.status, r.json()),
+        (500, json!({"message": "Internal Server Error"}))
+    );
+    assert_eq!(get(g.addr(), "/b").text(), "b");
+}
