@@ -5,7 +5,8 @@ the gateway over requests served) and req/s for each, and the ratio.
 
 Features: `policy` (a five-entry resource policy), `jwt` (a JWT authorizer, every request
 carrying the same RS256 token: the shard's token cache answers after the first; the keys come
-from a local JWKS server, and the token is signed here with the test fixtures' key).
+from a local JWKS server, and the token is signed here with the test fixtures' key),
+`external` (a request authorizer whose answer the node caches: one call, then cache hits).
 
   python3 scripts/feature_cost.py --feature jwt --bin target/release/tollgate [--rounds 5] [--seconds 5]
 """
@@ -61,9 +62,41 @@ def jwks_server():
     return srv.server_address[1]
 
 
-def feature_keys(feature, on, jwks_port):
+def authorizer_server():
+    """An external authorizer on 127.0.0.1 (a thread of this process) that allows everyone."""
+    answer = b'{"isAuthorized": true, "context": {"tenant": "t1"}}'
+
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv.server_address[1]
+
+
+def feature_keys(feature, on, port):
     if not on:
         return ""
+    if feature == "external":
+        return f"""default_authorizer = "partners"
+  [[apis.authorizers]]
+  name = "partners"
+  type = "request"
+  uri = "http://127.0.0.1:{port}/authorize"
+  identity_sources = ["$request.header.x-partner-token"]
+  ttl = "300s"
+"""
     if feature == "policy":
         return 'resource_policy = { allow = ["127.0.0.0/8", "10.0.0.0/8", "::1/128"], deny = ["10.66.0.0/16", "192.0.2.0/24"] }'
     return f"""default_authorizer = "users"
@@ -72,7 +105,7 @@ def feature_keys(feature, on, jwks_port):
   type = "jwt"
   issuer = "{ISSUER}"
   audience = ["petstore"]
-  jwks_uri = "http://127.0.0.1:{jwks_port}/jwks"
+  jwks_uri = "http://127.0.0.1:{port}/jwks"
 """
 
 
@@ -106,13 +139,15 @@ def main():
     ap.add_argument("--bin", default="target/release/tollgate")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--feature", choices=["policy", "jwt"], default="policy")
+    ap.add_argument("--feature", choices=["policy", "jwt", "external"], default="policy")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix=f"tollgate-{a.feature}-")
-    jwks_port = jwks_server() if a.feature == "jwt" else 0
+    jwks_port = {"jwt": jwks_server, "external": authorizer_server}.get(a.feature, lambda: 0)()
     wrk_args = []
     if a.feature == "jwt":
         wrk_args = ["-H", f"Authorization: Bearer {rs256_token()}"]
+    if a.feature == "external":
+        wrk_args = ["-H", "x-partner-token: partner-7f3a9c"]
     hz = os.sysconf("SC_CLK_TCK")
     results = {"without": [], "with": []}
     for r in range(a.rounds):

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::super::ctx::{RequestCtx, RouteMatch};
 use super::super::policy::{route_arn, source_ip};
-use crate::auth::external::{Decision, Outcome, MAX_ANSWER};
+use crate::auth::external::{Decision, Outcome, Verdict, MAX_ANSWER};
 use crate::cache::flight::Join;
 use crate::config::IdentityRef;
 use crate::error::{Error, Kind};
@@ -43,9 +43,10 @@ pub(super) async fn authorize(
             ));
         }
     }
-    let resource = route_arn(ss, ctx, m);
+    // Built only where it is needed: a call's event, or a policy to evaluate.
+    let resource = || route_arn(ss, ctx, m);
     let decision = if x.ttl.is_zero() {
-        call(ss, peer, ctx, m, x, &values, &resource, ip).await?
+        call(ss, peer, ctx, m, x, &values, &resource(), ip).await?
     } else {
         let key = values.join(&0u8);
         let hash = x.cache.hash(&key);
@@ -59,7 +60,7 @@ pub(super) async fn authorize(
             match x.cache.flights.join(hash) {
                 Join::Follower(f) => f.await,
                 Join::Leader(guard) => {
-                    let d = call(ss, peer, ctx, m, x, &values, &resource, ip).await?;
+                    let d = call(ss, peer, ctx, m, x, &values, &resource(), ip).await?;
                     x.cache.insert(hash, &key, d.clone(), x.ttl);
                     drop(guard);
                     decision = Some(d);
@@ -69,7 +70,7 @@ pub(super) async fn authorize(
         }
         match decision {
             Some(d) => d,
-            None => call(ss, peer, ctx, m, x, &values, &resource, ip).await?,
+            None => call(ss, peer, ctx, m, x, &values, &resource(), ip).await?,
         }
     };
     let refuse = |msg: &'static str| {
@@ -78,7 +79,12 @@ pub(super) async fn authorize(
             format!("authorizer {:?}: {msg}", x.name),
         ))
     };
-    match decision.evaluate(&resource) {
+    let outcome = match decision.verdict {
+        Verdict::Simple(true) => Outcome::Allow,
+        Verdict::Simple(false) => Outcome::Denied,
+        Verdict::Policy(_) => decision.evaluate(&resource()),
+    };
+    match outcome {
         Outcome::Allow => Ok(decision),
         Outcome::Denied => refuse("Forbidden"),
         Outcome::ImplicitDeny => refuse("User is not authorized to access this resource"),
