@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs Tollgate's whole test suite: unit tests, then the end-to-end tests once per monoio
 # driver (io_uring where the kernel allows it, then epoll). Installs cargo-nextest,
-# redis-server, curl, h2load, systemd-analyze, prlimit, Node.js and the test OpenID provider's
-# npm packages if missing.
+# redis-server, curl, h2load, systemd-analyze, prlimit, Node.js, the test OpenID provider's
+# npm packages and botocore if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +36,12 @@ fi
 if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
   echo "installing the test OpenID provider's npm packages (tests/oidc)"
   npm ci --prefix tests/oidc --no-audit --no-fund
+fi
+
+# The SigV4 tests sign with a real signer: botocore's SigV4Auth.
+if ! python3 -c 'import botocore' >/dev/null 2>&1; then
+  echo "installing botocore (PyPI)"
+  python3 -m pip install --quiet botocore
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -51,6 +51,12 @@ pub(crate) enum Kind {
     InsufficientScope(Box<str>),
     /// An external authorizer said no (403, with Amazon API Gateway's message for the case).
     AccessDenied(&'static str),
+    /// A SigV4-signed request refused (403): Amazon's message and gateway response type
+    /// (MISSING_AUTHENTICATION_TOKEN, INVALID_SIGNATURE, EXPIRED_TOKEN, ACCESS_DENIED...).
+    Iam {
+        message: Box<str>,
+        response_type: &'static str,
+    },
     /// An external authorizer failed: unreachable, timed out, an error status (`config:
     /// false`), or an answer that is not one (`config: true`) (500).
     AuthorizerFailed { config: bool },
@@ -83,6 +89,7 @@ impl Kind {
             Kind::Forbidden => "INVALID_API_KEY",
             Kind::Unauthorized(_) => "UNAUTHORIZED",
             Kind::InsufficientScope(_) | Kind::AccessDenied(_) => "ACCESS_DENIED",
+            Kind::Iam { response_type, .. } => response_type,
             Kind::AuthorizerFailed { config: false } => "AUTHORIZER_FAILURE",
             Kind::AuthorizerFailed { config: true } => "AUTHORIZER_CONFIGURATION_ERROR",
             Kind::PolicyDenied { .. } => "ACCESS_DENIED",
@@ -146,7 +153,8 @@ impl Error {
             Kind::Forbidden
             | Kind::PolicyDenied { .. }
             | Kind::InsufficientScope(_)
-            | Kind::AccessDenied(_) => 403,
+            | Kind::AccessDenied(_)
+            | Kind::Iam { .. } => 403,
             Kind::AuthorizerFailed { .. } => 500,
             Kind::Throttled(_) | Kind::QuotaExceeded { .. } => 429,
             Kind::ClientGone => 499,
@@ -161,6 +169,9 @@ impl Error {
                 "User: anonymous is not authorized to perform: execute-api:Invoke on resource: {resource}{}",
                 if *explicit { " with an explicit deny" } else { "" }
             ));
+        }
+        if let Kind::Iam { message, .. } = &self.kind {
+            return Cow::Owned(message.to_string());
         }
         Cow::Borrowed(match self.kind {
             Kind::BadRequest(m) => m,
@@ -179,7 +190,7 @@ impl Error {
             Kind::AuthorizerFailed { .. } => "Internal Server Error",
             Kind::Throttled(_) => "Too Many Requests",
             Kind::QuotaExceeded { .. } => "Limit Exceeded",
-            Kind::PolicyDenied { .. } | Kind::ClientGone => "",
+            Kind::PolicyDenied { .. } | Kind::Iam { .. } | Kind::ClientGone => "",
         })
     }
 

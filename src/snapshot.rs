@@ -124,6 +124,8 @@ pub(crate) struct RouteRt {
     pub api_key_required: bool,
     /// The route's authorizer, if any.
     pub auth: Option<RouteAuth>,
+    /// `authorization = "aws_iam"`: callers sign with SigV4.
+    pub iam: bool,
     /// Route limit per stage: index into [`Compiled::buckets`].
     pub limits: Vec<Option<usize>>,
     /// Indexed by stage.
@@ -186,6 +188,8 @@ pub(crate) struct Snapshot {
     /// The signing keys of each JWKS source (parallel to `Compiled::jwks_sources`), as
     /// last fetched; `None` until a fetch succeeds.
     pub jwks: Arc<Vec<Option<Arc<KeySet>>>>,
+    /// SigV4 access keys, their secrets opened.
+    pub access_keys: Arc<crate::auth::access::AccessKeyTable>,
 }
 
 impl std::ops::Deref for Snapshot {

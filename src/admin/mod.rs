@@ -9,6 +9,8 @@
 //! - `POST /reload`: reload the config file; 200 `{"generation":N}` or 400 with every error
 //! - `GET /apikeys`, `POST /apikeys`, `POST /apikeys/import` (CSV), `GET|PATCH|DELETE
 //!   /apikeys/{id}`: API keys (values are shown once, in the answer to their creation)
+//! - `GET /accesskeys`, `POST /accesskeys`, `GET|PATCH|DELETE /accesskeys/{id}`: SigV4
+//!   access keys (the secret is shown once, in the answer to their creation)
 //! - `GET /metrics`: counters per shard and gauges, Prometheus text format
 //! - `GET /usageplans/{plan}/usage?startDate=&endDate=[&keyId=]`: daily usage per key
 //! - `PUT /usageplans/{plan}/keys/{id}/quota` `{"used": n}`, `POST .../quota/reset`
@@ -20,7 +22,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::net::{TcpListener, TcpStream};
 
-use crate::control::{Control, NewKey, OpError};
+use crate::control::{AccessKeyUpdate, Control, NewAccessKey, NewKey, OpError};
 use crate::http::conn::{read_into, write_all};
 use crate::http::h1::{self, Framing};
 use crate::http::write::status_line;
@@ -206,6 +208,8 @@ fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
         ["apikeys"] => "GET, POST",
         ["apikeys", "import"] => "POST",
         ["apikeys", _] => "GET, PATCH, DELETE",
+        ["accesskeys"] => "GET, POST",
+        ["accesskeys", _] => "GET, PATCH, DELETE",
         ["usageplans", _, "usage"] => "GET",
         ["usageplans", _, "keys", _, "quota"] => "PUT",
         ["usageplans", _, "keys", _, "quota", "reset"] => "POST",
@@ -329,6 +333,17 @@ fn route(
             Err(e) => e,
         },
         (b"DELETE", ["apikeys", id]) => op(200, ctl.borrow_mut().delete_key(id).map(|_| serde_json::json!({"deleted": id}))),
+        (b"GET", ["accesskeys"]) => (200, ctl.borrow().list_access_keys().to_string()),
+        (b"POST", ["accesskeys"]) => match json::<NewAccessKey>(body) {
+            Ok(req) => op(201, ctl.borrow_mut().create_access_key(req)),
+            Err(e) => e,
+        },
+        (b"GET", ["accesskeys", id]) => op(200, ctl.borrow().get_access_key(id)),
+        (b"PATCH", ["accesskeys", id]) => match json::<AccessKeyUpdate>(body) {
+            Ok(u) => op(200, ctl.borrow_mut().update_access_key(id, u)),
+            Err(e) => e,
+        },
+        (b"DELETE", ["accesskeys", id]) => op(200, ctl.borrow_mut().delete_access_key(id).map(|_| serde_json::json!({"deleted": id}))),
         (b"GET", ["usageplans", plan, "usage"]) => {
             let (Some(start), Some(end)) = (query_param(query, "startDate"), query_param(query, "endDate")) else {
                 return message(400, "startDate and endDate are required (YYYY-MM-DD)");

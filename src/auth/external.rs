@@ -93,21 +93,7 @@ impl Decision {
         match &self.verdict {
             Verdict::Simple(true) => Outcome::Allow,
             Verdict::Simple(false) => Outcome::Denied,
-            Verdict::Policy(st) => {
-                let applies = |s: &&Statement| {
-                    s.actions.iter().any(|a| invoke_action(a))
-                        && s.resources
-                            .iter()
-                            .any(|r| glob(r.as_bytes(), resource.as_bytes()))
-                };
-                if st.iter().filter(|s| !s.allow).any(|s| applies(&s)) {
-                    Outcome::ExplicitDeny
-                } else if st.iter().filter(|s| s.allow).any(|s| applies(&s)) {
-                    Outcome::Allow
-                } else {
-                    Outcome::ImplicitDeny
-                }
-            }
+            Verdict::Policy(st) => evaluate_policy(st, resource),
         }
     }
 
@@ -136,13 +122,32 @@ impl Decision {
     }
 }
 
+/// IAM's evaluation of `execute-api:Invoke` on `resource`: an explicit deny wins, then any
+/// allow, else an implicit deny.
+pub(crate) fn evaluate_policy(st: &[Statement], resource: &str) -> Outcome {
+    let applies = |s: &&Statement| {
+        s.actions.iter().any(|a| invoke_action(a))
+            && s.resources
+                .iter()
+                .any(|r| glob(r.as_bytes(), resource.as_bytes()))
+    };
+    if st.iter().filter(|s| !s.allow).any(|s| applies(&s)) {
+        Outcome::ExplicitDeny
+    } else if st.iter().filter(|s| s.allow).any(|s| applies(&s)) {
+        Outcome::Allow
+    } else {
+        Outcome::ImplicitDeny
+    }
+}
+
 /// Whether an IAM action names `execute-api:Invoke` (exactly, or by wildcard).
 fn invoke_action(a: &str) -> bool {
     glob(a.to_ascii_lowercase().as_bytes(), b"execute-api:invoke")
 }
 
-/// `Statement` as one object or a list; `Action` and `Resource` as a string or a list.
-fn statements(doc: &Value) -> Result<Vec<Statement>, &'static str> {
+/// A policy document's statements: `Statement` as one object or a list; `Action` and
+/// `Resource` as a string or a list.
+pub(crate) fn statements(doc: &Value) -> Result<Vec<Statement>, &'static str> {
     let bad = "the policyDocument is malformed";
     let list = match doc.get("Statement").ok_or(bad)? {
         Value::Array(a) => a.iter().collect::<Vec<_>>(),

@@ -5,8 +5,10 @@
 //! and found by hash; the hashes are then compared in constant time. Values are never logged
 //! and never returned after creation.
 
+pub(crate) mod access;
 pub(crate) mod external;
 pub(crate) mod jwt;
+pub(crate) mod sigv4;
 
 use std::sync::Arc;
 

@@ -115,6 +115,7 @@ fn compile_api(
         routes.push(RouteRt {
             key: r.key.clone(),
             api_key_required: r.api_key_required,
+            iam: r.iam,
             auth: r.authorizer.map(|authorizer| RouteAuth {
                 authorizer,
                 scopes: r.authorization_scopes.clone(),

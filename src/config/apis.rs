@@ -73,6 +73,8 @@ pub struct Route {
     pub authorizer: Option<usize>,
     /// With a JWT authorizer: the token must carry at least one of these.
     pub authorization_scopes: Vec<String>,
+    /// `authorization = "aws_iam"`: callers sign with SigV4.
+    pub iam: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +108,7 @@ impl Validator {
         a: file::ApiFile,
         limits: &Limits,
         upstreams: &[Upstream],
+        aws_iam: bool,
     ) -> Api {
         let key = item("apis", i, a.name.as_ref());
         let name = self.name(&format!("{key}.name"), a.name);
@@ -195,15 +198,17 @@ impl Validator {
                 authorization: r.authorization.clone(),
                 authorization_scopes: r.authorization_scopes.clone(),
             };
-            let (authorizer, authorization_scopes) = self.route_auth(
+            let (authorizer, authorization_scopes, iam) = self.route_auth(
                 &rkey,
                 &auth,
                 default_authorizer.as_deref(),
                 (&authorizers, &declared),
+                aws_iam,
             );
             if let Some(mut route) = self.route(&rkey, r, limits, upstreams, &stages) {
                 route.authorizer = authorizer;
                 route.authorization_scopes = authorization_scopes;
+                route.iam = iam;
                 routes.push(route);
             }
         }
@@ -329,6 +334,7 @@ impl Validator {
             cache,
             authorizer: None,
             authorization_scopes: Vec::new(),
+            iam: false,
         })
     }
 

@@ -494,7 +494,8 @@ impl Validator {
         r: &RouteAuthFile,
         default: Option<&str>,
         (authorizers, declared): (&[Authorizer], &[String]),
-    ) -> (Option<usize>, Vec<String>) {
+        aws_iam: bool,
+    ) -> (Option<usize>, Vec<String>, bool) {
         let names = || {
             let list: Vec<String> = declared.iter().map(|n| format!("{n:?}")).collect();
             if list.is_empty() {
@@ -506,14 +507,15 @@ impl Validator {
                 )
             }
         };
+        let mut iam = false;
         let none = match r.authorization.as_deref() {
             None => false,
             Some("none") => true,
             Some("aws_iam") => {
-                self.unsupported(
-                    &format!("{rkey}.authorization"),
-                    "SigV4 (aws_iam) authorization",
-                );
+                if !aws_iam {
+                    self.err(&format!("{rkey}.authorization"), "\"aws_iam\" needs an [aws_iam] table (its region, and the key that seals access-key secrets)");
+                }
+                iam = true;
                 true
             }
             Some(other) => {
@@ -528,7 +530,10 @@ impl Validator {
         if none && r.authorizer.is_some() {
             self.err(
                 &format!("{rkey}.authorizer"),
-                "cannot be set with authorization = \"none\"",
+                format!(
+                    "cannot be set with authorization = {:?}",
+                    r.authorization.as_deref().unwrap_or_default()
+                ),
             );
         }
         let name = if none {
@@ -571,7 +576,77 @@ impl Validator {
                 );
             }
         }
-        (index, scopes)
+        (index, scopes, iam)
+    }
+
+    pub(super) fn aws_iam(&mut self, a: file::AwsIamFile, base: &Path) -> AwsIam {
+        let region = match a.region {
+            Some(r)
+                if !r.is_empty()
+                    && r.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                r
+            }
+            Some(r) => {
+                self.bad(
+                    "aws_iam.region",
+                    &r,
+                    "a region name such as \"us-east-1\" (lower-case letters, digits, '-')",
+                );
+                String::new()
+            }
+            None => {
+                self.err(
+                    "aws_iam.region",
+                    "is required: the region callers sign for (their credential scope)",
+                );
+                String::new()
+            }
+        };
+        let secrets_key_env = a
+            .secrets_key_env
+            .unwrap_or_else(|| "TOLLGATE_IAM_SECRETS_KEY".into());
+        if secrets_key_env.is_empty() || secrets_key_env.contains('=') {
+            self.bad(
+                "aws_iam.secrets_key_env",
+                &secrets_key_env,
+                "an environment variable name",
+            );
+        }
+        AwsIam {
+            region,
+            secrets_key_env,
+            secrets_key_file: a.secrets_key_file.map(|f| base.join(f)),
+        }
+    }
+}
+
+/// `[aws_iam]`: SigV4-signed callers.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsIam {
+    /// The region of the credential scope callers sign with (service `execute-api`).
+    pub region: String,
+    /// The environment variable holding the 32-byte key that seals access-key secrets.
+    pub secrets_key_env: String,
+    /// Or a file holding it (read when the variable is unset).
+    pub secrets_key_file: Option<std::path::PathBuf>,
+}
+
+impl AwsIam {
+    /// The key's text: the variable, else the file; `Err` says what was looked at.
+    pub fn secrets_key_text(&self) -> Result<String, String> {
+        if let Ok(v) = std::env::var(&self.secrets_key_env) {
+            return Ok(v);
+        }
+        match &self.secrets_key_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read aws_iam.secrets_key_file {}: {e}", f.display())),
+            None => Err(format!(
+                "the environment variable {} is not set (or give aws_iam.secrets_key_file)",
+                self.secrets_key_env
+            )),
+        }
     }
 }
 

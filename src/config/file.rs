@@ -20,6 +20,7 @@ pub(crate) enum SizeValue {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct File {
+    pub aws_iam: Option<AwsIamFile>,
     #[serde(default)]
     pub server: ServerFile,
     #[serde(default)]
@@ -43,7 +44,7 @@ pub(crate) struct File {
     pub cluster: Option<ClusterFile>,
     // Named in the reference config, not built yet: refused by name.
     pub access_log: Option<toml::Value>,
-    pub aws_iam: Option<toml::Value>,
+    // (above: named in the reference config, not built yet)
     pub tracing: Option<toml::Value>,
 }
 
@@ -346,4 +347,12 @@ pub(crate) struct ClusterFile {
     pub nodes: Option<i64>,
     pub on_redis_error: Option<String>,
     pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AwsIamFile {
+    pub region: Option<String>,
+    pub secrets_key_env: Option<String>,
+    pub secrets_key_file: Option<String>,
 }

@@ -105,6 +105,8 @@ pub struct Config {
     pub api_keys: Vec<ConfigKey>,
     /// Fleet-wide limits and quotas through Redis.
     pub cluster: Option<Cluster>,
+    /// SigV4-signed callers (routes with `authorization = "aws_iam"`).
+    pub aws_iam: Option<AwsIam>,
 }
 
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -395,10 +397,10 @@ impl Validator {
             "",
             &[
                 ("access_log", &raw.access_log, "access logs"),
-                ("aws_iam", &raw.aws_iam, "SigV4 (aws_iam) authorization"),
                 ("tracing", &raw.tracing, "tracing (OTLP export)"),
             ],
         );
+        let aws_iam = raw.aws_iam.map(|a| self.aws_iam(a, base));
         let server = self.server(raw.server, base);
         let listeners = self.listeners(raw.listeners, base);
         let admin = raw.admin.map(|a| self.admin(a));
@@ -425,7 +427,7 @@ impl Validator {
             .apis
             .into_iter()
             .enumerate()
-            .map(|(i, a)| self.api(i, a, &limits, &upstreams))
+            .map(|(i, a)| self.api(i, a, &limits, &upstreams, aws_iam.is_some()))
             .collect();
         let mut seen = HashSet::new();
         for a in &apis {
@@ -475,6 +477,7 @@ impl Validator {
             usage_plans,
             api_keys,
             cluster,
+            aws_iam,
         }
     }
 }

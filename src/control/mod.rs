@@ -8,6 +8,7 @@
 //! snapshot between requests; a request in flight finishes on the one it started with. Key
 //! changes publish a new snapshot that shares the compiled configuration.
 
+mod access;
 mod health;
 mod jwks;
 mod keys;
@@ -15,6 +16,7 @@ mod reload;
 pub(crate) mod store;
 mod usage;
 
+pub(crate) use access::{AccessKeyUpdate, NewAccessKey};
 pub(crate) use health::start_health_checks;
 use keys::key_table;
 pub(crate) use keys::NewKey;
@@ -89,6 +91,11 @@ pub(crate) struct Control {
     /// JWT signing keys per key source, and the channels their fetches report on.
     jwks: ahash::AHashMap<Arc<str>, jwks::JwksState>,
     channels: jwks::JwksChannels,
+    /// SigV4 access keys: the key that seals their secrets (or why there is none), the
+    /// stored keys, and the table the shards look callers up in.
+    secrets_key: Result<Arc<crate::auth::access::SecretsKey>, String>,
+    stored_access: Vec<store::StoredAccessKey>,
+    access: Arc<crate::auth::access::AccessKeyTable>,
 }
 
 /// Everything the control plane starts with, prepared on the starting thread (so that a bad
@@ -101,6 +108,9 @@ pub(crate) struct ControlInit {
     compiled: Arc<Compiled>,
     store: Store,
     stored_keys: Vec<StoredKey>,
+    secrets_key: Result<Arc<crate::auth::access::SecretsKey>, String>,
+    stored_access: Vec<store::StoredAccessKey>,
+    access: Arc<crate::auth::access::AccessKeyTable>,
 }
 
 impl ControlInit {
@@ -117,11 +127,15 @@ impl ControlInit {
         );
         let stored_keys = store.keys()?;
         let keys = Arc::new(key_table(&compiled.config, &compiled, &stored_keys));
+        let secrets_key = access::secrets_key(&compiled.config);
+        let stored_access = store.access_keys()?;
+        let access = Arc::new(access::access_table(&secrets_key, &stored_access));
         let snap = Arc::new(Snapshot {
             generation: 1,
             jwks: Arc::new(vec![None; compiled.jwks_sources.len()]),
             compiled: compiled.clone(),
             keys,
+            access_keys: access.clone(),
         });
         Ok((
             ControlInit {
@@ -131,6 +145,9 @@ impl ControlInit {
                 compiled,
                 store,
                 stored_keys,
+                secrets_key,
+                stored_access,
+                access,
             },
             snap,
         ))
@@ -176,6 +193,9 @@ impl ControlInit {
             stored_keys: self.stored_keys,
             jwks: Default::default(),
             channels: Default::default(),
+            secrets_key: self.secrets_key,
+            stored_access: self.stored_access,
+            access: self.access,
         }
     }
 }
@@ -322,6 +342,7 @@ impl Control {
             compiled: self.compiled.clone(),
             keys,
             jwks: self.jwks_vector(),
+            access_keys: self.access.clone(),
         });
         self.shared.publish(snap);
         self.generation

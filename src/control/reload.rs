@@ -77,6 +77,8 @@ impl Control {
         let compiled =
             crate::compile::compile(Arc::new(cfg), &mut self.registries).map_err(|e| e.errors)?;
         self.compiled = Arc::new(compiled);
+        self.secrets_key = access::secrets_key(&self.compiled.config);
+        self.access = Arc::new(access::access_table(&self.secrets_key, &self.stored_access));
         let generation = self.publish();
         self.live.set(generation);
         start_health_checks(&self.compiled, generation, &self.live);

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 const KEYS: TableDefinition<&str, &str> = TableDefinition::new("api_keys");
 const QUOTAS: TableDefinition<&str, &str> = TableDefinition::new("quotas");
 const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
+const ACCESS_KEYS: TableDefinition<&str, &str> = TableDefinition::new("access_keys");
 
 /// redb's page cache (4 MiB): the store is off the request path and small.
 const STORE_CACHE_BYTES: usize = 4 << 20;
@@ -38,6 +39,22 @@ pub(crate) struct StoredKey {
     /// Usage plan names.
     #[serde(default)]
     pub plans: Vec<String>,
+    /// UNIX seconds.
+    pub created: u64,
+}
+
+/// A SigV4 access key, as stored: its secret sealed ([`crate::auth::access::SecretsKey`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct StoredAccessKey {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub enabled: bool,
+    /// The IAM-style policy document, as given.
+    pub policy: serde_json::Value,
+    /// `v1:` base64 of nonce, ciphertext and tag.
+    pub sealed_secret: String,
     /// UNIX seconds.
     pub created: u64,
 }
@@ -205,6 +222,7 @@ impl Store {
             store.keys()?;
             store.quotas()?;
             store.usage_count()?;
+            store.access_keys()?;
             return Ok(store);
         }
         let w = db
@@ -217,6 +235,8 @@ impl Store {
                 .map_err(|err| e("bad quotas table", &path, err))?;
             w.open_table(USAGE)
                 .map_err(|err| e("bad usage table", &path, err))?;
+            w.open_table(ACCESS_KEYS)
+                .map_err(|err| e("bad access_keys table", &path, err))?;
         }
         w.commit().map_err(|err| e("cannot write", &path, err))?;
         let store = Store {
@@ -251,6 +271,75 @@ impl Store {
     /// Deletes a key and its counters; `false` if there was no such key.
     pub(crate) fn delete_key(&self, id: &str) -> Result<bool, String> {
         self.note(self.delete_key_inner(id))
+    }
+
+    /// Writes one access key (new or changed).
+    pub(crate) fn put_access_key(&self, k: &StoredAccessKey) -> Result<(), String> {
+        self.note((|| {
+            let json = serde_json::to_string(k).map_err(|err| e("encode", &self.path, err))?;
+            let w = self
+                .db
+                .begin_write()
+                .map_err(|err| e("write", &self.path, err))?;
+            {
+                let mut t = w
+                    .open_table(ACCESS_KEYS)
+                    .map_err(|err| e("write access_keys", &self.path, err))?;
+                t.insert(k.id.as_str(), json.as_str())
+                    .map_err(|err| e("write access_keys", &self.path, err))?;
+            }
+            w.commit().map_err(|err| e("commit", &self.path, err))
+        })())
+    }
+
+    /// Deletes an access key; `false` if there was none.
+    pub(crate) fn delete_access_key(&self, id: &str) -> Result<bool, String> {
+        self.note((|| {
+            let w = self
+                .db
+                .begin_write()
+                .map_err(|err| e("write", &self.path, err))?;
+            let existed = {
+                let mut t = w
+                    .open_table(ACCESS_KEYS)
+                    .map_err(|err| e("write access_keys", &self.path, err))?;
+                let r = t
+                    .remove(id)
+                    .map_err(|err| e("write access_keys", &self.path, err))?;
+                r.is_some()
+            };
+            w.commit().map_err(|err| e("commit", &self.path, err))?;
+            Ok(existed)
+        })())
+    }
+
+    /// Every stored access key (none in a store older than access keys).
+    pub(crate) fn access_keys(&self) -> Result<Vec<StoredAccessKey>, String> {
+        let r = self
+            .db
+            .begin_read()
+            .map_err(|err| e("read", &self.path, err))?;
+        let t = match r.open_table(ACCESS_KEYS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(err) => return Err(e("read access_keys", &self.path, err)),
+        };
+        let mut out = Vec::new();
+        for item in t
+            .iter()
+            .map_err(|err| e("read access_keys", &self.path, err))?
+        {
+            let (k, v) = item.map_err(|err| e("read access_keys", &self.path, err))?;
+            let key: StoredAccessKey = serde_json::from_str(v.value()).map_err(|err| {
+                e(
+                    &format!("access key {:?} is damaged", k.value()),
+                    &self.path,
+                    err,
+                )
+            })?;
+            out.push(key);
+        }
+        Ok(out)
     }
 
     /// Saves quota counters (and today's usage) in one transaction.

@@ -49,20 +49,24 @@ pub(crate) enum Authorized {
     Jwt(std::rc::Rc<crate::auth::jwt::Verified>),
     /// An external authorizer's answer that allowed the request.
     External(std::sync::Arc<crate::auth::external::Decision>),
+    /// A SigV4-signed caller: its access key id.
+    Iam(std::sync::Arc<str>),
 }
 
 impl crate::syntax::template::AuthorizerVars for Authorized {
     fn claim(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         match self {
             Authorized::Jwt(v) => v.claim_text(name),
-            Authorized::External(_) => None,
+            Authorized::External(_) | Authorized::Iam(_) => None,
         }
     }
 
     fn value(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         use std::borrow::Cow;
-        let Authorized::External(d) = self else {
-            return None;
+        let d = match self {
+            Authorized::External(d) => d,
+            Authorized::Iam(key) => return (name == "principalId").then(|| Cow::Borrowed(&**key)),
+            Authorized::Jwt(_) => return None,
         };
         if name == "principalId" {
             return d.principal_id.as_deref().map(Cow::Borrowed);

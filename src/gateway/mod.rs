@@ -105,7 +105,7 @@ async fn run_phases(
     if let Some(p) = &snap.config.apis[m.api].resource_policy {
         policy::check(ss, conn.peer.ip(), ctx, m, p)?;
     }
-    authorizer::authorize(shard, ss, conn.peer, ctx, m).await?;
+    authorizer::authorize(shard, ss, conn, ctx, m).await?;
     api_key::authenticate(ss, ctx, m)?;
     limits::throttle(shard, ss, ctx, m).await?;
     limits::count_quota(shard, ss, ctx).await?;

@@ -1,5 +1,6 @@
 //! The authorizer phase: on routes with an authorizer, after the resource policy and before
-//! the API key. External (`request`, `token`) authorizers are in [`external`]. A JWT authorizer reads the token from its identity source (401 without one),
+//! the API key. External (`request`, `token`) authorizers are in [`external`], SigV4-signed
+//! callers (`authorization = "aws_iam"`) in [`iam`]. A JWT authorizer reads the token from its identity source (401 without one),
 //! finds it in the shard's token cache or verifies it against the issuer's keys in the
 //! snapshot (asking the control plane for fresh keys when the token names a key the snapshot
 //! lacks), and checks the route's scopes (403). The verified claims become the request's
@@ -11,11 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod external;
+mod iam;
 
 use super::ctx::{Authorized, RequestCtx, RouteMatch};
 use crate::auth::jwt::{self, KeyRequest, KeySet, Refusal};
 use crate::config::IdentitySource;
 use crate::error::{Error, Kind};
+use crate::http::conn::Conn;
 use crate::shard::{Shard, ShardSnap};
 use crate::snapshot::{AuthorizerRt, JwtRt};
 
@@ -23,14 +26,21 @@ use crate::snapshot::{AuthorizerRt, JwtRt};
 pub(crate) async fn authorize(
     shard: &Shard,
     ss: &ShardSnap,
-    peer: std::net::SocketAddr,
+    conn: &mut Conn,
     ctx: &mut RequestCtx,
     m: RouteMatch,
 ) -> Result<(), Error> {
     let api = &ss.snap.apis[m.api];
-    let Some(auth) = &api.routes[m.route].auth else {
+    let route = &api.routes[m.route];
+    if route.iam {
+        let key = iam::authorize(ss, conn, ctx, m).await?;
+        ctx.principal.authorizer = Some(Authorized::Iam(key));
+        return Ok(());
+    }
+    let Some(auth) = &route.auth else {
         return Ok(());
     };
+    let peer = conn.peer;
     match &api.authorizers[auth.authorizer] {
         AuthorizerRt::Jwt(j) => {
             let v = jwt_phase(shard, ss, ctx, j).await?;

@@ -361,7 +361,7 @@ pub(super) async fn exchange(
 /// Paces the reads of a request body: each must bring bytes within `limits.body_timeout`;
 /// with `limits.body_min_rate`, the whole body must arrive within `body_timeout` plus one
 /// second per `body_min_rate` bytes, counted from its first read.
-pub(super) struct BodyClock {
+pub(crate) struct BodyClock {
     per_read: std::time::Duration,
     min_rate: u64,
     /// Set at the first read, only when there is a minimum rate (no clock read otherwise).
@@ -370,7 +370,7 @@ pub(super) struct BodyClock {
 }
 
 impl BodyClock {
-    pub(super) fn new(limits: &Limits) -> BodyClock {
+    pub(crate) fn new(limits: &Limits) -> BodyClock {
         BodyClock {
             per_read: limits.body_timeout,
             min_rate: limits.body_min_rate,
@@ -381,7 +381,7 @@ impl BodyClock {
 
     /// Reads more of the body into `conn.buf` (room for `want` bytes): the bytes read, or
     /// the error to answer (408 when it stalls or is too slow, the client gone at its end).
-    pub(super) async fn read(&mut self, conn: &mut Conn, want: usize) -> Result<usize, Error> {
+    pub(crate) async fn read(&mut self, conn: &mut Conn, want: usize) -> Result<usize, Error> {
         reserve_for(&mut conn.buf, want);
         let mut wait = self.per_read;
         if self.min_rate > 0 {

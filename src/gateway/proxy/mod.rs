@@ -14,6 +14,7 @@
 //! methods only.
 
 mod exchange;
+pub(crate) use exchange::BodyClock;
 mod relay;
 mod respond;
 mod rewrite;

@@ -1,0 +1,264 @@
+//! AWS Signature Version 4, the checking side: the `Authorization` header's parts, the
+//! canonical request (method, path and query as the client sent them, re-encoded the way
+//! every AWS SDK encodes them; the signed headers, values trimmed and folded; the payload's
+//! SHA-256), the string to sign and the signature. The HMACs and hashes are ring's and sha2's;
+//! only the composition SigV4 defines is here. No I/O and no clock.
+
+use ring::hmac;
+use sha2::{Digest, Sha256};
+
+pub(crate) const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// The payload hash a client may sign instead of the body's.
+pub(crate) const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
+/// The parts of an `Authorization: AWS4-HMAC-SHA256 ...` header.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SigHeader {
+    pub access_key: String,
+    /// `YYYYMMDD` of the credential scope.
+    pub date: String,
+    pub region: String,
+    pub service: String,
+    /// Lower-case, as listed (sorted by the signer).
+    pub signed_headers: Vec<String>,
+    pub signature: Vec<u8>,
+}
+
+/// Parses the header; the error is the message an AWS client sees.
+pub(crate) fn parse_authorization(v: &[u8]) -> Result<SigHeader, &'static str> {
+    const MALFORMED: &str =
+        "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters";
+    let v = std::str::from_utf8(v).map_err(|_| MALFORMED)?;
+    let rest = v
+        .trim()
+        .strip_prefix(ALGORITHM)
+        .filter(|r| r.starts_with(' '))
+        .ok_or("Only AWS4-HMAC-SHA256 signatures are supported")?;
+    let (mut cred, mut signed, mut sig) = (None, None, None);
+    for part in rest.split(',') {
+        let (k, val) = part.trim().split_once('=').ok_or(MALFORMED)?;
+        match k.trim() {
+            "Credential" => cred = Some(val.trim()),
+            "SignedHeaders" => signed = Some(val.trim()),
+            "Signature" => sig = Some(val.trim()),
+            _ => return Err(MALFORMED),
+        }
+    }
+    let (Some(cred), Some(signed), Some(sig)) = (cred, signed, sig) else {
+        return Err(MALFORMED);
+    };
+    let mut c = cred.split('/');
+    let (Some(access_key), Some(date), Some(region), Some(service), Some("aws4_request"), None) =
+        (c.next(), c.next(), c.next(), c.next(), c.next(), c.next())
+    else {
+        return Err("Credential should be scoped to a valid region, and a valid service, as in KEY/YYYYMMDD/REGION/SERVICE/aws4_request");
+    };
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) || access_key.is_empty() {
+        return Err("Credential should be scoped to a valid date, as in KEY/YYYYMMDD/REGION/SERVICE/aws4_request");
+    }
+    let signature = unhex(sig).ok_or(MALFORMED)?;
+    let signed_headers: Vec<String> = signed.split(';').map(str::to_string).collect();
+    if signed_headers
+        .iter()
+        .any(|h| h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase()))
+    {
+        return Err(MALFORMED);
+    }
+    Ok(SigHeader {
+        access_key: access_key.into(),
+        date: date.into(),
+        region: region.into(),
+        service: service.into(),
+        signed_headers,
+        signature,
+    })
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() != 64 {
+        return None;
+    }
+    (0..32)
+        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+/// RFC 3986 percent-encoding of all but unreserved characters (and `/` where kept), hex in
+/// upper case: SigV4's `UriEncode`.
+fn uri_encode(b: &[u8], keep_slash: bool, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in b {
+        if c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~')
+            || (keep_slash && c == b'/')
+        {
+            out.push(c as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(c >> 4) as usize] as char);
+            out.push(HEX[(c & 15) as usize] as char);
+        }
+    }
+}
+
+fn percent_decode(v: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if let (b'%', Some(h), Some(l)) = (
+            v[i],
+            v.get(i + 1).copied().and_then(hex),
+            v.get(i + 2).copied().and_then(hex),
+        ) {
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A header value as SigV4 signs it: trimmed, runs of spaces and tabs folded to one space.
+/// `None` for bytes a header value cannot carry here (controls, non-UTF-8).
+fn canonical_value(v: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(v).ok()?;
+    if s.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+        return None;
+    }
+    Some(
+        s.split([' ', '\t'])
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// The canonical request. `path` and `query` are as they arrived (still percent-encoded);
+/// `header(name)` gives every value of a header; `payload_hash` is hex or `UNSIGNED-PAYLOAD`.
+pub(crate) fn canonical_request<'a>(
+    method: &str,
+    path: &[u8],
+    query: &[u8],
+    header: impl Fn(&str) -> Vec<&'a [u8]>,
+    signed: &[String],
+    payload_hash: &str,
+) -> Result<String, &'static str> {
+    let mut c = String::with_capacity(256);
+    c.push_str(method);
+    c.push('\n');
+    // Every SDK but S3's encodes the path it sent once more.
+    uri_encode(if path.is_empty() { b"/" } else { path }, true, &mut c);
+    c.push('\n');
+    let mut pairs: Vec<(String, String)> = query
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = match p.iter().position(|&b| b == b'=') {
+                Some(i) => (&p[..i], &p[i + 1..]),
+                None => (p, &b""[..]),
+            };
+            let (mut ek, mut ev) = (String::new(), String::new());
+            uri_encode(&percent_decode(k), false, &mut ek);
+            uri_encode(&percent_decode(v), false, &mut ev);
+            (ek, ev)
+        })
+        .collect();
+    pairs.sort();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            c.push('&');
+        }
+        c.push_str(k);
+        c.push('=');
+        c.push_str(v);
+    }
+    c.push('\n');
+    for name in signed {
+        let values = header(name);
+        if values.is_empty() {
+            return Err("a signed header is missing from the request");
+        }
+        c.push_str(name);
+        c.push(':');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                c.push(',');
+            }
+            c.push_str(
+                &canonical_value(v).ok_or("a signed header has a value that cannot be signed")?,
+            );
+        }
+        c.push('\n');
+    }
+    c.push('\n');
+    c.push_str(&signed.join(";"));
+    c.push('\n');
+    c.push_str(payload_hash);
+    Ok(c)
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    crate::auth::hex(b)
+}
+
+pub(crate) fn sha256_hex(b: &[u8]) -> String {
+    hex(&Sha256::digest(b))
+}
+
+/// `AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hex(sha256(canonical))}`.
+pub(crate) fn string_to_sign(amz_date: &str, scope: &str, canonical: &str) -> String {
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical.as_bytes())
+    )
+}
+
+/// The signing key for a secret, date (`YYYYMMDD`), region and service.
+pub(crate) fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> hmac::Key {
+    let step = |key: &[u8], data: &str| {
+        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data.as_bytes())
+    };
+    let k = step(format!("AWS4{secret}").as_bytes(), date);
+    let k = step(k.as_ref(), region);
+    let k = step(k.as_ref(), service);
+    let k = step(k.as_ref(), "aws4_request");
+    hmac::Key::new(hmac::HMAC_SHA256, k.as_ref())
+}
+
+/// Whether `signature` is the string to sign's HMAC under `key` (compared in constant time).
+pub(crate) fn signature_matches(key: &hmac::Key, string_to_sign: &str, signature: &[u8]) -> bool {
+    hmac::verify(key, string_to_sign.as_bytes(), signature).is_ok()
+}
+
+/// `YYYYMMDDTHHMMSSZ` as seconds since the epoch.
+pub(crate) fn parse_amz_date(s: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(s).ok()?;
+    if s.len() != 16 || &s[8..9] != "T" || !s.ends_with('Z') {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
+    let (y, mo, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (h, mi, se) = (n(9..11)?, n(11..13)?, n(13..15)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe;
+    Some((days.checked_sub(719_468)?) * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+#[cfg(test)]
+#[path = "sigv4_tests.rs"]
+mod tests;

@@ -1,0 +1,270 @@
+//! SigV4-signed callers (`authorization = "aws_iam"`): the signature is checked against the
+//! access key it names (its secret from the snapshot's table), for service `execute-api` in
+//! the configured region, within five minutes of the signer's clock; the body is read first
+//! (up to `limits.max_body`) to check the payload hash the client signed, unless it signed
+//! `UNSIGNED-PAYLOAD`; then the key's policy must allow `execute-api:Invoke` on the route's
+//! ARN. Refusals are 403 with Amazon's messages.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::super::ctx::{RequestCtx, RouteMatch};
+use super::super::policy::route_arn;
+use super::super::proxy::BodyClock;
+use crate::auth::external::{evaluate_policy, Outcome};
+use crate::auth::sigv4::{self, UNSIGNED_PAYLOAD};
+use crate::error::{Error, Kind};
+use crate::http::body::{ChunkError, ChunkedDecoder};
+use crate::http::conn::Conn;
+use crate::http::h1::Framing;
+use crate::shard::ShardSnap;
+
+/// Largest signer clock skew accepted, either way (Amazon's).
+const SKEW: u64 = 300;
+const SERVICE: &str = "execute-api";
+
+fn deny(message: impl Into<Box<str>>, response_type: &'static str) -> Error {
+    let message: Box<str> = message.into();
+    let context = format!("aws_iam: {message}");
+    Error::downstream(
+        Kind::Iam {
+            message,
+            response_type,
+        },
+        context,
+    )
+}
+
+const BAD_SIGNATURE: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
+const BAD_TOKEN: &str = "The security token included in the request is invalid.";
+
+/// Checks the signature and the key's policy; the access key id of an allowed caller.
+pub(super) async fn authorize(
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    m: RouteMatch,
+) -> Result<Arc<str>, Error> {
+    let Some(iam) = ss.snap.config.aws_iam.as_ref() else {
+        return Err(deny(
+            "Missing Authentication Token",
+            "MISSING_AUTHENTICATION_TOKEN",
+        ));
+    };
+    let auth = ctx.head.header(b"authorization").ok_or_else(|| {
+        deny(
+            "Missing Authentication Token",
+            "MISSING_AUTHENTICATION_TOKEN",
+        )
+    })?;
+    let h = sigv4::parse_authorization(auth).map_err(|e| deny(e, "INCOMPLETE_SIGNATURE"))?;
+    if ctx.head.header(b"x-amz-security-token").is_some() {
+        return Err(deny(BAD_TOKEN, "UNAUTHORIZED"));
+    }
+    if h.region != iam.region {
+        return Err(deny(
+            format!(
+                "Credential should be scoped to a valid region, not '{}'. ",
+                h.region
+            ),
+            "INVALID_SIGNATURE",
+        ));
+    }
+    if h.service != SERVICE {
+        return Err(deny(
+            format!("Credential should be scoped to correct service: '{SERVICE}'. "),
+            "INVALID_SIGNATURE",
+        ));
+    }
+    if !h.signed_headers.iter().any(|s| s == "host") {
+        return Err(deny(
+            "'Host' must be a 'SignedHeader' in the AWS Authorization.",
+            "INCOMPLETE_SIGNATURE",
+        ));
+    }
+    let amz_date = ctx.head.header(b"x-amz-date").ok_or_else(|| {
+        deny(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+            "INCOMPLETE_SIGNATURE",
+        )
+    })?;
+    let signed_at = sigv4::parse_amz_date(amz_date).ok_or_else(|| {
+        deny(
+            "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"",
+            "INCOMPLETE_SIGNATURE",
+        )
+    })?;
+    let amz_date = String::from_utf8_lossy(amz_date).into_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    if signed_at + SKEW < now {
+        return Err(deny(
+            format!(
+                "Signature expired: {amz_date} is now earlier than {} ({} - 5 min.)",
+                stamp(now - SKEW),
+                stamp(now)
+            ),
+            "EXPIRED_TOKEN",
+        ));
+    }
+    if signed_at > now + SKEW {
+        return Err(deny(
+            format!(
+                "Signature not yet current: {amz_date} is still later than {} ({} + 5 min.)",
+                stamp(now + SKEW),
+                stamp(now)
+            ),
+            "INVALID_SIGNATURE",
+        ));
+    }
+    if !amz_date.starts_with(&h.date) {
+        return Err(deny(
+            format!("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}', from '{amz_date}'.", h.date, &amz_date[..8]),
+            "INVALID_SIGNATURE",
+        ));
+    }
+    let key = ss
+        .snap
+        .access_keys
+        .find(&h.access_key)
+        .filter(|k| k.enabled)
+        .ok_or_else(|| deny(BAD_TOKEN, "UNAUTHORIZED"))?;
+    let declared = ctx
+        .head
+        .header(b"x-amz-content-sha256")
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    let payload = match declared.as_deref() {
+        Some(UNSIGNED_PAYLOAD) => UNSIGNED_PAYLOAD.to_string(),
+        declared => {
+            let actual = body_sha256(conn, ctx, &ss.snap.limits).await?;
+            if declared.is_some_and(|d| !d.eq_ignore_ascii_case(&actual)) {
+                return Err(deny(
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                    "INVALID_SIGNATURE",
+                ));
+            }
+            declared.map(str::to_ascii_lowercase).unwrap_or(actual)
+        }
+    };
+    let head = &ctx.head;
+    let header = |name: &str| -> Vec<&[u8]> {
+        head.headers()
+            .filter(|(n, _)| crate::http::name_eq(n, name.as_bytes()))
+            .map(|(_, v)| v)
+            .collect()
+    };
+    let canonical = sigv4::canonical_request(
+        head.method.as_str(),
+        head.path_bytes(),
+        head.query_bytes().unwrap_or_default(),
+        header,
+        &h.signed_headers,
+        &payload,
+    )
+    .map_err(|e| deny(e, "INVALID_SIGNATURE"))?;
+    let scope = format!("{}/{}/{}/aws4_request", h.date, h.region, h.service);
+    let sts = sigv4::string_to_sign(&amz_date, &scope, &canonical);
+    let signing = sigv4::signing_key(key.secret(), &h.date, &h.region, &h.service);
+    if !sigv4::signature_matches(&signing, &sts, &h.signature) {
+        tracing::debug!(access_key = %key.id, "SigV4 signature mismatch");
+        return Err(deny(BAD_SIGNATURE, "INVALID_SIGNATURE"));
+    }
+    let resource = route_arn(ss, ctx, m);
+    let user = format!("arn:aws:iam::000000000000:user/{}", key.name);
+    match evaluate_policy(&key.policy, &resource) {
+        Outcome::Allow => Ok(key.id.clone()),
+        outcome => Err(deny(
+            format!(
+                "User: {user} is not authorized to perform: execute-api:Invoke on resource: {resource}{}",
+                if outcome == Outcome::ExplicitDeny { " with an explicit deny" } else { "" }
+            ),
+            "ACCESS_DENIED",
+        )),
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a time in seconds.
+fn stamp(t: u64) -> String {
+    let (days, secs) = (t / 86_400, t % 86_400);
+    // Civil date from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Reads the whole request body into `conn.buf` (where the integration streams it from
+/// afterwards) and returns its SHA-256, hex: chunked bodies hash their data, not framing.
+async fn body_sha256(
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    limits: &crate::config::Limits,
+) -> Result<String, Error> {
+    let mut clock = BodyClock::new(limits);
+    let mut h = Sha256::new();
+    let continue_first =
+        |conn: &Conn, ctx: &RequestCtx| ctx.head.expect_continue && conn.buf.is_empty();
+    if matches!(ctx.head.framing, Framing::Length(n) if n > 0)
+        || ctx.head.framing == Framing::Chunked
+    {
+        if continue_first(conn, ctx) {
+            conn.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+                .await
+                .map_err(|_| Error::downstream(Kind::ClientGone, "writing 100 Continue"))?;
+        }
+        ctx.head.expect_continue = false;
+    }
+    match ctx.head.framing {
+        Framing::Length(n) => {
+            let n = n as usize;
+            while conn.buf.len() < n {
+                clock.read(conn, n - conn.buf.len()).await?;
+            }
+            h.update(&conn.buf[..n]);
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new(limits.max_body);
+            let mut at = 0;
+            while !dec.is_done() {
+                if at == conn.buf.len() {
+                    clock.read(conn, 16 << 10).await?;
+                }
+                let buf = &conn.buf[at..];
+                let used = dec.feed(buf, |r| h.update(&buf[r])).map_err(|e| match e {
+                    ChunkError::TooLarge => Error::downstream(Kind::BodyTooLarge, "chunked body"),
+                    ChunkError::Malformed => Error::downstream(
+                        Kind::BadRequest("Malformed chunked body"),
+                        "chunked body",
+                    ),
+                })?;
+                at += used;
+            }
+        }
+        Framing::None | Framing::UntilClose => {}
+    }
+    Ok(sigv4::hex(&h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stamps() {
+        assert_eq!(super::stamp(1_440_938_160), "20150830T123600Z");
+        assert_eq!(super::stamp(0), "19700101T000000Z");
+        assert_eq!(super::stamp(951_782_400), "20000229T000000Z");
+    }
+}
