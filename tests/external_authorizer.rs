@@ -62,7 +62,7 @@ fn gateway(auth: &Upstream, workers: usize) -> (Gw, Upstream) {
         &Cfg::new()
             .workers(workers)
             .api_extra(format!(
-                "default_authorizer = \"ext\"\n[[apis.authorizers]]\nname = \"ext\"\ntype = \"request\"\nuri = \"http://authz/check?v=1\"\nidentity_sources = [\"$request.header.x-token\", \"$stageVariables.who\"]\ntimeout = \"300ms\"\n\n[[apis.authorizers]]\nname = \"nocache\"\ntype = \"request\"\nuri = \"http://authz/check\"\nidentity_sources = [\"$request.querystring.t\"]\nttl = \"0\"\n\n[[apis.authorizers]]\nname = \"tok\"\ntype = \"token\"\nuri = \"http://{}/token\"\nidentity_validation_expression = \"Bearer [a-z-]+\"\n",
+                "default_authorizer = \"ext\"\n[[apis.authorizers]]\nname = \"ext\"\ntype = \"request\"\nuri = \"http://authz/check?v=1\"\nidentity_sources = [\"$request.header.x-token\", \"$stageVariables.who\"]\n\n[[apis.authorizers]]\nname = \"impatient\"\ntype = \"request\"\nuri = \"http://authz/check\"\nidentity_sources = [\"$request.header.x-token\"]\nttl = \"0\"\ntimeout = \"200ms\"\n\n[[apis.authorizers]]\nname = \"nocache\"\ntype = \"request\"\nuri = \"http://authz/check\"\nidentity_sources = [\"$request.querystring.t\"]\nttl = \"0\"\n\n[[apis.authorizers]]\nname = \"tok\"\ntype = \"token\"\nuri = \"http://{}/token\"\nidentity_validation_expression = \"Bearer [a-z-]+\"\n",
                 auth.addr
             ))
             .upstream(format!(
@@ -74,6 +74,7 @@ fn gateway(auth: &Upstream, workers: usize) -> (Gw, Upstream) {
                 "integration = { type = \"http\", uri = \"http://up/pets/{id}\", headers = { \"x-tenant\" = \"${context.authorizer.tenant}\", \"x-n\" = \"${context.authorizer.n}\", \"x-principal\" = \"${context.authorizer.principalId}\" } }",
             )
             .route("POST /pets", "integration = { type = \"http\", uri = \"http://up/pets\" }")
+            .route("GET /slow", "authorizer = \"impatient\"\nintegration = { type = \"mock\", body = \"s\" }")
             .route("GET /nocache", "authorizer = \"nocache\"\nintegration = { type = \"mock\", body = \"n\" }")
             .route("GET /tok", "authorizer = \"tok\"\nintegration = { type = \"mock\", body = \"t\" }")
             .route("GET /keyed", "api_key_required = true\nintegration = { type = \"mock\", body = \"k\" }")
@@ -210,7 +211,7 @@ fn refusals_and_failures_answer_as_amazon_does() {
         ("unauth", "GET", "/pets/1", 401, "Unauthorized"),
         ("junk", "GET", "/pets/1", 500, "Internal Server Error"),
         ("boom", "GET", "/pets/1", 500, "Internal Server Error"),
-        ("slow", "GET", "/pets/1", 500, "Internal Server Error"),
+        ("slow", "GET", "/slow", 500, "Internal Server Error"),
     ];
     for (id, method, path, status, message) in cases {
         let r = call(&g, method, path, &token(id));

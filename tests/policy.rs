@@ -116,3 +116,62 @@ fn bad_ranges_are_refused_at_load() {
         "{e}"
     );
 }
+
+fn proxied(policy: &str, trusted: &str) -> Gw {
+    Gw::start(
+        &Cfg::new()
+            .server(trusted)
+            .listener("proxy_protocol = true")
+            .api_extra(format!("resource_policy = {policy}"))
+            .route(
+                "GET /m",
+                "integration = { type = \"mock\", body = \"${context.identity.sourceIp}\" }",
+            )
+            .toml(),
+    )
+}
+
+fn via(gw: &Gw, preface: &[u8]) -> Option<Resp> {
+    let mut c = Client::connect(gw.addr());
+    c.send(preface);
+    c.send(b"GET /m HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    c.read_response(false)
+}
+
+/// Behind a PROXY-protocol load balancer (v1 or v2), the client it names is the source the
+/// policy judges — only when the balancer is a trusted proxy; a connection without the header
+/// is refused.
+#[test]
+fn the_proxy_protocol_names_the_client_only_from_trusted_proxies() {
+    let policy = r#"{ allow = ["10.0.0.0/8"] }"#;
+    let g = proxied(policy, "trusted_proxies = [\"127.0.0.0/8\"]");
+    let r = via(&g, b"PROXY TCP4 10.1.2.3 127.0.0.1 5555 80\r\n").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "10.1.2.3"));
+    assert_eq!(
+        via(&g, b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 80\r\n")
+            .unwrap()
+            .status,
+        403
+    );
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 10, 9, 8, 7, 127, 0, 0, 1, 0x15, 0xb3, 0, 80,
+    ]);
+    let r = via(&g, &v2).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "10.9.8.7"));
+    // LOCAL (a balancer's own health check) keeps the peer's address.
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    assert_eq!(via(&g, &local).unwrap().status, 403);
+    // No header, or garbage: closed without an answer.
+    assert!(via(&g, b"").is_none());
+    assert!(via(&g, b"PROXY TCP4 nonsense\r\n").is_none());
+    // From a peer that is not a trusted proxy the header is read but not believed.
+    let g = proxied(policy, "");
+    assert_eq!(
+        via(&g, b"PROXY TCP4 10.1.2.3 127.0.0.1 5555 80\r\n")
+            .unwrap()
+            .status,
+        403
+    );
+}

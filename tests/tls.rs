@@ -98,8 +98,20 @@ fn tls_get(
     cfg: Arc<rustls::ClientConfig>,
     path: &str,
 ) -> Result<TlsResp, String> {
-    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tls_get_after(addr, sni, cfg, path, b"")
+}
+
+/// `tls_get`, with `preface` sent in clear before the handshake (a PROXY protocol header).
+fn tls_get_after(
+    addr: SocketAddr,
+    sni: &str,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+    preface: &[u8],
+) -> Result<TlsResp, String> {
+    let mut tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(preface).map_err(|e| e.to_string())?;
     let conn = rustls::ClientConnection::new(cfg, ServerName::try_from(sni.to_string()).unwrap())
         .map_err(|e| e.to_string())?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
@@ -589,4 +601,55 @@ fn mtls_optional_serves_both_and_forwards_only_verified_fields() {
         (status, echo["headers"]["x-client-subject"].as_str()),
         (200, Some("CN=client-b"))
     );
+}
+
+/// A TLS listener behind a proxy that speaks the PROXY protocol: the header comes before the
+/// handshake, and the client it names (from a trusted proxy) is the request's source.
+#[test]
+fn proxy_protocol_before_tls_names_the_client() {
+    let ca = Ca::new();
+    let dir = TempDir::new();
+    let (c, k, _) = ca.leaf(&["default.test"], false);
+    write_pair(&dir, "default", &c, &k);
+    let gw = Gw::start_in(
+        dir,
+        r#"
+[server]
+workers = 1
+trusted_proxies = ["127.0.0.0/8"]
+
+[[listeners]]
+name = "https"
+addr = "127.0.0.1:0"
+proxy_protocol = true
+tls = { cert = "default.pem", key = "default.key" }
+
+[[apis]]
+name = "api"
+
+  [[apis.stages]]
+  name = "prod"
+
+  [[apis.routes]]
+  route = "GET /ip"
+  integration = { type = "mock", body = "${context.identity.sourceIp}" }
+
+[[domains]]
+host = "*"
+mappings = [{ base_path = "", api = "api", stage = "prod" }]
+"#,
+    );
+    let addr = gw.gw.as_ref().unwrap().addr("https").unwrap();
+    let cfg = client_config(ca.roots(), false);
+    let r = tls_get_after(
+        addr,
+        "default.test",
+        cfg.clone(),
+        "/ip",
+        b"PROXY TCP4 198.51.100.9 127.0.0.1 40000 443\r\n",
+    )
+    .unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "198.51.100.9"));
+    // Without the header the connection is refused.
+    assert!(tls_get(addr, "default.test", cfg, "/ip").is_err());
 }

@@ -48,6 +48,9 @@ pub struct KeySet {
 pub(crate) struct KeyRequest {
     /// The key source (`JwksSource::key`).
     pub source: Arc<str>,
+    /// The keys the shard has (from its snapshot): when the control plane has newer ones,
+    /// it answers with those and fetches nothing.
+    pub had: Option<Arc<KeySet>>,
     pub reply: flume::Sender<Option<Arc<KeySet>>>,
 }
 

@@ -74,6 +74,7 @@ pub(crate) struct ListenerFile {
     pub redirect_https: Option<bool>,
     pub h2c: Option<bool>,
     pub defer_accept: Option<bool>,
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

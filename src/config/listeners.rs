@@ -18,6 +18,9 @@ pub struct Listener {
     /// TCP_DEFER_ACCEPT (nginx's `deferred`, HAProxy's `defer-accept`): a connection is
     /// handed to a shard once its first bytes have arrived, not at the handshake.
     pub defer_accept: bool,
+    /// Connections start with a PROXY protocol header (v1 or v2), believed only from
+    /// `server.trusted_proxies`.
+    pub proxy_protocol: bool,
 }
 
 /// A certificate and key, checked at load.
@@ -173,6 +176,7 @@ impl Validator {
                 }
             }
             let defer_accept = l.defer_accept.unwrap_or(false);
+            let proxy_protocol = l.proxy_protocol.unwrap_or(false);
             let redirect_https = l.redirect_https.unwrap_or(false);
             if redirect_https && tls.is_some() {
                 self.err(
@@ -203,6 +207,7 @@ impl Validator {
                 h2c,
                 redirect_https,
                 defer_accept,
+                proxy_protocol,
             });
         }
         out

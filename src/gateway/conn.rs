@@ -102,7 +102,56 @@ async fn open(
         .listeners
         .get(listener)
         .is_some_and(|l| l.h2c);
+    let proxy_protocol = ss
+        .snap
+        .config
+        .listeners
+        .get(listener)
+        .is_some_and(|l| l.proxy_protocol);
+    let trusted = ss
+        .snap
+        .config
+        .server
+        .trusted_proxies
+        .iter()
+        .any(|c| c.contains(peer.ip()));
     drop(ss);
+    // A PROXY protocol header names the client; only a trusted proxy is believed.
+    let (stream, peer, read) = if proxy_protocol {
+        match Box::pin(monoio::time::timeout(
+            handshake_timeout,
+            proxy_header(stream),
+        ))
+        .await
+        {
+            Ok(Ok((stream, source, read))) => {
+                let client = match source {
+                    Some(s) if trusted => s,
+                    Some(s) => {
+                        tracing::debug!(peer = %peer, named = %s, "PROXY header from a peer not in server.trusted_proxies: ignored");
+                        peer
+                    }
+                    None => peer,
+                };
+                (stream, client, read)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer, error = %e, "connection refused");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %peer, "no PROXY protocol header in time");
+                return None;
+            }
+        }
+    } else {
+        (stream, peer, Vec::new())
+    };
+    let (tls_read, plain_read) = if tls.is_some() {
+        (read, Vec::new())
+    } else {
+        (Vec::new(), read)
+    };
     let stream = match tls {
         None => Stream::Plain(stream),
         Some(cfg) => {
@@ -110,7 +159,7 @@ async fn open(
             // large and the connection's task should not carry it while idle.
             match Box::pin(monoio::time::timeout(
                 handshake_timeout,
-                crate::http::tls::TlsConn::accept(stream, cfg),
+                crate::http::tls::TlsConn::accept_after(stream, cfg, tls_read),
             ))
             .await
             {
@@ -166,7 +215,10 @@ async fn open(
         }
         s => s,
     };
-    let mut conn = Conn::new(stream, BytesMut::with_capacity(READ_CHUNK), peer, listener);
+    // Bytes after a PROXY header on a plain listener are the start of the first request.
+    let mut buf = BytesMut::with_capacity(READ_CHUNK.max(plain_read.len()));
+    buf.extend_from_slice(&plain_read);
+    let mut conn = Conn::new(stream, buf, peer, listener);
     conn.client_cert = client_cert;
     if h2c {
         match Box::pin(sniff_preface(&mut conn, handshake_timeout)).await {
@@ -183,6 +235,30 @@ async fn open(
         }
     }
     Some(conn)
+}
+
+/// Reads a PROXY protocol header from the start of the connection: the client it names, and
+/// what was read after it.
+async fn proxy_header(
+    mut stream: TcpStream,
+) -> Result<(TcpStream, Option<SocketAddr>, Vec<u8>), String> {
+    use monoio::io::AsyncReadRent;
+    let mut got: Vec<u8> = Vec::with_capacity(256);
+    loop {
+        match crate::http::proxy_protocol::parse(&got) {
+            Ok(crate::http::proxy_protocol::Header::Done { len, source }) => {
+                return Ok((stream, source, got.split_off(len)));
+            }
+            Ok(crate::http::proxy_protocol::Header::Incomplete) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let (r, buf) = stream.read(Vec::with_capacity(2048)).await;
+        match r {
+            Ok(0) => return Err("closed before a PROXY protocol header".into()),
+            Ok(_) => got.extend_from_slice(&buf),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
 }
 
 /// Answers what [`read_head`] brought: the request through the pipeline, or the refusal of a

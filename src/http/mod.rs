@@ -10,6 +10,7 @@ pub(crate) mod drain;
 pub(crate) mod h1;
 pub(crate) mod h2;
 pub(crate) mod pollio;
+pub(crate) mod proxy_protocol;
 pub(crate) mod tls;
 
 pub(crate) mod write;

@@ -37,13 +37,15 @@ pub(crate) type TlsConn = TlsStream<rustls::ServerConnection>;
 pub(crate) type TlsClient = TlsStream<rustls::ClientConnection>;
 
 impl TlsConn {
-    /// Runs the server side of the handshake.
-    pub(crate) async fn accept(
+    /// Runs the server side of the handshake; `read` is ciphertext already read from the
+    /// socket (after a PROXY protocol header), usually none.
+    pub(crate) async fn accept_after(
         io: TcpStream,
         cfg: Arc<rustls::ServerConfig>,
+        read: Vec<u8>,
     ) -> io::Result<TlsConn> {
         let tls = rustls::ServerConnection::new(cfg).map_err(tls_err)?;
-        TlsStream::handshake(io, tls).await
+        TlsStream::handshake_after(io, tls, read).await
     }
 }
 
@@ -77,10 +79,16 @@ where
     }
 
     async fn handshake(io: TcpStream, tls: C) -> io::Result<TlsStream<C>> {
+        Self::handshake_after(io, tls, Vec::with_capacity(RECORD)).await
+    }
+
+    async fn handshake_after(io: TcpStream, tls: C, read: Vec<u8>) -> io::Result<TlsStream<C>> {
+        let mut rbuf = read;
+        rbuf.reserve(RECORD.saturating_sub(rbuf.len()));
         let mut c = TlsStream {
             io,
             tls,
-            rbuf: Vec::with_capacity(RECORD),
+            rbuf,
             rpos: 0,
             wbuf: Vec::with_capacity(RECORD),
         };

@@ -60,6 +60,11 @@ pub(super) async fn authorize(
             match x.cache.flights.join(hash) {
                 Join::Follower(f) => f.await,
                 Join::Leader(guard) => {
+                    // The answer may have landed between the miss and the join.
+                    if let Some(d) = x.cache.get(hash, &key, Instant::now()) {
+                        decision = Some(d);
+                        break;
+                    }
                     let d = call(ss, peer, ctx, m, x, &values, &resource(), ip).await?;
                     x.cache.insert(hash, &key, d.clone(), x.ttl);
                     drop(guard);

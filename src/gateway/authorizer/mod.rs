@@ -94,7 +94,7 @@ async fn jwt_phase(
     };
     let (result, keys) = match first {
         // The snapshot's keys may be stale (rotated at the provider) or not fetched yet.
-        Err(Refusal::UnknownKey) => match ask_keys(shard, ss, j).await {
+        Err(Refusal::UnknownKey) => match ask_keys(shard, ss, j, keys.clone()).await {
             Some(k) => (jwt::verify(&token, &k, &j.rules, now), Some(k)),
             None if keys.is_none() => {
                 return Err(refused(j, "the issuer's signing keys are not available"))
@@ -118,11 +118,17 @@ async fn jwt_phase(
 
 /// Asks the control plane for the source's keys (it fetches them again unless it did
 /// within the cool-down); `None` when it has none or does not answer in time.
-async fn ask_keys(shard: &Shard, ss: &ShardSnap, j: &JwtRt) -> Option<Arc<KeySet>> {
+async fn ask_keys(
+    shard: &Shard,
+    ss: &ShardSnap,
+    j: &JwtRt,
+    had: Option<Arc<KeySet>>,
+) -> Option<Arc<KeySet>> {
     let src = ss.snap.jwks_sources.get(j.slot)?;
     let (tx, rx) = flume::bounded(1);
     let req = KeyRequest {
         source: src.key.clone(),
+        had,
         reply: tx,
     };
     // A full queue means the control plane is swamped: answer from what is here.
