@@ -6,7 +6,9 @@ the gateway over requests served) and req/s for each, and the ratio.
 Features: `policy` (a five-entry resource policy), `jwt` (a JWT authorizer, every request
 carrying the same RS256 token: the shard's token cache answers after the first; the keys come
 from a local JWKS server, and the token is signed here with the test fixtures' key),
-`external` (a request authorizer whose answer the node caches: one call, then cache hits).
+`external` (a request authorizer whose answer the node caches: one call, then cache hits),
+`iam` (SigV4: every request signed by botocore, verified in full — the signature is checked
+per request, nothing is cached).
 
   python3 scripts/feature_cost.py --feature jwt --bin target/release/tollgate [--rounds 5] [--seconds 5]
 """
@@ -109,7 +111,7 @@ def feature_keys(feature, on, port):
 """
 
 
-def conf(tmp, port, keys):
+def conf(tmp, port, keys, top="", route=""):
     path = os.path.join(tmp, f"gw-{port}.toml")
     with open(path, "w") as f:
         f.write(f"""
@@ -119,6 +121,7 @@ state_dir = "{tmp}/data-{port}"
 [[listeners]]
 name = "http"
 addr = "127.0.0.1:{port}"
+{top}
 [[apis]]
 name = "a"
 {keys}
@@ -126,6 +129,7 @@ name = "a"
   name = "p"
   [[apis.routes]]
   route = "GET /m"
+  {route}
   integration = {{ type = "mock", body = "ok" }}
 [[domains]]
 host = "*"
@@ -134,12 +138,43 @@ mappings = [{{ base_path = "", api = "a", stage = "p" }}]
     return path
 
 
+def iam_top(tmp, admin_port):
+    """[admin] and [aws_iam] (both runs have them; only the route's authorization differs)."""
+    key_file = os.path.join(tmp, "iam.key")
+    with open(key_file, "w") as f:
+        f.write(base64.b64encode(b"k" * 32).decode())
+    return f"""[admin]
+addr = "127.0.0.1:{admin_port}"
+token_env = "TG_BENCH_TOKEN"
+[aws_iam]
+region = "us-east-1"
+secrets_key_file = "{key_file}"
+"""
+
+
+def iam_headers(port, admin_port):
+    """Creates an access key through the admin API and signs GET /m with botocore: the signed
+    headers, valid for five minutes (the runs together take less)."""
+    import urllib.request
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    body = json.dumps({"name": f"bench{port}", "policy": {"Statement": [
+        {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*"}]}}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{admin_port}/accesskeys", data=body, method="POST",
+                                 headers={"authorization": "Bearer bench", "content-type": "application/json"})
+    key = json.load(urllib.request.urlopen(req, timeout=10))
+    r = AWSRequest(method="GET", url=f"http://127.0.0.1:{port}/m")
+    SigV4Auth(Credentials(key["id"], key["secretAccessKey"]), "execute-api", "us-east-1").add_auth(r)
+    return [x for k, v in r.headers.items() if k.lower() != "host" for x in ("-H", f"{k}: {v}")]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/tollgate")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--feature", choices=["policy", "jwt", "external"], default="policy")
+    ap.add_argument("--feature", choices=["policy", "jwt", "external", "iam"], default="policy")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix=f"tollgate-{a.feature}-")
     jwks_port = {"jwt": jwks_server, "external": authorizer_server}.get(a.feature, lambda: 0)()
@@ -153,8 +188,15 @@ def main():
     for r in range(a.rounds):
         for name in (("without", "with") if r % 2 == 0 else ("with", "without")):
             port = free_port()
-            p = subprocess.Popen(["taskset", "-c", "1", a.bin, "--config", conf(tmp, port, feature_keys(a.feature, name == "with", jwks_port))],
-                                 env=dict(os.environ, TOLLGATE_LOG="warn"), stderr=subprocess.DEVNULL)
+            if a.feature == "iam":
+                admin_port = free_port()
+                route = 'authorization = "aws_iam"' if name == "with" else ""
+                path = conf(tmp, port, "", iam_top(tmp, admin_port), route)
+            else:
+                path = conf(tmp, port, feature_keys(a.feature, name == "with", jwks_port))
+            p = subprocess.Popen(["taskset", "-c", "1", a.bin, "--config", path],
+                                 env=dict(os.environ, TOLLGATE_LOG="warn", TG_BENCH_TOKEN="bench"),
+                                 stderr=subprocess.DEVNULL)
             end = time.time() + 10
             while True:
                 try:
@@ -162,6 +204,8 @@ def main():
                 except OSError:
                     if time.time() > end: raise SystemExit("did not start")
                     time.sleep(0.05)
+            if a.feature == "iam":
+                wrk_args = iam_headers(port, admin_port)
             t0 = cpu_ticks(p.pid)
             out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c32", f"-d{a.seconds}s", *wrk_args,
                                   f"http://127.0.0.1:{port}/m"], capture_output=True, text=True).stdout
