@@ -137,6 +137,9 @@ pub(crate) struct Shard {
     pub repeats: crate::observe::RepeatLog,
     /// JWTs this shard verified, for their next uses.
     pub tokens: RefCell<crate::auth::jwt::TokenCache>,
+    /// SigV4 signing keys derived here, by access key and credential date (four HMACs
+    /// saved per signed request); cleared when it reaches 4,096.
+    pub sigv4_keys: RefCell<AHashMap<(Arc<str>, [u8; 8]), ring::hmac::Key>>,
 }
 
 /// Bytes of verified JWTs a shard keeps (about 4,000 typical tokens).
@@ -173,6 +176,7 @@ impl Shard {
                 snap.config.server.log_summary_interval.as_nanos() as u64,
             ),
             tokens: RefCell::new(crate::auth::jwt::TokenCache::new(TOKEN_CACHE_BYTES)),
+            sigv4_keys: RefCell::new(AHashMap::new()),
         };
         shard.adopt(snap);
         Rc::new(shard)

@@ -18,7 +18,7 @@ use crate::error::{Error, Kind};
 use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::conn::Conn;
 use crate::http::h1::Framing;
-use crate::shard::ShardSnap;
+use crate::shard::{Shard, ShardSnap};
 
 /// Largest signer clock skew accepted, either way (Amazon's).
 const SKEW: u64 = 300;
@@ -41,6 +41,7 @@ const BAD_TOKEN: &str = "The security token included in the request is invalid."
 
 /// Checks the signature and the key's policy; the access key id of an allowed caller.
 pub(super) async fn authorize(
+    shard: &Shard,
     ss: &ShardSnap,
     conn: &mut Conn,
     ctx: &mut RequestCtx,
@@ -167,7 +168,23 @@ pub(super) async fn authorize(
     .map_err(|e| deny(e, "INVALID_SIGNATURE"))?;
     let scope = format!("{}/{}/{}/aws4_request", h.date, h.region, h.service);
     let sts = sigv4::string_to_sign(&amz_date, &scope, &canonical);
-    let signing = sigv4::signing_key(key.secret(), &h.date, &h.region, &h.service);
+    // Region and service are fixed (checked above): the key and the date name the signing key.
+    let mut date = [0u8; 8];
+    date.copy_from_slice(h.date.as_bytes());
+    let cache_key = (key.id.clone(), date);
+    let cached = shard.sigv4_keys.borrow().get(&cache_key).cloned();
+    let signing = match cached {
+        Some(k) => k,
+        None => {
+            let k = sigv4::signing_key(key.secret(), &h.date, &h.region, &h.service);
+            let mut keys = shard.sigv4_keys.borrow_mut();
+            if keys.len() >= 4096 {
+                keys.clear();
+            }
+            keys.insert(cache_key, k.clone());
+            k
+        }
+    };
     if !sigv4::signature_matches(&signing, &sts, &h.signature) {
         tracing::debug!(access_key = %key.id, "SigV4 signature mismatch");
         return Err(deny(BAD_SIGNATURE, "INVALID_SIGNATURE"));

@@ -33,7 +33,7 @@ pub(crate) async fn authorize(
     let api = &ss.snap.apis[m.api];
     let route = &api.routes[m.route];
     if route.iam {
-        let key = iam::authorize(ss, conn, ctx, m).await?;
+        let key = iam::authorize(shard, ss, conn, ctx, m).await?;
         ctx.principal.authorizer = Some(Authorized::Iam(key));
         return Ok(());
     }
