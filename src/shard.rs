@@ -139,8 +139,11 @@ pub(crate) struct Shard {
     pub tokens: RefCell<crate::auth::jwt::TokenCache>,
     /// SigV4 signing keys derived here, by access key and credential date (four HMACs
     /// saved per signed request); cleared when it reaches 4,096.
-    pub sigv4_keys: RefCell<AHashMap<(Arc<str>, [u8; 8]), ring::hmac::Key>>,
+    pub sigv4_keys: RefCell<SigningKeys>,
 }
+
+/// SigV4 signing keys by (access key id, credential date `YYYYMMDD`).
+pub(crate) type SigningKeys = AHashMap<(Arc<str>, [u8; 8]), ring::hmac::Key>;
 
 /// Bytes of verified JWTs a shard keeps (about 4,000 typical tokens).
 const TOKEN_CACHE_BYTES: u64 = 8 << 20;
