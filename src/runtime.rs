@@ -193,28 +193,39 @@ impl Drop for ConnGuard {
     }
 }
 
-/// A descriptor held in reserve, for the moment the process has run out: letting it go
+/// Descriptors held in reserve, for the moment the process has run out: letting one go
 /// frees one, enough to accept a waiting connection (and, for the admin API, to serve it).
-pub(crate) struct Reserve(Option<std::fs::File>);
+/// Several are held: between letting one go and taking it back, another thread of the
+/// process (the control plane, another shard) may take the freed descriptor, and a single
+/// reserve lost that way left waiting clients unrefused until a connection closed.
+pub(crate) struct Reserve(Vec<std::fs::File>);
+
+/// Descriptors a reserve holds.
+const RESERVED: usize = 4;
 
 impl Reserve {
     pub(crate) fn new() -> Reserve {
-        Reserve(std::fs::File::open("/dev/null").ok())
+        let mut r = Reserve(Vec::with_capacity(RESERVED));
+        r.refill();
+        r
     }
 
-    /// Frees the reserved descriptor; `false` when there was none.
+    /// Frees one reserved descriptor; `false` when there was none.
     pub(crate) fn release(&mut self) -> bool {
-        self.0.take().is_some()
+        self.0.pop().is_some()
     }
 
     pub(crate) fn has(&self) -> bool {
-        self.0.is_some()
+        !self.0.is_empty()
     }
 
-    /// Takes a descriptor back into reserve (when one is free again).
+    /// Takes descriptors back into reserve (as many as are free, up to the reserve's size).
     pub(crate) fn refill(&mut self) {
-        if self.0.is_none() {
-            self.0 = std::fs::File::open("/dev/null").ok();
+        while self.0.len() < RESERVED {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => self.0.push(f),
+                Err(_) => break,
+            }
         }
     }
 }
@@ -241,6 +252,11 @@ fn refuse_waiting(listener: Option<&std::net::TcpListener>, reserve: &mut Reserv
         }
         refused += 1;
     }
+    tracing::debug!(
+        refused,
+        reserve = reserve.has(),
+        "refusing at the descriptor limit"
+    );
     refused
 }
 

@@ -201,6 +201,21 @@ fn refusals_and_failures_answer_as_amazon_does() {
             403,
             "User is not authorized to access this resource with an explicit deny",
         ),
+        // No spelling of the path escapes the deny.
+        (
+            "policy",
+            "GET",
+            "/pets/%73ecret",
+            403,
+            "User is not authorized to access this resource with an explicit deny",
+        ),
+        (
+            "policy",
+            "GET",
+            "//pets//secret",
+            403,
+            "User is not authorized to access this resource with an explicit deny",
+        ),
         (
             "policy",
             "POST",

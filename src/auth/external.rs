@@ -186,12 +186,13 @@ pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
+        // A `*` in the pattern is a wildcard even where the text has a `*` too.
+        if p < pattern.len() && pattern[p] == b'*' {
             star = Some((p, t));
             p += 1;
+        } else if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
         } else if let Some((sp, st)) = star {
             p = sp + 1;
             t = st + 1;
@@ -259,6 +260,9 @@ mod tests {
         assert!(!glob(b"a?c", b"ac"));
         assert!(!glob(b"a*d", b"abc"));
         assert!(glob(b"*/GET/*", b"x/prod/GET/pets"));
+        // A `*` in the text does not turn the pattern's `*` into a literal.
+        assert!(glob(b"a/admin/*", b"a/admin/*x"));
+        assert!(glob(b"*", b"*"));
         // Many stars on a long text stays fast (no exponential backtracking).
         let text = vec![b'a'; 10_000];
         assert!(!glob(b"*a*a*a*a*a*a*a*b", &text));

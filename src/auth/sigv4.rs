@@ -58,9 +58,12 @@ pub(crate) fn parse_authorization(v: &[u8]) -> Result<SigHeader, &'static str> {
     }
     let signature = unhex(sig).ok_or(MALFORMED)?;
     let signed_headers: Vec<String> = signed.split(';').map(str::to_string).collect();
-    if signed_headers
-        .iter()
-        .any(|h| h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase()))
+    // Lower case, each once, in order (as every signer lists them), and not too many.
+    if signed_headers.len() > 64
+        || signed_headers
+            .iter()
+            .any(|h| h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase()))
+        || signed_headers.windows(2).any(|w| w[0] >= w[1])
     {
         return Err(MALFORMED);
     }
@@ -235,14 +238,24 @@ pub(crate) fn signature_matches(key: &hmac::Key, string_to_sign: &str, signature
 
 /// `YYYYMMDDTHHMMSSZ` as seconds since the epoch.
 pub(crate) fn parse_amz_date(s: &[u8]) -> Option<u64> {
-    let s = std::str::from_utf8(s).ok()?;
-    if s.len() != 16 || &s[8..9] != "T" || !s.ends_with('Z') {
+    if s.len() != 16 || s[8] != b'T' || s[15] != b'Z' {
         return None;
     }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
-    let (y, mo, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
-    let (h, mi, se) = (n(9..11)?, n(11..13)?, n(13..15)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    let digits = |r: std::ops::Range<usize>| -> Option<u64> {
+        let part = &s[r];
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0')))
+    };
+    let (y, mo, d) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
+    let (h, mi, se) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
+    if !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || se > 60
+    {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).

@@ -120,6 +120,8 @@ fn authorization_headers_parse_or_say_why_not() {
         b"AWS4-HMAC-SHA256 Credential=A/20150830/us-east-1/service/aws4_request, SignedHeaders=host, Signature=zz",
         b"AWS4-HMAC-SHA256 Credential=A/20150830/r/s/aws4_request, SignedHeaders=Host, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
         b"\xff\xfe",
+        b"AWS4-HMAC-SHA256 Credential=A/20150830/r/s/aws4_request, SignedHeaders=host;host, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+        b"AWS4-HMAC-SHA256 Credential=A/20150830/r/s/aws4_request, SignedHeaders=x-amz-date;host, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
     ] {
         assert!(parse_authorization(bad).is_err(), "{}", String::from_utf8_lossy(bad));
     }
@@ -135,6 +137,10 @@ fn amz_dates() {
         b"2015083OT123600Z",
         b"20150830 123600Z",
         b"",
+        "2015083\u{e9}123600Z".as_bytes(),
+        b"00000830T123600Z",
+        b"+0150830T123600Z",
+        b"20150830T+23600Z",
     ] {
         assert_eq!(parse_amz_date(bad), None);
     }

@@ -327,10 +327,10 @@ impl Validator {
                 ),
             }
         }
-        if token && list.len() > 1 {
+        if token && list.len() != 1 {
             self.err(
                 &format!("{akey}.identity_sources"),
-                "a token authorizer reads one header",
+                "a token authorizer reads exactly one header",
             );
         }
         let ttl = match a.ttl.as_deref() {

@@ -62,15 +62,23 @@ pub(crate) fn check(
 }
 
 /// What a request calls, as Amazon names it in policies:
-/// `arn:aws:execute-api:local:000000000000:API/STAGE/METHOD/PATH`.
+/// `arn:aws:execute-api:local:000000000000:API/STAGE/METHOD/PATH`. The path is the one the
+/// route matched — decoded, empty segments merged, after the base path — so that no spelling
+/// of a path (`%73ecret`, `//secret`) escapes a policy that names it.
 pub(crate) fn route_arn(ss: &ShardSnap, ctx: &RequestCtx, m: RouteMatch) -> String {
     let api = &ss.snap.apis[m.api];
-    let path = String::from_utf8_lossy(ctx.head.path_bytes());
-    format!(
-        "arn:aws:execute-api:local:000000000000:{}/{}/{}/{}",
+    let base = ctx.stage.map_or(0, |s| s.base_len);
+    let mut arn = format!(
+        "arn:aws:execute-api:local:000000000000:{}/{}/{}/",
         api.name,
         api.stages[m.stage],
         ctx.head.method.as_str(),
-        path.trim_start_matches('/')
-    )
+    );
+    for (i, seg) in ctx.segs.iter().skip(base).enumerate() {
+        if i > 0 {
+            arn.push('/');
+        }
+        arn.push_str(seg);
+    }
+    arn
 }

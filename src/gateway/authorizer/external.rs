@@ -48,7 +48,12 @@ pub(super) async fn authorize(
     let decision = if x.ttl.is_zero() {
         call(ss, peer, ctx, m, x, &values, &resource(), ip).await?
     } else {
-        let key = values.join(&0u8);
+        // Each value length-prefixed: no two lists of values share a key.
+        let mut key = Vec::with_capacity(values.iter().map(|v| v.len() + 4).sum());
+        for v in &values {
+            key.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            key.extend_from_slice(v);
+        }
         let hash = x.cache.hash(&key);
         let mut decision = None;
         // Two rounds at most: a follower whose leader failed asks for itself.

@@ -105,7 +105,7 @@ pub(super) async fn authorize(
         return Err(deny(
             format!(
                 "Signature expired: {amz_date} is now earlier than {} ({} - 5 min.)",
-                stamp(now - SKEW),
+                stamp(now.saturating_sub(SKEW)),
                 stamp(now)
             ),
             "EXPIRED_TOKEN",
@@ -147,7 +147,8 @@ pub(super) async fn authorize(
                     "INVALID_SIGNATURE",
                 ));
             }
-            declared.map(str::to_ascii_lowercase).unwrap_or(actual)
+            // Signed as the client sent it.
+            declared.map(str::to_string).unwrap_or(actual)
         }
     };
     let head = &ctx.head;
@@ -256,7 +257,16 @@ async fn body_sha256(
         Framing::Chunked => {
             let mut dec = ChunkedDecoder::new(limits.max_body);
             let mut at = 0;
+            // Chunk lines may carry extensions: the framing read is capped too, not only the
+            // data (at twice the body limit, and 64 KiB for a small one).
+            let raw_cap = limits.max_body.saturating_mul(2).saturating_add(64 << 10);
             while !dec.is_done() {
+                if at as u64 > raw_cap {
+                    return Err(Error::downstream(
+                        Kind::BodyTooLarge,
+                        "chunked body framing",
+                    ));
+                }
                 if at == conn.buf.len() {
                     clock.read(conn, 16 << 10).await?;
                 }
