@@ -2,7 +2,7 @@
 # Runs Tollgate's whole test suite: unit tests, then the end-to-end tests once per monoio
 # driver (io_uring where the kernel allows it, then epoll). Installs cargo-nextest,
 # redis-server, curl, h2load, systemd-analyze, prlimit, Node.js, the test OpenID provider's
-# npm packages and botocore if missing.
+# npm packages, botocore and promtool if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +42,18 @@ fi
 if ! python3 -c 'import botocore' >/dev/null 2>&1; then
   echo "installing botocore (PyPI)"
   python3 -m pip install --quiet botocore
+fi
+
+# /metrics is checked with Prometheus's promtool: from Debian's prometheus package, unpacked
+# (not installed: no service, no user), promtool only.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing promtool (from Debian's prometheus package)"
+  apt-get update -qq
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq prometheus >/dev/null)
+  dpkg -x "$tmp"/prometheus_*.deb "$tmp/x"
+  install -m 0755 "$tmp/x/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$tmp"
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -105,6 +105,41 @@ impl Counter {
         }
     }
 
+    /// The `# HELP` text of a family.
+    fn help(name: &str) -> &'static str {
+        match name {
+            "responses_total" => "Answers written, by status class.",
+            "throttled_total" => "Requests refused by a throttle (429 Too Many Requests).",
+            "quota_exceeded_total" => {
+                "Requests refused by a usage plan's quota (429 Limit Exceeded)."
+            }
+            "forbidden_total" => "Requests refused for their API key (403).",
+            "bad_requests_total" => {
+                "Malformed, oversized or too slow requests (400, 408, 413, 431)."
+            }
+            "upstream_errors_total" => "Upstream failures answered 502, 503 or 504.",
+            "redis_fallbacks_total" => "Fleet-wide limit or quota decisions taken without Redis.",
+            "tls_handshake_failures_total" => "TLS handshakes that failed or timed out.",
+            "http2_connections_total" => "HTTP/2 connections opened by clients.",
+            "http2_streams_total" => "HTTP/2 streams opened by clients.",
+            "http2_streams_reset_total" => {
+                "HTTP/2 streams the client reset before their answer was complete."
+            }
+            "http2_floods_total" => {
+                "HTTP/2 connections closed with ENHANCE_YOUR_CALM, by kind of flood."
+            }
+            "http2_goaways_total" => "HTTP/2 connections closed gracefully (GOAWAY NO_ERROR).",
+            "upstream_all_ejected_total" => {
+                "Requests sent to an ejected target because every healthy one was ejected."
+            }
+            "upgrade_idle_timeouts_total" => {
+                "Upgraded (WebSocket) connections closed after limits.upgrade_idle_timeout."
+            }
+            "connections_refused_total" => "Client connections closed at once, by reason.",
+            _ => "",
+        }
+    }
+
     /// The response-class counter for a status.
     pub(crate) fn for_status(status: u16) -> Counter {
         match status {
@@ -161,6 +196,7 @@ pub(crate) fn render(
     for c in Counter::ALL {
         let (name, label) = c.export();
         if name != last {
+            let _ = writeln!(out, "# HELP tollgate_{name} {}", Counter::help(name));
             let _ = writeln!(out, "# TYPE tollgate_{name} counter");
             last = name;
         }
@@ -175,11 +211,11 @@ pub(crate) fn render(
     }
     let _ = writeln!(
         out,
-        "# TYPE tollgate_open_connections gauge\ntollgate_open_connections {connections}"
+        "# HELP tollgate_open_connections Client connections open now.\n# TYPE tollgate_open_connections gauge\ntollgate_open_connections {connections}"
     );
     let _ = writeln!(
         out,
-        "# TYPE tollgate_config_generation gauge\ntollgate_config_generation {generation}"
+        "# HELP tollgate_config_generation The generation of the snapshot being served (bumped by reloads and key changes).\n# TYPE tollgate_config_generation gauge\ntollgate_config_generation {generation}"
     );
     out
 }
@@ -188,6 +224,13 @@ pub(crate) fn render(
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn every_family_has_help() {
+        for c in Counter::ALL {
+            assert!(!Counter::help(c.export().0).is_empty(), "{c:?}");
+        }
+    }
 
     #[test]
     fn counts_are_published_and_rendered_per_shard() {

@@ -401,23 +401,58 @@ pub(crate) fn render_metrics(out: &mut String, caches: &[&Arc<StageCache>]) {
         c.load(Ordering::Relaxed)
     }
     type Pick = fn(&StageCache) -> u64;
-    let series: [(&str, &str, Pick); 8] = [
-        ("cache_hits_total", "counter", |c| l(&c.stats.hits)),
-        ("cache_misses_total", "counter", |c| l(&c.stats.misses)),
-        ("cache_bypasses_total", "counter", |c| l(&c.stats.bypasses)),
-        ("cache_stale_served_total", "counter", |c| {
-            l(&c.stats.stale_served)
-        }),
-        ("cache_evictions_total", "counter", |c| {
-            l(&c.stats.evictions)
-        }),
-        ("cache_invalidations_total", "counter", |c| {
-            l(&c.stats.invalidated)
-        }),
-        ("cache_bytes", "gauge", |c| c.weight()),
-        ("cache_capacity_bytes", "gauge", |c| c.capacity()),
+    let series: [(&str, &str, &str, Pick); 8] = [
+        (
+            "cache_hits_total",
+            "counter",
+            "Answers served from the stage cache.",
+            |c| l(&c.stats.hits),
+        ),
+        (
+            "cache_misses_total",
+            "counter",
+            "Cacheable requests the stage cache did not have.",
+            |c| l(&c.stats.misses),
+        ),
+        (
+            "cache_bypasses_total",
+            "counter",
+            "Requests on cached routes that went past the cache.",
+            |c| l(&c.stats.bypasses),
+        ),
+        (
+            "cache_stale_served_total",
+            "counter",
+            "Stale answers served while the upstream failed (stale_if_error).",
+            |c| l(&c.stats.stale_served),
+        ),
+        (
+            "cache_evictions_total",
+            "counter",
+            "Entries evicted to stay within capacity.",
+            |c| l(&c.stats.evictions),
+        ),
+        (
+            "cache_invalidations_total",
+            "counter",
+            "Entries removed by unsafe methods on their URI.",
+            |c| l(&c.stats.invalidated),
+        ),
+        (
+            "cache_bytes",
+            "gauge",
+            "Bytes the stage cache holds.",
+            |c| c.weight(),
+        ),
+        (
+            "cache_capacity_bytes",
+            "gauge",
+            "The stage cache's capacity in bytes.",
+            |c| c.capacity(),
+        ),
     ];
-    for (name, kind, pick) in series {
+    for (name, kind, help, pick) in series {
+        let _ = writeln!(out, "# HELP tollgate_{name} {help}");
         let _ = writeln!(out, "# TYPE tollgate_{name} {kind}");
         for c in caches {
             let _ = writeln!(out, "tollgate_{name}{{stage=\"{}\"}} {}", c.name, pick(c));

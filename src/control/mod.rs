@@ -305,7 +305,7 @@ impl Control {
         use std::fmt::Write;
         let _ = write!(
             out,
-            "# TYPE tollgate_state_store_write_failures_total counter\ntollgate_state_store_write_failures_total {}\n# TYPE tollgate_state_store_reopens_total counter\ntollgate_state_store_reopens_total {}\n",
+            "# HELP tollgate_state_store_write_failures_total State store writes that failed.\n# TYPE tollgate_state_store_write_failures_total counter\ntollgate_state_store_write_failures_total {}\n# HELP tollgate_state_store_reopens_total Times the state store was reopened after a failed write.\n# TYPE tollgate_state_store_reopens_total counter\ntollgate_state_store_reopens_total {}\n",
             self.store_failures, self.store_reopens
         );
         out

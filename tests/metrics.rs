@@ -1,0 +1,50 @@
+//! `GET /metrics` is valid Prometheus text: `promtool check metrics` (Prometheus's own
+//! linter) finds nothing to say about it — every family has HELP and TYPE, names and units
+//! follow the conventions.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+#[test]
+fn metrics_pass_promtool_check() {
+    let g = Gw::start(
+        &Cfg::new()
+            .workers(2)
+            .admin("")
+            .stage_extra("cache = { enabled = true, ttl = \"60s\", capacity = \"1MiB\" }")
+            .route("GET /m", "integration = { type = \"mock\", body = \"m\" }")
+            .toml(),
+    );
+    for _ in 0..3 {
+        assert_eq!(get(g.addr(), "/m").status, 200);
+    }
+    assert_eq!(get(g.addr(), "/nope").status, 404);
+    let text = admin(g.admin(), "GET", "/metrics", Some(TOKEN)).text();
+    assert!(text.contains("# HELP tollgate_responses_total "), "{text}");
+    assert!(
+        text.contains("tollgate_cache_hits_total{stage=\"api/prod\"}"),
+        "{text}"
+    );
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/test.sh installs it from Debian's prometheus package)");
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+}
