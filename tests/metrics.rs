@@ -29,6 +29,8 @@ fn metrics_pass_promtool_check() {
         text.contains("tollgate_cache_hits_total{stage=\"api/prod\"}"),
         "{text}"
     );
+    assert!(text.contains("\nprocess_open_fds "), "{text}");
+    assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
     let mut p = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -302,6 +302,7 @@ impl Control {
             .flat_map(|a| a.caches.iter().flatten())
             .collect();
         crate::cache::render_metrics(&mut out, &caches);
+        crate::metrics::render_process(&mut out);
         use std::fmt::Write;
         let _ = write!(
             out,
