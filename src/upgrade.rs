@@ -140,13 +140,19 @@ fn hand_over(
     let mut text = serde_json::to_string(&manifest).map_err(|e| e.to_string())?;
     text.push('\n');
     let cmsg = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(
-        conn.as_raw_fd(),
-        &[IoSlice::new(text.as_bytes())],
-        &cmsg,
-        MsgFlags::empty(),
-        None,
-    )
+    loop {
+        match sendmsg::<()>(
+            conn.as_raw_fd(),
+            &[IoSlice::new(text.as_bytes())],
+            &cmsg,
+            MsgFlags::empty(),
+            None,
+        ) {
+            // Interrupted before anything was sent: send again.
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    }
     .map_err(|e| format!("sending the sockets: {e}"))?;
     line.clear();
     // The successor loads its config and prepares; it may give up (its config is refused):
@@ -195,12 +201,19 @@ pub(crate) fn take_over(state_dir: &Path) -> Result<TakeOver, String> {
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (n, fds) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(
-            conn.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
+        // A signal arriving meanwhile (the process is starting: a child exiting, a reload
+        // signal) interrupts the call before anything was received: ask again.
+        let msg = loop {
+            match recvmsg::<()>(
+                conn.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
+            }
+        }
         .map_err(|e| format!("--take-over: receiving the sockets: {e}"))?;
         let mut fds = Vec::new();
         for c in msg.cmsgs().map_err(|e| e.to_string())? {

@@ -11,10 +11,16 @@ use common::*;
 
 #[test]
 fn metrics_pass_promtool_check() {
+    let up = Upstream::echo();
     let g = Gw::start(
         &Cfg::new()
             .workers(2)
             .admin("")
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\", \"{}\"]\n",
+                up.addr,
+                closed_port()
+            ))
             .stage_extra("cache = { enabled = true, ttl = \"60s\", capacity = \"1MiB\" }")
             .route("GET /m", "integration = { type = \"mock\", body = \"m\" }")
             .toml(),
@@ -30,6 +36,13 @@ fn metrics_pass_promtool_check() {
         "{text}"
     );
     assert!(text.contains("\nprocess_open_fds "), "{text}");
+    assert!(
+        text.contains(&format!(
+            "tollgate_upstream_target_healthy{{upstream=\"up\",target=\"{}\"}} 1",
+            up.addr
+        )),
+        "{text}"
+    );
     assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
     let mut p = Command::new("promtool")
         .args(["check", "metrics"])

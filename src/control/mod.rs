@@ -309,6 +309,20 @@ impl Control {
             "# HELP tollgate_state_store_write_failures_total State store writes that failed.\n# TYPE tollgate_state_store_write_failures_total counter\ntollgate_state_store_write_failures_total {}\n# HELP tollgate_state_store_reopens_total Times the state store was reopened after a failed write.\n# TYPE tollgate_state_store_reopens_total counter\ntollgate_state_store_reopens_total {}\n",
             self.store_failures, self.store_reopens
         );
+        // Active health per target, as the checks last saw it (1 up, 0 down).
+        if !self.compiled.upstreams.is_empty() {
+            out.push_str("# HELP tollgate_upstream_target_healthy Whether a target passes its upstream's active health checks (1) or not (0); 1 without checks.\n# TYPE tollgate_upstream_target_healthy gauge\n");
+            for u in &self.compiled.upstreams {
+                for (addr, up) in u.cfg.targets.iter().zip(&u.healthy) {
+                    let _ = writeln!(
+                        out,
+                        "tollgate_upstream_target_healthy{{upstream=\"{}\",target=\"{addr}\"}} {}",
+                        u.cfg.name,
+                        u8::from(up.load(Ordering::Relaxed))
+                    );
+                }
+            }
+        }
         out
     }
 
