@@ -87,34 +87,23 @@ async fn open(
     // TCP_NODELAY is inherited from the listening socket (listener.rs): no syscall here.
     let ss = shard.snapshot();
     let tls = ss.snap.tls.get(listener).cloned().flatten();
-    let mtls = ss
-        .snap
-        .config
-        .listeners
-        .get(listener)
+    let l = ss.snap.config.listeners.get(listener);
+    let mtls = l
         .and_then(|l| l.tls.as_ref())
         .and_then(|t| t.mtls.as_ref())
         .map(|m| m.headers.clone());
     let handshake_timeout = ss.snap.limits.header_timeout;
-    let h2c = ss
-        .snap
-        .config
-        .listeners
-        .get(listener)
-        .is_some_and(|l| l.h2c);
-    let proxy_protocol = ss
-        .snap
-        .config
-        .listeners
-        .get(listener)
-        .is_some_and(|l| l.proxy_protocol);
-    let trusted = ss
-        .snap
-        .config
-        .server
-        .trusted_proxies
-        .iter()
-        .any(|c| c.contains(peer.ip()));
+    let h2c = l.is_some_and(|l| l.h2c);
+    let proxy_protocol = l.is_some_and(|l| l.proxy_protocol);
+    // Only a PROXY-protocol listener asks whether the peer is a trusted proxy.
+    let trusted = proxy_protocol
+        && ss
+            .snap
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|c| c.contains(peer.ip()));
     drop(ss);
     // A PROXY protocol header names the client; only a trusted proxy is believed.
     let (stream, peer, read) = if proxy_protocol {

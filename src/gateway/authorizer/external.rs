@@ -157,18 +157,9 @@ fn identity_values(
     Ok(out)
 }
 
+/// Every value of a query parameter, joined with `,` (as Amazon joins repeated ones).
 fn query_value(ctx: &RequestCtx, name: &str) -> Option<Vec<u8>> {
-    let q = ctx.head.query_bytes()?;
-    let vals: Vec<Vec<u8>> = q
-        .split(|&b| b == b'&')
-        .filter_map(|pair| {
-            let (k, v) = match pair.iter().position(|&b| b == b'=') {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &b""[..]),
-            };
-            (super::percent_decode(k) == name.as_bytes()).then(|| super::percent_decode(v))
-        })
-        .collect();
+    let vals: Vec<Vec<u8>> = super::query_values(ctx, name).collect();
     (!vals.is_empty()).then(|| vals.join(&b','))
 }
 

@@ -149,17 +149,22 @@ fn identity<'a>(ctx: &'a RequestCtx, source: &IdentitySource) -> Option<Cow<'a, 
             .head
             .header(name.as_bytes())
             .map(|v| Cow::Borrowed(jwt::strip_bearer(v))),
-        IdentitySource::Query(name) => {
-            let q = ctx.head.query_bytes()?;
-            q.split(|&b| b == b'&').find_map(|pair| {
-                let (k, v) = match pair.iter().position(|&b| b == b'=') {
-                    Some(i) => (&pair[..i], &pair[i + 1..]),
-                    None => (pair, &b""[..]),
-                };
-                (k == name.as_bytes()).then(|| Cow::Owned(percent_decode(v)))
-            })
-        }
+        IdentitySource::Query(name) => query_values(ctx, name).next().map(Cow::Owned),
     }
+}
+
+/// The decoded values of query parameter `name`, in order.
+fn query_values<'a>(ctx: &'a RequestCtx, name: &'a str) -> impl Iterator<Item = Vec<u8>> + 'a {
+    let q = ctx.head.query_bytes().unwrap_or_default();
+    q.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .filter_map(move |pair| {
+            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            (percent_decode(k) == name.as_bytes()).then(|| percent_decode(v))
+        })
 }
 
 fn percent_decode(v: &[u8]) -> Vec<u8> {
