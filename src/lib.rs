@@ -359,7 +359,9 @@ impl Gateway {
             control::ControlInit::prepare(cfg, opts.config_path.clone(), opts.workers, store)
                 .map_err(StartError)?;
         let cache_clock = snap.cache_clock.clone();
-        let shared = Shared::new(snap.clone(), shards);
+        let access_log = observe::writer::LogWriter::start()
+            .map_err(|e| StartError(format!("cannot start the access-log writer: {e}")))?;
+        let shared = Shared::new(snap.clone(), shards, access_log);
         let shared_for_gateway = shared.clone();
         init.load_counters(&shared).map_err(StartError)?;
         let server = &snap.config.server;
@@ -440,6 +442,7 @@ impl Gateway {
             }
         };
         let entries = server.uring_entries;
+        let log_writer = shared.access_log.clone();
         let control = std::thread::Builder::new()
             .name("tollgate-control".into())
             .spawn(move || {
@@ -467,6 +470,8 @@ impl Gateway {
                 for h in handles {
                     let _ = h.join();
                 }
+                // The shards flushed their last lines: write them, end the writer.
+                log_writer.stop();
                 if let Some(deltas) = control::final_flush(&mut ctl.borrow_mut()) {
                     // Handed over: the successor adds what this process counted since.
                     let _ = usage_tx.send(serde_json::to_string(&deltas).unwrap_or_default());
@@ -520,7 +525,12 @@ impl Gateway {
 
     /// A handle for signal handlers: sends control messages from any thread.
     pub fn controller(&self) -> Controller {
-        Controller(self.ctl.clone())
+        Controller(self.ctl.clone(), self.shared.access_log.clone())
+    }
+
+    /// Reopens the access-log files, as SIGUSR1 does (after logrotate moved them away).
+    pub fn reopen_logs(&self) {
+        self.shared.access_log.reopen();
     }
 
     /// Starts a graceful shutdown and waits for it.
@@ -560,9 +570,17 @@ impl Drop for Gateway {
 
 /// Sends control messages to a gateway from another thread.
 #[derive(Clone)]
-pub struct Controller(flume::Sender<ControlMsg>);
+pub struct Controller(
+    flume::Sender<ControlMsg>,
+    std::sync::Arc<observe::writer::LogWriter>,
+);
 
 impl Controller {
+    /// Reopens the access-log files (SIGUSR1).
+    pub fn reopen_logs(&self) {
+        self.1.reopen();
+    }
+
     pub fn reload(&self) {
         let _ = self.0.send(ControlMsg::Reload(None));
     }

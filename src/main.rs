@@ -310,13 +310,11 @@ fn run(cfg: Config, path: PathBuf, workers: Option<usize>, take_over: bool) -> E
                         } else if sig == signal_hook::consts::SIGUSR2 {
                             spawn_successor();
                         } else if sig == signal_hook::consts::SIGUSR1 {
-                            // logrotate's habit: reopen log files. The gateway writes its
-                            // logs to standard error (the journal, or what the supervisor
-                            // redirects it to), so there is nothing to reopen; it must not
-                            // die of it either.
-                            tracing::info!(
-                                "SIGUSR1: no log files to reopen (logs go to standard error)"
-                            );
+                            // logrotate's habit: reopen the access-log files. The gateway's
+                            // own log goes to standard error (the journal, or what the
+                            // supervisor redirects it to).
+                            tracing::info!("SIGUSR1: reopening the access-log files");
+                            ctl.reopen_logs();
                         } else {
                             tracing::info!(signal = sig, "stopping");
                             sd_notify("STOPPING=1");

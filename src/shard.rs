@@ -59,10 +59,16 @@ pub(crate) struct Shared {
         flume::Sender<crate::auth::jwt::KeyRequest>,
         flume::Receiver<crate::auth::jwt::KeyRequest>,
     ),
+    /// The access-log writer thread.
+    pub access_log: Arc<crate::observe::writer::LogWriter>,
 }
 
 impl Shared {
-    pub(crate) fn new(snap: Arc<Snapshot>, shards: usize) -> Arc<Shared> {
+    pub(crate) fn new(
+        snap: Arc<Snapshot>,
+        shards: usize,
+        access_log: Arc<crate::observe::writer::LogWriter>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             generation: AtomicU64::new(snap.generation),
             snapshot: Mutex::new(snap),
@@ -74,6 +80,7 @@ impl Shared {
             quotas: Mutex::new(AHashMap::new()),
             metrics: (0..shards).map(|_| Default::default()).collect(),
             key_requests: flume::bounded(4096),
+            access_log,
         })
     }
 
@@ -140,6 +147,8 @@ pub(crate) struct Shard {
     /// SigV4 signing keys derived here, by access key and credential date (four HMACs
     /// saved per signed request); cleared when it reaches 4,096.
     pub sigv4_keys: RefCell<SigningKeys>,
+    /// Access-log lines not yet handed to the writer, per destination.
+    pub logs: RefCell<crate::observe::writer::Buffers>,
 }
 
 /// SigV4 signing keys by (access key id, credential date `YYYYMMDD`).
@@ -180,6 +189,7 @@ impl Shard {
             ),
             tokens: RefCell::new(crate::auth::jwt::TokenCache::new(TOKEN_CACHE_BYTES)),
             sigv4_keys: RefCell::new(AHashMap::new()),
+            logs: RefCell::new(Default::default()),
         };
         shard.adopt(snap);
         Rc::new(shard)
@@ -210,6 +220,9 @@ impl Shard {
 
     /// Attaches this shard's per-target state (pools survive reloads) to a new snapshot.
     fn adopt(&self, snap: Arc<Snapshot>) {
+        self.logs
+            .borrow_mut()
+            .reset(&snap.log_sinks, &self.shared.access_log);
         self.repeats
             .set_interval(snap.config.server.log_summary_interval.as_nanos() as u64);
         let mut targets = self.targets.borrow_mut();
@@ -419,6 +432,7 @@ impl Shard {
             self.metrics.publish(row);
         }
         crate::observe::flush_repeats(&self.repeats, self.id, now);
+        self.flush_logs();
         for l in self.current.borrow().leases.iter() {
             l.release(now, false);
         }
@@ -438,6 +452,11 @@ impl Shard {
         if q.len() > 10_000 {
             q.retain(|_, (_, left, _)| *left > 0);
         }
+    }
+
+    /// Hands the buffered access-log lines to the writer.
+    pub(crate) fn flush_logs(&self) {
+        self.logs.borrow_mut().flush(&self.shared.access_log);
     }
 
     /// Whether to log this failure in full: the first of its kind (`what`, target, status)

@@ -160,6 +160,15 @@ pub(crate) struct ApiRt {
     /// unsafe method invalidates can be removed by key rather than by a scan).
     pub plain_keys: Vec<bool>,
     pub authorizers: Vec<AuthorizerRt>,
+    /// The access log per stage (its own or the gateway's), where it has one.
+    pub access_logs: Vec<Option<LogRt>>,
+}
+
+/// An access log: the index of its destination in [`Compiled::log_sinks`], and its format.
+#[derive(Debug, Clone)]
+pub(crate) struct LogRt {
+    pub sink: usize,
+    pub format: Arc<crate::observe::access::Format>,
 }
 
 #[derive(Debug)]
@@ -221,6 +230,10 @@ pub(crate) struct Compiled {
     pub literal_targets: Vec<LiteralTarget>,
     /// Every distinct source of JWT signing keys the APIs' authorizers use.
     pub jwks_sources: Vec<JwksSource>,
+    /// Every distinct access-log destination (shards keep one buffer for each).
+    pub log_sinks: Vec<Arc<crate::observe::writer::Sink>>,
+    /// The access log of requests that reach no stage.
+    pub access_log: Option<LogRt>,
     pub limits: Limits,
     pub cache_clock: Arc<CacheClock>,
     /// Per listener: the TLS server config (certificates by SNI, ALPN, resumption).

@@ -370,7 +370,7 @@ fn sigusr1_is_harmless() {
         .parse()
         .unwrap();
     p.signal("USR1");
-    p.wait_for("SIGUSR1: no log files to reopen (logs go to standard error)");
+    p.wait_for("SIGUSR1: reopening the access-log files");
     assert_eq!(get(addr, "/v").text(), "one");
     assert!(p.child.try_wait().unwrap().is_none(), "the gateway exited");
     p.signal("TERM");

@@ -149,6 +149,7 @@ fn compile_api(
         caches,
         plain_keys,
         authorizers,
+        access_logs: Vec::new(),
     }
 }
 

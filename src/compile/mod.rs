@@ -56,7 +56,7 @@ pub(crate) fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled
     let mut fresh_caches = ahash::AHashMap::new();
     let mut literal_targets = Vec::new();
     let mut jwks_sources = Vec::new();
-    let apis = apis::compile(
+    let mut apis = apis::compile(
         &cfg,
         &mut apis::Shared {
             limits: &mut limits,
@@ -76,7 +76,10 @@ pub(crate) fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled
     reg.health = health;
     reg.buckets = limits.registry;
     reg.caches.caches = fresh_caches;
+    let (log_sinks, access_log) = access_logs(&cfg, &mut apis);
     Ok(Compiled {
+        log_sinks,
+        access_log,
         tls,
         cert_stamps,
         cache_clock: reg.caches.clock.clone(),
@@ -93,6 +96,44 @@ pub(crate) fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled
         limits: cfg.limits.clone(),
         config: cfg,
     })
+}
+
+/// The access logs' distinct destinations, and each stage's log (its own, else the
+/// gateway's, unless it says `"off"`); returns the gateway's for requests that reach no stage.
+fn access_logs(
+    cfg: &Config,
+    apis: &mut [crate::snapshot::ApiRt],
+) -> (
+    Vec<Arc<crate::observe::writer::Sink>>,
+    Option<crate::snapshot::LogRt>,
+) {
+    let mut sinks: Vec<Arc<crate::observe::writer::Sink>> = Vec::new();
+    let mut rt = |a: &crate::config::AccessLog| {
+        let sink = match sinks.iter().position(|s| **s == *a.sink) {
+            Some(i) => i,
+            None => {
+                sinks.push(a.sink.clone());
+                sinks.len() - 1
+            }
+        };
+        crate::snapshot::LogRt {
+            sink,
+            format: a.compiled.clone(),
+        }
+    };
+    let gateway = cfg.access_log.as_ref().map(&mut rt);
+    for (api, rt_api) in cfg.apis.iter().zip(apis.iter_mut()) {
+        rt_api.access_logs = api
+            .stages
+            .iter()
+            .map(|s| match (&s.access_log, s.access_log_off) {
+                (_, true) => None,
+                (Some(a), false) => Some(rt(a)),
+                (None, false) => gateway.clone(),
+            })
+            .collect();
+    }
+    (sinks, gateway)
 }
 
 /// `tollgate check`: compiles with fresh registries and throws the result away.

@@ -50,6 +50,10 @@ pub struct Stage {
     pub variables: BTreeMap<String, String>,
     /// The stage's response cache; `None` when off.
     pub cache: Option<StageCache>,
+    /// The stage's access log; `None`: the gateway's `[access_log]`, if any...
+    pub access_log: Option<AccessLog>,
+    /// ...unless `access_log = "off"`.
+    pub access_log_off: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +113,7 @@ impl Validator {
         limits: &Limits,
         upstreams: &[Upstream],
         aws_iam: bool,
+        base: &std::path::Path,
     ) -> Api {
         let key = item("apis", i, a.name.as_ref());
         let name = self.name(&format!("{key}.name"), a.name);
@@ -155,10 +160,7 @@ impl Validator {
             let sname = self.name(&format!("{skey}.name"), s.name);
             self.not_yet(
                 &skey,
-                &[
-                    ("access_log", &s.access_log, "access logs"),
-                    ("compression", &s.compression, "response compression"),
-                ],
+                &[("compression", &s.compression, "response compression")],
             );
             if stages.iter().any(|o| o.name == sname) {
                 self.err(&format!("{skey}.name"), "is used by two stages of this API");
@@ -178,11 +180,18 @@ impl Validator {
                     );
                 }
             }
+            let access_log_off =
+                matches!(&s.access_log, Some(file::AccessLogFile::Off(v)) if v == "off");
+            let access_log = s
+                .access_log
+                .and_then(|a| self.access_log(&format!("{skey}.access_log"), a, base));
             stages.push(Stage {
                 name: sname,
                 throttle,
                 variables: s.variables,
                 cache,
+                access_log,
+                access_log_off,
             });
         }
         let (authorizers, declared) = self.authorizers(&key, a.authorizers, (limits, upstreams));

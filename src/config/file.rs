@@ -42,10 +42,39 @@ pub(crate) struct File {
     #[serde(default)]
     pub api_keys: Vec<KeyFile>,
     pub cluster: Option<ClusterFile>,
+    pub access_log: Option<AccessLogFile>,
     // Named in the reference config, not built yet: refused by name.
-    pub access_log: Option<toml::Value>,
-    // (above: named in the reference config, not built yet)
     pub tracing: Option<toml::Value>,
+}
+
+/// `access_log = { path = "...", format = "..." }`, or `access_log = "off"`.
+#[derive(Debug)]
+pub(crate) enum AccessLogFile {
+    On(AccessLogTable),
+    Off(String),
+}
+
+impl<'de> Deserialize<'de> for AccessLogFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // By hand rather than untagged, so that a misspelt key is named.
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(AccessLogFile::Off(s)),
+            v @ toml::Value::Table(_) => AccessLogTable::deserialize(v)
+                .map(AccessLogFile::On)
+                .map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "invalid type: {}, expected a table {{ path, format }} or \"off\"",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccessLogTable {
+    pub path: Option<String>,
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,8 +256,8 @@ pub(crate) struct StageFile {
     pub variables: BTreeMap<String, String>,
     pub throttle: Option<RateFile>,
     pub cache: Option<StageCacheFile>,
+    pub access_log: Option<AccessLogFile>,
     // Named in the reference config, not built yet: refused by name.
-    pub access_log: Option<toml::Value>,
     pub compression: Option<toml::Value>,
 }
 

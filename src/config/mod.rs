@@ -11,6 +11,7 @@ mod cache;
 mod domains;
 pub(crate) mod file;
 mod listeners;
+mod observe;
 mod plans;
 mod server;
 pub(crate) mod target;
@@ -21,6 +22,7 @@ pub(crate) use authorizers::*;
 pub use cache::*;
 pub(crate) use domains::*;
 pub(crate) use listeners::*;
+pub(crate) use observe::*;
 pub(crate) use plans::*;
 pub use server::*;
 pub(crate) use upstreams::*;
@@ -107,6 +109,8 @@ pub struct Config {
     pub cluster: Option<Cluster>,
     /// SigV4-signed callers (routes with `authorization = "aws_iam"`).
     pub aws_iam: Option<AwsIam>,
+    /// The access log of requests that reach no stage, or a stage without its own.
+    pub access_log: Option<AccessLog>,
 }
 
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -393,13 +397,10 @@ impl Validator {
     }
 
     fn config(&mut self, raw: file::File, base: &Path) -> Config {
-        self.not_yet(
-            "",
-            &[
-                ("access_log", &raw.access_log, "access logs"),
-                ("tracing", &raw.tracing, "tracing (OTLP export)"),
-            ],
-        );
+        self.not_yet("", &[("tracing", &raw.tracing, "tracing (OTLP export)")]);
+        let access_log = raw
+            .access_log
+            .and_then(|a| self.access_log("access_log", a, base));
         let aws_iam = raw.aws_iam.map(|a| self.aws_iam(a, base));
         let server = self.server(raw.server, base);
         let listeners = self.listeners(raw.listeners, base);
@@ -427,7 +428,7 @@ impl Validator {
             .apis
             .into_iter()
             .enumerate()
-            .map(|(i, a)| self.api(i, a, &limits, &upstreams, aws_iam.is_some()))
+            .map(|(i, a)| self.api(i, a, &limits, &upstreams, aws_iam.is_some(), base))
             .collect();
         let mut seen = HashSet::new();
         for a in &apis {
@@ -478,6 +479,7 @@ impl Validator {
             api_keys,
             cluster,
             aws_iam,
+            access_log,
         }
     }
 }

@@ -309,6 +309,13 @@ impl Control {
             "# HELP tollgate_state_store_write_failures_total State store writes that failed.\n# TYPE tollgate_state_store_write_failures_total counter\ntollgate_state_store_write_failures_total {}\n# HELP tollgate_state_store_reopens_total Times the state store was reopened after a failed write.\n# TYPE tollgate_state_store_reopens_total counter\ntollgate_state_store_reopens_total {}\n",
             self.store_failures, self.store_reopens
         );
+        let log = &self.shared.access_log;
+        let _ = write!(
+            out,
+            "# HELP tollgate_access_log_lines_total Access-log lines written.\n# TYPE tollgate_access_log_lines_total counter\ntollgate_access_log_lines_total {}\n# HELP tollgate_access_log_dropped_total Access-log lines dropped because the writer fell behind or a write failed.\n# TYPE tollgate_access_log_dropped_total counter\ntollgate_access_log_dropped_total {}\n",
+            log.written.load(Ordering::Relaxed),
+            log.dropped.load(Ordering::Relaxed)
+        );
         // Active health per target, as the checks last saw it (1 up, 0 down).
         if !self.compiled.upstreams.is_empty() {
             out.push_str("# HELP tollgate_upstream_target_healthy Whether a target passes its upstream's active health checks (1) or not (0); 1 without checks.\n# TYPE tollgate_upstream_target_healthy gauge\n");

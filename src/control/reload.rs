@@ -8,7 +8,11 @@ impl Control {
     pub(crate) fn reload(&mut self) -> Result<u64, Vec<String>> {
         let result = self.try_reload();
         match &result {
-            Ok(g) => tracing::info!(generation = g, "configuration reloaded"),
+            Ok(g) => {
+                tracing::info!(generation = g, "configuration reloaded");
+                // Files no longer named are closed; the rest reopen on their next lines.
+                self.shared.access_log.reopen();
+            }
             // One record for the whole refusal, every error in it.
             Err(errors) => tracing::error!(
                 errors = %errors.join("; "),

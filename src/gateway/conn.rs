@@ -189,16 +189,18 @@ async fn open(
         }
         _ => None,
     };
-    let info = |client_cert, tls| crate::http::h2::ConnInfo {
+    let info = |client_cert, tls_version: Option<&'static str>| crate::http::h2::ConnInfo {
         peer,
         listener,
         peer_ip: Rc::from(peer.ip().to_string()),
-        tls,
+        tls: tls_version.is_some(),
+        tls_version,
         client_cert,
     };
     let stream = match stream {
         Stream::Tls(t) if t.tls.alpn_protocol() == Some(b"h2") => {
-            let info = info(client_cert, true);
+            let v = crate::http::conn::tls_version_name(t.tls.protocol_version()).or(Some("TLS"));
+            let info = info(client_cert, v);
             Box::pin(serve_h2(shard, crate::http::h2::Transport::Tls(t), info)).await;
             return None;
         }
@@ -215,7 +217,7 @@ async fn open(
                 let Conn { stream, buf, .. } = conn;
                 if let Stream::Plain(tcp) = stream {
                     let t = crate::http::h2::Transport::Plain(tcp, buf.freeze());
-                    Box::pin(serve_h2(shard, t, info(None, false))).await;
+                    Box::pin(serve_h2(shard, t, info(None, None))).await;
                 }
                 return None;
             }
@@ -277,14 +279,19 @@ async fn run_stream(
     let end = recv.is_end_stream();
     if parts.method == http::Method::CONNECT {
         // Tunnels (and RFC 8441 WebSockets) are not offered over HTTP/2.
-        finish::h2_refused(&shard, &mut respond, http::StatusCode::METHOD_NOT_ALLOWED);
+        finish::h2_refused(
+            &shard,
+            Some(from(&info)),
+            &mut respond,
+            http::StatusCode::METHOD_NOT_ALLOWED,
+        );
         return;
     }
     let mut buf = BytesMut::new();
     let chunked = match crate::http::h2::stream::synthesize(&parts, end, &mut buf) {
         Ok(c) => c,
         Err(reason) => {
-            finish::h2_reset(&shard, &mut respond, reason);
+            finish::h2_reset(&shard, Some(from(&info)), &mut respond, reason);
             return;
         }
     };
@@ -292,7 +299,12 @@ async fn run_stream(
     let head = match h1::parse_request(&buf, max * 2 + 1024) {
         Ok(Some((len, p))) => p.into_head(buf.split_to(len).freeze()),
         _ => {
-            finish::h2_reset(&shard, &mut respond, Reason::PROTOCOL_ERROR);
+            finish::h2_reset(
+                &shard,
+                Some(from(&info)),
+                &mut respond,
+                Reason::PROTOCOL_ERROR,
+            );
             return;
         }
     };
@@ -314,6 +326,7 @@ async fn run_stream(
         client_cert: info.client_cert.clone(),
         bytes_in: 0,
         bytes_out: 0,
+        tls_version: info.tls_version,
     };
     let reset = {
         // The pipeline's future is large (kilobytes): on the heap once, so that spawning the
@@ -373,5 +386,14 @@ impl StreamHandler for Streams {
             crate::http::h2::watch::Flood::Continuation => "HTTP/2 CONTINUATION flood",
         };
         self.0.log_first(what, None, 0)
+    }
+}
+
+/// What the access log says about an HTTP/2 stream's connection.
+fn from(info: &ConnInfo) -> super::record::From {
+    super::record::From {
+        peer: info.peer,
+        tls: info.tls_version,
+        h2: true,
     }
 }

@@ -78,8 +78,7 @@ impl crate::syntax::template::AuthorizerVars for Authorized {
     }
 }
 
-/// When a request's steps happened. Taken only while something records them (the
-/// `tollgate::request` debug event today), so that requests otherwise pay no clock read.
+/// When a request's steps happened (a clock read each, for the access log and latency).
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
     /// The head was parsed and the phases began.
@@ -111,14 +110,15 @@ pub struct RequestCtx {
     pub cache_status: Option<&'static str>,
     /// Why a client's request for a fresh copy was ignored (answered as a `Warning`).
     pub cache_warning: Option<&'static str>,
-    /// Set when the exit records timings.
-    pub timings: Option<Timings>,
+    pub timings: Timings,
+    /// The status the integration answered with (set when its head arrived).
+    pub integration_status: Option<u16>,
     /// The upstream target the answer came from (set by the proxy once a target is chosen).
     pub upstream: Option<std::net::SocketAddr>,
     /// Every healthy target of the upstream was ejected; one was used anyway.
     pub all_ejected: bool,
-    /// Why the gateway refused or failed the request (`Kind::response_type`), for the exit.
-    pub error: Option<&'static str>,
+    /// Why the gateway refused or failed the request, for the exit's record.
+    pub(crate) failure: Option<crate::error::Error>,
     /// The request came over TLS (X-Forwarded-Proto: https).
     pub https: bool,
     /// mTLS headers for the upstream (from the connection).
@@ -146,10 +146,15 @@ impl RequestCtx {
             status: 0,
             cache_status: None,
             cache_warning: None,
-            timings: None,
+            timings: Timings {
+                received: std::time::Instant::now(),
+                upstream_connected: None,
+                first_byte: None,
+            },
+            integration_status: None,
             upstream: None,
             all_ejected: false,
-            error: None,
+            failure: None,
             https: false,
             client_cert: None,
         }

@@ -20,6 +20,7 @@ pub(crate) mod finish;
 pub(crate) mod limits;
 pub(crate) mod policy;
 pub(crate) mod proxy;
+pub(crate) mod record;
 pub(crate) mod target;
 
 use std::rc::Rc;
@@ -57,22 +58,17 @@ pub(crate) async fn handle(
     conn: &mut Conn,
     head: RequestHead,
 ) -> Next {
-    // Counts the request even if this future is dropped (an HTTP/2 stream the client resets).
-    let exit = Exit::new(shard, conn, head.raw.len());
     let request_id = head
         .header(b"x-request-id")
         .and_then(RequestId::from_client)
         .unwrap_or_else(|| shard.request_id());
+    let head_len = head.raw.len();
     let mut ctx = RequestCtx::new(head, request_id, std::mem::take(&mut conn.segs));
     ctx.https = conn.stream.is_tls();
-    if finish::records_timings() {
-        ctx.timings = Some(ctx::Timings {
-            received: std::time::Instant::now(),
-            upstream_connected: None,
-            first_byte: None,
-        });
-    }
     ctx.client_cert = conn.client_cert.clone();
+    // Holds the request from here on, and records it even if this future is dropped (an
+    // HTTP/2 stream the client resets).
+    let mut exit = Exit::new(shard, ss.clone(), conn, head_len, ctx);
     let redirect = ss
         .snap
         .config
@@ -80,13 +76,11 @@ pub(crate) async fn handle(
         .get(conn.listener)
         .is_some_and(|l| l.redirect_https);
     let result = if redirect {
-        answers::redirect(&ctx).map(Outcome::Answer)
+        answers::redirect(&exit.ctx).map(Outcome::Answer)
     } else {
-        run_phases(shard, &ss, conn, &mut ctx).await
+        run_phases(shard, &ss, conn, &mut exit.ctx).await
     };
-    let next = finish::finish(shard, &ss, conn, &mut ctx, result, exit).await;
-    conn.segs = std::mem::take(&mut ctx.segs);
-    next
+    finish::finish(shard, conn, result, exit).await
 }
 
 /// The phases, in order.

@@ -135,6 +135,17 @@ pub(crate) struct Conn {
     /// Bytes read from and written to the client so far (what the exit records per request).
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The TLS version negotiated (`TLSv1.3`), for the access log.
+    pub tls_version: Option<&'static str>,
+}
+
+/// A negotiated TLS version's name as OpenSSL (and nginx's `$ssl_protocol`) spells it.
+pub(crate) fn tls_version_name(v: Option<rustls::ProtocolVersion>) -> Option<&'static str> {
+    Some(match v? {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "TLS",
+    })
 }
 
 #[derive(Clone)]
@@ -221,7 +232,6 @@ pub(crate) async fn write_head_body(
 impl Conn {
     pub(crate) fn new(stream: Stream, buf: BytesMut, peer: SocketAddr, listener: usize) -> Conn {
         Conn {
-            stream,
             buf,
             peer,
             listener,
@@ -230,6 +240,11 @@ impl Conn {
             client_cert: None,
             bytes_in: 0,
             bytes_out: 0,
+            tls_version: match &stream {
+                Stream::Tls(t) => tls_version_name(t.tls.protocol_version()),
+                _ => None,
+            },
+            stream,
         }
     }
 

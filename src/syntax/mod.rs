@@ -6,6 +6,7 @@
 //! protocol layer and the pipeline can all share these types without depending on each other.
 
 pub(crate) mod cidr;
+pub(crate) mod civil;
 pub(crate) mod path;
 pub(crate) mod route_key;
 pub(crate) mod template;

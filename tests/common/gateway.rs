@@ -132,6 +132,8 @@ impl Drop for Gw {
 pub struct Proc {
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    /// What the process writes to standard output (access logs with `path = "stdout"`).
+    out: mpsc::Receiver<String>,
 }
 
 impl Proc {
@@ -144,7 +146,7 @@ impl Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         cmd.args(["--config", config.to_str().unwrap(), "--log-format", "json"])
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env_remove("TOLLGATE_ADMIN_TOKEN");
         for (k, v) in env {
@@ -158,7 +160,25 @@ impl Proc {
                 let _ = tx.send(line);
             }
         });
-        Proc { child, lines: rx }
+        let stdout = child.stdout.take().unwrap();
+        let (otx, orx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = otx.send(line);
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            out: orx,
+        }
+    }
+
+    /// The next line the process writes to standard output.
+    pub fn stdout_line(&self) -> String {
+        self.out
+            .recv_timeout(IO_TIMEOUT)
+            .expect("no line on standard output")
     }
 
     /// Every log line (its fields) up to and including the first whose message starts with

@@ -186,9 +186,7 @@ pub(crate) async fn send(
                 }
             },
         };
-        if let Some(t) = ctx.timings.as_mut() {
-            t.upstream_connected = Some(Instant::now());
-        }
+        ctx.timings.upstream_connected = Some(Instant::now());
         match exchange(
             conn,
             ctx,
@@ -202,9 +200,8 @@ pub(crate) async fn send(
         {
             Ok((resp, ubuf)) => {
                 drop(guard);
-                if let Some(t) = ctx.timings.as_mut() {
-                    t.first_byte = Some(Instant::now());
-                }
+                ctx.timings.first_byte = Some(Instant::now());
+                ctx.integration_status = Some(resp.status);
                 break (target, up, resp, ubuf);
             }
             Err(Failure::Stale) if replayable && tries < 3 => {

@@ -43,6 +43,8 @@ pub(crate) struct ConnInfo {
     pub listener: usize,
     pub peer_ip: Rc<str>,
     pub tls: bool,
+    /// The TLS version negotiated, for the access log.
+    pub tls_version: Option<&'static str>,
     pub client_cert: Option<ClientCertHeaders>,
 }
 

@@ -1,6 +1,10 @@
-//! What the gateway says about itself besides answers: for now, the summariser that keeps
+//! What the gateway says about itself besides answers: the access log ([`access`] renders
+//! lines, [`writer`] writes them off the request path), and the summariser that keeps
 //! repeated failures from flooding the log (one line per kind of failure and target, then a
-//! count per interval). The access log, histograms and trace export will live here too.
+//! count per interval).
+
+pub(crate) mod access;
+pub(crate) mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
