@@ -46,6 +46,12 @@ fi
 
 # /metrics is checked with Prometheus's promtool: from Debian's prometheus package, unpacked
 # (not installed: no service, no user), promtool only.
+if ! command -v chromium >/dev/null 2>&1; then
+  # The status page is rendered in a real browser (tests/status_page.rs).
+  echo "installing chromium (headless, for the status page test)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 if ! command -v promtool >/dev/null 2>&1; then
   echo "installing promtool (from Debian's prometheus package)"
   apt-get update -qq

@@ -47,9 +47,14 @@ pub(crate) enum Counter {
     UpgradeIdleTimeouts,
     /// Connections closed at once because the process was out of descriptors.
     RefusedAtFdLimit,
+    /// TLS handshakes completed with clients, and how many resumed a session.
+    TlsHandshakes,
+    TlsResumptions,
+    /// Connections upgraded (WebSocket) and relayed to an upstream.
+    Upgrades,
 }
 
-const N: usize = 22;
+const N: usize = 25;
 
 impl Counter {
     const ALL: [Counter; N] = [
@@ -75,6 +80,9 @@ impl Counter {
         Counter::AllTargetsEjected,
         Counter::UpgradeIdleTimeouts,
         Counter::RefusedAtFdLimit,
+        Counter::TlsHandshakes,
+        Counter::TlsResumptions,
+        Counter::Upgrades,
     ];
 
     /// (metric name, label) for the export.
@@ -102,6 +110,9 @@ impl Counter {
             Counter::AllTargetsEjected => ("upstream_all_ejected_total", ""),
             Counter::UpgradeIdleTimeouts => ("upgrade_idle_timeouts_total", ""),
             Counter::RefusedAtFdLimit => ("connections_refused_total", "reason=\"fd_limit\""),
+            Counter::TlsHandshakes => ("tls_handshakes_total", ""),
+            Counter::TlsResumptions => ("tls_resumptions_total", ""),
+            Counter::Upgrades => ("upgrades_total", ""),
         }
     }
 
@@ -136,6 +147,13 @@ impl Counter {
                 "Upgraded (WebSocket) connections closed after limits.upgrade_idle_timeout."
             }
             "connections_refused_total" => "Client connections closed at once, by reason.",
+            "tls_handshakes_total" => "TLS handshakes completed with clients.",
+            "tls_resumptions_total" => {
+                "TLS handshakes with clients that resumed a session (tickets or session ids)."
+            }
+            "upgrades_total" => {
+                "Client connections upgraded (WebSocket) and relayed to an upstream."
+            }
             _ => "",
         }
     }

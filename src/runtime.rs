@@ -172,8 +172,9 @@ async fn shard_main(spec: ShardSpec) {
             "drain timeout: closing connections still open"
         );
     }
-    // The last access-log lines go to the writer (the control plane stops it after).
-    shard.flush_logs();
+    // The last access-log lines go to the writer (the control plane stops it after), the
+    // last figures to the metrics.
+    shard.sweep(crate::throttle::now_ns());
     // Upstream connections go too; HTTP/2 ones say goodbye first (briefly).
     shard.release_upstreams();
     let deadline = Instant::now() + Duration::from_secs(1);

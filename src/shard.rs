@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use ahash::AHashMap;
 
 pub(crate) use crate::http::drain::Drain;
+use crate::observe::stats::{RouteCells, RouteCounts};
 use crate::snapshot::Snapshot;
 use crate::throttle::bucket::{Bucket, Rate};
 use crate::throttle::lease::Lease;
@@ -61,6 +62,26 @@ pub(crate) struct Shared {
     ),
     /// The access-log writer thread.
     pub access_log: Arc<crate::observe::writer::LogWriter>,
+    /// Per shard: its per-route figures as of its last sweep, by label set (written by that
+    /// shard every 100 ms when it served requests, read when `/metrics` is scraped).
+    pub route_stats: Vec<Mutex<RouteRows>>,
+    /// Per shard: its upstream targets' figures as of its last sweep.
+    pub target_stats: Vec<Mutex<Vec<(SocketAddr, crate::observe::stats::TargetCounts)>>>,
+}
+
+/// Per-route figures by label set, as a shard last published them.
+pub(crate) type RouteRows = Vec<(Arc<str>, RouteCounts)>;
+
+/// A shard's per-route cells for the compiled config it serves: by series index (the
+/// request path's lookup), and by label set (what a reload keeps).
+#[derive(Default)]
+pub(crate) struct RouteStats {
+    /// `Arc::as_ptr` of the `Compiled` that `cells` is indexed for.
+    compiled: usize,
+    cells: Vec<Rc<RouteCells>>,
+    by_label: AHashMap<Arc<str>, Rc<RouteCells>>,
+    /// Something was recorded since the last publish.
+    dirty: bool,
 }
 
 impl Shared {
@@ -81,6 +102,8 @@ impl Shared {
             metrics: (0..shards).map(|_| Default::default()).collect(),
             key_requests: flume::bounded(4096),
             access_log,
+            route_stats: (0..shards).map(|_| Default::default()).collect(),
+            target_stats: (0..shards).map(|_| Default::default()).collect(),
         })
     }
 
@@ -149,6 +172,8 @@ pub(crate) struct Shard {
     pub sigv4_keys: RefCell<SigningKeys>,
     /// Access-log lines not yet handed to the writer, per destination.
     pub logs: RefCell<crate::observe::writer::Buffers>,
+    /// Per-route figures.
+    stats: RefCell<RouteStats>,
 }
 
 /// SigV4 signing keys by (access key id, credential date `YYYYMMDD`).
@@ -190,6 +215,7 @@ impl Shard {
             tokens: RefCell::new(crate::auth::jwt::TokenCache::new(TOKEN_CACHE_BYTES)),
             sigv4_keys: RefCell::new(AHashMap::new()),
             logs: RefCell::new(Default::default()),
+            stats: RefCell::new(Default::default()),
         };
         shard.adopt(snap);
         Rc::new(shard)
@@ -223,6 +249,27 @@ impl Shard {
         self.logs
             .borrow_mut()
             .reset(&snap.log_sinks, &self.shared.access_log);
+        let compiled = Arc::as_ptr(&snap.compiled) as usize;
+        let mut stats = self.stats.borrow_mut();
+        if stats.compiled != compiled {
+            // Figures of routes the new config keeps carry on; the others go.
+            let mut old = std::mem::take(&mut stats.by_label);
+            let cells: Vec<Rc<RouteCells>> = snap
+                .series
+                .iter()
+                .map(|l| old.remove(l).unwrap_or_default())
+                .collect();
+            stats.by_label = snap
+                .series
+                .iter()
+                .cloned()
+                .zip(cells.iter().cloned())
+                .collect();
+            stats.cells = cells;
+            stats.compiled = compiled;
+            stats.dirty = true;
+        }
+        drop(stats);
         self.repeats
             .set_interval(snap.config.server.log_summary_interval.as_nanos() as u64);
         let mut targets = self.targets.borrow_mut();
@@ -433,6 +480,8 @@ impl Shard {
         }
         crate::observe::flush_repeats(&self.repeats, self.id, now);
         self.flush_logs();
+        self.publish_routes();
+        self.publish_targets();
         for l in self.current.borrow().leases.iter() {
             l.release(now, false);
         }
@@ -451,6 +500,55 @@ impl Shard {
         let mut q = self.quota_leases.borrow_mut();
         if q.len() > 10_000 {
             q.retain(|_, (_, left, _)| *left > 0);
+        }
+    }
+
+    /// Runs `f` on the cells of route series `i` of the snapshot `ss` (a request that
+    /// outlived its snapshot finds its route by label, if the new config kept it).
+    pub(crate) fn with_route(&self, ss: &ShardSnap, i: usize, f: impl FnOnce(&RouteCells)) {
+        let mut stats = self.stats.borrow_mut();
+        stats.dirty = true;
+        if stats.compiled == Arc::as_ptr(&ss.snap.compiled) as usize {
+            if let Some(c) = stats.cells.get(i) {
+                f(c);
+            }
+        } else if let Some(c) = ss.snap.series.get(i).and_then(|l| stats.by_label.get(l)) {
+            f(c);
+        }
+    }
+
+    /// Copies the upstream targets' figures where the control plane reads them.
+    fn publish_targets(&self) {
+        let rows = self
+            .targets
+            .borrow()
+            .values()
+            .map(|t| {
+                let c = t
+                    .stats
+                    .copy(t.idle.borrow().len() as u64, t.inflight.get() as u64);
+                (t.addr, c)
+            })
+            .collect();
+        if let Some(slot) = self.shared.target_stats.get(self.id) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = rows;
+        }
+    }
+
+    /// Copies the per-route figures where the control plane reads them.
+    fn publish_routes(&self) {
+        let mut stats = self.stats.borrow_mut();
+        if !stats.dirty {
+            return;
+        }
+        stats.dirty = false;
+        let rows = stats
+            .by_label
+            .iter()
+            .map(|(l, c)| (l.clone(), c.copy()))
+            .collect();
+        if let Some(slot) = self.shared.route_stats.get(self.id) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = rows;
         }
     }
 

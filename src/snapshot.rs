@@ -162,6 +162,16 @@ pub(crate) struct ApiRt {
     pub authorizers: Vec<AuthorizerRt>,
     /// The access log per stage (its own or the gateway's), where it has one.
     pub access_logs: Vec<Option<LogRt>>,
+    /// Where this API's routes start in [`Compiled::series`]: route `r` on stage `s` is
+    /// `series_base + s * routes.len() + r`.
+    pub series_base: usize,
+}
+
+impl ApiRt {
+    /// The index of a route on a stage in [`Compiled::series`].
+    pub(crate) fn series(&self, stage: usize, route: usize) -> usize {
+        self.series_base + stage * self.routes.len() + route
+    }
 }
 
 /// An access log: the index of its destination in [`Compiled::log_sinks`], and its format.
@@ -234,6 +244,8 @@ pub(crate) struct Compiled {
     pub log_sinks: Vec<Arc<crate::observe::writer::Sink>>,
     /// The access log of requests that reach no stage.
     pub access_log: Option<LogRt>,
+    /// The metric labels of every route on every stage (see [`ApiRt::series`]).
+    pub series: Vec<Arc<str>>,
     pub limits: Limits,
     pub cache_clock: Arc<CacheClock>,
     /// Per listener: the TLS server config (certificates by SNI, ALPN, resumption).

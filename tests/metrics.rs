@@ -23,13 +23,75 @@ fn metrics_pass_promtool_check() {
             ))
             .stage_extra("cache = { enabled = true, ttl = \"60s\", capacity = \"1MiB\" }")
             .route("GET /m", "integration = { type = \"mock\", body = \"m\" }")
+            .route(
+                "GET /p/{id}",
+                "cache = { ttl = \"60s\" }\nintegration = { type = \"http\", uri = \"http://up/p/{id}\" }",
+            )
+            .route(
+                "GET /limited",
+                "throttle = { rate = 1, burst = 1 }\nintegration = { type = \"mock\", body = \"l\" }",
+            )
             .toml(),
     );
     for _ in 0..3 {
         assert_eq!(get(g.addr(), "/m").status, 200);
     }
     assert_eq!(get(g.addr(), "/nope").status, 404);
+    for _ in 0..2 {
+        assert_eq!(get(g.addr(), &format!("/p/{}", 1)).status, 200);
+    }
+    assert_eq!(get(g.addr(), "/limited").status, 200);
+    assert_eq!(get(g.addr(), "/limited").status, 429);
+    // Shards publish every 100 ms.
+    let route = r#"api="api",stage="prod",route="GET /m""#;
+    assert!(eventually(IO_TIMEOUT, || {
+        admin(g.admin(), "GET", "/metrics", Some(TOKEN))
+            .text()
+            .contains(&format!(
+                "tollgate_route_latency_seconds_count{{{route}}} 3"
+            ))
+    }));
     let text = admin(g.admin(), "GET", "/metrics", Some(TOKEN)).text();
+    assert!(
+        text.contains(&format!(
+            "tollgate_route_responses_total{{{route},class=\"2xx\"}} 3"
+        )),
+        "{text}"
+    );
+    // Cached: one miss, then hits; proxied: an integration latency and a target's figures.
+    let p = r#"api="api",stage="prod",route="GET /p/{id}""#;
+    assert!(
+        text.contains(&format!("tollgate_route_cache_misses_total{{{p}}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("tollgate_route_cache_hits_total{{{p}}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "tollgate_route_integration_latency_seconds_count{{{p}}} 1"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "tollgate_upstream_target_connections_opened_total{{target=\"{}\"}} 1",
+            up.addr
+        )),
+        "{text}"
+    );
+    let l = r#"api="api",stage="prod",route="GET /limited""#;
+    assert!(
+        text.contains(&format!("tollgate_route_throttled_total{{{l}}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "tollgate_route_responses_total{{{l},class=\"4xx\"}} 1"
+        )),
+        "{text}"
+    );
     assert!(text.contains("# HELP tollgate_responses_total "), "{text}");
     assert!(
         text.contains("tollgate_cache_hits_total{stage=\"api/prod\"}"),

@@ -153,6 +153,11 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         })
         .is_some_and(|t| token_ok(t.trim_ascii(), token.as_bytes()));
     let is_ping = head.path_bytes() == b"/ping";
+    if head.path_bytes() == b"/status" && matches!(head.method_bytes(), b"GET" | b"HEAD") {
+        // The page holds no figures: it asks /status.json for them with the token.
+        let _ = write_all(&mut stream, status_page(head.method_bytes() == b"HEAD")).await;
+        return;
+    }
     let (status, body) = if is_ping && matches!(head.method_bytes(), b"GET" | b"HEAD") {
         if ctl.borrow().draining() {
             (503, "draining\n".to_string())
@@ -203,7 +208,8 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
 fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
     Some(match segs {
         ["ping"] => "GET, HEAD",
-        ["healthz"] | ["config"] | ["metrics"] => "GET",
+        ["healthz"] | ["config"] | ["metrics"] | ["status.json"] => "GET",
+        ["status"] => "GET, HEAD",
         ["reload"] => "POST",
         ["apikeys"] => "GET, POST",
         ["apikeys", "import"] => "POST",
@@ -307,6 +313,7 @@ fn route(
             Ok(g) => (200, serde_json::json!({"generation": g}).to_string()),
             Err(errors) => (400, serde_json::json!({"message": "configuration refused; the previous one keeps serving", "errors": errors}).to_string()),
         },
+        (b"GET", ["status.json"]) => (200, ctl.borrow().status_json().to_string()),
         (b"GET", ["metrics"]) => {
             let c = ctl.borrow();
             (200, c.metrics_text())
@@ -376,6 +383,21 @@ fn route(
         (_, segs) if allowed_methods(segs).is_some() => message(405, "Method Not Allowed"),
         _ => message(404, "Not Found"),
     }
+}
+
+/// The live status page (`GET /status`): one HTML document, no external assets.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+fn status_page(head_only: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\ncontent-security-policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'\r\nx-content-type-options: nosniff\r\nreferrer-policy: no-referrer\r\nconnection: close\r\n\r\n",
+        STATUS_PAGE.len()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(STATUS_PAGE.as_bytes());
+    }
+    out
 }
 
 fn respond(status: u16, body: String) -> Vec<u8> {

@@ -150,6 +150,7 @@ fn compile_api(
         plain_keys,
         authorizers,
         access_logs: Vec::new(),
+        series_base: 0,
     }
 }
 

@@ -77,7 +77,17 @@ pub(crate) fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled
     reg.buckets = limits.registry;
     reg.caches.caches = fresh_caches;
     let (log_sinks, access_log) = access_logs(&cfg, &mut apis);
+    let mut series = Vec::new();
+    for a in &mut apis {
+        a.series_base = series.len();
+        for st in &a.stages {
+            for r in &a.routes {
+                series.push(crate::observe::stats::labels(&a.name, st, &r.key));
+            }
+        }
+    }
     Ok(Compiled {
+        series,
         log_sinks,
         access_log,
         tls,

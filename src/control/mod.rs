@@ -13,6 +13,7 @@ mod health;
 mod jwks;
 mod keys;
 mod reload;
+mod status;
 pub(crate) mod store;
 mod usage;
 
@@ -170,6 +171,7 @@ impl ControlInit {
 
     /// Builds the control plane on its own thread, with the shards' shared state.
     pub(crate) fn start(self, shared: Arc<Shared>) -> Control {
+        status::started();
         Control {
             config_path: self.config_path,
             workers_override: self.workers_override,
@@ -288,6 +290,46 @@ impl Control {
             .ok_or_else(|| OpError(404, format!("stage {api}/{stage} has no cache")))
     }
 
+    /// Every route of the current config on every stage, its figures summed over shards.
+    pub(crate) fn route_totals(&self) -> Vec<(Arc<str>, crate::observe::stats::RouteCounts)> {
+        let mut sum: ahash::AHashMap<Arc<str>, crate::observe::stats::RouteCounts> = self
+            .compiled
+            .series
+            .iter()
+            .map(|l| (l.clone(), Default::default()))
+            .collect();
+        for shard in &self.shared.route_stats {
+            let rows = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (l, c) in rows.iter() {
+                if let Some(s) = sum.get_mut(l) {
+                    s.add(c);
+                }
+            }
+        }
+        self.compiled
+            .series
+            .iter()
+            .filter_map(|l| Some((l.clone(), sum.remove(l)?)))
+            .collect()
+    }
+
+    /// Every upstream target's figures summed over shards, by address.
+    pub(crate) fn target_totals(
+        &self,
+    ) -> Vec<(std::net::SocketAddr, crate::observe::stats::TargetCounts)> {
+        let mut sum: std::collections::BTreeMap<
+            std::net::SocketAddr,
+            crate::observe::stats::TargetCounts,
+        > = Default::default();
+        for shard in &self.shared.target_stats {
+            let rows = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (a, c) in rows.iter() {
+                sum.entry(*a).or_default().add(c);
+            }
+        }
+        sum.into_iter().collect()
+    }
+
     /// `GET /metrics`: every shard's published counters, and the caches' counters.
     pub(crate) fn metrics_text(&self) -> String {
         let mut out = crate::metrics::render(
@@ -302,6 +344,8 @@ impl Control {
             .flat_map(|a| a.caches.iter().flatten())
             .collect();
         crate::cache::render_metrics(&mut out, &caches);
+        crate::observe::stats::render(&mut out, &self.route_totals());
+        crate::observe::stats::render_targets(&mut out, &self.target_totals());
         crate::metrics::render_process(&mut out);
         use std::fmt::Write;
         let _ = write!(

@@ -63,6 +63,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
             }
             Next::Linger => return Box::pin(linger_close(conn)).await,
             Next::Upgrade(upstream, leftover) => {
+                shard.metrics.add(crate::metrics::Counter::Upgrades);
                 let idle = shard.snapshot().snap.limits.upgrade_idle_timeout;
                 if Box::pin(super::proxy::relay(conn, upstream, leftover, idle)).await {
                     shard
@@ -152,7 +153,13 @@ async fn open(
             ))
             .await
             {
-                Ok(Ok(t)) => Stream::Tls(Box::new(t)),
+                Ok(Ok(t)) => {
+                    shard.metrics.add(crate::metrics::Counter::TlsHandshakes);
+                    if t.tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                        shard.metrics.add(crate::metrics::Counter::TlsResumptions);
+                    }
+                    Stream::Tls(Box::new(t))
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                     shard

@@ -13,6 +13,7 @@ use crate::error::{Error, Kind};
 use crate::http::conn::Conn;
 use crate::metrics::Counter;
 use crate::observe::access::Line;
+use crate::observe::stats::{Refusal, Sample};
 use crate::shard::{Shard, ShardSnap};
 
 /// The status counted for a request whose client went away before it was answered (nginx's
@@ -140,6 +141,27 @@ pub(crate) fn observe(shard: &Shard, ss: &ShardSnap, r: &Record<'_>) {
             );
         }
     }
+    let now = Instant::now();
+    if let (Some(c), Some(m)) = (ctx, ctx.and_then(|c| c.route)) {
+        if let Some(api) = ss.snap.apis.get(m.api) {
+            let t = c.timings;
+            let sample = Sample {
+                status: r.status,
+                latency_us: micros(t.received, now),
+                integration_us: t
+                    .upstream_connected
+                    .zip(t.first_byte)
+                    .map(|(a, b)| micros(a, b)),
+                cache: c.cache_status,
+                refusal: c.failure.as_ref().and_then(|e| refusal(&e.kind)),
+                bytes_in: r.bytes_in,
+                bytes_out: r.bytes_out,
+            };
+            shard.with_route(ss, api.series(m.stage, m.route), |cells| {
+                cells.record(&sample)
+            });
+        }
+    }
     let log = match ctx.and_then(|c| c.stage) {
         Some(st) => ss
             .snap
@@ -153,7 +175,7 @@ pub(crate) fn observe(shard: &Shard, ss: &ShardSnap, r: &Record<'_>) {
     if log.is_none() && !debug {
         return;
     }
-    let line = line(shard, ss, r);
+    let line = line(shard, ss, r, now);
     if let Some(log) = log {
         if let Some(sink) = ss.snap.log_sinks.get(log.sink) {
             shard
@@ -189,10 +211,9 @@ pub(crate) fn observe(shard: &Shard, ss: &ShardSnap, r: &Record<'_>) {
 }
 
 /// The access log's view of a record.
-fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>) -> Line<'a> {
+fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -> Line<'a> {
     let ctx = r.ctx;
     let failure = ctx.and_then(|c| c.failure.as_ref()).or(r.failure);
-    let now = Instant::now();
     let latency_us = ctx.map(|c| micros(c.timings.received, now));
     let wall_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -249,6 +270,22 @@ fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>) -> Line<'a> {
                 .map(|a| a as &dyn crate::syntax::template::AuthorizerVars)
         }),
     }
+}
+
+/// What a refusal counts as, beside its status.
+fn refusal(k: &Kind) -> Option<Refusal> {
+    Some(match k {
+        Kind::Throttled(_) => Refusal::Throttled,
+        Kind::QuotaExceeded { .. } => Refusal::Quota,
+        Kind::Unauthorized(_) => Refusal::Unauthorized,
+        Kind::Forbidden
+        | Kind::InsufficientScope(_)
+        | Kind::AccessDenied(_)
+        | Kind::Iam { .. }
+        | Kind::PolicyDenied { .. } => Refusal::Forbidden,
+        Kind::AuthorizerFailed { .. } => Refusal::AuthorizerError,
+        _ => return None,
+    })
 }
 
 fn micros(from: Instant, to: Instant) -> u64 {

@@ -4,6 +4,7 @@
 //! count per interval).
 
 pub(crate) mod access;
+pub(crate) mod stats;
 pub(crate) mod writer;
 
 use std::cell::{Cell, RefCell};

@@ -178,7 +178,17 @@ pub(crate) async fn connect_target(t: &TargetLocal, timeout: Duration) -> Result
     connect_new(t, timeout).await
 }
 
+/// Opens a connection (TCP, then TLS and HTTP/2 where the target speaks them), counted in
+/// the target's figures.
 async fn connect_new(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Error> {
+    let start = Instant::now();
+    let r = open_new(t, timeout).await;
+    let us = start.elapsed().as_micros() as u64;
+    t.stats.connected(r.is_ok(), us);
+    r
+}
+
+async fn open_new(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Error> {
     let tls = t.tls.borrow().clone();
     let deadline = Instant::now() + timeout;
     let tcp = connect(t.addr, timeout).await?;
@@ -255,6 +265,7 @@ pub(crate) fn record_failure(t: &TargetLocal, cfg: &PoolCfg) {
     if cfg.max_fails > 0 && f >= cfg.max_fails {
         tracing::warn!(target_addr = %t.addr, fails = f, "upstream target ejected for {:?}", cfg.fail_timeout);
         t.down_until.set(Some(Instant::now() + cfg.fail_timeout));
+        t.stats.ejected();
         t.fails.set(0);
         t.idle.borrow_mut().clear();
     }

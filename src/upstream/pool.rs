@@ -36,6 +36,8 @@ pub(crate) struct TargetLocal {
     pub fails: Cell<u32>,
     /// Not used until then after `max_fails` consecutive failures.
     pub down_until: Cell<Option<Instant>>,
+    /// Connections opened and failed, ejections, connect times (for `/metrics`).
+    pub stats: crate::observe::stats::TargetCells,
 }
 
 impl TargetLocal {
@@ -54,6 +56,7 @@ impl TargetLocal {
             peak_since: Cell::new(Instant::now()),
             fails: Cell::new(0),
             down_until: Cell::new(None),
+            stats: Default::default(),
         })
     }
 }
