@@ -46,6 +46,12 @@ fi
 
 # /metrics is checked with Prometheus's promtool: from Debian's prometheus package, unpacked
 # (not installed: no service, no user), promtool only.
+# The tracing tests decode OTLP with the official protobuf definitions.
+if ! python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' >/dev/null 2>&1; then
+  echo "installing opentelemetry-proto (PyPI)"
+  python3 -m pip install --quiet opentelemetry-proto
+fi
+
 if ! command -v chromium >/dev/null 2>&1; then
   # The status page is rendered in a real browser (tests/status_page.rs).
   echo "installing chromium (headless, for the status page test)"

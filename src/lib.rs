@@ -361,7 +361,10 @@ impl Gateway {
         let cache_clock = snap.cache_clock.clone();
         let access_log = observe::writer::LogWriter::start()
             .map_err(|e| StartError(format!("cannot start the access-log writer: {e}")))?;
-        let shared = Shared::new(snap.clone(), shards, access_log);
+        let traces = observe::export::Exporter::start()
+            .map_err(|e| StartError(format!("cannot start the trace exporter: {e}")))?;
+        traces.set_endpoint(snap.config.tracing.as_ref().map(|t| t.endpoint()));
+        let shared = Shared::new(snap.clone(), shards, access_log, traces);
         let shared_for_gateway = shared.clone();
         init.load_counters(&shared).map_err(StartError)?;
         let server = &snap.config.server;
@@ -443,6 +446,7 @@ impl Gateway {
         };
         let entries = server.uring_entries;
         let log_writer = shared.access_log.clone();
+        let trace_exporter = shared.traces.clone();
         let control = std::thread::Builder::new()
             .name("tollgate-control".into())
             .spawn(move || {
@@ -472,6 +476,7 @@ impl Gateway {
                 }
                 // The shards flushed their last lines: write them, end the writer.
                 log_writer.stop();
+                trace_exporter.stop();
                 if let Some(deltas) = control::final_flush(&mut ctl.borrow_mut()) {
                     // Handed over: the successor adds what this process counted since.
                     let _ = usage_tx.send(serde_json::to_string(&deltas).unwrap_or_default());

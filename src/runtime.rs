@@ -144,10 +144,12 @@ async fn shard_main(spec: ShardSpec) {
             Err(e) => tracing::error!(shard = spec.id, error = %e, "cannot use listening socket"),
         }
     }
-    // Housekeeping: stale lease tokens go back to their buckets, idle per-key leases go.
+    // Housekeeping: stale lease tokens go back to their buckets, idle per-key leases go,
+    // access-log lines and figures are handed on. It runs through the drain too, and ends
+    // with the shard's runtime.
     let sweeper = shard.clone();
     monoio::spawn(async move {
-        while !sweeper.drain.is_on() {
+        loop {
             monoio::time::sleep(Duration::from_millis(100)).await;
             sweeper.sweep(crate::throttle::now_ns());
         }
@@ -172,15 +174,15 @@ async fn shard_main(spec: ShardSpec) {
             "drain timeout: closing connections still open"
         );
     }
-    // The last access-log lines go to the writer (the control plane stops it after), the
-    // last figures to the metrics.
-    shard.sweep(crate::throttle::now_ns());
     // Upstream connections go too; HTTP/2 ones say goodbye first (briefly).
     shard.release_upstreams();
     let deadline = Instant::now() + Duration::from_secs(1);
     while crate::upstream::h2::drivers() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Last: the access-log lines of everything that ended go to the writer (the control
+    // plane stops it after the shards), the last figures to the metrics.
+    shard.sweep(crate::throttle::now_ns());
 }
 
 /// Decrements the connection counts when a connection task ends.

@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     ),
     /// The access-log writer thread.
     pub access_log: Arc<crate::observe::writer::LogWriter>,
+    /// The trace exporter thread.
+    pub traces: Arc<crate::observe::export::Exporter>,
     /// Per shard: its per-route figures as of its last sweep, by label set (written by that
     /// shard every 100 ms when it served requests, read when `/metrics` is scraped).
     pub route_stats: Vec<Mutex<RouteRows>>,
@@ -89,6 +91,7 @@ impl Shared {
         snap: Arc<Snapshot>,
         shards: usize,
         access_log: Arc<crate::observe::writer::LogWriter>,
+        traces: Arc<crate::observe::export::Exporter>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             generation: AtomicU64::new(snap.generation),
@@ -102,6 +105,7 @@ impl Shared {
             metrics: (0..shards).map(|_| Default::default()).collect(),
             key_requests: flume::bounded(4096),
             access_log,
+            traces,
             route_stats: (0..shards).map(|_| Default::default()).collect(),
             target_stats: (0..shards).map(|_| Default::default()).collect(),
         })
@@ -174,6 +178,16 @@ pub(crate) struct Shard {
     pub logs: RefCell<crate::observe::writer::Buffers>,
     /// Per-route figures.
     stats: RefCell<RouteStats>,
+    /// Trace and span ids.
+    pub ids: crate::observe::trace::Ids,
+}
+
+impl Drop for Shard {
+    /// Connections cut at the drain timeout end (and record their requests) as the shard's
+    /// runtime drops them, after its last sweep: their lines still reach the writer.
+    fn drop(&mut self) {
+        self.flush_logs();
+    }
 }
 
 /// SigV4 signing keys by (access key id, credential date `YYYYMMDD`).
@@ -216,6 +230,7 @@ impl Shard {
             sigv4_keys: RefCell::new(AHashMap::new()),
             logs: RefCell::new(Default::default()),
             stats: RefCell::new(Default::default()),
+            ids: Default::default(),
         };
         shard.adopt(snap);
         Rc::new(shard)

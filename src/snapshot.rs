@@ -165,6 +165,8 @@ pub(crate) struct ApiRt {
     /// Where this API's routes start in [`Compiled::series`]: route `r` on stage `s` is
     /// `series_base + s * routes.len() + r`.
     pub series_base: usize,
+    /// Per stage: the ratio of traces sampled (the stage's, else `[tracing] sample`).
+    pub trace_sample: Vec<f64>,
 }
 
 impl ApiRt {

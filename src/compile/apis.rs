@@ -151,6 +151,7 @@ fn compile_api(
         authorizers,
         access_logs: Vec::new(),
         series_base: 0,
+        trace_sample: Vec::new(),
     }
 }
 

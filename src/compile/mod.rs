@@ -77,6 +77,14 @@ pub(crate) fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled
     reg.buckets = limits.registry;
     reg.caches.caches = fresh_caches;
     let (log_sinks, access_log) = access_logs(&cfg, &mut apis);
+    let default_sample = cfg.tracing.as_ref().map_or(0.0, |t| t.sample);
+    for (api, rt) in cfg.apis.iter().zip(apis.iter_mut()) {
+        rt.trace_sample = api
+            .stages
+            .iter()
+            .map(|s| s.trace_sample.unwrap_or(default_sample))
+            .collect();
+    }
     let mut series = Vec::new();
     for a in &mut apis {
         a.series_base = series.len();

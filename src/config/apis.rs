@@ -54,6 +54,8 @@ pub struct Stage {
     pub access_log: Option<AccessLog>,
     /// ...unless `access_log = "off"`.
     pub access_log_off: bool,
+    /// `tracing = { sample }`: this stage's sampling ratio (else `[tracing] sample`).
+    pub trace_sample: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,6 +187,9 @@ impl Validator {
             let access_log = s
                 .access_log
                 .and_then(|a| self.access_log(&format!("{skey}.access_log"), a, base));
+            let trace_sample = s
+                .tracing
+                .and_then(|t| self.ratio(&format!("{skey}.tracing.sample"), t.sample));
             stages.push(Stage {
                 name: sname,
                 throttle,
@@ -192,6 +197,7 @@ impl Validator {
                 cache,
                 access_log,
                 access_log_off,
+                trace_sample,
             });
         }
         let (authorizers, declared) = self.authorizers(&key, a.authorizers, (limits, upstreams));

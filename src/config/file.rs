@@ -43,8 +43,23 @@ pub(crate) struct File {
     pub api_keys: Vec<KeyFile>,
     pub cluster: Option<ClusterFile>,
     pub access_log: Option<AccessLogFile>,
-    // Named in the reference config, not built yet: refused by name.
-    pub tracing: Option<toml::Value>,
+    pub tracing: Option<TracingFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TracingFile {
+    pub otlp_endpoint: Option<String>,
+    pub sample: Option<f64>,
+    pub service_name: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// A stage's `tracing = { sample = 0.5 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StageTracingFile {
+    pub sample: Option<f64>,
 }
 
 /// `access_log = { path = "...", format = "..." }`, or `access_log = "off"`.
@@ -257,6 +272,7 @@ pub(crate) struct StageFile {
     pub throttle: Option<RateFile>,
     pub cache: Option<StageCacheFile>,
     pub access_log: Option<AccessLogFile>,
+    pub tracing: Option<StageTracingFile>,
     // Named in the reference config, not built yet: refused by name.
     pub compression: Option<toml::Value>,
 }

@@ -111,6 +111,8 @@ pub struct Config {
     pub aws_iam: Option<AwsIam>,
     /// The access log of requests that reach no stage, or a stage without its own.
     pub access_log: Option<AccessLog>,
+    /// Trace spans exported over OTLP.
+    pub tracing: Option<Tracing>,
 }
 
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -397,7 +399,7 @@ impl Validator {
     }
 
     fn config(&mut self, raw: file::File, base: &Path) -> Config {
-        self.not_yet("", &[("tracing", &raw.tracing, "tracing (OTLP export)")]);
+        let tracing = raw.tracing.and_then(|t| self.tracing(t));
         let access_log = raw
             .access_log
             .and_then(|a| self.access_log("access_log", a, base));
@@ -480,6 +482,7 @@ impl Validator {
             cluster,
             aws_iam,
             access_log,
+            tracing,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Access logs: `[access_log]` (the gateway's default, for requests that reach no stage or a
-//! stage without its own) and a stage's `access_log`.
+//! stage without its own) and a stage's `access_log`; tracing: `[tracing]` (the OTLP
+//! collector and the sampling ratio) and a stage's `tracing = { sample }`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +27,94 @@ fn ser_sink<S: serde::Serializer>(v: &Arc<Sink>, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&v.to_string())
 }
 
+/// `[tracing]`: spans exported over OTLP/HTTP.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tracing {
+    pub otlp_endpoint: super::FetchUrl,
+    /// The ratio of traces sampled where the caller did not decide (errors always are).
+    pub sample: f64,
+    pub service_name: String,
+    #[serde(serialize_with = "super::ser_duration")]
+    pub timeout: std::time::Duration,
+}
+
+impl Tracing {
+    /// Where the exporter sends spans.
+    pub(crate) fn endpoint(&self) -> crate::observe::export::Endpoint {
+        crate::observe::export::Endpoint {
+            host: self.otlp_endpoint.host.clone(),
+            port: self.otlp_endpoint.port,
+            path: self.otlp_endpoint.path.clone(),
+            service: self.service_name.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
 impl Validator {
+    pub(super) fn tracing(&mut self, t: file::TracingFile) -> Option<Tracing> {
+        let endpoint = match t.otlp_endpoint.as_deref().map(super::FetchUrl::parse) {
+            None => {
+                self.err(
+                    "tracing.otlp_endpoint",
+                    "is required: the collector's OTLP/HTTP traces URL, such as \"http://127.0.0.1:4318/v1/traces\"",
+                );
+                None
+            }
+            Some(Ok(u)) if u.tls => {
+                self.bad(
+                    "tracing.otlp_endpoint",
+                    &u.text,
+                    "an http:// URL (send to a collector on this host or network; https is not supported yet)",
+                );
+                None
+            }
+            Some(Ok(u)) => Some(u),
+            Some(Err(e)) => {
+                self.err("tracing.otlp_endpoint", e);
+                None
+            }
+        };
+        let sample = self.ratio("tracing.sample", t.sample).unwrap_or(0.01);
+        let service_name = t.service_name.unwrap_or_else(|| "tollgate".into());
+        if service_name.is_empty() {
+            self.bad(
+                "tracing.service_name",
+                "",
+                "a name for the service.name resource attribute",
+            );
+        }
+        let timeout = self.duration_in(
+            "tracing.timeout",
+            t.timeout.as_ref(),
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(60),
+        );
+        Some(Tracing {
+            otlp_endpoint: endpoint?,
+            sample,
+            service_name,
+            timeout,
+        })
+    }
+
+    /// A sampling ratio from 0 to 1.
+    pub(super) fn ratio(&mut self, key: &str, v: Option<f64>) -> Option<f64> {
+        match v {
+            Some(r) if (0.0..=1.0).contains(&r) => Some(r),
+            Some(r) => {
+                self.bad(
+                    key,
+                    r,
+                    "a ratio from 0 to 1 (0.01 traces one request in a hundred)",
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
     /// `None` when absent or `"off"`.
     pub(super) fn access_log(
         &mut self,

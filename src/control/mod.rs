@@ -357,9 +357,22 @@ impl Control {
         let _ = write!(
             out,
             "# HELP tollgate_access_log_lines_total Access-log lines written.\n# TYPE tollgate_access_log_lines_total counter\ntollgate_access_log_lines_total {}\n# HELP tollgate_access_log_dropped_total Access-log lines dropped because the writer fell behind or a write failed.\n# TYPE tollgate_access_log_dropped_total counter\ntollgate_access_log_dropped_total {}\n",
-            log.written.load(Ordering::Relaxed),
-            log.dropped.load(Ordering::Relaxed)
+            log.counts.written.load(Ordering::Relaxed),
+            log.counts.dropped.load(Ordering::Relaxed)
         );
+        let tr = &self.shared.traces.counts;
+        out.push_str("# HELP tollgate_trace_spans_total Trace spans by outcome: exported (the collector took them), dropped (the export queue was full), failed (the export failed).\n# TYPE tollgate_trace_spans_total counter\n");
+        for (outcome, n) in [
+            ("exported", &tr.exported),
+            ("dropped", &tr.dropped),
+            ("failed", &tr.failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "tollgate_trace_spans_total{{outcome=\"{outcome}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         // Active health per target, as the checks last saw it (1 up, 0 down).
         if !self.compiled.upstreams.is_empty() {
             out.push_str("# HELP tollgate_upstream_target_healthy Whether a target passes its upstream's active health checks (1) or not (0); 1 without checks.\n# TYPE tollgate_upstream_target_healthy gauge\n");

@@ -12,6 +12,9 @@ impl Control {
                 tracing::info!(generation = g, "configuration reloaded");
                 // Files no longer named are closed; the rest reopen on their next lines.
                 self.shared.access_log.reopen();
+                self.shared
+                    .traces
+                    .set_endpoint(self.compiled.config.tracing.as_ref().map(|t| t.endpoint()));
             }
             // One record for the whole refusal, every error in it.
             Err(errors) => tracing::error!(

@@ -56,8 +56,8 @@ impl Control {
             "connections": self.shared.connections.load(Ordering::Relaxed),
             "routed_requests": responses,
             "access_log": {
-                "written": log.written.load(Ordering::Relaxed),
-                "dropped": log.dropped.load(Ordering::Relaxed),
+                "written": log.counts.written.load(Ordering::Relaxed),
+                "dropped": log.counts.dropped.load(Ordering::Relaxed),
             },
             "routes": routes,
             "upstreams": upstreams,

@@ -83,6 +83,8 @@ impl crate::syntax::template::AuthorizerVars for Authorized {
 pub struct Timings {
     /// The head was parsed and the phases began.
     pub received: std::time::Instant,
+    /// The integration began: a target is chosen, then a connection taken or opened.
+    pub upstream_start: Option<std::time::Instant>,
     /// An upstream connection was ready (pooled or newly opened), for the last attempt.
     pub upstream_connected: Option<std::time::Instant>,
     /// The upstream answer's head had arrived.
@@ -121,6 +123,8 @@ pub struct RequestCtx {
     pub(crate) failure: Option<crate::error::Error>,
     /// The request came over TLS (X-Forwarded-Proto: https).
     pub https: bool,
+    /// The request's trace context (when `[tracing]` is configured).
+    pub(crate) trace: Option<crate::observe::trace::TraceCtx>,
     /// mTLS headers for the upstream (from the connection).
     pub client_cert: Option<crate::http::conn::ClientCertHeaders>,
 }
@@ -148,6 +152,7 @@ impl RequestCtx {
             cache_warning: None,
             timings: Timings {
                 received: std::time::Instant::now(),
+                upstream_start: None,
                 upstream_connected: None,
                 first_byte: None,
             },
@@ -156,6 +161,7 @@ impl RequestCtx {
             all_ejected: false,
             failure: None,
             https: false,
+            trace: None,
             client_cert: None,
         }
     }

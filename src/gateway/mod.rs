@@ -66,6 +66,17 @@ pub(crate) async fn handle(
     let mut ctx = RequestCtx::new(head, request_id, std::mem::take(&mut conn.segs));
     ctx.https = conn.stream.is_tls();
     ctx.client_cert = conn.client_cert.clone();
+    if ss.snap.config.tracing.is_some() {
+        let h = &ctx.head;
+        let mut t = crate::observe::trace::TraceCtx::from_headers(
+            h.header(b"traceparent"),
+            h.header(b"tracestate"),
+            h.header(b"x-amzn-trace-id"),
+            &shard.ids,
+        );
+        t.client_span = Some(shard.ids.span());
+        ctx.trace = Some(t);
+    }
     // Holds the request from here on, and records it even if this future is dropped (an
     // HTTP/2 stream the client resets).
     let mut exit = Exit::new(shard, ss.clone(), conn, head_len, ctx);
@@ -96,6 +107,9 @@ async fn run_phases(
     normalise_path(ctx)?;
     resolve_stage(ss, conn.listener, ctx)?;
     let m = match_route(ss, ctx)?;
+    if let Some(t) = ctx.trace.as_mut() {
+        t.decide(snap.apis[m.api].trace_sample[m.stage]);
+    }
     if let Some(p) = &snap.config.apis[m.api].resource_policy {
         policy::check(ss, conn.peer.ip(), ctx, m, p)?;
     }

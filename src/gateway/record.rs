@@ -162,6 +162,13 @@ pub(crate) fn observe(shard: &Shard, ss: &ShardSnap, r: &Record<'_>) {
             });
         }
     }
+    if let Some((c, t)) = ctx.and_then(|c| Some((c, c.trace.as_ref()?))) {
+        let ratio = ss.snap.config.tracing.as_ref().map_or(0.0, |t| t.sample);
+        // Errors are always traced.
+        if t.sampled_at(ratio) || r.status >= 500 {
+            spans(shard, ss, c, t, r, now);
+        }
+    }
     let log = match ctx.and_then(|c| c.stage) {
         Some(st) => ss
             .snap
@@ -254,7 +261,7 @@ fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -
             Kind::AuthorizerFailed { .. } => Some(&*e.context),
             _ => None,
         }),
-        domain: head.and_then(|h| h.host_bytes()),
+        domain: head.and_then(|h| h.host_bytes()).map(host_name),
         stage: stage.and_then(|st| Some(api?.stages.get(st.stage)?.as_str())),
         api: api.map(|a| a.name.as_str()),
         error_message: failure.map(|e| e.client_message()),
@@ -269,6 +276,147 @@ fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -
                 .as_ref()
                 .map(|a| a as &dyn crate::syntax::template::AuthorizerVars)
         }),
+    }
+}
+
+/// The request's server span and, when it called an upstream, its client span.
+fn spans(
+    shard: &Shard,
+    ss: &ShardSnap,
+    c: &RequestCtx,
+    t: &crate::observe::trace::TraceCtx,
+    r: &Record<'_>,
+    now: Instant,
+) {
+    use crate::observe::trace::otlp::{i, s, Span, Status};
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let at = |i: Instant| wall.saturating_sub(now.saturating_duration_since(i).as_nanos() as u64);
+    let method = c.head.method.as_str();
+    let route = c
+        .route
+        .and_then(|m| Some(ss.snap.apis.get(m.api)?.routes.get(m.route)?.key.as_str()));
+    // http.route is the route's template without its method ("/pets/{petId}", "$default").
+    let template = route.map(|k| k.split_once(' ').map_or(k, |(_, p)| p));
+    let failure = c.failure.as_ref();
+    let error_type = failure
+        .map(|e| e.kind.response_type())
+        .or((r.status >= 500).then_some("DEFAULT_5XX"));
+    let status = |error: bool| {
+        Some(Status {
+            message: if error {
+                error_type.unwrap_or_default().to_string()
+            } else {
+                String::new()
+            },
+            code: if error { 2 } else { 0 },
+        })
+    };
+    let mut attrs = vec![
+        s("http.request.method", method),
+        s("url.path", String::from_utf8_lossy(c.head.path_bytes())),
+        s("url.scheme", if c.https { "https" } else { "http" }),
+        i("http.response.status_code", i64::from(r.status)),
+        s("tollgate.request_id", c.request_id.as_str()),
+        s(
+            "network.protocol.version",
+            match (r.from.is_some_and(|f| f.h2), c.head.minor) {
+                (true, _) => "2",
+                (false, 0) => "1.0",
+                _ => "1.1",
+            },
+        ),
+    ];
+    if let Some(q) = c.head.query_bytes() {
+        attrs.push(s("url.query", String::from_utf8_lossy(q)));
+    }
+    if let Some(tpl) = template {
+        attrs.push(s("http.route", tpl));
+    }
+    if let Some(h) = c.head.host_bytes() {
+        attrs.push(s("server.address", String::from_utf8_lossy(host_name(h))));
+    }
+    if let Some(f) = r.from {
+        attrs.push(s("client.address", f.peer.ip().to_string()));
+    }
+    if let Some(ua) = c.head.header(b"user-agent") {
+        attrs.push(s("user_agent.original", String::from_utf8_lossy(ua)));
+    }
+    if let Some(st) = c.stage {
+        if let Some(api) = ss.snap.apis.get(st.api) {
+            attrs.push(s("tollgate.api", api.name.as_str()));
+            if let Some(stage) = api.stages.get(st.stage) {
+                attrs.push(s("tollgate.stage", stage.as_str()));
+            }
+        }
+    }
+    if let Some(cs) = c.cache_status {
+        attrs.push(s("tollgate.cache.status", cs));
+    }
+    if let Some(e) = error_type {
+        attrs.push(s("error.type", e));
+    }
+    let exporter = &shard.shared.traces;
+    let state = t.tracestate.clone().unwrap_or_default();
+    exporter.send(Span {
+        trace_id: t.trace_id.to_vec(),
+        span_id: t.span_id.to_vec(),
+        trace_state: state.clone(),
+        parent_span_id: t.parent.map(|p| p.to_vec()).unwrap_or_default(),
+        name: match template {
+            Some(tpl) => format!("{method} {tpl}"),
+            None => method.to_string(),
+        },
+        kind: 2,
+        start_time_unix_nano: at(c.timings.received),
+        end_time_unix_nano: at(now),
+        attributes: attrs,
+        status: status(r.status >= 500),
+        flags: 1,
+    });
+    let (Some(start), Some(span), Some(up)) = (c.timings.upstream_start, t.client_span, c.upstream)
+    else {
+        return;
+    };
+    let upstream_failed = failure.is_some_and(|e| e.side == crate::error::Side::Upstream);
+    let mut attrs = vec![
+        s("http.request.method", method),
+        s("server.address", up.ip().to_string()),
+        i("server.port", i64::from(up.port())),
+        s("network.peer.address", up.ip().to_string()),
+    ];
+    if let Some(st) = c.integration_status {
+        attrs.push(i("http.response.status_code", i64::from(st)));
+    }
+    if upstream_failed {
+        attrs.push(s("error.type", error_type.unwrap_or("INTEGRATION_FAILURE")));
+    }
+    exporter.send(Span {
+        trace_id: t.trace_id.to_vec(),
+        span_id: span.to_vec(),
+        trace_state: state,
+        parent_span_id: t.span_id.to_vec(),
+        name: method.to_string(),
+        kind: 3,
+        start_time_unix_nano: at(start),
+        end_time_unix_nano: at(c.timings.first_byte.unwrap_or(now)),
+        attributes: attrs,
+        status: status(upstream_failed || c.integration_status.is_some_and(|s| s >= 500)),
+        flags: 1,
+    });
+}
+
+/// The host of a `Host` value, without its port (`[::1]:8080` -> `[::1]`).
+fn host_name(h: &[u8]) -> &[u8] {
+    match h.iter().rposition(|&b| b == b':') {
+        Some(i)
+            if h[i + 1..].iter().all(u8::is_ascii_digit) && (h[0] != b'[' || h[i - 1] == b']') =>
+        {
+            &h[..i]
+        }
+        _ => h,
     }
 }
 

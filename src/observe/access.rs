@@ -343,7 +343,12 @@ fn escape_json(v: &[u8], out: &mut Vec<u8>) {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+            // Controls, and what some readers take for a line break (NEL, LS, PS).
+            c if (c as u32) < 0x20
+                || ('\u{7f}'..='\u{9f}').contains(&c)
+                || c == '\u{2028}'
+                || c == '\u{2029}' =>
+            {
                 out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
             }
             c => {

@@ -50,6 +50,11 @@ fn the_json_format_is_one_valid_json_object_per_line() {
     assert_eq!(v["apiKeyId"], "-");
     assert_eq!(v["errorResponseType"], "-");
     assert_eq!(v["shard"], "1");
+    // What some readers take for a line break is escaped too.
+    let mut l = line();
+    l.user_agent = Some("a\u{2028}b\u{85}c".as_bytes());
+    let text = render("json", &l);
+    assert!(text.contains(r"a\u2028b\u0085c"), "{text}");
 }
 
 #[test]

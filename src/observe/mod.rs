@@ -4,7 +4,9 @@
 //! count per interval).
 
 pub(crate) mod access;
+pub(crate) mod export;
 pub(crate) mod stats;
+pub(crate) mod trace;
 pub(crate) mod writer;
 
 use std::cell::{Cell, RefCell};

@@ -11,7 +11,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ahash::AHashMap;
@@ -50,10 +50,20 @@ enum Msg {
 /// The writer thread's handle, shared by the shards and the control plane.
 pub(crate) struct LogWriter {
     tx: flume::Sender<Msg>,
+    pub(crate) counts: Arc<Counts>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What the writer thread shares with its handle (not the sender: the thread ends when the
+/// handle goes, even if [`LogWriter::stop`] is never called).
+#[derive(Default)]
+pub(crate) struct Counts {
     /// Lines written, and lines dropped because the writer fell behind or a write failed.
     pub(crate) written: AtomicU64,
     pub(crate) dropped: AtomicU64,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Reopen the files before the next batch (set by [`LogWriter::reopen`]; a flag, so that
+    /// a busy queue cannot lose the request).
+    reopen: AtomicBool,
 }
 
 impl LogWriter {
@@ -62,11 +72,10 @@ impl LogWriter {
         let (tx, rx) = flume::bounded(QUEUE);
         let w = Arc::new(LogWriter {
             tx,
-            written: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
+            counts: Arc::default(),
             thread: Mutex::new(None),
         });
-        let counts = w.clone();
+        let counts = w.counts.clone();
         let h = std::thread::Builder::new()
             .name("tollgate-accesslog".into())
             .spawn(move || run(rx, &counts))?;
@@ -77,16 +86,15 @@ impl LogWriter {
     /// Hands a batch to the writer; drops (and counts) it if the writer is behind.
     fn send(&self, sink: Arc<Sink>, bytes: Vec<u8>, lines: u64) {
         if self.tx.try_send(Msg::Batch { sink, bytes, lines }).is_err() {
-            self.dropped.fetch_add(lines, Ordering::Relaxed);
+            self.counts.dropped.fetch_add(lines, Ordering::Relaxed);
         }
     }
 
     /// Closes the files; the next lines reopen them (after logrotate moved them away).
     pub(crate) fn reopen(&self) {
-        // Never blocks: when the queue is full the writer is busy, and a later signal works.
-        if self.tx.try_send(Msg::Reopen).is_err() {
-            tracing::warn!("access log: writer busy, files not reopened; send SIGUSR1 again");
-        }
+        self.counts.reopen.store(true, Ordering::SeqCst);
+        // A wake-up; when the queue is full the writer is busy and sees the flag anyway.
+        let _ = self.tx.try_send(Msg::Reopen);
     }
 
     /// Writes what is queued and ends the thread (at shutdown, after the shards flushed).
@@ -156,11 +164,15 @@ pub(crate) fn open(path: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-fn run(rx: flume::Receiver<Msg>, counts: &LogWriter) {
+fn run(rx: flume::Receiver<Msg>, counts: &Counts) {
     let mut files: AHashMap<Arc<Sink>, std::fs::File> = AHashMap::new();
     // Paths that failed, so that a broken disk logs one warning per reopen, not per batch.
     let mut failed: Vec<Arc<Sink>> = Vec::new();
     while let Ok(msg) = rx.recv() {
+        if counts.reopen.swap(false, Ordering::SeqCst) {
+            files.clear();
+            failed.clear();
+        }
         match msg {
             Msg::Batch { sink, bytes, lines } => {
                 let ok = match &*sink {
@@ -187,10 +199,7 @@ fn run(rx: flume::Receiver<Msg>, counts: &LogWriter) {
                     }
                 }
             }
-            Msg::Reopen => {
-                files.clear();
-                failed.clear();
-            }
+            Msg::Reopen => {}
             Msg::Stop => break,
         }
     }
@@ -282,7 +291,7 @@ mod tests {
         b.flush(&w);
         // Written (the writer is asynchronous), then rotated away and reopened.
         let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while w.written.load(Ordering::Relaxed) < 3 && std::time::Instant::now() < end {
+        while w.counts.written.load(Ordering::Relaxed) < 3 && std::time::Instant::now() < end {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         std::fs::rename(&path, dir.join("sub/access.log.1")).unwrap();
@@ -296,8 +305,8 @@ mod tests {
         let old = std::fs::read_to_string(dir.join("sub/access.log.1")).unwrap();
         assert_eq!(old, "line 0\nline 1\nline 2\n");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
-        assert_eq!(w.written.load(Ordering::Relaxed), 4);
-        assert_eq!(w.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(w.counts.written.load(Ordering::Relaxed), 4);
+        assert_eq!(w.counts.dropped.load(Ordering::Relaxed), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -307,14 +316,13 @@ mod tests {
         let (tx, _rx) = flume::bounded(QUEUE);
         let w = LogWriter {
             tx,
-            written: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
+            counts: Arc::default(),
             thread: Mutex::new(None),
         };
         let sink = Arc::new(Sink::Stdout);
         for _ in 0..QUEUE + 10 {
             w.send(sink.clone(), b"x\nx\n".to_vec(), 2);
         }
-        assert_eq!(w.dropped.load(Ordering::Relaxed), 20);
+        assert_eq!(w.counts.dropped.load(Ordering::Relaxed), 20);
     }
 }

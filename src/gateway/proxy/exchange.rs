@@ -138,6 +138,7 @@ pub(crate) async fn send(
     let replayable = buffered.is_some() && ctx.head.method.is_idempotent();
 
     let started = Instant::now();
+    ctx.timings.upstream_start = Some(started);
     let deadline = started + integ.timeout;
     let mut exclude = None;
     let mut fresh_only = false;

@@ -90,6 +90,10 @@ pub(crate) fn request_head_with(
             || name_eq(name, b"x-request-id")
             || name_eq(name, b"x-forwarded-proto")
             || name_eq(name, b"x-forwarded-host")
+            || (ctx.trace.is_some()
+                && (name_eq(name, b"traceparent")
+                    || name_eq(name, b"tracestate")
+                    || name_eq(name, b"x-amzn-trace-id")))
             || (integ.drop_underscores && name.contains(&b'_'))
             || integ
                 .headers
@@ -117,6 +121,12 @@ pub(crate) fn request_head_with(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(&extra.lines);
+    if let Some(t) = &ctx.trace {
+        // The upstream's parent is the gateway's client span for this call.
+        if let Some(span) = t.client_span {
+            t.upstream_headers(span, t.sampled.unwrap_or(false), &mut out);
+        }
+    }
     if let Some(c) = &ctx.client_cert {
         out.extend_from_slice(&c.lines);
     }

@@ -1,0 +1,255 @@
+//! Tracing: a request continues the caller's W3C trace (or Amazon's X-Amzn-Trace-Id) or
+//! starts one; the upstream is sent the gateway's client span as its parent; sampled
+//! requests and every error reach an OTLP/HTTP collector as a server span and a client
+//! span, decoded here with the official protobuf definitions (tests/otlp/receiver.py).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock};
+
+use common::*;
+
+/// The receiver, started once for this test binary: its port and the spans it decoded.
+struct Collector {
+    port: u16,
+    spans: Mutex<(mpsc::Receiver<serde_json::Value>, Vec<serde_json::Value>)>,
+    _child: Mutex<Child>,
+}
+
+fn collector() -> &'static Collector {
+    static C: OnceLock<Collector> = OnceLock::new();
+    C.get_or_init(|| {
+        let mut child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/otlp/receiver.py"
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with opentelemetry-proto (scripts/test.sh installs it)");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        let port = first
+            .trim()
+            .strip_prefix("PORT ")
+            .unwrap_or_else(|| panic!("receiver said {first:?}"))
+            .parse()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Collector {
+            port,
+            spans: Mutex::new((rx, Vec::new())),
+            _child: Mutex::new(child),
+        }
+    })
+}
+
+/// The spans of `trace` once `n` have arrived.
+fn spans_of(trace: &str, n: usize) -> Vec<serde_json::Value> {
+    let c = collector();
+    let mut g = c.spans.lock().unwrap();
+    let end = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let have: Vec<_> =
+            g.1.iter()
+                .filter(|s| s["trace_id"] == trace)
+                .cloned()
+                .collect();
+        if have.len() >= n {
+            return have;
+        }
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        match g.0.recv_timeout(left) {
+            Ok(v) => g.1.push(v),
+            Err(_) => panic!("{} of {n} spans of trace {trace}: {have:?}", have.len()),
+        }
+    }
+}
+
+fn gateway(upstream: std::net::SocketAddr) -> Gw {
+    Gw::start(
+        &Cfg::new()
+            .stage("all", "tracing = { sample = 1.0 }")
+            .route(
+                "GET /pets/{id}",
+                format!("integration = {{ type = \"http\", uri = \"http://{upstream}/pets/{{id}}\" }}"),
+            )
+            .route(
+                "GET /down",
+                format!("integration = {{ type = \"http\", uri = \"http://{}/down\" }}", closed_port()),
+            )
+            .extra(format!(
+                "[tracing]\notlp_endpoint = \"http://127.0.0.1:{}/v1/traces\"\nsample = 0.0\nservice_name = \"edge\"\n",
+                collector().port
+            ))
+            .toml(),
+    )
+}
+
+fn attr<'a>(span: &'a serde_json::Value, k: &str) -> &'a serde_json::Value {
+    &span["attributes"][k]
+}
+
+#[test]
+fn a_sampled_callers_trace_continues_through_the_gateway_to_the_upstream() {
+    let up = Upstream::echo();
+    let g = gateway(up.addr);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller = "00f067aa0ba902b7";
+    let r = Client::connect(g.addr()).request(
+        format!(
+            "GET /pets/7?q=1 HTTP/1.1\r\nHost: shop.test:8080\r\nUser-Agent: ua/1\r\ntraceparent: 00-{trace}-{caller}-01\r\ntracestate: vendor=abc\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    // What the upstream was sent: the same trace, the gateway's client span as parent.
+    let sent = r.json()["headers"].clone();
+    let tp = sent["traceparent"].as_str().unwrap();
+    assert!(
+        tp.starts_with(&format!("00-{trace}-")) && tp.ends_with("-01"),
+        "{tp}"
+    );
+    assert!(!tp.contains(caller), "{tp}");
+    assert_eq!(sent["tracestate"], "vendor=abc");
+    let client_span = &tp[36..52];
+    assert_eq!(
+        sent["x-amzn-trace-id"],
+        format!(
+            "Root=1-{}-{};Parent={client_span};Sampled=1",
+            &trace[..8],
+            &trace[8..]
+        )
+    );
+
+    let spans = spans_of(trace, 2);
+    let server = spans.iter().find(|s| s["kind"] == 2).unwrap();
+    let client = spans.iter().find(|s| s["kind"] == 3).unwrap();
+    assert_eq!(server["parent_span_id"], caller);
+    assert_eq!(server["name"], "GET /pets/{id}");
+    assert_eq!(server["service"], "edge");
+    assert_eq!(server["trace_state"], "vendor=abc");
+    assert_eq!(attr(server, "http.route"), "/pets/{id}");
+    assert_eq!(attr(server, "http.request.method"), "GET");
+    assert_eq!(attr(server, "http.response.status_code"), 200);
+    assert_eq!(attr(server, "url.path"), "/pets/7");
+    assert_eq!(attr(server, "url.query"), "q=1");
+    assert_eq!(attr(server, "server.address"), "shop.test");
+    assert_eq!(attr(server, "client.address"), "127.0.0.1");
+    assert_eq!(attr(server, "user_agent.original"), "ua/1");
+    assert_eq!(attr(server, "tollgate.stage"), "prod");
+    assert_eq!(server["status"], 0);
+    assert_eq!(client["span_id"], client_span);
+    assert_eq!(client["parent_span_id"], server["span_id"]);
+    assert_eq!(client["name"], "GET");
+    assert_eq!(attr(client, "server.port"), up.addr.port());
+    assert_eq!(attr(client, "http.response.status_code"), 200);
+    // The client span lies within the server span.
+    let t = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap();
+    assert!(
+        t(server, "start") <= t(client, "start"),
+        "{server} {client}"
+    );
+    assert!(t(client, "start") <= t(client, "end"), "{client}");
+    assert!(t(client, "end") <= t(server, "end"), "{server} {client}");
+}
+
+#[test]
+fn unsampled_requests_propagate_without_export_and_errors_are_always_exported() {
+    let up = Upstream::echo();
+    let g = gateway(up.addr);
+    // The caller said not sampled: the upstream hears the same, nothing is exported.
+    let quiet = "11111111111111111111111111111111";
+    let r = Client::connect(g.addr()).request(
+        format!("GET /pets/1 HTTP/1.1\r\nHost: a\r\ntraceparent: 00-{quiet}-2222222222222222-00\r\n\r\n")
+            .as_bytes(),
+    );
+    let tp = r.json()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        tp.starts_with(&format!("00-{quiet}-")) && tp.ends_with("-00"),
+        "{tp}"
+    );
+    // No caller trace, ratio 0: a new trace id, not sampled.
+    let r = get(g.addr(), "/pets/2");
+    let tp = r.json()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(tp.ends_with("-00") && !tp.contains(quiet), "{tp}");
+    // An error is exported whatever the ratio: the upstream is down (502).
+    let amzn = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0";
+    let r = Client::connect(g.addr()).request(
+        format!("GET /down HTTP/1.1\r\nHost: a\r\nX-Amzn-Trace-Id: {amzn}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 502);
+    let spans = spans_of("5759e988bd862e3fe1be46a994272793", 2);
+    let server = spans.iter().find(|s| s["kind"] == 2).unwrap();
+    assert_eq!(server["parent_span_id"], "53995c3f42cd8ad8");
+    assert_eq!(server["status"], 2);
+    assert_eq!(attr(server, "error.type"), "INTEGRATION_FAILURE");
+    assert_eq!(attr(server, "http.response.status_code"), 502);
+    let client = spans.iter().find(|s| s["kind"] == 3).unwrap();
+    assert_eq!(client["status"], 2);
+    // A stage that samples everything: a new trace, exported.
+    let r = get(g.addr(), "/all/pets/3");
+    let tp = r.json()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(tp.ends_with("-01"), "{tp}");
+    let spans = spans_of(&tp[3..35], 2);
+    let server = spans.iter().find(|s| s["kind"] == 2).unwrap();
+    assert_eq!(server["parent_span_id"], "");
+    assert_eq!(attr(server, "tollgate.stage"), "all");
+    // The quiet traces were never exported, and the counters say what was.
+    assert!(collector()
+        .spans
+        .lock()
+        .unwrap()
+        .1
+        .iter()
+        .all(|s| s["trace_id"] != quiet));
+    let text = admin(g.admin(), "GET", "/metrics", Some(TOKEN)).text();
+    assert!(
+        text.contains("tollgate_trace_spans_total{outcome=\"dropped\"} 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_tracing_settings_are_refused_by_key() {
+    for (extra, want) in [
+        (
+            "[tracing]\nsample = 0.5\n",
+            "tracing.otlp_endpoint: is required",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nsample = 2\n",
+            "tracing.sample = 2.0 is not valid: expected a ratio from 0 to 1",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"https://collector.test/v1/traces\"\n",
+            "expected an http:// URL",
+        ),
+    ] {
+        let dir = TempDir::new();
+        let path = dir.0.join("config.toml");
+        std::fs::write(&path, Cfg::new().extra(extra).toml()).unwrap();
+        let e = tollgate::Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+}
