@@ -253,3 +253,52 @@ fn bad_tracing_settings_are_refused_by_key() {
         assert!(e.contains(want), "{extra}: {e}");
     }
 }
+
+#[test]
+fn an_external_authorizers_call_is_a_client_span_and_hears_the_trace() {
+    let authz = Upstream::start(|_| {
+        let body = r#"{"isAuthorized": true}"#;
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra(format!(
+                "[[apis.authorizers]]\nname = \"ext\"\ntype = \"request\"\nuri = \"http://{}/check\"\nidentity_sources = [\"$request.header.x-token\"]\nttl = \"0\"\n",
+                authz.addr
+            ))
+            .route(
+                "GET /guarded",
+                "authorizer = \"ext\"\nintegration = { type = \"mock\", body = \"in\" }",
+            )
+            .extra(format!(
+                "[tracing]\notlp_endpoint = \"http://127.0.0.1:{}/v1/traces\"\nsample = 1.0\n",
+                collector().port
+            ))
+            .toml(),
+    );
+    let trace = "abcdef0123456789abcdef0123456789";
+    let r = Client::connect(g.addr()).request(
+        format!("GET /guarded HTTP/1.1\r\nHost: a\r\nx-token: t\r\ntraceparent: 00-{trace}-1111111111111111-01\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    let spans = spans_of(trace, 2);
+    let server = spans.iter().find(|s| s["kind"] == 2).unwrap();
+    let call = spans.iter().find(|s| s["kind"] == 3).unwrap();
+    assert_eq!(call["name"], "authorizer ext");
+    assert_eq!(call["parent_span_id"], server["span_id"]);
+    assert_eq!(attr(call, "http.response.status_code"), 200);
+    // The authorizer heard the call's span as its parent.
+    let seen = authz.requests();
+    let tp = seen[0].header("traceparent").unwrap();
+    assert_eq!(
+        tp,
+        format!("00-{trace}-{}-01", call["span_id"].as_str().unwrap())
+    );
+}

@@ -91,6 +91,14 @@ pub struct Timings {
     pub first_byte: Option<std::time::Instant>,
 }
 
+/// When an external authorizer was called, and what it answered (0: nothing).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AuthorizerCall {
+    pub start: std::time::Instant,
+    pub end: std::time::Instant,
+    pub status: u16,
+}
+
 /// One request's state.
 pub struct RequestCtx {
     pub head: RequestHead,
@@ -125,6 +133,8 @@ pub struct RequestCtx {
     pub https: bool,
     /// The request's trace context (when `[tracing]` is configured).
     pub(crate) trace: Option<crate::observe::trace::TraceCtx>,
+    /// An external authorizer's call, when one was made (for its trace span).
+    pub(crate) authorizer_call: std::cell::Cell<Option<AuthorizerCall>>,
     /// mTLS headers for the upstream (from the connection).
     pub client_cert: Option<crate::http::conn::ClientCertHeaders>,
 }
@@ -162,6 +172,7 @@ impl RequestCtx {
             failure: None,
             https: false,
             trace: None,
+            authorizer_call: Default::default(),
             client_cert: None,
         }
     }

@@ -75,6 +75,7 @@ pub(crate) async fn handle(
             &shard.ids,
         );
         t.client_span = Some(shard.ids.span());
+        t.auth_span = Some(shard.ids.span());
         ctx.trace = Some(t);
     }
     // Holds the request from here on, and records it even if this future is dropped (an

@@ -376,6 +376,37 @@ fn spans(
         status: status(r.status >= 500),
         flags: 1,
     });
+    if let (Some(a), Some(span)) = (c.authorizer_call.get(), t.auth_span) {
+        let name = c.route.and_then(|m| {
+            let api = ss.snap.apis.get(m.api)?;
+            let auth = api.routes.get(m.route)?.auth.as_ref()?;
+            Some(match api.authorizers.get(auth.authorizer)? {
+                crate::snapshot::AuthorizerRt::External(x) => x.name.clone(),
+                crate::snapshot::AuthorizerRt::Jwt(j) => j.name.clone(),
+            })
+        });
+        let mut attrs = vec![s("http.request.method", "POST")];
+        if a.status != 0 {
+            attrs.push(i("http.response.status_code", i64::from(a.status)));
+        }
+        if let Some(n) = &name {
+            attrs.push(s("tollgate.authorizer", n.as_str()));
+        }
+        let failed = a.status == 0 || a.status >= 500;
+        exporter.send(Span {
+            trace_id: t.trace_id.to_vec(),
+            span_id: span.to_vec(),
+            trace_state: state.clone(),
+            parent_span_id: t.span_id.to_vec(),
+            name: format!("authorizer {}", name.as_deref().unwrap_or("-")),
+            kind: 3,
+            start_time_unix_nano: at(a.start),
+            end_time_unix_nano: at(a.end),
+            attributes: attrs,
+            status: status(failed),
+            flags: 1,
+        });
+    }
     let (Some(start), Some(span), Some(up)) = (c.timings.upstream_start, t.client_span, c.upstream)
     else {
         return;

@@ -15,8 +15,9 @@ pub(crate) struct TraceCtx {
     pub parent_sampled: Option<bool>,
     /// The gateway's server span.
     pub span_id: [u8; 8],
-    /// The span of the upstream call, made when the upstream head is built.
+    /// The spans of the upstream call and of an external authorizer's call.
     pub client_span: Option<[u8; 8]>,
+    pub auth_span: Option<[u8; 8]>,
     /// The caller's `tracestate`, passed on unchanged.
     pub tracestate: Option<String>,
     /// Whether this request is traced (decided once the stage is known).
@@ -172,6 +173,7 @@ impl TraceCtx {
             parent_sampled,
             span_id: ids.span(),
             client_span: None,
+            auth_span: None,
             tracestate: state,
             sampled: None,
         }

@@ -192,7 +192,17 @@ async fn call(
             format!("authorizer {:?}: {why}", x.name),
         )
     };
+    let start = Instant::now();
     let answer = monoio::time::timeout(x.timeout, exchange(ss, peer, ctx, x, body)).await;
+    ctx.authorizer_call
+        .set(Some(crate::gateway::ctx::AuthorizerCall {
+            start,
+            end: Instant::now(),
+            status: match &answer {
+                Ok(Ok((s, _))) => *s,
+                _ => 0,
+            },
+        }));
     let (status, answer) = match answer {
         Err(_) => return Err(fail(false, format!("no answer within {:?}", x.timeout))),
         Ok(Err(e)) => return Err(fail(false, e)),
@@ -226,12 +236,19 @@ async fn exchange(
     let (t, _) = target::select(ss, &x.dest, ctx, peer, None).map_err(|e| e.context.to_string())?;
     let cfg = PoolCfg::for_dest(ss, &x.dest);
     let mut req = format!(
-        "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\naccept: application/json\r\nuser-agent: tollgate\r\ncontent-length: {}\r\n\r\n",
+        "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\naccept: application/json\r\nuser-agent: tollgate\r\ncontent-length: {}\r\n",
         x.path,
         x.host_header,
         body.len()
     )
     .into_bytes();
+    // Traced: the authorizer's parent is the gateway's span for this call.
+    if let Some(t) = &ctx.trace {
+        if let Some(span) = t.auth_span {
+            t.upstream_headers(span, t.sampled.unwrap_or(false), &mut req);
+        }
+    }
+    req.extend_from_slice(b"\r\n");
     req.extend_from_slice(&body);
     let pooled = checkout(&t, &cfg, Instant::now());
     let was_pooled = pooled.is_some();
