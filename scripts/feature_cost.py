@@ -8,9 +8,14 @@ carrying the same RS256 token: the shard's token cache answers after the first; 
 from a local JWKS server, and the token is signed here with the test fixtures' key),
 `external` (a request authorizer whose answer the node caches: one call, then cache hits),
 `iam` (SigV4: every request signed by botocore, verified in full — the signature is checked
-per request, nothing is cached).
+per request, nothing is cached), `accesslog` (the built-in JSON access log to a file),
+`observe` (the JSON access log to a file and 1 % tracing to an OTLP collector: what issue 16
+budgets at 1.10x), `trace100` (every request traced and exported). The collector is a sink in
+this process, pinned with wrk to CPU 0. `--bin-without` runs the "without" rounds on another
+binary: an older build shows what the always-on per-route metrics cost.
 
   python3 scripts/feature_cost.py --feature jwt --bin target/release/tollgate [--rounds 5] [--seconds 5]
+  python3 scripts/feature_cost.py --feature observe --bin-without /tmp/old/tollgate
 """
 import argparse, base64, http.server, json, os, re, socket, subprocess, tempfile, threading, time
 
@@ -87,8 +92,34 @@ def authorizer_server():
     return srv.server_address[1]
 
 
+def collector_server():
+    """An OTLP/HTTP sink on 127.0.0.1 (a thread of this process): reads each export, answers 200."""
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv.server_address[1]
+
+
+def observe_top(feature, tmp, port, collector):
+    """Top-level tables of the observability features."""
+    log = f'[access_log]\npath = "{tmp}/access-{port}.log"\nformat = "json"\n'
+    trace = lambda sample: f'[tracing]\notlp_endpoint = "http://127.0.0.1:{collector}/v1/traces"\nsample = {sample}\n'
+    return {"accesslog": log, "observe": log + trace(0.01), "trace100": trace(1.0)}[feature]
+
+
 def feature_keys(feature, on, port):
-    if not on:
+    if not on or feature in ("accesslog", "observe", "trace100"):
         return ""
     if feature == "external":
         return f"""default_authorizer = "partners"
@@ -174,10 +205,14 @@ def main():
     ap.add_argument("--bin", default="target/release/tollgate")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--feature", choices=["policy", "jwt", "external", "iam"], default="policy")
+    ap.add_argument("--bin-without", default=None, help="the binary of the rounds without (default --bin)")
+    ap.add_argument("--feature", choices=["policy", "jwt", "external", "iam", "accesslog", "observe", "trace100"], default="policy")
     a = ap.parse_args()
+    # This process (the collector sink, the authorizer, the JWKS server) shares CPU 0 with wrk.
+    os.sched_setaffinity(0, {0})
     tmp = tempfile.mkdtemp(prefix=f"tollgate-{a.feature}-")
-    jwks_port = {"jwt": jwks_server, "external": authorizer_server}.get(a.feature, lambda: 0)()
+    jwks_port = {"jwt": jwks_server, "external": authorizer_server,
+                 "observe": collector_server, "trace100": collector_server}.get(a.feature, lambda: 0)()
     wrk_args = []
     if a.feature == "jwt":
         wrk_args = ["-H", f"Authorization: Bearer {rs256_token()}"]
@@ -192,9 +227,13 @@ def main():
                 admin_port = free_port()
                 route = 'authorization = "aws_iam"' if name == "with" else ""
                 path = conf(tmp, port, "", iam_top(tmp, admin_port), route)
+            elif a.feature in ("accesslog", "observe", "trace100"):
+                top = observe_top(a.feature, tmp, port, jwks_port) if name == "with" else ""
+                path = conf(tmp, port, "", top)
             else:
                 path = conf(tmp, port, feature_keys(a.feature, name == "with", jwks_port))
-            p = subprocess.Popen(["taskset", "-c", "1", a.bin, "--config", path],
+            binary = a.bin_without if (name == "without" and a.bin_without) else a.bin
+            p = subprocess.Popen(["taskset", "-c", "1", binary, "--config", path],
                                  env=dict(os.environ, TOLLGATE_LOG="warn", TG_BENCH_TOKEN="bench"),
                                  stderr=subprocess.DEVNULL)
             end = time.time() + 10
@@ -213,6 +252,10 @@ def main():
                 raise SystemExit(f"{name}: some answers were not 2xx, the run measured errors:\n{out}")
             t1 = cpu_ticks(p.pid)
             p.terminate(); p.wait(timeout=20)
+            # Access logs of a few hundred MB per round: gone before the next one.
+            log = os.path.join(tmp, f"access-{port}.log")
+            if os.path.exists(log):
+                os.remove(log)
             reqs = int(re.search(r"(\d+) requests in", out).group(1))
             results[name].append(((t1 - t0) / hz * 1e6 / reqs, reqs / a.seconds))
     med = lambda xs: sorted(xs)[len(xs) // 2]
@@ -220,6 +263,7 @@ def main():
         print(f"{name:8} {a.feature}: {med([c for c, _ in rs]):.2f} µs CPU/request, {med([q for _, q in rs]):.0f} req/s (median of {len(rs)})")
     w, wo = med([c for c, _ in results["with"]]), med([c for c, _ in results["without"]])
     print(f"ratio with/without: {w / wo:.3f}")
+    subprocess.run(["rm", "-rf", tmp])
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ install -D -m 0755 "$bin" "$stage/usr/bin/tollgate"
 install -D -m 0644 dist/tollgate.service "$stage/lib/systemd/system/tollgate.service"
 install -D -m 0640 dist/config.toml "$stage/etc/tollgate/config.toml"
 install -D -m 0644 README.md "$stage/usr/share/doc/tollgate/README.md"
+install -D -m 0644 dist/grafana/tollgate.json "$stage/usr/share/tollgate/grafana/tollgate.json"
 install -d -m 0750 "$stage/var/lib/tollgate"
 mkdir -p "$stage/DEBIAN"
 size=$(du -sk "$stage" | cut -f1)

@@ -87,6 +87,8 @@ pub mod internals {
     pub use crate::gateway::ctx::{RequestCtx, RequestId};
     pub use crate::gateway::proxy::request_head;
     pub use crate::http::h1::parse_request;
+    pub use crate::observe::access::{Format as LogFormat, Line as LogLine};
+    pub use crate::observe::stats::{Refusal, RouteCells, Sample};
     pub use crate::route::trie::{Capture, Lookup, Trie};
     pub use crate::route::StageRef;
     pub use crate::snapshot::{Dest, HttpIntegration};

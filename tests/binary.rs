@@ -909,6 +909,7 @@ fn the_package_holds_what_an_install_needs() {
         "./etc/tollgate/config.toml",
         "./var/lib/tollgate/",
         "./usr/share/doc/tollgate/README.md",
+        "./usr/share/tollgate/grafana/tollgate.json",
     ] {
         assert!(contents.contains(path), "{path} missing:\n{contents}");
     }

@@ -123,7 +123,7 @@ enum Piece {
 
 /// A parsed access-log format.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Format {
+pub struct Format {
     pieces: Vec<Piece>,
     /// Values are escaped as JSON string content (the format starts with `{`).
     json: bool,
@@ -132,42 +132,42 @@ pub(crate) struct Format {
 /// One request as the access log sees it. Strings are the request's own bytes, escaped when
 /// rendered.
 #[derive(Default)]
-pub(crate) struct Line<'a> {
-    pub(crate) request_id: &'a str,
-    pub(crate) source_ip: Option<IpAddr>,
-    pub(crate) user_agent: Option<&'a [u8]>,
-    pub(crate) api_key_id: Option<&'a str>,
+pub struct Line<'a> {
+    pub request_id: &'a str,
+    pub source_ip: Option<IpAddr>,
+    pub user_agent: Option<&'a [u8]>,
+    pub api_key_id: Option<&'a str>,
     /// When the request's head was parsed, in milliseconds since the epoch.
-    pub(crate) time_ms: u64,
-    pub(crate) method: Option<&'a str>,
-    pub(crate) route_key: Option<&'a str>,
+    pub time_ms: u64,
+    pub method: Option<&'a str>,
+    pub route_key: Option<&'a str>,
     /// The request path as sent, and the query after `?` (`requestUri` is both).
-    pub(crate) path: Option<&'a [u8]>,
-    pub(crate) query: Option<&'a [u8]>,
-    pub(crate) protocol: Option<&'static str>,
-    pub(crate) status: u16,
-    pub(crate) bytes_out: u64,
-    pub(crate) bytes_in: u64,
-    pub(crate) latency_us: Option<u64>,
-    pub(crate) integration_latency_us: Option<u64>,
-    pub(crate) integration_status: Option<u16>,
-    pub(crate) integration_error: Option<&'a str>,
-    pub(crate) authorizer_error: Option<&'a str>,
-    pub(crate) domain: Option<&'a [u8]>,
-    pub(crate) stage: Option<&'a str>,
-    pub(crate) api: Option<&'a str>,
-    pub(crate) error_message: Option<Cow<'a, str>>,
-    pub(crate) error_type: Option<&'static str>,
-    pub(crate) cache: Option<&'static str>,
-    pub(crate) upstream: Option<SocketAddr>,
-    pub(crate) tls_version: Option<&'static str>,
-    pub(crate) shard: usize,
-    pub(crate) authorizer: Option<&'a dyn AuthorizerVars>,
+    pub path: Option<&'a [u8]>,
+    pub query: Option<&'a [u8]>,
+    pub protocol: Option<&'static str>,
+    pub status: u16,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub latency_us: Option<u64>,
+    pub integration_latency_us: Option<u64>,
+    pub integration_status: Option<u16>,
+    pub integration_error: Option<&'a str>,
+    pub authorizer_error: Option<&'a str>,
+    pub domain: Option<&'a [u8]>,
+    pub stage: Option<&'a str>,
+    pub api: Option<&'a str>,
+    pub error_message: Option<Cow<'a, str>>,
+    pub error_type: Option<&'static str>,
+    pub cache: Option<&'static str>,
+    pub upstream: Option<SocketAddr>,
+    pub tls_version: Option<&'static str>,
+    pub shard: usize,
+    pub authorizer: Option<&'a dyn AuthorizerVars>,
 }
 
 impl Format {
     /// Parses `json`, `clf`, or a template. The error says what is wrong, for the config key.
-    pub(crate) fn parse(text: &str) -> Result<Format, String> {
+    pub fn parse(text: &str) -> Result<Format, String> {
         let text = match text {
             "json" => JSON,
             "clf" => CLF,
@@ -216,7 +216,7 @@ impl Format {
     }
 
     /// Appends one line (ending in `\n`) for `l`.
-    pub(crate) fn render(&self, l: &Line<'_>, out: &mut Vec<u8>) {
+    pub fn render(&self, l: &Line<'_>, out: &mut Vec<u8>) {
         for p in &self.pieces {
             match p {
                 Piece::Lit(b) => out.extend_from_slice(b),
@@ -226,62 +226,107 @@ impl Format {
         out.push(b'\n');
     }
 
+    /// Writes one value straight into `out`: numbers and the gateway's own words as they
+    /// are, anything a client or the config chose escaped; `-` when there is none.
     fn value(&self, v: &Var, l: &Line<'_>, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let start = out.len();
         let mut n = itoa::Buffer::new();
-        let text: Option<Cow<'_, [u8]>> = match v {
-            Var::RequestId | Var::ExtendedRequestId => Some(l.request_id.as_bytes().into()),
-            Var::SourceIp => l.source_ip.map(|ip| ip.to_string().into_bytes().into()),
-            Var::UserAgent => l.user_agent.map(Cow::Borrowed),
-            Var::ApiKeyId => l.api_key_id.map(|s| s.as_bytes().into()),
-            Var::RequestTime => Some(clf_time(l.time_ms).into_bytes().into()),
-            Var::RequestTimeEpoch => Some(n.format(l.time_ms).as_bytes().to_vec().into()),
-            Var::HttpMethod => l.method.map(|s| s.as_bytes().into()),
-            Var::RouteKey => l.route_key.map(|s| s.as_bytes().into()),
-            Var::Path => l.path.map(Cow::Borrowed),
-            Var::RequestUri => l.path.map(|p| match l.query {
-                Some(q) => [p, b"?", q].concat().into(),
-                None => Cow::Borrowed(p),
-            }),
-            Var::Protocol => l.protocol.map(|s| s.as_bytes().into()),
-            Var::Status => (l.status != 0).then(|| n.format(l.status).as_bytes().to_vec().into()),
-            Var::ResponseLength => Some(n.format(l.bytes_out).as_bytes().to_vec().into()),
-            Var::RequestLength => Some(n.format(l.bytes_in).as_bytes().to_vec().into()),
-            Var::ResponseLatency => l.latency_us.map(|us| millis(us).into_bytes().into()),
-            Var::IntegrationLatency => l
-                .integration_latency_us
-                .map(|us| millis(us).into_bytes().into()),
-            Var::IntegrationStatus => l
-                .integration_status
-                .map(|s| n.format(s).as_bytes().to_vec().into()),
-            Var::IntegrationError => l.integration_error.map(|s| s.as_bytes().into()),
-            Var::AuthorizerError => l.authorizer_error.map(|s| s.as_bytes().into()),
-            Var::DomainName => l.domain.map(Cow::Borrowed),
-            Var::Stage => l.stage.map(|s| s.as_bytes().into()),
-            Var::ApiId => l.api.map(|s| s.as_bytes().into()),
-            Var::ErrorMessage => l.error_message.as_deref().map(|s| s.as_bytes().into()),
-            Var::ErrorResponseType => l.error_type.map(|s| s.as_bytes().into()),
-            Var::CacheStatus => l.cache.map(|s| s.as_bytes().into()),
-            Var::UpstreamAddr => l.upstream.map(|a| a.to_string().into_bytes().into()),
-            Var::TlsVersion => l.tls_version.map(|s| s.as_bytes().into()),
-            Var::Shard => Some(n.format(l.shard).as_bytes().to_vec().into()),
-            Var::Claim(name) => l
-                .authorizer
-                .and_then(|a| a.claim(name))
-                .map(|c| c.into_owned().into_bytes().into()),
-            Var::AuthorizerValue(name) => l
-                .authorizer
-                .and_then(|a| a.value(name))
-                .map(|c| c.into_owned().into_bytes().into()),
-        };
-        match text {
-            Some(t) if !t.is_empty() => {
-                if self.json {
-                    escape_json(&t, out)
-                } else {
-                    escape_text(&t, out)
+        let mut num = |out: &mut Vec<u8>, v: u64| out.extend_from_slice(n.format(v).as_bytes());
+        let esc = |out: &mut Vec<u8>, v: &[u8]| self.escape(v, out);
+        match v {
+            Var::RequestId | Var::ExtendedRequestId => esc(out, l.request_id.as_bytes()),
+            Var::SourceIp => {
+                if let Some(ip) = l.source_ip {
+                    let _ = write!(out, "{ip}");
                 }
             }
-            _ => out.push(b'-'),
+            Var::UserAgent => esc(out, l.user_agent.unwrap_or_default()),
+            Var::ApiKeyId => esc(out, l.api_key_id.unwrap_or_default().as_bytes()),
+            Var::RequestTime => clf_time_into(l.time_ms, out),
+            Var::RequestTimeEpoch => num(out, l.time_ms),
+            Var::HttpMethod => out.extend_from_slice(l.method.unwrap_or_default().as_bytes()),
+            Var::RouteKey => esc(out, l.route_key.unwrap_or_default().as_bytes()),
+            Var::Path => esc(out, l.path.unwrap_or_default()),
+            Var::RequestUri => {
+                if let Some(p) = l.path {
+                    esc(out, p);
+                    if let Some(q) = l.query {
+                        out.push(b'?');
+                        esc(out, q);
+                    }
+                }
+            }
+            Var::Protocol => out.extend_from_slice(l.protocol.unwrap_or_default().as_bytes()),
+            Var::Status => {
+                if l.status != 0 {
+                    num(out, u64::from(l.status))
+                }
+            }
+            Var::ResponseLength => num(out, l.bytes_out),
+            Var::RequestLength => num(out, l.bytes_in),
+            Var::ResponseLatency => {
+                if let Some(us) = l.latency_us {
+                    millis_into(us, out)
+                }
+            }
+            Var::IntegrationLatency => {
+                if let Some(us) = l.integration_latency_us {
+                    millis_into(us, out)
+                }
+            }
+            Var::IntegrationStatus => {
+                if let Some(s) = l.integration_status {
+                    num(out, u64::from(s))
+                }
+            }
+            Var::IntegrationError => esc(out, l.integration_error.unwrap_or_default().as_bytes()),
+            Var::AuthorizerError => esc(out, l.authorizer_error.unwrap_or_default().as_bytes()),
+            Var::DomainName => esc(out, l.domain.unwrap_or_default()),
+            Var::Stage => esc(out, l.stage.unwrap_or_default().as_bytes()),
+            Var::ApiId => esc(out, l.api.unwrap_or_default().as_bytes()),
+            Var::ErrorMessage => esc(
+                out,
+                l.error_message.as_deref().unwrap_or_default().as_bytes(),
+            ),
+            Var::ErrorResponseType => {
+                out.extend_from_slice(l.error_type.unwrap_or_default().as_bytes())
+            }
+            Var::CacheStatus => out.extend_from_slice(l.cache.unwrap_or_default().as_bytes()),
+            Var::UpstreamAddr => {
+                if let Some(a) = l.upstream {
+                    let _ = write!(out, "{a}");
+                }
+            }
+            Var::TlsVersion => out.extend_from_slice(l.tls_version.unwrap_or_default().as_bytes()),
+            Var::Shard => num(out, l.shard as u64),
+            Var::Claim(name) => {
+                if let Some(c) = l.authorizer.and_then(|a| a.claim(name)) {
+                    esc(out, c.as_bytes())
+                }
+            }
+            Var::AuthorizerValue(name) => {
+                if let Some(c) = l.authorizer.and_then(|a| a.value(name)) {
+                    esc(out, c.as_bytes())
+                }
+            }
+        }
+        if out.len() == start {
+            out.push(b'-');
+        }
+    }
+
+    /// A value a client or the config chose, escaped for this format. Printable ASCII
+    /// without quotes or backslashes (nearly every value) is copied as it is.
+    fn escape(&self, v: &[u8], out: &mut Vec<u8>) {
+        if v.iter()
+            .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            out.extend_from_slice(v);
+        } else if self.json {
+            escape_json(v, out)
+        } else {
+            escape_text(v, out)
         }
     }
 }
@@ -315,25 +360,64 @@ fn var(name: &str) -> Result<Var, String> {
 
 /// Microseconds as milliseconds with three decimals (`12.345`): Amazon API Gateway's unit,
 /// with the precision a gateway that answers in well under a millisecond needs.
-fn millis(us: u64) -> String {
-    format!("{}.{:03}", us / 1000, us % 1000)
+fn millis_into(us: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
+    let f = us % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (f / 100) as u8,
+        b'0' + (f / 10 % 10) as u8,
+        b'0' + (f % 10) as u8,
+    ]);
 }
 
 /// `30/Nov/2026:20:58:10 +0000`, the CLF time Amazon API Gateway writes (UTC).
+#[cfg(test)]
 pub(crate) fn clf_time(ms: u64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    let mut out = Vec::with_capacity(26);
+    clf_time_into(ms, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`clf_time`] into `out`, formatted once per second per thread.
+fn clf_time_into(ms: u64, out: &mut Vec<u8>) {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<(u64, [u8; 26])> = const { Cell::new((u64::MAX, [0; 26])) };
+    }
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
     ];
     let secs = ms / 1000;
+    let (at, text) = LAST.with(Cell::get);
+    if at == secs {
+        out.extend_from_slice(&text);
+        return;
+    }
     let (y, m, d) = crate::syntax::civil::civil_from_days((secs / 86_400) as i64);
     let t = secs % 86_400;
-    format!(
-        "{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(m as usize).saturating_sub(1) % 12],
-        t / 3600,
-        t / 60 % 60,
-        t % 60
-    )
+    let mut b = [0u8; 26];
+    let two = |b: &mut [u8], v: u64| {
+        b[0] = b'0' + (v / 10 % 10) as u8;
+        b[1] = b'0' + (v % 10) as u8;
+    };
+    two(&mut b[0..2], u64::from(d));
+    b[2] = b'/';
+    b[3..6].copy_from_slice(MONTHS[(m as usize).saturating_sub(1) % 12]);
+    b[6] = b'/';
+    let y = y.clamp(0, 9999) as u64;
+    two(&mut b[7..9], y / 100);
+    two(&mut b[9..11], y % 100);
+    b[11] = b':';
+    two(&mut b[12..14], t / 3600);
+    b[14] = b':';
+    two(&mut b[15..17], t / 60 % 60);
+    b[17] = b':';
+    two(&mut b[18..20], t % 60);
+    b[20..26].copy_from_slice(b" +0000");
+    LAST.with(|c| c.set((secs, b)));
+    out.extend_from_slice(&b);
 }
 
 /// JSON string content: `"`, `\` and control characters escaped; invalid UTF-8 replaced.

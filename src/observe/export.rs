@@ -102,7 +102,13 @@ fn run(rx: flume::Receiver<Msg>, ex: &Counts) {
     let mut since = Instant::now();
     let mut warned = false;
     loop {
-        let stop = match rx.recv_timeout(LINGER.saturating_sub(since.elapsed())) {
+        // Nothing pending: sleep until a span comes; else until the batch is due.
+        let next = if batch.is_empty() {
+            rx.recv().map_err(|_| flume::RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(LINGER.saturating_sub(since.elapsed()))
+        };
+        let stop = match next {
             Ok(Msg::Span(s)) => {
                 if batch.is_empty() {
                     since = Instant::now();

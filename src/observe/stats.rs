@@ -94,7 +94,7 @@ impl Hist {
 
 /// How a request ended, for the counters beside the status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     Throttled,
     Quota,
     /// 401 from an authorizer (or a missing SigV4 signature).
@@ -107,7 +107,7 @@ pub(crate) enum Refusal {
 
 /// One route's figures on one stage, on one shard.
 #[derive(Debug, Default)]
-pub(crate) struct RouteCells {
+pub struct RouteCells {
     classes: [Cell<u64>; 5],
     latency: Histogram,
     integration: Histogram,
@@ -119,7 +119,7 @@ pub(crate) struct RouteCells {
 }
 
 /// What one request adds.
-pub(crate) struct Sample {
+pub struct Sample {
     pub status: u16,
     pub latency_us: u64,
     pub integration_us: Option<u64>,
@@ -137,7 +137,7 @@ fn bump(c: &Cell<u64>, n: u64) {
 
 impl RouteCells {
     #[inline]
-    pub(crate) fn record(&self, s: &Sample) {
+    pub fn record(&self, s: &Sample) {
         let class = (s.status / 100).clamp(1, 5) as usize - 1;
         bump(&self.classes[class], 1);
         self.latency.record(s.latency_us);
