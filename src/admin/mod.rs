@@ -204,25 +204,45 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
     let _ = write_all(&mut stream, out).await;
 }
 
+/// Every admin path (`{name}` matches one segment) and the methods it takes: what 405's
+/// `Allow` says, and what `GET /openapi.json` documents (a test keeps the two equal).
+pub(crate) const ROUTES: &[(&str, &str)] = &[
+    ("/ping", "GET, HEAD"),
+    ("/healthz", "GET"),
+    ("/config", "GET"),
+    ("/metrics", "GET"),
+    ("/status", "GET, HEAD"),
+    ("/status.json", "GET"),
+    ("/openapi.json", "GET"),
+    ("/reload", "POST"),
+    ("/apikeys", "GET, POST"),
+    ("/apikeys/import", "POST"),
+    ("/apikeys/{id}", "GET, PATCH, DELETE"),
+    ("/accesskeys", "GET, POST"),
+    ("/accesskeys/{id}", "GET, PATCH, DELETE"),
+    ("/usageplans/{plan}/usage", "GET"),
+    ("/usageplans/{plan}/keys/{id}/quota", "PUT"),
+    ("/usageplans/{plan}/keys/{id}/quota/reset", "POST"),
+    ("/apis/{api}/stages/{stage}/cache", "GET, DELETE"),
+];
+
 /// The methods a known admin path takes (for 405's `Allow`); `None`: no such path (404).
 fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
-    Some(match segs {
-        ["ping"] => "GET, HEAD",
-        ["healthz"] | ["config"] | ["metrics"] | ["status.json"] => "GET",
-        ["status"] => "GET, HEAD",
-        ["reload"] => "POST",
-        ["apikeys"] => "GET, POST",
-        ["apikeys", "import"] => "POST",
-        ["apikeys", _] => "GET, PATCH, DELETE",
-        ["accesskeys"] => "GET, POST",
-        ["accesskeys", _] => "GET, PATCH, DELETE",
-        ["usageplans", _, "usage"] => "GET",
-        ["usageplans", _, "keys", _, "quota"] => "PUT",
-        ["usageplans", _, "keys", _, "quota", "reset"] => "POST",
-        ["apis", _, "stages", _, "cache"] => "GET, DELETE",
-        _ => return None,
+    ROUTES.iter().find_map(|(pattern, methods)| {
+        let mut pat = pattern.split('/').filter(|p| !p.is_empty());
+        let mut path = segs.iter();
+        loop {
+            match (pat.next(), path.next()) {
+                (None, None) => return Some(*methods),
+                (Some(p), Some(s)) if p.starts_with('{') || p == *s => {}
+                _ => return None,
+            }
+        }
     })
 }
+
+/// The admin API described in OpenAPI 3.1.
+const OPENAPI: &str = include_str!("openapi.json");
 
 /// Decodes `%XX` and `+` in a query value.
 fn decode(s: &str) -> String {
@@ -313,6 +333,7 @@ fn route(
             Ok(g) => (200, serde_json::json!({"generation": g}).to_string()),
             Err(errors) => (400, serde_json::json!({"message": "configuration refused; the previous one keeps serving", "errors": errors}).to_string()),
         },
+        (b"GET", ["openapi.json"]) => (200, OPENAPI.to_string()),
         (b"GET", ["status.json"]) => (200, ctl.borrow().status_json().to_string()),
         (b"GET", ["metrics"]) => {
             let c = ctl.borrow();
@@ -327,11 +348,11 @@ fn route(
             Ok(csv) => op(200, ctl.borrow_mut().import_keys(csv)),
             Err(_) => message(400, "the CSV is not UTF-8"),
         },
-        (b"GET", ["apikeys", id]) => match ctl.borrow().get_key(id) {
+        (b"GET", ["apikeys", id]) if *id != "import" => match ctl.borrow().get_key(id) {
             Some(k) => op(200, Ok::<_, OpError>(k)),
             None => message(404, "no such key"),
         },
-        (b"PATCH", ["apikeys", id]) => match json::<KeyUpdate>(body) {
+        (b"PATCH", ["apikeys", id]) if *id != "import" => match json::<KeyUpdate>(body) {
             Ok(u) => op(
                 200,
                 ctl.borrow_mut()
@@ -339,7 +360,7 @@ fn route(
             ),
             Err(e) => e,
         },
-        (b"DELETE", ["apikeys", id]) => op(200, ctl.borrow_mut().delete_key(id).map(|_| serde_json::json!({"deleted": id}))),
+        (b"DELETE", ["apikeys", id]) if *id != "import" => op(200, ctl.borrow_mut().delete_key(id).map(|_| serde_json::json!({"deleted": id}))),
         (b"GET", ["accesskeys"]) => (200, ctl.borrow().list_access_keys().to_string()),
         (b"POST", ["accesskeys"]) => match json::<NewAccessKey>(body) {
             Ok(req) => op(201, ctl.borrow_mut().create_access_key(req)),
@@ -420,4 +441,57 @@ fn respond(status: u16, body: String) -> Vec<u8> {
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `GET /openapi.json` documents exactly the paths and methods the admin server serves.
+    #[test]
+    fn the_openapi_document_matches_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented = Vec::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                documented.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        let mut served: Vec<String> = ROUTES
+            .iter()
+            .flat_map(|(p, ms)| ms.split(", ").map(move |m| format!("{m} {p}")))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+        // Every operation says what it answers, and every $ref resolves.
+        let text = OPENAPI;
+        let mut rest = text;
+        while let Some(at) = rest.find("\"$ref\": \"#/components/") {
+            let r = &rest[at + 22..];
+            let end = r.find('"').unwrap();
+            let mut node = &doc["components"];
+            for part in r[..end].split('/') {
+                node = &node[part];
+            }
+            assert!(!node.is_null(), "dangling $ref {}", &r[..end]);
+            rest = &r[end..];
+        }
+    }
+
+    #[test]
+    fn paths_match_by_pattern() {
+        assert_eq!(
+            allowed_methods(&["apikeys", "k1"]),
+            Some("GET, PATCH, DELETE")
+        );
+        assert_eq!(allowed_methods(&["apikeys", "import"]), Some("POST"));
+        assert_eq!(
+            allowed_methods(&["usageplans", "gold", "keys", "k", "quota", "reset"]),
+            Some("POST")
+        );
+        assert_eq!(allowed_methods(&["apikeys", "k1", "more"]), None);
+        assert_eq!(allowed_methods(&[]), None);
+    }
 }
