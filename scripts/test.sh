@@ -52,6 +52,12 @@ if ! python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2
   python3 -m pip install --quiet opentelemetry-proto
 fi
 
+# OpenAPI exports are checked with openapi-spec-validator.
+if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+  echo "installing openapi-spec-validator (PyPI)"
+  python3 -m pip install --quiet openapi-spec-validator
+fi
+
 if ! command -v chromium >/dev/null 2>&1; then
   # The status page is rendered in a real browser (tests/status_page.rs).
   echo "installing chromium (headless, for the status page test)"

@@ -58,6 +58,7 @@ mod http;
 mod listener;
 mod metrics;
 mod observe;
+pub mod openapi;
 mod route;
 mod runtime;
 mod shard;

@@ -46,6 +46,22 @@ enum LogFormat {
 enum Command {
     /// Validate the configuration and print what it would serve.
     Check,
+    /// Print an API of the configuration file as OpenAPI 3.0 or Swagger 2.0 (what the admin
+    /// API's GET /apis/{api}/stages/{stage}/export answers), without starting anything.
+    Openapi {
+        /// The API (default: the only one).
+        #[arg(long)]
+        api: Option<String>,
+        /// The stage (default: the API's first).
+        #[arg(long)]
+        stage: Option<String>,
+        /// oas30 or swagger.
+        #[arg(long = "type", default_value = "oas30")]
+        kind: String,
+        /// Include Amazon API Gateway's x-amazon-apigateway-* extensions.
+        #[arg(long)]
+        extensions: bool,
+    },
     /// The state store under server.state_dir.
     State {
         #[command(subcommand)]
@@ -149,6 +165,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Openapi {
+            api,
+            stage,
+            kind,
+            extensions,
+        }) => match openapi(&cfg, api, stage, &kind, extensions) {
+            Ok(doc) => {
+                println!("{doc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::State { op }) => {
             let r = match op {
                 StateOp::Check => tollgate::state_check(&cfg),
@@ -167,6 +198,36 @@ fn main() -> ExitCode {
         }
         None => run(cfg, cli.config, cli.workers, cli.take_over),
     }
+}
+
+/// `tollgate openapi`: the document for an API of the file, pretty-printed.
+fn openapi(
+    cfg: &Config,
+    api: Option<String>,
+    stage: Option<String>,
+    kind: &str,
+    extensions: bool,
+) -> Result<String, String> {
+    let kind = tollgate::openapi::Kind::parse(kind)
+        .ok_or_else(|| format!("--type {kind:?}: expected oas30 or swagger"))?;
+    let names: Vec<&str> = cfg.apis.iter().map(|a| a.name.as_str()).collect();
+    let api = match (api, names.as_slice()) {
+        (Some(a), _) => a,
+        (None, [one]) => one.to_string(),
+        (None, _) => return Err(format!("--api: one of {}", names.join(", "))),
+    };
+    let stage = match stage {
+        Some(s) => s,
+        None => cfg
+            .apis
+            .iter()
+            .find(|a| a.name == api)
+            .and_then(|a| a.stages.first())
+            .map(|s| s.name.clone())
+            .ok_or_else(|| format!("no API {api:?}"))?,
+    };
+    let doc = tollgate::openapi::export(cfg, &api, &stage, kind, extensions)?;
+    Ok(serde_json::to_string_pretty(&doc).unwrap_or_default())
 }
 
 /// Tells systemd (`Type=notify`) what the gateway is doing: one datagram to `$NOTIFY_SOCKET`

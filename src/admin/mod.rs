@@ -224,6 +224,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("/usageplans/{plan}/keys/{id}/quota", "PUT"),
     ("/usageplans/{plan}/keys/{id}/quota/reset", "POST"),
     ("/apis/{api}/stages/{stage}/cache", "GET, DELETE"),
+    ("/apis/{api}/stages/{stage}/export", "GET"),
 ];
 
 /// The methods a known admin path takes (for 405's `Allow`); `None`: no such path (404).
@@ -384,6 +385,24 @@ fn route(
             Err(e) => e,
         },
         (b"POST", ["usageplans", plan, "keys", id, "quota", "reset"]) => op(200, ctl.borrow_mut().set_quota_used(plan, id, 0)),
+        (b"GET", ["apis", api, "stages", stage, "export"]) => {
+            let kind = query_param(query, "type").unwrap_or_else(|| "oas30".into());
+            let Some(kind) = crate::openapi::Kind::parse(&kind) else {
+                return message(400, format!("type={kind:?}: expected oas30 or swagger"));
+            };
+            let extensions = match query_param(query, "extensions").as_deref() {
+                None | Some("") => false,
+                Some("apigateway") | Some("integrations") => true,
+                Some(other) => {
+                    return message(400, format!("extensions={other:?}: expected apigateway"))
+                }
+            };
+            let cfg = ctl.borrow().config();
+            match crate::openapi::export(&cfg, api, stage, kind, extensions) {
+                Ok(doc) => (200, doc.to_string()),
+                Err(e) => message(404, e),
+            }
+        }
         (b"GET", ["apis", api, "stages", stage, "cache"]) => {
             op(200, ctl.borrow().stage_cache(api, stage).map(|c| c.stats_json()))
         }

@@ -1,0 +1,381 @@
+//! OpenAPI export of an API as one stage serves it: OpenAPI 3.0 (`oas30`) or Swagger 2.0
+//! (`swagger`), with Amazon API Gateway's extensions (`x-amazon-apigateway-integration`,
+//! `-any-method`, `-authorizer`, `-authtype`, `-api-key-source`) or without them (a clean
+//! document for the API's consumers). The admin API serves it
+//! (`GET /apis/{api}/stages/{stage}/export`), and `tollgate openapi` converts file-managed
+//! APIs offline.
+
+use serde_json::{json, Map, Value};
+
+use crate::config::{Api, AuthorizerKind, Config, IdentityRef, IdentitySource, Integration, Route};
+use crate::syntax::route_key::{MethodSel, Seg};
+
+/// Which specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Oas30,
+    Swagger,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "oas30" | "openapi" | "oas3" => Some(Kind::Oas30),
+            "swagger" | "swagger2" | "oas2" => Some(Kind::Swagger),
+            _ => None,
+        }
+    }
+}
+
+/// Where an exported document keeps the `$default` route (under `paths`).
+pub const DEFAULT_ROUTE: &str = "x-tollgate-default-route";
+
+/// The methods `ANY` stands for in a document without extensions.
+const ANY_METHODS: [&str; 7] = ["get", "post", "put", "patch", "delete", "head", "options"];
+
+/// The document for `api` as `stage` serves it. `Err` names what does not exist.
+pub fn export(
+    cfg: &Config,
+    api: &str,
+    stage: &str,
+    kind: Kind,
+    extensions: bool,
+) -> Result<Value, String> {
+    let a = cfg
+        .apis
+        .iter()
+        .find(|a| a.name == api)
+        .ok_or_else(|| format!("no API {api:?}"))?;
+    let si = a
+        .stages
+        .iter()
+        .position(|s| s.name == stage)
+        .ok_or_else(|| format!("API {api:?} has no stage {stage:?}"))?;
+    let ai = cfg.apis.iter().position(|x| x.name == api).unwrap_or(0);
+    // Where the stage is served: the first domain mapping that names it.
+    let (host, base) = cfg
+        .domains
+        .iter()
+        .find_map(|d| {
+            let m = d.mappings.iter().find(|m| m.api == ai && m.stage == si)?;
+            let host = match &d.host {
+                crate::config::HostPattern::Exact(h) => Some(h.clone()),
+                _ => None,
+            };
+            Some((host, m.base_path.join("/")))
+        })
+        .unwrap_or((None, String::new()));
+    let tls = cfg.listeners.iter().any(|l| l.tls.is_some());
+    let scheme = if tls { "https" } else { "http" };
+    let mut paths = Map::new();
+    let mut schemes = Map::new();
+    for r in &a.routes {
+        let Some((path, params)) = path_of(r) else {
+            // `$default` (the catch-all route) is no path: with extensions it goes under the
+            // paths object's own extension key (a "$default" path key would not be valid
+            // OpenAPI); a clean document has no place for it.
+            if extensions {
+                let op = operation(cfg, a, r, kind, true, &[], &mut schemes);
+                paths.insert(
+                    DEFAULT_ROUTE.into(),
+                    json!({ "x-amazon-apigateway-any-method": op }),
+                );
+            }
+            continue;
+        };
+        let entry = paths
+            .entry(path)
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .expect("an object");
+        let op = operation(cfg, a, r, kind, extensions, &params, &mut schemes);
+        match (&r.method, extensions) {
+            (MethodSel::One(m), _) => {
+                entry.insert(m.as_str().to_ascii_lowercase(), op);
+            }
+            (MethodSel::Any, true) => {
+                entry.insert("x-amazon-apigateway-any-method".into(), op);
+            }
+            (MethodSel::Any, false) => {
+                for m in ANY_METHODS {
+                    // A route for one method wins over ANY on the same path, as in routing.
+                    entry.entry(m).or_insert_with(|| op.clone());
+                }
+            }
+        }
+    }
+    let title = a.name.clone();
+    let mut doc = match kind {
+        Kind::Oas30 => {
+            let server = match &host {
+                Some(h) => format!("{scheme}://{h}/{base}"),
+                None => format!("/{base}"),
+            };
+            json!({
+                "openapi": "3.0.1",
+                "info": { "title": title, "version": stage },
+                "servers": [{ "url": server }],
+                "paths": paths,
+                "components": { "securitySchemes": schemes },
+            })
+        }
+        Kind::Swagger => {
+            let mut d = json!({
+                "swagger": "2.0",
+                "info": { "title": title, "version": stage },
+                "basePath": format!("/{base}"),
+                "schemes": [scheme],
+                "paths": paths,
+                "securityDefinitions": schemes,
+            });
+            if let Some(h) = &host {
+                d["host"] = json!(h);
+            }
+            d
+        }
+    };
+    if extensions && a.routes.iter().any(|r| r.api_key_required) {
+        doc["x-amazon-apigateway-api-key-source"] = json!("HEADER");
+    }
+    Ok(doc)
+}
+
+/// The route's path in OpenAPI form and its path parameters; `None` for `$default`.
+fn path_of(r: &Route) -> Option<(String, Vec<String>)> {
+    if r.is_default {
+        return None;
+    }
+    let mut path = String::new();
+    let mut params = Vec::new();
+    for s in &r.segs {
+        path.push('/');
+        match s {
+            Seg::Lit(l) => path.push_str(l),
+            Seg::Param(p) => {
+                path.push_str(&format!("{{{p}}}"));
+                params.push(p.clone());
+            }
+            Seg::Greedy(p) => {
+                path.push_str(&format!("{{{p}+}}"));
+                params.push(format!("{p}+"));
+            }
+        }
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    Some((path, params))
+}
+
+/// One operation: parameters, responses, security and (with extensions) the integration.
+fn operation(
+    cfg: &Config,
+    a: &Api,
+    r: &Route,
+    kind: Kind,
+    extensions: bool,
+    params: &[String],
+    schemes: &mut Map<String, Value>,
+) -> Value {
+    let mut op = Map::new();
+    let parameters: Vec<Value> = params
+        .iter()
+        .map(|p| match kind {
+            Kind::Oas30 => {
+                json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } })
+            }
+            Kind::Swagger => json!({ "name": p, "in": "path", "required": true, "type": "string" }),
+        })
+        .collect();
+    if !parameters.is_empty() {
+        op.insert("parameters".into(), Value::Array(parameters));
+    }
+    let status = match &r.integration {
+        Integration::Mock { status, .. } => status.to_string(),
+        Integration::Http { .. } => "default".to_string(),
+    };
+    let description = if status == "default" {
+        "The integration's answer".to_string()
+    } else {
+        format!("{status} response")
+    };
+    op.insert(
+        "responses".into(),
+        json!({ status: { "description": description } }),
+    );
+    let mut security = Vec::new();
+    if r.api_key_required {
+        schemes.insert(
+            "api_key".into(),
+            json!({ "type": "apiKey", "name": "x-api-key", "in": "header" }),
+        );
+        security.push(json!({ "api_key": [] }));
+    }
+    if r.iam {
+        let mut s = json!({ "type": "apiKey", "name": "Authorization", "in": "header" });
+        if extensions {
+            s["x-amazon-apigateway-authtype"] = json!("awsSigv4");
+        }
+        schemes.insert("sigv4".into(), s);
+        security.push(json!({ "sigv4": [] }));
+    }
+    if let Some(auth) = r.authorizer.and_then(|i| a.authorizers.get(i)) {
+        schemes.insert(auth.name.clone(), scheme(auth, kind, extensions));
+        let scopes = match &auth.kind {
+            AuthorizerKind::Jwt(_) => r.authorization_scopes.clone(),
+            AuthorizerKind::External(_) => Vec::new(),
+        };
+        security.push(json!({ auth.name.clone(): scopes }));
+    }
+    if !security.is_empty() {
+        op.insert("security".into(), Value::Array(security));
+    }
+    if extensions {
+        op.insert(
+            "x-amazon-apigateway-integration".into(),
+            integration(cfg, r, params),
+        );
+    }
+    Value::Object(op)
+}
+
+/// A security scheme for an authorizer.
+fn scheme(auth: &crate::config::Authorizer, kind: Kind, extensions: bool) -> Value {
+    match &auth.kind {
+        AuthorizerKind::Jwt(j) => {
+            let header = match &j.identity_source {
+                IdentitySource::Header(h) => format!("$request.header.{h}"),
+                IdentitySource::Query(q) => format!("$request.querystring.{q}"),
+            };
+            let mut s = match kind {
+                Kind::Oas30 => json!({
+                    "type": "openIdConnect",
+                    "openIdConnectUrl": j.discovery_url().text,
+                }),
+                // Swagger 2.0 has no OpenID Connect: a bearer token in the header.
+                Kind::Swagger => {
+                    json!({ "type": "apiKey", "name": "Authorization", "in": "header" })
+                }
+            };
+            if extensions {
+                s["x-amazon-apigateway-authorizer"] = json!({
+                    "type": "jwt",
+                    "identitySource": header,
+                    "jwtConfiguration": { "issuer": j.issuer, "audience": j.audience },
+                });
+            }
+            s
+        }
+        AuthorizerKind::External(x) => {
+            let first = x.identity_sources.iter().find_map(|s| match s {
+                IdentityRef::Header(h) => Some(("header", h.clone())),
+                IdentityRef::Query(q) => Some(("query", q.clone())),
+                _ => None,
+            });
+            let (place, name) = first.unwrap_or(("header", "Authorization".into()));
+            let mut s = json!({ "type": "apiKey", "name": name, "in": place });
+            if extensions {
+                let sources: Vec<String> = x
+                    .identity_sources
+                    .iter()
+                    .map(|s| match s {
+                        IdentityRef::Header(h) => format!("$request.header.{h}"),
+                        IdentityRef::Query(q) => format!("$request.querystring.{q}"),
+                        IdentityRef::StageVar(v) => format!("$stageVariables.{v}"),
+                        IdentityRef::Context(c) => format!("$context.{c}"),
+                    })
+                    .collect();
+                s["x-amazon-apigateway-authtype"] = json!("custom");
+                let mut a = json!({
+                    "type": if x.token { "token" } else { "request" },
+                    "authorizerUri": x.uri,
+                    "identitySource": sources.join(", "),
+                    "authorizerResultTtlInSeconds": x.ttl.as_secs(),
+                    "authorizerPayloadFormatVersion": "2.0",
+                    "enableSimpleResponses": true,
+                });
+                if let Some(re) = &x.identity_validation_expression {
+                    a["identityValidationExpression"] = json!(re);
+                }
+                s["x-amazon-apigateway-authorizer"] = a;
+            }
+            s
+        }
+    }
+}
+
+/// `x-amazon-apigateway-integration` for a route.
+fn integration(cfg: &Config, r: &Route, params: &[String]) -> Value {
+    match &r.integration {
+        Integration::Http {
+            uri,
+            timeout,
+            headers,
+            ..
+        } => {
+            let mut request_parameters = Map::new();
+            for p in params {
+                let name = p.trim_end_matches('+');
+                request_parameters.insert(
+                    format!("integration.request.path.{name}"),
+                    json!(format!("method.request.path.{name}")),
+                );
+            }
+            for (h, v) in headers {
+                request_parameters.insert(
+                    format!("integration.request.header.{h}"),
+                    json!(format!("'{v}'")),
+                );
+            }
+            let method = match &r.method {
+                MethodSel::One(m) => m.as_str(),
+                MethodSel::Any => "ANY",
+            };
+            let mut i = json!({
+                "type": "http_proxy",
+                "httpMethod": method,
+                "uri": uri,
+                "passthroughBehavior": "when_no_match",
+                "connectionType": "INTERNET",
+                "timeoutInMillis": timeout.as_millis().min(cfg.limits.integration_timeout.as_millis()) as u64,
+            });
+            if !request_parameters.is_empty() {
+                i["requestParameters"] = Value::Object(request_parameters);
+            }
+            i
+        }
+        Integration::Mock {
+            status,
+            headers,
+            body,
+            ..
+        } => {
+            let response_parameters: Map<String, Value> = headers
+                .iter()
+                .map(|(h, v)| {
+                    (
+                        format!("method.response.header.{h}"),
+                        json!(format!("'{v}'")),
+                    )
+                })
+                .collect();
+            let content_type = headers
+                .iter()
+                .find(|(h, _)| h.eq_ignore_ascii_case("content-type"))
+                .map_or("application/json", |(_, v)| v.as_str());
+            let mut default = json!({
+                "statusCode": status.to_string(),
+                "responseTemplates": { content_type: body },
+            });
+            if !response_parameters.is_empty() {
+                default["responseParameters"] = Value::Object(response_parameters);
+            }
+            json!({
+                "type": "mock",
+                "requestTemplates": { "application/json": "{\"statusCode\": 200}" },
+                "passthroughBehavior": "when_no_match",
+                "responses": { "default": default },
+            })
+        }
+    }
+}
