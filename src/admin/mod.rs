@@ -223,6 +223,13 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("/usageplans/{plan}/usage", "GET"),
     ("/usageplans/{plan}/keys/{id}/quota", "PUT"),
     ("/usageplans/{plan}/keys/{id}/quota/reset", "POST"),
+    ("/apis", "GET, POST"),
+    ("/apis/{api}", "GET, PUT, DELETE"),
+    ("/apis/{api}/deployments", "GET, POST"),
+    ("/apis/{api}/stages", "GET, POST"),
+    ("/apis/{api}/stages/{stage}", "GET, PATCH, DELETE"),
+    ("/domains", "GET, POST"),
+    ("/domains/{id}", "DELETE"),
     ("/apis/{api}/stages/{stage}/cache", "GET, DELETE"),
     ("/apis/{api}/stages/{stage}/export", "GET"),
 ];
@@ -385,6 +392,42 @@ fn route(
             Err(e) => e,
         },
         (b"POST", ["usageplans", plan, "keys", id, "quota", "reset"]) => op(200, ctl.borrow_mut().set_quota_used(plan, id, 0)),
+        (b"GET", ["apis"]) => (200, ctl.borrow().list_apis().to_string()),
+        (b"POST", ["apis"]) => match json::<serde_json::Value>(body) {
+            Ok(v) => op(201, ctl.borrow_mut().create_api(v)),
+            Err(e) => e,
+        },
+        (b"GET", ["apis", api]) => op(200, ctl.borrow().get_api(api)),
+        (b"PUT", ["apis", api]) => match json::<serde_json::Value>(body) {
+            Ok(v) => op(200, ctl.borrow_mut().put_api(api, v)),
+            Err(e) => e,
+        },
+        (b"DELETE", ["apis", api]) => op(200, ctl.borrow_mut().delete_api(api)),
+        (b"GET", ["apis", api, "deployments"]) => op(200, ctl.borrow().list_deployments(api)),
+        (b"POST", ["apis", api, "deployments"]) => {
+            let v = if body.is_empty() { Ok(serde_json::json!({})) } else { json::<serde_json::Value>(body) };
+            match v {
+                Ok(v) => op(201, ctl.borrow_mut().create_deployment(api, v)),
+                Err(e) => e,
+            }
+        }
+        (b"GET", ["apis", api, "stages"]) => op(200, ctl.borrow().list_stages(api)),
+        (b"POST", ["apis", api, "stages"]) => match json::<serde_json::Value>(body) {
+            Ok(v) => op(201, ctl.borrow_mut().put_stage(api, None, v)),
+            Err(e) => e,
+        },
+        (b"GET", ["apis", api, "stages", stage]) => op(200, ctl.borrow().get_stage(api, stage)),
+        (b"PATCH", ["apis", api, "stages", stage]) => match json::<serde_json::Value>(body) {
+            Ok(v) => op(200, ctl.borrow_mut().put_stage(api, Some(stage), v)),
+            Err(e) => e,
+        },
+        (b"DELETE", ["apis", api, "stages", stage]) => op(200, ctl.borrow_mut().delete_stage(api, stage)),
+        (b"GET", ["domains"]) => (200, ctl.borrow().list_domains().to_string()),
+        (b"POST", ["domains"]) => match json::<serde_json::Value>(body) {
+            Ok(v) => op(201, ctl.borrow_mut().create_mapping(v)),
+            Err(e) => e,
+        },
+        (b"DELETE", ["domains", id]) => op(200, ctl.borrow_mut().delete_mapping(id)),
         (b"GET", ["apis", api, "stages", stage, "export"]) => {
             let kind = query_param(query, "type").unwrap_or_else(|| "oas30".into());
             let Some(kind) = crate::openapi::Kind::parse(&kind) else {

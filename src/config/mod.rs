@@ -13,6 +13,7 @@ pub(crate) mod file;
 mod listeners;
 mod observe;
 mod plans;
+mod runtime;
 mod server;
 pub(crate) mod target;
 pub(crate) mod units;
@@ -24,6 +25,7 @@ pub(crate) use domains::*;
 pub(crate) use listeners::*;
 pub(crate) use observe::*;
 pub(crate) use plans::*;
+pub(crate) use runtime::*;
 pub use server::*;
 pub(crate) use upstreams::*;
 

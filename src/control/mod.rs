@@ -12,6 +12,7 @@ mod access;
 mod health;
 mod jwks;
 mod keys;
+mod lifecycle;
 mod reload;
 mod status;
 pub(crate) mod store;
@@ -24,7 +25,7 @@ pub(crate) use keys::NewKey;
 use reload::certs_changed;
 
 use std::cell::{Cell, RefCell};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -97,6 +98,10 @@ pub(crate) struct Control {
     secrets_key: Result<Arc<crate::auth::access::SecretsKey>, String>,
     stored_access: Vec<store::StoredAccessKey>,
     access: Arc<crate::auth::access::AccessKeyTable>,
+    /// The configuration as the file says it (run-time objects are merged into a copy).
+    file_config: Arc<Config>,
+    /// Run-time APIs, deployments, stages and domain mappings.
+    objects: lifecycle::Objects,
 }
 
 /// Everything the control plane starts with, prepared on the starting thread (so that a bad
@@ -112,6 +117,8 @@ pub(crate) struct ControlInit {
     secrets_key: Result<Arc<crate::auth::access::SecretsKey>, String>,
     stored_access: Vec<store::StoredAccessKey>,
     access: Arc<crate::auth::access::AccessKeyTable>,
+    file_config: Arc<Config>,
+    objects: lifecycle::Objects,
 }
 
 impl ControlInit {
@@ -123,8 +130,20 @@ impl ControlInit {
         store: Store,
     ) -> Result<(ControlInit, Arc<Snapshot>), String> {
         let mut registries = Registries::default();
+        let objects = lifecycle::Objects::load(&store)?;
+        let base = config_path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let (merged, skipped) = objects.merge(&cfg, &base);
+        for e in &skipped {
+            tracing::warn!(error = %e, "a run-time object is not served");
+        }
+        let file_config = Arc::new(cfg);
         let compiled = Arc::new(
-            crate::compile::compile(Arc::new(cfg), &mut registries).map_err(|e| e.to_string())?,
+            crate::compile::compile(Arc::new(merged), &mut registries)
+                .map_err(|e| e.to_string())?,
         );
         let stored_keys = store.keys()?;
         let keys = Arc::new(key_table(&compiled.config, &compiled, &stored_keys));
@@ -149,6 +168,8 @@ impl ControlInit {
                 secrets_key,
                 stored_access,
                 access,
+                file_config,
+                objects,
             },
             snap,
         ))
@@ -198,6 +219,8 @@ impl ControlInit {
             secrets_key: self.secrets_key,
             stored_access: self.stored_access,
             access: self.access,
+            file_config: self.file_config,
+            objects: self.objects,
         }
     }
 }
@@ -274,11 +297,16 @@ impl Control {
         api: &str,
         stage: &str,
     ) -> Result<Arc<crate::cache::StageCache>, OpError> {
+        if !self.compiled.apis.iter().any(|a| a.name == api) {
+            return Err(OpError(404, format!("no API named {api:?}")));
+        }
+        // A run-time API appears once per deployment its stages serve.
         let a = self
             .compiled
             .apis
             .iter()
-            .find(|a| a.name == api)
+            .find(|a| a.name == api && a.stages.iter().any(|s| s == stage))
+            .or_else(|| self.compiled.apis.iter().find(|a| a.name == api))
             .ok_or_else(|| OpError(404, format!("no API named {api:?}")))?;
         let i = a
             .stages

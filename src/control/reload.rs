@@ -81,8 +81,21 @@ impl Control {
                 "server.workers, server.driver and server.cpus take effect at the next restart"
             );
         }
-        let compiled =
-            crate::compile::compile(Arc::new(cfg), &mut self.registries).map_err(|e| e.errors)?;
+        // Run-time objects merge into the new file; one that no longer fits is skipped and
+        // said, never a reason to refuse the file.
+        let (merged, skipped) = self.objects.merge(&cfg, &self.config_base());
+        for e in &skipped {
+            tracing::warn!(error = %e, "a run-time object is not served");
+        }
+        let compiled = crate::compile::compile(Arc::new(merged), &mut self.registries)
+            .map_err(|e| e.errors)?;
+        self.file_config = Arc::new(cfg);
+        Ok(self.install(compiled))
+    }
+
+    /// Serves a new compiled configuration: a new snapshot generation, health checks and
+    /// JWKS fetches for it.
+    pub(super) fn install(&mut self, compiled: Compiled) -> u64 {
         self.compiled = Arc::new(compiled);
         self.secrets_key = access::secrets_key(&self.compiled.config);
         self.access = Arc::new(access::access_table(&self.secrets_key, &self.stored_access));
@@ -90,7 +103,7 @@ impl Control {
         self.live.set(generation);
         start_health_checks(&self.compiled, generation, &self.live);
         self.start_jwks();
-        Ok(generation)
+        generation
     }
 }
 

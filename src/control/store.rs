@@ -19,6 +19,8 @@ const KEYS: TableDefinition<&str, &str> = TableDefinition::new("api_keys");
 const QUOTAS: TableDefinition<&str, &str> = TableDefinition::new("quotas");
 const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
 const ACCESS_KEYS: TableDefinition<&str, &str> = TableDefinition::new("access_keys");
+/// Run-time APIs, deployments, stages and domain mappings: JSON by kind-prefixed key.
+const OBJECTS: TableDefinition<&str, &str> = TableDefinition::new("objects");
 
 /// redb's page cache (4 MiB): the store is off the request path and small.
 const STORE_CACHE_BYTES: usize = 4 << 20;
@@ -237,6 +239,8 @@ impl Store {
                 .map_err(|err| e("bad usage table", &path, err))?;
             w.open_table(ACCESS_KEYS)
                 .map_err(|err| e("bad access_keys table", &path, err))?;
+            w.open_table(OBJECTS)
+                .map_err(|err| e("bad objects table", &path, err))?;
         }
         w.commit().map_err(|err| e("cannot write", &path, err))?;
         let store = Store {
@@ -290,6 +294,53 @@ impl Store {
             }
             w.commit().map_err(|err| e("commit", &self.path, err))
         })())
+    }
+
+    /// Writes and deletes run-time objects in one transaction: all or none.
+    pub(crate) fn write_objects(
+        &self,
+        puts: &[(String, String)],
+        deletes: &[String],
+    ) -> Result<(), String> {
+        self.note((|| {
+            let w = self
+                .db
+                .begin_write()
+                .map_err(|err| e("write", &self.path, err))?;
+            {
+                let mut t = w
+                    .open_table(OBJECTS)
+                    .map_err(|err| e("write objects", &self.path, err))?;
+                for (k, v) in puts {
+                    t.insert(k.as_str(), v.as_str())
+                        .map_err(|err| e("write objects", &self.path, err))?;
+                }
+                for k in deletes {
+                    t.remove(k.as_str())
+                        .map_err(|err| e("write objects", &self.path, err))?;
+                }
+            }
+            w.commit().map_err(|err| e("commit", &self.path, err))
+        })())
+    }
+
+    /// Every run-time object, by key (none in a store older than them).
+    pub(crate) fn objects(&self) -> Result<Vec<(String, String)>, String> {
+        let r = self
+            .db
+            .begin_read()
+            .map_err(|err| e("read", &self.path, err))?;
+        let t = match r.open_table(OBJECTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(err) => return Err(e("read objects", &self.path, err)),
+        };
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|err| e("read objects", &self.path, err))? {
+            let (k, v) = item.map_err(|err| e("read objects", &self.path, err))?;
+            out.push((k.value().to_string(), v.value().to_string()));
+        }
+        Ok(out)
     }
 
     /// Deletes an access key; `false` if there was none.

@@ -41,17 +41,17 @@ pub fn export(
     kind: Kind,
     extensions: bool,
 ) -> Result<Value, String> {
-    let a = cfg
+    // A run-time API appears once per deployment its stages serve: the one with the stage.
+    if !cfg.apis.iter().any(|a| a.name == api) {
+        return Err(format!("no API {api:?}"));
+    }
+    let ai = cfg
         .apis
         .iter()
-        .find(|a| a.name == api)
-        .ok_or_else(|| format!("no API {api:?}"))?;
-    let si = a
-        .stages
-        .iter()
-        .position(|s| s.name == stage)
+        .position(|a| a.name == api && a.stages.iter().any(|s| s.name == stage))
         .ok_or_else(|| format!("API {api:?} has no stage {stage:?}"))?;
-    let ai = cfg.apis.iter().position(|x| x.name == api).unwrap_or(0);
+    let a = &cfg.apis[ai];
+    let si = a.stages.iter().position(|s| s.name == stage).unwrap_or(0);
     // Where the stage is served: the first domain mapping that names it.
     let (host, base) = cfg
         .domains

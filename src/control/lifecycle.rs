@@ -1,0 +1,741 @@
+//! Run-time APIs: definitions, immutable deployments, stages pointing at a deployment, and
+//! domain mappings, created through the admin API and kept in the state store. At every
+//! compile (start, reload, any change here) they are merged into the file's configuration:
+//! each deployment some stage serves becomes an API of the compiled config holding those
+//! stages, checked by the file's own validators. A change is compiled before it is stored:
+//! what the store holds always compiles, and a refused change leaves everything as it was.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RtApi {
+    pub name: String,
+    pub definition: Value,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RtDeployment {
+    pub id: String,
+    pub api: String,
+    #[serde(default)]
+    pub description: String,
+    pub created: String,
+    pub definition: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RtStage {
+    pub api: String,
+    pub name: String,
+    pub deployment: String,
+    /// The rest of an `[[apis.stages]]` table: variables, throttle, cache, access_log...
+    #[serde(default)]
+    pub settings: Map<String, Value>,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RtMapping {
+    pub id: String,
+    pub host: String,
+    pub base_path: String,
+    pub api: String,
+    pub stage: String,
+}
+
+/// Every run-time object.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Objects {
+    pub apis: BTreeMap<String, RtApi>,
+    pub deployments: BTreeMap<(String, String), RtDeployment>,
+    pub stages: BTreeMap<(String, String), RtStage>,
+    pub mappings: BTreeMap<String, RtMapping>,
+}
+
+fn api_key(name: &str) -> String {
+    format!("api/{name}")
+}
+fn deployment_key(api: &str, id: &str) -> String {
+    format!("deployment/{api}/{id}")
+}
+fn stage_key(api: &str, name: &str) -> String {
+    format!("stage/{api}/{name}")
+}
+fn mapping_key(id: &str) -> String {
+    format!("mapping/{id}")
+}
+
+/// Now, as RFC 3339 (UTC, seconds).
+pub(crate) fn now_text() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d) = crate::syntax::civil::civil_from_days((secs / 86_400) as i64);
+    let t = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+/// A new id: 10 lower-case letters and digits (Amazon's deployment and mapping ids' shape).
+fn new_id() -> String {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut b = [0u8; 10];
+    let _ = getrandom::getrandom(&mut b);
+    b.iter().map(|x| A[*x as usize % A.len()] as char).collect()
+}
+
+impl Objects {
+    /// What the store holds.
+    pub(crate) fn load(store: &Store) -> Result<Objects, String> {
+        let mut o = Objects::default();
+        for (k, v) in store.objects()? {
+            let bad = |e: serde_json::Error| format!("state store: object {k:?} is damaged: {e}");
+            if k.starts_with("api/") {
+                let a: RtApi = serde_json::from_str(&v).map_err(bad)?;
+                o.apis.insert(a.name.clone(), a);
+            } else if k.starts_with("deployment/") {
+                let d: RtDeployment = serde_json::from_str(&v).map_err(bad)?;
+                o.deployments.insert((d.api.clone(), d.id.clone()), d);
+            } else if k.starts_with("stage/") {
+                let s: RtStage = serde_json::from_str(&v).map_err(bad)?;
+                o.stages.insert((s.api.clone(), s.name.clone()), s);
+            } else if k.starts_with("mapping/") {
+                let m: RtMapping = serde_json::from_str(&v).map_err(bad)?;
+                o.mappings.insert(m.id.clone(), m);
+            }
+        }
+        Ok(o)
+    }
+
+    /// The file's configuration with these objects merged in, and what could not be (an
+    /// object that no longer compiles against a reloaded file: skipped, and said).
+    pub(crate) fn merge(&self, file: &Config, base: &Path) -> (Config, Vec<String>) {
+        let mut cfg = file.clone();
+        let mut errors = Vec::new();
+        let mut placed: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
+        for name in self.apis.keys() {
+            let mut by_deployment: BTreeMap<&str, Vec<&RtStage>> = BTreeMap::new();
+            for s in self.stages.values().filter(|s| &s.api == name) {
+                by_deployment.entry(&s.deployment).or_default().push(s);
+            }
+            for (dep, stages) in by_deployment {
+                let Some(d) = self.deployments.get(&(name.clone(), dep.to_string())) else {
+                    errors.push(format!("apis[{name:?}]: no deployment {dep:?}"));
+                    continue;
+                };
+                let tables = stages
+                    .iter()
+                    .map(|s| {
+                        let mut t = s.settings.clone();
+                        t.insert("name".into(), json!(s.name));
+                        Value::Object(t)
+                    })
+                    .collect();
+                match crate::config::runtime_api(&cfg, name, &d.definition, tables, base) {
+                    Ok(a) => {
+                        let i = cfg.apis.len();
+                        for (si, st) in stages.iter().enumerate() {
+                            placed.insert((name.as_str(), st.name.as_str()), (i, si));
+                        }
+                        cfg.apis.push(a);
+                    }
+                    Err(e) => {
+                        errors.extend(e.into_iter().map(|x| format!("deployment {dep}: {x}")))
+                    }
+                }
+            }
+        }
+        for m in self.mappings.values() {
+            let Some(&(ai, si)) = placed.get(&(m.api.as_str(), m.stage.as_str())) else {
+                errors.push(format!(
+                    "domain mapping {}: API {:?} has no deployed stage {:?}",
+                    m.id, m.api, m.stage
+                ));
+                continue;
+            };
+            let r = crate::config::host_pattern(&m.host)
+                .and_then(|h| Ok((h, crate::config::base_path(&m.base_path)?)))
+                .and_then(|(h, b)| crate::config::add_mapping(&mut cfg, h, b, ai, si));
+            if let Err(e) = r {
+                errors.push(format!("domain mapping {}: {e}", m.id));
+            }
+        }
+        (cfg, errors)
+    }
+}
+
+/// A stage's view.
+fn stage_view(s: &RtStage) -> Value {
+    let mut v = json!({
+        "name": s.name,
+        "deployment": s.deployment,
+        "created": s.created,
+        "updated": s.updated,
+        "source": "admin",
+    });
+    for (k, x) in &s.settings {
+        v[k] = x.clone();
+    }
+    v
+}
+
+/// The settings a stage body may carry besides its name and deployment.
+const STAGE_SETTINGS: [&str; 6] = [
+    "variables",
+    "throttle",
+    "cache",
+    "access_log",
+    "tracing",
+    "compression",
+];
+
+fn stage_settings(body: &Map<String, Value>) -> Result<Map<String, Value>, OpError> {
+    let mut out = Map::new();
+    for (k, v) in body {
+        match k.as_str() {
+            "name" | "deployment" => {}
+            k if STAGE_SETTINGS.contains(&k) => {
+                if !v.is_null() {
+                    out.insert(k.to_string(), v.clone());
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown field `{other}`: a stage takes name, deployment, {}",
+                    STAGE_SETTINGS.join(", ")
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Control {
+    /// The folder relative config paths are resolved against.
+    pub(super) fn config_base(&self) -> PathBuf {
+        self.config_path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// Compiles the file's configuration with `objects`; on success stores the change
+    /// (`puts`, `deletes`) and serves it. Nothing changes when any step fails.
+    fn apply(
+        &mut self,
+        objects: Objects,
+        puts: Vec<(String, String)>,
+        deletes: Vec<String>,
+    ) -> Result<u64, OpError> {
+        let (merged, errors) = objects.merge(&self.file_config, &self.config_base());
+        if !errors.is_empty() {
+            return Err(OpError(400, errors.join("; ")));
+        }
+        let compiled = crate::compile::compile(Arc::new(merged), &mut self.registries)
+            .map_err(|e| OpError(400, e.errors.join("; ")))?;
+        self.objects_store()?
+            .write_objects(&puts, &deletes)
+            .map_err(|e| OpError(500, format!("the state store refused the change: {e}")))?;
+        self.objects = objects;
+        Ok(self.install(compiled))
+    }
+
+    fn objects_store(&self) -> Result<&Store, OpError> {
+        self.store().map_err(|e| OpError(503, e))
+    }
+
+    fn runtime_api(&self, name: &str) -> Result<&RtApi, OpError> {
+        if let Some(a) = self.objects.apis.get(name) {
+            return Ok(a);
+        }
+        if self.file_config.apis.iter().any(|a| a.name == name) {
+            return Err(OpError(
+                409,
+                format!("API {name:?} is declared in the configuration file: change it there"),
+            ));
+        }
+        Err(OpError(404, format!("no API {name:?}")))
+    }
+
+    /// `GET /apis`: the file's APIs and the run-time ones.
+    pub(crate) fn list_apis(&self) -> Value {
+        let mut items: Vec<Value> = self
+            .file_config
+            .apis
+            .iter()
+            .map(|a| {
+                json!({
+                    "name": a.name,
+                    "source": "file",
+                    "stages": a.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        for a in self.objects.apis.values() {
+            items.push(self.api_view(a));
+        }
+        json!({ "items": items })
+    }
+
+    fn api_view(&self, a: &RtApi) -> Value {
+        let stages: Vec<&str> = self
+            .objects
+            .stages
+            .values()
+            .filter(|s| s.api == a.name)
+            .map(|s| s.name.as_str())
+            .collect();
+        json!({
+            "name": a.name,
+            "source": "admin",
+            "created": a.created,
+            "updated": a.updated,
+            "stages": stages,
+            "definition": a.definition,
+        })
+    }
+
+    /// `GET /apis/{api}`.
+    pub(crate) fn get_api(&self, name: &str) -> Result<Value, OpError> {
+        if let Some(a) = self.objects.apis.get(name) {
+            return Ok(self.api_view(a));
+        }
+        let a = self
+            .file_config
+            .apis
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| OpError(404, format!("no API {name:?}")))?;
+        Ok(json!({ "name": a.name, "source": "file", "definition": a }))
+    }
+
+    /// `POST /apis`: a new run-time API (its definition: an `[[apis]]` table without stages).
+    pub(crate) fn create_api(&mut self, body: Value) -> Result<Value, OpError> {
+        let mut def = body
+            .as_object()
+            .cloned()
+            .ok_or_else(|| bad("the body must be a JSON object"))?;
+        let name = match def.remove("name") {
+            Some(Value::String(n)) => n,
+            _ => return Err(bad("name: is required (letters, digits, '_' or '-')")),
+        };
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(bad(format!(
+                "name = {name:?} is not valid: expected letters, digits, '_' or '-'"
+            )));
+        }
+        if self.file_config.apis.iter().any(|a| a.name == name) {
+            return Err(OpError(
+                409,
+                format!("API {name:?} is declared in the configuration file"),
+            ));
+        }
+        if self.objects.apis.contains_key(&name) {
+            return Err(OpError(409, format!("API {name:?} exists")));
+        }
+        let def = Value::Object(def);
+        crate::config::check_definition(&name, &def).map_err(|e| bad(e.join("; ")))?;
+        let now = now_text();
+        let a = RtApi {
+            name: name.clone(),
+            definition: def,
+            created: now.clone(),
+            updated: now,
+        };
+        self.put_object(api_key(&name), &a)?;
+        self.objects.apis.insert(name, a.clone());
+        Ok(self.api_view(&a))
+    }
+
+    fn put_object<T: Serialize>(&self, key: String, v: &T) -> Result<(), OpError> {
+        let json = serde_json::to_string(v).map_err(|e| OpError(500, e.to_string()))?;
+        self.objects_store()?
+            .write_objects(&[(key, json)], &[])
+            .map_err(|e| OpError(500, format!("the state store refused the change: {e}")))
+    }
+
+    /// `PUT /apis/{api}`: replaces the definition. Stages keep serving their deployments
+    /// until one is made of it.
+    pub(crate) fn put_api(&mut self, name: &str, body: Value) -> Result<Value, OpError> {
+        let mut a = self.runtime_api(name)?.clone();
+        let mut def = body
+            .as_object()
+            .cloned()
+            .ok_or_else(|| bad("the body must be a JSON object"))?;
+        match def.remove("name") {
+            Some(Value::String(n)) if n != name => {
+                return Err(bad(format!("name: {n:?} differs from the path's {name:?}")))
+            }
+            _ => {}
+        }
+        let def = Value::Object(def);
+        crate::config::check_definition(name, &def).map_err(|e| bad(e.join("; ")))?;
+        a.definition = def;
+        a.updated = now_text();
+        self.put_object(api_key(name), &a)?;
+        self.objects.apis.insert(name.to_string(), a.clone());
+        Ok(self.api_view(&a))
+    }
+
+    /// `DELETE /apis/{api}`: the API, its deployments, stages and mappings.
+    pub(crate) fn delete_api(&mut self, name: &str) -> Result<Value, OpError> {
+        self.runtime_api(name)?;
+        let mut o = self.objects.clone();
+        o.apis.remove(name);
+        let mut deletes = vec![api_key(name)];
+        o.deployments.retain(|(a, id), _| {
+            let keep = a != name;
+            if !keep {
+                deletes.push(deployment_key(a, id));
+            }
+            keep
+        });
+        o.stages.retain(|(a, s), _| {
+            let keep = a != name;
+            if !keep {
+                deletes.push(stage_key(a, s));
+            }
+            keep
+        });
+        o.mappings.retain(|id, m| {
+            let keep = m.api != name;
+            if !keep {
+                deletes.push(mapping_key(id));
+            }
+            keep
+        });
+        let generation = self.apply(o, Vec::new(), deletes)?;
+        Ok(json!({ "deleted": name, "generation": generation }))
+    }
+
+    /// `POST /apis/{api}/deployments`: an immutable snapshot of the definition; with
+    /// `"stage"`, that stage (created if missing) serves it at once.
+    pub(crate) fn create_deployment(&mut self, api: &str, body: Value) -> Result<Value, OpError> {
+        let a = self.runtime_api(api)?.clone();
+        let body = body.as_object().cloned().unwrap_or_default();
+        for k in body.keys() {
+            if !["description", "stage"].contains(&k.as_str()) {
+                return Err(bad(format!(
+                    "unknown field `{k}`: a deployment takes description, stage"
+                )));
+            }
+        }
+        let d = RtDeployment {
+            id: new_id(),
+            api: api.to_string(),
+            description: body
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            created: now_text(),
+            definition: a.definition.clone(),
+        };
+        let view = json!({ "id": d.id, "description": d.description, "created": d.created });
+        let mut o = self.objects.clone();
+        o.deployments
+            .insert((api.to_string(), d.id.clone()), d.clone());
+        let mut puts = vec![(
+            deployment_key(api, &d.id),
+            serde_json::to_string(&d).map_err(|e| OpError(500, e.to_string()))?,
+        )];
+        if let Some(stage) = body.get("stage").and_then(Value::as_str) {
+            let now = now_text();
+            let s = match o.stages.get(&(api.to_string(), stage.to_string())) {
+                Some(s) => RtStage {
+                    deployment: d.id.clone(),
+                    updated: now,
+                    ..s.clone()
+                },
+                None => RtStage {
+                    api: api.to_string(),
+                    name: stage.to_string(),
+                    deployment: d.id.clone(),
+                    settings: Map::new(),
+                    created: now.clone(),
+                    updated: now,
+                },
+            };
+            puts.push((
+                stage_key(api, stage),
+                serde_json::to_string(&s).map_err(|e| OpError(500, e.to_string()))?,
+            ));
+            o.stages.insert((api.to_string(), stage.to_string()), s);
+            self.apply(o, puts, Vec::new())?;
+        } else {
+            self.objects_store()?
+                .write_objects(&puts, &[])
+                .map_err(|e| OpError(500, format!("the state store refused the change: {e}")))?;
+            self.objects = o;
+        }
+        Ok(view)
+    }
+
+    /// `GET /apis/{api}/deployments`: the history, oldest first.
+    pub(crate) fn list_deployments(&self, api: &str) -> Result<Value, OpError> {
+        self.runtime_api(api)?;
+        let mut items: Vec<&RtDeployment> = self
+            .objects
+            .deployments
+            .values()
+            .filter(|d| d.api == api)
+            .collect();
+        items.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        let items: Vec<Value> = items
+            .iter()
+            .map(|d| json!({ "id": d.id, "description": d.description, "created": d.created }))
+            .collect();
+        Ok(json!({ "items": items }))
+    }
+
+    /// `GET /apis/{api}/stages`.
+    pub(crate) fn list_stages(&self, api: &str) -> Result<Value, OpError> {
+        if let Some(a) = self.file_config.apis.iter().find(|a| a.name == api) {
+            let items: Vec<Value> = a
+                .stages
+                .iter()
+                .map(|s| json!({ "name": s.name, "source": "file" }))
+                .collect();
+            return Ok(json!({ "items": items }));
+        }
+        self.runtime_api(api)?;
+        let items: Vec<Value> = self
+            .objects
+            .stages
+            .values()
+            .filter(|s| s.api == api)
+            .map(stage_view)
+            .collect();
+        Ok(json!({ "items": items }))
+    }
+
+    /// `GET /apis/{api}/stages/{stage}`.
+    pub(crate) fn get_stage(&self, api: &str, stage: &str) -> Result<Value, OpError> {
+        if let Some(a) = self.file_config.apis.iter().find(|a| a.name == api) {
+            let s = a
+                .stages
+                .iter()
+                .find(|s| s.name == stage)
+                .ok_or_else(|| OpError(404, format!("API {api:?} has no stage {stage:?}")))?;
+            return Ok(json!({ "name": s.name, "source": "file", "stage": s }));
+        }
+        self.runtime_api(api)?;
+        self.objects
+            .stages
+            .get(&(api.to_string(), stage.to_string()))
+            .map(stage_view)
+            .ok_or_else(|| OpError(404, format!("API {api:?} has no stage {stage:?}")))
+    }
+
+    /// `POST /apis/{api}/stages` and `PATCH /apis/{api}/stages/{stage}`: `name` (POST),
+    /// `deployment` (required to create; changing it is a rollout or a rollback), and an
+    /// `[[apis.stages]]` table's settings. Compiled before it is stored.
+    pub(crate) fn put_stage(
+        &mut self,
+        api: &str,
+        stage: Option<&str>,
+        body: Value,
+    ) -> Result<Value, OpError> {
+        self.runtime_api(api)?;
+        let body = body
+            .as_object()
+            .cloned()
+            .ok_or_else(|| bad("the body must be a JSON object"))?;
+        let settings = stage_settings(&body)?;
+        let now = now_text();
+        let s = match stage {
+            None => {
+                let name = match body.get("name") {
+                    Some(Value::String(n)) if !n.is_empty() => n.clone(),
+                    _ => return Err(bad("name: is required")),
+                };
+                if self
+                    .objects
+                    .stages
+                    .contains_key(&(api.to_string(), name.clone()))
+                {
+                    return Err(OpError(409, format!("API {api:?} has a stage {name:?}")));
+                }
+                let deployment = match body.get("deployment") {
+                    Some(Value::String(d)) => d.clone(),
+                    _ => {
+                        return Err(bad(
+                            "deployment: is required (an id from POST /apis/{api}/deployments)",
+                        ))
+                    }
+                };
+                RtStage {
+                    api: api.to_string(),
+                    name,
+                    deployment,
+                    settings,
+                    created: now.clone(),
+                    updated: now,
+                }
+            }
+            Some(stage) => {
+                let mut s = self
+                    .objects
+                    .stages
+                    .get(&(api.to_string(), stage.to_string()))
+                    .cloned()
+                    .ok_or_else(|| OpError(404, format!("API {api:?} has no stage {stage:?}")))?;
+                if let Some(Value::String(n)) = body.get("name") {
+                    if n != stage {
+                        return Err(bad("name: a stage is not renamed; create another"));
+                    }
+                }
+                match body.get("deployment") {
+                    Some(Value::String(d)) => s.deployment = d.clone(),
+                    Some(_) => return Err(bad("deployment: expected a deployment id")),
+                    None => {}
+                }
+                for (k, v) in settings {
+                    s.settings.insert(k, v);
+                }
+                for (k, v) in &body {
+                    if v.is_null() && STAGE_SETTINGS.contains(&k.as_str()) {
+                        s.settings.remove(k);
+                    }
+                }
+                s.updated = now;
+                s
+            }
+        };
+        if !self
+            .objects
+            .deployments
+            .contains_key(&(api.to_string(), s.deployment.clone()))
+        {
+            return Err(bad(format!(
+                "deployment = {:?}: API {api:?} has no such deployment",
+                s.deployment
+            )));
+        }
+        let mut o = self.objects.clone();
+        let json = serde_json::to_string(&s).map_err(|e| OpError(500, e.to_string()))?;
+        o.stages
+            .insert((api.to_string(), s.name.clone()), s.clone());
+        self.apply(o, vec![(stage_key(api, &s.name), json)], Vec::new())?;
+        Ok(stage_view(&s))
+    }
+
+    /// `DELETE /apis/{api}/stages/{stage}`, with the stage's domain mappings.
+    pub(crate) fn delete_stage(&mut self, api: &str, stage: &str) -> Result<Value, OpError> {
+        self.runtime_api(api)?;
+        let mut o = self.objects.clone();
+        if o.stages
+            .remove(&(api.to_string(), stage.to_string()))
+            .is_none()
+        {
+            return Err(OpError(404, format!("API {api:?} has no stage {stage:?}")));
+        }
+        let mut deletes = vec![stage_key(api, stage)];
+        o.mappings.retain(|id, m| {
+            let keep = !(m.api == api && m.stage == stage);
+            if !keep {
+                deletes.push(mapping_key(id));
+            }
+            keep
+        });
+        self.apply(o, Vec::new(), deletes)?;
+        Ok(json!({ "deleted": stage }))
+    }
+
+    /// `GET /domains`: the file's mappings and the run-time ones.
+    pub(crate) fn list_domains(&self) -> Value {
+        let cfg = &self.file_config;
+        let mut items = Vec::new();
+        for d in &cfg.domains {
+            for m in &d.mappings {
+                items.push(json!({
+                    "host": crate::config::host_text(&d.host),
+                    "base_path": m.base_path.join("/"),
+                    "api": cfg.apis.get(m.api).map(|a| a.name.clone()),
+                    "stage": cfg.apis.get(m.api).and_then(|a| a.stages.get(m.stage)).map(|s| s.name.clone()),
+                    "source": "file",
+                }));
+            }
+        }
+        for m in self.objects.mappings.values() {
+            items.push(json!({
+                "id": m.id, "host": m.host, "base_path": m.base_path, "api": m.api,
+                "stage": m.stage, "source": "admin",
+            }));
+        }
+        json!({ "items": items })
+    }
+
+    /// `POST /domains`: `{host, base_path, api, stage}` (Amazon's API mappings).
+    pub(crate) fn create_mapping(&mut self, body: Value) -> Result<Value, OpError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct M {
+            host: String,
+            #[serde(default)]
+            base_path: String,
+            api: String,
+            stage: String,
+        }
+        let m: M = serde_json::from_value(body).map_err(|e| bad(format!("invalid body: {e}")))?;
+        crate::config::host_pattern(&m.host).map_err(bad)?;
+        crate::config::base_path(&m.base_path).map_err(bad)?;
+        if self.file_config.apis.iter().any(|a| a.name == m.api) {
+            return Err(bad(format!(
+                "api: {:?} is declared in the configuration file: map it in [[domains]]",
+                m.api
+            )));
+        }
+        self.runtime_api(&m.api)?;
+        if !self
+            .objects
+            .stages
+            .contains_key(&(m.api.clone(), m.stage.clone()))
+        {
+            return Err(bad(format!(
+                "stage: API {:?} has no stage {:?}",
+                m.api, m.stage
+            )));
+        }
+        let rt = RtMapping {
+            id: new_id(),
+            host: m.host,
+            base_path: m.base_path.trim_matches('/').to_string(),
+            api: m.api,
+            stage: m.stage,
+        };
+        let mut o = self.objects.clone();
+        o.mappings.insert(rt.id.clone(), rt.clone());
+        let json = serde_json::to_string(&rt).map_err(|e| OpError(500, e.to_string()))?;
+        self.apply(o, vec![(mapping_key(&rt.id), json)], Vec::new())?;
+        Ok(serde_json::to_value(&rt).unwrap_or_default())
+    }
+
+    /// `DELETE /domains/{id}`.
+    pub(crate) fn delete_mapping(&mut self, id: &str) -> Result<Value, OpError> {
+        let mut o = self.objects.clone();
+        if o.mappings.remove(id).is_none() {
+            return Err(OpError(404, format!("no domain mapping {id:?}")));
+        }
+        self.apply(o, Vec::new(), vec![mapping_key(id)])?;
+        Ok(json!({ "deleted": id }))
+    }
+}

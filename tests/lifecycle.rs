@@ -1,0 +1,175 @@
+//! Run-time APIs through the admin API: a definition, immutable deployments, stages that
+//! serve a deployment, domain mappings; a changed definition serves nothing until deployed;
+//! pointing a stage at an older deployment is the rollback; everything survives a restart;
+//! the file's APIs cannot be changed or shadowed; bad input is refused with what is wrong.
+
+mod common;
+
+use serde_json::json;
+
+use common::*;
+
+fn on(g: &Gw, host: &str, path: &str) -> Resp {
+    Client::connect(g.addr()).request(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn post(g: &Gw, path: &str, body: serde_json::Value) -> Resp {
+    admin_with(g.admin(), "POST", path, &body.to_string())
+}
+
+fn definition(body: &str, up: std::net::SocketAddr) -> serde_json::Value {
+    let _ = up;
+    json!({
+        "routes": [
+            { "route": "GET /pets/{id}", "integration": { "type": "http", "uri": "${stageVariables.backend}/pets/{id}" } },
+            { "route": "GET /v", "integration": { "type": "mock", "body": body } },
+        ]
+    })
+}
+
+fn toml() -> String {
+    Cfg::new()
+        .api("file")
+        .route(
+            "GET /f",
+            "integration = { type = \"mock\", body = \"file\" }",
+        )
+        .toml()
+}
+
+#[test]
+fn run_time_apis_deploy_roll_back_and_survive_a_restart() {
+    let up = Upstream::echo();
+    let g = Gw::start(&toml());
+    let mut def = definition("v1", up.addr);
+    def["name"] = json!("shop");
+    let r = post(&g, "/apis", def);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["source"], "admin");
+
+    // Refusals: the file's name, a misspelt field, a stage without a deployment.
+    let r = post(&g, "/apis", json!({"name": "file", "routes": []}));
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = post(
+        &g,
+        "/apis",
+        json!({"name": "x", "routes": [{"route": "GET /a", "integration": {"type": "mock"}, "colour": 1}]}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("unknown field `colour`"), "{}", r.text());
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "deployment": "nope"}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("no such deployment"), "{}", r.text());
+    assert_eq!(admin_with(g.admin(), "PUT", "/apis/file", "{}").status, 409);
+
+    // Deploy, then a stage serving it: refused while the stage lacks the variable the
+    // integration names, served once it has it and a host maps to it.
+    let r = post(
+        &g,
+        "/apis/shop/deployments",
+        json!({"description": "first"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let d1 = r.json()["id"].as_str().unwrap().to_string();
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "deployment": d1}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("stageVariables.backend"), "{}", r.text());
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "deployment": d1, "variables": {"backend": format!("http://{}", up.addr)}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post(
+        &g,
+        "/domains",
+        json!({"host": "shop.test", "base_path": "", "api": "shop", "stage": "prod"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mapping = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(on(&g, "shop.test", "/v").text(), "v1");
+    assert_eq!(on(&g, "shop.test", "/pets/3").json()["target"], "/pets/3");
+    // The file's API still answers on every other host.
+    assert_eq!(on(&g, "other.test", "/f").text(), "file");
+
+    // A changed definition serves nothing until it is deployed.
+    let r = admin_with(
+        g.admin(),
+        "PUT",
+        "/apis/shop",
+        &definition("v2", up.addr).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "shop.test", "/v").text(), "v1");
+    let r = post(
+        &g,
+        "/apis/shop/deployments",
+        json!({"description": "second", "stage": "prod"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(on(&g, "shop.test", "/v").text(), "v2");
+    // Rollback: the stage points at the first deployment again.
+    let r = admin_with(
+        g.admin(),
+        "PATCH",
+        "/apis/shop/stages/prod",
+        &json!({"deployment": d1}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "shop.test", "/v").text(), "v1");
+    // A reload of the file keeps the run-time objects.
+    g.rewrite(&toml());
+    assert_eq!(admin(g.admin(), "POST", "/reload", Some(TOKEN)).status, 200);
+    assert_eq!(on(&g, "shop.test", "/v").text(), "v1");
+    let history = admin(g.admin(), "GET", "/apis/shop/deployments", Some(TOKEN)).json();
+    assert_eq!(history["items"].as_array().unwrap().len(), 2);
+    let apis = admin(g.admin(), "GET", "/apis", Some(TOKEN)).json();
+    let names: Vec<(&str, &str)> = apis["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, vec![("file", "file"), ("shop", "admin")]);
+    // The export sees the run-time stage as it serves.
+    let doc = admin(
+        g.admin(),
+        "GET",
+        "/apis/shop/stages/prod/export",
+        Some(TOKEN),
+    )
+    .json();
+    assert!(doc["paths"]["/v"]["get"].is_object(), "{doc}");
+
+    // A restart serves the same from the state store.
+    let dir = g.stop();
+    let g = Gw::start_in(dir, &toml());
+    assert_eq!(on(&g, "shop.test", "/v").text(), "v1");
+    assert_eq!(on(&g, "shop.test", "/pets/9").json()["target"], "/pets/9");
+
+    // Removing the mapping, then the API: the host falls back to the file's "*".
+    let r = admin(
+        g.admin(),
+        "DELETE",
+        &format!("/domains/{mapping}"),
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "shop.test", "/v").status, 404);
+    let r = admin(g.admin(), "DELETE", "/apis/shop", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        admin(g.admin(), "GET", "/apis/shop", Some(TOKEN)).status,
+        404
+    );
+}
