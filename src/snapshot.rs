@@ -167,6 +167,8 @@ pub(crate) struct ApiRt {
     pub series_base: usize,
     /// Per stage: the ratio of traces sampled (the stage's, else `[tracing] sample`).
     pub trace_sample: Vec<f64>,
+    /// Per stage: its canary, if it has one.
+    pub canaries: Vec<Option<crate::config::CanaryLink>>,
 }
 
 impl ApiRt {

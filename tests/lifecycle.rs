@@ -173,3 +173,138 @@ fn run_time_apis_deploy_roll_back_and_survive_a_restart() {
         404
     );
 }
+
+#[test]
+fn a_canary_takes_its_share_then_is_promoted_or_removed() {
+    let up = Upstream::echo();
+    let g = Gw::start(&toml());
+    let mut def = definition("base", up.addr);
+    def["name"] = json!("shop");
+    assert_eq!(post(&g, "/apis", def).status, 201);
+    let vars = json!({"backend": format!("http://{}", up.addr)});
+    let r = post(&g, "/apis/shop/deployments", json!({}));
+    let d1 = r.json()["id"].as_str().unwrap().to_string();
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "deployment": d1, "variables": vars}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        post(
+            &g,
+            "/domains",
+            json!({"host": "shop.test", "api": "shop", "stage": "prod"})
+        )
+        .status,
+        201
+    );
+    let r = admin_with(
+        g.admin(),
+        "PUT",
+        "/apis/shop",
+        &definition("canary", up.addr).to_string(),
+    );
+    assert_eq!(r.status, 200);
+    let d2 = post(&g, "/apis/shop/deployments", json!({"description": "next"})).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let patch = |body: serde_json::Value| {
+        admin_with(
+            g.admin(),
+            "PATCH",
+            "/apis/shop/stages/prod",
+            &body.to_string(),
+        )
+    };
+    for (bad, want) in [
+        (
+            json!({"canary": {"deployment": d2, "percent_traffic": 150.0}}),
+            "expected 0.0 to 100.0",
+        ),
+        (
+            json!({"canary": {"deployment": "nope", "percent_traffic": 5.0}}),
+            "canary.deployment",
+        ),
+        (
+            json!({"canary": {"deployment": d2, "percent_traffic": 5.0, "use_stage_cache": true}}),
+            "not supported yet",
+        ),
+        (
+            json!({"canary": {"deployment": d2, "pct": 5.0}}),
+            "unknown field `pct`",
+        ),
+    ] {
+        let r = patch(bad);
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains(want), "{want}: {}", r.text());
+    }
+    let r = patch(json!({"canary": {"deployment": d2, "percent_traffic": 10.0}}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["canary"]["percent_traffic"], 10.0);
+
+    // 10,000 requests, each drawn on its own: about one in ten reaches the canary.
+    const N: usize = 10_000;
+    let mut c = Client::connect(g.addr());
+    let mut to_canary = 0;
+    for _ in 0..N {
+        let r = c.request(b"GET /v HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+        match r.text().as_str() {
+            "canary" => to_canary += 1,
+            "base" => {}
+            other => panic!("{other}"),
+        }
+    }
+    let share = to_canary as f64 * 100.0 / N as f64;
+    println!("canary share over {N} requests at 10 %: {share:.2} %");
+    // Five standard deviations (0.3 points each at this count) either way.
+    assert!((8.5..=11.5).contains(&share), "{share}");
+    // Its figures are its own: the stage "prod/Canary".
+    let label = r#"api="shop",stage="prod/Canary",route="GET /v",class="2xx""#;
+    assert!(eventually(IO_TIMEOUT, || {
+        metric(&g, "tollgate_route_responses_total", label) == to_canary as u64
+    }));
+
+    // Promoted: the canary's deployment is the stage's, all traffic goes there.
+    let r = post(&g, "/apis/shop/stages/prod/canary/promote", json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["deployment"], d2.as_str());
+    assert!(r.json()["canary"].is_null());
+    for _ in 0..50 {
+        assert_eq!(
+            c.request(b"GET /v HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+                .text(),
+            "canary"
+        );
+    }
+    // A canary of the old deployment at 100 %, then removed: all back to the stage's.
+    assert_eq!(
+        patch(json!({"canary": {"deployment": d1, "percent_traffic": 100.0}})).status,
+        200
+    );
+    assert_eq!(
+        c.request(b"GET /v HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+            .text(),
+        "base"
+    );
+    let r = admin(
+        g.admin(),
+        "DELETE",
+        "/apis/shop/stages/prod/canary",
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        c.request(b"GET /v HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+            .text(),
+        "canary"
+    );
+    let r = admin(
+        g.admin(),
+        "DELETE",
+        "/apis/shop/stages/prod/canary",
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 404);
+}

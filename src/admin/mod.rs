@@ -228,6 +228,8 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("/apis/{api}/deployments", "GET, POST"),
     ("/apis/{api}/stages", "GET, POST"),
     ("/apis/{api}/stages/{stage}", "GET, PATCH, DELETE"),
+    ("/apis/{api}/stages/{stage}/canary", "DELETE"),
+    ("/apis/{api}/stages/{stage}/canary/promote", "POST"),
     ("/domains", "GET, POST"),
     ("/domains/{id}", "DELETE"),
     ("/apis/{api}/stages/{stage}/cache", "GET, DELETE"),
@@ -422,6 +424,8 @@ fn route(
             Err(e) => e,
         },
         (b"DELETE", ["apis", api, "stages", stage]) => op(200, ctl.borrow_mut().delete_stage(api, stage)),
+        (b"DELETE", ["apis", api, "stages", stage, "canary"]) => op(200, ctl.borrow_mut().end_canary(api, stage, false)),
+        (b"POST", ["apis", api, "stages", stage, "canary", "promote"]) => op(200, ctl.borrow_mut().end_canary(api, stage, true)),
         (b"GET", ["domains"]) => (200, ctl.borrow().list_domains().to_string()),
         (b"POST", ["domains"]) => match json::<serde_json::Value>(body) {
             Ok(v) => op(201, ctl.borrow_mut().create_mapping(v)),

@@ -152,6 +152,7 @@ fn compile_api(
         access_logs: Vec::new(),
         series_base: 0,
         trace_sample: Vec::new(),
+        canaries: api.stages.iter().map(|s| s.canary).collect(),
     }
 }
 

@@ -56,6 +56,17 @@ pub struct Stage {
     pub access_log_off: bool,
     /// `tracing = { sample }`: this stage's sampling ratio (else `[tracing] sample`).
     pub trace_sample: Option<f64>,
+    /// A run-time stage's canary: where that share of its requests goes.
+    pub canary: Option<CanaryLink>,
+}
+
+/// A canary release: `percent` of a stage's requests go to stage `stage` of API entry `api`
+/// (the canary deployment, with the stage's variables overridden).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CanaryLink {
+    pub api: usize,
+    pub stage: usize,
+    pub percent: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,6 +209,7 @@ impl Validator {
                 access_log,
                 access_log_off,
                 trace_sample,
+                canary: None,
             });
         }
         let (authorizers, declared) = self.authorizers(&key, a.authorizers, (limits, upstreams));

@@ -38,9 +38,30 @@ pub(crate) struct RtStage {
     /// The rest of an `[[apis.stages]]` table: variables, throttle, cache, access_log...
     #[serde(default)]
     pub settings: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<RtCanary>,
     pub created: String,
     pub updated: String,
 }
+
+/// A stage's canary: a share of its traffic served by another deployment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RtCanary {
+    pub deployment: String,
+    /// 0.0 to 100.0.
+    pub percent_traffic: f64,
+    #[serde(default)]
+    pub stage_variable_overrides: Map<String, Value>,
+    #[serde(default)]
+    pub use_stage_cache: bool,
+}
+
+/// The suffix of a canary's stage in the compiled configuration (its metrics and logs say
+/// `prod/Canary`, as Amazon's do).
+const CANARY: &str = "/Canary";
+/// What a canary's stage is called while the validators check it (`/` is no name letter).
+const CANARY_TMP: &str = "__canary";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RtMapping {
@@ -125,10 +146,44 @@ impl Objects {
     pub(crate) fn merge(&self, file: &Config, base: &Path) -> (Config, Vec<String>) {
         let mut cfg = file.clone();
         let mut errors = Vec::new();
-        let mut placed: BTreeMap<(&str, &str), (usize, usize)> = BTreeMap::new();
+        let mut placed: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
         for name in self.apis.keys() {
             let mut by_deployment: BTreeMap<&str, Vec<&RtStage>> = BTreeMap::new();
-            for s in self.stages.values().filter(|s| &s.api == name) {
+            // A canary is a stage of its own, served by the canary's deployment with the
+            // stage's settings and the overridden variables.
+            let canaries: Vec<RtStage> = self
+                .stages
+                .values()
+                .filter(|s| &s.api == name)
+                .filter_map(|s| {
+                    let c = s.canary.as_ref()?;
+                    let mut settings = s.settings.clone();
+                    if !c.stage_variable_overrides.is_empty() {
+                        let mut vars = settings
+                            .get("variables")
+                            .and_then(Value::as_object)
+                            .cloned()
+                            .unwrap_or_default();
+                        for (k, v) in &c.stage_variable_overrides {
+                            vars.insert(k.clone(), v.clone());
+                        }
+                        settings.insert("variables".into(), Value::Object(vars));
+                    }
+                    Some(RtStage {
+                        name: format!("{}{CANARY_TMP}", s.name),
+                        deployment: c.deployment.clone(),
+                        settings,
+                        canary: None,
+                        ..s.clone()
+                    })
+                })
+                .collect();
+            for s in self
+                .stages
+                .values()
+                .filter(|s| &s.api == name)
+                .chain(&canaries)
+            {
                 by_deployment.entry(&s.deployment).or_default().push(s);
             }
             for (dep, stages) in by_deployment {
@@ -145,10 +200,13 @@ impl Objects {
                     })
                     .collect();
                 match crate::config::runtime_api(&cfg, name, &d.definition, tables, base) {
-                    Ok(a) => {
+                    Ok(mut a) => {
                         let i = cfg.apis.len();
-                        for (si, st) in stages.iter().enumerate() {
-                            placed.insert((name.as_str(), st.name.as_str()), (i, si));
+                        for (si, st) in a.stages.iter_mut().enumerate() {
+                            if let Some(base_name) = st.name.strip_suffix(CANARY_TMP) {
+                                st.name = format!("{base_name}{CANARY}");
+                            }
+                            placed.insert((name.clone(), st.name.clone()), (i, si));
                         }
                         cfg.apis.push(a);
                     }
@@ -158,8 +216,22 @@ impl Objects {
                 }
             }
         }
+        for s in self.stages.values() {
+            let Some(c) = &s.canary else { continue };
+            let key = |stage: String| (s.api.clone(), stage);
+            if let (Some(&(ai, si)), Some(&(ci, csi))) = (
+                placed.get(&key(s.name.clone())),
+                placed.get(&key(format!("{}{CANARY}", s.name))),
+            ) {
+                cfg.apis[ai].stages[si].canary = Some(crate::config::CanaryLink {
+                    api: ci,
+                    stage: csi,
+                    percent: c.percent_traffic,
+                });
+            }
+        }
         for m in self.mappings.values() {
-            let Some(&(ai, si)) = placed.get(&(m.api.as_str(), m.stage.as_str())) else {
+            let Some(&(ai, si)) = placed.get(&(m.api.clone(), m.stage.clone())) else {
                 errors.push(format!(
                     "domain mapping {}: API {:?} has no deployed stage {:?}",
                     m.id, m.api, m.stage
@@ -189,6 +261,9 @@ fn stage_view(s: &RtStage) -> Value {
     for (k, x) in &s.settings {
         v[k] = x.clone();
     }
+    if let Some(c) = &s.canary {
+        v["canary"] = serde_json::to_value(c).unwrap_or_default();
+    }
     v
 }
 
@@ -202,11 +277,35 @@ const STAGE_SETTINGS: [&str; 6] = [
     "compression",
 ];
 
+/// A body's `canary`: absent (`None`), `null` to remove it (`Some(None)`), or one.
+fn canary_of(body: &Map<String, Value>) -> Result<Option<Option<RtCanary>>, OpError> {
+    let Some(v) = body.get("canary") else {
+        return Ok(None);
+    };
+    if v.is_null() {
+        return Ok(Some(None));
+    }
+    let c: RtCanary = serde_json::from_value(v.clone())
+        .map_err(|e| bad(format!("canary: {e} (a canary takes deployment, percent_traffic, stage_variable_overrides, use_stage_cache)")))?;
+    if !(0.0..=100.0).contains(&c.percent_traffic) {
+        return Err(bad(format!(
+            "canary.percent_traffic = {} is not valid: expected 0.0 to 100.0",
+            c.percent_traffic
+        )));
+    }
+    if c.use_stage_cache {
+        return Err(bad(
+            "canary.use_stage_cache: not supported yet: a canary has a cache of its own",
+        ));
+    }
+    Ok(Some(Some(c)))
+}
+
 fn stage_settings(body: &Map<String, Value>) -> Result<Map<String, Value>, OpError> {
     let mut out = Map::new();
     for (k, v) in body {
         match k.as_str() {
-            "name" | "deployment" => {}
+            "name" | "deployment" | "canary" => {}
             k if STAGE_SETTINGS.contains(&k) => {
                 if !v.is_null() {
                     out.insert(k.to_string(), v.clone());
@@ -470,6 +569,7 @@ impl Control {
                     name: stage.to_string(),
                     deployment: d.id.clone(),
                     settings: Map::new(),
+                    canary: None,
                     created: now.clone(),
                     updated: now,
                 },
@@ -587,6 +687,7 @@ impl Control {
                     name,
                     deployment,
                     settings,
+                    canary: canary_of(&body)?.flatten(),
                     created: now.clone(),
                     updated: now,
                 }
@@ -611,6 +712,9 @@ impl Control {
                 for (k, v) in settings {
                     s.settings.insert(k, v);
                 }
+                if let Some(c) = canary_of(&body)? {
+                    s.canary = c;
+                }
                 for (k, v) in &body {
                     if v.is_null() && STAGE_SETTINGS.contains(&k.as_str()) {
                         s.settings.remove(k);
@@ -620,21 +724,68 @@ impl Control {
                 s
             }
         };
-        if !self
-            .objects
-            .deployments
-            .contains_key(&(api.to_string(), s.deployment.clone()))
-        {
-            return Err(bad(format!(
-                "deployment = {:?}: API {api:?} has no such deployment",
-                s.deployment
-            )));
+        for (what, dep) in std::iter::once(("deployment", &s.deployment)).chain(
+            s.canary
+                .as_ref()
+                .map(|c| ("canary.deployment", &c.deployment)),
+        ) {
+            if !self
+                .objects
+                .deployments
+                .contains_key(&(api.to_string(), dep.clone()))
+            {
+                return Err(bad(format!(
+                    "{what} = {dep:?}: API {api:?} has no such deployment"
+                )));
+            }
         }
         let mut o = self.objects.clone();
         let json = serde_json::to_string(&s).map_err(|e| OpError(500, e.to_string()))?;
         o.stages
             .insert((api.to_string(), s.name.clone()), s.clone());
         self.apply(o, vec![(stage_key(api, &s.name), json)], Vec::new())?;
+        Ok(stage_view(&s))
+    }
+
+    /// `DELETE /apis/{api}/stages/{stage}/canary`: all traffic back to the stage's deployment;
+    /// `POST .../canary/promote`: the canary's deployment (and its variable overrides) become
+    /// the stage's.
+    pub(crate) fn end_canary(
+        &mut self,
+        api: &str,
+        stage: &str,
+        promote: bool,
+    ) -> Result<Value, OpError> {
+        self.runtime_api(api)?;
+        let mut s = self
+            .objects
+            .stages
+            .get(&(api.to_string(), stage.to_string()))
+            .cloned()
+            .ok_or_else(|| OpError(404, format!("API {api:?} has no stage {stage:?}")))?;
+        let c = s
+            .canary
+            .take()
+            .ok_or_else(|| OpError(404, format!("stage {stage:?} has no canary")))?;
+        if promote {
+            s.deployment = c.deployment;
+            if !c.stage_variable_overrides.is_empty() {
+                let mut vars = s
+                    .settings
+                    .get("variables")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                vars.extend(c.stage_variable_overrides);
+                s.settings.insert("variables".into(), Value::Object(vars));
+            }
+        }
+        s.updated = now_text();
+        let mut o = self.objects.clone();
+        let json = serde_json::to_string(&s).map_err(|e| OpError(500, e.to_string()))?;
+        o.stages
+            .insert((api.to_string(), stage.to_string()), s.clone());
+        self.apply(o, vec![(stage_key(api, stage), json)], Vec::new())?;
         Ok(stage_view(&s))
     }
 

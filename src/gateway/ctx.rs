@@ -131,6 +131,8 @@ pub struct RequestCtx {
     pub(crate) failure: Option<crate::error::Error>,
     /// The request came over TLS (X-Forwarded-Proto: https).
     pub https: bool,
+    /// Sent to its stage's canary.
+    pub canary: bool,
     /// The request's trace context (when `[tracing]` is configured).
     pub(crate) trace: Option<crate::observe::trace::TraceCtx>,
     /// An external authorizer's call, when one was made (for its trace span).
@@ -172,6 +174,7 @@ impl RequestCtx {
             failure: None,
             https: false,
             trace: None,
+            canary: false,
             authorizer_call: Default::default(),
             client_cert: None,
         }

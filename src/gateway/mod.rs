@@ -107,6 +107,7 @@ async fn run_phases(
     check_header_names(ctx, snap.limits.underscores_in_headers)?;
     normalise_path(ctx)?;
     resolve_stage(ss, conn.listener, ctx)?;
+    canary(shard, ss, ctx);
     let m = match_route(ss, ctx)?;
     if let Some(t) = ctx.trace.as_mut() {
         t.decide(snap.apis[m.api].trace_sample[m.stage]);
@@ -193,6 +194,28 @@ fn resolve_stage(ss: &ShardSnap, listener: usize, ctx: &mut RequestCtx) -> Resul
         .ok_or_else(|| Error::downstream(Kind::NotFound, "no domain mapping"))?;
     ctx.stage = Some(st);
     Ok(())
+}
+
+/// A stage with a canary sends that share of its requests to the canary's stage, each
+/// request drawn on its own (as Amazon API Gateway does).
+fn canary(shard: &Shard, ss: &ShardSnap, ctx: &mut RequestCtx) {
+    let Some(st) = ctx.stage else { return };
+    let Some(Some(c)) = ss
+        .snap
+        .apis
+        .get(st.api)
+        .and_then(|a| a.canaries.get(st.stage))
+    else {
+        return;
+    };
+    if shard.ids.chance(c.percent / 100.0) {
+        ctx.stage = Some(crate::route::StageRef {
+            api: c.api,
+            stage: c.stage,
+            base_len: st.base_len,
+        });
+        ctx.canary = true;
+    }
 }
 
 /// Matches the route in the API's trie (404, or 405 with the allowed methods).

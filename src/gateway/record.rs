@@ -270,6 +270,7 @@ fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -
         upstream: ctx.and_then(|c| c.upstream),
         tls_version: r.from.and_then(|f| f.tls),
         shard: shard.id,
+        canary: ctx.is_some_and(|c| c.canary),
         authorizer: ctx.and_then(|c| {
             c.principal
                 .authorizer

@@ -67,6 +67,7 @@ pub(crate) enum Var {
     DomainName,
     Stage,
     ApiId,
+    IsCanaryRequest,
     ErrorMessage,
     ErrorResponseType,
     CacheStatus,
@@ -107,6 +108,7 @@ const NAMES: &[(&str, Var)] = &[
     ("domainName", Var::DomainName),
     ("stage", Var::Stage),
     ("apiId", Var::ApiId),
+    ("isCanaryRequest", Var::IsCanaryRequest),
     ("error.message", Var::ErrorMessage),
     ("error.responseType", Var::ErrorResponseType),
     ("cacheStatus", Var::CacheStatus),
@@ -162,6 +164,8 @@ pub struct Line<'a> {
     pub upstream: Option<SocketAddr>,
     pub tls_version: Option<&'static str>,
     pub shard: usize,
+    /// Sent to its stage's canary.
+    pub canary: bool,
     pub authorizer: Option<&'a dyn AuthorizerVars>,
 }
 
@@ -285,6 +289,9 @@ impl Format {
             Var::DomainName => esc(out, l.domain.unwrap_or_default()),
             Var::Stage => esc(out, l.stage.unwrap_or_default().as_bytes()),
             Var::ApiId => esc(out, l.api.unwrap_or_default().as_bytes()),
+            Var::IsCanaryRequest => {
+                out.extend_from_slice(if l.canary { b"true" } else { b"false" })
+            }
             Var::ErrorMessage => esc(
                 out,
                 l.error_message.as_deref().unwrap_or_default().as_bytes(),

@@ -45,6 +45,11 @@ impl Ids {
         ((t >> 64) as u64) ^ (t as u64)
     }
 
+    /// True with probability `p` (0 to 1).
+    pub(crate) fn chance(&self, p: f64) -> bool {
+        p >= 1.0 || (self.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < p
+    }
+
     /// A span id (never all zeros).
     pub(crate) fn span(&self) -> [u8; 8] {
         loop {
