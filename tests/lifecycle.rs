@@ -308,3 +308,74 @@ fn a_canary_takes_its_share_then_is_promoted_or_removed() {
     );
     assert_eq!(r.status, 404);
 }
+
+#[test]
+fn a_reload_that_clashes_with_a_run_time_api_serves_the_file_and_refuses_nothing() {
+    let up = Upstream::echo();
+    let g = Gw::start(&toml());
+    let mut def = definition("rt", up.addr);
+    def["name"] = json!("shop");
+    assert_eq!(post(&g, "/apis", def).status, 201);
+    let r = post(&g, "/apis/shop/deployments", json!({"stage": "prod"}));
+    assert_eq!(r.status, 400, "the stage lacks its variable: {}", r.text());
+    let d = post(&g, "/apis/shop/deployments", json!({})).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vars = json!({"backend": format!("http://{}", up.addr)});
+    assert_eq!(
+        post(
+            &g,
+            "/apis/shop/stages",
+            json!({"name": "prod", "deployment": d, "variables": vars})
+        )
+        .status,
+        201
+    );
+    assert_eq!(
+        post(
+            &g,
+            "/domains",
+            json!({"host": "shop.test", "api": "shop", "stage": "prod"})
+        )
+        .status,
+        201
+    );
+    assert_eq!(on(&g, "shop.test", "/v").text(), "rt");
+    // The file now declares an API of the same name: the reload is taken, the file wins,
+    // and the run-time API waits (it is not lost).
+    let clash = Cfg::new()
+        .api("shop")
+        .route(
+            "GET /v",
+            "integration = { type = \"mock\", body = \"from-file\" }",
+        )
+        .toml();
+    g.rewrite(&clash);
+    let r = admin(g.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "shop.test", "/v").text(), "from-file");
+    // Other changes are not blocked by what the reload left out.
+    assert_eq!(
+        post(&g, "/apis", json!({"name": "other", "routes": []})).status,
+        201
+    );
+    let r = post(&g, "/apis/other/deployments", json!({"stage": "s"}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Back to the first file: the run-time API is served again.
+    g.rewrite(&toml());
+    assert_eq!(admin(g.admin(), "POST", "/reload", Some(TOKEN)).status, 200);
+    assert_eq!(on(&g, "shop.test", "/v").text(), "rt");
+    // Run-time routes cannot require API keys yet (usage plans cover file stages).
+    let r = post(
+        &g,
+        "/apis",
+        json!({"name": "k", "routes": [{"route": "GET /k", "api_key_required": true, "integration": {"type": "mock"}}]}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("api_key_required: not supported yet"),
+        "{}",
+        r.text()
+    );
+}

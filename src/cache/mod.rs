@@ -358,7 +358,7 @@ fn key_path(k: &[u8]) -> Option<&[u8]> {
 
 /// Caches that survive reloads, keyed by (API, stage). A reload keeps a stage's cache when
 /// the mode is unchanged (applying a new capacity in place) and starts a fresh one otherwise.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct CacheRegistry {
     pub clock: Arc<CacheClock>,
     pub caches: AHashMap<(String, String), Arc<StageCache>>,

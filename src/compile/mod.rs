@@ -37,7 +37,7 @@ impl Errors {
 }
 
 /// What outlives one compile: kept across reloads where the new config keeps the thing.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Registries {
     pub health: HealthRegistry,
     pub buckets: BucketRegistry,

@@ -111,11 +111,12 @@ pub(crate) fn now_text() -> String {
 }
 
 /// A new id: 10 lower-case letters and digits (Amazon's deployment and mapping ids' shape).
-fn new_id() -> String {
+fn new_id() -> Result<String, OpError> {
     const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut b = [0u8; 10];
-    let _ = getrandom::getrandom(&mut b);
-    b.iter().map(|x| A[*x as usize % A.len()] as char).collect()
+    getrandom::getrandom(&mut b)
+        .map_err(|e| OpError(500, format!("no randomness for an id: {e}")))?;
+    Ok(b.iter().map(|x| A[*x as usize % A.len()] as char).collect())
 }
 
 impl Objects {
@@ -123,19 +124,29 @@ impl Objects {
     pub(crate) fn load(store: &Store) -> Result<Objects, String> {
         let mut o = Objects::default();
         for (k, v) in store.objects()? {
-            let bad = |e: serde_json::Error| format!("state store: object {k:?} is damaged: {e}");
-            if k.starts_with("api/") {
-                let a: RtApi = serde_json::from_str(&v).map_err(bad)?;
-                o.apis.insert(a.name.clone(), a);
+            // A record this version cannot read is skipped and said, never a reason not to
+            // start.
+            let r = if k.starts_with("api/") {
+                serde_json::from_str::<RtApi>(&v).map(|a| {
+                    o.apis.insert(a.name.clone(), a);
+                })
             } else if k.starts_with("deployment/") {
-                let d: RtDeployment = serde_json::from_str(&v).map_err(bad)?;
-                o.deployments.insert((d.api.clone(), d.id.clone()), d);
+                serde_json::from_str::<RtDeployment>(&v).map(|d| {
+                    o.deployments.insert((d.api.clone(), d.id.clone()), d);
+                })
             } else if k.starts_with("stage/") {
-                let s: RtStage = serde_json::from_str(&v).map_err(bad)?;
-                o.stages.insert((s.api.clone(), s.name.clone()), s);
+                serde_json::from_str::<RtStage>(&v).map(|s| {
+                    o.stages.insert((s.api.clone(), s.name.clone()), s);
+                })
             } else if k.starts_with("mapping/") {
-                let m: RtMapping = serde_json::from_str(&v).map_err(bad)?;
-                o.mappings.insert(m.id.clone(), m);
+                serde_json::from_str::<RtMapping>(&v).map(|m| {
+                    o.mappings.insert(m.id.clone(), m);
+                })
+            } else {
+                Ok(())
+            };
+            if let Err(e) = r {
+                tracing::warn!(object = %k, error = %e, "state store: a run-time object cannot be read; it is not served");
             }
         }
         Ok(o)
@@ -148,6 +159,12 @@ impl Objects {
         let mut errors = Vec::new();
         let mut placed: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
         for name in self.apis.keys() {
+            if file.apis.iter().any(|a| &a.name == name) {
+                errors.push(format!(
+                    "apis[{name:?}]: the configuration file declares an API of this name; the run-time one is not served"
+                ));
+                continue;
+            }
             let mut by_deployment: BTreeMap<&str, Vec<&RtStage>> = BTreeMap::new();
             // A canary is a stage of its own, served by the canary's deployment with the
             // stage's settings and the overridden variables.
@@ -249,6 +266,28 @@ impl Objects {
     }
 }
 
+/// Compiles the file's configuration with the run-time objects merged in; when that fails
+/// but the file alone compiles (a run-time object that only the compile step refuses), serves
+/// the file alone and says which errors kept the run-time objects out. Stored objects never
+/// stop a start or a reload.
+pub(crate) fn compile_merged(
+    merged: Config,
+    file: &Config,
+    registries: &mut crate::compile::Registries,
+) -> Result<Compiled, crate::config::ConfigError> {
+    match crate::compile::compile(Arc::new(merged), registries) {
+        Ok(c) => Ok(c),
+        Err(merged_errors) => {
+            let c = crate::compile::compile(Arc::new(file.clone()), registries)?;
+            tracing::warn!(
+                errors = %merged_errors.errors.join("; "),
+                "run-time APIs are not served: the configuration does not compile with them"
+            );
+            Ok(c)
+        }
+    }
+}
+
 /// A stage's view.
 fn stage_view(s: &RtStage) -> Value {
     let mut v = json!({
@@ -340,15 +379,23 @@ impl Control {
         puts: Vec<(String, String)>,
         deletes: Vec<String>,
     ) -> Result<u64, OpError> {
-        let (merged, errors) = objects.merge(&self.file_config, &self.config_base());
-        if !errors.is_empty() {
-            return Err(OpError(400, errors.join("; ")));
+        self.objects_store()?;
+        let base = self.config_base();
+        let (merged, errors) = objects.merge(&self.file_config, &base);
+        // What is already not served (after a reload, say) does not block other changes.
+        let (_, before) = self.objects.merge(&self.file_config, &base);
+        let new: Vec<String> = errors.into_iter().filter(|e| !before.contains(e)).collect();
+        if !new.is_empty() {
+            return Err(OpError(400, new.join("; ")));
         }
-        let compiled = crate::compile::compile(Arc::new(merged), &mut self.registries)
+        // Compiled against a copy of the registries: they change only with the store.
+        let mut registries = self.registries.clone();
+        let compiled = crate::compile::compile(Arc::new(merged), &mut registries)
             .map_err(|e| OpError(400, e.errors.join("; ")))?;
         self.objects_store()?
             .write_objects(&puts, &deletes)
             .map_err(|e| OpError(500, format!("the state store refused the change: {e}")))?;
+        self.registries = registries;
         self.objects = objects;
         Ok(self.install(compiled))
     }
@@ -529,7 +576,16 @@ impl Control {
     /// `"stage"`, that stage (created if missing) serves it at once.
     pub(crate) fn create_deployment(&mut self, api: &str, body: Value) -> Result<Value, OpError> {
         let a = self.runtime_api(api)?.clone();
-        let body = body.as_object().cloned().unwrap_or_default();
+        let body = body
+            .as_object()
+            .cloned()
+            .ok_or_else(|| bad("the body must be a JSON object"))?;
+        if body.get("stage").is_some_and(|s| !s.is_string()) {
+            return Err(bad("stage: expected a stage name"));
+        }
+        if body.get("description").is_some_and(|s| !s.is_string()) {
+            return Err(bad("description: expected text"));
+        }
         for k in body.keys() {
             if !["description", "stage"].contains(&k.as_str()) {
                 return Err(bad(format!(
@@ -538,7 +594,7 @@ impl Control {
             }
         }
         let d = RtDeployment {
-            id: new_id(),
+            id: new_id()?,
             api: api.to_string(),
             description: body
                 .get("description")
@@ -739,11 +795,23 @@ impl Control {
                 )));
             }
         }
+        let rollout = stage.is_some_and(|name| {
+            self.objects
+                .stages
+                .get(&(api.to_string(), name.to_string()))
+                .is_some_and(|old| old.deployment != s.deployment)
+        });
         let mut o = self.objects.clone();
         let json = serde_json::to_string(&s).map_err(|e| OpError(500, e.to_string()))?;
         o.stages
             .insert((api.to_string(), s.name.clone()), s.clone());
         self.apply(o, vec![(stage_key(api, &s.name), json)], Vec::new())?;
+        if rollout {
+            // Answers cached from the previous deployment are not this one's.
+            if let Ok(c) = self.stage_cache(api, &s.name) {
+                c.flush();
+            }
+        }
         Ok(stage_view(&s))
     }
 
@@ -867,7 +935,7 @@ impl Control {
             )));
         }
         let rt = RtMapping {
-            id: new_id(),
+            id: new_id()?,
             host: m.host,
             base_path: m.base_path.trim_matches('/').to_string(),
             api: m.api,

@@ -142,7 +142,7 @@ impl ControlInit {
         }
         let file_config = Arc::new(cfg);
         let compiled = Arc::new(
-            crate::compile::compile(Arc::new(merged), &mut registries)
+            lifecycle::compile_merged(merged, &file_config, &mut registries)
                 .map_err(|e| e.to_string())?,
         );
         let stored_keys = store.keys()?;

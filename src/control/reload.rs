@@ -87,8 +87,8 @@ impl Control {
         for e in &skipped {
             tracing::warn!(error = %e, "a run-time object is not served");
         }
-        let compiled = crate::compile::compile(Arc::new(merged), &mut self.registries)
-            .map_err(|e| e.errors)?;
+        let compiled =
+            lifecycle::compile_merged(merged, &cfg, &mut self.registries).map_err(|e| e.errors)?;
         self.file_config = Arc::new(cfg);
         Ok(self.install(compiled))
     }
