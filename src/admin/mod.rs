@@ -395,10 +395,30 @@ fn route(
         },
         (b"POST", ["usageplans", plan, "keys", id, "quota", "reset"]) => op(200, ctl.borrow_mut().set_quota_used(plan, id, 0)),
         (b"GET", ["apis"]) => (200, ctl.borrow().list_apis().to_string()),
+        (b"POST", ["apis"]) if query_param(query, "mode").as_deref() == Some("import") => op(
+            201,
+            ctl.borrow_mut().import_api(
+                None,
+                query_param(query, "name"),
+                "import",
+                query_param(query, "failonwarnings").as_deref() == Some("true"),
+                body,
+            ),
+        ),
         (b"POST", ["apis"]) => match json::<serde_json::Value>(body) {
             Ok(v) => op(201, ctl.borrow_mut().create_api(v)),
             Err(e) => e,
         },
+        (b"PUT", ["apis", api]) if query_param(query, "mode").is_some() => op(
+            200,
+            ctl.borrow_mut().import_api(
+                Some(api),
+                None,
+                &query_param(query, "mode").unwrap_or_default(),
+                query_param(query, "failonwarnings").as_deref() == Some("true"),
+                body,
+            ),
+        ),
         (b"GET", ["apis", api]) => op(200, ctl.borrow().get_api(api)),
         (b"PUT", ["apis", api]) => match json::<serde_json::Value>(body) {
             Ok(v) => op(200, ctl.borrow_mut().put_api(api, v)),

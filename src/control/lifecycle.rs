@@ -469,6 +469,69 @@ impl Control {
         Ok(json!({ "name": a.name, "source": "file", "definition": a }))
     }
 
+    /// `POST /apis?mode=import` and `PUT /apis/{api}?mode=overwrite|merge`: an OpenAPI 3.x or
+    /// Swagger 2.0 document (JSON) as a run-time API's definition; with `failonwarnings`,
+    /// any warning refuses the import. The answer lists the warnings.
+    pub(crate) fn import_api(
+        &mut self,
+        existing: Option<&str>,
+        name: Option<String>,
+        mode: &str,
+        fail_on_warnings: bool,
+        body: &[u8],
+    ) -> Result<Value, OpError> {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(bad(
+                "the document must be JSON (YAML is not supported yet: convert it to JSON)",
+            ));
+        }
+        let doc: Value =
+            serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let imported = crate::openapi::import(&doc).map_err(bad)?;
+        if fail_on_warnings && !imported.warnings.is_empty() {
+            return Err(OpError(
+                400,
+                format!(
+                    "import refused (failonwarnings): {}",
+                    imported.warnings.join("; ")
+                ),
+            ));
+        }
+        let mut view = match existing {
+            None => {
+                let name = name.unwrap_or(imported.title);
+                let mut def = imported.definition;
+                def["name"] = json!(name);
+                self.create_api(def)?
+            }
+            Some(api) => {
+                let def = match mode {
+                    "overwrite" => imported.definition,
+                    "merge" => {
+                        let mut def = self.runtime_api(api)?.definition.clone();
+                        for (list, key) in [("routes", "route"), ("authorizers", "name")] {
+                            let mut items = def[list].as_array().cloned().unwrap_or_default();
+                            for new in imported.definition[list].as_array().into_iter().flatten() {
+                                items.retain(|o| o[key] != new[key]);
+                                items.push(new.clone());
+                            }
+                            if !items.is_empty() {
+                                def[list] = Value::Array(items);
+                            }
+                        }
+                        def
+                    }
+                    other => {
+                        return Err(bad(format!("mode={other:?}: expected overwrite or merge")))
+                    }
+                };
+                self.put_api(api, def)?
+            }
+        };
+        view["warnings"] = json!(imported.warnings);
+        Ok(view)
+    }
+
     /// `POST /apis`: a new run-time API (its definition: an `[[apis]]` table without stages).
     pub(crate) fn create_api(&mut self, body: Value) -> Result<Value, OpError> {
         let mut def = body

@@ -5,6 +5,9 @@
 //! (`GET /apis/{api}/stages/{stage}/export`), and `tollgate openapi` converts file-managed
 //! APIs offline.
 
+mod import;
+pub use import::{import, Imported};
+
 use serde_json::{json, Map, Value};
 
 use crate::config::{Api, AuthorizerKind, Config, IdentityRef, IdentitySource, Integration, Route};

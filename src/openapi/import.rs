@@ -1,0 +1,348 @@
+//! OpenAPI import: an OpenAPI 3.x or Swagger 2.0 document (JSON) becomes a run-time API's
+//! definition (an `[[apis]]` table as JSON), honouring Amazon API Gateway's extensions where
+//! Tollgate has the feature: `x-amazon-apigateway-integration` (`http_proxy`, `http`, `mock`;
+//! `uri`, `timeoutInMillis`, static header `requestParameters`, a mock's `responses`),
+//! `x-amazon-apigateway-any-method`, security schemes with `x-amazon-apigateway-authorizer`
+//! (`jwt`, `request`, `token`) or `x-amazon-apigateway-authtype: awsSigv4`. Everything else
+//! is named in the answer's warnings, never dropped silently.
+
+use serde_json::{json, Map, Value};
+
+/// What an import made: the definition, and what it could not take.
+#[derive(Debug, Default)]
+pub struct Imported {
+    /// The API's name from `info.title` (letters, digits, `-` and `_` kept).
+    pub title: String,
+    pub definition: Value,
+    pub warnings: Vec<String>,
+}
+
+const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "patch"];
+
+/// Extensions Tollgate does not have yet, by their place in the document.
+const NOT_YET: [&str; 8] = [
+    "x-amazon-apigateway-cors",
+    "x-amazon-apigateway-gateway-responses",
+    "x-amazon-apigateway-request-validators",
+    "x-amazon-apigateway-binary-media-types",
+    "x-amazon-apigateway-policy",
+    "x-amazon-apigateway-minimum-compression-size",
+    "x-amazon-apigateway-endpoint-configuration",
+    "x-amazon-apigateway-importexport-version",
+];
+
+/// Converts a document. `Err` when it is not OpenAPI 3.x or Swagger 2.0 at all.
+pub fn import(doc: &Value) -> Result<Imported, String> {
+    let oas3 = doc
+        .get("openapi")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("3."));
+    let swagger = doc.get("swagger").and_then(Value::as_str) == Some("2.0");
+    if !oas3 && !swagger {
+        return Err(
+            "not an OpenAPI 3.x (\"openapi\": \"3.0.x\"/\"3.1.x\") or Swagger 2.0 (\"swagger\": \"2.0\") document"
+                .into(),
+        );
+    }
+    let mut out = Imported {
+        title: doc["info"]["title"]
+            .as_str()
+            .unwrap_or("imported")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect::<String>()
+            .trim_matches('-')
+            .to_string(),
+        ..Imported::default()
+    };
+    for k in NOT_YET {
+        if doc.get(k).is_some() {
+            out.warnings
+                .push(format!("{k}: not supported yet; left out"));
+        }
+    }
+    let schemes = if oas3 {
+        &doc["components"]["securitySchemes"]
+    } else {
+        &doc["securityDefinitions"]
+    };
+    let mut authorizers: Vec<Value> = Vec::new();
+    let default_security = doc.get("security");
+    let mut routes = Vec::new();
+    let empty = Map::new();
+    let paths = doc["paths"].as_object().unwrap_or(&empty);
+    for (path, item) in paths {
+        let Some(item) = item.as_object() else {
+            continue;
+        };
+        if path == super::DEFAULT_ROUTE {
+            if let Some(op) = item.get("x-amazon-apigateway-any-method") {
+                let r = route(
+                    "$default",
+                    op,
+                    default_security,
+                    schemes,
+                    &mut authorizers,
+                    &mut out.warnings,
+                );
+                routes.extend(r);
+            }
+            continue;
+        }
+        if !path.starts_with('/') {
+            out.warnings
+                .push(format!("paths[{path:?}]: not a path; left out"));
+            continue;
+        }
+        for (key, op) in item {
+            let method = if key == "x-amazon-apigateway-any-method" {
+                "ANY".to_string()
+            } else if METHODS.contains(&key.as_str()) {
+                key.to_ascii_uppercase()
+            } else if key == "parameters" || key == "summary" || key == "description" {
+                continue;
+            } else {
+                out.warnings
+                    .push(format!("paths[{path:?}].{key}: not supported; left out"));
+                continue;
+            };
+            let r = route(
+                &format!("{method} {path}"),
+                op,
+                default_security,
+                schemes,
+                &mut authorizers,
+                &mut out.warnings,
+            );
+            routes.extend(r);
+        }
+    }
+    let mut def = json!({ "routes": routes });
+    if !authorizers.is_empty() {
+        def["authorizers"] = Value::Array(authorizers);
+    }
+    out.definition = def;
+    Ok(out)
+}
+
+/// One operation as a route; `None` (with a warning) when it cannot be served as written.
+fn route(
+    key: &str,
+    op: &Value,
+    default_security: Option<&Value>,
+    schemes: &Value,
+    authorizers: &mut Vec<Value>,
+    warnings: &mut Vec<String>,
+) -> Option<Value> {
+    let mut r = Map::new();
+    r.insert("route".into(), json!(key));
+    let integration = match op.get("x-amazon-apigateway-integration") {
+        None => {
+            warnings.push(format!(
+                "{key}: no x-amazon-apigateway-integration; imported as a mock answering 501"
+            ));
+            json!({ "type": "mock", "status": 501, "body": "{\"message\":\"Not Implemented\"}", "headers": { "content-type": "application/json" } })
+        }
+        Some(i) => integration(key, i, warnings)?,
+    };
+    r.insert("integration".into(), integration);
+    let security = op.get("security").or(default_security);
+    for requirement in security.and_then(Value::as_array).into_iter().flatten() {
+        let Some(req) = requirement.as_object() else {
+            continue;
+        };
+        for (name, scopes) in req {
+            let scheme = &schemes[name];
+            let ext = &scheme["x-amazon-apigateway-authorizer"];
+            let authtype = scheme["x-amazon-apigateway-authtype"]
+                .as_str()
+                .unwrap_or("");
+            if authtype.eq_ignore_ascii_case("awsSigv4") {
+                r.insert("authorization".into(), json!("aws_iam"));
+            } else if ext.is_object() {
+                let a = authorizer(name, ext, warnings)?;
+                if !authorizers.iter().any(|x| x["name"] == a["name"]) {
+                    authorizers.push(a);
+                }
+                r.insert("authorizer".into(), json!(name));
+                if let Some(s) = scopes.as_array().filter(|s| !s.is_empty()) {
+                    r.insert("authorization_scopes".into(), Value::Array(s.clone()));
+                }
+            } else if scheme["type"] == "apiKey"
+                && scheme["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("x-api-key"))
+            {
+                warnings.push(format!(
+                    "{key}: API keys are not supported yet for run-time APIs; the route is left out rather than served without its key"
+                ));
+                return None;
+            } else {
+                warnings.push(format!(
+                    "{key}: security scheme {name:?} has no x-amazon-apigateway-authorizer Tollgate can use; the route is left out rather than served without it"
+                ));
+                return None;
+            }
+        }
+    }
+    Some(Value::Object(r))
+}
+
+fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value> {
+    let kind = i["type"].as_str().unwrap_or("").to_ascii_lowercase();
+    match kind.as_str() {
+        "http_proxy" | "http" => {
+            let uri = i["uri"].as_str().unwrap_or("");
+            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                warnings.push(format!(
+                    "{key}: integration uri {uri:?} is not an http(s) URL; left out"
+                ));
+                return None;
+            }
+            if kind == "http"
+                && (i.get("requestTemplates").is_some() || i.get("responses").is_some())
+            {
+                warnings.push(format!(
+                    "{key}: mapping templates are not supported yet; imported as http_proxy (passed through)"
+                ));
+            }
+            if i["connectionType"].as_str() == Some("VPC_LINK") {
+                warnings.push(format!("{key}: VPC links are not supported; left out"));
+                return None;
+            }
+            let mut out = json!({ "type": "http", "uri": uri });
+            if let Some(ms) = i["timeoutInMillis"].as_u64() {
+                out["timeout"] = json!(format!("{ms}ms"));
+            }
+            let mut headers = Map::new();
+            for (k, v) in i["requestParameters"].as_object().into_iter().flatten() {
+                let v = v.as_str().unwrap_or("");
+                if let Some(h) = k.strip_prefix("integration.request.header.") {
+                    match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+                        Some(lit) => {
+                            headers.insert(h.to_string(), json!(lit));
+                        }
+                        None => warnings.push(format!(
+                            "{key}: requestParameters {k:?} = {v:?}: only static values ('...') are supported yet; left out"
+                        )),
+                    }
+                } else if let Some(p) = k.strip_prefix("integration.request.path.") {
+                    // The URI names path variables itself; only the identity mapping is kept.
+                    if v != format!("method.request.path.{p}") {
+                        warnings.push(format!("{key}: requestParameters {k:?} = {v:?}: path variables keep their names; left out"));
+                    }
+                } else {
+                    warnings.push(format!(
+                        "{key}: requestParameters {k:?}: not supported yet; left out"
+                    ));
+                }
+            }
+            if !headers.is_empty() {
+                out["headers"] = Value::Object(headers);
+            }
+            Some(out)
+        }
+        "mock" => {
+            let d = &i["responses"]["default"];
+            let status: u16 = d["statusCode"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let (ctype, body) = d["responseTemplates"]
+                .as_object()
+                .and_then(|t| t.iter().next())
+                .map(|(c, b)| (c.clone(), b.as_str().unwrap_or("").to_string()))
+                .unwrap_or_default();
+            let mut headers = Map::new();
+            for (k, v) in d["responseParameters"].as_object().into_iter().flatten() {
+                if let (Some(h), Some(lit)) = (
+                    k.strip_prefix("method.response.header."),
+                    v.as_str()
+                        .and_then(|v| v.strip_prefix('\''))
+                        .and_then(|v| v.strip_suffix('\'')),
+                ) {
+                    headers.insert(h.to_string(), json!(lit));
+                }
+            }
+            if !ctype.is_empty()
+                && !body.is_empty()
+                && !headers
+                    .keys()
+                    .any(|h| h.eq_ignore_ascii_case("content-type"))
+            {
+                headers.insert("content-type".into(), json!(ctype));
+            }
+            let mut out = json!({ "type": "mock", "status": status, "body": body });
+            if !headers.is_empty() {
+                out["headers"] = Value::Object(headers);
+            }
+            Some(out)
+        }
+        other => {
+            warnings.push(format!(
+                "{key}: integration type {other:?} (Lambda or AWS service) is not supported; left out"
+            ));
+            None
+        }
+    }
+}
+
+fn authorizer(name: &str, a: &Value, warnings: &mut Vec<String>) -> Option<Value> {
+    let kind = a["type"].as_str().unwrap_or("").to_ascii_lowercase();
+    match kind.as_str() {
+        "jwt" => {
+            let c = &a["jwtConfiguration"];
+            let mut out = json!({
+                "name": name, "type": "jwt",
+                "issuer": c["issuer"], "audience": c["audience"],
+            });
+            if let Some(src) = a["identitySource"].as_str() {
+                out["identity_source"] = json!(src.split(',').next().unwrap_or(src).trim());
+            }
+            Some(out)
+        }
+        "request" | "token" => {
+            let uri = a["authorizerUri"].as_str().unwrap_or("");
+            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                warnings.push(format!(
+                    "authorizer {name:?}: authorizerUri {uri:?} is not an http(s) URL (a Lambda function?); routes using it are left out"
+                ));
+                return None;
+            }
+            let sources: Vec<Value> = a["identitySource"]
+                .as_str()
+                .unwrap_or("")
+                .split(',')
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    // REST APIs write method.request.header.X; HTTP APIs $request.header.X.
+                    json!(s
+                        .replace("method.request.header.", "$request.header.")
+                        .replace("method.request.querystring.", "$request.querystring."))
+                })
+                .collect();
+            let mut out = json!({ "name": name, "type": kind, "uri": uri });
+            if !sources.is_empty() {
+                out["identity_sources"] = Value::Array(sources);
+            }
+            if let Some(ttl) = a["authorizerResultTtlInSeconds"].as_u64() {
+                out["ttl"] = json!(format!("{ttl}s"));
+            }
+            if let Some(re) = a["identityValidationExpression"].as_str() {
+                out["identity_validation_expression"] = json!(re);
+            }
+            Some(out)
+        }
+        other => {
+            warnings.push(format!("authorizer {name:?}: type {other:?} is not supported; routes using it are left out"));
+            None
+        }
+    }
+}

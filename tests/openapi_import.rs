@@ -1,0 +1,181 @@
+//! OpenAPI import: Amazon API Gateway's PetStore-style definition (Swagger 2.0 with its
+//! extensions) and the OpenAPI Initiative's petstore (OpenAPI 3.0, no extensions) become
+//! run-time APIs that serve once deployed; what cannot be taken is in the warnings; export
+//! then import gives back the same API.
+
+mod common;
+
+use serde_json::json;
+
+use common::*;
+
+const AWS: &str = include_str!("fixtures/openapi/petstore-apigateway.json");
+const OAI: &str = include_str!("fixtures/openapi/petstore-oai.json");
+
+fn on(g: &Gw, host: &str, path: &str) -> Resp {
+    Client::connect(g.addr()).request(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn gw() -> Gw {
+    Gw::start(
+        &Cfg::new()
+            .api("file")
+            .route(
+                "GET /f",
+                "integration = { type = \"mock\", body = \"file\" }",
+            )
+            .toml(),
+    )
+}
+
+/// Imports, deploys to stage `stage` and maps `host` to it; returns the import's answer.
+fn import_and_serve(g: &Gw, query: &str, doc: &str, host: &str) -> serde_json::Value {
+    let r = admin_with(g.admin(), "POST", &format!("/apis?mode=import{query}"), doc);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    let name = v["name"].as_str().unwrap().to_string();
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        &format!("/apis/{name}/deployments"),
+        &json!({"stage": "test"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let m = json!({"host": host, "api": name, "stage": "test"});
+    assert_eq!(
+        admin_with(g.admin(), "POST", "/domains", &m.to_string()).status,
+        201
+    );
+    v
+}
+
+#[test]
+fn amazons_petstore_imports_and_serves_end_to_end() {
+    let up = Upstream::echo();
+    let g = gw();
+    // Offline: the example's backend is replaced by a local one.
+    let doc = AWS.replace(
+        "petstore-demo-endpoint.execute-api.com",
+        &up.addr.to_string(),
+    );
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&failonwarnings=true",
+        &doc,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("failonwarnings"), "{}", r.text());
+    let v = import_and_serve(&g, "", &doc, "pets.test");
+    assert_eq!(v["name"], "PetStore");
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("integration.request.querystring.page"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("mapping templates"), "{warnings}");
+    let root = on(&g, "pets.test", "/");
+    assert_eq!(root.status, 200);
+    assert_eq!(root.header("content-type"), Some("text/html"));
+    assert!(root.text().contains("Welcome to your Pet Store API"));
+    assert_eq!(
+        on(&g, "pets.test", "/pets?type=dog").json()["target"],
+        "/petstore/pets?type=dog"
+    );
+    assert_eq!(
+        on(&g, "pets.test", "/pets/7").json()["target"],
+        "/petstore/pets/7"
+    );
+    let pre = Client::connect(g.addr())
+        .request(b"OPTIONS /pets HTTP/1.1\r\nHost: pets.test\r\nConnection: close\r\n\r\n");
+    assert_eq!(pre.status, 200);
+    assert_eq!(pre.header("access-control-allow-origin"), Some("*"));
+
+    // Export, import under another name, export again: the same API.
+    let first = admin(
+        g.admin(),
+        "GET",
+        "/apis/PetStore/stages/test/export?extensions=apigateway",
+        Some(TOKEN),
+    )
+    .json();
+    let exported = first.to_string();
+    let v = import_and_serve(
+        &g,
+        "&name=again&failonwarnings=true",
+        &exported,
+        "again.test",
+    );
+    assert_eq!(v["warnings"], json!([]));
+    let second = admin(
+        g.admin(),
+        "GET",
+        "/apis/again/stages/test/export?extensions=apigateway",
+        Some(TOKEN),
+    )
+    .json();
+    assert_eq!(first["paths"], second["paths"]);
+    assert_eq!(first["components"], second["components"]);
+    assert_eq!(
+        on(&g, "again.test", "/pets/8").json()["target"],
+        "/petstore/pets/8"
+    );
+}
+
+#[test]
+fn a_plain_openapi_document_imports_with_warnings_and_bad_ones_are_refused() {
+    let g = gw();
+    let v = import_and_serve(&g, "&name=oai", OAI, "oai.test");
+    let w = v["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(w.iter().all(|x| x
+        .as_str()
+        .unwrap()
+        .contains("no x-amazon-apigateway-integration")));
+    let r = on(&g, "oai.test", "/pets/1");
+    assert_eq!(r.status, 501);
+    // Merge: a second document adds its routes and replaces those of the same key.
+    let more = json!({"openapi": "3.0.1", "info": {"title": "x", "version": "1"}, "paths": {"/pets/{petId}": {"get": {"responses": {"200": {"description": "ok"}}, "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200", "responseTemplates": {"application/json": "{\"pet\":true}"}}}}}}}});
+    let r = admin_with(g.admin(), "PUT", "/apis/oai?mode=merge", &more.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let routes = r.json()["definition"]["routes"].as_array().unwrap().len();
+    assert_eq!(routes, 3);
+    admin_with(
+        g.admin(),
+        "POST",
+        "/apis/oai/deployments",
+        &json!({"stage": "test"}).to_string(),
+    );
+    assert_eq!(on(&g, "oai.test", "/pets/1").text(), "{\"pet\":true}");
+    assert_eq!(on(&g, "oai.test", "/pets").status, 501);
+
+    for (body, want) in [
+        ("openapi: 3.0.0\ninfo: {}\n", "YAML is not supported yet"),
+        ("{\"hello\": 1}", "not an OpenAPI 3.x"),
+        ("{\"openapi\": \"3.0.0\", ", "invalid JSON"),
+    ] {
+        let r = admin_with(g.admin(), "POST", "/apis?mode=import", body);
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(r.text().contains(want), "{want}: {}", r.text());
+    }
+    // A Lambda integration or an authorizer Tollgate cannot call: the route is left out and
+    // said, never served unprotected.
+    let lambda = json!({"openapi": "3.0.1", "info": {"title": "lam", "version": "1"},
+    "components": {"securitySchemes": {"cog": {"type": "apiKey", "name": "Authorization", "in": "header",
+        "x-amazon-apigateway-authorizer": {"type": "cognito_user_pools", "providerARNs": ["arn:aws:cognito-idp:x"]}}}},
+    "paths": {
+        "/a": {"get": {"responses": {"200": {"description": "ok"}}, "x-amazon-apigateway-integration": {"type": "aws_proxy", "uri": "arn:aws:apigateway:lambda"}}},
+        "/b": {"get": {"security": [{"cog": []}], "responses": {"200": {"description": "ok"}}, "x-amazon-apigateway-integration": {"type": "mock"}}}
+    }});
+    let r = admin_with(g.admin(), "POST", "/apis?mode=import", &lambda.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["definition"]["routes"], json!([]));
+    let w = v["warnings"].to_string();
+    assert!(
+        w.contains("aws_proxy") && w.contains("cognito_user_pools"),
+        "{w}"
+    );
+}
