@@ -62,6 +62,39 @@ enum Command {
         #[arg(long)]
         extensions: bool,
     },
+    /// Import an OpenAPI 3.x or Swagger 2.0 document (JSON) as a run-time API, through the
+    /// running gateway's admin API ([admin].addr, the token from [admin].token_env).
+    Import {
+        /// The document.
+        file: PathBuf,
+        /// The API's name (default: the document's info.title).
+        #[arg(long)]
+        name: Option<String>,
+        /// Refuse the import if anything could not be taken.
+        #[arg(long)]
+        fail_on_warnings: bool,
+        /// The admin API's address, if not [admin].addr.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
+    /// Print an API as a stage of the running gateway serves it (OpenAPI 3.0 or Swagger 2.0),
+    /// through its admin API; run-time APIs included.
+    Export {
+        /// The API.
+        api: String,
+        /// The stage.
+        #[arg(long)]
+        stage: String,
+        /// oas30 or swagger.
+        #[arg(long = "type", default_value = "oas30")]
+        kind: String,
+        /// Include Amazon API Gateway's x-amazon-apigateway-* extensions.
+        #[arg(long)]
+        extensions: bool,
+        /// The admin API's address, if not [admin].addr.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
     /// The state store under server.state_dir.
     State {
         #[command(subcommand)]
@@ -180,6 +213,39 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Import {
+            file,
+            name,
+            fail_on_warnings,
+            admin,
+        }) => {
+            let mut q = String::from("/apis?mode=import");
+            if let Some(n) = name {
+                q.push_str(&format!("&name={n}"));
+            }
+            if fail_on_warnings {
+                q.push_str("&failonwarnings=true");
+            }
+            let r = std::fs::read(&file)
+                .map_err(|e| format!("{}: {e}", file.display()))
+                .and_then(|body| admin_call(&cfg, admin, "POST", &q, &body));
+            print_answer(r)
+        }
+        Some(Command::Export {
+            api,
+            stage,
+            kind,
+            extensions,
+            admin,
+        }) => {
+            let ext = if extensions {
+                "&extensions=apigateway"
+            } else {
+                ""
+            };
+            let q = format!("/apis/{api}/stages/{stage}/export?type={kind}{ext}");
+            print_answer(admin_call(&cfg, admin, "GET", &q, &[]))
+        }
         Some(Command::State { op }) => {
             let r = match op {
                 StateOp::Check => tollgate::state_check(&cfg),
@@ -197,6 +263,68 @@ fn main() -> ExitCode {
             }
         }
         None => run(cfg, cli.config, cli.workers, cli.take_over),
+    }
+}
+
+/// One call to the running gateway's admin API: (status, body).
+fn admin_call(
+    cfg: &Config,
+    addr: Option<std::net::SocketAddr>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let admin = cfg
+        .admin
+        .as_ref()
+        .ok_or("the configuration has no [admin] table: the admin API is not served")?;
+    let token = std::env::var(&admin.token_env)
+        .map_err(|_| format!("{} is not set (the admin API's token)", admin.token_env))?;
+    let at = addr.unwrap_or(admin.addr);
+    let mut s = std::net::TcpStream::connect_timeout(&at, std::time::Duration::from_secs(5))
+        .map_err(|e| format!("admin API at {at}: {e}"))?;
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        at,
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .and_then(|_| s.write_all(body))
+        .map_err(|e| format!("admin API: {e}"))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .map_err(|e| format!("admin API: {e}"))?;
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("admin API: no status in the answer")?;
+    Ok((status, body.to_string()))
+}
+
+/// Prints an admin answer (pretty JSON); a failure status exits 1 with the message.
+fn print_answer(r: Result<(u16, String), String>) -> ExitCode {
+    match r {
+        Ok((status, body)) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
+                .unwrap_or(body);
+            if status < 400 {
+                println!("{pretty}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{status}: {pretty}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -179,3 +179,78 @@ fn a_plain_openapi_document_imports_with_warnings_and_bad_ones_are_refused() {
         "{w}"
     );
 }
+
+#[test]
+fn the_cli_imports_and_exports_through_the_admin_api() {
+    let up = Upstream::echo();
+    let g = gw();
+    let dir = TempDir::new();
+    let doc = dir.0.join("petstore.json");
+    std::fs::write(
+        &doc,
+        AWS.replace(
+            "petstore-demo-endpoint.execute-api.com",
+            &up.addr.to_string(),
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(&g.path)
+            .args(args)
+            .env("TOLLGATE_ADMIN_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    };
+    let admin_addr = g.admin().to_string();
+    let out = cli(&[
+        "import",
+        doc.to_str().unwrap(),
+        "--name",
+        "cli",
+        "--admin",
+        &admin_addr,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "cli");
+    assert!(!v["warnings"].as_array().unwrap().is_empty());
+    let out = cli(&[
+        "import",
+        doc.to_str().unwrap(),
+        "--name",
+        "cli2",
+        "--fail-on-warnings",
+        "--admin",
+        &admin_addr,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("400"));
+    admin_with(
+        g.admin(),
+        "POST",
+        "/apis/cli/deployments",
+        &json!({"stage": "test"}).to_string(),
+    );
+    let out = cli(&[
+        "export",
+        "cli",
+        "--stage",
+        "test",
+        "--extensions",
+        "--admin",
+        &admin_addr,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["paths"]["/pets/{petId}"]["get"]["x-amazon-apigateway-integration"].is_object());
+}
