@@ -175,17 +175,7 @@ impl Objects {
                 .filter_map(|s| {
                     let c = s.canary.as_ref()?;
                     let mut settings = s.settings.clone();
-                    if !c.stage_variable_overrides.is_empty() {
-                        let mut vars = settings
-                            .get("variables")
-                            .and_then(Value::as_object)
-                            .cloned()
-                            .unwrap_or_default();
-                        for (k, v) in &c.stage_variable_overrides {
-                            vars.insert(k.clone(), v.clone());
-                        }
-                        settings.insert("variables".into(), Value::Object(vars));
-                    }
+                    override_variables(&mut settings, &c.stage_variable_overrides);
                     Some(RtStage {
                         name: format!("{}{CANARY_TMP}", s.name),
                         deployment: c.deployment.clone(),
@@ -286,6 +276,22 @@ pub(crate) fn compile_merged(
             Ok(c)
         }
     }
+}
+
+/// A stage's settings with a canary's variable overrides applied.
+fn override_variables(settings: &mut Map<String, Value>, overrides: &Map<String, Value>) {
+    if overrides.is_empty() {
+        return;
+    }
+    let mut vars = settings
+        .get("variables")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (k, v) in overrides {
+        vars.insert(k.clone(), v.clone());
+    }
+    settings.insert("variables".into(), Value::Object(vars));
 }
 
 /// A stage's view.
@@ -900,16 +906,7 @@ impl Control {
             .ok_or_else(|| OpError(404, format!("stage {stage:?} has no canary")))?;
         if promote {
             s.deployment = c.deployment;
-            if !c.stage_variable_overrides.is_empty() {
-                let mut vars = s
-                    .settings
-                    .get("variables")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
-                vars.extend(c.stage_variable_overrides);
-                s.settings.insert("variables".into(), Value::Object(vars));
-            }
+            override_variables(&mut s.settings, &c.stage_variable_overrides);
         }
         s.updated = now_text();
         let mut o = self.objects.clone();
