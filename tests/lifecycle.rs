@@ -379,3 +379,64 @@ fn a_reload_that_clashes_with_a_run_time_api_serves_the_file_and_refuses_nothing
         r.text()
     );
 }
+
+#[test]
+fn run_time_objects_survive_sigkill() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(
+        &path,
+        Cfg::new()
+            .admin("token_env = \"TG_LC_TOKEN\"")
+            .api("file")
+            .route(
+                "GET /f",
+                "integration = { type = \"mock\", body = \"file\" }",
+            )
+            .toml(),
+    )
+    .unwrap();
+    let start = || {
+        let p = Proc::start(&path, &[("TG_LC_TOKEN", TOKEN)]);
+        let addr: std::net::SocketAddr = p.wait_for("listening")["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let adm: std::net::SocketAddr = p.wait_for("admin API listening")["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (p, addr, adm)
+    };
+    let get_kept = |addr: std::net::SocketAddr| {
+        Client::connect(addr)
+            .request(b"GET /v HTTP/1.1\r\nHost: kept.test\r\nConnection: close\r\n\r\n")
+            .text()
+    };
+    let (mut p, addr, adm) = start();
+    let def = json!({"name": "kept", "routes": [{"route": "GET /v", "integration": {"type": "mock", "body": "kept"}}]});
+    assert_eq!(
+        admin_with(adm, "POST", "/apis", &def.to_string()).status,
+        201
+    );
+    let r = admin_with(
+        adm,
+        "POST",
+        "/apis/kept/deployments",
+        &json!({"stage": "prod"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let m = json!({"host": "kept.test", "api": "kept", "stage": "prod"});
+    assert_eq!(
+        admin_with(adm, "POST", "/domains", &m.to_string()).status,
+        201
+    );
+    assert_eq!(get_kept(addr), "kept");
+    // No drain, no flush: the process is killed.
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let (_p, addr, _) = start();
+    assert_eq!(get_kept(addr), "kept");
+}
