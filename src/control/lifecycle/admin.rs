@@ -1,375 +1,25 @@
-//! Run-time APIs: definitions, immutable deployments, stages pointing at a deployment, and
-//! domain mappings, created through the admin API and kept in the state store. At every
-//! compile (start, reload, any change here) they are merged into the file's configuration:
-//! each deployment some stage serves becomes an API of the compiled config holding those
-//! stages, checked by the file's own validators. A change is compiled before it is stored:
-//! what the store holds always compiles, and a refused change leaves everything as it was.
-
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+//! The admin API's operations on run-time APIs, deployments, stages, canaries and domain
+//! mappings: each change is compiled before it is stored.
 
 use super::*;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct RtApi {
-    pub name: String,
-    pub definition: Value,
-    pub created: String,
-    pub updated: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct RtDeployment {
-    pub id: String,
-    pub api: String,
-    #[serde(default)]
-    pub description: String,
-    pub created: String,
-    pub definition: Value,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct RtStage {
-    pub api: String,
-    pub name: String,
-    pub deployment: String,
-    /// The rest of an `[[apis.stages]]` table: variables, throttle, cache, access_log...
-    #[serde(default)]
-    pub settings: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canary: Option<RtCanary>,
-    pub created: String,
-    pub updated: String,
-}
-
-/// A stage's canary: a share of its traffic served by another deployment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RtCanary {
-    pub deployment: String,
-    /// 0.0 to 100.0.
-    pub percent_traffic: f64,
-    #[serde(default)]
-    pub stage_variable_overrides: Map<String, Value>,
-    #[serde(default)]
-    pub use_stage_cache: bool,
-}
-
-/// The suffix of a canary's stage in the compiled configuration (its metrics and logs say
-/// `prod/Canary`, as Amazon's do).
-const CANARY: &str = "/Canary";
-/// What a canary's stage is called while the validators check it (`/` is no name letter).
-const CANARY_TMP: &str = "__canary";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct RtMapping {
-    pub id: String,
-    pub host: String,
-    pub base_path: String,
-    pub api: String,
-    pub stage: String,
-}
-
-/// Every run-time object.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Objects {
-    pub apis: BTreeMap<String, RtApi>,
-    pub deployments: BTreeMap<(String, String), RtDeployment>,
-    pub stages: BTreeMap<(String, String), RtStage>,
-    pub mappings: BTreeMap<String, RtMapping>,
-}
-
-fn api_key(name: &str) -> String {
-    format!("api/{name}")
-}
-fn deployment_key(api: &str, id: &str) -> String {
-    format!("deployment/{api}/{id}")
-}
-fn stage_key(api: &str, name: &str) -> String {
-    format!("stage/{api}/{name}")
-}
-fn mapping_key(id: &str) -> String {
-    format!("mapping/{id}")
-}
-
-/// Now, as RFC 3339 (UTC, seconds).
-pub(crate) fn now_text() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (y, m, d) = crate::syntax::civil::civil_from_days((secs / 86_400) as i64);
-    let t = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        t / 3600,
-        t / 60 % 60,
-        t % 60
-    )
-}
-
-/// A new id: 10 lower-case letters and digits (Amazon's deployment and mapping ids' shape).
-fn new_id() -> Result<String, OpError> {
-    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut b = [0u8; 10];
-    getrandom::getrandom(&mut b)
-        .map_err(|e| OpError(500, format!("no randomness for an id: {e}")))?;
-    Ok(b.iter().map(|x| A[*x as usize % A.len()] as char).collect())
-}
-
-impl Objects {
-    /// What the store holds.
-    pub(crate) fn load(store: &Store) -> Result<Objects, String> {
-        let mut o = Objects::default();
-        for (k, v) in store.objects()? {
-            // A record this version cannot read is skipped and said, never a reason not to
-            // start.
-            let r = if k.starts_with("api/") {
-                serde_json::from_str::<RtApi>(&v).map(|a| {
-                    o.apis.insert(a.name.clone(), a);
-                })
-            } else if k.starts_with("deployment/") {
-                serde_json::from_str::<RtDeployment>(&v).map(|d| {
-                    o.deployments.insert((d.api.clone(), d.id.clone()), d);
-                })
-            } else if k.starts_with("stage/") {
-                serde_json::from_str::<RtStage>(&v).map(|s| {
-                    o.stages.insert((s.api.clone(), s.name.clone()), s);
-                })
-            } else if k.starts_with("mapping/") {
-                serde_json::from_str::<RtMapping>(&v).map(|m| {
-                    o.mappings.insert(m.id.clone(), m);
-                })
-            } else {
-                Ok(())
-            };
-            if let Err(e) = r {
-                tracing::warn!(object = %k, error = %e, "state store: a run-time object cannot be read; it is not served");
-            }
-        }
-        Ok(o)
-    }
-
-    /// The file's configuration with these objects merged in, and what could not be (an
-    /// object that no longer compiles against a reloaded file: skipped, and said).
-    pub(crate) fn merge(&self, file: &Config, base: &Path) -> (Config, Vec<String>) {
-        let mut cfg = file.clone();
-        let mut errors = Vec::new();
-        let mut placed: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
-        for name in self.apis.keys() {
-            if file.apis.iter().any(|a| &a.name == name) {
-                errors.push(format!(
-                    "apis[{name:?}]: the configuration file declares an API of this name; the run-time one is not served"
-                ));
-                continue;
-            }
-            let mut by_deployment: BTreeMap<&str, Vec<&RtStage>> = BTreeMap::new();
-            // A canary is a stage of its own, served by the canary's deployment with the
-            // stage's settings and the overridden variables.
-            let canaries: Vec<RtStage> = self
-                .stages
-                .values()
-                .filter(|s| &s.api == name)
-                .filter_map(|s| {
-                    let c = s.canary.as_ref()?;
-                    let mut settings = s.settings.clone();
-                    override_variables(&mut settings, &c.stage_variable_overrides);
-                    Some(RtStage {
-                        name: format!("{}{CANARY_TMP}", s.name),
-                        deployment: c.deployment.clone(),
-                        settings,
-                        canary: None,
-                        ..s.clone()
-                    })
-                })
-                .collect();
-            for s in self
-                .stages
-                .values()
-                .filter(|s| &s.api == name)
-                .chain(&canaries)
-            {
-                by_deployment.entry(&s.deployment).or_default().push(s);
-            }
-            for (dep, stages) in by_deployment {
-                let Some(d) = self.deployments.get(&(name.clone(), dep.to_string())) else {
-                    errors.push(format!("apis[{name:?}]: no deployment {dep:?}"));
-                    continue;
-                };
-                let tables = stages
-                    .iter()
-                    .map(|s| {
-                        let mut t = s.settings.clone();
-                        t.insert("name".into(), json!(s.name));
-                        Value::Object(t)
-                    })
-                    .collect();
-                match crate::config::runtime_api(&cfg, name, &d.definition, tables, base) {
-                    Ok(mut a) => {
-                        let i = cfg.apis.len();
-                        for (si, st) in a.stages.iter_mut().enumerate() {
-                            if let Some(base_name) = st.name.strip_suffix(CANARY_TMP) {
-                                st.name = format!("{base_name}{CANARY}");
-                            }
-                            placed.insert((name.clone(), st.name.clone()), (i, si));
-                        }
-                        cfg.apis.push(a);
-                    }
-                    Err(e) => {
-                        errors.extend(e.into_iter().map(|x| format!("deployment {dep}: {x}")))
-                    }
-                }
-            }
-        }
-        for s in self.stages.values() {
-            let Some(c) = &s.canary else { continue };
-            let key = |stage: String| (s.api.clone(), stage);
-            if let (Some(&(ai, si)), Some(&(ci, csi))) = (
-                placed.get(&key(s.name.clone())),
-                placed.get(&key(format!("{}{CANARY}", s.name))),
-            ) {
-                cfg.apis[ai].stages[si].canary = Some(crate::config::CanaryLink {
-                    api: ci,
-                    stage: csi,
-                    percent: c.percent_traffic,
-                });
-            }
-        }
-        for m in self.mappings.values() {
-            let Some(&(ai, si)) = placed.get(&(m.api.clone(), m.stage.clone())) else {
-                errors.push(format!(
-                    "domain mapping {}: API {:?} has no deployed stage {:?}",
-                    m.id, m.api, m.stage
-                ));
-                continue;
-            };
-            let r = crate::config::host_pattern(&m.host)
-                .and_then(|h| Ok((h, crate::config::base_path(&m.base_path)?)))
-                .and_then(|(h, b)| crate::config::add_mapping(&mut cfg, h, b, ai, si));
-            if let Err(e) = r {
-                errors.push(format!("domain mapping {}: {e}", m.id));
-            }
-        }
-        (cfg, errors)
-    }
-}
-
-/// Compiles the file's configuration with the run-time objects merged in; when that fails
-/// but the file alone compiles (a run-time object that only the compile step refuses), serves
-/// the file alone and says which errors kept the run-time objects out. Stored objects never
-/// stop a start or a reload.
-pub(crate) fn compile_merged(
-    merged: Config,
-    file: &Config,
-    registries: &mut crate::compile::Registries,
-) -> Result<Compiled, crate::config::ConfigError> {
-    match crate::compile::compile(Arc::new(merged), registries) {
-        Ok(c) => Ok(c),
-        Err(merged_errors) => {
-            let c = crate::compile::compile(Arc::new(file.clone()), registries)?;
-            tracing::warn!(
-                errors = %merged_errors.errors.join("; "),
-                "run-time APIs are not served: the configuration does not compile with them"
-            );
-            Ok(c)
-        }
-    }
-}
-
-/// A stage's settings with a canary's variable overrides applied.
-fn override_variables(settings: &mut Map<String, Value>, overrides: &Map<String, Value>) {
-    if overrides.is_empty() {
-        return;
-    }
-    let mut vars = settings
-        .get("variables")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    for (k, v) in overrides {
-        vars.insert(k.clone(), v.clone());
-    }
-    settings.insert("variables".into(), Value::Object(vars));
-}
-
-/// A stage's view.
-fn stage_view(s: &RtStage) -> Value {
-    let mut v = json!({
-        "name": s.name,
-        "deployment": s.deployment,
-        "created": s.created,
-        "updated": s.updated,
-        "source": "admin",
-    });
-    for (k, x) in &s.settings {
-        v[k] = x.clone();
-    }
-    if let Some(c) = &s.canary {
-        v["canary"] = serde_json::to_value(c).unwrap_or_default();
-    }
-    v
-}
-
-/// The settings a stage body may carry besides its name and deployment.
-const STAGE_SETTINGS: [&str; 6] = [
-    "variables",
-    "throttle",
-    "cache",
-    "access_log",
-    "tracing",
-    "compression",
-];
-
-/// A body's `canary`: absent (`None`), `null` to remove it (`Some(None)`), or one.
-fn canary_of(body: &Map<String, Value>) -> Result<Option<Option<RtCanary>>, OpError> {
-    let Some(v) = body.get("canary") else {
-        return Ok(None);
-    };
-    if v.is_null() {
-        return Ok(Some(None));
-    }
-    let c: RtCanary = serde_json::from_value(v.clone())
-        .map_err(|e| bad(format!("canary: {e} (a canary takes deployment, percent_traffic, stage_variable_overrides, use_stage_cache)")))?;
-    if !(0.0..=100.0).contains(&c.percent_traffic) {
-        return Err(bad(format!(
-            "canary.percent_traffic = {} is not valid: expected 0.0 to 100.0",
-            c.percent_traffic
-        )));
-    }
-    if c.use_stage_cache {
-        return Err(bad(
-            "canary.use_stage_cache: not supported yet: a canary has a cache of its own",
-        ));
-    }
-    Ok(Some(Some(c)))
-}
-
-fn stage_settings(body: &Map<String, Value>) -> Result<Map<String, Value>, OpError> {
-    let mut out = Map::new();
-    for (k, v) in body {
-        match k.as_str() {
-            "name" | "deployment" | "canary" => {}
-            k if STAGE_SETTINGS.contains(&k) => {
-                if !v.is_null() {
-                    out.insert(k.to_string(), v.clone());
-                }
-            }
-            other => {
-                return Err(bad(format!(
-                    "unknown field `{other}`: a stage takes name, deployment, {}",
-                    STAGE_SETTINGS.join(", ")
-                )))
-            }
-        }
-    }
-    Ok(out)
+/// A stored object as JSON.
+fn to_json<T: Serialize>(v: &T) -> Result<String, OpError> {
+    serde_json::to_string(v).map_err(|e| OpError(500, e.to_string()))
 }
 
 impl Control {
+    /// A run-time stage, by API and name (404 when there is none).
+    fn rt_stage(&self, api: &str, stage: &str) -> Result<RtStage, OpError> {
+        self.objects
+            .stages
+            .get(&(api.to_string(), stage.to_string()))
+            .cloned()
+            .ok_or_else(|| OpError(404, format!("API {api:?} has no stage {stage:?}")))
+    }
+
     /// The folder relative config paths are resolved against.
-    pub(super) fn config_base(&self) -> PathBuf {
+    pub(in crate::control) fn config_base(&self) -> PathBuf {
         self.config_path
             .as_deref()
             .and_then(Path::parent)
@@ -581,7 +231,7 @@ impl Control {
     }
 
     fn put_object<T: Serialize>(&self, key: String, v: &T) -> Result<(), OpError> {
-        let json = serde_json::to_string(v).map_err(|e| OpError(500, e.to_string()))?;
+        let json = to_json(v)?;
         self.objects_store()?
             .write_objects(&[(key, json)], &[])
             .map_err(|e| OpError(500, format!("the state store refused the change: {e}")))
@@ -677,10 +327,7 @@ impl Control {
         let mut o = self.objects.clone();
         o.deployments
             .insert((api.to_string(), d.id.clone()), d.clone());
-        let mut puts = vec![(
-            deployment_key(api, &d.id),
-            serde_json::to_string(&d).map_err(|e| OpError(500, e.to_string()))?,
-        )];
+        let mut puts = vec![(deployment_key(api, &d.id), to_json(&d)?)];
         if let Some(stage) = body.get("stage").and_then(Value::as_str) {
             let now = now_text();
             let s = match o.stages.get(&(api.to_string(), stage.to_string())) {
@@ -699,10 +346,7 @@ impl Control {
                     updated: now,
                 },
             };
-            puts.push((
-                stage_key(api, stage),
-                serde_json::to_string(&s).map_err(|e| OpError(500, e.to_string()))?,
-            ));
+            puts.push((stage_key(api, stage), to_json(&s)?));
             o.stages.insert((api.to_string(), stage.to_string()), s);
             self.apply(o, puts, Vec::new())?;
         } else {
@@ -818,12 +462,7 @@ impl Control {
                 }
             }
             Some(stage) => {
-                let mut s = self
-                    .objects
-                    .stages
-                    .get(&(api.to_string(), stage.to_string()))
-                    .cloned()
-                    .ok_or_else(|| OpError(404, format!("API {api:?} has no stage {stage:?}")))?;
+                let mut s = self.rt_stage(api, stage)?;
                 if let Some(Value::String(n)) = body.get("name") {
                     if n != stage {
                         return Err(bad("name: a stage is not renamed; create another"));
@@ -871,7 +510,7 @@ impl Control {
                 .is_some_and(|old| old.deployment != s.deployment)
         });
         let mut o = self.objects.clone();
-        let json = serde_json::to_string(&s).map_err(|e| OpError(500, e.to_string()))?;
+        let json = to_json(&s)?;
         o.stages
             .insert((api.to_string(), s.name.clone()), s.clone());
         self.apply(o, vec![(stage_key(api, &s.name), json)], Vec::new())?;
@@ -894,12 +533,7 @@ impl Control {
         promote: bool,
     ) -> Result<Value, OpError> {
         self.runtime_api(api)?;
-        let mut s = self
-            .objects
-            .stages
-            .get(&(api.to_string(), stage.to_string()))
-            .cloned()
-            .ok_or_else(|| OpError(404, format!("API {api:?} has no stage {stage:?}")))?;
+        let mut s = self.rt_stage(api, stage)?;
         let c = s
             .canary
             .take()
@@ -910,7 +544,7 @@ impl Control {
         }
         s.updated = now_text();
         let mut o = self.objects.clone();
-        let json = serde_json::to_string(&s).map_err(|e| OpError(500, e.to_string()))?;
+        let json = to_json(&s)?;
         o.stages
             .insert((api.to_string(), stage.to_string()), s.clone());
         self.apply(o, vec![(stage_key(api, stage), json)], Vec::new())?;
@@ -1003,7 +637,7 @@ impl Control {
         };
         let mut o = self.objects.clone();
         o.mappings.insert(rt.id.clone(), rt.clone());
-        let json = serde_json::to_string(&rt).map_err(|e| OpError(500, e.to_string()))?;
+        let json = to_json(&rt)?;
         self.apply(o, vec![(mapping_key(&rt.id), json)], Vec::new())?;
         Ok(serde_json::to_value(&rt).unwrap_or_default())
     }
