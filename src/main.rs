@@ -62,7 +62,7 @@ enum Command {
         #[arg(long)]
         extensions: bool,
     },
-    /// Import an OpenAPI 3.x or Swagger 2.0 document (JSON) as a run-time API, through the
+    /// Import an OpenAPI 3.x or Swagger 2.0 document (JSON or YAML) as a run-time API, through the
     /// running gateway's admin API ([admin].addr, the token from [admin].token_env).
     Import {
         /// The document.

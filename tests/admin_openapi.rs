@@ -45,7 +45,9 @@ fn every_documented_call_is_served_and_nothing_else() {
             .replace("{id}", "no-such-id")
             .replace("{plan}", "no-such-plan")
             .replace("{api}", "api")
-            .replace("{stage}", "prod");
+            .replace("{stage}", "prod")
+            .replace("{route}", "GET%20%2Fm")
+            .replace("{authorizer}", "jwt");
         let methods: Vec<String> = ops
             .as_object()
             .unwrap()

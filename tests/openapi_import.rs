@@ -11,6 +11,8 @@ use common::*;
 
 const AWS: &str = include_str!("fixtures/openapi/petstore-apigateway.json");
 const OAI: &str = include_str!("fixtures/openapi/petstore-oai.json");
+/// The same petstore as the OpenAPI Initiative publishes it: in YAML.
+const OAI_YAML: &str = include_str!("fixtures/openapi/petstore-oai.yaml");
 
 fn on(g: &Gw, host: &str, path: &str) -> Resp {
     Client::connect(g.addr()).request(
@@ -151,8 +153,33 @@ fn a_plain_openapi_document_imports_with_warnings_and_bad_ones_are_refused() {
     assert_eq!(on(&g, "oai.test", "/pets/1").text(), "{\"pet\":true}");
     assert_eq!(on(&g, "oai.test", "/pets").status, 501);
 
+    // The YAML original imports as the same API; a YAML bomb or a broken document is refused.
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&name=oai-yaml",
+        OAI_YAML,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let json_def = admin_with(g.admin(), "GET", "/apis/oai", "").json()["definition"].clone();
+    let mut yaml = r.json();
+    assert_eq!(yaml["warnings"].as_array().unwrap().len(), 3, "{yaml}");
+    let r = admin_with(g.admin(), "PUT", "/apis/oai?mode=overwrite", OAI);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        yaml["definition"].take(),
+        r.json()["definition"],
+        "{json_def}"
+    );
+    let mut bomb = String::from("openapi: 3.0.0\nl0: &l0 [x, x]\n");
+    for i in 1..30 {
+        bomb.push_str(&format!("l{i}: &l{i} [*l{}, *l{}]\n", i - 1, i - 1));
+    }
+
     for (body, want) in [
-        ("openapi: 3.0.0\ninfo: {}\n", "YAML is not supported yet"),
+        (bomb.as_str(), "more than 500000 nodes"),
+        ("openapi: 3.0.0\npaths: [1, 2\n", "invalid YAML"),
+        ("hello: 1\n", "not an OpenAPI 3.x"),
         ("{\"hello\": 1}", "not an OpenAPI 3.x"),
         ("{\"openapi\": \"3.0.0\", ", "invalid JSON"),
     ] {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::net::{TcpListener, TcpStream};
 
-use crate::control::{AccessKeyUpdate, Control, NewAccessKey, NewKey, OpError};
+use crate::control::{AccessKeyUpdate, Control, Edit, NewAccessKey, NewKey, OpError, Part};
 use crate::http::conn::{read_into, write_all};
 use crate::http::h1::{self, Framing};
 use crate::http::write::status_line;
@@ -224,8 +224,17 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("/usageplans/{plan}/keys/{id}/quota", "PUT"),
     ("/usageplans/{plan}/keys/{id}/quota/reset", "POST"),
     ("/apis", "GET, POST"),
-    ("/apis/{api}", "GET, PUT, DELETE"),
+    ("/apis/{api}", "GET, PUT, PATCH, DELETE"),
+    ("/apis/{api}/routes", "GET, POST"),
+    ("/apis/{api}/routes/{route}", "GET, PUT, PATCH, DELETE"),
+    ("/apis/{api}/routes/{route}/integration", "GET, PUT, PATCH"),
+    ("/apis/{api}/authorizers", "GET, POST"),
+    (
+        "/apis/{api}/authorizers/{authorizer}",
+        "GET, PUT, PATCH, DELETE",
+    ),
     ("/apis/{api}/deployments", "GET, POST"),
+    ("/apis/{api}/deployments/{id}", "GET, DELETE"),
     ("/apis/{api}/stages", "GET, POST"),
     ("/apis/{api}/stages/{stage}", "GET, PATCH, DELETE"),
     ("/apis/{api}/stages/{stage}/canary", "DELETE"),
@@ -424,7 +433,37 @@ fn route(
             Ok(v) => op(200, ctl.borrow_mut().put_api(api, v)),
             Err(e) => e,
         },
+        (b"PATCH", ["apis", api]) => match json::<serde_json::Value>(body) {
+            Ok(v) => op(200, ctl.borrow_mut().patch_api(api, v)),
+            Err(e) => e,
+        },
         (b"DELETE", ["apis", api]) => op(200, ctl.borrow_mut().delete_api(api)),
+        (m, ["apis", api, list @ ("routes" | "authorizers"), rest @ ..]) if rest.len() <= 1 => {
+            let part = if *list == "routes" { Part::Route } else { Part::Authorizer };
+            let id = rest.first().copied();
+            let edit = match m {
+                b"GET" => return match id {
+                    None => op(200, ctl.borrow().list_parts(api, part)),
+                    Some(id) => op(200, ctl.borrow().get_part(api, part, id)),
+                },
+                b"DELETE" if id.is_some() => return op(200, ctl.borrow_mut().delete_part(api, part, id.unwrap_or_default())),
+                b"POST" if id.is_none() => Edit::Create,
+                b"PUT" if id.is_some() => Edit::Replace,
+                b"PATCH" if id.is_some() => Edit::Patch,
+                _ => return message(405, "Method Not Allowed"),
+            };
+            match json::<serde_json::Value>(body) {
+                Ok(v) => op(if edit == Edit::Create { 201 } else { 200 }, ctl.borrow_mut().put_part(api, part, id, edit, v)),
+                Err(e) => e,
+            }
+        }
+        (b"GET", ["apis", api, "routes", route, "integration"]) => op(200, ctl.borrow().get_integration(api, route)),
+        (m @ (b"PUT" | b"PATCH"), ["apis", api, "routes", route, "integration"]) => match json::<serde_json::Value>(body) {
+            Ok(v) => op(200, ctl.borrow_mut().put_integration(api, route, if m == b"PUT" { Edit::Replace } else { Edit::Patch }, v)),
+            Err(e) => e,
+        },
+        (b"GET", ["apis", api, "deployments", id]) => op(200, ctl.borrow().get_deployment(api, id)),
+        (b"DELETE", ["apis", api, "deployments", id]) => op(200, ctl.borrow_mut().delete_deployment(api, id)),
         (b"GET", ["apis", api, "deployments"]) => op(200, ctl.borrow().list_deployments(api)),
         (b"POST", ["apis", api, "deployments"]) => {
             let v = if body.is_empty() { Ok(serde_json::json!({})) } else { json::<serde_json::Value>(body) };

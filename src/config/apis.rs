@@ -118,6 +118,9 @@ pub enum Integration {
     },
 }
 
+/// The error of an API without stages (a run-time API's definition is checked without them).
+pub(super) const STAGES_REQUIRED: &str = "at least one [[apis.stages]] entry is required";
+
 impl Validator {
     pub(super) fn api(
         &mut self,
@@ -162,10 +165,7 @@ impl Validator {
             ],
         );
         if a.stages.is_empty() {
-            self.err(
-                &format!("{key}.stages"),
-                "at least one [[apis.stages]] entry is required",
-            );
+            self.err(&format!("{key}.stages"), STAGES_REQUIRED);
         }
         let mut stages: Vec<Stage> = Vec::new();
         for (j, s) in a.stages.into_iter().enumerate() {
@@ -193,6 +193,12 @@ impl Validator {
                     );
                 }
             }
+            if s.auto_deploy == Some(false) {
+                self.err(
+                    &format!("{skey}.auto_deploy"),
+                    "a file-managed API is deployed by each reload (auto_deploy = true); deployments a stage points at are for APIs managed through the admin API (POST /apis)",
+                );
+            }
             let access_log_off =
                 matches!(&s.access_log, Some(file::AccessLogFile::Off(v)) if v == "off");
             let access_log = s
@@ -213,7 +219,18 @@ impl Validator {
             });
         }
         let (authorizers, declared) = self.authorizers(&key, a.authorizers, (limits, upstreams));
-        let default_authorizer = a.default_authorizer;
+        // The default must name one of them even while no route takes it.
+        let default_authorizer = a.default_authorizer.filter(|n| {
+            let known = declared.iter().any(|d| d == n);
+            if !known {
+                self.bad(
+                    &format!("{key}.default_authorizer"),
+                    n,
+                    "the name of one of the API's [[apis.authorizers]]",
+                );
+            }
+            known
+        });
         let mut routes: Vec<Route> = Vec::new();
         // A WebSocket API's route keys are action names, not "METHOD /path": refused above
         // as a whole, not route by route.

@@ -273,6 +273,8 @@ pub(crate) struct StageFile {
     pub cache: Option<StageCacheFile>,
     pub access_log: Option<AccessLogFile>,
     pub tracing: Option<StageTracingFile>,
+    /// File-managed APIs are deployed by each reload: only `true` is taken.
+    pub auto_deploy: Option<bool>,
     // Named in the reference config, not built yet: refused by name.
     pub compression: Option<toml::Value>,
 }

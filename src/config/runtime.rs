@@ -38,9 +38,15 @@ pub(crate) fn runtime_api(
     }
 }
 
-/// Checks a definition's shape (fields and types) on its own: what can be known before a
-/// stage gives its variables.
-pub(crate) fn check_definition(name: &str, definition: &Value) -> Result<(), Vec<String>> {
+/// Checks a definition by the file's rules as far as they go without stages: fields and
+/// types, route keys, integrations, authorizers, upstream names. What depends on a stage (its
+/// variables in an integration's URI) is checked when a stage serves a deployment of it.
+pub(crate) fn check_definition(
+    cfg: &Config,
+    name: &str,
+    definition: &Value,
+    base: &Path,
+) -> Result<(), Vec<String>> {
     let Some(obj) = definition.as_object() else {
         return Err(vec!["the definition must be a JSON object".into()]);
     };
@@ -49,12 +55,18 @@ pub(crate) fn check_definition(name: &str, definition: &Value) -> Result<(), Vec
             "apis[{name:?}].stages: stages are their own objects (POST /apis/{name}/stages)"
         )]);
     }
-    no_api_keys(name, definition)?;
-    let mut obj = obj.clone();
-    obj.insert("name".into(), json!(name));
-    serde_json::from_value::<file::ApiFile>(Value::Object(obj))
-        .map(|_| ())
-        .map_err(|e| vec![format!("apis[{name:?}]: {e}")])
+    let no_stages = format!("apis[{name:?}].stages: {}", apis::STAGES_REQUIRED);
+    match runtime_api(cfg, name, definition, Vec::new(), base) {
+        Ok(_) => Ok(()),
+        Err(errors) => {
+            let errors: Vec<String> = errors.into_iter().filter(|e| *e != no_stages).collect();
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(errors)
+            }
+        }
+    }
 }
 
 /// Usage plans name the file's stages only: a run-time route that requires an API key would

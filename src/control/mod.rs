@@ -22,6 +22,7 @@ pub(crate) use access::{AccessKeyUpdate, NewAccessKey};
 pub(crate) use health::start_health_checks;
 use keys::key_table;
 pub(crate) use keys::NewKey;
+pub(crate) use lifecycle::{Edit, Part};
 use reload::certs_changed;
 
 use std::cell::{Cell, RefCell};

@@ -37,7 +37,12 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
         .get("openapi")
         .and_then(Value::as_str)
         .is_some_and(|v| v.starts_with("3."));
-    let swagger = doc.get("swagger").and_then(Value::as_str) == Some("2.0");
+    // `swagger: 2.0` unquoted in YAML is a number.
+    let swagger = match doc.get("swagger") {
+        Some(Value::String(v)) => v == "2.0",
+        Some(Value::Number(n)) => n.as_f64() == Some(2.0),
+        _ => false,
+    };
     if !oas3 && !swagger {
         return Err(
             "not an OpenAPI 3.x (\"openapi\": \"3.0.x\"/\"3.1.x\") or Swagger 2.0 (\"swagger\": \"2.0\") document"

@@ -6,6 +6,7 @@
 //! APIs offline.
 
 mod import;
+pub mod yaml;
 pub use import::{import, Imported};
 
 use serde_json::{json, Map, Value};

@@ -3,11 +3,6 @@
 
 use super::*;
 
-/// A stored object as JSON.
-fn to_json<T: Serialize>(v: &T) -> Result<String, OpError> {
-    serde_json::to_string(v).map_err(|e| OpError(500, e.to_string()))
-}
-
 impl Control {
     /// A run-time stage, by API and name (404 when there is none).
     fn rt_stage(&self, api: &str, stage: &str) -> Result<RtStage, OpError> {
@@ -29,7 +24,7 @@ impl Control {
 
     /// Compiles the file's configuration with `objects`; on success stores the change
     /// (`puts`, `deletes`) and serves it. Nothing changes when any step fails.
-    fn apply(
+    pub(super) fn apply(
         &mut self,
         objects: Objects,
         puts: Vec<(String, String)>,
@@ -56,11 +51,11 @@ impl Control {
         Ok(self.install(compiled))
     }
 
-    fn objects_store(&self) -> Result<&Store, OpError> {
+    pub(super) fn objects_store(&self) -> Result<&Store, OpError> {
         self.store().map_err(|e| OpError(503, e))
     }
 
-    fn runtime_api(&self, name: &str) -> Result<&RtApi, OpError> {
+    pub(super) fn runtime_api(&self, name: &str) -> Result<&RtApi, OpError> {
         if let Some(a) = self.objects.apis.get(name) {
             return Ok(a);
         }
@@ -93,7 +88,7 @@ impl Control {
         json!({ "items": items })
     }
 
-    fn api_view(&self, a: &RtApi) -> Value {
+    pub(super) fn api_view(&self, a: &RtApi) -> Value {
         let stages: Vec<&str> = self
             .objects
             .stages
@@ -126,7 +121,7 @@ impl Control {
     }
 
     /// `POST /apis?mode=import` and `PUT /apis/{api}?mode=overwrite|merge`: an OpenAPI 3.x or
-    /// Swagger 2.0 document (JSON) as a run-time API's definition; with `failonwarnings`,
+    /// Swagger 2.0 document (JSON or YAML) as a run-time API's definition; with `failonwarnings`,
     /// any warning refuses the import. The answer lists the warnings.
     pub(crate) fn import_api(
         &mut self,
@@ -136,13 +131,14 @@ impl Control {
         fail_on_warnings: bool,
         body: &[u8],
     ) -> Result<Value, OpError> {
-        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(bad(
-                "the document must be JSON (YAML is not supported yet: convert it to JSON)",
-            ));
-        }
-        let doc: Value =
-            serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        // JSON is an object from its first character; anything else is read as YAML.
+        let doc: Value = if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?
+        } else {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| bad("the document must be JSON or YAML in UTF-8"))?;
+            crate::openapi::yaml::to_json(text).map_err(bad)?
+        };
         let imported = crate::openapi::import(&doc).map_err(bad)?;
         if fail_on_warnings && !imported.warnings.is_empty() {
             return Err(OpError(
@@ -217,7 +213,8 @@ impl Control {
             return Err(OpError(409, format!("API {name:?} exists")));
         }
         let def = Value::Object(def);
-        crate::config::check_definition(&name, &def).map_err(|e| bad(e.join("; ")))?;
+        crate::config::check_definition(&self.file_config, &name, &def, &self.config_base())
+            .map_err(|e| bad(e.join("; ")))?;
         let now = now_text();
         let a = RtApi {
             name: name.clone(),
@@ -240,7 +237,7 @@ impl Control {
     /// `PUT /apis/{api}`: replaces the definition. Stages keep serving their deployments
     /// until one is made of it.
     pub(crate) fn put_api(&mut self, name: &str, body: Value) -> Result<Value, OpError> {
-        let mut a = self.runtime_api(name)?.clone();
+        let a = self.runtime_api(name)?.clone();
         let mut def = body
             .as_object()
             .cloned()
@@ -251,12 +248,8 @@ impl Control {
             }
             _ => {}
         }
-        let def = Value::Object(def);
-        crate::config::check_definition(name, &def).map_err(|e| bad(e.join("; ")))?;
-        a.definition = def;
-        a.updated = now_text();
-        self.put_object(api_key(name), &a)?;
-        self.objects.apis.insert(name.to_string(), a.clone());
+        self.store_definition(a, Value::Object(def))?;
+        let a = self.runtime_api(name)?.clone();
         Ok(self.api_view(&a))
     }
 
@@ -312,17 +305,8 @@ impl Control {
                 )));
             }
         }
-        let d = RtDeployment {
-            id: new_id()?,
-            api: api.to_string(),
-            description: body
-                .get("description")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            created: now_text(),
-            definition: a.definition.clone(),
-        };
+        let description = body.get("description").and_then(Value::as_str);
+        let d = parts::new_deployment(&a, description.unwrap_or_default())?;
         let view = json!({ "id": d.id, "description": d.description, "created": d.created });
         let mut o = self.objects.clone();
         o.deployments
@@ -342,6 +326,7 @@ impl Control {
                     deployment: d.id.clone(),
                     settings: Map::new(),
                     canary: None,
+                    auto_deploy: false,
                     created: now.clone(),
                     updated: now,
                 },
@@ -429,6 +414,12 @@ impl Control {
             .cloned()
             .ok_or_else(|| bad("the body must be a JSON object"))?;
         let settings = stage_settings(&body)?;
+        let auto_deploy = match body.get("auto_deploy") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => return Err(bad("auto_deploy: expected true or false")),
+        };
+        let mut new_deployment: Option<RtDeployment> = None;
         let now = now_text();
         let s = match stage {
             None => {
@@ -445,9 +436,17 @@ impl Control {
                 }
                 let deployment = match body.get("deployment") {
                     Some(Value::String(d)) => d.clone(),
+                    // A stage that deploys every change starts with the definition as it is.
+                    None if auto_deploy == Some(true) => {
+                        let a = self.runtime_api(api)?.clone();
+                        let d = parts::new_deployment(&a, "auto_deploy")?;
+                        let id = d.id.clone();
+                        new_deployment = Some(d);
+                        id
+                    }
                     _ => {
                         return Err(bad(
-                            "deployment: is required (an id from POST /apis/{api}/deployments)",
+                            "deployment: is required (an id from POST /apis/{api}/deployments), or auto_deploy: true",
                         ))
                     }
                 };
@@ -456,6 +455,7 @@ impl Control {
                     name,
                     deployment,
                     settings,
+                    auto_deploy: auto_deploy.unwrap_or(false),
                     canary: canary_of(&body)?.flatten(),
                     created: now.clone(),
                     updated: now,
@@ -479,6 +479,9 @@ impl Control {
                 if let Some(c) = canary_of(&body)? {
                     s.canary = c;
                 }
+                if let Some(b) = auto_deploy {
+                    s.auto_deploy = b;
+                }
                 for (k, v) in &body {
                     if v.is_null() && STAGE_SETTINGS.contains(&k.as_str()) {
                         s.settings.remove(k);
@@ -488,16 +491,18 @@ impl Control {
                 s
             }
         };
+        let mut o = self.objects.clone();
+        let mut puts = Vec::new();
+        if let Some(d) = new_deployment {
+            puts.push((deployment_key(api, &d.id), to_json(&d)?));
+            o.deployments.insert((api.to_string(), d.id.clone()), d);
+        }
         for (what, dep) in std::iter::once(("deployment", &s.deployment)).chain(
             s.canary
                 .as_ref()
                 .map(|c| ("canary.deployment", &c.deployment)),
         ) {
-            if !self
-                .objects
-                .deployments
-                .contains_key(&(api.to_string(), dep.clone()))
-            {
+            if !o.deployments.contains_key(&(api.to_string(), dep.clone())) {
                 return Err(bad(format!(
                     "{what} = {dep:?}: API {api:?} has no such deployment"
                 )));
@@ -509,11 +514,10 @@ impl Control {
                 .get(&(api.to_string(), name.to_string()))
                 .is_some_and(|old| old.deployment != s.deployment)
         });
-        let mut o = self.objects.clone();
-        let json = to_json(&s)?;
+        puts.push((stage_key(api, &s.name), to_json(&s)?));
         o.stages
             .insert((api.to_string(), s.name.clone()), s.clone());
-        self.apply(o, vec![(stage_key(api, &s.name), json)], Vec::new())?;
+        self.apply(o, puts, Vec::new())?;
         if rollout {
             // Answers cached from the previous deployment are not this one's.
             if let Ok(c) = self.stage_cache(api, &s.name) {

@@ -13,6 +13,9 @@ use serde_json::{json, Map, Value};
 use super::*;
 
 mod admin;
+mod parts;
+
+pub(crate) use parts::{Edit, Part};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RtApi {
@@ -42,6 +45,9 @@ pub(crate) struct RtStage {
     pub settings: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<RtCanary>,
+    /// Every change of the API's definition is deployed to this stage at once.
+    #[serde(default)]
+    pub auto_deploy: bool,
     pub created: String,
     pub updated: String,
 }
@@ -94,6 +100,11 @@ fn stage_key(api: &str, name: &str) -> String {
 }
 fn mapping_key(id: &str) -> String {
     format!("mapping/{id}")
+}
+
+/// A stored object as JSON.
+fn to_json<T: Serialize>(v: &T) -> Result<String, OpError> {
+    serde_json::to_string(v).map_err(|e| OpError(500, e.to_string()))
 }
 
 /// Now, as RFC 3339 (UTC, seconds).
@@ -308,6 +319,9 @@ fn stage_view(s: &RtStage) -> Value {
     for (k, x) in &s.settings {
         v[k] = x.clone();
     }
+    if s.auto_deploy {
+        v["auto_deploy"] = json!(true);
+    }
     if let Some(c) = &s.canary {
         v["canary"] = serde_json::to_value(c).unwrap_or_default();
     }
@@ -352,7 +366,7 @@ fn stage_settings(body: &Map<String, Value>) -> Result<Map<String, Value>, OpErr
     let mut out = Map::new();
     for (k, v) in body {
         match k.as_str() {
-            "name" | "deployment" | "canary" => {}
+            "name" | "deployment" | "canary" | "auto_deploy" => {}
             k if STAGE_SETTINGS.contains(&k) => {
                 if !v.is_null() {
                     out.insert(k.to_string(), v.clone());
@@ -360,9 +374,9 @@ fn stage_settings(body: &Map<String, Value>) -> Result<Map<String, Value>, OpErr
             }
             other => {
                 return Err(bad(format!(
-                    "unknown field `{other}`: a stage takes name, deployment, {}",
-                    STAGE_SETTINGS.join(", ")
-                )))
+                "unknown field `{other}`: a stage takes name, deployment, auto_deploy, canary, {}",
+                STAGE_SETTINGS.join(", ")
+            )))
             }
         }
     }

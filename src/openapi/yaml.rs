@@ -1,0 +1,271 @@
+//! A YAML document as a JSON value, for OpenAPI import. One document; plain scalars read by
+//! YAML 1.2's core schema (null, booleans, integers, floats, else strings), quoted ones as
+//! strings (integers are decimal: `0x1f` stays text); mapping keys as written (`200:` is the key "200", as OpenAPI means it). Anchors and
+//! aliases are expanded with a bound on the nodes the whole value may hold, so a small
+//! document cannot make the admin server build an unbounded one ("billion laughs"); nesting
+//! is bounded too.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, Parser, Tag};
+use yaml_rust2::scanner::TScalarStyle;
+
+/// The most nodes (scalars, sequences, mappings; an alias counts what it expands to).
+pub const MAX_NODES: usize = 500_000;
+/// The deepest nesting.
+pub const MAX_DEPTH: usize = 128;
+
+enum Frame {
+    Seq {
+        items: Vec<Value>,
+        anchor: usize,
+        start: usize,
+    },
+    Map {
+        map: Map<String, Value>,
+        key: Option<String>,
+        anchor: usize,
+        start: usize,
+    },
+}
+
+struct Builder {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, (Value, usize)>,
+    nodes: usize,
+    root: Option<Value>,
+}
+
+impl Builder {
+    fn count(&mut self, n: usize) -> Result<(), String> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(format!(
+                "the document expands to more than {MAX_NODES} nodes (anchors and aliases included)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A finished value where it belongs: the root, a sequence's item, a mapping's value.
+    fn put(&mut self, v: Value) -> Result<(), String> {
+        match self.stack.last_mut() {
+            None => self.root = Some(v),
+            Some(Frame::Seq { items, .. }) => items.push(v),
+            Some(Frame::Map { map, key, .. }) => match key.take() {
+                Some(k) => {
+                    if map.contains_key(&k) {
+                        return Err(format!("the key {k:?} appears twice in one mapping"));
+                    }
+                    map.insert(k, v);
+                }
+                None => match v {
+                    Value::String(s) => *key = Some(s),
+                    Value::Number(n) => *key = Some(n.to_string()),
+                    Value::Bool(b) => *key = Some(b.to_string()),
+                    _ => return Err("a mapping's keys must be scalars".into()),
+                },
+            },
+        }
+        Ok(())
+    }
+
+    /// Whether the next scalar is a mapping's key (read as written).
+    fn at_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
+    }
+
+    fn open(&mut self, f: Frame) -> Result<(), String> {
+        self.count(1)?;
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(format!("the document nests deeper than {MAX_DEPTH} levels"));
+        }
+        self.stack.push(f);
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), String> {
+        let (v, anchor, start) = match self.stack.pop() {
+            Some(Frame::Seq {
+                items,
+                anchor,
+                start,
+            }) => (Value::Array(items), anchor, start),
+            Some(Frame::Map {
+                map, anchor, start, ..
+            }) => (Value::Object(map), anchor, start),
+            None => return Err("unbalanced document".into()),
+        };
+        self.anchor(anchor, &v, self.nodes - start);
+        self.put(v)
+    }
+
+    fn anchor(&mut self, id: usize, v: &Value, size: usize) {
+        if id > 0 {
+            self.anchors.insert(id, (v.clone(), size.max(1)));
+        }
+    }
+}
+
+fn is_str_tag(tag: &Option<Tag>) -> bool {
+    tag.as_ref().is_some_and(|t| {
+        t.suffix == "str" && (t.handle == "tag:yaml.org,2002:" || t.handle == "!!")
+    })
+}
+
+/// A plain scalar by the core schema.
+fn plain(s: String) -> Result<Value, String> {
+    Ok(match s.as_str() {
+        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
+        "true" | "True" | "TRUE" => Value::Bool(true),
+        "false" | "False" | "FALSE" => Value::Bool(false),
+        _ => {
+            if let Ok(i) = s.parse::<i64>() {
+                Value::Number(i.into())
+            } else if let Ok(u) = s.parse::<u64>() {
+                Value::Number(u.into())
+            } else if let Some(n) = float(&s) {
+                match Number::from_f64(n) {
+                    Some(n) => Value::Number(n),
+                    None => return Err(format!("{s:?} has no JSON value (infinity or NaN)")),
+                }
+            } else {
+                Value::String(s)
+            }
+        }
+    })
+}
+
+/// A core-schema float: digits with a point or an exponent, or `.inf`/`.nan`.
+fn float(s: &str) -> Option<f64> {
+    match s {
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Some(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Some(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
+        _ => {}
+    }
+    let ok = s.bytes().any(|b| b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+    if ok {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// The document in `text` as JSON; `Err` says what is wrong and where.
+pub fn to_json(text: &str) -> Result<Value, String> {
+    let mut parser = Parser::new_from_str(text);
+    let mut b = Builder {
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        nodes: 0,
+        root: None,
+    };
+    let mut documents = 0;
+    loop {
+        let (ev, mark) = parser
+            .next_token()
+            .map_err(|e| format!("invalid YAML: {e}"))?;
+        let at = |e: String| format!("{e} (line {}, column {})", mark.line(), mark.col() + 1);
+        match ev {
+            Event::StreamEnd => break,
+            Event::DocumentStart => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(at("one YAML document expected, found more".into()));
+                }
+            }
+            Event::SequenceStart(anchor, _) => b
+                .open(Frame::Seq {
+                    items: Vec::new(),
+                    anchor,
+                    start: b.nodes,
+                })
+                .map_err(at)?,
+            Event::MappingStart(anchor, _) => b
+                .open(Frame::Map {
+                    map: Map::new(),
+                    key: None,
+                    anchor,
+                    start: b.nodes,
+                })
+                .map_err(at)?,
+            Event::SequenceEnd | Event::MappingEnd => b.close().map_err(at)?,
+            Event::Scalar(s, style, anchor, tag) => {
+                b.count(1).map_err(at)?;
+                let v = if b.at_key() || style != TScalarStyle::Plain || is_str_tag(&tag) {
+                    Value::String(s)
+                } else {
+                    plain(s).map_err(at)?
+                };
+                b.anchor(anchor, &v, 1);
+                b.put(v).map_err(at)?;
+            }
+            Event::Alias(id) => {
+                let (v, size) = b
+                    .anchors
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| at("an alias names no anchor".into()))?;
+                b.count(size).map_err(at)?;
+                b.put(v).map_err(at)?;
+            }
+            Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
+        }
+    }
+    b.root
+        .ok_or_else(|| "the YAML document is empty".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_what_openapi_documents_use() {
+        let doc = "openapi: 3.0.1\ninfo:\n  title: Pets\n  version: '1.0'\npaths:\n  /pets/{id}:\n    get:\n      parameters:\n        - name: id\n          in: path\n          required: true\n      responses:\n        200:\n          description: ok\n        default: {description: \"err\"}\n      x-n: [1, 2.5, -3, null, ~, true, 'true', 0x1f]\n";
+        let v = to_json(doc).unwrap();
+        assert_eq!(v["openapi"], "3.0.1");
+        assert_eq!(v["info"]["version"], "1.0");
+        let get = &v["paths"]["/pets/{id}"]["get"];
+        assert_eq!(get["parameters"][0]["required"], true);
+        assert_eq!(get["responses"]["200"]["description"], "ok");
+        assert_eq!(get["responses"]["default"]["description"], "err");
+        assert_eq!(
+            get["x-n"],
+            json!([1, 2.5, -3, null, null, true, "true", "0x1f"])
+        );
+    }
+
+    #[test]
+    fn anchors_expand_within_a_bound() {
+        let v = to_json("a: &x {k: v}\nb: *x\n").unwrap();
+        assert_eq!(v["b"]["k"], "v");
+        // Each level doubles the one before: 2^30 nodes from a few hundred bytes.
+        let mut doc = String::from("l0: &l0 [x, x]\n");
+        for i in 1..30 {
+            doc.push_str(&format!("l{i}: &l{i} [*l{}, *l{}]\n", i - 1, i - 1));
+        }
+        let e = to_json(&doc).unwrap_err();
+        assert!(e.contains("more than 500000 nodes"), "{e}");
+    }
+
+    #[test]
+    fn bad_documents_say_what_is_wrong() {
+        assert!(to_json("a: [1, 2\n").unwrap_err().contains("invalid YAML"));
+        assert!(to_json("a: 1\na: 2\n").unwrap_err().contains("twice"));
+        assert!(to_json("a: 1\n---\nb: 2\n")
+            .unwrap_err()
+            .contains("one YAML document"));
+        assert!(to_json("? [a]\n: 1\n").unwrap_err().contains("scalars"));
+        assert!(to_json("a: .inf\n").unwrap_err().contains("no JSON value"));
+        assert!(to_json("a: *nope\n").is_err());
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(to_json(&deep).unwrap_err().contains("deeper"));
+        assert!(to_json("").unwrap_err().contains("empty"));
+    }
+}

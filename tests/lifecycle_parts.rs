@@ -1,0 +1,308 @@
+//! A run-time API's definition edited piece by piece through the admin API: routes, a route's
+//! integration, authorizers, a merge patch of the whole; each edit checked by the file's rules
+//! (a refused edit changes nothing), served at once on a stage with `auto_deploy`, and only
+//! once deployed elsewhere. Deployments are read one by one and deleted when nothing serves them.
+
+mod common;
+
+use serde_json::json;
+
+use common::*;
+
+fn on(g: &Gw, path: &str) -> Resp {
+    Client::connect(g.addr()).request(
+        format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn call(g: &Gw, method: &str, path: &str, body: serde_json::Value) -> Resp {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    admin_with(g.admin(), method, path, &body)
+}
+
+fn toml() -> String {
+    Cfg::new()
+        .api("file")
+        .route(
+            "GET /f",
+            "integration = { type = \"mock\", body = \"file\" }",
+        )
+        .toml()
+}
+
+fn gateway() -> Gw {
+    Gw::start(&toml())
+}
+
+/// Run-time API `shop` with `GET /v` answering "v1", stage `prod` (with `auto_deploy` as
+/// given) served on host shop.test.
+fn shop(g: &Gw, auto_deploy: bool) {
+    let def = json!({"name": "shop", "routes": [
+        {"route": "GET /v", "integration": {"type": "mock", "body": "v1"}}
+    ]});
+    let r = call(g, "POST", "/apis", def);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let stage = if auto_deploy {
+        json!({"name": "prod", "auto_deploy": true})
+    } else {
+        let r = call(g, "POST", "/apis/shop/deployments", json!({}));
+        json!({"name": "prod", "deployment": r.json()["id"]})
+    };
+    let r = call(g, "POST", "/apis/shop/stages", stage);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let m = json!({"host": "shop.test", "api": "shop", "stage": "prod"});
+    assert_eq!(call(g, "POST", "/domains", m).status, 201);
+    assert_eq!(on(g, "/v").text(), "v1");
+}
+
+const W: &str = "/apis/shop/routes/GET%20%2Fw";
+
+#[test]
+fn routes_and_integrations_are_edited_one_by_one_and_auto_deployed() {
+    let up = Upstream::echo();
+    let g = gateway();
+    shop(&g, true);
+
+    let w = json!({"route": "GET /w", "integration": {"type": "mock", "body": "w"}});
+    let r = call(&g, "POST", "/apis/shop/routes", w.clone());
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["route"], "GET /w");
+    assert_eq!(on(&g, "/w").text(), "w");
+    let r = call(&g, "POST", "/apis/shop/routes", w);
+    assert_eq!(r.status, 409, "{}", r.text());
+
+    // The file's rules, with the file's messages; a refused edit changes nothing.
+    let r = call(
+        &g,
+        "POST",
+        "/apis/shop/routes",
+        json!({"route": "FETCH /x", "integration": {"type": "mock"}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("FETCH"), "{}", r.text());
+    let r = call(
+        &g,
+        "PATCH",
+        &format!("{W}/integration"),
+        json!({"status": 99}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("status = 99 is not valid"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(on(&g, "/w").text(), "w");
+
+    // A merge patch of the route, of its integration, and a replaced integration.
+    let r = call(&g, "PATCH", W, json!({"integration": {"body": "w2"}}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["integration"]["type"], "mock");
+    assert_eq!(on(&g, "/w").text(), "w2");
+    let r = call(
+        &g,
+        "PATCH",
+        &format!("{W}/integration"),
+        json!({"status": 202}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "/w").status, 202);
+    let http = json!({"type": "http", "uri": format!("http://{}/echo", up.addr)});
+    let r = call(
+        &g,
+        "PUT",
+        "/apis/shop/routes/GET%20%2Fv/integration",
+        http.clone(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), http);
+    assert_eq!(on(&g, "/v").json()["target"], "/echo");
+    let r = call(
+        &g,
+        "GET",
+        "/apis/shop/routes/GET%20%2Fv/integration",
+        json!(null),
+    );
+    assert_eq!(r.json(), http);
+
+    let r = call(&g, "GET", "/apis/shop/routes", json!(null));
+    let keys: Vec<String> = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["route"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["GET /v", "GET /w"]);
+    assert_eq!(
+        call(&g, "GET", W, json!(null)).json()["integration"]["body"],
+        "w2"
+    );
+
+    // Renaming through the path is refused; a missing route is 404.
+    let r = call(&g, "PUT", W, json!({"route": "GET /z"}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = call(&g, "PATCH", "/apis/shop/routes/GET%20%2Fnone", json!({}));
+    assert_eq!(r.status, 404, "{}", r.text());
+
+    // Every edit was a deployment of its own: the history shows them.
+    let r = call(&g, "GET", "/apis/shop/deployments", json!(null));
+    assert_eq!(
+        r.json()["items"].as_array().unwrap().len(),
+        5,
+        "{}",
+        r.text()
+    );
+
+    let r = call(&g, "DELETE", W, json!(null));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "/w").status, 404);
+    assert_eq!(call(&g, "DELETE", W, json!(null)).status, 404);
+
+    // The file's API is read here, changed only in the file.
+    let r = call(&g, "GET", "/apis/file/routes", json!(null));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["source"], "file");
+    let r = call(
+        &g,
+        "POST",
+        "/apis/file/routes",
+        json!({"route": "GET /x", "integration": {"type": "mock"}}),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+}
+
+#[test]
+fn authorizers_and_merge_patches_keep_the_definition_whole() {
+    let up = Upstream::echo();
+    let g = gateway();
+    shop(&g, false);
+    let gate = json!({"name": "gate", "type": "request", "uri": format!("http://{}/auth", up.addr),
+        "identity_sources": ["$request.header.authorization"]});
+    let r = call(&g, "POST", "/apis/shop/authorizers", gate);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/routes/GET%20%2Fv",
+        json!({"authorizer": "gate"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call(&g, "GET", "/apis/shop/authorizers/gate", json!(null));
+    assert_eq!(r.json()["type"], "request");
+
+    // An authorizer a route names cannot go; nor can a default name one that is not there.
+    let r = call(&g, "DELETE", "/apis/shop/authorizers/gate", json!(null));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("gate"), "{}", r.text());
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop",
+        json!({"default_authorizer": "nope"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/routes/GET%20%2Fv",
+        json!({"authorizer": null}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().get("authorizer").is_none(), "{}", r.text());
+    let r = call(&g, "DELETE", "/apis/shop/authorizers/gate", json!(null));
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A merge patch of the whole API; the name stays.
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop",
+        json!({"routes": [{"route": "GET /v", "integration": {"type": "mock", "body": "v2"}}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["definition"]["routes"][0]["integration"]["body"],
+        "v2"
+    );
+    let r = call(&g, "PATCH", "/apis/shop", json!({"name": "other"}));
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // Without auto_deploy nothing of this is served until it is deployed.
+    assert_eq!(on(&g, "/v").text(), "v1");
+    let r = call(
+        &g,
+        "POST",
+        "/apis/shop/deployments",
+        json!({"stage": "prod", "description": "v2"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let d2 = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(on(&g, "/v").text(), "v2");
+
+    // Deployments: one read with its definition and who serves it; deleted only when unused.
+    let list = call(&g, "GET", "/apis/shop/deployments", json!(null)).json();
+    let ids: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    let d1 = ids.iter().find(|i| **i != d2).unwrap().to_string();
+    let r = call(
+        &g,
+        "GET",
+        &format!("/apis/shop/deployments/{d2}"),
+        json!(null),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["stages"], json!(["prod"]));
+    assert_eq!(
+        r.json()["definition"]["routes"][0]["integration"]["body"],
+        "v2"
+    );
+    let r = call(
+        &g,
+        "DELETE",
+        &format!("/apis/shop/deployments/{d2}"),
+        json!(null),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r
+        .text()
+        .contains("Active stages pointing to this deployment"));
+    let r = call(
+        &g,
+        "DELETE",
+        &format!("/apis/shop/deployments/{d1}"),
+        json!(null),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call(
+        &g,
+        "GET",
+        &format!("/apis/shop/deployments/{d1}"),
+        json!(null),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    // A rollback to what is gone is refused; the stage keeps serving.
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/stages/prod",
+        json!({"deployment": d1}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(on(&g, "/v").text(), "v2");
+
+    // After a restart, the edits are what the store holds.
+    let dir = g.stop();
+    let g = Gw::start_in(dir, &toml());
+    assert_eq!(on(&g, "/v").text(), "v2");
+    let r = call(&g, "GET", "/apis/shop/authorizers", json!(null));
+    assert_eq!(r.json()["items"], json!([]), "{}", r.text());
+}
