@@ -306,3 +306,78 @@ fn authorizers_and_merge_patches_keep_the_definition_whole() {
     let r = call(&g, "GET", "/apis/shop/authorizers", json!(null));
     assert_eq!(r.json()["items"], json!([]), "{}", r.text());
 }
+
+#[test]
+fn a_file_domain_serves_a_run_time_api_once_it_has_the_stage() {
+    let toml = Cfg::new()
+        .api("file")
+        .route("GET /f", "integration = { type = \"mock\", body = \"file\" }")
+        .extra(
+            "[[domains]]\nhost = \"shop.test\"\nmappings = [{ base_path = \"\", api = \"shop\", stage = \"prod\" }]\n",
+        )
+        .toml();
+    let g = Gw::start(&toml);
+    // Nothing of that name yet: the host's mapping waits (404), and says so.
+    assert_eq!(on(&g, "/v").status, 404);
+    let d = call(&g, "GET", "/domains", json!(null)).json();
+    let waiting: Vec<&serde_json::Value> = d["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["api"] == "shop")
+        .collect();
+    assert_eq!(waiting.len(), 1, "{d}");
+    assert_eq!(waiting[0]["serving"], false);
+    assert_eq!(waiting[0]["source"], "file");
+
+    let def = json!({"name": "shop", "routes": [
+        {"route": "GET /v", "integration": {"type": "mock", "body": "v1"}}
+    ]});
+    assert_eq!(call(&g, "POST", "/apis", def).status, 201);
+    let r = call(
+        &g,
+        "POST",
+        "/apis/shop/stages",
+        json!({"name": "prod", "auto_deploy": true}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(on(&g, "/v").text(), "v1");
+    // The host is the file's: a run-time mapping of the same base path is refused.
+    let m = json!({"host": "shop.test", "api": "shop", "stage": "prod"});
+    let r = call(&g, "POST", "/domains", m);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("already mapped"), "{}", r.text());
+
+    // A reload and a restart keep it; deleting the stage makes the mapping wait again.
+    assert_eq!(admin(g.admin(), "POST", "/reload", Some(TOKEN)).status, 200);
+    assert_eq!(on(&g, "/v").text(), "v1");
+    let g = Gw::start_in(g.stop(), &toml);
+    assert_eq!(on(&g, "/v").text(), "v1");
+    let r = call(&g, "DELETE", "/apis/shop/stages/prod", json!(null));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "/v").status, 404);
+    assert_eq!(
+        Client::connect(g.addr())
+            .request(b"GET /f HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n")
+            .text(),
+        "file"
+    );
+
+    // The file's own checks stay: a bad stage of a file API, a run-time name that is no name.
+    for (mapping, want) in [
+        (
+            "api = \"file\", stage = \"nope\"",
+            "expected a stage of API",
+        ),
+        (
+            "api = \"shop\", stage = \"\"",
+            "the name of an [[apis]] entry or of a run-time API",
+        ),
+    ] {
+        let bad = toml.replace("api = \"shop\", stage = \"prod\"", mapping);
+        std::fs::write(&g.path, bad).unwrap();
+        let r = admin(g.admin(), "POST", "/reload", Some(TOKEN));
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains(want), "{want}: {}", r.text());
+    }
+}

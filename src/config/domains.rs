@@ -19,6 +19,20 @@ pub struct Domain {
     /// Listener names this domain is served on; `None` = all.
     pub listeners: Option<Vec<String>>,
     pub mappings: Vec<Mapping>,
+    /// Mappings naming an API the file does not declare: a run-time API's stage, mapped in
+    /// when the run-time objects are merged in (served once that stage exists).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingMapping>,
+}
+
+/// A `[[domains]]` mapping to a run-time API, by name.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingMapping {
+    /// Where the file says it (`domains["*"].mappings[2]`), for messages.
+    pub key: String,
+    pub base_path: Vec<String>,
+    pub api: String,
+    pub stage: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +106,7 @@ impl Validator {
             );
         }
         let mut mappings: Vec<Mapping> = Vec::new();
+        let mut pending: Vec<PendingMapping> = Vec::new();
         for (j, m) in d.mappings.into_iter().enumerate() {
             let mkey = format!("{key}.mappings[{j}]");
             let bp = m.base_path.unwrap_or_default();
@@ -116,15 +131,33 @@ impl Validator {
                 self.err(&format!("{mkey}.api"), "is required");
                 continue;
             };
-            let Some(api) = apis.iter().position(|a| a.name == api_name) else {
-                self.bad(
-                    &format!("{mkey}.api"),
-                    api_name,
-                    "the name of an [[apis]] entry",
+            let stage_name = m.stage.unwrap_or_default();
+            if mappings.iter().any(|o| o.base_path == base_path)
+                || pending.iter().any(|o| o.base_path == base_path)
+            {
+                self.err(
+                    &format!("{mkey}.base_path"),
+                    format!("{bp:?} is mapped twice in this domain"),
                 );
+            }
+            let Some(api) = apis.iter().position(|a| a.name == api_name) else {
+                // Not the file's: a run-time API's stage, resolved when the run-time
+                // objects are merged in.
+                if !is_name(&api_name) || !is_name(&stage_name) {
+                    self.bad(
+                        &format!("{mkey}.api"),
+                        format!("{api_name}/{stage_name}"),
+                        "the name of an [[apis]] entry or of a run-time API, and one of its stages",
+                    );
+                }
+                pending.push(PendingMapping {
+                    key: mkey,
+                    base_path,
+                    api: api_name,
+                    stage: stage_name,
+                });
                 continue;
             };
-            let stage_name = m.stage.unwrap_or_default();
             let Some(stage) = apis[api].stages.iter().position(|s| s.name == stage_name) else {
                 let names: Vec<&str> = apis[api].stages.iter().map(|s| s.name.as_str()).collect();
                 self.bad(
@@ -134,12 +167,6 @@ impl Validator {
                 );
                 continue;
             };
-            if mappings.iter().any(|o| o.base_path == base_path) {
-                self.err(
-                    &format!("{mkey}.base_path"),
-                    format!("{bp:?} is mapped twice in this domain"),
-                );
-            }
             mappings.push(Mapping {
                 base_path,
                 api,
@@ -151,6 +178,14 @@ impl Validator {
             tls,
             listeners: d.listeners,
             mappings,
+            pending,
         }
     }
+}
+
+/// A name as APIs and stages take them: letters, digits, `_` and `-`.
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

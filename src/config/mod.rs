@@ -558,6 +558,16 @@ pub fn summary(cfg: &Config, workers: Option<usize>) -> String {
                 api.stages[m.stage].name
             );
         }
+        for p in &d.pending {
+            let _ = writeln!(
+                s,
+                "domain {}/{} -> run-time api {:?} stage {:?} (not in this file: served once the state store has that stage deployed)",
+                host_text(&d.host),
+                p.base_path.join("/"),
+                p.api,
+                p.stage
+            );
+        }
     }
     if let Some(t) = c.throttle {
         let _ = writeln!(s, "gateway throttle: {} req/s, burst {}", t.rate, t.burst);

@@ -155,6 +155,7 @@ pub(crate) fn add_mapping(
             tls: None,
             listeners: None,
             mappings: vec![m],
+            pending: Vec::new(),
         }),
     }
     Ok(())

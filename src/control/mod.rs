@@ -137,9 +137,12 @@ impl ControlInit {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let (merged, skipped) = objects.merge(&cfg, &base);
+        let (merged, skipped, waiting) = objects.merge(&cfg, &base);
         for e in &skipped {
             tracing::warn!(error = %e, "a run-time object is not served");
+        }
+        for w in &waiting {
+            tracing::warn!(mapping = %w, "a [[domains]] mapping waits for a run-time stage");
         }
         let file_config = Arc::new(cfg);
         let compiled = Arc::new(

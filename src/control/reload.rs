@@ -83,9 +83,12 @@ impl Control {
         }
         // Run-time objects merge into the new file; one that no longer fits is skipped and
         // said, never a reason to refuse the file.
-        let (merged, skipped) = self.objects.merge(&cfg, &self.config_base());
+        let (merged, skipped, waiting) = self.objects.merge(&cfg, &self.config_base());
         for e in &skipped {
             tracing::warn!(error = %e, "a run-time object is not served");
+        }
+        for w in &waiting {
+            tracing::warn!(mapping = %w, "a [[domains]] mapping waits for a run-time stage");
         }
         let compiled =
             lifecycle::compile_merged(merged, &cfg, &mut self.registries).map_err(|e| e.errors)?;

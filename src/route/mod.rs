@@ -137,6 +137,7 @@ mod tests {
             host,
             tls: None,
             listeners,
+            pending: Vec::new(),
             mappings: maps
                 .iter()
                 .map(|(bp, api)| Mapping {

@@ -32,9 +32,9 @@ impl Control {
     ) -> Result<u64, OpError> {
         self.objects_store()?;
         let base = self.config_base();
-        let (merged, errors) = objects.merge(&self.file_config, &base);
+        let (merged, errors, _) = objects.merge(&self.file_config, &base);
         // What is already not served (after a reload, say) does not block other changes.
-        let (_, before) = self.objects.merge(&self.file_config, &base);
+        let (_, before, _) = self.objects.merge(&self.file_config, &base);
         let new: Vec<String> = errors.into_iter().filter(|e| !before.contains(e)).collect();
         if !new.is_empty() {
             return Err(OpError(400, new.join("; ")));
@@ -589,6 +589,18 @@ impl Control {
                     "api": cfg.apis.get(m.api).map(|a| a.name.clone()),
                     "stage": cfg.apis.get(m.api).and_then(|a| a.stages.get(m.stage)).map(|s| s.name.clone()),
                     "source": "file",
+                }));
+            }
+            for p in &d.pending {
+                let serving = self.objects.apis.contains_key(&p.api)
+                    && self
+                        .objects
+                        .stages
+                        .contains_key(&(p.api.clone(), p.stage.clone()));
+                items.push(json!({
+                    "host": crate::config::host_text(&d.host),
+                    "base_path": p.base_path.join("/"),
+                    "api": p.api, "stage": p.stage, "source": "file", "serving": serving,
                 }));
             }
         }

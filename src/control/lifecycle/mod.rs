@@ -165,9 +165,10 @@ impl Objects {
         Ok(o)
     }
 
-    /// The file's configuration with these objects merged in, and what could not be (an
-    /// object that no longer compiles against a reloaded file: skipped, and said).
-    pub(crate) fn merge(&self, file: &Config, base: &Path) -> (Config, Vec<String>) {
+    /// The file's configuration with these objects merged in; what could not be (an object
+    /// that no longer compiles against a reloaded file: skipped, and said); and the file's
+    /// `[[domains]]` mappings that name a run-time stage not there (yet).
+    pub(crate) fn merge(&self, file: &Config, base: &Path) -> (Config, Vec<String>, Vec<String>) {
         let mut cfg = file.clone();
         let mut errors = Vec::new();
         let mut placed: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
@@ -250,6 +251,24 @@ impl Objects {
                 });
             }
         }
+        // The file's mappings to run-time stages come before those made at run time.
+        let mut waiting = Vec::new();
+        for (di, d) in file.domains.iter().enumerate() {
+            for p in &d.pending {
+                let Some(&(api, stage)) = placed.get(&(p.api.clone(), p.stage.clone())) else {
+                    waiting.push(format!(
+                        "{}: API {:?} has no stage {:?} (neither in the file nor among run-time APIs' deployed stages); served once it has",
+                        p.key, p.api, p.stage
+                    ));
+                    continue;
+                };
+                cfg.domains[di].mappings.push(crate::config::Mapping {
+                    base_path: p.base_path.clone(),
+                    api,
+                    stage,
+                });
+            }
+        }
         for m in self.mappings.values() {
             let Some(&(ai, si)) = placed.get(&(m.api.clone(), m.stage.clone())) else {
                 errors.push(format!(
@@ -265,7 +284,7 @@ impl Objects {
                 errors.push(format!("domain mapping {}: {e}", m.id));
             }
         }
-        (cfg, errors)
+        (cfg, errors, waiting)
     }
 }
 
