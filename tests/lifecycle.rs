@@ -228,8 +228,8 @@ fn a_canary_takes_its_share_then_is_promoted_or_removed() {
             "canary.deployment",
         ),
         (
-            json!({"canary": {"deployment": d2, "percent_traffic": 5.0, "use_stage_cache": true}}),
-            "not supported yet",
+            json!({"canary": {"deployment": d2, "percent_traffic": 5.0, "use_stage_cache": 1}}),
+            "expected a boolean",
         ),
         (
             json!({"canary": {"deployment": d2, "pct": 5.0}}),

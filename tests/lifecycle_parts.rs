@@ -381,3 +381,54 @@ fn a_file_domain_serves_a_run_time_api_once_it_has_the_stage() {
         assert!(r.text().contains(want), "{want}: {}", r.text());
     }
 }
+
+#[test]
+fn a_canary_may_use_its_stage_cache() {
+    let up = Upstream::echo();
+    let g = gateway();
+    let def = |path: &str| {
+        json!({"name": "shop", "routes": [{"route": "GET /v", "integration":
+            {"type": "http", "uri": format!("http://{}{path}", up.addr)}}]})
+    };
+    assert_eq!(call(&g, "POST", "/apis", def("/base")).status, 201);
+    let d1 = call(&g, "POST", "/apis/shop/deployments", json!({})).json()["id"].clone();
+    let stage =
+        json!({"name": "prod", "deployment": d1, "cache": {"ttl": "300s", "capacity": "1MiB"}});
+    assert_eq!(call(&g, "POST", "/apis/shop/stages", stage).status, 201);
+    let m = json!({"host": "shop.test", "api": "shop", "stage": "prod"});
+    assert_eq!(call(&g, "POST", "/domains", m).status, 201);
+    assert_eq!(on(&g, "/v").json()["target"], "/base");
+    assert_eq!(on(&g, "/v").json()["target"], "/base");
+    assert_eq!(up.count(), 1, "the stage's cache answers the second");
+
+    // Every request to the canary, which shares the stage's cache: answered from it.
+    let r = call(&g, "PUT", "/apis/shop", def("/canary"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let d2 = call(&g, "POST", "/apis/shop/deployments", json!({})).json()["id"].clone();
+    let canary = |shared: bool| json!({"canary": {"deployment": d2, "percent_traffic": 100.0, "use_stage_cache": shared}});
+    let r = call(&g, "PATCH", "/apis/shop/stages/prod", canary(true));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["canary"]["use_stage_cache"], true);
+    assert_eq!(on(&g, "/v").json()["target"], "/base");
+    assert_eq!(up.count(), 1);
+    // With a cache of its own, the canary asks its deployment's backend.
+    let r = call(&g, "PATCH", "/apis/shop/stages/prod", canary(false));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "/v").json()["target"], "/canary");
+    assert_eq!(up.count(), 2);
+    // One cache series per cache: the stage's, and the canary's own.
+    let text = admin(g.admin(), "GET", "/metrics", Some(TOKEN)).text();
+    let mut hits: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("tollgate_cache_hits_total{"))
+        .collect();
+    hits.sort();
+    assert_eq!(
+        hits,
+        [
+            "tollgate_cache_hits_total{stage=\"shop/prod\"} 2",
+            "tollgate_cache_hits_total{stage=\"shop/prod/Canary\"} 0"
+        ],
+        "{text}"
+    );
+}

@@ -374,6 +374,10 @@ impl CacheRegistry {
         cfg: &StageCacheCfg,
     ) -> Arc<StageCache> {
         let key = (api.to_string(), stage.to_string());
+        // Taken already by this compile: a canary sharing its stage's cache.
+        if let Some(c) = fresh.get(&key) {
+            return c.clone();
+        }
         let c = match self.caches.get(&key) {
             Some(c) if c.mode == cfg.mode => {
                 c.set_capacity(cfg.capacity);

@@ -54,9 +54,10 @@ fn compile_api(
         .stages
         .iter()
         .map(|s| {
-            s.cache
-                .as_ref()
-                .map(|c| sh.caches.take(sh.fresh_caches, &api.name, &s.name, c))
+            s.cache.as_ref().map(|c| {
+                let owner = s.shared_cache.as_deref().unwrap_or(&s.name);
+                sh.caches.take(sh.fresh_caches, &api.name, owner, c)
+            })
         })
         .collect();
     let authorizers = api

@@ -56,6 +56,10 @@ pub struct Stage {
     pub access_log_off: bool,
     /// `tracing = { sample }`: this stage's sampling ratio (else `[tracing] sample`).
     pub trace_sample: Option<f64>,
+    /// The stage whose response cache this one uses (a canary with `use_stage_cache`);
+    /// `None`: its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_cache: Option<String>,
     /// A run-time stage's canary: where that share of its requests goes.
     pub canary: Option<CanaryLink>,
 }
@@ -216,6 +220,7 @@ impl Validator {
                 access_log_off,
                 trace_sample,
                 canary: None,
+                shared_cache: None,
             });
         }
         let (authorizers, declared) = self.authorizers(&key, a.authorizers, (limits, upstreams));

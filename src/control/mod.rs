@@ -369,12 +369,18 @@ impl Control {
             self.shared.connections.load(Ordering::Relaxed) as u64,
             self.generation,
         );
-        let caches: Vec<_> = self
+        // A canary that uses its stage's cache holds the same one: one series each.
+        let mut caches: Vec<&Arc<crate::cache::StageCache>> = Vec::new();
+        for c in self
             .compiled
             .apis
             .iter()
             .flat_map(|a| a.caches.iter().flatten())
-            .collect();
+        {
+            if !caches.iter().any(|x| Arc::ptr_eq(x, c)) {
+                caches.push(c);
+            }
+        }
         crate::cache::render_metrics(&mut out, &caches);
         crate::observe::stats::render(&mut out, &self.route_totals());
         crate::observe::stats::render_targets(&mut out, &self.target_totals());

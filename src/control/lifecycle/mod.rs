@@ -244,6 +244,9 @@ impl Objects {
                 placed.get(&key(s.name.clone())),
                 placed.get(&key(format!("{}{CANARY}", s.name))),
             ) {
+                if c.use_stage_cache {
+                    cfg.apis[ci].stages[csi].shared_cache = Some(s.name.clone());
+                }
                 cfg.apis[ai].stages[si].canary = Some(crate::config::CanaryLink {
                     api: ci,
                     stage: csi,
@@ -372,11 +375,6 @@ fn canary_of(body: &Map<String, Value>) -> Result<Option<Option<RtCanary>>, OpEr
             "canary.percent_traffic = {} is not valid: expected 0.0 to 100.0",
             c.percent_traffic
         )));
-    }
-    if c.use_stage_cache {
-        return Err(bad(
-            "canary.use_stage_cache: not supported yet: a canary has a cache of its own",
-        ));
     }
     Ok(Some(Some(c)))
 }
