@@ -366,18 +366,6 @@ fn a_reload_that_clashes_with_a_run_time_api_serves_the_file_and_refuses_nothing
     g.rewrite(&toml());
     assert_eq!(admin(g.admin(), "POST", "/reload", Some(TOKEN)).status, 200);
     assert_eq!(on(&g, "shop.test", "/v").text(), "rt");
-    // Run-time routes cannot require API keys yet (usage plans cover file stages).
-    let r = post(
-        &g,
-        "/apis",
-        json!({"name": "k", "routes": [{"route": "GET /k", "api_key_required": true, "integration": {"type": "mock"}}]}),
-    );
-    assert_eq!(r.status, 400);
-    assert!(
-        r.text().contains("api_key_required: not supported yet"),
-        "{}",
-        r.text()
-    );
 }
 
 #[test]

@@ -432,3 +432,110 @@ fn a_canary_may_use_its_stage_cache() {
         "{text}"
     );
 }
+
+const KEY: &str = "runtime-key-0123456789abcdef";
+
+#[test]
+fn usage_plans_cover_run_time_stages_and_their_canaries() {
+    let plans = format!(
+        r#"[[usage_plans]]
+name = "gold"
+stages = ["file/prod", "shop/prod"]
+route_throttle = {{ "GET /k" = {{ rate = 1000, burst = 1000 }} }}
+
+[[api_keys]]
+name = "k1"
+value = "{KEY}"
+plan = "gold"
+"#
+    );
+    let toml = Cfg::new()
+        .api("file")
+        .route(
+            "GET /f",
+            "integration = { type = \"mock\", body = \"file\" }",
+        )
+        .extra(plans)
+        .toml();
+    // The plan names a stage no API has yet: the file loads; the plan covers it once it exists.
+    let g = Gw::start(&toml);
+    let def = json!({"name": "shop", "routes": [
+        {"route": "GET /k", "api_key_required": true, "integration": {"type": "mock", "body": "keyed"}}
+    ]});
+    assert_eq!(call(&g, "POST", "/apis", def).status, 201);
+    let r = call(
+        &g,
+        "POST",
+        "/apis/shop/stages",
+        json!({"name": "prod", "auto_deploy": true}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let m = json!({"host": "shop.test", "api": "shop", "stage": "prod"});
+    assert_eq!(call(&g, "POST", "/domains", m).status, 201);
+    let keyed = |g: &Gw, key: &str| {
+        Client::connect(g.addr()).request(
+            format!("GET /k HTTP/1.1\r\nHost: shop.test\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let r = on(&g, "/k");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["message"], "Forbidden");
+    assert_eq!(keyed(&g, "not-a-key-of-any-plan-at-all").status, 403);
+    assert_eq!(keyed(&g, KEY).text(), "keyed");
+
+    // A key made through the admin API on the same plan; the canary is the stage's too.
+    let r = call(
+        &g,
+        "POST",
+        "/apikeys",
+        json!({"name": "k2", "plan": "gold"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let k2 = r.json()["value"].as_str().unwrap().to_string();
+    assert_eq!(keyed(&g, &k2).text(), "keyed");
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/routes/GET%20%2Fk",
+        json!({"integration": {"body": "canary"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/stages/prod",
+        json!({"auto_deploy": false}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/routes/GET%20%2Fk",
+        json!({"integration": {"body": "next"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let d = call(&g, "POST", "/apis/shop/deployments", json!({})).json()["id"].clone();
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/stages/prod",
+        json!({"canary": {"deployment": d, "percent_traffic": 100.0}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(keyed(&g, KEY).text(), "next");
+    assert_eq!(on(&g, "/k").status, 403);
+
+    // The plan's usage counts the run-time stage's requests.
+    let today = tollgate::day_string(tollgate::today());
+    let q = format!("/usageplans/gold/usage?startDate={today}&endDate={today}");
+    let r = call(&g, "GET", &q, json!(null));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        eventually(IO_TIMEOUT, || call(&g, "GET", &q, json!(null)).json()
+            ["items"]["k1"][0]["used"]
+            == 2),
+        "{}",
+        r.text()
+    );
+}

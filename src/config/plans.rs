@@ -59,6 +59,13 @@ pub struct Plan {
     pub route_throttle: Vec<(usize, usize, Rate)>,
     pub route_throttle_keys: Vec<String>,
     pub quota: Option<Quota>,
+    /// Stages of APIs the file does not declare ("api", "stage"): run-time APIs' stages, added
+    /// to `stages` (with their canaries) when the run-time objects are merged in.
+    #[serde(skip)]
+    pub pending_stages: Vec<(String, String)>,
+    /// Route throttles for routes of those stages, resolved with them.
+    #[serde(skip)]
+    pub pending_route_throttle: Vec<(String, Rate)>,
 }
 
 /// An API key declared in the config file.
@@ -122,22 +129,35 @@ impl Validator {
                 self.err(&format!("{key}.name"), "is used by two usage plans");
             }
             let mut stages = Vec::new();
+            let mut pending_stages = Vec::new();
             for (j, s) in p.stages.iter().enumerate() {
-                let found = s.split_once('/').and_then(|(a, st)| {
+                let names = s.split_once('/');
+                let found = names.and_then(|(a, st)| {
                     let ai = apis.iter().position(|x| x.name == a)?;
                     let si = apis[ai].stages.iter().position(|x| x.name == st)?;
                     Some((ai, si))
                 });
-                match found {
-                    Some(x) => stages.push(x),
-                    None => self.bad(
+                let is_name = |n: &str| {
+                    !n.is_empty()
+                        && n.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                };
+                match (found, names) {
+                    (Some(x), _) => stages.push(x),
+                    // Not the file's API: a run-time API's stage, resolved at the merge.
+                    (None, Some((a, st)))
+                        if !apis.iter().any(|x| x.name == a) && is_name(a) && is_name(st) =>
+                    {
+                        pending_stages.push((a.to_string(), st.to_string()))
+                    }
+                    _ => self.bad(
                         &format!("{key}.stages[{j}]"),
                         s,
                         "\"api/stage\" naming an API and one of its stages",
                     ),
                 }
             }
-            if stages.is_empty() {
+            if stages.is_empty() && pending_stages.is_empty() {
                 self.err(
                     &format!("{key}.stages"),
                     "lists no stage: a plan applies to at least one \"api/stage\"",
@@ -148,6 +168,7 @@ impl Validator {
                 .and_then(|t| self.rate(&format!("{key}.throttle"), t));
             let mut route_throttle = Vec::new();
             let mut route_throttle_keys = Vec::new();
+            let mut pending_route_throttle = Vec::new();
             for (rk, t) in p.route_throttle {
                 let rkey = format!("{key}.route_throttle[{rk:?}]");
                 let Some(rate) = self.rate(&rkey, t) else {
@@ -162,7 +183,9 @@ impl Validator {
                         hit = true;
                     }
                 }
-                if !hit {
+                if !hit && !pending_stages.is_empty() {
+                    pending_route_throttle.push((rk.clone(), rate));
+                } else if !hit {
                     self.bad(
                         &rkey,
                         &rk,
@@ -214,6 +237,8 @@ impl Validator {
                 route_throttle,
                 route_throttle_keys,
                 quota,
+                pending_stages,
+                pending_route_throttle,
             });
         }
         out
@@ -253,6 +278,7 @@ impl Validator {
                 names.insert(0, p);
             }
             let mut covered: Vec<(usize, usize)> = Vec::new();
+            let mut covered_later: Vec<(String, String)> = Vec::new();
             for n in &names {
                 match plans.iter().find(|p| &p.name == n) {
                     None => self.bad(
@@ -261,11 +287,17 @@ impl Validator {
                         "the name of a [[usage_plans]] entry",
                     ),
                     Some(p) => {
+                        let mut clash = false;
                         for s in &p.stages {
-                            if covered.contains(s) {
-                                self.err(&format!("{key}.plans"), format!("plan {n:?} covers a stage another of this key's plans covers; a key belongs to at most one plan per stage"));
-                            }
+                            clash |= covered.contains(s);
                             covered.push(*s);
+                        }
+                        for s in &p.pending_stages {
+                            clash |= covered_later.contains(s);
+                            covered_later.push(s.clone());
+                        }
+                        if clash {
+                            self.err(&format!("{key}.plans"), format!("plan {n:?} covers a stage another of this key's plans covers; a key belongs to at most one plan per stage"));
                         }
                     }
                 }

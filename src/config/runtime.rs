@@ -16,7 +16,6 @@ pub(crate) fn runtime_api(
     stages: Vec<Value>,
     base: &Path,
 ) -> Result<Api, Vec<String>> {
-    no_api_keys(name, definition)?;
     let mut obj = definition.as_object().cloned().unwrap_or_default();
     obj.insert("name".into(), json!(name));
     obj.insert("stages".into(), Value::Array(stages));
@@ -67,21 +66,6 @@ pub(crate) fn check_definition(
             }
         }
     }
-}
-
-/// Usage plans name the file's stages only: a run-time route that requires an API key would
-/// refuse every request, so it is refused here.
-fn no_api_keys(name: &str, definition: &Value) -> Result<(), Vec<String>> {
-    let routes = definition.get("routes").and_then(Value::as_array);
-    for r in routes.into_iter().flatten() {
-        if r.get("api_key_required") == Some(&Value::Bool(true)) {
-            let key = r.get("route").and_then(Value::as_str).unwrap_or("?");
-            return Err(vec![format!(
-                "apis[{name:?}].routes[{key:?}].api_key_required: not supported yet for run-time APIs (usage plans cover the file's stages)"
-            )]);
-        }
-    }
-    Ok(())
 }
 
 /// A host as `[[domains]]` takes it: a name, `*.suffix` or `*`.

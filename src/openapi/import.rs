@@ -79,6 +79,11 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
     };
     let mut authorizers: Vec<Value> = Vec::new();
     let default_security = doc.get("security");
+    // API keys come in the x-api-key header unless the document says an authorizer
+    // supplies them (which Tollgate's authorizers do not).
+    let header_keys = !doc["x-amazon-apigateway-api-key-source"]
+        .as_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("AUTHORIZER"));
     let mut routes = Vec::new();
     let empty = Map::new();
     let paths = doc["paths"].as_object().unwrap_or(&empty);
@@ -92,7 +97,7 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
                     "$default",
                     op,
                     default_security,
-                    schemes,
+                    (schemes, header_keys),
                     &mut authorizers,
                     &mut out.warnings,
                 );
@@ -121,7 +126,7 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
                 &format!("{method} {path}"),
                 op,
                 default_security,
-                schemes,
+                (schemes, header_keys),
                 &mut authorizers,
                 &mut out.warnings,
             );
@@ -141,7 +146,7 @@ fn route(
     key: &str,
     op: &Value,
     default_security: Option<&Value>,
-    schemes: &Value,
+    (schemes, header_keys): (&Value, bool),
     authorizers: &mut Vec<Value>,
     warnings: &mut Vec<String>,
 ) -> Option<Value> {
@@ -184,10 +189,13 @@ fn route(
                     .as_str()
                     .is_some_and(|n| n.eq_ignore_ascii_case("x-api-key"))
             {
-                warnings.push(format!(
-                    "{key}: API keys are not supported yet for run-time APIs; the route is left out rather than served without its key"
-                ));
-                return None;
+                if !header_keys {
+                    warnings.push(format!(
+                        "{key}: x-amazon-apigateway-api-key-source AUTHORIZER: Tollgate's authorizers supply no API key; the route is left out rather than served without its key"
+                    ));
+                    return None;
+                }
+                r.insert("api_key_required".into(), json!(true));
             } else {
                 warnings.push(format!(
                     "{key}: security scheme {name:?} has no x-amazon-apigateway-authorizer Tollgate can use; the route is left out rather than served without it"

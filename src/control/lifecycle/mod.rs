@@ -254,6 +254,30 @@ impl Objects {
                 });
             }
         }
+        // Usage plans that name run-time stages cover them, with their canaries.
+        for plan in &mut cfg.usage_plans {
+            let before = plan.stages.len();
+            for (api, stage) in &plan.pending_stages {
+                for st in [stage.clone(), format!("{stage}{CANARY}")] {
+                    if let Some(&at) = placed.get(&(api.clone(), st)) {
+                        plan.stages.push(at);
+                    }
+                }
+            }
+            for (rk, rate) in &plan.pending_route_throttle {
+                for &(ai, _) in &plan.stages[before..] {
+                    if let Some(ri) = cfg.apis[ai].routes.iter().position(|r| &r.key == rk) {
+                        if !plan
+                            .route_throttle
+                            .iter()
+                            .any(|&(a, r, _)| a == ai && r == ri)
+                        {
+                            plan.route_throttle.push((ai, ri, *rate));
+                        }
+                    }
+                }
+            }
+        }
         // The file's mappings to run-time stages come before those made at run time.
         let mut waiting = Vec::new();
         for (di, d) in file.domains.iter().enumerate() {
