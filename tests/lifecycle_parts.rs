@@ -342,11 +342,20 @@ fn a_file_domain_serves_a_run_time_api_once_it_has_the_stage() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(on(&g, "/v").text(), "v1");
-    // The host is the file's: a run-time mapping of the same base path is refused.
+    let d = call(&g, "GET", "/domains", json!(null)).json();
+    assert!(
+        d["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["api"] == "shop" && m["serving"] == true),
+        "{d}"
+    );
+    // The host's base path is the file's: a run-time mapping of it is refused.
     let m = json!({"host": "shop.test", "api": "shop", "stage": "prod"});
     let r = call(&g, "POST", "/domains", m);
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("already mapped"), "{}", r.text());
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("[[domains]] maps it"), "{}", r.text());
 
     // A reload and a restart keep it; deleting the stage makes the mapping wait again.
     assert_eq!(admin(g.admin(), "POST", "/reload", Some(TOKEN)).status, 200);
@@ -431,6 +440,21 @@ fn a_canary_may_use_its_stage_cache() {
         ],
         "{text}"
     );
+    // auto_deploy: each change is a rollout, and the stage's cache forgets the old answers.
+    let r = call(&g, "DELETE", "/apis/shop/stages/prod/canary", json!(null));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "/v").json()["target"], "/base");
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/stages/prod",
+        json!({"auto_deploy": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let uri = json!({"uri": format!("http://{}/third", up.addr)});
+    let r = call(&g, "PATCH", "/apis/shop/routes/GET%20%2Fv/integration", uri);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "/v").json()["target"], "/third");
 }
 
 const KEY: &str = "runtime-key-0123456789abcdef";

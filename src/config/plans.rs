@@ -183,7 +183,8 @@ impl Validator {
                         hit = true;
                     }
                 }
-                if !hit && !pending_stages.is_empty() {
+                // Run-time stages' routes are known at the merge.
+                if !pending_stages.is_empty() {
                     pending_route_throttle.push((rk.clone(), rate));
                 } else if !hit {
                     self.bad(

@@ -38,8 +38,9 @@ pub(crate) fn runtime_api(
 }
 
 /// Checks a definition by the file's rules as far as they go without stages: fields and
-/// types, route keys, integrations, authorizers, upstream names. What depends on a stage (its
-/// variables in an integration's URI) is checked when a stage serves a deployment of it.
+/// types, route keys, integrations, authorizers and the routes naming them. An integration's
+/// URI is resolved (its stage variables, the upstream it names) when a stage serves a
+/// deployment of it.
 pub(crate) fn check_definition(
     cfg: &Config,
     name: &str,

@@ -95,6 +95,8 @@ impl Control {
     /// Checks that plans exist and that no two of them cover the same stage.
     pub(super) fn check_plans(&self, plans: &[String]) -> Result<(), OpError> {
         let mut covered = Vec::new();
+        // Run-time stages a plan names, deployed or not yet.
+        let mut covered_later = Vec::new();
         for n in plans {
             let p = self
                 .compiled
@@ -102,12 +104,13 @@ impl Control {
                 .iter()
                 .find(|p| &p.name == n)
                 .ok_or_else(|| bad(format!("usage plan {n:?} does not exist")))?;
-            for s in &p.stages {
-                if covered.contains(s) {
-                    return Err(OpError(409, format!("plan {n:?} covers a stage another of the key's plans covers; a key belongs to at most one plan per stage")));
-                }
-                covered.push(*s);
+            let clash = p.stages.iter().any(|s| covered.contains(s))
+                || p.pending_stages.iter().any(|s| covered_later.contains(s));
+            if clash {
+                return Err(OpError(409, format!("plan {n:?} covers a stage another of the key's plans covers; a key belongs to at most one plan per stage")));
             }
+            covered.extend(p.stages.iter().copied());
+            covered_later.extend(p.pending_stages.iter().cloned());
         }
         Ok(())
     }

@@ -142,7 +142,7 @@ impl ControlInit {
             tracing::warn!(error = %e, "a run-time object is not served");
         }
         for w in &waiting {
-            tracing::warn!(mapping = %w, "a [[domains]] mapping waits for a run-time stage");
+            tracing::warn!(what = %w, "waits for a run-time stage");
         }
         let file_config = Arc::new(cfg);
         let compiled = Arc::new(

@@ -88,7 +88,7 @@ impl Control {
             tracing::warn!(error = %e, "a run-time object is not served");
         }
         for w in &waiting {
-            tracing::warn!(mapping = %w, "a [[domains]] mapping waits for a run-time stage");
+            tracing::warn!(what = %w, "waits for a run-time stage");
         }
         let compiled =
             lifecycle::compile_merged(merged, &cfg, &mut self.registries).map_err(|e| e.errors)?;

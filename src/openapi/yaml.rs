@@ -25,6 +25,8 @@ enum Frame {
     Map {
         map: Map<String, Value>,
         key: Option<String>,
+        /// `<<` merge keys' values, applied at the end (explicit keys win).
+        merged: Vec<Value>,
         anchor: usize,
         start: usize,
     },
@@ -53,7 +55,10 @@ impl Builder {
         match self.stack.last_mut() {
             None => self.root = Some(v),
             Some(Frame::Seq { items, .. }) => items.push(v),
-            Some(Frame::Map { map, key, .. }) => match key.take() {
+            Some(Frame::Map {
+                map, key, merged, ..
+            }) => match key.take() {
+                Some(k) if k == "<<" => merged.push(v),
                 Some(k) => {
                     if map.contains_key(&k) {
                         return Err(format!("the key {k:?} appears twice in one mapping"));
@@ -93,18 +98,44 @@ impl Builder {
                 start,
             }) => (Value::Array(items), anchor, start),
             Some(Frame::Map {
-                map, anchor, start, ..
-            }) => (Value::Object(map), anchor, start),
+                mut map,
+                merged,
+                anchor,
+                start,
+                ..
+            }) => {
+                // `<<: *a` or `<<: [*a, *b]`: the earlier mapping wins, explicit keys over all.
+                for m in merged {
+                    let list = match m {
+                        Value::Array(l) => l,
+                        other => vec![other],
+                    };
+                    for one in list {
+                        let Value::Object(o) = one else {
+                            return Err("a merge key (<<) takes a mapping or a list of them".into());
+                        };
+                        for (k, v) in o {
+                            map.entry(k).or_insert(v);
+                        }
+                    }
+                }
+                (Value::Object(map), anchor, start)
+            }
             None => return Err("unbalanced document".into()),
         };
-        self.anchor(anchor, &v, self.nodes - start);
+        self.anchor(anchor, &v, self.nodes - start)?;
         self.put(v)
     }
 
-    fn anchor(&mut self, id: usize, v: &Value, size: usize) {
+    /// Keeps a copy of an anchored value for its aliases; the copy counts as nodes too, so
+    /// nested anchors cannot multiply memory past the bound.
+    fn anchor(&mut self, id: usize, v: &Value, size: usize) -> Result<(), String> {
         if id > 0 {
-            self.anchors.insert(id, (v.clone(), size.max(1)));
+            let size = size.max(1);
+            self.count(size)?;
+            self.anchors.insert(id, (v.clone(), size));
         }
+        Ok(())
     }
 }
 
@@ -189,6 +220,7 @@ pub fn to_json(text: &str) -> Result<Value, String> {
                 .open(Frame::Map {
                     map: Map::new(),
                     key: None,
+                    merged: Vec::new(),
                     anchor,
                     start: b.nodes,
                 })
@@ -201,7 +233,7 @@ pub fn to_json(text: &str) -> Result<Value, String> {
                 } else {
                     plain(s).map_err(at)?
                 };
-                b.anchor(anchor, &v, 1);
+                b.anchor(anchor, &v, 1).map_err(at)?;
                 b.put(v).map_err(at)?;
             }
             Event::Alias(id) => {
@@ -250,6 +282,26 @@ mod tests {
         for i in 1..30 {
             doc.push_str(&format!("l{i}: &l{i} [*l{}, *l{}]\n", i - 1, i - 1));
         }
+        let e = to_json(&doc).unwrap_err();
+        assert!(e.contains("more than 500000 nodes"), "{e}");
+    }
+
+    #[test]
+    fn merge_keys_and_nested_anchors() {
+        let v = to_json("base: &b {type: http, uri: x}\nop: {<<: *b, uri: y}\n").unwrap();
+        assert_eq!(v["op"], json!({"type": "http", "uri": "y"}));
+        // Anchors nested inside each other each keep a copy: counted, so refused in time.
+        let mut doc = String::from("l0: &l0 [x, x]\n");
+        for i in 1..16 {
+            doc.push_str(&format!("l{i}: &l{i} [*l{}, *l{}]\n", i - 1, i - 1));
+        }
+        doc.push_str("w: ");
+        for i in 0..120 {
+            doc.push_str(&format!("&w{i} ["));
+        }
+        doc.push_str("*l15");
+        doc.push_str(&"]".repeat(120));
+        doc.push('\n');
         let e = to_json(&doc).unwrap_err();
         assert!(e.contains("more than 500000 nodes"), "{e}");
     }

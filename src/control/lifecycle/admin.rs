@@ -131,13 +131,20 @@ impl Control {
         fail_on_warnings: bool,
         body: &[u8],
     ) -> Result<Value, OpError> {
-        // JSON is an object from its first character; anything else is read as YAML.
+        // JSON when it reads as JSON; else YAML (of which JSON is a part: a document in flow
+        // style that is not JSON is YAML too).
+        let yaml = || {
+            std::str::from_utf8(body)
+                .map_err(|_| "the document must be JSON or YAML in UTF-8".to_string())
+                .and_then(crate::openapi::yaml::to_json)
+        };
         let doc: Value = if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?
+            match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => yaml().map_err(|_| bad(format!("invalid JSON: {e}")))?,
+            }
         } else {
-            let text = std::str::from_utf8(body)
-                .map_err(|_| bad("the document must be JSON or YAML in UTF-8"))?;
-            crate::openapi::yaml::to_json(text).map_err(bad)?
+            yaml().map_err(bad)?
         };
         let imported = crate::openapi::import(&doc).map_err(bad)?;
         if fail_on_warnings && !imported.warnings.is_empty() {
@@ -592,11 +599,18 @@ impl Control {
                 }));
             }
             for p in &d.pending {
-                let serving = self.objects.apis.contains_key(&p.api)
-                    && self
-                        .objects
-                        .stages
-                        .contains_key(&(p.api.clone(), p.stage.clone()));
+                // Served when the compiled configuration maps that base path of the host to
+                // that API's stage.
+                let c = &self.compiled.config;
+                let serving = c.domains.iter().filter(|x| x.host == d.host).any(|x| {
+                    x.mappings.iter().any(|m| {
+                        m.base_path == p.base_path
+                            && c.apis.get(m.api).is_some_and(|a| {
+                                a.name == p.api
+                                    && a.stages.get(m.stage).is_some_and(|s| s.name == p.stage)
+                            })
+                    })
+                });
                 items.push(json!({
                     "host": crate::config::host_text(&d.host),
                     "base_path": p.base_path.join("/"),
@@ -625,8 +639,25 @@ impl Control {
             stage: String,
         }
         let m: M = serde_json::from_value(body).map_err(|e| bad(format!("invalid body: {e}")))?;
-        crate::config::host_pattern(&m.host).map_err(bad)?;
-        crate::config::base_path(&m.base_path).map_err(bad)?;
+        let host = crate::config::host_pattern(&m.host).map_err(bad)?;
+        let base = crate::config::base_path(&m.base_path).map_err(bad)?;
+        // The file's mappings, served or waiting for their run-time stage, keep their place.
+        let file_has = self.file_config.domains.iter().any(|d| {
+            d.host == host
+                && d.listeners.is_none()
+                && (d.mappings.iter().any(|x| x.base_path == base)
+                    || d.pending.iter().any(|x| x.base_path == base))
+        });
+        if file_has {
+            return Err(OpError(
+                409,
+                format!(
+                    "host {:?}, base path /{}: the configuration file's [[domains]] maps it",
+                    m.host,
+                    base.join("/")
+                ),
+            ));
+        }
         if self.file_config.apis.iter().any(|a| a.name == m.api) {
             return Err(bad(format!(
                 "api: {:?} is declared in the configuration file: map it in [[domains]]",

@@ -107,19 +107,22 @@ fn to_json<T: Serialize>(v: &T) -> Result<String, OpError> {
     serde_json::to_string(v).map_err(|e| OpError(500, e.to_string()))
 }
 
-/// Now, as RFC 3339 (UTC, seconds).
+/// Now, as RFC 3339 (UTC, milliseconds: deployments made within one second still list in
+/// the order they were made).
 pub(crate) fn now_text() -> String {
-    let secs = std::time::SystemTime::now()
+    let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
+    let secs = ms / 1000;
     let (y, m, d) = crate::syntax::civil::civil_from_days((secs / 86_400) as i64);
     let t = secs % 86_400;
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         t / 3600,
         t / 60 % 60,
-        t % 60
+        t % 60,
+        ms % 1000
     )
 }
 
@@ -255,6 +258,7 @@ impl Objects {
             }
         }
         // Usage plans that name run-time stages cover them, with their canaries.
+        let mut waiting = Vec::new();
         for plan in &mut cfg.usage_plans {
             let before = plan.stages.len();
             for (api, stage) in &plan.pending_stages {
@@ -265,8 +269,12 @@ impl Objects {
                 }
             }
             for (rk, rate) in &plan.pending_route_throttle {
+                let mut hit = plan.stages[..before]
+                    .iter()
+                    .any(|&(ai, _)| cfg.apis[ai].routes.iter().any(|r| &r.key == rk));
                 for &(ai, _) in &plan.stages[before..] {
                     if let Some(ri) = cfg.apis[ai].routes.iter().position(|r| &r.key == rk) {
+                        hit = true;
                         if !plan
                             .route_throttle
                             .iter()
@@ -276,10 +284,15 @@ impl Objects {
                         }
                     }
                 }
+                if !hit && plan.stages.len() > before {
+                    waiting.push(format!(
+                        "usage_plans[{:?}].route_throttle[{rk:?}]: no stage this plan covers has that route (yet)",
+                        plan.name
+                    ));
+                }
             }
         }
         // The file's mappings to run-time stages come before those made at run time.
-        let mut waiting = Vec::new();
         for (di, d) in file.domains.iter().enumerate() {
             for p in &d.pending {
                 let Some(&(api, stage)) = placed.get(&(p.api.clone(), p.stage.clone())) else {

@@ -115,14 +115,21 @@ impl Control {
         }
         let d = new_deployment(&a, "auto_deploy")?;
         puts.push((deployment_key(&a.name, &d.id), to_json(&d)?));
-        for mut s in auto {
+        for mut s in auto.clone() {
             s.deployment = d.id.clone();
             s.updated = a.updated.clone();
             puts.push((stage_key(&s.api, &s.name), to_json(&s)?));
             o.stages.insert((s.api.clone(), s.name.clone()), s);
         }
         o.deployments.insert((a.name.clone(), d.id.clone()), d);
+        let names: Vec<String> = auto.iter().map(|s| s.name.clone()).collect();
         self.apply(o, puts, Vec::new())?;
+        // Answers cached from the previous deployment are not this one's.
+        for stage in names {
+            if let Ok(c) = self.stage_cache(&a.name, &stage) {
+                c.flush();
+            }
+        }
         Ok(())
     }
 
@@ -183,6 +190,7 @@ impl Control {
         how: Edit,
         body: Value,
     ) -> Result<Value, OpError> {
+        self.runtime_api(api)?;
         let body = object(body)?;
         let key = part.key();
         let id = match (id, body.get(key)) {
