@@ -3,7 +3,8 @@
 rounds; one worker pinned to CPU 1, wrk on CPU 0. Prints CPU µs per request (utime+stime of
 the gateway over requests served) and req/s for each, and the ratio.
 
-Features: `policy` (a five-entry resource policy), `jwt` (a JWT authorizer, every request
+Features: `policy` (a five-entry resource policy), `cors` (an API's CORS configuration,
+every request carrying an allowed Origin: the answer gets its CORS headers), `jwt` (a JWT authorizer, every request
 carrying the same RS256 token: the shard's token cache answers after the first; the keys come
 from a local JWKS server, and the token is signed here with the test fixtures' key),
 `external` (a request authorizer whose answer the node caches: one call, then cache hits),
@@ -130,6 +131,10 @@ def feature_keys(feature, on, port):
   identity_sources = ["$request.header.x-partner-token"]
   ttl = "300s"
 """
+    if feature == "cors":
+        return ('cors = { allow_origins = ["https://app.example.test", "http://*"], allow_methods = ["GET", "POST"], '
+                'allow_headers = ["content-type", "authorization"], expose_headers = ["x-request-id"], max_age = "10m", '
+                'allow_credentials = true }')
     if feature == "policy":
         return 'resource_policy = { allow = ["127.0.0.0/8", "10.0.0.0/8", "::1/128"], deny = ["10.66.0.0/16", "192.0.2.0/24"] }'
     return f"""default_authorizer = "users"
@@ -206,7 +211,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--bin-without", default=None, help="the binary of the rounds without (default --bin)")
-    ap.add_argument("--feature", choices=["policy", "jwt", "external", "iam", "accesslog", "observe", "trace100"], default="policy")
+    ap.add_argument("--feature", choices=["policy", "cors", "jwt", "external", "iam", "accesslog", "observe", "trace100"], default="policy")
     a = ap.parse_args()
     # This process (the collector sink, the authorizer, the JWKS server) shares CPU 0 with wrk.
     os.sched_setaffinity(0, {0})
@@ -218,6 +223,9 @@ def main():
         wrk_args = ["-H", f"Authorization: Bearer {rs256_token()}"]
     if a.feature == "external":
         wrk_args = ["-H", "x-partner-token: partner-7f3a9c"]
+    if a.feature == "cors":
+        # Both runs get the header; only the "with" API answers it.
+        wrk_args = ["-H", "Origin: https://app.example.test"]
     hz = os.sysconf("SC_CLK_TCK")
     results = {"without": [], "with": []}
     for r in range(a.rounds):

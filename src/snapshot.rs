@@ -169,6 +169,8 @@ pub(crate) struct ApiRt {
     pub trace_sample: Vec<f64>,
     /// Per stage: its canary, if it has one.
     pub canaries: Vec<Option<crate::config::CanaryLink>>,
+    /// The API's CORS headers and preflight answer (`cors = { ... }`), if it has them.
+    pub cors: Option<Arc<crate::http::cors::CorsRt>>,
 }
 
 impl ApiRt {

@@ -281,3 +281,51 @@ fn the_cli_imports_and_exports_through_the_admin_api() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(doc["paths"]["/pets/{petId}"]["get"]["x-amazon-apigateway-integration"].is_object());
 }
+
+#[test]
+fn x_amazon_apigateway_cors_imports_serves_and_exports() {
+    let g = gw();
+    let doc = json!({"openapi": "3.0.1", "info": {"title": "corsy", "version": "1"},
+        "x-amazon-apigateway-cors": {"allowOrigins": ["https://app.example.test"], "allowMethods": ["GET"],
+            "allowHeaders": ["x-custom"], "exposeHeaders": ["x-request-id"], "maxAge": 300, "allowCredentials": true},
+        "paths": {"/pets": {"get": {"responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200"}}}}}}});
+    let v = import_and_serve(&g, "", &doc.to_string(), "corsy.test");
+    assert_eq!(v["warnings"], json!([]), "{v}");
+    let r = Client::connect(g.addr()).request(
+        b"OPTIONS /pets HTTP/1.1\r\nHost: corsy.test\r\nOrigin: https://app.example.test\r\nAccess-Control-Request-Method: GET\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.test")
+    );
+    assert_eq!(r.header("access-control-allow-headers"), Some("x-custom"));
+    assert_eq!(r.header("access-control-max-age"), Some("300"));
+    let out = admin(
+        g.admin(),
+        "GET",
+        "/apis/corsy/stages/test/export?extensions=apigateway",
+        Some(TOKEN),
+    )
+    .json();
+    assert_eq!(
+        out["x-amazon-apigateway-cors"], doc["x-amazon-apigateway-cors"],
+        "{out}"
+    );
+    // The same rules as the configuration file: a wildcard origin with credentials is refused.
+    let mut bad = doc.clone();
+    bad["x-amazon-apigateway-cors"]["allowOrigins"] = json!(["*"]);
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&name=bad",
+        &bad.to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("cors.allow_credentials: cannot be true"),
+        "{}",
+        r.text()
+    );
+}

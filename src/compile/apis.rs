@@ -154,6 +154,10 @@ fn compile_api(
         series_base: 0,
         trace_sample: Vec::new(),
         canaries: api.stages.iter().map(|s| s.canary).collect(),
+        cors: api
+            .cors
+            .as_ref()
+            .map(|c| Arc::new(crate::http::cors::CorsRt::new(c))),
     }
 }
 

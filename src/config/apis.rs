@@ -10,6 +10,8 @@ pub struct Api {
     /// Who may call the API at all, by source address (before any authorizer).
     pub resource_policy: Option<ResourcePolicy>,
     pub authorizers: Vec<Authorizer>,
+    /// `cors = { ... }`: the gateway answers preflights and adds CORS headers.
+    pub cors: Option<Cors>,
 }
 
 /// A resource policy by source address, with Amazon's semantics: an explicit deny wins; with an
@@ -154,7 +156,6 @@ impl Validator {
         self.not_yet(
             &key,
             &[
-                ("cors", &a.cors, "CORS"),
                 (
                     "gateway_responses",
                     &a.gateway_responses,
@@ -171,6 +172,7 @@ impl Validator {
         if a.stages.is_empty() {
             self.err(&format!("{key}.stages"), STAGES_REQUIRED);
         }
+        let cors = a.cors.map(|c| self.cors(&format!("{key}.cors"), c));
         let mut stages: Vec<Stage> = Vec::new();
         for (j, s) in a.stages.into_iter().enumerate() {
             let skey = format!("{key}.{}", item("stages", j, s.name.as_ref()));
@@ -286,6 +288,7 @@ impl Validator {
             routes,
             resource_policy,
             authorizers,
+            cors,
         }
     }
 

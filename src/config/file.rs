@@ -226,11 +226,31 @@ pub(crate) struct ApiFile {
     pub authorizers: Vec<AuthorizerFile>,
     /// The authorizer of routes that name none (and do not say `authorization = "none"`).
     pub default_authorizer: Option<String>,
+    pub cors: Option<CorsFile>,
     // Named in the reference config, not built yet: refused by name.
-    pub cors: Option<toml::Value>,
     pub gateway_responses: Option<toml::Value>,
     pub models: Option<toml::Value>,
     pub route_selection_expression: Option<toml::Value>,
+}
+
+/// `cors = { ... }` on an API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CorsFile {
+    pub allow_origins: Option<Vec<String>>,
+    pub allow_methods: Option<Vec<String>>,
+    pub allow_headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub max_age: Option<SecondsValue>,
+    pub allow_credentials: Option<bool>,
+}
+
+/// Seconds as an integer, or a duration ("10m").
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum SecondsValue {
+    Seconds(i64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]

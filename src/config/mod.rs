@@ -8,6 +8,7 @@
 mod apis;
 mod authorizers;
 mod cache;
+mod cors;
 mod domains;
 pub(crate) mod file;
 mod listeners;
@@ -21,6 +22,7 @@ mod upstreams;
 pub(crate) use apis::*;
 pub(crate) use authorizers::*;
 pub use cache::*;
+pub(crate) use cors::*;
 pub(crate) use domains::*;
 pub(crate) use listeners::*;
 pub(crate) use observe::*;

@@ -139,6 +139,9 @@ pub struct RequestCtx {
     pub(crate) authorizer_call: std::cell::Cell<Option<AuthorizerCall>>,
     /// mTLS headers for the upstream (from the connection).
     pub client_cert: Option<crate::http::conn::ClientCertHeaders>,
+    /// The API's CORS headers, added to whatever answers the request (set once the stage is
+    /// known, on APIs with `cors`).
+    pub(crate) cors: Option<std::sync::Arc<crate::http::cors::CorsRt>>,
 }
 
 impl RequestCtx {
@@ -177,6 +180,7 @@ impl RequestCtx {
             canary: false,
             authorizer_call: Default::default(),
             client_cert: None,
+            cors: None,
         }
     }
 
@@ -196,6 +200,13 @@ impl RequestCtx {
                 .as_ref()
                 .map(|a| a as &dyn crate::syntax::template::AuthorizerVars),
             escape,
+        }
+    }
+
+    /// The CORS lines for an answer to this request (none on APIs without `cors`).
+    pub(crate) fn cors_lines(&self, out: &mut Vec<u8>) {
+        if let Some(c) = &self.cors {
+            c.actual(out, self.head.header(b"origin"));
         }
     }
 

@@ -158,6 +158,30 @@ async fn write_answer(
     if let (true, Some(r)) = (a.ratelimit, &ctx.ratelimit) {
         ratelimit_headers(&mut extra, r);
     }
+    ctx.cors_lines(&mut extra);
+    let stripped;
+    let a = if ctx.cors.is_some()
+        && a.headers
+            .windows(15)
+            .any(|w| w.eq_ignore_ascii_case(b"access-control-"))
+    {
+        // A mock's own CORS headers give way to the API's.
+        stripped = Answer {
+            headers: a
+                .headers
+                .split_inclusive(|&b| b == b'\n')
+                .filter(|l| !crate::http::cors::is_cors_header(l))
+                .flatten()
+                .copied()
+                .collect(),
+            body: a.body.clone(),
+            content_type: a.content_type,
+            ..*a
+        };
+        &stripped
+    } else {
+        a
+    };
     a.render(
         &mut out,
         ctx.head.minor,

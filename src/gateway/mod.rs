@@ -108,6 +108,9 @@ async fn run_phases(
     normalise_path(ctx)?;
     resolve_stage(ss, conn.listener, ctx)?;
     canary(shard, ss, ctx);
+    if let Some(a) = cors(ss, ctx) {
+        return Ok(Outcome::Answer(a));
+    }
     let m = match_route(ss, ctx)?;
     if let Some(t) = ctx.trace.as_mut() {
         t.decide(snap.apis[m.api].trace_sample[m.stage]);
@@ -216,6 +219,26 @@ fn canary(shard: &Shard, ss: &ShardSnap, ctx: &mut RequestCtx) {
         });
         ctx.canary = true;
     }
+}
+
+/// On an API with `cors`: answers a preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) whatever the path, before routing, authorizers and
+/// throttles, as Amazon API Gateway does; any other request carries the API's CORS headers
+/// to its answer, errors included.
+fn cors(ss: &ShardSnap, ctx: &mut RequestCtx) -> Option<finish::Answer> {
+    let st = ctx.stage?;
+    let c = ss.snap.apis.get(st.api)?.cors.as_ref()?;
+    let h = &ctx.head;
+    if h.method == crate::syntax::Method::Options {
+        if let (Some(origin), Some(method)) = (
+            h.header(b"origin"),
+            h.header(b"access-control-request-method"),
+        ) {
+            return Some(c.preflight(origin, method, h.header(b"access-control-request-headers")));
+        }
+    }
+    ctx.cors = Some(c.clone());
+    None
 }
 
 /// Matches the route in the API's trie (404, or 405 with the allowed methods).

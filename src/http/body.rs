@@ -40,10 +40,7 @@ enum State {
     Done,
 }
 
-/// `tchar` (RFC 9110 5.6.2): the characters of a token.
-fn tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
+use super::is_tchar as tchar;
 
 /// A byte allowed in a field value or a quoted string: HTAB, SP, VCHAR, obs-text.
 fn vchar_or_ws(b: u8) -> bool {

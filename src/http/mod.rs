@@ -6,6 +6,7 @@
 
 pub(crate) mod body;
 pub(crate) mod conn;
+pub(crate) mod cors;
 pub(crate) mod drain;
 pub(crate) mod h1;
 pub(crate) mod h2;
@@ -61,6 +62,11 @@ impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// `tchar` (RFC 9110 5.6.2): the characters of a token (a header name, a method).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Case-insensitive ASCII comparison of a header name.

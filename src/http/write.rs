@@ -133,16 +133,16 @@ impl Answer {
             out.extend_from_slice(ct.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        let _ = write!(
-            out,
-            "content-length: {}\r\nx-request-id: {}\r\n",
-            self.body.len(),
-            request_id
-        );
+        // No body and no Content-Length on 204 and 304 (RFC 9110 8.6).
+        let bodiless = matches!(self.status, 204 | 304);
+        if !bodiless {
+            let _ = write!(out, "content-length: {}\r\n", self.body.len());
+        }
+        let _ = write!(out, "x-request-id: {request_id}\r\n");
         out.extend_from_slice(extra);
         connection_header(out, minor, keep_alive);
         out.extend_from_slice(b"\r\n");
-        if !head_only {
+        if !head_only && !bodiless {
             out.extend_from_slice(&self.body);
         }
     }

@@ -20,8 +20,7 @@ pub struct Imported {
 const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "patch"];
 
 /// Extensions Tollgate does not have yet, by their place in the document.
-const NOT_YET: [&str; 8] = [
-    "x-amazon-apigateway-cors",
+const NOT_YET: [&str; 7] = [
     "x-amazon-apigateway-gateway-responses",
     "x-amazon-apigateway-request-validators",
     "x-amazon-apigateway-binary-media-types",
@@ -137,8 +136,40 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
     if !authorizers.is_empty() {
         def["authorizers"] = Value::Array(authorizers);
     }
+    if let Some(c) = doc.get("x-amazon-apigateway-cors") {
+        if let Some(c) = cors(c, &mut out.warnings) {
+            def["cors"] = c;
+        }
+    }
     out.definition = def;
     Ok(out)
+}
+
+/// `x-amazon-apigateway-cors` as the definition's `cors`; its values are checked with the
+/// rest of the definition.
+fn cors(c: &Value, warnings: &mut Vec<String>) -> Option<Value> {
+    const KEY: &str = "x-amazon-apigateway-cors";
+    let Some(c) = c.as_object() else {
+        warnings.push(format!("{KEY}: not an object; left out"));
+        return None;
+    };
+    let mut out = Map::new();
+    for (k, v) in c {
+        let to = match k.as_str() {
+            "allowOrigins" => "allow_origins",
+            "allowMethods" => "allow_methods",
+            "allowHeaders" => "allow_headers",
+            "exposeHeaders" => "expose_headers",
+            "maxAge" => "max_age",
+            "allowCredentials" => "allow_credentials",
+            _ => {
+                warnings.push(format!("{KEY}.{k}: not supported; left out"));
+                continue;
+            }
+        };
+        out.insert(to.into(), v.clone());
+    }
+    Some(Value::Object(out))
 }
 
 /// One operation as a route; `None` (with a warning) when it cannot be served as written.

@@ -141,6 +141,19 @@ pub fn export(
     if extensions && a.routes.iter().any(|r| r.api_key_required) {
         doc["x-amazon-apigateway-api-key-source"] = json!("HEADER");
     }
+    if let (true, Some(c)) = (extensions, &a.cors) {
+        let mut x = json!({
+            "allowOrigins": c.allow_origins,
+            "allowMethods": c.allow_methods,
+            "allowHeaders": c.allow_headers,
+            "exposeHeaders": c.expose_headers,
+            "allowCredentials": c.allow_credentials,
+        });
+        if let Some(m) = c.max_age {
+            x["maxAge"] = json!(m);
+        }
+        doc["x-amazon-apigateway-cors"] = x;
+    }
     Ok(doc)
 }
 

@@ -544,7 +544,16 @@ pub fn hit_head(out: &mut Vec<u8>, ctx: &mut RequestCtx, e: &Stored, age: u64, k
         out.extend_from_slice(&e.reason);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(&e.headers);
+    if ctx.cors.is_some() {
+        // The API's CORS headers, not the ones stored with the answer.
+        for l in e.headers.split_inclusive(|&b| b == b'\n') {
+            if !crate::http::cors::is_cors_header(l) {
+                out.extend_from_slice(l);
+            }
+        }
+    } else {
+        out.extend_from_slice(&e.headers);
+    }
     out.extend_from_slice(b"age: ");
     out.extend_from_slice(itoa::Buffer::new().format(age).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -557,6 +566,7 @@ pub fn hit_head(out: &mut Vec<u8>, ctx: &mut RequestCtx, e: &Stored, age: u64, k
     out.extend_from_slice(ctx.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
     super::cache_headers(out, ctx);
+    ctx.cors_lines(out);
     if let Some(r) = &ctx.ratelimit {
         ratelimit_headers(out, r);
     }

@@ -205,7 +205,10 @@ pub(super) fn response_head(
         let keep_te = name_eq(name, b"transfer-encoding") && !dechunk;
         let keep_upgrade = upgrade && name_eq(name, b"upgrade");
         let hop = hop_by_hop(name) || listed_in_connection(conn_hdr, name);
-        if (hop && !keep_te && !keep_upgrade) || name_eq(name, b"x-request-id") {
+        if (hop && !keep_te && !keep_upgrade)
+            || name_eq(name, b"x-request-id")
+            || (ctx.cors.is_some() && crate::http::cors::is_cors_header(name))
+        {
             continue;
         }
         out.extend_from_slice(name);
@@ -217,6 +220,7 @@ pub(super) fn response_head(
     out.extend_from_slice(ctx.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
     crate::gateway::cache_headers(out, ctx);
+    ctx.cors_lines(out);
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
     } else {

@@ -1,0 +1,262 @@
+//! `cors = { ... }` on an API: the CORS configuration of Amazon API Gateway's HTTP APIs.
+//! The gateway answers preflight requests itself and adds the headers to every answer of the
+//! API; the rules here are the ones the admin API and OpenAPI import use too.
+
+use super::*;
+
+/// The longest `max_age` (24 hours), as Amazon API Gateway allows.
+pub(crate) const MAX_CORS_MAX_AGE: u64 = 86_400;
+
+/// An API's CORS configuration, checked: origins, methods and header names in canonical case.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Cors {
+    /// Exact origins (`https://app.example.test`), `*`, `https://*` or `http://*`.
+    pub allow_origins: Vec<String>,
+    /// Upper-case methods, or `*`.
+    pub allow_methods: Vec<String>,
+    /// Lower-case header names, or `*`.
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    /// Seconds a browser may keep a preflight's answer (`Access-Control-Max-Age`).
+    pub max_age: Option<u64>,
+    pub allow_credentials: bool,
+}
+
+/// What `allow_methods` may list.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*",
+];
+
+impl Validator {
+    pub(super) fn cors(&mut self, key: &str, c: file::CorsFile) -> Cors {
+        let origins: Vec<String> = c
+            .allow_origins
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, o)| match origin(&o) {
+                Ok(o) => Some(o),
+                Err(allowed) => {
+                    self.bad(&format!("{key}.allow_origins[{i}]"), &o, allowed);
+                    None
+                }
+            })
+            .collect();
+        let methods = c
+            .allow_methods
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let up = m.trim().to_ascii_uppercase();
+                if METHODS.contains(&up.as_str()) {
+                    Some(up)
+                } else {
+                    self.bad(
+                        &format!("{key}.allow_methods[{i}]"),
+                        &m,
+                        "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or \"*\"",
+                    );
+                    None
+                }
+            })
+            .collect();
+        let mut names = |field: &str, v: Option<Vec<String>>| -> Vec<String> {
+            v.unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, h)| {
+                    let t = h.trim();
+                    if t == "*" || (!t.is_empty() && t.bytes().all(crate::http::is_tchar)) {
+                        Some(t.to_ascii_lowercase())
+                    } else {
+                        self.bad(
+                            &format!("{key}.{field}[{i}]"),
+                            &h,
+                            "a header name (letters, digits and !#$%&'*+-.^_`|~) or \"*\"",
+                        );
+                        None
+                    }
+                })
+                .collect()
+        };
+        let allow_headers = names("allow_headers", c.allow_headers);
+        let expose_headers = names("expose_headers", c.expose_headers);
+        let max_age = match c.max_age {
+            None => None,
+            Some(file::SecondsValue::Seconds(n)) if (0..=MAX_CORS_MAX_AGE as i64).contains(&n) => {
+                Some(n as u64)
+            }
+            Some(file::SecondsValue::Seconds(n)) => {
+                self.bad(
+                    &format!("{key}.max_age"),
+                    n,
+                    "seconds from 0 to 86400, or a duration up to \"24h\"",
+                );
+                None
+            }
+            Some(file::SecondsValue::Text(s)) => match units::parse_duration(&s) {
+                Ok(d) if d.as_secs() <= MAX_CORS_MAX_AGE && d.subsec_nanos() == 0 => {
+                    Some(d.as_secs())
+                }
+                Ok(_) => {
+                    self.bad(
+                        &format!("{key}.max_age"),
+                        &s,
+                        "whole seconds up to 24 hours (\"10m\", \"1h\", 600)",
+                    );
+                    None
+                }
+                Err(allowed) => {
+                    self.bad(&format!("{key}.max_age"), &s, &allowed);
+                    None
+                }
+            },
+        };
+        let allow_credentials = c.allow_credentials.unwrap_or(false);
+        if allow_credentials && origins.iter().any(|o| o == "*") {
+            self.err(
+                &format!("{key}.allow_credentials"),
+                "cannot be true while allow_origins has \"*\": browsers refuse credentials with a wildcard origin; list the origins allowed (or \"https://*\")",
+            );
+        }
+        Cors {
+            allow_origins: origins,
+            allow_methods: methods,
+            allow_headers,
+            expose_headers,
+            max_age,
+            allow_credentials,
+        }
+    }
+}
+
+/// An origin as `allow_origins` may list it, lower-cased: `*`, `http://*`, `https://*`, or
+/// `scheme://host[:port]` with nothing after it.
+fn origin(o: &str) -> Result<String, &'static str> {
+    const ALLOWED: &str = "an origin (\"https://app.example.test\", \"http://localhost:3000\"), \"*\", \"https://*\" or \"http://*\"";
+    let o = o.trim().to_ascii_lowercase();
+    if matches!(o.as_str(), "*" | "http://*" | "https://*") {
+        return Ok(o);
+    }
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return Err(ALLOWED);
+    };
+    let scheme_ok = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
+        _ => (rest, None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    if scheme_ok && host_ok && port_ok {
+        Ok(o)
+    } else {
+        Err(ALLOWED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin("https://App.Example.test").unwrap(),
+            "https://app.example.test"
+        );
+        assert_eq!(
+            origin("http://localhost:3000").unwrap(),
+            "http://localhost:3000"
+        );
+        assert_eq!(origin("http://[::1]:8080").unwrap(), "http://[::1]:8080");
+        assert!(origin("https://*").is_ok());
+        assert!(origin("*").is_ok());
+        for bad in [
+            "example.test",
+            "https://a.test/path",
+            "https://",
+            "https://a.test:x",
+            "ftp://*",
+        ] {
+            assert!(origin(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const BASE: &str = r#"
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+[[apis]]
+name = "a"
+CORS
+  [[apis.stages]]
+  name = "p"
+  [[apis.routes]]
+  route = "GET /m"
+  integration = { type = "mock" }
+[[domains]]
+host = "*"
+mappings = [{ base_path = "", api = "a", stage = "p" }]
+"#;
+
+    fn parse(cors: &str) -> Result<Config, String> {
+        Config::parse(&BASE.replace("CORS", cors), Path::new(".")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_reference_shape_loads() {
+        let c = parse(r#"cors = { allow_origins = ["https://App.example.test"], allow_methods = ["get", "POST"], allow_headers = ["Content-Type"], expose_headers = ["x-request-id"], max_age = "10m", allow_credentials = true }"#).unwrap();
+        let cors = c.apis[0].cors.as_ref().unwrap();
+        assert_eq!(cors.allow_origins, ["https://app.example.test"]);
+        assert_eq!(cors.allow_methods, ["GET", "POST"]);
+        assert_eq!(cors.allow_headers, ["content-type"]);
+        assert_eq!(cors.max_age, Some(600));
+        let c = parse("cors = { allow_origins = [\"*\"], max_age = 300 }").unwrap();
+        assert_eq!(c.apis[0].cors.as_ref().unwrap().max_age, Some(300));
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_key() {
+        for (cors, want) in [
+            (
+                r#"cors = { allow_origins = ["*"], allow_credentials = true }"#,
+                "apis[\"a\"].cors.allow_credentials: cannot be true while allow_origins has \"*\"",
+            ),
+            (
+                r#"cors = { allow_origins = ["example.test"] }"#,
+                "apis[\"a\"].cors.allow_origins[0] = \"example.test\" is not valid: expected an origin",
+            ),
+            (
+                r#"cors = { allow_methods = ["FETCH"] }"#,
+                "apis[\"a\"].cors.allow_methods[0] = \"FETCH\" is not valid",
+            ),
+            (
+                r#"cors = { allow_headers = ["x a"] }"#,
+                "apis[\"a\"].cors.allow_headers[0] = \"x a\" is not valid",
+            ),
+            (r#"cors = { max_age = 86401 }"#, "apis[\"a\"].cors.max_age = 86401 is not valid"),
+            (r#"cors = { max_age = "2d" }"#, "apis[\"a\"].cors.max_age"),
+            (r#"cors = { allow_origin = ["*"] }"#, "allow_origin"),
+        ] {
+            let err = parse(cors).expect_err(cors);
+            assert!(err.contains(want), "{err}\nlacks: {want}");
+        }
+    }
+}

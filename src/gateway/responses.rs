@@ -1,0 +1,121 @@
+//! Gateway responses: an API's `gateway_responses` applied to the answers the gateway writes
+//! itself, in the one exit. The error's response type picks the entry; `DEFAULT_4XX` or
+//! `DEFAULT_5XX` stands in for types not named. APIs without them pay one branch.
+
+use super::ctx::RequestCtx;
+use crate::config::GatewayResponse;
+use crate::error::Error;
+use crate::http::write::Answer;
+use crate::shard::ShardSnap;
+use crate::syntax::refs::Ref;
+
+/// The API's gateway response for this error, if it has one.
+fn entry<'a>(ss: &'a ShardSnap, ctx: &RequestCtx, e: &Error) -> Option<&'a GatewayResponse> {
+    let st = ctx.stage?;
+    let map = &ss.snap.config.apis.get(st.api)?.gateway_responses;
+    if map.is_empty() {
+        return None;
+    }
+    map.get(e.kind.response_type()).or_else(|| {
+        map.get(if e.status() >= 500 {
+            "DEFAULT_5XX"
+        } else {
+            "DEFAULT_4XX"
+        })
+    })
+}
+
+/// Customises `a`, the gateway's answer to `e`, by the API's gateway responses.
+pub(crate) fn customise(ss: &ShardSnap, ctx: &RequestCtx, peer_ip: &str, e: &Error, a: &mut Answer) {
+    let Some(g) = entry(ss, ctx, e) else { return };
+    let message = e.client_message();
+    let value = |r: &Ref, out: &mut Vec<u8>| {
+        let st = ctx.stage;
+        match r {
+            Ref::ErrorMessage => out.extend_from_slice(message.as_bytes()),
+            Ref::ErrorMessageString => out.extend_from_slice(
+                serde_json::to_string(&*message)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
+            Ref::ErrorResponseType => out.extend_from_slice(e.kind.response_type().as_bytes()),
+            Ref::ValidationError => {}
+            Ref::RequestId => out.extend_from_slice(ctx.request_id.as_bytes()),
+            Ref::Stage => {
+                if let Some(s) = st.and_then(|s| ss.snap.apis[s.api].stages.get(s.stage)) {
+                    out.extend_from_slice(s.as_bytes());
+                }
+            }
+            Ref::ApiId => {
+                if let Some(s) = st {
+                    out.extend_from_slice(ss.snap.apis[s.api].name.as_bytes());
+                }
+            }
+            Ref::DomainName => out.extend_from_slice(ctx.head.host_bytes().unwrap_or_default()),
+            Ref::HttpMethod => out.extend_from_slice(ctx.head.method_bytes()),
+            Ref::Path => out.extend_from_slice(ctx.head.path_bytes()),
+            Ref::RouteKey => {
+                if let Some(m) = ctx.route {
+                    out.extend_from_slice(ss.snap.config.apis[m.api].routes[m.route].key.as_bytes());
+                }
+            }
+            Ref::SourceIp => out.extend_from_slice(peer_ip.as_bytes()),
+            Ref::UserAgent => out.extend_from_slice(ctx.head.header(b"user-agent").unwrap_or_default()),
+            Ref::Protocol => out.extend_from_slice(if ctx.head.minor == 0 {
+                b"HTTP/1.0"
+            } else {
+                b"HTTP/1.1"
+            }),
+            Ref::StageVar(v) => {
+                if let Some(s) = st {
+                    if let Some(x) = ss.snap.config.apis[s.api]
+                        .stages
+                        .get(s.stage)
+                        .and_then(|stage| stage.variables.get(v))
+                    {
+                        out.extend_from_slice(x.as_bytes());
+                    }
+                }
+            }
+        }
+    };
+    if let Some(s) = g.status {
+        a.status = s;
+    }
+    if !g.header_templates.is_empty() {
+        // The gateway's own lines (Retry-After, Allow...) give way to configured ones.
+        let mut headers: Vec<u8> = a
+            .headers
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|l| {
+                !g.header_templates.iter().any(|(n, _)| {
+                    l.len() > n.len()
+                        && l[n.len()] == b':'
+                        && l[..n.len()].eq_ignore_ascii_case(n.as_bytes())
+                })
+            })
+            .flatten()
+            .copied()
+            .collect();
+        for (name, t) in &g.header_templates {
+            headers.extend_from_slice(name.as_bytes());
+            headers.extend_from_slice(b": ");
+            let at = headers.len();
+            t.render(&mut headers, value);
+            // A header value cannot hold a line break, whatever the request said.
+            let mut clean: Vec<u8> = headers.split_off(at);
+            clean.retain(|&b| b != b'\r' && b != b'\n');
+            headers.extend_from_slice(&clean);
+            headers.extend_from_slice(b"\r\n");
+            if name == "content-type" {
+                a.content_type = None;
+            }
+        }
+        a.headers = headers;
+    }
+    if let Some(t) = &g.body_template {
+        let mut body = Vec::with_capacity(a.body.len() + 64);
+        t.render(&mut body, value);
+        a.body = body;
+    }
+}
