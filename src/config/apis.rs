@@ -12,6 +12,8 @@ pub struct Api {
     pub authorizers: Vec<Authorizer>,
     /// `cors = { ... }`: the gateway answers preflights and adds CORS headers.
     pub cors: Option<Cors>,
+    /// By response type: how the answers the gateway writes itself are customised.
+    pub gateway_responses: BTreeMap<String, GatewayResponse>,
 }
 
 /// A resource policy by source address, with Amazon's semantics: an explicit deny wins; with an
@@ -156,11 +158,6 @@ impl Validator {
         self.not_yet(
             &key,
             &[
-                (
-                    "gateway_responses",
-                    &a.gateway_responses,
-                    "custom gateway responses",
-                ),
                 ("models", &a.models, "models (request validation)"),
                 (
                     "route_selection_expression",
@@ -173,6 +170,8 @@ impl Validator {
             self.err(&format!("{key}.stages"), STAGES_REQUIRED);
         }
         let cors = a.cors.map(|c| self.cors(&format!("{key}.cors"), c));
+        let gateway_responses =
+            self.gateway_responses(&format!("{key}.gateway_responses"), a.gateway_responses);
         let mut stages: Vec<Stage> = Vec::new();
         for (j, s) in a.stages.into_iter().enumerate() {
             let skey = format!("{key}.{}", item("stages", j, s.name.as_ref()));
@@ -289,6 +288,7 @@ impl Validator {
             resource_policy,
             authorizers,
             cors,
+            gateway_responses,
         }
     }
 

@@ -67,7 +67,7 @@ impl Validator {
                 .enumerate()
                 .filter_map(|(i, h)| {
                     let t = h.trim();
-                    if t == "*" || (!t.is_empty() && t.bytes().all(crate::http::is_tchar)) {
+                    if t == "*" || (!t.is_empty() && t.bytes().all(crate::syntax::is_tchar)) {
                         Some(t.to_ascii_lowercase())
                     } else {
                         self.bad(

@@ -227,8 +227,9 @@ pub(crate) struct ApiFile {
     /// The authorizer of routes that name none (and do not say `authorization = "none"`).
     pub default_authorizer: Option<String>,
     pub cors: Option<CorsFile>,
+    #[serde(default)]
+    pub gateway_responses: BTreeMap<String, GatewayResponseFile>,
     // Named in the reference config, not built yet: refused by name.
-    pub gateway_responses: Option<toml::Value>,
     pub models: Option<toml::Value>,
     pub route_selection_expression: Option<toml::Value>,
 }
@@ -243,6 +244,16 @@ pub(crate) struct CorsFile {
     pub expose_headers: Option<Vec<String>>,
     pub max_age: Option<SecondsValue>,
     pub allow_credentials: Option<bool>,
+}
+
+/// One of an API's `gateway_responses`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GatewayResponseFile {
+    pub status: Option<i64>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
 }
 
 /// Seconds as an integer, or a duration ("10m").

@@ -86,7 +86,7 @@ impl Validator {
             let mut header_templates = Vec::new();
             for (name, value) in r.headers {
                 let lower = name.to_ascii_lowercase();
-                if name.is_empty() || !name.bytes().all(crate::http::is_tchar) {
+                if name.is_empty() || !name.bytes().all(crate::syntax::is_tchar) {
                     self.bad(&format!("{rkey}.headers"), &name, "a header name");
                     continue;
                 }

@@ -112,14 +112,9 @@ pub(crate) async fn finish(
                 }
             }
             count_error(shard, &e);
-            let next = write_answer(
-                conn,
-                ctx,
-                &error_answer(&e),
-                draining,
-                !e.closes_connection(),
-            )
-            .await;
+            let mut a = error_answer(&e);
+            super::responses::customise(&exit.ss, ctx, &conn.peer_ip, &e, &mut a);
+            let next = write_answer(conn, ctx, &a, draining, !e.closes_connection()).await;
             ctx.failure = Some(e);
             next
         }

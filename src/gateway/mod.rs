@@ -21,6 +21,7 @@ pub(crate) mod limits;
 pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod record;
+pub(crate) mod responses;
 pub(crate) mod target;
 
 use std::rc::Rc;

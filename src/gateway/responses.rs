@@ -26,7 +26,13 @@ fn entry<'a>(ss: &'a ShardSnap, ctx: &RequestCtx, e: &Error) -> Option<&'a Gatew
 }
 
 /// Customises `a`, the gateway's answer to `e`, by the API's gateway responses.
-pub(crate) fn customise(ss: &ShardSnap, ctx: &RequestCtx, peer_ip: &str, e: &Error, a: &mut Answer) {
+pub(crate) fn customise(
+    ss: &ShardSnap,
+    ctx: &RequestCtx,
+    peer_ip: &str,
+    e: &Error,
+    a: &mut Answer,
+) {
     let Some(g) = entry(ss, ctx, e) else { return };
     let message = e.client_message();
     let value = |r: &Ref, out: &mut Vec<u8>| {
@@ -56,11 +62,15 @@ pub(crate) fn customise(ss: &ShardSnap, ctx: &RequestCtx, peer_ip: &str, e: &Err
             Ref::Path => out.extend_from_slice(ctx.head.path_bytes()),
             Ref::RouteKey => {
                 if let Some(m) = ctx.route {
-                    out.extend_from_slice(ss.snap.config.apis[m.api].routes[m.route].key.as_bytes());
+                    out.extend_from_slice(
+                        ss.snap.config.apis[m.api].routes[m.route].key.as_bytes(),
+                    );
                 }
             }
             Ref::SourceIp => out.extend_from_slice(peer_ip.as_bytes()),
-            Ref::UserAgent => out.extend_from_slice(ctx.head.header(b"user-agent").unwrap_or_default()),
+            Ref::UserAgent => {
+                out.extend_from_slice(ctx.head.header(b"user-agent").unwrap_or_default())
+            }
             Ref::Protocol => out.extend_from_slice(if ctx.head.minor == 0 {
                 b"HTTP/1.0"
             } else {

@@ -64,10 +64,7 @@ impl std::fmt::Display for RequestId {
     }
 }
 
-/// `tchar` (RFC 9110 5.6.2): the characters of a token (a header name, a method).
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
+pub(crate) use crate::syntax::is_tchar;
 
 /// Case-insensitive ASCII comparison of a header name.
 #[inline]

@@ -20,8 +20,7 @@ pub struct Imported {
 const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "patch"];
 
 /// Extensions Tollgate does not have yet, by their place in the document.
-const NOT_YET: [&str; 7] = [
-    "x-amazon-apigateway-gateway-responses",
+const NOT_YET: [&str; 6] = [
     "x-amazon-apigateway-request-validators",
     "x-amazon-apigateway-binary-media-types",
     "x-amazon-apigateway-policy",
@@ -136,6 +135,12 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
     if !authorizers.is_empty() {
         def["authorizers"] = Value::Array(authorizers);
     }
+    if let Some(g) = doc.get("x-amazon-apigateway-gateway-responses") {
+        let g = gateway_responses(g, &mut out.warnings);
+        if !g.is_empty() {
+            def["gateway_responses"] = Value::Object(g);
+        }
+    }
     if let Some(c) = doc.get("x-amazon-apigateway-cors") {
         if let Some(c) = cors(c, &mut out.warnings) {
             def["cors"] = c;
@@ -143,6 +148,67 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
     }
     out.definition = def;
     Ok(out)
+}
+
+/// `x-amazon-apigateway-gateway-responses` as the definition's `gateway_responses`: status,
+/// static headers (`gatewayresponse.header.NAME = "'value'"`) and the JSON template (else the
+/// first one). Headers mapped from the request are left out, with a warning.
+fn gateway_responses(g: &Value, warnings: &mut Vec<String>) -> Map<String, Value> {
+    const KEY: &str = "x-amazon-apigateway-gateway-responses";
+    let mut out = Map::new();
+    let Some(g) = g.as_object() else {
+        warnings.push(format!("{KEY}: not an object; left out"));
+        return out;
+    };
+    for (ty, r) in g {
+        let mut entry = Map::new();
+        match &r["statusCode"] {
+            Value::Number(n) => {
+                entry.insert("status".into(), Value::Number(n.clone()));
+            }
+            Value::String(s) => match s.parse::<u16>() {
+                Ok(n) => {
+                    entry.insert("status".into(), n.into());
+                }
+                Err(_) => warnings.push(format!(
+                    "{KEY}.{ty}.statusCode {s:?}: not a status; left out"
+                )),
+            },
+            _ => {}
+        }
+        let mut headers = Map::new();
+        for (k, v) in r["responseParameters"].as_object().into_iter().flatten() {
+            let (Some(name), Some(v)) = (k.strip_prefix("gatewayresponse.header."), v.as_str())
+            else {
+                warnings.push(format!(
+                    "{KEY}.{ty}.responseParameters {k:?}: not supported; left out"
+                ));
+                continue;
+            };
+            match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+                Some(text) => {
+                    headers.insert(name.to_ascii_lowercase(), text.into());
+                }
+                None => warnings.push(format!(
+                    "{KEY}.{ty}.responseParameters {k:?} = {v:?}: only static values ('text') are supported; left out"
+                )),
+            }
+        }
+        if !headers.is_empty() {
+            entry.insert("headers".into(), Value::Object(headers));
+        }
+        if let Some(t) = r["responseTemplates"].as_object() {
+            let body = t
+                .get("application/json")
+                .or_else(|| t.values().next())
+                .and_then(Value::as_str);
+            if let Some(b) = body {
+                entry.insert("body".into(), b.into());
+            }
+        }
+        out.insert(ty.clone(), Value::Object(entry));
+    }
+    out
 }
 
 /// `x-amazon-apigateway-cors` as the definition's `cors`; its values are checked with the

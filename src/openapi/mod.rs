@@ -141,6 +141,33 @@ pub fn export(
     if extensions && a.routes.iter().any(|r| r.api_key_required) {
         doc["x-amazon-apigateway-api-key-source"] = json!("HEADER");
     }
+    if extensions && !a.gateway_responses.is_empty() {
+        let mut g = Map::new();
+        for (ty, r) in &a.gateway_responses {
+            let mut e = Map::new();
+            if let Some(s) = r.status {
+                e.insert("statusCode".into(), json!(s));
+            }
+            if !r.headers.is_empty() {
+                let p: Map<String, Value> = r
+                    .headers
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            format!("gatewayresponse.header.{n}"),
+                            json!(format!("'{v}'")),
+                        )
+                    })
+                    .collect();
+                e.insert("responseParameters".into(), Value::Object(p));
+            }
+            if let Some(b) = &r.body {
+                e.insert("responseTemplates".into(), json!({ "application/json": b }));
+            }
+            g.insert(ty.clone(), Value::Object(e));
+        }
+        doc["x-amazon-apigateway-gateway-responses"] = Value::Object(g);
+    }
     if let (true, Some(c)) = (extensions, &a.cors) {
         let mut x = json!({
             "allowOrigins": c.allow_origins,

@@ -8,8 +8,14 @@
 pub(crate) mod cidr;
 pub(crate) mod civil;
 pub(crate) mod path;
+pub(crate) mod refs;
 pub(crate) mod route_key;
 pub(crate) mod template;
+
+/// `tchar` (RFC 9110 5.6.2): the characters of a token (a header name, a method).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
 
 /// The methods a route can name. Anything else is still forwarded (for `ANY` routes and
 /// `$default`), under [`Method::Other`].

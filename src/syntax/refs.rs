@@ -180,7 +180,9 @@ mod tests {
 
     fn names(t: &RefTemplate) -> Vec<String> {
         let mut out = Vec::new();
-        t.render(&mut out, |r, o| o.extend_from_slice(format!("<{r:?}>").as_bytes()));
+        t.render(&mut out, |r, o| {
+            o.extend_from_slice(format!("<{r:?}>").as_bytes())
+        });
         vec![String::from_utf8(out).unwrap()]
     }
 
@@ -192,7 +194,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             names(&t),
-            [r#"{"message":<ErrorMessageString>,"id":"<RequestId>","s":"<StageVar("tier")>","cost":"$5 $ $x.y"}"#]
+            [
+                r#"{"message":<ErrorMessageString>,"id":"<RequestId>","s":"<StageVar("tier")>","cost":"$5 $ $x.y"}"#
+            ]
         );
         // A sentence's full stop ends the reference.
         let t = RefTemplate::parse("Denied: $context.error.message.").unwrap();
@@ -201,7 +205,12 @@ mod tests {
 
     #[test]
     fn unknown_context_variables_are_refused() {
-        for bad in ["$context.nope", "${context.requestId", "$input.body", "$util.urlEncode"] {
+        for bad in [
+            "$context.nope",
+            "${context.requestId",
+            "$input.body",
+            "$util.urlEncode",
+        ] {
             assert!(RefTemplate::parse(bad).is_err(), "{bad}");
         }
     }
