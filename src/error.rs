@@ -67,6 +67,11 @@ pub(crate) enum Kind {
     Throttled(RateInfo),
     /// The key's usage plan quota is spent for this period (429).
     QuotaExceeded { retry_after_s: u64 },
+    /// The request body does not match the route's model (400): why, for the logs and
+    /// `$context.error.validationErrorString`.
+    InvalidBody(Box<str>),
+    /// Parameters the route requires are missing (400): their names, comma-separated.
+    MissingParameters(Box<str>),
     /// The client went away; nothing can be written.
     ClientGone,
 }
@@ -95,6 +100,8 @@ impl Kind {
             Kind::PolicyDenied { .. } => "ACCESS_DENIED",
             Kind::Throttled(_) => "THROTTLED",
             Kind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
+            Kind::InvalidBody(_) => "BAD_REQUEST_BODY",
+            Kind::MissingParameters(_) => "BAD_REQUEST_PARAMETERS",
             Kind::ClientGone => "CLIENT_CLOSED",
         }
     }
@@ -139,7 +146,7 @@ impl Error {
 
     pub(crate) fn status(&self) -> u16 {
         match self.kind {
-            Kind::BadRequest(_) => 400,
+            Kind::BadRequest(_) | Kind::InvalidBody(_) | Kind::MissingParameters(_) => 400,
             Kind::HeadTooLarge => 431,
             Kind::BodyTooLarge => 413,
             Kind::HeadTimeout | Kind::BodyTimeout => 408,
@@ -173,6 +180,10 @@ impl Error {
         if let Kind::Iam { message, .. } = &self.kind {
             return Cow::Owned(message.to_string());
         }
+        if let Kind::MissingParameters(names) = &self.kind {
+            // Amazon API Gateway's words.
+            return Cow::Owned(format!("Missing required request parameters: [{names}]"));
+        }
         Cow::Borrowed(match self.kind {
             Kind::BadRequest(m) => m,
             Kind::HeadTooLarge => "Request Header Fields Too Large",
@@ -187,11 +198,24 @@ impl Error {
             Kind::Forbidden | Kind::InsufficientScope(_) => "Forbidden",
             Kind::Unauthorized(_) => "Unauthorized",
             Kind::AccessDenied(m) => m,
+            Kind::InvalidBody(_) => "Invalid request body",
             Kind::AuthorizerFailed { .. } => "Internal Server Error",
             Kind::Throttled(_) => "Too Many Requests",
             Kind::QuotaExceeded { .. } => "Limit Exceeded",
-            Kind::PolicyDenied { .. } | Kind::Iam { .. } | Kind::ClientGone => "",
+            Kind::PolicyDenied { .. }
+            | Kind::Iam { .. }
+            | Kind::MissingParameters(_)
+            | Kind::ClientGone => "",
         })
+    }
+
+    /// Why request validation refused the request (`$context.error.validationErrorString`).
+    pub(crate) fn validation_error(&self) -> Option<Cow<'_, str>> {
+        match &self.kind {
+            Kind::InvalidBody(why) => Some(Cow::Borrowed(why)),
+            Kind::MissingParameters(_) => Some(self.client_message()),
+            _ => None,
+        }
     }
 
     /// Whether the client connection must close after the error answer: framing errors leave

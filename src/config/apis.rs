@@ -10,6 +10,8 @@ pub struct Api {
     /// Who may call the API at all, by source address (before any authorizer).
     pub resource_policy: Option<ResourcePolicy>,
     pub authorizers: Vec<Authorizer>,
+    /// `[[apis.models]]`: JSON Schemas routes validate request bodies with.
+    pub models: Vec<Model>,
     /// `cors = { ... }`: the gateway answers preflights and adds CORS headers.
     pub cors: Option<Cors>,
     /// By response type: how the answers the gateway writes itself are customised.
@@ -100,6 +102,12 @@ pub struct Route {
     pub authorization_scopes: Vec<String>,
     /// `authorization = "aws_iam"`: callers sign with SigV4.
     pub iam: bool,
+    /// `request_validator`, `request_models`, `required_parameters` as written.
+    #[serde(flatten)]
+    pub validation_spec: ValidationSpec,
+    /// What the route checks before its integration (`None`: nothing).
+    #[serde(skip)]
+    pub validation: Option<std::sync::Arc<Validation>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -157,19 +165,17 @@ impl Validator {
         };
         self.not_yet(
             &key,
-            &[
-                ("models", &a.models, "models (request validation)"),
-                (
-                    "route_selection_expression",
-                    &a.route_selection_expression,
-                    "WebSocket APIs",
-                ),
-            ],
+            &[(
+                "route_selection_expression",
+                &a.route_selection_expression,
+                "WebSocket APIs",
+            )],
         );
         if a.stages.is_empty() {
             self.err(&format!("{key}.stages"), STAGES_REQUIRED);
         }
         let cors = a.cors.map(|c| self.cors(&format!("{key}.cors"), c));
+        let models = self.models(&key, a.models);
         let gateway_responses =
             self.gateway_responses(&format!("{key}.gateway_responses"), a.gateway_responses);
         let mut stages: Vec<Stage> = Vec::new();
@@ -241,7 +247,7 @@ impl Validator {
         // A WebSocket API's route keys are action names, not "METHOD /path": refused above
         // as a whole, not route by route.
         let http_routes = if websocket { Vec::new() } else { a.routes };
-        for (j, r) in http_routes.into_iter().enumerate() {
+        for (j, mut r) in http_routes.into_iter().enumerate() {
             let rkey = format!("{key}.{}", item("routes", j, r.route.as_ref()));
             let auth = authorizers::RouteAuthFile {
                 authorizer: r.authorizer.clone(),
@@ -255,7 +261,14 @@ impl Validator {
                 (&authorizers, &declared),
                 aws_iam,
             );
+            let spec = ValidationSpec {
+                request_validator: r.request_validator.take(),
+                request_models: std::mem::take(&mut r.request_models),
+                required_parameters: r.required_parameters.take().unwrap_or_default(),
+            };
             if let Some(mut route) = self.route(&rkey, r, limits, upstreams, &stages) {
+                route.validation = self.route_validation(&rkey, &spec, &models, &route.params);
+                route.validation_spec = spec;
                 route.authorizer = authorizer;
                 route.authorization_scopes = authorization_scopes;
                 route.iam = iam;
@@ -287,6 +300,7 @@ impl Validator {
             routes,
             resource_policy,
             authorizers,
+            models,
             cors,
             gateway_responses,
         }
@@ -302,23 +316,11 @@ impl Validator {
     ) -> Option<Route> {
         self.not_yet(
             rkey,
-            &[
-                (
-                    "request_validator",
-                    &r.request_validator,
-                    "request validation",
-                ),
-                (
-                    "request_models",
-                    &r.request_models,
-                    "request validation (models)",
-                ),
-                (
-                    "request_parameters",
-                    &r.request_parameters,
-                    "parameter mapping",
-                ),
-            ],
+            &[(
+                "request_parameters",
+                &r.request_parameters,
+                "parameter mapping",
+            )],
         );
         let api_key_required = r.api_key_required.unwrap_or(false);
         let throttle = r
@@ -387,6 +389,8 @@ impl Validator {
             authorizer: None,
             authorization_scopes: Vec::new(),
             iam: false,
+            validation_spec: ValidationSpec::default(),
+            validation: None,
         })
     }
 

@@ -229,8 +229,9 @@ pub(crate) struct ApiFile {
     pub cors: Option<CorsFile>,
     #[serde(default)]
     pub gateway_responses: BTreeMap<String, GatewayResponseFile>,
+    #[serde(default)]
+    pub models: Vec<ModelFile>,
     // Named in the reference config, not built yet: refused by name.
-    pub models: Option<toml::Value>,
     pub route_selection_expression: Option<toml::Value>,
 }
 
@@ -244,6 +245,16 @@ pub(crate) struct CorsFile {
     pub expose_headers: Option<Vec<String>>,
     pub max_age: Option<SecondsValue>,
     pub allow_credentials: Option<bool>,
+}
+
+/// `[[apis.models]]`: a JSON Schema (as a string of JSON, or a table).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelFile {
+    pub name: Option<String>,
+    pub content_type: Option<String>,
+    pub schema: Option<serde_json::Value>,
+    pub description: Option<String>,
 }
 
 /// One of an API's `gateway_responses`.
@@ -342,9 +353,11 @@ pub(crate) struct RouteFile {
     pub authorizer: Option<String>,
     pub authorization: Option<String>,
     pub authorization_scopes: Option<Vec<String>>,
+    pub request_validator: Option<String>,
+    #[serde(default)]
+    pub request_models: BTreeMap<String, String>,
+    pub required_parameters: Option<Vec<String>>,
     // Named in the reference config, not built yet: refused by name.
-    pub request_validator: Option<toml::Value>,
-    pub request_models: Option<toml::Value>,
     pub request_parameters: Option<toml::Value>,
 }
 

@@ -320,6 +320,8 @@ pub(crate) fn count_error(shard: &Shard, e: &Error) {
         Kind::QuotaExceeded { .. } => Counter::QuotaExceeded,
         Kind::Forbidden | Kind::PolicyDenied { .. } => Counter::Forbidden,
         Kind::BadRequest(_)
+        | Kind::InvalidBody(_)
+        | Kind::MissingParameters(_)
         | Kind::HeadTooLarge
         | Kind::BodyTooLarge
         | Kind::HeadTimeout

@@ -7,8 +7,9 @@
 //! routing is here; [`policy`] checks the resource policy; [`authorizer`] runs the route's
 //! authorizer; [`api_key`] authenticates; [`limits`] throttles and counts quotas;
 //! [`cached`] serves the stage cache; [`proxy`] is the `http` integration; [`answers`] holds
-//! the answers made without an upstream (mock, redirect); [`conn`] plugs the pipeline into the
-//! HTTP/1.1 and HTTP/2 connections. Request validation slots in where `run_phases` marks it.
+//! the answers made without an upstream (mock, redirect); [`validate`] checks parameters and
+//! bodies; [`cors`] and [`responses`] shape what the API answers; [`conn`] plugs the pipeline
+//! into the HTTP/1.1 and HTTP/2 connections.
 
 pub(crate) mod answers;
 pub(crate) mod api_key;
@@ -23,6 +24,7 @@ pub(crate) mod proxy;
 pub(crate) mod record;
 pub(crate) mod responses;
 pub(crate) mod target;
+pub(crate) mod validate;
 
 use std::rc::Rc;
 
@@ -122,8 +124,8 @@ async fn run_phases(
     authorizer::authorize(shard, ss, conn, ctx, m).await?;
     api_key::authenticate(ss, ctx, m)?;
     limits::throttle(shard, ss, ctx, m).await?;
+    validate::check(ss, conn, ctx, m).await?;
     limits::count_quota(shard, ss, ctx).await?;
-    // Request validation slots in here.
     let api = &snap.apis[m.api];
     let r = &api.routes[m.route];
     // An unsafe method on a stage with an http-mode cache invalidates what it changed.

@@ -266,6 +266,7 @@ fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -
         api: api.map(|a| a.name.as_str()),
         error_message: failure.map(|e| e.client_message()),
         error_type: failure.map(|e| e.kind.response_type()).or(r.response_type),
+        validation_error: failure.and_then(|e| e.validation_error()),
         cache: ctx.and_then(|c| c.cache_status),
         upstream: ctx.and_then(|c| c.upstream),
         tls_version: r.from.and_then(|f| f.tls),

@@ -45,7 +45,13 @@ pub(crate) fn customise(
                     .as_bytes(),
             ),
             Ref::ErrorResponseType => out.extend_from_slice(e.kind.response_type().as_bytes()),
-            Ref::ValidationError => {}
+            Ref::ValidationError => {
+                // Escaped for a JSON string (its quotes as \"), as Amazon API Gateway's is.
+                if let Some(v) = e.validation_error() {
+                    let quoted = serde_json::to_string(&*v).unwrap_or_default();
+                    out.extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+                }
+            }
             Ref::RequestId => out.extend_from_slice(ctx.request_id.as_bytes()),
             Ref::Stage => {
                 if let Some(s) = st.and_then(|s| ss.snap.apis[s.api].stages.get(s.stage)) {

@@ -28,6 +28,7 @@ pub(crate) const JSON: &str = concat!(
     r#""apiKeyId":"$context.identity.apiKeyId","userAgent":"$context.identity.userAgent","#,
     r#""errorMessage":"$context.error.message","#,
     r#""errorResponseType":"$context.error.responseType","#,
+    r#""validationError":"$context.error.validationErrorString","#,
     r#""authorizerError":"$context.authorizer.error","cacheStatus":"$context.cacheStatus","#,
     r#""upstream":"$context.upstreamAddr","tlsVersion":"$context.tlsVersion","#,
     r#""shard":"$context.shard"}"#
@@ -70,6 +71,7 @@ pub(crate) enum Var {
     IsCanaryRequest,
     ErrorMessage,
     ErrorResponseType,
+    ValidationError,
     CacheStatus,
     UpstreamAddr,
     TlsVersion,
@@ -111,6 +113,7 @@ const NAMES: &[(&str, Var)] = &[
     ("isCanaryRequest", Var::IsCanaryRequest),
     ("error.message", Var::ErrorMessage),
     ("error.responseType", Var::ErrorResponseType),
+    ("error.validationErrorString", Var::ValidationError),
     ("cacheStatus", Var::CacheStatus),
     ("upstreamAddr", Var::UpstreamAddr),
     ("tlsVersion", Var::TlsVersion),
@@ -160,6 +163,8 @@ pub struct Line<'a> {
     pub api: Option<&'a str>,
     pub error_message: Option<Cow<'a, str>>,
     pub error_type: Option<&'static str>,
+    /// Why request validation refused the request.
+    pub validation_error: Option<Cow<'a, str>>,
     pub cache: Option<&'static str>,
     pub upstream: Option<SocketAddr>,
     pub tls_version: Option<&'static str>,
@@ -295,6 +300,10 @@ impl Format {
             Var::ErrorMessage => esc(
                 out,
                 l.error_message.as_deref().unwrap_or_default().as_bytes(),
+            ),
+            Var::ValidationError => esc(
+                out,
+                l.validation_error.as_deref().unwrap_or_default().as_bytes(),
             ),
             Var::ErrorResponseType => {
                 out.extend_from_slice(l.error_type.unwrap_or_default().as_bytes())

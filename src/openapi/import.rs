@@ -20,8 +20,7 @@ pub struct Imported {
 const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "patch"];
 
 /// Extensions Tollgate does not have yet, by their place in the document.
-const NOT_YET: [&str; 6] = [
-    "x-amazon-apigateway-request-validators",
+const NOT_YET: [&str; 5] = [
     "x-amazon-apigateway-binary-media-types",
     "x-amazon-apigateway-policy",
     "x-amazon-apigateway-minimum-compression-size",
@@ -83,6 +82,7 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
         .as_str()
         .is_some_and(|s| s.eq_ignore_ascii_case("AUTHORIZER"));
     let mut routes = Vec::new();
+    let mut vimp = super::models::Imports::new(doc, oas3);
     let empty = Map::new();
     let paths = doc["paths"].as_object().unwrap_or(&empty);
     for (path, item) in paths {
@@ -99,7 +99,12 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
                     &mut authorizers,
                     &mut out.warnings,
                 );
-                routes.extend(r);
+                if let Some(mut r) = r {
+                    if let Some(o) = r.as_object_mut() {
+                        vimp.route(doc, "$default", op, None, o, &mut out.warnings);
+                    }
+                    routes.push(r);
+                }
             }
             continue;
         }
@@ -120,20 +125,29 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
                     .push(format!("paths[{path:?}].{key}: not supported; left out"));
                 continue;
             };
+            let rkey = format!("{method} {path}");
             let r = route(
-                &format!("{method} {path}"),
+                &rkey,
                 op,
                 default_security,
                 (schemes, header_keys),
                 &mut authorizers,
                 &mut out.warnings,
             );
-            routes.extend(r);
+            if let Some(mut r) = r {
+                if let Some(o) = r.as_object_mut() {
+                    vimp.route(doc, &rkey, op, item.get("parameters"), o, &mut out.warnings);
+                }
+                routes.push(r);
+            }
         }
     }
     let mut def = json!({ "routes": routes });
     if !authorizers.is_empty() {
         def["authorizers"] = Value::Array(authorizers);
+    }
+    if !vimp.models.is_empty() {
+        def["models"] = Value::Array(vimp.models);
     }
     if let Some(g) = doc.get("x-amazon-apigateway-gateway-responses") {
         let g = gateway_responses(g, &mut out.warnings);

@@ -6,6 +6,7 @@
 //! APIs offline.
 
 mod import;
+mod models;
 pub mod yaml;
 pub use import::{import, Imported};
 
@@ -72,6 +73,7 @@ pub fn export(
     let tls = cfg.listeners.iter().any(|l| l.tls.is_some());
     let scheme = if tls { "https" } else { "http" };
     let mut paths = Map::new();
+    let mut validators = std::collections::BTreeMap::new();
     let mut schemes = Map::new();
     for r in &a.routes {
         let Some((path, params)) = path_of(r) else {
@@ -92,7 +94,10 @@ pub fn export(
             .or_insert_with(|| Value::Object(Map::new()))
             .as_object_mut()
             .expect("an object");
-        let op = operation(cfg, a, r, kind, extensions, &params, &mut schemes);
+        let mut op = operation(cfg, a, r, kind, extensions, &params, &mut schemes);
+        if let Value::Object(o) = &mut op {
+            models::export_route(r, kind == Kind::Oas30, extensions, o, &mut validators);
+        }
         match (&r.method, extensions) {
             (MethodSel::One(m), _) => {
                 entry.insert(m.as_str().to_ascii_lowercase(), op);
@@ -140,6 +145,10 @@ pub fn export(
     };
     if extensions && a.routes.iter().any(|r| r.api_key_required) {
         doc["x-amazon-apigateway-api-key-source"] = json!("HEADER");
+    }
+    models::export_models(a, kind == Kind::Oas30, &mut doc);
+    if extensions && !validators.is_empty() {
+        doc["x-amazon-apigateway-request-validators"] = json!(validators);
     }
     if extensions && !a.gateway_responses.is_empty() {
         let mut g = Map::new();

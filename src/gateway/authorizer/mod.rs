@@ -154,7 +154,10 @@ fn identity<'a>(ctx: &'a RequestCtx, source: &IdentitySource) -> Option<Cow<'a, 
 }
 
 /// The decoded values of query parameter `name`, in order.
-fn query_values<'a>(ctx: &'a RequestCtx, name: &'a str) -> impl Iterator<Item = Vec<u8>> + 'a {
+pub(crate) fn query_values<'a>(
+    ctx: &'a RequestCtx,
+    name: &'a str,
+) -> impl Iterator<Item = Vec<u8>> + 'a {
     let q = ctx.head.query_bytes().unwrap_or_default();
     q.split(|&b| b == b'&')
         .filter(|pair| !pair.is_empty())

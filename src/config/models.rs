@@ -1,0 +1,263 @@
+//! `[[apis.models]]` and a route's request validation (`request_validator`, `request_models`,
+//! `required_parameters`): Amazon API Gateway's models and request validators. A model is a
+//! JSON Schema (draft 4 unless its `$schema` names another), compiled once at load.
+
+use std::sync::Arc;
+
+use super::*;
+
+/// An API's model: a JSON Schema, compiled.
+#[derive(Clone, Serialize)]
+pub struct Model {
+    pub name: String,
+    pub content_type: String,
+    pub schema: serde_json::Value,
+    pub description: Option<String>,
+    #[serde(skip)]
+    pub validator: Arc<jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("name", &self.name)
+            .field("content_type", &self.content_type)
+            .finish()
+    }
+}
+
+/// A parameter a route requires (`required_parameters`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequiredParam {
+    Query(String),
+    /// Lower-case.
+    Header(String),
+    /// Index into the route's path variables, and its name.
+    Path(usize, String),
+}
+
+impl RequiredParam {
+    /// The name a client is told is missing.
+    pub fn name(&self) -> &str {
+        match self {
+            RequiredParam::Query(n) | RequiredParam::Header(n) | RequiredParam::Path(_, n) => n,
+        }
+    }
+}
+
+/// What a route checks before its integration runs.
+#[derive(Debug, Clone, Default)]
+pub struct Validation {
+    /// `params` or `all`: these must be present and not empty.
+    pub required: Vec<RequiredParam>,
+    /// `body` or `all`: the model per content type (lower-case; `$default` for any other).
+    pub models: Vec<(String, Arc<jsonschema::Validator>)>,
+}
+
+/// A route's validation as written (kept for export and the admin API).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ValidationSpec {
+    pub request_validator: Option<String>,
+    pub request_models: BTreeMap<String, String>,
+    pub required_parameters: Vec<String>,
+}
+
+impl Validator {
+    pub(super) fn models(&mut self, key: &str, models: Vec<file::ModelFile>) -> Vec<Model> {
+        let mut out: Vec<Model> = Vec::new();
+        for (j, m) in models.into_iter().enumerate() {
+            let mkey = format!("{key}.{}", item("models", j, m.name.as_ref()));
+            let name = self.name(&format!("{mkey}.name"), m.name);
+            if out.iter().any(|o| o.name == name) {
+                self.err(&format!("{mkey}.name"), "is used by two models of this API");
+            }
+            let content_type = m
+                .content_type
+                .unwrap_or_else(|| "application/json".into())
+                .to_ascii_lowercase();
+            let schema = match m.schema {
+                None => {
+                    self.err(&format!("{mkey}.schema"), "is required (a JSON Schema)");
+                    continue;
+                }
+                Some(serde_json::Value::String(text)) => match serde_json::from_str(&text) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.err(&format!("{mkey}.schema"), format!("is not JSON: {e}"));
+                        continue;
+                    }
+                },
+                Some(v) => v,
+            };
+            match compile_schema(&schema) {
+                Ok(validator) => out.push(Model {
+                    name,
+                    content_type,
+                    schema,
+                    description: m.description,
+                    validator: Arc::new(validator),
+                }),
+                Err(e) => self.err(&format!("{mkey}.schema"), e),
+            }
+        }
+        out
+    }
+
+    /// The route's validation, checked against the API's models and the route's path.
+    pub(super) fn route_validation(
+        &mut self,
+        rkey: &str,
+        spec: &ValidationSpec,
+        models: &[Model],
+        params: &[String],
+    ) -> Option<Arc<Validation>> {
+        let (body, check_params) = match spec.request_validator.as_deref() {
+            None => (false, false),
+            Some("body") => (true, false),
+            Some("params") => (false, true),
+            Some("all") => (true, true),
+            Some(other) => {
+                self.bad(
+                    &format!("{rkey}.request_validator"),
+                    other,
+                    "\"body\", \"params\" or \"all\"",
+                );
+                (false, false)
+            }
+        };
+        let mut v = Validation::default();
+        for (ct, name) in &spec.request_models {
+            match models.iter().find(|m| &m.name == name) {
+                Some(m) => v
+                    .models
+                    .push((ct.to_ascii_lowercase(), m.validator.clone())),
+                None => self.bad(
+                    &format!("{rkey}.request_models.{ct}"),
+                    name,
+                    "the name of one of the API's [[apis.models]]",
+                ),
+            }
+        }
+        for (i, p) in spec.required_parameters.iter().enumerate() {
+            let pkey = format!("{rkey}.required_parameters[{i}]");
+            let bare = p.strip_prefix("method.request.").unwrap_or(p);
+            let parsed = match bare.split_once('.') {
+                Some(("querystring", n)) if !n.is_empty() => Some(RequiredParam::Query(n.into())),
+                Some(("header", n)) if !n.is_empty() && n.bytes().all(crate::syntax::is_tchar) => {
+                    Some(RequiredParam::Header(n.to_ascii_lowercase()))
+                }
+                Some(("path", n)) => match params.iter().position(|x| x == n) {
+                    Some(k) => Some(RequiredParam::Path(k, n.into())),
+                    None => {
+                        self.bad(&pkey, p, "a path variable of the route");
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            match parsed {
+                Some(r) => v.required.push(r),
+                None => self.bad(
+                    &pkey,
+                    p,
+                    "\"querystring.NAME\", \"header.NAME\" or \"path.NAME\" (optionally after \"method.request.\")",
+                ),
+            }
+        }
+        if !body {
+            v.models.clear();
+        }
+        if !check_params {
+            v.required.clear();
+        }
+        (!v.models.is_empty() || !v.required.is_empty()).then(|| Arc::new(v))
+    }
+}
+
+/// Compiles a schema: draft 4 (Amazon API Gateway's) unless `$schema` names another; `$ref`s
+/// resolve within the schema only (nothing is fetched).
+pub(crate) fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    let mut opts = jsonschema::options();
+    if schema.get("$schema").is_none() {
+        opts = opts.with_draft(jsonschema::Draft::Draft4);
+    }
+    opts.build(schema)
+        .map_err(|e| format!("is not a valid JSON Schema: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn parse(models: &str, route: &str) -> Result<Config, String> {
+        let text = format!(
+            r#"
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+[[apis]]
+name = "a"
+{models}
+  [[apis.stages]]
+  name = "p"
+  [[apis.routes]]
+  route = "POST /m/{{id}}"
+  {route}
+  integration = {{ type = "mock" }}
+[[domains]]
+host = "*"
+mappings = [{{ base_path = "", api = "a", stage = "p" }}]
+"#
+        );
+        Config::parse(&text, Path::new(".")).map_err(|e| e.to_string())
+    }
+
+    const PET: &str =
+        "[[apis.models]]\nname = \"Pet\"\nschema = '{\"type\":\"object\",\"required\":[\"name\"]}'";
+
+    #[test]
+    fn models_compile_and_routes_name_them() {
+        let c = parse(
+            &format!("{PET}\n[[apis.models]]\nname = \"Tag\"\ncontent_type = \"Application/XML\"\nschema = {{ type = \"string\" }}"),
+            "request_validator = \"all\"\nrequest_models = { \"application/json\" = \"Pet\" }\nrequired_parameters = [\"path.id\", \"method.request.header.X-Tenant\"]",
+        )
+        .unwrap();
+        let a = &c.apis[0];
+        assert_eq!(a.models[1].content_type, "application/xml");
+        assert!(a.models[0]
+            .validator
+            .is_valid(&serde_json::json!({"name": 1})));
+        assert!(!a.models[0].validator.is_valid(&serde_json::json!({})));
+        let v = a.routes[0].validation.as_ref().unwrap();
+        assert_eq!(v.models.len(), 1);
+        assert_eq!(
+            v.required,
+            [
+                super::RequiredParam::Path(0, "id".into()),
+                super::RequiredParam::Header("x-tenant".into())
+            ]
+        );
+        // Models without a validator check nothing (as Amazon API Gateway).
+        let c = parse(PET, "request_models = { \"application/json\" = \"Pet\" }").unwrap();
+        assert!(c.apis[0].routes[0].validation.is_none());
+    }
+
+    #[test]
+    fn bad_models_and_validators_are_refused_by_key() {
+        for (models, route, want) in [
+            (PET, "request_validator = \"strict\"", "routes[\"POST /m/{id}\"].request_validator = \"strict\" is not valid: expected \"body\", \"params\" or \"all\""),
+            (PET, "request_validator = \"body\"\nrequest_models = { \"application/json\" = \"Dog\" }", "request_models.application/json = \"Dog\" is not valid: expected the name of one of the API's [[apis.models]]"),
+            (PET, "request_validator = \"params\"\nrequired_parameters = [\"path.nope\"]", "required_parameters[0] = \"path.nope\" is not valid: expected a path variable of the route"),
+            (PET, "required_parameters = [\"cookie.x\"]", "required_parameters[0] = \"cookie.x\" is not valid"),
+            ("[[apis.models]]\nname = \"Bad\"\nschema = '{\"type\": 5}'", "", "models[\"Bad\"].schema: is not a valid JSON Schema"),
+            ("[[apis.models]]\nname = \"Bad\"\nschema = '{not json'", "", "models[\"Bad\"].schema: is not JSON"),
+            ("[[apis.models]]\nname = \"Bad\"", "", "models[\"Bad\"].schema: is required"),
+            ("[[apis.models]]\nname = \"Remote\"\nschema = '{\"$ref\": \"https://example.test/pet.json\"}'", "", "models[\"Remote\"].schema: is not a valid JSON Schema"),
+        ] {
+            let err = parse(models, route).expect_err(want);
+            assert!(err.contains(want), "{err}\nlacks: {want}");
+        }
+    }
+}

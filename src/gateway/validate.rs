@@ -1,0 +1,181 @@
+//! Request validation (a route's `request_validator`): required parameters, then the body
+//! against the model for its content type. Only routes that validate a body buffer it — whole,
+//! up to `limits.max_body` — and a chunked one is decoded once and passed on with a length.
+//! Routes without validation pay one branch.
+
+use bytes::BytesMut;
+
+use super::ctx::{BodyState, RequestCtx, RouteMatch};
+use crate::config::RequiredParam;
+use crate::error::{Error, Kind};
+use crate::http::body::{ChunkError, ChunkedDecoder};
+use crate::http::conn::Conn;
+use crate::http::h1::Framing;
+use crate::shard::ShardSnap;
+
+/// Schema errors named in a refusal's reason (the rest are counted).
+const MAX_REASONS: usize = 5;
+
+/// Checks the request against its route's validation (400 when it fails).
+pub(crate) async fn check(
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    m: RouteMatch,
+) -> Result<(), Error> {
+    let Some(v) = &ss.snap.config.apis[m.api].routes[m.route].validation else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = v
+        .required
+        .iter()
+        .filter(|p| !present(ctx, p))
+        .map(RequiredParam::name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::downstream(
+            Kind::MissingParameters(missing.join(", ").into()),
+            "request validation",
+        ));
+    }
+    if v.models.is_empty() {
+        return Ok(());
+    }
+    // Without a Content-Type, JSON is assumed (as Amazon API Gateway does).
+    let ct = ctx
+        .head
+        .header(b"content-type")
+        .map(|c| {
+            let c = c.split(|&b| b == b';').next().unwrap_or_default();
+            String::from_utf8_lossy(c.trim_ascii()).to_ascii_lowercase()
+        })
+        .unwrap_or_else(|| "application/json".into());
+    let Some((_, model)) = v
+        .models
+        .iter()
+        .find(|(c, _)| *c == ct)
+        .or_else(|| v.models.iter().find(|(c, _)| c == "$default"))
+    else {
+        return Ok(());
+    };
+    let len = read_body(ss, conn, ctx).await?;
+    let invalid =
+        |why: String| Error::downstream(Kind::InvalidBody(why.into()), "request validation");
+    let value: serde_json::Value = serde_json::from_slice(&conn.buf[..len])
+        .map_err(|e| invalid(format!("[the body is not JSON: {e}]")))?;
+    let mut errors = model.iter_errors(&value);
+    let Some(first) = errors.next() else {
+        return Ok(());
+    };
+    let mut why: Vec<String> = vec![first.to_string()];
+    let mut more = 0usize;
+    for e in errors {
+        if why.len() < MAX_REASONS {
+            why.push(e.to_string());
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        why.push(format!("and {more} more"));
+    }
+    Err(invalid(format!("[{}]", why.join(", "))))
+}
+
+/// Is a required parameter there, and not empty?
+fn present(ctx: &RequestCtx, p: &RequiredParam) -> bool {
+    match p {
+        RequiredParam::Header(n) => ctx
+            .head
+            .header(n.as_bytes())
+            .is_some_and(|v| !v.trim_ascii().is_empty()),
+        RequiredParam::Query(n) => super::authorizer::query_values(ctx, n).any(|v| !v.is_empty()),
+        RequiredParam::Path(i, _) => {
+            let mut any = false;
+            ctx.path_var(*i, |s, _| any |= !s.is_empty());
+            any
+        }
+    }
+}
+
+/// Reads the whole body into the front of `conn.buf` and returns its length. A chunked body
+/// is decoded there and the request carries a length from now on.
+async fn read_body(ss: &ShardSnap, conn: &mut Conn, ctx: &mut RequestCtx) -> Result<usize, Error> {
+    let limits = &ss.snap.limits;
+    let mut clock = crate::gateway::proxy::BodyClock::new(limits);
+    let continue_first =
+        |ctx: &RequestCtx, conn: &Conn| ctx.head.expect_continue && conn.buf.is_empty();
+    let broken = |ctx: &mut RequestCtx, e: Error| {
+        ctx.body = BodyState::Broken;
+        e
+    };
+    match ctx.head.framing {
+        Framing::None | Framing::UntilClose => Ok(0),
+        Framing::Length(n) => {
+            let n = n as usize;
+            if conn.buf.len() < n && continue_first(ctx, conn) {
+                send_continue(conn).await?;
+            }
+            while conn.buf.len() < n {
+                if let Err(e) = clock.read(conn, n - conn.buf.len()).await {
+                    return Err(broken(ctx, e));
+                }
+            }
+            Ok(n)
+        }
+        Framing::Chunked => {
+            if continue_first(ctx, conn) {
+                send_continue(conn).await?;
+            }
+            let mut dec = ChunkedDecoder::new(limits.max_body);
+            let mut body = Vec::new();
+            loop {
+                if !conn.buf.is_empty() {
+                    let mut ranges = Vec::new();
+                    let k = match dec.feed(&conn.buf, |r| ranges.push(r)) {
+                        Ok(k) => k,
+                        Err(ChunkError::TooLarge) => {
+                            return Err(broken(
+                                ctx,
+                                Error::downstream(Kind::BodyTooLarge, "chunked body"),
+                            ))
+                        }
+                        Err(ChunkError::Malformed) => {
+                            return Err(broken(
+                                ctx,
+                                Error::downstream(
+                                    Kind::BadRequest("Malformed chunked body"),
+                                    "chunked body",
+                                ),
+                            ))
+                        }
+                    };
+                    for r in ranges {
+                        body.extend_from_slice(&conn.buf[r]);
+                    }
+                    let _ = conn.buf.split_to(k);
+                }
+                if dec.is_done() {
+                    break;
+                }
+                if let Err(e) = clock.read(conn, 16 << 10).await {
+                    return Err(broken(ctx, e));
+                }
+            }
+            // The decoded body, then whatever the client sent after it (a pipelined request).
+            let len = body.len();
+            let mut buf = BytesMut::with_capacity(len + conn.buf.len());
+            buf.extend_from_slice(&body);
+            buf.extend_from_slice(&conn.buf);
+            conn.buf = buf;
+            ctx.head.framing = Framing::Length(len as u64);
+            Ok(len)
+        }
+    }
+}
+
+async fn send_continue(conn: &mut Conn) -> Result<(), Error> {
+    conn.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+        .await
+        .map_err(|_| Error::downstream(Kind::ClientGone, "writing 100 Continue"))
+}

@@ -1,0 +1,363 @@
+//! Request validation: `[[apis.models]]` (JSON Schema) and a route's `request_validator`,
+//! `request_models` and `required_parameters`. Refusals answer as Amazon API Gateway does
+//! (400 "Invalid request body", "Missing required request parameters: [...]") and never reach
+//! the integration; valid requests reach it unchanged (a chunked body decoded, with a length).
+
+mod common;
+
+use serde_json::json;
+
+use common::*;
+
+const PET: &str = r#"{ "type": "object", "required": ["name"], "properties": { "name": { "type": "string" }, "tag": { "type": "string" }, "price": { "type": "number", "maximum": 100, "exclusiveMaximum": true } } }"#;
+
+fn gateway(up: &Upstream, log: &std::path::Path) -> Gw {
+    Gw::start(
+        &Cfg::new()
+            .limits("max_body = \"1KiB\"")
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n",
+                up.addr
+            ))
+            .stage_extra(format!(
+                "access_log = {{ path = \"{}\", format = '$context.status $context.error.responseType $context.error.validationErrorString' }}",
+                log.display()
+            ))
+            .api_extra(format!(
+                "gateway_responses = {{ BAD_REQUEST_BODY = {{ body = '{{\"message\":\"Invalid request body\",\"why\":$context.error.messageString,\"detail\":\"$context.error.validationErrorString\"}}' }} }}\n\n  [[apis.models]]\n  name = \"Pet\"\n  content_type = \"application/json\"\n  schema = '''{PET}'''\n"
+            ))
+            .route(
+                "POST /pets",
+                r#"request_validator = "all"
+request_models = { "application/json" = "Pet" }
+required_parameters = ["method.request.header.x-tenant", "querystring.limit"]
+integration = { type = "http", uri = "http://up/pets" }"#,
+            )
+            .route(
+                "POST /loose",
+                r#"request_validator = "params"
+request_models = { "application/json" = "Pet" }
+integration = { type = "http", uri = "http://up/loose" }"#,
+            )
+            .route(
+                "POST /any/{id}",
+                r#"request_validator = "body"
+request_models = { "$default" = "Pet" }
+required_parameters = ["path.id"]
+integration = { type = "mock", body = "ok" }"#,
+            )
+            .toml(),
+    )
+}
+
+fn post(g: &Gw, target: &str, headers: &str, body: &str) -> Resp {
+    Client::connect(g.addr()).request(
+        format!(
+            "POST {target} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+}
+
+#[test]
+fn requests_are_checked_before_the_integration() {
+    let up = Upstream::echo();
+    let dir = TempDir::new();
+    let log = dir.0.join("access.log");
+    let g = gateway(&up, &log);
+    let ok_params = "x-tenant: t1\r\nContent-Type: application/json\r\n";
+
+    let r = post(
+        &g,
+        "/pets",
+        "Content-Type: application/json\r\n",
+        r#"{"name":"rex"}"#,
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json(),
+        json!({"message": "Missing required request parameters: [x-tenant, limit]"})
+    );
+    // An empty value is missing too.
+    let r = post(&g, "/pets?limit=", "x-tenant: t1\r\n", r#"{"name":"rex"}"#);
+    assert_eq!(
+        r.json(),
+        json!({"message": "Missing required request parameters: [limit]"})
+    );
+
+    for (body, why) in [
+        (r#"{"tag":"dog"}"#, "\\\"name\\\" is a required property"),
+        (r#"{"name":7}"#, "7 is not of type \\\"string\\\""),
+        // Draft 4's boolean exclusiveMaximum.
+        (r#"{"name":"rex","price":100}"#, "100"),
+        ("not json", "the body is not JSON"),
+        ("", "the body is not JSON"),
+    ] {
+        let r = post(&g, "/pets?limit=5", ok_params, body);
+        assert_eq!(r.status, 400, "{body}");
+        let v = r.json();
+        assert_eq!(v["message"], "Invalid request body", "{body}");
+        assert_eq!(v["why"], "Invalid request body");
+        // Escaped for a JSON string, as Amazon API Gateway's validationErrorString is.
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&why.replace("\\\"", "\"")),
+            "{body}: {v}"
+        );
+    }
+    assert_eq!(
+        up.count(),
+        0,
+        "refused requests never reach the integration"
+    );
+
+    let r = post(
+        &g,
+        "/pets?limit=5",
+        ok_params,
+        r#"{"name":"rex","price":99.5}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body"], r#"{"name":"rex","price":99.5}"#);
+
+    // Another content type has no model here: not checked. "params" routes skip the body.
+    let r = post(
+        &g,
+        "/pets?limit=5",
+        "x-tenant: t1\r\nContent-Type: text/plain\r\n",
+        "hi",
+    );
+    assert_eq!(r.status, 200);
+    let r = post(&g, "/loose", "Content-Type: application/json\r\n", "{}");
+    assert_eq!(r.status, 200);
+    // $default covers every content type.
+    let r = post(&g, "/any/7", "Content-Type: text/plain\r\n", "{}");
+    assert_eq!(r.status, 400);
+    let r = post(
+        &g,
+        "/any/7",
+        "Content-Type: text/plain\r\n",
+        r#"{"name":"a"}"#,
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+
+    // The reason is in the access log (quotes escaped as \x22 in a text format, as nginx does).
+    assert!(
+        eventually(IO_TIMEOUT, || {
+            std::fs::read_to_string(&log).is_ok_and(|t| {
+            t.contains("400 BAD_REQUEST_PARAMETERS Missing required request parameters: [x-tenant, limit]")
+                && t.contains("400 BAD_REQUEST_BODY [\\x22name\\x22 is a required property]")
+                && t.contains("[100 is greater than or equal to the maximum of 100]")
+        })
+        }),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+}
+
+#[test]
+fn chunked_and_expect_continue_bodies_are_buffered_once() {
+    let up = Upstream::echo();
+    let dir = TempDir::new();
+    let g = gateway(&up, &dir.0.join("access.log"));
+    let mut c = Client::connect(g.addr());
+    // A chunked body in pieces, then a second request on the same connection.
+    let first = "POST /pets?limit=1 HTTP/1.1\r\nHost: test\r\nx-tenant: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"nam\r\n9\r\ne\":\"rex\"}\r\n0\r\n\r\n";
+    let second =
+        "POST /pets?limit=1 HTTP/1.1\r\nHost: test\r\nx-tenant: t\r\nContent-Length: 2\r\n\r\n{}";
+    c.send(format!("{first}{second}").as_bytes());
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.json();
+    assert_eq!(seen["body"], r#"{"name":"rex"}"#);
+    assert_eq!(seen["headers"]["content-length"], "14");
+    assert!(seen["headers"].get("transfer-encoding").is_none());
+    let r = c.read_response(false).unwrap();
+    assert_eq!(
+        r.status, 400,
+        "the pipelined request is read after the decoded body"
+    );
+
+    // Expect: 100-continue gets its interim answer before the body is sent.
+    let mut c = Client::connect(g.addr());
+    c.send(b"POST /pets?limit=1 HTTP/1.1\r\nHost: test\r\nx-tenant: t\r\nExpect: 100-continue\r\nContent-Length: 14\r\nConnection: close\r\n\r\n");
+    let mut interim = [0u8; 25];
+    std::io::Read::read_exact(&mut c.stream, &mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    c.send(br#"{"name":"rex"}"#);
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+
+    // Over limits.max_body (1 KiB) as chunks: 413, and the connection closes.
+    let big = "a".repeat(2000);
+    let mut c = Client::connect(g.addr());
+    let r = c.request(
+        format!("POST /pets?limit=1 HTTP/1.1\r\nHost: test\r\nx-tenant: t\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n{big}\r\n0\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 413);
+}
+
+#[test]
+fn openapi_models_and_validators_import_serve_and_export() {
+    let g = Gw::start(
+        &Cfg::new()
+            .route("GET /f", "integration = { type = \"mock\" }")
+            .toml(),
+    );
+    let doc = json!({"openapi": "3.0.1", "info": {"title": "shop", "version": "1"},
+        "x-amazon-apigateway-request-validators": {
+            "everything": {"validateRequestBody": true, "validateRequestParameters": true},
+            "none": {"validateRequestBody": false, "validateRequestParameters": false}},
+        "x-amazon-apigateway-request-validator": "everything",
+        "components": {"schemas": {
+            "Category": {"type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}}},
+            "Pet": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "category": {"$ref": "#/components/schemas/Category"}}}}},
+        "paths": {
+            "/pets": {"post": {
+                "parameters": [{"name": "dryRun", "in": "query", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pet"}}}},
+                "responses": {"200": {"description": "ok"}},
+                "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200"}}}}},
+            "/free": {"post": {
+                "x-amazon-apigateway-request-validator": "none",
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "required": ["x"]}}}},
+                "responses": {"200": {"description": "ok"}},
+                "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200"}}}}}}});
+    let r = admin_with(g.admin(), "POST", "/apis?mode=import", &doc.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["warnings"], json!([]));
+    for (m, p, b) in [
+        ("POST", "/apis/shop/deployments", json!({"stage": "test"})),
+        (
+            "POST",
+            "/domains",
+            json!({"host": "shop.test", "api": "shop", "stage": "test"}),
+        ),
+    ] {
+        let r = admin_with(g.admin(), m, p, &b.to_string());
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let post = |target: &str, body: &str| {
+        Client::connect(g.addr()).request(
+            format!("POST {target} HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+        )
+    };
+    assert_eq!(
+        post("/pets", r#"{"name":"rex"}"#).json(),
+        json!({"message": "Missing required request parameters: [dryRun]"})
+    );
+    // The model's reference to another schema of the document is followed.
+    let r = post("/pets?dryRun=1", r#"{"name":"rex","category":{"id":"x"}}"#);
+    assert_eq!(
+        (r.status, r.json()),
+        (400, json!({"message": "Invalid request body"}))
+    );
+    assert_eq!(
+        post("/pets?dryRun=1", r#"{"name":"rex","category":{"id":3}}"#).status,
+        200
+    );
+    assert_eq!(
+        post("/free", "{}").status,
+        200,
+        "validator \"none\" checks nothing"
+    );
+
+    let out = admin(
+        g.admin(),
+        "GET",
+        "/apis/shop/stages/test/export?extensions=apigateway",
+        Some(TOKEN),
+    )
+    .json();
+    let op = &out["paths"]["/pets"]["post"];
+    assert_eq!(op["x-amazon-apigateway-request-validator"], "all");
+    assert_eq!(
+        out["x-amazon-apigateway-request-validators"]["all"],
+        json!({"validateRequestBody": true, "validateRequestParameters": true})
+    );
+    assert_eq!(
+        op["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Pet"
+    );
+    assert_eq!(op["parameters"][0]["name"], "dryRun");
+    assert_eq!(
+        out["components"]["schemas"]["Pet"]["required"],
+        json!(["name"])
+    );
+    // The export imports back as the same routes and models.
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&name=again",
+        &out.to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let again = r.json()["definition"].clone();
+    let first = admin(g.admin(), "GET", "/apis/shop", Some(TOKEN)).json()["definition"].clone();
+    assert_eq!(again["routes"], first["routes"]);
+    let sorted = |d: &serde_json::Value| {
+        let mut m = d["models"].as_array().unwrap().clone();
+        m.sort_by_key(|x| x["name"].to_string());
+        m
+    };
+    assert_eq!(sorted(&again), sorted(&first));
+}
+
+#[test]
+fn http2_bodies_are_validated_too() {
+    let up = Upstream::echo();
+    let g = Gw::start(
+        &Cfg::new()
+            .listener("h2c = true")
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra(format!("\n  [[apis.models]]\n  name = \"Pet\"\n  schema = '''{PET}'''\n"))
+            .route(
+                "POST /pets",
+                "request_validator = \"body\"\nrequest_models = { \"application/json\" = \"Pet\" }\nintegration = { type = \"http\", uri = \"http://up/pets\" }",
+            )
+            .toml(),
+    );
+    let addr = g.addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        for (body, want) in [(r#"{"name":"rex"}"#, 200), (r#"{"tag":"x"}"#, 400)] {
+            let req = http::Request::builder()
+                .method("POST")
+                .uri("http://api.test/pets")
+                .body(())
+                .unwrap();
+            let mut c = client.clone().ready().await.unwrap();
+            // No content-length, in three DATA frames.
+            let (resp, mut send) = c.send_request(req, false).unwrap();
+            let parts: Vec<&[u8]> = body.as_bytes().chunks(5).collect();
+            for (i, p) in parts.iter().enumerate() {
+                send.send_data(bytes::Bytes::copy_from_slice(p), i + 1 == parts.len())
+                    .unwrap();
+            }
+            let resp = resp.await.unwrap();
+            assert_eq!(resp.status().as_u16(), want, "{body}");
+            let mut b = resp.into_body();
+            let mut got = Vec::new();
+            while let Some(chunk) = b.data().await {
+                let chunk = chunk.unwrap();
+                let _ = b.flow_control().release_capacity(chunk.len());
+                got.extend_from_slice(&chunk);
+            }
+            let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
+            if want == 200 {
+                assert_eq!(v["body"], body);
+                assert_eq!(v["headers"]["content-length"], body.len().to_string());
+            } else {
+                assert_eq!(v, json!({"message": "Invalid request body"}));
+            }
+        }
+    });
+}
