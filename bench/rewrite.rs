@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
         headers: Vec::new(),
         timeout: std::time::Duration::from_secs(29),
         drop_underscores: true,
+        mapping: None,
     };
     let mut g = c.benchmark_group("request_head_rewrite");
     g.bench_function("tollgate", |b| {

@@ -41,6 +41,8 @@ pub struct HttpIntegration {
     pub timeout: Duration,
     /// Leave out request headers whose name has `_` (`limits.underscores_in_headers = "drop"`).
     pub drop_underscores: bool,
+    /// The route's parameter mapping on this stage (stage variables substituted).
+    pub mapping: Option<Arc<crate::config::ParamMapping>>,
 }
 
 #[derive(Debug)]

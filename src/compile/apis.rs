@@ -87,7 +87,7 @@ fn compile_api(
         }
         let mut per_stage = Vec::with_capacity(api.stages.len());
         for s in &api.stages {
-            match integration(cfg, r, s, sh.literal_targets) {
+            match integration(cfg, (&api.name, r, s), sh.literal_targets) {
                 Ok(rt) => per_stage.push(rt),
                 Err(e) => {
                     errors.err(
@@ -271,8 +271,7 @@ fn cache_policy(r: &Route, s: &Stage, c: &Arc<StageCache>) -> Option<CachePolicy
 /// Route `r`'s integration on stage `s`, stage variables substituted.
 fn integration(
     cfg: &Config,
-    r: &Route,
-    s: &Stage,
+    (api_name, r, s): (&str, &Route, &Stage),
     literal_targets: &mut Vec<LiteralTarget>,
 ) -> Result<IntegrationRt, String> {
     let resolve_headers = |hs: &[(String, Template)]| -> Result<Vec<(String, Template)>, String> {
@@ -302,6 +301,17 @@ fn integration(
                 headers: resolve_headers(header_templates)?,
                 timeout: *timeout,
                 drop_underscores: cfg.limits.underscores_in_headers == Underscores::Drop,
+                mapping: match &r.mapping {
+                    None => None,
+                    Some(m) => Some(Arc::new(m.resolve(
+                        &s.variables,
+                        &[
+                            ("stage", s.name.as_str()),
+                            ("apiId", api_name),
+                            ("routeKey", r.key.as_str()),
+                        ],
+                    )?)),
+                },
             })
         }
         Integration::Mock {

@@ -108,6 +108,14 @@ pub struct Route {
     /// What the route checks before its integration (`None`: nothing).
     #[serde(skip)]
     pub validation: Option<std::sync::Arc<Validation>>,
+    /// Parameter mapping as written.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub request_parameters: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub response_parameters: BTreeMap<String, BTreeMap<String, String>>,
+    /// Parameter mapping, checked (`None`: none).
+    #[serde(skip)]
+    pub mapping: Option<ParamMapping>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -314,14 +322,6 @@ impl Validator {
         upstreams: &[Upstream],
         stages: &[Stage],
     ) -> Option<Route> {
-        self.not_yet(
-            rkey,
-            &[(
-                "request_parameters",
-                &r.request_parameters,
-                "parameter mapping",
-            )],
-        );
         let api_key_required = r.api_key_required.unwrap_or(false);
         let throttle = r
             .throttle
@@ -376,6 +376,15 @@ impl Validator {
             .cache
             .and_then(|c| self.route_cache(&format!("{rkey}.cache"), c, &params));
         let integration = self.integration(&ikey, integ, &params, limits, upstreams, stages)?;
+        let (request_parameters, response_parameters) =
+            (r.request_parameters, r.response_parameters);
+        let mapping = self.mapping(rkey, &request_parameters, &response_parameters, &params);
+        if mapping.is_some() && matches!(integration, Integration::Mock { .. }) {
+            self.err(
+                &format!("{rkey}.request_parameters"),
+                "parameter mapping changes what goes to and comes from an http integration; this route's is a mock",
+            );
+        }
         Some(Route {
             key,
             method,
@@ -391,6 +400,9 @@ impl Validator {
             iam: false,
             validation_spec: ValidationSpec::default(),
             validation: None,
+            request_parameters,
+            response_parameters,
+            mapping,
         })
     }
 

@@ -357,8 +357,10 @@ pub(crate) struct RouteFile {
     #[serde(default)]
     pub request_models: BTreeMap<String, String>,
     pub required_parameters: Option<Vec<String>>,
-    // Named in the reference config, not built yet: refused by name.
-    pub request_parameters: Option<toml::Value>,
+    #[serde(default)]
+    pub request_parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    pub response_parameters: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]

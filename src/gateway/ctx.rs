@@ -142,6 +142,10 @@ pub struct RequestCtx {
     /// The API's CORS headers, added to whatever answers the request (set once the stage is
     /// known, on APIs with `cors`).
     pub(crate) cors: Option<std::sync::Arc<crate::http::cors::CorsRt>>,
+    /// What parameter mapping changes in the upstream request.
+    pub(crate) edits: Option<Box<super::mapping::RequestEdits>>,
+    /// The route's response mapping (with the client's address), for the answer.
+    pub(crate) response_map: Option<super::mapping::ResponseMap>,
 }
 
 impl RequestCtx {
@@ -181,6 +185,8 @@ impl RequestCtx {
             authorizer_call: Default::default(),
             client_cert: None,
             cors: None,
+            edits: None,
+            response_map: None,
         }
     }
 

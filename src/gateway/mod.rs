@@ -19,6 +19,7 @@ pub(crate) mod conn;
 pub(crate) mod ctx;
 pub(crate) mod finish;
 pub(crate) mod limits;
+pub(crate) mod mapping;
 pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod record;
@@ -128,6 +129,9 @@ async fn run_phases(
     limits::count_quota(shard, ss, ctx).await?;
     let api = &snap.apis[m.api];
     let r = &api.routes[m.route];
+    if let IntegrationRt::Http(h) = &r.per_stage[m.stage] {
+        mapping::prepare(ss, conn, ctx, m, h).await?;
+    }
     // An unsafe method on a stage with an http-mode cache invalidates what it changed.
     let invalidates = api.caches[m.stage]
         .as_ref()

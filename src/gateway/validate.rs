@@ -100,7 +100,11 @@ fn present(ctx: &RequestCtx, p: &RequiredParam) -> bool {
 
 /// Reads the whole body into the front of `conn.buf` and returns its length. A chunked body
 /// is decoded there and the request carries a length from now on.
-async fn read_body(ss: &ShardSnap, conn: &mut Conn, ctx: &mut RequestCtx) -> Result<usize, Error> {
+pub(crate) async fn read_body(
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+) -> Result<usize, Error> {
     let limits = &ss.snap.limits;
     let mut clock = crate::gateway::proxy::BodyClock::new(limits);
     let continue_first =

@@ -272,6 +272,12 @@ fn route(
         }
         Some(i) => integration(key, i, warnings)?,
     };
+    let mut integration = integration;
+    for moved in ["request_parameters", "response_parameters"] {
+        if let Some(m) = integration.as_object_mut().and_then(|o| o.remove(moved)) {
+            r.insert(moved.into(), m);
+        }
+    }
     r.insert("integration".into(), integration);
     let security = op.get("security").or(default_security);
     for requirement in security.and_then(Value::as_array).into_iter().flatten() {
@@ -345,15 +351,50 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
                 out["timeout"] = json!(format!("{ms}ms"));
             }
             let mut headers = Map::new();
+            let mut mapping = Map::new();
             for (k, v) in i["requestParameters"].as_object().into_iter().flatten() {
                 let v = v.as_str().unwrap_or("");
+                // An HTTP API's parameter mapping is already in Tollgate's words.
+                if k.starts_with("append:")
+                    || k.starts_with("overwrite:")
+                    || k.starts_with("remove:")
+                {
+                    mapping.insert(k.clone(), json!(v));
+                    continue;
+                }
+                // A REST API's: a request value, or a static one.
+                let source = v
+                    .strip_prefix("method.request.")
+                    .map(|s| format!("$request.{s}"));
+                // The same name from the client: what a proxy sends anyway.
+                let identity = k
+                    .strip_prefix("integration.request.")
+                    .is_some_and(|x| v.strip_prefix("method.request.") == Some(x));
+                if identity && !k.starts_with("integration.request.path.") {
+                    continue;
+                }
                 if let Some(h) = k.strip_prefix("integration.request.header.") {
-                    match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
-                        Some(lit) => {
+                    match (v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')), source) {
+                        (Some(lit), _) => {
                             headers.insert(h.to_string(), json!(lit));
                         }
-                        None => warnings.push(format!(
-                            "{key}: requestParameters {k:?} = {v:?}: only static values ('...') are supported yet; left out"
+                        (None, Some(s)) => {
+                            mapping.insert(format!("overwrite:header.{h}"), json!(s));
+                        }
+                        (None, None) => warnings.push(format!(
+                            "{key}: requestParameters {k:?} = {v:?}: only static values ('...') and method.request.* are supported; left out"
+                        )),
+                    }
+                } else if let Some(q) = k.strip_prefix("integration.request.querystring.") {
+                    match (v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')), source) {
+                        (Some(lit), _) => {
+                            mapping.insert(format!("overwrite:querystring.{q}"), json!(lit));
+                        }
+                        (None, Some(s)) => {
+                            mapping.insert(format!("overwrite:querystring.{q}"), json!(s));
+                        }
+                        (None, None) => warnings.push(format!(
+                            "{key}: requestParameters {k:?} = {v:?}: only static values ('...') and method.request.* are supported; left out"
                         )),
                     }
                 } else if let Some(p) = k.strip_prefix("integration.request.path.") {
@@ -369,6 +410,17 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
             }
             if !headers.is_empty() {
                 out["headers"] = Value::Object(headers);
+            }
+            if !mapping.is_empty() {
+                // Moved to the route by the caller.
+                out["request_parameters"] = Value::Object(mapping);
+            }
+            // An HTTP API's response mapping, by status.
+            if let Some(rp) = i["responseParameters"]
+                .as_object()
+                .filter(|m| m.values().all(Value::is_object))
+            {
+                out["response_parameters"] = Value::Object(rp.clone());
             }
             Some(out)
         }

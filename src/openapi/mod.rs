@@ -380,6 +380,10 @@ fn integration(cfg: &Config, r: &Route, params: &[String]) -> Value {
                     json!(format!("'{v}'")),
                 );
             }
+            // Parameter mapping, in an HTTP API's words.
+            for (k, v) in &r.request_parameters {
+                request_parameters.insert(k.clone(), json!(v));
+            }
             let method = match &r.method {
                 MethodSel::One(m) => m.as_str(),
                 MethodSel::Any => "ANY",
@@ -394,6 +398,9 @@ fn integration(cfg: &Config, r: &Route, params: &[String]) -> Value {
             });
             if !request_parameters.is_empty() {
                 i["requestParameters"] = Value::Object(request_parameters);
+            }
+            if !r.response_parameters.is_empty() {
+                i["responseParameters"] = json!(r.response_parameters);
             }
             i
         }

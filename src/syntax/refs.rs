@@ -78,35 +78,48 @@ fn ident_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
-impl RefTemplate {
-    /// Parses `s`; `Err` names a `$context.*` or `$input`/`$util` reference not available here.
-    pub fn parse(s: &str) -> Result<RefTemplate, String> {
-        let b = s.as_bytes();
-        let mut pieces = Vec::new();
-        let mut lit = String::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] != b'$' {
-                let next = s[i..].find('$').map_or(b.len(), |n| i + n);
-                lit.push_str(&s[i..next]);
-                i = next;
-                continue;
-            }
-            // `$`, `$!`, `${`, `$!{`, then a dotted name.
-            let mut j = i + 1;
-            if b.get(j) == Some(&b'!') {
-                j += 1;
-            }
-            let braced = b.get(j) == Some(&b'{');
-            if braced {
-                j += 1;
-            }
-            let start = j;
-            if !b.get(j).copied().is_some_and(ident_start) {
-                lit.push('$');
-                i += 1;
-                continue;
-            }
+/// A piece of text as Velocity reads it: literal text, or a reference's name (`$a.b`,
+/// `$!a.b`, `${a.b}`: `a.b`; braced names run to the `}` and may hold `[0]` and the like).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Token {
+    Lit(String),
+    Ref(String),
+}
+
+/// Splits `s` into text and references. A `$` not followed by a name is text.
+pub(crate) fn lex(s: &str) -> Result<Vec<Token>, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut lit = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            let next = s[i..].find('$').map_or(b.len(), |n| i + n);
+            lit.push_str(&s[i..next]);
+            i = next;
+            continue;
+        }
+        let mut j = i + 1;
+        if b.get(j) == Some(&b'!') {
+            j += 1;
+        }
+        let braced = b.get(j) == Some(&b'{');
+        if braced {
+            j += 1;
+        }
+        if !b.get(j).copied().is_some_and(ident_start) {
+            lit.push('$');
+            i += 1;
+            continue;
+        }
+        let start = j;
+        let name = if braced {
+            let end = s[j..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed \"${{\" at {:?}", &s[i..]))?;
+            j += end + 1;
+            &s[start..j - 1]
+        } else {
             loop {
                 while b.get(j).copied().is_some_and(ident_char) {
                     j += 1;
@@ -117,13 +130,36 @@ impl RefTemplate {
                 }
                 break;
             }
-            let name = &s[start..j];
-            if braced {
-                if b.get(j) != Some(&b'}') {
-                    return Err(format!("unclosed \"${{\" at {:?}", &s[i..j]));
+            &s[start..j]
+        };
+        if !lit.is_empty() {
+            out.push(Token::Lit(std::mem::take(&mut lit)));
+        }
+        out.push(Token::Ref(name.to_string()));
+        i = j;
+    }
+    if !lit.is_empty() {
+        out.push(Token::Lit(lit));
+    }
+    Ok(out)
+}
+
+impl RefTemplate {
+    /// Parses `s`; `Err` names a `$context.*` or `$input`/`$util` reference not available here.
+    pub fn parse(s: &str) -> Result<RefTemplate, String> {
+        let mut pieces: Vec<RefPiece> = Vec::new();
+        let push_lit = |pieces: &mut Vec<RefPiece>, t: &str| match pieces.last_mut() {
+            Some(RefPiece::Lit(l)) => l.push_str(t),
+            _ => pieces.push(RefPiece::Lit(t.to_string())),
+        };
+        for t in lex(s)? {
+            let name = match t {
+                Token::Lit(l) => {
+                    push_lit(&mut pieces, &l);
+                    continue;
                 }
-                j += 1;
-            }
+                Token::Ref(name) => name,
+            };
             let root = name.split('.').next().unwrap_or_default();
             let r = match root {
                 "context" => CONTEXT
@@ -145,20 +181,13 @@ impl RefTemplate {
                         "${name}: gateway responses have $context and $stageVariables only"
                     ))
                 }
+                // Velocity leaves a reference it does not know as it was written.
                 _ => {
-                    lit.push_str(&s[i..j]);
-                    i = j;
+                    push_lit(&mut pieces, &format!("${name}"));
                     continue;
                 }
             };
-            if !lit.is_empty() {
-                pieces.push(RefPiece::Lit(std::mem::take(&mut lit)));
-            }
             pieces.push(RefPiece::Ref(r));
-            i = j;
-        }
-        if !lit.is_empty() {
-            pieces.push(RefPiece::Lit(lit));
         }
         Ok(RefTemplate { pieces })
     }

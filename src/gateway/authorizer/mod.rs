@@ -170,7 +170,7 @@ pub(crate) fn query_values<'a>(
         })
 }
 
-fn percent_decode(v: &[u8]) -> Vec<u8> {
+pub(crate) fn percent_decode(v: &[u8]) -> Vec<u8> {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;

@@ -529,10 +529,20 @@ fn not_modified(ctx: &RequestCtx, e: &Stored) -> bool {
 /// body follows.
 pub fn hit_head(out: &mut Vec<u8>, ctx: &mut RequestCtx, e: &Stored, age: u64, keep: bool) -> bool {
     let nm = e.status == 200 && not_modified(ctx, e);
-    let status = if nm { 304 } else { e.status };
+    // A route's response mapping applies to stored answers as to fresh ones.
+    let map = match &ctx.response_map {
+        Some((m, _)) if !nm => Some(m.clone()),
+        _ => None,
+    };
+    let mapped = map.as_deref().and_then(|m| m.ops_for(e.status));
+    let status = match mapped {
+        _ if nm => 304,
+        Some(ops) => crate::gateway::mapping::mapped_status(ops, e.status),
+        None => e.status,
+    };
     ctx.status = status;
-    if nm {
-        status_line(out, ctx.head.minor, 304);
+    if nm || status != e.status {
+        status_line(out, ctx.head.minor, status);
     } else {
         out.extend_from_slice(if ctx.head.minor == 0 {
             b"HTTP/1.0 "
@@ -544,12 +554,21 @@ pub fn hit_head(out: &mut Vec<u8>, ctx: &mut RequestCtx, e: &Stored, age: u64, k
         out.extend_from_slice(&e.reason);
         out.extend_from_slice(b"\r\n");
     }
-    if ctx.cors.is_some() {
-        // The API's CORS headers, not the ones stored with the answer.
+    if ctx.cors.is_some() || mapped.is_some() {
+        // The API's CORS headers, not the ones stored with the answer; less what the
+        // mapping replaces.
         for l in e.headers.split_inclusive(|&b| b == b'\n') {
-            if !crate::http::cors::is_cors_header(l) {
+            let name = &l[..l.iter().position(|&b| b == b':').unwrap_or(0)];
+            let cors = ctx.cors.is_some() && crate::http::cors::is_cors_header(l);
+            let replaced =
+                mapped.is_some_and(|ops| crate::gateway::mapping::drops_header(ops, name));
+            if !cors && !replaced {
                 out.extend_from_slice(l);
             }
+        }
+        if let Some(ops) = mapped {
+            let lines = parse_lines(&e.headers);
+            crate::gateway::mapping::add_headers(ops, ctx, lines.iter().copied(), out);
         }
     } else {
         out.extend_from_slice(&e.headers);

@@ -83,8 +83,7 @@ pub(crate) async fn answer(
         && !shard.drain.is_on();
 
     let mut out = Vec::with_capacity(resp.raw.len() + 128);
-    ctx.status = resp.status;
-    response_head(&mut out, &resp, ctx, keep, upgrade, dechunk);
+    ctx.status = response_head(&mut out, &resp, ctx, keep, upgrade, dechunk);
     if upgrade {
         conn.write_all(out)
             .await

@@ -58,20 +58,28 @@ pub(crate) fn request_head_with(
     out.extend_from_slice(head.method_bytes());
     out.push(b' ');
     let mut has_query = false;
-    integ
-        .path
-        .render(&mut out, &ctx.vars(peer_ip, Escape::Uri), |i, o| {
-            ctx.path_var(i, |s, more| {
-                encode_segment(s, o);
-                if more {
-                    o.push(b'/');
-                }
-            })
-        });
+    let edits = ctx.edits.as_deref();
+    match edits.and_then(|e| e.path.as_deref()) {
+        Some(p) => out.extend_from_slice(p),
+        None => integ
+            .path
+            .render(&mut out, &ctx.vars(peer_ip, Escape::Uri), |i, o| {
+                ctx.path_var(i, |s, more| {
+                    encode_segment(s, o);
+                    if more {
+                        o.push(b'/');
+                    }
+                })
+            }),
+    }
     if out.contains(&b'?') {
         has_query = true;
     }
-    if let Some(q) = head.query_bytes() {
+    let query = match edits.and_then(|e| e.query.as_deref()) {
+        Some(q) => Some(q),
+        None => head.query_bytes(),
+    };
+    if let Some(q) = query {
         if !q.is_empty() {
             out.push(if has_query { b'&' } else { b'?' });
             out.extend_from_slice(q);
@@ -95,6 +103,7 @@ pub(crate) fn request_head_with(
                     || name_eq(name, b"tracestate")
                     || name_eq(name, b"x-amzn-trace-id")))
             || (integ.drop_underscores && name.contains(&b'_'))
+            || edits.is_some_and(|e| e.drops(name))
             || integ
                 .headers
                 .iter()
@@ -159,6 +168,9 @@ pub(crate) fn request_head_with(
         });
         out.extend_from_slice(b"\r\n");
     }
+    if let Some(e) = edits {
+        out.extend_from_slice(&e.add);
+    }
     match head.framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -181,7 +193,8 @@ pub(crate) fn request_head_with(
     out
 }
 
-/// Builds the head sent to the client from the upstream's.
+/// Builds the head sent to the client from the upstream's; returns the status it says (the
+/// upstream's, unless the route's response mapping changes it).
 pub(super) fn response_head(
     out: &mut Vec<u8>,
     resp: &ResponseHead,
@@ -189,16 +202,24 @@ pub(super) fn response_head(
     keep: bool,
     upgrade: bool,
     dechunk: bool,
-) {
+) -> u16 {
     let minor = ctx.head.minor;
+    let mapped = crate::gateway::mapping::response_ops(ctx, resp.status);
+    let status = mapped.map_or(resp.status, |ops| {
+        crate::gateway::mapping::mapped_status(ops, resp.status)
+    });
     out.extend_from_slice(if minor == 0 {
         b"HTTP/1.0 "
     } else {
         b"HTTP/1.1 "
     });
-    out.extend_from_slice(itoa::Buffer::new().format(resp.status).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     out.push(b' ');
-    out.extend_from_slice(resp.slice(&resp.reason));
+    if status == resp.status {
+        out.extend_from_slice(resp.slice(&resp.reason));
+    } else {
+        out.extend_from_slice(crate::http::write::reason(status).as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
     let conn_hdr = connection_value(resp.headers());
     for (name, value) in resp.headers() {
@@ -208,6 +229,7 @@ pub(super) fn response_head(
         if (hop && !keep_te && !keep_upgrade)
             || name_eq(name, b"x-request-id")
             || (ctx.cors.is_some() && crate::http::cors::is_cors_header(name))
+            || mapped.is_some_and(|ops| crate::gateway::mapping::drops_header(ops, name))
         {
             continue;
         }
@@ -219,6 +241,9 @@ pub(super) fn response_head(
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(ctx.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
+    if let Some(ops) = mapped {
+        crate::gateway::mapping::add_headers(ops, ctx, resp.headers(), out);
+    }
     crate::gateway::cache_headers(out, ctx);
     ctx.cors_lines(out);
     if upgrade {
@@ -230,4 +255,5 @@ pub(super) fn response_head(
         connection_header(out, minor, keep);
     }
     out.extend_from_slice(b"\r\n");
+    status
 }

@@ -1,0 +1,347 @@
+//! Parameter mapping at run time (a route's `request_parameters` / `response_parameters`):
+//! the edits to the upstream request, worked out once before it is written, and the mapped
+//! status and headers of the answer. Routes without a mapping pay one branch.
+
+use std::sync::Arc;
+
+use super::ctx::{RequestCtx, RouteMatch};
+use crate::config::{MapOp, ParamMapping};
+use crate::error::Error;
+use crate::http::conn::Conn;
+use crate::shard::ShardSnap;
+use crate::snapshot::HttpIntegration;
+use crate::syntax::mapping::{body_text, Action, Piece, Source, Target};
+use crate::syntax::path::encode_segment;
+
+/// What the mapping changes in the upstream request.
+#[derive(Debug, Default)]
+pub(crate) struct RequestEdits {
+    /// Client headers left out (lower-case names).
+    pub drop: Vec<String>,
+    /// Header lines added.
+    pub add: Vec<u8>,
+    /// The query sent instead of the client's (without `?`).
+    pub query: Option<Vec<u8>>,
+    /// The path sent instead of the integration's.
+    pub path: Option<Vec<u8>>,
+}
+
+impl RequestEdits {
+    pub(crate) fn drops(&self, name: &[u8]) -> bool {
+        self.drop
+            .iter()
+            .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+    }
+}
+
+/// Where a value is written, and so how it is escaped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Into {
+    Header,
+    Query,
+    Path,
+}
+
+/// Works out the request's edits (reading the body first when a value names it) and keeps
+/// the response mapping for the answer.
+pub(crate) async fn prepare(
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    m: RouteMatch,
+    h: &HttpIntegration,
+) -> Result<(), Error> {
+    let Some(map) = &h.mapping else {
+        return Ok(());
+    };
+    if !map.response.is_empty() {
+        ctx.response_map = Some((map.clone(), conn.peer_ip.clone()));
+    }
+    if map.request.is_empty() {
+        return Ok(());
+    }
+    let body = if map.reads_body() {
+        let len = super::validate::read_body(ss, conn, ctx).await?;
+        Some(conn.buf[..len].to_vec())
+    } else {
+        None
+    };
+    let json = body.as_deref().and_then(|b| serde_json::from_slice(b).ok());
+    let params = &ss.snap.config.apis[m.api].routes[m.route].params;
+    let src = RequestSources {
+        ctx,
+        peer_ip: &conn.peer_ip,
+        params,
+        body: body.as_deref(),
+        json: json.as_ref(),
+    };
+    let mut e = RequestEdits::default();
+    let mut query_ops: Vec<(Action, &str, Vec<u8>)> = Vec::new();
+    for op in &map.request {
+        match &op.target {
+            Target::Header(n) => {
+                if op.action != Action::Append {
+                    e.drop.push(n.clone());
+                }
+                if op.action != Action::Remove {
+                    let mut v = Vec::new();
+                    src.render(&op.value, Into::Header, &mut v);
+                    // A value read from what the request does not have adds nothing.
+                    if !v.is_empty() || is_static(&op.value) {
+                        e.add.extend_from_slice(n.as_bytes());
+                        e.add.extend_from_slice(b": ");
+                        e.add.extend_from_slice(&v);
+                        e.add.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
+            Target::Query(n) => {
+                let mut v = Vec::new();
+                src.render(&op.value, Into::Query, &mut v);
+                if op.action == Action::Remove || !v.is_empty() || is_static(&op.value) {
+                    query_ops.push((op.action, n, v));
+                }
+            }
+            Target::Path => {
+                let mut p = Vec::with_capacity(64);
+                src.render(&op.value, Into::Path, &mut p);
+                if p.first() != Some(&b'/') {
+                    p.insert(0, b'/');
+                }
+                e.path = Some(p);
+            }
+            Target::StatusCode => {}
+        }
+    }
+    if !query_ops.is_empty() {
+        e.query = Some(edit_query(
+            ctx.head.query_bytes().unwrap_or_default(),
+            &query_ops,
+        ));
+    }
+    ctx.edits = Some(Box::new(e));
+    Ok(())
+}
+
+fn is_static(value: &[Piece]) -> bool {
+    value.iter().all(|p| matches!(p, Piece::Lit(_)))
+}
+
+/// The client's query with the mapping's changes: overwritten and removed names left out,
+/// then the new pairs.
+fn edit_query(client: &[u8], ops: &[(Action, &str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(client.len() + 32);
+    for pair in client.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        let replaced = ops.iter().any(|(a, n, _)| {
+            *a != Action::Append && crate::gateway::authorizer::percent_decode(name) == n.as_bytes()
+        });
+        if !replaced {
+            if !out.is_empty() {
+                out.push(b'&');
+            }
+            out.extend_from_slice(pair);
+        }
+    }
+    for (a, n, v) in ops {
+        if *a == Action::Remove {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(b'&');
+        }
+        encode_segment(n, &mut out);
+        out.push(b'=');
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+/// What request values read.
+struct RequestSources<'a> {
+    ctx: &'a RequestCtx,
+    peer_ip: &'a str,
+    params: &'a [String],
+    body: Option<&'a [u8]>,
+    json: Option<&'a serde_json::Value>,
+}
+
+impl RequestSources<'_> {
+    fn render(&self, pieces: &[Piece], into: Into, out: &mut Vec<u8>) {
+        for p in pieces {
+            let mut v: Vec<u8> = Vec::new();
+            match p {
+                Piece::Lit(l) => v.extend_from_slice(l.as_bytes()),
+                Piece::Src(s) => self.source(s, &mut v),
+            }
+            write_escaped(&v, into, out);
+        }
+    }
+
+    fn source(&self, s: &Source, out: &mut Vec<u8>) {
+        let ctx = self.ctx;
+        match s {
+            Source::Header(n) => join(
+                ctx.head
+                    .headers()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(n.as_bytes()))
+                    .map(|(_, v)| v.to_vec()),
+                out,
+            ),
+            Source::Query(n) => join(crate::gateway::authorizer::query_values(ctx, n), out),
+            Source::Body(steps) if steps.is_empty() => {
+                out.extend_from_slice(self.body.unwrap_or_default())
+            }
+            Source::Body(steps) => {
+                if let Some(t) = self.json.and_then(|j| body_text(j, steps)) {
+                    out.extend_from_slice(t.as_bytes());
+                }
+            }
+            Source::Path => {
+                let base = ctx.stage.map_or(0, |s| s.base_len);
+                let segs = ctx.segs.skip(base);
+                for i in 0..segs.len() {
+                    out.push(b'/');
+                    out.extend_from_slice(segs.get(i).as_bytes());
+                }
+                if out.is_empty() {
+                    out.push(b'/');
+                }
+            }
+            Source::PathVar(n) => {
+                if let Some(i) = self.params.iter().position(|p| p == n) {
+                    ctx.path_var(i, |s, more| {
+                        out.extend_from_slice(s.as_bytes());
+                        if more {
+                            out.push(b'/');
+                        }
+                    });
+                }
+            }
+            Source::Context(c) => context(ctx, self.peer_ip, c, out),
+            // Substituted at compile time; a response value is not read here.
+            Source::StageVar(_) | Source::ResponseHeader(_) => {}
+        }
+    }
+}
+
+/// `$context.NAME` for a request.
+fn context(ctx: &RequestCtx, peer_ip: &str, c: &str, out: &mut Vec<u8>) {
+    use crate::syntax::template::AuthorizerVars;
+    match c {
+        "requestId" | "extendedRequestId" => out.extend_from_slice(ctx.request_id.as_bytes()),
+        "domainName" => out.extend_from_slice(ctx.head.host_bytes().unwrap_or_default()),
+        "httpMethod" => out.extend_from_slice(ctx.head.method_bytes()),
+        "path" => out.extend_from_slice(ctx.head.path_bytes()),
+        "identity.sourceIp" => out.extend_from_slice(peer_ip.as_bytes()),
+        "identity.userAgent" => {
+            out.extend_from_slice(ctx.head.header(b"user-agent").unwrap_or_default())
+        }
+        other => {
+            let Some(a) = &ctx.principal.authorizer else {
+                return;
+            };
+            let v = match other.strip_prefix("authorizer.claims.") {
+                Some(claim) => a.claim(claim),
+                None => other.strip_prefix("authorizer.").and_then(|n| a.value(n)),
+            };
+            if let Some(v) = v {
+                out.extend_from_slice(v.as_bytes());
+            }
+        }
+    }
+}
+
+fn join(values: impl Iterator<Item = Vec<u8>>, out: &mut Vec<u8>) {
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&v);
+    }
+}
+
+/// A value where it lands: a header loses line breaks; a query value or path is
+/// percent-encoded (a path keeps its `/`).
+fn write_escaped(v: &[u8], into: Into, out: &mut Vec<u8>) {
+    match into {
+        Into::Header => out.extend(
+            v.iter()
+                .copied()
+                .filter(|&b| b != b'\r' && b != b'\n' && b != 0),
+        ),
+        Into::Query => encode_segment(&String::from_utf8_lossy(v), out),
+        Into::Path => {
+            for (i, part) in v.split(|&b| b == b'/').enumerate() {
+                if i > 0 {
+                    out.push(b'/');
+                }
+                encode_segment(&String::from_utf8_lossy(part), out);
+            }
+        }
+    }
+}
+
+/// The response mapping for an answer with `status`, if the route has one.
+pub(crate) fn response_ops(ctx: &RequestCtx, status: u16) -> Option<&[MapOp]> {
+    ctx.response_map.as_ref()?.0.ops_for(status)
+}
+
+/// The status the mapping answers with instead.
+pub(crate) fn mapped_status(ops: &[MapOp], status: u16) -> u16 {
+    ops.iter()
+        .find_map(|o| match (&o.target, o.value.as_slice()) {
+            (Target::StatusCode, [Piece::Lit(s)]) => s.parse().ok(),
+            _ => None,
+        })
+        .unwrap_or(status)
+}
+
+/// Whether the mapping replaces or removes the answer's header `name`.
+pub(crate) fn drops_header(ops: &[MapOp], name: &[u8]) -> bool {
+    ops.iter().any(|o| {
+        o.action != Action::Append
+            && matches!(&o.target, Target::Header(n) if name.eq_ignore_ascii_case(n.as_bytes()))
+    })
+}
+
+/// Writes the header lines the mapping adds; `answer` is the answer's own headers.
+pub(crate) fn add_headers<'h>(
+    ops: &[MapOp],
+    ctx: &RequestCtx,
+    answer: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+    out: &mut Vec<u8>,
+) {
+    let peer_ip = ctx
+        .response_map
+        .as_ref()
+        .map(|(_, ip)| &**ip)
+        .unwrap_or_default();
+    for o in ops {
+        let (Target::Header(n), Action::Append | Action::Overwrite) = (&o.target, o.action) else {
+            continue;
+        };
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        for p in &o.value {
+            let mut v = Vec::new();
+            match p {
+                Piece::Lit(l) => v.extend_from_slice(l.as_bytes()),
+                Piece::Src(Source::ResponseHeader(h)) => join(
+                    answer
+                        .clone()
+                        .filter(|(k, _)| k.eq_ignore_ascii_case(h.as_bytes()))
+                        .map(|(_, v)| v.to_vec()),
+                    &mut v,
+                ),
+                Piece::Src(Source::Context(c)) => context(ctx, peer_ip, c, &mut v),
+                Piece::Src(_) => {}
+            }
+            write_escaped(&v, Into::Header, out);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The mapping kept for the answer, with the client's address.
+pub(crate) type ResponseMap = (Arc<ParamMapping>, std::rc::Rc<str>);

@@ -1,0 +1,172 @@
+//! Parameter mapping (`request_parameters`, `response_parameters`): headers, query strings and
+//! the path of the upstream request rewritten from the request, its body, the context and
+//! stage variables; the answer's status and headers by the integration's status — for fresh
+//! and cached answers alike. Reserved headers and bad keys are refused at load.
+
+mod common;
+
+use common::*;
+
+fn gateway(up: &Upstream) -> Gw {
+    Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
+            .stage_extra("cache = { ttl = \"300s\", capacity = \"1MiB\" }")
+            .route(
+                "ANY /svc/{proxy+}",
+                r#"cache = { enabled = false }
+request_parameters = { "append:header.x-a" = "$request.header.y", "overwrite:header.x-user" = "static-$stageVariables.who", "remove:header.x-secret" = "''", "overwrite:path" = "/v2/$request.path.proxy", "remove:querystring.debug" = "", "overwrite:querystring.page" = "${request.querystring.p}", "append:querystring.tenant" = "$request.body.tenant.id", "append:header.x-ctx" = "$context.httpMethod $context.stage $context.routeKey $context.requestId" }
+response_parameters = { "404" = { "overwrite:statuscode" = "410", "append:header.x-was" = "$response.header.x-origin", "remove:header.x-internal" = "" } }
+integration = { type = "http", uri = "http://up/ignored" }"#,
+            )
+            .route(
+                "GET /c",
+                r#"response_parameters = { "200" = { "overwrite:header.x-m" = "mapped for $context.identity.sourceIp" } }
+integration = { type = "http", uri = "http://up/c" }"#,
+            )
+            .toml(),
+    )
+}
+
+#[test]
+fn requests_are_rewritten_before_the_upstream() {
+    let up = Upstream::echo();
+    let g = gateway(&up);
+    let body = r#"{"tenant":{"id":"t 9"}}"#;
+    let r = Client::connect(g.addr()).request(
+        format!("POST /svc/a/b%20c?debug=1&page=3&p=7&keep=1 HTTP/1.1\r\nHost: test\r\ny: yy\r\nx-secret: s\r\nx-user: client\r\nX-Request-Id: rid-1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &up.requests()[0];
+    // The client's pairs less those replaced, then the new ones (in the keys' order).
+    assert_eq!(seen.target, "/v2/a/b%20c?p=7&keep=1&tenant=t%209&page=7");
+    assert_eq!(seen.header("x-a"), Some("yy"));
+    assert_eq!(seen.headers_named("x-user"), ["static-prod"]);
+    assert_eq!(seen.header("x-secret"), None);
+    assert_eq!(
+        seen.header("x-ctx"),
+        Some("POST prod ANY /svc/{proxy+} rid-1")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&seen.body),
+        body,
+        "the body goes on unchanged"
+    );
+}
+
+#[test]
+fn answers_are_mapped_by_the_integrations_status() {
+    let up = Upstream::start(|s| {
+        let (status, extra) = if s.target.starts_with("/v2/") {
+            (404, "x-origin: shelf-3\r\nx-internal: secret\r\n")
+        } else {
+            (200, "Cache-Control: max-age=60\r\nx-m: upstream\r\n")
+        };
+        Action::Raw(
+            format!("HTTP/1.1 {status} X\r\n{extra}Content-Length: 4\r\n\r\nbody").into_bytes(),
+        )
+    });
+    let g = gateway(&up);
+    let r = get(g.addr(), "/svc/gone");
+    assert_eq!(r.status, 410);
+    assert_eq!(r.header("x-was"), Some("shelf-3"));
+    assert_eq!(r.header("x-origin"), Some("shelf-3"));
+    assert_eq!(r.header("x-internal"), None);
+    assert_eq!(r.text(), "body");
+    // A cached answer is mapped the same way, when stored and when served.
+    for want in ["Miss", "Hit"] {
+        let r = get(g.addr(), "/c");
+        assert_eq!(r.header("x-cache"), Some(want));
+        let mapped: Vec<_> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "x-m")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(mapped, ["mapped for 127.0.0.1"], "{want}");
+    }
+}
+
+#[test]
+fn bad_mappings_are_refused_at_load() {
+    let dir = TempDir::new();
+    for (keys, want) in [
+        (r#"request_parameters = { "overwrite:header.host" = "x" }"#, "request_parameters = \"overwrite:header.host\" is not valid: expected a header other than the reserved ones"),
+        (r#"request_parameters = { "append:header.x-amz-date" = "x" }"#, "\"append:header.x-amz-date\" is not valid"),
+        (r#"request_parameters = { "overwrite:path" = "/$request.path.nope" }"#, "is not valid: expected path variables of the route (id)"),
+        (r#"request_parameters = { "remove:header.x-a" = "v" }"#, "remove takes no value"),
+        (r#"request_parameters = { "rename:header.x-a" = "v" }"#, "expected append|overwrite|remove:header.NAME"),
+        (r#"request_parameters = { "append:header.x-a" = "$request.cookie.c" }"#, "$request.cookie.c: expected"),
+        (r#"response_parameters = { "200" = { "overwrite:statuscode" = "204" } }"#, "other than 204 and 304"),
+        (r#"response_parameters = { "2xx" = { "append:header.x" = "1" } }"#, "response_parameters = \"2xx\" is not valid"),
+    ] {
+        let toml = Cfg::new()
+            .route("GET /p/{id}", format!("{keys}\nintegration = {{ type = \"http\", uri = \"http://127.0.0.1:9/x\" }}"))
+            .toml();
+        let path = dir.0.join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["--config"])
+            .arg(&path)
+            .arg("check")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{keys}");
+        assert!(text.contains(want), "{keys}: {text}");
+    }
+    let toml = Cfg::new()
+        .route("GET /m", "request_parameters = { \"append:header.x\" = \"1\" }\nintegration = { type = \"mock\" }")
+        .toml();
+    let path = dir.0.join("m.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("this route's is a mock")
+            || String::from_utf8_lossy(&out.stderr).contains("this route's is a mock")
+    );
+}
+
+#[test]
+fn mappings_go_through_openapi_export_and_import() {
+    let up = Upstream::echo();
+    let g = gateway(&up);
+    let out = admin(
+        g.admin(),
+        "GET",
+        "/apis/api/stages/prod/export?extensions=apigateway",
+        Some(TOKEN),
+    )
+    .json();
+    let i = &out["paths"]["/svc/{proxy+}"]["x-amazon-apigateway-any-method"]
+        ["x-amazon-apigateway-integration"];
+    assert_eq!(
+        i["requestParameters"]["overwrite:path"],
+        "/v2/$request.path.proxy"
+    );
+    assert_eq!(
+        i["responseParameters"]["404"]["overwrite:statuscode"],
+        "410"
+    );
+    let doc = out.to_string().replace(&up.addr.to_string(), "127.0.0.1:9");
+    let r = admin_with(g.admin(), "POST", "/apis?mode=import&name=again", &doc);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let routes = r.json()["definition"]["routes"].clone();
+    let svc = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "ANY /svc/{proxy+}")
+        .unwrap()
+        .clone();
+    assert_eq!(svc["request_parameters"]["remove:header.x-secret"], "''");
+    assert_eq!(
+        svc["response_parameters"]["404"]["remove:header.x-internal"],
+        ""
+    );
+}
