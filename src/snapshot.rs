@@ -173,6 +173,8 @@ pub(crate) struct ApiRt {
     pub canaries: Vec<Option<crate::config::CanaryLink>>,
     /// The API's CORS headers and preflight answer (`cors = { ... }`), if it has them.
     pub cors: Option<Arc<crate::http::cors::CorsRt>>,
+    /// Per stage: its response compression, if it has one.
+    pub compression: Vec<Option<Arc<crate::config::Compression>>>,
 }
 
 impl ApiRt {

@@ -56,6 +56,7 @@ fn stored(c: &StageCache, body: usize) -> Val {
         },
         etag: Some(Bytes::from_static(b"\"abc\"")),
         last_modified: None,
+        encoded: Default::default(),
     }))
 }
 

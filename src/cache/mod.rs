@@ -28,8 +28,9 @@ use crate::config::{CacheMode, StageCache as StageCacheCfg};
 use flight::{Flights, Join};
 
 /// Bytes counted per entry beyond its key, headers and body: the `Arc`ed entry struct, the
-/// table slot and the policy's queue node (measured: see `tests/cache_memory.rs`).
-pub(crate) const ENTRY_OVERHEAD: u64 = 384;
+/// table slot and the policy's queue node (measured: see `tests/cache_memory.rs`), and the
+/// two slots for compressed copies (empty until a compressing stage fills them).
+pub(crate) const ENTRY_OVERHEAD: u64 = 464;
 
 /// The cache's clock: monotonic nanoseconds plus an offset that tests (and drills) can move
 /// forward instead of sleeping through a TTL.
@@ -63,6 +64,8 @@ pub struct Stored {
     pub lifetime: policy::Lifetime,
     pub etag: Option<Bytes>,
     pub last_modified: Option<Bytes>,
+    /// The body compressed, per encoding (gzip, br), made on the first request that takes it.
+    pub encoded: [std::sync::OnceLock<Bytes>; 2],
 }
 
 impl Stored {
@@ -497,6 +500,7 @@ mod tests {
             },
             etag: None,
             last_modified: None,
+            encoded: Default::default(),
         }))
     }
 

@@ -154,6 +154,11 @@ fn compile_api(
         series_base: 0,
         trace_sample: Vec::new(),
         canaries: api.stages.iter().map(|s| s.canary).collect(),
+        compression: api
+            .stages
+            .iter()
+            .map(|s| s.compression.clone().map(Arc::new))
+            .collect(),
         cors: api
             .cors
             .as_ref()

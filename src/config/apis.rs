@@ -68,6 +68,8 @@ pub struct Stage {
     pub shared_cache: Option<String>,
     /// A run-time stage's canary: where that share of its requests goes.
     pub canary: Option<CanaryLink>,
+    /// `compression = { ... }`: gzip and brotli answers.
+    pub compression: Option<Compression>,
 }
 
 /// A canary release: `percent` of a stage's requests go to stage `stage` of API entry `api`
@@ -190,10 +192,6 @@ impl Validator {
         for (j, s) in a.stages.into_iter().enumerate() {
             let skey = format!("{key}.{}", item("stages", j, s.name.as_ref()));
             let sname = self.name(&format!("{skey}.name"), s.name);
-            self.not_yet(
-                &skey,
-                &[("compression", &s.compression, "response compression")],
-            );
             if stages.iter().any(|o| o.name == sname) {
                 self.err(&format!("{skey}.name"), "is used by two stages of this API");
             }
@@ -226,6 +224,9 @@ impl Validator {
             let trace_sample = s
                 .tracing
                 .and_then(|t| self.ratio(&format!("{skey}.tracing.sample"), t.sample));
+            let compression = s
+                .compression
+                .map(|c| self.compression(&format!("{skey}.compression"), c));
             stages.push(Stage {
                 name: sname,
                 throttle,
@@ -236,6 +237,7 @@ impl Validator {
                 trace_sample,
                 canary: None,
                 shared_cache: None,
+                compression,
             });
         }
         let (authorizers, declared) = self.authorizers(&key, a.authorizers, (limits, upstreams));

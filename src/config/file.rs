@@ -317,8 +317,17 @@ pub(crate) struct StageFile {
     pub tracing: Option<StageTracingFile>,
     /// File-managed APIs are deployed by each reload: only `true` is taken.
     pub auto_deploy: Option<bool>,
-    // Named in the reference config, not built yet: refused by name.
-    pub compression: Option<toml::Value>,
+    pub compression: Option<CompressionFile>,
+}
+
+/// A stage's `compression`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompressionFile {
+    pub min_size: Option<SizeValue>,
+    pub max_size: Option<SizeValue>,
+    pub types: Option<Vec<String>>,
+    pub level: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,7 @@
 mod apis;
 mod authorizers;
 mod cache;
+mod compression;
 mod cors;
 mod domains;
 pub(crate) mod file;
@@ -25,6 +26,7 @@ mod upstreams;
 pub(crate) use apis::*;
 pub(crate) use authorizers::*;
 pub use cache::*;
+pub(crate) use compression::*;
 pub(crate) use cors::*;
 pub(crate) use domains::*;
 pub(crate) use listeners::*;

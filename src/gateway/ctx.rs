@@ -146,6 +146,12 @@ pub struct RequestCtx {
     pub(crate) edits: Option<Box<super::mapping::RequestEdits>>,
     /// The route's response mapping (with the client's address), for the answer.
     pub(crate) response_map: Option<super::mapping::ResponseMap>,
+    /// The stage's compression, and the encoding the client takes best (set on stages with
+    /// `compression`).
+    pub(crate) compress: Option<(
+        std::sync::Arc<crate::config::Compression>,
+        Option<super::compress::Encoding>,
+    )>,
 }
 
 impl RequestCtx {
@@ -187,6 +193,7 @@ impl RequestCtx {
             cors: None,
             edits: None,
             response_map: None,
+            compress: None,
         }
     }
 

@@ -94,7 +94,7 @@ pub(crate) async fn finish(
     let ctx = &mut exit.ctx;
     let next = match result {
         Ok(Outcome::Sent(next)) => next,
-        Ok(Outcome::Answer(a)) => write_answer(conn, ctx, &a, draining, true).await,
+        Ok(Outcome::Answer(a)) => write_answer(conn, ctx, a, draining, true).await,
         Err(e) if e.kind == Kind::ClientGone => {
             ctx.status = ctx.status.max(CLIENT_CLOSED);
             ctx.failure = Some(e);
@@ -114,7 +114,7 @@ pub(crate) async fn finish(
             count_error(shard, &e);
             let mut a = error_answer(&e);
             super::responses::customise(&exit.ss, ctx, &conn.peer_ip, &e, &mut a);
-            let next = write_answer(conn, ctx, &a, draining, !e.closes_connection()).await;
+            let next = write_answer(conn, ctx, a, draining, !e.closes_connection()).await;
             ctx.failure = Some(e);
             next
         }
@@ -141,49 +141,52 @@ pub(crate) async fn finish(
 async fn write_answer(
     conn: &mut Conn,
     ctx: &mut RequestCtx,
-    a: &Answer,
+    mut a: Answer,
     draining: bool,
     may_keep: bool,
 ) -> Next {
     let body_ok = skip_unread_body(conn, ctx);
     let keep = ctx.head.keep_alive && may_keep && body_ok && !draining;
     ctx.status = a.status;
-    let mut out = Vec::with_capacity(256 + a.body.len());
+    let head_only = ctx.head.method == Method::Head;
     let mut extra = Vec::new();
     if let (true, Some(r)) = (a.ratelimit, &ctx.ratelimit) {
         ratelimit_headers(&mut extra, r);
     }
     ctx.cors_lines(&mut extra);
-    let stripped;
-    let a = if ctx.cors.is_some()
+    if ctx.cors.is_some()
         && a.headers
             .windows(15)
             .any(|w| w.eq_ignore_ascii_case(b"access-control-"))
     {
         // A mock's own CORS headers give way to the API's.
-        stripped = Answer {
-            headers: a
-                .headers
-                .split_inclusive(|&b| b == b'\n')
-                .filter(|l| !crate::http::cors::is_cors_header(l))
-                .flatten()
-                .copied()
-                .collect(),
-            body: a.body.clone(),
-            content_type: a.content_type,
-            ..*a
-        };
-        &stripped
-    } else {
-        a
-    };
+        a.headers = a
+            .headers
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|l| !crate::http::cors::is_cors_header(l))
+            .flatten()
+            .copied()
+            .collect();
+    }
+    if let Some((c, enc)) = &ctx.compress {
+        let lines = crate::http::h1::header_lines(&a.headers);
+        let typed = a.content_type.map(|t| (&b"content-type"[..], t.as_bytes()));
+        if super::compress::eligible(c, a.status, lines.chain(typed), a.body.len()) {
+            let enc = enc.filter(|_| !head_only);
+            if let Some(e) = enc {
+                a.body = super::compress::compress(c, e, &a.body);
+            }
+            super::compress::lines(&mut extra, enc);
+        }
+    }
+    let mut out = Vec::with_capacity(256 + a.body.len());
     a.render(
         &mut out,
         ctx.head.minor,
         ctx.request_id.as_str(),
         &extra,
         keep,
-        ctx.head.method == Method::Head,
+        head_only,
     );
     if conn.write_all(out).await.is_err() {
         return Next::Close;

@@ -62,7 +62,7 @@ pub(crate) async fn prepare(
     }
     let body = if map.reads_body() {
         let len = super::validate::read_body(ss, conn, ctx).await?;
-        Some(conn.buf[..len].to_vec())
+        Some(super::validate::decoded(ss, ctx, &conn.buf[..len])?.into_owned())
     } else {
         None
     };

@@ -15,6 +15,7 @@ pub(crate) mod answers;
 pub(crate) mod api_key;
 pub(crate) mod authorizer;
 pub(crate) mod cached;
+pub(crate) mod compress;
 pub(crate) mod conn;
 pub(crate) mod ctx;
 pub(crate) mod finish;
@@ -112,6 +113,15 @@ async fn run_phases(
     normalise_path(ctx)?;
     resolve_stage(ss, conn.listener, ctx)?;
     canary(shard, ss, ctx);
+    if let Some(st) = ctx.stage {
+        if let Some(Some(c)) = snap
+            .apis
+            .get(st.api)
+            .and_then(|a| a.compression.get(st.stage))
+        {
+            ctx.compress = Some((c.clone(), compress::accepted(&ctx.head)));
+        }
+    }
     if let Some(a) = cors(ss, ctx) {
         return Ok(Outcome::Answer(a));
     }

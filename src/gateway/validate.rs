@@ -61,7 +61,8 @@ pub(crate) async fn check(
     let len = read_body(ss, conn, ctx).await?;
     let invalid =
         |why: String| Error::downstream(Kind::InvalidBody(why.into()), "request validation");
-    let value: serde_json::Value = serde_json::from_slice(&conn.buf[..len])
+    let body = decoded(ss, ctx, &conn.buf[..len])?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| invalid(format!("[the body is not JSON: {e}]")))?;
     let mut errors = model.iter_errors(&value);
     let Some(first) = errors.next() else {
@@ -80,6 +81,28 @@ pub(crate) async fn check(
         why.push(format!("and {more} more"));
     }
     Err(invalid(format!("[{}]", why.join(", "))))
+}
+
+/// The body as the client meant it: a gzip or br `Content-Encoding` is decoded, up to
+/// `limits.max_body` (413 beyond: a compression bomb stops there).
+pub(crate) fn decoded<'b>(
+    ss: &ShardSnap,
+    ctx: &RequestCtx,
+    raw: &'b [u8],
+) -> Result<std::borrow::Cow<'b, [u8]>, Error> {
+    use super::compress::{decode_request, DecodeError};
+    let coding = ctx.head.header(b"content-encoding");
+    decode_request(coding, raw, ss.snap.limits.max_body).map_err(|e| match e {
+        DecodeError::TooLarge => Error::downstream(Kind::BodyTooLarge, "decoded request body"),
+        DecodeError::Corrupt => Error::downstream(
+            Kind::InvalidBody("[the body does not decode as its Content-Encoding says]".into()),
+            "request body",
+        ),
+        DecodeError::Unsupported => Error::downstream(
+            Kind::InvalidBody("[Content-Encoding other than gzip or br]".into()),
+            "request body",
+        ),
+    })
 }
 
 /// Is a required parameter there, and not empty?

@@ -509,6 +509,15 @@ pub(crate) fn hop_by_hop(name: &[u8]) -> bool {
     HOP.iter().any(|h| name_eq(name, h))
 }
 
+/// Header lines (`name: value\r\n`, as the gateway keeps and writes them) as pairs.
+pub(crate) fn header_lines(block: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    block.split(|&b| b == b'\n').filter_map(|l| {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        let i = l.iter().position(|&b| b == b':')?;
+        Some((&l[..i], l[i + 1..].trim_ascii()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

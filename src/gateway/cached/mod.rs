@@ -364,6 +364,7 @@ async fn fetch(
                     lifetime,
                     etag,
                     last_modified,
+                    encoded: Default::default(),
                 });
                 let (key, vary) = keys;
                 if let Some(names) = vary {
@@ -488,19 +489,13 @@ fn revalidated(
         lifetime,
         etag: etag.or_else(|| e.etag.clone()),
         last_modified: last_modified.or_else(|| e.last_modified.clone()),
+        encoded: Default::default(),
     }))
 }
 
 /// Splits stored header lines into (name, value) pairs.
 fn parse_lines(block: &[u8]) -> Vec<(&[u8], &[u8])> {
-    block
-        .split(|&b| b == b'\n')
-        .filter_map(|l| {
-            let l = l.strip_suffix(b"\r").unwrap_or(l);
-            let i = l.iter().position(|&b| b == b':')?;
-            Some((&l[..i], l[i + 1..].trim_ascii()))
-        })
-        .collect()
+    crate::http::h1::header_lines(block).collect()
 }
 
 /// Is the client's copy current (RFC 9110 13.2.2)? `If-None-Match` against the entry's ETag
@@ -527,8 +522,35 @@ fn not_modified(ctx: &RequestCtx, e: &Stored) -> bool {
 /// `Content-Length`, `x-request-id`, `X-Cache`, `RateLimit-*`, `Connection`) and sets
 /// `ctx.status`. Answers 304 when the client's copy is current. Returns whether the
 /// body follows.
-pub fn hit_head(out: &mut Vec<u8>, ctx: &mut RequestCtx, e: &Stored, age: u64, keep: bool) -> bool {
+pub fn hit_head(
+    out: &mut Vec<u8>,
+    ctx: &mut RequestCtx,
+    e: &Stored,
+    age: u64,
+    keep: bool,
+) -> Option<Bytes> {
     let nm = e.status == 200 && not_modified(ctx, e);
+    let head_only = nm || ctx.head.method == Method::Head;
+    // On a compressing stage: the body in the client's encoding, made once per entry.
+    let (vary, enc) = match &ctx.compress {
+        Some((c, enc))
+            if super::compress::eligible(
+                c,
+                e.status,
+                crate::http::h1::header_lines(&e.headers),
+                e.body.len(),
+            ) =>
+        {
+            (true, enc.filter(|_| !head_only))
+        }
+        _ => (false, None),
+    };
+    let body = match (enc, &ctx.compress) {
+        (Some(x), Some((c, _))) => e.encoded[x.index()]
+            .get_or_init(|| Bytes::from(super::compress::compress(c, x, &e.body)))
+            .clone(),
+        _ => e.body.clone(),
+    };
     // A route's response mapping applies to stored answers as to fresh ones.
     let map = match &ctx.response_map {
         Some((m, _)) if !nm => Some(m.clone()),
@@ -554,15 +576,20 @@ pub fn hit_head(out: &mut Vec<u8>, ctx: &mut RequestCtx, e: &Stored, age: u64, k
         out.extend_from_slice(&e.reason);
         out.extend_from_slice(b"\r\n");
     }
-    if ctx.cors.is_some() || mapped.is_some() {
+    if ctx.cors.is_some() || mapped.is_some() || enc.is_some() {
         // The API's CORS headers, not the ones stored with the answer; less what the
-        // mapping replaces.
+        // mapping replaces; a compressed body's ETag is weak (RFC 9110 8.8.1).
         for l in e.headers.split_inclusive(|&b| b == b'\n') {
             let name = &l[..l.iter().position(|&b| b == b':').unwrap_or(0)];
             let cors = ctx.cors.is_some() && crate::http::cors::is_cors_header(l);
             let replaced =
                 mapped.is_some_and(|ops| crate::gateway::mapping::drops_header(ops, name));
-            if !cors && !replaced {
+            if cors || replaced {
+                continue;
+            }
+            if enc.is_some() && name.eq_ignore_ascii_case(b"etag") {
+                weak_etag(out, &l[name.len() + 1..]);
+            } else {
                 out.extend_from_slice(l);
             }
         }
@@ -578,8 +605,11 @@ pub fn hit_head(out: &mut Vec<u8>, ctx: &mut RequestCtx, e: &Stored, age: u64, k
     out.extend_from_slice(b"\r\n");
     if !nm && e.status != 204 && !(100..200).contains(&e.status) {
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(e.body.len()).as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if vary {
+        super::compress::lines(out, enc);
     }
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(ctx.request_id.as_bytes());
@@ -591,7 +621,18 @@ pub fn hit_head(out: &mut Vec<u8>, ctx: &mut RequestCtx, e: &Stored, age: u64, k
     }
     connection_header(out, ctx.head.minor, keep);
     out.extend_from_slice(b"\r\n");
-    !nm && ctx.head.method != Method::Head && !e.body.is_empty()
+    (!head_only && !body.is_empty()).then_some(body)
+}
+
+/// `etag: W/"..."`: the stored (identity) answer's validator, weak for an encoded body.
+pub(crate) fn weak_etag(out: &mut Vec<u8>, value: &[u8]) {
+    let v = value.trim_ascii();
+    out.extend_from_slice(b"etag: ");
+    if !v.starts_with(b"W/") {
+        out.extend_from_slice(b"W/");
+    }
+    out.extend_from_slice(v);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Answers from a stored entry: its status, headers and body, with `Age` and `X-Cache`.
@@ -607,18 +648,16 @@ async fn answer_stored(
     let keep = ctx.head.keep_alive && body_ok && !shard.drain.is_on();
     ctx.cache_status = Some(how);
     let mut out = Vec::with_capacity(256 + e.headers.len() + INLINE_BODY);
-    let send_body = hit_head(&mut out, ctx, e, e.age_s(now_ns), keep);
+    let body = hit_head(&mut out, ctx, e, e.age_s(now_ns), keep);
     let gone = |_| Error::downstream(Kind::ClientGone, "writing cached answer");
-    if send_body && e.body.len() <= INLINE_BODY {
-        out.extend_from_slice(&e.body);
-        conn.write_all(out).await.map_err(gone)?;
-    } else if send_body {
+    match body {
+        Some(b) if b.len() <= INLINE_BODY => {
+            out.extend_from_slice(&b);
+            conn.write_all(out).await.map_err(gone)?;
+        }
         // The body goes out from the cache's memory in the same writev: a refcount, no copy.
-        conn.write_head_body(out, e.body.clone())
-            .await
-            .map_err(gone)?;
-    } else {
-        conn.write_all(out).await.map_err(gone)?;
+        Some(b) => conn.write_head_body(out, b).await.map_err(gone)?,
+        None => conn.write_all(out).await.map_err(gone)?,
     }
     Ok(next_after(keep, body_ok))
 }

@@ -2,6 +2,7 @@
 //! the framing re-checked and the connection returned to the pool when it can be reused.
 
 use super::*;
+use crate::gateway::compress;
 
 /// Where the cache collects a body it means to store, as it streams to the client.
 pub(crate) struct Tee {
@@ -83,7 +84,62 @@ pub(crate) async fn answer(
         && !shard.drain.is_on();
 
     let mut out = Vec::with_capacity(resp.raw.len() + 128);
-    ctx.status = response_head(&mut out, &resp, ctx, keep, upgrade, dechunk);
+    // On a compressing stage, a compressible answer of known length is read whole and sent
+    // compressed to a client that takes it.
+    let head_only = ctx.head.method == crate::syntax::Method::Head;
+    let declared = match resp.framing {
+        Framing::Length(n) => Some(n),
+        // A HEAD's answer says the length of what a GET would get.
+        _ if head_only => resp
+            .headers()
+            .find(|(n, _)| name_eq(n, b"content-length"))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok()),
+        _ => None,
+    };
+    let comp = match (&ctx.compress, declared) {
+        (Some((c, enc)), Some(n))
+            if !upgrade && compress::eligible(c, resp.status, resp.headers(), n as usize) =>
+        {
+            Some((c.clone(), enc.filter(|_| !head_only), n as usize))
+        }
+        _ => None,
+    };
+    if let Some((c, Some(enc), n)) = comp {
+        while ubuf.len() < n {
+            let want = n - ubuf.len();
+            reserve_for(&mut ubuf, want);
+            match monoio::time::timeout(integ.timeout, up.read_into(&mut ubuf)).await {
+                Ok(Ok(k)) if k > 0 => {}
+                _ => {
+                    record_failure(&target, &cfg);
+                    return Err(Error::upstream(Kind::BadGateway, "answer ended early"));
+                }
+            }
+        }
+        let body = ubuf.split_to(n).freeze();
+        if let Some(t) = tee {
+            t.push(&body);
+            t.finish();
+        }
+        let z = compress::compress(&c, enc, &body);
+        ctx.status = response_head(
+            &mut out,
+            &resp,
+            ctx,
+            (keep, upgrade, dechunk),
+            Comp::Encoded(enc, z.len()),
+        );
+        out.extend_from_slice(&z);
+        conn.write_all(out)
+            .await
+            .map_err(|_| Error::downstream(Kind::ClientGone, "writing answer"))?;
+        if resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty() {
+            checkin(&target, &cfg, up);
+        }
+        return Ok(if keep { Next::KeepAlive } else { Next::Close });
+    }
+    let comp = if comp.is_some() { Comp::Vary } else { Comp::No };
+    ctx.status = response_head(&mut out, &resp, ctx, (keep, upgrade, dechunk), comp);
     if upgrade {
         conn.write_all(out)
             .await

@@ -193,15 +193,24 @@ pub(crate) fn request_head_with(
     out
 }
 
+/// What compression does to an answer's head.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Comp {
+    No,
+    /// Not compressed for this client, but it would be for another.
+    Vary,
+    /// Compressed, to this many bytes.
+    Encoded(crate::gateway::compress::Encoding, usize),
+}
+
 /// Builds the head sent to the client from the upstream's; returns the status it says (the
 /// upstream's, unless the route's response mapping changes it).
 pub(super) fn response_head(
     out: &mut Vec<u8>,
     resp: &ResponseHead,
     ctx: &RequestCtx,
-    keep: bool,
-    upgrade: bool,
-    dechunk: bool,
+    (keep, upgrade, dechunk): (bool, bool, bool),
+    comp: Comp,
 ) -> u16 {
     let minor = ctx.head.minor;
     let mapped = crate::gateway::mapping::response_ops(ctx, resp.status);
@@ -233,6 +242,15 @@ pub(super) fn response_head(
         {
             continue;
         }
+        if let Comp::Encoded(..) = comp {
+            if name_eq(name, b"content-length") {
+                continue;
+            }
+            if name_eq(name, b"etag") {
+                crate::gateway::cached::weak_etag(out, value);
+                continue;
+            }
+        }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
@@ -243,6 +261,16 @@ pub(super) fn response_head(
     out.extend_from_slice(b"\r\n");
     if let Some(ops) = mapped {
         crate::gateway::mapping::add_headers(ops, ctx, resp.headers(), out);
+    }
+    match comp {
+        Comp::No => {}
+        Comp::Vary => crate::gateway::compress::lines(out, None),
+        Comp::Encoded(e, len) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+            out.extend_from_slice(b"\r\n");
+            crate::gateway::compress::lines(out, Some(e));
+        }
     }
     crate::gateway::cache_headers(out, ctx);
     ctx.cors_lines(out);

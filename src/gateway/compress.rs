@@ -1,0 +1,243 @@
+//! Response compression on stages with `compression`: gzip or brotli, by the client's
+//! `Accept-Encoding` (q-values honoured; brotli preferred at equal weight), for answers of a
+//! listed media type between `min_size` and `max_size` that are not encoded already and are
+//! not partial. Answers the gateway holds whole are compressed: its own (mocks, errors), cache
+//! hits (each encoding made once per entry and kept with it), and proxied answers of known
+//! length up to `max_size` (read whole first; larger or unframed ones stream as they are).
+//! Stages without it pay one branch.
+
+use std::io::Write;
+
+use crate::config::Compression;
+use crate::http::h1::RequestHead;
+
+/// A content coding Tollgate writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    Gzip,
+    Br,
+}
+
+impl Encoding {
+    pub(crate) fn token(self) -> &'static str {
+        match self {
+            Encoding::Gzip => "gzip",
+            Encoding::Br => "br",
+        }
+    }
+
+    /// Index into per-encoding storage.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The encoding the client accepts best, if any (RFC 9110 12.5.3).
+pub(crate) fn accepted(head: &RequestHead) -> Option<Encoding> {
+    let mut best: Option<(u16, Encoding)> = None;
+    let mut star: Option<u16> = None;
+    for v in head
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"accept-encoding"))
+        .map(|(_, v)| v)
+    {
+        for item in v.split(|&b| b == b',') {
+            let mut parts = item.split(|&b| b == b';');
+            let coding = parts.next().unwrap_or_default().trim_ascii();
+            let q = parts
+                .find_map(|p| {
+                    let p = p.trim_ascii();
+                    let v = p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q="))?;
+                    std::str::from_utf8(v).ok()?.parse::<f32>().ok()
+                })
+                .unwrap_or(1.0);
+            let q = (q.clamp(0.0, 1.0) * 1000.0) as u16;
+            let enc = if coding.eq_ignore_ascii_case(b"br") {
+                Encoding::Br
+            } else if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip")
+            {
+                Encoding::Gzip
+            } else {
+                if coding == b"*" {
+                    star = Some(q);
+                }
+                continue;
+            };
+            let better = match best {
+                None => true,
+                Some((bq, be)) => {
+                    q > bq || (q == bq && enc == Encoding::Br && be == Encoding::Gzip)
+                }
+            };
+            if q > 0 && better {
+                best = Some((q, enc));
+            }
+        }
+    }
+    best.map(|(_, e)| e).or(match star {
+        Some(q) if q > 0 => Some(Encoding::Gzip),
+        _ => None,
+    })
+}
+
+/// Whether an answer would be compressed for a client that accepts it: a status with a
+/// whole body, a listed type, no encoding yet, and a size within bounds.
+pub(crate) fn eligible<'h>(
+    c: &Compression,
+    status: u16,
+    mut headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    len: usize,
+) -> bool {
+    if !matches!(status, 200..=203 | 400..=599)
+        || (len as u64) < c.min_size
+        || (len as u64) > c.max_size
+    {
+        return false;
+    }
+    let mut typed = false;
+    for (n, v) in headers.by_ref() {
+        if n.eq_ignore_ascii_case(b"content-encoding")
+            && !v.trim_ascii().eq_ignore_ascii_case(b"identity")
+        {
+            return false;
+        }
+        if n.eq_ignore_ascii_case(b"content-range") {
+            return false;
+        }
+        if n.eq_ignore_ascii_case(b"cache-control") && crate::http::has_token(v, b"no-transform") {
+            return false;
+        }
+        if n.eq_ignore_ascii_case(b"content-type") {
+            typed = c.type_matches(v);
+        }
+    }
+    typed
+}
+
+/// `body` compressed.
+pub(crate) fn compress(c: &Compression, enc: Encoding, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() / 3 + 64);
+    match enc {
+        Encoding::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(&mut out, flate2::Compression::new(c.level));
+            let _ = e.write_all(body);
+            let _ = e.finish();
+        }
+        Encoding::Br => {
+            // Quality 1..11 from level 1..9; a 64 KiB window is plenty for answers of this size.
+            let quality = (c.level + c.level / 4).min(11);
+            let mut w = brotli::CompressorWriter::new(&mut out, 16 << 10, quality, 16);
+            let _ = w.write_all(body);
+            let _ = w.flush();
+            drop(w);
+        }
+    }
+    out
+}
+
+/// The header lines of a compressed answer: its coding, and that it depends on what the
+/// client accepts.
+pub(crate) fn lines(out: &mut Vec<u8>, enc: Option<Encoding>) {
+    if let Some(e) = enc {
+        out.extend_from_slice(b"content-encoding: ");
+        out.extend_from_slice(e.token().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"vary: accept-encoding\r\n");
+}
+
+/// A request body in `content-encoding` gzip or br, decoded up to `max` bytes (`None`: over
+/// it — a compression bomb); identity bodies are returned as they are.
+pub(crate) fn decode_request<'b>(
+    coding: Option<&[u8]>,
+    body: &'b [u8],
+    max: u64,
+) -> Result<std::borrow::Cow<'b, [u8]>, DecodeError> {
+    use std::io::Read;
+    let Some(c) = coding
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.eq_ignore_ascii_case(b"identity"))
+    else {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    };
+    let mut out = Vec::new();
+    let limit = max + 1;
+    let read = if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") {
+        flate2::read::GzDecoder::new(body)
+            .take(limit)
+            .read_to_end(&mut out)
+    } else if c.eq_ignore_ascii_case(b"br") {
+        brotli::Decompressor::new(body, 16 << 10)
+            .take(limit)
+            .read_to_end(&mut out)
+    } else {
+        return Err(DecodeError::Unsupported);
+    };
+    match read {
+        Ok(_) if out.len() as u64 > max => Err(DecodeError::TooLarge),
+        Ok(_) => Ok(std::borrow::Cow::Owned(out)),
+        Err(_) => Err(DecodeError::Corrupt),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    TooLarge,
+    Corrupt,
+    Unsupported,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(ae: &str) -> RequestHead {
+        let raw = format!("GET / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: {ae}\r\n\r\n");
+        let (len, parts) = crate::http::h1::parse_request(raw.as_bytes(), 1 << 14)
+            .unwrap()
+            .unwrap();
+        parts.into_head(bytes::Bytes::copy_from_slice(&raw.as_bytes()[..len]))
+    }
+
+    #[test]
+    fn accept_encoding_is_weighed() {
+        assert_eq!(accepted(&head("gzip, deflate, br")), Some(Encoding::Br));
+        assert_eq!(
+            accepted(&head("gzip;q=1.0, br;q=0.5")),
+            Some(Encoding::Gzip)
+        );
+        assert_eq!(accepted(&head("br;q=0, gzip;q=0")), None);
+        assert_eq!(accepted(&head("identity")), None);
+        assert_eq!(accepted(&head("*")), Some(Encoding::Gzip));
+        assert_eq!(accepted(&head("deflate")), None);
+    }
+
+    #[test]
+    fn both_codings_round_trip_and_bombs_are_bounded() {
+        let c = Compression {
+            min_size: 0,
+            max_size: 1 << 20,
+            types: vec!["text/*".into()],
+            level: 5,
+        };
+        let body = "hello hello hello ".repeat(200);
+        for (enc, name) in [(Encoding::Gzip, &b"gzip"[..]), (Encoding::Br, &b"br"[..])] {
+            let z = compress(&c, enc, body.as_bytes());
+            assert!(z.len() < body.len() / 5, "{enc:?}");
+            assert_eq!(
+                &*decode_request(Some(name), &z, 1 << 20).unwrap(),
+                body.as_bytes()
+            );
+            assert_eq!(
+                decode_request(Some(name), &z, 100),
+                Err(DecodeError::TooLarge)
+            );
+        }
+        assert_eq!(
+            decode_request(Some(b"gzip"), b"not gzip", 100),
+            Err(DecodeError::Corrupt)
+        );
+        assert!(c.type_matches(b"text/html; charset=utf-8"));
+        assert!(!c.type_matches(b"image/png"));
+    }
+}

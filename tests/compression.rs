@@ -1,0 +1,201 @@
+//! Response compression (a stage's `compression`): gzip and brotli by Accept-Encoding, for
+//! proxied, cached and mock answers, with `Vary: Accept-Encoding` and weak ETags; never for
+//! small, already-encoded, unlisted or unframed answers; cache entries stored once and each
+//! encoding made once. Request bodies a validator reads are decoded, and a bomb gets 413.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::*;
+
+fn json_body(n: usize) -> String {
+    let mut s = String::from("[");
+    while s.len() < n {
+        s.push_str("{\"name\":\"rex\",\"tag\":\"dog\"},");
+    }
+    s.push_str("{}]");
+    s
+}
+
+fn gateway(up: &Upstream, stage: &str) -> Gw {
+    Gw::start(
+        &Cfg::new()
+            .limits("max_body = \"64KiB\"")
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
+            .stage_extra(format!("compression = {{ min_size = \"1KiB\" }}\n{stage}"))
+            .api_extra(
+                "\n  [[apis.models]]\n  name = \"Any\"\n  schema = '{\"type\": \"object\", \"required\": [\"name\"]}'\n",
+            )
+            .route("GET /{what}", "integration = { type = \"http\", uri = \"http://up/{what}\" }")
+            .route(
+                "GET /mock/big",
+                format!("integration = {{ type = \"mock\", body = '{}', headers = {{ \"content-type\" = \"application/json\" }} }}", json_body(3000)),
+            )
+            .route(
+                "POST /check",
+                "request_validator = \"body\"\nrequest_models = { \"application/json\" = \"Any\" }\nintegration = { type = \"mock\", body = \"valid\" }",
+            )
+            .toml(),
+    )
+}
+
+fn upstream() -> Upstream {
+    Upstream::start(|s| {
+        let body = json_body(4000);
+        let (ct, extra, body) = match s.target.as_str() {
+            "/small" => ("application/json", "", "{}".to_string()),
+            "/png" => ("image/png", "", body),
+            "/encoded" => ("application/json", "Content-Encoding: gzip\r\n", body),
+            "/chunked" => {
+                return Action::Raw(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len()).into_bytes())
+            }
+            _ => ("application/json", "ETag: \"v1\"\r\nCache-Control: max-age=60\r\n", body),
+        };
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    })
+}
+
+fn req(g: &Gw, method: &str, path: &str, ae: &str) -> Resp {
+    let ae = if ae.is_empty() {
+        String::new()
+    } else {
+        format!("Accept-Encoding: {ae}\r\n")
+    };
+    Client::connect(g.addr()).request(
+        format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{ae}Connection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn gunzip(b: &[u8]) -> String {
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(b)
+        .read_to_string(&mut s)
+        .unwrap();
+    s
+}
+
+fn unbrotli(b: &[u8]) -> String {
+    let mut s = String::new();
+    brotli::Decompressor::new(b, 4096)
+        .read_to_string(&mut s)
+        .unwrap();
+    s
+}
+
+#[test]
+fn proxied_and_mock_answers_are_compressed_for_clients_that_take_it() {
+    let up = upstream();
+    let g = gateway(&up, "");
+    let plain = json_body(4000);
+    let r = req(&g, "GET", "/pets", "gzip, deflate");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header("vary"), Some("accept-encoding"));
+    assert_eq!(
+        r.header("etag"),
+        Some("W/\"v1\""),
+        "a compressed body's ETag is weak"
+    );
+    assert_eq!(
+        r.header("content-length"),
+        Some(r.body.len().to_string().as_str())
+    );
+    assert!(r.body.len() < plain.len() / 4);
+    assert_eq!(gunzip(&r.body), plain);
+
+    let r = req(&g, "GET", "/pets", "gzip;q=0.5, br");
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert_eq!(unbrotli(&r.body), plain);
+
+    // A client that takes neither: the plain body, and a Vary that says why.
+    let r = req(&g, "GET", "/pets", "");
+    assert_eq!(
+        (r.header("content-encoding"), r.header("vary")),
+        (None, Some("accept-encoding"))
+    );
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    assert_eq!(r.text(), plain);
+
+    // Not compressed: too small, a type not listed, already encoded, no length (streamed).
+    for path in ["/small", "/png", "/chunked"] {
+        let r = req(&g, "GET", path, "gzip, br");
+        assert_eq!(r.header("content-encoding"), None, "{path}");
+        assert_eq!(r.header("vary"), None, "{path}");
+    }
+    let r = req(&g, "GET", "/encoded", "br");
+    assert_eq!(
+        r.header("content-encoding"),
+        Some("gzip"),
+        "the upstream's own"
+    );
+
+    // The gateway's own answers too; HEAD gets the headers without an encoding.
+    let r = req(&g, "GET", "/mock/big", "gzip");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&r.body), json_body(3000));
+    let mut c = Client::connect(g.addr());
+    c.send(b"HEAD /pets HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n");
+    let r = c.read_response(true).unwrap();
+    assert_eq!(
+        (r.header("content-encoding"), r.header("vary")),
+        (None, Some("accept-encoding"))
+    );
+}
+
+#[test]
+fn cached_answers_are_stored_once_and_each_encoding_made_once() {
+    let up = upstream();
+    let g = gateway(&up, "cache = { ttl = \"300s\", capacity = \"1MiB\" }");
+    let plain = json_body(4000);
+    let a = req(&g, "GET", "/pets", "gzip");
+    assert_eq!(
+        (a.header("x-cache"), a.header("content-encoding")),
+        (Some("Miss"), Some("gzip"))
+    );
+    for _ in 0..2 {
+        let b = req(&g, "GET", "/pets", "br");
+        assert_eq!(
+            (b.header("x-cache"), b.header("content-encoding")),
+            (Some("Hit"), Some("br"))
+        );
+        assert_eq!(unbrotli(&b.body), plain);
+    }
+    let c = req(&g, "GET", "/pets", "");
+    assert_eq!(
+        (c.header("x-cache"), c.header("content-encoding")),
+        (Some("Hit"), None)
+    );
+    assert_eq!(c.text(), plain);
+    let d = req(&g, "GET", "/pets", "gzip");
+    assert_eq!(gunzip(&d.body), plain);
+    assert_eq!(up.count(), 1, "one upstream request, one stored entry");
+}
+
+#[test]
+fn encoded_request_bodies_are_decoded_for_validation_and_bombs_stop_at_max_body() {
+    let up = upstream();
+    let g = gateway(&up, "");
+    let post = |body: &[u8], coding: &str| {
+        let mut raw = format!("POST /check HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Encoding: {coding}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+        raw.extend_from_slice(body);
+        Client::connect(g.addr()).request(&raw)
+    };
+    let gz = |b: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    };
+    assert_eq!(post(&gz(br#"{"name":"rex"}"#), "gzip").text(), "valid");
+    assert_eq!(post(&gz(br#"{"tag":"x"}"#), "gzip").status, 400);
+    assert_eq!(post(b"not gzip at all", "gzip").status, 400);
+    // 10 MiB of zeros in a few KiB: decoding stops at limits.max_body (64 KiB).
+    let bomb = gz(&vec![b'0'; 10 << 20]);
+    assert!(bomb.len() < 64 << 10);
+    assert_eq!(post(&bomb, "gzip").status, 413);
+}
