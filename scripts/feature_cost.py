@@ -4,7 +4,9 @@ rounds; one worker pinned to CPU 1, wrk on CPU 0. Prints CPU µs per request (ut
 the gateway over requests served) and req/s for each, and the ratio.
 
 Features: `policy` (a five-entry resource policy), `cors` (an API's CORS configuration,
-every request carrying an allowed Origin: the answer gets its CORS headers), `jwt` (a JWT authorizer, every request
+every request carrying an allowed Origin: the answer gets its CORS headers), `validation` (a route checking a 1 KiB JSON body against a model; both runs POST it),
+`compression` (a stage compressing a 2 KiB JSON mock answer with gzip for every request;
+both runs ask for gzip), `jwt` (a JWT authorizer, every request
 carrying the same RS256 token: the shard's token cache answers after the first; the keys come
 from a local JWKS server, and the token is signed here with the test fixtures' key),
 `external` (a request authorizer whose answer the node caches: one call, then cache hits),
@@ -147,7 +149,27 @@ def feature_keys(feature, on, port):
 """
 
 
-def conf(tmp, port, keys, top="", route=""):
+# A 1 KiB JSON body (validation) and a 2 KiB JSON answer (compression).
+PET_1K = json.dumps({"name": "rex", "tag": "dog", "notes": ["n" * 60 for _ in range(14)]})
+ANSWER_2K = json.dumps([{"name": "rex", "tag": "dog", "id": i} for i in range(50)])
+PET_SCHEMA = ('{"type":"object","required":["name"],"properties":{"name":{"type":"string"},'
+              '"tag":{"type":"string"},"notes":{"type":"array","items":{"type":"string","maxLength":100}}}}')
+
+
+def variant(feature, on):
+    """(api keys, route key, route keys, stage keys, mock body) of the body-shaped features."""
+    if feature == "validation":
+        model = f"[[apis.models]]\nname = \"Pet\"\nschema = '{PET_SCHEMA}'\n"
+        route = 'request_validator = "body"\n  request_models = { "application/json" = "Pet" }' if on else ""
+        return model, "POST /m", route, "", "ok"
+    if feature == "compression":
+        stage = 'compression = { min_size = "1KiB" }' if on else ""
+        return "", "GET /m", 'integration = { type = "mock", body = \'' + ANSWER_2K + '\', headers = { "content-type" = "application/json" } }', stage, None
+    raise ValueError(feature)
+
+
+def conf(tmp, port, keys, top="", route="", route_key="GET /m", stage="", body="ok"):
+    integration = f'integration = {{ type = "mock", body = "{body}" }}' if body is not None else ""
     path = os.path.join(tmp, f"gw-{port}.toml")
     with open(path, "w") as f:
         f.write(f"""
@@ -163,10 +185,11 @@ name = "a"
 {keys}
   [[apis.stages]]
   name = "p"
+  {stage}
   [[apis.routes]]
-  route = "GET /m"
+  route = "{route_key}"
   {route}
-  integration = {{ type = "mock", body = "ok" }}
+  {integration}
 [[domains]]
 host = "*"
 mappings = [{{ base_path = "", api = "a", stage = "p" }}]
@@ -211,7 +234,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--bin-without", default=None, help="the binary of the rounds without (default --bin)")
-    ap.add_argument("--feature", choices=["policy", "cors", "jwt", "external", "iam", "accesslog", "observe", "trace100"], default="policy")
+    ap.add_argument("--feature", choices=["policy", "cors", "validation", "compression", "jwt", "external", "iam", "accesslog", "observe", "trace100"], default="policy")
     a = ap.parse_args()
     # This process (the collector sink, the authorizer, the JWKS server) shares CPU 0 with wrk.
     os.sched_setaffinity(0, {0})
@@ -226,6 +249,14 @@ def main():
     if a.feature == "cors":
         # Both runs get the header; only the "with" API answers it.
         wrk_args = ["-H", "Origin: https://app.example.test"]
+    if a.feature == "validation":
+        # Both runs POST the same 1 KiB JSON body; only the "with" route checks it.
+        script = os.path.join(tmp, "post.lua")
+        with open(script, "w") as f:
+            f.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(PET_1K)}\nwrk.headers["Content-Type"] = "application/json"\n')
+        wrk_args = ["-s", script]
+    if a.feature == "compression":
+        wrk_args = ["-H", "Accept-Encoding: gzip"]
     hz = os.sysconf("SC_CLK_TCK")
     results = {"without": [], "with": []}
     for r in range(a.rounds):
@@ -238,6 +269,9 @@ def main():
             elif a.feature in ("accesslog", "observe", "trace100"):
                 top = observe_top(a.feature, tmp, port, jwks_port) if name == "with" else ""
                 path = conf(tmp, port, "", top)
+            elif a.feature in ("validation", "compression"):
+                keys, rkey, route, stage, body = variant(a.feature, name == "with")
+                path = conf(tmp, port, keys, route=route, route_key=rkey, stage=stage, body=body)
             else:
                 path = conf(tmp, port, feature_keys(a.feature, name == "with", jwks_port))
             binary = a.bin_without if (name == "without" and a.bin_without) else a.bin

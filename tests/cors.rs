@@ -145,8 +145,13 @@ fn every_answer_carries_the_apis_headers_not_the_integrations() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("access-control-allow-origin"), None);
     // Errors and mocks carry them too (a browser can read why it was refused).
-    for (path, status) in [("/keyed", 403), ("/missing", 404), ("/mock", 200)] {
-        let r = req(&g, "GET", path, origin);
+    for (path, status, extra) in [
+        ("/keyed", 403, ""),
+        ("/missing", 404, ""),
+        ("/mock", 200, ""),
+        ("/pets", 413, "Content-Length: 99999999999\r\n"),
+    ] {
+        let r = req(&g, "GET", path, &format!("{origin}{extra}"));
         assert_eq!(r.status, status, "{path}");
         assert_eq!(
             all(&r, "access-control-allow-origin"),

@@ -170,3 +170,38 @@ fn mappings_go_through_openapi_export_and_import() {
         ""
     );
 }
+
+#[test]
+fn values_from_the_request_cannot_escape_their_place() {
+    let up = Upstream::echo();
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
+            .route(
+                "GET /f/{id}",
+                r#"request_parameters = { "overwrite:path" = "/users/$request.querystring.u/$request.path.id", "overwrite:querystring.q" = "$request.querystring.q", "append:header.x-h" = "$request.querystring.h" }
+integration = { type = "http", uri = "http://up/x" }"#,
+            )
+            .toml(),
+    );
+    let r = get(
+        g.addr(),
+        "/f/7?u=..&q=a%26admin%3Dtrue&h=x%0D%0Ainjected:%201",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &up.requests()[0];
+    // A dot segment and an `&` from the query stay inside their component.
+    assert_eq!(
+        seen.target,
+        "/users/%2E%2E/7?u=..&h=x%0D%0Ainjected:%201&q=a%26admin%3Dtrue"
+    );
+    assert_eq!(seen.header("x-h"), Some("xinjected: 1"));
+    assert_eq!(seen.header("injected"), None);
+    let r = get(g.addr(), "/f/7?u=a/b");
+    assert_eq!(r.status, 200);
+    assert!(
+        up.requests()[1].target.starts_with("/users/a%2Fb/7"),
+        "{}",
+        up.requests()[1].target
+    );
+}

@@ -140,9 +140,14 @@ impl Validator {
             let Some(code) = status
                 .parse::<u16>()
                 .ok()
-                .filter(|c| (100..=599).contains(c))
+                // 1xx, 204 and 304 answers have no body to frame under another status.
+                .filter(|c| (200..=599).contains(c) && *c != 204 && *c != 304)
             else {
-                self.bad(&skey, status, "an integration status code from 100 to 599");
+                self.bad(
+                    &skey,
+                    status,
+                    "an integration status code from 200 to 599 other than 204 and 304",
+                );
                 continue;
             };
             let ops = ops

@@ -76,9 +76,13 @@ impl Validator {
             }
             let status = match r.status {
                 None => None,
-                Some(s) if (100..=599).contains(&s) => Some(s as u16),
+                Some(s) if (200..=599).contains(&s) && s != 204 && s != 304 => Some(s as u16),
                 Some(s) => {
-                    self.bad(&format!("{rkey}.status"), s, "a status from 100 to 599");
+                    self.bad(
+                        &format!("{rkey}.status"),
+                        s,
+                        "a status from 200 to 599 other than 204 and 304 (the answer has a body)",
+                    );
                     None
                 }
             };

@@ -11,7 +11,10 @@ use crate::http::conn::Conn;
 use crate::shard::ShardSnap;
 use crate::snapshot::HttpIntegration;
 use crate::syntax::mapping::{body_text, Action, Piece, Source, Target};
-use crate::syntax::path::encode_segment;
+use crate::syntax::path::{encode_component, encode_segment};
+
+/// The largest body `$request.body.PATH` reads (Amazon API Gateway's 100 KB).
+const MAX_BODY_PATH: usize = 100 << 10;
 
 /// What the mapping changes in the upstream request.
 #[derive(Debug, Default)]
@@ -62,11 +65,18 @@ pub(crate) async fn prepare(
     }
     let body = if map.reads_body() {
         let len = super::validate::read_body(ss, conn, ctx).await?;
-        Some(super::validate::decoded(ss, ctx, &conn.buf[..len])?.into_owned())
+        // A body that does not decode maps as empty (the request still goes on as sent).
+        super::validate::decoded(ss, ctx, &conn.buf[..len])
+            .ok()
+            .map(|b| b.into_owned())
     } else {
         None
     };
-    let json = body.as_deref().and_then(|b| serde_json::from_slice(b).ok());
+    // As Amazon API Gateway: JSON paths read the first 100 KiB of the body at most.
+    let json = body
+        .as_deref()
+        .filter(|b| b.len() <= MAX_BODY_PATH)
+        .and_then(|b| serde_json::from_slice(b).ok());
     let params = &ss.snap.config.apis[m.api].routes[m.route].params;
     let src = RequestSources {
         ctx,
@@ -150,7 +160,7 @@ fn edit_query(client: &[u8], ops: &[(Action, &str, Vec<u8>)]) -> Vec<u8> {
         if !out.is_empty() {
             out.push(b'&');
         }
-        encode_segment(n, &mut out);
+        encode_component(n.as_bytes(), &mut out);
         out.push(b'=');
         out.extend_from_slice(v);
     }
@@ -174,7 +184,23 @@ impl RequestSources<'_> {
                 Piece::Lit(l) => v.extend_from_slice(l.as_bytes()),
                 Piece::Src(s) => self.source(s, &mut v),
             }
-            write_escaped(&v, into, out);
+            // In a path, only the written text and the request's own path keep their `/`:
+            // a value from a header, the query or the body stays one segment, and cannot be
+            // a dot segment.
+            let whole_path = matches!(
+                p,
+                Piece::Lit(_) | Piece::Src(Source::Path | Source::PathVar(_))
+            );
+            match into {
+                Into::Path if !whole_path => {
+                    if v == b"." || v == b".." {
+                        out.extend(v.iter().flat_map(|_| *b"%2E"));
+                    } else {
+                        encode_component(&v, out);
+                    }
+                }
+                _ => write_escaped(&v, into, out),
+            }
         }
     }
 
@@ -270,7 +296,8 @@ fn write_escaped(v: &[u8], into: Into, out: &mut Vec<u8>) {
                 .copied()
                 .filter(|&b| b != b'\r' && b != b'\n' && b != 0),
         ),
-        Into::Query => encode_segment(&String::from_utf8_lossy(v), out),
+        // A query value stays one value: `&`, `=`, `+`, `;` and `#` are escaped too.
+        Into::Query => encode_component(v, out),
         Into::Path => {
             for (i, part) in v.split(|&b| b == b'/').enumerate() {
                 if i > 0 {

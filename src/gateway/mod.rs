@@ -108,8 +108,6 @@ async fn run_phases(
     ctx: &mut RequestCtx,
 ) -> Result<Outcome, Error> {
     let snap = &ss.snap;
-    check_body_size(ctx, snap.limits.max_body)?;
-    check_header_names(ctx, snap.limits.underscores_in_headers)?;
     normalise_path(ctx)?;
     resolve_stage(ss, conn.listener, ctx)?;
     canary(shard, ss, ctx);
@@ -125,6 +123,9 @@ async fn run_phases(
     if let Some(a) = cors(ss, ctx) {
         return Ok(Outcome::Answer(a));
     }
+    // After the stage: these refusals carry the API's CORS headers and gateway responses.
+    check_body_size(ctx, snap.limits.max_body)?;
+    check_header_names(ctx, snap.limits.underscores_in_headers)?;
     let m = match_route(ss, ctx)?;
     if let Some(t) = ctx.trace.as_mut() {
         t.decide(snap.apis[m.api].trace_sample[m.stage]);

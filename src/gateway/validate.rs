@@ -15,6 +15,8 @@ use crate::shard::ShardSnap;
 
 /// Schema errors named in a refusal's reason (the rest are counted).
 const MAX_REASONS: usize = 5;
+/// Bytes of each reason kept.
+const MAX_REASON_BYTES: usize = 200;
 
 /// Checks the request against its route's validation (400 when it fails).
 pub(crate) async fn check(
@@ -68,11 +70,24 @@ pub(crate) async fn check(
     let Some(first) = errors.next() else {
         return Ok(());
     };
-    let mut why: Vec<String> = vec![first.to_string()];
+    // Each reason is cut short: a schema error quotes the value, which may be most of the body.
+    let short = |e: &dyn std::fmt::Display| {
+        let mut s = e.to_string();
+        if s.len() > MAX_REASON_BYTES {
+            let mut cut = MAX_REASON_BYTES;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            s.push_str("...");
+        }
+        s
+    };
+    let mut why: Vec<String> = vec![short(&first)];
     let mut more = 0usize;
     for e in errors {
         if why.len() < MAX_REASONS {
-            why.push(e.to_string());
+            why.push(short(&e));
         } else {
             more += 1;
         }

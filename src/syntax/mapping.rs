@@ -258,6 +258,18 @@ mod tests {
                 ])),
             ]
         );
+        // Unbraced, as Amazon writes it: an index continues the reference.
+        assert_eq!(
+            parse_value("$request.body.items[2].id!", false).unwrap(),
+            [
+                Piece::Src(Source::Body(vec![
+                    Step::Key("items".into()),
+                    Step::Index(2),
+                    Step::Key("id".into())
+                ])),
+                Piece::Lit("!".into()),
+            ]
+        );
         for bad in [
             "$request.body..a",
             "$request.cookie.a",

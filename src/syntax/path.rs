@@ -158,6 +158,19 @@ pub fn normalise(path: &[u8]) -> Result<Segments, PathError> {
     Ok(s)
 }
 
+/// Percent-encodes a value that must stay one component (a query name or value, a path
+/// segment from untrusted text): everything but RFC 3986 unreserved characters.
+pub(crate) fn encode_component(v: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in v {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        }
+    }
+}
+
 /// Percent-encodes one decoded path segment for the upstream request: everything but RFC
 /// 3986 unreserved characters and the sub-delims that are safe in a segment.
 pub(crate) fn encode_segment(seg: &str, out: &mut Vec<u8>) {

@@ -124,6 +124,14 @@ pub(crate) fn lex(s: &str) -> Result<Vec<Token>, String> {
                 while b.get(j).copied().is_some_and(ident_char) {
                     j += 1;
                 }
+                // `[0]`: an index (`$request.body.items[0].id`).
+                if b.get(j) == Some(&b'[') {
+                    let digits = b[j + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    if digits > 0 && b.get(j + 1 + digits) == Some(&b']') {
+                        j += digits + 2;
+                        continue;
+                    }
+                }
                 if b.get(j) == Some(&b'.') && b.get(j + 1).copied().is_some_and(ident_start) {
                     j += 1;
                     continue;
