@@ -72,6 +72,11 @@ pub(crate) enum Kind {
     InvalidBody(Box<str>),
     /// Parameters the route requires are missing (400): their names, comma-separated.
     MissingParameters(Box<str>),
+    /// A mapping template failed (500): why, for the logs.
+    TemplateFailed(Box<str>),
+    /// No request template for the body's content type, and the passthrough behaviour
+    /// refuses it (415).
+    UnsupportedMediaType,
     /// The client went away; nothing can be written.
     ClientGone,
 }
@@ -101,6 +106,8 @@ impl Kind {
             Kind::Throttled(_) => "THROTTLED",
             Kind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             Kind::InvalidBody(_) => "BAD_REQUEST_BODY",
+            Kind::TemplateFailed(_) => "API_CONFIGURATION_ERROR",
+            Kind::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Kind::MissingParameters(_) => "BAD_REQUEST_PARAMETERS",
             Kind::ClientGone => "CLIENT_CLOSED",
         }
@@ -162,7 +169,8 @@ impl Error {
             | Kind::InsufficientScope(_)
             | Kind::AccessDenied(_)
             | Kind::Iam { .. } => 403,
-            Kind::AuthorizerFailed { .. } => 500,
+            Kind::AuthorizerFailed { .. } | Kind::TemplateFailed(_) => 500,
+            Kind::UnsupportedMediaType => 415,
             Kind::Throttled(_) | Kind::QuotaExceeded { .. } => 429,
             Kind::ClientGone => 499,
         }
@@ -199,6 +207,8 @@ impl Error {
             Kind::Unauthorized(_) => "Unauthorized",
             Kind::AccessDenied(m) => m,
             Kind::InvalidBody(_) => "Invalid request body",
+            Kind::TemplateFailed(_) => "Internal server error",
+            Kind::UnsupportedMediaType => "Unsupported Media Type",
             Kind::AuthorizerFailed { .. } => "Internal Server Error",
             Kind::Throttled(_) => "Too Many Requests",
             Kind::QuotaExceeded { .. } => "Limit Exceeded",

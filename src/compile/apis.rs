@@ -259,7 +259,12 @@ fn cache_policy(r: &Route, s: &Stage, c: &Arc<StageCache>) -> Option<CachePolicy
         MethodSel::One(m) => m == Method::Get || m == Method::Head,
     };
     let rc = r.cache.as_ref();
-    if !cacheable_method || rc.is_some_and(|rc| !rc.enabled) {
+    // An integration response renders each answer: nothing stored to serve it from.
+    let rendered = r
+        .transform
+        .as_ref()
+        .is_some_and(|t| !t.responses.is_empty());
+    if !cacheable_method || rendered || rc.is_some_and(|rc| !rc.enabled) {
         return None;
     }
     Some(CachePolicy {

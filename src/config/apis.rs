@@ -118,6 +118,9 @@ pub struct Route {
     /// Parameter mapping, checked (`None`: none).
     #[serde(skip)]
     pub mapping: Option<ParamMapping>,
+    /// The integration's mapping templates and responses (`None`: none).
+    #[serde(skip)]
+    pub transform: Option<std::sync::Arc<Transform>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -377,6 +380,13 @@ impl Validator {
         let cache = r
             .cache
             .and_then(|c| self.route_cache(&format!("{rkey}.cache"), c, &params));
+        let mut integ = integ;
+        let transform = self.transform(
+            &ikey,
+            std::mem::take(&mut integ.request_templates),
+            integ.passthrough_behavior.take(),
+            std::mem::take(&mut integ.responses),
+        );
         let integration = self.integration(&ikey, integ, &params, limits, upstreams, stages)?;
         let (request_parameters, response_parameters) =
             (r.request_parameters, r.response_parameters);
@@ -405,6 +415,7 @@ impl Validator {
             request_parameters,
             response_parameters,
             mapping,
+            transform,
         })
     }
 

@@ -383,6 +383,24 @@ pub(crate) struct IntegrationFile {
     pub headers: BTreeMap<String, String>,
     pub status: Option<i64>,
     pub body: Option<String>,
+    /// Mapping templates by content type.
+    #[serde(default)]
+    pub request_templates: BTreeMap<String, String>,
+    pub passthrough_behavior: Option<String>,
+    #[serde(default)]
+    pub responses: Vec<IntegrationResponseFile>,
+}
+
+/// One of an integration's `responses`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IntegrationResponseFile {
+    pub selection_pattern: Option<String>,
+    pub status: Option<i64>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub templates: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,7 @@ mod responses;
 mod runtime;
 mod server;
 pub(crate) mod target;
+mod transform;
 pub(crate) mod units;
 mod upstreams;
 pub(crate) use apis::*;
@@ -37,6 +38,7 @@ pub(crate) use plans::*;
 pub(crate) use responses::*;
 pub(crate) use runtime::*;
 pub use server::*;
+pub(crate) use transform::*;
 pub(crate) use upstreams::*;
 
 use std::collections::{BTreeMap, HashSet};

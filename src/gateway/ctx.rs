@@ -148,6 +148,8 @@ pub struct RequestCtx {
     pub(crate) response_map: Option<super::mapping::ResponseMap>,
     /// The stage's compression, and the encoding the client takes best (set on stages with
     /// `compression`).
+    /// The route's integration responses, with what their templates read.
+    pub(crate) transform: Option<super::transform::Kept>,
     pub(crate) compress: Option<(
         std::sync::Arc<crate::config::Compression>,
         Option<super::compress::Encoding>,
@@ -194,6 +196,7 @@ impl RequestCtx {
             edits: None,
             response_map: None,
             compress: None,
+            transform: None,
         }
     }
 

@@ -149,6 +149,26 @@ async fn write_answer(
     let keep = ctx.head.keep_alive && may_keep && body_ok && !draining;
     ctx.status = a.status;
     let head_only = ctx.head.method == Method::Head;
+    let extra = answer_lines(ctx, &mut a, head_only);
+    let mut out = Vec::with_capacity(256 + a.body.len());
+    a.render(
+        &mut out,
+        ctx.head.minor,
+        ctx.request_id.as_str(),
+        &extra,
+        keep,
+        head_only,
+    );
+    if conn.write_all(out).await.is_err() {
+        return Next::Close;
+    }
+    next_after(keep, body_ok)
+}
+
+/// What an answer the gateway made gets from the request: its `RateLimit-*` and CORS lines
+/// (a mock's own CORS headers give way to the API's), and compression. Returns the extra
+/// header lines.
+pub(crate) fn answer_lines(ctx: &RequestCtx, a: &mut Answer, head_only: bool) -> Vec<u8> {
     let mut extra = Vec::new();
     if let (true, Some(r)) = (a.ratelimit, &ctx.ratelimit) {
         ratelimit_headers(&mut extra, r);
@@ -179,19 +199,7 @@ async fn write_answer(
             super::compress::lines(&mut extra, enc);
         }
     }
-    let mut out = Vec::with_capacity(256 + a.body.len());
-    a.render(
-        &mut out,
-        ctx.head.minor,
-        ctx.request_id.as_str(),
-        &extra,
-        keep,
-        head_only,
-    );
-    if conn.write_all(out).await.is_err() {
-        return Next::Close;
-    }
-    next_after(keep, body_ok)
+    extra
 }
 
 /// A request head that could not be parsed (400, 408, 431): answered, counted, and the

@@ -26,6 +26,7 @@ pub(crate) mod proxy;
 pub(crate) mod record;
 pub(crate) mod responses;
 pub(crate) mod target;
+pub(crate) mod transform;
 pub(crate) mod validate;
 
 use std::rc::Rc;
@@ -143,13 +144,26 @@ async fn run_phases(
     if let IntegrationRt::Http(h) = &r.per_stage[m.stage] {
         mapping::prepare(ss, conn, ctx, m, h).await?;
     }
+    let http = matches!(r.per_stage[m.stage], IntegrationRt::Http(_));
+    transform::request(ss, conn, ctx, m, http).await?;
     // An unsafe method on a stage with an http-mode cache invalidates what it changed.
     let invalidates = api.caches[m.stage]
         .as_ref()
         .filter(|c| c.mode == CacheMode::Http && !ctx.head.method.is_safe());
     match (&r.per_stage[m.stage], &r.cache[m.stage], invalidates) {
         (IntegrationRt::Mock(mock), _, _) => {
-            Ok(Outcome::Answer(answers::mock(ctx, &conn.peer_ip, mock)))
+            let a = answers::mock(ctx, &conn.peer_ip, mock);
+            match &ctx.transform {
+                Some((t, vars)) => {
+                    let ct = crate::http::h1::header_lines(&a.headers)
+                        .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
+                        .map(|(_, v)| v.to_vec())
+                        .or_else(|| a.content_type.map(|c| c.as_bytes().to_vec()));
+                    let out = transform::respond(t, vars, a.status, ct.as_deref(), &a.body)?;
+                    Ok(Outcome::Answer(out.unwrap_or(a)))
+                }
+                None => Ok(Outcome::Answer(a)),
+            }
         }
         (IntegrationRt::Http(h), p, Some(c)) => {
             if p.is_some() {

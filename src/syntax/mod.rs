@@ -12,6 +12,7 @@ pub(crate) mod path;
 pub(crate) mod refs;
 pub(crate) mod route_key;
 pub(crate) mod template;
+pub(crate) mod vtl;
 
 /// `tchar` (RFC 9110 5.6.2): the characters of a token (a header name, a method).
 pub(crate) fn is_tchar(b: u8) -> bool {

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::gateway::compress;
+use crate::http::write::Answer;
 
 /// Where the cache collects a body it means to store, as it streams to the client.
 pub(crate) struct Tee {
@@ -84,6 +85,47 @@ pub(crate) async fn answer(
         && !shard.drain.is_on();
 
     let mut out = Vec::with_capacity(resp.raw.len() + 128);
+    // An integration response: the whole answer is read, then rendered.
+    if let (Some((t, vars)), false) = (ctx.transform.take(), upgrade) {
+        let Some(body) = read_whole(&mut up, &mut ubuf, resp.framing, integ.timeout).await else {
+            record_failure(&target, &cfg);
+            return Err(Error::upstream(
+                Kind::BadGateway,
+                "integration answer unreadable or over 10 MiB",
+            ));
+        };
+        let ct = resp
+            .headers()
+            .find(|(n, _)| name_eq(n, b"content-type"))
+            .map(|(_, v)| v.to_vec());
+        let mut a =
+            match super::super::transform::respond(&t, &vars, resp.status, ct.as_deref(), &body)? {
+                Some(a) => a,
+                None => as_it_came(&resp, body),
+            };
+        ctx.status = a.status;
+        let head_only = ctx.head.method == crate::syntax::Method::Head;
+        let extra = super::super::finish::answer_lines(ctx, &mut a, head_only);
+        a.render(
+            &mut out,
+            minor,
+            ctx.request_id.as_str(),
+            &extra,
+            keep,
+            head_only,
+        );
+        conn.write_all(out)
+            .await
+            .map_err(|_| Error::downstream(Kind::ClientGone, "writing answer"))?;
+        if resp.keep_alive
+            && resp.framing != Framing::UntilClose
+            && ctx.body == BodyState::Done
+            && ubuf.is_empty()
+        {
+            checkin(&target, &cfg, up);
+        }
+        return Ok(if keep { Next::KeepAlive } else { Next::Close });
+    }
     // On a compressing stage, a compressible answer of known length is read whole and sent
     // compressed to a client that takes it.
     let head_only = ctx.head.method == crate::syntax::Method::Head;
@@ -169,6 +211,89 @@ pub(crate) async fn answer(
         checkin(&target, &cfg, up);
     }
     Ok(if keep { Next::KeepAlive } else { Next::Close })
+}
+
+/// The most of an integration's answer read for an integration response (Amazon API
+/// Gateway's payload limit).
+const MAX_TRANSFORMED: usize = 10 << 20;
+
+/// The whole body of an answer, by its framing (`None`: it failed or is over 10 MiB).
+async fn read_whole(
+    up: &mut UpStream,
+    ubuf: &mut BytesMut,
+    framing: Framing,
+    idle: std::time::Duration,
+) -> Option<Vec<u8>> {
+    async fn more(
+        up: &mut UpStream,
+        ubuf: &mut BytesMut,
+        idle: std::time::Duration,
+    ) -> Option<usize> {
+        reserve_for(ubuf, READ_CHUNK);
+        match monoio::time::timeout(idle, up.read_into(ubuf)).await {
+            Ok(Ok(n)) => Some(n),
+            _ => None,
+        }
+    }
+    match framing {
+        Framing::None => Some(Vec::new()),
+        Framing::Length(n) => {
+            let n = usize::try_from(n).ok().filter(|n| *n <= MAX_TRANSFORMED)?;
+            while ubuf.len() < n {
+                if more(up, ubuf, idle).await? == 0 {
+                    return None;
+                }
+            }
+            Some(ubuf.split_to(n).to_vec())
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new(MAX_TRANSFORMED as u64);
+            let mut body = Vec::new();
+            loop {
+                let mut ranges = Vec::new();
+                let k = dec.feed(ubuf, |r| ranges.push(r)).ok()?;
+                for r in ranges {
+                    body.extend_from_slice(&ubuf[r]);
+                }
+                let _ = ubuf.split_to(k);
+                if dec.is_done() {
+                    return Some(body);
+                }
+                if more(up, ubuf, idle).await? == 0 {
+                    return None;
+                }
+            }
+        }
+        Framing::UntilClose => loop {
+            if ubuf.len() > MAX_TRANSFORMED {
+                return None;
+            }
+            if more(up, ubuf, idle).await? == 0 {
+                return Some(ubuf.split().to_vec());
+            }
+        },
+    }
+}
+
+/// An answer no integration response matched: as the integration gave it.
+fn as_it_came(resp: &ResponseHead, body: Vec<u8>) -> Answer {
+    let mut headers = Vec::new();
+    for (n, v) in resp.headers() {
+        if hop_by_hop(n) || name_eq(n, b"content-length") || name_eq(n, b"x-request-id") {
+            continue;
+        }
+        headers.extend_from_slice(n);
+        headers.extend_from_slice(b": ");
+        headers.extend_from_slice(v);
+        headers.extend_from_slice(b"\r\n");
+    }
+    Answer {
+        status: resp.status,
+        headers,
+        content_type: None,
+        body,
+        ratelimit: true,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,215 @@
+//! Mapping templates at run time: the request template picked by content type (or the
+//! passthrough behaviour's 415), rendered into the body the integration gets; and the
+//! integration response picked by the integration's status, whose template renders the
+//! answer. Routes without templates pay one branch.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use serde_json::{json, Map, Value};
+
+use super::ctx::{RequestCtx, RouteMatch};
+use crate::config::{Passthrough, Transform};
+use crate::error::{Error, Kind};
+use crate::http::conn::Conn;
+use crate::http::h1::Framing;
+use crate::http::write::Answer;
+use crate::shard::ShardSnap;
+use crate::syntax::vtl::{Env, Template};
+
+/// What templates read besides the payload: `$input.params()`, `$context`, `$stageVariables`.
+#[derive(Debug)]
+pub(crate) struct TemplateVars {
+    params: Value,
+    context: Value,
+    stage_variables: Value,
+}
+
+fn failed(why: String) -> Error {
+    Error::downstream(Kind::TemplateFailed(why.into()), "mapping template")
+}
+
+/// Runs the route's request template (reading the body), and keeps what its response
+/// templates need.
+pub(crate) async fn request(
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    m: RouteMatch,
+    http: bool,
+) -> Result<(), Error> {
+    let route = &ss.snap.config.apis[m.api].routes[m.route];
+    let Some(t) = &route.transform else {
+        return Ok(());
+    };
+    let ct = ctx
+        .head
+        .header(b"content-type")
+        .map(|c| {
+            let c = c.split(|&b| b == b';').next().unwrap_or_default();
+            String::from_utf8_lossy(c.trim_ascii()).to_ascii_lowercase()
+        })
+        .unwrap_or_else(|| "application/json".into());
+    let template = t.request.iter().find(|(c, _)| *c == ct).map(|(_, t)| t);
+    let refuse = match (template, t.passthrough) {
+        (Some(_), _) | (None, Passthrough::WhenNoMatch) => false,
+        (None, Passthrough::WhenNoTemplates) => !t.request.is_empty(),
+        (None, Passthrough::Never) => true,
+    };
+    if refuse {
+        return Err(Error::downstream(
+            Kind::UnsupportedMediaType,
+            "no request template",
+        ));
+    }
+    let vars = vars(ss, conn, ctx, m);
+    if let Some(template) = template {
+        let len = super::validate::read_body(ss, conn, ctx).await?;
+        let body = super::validate::decoded(ss, ctx, &conn.buf[..len])?.into_owned();
+        let out = render(template, &body, &vars)?;
+        if http {
+            // The integration gets the rendered body, with its length.
+            let rest = conn.buf.split_off(len);
+            let mut buf = BytesMut::with_capacity(out.len() + rest.len());
+            buf.extend_from_slice(out.as_bytes());
+            buf.extend_from_slice(&rest);
+            conn.buf = buf;
+            ctx.head.framing = Framing::Length(out.len() as u64);
+        }
+    }
+    if !t.responses.is_empty() {
+        ctx.transform = Some((t.clone(), Box::new(vars)));
+    }
+    Ok(())
+}
+
+fn render(t: &Template, body: &[u8], vars: &TemplateVars) -> Result<String, Error> {
+    let text = String::from_utf8_lossy(body);
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let env = Env {
+        body: &text,
+        json: json.as_ref(),
+        params: &vars.params,
+        context: &vars.context,
+        stage_variables: &vars.stage_variables,
+    };
+    t.render(&env).map_err(failed)
+}
+
+fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch) -> TemplateVars {
+    let api = &ss.snap.config.apis[m.api];
+    let route = &api.routes[m.route];
+    let stage = &api.stages[m.stage];
+    let mut path = Map::new();
+    for (i, name) in route.params.iter().enumerate() {
+        let mut v = String::new();
+        ctx.path_var(i, |s, more| {
+            v.push_str(s);
+            if more {
+                v.push('/');
+            }
+        });
+        path.insert(name.clone(), Value::String(v));
+    }
+    let mut query = Map::new();
+    for pair in ctx
+        .head
+        .query_bytes()
+        .unwrap_or_default()
+        .split(|&b| b == b'&')
+    {
+        if pair.is_empty() {
+            continue;
+        }
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let k = String::from_utf8_lossy(&super::authorizer::percent_decode(k)).into_owned();
+        let v = String::from_utf8_lossy(&super::authorizer::percent_decode(v)).into_owned();
+        query.entry(k).or_insert(Value::String(v));
+    }
+    let mut header = Map::new();
+    for (n, v) in ctx.head.headers() {
+        let n = String::from_utf8_lossy(n).into_owned();
+        header
+            .entry(n)
+            .or_insert_with(|| Value::String(String::from_utf8_lossy(v).into_owned()));
+    }
+    let text = |b: &[u8]| Value::String(String::from_utf8_lossy(b).into_owned());
+    TemplateVars {
+        params: json!({ "path": path, "querystring": query, "header": header }),
+        context: json!({
+            "requestId": ctx.request_id.as_str(),
+            "extendedRequestId": ctx.request_id.as_str(),
+            "stage": stage.name,
+            "apiId": api.name,
+            "httpMethod": text(ctx.head.method_bytes()),
+            "resourcePath": route.key.split_once(' ').map_or(route.key.as_str(), |(_, p)| p),
+            "routeKey": route.key,
+            "path": text(ctx.head.path_bytes()),
+            "domainName": text(ctx.head.host_bytes().unwrap_or_default()),
+            "protocol": if ctx.head.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
+            "identity": {
+                "sourceIp": &*conn.peer_ip,
+                "userAgent": text(ctx.head.header(b"user-agent").unwrap_or_default()),
+            },
+        }),
+        stage_variables: Value::Object(
+            stage
+                .variables
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        ),
+    }
+}
+
+/// The integration's answer through its integration response: status, headers and the
+/// template's body (`None`: no response matches, the answer goes as it came).
+pub(crate) fn respond(
+    t: &Transform,
+    vars: &TemplateVars,
+    status: u16,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Result<Option<Answer>, Error> {
+    let Some(r) = t.response_for(status) else {
+        return Ok(None);
+    };
+    let mut headers = Vec::new();
+    for (n, v) in &r.headers {
+        headers.extend_from_slice(n.as_bytes());
+        headers.extend_from_slice(b": ");
+        headers.extend_from_slice(v.as_bytes());
+        headers.extend_from_slice(b"\r\n");
+    }
+    // The template for JSON if there is one, else the first.
+    let template = r
+        .templates
+        .iter()
+        .find(|(c, _)| c == "application/json")
+        .or_else(|| r.templates.first());
+    let (body, ct) = match template {
+        Some((ct, tpl)) => (render(tpl, body, vars)?.into_bytes(), Some(ct.clone())),
+        None => (
+            body.to_vec(),
+            content_type.map(|c| String::from_utf8_lossy(c).into_owned()),
+        ),
+    };
+    if let Some(ct) = ct.filter(|_| !r.headers.iter().any(|(n, _)| n == "content-type")) {
+        headers.extend_from_slice(b"content-type: ");
+        headers.extend_from_slice(ct.as_bytes());
+        headers.extend_from_slice(b"\r\n");
+    }
+    Ok(Some(Answer {
+        status: r.status.unwrap_or(status),
+        headers,
+        content_type: None,
+        body,
+        ratelimit: true,
+    }))
+}
+
+/// The kept transform of a request, for its answer.
+pub(crate) type Kept = (Arc<Transform>, Box<TemplateVars>);

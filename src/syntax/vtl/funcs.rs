@@ -1,0 +1,272 @@
+//! What references call: methods of strings, lists and maps, `$input`, `$util`, and the
+//! JSONPath `$input.json` and `$input.path` read with.
+
+use serde_json::Value;
+
+use super::*;
+
+/// Methods of strings, lists and maps that Amazon API Gateway's examples use.
+pub(super) fn method(v: &Value, m: &str, args: &[Value]) -> Result<Option<Value>, String> {
+    let arg_s = |i: usize| args.get(i).map(text).unwrap_or_default();
+    let arg_n = |i: usize| args.get(i).and_then(num).unwrap_or(0.0);
+    Ok(Some(match (v, m) {
+        (Value::String(s), "length") => Value::from(s.chars().count()),
+        (Value::String(s), "toUpperCase") => Value::String(s.to_uppercase()),
+        (Value::String(s), "toLowerCase") => Value::String(s.to_lowercase()),
+        (Value::String(s), "trim") => Value::String(s.trim().to_string()),
+        (Value::String(s), "contains") => Value::Bool(s.contains(&arg_s(0))),
+        (Value::String(s), "startsWith") => Value::Bool(s.starts_with(&arg_s(0))),
+        (Value::String(s), "endsWith") => Value::Bool(s.ends_with(&arg_s(0))),
+        (Value::String(s), "equals") => Value::Bool(*s == arg_s(0)),
+        (Value::String(s), "equalsIgnoreCase") => Value::Bool(s.eq_ignore_ascii_case(&arg_s(0))),
+        (Value::String(s), "isEmpty") => Value::Bool(s.is_empty()),
+        (Value::String(s), "indexOf") => Value::from(
+            s.find(&arg_s(0))
+                .map_or(-1, |i| s[..i].chars().count() as i64),
+        ),
+        (Value::String(s), "replace") => Value::String(s.replace(&arg_s(0), &arg_s(1))),
+        (Value::String(s), "replaceAll") => {
+            let re = regex::Regex::new(&arg_s(0)).map_err(|e| format!("replaceAll: {e}"))?;
+            Value::String(re.replace_all(s, arg_s(1).as_str()).into_owned())
+        }
+        (Value::String(s), "matches") => {
+            let re = regex::Regex::new(&format!("^(?:{})$", arg_s(0)))
+                .map_err(|e| format!("matches: {e}"))?;
+            Value::Bool(re.is_match(s))
+        }
+        (Value::String(s), "split") => {
+            let re = regex::Regex::new(&arg_s(0)).map_err(|e| format!("split: {e}"))?;
+            Value::Array(re.split(s).map(|p| Value::String(p.to_string())).collect())
+        }
+        (Value::String(s), "substring") => {
+            let chars: Vec<char> = s.chars().collect();
+            let a = (arg_n(0).max(0.0) as usize).min(chars.len());
+            let b = if args.len() > 1 {
+                (arg_n(1).max(0.0) as usize).min(chars.len())
+            } else {
+                chars.len()
+            };
+            Value::String(chars[a..b.max(a)].iter().collect())
+        }
+        (Value::String(s), "charAt") => Value::String(
+            s.chars()
+                .nth(arg_n(0) as usize)
+                .map(String::from)
+                .unwrap_or_default(),
+        ),
+        (_, "toString") => Value::String(text(v)),
+        (Value::Array(a), "size") => Value::from(a.len()),
+        (Value::Array(a), "isEmpty") => Value::Bool(a.is_empty()),
+        (Value::Array(a), "get") => a.get(arg_n(0) as usize).cloned().unwrap_or(Value::Null),
+        (Value::Array(a), "contains") => Value::Bool(args.first().is_some_and(|x| a.contains(x))),
+        (Value::Object(o), "size") => Value::from(o.len()),
+        (Value::Object(o), "isEmpty") => Value::Bool(o.is_empty()),
+        (Value::Object(o), "get") => o.get(&arg_s(0)).cloned().unwrap_or(Value::Null),
+        (Value::Object(o), "containsKey") => Value::Bool(o.contains_key(&arg_s(0))),
+        (Value::Object(o), "keySet") => {
+            Value::Array(o.keys().map(|k| Value::String(k.clone())).collect())
+        }
+        (Value::Object(o), "values") => Value::Array(o.values().cloned().collect()),
+        (Value::Object(o), "entrySet") => Value::Array(
+            o.iter()
+                .map(|(k, v)| serde_json::json!({ "key": k, "value": v }))
+                .collect(),
+        ),
+        _ => return Ok(None),
+    }))
+}
+
+/// `$input.json(path)`, `$input.path(path)`, `$input.params()`, `$input.params(name)`.
+pub(super) fn input_call(env: &Env<'_>, m: &str, args: &[Value]) -> Result<Value, String> {
+    let path = || args.first().map(text).unwrap_or_else(|| "$".into());
+    Ok(match m {
+        "json" => match env.json.map(|j| json_path(j, &path())).transpose()? {
+            Some(Some(v)) => Value::String(v.to_string()),
+            _ => Value::String("null".into()),
+        },
+        "path" => env
+            .json
+            .map(|j| json_path(j, &path()))
+            .transpose()?
+            .flatten()
+            .unwrap_or(Value::Null),
+        "params" if args.is_empty() => env.params.clone(),
+        "params" => {
+            let name = text(&args[0]);
+            ["path", "querystring", "header"]
+                .iter()
+                .find_map(|p| env.params[p].get(&name).cloned())
+                .unwrap_or(Value::Null)
+        }
+        _ => {
+            return Err(format!(
+                "$input.{m}: not a method of $input (body, json, path, params)"
+            ))
+        }
+    })
+}
+
+/// One step of a JSONPath, from each value to what it selects.
+type StepFn = Box<dyn Fn(&Value) -> Vec<Value>>;
+
+/// A JSONPath (`$`, `.name`, `['name']`, `[n]`, `[*]`, `.*`) on `v`; a wildcard makes a list.
+pub(super) fn json_path(v: &Value, path: &str) -> Result<Option<Value>, String> {
+    let p = path.trim();
+    let rest = p
+        .strip_prefix('$')
+        .ok_or_else(|| format!("JSONPath {p:?} does not start with $"))?;
+    let b = rest.as_bytes();
+    let mut cur = vec![v.clone()];
+    let mut many = false;
+    let mut i = 0;
+    while i < b.len() {
+        let step: StepFn = if b[i] == b'.' {
+            i += 1;
+            if b.get(i) == Some(&b'.') {
+                return Err(format!(
+                    "JSONPath {p:?}: recursive descent is not supported"
+                ));
+            }
+            let start = i;
+            while i < b.len() && b[i] != b'.' && b[i] != b'[' {
+                i += 1;
+            }
+            let name = rest[start..i].to_string();
+            if name == "*" {
+                many = true;
+                Box::new(|x: &Value| match x {
+                    Value::Array(a) => a.clone(),
+                    Value::Object(m) => m.values().cloned().collect(),
+                    _ => Vec::new(),
+                })
+            } else {
+                Box::new(move |x: &Value| x.get(&name).cloned().into_iter().collect())
+            }
+        } else if b[i] == b'[' {
+            let end = rest[i..]
+                .find(']')
+                .ok_or_else(|| format!("JSONPath {p:?}: unclosed ["))?
+                + i;
+            let inner = rest[i + 1..end].trim().to_string();
+            i = end + 1;
+            if inner == "*" {
+                many = true;
+                Box::new(|x: &Value| match x {
+                    Value::Array(a) => a.clone(),
+                    Value::Object(m) => m.values().cloned().collect(),
+                    _ => Vec::new(),
+                })
+            } else if let Some(q) = inner
+                .strip_prefix('\'')
+                .and_then(|s| s.strip_suffix('\''))
+                .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')))
+            {
+                let q = q.to_string();
+                Box::new(move |x: &Value| x.get(&q).cloned().into_iter().collect())
+            } else {
+                let n: i64 = inner
+                    .parse()
+                    .map_err(|_| format!("JSONPath {p:?}: [{inner}] is not supported"))?;
+                Box::new(move |x: &Value| match x {
+                    Value::Array(a) => {
+                        let k = if n < 0 { a.len() as i64 + n } else { n };
+                        usize::try_from(k)
+                            .ok()
+                            .and_then(|k| a.get(k).cloned())
+                            .into_iter()
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                })
+            }
+        } else {
+            return Err(format!("JSONPath {p:?}: unexpected {:?}", &rest[i..]));
+        };
+        cur = cur.iter().flat_map(&step).collect();
+    }
+    Ok(if many {
+        Some(Value::Array(cur))
+    } else {
+        cur.into_iter().next()
+    })
+}
+
+/// `$util.*`.
+pub(super) fn util_call(m: &str, args: &[Value]) -> Result<Value, String> {
+    use base64::Engine;
+    let s = args.first().map(text).unwrap_or_default();
+    Ok(match m {
+        "escapeJavaScript" => {
+            let mut out = String::with_capacity(s.len());
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\'' => out.push_str("\\'"),
+                    '\\' => out.push_str("\\\\"),
+                    '/' => out.push_str("\\/"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    '\u{8}' => out.push_str("\\b"),
+                    '\u{c}' => out.push_str("\\f"),
+                    c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                        for u in c.encode_utf16(&mut [0; 2]) {
+                            out.push_str(&format!("\\u{u:04X}"));
+                        }
+                    }
+                    c => out.push(c),
+                }
+            }
+            Value::String(out)
+        }
+        "urlEncode" => {
+            let mut out = String::new();
+            for b in s.bytes() {
+                match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(b as char),
+                    b' ' => out.push('+'),
+                    _ => out.push_str(&format!("%{b:02X}")),
+                }
+            }
+            Value::String(out)
+        }
+        "urlDecode" => {
+            let b = s.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                match b[i] {
+                    b'+' => out.push(b' '),
+                    b'%' if i + 2 < b.len() => {
+                        let hex = |c: u8| (c as char).to_digit(16);
+                        match (hex(b[i + 1]), hex(b[i + 2])) {
+                            (Some(h), Some(l)) => {
+                                out.push((h * 16 + l) as u8);
+                                i += 2;
+                            }
+                            _ => out.push(b'%'),
+                        }
+                    }
+                    c => out.push(c),
+                }
+                i += 1;
+            }
+            Value::String(String::from_utf8_lossy(&out).into_owned())
+        }
+        "base64Encode" => Value::String(base64::engine::general_purpose::STANDARD.encode(s.as_bytes())),
+        "base64Decode" => Value::String(
+            String::from_utf8_lossy(
+                &base64::engine::general_purpose::STANDARD
+                    .decode(s.trim())
+                    .map_err(|e| format!("$util.base64Decode: {e}"))?,
+            )
+            .into_owned(),
+        ),
+        "parseJson" => serde_json::from_str(&s).map_err(|e| format!("$util.parseJson: {e}"))?,
+        _ => {
+            return Err(format!(
+                "$util.{m}: not a method of $util (escapeJavaScript, urlEncode, urlDecode, base64Encode, base64Decode, parseJson)"
+            ))
+        }
+    })
+}

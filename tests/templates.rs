@@ -1,0 +1,200 @@
+//! Mapping templates (REST APIs): request templates by content type with the passthrough
+//! behaviours (415 as Amazon API Gateway), integration responses chosen by a regex on the
+//! integration's status with their status, headers and response templates — for http and
+//! mock integrations — and bounded evaluation (a runaway template is a 500, not a hung shard).
+
+mod common;
+
+use serde_json::json;
+
+use common::*;
+
+const PETS: &str = r#"[ { "id": 1, "type": "dog", "price": 249.99 }, { "id": 2, "type": "cat", "price": 124.99 }, { "id": 3, "type": "fish", "price": 0.99 } ]"#;
+
+/// The developer guide's PetStore response template.
+const PETSTORE: &str = "#set($inputRoot = $input.path('$'))\n[\n#foreach($elem in $inputRoot)\n  {\n    \"description\" : \"Item $elem.id is a $elem.type.\",\n    \"askingPrice\" : $elem.price\n  }#if($foreach.hasNext),#end\n\n#end\n]";
+
+fn gateway(up: &Upstream) -> Gw {
+    let tpl = |s: &str| serde_json::to_string(s).unwrap();
+    Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
+            .route(
+                "POST /dogs",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://up/dogs\", request_templates = {{ \"application/json\" = {} }}, passthrough_behavior = \"never\" }}",
+                    tpl("#set($inputRoot = $input.path('$'))\n{\n  \"dogId\" : \"dog_$inputRoot.id\",\n  \"Age\": $inputRoot.Age,\n  \"stage\": \"$context.stage\",\n  \"tenant\": \"$input.params('x-tenant')\"\n}")
+                ),
+            )
+            .route(
+                "POST /open",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://up/open\", request_templates = {{ \"application/json\" = {} }} }}",
+                    tpl("{\"wrapped\": $input.json('$')}")
+                ),
+            )
+            .route(
+                "POST /strict",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://up/open\", request_templates = {{ \"application/xml\" = {} }}, passthrough_behavior = \"when_no_templates\" }}",
+                    tpl("<x/>")
+                ),
+            )
+            .route(
+                "GET /pets/{status}",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://up/pets/{{status}}\", responses = [ {{ status = 200, templates = {{ \"application/json\" = {} }} }}, {{ selection_pattern = \"4\\\\d{{2}}\", status = 400, headers = {{ \"x-mapped\" = \"yes\" }}, templates = {{ \"application/json\" = {} }} }} ] }}",
+                    tpl(PETSTORE),
+                    tpl("{\"error\": \"$input.path('$.message')\", \"was\": \"$context.resourcePath\"}")
+                ),
+            )
+            .route(
+                "GET /mock",
+                format!(
+                    "integration = {{ type = \"mock\", status = 200, body = '{PETS}', responses = [ {{ templates = {{ \"application/json\" = {} }} }} ] }}",
+                    tpl(PETSTORE)
+                ),
+            )
+            .route(
+                "GET /runaway",
+                format!(
+                    "integration = {{ type = \"mock\", body = \"x\", responses = [ {{ templates = {{ \"application/json\" = {} }} }} ] }}",
+                    tpl("#foreach($a in [1..999])#foreach($b in [1..999])x#end#end")
+                ),
+            )
+            .toml(),
+    )
+}
+
+fn post(g: &Gw, path: &str, ct: &str, body: &str) -> Resp {
+    Client::connect(g.addr()).request(
+        format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {ct}\r\nx-tenant: t9\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+    )
+}
+
+#[test]
+fn request_templates_rewrite_the_body_and_passthrough_refuses_as_configured() {
+    let up = Upstream::echo();
+    let g = gateway(&up);
+    // The guide's request example: {"id": 1, "type": "dog", "Age": 11} becomes the dog.
+    let r = post(
+        &g,
+        "/dogs",
+        "application/json",
+        r#"{"id": 1, "type": "dog", "Age": 11}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen: serde_json::Value = serde_json::from_str(r.json()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        seen,
+        json!({"dogId": "dog_1", "Age": 11, "stage": "prod", "tenant": "t9"})
+    );
+    // "never": no template for the type, 415.
+    let r = post(&g, "/dogs", "text/plain", "hi");
+    assert_eq!(
+        (r.status, r.json()),
+        (415, json!({"message": "Unsupported Media Type"}))
+    );
+    // "when_no_match" (the default): passed on as it is.
+    let r = post(&g, "/open", "text/plain", "hi");
+    assert_eq!(r.json()["body"], "hi");
+    let r = post(&g, "/open", "application/json", r#"{"a":[1,2]}"#);
+    assert_eq!(r.json()["body"], r#"{"wrapped": {"a":[1,2]}}"#);
+    // "when_no_templates" with templates for other types: 415.
+    assert_eq!(post(&g, "/strict", "application/json", "{}").status, 415);
+    assert_eq!(
+        up.requests().iter().filter(|s| s.target == "/dogs").count(),
+        1
+    );
+}
+
+#[test]
+fn integration_responses_are_chosen_by_status_and_rendered() {
+    let up = Upstream::start(|s| {
+        let (status, body) = if s.target.ends_with("/ok") {
+            (200, PETS.to_string())
+        } else {
+            (404, r#"{"message":"no such pet"}"#.to_string())
+        };
+        Action::Raw(format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nx-upstream: 1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes())
+    });
+    let g = gateway(&up);
+    let r = get(g.addr(), "/pets/ok");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(
+        r.json(),
+        json!([
+            {"description": "Item 1 is a dog.", "askingPrice": 249.99},
+            {"description": "Item 2 is a cat.", "askingPrice": 124.99},
+            {"description": "Item 3 is a fish.", "askingPrice": 0.99}
+        ])
+    );
+    assert_eq!(
+        r.header("x-upstream"),
+        None,
+        "only what the response maps reaches the client"
+    );
+    let r = get(g.addr(), "/pets/missing");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("x-mapped"), Some("yes"));
+    assert_eq!(
+        r.json(),
+        json!({"error": "no such pet", "was": "/pets/{status}"})
+    );
+    // A mock's body goes through its response template too.
+    let r = get(g.addr(), "/mock");
+    assert_eq!(r.json()[2]["description"], "Item 3 is a fish.");
+    // A template that runs away stops with a 500, and the shard goes on serving.
+    let r = get(g.addr(), "/runaway");
+    assert_eq!(
+        (r.status, r.json()),
+        (500, json!({"message": "Internal server error"}))
+    );
+    assert_eq!(get(g.addr(), "/mock").status, 200);
+}
+
+#[test]
+fn bad_templates_are_refused_at_load() {
+    let dir = TempDir::new();
+    for (integ, want) in [
+        (
+            "request_templates = { \"application/json\" = \"#if(true)\" }",
+            "request_templates.application/json: #if without #end",
+        ),
+        (
+            "passthrough_behavior = \"sometimes\"",
+            "passthrough_behavior = \"sometimes\" is not valid",
+        ),
+        (
+            "responses = [ { selection_pattern = \"4(\" } ]",
+            "responses[0].selection_pattern = \"4(\" is not valid: expected a regular expression",
+        ),
+        (
+            "responses = [ { status = 204 } ]",
+            "responses[0].status = 204 is not valid",
+        ),
+        ("responses = [ {}, {} ]", "two default responses"),
+    ] {
+        let toml = Cfg::new()
+            .route(
+                "GET /m",
+                format!("integration = {{ type = \"mock\", {integ} }}"),
+            )
+            .toml();
+        let path = dir.0.join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(&path)
+            .arg("check")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains(want),
+            "{integ}: {text}"
+        );
+    }
+}
