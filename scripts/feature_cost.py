@@ -3,9 +3,11 @@
 rounds; one worker pinned to CPU 1, wrk on CPU 0. Prints CPU µs per request (utime+stime of
 the gateway over requests served) and req/s for each, and the ratio.
 
-Features: `policy` (a five-entry resource policy), `cors` (an API's CORS configuration,
+Features: `none` (the same plain mock route on both sides: with `--bin-without` an older build,
+what a route using none of the features pays for them), `policy` (a five-entry resource policy), `cors` (an API's CORS configuration,
 every request carrying an allowed Origin: the answer gets its CORS headers), `validation` (a route checking a 1 KiB JSON body against a model; both runs POST it),
-`compression` (a stage compressing a 2 KiB JSON mock answer with gzip for every request;
+`template` (the developer guide's PetStore response template over a three-pet mock answer),
+`validation_template` (both: a 1 KiB body checked, then the answer rendered), `compression` (a stage compressing a 2 KiB JSON mock answer with gzip for every request;
 both runs ask for gzip), `jwt` (a JWT authorizer, every request
 carrying the same RS256 token: the shard's token cache answers after the first; the keys come
 from a local JWKS server, and the token is signed here with the test fixtures' key),
@@ -122,7 +124,7 @@ def observe_top(feature, tmp, port, collector):
 
 
 def feature_keys(feature, on, port):
-    if not on or feature in ("accesslog", "observe", "trace100"):
+    if not on or feature in ("accesslog", "observe", "trace100", "none"):
         return ""
     if feature == "external":
         return f"""default_authorizer = "partners"
@@ -151,6 +153,7 @@ def feature_keys(feature, on, port):
 
 # A 1 KiB JSON body (validation) and a 2 KiB JSON answer (compression).
 PET_1K = json.dumps({"name": "rex", "tag": "dog", "notes": ["n" * 60 for _ in range(14)]})
+PETS = '[{"id": 1, "type": "dog", "price": 249.99}, {"id": 2, "type": "cat", "price": 124.99}, {"id": 3, "type": "fish", "price": 0.99}]'
 ANSWER_2K = json.dumps([{"name": "rex", "tag": "dog", "id": i} for i in range(50)])
 PET_SCHEMA = ('{"type":"object","required":["name"],"properties":{"name":{"type":"string"},'
               '"tag":{"type":"string"},"notes":{"type":"array","items":{"type":"string","maxLength":100}}}}')
@@ -162,6 +165,19 @@ def variant(feature, on):
         model = f"[[apis.models]]\nname = \"Pet\"\nschema = '{PET_SCHEMA}'\n"
         route = 'request_validator = "body"\n  request_models = { "application/json" = "Pet" }' if on else ""
         return model, "POST /m", route, "", "ok"
+    if feature in ("template", "validation_template"):
+        # The developer guide's PetStore response template over a three-pet mock answer.
+        tpl = ("#set($inputRoot = $input.path('$'))[#foreach($elem in $inputRoot){\"description\": "
+               "\"Item $elem.id is a $elem.type.\", \"askingPrice\": $elem.price}#if($foreach.hasNext),#end#end]")
+        responses = f', responses = [ {{ templates = {{ "application/json" = {json.dumps(tpl)} }} }} ]' if on else ""
+        route = f"integration = {{ type = \"mock\", body = '{PETS}'{responses} }}"
+        model, rkey = "", "GET /m"
+        if feature == "validation_template":
+            model = f"[[apis.models]]\nname = \"Pet\"\nschema = '{PET_SCHEMA}'\n"
+            rkey = "POST /m"
+            if on:
+                route = 'request_validator = "body"\n  request_models = { "application/json" = "Pet" }\n  ' + route
+        return model, rkey, route, "", None
     if feature == "compression":
         stage = 'compression = { min_size = "1KiB" }' if on else ""
         return "", "GET /m", 'integration = { type = "mock", body = \'' + ANSWER_2K + '\', headers = { "content-type" = "application/json" } }', stage, None
@@ -234,7 +250,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--bin-without", default=None, help="the binary of the rounds without (default --bin)")
-    ap.add_argument("--feature", choices=["policy", "cors", "validation", "compression", "jwt", "external", "iam", "accesslog", "observe", "trace100"], default="policy")
+    ap.add_argument("--feature", choices=["none", "policy", "cors", "validation", "template", "validation_template", "compression", "jwt", "external", "iam", "accesslog", "observe", "trace100"], default="policy")
     a = ap.parse_args()
     # This process (the collector sink, the authorizer, the JWKS server) shares CPU 0 with wrk.
     os.sched_setaffinity(0, {0})
@@ -249,7 +265,7 @@ def main():
     if a.feature == "cors":
         # Both runs get the header; only the "with" API answers it.
         wrk_args = ["-H", "Origin: https://app.example.test"]
-    if a.feature == "validation":
+    if a.feature in ("validation", "validation_template"):
         # Both runs POST the same 1 KiB JSON body; only the "with" route checks it.
         script = os.path.join(tmp, "post.lua")
         with open(script, "w") as f:
@@ -269,7 +285,7 @@ def main():
             elif a.feature in ("accesslog", "observe", "trace100"):
                 top = observe_top(a.feature, tmp, port, jwks_port) if name == "with" else ""
                 path = conf(tmp, port, "", top)
-            elif a.feature in ("validation", "compression"):
+            elif a.feature in ("validation", "template", "validation_template", "compression"):
                 keys, rkey, route, stage, body = variant(a.feature, name == "with")
                 path = conf(tmp, port, keys, route=route, route_key=rkey, stage=stage, body=body)
             else:

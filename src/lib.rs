@@ -96,7 +96,12 @@ pub mod internals {
     pub use crate::syntax::path::normalise;
     pub use crate::syntax::route_key::{parse_route_path, MethodSel, Seg};
     pub use crate::syntax::template::{Piece, Template};
+    pub use crate::syntax::vtl::{Env as VtlEnv, Template as VtlTemplate};
     pub use crate::syntax::Method;
+    /// A model's schema compiled as request validation compiles it.
+    pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+        crate::config::compile_schema(schema)
+    }
     pub use crate::throttle::bucket::{Bucket, Rate};
     pub use crate::throttle::lease::{Decision, Lease};
 }

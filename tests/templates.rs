@@ -198,3 +198,49 @@ fn bad_templates_are_refused_at_load() {
         );
     }
 }
+
+#[test]
+fn openapi_import_takes_templates_and_integration_responses() {
+    let up = Upstream::echo();
+    let g = Gw::start(
+        &Cfg::new()
+            .route("GET /f", "integration = { type = \"mock\" }")
+            .toml(),
+    );
+    let doc = json!({"swagger": "2.0", "info": {"title": "tpl", "version": "1"}, "paths": {
+        "/hello/{name}": {"get": {"responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": {"type": "mock", "requestTemplates": {"application/json": "{\"statusCode\": 200}"},
+                "responses": {"default": {"statusCode": "200", "responseTemplates": {"application/json": "{\"hello\": \"$input.params('name')\"}"}}}}}},
+        "/dogs": {"post": {"responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": {"type": "http", "httpMethod": "POST", "uri": format!("http://{}/dogs", up.addr),
+                "passthroughBehavior": "WHEN_NO_TEMPLATES",
+                "requestTemplates": {"application/json": "{\"dog\": \"dog_$input.path('$.id')\"}"},
+                "responses": {"default": {"statusCode": "201", "responseTemplates": {"application/json": "{\"sent\": $input.path('$.body')}"}}}}}}}});
+    let r = admin_with(g.admin(), "POST", "/apis?mode=import", &doc.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["warnings"], json!([]));
+    for (m, p, b) in [
+        ("POST", "/apis/tpl/deployments", json!({"stage": "test"})),
+        (
+            "POST",
+            "/domains",
+            json!({"host": "tpl.test", "api": "tpl", "stage": "test"}),
+        ),
+    ] {
+        assert_eq!(admin_with(g.admin(), m, p, &b.to_string()).status, 201);
+    }
+    let r = Client::connect(g.addr())
+        .request(b"GET /hello/rex HTTP/1.1\r\nHost: tpl.test\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.json()), (200, json!({"hello": "rex"})));
+    let body = r#"{"id": 7}"#;
+    let r = Client::connect(g.addr()).request(
+        format!("POST /dogs HTTP/1.1\r\nHost: tpl.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The upstream echoes what it got as a string; the template writes it in place.
+    assert_eq!(r.json(), json!({"sent": {"dog": "dog_7"}}));
+    let r = Client::connect(g.addr()).request(
+        b"POST /dogs HTTP/1.1\r\nHost: tpl.test\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    );
+    assert_eq!(r.status, 415);
+}

@@ -1,7 +1,9 @@
 //! OpenAPI import: an OpenAPI 3.x or Swagger 2.0 document (JSON) becomes a run-time API's
 //! definition (an `[[apis]]` table as JSON), honouring Amazon API Gateway's extensions where
 //! Tollgate has the feature: `x-amazon-apigateway-integration` (`http_proxy`, `http`, `mock`;
-//! `uri`, `timeoutInMillis`, static header `requestParameters`, a mock's `responses`),
+//! `uri`, `timeoutInMillis`, `requestParameters` as parameter mapping, `requestTemplates`,
+//! `passthroughBehavior` and `responses` as mapping templates and integration responses),
+//! `x-amazon-apigateway-cors`, `-gateway-responses`, `-request-validators`, models,
 //! `x-amazon-apigateway-any-method`, security schemes with `x-amazon-apigateway-authorizer`
 //! (`jwt`, `request`, `token`) or `x-amazon-apigateway-authtype: awsSigv4`. Everything else
 //! is named in the answer's warnings, never dropped silently.
@@ -335,13 +337,7 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
                 ));
                 return None;
             }
-            if kind == "http"
-                && (i.get("requestTemplates").is_some() || i.get("responses").is_some())
-            {
-                warnings.push(format!(
-                    "{key}: mapping templates are not supported yet; imported as http_proxy (passed through)"
-                ));
-            }
+            let templated = kind == "http";
             if i["connectionType"].as_str() == Some("VPC_LINK") {
                 warnings.push(format!("{key}: VPC links are not supported; left out"));
                 return None;
@@ -415,6 +411,10 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
                 // Moved to the route by the caller.
                 out["request_parameters"] = Value::Object(mapping);
             }
+            // A REST API's (non-proxy) templates and integration responses.
+            if templated {
+                transform(i, &mut out, warnings, key);
+            }
             // An HTTP API's response mapping, by status.
             if let Some(rp) = i["responseParameters"]
                 .as_object()
@@ -422,6 +422,23 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
             {
                 out["response_parameters"] = Value::Object(rp.clone());
             }
+            Some(out)
+        }
+        "mock"
+            if i["responses"].as_object().is_some_and(|r| {
+                r.values().any(|x| {
+                    x["responseTemplates"].as_object().is_some_and(|t| {
+                        t.values().any(|b| {
+                            b.as_str()
+                                .is_some_and(|b| b.contains('$') || b.contains('#'))
+                        })
+                    })
+                })
+            }) =>
+        {
+            // Templates that read something: rendered per request.
+            let mut out = json!({ "type": "mock", "status": 200 });
+            transform(i, &mut out, warnings, key);
             Some(out)
         }
         "mock" => {
@@ -466,6 +483,58 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
             ));
             None
         }
+    }
+}
+
+/// `requestTemplates`, `passthroughBehavior` and `responses` (by selection pattern, with
+/// `statusCode`, static `method.response.header.*` and `responseTemplates`) as the
+/// integration's mapping templates.
+fn transform(i: &Value, out: &mut Value, warnings: &mut Vec<String>, key: &str) {
+    if let Some(t) = i["requestTemplates"].as_object() {
+        out["request_templates"] = Value::Object(t.clone());
+    }
+    if let Some(p) = i["passthroughBehavior"].as_str() {
+        out["passthrough_behavior"] = json!(p.to_ascii_lowercase());
+    }
+    let mut responses = Vec::new();
+    for (pattern, r) in i["responses"].as_object().into_iter().flatten() {
+        let mut entry = Map::new();
+        if pattern != "default" {
+            entry.insert("selection_pattern".into(), json!(pattern));
+        }
+        let status = match &r["statusCode"] {
+            Value::String(s) => s.parse::<u16>().ok(),
+            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+            _ => None,
+        };
+        if let Some(s) = status {
+            entry.insert("status".into(), json!(s));
+        }
+        let mut headers = Map::new();
+        for (k, v) in r["responseParameters"].as_object().into_iter().flatten() {
+            let lit = v
+                .as_str()
+                .and_then(|v| v.strip_prefix('\''))
+                .and_then(|v| v.strip_suffix('\''));
+            match (k.strip_prefix("method.response.header."), lit) {
+                (Some(h), Some(lit)) => {
+                    headers.insert(h.to_ascii_lowercase(), json!(lit));
+                }
+                _ => warnings.push(format!(
+                    "{key}: responses[{pattern:?}].responseParameters {k:?}: only static header values are supported; left out"
+                )),
+            }
+        }
+        if !headers.is_empty() {
+            entry.insert("headers".into(), Value::Object(headers));
+        }
+        if let Some(t) = r["responseTemplates"].as_object() {
+            entry.insert("templates".into(), Value::Object(t.clone()));
+        }
+        responses.push(Value::Object(entry));
+    }
+    if !responses.is_empty() {
+        out["responses"] = Value::Array(responses);
     }
 }
 
