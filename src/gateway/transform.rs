@@ -15,7 +15,7 @@ use crate::http::conn::Conn;
 use crate::http::h1::Framing;
 use crate::http::write::Answer;
 use crate::shard::ShardSnap;
-use crate::syntax::vtl::{Env, Template};
+use crate::syntax::vtl::{self, Env, Template};
 
 /// What templates read besides the payload: `$input.params()`, `$context`, `$stageVariables`.
 #[derive(Debug)]
@@ -62,7 +62,27 @@ pub(crate) async fn request(
             "no request template",
         ));
     }
-    let vars = vars(ss, conn, ctx, m);
+    // Only what the route's templates read is built.
+    let reads = t
+        .request
+        .iter()
+        .map(|(_, t)| t)
+        .chain(
+            t.responses
+                .iter()
+                .flat_map(|r| r.templates.iter().map(|(_, t)| t)),
+        )
+        .fold(0u8, |acc, t| {
+            acc | [
+                vtl::READS_PARAMS,
+                vtl::READS_CONTEXT,
+                vtl::READS_STAGE_VARIABLES,
+            ]
+            .into_iter()
+            .filter(|b| t.reads(*b))
+            .fold(0, |x, b| x | b)
+        });
+    let vars = vars(ss, conn, ctx, m, reads);
     if let Some(template) = template {
         let len = super::validate::read_body(ss, conn, ctx).await?;
         let body = super::validate::decoded(ss, ctx, &conn.buf[..len])?.into_owned();
@@ -96,10 +116,27 @@ fn render(t: &Template, body: &[u8], vars: &TemplateVars) -> Result<String, Erro
     t.render(&env).map_err(failed)
 }
 
-fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch) -> TemplateVars {
+fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch, reads: u8) -> TemplateVars {
     let api = &ss.snap.config.apis[m.api];
-    let route = &api.routes[m.route];
     let stage = &api.stages[m.stage];
+    let mut out = TemplateVars {
+        params: Value::Null,
+        context: Value::Null,
+        stage_variables: Value::Null,
+    };
+    if reads & vtl::READS_STAGE_VARIABLES != 0 {
+        out.stage_variables = Value::Object(
+            stage
+                .variables
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        );
+    }
+    if reads & (vtl::READS_PARAMS | vtl::READS_CONTEXT) == 0 {
+        return out;
+    }
+    let route = &api.routes[m.route];
     let mut path = Map::new();
     for (i, name) in route.params.iter().enumerate() {
         let mut v = String::new();
@@ -137,9 +174,8 @@ fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch) -> Templat
             .or_insert_with(|| Value::String(String::from_utf8_lossy(v).into_owned()));
     }
     let text = |b: &[u8]| Value::String(String::from_utf8_lossy(b).into_owned());
-    TemplateVars {
-        params: json!({ "path": path, "querystring": query, "header": header }),
-        context: json!({
+    out.params = json!({ "path": path, "querystring": query, "header": header });
+    out.context = json!({
             "requestId": ctx.request_id.as_str(),
             "extendedRequestId": ctx.request_id.as_str(),
             "stage": stage.name,
@@ -154,15 +190,8 @@ fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch) -> Templat
                 "sourceIp": &*conn.peer_ip,
                 "userAgent": text(ctx.head.header(b"user-agent").unwrap_or_default()),
             },
-        }),
-        stage_variables: Value::Object(
-            stage
-                .variables
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect(),
-        ),
-    }
+    });
+    out
 }
 
 /// The integration's answer through its integration response: status, headers and the

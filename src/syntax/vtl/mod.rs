@@ -26,6 +26,20 @@ const MAX_DEPTH: usize = 64;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     nodes: Vec<Node>,
+    /// What it reads besides the payload ([`READS_PARAMS`], [`READS_CONTEXT`],
+    /// [`READS_STAGE_VARIABLES`]), so that callers build only that.
+    roots: u8,
+}
+
+pub(crate) const READS_PARAMS: u8 = 1;
+pub(crate) const READS_CONTEXT: u8 = 2;
+pub(crate) const READS_STAGE_VARIABLES: u8 = 4;
+
+impl Template {
+    /// Whether the template reads `$input.params`, `$context` or `$stageVariables` (bits).
+    pub fn reads(&self, what: u8) -> bool {
+        self.roots & what != 0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,7 +137,11 @@ struct Eval<'a, 'e> {
     vars: BTreeMap<String, Value>,
     steps: usize,
     out: String,
+    /// The `#foreach` loops running: (index, length), innermost last.
+    loops: Vec<(usize, usize)>,
 }
+
+static NULL: Value = Value::Null;
 
 impl Template {
     /// Renders with `env`; `Err` when a limit is passed or a call fails.
@@ -133,6 +151,7 @@ impl Template {
             vars: BTreeMap::new(),
             steps: 0,
             out: String::new(),
+            loops: Vec::new(),
         };
         e.nodes(&self.nodes)?;
         Ok(e.out)
@@ -253,31 +272,16 @@ impl Eval<'_, '_> {
                             items.len()
                         ));
                     }
-                    let saved = (
-                        self.vars.remove("foreach"),
-                        self.vars.remove("velocityCount"),
-                    );
                     let n = items.len();
+                    self.loops.push((0, n));
                     for (i, item) in items.into_iter().enumerate() {
                         self.vars.insert(var.clone(), item);
-                        let mut fe = Map::new();
-                        fe.insert("hasNext".into(), Value::Bool(i + 1 < n));
-                        fe.insert("index".into(), Value::from(i));
-                        fe.insert("count".into(), Value::from(i + 1));
-                        fe.insert("first".into(), Value::Bool(i == 0));
-                        fe.insert("last".into(), Value::Bool(i + 1 == n));
-                        self.vars.insert("foreach".into(), Value::Object(fe));
-                        self.vars.insert("velocityCount".into(), Value::from(i + 1));
+                        if let Some(l) = self.loops.last_mut() {
+                            l.0 = i;
+                        }
                         self.nodes(body)?;
                     }
-                    self.vars.remove("foreach");
-                    self.vars.remove("velocityCount");
-                    if let Some(f) = saved.0 {
-                        self.vars.insert("foreach".into(), f);
-                    }
-                    if let Some(c) = saved.1 {
-                        self.vars.insert("velocityCount".into(), c);
-                    }
+                    self.loops.pop();
                 }
             }
         }
@@ -344,68 +348,113 @@ impl Eval<'_, '_> {
     fn reference(&mut self, r: &Ref) -> Result<Option<Value>, String> {
         let env = self.env;
         let mut steps = r.steps.as_slice();
-        let mut cur: Value = match r.root.as_str() {
+        // Arguments first (they may need the evaluator), then a walk over borrowed values:
+        // a reference clones only what it ends on.
+        let mut args: Vec<Vec<Value>> = Vec::new();
+        if steps.iter().any(|s| !matches!(s, Step::Prop(_))) {
+            for s in steps {
+                args.push(match s {
+                    Step::Prop(_) => Vec::new(),
+                    Step::Index(e) => vec![self.expr(e)?],
+                    Step::Call(_, a) => a.iter().map(|x| self.expr(x)).collect::<Result<_, _>>()?,
+                });
+            }
+        }
+        let arg = |i: usize| args.get(i).map(Vec::as_slice).unwrap_or_default();
+        let mut first = 0;
+        let base: std::borrow::Cow<'_, Value> = match r.root.as_str() {
             "input" => match steps.first() {
                 Some(Step::Prop(p)) if p == "body" => {
-                    steps = &steps[1..];
-                    Value::String(env.body.to_string())
+                    first = 1;
+                    std::borrow::Cow::Owned(Value::String(env.body.to_string()))
                 }
-                Some(Step::Call(m, args)) => {
-                    let args = args
-                        .iter()
-                        .map(|a| self.expr(a))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    steps = &steps[1..];
-                    input_call(env, m, &args)?
+                Some(Step::Call(m, _)) => {
+                    first = 1;
+                    std::borrow::Cow::Owned(input_call(env, m, arg(0))?)
                 }
                 _ => return Ok(None),
             },
             "util" => match steps.first() {
-                Some(Step::Call(m, args)) => {
-                    let args = args
-                        .iter()
-                        .map(|a| self.expr(a))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    steps = &steps[1..];
-                    util_call(m, &args)?
+                Some(Step::Call(m, _)) => {
+                    first = 1;
+                    std::borrow::Cow::Owned(util_call(m, arg(0))?)
                 }
                 _ => return Ok(None),
             },
-            "context" => env.context.clone(),
-            "stageVariables" => env.stage_variables.clone(),
+            "foreach" if !self.loops.is_empty() => {
+                let (i, n) = *self.loops.last().unwrap_or(&(0, 0));
+                let Some(Step::Prop(p)) = steps.first() else {
+                    return Ok(None);
+                };
+                first = 1;
+                std::borrow::Cow::Owned(match p.as_str() {
+                    "hasNext" => Value::Bool(i + 1 < n),
+                    "index" => Value::from(i),
+                    "count" => Value::from(i + 1),
+                    "first" => Value::Bool(i == 0),
+                    "last" => Value::Bool(i + 1 == n),
+                    _ => Value::Null,
+                })
+            }
+            "velocityCount" if !self.loops.is_empty() => {
+                std::borrow::Cow::Owned(Value::from(self.loops.last().map_or(0, |l| l.0) + 1))
+            }
+            "context" => std::borrow::Cow::Borrowed(env.context),
+            "stageVariables" => std::borrow::Cow::Borrowed(env.stage_variables),
             name => match self.vars.get(name) {
-                Some(v) => v.clone(),
+                Some(v) => std::borrow::Cow::Borrowed(v),
                 None => return Ok(None),
             },
         };
-        for s in steps {
-            self.tick()?;
-            cur = match s {
-                Step::Prop(p) => match &cur {
-                    Value::Object(m) => m.get(p).cloned().unwrap_or(Value::Null),
+        steps = &steps[first..];
+        self.steps += steps.len();
+        if self.steps > MAX_STEPS {
+            return Err(format!("the template ran past {MAX_STEPS} steps"));
+        }
+        let mut cur = base;
+        for (k, s) in steps.iter().enumerate() {
+            let a = arg(first + k);
+            cur = match (s, cur) {
+                (Step::Prop(p), std::borrow::Cow::Borrowed(v)) => match v {
+                    Value::Object(m) => std::borrow::Cow::Borrowed(m.get(p).unwrap_or(&NULL)),
                     // `$list.size` and the like: Velocity tries the getter.
-                    _ => method(&cur, p, &[])?.unwrap_or(Value::Null),
+                    _ => std::borrow::Cow::Owned(method(v, p, &[])?.unwrap_or(Value::Null)),
                 },
-                Step::Index(i) => {
-                    let i = self.expr(i)?;
-                    match (&cur, &i) {
-                        (Value::Array(a), _) => num(&i)
-                            .and_then(|n| a.get(n as usize).cloned())
-                            .unwrap_or(Value::Null),
-                        (Value::Object(m), _) => m.get(&text(&i)).cloned().unwrap_or(Value::Null),
-                        _ => Value::Null,
+                (Step::Prop(p), std::borrow::Cow::Owned(v)) => std::borrow::Cow::Owned(match v {
+                    Value::Object(mut m) => m.remove(p.as_str()).unwrap_or(Value::Null),
+                    other => method(&other, p, &[])?.unwrap_or(Value::Null),
+                }),
+                (Step::Index(_), c) => {
+                    let i = a.first().unwrap_or(&NULL);
+                    match c {
+                        std::borrow::Cow::Borrowed(v) => std::borrow::Cow::Borrowed(match v {
+                            Value::Array(arr) => {
+                                num(i).and_then(|n| arr.get(n as usize)).unwrap_or(&NULL)
+                            }
+                            Value::Object(m) => m.get(&text(i)).unwrap_or(&NULL),
+                            _ => &NULL,
+                        }),
+                        std::borrow::Cow::Owned(v) => std::borrow::Cow::Owned(found_owned(&v, i)),
                     }
                 }
-                Step::Call(m, args) => {
-                    let args = args
-                        .iter()
-                        .map(|a| self.expr(a))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    method(&cur, m, &args)?.unwrap_or(Value::Null)
+                (Step::Call(m, _), c) => {
+                    std::borrow::Cow::Owned(method(&c, m, a)?.unwrap_or(Value::Null))
                 }
             };
         }
-        Ok(Some(cur))
+        Ok(Some(cur.into_owned()))
+    }
+}
+
+/// What an index finds in an owned value.
+fn found_owned(v: &Value, i: &Value) -> Value {
+    match v {
+        Value::Array(a) => num(i)
+            .and_then(|n| a.get(n as usize))
+            .cloned()
+            .unwrap_or(Value::Null),
+        Value::Object(m) => m.get(&text(i)).cloned().unwrap_or(Value::Null),
+        _ => Value::Null,
     }
 }
 

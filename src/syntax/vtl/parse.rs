@@ -9,6 +9,7 @@ struct Parser<'a> {
     src: &'a str,
     i: usize,
     depth: usize,
+    roots: u8,
 }
 
 /// What ended a block.
@@ -36,10 +37,14 @@ impl Template {
             src,
             i: 0,
             depth: 0,
+            roots: 0,
         };
         let (nodes, end) = p.block()?;
         match end {
-            Close::Eof => Ok(Template { nodes }),
+            Close::Eof => Ok(Template {
+                nodes,
+                roots: p.roots,
+            }),
             _ => Err(format!(
                 "#end, #else or #elseif without an opening directive at byte {}",
                 p.i
@@ -376,6 +381,14 @@ impl<'a> Parser<'a> {
         }
         let _ = text;
         self.depth -= 1;
+        self.roots |= match root.as_str() {
+            "context" => READS_CONTEXT,
+            "stageVariables" => READS_STAGE_VARIABLES,
+            "input" if matches!(steps.first(), Some(Step::Call(m, _)) if m == "params") => {
+                READS_PARAMS
+            }
+            _ => 0,
+        };
         Ok(Ref { root, steps })
     }
 
@@ -513,6 +526,7 @@ impl<'a> Parser<'a> {
                 let inner = &self.src[self.i..self.i + end];
                 self.i += end + 1;
                 let t = Template::parse(inner)?;
+                self.roots |= t.roots;
                 Ok(match t.nodes.as_slice() {
                     [] => Expr::Lit(Value::String(String::new())),
                     [Node::Text(s)] => Expr::Lit(Value::String(s.clone())),
