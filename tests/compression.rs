@@ -199,3 +199,17 @@ fn encoded_request_bodies_are_decoded_for_validation_and_bombs_stop_at_max_body(
     assert!(bomb.len() < 64 << 10);
     assert_eq!(post(&bomb, "gzip").status, 413);
 }
+
+#[test]
+fn a_revalidated_cache_hit_carries_the_etag_its_encoding_would() {
+    let up = upstream();
+    let g = gateway(&up, "cache = { ttl = \"300s\", capacity = \"1MiB\" }");
+    let a = req(&g, "GET", "/pets", "gzip");
+    assert_eq!(a.header("etag"), Some("W/\"v1\""));
+    let r = Client::connect(g.addr()).request(b"GET /pets HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: W/\"v1\"\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.header("etag")), (304, Some("W/\"v1\"")));
+    let r = Client::connect(g.addr()).request(
+        b"GET /pets HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"v1\"\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!((r.status, r.header("etag")), (304, Some("\"v1\"")));
+}

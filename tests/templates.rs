@@ -244,3 +244,30 @@ fn openapi_import_takes_templates_and_integration_responses() {
     );
     assert_eq!(r.status, 415);
 }
+
+#[test]
+fn a_mocks_request_template_chooses_its_integration_response() {
+    let tpl = |s: &str| serde_json::to_string(s).unwrap();
+    let g = Gw::start(
+        &Cfg::new()
+            .route(
+                "GET /m",
+                format!(
+                    "integration = {{ type = \"mock\", request_templates = {{ \"application/json\" = {} }}, responses = [ {{ templates = {{ \"application/json\" = {} }} }}, {{ selection_pattern = \"5\\\\d{{2}}\", status = 503, templates = {{ \"application/json\" = {} }} }} ] }}",
+                    tpl("#if($input.params('fail') == 'yes'){\"statusCode\": 500}#else{\"statusCode\": 200}#end"),
+                    tpl("{\"ok\": true}"),
+                    tpl("{\"ok\": false, \"id\": \"$context.requestId\"}")
+                ),
+            )
+            .toml(),
+    );
+    let r = get(g.addr(), "/m");
+    assert_eq!((r.status, r.json()), (200, json!({"ok": true})));
+    let r = Client::connect(g.addr()).request(
+        b"GET /m?fail=yes HTTP/1.1\r\nHost: t\r\nX-Request-Id: r-5\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        (r.status, r.json()),
+        (503, json!({"ok": false, "id": "r-5"}))
+    );
+}

@@ -145,14 +145,17 @@ async fn run_phases(
         mapping::prepare(ss, conn, ctx, m, h).await?;
     }
     let http = matches!(r.per_stage[m.stage], IntegrationRt::Http(_));
-    transform::request(ss, conn, ctx, m, http).await?;
+    let mock_status = transform::request(ss, conn, ctx, m, http).await?;
     // An unsafe method on a stage with an http-mode cache invalidates what it changed.
     let invalidates = api.caches[m.stage]
         .as_ref()
         .filter(|c| c.mode == CacheMode::Http && !ctx.head.method.is_safe());
     match (&r.per_stage[m.stage], &r.cache[m.stage], invalidates) {
         (IntegrationRt::Mock(mock), _, _) => {
-            let a = answers::mock(ctx, &conn.peer_ip, mock);
+            let mut a = answers::mock(ctx, &conn.peer_ip, mock);
+            if let Some(s) = mock_status {
+                a.status = s;
+            }
             match &ctx.transform {
                 Some((t, vars)) => {
                     let ct = crate::http::h1::header_lines(&a.headers)

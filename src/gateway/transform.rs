@@ -30,18 +30,21 @@ fn failed(why: String) -> Error {
 }
 
 /// Runs the route's request template (reading the body), and keeps what its response
-/// templates need.
+/// templates need. For a mock, the template's `{"statusCode": N}` is the status its
+/// integration responses are chosen by (as Amazon API Gateway's mock integration does):
+/// returned when it says one.
 pub(crate) async fn request(
     ss: &ShardSnap,
     conn: &mut Conn,
     ctx: &mut RequestCtx,
     m: RouteMatch,
     http: bool,
-) -> Result<(), Error> {
+) -> Result<Option<u16>, Error> {
     let route = &ss.snap.config.apis[m.api].routes[m.route];
     let Some(t) = &route.transform else {
-        return Ok(());
+        return Ok(None);
     };
+    let mut mock_status = None;
     let ct = ctx
         .head
         .header(b"content-type")
@@ -95,12 +98,18 @@ pub(crate) async fn request(
             buf.extend_from_slice(&rest);
             conn.buf = buf;
             ctx.head.framing = Framing::Length(out.len() as u64);
+        } else {
+            mock_status = serde_json::from_str::<Value>(&out)
+                .ok()
+                .and_then(|v| v.get("statusCode").and_then(Value::as_u64))
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|s| (200..=599).contains(s) && *s != 204 && *s != 304);
         }
     }
     if !t.responses.is_empty() {
         ctx.transform = Some((t.clone(), Box::new(vars)));
     }
-    Ok(())
+    Ok(mock_status)
 }
 
 fn render(t: &Template, body: &[u8], vars: &TemplateVars) -> Result<String, Error> {

@@ -576,7 +576,9 @@ pub fn hit_head(
         out.extend_from_slice(&e.reason);
         out.extend_from_slice(b"\r\n");
     }
-    if ctx.cors.is_some() || mapped.is_some() || enc.is_some() {
+    // The ETag is weak whenever this client gets (or, on a 304 or HEAD, would get) an encoded body.
+    let weak = vary && ctx.compress.as_ref().is_some_and(|(_, a)| a.is_some());
+    if ctx.cors.is_some() || mapped.is_some() || weak {
         // The API's CORS headers, not the ones stored with the answer; less what the
         // mapping replaces; a compressed body's ETag is weak (RFC 9110 8.8.1).
         for l in e.headers.split_inclusive(|&b| b == b'\n') {
@@ -587,7 +589,7 @@ pub fn hit_head(
             if cors || replaced {
                 continue;
             }
-            if enc.is_some() && name.eq_ignore_ascii_case(b"etag") {
+            if weak && name.eq_ignore_ascii_case(b"etag") {
                 weak_etag(out, &l[name.len() + 1..]);
             } else {
                 out.extend_from_slice(l);
