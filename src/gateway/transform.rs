@@ -45,14 +45,7 @@ pub(crate) async fn request(
         return Ok(None);
     };
     let mut mock_status = None;
-    let ct = ctx
-        .head
-        .header(b"content-type")
-        .map(|c| {
-            let c = c.split(|&b| b == b';').next().unwrap_or_default();
-            String::from_utf8_lossy(c.trim_ascii()).to_ascii_lowercase()
-        })
-        .unwrap_or_else(|| "application/json".into());
+    let ct = super::validate::media_type(ctx);
     let template = t.request.iter().find(|(c, _)| *c == ct).map(|(_, t)| t);
     let refuse = match (template, t.passthrough) {
         (Some(_), _) | (None, Passthrough::WhenNoMatch) => false,

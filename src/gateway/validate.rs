@@ -43,15 +43,7 @@ pub(crate) async fn check(
     if v.models.is_empty() {
         return Ok(());
     }
-    // Without a Content-Type, JSON is assumed (as Amazon API Gateway does).
-    let ct = ctx
-        .head
-        .header(b"content-type")
-        .map(|c| {
-            let c = c.split(|&b| b == b';').next().unwrap_or_default();
-            String::from_utf8_lossy(c.trim_ascii()).to_ascii_lowercase()
-        })
-        .unwrap_or_else(|| "application/json".into());
+    let ct = media_type(ctx);
     let Some((_, model)) = v
         .models
         .iter()
@@ -118,6 +110,18 @@ pub(crate) fn decoded<'b>(
             "request body",
         ),
     })
+}
+
+/// The request's media type, lower-case and without parameters; without a Content-Type,
+/// JSON (as Amazon API Gateway assumes). Models and templates are chosen by it.
+pub(crate) fn media_type(ctx: &RequestCtx) -> String {
+    ctx.head
+        .header(b"content-type")
+        .map(|c| {
+            let c = c.split(|&b| b == b';').next().unwrap_or_default();
+            String::from_utf8_lossy(c.trim_ascii()).to_ascii_lowercase()
+        })
+        .unwrap_or_else(|| "application/json".into())
 }
 
 /// Is a required parameter there, and not empty?

@@ -158,6 +158,33 @@ pub fn normalise(path: &[u8]) -> Result<Segments, PathError> {
     Ok(s)
 }
 
+/// Percent-decodes a form-encoded query name or value into `out` (`+` is a space); escapes
+/// that are not two hex digits stay as they are.
+pub(crate) fn form_decode_into(v: &[u8], out: &mut Vec<u8>) {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut i = 0;
+    while i < v.len() {
+        match (
+            v[i],
+            v.get(i + 1).copied().and_then(hex),
+            v.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+}
+
 /// Percent-encodes a value that must stay one component (a query name or value, a path
 /// segment from untrusted text): everything but RFC 3986 unreserved characters.
 pub(crate) fn encode_component(v: &[u8], out: &mut Vec<u8>) {

@@ -171,29 +171,8 @@ pub(crate) fn query_values<'a>(
 }
 
 pub(crate) fn percent_decode(v: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        match (
-            v[i],
-            v.get(i + 1).copied().and_then(hex),
-            v.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push(h << 4 | l);
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
+    crate::syntax::path::form_decode_into(v, &mut out);
     out
 }
 

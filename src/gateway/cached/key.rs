@@ -122,7 +122,7 @@ fn query_values(query: &[u8], name: &str, k: &mut Vec<u8>) {
             .iter()
             .map(|v| {
                 let mut d = Vec::new();
-                decode_into(v, &mut d);
+                crate::syntax::path::form_decode_into(v, &mut d);
                 d
             })
             .collect();
@@ -134,30 +134,7 @@ fn query_values(query: &[u8], name: &str, k: &mut Vec<u8>) {
             k.extend_from_slice(v);
         }
     } else if let Some(v) = found.first() {
-        decode_into(v, k);
-    }
-}
-
-/// Percent-decodes (and maps '+' to ' ') a query name or value into `out`; bad escapes stay
-/// as they are.
-fn decode_into(b: &[u8], out: &mut Vec<u8>) {
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
+        crate::syntax::path::form_decode_into(v, k);
     }
 }
 
@@ -167,6 +144,6 @@ fn decoded_eq(raw: &[u8], want: &[u8]) -> bool {
         return raw == want;
     }
     let mut d = Vec::with_capacity(raw.len());
-    decode_into(raw, &mut d);
+    crate::syntax::path::form_decode_into(raw, &mut d);
     d == want
 }

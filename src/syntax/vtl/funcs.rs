@@ -231,26 +231,8 @@ pub(super) fn util_call(m: &str, args: &[Value]) -> Result<Value, String> {
             Value::String(out)
         }
         "urlDecode" => {
-            let b = s.as_bytes();
-            let mut out = Vec::with_capacity(b.len());
-            let mut i = 0;
-            while i < b.len() {
-                match b[i] {
-                    b'+' => out.push(b' '),
-                    b'%' if i + 2 < b.len() => {
-                        let hex = |c: u8| (c as char).to_digit(16);
-                        match (hex(b[i + 1]), hex(b[i + 2])) {
-                            (Some(h), Some(l)) => {
-                                out.push((h * 16 + l) as u8);
-                                i += 2;
-                            }
-                            _ => out.push(b'%'),
-                        }
-                    }
-                    c => out.push(c),
-                }
-                i += 1;
-            }
+            let mut out = Vec::with_capacity(s.len());
+            crate::syntax::path::form_decode_into(s.as_bytes(), &mut out);
             Value::String(String::from_utf8_lossy(&out).into_owned())
         }
         "base64Encode" => Value::String(base64::engine::general_purpose::STANDARD.encode(s.as_bytes())),
