@@ -77,6 +77,8 @@ pub(crate) enum Kind {
     /// No request template for the body's content type, and the passthrough behaviour
     /// refuses it (415).
     UnsupportedMediaType,
+    /// The shard holds as many whole request bodies as `limits.body_memory` allows (503).
+    BodiesOverBudget,
     /// The client went away; nothing can be written.
     ClientGone,
 }
@@ -95,7 +97,7 @@ impl Kind {
             Kind::NotFound => "RESOURCE_NOT_FOUND",
             Kind::BadGateway => "INTEGRATION_FAILURE",
             Kind::GatewayTimeout => "INTEGRATION_TIMEOUT",
-            Kind::NoHealthyUpstream => "DEFAULT_5XX",
+            Kind::NoHealthyUpstream | Kind::BodiesOverBudget => "DEFAULT_5XX",
             Kind::Forbidden => "INVALID_API_KEY",
             Kind::Unauthorized(_) => "UNAUTHORIZED",
             Kind::InsufficientScope(_) | Kind::AccessDenied(_) => "ACCESS_DENIED",
@@ -161,7 +163,7 @@ impl Error {
             Kind::NotFound => 404,
             Kind::MethodNotAllowed(_) => 405,
             Kind::BadGateway => 502,
-            Kind::NoHealthyUpstream => 503,
+            Kind::NoHealthyUpstream | Kind::BodiesOverBudget => 503,
             Kind::GatewayTimeout => 504,
             Kind::Unauthorized(_) => 401,
             Kind::Forbidden
@@ -201,7 +203,7 @@ impl Error {
             Kind::NotFound => "Not Found",
             Kind::MethodNotAllowed(_) => "Method Not Allowed",
             Kind::BadGateway => "Bad Gateway",
-            Kind::NoHealthyUpstream => "Service Unavailable",
+            Kind::NoHealthyUpstream | Kind::BodiesOverBudget => "Service Unavailable",
             Kind::GatewayTimeout => "Endpoint request timed out",
             Kind::Forbidden | Kind::InsufficientScope(_) => "Forbidden",
             Kind::Unauthorized(_) => "Unauthorized",

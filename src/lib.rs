@@ -84,6 +84,7 @@ pub mod internals {
     pub use crate::cache::policy::Lifetime;
     pub use crate::cache::{StageCache, Stored, Val};
     pub use crate::config::{CacheMode, Invalidation, KeyPart, StageCache as StageCacheConfig};
+    pub use crate::config::{MapOp, ParamMapping};
     pub use crate::gateway::cached::{cache_key, hit_head};
     pub use crate::gateway::ctx::{RequestCtx, RequestId};
     pub use crate::gateway::proxy::request_head;
@@ -98,6 +99,30 @@ pub mod internals {
     pub use crate::syntax::template::{Piece, Template};
     pub use crate::syntax::vtl::{Env as VtlEnv, Template as VtlTemplate};
     pub use crate::syntax::Method;
+    /// The upstream head of a request through its integration's parameter mapping (edits
+    /// worked out, then the head written with them), as a proxied request is.
+    pub fn mapped_request_head(
+        peer_ip: &str,
+        ctx: &mut crate::gateway::ctx::RequestCtx,
+        integ: &crate::snapshot::HttpIntegration,
+        params: &[String],
+    ) -> Vec<u8> {
+        if let Some(m) = &integ.mapping {
+            let e = crate::gateway::mapping::request_edits(m, ctx, peer_ip, params);
+            ctx.edits = Some(Box::new(e));
+        }
+        crate::gateway::proxy::request_head(peer_ip, ctx, integ)
+    }
+    /// A parameter mapping's `request_parameters` entry (`"overwrite:header.x" = "$request..."`).
+    pub fn map_op(key: &str, value: &str) -> Result<MapOp, String> {
+        let (action, target) = crate::syntax::mapping::parse_key(key, false)?;
+        let value = crate::syntax::mapping::parse_value(value, false)?;
+        Ok(MapOp {
+            action,
+            target,
+            value,
+        })
+    }
     /// A model's schema compiled as request validation compiles it.
     pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
         crate::config::compile_schema(schema)

@@ -51,6 +51,8 @@ pub(crate) struct MockIntegration {
     pub headers: Vec<(String, Template)>,
     pub body: Template,
     pub has_content_type: bool,
+    /// The body as JSON when it is fixed and an integration response's template reads it.
+    pub json: Option<Arc<serde_json::Value>>,
 }
 
 #[derive(Debug)]

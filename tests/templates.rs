@@ -175,6 +175,14 @@ fn bad_templates_are_refused_at_load() {
             "responses[0].status = 204 is not valid",
         ),
         ("responses = [ {}, {} ]", "two default responses"),
+        (
+            "responses = [ { headers = { \"x-a\" = \"integration.response.body..a\" } } ]",
+            "responses[0].headers.x-a = \"integration.response.body..a\" is not valid",
+        ),
+        (
+            "responses = [ { headers = { \"x-a\" = \"integration.response.header.\" } } ]",
+            "names no header",
+        ),
     ] {
         let toml = Cfg::new()
             .route(
@@ -270,4 +278,131 @@ fn a_mocks_request_template_chooses_its_integration_response() {
         (r.status, r.json()),
         (503, json!({"ok": false, "id": "r-5"}))
     );
+}
+
+#[test]
+fn integration_responses_map_headers_from_the_integrations_answer() {
+    let up = Upstream::start(|_| {
+        let body =
+            r#"{"redirect": {"url": "https://example.test/next"}, "id": 42, "tags": ["a", "b"]}"#;
+        Action::Raw(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-userid: u-7\r\nx-multi: one\r\nx-multi: two\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes())
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
+            .route(
+                "GET /m",
+                "integration = { type = \"http\", uri = \"http://up/m\", responses = [ { headers = { \
+                 \"Location\" = \"integration.response.body.redirect.url\", \
+                 \"x-user-id\" = \"integration.response.header.X-UserId\", \
+                 \"x-all\" = \"integration.response.multivalueheader.x-multi\", \
+                 \"x-tags\" = \"integration.response.body.tags\", \
+                 \"x-missing\" = \"integration.response.header.x-nope\", \
+                 \"x-who\" = \"stageVariables.who\", \
+                 \"x-rid\" = \"context.requestId\", \
+                 \"x-quoted\" = \"'static'\", \
+                 \"x-plain\" = \"plain text\" } } ] }",
+            )
+            .toml(),
+    );
+    let r = Client::connect(g.addr())
+        .request(b"GET /m HTTP/1.1\r\nHost: t\r\nX-Request-Id: rid-9\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("location"), Some("https://example.test/next"));
+    assert_eq!(r.header("x-user-id"), Some("u-7"));
+    assert_eq!(r.header("x-all"), Some("one,two"));
+    assert_eq!(r.header("x-tags"), Some(r#"["a","b"]"#));
+    assert_eq!(
+        r.header("x-missing"),
+        None,
+        "an absent source leaves the header out"
+    );
+    assert_eq!(r.header("x-who"), Some("prod"));
+    assert_eq!(r.header("x-rid"), Some("rid-9"));
+    assert_eq!(r.header("x-quoted"), Some("static"));
+    assert_eq!(r.header("x-plain"), Some("plain text"));
+    assert_eq!(
+        r.header("x-userid"),
+        None,
+        "only what the response maps reaches the client"
+    );
+    // Without a template, the body goes as it came.
+    assert_eq!(r.json()["id"], 42);
+}
+
+#[test]
+fn templates_and_integration_responses_export_and_import_back() {
+    let tpl = |s: &str| serde_json::to_string(s).unwrap();
+    let g = Gw::start(
+        &Cfg::new()
+            .route(
+                "GET /m/{name}",
+                format!(
+                    "integration = {{ type = \"mock\", body = '{PETS}', request_templates = {{ \"application/json\" = {} }}, passthrough_behavior = \"when_no_templates\", responses = [ {{ status = 200, headers = {{ \"x-first\" = \"integration.response.body[0].type\" }}, templates = {{ \"application/json\" = {} }} }}, {{ selection_pattern = \"5\\\\d{{2}}\", status = 502, templates = {{ \"application/json\" = {} }} }} ] }}",
+                    tpl("#if($input.params('name') == 'bad'){\"statusCode\": 500}#else{\"statusCode\": 200}#end"),
+                    tpl(PETSTORE),
+                    tpl("{\"failed\": \"$input.params('name')\"}")
+                ),
+            )
+            .toml(),
+    );
+    let r = admin_with(
+        g.admin(),
+        "GET",
+        "/apis/api/stages/prod/export?extensions=apigateway",
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc = r.json();
+    let i = &doc["paths"]["/m/{name}"]["get"]["x-amazon-apigateway-integration"];
+    assert_eq!(i["type"], "mock");
+    assert_eq!(i["passthroughBehavior"], "when_no_templates");
+    assert!(i["requestTemplates"]["application/json"]
+        .as_str()
+        .unwrap()
+        .contains("statusCode\": 500"));
+    assert_eq!(i["responses"]["default"]["statusCode"], "200");
+    assert_eq!(
+        i["responses"]["default"]["responseTemplates"]["application/json"],
+        PETSTORE
+    );
+    assert_eq!(
+        i["responses"]["default"]["responseParameters"]["method.response.header.x-first"],
+        "integration.response.body[0].type"
+    );
+    assert_eq!(i["responses"]["5\\d{2}"]["statusCode"], "502");
+
+    // The exported document imports as an API that answers the same.
+    let mut doc = doc;
+    doc["info"]["title"] = json!("again");
+    let r = admin_with(g.admin(), "POST", "/apis?mode=import", &doc.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    for (m, p, b) in [
+        ("POST", "/apis/again/deployments", json!({"stage": "test"})),
+        (
+            "POST",
+            "/domains",
+            json!({"host": "again.test", "api": "again", "stage": "test"}),
+        ),
+    ] {
+        assert_eq!(admin_with(g.admin(), m, p, &b.to_string()).status, 201);
+    }
+    for host in ["t", "again.test"] {
+        let ask = |path: &str| {
+            Client::connect(g.addr()).request(
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+        };
+        let r = ask("/m/rex");
+        assert_eq!(r.status, 200, "{host}: {}", r.text());
+        assert_eq!(r.header("x-first"), Some("dog"), "{host}");
+        assert_eq!(r.json()[1]["description"], "Item 2 is a cat.", "{host}");
+        let r = ask("/m/bad");
+        assert_eq!(
+            (r.status, r.json()),
+            (502, json!({"failed": "bad"})),
+            "{host}"
+        );
+    }
 }

@@ -361,3 +361,51 @@ fn http2_bodies_are_validated_too() {
         }
     });
 }
+
+#[test]
+fn bodies_held_whole_are_bounded_per_shard() {
+    // 4 KiB of body memory: a body counts 16 times its size, so one 200-byte body (3,200)
+    // fits, and a second one while the first is held does not.
+    let up = Upstream::echo();
+    let g = Gw::start(
+        &Cfg::new()
+            .limits("body_memory = \"4KiB\"")
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra(format!(
+                "  [[apis.models]]\n  name = \"Pet\"\n  schema = '''{PET}'''\n"
+            ))
+            .route(
+                "POST /pets",
+                "request_validator = \"body\"\nrequest_models = { \"application/json\" = \"Pet\" }\nintegration = { type = \"http\", uri = \"http://up/pets\" }",
+            )
+            .toml(),
+    );
+    let body = format!(r#"{{"name": "{}"}}"#, "r".repeat(188));
+    assert_eq!(body.len(), 200);
+    let head = |extra: &str| {
+        format!("POST /pets HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 200\r\n{extra}\r\n")
+    };
+    // The first request is held: its 100 Continue says the gateway is reading its body.
+    let mut first = Client::connect(g.addr());
+    first.send(head("Expect: 100-continue\r\n").as_bytes());
+    let mut interim = [0u8; 25];
+    std::io::Read::read_exact(&mut first.stream, &mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    // A second body on the same shard does not fit beside it: 503, and it never reaches the
+    // integration.
+    let r = Client::connect(g.addr())
+        .request(format!("{}{body}", head("Connection: close\r\n")).as_bytes());
+    assert_eq!(
+        (r.status, r.json()),
+        (503, json!({"message": "Service Unavailable"}))
+    );
+    // The first goes through, and what it held is given back: the next request fits.
+    first.send(body.as_bytes());
+    assert_eq!(first.read_response(false).unwrap().status, 200);
+    for _ in 0..3 {
+        let r = Client::connect(g.addr())
+            .request(format!("{}{body}", head("Connection: close\r\n")).as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(up.requests().len(), 4);
+}

@@ -329,12 +329,38 @@ fn integration(
             header_templates,
             body_template,
             ..
-        } => IntegrationRt::Mock(MockIntegration {
-            status: *status,
-            headers: resolve_headers(header_templates)?,
-            body: body_template.with_stage(&s.variables)?,
-            has_content_type: header_templates.iter().any(|(n, _)| n == "content-type"),
-        }),
+        } => {
+            let body = body_template.with_stage(&s.variables)?;
+            // A fixed body that integration responses' templates read: parsed here, once.
+            let json = match body.pieces.as_slice() {
+                [] => None,
+                pieces => pieces
+                    .iter()
+                    .map(|p| match p {
+                        crate::syntax::template::Piece::Lit(t) => Some(t.as_str()),
+                        _ => None,
+                    })
+                    .collect::<Option<String>>(),
+            }
+            .filter(|_| {
+                r.transform.as_ref().is_some_and(|t| {
+                    t.responses.iter().any(|x| {
+                        x.templates
+                            .iter()
+                            .any(|(_, t)| t.reads(crate::syntax::vtl::READS_JSON))
+                    })
+                })
+            })
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .map(Arc::new);
+            IntegrationRt::Mock(MockIntegration {
+                status: *status,
+                headers: resolve_headers(header_templates)?,
+                body,
+                has_content_type: header_templates.iter().any(|(n, _)| n == "content-type"),
+                json,
+            })
+        }
     })
 }
 

@@ -150,6 +150,7 @@ pub(crate) struct AdminFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct LimitsFile {
     pub max_body: Option<SizeValue>,
+    pub body_memory: Option<SizeValue>,
     pub integration_timeout: Option<String>,
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,

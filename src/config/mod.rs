@@ -31,7 +31,7 @@ pub(crate) use compression::*;
 pub(crate) use cors::*;
 pub(crate) use domains::*;
 pub(crate) use listeners::*;
-pub(crate) use mapping::*;
+pub use mapping::{MapOp, ParamMapping};
 pub(crate) use models::*;
 pub(crate) use observe::*;
 pub(crate) use plans::*;
@@ -55,6 +55,11 @@ use crate::syntax::Method;
 /// Largest request body accepted (10 MiB); Amazon API Gateway's payload limit, nginx
 /// `client_max_body_size`.
 pub(crate) const DEFAULT_MAX_BODY: u64 = 10 << 20;
+/// `limits.body_memory`: per shard, enough for three 10 MiB JSON bodies parsed at once.
+pub(crate) const DEFAULT_BODY_MEMORY: u64 = 512 << 20;
+/// A body read whole is counted this many times its size: a parsed JSON tree takes up to
+/// about 16 bytes per byte of text (measured on a 10 MiB array of small objects).
+pub(crate) const BODY_MEMORY_FACTOR: u64 = 16;
 /// Integration timeout and its ceiling (29 s); Amazon API Gateway's, nginx `proxy_read_timeout`.
 pub(crate) const DEFAULT_INTEGRATION_TIMEOUT: Duration = Duration::from_secs(29);
 /// The whole request head must arrive within this (10 s); nginx `client_header_timeout`.

@@ -75,6 +75,9 @@ pub struct Admin {
 #[derive(Debug, Clone, Serialize)]
 pub struct Limits {
     pub max_body: u64,
+    /// What a shard may hold for request bodies read whole (validation, mapping, templates),
+    /// counted as [`BODY_MEMORY_FACTOR`] bytes per body byte; past it a request answers 503.
+    pub body_memory: u64,
     #[serde(serialize_with = "ser_duration")]
     pub integration_timeout: Duration,
     #[serde(serialize_with = "ser_duration")]
@@ -314,6 +317,11 @@ impl Validator {
         };
         Limits {
             max_body: self.size("limits.max_body", l.max_body.as_ref(), DEFAULT_MAX_BODY),
+            body_memory: self.size(
+                "limits.body_memory",
+                l.body_memory.as_ref(),
+                DEFAULT_BODY_MEMORY,
+            ),
             integration_timeout: self.duration(
                 "limits.integration_timeout",
                 l.integration_timeout.as_ref(),

@@ -23,12 +23,84 @@ pub enum Passthrough {
 /// One integration response.
 #[derive(Debug, Clone)]
 pub struct IntegrationResponse {
-    /// Matched against the whole status code (`None`: the default response).
-    pub pattern: Option<regex::Regex>,
+    /// Matched against the whole status code (`None`: the default response), and its text.
+    pub pattern: Option<(regex::Regex, String)>,
     /// The status answered (`None`: the integration's).
     pub status: Option<u16>,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(String, HeaderSource)>,
     pub templates: Vec<(String, vtl::Template)>,
+}
+
+/// Where an integration response's header value comes from (Amazon API Gateway's
+/// `responseParameters` expressions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderSource {
+    /// `'text'`, or text that is none of the below.
+    Static(String),
+    /// `integration.response.header.NAME`: the integration's first value of that header.
+    Header(String),
+    /// `integration.response.multivalueheader.NAME`: all its values, comma-separated.
+    MultiHeader(String),
+    /// `integration.response.body` (the whole body), `integration.response.body.a.b` or
+    /// `...body[0].a` (the JSONPath `$.a.b`, `$[0].a` into it: a string as it is, anything else
+    /// as JSON text).
+    Body(Option<String>),
+    /// `stageVariables.NAME`.
+    StageVariable(String),
+    /// `context.NAME` (`requestId`, `stage`, `identity.sourceIp`, ...).
+    Context(String),
+}
+
+impl HeaderSource {
+    fn parse(v: &str) -> Result<HeaderSource, String> {
+        let name = |n: &str, what: &str| -> Result<String, String> {
+            if !n.is_empty() && n.bytes().all(crate::syntax::is_tchar) {
+                Ok(n.to_ascii_lowercase())
+            } else {
+                Err(format!("{what} names no header"))
+            }
+        };
+        Ok(
+            if let Some(n) = v.strip_prefix("integration.response.header.") {
+                HeaderSource::Header(name(n, "integration.response.header.")?)
+            } else if let Some(n) = v.strip_prefix("integration.response.multivalueheader.") {
+                HeaderSource::MultiHeader(name(n, "integration.response.multivalueheader.")?)
+            } else if v == "integration.response.body" {
+                HeaderSource::Body(None)
+            } else if let Some(p) = v
+                .strip_prefix("integration.response.body")
+                .filter(|p| p.starts_with('.') || p.starts_with('['))
+            {
+                let path = format!("${p}");
+                vtl::select(&serde_json::Value::Null, &path)?;
+                HeaderSource::Body(Some(path))
+            } else if let Some(n) = v.strip_prefix("stageVariables.") {
+                HeaderSource::StageVariable(n.to_string())
+            } else if let Some(n) = v.strip_prefix("context.").filter(|n| !n.is_empty()) {
+                HeaderSource::Context(n.to_string())
+            } else if let Some(t) = v.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
+                HeaderSource::Static(t.to_string())
+            } else {
+                HeaderSource::Static(v.to_string())
+            },
+        )
+    }
+
+    /// The expression in Amazon API Gateway's words (`responseParameters`).
+    pub fn source(&self) -> String {
+        match self {
+            HeaderSource::Static(t) => format!("'{t}'"),
+            HeaderSource::Header(n) => format!("integration.response.header.{n}"),
+            HeaderSource::MultiHeader(n) => format!("integration.response.multivalueheader.{n}"),
+            HeaderSource::Body(None) => "integration.response.body".into(),
+            HeaderSource::Body(Some(p)) => format!(
+                "integration.response.body{}",
+                p.strip_prefix('$').unwrap_or(p)
+            ),
+            HeaderSource::StageVariable(n) => format!("stageVariables.{n}"),
+            HeaderSource::Context(n) => format!("context.{n}"),
+        }
+    }
 }
 
 /// An integration's templates, checked.
@@ -46,7 +118,7 @@ impl Transform {
         let s = status.to_string();
         self.responses
             .iter()
-            .find(|r| r.pattern.as_ref().is_some_and(|p| p.is_match(&s)))
+            .find(|r| r.pattern.as_ref().is_some_and(|(p, _)| p.is_match(&s)))
             .or_else(|| self.responses.iter().find(|r| r.pattern.is_none()))
     }
 }
@@ -96,7 +168,7 @@ impl Validator {
             let pattern = match r.selection_pattern.as_deref() {
                 None | Some("") => None,
                 Some(p) => match regex::Regex::new(&format!("^(?:{p})$")) {
-                    Ok(re) => Some(re),
+                    Ok(re) => Some((re, p.to_string())),
                     Err(e) => {
                         self.bad(
                             &format!("{rkey}.selection_pattern"),
@@ -130,15 +202,20 @@ impl Validator {
                             n.to_ascii_lowercase().as_str(),
                             "content-length" | "transfer-encoding" | "connection" | "x-request-id"
                         );
-                    if ok {
-                        Some((n.to_ascii_lowercase(), v))
-                    } else {
+                    if !ok {
                         self.bad(
                             &format!("{rkey}.headers"),
                             &n,
                             "a header the gateway does not set itself, with a one-line value",
                         );
-                        None
+                        return None;
+                    }
+                    match HeaderSource::parse(&v) {
+                        Ok(src) => Some((n.to_ascii_lowercase(), src)),
+                        Err(e) => {
+                            self.bad(&format!("{rkey}.headers.{n}"), &v, &format!("a static value or an integration.response.header/body, stageVariables or context expression ({e})"));
+                            None
+                        }
                     }
                 })
                 .collect();

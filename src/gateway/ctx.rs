@@ -150,6 +150,10 @@ pub struct RequestCtx {
     /// `compression`).
     /// The route's integration responses, with what their templates read.
     pub(crate) transform: Option<super::transform::Kept>,
+    /// The request body as JSON once a validator parsed it (mapping and templates reuse it).
+    pub(crate) body_json: Option<Box<serde_json::Value>>,
+    /// What the request holds of its shard's `limits.body_memory`.
+    pub(crate) held: super::validate::Held,
     pub(crate) compress: Option<(
         std::sync::Arc<crate::config::Compression>,
         Option<super::compress::Encoding>,
@@ -197,6 +201,8 @@ impl RequestCtx {
             response_map: None,
             compress: None,
             transform: None,
+            body_json: None,
+            held: Default::default(),
         }
     }
 

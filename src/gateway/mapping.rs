@@ -73,18 +73,50 @@ pub(crate) async fn prepare(
         None
     };
     // As Amazon API Gateway: JSON paths read the first 100 KiB of the body at most.
-    let json = body
-        .as_deref()
-        .filter(|b| b.len() <= MAX_BODY_PATH)
-        .and_then(|b| serde_json::from_slice(b).ok());
+    let parsed: Option<serde_json::Value> = match &ctx.body_json {
+        Some(_) => None,
+        None => body
+            .as_deref()
+            .filter(|b| b.len() <= MAX_BODY_PATH)
+            .and_then(|b| serde_json::from_slice(b).ok()),
+    };
+    let json = match &ctx.body_json {
+        Some(v) if body.as_ref().is_some_and(|b| b.len() <= MAX_BODY_PATH) => Some(&**v),
+        _ => parsed.as_ref(),
+    };
     let params = &ss.snap.config.apis[m.api].routes[m.route].params;
     let src = RequestSources {
         ctx,
         peer_ip: &conn.peer_ip,
         params,
         body: body.as_deref(),
-        json: json.as_ref(),
+        json,
     };
+    let e = edits(map, &src);
+    ctx.edits = Some(Box::new(e));
+    Ok(())
+}
+
+/// A mapping's request edits for a request without a body to read (the benchmarks' entry).
+pub(crate) fn request_edits(
+    map: &ParamMapping,
+    ctx: &RequestCtx,
+    peer_ip: &str,
+    params: &[String],
+) -> RequestEdits {
+    let src = RequestSources {
+        ctx,
+        peer_ip,
+        params,
+        body: None,
+        json: None,
+    };
+    edits(map, &src)
+}
+
+/// What the request ops change, read from `src`.
+fn edits(map: &ParamMapping, src: &RequestSources<'_>) -> RequestEdits {
+    let ctx = src.ctx;
     let mut e = RequestEdits::default();
     let mut query_ops: Vec<(Action, &str, Vec<u8>)> = Vec::new();
     for op in &map.request {
@@ -129,8 +161,7 @@ pub(crate) async fn prepare(
             &query_ops,
         ));
     }
-    ctx.edits = Some(Box::new(e));
-    Ok(())
+    e
 }
 
 fn is_static(value: &[Piece]) -> bool {

@@ -158,11 +158,21 @@ async fn run_phases(
             }
             match &ctx.transform {
                 Some((t, vars)) => {
-                    let ct = crate::http::h1::header_lines(&a.headers)
-                        .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
-                        .map(|(_, v)| v.to_vec())
-                        .or_else(|| a.content_type.map(|c| c.as_bytes().to_vec()));
-                    let out = transform::respond(t, vars, a.status, ct.as_deref(), &a.body)?;
+                    let mut headers: Vec<(&[u8], &[u8])> =
+                        crate::http::h1::header_lines(&a.headers).collect();
+                    if let Some(c) = a.content_type {
+                        headers.push((b"content-type", c.as_bytes()));
+                    }
+                    let out = transform::respond(
+                        t,
+                        vars,
+                        transform::Answered {
+                            status: a.status,
+                            headers,
+                            body: &a.body,
+                            json: mock.json.as_deref(),
+                        },
+                    )?;
                     Ok(Outcome::Answer(out.unwrap_or(a)))
                 }
                 None => Ok(Outcome::Answer(a)),

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use serde_json::{json, Map, Value};
 
 use super::ctx::{RequestCtx, RouteMatch};
-use crate::config::{Passthrough, Transform};
+use crate::config::{HeaderSource, Passthrough, Transform};
 use crate::error::{Error, Kind};
 use crate::http::conn::Conn;
 use crate::http::h1::Framing;
@@ -78,11 +78,26 @@ pub(crate) async fn request(
             .filter(|b| t.reads(*b))
             .fold(0, |x, b| x | b)
         });
+    let reads = t
+        .responses
+        .iter()
+        .flat_map(|r| &r.headers)
+        .fold(reads, |acc, (_, h)| match h {
+            HeaderSource::Context(_) => acc | vtl::READS_CONTEXT,
+            HeaderSource::StageVariable(_) => acc | vtl::READS_STAGE_VARIABLES,
+            _ => acc,
+        });
     let vars = vars(ss, conn, ctx, m, reads);
     if let Some(template) = template {
         let len = super::validate::read_body(ss, conn, ctx).await?;
         let body = super::validate::decoded(ss, ctx, &conn.buf[..len])?.into_owned();
-        let out = render(template, &body, &vars)?;
+        let parsed = parse_if(
+            template.reads(vtl::READS_JSON),
+            ctx.body_json.as_deref(),
+            &body,
+        );
+        let json = ctx.body_json.as_deref().or(parsed.as_ref());
+        let out = render(template, &body, json, &vars)?;
         if http {
             // The integration gets the rendered body, with its length.
             let rest = conn.buf.split_off(len);
@@ -105,17 +120,32 @@ pub(crate) async fn request(
     Ok(mock_status)
 }
 
-fn render(t: &Template, body: &[u8], vars: &TemplateVars) -> Result<String, Error> {
-    let text = String::from_utf8_lossy(body);
-    let json: Option<Value> = serde_json::from_slice(body).ok();
+/// Renders `t` over `body` and its JSON (when it is JSON and a template reads it).
+fn render(
+    t: &Template,
+    body: &[u8],
+    json: Option<&Value>,
+    vars: &TemplateVars,
+) -> Result<String, Error> {
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(body),
+    };
     let env = Env {
         body: &text,
-        json: json.as_ref(),
+        json,
         params: &vars.params,
         context: &vars.context,
         stage_variables: &vars.stage_variables,
     };
     t.render(&env).map_err(failed)
+}
+
+/// `body` parsed as JSON when `needed` and `json` (a parse made before) is not there.
+fn parse_if(needed: bool, json: Option<&Value>, body: &[u8]) -> Option<Value> {
+    (needed && json.is_none())
+        .then(|| serde_json::from_slice(body).ok())
+        .flatten()
 }
 
 fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch, reads: u8) -> TemplateVars {
@@ -196,45 +226,110 @@ fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch, reads: u8)
     out
 }
 
+/// What the integration answered, as integration responses read it.
+pub(crate) struct Answered<'a> {
+    pub status: u16,
+    /// Its header lines (name, value).
+    pub headers: Vec<(&'a [u8], &'a [u8])>,
+    pub body: &'a [u8],
+    /// The body already parsed (a mock's fixed body).
+    pub json: Option<&'a Value>,
+}
+
+/// A mapped header value longer than this is left out.
+const MAX_MAPPED_HEADER: usize = 8 << 10;
+
 /// The integration's answer through its integration response: status, headers and the
 /// template's body (`None`: no response matches, the answer goes as it came).
 pub(crate) fn respond(
     t: &Transform,
     vars: &TemplateVars,
-    status: u16,
-    content_type: Option<&[u8]>,
-    body: &[u8],
+    i: Answered<'_>,
 ) -> Result<Option<Answer>, Error> {
-    let Some(r) = t.response_for(status) else {
+    let Some(r) = t.response_for(i.status) else {
         return Ok(None);
     };
-    let mut headers = Vec::new();
-    for (n, v) in &r.headers {
-        headers.extend_from_slice(n.as_bytes());
-        headers.extend_from_slice(b": ");
-        headers.extend_from_slice(v.as_bytes());
-        headers.extend_from_slice(b"\r\n");
-    }
     // The template for JSON if there is one, else the first.
     let template = r
         .templates
         .iter()
         .find(|(c, _)| c == "application/json")
         .or_else(|| r.templates.first());
+    let needs_json = template.is_some_and(|(_, t)| t.reads(vtl::READS_JSON))
+        || r.headers
+            .iter()
+            .any(|(_, h)| matches!(h, HeaderSource::Body(Some(_))));
+    let parsed = parse_if(needs_json, i.json, i.body);
+    let json = i.json.or(parsed.as_ref());
+    let first = |name: &str| {
+        i.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| *v)
+    };
+    let mut headers = Vec::new();
+    for (n, src) in &r.headers {
+        let value: Option<std::borrow::Cow<'_, [u8]>> = match src {
+            HeaderSource::Static(v) => Some(v.as_bytes().into()),
+            HeaderSource::Header(h) => first(h).map(Into::into),
+            HeaderSource::MultiHeader(h) => {
+                let all: Vec<&[u8]> = i
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(h.as_bytes()))
+                    .map(|(_, v)| *v)
+                    .collect();
+                (!all.is_empty()).then(|| all.join(&b","[..]).into())
+            }
+            HeaderSource::Body(None) => Some(i.body.into()),
+            HeaderSource::Body(Some(p)) => {
+                json.and_then(|j| vtl::select(j, p).ok().flatten())
+                    .map(|v| match &*v {
+                        Value::String(s) => s.clone().into_bytes().into(),
+                        other => other.to_string().into_bytes().into(),
+                    })
+            }
+            HeaderSource::StageVariable(name) => vars.stage_variables[name.as_str()]
+                .as_str()
+                .map(|v| v.as_bytes().to_vec().into()),
+            HeaderSource::Context(name) => {
+                let v = name.split('.').fold(&vars.context, |v, k| &v[k]);
+                match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.as_bytes().to_vec().into()),
+                    other => Some(other.to_string().into_bytes().into()),
+                }
+            }
+        };
+        // One line of visible text: control characters leave, and an over-long value
+        // (a whole body, say) leaves the header out.
+        let Some(value) = value.filter(|v| v.len() <= MAX_MAPPED_HEADER) else {
+            continue;
+        };
+        headers.extend_from_slice(n.as_bytes());
+        headers.extend_from_slice(b": ");
+        headers.extend(
+            value
+                .trim_ascii()
+                .iter()
+                .filter(|&&b| b == b'\t' || (b >= 0x20 && b != 0x7f)),
+        );
+        headers.extend_from_slice(b"\r\n");
+    }
     let (body, ct) = match template {
-        Some((ct, tpl)) => (render(tpl, body, vars)?.into_bytes(), Some(ct.clone())),
-        None => (
-            body.to_vec(),
-            content_type.map(|c| String::from_utf8_lossy(c).into_owned()),
+        Some((ct, tpl)) => (
+            render(tpl, i.body, json, vars)?.into_bytes(),
+            Some(ct.as_bytes()),
         ),
+        None => (i.body.to_vec(), first("content-type")),
     };
     if let Some(ct) = ct.filter(|_| !r.headers.iter().any(|(n, _)| n == "content-type")) {
         headers.extend_from_slice(b"content-type: ");
-        headers.extend_from_slice(ct.as_bytes());
+        headers.extend_from_slice(ct);
         headers.extend_from_slice(b"\r\n");
     }
     Ok(Some(Answer {
-        status: r.status.unwrap_or(status),
+        status: r.status.unwrap_or(i.status),
         headers,
         content_type: None,
         body,

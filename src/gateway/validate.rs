@@ -7,6 +7,7 @@ use bytes::BytesMut;
 
 use super::ctx::{BodyState, RequestCtx, RouteMatch};
 use crate::config::RequiredParam;
+use crate::config::BODY_MEMORY_FACTOR;
 use crate::error::{Error, Kind};
 use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::conn::Conn;
@@ -58,6 +59,10 @@ pub(crate) async fn check(
     let body = decoded(ss, ctx, &conn.buf[..len])?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| invalid(format!("[the body is not JSON: {e}]")))?;
+    if model.is_valid(&value) {
+        ctx.body_json = Some(Box::new(value));
+        return Ok(());
+    }
     let mut errors = model.iter_errors(&value);
     let Some(first) = errors.next() else {
         return Ok(());
@@ -90,16 +95,54 @@ pub(crate) async fn check(
     Err(invalid(format!("[{}]", why.join(", "))))
 }
 
+thread_local! {
+    /// What this shard's requests hold of `limits.body_memory` (a shard is one thread).
+    static HELD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// What a request holds of its shard's body memory, given back when the request ends.
+#[derive(Debug, Default)]
+pub(crate) struct Held(u64);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(self.0)));
+    }
+}
+
+/// Holds enough of the shard's body memory for `bytes` of body read whole (counted
+/// [`BODY_MEMORY_FACTOR`] times); 503 when the shard's other requests hold the rest. A
+/// request alone on its shard always gets what it needs (up to `limits.max_body`).
+fn hold(ss: &ShardSnap, ctx: &mut RequestCtx, bytes: u64) -> Result<(), Error> {
+    let want = bytes.saturating_mul(BODY_MEMORY_FACTOR);
+    let more = want.saturating_sub(ctx.held.0);
+    if more == 0 {
+        return Ok(());
+    }
+    HELD.with(|h| {
+        let others = h.get() - ctx.held.0.min(h.get());
+        if others > 0 && h.get() + more > ss.snap.limits.body_memory {
+            return Err(Error::downstream(
+                Kind::BodiesOverBudget,
+                "limits.body_memory: the shard holds as many request bodies as it may",
+            ));
+        }
+        h.set(h.get() + more);
+        ctx.held.0 += more;
+        Ok(())
+    })
+}
+
 /// The body as the client meant it: a gzip or br `Content-Encoding` is decoded, up to
 /// `limits.max_body` (413 beyond: a compression bomb stops there).
 pub(crate) fn decoded<'b>(
     ss: &ShardSnap,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     raw: &'b [u8],
 ) -> Result<std::borrow::Cow<'b, [u8]>, Error> {
     use super::compress::{decode_request, DecodeError};
     let coding = ctx.head.header(b"content-encoding");
-    decode_request(coding, raw, ss.snap.limits.max_body).map_err(|e| match e {
+    let out = decode_request(coding, raw, ss.snap.limits.max_body).map_err(|e| match e {
         DecodeError::TooLarge => Error::downstream(Kind::BodyTooLarge, "decoded request body"),
         DecodeError::Corrupt => Error::downstream(
             Kind::InvalidBody("[the body does not decode as its Content-Encoding says]".into()),
@@ -109,7 +152,12 @@ pub(crate) fn decoded<'b>(
             Kind::InvalidBody("[Content-Encoding other than gzip or br]".into()),
             "request body",
         ),
-    })
+    });
+    let out = out?;
+    if let std::borrow::Cow::Owned(d) = &out {
+        hold(ss, ctx, (raw.len() + d.len()) as u64)?;
+    }
+    Ok(out)
 }
 
 /// The request's media type, lower-case and without parameters; without a Content-Type,
@@ -158,6 +206,9 @@ pub(crate) async fn read_body(
     match ctx.head.framing {
         Framing::None | Framing::UntilClose => Ok(0),
         Framing::Length(n) => {
+            if let Err(e) = hold(ss, ctx, n) {
+                return Err(broken(ctx, e));
+            }
             let n = n as usize;
             if conn.buf.len() < n && continue_first(ctx, conn) {
                 send_continue(conn).await?;
@@ -198,6 +249,9 @@ pub(crate) async fn read_body(
                     };
                     for r in ranges {
                         body.extend_from_slice(&conn.buf[r]);
+                    }
+                    if let Err(e) = hold(ss, ctx, body.len() as u64) {
+                        return Err(broken(ctx, e));
                     }
                     let _ = conn.buf.split_to(k);
                 }

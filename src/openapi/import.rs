@@ -438,6 +438,10 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
         {
             // Templates that read something: rendered per request.
             let mut out = json!({ "type": "mock", "status": 200 });
+            // What Tollgate's export says a mock answers before its templates run.
+            if let Some(b) = i["x-tollgate-mock-body"].as_str() {
+                out["body"] = json!(b);
+            }
             transform(i, &mut out, warnings, key);
             Some(out)
         }
@@ -487,7 +491,7 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
 }
 
 /// `requestTemplates`, `passthroughBehavior` and `responses` (by selection pattern, with
-/// `statusCode`, static `method.response.header.*` and `responseTemplates`) as the
+/// `statusCode`, `method.response.header.*` mappings and `responseTemplates`) as the
 /// integration's mapping templates.
 fn transform(i: &Value, out: &mut Value, warnings: &mut Vec<String>, key: &str) {
     if let Some(t) = i["requestTemplates"].as_object() {
@@ -512,16 +516,13 @@ fn transform(i: &Value, out: &mut Value, warnings: &mut Vec<String>, key: &str) 
         }
         let mut headers = Map::new();
         for (k, v) in r["responseParameters"].as_object().into_iter().flatten() {
-            let lit = v
-                .as_str()
-                .and_then(|v| v.strip_prefix('\''))
-                .and_then(|v| v.strip_suffix('\''));
-            match (k.strip_prefix("method.response.header."), lit) {
-                (Some(h), Some(lit)) => {
-                    headers.insert(h.to_ascii_lowercase(), json!(lit));
+            // Static values stay quoted: the config reads Amazon's expressions as they are.
+            match (k.strip_prefix("method.response.header."), v.as_str()) {
+                (Some(h), Some(v)) => {
+                    headers.insert(h.to_ascii_lowercase(), json!(v));
                 }
                 _ => warnings.push(format!(
-                    "{key}: responses[{pattern:?}].responseParameters {k:?}: only static header values are supported; left out"
+                    "{key}: responses[{pattern:?}].responseParameters {k:?}: only method.response.header.* is mapped; left out"
                 )),
             }
         }

@@ -389,7 +389,7 @@ fn integration(cfg: &Config, r: &Route, params: &[String]) -> Value {
                 MethodSel::Any => "ANY",
             };
             let mut i = json!({
-                "type": "http_proxy",
+                "type": if r.transform.is_some() { "http" } else { "http_proxy" },
                 "httpMethod": method,
                 "uri": uri,
                 "passthroughBehavior": "when_no_match",
@@ -401,6 +401,9 @@ fn integration(cfg: &Config, r: &Route, params: &[String]) -> Value {
             }
             if !r.response_parameters.is_empty() {
                 i["responseParameters"] = json!(r.response_parameters);
+            }
+            if let Some(t) = &r.transform {
+                templates(t, &mut i);
             }
             i
         }
@@ -430,12 +433,69 @@ fn integration(cfg: &Config, r: &Route, params: &[String]) -> Value {
             if !response_parameters.is_empty() {
                 default["responseParameters"] = Value::Object(response_parameters);
             }
-            json!({
+            let mut i = json!({
                 "type": "mock",
                 "requestTemplates": { "application/json": "{\"statusCode\": 200}" },
                 "passthroughBehavior": "when_no_match",
                 "responses": { "default": default },
-            })
+            });
+            if let Some(t) = r.transform.as_ref().filter(|t| !t.responses.is_empty()) {
+                // The body its integration responses' templates read: Tollgate's own key
+                // (an Amazon mock has no body of its own), read back by import.
+                if !body.is_empty() {
+                    i["x-tollgate-mock-body"] = json!(body);
+                }
+                templates(t, &mut i);
+            } else if let Some(t) = &r.transform {
+                templates(t, &mut i);
+            }
+            i
         }
     }
+}
+
+/// An integration's mapping templates and integration responses, as Amazon API Gateway's
+/// `requestTemplates`, `passthroughBehavior` and `responses` say them.
+fn templates(t: &crate::config::Transform, i: &mut Value) {
+    use crate::config::Passthrough;
+    let by_type = |ts: &[(String, crate::syntax::vtl::Template)]| -> Map<String, Value> {
+        ts.iter()
+            .map(|(ct, t)| (ct.clone(), json!(t.source())))
+            .collect()
+    };
+    if !t.request.is_empty() {
+        i["requestTemplates"] = Value::Object(by_type(&t.request));
+    }
+    i["passthroughBehavior"] = json!(match t.passthrough {
+        Passthrough::WhenNoMatch => "when_no_match",
+        Passthrough::WhenNoTemplates => "when_no_templates",
+        Passthrough::Never => "never",
+    });
+    if t.responses.is_empty() {
+        return;
+    }
+    let mut responses = Map::new();
+    for r in &t.responses {
+        let mut out = Map::new();
+        if let Some(s) = r.status {
+            out.insert("statusCode".into(), json!(s.to_string()));
+        }
+        let params: Map<String, Value> = r
+            .headers
+            .iter()
+            .map(|(n, src)| (format!("method.response.header.{n}"), json!(src.source())))
+            .collect();
+        if !params.is_empty() {
+            out.insert("responseParameters".into(), Value::Object(params));
+        }
+        if !r.templates.is_empty() {
+            out.insert(
+                "responseTemplates".into(),
+                Value::Object(by_type(&r.templates)),
+            );
+        }
+        let key = r.pattern.as_ref().map_or("default", |(_, p)| p.as_str());
+        responses.insert(key.to_string(), Value::Object(out));
+    }
+    i["responses"] = Value::Object(responses);
 }

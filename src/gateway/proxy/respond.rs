@@ -94,15 +94,16 @@ pub(crate) async fn answer(
                 "integration answer unreadable or over 10 MiB",
             ));
         };
-        let ct = resp
-            .headers()
-            .find(|(n, _)| name_eq(n, b"content-type"))
-            .map(|(_, v)| v.to_vec());
-        let mut a =
-            match super::super::transform::respond(&t, &vars, resp.status, ct.as_deref(), &body)? {
-                Some(a) => a,
-                None => as_it_came(&resp, body),
-            };
+        let answered = super::super::transform::Answered {
+            status: resp.status,
+            headers: resp.headers().collect(),
+            body: &body,
+            json: None,
+        };
+        let mut a = match super::super::transform::respond(&t, &vars, answered)? {
+            Some(a) => a,
+            None => as_it_came(&resp, body),
+        };
         ctx.status = a.status;
         let head_only = ctx.head.method == crate::syntax::Method::Head;
         let extra = super::super::finish::answer_lines(ctx, &mut a, head_only);

@@ -1,6 +1,8 @@
 //! What references call: methods of strings, lists and maps, `$input`, `$util`, and the
 //! JSONPath `$input.json` and `$input.path` read with.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::*;
@@ -76,27 +78,32 @@ pub(super) fn method(v: &Value, m: &str, args: &[Value]) -> Result<Option<Value>
     }))
 }
 
-/// `$input.json(path)`, `$input.path(path)`, `$input.params()`, `$input.params(name)`.
-pub(super) fn input_call(env: &Env<'_>, m: &str, args: &[Value]) -> Result<Value, String> {
+/// `$input.json(path)`, `$input.path(path)`, `$input.params()`, `$input.params(name)`:
+/// what `$input.path` selects is borrowed from the payload unless a wildcard made a list.
+pub(super) fn input_call<'e>(
+    env: &Env<'e>,
+    m: &str,
+    args: &[Value],
+) -> Result<Cow<'e, Value>, String> {
     let path = || args.first().map(text).unwrap_or_else(|| "$".into());
     Ok(match m {
         "json" => match env.json.map(|j| json_path(j, &path())).transpose()? {
-            Some(Some(v)) => Value::String(v.to_string()),
-            _ => Value::String("null".into()),
+            Some(Some(v)) => Cow::Owned(Value::String(v.to_string())),
+            _ => Cow::Owned(Value::String("null".into())),
         },
         "path" => env
             .json
             .map(|j| json_path(j, &path()))
             .transpose()?
             .flatten()
-            .unwrap_or(Value::Null),
-        "params" if args.is_empty() => env.params.clone(),
+            .unwrap_or(Cow::Owned(Value::Null)),
+        "params" if args.is_empty() => Cow::Borrowed(env.params),
         "params" => {
             let name = text(&args[0]);
             ["path", "querystring", "header"]
                 .iter()
-                .find_map(|p| env.params[p].get(&name).cloned())
-                .unwrap_or(Value::Null)
+                .find_map(|p| env.params[p].get(&name))
+                .map_or(Cow::Owned(Value::Null), Cow::Borrowed)
         }
         _ => {
             return Err(format!(
@@ -106,21 +113,26 @@ pub(super) fn input_call(env: &Env<'_>, m: &str, args: &[Value]) -> Result<Value
     })
 }
 
-/// One step of a JSONPath, from each value to what it selects.
-type StepFn = Box<dyn Fn(&Value) -> Vec<Value>>;
+/// One step of a JSONPath.
+enum PathStep<'p> {
+    Name(&'p str),
+    Index(i64),
+    All,
+}
 
-/// A JSONPath (`$`, `.name`, `['name']`, `[n]`, `[*]`, `.*`) on `v`; a wildcard makes a list.
-pub(super) fn json_path(v: &Value, path: &str) -> Result<Option<Value>, String> {
+/// A JSONPath (`$`, `.name`, `['name']`, `[n]`, `[*]`, `.*`) on `v`, borrowed from it; a
+/// wildcard makes a list (of copies).
+pub(super) fn json_path<'v>(v: &'v Value, path: &str) -> Result<Option<Cow<'v, Value>>, String> {
     let p = path.trim();
     let rest = p
         .strip_prefix('$')
         .ok_or_else(|| format!("JSONPath {p:?} does not start with $"))?;
     let b = rest.as_bytes();
-    let mut cur = vec![v.clone()];
+    let mut cur: Vec<&'v Value> = vec![v];
     let mut many = false;
     let mut i = 0;
     while i < b.len() {
-        let step: StepFn = if b[i] == b'.' {
+        let step = if b[i] == b'.' {
             i += 1;
             if b.get(i) == Some(&b'.') {
                 return Err(format!(
@@ -131,63 +143,58 @@ pub(super) fn json_path(v: &Value, path: &str) -> Result<Option<Value>, String> 
             while i < b.len() && b[i] != b'.' && b[i] != b'[' {
                 i += 1;
             }
-            let name = rest[start..i].to_string();
-            if name == "*" {
-                many = true;
-                Box::new(|x: &Value| match x {
-                    Value::Array(a) => a.clone(),
-                    Value::Object(m) => m.values().cloned().collect(),
-                    _ => Vec::new(),
-                })
-            } else {
-                Box::new(move |x: &Value| x.get(&name).cloned().into_iter().collect())
+            match &rest[start..i] {
+                "*" => PathStep::All,
+                name => PathStep::Name(name),
             }
         } else if b[i] == b'[' {
             let end = rest[i..]
                 .find(']')
                 .ok_or_else(|| format!("JSONPath {p:?}: unclosed ["))?
                 + i;
-            let inner = rest[i + 1..end].trim().to_string();
+            let inner = rest[i + 1..end].trim();
             i = end + 1;
             if inner == "*" {
-                many = true;
-                Box::new(|x: &Value| match x {
-                    Value::Array(a) => a.clone(),
-                    Value::Object(m) => m.values().cloned().collect(),
-                    _ => Vec::new(),
-                })
+                PathStep::All
             } else if let Some(q) = inner
                 .strip_prefix('\'')
                 .and_then(|s| s.strip_suffix('\''))
                 .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')))
             {
-                let q = q.to_string();
-                Box::new(move |x: &Value| x.get(&q).cloned().into_iter().collect())
+                PathStep::Name(q)
             } else {
-                let n: i64 = inner
-                    .parse()
-                    .map_err(|_| format!("JSONPath {p:?}: [{inner}] is not supported"))?;
-                Box::new(move |x: &Value| match x {
-                    Value::Array(a) => {
-                        let k = if n < 0 { a.len() as i64 + n } else { n };
-                        usize::try_from(k)
-                            .ok()
-                            .and_then(|k| a.get(k).cloned())
-                            .into_iter()
-                            .collect()
-                    }
-                    _ => Vec::new(),
-                })
+                PathStep::Index(
+                    inner
+                        .parse()
+                        .map_err(|_| format!("JSONPath {p:?}: [{inner}] is not supported"))?,
+                )
             }
         } else {
             return Err(format!("JSONPath {p:?}: unexpected {:?}", &rest[i..]));
         };
-        cur = cur.iter().flat_map(&step).collect();
+        let mut next = Vec::with_capacity(cur.len());
+        for x in cur {
+            match (&step, x) {
+                (PathStep::Name(n), _) => next.extend(x.get(*n)),
+                (PathStep::Index(n), Value::Array(a)) => {
+                    let k = if *n < 0 { a.len() as i64 + n } else { *n };
+                    next.extend(usize::try_from(k).ok().and_then(|k| a.get(k)));
+                }
+                (PathStep::Index(_), _) => {}
+                (PathStep::All, Value::Array(a)) => next.extend(a.iter()),
+                (PathStep::All, Value::Object(m)) => next.extend(m.values()),
+                (PathStep::All, _) => {}
+            }
+        }
+        if matches!(step, PathStep::All) {
+            many = true;
+        }
+        cur = next;
     }
     Ok(if many {
-        Some(Value::Array(cur))
+        Some(Cow::Owned(Value::Array(cur.into_iter().cloned().collect())))
     } else {
-        cur.into_iter().next()
+        cur.into_iter().next().map(Cow::Borrowed)
     })
 }
 

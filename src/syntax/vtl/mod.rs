@@ -9,7 +9,7 @@
 //! steps, and the output at most [`MAX_OUTPUT`] bytes — past any of them it stops with an
 //! error (the gateway answers 500), so a template cannot hang a shard.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use serde_json::{Map, Number, Value};
 
@@ -29,17 +29,34 @@ pub struct Template {
     /// What it reads besides the payload ([`READS_PARAMS`], [`READS_CONTEXT`],
     /// [`READS_STAGE_VARIABLES`]), so that callers build only that.
     roots: u8,
+    /// How many variables it names (`#set`, `#foreach` and references: a slot each).
+    slots: usize,
+    /// The text it was parsed from (exports give it back).
+    source: String,
 }
 
 pub(crate) const READS_PARAMS: u8 = 1;
 pub(crate) const READS_CONTEXT: u8 = 2;
 pub(crate) const READS_STAGE_VARIABLES: u8 = 4;
+/// `$input.json` or `$input.path`: the payload parsed as JSON.
+pub(crate) const READS_JSON: u8 = 8;
 
 impl Template {
     /// Whether the template reads `$input.params`, `$context` or `$stageVariables` (bits).
     pub fn reads(&self, what: u8) -> bool {
         self.roots & what != 0
     }
+
+    /// The template's text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+/// What a JSONPath (`$.a.b`, `$['a'][0]`, `$.a[*]`) selects in `v` (`Err`: the path is not
+/// one Tollgate reads).
+pub(crate) fn select<'v>(v: &'v Value, path: &str) -> Result<Option<Cow<'v, Value>>, String> {
+    funcs::json_path(v, path)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +68,7 @@ enum Node {
         source: String,
     },
     Set {
-        var: String,
+        var: usize,
         value: Expr,
     },
     If {
@@ -59,7 +76,7 @@ enum Node {
         otherwise: Vec<Node>,
     },
     Foreach {
-        var: String,
+        var: usize,
         list: Expr,
         body: Vec<Node>,
     },
@@ -68,8 +85,22 @@ enum Node {
 /// `$root.a.b(args)[i]`.
 #[derive(Debug, Clone, PartialEq)]
 struct Ref {
-    root: String,
+    root: Root,
     steps: Vec<Step>,
+}
+
+/// What a reference starts from; variables by slot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Root {
+    Input,
+    Util,
+    Context,
+    StageVariables,
+    /// `$foreach` in a loop, else the variable of that name.
+    Foreach(usize),
+    /// `$velocityCount` in a loop, else the variable of that name.
+    VelocityCount(usize),
+    Var(usize),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -132,13 +163,21 @@ pub struct Env<'a> {
     pub stage_variables: &'a Value,
 }
 
-struct Eval<'a, 'e> {
-    env: &'a Env<'e>,
-    vars: BTreeMap<String, Value>,
+struct Eval<'t, 'e> {
+    env: &'e Env<'e>,
+    /// `#set` and `#foreach` variables: what they hold is borrowed from the payload or the
+    /// environment where it can be, and copied only when a template builds a value.
+    vars: Vec<Option<Slot<'e>>>,
+    _t: std::marker::PhantomData<&'t ()>,
     steps: usize,
     out: String,
     /// The `#foreach` loops running: (index, length), innermost last.
     loops: Vec<(usize, usize)>,
+}
+
+enum Slot<'e> {
+    Owned(Value),
+    Env(&'e Value),
 }
 
 static NULL: Value = Value::Null;
@@ -148,9 +187,10 @@ impl Template {
     pub fn render(&self, env: &Env<'_>) -> Result<String, String> {
         let mut e = Eval {
             env,
-            vars: BTreeMap::new(),
+            vars: (0..self.slots).map(|_| None).collect(),
+            _t: std::marker::PhantomData,
             steps: 0,
-            out: String::new(),
+            out: String::with_capacity(env.body.len().clamp(256, 64 << 10)),
             loops: Vec::new(),
         };
         e.nodes(&self.nodes)?;
@@ -169,7 +209,10 @@ fn write_value(v: &Value, out: &mut String) {
         Value::String(s) => out.push_str(s),
         Value::Null => {}
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Number(n) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{n}");
+        }
         Value::Array(a) => {
             out.push('[');
             for (i, x) in a.iter().enumerate() {
@@ -217,7 +260,7 @@ fn number(f: f64) -> Value {
     }
 }
 
-impl Eval<'_, '_> {
+impl<'t, 'e> Eval<'t, 'e> {
     fn tick(&mut self) -> Result<(), String> {
         self.steps += 1;
         if self.steps > MAX_STEPS {
@@ -229,7 +272,7 @@ impl Eval<'_, '_> {
         Ok(())
     }
 
-    fn nodes(&mut self, nodes: &[Node]) -> Result<(), String> {
+    fn nodes(&mut self, nodes: &'t [Node]) -> Result<(), String> {
         for n in nodes {
             self.tick()?;
             match n {
@@ -240,8 +283,11 @@ impl Eval<'_, '_> {
                     _ => self.out.push_str(source),
                 },
                 Node::Set { var, value } => {
-                    let v = self.expr(value)?;
-                    self.vars.insert(var.clone(), v);
+                    let v = match self.value(value)? {
+                        Cow::Borrowed(v) => Slot::Env(v),
+                        Cow::Owned(v) => Slot::Owned(v),
+                    };
+                    self.vars[*var] = Some(v);
                 }
                 Node::If {
                     branches,
@@ -260,11 +306,17 @@ impl Eval<'_, '_> {
                     }
                 }
                 Node::Foreach { var, list, body } => {
-                    let items: Vec<Value> = match self.expr(list)? {
-                        Value::Array(a) => a,
-                        Value::Object(m) => m.into_iter().map(|(_, v)| v).collect(),
-                        Value::Null => Vec::new(),
-                        other => vec![other],
+                    let items: Vec<Slot<'e>> = match self.value(list)? {
+                        Cow::Borrowed(Value::Array(a)) => a.iter().map(Slot::Env).collect(),
+                        Cow::Borrowed(Value::Object(m)) => m.values().map(Slot::Env).collect(),
+                        Cow::Borrowed(Value::Null) => Vec::new(),
+                        Cow::Borrowed(other) => vec![Slot::Env(other)],
+                        Cow::Owned(Value::Array(a)) => a.into_iter().map(Slot::Owned).collect(),
+                        Cow::Owned(Value::Object(m)) => {
+                            m.into_iter().map(|(_, v)| Slot::Owned(v)).collect()
+                        }
+                        Cow::Owned(Value::Null) => Vec::new(),
+                        Cow::Owned(other) => vec![Slot::Owned(other)],
                     };
                     if items.len() > MAX_LOOP {
                         return Err(format!(
@@ -275,7 +327,7 @@ impl Eval<'_, '_> {
                     let n = items.len();
                     self.loops.push((0, n));
                     for (i, item) in items.into_iter().enumerate() {
-                        self.vars.insert(var.clone(), item);
+                        self.vars[*var] = Some(item);
                         if let Some(l) = self.loops.last_mut() {
                             l.0 = i;
                         }
@@ -288,7 +340,18 @@ impl Eval<'_, '_> {
         Ok(())
     }
 
-    fn expr(&mut self, e: &Expr) -> Result<Value, String> {
+    /// An expression's value, borrowed where it is a reference into the environment.
+    fn value(&mut self, e: &'t Expr) -> Result<Cow<'e, Value>, String> {
+        match e {
+            Expr::Ref(r) => {
+                self.tick()?;
+                Ok(self.reference(r)?.unwrap_or(Cow::Owned(Value::Null)))
+            }
+            _ => self.expr(e).map(Cow::Owned),
+        }
+    }
+
+    fn expr(&mut self, e: &'t Expr) -> Result<Value, String> {
         self.tick()?;
         Ok(match e {
             Expr::Lit(v) => v.clone(),
@@ -297,7 +360,7 @@ impl Eval<'_, '_> {
                 self.nodes(nodes)?;
                 Value::String(std::mem::replace(&mut self.out, saved))
             }
-            Expr::Ref(r) => self.reference(r)?.unwrap_or(Value::Null),
+            Expr::Ref(r) => self.reference(r)?.map_or(Value::Null, Cow::into_owned),
             Expr::List(items) => Value::Array(
                 items
                     .iter()
@@ -345,11 +408,12 @@ impl Eval<'_, '_> {
         })
     }
 
-    fn reference(&mut self, r: &Ref) -> Result<Option<Value>, String> {
+    fn reference(&mut self, r: &'t Ref) -> Result<Option<Cow<'e, Value>>, String> {
         let env = self.env;
-        let mut steps = r.steps.as_slice();
+        let steps = r.steps.as_slice();
         // Arguments first (they may need the evaluator), then a walk over borrowed values:
-        // a reference clones only what it ends on.
+        // a reference copies only what it ends on, and only when that is not the payload's
+        // or the environment's own.
         let mut args: Vec<Vec<Value>> = Vec::new();
         if steps.iter().any(|s| !matches!(s, Step::Prop(_))) {
             for s in steps {
@@ -362,32 +426,32 @@ impl Eval<'_, '_> {
         }
         let arg = |i: usize| args.get(i).map(Vec::as_slice).unwrap_or_default();
         let mut first = 0;
-        let base: std::borrow::Cow<'_, Value> = match r.root.as_str() {
-            "input" => match steps.first() {
+        let base: Cow<'e, Value> = match r.root {
+            Root::Input => match steps.first() {
                 Some(Step::Prop(p)) if p == "body" => {
                     first = 1;
-                    std::borrow::Cow::Owned(Value::String(env.body.to_string()))
+                    Cow::Owned(Value::String(env.body.to_string()))
                 }
                 Some(Step::Call(m, _)) => {
                     first = 1;
-                    std::borrow::Cow::Owned(input_call(env, m, arg(0))?)
+                    input_call(env, m, arg(0))?
                 }
                 _ => return Ok(None),
             },
-            "util" => match steps.first() {
+            Root::Util => match steps.first() {
                 Some(Step::Call(m, _)) => {
                     first = 1;
-                    std::borrow::Cow::Owned(util_call(m, arg(0))?)
+                    Cow::Owned(util_call(m, arg(0))?)
                 }
                 _ => return Ok(None),
             },
-            "foreach" if !self.loops.is_empty() => {
+            Root::Foreach(_) if !self.loops.is_empty() => {
                 let (i, n) = *self.loops.last().unwrap_or(&(0, 0));
                 let Some(Step::Prop(p)) = steps.first() else {
                     return Ok(None);
                 };
                 first = 1;
-                std::borrow::Cow::Owned(match p.as_str() {
+                Cow::Owned(match p.as_str() {
                     "hasNext" => Value::Bool(i + 1 < n),
                     "index" => Value::from(i),
                     "count" => Value::from(i + 1),
@@ -396,54 +460,69 @@ impl Eval<'_, '_> {
                     _ => Value::Null,
                 })
             }
-            "velocityCount" if !self.loops.is_empty() => {
-                std::borrow::Cow::Owned(Value::from(self.loops.last().map_or(0, |l| l.0) + 1))
+            Root::VelocityCount(_) if !self.loops.is_empty() => {
+                Cow::Owned(Value::from(self.loops.last().map_or(0, |l| l.0) + 1))
             }
-            "context" => std::borrow::Cow::Borrowed(env.context),
-            "stageVariables" => std::borrow::Cow::Borrowed(env.stage_variables),
-            name => match self.vars.get(name) {
-                Some(v) => std::borrow::Cow::Borrowed(v),
+            Root::Context => Cow::Borrowed(env.context),
+            Root::StageVariables => Cow::Borrowed(env.stage_variables),
+            Root::Var(i) | Root::Foreach(i) | Root::VelocityCount(i) => match &self.vars[i] {
+                Some(Slot::Env(v)) => Cow::Borrowed(*v),
+                Some(Slot::Owned(v)) => {
+                    self.steps += steps.len();
+                    if self.steps > MAX_STEPS {
+                        return Err(format!("the template ran past {MAX_STEPS} steps"));
+                    }
+                    let v = walk(Cow::Borrowed(v), steps, &args, 0)?;
+                    return Ok(Some(Cow::Owned(v.into_owned())));
+                }
                 None => return Ok(None),
             },
         };
-        steps = &steps[first..];
+        let steps = &steps[first..];
         self.steps += steps.len();
         if self.steps > MAX_STEPS {
             return Err(format!("the template ran past {MAX_STEPS} steps"));
         }
-        let mut cur = base;
-        for (k, s) in steps.iter().enumerate() {
-            let a = arg(first + k);
-            cur = match (s, cur) {
-                (Step::Prop(p), std::borrow::Cow::Borrowed(v)) => match v {
-                    Value::Object(m) => std::borrow::Cow::Borrowed(m.get(p).unwrap_or(&NULL)),
-                    // `$list.size` and the like: Velocity tries the getter.
-                    _ => std::borrow::Cow::Owned(method(v, p, &[])?.unwrap_or(Value::Null)),
-                },
-                (Step::Prop(p), std::borrow::Cow::Owned(v)) => std::borrow::Cow::Owned(match v {
-                    Value::Object(mut m) => m.remove(p.as_str()).unwrap_or(Value::Null),
-                    other => method(&other, p, &[])?.unwrap_or(Value::Null),
-                }),
-                (Step::Index(_), c) => {
-                    let i = a.first().unwrap_or(&NULL);
-                    match c {
-                        std::borrow::Cow::Borrowed(v) => std::borrow::Cow::Borrowed(match v {
-                            Value::Array(arr) => {
-                                num(i).and_then(|n| arr.get(n as usize)).unwrap_or(&NULL)
-                            }
-                            Value::Object(m) => m.get(&text(i)).unwrap_or(&NULL),
-                            _ => &NULL,
-                        }),
-                        std::borrow::Cow::Owned(v) => std::borrow::Cow::Owned(found_owned(&v, i)),
-                    }
-                }
-                (Step::Call(m, _), c) => {
-                    std::borrow::Cow::Owned(method(&c, m, a)?.unwrap_or(Value::Null))
-                }
-            };
-        }
-        Ok(Some(cur.into_owned()))
+        walk(base, steps, &args, first).map(Some)
     }
+}
+
+/// Follows a reference's properties, indexes and calls from `cur`, borrowing while it can.
+fn walk<'v>(
+    mut cur: Cow<'v, Value>,
+    steps: &[Step],
+    args: &[Vec<Value>],
+    first: usize,
+) -> Result<Cow<'v, Value>, String> {
+    for (k, s) in steps.iter().enumerate() {
+        let a = args.get(first + k).map(Vec::as_slice).unwrap_or_default();
+        cur = match (s, cur) {
+            (Step::Prop(p), Cow::Borrowed(v)) => match v {
+                Value::Object(m) => Cow::Borrowed(m.get(p).unwrap_or(&NULL)),
+                // `$list.size` and the like: Velocity tries the getter.
+                _ => Cow::Owned(method(v, p, &[])?.unwrap_or(Value::Null)),
+            },
+            (Step::Prop(p), Cow::Owned(v)) => Cow::Owned(match v {
+                Value::Object(mut m) => m.remove(p.as_str()).unwrap_or(Value::Null),
+                other => method(&other, p, &[])?.unwrap_or(Value::Null),
+            }),
+            (Step::Index(_), c) => {
+                let i = a.first().unwrap_or(&NULL);
+                match c {
+                    Cow::Borrowed(v) => Cow::Borrowed(match v {
+                        Value::Array(arr) => {
+                            num(i).and_then(|n| arr.get(n as usize)).unwrap_or(&NULL)
+                        }
+                        Value::Object(m) => m.get(&text(i)).unwrap_or(&NULL),
+                        _ => &NULL,
+                    }),
+                    Cow::Owned(v) => Cow::Owned(found_owned(&v, i)),
+                }
+            }
+            (Step::Call(m, _), c) => Cow::Owned(method(&c, m, a)?.unwrap_or(Value::Null)),
+        };
+    }
+    Ok(cur)
 }
 
 /// What an index finds in an owned value.

@@ -10,6 +10,8 @@ struct Parser<'a> {
     i: usize,
     depth: usize,
     roots: u8,
+    /// Variable names, by slot (one table for a template and the strings inside it).
+    vars: Vec<String>,
 }
 
 /// What ended a block.
@@ -32,28 +34,51 @@ fn ident_char(b: u8) -> bool {
 impl Template {
     /// Parses `src`. The error says what is wrong and where (a byte offset).
     pub fn parse(src: &str) -> Result<Template, String> {
-        let mut p = Parser {
-            s: src.as_bytes(),
-            src,
-            i: 0,
-            depth: 0,
-            roots: 0,
-        };
-        let (nodes, end) = p.block()?;
-        match end {
-            Close::Eof => Ok(Template {
-                nodes,
-                roots: p.roots,
-            }),
-            _ => Err(format!(
-                "#end, #else or #elseif without an opening directive at byte {}",
-                p.i
-            )),
-        }
+        let mut vars = Vec::new();
+        let (nodes, roots) = parse_in(src, &mut vars)?;
+        Ok(Template {
+            nodes,
+            roots,
+            slots: vars.len(),
+            source: src.to_string(),
+        })
+    }
+}
+
+/// Parses `src` with the variable table `vars` (extended with the names it uses).
+fn parse_in(src: &str, vars: &mut Vec<String>) -> Result<(Vec<Node>, u8), String> {
+    let mut p = Parser {
+        s: src.as_bytes(),
+        src,
+        i: 0,
+        depth: 0,
+        roots: 0,
+        vars: std::mem::take(vars),
+    };
+    let out = p.block();
+    *vars = std::mem::take(&mut p.vars);
+    let (nodes, end) = out?;
+    match end {
+        Close::Eof => Ok((nodes, p.roots)),
+        _ => Err(format!(
+            "#end, #else or #elseif without an opening directive at byte {}",
+            p.i
+        )),
     }
 }
 
 impl<'a> Parser<'a> {
+    /// The slot of variable `name`.
+    fn slot(&mut self, name: &str) -> usize {
+        match self.vars.iter().position(|v| v == name) {
+            Some(i) => i,
+            None => {
+                self.vars.push(name.to_string());
+                self.vars.len() - 1
+            }
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.s.get(self.i).copied()
     }
@@ -236,6 +261,7 @@ impl<'a> Parser<'a> {
         self.expect(b')')?;
         // A directive alone on its line takes its line break with it.
         self.eat_newline();
+        let var = self.slot(&var);
         Ok(Node::Set { var, value })
     }
 
@@ -302,6 +328,7 @@ impl<'a> Parser<'a> {
         if end != Close::End {
             return self.err("#foreach without #end");
         }
+        let var = self.slot(&var);
         Ok(Node::Foreach { var, list, body })
     }
 
@@ -387,7 +414,19 @@ impl<'a> Parser<'a> {
             "input" if matches!(steps.first(), Some(Step::Call(m, _)) if m == "params") => {
                 READS_PARAMS
             }
+            "input" if matches!(steps.first(), Some(Step::Call(m, _)) if m == "json" || m == "path") => {
+                READS_JSON
+            }
             _ => 0,
+        };
+        let root = match root.as_str() {
+            "input" => Root::Input,
+            "util" => Root::Util,
+            "context" => Root::Context,
+            "stageVariables" => Root::StageVariables,
+            "foreach" => Root::Foreach(self.slot("foreach")),
+            "velocityCount" => Root::VelocityCount(self.slot("velocityCount")),
+            name => Root::Var(self.slot(name)),
         };
         Ok(Ref { root, steps })
     }
@@ -525,12 +564,12 @@ impl<'a> Parser<'a> {
                     .ok_or_else(|| format!("unclosed \" at byte {}", self.i))?;
                 let inner = &self.src[self.i..self.i + end];
                 self.i += end + 1;
-                let t = Template::parse(inner)?;
-                self.roots |= t.roots;
-                Ok(match t.nodes.as_slice() {
+                let (nodes, roots) = parse_in(inner, &mut self.vars)?;
+                self.roots |= roots;
+                Ok(match nodes.as_slice() {
                     [] => Expr::Lit(Value::String(String::new())),
                     [Node::Text(s)] => Expr::Lit(Value::String(s.clone())),
-                    _ => Expr::Interp(t.nodes),
+                    _ => Expr::Interp(nodes),
                 })
             }
             Some(b'[') => {
