@@ -77,6 +77,8 @@ pub(crate) enum Kind {
     /// No request template for the body's content type, and the passthrough behaviour
     /// refuses it (415).
     UnsupportedMediaType,
+    /// A WebSocket API asked for without a WebSocket upgrade (426).
+    UpgradeRequired,
     /// The shard holds as many whole request bodies as `limits.body_memory` allows (503).
     BodiesOverBudget,
     /// The client went away; nothing can be written.
@@ -98,6 +100,7 @@ impl Kind {
             Kind::BadGateway => "INTEGRATION_FAILURE",
             Kind::GatewayTimeout => "INTEGRATION_TIMEOUT",
             Kind::NoHealthyUpstream | Kind::BodiesOverBudget => "DEFAULT_5XX",
+            Kind::UpgradeRequired => "DEFAULT_4XX",
             Kind::Forbidden => "INVALID_API_KEY",
             Kind::Unauthorized(_) => "UNAUTHORIZED",
             Kind::InsufficientScope(_) | Kind::AccessDenied(_) => "ACCESS_DENIED",
@@ -164,6 +167,7 @@ impl Error {
             Kind::MethodNotAllowed(_) => 405,
             Kind::BadGateway => 502,
             Kind::NoHealthyUpstream | Kind::BodiesOverBudget => 503,
+            Kind::UpgradeRequired => 426,
             Kind::GatewayTimeout => 504,
             Kind::Unauthorized(_) => 401,
             Kind::Forbidden
@@ -204,6 +208,7 @@ impl Error {
             Kind::MethodNotAllowed(_) => "Method Not Allowed",
             Kind::BadGateway => "Bad Gateway",
             Kind::NoHealthyUpstream | Kind::BodiesOverBudget => "Service Unavailable",
+            Kind::UpgradeRequired => "Upgrade Required",
             Kind::GatewayTimeout => "Endpoint request timed out",
             Kind::Forbidden | Kind::InsufficientScope(_) => "Forbidden",
             Kind::Unauthorized(_) => "Unauthorized",

@@ -177,6 +177,19 @@ pub(crate) struct ApiRt {
     pub cors: Option<Arc<crate::http::cors::CorsRt>>,
     /// Per stage: its response compression, if it has one.
     pub compression: Vec<Option<Arc<crate::config::Compression>>>,
+    /// A WebSocket API's routes by route key.
+    pub ws: Option<WsRt>,
+}
+
+/// A WebSocket API's routing: the selection expression and the route of each key.
+#[derive(Debug)]
+pub(crate) struct WsRt {
+    /// The JSON members the route key is read from.
+    pub selection: Vec<String>,
+    pub keys: std::collections::HashMap<String, usize>,
+    pub connect: Option<usize>,
+    pub disconnect: Option<usize>,
+    pub default: Option<usize>,
 }
 
 impl ApiRt {

@@ -653,3 +653,70 @@ mappings = [{ base_path = "", api = "api", stage = "prod" }]
     // Without the header the connection is refused.
     assert!(tls_get(addr, "default.test", cfg, "/ip").is_err());
 }
+
+/// A WebSocket API over a TLS listener (wss): the handshake, a two-way route's answer, and a
+/// message in fragments, through a real client over rustls.
+#[test]
+fn websocket_apis_serve_over_tls() {
+    let ca = Ca::new();
+    let dir = TempDir::new();
+    let (c, k, _) = ca.leaf(&["default.test"], false);
+    write_pair(&dir, "default", &c, &k);
+    let toml = r#"
+[server]
+workers = 1
+
+[[listeners]]
+name = "https"
+addr = "127.0.0.1:0"
+tls = { cert = "default.pem", key = "default.key" }
+
+[[apis]]
+name = "chat"
+kind = "websocket"
+
+  [[apis.stages]]
+  name = "prod"
+
+  [[apis.routes]]
+  route = "echo"
+  route_response = true
+  integration = { type = "mock", status = 200, body = '{"echoed":true}' }
+"#;
+    let gw = Gw::start_in(
+        dir,
+        &format!("{toml}\n[[domains]]\nhost = \"*\"\nmappings = [{{ base_path = \"\", api = \"chat\", stage = \"prod\" }}]\n"),
+    );
+    let cfg = client_config(ca.roots(), false);
+    let tcp = TcpStream::connect(https(&gw)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn =
+        rustls::ClientConnection::new(cfg, ServerName::try_from("default.test").unwrap()).unwrap();
+    let t = rustls::StreamOwned::new(conn, tcp);
+    let (mut ws, r) = tungstenite::client("wss://default.test/", t)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    assert_eq!(r.status(), 101);
+    use tungstenite::protocol::frame::{coding, Frame};
+    use tungstenite::Message;
+    ws.send(Message::text(r#"{"action":"echo"}"#)).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text(r#"{"echoed":true}"#));
+    // 96 KiB in 24 KiB fragments (under the 32 KB frame limit), one write per frame.
+    let body = format!(r#"{{"action":"echo","pad":"{}"}}"#, "p".repeat(96 << 10));
+    let parts: Vec<&[u8]> = body.as_bytes().chunks(24 << 10).collect();
+    for (i, p) in parts.iter().enumerate() {
+        let op = if i == 0 {
+            coding::OpCode::Data(coding::Data::Text)
+        } else {
+            coding::OpCode::Data(coding::Data::Continue)
+        };
+        ws.write(Message::Frame(Frame::message(
+            p.to_vec(),
+            op,
+            i + 1 == parts.len(),
+        )))
+        .unwrap();
+        ws.flush().unwrap();
+    }
+    assert_eq!(ws.read().unwrap(), Message::text(r#"{"echoed":true}"#));
+}

@@ -77,7 +77,10 @@ fn compile_api(
     let mut routes = Vec::with_capacity(api.routes.len());
     for (ri, r) in api.routes.iter().enumerate() {
         let rkey = format!("{akey}.{}", item("routes", ri, Some(&r.key)));
-        let placed = if r.is_default {
+        let placed = if api.websocket.is_some() {
+            // Route keys, not paths: chosen per message (below).
+            Ok(())
+        } else if r.is_default {
             trie.set_default(ri)
         } else {
             trie.insert(r.method, &r.segs, ri)
@@ -163,6 +166,38 @@ fn compile_api(
             .cors
             .as_ref()
             .map(|c| Arc::new(crate::http::cors::CorsRt::new(c))),
+        ws: api.websocket.as_ref().map(|w| {
+            let mut rt = crate::snapshot::WsRt {
+                selection: w.selection.clone(),
+                keys: Default::default(),
+                connect: None,
+                disconnect: None,
+                default: None,
+            };
+            for (ri, r) in api.routes.iter().enumerate() {
+                let slot = match r.key.as_str() {
+                    "$connect" => &mut rt.connect,
+                    "$disconnect" => &mut rt.disconnect,
+                    "$default" => &mut rt.default,
+                    k => {
+                        if rt.keys.insert(k.to_string(), ri).is_some() {
+                            errors.err(
+                                &format!("{akey}.{}.route", item("routes", ri, Some(&r.key))),
+                                "is the key of another route of this API",
+                            );
+                        }
+                        continue;
+                    }
+                };
+                if slot.replace(ri).is_some() {
+                    errors.err(
+                        &format!("{akey}.{}.route", item("routes", ri, Some(&r.key))),
+                        "is the key of another route of this API",
+                    );
+                }
+            }
+            rt
+        }),
     }
 }
 

@@ -482,8 +482,13 @@ fn unbuilt_features_are_refused_by_name() {
     );
     refused(
         "name = \"petstore\"",
-        "name = \"petstore\"\nkind = \"websocket\"",
-        &["kind: not supported yet"],
+        "name = \"petstore\"\nkind = \"websocket\"\nroute_selection_expression = \"$request.query.x\"",
+        &["route_selection_expression = \"$request.query.x\" is not valid: expected \"$request.body.NAME\""],
+    );
+    refused(
+        "name = \"petstore\"",
+        "name = \"petstore\"\nroute_selection_expression = \"$request.body.action\"",
+        &["route_selection_expression = \"$request.body.action\" is not valid: expected nothing on an http API"],
     );
 }
 

@@ -16,6 +16,46 @@ pub struct Api {
     pub cors: Option<Cors>,
     /// By response type: how the answers the gateway writes itself are customised.
     pub gateway_responses: BTreeMap<String, GatewayResponse>,
+    /// `kind = "websocket"`: routes are route keys chosen per message.
+    pub websocket: Option<WebSocket>,
+}
+
+/// A WebSocket API's `route_selection_expression`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebSocket {
+    /// As written (`$request.body.action`, `${request.body.a.b}`).
+    pub route_selection_expression: String,
+    /// The JSON members it reads, outermost first.
+    #[serde(skip)]
+    pub selection: Vec<String>,
+}
+
+impl WebSocket {
+    /// Parses a route selection expression: `$request.body.PATH` or `${request.body.PATH}`,
+    /// PATH being member names separated by dots.
+    fn parse(expr: &str) -> Result<WebSocket, String> {
+        let inner = expr
+            .strip_prefix("${")
+            .and_then(|e| e.strip_suffix('}'))
+            .or_else(|| expr.strip_prefix('$'))
+            .unwrap_or(expr);
+        let path = inner
+            .strip_prefix("request.body.")
+            .ok_or("\"$request.body.NAME\" or \"${request.body.a.b}\"")?;
+        let selection: Vec<String> = path.split('.').map(str::to_string).collect();
+        if selection.iter().any(|s| {
+            s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        }) {
+            return Err("member names of letters, digits, '_' and '-' separated by dots".into());
+        }
+        Ok(WebSocket {
+            route_selection_expression: expr.to_string(),
+            selection,
+        })
+    }
 }
 
 /// A resource policy by source address, with Amazon's semantics: an explicit deny wins; with an
@@ -121,6 +161,8 @@ pub struct Route {
     /// The integration's mapping templates and responses (`None`: none).
     #[serde(skip)]
     pub transform: Option<std::sync::Arc<Transform>>,
+    /// WebSocket routes: the integration's answer is sent back to the client.
+    pub route_response: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -163,27 +205,35 @@ impl Validator {
         let key = item("apis", i, a.name.as_ref());
         let name = self.name(&format!("{key}.name"), a.name);
         let websocket = match a.kind.as_deref() {
-            None | Some("http") => false,
+            None | Some("http") => {
+                if let Some(e) = &a.route_selection_expression {
+                    self.bad(
+                        &format!("{key}.route_selection_expression"),
+                        e,
+                        "nothing on an http API (it is a WebSocket API's key)",
+                    );
+                }
+                None
+            }
             Some("websocket") => {
-                self.unsupported(
-                    &format!("{key}.kind"),
-                    "WebSocket APIs (kind = \"websocket\"; WebSocket upgrades on http routes do work)",
-                );
-                true
+                let expr = a
+                    .route_selection_expression
+                    .as_deref()
+                    .unwrap_or("$request.body.action");
+                match WebSocket::parse(expr) {
+                    Ok(w) => Some(w),
+                    Err(allowed) => {
+                        self.bad(&format!("{key}.route_selection_expression"), expr, &allowed);
+                        None
+                    }
+                }
             }
             Some(other) => {
                 self.bad(&format!("{key}.kind"), other, "\"http\" or \"websocket\"");
-                false
+                None
             }
         };
-        self.not_yet(
-            &key,
-            &[(
-                "route_selection_expression",
-                &a.route_selection_expression,
-                "WebSocket APIs",
-            )],
-        );
+        let is_ws = a.kind.as_deref() == Some("websocket");
         if a.stages.is_empty() {
             self.err(&format!("{key}.stages"), STAGES_REQUIRED);
         }
@@ -257,10 +307,7 @@ impl Validator {
             known
         });
         let mut routes: Vec<Route> = Vec::new();
-        // A WebSocket API's route keys are action names, not "METHOD /path": refused above
-        // as a whole, not route by route.
-        let http_routes = if websocket { Vec::new() } else { a.routes };
-        for (j, mut r) in http_routes.into_iter().enumerate() {
+        for (j, mut r) in a.routes.into_iter().enumerate() {
             let rkey = format!("{key}.{}", item("routes", j, r.route.as_ref()));
             let auth = authorizers::RouteAuthFile {
                 authorizer: r.authorizer.clone(),
@@ -279,7 +326,16 @@ impl Validator {
                 request_models: std::mem::take(&mut r.request_models),
                 required_parameters: r.required_parameters.take().unwrap_or_default(),
             };
-            if let Some(mut route) = self.route(&rkey, r, limits, upstreams, &stages) {
+            let route_response = r.route_response.take();
+            if route_response.is_some() && !is_ws {
+                self.bad(
+                    &format!("{rkey}.route_response"),
+                    "true",
+                    "nothing on an http API's route (WebSocket routes only)",
+                );
+            }
+            if let Some(mut route) = self.route(&rkey, r, limits, upstreams, &stages, is_ws) {
+                route.route_response = route_response.unwrap_or(false);
                 route.validation = self.route_validation(&rkey, &spec, &models, &route.params);
                 route.validation_spec = spec;
                 route.authorizer = authorizer;
@@ -316,6 +372,7 @@ impl Validator {
             models,
             cors,
             gateway_responses,
+            websocket,
         }
     }
 
@@ -326,6 +383,7 @@ impl Validator {
         limits: &Limits,
         upstreams: &[Upstream],
         stages: &[Stage],
+        websocket: bool,
     ) -> Option<Route> {
         let api_key_required = r.api_key_required.unwrap_or(false);
         let throttle = r
@@ -340,6 +398,21 @@ impl Validator {
         };
         let (method, segs, is_default) = if key == "$default" {
             (MethodSel::Any, Vec::new(), true)
+        } else if websocket {
+            // A route key: $connect, $disconnect or what the selection expression yields.
+            let ok = !key.is_empty()
+                && key.len() <= 128
+                && !key.bytes().any(|b| b.is_ascii_control() || b == b' ')
+                && (!key.starts_with('$') || key == "$connect" || key == "$disconnect");
+            if !ok {
+                self.bad(
+                    &format!("{rkey}.route"),
+                    &key,
+                    "\"$connect\", \"$disconnect\", \"$default\" or a route key (up to 128 characters, no spaces, not starting with $)",
+                );
+                return None;
+            }
+            (MethodSel::Any, Vec::new(), false)
         } else {
             let Some((m, p)) = key.split_once(' ') else {
                 self.bad(
@@ -416,6 +489,7 @@ impl Validator {
             response_parameters,
             mapping,
             transform,
+            route_response: false,
         })
     }
 

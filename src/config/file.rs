@@ -232,8 +232,8 @@ pub(crate) struct ApiFile {
     pub gateway_responses: BTreeMap<String, GatewayResponseFile>,
     #[serde(default)]
     pub models: Vec<ModelFile>,
-    // Named in the reference config, not built yet: refused by name.
-    pub route_selection_expression: Option<toml::Value>,
+    /// WebSocket APIs: where a message's route key is read (`$request.body.action`).
+    pub route_selection_expression: Option<String>,
 }
 
 /// `cors = { ... }` on an API.
@@ -371,6 +371,8 @@ pub(crate) struct RouteFile {
     pub request_parameters: BTreeMap<String, String>,
     #[serde(default)]
     pub response_parameters: BTreeMap<String, BTreeMap<String, String>>,
+    /// WebSocket routes: the integration's answer goes back to the client (two-way).
+    pub route_response: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

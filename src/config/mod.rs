@@ -287,26 +287,6 @@ impl Validator {
         ));
     }
 
-    fn unsupported(&mut self, key: &str, feature: &str) {
-        self.errors.push(format!(
-            "{key}: not supported yet: this version of Tollgate does not have {feature}; remove the key to run without it"
-        ));
-    }
-
-    /// Keys of features this build does not have yet, each refused by name when present.
-    fn not_yet(&mut self, prefix: &str, keys: &[(&str, &Option<toml::Value>, &str)]) {
-        for (key, v, feature) in keys {
-            if v.is_some() {
-                let full = if prefix.is_empty() {
-                    key.to_string()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                self.unsupported(&full, feature);
-            }
-        }
-    }
-
     /// `{ rate, burst }`: both required, 1 to 1,000,000,000.
     fn rate(&mut self, key: &str, r: file::RateFile) -> Option<Rate> {
         const MAX: i64 = 1_000_000_000;

@@ -62,6 +62,10 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
                 return;
             }
             Next::Linger => return Box::pin(linger_close(conn)).await,
+            Next::WebSocket(session) => {
+                shard.metrics.add(crate::metrics::Counter::Upgrades);
+                return Box::pin(super::ws::run(shard, conn, session)).await;
+            }
             Next::Upgrade(upstream, leftover) => {
                 shard.metrics.add(crate::metrics::Counter::Upgrades);
                 let idle = shard.snapshot().snap.limits.upgrade_idle_timeout;

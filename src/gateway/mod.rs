@@ -15,6 +15,7 @@ pub(crate) mod answers;
 pub(crate) mod api_key;
 pub(crate) mod authorizer;
 pub(crate) mod cached;
+pub(crate) mod call;
 pub(crate) mod compress;
 pub(crate) mod conn;
 pub(crate) mod ctx;
@@ -28,6 +29,7 @@ pub(crate) mod responses;
 pub(crate) mod target;
 pub(crate) mod transform;
 pub(crate) mod validate;
+pub(crate) mod ws;
 
 use std::rc::Rc;
 
@@ -55,6 +57,8 @@ pub(crate) enum Next {
     /// The upstream switched protocols: relay bytes both ways from now on. Carries the
     /// upstream connection and bytes already read from it.
     Upgrade(crate::upstream::UpStream, Bytes),
+    /// A WebSocket API's connection, upgraded: served message by message from now on.
+    WebSocket(Box<ws::Session>),
 }
 
 /// Runs one request and answers it, whatever happens.
@@ -127,6 +131,9 @@ async fn run_phases(
     // After the stage: these refusals carry the API's CORS headers and gateway responses.
     check_body_size(ctx, snap.limits.max_body)?;
     check_header_names(ctx, snap.limits.underscores_in_headers)?;
+    if ctx.stage.is_some_and(|st| snap.apis[st.api].ws.is_some()) {
+        return ws::connect(shard, ss, conn, ctx).await;
+    }
     let m = match_route(ss, ctx)?;
     if let Some(t) = ctx.trace.as_mut() {
         t.decide(snap.apis[m.api].trace_sample[m.stage]);

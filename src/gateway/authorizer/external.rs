@@ -16,10 +16,8 @@ use crate::auth::external::{Decision, Outcome, Verdict, MAX_ANSWER};
 use crate::cache::flight::Join;
 use crate::config::IdentityRef;
 use crate::error::{Error, Kind};
-use crate::gateway::target;
 use crate::shard::ShardSnap;
 use crate::snapshot::ExternalRt;
-use crate::upstream::{checkin, checkout, connect_target, PoolCfg};
 
 /// Runs the authorizer for this request; the decision that allowed it.
 pub(super) async fn authorize(
@@ -233,8 +231,6 @@ async fn exchange(
     x: &ExternalRt,
     body: Vec<u8>,
 ) -> Result<(u16, Vec<u8>), String> {
-    let (t, _) = target::select(ss, &x.dest, ctx, peer, None).map_err(|e| e.context.to_string())?;
-    let cfg = PoolCfg::for_dest(ss, &x.dest);
     let mut req = format!(
         "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\naccept: application/json\r\nuser-agent: tollgate\r\ncontent-length: {}\r\n",
         x.path,
@@ -250,37 +246,7 @@ async fn exchange(
     }
     req.extend_from_slice(b"\r\n");
     req.extend_from_slice(&body);
-    let pooled = checkout(&t, &cfg, Instant::now());
-    let was_pooled = pooled.is_some();
-    let mut s = match pooled {
-        Some(s) => s,
-        None => connect_target(&t, cfg.connect_timeout)
-            .await
-            .map_err(|e| format!("connect: {}", e.context))?,
-    };
-    let first = async {
-        s.write_all(req.clone())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        crate::upstream::fetch::read_answer(&mut s, MAX_ANSWER).await
-    }
-    .await;
-    let (status, answer, reusable) = match first {
-        Ok(a) => a,
-        Err(_) if was_pooled => {
-            // The pooled connection had been closed by the other end: once more, fresh.
-            s = connect_target(&t, cfg.connect_timeout)
-                .await
-                .map_err(|e| format!("connect: {}", e.context))?;
-            s.write_all(req).await.map_err(|e| format!("write: {e}"))?;
-            crate::upstream::fetch::read_answer(&mut s, MAX_ANSWER).await?
-        }
-        Err(e) => return Err(e),
-    };
-    if reusable {
-        checkin(&t, &cfg, s);
-    }
-    Ok((status, answer))
+    crate::gateway::call::exchange(ss, &x.dest, ctx, peer, req, MAX_ANSWER).await
 }
 
 /// Amazon's `REQUEST` authorizer event, payload format 2.0.

@@ -1,0 +1,58 @@
+//! One request to an integration outside the proxy path (an external authorizer's event, a
+//! WebSocket route's message): written whole, the answer read whole, over a pooled
+//! connection (a fresh one when the pooled one turns out closed).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::ctx::RequestCtx;
+use super::target;
+use crate::shard::ShardSnap;
+use crate::snapshot::Dest;
+use crate::upstream::{checkin, checkout, connect_target, PoolCfg};
+
+/// Sends `req` (head and body) to a target of `dest` and reads the answer: its status and
+/// body (at most `max` bytes). `ctx` chooses the target where the upstream balances by
+/// header.
+pub(crate) async fn exchange(
+    ss: &ShardSnap,
+    dest: &Dest,
+    ctx: &RequestCtx,
+    peer: SocketAddr,
+    req: Vec<u8>,
+    max: usize,
+) -> Result<(u16, Vec<u8>), String> {
+    let (t, _) = target::select(ss, dest, ctx, peer, None).map_err(|e| e.context.to_string())?;
+    let cfg = PoolCfg::for_dest(ss, dest);
+    let pooled = checkout(&t, &cfg, Instant::now());
+    let was_pooled = pooled.is_some();
+    let mut s = match pooled {
+        Some(s) => s,
+        None => connect_target(&t, cfg.connect_timeout)
+            .await
+            .map_err(|e| format!("connect: {}", e.context))?,
+    };
+    let first = async {
+        s.write_all(req.clone())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        crate::upstream::fetch::read_answer(&mut s, max).await
+    }
+    .await;
+    let (status, answer, reusable) = match first {
+        Ok(a) => a,
+        Err(_) if was_pooled => {
+            // The pooled connection had been closed by the other end: once more, fresh.
+            s = connect_target(&t, cfg.connect_timeout)
+                .await
+                .map_err(|e| format!("connect: {}", e.context))?;
+            s.write_all(req).await.map_err(|e| format!("write: {e}"))?;
+            crate::upstream::fetch::read_answer(&mut s, max).await?
+        }
+        Err(e) => return Err(e),
+    };
+    if reusable {
+        checkin(&t, &cfg, s);
+    }
+    Ok((status, answer))
+}

@@ -1,0 +1,203 @@
+//! WebSocket APIs (`kind = "websocket"`): the upgrade request runs the `$connect` route —
+//! resource policy, authorizer, API key, throttles, then its integration, whose non-2xx
+//! answer refuses the upgrade with that status — and is answered `101` with a new
+//! `connectionId`; from then on each message is routed by the API's
+//! `route_selection_expression` ([`session`]).
+
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+
+use super::ctx::{Principal, RequestCtx, RouteMatch};
+use super::finish::Outcome;
+use super::Next;
+use crate::error::{Error, Kind};
+use crate::http::conn::Conn;
+use crate::http::h1::RequestHead;
+use crate::http::write::Answer;
+use crate::shard::{Shard, ShardSnap};
+
+mod session;
+
+pub(crate) use session::run;
+
+/// RFC 6455's GUID, appended to the client's key for `Sec-WebSocket-Accept`.
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// What a connection keeps from its upgrade request.
+pub(crate) struct Session {
+    pub id: String,
+    /// The API and stage, by name: each message finds them in the snapshot current then.
+    pub api: String,
+    pub stage: String,
+    /// The upgrade request (its headers reach `$connect`, and choose targets by header).
+    pub head: RequestHead,
+    pub principal: Principal,
+    pub peer_ip: Rc<str>,
+    pub connected_at_ms: u64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A connection id: the shard's number and random bytes, URL-safe (`/@connections/{id}`).
+fn connection_id(shard: usize) -> String {
+    let mut b = [0u8; 12];
+    b[..2].copy_from_slice(&(shard as u16).to_be_bytes());
+    if getrandom::getrandom(&mut b[2..]).is_err() {
+        // No randomness: the clock still makes ids that do not repeat on this shard.
+        b[2..].copy_from_slice(&now_ms().to_be_bytes()[..8].repeat(2)[..10]);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// The shard a connection id was made on.
+#[allow(dead_code)]
+pub(crate) fn shard_of(id: &str) -> Option<usize> {
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(id)
+        .ok()
+        .filter(|b| b.len() == 12)?;
+    Some(u16::from_be_bytes([b[0], b[1]]) as usize)
+}
+
+/// The upgrade request of a WebSocket API: `$connect`, then `101` and the session.
+pub(crate) async fn connect(
+    shard: &Rc<Shard>,
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+) -> Result<Outcome, Error> {
+    let Some(st) = ctx.stage else {
+        return Err(Error::downstream(Kind::NotFound, "no stage"));
+    };
+    let key = handshake_key(&ctx.head)?;
+    let api = &ss.snap.apis[st.api];
+    let ws = api.ws.as_ref().expect("a WebSocket API");
+    let id = connection_id(shard.id);
+    if let Some(route) = ws.connect {
+        let m = RouteMatch {
+            api: st.api,
+            stage: st.stage,
+            route,
+        };
+        ctx.route = Some(m);
+        if let Some(p) = &ss.snap.config.apis[m.api].resource_policy {
+            super::policy::check(ss, conn.peer.ip(), ctx, m, p)?;
+        }
+        super::authorizer::authorize(shard, ss, conn, ctx, m).await?;
+        super::api_key::authenticate(ss, ctx, m)?;
+        super::limits::throttle(shard, ss, ctx, m).await?;
+        let session = session_of(ss, conn, ctx, &id, st.api, st.stage);
+        match session::integrate(ss, &session, m, "CONNECT", &[], None).await {
+            Ok(Some((status, body))) if !(200..300).contains(&status) => {
+                // The integration refused: the client gets its status, not an upgrade.
+                return Ok(Outcome::Answer(Answer {
+                    status,
+                    headers: Vec::new(),
+                    content_type: Some("application/json"),
+                    body,
+                    ratelimit: true,
+                }));
+            }
+            Ok(_) => {}
+            Err(why) => {
+                return Err(Error::upstream(Kind::BadGateway, why));
+            }
+        }
+    }
+    let session = session_of(ss, conn, ctx, &id, st.api, st.stage);
+    let accept = accept(&key);
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\nx-request-id: {}\r\n\r\n",
+        ctx.request_id.as_str()
+    );
+    conn.write_all(head.into_bytes())
+        .await
+        .map_err(|_| Error::downstream(Kind::ClientGone, "writing 101"))?;
+    ctx.status = 101;
+    Ok(Outcome::Sent(Next::WebSocket(Box::new(session))))
+}
+
+fn session_of(
+    ss: &ShardSnap,
+    conn: &Conn,
+    ctx: &RequestCtx,
+    id: &str,
+    api: usize,
+    stage: usize,
+) -> Session {
+    let a = &ss.snap.config.apis[api];
+    Session {
+        id: id.to_string(),
+        api: a.name.clone(),
+        stage: a.stages[stage].name.clone(),
+        head: ctx.head.clone(),
+        principal: ctx.principal.clone(),
+        peer_ip: conn.peer_ip.clone(),
+        connected_at_ms: now_ms(),
+    }
+}
+
+/// The client's `Sec-WebSocket-Key`, once the request is a WebSocket upgrade RFC 6455 allows
+/// (426 with the version this server speaks otherwise).
+fn handshake_key(head: &RequestHead) -> Result<String, Error> {
+    let upgrade = |why: &'static str| Error::downstream(Kind::UpgradeRequired, why);
+    if head.method != crate::syntax::Method::Get || !head.upgrade {
+        return Err(upgrade(
+            "a WebSocket API takes a GET with Upgrade: websocket",
+        ));
+    }
+    if head.header(b"sec-websocket-version") != Some(b"13") {
+        return Err(upgrade("Sec-WebSocket-Version is not 13"));
+    }
+    let key = head
+        .header(b"sec-websocket-key")
+        .map(|k| k.trim_ascii())
+        .filter(|k| {
+            base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .is_ok_and(|d| d.len() == 16)
+        })
+        .ok_or_else(|| {
+            Error::downstream(
+                Kind::BadRequest("Sec-WebSocket-Key is missing or not 16 bytes in base64"),
+                "websocket handshake",
+            )
+        })?;
+    Ok(String::from_utf8_lossy(key).into_owned())
+}
+
+/// `Sec-WebSocket-Accept` for a client's key (RFC 6455 4.2.2).
+fn accept(key: &str) -> String {
+    let d = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{key}{GUID}").as_bytes(),
+    );
+    base64::engine::general_purpose::STANDARD.encode(d.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_accept_value_is_rfc_6455s() {
+        // RFC 6455 1.3's example.
+        assert_eq!(
+            super::accept("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn connection_ids_name_their_shard() {
+        let id = super::connection_id(7);
+        assert_eq!(id.len(), 16);
+        assert_eq!(super::shard_of(&id), Some(7));
+        assert_ne!(id, super::connection_id(7));
+        assert_eq!(super::shard_of("nope"), None);
+    }
+}

@@ -1,0 +1,409 @@
+//! A WebSocket connection after `101`: RFC 6455 framing by `tungstenite`'s protocol layer over
+//! this connection's own buffers (masked client frames required, fragments joined, control
+//! frames between fragments, UTF-8 checked across fragments, the close handshake), each
+//! message routed by the API's `route_selection_expression` to its route's integration, the
+//! answer of a two-way route sent back as a message, and `$disconnect` called once at the end.
+
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::Message;
+
+use super::{now_ms, Session};
+use crate::gateway::ctx::{RequestCtx, RouteMatch};
+use crate::http::conn::{Conn, Stream};
+use crate::shard::{Shard, ShardSnap};
+use crate::snapshot::IntegrationRt;
+
+/// Amazon API Gateway's limits: a frame 32 KB, a message 128 KB, 10 minutes idle, 2 hours.
+const MAX_FRAME: usize = 32 << 10;
+const MAX_MESSAGE: usize = 128 << 10;
+const IDLE: Duration = Duration::from_secs(600);
+const LIFETIME: Duration = Duration::from_secs(7200);
+/// The largest integration answer sent back as a message.
+const MAX_ANSWER: usize = MAX_MESSAGE;
+
+/// Bytes in and out for the protocol layer: reads what arrived (`WouldBlock` when nothing
+/// has), writes into `out` for the writer task.
+#[derive(Default)]
+struct Mem {
+    inb: BytesMut,
+    out: Vec<u8>,
+}
+
+impl Read for Mem {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.inb.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.inb.len());
+        buf[..n].copy_from_slice(&self.inb.split_to(n));
+        Ok(n)
+    }
+}
+
+impl Write for Mem {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How the connection ended, for `$disconnect`.
+struct Ended {
+    code: u16,
+    reason: String,
+}
+
+/// Serves the connection until either side closes it, then calls `$disconnect`.
+pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
+    use crate::http::pollio::PollIo;
+    let Conn { stream, buf, .. } = conn;
+    let io = match stream {
+        Stream::Plain(t) => PollIo::plain(t, Bytes::new()),
+        Stream::Tls(t) => t.into_poll_io(Bytes::new()),
+        Stream::H2(_) => return,
+    };
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let (tx, rx) = flume::bounded::<Vec<u8>>(64);
+    let writer = monoio::spawn(async move {
+        while let Ok(bytes) = rx.recv_async().await {
+            if wr.write_all(&bytes).await.is_err() {
+                return;
+            }
+            let _ = wr.flush().await;
+        }
+        let _ = wr.shutdown().await;
+    });
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(MAX_FRAME))
+        .max_message_size(Some(MAX_MESSAGE));
+    let mut ws = WebSocketContext::new(Role::Server, Some(config));
+    let mut mem = Mem {
+        inb: buf,
+        out: Vec::new(),
+    };
+    let deadline = std::time::Instant::now() + LIFETIME;
+    let mut chunk = vec![0u8; 16 << 10];
+    let ended = 'conn: loop {
+        // Every whole message that has arrived, in order.
+        loop {
+            match ws.read(&mut mem) {
+                Ok(Message::Text(t)) => {
+                    let reply = message(shard, &s, t.as_bytes(), true).await;
+                    if let Some(m) = reply {
+                        let _ = ws.write(&mut mem, m);
+                    }
+                }
+                Ok(Message::Binary(b)) => {
+                    let reply = message(shard, &s, &b, false).await;
+                    if let Some(m) = reply {
+                        let _ = ws.write(&mut mem, m);
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    // The close is answered by the protocol layer; flushed below.
+                    let _ = ws.flush(&mut mem);
+                    let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
+                    break 'conn frame.map_or(
+                        Ended {
+                            code: 1005,
+                            reason: String::new(),
+                        },
+                        |f| Ended {
+                            code: u16::from(f.code),
+                            reason: f.reason.to_string(),
+                        },
+                    );
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    break 'conn Ended {
+                        code: 1000,
+                        reason: String::new(),
+                    };
+                }
+                Err(e) => {
+                    // A protocol violation: closed with the code RFC 6455 gives it.
+                    let code = match &e {
+                        tungstenite::Error::Utf8(_) => CloseCode::Invalid,
+                        tungstenite::Error::Capacity(_) => CloseCode::Size,
+                        _ => CloseCode::Protocol,
+                    };
+                    let reason = match code {
+                        CloseCode::Size => "message too big",
+                        CloseCode::Invalid => "invalid UTF-8",
+                        _ => "protocol error",
+                    };
+                    let _ = ws.close(
+                        &mut mem,
+                        Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        }),
+                    );
+                    let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
+                    break 'conn Ended {
+                        code: u16::from(code),
+                        reason: reason.into(),
+                    };
+                }
+            }
+        }
+        let _ = ws.flush(&mut mem);
+        if !mem.out.is_empty() && tx.send_async(std::mem::take(&mut mem.out)).await.is_err() {
+            break Ended {
+                code: 1006,
+                reason: "the connection was lost".into(),
+            };
+        }
+        // Closing by the gateway: idle, too old, or the shard drains.
+        let going_away = |ws: &mut WebSocketContext, mem: &mut Mem, why: &str| {
+            let _ = ws.close(
+                mem,
+                Some(CloseFrame {
+                    code: CloseCode::Away,
+                    reason: why.to_string().into(),
+                }),
+            );
+            Ended {
+                code: 1001,
+                reason: why.into(),
+            }
+        };
+        let now = std::time::Instant::now();
+        let wait = IDLE.min(deadline.saturating_duration_since(now));
+        monoio::select! {
+            n = rd.read(&mut chunk) => match n {
+                Ok(0) | Err(_) => break Ended { code: 1006, reason: "the connection was lost".into() },
+                Ok(n) => mem.inb.extend_from_slice(&chunk[..n]),
+            },
+            _ = monoio::time::sleep(wait) => {
+                let why = if std::time::Instant::now() >= deadline { "connection lifetime reached" } else { "idle" };
+                let e = going_away(&mut ws, &mut mem, why);
+                let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
+                break e;
+            },
+            _ = shard.drain.wait() => {
+                let e = going_away(&mut ws, &mut mem, "the gateway is going away");
+                let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
+                break e;
+            },
+        }
+    };
+    drop(tx);
+    let _ = writer.await;
+    disconnect(shard, &s, ended).await;
+}
+
+/// The API, stage and route a message goes to, in the snapshot current now.
+fn locate(ss: &ShardSnap, s: &Session) -> Option<(usize, usize)> {
+    let api = ss.snap.apis.iter().position(|a| a.name == s.api)?;
+    let stage = ss.snap.apis[api]
+        .stages
+        .iter()
+        .position(|n| *n == s.stage)?;
+    Some((api, stage))
+}
+
+/// One message: its route, its integration, and what goes back (two-way routes, errors).
+async fn message(shard: &Rc<Shard>, s: &Session, data: &[u8], text: bool) -> Option<Message> {
+    let ss = shard.snapshot();
+    let (api, stage) = locate(&ss, s)?;
+    let ws = ss.snap.apis[api].ws.as_ref()?;
+    let request_id = shard.request_id();
+    let key = text
+        .then(|| serde_json::from_slice::<Value>(data).ok())
+        .flatten()
+        .and_then(|v| {
+            let found = ws.selection.iter().try_fold(&v, |v, k| v.get(k))?;
+            Some(match found {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        });
+    let route = key
+        .as_deref()
+        .and_then(|k| ws.keys.get(k).copied())
+        .or(ws.default);
+    let error = |message: &str| {
+        Some(Message::text(
+            json!({"message": message, "connectionId": s.id, "requestId": request_id.as_str()})
+                .to_string(),
+        ))
+    };
+    let Some(route) = route else {
+        return error("Forbidden");
+    };
+    let m = RouteMatch { api, stage, route };
+    let two_way = ss.snap.config.apis[api].routes[route].route_response;
+    match integrate(&ss, s, m, "MESSAGE", data, Some(request_id.as_str())).await {
+        Ok(Some((status, body))) if (200..300).contains(&status) => {
+            two_way.then(|| match String::from_utf8(body) {
+                Ok(t) => Message::text(t),
+                Err(e) => Message::binary(e.into_bytes()),
+            })
+        }
+        Ok(None) => None,
+        Ok(Some((status, _))) => {
+            tracing::debug!(connection = %s.id, status, "websocket integration refused a message");
+            error("Internal server error")
+        }
+        Err(why) => {
+            tracing::debug!(connection = %s.id, error = %why, "websocket integration failed");
+            error("Internal server error")
+        }
+    }
+}
+
+/// `$disconnect`, once, best effort.
+async fn disconnect(shard: &Rc<Shard>, s: &Session, ended: Ended) {
+    let ss = shard.snapshot();
+    let Some((api, stage)) = locate(&ss, s) else {
+        return;
+    };
+    let Some(route) = ss.snap.apis[api].ws.as_ref().and_then(|w| w.disconnect) else {
+        return;
+    };
+    let m = RouteMatch { api, stage, route };
+    let extra = format!(
+        "x-disconnect-status-code: {}\r\nx-disconnect-reason: {}\r\n",
+        ended.code,
+        ended
+            .reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(123)
+            .collect::<String>()
+    );
+    if let Err(why) = integrate_with(&ss, s, m, "DISCONNECT", &[], None, &extra).await {
+        tracing::debug!(connection = %s.id, error = %why, "$disconnect integration failed");
+    }
+}
+
+/// Calls route `m`'s integration for an event: `Ok(None)` when the route has none to call,
+/// else the integration's status and body.
+pub(super) async fn integrate(
+    ss: &ShardSnap,
+    s: &Session,
+    m: RouteMatch,
+    event: &str,
+    body: &[u8],
+    request_id: Option<&str>,
+) -> Result<Option<(u16, Vec<u8>)>, String> {
+    integrate_with(ss, s, m, event, body, request_id, "").await
+}
+
+async fn integrate_with(
+    ss: &ShardSnap,
+    s: &Session,
+    m: RouteMatch,
+    event: &str,
+    body: &[u8],
+    request_id: Option<&str>,
+    extra: &str,
+) -> Result<Option<(u16, Vec<u8>)>, String> {
+    let api = &ss.snap.apis[m.api];
+    let route = &api.routes[m.route];
+    let mut ctx = RequestCtx::new(
+        s.head.clone(),
+        request_id
+            .and_then(|r| crate::gateway::ctx::RequestId::from_client(r.as_bytes()))
+            .unwrap_or_else(|| crate::gateway::ctx::RequestId::generated(0, now_ms())),
+        Default::default(),
+    );
+    ctx.principal = s.principal.clone();
+    match &route.per_stage[m.stage] {
+        IntegrationRt::Mock(mock) => {
+            let a = crate::gateway::answers::mock(&ctx, &s.peer_ip, mock);
+            Ok(Some((a.status, a.body)))
+        }
+        IntegrationRt::Http(h) => {
+            let mut path = Vec::new();
+            h.path.render(
+                &mut path,
+                &ctx.vars(&s.peer_ip, crate::syntax::template::Escape::Uri),
+                |_, _| {},
+            );
+            let mut req = Vec::with_capacity(512 + body.len());
+            req.extend_from_slice(b"POST ");
+            req.extend_from_slice(&path);
+            if event == "CONNECT" {
+                // The client's query goes to $connect.
+                if let Some(q) = s.head.query_bytes().filter(|q| !q.is_empty()) {
+                    req.push(if path.contains(&b'?') { b'&' } else { b'?' });
+                    req.extend_from_slice(q);
+                }
+            }
+            req.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+            req.extend_from_slice(h.host_header.as_bytes());
+            req.extend_from_slice(b"\r\n");
+            if event == "CONNECT" {
+                // The client's headers, as the upgrade request carried them.
+                for (n, v) in s.head.headers() {
+                    let lower = n.to_ascii_lowercase();
+                    if matches!(
+                        lower.as_slice(),
+                        b"host"
+                            | b"connection"
+                            | b"upgrade"
+                            | b"content-length"
+                            | b"transfer-encoding"
+                            | b"keep-alive"
+                            | b"te"
+                            | b"trailer"
+                    ) || lower.starts_with(b"sec-websocket-")
+                        || lower.starts_with(b"x-connection-")
+                    {
+                        continue;
+                    }
+                    req.extend_from_slice(n);
+                    req.extend_from_slice(b": ");
+                    req.extend_from_slice(v);
+                    req.extend_from_slice(b"\r\n");
+                }
+            }
+            let ss_stage = &ss.snap.config.apis[m.api].stages[m.stage].name;
+            let domain = String::from_utf8_lossy(s.head.host_bytes().unwrap_or_default());
+            let lines = format!(
+                "content-type: application/json\r\ncontent-length: {}\r\nx-connection-id: {}\r\nx-event-type: {event}\r\nx-route-key: {}\r\nx-request-id: {}\r\nx-stage: {ss_stage}\r\nx-api-id: {}\r\nx-domain-name: {domain}\r\nx-connected-at: {}\r\nx-source-ip: {}\r\n{extra}\r\n",
+                body.len(),
+                s.id,
+                route.key,
+                ctx.request_id.as_str(),
+                s.api,
+                s.connected_at_ms,
+                s.peer_ip,
+            );
+            req.extend_from_slice(lines.as_bytes());
+            req.extend_from_slice(body);
+            let answer = monoio::time::timeout(
+                h.timeout,
+                crate::gateway::call::exchange(ss, &h.dest, &ctx, peer(s), req, MAX_ANSWER),
+            )
+            .await
+            .map_err(|_| "integration timed out".to_string())??;
+            Ok(Some(answer))
+        }
+    }
+}
+
+fn peer(s: &Session) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(
+        s.peer_ip
+            .parse()
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        0,
+    )
+}

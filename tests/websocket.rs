@@ -1,0 +1,233 @@
+//! WebSocket APIs (`kind = "websocket"`), with a real client (tungstenite): `$connect` runs
+//! before the upgrade (its integration's refusal refuses it), messages are routed by the
+//! route selection expression to http and mock integrations, two-way routes answer on the
+//! socket, unknown keys go to `$default` (or get Amazon's "Forbidden" message), protocol
+//! violations close with RFC 6455's codes, and `$disconnect` hears how the connection ended.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+use common::*;
+
+fn backend() -> Upstream {
+    Upstream::start(|s| {
+        if s.target.starts_with("/connect") && s.target.contains("deny=1") {
+            return respond(403, r#"{"message":"go away"}"#);
+        }
+        let seen = json!({
+            "target": s.target,
+            "event": s.header("x-event-type"),
+            "route": s.header("x-route-key"),
+            "connection": s.header("x-connection-id"),
+            "stage": s.header("x-stage"),
+            "body": String::from_utf8_lossy(&s.body),
+        });
+        respond(200, &seen.to_string())
+    })
+}
+
+fn gateway(up: &Upstream, with_default: bool) -> Gw {
+    let default = if with_default {
+        "[[apis.routes]]\nroute = \"$default\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = '{\"message\":\"unknown action\"}' }\n"
+    } else {
+        ""
+    };
+    Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"\nroute_selection_expression = \"${request.body.action}\"")
+            .routes(format!(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = {{ type = \"http\", uri = \"http://chat/connect\" }}\n\
+                 [[apis.routes]]\nroute = \"sendmessage\"\nroute_response = true\nintegration = {{ type = \"http\", uri = \"http://chat/message\" }}\n\
+                 [[apis.routes]]\nroute = \"quiet\"\nintegration = {{ type = \"http\", uri = \"http://chat/quiet\" }}\n\
+                 [[apis.routes]]\nroute = \"ping\"\nroute_response = true\nintegration = {{ type = \"mock\", status = 200, body = '{{\"pong\":true}}' }}\n\
+                 [[apis.routes]]\nroute = \"$disconnect\"\nintegration = {{ type = \"http\", uri = \"http://chat/disconnect\" }}\n{default}"
+            ))
+            .toml(),
+    )
+}
+
+fn open(g: &Gw, query: &str) -> Result<WebSocket<TcpStream>, tungstenite::Error> {
+    let stream = TcpStream::connect(g.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tungstenite::client(format!("ws://chat.test/{query}"), stream)
+        .map(|(ws, _)| ws)
+        .map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => panic!("interrupted handshake"),
+        })
+}
+
+fn next_text(ws: &mut WebSocket<TcpStream>) -> Value {
+    loop {
+        match ws.read().expect("a message") {
+            Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn messages_are_routed_by_their_key_and_two_way_routes_answer() {
+    let up = backend();
+    let g = gateway(&up, true);
+    let mut ws = open(&g, "?user=ann").expect("upgrade");
+    // $connect reached the integration with the client's query, before the 101.
+    let connect = up.requests();
+    let c = connect
+        .iter()
+        .find(|s| s.target.starts_with("/connect"))
+        .unwrap();
+    assert_eq!(c.target, "/connect?user=ann");
+    assert_eq!(c.header("x-event-type"), Some("CONNECT"));
+    let id = c.header("x-connection-id").unwrap().to_string();
+    assert!(id.len() >= 16, "{id}");
+
+    ws.send(Message::text(r#"{"action":"sendmessage","text":"hi"}"#))
+        .unwrap();
+    let r = next_text(&mut ws);
+    assert_eq!(r["target"], "/message");
+    assert_eq!(r["event"], "MESSAGE");
+    assert_eq!(r["route"], "sendmessage");
+    assert_eq!(r["connection"], id.as_str());
+    assert_eq!(r["stage"], "prod");
+    assert_eq!(r["body"], r#"{"action":"sendmessage","text":"hi"}"#);
+
+    // A mock route answers without a backend; a non-JSON message goes to $default.
+    ws.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws), json!({"pong": true}));
+    ws.send(Message::text("hello")).unwrap();
+    assert_eq!(next_text(&mut ws), json!({"message": "unknown action"}));
+    ws.send(Message::text(r#"{"action":"nobody"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws), json!({"message": "unknown action"}));
+
+    // A one-way route's integration is called; nothing comes back. The ping after it is
+    // answered first and alone.
+    ws.send(Message::text(r#"{"action":"quiet","n":1}"#))
+        .unwrap();
+    ws.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws), json!({"pong": true}));
+    assert!(up.requests().iter().any(|s| s.target == "/quiet"));
+
+    // A fragmented message is one message.
+    ws.write(Message::Frame(
+        tungstenite::protocol::frame::Frame::message(
+            &b"{\"action\":\"pi"[..],
+            tungstenite::protocol::frame::coding::OpCode::Data(
+                tungstenite::protocol::frame::coding::Data::Text,
+            ),
+            false,
+        ),
+    ))
+    .unwrap();
+    ws.write(Message::Frame(
+        tungstenite::protocol::frame::Frame::message(
+            &b"ng\"}"[..],
+            tungstenite::protocol::frame::coding::OpCode::Data(
+                tungstenite::protocol::frame::coding::Data::Continue,
+            ),
+            true,
+        ),
+    ))
+    .unwrap();
+    ws.flush().unwrap();
+    assert_eq!(next_text(&mut ws), json!({"pong": true}));
+
+    // The client closes: $disconnect hears the code and reason, once.
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .unwrap();
+    while ws.read().is_ok() {}
+    assert!(eventually(Duration::from_secs(10), || up
+        .requests()
+        .iter()
+        .any(|s| s.target == "/disconnect")));
+    let d: Vec<Seen> = up
+        .requests()
+        .into_iter()
+        .filter(|s| s.target == "/disconnect")
+        .collect();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].header("x-connection-id"), Some(id.as_str()));
+    assert_eq!(d[0].header("x-event-type"), Some("DISCONNECT"));
+    assert_eq!(d[0].header("x-disconnect-status-code"), Some("1000"));
+    assert_eq!(d[0].header("x-disconnect-reason"), Some("bye"));
+}
+
+#[test]
+fn connect_refusals_and_plain_requests_get_http_answers() {
+    let up = backend();
+    let g = gateway(&up, false);
+    // The $connect integration's 403 is the client's answer: no upgrade.
+    match open(&g, "?deny=1") {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    // A request that is not an upgrade: 426, with the version the gateway speaks.
+    let r = get(g.addr(), "/");
+    assert_eq!(r.status, 426);
+    assert_eq!(r.header("sec-websocket-version"), Some("13"));
+    assert_eq!(r.json(), json!({"message": "Upgrade Required"}));
+    // Without $default, an unknown key gets Amazon's answer on the socket.
+    let mut ws = open(&g, "").expect("upgrade");
+    ws.send(Message::text(r#"{"action":"nobody"}"#)).unwrap();
+    let r = next_text(&mut ws);
+    assert_eq!(r["message"], "Forbidden");
+    assert!(r["connectionId"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(r["requestId"].as_str().is_some_and(|s| !s.is_empty()));
+}
+
+#[test]
+fn protocol_violations_close_with_their_codes() {
+    let up = backend();
+    let g = gateway(&up, true);
+    // A message over 128 KiB: 1009.
+    let mut ws = open(&g, "").expect("upgrade");
+    let big = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(130 << 10));
+    let _ = ws.send(Message::text(big));
+    assert_eq!(close_code(&mut ws), Some(CloseCode::Size));
+
+    // An unmasked client frame: 1002.
+    let mut ws = open(&g, "").expect("upgrade");
+    use std::io::Write;
+    ws.get_mut().write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    assert_eq!(close_code(&mut ws), Some(CloseCode::Protocol));
+
+    // Text that is not UTF-8: 1007.
+    let mut ws = open(&g, "").expect("upgrade");
+    let bad = [0xc3u8, 0x28];
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 2];
+    frame.extend_from_slice(&mask);
+    frame.extend(bad.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    ws.get_mut().write_all(&frame).unwrap();
+    assert_eq!(close_code(&mut ws), Some(CloseCode::Invalid));
+
+    // The gateway still serves.
+    let mut ws = open(&g, "").expect("upgrade");
+    ws.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws), json!({"pong": true}));
+}
+
+/// Reads until the gateway's close frame: its code.
+fn close_code(ws: &mut WebSocket<TcpStream>) -> Option<CloseCode> {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(f)) => return f.map(|f| f.code),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
