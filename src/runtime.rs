@@ -154,6 +154,8 @@ async fn shard_main(spec: ShardSpec) {
             sweeper.sweep(crate::throttle::now_ns());
         }
     });
+    // `@connections` for the WebSocket connections this shard holds.
+    monoio::spawn(crate::gateway::ws::serve_commands(shard.clone()));
     // Runs until the control plane says drain (or goes away).
     match spec.rx.recv_async().await {
         Ok(ShardMsg::SoftDrain) => shard.drain.start_soft(),

@@ -69,6 +69,48 @@ pub(crate) struct Shared {
     pub route_stats: Vec<Mutex<RouteRows>>,
     /// Per shard: its upstream targets' figures as of its last sweep.
     pub target_stats: Vec<Mutex<Vec<(SocketAddr, crate::observe::stats::TargetCounts)>>>,
+    /// Per shard: `@connections` commands for the WebSocket connections it holds.
+    pub ws_cmds: Vec<(flume::Sender<WsCmd>, flume::Receiver<WsCmd>)>,
+}
+
+/// An `@connections` command for the shard that holds connection `id`.
+pub(crate) struct WsCmd {
+    pub id: String,
+    pub op: WsOp,
+    pub reply: flume::Sender<WsReply>,
+}
+
+pub(crate) enum WsOp {
+    /// Send this message to the client.
+    Post(Vec<u8>),
+    /// What is known of the connection.
+    Get,
+    /// Close it.
+    Delete,
+}
+
+pub(crate) enum WsReply {
+    Done,
+    /// No such connection (any more).
+    Gone,
+    /// Its outgoing queue is full: the client is not reading.
+    Full,
+    Info(serde_json::Value),
+}
+
+/// What a shard knows of a WebSocket connection it holds.
+pub(crate) struct WsHandle {
+    pub tx: flume::Sender<WsPush>,
+    pub connected_at_ms: u64,
+    pub last_active_ms: Rc<Cell<u64>>,
+    pub source_ip: Rc<str>,
+    pub user_agent: String,
+}
+
+/// What reaches a connection's session from `@connections`.
+pub(crate) enum WsPush {
+    Send(Vec<u8>),
+    Close,
 }
 
 /// Per-route figures by label set, as a shard last published them.
@@ -108,6 +150,7 @@ impl Shared {
             traces,
             route_stats: (0..shards).map(|_| Default::default()).collect(),
             target_stats: (0..shards).map(|_| Default::default()).collect(),
+            ws_cmds: (0..shards).map(|_| flume::bounded(4096)).collect(),
         })
     }
 
@@ -171,6 +214,8 @@ pub(crate) struct Shard {
     pub repeats: crate::observe::RepeatLog,
     /// JWTs this shard verified, for their next uses.
     pub tokens: RefCell<crate::auth::jwt::TokenCache>,
+    /// The WebSocket connections this shard holds, by connection id.
+    pub ws: RefCell<AHashMap<String, WsHandle>>,
     /// SigV4 signing keys derived here, by access key and credential date (four HMACs
     /// saved per signed request); cleared when it reaches 4,096.
     pub sigv4_keys: RefCell<SigningKeys>,
@@ -227,6 +272,7 @@ impl Shard {
                 snap.config.server.log_summary_interval.as_nanos() as u64,
             ),
             tokens: RefCell::new(crate::auth::jwt::TokenCache::new(TOKEN_CACHE_BYTES)),
+            ws: RefCell::new(AHashMap::new()),
             sigv4_keys: RefCell::new(AHashMap::new()),
             logs: RefCell::new(Default::default()),
             stats: RefCell::new(Default::default()),

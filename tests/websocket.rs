@@ -231,3 +231,154 @@ fn close_code(ws: &mut WebSocket<TcpStream>) -> Option<CloseCode> {
         }
     }
 }
+
+#[test]
+fn backends_push_read_and_close_connections_through_at_connections() {
+    let admin_addr: std::sync::Arc<std::sync::Mutex<Option<std::net::SocketAddr>>> =
+        Default::default();
+    let seen_admin = admin_addr.clone();
+    // The backend answers a "broadcast" by pushing back through the admin API, as a backend
+    // calls Amazon's @connections.
+    let up = Upstream::start(move |s| {
+        if s.target == "/broadcast" {
+            let id = s.header("x-connection-id").unwrap_or_default().to_string();
+            let admin = seen_admin.lock().unwrap().expect("admin address");
+            let body = format!("pushed:{}", String::from_utf8_lossy(&s.body));
+            let r = admin_with(admin, "POST", &format!("/@connections/{id}"), &body);
+            return respond(200, &format!("{{\"push\":{}}}", r.status));
+        }
+        respond(200, "{}")
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n\
+                 [[apis.routes]]\nroute = \"broadcast\"\nintegration = { type = \"http\", uri = \"http://chat/broadcast\" }\n",
+            )
+            .toml(),
+    );
+    *admin_addr.lock().unwrap() = Some(g.admin());
+    let stream = TcpStream::connect(g.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let req = tungstenite::handshake::client::Request::builder()
+        .uri("ws://chat.test/")
+        .header("Host", "chat.test")
+        .header("User-Agent", "chat-test/1")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (mut ws, _) = tungstenite::client(req, stream)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    let id = up
+        .requests()
+        .iter()
+        .find(|s| s.target == "/connect")
+        .and_then(|s| s.header("x-connection-id").map(str::to_string))
+        .unwrap();
+
+    // A backend's push from inside a message's integration call.
+    ws.send(Message::text(r#"{"action":"broadcast","n":7}"#))
+        .unwrap();
+    assert_eq!(
+        ws.read().unwrap(),
+        Message::text(r#"pushed:{"action":"broadcast","n":7}"#)
+    );
+    // Pushes from the admin API, in order.
+    for i in 0..3 {
+        let r = admin_with(
+            g.admin(),
+            "POST",
+            &format!("/@connections/{id}"),
+            &format!("m{i}"),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for i in 0..3 {
+        assert_eq!(ws.read().unwrap(), Message::text(format!("m{i}")));
+    }
+    let r = admin_with(g.admin(), "GET", &format!("/@connections/{id}"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let info = r.json();
+    assert_eq!(info["identity"]["sourceIp"], "127.0.0.1");
+    assert_eq!(info["identity"]["userAgent"], "chat-test/1");
+    assert!(
+        info["connectedAt"].as_str().unwrap().ends_with('Z'),
+        "{info}"
+    );
+    assert!(info["lastActiveAt"].as_str().is_some(), "{info}");
+    // Without the admin token: 401.
+    let r = admin(g.admin(), "GET", &format!("/@connections/{id}"), None);
+    assert_eq!(r.status, 401);
+
+    // DELETE closes it; from then on the connection is gone (410).
+    let r = admin_with(g.admin(), "DELETE", &format!("/@connections/{id}"), "");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(close_code(&mut ws), Some(CloseCode::Normal));
+    assert!(eventually(Duration::from_secs(10), || admin_with(
+        g.admin(),
+        "GET",
+        &format!("/@connections/{id}"),
+        ""
+    )
+    .status
+        == 410));
+    let r = admin_with(g.admin(), "POST", &format!("/@connections/{id}"), "late");
+    assert_eq!(r.status, 410);
+
+    // A client that does not read: its queue fills and pushes answer 429 (bounded memory),
+    // after at most the queue, the writer's batch and what the sockets buffer.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&g.addr().into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (_slow, _) = tungstenite::client("ws://chat.test/", stream)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    let slow_id = up
+        .requests()
+        .iter()
+        .filter(|s| s.target == "/connect")
+        .filter_map(|s| s.header("x-connection-id").map(str::to_string))
+        .find(|x| *x != id)
+        .unwrap();
+    let big = "b".repeat(100 << 10);
+    let mut refused_after = None;
+    for i in 0..2000 {
+        let r = admin_with(g.admin(), "POST", &format!("/@connections/{slow_id}"), &big);
+        if r.status == 429 {
+            refused_after = Some(i);
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let n = refused_after.expect("pushes to a client that does not read are refused");
+    assert!(n >= 256, "refused after {n}");
+    assert_eq!(
+        admin_with(
+            g.admin(),
+            "POST",
+            &format!("/@connections/{slow_id}"),
+            &"x".repeat(129 << 10)
+        )
+        .status,
+        413
+    );
+    assert_eq!(
+        admin_with(g.admin(), "POST", "/@connections/not-an-id", "x").status,
+        410
+    );
+}

@@ -429,6 +429,11 @@ impl Control {
     }
 
     /// Whether the gateway has stopped taking traffic (a drain is under way).
+    /// What the shards share (the admin API reaches WebSocket connections through it).
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     pub(crate) fn draining(&self) -> bool {
         self.shared.draining.load(Ordering::Relaxed)
     }

@@ -22,6 +22,63 @@ mod session;
 
 pub(crate) use session::run;
 
+/// How many messages `@connections` may queue for a connection whose client is not reading;
+/// past it a push answers 429.
+pub(crate) const PUSH_QUEUE: usize = 256;
+
+/// Serves this shard's `@connections` commands, for as long as the shard runs.
+pub(crate) async fn serve_commands(shard: Rc<Shard>) {
+    use crate::shard::{WsOp, WsPush, WsReply};
+    let rx = shard.shared.ws_cmds[shard.id].1.clone();
+    while let Ok(cmd) = rx.recv_async().await {
+        let reply = {
+            let conns = shard.ws.borrow();
+            match conns.get(&cmd.id) {
+                None => WsReply::Gone,
+                Some(h) => match cmd.op {
+                    WsOp::Post(data) => match h.tx.try_send(WsPush::Send(data)) {
+                        Ok(()) => WsReply::Done,
+                        Err(flume::TrySendError::Full(_)) => WsReply::Full,
+                        Err(flume::TrySendError::Disconnected(_)) => WsReply::Gone,
+                    },
+                    WsOp::Delete => match h.tx.try_send(WsPush::Close) {
+                        Ok(()) | Err(flume::TrySendError::Full(_)) => {
+                            // Full: the close is the last thing it gets anyway.
+                            let _ = h.tx.try_send(WsPush::Close);
+                            WsReply::Done
+                        }
+                        Err(flume::TrySendError::Disconnected(_)) => WsReply::Gone,
+                    },
+                    WsOp::Get => WsReply::Info(serde_json::json!({
+                        "connectedAt": rfc3339(h.connected_at_ms),
+                        "lastActiveAt": rfc3339(h.last_active_ms.get()),
+                        "identity": { "sourceIp": &*h.source_ip, "userAgent": h.user_agent },
+                    })),
+                },
+            }
+        };
+        let _ = cmd.reply.try_send(reply);
+    }
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC), as Amazon's `@connections` writes times.
+fn rfc3339(ms: u64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    let s = httpdate::fmt_http_date(t);
+    // "Tue, 01 Dec 2026 05:55:08 GMT" -> "2026-12-01T05:55:08Z"
+    let p: Vec<&str> = s.split(' ').collect();
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| Some(m) == p.get(2))
+    .map_or(1, |i| i + 1);
+    match p.as_slice() {
+        [_, d, _, y, hms, _] => format!("{y}-{month:02}-{d}T{hms}Z"),
+        _ => s,
+    }
+}
+
 /// RFC 6455's GUID, appended to the client's key for `Sec-WebSocket-Accept`.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 

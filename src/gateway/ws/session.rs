@@ -19,7 +19,7 @@ use tungstenite::Message;
 use super::{now_ms, Session};
 use crate::gateway::ctx::{RequestCtx, RouteMatch};
 use crate::http::conn::{Conn, Stream};
-use crate::shard::{Shard, ShardSnap};
+use crate::shard::{Shard, ShardSnap, WsHandle, WsPush};
 use crate::snapshot::IntegrationRt;
 
 /// Amazon API Gateway's limits: a frame 32 KB, a message 128 KB, 10 minutes idle, 2 hours.
@@ -89,6 +89,20 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         .max_frame_size(Some(MAX_FRAME))
         .max_message_size(Some(MAX_MESSAGE));
     let mut ws = WebSocketContext::new(Role::Server, Some(config));
+    // Reachable through `@connections` from here on.
+    let (ptx, prx) = flume::bounded::<WsPush>(super::PUSH_QUEUE);
+    let last = Rc::new(std::cell::Cell::new(now_ms()));
+    shard.ws.borrow_mut().insert(
+        s.id.clone(),
+        WsHandle {
+            tx: ptx,
+            connected_at_ms: s.connected_at_ms,
+            last_active_ms: last.clone(),
+            source_ip: s.peer_ip.clone(),
+            user_agent: String::from_utf8_lossy(s.head.header(b"user-agent").unwrap_or_default())
+                .into_owned(),
+        },
+    );
     let mut mem = Mem {
         inb: buf,
         out: Vec::new(),
@@ -100,12 +114,14 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         loop {
             match ws.read(&mut mem) {
                 Ok(Message::Text(t)) => {
+                    last.set(now_ms());
                     let reply = message(shard, &s, t.as_bytes(), true).await;
                     if let Some(m) = reply {
                         let _ = ws.write(&mut mem, m);
                     }
                 }
                 Ok(Message::Binary(b)) => {
+                    last.set(now_ms());
                     let reply = message(shard, &s, &b, false).await;
                     if let Some(m) = reply {
                         let _ = ws.write(&mut mem, m);
@@ -195,6 +211,21 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
                 break e;
             },
+            p = prx.recv_async() => match p {
+                Ok(WsPush::Send(data)) => {
+                    last.set(now_ms());
+                    let m = match String::from_utf8(data) {
+                        Ok(t) => Message::text(t),
+                        Err(e) => Message::binary(e.into_bytes()),
+                    };
+                    let _ = ws.write(&mut mem, m);
+                }
+                Ok(WsPush::Close) | Err(_) => {
+                    let _ = ws.close(&mut mem, Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }));
+                    let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
+                    break Ended { code: 1000, reason: "closed through @connections".into() };
+                }
+            },
             _ = shard.drain.wait() => {
                 let e = going_away(&mut ws, &mut mem, "the gateway is going away");
                 let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
@@ -202,6 +233,8 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             },
         }
     };
+    // From here on `@connections` answers 410 for it.
+    shard.ws.borrow_mut().remove(&s.id);
     drop(tx);
     let _ = writer.await;
     disconnect(shard, &s, ended).await;
