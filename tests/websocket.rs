@@ -382,3 +382,28 @@ fn backends_push_read_and_close_connections_through_at_connections() {
         410
     );
 }
+
+#[test]
+fn messages_are_throttled_by_their_route() {
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"limited\"\nroute_response = true\nthrottle = { rate = 1, burst = 3 }\nintegration = { type = \"mock\", status = 200, body = '{\"ok\":true}' }\n\
+                 [[apis.routes]]\nroute = \"free\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = '{\"free\":true}' }\n",
+            )
+            .toml(),
+    );
+    let mut ws = open(&g, "").expect("upgrade");
+    for _ in 0..3 {
+        ws.send(Message::text(r#"{"action":"limited"}"#)).unwrap();
+        assert_eq!(next_text(&mut ws), json!({"ok": true}));
+    }
+    ws.send(Message::text(r#"{"action":"limited"}"#)).unwrap();
+    let r = next_text(&mut ws);
+    assert_eq!(r["message"], "Too Many Requests", "{r}");
+    assert!(r["connectionId"].as_str().is_some(), "{r}");
+    // Another route has its own budget, and the connection stays open.
+    ws.send(Message::text(r#"{"action":"free"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws), json!({"free": true}));
+}

@@ -161,6 +161,9 @@ pub(crate) struct LimitsFile {
     pub request_buffering: Option<SizeValue>,
     pub underscores_in_headers: Option<String>,
     pub upgrade_idle_timeout: Option<String>,
+    pub websocket_frame: Option<SizeValue>,
+    pub websocket_message: Option<SizeValue>,
+    pub websocket_lifetime: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -98,6 +98,12 @@ pub struct Limits {
     /// (Amazon API Gateway's WebSocket idle limit, 10 min; nginx's `proxy_read_timeout`).
     #[serde(serialize_with = "ser_duration")]
     pub upgrade_idle_timeout: Duration,
+    /// WebSocket APIs: the largest frame and message a client may send (Amazon's 32 KB and
+    /// 128 KB; 1009 past them), and how long a connection may last (2 h; then 1001).
+    pub websocket_frame: u64,
+    pub websocket_message: u64,
+    #[serde(serialize_with = "ser_duration")]
+    pub websocket_lifetime: Duration,
     /// Request header names with `_` (`X_Forwarded_For`): origins that fold `_` into `-`
     /// could be fooled by them.
     pub underscores_in_headers: Underscores,
@@ -315,6 +321,32 @@ impl Validator {
             );
             DEFAULT_MAX_HEADER_BYTES as usize
         };
+        let mut ws_size = |key: &str, v: Option<&file::SizeValue>, default: u64| {
+            let n = self.size(key, v, default);
+            if (125..=64 << 20).contains(&n) {
+                n
+            } else {
+                self.bad(key, n, "a size from 125 bytes to 64MiB");
+                default
+            }
+        };
+        let websocket_frame = ws_size(
+            "limits.websocket_frame",
+            l.websocket_frame.as_ref(),
+            32 << 10,
+        );
+        let websocket_message = ws_size(
+            "limits.websocket_message",
+            l.websocket_message.as_ref(),
+            128 << 10,
+        );
+        if websocket_frame > websocket_message {
+            self.bad(
+                "limits.websocket_frame",
+                websocket_frame,
+                "a size no larger than limits.websocket_message",
+            );
+        }
         Limits {
             max_body: self.size("limits.max_body", l.max_body.as_ref(), DEFAULT_MAX_BODY),
             body_memory: self.size(
@@ -355,6 +387,13 @@ impl Validator {
                 "limits.upgrade_idle_timeout",
                 l.upgrade_idle_timeout.as_ref(),
                 DEFAULT_UPGRADE_IDLE_TIMEOUT,
+            ),
+            websocket_frame,
+            websocket_message,
+            websocket_lifetime: self.duration(
+                "limits.websocket_lifetime",
+                l.websocket_lifetime.as_ref(),
+                Duration::from_secs(7200),
             ),
             underscores_in_headers: match l.underscores_in_headers.as_deref() {
                 None | Some("drop") => Underscores::Drop,

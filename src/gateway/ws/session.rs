@@ -6,7 +6,6 @@
 
 use std::io::{self, Read, Write};
 use std::rc::Rc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
@@ -22,13 +21,8 @@ use crate::http::conn::{Conn, Stream};
 use crate::shard::{Shard, ShardSnap, WsHandle, WsPush};
 use crate::snapshot::IntegrationRt;
 
-/// Amazon API Gateway's limits: a frame 32 KB, a message 128 KB, 10 minutes idle, 2 hours.
-const MAX_FRAME: usize = 32 << 10;
-const MAX_MESSAGE: usize = 128 << 10;
-const IDLE: Duration = Duration::from_secs(600);
-const LIFETIME: Duration = Duration::from_secs(7200);
-/// The largest integration answer sent back as a message.
-const MAX_ANSWER: usize = MAX_MESSAGE;
+/// The largest integration answer read (and sent back as a message).
+const MAX_ANSWER: usize = 64 << 20;
 
 /// Bytes in and out for the protocol layer: reads what arrived (`WouldBlock` when nothing
 /// has), writes into `out` for the writer task.
@@ -85,9 +79,18 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         }
         let _ = wr.shutdown().await;
     });
+    let (max_frame, max_message, idle, lifetime) = {
+        let l = &shard.snapshot().snap.limits;
+        (
+            l.websocket_frame as usize,
+            l.websocket_message as usize,
+            l.upgrade_idle_timeout,
+            l.websocket_lifetime,
+        )
+    };
     let config = WebSocketConfig::default()
-        .max_frame_size(Some(MAX_FRAME))
-        .max_message_size(Some(MAX_MESSAGE));
+        .max_frame_size(Some(max_frame))
+        .max_message_size(Some(max_message));
     let mut ws = WebSocketContext::new(Role::Server, Some(config));
     // Reachable through `@connections` from here on.
     let (ptx, prx) = flume::bounded::<WsPush>(super::PUSH_QUEUE);
@@ -107,7 +110,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         inb: buf,
         out: Vec::new(),
     };
-    let deadline = std::time::Instant::now() + LIFETIME;
+    let deadline = std::time::Instant::now() + lifetime;
     let mut chunk = vec![0u8; 16 << 10];
     let ended = 'conn: loop {
         // Every whole message that has arrived, in order.
@@ -199,7 +202,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             }
         };
         let now = std::time::Instant::now();
-        let wait = IDLE.min(deadline.saturating_duration_since(now));
+        let wait = idle.min(deadline.saturating_duration_since(now));
         monoio::select! {
             n = rd.read(&mut chunk) => match n {
                 Ok(0) | Err(_) => break Ended { code: 1006, reason: "the connection was lost".into() },
@@ -280,12 +283,29 @@ async fn message(shard: &Rc<Shard>, s: &Session, data: &[u8], text: bool) -> Opt
         return error("Forbidden");
     };
     let m = RouteMatch { api, stage, route };
+    // Each message is throttled as a request is: the route's, the stage's and the key's
+    // buckets, with the same leases.
+    let mut tctx = RequestCtx::new(
+        s.head.clone(),
+        crate::gateway::ctx::RequestId::from_client(request_id.as_str().as_bytes())
+            .unwrap_or_else(|| shard.request_id()),
+        Default::default(),
+    );
+    tctx.principal = s.principal.clone();
+    if crate::gateway::limits::throttle(shard, &ss, &mut tctx, m)
+        .await
+        .is_err()
+    {
+        return error("Too Many Requests");
+    }
     let two_way = ss.snap.config.apis[api].routes[route].route_response;
     match integrate(&ss, s, m, "MESSAGE", data, Some(request_id.as_str())).await {
         Ok(Some((status, body))) if (200..300).contains(&status) => {
-            two_way.then(|| match String::from_utf8(body) {
-                Ok(t) => Message::text(t),
-                Err(e) => Message::binary(e.into_bytes()),
+            // Back as the kind of message that asked (text only if it is UTF-8).
+            two_way.then(|| match (text, String::from_utf8(body)) {
+                (true, Ok(t)) => Message::text(t),
+                (false, Ok(t)) => Message::binary(t.into_bytes()),
+                (_, Err(e)) => Message::binary(e.into_bytes()),
             })
         }
         Ok(None) => None,
