@@ -407,3 +407,28 @@ fn messages_are_throttled_by_their_route() {
     ws.send(Message::text(r#"{"action":"free"}"#)).unwrap();
     assert_eq!(next_text(&mut ws), json!({"free": true}));
 }
+
+#[test]
+fn a_reload_reroutes_later_messages_and_a_drain_closes_with_1001() {
+    let conf = |body: &str| {
+        Cfg::new()
+            .api_extra("kind = \"websocket\"")
+            .routes(format!(
+                "[[apis.routes]]\nroute = \"ping\"\nroute_response = true\nintegration = {{ type = \"mock\", status = 200, body = '{body}' }}\n"
+            ))
+            .toml()
+    };
+    let mut g = Gw::start(&conf(r#"{"v":1}"#));
+    let mut ws = open(&g, "").expect("upgrade");
+    ws.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws), json!({"v": 1}));
+    g.rewrite(&conf(r#"{"v":2}"#));
+    assert_eq!(admin(g.admin(), "POST", "/reload", Some(TOKEN)).status, 200);
+    // The same connection: its next message goes by the new routes.
+    ws.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws), json!({"v": 2}));
+    // Shutting down drains: the connection is closed with 1001 (going away).
+    let stopper = std::thread::spawn(move || g.shutdown());
+    assert_eq!(close_code(&mut ws), Some(CloseCode::Away));
+    stopper.join().unwrap();
+}
