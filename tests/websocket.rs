@@ -432,3 +432,40 @@ fn a_reload_reroutes_later_messages_and_a_drain_closes_with_1001() {
     assert_eq!(close_code(&mut ws), Some(CloseCode::Away));
     stopper.join().unwrap();
 }
+
+#[test]
+fn connections_and_messages_are_in_the_access_log() {
+    let dir = TempDir::new();
+    let log = dir.0.join("ws.log");
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra("kind = \"websocket\"")
+            .stage_extra(format!(
+                "access_log = {{ path = \"{}\", format = '$context.eventType $context.connectionId $context.routeKey $context.status' }}",
+                log.display()
+            ))
+            .routes(
+                "[[apis.routes]]\nroute = \"ping\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = '{\"pong\":true}' }\n",
+            )
+            .toml(),
+    );
+    let mut ws = open(&g, "").expect("upgrade");
+    ws.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws), json!({"pong": true}));
+    ws.send(Message::text(r#"{"action":"nobody"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws)["message"], "Forbidden");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(10), || read().lines().count() >= 3),
+        "{}",
+        read()
+    );
+    let text = read();
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines[0][0], "CONNECT", "{text}");
+    assert_eq!(lines[0][3], "101", "{text}");
+    let id = lines[0][1];
+    assert_eq!(id.len(), 16, "{text}");
+    assert_eq!(lines[1], vec!["MESSAGE", id, "ping", "200"], "{text}");
+    assert_eq!(lines[2], vec!["MESSAGE", id, "-", "403"], "{text}");
+}

@@ -154,6 +154,8 @@ pub struct RequestCtx {
     pub(crate) body_json: Option<Box<serde_json::Value>>,
     /// What the request holds of its shard's `limits.body_memory`.
     pub(crate) held: super::validate::Held,
+    /// WebSocket APIs: the connection's id and the event (`CONNECT`, `MESSAGE`, `DISCONNECT`).
+    pub(crate) ws: Option<(std::rc::Rc<str>, &'static str)>,
     pub(crate) compress: Option<(
         std::sync::Arc<crate::config::Compression>,
         Option<super::compress::Encoding>,
@@ -203,6 +205,7 @@ impl RequestCtx {
             transform: None,
             body_json: None,
             held: Default::default(),
+            ws: None,
         }
     }
 

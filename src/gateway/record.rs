@@ -272,6 +272,8 @@ fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -
         tls_version: r.from.and_then(|f| f.tls),
         shard: shard.id,
         canary: ctx.is_some_and(|c| c.canary),
+        connection_id: ctx.and_then(|c| c.ws.as_ref()).map(|w| &*w.0),
+        event_type: ctx.and_then(|c| c.ws.as_ref()).map(|w| w.1),
         authorizer: ctx.and_then(|c| {
             c.principal
                 .authorizer

@@ -76,6 +76,9 @@ pub(crate) enum Var {
     UpstreamAddr,
     TlsVersion,
     Shard,
+    /// WebSocket APIs: the connection's id, and `CONNECT`, `MESSAGE` or `DISCONNECT`.
+    ConnectionId,
+    EventType,
     /// `$context.authorizer.claims.NAME`.
     Claim(String),
     /// `$context.authorizer.NAME` (an external authorizer's context, or `principalId`).
@@ -118,6 +121,8 @@ const NAMES: &[(&str, Var)] = &[
     ("upstreamAddr", Var::UpstreamAddr),
     ("tlsVersion", Var::TlsVersion),
     ("shard", Var::Shard),
+    ("connectionId", Var::ConnectionId),
+    ("eventType", Var::EventType),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +177,9 @@ pub struct Line<'a> {
     /// Sent to its stage's canary.
     pub canary: bool,
     pub authorizer: Option<&'a dyn AuthorizerVars>,
+    /// WebSocket APIs: the connection and the event.
+    pub connection_id: Option<&'a str>,
+    pub event_type: Option<&'static str>,
 }
 
 impl Format {
@@ -256,6 +264,8 @@ impl Format {
             Var::RequestTimeEpoch => num(out, l.time_ms),
             Var::HttpMethod => out.extend_from_slice(l.method.unwrap_or_default().as_bytes()),
             Var::RouteKey => esc(out, l.route_key.unwrap_or_default().as_bytes()),
+            Var::ConnectionId => esc(out, l.connection_id.unwrap_or_default().as_bytes()),
+            Var::EventType => out.extend_from_slice(l.event_type.unwrap_or_default().as_bytes()),
             Var::Path => esc(out, l.path.unwrap_or_default()),
             Var::RequestUri => {
                 if let Some(p) = l.path {

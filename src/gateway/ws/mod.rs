@@ -136,6 +136,7 @@ pub(crate) async fn connect(
     let api = &ss.snap.apis[st.api];
     let ws = api.ws.as_ref().expect("a WebSocket API");
     let id = connection_id(shard.id);
+    ctx.ws = Some((id.as_str().into(), "CONNECT"));
     if let Some(route) = ws.connect {
         let m = RouteMatch {
             api: st.api,

@@ -257,8 +257,56 @@ fn locate(ss: &ShardSnap, s: &Session) -> Option<(usize, usize)> {
 async fn message(shard: &Rc<Shard>, s: &Session, data: &[u8], text: bool) -> Option<Message> {
     let ss = shard.snapshot();
     let (api, stage) = locate(&ss, s)?;
-    let ws = ss.snap.apis[api].ws.as_ref()?;
-    let request_id = shard.request_id();
+    let mut ctx = RequestCtx::new(s.head.clone(), shard.request_id(), Default::default());
+    ctx.principal = s.principal.clone();
+    ctx.stage = Some(crate::route::StageRef {
+        api,
+        stage,
+        base_len: 0,
+    });
+    ctx.ws = Some((s.id.as_str().into(), "MESSAGE"));
+    let (reply, status) = answer(shard, &ss, s, &mut ctx, data, text).await;
+    ctx.status = status;
+    // One access-log line per message, as per request.
+    let bytes_out = match &reply {
+        Some(Message::Text(t)) => t.len() as u64,
+        Some(Message::Binary(b)) => b.len() as u64,
+        _ => 0,
+    };
+    crate::gateway::record::observe(
+        shard,
+        &ss,
+        &crate::gateway::record::Record {
+            ctx: Some(&ctx),
+            status,
+            bytes_in: data.len() as u64,
+            bytes_out,
+            from: Some(crate::gateway::record::From {
+                peer: peer(s),
+                tls: None,
+                h2: false,
+            }),
+            ..Default::default()
+        },
+    );
+    reply
+}
+
+/// What a message gets back, and the status its log line says.
+async fn answer(
+    shard: &Rc<Shard>,
+    ss: &ShardSnap,
+    s: &Session,
+    ctx: &mut RequestCtx,
+    data: &[u8],
+    text: bool,
+) -> (Option<Message>, u16) {
+    let Some(st) = ctx.stage else {
+        return (None, 500);
+    };
+    let Some(ws) = ss.snap.apis[st.api].ws.as_ref() else {
+        return (None, 500);
+    };
     let key = text
         .then(|| serde_json::from_slice::<Value>(data).ok())
         .flatten()
@@ -273,49 +321,54 @@ async fn message(shard: &Rc<Shard>, s: &Session, data: &[u8], text: bool) -> Opt
         .as_deref()
         .and_then(|k| ws.keys.get(k).copied())
         .or(ws.default);
-    let error = |message: &str| {
-        Some(Message::text(
-            json!({"message": message, "connectionId": s.id, "requestId": request_id.as_str()})
-                .to_string(),
-        ))
+    let request_id = ctx.request_id.as_str().to_string();
+    let error = |message: &str, status: u16| {
+        (
+            Some(Message::text(
+                json!({"message": message, "connectionId": s.id, "requestId": request_id})
+                    .to_string(),
+            )),
+            status,
+        )
     };
     let Some(route) = route else {
-        return error("Forbidden");
+        return error("Forbidden", 403);
     };
-    let m = RouteMatch { api, stage, route };
+    let m = RouteMatch {
+        api: st.api,
+        stage: st.stage,
+        route,
+    };
+    ctx.route = Some(m);
     // Each message is throttled as a request is: the route's, the stage's and the key's
     // buckets, with the same leases.
-    let mut tctx = RequestCtx::new(
-        s.head.clone(),
-        crate::gateway::ctx::RequestId::from_client(request_id.as_str().as_bytes())
-            .unwrap_or_else(|| shard.request_id()),
-        Default::default(),
-    );
-    tctx.principal = s.principal.clone();
-    if crate::gateway::limits::throttle(shard, &ss, &mut tctx, m)
+    if crate::gateway::limits::throttle(shard, ss, ctx, m)
         .await
         .is_err()
     {
-        return error("Too Many Requests");
+        return error("Too Many Requests", 429);
     }
-    let two_way = ss.snap.config.apis[api].routes[route].route_response;
-    match integrate(&ss, s, m, "MESSAGE", data, Some(request_id.as_str())).await {
+    let two_way = ss.snap.config.apis[st.api].routes[route].route_response;
+    match integrate(ss, s, m, "MESSAGE", data, Some(&request_id)).await {
         Ok(Some((status, body))) if (200..300).contains(&status) => {
+            ctx.integration_status = Some(status);
             // Back as the kind of message that asked (text only if it is UTF-8).
-            two_way.then(|| match (text, String::from_utf8(body)) {
+            let reply = two_way.then(|| match (text, String::from_utf8(body)) {
                 (true, Ok(t)) => Message::text(t),
                 (false, Ok(t)) => Message::binary(t.into_bytes()),
                 (_, Err(e)) => Message::binary(e.into_bytes()),
-            })
+            });
+            (reply, 200)
         }
-        Ok(None) => None,
+        Ok(None) => (None, 200),
         Ok(Some((status, _))) => {
+            ctx.integration_status = Some(status);
             tracing::debug!(connection = %s.id, status, "websocket integration refused a message");
-            error("Internal server error")
+            error("Internal server error", 500)
         }
         Err(why) => {
             tracing::debug!(connection = %s.id, error = %why, "websocket integration failed");
-            error("Internal server error")
+            error("Internal server error", 502)
         }
     }
 }
