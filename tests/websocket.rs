@@ -469,3 +469,102 @@ fn connections_and_messages_are_in_the_access_log() {
     assert_eq!(lines[1], vec!["MESSAGE", id, "ping", "200"], "{text}");
     assert_eq!(lines[2], vec!["MESSAGE", id, "-", "403"], "{text}");
 }
+
+/// Bytes in and out for a client-side protocol layer (the frames travel in HTTP/2 DATA).
+#[derive(Default)]
+struct Mem {
+    inb: std::collections::VecDeque<u8>,
+    out: Vec<u8>,
+}
+
+impl std::io::Read for Mem {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.inb.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.inb.len());
+        for (i, b) in self.inb.drain(..n).enumerate() {
+            buf[i] = b;
+        }
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Mem {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn websockets_run_over_http2_extended_connect() {
+    let g = Gw::start(
+        &Cfg::new()
+            .listener("h2c = true")
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"ping\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = '{\"pong\":true}' }\n",
+            )
+            .toml(),
+    );
+    let addr = g.addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive after the handshake.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !client.is_extended_connect_protocol_enabled() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no SETTINGS_ENABLE_CONNECT_PROTOCOL"
+            );
+            client = client.ready().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let req = http::Request::builder()
+            .method("CONNECT")
+            .uri("http://chat.test/")
+            .header("sec-websocket-version", "13")
+            .extension(h2::ext::Protocol::from_static("websocket"))
+            .body(())
+            .unwrap();
+        let (resp, mut send) = client.send_request(req, false).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut recv = resp.into_body();
+        let mut ws =
+            tungstenite::protocol::WebSocketContext::new(tungstenite::protocol::Role::Client, None);
+        let mut mem = Mem::default();
+        for _ in 0..2 {
+            ws.write(&mut mem, Message::text(r#"{"action":"ping"}"#))
+                .unwrap();
+            ws.flush(&mut mem).unwrap();
+            send.send_data(std::mem::take(&mut mem.out).into(), false)
+                .unwrap();
+            let got = loop {
+                match ws.read(&mut mem) {
+                    Ok(m) => break m,
+                    Err(tungstenite::Error::Io(e))
+                        if e.kind() == std::io::ErrorKind::WouldBlock =>
+                    {
+                        let data = recv.data().await.expect("a frame").unwrap();
+                        let _ = recv.flow_control().release_capacity(data.len());
+                        mem.inb.extend(data.iter());
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            assert_eq!(got, Message::text(r#"{"pong":true}"#));
+        }
+    });
+}

@@ -288,8 +288,13 @@ async fn run_stream(
     let ss = shard.snapshot();
     let (parts, recv) = req.into_parts();
     let end = recv.is_end_stream();
-    if parts.method == http::Method::CONNECT {
-        // Tunnels (and RFC 8441 WebSockets) are not offered over HTTP/2.
+    let websocket = parts.method == http::Method::CONNECT
+        && parts
+            .extensions
+            .get::<h2::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    if parts.method == http::Method::CONNECT && !websocket {
+        // Tunnels are not offered over HTTP/2; WebSockets are (RFC 8441, below).
         finish::h2_refused(
             &shard,
             Some(from(&info)),
@@ -299,11 +304,18 @@ async fn run_stream(
         return;
     }
     let mut buf = BytesMut::new();
-    let chunked = match crate::http::h2::stream::synthesize(&parts, end, &mut buf) {
-        Ok(c) => c,
-        Err(reason) => {
-            finish::h2_reset(&shard, Some(from(&info)), &mut respond, reason);
-            return;
+    let chunked = if websocket {
+        // The extended CONNECT goes through the pipeline as the HTTP/1.1 upgrade it stands
+        // for (RFC 8441 has no key: the one written here only satisfies the handshake check).
+        synthesize_upgrade(&parts, &mut buf);
+        false
+    } else {
+        match crate::http::h2::stream::synthesize(&parts, end, &mut buf) {
+            Ok(c) => c,
+            Err(reason) => {
+                finish::h2_reset(&shard, Some(from(&info)), &mut respond, reason);
+                return;
+            }
         }
     };
     let max = ss.snap.limits.max_header_bytes;
@@ -339,16 +351,20 @@ async fn run_stream(
         bytes_out: 0,
         tls_version: info.tls_version,
     };
-    let reset = {
+    let (reset, next) = {
         // The pipeline's future is large (kilobytes): on the heap once, so that spawning the
         // stream and selecting on it move a pointer, not the future.
         let work = Box::pin(super::handle(&shard, ss, &mut conn, head));
         let reset = poll_fn(|cx| out.borrow_mut().poll_reset(cx));
         monoio::select! {
-            _ = work => false,
-            _ = reset => true,
+            n = work => (false, Some(n)),
+            _ = reset => (true, None),
         }
     };
+    if let Some(Next::WebSocket(session)) = next {
+        shard.metrics.add(Counter::Upgrades);
+        return Box::pin(super::ws::run(&shard, conn, session)).await;
+    }
     if reset {
         // The pipeline was dropped where it stood; its exit guard counted the request.
         shard.metrics.add(Counter::H2StreamsReset);
@@ -407,4 +423,30 @@ fn from(info: &ConnInfo) -> super::record::From {
         tls: info.tls_version,
         h2: true,
     }
+}
+
+/// The HTTP/1.1 upgrade request an RFC 8441 extended CONNECT stands for.
+fn synthesize_upgrade(parts: &http::request::Parts, buf: &mut BytesMut) {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let host = parts.uri.authority().map_or("", |a| a.as_str());
+    buf.extend_from_slice(b"GET ");
+    buf.extend_from_slice(path.as_bytes());
+    buf.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    buf.extend_from_slice(host.as_bytes());
+    buf.extend_from_slice(
+        b"\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    );
+    for (n, v) in &parts.headers {
+        if matches!(
+            n.as_str(),
+            "host" | "connection" | "upgrade" | "sec-websocket-key"
+        ) {
+            continue;
+        }
+        buf.extend_from_slice(n.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(v.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    buf.extend_from_slice(b"\r\n");
 }

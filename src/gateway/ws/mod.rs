@@ -170,10 +170,18 @@ pub(crate) async fn connect(
     }
     let session = session_of(ss, conn, ctx, &id, st.api, st.stage);
     let accept = accept(&key);
-    let head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\nx-request-id: {}\r\n\r\n",
-        ctx.request_id.as_str()
-    );
+    let head = if matches!(conn.stream, crate::http::conn::Stream::H2(_)) {
+        // RFC 8441: an extended CONNECT is accepted with 200, the stream carrying the frames.
+        format!(
+            "HTTP/1.1 200 OK\r\nx-request-id: {}\r\n\r\n",
+            ctx.request_id.as_str()
+        )
+    } else {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\nx-request-id: {}\r\n\r\n",
+            ctx.request_id.as_str()
+        )
+    };
     conn.write_all(head.into_bytes())
         .await
         .map_err(|_| Error::downstream(Kind::ClientGone, "writing 101"))?;

@@ -53,6 +53,55 @@ impl Write for Mem {
     }
 }
 
+/// Where the connection's bytes go.
+enum Transport {
+    Split {
+        rd: tokio::io::ReadHalf<crate::http::pollio::PollIo>,
+        tx: flume::Sender<Vec<u8>>,
+        chunk: Vec<u8>,
+    },
+    H2(Box<crate::http::h2::stream::H2Stream>),
+}
+
+impl Transport {
+    /// Appends what arrives to `inb` (`Ok(0)`: the other side is done).
+    async fn read(&mut self, inb: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Transport::Split { rd, chunk, .. } => {
+                let n = rd.read(chunk).await?;
+                inb.extend_from_slice(&chunk[..n]);
+                Ok(n)
+            }
+            Transport::H2(h) => h.read_into(inb).await,
+        }
+    }
+
+    async fn send(&mut self, bytes: Vec<u8>) -> Result<(), ()> {
+        match self {
+            Transport::Split { tx, .. } => tx.send_async(bytes).await.map_err(|_| ()),
+            Transport::H2(h) => h.write(Bytes::from(bytes)).await.map_err(|_| ()),
+        }
+    }
+
+    /// Ends the stream: the writer task finishes what is queued; HTTP/2 sends END_STREAM.
+    async fn finish(self) {
+        match self {
+            Transport::Split { tx, .. } => drop(tx),
+            Transport::H2(mut h) => {
+                let _ = h.finish().await;
+            }
+        }
+    }
+}
+
+/// What woke the loop.
+enum Event {
+    Read(io::Result<usize>),
+    Timer,
+    Push(Option<WsPush>),
+    Drain,
+}
+
 /// How the connection ended, for `$disconnect`.
 struct Ended {
     code: u16,
@@ -63,22 +112,38 @@ struct Ended {
 pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
     use crate::http::pollio::PollIo;
     let Conn { stream, buf, .. } = conn;
-    let io = match stream {
-        Stream::Plain(t) => PollIo::plain(t, Bytes::new()),
-        Stream::Tls(t) => t.into_poll_io(Bytes::new()),
-        Stream::H2(_) => return,
-    };
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (tx, rx) = flume::bounded::<Vec<u8>>(64);
-    let writer = monoio::spawn(async move {
-        while let Ok(bytes) = rx.recv_async().await {
-            if wr.write_all(&bytes).await.is_err() {
-                return;
-            }
-            let _ = wr.flush().await;
+    // A socket is split: a writer task sends what the loop below queues, so that reading
+    // never waits on a client that does not read. An HTTP/2 stream (RFC 8441) reads and
+    // writes frames of its own, inline.
+    let (mut io, writer) = match stream {
+        Stream::H2(h) => (Transport::H2(h), None),
+        stream => {
+            let io = match stream {
+                Stream::Plain(t) => PollIo::plain(t, Bytes::new()),
+                Stream::Tls(t) => t.into_poll_io(Bytes::new()),
+                Stream::H2(_) => return,
+            };
+            let (rd, mut wr) = tokio::io::split(io);
+            let (tx, rx) = flume::bounded::<Vec<u8>>(64);
+            let writer = monoio::spawn(async move {
+                while let Ok(bytes) = rx.recv_async().await {
+                    if wr.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                    let _ = wr.flush().await;
+                }
+                let _ = wr.shutdown().await;
+            });
+            (
+                Transport::Split {
+                    rd,
+                    tx,
+                    chunk: vec![0u8; 16 << 10],
+                },
+                Some(writer),
+            )
         }
-        let _ = wr.shutdown().await;
-    });
+    };
     let (max_frame, max_message, idle, lifetime) = {
         let l = &shard.snapshot().snap.limits;
         (
@@ -111,7 +176,6 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         out: Vec::new(),
     };
     let deadline = std::time::Instant::now() + lifetime;
-    let mut chunk = vec![0u8; 16 << 10];
     let ended = 'conn: loop {
         // Every whole message that has arrived, in order.
         loop {
@@ -133,7 +197,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 Ok(Message::Close(frame)) => {
                     // The close is answered by the protocol layer; flushed below.
                     let _ = ws.flush(&mut mem);
-                    let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
+                    let _ = io.send(std::mem::take(&mut mem.out)).await;
                     break 'conn frame.map_or(
                         Ended {
                             code: 1005,
@@ -172,7 +236,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                             reason: reason.into(),
                         }),
                     );
-                    let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
+                    let _ = io.send(std::mem::take(&mut mem.out)).await;
                     break 'conn Ended {
                         code: u16::from(code),
                         reason: reason.into(),
@@ -181,7 +245,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             }
         }
         let _ = ws.flush(&mut mem);
-        if !mem.out.is_empty() && tx.send_async(std::mem::take(&mut mem.out)).await.is_err() {
+        if !mem.out.is_empty() && io.send(std::mem::take(&mut mem.out)).await.is_err() {
             break Ended {
                 code: 1006,
                 reason: "the connection was lost".into(),
@@ -203,19 +267,32 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         };
         let now = std::time::Instant::now();
         let wait = idle.min(deadline.saturating_duration_since(now));
-        monoio::select! {
-            n = rd.read(&mut chunk) => match n {
-                Ok(0) | Err(_) => break Ended { code: 1006, reason: "the connection was lost".into() },
-                Ok(n) => mem.inb.extend_from_slice(&chunk[..n]),
-            },
-            _ = monoio::time::sleep(wait) => {
-                let why = if std::time::Instant::now() >= deadline { "connection lifetime reached" } else { "idle" };
+        let event = monoio::select! {
+            n = io.read(&mut mem.inb) => Event::Read(n),
+            _ = monoio::time::sleep(wait) => Event::Timer,
+            p = prx.recv_async() => Event::Push(p.ok()),
+            _ = shard.drain.wait() => Event::Drain,
+        };
+        match event {
+            Event::Read(Ok(0) | Err(_)) => {
+                break Ended {
+                    code: 1006,
+                    reason: "the connection was lost".into(),
+                }
+            }
+            Event::Read(Ok(_)) => {}
+            Event::Timer => {
+                let why = if std::time::Instant::now() >= deadline {
+                    "connection lifetime reached"
+                } else {
+                    "idle"
+                };
                 let e = going_away(&mut ws, &mut mem, why);
-                let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
+                let _ = io.send(std::mem::take(&mut mem.out)).await;
                 break e;
-            },
-            p = prx.recv_async() => match p {
-                Ok(WsPush::Send(data)) => {
+            }
+            Event::Push(p) => match p {
+                Some(WsPush::Send(data)) => {
                     last.set(now_ms());
                     let m = match String::from_utf8(data) {
                         Ok(t) => Message::text(t),
@@ -223,23 +300,34 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                     };
                     let _ = ws.write(&mut mem, m);
                 }
-                Ok(WsPush::Close) | Err(_) => {
-                    let _ = ws.close(&mut mem, Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }));
-                    let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
-                    break Ended { code: 1000, reason: "closed through @connections".into() };
+                Some(WsPush::Close) | None => {
+                    let _ = ws.close(
+                        &mut mem,
+                        Some(CloseFrame {
+                            code: CloseCode::Normal,
+                            reason: "".into(),
+                        }),
+                    );
+                    let _ = io.send(std::mem::take(&mut mem.out)).await;
+                    break Ended {
+                        code: 1000,
+                        reason: "closed through @connections".into(),
+                    };
                 }
             },
-            _ = shard.drain.wait() => {
+            Event::Drain => {
                 let e = going_away(&mut ws, &mut mem, "the gateway is going away");
-                let _ = tx.send_async(std::mem::take(&mut mem.out)).await;
+                let _ = io.send(std::mem::take(&mut mem.out)).await;
                 break e;
-            },
+            }
         }
     };
     // From here on `@connections` answers 410 for it.
     shard.ws.borrow_mut().remove(&s.id);
-    drop(tx);
-    let _ = writer.await;
+    io.finish().await;
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
     disconnect(shard, &s, ended).await;
 }
 

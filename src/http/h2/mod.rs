@@ -107,6 +107,8 @@ pub(crate) async fn serve(
     };
     let io = io.watched(FrameWatch::new(&cfg), signal.clone());
     let mut builder = h2::server::Builder::new();
+    // RFC 8441: WebSockets over HTTP/2 (extended CONNECT with :protocol = websocket).
+    builder.enable_connect_protocol();
     builder
         .max_concurrent_streams(cfg.max_concurrent_streams)
         .initial_window_size(cfg.stream_window)
