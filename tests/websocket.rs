@@ -568,3 +568,54 @@ fn websockets_run_over_http2_extended_connect() {
         }
     });
 }
+
+#[test]
+fn connect_authorizers_read_the_query_and_their_context_reaches_each_message() {
+    let up = Upstream::start(|s| {
+        if s.target.starts_with("/auth") {
+            let event: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+            let ok = event["identitySource"].to_string().contains("letmein");
+            return respond(
+                200,
+                &json!({"isAuthorized": ok, "context": {"tenant": "t1"}}).to_string(),
+            );
+        }
+        let seen = json!({
+            "message": s.header("x-message-id"),
+            "context": s.header("x-authorizer-context"),
+        });
+        respond(200, &seen.to_string())
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra(
+                "kind = \"websocket\"\n\n  [[apis.authorizers]]\n  name = \"gate\"\n  type = \"request\"\n  uri = \"http://chat/auth\"\n  identity_sources = [\"$request.querystring.token\"]\n  ttl = \"0s\"\n",
+            )
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nauthorizer = \"gate\"\nintegration = { type = \"mock\", status = 200, body = '' }\n\
+                 [[apis.routes]]\nroute = \"$default\"\nroute_response = true\nintegration = { type = \"http\", uri = \"http://chat/message\" }\n",
+            )
+            .toml(),
+    );
+    // No token, or a wrong one: the upgrade is refused (401 / 403), as a request would be.
+    match open(&g, "") {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    match open(&g, "?token=nope") {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    let mut ws = open(&g, "?token=letmein").expect("upgrade");
+    ws.send(Message::text("hello")).unwrap();
+    let r = next_text(&mut ws);
+    assert_eq!(r["context"], r#"{"tenant":"t1"}"#, "{r}");
+    let first = r["message"].as_str().unwrap().to_string();
+    ws.send(Message::text("again")).unwrap();
+    let r = next_text(&mut ws);
+    assert!(
+        !first.is_empty() && r["message"].as_str() != Some(first.as_str()),
+        "{r}"
+    );
+}

@@ -580,6 +580,32 @@ async fn integrate_with(
                 s.connected_at_ms,
                 s.peer_ip,
             );
+            // The message's own id, and what the authorizer established at $connect.
+            let mut lines = lines;
+            lines.truncate(lines.len() - 2);
+            if event == "MESSAGE" {
+                lines.push_str(&format!("x-message-id: {}\r\n", ctx.request_id.as_str()));
+            }
+            let one_line = |v: &str| v.chars().filter(|c| !c.is_control()).collect::<String>();
+            match &s.principal.authorizer {
+                Some(crate::gateway::ctx::Authorized::Jwt(v)) => {
+                    // JSON text: control characters are escaped, so it stays one line.
+                    let claims = serde_json::to_string(&v.claims).unwrap_or_default();
+                    lines.push_str(&format!("x-authorizer-claims: {claims}\r\n"));
+                }
+                Some(crate::gateway::ctx::Authorized::External(d)) => {
+                    if let Some(p) = &d.principal_id {
+                        lines.push_str(&format!("x-authorizer-principal-id: {}\r\n", one_line(p)));
+                    }
+                    let context = serde_json::to_string(&d.context).unwrap_or_default();
+                    lines.push_str(&format!("x-authorizer-context: {context}\r\n"));
+                }
+                Some(crate::gateway::ctx::Authorized::Iam(key)) => {
+                    lines.push_str(&format!("x-authorizer-access-key: {}\r\n", one_line(key)));
+                }
+                None => {}
+            }
+            lines.push_str("\r\n");
             req.extend_from_slice(lines.as_bytes());
             req.extend_from_slice(body);
             let answer = monoio::time::timeout(
