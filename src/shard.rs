@@ -101,6 +101,8 @@ pub(crate) enum WsReply {
 /// What a shard knows of a WebSocket connection it holds.
 pub(crate) struct WsHandle {
     pub tx: flume::Sender<WsPush>,
+    /// Closes the connection whatever its queue holds.
+    pub close: flume::Sender<()>,
     pub connected_at_ms: u64,
     pub last_active_ms: Rc<Cell<u64>>,
     pub source_ip: Rc<str>,

@@ -619,3 +619,38 @@ fn connect_authorizers_read_the_query_and_their_context_reaches_each_message() {
         "{r}"
     );
 }
+
+#[test]
+fn a_client_cannot_forge_the_headers_the_gateway_adds() {
+    let up = backend();
+    let g = gateway(&up, true);
+    let stream = TcpStream::connect(g.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let req = tungstenite::handshake::client::Request::builder()
+        .uri("ws://chat.test/")
+        .header("Host", "chat.test")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tungstenite::handshake::client::generate_key(),
+        )
+        .header("X-Source-Ip", "6.6.6.6")
+        .header("X-Authorizer-Principal-Id", "admin")
+        .header("X-Event-Type", "MESSAGE")
+        .header("X-Tenant", "kept")
+        .body(())
+        .unwrap();
+    let _ws = tungstenite::client(req, stream)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    let seen = up.requests();
+    let c = seen.iter().find(|s| s.target == "/connect").unwrap();
+    assert_eq!(c.headers_named("x-source-ip"), vec!["127.0.0.1"]);
+    assert_eq!(c.headers_named("x-event-type"), vec!["CONNECT"]);
+    assert!(c.headers_named("x-authorizer-principal-id").is_empty());
+    assert_eq!(c.header("x-tenant"), Some("kept"));
+}

@@ -41,7 +41,9 @@ pub(crate) async fn exchange(
     .await;
     let (status, answer, reusable) = match first {
         Ok(a) => a,
-        Err(_) if was_pooled => {
+        // Only a pooled connection that failed before any answer (closed by the other end
+        // while idle) is retried: an answer that went wrong may mean the request was handled.
+        Err(e) if was_pooled && (e.starts_with("write:") || e == "closed before answering") => {
             // The pooled connection had been closed by the other end: once more, fresh.
             s = connect_target(&t, cfg.connect_timeout)
                 .await

@@ -134,6 +134,14 @@ async fn run_phases(
     if ctx.stage.is_some_and(|st| snap.apis[st.api].ws.is_some()) {
         return ws::connect(shard, ss, conn, ctx).await;
     }
+    if ctx.head.upgrade && matches!(conn.stream, crate::http::conn::Stream::H2(_)) {
+        // An RFC 8441 extended CONNECT is for WebSocket APIs only (there is no tunnel to
+        // relay it into over HTTP/2).
+        return Err(Error::downstream(
+            Kind::MethodNotAllowed(Vec::new()),
+            "extended CONNECT to an http API",
+        ));
+    }
     let m = match_route(ss, ctx)?;
     if let Some(t) = ctx.trace.as_mut() {
         t.decide(snap.apis[m.api].trace_sample[m.stage]);

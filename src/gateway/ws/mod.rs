@@ -41,12 +41,9 @@ pub(crate) async fn serve_commands(shard: Rc<Shard>) {
                         Err(flume::TrySendError::Full(_)) => WsReply::Full,
                         Err(flume::TrySendError::Disconnected(_)) => WsReply::Gone,
                     },
-                    WsOp::Delete => match h.tx.try_send(WsPush::Close) {
-                        Ok(()) | Err(flume::TrySendError::Full(_)) => {
-                            // Full: the close is the last thing it gets anyway.
-                            let _ = h.tx.try_send(WsPush::Close);
-                            WsReply::Done
-                        }
+                    // Its own channel: a full queue does not keep a connection open.
+                    WsOp::Delete => match h.close.try_send(()) {
+                        Ok(()) | Err(flume::TrySendError::Full(_)) => WsReply::Done,
                         Err(flume::TrySendError::Disconnected(_)) => WsReply::Gone,
                     },
                     WsOp::Get => WsReply::Info(serde_json::json!({
@@ -165,6 +162,35 @@ pub(crate) async fn connect(
             Ok(_) => {}
             Err(why) => {
                 return Err(Error::upstream(Kind::BadGateway, why));
+            }
+        }
+    }
+    if ws.connect.is_none() {
+        // Without a $connect route the API's resource policy still stands at the door.
+        if let Some(p) = &ss.snap.config.apis[st.api].resource_policy {
+            let ip = super::policy::source_ip(
+                conn.peer.ip(),
+                ctx,
+                &ss.snap.config.server.trusted_proxies,
+            );
+            let explicit = match p.evaluate(ip) {
+                crate::config::PolicyVerdict::Allow => None,
+                crate::config::PolicyVerdict::ImplicitDeny => Some(false),
+                crate::config::PolicyVerdict::ExplicitDeny => Some(true),
+            };
+            if let Some(explicit) = explicit {
+                let a = &ss.snap.config.apis[st.api];
+                return Err(Error::downstream(
+                    Kind::PolicyDenied {
+                        explicit,
+                        resource: format!(
+                            "arn:aws:execute-api:local:000000000000:{}/{}/$connect",
+                            a.name, a.stages[st.stage].name
+                        )
+                        .into(),
+                    },
+                    "resource policy",
+                ));
             }
         }
     }

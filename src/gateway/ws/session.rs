@@ -21,8 +21,12 @@ use crate::http::conn::{Conn, Stream};
 use crate::shard::{Shard, ShardSnap, WsHandle, WsPush};
 use crate::snapshot::IntegrationRt;
 
-/// The largest integration answer read (and sent back as a message).
-const MAX_ANSWER: usize = 64 << 20;
+/// How long a write to a client that does not read may wait before the connection is
+/// dropped.
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Replies queued beyond this are handed to the writer before more messages are read: a
+/// client that sends many small messages and reads nothing holds at most the writer's queue.
+const OUT_BATCH: usize = 64 << 10;
 
 /// Bytes in and out for the protocol layer: reads what arrived (`WouldBlock` when nothing
 /// has), writes into `out` for the writer task.
@@ -79,7 +83,12 @@ impl Transport {
     async fn send(&mut self, bytes: Vec<u8>) -> Result<(), ()> {
         match self {
             Transport::Split { tx, .. } => tx.send_async(bytes).await.map_err(|_| ()),
-            Transport::H2(h) => h.write(Bytes::from(bytes)).await.map_err(|_| ()),
+            Transport::H2(h) => {
+                match monoio::time::timeout(WRITE_STALL, h.write(Bytes::from(bytes))).await {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(()),
+                }
+            }
         }
     }
 
@@ -124,21 +133,27 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 Stream::H2(_) => return,
             };
             let (rd, mut wr) = tokio::io::split(io);
-            let (tx, rx) = flume::bounded::<Vec<u8>>(64);
+            let (tx, rx) = flume::bounded::<Vec<u8>>(8);
             let writer = monoio::spawn(async move {
                 while let Ok(bytes) = rx.recv_async().await {
-                    if wr.write_all(&bytes).await.is_err() {
-                        return;
+                    // A client that reads nothing for this long is gone: the writer ends,
+                    // and with it the connection (the loop's next send fails).
+                    let write = async {
+                        wr.write_all(&bytes).await?;
+                        wr.flush().await
+                    };
+                    match monoio::time::timeout(WRITE_STALL, write).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
                     }
-                    let _ = wr.flush().await;
                 }
-                let _ = wr.shutdown().await;
+                let _ = monoio::time::timeout(WRITE_STALL, wr.shutdown()).await;
             });
             (
                 Transport::Split {
                     rd,
                     tx,
-                    chunk: vec![0u8; 16 << 10],
+                    chunk: vec![0u8; 4 << 10],
                 },
                 Some(writer),
             )
@@ -153,17 +168,23 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             l.websocket_lifetime,
         )
     };
+    // Small buffers that grow with what arrives: an idle connection holds little (the
+    // defaults reserve 128 KiB each way per connection).
     let config = WebSocketConfig::default()
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(0)
         .max_frame_size(Some(max_frame))
         .max_message_size(Some(max_message));
     let mut ws = WebSocketContext::new(Role::Server, Some(config));
     // Reachable through `@connections` from here on.
     let (ptx, prx) = flume::bounded::<WsPush>(super::PUSH_QUEUE);
+    let (ctx_close, close_rx) = flume::bounded::<()>(1);
     let last = Rc::new(std::cell::Cell::new(now_ms()));
     shard.ws.borrow_mut().insert(
         s.id.clone(),
         WsHandle {
             tx: ptx,
+            close: ctx_close,
             connected_at_ms: s.connected_at_ms,
             last_active_ms: last.clone(),
             source_ip: s.peer_ip.clone(),
@@ -186,12 +207,28 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                     if let Some(m) = reply {
                         let _ = ws.write(&mut mem, m);
                     }
+                    if mem.out.len() > OUT_BATCH
+                        && io.send(std::mem::take(&mut mem.out)).await.is_err()
+                    {
+                        break 'conn Ended {
+                            code: 1006,
+                            reason: "the connection was lost".into(),
+                        };
+                    }
                 }
                 Ok(Message::Binary(b)) => {
                     last.set(now_ms());
                     let reply = message(shard, &s, &b, false).await;
                     if let Some(m) = reply {
                         let _ = ws.write(&mut mem, m);
+                    }
+                    if mem.out.len() > OUT_BATCH
+                        && io.send(std::mem::take(&mut mem.out)).await.is_err()
+                    {
+                        break 'conn Ended {
+                            code: 1006,
+                            reason: "the connection was lost".into(),
+                        };
                     }
                 }
                 Ok(Message::Close(frame)) => {
@@ -271,6 +308,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             n = io.read(&mut mem.inb) => Event::Read(n),
             _ = monoio::time::sleep(wait) => Event::Timer,
             p = prx.recv_async() => Event::Push(p.ok()),
+            _ = close_rx.recv_async() => Event::Push(Some(WsPush::Close)),
             _ = shard.drain.wait() => Event::Drain,
         };
         match event {
@@ -558,7 +596,7 @@ async fn integrate_with(
                             | b"te"
                             | b"trailer"
                     ) || lower.starts_with(b"sec-websocket-")
-                        || lower.starts_with(b"x-connection-")
+                        || is_gateway_header(&lower)
                     {
                         continue;
                     }
@@ -610,13 +648,40 @@ async fn integrate_with(
             req.extend_from_slice(body);
             let answer = monoio::time::timeout(
                 h.timeout,
-                crate::gateway::call::exchange(ss, &h.dest, &ctx, peer(s), req, MAX_ANSWER),
+                crate::gateway::call::exchange(
+                    ss,
+                    &h.dest,
+                    &ctx,
+                    peer(s),
+                    req,
+                    (ss.snap.limits.websocket_message as usize).max(128 << 10),
+                ),
             )
             .await
             .map_err(|_| "integration timed out".to_string())??;
             Ok(Some(answer))
         }
     }
+}
+
+/// Headers the gateway writes itself on integration calls: a client's own are left out, so
+/// that a backend reading them reads the gateway's.
+fn is_gateway_header(lower: &[u8]) -> bool {
+    lower.starts_with(b"x-connection-")
+        || lower.starts_with(b"x-authorizer-")
+        || lower.starts_with(b"x-disconnect-")
+        || matches!(
+            lower,
+            b"x-event-type"
+                | b"x-route-key"
+                | b"x-request-id"
+                | b"x-message-id"
+                | b"x-stage"
+                | b"x-api-id"
+                | b"x-domain-name"
+                | b"x-connected-at"
+                | b"x-source-ip"
+        )
 }
 
 fn peer(s: &Session) -> std::net::SocketAddr {
