@@ -654,3 +654,43 @@ fn a_client_cannot_forge_the_headers_the_gateway_adds() {
     assert!(c.headers_named("x-authorizer-principal-id").is_empty());
     assert_eq!(c.header("x-tenant"), Some("kept"));
 }
+
+#[test]
+fn keys_a_websocket_route_cannot_use_are_refused_at_load() {
+    for (route, key) in [
+        (
+            "route = \"sendmessage\"\napi_key_required = true",
+            "api_key_required",
+        ),
+        (
+            "route = \"sendmessage\"\ncache = { ttl = \"10s\" }",
+            "cache",
+        ),
+        (
+            "route = \"$default\"\nrequest_parameters = { \"overwrite:header.x-a\" = \"b\" }",
+            "request_parameters",
+        ),
+    ] {
+        let toml = Cfg::new()
+            .api_extra("kind = \"websocket\"")
+            .routes(format!(
+                "[[apis.routes]]\n{route}\nintegration = {{ type = \"mock\", status = 200, body = 'x' }}\n"
+            ))
+            .toml();
+        let dir = TempDir::new();
+        let path = dir.0.join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(&path)
+            .arg("check")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{route}: accepted");
+        assert!(
+            text.contains(&format!("{key}: is not used here")),
+            "{route}: {text}"
+        );
+    }
+}

@@ -341,6 +341,9 @@ impl Validator {
                 route.authorizer = authorizer;
                 route.authorization_scopes = authorization_scopes;
                 route.iam = iam;
+                if is_ws {
+                    self.websocket_route(&rkey, &route);
+                }
                 routes.push(route);
             }
         }
@@ -373,6 +376,49 @@ impl Validator {
             cors,
             gateway_responses,
             websocket,
+        }
+    }
+
+    /// Keys a WebSocket route cannot use are refused by name: callers are authorized, keyed
+    /// and validated once, on `$connect`; answers are never cached or mapped.
+    fn websocket_route(&mut self, rkey: &str, r: &Route) {
+        let connect = r.key == "$connect";
+        let unused: [(&str, bool, &str); 6] = [
+            (
+                "authorizer",
+                !connect && r.authorizer.is_some(),
+                "only $connect is authorized",
+            ),
+            (
+                "authorization",
+                !connect && r.iam,
+                "only $connect is authorized",
+            ),
+            (
+                "api_key_required",
+                !connect && r.api_key_required,
+                "only $connect checks the key",
+            ),
+            (
+                "cache",
+                r.cache.is_some(),
+                "WebSocket routes are not cached",
+            ),
+            (
+                "request_validator",
+                r.validation.is_some(),
+                "WebSocket routes are not validated",
+            ),
+            (
+                "request_parameters",
+                !r.request_parameters.is_empty() || !r.response_parameters.is_empty(),
+                "WebSocket routes are not mapped",
+            ),
+        ];
+        for (key, set, why) in unused {
+            if set {
+                self.err(&format!("{rkey}.{key}"), format!("is not used here: {why}"));
+            }
         }
     }
 

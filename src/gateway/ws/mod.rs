@@ -148,7 +148,16 @@ pub(crate) async fn connect(
         super::api_key::authenticate(ss, ctx, m)?;
         super::limits::throttle(shard, ss, ctx, m).await?;
         let session = session_of(ss, conn, ctx, &id, st.api, st.stage);
-        match session::integrate(ss, &session, m, "CONNECT", &[], None).await {
+        match session::integrate(
+            ss,
+            &session,
+            m,
+            "CONNECT",
+            &[],
+            Some(ctx.request_id.as_str()),
+        )
+        .await
+        {
             Ok(Some((status, body))) if !(200..300).contains(&status) => {
                 // The integration refused: the client gets its status, not an upgrade.
                 return Ok(Outcome::Answer(Answer {

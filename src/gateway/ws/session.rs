@@ -519,7 +519,9 @@ async fn disconnect(shard: &Rc<Shard>, s: &Session, ended: Ended) {
             .take(123)
             .collect::<String>()
     );
-    if let Err(why) = integrate_with(&ss, s, m, "DISCONNECT", &[], None, &extra).await {
+    let id = shard.request_id();
+    if let Err(why) = integrate_with(&ss, s, m, "DISCONNECT", &[], Some(id.as_str()), &extra).await
+    {
         tracing::debug!(connection = %s.id, error = %why, "$disconnect integration failed");
     }
 }
