@@ -189,6 +189,8 @@ pub(crate) struct WsRt {
     pub keys: std::collections::HashMap<String, usize>,
     pub connect: Option<usize>,
     pub disconnect: Option<usize>,
+    /// What `Sec-WebSocket-Protocol` may be answered with, preferred first.
+    pub subprotocols: Vec<String>,
     pub default: Option<usize>,
 }
 

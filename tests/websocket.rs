@@ -694,3 +694,54 @@ fn keys_a_websocket_route_cannot_use_are_refused_at_load() {
         );
     }
 }
+
+#[test]
+fn subprotocols_are_chosen_from_the_apis_list() {
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra("kind = \"websocket\"\nsubprotocols = [\"chat.v2\", \"graphql-ws\"]")
+            .routes(
+                "[[apis.routes]]\nroute = \"$default\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = 'x' }\n",
+            )
+            .toml(),
+    );
+    let ask = |offer: &str| {
+        let stream = TcpStream::connect(g.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let req = tungstenite::handshake::client::Request::builder()
+            .uri("ws://chat.test/")
+            .header("Host", "chat.test")
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header(
+                "Sec-WebSocket-Key",
+                tungstenite::handshake::client::generate_key(),
+            )
+            .header("Sec-WebSocket-Protocol", offer)
+            .body(())
+            .unwrap();
+        tungstenite::client(req, stream)
+            .map(|(_, r)| r)
+            .map_err(|e| format!("{e:?}"))
+    };
+    // The API's preference wins among what the client offers.
+    let r = ask("graphql-ws, chat.v2").unwrap();
+    assert_eq!(
+        r.headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap()),
+        Some("chat.v2")
+    );
+    let r = ask("graphql-ws").unwrap();
+    assert_eq!(
+        r.headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap()),
+        Some("graphql-ws")
+    );
+    // Nothing shared: no header, and a client that needs one gives up (RFC 6455 4.1).
+    assert!(ask("mqtt").is_err());
+}

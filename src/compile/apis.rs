@@ -173,6 +173,7 @@ fn compile_api(
                 connect: None,
                 disconnect: None,
                 default: None,
+                subprotocols: w.subprotocols.clone(),
             };
             for (ri, r) in api.routes.iter().enumerate() {
                 let slot = match r.key.as_str() {

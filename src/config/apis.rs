@@ -28,6 +28,8 @@ pub struct WebSocket {
     /// The JSON members it reads, outermost first.
     #[serde(skip)]
     pub selection: Vec<String>,
+    /// `subprotocols`: what `Sec-WebSocket-Protocol` may be answered with, preferred first.
+    pub subprotocols: Vec<String>,
 }
 
 impl WebSocket {
@@ -54,6 +56,7 @@ impl WebSocket {
         Ok(WebSocket {
             route_selection_expression: expr.to_string(),
             selection,
+            subprotocols: Vec::new(),
         })
     }
 }
@@ -206,6 +209,13 @@ impl Validator {
         let name = self.name(&format!("{key}.name"), a.name);
         let websocket = match a.kind.as_deref() {
             None | Some("http") => {
+                if a.subprotocols.is_some() {
+                    self.bad(
+                        &format!("{key}.subprotocols"),
+                        "[...]",
+                        "nothing on an http API (it is a WebSocket API's key)",
+                    );
+                }
                 if let Some(e) = &a.route_selection_expression {
                     self.bad(
                         &format!("{key}.route_selection_expression"),
@@ -221,7 +231,21 @@ impl Validator {
                     .as_deref()
                     .unwrap_or("$request.body.action");
                 match WebSocket::parse(expr) {
-                    Ok(w) => Some(w),
+                    Ok(mut w) => {
+                        for (j, p) in a.subprotocols.iter().flatten().enumerate() {
+                            // A token (RFC 6455 4.1): what the header can carry.
+                            if p.is_empty() || !p.bytes().all(crate::syntax::is_tchar) {
+                                self.bad(
+                                    &format!("{key}.subprotocols[{j}]"),
+                                    p,
+                                    "a token (letters, digits and !#$%&'*+-.^_`|~)",
+                                );
+                            } else {
+                                w.subprotocols.push(p.clone());
+                            }
+                        }
+                        Some(w)
+                    }
                     Err(allowed) => {
                         self.bad(&format!("{key}.route_selection_expression"), expr, &allowed);
                         None

@@ -237,6 +237,8 @@ pub(crate) struct ApiFile {
     pub models: Vec<ModelFile>,
     /// WebSocket APIs: where a message's route key is read (`$request.body.action`).
     pub route_selection_expression: Option<String>,
+    /// WebSocket APIs: the subprotocols the gateway accepts, in its order of preference.
+    pub subprotocols: Option<Vec<String>>,
 }
 
 /// `cors = { ... }` on an API.

@@ -205,15 +205,30 @@ pub(crate) async fn connect(
     }
     let session = session_of(ss, conn, ctx, &id, st.api, st.stage);
     let accept = accept(&key);
+    // The first of the API's subprotocols the client offers (none offered or none shared:
+    // no header, and a client that insists closes the connection itself, as RFC 6455 says).
+    let offered: Vec<&[u8]> = ctx
+        .head
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-protocol"))
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .map(|p| p.trim_ascii())
+        .collect();
+    let protocol = ws
+        .subprotocols
+        .iter()
+        .find(|p| offered.contains(&p.as_bytes()))
+        .map(|p| format!("sec-websocket-protocol: {p}\r\n"))
+        .unwrap_or_default();
     let head = if matches!(conn.stream, crate::http::conn::Stream::H2(_)) {
         // RFC 8441: an extended CONNECT is accepted with 200, the stream carrying the frames.
         format!(
-            "HTTP/1.1 200 OK\r\nx-request-id: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n{protocol}x-request-id: {}\r\n\r\n",
             ctx.request_id.as_str()
         )
     } else {
         format!(
-            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\nx-request-id: {}\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n{protocol}x-request-id: {}\r\n\r\n",
             ctx.request_id.as_str()
         )
     };
