@@ -67,6 +67,32 @@ fn open(g: &Gw, query: &str) -> Result<WebSocket<TcpStream>, tungstenite::Error>
         })
 }
 
+/// An upgrade carrying extra request headers: the socket and the gateway's answer.
+fn open_with(
+    g: &Gw,
+    headers: &[(&str, &str)],
+) -> Result<
+    (
+        WebSocket<TcpStream>,
+        tungstenite::handshake::client::Response,
+    ),
+    String,
+> {
+    use tungstenite::client::IntoClientRequest;
+    let stream = TcpStream::connect(g.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut req = "ws://chat.test/".into_client_request().unwrap();
+    for (n, v) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    tungstenite::client(req, stream).map_err(|e| format!("{e:?}"))
+}
+
 fn next_text(ws: &mut WebSocket<TcpStream>) -> Value {
     loop {
         match ws.read().expect("a message") {
@@ -260,26 +286,7 @@ fn backends_push_read_and_close_connections_through_at_connections() {
             .toml(),
     );
     *admin_addr.lock().unwrap() = Some(g.admin());
-    let stream = TcpStream::connect(g.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let req = tungstenite::handshake::client::Request::builder()
-        .uri("ws://chat.test/")
-        .header("Host", "chat.test")
-        .header("User-Agent", "chat-test/1")
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header(
-            "Sec-WebSocket-Key",
-            tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .unwrap();
-    let (mut ws, _) = tungstenite::client(req, stream)
-        .map_err(|e| format!("{e:?}"))
-        .unwrap();
+    let (mut ws, _) = open_with(&g, &[("User-Agent", "chat-test/1")]).unwrap();
     let id = up
         .requests()
         .iter()
@@ -624,29 +631,16 @@ fn connect_authorizers_read_the_query_and_their_context_reaches_each_message() {
 fn a_client_cannot_forge_the_headers_the_gateway_adds() {
     let up = backend();
     let g = gateway(&up, true);
-    let stream = TcpStream::connect(g.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let req = tungstenite::handshake::client::Request::builder()
-        .uri("ws://chat.test/")
-        .header("Host", "chat.test")
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header(
-            "Sec-WebSocket-Key",
-            tungstenite::handshake::client::generate_key(),
-        )
-        .header("X-Source-Ip", "6.6.6.6")
-        .header("X-Authorizer-Principal-Id", "admin")
-        .header("X-Event-Type", "MESSAGE")
-        .header("X-Tenant", "kept")
-        .body(())
-        .unwrap();
-    let _ws = tungstenite::client(req, stream)
-        .map_err(|e| format!("{e:?}"))
-        .unwrap();
+    let _ws = open_with(
+        &g,
+        &[
+            ("X-Source-Ip", "6.6.6.6"),
+            ("X-Authorizer-Principal-Id", "admin"),
+            ("X-Event-Type", "MESSAGE"),
+            ("X-Tenant", "kept"),
+        ],
+    )
+    .unwrap();
     let seen = up.requests();
     let c = seen.iter().find(|s| s.target == "/connect").unwrap();
     assert_eq!(c.headers_named("x-source-ip"), vec!["127.0.0.1"]);
@@ -705,28 +699,7 @@ fn subprotocols_are_chosen_from_the_apis_list() {
             )
             .toml(),
     );
-    let ask = |offer: &str| {
-        let stream = TcpStream::connect(g.addr()).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let req = tungstenite::handshake::client::Request::builder()
-            .uri("ws://chat.test/")
-            .header("Host", "chat.test")
-            .header("Connection", "Upgrade")
-            .header("Upgrade", "websocket")
-            .header("Sec-WebSocket-Version", "13")
-            .header(
-                "Sec-WebSocket-Key",
-                tungstenite::handshake::client::generate_key(),
-            )
-            .header("Sec-WebSocket-Protocol", offer)
-            .body(())
-            .unwrap();
-        tungstenite::client(req, stream)
-            .map(|(_, r)| r)
-            .map_err(|e| format!("{e:?}"))
-    };
+    let ask = |offer: &str| open_with(&g, &[("Sec-WebSocket-Protocol", offer)]).map(|(_, r)| r);
     // The API's preference wins among what the client offers.
     let r = ask("graphql-ws, chat.v2").unwrap();
     assert_eq!(

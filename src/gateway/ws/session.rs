@@ -201,26 +201,15 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         // Every whole message that has arrived, in order.
         loop {
             match ws.read(&mut mem) {
-                Ok(Message::Text(t)) => {
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
                     last.set(now_ms());
-                    let reply = message(shard, &s, t.as_bytes(), true).await;
-                    if let Some(m) = reply {
-                        let _ = ws.write(&mut mem, m);
-                    }
-                    if mem.out.len() > OUT_BATCH
-                        && io.send(std::mem::take(&mut mem.out)).await.is_err()
-                    {
-                        break 'conn Ended {
-                            code: 1006,
-                            reason: "the connection was lost".into(),
-                        };
-                    }
-                }
-                Ok(Message::Binary(b)) => {
-                    last.set(now_ms());
-                    let reply = message(shard, &s, &b, false).await;
-                    if let Some(m) = reply {
-                        let _ = ws.write(&mut mem, m);
+                    let (data, text) = match &m {
+                        Message::Text(t) => (t.as_bytes(), true),
+                        Message::Binary(b) => (&b[..], false),
+                        _ => (&[][..], false),
+                    };
+                    if let Some(reply) = message(shard, &s, data, text).await {
+                        let _ = ws.write(&mut mem, reply);
                     }
                     if mem.out.len() > OUT_BATCH
                         && io.send(std::mem::take(&mut mem.out)).await.is_err()
