@@ -192,6 +192,8 @@ pub(crate) struct WsRt {
     /// What `Sec-WebSocket-Protocol` may be answered with, preferred first.
     pub subprotocols: Vec<String>,
     pub default: Option<usize>,
+    /// `@connections` on the API's domain takes SigV4 callers allowed ManageConnections.
+    pub connections_iam: bool,
 }
 
 impl ApiRt {

@@ -251,7 +251,11 @@ fn protocol_violations_close_with_their_codes() {
 fn close_code(ws: &mut WebSocket<TcpStream>) -> Option<CloseCode> {
     loop {
         match ws.read() {
-            Ok(Message::Close(f)) => return f.map(|f| f.code),
+            Ok(Message::Close(f)) => {
+                // Answers the close (the gateway waits for it before closing the socket).
+                let _ = ws.flush();
+                return f.map(|f| f.code);
+            }
             Ok(_) => continue,
             Err(_) => return None,
         }
@@ -419,6 +423,7 @@ fn messages_are_throttled_by_their_route() {
 fn a_reload_reroutes_later_messages_and_a_drain_closes_with_1001() {
     let conf = |body: &str| {
         Cfg::new()
+            .api(if body.is_empty() { "renamed" } else { "api" })
             .api_extra("kind = \"websocket\"")
             .routes(format!(
                 "[[apis.routes]]\nroute = \"ping\"\nroute_response = true\nintegration = {{ type = \"mock\", status = 200, body = '{body}' }}\n"
@@ -434,6 +439,17 @@ fn a_reload_reroutes_later_messages_and_a_drain_closes_with_1001() {
     // The same connection: its next message goes by the new routes.
     ws.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
     assert_eq!(next_text(&mut ws), json!({"v": 2}));
+    // A reload that renames the API: the connection's next message finds no API, and the
+    // connection is closed with 1001 rather than left without answers.
+    let mut ws2 = open(&g, "").expect("upgrade");
+    g.rewrite(&conf(""));
+    assert_eq!(admin(g.admin(), "POST", "/reload", Some(TOKEN)).status, 200);
+    ws2.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
+    assert_eq!(close_code(&mut ws2), Some(CloseCode::Away));
+    g.rewrite(&conf(r#"{"v":3}"#));
+    assert_eq!(admin(g.admin(), "POST", "/reload", Some(TOKEN)).status, 200);
+    ws.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws), json!({"v": 3}));
     // Shutting down drains: the connection is closed with 1001 (going away).
     let stopper = std::thread::spawn(move || g.shutdown());
     assert_eq!(close_code(&mut ws), Some(CloseCode::Away));
@@ -509,12 +525,15 @@ impl std::io::Write for Mem {
 
 #[test]
 fn websockets_run_over_http2_extended_connect() {
+    let up = Upstream::start(|_| respond(200, "{}"));
     let g = Gw::start(
         &Cfg::new()
             .listener("h2c = true")
             .api_extra("kind = \"websocket\"")
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
             .routes(
-                "[[apis.routes]]\nroute = \"ping\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = '{\"pong\":true}' }\n",
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n\
+                 [[apis.routes]]\nroute = \"ping\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = '{\"pong\":true}' }\n",
             )
             .toml(),
     );
@@ -542,6 +561,9 @@ fn websockets_run_over_http2_extended_connect() {
             .method("CONNECT")
             .uri("http://chat.test/")
             .header("sec-websocket-version", "13")
+            // HTTP/2 clients may send cookies as separate fields.
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
             .extension(h2::ext::Protocol::from_static("websocket"))
             .body(())
             .unwrap();
@@ -574,6 +596,9 @@ fn websockets_run_over_http2_extended_connect() {
             assert_eq!(got, Message::text(r#"{"pong":true}"#));
         }
     });
+    // $connect's integration got the cookies as one header, as HTTP/1.1 carries them.
+    let connect = &up.requests()[0];
+    assert_eq!(connect.headers_named("cookie"), vec!["a=1; b=2"]);
 }
 
 #[test]
@@ -717,4 +742,55 @@ fn subprotocols_are_chosen_from_the_apis_list() {
     );
     // Nothing shared: no header, and a client that needs one gives up (RFC 6455 4.1).
     assert!(ask("mqtt").is_err());
+}
+
+#[test]
+fn connects_integration_may_choose_the_subprotocol() {
+    // The backend picks the last protocol the client offers, as a Lambda integration may.
+    let up = Upstream::start(|s| {
+        let offered = s.header("sec-websocket-protocol").unwrap_or_default();
+        let mut pick = offered
+            .rsplit(',')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        if pick == "mqtt" {
+            pick = "stomp".into(); // not offered
+        }
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nSec-WebSocket-Protocol: {pick}\r\nContent-Length: 0\r\n\r\n"
+            )
+            .into_bytes(),
+        )
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"\nsubprotocols = [\"chat.v2\", \"graphql-ws\"]")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n",
+            )
+            .toml(),
+    );
+    let protocol = |offer: &str| {
+        open_with(&g, &[("Sec-WebSocket-Protocol", offer)]).map(|(_, r)| {
+            r.headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap().to_string())
+        })
+    };
+    // The integration's choice wins over the API's preference...
+    assert_eq!(
+        protocol("chat.v2, graphql-ws").unwrap().as_deref(),
+        Some("graphql-ws")
+    );
+    // ...when the client offered it (in the API's list or not); an answer naming something
+    // the client did not offer is not passed on.
+    assert_eq!(protocol("chat.v2, soap").unwrap().as_deref(), Some("soap"));
+    assert_eq!(
+        protocol("chat.v2, mqtt").unwrap().as_deref(),
+        Some("chat.v2")
+    );
 }

@@ -177,7 +177,9 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         let (status, out) = match path.strip_prefix("/@connections/") {
             Some(id) => {
                 let shared = ctl.borrow().shared();
-                connections(&shared, head.method_bytes(), id, body.to_vec()).await
+                let max = shared.current().limits.websocket_message as usize;
+                crate::gateway::ws::command(&shared, head.method_bytes(), id, body.to_vec(), max)
+                    .await
             }
             None => route(head.method_bytes(), &path, &query, &body, &ctl),
         };
@@ -573,56 +575,6 @@ fn respond(status: u16, body: String) -> Vec<u8> {
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
     out
-}
-
-/// `@connections/{id}`: push a message to a WebSocket connection (`POST`, the body is the
-/// message), read what is known of it (`GET`) or close it (`DELETE`), on whichever shard
-/// holds it. 410 for a connection that is gone (as Amazon's), 429 when its client does not
-/// read and its queue is full.
-async fn connections(
-    shared: &crate::shard::Shared,
-    method: &[u8],
-    id: &str,
-    body: Vec<u8>,
-) -> (u16, String) {
-    use crate::shard::{WsCmd, WsOp, WsReply};
-    let op = match method {
-        b"POST" => WsOp::Post(body),
-        b"GET" => WsOp::Get,
-        b"DELETE" => WsOp::Delete,
-        _ => return (405, r#"{"message":"Method Not Allowed"}"#.to_string()),
-    };
-    if body_too_large_for_a_message(&op) {
-        return message(413, "a message is at most 128 KB");
-    }
-    let gone = || message(410, "GoneException: the connection is not there");
-    let Some(shard) = crate::gateway::ws::shard_of(id).filter(|s| *s < shared.ws_cmds.len()) else {
-        return gone();
-    };
-    let (tx, rx) = flume::bounded(1);
-    let cmd = WsCmd {
-        id: id.to_string(),
-        op,
-        reply: tx,
-    };
-    if shared.ws_cmds[shard].0.try_send(cmd).is_err() {
-        return message(503, "the shard holding the connection is busy");
-    }
-    match monoio::time::timeout(std::time::Duration::from_secs(5), rx.recv_async()).await {
-        Ok(Ok(WsReply::Done)) if method == b"DELETE" => (204, String::new()),
-        Ok(Ok(WsReply::Done)) => (200, "{}".to_string()),
-        Ok(Ok(WsReply::Info(v))) => (200, v.to_string()),
-        Ok(Ok(WsReply::Full)) => message(
-            429,
-            "the connection's outgoing queue is full: its client is not reading",
-        ),
-        Ok(Ok(WsReply::Gone)) | Ok(Err(_)) => gone(),
-        Err(_) => message(503, "the shard holding the connection did not answer"),
-    }
-}
-
-fn body_too_large_for_a_message(op: &crate::shard::WsOp) -> bool {
-    matches!(op, crate::shard::WsOp::Post(b) if b.len() > 128 << 10)
 }
 
 #[cfg(test)]

@@ -125,8 +125,16 @@ impl Decision {
 /// IAM's evaluation of `execute-api:Invoke` on `resource`: an explicit deny wins, then any
 /// allow, else an implicit deny.
 pub(crate) fn evaluate_policy(st: &[Statement], resource: &str) -> Outcome {
+    evaluate_action(st, "execute-api:invoke", resource)
+}
+
+/// IAM's evaluation of `action` (lower case, e.g. `execute-api:manageconnections`) on
+/// `resource`.
+pub(crate) fn evaluate_action(st: &[Statement], action: &str, resource: &str) -> Outcome {
     let applies = |s: &&Statement| {
-        s.actions.iter().any(|a| invoke_action(a))
+        s.actions
+            .iter()
+            .any(|a| glob(a.to_ascii_lowercase().as_bytes(), action.as_bytes()))
             && s.resources
                 .iter()
                 .any(|r| glob(r.as_bytes(), resource.as_bytes()))
@@ -138,11 +146,6 @@ pub(crate) fn evaluate_policy(st: &[Statement], resource: &str) -> Outcome {
     } else {
         Outcome::ImplicitDeny
     }
-}
-
-/// Whether an IAM action names `execute-api:Invoke` (exactly, or by wildcard).
-fn invoke_action(a: &str) -> bool {
-    glob(a.to_ascii_lowercase().as_bytes(), b"execute-api:invoke")
 }
 
 /// A policy document's statements: `Statement` as one object or a list; `Action` and

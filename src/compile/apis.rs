@@ -174,6 +174,7 @@ fn compile_api(
                 disconnect: None,
                 default: None,
                 subprotocols: w.subprotocols.clone(),
+                connections_iam: w.connections_iam,
             };
             for (ri, r) in api.routes.iter().enumerate() {
                 let slot = match r.key.as_str() {

@@ -30,6 +30,10 @@ pub struct WebSocket {
     pub selection: Vec<String>,
     /// `subprotocols`: what `Sec-WebSocket-Protocol` may be answered with, preferred first.
     pub subprotocols: Vec<String>,
+    /// `connections_authorization`: whether `@connections` on the API's own domain takes
+    /// SigV4-signed callers allowed `execute-api:ManageConnections` (`"aws_iam"`, the default,
+    /// as Amazon's) or anyone its resource policy lets in (`"none"`).
+    pub connections_iam: bool,
 }
 
 impl WebSocket {
@@ -57,6 +61,7 @@ impl WebSocket {
             route_selection_expression: expr.to_string(),
             selection,
             subprotocols: Vec::new(),
+            connections_iam: true,
         })
     }
 }
@@ -216,6 +221,13 @@ impl Validator {
                         "nothing on an http API (it is a WebSocket API's key)",
                     );
                 }
+                if let Some(c) = &a.connections_authorization {
+                    self.bad(
+                        &format!("{key}.connections_authorization"),
+                        c,
+                        "nothing on an http API (it is a WebSocket API's key)",
+                    );
+                }
                 if let Some(e) = &a.route_selection_expression {
                     self.bad(
                         &format!("{key}.route_selection_expression"),
@@ -243,6 +255,20 @@ impl Validator {
                             } else {
                                 w.subprotocols.push(p.clone());
                             }
+                        }
+                        match a.connections_authorization.as_deref() {
+                            None => {}
+                            Some("none") => w.connections_iam = false,
+                            Some("aws_iam") if !aws_iam => self.err(
+                                &format!("{key}.connections_authorization"),
+                                "\"aws_iam\" needs an [aws_iam] table (its region, and the key that seals access-key secrets)",
+                            ),
+                            Some("aws_iam") => {}
+                            Some(other) => self.bad(
+                                &format!("{key}.connections_authorization"),
+                                other,
+                                "\"aws_iam\" (SigV4 callers allowed execute-api:ManageConnections) or \"none\"",
+                            ),
                         }
                         Some(w)
                     }

@@ -239,6 +239,9 @@ pub(crate) struct ApiFile {
     pub route_selection_expression: Option<String>,
     /// WebSocket APIs: the subprotocols the gateway accepts, in its order of preference.
     pub subprotocols: Option<Vec<String>>,
+    /// WebSocket APIs: who may call `@connections` on the API's own domain (`"aws_iam"`, the
+    /// default, or `"none"`).
+    pub connections_authorization: Option<String>,
 }
 
 /// `cors = { ... }` on an API.

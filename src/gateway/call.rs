@@ -9,6 +9,7 @@ use super::ctx::RequestCtx;
 use super::target;
 use crate::shard::ShardSnap;
 use crate::snapshot::Dest;
+use crate::upstream::fetch::Fetched;
 use crate::upstream::{checkin, checkout, connect_target, PoolCfg};
 
 /// Sends `req` (head and body) to a target of `dest` and reads the answer: its status and
@@ -22,6 +23,20 @@ pub(crate) async fn exchange(
     req: Vec<u8>,
     max: usize,
 ) -> Result<(u16, Vec<u8>), String> {
+    exchange_whole(ss, dest, ctx, peer, req, max)
+        .await
+        .map(|f| (f.status, f.body))
+}
+
+/// [`exchange`], keeping the answer's head.
+pub(crate) async fn exchange_whole(
+    ss: &ShardSnap,
+    dest: &Dest,
+    ctx: &RequestCtx,
+    peer: SocketAddr,
+    req: Vec<u8>,
+    max: usize,
+) -> Result<Fetched, String> {
     let (t, _) = target::select(ss, dest, ctx, peer, None).map_err(|e| e.context.to_string())?;
     let cfg = PoolCfg::for_dest(ss, dest);
     let pooled = checkout(&t, &cfg, Instant::now());
@@ -39,7 +54,7 @@ pub(crate) async fn exchange(
         crate::upstream::fetch::read_answer(&mut s, max).await
     }
     .await;
-    let (status, answer, reusable) = match first {
+    let answer = match first {
         Ok(a) => a,
         // Only a pooled connection that failed before any answer (closed by the other end
         // while idle) is retried: an answer that went wrong may mean the request was handled.
@@ -53,8 +68,8 @@ pub(crate) async fn exchange(
         }
         Err(e) => return Err(e),
     };
-    if reusable {
+    if answer.reusable {
         checkin(&t, &cfg, s);
     }
-    Ok((status, answer))
+    Ok(answer)
 }

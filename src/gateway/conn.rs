@@ -436,10 +436,21 @@ fn synthesize_upgrade(parts: &http::request::Parts, buf: &mut BytesMut) {
     buf.extend_from_slice(
         b"\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
     );
+    // HTTP/2 may split cookies over several fields: one `cookie` line, as RFC 9113 8.2.3 says.
+    let mut cookies = parts.headers.get_all(http::header::COOKIE).iter();
+    if let Some(first) = cookies.next() {
+        buf.extend_from_slice(b"cookie: ");
+        buf.extend_from_slice(first.as_bytes());
+        for c in cookies {
+            buf.extend_from_slice(b"; ");
+            buf.extend_from_slice(c.as_bytes());
+        }
+        buf.extend_from_slice(b"\r\n");
+    }
     for (n, v) in &parts.headers {
         if matches!(
             n.as_str(),
-            "host" | "connection" | "upgrade" | "sec-websocket-key"
+            "host" | "connection" | "upgrade" | "sec-websocket-key" | "cookie"
         ) {
             continue;
         }

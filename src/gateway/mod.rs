@@ -132,6 +132,9 @@ async fn run_phases(
     check_body_size(ctx, snap.limits.max_body)?;
     check_header_names(ctx, snap.limits.underscores_in_headers)?;
     if ctx.stage.is_some_and(|st| snap.apis[st.api].ws.is_some()) {
+        if let Some(id) = ws::target(ss, ctx) {
+            return ws::manage(shard, ss, conn, ctx, id).await;
+        }
         return ws::connect(shard, ss, conn, ctx).await;
     }
     if ctx.head.upgrade && matches!(conn.stream, crate::http::conn::Stream::H2(_)) {

@@ -62,19 +62,42 @@ async fn get_inner(url: &FetchUrl) -> Result<String, String> {
     s.write_all(req.into_bytes())
         .await
         .map_err(|e| fail(format!("write: {e}")))?;
-    let (status, body, _) = read_answer(&mut s, MAX_DOCUMENT).await.map_err(fail)?;
+    let Fetched { status, body, .. } = read_answer(&mut s, MAX_DOCUMENT).await.map_err(fail)?;
     if status != 200 {
         return Err(fail(format!("answered {status}")));
     }
     String::from_utf8(body).map_err(|_| fail("the document is not UTF-8".into()))
 }
 
-/// Reads one answer: its status, its body (at most `max` bytes) and whether the connection
+/// One answer read whole.
+pub(crate) struct Fetched {
+    pub status: u16,
+    /// The head as it came (status line and header lines).
+    pub head: BytesMut,
+    pub body: Vec<u8>,
+    /// Whether the connection may carry another request.
+    pub reusable: bool,
+}
+
+impl Fetched {
+    /// The first value of header `name` (lower case).
+    pub(crate) fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.head[..]
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .filter_map(|l| {
+                let l = l.strip_suffix(b"\r").unwrap_or(l);
+                let at = l.iter().position(|&b| b == b':')?;
+                Some((&l[..at], l[at + 1..].trim_ascii()))
+            })
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// Reads one answer: its status, head, body (at most `max` bytes) and whether the connection
 /// may carry another request.
-pub(crate) async fn read_answer(
-    s: &mut UpStream,
-    max: usize,
-) -> Result<(u16, Vec<u8>, bool), String> {
+pub(crate) async fn read_answer(s: &mut UpStream, max: usize) -> Result<Fetched, String> {
     let mut buf = BytesMut::with_capacity(8192);
     let (head_len, parts) = loop {
         match h1::parse_response(&buf, 16 << 10, false) {
@@ -91,7 +114,7 @@ pub(crate) async fn read_answer(
             return Err("closed before answering".into());
         }
     };
-    let _ = buf.split_to(head_len);
+    let head = buf.split_to(head_len);
     let mut reusable = parts.keep_alive;
     let body = match parts.framing {
         Framing::None => Vec::new(),
@@ -130,7 +153,12 @@ pub(crate) async fn read_answer(
             buf.to_vec()
         }
     };
-    Ok((parts.status, body, reusable))
+    Ok(Fetched {
+        status: parts.status,
+        head,
+        body,
+        reusable,
+    })
 }
 
 async fn read_more(s: &mut UpStream, buf: &mut BytesMut, max: usize) -> Result<usize, String> {

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::super::ctx::{RequestCtx, RouteMatch};
 use super::super::policy::route_arn;
 use super::super::proxy::BodyClock;
-use crate::auth::external::{evaluate_policy, Outcome};
+use crate::auth::external::{evaluate_action, Outcome};
 use crate::auth::sigv4::{self, UNSIGNED_PAYLOAD};
 use crate::error::{Error, Kind};
 use crate::http::body::{ChunkError, ChunkedDecoder};
@@ -46,6 +46,20 @@ pub(super) async fn authorize(
     conn: &mut Conn,
     ctx: &mut RequestCtx,
     m: RouteMatch,
+) -> Result<Arc<str>, Error> {
+    let resource = route_arn(ss, ctx, m);
+    allowed(shard, ss, conn, ctx, "Invoke", &resource).await
+}
+
+/// Checks the signature, then that the key's policy allows `execute-api:{action}` on
+/// `resource`; the access key id of an allowed caller.
+pub(crate) async fn allowed(
+    shard: &Shard,
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    action: &str,
+    resource: &str,
 ) -> Result<Arc<str>, Error> {
     let Some(iam) = ss.snap.config.aws_iam.as_ref() else {
         return Err(deny(
@@ -190,13 +204,13 @@ pub(super) async fn authorize(
         tracing::debug!(access_key = %key.id, "SigV4 signature mismatch");
         return Err(deny(BAD_SIGNATURE, "INVALID_SIGNATURE"));
     }
-    let resource = route_arn(ss, ctx, m);
     let user = format!("arn:aws:iam::000000000000:user/{}", key.name);
-    match evaluate_policy(&key.policy, &resource) {
+    let lower = format!("execute-api:{}", action.to_ascii_lowercase());
+    match evaluate_action(&key.policy, &lower, resource) {
         Outcome::Allow => Ok(key.id.clone()),
         outcome => Err(deny(
             format!(
-                "User: {user} is not authorized to perform: execute-api:Invoke on resource: {resource}{}",
+                "User: {user} is not authorized to perform: execute-api:{action} on resource: {resource}{}",
                 if outcome == Outcome::ExplicitDeny { " with an explicit deny" } else { "" }
             ),
             "ACCESS_DENIED",

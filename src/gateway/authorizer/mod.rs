@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod external;
-mod iam;
+pub(crate) mod iam;
 
 use super::ctx::{Authorized, RequestCtx, RouteMatch};
 use crate::auth::jwt::{self, KeyRequest, KeySet, Refusal};

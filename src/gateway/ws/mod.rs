@@ -18,63 +18,12 @@ use crate::http::h1::RequestHead;
 use crate::http::write::Answer;
 use crate::shard::{Shard, ShardSnap};
 
+mod manage;
 mod session;
 
+pub(crate) use manage::{command, manage, serve_commands, target, PUSH_QUEUE};
+
 pub(crate) use session::run;
-
-/// How many messages `@connections` may queue for a connection whose client is not reading;
-/// past it a push answers 429.
-pub(crate) const PUSH_QUEUE: usize = 256;
-
-/// Serves this shard's `@connections` commands, for as long as the shard runs.
-pub(crate) async fn serve_commands(shard: Rc<Shard>) {
-    use crate::shard::{WsOp, WsPush, WsReply};
-    let rx = shard.shared.ws_cmds[shard.id].1.clone();
-    while let Ok(cmd) = rx.recv_async().await {
-        let reply = {
-            let conns = shard.ws.borrow();
-            match conns.get(&cmd.id) {
-                None => WsReply::Gone,
-                Some(h) => match cmd.op {
-                    WsOp::Post(data) => match h.tx.try_send(WsPush::Send(data)) {
-                        Ok(()) => WsReply::Done,
-                        Err(flume::TrySendError::Full(_)) => WsReply::Full,
-                        Err(flume::TrySendError::Disconnected(_)) => WsReply::Gone,
-                    },
-                    // Its own channel: a full queue does not keep a connection open.
-                    WsOp::Delete => match h.close.try_send(()) {
-                        Ok(()) | Err(flume::TrySendError::Full(_)) => WsReply::Done,
-                        Err(flume::TrySendError::Disconnected(_)) => WsReply::Gone,
-                    },
-                    WsOp::Get => WsReply::Info(serde_json::json!({
-                        "connectedAt": rfc3339(h.connected_at_ms),
-                        "lastActiveAt": rfc3339(h.last_active_ms.get()),
-                        "identity": { "sourceIp": &*h.source_ip, "userAgent": h.user_agent },
-                    })),
-                },
-            }
-        };
-        let _ = cmd.reply.try_send(reply);
-    }
-}
-
-/// Milliseconds since the epoch as RFC 3339 (UTC), as Amazon's `@connections` writes times.
-fn rfc3339(ms: u64) -> String {
-    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    let s = httpdate::fmt_http_date(t);
-    // "Tue, 01 Dec 2026 05:55:08 GMT" -> "2026-12-01T05:55:08Z"
-    let p: Vec<&str> = s.split(' ').collect();
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| Some(m) == p.get(2))
-    .map_or(1, |i| i + 1);
-    match p.as_slice() {
-        [_, d, _, y, hms, _] => format!("{y}-{month:02}-{d}T{hms}Z"),
-        _ => s,
-    }
-}
 
 /// RFC 6455's GUID, appended to the client's key for `Sec-WebSocket-Accept`.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -134,6 +83,7 @@ pub(crate) async fn connect(
     let ws = api.ws.as_ref().expect("a WebSocket API");
     let id = connection_id(shard.id);
     ctx.ws = Some((id.as_str().into(), "CONNECT"));
+    let mut chosen = None;
     if let Some(route) = ws.connect {
         let m = RouteMatch {
             api: st.api,
@@ -158,17 +108,24 @@ pub(crate) async fn connect(
         )
         .await
         {
-            Ok(Some((status, body))) if !(200..300).contains(&status) => {
+            Ok(Some(f)) if !(200..300).contains(&f.status) => {
                 // The integration refused: the client gets its status, not an upgrade.
                 return Ok(Outcome::Answer(Answer {
-                    status,
+                    status: f.status,
                     headers: Vec::new(),
                     content_type: Some("application/json"),
-                    body,
+                    body: f.body,
                     ratelimit: true,
                 }));
             }
-            Ok(_) => {}
+            Ok(Some(f)) => {
+                // The integration may choose the subprotocol (as a Lambda integration does
+                // by answering the header).
+                chosen = f
+                    .header(b"sec-websocket-protocol")
+                    .map(|p| String::from_utf8_lossy(p).into_owned());
+            }
+            Ok(None) => {}
             Err(why) => {
                 return Err(Error::upstream(Kind::BadGateway, why));
             }
@@ -176,32 +133,12 @@ pub(crate) async fn connect(
     }
     if ws.connect.is_none() {
         // Without a $connect route the API's resource policy still stands at the door.
-        if let Some(p) = &ss.snap.config.apis[st.api].resource_policy {
-            let ip = super::policy::source_ip(
-                conn.peer.ip(),
-                ctx,
-                &ss.snap.config.server.trusted_proxies,
-            );
-            let explicit = match p.evaluate(ip) {
-                crate::config::PolicyVerdict::Allow => None,
-                crate::config::PolicyVerdict::ImplicitDeny => Some(false),
-                crate::config::PolicyVerdict::ExplicitDeny => Some(true),
-            };
-            if let Some(explicit) = explicit {
-                let a = &ss.snap.config.apis[st.api];
-                return Err(Error::downstream(
-                    Kind::PolicyDenied {
-                        explicit,
-                        resource: format!(
-                            "arn:aws:execute-api:local:000000000000:{}/{}/$connect",
-                            a.name, a.stages[st.stage].name
-                        )
-                        .into(),
-                    },
-                    "resource policy",
-                ));
-            }
-        }
+        let a = &ss.snap.config.apis[st.api];
+        let resource = format!(
+            "arn:aws:execute-api:local:000000000000:{}/{}/$connect",
+            a.name, a.stages[st.stage].name
+        );
+        door(ss, conn, ctx, resource)?;
     }
     let session = session_of(ss, conn, ctx, &id, st.api, st.stage);
     let accept = accept(&key);
@@ -214,10 +151,15 @@ pub(crate) async fn connect(
         .flat_map(|(_, v)| v.split(|&b| b == b','))
         .map(|p| p.trim_ascii())
         .collect();
-    let protocol = ws
-        .subprotocols
-        .iter()
-        .find(|p| offered.contains(&p.as_bytes()))
+    // `$connect`'s integration's choice, if the client offered it; else the API's preference.
+    let protocol = chosen
+        .filter(|c| offered.contains(&c.as_bytes()))
+        .or_else(|| {
+            ws.subprotocols
+                .iter()
+                .find(|p| offered.contains(&p.as_bytes()))
+                .cloned()
+        })
         .map(|p| format!("sec-websocket-protocol: {p}\r\n"))
         .unwrap_or_default();
     let head = if matches!(conn.stream, crate::http::conn::Stream::H2(_)) {
@@ -237,6 +179,29 @@ pub(crate) async fn connect(
         .map_err(|_| Error::downstream(Kind::ClientGone, "writing 101"))?;
     ctx.status = 101;
     Ok(Outcome::Sent(Next::WebSocket(Box::new(session))))
+}
+
+/// The API's resource policy, for a call that has no route of its own (`resource` names it).
+fn door(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, resource: String) -> Result<(), Error> {
+    let Some(st) = ctx.stage else {
+        return Ok(());
+    };
+    let Some(p) = &ss.snap.config.apis[st.api].resource_policy else {
+        return Ok(());
+    };
+    let ip = super::policy::source_ip(conn.peer.ip(), ctx, &ss.snap.config.server.trusted_proxies);
+    let explicit = match p.evaluate(ip) {
+        crate::config::PolicyVerdict::Allow => return Ok(()),
+        crate::config::PolicyVerdict::ImplicitDeny => false,
+        crate::config::PolicyVerdict::ExplicitDeny => true,
+    };
+    Err(Error::downstream(
+        Kind::PolicyDenied {
+            explicit,
+            resource: resource.into(),
+        },
+        "resource policy",
+    ))
 }
 
 fn session_of(

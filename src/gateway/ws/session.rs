@@ -20,6 +20,7 @@ use crate::gateway::ctx::{RequestCtx, RouteMatch};
 use crate::http::conn::{Conn, Stream};
 use crate::shard::{Shard, ShardSnap, WsHandle, WsPush};
 use crate::snapshot::IntegrationRt;
+use crate::upstream::fetch::Fetched;
 
 /// How long a write to a client that does not read may wait before the connection is
 /// dropped.
@@ -101,6 +102,34 @@ impl Transport {
             }
         }
     }
+}
+
+/// How long the gateway waits for the client's Close after sending its own (RFC 6455 7.1.1:
+/// the server closes the TCP connection once the handshake is done).
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// After the gateway's Close: reads (dropping data frames) until the client's Close answers
+/// it, the client goes, or [`CLOSE_WAIT`] passes.
+async fn await_close(io: &mut Transport, ws: &mut WebSocketContext, mem: &mut Mem) {
+    let wait = async {
+        loop {
+            loop {
+                match ws.read(mem) {
+                    Ok(Message::Close(_)) => return,
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        break
+                    }
+                    Err(_) => return,
+                }
+            }
+            match io.read(&mut mem.inb).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = monoio::time::timeout(CLOSE_WAIT, wait).await;
 }
 
 /// What woke the loop.
@@ -208,8 +237,29 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                         Message::Binary(b) => (&b[..], false),
                         _ => (&[][..], false),
                     };
-                    if let Some(reply) = message(shard, &s, data, text).await {
-                        let _ = ws.write(&mut mem, reply);
+                    match message(shard, &s, data, text).await {
+                        Some(Some(reply)) => {
+                            let _ = ws.write(&mut mem, reply);
+                        }
+                        Some(None) => {}
+                        None => {
+                            // A reload removed the API or its stage: nothing routes this
+                            // connection's messages any more.
+                            let why = "the API or stage is gone";
+                            let _ = ws.close(
+                                &mut mem,
+                                Some(CloseFrame {
+                                    code: CloseCode::Away,
+                                    reason: why.into(),
+                                }),
+                            );
+                            let _ = io.send(std::mem::take(&mut mem.out)).await;
+                            await_close(&mut io, &mut ws, &mut mem).await;
+                            break 'conn Ended {
+                                code: 1001,
+                                reason: why.into(),
+                            };
+                        }
                     }
                     if mem.out.len() > OUT_BATCH
                         && io.send(std::mem::take(&mut mem.out)).await.is_err()
@@ -316,6 +366,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 };
                 let e = going_away(&mut ws, &mut mem, why);
                 let _ = io.send(std::mem::take(&mut mem.out)).await;
+                await_close(&mut io, &mut ws, &mut mem).await;
                 break e;
             }
             Event::Push(p) => match p {
@@ -336,6 +387,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                         }),
                     );
                     let _ = io.send(std::mem::take(&mut mem.out)).await;
+                    await_close(&mut io, &mut ws, &mut mem).await;
                     break Ended {
                         code: 1000,
                         reason: "closed through @connections".into(),
@@ -345,6 +397,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             Event::Drain => {
                 let e = going_away(&mut ws, &mut mem, "the gateway is going away");
                 let _ = io.send(std::mem::take(&mut mem.out)).await;
+                await_close(&mut io, &mut ws, &mut mem).await;
                 break e;
             }
         }
@@ -368,8 +421,14 @@ fn locate(ss: &ShardSnap, s: &Session) -> Option<(usize, usize)> {
     Some((api, stage))
 }
 
-/// One message: its route, its integration, and what goes back (two-way routes, errors).
-async fn message(shard: &Rc<Shard>, s: &Session, data: &[u8], text: bool) -> Option<Message> {
+/// One message: its route, its integration, and what goes back (two-way routes, errors);
+/// `None` when the connection's API or stage is no longer in the snapshot.
+async fn message(
+    shard: &Rc<Shard>,
+    s: &Session,
+    data: &[u8],
+    text: bool,
+) -> Option<Option<Message>> {
     let ss = shard.snapshot();
     let (api, stage) = locate(&ss, s)?;
     let mut ctx = RequestCtx::new(s.head.clone(), shard.request_id(), Default::default());
@@ -404,7 +463,7 @@ async fn message(shard: &Rc<Shard>, s: &Session, data: &[u8], text: bool) -> Opt
             ..Default::default()
         },
     );
-    reply
+    Some(reply)
 }
 
 /// What a message gets back, and the status its log line says.
@@ -465,7 +524,7 @@ async fn answer(
     }
     let two_way = ss.snap.config.apis[st.api].routes[route].route_response;
     match integrate(ss, s, m, "MESSAGE", data, Some(&request_id)).await {
-        Ok(Some((status, body))) if (200..300).contains(&status) => {
+        Ok(Some(Fetched { status, body, .. })) if (200..300).contains(&status) => {
             ctx.integration_status = Some(status);
             // Back as the kind of message that asked (text only if it is UTF-8).
             let reply = two_way.then(|| match (text, String::from_utf8(body)) {
@@ -476,7 +535,7 @@ async fn answer(
             (reply, 200)
         }
         Ok(None) => (None, 200),
-        Ok(Some((status, _))) => {
+        Ok(Some(Fetched { status, .. })) => {
             ctx.integration_status = Some(status);
             tracing::debug!(connection = %s.id, status, "websocket integration refused a message");
             error("Internal server error", 500)
@@ -524,7 +583,7 @@ pub(super) async fn integrate(
     event: &str,
     body: &[u8],
     request_id: Option<&str>,
-) -> Result<Option<(u16, Vec<u8>)>, String> {
+) -> Result<Option<Fetched>, String> {
     integrate_with(ss, s, m, event, body, request_id, "").await
 }
 
@@ -536,7 +595,7 @@ async fn integrate_with(
     body: &[u8],
     request_id: Option<&str>,
     extra: &str,
-) -> Result<Option<(u16, Vec<u8>)>, String> {
+) -> Result<Option<Fetched>, String> {
     let api = &ss.snap.apis[m.api];
     let route = &api.routes[m.route];
     let mut ctx = RequestCtx::new(
@@ -550,7 +609,12 @@ async fn integrate_with(
     match &route.per_stage[m.stage] {
         IntegrationRt::Mock(mock) => {
             let a = crate::gateway::answers::mock(&ctx, &s.peer_ip, mock);
-            Ok(Some((a.status, a.body)))
+            Ok(Some(Fetched {
+                status: a.status,
+                head: Default::default(),
+                body: a.body,
+                reusable: false,
+            }))
         }
         IntegrationRt::Http(h) => {
             let mut path = Vec::new();
@@ -573,7 +637,9 @@ async fn integrate_with(
             req.extend_from_slice(h.host_header.as_bytes());
             req.extend_from_slice(b"\r\n");
             if event == "CONNECT" {
-                // The client's headers, as the upgrade request carried them.
+                // The client's headers, as the upgrade request carried them (its
+                // `Sec-WebSocket-*` ones too, as Amazon's: the integration may choose among
+                // the subprotocols offered).
                 for (n, v) in s.head.headers() {
                     let lower = n.to_ascii_lowercase();
                     if matches!(
@@ -586,8 +652,7 @@ async fn integrate_with(
                             | b"keep-alive"
                             | b"te"
                             | b"trailer"
-                    ) || lower.starts_with(b"sec-websocket-")
-                        || is_gateway_header(&lower)
+                    ) || is_gateway_header(&lower)
                     {
                         continue;
                     }
@@ -639,7 +704,7 @@ async fn integrate_with(
             req.extend_from_slice(body);
             let answer = monoio::time::timeout(
                 h.timeout,
-                crate::gateway::call::exchange(
+                crate::gateway::call::exchange_whole(
                     ss,
                     &h.dest,
                     &ctx,

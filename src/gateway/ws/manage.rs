@@ -1,0 +1,208 @@
+//! `@connections`: backends push a message to a connection (`POST`), read what is known of
+//! it (`GET`) or close it (`DELETE`), through the admin listener or on the WebSocket API's own
+//! domain (`{base path}/@connections/{id}` or `{base path}/{stage}/@connections/{id}`,
+//! SigV4-signed and allowed `execute-api:ManageConnections` unless the API says
+//! `connections_authorization = "none"`). Whichever shard receives the call, the command goes
+//! through the channel of the shard holding the connection, which answers it.
+
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use super::super::ctx::RequestCtx;
+use super::super::finish::Outcome;
+use crate::error::{Error, Kind};
+use crate::http::conn::Conn;
+use crate::http::write::Answer;
+use crate::shard::{Shard, ShardSnap, Shared};
+
+/// How many messages `@connections` may queue for a connection whose client is not reading;
+/// past it a push answers 429.
+pub(crate) const PUSH_QUEUE: usize = 256;
+
+/// Serves this shard's `@connections` commands, for as long as the shard runs.
+pub(crate) async fn serve_commands(shard: Rc<Shard>) {
+    use crate::shard::{WsOp, WsPush, WsReply};
+    let rx = shard.shared.ws_cmds[shard.id].1.clone();
+    while let Ok(cmd) = rx.recv_async().await {
+        let reply = {
+            let conns = shard.ws.borrow();
+            match conns.get(&cmd.id) {
+                None => WsReply::Gone,
+                Some(h) => match cmd.op {
+                    WsOp::Post(data) => match h.tx.try_send(WsPush::Send(data)) {
+                        Ok(()) => WsReply::Done,
+                        Err(flume::TrySendError::Full(_)) => WsReply::Full,
+                        Err(flume::TrySendError::Disconnected(_)) => WsReply::Gone,
+                    },
+                    // Its own channel: a full queue does not keep a connection open.
+                    WsOp::Delete => match h.close.try_send(()) {
+                        Ok(()) | Err(flume::TrySendError::Full(_)) => WsReply::Done,
+                        Err(flume::TrySendError::Disconnected(_)) => WsReply::Gone,
+                    },
+                    WsOp::Get => WsReply::Info(serde_json::json!({
+                        "connectedAt": rfc3339(h.connected_at_ms),
+                        "lastActiveAt": rfc3339(h.last_active_ms.get()),
+                        "identity": { "sourceIp": &*h.source_ip, "userAgent": h.user_agent },
+                    })),
+                },
+            }
+        };
+        let _ = cmd.reply.try_send(reply);
+    }
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC), as Amazon's `@connections` writes times.
+fn rfc3339(ms: u64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    let s = httpdate::fmt_http_date(t);
+    // "Tue, 01 Dec 2026 05:55:08 GMT" -> "2026-12-01T05:55:08Z"
+    let p: Vec<&str> = s.split(' ').collect();
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| Some(m) == p.get(2))
+    .map_or(1, |i| i + 1);
+    match p.as_slice() {
+        [_, d, _, y, hms, _] => format!("{y}-{month:02}-{d}T{hms}Z"),
+        _ => s,
+    }
+}
+
+/// `@connections/{id}` through the channel of the shard holding the connection: the status
+/// and JSON body to answer. 410 for a connection that is gone (as Amazon's), 429 when its
+/// client does not read and its queue is full, 413 for a message over `max_message`.
+pub(crate) async fn command(
+    shared: &Shared,
+    method: &[u8],
+    id: &str,
+    body: Vec<u8>,
+    max_message: usize,
+) -> (u16, String) {
+    use crate::shard::{WsCmd, WsOp, WsReply};
+    let message =
+        |status: u16, msg: &str| (status, serde_json::json!({ "message": msg }).to_string());
+    let op = match method {
+        b"POST" if body.len() > max_message => {
+            return message(413, &format!("a message is at most {max_message} bytes"))
+        }
+        b"POST" => WsOp::Post(body),
+        b"GET" => WsOp::Get,
+        b"DELETE" => WsOp::Delete,
+        _ => return message(405, "Method Not Allowed"),
+    };
+    let gone = || message(410, "GoneException: the connection is not there");
+    let Some(shard) = super::shard_of(id).filter(|s| *s < shared.ws_cmds.len()) else {
+        return gone();
+    };
+    let (tx, rx) = flume::bounded(1);
+    let cmd = WsCmd {
+        id: id.to_string(),
+        op,
+        reply: tx,
+    };
+    if shared.ws_cmds[shard].0.try_send(cmd).is_err() {
+        return message(503, "the shard holding the connection is busy");
+    }
+    match monoio::time::timeout(std::time::Duration::from_secs(5), rx.recv_async()).await {
+        Ok(Ok(WsReply::Done)) if method == b"DELETE" => (204, String::new()),
+        Ok(Ok(WsReply::Done)) => (200, "{}".to_string()),
+        Ok(Ok(WsReply::Info(v))) => (200, v.to_string()),
+        Ok(Ok(WsReply::Full)) => message(
+            429,
+            "the connection's outgoing queue is full: its client is not reading",
+        ),
+        Ok(Ok(WsReply::Gone)) | Ok(Err(_)) => gone(),
+        Err(_) => message(503, "the shard holding the connection did not answer"),
+    }
+}
+
+/// The connection id of a request for `@connections` on a WebSocket API's domain: the path
+/// after the base path is `@connections/{id}`, or `{stage}/@connections/{id}` naming the
+/// mapped stage (the form Amazon's callback URL has).
+pub(crate) fn target(ss: &ShardSnap, ctx: &RequestCtx) -> Option<String> {
+    let st = ctx.stage?;
+    if ctx.head.upgrade {
+        return None;
+    }
+    let rest = ctx.segs.skip(st.base_len);
+    let at = match rest.len() {
+        2 => 0,
+        3 if rest.get(0) == ss.snap.config.apis[st.api].stages[st.stage].name => 1,
+        _ => return None,
+    };
+    (rest.get(at) == "@connections" && !rest.get(at + 1).is_empty())
+        .then(|| rest.get(at + 1).to_string())
+}
+
+/// `@connections/{id}` on the API's own domain: the API's resource policy, then (by
+/// default) a SigV4 signature whose key may `execute-api:ManageConnections` on
+/// `arn:...:{api}/{stage}/{METHOD}/@connections/{id}`, then the command.
+pub(crate) async fn manage(
+    shard: &Rc<Shard>,
+    ss: &ShardSnap,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    id: String,
+) -> Result<Outcome, Error> {
+    let Some(st) = ctx.stage else {
+        return Err(Error::downstream(Kind::NotFound, "no stage"));
+    };
+    let a = &ss.snap.config.apis[st.api];
+    let resource = format!(
+        "arn:aws:execute-api:local:000000000000:{}/{}/{}/@connections/{id}",
+        a.name,
+        a.stages[st.stage].name,
+        ctx.head.method.as_str()
+    );
+    super::door(ss, conn, ctx, resource.clone())?;
+    let iam = ss.snap.apis[st.api]
+        .ws
+        .as_ref()
+        .is_some_and(|w| w.connections_iam);
+    if iam {
+        let key = super::super::authorizer::iam::allowed(
+            shard,
+            ss,
+            conn,
+            ctx,
+            "ManageConnections",
+            &resource,
+        )
+        .await?;
+        ctx.principal.authorizer = Some(super::super::ctx::Authorized::Iam(key));
+    }
+    let max = ss.snap.limits.websocket_message as usize;
+    let body = if ctx.head.method == crate::syntax::Method::Post {
+        if matches!(ctx.head.framing, crate::http::h1::Framing::Length(n) if n > max as u64) {
+            return Err(Error::downstream(
+                Kind::BodyTooLarge,
+                "@connections message",
+            ));
+        }
+        let n = super::super::validate::read_body(ss, conn, ctx).await?;
+        conn.buf[..n].to_vec()
+    } else {
+        Vec::new()
+    };
+    let (status, out) = command(&shard.shared, ctx.head.method_bytes(), &id, body, max).await;
+    ctx.status = status;
+    // The error's name, where SDKs read it (Amazon's management API's exceptions).
+    let error = match status {
+        410 => "GoneException",
+        413 => "PayloadTooLargeException",
+        429 => "LimitExceededException",
+        _ => "",
+    };
+    Ok(Outcome::Answer(Answer {
+        status,
+        headers: if error.is_empty() {
+            Vec::new()
+        } else {
+            format!("x-amzn-errortype: {error}\r\n").into_bytes()
+        },
+        content_type: (!out.is_empty()).then_some("application/json"),
+        body: out.into_bytes(),
+        ratelimit: false,
+    }))
+}

@@ -1,0 +1,208 @@
+//! `@connections` on a WebSocket API's own domain, as backends call Amazon's: botocore's
+//! ApiGatewayManagementApi client (tests/websocket/manage_client.py) posts to, reads and
+//! closes a connection with SigV4, at `{stage}/@connections/{id}`; a key not allowed
+//! `execute-api:ManageConnections` is refused; `connections_authorization = "none"` lets
+//! anyone the resource policy admits call it unsigned.
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+const SECRETS_KEY: &str = "q0VvXk3pYH5o1cF4n9T2bW8sR6dJ7aL0zE3uM5yG1iQ=";
+
+fn gateway(up: &Upstream, api_extra: &str) -> Gw {
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("iam.key"), SECRETS_KEY).unwrap();
+    let toml = Cfg::new()
+        .admin("")
+        .upstream(format!(
+            "[aws_iam]\nregion = \"us-east-1\"\nsecrets_key_file = \"iam.key\"\n\n[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n",
+            up.addr
+        ))
+        .api_extra(format!("kind = \"websocket\"\n{api_extra}"))
+        .routes(
+            "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n",
+        )
+        .toml();
+    Gw::start_in(dir, &toml)
+}
+
+/// Opens a connection; its id, as `$connect`'s integration heard it.
+fn open(g: &Gw, up: &Upstream) -> (WebSocket<TcpStream>, String) {
+    let stream = TcpStream::connect(g.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (ws, _) = tungstenite::client("ws://chat.test/", stream).unwrap();
+    let ids: Vec<String> = up
+        .requests()
+        .iter()
+        .filter_map(|s| s.header("x-connection-id").map(str::to_string))
+        .collect();
+    (ws, ids.last().unwrap().clone())
+}
+
+fn access_key(g: &Gw, name: &str, action: &str) -> (String, String) {
+    let body = json!({"name": name, "policy": {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": action, "Resource": "arn:aws:execute-api:*:*:*/prod/*/@connections/*"}]}});
+    let r = admin_with(g.admin(), "POST", "/accesskeys", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    (
+        v["id"].as_str().unwrap().to_string(),
+        v["secretAccessKey"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn backends_manage_connections_on_the_apis_domain_with_sigv4() {
+    let up = Upstream::start(|_| respond(200, "{}"));
+    let g = gateway(&up, "");
+    let (mut ws, id) = open(&g, &up);
+    let ops = access_key(&g, "ops", "execute-api:ManageConnections");
+    let invoker = access_key(&g, "invoker", "execute-api:Invoke");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/websocket/manage_client.py"
+    );
+    let out = Command::new("python3")
+        .args([script, &format!("http://{}/prod", g.addr()), "us-east-1"])
+        .args([&ops.0, &ops.1, &id, &invoker.0, &invoker.1])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "botocore client failed (pip install botocore):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // PostToConnection: the message reaches the client.
+    assert_eq!(r["post"]["status"], 200, "{}", r["post"]);
+    assert_eq!(
+        ws.read().unwrap(),
+        Message::text(r#"{"hello":"from boto"}"#)
+    );
+    // GetConnection: the SDK parses what the gateway knows of it.
+    assert_eq!(r["get"]["status"], 200, "{}", r["get"]);
+    assert_eq!(r["get"]["result"]["Identity"]["SourceIp"], "127.0.0.1");
+    assert!(
+        r["get"]["result"]["ConnectedAt"].as_str().is_some(),
+        "{}",
+        r["get"]
+    );
+    // A key allowed only to invoke routes may not manage connections.
+    assert_eq!(r["denied"]["status"], 403, "{}", r["denied"]);
+    let why = r["denied"]["message"].as_str().unwrap();
+    assert!(
+        why.contains("is not authorized to perform: execute-api:ManageConnections on resource: arn:aws:execute-api:local:000000000000:api/prod/POST/@connections/"),
+        "{why}"
+    );
+    // DeleteConnection closes it; a connection that is not there is GoneException.
+    assert_eq!(r["delete"]["status"], 204, "{}", r["delete"]);
+    let code = loop {
+        match ws.read() {
+            Ok(Message::Close(f)) => {
+                let _ = ws.flush();
+                break f.map(|f| f.code);
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Normal));
+    assert_eq!(r["gone"]["status"], 410, "{}", r["gone"]);
+    assert_eq!(r["gone"]["code"], "GoneException", "{}", r["gone"]);
+
+    // Unsigned, by default: Amazon's refusal, and the connection is untouched.
+    let (mut ws2, id2) = open(&g, &up);
+    let mut c = Client::connect(g.addr());
+    let r = c.request(
+        format!(
+            "POST /@connections/{id2} HTTP/1.1\r\nhost: chat.test\r\ncontent-length: 2\r\n\r\nhi"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["message"], "Missing Authentication Token");
+    ws2.send(Message::Ping(vec![1].into())).unwrap();
+    assert!(matches!(ws2.read().unwrap(), Message::Pong(_)));
+}
+
+#[test]
+fn connections_authorization_none_admits_what_the_resource_policy_admits() {
+    let up = Upstream::start(|_| respond(200, "{}"));
+    let g = gateway(
+        &up,
+        "connections_authorization = \"none\"\nresource_policy = { allow = [\"127.0.0.0/8\"] }",
+    );
+    let (mut ws, id) = open(&g, &up);
+    let mut c = Client::connect(g.addr());
+    // Without the stage in the path too (after the base path), and chunked.
+    let r = c.request(
+        format!("POST /@connections/{id} HTTP/1.1\r\nhost: chat.test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ws.read().unwrap(), Message::text("hello"));
+    // The same connection carries on: a GET, then a message over the limit.
+    let r = c.request(
+        format!("GET /prod/@connections/{id} HTTP/1.1\r\nhost: chat.test\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["connectedAt"].as_str().unwrap().ends_with('Z'));
+    let big = "x".repeat(129 << 10);
+    let r = c.request(
+        format!("POST /@connections/{id} HTTP/1.1\r\nhost: chat.test\r\ncontent-length: {}\r\n\r\n{big}", big.len())
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    // The body was not read: that connection is closed after the answer.
+    let mut c = Client::connect(g.addr());
+    // Another stage's name, or more path, is not @connections: an upgrade is expected there.
+    let r = c.request(
+        format!("GET /dev/@connections/{id} HTTP/1.1\r\nhost: chat.test\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 426, "{}", r.text());
+    let r = c.request(
+        format!("DELETE /@connections/{id} HTTP/1.1\r\nhost: chat.test\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(matches!(ws.read().unwrap(), Message::Close(_)));
+}
+
+#[test]
+fn connections_authorization_is_checked_at_load() {
+    let check = |api_extra: &str| -> String {
+        let dir = TempDir::new();
+        let path = dir.0.join("c.toml");
+        std::fs::write(&path, Cfg::new().api_extra(api_extra).toml()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(&path)
+            .arg("check")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{api_extra}: accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check("kind = \"websocket\"\nconnections_authorization = \"jwt\"");
+    assert!(
+        err.contains("connections_authorization = \"jwt\" is not valid: expected \"aws_iam\""),
+        "{err}"
+    );
+    let err = check("kind = \"websocket\"\nconnections_authorization = \"aws_iam\"");
+    assert!(
+        err.contains("connections_authorization") && err.contains("[aws_iam]"),
+        "{err}"
+    );
+    let err = check("connections_authorization = \"none\"");
+    assert!(err.contains("WebSocket API's key"), "{err}");
+}
