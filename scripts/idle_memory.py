@@ -3,6 +3,7 @@
 one request and then stay connected, idle.
 
   ulimit -n 65536; python3 scripts/idle_memory.py --bin target/release/tollgate --conns 10000
+  ulimit -n 65536; python3 scripts/idle_memory.py --websocket --conns 10000   # WebSocket API
 
 Starts the gateway (one worker) on a temporary config with a mock route, opens the connections
 from this process, waits for them to go idle, reads VmRSS from /proc, prints the difference per
@@ -35,8 +36,36 @@ def free_port():
     return p
 
 
-def start_tollgate(binary, tmp, port):
+WEBSOCKET_API = """
+[[apis]]
+name = "a"
+kind = "websocket"
+  [[apis.stages]]
+  name = "p"
+  [[apis.routes]]
+  route = "$default"
+  route_response = true
+  integration = { type = "mock", status = 200, body = "ok" }
+[[domains]]
+host = "*"
+mappings = [{ base_path = "", api = "a", stage = "p" }]
+"""
+
+
+def start_tollgate(binary, tmp, port, websocket=False):
     conf = os.path.join(tmp, "idle.toml")
+    if websocket:
+        with open(conf, "w") as f:
+            f.write(f"""
+[server]
+workers = 1
+state_dir = "{tmp}/data"
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:{port}"
+""" + WEBSOCKET_API)
+        env = dict(os.environ, TOLLGATE_LOG="warn")
+        return subprocess.Popen([binary, "--config", conf], env=env, stderr=subprocess.DEVNULL)
     with open(conf, "w") as f:
         f.write(f"""
 [server]
@@ -82,13 +111,15 @@ def main():
     ap.add_argument("--nginx", action="store_true", help="--bin is nginx")
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--settle", type=float, default=3.0, help="seconds idle before measuring")
+    ap.add_argument("--websocket", action="store_true",
+                    help="open WebSocket API connections (101, then idle) instead")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="tollgate-idle-")
     port = free_port()
     if a.nginx:
         proc, pid = start_nginx(a.bin, tmp, port)
     else:
-        proc = start_tollgate(a.bin, tmp, port)
+        proc = start_tollgate(a.bin, tmp, port, a.websocket)
         pid = proc.pid
     try:
         deadline = time.time() + 10
@@ -104,11 +135,16 @@ def main():
         base = rss_kib(pid)
         socks = []
         req = b"GET /m HTTP/1.1\r\nHost: a\r\n\r\n"
+        done = lambda d: b"\r\n\r\n" in d and d.endswith(b"ok")
+        if a.websocket:
+            req = (b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            done = lambda d: d.startswith(b"HTTP/1.1 101") and d.endswith(b"\r\n\r\n")
         for _ in range(a.conns):
             s = socket.create_connection(("127.0.0.1", port))
             s.sendall(req)
             data = b""
-            while b"\r\n\r\n" not in data or not data.endswith(b"ok"):
+            while not done(data):
                 chunk = s.recv(4096)
                 if not chunk:
                     sys.exit("connection closed early")
@@ -118,7 +154,7 @@ def main():
         after = rss_kib(pid)
         per = (after - base) * 1024 / a.conns
         print(f"{os.path.basename(a.bin)}: RSS {base} KiB idle, {after} KiB with {a.conns} idle "
-              f"keep-alive connections: {per:.0f} bytes per connection")
+              f"{'WebSocket' if a.websocket else 'keep-alive'} connections: {per:.0f} bytes per connection")
         for s in socks:
             s.close()
     finally:

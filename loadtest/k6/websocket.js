@@ -24,6 +24,7 @@ export const options = {
       maxDuration: `${seconds + 30}s`,
     },
   },
+  summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)'],
   thresholds: {
     ws_round_trip: ['p(99)<250'],
   },

@@ -61,6 +61,8 @@ pub(crate) struct PollIo {
     watch: Option<(FrameWatch, Rc<Signal>)>,
     /// A flood was caught: nothing more is read.
     stopped: bool,
+    /// Bytes asked of each socket read ([`READ_SIZE`] unless [`PollIo::read_size`] says).
+    read_size: usize,
 }
 
 /// Lets `b` through the watch, if there is one; on a flood, stops reading and tells the
@@ -102,6 +104,13 @@ impl PollIo {
         PollIo::new(io, prefix, Some(Box::new(tls)), leftover)
     }
 
+    /// Reads at most `n` bytes per socket read (a WebSocket connection: its buffer is
+    /// mostly idle).
+    pub(crate) fn read_size(mut self, n: usize) -> PollIo {
+        self.read_size = n;
+        self
+    }
+
     /// Passes everything read through an HTTP/2 flood watch.
     pub(crate) fn watched(mut self, watch: FrameWatch, signal: Rc<Signal>) -> PollIo {
         self.watch = Some((watch, signal));
@@ -115,8 +124,8 @@ impl PollIo {
         leftover: Vec<u8>,
     ) -> PollIo {
         let (rd, wr) = io.into_split();
-        let mut rbuf = Vec::with_capacity(READ_SIZE);
-        rbuf.extend_from_slice(&leftover);
+        // Sized at the first read (by `read_size`).
+        let rbuf = leftover;
         PollIo {
             rd: Some(rd),
             wr: Some(wr),
@@ -131,6 +140,7 @@ impl PollIo {
             eof: false,
             watch: None,
             stopped: false,
+            read_size: READ_SIZE,
         }
     }
 
@@ -277,8 +287,8 @@ impl AsyncRead for PollIo {
                 };
                 let mut buf = std::mem::take(&mut me.rbuf);
                 buf.clear();
-                if buf.capacity() < READ_SIZE {
-                    buf.reserve(READ_SIZE);
+                if buf.capacity() < me.read_size {
+                    buf.reserve(me.read_size);
                 }
                 me.reading = Some(Box::pin(async move {
                     let (res, buf) = rd.read(buf).await;

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
@@ -25,6 +25,8 @@ use crate::upstream::fetch::Fetched;
 /// How long a write to a client that does not read may wait before the connection is
 /// dropped.
 const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Bytes copied out of the socket layer per read.
+const READ_CHUNK: usize = 4 << 10;
 /// Replies queued beyond this are handed to the writer before more messages are read: a
 /// client that sends many small messages and reads nothing holds at most the writer's queue.
 const OUT_BATCH: usize = 64 << 10;
@@ -63,7 +65,6 @@ enum Transport {
     Split {
         rd: tokio::io::ReadHalf<crate::http::pollio::PollIo>,
         tx: flume::Sender<Vec<u8>>,
-        chunk: Vec<u8>,
     },
     H2(Box<crate::http::h2::stream::H2Stream>),
 }
@@ -72,10 +73,17 @@ impl Transport {
     /// Appends what arrives to `inb` (`Ok(0)`: the other side is done).
     async fn read(&mut self, inb: &mut BytesMut) -> io::Result<usize> {
         match self {
-            Transport::Split { rd, chunk, .. } => {
-                let n = rd.read(chunk).await?;
-                inb.extend_from_slice(&chunk[..n]);
-                Ok(n)
+            Transport::Split { rd, .. } => {
+                // A buffer on the stack for each poll: nothing is held while the read waits
+                // (the socket layer reads into its own buffer, then copies out).
+                std::future::poll_fn(|cx| {
+                    let mut chunk = [0u8; READ_CHUNK];
+                    let mut b = tokio::io::ReadBuf::new(&mut chunk);
+                    std::task::ready!(std::pin::Pin::new(&mut *rd).poll_read(cx, &mut b))?;
+                    inb.extend_from_slice(b.filled());
+                    std::task::Poll::Ready(Ok(b.filled().len()))
+                })
+                .await
             }
             Transport::H2(h) => h.read_into(inb).await,
         }
@@ -157,7 +165,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         Stream::H2(h) => (Transport::H2(h), None),
         stream => {
             let io = match stream {
-                Stream::Plain(t) => PollIo::plain(t, Bytes::new()),
+                Stream::Plain(t) => PollIo::plain(t, Bytes::new()).read_size(READ_CHUNK),
                 Stream::Tls(t) => t.into_poll_io(Bytes::new()),
                 Stream::H2(_) => return,
             };
@@ -178,14 +186,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 }
                 let _ = monoio::time::timeout(WRITE_STALL, wr.shutdown()).await;
             });
-            (
-                Transport::Split {
-                    rd,
-                    tx,
-                    chunk: vec![0u8; 4 << 10],
-                },
-                Some(writer),
-            )
+            (Transport::Split { rd, tx }, Some(writer))
         }
     };
     let (max_frame, max_message, idle, lifetime) = {
@@ -198,9 +199,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         )
     };
     // Small buffers that grow with what arrives: an idle connection holds little (the
-    // defaults reserve 128 KiB each way per connection).
+    // defaults reserve 128 KiB each way per connection; frames reserve what they need).
     let config = WebSocketConfig::default()
-        .read_buffer_size(4 << 10)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_frame_size(Some(max_frame))
         .max_message_size(Some(max_message));
@@ -237,7 +238,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                         Message::Binary(b) => (&b[..], false),
                         _ => (&[][..], false),
                     };
-                    match message(shard, &s, data, text).await {
+                    // Boxed: the integration call's state exists only while a message is
+                    // handled, not in every idle connection's task.
+                    match Box::pin(message(shard, &s, data, text)).await {
                         Some(Some(reply)) => {
                             let _ = ws.write(&mut mem, reply);
                         }
@@ -254,7 +257,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                                 }),
                             );
                             let _ = io.send(std::mem::take(&mut mem.out)).await;
-                            await_close(&mut io, &mut ws, &mut mem).await;
+                            Box::pin(await_close(&mut io, &mut ws, &mut mem)).await;
                             break 'conn Ended {
                                 code: 1001,
                                 reason: why.into(),
@@ -320,6 +323,10 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 }
             }
         }
+        if mem.inb.is_empty() {
+            // Nothing half-read: an idle connection keeps no input buffer.
+            mem.inb = BytesMut::new();
+        }
         let _ = ws.flush(&mut mem);
         if !mem.out.is_empty() && io.send(std::mem::take(&mut mem.out)).await.is_err() {
             break Ended {
@@ -366,7 +373,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 };
                 let e = going_away(&mut ws, &mut mem, why);
                 let _ = io.send(std::mem::take(&mut mem.out)).await;
-                await_close(&mut io, &mut ws, &mut mem).await;
+                Box::pin(await_close(&mut io, &mut ws, &mut mem)).await;
                 break e;
             }
             Event::Push(p) => match p {
@@ -387,7 +394,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                         }),
                     );
                     let _ = io.send(std::mem::take(&mut mem.out)).await;
-                    await_close(&mut io, &mut ws, &mut mem).await;
+                    Box::pin(await_close(&mut io, &mut ws, &mut mem)).await;
                     break Ended {
                         code: 1000,
                         reason: "closed through @connections".into(),
@@ -397,7 +404,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             Event::Drain => {
                 let e = going_away(&mut ws, &mut mem, "the gateway is going away");
                 let _ = io.send(std::mem::take(&mut mem.out)).await;
-                await_close(&mut io, &mut ws, &mut mem).await;
+                Box::pin(await_close(&mut io, &mut ws, &mut mem)).await;
                 break e;
             }
         }
@@ -408,7 +415,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
     if let Some(w) = writer {
         let _ = w.await;
     }
-    disconnect(shard, &s, ended).await;
+    Box::pin(disconnect(shard, &s, ended)).await;
 }
 
 /// The API, stage and route a message goes to, in the snapshot current now.
