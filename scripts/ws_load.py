@@ -99,20 +99,22 @@ def main():
         m = json.load(open(summary))["metrics"]
         sent = m.get("ws_messages_sent", {}).get("count", 0)
         answered = m.get("ws_messages_answered", {}).get("count", 0)
+        received = m.get("ws_messages_received", {}).get("count", 0)
         rtt = m.get("ws_round_trip", {})
         upgraded = m.get("checks", {})
         print(f"connections: {a.conns} for {a.duration}; k6 checks: {upgraded.get('passes')} passed, "
               f"{upgraded.get('fails')} failed")
-        print(f"messages: {answered:.0f} of {sent:.0f} answered")
+        print(f"messages: {sent:.0f} sent, {received:.0f} answers received "
+              f"({answered:.0f} before the connection's next send)")
         print("round trip (ms): median {med:.0f}, p95 {p95:.0f}, p99 {p99:.0f}, max {mx:.0f}".format(
             med=rtt.get("med", 0), p95=rtt.get("p(95)", 0), p99=rtt.get("p(99)", rtt.get("p(90)", 0)),
             mx=rtt.get("max", 0)))
         per_conn = (peak[0] - base) * 1024 / a.conns
         print(f"gateway RSS: {base / 1024:.0f} MiB -> {peak[0] / 1024:.0f} MiB at the peak, "
               f"{per_conn / 1024:.1f} KiB per open connection")
-        if answered:
-            print(f"CPU: gateway {gw_cpu * 1e6 / answered:.0f} us per message, backend "
-                  f"{be_cpu * 1e6 / answered:.0f} us per request (same run)")
+        if received:
+            print(f"CPU: gateway {gw_cpu * 1e6 / received:.0f} us per message, backend "
+                  f"{be_cpu * 1e6 / received:.0f} us per request (same run)")
     finally:
         for p in reversed(procs):
             p.terminate()

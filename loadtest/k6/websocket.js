@@ -14,6 +14,7 @@ const seconds = parseInt(DURATION);
 const rtt = new Trend('ws_round_trip', true);
 const sent = new Counter('ws_messages_sent');
 const answered = new Counter('ws_messages_answered');
+const received = new Counter('ws_messages_received');
 
 export const options = {
   scenarios: {
@@ -47,6 +48,9 @@ export default function () {
       }, seconds * 1000);
     });
     socket.on('message', function () {
+      received.add(1);
+      // Timed when it answers the latest message (an answer slower than the next send is
+      // counted as received, not timed).
       if (pending) {
         rtt.add(Date.now() - pending);
         answered.add(1);

@@ -77,8 +77,8 @@ impl Transport {
                 // A buffer on the stack for each poll: nothing is held while the read waits
                 // (the socket layer reads into its own buffer, then copies out).
                 std::future::poll_fn(|cx| {
-                    let mut chunk = [0u8; READ_CHUNK];
-                    let mut b = tokio::io::ReadBuf::new(&mut chunk);
+                    let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                    let mut b = tokio::io::ReadBuf::uninit(&mut chunk);
                     std::task::ready!(std::pin::Pin::new(&mut *rd).poll_read(cx, &mut b))?;
                     inb.extend_from_slice(b.filled());
                     std::task::Poll::Ready(Ok(b.filled().len()))
