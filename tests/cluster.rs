@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,73 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const KEY: &str = "fleet-0123456789abcdef0123";
-
-/// A redis-server on a free port; killed (by PID) on drop.
-struct Redis {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let addr = closed_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &addr.port().to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs it with apt)");
-        assert!(
-            eventually(Duration::from_secs(10), || std::net::TcpStream::connect(
-                addr
-            )
-            .is_ok()),
-            "redis-server did not start"
-        );
-        Redis { child, addr }
-    }
-
-    /// SIGSTOP / SIGCONT: a Redis that hangs rather than dies.
-    fn pause(&self, on: bool) {
-        let sig = if on { "-STOP" } else { "-CONT" };
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-
-    /// `redis-cli` against this server.
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli comes with redis-server");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn conf(redis: SocketAddr, on_error: &str, rate: u64, burst: u64) -> String {
     Cfg::new()

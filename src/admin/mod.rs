@@ -181,7 +181,10 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
                 crate::gateway::ws::command(&shared, head.method_bytes(), id, body.to_vec(), max)
                     .await
             }
-            None => route(head.method_bytes(), &path, &query, &body, &ctl),
+            None => match key_write(&ctl, head.method_bytes(), &path, &body).await {
+                Some(answer) => answer,
+                None => route(head.method_bytes(), &path, &query, &body, &ctl),
+            },
         };
         if head.method_bytes() != b"GET" && status < 400 {
             // The audit trail: every change, who made it (the admin token's holder) and what.
@@ -197,6 +200,18 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         (status, out)
     };
     let mut out = respond(status, body);
+    let stale = ctl
+        .borrow()
+        .fleet_down_since()
+        .filter(|_| head.method_bytes() == b"GET");
+    if let Some(since) = stale {
+        // What this node answers may be behind the fleet: say so, and since when.
+        let at = out.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2);
+        if let Some(at) = at {
+            let line = format!("x-tollgate-fleet: stale; redis-unreachable-since={since}\r\n");
+            out.splice(at..at, line.into_bytes());
+        }
+    }
     if status == 405 {
         let path = String::from_utf8_lossy(head.path_bytes()).into_owned();
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -338,6 +353,69 @@ fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (u16, String)>
     serde_json::from_slice(body).map_err(|e| message(400, format!("invalid JSON body: {e}")))
 }
 
+/// API key changes (`POST /apikeys`, `POST /apikeys/import`, `PATCH|DELETE /apikeys/{id}`):
+/// through the fleet's Redis first when there is one; `None` for any other call.
+async fn key_write(
+    ctl: &Rc<RefCell<Control>>,
+    method: &[u8],
+    path: &str,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    use crate::control::fleet::{self, Change};
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    type Planned = Result<(Vec<Change>, Option<serde_json::Value>), OpError>;
+    let (status, planned): (u16, Planned) = match (method, segs.as_slice()) {
+        (b"POST", ["apikeys"]) => match json::<NewKey>(body) {
+            Ok(req) => (
+                201,
+                ctl.borrow().plan_create_key(req).map(|(c, v)| (c, Some(v))),
+            ),
+            Err(e) => return Some(e),
+        },
+        (b"POST", ["apikeys", "import"]) => match std::str::from_utf8(body) {
+            Ok(csv) => (
+                200,
+                ctl.borrow()
+                    .plan_import_keys(csv)
+                    .map(|(c, v)| (c, Some(v))),
+            ),
+            Err(_) => return Some(message(400, "the CSV is not UTF-8")),
+        },
+        (b"PATCH", ["apikeys", id]) if *id != "import" => match json::<KeyUpdate>(body) {
+            Ok(u) => (
+                200,
+                ctl.borrow()
+                    .plan_update_key(id, u.enabled, u.plans, u.name, u.description)
+                    .map(|c| (c, None)),
+            ),
+            Err(e) => return Some(e),
+        },
+        (b"DELETE", ["apikeys", id]) if *id != "import" => (
+            200,
+            ctl.borrow()
+                .plan_delete_key(id)
+                .map(|c| (c, Some(serde_json::json!({ "deleted": id })))),
+        ),
+        _ => return None,
+    };
+    let (changes, answer) = match planned {
+        Ok(p) => p,
+        Err(OpError(s, m)) => return Some(message(s, m)),
+    };
+    if let Err(OpError(s, m)) = fleet::commit(ctl, changes).await {
+        return Some(message(s, m));
+    }
+    // An update answers the key as it now is.
+    let answer = answer.or_else(|| {
+        let id = segs.get(1)?;
+        serde_json::to_value(ctl.borrow().get_key(id)?).ok()
+    });
+    Some(match answer {
+        Some(v) => (status, v.to_string()),
+        None => message(404, "no such key"),
+    })
+}
+
 fn route(
     method: &[u8],
     path: &str,
@@ -368,27 +446,10 @@ fn route(
             (200, c.metrics_text())
         }
         (b"GET", ["apikeys"]) => (200, serde_json::json!({"items": ctl.borrow().list_keys()}).to_string()),
-        (b"POST", ["apikeys"]) => match json::<NewKey>(body) {
-            Ok(req) => op(201, ctl.borrow_mut().create_key(req)),
-            Err(e) => e,
-        },
-        (b"POST", ["apikeys", "import"]) => match std::str::from_utf8(body) {
-            Ok(csv) => op(200, ctl.borrow_mut().import_keys(csv)),
-            Err(_) => message(400, "the CSV is not UTF-8"),
-        },
         (b"GET", ["apikeys", id]) if *id != "import" => match ctl.borrow().get_key(id) {
             Some(k) => op(200, Ok::<_, OpError>(k)),
             None => message(404, "no such key"),
         },
-        (b"PATCH", ["apikeys", id]) if *id != "import" => match json::<KeyUpdate>(body) {
-            Ok(u) => op(
-                200,
-                ctl.borrow_mut()
-                    .update_key(id, u.enabled, u.plans, u.name, u.description),
-            ),
-            Err(e) => e,
-        },
-        (b"DELETE", ["apikeys", id]) if *id != "import" => op(200, ctl.borrow_mut().delete_key(id).map(|_| serde_json::json!({"deleted": id}))),
         (b"GET", ["accesskeys"]) => (200, ctl.borrow().list_access_keys().to_string()),
         (b"POST", ["accesskeys"]) => match json::<NewAccessKey>(body) {
             Ok(req) => op(201, ctl.borrow_mut().create_access_key(req)),

@@ -1,6 +1,7 @@
 //! API keys as run-time objects: listed, created, imported (CSV), updated and deleted
 //! through the admin API, kept in the state store, and the key table shards look keys up in.
 
+use super::fleet::Change;
 use super::*;
 
 /// A key as the admin API shows it (never with its value).
@@ -198,23 +199,22 @@ impl Control {
         ))
     }
 
-    /// Creates a key; the answer is the only time its value is shown.
-    pub(crate) fn create_key(&mut self, req: NewKey) -> Result<serde_json::Value, OpError> {
+    /// A key's creation: the change, and the answer (the only time its value is shown).
+    pub(crate) fn plan_create_key(
+        &self,
+        req: NewKey,
+    ) -> Result<(Vec<Change>, serde_json::Value), OpError> {
         let (key, value) = self.prepare(req, &mut self.taken_hashes(), &mut self.taken_ids())?;
-        self.store()
-            .map_err(|e| OpError(500, e))?
-            .put_keys(std::slice::from_ref(&key))
-            .map_err(|e| OpError(500, e))?;
-        tracing::info!(key_id = %key.id, name = %key.name, "API key created");
         let view = serde_json::json!({"id": key.id, "name": key.name, "description": key.description, "enabled": key.enabled, "plans": key.plans, "value": value});
-        self.stored_keys.push(key);
-        self.publish();
-        Ok(view)
+        Ok((vec![Change::KeyPut { key }], view))
     }
 
-    /// Imports keys from CSV in Amazon API Gateway's format (`Name,Key,Description,Enabled,
+    /// Keys imported from CSV in Amazon API Gateway's format (`Name,Key,Description,Enabled,
     /// UsagePlanIds`, header row first): all or none.
-    pub(crate) fn import_keys(&mut self, csv: &str) -> Result<serde_json::Value, OpError> {
+    pub(crate) fn plan_import_keys(
+        &self,
+        csv: &str,
+    ) -> Result<(Vec<Change>, serde_json::Value), OpError> {
         let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
         let header: Vec<String> = parse_csv_line(lines.next().ok_or_else(|| bad("empty CSV"))?)
             .into_iter()
@@ -267,26 +267,26 @@ impl Control {
         if !errors.is_empty() {
             return Err(OpError(400, errors.join("; ")));
         }
-        self.store()
-            .map_err(|e| OpError(500, e))?
-            .put_keys(&pending)
-            .map_err(|e| OpError(500, e))?;
         let ids: Vec<String> = pending.iter().map(|k| k.id.clone()).collect();
-        tracing::info!(count = ids.len(), "API keys imported");
-        self.stored_keys.extend(pending);
-        self.publish();
-        Ok(serde_json::json!({"imported": ids.len(), "ids": ids}))
+        let answer = serde_json::json!({"imported": ids.len(), "ids": ids});
+        Ok((
+            pending
+                .into_iter()
+                .map(|key| Change::KeyPut { key })
+                .collect(),
+            answer,
+        ))
     }
 
-    /// Enables or disables a key, or sets its plans.
-    pub(crate) fn update_key(
-        &mut self,
+    /// A key enabled or disabled, renamed, described, or given other plans.
+    pub(crate) fn plan_update_key(
+        &self,
         id: &str,
         enabled: Option<bool>,
         plans: Option<Vec<String>>,
         name: Option<String>,
         description: Option<String>,
-    ) -> Result<KeyView, OpError> {
+    ) -> Result<Vec<Change>, OpError> {
         if name
             .as_deref()
             .is_some_and(|n| n.trim().is_empty() || n.len() > 1024)
@@ -305,15 +305,15 @@ impl Control {
                 "this key is declared in the config file: change it there and reload".into(),
             ));
         }
-        let i = self
+        let mut k = self
             .stored_keys
             .iter()
-            .position(|k| k.id == id)
+            .find(|k| k.id == id)
+            .cloned()
             .ok_or_else(|| OpError(404, "no such key".into()))?;
         if let Some(p) = &plans {
             self.check_plans(p)?;
         }
-        let mut k = self.stored_keys[i].clone();
         if let Some(e) = enabled {
             k.enabled = e;
         }
@@ -326,40 +326,21 @@ impl Control {
         if let Some(d) = description {
             k.description = d;
         }
-        self.store()
-            .map_err(|e| OpError(500, e))?
-            .put_keys(std::slice::from_ref(&k))
-            .map_err(|e| OpError(500, e))?;
-        self.stored_keys[i] = k;
-        self.publish();
-        self.get_key(id)
-            .ok_or_else(|| OpError(404, "no such key".into()))
+        Ok(vec![Change::KeyPut { key: k }])
     }
 
-    pub(crate) fn delete_key(&mut self, id: &str) -> Result<(), OpError> {
+    /// A key's deletion (its usage counters go with it).
+    pub(crate) fn plan_delete_key(&self, id: &str) -> Result<Vec<Change>, OpError> {
         if self.compiled.config.api_keys.iter().any(|k| k.name == id) {
             return Err(OpError(
                 409,
                 "this key is declared in the config file: remove it there and reload".into(),
             ));
         }
-        if !self
-            .store()
-            .map_err(|e| OpError(500, e))?
-            .delete_key(id)
-            .map_err(|e| OpError(500, e))?
-        {
+        if !self.stored_keys.iter().any(|k| k.id == id) {
             return Err(OpError(404, "no such key".into()));
         }
-        self.stored_keys.retain(|k| k.id != id);
-        self.shared
-            .quotas
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(_, k), _| &**k != id);
-        tracing::info!(key_id = %id, "API key deleted");
-        self.publish();
-        Ok(())
+        Ok(vec![Change::KeyDelete { id: id.to_string() }])
     }
 }
 

@@ -9,6 +9,7 @@
 //! changes publish a new snapshot that shares the compiled configuration.
 
 mod access;
+pub(crate) mod fleet;
 mod health;
 mod jwks;
 mod keys;
@@ -103,6 +104,8 @@ pub(crate) struct Control {
     file_config: Arc<Config>,
     /// Run-time APIs, deployments, stages and domain mappings.
     objects: lifecycle::Objects,
+    /// The fleet's Redis (`[cluster] redis`): the source of truth of run-time API keys.
+    fleet: Option<Rc<fleet::Link>>,
 }
 
 /// Everything the control plane starts with, prepared on the starting thread (so that a bad
@@ -197,7 +200,19 @@ impl ControlInit {
     /// Builds the control plane on its own thread, with the shards' shared state.
     pub(crate) fn start(self, shared: Arc<Shared>) -> Control {
         status::started();
+        let fleet = self.compiled.config.cluster.as_ref().map(|c| {
+            let saved = self.store.objects().unwrap_or_default();
+            let get = |k: &str| saved.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let position = get(fleet::POSITION).and_then(|v| fleet::EntryId::parse(&v));
+            Rc::new(fleet::Link::new(
+                c.redis,
+                c.timeout,
+                position,
+                get(fleet::LOCAL_EPOCH),
+            ))
+        });
         Control {
+            fleet,
             config_path: self.config_path,
             workers_override: self.workers_override,
             shared,
@@ -493,6 +508,10 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
         monoio::spawn(serve_admin(ctl.clone()));
     }
     let stop = Rc::new(Cell::new(false));
+    let link = ctl.borrow().fleet.clone();
+    if let Some(link) = link {
+        monoio::spawn(fleet::sync(ctl.clone(), link, stop.clone()));
+    }
     let (c2, s2) = (ctl.clone(), stop.clone());
     monoio::spawn(async move {
         let mut ticks = 0u64;

@@ -69,7 +69,7 @@ pub(crate) struct RedisPool {
 }
 
 /// Encodes a command as a RESP array of bulk strings.
-fn command(args: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn command(args: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + args.iter().map(|a| a.len() + 16).sum::<usize>());
     out.push(b'*');
     out.extend_from_slice(itoa::Buffer::new().format(args.len()).as_bytes());

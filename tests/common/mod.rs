@@ -11,6 +11,7 @@ pub mod certs;
 mod client;
 mod config;
 mod gateway;
+mod redis;
 mod upstream;
 
 // Each test binary uses some of these; the rest would be "unused" there.
@@ -20,5 +21,7 @@ pub use client::{admin, admin_with, get, metric, metric_reaches, Client, Resp};
 pub use config::{config, Cfg};
 #[allow(unused_imports)]
 pub use gateway::{closed_port, driver, eventually, Gw, Proc, TempDir, IO_TIMEOUT, TOKEN};
+#[allow(unused_imports)]
+pub use redis::Redis;
 #[allow(unused_imports)]
 pub use upstream::{respond, Action, RawOrigin, Seen, Upstream};

@@ -1,0 +1,192 @@
+//! The control plane's Redis client: RESP2 replies of any shape (the shards' lease calls in
+//! `throttle::redis` only need integers), over one plain connection per use, each call bounded
+//! by a timeout the caller gives.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monoio::net::TcpStream;
+
+use crate::http::conn::{read_into, write_all};
+use crate::throttle::redis::command;
+
+/// A RESP2 reply.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Resp {
+    Status(String),
+    Int(i64),
+    /// `None`: the nil bulk string.
+    Bulk(Option<Vec<u8>>),
+    /// `None`: the nil array (`XREAD` that timed out).
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Resp::Bulk(Some(b)) => Some(b),
+            Resp::Status(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn text(&self) -> Option<&str> {
+        self.bytes().and_then(|b| std::str::from_utf8(b).ok())
+    }
+
+    pub(crate) fn items(&self) -> &[Resp] {
+        match self {
+            Resp::Array(Some(a)) => a,
+            _ => &[],
+        }
+    }
+}
+
+/// Nesting deeper than this is refused (a reply is never that deep; a broken peer could be).
+const MAX_DEPTH: usize = 8;
+
+/// Parses one reply from the front of `buf`: the reply and its length, `Ok(None)` when more
+/// bytes are needed, `Err` for a Redis error reply or bytes that are not RESP.
+pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Resp, usize)>, String> {
+    parse_at(buf, 0, 0)
+}
+
+fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Resp, usize)>, String> {
+    if depth > MAX_DEPTH {
+        return Err("Redis reply nested too deep".into());
+    }
+    let Some(end) = buf[at..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|p| p + at)
+    else {
+        return Ok(None);
+    };
+    let line = &buf[at + 1..end];
+    let next = end + 2;
+    let int = || -> Result<i64, String> {
+        std::str::from_utf8(line)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "bad integer in a Redis reply".to_string())
+    };
+    match buf[at] {
+        b'+' => Ok(Some((
+            Resp::Status(String::from_utf8_lossy(line).into_owned()),
+            next,
+        ))),
+        b'-' => Err(format!("Redis: {}", String::from_utf8_lossy(line))),
+        b':' => Ok(Some((Resp::Int(int()?), next))),
+        b'$' => {
+            let n = int()?;
+            if n < 0 {
+                return Ok(Some((Resp::Bulk(None), next)));
+            }
+            let n = n as usize;
+            if buf.len() < next + n + 2 {
+                return Ok(None);
+            }
+            Ok(Some((
+                Resp::Bulk(Some(buf[next..next + n].to_vec())),
+                next + n + 2,
+            )))
+        }
+        b'*' => {
+            let n = int()?;
+            if n < 0 {
+                return Ok(Some((Resp::Array(None), next)));
+            }
+            let mut items = Vec::with_capacity((n as usize).min(1024));
+            let mut at = next;
+            for _ in 0..n {
+                match parse_at(buf, at, depth + 1)? {
+                    Some((item, after)) => {
+                        items.push(item);
+                        at = after;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some((Resp::Array(Some(items)), at)))
+        }
+        _ => Err("not a RESP reply".into()),
+    }
+}
+
+/// Largest reply read (a full sync reads every run-time object at once).
+const MAX_REPLY: usize = 256 << 20;
+
+/// One connection to Redis.
+pub(crate) struct RedisConn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl RedisConn {
+    pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<RedisConn, String> {
+        let stream = monoio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connecting to Redis at {addr} timed out"))?
+            .map_err(|e| format!("connecting to Redis at {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(RedisConn {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+        })
+    }
+
+    /// Sends a command and reads its reply, within `timeout`. After an `Err` the connection
+    /// is in an unknown state: drop it.
+    pub(crate) async fn call(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Resp, String> {
+        let cmd = command(args);
+        let work = async {
+            write_all(&mut self.stream, cmd)
+                .await
+                .map_err(|e| format!("Redis write: {e}"))?;
+            loop {
+                if let Some((reply, used)) = parse(&self.buf)? {
+                    let _ = self.buf.split_to(used);
+                    return Ok(reply);
+                }
+                if self.buf.len() > MAX_REPLY {
+                    return Err("Redis reply too large".to_string());
+                }
+                let n = read_into(&mut self.stream, &mut self.buf)
+                    .await
+                    .map_err(|e| format!("Redis read: {e}"))?;
+                if n == 0 {
+                    return Err("Redis closed the connection".to_string());
+                }
+            }
+        };
+        monoio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| "Redis did not answer in time".to_string())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_of_every_shape_parse() {
+        let xread =
+            b"*1\r\n*2\r\n$3\r\nchg\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nc\r\n$2\r\n{}\r\n";
+        let (r, n) = parse(xread).unwrap().unwrap();
+        assert_eq!(n, xread.len());
+        let entry = &r.items()[0].items()[1].items()[0];
+        assert_eq!(entry.items()[0].text(), Some("1-0"));
+        assert_eq!(entry.items()[1].items()[1].text(), Some("{}"));
+        assert_eq!(parse(b"*-1\r\n").unwrap(), Some((Resp::Array(None), 5)));
+        assert_eq!(parse(b"$-1\r\n").unwrap(), Some((Resp::Bulk(None), 5)));
+        assert_eq!(parse(b":42\r\n").unwrap(), Some((Resp::Int(42), 5)));
+        assert!(parse(b"-ERR no\r\n").unwrap_err().contains("ERR no"));
+        // Incomplete: more bytes needed, at every cut.
+        for cut in 0..xread.len() {
+            assert_eq!(parse(&xread[..cut]).unwrap(), None, "cut at {cut}");
+        }
+        assert!(parse(b"?x\r\n").is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! A fleet of nodes sharing run-time API keys through a real `redis-server`: a key created on
+//! one node works on the others at once, updates and deletes follow, a node started
+//! after the changes has them, and while Redis is gone every node keeps serving, admin writes
+//! answer 503 and reads say they may be stale; when Redis is back, changes flow again (and a
+//! Redis that came back empty gets the nodes' copies back).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn conf(redis: SocketAddr) -> String {
+    Cfg::new()
+        .api("shop")
+        .route(
+            "GET /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+        )
+        .extra(format!(
+            r#"
+[cluster]
+redis = "redis://{redis}"
+nodes = 3
+
+[[usage_plans]]
+name = "gold"
+stages = ["shop/prod"]
+"#
+        ))
+        .toml()
+}
+
+fn keyed(g: &Gw, key: &str) -> u16 {
+    let mut c = Client::connect(g.addr());
+    c.request(format!("GET /keyed HTTP/1.1\r\nHost: h\r\nx-api-key: {key}\r\n\r\n").as_bytes())
+        .status
+}
+
+/// Each node applies the fleet's changes as Redis hands them over: milliseconds
+/// (`scripts/fleet_latency.py` measures it); the bound leaves room for a loaded test machine.
+fn soon(f: impl FnMut() -> bool) -> bool {
+    eventually(Duration::from_secs(3), f)
+}
+
+const VALUE: &str = "fleet-key-0123456789abcdef";
+
+#[test]
+fn api_keys_made_on_one_node_serve_on_every_node() {
+    let redis = Redis::start();
+    let nodes: Vec<Gw> = (0..3).map(|_| Gw::start(&conf(redis.addr))).collect();
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    for n in &nodes {
+        assert_eq!(keyed(n, VALUE), 403);
+    }
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "partner", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    // The node that made it serves it at once; the others soon after.
+    assert_eq!(keyed(a, VALUE), 200);
+    assert!(soon(|| keyed(b, VALUE) == 200), "B");
+    assert!(soon(|| keyed(c, VALUE) == 200), "C");
+    let listed = admin_with(c.admin(), "GET", &format!("/apikeys/{id}"), "");
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json()["name"], "partner");
+    assert_eq!(listed.header("x-tollgate-fleet"), None);
+
+    // Disabled on B: refused everywhere.
+    let r = admin_with(
+        b.admin(),
+        "PATCH",
+        &format!("/apikeys/{id}"),
+        r#"{"enabled": false}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["enabled"], false);
+    for n in &nodes {
+        assert!(soon(|| keyed(n, VALUE) == 403));
+    }
+    // Enabled again from C, then a node started after all of this has it.
+    let r = admin_with(
+        c.admin(),
+        "PATCH",
+        &format!("/apikeys/{id}"),
+        r#"{"enabled": true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let d = Gw::start(&conf(redis.addr));
+    assert!(soon(|| keyed(&d, VALUE) == 200), "a late node catches up");
+    for n in &nodes {
+        assert!(soon(|| keyed(n, VALUE) == 200));
+    }
+    // Deleted on the late node: gone everywhere.
+    let r = admin_with(d.admin(), "DELETE", &format!("/apikeys/{id}"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    for n in nodes.iter().chain([&d]) {
+        assert!(soon(|| keyed(n, VALUE) == 403));
+        assert!(soon(|| admin_with(
+            n.admin(),
+            "GET",
+            &format!("/apikeys/{id}"),
+            ""
+        )
+        .status
+            == 404));
+    }
+}
+
+#[test]
+fn without_redis_nodes_serve_refuse_writes_and_catch_up_when_it_returns() {
+    let mut redis = Redis::start();
+    let addr = redis.addr;
+    let a = Gw::start(&conf(addr));
+    let b = Gw::start(&conf(addr));
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "before", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(soon(|| keyed(&b, VALUE) == 200));
+
+    redis.stop();
+    // Both keep serving from their copy.
+    assert_eq!(keyed(&a, VALUE), 200);
+    assert_eq!(keyed(&b, VALUE), 200);
+    // A write that needs the fleet is refused, and changes nothing.
+    let later = "fleet-key-later-0123456789abc";
+    let r = admin_with(
+        b.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "later", "value": later, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("nothing was changed"));
+    assert_eq!(keyed(&b, later), 403);
+    // Reads say they may be behind the fleet.
+    let listed = admin_with(b.admin(), "GET", "/apikeys", "");
+    assert_eq!(listed.status, 200);
+    assert!(
+        listed
+            .header("x-tollgate-fleet")
+            .is_some_and(|h| h.starts_with("stale")),
+        "{:?}",
+        listed.header("x-tollgate-fleet")
+    );
+
+    // Redis back (empty: it kept nothing): a change made then reaches both.
+    let _redis = Redis::start_on(addr);
+    assert!(eventually(Duration::from_secs(10), || {
+        admin_with(
+            b.admin(),
+            "POST",
+            "/apikeys",
+            &json!({"name": "later", "value": later, "plan": "gold"}).to_string(),
+        )
+        .status
+            == 201
+    }));
+    // (A node retries Redis every second.)
+    let after_outage = |f: &mut dyn FnMut() -> bool| eventually(Duration::from_secs(5), f);
+    assert!(after_outage(&mut || keyed(&a, later) == 200));
+    assert_eq!(keyed(&b, later), 200);
+    // The nodes saw Redis come back without its data (a new epoch) and sent it what they
+    // hold: a node that joins now gets the key made before the outage too.
+    let c = Gw::start(&conf(addr));
+    assert!(after_outage(&mut || keyed(&c, later) == 200));
+    assert!(after_outage(&mut || keyed(&c, VALUE) == 200));
+    assert!(soon(|| admin_with(a.admin(), "GET", "/apikeys", "")
+        .header("x-tollgate-fleet")
+        .is_none()));
+}
