@@ -182,3 +182,68 @@ fn without_redis_nodes_serve_refuse_writes_and_catch_up_when_it_returns() {
         .header("x-tollgate-fleet")
         .is_none()));
 }
+
+#[test]
+fn a_cache_purge_on_one_node_empties_every_nodes_copy() {
+    let redis = Redis::start();
+    let up = Upstream::echo();
+    let conf = Cfg::new()
+        .api("shop")
+        .upstream(format!(
+            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n",
+            up.addr
+        ))
+        .stage_extra("cache = { ttl = \"300s\" }")
+        .route(
+            "GET /c/{p}",
+            "integration = { type = \"http\", uri = \"http://up/c/{p}\" }",
+        )
+        .extra(format!(
+            "[cluster]\nredis = \"redis://{}\"\nnodes = 3\n",
+            redis.addr
+        ))
+        .toml();
+    let nodes: Vec<Gw> = (0..3).map(|_| Gw::start(&conf)).collect();
+    let entries = |g: &Gw| {
+        let r = admin_with(g.admin(), "GET", "/apis/shop/stages/prod/cache", "");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["entries"].as_u64().unwrap()
+    };
+    for n in &nodes {
+        for p in ["a", "b"] {
+            assert_eq!(get(n.addr(), &format!("/c/{p}")).status, 200);
+        }
+        assert!(eventually(Duration::from_secs(5), || entries(n) == 2));
+    }
+    // One path purged on B: gone on every node, the other path stays.
+    let r = admin_with(
+        nodes[1].admin(),
+        "DELETE",
+        "/apis/shop/stages/prod/cache?path=/c/a",
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["purged"], 1);
+    for n in &nodes {
+        assert!(soon(|| entries(n) == 1));
+    }
+    // A flush on C empties them all.
+    let r = admin_with(
+        nodes[2].admin(),
+        "DELETE",
+        "/apis/shop/stages/prod/cache",
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for n in &nodes {
+        assert!(soon(|| entries(n) == 0));
+    }
+    // A stage that is not there is still 404, and nothing goes to the fleet.
+    let r = admin_with(
+        nodes[0].admin(),
+        "DELETE",
+        "/apis/shop/stages/nope/cache",
+        "",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+}

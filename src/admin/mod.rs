@@ -181,7 +181,7 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
                 crate::gateway::ws::command(&shared, head.method_bytes(), id, body.to_vec(), max)
                     .await
             }
-            None => match key_write(&ctl, head.method_bytes(), &path, &body).await {
+            None => match fleet_write(&ctl, head.method_bytes(), &path, &query, &body).await {
                 Some(answer) => answer,
                 None => route(head.method_bytes(), &path, &query, &body, &ctl),
             },
@@ -353,12 +353,15 @@ fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (u16, String)>
     serde_json::from_slice(body).map_err(|e| message(400, format!("invalid JSON body: {e}")))
 }
 
-/// API key changes (`POST /apikeys`, `POST /apikeys/import`, `PATCH|DELETE /apikeys/{id}`):
-/// through the fleet's Redis first when there is one; `None` for any other call.
-async fn key_write(
+/// Changes a fleet shares — API keys (`POST /apikeys`, `POST /apikeys/import`,
+/// `PATCH|DELETE /apikeys/{id}`) and cache flushes and purges (`DELETE
+/// /apis/{api}/stages/{stage}/cache`) — through the fleet's Redis first when there is one;
+/// `None` for any other call.
+async fn fleet_write(
     ctl: &Rc<RefCell<Control>>,
     method: &[u8],
     path: &str,
+    query: &str,
     body: &[u8],
 ) -> Option<(u16, String)> {
     use crate::control::fleet::{self, Change};
@@ -396,6 +399,40 @@ async fn key_write(
                 .plan_delete_key(id)
                 .map(|c| (c, Some(serde_json::json!({ "deleted": id })))),
         ),
+        (b"DELETE", ["apis", api, "stages", stage, "cache"]) => {
+            if let Err(OpError(s, m)) = ctl.borrow().stage_cache(api, stage) {
+                return Some(message(s, m));
+            }
+            let (path, prefix) = match (query_param(query, "path"), query_param(query, "prefix")) {
+                (Some(_), Some(_)) => return Some(message(400, "give path or prefix, not both")),
+                (Some(p), None) | (None, Some(p)) if !p.starts_with('/') => {
+                    return Some(message(
+                        400,
+                        format!("{p:?} is not a path: it must start with '/'"),
+                    ))
+                }
+                (Some(p), None) => (Some(p), false),
+                (None, Some(p)) => (Some(p), true),
+                (None, None) => (None, false),
+            };
+            let change = Change::CacheFlush {
+                api: api.to_string(),
+                stage: stage.to_string(),
+                path: path.clone(),
+                prefix,
+            };
+            return Some(match fleet::commit(ctl, vec![change]).await {
+                Ok(n) => {
+                    let v = match path {
+                        Some(p) if prefix => serde_json::json!({"purged": n, "prefix": p}),
+                        Some(p) => serde_json::json!({"purged": n, "path": p}),
+                        None => serde_json::json!({ "flushed": n }),
+                    };
+                    (200, v.to_string())
+                }
+                Err(OpError(s, m)) => message(s, m),
+            });
+        }
         _ => return None,
     };
     let (changes, answer) = match planned {
@@ -581,20 +618,6 @@ fn route(
         }
         (b"GET", ["apis", api, "stages", stage, "cache"]) => {
             op(200, ctl.borrow().stage_cache(api, stage).map(|c| c.stats_json()))
-        }
-        (b"DELETE", ["apis", api, "stages", stage, "cache"]) => {
-            let cache = ctl.borrow().stage_cache(api, stage);
-            op(200, cache.and_then(|c| {
-                match (query_param(query, "path"), query_param(query, "prefix")) {
-                    (Some(_), Some(_)) => Err(OpError(400, "give path or prefix, not both".into())),
-                    (Some(p), None) | (None, Some(p)) if !p.starts_with('/') => {
-                        Err(OpError(400, format!("{p:?} is not a path: it must start with '/'")))
-                    }
-                    (Some(p), None) => Ok(serde_json::json!({"purged": c.purge(&p, true), "path": p})),
-                    (None, Some(p)) => Ok(serde_json::json!({"purged": c.purge(&p, false), "prefix": p})),
-                    (None, None) => Ok(serde_json::json!({"flushed": c.flush()})),
-                }
-            }))
         }
         (_, segs) if allowed_methods(segs).is_some() => message(405, "Method Not Allowed"),
         _ => message(404, "Not Found"),

@@ -48,11 +48,13 @@ const EPOCH: &str = "tollgate:fleet:epoch";
 pub(super) const LOCAL_EPOCH: &str = "fleet/epoch";
 
 /// Writes changes: KEYS stream, objects, trimmed; ARGV max length, then (field, object JSON or
-/// '' to delete, change JSON) per change. Returns the last entry's id.
+/// '' to delete, change JSON) per change (field '' for a command, which changes no object).
+/// Returns the last entry's id.
 const COMMIT: &str = r#"
 local id
 for i = 2, #ARGV, 3 do
-  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[2], ARGV[i])
+  if ARGV[i] == '' then
+  elseif ARGV[i + 1] == '' then redis.call('HDEL', KEYS[2], ARGV[i])
   else redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
   id = redis.call('XADD', KEYS[1], '*', 'c', ARGV[i + 2])
 end
@@ -77,11 +79,29 @@ return {id, redis.call('HGETALL', KEYS[2])}
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum Change {
-    KeyPut { key: StoredKey },
-    KeyDelete { id: String },
+    KeyPut {
+        key: StoredKey,
+    },
+    KeyDelete {
+        id: String,
+    },
+    /// A command: every node flushes its copy of a stage's cache, or purges one path (or
+    /// every path under a prefix).
+    CacheFlush {
+        api: String,
+        stage: String,
+        path: Option<String>,
+        #[serde(default)]
+        prefix: bool,
+    },
 }
 
 impl Change {
+    /// Whether it acts rather than changes an object.
+    fn is_command(&self) -> bool {
+        matches!(self, Change::CacheFlush { .. })
+    }
+
     /// Its field in the objects hash, and the object's JSON ('' deletes it).
     fn object(&self) -> (String, String) {
         match self {
@@ -90,6 +110,7 @@ impl Change {
                 serde_json::to_string(key).unwrap_or_default(),
             ),
             Change::KeyDelete { id } => (format!("key/{id}"), String::new()),
+            Change::CacheFlush { .. } => (String::new(), String::new()),
         }
     }
 
@@ -221,22 +242,44 @@ impl Link {
 
 /// Makes `changes`: through the fleet's Redis first when there is one (503 when it cannot be
 /// reached: nothing changes anywhere), then on this node.
+/// Returns how many cache entries cache commands removed on this node.
 pub(crate) async fn commit(
     ctl: &Rc<RefCell<Control>>,
     changes: Vec<Change>,
-) -> Result<(), OpError> {
+) -> Result<u64, OpError> {
     let link = ctl.borrow().fleet.clone();
     let Some(link) = link else {
         return ctl.borrow_mut().apply_changes(&changes, None);
     };
+    if changes.iter().all(Change::is_command) {
+        // A command (a cache flush) is done here first — what it removed is the answer —
+        // then told to the others (doing it twice here later removes nothing more).
+        let n = ctl.borrow_mut().apply_changes(&changes, None)?;
+        return match link.write(&changes).await {
+            Ok(_) => {
+                link.up(true);
+                Ok(n)
+            }
+            Err(e) => {
+                link.up(false);
+                Err(OpError(
+                    503,
+                    format!(
+                        "done on this node ({n} cache entries removed), but the fleet's Redis ({}) cannot be reached ({e}): the other nodes were not told; try again when it is back",
+                        link.addr
+                    ),
+                ))
+            }
+        };
+    }
     match link.write(&changes).await {
         Ok(id) => {
             link.up(true);
             // Unless the sync already applied it (and maybe later entries over it).
             if link.applied.get().is_none_or(|a| a < id) {
-                ctl.borrow_mut().apply_changes(&changes, None)?;
+                return ctl.borrow_mut().apply_changes(&changes, None);
             }
-            Ok(())
+            Ok(0)
         }
         Err(e) => {
             link.up(false);
@@ -430,7 +473,7 @@ async fn catch_up(
         .iter()
         .filter_map(|c| match c {
             Change::KeyPut { key } => Some(key.id.as_str()),
-            Change::KeyDelete { .. } => None,
+            _ => None,
         })
         .collect();
     let gone: Vec<Change> = ctl
@@ -444,6 +487,7 @@ async fn catch_up(
     tracing::info!(objects = changes.len(), position = %at, "fleet: local copy replaced by the fleet's");
     ctl.borrow_mut()
         .apply_changes(&changes, Some(at))
+        .map(|_| ())
         .map_err(|e| e.1)
 }
 
@@ -455,15 +499,31 @@ impl Control {
 
     /// Applies changes to this node: the store (one transaction for the keys), the tables the
     /// shards read (one new snapshot), and — for changes read from the fleet — the position.
+    /// Returns how many cache entries the cache commands removed here.
     pub(crate) fn apply_changes(
         &mut self,
         changes: &[Change],
         position: Option<EntryId>,
-    ) -> Result<(), OpError> {
+    ) -> Result<u64, OpError> {
         let mut puts: Vec<StoredKey> = Vec::new();
         let mut deletes: Vec<&str> = Vec::new();
+        let mut removed = 0u64;
         for c in changes {
             match c {
+                Change::CacheFlush {
+                    api,
+                    stage,
+                    path,
+                    prefix,
+                } => {
+                    // A node without that stage or its cache has nothing to flush.
+                    if let Ok(cache) = self.stage_cache(api, stage) {
+                        removed += match path {
+                            Some(p) => cache.purge(p, !prefix),
+                            None => cache.flush(),
+                        } as u64;
+                    }
+                }
                 Change::KeyPut { key } => {
                     deletes.retain(|d| *d != key.id);
                     puts.retain(|k| k.id != key.id);
@@ -507,10 +567,10 @@ impl Control {
                 link.applied.set(Some(p));
             }
         }
-        if !changes.is_empty() {
+        if !changes.iter().all(Change::is_command) {
             self.publish();
         }
-        Ok(())
+        Ok(removed)
     }
 }
 
