@@ -247,3 +247,48 @@ fn a_cache_purge_on_one_node_empties_every_nodes_copy() {
     );
     assert_eq!(r.status, 404, "{}", r.text());
 }
+
+#[test]
+fn a_quota_reset_on_one_node_holds_for_the_fleet() {
+    let redis = Redis::start();
+    let conf = Cfg::new()
+        .api("shop")
+        .route(
+            "GET /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+        )
+        .extra(format!(
+            "[cluster]\nredis = \"redis://{}\"\nnodes = 2\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\nquota = {{ limit = 4, period = \"day\" }}\n",
+            redis.addr
+        ))
+        .toml();
+    let (a, b) = (Gw::start(&conf), Gw::start(&conf));
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "q", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(soon(|| keyed(&b, VALUE) == 200));
+    // Four a day across the fleet (one already spent on B above).
+    let mut spent = 1;
+    while spent < 4 {
+        assert_eq!(keyed(if spent % 2 == 0 { &a } else { &b }, VALUE), 200);
+        spent += 1;
+    }
+    assert_eq!(keyed(&a, VALUE), 429);
+    assert_eq!(keyed(&b, VALUE), 429);
+    // Reset on B: the fleet's counter starts again, on both nodes.
+    let path = format!("/usageplans/gold/keys/{id}/quota");
+    let r = admin_with(b.admin(), "POST", &format!("{path}/reset"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["remaining"], 4);
+    assert!(soon(|| keyed(&a, VALUE) == 200), "A admits after the reset");
+    // Set to 3 used on A: one more on either node, then refused on both.
+    let r = admin_with(a.admin(), "PUT", &path, r#"{"used": 3}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(soon(|| keyed(&b, VALUE) == 200));
+    assert!(soon(|| keyed(&a, VALUE) == 429 && keyed(&b, VALUE) == 429));
+}

@@ -399,6 +399,36 @@ async fn fleet_write(
                 .plan_delete_key(id)
                 .map(|c| (c, Some(serde_json::json!({ "deleted": id })))),
         ),
+        (b"PUT", ["usageplans", plan, "keys", id, "quota"])
+        | (b"POST", ["usageplans", plan, "keys", id, "quota", "reset"]) => {
+            let used = if method == b"PUT" {
+                match json::<QuotaUpdate>(body) {
+                    Ok(q) => q.used,
+                    Err(e) => return Some(e),
+                }
+            } else {
+                0
+            };
+            let planned = ctl.borrow().plan_quota(plan, id, used);
+            let (change, answer, (counter, ttl)) = match planned {
+                Ok(p) => p,
+                Err(OpError(s, m)) => return Some(message(s, m)),
+            };
+            // The fleet's counter first: it is what admits requests.
+            let link = ctl.borrow().fleet();
+            if let Some(link) = link {
+                if let Err(e) = link.set_quota(&counter, used, ttl).await {
+                    return Some(message(
+                        503,
+                        format!("the fleet's Redis ({}) cannot be reached ({e}): nothing was changed; try again when it is back", link.addr),
+                    ));
+                }
+            }
+            return Some(match fleet::commit(ctl, vec![change]).await {
+                Ok(_) => (200, answer.to_string()),
+                Err(OpError(s, m)) => message(s, m),
+            });
+        }
         (b"DELETE", ["apis", api, "stages", stage, "cache"]) => {
             if let Err(OpError(s, m)) = ctl.borrow().stage_cache(api, stage) {
                 return Some(message(s, m));
@@ -505,11 +535,6 @@ fn route(
             let key = query_param(query, "keyId");
             op(200, ctl.borrow_mut().usage(plan, &start, &end, key.as_deref()))
         }
-        (b"PUT", ["usageplans", plan, "keys", id, "quota"]) => match json::<QuotaUpdate>(body) {
-            Ok(q) => op(200, ctl.borrow_mut().set_quota_used(plan, id, q.used)),
-            Err(e) => e,
-        },
-        (b"POST", ["usageplans", plan, "keys", id, "quota", "reset"]) => op(200, ctl.borrow_mut().set_quota_used(plan, id, 0)),
         (b"GET", ["apis"]) => (200, ctl.borrow().list_apis().to_string()),
         (b"POST", ["apis"]) if query_param(query, "mode").as_deref() == Some("import") => op(
             201,

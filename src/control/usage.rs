@@ -1,6 +1,7 @@
 //! Usage plans' counters: usage reports, quota overrides, the periodic flush to the state
 //! store and the sweep of idle per-key buckets.
 
+use super::fleet;
 use super::*;
 
 impl Control {
@@ -57,13 +58,15 @@ impl Control {
         )
     }
 
-    /// Sets a key's count for the current quota period (`used`), or resets it.
-    pub(crate) fn set_quota_used(
-        &mut self,
+    /// Setting a key's count for the current quota period (`used`), or resetting it: the
+    /// command every node applies, the answer, and the fleet's counter (its name in Redis and
+    /// how long it lives).
+    pub(crate) fn plan_quota(
+        &self,
         plan: &str,
         id: &str,
         used: u64,
-    ) -> Result<serde_json::Value, OpError> {
+    ) -> Result<(fleet::Change, serde_json::Value, (String, u64)), OpError> {
         let p = self.plan(plan)?;
         let q = p
             .quota
@@ -81,6 +84,32 @@ impl Control {
             Some(_) => {}
         }
         let today = throttle::today();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let counter = (
+            throttle::redis::quota_name(
+                plan,
+                throttle::redis::quota_id(plan, id),
+                q.period.index(today),
+            ),
+            q.period.seconds_to_next(now) + 86_400,
+        );
+        let change = fleet::Change::QuotaSet {
+            plan: plan.to_string(),
+            key: id.to_string(),
+            used,
+        };
+        let answer = serde_json::json!({"keyId": id, "usagePlanId": plan, "used": used, "remaining": q.limit.saturating_sub(used)});
+        Ok((change, answer, counter))
+    }
+
+    /// Sets this node's count of a key's current quota period (the fleet's is in Redis).
+    pub(super) fn set_quota_cell(&self, plan: &str, id: &str, used: u64) -> Result<(), OpError> {
+        let Some(q) = self.plan(plan)?.quota else {
+            return Ok(());
+        };
+        let today = throttle::today();
         let cell = {
             let mut cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
             cells
@@ -92,10 +121,7 @@ impl Control {
             .store(q.period.index(today) as u64, Ordering::Relaxed);
         cell.used.store(used, Ordering::Relaxed);
         cell.dirty.store(true, Ordering::Relaxed);
-        self.flush().map_err(|e| OpError(500, e))?;
-        Ok(
-            serde_json::json!({"keyId": id, "usagePlanId": plan, "used": used, "remaining": q.limit.saturating_sub(used)}),
-        )
+        self.flush().map_err(|e| OpError(500, e))
     }
 
     /// Writes changed counters to the state store.

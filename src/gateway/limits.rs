@@ -217,7 +217,7 @@ pub(crate) async fn count_quota(
             .map_err(|_| refuse(plan.quota));
     };
     let period = q.period.index(day);
-    let id = key_bucket_id(id, &plan.name, None) ^ FALLBACK_SALT.rotate_left(7);
+    let id = crate::throttle::redis::quota_id(&plan.name, id);
     match shard.quota_take_local(id, period) {
         Some(true) => {
             let _ = cell.take(None, day);
@@ -228,7 +228,7 @@ pub(crate) async fn count_quota(
         None => {}
     }
     let chunk = (q.limit / (c.nodes as u64 * shard.shared.shards as u64 * 100)).clamp(1, 100);
-    let name = format!("{}:{}:{}", plan.name, id, period);
+    let name = crate::throttle::redis::quota_name(&plan.name, id, period);
     match shard
         .redis(c)
         .quota(

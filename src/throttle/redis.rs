@@ -244,7 +244,8 @@ impl RedisPool {
         }
     }
 
-    /// Takes up to `want` requests of a quota period: (granted, remaining).
+    /// Takes up to `want` requests of a quota period (`key` from [`quota_name`]): (granted,
+    /// remaining).
     pub(crate) async fn quota(
         self: &Rc<Self>,
         key: &str,
@@ -264,6 +265,17 @@ impl RedisPool {
             _ => Err("unexpected Redis reply to the quota script".into()),
         }
     }
+}
+
+/// The fleet-wide id of a key's quota on a plan: the same on every node and shard.
+pub(crate) fn quota_id(plan: &str, key: &str) -> u64 {
+    ahash::RandomState::with_seeds(11, 22, 33, 44).hash_one((key, plan, None::<usize>))
+        ^ 0x9e37_79b9_7f4a_7c15u64.rotate_left(7)
+}
+
+/// The name of a quota counter for a period (Redis key `tollgate:quota:{name}`).
+pub(crate) fn quota_name(plan: &str, id: u64, period: i64) -> String {
+    format!("{plan}:{id}:{period}")
 }
 
 #[cfg(test)]

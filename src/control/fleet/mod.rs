@@ -85,6 +85,13 @@ pub(crate) enum Change {
     KeyDelete {
         id: String,
     },
+    /// A command: every node sets its count of a key's current quota period (the fleet's
+    /// counter in Redis is set before).
+    QuotaSet {
+        plan: String,
+        key: String,
+        used: u64,
+    },
     /// A command: every node flushes its copy of a stage's cache, or purges one path (or
     /// every path under a prefix).
     CacheFlush {
@@ -99,7 +106,7 @@ pub(crate) enum Change {
 impl Change {
     /// Whether it acts rather than changes an object.
     fn is_command(&self) -> bool {
-        matches!(self, Change::CacheFlush { .. })
+        matches!(self, Change::CacheFlush { .. } | Change::QuotaSet { .. })
     }
 
     /// Its field in the objects hash, and the object's JSON ('' deletes it).
@@ -110,7 +117,7 @@ impl Change {
                 serde_json::to_string(key).unwrap_or_default(),
             ),
             Change::KeyDelete { id } => (format!("key/{id}"), String::new()),
-            Change::CacheFlush { .. } => (String::new(), String::new()),
+            Change::CacheFlush { .. } | Change::QuotaSet { .. } => (String::new(), String::new()),
         }
     }
 
@@ -195,6 +202,39 @@ impl Link {
     /// Since when (ms since the epoch) Redis has been unreachable, if it is.
     pub(crate) fn down_since(&self) -> Option<u64> {
         Some(self.down_since.get()).filter(|t| *t != 0)
+    }
+
+    /// Sets a fleet counter (`tollgate:quota:{name}`), living `ttl_s` seconds.
+    pub(crate) async fn set_quota(&self, name: &str, used: u64, ttl_s: u64) -> Result<(), String> {
+        let kept = self.conn.borrow_mut().take();
+        let mut conn = match kept {
+            Some(c) => c,
+            None => RedisConn::connect(self.addr, self.timeout).await?,
+        };
+        let (key, used, ttl) = (
+            format!("tollgate:quota:{name}"),
+            used.to_string(),
+            ttl_s.to_string(),
+        );
+        let args: [&[u8]; 5] = [
+            b"SET",
+            key.as_bytes(),
+            used.as_bytes(),
+            b"EX",
+            ttl.as_bytes(),
+        ];
+        let r = match conn.call(&args, self.timeout).await {
+            Ok(r) => r,
+            Err(_) => {
+                conn = RedisConn::connect(self.addr, self.timeout).await?;
+                conn.call(&args, self.timeout).await?
+            }
+        };
+        *self.conn.borrow_mut() = Some(conn);
+        match r {
+            Resp::Status(_) => Ok(()),
+            other => Err(format!("unexpected reply to SET: {other:?}")),
+        }
     }
 
     /// Writes `changes` to the fleet; the id of the last one.
@@ -492,6 +532,11 @@ async fn catch_up(
 }
 
 impl Control {
+    /// The link to the fleet's Redis, if there is a fleet.
+    pub(crate) fn fleet(&self) -> Option<Rc<Link>> {
+        self.fleet.clone()
+    }
+
     /// Since when (ms since the epoch) the fleet's Redis has been unreachable, if it is.
     pub(crate) fn fleet_down_since(&self) -> Option<u64> {
         self.fleet.as_ref().and_then(|l| l.down_since())
@@ -510,6 +555,14 @@ impl Control {
         let mut removed = 0u64;
         for c in changes {
             match c {
+                Change::QuotaSet { plan, key, used } => {
+                    // A plan this node does not have: nothing of it is counted here.
+                    if let Err(e) = self.set_quota_cell(plan, key, *used) {
+                        if e.0 == 500 {
+                            return Err(e);
+                        }
+                    }
+                }
                 Change::CacheFlush {
                     api,
                     stage,
