@@ -292,3 +292,56 @@ fn a_quota_reset_on_one_node_holds_for_the_fleet() {
     assert!(soon(|| keyed(&b, VALUE) == 200));
     assert!(soon(|| keyed(&a, VALUE) == 429 && keyed(&b, VALUE) == 429));
 }
+
+/// Today (UTC) as YYYY-MM-DD.
+fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[test]
+fn usage_reports_count_the_whole_fleet() {
+    let redis = Redis::start();
+    let (a, b) = (Gw::start(&conf(redis.addr)), Gw::start(&conf(redis.addr)));
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "u", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(soon(|| keyed(&b, VALUE) == 200));
+    for _ in 0..3 {
+        assert_eq!(keyed(&a, VALUE), 200);
+    }
+    assert_eq!(keyed(&b, VALUE), 200);
+    // Five requests in all (one on B above): either node reports the fleet's count, once each
+    // node has added its own (every second).
+    let day = today();
+    let path = format!("/usageplans/gold/usage?startDate={day}&endDate={day}&keyId={id}");
+    for n in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                let r = admin_with(n.admin(), "GET", &path, "");
+                r.status == 200 && r.json()["items"][&id][0]["used"] == 5
+            }),
+            "{}",
+            admin_with(n.admin(), "GET", &path, "").text()
+        );
+    }
+}

@@ -399,6 +399,64 @@ async fn fleet_write(
                 .plan_delete_key(id)
                 .map(|c| (c, Some(serde_json::json!({ "deleted": id })))),
         ),
+        (b"GET", ["usageplans", plan, "usage"]) => {
+            // With a fleet: the fleet's usage, from Redis.
+            let link = ctl.borrow().fleet()?;
+            let (Some(start), Some(end)) = (
+                query_param(query, "startDate"),
+                query_param(query, "endDate"),
+            ) else {
+                return Some(message(
+                    400,
+                    "startDate and endDate are required (YYYY-MM-DD)",
+                ));
+            };
+            let key = query_param(query, "keyId");
+            let checked = ctl.borrow().usage_days(plan, &start, &end);
+            let (p, days) = match checked {
+                Ok(d) => d,
+                Err(OpError(s, m)) => return Some(message(s, m)),
+            };
+            let unreachable = |e: String| {
+                message(503, format!("the fleet's Redis ({}) cannot be reached ({e}); this node's own counts are not the fleet's", link.addr))
+            };
+            let rows = match link.usage(plan, &days, key.as_deref()).await {
+                Ok(r) => r,
+                Err(e) => return Some(unreachable(e)),
+            };
+            let mut items: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
+                Default::default();
+            let today = crate::throttle::today();
+            let mut left: std::collections::BTreeMap<String, Option<u64>> = Default::default();
+            for (id, day, n) in rows {
+                // What is left of each key's current period, once per key.
+                let remaining = match (left.get(&id), p.quota) {
+                    (Some(r), _) => *r,
+                    (None, None) => None,
+                    (None, Some(q)) => {
+                        let name = crate::throttle::redis::quota_name(
+                            plan,
+                            crate::throttle::redis::quota_id(plan, &id),
+                            q.period.index(today),
+                        );
+                        match link.quota_used(&name).await {
+                            Ok(used) => {
+                                let r = Some(q.limit.saturating_sub(used));
+                                left.insert(id.clone(), r);
+                                r
+                            }
+                            Err(e) => return Some(unreachable(e)),
+                        }
+                    }
+                };
+                items
+                    .entry(id)
+                    .or_default()
+                    .push(serde_json::json!({"date": day, "used": n, "remaining": remaining}));
+            }
+            let v = serde_json::json!({"usagePlanId": plan, "startDate": start, "endDate": end, "items": items});
+            return Some((200, v.to_string()));
+        }
         (b"PUT", ["usageplans", plan, "keys", id, "quota"])
         | (b"POST", ["usageplans", plan, "keys", id, "quota", "reset"]) => {
             let used = if method == b"PUT" {

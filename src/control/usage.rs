@@ -13,6 +13,25 @@ impl Control {
             .ok_or_else(|| OpError(404, format!("no usage plan {name:?}")))
     }
 
+    /// A GetUsage request checked: the plan and the days asked for (YYYY-MM-DD).
+    pub(crate) fn usage_days(
+        &self,
+        plan: &str,
+        start: &str,
+        end: &str,
+    ) -> Result<(crate::config::Plan, Vec<String>), OpError> {
+        let p = self.plan(plan)?.clone();
+        let (Some(s), Some(e)) = (throttle::parse_day(start), throttle::parse_day(end)) else {
+            return Err(bad("startDate and endDate: dates as YYYY-MM-DD"));
+        };
+        if e < s || e - s > 366 {
+            return Err(bad(
+                "endDate must be on or after startDate, at most a year later",
+            ));
+        }
+        Ok((p, (s..=e).map(throttle::day_string).collect()))
+    }
+
     /// Daily usage under a plan, as Amazon API Gateway's GetUsage: per key, `[requests,
     /// remaining]` per day from `start` to `end`.
     pub(crate) fn usage(

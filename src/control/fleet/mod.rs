@@ -23,6 +23,7 @@ pub(crate) mod resp;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,23 @@ if over > 0 then
 end
 return id
 "#;
+
+/// Adds usage: ARGV seconds to keep, then (hash, key, requests) per count.
+const USAGE: &str = r#"
+for i = 2, #ARGV, 3 do
+  redis.call('HINCRBY', ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  redis.call('EXPIRE', ARGV[i], ARGV[1])
+end
+return 1
+"#;
+
+/// How long the fleet keeps daily usage (GetUsage reaches back a year).
+const USAGE_KEPT_S: u64 = 400 * 86_400;
+
+/// The hash of a plan's usage on a day: key id -> requests, summed over the fleet.
+fn usage_hash(plan: &str, day: &str) -> String {
+    format!("tollgate:usage:{plan}:{day}")
+}
 
 /// The newest entry's id and the whole objects hash, in one step: KEYS stream, objects.
 const SNAPSHOT: &str = r#"
@@ -149,6 +167,13 @@ impl std::fmt::Display for EntryId {
     }
 }
 
+/// A usage plan's name and a key's id.
+type PlanKey = (Arc<str>, Arc<str>);
+
+/// Usage a node counted and has not added to the fleet's: plan, key, day, the day's count,
+/// and what of it is new.
+type UsageDelta = (Arc<str>, Arc<str>, u64, u64, u64);
+
 /// A node's link to the fleet's Redis.
 pub(crate) struct Link {
     pub addr: SocketAddr,
@@ -161,6 +186,8 @@ pub(crate) struct Link {
     conn: RefCell<Option<RedisConn>>,
     /// The fleet epoch this node last synced with.
     epoch: RefCell<Option<String>>,
+    /// Per plan and key: the day and the count of it this node has added to the fleet's.
+    pushed: RefCell<ahash::AHashMap<PlanKey, (u64, u64)>>,
 }
 
 fn now_ms() -> u64 {
@@ -184,6 +211,7 @@ impl Link {
             applied: Cell::new(applied),
             conn: RefCell::new(None),
             epoch: RefCell::new(epoch),
+            pushed: Default::default(),
         }
     }
 
@@ -335,9 +363,12 @@ pub(crate) async fn commit(
     }
 }
 
-/// Keeps this node's copy in step with the fleet, for as long as the control plane runs.
+/// Keeps this node's copy in step with the fleet, and adds this node's usage to the fleet's,
+/// for as long as the control plane runs.
 pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
     let mut conn: Option<RedisConn> = None;
+    // What was counted before this process started was added by the one before it.
+    let _ = usage_deltas(&ctl, &link);
     while !stop.get() {
         let mut c = match conn.take() {
             Some(c) => c,
@@ -391,13 +422,111 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
                         monoio::time::sleep(POLL).await;
                     }
                 }
-                conn = Some(c);
+                match push_usage(&ctl, &link, &mut c).await {
+                    Ok(()) => conn = Some(c),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "fleet: adding usage failed");
+                        link.up(false);
+                    }
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "fleet: reading changes failed");
                 link.up(false);
             }
         }
+    }
+}
+
+/// This node's usage not yet added to the fleet's: (plan, key, day, day's count, delta); marks
+/// it added.
+fn usage_deltas(ctl: &Rc<RefCell<Control>>, link: &Link) -> Vec<UsageDelta> {
+    let c = ctl.borrow();
+    let cells = c.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pushed = link.pushed.borrow_mut();
+    let mut out = Vec::new();
+    for ((plan, key), cell) in cells.iter() {
+        let day = cell.day.load(std::sync::atomic::Ordering::Relaxed);
+        let used = cell.day_used.load(std::sync::atomic::Ordering::Relaxed);
+        let before = pushed
+            .get(&(plan.clone(), key.clone()))
+            .filter(|(d, _)| *d == day)
+            .map_or(0, |(_, u)| *u);
+        if used > before {
+            out.push((plan.clone(), key.clone(), day, used, used - before));
+        }
+        pushed.insert((plan.clone(), key.clone()), (day, used));
+    }
+    out
+}
+
+/// Adds this node's usage since the last call to the fleet's daily hashes (a delta that
+/// could not be sent is counted again next time).
+async fn push_usage(
+    ctl: &Rc<RefCell<Control>>,
+    link: &Link,
+    c: &mut RedisConn,
+) -> Result<(), String> {
+    let deltas = usage_deltas(ctl, link);
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let mut args: Vec<Vec<u8>> = vec![
+        b"EVAL".to_vec(),
+        USAGE.as_bytes().to_vec(),
+        b"0".to_vec(),
+        USAGE_KEPT_S.to_string().into_bytes(),
+    ];
+    for (plan, key, day, _, delta) in &deltas {
+        let day = crate::throttle::day_string(*day as i64);
+        args.push(usage_hash(plan, &day).into_bytes());
+        args.push(key.as_bytes().to_vec());
+        args.push(delta.to_string().into_bytes());
+    }
+    let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    if let Err(e) = c.call(&refs, link.timeout).await {
+        // Not added: forget that it was, so that the next call sends it.
+        let mut pushed = link.pushed.borrow_mut();
+        for (plan, key, day, used, delta) in deltas {
+            pushed.insert((plan, key), (day, used - delta));
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+impl Link {
+    /// A plan's usage over the fleet, per key and day (`days` as YYYY-MM-DD, `key` one key or
+    /// all): (key, day, requests); and each key's count of its current quota period.
+    pub(crate) async fn usage(
+        &self,
+        plan: &str,
+        days: &[String],
+        key: Option<&str>,
+    ) -> Result<Vec<(String, String, u64)>, String> {
+        let mut c = RedisConn::connect(self.addr, self.timeout).await?;
+        let mut out = Vec::new();
+        for day in days {
+            let hash = usage_hash(plan, day);
+            let r = c.call(&[b"HGETALL", hash.as_bytes()], self.timeout).await?;
+            for kv in r.items().chunks(2) {
+                let (Some(k), Some(n)) = (kv[0].text(), kv.get(1).and_then(Resp::text)) else {
+                    continue;
+                };
+                if key.is_none_or(|want| want == k) {
+                    out.push((k.to_string(), day.clone(), n.parse().unwrap_or(0)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The fleet's count of a quota counter (`tollgate:quota:{name}`), 0 when there is none.
+    pub(crate) async fn quota_used(&self, name: &str) -> Result<u64, String> {
+        let mut c = RedisConn::connect(self.addr, self.timeout).await?;
+        let key = format!("tollgate:quota:{name}");
+        let r = c.call(&[b"GET", key.as_bytes()], self.timeout).await?;
+        Ok(r.text().and_then(|t| t.parse().ok()).unwrap_or(0))
     }
 }
 
