@@ -345,3 +345,74 @@ fn usage_reports_count_the_whole_fleet() {
         );
     }
 }
+
+#[test]
+fn at_connections_reach_a_connection_another_node_holds() {
+    use tungstenite::Message;
+    let redis = Redis::start();
+    let up = Upstream::start(|_| respond(200, "{}"));
+    let conf = Cfg::new()
+        .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+        .api_extra("kind = \"websocket\"\nconnections_authorization = \"none\"")
+        .routes(
+            "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n",
+        )
+        .extra(format!("[cluster]\nredis = \"redis://{}\"\nnodes = 2\n", redis.addr))
+        .toml();
+    let (a, b) = (Gw::start(&conf), Gw::start(&conf));
+    // The client is on B; its id (as $connect's integration heard it) names B.
+    let stream = std::net::TcpStream::connect(b.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut ws, _) = tungstenite::client("ws://chat.test/", stream).unwrap();
+    let id = up.requests()[0]
+        .header("x-connection-id")
+        .unwrap()
+        .to_string();
+    // Through A's admin API, and through A's domain (the API's own @connections).
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        &format!("/@connections/{id}"),
+        "via admin",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ws.read().unwrap(), Message::text("via admin"));
+    let mut c = Client::connect(a.addr());
+    let r = c.request(
+        format!("POST /@connections/{id} HTTP/1.1\r\nhost: chat.test\r\ncontent-length: 10\r\n\r\nvia domain")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ws.read().unwrap(), Message::text("via domain"));
+    let r = admin_with(a.admin(), "GET", &format!("/@connections/{id}"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["identity"]["sourceIp"], "127.0.0.1");
+    // Closed from A; then it is gone, whichever node is asked.
+    let r = admin_with(a.admin(), "DELETE", &format!("/@connections/{id}"), "");
+    assert_eq!(r.status, 204, "{}", r.text());
+    loop {
+        match ws.read() {
+            Ok(Message::Close(_)) => {
+                let _ = ws.flush();
+                break;
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    for n in [&a, &b] {
+        assert!(eventually(Duration::from_secs(5), || admin_with(
+            n.admin(),
+            "GET",
+            &format!("/@connections/{id}"),
+            ""
+        )
+        .status
+            == 410));
+    }
+    // A connection id naming a node that is not there: 410 at once.
+    let r = admin_with(a.admin(), "POST", "/@connections/AAAAAAAAAAAAAAAAAAAA", "x");
+    assert_eq!(r.status, 410, "{}", r.text());
+}

@@ -488,7 +488,7 @@ fn connections_and_messages_are_in_the_access_log() {
     assert_eq!(lines[0][0], "CONNECT", "{text}");
     assert_eq!(lines[0][3], "101", "{text}");
     let id = lines[0][1];
-    assert_eq!(id.len(), 16, "{text}");
+    assert_eq!(id.len(), 20, "{text}");
     assert_eq!(lines[1], vec!["MESSAGE", id, "ping", "200"], "{text}");
     assert_eq!(lines[2], vec!["MESSAGE", id, "-", "403"], "{text}");
 }

@@ -178,8 +178,7 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
             Some(id) => {
                 let shared = ctl.borrow().shared();
                 let max = shared.current().limits.websocket_message as usize;
-                crate::gateway::ws::command(&shared, head.method_bytes(), id, body.to_vec(), max)
-                    .await
+                crate::shard::ws_command(&shared, head.method_bytes(), id, body.to_vec(), max).await
             }
             None => match fleet_write(&ctl, head.method_bytes(), &path, &query, &body).await {
                 Some(answer) => answer,

@@ -510,6 +510,8 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     let stop = Rc::new(Cell::new(false));
     let link = ctl.borrow().fleet.clone();
     if let Some(link) = link {
+        let shared = ctl.borrow().shared.clone();
+        monoio::spawn(fleet::ws::serve(shared, link.clone(), stop.clone()));
         monoio::spawn(fleet::sync(ctl.clone(), link, stop.clone()));
     }
     let (c2, s2) = (ctl.clone(), stop.clone());

@@ -19,6 +19,7 @@
 //! and the sync retries every second.
 
 pub(crate) mod resp;
+pub(crate) mod ws;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -188,6 +189,9 @@ pub(crate) struct Link {
     epoch: RefCell<Option<String>>,
     /// Per plan and key: the day and the count of it this node has added to the fleet's.
     pushed: RefCell<ahash::AHashMap<PlanKey, (u64, u64)>>,
+    /// `@connections` calls sent to other nodes, by number, waiting for their answers.
+    waiters: RefCell<ahash::AHashMap<u64, flume::Sender<(u16, String)>>>,
+    next_req: Cell<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -212,6 +216,8 @@ impl Link {
             conn: RefCell::new(None),
             epoch: RefCell::new(epoch),
             pushed: Default::default(),
+            waiters: Default::default(),
+            next_req: Cell::new(0),
         }
     }
 
@@ -262,6 +268,28 @@ impl Link {
         match r {
             Resp::Status(_) => Ok(()),
             other => Err(format!("unexpected reply to SET: {other:?}")),
+        }
+    }
+
+    /// Publishes a message on a channel: how many subscribers received it.
+    pub(crate) async fn publish(&self, channel: &str, payload: &str) -> Result<i64, String> {
+        let kept = self.conn.borrow_mut().take();
+        let mut conn = match kept {
+            Some(c) => c,
+            None => RedisConn::connect(self.addr, self.timeout).await?,
+        };
+        let args: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), payload.as_bytes()];
+        let r = match conn.call(&args, self.timeout).await {
+            Ok(r) => r,
+            Err(_) => {
+                conn = RedisConn::connect(self.addr, self.timeout).await?;
+                conn.call(&args, self.timeout).await?
+            }
+        };
+        *self.conn.borrow_mut() = Some(conn);
+        match r {
+            Resp::Int(n) => Ok(n),
+            other => Err(format!("unexpected reply to PUBLISH: {other:?}")),
         }
     }
 

@@ -136,6 +136,32 @@ impl RedisConn {
         })
     }
 
+    /// The next reply without sending anything (a subscription's messages): `Ok(None)` when
+    /// none came within `wait`.
+    pub(crate) async fn next(&mut self, wait: Duration) -> Result<Option<Resp>, String> {
+        let work = async {
+            loop {
+                if let Some((reply, used)) = parse(&self.buf)? {
+                    let _ = self.buf.split_to(used);
+                    return Ok(reply);
+                }
+                if self.buf.len() > MAX_REPLY {
+                    return Err("Redis reply too large".to_string());
+                }
+                let n = read_into(&mut self.stream, &mut self.buf)
+                    .await
+                    .map_err(|e| format!("Redis read: {e}"))?;
+                if n == 0 {
+                    return Err("Redis closed the connection".to_string());
+                }
+            }
+        };
+        match monoio::time::timeout(wait, work).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Sends a command and reads its reply, within `timeout`. After an `Err` the connection
     /// is in an unknown state: drop it.
     pub(crate) async fn call(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Resp, String> {

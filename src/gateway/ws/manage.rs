@@ -13,7 +13,7 @@ use super::super::finish::Outcome;
 use crate::error::{Error, Kind};
 use crate::http::conn::Conn;
 use crate::http::write::Answer;
-use crate::shard::{Shard, ShardSnap, Shared};
+use crate::shard::{Shard, ShardSnap};
 
 /// How many messages `@connections` may queue for a connection whose client is not reading;
 /// past it a push answers 429.
@@ -66,54 +66,6 @@ fn rfc3339(ms: u64) -> String {
     match p.as_slice() {
         [_, d, _, y, hms, _] => format!("{y}-{month:02}-{d}T{hms}Z"),
         _ => s,
-    }
-}
-
-/// `@connections/{id}` through the channel of the shard holding the connection: the status
-/// and JSON body to answer. 410 for a connection that is gone (as Amazon's), 429 when its
-/// client does not read and its queue is full, 413 for a message over `max_message`.
-pub(crate) async fn command(
-    shared: &Shared,
-    method: &[u8],
-    id: &str,
-    body: Vec<u8>,
-    max_message: usize,
-) -> (u16, String) {
-    use crate::shard::{WsCmd, WsOp, WsReply};
-    let message =
-        |status: u16, msg: &str| (status, serde_json::json!({ "message": msg }).to_string());
-    let op = match method {
-        b"POST" if body.len() > max_message => {
-            return message(413, &format!("a message is at most {max_message} bytes"))
-        }
-        b"POST" => WsOp::Post(body),
-        b"GET" => WsOp::Get,
-        b"DELETE" => WsOp::Delete,
-        _ => return message(405, "Method Not Allowed"),
-    };
-    let gone = || message(410, "GoneException: the connection is not there");
-    let Some(shard) = super::shard_of(id).filter(|s| *s < shared.ws_cmds.len()) else {
-        return gone();
-    };
-    let (tx, rx) = flume::bounded(1);
-    let cmd = WsCmd {
-        id: id.to_string(),
-        op,
-        reply: tx,
-    };
-    if shared.ws_cmds[shard].0.try_send(cmd).is_err() {
-        return message(503, "the shard holding the connection is busy");
-    }
-    match monoio::time::timeout(std::time::Duration::from_secs(5), rx.recv_async()).await {
-        Ok(Ok(WsReply::Done)) if method == b"DELETE" => (204, String::new()),
-        Ok(Ok(WsReply::Done)) => (200, "{}".to_string()),
-        Ok(Ok(WsReply::Info(v))) => (200, v.to_string()),
-        Ok(Ok(WsReply::Full)) => message(
-            429,
-            "the connection's outgoing queue is full: its client is not reading",
-        ),
-        Ok(Ok(WsReply::Gone)) | Ok(Err(_)) => gone(),
-        Err(_) => message(503, "the shard holding the connection did not answer"),
     }
 }
 
@@ -185,7 +137,8 @@ pub(crate) async fn manage(
     } else {
         Vec::new()
     };
-    let (status, out) = command(&shard.shared, ctx.head.method_bytes(), &id, body, max).await;
+    let (status, out) =
+        crate::shard::ws_command(&shard.shared, ctx.head.method_bytes(), &id, body, max).await;
     ctx.status = status;
     // The error's name, where SDKs read it (Amazon's management API's exceptions).
     let error = match status {

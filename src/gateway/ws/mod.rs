@@ -21,7 +21,7 @@ use crate::shard::{Shard, ShardSnap};
 mod manage;
 mod session;
 
-pub(crate) use manage::{command, manage, serve_commands, target, PUSH_QUEUE};
+pub(crate) use manage::{manage, serve_commands, target, PUSH_QUEUE};
 
 pub(crate) use session::run;
 
@@ -47,25 +47,17 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A connection id: the shard's number and random bytes, URL-safe (`/@connections/{id}`).
-fn connection_id(shard: usize) -> String {
-    let mut b = [0u8; 12];
-    b[..2].copy_from_slice(&(shard as u16).to_be_bytes());
-    if getrandom::getrandom(&mut b[2..]).is_err() {
+/// A connection id: the node's and the shard's numbers and random bytes, URL-safe
+/// (`/@connections/{id}`); [`crate::shard::connection_home`] reads them back.
+fn connection_id(node: u32, shard: usize) -> String {
+    let mut b = [0u8; crate::shard::CONNECTION_ID_BYTES];
+    b[..4].copy_from_slice(&node.to_be_bytes());
+    b[4..6].copy_from_slice(&(shard as u16).to_be_bytes());
+    if getrandom::getrandom(&mut b[6..]).is_err() {
         // No randomness: the clock still makes ids that do not repeat on this shard.
-        b[2..].copy_from_slice(&now_ms().to_be_bytes()[..8].repeat(2)[..10]);
+        b[6..].copy_from_slice(&now_ms().to_be_bytes()[..8].repeat(2)[..9]);
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-/// The shard a connection id was made on.
-#[allow(dead_code)]
-pub(crate) fn shard_of(id: &str) -> Option<usize> {
-    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(id)
-        .ok()
-        .filter(|b| b.len() == 12)?;
-    Some(u16::from_be_bytes([b[0], b[1]]) as usize)
 }
 
 /// The upgrade request of a WebSocket API: `$connect`, then `101` and the session.
@@ -81,7 +73,7 @@ pub(crate) async fn connect(
     let key = handshake_key(&ctx.head)?;
     let api = &ss.snap.apis[st.api];
     let ws = api.ws.as_ref().expect("a WebSocket API");
-    let id = connection_id(shard.id);
+    let id = connection_id(shard.shared.node_id, shard.id);
     ctx.ws = Some((id.as_str().into(), "CONNECT"));
     let mut chosen = None;
     if let Some(route) = ws.connect {
@@ -274,11 +266,11 @@ mod tests {
     }
 
     #[test]
-    fn connection_ids_name_their_shard() {
-        let id = super::connection_id(7);
-        assert_eq!(id.len(), 16);
-        assert_eq!(super::shard_of(&id), Some(7));
-        assert_ne!(id, super::connection_id(7));
-        assert_eq!(super::shard_of("nope"), None);
+    fn connection_ids_name_their_node_and_shard() {
+        let id = super::connection_id(0xdead_beef, 7);
+        assert_eq!(id.len(), 20);
+        assert_eq!(crate::shard::connection_home(&id), Some((0xdead_beef, 7)));
+        assert_ne!(id, super::connection_id(0xdead_beef, 7));
+        assert_eq!(crate::shard::connection_home("nope"), None);
     }
 }
