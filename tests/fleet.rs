@@ -416,3 +416,65 @@ fn at_connections_reach_a_connection_another_node_holds() {
     let r = admin_with(a.admin(), "POST", "/@connections/AAAAAAAAAAAAAAAAAAAA", "x");
     assert_eq!(r.status, 410, "{}", r.text());
 }
+
+#[test]
+fn access_keys_are_the_fleets_and_stay_sealed_in_redis() {
+    const SECRETS_KEY: &str = "q0VvXk3pYH5o1cF4n9T2bW8sR6dJ7aL0zE3uM5yG1iQ=";
+    let redis = Redis::start();
+    let node = || {
+        let dir = TempDir::new();
+        std::fs::write(dir.0.join("iam.key"), SECRETS_KEY).unwrap();
+        let toml = Cfg::new()
+            .extra(format!(
+                "[aws_iam]\nregion = \"us-east-1\"\nsecrets_key_file = \"iam.key\"\n\n[cluster]\nredis = \"redis://{}\"\nnodes = 2\n",
+                redis.addr
+            ))
+            .toml();
+        Gw::start_in(dir, &toml)
+    };
+    let (a, b) = (node(), node());
+    let body = json!({"name": "ops", "policy": {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*"}]}});
+    let r = admin_with(a.admin(), "POST", "/accesskeys", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let secret = r.json()["secretAccessKey"].as_str().unwrap().to_string();
+    assert!(soon(|| admin_with(
+        b.admin(),
+        "GET",
+        &format!("/accesskeys/{id}"),
+        ""
+    )
+    .status
+        == 200));
+    // What Redis holds is the sealed secret, never the secret itself.
+    let held = redis.cli(&["HGET", "tollgate:fleet:objects", &format!("access/{id}")]);
+    assert!(held.contains("sealed_secret"), "{held}");
+    assert!(!held.contains(&secret), "{held}");
+    // Disabled on B, then deleted on A: both nodes see each.
+    let r = admin_with(
+        b.admin(),
+        "PATCH",
+        &format!("/accesskeys/{id}"),
+        r#"{"enabled": false}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(soon(|| admin_with(
+        a.admin(),
+        "GET",
+        &format!("/accesskeys/{id}"),
+        ""
+    )
+    .json()["enabled"]
+        == false));
+    let r = admin_with(a.admin(), "DELETE", &format!("/accesskeys/{id}"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(soon(|| admin_with(
+        b.admin(),
+        "GET",
+        &format!("/accesskeys/{id}"),
+        ""
+    )
+    .status
+        == 404));
+}

@@ -398,6 +398,30 @@ async fn fleet_write(
                 .plan_delete_key(id)
                 .map(|c| (c, Some(serde_json::json!({ "deleted": id })))),
         ),
+        (b"POST", ["accesskeys"]) => match json::<NewAccessKey>(body) {
+            Ok(req) => (
+                201,
+                ctl.borrow()
+                    .plan_create_access_key(req)
+                    .map(|(c, v)| (c, Some(v))),
+            ),
+            Err(e) => return Some(e),
+        },
+        (b"PATCH", ["accesskeys", id]) => match json::<AccessKeyUpdate>(body) {
+            Ok(u) => (
+                200,
+                ctl.borrow()
+                    .plan_update_access_key(id, u)
+                    .map(|(c, v)| (c, Some(v))),
+            ),
+            Err(e) => return Some(e),
+        },
+        (b"DELETE", ["accesskeys", id]) => (
+            200,
+            ctl.borrow()
+                .plan_delete_access_key(id)
+                .map(|c| (c, Some(serde_json::json!({ "deleted": id })))),
+        ),
         (b"GET", ["usageplans", plan, "usage"]) => {
             // With a fleet: the fleet's usage, from Redis.
             let link = ctl.borrow().fleet()?;
@@ -575,16 +599,7 @@ fn route(
             None => message(404, "no such key"),
         },
         (b"GET", ["accesskeys"]) => (200, ctl.borrow().list_access_keys().to_string()),
-        (b"POST", ["accesskeys"]) => match json::<NewAccessKey>(body) {
-            Ok(req) => op(201, ctl.borrow_mut().create_access_key(req)),
-            Err(e) => e,
-        },
         (b"GET", ["accesskeys", id]) => op(200, ctl.borrow().get_access_key(id)),
-        (b"PATCH", ["accesskeys", id]) => match json::<AccessKeyUpdate>(body) {
-            Ok(u) => op(200, ctl.borrow_mut().update_access_key(id, u)),
-            Err(e) => e,
-        },
-        (b"DELETE", ["accesskeys", id]) => op(200, ctl.borrow_mut().delete_access_key(id).map(|_| serde_json::json!({"deleted": id}))),
         (b"GET", ["usageplans", plan, "usage"]) => {
             let (Some(start), Some(end)) = (query_param(query, "startDate"), query_param(query, "endDate")) else {
                 return message(400, "startDate and endDate are required (YYYY-MM-DD)");

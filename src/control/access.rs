@@ -2,6 +2,7 @@
 //! changed (enabled, policy, name, description) and deleted; kept in the state store with
 //! their secrets sealed, and published to the shards as an [`AccessKeyTable`].
 
+use super::fleet::Change;
 use super::*;
 use crate::auth::access::{new_key_id, AccessKey, AccessKeyTable, SecretsKey};
 use crate::auth::external::statements;
@@ -104,10 +105,12 @@ impl Control {
             .ok_or_else(|| OpError(404, format!("no access key {id:?}")))
     }
 
-    pub(crate) fn create_access_key(
-        &mut self,
+    /// An access key's creation: the change, and the answer (the only time its secret is
+    /// shown).
+    pub(crate) fn plan_create_access_key(
+        &self,
         req: NewAccessKey,
-    ) -> Result<serde_json::Value, OpError> {
+    ) -> Result<(Vec<Change>, serde_json::Value), OpError> {
         let sk = self.secrets_key.clone().map_err(bad)?;
         check_name(&req.name)?;
         check_policy(&req.policy)?;
@@ -131,28 +134,24 @@ impl Control {
                 .map(|d| d.as_secs())
                 .unwrap_or_default(),
         };
-        self.store()
-            .map_err(|e| OpError(500, e))?
-            .put_access_key(&stored)
-            .map_err(|e| OpError(500, e))?;
         let mut v = view(&stored);
         v["secretAccessKey"] = serde_json::Value::from(secret);
-        self.stored_access.push(stored);
-        self.refresh_access();
-        Ok(v)
+        Ok((vec![Change::AccessKeyPut { key: stored }], v))
     }
 
-    pub(crate) fn update_access_key(
-        &mut self,
+    /// An access key renamed, described, enabled or disabled, or given another policy: the
+    /// change, and the key as it will be.
+    pub(crate) fn plan_update_access_key(
+        &self,
         id: &str,
         u: AccessKeyUpdate,
-    ) -> Result<serde_json::Value, OpError> {
-        let i = self
+    ) -> Result<(Vec<Change>, serde_json::Value), OpError> {
+        let mut k = self
             .stored_access
             .iter()
-            .position(|k| k.id == id)
+            .find(|k| k.id == id)
+            .cloned()
             .ok_or_else(|| OpError(404, format!("no access key {id:?}")))?;
-        let mut k = self.stored_access[i].clone();
         if let Some(n) = u.name {
             check_name(&n)?;
             if self.stored_access.iter().any(|o| o.name == n && o.id != id) {
@@ -170,27 +169,16 @@ impl Control {
         if let Some(e) = u.enabled {
             k.enabled = e;
         }
-        self.store()
-            .map_err(|e| OpError(500, e))?
-            .put_access_key(&k)
-            .map_err(|e| OpError(500, e))?;
         let v = view(&k);
-        self.stored_access[i] = k;
-        self.refresh_access();
-        Ok(v)
+        Ok((vec![Change::AccessKeyPut { key: k }], v))
     }
 
-    pub(crate) fn delete_access_key(&mut self, id: &str) -> Result<(), OpError> {
+    /// An access key's deletion.
+    pub(crate) fn plan_delete_access_key(&self, id: &str) -> Result<Vec<Change>, OpError> {
         if !self.stored_access.iter().any(|k| k.id == id) {
             return Err(OpError(404, format!("no access key {id:?}")));
         }
-        self.store()
-            .map_err(|e| OpError(500, e))?
-            .delete_access_key(id)
-            .map_err(|e| OpError(500, e))?;
-        self.stored_access.retain(|k| k.id != id);
-        self.refresh_access();
-        Ok(())
+        Ok(vec![Change::AccessKeyDelete { id: id.to_string() }])
     }
 
     /// Rebuilds the shards' access key table and publishes it.

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::store::StoredKey;
+use super::store::{StoredAccessKey, StoredKey};
 use super::{Control, OpError};
 use resp::{RedisConn, Resp};
 
@@ -104,6 +104,13 @@ pub(crate) enum Change {
     KeyDelete {
         id: String,
     },
+    /// A SigV4 access key (its secret sealed: every node needs the same secrets key).
+    AccessKeyPut {
+        key: StoredAccessKey,
+    },
+    AccessKeyDelete {
+        id: String,
+    },
     /// A command: every node sets its count of a key's current quota period (the fleet's
     /// counter in Redis is set before).
     QuotaSet {
@@ -136,6 +143,11 @@ impl Change {
                 serde_json::to_string(key).unwrap_or_default(),
             ),
             Change::KeyDelete { id } => (format!("key/{id}"), String::new()),
+            Change::AccessKeyPut { key } => (
+                format!("access/{}", key.id),
+                serde_json::to_string(key).unwrap_or_default(),
+            ),
+            Change::AccessKeyDelete { id } => (format!("access/{id}"), String::new()),
             Change::CacheFlush { .. } | Change::QuotaSet { .. } => (String::new(), String::new()),
         }
     }
@@ -146,6 +158,11 @@ impl Change {
             return serde_json::from_slice(json)
                 .ok()
                 .map(|key| Change::KeyPut { key });
+        }
+        if field.starts_with("access/") {
+            return serde_json::from_slice(json)
+                .ok()
+                .map(|key| Change::AccessKeyPut { key });
         }
         None
     }
@@ -629,17 +646,23 @@ async fn catch_up(
         return Ok(());
     }
     if applied.is_none() {
-        let local: Vec<Change> = ctl
-            .borrow()
-            .stored_keys
-            .iter()
-            .map(|k| Change::KeyPut { key: k.clone() })
-            .collect();
+        let local: Vec<Change> = {
+            let c = ctl.borrow();
+            let keys = c
+                .stored_keys
+                .iter()
+                .map(|k| Change::KeyPut { key: k.clone() });
+            let access = c
+                .stored_access
+                .iter()
+                .map(|k| Change::AccessKeyPut { key: k.clone() });
+            keys.chain(access).collect()
+        };
         if !local.is_empty() {
             link.write(&local).await?;
             tracing::info!(
                 keys = local.len(),
-                "fleet: this node's API keys sent to the fleet"
+                "fleet: this node's API keys and access keys sent to the fleet"
             );
         }
     }
@@ -666,20 +689,28 @@ async fn catch_up(
         .chunks(2)
         .filter_map(|kv| Change::from_object(kv[0].text()?, kv.get(1)?.bytes()?))
         .collect();
-    let fleet: ahash::AHashSet<&str> = changes
+    let fleet: ahash::AHashSet<(bool, &str)> = changes
         .iter()
         .filter_map(|c| match c {
-            Change::KeyPut { key } => Some(key.id.as_str()),
+            Change::KeyPut { key } => Some((false, key.id.as_str())),
+            Change::AccessKeyPut { key } => Some((true, key.id.as_str())),
             _ => None,
         })
         .collect();
-    let gone: Vec<Change> = ctl
-        .borrow()
-        .stored_keys
-        .iter()
-        .filter(|k| !fleet.contains(k.id.as_str()))
-        .map(|k| Change::KeyDelete { id: k.id.clone() })
-        .collect();
+    let gone: Vec<Change> = {
+        let c = ctl.borrow();
+        let keys = c
+            .stored_keys
+            .iter()
+            .filter(|k| !fleet.contains(&(false, k.id.as_str())))
+            .map(|k| Change::KeyDelete { id: k.id.clone() });
+        let access = c
+            .stored_access
+            .iter()
+            .filter(|k| !fleet.contains(&(true, k.id.as_str())))
+            .map(|k| Change::AccessKeyDelete { id: k.id.clone() });
+        keys.chain(access).collect()
+    };
     changes.extend(gone);
     tracing::info!(objects = changes.len(), position = %at, "fleet: local copy replaced by the fleet's");
     ctl.borrow_mut()
@@ -710,8 +741,24 @@ impl Control {
         let mut puts: Vec<StoredKey> = Vec::new();
         let mut deletes: Vec<&str> = Vec::new();
         let mut removed = 0u64;
+        let mut access_changed = false;
         for c in changes {
             match c {
+                Change::AccessKeyPut { key } => {
+                    let store = self.store().map_err(|e| OpError(500, e))?;
+                    store.put_access_key(key).map_err(|e| OpError(500, e))?;
+                    match self.stored_access.iter_mut().find(|s| s.id == key.id) {
+                        Some(s) => *s = key.clone(),
+                        None => self.stored_access.push(key.clone()),
+                    }
+                    access_changed = true;
+                }
+                Change::AccessKeyDelete { id } => {
+                    let store = self.store().map_err(|e| OpError(500, e))?;
+                    store.delete_access_key(id).map_err(|e| OpError(500, e))?;
+                    self.stored_access.retain(|k| k.id != *id);
+                    access_changed = true;
+                }
                 Change::QuotaSet { plan, key, used } => {
                     // A plan this node does not have: nothing of it is counted here.
                     if let Err(e) = self.set_quota_cell(plan, key, *used) {
@@ -777,7 +824,10 @@ impl Control {
                 link.applied.set(Some(p));
             }
         }
-        if !changes.iter().all(Change::is_command) {
+        if access_changed {
+            // Rebuilds the table the shards look callers up in, and publishes.
+            self.refresh_access();
+        } else if !changes.iter().all(Change::is_command) {
             self.publish();
         }
         Ok(removed)
