@@ -204,11 +204,22 @@ impl ControlInit {
             let saved = self.store.objects().unwrap_or_default();
             let get = |k: &str| saved.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             let position = get(fleet::POSITION).and_then(|v| fleet::EntryId::parse(&v));
+            let usage_id = get(fleet::USAGE_ID).unwrap_or_else(|| {
+                let id = auth::random_token(12).unwrap_or_else(|_| format!("{:x}", shared.node_id));
+                if let Err(e) = self
+                    .store
+                    .write_objects(&[(fleet::USAGE_ID.to_string(), id.clone())], &[])
+                {
+                    tracing::warn!(error = %e, "fleet: this node's usage name not saved");
+                }
+                id
+            });
             Rc::new(fleet::Link::new(
                 c.redis,
                 c.timeout,
                 position,
                 get(fleet::LOCAL_EPOCH),
+                usage_id,
             ))
         });
         Control {

@@ -118,17 +118,28 @@ impl Control {
             plan: plan.to_string(),
             key: id.to_string(),
             used,
+            period: q.period.index(today),
         };
         let answer = serde_json::json!({"keyId": id, "usagePlanId": plan, "used": used, "remaining": q.limit.saturating_sub(used)});
         Ok((change, answer, counter))
     }
 
     /// Sets this node's count of a key's current quota period (the fleet's is in Redis).
-    pub(super) fn set_quota_cell(&self, plan: &str, id: &str, used: u64) -> Result<(), OpError> {
+    pub(super) fn set_quota_cell(
+        &self,
+        plan: &str,
+        id: &str,
+        used: u64,
+        period: i64,
+    ) -> Result<(), OpError> {
         let Some(q) = self.plan(plan)?.quota else {
             return Ok(());
         };
         let today = throttle::today();
+        if q.period.index(today) != period {
+            // Set in another period: this one's count is not that.
+            return Ok(());
+        }
         let cell = {
             let mut cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
             cells

@@ -48,6 +48,8 @@ pub(super) const POSITION: &str = "fleet/position";
 const EPOCH: &str = "tollgate:fleet:epoch";
 /// Where a node keeps the epoch it synced with.
 pub(super) const LOCAL_EPOCH: &str = "fleet/epoch";
+/// Where a node keeps its name in the fleet's usage hashes.
+pub(super) const USAGE_ID: &str = "fleet/usage_id";
 
 /// Writes changes: KEYS stream, objects, trimmed; ARGV max length, then (field, object JSON or
 /// '' to delete, change JSON) per change (field '' for a command, which changes no object).
@@ -69,10 +71,11 @@ end
 return id
 "#;
 
-/// Adds usage: ARGV seconds to keep, then (hash, key, requests) per count.
+/// Sets counts: ARGV seconds to keep, then (hash, field, the node's count of the day) per
+/// count. A node's count is absolute: sending it twice counts it once.
 const USAGE: &str = r#"
 for i = 2, #ARGV, 3 do
-  redis.call('HINCRBY', ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 2])
   redis.call('EXPIRE', ARGV[i], ARGV[1])
 end
 return 1
@@ -81,7 +84,8 @@ return 1
 /// How long the fleet keeps daily usage (GetUsage reaches back a year).
 const USAGE_KEPT_S: u64 = 400 * 86_400;
 
-/// The hash of a plan's usage on a day: key id -> requests, summed over the fleet.
+/// The hash of a plan's usage on a day: `{key id}|{node}` -> that node's requests (summed
+/// over the nodes when read).
 fn usage_hash(plan: &str, day: &str) -> String {
     format!("tollgate:usage:{plan}:{day}")
 }
@@ -117,6 +121,10 @@ pub(crate) enum Change {
         plan: String,
         key: String,
         used: u64,
+        /// The quota period it was set in: a node applying it later, in another period,
+        /// leaves its count alone.
+        #[serde(default)]
+        period: i64,
     },
     /// A command: every node flushes its copy of a stage's cache, or purges one path (or
     /// every path under a prefix).
@@ -188,9 +196,14 @@ impl std::fmt::Display for EntryId {
 /// A usage plan's name and a key's id.
 type PlanKey = (Arc<str>, Arc<str>);
 
-/// Usage a node counted and has not added to the fleet's: plan, key, day, the day's count,
-/// and what of it is new.
-type UsageDelta = (Arc<str>, Arc<str>, u64, u64, u64);
+/// A node's count of a key's day that changed since it was last sent: plan, key, day, count.
+type UsageDelta = (Arc<str>, Arc<str>, u64, u64);
+
+/// Whether a failed call surely did not run: Redis had closed the connection, or the command
+/// could not be written (a timeout may have run it).
+fn never_ran(e: &str) -> bool {
+    e.contains("closed") || e.contains("write")
+}
 
 /// A node's link to the fleet's Redis.
 pub(crate) struct Link {
@@ -206,6 +219,9 @@ pub(crate) struct Link {
     epoch: RefCell<Option<String>>,
     /// Per plan and key: the day and the count of it this node has added to the fleet's.
     pushed: RefCell<ahash::AHashMap<PlanKey, (u64, u64)>>,
+    /// This node's name in the fleet's usage hashes, kept in its store (a restarted node
+    /// sends its counts under the same name: they replace, not add to, what it sent before).
+    usage_id: String,
     /// `@connections` calls sent to other nodes, by number, waiting for their answers.
     waiters: RefCell<ahash::AHashMap<u64, flume::Sender<(u16, String)>>>,
     next_req: Cell<u64>,
@@ -223,6 +239,7 @@ impl Link {
         timeout: Duration,
         applied: Option<EntryId>,
         epoch: Option<String>,
+        usage_id: String,
     ) -> Link {
         Link {
             addr,
@@ -233,6 +250,7 @@ impl Link {
             conn: RefCell::new(None),
             epoch: RefCell::new(epoch),
             pushed: Default::default(),
+            usage_id,
             waiters: Default::default(),
             next_req: Cell::new(0),
         }
@@ -258,6 +276,7 @@ impl Link {
     /// Sets a fleet counter (`tollgate:quota:{name}`), living `ttl_s` seconds.
     pub(crate) async fn set_quota(&self, name: &str, used: u64, ttl_s: u64) -> Result<(), String> {
         let kept = self.conn.borrow_mut().take();
+        let reused = kept.is_some();
         let mut conn = match kept {
             Some(c) => c,
             None => RedisConn::connect(self.addr, self.timeout).await?,
@@ -276,10 +295,11 @@ impl Link {
         ];
         let r = match conn.call(&args, self.timeout).await {
             Ok(r) => r,
-            Err(_) => {
+            Err(e) if reused && never_ran(&e) => {
                 conn = RedisConn::connect(self.addr, self.timeout).await?;
                 conn.call(&args, self.timeout).await?
             }
+            Err(e) => return Err(e),
         };
         *self.conn.borrow_mut() = Some(conn);
         match r {
@@ -291,6 +311,7 @@ impl Link {
     /// Publishes a message on a channel: how many subscribers received it.
     pub(crate) async fn publish(&self, channel: &str, payload: &str) -> Result<i64, String> {
         let kept = self.conn.borrow_mut().take();
+        let reused = kept.is_some();
         let mut conn = match kept {
             Some(c) => c,
             None => RedisConn::connect(self.addr, self.timeout).await?,
@@ -298,10 +319,12 @@ impl Link {
         let args: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), payload.as_bytes()];
         let r = match conn.call(&args, self.timeout).await {
             Ok(r) => r,
-            Err(_) => {
+            // Only a kept connection that Redis had closed (the command never ran).
+            Err(e) if reused && never_ran(&e) => {
                 conn = RedisConn::connect(self.addr, self.timeout).await?;
                 conn.call(&args, self.timeout).await?
             }
+            Err(e) => return Err(e),
         };
         *self.conn.borrow_mut() = Some(conn);
         match r {
@@ -339,7 +362,7 @@ impl Link {
             Ok(r) => r,
             // A kept connection Redis closed meanwhile (it restarted): once more, fresh. The
             // script either ran whole or not at all.
-            Err(e) if reused && (e.contains("closed") || e.contains("write")) => {
+            Err(e) if reused && never_ran(&e) => {
                 conn = RedisConn::connect(self.addr, self.timeout).await?;
                 conn.call(&refs, self.timeout).await?
             }
@@ -412,8 +435,6 @@ pub(crate) async fn commit(
 /// for as long as the control plane runs.
 pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
     let mut conn: Option<RedisConn> = None;
-    // What was counted before this process started was added by the one before it.
-    let _ = usage_deltas(&ctl, &link);
     while !stop.get() {
         let mut c = match conn.take() {
             Some(c) => c,
@@ -436,6 +457,28 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
                 }
             },
         };
+        // A position the stream was trimmed past (a burst of changes while this node was
+        // slow): the hash, whole.
+        match c
+            .call(&[b"GET", TRIMMED.as_bytes()], link.timeout)
+            .await
+            .map(|r| r.text().and_then(EntryId::parse))
+        {
+            Ok(Some(t)) if link.applied.get().is_none_or(|a| a < t) => {
+                if let Err(e) = catch_up(&ctl, &link, &mut c).await {
+                    tracing::warn!(error = %e, "fleet: catching up failed");
+                    link.up(false);
+                    monoio::time::sleep(POLL).await;
+                    continue;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                link.up(false);
+                monoio::time::sleep(POLL).await;
+                continue;
+            }
+        }
         let from = link.applied.get().unwrap_or_default().to_string();
         let block = POLL.as_millis().to_string();
         let reply = c
@@ -469,44 +512,43 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
                 }
                 match push_usage(&ctl, &link, &mut c).await {
                     Ok(()) => conn = Some(c),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "fleet: adding usage failed");
-                        link.up(false);
-                    }
+                    // Counted again next time; Redis answered the read, so it is not down.
+                    Err(e) => tracing::debug!(error = %e, "fleet: adding usage failed"),
                 }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "fleet: reading changes failed");
                 link.up(false);
+                // Whatever the failure, not again at once.
+                monoio::time::sleep(POLL).await;
             }
         }
     }
 }
 
-/// This node's usage not yet added to the fleet's: (plan, key, day, day's count, delta); marks
-/// it added.
+/// This node's counts that changed since they were last sent: (plan, key, day, the day's
+/// count); marks them sent.
 fn usage_deltas(ctl: &Rc<RefCell<Control>>, link: &Link) -> Vec<UsageDelta> {
     let c = ctl.borrow();
     let cells = c.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
     let mut pushed = link.pushed.borrow_mut();
+    // Keys deleted meanwhile: forgotten here too.
+    pushed.retain(|k, _| cells.contains_key(k));
     let mut out = Vec::new();
     for ((plan, key), cell) in cells.iter() {
         let day = cell.day.load(std::sync::atomic::Ordering::Relaxed);
         let used = cell.day_used.load(std::sync::atomic::Ordering::Relaxed);
-        let before = pushed
-            .get(&(plan.clone(), key.clone()))
-            .filter(|(d, _)| *d == day)
-            .map_or(0, |(_, u)| *u);
-        if used > before {
-            out.push((plan.clone(), key.clone(), day, used, used - before));
+        let k = (plan.clone(), key.clone());
+        if pushed.get(&k) != Some(&(day, used)) && used > 0 {
+            out.push((plan.clone(), key.clone(), day, used));
+            pushed.insert(k, (day, used));
         }
-        pushed.insert((plan.clone(), key.clone()), (day, used));
     }
     out
 }
 
-/// Adds this node's usage since the last call to the fleet's daily hashes (a delta that
-/// could not be sent is counted again next time).
+/// Sends this node's changed counts to the fleet's daily hashes (a count that could not be
+/// sent is sent again next time).
 async fn push_usage(
     ctl: &Rc<RefCell<Control>>,
     link: &Link,
@@ -522,18 +564,18 @@ async fn push_usage(
         b"0".to_vec(),
         USAGE_KEPT_S.to_string().into_bytes(),
     ];
-    for (plan, key, day, _, delta) in &deltas {
+    for (plan, key, day, used) in &deltas {
         let day = crate::throttle::day_string(*day as i64);
         args.push(usage_hash(plan, &day).into_bytes());
-        args.push(key.as_bytes().to_vec());
-        args.push(delta.to_string().into_bytes());
+        args.push(format!("{key}|{}", link.usage_id).into_bytes());
+        args.push(used.to_string().into_bytes());
     }
     let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     if let Err(e) = c.call(&refs, link.timeout).await {
-        // Not added: forget that it was, so that the next call sends it.
+        // Maybe not sent: sent again next time (a count sent twice counts once).
         let mut pushed = link.pushed.borrow_mut();
-        for (plan, key, day, used, delta) in deltas {
-            pushed.insert((plan, key), (day, used - delta));
+        for (plan, key, ..) in deltas {
+            pushed.remove(&(plan, key));
         }
         return Err(e);
     }
@@ -554,14 +596,21 @@ impl Link {
         for day in days {
             let hash = usage_hash(plan, day);
             let r = c.call(&[b"HGETALL", hash.as_bytes()], self.timeout).await?;
+            let mut sums: std::collections::BTreeMap<&str, u64> = Default::default();
             for kv in r.items().chunks(2) {
-                let (Some(k), Some(n)) = (kv[0].text(), kv.get(1).and_then(Resp::text)) else {
+                let (Some(field), Some(n)) = (kv[0].text(), kv.get(1).and_then(Resp::text)) else {
                     continue;
                 };
+                // `{key}|{node}`: each node's count of the key, summed.
+                let k = field.rsplit_once('|').map_or(field, |(k, _)| k);
                 if key.is_none_or(|want| want == k) {
-                    out.push((k.to_string(), day.clone(), n.parse().unwrap_or(0)));
+                    *sums.entry(k).or_default() += n.parse::<u64>().unwrap_or(0);
                 }
             }
+            out.extend(
+                sums.into_iter()
+                    .map(|(k, n)| (k.to_string(), day.clone(), n)),
+            );
         }
         Ok(out)
     }
@@ -636,9 +685,14 @@ async fn catch_up(
         }
         // As if it never synced: send, then take the fleet's whole.
         link.applied.set(None);
-        ctl.borrow()
-            .store()
-            .and_then(|s| s.write_objects(&[(LOCAL_EPOCH.to_string(), epoch.clone())], &[]))?;
+        // The old position goes with the old epoch, in one write: a restart half way
+        // through still starts as a node that never synced.
+        ctl.borrow().store().and_then(|s| {
+            s.write_objects(
+                &[(LOCAL_EPOCH.to_string(), epoch.clone())],
+                &[POSITION.to_string()],
+            )
+        })?;
         *link.epoch.borrow_mut() = Some(epoch);
     }
     let applied = link.applied.get();
@@ -759,9 +813,14 @@ impl Control {
                     self.stored_access.retain(|k| k.id != *id);
                     access_changed = true;
                 }
-                Change::QuotaSet { plan, key, used } => {
+                Change::QuotaSet {
+                    plan,
+                    key,
+                    used,
+                    period,
+                } => {
                     // A plan this node does not have: nothing of it is counted here.
-                    if let Err(e) = self.set_quota_cell(plan, key, *used) {
+                    if let Err(e) = self.set_quota_cell(plan, key, *used, *period) {
                         if e.0 == 500 {
                             return Err(e);
                         }

@@ -63,6 +63,9 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Resp, usize)>
     else {
         return Ok(None);
     };
+    if end == at {
+        return Err("not a RESP reply".into());
+    }
     let line = &buf[at + 1..end];
     let next = end + 2;
     let int = || -> Result<i64, String> {
@@ -83,7 +86,10 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Resp, usize)>
             if n < 0 {
                 return Ok(Some((Resp::Bulk(None), next)));
             }
-            let n = n as usize;
+            let n = usize::try_from(n)
+                .ok()
+                .filter(|n| *n <= MAX_REPLY)
+                .ok_or("a Redis bulk string too large")?;
             if buf.len() < next + n + 2 {
                 return Ok(None);
             }
@@ -214,5 +220,10 @@ mod tests {
             assert_eq!(parse(&xread[..cut]).unwrap(), None, "cut at {cut}");
         }
         assert!(parse(b"?x\r\n").is_err());
+        // Bytes a broken peer could send: errors, never a panic.
+        assert!(parse(b"\r\n").is_err());
+        assert!(parse(b"*1\r\n\r\n").is_err());
+        assert!(parse(b"$9223372036854775807\r\n").is_err());
+        assert!(parse(b"*99999999999\r\n").unwrap().is_none());
     }
 }
