@@ -2,8 +2,8 @@
 //! reaches another node is published on that node's Redis channel (`tollgate:ws:{node}`),
 //! which every node subscribes to, and the answer comes back on the caller's. Redis pub/sub
 //! fits here as it does not for changes: a call is worth nothing once its caller gave up,
-//! and a node that is gone has no connections. A publish no node receives is 410 (the node
-//! and its connections are gone).
+//! and a node that is gone has no connections. A publish no node receives, again for 1.2 s
+//! (a node resubscribing after a Redis blip), is 410: the node and its connections are gone.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -19,6 +19,10 @@ use crate::shard::{RemoteWs, Shared};
 
 /// How long a caller waits for the node holding the connection.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
+/// A call no node received is published again this many times, this far apart, before it is
+/// answered 410: a node holding the connection may be resubscribing.
+const RETRIES: usize = 12;
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 fn channel(node: u32) -> String {
     format!("tollgate:ws:{node}")
@@ -49,7 +53,17 @@ async fn send(me: u32, link: Rc<Link>, call: RemoteWs) {
     })
     .to_string();
     let message = |status: u16, m: &str| (status, json!({ "message": m }).to_string());
-    let answer = match link.publish(&channel(call.node), &payload).await {
+    // Nobody subscribed: the node is gone — or between connections to Redis (it reconnects
+    // every second, and subscribes as it starts): asked again for a little while first.
+    let mut published = link.publish(&channel(call.node), &payload).await;
+    for _ in 0..RETRIES {
+        if !matches!(published, Ok(0)) {
+            break;
+        }
+        monoio::time::sleep(RETRY_PAUSE).await;
+        published = link.publish(&channel(call.node), &payload).await;
+    }
+    let answer = match published {
         Ok(0) => message(410, "GoneException: the connection is not there"),
         Ok(_) => match monoio::time::timeout(ANSWER_WAIT, rx.recv_async()).await {
             Ok(Ok(a)) => a,
