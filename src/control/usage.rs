@@ -41,15 +41,7 @@ impl Control {
         end: &str,
         key: Option<&str>,
     ) -> Result<serde_json::Value, OpError> {
-        let p = self.plan(plan)?.clone();
-        let (Some(s), Some(e)) = (throttle::parse_day(start), throttle::parse_day(end)) else {
-            return Err(bad("startDate and endDate: dates as YYYY-MM-DD"));
-        };
-        if e < s || e - s > 366 {
-            return Err(bad(
-                "endDate must be on or after startDate, at most a year later",
-            ));
-        }
+        let (p, _) = self.usage_days(plan, start, end)?;
         self.flush().map_err(|e| OpError(500, e))?;
         let rows = self
             .store()

@@ -273,14 +273,30 @@ impl Link {
         Some(self.down_since.get()).filter(|t| *t != 0)
     }
 
-    /// Sets a fleet counter (`tollgate:quota:{name}`), living `ttl_s` seconds.
-    pub(crate) async fn set_quota(&self, name: &str, used: u64, ttl_s: u64) -> Result<(), String> {
+    /// One command on the connection kept for admin calls (opened when there is none). A
+    /// kept connection Redis closed meanwhile (it restarted) gets the command once more,
+    /// fresh: only when it surely did not run (a script runs whole or not at all).
+    async fn call(&self, args: &[&[u8]]) -> Result<Resp, String> {
         let kept = self.conn.borrow_mut().take();
         let reused = kept.is_some();
         let mut conn = match kept {
             Some(c) => c,
             None => RedisConn::connect(self.addr, self.timeout).await?,
         };
+        let r = match conn.call(args, self.timeout).await {
+            Ok(r) => r,
+            Err(e) if reused && never_ran(&e) => {
+                conn = RedisConn::connect(self.addr, self.timeout).await?;
+                conn.call(args, self.timeout).await?
+            }
+            Err(e) => return Err(e),
+        };
+        *self.conn.borrow_mut() = Some(conn);
+        Ok(r)
+    }
+
+    /// Sets a fleet counter (`tollgate:quota:{name}`), living `ttl_s` seconds.
+    pub(crate) async fn set_quota(&self, name: &str, used: u64, ttl_s: u64) -> Result<(), String> {
         let (key, used, ttl) = (
             format!("tollgate:quota:{name}"),
             used.to_string(),
@@ -293,16 +309,7 @@ impl Link {
             b"EX",
             ttl.as_bytes(),
         ];
-        let r = match conn.call(&args, self.timeout).await {
-            Ok(r) => r,
-            Err(e) if reused && never_ran(&e) => {
-                conn = RedisConn::connect(self.addr, self.timeout).await?;
-                conn.call(&args, self.timeout).await?
-            }
-            Err(e) => return Err(e),
-        };
-        *self.conn.borrow_mut() = Some(conn);
-        match r {
+        match self.call(&args).await? {
             Resp::Status(_) => Ok(()),
             other => Err(format!("unexpected reply to SET: {other:?}")),
         }
@@ -310,24 +317,10 @@ impl Link {
 
     /// Publishes a message on a channel: how many subscribers received it.
     pub(crate) async fn publish(&self, channel: &str, payload: &str) -> Result<i64, String> {
-        let kept = self.conn.borrow_mut().take();
-        let reused = kept.is_some();
-        let mut conn = match kept {
-            Some(c) => c,
-            None => RedisConn::connect(self.addr, self.timeout).await?,
-        };
-        let args: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), payload.as_bytes()];
-        let r = match conn.call(&args, self.timeout).await {
-            Ok(r) => r,
-            // Only a kept connection that Redis had closed (the command never ran).
-            Err(e) if reused && never_ran(&e) => {
-                conn = RedisConn::connect(self.addr, self.timeout).await?;
-                conn.call(&args, self.timeout).await?
-            }
-            Err(e) => return Err(e),
-        };
-        *self.conn.borrow_mut() = Some(conn);
-        match r {
+        match self
+            .call(&[b"PUBLISH", channel.as_bytes(), payload.as_bytes()])
+            .await?
+        {
             Resp::Int(n) => Ok(n),
             other => Err(format!("unexpected reply to PUBLISH: {other:?}")),
         }
@@ -335,12 +328,6 @@ impl Link {
 
     /// Writes `changes` to the fleet; the id of the last one.
     async fn write(&self, changes: &[Change]) -> Result<EntryId, String> {
-        let kept = self.conn.borrow_mut().take();
-        let reused = kept.is_some();
-        let mut conn = match kept {
-            Some(c) => c,
-            None => RedisConn::connect(self.addr, self.timeout).await?,
-        };
         let max = MAX_CHANGES.to_string();
         let mut args: Vec<Vec<u8>> = vec![
             b"EVAL".to_vec(),
@@ -358,17 +345,7 @@ impl Link {
             args.push(serde_json::to_vec(c).map_err(|e| e.to_string())?);
         }
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        let reply = match conn.call(&refs, self.timeout).await {
-            Ok(r) => r,
-            // A kept connection Redis closed meanwhile (it restarted): once more, fresh. The
-            // script either ran whole or not at all.
-            Err(e) if reused && never_ran(&e) => {
-                conn = RedisConn::connect(self.addr, self.timeout).await?;
-                conn.call(&refs, self.timeout).await?
-            }
-            Err(e) => return Err(e),
-        };
-        *self.conn.borrow_mut() = Some(conn);
+        let reply = self.call(&refs).await?;
         reply
             .text()
             .and_then(EntryId::parse)

@@ -142,27 +142,29 @@ impl RedisConn {
         })
     }
 
+    /// Reads until one whole reply is in the buffer, and takes it.
+    async fn reply(&mut self) -> Result<Resp, String> {
+        loop {
+            if let Some((reply, used)) = parse(&self.buf)? {
+                let _ = self.buf.split_to(used);
+                return Ok(reply);
+            }
+            if self.buf.len() > MAX_REPLY {
+                return Err("Redis reply too large".to_string());
+            }
+            let n = read_into(&mut self.stream, &mut self.buf)
+                .await
+                .map_err(|e| format!("Redis read: {e}"))?;
+            if n == 0 {
+                return Err("Redis closed the connection".to_string());
+            }
+        }
+    }
+
     /// The next reply without sending anything (a subscription's messages): `Ok(None)` when
     /// none came within `wait`.
     pub(crate) async fn next(&mut self, wait: Duration) -> Result<Option<Resp>, String> {
-        let work = async {
-            loop {
-                if let Some((reply, used)) = parse(&self.buf)? {
-                    let _ = self.buf.split_to(used);
-                    return Ok(reply);
-                }
-                if self.buf.len() > MAX_REPLY {
-                    return Err("Redis reply too large".to_string());
-                }
-                let n = read_into(&mut self.stream, &mut self.buf)
-                    .await
-                    .map_err(|e| format!("Redis read: {e}"))?;
-                if n == 0 {
-                    return Err("Redis closed the connection".to_string());
-                }
-            }
-        };
-        match monoio::time::timeout(wait, work).await {
+        match monoio::time::timeout(wait, self.reply()).await {
             Ok(r) => r.map(Some),
             Err(_) => Ok(None),
         }
@@ -176,21 +178,7 @@ impl RedisConn {
             write_all(&mut self.stream, cmd)
                 .await
                 .map_err(|e| format!("Redis write: {e}"))?;
-            loop {
-                if let Some((reply, used)) = parse(&self.buf)? {
-                    let _ = self.buf.split_to(used);
-                    return Ok(reply);
-                }
-                if self.buf.len() > MAX_REPLY {
-                    return Err("Redis reply too large".to_string());
-                }
-                let n = read_into(&mut self.stream, &mut self.buf)
-                    .await
-                    .map_err(|e| format!("Redis read: {e}"))?;
-                if n == 0 {
-                    return Err("Redis closed the connection".to_string());
-                }
-            }
+            self.reply().await
         };
         monoio::time::timeout(timeout, work)
             .await
