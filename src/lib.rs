@@ -25,7 +25,7 @@
 //!   (`gateway::finish`), the proxy and cache phases, and the connection loops.
 //! - [`runtime`]: shard threads, CPU pinning, io_uring/epoll runtimes, accept loops.
 //! - [`control`]: the control plane: reload, keys and usage, the state store, health
-//!   checks, drain. [`admin`]: the admin HTTP API over `control`.
+//!   checks, drain, and a fleet's run-time objects through Redis (`control::fleet`). [`admin`]: the admin HTTP API over `control`.
 //!
 //! # Request lifecycle
 //! accept (shard's own socket) → TLS handshake on TLS listeners; ALPN `h2` (or the h2c
