@@ -2,7 +2,8 @@
 //! ApiGatewayManagementApi client (tests/websocket/manage_client.py) posts to, reads and
 //! closes a connection with SigV4, at `{stage}/@connections/{id}`; a key not allowed
 //! `execute-api:ManageConnections` is refused; `connections_authorization = "none"` lets
-//! anyone the resource policy admits call it unsigned.
+//! anyone the resource policy admits call it unsigned. And a connection's own message rate
+//! (`limits.websocket_message_rate`).
 
 mod common;
 
@@ -205,4 +206,50 @@ fn connections_authorization_is_checked_at_load() {
     );
     let err = check("connections_authorization = \"none\"");
     assert!(err.contains("WebSocket API's key"), "{err}");
+}
+
+#[test]
+fn a_connections_own_message_rate_holds_whatever_the_route() {
+    let g = Gw::start(
+        &Cfg::new()
+            .limits("websocket_message_rate = { rate = 1, burst = 4 }")
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$default\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = '{\"ok\":true}' }\n",
+            )
+            .toml(),
+    );
+    let stream = TcpStream::connect(g.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut ws, _) = tungstenite::client("ws://chat.test/", stream).unwrap();
+    // Twelve at once: at most the burst (and what refills meanwhile) reach the route.
+    for _ in 0..12 {
+        ws.send(Message::text("hello")).unwrap();
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..12 {
+        let Message::Text(t) = ws.read().unwrap() else {
+            panic!("a text answer")
+        };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        if v["message"] == "Too Many Requests" {
+            assert!(v["connectionId"].as_str().is_some(), "{v}");
+            refused += 1;
+        } else {
+            assert_eq!(v, json!({"ok": true}));
+            ok += 1;
+        }
+    }
+    assert!((4..=8).contains(&ok), "{ok} admitted");
+    assert_eq!(ok + refused, 12);
+    // Another connection has its own budget.
+    let stream = TcpStream::connect(g.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut other, _) = tungstenite::client("ws://chat.test/", stream).unwrap();
+    other.send(Message::text("hello")).unwrap();
+    assert_eq!(other.read().unwrap(), Message::text(r#"{"ok":true}"#));
 }

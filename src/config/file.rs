@@ -164,6 +164,7 @@ pub(crate) struct LimitsFile {
     pub websocket_frame: Option<SizeValue>,
     pub websocket_message: Option<SizeValue>,
     pub websocket_lifetime: Option<String>,
+    pub websocket_message_rate: Option<RateFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -104,6 +104,10 @@ pub struct Limits {
     pub websocket_message: u64,
     #[serde(serialize_with = "ser_duration")]
     pub websocket_lifetime: Duration,
+    /// WebSocket APIs: messages a second one connection may send (a token bucket per
+    /// connection; none by default, as Amazon's). Past it a message is answered "Too Many
+    /// Requests" without reaching a route, and not logged.
+    pub websocket_message_rate: Option<super::Rate>,
     /// Request header names with `_` (`X_Forwarded_For`): origins that fold `_` into `-`
     /// could be fooled by them.
     pub underscores_in_headers: Underscores,
@@ -305,7 +309,7 @@ impl Validator {
         Admin { addr, token_env }
     }
 
-    pub(super) fn limits(&mut self, l: file::LimitsFile) -> Limits {
+    pub(super) fn limits(&mut self, mut l: file::LimitsFile) -> Limits {
         let max_header_bytes = self.size(
             "limits.max_header_bytes",
             l.max_header_bytes.as_ref(),
@@ -395,6 +399,10 @@ impl Validator {
                 l.websocket_lifetime.as_ref(),
                 Duration::from_secs(7200),
             ),
+            websocket_message_rate: l
+                .websocket_message_rate
+                .take()
+                .and_then(|r| self.rate("limits.websocket_message_rate", r)),
             underscores_in_headers: match l.underscores_in_headers.as_deref() {
                 None | Some("drop") => Underscores::Drop,
                 Some("allow") => Underscores::Allow,

@@ -189,15 +189,18 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             (Transport::Split { rd, tx }, Some(writer))
         }
     };
-    let (max_frame, max_message, idle, lifetime) = {
+    let (max_frame, max_message, idle, lifetime, rate) = {
         let l = &shard.snapshot().snap.limits;
         (
             l.websocket_frame as usize,
             l.websocket_message as usize,
             l.upgrade_idle_timeout,
             l.websocket_lifetime,
+            l.websocket_message_rate,
         )
     };
+    // `limits.websocket_message_rate`: this connection's own bucket.
+    let bucket = rate.map(crate::throttle::bucket::Bucket::new);
     // Small buffers that grow with what arrives: an idle connection holds little (the
     // defaults reserve 128 KiB each way per connection; frames reserve what they need).
     let config = WebSocketConfig::default()
@@ -238,6 +241,19 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                         Message::Binary(b) => (&b[..], false),
                         _ => (&[][..], false),
                     };
+                    if bucket
+                        .as_ref()
+                        .is_some_and(|b| b.take_up_to(1, crate::throttle::now_ns()).granted == 0)
+                    {
+                        // Over the connection's own rate: refused before any route, unlogged.
+                        let refusal = json!({
+                            "message": "Too Many Requests",
+                            "connectionId": s.id,
+                            "requestId": shard.request_id().as_str(),
+                        });
+                        let _ = ws.write(&mut mem, Message::text(refusal.to_string()));
+                        continue;
+                    }
                     // Boxed: the integration call's state exists only while a message is
                     // handled, not in every idle connection's task.
                     match Box::pin(message(shard, &s, data, text)).await {
