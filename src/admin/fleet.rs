@@ -1,0 +1,220 @@
+//! Admin calls whose change a fleet shares: through the fleet's Redis first when there is
+//! one (`control::fleet`), on this node alone otherwise.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::{json, message, query_param, KeyUpdate, QuotaUpdate};
+use crate::control::{AccessKeyUpdate, Control, NewAccessKey, NewKey, OpError};
+
+/// Changes a fleet shares — API keys (`POST /apikeys`, `POST /apikeys/import`,
+/// `PATCH|DELETE /apikeys/{id}`) and cache flushes and purges (`DELETE
+/// /apis/{api}/stages/{stage}/cache`) — through the fleet's Redis first when there is one;
+/// `None` for any other call.
+pub(super) async fn fleet_write(
+    ctl: &Rc<RefCell<Control>>,
+    method: &[u8],
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    use crate::control::fleet::{self, Change};
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    type Planned = Result<(Vec<Change>, Option<serde_json::Value>), OpError>;
+    let (status, planned): (u16, Planned) = match (method, segs.as_slice()) {
+        (b"POST", ["apikeys"]) => match json::<NewKey>(body) {
+            Ok(req) => (
+                201,
+                ctl.borrow().plan_create_key(req).map(|(c, v)| (c, Some(v))),
+            ),
+            Err(e) => return Some(e),
+        },
+        (b"POST", ["apikeys", "import"]) => match std::str::from_utf8(body) {
+            Ok(csv) => (
+                200,
+                ctl.borrow()
+                    .plan_import_keys(csv)
+                    .map(|(c, v)| (c, Some(v))),
+            ),
+            Err(_) => return Some(message(400, "the CSV is not UTF-8")),
+        },
+        (b"PATCH", ["apikeys", id]) if *id != "import" => match json::<KeyUpdate>(body) {
+            Ok(u) => (
+                200,
+                ctl.borrow()
+                    .plan_update_key(id, u.enabled, u.plans, u.name, u.description)
+                    .map(|c| (c, None)),
+            ),
+            Err(e) => return Some(e),
+        },
+        (b"DELETE", ["apikeys", id]) if *id != "import" => (
+            200,
+            ctl.borrow()
+                .plan_delete_key(id)
+                .map(|c| (c, Some(serde_json::json!({ "deleted": id })))),
+        ),
+        (b"POST", ["accesskeys"]) => match json::<NewAccessKey>(body) {
+            Ok(req) => (
+                201,
+                ctl.borrow()
+                    .plan_create_access_key(req)
+                    .map(|(c, v)| (c, Some(v))),
+            ),
+            Err(e) => return Some(e),
+        },
+        (b"PATCH", ["accesskeys", id]) => match json::<AccessKeyUpdate>(body) {
+            Ok(u) => (
+                200,
+                ctl.borrow()
+                    .plan_update_access_key(id, u)
+                    .map(|(c, v)| (c, Some(v))),
+            ),
+            Err(e) => return Some(e),
+        },
+        (b"DELETE", ["accesskeys", id]) => (
+            200,
+            ctl.borrow()
+                .plan_delete_access_key(id)
+                .map(|c| (c, Some(serde_json::json!({ "deleted": id })))),
+        ),
+        (b"GET", ["usageplans", plan, "usage"]) => {
+            // With a fleet: the fleet's usage, from Redis.
+            let link = ctl.borrow().fleet()?;
+            let (Some(start), Some(end)) = (
+                query_param(query, "startDate"),
+                query_param(query, "endDate"),
+            ) else {
+                return Some(message(
+                    400,
+                    "startDate and endDate are required (YYYY-MM-DD)",
+                ));
+            };
+            let key = query_param(query, "keyId");
+            let checked = ctl.borrow().usage_days(plan, &start, &end);
+            let (p, days) = match checked {
+                Ok(d) => d,
+                Err(OpError(s, m)) => return Some(message(s, m)),
+            };
+            let unreachable = |e: String| {
+                message(503, format!("the fleet's Redis ({}) cannot be reached ({e}); this node's own counts are not the fleet's", link.addr))
+            };
+            let rows = match link.usage(plan, &days, key.as_deref()).await {
+                Ok(r) => r,
+                Err(e) => return Some(unreachable(e)),
+            };
+            let mut items: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
+                Default::default();
+            let today = crate::throttle::today();
+            let mut left: std::collections::BTreeMap<String, Option<u64>> = Default::default();
+            for (id, day, n) in rows {
+                // What is left of each key's current period, once per key.
+                let remaining = match (left.get(&id), p.quota) {
+                    (Some(r), _) => *r,
+                    (None, None) => None,
+                    (None, Some(q)) => {
+                        let name = crate::throttle::redis::quota_name(
+                            plan,
+                            crate::throttle::redis::quota_id(plan, &id),
+                            q.period.index(today),
+                        );
+                        match link.quota_used(&name).await {
+                            Ok(used) => {
+                                let r = Some(q.limit.saturating_sub(used));
+                                left.insert(id.clone(), r);
+                                r
+                            }
+                            Err(e) => return Some(unreachable(e)),
+                        }
+                    }
+                };
+                items
+                    .entry(id)
+                    .or_default()
+                    .push(serde_json::json!({"date": day, "used": n, "remaining": remaining}));
+            }
+            let v = serde_json::json!({"usagePlanId": plan, "startDate": start, "endDate": end, "items": items});
+            return Some((200, v.to_string()));
+        }
+        (b"PUT", ["usageplans", plan, "keys", id, "quota"])
+        | (b"POST", ["usageplans", plan, "keys", id, "quota", "reset"]) => {
+            let used = if method == b"PUT" {
+                match json::<QuotaUpdate>(body) {
+                    Ok(q) => q.used,
+                    Err(e) => return Some(e),
+                }
+            } else {
+                0
+            };
+            let planned = ctl.borrow().plan_quota(plan, id, used);
+            let (change, answer, (counter, ttl)) = match planned {
+                Ok(p) => p,
+                Err(OpError(s, m)) => return Some(message(s, m)),
+            };
+            // The fleet's counter first: it is what admits requests.
+            let link = ctl.borrow().fleet();
+            if let Some(link) = link {
+                if let Err(e) = link.set_quota(&counter, used, ttl).await {
+                    return Some(message(
+                        503,
+                        format!("the fleet's Redis ({}) cannot be reached ({e}): nothing was changed; try again when it is back", link.addr),
+                    ));
+                }
+            }
+            return Some(match fleet::commit(ctl, vec![change]).await {
+                Ok(_) => (200, answer.to_string()),
+                Err(OpError(s, m)) => message(s, m),
+            });
+        }
+        (b"DELETE", ["apis", api, "stages", stage, "cache"]) => {
+            if let Err(OpError(s, m)) = ctl.borrow().stage_cache(api, stage) {
+                return Some(message(s, m));
+            }
+            let (path, prefix) = match (query_param(query, "path"), query_param(query, "prefix")) {
+                (Some(_), Some(_)) => return Some(message(400, "give path or prefix, not both")),
+                (Some(p), None) | (None, Some(p)) if !p.starts_with('/') => {
+                    return Some(message(
+                        400,
+                        format!("{p:?} is not a path: it must start with '/'"),
+                    ))
+                }
+                (Some(p), None) => (Some(p), false),
+                (None, Some(p)) => (Some(p), true),
+                (None, None) => (None, false),
+            };
+            let change = Change::CacheFlush {
+                api: api.to_string(),
+                stage: stage.to_string(),
+                path: path.clone(),
+                prefix,
+            };
+            return Some(match fleet::commit(ctl, vec![change]).await {
+                Ok(n) => {
+                    let v = match path {
+                        Some(p) if prefix => serde_json::json!({"purged": n, "prefix": p}),
+                        Some(p) => serde_json::json!({"purged": n, "path": p}),
+                        None => serde_json::json!({ "flushed": n }),
+                    };
+                    (200, v.to_string())
+                }
+                Err(OpError(s, m)) => message(s, m),
+            });
+        }
+        _ => return None,
+    };
+    let (changes, answer) = match planned {
+        Ok(p) => p,
+        Err(OpError(s, m)) => return Some(message(s, m)),
+    };
+    if let Err(OpError(s, m)) = fleet::commit(ctl, changes).await {
+        return Some(message(s, m));
+    }
+    // An update answers the key as it now is.
+    let answer = answer.or_else(|| {
+        let id = segs.get(1)?;
+        serde_json::to_value(ctl.borrow().get_key(id)?).ok()
+    });
+    Some(match answer {
+        Some(v) => (status, v.to_string()),
+        None => message(404, "no such key"),
+    })
+}

@@ -1,0 +1,130 @@
+//! Usage reports across the fleet: each node sends its absolute count of each key's day to a
+//! daily hash in Redis (`tollgate:usage:{plan}:{day}`, field `{key}|{node}`: sent twice,
+//! counted once); GetUsage sums the nodes' fields and reads the fleet's quota counters.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::resp::{RedisConn, Resp};
+use super::{Control, Link};
+
+/// Sets counts: ARGV seconds to keep, then (hash, field, the node's count of the day) per
+/// count. A node's count is absolute: sending it twice counts it once.
+const USAGE: &str = r#"
+for i = 2, #ARGV, 3 do
+  redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  redis.call('EXPIRE', ARGV[i], ARGV[1])
+end
+return 1
+"#;
+
+/// How long the fleet keeps daily usage (GetUsage reaches back a year).
+const USAGE_KEPT_S: u64 = 400 * 86_400;
+
+/// The hash of a plan's usage on a day: `{key id}|{node}` -> that node's requests (summed
+/// over the nodes when read).
+fn usage_hash(plan: &str, day: &str) -> String {
+    format!("tollgate:usage:{plan}:{day}")
+}
+
+/// A node's count of a key's day that changed since it was last sent: plan, key, day, count.
+type UsageDelta = (Arc<str>, Arc<str>, u64, u64);
+
+/// This node's counts that changed since they were last sent: (plan, key, day, the day's
+/// count); marks them sent.
+fn usage_deltas(ctl: &Rc<RefCell<Control>>, link: &Link) -> Vec<UsageDelta> {
+    let c = ctl.borrow();
+    let cells = c.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pushed = link.pushed.borrow_mut();
+    // Keys deleted meanwhile: forgotten here too.
+    pushed.retain(|k, _| cells.contains_key(k));
+    let mut out = Vec::new();
+    for ((plan, key), cell) in cells.iter() {
+        let day = cell.day.load(std::sync::atomic::Ordering::Relaxed);
+        let used = cell.day_used.load(std::sync::atomic::Ordering::Relaxed);
+        let k = (plan.clone(), key.clone());
+        if pushed.get(&k) != Some(&(day, used)) && used > 0 {
+            out.push((plan.clone(), key.clone(), day, used));
+            pushed.insert(k, (day, used));
+        }
+    }
+    out
+}
+
+/// Sends this node's changed counts to the fleet's daily hashes (a count that could not be
+/// sent is sent again next time).
+pub(super) async fn push_usage(
+    ctl: &Rc<RefCell<Control>>,
+    link: &Link,
+    c: &mut RedisConn,
+) -> Result<(), String> {
+    let deltas = usage_deltas(ctl, link);
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let mut args: Vec<Vec<u8>> = vec![
+        b"EVAL".to_vec(),
+        USAGE.as_bytes().to_vec(),
+        b"0".to_vec(),
+        USAGE_KEPT_S.to_string().into_bytes(),
+    ];
+    for (plan, key, day, used) in &deltas {
+        let day = crate::throttle::day_string(*day as i64);
+        args.push(usage_hash(plan, &day).into_bytes());
+        args.push(format!("{key}|{}", link.usage_id).into_bytes());
+        args.push(used.to_string().into_bytes());
+    }
+    let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    if let Err(e) = c.call(&refs, link.timeout).await {
+        // Maybe not sent: sent again next time (a count sent twice counts once).
+        let mut pushed = link.pushed.borrow_mut();
+        for (plan, key, ..) in deltas {
+            pushed.remove(&(plan, key));
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+impl Link {
+    /// A plan's usage over the fleet, per key and day (`days` as YYYY-MM-DD, `key` one key or
+    /// all): (key, day, requests); and each key's count of its current quota period.
+    pub(crate) async fn usage(
+        &self,
+        plan: &str,
+        days: &[String],
+        key: Option<&str>,
+    ) -> Result<Vec<(String, String, u64)>, String> {
+        let mut c = RedisConn::connect(self.addr, self.timeout).await?;
+        let mut out = Vec::new();
+        for day in days {
+            let hash = usage_hash(plan, day);
+            let r = c.call(&[b"HGETALL", hash.as_bytes()], self.timeout).await?;
+            let mut sums: std::collections::BTreeMap<&str, u64> = Default::default();
+            for kv in r.items().chunks(2) {
+                let (Some(field), Some(n)) = (kv[0].text(), kv.get(1).and_then(Resp::text)) else {
+                    continue;
+                };
+                // `{key}|{node}`: each node's count of the key, summed.
+                let k = field.rsplit_once('|').map_or(field, |(k, _)| k);
+                if key.is_none_or(|want| want == k) {
+                    *sums.entry(k).or_default() += n.parse::<u64>().unwrap_or(0);
+                }
+            }
+            out.extend(
+                sums.into_iter()
+                    .map(|(k, n)| (k.to_string(), day.clone(), n)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The fleet's count of a quota counter (`tollgate:quota:{name}`), 0 when there is none.
+    pub(crate) async fn quota_used(&self, name: &str) -> Result<u64, String> {
+        let mut c = RedisConn::connect(self.addr, self.timeout).await?;
+        let key = format!("tollgate:quota:{name}");
+        let r = c.call(&[b"GET", key.as_bytes()], self.timeout).await?;
+        Ok(r.text().and_then(|t| t.parse().ok()).unwrap_or(0))
+    }
+}
