@@ -8,9 +8,10 @@ use super::{json, message, query_param, KeyUpdate, QuotaUpdate};
 use crate::control::{AccessKeyUpdate, Control, NewAccessKey, NewKey, OpError};
 
 /// Changes a fleet shares — API keys (`POST /apikeys`, `POST /apikeys/import`,
-/// `PATCH|DELETE /apikeys/{id}`) and cache flushes and purges (`DELETE
-/// /apis/{api}/stages/{stage}/cache`) — through the fleet's Redis first when there is one;
-/// `None` for any other call.
+/// `PATCH|DELETE /apikeys/{id}`), access keys, quota adjustments, cache flushes and purges
+/// (`DELETE /apis/{api}/stages/{stage}/cache`), run-time APIs, deployments, stages, canaries
+/// and domain mappings — through the fleet's Redis first when there is one; `None` for any
+/// other call.
 pub(super) async fn fleet_write(
     ctl: &Rc<RefCell<Control>>,
     method: &[u8],
@@ -199,6 +200,9 @@ pub(super) async fn fleet_write(
                 Err(OpError(s, m)) => message(s, m),
             });
         }
+        (b"POST" | b"PUT" | b"PATCH" | b"DELETE", ["apis" | "domains", ..]) => {
+            return planned_objects(ctl, method, path, query, body).await
+        }
         _ => return None,
     };
     let (changes, answer) = match planned {
@@ -217,4 +221,36 @@ pub(super) async fn fleet_write(
         Some(v) => (status, v.to_string()),
         None => message(404, "no such key"),
     })
+}
+
+/// A change of run-time APIs, deployments, stages, canaries or domain mappings with a fleet:
+/// the call is planned on this node (checked and compiled as it would be alone, nothing
+/// changed), the fleet's Redis takes what it writes, and then every node — this one first —
+/// applies it. `None` without a fleet (the call is made here, as it is).
+async fn planned_objects(
+    ctl: &Rc<RefCell<Control>>,
+    method: &[u8],
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Option<(u16, String)> {
+    ctl.borrow().fleet()?;
+    ctl.borrow_mut().begin_plan();
+    let (status, answer) = super::route(method, path, query, body, ctl);
+    let change = ctl.borrow_mut().end_plan();
+    let Some(change) = change.filter(|_| status < 300) else {
+        return Some((status, answer));
+    };
+    if let Err(OpError(s, m)) = crate::control::fleet::commit(ctl, vec![change]).await {
+        return Some(message(s, m));
+    }
+    // The answer was planned before the change was served: its generation is the one now.
+    let answer = match serde_json::from_str::<serde_json::Value>(&answer) {
+        Ok(mut v) if v.get("generation").is_some() => {
+            v["generation"] = ctl.borrow().generation().into();
+            v.to_string()
+        }
+        _ => answer,
+    };
+    Some((status, answer))
 }

@@ -104,8 +104,14 @@ pub(crate) struct Control {
     file_config: Arc<Config>,
     /// Run-time APIs, deployments, stages and domain mappings.
     objects: lifecycle::Objects,
-    /// The fleet's Redis (`[cluster] redis`): the source of truth of run-time API keys.
+    /// The fleet's Redis (`[cluster] redis`): the source of truth of run-time objects.
     fleet: Option<Rc<fleet::Link>>,
+    /// While an admin call's change of run-time APIs is planned for the fleet: the objects
+    /// as they were, and its writes (JSON, or `None` to delete) by stored key.
+    planned: Option<(
+        lifecycle::Objects,
+        std::collections::BTreeMap<String, Option<String>>,
+    )>,
 }
 
 /// Everything the control plane starts with, prepared on the starting thread (so that a bad
@@ -251,6 +257,7 @@ impl ControlInit {
             access: self.access,
             file_config: self.file_config,
             objects: self.objects,
+            planned: None,
         }
     }
 }

@@ -18,6 +18,8 @@
 //! While Redis is unreachable nodes serve from their copy, admin reads say they may be stale,
 //! and the sync retries every second.
 
+mod apply;
+mod catch_up;
 pub(crate) mod resp;
 mod usage;
 pub(crate) mod ws;
@@ -32,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use super::store::{StoredAccessKey, StoredKey};
 use super::{Control, OpError};
+use catch_up::catch_up;
 use resp::{RedisConn, Resp};
 
 const STREAM: &str = "tollgate:fleet:changes";
@@ -52,16 +55,22 @@ pub(super) const LOCAL_EPOCH: &str = "fleet/epoch";
 /// Where a node keeps its name in the fleet's usage hashes.
 pub(super) const USAGE_ID: &str = "fleet/usage_id";
 
-/// Writes changes: KEYS stream, objects, trimmed; ARGV max length, then (field, object JSON or
-/// '' to delete, change JSON) per change (field '' for a command, which changes no object).
-/// Returns the last entry's id.
+/// Writes changes: KEYS stream, objects, trimmed; ARGV max length, then per change: how many
+/// objects it writes, (field, object JSON or '' to delete) per object, and the change's JSON
+/// (a command writes no object). Returns the last entry's id.
 const COMMIT: &str = r#"
 local id
-for i = 2, #ARGV, 3 do
-  if ARGV[i] == '' then
-  elseif ARGV[i + 1] == '' then redis.call('HDEL', KEYS[2], ARGV[i])
-  else redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-  id = redis.call('XADD', KEYS[1], '*', 'c', ARGV[i + 2])
+local i = 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, n do
+    if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[2], ARGV[i])
+    else redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+    i = i + 2
+  end
+  id = redis.call('XADD', KEYS[1], '*', 'c', ARGV[i])
+  i = i + 1
 end
 local over = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
 if over > 0 then
@@ -72,13 +81,8 @@ end
 return id
 "#;
 
-/// The newest entry's id and the whole objects hash, in one step: KEYS stream, objects.
-const SNAPSHOT: &str = r#"
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local id = '0-0'
-if last[1] then id = last[1][1] end
-return {id, redis.call('HGETALL', KEYS[2])}
-"#;
+/// Objects read per call of a full sync (`HSCAN`): a large fleet does not hold Redis up.
+const SCAN_COUNT: &str = "1000";
 
 /// One change to a run-time object, as every node applies it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +121,13 @@ pub(crate) enum Change {
         #[serde(default)]
         prefix: bool,
     },
+    /// Run-time APIs, deployments, stages (with their canaries) and domain mappings: what
+    /// one admin call wrote, by stored key (`api/{name}`, `deployment/{api}/{id}`,
+    /// `stage/{api}/{name}`, `mapping/{id}`), as JSON or `None` to delete. One entry, so
+    /// every node applies the call whole.
+    Objects {
+        writes: std::collections::BTreeMap<String, Option<String>>,
+    },
 }
 
 impl Change {
@@ -125,36 +136,25 @@ impl Change {
         matches!(self, Change::CacheFlush { .. } | Change::QuotaSet { .. })
     }
 
-    /// Its field in the objects hash, and the object's JSON ('' deletes it).
-    fn object(&self) -> (String, String) {
+    /// Its fields in the objects hash, each with the object's JSON ('' deletes it).
+    fn objects(&self) -> Vec<(String, String)> {
         match self {
-            Change::KeyPut { key } => (
+            Change::KeyPut { key } => vec![(
                 format!("key/{}", key.id),
                 serde_json::to_string(key).unwrap_or_default(),
-            ),
-            Change::KeyDelete { id } => (format!("key/{id}"), String::new()),
-            Change::AccessKeyPut { key } => (
+            )],
+            Change::KeyDelete { id } => vec![(format!("key/{id}"), String::new())],
+            Change::AccessKeyPut { key } => vec![(
                 format!("access/{}", key.id),
                 serde_json::to_string(key).unwrap_or_default(),
-            ),
-            Change::AccessKeyDelete { id } => (format!("access/{id}"), String::new()),
-            Change::CacheFlush { .. } | Change::QuotaSet { .. } => (String::new(), String::new()),
+            )],
+            Change::AccessKeyDelete { id } => vec![(format!("access/{id}"), String::new())],
+            Change::Objects { writes } => writes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+                .collect(),
+            Change::CacheFlush { .. } | Change::QuotaSet { .. } => Vec::new(),
         }
-    }
-
-    /// The change that makes an object of the hash what it is there.
-    fn from_object(field: &str, json: &[u8]) -> Option<Change> {
-        if field.starts_with("key/") {
-            return serde_json::from_slice(json)
-                .ok()
-                .map(|key| Change::KeyPut { key });
-        }
-        if field.starts_with("access/") {
-            return serde_json::from_slice(json)
-                .ok()
-                .map(|key| Change::AccessKeyPut { key });
-        }
-        None
     }
 }
 
@@ -318,9 +318,12 @@ impl Link {
             max.into_bytes(),
         ];
         for c in changes {
-            let (field, object) = c.object();
-            args.push(field.into_bytes());
-            args.push(object.into_bytes());
+            let objects = c.objects();
+            args.push(objects.len().to_string().into_bytes());
+            for (field, object) in objects {
+                args.push(field.into_bytes());
+                args.push(object.into_bytes());
+            }
             args.push(serde_json::to_vec(c).map_err(|e| e.to_string())?);
         }
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
@@ -373,13 +376,26 @@ pub(crate) async fn commit(
             }
             Ok(0)
         }
-        Err(e) => {
+        Err(e) if never_ran(&e) || e.starts_with("connecting") || e.starts_with("Redis: ") => {
             link.up(false);
             tracing::warn!(error = %e, "fleet write refused: Redis unreachable");
             Err(OpError(
                 503,
                 format!(
                     "the fleet's Redis ({}) cannot be reached ({e}): nothing was changed; try again when it is back",
+                    link.addr
+                ),
+            ))
+        }
+        Err(e) => {
+            // Sent, but no answer came: Redis may have made the change (every node then
+            // applies it from the stream) or not.
+            link.up(false);
+            tracing::warn!(error = %e, "fleet write unanswered");
+            Err(OpError(
+                503,
+                format!(
+                    "the fleet's Redis ({}) did not answer ({e}): the change may or may not have been made; read it back before trying again",
                     link.addr
                 ),
             ))
@@ -510,127 +526,6 @@ fn entries(r: &Resp) -> Vec<(EntryId, Option<Change>)> {
     out
 }
 
-/// On (re)connecting: a node that never synced, or whose position the stream was trimmed
-/// past, reads the objects hash whole. One that never synced first sends the fleet the keys
-/// it made alone (they join the fleet rather than vanish); one that synced before drops what
-/// the fleet deleted meanwhile.
-async fn catch_up(
-    ctl: &Rc<RefCell<Control>>,
-    link: &Link,
-    c: &mut RedisConn,
-) -> Result<(), String> {
-    let trimmed = c
-        .call(&[b"GET", TRIMMED.as_bytes()], link.timeout)
-        .await?
-        .text()
-        .and_then(EntryId::parse);
-    let fresh = crate::auth::random_token(16).map_err(|e| e.to_string())?;
-    c.call(
-        &[b"SET", EPOCH.as_bytes(), fresh.as_bytes(), b"NX"],
-        link.timeout,
-    )
-    .await?;
-    let epoch = c
-        .call(&[b"GET", EPOCH.as_bytes()], link.timeout)
-        .await?
-        .text()
-        .map(str::to_string)
-        .ok_or("the fleet epoch vanished")?;
-    let known = link.epoch.borrow().clone();
-    if known.as_deref() != Some(epoch.as_str()) {
-        if known.is_some() {
-            tracing::warn!(redis = %link.addr, "fleet: Redis holds a new epoch (it lost its data): this node sends the fleet what it holds");
-        }
-        // As if it never synced: send, then take the fleet's whole.
-        link.applied.set(None);
-        // The old position goes with the old epoch, in one write: a restart half way
-        // through still starts as a node that never synced.
-        ctl.borrow().store().and_then(|s| {
-            s.write_objects(
-                &[(LOCAL_EPOCH.to_string(), epoch.clone())],
-                &[POSITION.to_string()],
-            )
-        })?;
-        *link.epoch.borrow_mut() = Some(epoch);
-    }
-    let applied = link.applied.get();
-    if applied.is_some() && trimmed.is_none_or(|t| applied.is_some_and(|a| a >= t)) {
-        return Ok(());
-    }
-    if applied.is_none() {
-        let local: Vec<Change> = {
-            let c = ctl.borrow();
-            let keys = c
-                .stored_keys
-                .iter()
-                .map(|k| Change::KeyPut { key: k.clone() });
-            let access = c
-                .stored_access
-                .iter()
-                .map(|k| Change::AccessKeyPut { key: k.clone() });
-            keys.chain(access).collect()
-        };
-        if !local.is_empty() {
-            link.write(&local).await?;
-            tracing::info!(
-                keys = local.len(),
-                "fleet: this node's API keys and access keys sent to the fleet"
-            );
-        }
-    }
-    let r = c
-        .call(
-            &[
-                b"EVAL",
-                SNAPSHOT.as_bytes(),
-                b"2",
-                STREAM.as_bytes(),
-                OBJECTS.as_bytes(),
-            ],
-            link.timeout,
-        )
-        .await?;
-    let at = r
-        .items()
-        .first()
-        .and_then(Resp::text)
-        .and_then(EntryId::parse)
-        .ok_or("unexpected reply to the fleet snapshot")?;
-    let pairs = r.items().get(1).map_or(&[][..], Resp::items);
-    let mut changes: Vec<Change> = pairs
-        .chunks(2)
-        .filter_map(|kv| Change::from_object(kv[0].text()?, kv.get(1)?.bytes()?))
-        .collect();
-    let fleet: ahash::AHashSet<(bool, &str)> = changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::KeyPut { key } => Some((false, key.id.as_str())),
-            Change::AccessKeyPut { key } => Some((true, key.id.as_str())),
-            _ => None,
-        })
-        .collect();
-    let gone: Vec<Change> = {
-        let c = ctl.borrow();
-        let keys = c
-            .stored_keys
-            .iter()
-            .filter(|k| !fleet.contains(&(false, k.id.as_str())))
-            .map(|k| Change::KeyDelete { id: k.id.clone() });
-        let access = c
-            .stored_access
-            .iter()
-            .filter(|k| !fleet.contains(&(true, k.id.as_str())))
-            .map(|k| Change::AccessKeyDelete { id: k.id.clone() });
-        keys.chain(access).collect()
-    };
-    changes.extend(gone);
-    tracing::info!(objects = changes.len(), position = %at, "fleet: local copy replaced by the fleet's");
-    ctl.borrow_mut()
-        .apply_changes(&changes, Some(at))
-        .map(|_| ())
-        .map_err(|e| e.1)
-}
-
 impl Control {
     /// The link to the fleet's Redis, if there is a fleet.
     pub(crate) fn fleet(&self) -> Option<Rc<Link>> {
@@ -640,114 +535,6 @@ impl Control {
     /// Since when (ms since the epoch) the fleet's Redis has been unreachable, if it is.
     pub(crate) fn fleet_down_since(&self) -> Option<u64> {
         self.fleet.as_ref().and_then(|l| l.down_since())
-    }
-
-    /// Applies changes to this node: the store (one transaction for the keys), the tables the
-    /// shards read (one new snapshot), and — for changes read from the fleet — the position.
-    /// Returns how many cache entries the cache commands removed here.
-    pub(crate) fn apply_changes(
-        &mut self,
-        changes: &[Change],
-        position: Option<EntryId>,
-    ) -> Result<u64, OpError> {
-        let mut puts: Vec<StoredKey> = Vec::new();
-        let mut deletes: Vec<&str> = Vec::new();
-        let mut removed = 0u64;
-        let mut access_changed = false;
-        for c in changes {
-            match c {
-                Change::AccessKeyPut { key } => {
-                    let store = self.store().map_err(|e| OpError(500, e))?;
-                    store.put_access_key(key).map_err(|e| OpError(500, e))?;
-                    match self.stored_access.iter_mut().find(|s| s.id == key.id) {
-                        Some(s) => *s = key.clone(),
-                        None => self.stored_access.push(key.clone()),
-                    }
-                    access_changed = true;
-                }
-                Change::AccessKeyDelete { id } => {
-                    let store = self.store().map_err(|e| OpError(500, e))?;
-                    store.delete_access_key(id).map_err(|e| OpError(500, e))?;
-                    self.stored_access.retain(|k| k.id != *id);
-                    access_changed = true;
-                }
-                Change::QuotaSet {
-                    plan,
-                    key,
-                    used,
-                    period,
-                } => {
-                    // A plan this node does not have: nothing of it is counted here.
-                    if let Err(e) = self.set_quota_cell(plan, key, *used, *period) {
-                        if e.0 == 500 {
-                            return Err(e);
-                        }
-                    }
-                }
-                Change::CacheFlush {
-                    api,
-                    stage,
-                    path,
-                    prefix,
-                } => {
-                    // A node without that stage or its cache has nothing to flush.
-                    if let Ok(cache) = self.stage_cache(api, stage) {
-                        removed += match path {
-                            Some(p) => cache.purge(p, !prefix),
-                            None => cache.flush(),
-                        } as u64;
-                    }
-                }
-                Change::KeyPut { key } => {
-                    deletes.retain(|d| *d != key.id);
-                    puts.retain(|k| k.id != key.id);
-                    puts.push(key.clone());
-                }
-                Change::KeyDelete { id } => {
-                    puts.retain(|k| k.id != *id);
-                    deletes.push(id);
-                }
-            }
-        }
-        let store = self.store().map_err(|e| OpError(500, e))?;
-        if !puts.is_empty() {
-            store.put_keys(&puts).map_err(|e| OpError(500, e))?;
-        }
-        for id in &deletes {
-            store.delete_key(id).map_err(|e| OpError(500, e))?;
-        }
-        if let Some(p) = position {
-            store
-                .write_objects(&[(POSITION.to_string(), p.to_string())], &[])
-                .map_err(|e| OpError(500, e))?;
-        }
-        for k in puts {
-            match self.stored_keys.iter_mut().find(|s| s.id == k.id) {
-                Some(s) => *s = k,
-                None => self.stored_keys.push(k),
-            }
-        }
-        if !deletes.is_empty() {
-            self.stored_keys
-                .retain(|k| !deletes.contains(&k.id.as_str()));
-            self.shared
-                .quotas
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|(_, k), _| !deletes.contains(&&**k));
-        }
-        if let Some(p) = position {
-            if let Some(link) = &self.fleet {
-                link.applied.set(Some(p));
-            }
-        }
-        if access_changed {
-            // Rebuilds the table the shards look callers up in, and publishes.
-            self.refresh_access();
-        } else if !changes.iter().all(Change::is_command) {
-            self.publish();
-        }
-        Ok(removed)
     }
 }
 

@@ -24,6 +24,9 @@ impl Control {
 
     /// Compiles the file's configuration with `objects`; on success stores the change
     /// (`puts`, `deletes`) and serves it. Nothing changes when any step fails.
+    /// While the change is planned for the fleet (`Control::plan_objects`), it is only
+    /// checked and noted: the fleet's Redis takes it first, and every node applies it from
+    /// there (`Control::apply_fleet_objects`).
     pub(super) fn apply(
         &mut self,
         objects: Objects,
@@ -43,12 +46,68 @@ impl Control {
         let mut registries = self.registries.clone();
         let compiled = crate::compile::compile(Arc::new(merged), &mut registries)
             .map_err(|e| OpError(400, e.errors.join("; ")))?;
+        if self.note_planned(&puts, &deletes) {
+            self.objects = objects;
+            return Ok(self.generation());
+        }
         self.objects_store()?
             .write_objects(&puts, &deletes)
             .map_err(|e| OpError(500, format!("the state store refused the change: {e}")))?;
         self.registries = registries;
+        let before = std::mem::replace(&mut self.objects, objects);
+        let generation = self.install(compiled);
+        self.flush_redeployed(&before);
+        Ok(generation)
+    }
+
+    /// Stores a change that serves nothing new (an API's definition, a deployment no stage
+    /// serves yet) and keeps it as the run-time objects.
+    pub(super) fn keep(
+        &mut self,
+        objects: Objects,
+        puts: Vec<(String, String)>,
+        deletes: Vec<String>,
+    ) -> Result<(), OpError> {
+        if self.note_planned(&puts, &deletes) {
+            self.objects = objects;
+            return Ok(());
+        }
+        self.objects_store()?
+            .write_objects(&puts, &deletes)
+            .map_err(|e| OpError(500, format!("the state store refused the change: {e}")))?;
         self.objects = objects;
-        Ok(self.install(compiled))
+        Ok(())
+    }
+
+    /// While a change is planned: notes its writes (the later of two to one object wins)
+    /// and says so.
+    fn note_planned(&mut self, puts: &[(String, String)], deletes: &[String]) -> bool {
+        let Some((_, plan)) = self.planned.as_mut() else {
+            return false;
+        };
+        for (k, v) in puts {
+            plan.insert(k.clone(), Some(v.clone()));
+        }
+        for k in deletes {
+            plan.insert(k.clone(), None);
+        }
+        true
+    }
+
+    /// Answers cached from a stage's previous deployment are not its new one's: the caches
+    /// of `auto_deploy` stages whose deployment changed since `before` are flushed.
+    pub(in crate::control) fn flush_redeployed(&self, before: &Objects) {
+        for (k, s) in &self.objects.stages {
+            let moved = before
+                .stages
+                .get(k)
+                .is_some_and(|b| b.deployment != s.deployment);
+            if s.auto_deploy && moved {
+                if let Ok(c) = self.stage_cache(&s.api, &s.name) {
+                    c.flush();
+                }
+            }
+        }
     }
 
     pub(super) fn objects_store(&self) -> Result<&Store, OpError> {
@@ -229,16 +288,10 @@ impl Control {
             created: now.clone(),
             updated: now,
         };
-        self.put_object(api_key(&name), &a)?;
-        self.objects.apis.insert(name, a.clone());
+        let mut o = self.objects.clone();
+        o.apis.insert(name.clone(), a.clone());
+        self.keep(o, vec![(api_key(&name), to_json(&a)?)], Vec::new())?;
         Ok(self.api_view(&a))
-    }
-
-    fn put_object<T: Serialize>(&self, key: String, v: &T) -> Result<(), OpError> {
-        let json = to_json(v)?;
-        self.objects_store()?
-            .write_objects(&[(key, json)], &[])
-            .map_err(|e| OpError(500, format!("the state store refused the change: {e}")))
     }
 
     /// `PUT /apis/{api}`: replaces the definition. Stages keep serving their deployments
@@ -342,10 +395,7 @@ impl Control {
             o.stages.insert((api.to_string(), stage.to_string()), s);
             self.apply(o, puts, Vec::new())?;
         } else {
-            self.objects_store()?
-                .write_objects(&puts, &[])
-                .map_err(|e| OpError(500, format!("the state store refused the change: {e}")))?;
-            self.objects = o;
+            self.keep(o, puts, Vec::new())?;
         }
         Ok(view)
     }

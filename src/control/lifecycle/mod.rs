@@ -140,32 +140,69 @@ impl Objects {
     pub(crate) fn load(store: &Store) -> Result<Objects, String> {
         let mut o = Objects::default();
         for (k, v) in store.objects()? {
-            // A record this version cannot read is skipped and said, never a reason not to
-            // start.
-            let r = if k.starts_with("api/") {
-                serde_json::from_str::<RtApi>(&v).map(|a| {
-                    o.apis.insert(a.name.clone(), a);
-                })
-            } else if k.starts_with("deployment/") {
-                serde_json::from_str::<RtDeployment>(&v).map(|d| {
-                    o.deployments.insert((d.api.clone(), d.id.clone()), d);
-                })
-            } else if k.starts_with("stage/") {
-                serde_json::from_str::<RtStage>(&v).map(|s| {
-                    o.stages.insert((s.api.clone(), s.name.clone()), s);
-                })
-            } else if k.starts_with("mapping/") {
-                serde_json::from_str::<RtMapping>(&v).map(|m| {
-                    o.mappings.insert(m.id.clone(), m);
-                })
-            } else {
-                Ok(())
-            };
-            if let Err(e) = r {
-                tracing::warn!(object = %k, error = %e, "state store: a run-time object cannot be read; it is not served");
-            }
+            o.set(&k, Some(&v));
         }
         Ok(o)
+    }
+
+    /// Whether a stored object's key names one of these (rather than a node's own records).
+    pub(crate) fn is_object_key(k: &str) -> bool {
+        ["api/", "deployment/", "stage/", "mapping/"]
+            .iter()
+            .any(|p| k.starts_with(p))
+    }
+
+    /// Sets (`Some` JSON) or removes (`None`) the object stored under `k`. A record this
+    /// version cannot read is skipped and said, never a reason not to start.
+    pub(crate) fn set(&mut self, k: &str, v: Option<&str>) {
+        let Some(v) = v else {
+            let mut parts = k.splitn(3, '/');
+            let (kind, a, b) = (parts.next(), parts.next(), parts.next());
+            let pair = |a: Option<&str>, b: Option<&str>| {
+                (
+                    a.unwrap_or_default().to_string(),
+                    b.unwrap_or_default().to_string(),
+                )
+            };
+            match kind {
+                Some("api") => {
+                    self.apis.remove(a.unwrap_or_default());
+                }
+                Some("deployment") => {
+                    self.deployments.remove(&pair(a, b));
+                }
+                Some("stage") => {
+                    self.stages.remove(&pair(a, b));
+                }
+                Some("mapping") => {
+                    self.mappings.remove(a.unwrap_or_default());
+                }
+                _ => {}
+            }
+            return;
+        };
+        let r = if k.starts_with("api/") {
+            serde_json::from_str::<RtApi>(v).map(|a| {
+                self.apis.insert(a.name.clone(), a);
+            })
+        } else if k.starts_with("deployment/") {
+            serde_json::from_str::<RtDeployment>(v).map(|d| {
+                self.deployments.insert((d.api.clone(), d.id.clone()), d);
+            })
+        } else if k.starts_with("stage/") {
+            serde_json::from_str::<RtStage>(v).map(|s| {
+                self.stages.insert((s.api.clone(), s.name.clone()), s);
+            })
+        } else if k.starts_with("mapping/") {
+            serde_json::from_str::<RtMapping>(v).map(|m| {
+                self.mappings.insert(m.id.clone(), m);
+            })
+        } else {
+            Ok(())
+        };
+        if let Err(e) = r {
+            tracing::warn!(object = %k, error = %e, "a run-time object cannot be read; it is not served");
+        }
     }
 
     /// The file's configuration with these objects merged in; what could not be (an object

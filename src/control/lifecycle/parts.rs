@@ -107,11 +107,7 @@ impl Control {
         let mut puts = vec![(api_key(&a.name), to_json(&a)?)];
         o.apis.insert(a.name.clone(), a.clone());
         if auto.is_empty() {
-            self.objects_store()?
-                .write_objects(&puts, &[])
-                .map_err(|e| OpError(500, format!("the state store refused the change: {e}")))?;
-            self.objects = o;
-            return Ok(());
+            return self.keep(o, puts, Vec::new());
         }
         let d = new_deployment(&a, "auto_deploy")?;
         puts.push((deployment_key(&a.name, &d.id), to_json(&d)?));
@@ -122,14 +118,8 @@ impl Control {
             o.stages.insert((s.api.clone(), s.name.clone()), s);
         }
         o.deployments.insert((a.name.clone(), d.id.clone()), d);
-        let names: Vec<String> = auto.iter().map(|s| s.name.clone()).collect();
+        // (Answers cached from the previous deployment are flushed: `flush_redeployed`.)
         self.apply(o, puts, Vec::new())?;
-        // Answers cached from the previous deployment are not this one's.
-        for stage in names {
-            if let Ok(c) = self.stage_cache(&a.name, &stage) {
-                c.flush();
-            }
-        }
         Ok(())
     }
 
@@ -328,12 +318,9 @@ impl Control {
                 serving.join(", ")
             )));
         }
-        self.objects_store()?
-            .write_objects(&[], &[deployment_key(api, id)])
-            .map_err(|e| OpError(500, format!("the state store refused the change: {e}")))?;
-        self.objects
-            .deployments
-            .remove(&(api.to_string(), id.to_string()));
+        let mut o = self.objects.clone();
+        o.deployments.remove(&(api.to_string(), id.to_string()));
+        self.keep(o, Vec::new(), vec![deployment_key(api, id)])?;
         Ok(json!({ "deleted": id }))
     }
 }

@@ -1,0 +1,195 @@
+//! Applying the fleet's changes to this node, and planning an admin call's change of run-time
+//! APIs for the fleet.
+
+use std::collections::BTreeMap;
+
+use super::super::lifecycle;
+use super::{Change, EntryId, POSITION};
+use crate::control::store::StoredKey;
+use crate::control::{Control, OpError};
+
+impl Control {
+    /// Starts planning an admin call's change of run-time APIs, deployments, stages or
+    /// domain mappings for the fleet: while planned, the call is checked (compiled) and its
+    /// writes noted, but nothing is stored or served.
+    pub(crate) fn begin_plan(&mut self) {
+        self.planned = Some((self.objects.clone(), BTreeMap::new()));
+    }
+
+    /// Ends planning: the run-time objects are as before it; the change the call planned, if
+    /// it wrote anything.
+    pub(crate) fn end_plan(&mut self) -> Option<Change> {
+        let (before, writes) = self.planned.take()?;
+        self.objects = before;
+        (!writes.is_empty()).then_some(Change::Objects { writes })
+    }
+
+    /// Applies changes to this node: the store (one transaction for the keys, one for the
+    /// run-time objects and the position), the tables the shards read (one new snapshot),
+    /// and — for changes read from the fleet — the position.
+    /// Returns how many cache entries the cache commands removed here.
+    pub(crate) fn apply_changes(
+        &mut self,
+        changes: &[Change],
+        position: Option<EntryId>,
+    ) -> Result<u64, OpError> {
+        // The last change of each key and object wins (a full sync brings 100,000s at once:
+        // nothing here is quadratic).
+        let mut keys: ahash::AHashMap<&str, Option<&StoredKey>> = Default::default();
+        let mut objects: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut removed = 0u64;
+        let mut access_changed = false;
+        for c in changes {
+            match c {
+                Change::AccessKeyPut { key } => {
+                    let store = self.store().map_err(|e| OpError(500, e))?;
+                    store.put_access_key(key).map_err(|e| OpError(500, e))?;
+                    match self.stored_access.iter_mut().find(|s| s.id == key.id) {
+                        Some(s) => *s = key.clone(),
+                        None => self.stored_access.push(key.clone()),
+                    }
+                    access_changed = true;
+                }
+                Change::AccessKeyDelete { id } => {
+                    let store = self.store().map_err(|e| OpError(500, e))?;
+                    store.delete_access_key(id).map_err(|e| OpError(500, e))?;
+                    self.stored_access.retain(|k| k.id != *id);
+                    access_changed = true;
+                }
+                Change::QuotaSet {
+                    plan,
+                    key,
+                    used,
+                    period,
+                } => {
+                    // A plan this node does not have: nothing of it is counted here.
+                    if let Err(e) = self.set_quota_cell(plan, key, *used, *period) {
+                        if e.0 == 500 {
+                            return Err(e);
+                        }
+                    }
+                }
+                Change::CacheFlush {
+                    api,
+                    stage,
+                    path,
+                    prefix,
+                } => {
+                    // A node without that stage or its cache has nothing to flush.
+                    if let Ok(cache) = self.stage_cache(api, stage) {
+                        removed += match path {
+                            Some(p) => cache.purge(p, !prefix),
+                            None => cache.flush(),
+                        } as u64;
+                    }
+                }
+                Change::KeyPut { key } => {
+                    keys.insert(&key.id, Some(key));
+                }
+                Change::KeyDelete { id } => {
+                    keys.insert(id, None);
+                }
+                Change::Objects { writes } => {
+                    objects.extend(writes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+        }
+        let puts: Vec<StoredKey> = keys.values().filter_map(|k| k.cloned()).collect();
+        let deletes: ahash::AHashSet<&str> = keys
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        let store = self.store().map_err(|e| OpError(500, e))?;
+        if !puts.is_empty() {
+            store.put_keys(&puts).map_err(|e| OpError(500, e))?;
+        }
+        for id in &deletes {
+            store.delete_key(id).map_err(|e| OpError(500, e))?;
+        }
+        let mut object_puts: Vec<(String, String)> = objects
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
+        let object_deletes: Vec<String> = objects
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let Some(p) = position {
+            object_puts.push((POSITION.to_string(), p.to_string()));
+        }
+        if !object_puts.is_empty() || !object_deletes.is_empty() {
+            store
+                .write_objects(&object_puts, &object_deletes)
+                .map_err(|e| OpError(500, e))?;
+        }
+        let keys_changed = !puts.is_empty() || !deletes.is_empty();
+        if keys_changed {
+            let mut at: ahash::AHashMap<String, usize> = self
+                .stored_keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.id.clone(), i))
+                .collect();
+            for k in puts {
+                match at.get(&k.id) {
+                    Some(&i) => self.stored_keys[i] = k,
+                    None => {
+                        at.insert(k.id.clone(), self.stored_keys.len());
+                        self.stored_keys.push(k);
+                    }
+                }
+            }
+            self.stored_keys
+                .retain(|k| !deletes.contains(k.id.as_str()));
+            self.shared
+                .quotas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|(_, k), _| !deletes.contains(&**k));
+        }
+        if let Some(p) = position {
+            if let Some(link) = &self.fleet {
+                link.applied.set(Some(p));
+            }
+        }
+        if !objects.is_empty() {
+            // A new compiled configuration: its snapshot carries the keys and access keys too.
+            self.serve_objects(&objects);
+        } else if access_changed {
+            // Rebuilds the table the shards look callers up in, and publishes.
+            self.refresh_access();
+        } else if keys_changed {
+            self.publish();
+        }
+        Ok(removed)
+    }
+
+    /// Serves the run-time objects with `writes` (already stored) applied: compiled as at a
+    /// start or a reload — an object that does not fit this node's configuration file (an
+    /// API the file declares too, say) is skipped and said, never refused: the fleet already
+    /// holds it.
+    fn serve_objects(&mut self, writes: &BTreeMap<String, Option<String>>) {
+        let before = self.objects.clone();
+        for (k, v) in writes {
+            self.objects.set(k, v.as_deref());
+        }
+        let (merged, skipped, waiting) = self.objects.merge(&self.file_config, &self.config_base());
+        for e in &skipped {
+            tracing::warn!(error = %e, "fleet: a run-time object is not served on this node");
+        }
+        for w in &waiting {
+            tracing::info!(what = %w, "waits for a run-time stage");
+        }
+        match lifecycle::compile_merged(merged, &self.file_config, &mut self.registries) {
+            Ok(c) => {
+                self.install(c);
+            }
+            Err(e) => {
+                tracing::error!(errors = %e.errors.join("; "), "fleet: the configuration does not compile; the previous one keeps serving")
+            }
+        }
+        self.flush_redeployed(&before);
+    }
+}

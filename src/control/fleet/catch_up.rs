@@ -1,0 +1,207 @@
+//! Catching up with the fleet on (re)connecting: from the stream when it still reaches back to
+//! this node's position, from the objects hash whole otherwise.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use super::resp::{RedisConn, Resp};
+use super::{
+    Change, EntryId, Link, EPOCH, LOCAL_EPOCH, OBJECTS, POSITION, SCAN_COUNT, STREAM, TRIMMED,
+};
+use crate::control::lifecycle::Objects;
+use crate::control::Control;
+
+/// A node that never synced, or whose position the stream was trimmed past, reads the objects
+/// hash whole. One that never synced first sends the fleet what it made alone (API keys,
+/// access keys, run-time APIs: they join the fleet rather than vanish); one that synced
+/// before drops what the fleet deleted meanwhile.
+pub(super) async fn catch_up(
+    ctl: &Rc<RefCell<Control>>,
+    link: &Link,
+    c: &mut RedisConn,
+) -> Result<(), String> {
+    let trimmed = c
+        .call(&[b"GET", TRIMMED.as_bytes()], link.timeout)
+        .await?
+        .text()
+        .and_then(EntryId::parse);
+    let fresh = crate::auth::random_token(16).map_err(|e| e.to_string())?;
+    c.call(
+        &[b"SET", EPOCH.as_bytes(), fresh.as_bytes(), b"NX"],
+        link.timeout,
+    )
+    .await?;
+    let epoch = c
+        .call(&[b"GET", EPOCH.as_bytes()], link.timeout)
+        .await?
+        .text()
+        .map(str::to_string)
+        .ok_or("the fleet epoch vanished")?;
+    let known = link.epoch.borrow().clone();
+    if known.as_deref() != Some(epoch.as_str()) {
+        if known.is_some() {
+            tracing::warn!(redis = %link.addr, "fleet: Redis holds a new epoch (it lost its data): this node sends the fleet what it holds");
+        }
+        // As if it never synced: send, then take the fleet's whole.
+        link.applied.set(None);
+        // The old position goes with the old epoch, in one write: a restart half way
+        // through still starts as a node that never synced.
+        ctl.borrow().store().and_then(|s| {
+            s.write_objects(
+                &[(LOCAL_EPOCH.to_string(), epoch.clone())],
+                &[POSITION.to_string()],
+            )
+        })?;
+        *link.epoch.borrow_mut() = Some(epoch);
+    }
+    let applied = link.applied.get();
+    if applied.is_some() && trimmed.is_none_or(|t| applied.is_some_and(|a| a >= t)) {
+        return Ok(());
+    }
+    if applied.is_none() {
+        let local = local_changes(&ctl.borrow())?;
+        if !local.is_empty() {
+            link.write(&local).await?;
+            tracing::info!(
+                changes = local.len(),
+                "fleet: this node's API keys, access keys and run-time APIs sent to the fleet"
+            );
+        }
+    }
+    // The newest entry first, then the hash a page at a time (a large fleet does not hold
+    // Redis up). The sync then reads every entry after that one, again if a page already
+    // showed it: each entry sets an object whole, so applying them in order ends every
+    // object as the fleet has it, however the pages fell.
+    let last = c
+        .call(
+            &[b"XREVRANGE", STREAM.as_bytes(), b"+", b"-", b"COUNT", b"1"],
+            link.timeout,
+        )
+        .await?;
+    let at = match last.items().first() {
+        None => EntryId::default(),
+        Some(e) => e
+            .items()
+            .first()
+            .and_then(Resp::text)
+            .and_then(EntryId::parse)
+            .ok_or("unexpected reply to XREVRANGE")?,
+    };
+    let mut changes: Vec<Change> = Vec::new();
+    let mut writes: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut cursor = b"0".to_vec();
+    loop {
+        let r = c
+            .call(
+                &[
+                    b"HSCAN",
+                    OBJECTS.as_bytes(),
+                    &cursor,
+                    b"COUNT",
+                    SCAN_COUNT.as_bytes(),
+                ],
+                link.timeout,
+            )
+            .await?;
+        cursor = r
+            .items()
+            .first()
+            .and_then(Resp::bytes)
+            .ok_or("unexpected reply to HSCAN")?
+            .to_vec();
+        for kv in r.items().get(1).map_or(&[][..], Resp::items).chunks(2) {
+            let (Some(field), Some(json)) = (kv[0].text(), kv.get(1).and_then(Resp::bytes)) else {
+                continue;
+            };
+            if Objects::is_object_key(field) {
+                writes.insert(
+                    field.to_string(),
+                    Some(String::from_utf8_lossy(json).into_owned()),
+                );
+            } else if let Some(c) = from_object(field, json) {
+                changes.push(c);
+            }
+        }
+        if cursor == b"0" {
+            break;
+        }
+    }
+    // What this node holds that the fleet does not: deleted while this node was away.
+    {
+        let ctl = ctl.borrow();
+        let fleet: ahash::AHashSet<(bool, &str)> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::KeyPut { key } => Some((false, key.id.as_str())),
+                Change::AccessKeyPut { key } => Some((true, key.id.as_str())),
+                _ => None,
+            })
+            .collect();
+        let keys = ctl
+            .stored_keys
+            .iter()
+            .filter(|k| !fleet.contains(&(false, k.id.as_str())))
+            .map(|k| Change::KeyDelete { id: k.id.clone() });
+        let access = ctl
+            .stored_access
+            .iter()
+            .filter(|k| !fleet.contains(&(true, k.id.as_str())))
+            .map(|k| Change::AccessKeyDelete { id: k.id.clone() });
+        let gone: Vec<Change> = keys.chain(access).collect();
+        changes.extend(gone);
+        for (k, _) in ctl.store()?.objects()? {
+            if Objects::is_object_key(&k) && !writes.contains_key(&k) {
+                writes.insert(k, None);
+            }
+        }
+    }
+    if !writes.is_empty() {
+        changes.push(Change::Objects { writes });
+    }
+    tracing::info!(changes = changes.len(), position = %at, "fleet: local copy replaced by the fleet's");
+    ctl.borrow_mut()
+        .apply_changes(&changes, Some(at))
+        .map(|_| ())
+        .map_err(|e| e.1)
+}
+
+/// What a node that never synced sends the fleet: every API key, access key and run-time
+/// object it holds.
+fn local_changes(ctl: &Control) -> Result<Vec<Change>, String> {
+    let keys = ctl
+        .stored_keys
+        .iter()
+        .map(|k| Change::KeyPut { key: k.clone() });
+    let access = ctl
+        .stored_access
+        .iter()
+        .map(|k| Change::AccessKeyPut { key: k.clone() });
+    let mut local: Vec<Change> = keys.chain(access).collect();
+    let writes: BTreeMap<String, Option<String>> = ctl
+        .store()?
+        .objects()?
+        .into_iter()
+        .filter(|(k, _)| Objects::is_object_key(k))
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    if !writes.is_empty() {
+        local.push(Change::Objects { writes });
+    }
+    Ok(local)
+}
+
+/// The change that makes a key or access key of the hash what it is there.
+fn from_object(field: &str, json: &[u8]) -> Option<Change> {
+    if field.starts_with("key/") {
+        return serde_json::from_slice(json)
+            .ok()
+            .map(|key| Change::KeyPut { key });
+    }
+    if field.starts_with("access/") {
+        return serde_json::from_slice(json)
+            .ok()
+            .map(|key| Change::AccessKeyPut { key });
+    }
+    None
+}
