@@ -77,6 +77,9 @@ pub(crate) struct Shared {
     /// `@connections` calls for a connection another node holds, for the control plane to
     /// send on through the fleet's Redis.
     pub remote_ws: (flume::Sender<RemoteWs>, flume::Receiver<RemoteWs>),
+    /// Where the fleet's Redis is now (the primary the Sentinels name, with
+    /// `cluster.sentinels`).
+    pub redis_primary: crate::throttle::redis::Primary,
 }
 
 /// An `@connections` call for another node: its number, the call, where the answer goes.
@@ -174,6 +177,7 @@ impl Shared {
                 u32::from_be_bytes(b)
             },
             remote_ws: flume::bounded(4096),
+            redis_primary: Default::default(),
         })
     }
 
@@ -457,10 +461,20 @@ impl Shard {
     /// This shard's Redis connections for `[cluster]`.
     pub(crate) fn redis(&self, c: &crate::config::Cluster) -> Rc<RedisPool> {
         let mut r = self.redis.borrow_mut();
+        // With Sentinels the primary is read again only when it moved.
+        let version = if c.sentinels.is_empty() {
+            0
+        } else {
+            self.shared.redis_primary.version()
+        };
         match &*r {
-            Some(p) if p.addr == c.redis => p.clone(),
+            Some(p) if c.sentinels.is_empty() && p.version == 0 && p.addr == Some(c.redis) => {
+                p.clone()
+            }
+            Some(p) if !c.sentinels.is_empty() && p.version == version && version != 0 => p.clone(),
             _ => {
-                let p = Rc::new(RedisPool::new(c.redis, c.timeout));
+                let addr = self.shared.redis_primary.addr(c);
+                let p = Rc::new(RedisPool::new(addr, version, c.timeout));
                 *r = Some(p.clone());
                 p
             }

@@ -97,7 +97,7 @@ pub(super) async fn fleet_write(
                 Err(OpError(s, m)) => return Some(message(s, m)),
             };
             let unreachable = |e: String| {
-                message(503, format!("the fleet's Redis ({}) cannot be reached ({e}); this node's own counts are not the fleet's", link.addr))
+                message(503, format!("the fleet's Redis ({}) cannot be reached ({e}); this node's own counts are not the fleet's", link.name()))
             };
             let rows = match link.usage(plan, &days, key.as_deref()).await {
                 Ok(r) => r,
@@ -157,7 +157,7 @@ pub(super) async fn fleet_write(
                 if let Err(e) = link.set_quota(&counter, used, ttl).await {
                     return Some(message(
                         503,
-                        format!("the fleet's Redis ({}) cannot be reached ({e}): nothing was changed; try again when it is back", link.addr),
+                        format!("the fleet's Redis ({}) cannot be reached ({e}): nothing was changed; try again when it is back", link.name()),
                     ));
                 }
             }

@@ -477,6 +477,8 @@ pub(crate) struct KeyFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClusterFile {
     pub redis: Option<String>,
+    pub sentinels: Option<Vec<String>>,
+    pub sentinel_master: Option<String>,
     pub nodes: Option<i64>,
     pub on_redis_error: Option<String>,
     pub timeout: Option<String>,

@@ -32,7 +32,12 @@ pub enum OnRedisError {
 /// `[cluster]`: gateway, stage and usage-plan limits and quotas shared by a fleet.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cluster {
+    /// The Redis server (unused with `sentinels`).
     pub redis: SocketAddr,
+    /// Sentinels that name the primary of `sentinel_master` (asked every second, in order,
+    /// until one answers); empty for one fixed server.
+    pub sentinels: Vec<SocketAddr>,
+    pub sentinel_master: String,
     /// Nodes in the fleet, for the local fallback share.
     pub nodes: u32,
     pub on_redis_error: OnRedisError,
@@ -87,6 +92,57 @@ fn ser_redacted<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> 
 
 impl Validator {
     pub(super) fn cluster(&mut self, c: file::ClusterFile) -> Cluster {
+        let mut sentinels = Vec::new();
+        for (i, s) in c.sentinels.iter().flatten().enumerate() {
+            match resolve(s) {
+                Ok(a) => sentinels.push(a),
+                Err(_) => self.bad(
+                    &format!("cluster.sentinels[{i}]"),
+                    s,
+                    "\"HOST:PORT\" of a Redis Sentinel, that resolves",
+                ),
+            }
+        }
+        let sentinel_master = match (&c.sentinels, c.sentinel_master) {
+            (Some(list), _) if list.is_empty() => {
+                self.err(
+                    "cluster.sentinels",
+                    "is empty: name one Sentinel or more, or use cluster.redis",
+                );
+                String::new()
+            }
+            (Some(_), Some(m)) if !m.is_empty() => m,
+            (Some(_), _) => {
+                self.err("cluster.sentinel_master", "is required with cluster.sentinels: the name the Sentinels monitor the primary under (their `sentinel monitor <name> ...`)");
+                String::new()
+            }
+            (None, Some(_)) => {
+                self.err("cluster.sentinel_master", "needs cluster.sentinels");
+                String::new()
+            }
+            (None, None) => String::new(),
+        };
+        if c.sentinels.is_some() {
+            if let Some(u) = &c.redis {
+                self.bad(
+                    "cluster.redis",
+                    u,
+                    "absent with cluster.sentinels (they name the primary): give one or the other",
+                );
+            }
+            return Cluster {
+                redis: SocketAddr::from(([127, 0, 0, 1], 6379)),
+                sentinels,
+                sentinel_master,
+                nodes: self.int_in("cluster.nodes", c.nodes, 1, 1, 10_000) as u32,
+                on_redis_error: self.on_redis_error(c.on_redis_error.as_deref()),
+                timeout: self.duration(
+                    "cluster.timeout",
+                    c.timeout.as_ref(),
+                    DEFAULT_REDIS_TIMEOUT,
+                ),
+            };
+        }
         let redis = match c.redis.as_deref() {
             Some(u) => match u
                 .strip_prefix("redis://")
@@ -100,23 +156,28 @@ impl Validator {
                 }
             },
             None => {
-                self.err("cluster.redis", "is required: \"redis://HOST:PORT\"");
+                self.err("cluster.redis", "is required: \"redis://HOST:PORT\" (or cluster.sentinels and cluster.sentinel_master)");
                 SocketAddr::from(([127, 0, 0, 1], 6379))
             }
         };
-        let on_redis_error = match c.on_redis_error.as_deref() {
+        Cluster {
+            redis,
+            sentinels,
+            sentinel_master,
+            nodes: self.int_in("cluster.nodes", c.nodes, 1, 1, 10_000) as u32,
+            on_redis_error: self.on_redis_error(c.on_redis_error.as_deref()),
+            timeout: self.duration("cluster.timeout", c.timeout.as_ref(), DEFAULT_REDIS_TIMEOUT),
+        }
+    }
+
+    fn on_redis_error(&mut self, v: Option<&str>) -> OnRedisError {
+        match v {
             None | Some("local") => OnRedisError::Local,
             Some("deny") => OnRedisError::Deny,
             Some(other) => {
                 self.bad("cluster.on_redis_error", other, "\"local\" or \"deny\"");
                 OnRedisError::Local
             }
-        };
-        Cluster {
-            redis,
-            nodes: self.int_in("cluster.nodes", c.nodes, 1, 1, 10_000) as u32,
-            on_redis_error,
-            timeout: self.duration("cluster.timeout", c.timeout.as_ref(), DEFAULT_REDIS_TIMEOUT),
         }
     }
 

@@ -221,8 +221,8 @@ impl ControlInit {
                 id
             });
             Rc::new(fleet::Link::new(
-                c.redis,
-                c.timeout,
+                shared.clone(),
+                c.clone(),
                 position,
                 get(fleet::LOCAL_EPOCH),
                 usage_id,
@@ -529,6 +529,9 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     let link = ctl.borrow().fleet.clone();
     if let Some(link) = link {
         let shared = ctl.borrow().shared.clone();
+        if !link.sentinels().is_empty() {
+            monoio::spawn(fleet::sentinel::watch(link.clone(), stop.clone()));
+        }
         monoio::spawn(fleet::ws::serve(shared, link.clone(), stop.clone()));
         monoio::spawn(fleet::sync(ctl.clone(), link, stop.clone()));
     }

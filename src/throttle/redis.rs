@@ -59,9 +59,54 @@ return {g, limit - used}
 /// How often an open circuit pings Redis to see whether it answers again (1 s).
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Where the fleet's Redis is now with `cluster.sentinels`: the primary the Sentinels last
+/// named (kept current by the control plane; none until one of them has answered). Shared
+/// by the shards on purpose, as the snapshot is: a shard reads the version (one relaxed load
+/// per lease it takes from Redis) and locks only when it moved — at a failover.
+#[derive(Default)]
+pub(crate) struct Primary {
+    /// 0 until a Sentinel has named one; one more at each move.
+    version: std::sync::atomic::AtomicU64,
+    #[allow(clippy::disallowed_types)]
+    addr: std::sync::Mutex<Option<SocketAddr>>,
+}
+
+impl Primary {
+    /// Where Redis is for `c`: `cluster.redis`, or the primary the Sentinels named.
+    pub(crate) fn addr(&self, c: &crate::config::Cluster) -> Option<SocketAddr> {
+        if c.sentinels.is_empty() {
+            return Some(c.redis);
+        }
+        *self.addr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many times the Sentinels' primary has moved (0: never named).
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes the primary the Sentinels name; whether it moved.
+    pub(crate) fn set(&self, a: SocketAddr) -> bool {
+        let mut g = self.addr.lock().unwrap_or_else(|e| e.into_inner());
+        let moved = *g != Some(a);
+        if moved {
+            *g = Some(a);
+            self.version
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        moved
+    }
+}
+
+/// What a call says when the Sentinels have named no primary yet.
+pub(crate) const NO_PRIMARY: &str = "no Redis primary: no Sentinel has named one yet";
+
 /// A shard's connections to one Redis.
 pub(crate) struct RedisPool {
-    pub addr: SocketAddr,
+    /// `None` while the Sentinels have named no primary: every call fails at once.
+    pub addr: Option<SocketAddr>,
+    /// With Sentinels: the `Primary` version `addr` was read at (0 for a fixed server).
+    pub version: u64,
     timeout: Duration,
     idle: RefCell<Vec<TcpStream>>,
     /// The circuit is open: calls fail at once while the probe waits for Redis to answer.
@@ -126,13 +171,20 @@ pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<Vec<i64>>, String> {
 }
 
 impl RedisPool {
-    pub(crate) fn new(addr: SocketAddr, timeout: Duration) -> RedisPool {
+    pub(crate) fn new(addr: Option<SocketAddr>, version: u64, timeout: Duration) -> RedisPool {
         RedisPool {
             addr,
+            version,
             timeout,
             idle: RefCell::new(Vec::new()),
             open: Cell::new(false),
         }
+    }
+
+    /// The address, for messages.
+    fn at(&self) -> String {
+        self.addr
+            .map_or_else(|| "(no primary yet)".to_string(), |a| a.to_string())
     }
 
     /// Opens the circuit and starts the probe that closes it once Redis answers a PING.
@@ -162,9 +214,10 @@ impl RedisPool {
         let mut s = match pooled {
             Some(s) => s,
             None => {
-                let s = TcpStream::connect_addr(self.addr)
+                let addr = self.addr.ok_or(NO_PRIMARY)?;
+                let s = TcpStream::connect_addr(addr)
                     .await
-                    .map_err(|e| format!("connect to Redis {}: {e}", self.addr))?;
+                    .map_err(|e| format!("connect to Redis {addr}: {e}"))?;
                 let _ = s.set_nodelay(true);
                 s
             }
@@ -195,7 +248,8 @@ impl RedisPool {
         if self.open.get() {
             return Err(format!(
                 "Redis {} is not answering (checked every {:?})",
-                self.addr, PROBE_INTERVAL
+                self.at(),
+                PROBE_INTERVAL
             ));
         }
         let nums: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -205,7 +259,8 @@ impl RedisPool {
             Ok(r) => r,
             Err(_) => Err(format!(
                 "Redis {} did not answer within {:?}",
-                self.addr, self.timeout
+                self.at(),
+                self.timeout
             )),
         };
         // A Redis error reply is an answer; no reply at all opens the circuit.

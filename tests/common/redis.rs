@@ -4,12 +4,15 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::gateway::{closed_port, eventually};
+use super::gateway::{closed_port, eventually, TempDir};
 
 /// A redis-server on a free port; killed (by PID) on drop.
 pub struct Redis {
     child: Child,
     pub addr: SocketAddr,
+    /// Its working directory: a replica writes the primary's data there (`dump.rdb`), and a
+    /// server would load one found where it starts.
+    _dir: TempDir,
 }
 
 impl Redis {
@@ -19,6 +22,56 @@ impl Redis {
 
     /// On a given address (a Redis that comes back where it was).
     pub fn start_on(addr: SocketAddr) -> Redis {
+        Redis::spawn(addr, &[])
+    }
+
+    /// A replica of `primary`, on a free port.
+    pub fn replica_of(primary: SocketAddr) -> Redis {
+        let port = primary.port().to_string();
+        Redis::spawn(closed_port(), &["--replicaof", "127.0.0.1", &port])
+    }
+
+    /// A Sentinel, on a free port, monitoring `primary` as `master` (quorum 1; the primary
+    /// is down after 500 ms without an answer). Its config file (a Sentinel rewrites it) is
+    /// in `dir`.
+    pub fn sentinel(primary: SocketAddr, master: &str, dir: &std::path::Path) -> Redis {
+        let addr = closed_port();
+        let conf = dir.join(format!("sentinel-{}.conf", addr.port()));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {}\nbind 127.0.0.1\nsentinel monitor {master} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {master} 500\n\
+                 sentinel failover-timeout {master} 5000\n",
+                addr.port(),
+                primary.port()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs Sentinels too (--sentinel)");
+        assert!(
+            eventually(Duration::from_secs(10), || std::net::TcpStream::connect(
+                addr
+            )
+            .is_ok()),
+            "the Sentinel did not start"
+        );
+        Redis {
+            child,
+            addr,
+            _dir: TempDir::new(),
+        }
+    }
+
+    fn spawn(addr: SocketAddr, extra: &[&str]) -> Redis {
+        let dir = TempDir::new();
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -30,6 +83,8 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
+            .current_dir(&dir.0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -41,7 +96,11 @@ impl Redis {
             .is_ok()),
             "redis-server did not start"
         );
-        Redis { child, addr }
+        Redis {
+            child,
+            addr,
+            _dir: dir,
+        }
     }
 
     /// SIGSTOP / SIGCONT: a Redis that hangs rather than dies.

@@ -41,7 +41,7 @@ pub(super) async fn catch_up(
     let known = link.epoch.borrow().clone();
     if known.as_deref() != Some(epoch.as_str()) {
         if known.is_some() {
-            tracing::warn!(redis = %link.addr, "fleet: Redis holds a new epoch (it lost its data): this node sends the fleet what it holds");
+            tracing::warn!(redis = %link.name(), "fleet: Redis holds a new epoch (it lost its data): this node sends the fleet what it holds");
         }
         // As if it never synced: send, then take the fleet's whole.
         link.applied.set(None);

@@ -21,6 +21,7 @@
 mod apply;
 mod catch_up;
 pub(crate) mod resp;
+pub(crate) mod sentinel;
 mod usage;
 pub(crate) mod ws;
 
@@ -186,14 +187,16 @@ fn never_ran(e: &str) -> bool {
 
 /// A node's link to the fleet's Redis.
 pub(crate) struct Link {
-    pub addr: SocketAddr,
+    /// Where Redis is: `shared.redis_primary` for this `cluster`.
+    shared: Arc<crate::shard::Shared>,
+    cluster: crate::config::Cluster,
     timeout: Duration,
     /// Since when Redis has been unreachable (ms since the epoch); 0 while it answers.
     down_since: Cell<u64>,
     /// The last entry this node applied.
     pub applied: Cell<Option<EntryId>>,
-    /// A connection for admin writes, kept between them.
-    conn: RefCell<Option<RedisConn>>,
+    /// A connection for admin writes, kept between them, and where it goes.
+    conn: RefCell<Option<(SocketAddr, RedisConn)>>,
     /// The fleet epoch this node last synced with.
     epoch: RefCell<Option<String>>,
     /// Per plan and key: the day and the count of it this node has added to the fleet's.
@@ -214,16 +217,17 @@ fn now_ms() -> u64 {
 
 impl Link {
     pub(crate) fn new(
-        addr: SocketAddr,
-        timeout: Duration,
+        shared: Arc<crate::shard::Shared>,
+        cluster: crate::config::Cluster,
         applied: Option<EntryId>,
         epoch: Option<String>,
         usage_id: String,
     ) -> Link {
         Link {
-            addr,
+            shared,
             // Admin writes and full syncs are not on a request's path: room for a busy Redis.
-            timeout: timeout.max(Duration::from_secs(2)),
+            timeout: cluster.timeout.max(Duration::from_secs(2)),
+            cluster,
             down_since: Cell::new(0),
             applied: Cell::new(applied),
             conn: RefCell::new(None),
@@ -235,14 +239,52 @@ impl Link {
         }
     }
 
+    /// Where the fleet's Redis is now (with Sentinels: the primary they last named).
+    pub(crate) fn addr(&self) -> Result<SocketAddr, String> {
+        self.shared
+            .redis_primary
+            .addr(&self.cluster)
+            .ok_or_else(|| crate::throttle::redis::NO_PRIMARY.to_string())
+    }
+
+    /// The fleet's Redis, as messages name it.
+    pub(crate) fn name(&self) -> String {
+        let c = &self.cluster;
+        match (c.sentinels.is_empty(), self.addr()) {
+            (true, _) => c.redis.to_string(),
+            (false, Ok(a)) => format!("{a}, the Sentinels' primary of {:?}", c.sentinel_master),
+            (false, Err(_)) => format!(
+                "the Sentinels' primary of {:?}, not named yet",
+                c.sentinel_master
+            ),
+        }
+    }
+
+    /// The Sentinels that name the primary (none: one fixed server).
+    pub(crate) fn sentinels(&self) -> &[SocketAddr] {
+        &self.cluster.sentinels
+    }
+
+    /// A new connection to where Redis is now.
+    pub(crate) async fn connect(&self) -> Result<(SocketAddr, RedisConn), String> {
+        let at = self.addr()?;
+        Ok((at, RedisConn::connect(at, self.timeout).await?))
+    }
+
+    /// Whether a connection to `at` no longer goes to the fleet's Redis (the Sentinels named
+    /// another primary).
+    pub(crate) fn moved(&self, at: SocketAddr) -> bool {
+        self.addr().is_ok_and(|now| now != at)
+    }
+
     fn up(&self, ok: bool) {
         if ok {
             if self.down_since.get() != 0 {
-                tracing::info!(redis = %self.addr, "fleet: Redis answers again");
+                tracing::info!(redis = %self.name(), "fleet: Redis answers again");
             }
             self.down_since.set(0);
         } else if self.down_since.get() == 0 {
-            tracing::warn!(redis = %self.addr, "fleet: Redis is unreachable; serving from the local copy, admin writes refused");
+            tracing::warn!(redis = %self.name(), "fleet: Redis is unreachable; serving from the local copy, admin writes refused");
             self.down_since.set(now_ms());
         }
     }
@@ -257,20 +299,21 @@ impl Link {
     /// fresh: only when it surely did not run (a script runs whole or not at all).
     async fn call(&self, args: &[&[u8]]) -> Result<Resp, String> {
         let kept = self.conn.borrow_mut().take();
+        let kept = kept.filter(|(at, _)| !self.moved(*at));
         let reused = kept.is_some();
-        let mut conn = match kept {
+        let (mut at, mut conn) = match kept {
             Some(c) => c,
-            None => RedisConn::connect(self.addr, self.timeout).await?,
+            None => self.connect().await?,
         };
         let r = match conn.call(args, self.timeout).await {
             Ok(r) => r,
             Err(e) if reused && never_ran(&e) => {
-                conn = RedisConn::connect(self.addr, self.timeout).await?;
+                (at, conn) = self.connect().await?;
                 conn.call(args, self.timeout).await?
             }
             Err(e) => return Err(e),
         };
-        *self.conn.borrow_mut() = Some(conn);
+        *self.conn.borrow_mut() = Some((at, conn));
         Ok(r)
     }
 
@@ -361,7 +404,7 @@ pub(crate) async fn commit(
                     503,
                     format!(
                         "done on this node ({n} cache entries removed), but the fleet's Redis ({}) cannot be reached ({e}): the other nodes were not told; try again when it is back",
-                        link.addr
+                        link.name()
                     ),
                 ))
             }
@@ -383,7 +426,7 @@ pub(crate) async fn commit(
                 503,
                 format!(
                     "the fleet's Redis ({}) cannot be reached ({e}): nothing was changed; try again when it is back",
-                    link.addr
+                    link.name()
                 ),
             ))
         }
@@ -396,7 +439,7 @@ pub(crate) async fn commit(
                 503,
                 format!(
                     "the fleet's Redis ({}) did not answer ({e}): the change may or may not have been made; read it back before trying again",
-                    link.addr
+                    link.name()
                 ),
             ))
         }
@@ -406,12 +449,14 @@ pub(crate) async fn commit(
 /// Keeps this node's copy in step with the fleet, and adds this node's usage to the fleet's,
 /// for as long as the control plane runs.
 pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
-    let mut conn: Option<RedisConn> = None;
+    let mut conn: Option<(SocketAddr, RedisConn)> = None;
     while !stop.get() {
-        let mut c = match conn.take() {
+        // A connection to a primary the Sentinels no longer name is dropped: the node
+        // catches up from the new one (entries the old one had not replicated are gone).
+        let (at, mut c) = match conn.take().filter(|(at, _)| !link.moved(*at)) {
             Some(c) => c,
-            None => match RedisConn::connect(link.addr, link.timeout).await {
-                Ok(mut c) => {
+            None => match link.connect().await {
+                Ok((at, mut c)) => {
                     // (Re)connected: catch up whole if the stream no longer reaches back to
                     // where this node stopped.
                     if let Err(e) = catch_up(&ctl, &link, &mut c).await {
@@ -420,7 +465,7 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
                         monoio::time::sleep(POLL).await;
                         continue;
                     }
-                    c
+                    (at, c)
                 }
                 Err(_) => {
                     link.up(false);
@@ -483,7 +528,7 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
                     }
                 }
                 match usage::push_usage(&ctl, &link, &mut c).await {
-                    Ok(()) => conn = Some(c),
+                    Ok(()) => conn = Some((at, c)),
                     // Counted again next time; Redis answered the read, so it is not down.
                     Err(e) => tracing::debug!(error = %e, "fleet: adding usage failed"),
                 }

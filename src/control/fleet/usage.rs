@@ -96,7 +96,7 @@ impl Link {
         days: &[String],
         key: Option<&str>,
     ) -> Result<Vec<(String, String, u64)>, String> {
-        let mut c = RedisConn::connect(self.addr, self.timeout).await?;
+        let (_, mut c) = self.connect().await?;
         let mut out = Vec::new();
         for day in days {
             let hash = usage_hash(plan, day);
@@ -122,7 +122,7 @@ impl Link {
 
     /// The fleet's count of a quota counter (`tollgate:quota:{name}`), 0 when there is none.
     pub(crate) async fn quota_used(&self, name: &str) -> Result<u64, String> {
-        let mut c = RedisConn::connect(self.addr, self.timeout).await?;
+        let (_, mut c) = self.connect().await?;
         let key = format!("tollgate:quota:{name}");
         let r = c.call(&[b"GET", key.as_bytes()], self.timeout).await?;
         Ok(r.text().and_then(|t| t.parse().ok()).unwrap_or(0))

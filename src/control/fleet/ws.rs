@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::resp::{RedisConn, Resp};
+use super::resp::Resp;
 use super::Link;
 use crate::shard::{RemoteWs, Shared};
 
@@ -82,7 +82,7 @@ async fn send(me: u32, link: Rc<Link>, call: RemoteWs) {
 async fn subscribe(shared: Arc<Shared>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
     let mine = channel(shared.node_id);
     while !stop.get() {
-        let mut c = match RedisConn::connect(link.addr, link.timeout).await {
+        let (at, mut c) = match link.connect().await {
             Ok(c) => c,
             Err(_) => {
                 monoio::time::sleep(super::POLL).await;
@@ -98,6 +98,8 @@ async fn subscribe(shared: Arc<Shared>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
         }
         while !stop.get() {
             match c.next(super::POLL).await {
+                // The Sentinels named another primary: subscribe there.
+                Ok(None) if link.moved(at) => break,
                 Ok(None) => continue,
                 Ok(Some(r)) => {
                     let items = r.items();
