@@ -3,10 +3,14 @@
 (`[cluster]`, one shard each). Node B serves API-key-checked GETs under wrk, pinned to CPU 0
 (everything else on CPU 1). Rounds alternate: wrk alone, then wrk while nodes A and C make
 admin changes one after another (API keys created, renamed, disabled, deleted; a run-time
-API's stage variables patched and new deployments made), until --changes in all.
+API's stage variables patched and new deployments made), until --changes in all. Between
+them, a phase where A and C answer admin reads at the same pace instead: it loads the load
+generator's CPU as the changes do, so that B's CPU per request compares like with like (it
+grows as the request rate falls: fewer requests per wake-up).
 
-Prints, per phase: B's CPU time per request (from /proc, user + system), requests/s, and the
-nodes' RSS; then checks that no change was lost: every node lists exactly the keys the
+Prints, per phase: the CPU time of B's shard threads per request (from /proc, user + system),
+requests/s, the CPU time of B's control thread per change it applied, the fleet's key count
+(it stays near 1,000: past it, keys are deleted as fast as they are made) and the nodes' RSS; then checks that no change was lost: every node lists exactly the keys the
 changes left (names, enabled flags) and serves the run-time stage's last variable. Exits 1
 if anything differs.
 
@@ -32,6 +36,7 @@ from fleet_latency import free_port, wait_port  # noqa: E402
 
 TOKEN = "fleet-soak-token"
 LOAD_KEY = "fleet-soak-load-key-0123456789"
+KEPT = 1000
 
 
 def node_conf(tmp, i, port, admin, redis):
@@ -79,9 +84,22 @@ def call(port, method, path, body=None):
 
 
 def cpu_s(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) of the process's shard threads and of its control thread."""
+    shard = control = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        t = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if name.startswith("tollgate-shard"):
+            shard += t
+        elif name.startswith("tollgate-contro"):
+            control += t
+    return shard, control
 
 
 def rss_kib(pid):
@@ -111,7 +129,8 @@ class Changes:
             st, b = call(port, "PATCH", "/apis/rt/stages/prod", {"variables": {"v": self.variable}})
         elif i % 200 == 199:
             st, b = call(port, "POST", "/apis/rt/deployments", {"stage": "prod"})
-        elif i % 5 == 4 and self.order:
+        elif self.order and (i % 5 == 4 or (len(self.order) >= KEPT and i % 3 == 0)):
+            # Past KEPT keys, as many deleted as created: the fleet's size stays put.
             kid = self.order.pop(0)
             st, b = call(port, "DELETE", f"/apikeys/{kid}")
             del self.keys[kid]
@@ -128,6 +147,10 @@ class Changes:
         if st not in (200, 201):
             self.failed.append((i, st, b))
         self.done += 1
+
+    def read(self, i):
+        """An admin read instead of a change: the same work for the load generator's CPU."""
+        call(self.admins[i % 2], "GET", "/apis/rt/stages/prod")
 
 
 def wrk(port, seconds):
@@ -185,11 +208,11 @@ def main():
         wrk(pb, 2)  # warm
         changes = Changes([aa, ac])
         per_round = a.changes // a.rounds
-        results = {"alone": [], "changes": []}
-        print(f"{'phase':<10} {'req/s':>9} {'B CPU/req':>10} {'changes':>8} {'chg/s':>6} "
-              f"{'A RSS':>8} {'B RSS':>8} {'C RSS':>8}")
+        results = {"alone": [], "reads": [], "changes": []}
+        print(f"{'phase':<10} {'req/s':>9} {'shard/req':>10} {'changes':>8} {'chg/s':>6} "
+              f"{'ctl/chg':>8} {'keys':>6} {'A RSS':>8} {'B RSS':>8} {'C RSS':>8}")
         for rnd in range(a.rounds):
-            for phase in ("alone", "changes"):
+            for phase in ("alone", "reads", "changes"):
                 stop = threading.Event()
                 before_done = changes.done
                 target = per_round * (rnd + 1) if rnd < a.rounds - 1 else a.changes
@@ -197,24 +220,37 @@ def main():
                 def work():
                     while changes.done < target and not stop.is_set():
                         changes.one()
-                t = threading.Thread(target=work) if phase == "changes" else None
-                c0, t0 = cpu_s(bpid), time.time()
+
+                def reads():
+                    i = 0
+                    while not stop.is_set():
+                        changes.read(i)
+                        i += 1
+                t = {"alone": None, "reads": threading.Thread(target=reads),
+                     "changes": threading.Thread(target=work)}[phase]
+                (s0, k0), t0 = cpu_s(bpid), time.time()
                 if t:
                     t.start()
                 n, bad = wrk(pb, a.seconds)
-                c1 = cpu_s(bpid)
+                s1, k1 = cpu_s(bpid)
+                during = changes.done - before_done
+                stop.set() if phase == "reads" else None
                 if t:
                     t.join()  # the rest of the round's changes, after the load
                 made = changes.done - before_done
-                per_req = (c1 - c0) / max(n, 1) * 1e6
+                per_req = (s1 - s0) / max(n, 1) * 1e6
+                per_change = (k1 - k0) / during * 1e3 if during else 0.0
                 results[phase].append(per_req)
                 rss = [rss_kib(p) / 1024 for _, _, p in nodes]
                 print(f"{phase:<10} {n / a.seconds:>9.0f} {per_req:>8.2f}µs {made:>8} "
-                      f"{made / (time.time() - t0):>6.0f} {rss[0]:>6.1f}Mi {rss[1]:>6.1f}Mi {rss[2]:>6.1f}Mi"
+                      f"{during / a.seconds:>6.0f} {per_change:>6.2f}ms {len(changes.keys):>6} "
+                      f"{rss[0]:>6.1f}Mi {rss[1]:>6.1f}Mi {rss[2]:>6.1f}Mi"
                       + (f"  ({bad} non-2xx)" if bad else ""))
-        print(f"B CPU per request, median: alone {statistics.median(results['alone']):.2f} µs, "
-              f"while changes flow {statistics.median(results['changes']):.2f} µs "
-              f"({statistics.median(results['changes']) / statistics.median(results['alone']):.3f}x)")
+        med = {k: statistics.median(v) for k, v in results.items()}
+        print(f"B's shards, CPU per request, median: alone {med['alone']:.2f} µs; while admin reads "
+              f"run on A and C {med['reads']:.2f} µs; while changes flow {med['changes']:.2f} µs "
+              f"({med['changes'] / med['reads']:.3f}x of reads, the same load on the load generator's "
+              f"CPU); ctl/chg: B's control thread's CPU per change applied during the load")
         info = subprocess.run(["redis-cli", "-p", str(rport), "info", "memory"], capture_output=True,
                               text=True).stdout
         used = re.search(r"used_memory_human:(\S+)", info)

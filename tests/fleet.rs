@@ -344,6 +344,19 @@ fn usage_reports_count_the_whole_fleet() {
             admin_with(n.admin(), "GET", &path, "").text()
         );
     }
+    // A node that stops sends its last counts as it goes: none is lost.
+    for _ in 0..2 {
+        assert_eq!(keyed(&a, VALUE), 200);
+    }
+    a.stop();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let r = admin_with(b.admin(), "GET", &path, "");
+            r.status == 200 && r.json()["items"][&id][0]["used"] == 7
+        }),
+        "{}",
+        admin_with(b.admin(), "GET", &path, "").text()
+    );
 }
 
 #[test]

@@ -621,6 +621,10 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     while !shards_done() {
         monoio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    let link = ctl.borrow().fleet.clone();
+    if let Some(link) = link {
+        fleet::push_last_usage(&ctl, &link).await;
+    }
 }
 
 /// Usage counted by a process after it handed its store to a successor, for the successor

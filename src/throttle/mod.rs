@@ -99,6 +99,10 @@ pub(crate) struct QuotaCell {
     pub used: AtomicU64,
     pub day: AtomicU64,
     pub day_used: AtomicU64,
+    /// The day before `day` and its count when it ended here (for the fleet's usage
+    /// reports: the last requests of a day are sent after it ended).
+    pub prev_day: AtomicU64,
+    pub prev_day_used: AtomicU64,
     /// Set on every change, cleared by the flusher.
     pub dirty: AtomicBool,
 }
@@ -110,6 +114,8 @@ impl QuotaCell {
             used: AtomicU64::new(used),
             day: AtomicU64::new(day as u64),
             day_used: AtomicU64::new(day_used),
+            prev_day: AtomicU64::new(0),
+            prev_day_used: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
         }
     }
@@ -118,8 +124,13 @@ impl QuotaCell {
     /// Returns what remains.
     pub(crate) fn take(&self, quota: Option<Quota>, day: i64) -> Result<u64, QuotaSpent> {
         let d = day as u64;
-        if self.day.load(Ordering::Relaxed) != d && self.day.swap(d, Ordering::AcqRel) != d {
-            self.day_used.store(0, Ordering::Relaxed);
+        if self.day.load(Ordering::Relaxed) != d {
+            let before = self.day.swap(d, Ordering::AcqRel);
+            if before != d {
+                let n = self.day_used.swap(0, Ordering::Relaxed);
+                self.prev_day_used.store(n, Ordering::Relaxed);
+                self.prev_day.store(before, Ordering::Relaxed);
+            }
         }
         let remaining = match quota {
             Some(q) => {
@@ -193,5 +204,13 @@ mod tests {
         assert_eq!(cell.day_used.load(Ordering::Relaxed), 3);
         assert_eq!(cell.take(q, 101), Ok(2));
         assert_eq!(cell.day_used.load(Ordering::Relaxed), 1);
+        // The day before's count is kept for the fleet's usage reports.
+        assert_eq!(
+            (
+                cell.prev_day.load(Ordering::Relaxed),
+                cell.prev_day_used.load(Ordering::Relaxed)
+            ),
+            (100, 3)
+        );
     }
 }

@@ -23,6 +23,7 @@ mod catch_up;
 pub(crate) mod resp;
 pub(crate) mod sentinel;
 mod usage;
+pub(crate) use usage::push_last_usage;
 pub(crate) mod ws;
 
 use std::cell::{Cell, RefCell};
@@ -176,8 +177,8 @@ impl std::fmt::Display for EntryId {
     }
 }
 
-/// A usage plan's name and a key's id.
-type PlanKey = (Arc<str>, Arc<str>);
+/// A usage plan's name, a key's id and a day.
+type PlanKeyDay = (Arc<str>, Arc<str>, u64);
 
 /// Whether a failed call surely did not run: Redis had closed the connection, or the command
 /// could not be written (a timeout may have run it).
@@ -199,8 +200,8 @@ pub(crate) struct Link {
     conn: RefCell<Option<(SocketAddr, RedisConn)>>,
     /// The fleet epoch this node last synced with.
     epoch: RefCell<Option<String>>,
-    /// Per plan and key: the day and the count of it this node has added to the fleet's.
-    pushed: RefCell<ahash::AHashMap<PlanKey, (u64, u64)>>,
+    /// Per plan, key and day: the count of it this node has sent the fleet.
+    pushed: RefCell<ahash::AHashMap<PlanKeyDay, u64>>,
     /// This node's name in the fleet's usage hashes, kept in its store (a restarted node
     /// sends its counts under the same name: they replace, not add to, what it sent before).
     usage_id: String,

@@ -31,25 +31,52 @@ fn usage_hash(plan: &str, day: &str) -> String {
 /// A node's count of a key's day that changed since it was last sent: plan, key, day, count.
 type UsageDelta = (Arc<str>, Arc<str>, u64, u64);
 
-/// This node's counts that changed since they were last sent: (plan, key, day, the day's
+/// This node's counts that changed since they were last sent — today's, and the day before's
+/// (its last requests, counted after the last send of that day): (plan, key, day, the day's
 /// count); marks them sent.
 fn usage_deltas(ctl: &Rc<RefCell<Control>>, link: &Link) -> Vec<UsageDelta> {
+    use std::sync::atomic::Ordering::Relaxed;
     let c = ctl.borrow();
     let cells = c.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
     let mut pushed = link.pushed.borrow_mut();
-    // Keys deleted meanwhile: forgotten here too.
-    pushed.retain(|k, _| cells.contains_key(k));
+    // Keys deleted meanwhile, and days before the day before: forgotten here too.
+    pushed.retain(|(plan, key, day), _| {
+        cells
+            .get(&(plan.clone(), key.clone()))
+            .is_some_and(|c| c.day.load(Relaxed) == *day || c.prev_day.load(Relaxed) == *day)
+    });
     let mut out = Vec::new();
     for ((plan, key), cell) in cells.iter() {
-        let day = cell.day.load(std::sync::atomic::Ordering::Relaxed);
-        let used = cell.day_used.load(std::sync::atomic::Ordering::Relaxed);
-        let k = (plan.clone(), key.clone());
-        if pushed.get(&k) != Some(&(day, used)) && used > 0 {
-            out.push((plan.clone(), key.clone(), day, used));
-            pushed.insert(k, (day, used));
+        for (day, used) in [
+            (
+                cell.prev_day.load(Relaxed),
+                cell.prev_day_used.load(Relaxed),
+            ),
+            (cell.day.load(Relaxed), cell.day_used.load(Relaxed)),
+        ] {
+            let k = (plan.clone(), key.clone(), day);
+            if used > 0 && pushed.get(&k) != Some(&used) {
+                out.push((plan.clone(), key.clone(), day, used));
+                pushed.insert(k, used);
+            }
         }
     }
     out
+}
+
+/// At shutdown, once the shards have counted their last requests: those counts reach the
+/// fleet's usage reports (skipped while Redis is unreachable: it does not hold the exit up).
+pub(crate) async fn push_last_usage(ctl: &Rc<RefCell<Control>>, link: &Link) {
+    if link.down_since().is_some() {
+        return;
+    }
+    let sent = async {
+        let (_, mut c) = link.connect().await?;
+        push_usage(ctl, link, &mut c).await
+    };
+    if let Err(e) = sent.await {
+        tracing::warn!(error = %e, "fleet: the last usage counts were not sent");
+    }
 }
 
 /// Sends this node's changed counts to the fleet's daily hashes (a count that could not be
@@ -79,8 +106,8 @@ pub(super) async fn push_usage(
     if let Err(e) = c.call(&refs, link.timeout).await {
         // Maybe not sent: sent again next time (a count sent twice counts once).
         let mut pushed = link.pushed.borrow_mut();
-        for (plan, key, ..) in deltas {
-            pushed.remove(&(plan, key));
+        for (plan, key, day, _) in deltas {
+            pushed.remove(&(plan, key, day));
         }
         return Err(e);
     }

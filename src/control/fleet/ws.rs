@@ -23,6 +23,28 @@ const ANSWER_WAIT: Duration = Duration::from_secs(5);
 /// answered 410: a node holding the connection may be resubscribing.
 const RETRIES: usize = 12;
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Calls to other nodes, and calls from them, in flight at once (each way): past it a call
+/// to another node is answered 503 at once, and one from another node is dropped (its caller
+/// answers 503 when its wait ends) — no caller can make this node hold unbounded tasks.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// Counts a call in flight for as long as it lives.
+struct InFlight(Rc<Cell<usize>>);
+
+impl InFlight {
+    fn enter(n: &Rc<Cell<usize>>) -> Option<InFlight> {
+        (n.get() < MAX_IN_FLIGHT).then(|| {
+            n.set(n.get() + 1);
+            InFlight(n.clone())
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
 
 fn channel(node: u32) -> String {
     format!("tollgate:ws:{node}")
@@ -33,8 +55,18 @@ fn channel(node: u32) -> String {
 pub(crate) async fn serve(shared: Arc<Shared>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
     monoio::spawn(subscribe(shared.clone(), link.clone(), stop.clone()));
     let rx = shared.remote_ws.1.clone();
+    let (sending, me) = (Rc::new(Cell::new(0)), shared.node_id);
     while let Ok(call) = rx.recv_async().await {
-        monoio::spawn(send(shared.node_id, link.clone(), call));
+        let Some(guard) = InFlight::enter(&sending) else {
+            let busy = json!({ "message": "too many @connections calls to other nodes in flight; try again" });
+            let _ = call.reply.try_send((503, busy.to_string()));
+            continue;
+        };
+        let link = link.clone();
+        monoio::spawn(async move {
+            send(me, link, call).await;
+            drop(guard);
+        });
     }
 }
 
@@ -81,6 +113,7 @@ async fn send(me: u32, link: Rc<Link>, call: RemoteWs) {
 /// This node's channel: calls from other nodes (answered) and answers to this node's calls.
 async fn subscribe(shared: Arc<Shared>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
     let mine = channel(shared.node_id);
+    let serving = Rc::new(Cell::new(0));
     while !stop.get() {
         let (at, mut c) = match link.connect().await {
             Ok(c) => c,
@@ -113,7 +146,7 @@ async fn subscribe(shared: Arc<Shared>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
                     else {
                         continue;
                     };
-                    handle(&shared, &link, v);
+                    handle(&shared, &link, &serving, v);
                 }
                 Err(_) => break,
             }
@@ -121,7 +154,7 @@ async fn subscribe(shared: Arc<Shared>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
     }
 }
 
-fn handle(shared: &Arc<Shared>, link: &Rc<Link>, v: Value) {
+fn handle(shared: &Arc<Shared>, link: &Rc<Link>, serving: &Rc<Cell<usize>>, v: Value) {
     if let Some(re) = v["re"].as_u64() {
         // An answer to one of this node's calls.
         let waiter = link.waiters.borrow_mut().remove(&re);
@@ -142,9 +175,16 @@ fn handle(shared: &Arc<Shared>, link: &Rc<Link>, v: Value) {
     let body = base64::engine::general_purpose::STANDARD
         .decode(v["body"].as_str().unwrap_or_default())
         .unwrap_or_default();
+    let Some(guard) = InFlight::enter(serving) else {
+        tracing::debug!(
+            "fleet: an @connections call from another node dropped: too many in flight"
+        );
+        return;
+    };
     let (shared, link) = (shared.clone(), link.clone());
     let (method, id) = (method.as_bytes().to_vec(), id.to_string());
     monoio::spawn(async move {
+        let _guard = guard;
         let max = shared.current().limits.websocket_message as usize;
         let (status, body) = crate::shard::ws_command(&shared, &method, &id, body, max).await;
         let answer = json!({ "re": req, "status": status, "body": body }).to_string();
