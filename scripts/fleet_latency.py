@@ -6,6 +6,10 @@ one client can). Prints p50 / p99 / max per node.
 
   python3 scripts/fleet_latency.py --bin target/release/tollgate --changes 1000
 
+With --catch-up N: N keys are imported on A first (CSV, 5,000 per call), and a fourth node
+started afterwards is timed from its start until it admits the last of them (a node that
+never synced reads the fleet's objects whole), with its RSS then.
+
 Needs redis-server (apt). Stops what it started by PID; ends by itself.
 """
 import argparse
@@ -84,6 +88,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/tollgate")
     ap.add_argument("--changes", type=int, default=1000)
+    ap.add_argument("--catch-up", type=int, default=0)
     a = ap.parse_args()
     if not shutil.which("redis-server"):
         sys.exit("redis-server is missing (apt-get install redis-server)")
@@ -131,6 +136,41 @@ def main():
                         break
                     if time.perf_counter() - t0 > 10:
                         sys.exit(f"change {i} did not reach node {n} within 10 s")
+        if a.catch_up:
+            last = ""
+            for start in range(0, a.catch_up, 5000):
+                rows = ["Name,Key,UsagePlanIds"]
+                for i in range(start, min(a.catch_up, start + 5000)):
+                    last = f"fleet-catch-up-key-{i:07d}-abcdefgh"
+                    rows.append(f"c{i},{last},gold")
+                adm = http.client.HTTPConnection("127.0.0.1", nodes[0][1], timeout=60)
+                adm.request("POST", "/apikeys/import", "\n".join(rows) + "\n",
+                            {"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/csv"})
+                r = adm.getresponse()
+                body = r.read()
+                if r.status != 200:
+                    sys.exit(f"import answered {r.status}: {body[:200]!r}")
+            port, admin = free_port(), free_port()
+            t0 = time.perf_counter()
+            d = subprocess.Popen([a.bin, "--config", node_conf(tmp, 3, port, admin, rport)],
+                                 env=env, stderr=subprocess.DEVNULL)
+            procs.append(d)
+            wait_port(port)
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            while True:
+                c.request("GET", "/keyed", headers={"x-api-key": last})
+                resp = c.getresponse()
+                resp.read()
+                if resp.status == 200:
+                    break
+                if time.perf_counter() - t0 > 120:
+                    sys.exit("the new node did not catch up within 120 s")
+                time.sleep(0.01)
+            took = time.perf_counter() - t0
+            with open(f"/proc/{d.pid}/status") as f:
+                rss = next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
+            print(f"catch-up: a new node admits the last of {a.catch_up + a.changes} keys "
+                  f"{took:.2f} s after it started; RSS {rss / 1024:.1f} MiB")
         for n in (1, 2):
             xs = lat[n]
             print(f"node {'ABC'[n]}: {len(xs)} changes: p50 {pct(xs, 0.5):.2f} ms, p99 {pct(xs, 0.99):.2f} ms, "
