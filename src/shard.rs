@@ -471,7 +471,15 @@ impl Shard {
             Some(p) if c.sentinels.is_empty() && p.version == 0 && p.addr == Some(c.redis) => {
                 p.clone()
             }
-            Some(p) if !c.sentinels.is_empty() && p.version == version && version != 0 => p.clone(),
+            // (Version 0, no primary named yet: the pool without an address, which fails
+            // every call at once.)
+            Some(p)
+                if !c.sentinels.is_empty()
+                    && p.version == version
+                    && (version != 0 || p.addr.is_none()) =>
+            {
+                p.clone()
+            }
             _ => {
                 let addr = self.shared.redis_primary.addr(c);
                 let p = Rc::new(RedisPool::new(addr, version, c.timeout));

@@ -219,3 +219,98 @@ fn without_redis_a_run_time_api_change_answers_503_and_changes_nothing() {
     .status
         == 200));
 }
+
+#[test]
+fn a_change_planned_on_a_copy_the_fleet_moved_past_is_refused_409() {
+    let redis = Redis::start();
+    let (a, b) = (Gw::start(&conf(redis.addr)), Gw::start(&conf(redis.addr)));
+    let mut def = definition("v1");
+    def["name"] = json!("orders");
+    assert_eq!(call(&a, "POST", "/apis", def).status, 201);
+    assert!(soon(|| read(&b, "/apis/orders").status == 200));
+    // The fleet's copy changes behind the nodes' backs (as a change another node made, not
+    // yet read here, would look): B's copy is now older than the fleet's.
+    let held = redis.cli(&["hget", "tollgate:fleet:objects", "api/orders"]);
+    let mut newer: serde_json::Value = serde_json::from_str(&held).unwrap();
+    newer["updated"] = json!("2030-01-01T00:00:00.000Z");
+    redis.cli(&[
+        "hset",
+        "tollgate:fleet:objects",
+        "api/orders",
+        &newer.to_string(),
+    ]);
+    let r = call(&b, "PUT", "/apis/orders", definition("v2"));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.text().contains("api/orders was changed on another node"),
+        "{}",
+        r.text()
+    );
+    // Nothing was changed: the fleet keeps its object, the stream got no entry.
+    assert_eq!(
+        redis.cli(&["hget", "tollgate:fleet:objects", "api/orders"]),
+        newer.to_string()
+    );
+    assert_eq!(
+        read(&b, "/apis/orders").json()["definition"]["routes"][0]["integration"]["body"],
+        "v1"
+    );
+}
+
+#[test]
+fn a_node_joining_with_apis_of_its_own_keeps_the_fleets_and_adds_the_rest() {
+    let redis = Redis::start();
+    // C, alone at first (no fleet), makes two APIs.
+    let alone = Cfg::new()
+        .api("file")
+        .route(
+            "GET /f",
+            "integration = { type = \"mock\", body = \"file\" }",
+        )
+        .toml();
+    let c = Gw::start(&alone);
+    for (name, body) in [("orders", "c-orders"), ("solo", "c-solo")] {
+        let mut def = definition(body);
+        def["name"] = json!(name);
+        assert_eq!(call(&c, "POST", "/apis", def).status, 201);
+    }
+    let dir = c.stop();
+    // The fleet has its own "orders".
+    let a = Gw::start(&conf(redis.addr));
+    let mut def = definition("fleet-orders");
+    def["name"] = json!("orders");
+    assert_eq!(call(&a, "POST", "/apis", def).status, 201);
+    // C joins: the fleet's "orders" wins; C's "solo" joins the fleet.
+    let c = Gw::start_in(dir, &conf(redis.addr));
+    let body = |g: &Gw, api: &str| {
+        read(g, &format!("/apis/{api}")).json()["definition"]["routes"][0]["integration"]["body"]
+            .clone()
+    };
+    assert!(
+        soon(|| body(&c, "orders") == "fleet-orders"),
+        "{}",
+        body(&c, "orders")
+    );
+    assert!(
+        soon(|| body(&a, "solo") == "c-solo"),
+        "{}",
+        body(&a, "solo")
+    );
+    assert_eq!(body(&c, "solo"), "c-solo");
+}
+
+#[test]
+fn moving_the_fleets_redis_needs_a_restart() {
+    let redis = Redis::start();
+    let a = Gw::start(&conf(redis.addr));
+    let other = Redis::start();
+    a.rewrite(&conf(other.addr));
+    let r = admin_with(a.admin(), "POST", "/reload", "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("cluster: adding, removing or moving the fleet's Redis"),
+        "{}",
+        r.text()
+    );
+}

@@ -241,7 +241,15 @@ async fn planned_objects(
     let Some(change) = change.filter(|_| status < 300) else {
         return Some((status, answer));
     };
-    if let Err(OpError(s, m)) = crate::control::fleet::commit(ctl, vec![change]).await {
+    // It was planned on this node's copy: each object it writes must still be, in the
+    // fleet, what this node holds (409 otherwise: another node changed it meanwhile).
+    let expect = match ctl.borrow().fleet_expects(&change) {
+        Ok(e) => e,
+        Err(OpError(s, m)) => return Some(message(s, m)),
+    };
+    if let Err(OpError(s, m)) =
+        crate::control::fleet::commit_expecting(ctl, vec![change], &expect).await
+    {
         return Some(message(s, m));
     }
     // The answer was planned before the change was served: its generation is the one now.

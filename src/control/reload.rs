@@ -60,6 +60,14 @@ impl Control {
         if cfg.admin.as_ref().map(|a| a.addr) != old.admin.as_ref().map(|a| a.addr) {
             errors.push("admin.addr: moving the admin API needs a restart".to_string());
         }
+        let fleet = |c: &Config| {
+            c.cluster
+                .as_ref()
+                .map(|c| (c.redis, c.sentinels.clone(), c.sentinel_master.clone()))
+        };
+        if fleet(&cfg) != fleet(old) {
+            errors.push("cluster: adding, removing or moving the fleet's Redis (redis, sentinels, sentinel_master) needs a restart".to_string());
+        }
         if cfg.server.state_dir != old.server.state_dir {
             errors.push("server.state_dir: moving the state store needs a restart".to_string());
         }

@@ -99,15 +99,24 @@ pub(crate) struct QuotaCell {
     pub used: AtomicU64,
     pub day: AtomicU64,
     pub day_used: AtomicU64,
-    /// The day before `day` and its count when it ended here (for the fleet's usage
-    /// reports: the last requests of a day are sent after it ended).
+    /// The day before `day` and its count when it ended here, in one word (`day << 40 |
+    /// count`: read together, never one day's count with another day): for the fleet's usage
+    /// reports, which send a day's last requests after it ended.
     pub prev_day: AtomicU64,
-    pub prev_day_used: AtomicU64,
     /// Set on every change, cleared by the flusher.
     pub dirty: AtomicBool,
 }
 
+/// The largest count `QuotaCell::prev_day` holds.
+const PREV_COUNT: u64 = (1 << 40) - 1;
+
 impl QuotaCell {
+    /// The day before `day` and its count (`(0, 0)` before a day ended here).
+    pub(crate) fn prev_day(&self) -> (u64, u64) {
+        let w = self.prev_day.load(Ordering::Relaxed);
+        (w >> 40, w & PREV_COUNT)
+    }
+
     pub(crate) fn new(period: i64, used: u64, day: i64, day_used: u64) -> QuotaCell {
         QuotaCell {
             period: AtomicU64::new(period as u64),
@@ -115,7 +124,6 @@ impl QuotaCell {
             day: AtomicU64::new(day as u64),
             day_used: AtomicU64::new(day_used),
             prev_day: AtomicU64::new(0),
-            prev_day_used: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
         }
     }
@@ -128,8 +136,8 @@ impl QuotaCell {
             let before = self.day.swap(d, Ordering::AcqRel);
             if before != d {
                 let n = self.day_used.swap(0, Ordering::Relaxed);
-                self.prev_day_used.store(n, Ordering::Relaxed);
-                self.prev_day.store(before, Ordering::Relaxed);
+                self.prev_day
+                    .store(before << 40 | n.min(PREV_COUNT), Ordering::Relaxed);
             }
         }
         let remaining = match quota {
@@ -205,12 +213,6 @@ mod tests {
         assert_eq!(cell.take(q, 101), Ok(2));
         assert_eq!(cell.day_used.load(Ordering::Relaxed), 1);
         // The day before's count is kept for the fleet's usage reports.
-        assert_eq!(
-            (
-                cell.prev_day.load(Ordering::Relaxed),
-                cell.prev_day_used.load(Ordering::Relaxed)
-            ),
-            (100, 3)
-        );
+        assert_eq!(cell.prev_day(), (100, 3));
     }
 }

@@ -2,8 +2,8 @@
 //! APIs for the fleet.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::super::lifecycle;
 use super::{Change, EntryId, POSITION};
 use crate::control::store::StoredKey;
 use crate::control::{Control, OpError};
@@ -22,6 +22,32 @@ impl Control {
         let (before, writes) = self.planned.take()?;
         self.objects = before;
         (!writes.is_empty()).then_some(Change::Objects { writes })
+    }
+
+    /// What each object `change` writes must be in the fleet for it to go through: what this
+    /// node holds (or nothing).
+    pub(crate) fn fleet_expects(&self, change: &Change) -> Result<super::Expects, OpError> {
+        let Change::Objects { writes } = change else {
+            return Ok(Default::default());
+        };
+        let mut held: ahash::AHashMap<String, String> = self
+            .store()
+            .map_err(|e| OpError(503, e))?
+            .objects()
+            .map_err(|e| OpError(500, e))?
+            .into_iter()
+            .filter(|(k, _)| writes.contains_key(k))
+            .collect();
+        Ok(writes
+            .keys()
+            .map(|k| {
+                let e = match held.remove(k) {
+                    Some(v) => super::Expect::Is(v),
+                    None => super::Expect::Absent,
+                };
+                (k.clone(), e)
+            })
+            .collect())
     }
 
     /// Applies changes to this node: the store (one transaction for the keys, one for the
@@ -182,14 +208,19 @@ impl Control {
         for w in &waiting {
             tracing::info!(what = %w, "waits for a run-time stage");
         }
-        match lifecycle::compile_merged(merged, &self.file_config, &mut self.registries) {
+        // Compiled against a copy of the registries, as a change made here is: when the
+        // fleet's objects do not compile with this node's file (two changes that crossed, or
+        // files that differ), the node keeps serving what it served.
+        let mut registries = self.registries.clone();
+        match crate::compile::compile(Arc::new(merged), &mut registries) {
             Ok(c) => {
+                self.registries = registries;
                 self.install(c);
+                self.flush_redeployed(&before);
             }
             Err(e) => {
-                tracing::error!(errors = %e.errors.join("; "), "fleet: the configuration does not compile; the previous one keeps serving")
+                tracing::error!(errors = %e.errors.join("; "), "fleet: the run-time objects do not compile with this node's configuration; it keeps serving the previous one")
             }
         }
-        self.flush_redeployed(&before);
     }
 }

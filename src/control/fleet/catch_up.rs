@@ -7,7 +7,8 @@ use std::rc::Rc;
 
 use super::resp::{RedisConn, Resp};
 use super::{
-    Change, EntryId, Link, EPOCH, LOCAL_EPOCH, OBJECTS, POSITION, SCAN_COUNT, STREAM, TRIMMED,
+    Change, EntryId, Expect, Link, EPOCH, LOCAL_EPOCH, OBJECTS, POSITION, SCAN_COUNT, STREAM,
+    TRIMMED,
 };
 use crate::control::lifecycle::Objects;
 use crate::control::Control;
@@ -56,18 +57,31 @@ pub(super) async fn catch_up(
         *link.epoch.borrow_mut() = Some(epoch);
     }
     let applied = link.applied.get();
-    if applied.is_some() && trimmed.is_none_or(|t| applied.is_some_and(|a| a >= t)) {
+    // The last entry this node applied, gone from the stream though not trimmed: this Redis
+    // never had it (a replica promoted before it arrived). The hash, whole: what the node
+    // holds that the fleet lost goes too, so every node ends the same.
+    let lost = match applied {
+        Some(a) if a != EntryId::default() && trimmed.is_none_or(|t| a > t) => {
+            let at = a.to_string();
+            let r = c
+                .call(
+                    &[b"XRANGE", STREAM.as_bytes(), at.as_bytes(), at.as_bytes()],
+                    link.timeout,
+                )
+                .await?;
+            r.items().is_empty()
+        }
+        _ => false,
+    };
+    if lost {
+        tracing::warn!(redis = %link.name(), position = ?applied, "fleet: Redis lacks the last change this node applied (a failover lost it): reading the fleet's objects whole");
+    }
+    if !lost && applied.is_some() && trimmed.is_none_or(|t| applied.is_some_and(|a| a >= t)) {
         return Ok(());
     }
     if applied.is_none() {
         let local = local_changes(&ctl.borrow())?;
-        if !local.is_empty() {
-            link.write(&local).await?;
-            tracing::info!(
-                changes = local.len(),
-                "fleet: this node's API keys, access keys and run-time APIs sent to the fleet"
-            );
-        }
+        upload(link, c, local).await?;
     }
     // The newest entry first, then the hash a page at a time (a large fleet does not hold
     // Redis up). The sync then reads every entry after that one, again if a page already
@@ -164,6 +178,60 @@ pub(super) async fn catch_up(
         .apply_changes(&changes, Some(at))
         .map(|_| ())
         .map_err(|e| e.1)
+}
+
+/// Objects sent per call when a node sends the fleet what it holds.
+const UPLOAD_BATCH: usize = 1000;
+
+/// Sends the fleet what it lacks of `local`: an object the fleet holds keeps the fleet's
+/// version (a node joining with an API of a name the fleet has does not overwrite it). In
+/// calls of [`UPLOAD_BATCH`] objects, each only if none of its objects appeared meanwhile
+/// (else the catch-up fails and is tried again a second later).
+async fn upload(link: &Link, c: &mut RedisConn, local: Vec<Change>) -> Result<(), String> {
+    // One object per change: batches of whole changes.
+    let mut one_each: Vec<Change> = Vec::new();
+    for ch in local {
+        match ch {
+            Change::Objects { writes } => {
+                one_each.extend(writes.into_iter().map(|(k, v)| Change::Objects {
+                    writes: BTreeMap::from([(k, v)]),
+                }))
+            }
+            other => one_each.push(other),
+        }
+    }
+    let mut sent = 0;
+    for batch in one_each.chunks(UPLOAD_BATCH) {
+        let fields: Vec<String> = batch
+            .iter()
+            .flat_map(|ch| ch.objects().into_iter().map(|(f, _)| f))
+            .collect();
+        let mut args: Vec<&[u8]> = vec![b"HMGET", OBJECTS.as_bytes()];
+        args.extend(fields.iter().map(|f| f.as_bytes()));
+        let held = c.call(&args, link.timeout).await?;
+        let missing: Vec<Change> = batch
+            .iter()
+            .zip(held.items())
+            .filter(|(_, h)| h.bytes().is_none())
+            .map(|(ch, _)| ch.clone())
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        let expect: super::Expects = missing
+            .iter()
+            .flat_map(|ch| ch.objects().into_iter().map(|(f, _)| (f, Expect::Absent)))
+            .collect();
+        link.write(&missing, &expect).await?;
+        sent += missing.len();
+    }
+    if sent > 0 {
+        tracing::info!(
+            objects = sent,
+            "fleet: this node's API keys, access keys and run-time APIs the fleet lacked sent to it"
+        );
+    }
+    Ok(())
 }
 
 /// What a node that never synced sends the fleet: every API key, access key and run-time

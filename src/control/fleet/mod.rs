@@ -58,18 +58,36 @@ pub(super) const LOCAL_EPOCH: &str = "fleet/epoch";
 pub(super) const USAGE_ID: &str = "fleet/usage_id";
 
 /// Writes changes: KEYS stream, objects, trimmed; ARGV max length, then per change: how many
-/// objects it writes, (field, object JSON or '' to delete) per object, and the change's JSON
-/// (a command writes no object). Returns the last entry's id.
+/// objects it writes, (field, object JSON or '' to delete, what it must be before: '' any,
+/// 'n' absent, 'v' the next argument, that argument) per object, and the change's JSON (a
+/// command writes no object). Nothing is written when one object is not what it must be
+/// (`CONFLICT field`). Returns the last entry's id.
 const COMMIT: &str = r#"
-local id
 local i = 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, n do
+    local mode = ARGV[i + 2]
+    if mode ~= '' then
+      local cur = redis.call('HGET', KEYS[2], ARGV[i])
+      if (mode == 'n' and cur) or (mode == 'v' and cur ~= ARGV[i + 3]) then
+        return redis.error_reply('CONFLICT ' .. ARGV[i])
+      end
+    end
+    i = i + 4
+  end
+  i = i + 1
+end
+local id
+i = 2
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   i = i + 1
   for _ = 1, n do
     if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[2], ARGV[i])
     else redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-    i = i + 2
+    i = i + 4
   end
   id = redis.call('XADD', KEYS[1], '*', 'c', ARGV[i])
   i = i + 1
@@ -159,6 +177,17 @@ impl Change {
         }
     }
 }
+
+/// What an object must be in the fleet's hash for a write to go through (fields without one
+/// are written whatever they hold).
+#[derive(Debug, Clone)]
+pub(crate) enum Expect {
+    Absent,
+    Is(String),
+}
+
+/// Expectations by field of the objects hash.
+pub(crate) type Expects = ahash::AHashMap<String, Expect>;
 
 /// A stream entry id, ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -349,8 +378,9 @@ impl Link {
         }
     }
 
-    /// Writes `changes` to the fleet; the id of the last one.
-    async fn write(&self, changes: &[Change]) -> Result<EntryId, String> {
+    /// Writes `changes` to the fleet; the id of the last one. Nothing is written when an
+    /// object of `expect` is not what it must be (`Err` "Redis: CONFLICT {field}").
+    async fn write(&self, changes: &[Change], expect: &Expects) -> Result<EntryId, String> {
         let max = MAX_CHANGES.to_string();
         let mut args: Vec<Vec<u8>> = vec![
             b"EVAL".to_vec(),
@@ -365,8 +395,16 @@ impl Link {
             let objects = c.objects();
             args.push(objects.len().to_string().into_bytes());
             for (field, object) in objects {
+                let (mode, before) = match expect.get(&field) {
+                    None => ("", ""),
+                    Some(Expect::Absent) => ("n", ""),
+                    Some(Expect::Is(v)) => ("v", v.as_str()),
+                };
+                let before = before.as_bytes().to_vec();
                 args.push(field.into_bytes());
                 args.push(object.into_bytes());
+                args.push(mode.as_bytes().to_vec());
+                args.push(before);
             }
             args.push(serde_json::to_vec(c).map_err(|e| e.to_string())?);
         }
@@ -386,6 +424,16 @@ pub(crate) async fn commit(
     ctl: &Rc<RefCell<Control>>,
     changes: Vec<Change>,
 ) -> Result<u64, OpError> {
+    commit_expecting(ctl, changes, &Expects::default()).await
+}
+
+/// [`commit`], refused with 409 (and nothing changed) when an object of `expect` is not what
+/// it must be in the fleet: another node changed it since this node's copy.
+pub(crate) async fn commit_expecting(
+    ctl: &Rc<RefCell<Control>>,
+    changes: Vec<Change>,
+    expect: &Expects,
+) -> Result<u64, OpError> {
     let link = ctl.borrow().fleet.clone();
     let Some(link) = link else {
         return ctl.borrow_mut().apply_changes(&changes, None);
@@ -394,7 +442,7 @@ pub(crate) async fn commit(
         // A command (a cache flush) is done here first — what it removed is the answer —
         // then told to the others (doing it twice here later removes nothing more).
         let n = ctl.borrow_mut().apply_changes(&changes, None)?;
-        return match link.write(&changes).await {
+        return match link.write(&changes, expect).await {
             Ok(_) => {
                 link.up(true);
                 Ok(n)
@@ -411,7 +459,17 @@ pub(crate) async fn commit(
             }
         };
     }
-    match link.write(&changes).await {
+    match link.write(&changes, expect).await {
+        Err(e) if e.starts_with("Redis: CONFLICT ") => {
+            link.up(true);
+            let field = &e["Redis: CONFLICT ".len()..];
+            Err(OpError(
+                409,
+                format!(
+                    "{field} was changed on another node since this node's copy (it catches up within a second): nothing was changed; read it again and retry"
+                ),
+            ))
+        }
         Ok(id) => {
             link.up(true);
             // Unless the sync already applied it (and maybe later entries over it).
@@ -420,7 +478,12 @@ pub(crate) async fn commit(
             }
             Ok(0)
         }
-        Err(e) if never_ran(&e) || e.starts_with("connecting") || e.starts_with("Redis: ") => {
+        Err(e)
+            if never_ran(&e)
+                || e.starts_with("connecting")
+                || e.starts_with("Redis: ")
+                || e == crate::throttle::redis::NO_PRIMARY =>
+        {
             link.up(false);
             tracing::warn!(error = %e, "fleet write refused: Redis unreachable");
             Err(OpError(

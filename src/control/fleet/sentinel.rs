@@ -26,6 +26,15 @@ pub(crate) async fn watch(link: Rc<Link>, stop: Rc<Cell<bool>>) {
                 Err(e) => why = format!("{s}: {e}"),
             }
         }
+        // A Sentinel cut off from the others may name a primary since demoted: a new one is
+        // taken only once it says it is the primary (`ROLE`).
+        if let Some(a) = named.filter(|a| link.addr().ok() != Some(*a)) {
+            if let Err(e) = is_primary(a, &link).await {
+                tracing::warn!(named = %a, error = %e, "fleet: the Sentinels name a server that is not the primary; the last one is kept");
+                named = None;
+                silent = true;
+            }
+        }
         match named {
             Some(a) => {
                 silent = false;
@@ -40,6 +49,17 @@ pub(crate) async fn watch(link: Rc<Link>, stop: Rc<Cell<bool>>) {
             None => {}
         }
         monoio::time::sleep(POLL).await;
+    }
+}
+
+/// Whether the server at `a` says it is a primary.
+async fn is_primary(a: SocketAddr, link: &Link) -> Result<(), String> {
+    let mut c = RedisConn::connect(a, link.timeout).await?;
+    let r = c.call(&[b"ROLE"], link.timeout).await?;
+    match r.items().first().and_then(Resp::text) {
+        Some("master") => Ok(()),
+        Some(role) => Err(format!("it is a {role}")),
+        None => Err("no answer to ROLE".into()),
     }
 }
 

@@ -43,15 +43,12 @@ fn usage_deltas(ctl: &Rc<RefCell<Control>>, link: &Link) -> Vec<UsageDelta> {
     pushed.retain(|(plan, key, day), _| {
         cells
             .get(&(plan.clone(), key.clone()))
-            .is_some_and(|c| c.day.load(Relaxed) == *day || c.prev_day.load(Relaxed) == *day)
+            .is_some_and(|c| c.day.load(Relaxed) == *day || c.prev_day().0 == *day)
     });
     let mut out = Vec::new();
     for ((plan, key), cell) in cells.iter() {
         for (day, used) in [
-            (
-                cell.prev_day.load(Relaxed),
-                cell.prev_day_used.load(Relaxed),
-            ),
+            cell.prev_day(),
             (cell.day.load(Relaxed), cell.day_used.load(Relaxed)),
         ] {
             let k = (plan.clone(), key.clone(), day);

@@ -129,10 +129,9 @@ async fn subscribe(shared: Arc<Shared>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
             monoio::time::sleep(super::POLL).await;
             continue;
         }
-        while !stop.get() {
+        // Until the Sentinels name another primary: then subscribe there.
+        while !stop.get() && !link.moved(at) {
             match c.next(super::POLL).await {
-                // The Sentinels named another primary: subscribe there.
-                Ok(None) if link.moved(at) => break,
                 Ok(None) => continue,
                 Ok(Some(r)) => {
                     let items = r.items();

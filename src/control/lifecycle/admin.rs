@@ -95,15 +95,21 @@ impl Control {
     }
 
     /// Answers cached from a stage's previous deployment are not its new one's: the caches
-    /// of `auto_deploy` stages whose deployment changed since `before` are flushed.
+    /// of stages (and canaries) whose deployment changed since `before` are flushed — on
+    /// every node of a fleet, as each applies the change.
     pub(in crate::control) fn flush_redeployed(&self, before: &Objects) {
         for (k, s) in &self.objects.stages {
-            let moved = before
-                .stages
-                .get(k)
-                .is_some_and(|b| b.deployment != s.deployment);
-            if s.auto_deploy && moved {
+            let Some(b) = before.stages.get(k) else {
+                continue;
+            };
+            if b.deployment != s.deployment {
                 if let Ok(c) = self.stage_cache(&s.api, &s.name) {
+                    c.flush();
+                }
+            }
+            let canary = |x: &RtStage| x.canary.as_ref().map(|c| c.deployment.clone());
+            if canary(b).is_some() && canary(s).is_some() && canary(b) != canary(s) {
+                if let Ok(c) = self.stage_cache(&s.api, &format!("{}{CANARY}", s.name)) {
                     c.flush();
                 }
             }
@@ -565,22 +571,12 @@ impl Control {
                 )));
             }
         }
-        let rollout = stage.is_some_and(|name| {
-            self.objects
-                .stages
-                .get(&(api.to_string(), name.to_string()))
-                .is_some_and(|old| old.deployment != s.deployment)
-        });
         puts.push((stage_key(api, &s.name), to_json(&s)?));
         o.stages
             .insert((api.to_string(), s.name.clone()), s.clone());
+        // (A rollout flushes the answers cached from the previous deployment:
+        // `flush_redeployed`.)
         self.apply(o, puts, Vec::new())?;
-        if rollout {
-            // Answers cached from the previous deployment are not this one's.
-            if let Ok(c) = self.stage_cache(api, &s.name) {
-                c.flush();
-            }
-        }
         Ok(stage_view(&s))
     }
 
