@@ -18,6 +18,8 @@ mod upstreams;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster;
 
 use std::sync::Arc;
 

@@ -34,7 +34,7 @@ mappings = [{ base_path = "", api = "petstore", stage = "prod" }]
 "#;
 
 /// Parses, validates and compiles, as `tollgate check` does.
-fn parse(text: &str) -> Result<Config, ConfigError> {
+pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
     let cfg = Config::parse(text, Path::new("."))?;
     super::check(&cfg)?;
     Ok(cfg)
@@ -51,7 +51,7 @@ fn refused(from: &str, to: &str, want: &[&str]) {
     }
 }
 
-fn with(extra: &str) -> String {
+pub(super) fn with(extra: &str) -> String {
     format!("{BASE}\n{extra}")
 }
 
@@ -490,64 +490,6 @@ fn unbuilt_features_are_refused_by_name() {
         "name = \"petstore\"\nroute_selection_expression = \"$request.body.action\"",
         &["route_selection_expression = \"$request.body.action\" is not valid: expected nothing on an http API"],
     );
-}
-
-#[test]
-fn cluster_needs_a_redis_address_and_a_known_fallback() {
-    let c = parse(&with(
-        "[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnodes = 3\non_redis_error = \"deny\"",
-    ))
-    .unwrap();
-    let cl = c.cluster.unwrap();
-    assert_eq!((cl.nodes, cl.on_redis_error), (3, OnRedisError::Deny));
-    let c = parse(&with(
-        "[cluster]\nsentinels = [\"127.0.0.1:26379\", \"127.0.0.1:26380\"]\nsentinel_master = \"tg\"",
-    ))
-    .unwrap();
-    let cl = c.cluster.unwrap();
-    assert_eq!((cl.sentinels.len(), cl.sentinel_master.as_str()), (2, "tg"));
-    for (text, want) in [
-        ("[cluster]\nnodes = 2", "cluster.redis: is required"),
-        (
-            "[cluster]\nredis = \"127.0.0.1:6379\"",
-            "cluster.redis = \"127.0.0.1:6379\"",
-        ),
-        (
-            "[cluster]\nredis = \"redis://127.0.0.1\"",
-            "cluster.redis = \"redis://127.0.0.1\"",
-        ),
-        (
-            "[cluster]\nredis = \"redis://127.0.0.1:6379\"\non_redis_error = \"panic\"",
-            "cluster.on_redis_error = \"panic\"",
-        ),
-        (
-            "[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnodes = 0",
-            "cluster.nodes = 0",
-        ),
-        (
-            "[cluster]\nsentinels = [\"127.0.0.1:26379\"]",
-            "cluster.sentinel_master: is required with cluster.sentinels",
-        ),
-        (
-            "[cluster]\nsentinels = []\nsentinel_master = \"tg\"",
-            "cluster.sentinels: is empty",
-        ),
-        (
-            "[cluster]\nredis = \"redis://127.0.0.1:6379\"\nsentinels = [\"127.0.0.1:26379\"]\nsentinel_master = \"tg\"",
-            "cluster.redis = \"redis://127.0.0.1:6379\" is not valid: expected absent with cluster.sentinels",
-        ),
-        (
-            "[cluster]\nsentinels = [\"nowhere\"]\nsentinel_master = \"tg\"",
-            "cluster.sentinels[0] = \"nowhere\"",
-        ),
-        (
-            "[cluster]\nredis = \"redis://127.0.0.1:6379\"\nsentinel_master = \"tg\"",
-            "cluster.sentinel_master: needs cluster.sentinels",
-        ),
-    ] {
-        let err = parse(&with(text)).unwrap_err().to_string();
-        assert!(err.contains(want), "{err} lacks {want}");
-    }
 }
 
 #[test]
