@@ -32,45 +32,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fleet_latency import free_port, wait_port  # noqa: E402
+from fleet_latency import free_port, node_conf, wait_port  # noqa: E402
 
 TOKEN = "fleet-soak-token"
 LOAD_KEY = "fleet-soak-load-key-0123456789"
 KEPT = 1000
-
-
-def node_conf(tmp, i, port, admin, redis):
-    path = os.path.join(tmp, f"node{i}.toml")
-    with open(path, "w") as f:
-        f.write(f"""
-[server]
-workers = 1
-state_dir = "{tmp}/state{i}"
-[[listeners]]
-name = "http"
-addr = "127.0.0.1:{port}"
-[admin]
-addr = "127.0.0.1:{admin}"
-token_env = "FLEET_TOKEN"
-[cluster]
-redis = "redis://127.0.0.1:{redis}"
-nodes = 3
-[[usage_plans]]
-name = "gold"
-stages = ["shop/prod"]
-[[apis]]
-name = "shop"
-  [[apis.stages]]
-  name = "prod"
-  [[apis.routes]]
-  route = "GET /keyed"
-  api_key_required = true
-  integration = {{ type = "mock", body = "ok" }}
-[[domains]]
-host = "*"
-mappings = [{{ base_path = "", api = "shop", stage = "prod" }}]
-""")
-    return path
 
 
 def call(port, method, path, body=None):
