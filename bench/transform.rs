@@ -2,11 +2,13 @@
 //! checking a 1 KiB JSON body against its model (the model compiled once, as a snapshot does)
 //! beside the same checks written by hand over a parsed `serde_json::Value`; and the developer
 //! guide's PetStore response template (parsed once) beside the same output built with
-//! `format!` from the parsed JSON. Both sides parse the body, as the gateway must.
+//! `format!` from the parsed JSON. Both sides parse the body, as the gateway must. Beside
+//! them: the model over a parsed `serde_json::Value` (how validation read bodies before the
+//! in-place document), and the template alone over JSON parsed once (a mock's answer).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
-use tollgate::internals::{compile_schema, VtlEnv, VtlTemplate};
+use tollgate::internals::{compile_schema, JsonDoc, VtlEnv, VtlTemplate};
 
 const PETS: &str = r#"[ { "id": 1, "type": "dog", "price": 249.99 }, { "id": 2, "type": "cat", "price": 124.99 }, { "id": 3, "type": "fish", "price": 0.99 } ]"#;
 const PETSTORE: &str = "#set($inputRoot = $input.path('$'))\n[\n#foreach($elem in $inputRoot)\n  {\n    \"description\" : \"Item $elem.id is a $elem.type.\",\n    \"askingPrice\" : $elem.price\n  }#if($foreach.hasNext),#end\n\n#end\n]";
@@ -26,8 +28,15 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("validate_1k_body");
     g.bench_function("tollgate_model", |b| {
         b.iter(|| {
+            let doc = JsonDoc::parse(black_box(body.as_bytes())).unwrap();
+            model.is_valid(doc.root())
+        })
+    });
+    let by_value = jsonschema::validator_for(&schema).unwrap();
+    g.bench_function("model_over_serde_value", |b| {
+        b.iter(|| {
             let v: Value = serde_json::from_str(black_box(&body)).unwrap();
-            model.is_valid(&v)
+            by_value.is_valid(&v)
         })
     });
     g.bench_function("naive_hand_written", |b| {
@@ -59,6 +68,19 @@ fn bench(c: &mut Criterion) {
             let env = VtlEnv {
                 body: PETS,
                 json: Some(&json),
+                params: &params,
+                context: &context,
+                stage_variables: &stage,
+            };
+            tpl.render(&env).unwrap().len()
+        })
+    });
+    let parsed: Value = serde_json::from_str(PETS).unwrap();
+    g.bench_function("tollgate_vtl_parsed_once", |b| {
+        b.iter(|| {
+            let env = VtlEnv {
+                body: PETS,
+                json: Some(black_box(&parsed)),
                 params: &params,
                 context: &context,
                 stage_variables: &stage,

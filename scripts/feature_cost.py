@@ -21,8 +21,17 @@ binary: an older build shows what the always-on per-route metrics cost.
 
   python3 scripts/feature_cost.py --feature jwt --bin target/release/tollgate [--rounds 5] [--seconds 5]
   python3 scripts/feature_cost.py --feature observe --bin-without /tmp/old/tollgate
+
+`--one-process` (route-level features: validation, template, validation_template): one
+gateway serves both routes, `/m` with the feature and `/n` without, and the rounds alternate
+wrk between them (`--rounds` pairs of `--seconds` each). Two processes differ by more than
+the feature on a shared VM (where each one's memory lands, what the host runs meanwhile);
+one process and short alternating rounds leave the feature as the difference, and the
+median of the per-round ratios is the figure to quote.
+
+  python3 scripts/feature_cost.py --feature validation_template --one-process --rounds 15 --seconds 2
 """
-import argparse, base64, http.server, json, os, re, socket, subprocess, tempfile, threading, time
+import argparse, atexit, base64, http.server, json, os, re, socket, subprocess, tempfile, threading, time
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "jwt")
 ISSUER = "https://idp.example.test"
@@ -35,6 +44,18 @@ def free_port():
 def cpu_ticks(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(f[11]) + int(f[12])
+
+
+def cpu_ns(pid):
+    """The process's threads' time on a CPU, in ns (schedstat: exact, where the tick counts
+    of /proc/PID/stat are sampled)."""
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def b64(b):
@@ -159,6 +180,49 @@ PET_SCHEMA = ('{"type":"object","required":["name"],"properties":{"name":{"type"
               '"tag":{"type":"string"},"notes":{"type":"array","items":{"type":"string","maxLength":100}}}}')
 
 
+# `--integration http`: the template's answer comes from a backend (nginx on CPU 0) instead of a
+# mock, the route a gateway serves in front of a service.
+BACKEND = {"port": None}
+
+
+def backend(tmp):
+    """nginx on CPU 0 answering every request with the three pets as JSON; returns its process."""
+    port = free_port()
+    conf = os.path.join(tmp, "backend.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+daemon off; master_process off; worker_processes 1; error_log stderr error; pid {tmp}/backend.pid;
+events {{ worker_connections 10000; }}
+http {{
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_buffer_size 64k; client_max_body_size 1m;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = /pets {{ default_type application/json; return 200 '{PETS}'; }}
+  }}
+}}
+""")
+    p = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", conf, "-p", tmp], stderr=subprocess.DEVNULL)
+    atexit.register(lambda: (p.terminate(), p.wait(timeout=20)))
+    end = time.time() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close(); break
+        except OSError:
+            if time.time() > end: raise SystemExit("the nginx backend did not start")
+            time.sleep(0.05)
+    BACKEND["port"] = port
+    return p
+
+
+def integration(responses, body_key):
+    """The route's integration: a mock with `body_key` as its answer, or (with a backend
+    running) an http integration to it."""
+    if BACKEND["port"]:
+        return f'integration = {{ type = "http", uri = "http://127.0.0.1:{BACKEND["port"]}/pets"{responses} }}'
+    return f"integration = {{ type = \"mock\", body = '{body_key}'{responses} }}"
+
+
 def variant(feature, on):
     """(api keys, route key, route keys, stage keys, mock body) of the body-shaped features."""
     if feature == "validation":
@@ -170,7 +234,7 @@ def variant(feature, on):
         tpl = ("#set($inputRoot = $input.path('$'))[#foreach($elem in $inputRoot){\"description\": "
                "\"Item $elem.id is a $elem.type.\", \"askingPrice\": $elem.price}#if($foreach.hasNext),#end#end]")
         responses = f', responses = [ {{ templates = {{ "application/json" = {json.dumps(tpl)} }} }} ]' if on else ""
-        route = f"integration = {{ type = \"mock\", body = '{PETS}'{responses} }}"
+        route = integration(responses, PETS)
         model, rkey = "", "GET /m"
         if feature == "validation_template":
             model = f"[[apis.models]]\nname = \"Pet\"\nschema = '{PET_SCHEMA}'\n"
@@ -213,6 +277,86 @@ mappings = [{{ base_path = "", api = "a", stage = "p" }}]
     return path
 
 
+def conf_both(tmp, port, feature):
+    """One API with the feature's route at /m and the same route without it at /n."""
+    keys, rkey, route_on, _, body = variant(feature, True)
+    _, _, route_off, _, _ = variant(feature, False)
+    method = rkey.split()[0]
+    integration = f'integration = {{ type = "mock", body = "{body}" }}' if body is not None else ""
+    path = os.path.join(tmp, f"gw-{port}.toml")
+    with open(path, "w") as f:
+        f.write(f"""
+[server]
+workers = 1
+state_dir = "{tmp}/data-{port}"
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:{port}"
+[[apis]]
+name = "a"
+{keys}
+  [[apis.stages]]
+  name = "p"
+  [[apis.routes]]
+  route = "{method} /m"
+  {route_on}
+  {integration}
+  [[apis.routes]]
+  route = "{method} /n"
+  {route_off}
+  {integration}
+[[domains]]
+host = "*"
+mappings = [{{ base_path = "", api = "a", stage = "p" }}]
+""")
+    return path
+
+
+def start(binary, path, port):
+    p = subprocess.Popen(["taskset", "-c", "1", binary, "--config", path],
+                         env=dict(os.environ, TOLLGATE_LOG="warn", TG_BENCH_TOKEN="bench"),
+                         stderr=subprocess.DEVNULL)
+    end = time.time() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close(); return p
+        except OSError:
+            if time.time() > end: raise SystemExit("did not start")
+            time.sleep(0.05)
+
+
+def run_wrk(a, p, port, path, wrk_args, name):
+    """One wrk run against `path`: (CPU µs per request, req/s)."""
+    t0 = cpu_ns(p.pid)
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c32", f"-d{a.seconds}s", *wrk_args,
+                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"{name}: some answers were not 2xx, the run measured errors:\n{out}")
+    t1 = cpu_ns(p.pid)
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    return (t1 - t0) / 1e3 / reqs, reqs / a.seconds, (t1 - t0) / 1e3, reqs
+
+
+def one_process(a, tmp, wrk_args):
+    """Both routes in one gateway; rounds alternate between them (see the module's doc)."""
+    if a.feature not in ("validation", "template", "validation_template"):
+        raise SystemExit("--one-process: validation, template or validation_template")
+    port = free_port()
+    p = start(a.bin, conf_both(tmp, port, a.feature), port)
+    results = {"without": [], "with": []}
+    try:
+        # A warm-up of each route: the first requests fault in code and memory.
+        warm = argparse.Namespace(seconds=1)
+        run_wrk(warm, p, port, "/m", wrk_args, "with")
+        run_wrk(warm, p, port, "/n", wrk_args, "without")
+        for r in range(a.rounds):
+            for name in (("without", "with") if r % 2 == 0 else ("with", "without")):
+                results[name].append(run_wrk(a, p, port, "/m" if name == "with" else "/n", wrk_args, name))
+    finally:
+        p.terminate(); p.wait(timeout=20)
+    return results
+
+
 def iam_top(tmp, admin_port):
     """[admin] and [aws_iam] (both runs have them; only the route's authorization differs)."""
     key_file = os.path.join(tmp, "iam.key")
@@ -250,6 +394,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--bin-without", default=None, help="the binary of the rounds without (default --bin)")
+    ap.add_argument("--one-process", action="store_true", help="both routes in one gateway, rounds alternating")
+    ap.add_argument("--integration", choices=["mock", "http"], default="mock",
+                    help="template, validation_template: the answer from a mock or from a backend (nginx on CPU 0)")
     ap.add_argument("--feature", choices=["none", "policy", "cors", "validation", "template", "validation_template", "compression", "jwt", "external", "iam", "accesslog", "observe", "trace100"], default="policy")
     a = ap.parse_args()
     # This process (the collector sink, the authorizer, the JWKS server) shares CPU 0 with wrk.
@@ -275,7 +422,13 @@ def main():
         wrk_args = ["-H", "Accept-Encoding: gzip"]
     hz = os.sysconf("SC_CLK_TCK")
     results = {"without": [], "with": []}
-    for r in range(a.rounds):
+    if a.integration == "http":
+        if a.feature not in ("template", "validation_template"):
+            raise SystemExit("--integration http: template or validation_template")
+        backend(tmp)
+    if a.one_process:
+        results = one_process(a, tmp, wrk_args)
+    for r in range(0 if a.one_process else a.rounds):
         for name in (("without", "with") if r % 2 == 0 else ("with", "without")):
             port = free_port()
             if a.feature == "iam":
@@ -318,9 +471,23 @@ def main():
             results[name].append(((t1 - t0) / hz * 1e6 / reqs, reqs / a.seconds))
     med = lambda xs: sorted(xs)[len(xs) // 2]
     for name, rs in results.items():
-        print(f"{name:8} {a.feature}: {med([c for c, _ in rs]):.2f} µs CPU/request, {med([q for _, q in rs]):.0f} req/s (median of {len(rs)})")
-    w, wo = med([c for c, _ in results["with"]]), med([c for c, _ in results["without"]])
+        print(f"{name:8} {a.feature}: {med([r[0] for r in rs]):.2f} µs CPU/request, {med([r[1] for r in rs]):.0f} req/s (median of {len(rs)})")
+    w, wo = med([r[0] for r in results["with"]]), med([r[0] for r in results["without"]])
     print(f"ratio with/without: {w / wo:.3f}")
+    # Each round runs both sides back to back: the ratio within a round cancels what drifts
+    # between rounds (the machine's other load, its clock), so its median is the steadier figure.
+    if os.environ.get("FEATURE_COST_VERBOSE"):
+        for i, (x, y) in enumerate(zip(results["with"], results["without"])):
+            print(f"  round {i}: with {x[0]:.2f} µs {x[1]:.0f}/s, without {y[0]:.2f} µs {y[1]:.0f}/s")
+    paired = sorted(a[0] / b[0] for a, b in zip(results["with"], results["without"]))
+    print(f"paired ratio (median of {len(paired)} rounds): {med(paired):.3f}  "
+          f"[{', '.join(f'{x:.3f}' for x in paired)}]")
+    if a.one_process:
+        # All rounds together: CPU over requests for each side (the machine's speed drifts
+        # between rounds; alternating short rounds spreads the drift over both sides).
+        per = {k: sum(r[2] for r in v) / sum(r[3] for r in v) for k, v in results.items()}
+        print(f"all rounds: with {per['with']:.2f} µs, without {per['without']:.2f} µs, "
+              f"ratio {per['with'] / per['without']:.3f}")
     subprocess.run(["rm", "-rf", tmp])
 
 

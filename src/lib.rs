@@ -94,6 +94,7 @@ pub mod internals {
     pub use crate::route::trie::{Capture, Lookup, Trie};
     pub use crate::route::StageRef;
     pub use crate::snapshot::{Dest, HttpIntegration};
+    pub use crate::syntax::json_doc::{Body as JsonBody, Doc as JsonDoc};
     pub use crate::syntax::path::normalise;
     pub use crate::syntax::route_key::{parse_route_path, MethodSel, Seg};
     pub use crate::syntax::template::{Piece, Template};
@@ -124,7 +125,9 @@ pub mod internals {
         })
     }
     /// A model's schema compiled as request validation compiles it.
-    pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
+    pub fn compile_schema(
+        schema: &serde_json::Value,
+    ) -> Result<jsonschema::Validator<JsonBody>, String> {
         crate::config::compile_schema(schema)
     }
     pub use crate::throttle::bucket::{Bucket, Rate};

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::syntax::json_doc::Body;
 
 /// An API's model: a JSON Schema, compiled.
 #[derive(Clone, Serialize)]
@@ -14,7 +15,7 @@ pub struct Model {
     pub schema: serde_json::Value,
     pub description: Option<String>,
     #[serde(skip)]
-    pub validator: Arc<jsonschema::Validator>,
+    pub validator: Arc<jsonschema::Validator<Body>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -51,7 +52,7 @@ pub struct Validation {
     /// `params` or `all`: these must be present and not empty.
     pub required: Vec<RequiredParam>,
     /// `body` or `all`: the model per content type (lower-case; `$default` for any other).
-    pub models: Vec<(String, Arc<jsonschema::Validator>)>,
+    pub models: Vec<(String, Arc<jsonschema::Validator<Body>>)>,
 }
 
 /// A route's validation as written (kept for export and the admin API).
@@ -176,8 +177,10 @@ impl Validator {
 
 /// Compiles a schema: draft 4 (Amazon API Gateway's) unless `$schema` names another; `$ref`s
 /// resolve within the schema only (nothing is fetched).
-pub(crate) fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validator, String> {
-    let mut opts = jsonschema::options();
+pub(crate) fn compile_schema(
+    schema: &serde_json::Value,
+) -> Result<jsonschema::Validator<Body>, String> {
+    let mut opts = jsonschema::options_for::<Body>();
     if schema.get("$schema").is_none() {
         opts = opts.with_draft(jsonschema::Draft::Draft4);
     }
@@ -226,10 +229,9 @@ mappings = [{{ base_path = "", api = "a", stage = "p" }}]
         .unwrap();
         let a = &c.apis[0];
         assert_eq!(a.models[1].content_type, "application/xml");
-        assert!(a.models[0]
-            .validator
-            .is_valid(&serde_json::json!({"name": 1})));
-        assert!(!a.models[0].validator.is_valid(&serde_json::json!({})));
+        let doc = |t: &'static str| crate::syntax::json_doc::Doc::parse(t.as_bytes()).unwrap();
+        assert!(a.models[0].validator.is_valid(doc(r#"{"name": 1}"#).root()));
+        assert!(!a.models[0].validator.is_valid(doc("{}").root()));
         let v = a.routes[0].validation.as_ref().unwrap();
         assert_eq!(v.models.len(), 1);
         assert_eq!(

@@ -46,7 +46,7 @@ pub(crate) async fn request(
     };
     let mut mock_status = None;
     let ct = super::validate::media_type(ctx);
-    let template = t.request.iter().find(|(c, _)| *c == ct).map(|(_, t)| t);
+    let template = t.request.iter().find(|(c, _)| *c == *ct).map(|(_, t)| t);
     let refuse = match (template, t.passthrough) {
         (Some(_), _) | (None, Passthrough::WhenNoMatch) => false,
         (None, Passthrough::WhenNoTemplates) => !t.request.is_empty(),

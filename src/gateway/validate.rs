@@ -13,6 +13,7 @@ use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::conn::Conn;
 use crate::http::h1::Framing;
 use crate::shard::ShardSnap;
+use crate::syntax::json_doc::Doc;
 
 /// Schema errors named in a refusal's reason (the rest are counted).
 const MAX_REASONS: usize = 5;
@@ -26,7 +27,8 @@ pub(crate) async fn check(
     ctx: &mut RequestCtx,
     m: RouteMatch,
 ) -> Result<(), Error> {
-    let Some(v) = &ss.snap.config.apis[m.api].routes[m.route].validation else {
+    let route = &ss.snap.config.apis[m.api].routes[m.route];
+    let Some(v) = &route.validation else {
         return Ok(());
     };
     let missing: Vec<&str> = v
@@ -48,7 +50,7 @@ pub(crate) async fn check(
     let Some((_, model)) = v
         .models
         .iter()
-        .find(|(c, _)| *c == ct)
+        .find(|(c, _)| *c == *ct)
         .or_else(|| v.models.iter().find(|(c, _)| c == "$default"))
     else {
         return Ok(());
@@ -57,13 +59,16 @@ pub(crate) async fn check(
     let invalid =
         |why: String| Error::downstream(Kind::InvalidBody(why.into()), "request validation");
     let body = decoded(ss, ctx, &conn.buf[..len])?;
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| invalid(format!("[the body is not JSON: {e}]")))?;
-    if model.is_valid(&value) {
-        ctx.body_json = Some(Box::new(value));
+    // Read in place (strings borrowed from the body), not built into a `serde_json::Value`.
+    let doc = Doc::parse(&body).map_err(|e| invalid(format!("[the body is not JSON: {e}]")))?;
+    if model.is_valid(doc.root()) {
+        // A request template or a mapping reading the body gets the parse made here.
+        if reads_json(route) {
+            ctx.body_json = Some(Box::new(doc.to_value()));
+        }
         return Ok(());
     }
-    let mut errors = model.iter_errors(&value);
+    let mut errors = model.iter_errors(doc.root());
     let Some(first) = errors.next() else {
         return Ok(());
     };
@@ -93,6 +98,16 @@ pub(crate) async fn check(
         why.push(format!("and {more} more"));
     }
     Err(invalid(format!("[{}]", why.join(", "))))
+}
+
+/// Whether the route reads the body's JSON after validation: a request template that reads
+/// it, or a parameter mapping that names the body.
+fn reads_json(route: &crate::config::Route) -> bool {
+    route.transform.as_ref().is_some_and(|t| {
+        t.request
+            .iter()
+            .any(|(_, t)| t.reads(crate::syntax::vtl::READS_JSON))
+    }) || route.mapping.as_ref().is_some_and(|m| m.reads_body())
 }
 
 thread_local! {
@@ -162,14 +177,21 @@ pub(crate) fn decoded<'b>(
 
 /// The request's media type, lower-case and without parameters; without a Content-Type,
 /// JSON (as Amazon API Gateway assumes). Models and templates are chosen by it.
-pub(crate) fn media_type(ctx: &RequestCtx) -> String {
-    ctx.head
-        .header(b"content-type")
-        .map(|c| {
-            let c = c.split(|&b| b == b';').next().unwrap_or_default();
-            String::from_utf8_lossy(c.trim_ascii()).to_ascii_lowercase()
-        })
-        .unwrap_or_else(|| "application/json".into())
+/// Borrowed from the request when it is written in lower case.
+pub(crate) fn media_type(ctx: &RequestCtx) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let Some(c) = ctx.head.header(b"content-type") else {
+        return Cow::Borrowed("application/json");
+    };
+    let c = c
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    match std::str::from_utf8(c) {
+        Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Borrowed(s),
+        _ => Cow::Owned(String::from_utf8_lossy(c).to_ascii_lowercase()),
+    }
 }
 
 /// Is a required parameter there, and not empty?

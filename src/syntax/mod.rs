@@ -7,6 +7,7 @@
 
 pub(crate) mod cidr;
 pub(crate) mod civil;
+pub(crate) mod json_doc;
 pub(crate) mod mapping;
 pub(crate) mod path;
 pub(crate) mod refs;

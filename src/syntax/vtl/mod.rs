@@ -209,10 +209,13 @@ fn write_value(v: &Value, out: &mut String) {
         Value::String(s) => out.push_str(s),
         Value::Null => {}
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            use std::fmt::Write;
-            let _ = write!(out, "{n}");
-        }
+        // As `Number`'s `Display` writes it.
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => out.push_str(itoa::Buffer::new().format(u)),
+            (_, Some(i), _) => out.push_str(itoa::Buffer::new().format(i)),
+            (_, _, Some(f)) => out.push_str(zmij::Buffer::new().format_finite(f)),
+            _ => {}
+        },
         Value::Array(a) => {
             out.push('[');
             for (i, x) in a.iter().enumerate() {
@@ -277,11 +280,21 @@ impl<'t, 'e> Eval<'t, 'e> {
             self.tick()?;
             match n {
                 Node::Text(t) => self.out.push_str(t),
-                Node::Ref { r, quiet, source } => match self.reference(r)? {
-                    Some(v) if !v.is_null() => write_value(&v, &mut self.out),
-                    _ if *quiet => {}
-                    _ => self.out.push_str(source),
-                },
+                Node::Ref { r, quiet, source } => {
+                    if let Some(v) = self.plain(r)? {
+                        match v {
+                            Value::Null if *quiet => {}
+                            Value::Null => self.out.push_str(source),
+                            v => write_value(v, &mut self.out),
+                        }
+                        continue;
+                    }
+                    match self.reference(r)? {
+                        Some(v) if !v.is_null() => write_value(&v, &mut self.out),
+                        _ if *quiet => {}
+                        _ => self.out.push_str(source),
+                    }
+                }
                 Node::Set { var, value } => {
                     let v = match self.value(value)? {
                         Cow::Borrowed(v) => Slot::Env(v),
@@ -306,38 +319,84 @@ impl<'t, 'e> Eval<'t, 'e> {
                     }
                 }
                 Node::Foreach { var, list, body } => {
-                    let items: Vec<Slot<'e>> = match self.value(list)? {
-                        Cow::Borrowed(Value::Array(a)) => a.iter().map(Slot::Env).collect(),
-                        Cow::Borrowed(Value::Object(m)) => m.values().map(Slot::Env).collect(),
-                        Cow::Borrowed(Value::Null) => Vec::new(),
-                        Cow::Borrowed(other) => vec![Slot::Env(other)],
-                        Cow::Owned(Value::Array(a)) => a.into_iter().map(Slot::Owned).collect(),
+                    let (var, none) = (*var, std::iter::empty());
+                    match self.value(list)? {
+                        Cow::Borrowed(Value::Array(a)) => {
+                            self.each(var, body, a.len(), a.iter().map(Slot::Env))?
+                        }
+                        Cow::Borrowed(Value::Object(m)) => {
+                            self.each(var, body, m.len(), m.values().map(Slot::Env))?
+                        }
+                        Cow::Borrowed(Value::Null) | Cow::Owned(Value::Null) => {
+                            self.each(var, body, 0, none)?
+                        }
+                        Cow::Borrowed(other) => {
+                            self.each(var, body, 1, std::iter::once(Slot::Env(other)))?
+                        }
+                        Cow::Owned(Value::Array(a)) => {
+                            self.each(var, body, a.len(), a.into_iter().map(Slot::Owned))?
+                        }
                         Cow::Owned(Value::Object(m)) => {
-                            m.into_iter().map(|(_, v)| Slot::Owned(v)).collect()
+                            let n = m.len();
+                            self.each(var, body, n, m.into_iter().map(|(_, v)| Slot::Owned(v)))?
                         }
-                        Cow::Owned(Value::Null) => Vec::new(),
-                        Cow::Owned(other) => vec![Slot::Owned(other)],
-                    };
-                    if items.len() > MAX_LOOP {
-                        return Err(format!(
-                            "#foreach over {} items: at most {MAX_LOOP}",
-                            items.len()
-                        ));
-                    }
-                    let n = items.len();
-                    self.loops.push((0, n));
-                    for (i, item) in items.into_iter().enumerate() {
-                        self.vars[*var] = Some(item);
-                        if let Some(l) = self.loops.last_mut() {
-                            l.0 = i;
+                        Cow::Owned(other) => {
+                            self.each(var, body, 1, std::iter::once(Slot::Owned(other)))?
                         }
-                        self.nodes(body)?;
                     }
-                    self.loops.pop();
                 }
             }
         }
         Ok(())
+    }
+
+    /// Runs a `#foreach` body once per item (`n` of them) with the loop's variable set.
+    fn each(
+        &mut self,
+        var: usize,
+        body: &'t [Node],
+        n: usize,
+        items: impl Iterator<Item = Slot<'e>>,
+    ) -> Result<(), String> {
+        if n > MAX_LOOP {
+            return Err(format!("#foreach over {n} items: at most {MAX_LOOP}"));
+        }
+        self.loops.push((0, n));
+        for (i, item) in items.enumerate() {
+            self.vars[var] = Some(item);
+            if let Some(l) = self.loops.last_mut() {
+                l.0 = i;
+            }
+            self.nodes(body)?;
+        }
+        self.loops.pop();
+        Ok(())
+    }
+
+    /// A reference of properties only from a variable that borrows the environment (or from
+    /// `$context`, `$stageVariables`) through objects: what it finds, borrowed (null when
+    /// it is not there; `Ok(None)`: the reference needs [`Eval::reference`]).
+    fn plain(&mut self, r: &'t Ref) -> Result<Option<&'e Value>, String> {
+        let mut cur: &'e Value = match r.root {
+            Root::Var(i) => match &self.vars[i] {
+                Some(Slot::Env(v)) => v,
+                _ => return Ok(None),
+            },
+            Root::Context => self.env.context,
+            Root::StageVariables => self.env.stage_variables,
+            _ => return Ok(None),
+        };
+        for s in &r.steps {
+            match (s, cur) {
+                (Step::Prop(p), Value::Object(m)) => cur = m.get(p).unwrap_or(&NULL),
+                _ => return Ok(None),
+            }
+        }
+        self.steps += r.steps.len();
+        if self.steps > MAX_STEPS {
+            return Err(format!("the template ran past {MAX_STEPS} steps"));
+        }
+        Ok(Some(cur))
     }
 
     /// An expression's value, borrowed where it is a reference into the environment.

@@ -141,3 +141,23 @@ fn work_is_bounded() {
     let e = run("$util.nope('x')", "{}").unwrap_err();
     assert!(e.contains("not a method of $util"), "{e}");
 }
+
+#[test]
+fn numbers_are_written_as_json_prints_them() {
+    let body = "[0, 7, -7, 18446744073709551615, -9223372036854775808, 0.1, 249.99, 1.5e300, -2.5e-7, 1e21, 100.0]";
+    let out = run("#foreach($n in $input.path('$'))$n;#end", body).unwrap();
+    let want: Vec<String> = serde_json::from_str::<Vec<Value>>(body)
+        .unwrap()
+        .iter()
+        .map(|n| format!("{n};"))
+        .collect();
+    assert_eq!(out, want.concat());
+    // Plain references from a variable and from $context go the borrowed way, the rest
+    // through calls; both write the same.
+    let out = run(
+        "#set($p = $input.path('$'))$p.a.b $p.get('a').b $context.stage $!p.nope $p.nope",
+        r#"{"a": {"b": 2.5}}"#,
+    )
+    .unwrap();
+    assert_eq!(out, "2.5 2.5 prod  $p.nope");
+}

@@ -1,0 +1,513 @@
+//! A request body's JSON read in place, for request validation: one pass of `serde_json`'s
+//! parser into a flat list of items that borrow the body's strings (only a string with
+//! escapes is copied), and `jsonschema`'s representation traits over that list, so a model
+//! checks a body without building a `serde_json::Value` (a `String` per string, a map per
+//! object, all freed again). Errors and the cold paths (`const`, `enum`, `uniqueItems`)
+//! build a `Value` of the part they quote.
+//!
+//! Objects keep their members in the body's order and are searched in order; a key written
+//! twice is found with its last value, as `serde_json::Value` keeps it.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use jsonschema::json::{Array, Json, Node, NodeIdentity, Object};
+use jsonschema::JsonType;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// A parsed body: its items in document order, the root first.
+pub struct Doc<'a> {
+    items: Vec<Item<'a>>,
+}
+
+enum Item<'a> {
+    Null,
+    Bool(bool),
+    Num(Number),
+    Str(Cow<'a, str>),
+    /// A list of `len` elements; its descendants are the items before `end`.
+    Arr {
+        len: u32,
+        end: u32,
+    },
+    /// An object of `len` members, each a [`Item::Key`] followed by its value.
+    Obj {
+        len: u32,
+        end: u32,
+    },
+    Key(Cow<'a, str>),
+}
+
+impl<'a> Doc<'a> {
+    /// Parses `bytes` as one JSON value (with nothing but whitespace after it). JSON is
+    /// UTF-8 (RFC 8259): the whole text is checked once, not string by string.
+    pub fn parse(bytes: &'a [u8]) -> Result<Doc<'a>, String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("it is not UTF-8 ({e})"))?;
+        Self::parse_str(text).map_err(|e| e.to_string())
+    }
+
+    fn parse_str(text: &'a str) -> Result<Doc<'a>, serde_json::Error> {
+        let bytes = text.as_bytes();
+        let mut de = serde_json::Deserializer::from_str(text);
+        // About one item per 16 bytes of typical JSON: one allocation for most bodies.
+        let mut items = Vec::with_capacity(bytes.len() / 16 + 1);
+        Build(&mut items).deserialize(&mut de)?;
+        de.end()?;
+        Ok(Doc { items })
+    }
+
+    /// The document's root, for a validator.
+    pub fn root(&self) -> DocNode<'_> {
+        DocNode {
+            items: &self.items,
+            i: 0,
+        }
+    }
+
+    /// The document as a `serde_json::Value`.
+    pub fn to_value(&self) -> Value {
+        value(&self.items, 0)
+    }
+}
+
+/// Pushes one value (and all it holds) onto the list.
+struct Build<'v, 'a>(&'v mut Vec<Item<'a>>);
+
+/// Pushes an object's member name.
+struct KeySeed<'v, 'a>(&'v mut Vec<Item<'a>>);
+
+/// `u32` positions: a body of four billion items is far past `limits.max_body`.
+fn pos<E: serde::de::Error>(n: usize) -> Result<u32, E> {
+    u32::try_from(n).map_err(|_| E::custom("the document holds too many values"))
+}
+
+impl<'de> DeserializeSeed<'de> for Build<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Build<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.push(Item::Null);
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.push(Item::Bool(v));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.push(Item::Num(v.into()));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.push(Item::Num(v.into()));
+        Ok(())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        // JSON has no NaN or infinity; serde_json reads an overflowing literal as an error.
+        let n = Number::from_f64(v).ok_or_else(|| E::custom("a number JSON cannot hold"))?;
+        self.0.push(Item::Num(n));
+        Ok(())
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
+        self.0.push(Item::Str(Cow::Borrowed(v)));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.push(Item::Str(Cow::Owned(v.to_owned())));
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let at = self.0.len();
+        self.0.push(Item::Arr { len: 0, end: 0 });
+        let mut len = 0usize;
+        while seq.next_element_seed(Build(self.0))?.is_some() {
+            len += 1;
+        }
+        self.0[at] = Item::Arr {
+            len: pos(len)?,
+            end: pos(self.0.len())?,
+        };
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let at = self.0.len();
+        self.0.push(Item::Obj { len: 0, end: 0 });
+        let mut len = 0usize;
+        while map.next_key_seed(KeySeed(self.0))?.is_some() {
+            map.next_value_seed(Build(self.0))?;
+            len += 1;
+        }
+        self.0[at] = Item::Obj {
+            len: pos(len)?,
+            end: pos(self.0.len())?,
+        };
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
+        self.0.push(Item::Key(Cow::Borrowed(v)));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.push(Item::Key(Cow::Owned(v.to_owned())));
+        Ok(())
+    }
+}
+
+/// The position after the value at `i` and all it holds.
+fn after(items: &[Item<'_>], i: usize) -> usize {
+    match items[i] {
+        Item::Arr { end, .. } | Item::Obj { end, .. } => end as usize,
+        _ => i + 1,
+    }
+}
+
+fn value(items: &[Item<'_>], i: usize) -> Value {
+    match &items[i] {
+        Item::Null | Item::Key(_) => Value::Null,
+        Item::Bool(b) => Value::Bool(*b),
+        Item::Num(n) => Value::Number(n.clone()),
+        Item::Str(s) => Value::String(s.to_string()),
+        Item::Arr { .. } => Value::Array(
+            Elements {
+                items,
+                next: i + 1,
+                left: len(items, i),
+            }
+            .map(|n| value(items, n.i))
+            .collect(),
+        ),
+        Item::Obj { .. } => {
+            let mut m = Map::new();
+            for (k, n) in (Members {
+                items,
+                next: i + 1,
+                left: len(items, i),
+            }) {
+                m.insert(k.to_owned(), value(items, n.i));
+            }
+            Value::Object(m)
+        }
+    }
+}
+
+fn len(items: &[Item<'_>], i: usize) -> usize {
+    match items[i] {
+        Item::Arr { len, .. } | Item::Obj { len, .. } => len as usize,
+        _ => 0,
+    }
+}
+
+/// The representation [`Doc`] gives validators (`jsonschema::options_for::<Body>()`).
+pub struct Body;
+
+impl Json for Body {
+    type Node<'a> = DocNode<'a>;
+    type PreparedKey = Box<str>;
+    type StringBuffer = ();
+
+    // A lookup walks the members, so a pass over them beats one lookup per name.
+    const KEYS_PER_LOOKUP: usize = 64;
+    const ACYCLIC: bool = true;
+
+    fn prepare_key(key: &str) -> Box<str> {
+        key.into()
+    }
+
+    fn with_string_node<T>((): &mut (), string: &str, f: impl FnOnce(DocNode<'_>) -> T) -> T {
+        let items = [Item::Str(Cow::Borrowed(string))];
+        f(DocNode {
+            items: &items,
+            i: 0,
+        })
+    }
+}
+
+/// One value of a [`Doc`].
+#[derive(Clone, Copy)]
+pub struct DocNode<'a> {
+    items: &'a [Item<'a>],
+    i: usize,
+}
+
+impl<'a> Node<'a, Body> for DocNode<'a> {
+    type Object = DocObject<'a>;
+    type Array = DocArray<'a>;
+    type Number = &'a Number;
+
+    fn as_object(&self) -> Option<DocObject<'a>> {
+        matches!(self.items[self.i], Item::Obj { .. }).then_some(DocObject(*self))
+    }
+
+    fn as_array(&self) -> Option<DocArray<'a>> {
+        matches!(self.items[self.i], Item::Arr { .. }).then_some(DocArray(*self))
+    }
+
+    fn as_string(&self) -> Option<Cow<'a, str>> {
+        match &self.items[self.i] {
+            Item::Str(s) => Some(Cow::Borrowed(&**s)),
+            _ => None,
+        }
+    }
+
+    fn as_number(&self) -> Option<&'a Number> {
+        match &self.items[self.i] {
+            Item::Num(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn as_boolean(&self) -> Option<bool> {
+        match self.items[self.i] {
+            Item::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self.items[self.i], Item::Null)
+    }
+
+    fn json_type(&self) -> JsonType {
+        match self.items[self.i] {
+            Item::Null | Item::Key(_) => JsonType::Null,
+            Item::Bool(_) => JsonType::Boolean,
+            Item::Num(_) => JsonType::Number,
+            Item::Str(_) => JsonType::String,
+            Item::Arr { .. } => JsonType::Array,
+            Item::Obj { .. } => JsonType::Object,
+        }
+    }
+
+    fn string_length_within(&self, min: u64, max: u64) -> Option<bool> {
+        let s = self.as_string()?;
+        // A code point is one to four bytes: the byte length often decides without counting.
+        let bytes = s.len() as u64;
+        if bytes < min || bytes.div_ceil(4) > max {
+            return Some(false);
+        }
+        if min <= bytes.div_ceil(4) && bytes <= max {
+            return Some(true);
+        }
+        Some((min..=max).contains(&(s.chars().count() as u64)))
+    }
+
+    fn to_value(&self) -> Cow<'a, Value> {
+        Cow::Owned(value(self.items, self.i))
+    }
+
+    fn identity(&self) -> Option<NodeIdentity> {
+        let tag = u32::try_from(self.i).ok()?;
+        Some(NodeIdentity::tagged(self.items.as_ptr() as usize, tag))
+    }
+}
+
+/// An object of a [`Doc`].
+pub struct DocObject<'a>(DocNode<'a>);
+
+/// A list of a [`Doc`].
+pub struct DocArray<'a>(DocNode<'a>);
+
+/// An object's members in document order.
+pub struct Members<'a> {
+    items: &'a [Item<'a>],
+    next: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (&'a str, DocNode<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let Item::Key(k) = &self.items[self.next] else {
+            return None;
+        };
+        let v = self.next + 1;
+        self.next = after(self.items, v);
+        Some((
+            &**k,
+            DocNode {
+                items: self.items,
+                i: v,
+            },
+        ))
+    }
+}
+
+/// A list's elements in order.
+pub struct Elements<'a> {
+    items: &'a [Item<'a>],
+    next: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = DocNode<'a>;
+
+    fn next(&mut self) -> Option<DocNode<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let i = self.next;
+        self.next = after(self.items, i);
+        Some(DocNode {
+            items: self.items,
+            i,
+        })
+    }
+}
+
+impl<'a> Object<'a, Body> for DocObject<'a> {
+    type Node = DocNode<'a>;
+    type MemberName = &'a str;
+    type MembersIter = Members<'a>;
+
+    fn len(&self) -> usize {
+        len(self.0.items, self.0.i)
+    }
+
+    fn get(&self, key: &Box<str>) -> Option<DocNode<'a>> {
+        // The last of a name written twice, as a parsed `Value` keeps it.
+        self.members()
+            .filter(|(k, _)| *k == &**key)
+            .last()
+            .map(|(_, v)| v)
+    }
+
+    fn members(&self) -> Members<'a> {
+        Members {
+            items: self.0.items,
+            next: self.0.i + 1,
+            left: self.len(),
+        }
+    }
+}
+
+impl<'a> Array<'a, Body> for DocArray<'a> {
+    type Node = DocNode<'a>;
+    type ElementsIter = Elements<'a>;
+
+    fn len(&self) -> usize {
+        len(self.0.items, self.0.i)
+    }
+
+    fn elements(&self) -> Elements<'a> {
+        Elements {
+            items: self.0.items,
+            next: self.0.i + 1,
+            left: self.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn validator(schema: Value) -> jsonschema::Validator<Body> {
+        jsonschema::options_for::<Body>().build(&schema).unwrap()
+    }
+
+    #[test]
+    fn reads_back_what_it_parsed() {
+        let text =
+            r#" {"a": [1, -2, 2.5, "x\ny", {"b": null, "c": true}], "d\u00e9": {}, "e": []} "#;
+        let doc = Doc::parse(text.as_bytes()).unwrap();
+        assert_eq!(doc.to_value(), serde_json::from_str::<Value>(text).unwrap());
+        for bad in ["", "{", "[1,]", "{} x", "nul", "{\"a\" 1}", "1e999"] {
+            assert!(Doc::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = "[".repeat(100_000);
+        assert!(Doc::parse(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn validates_as_a_parsed_value_does() {
+        let schema = json!({
+            "type": "object",
+            "required": ["name", "tags"],
+            "additionalProperties": false,
+            "properties": {
+                "name": {"type": "string", "minLength": 2, "maxLength": 4},
+                "age": {"type": "integer", "minimum": 0},
+                "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "uniqueItems": true},
+                "kind": {"const": {"x": [1, 2]}},
+                "rest": {"type": "object", "propertyNames": {"pattern": "^[a-z]+$"}}
+            }
+        });
+        let ours = validator(schema.clone());
+        let theirs = jsonschema::validator_for(&schema).unwrap();
+        for text in [
+            r#"{"name": "rex", "tags": ["a"]}"#,
+            r#"{"name": "ré€x", "tags": []}"#,
+            r#"{"name": "r", "tags": []}"#,
+            r#"{"name": "rexxx", "tags": []}"#,
+            r#"{"name": "rex", "tags": ["a", "a"]}"#,
+            r#"{"name": "rex", "tags": ["c"]}"#,
+            r#"{"name": "rex", "tags": [], "age": 1.5}"#,
+            r#"{"name": "rex", "tags": [], "age": -1}"#,
+            r#"{"name": "rex", "tags": [], "other": 1}"#,
+            r#"{"name": "rex", "tags": [], "kind": {"x": [1, 2.0]}}"#,
+            r#"{"name": "rex", "tags": [], "kind": {"x": [2, 1]}}"#,
+            r#"{"name": "rex", "tags": [], "rest": {"ok": 1, "Not": 2}}"#,
+            r#"{"tags": []}"#,
+            r#"[1, 2]"#,
+        ] {
+            let doc = Doc::parse(text.as_bytes()).unwrap();
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(ours.is_valid(doc.root()), theirs.is_valid(&v), "{text}");
+            let a: Vec<String> = ours
+                .iter_errors(doc.root())
+                .map(|e| e.to_string())
+                .collect();
+            let b: Vec<String> = theirs.iter_errors(&v).map(|e| e.to_string()).collect();
+            assert_eq!(a, b, "{text}");
+        }
+    }
+}
