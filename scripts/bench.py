@@ -46,13 +46,22 @@ WORKLOADS = {
     "h2_get": ("/small", None, [], "HTTP/2 over TLS (h2load: 16 connections x 4 streams), 13-byte body"),
     "tls_new": ("/small", None, [], "a new TLS connection per request, full handshake (openssl s_time -new, 2 clients)"),
     "tls_resume": ("/small", None, [], "a new TLS connection per request, resumed session (openssl s_time -reuse, 2 clients)"),
+    "pipeline": ("/pipe", None, ["-H", "x-api-key: bench-0123456789abcdef0123"],
+                 "GET through a gateway's pipeline: an API key checked, a per-key rate limit that never refuses, "
+                 "an access log line per request to a file (buffered), a header added to the upstream request"),
 }
+# The key the pipeline workload sends; each system admits it and refuses a request without it.
+PIPELINE_KEY = "bench-0123456789abcdef0123"
+# The systems with a pipeline set-up (what each one's config does is in its *_conf function).
+PIPELINE_SYSTEMS = ("tollgate", "tollgate-epoll", "nginx", "envoy", "traefik")
 TLS_WORKLOADS = ("https_get", "h2_get", "tls_new", "tls_resume")
 
 # Set per measurement: "https" when the proxies terminate TLS (https_get, h2_get); H2 when
 # they also offer HTTP/2.
 SCHEME = "http"
 H2 = False
+# Set per measurement: the pipeline workload's features on.
+PIPELINE = False
 # `floor` (bench/floor, built by scripts/bench.sh): a bare monoio forwarder with nothing but
 # HTTP/1.1 framing, one upstream connection per client connection: the least this runtime
 # does per proxied request, measured in the same run. `floor-uring` (same crate): the same
@@ -178,6 +187,7 @@ http {{
     listen 127.0.0.1:{port} backlog=4096 reuseport;
     location = /small {{ return 200 "hello, world\\n"; }}
     location = /post {{ return 200 "posted\\n"; }}
+    location = /pipe {{ return 200 "$http_x_gateway\\n"; }}
     location / {{ root {www}; }}
   }}
 }}
@@ -197,16 +207,26 @@ def nginx_proxy_conf(tmp: Path, port: int, backend: int, cache: bool = False, de
         cert, key = make_cert(tmp)
         ssl = (f" ssl{' http2' if H2 else ''}; ssl_certificate {cert}; ssl_certificate_key {key};"
                " ssl_session_cache shared:S:10m; http2_max_requests 100000000")
+    # pipeline: the key checked with a map (403 without it), limit_req per key that never
+    # refuses, the combined log format to a file with a 64 KiB buffer (Tollgate's batch size),
+    # and a header added upstream.
+    log, pipe_http, pipe_loc = "access_log off;", "", ""
+    if PIPELINE:
+        log = f"access_log {tmp}/nginx-access.log combined buffer=64k flush=100ms;"
+        pipe_http = (f'map $http_x_api_key $key_ok {{ default 0; "{PIPELINE_KEY}" 1; }} '
+                     "limit_req_zone $http_x_api_key zone=perkey:10m rate=100000000r/s;")
+        pipe_loc = ("if ($key_ok = 0) { return 403; } limit_req zone=perkey burst=100000000 nodelay; "
+                    "proxy_set_header x-gateway nginx;")
     conf.write_text(f"""
 daemon off; master_process off; worker_processes 1; error_log stderr error; pid {tmp}/nginx-proxy.pid;
 events {{ worker_connections 10000; }}
 http {{
-  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
-  client_body_buffer_size 64k; client_max_body_size 1m; {cache_http}
+  {log} keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_buffer_size 64k; client_max_body_size 1m; {cache_http} {pipe_http}
   upstream be {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 10000000; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096{' deferred' if deferred else ''}{ssl};
-    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; {cache_loc} }}
+    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; {cache_loc} {pipe_loc} }}
   }}
 }}
 """)
@@ -237,6 +257,57 @@ backend b
 
 def envoy_conf(tmp: Path, port: int, backend: int) -> Path:
     conf = tmp / "envoy.yaml"
+    if PIPELINE:
+        # pipeline: the key checked by a route header match (403 without it), local_ratelimit
+        # (one token bucket for the listener: Envoy's local limit has no per-key bucket without
+        # descriptors) that never refuses, the default file access log (buffered, flushed by
+        # Envoy's flush thread), and a header added upstream.
+        conf.write_text(f"""
+static_resources:
+  listeners:
+  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {tmp}/envoy-access.log
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/", headers: [ {{ name: x-api-key, string_match: {{ exact: "{PIPELINE_KEY}" }} }} ] }}
+                route: {{ cluster: backend }}
+                request_headers_to_add: [ {{ header: {{ key: x-gateway, value: envoy }} }} ]
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 403 }}
+          http_filters:
+          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: rl
+              token_bucket: {{ max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }}
+              filter_enabled: {{ runtime_key: rl_enabled, default_value: {{ numerator: 100, denominator: HUNDRED }} }}
+              filter_enforced: {{ runtime_key: rl_enforced, default_value: {{ numerator: 100, denominator: HUNDRED }} }}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {backend} }} }} }}
+""")
+        return conf
     conf.write_text(f"""
 static_resources:
   listeners:
@@ -272,13 +343,31 @@ static_resources:
 
 def traefik_conf(tmp: Path, port: int, backend: int) -> Path:
     dyn = tmp / "traefik-dynamic.yml"
+    # pipeline: the key checked by the router's rule (no router matches without it: 404), a
+    # rateLimit middleware per key that never refuses, a headers middleware adding a header
+    # upstream, and the access log to a file (buffered, 100 lines).
+    rule, middlewares, log = "PathPrefix(`/`)", "", ""
+    if PIPELINE:
+        rule = f"PathPrefix(`/`) && Header(`x-api-key`, `{PIPELINE_KEY}`)"
+        middlewares = """      middlewares: [rl, hdr]
+  middlewares:
+    rl:
+      rateLimit: { average: 1000000000, burst: 1000000000, sourceCriterion: { requestHeaderName: x-api-key } }
+    hdr:
+      headers: { customRequestHeaders: { x-gateway: traefik } }
+"""
+        log = f"""accessLog:
+  filePath: "{tmp}/traefik-access.log"
+  bufferingSize: 100
+"""
     dyn.write_text(f"""
 http:
   routers:
     all:
-      rule: "PathPrefix(`/`)"
+      rule: "{rule}"
       service: backend
       entryPoints: [web]
+{middlewares}
   services:
     backend:
       loadBalancer:
@@ -295,7 +384,7 @@ providers:
     filename: "{dyn}"
 log:
   level: ERROR
-""")
+{log}""")
     return static
 
 
@@ -310,6 +399,25 @@ def tollgate_conf(tmp: Path, port: int, backend: int, pipeline: bool, driver: st
                   flags: str = "", deferred: bool = False) -> Path:
     conf = tmp / f"tollgate-{'pipeline' if pipeline else 'cache' if cache else 'plain'}-{driver}.toml"  # one system runs at a time
     routes = ['  [[apis.routes]]\n  route = "ANY /{proxy+}"\n  integration = { type = "http", uri = "http://backend/{proxy}" }\n']
+    # The pipeline workload: the route requires an API key (403 without it), the key's usage
+    # plan throttles per key and never refuses, the stage writes a JSON access log line per
+    # request to a file (64 KiB batches, a writer thread), and the integration adds a header.
+    plan, stage_log = "", ""
+    if PIPELINE:
+        routes = ['  [[apis.routes]]\n  route = "ANY /{proxy+}"\n  api_key_required = true\n'
+                  '  integration = { type = "http", uri = "http://backend/{proxy}", headers = { "x-gateway" = "tollgate" } }\n']
+        plan = f"""
+[[usage_plans]]
+name = "bench"
+stages = ["bench/prod"]
+throttle = {{ rate = 1000000000, burst = 1000000000 }}
+
+[[api_keys]]
+name = "bench"
+value = "{PIPELINE_KEY}"
+plan = "bench"
+"""
+        stage_log = f'access_log = {{ path = "{tmp}/tollgate-access.log", format = "json" }}'
     if pipeline:
         # A 1,000-route table, stage variables in the URI and a header, the route matched
         # deep in the table, and gateway + stage + route throttles that never refuse.
@@ -352,11 +460,13 @@ name = "bench"
   variables = {{ be = "http://backend", tier = "gold" }}
   {'throttle = { rate = 1000000000, burst = 1000000000 }' if pipeline else ''}
   {'cache = { ttl = "300s", capacity = "256MiB" }' if cache else ''}
+  {stage_log}
 
 {''.join(routes)}
 [[domains]]
 host = "*"
 mappings = [{{ base_path = "", api = "bench", stage = "prod" }}]
+{plan}
 """)
     return conf
 
@@ -526,12 +636,41 @@ def run_s_time(port: int, path: str, secs: float, reuse: bool) -> dict:
     return {"requests": done, "seconds": secs, "errors": 0, "p50_ms": 0.0, "p99_ms": 0.0, "p999_ms": 0.0}
 
 
+def check_pipeline(system: str, port: int) -> None:
+    """The pipeline's features are on: without the key the system refuses, with it the
+    backend sees the added header (its /pipe answer echoes it)."""
+    import urllib.error
+    import urllib.request
+    url = f"http://127.0.0.1:{port}/pipe"
+    # Traefik loads its routers a moment after its port opens: the keyed request is retried.
+    end = time.time() + 15
+    while True:
+        try:
+            got = urllib.request.urlopen(urllib.request.Request(url, headers={"x-api-key": PIPELINE_KEY}), timeout=5).read()
+            break
+        except urllib.error.HTTPError as e:
+            if time.time() > end:
+                raise RuntimeError(f"{system}: a request with the API key got {e.code}")
+            time.sleep(0.2)
+    if not got.strip():
+        raise RuntimeError(f"{system}: the backend did not get the added header")
+    try:
+        urllib.request.urlopen(url, timeout=5)
+        raise RuntimeError(f"{system}: a request without the API key was let through")
+    except urllib.error.HTTPError as e:
+        if e.code not in (401, 403, 404):
+            raise RuntimeError(f"{system}: a request without the API key got {e.code}")
+
+
 def measure(system: str, tmp: Path, backend_port: int, backend_pid: int, workload: str, secs: float, conns: int) -> dict:
-    global SCHEME, H2
+    global SCHEME, H2, PIPELINE
     SCHEME = "https" if workload in TLS_WORKLOADS else "http"
     H2 = workload == "h2_get"
+    PIPELINE = workload == "pipeline"
     if SCHEME == "https" and system not in TLS_SYSTEMS:
         raise RuntimeError("no TLS setup for this system in the harness (yet)")
+    if PIPELINE and system not in PIPELINE_SYSTEMS + ("direct",):
+        raise RuntimeError("no pipeline set-up for this system in the harness")
     direct = system == "direct"
     proc = None
     port = backend_port
@@ -543,6 +682,8 @@ def measure(system: str, tmp: Path, backend_port: int, backend_pid: int, workloa
             path = "/svc200/items/42" if workload in ("small_get", "new_conn", "fixed_rate") else f"/svc200{path}"
             if workload == "post_16k":
                 path = "/svc200/items"
+        if PIPELINE and not direct:
+            check_pipeline(system, port)
         # Warm up pools and caches.
         run_wrk(tmp, port, path, script, extra, 1, conns) if workload != "fixed_rate" else None
         pid = backend_pid if direct else proc.pid
@@ -713,6 +854,8 @@ def main() -> int:
                             continue  # no TLS set-up for this system in the harness
                         if s.startswith("floor") and w not in FLOOR_WORKLOADS:
                             continue
+                        if w == "pipeline" and s not in PIPELINE_SYSTEMS + ("direct",):
+                            continue  # no pipeline set-up for this system in the harness
                         try:
                             r = measure(s, tmp, backend_port, backend.pid, w, args.seconds, args.connections)
                         except Exception as e:  # keep the other runs going

@@ -8,6 +8,9 @@
 #   scripts/bench.sh --systems tollgate,nginx --workloads small_get --rounds 5
 #   scripts/bench.sh --systems tollgate,floor,floor-uring,nginx,haproxy --workloads small_get
 #                                    the reference forwarders of bench/floor beside the proxies
+#   scripts/bench.sh --systems direct,tollgate,nginx,envoy,traefik --workloads small_get,pipeline
+#                                    each gateway with the same features on (key check, rate
+#                                    limit, access log, added header) beside the plain proxying
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -113,3 +113,19 @@ fn clf_time_formats_utc() {
     assert_eq!(clf_time(0), "01/Jan/1970:00:00:00 +0000");
     assert_eq!(clf_time(951_782_400_000), "29/Feb/2000:00:00:00 +0000");
 }
+
+#[test]
+fn source_addresses_are_written_as_they_print() {
+    for ip in [
+        "0.0.0.0",
+        "255.255.255.255",
+        "127.0.0.1",
+        "::1",
+        "2001:db8::7",
+        "::ffff:10.0.0.1",
+    ] {
+        let mut l = line();
+        l.source_ip = Some(ip.parse().unwrap());
+        assert_eq!(render("$context.identity.sourceIp", &l), format!("{ip}\n"));
+    }
+}
