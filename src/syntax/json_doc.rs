@@ -5,8 +5,9 @@
 //! object, all freed again). Errors and the cold paths (`const`, `enum`, `uniqueItems`)
 //! build a `Value` of the part they quote.
 //!
-//! Objects keep their members in the body's order and are searched in order; a key written
-//! twice is found with its last value, as `serde_json::Value` keeps it.
+//! An object's members are indexed by name once, as `serde_json::Value` keeps them: sorted
+//! (so validators visit them, and report their errors, in the same order), a name written
+//! twice counted once with its last value; a lookup is a binary search.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,11 +15,14 @@ use std::fmt;
 use jsonschema::json::{Array, Json, Node, NodeIdentity, Object};
 use jsonschema::JsonType;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
-/// A parsed body: its items in document order, the root first.
+/// A parsed body: its items in document order, the root first, and its objects' members.
 pub struct Doc<'a> {
     items: Vec<Item<'a>>,
+    /// Each object's member names (positions of [`Item::Key`]s), sorted by name with one per
+    /// name (the last written), objects one after another.
+    keys: Vec<u32>,
 }
 
 enum Item<'a> {
@@ -31,10 +35,12 @@ enum Item<'a> {
         len: u32,
         end: u32,
     },
-    /// An object of `len` members, each a [`Item::Key`] followed by its value.
+    /// An object: in the items, each member is a [`Item::Key`] followed by its value; its
+    /// `len` distinct names are `Doc::keys[keys..keys + len]`.
     Obj {
         len: u32,
         end: u32,
+        keys: u32,
     },
     Key(Cow<'a, str>),
 }
@@ -48,31 +54,35 @@ impl<'a> Doc<'a> {
     }
 
     fn parse_str(text: &'a str) -> Result<Doc<'a>, serde_json::Error> {
-        let bytes = text.as_bytes();
         let mut de = serde_json::Deserializer::from_str(text);
         // About one item per 16 bytes of typical JSON: one allocation for most bodies.
-        let mut items = Vec::with_capacity(bytes.len() / 16 + 1);
-        Build(&mut items).deserialize(&mut de)?;
+        let mut doc = Doc {
+            items: Vec::with_capacity(text.len() / 16 + 1),
+            keys: Vec::new(),
+        };
+        Build(&mut doc).deserialize(&mut de)?;
         de.end()?;
-        Ok(Doc { items })
+        Ok(doc)
     }
 
     /// The document's root, for a validator.
     pub fn root(&self) -> DocNode<'_> {
         DocNode {
             items: &self.items,
+            keys: &self.keys,
             i: 0,
         }
     }
 
     /// The document as a `serde_json::Value`.
     pub fn to_value(&self) -> Value {
-        value(&self.items, 0)
+        self.root().value()
     }
 }
 
-/// Pushes one value (and all it holds) onto the list.
-struct Build<'v, 'a>(&'v mut Vec<Item<'a>>);
+/// Pushes one value (and all it holds). (With serde_json's `arbitrary_precision` a number
+/// would arrive as a map: `reads_back_what_it_parsed` would fail.)
+struct Build<'v, 'a>(&'v mut Doc<'a>);
 
 /// Pushes an object's member name.
 struct KeySeed<'v, 'a>(&'v mut Vec<Item<'a>>);
@@ -98,67 +108,91 @@ impl<'de> Visitor<'de> for Build<'_, 'de> {
     }
 
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.0.push(Item::Null);
+        self.0.items.push(Item::Null);
         Ok(())
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.0.push(Item::Bool(v));
+        self.0.items.push(Item::Bool(v));
         Ok(())
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.0.push(Item::Num(v.into()));
+        self.0.items.push(Item::Num(v.into()));
         Ok(())
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.0.push(Item::Num(v.into()));
+        self.0.items.push(Item::Num(v.into()));
         Ok(())
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
         // JSON has no NaN or infinity; serde_json reads an overflowing literal as an error.
         let n = Number::from_f64(v).ok_or_else(|| E::custom("a number JSON cannot hold"))?;
-        self.0.push(Item::Num(n));
+        self.0.items.push(Item::Num(n));
         Ok(())
     }
 
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
-        self.0.push(Item::Str(Cow::Borrowed(v)));
+        self.0.items.push(Item::Str(Cow::Borrowed(v)));
         Ok(())
     }
 
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.0.push(Item::Str(Cow::Owned(v.to_owned())));
+        self.0.items.push(Item::Str(Cow::Owned(v.to_owned())));
         Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let at = self.0.len();
-        self.0.push(Item::Arr { len: 0, end: 0 });
+        let at = self.0.items.len();
+        self.0.items.push(Item::Arr { len: 0, end: 0 });
         let mut len = 0usize;
-        while seq.next_element_seed(Build(self.0))?.is_some() {
+        while seq.next_element_seed(Build(&mut *self.0))?.is_some() {
             len += 1;
         }
-        self.0[at] = Item::Arr {
+        self.0.items[at] = Item::Arr {
             len: pos(len)?,
-            end: pos(self.0.len())?,
+            end: pos(self.0.items.len())?,
         };
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let at = self.0.len();
-        self.0.push(Item::Obj { len: 0, end: 0 });
-        let mut len = 0usize;
-        while map.next_key_seed(KeySeed(self.0))?.is_some() {
-            map.next_value_seed(Build(self.0))?;
-            len += 1;
+        let at = self.0.items.len();
+        self.0.items.push(Item::Obj {
+            len: 0,
+            end: 0,
+            keys: 0,
+        });
+        while map.next_key_seed(KeySeed(&mut self.0.items))?.is_some() {
+            map.next_value_seed(Build(&mut *self.0))?;
         }
-        self.0[at] = Item::Obj {
-            len: pos(len)?,
-            end: pos(self.0.len())?,
+        // The members' names, sorted (stably: a name written twice keeps its order), then
+        // one per name, the last written. (The objects inside were indexed as they ended.)
+        let Doc { items, keys } = &mut *self.0;
+        let first = keys.len();
+        let mut p = at + 1;
+        while p < items.len() {
+            keys.push(pos(p)?);
+            p = after(items, p + 1);
+        }
+        keys[first..].sort_by(|a, b| name(items, *a).cmp(name(items, *b)));
+        let mut kept = first;
+        for r in first..keys.len() {
+            let twin_after = keys
+                .get(r + 1)
+                .is_some_and(|n| name(items, *n) == name(items, keys[r]));
+            if !twin_after {
+                keys[kept] = keys[r];
+                kept += 1;
+            }
+        }
+        keys.truncate(kept);
+        items[at] = Item::Obj {
+            len: pos(kept - first)?,
+            end: pos(items.len())?,
+            keys: pos(first)?,
         };
         Ok(())
     }
@@ -190,47 +224,19 @@ impl<'de> Visitor<'de> for KeySeed<'_, 'de> {
     }
 }
 
+/// The member name at `k` (an [`Item::Key`]'s position).
+fn name<'s>(items: &'s [Item<'_>], k: u32) -> &'s str {
+    match &items[k as usize] {
+        Item::Key(n) => n,
+        _ => "",
+    }
+}
+
 /// The position after the value at `i` and all it holds.
 fn after(items: &[Item<'_>], i: usize) -> usize {
     match items[i] {
         Item::Arr { end, .. } | Item::Obj { end, .. } => end as usize,
         _ => i + 1,
-    }
-}
-
-fn value(items: &[Item<'_>], i: usize) -> Value {
-    match &items[i] {
-        Item::Null | Item::Key(_) => Value::Null,
-        Item::Bool(b) => Value::Bool(*b),
-        Item::Num(n) => Value::Number(n.clone()),
-        Item::Str(s) => Value::String(s.to_string()),
-        Item::Arr { .. } => Value::Array(
-            Elements {
-                items,
-                next: i + 1,
-                left: len(items, i),
-            }
-            .map(|n| value(items, n.i))
-            .collect(),
-        ),
-        Item::Obj { .. } => {
-            let mut m = Map::new();
-            for (k, n) in (Members {
-                items,
-                next: i + 1,
-                left: len(items, i),
-            }) {
-                m.insert(k.to_owned(), value(items, n.i));
-            }
-            Value::Object(m)
-        }
-    }
-}
-
-fn len(items: &[Item<'_>], i: usize) -> usize {
-    match items[i] {
-        Item::Arr { len, .. } | Item::Obj { len, .. } => len as usize,
-        _ => 0,
     }
 }
 
@@ -242,8 +248,8 @@ impl Json for Body {
     type PreparedKey = Box<str>;
     type StringBuffer = ();
 
-    // A lookup walks the members, so a pass over them beats one lookup per name.
-    const KEYS_PER_LOOKUP: usize = 64;
+    // A lookup is a binary search over the sorted names (as `Value`'s `BTreeMap`).
+    const KEYS_PER_LOOKUP: usize = 2;
     const ACYCLIC: bool = true;
 
     fn prepare_key(key: &str) -> Box<str> {
@@ -254,6 +260,7 @@ impl Json for Body {
         let items = [Item::Str(Cow::Borrowed(string))];
         f(DocNode {
             items: &items,
+            keys: &[],
             i: 0,
         })
     }
@@ -263,7 +270,48 @@ impl Json for Body {
 #[derive(Clone, Copy)]
 pub struct DocNode<'a> {
     items: &'a [Item<'a>],
+    keys: &'a [u32],
     i: usize,
+}
+
+impl<'a> DocNode<'a> {
+    fn at(&self, i: usize) -> DocNode<'a> {
+        DocNode { i, ..*self }
+    }
+
+    /// Members of an object, elements of a list.
+    fn len(&self) -> usize {
+        match self.items[self.i] {
+            Item::Arr { len, .. } | Item::Obj { len, .. } => len as usize,
+            _ => 0,
+        }
+    }
+
+    /// An object's member names, sorted (positions of their [`Item::Key`]s).
+    fn names(&self) -> &'a [u32] {
+        match self.items[self.i] {
+            Item::Obj { len, keys, .. } => &self.keys[keys as usize..(keys + len) as usize],
+            _ => &[],
+        }
+    }
+
+    fn value(&self) -> Value {
+        match &self.items[self.i] {
+            Item::Null | Item::Key(_) => Value::Null,
+            Item::Bool(b) => Value::Bool(*b),
+            Item::Num(n) => Value::Number(n.clone()),
+            Item::Str(s) => Value::String(s.to_string()),
+            Item::Arr { .. } => {
+                Value::Array(DocArray(*self).elements().map(|n| n.value()).collect())
+            }
+            Item::Obj { .. } => Value::Object(
+                DocObject(*self)
+                    .members()
+                    .map(|(k, n)| (k.to_owned(), n.value()))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 impl<'a> Node<'a, Body> for DocNode<'a> {
@@ -329,7 +377,7 @@ impl<'a> Node<'a, Body> for DocNode<'a> {
     }
 
     fn to_value(&self) -> Cow<'a, Value> {
-        Cow::Owned(value(self.items, self.i))
+        Cow::Owned(self.value())
     }
 
     fn identity(&self) -> Option<NodeIdentity> {
@@ -344,39 +392,24 @@ pub struct DocObject<'a>(DocNode<'a>);
 /// A list of a [`Doc`].
 pub struct DocArray<'a>(DocNode<'a>);
 
-/// An object's members in document order.
+/// An object's members, by name.
 pub struct Members<'a> {
-    items: &'a [Item<'a>],
-    next: usize,
-    left: usize,
+    node: DocNode<'a>,
+    names: std::slice::Iter<'a, u32>,
 }
 
 impl<'a> Iterator for Members<'a> {
     type Item = (&'a str, DocNode<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        let Item::Key(k) = &self.items[self.next] else {
-            return None;
-        };
-        let v = self.next + 1;
-        self.next = after(self.items, v);
-        Some((
-            &**k,
-            DocNode {
-                items: self.items,
-                i: v,
-            },
-        ))
+        let k = *self.names.next()?;
+        Some((name(self.node.items, k), self.node.at(k as usize + 1)))
     }
 }
 
 /// A list's elements in order.
 pub struct Elements<'a> {
-    items: &'a [Item<'a>],
+    node: DocNode<'a>,
     next: usize,
     left: usize,
 }
@@ -390,11 +423,8 @@ impl<'a> Iterator for Elements<'a> {
         }
         self.left -= 1;
         let i = self.next;
-        self.next = after(self.items, i);
-        Some(DocNode {
-            items: self.items,
-            i,
-        })
+        self.next = after(self.node.items, i);
+        Some(self.node.at(i))
     }
 }
 
@@ -404,22 +434,21 @@ impl<'a> Object<'a, Body> for DocObject<'a> {
     type MembersIter = Members<'a>;
 
     fn len(&self) -> usize {
-        len(self.0.items, self.0.i)
+        self.0.len()
     }
 
     fn get(&self, key: &Box<str>) -> Option<DocNode<'a>> {
-        // The last of a name written twice, as a parsed `Value` keeps it.
-        self.members()
-            .filter(|(k, _)| *k == &**key)
-            .last()
-            .map(|(_, v)| v)
+        let names = self.0.names();
+        let k = names
+            .binary_search_by(|n| name(self.0.items, *n).cmp(&**key))
+            .ok()?;
+        Some(self.0.at(names[k] as usize + 1))
     }
 
     fn members(&self) -> Members<'a> {
         Members {
-            items: self.0.items,
-            next: self.0.i + 1,
-            left: self.len(),
+            node: self.0,
+            names: self.0.names().iter(),
         }
     }
 }
@@ -429,14 +458,14 @@ impl<'a> Array<'a, Body> for DocArray<'a> {
     type ElementsIter = Elements<'a>;
 
     fn len(&self) -> usize {
-        len(self.0.items, self.0.i)
+        self.0.len()
     }
 
     fn elements(&self) -> Elements<'a> {
         Elements {
-            items: self.0.items,
+            node: self.0,
             next: self.0.i + 1,
-            left: self.len(),
+            left: self.0.len(),
         }
     }
 }
@@ -459,6 +488,19 @@ mod tests {
         for bad in ["", "{", "[1,]", "{} x", "nul", "{\"a\" 1}", "1e999"] {
             assert!(Doc::parse(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn counts_and_bounds_see_each_name_once() {
+        let v = validator(json!({"minProperties": 2, "maxProperties": 2}));
+        let doc = |t: &'static str| Doc::parse(t.as_bytes()).unwrap();
+        assert!(!v.is_valid(doc(r#"{"a": 1, "a": 2}"#).root()));
+        assert!(v.is_valid(doc(r#"{"a": 1, "b": 2, "a": 3}"#).root()));
+        let nested = doc(r#"{"b": {"y": 1, "x": 2, "y": 3}, "a": [{"k": 1}], "b2": null}"#);
+        assert_eq!(
+            nested.to_value(),
+            json!({"a": [{"k": 1}], "b": {"x": 2, "y": 3}, "b2": null})
+        );
     }
 
     #[test]
@@ -498,6 +540,11 @@ mod tests {
             r#"{"name": "rex", "tags": [], "rest": {"ok": 1, "Not": 2}}"#,
             r#"{"tags": []}"#,
             r#"[1, 2]"#,
+            // A name written twice counts once, with its last value, as in a `Value`.
+            r#"{"name": 1, "name": "rex", "tags": []}"#,
+            r#"{"name": "rex", "name": 1, "tags": []}"#,
+            // Several errors at one level come in the same order (names sorted).
+            r#"{"zz": 1, "name": 5, "aa": 2, "tags": "x", "age": "y"}"#,
         ] {
             let doc = Doc::parse(text.as_bytes()).unwrap();
             let v: Value = serde_json::from_str(text).unwrap();
