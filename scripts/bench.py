@@ -257,57 +257,32 @@ backend b
 
 def envoy_conf(tmp: Path, port: int, backend: int) -> Path:
     conf = tmp / "envoy.yaml"
+    # pipeline: the key checked by a route header match (403 without it), local_ratelimit
+    # (one token bucket for the listener: Envoy's local limit has no per-key bucket without
+    # descriptors) that never refuses, the default file access log (buffered, flushed by
+    # Envoy's flush thread), and a header added upstream.
+    log, key_match, add_header, deny, limit = "", "", "", "", ""
     if PIPELINE:
-        # pipeline: the key checked by a route header match (403 without it), local_ratelimit
-        # (one token bucket for the listener: Envoy's local limit has no per-key bucket without
-        # descriptors) that never refuses, the default file access log (buffered, flushed by
-        # Envoy's flush thread), and a header added upstream.
-        conf.write_text(f"""
-static_resources:
-  listeners:
-  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
+        log = f"""
           access_log:
           - name: envoy.access_loggers.file
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: {tmp}/envoy-access.log
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/", headers: [ {{ name: x-api-key, string_match: {{ exact: "{PIPELINE_KEY}" }} }} ] }}
-                route: {{ cluster: backend }}
-                request_headers_to_add: [ {{ header: {{ key: x-gateway, value: envoy }} }} ]
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 403 }}
-          http_filters:
+              path: {tmp}/envoy-access.log"""
+        key_match = f', headers: [ {{ name: x-api-key, string_match: {{ exact: "{PIPELINE_KEY}" }} }} ]'
+        add_header = """
+                request_headers_to_add: [ { header: { key: x-gateway, value: envoy } } ]"""
+        deny = """
+              - match: { prefix: "/" }
+                direct_response: { status: 403 }"""
+        limit = """
           - name: envoy.filters.http.local_ratelimit
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
               stat_prefix: rl
-              token_bucket: {{ max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }}
-              filter_enabled: {{ runtime_key: rl_enabled, default_value: {{ numerator: 100, denominator: HUNDRED }} }}
-              filter_enforced: {{ runtime_key: rl_enforced, default_value: {{ numerator: 100, denominator: HUNDRED }} }}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    type: STATIC
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {backend} }} }} }}
-""")
-        return conf
+              token_bucket: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }
+              filter_enabled: { runtime_key: rl_enabled, default_value: { numerator: 100, denominator: HUNDRED } }
+              filter_enforced: { runtime_key: rl_enforced, default_value: { numerator: 100, denominator: HUNDRED } }"""
     conf.write_text(f"""
 static_resources:
   listeners:
@@ -317,15 +292,15 @@ static_resources:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
+          stat_prefix: bench{log}
           route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
               routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: backend }}
-          http_filters:
+              - match: {{ prefix: "/"{key_match} }}
+                route: {{ cluster: backend }}{add_header}{deny}
+          http_filters:{limit}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
