@@ -9,6 +9,7 @@
 //! - [`config`]: the file's serde mirror and the validated [`config::Config`], plain data
 //!   split by section; imports only `syntax` and `auth`.
 //! - [`error`]: the error type and its HTTP status. [`metrics`]: per-shard counters.
+//!   [`memory`]: futures boxed in place, freed pages handed back by a quiet shard.
 //! - [`tls`]: certificate loading, SNI, server and client configs (no I/O).
 //! - [`http`]: protocol only: HTTP/1.1 heads and bodies, the client connection and its
 //!   transport (plain, TLS), HTTP/2 framing and the HTTP/2 connection driver (the gateway
@@ -56,6 +57,7 @@ mod error;
 mod gateway;
 mod http;
 mod listener;
+mod memory;
 mod metrics;
 mod observe;
 pub mod openapi;

@@ -143,7 +143,7 @@ fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         s.serialize_str(&format!("{}s", ms / 1000))
     } else {
         s.serialize_str(&format!("{ms}ms"))

@@ -548,7 +548,9 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
                 if let Err(e) = c.flush() {
                     tracing::error!(error = %e, "usage counters not saved; kept in memory until the store takes them");
                 }
-                if ticks % (SWEEP_INTERVAL.as_secs() / FLUSH_INTERVAL.as_secs()).max(1) == 0 {
+                if ticks
+                    .is_multiple_of((SWEEP_INTERVAL.as_secs() / FLUSH_INTERVAL.as_secs()).max(1))
+                {
                     c.sweep();
                 }
             }

@@ -28,7 +28,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
     // The opening (TLS handshake, client certificate, protocol choice; HTTP/2 is served from
     // there) is on the heap once per connection: the task then holds only the keep-alive
     // loop's state while the connection idles.
-    let Some(mut conn) = Box::pin(open(&shard, stream, peer, listener)).await else {
+    let Some(mut conn) = crate::memory::boxed(|| open(&shard, stream, peer, listener)).await else {
         return;
     };
     let shard = &shard;
@@ -44,7 +44,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
         // head is moved into the box before anything waits on it).
         let request = {
             let read = read_head(&shard.drain, &mut conn, max, header_timeout, idle, first).await;
-            Box::pin(request(shard, &mut conn, read))
+            crate::memory::boxed(|| request(shard, &mut conn, read))
         };
         first = false;
         let Some(next) = request.await else {
@@ -354,7 +354,7 @@ async fn run_stream(
     let (reset, next) = {
         // The pipeline's future is large (kilobytes): on the heap once, so that spawning the
         // stream and selecting on it move a pointer, not the future.
-        let work = Box::pin(super::handle(&shard, ss, &mut conn, head));
+        let work = crate::memory::boxed(|| super::handle(&shard, ss, &mut conn, head));
         let reset = poll_fn(|cx| out.borrow_mut().poll_reset(cx));
         monoio::select! {
             n = work => (false, Some(n)),

@@ -350,7 +350,9 @@ pub(crate) async fn read_head(
                 // A read cut by the deadline takes the buffer with it: decide by what was
                 // there before it.
                 let partial = !conn.buf.is_empty();
-                match Box::pin(monoio::time::timeout_at(d.into(), conn.read_more())).await {
+                match crate::memory::boxed(|| monoio::time::timeout_at(d.into(), conn.read_more()))
+                    .await
+                {
                     Ok(r) => r,
                     // Nothing sent at all: close quietly, as nginx does.
                     Err(_) if !partial => return HeadRead::Closed,
@@ -379,7 +381,7 @@ pub(crate) async fn read_head(
                 // The reads with a buffer (and their timers) are on the heap for their
                 // length: an idle connection's task carries only the bufferless wait below.
                 let waited = monoio::select! {
-                    r = Box::pin(monoio::time::timeout(hot, conn.read_more())) => r,
+                    r = crate::memory::boxed(|| monoio::time::timeout(hot, conn.read_more())) => r,
                     _ = draining => return HeadRead::Closed,
                 };
                 match waited {
@@ -387,6 +389,7 @@ pub(crate) async fn read_head(
                     Err(_) if cold.is_zero() => return HeadRead::Closed,
                     Err(_) => {
                         conn.buf = BytesMut::new();
+                        crate::memory::release_freed_memory_soon();
                         let until = drain.idle_for(cold);
                         monoio::select! {
                             r = conn.stream.readable() => match r {

@@ -256,7 +256,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                     }
                     // Boxed: the integration call's state exists only while a message is
                     // handled, not in every idle connection's task.
-                    match Box::pin(message(shard, &s, data, text)).await {
+                    match crate::memory::boxed(|| message(shard, &s, data, text)).await {
                         Some(Some(reply)) => {
                             let _ = ws.write(&mut mem, reply);
                         }
@@ -431,7 +431,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
     if let Some(w) = writer {
         let _ = w.await;
     }
-    Box::pin(disconnect(shard, &s, ended)).await;
+    crate::memory::boxed(|| disconnect(shard, &s, ended)).await;
 }
 
 /// The API, stage and route a message goes to, in the snapshot current now.
