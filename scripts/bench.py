@@ -67,9 +67,18 @@ PIPELINE = False
 # does per proxied request, measured in the same run. `floor-uring` (same crate): the same
 # relay on the io-uring crate directly, with multishot accept/recv and a provided-buffer ring
 # (what monoio 0.2.4 does not use); `floor-uring-defer` adds IORING_SETUP_DEFER_TASKRUN.
+# `floor-rt`: the same forwarder in async/await on Tollgate's own runtime (src/rt): multishot
+# accept and receive, sends from the received buffers (`floor-rt-defer`: DEFER_TASKRUN).
 # Keep-alive workloads only.
 FLOOR_BIN = ROOT / "bench/floor/target/release/tollgate-floor"
 FLOOR_URING_BIN = ROOT / "bench/floor/target/release/tollgate-floor-uring"
+FLOOR_RT_BIN = ROOT / "bench/floor/target/release/tollgate-floor-rt"
+
+
+def floor_bin(name: str) -> Path:
+    if name == "floor":
+        return FLOOR_BIN
+    return FLOOR_RT_BIN if name.startswith("floor-rt") else FLOOR_URING_BIN
 FLOOR_WORKLOADS = ("small_get", "get_1k", "get_64k", "post_16k", "fixed_rate")
 TLS_SYSTEMS = ("tollgate", "tollgate-base", "tollgate-epoll", "tollgate-cache", "nginx", "nginx-cache")
 # The Tollgate binary: TOLLGATE_BIN overrides the default build. `tollgate-base` is `tollgate`
@@ -473,7 +482,7 @@ def start_system(name: str, tmp: Path, backend: int) -> tuple[Proc, int]:
                              deferred=name == "tollgate-deferred")
         p = Proc(name, [tollgate_bin(name), "--config", str(conf)], CPU_PROXY, env={"TOLLGATE_LOG": "warn"})
     elif name.startswith("floor"):
-        binary = FLOOR_BIN if name == "floor" else FLOOR_URING_BIN
+        binary = floor_bin(name)
         p = Proc(name, [str(binary), f"127.0.0.1:{port}", f"127.0.0.1:{backend}"], CPU_PROXY,
                  env={"FLOOR_DEFER": "1"} if name.endswith("-defer") else None)
     elif name in ("nginx", "nginx-cache", "nginx-deferred"):
@@ -503,7 +512,7 @@ def available(name: str) -> bool:
     if name.startswith("tollgate"):
         return bool(tollgate_bin(name)) and Path(tollgate_bin(name)).exists()
     if name.startswith("floor"):
-        return (FLOOR_BIN if name == "floor" else FLOOR_URING_BIN).exists()
+        return floor_bin(name).exists()
     return resolve_binary(name) is not None
 
 
@@ -778,7 +787,7 @@ def svg_bars(summary: dict, metric: str, title: str, unit: str) -> str:
 # Every system the harness can run (`--systems`).
 SYSTEMS = ("direct", "tollgate", "tollgate-base", "tollgate-epoll", "tollgate-pipeline", "tollgate-cache",
            "tollgate-noflags", "tollgate-defer", "tollgate-deferred", "floor", "floor-uring",
-           "floor-uring-defer", "nginx", "nginx-cache", "nginx-deferred", "haproxy", "envoy", "traefik")
+           "floor-uring-defer", "floor-rt", "floor-rt-defer", "nginx", "nginx-cache", "nginx-deferred", "haproxy", "envoy", "traefik")
 
 
 def main() -> int:

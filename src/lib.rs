@@ -25,6 +25,8 @@
 //! - [`gateway`]: the request phases over a typed `RequestCtx`, the one exit
 //!   (`gateway::finish`), the proxy and cache phases, and the connection loops.
 //! - [`runtime`]: shard threads, CPU pinning, io_uring/epoll runtimes, accept loops.
+//! - [`rt`]: Tollgate's own io_uring runtime (executor, multishot accept and receive into a
+//!   provided-buffer ring, timers); standalone, the data path's next driver.
 //! - [`control`]: the control plane: reload, keys and usage, the state store, health
 //!   checks, drain, and a fleet's run-time objects through Redis (`control::fleet`). [`admin`]: the admin HTTP API over `control`.
 //!
@@ -62,6 +64,7 @@ mod metrics;
 mod observe;
 pub mod openapi;
 mod route;
+pub mod rt;
 mod runtime;
 mod shard;
 mod snapshot;

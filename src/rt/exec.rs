@@ -1,0 +1,284 @@
+//! The executor: tasks in a per-thread table, woken through `Arc` wakers that carry the task's
+//! index and generation. A wake on the runtime's own thread queues the task without a lock; a
+//! wake from another thread goes through a mutex-guarded list and the ring's eventfd.
+// The one lock: wakes from other threads (a JWKS refresh, a control message), never a wake on
+// the runtime's own thread, so no request takes it.
+#![allow(clippy::disallowed_types)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use super::reactor::{Builder, Reactor};
+
+/// Identifies a runtime's thread in wakers (0 = none).
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The runtime running on this thread, if any.
+    static CURRENT: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };
+    /// This thread's owner id while a runtime runs on it.
+    static OWNER: Cell<u64> = const { Cell::new(0) };
+    /// Tasks woken on this thread: (index, generation).
+    static READY: RefCell<VecDeque<(u32, u32)>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// Wakes from other threads.
+pub(crate) struct Remote {
+    owner: u64,
+    queue: Mutex<Vec<(u32, u32)>>,
+    /// Written when `queue` gains an entry; the ring watches it.
+    pub(crate) eventfd: i32,
+}
+
+impl Remote {
+    fn push(&self, id: (u32, u32)) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let first = q.is_empty();
+        q.push(id);
+        drop(q);
+        if first {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to an eventfd this runtime owns (closed
+            // only after the last Remote is dropped).
+            unsafe { libc::write(self.eventfd, &one as *const u64 as *const libc::c_void, 8) };
+        }
+    }
+
+    pub(crate) fn take(&self) -> Vec<(u32, u32)> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // SAFETY: the eventfd was opened for this Remote and nothing else closes it.
+        unsafe { libc::close(self.eventfd) };
+    }
+}
+
+struct TaskWaker {
+    id: (u32, u32),
+    remote: Arc<Remote>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if OWNER.with(|o| o.get()) == self.remote.owner {
+            READY.with(|r| r.borrow_mut().push_back(self.id));
+        } else {
+            self.remote.push(self.id);
+        }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+struct Task {
+    fut: RefCell<Option<BoxFuture>>,
+    waker: Waker,
+}
+
+struct Slot {
+    gen: u32,
+    task: Option<Rc<Task>>,
+}
+
+pub(crate) struct Runtime {
+    pub(crate) reactor: Reactor,
+    tasks: RefCell<Vec<Slot>>,
+    free: RefCell<Vec<u32>>,
+    pub(crate) remote: Arc<Remote>,
+}
+
+/// Runs `f` with the runtime of this thread. Panics outside one (a programming error: every
+/// shard task runs inside [`block_on`]).
+pub(crate) fn with<R>(f: impl FnOnce(&Rc<Runtime>) -> R) -> R {
+    CURRENT.with(|c| f(c.borrow().as_ref().expect("not inside a Tollgate runtime")))
+}
+
+impl Runtime {
+    fn spawn_boxed(&self, fut: BoxFuture) {
+        let mut tasks = self.tasks.borrow_mut();
+        let idx = match self.free.borrow_mut().pop() {
+            Some(i) => i,
+            None => {
+                tasks.push(Slot { gen: 0, task: None });
+                (tasks.len() - 1) as u32
+            }
+        };
+        let slot = &mut tasks[idx as usize];
+        slot.gen = slot.gen.wrapping_add(1);
+        let id = (idx, slot.gen);
+        let waker = Waker::from(Arc::new(TaskWaker {
+            id,
+            remote: self.remote.clone(),
+        }));
+        slot.task = Some(Rc::new(Task {
+            fut: RefCell::new(Some(fut)),
+            waker,
+        }));
+        READY.with(|r| r.borrow_mut().push_back(id));
+    }
+
+    /// Polls one woken task; a stale wake (the slot was reused) is ignored.
+    fn run(&self, (idx, gen): (u32, u32)) {
+        let task = match self.tasks.borrow().get(idx as usize) {
+            Some(s) if s.gen == gen => s.task.clone(),
+            _ => None,
+        };
+        let Some(task) = task else { return };
+        let mut fut = task.fut.borrow_mut();
+        let Some(f) = fut.as_mut() else { return };
+        let done = f
+            .as_mut()
+            .poll(&mut Context::from_waker(&task.waker))
+            .is_ready();
+        if done {
+            *fut = None;
+            drop(fut);
+            let mut tasks = self.tasks.borrow_mut();
+            tasks[idx as usize].task = None;
+            self.free.borrow_mut().push(idx);
+        }
+    }
+}
+
+/// Adds a task to this thread's runtime.
+pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let state = Rc::new(JoinState {
+        out: RefCell::new(None),
+        waiter: RefCell::new(None),
+    });
+    let s = state.clone();
+    with(|rt| {
+        rt.spawn_boxed(Box::pin(async move {
+            let out = fut.await;
+            *s.out.borrow_mut() = Some(out);
+            if let Some(w) = s.waiter.borrow_mut().take() {
+                w.wake();
+            }
+        }))
+    });
+    JoinHandle { state }
+}
+
+struct JoinState<T> {
+    out: RefCell<Option<T>>,
+    waiter: RefCell<Option<Waker>>,
+}
+
+/// A spawned task's result; dropping it detaches the task.
+pub struct JoinHandle<T> {
+    state: Rc<JoinState<T>>,
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.state.out.borrow_mut().take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                *self.state.waiter.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Clears this thread's runtime when `block_on` returns or unwinds.
+struct Enter;
+
+impl Drop for Enter {
+    fn drop(&mut self) {
+        let rt = CURRENT.with(|c| c.borrow_mut().take());
+        READY.with(|r| r.borrow_mut().clear());
+        OWNER.with(|o| o.set(0));
+        if let Some(rt) = rt {
+            // Tasks may hold operations: drop them while the reactor still exists (their
+            // buffers move into it), then the reactor waits for the kernel to let go.
+            let tasks = std::mem::take(&mut *rt.tasks.borrow_mut());
+            drop(tasks);
+            rt.reactor.shutdown();
+        }
+    }
+}
+
+/// Builds a runtime on this thread and runs `main` to completion (tasks it spawned and left
+/// running are dropped when it returns).
+pub fn block_on<F: Future>(builder: Builder, main: F) -> io::Result<F::Output> {
+    if CURRENT.with(|c| c.borrow().is_some()) {
+        return Err(io::Error::other(
+            "a Tollgate runtime already runs on this thread",
+        ));
+    }
+    // SAFETY: eventfd takes no pointers.
+    let eventfd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if eventfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let owner = NEXT_OWNER.fetch_add(1, Ordering::Relaxed);
+    let remote = Arc::new(Remote {
+        owner,
+        queue: Mutex::new(Vec::new()),
+        eventfd,
+    });
+    let reactor = Reactor::new(&builder, eventfd)?;
+    let rt = Rc::new(Runtime {
+        reactor,
+        tasks: RefCell::new(Vec::new()),
+        free: RefCell::new(Vec::new()),
+        remote: remote.clone(),
+    });
+    CURRENT.with(|c| *c.borrow_mut() = Some(rt.clone()));
+    OWNER.with(|o| o.set(owner));
+    let _enter = Enter;
+
+    // The main future is polled when its own waker fires (an id no task slot uses).
+    const MAIN: (u32, u32) = (u32::MAX, 0);
+    let main_waker = Waker::from(Arc::new(TaskWaker {
+        id: MAIN,
+        remote: remote.clone(),
+    }));
+    let mut main = std::pin::pin!(main);
+    let mut main_woken = true;
+    loop {
+        if main_woken {
+            main_woken = false;
+            if let Poll::Ready(v) = main.as_mut().poll(&mut Context::from_waker(&main_waker)) {
+                return Ok(v);
+            }
+        }
+        // Run what is ready; a bounded batch, so that completions are reaped between batches.
+        let mut budget = 256;
+        while budget > 0 {
+            let Some(id) = READY.with(|r| r.borrow_mut().pop_front()) else {
+                break;
+            };
+            budget -= 1;
+            if id == MAIN {
+                main_woken = true;
+            } else {
+                rt.run(id);
+            }
+        }
+        let idle = !main_woken && READY.with(|r| r.borrow().is_empty());
+        rt.reactor.turn(idle)?;
+        for id in remote.take() {
+            READY.with(|r| r.borrow_mut().push_back(id));
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Tollgate's own shard runtime on io_uring: one executor and one ring per thread, with what
+//! monoio 0.2.4 does not use — multishot accept, multishot receive into a provided-buffer
+//! ring (a connection owns no buffer while it waits; a buffer goes back to the ring when the
+//! bytes in it are used), sends straight from received buffers — and one timer map per
+//! thread.
+//!
+//! The module stands alone (std, `io-uring`, `libc`): `bench/floor` includes its source to
+//! measure a forwarder on it beside the monoio and raw-ring floors.
+//!
+//! - [`block_on`] runs a future on this thread with a new runtime; [`spawn`] adds a task.
+//! - [`net::TcpListener::accept`] and [`net::TcpStream::recv`] are multishot operations armed
+//!   once and fed by the kernel; [`net::TcpStream::send`] takes its buffer by value (the
+//!   kernel may still read it after a cancelled future is dropped: the buffer stays with the
+//!   operation until its completion arrives).
+//! - Ring-full is back-pressure (the submission queue is flushed to the kernel and the push
+//!   retried); buffer exhaustion is back-pressure (a receive that found no buffer waits for
+//!   one to be given back, then re-arms).
+//!
+//! Kernel needs: 5.19 (multishot accept, provided-buffer rings), 6.0 (multishot receive);
+//! [`supported`] says whether this kernel has them.
+
+#![allow(unsafe_code)]
+
+mod exec;
+pub mod net;
+mod reactor;
+#[cfg(test)]
+mod tests;
+
+pub use exec::{block_on, spawn, JoinHandle};
+pub use reactor::{sleep, supported, Builder, RecvBuf};

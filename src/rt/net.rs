@@ -1,0 +1,330 @@
+//! TCP on the runtime: a listener whose accepts are one multishot operation, and streams whose
+//! receives are one multishot operation into the provided-buffer ring.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use io_uring::{cqueue, opcode, types};
+
+use super::reactor::{buffer_freed, Got, Kind, Multi, Op, RecvBuf, BGID};
+
+/// A listening socket; [`TcpListener::accept`] is fed by one multishot accept.
+pub struct TcpListener {
+    fd: OwnedFd,
+    accepts: Option<Multi>,
+}
+
+impl TcpListener {
+    /// Takes a bound, listening socket.
+    pub fn from_std(l: std::net::TcpListener) -> TcpListener {
+        TcpListener {
+            fd: l.into(),
+            accepts: None,
+        }
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sockaddr(self.fd.as_raw_fd(), libc::getsockname)
+    }
+
+    /// The next connection. An error (out of descriptors, say) is returned once; the next
+    /// call accepts again.
+    pub async fn accept(&mut self) -> io::Result<TcpStream> {
+        loop {
+            let fd = self.fd.as_raw_fd();
+            let multi = self.accepts.get_or_insert_with(|| {
+                let e = opcode::AcceptMulti::new(types::Fd(fd))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build();
+                // SAFETY: the accept refers to no memory; the listener's descriptor outlives
+                // it (the Multi is dropped, and so cancelled, before the descriptor closes).
+                unsafe { Multi::submit(Kind::Accept, e) }
+            });
+            match multi.next().await {
+                Some(Got { res, flags, .. }) => {
+                    if !cqueue::more(flags) {
+                        self.accepts = None;
+                    }
+                    if res < 0 {
+                        return Err(io::Error::from_raw_os_error(-res));
+                    }
+                    // SAFETY: the kernel made this descriptor for us; we own it from here.
+                    let fd = unsafe { OwnedFd::from_raw_fd(res) };
+                    return Ok(TcpStream::from_owned(fd));
+                }
+                None => self.accepts = None,
+            }
+        }
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        // The accept is cancelled before the descriptor closes (field order would do it too).
+        self.accepts = None;
+    }
+}
+
+/// A connected socket.
+pub struct TcpStream {
+    fd: OwnedFd,
+    recv: Option<Multi>,
+    eof: bool,
+}
+
+impl TcpStream {
+    fn from_owned(fd: OwnedFd) -> TcpStream {
+        TcpStream {
+            fd,
+            recv: None,
+            eof: false,
+        }
+    }
+
+    /// Takes a connected std socket.
+    pub fn from_std(s: std::net::TcpStream) -> TcpStream {
+        TcpStream::from_owned(s.into())
+    }
+
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let domain = match addr {
+            SocketAddr::V4(_) => libc::AF_INET,
+            SocketAddr::V6(_) => libc::AF_INET6,
+        };
+        // SAFETY: socket takes no pointers.
+        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor, ours alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sa = Box::new(SockAddr::from(addr));
+        let e = opcode::Connect::new(types::Fd(fd.as_raw_fd()), sa.ptr(), sa.len).build();
+        // SAFETY: the entry points into the boxed address, which the operation keeps.
+        let (res, _, _sa) = unsafe { Op::submit(sa, e) }.await;
+        if res < 0 {
+            return Err(io::Error::from_raw_os_error(-res));
+        }
+        Ok(TcpStream::from_owned(fd))
+    }
+
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        let v: libc::c_int = on.into();
+        // SAFETY: passes a live c_int of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        sockaddr(self.fd.as_raw_fd(), libc::getpeername)
+    }
+
+    /// The next bytes the peer sent, in a buffer of the ring; `None` at end of stream. The
+    /// multishot receive is armed at the first call and re-armed when the kernel ends it
+    /// (no buffer was free: this waits until one is given back).
+    pub async fn recv(&mut self) -> io::Result<Option<RecvBuf>> {
+        loop {
+            if self.eof {
+                return Ok(None);
+            }
+            let fd = self.fd.as_raw_fd();
+            let multi = self.recv.get_or_insert_with(|| {
+                let e = opcode::RecvMulti::new(types::Fd(fd), BGID).build();
+                // SAFETY: the receive writes only into the ring's buffers, which live as long
+                // as the runtime; the descriptor outlives the Multi (dropped first).
+                unsafe { Multi::submit(Kind::Recv, e) }
+            });
+            let Some(Got { res, flags, copied }) = multi.next().await else {
+                self.recv = None;
+                continue;
+            };
+            let rt = multi.rt().clone();
+            if !cqueue::more(flags) {
+                self.recv = None;
+            }
+            if let Some(v) = copied {
+                return Ok(Some(RecvBuf::heap(v)));
+            }
+            if res > 0 {
+                let Some(bid) = cqueue::buffer_select(flags) else {
+                    return Err(io::Error::other("a receive completed without a buffer"));
+                };
+                return RecvBuf::ring(rt, bid, res as u32)
+                    .map(Some)
+                    .ok_or_else(|| io::Error::other("the kernel named a buffer out of range"));
+            }
+            match -res {
+                0 => {
+                    self.eof = true;
+                    return Ok(None);
+                }
+                libc::ENOBUFS => buffer_freed(&rt).await,
+                // Paused (too many buffers queued) and now drained: arm again.
+                libc::ECANCELED => {}
+                e => return Err(io::Error::from_raw_os_error(e)),
+            }
+        }
+    }
+
+    /// Sends from `buf` (which the operation keeps until the kernel is done with it); returns
+    /// how much went out.
+    pub async fn send<B: AsRef<[u8]> + 'static>(&mut self, buf: B) -> (io::Result<usize>, B) {
+        let (ptr, len) = {
+            let s = buf.as_ref();
+            (s.as_ptr(), s.len().min(u32::MAX as usize) as u32)
+        };
+        let e = opcode::Send::new(types::Fd(self.fd.as_raw_fd()), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        // SAFETY: `ptr` points into `buf`'s memory, which the operation keeps (an owned
+        // buffer's bytes do not move when it does: Vec, Box, Bytes, RecvBuf).
+        let (res, _, buf) = unsafe { Op::submit(buf, e) }.await;
+        if res < 0 {
+            return (Err(io::Error::from_raw_os_error(-res)), buf);
+        }
+        (Ok(res as usize), buf)
+    }
+
+    /// Sends all of `buf`.
+    pub async fn send_all<B: AsRef<[u8]> + 'static>(&mut self, buf: B) -> (io::Result<()>, B) {
+        let mut off = 0;
+        let mut buf = Offset(buf, 0);
+        loop {
+            if off >= buf.0.as_ref().len() {
+                return (Ok(()), buf.0);
+            }
+            buf.1 = off;
+            let (res, b) = self.send(buf).await;
+            buf = b;
+            match res {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf.0),
+                Ok(n) => off += n,
+                Err(e) => return (Err(e), buf.0),
+            }
+        }
+    }
+
+    /// Shuts down both directions (pending receives end).
+    pub fn shutdown(&self) -> io::Result<()> {
+        // SAFETY: shutdown takes no pointers.
+        if unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// An owned buffer seen from an offset (for the rest of a partial send).
+struct Offset<B>(B, usize);
+
+impl<B: AsRef<[u8]>> AsRef<[u8]> for Offset<B> {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.as_ref()[self.1..]
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        // The receive is cancelled before the descriptor closes.
+        self.recv = None;
+    }
+}
+
+/// A socket address in the form the kernel reads.
+struct SockAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl SockAddr {
+    fn ptr(&self) -> *const libc::sockaddr {
+        &self.storage as *const libc::sockaddr_storage as *const libc::sockaddr
+    }
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(a: SocketAddr) -> SockAddr {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match a {
+            SocketAddr::V4(v4) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_in fits in sockaddr_storage (which is aligned for it).
+                unsafe { (&mut storage as *mut _ as *mut libc::sockaddr_in).write(sin) };
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(v6) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: v6.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: v6.ip().octets(),
+                    },
+                    sin6_scope_id: v6.scope_id(),
+                };
+                // SAFETY: sockaddr_in6 fits in sockaddr_storage (which is aligned for it).
+                unsafe { (&mut storage as *mut _ as *mut libc::sockaddr_in6).write(sin6) };
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        SockAddr {
+            storage,
+            len: len as libc::socklen_t,
+        }
+    }
+}
+
+type NameFn =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+fn sockaddr(fd: RawFd, f: NameFn) -> io::Result<SocketAddr> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `storage`.
+    if unsafe { f(fd, &mut storage as *mut _ as *mut libc::sockaddr, &mut len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe { &*(&storage as *const _ as *const libc::sockaddr_in) };
+            Ok(SocketAddr::from((
+                sin.sin_addr.s_addr.to_ne_bytes(),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(&storage as *const _ as *const libc::sockaddr_in6) };
+            Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+                sin6.sin6_addr.s6_addr.into(),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        f => Err(io::Error::other(format!("address family {f}"))),
+    }
+}

@@ -1,0 +1,869 @@
+//! The ring: submissions, completions routed to operation slots, the provided-buffer ring,
+//! and the timers.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::exec::{self, Runtime};
+
+/// The runtime's settings.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    /// Submission queue entries (the completion queue has twice as many).
+    pub entries: u32,
+    /// Bytes per provided buffer.
+    pub buf_size: u32,
+    /// Provided buffers per thread (a power of two, at most 32,768).
+    pub bufs: u16,
+    pub coop_taskrun: bool,
+    pub single_issuer: bool,
+    pub defer_taskrun: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            entries: 4096,
+            buf_size: 4096,
+            bufs: 1024,
+            coop_taskrun: true,
+            single_issuer: true,
+            defer_taskrun: false,
+        }
+    }
+}
+
+/// The buffer group of the provided-buffer ring.
+pub(crate) const BGID: u16 = 0;
+/// user_data of the eventfd's poll (wakes from other threads) and of cancellations.
+const EVENTFD_UD: u64 = u64::MAX;
+const CANCEL_UD: u64 = u64::MAX - 1;
+/// Buffers a connection's receive may hold before it is paused (re-armed when its reader
+/// asks for more): one fast sender cannot take the whole ring.
+const RECV_QUEUE_CAP: usize = 8;
+
+/// Whether this kernel has what the runtime needs (multishot accept and receive, provided
+/// buffer rings: Linux 6.0). Builds a small ring and asks.
+pub fn supported() -> bool {
+    let Ok(ring) = IoUring::new(8) else {
+        return false;
+    };
+    let mut probe = io_uring::Probe::new();
+    if ring.submitter().register_probe(&mut probe).is_err() {
+        return false;
+    }
+    let ops = [
+        opcode::AcceptMulti::CODE,
+        opcode::RecvMulti::CODE,
+        opcode::Send::CODE,
+        opcode::Connect::CODE,
+        opcode::PollAdd::CODE,
+        opcode::AsyncCancel::CODE,
+    ];
+    if !ops.iter().all(|&c| probe.is_supported(c)) || !ring.params().is_feature_ext_arg() {
+        return false;
+    }
+    // Provided-buffer rings (5.19) and multishot receive (6.0) are not in the probe: register
+    // a one-entry ring and unregister it.
+    let layout = std::alloc::Layout::from_size_align(4096, 4096).expect("page layout");
+    // SAFETY: a non-zero-sized layout; the memory is freed below, after the ring lets go.
+    let mem = unsafe { std::alloc::alloc_zeroed(layout) };
+    if mem.is_null() {
+        return false;
+    }
+    // SAFETY: `mem` is page-aligned, zeroed, and outlives the registration.
+    let ok = unsafe { ring.submitter().register_buf_ring(mem as u64, 1, BGID) }.is_ok();
+    if ok {
+        let _ = ring.submitter().unregister_buf_ring(BGID);
+    }
+    drop(ring);
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(mem, layout) };
+    ok && kernel_at_least(6, 0)
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release.trim().split(['.', '-']);
+    let ma: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let mi: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (ma, mi) >= (major, minor)
+}
+
+/// What an operation slot holds.
+enum Slot {
+    Free,
+    /// A one-shot operation in flight, and its future's waker.
+    Waiting(Option<Waker>),
+    Done(i32, u32),
+    /// A multishot operation: results not yet taken; `ended` once a completion without the
+    /// MORE flag came.
+    Multi {
+        kind: Kind,
+        queue: VecDeque<Got>,
+        waker: Option<Waker>,
+        ended: bool,
+        cancelling: bool,
+    },
+    /// The future was dropped first: what the kernel may still use is kept until the last
+    /// completion.
+    Orphan(Kind, #[allow(dead_code)] Option<Box<dyn Any>>),
+}
+
+/// A multishot operation's result: the completion's result and flags, and for a receive whose
+/// reader was behind, the bytes copied out of the ring (its buffer already given back).
+pub(crate) struct Got {
+    pub(crate) res: i32,
+    pub(crate) flags: u32,
+    pub(crate) copied: Option<Vec<u8>>,
+}
+
+/// What a completion's result is, so an orphaned one can be cleaned up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    OneShot,
+    /// The result is a new socket: closed if nobody takes it.
+    Accept,
+    /// The result names a provided buffer: given back if nobody takes it.
+    Recv,
+}
+
+/// The provided-buffer ring: `count` buffers of `size` bytes and the ring of entries that
+/// offers them to the kernel.
+struct BufRing {
+    entries: *mut types::BufRingEntry,
+    layout: std::alloc::Layout,
+    /// The buffers' memory: only ever seen through one buffer's slice at a time (the kernel
+    /// writes the others meanwhile).
+    mem: *mut u8,
+    mem_layout: std::alloc::Layout,
+    size: usize,
+    count: u16,
+    tail: Cell<u16>,
+}
+
+impl BufRing {
+    fn new(size: usize, count: u16) -> io::Result<BufRing> {
+        if !count.is_power_of_two() || count > 32768 || size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "provided buffers: a power of two up to 32768, of at least one byte",
+            ));
+        }
+        let layout = std::alloc::Layout::from_size_align(count as usize * 16, 4096)
+            .map_err(io::Error::other)?;
+        // SAFETY: a non-zero-sized layout.
+        let entries = unsafe { std::alloc::alloc_zeroed(layout) } as *mut types::BufRingEntry;
+        if entries.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        let mem_layout = std::alloc::Layout::from_size_align(size * count as usize, 4096)
+            .map_err(io::Error::other)?;
+        // SAFETY: a non-zero-sized layout (size and count are at least 1).
+        let mem = unsafe { std::alloc::alloc_zeroed(mem_layout) };
+        if mem.is_null() {
+            // SAFETY: allocated just above with this layout.
+            unsafe { std::alloc::dealloc(entries as *mut u8, layout) };
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        Ok(BufRing {
+            entries,
+            layout,
+            mem,
+            mem_layout,
+            size,
+            count,
+            tail: Cell::new(0),
+        })
+    }
+
+    fn ptr(&self, bid: u16) -> *const u8 {
+        assert!(bid < self.count, "buffer id out of range");
+        // SAFETY: in bounds of the allocation (bid < count).
+        unsafe { self.mem.add(bid as usize * self.size) }
+    }
+
+    /// The first `len` bytes of buffer `bid`, which must be out of the kernel's hands (a
+    /// completion named it and it was not given back yet).
+    fn slice(&self, bid: u16, len: usize) -> &[u8] {
+        // SAFETY: `ptr` checks the id; `len` is clamped to the buffer's size; the kernel does
+        // not write to a buffer it handed over until it is offered again.
+        unsafe { std::slice::from_raw_parts(self.ptr(bid), len.min(self.size)) }
+    }
+
+    /// Offers buffer `bid` to the kernel again.
+    fn recycle(&self, bid: u16) {
+        let tail = self.tail.get();
+        // SAFETY: the entry index is masked into the ring's `count` entries; the tail store is
+        // a release so the kernel sees the entry's fields before the new tail.
+        unsafe {
+            let e = &mut *self.entries.add((tail & (self.count - 1)) as usize);
+            e.set_addr(self.ptr(bid) as u64);
+            e.set_len(self.size as u32);
+            e.set_bid(bid);
+            let t = types::BufRingEntry::tail(self.entries) as *const std::sync::atomic::AtomicU16;
+            (*t).store(tail.wrapping_add(1), std::sync::atomic::Ordering::Release);
+        }
+        self.tail.set(tail.wrapping_add(1));
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with these layouts; the ring that used them is gone (the
+        // reactor drops its ring first).
+        unsafe {
+            std::alloc::dealloc(self.entries as *mut u8, self.layout);
+            std::alloc::dealloc(self.mem, self.mem_layout);
+        }
+    }
+}
+
+pub(crate) struct Reactor {
+    // Dropped before `bufs`: the kernel lets go of the buffers with the ring.
+    ring: RefCell<IoUring>,
+    slots: RefCell<Vec<Slot>>,
+    free: RefCell<Vec<u32>>,
+    /// Completions reaped while making room in a full queue, dispatched at the next turn.
+    backlog: RefCell<Vec<cqueue::Entry>>,
+    bufs: BufRing,
+    /// Receives that found no buffer, woken when one is given back.
+    buf_waiters: RefCell<Vec<Waker>>,
+    /// Buffers the kernel handed over and that were not given back yet.
+    bufs_out: Cell<u32>,
+    timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
+    timer_seq: Cell<u64>,
+    eventfd: i32,
+}
+
+impl Reactor {
+    pub(crate) fn new(b: &Builder, eventfd: i32) -> io::Result<Reactor> {
+        let build = |flags: bool| {
+            let mut urb = IoUring::builder();
+            if flags && b.coop_taskrun {
+                urb.setup_coop_taskrun();
+                urb.setup_taskrun_flag();
+            }
+            if flags && b.single_issuer {
+                urb.setup_single_issuer();
+            }
+            if flags && b.defer_taskrun {
+                urb.setup_defer_taskrun();
+            }
+            urb.build(b.entries)
+        };
+        // Older kernels refuse newer setup flags with EINVAL: run without them.
+        let ring = build(true).or_else(|_| build(false))?;
+        let bufs = BufRing::new(b.buf_size as usize, b.bufs)?;
+        // SAFETY: the entries stay allocated until the ring is dropped (field order).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring(bufs.entries as u64, bufs.count, BGID)?
+        };
+        for bid in 0..bufs.count {
+            bufs.recycle(bid);
+        }
+        let r = Reactor {
+            ring: RefCell::new(ring),
+            slots: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            backlog: RefCell::new(Vec::new()),
+            bufs,
+            buf_waiters: RefCell::new(Vec::new()),
+            bufs_out: Cell::new(0),
+            timers: RefCell::new(BTreeMap::new()),
+            timer_seq: Cell::new(0),
+            eventfd,
+        };
+        r.arm_eventfd();
+        Ok(r)
+    }
+
+    fn arm_eventfd(&self) {
+        let e = opcode::PollAdd::new(types::Fd(self.eventfd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(EVENTFD_UD);
+        // SAFETY: the poll refers to no memory; the eventfd outlives the ring.
+        unsafe { self.push(e) };
+    }
+
+    /// Queues a submission; a full queue is flushed to the kernel first.
+    ///
+    /// # Safety
+    /// Whatever memory the entry points to must stay valid until its last completion.
+    pub(crate) unsafe fn push(&self, e: squeue::Entry) {
+        let mut ring = self.ring.borrow_mut();
+        loop {
+            // SAFETY: the caller's promise.
+            if unsafe { ring.submission().push(&e) }.is_ok() {
+                return;
+            }
+            if ring.submit().is_err() {
+                // The completion queue is full (EBUSY): reap it for the next turn.
+                let mut backlog = self.backlog.borrow_mut();
+                backlog.extend(ring.completion());
+            }
+        }
+    }
+
+    fn slot(&self, s: Slot) -> u32 {
+        let mut slots = self.slots.borrow_mut();
+        match self.free.borrow_mut().pop() {
+            Some(i) => {
+                slots[i as usize] = s;
+                i
+            }
+            None => {
+                slots.push(s);
+                (slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn release(&self, idx: u32) {
+        self.slots.borrow_mut()[idx as usize] = Slot::Free;
+        self.free.borrow_mut().push(idx);
+    }
+
+    fn cancel(&self, idx: u32) {
+        let e = opcode::AsyncCancel::new(idx as u64)
+            .build()
+            .user_data(CANCEL_UD);
+        // SAFETY: a cancellation refers to no memory.
+        unsafe { self.push(e) };
+    }
+
+    /// Submits what is queued and dispatches completions; when `idle` (nothing runnable),
+    /// waits for one, or for the next timer.
+    pub(crate) fn turn(&self, idle: bool) -> io::Result<()> {
+        let backlog = std::mem::take(&mut *self.backlog.borrow_mut());
+        let idle = idle && backlog.is_empty();
+        let mut cqes = backlog;
+        {
+            let mut ring = self.ring.borrow_mut();
+            let next = self.timers.borrow().keys().next().map(|k| k.0);
+            let res = match (idle, next) {
+                (false, _) => ring.submit(),
+                (true, None) => ring.submit_and_wait(1),
+                (true, Some(t)) => {
+                    let d = t.saturating_duration_since(Instant::now());
+                    if d.is_zero() {
+                        ring.submit()
+                    } else {
+                        let ts = types::Timespec::new()
+                            .sec(d.as_secs())
+                            .nsec(d.subsec_nanos());
+                        let args = types::SubmitArgs::new().timespec(&ts);
+                        ring.submitter().submit_with_args(1, &args)
+                    }
+                }
+            };
+            match res {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            cqes.extend(ring.completion());
+        }
+        for cqe in cqes {
+            self.dispatch(cqe.user_data(), cqe.result(), cqe.flags());
+        }
+        self.fire_timers();
+        Ok(())
+    }
+
+    fn dispatch(&self, ud: u64, res: i32, flags: u32) {
+        match ud {
+            EVENTFD_UD => {
+                let mut v: u64 = 0;
+                // SAFETY: reads 8 bytes into a live u64 from the nonblocking eventfd.
+                unsafe { libc::read(self.eventfd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+                if !cqueue::more(flags) {
+                    self.arm_eventfd();
+                }
+                return;
+            }
+            CANCEL_UD => return,
+            _ => {}
+        }
+        if cqueue::buffer_select(flags).is_some() {
+            self.bufs_out.set(self.bufs_out.get() + 1);
+        }
+        let idx = ud as u32;
+        let more = cqueue::more(flags);
+        let mut slots = self.slots.borrow_mut();
+        let Some(slot) = slots.get_mut(idx as usize) else {
+            return;
+        };
+        match slot {
+            Slot::Waiting(w) => {
+                let w = w.take();
+                *slot = Slot::Done(res, flags);
+                drop(slots);
+                if let Some(w) = w {
+                    w.wake();
+                }
+            }
+            Slot::Multi {
+                kind,
+                queue,
+                waker,
+                ended,
+                cancelling,
+            } => {
+                // A reader that is behind (a result already waits) does not hold a ring
+                // buffer for it: the bytes are copied out and the buffer given back, so
+                // connections that do not read cannot take the ring from those that do.
+                let copied = match cqueue::buffer_select(flags) {
+                    Some(bid) if *kind == Kind::Recv && !queue.is_empty() && res > 0 => {
+                        Some(self.copy_out(bid, res as usize))
+                    }
+                    _ => None,
+                };
+                queue.push_back(Got { res, flags, copied });
+                let starved = *kind == Kind::Recv && res == -libc::ENOBUFS;
+                // A receive holding RECV_QUEUE_CAP buffers its reader has not taken is paused
+                // (cancelled); its reader re-arms it once it has taken them.
+                let pause = if !more {
+                    *ended = true;
+                    false
+                } else if *kind == Kind::Recv && queue.len() >= RECV_QUEUE_CAP && !*cancelling {
+                    *cancelling = true;
+                    true
+                } else {
+                    false
+                };
+                let w = waker.take();
+                drop(slots);
+                if pause {
+                    self.cancel(idx);
+                }
+                if starved {
+                    self.copy_out_all();
+                }
+                if let Some(w) = w {
+                    w.wake();
+                }
+            }
+            Slot::Orphan(kind, _) => {
+                let kind = *kind;
+                drop(slots);
+                self.discard(kind, res, flags);
+                if kind == Kind::OneShot || !more {
+                    self.release(idx);
+                }
+            }
+            Slot::Free | Slot::Done(..) => {}
+        }
+    }
+
+    /// A result nobody will take: a socket is closed, a buffer given back.
+    fn discard(&self, kind: Kind, res: i32, flags: u32) {
+        match kind {
+            Kind::Accept if res >= 0 => {
+                // SAFETY: the kernel just made this descriptor for us; nothing else has it.
+                unsafe { libc::close(res) };
+            }
+            Kind::Recv => {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    self.give_back(bid);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Copies a received buffer's bytes to the heap and gives the buffer back.
+    fn copy_out(&self, bid: u16, len: usize) -> Vec<u8> {
+        // The kernel filled `len` bytes of it and gets it back only below.
+        let v = self.bufs.slice(bid, len).to_vec();
+        self.give_back(bid);
+        v
+    }
+
+    /// The ring ran dry: every result waiting in a queue gives its buffer back (its bytes
+    /// copied out), so that only buffers a reader holds right now stay out.
+    fn copy_out_all(&self) {
+        let mut slots = self.slots.borrow_mut();
+        for slot in slots.iter_mut() {
+            let Slot::Multi {
+                kind: Kind::Recv,
+                queue,
+                ..
+            } = slot
+            else {
+                continue;
+            };
+            for g in queue.iter_mut() {
+                if g.copied.is_some() || g.res <= 0 {
+                    continue;
+                }
+                if let Some(bid) = cqueue::buffer_select(g.flags) {
+                    g.copied = Some(self.copy_out(bid, g.res as usize));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn give_back(&self, bid: u16) {
+        self.bufs.recycle(bid);
+        self.bufs_out.set(self.bufs_out.get().saturating_sub(1));
+        let waiters = std::mem::take(&mut *self.buf_waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn shutdown(&self) {
+        // Cancel what is in flight and wait (bounded) for the kernel to finish with it, so
+        // that no buffer it may still write to is freed under it.
+        let pending: Vec<u32> = self
+            .slots
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !matches!(s, Slot::Free | Slot::Done(..)))
+            .map(|(i, _)| i as u32)
+            .collect();
+        for idx in &pending {
+            self.cancel(*idx);
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            let busy = self
+                .slots
+                .borrow()
+                .iter()
+                .any(|s| matches!(s, Slot::Orphan(..)));
+            if !busy {
+                break;
+            }
+            let _ = self.turn(false);
+        }
+    }
+
+    fn fire_timers(&self) {
+        let now = Instant::now();
+        let due = {
+            let mut t = self.timers.borrow_mut();
+            if t.keys().next().is_none_or(|k| k.0 > now) {
+                return;
+            }
+            let rest = t.split_off(&(now, u64::MAX));
+            std::mem::replace(&mut *t, rest)
+        };
+        for w in due.into_values() {
+            w.wake();
+        }
+    }
+}
+
+/// A one-shot operation: its slot, and the memory the kernel uses until it completes.
+pub(crate) struct Op<T: 'static> {
+    rt: Rc<Runtime>,
+    idx: u32,
+    data: Option<T>,
+}
+
+impl<T: 'static> Op<T> {
+    /// Submits `entry` (built over `data`'s memory) and returns its future.
+    ///
+    /// # Safety
+    /// The entry may point only into `data` (whose heap memory does not move when `data`
+    /// does) or to memory that outlives the operation.
+    pub(crate) unsafe fn submit(data: T, entry: squeue::Entry) -> Op<T> {
+        exec::with(|rt| {
+            let idx = rt.reactor.slot(Slot::Waiting(None));
+            // SAFETY: the caller's promise; `data` stays here or in the slot until the last
+            // completion.
+            unsafe { rt.reactor.push(entry.user_data(idx as u64)) };
+            Op {
+                rt: rt.clone(),
+                idx,
+                data: Some(data),
+            }
+        })
+    }
+}
+
+// The data is never pinned: it moves out when the operation completes.
+impl<T: 'static> Unpin for Op<T> {}
+
+impl<T: 'static> Future for Op<T> {
+    /// The result (a negative errno on failure), the completion's flags, and the data back.
+    type Output = (i32, u32, T);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let r = &self.rt.reactor;
+        let mut slots = r.slots.borrow_mut();
+        match &mut slots[self.idx as usize] {
+            Slot::Done(res, flags) => {
+                let (res, flags) = (*res, *flags);
+                drop(slots);
+                r.release(self.idx);
+                let data = self.data.take().expect("polled after completion");
+                Poll::Ready((res, flags, data))
+            }
+            Slot::Waiting(w) => {
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl<T: 'static> Drop for Op<T> {
+    fn drop(&mut self) {
+        let Some(data) = self.data.take() else { return };
+        let r = &self.rt.reactor;
+        let done = matches!(r.slots.borrow()[self.idx as usize], Slot::Done(..));
+        if done {
+            r.release(self.idx);
+            return;
+        }
+        r.slots.borrow_mut()[self.idx as usize] = Slot::Orphan(Kind::OneShot, Some(Box::new(data)));
+        r.cancel(self.idx);
+    }
+}
+
+/// A multishot operation's results as they come.
+pub(crate) struct Multi {
+    rt: Rc<Runtime>,
+    idx: u32,
+    kind: Kind,
+}
+
+impl Multi {
+    /// # Safety
+    /// As [`Op::submit`]: the entry points to no memory that may go away before it ends.
+    pub(crate) unsafe fn submit(kind: Kind, entry: squeue::Entry) -> Multi {
+        exec::with(|rt| {
+            let idx = rt.reactor.slot(Slot::Multi {
+                kind,
+                queue: VecDeque::new(),
+                waker: None,
+                ended: false,
+                cancelling: false,
+            });
+            // SAFETY: the caller's promise.
+            unsafe { rt.reactor.push(entry.user_data(idx as u64)) };
+            Multi {
+                rt: rt.clone(),
+                idx,
+                kind,
+            }
+        })
+    }
+
+    /// The next result with its flags; `None` once the operation has ended and every
+    /// result was taken.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Got>> {
+        let mut slots = self.rt.reactor.slots.borrow_mut();
+        match &mut slots[self.idx as usize] {
+            Slot::Multi {
+                queue,
+                waker,
+                ended,
+                ..
+            } => {
+                if let Some(r) = queue.pop_front() {
+                    return Poll::Ready(Some(r));
+                }
+                if *ended {
+                    return Poll::Ready(None);
+                }
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            _ => Poll::Ready(None),
+        }
+    }
+
+    pub(crate) fn next(&self) -> impl Future<Output = Option<Got>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_next(cx))
+    }
+
+    pub(crate) fn rt(&self) -> &Rc<Runtime> {
+        &self.rt
+    }
+}
+
+impl Drop for Multi {
+    fn drop(&mut self) {
+        let r = &self.rt.reactor;
+        let slot = std::mem::replace(
+            &mut r.slots.borrow_mut()[self.idx as usize],
+            Slot::Orphan(self.kind, None),
+        );
+        let Slot::Multi { queue, ended, .. } = slot else {
+            return;
+        };
+        for g in queue {
+            if g.copied.is_none() {
+                r.discard(self.kind, g.res, g.flags);
+            }
+        }
+        if ended {
+            r.release(self.idx);
+        } else {
+            r.cancel(self.idx);
+        }
+    }
+}
+
+/// Bytes the kernel received into a provided buffer (given back to the ring when this is
+/// dropped), or copied out of one when its reader was behind.
+pub struct RecvBuf {
+    from: From,
+    start: u32,
+    len: u32,
+}
+
+enum From {
+    Ring(Rc<Runtime>, u16),
+    Heap(Vec<u8>),
+}
+
+impl RecvBuf {
+    pub(crate) fn ring(rt: Rc<Runtime>, bid: u16, len: u32) -> Option<RecvBuf> {
+        let b = &rt.reactor.bufs;
+        if bid >= b.count || len as usize > b.size {
+            return None;
+        }
+        Some(RecvBuf {
+            from: From::Ring(rt, bid),
+            start: 0,
+            len,
+        })
+    }
+
+    pub(crate) fn heap(v: Vec<u8>) -> RecvBuf {
+        RecvBuf {
+            len: v.len() as u32,
+            from: From::Heap(v),
+            start: 0,
+        }
+    }
+
+    /// Drops the first `n` bytes (they were used).
+    pub fn advance(&mut self, n: usize) {
+        let n = n.min(self.len as usize) as u32;
+        self.start += n;
+        self.len -= n;
+    }
+}
+
+impl std::ops::Deref for RecvBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let all = match &self.from {
+            From::Ring(rt, bid) => rt
+                .reactor
+                .bufs
+                .slice(*bid, (self.start + self.len) as usize),
+            From::Heap(v) => v,
+        };
+        &all[self.start as usize..(self.start + self.len) as usize]
+    }
+}
+
+impl AsRef<[u8]> for RecvBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        if let From::Ring(rt, bid) = &self.from {
+            rt.reactor.give_back(*bid);
+        }
+    }
+}
+
+/// Waits until the ring has a buffer to offer (a receive found it empty).
+pub(crate) async fn buffer_freed(rt: &Rc<Runtime>) {
+    std::future::poll_fn(|cx| {
+        let r = &rt.reactor;
+        if r.bufs_out.get() < r.bufs.count as u32 {
+            return Poll::Ready(());
+        }
+        r.buf_waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+/// Resolves after `d`.
+pub fn sleep(d: Duration) -> Sleep {
+    Sleep {
+        deadline: Instant::now().checked_add(d),
+        key: None,
+        rt: None,
+    }
+}
+
+pub struct Sleep {
+    deadline: Option<Instant>,
+    key: Option<(Instant, u64)>,
+    rt: Option<Rc<Runtime>>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.deadline else {
+            return Poll::Pending;
+        };
+        let rt = self
+            .rt
+            .get_or_insert_with(|| exec::with(|rt| rt.clone()))
+            .clone();
+        let timers = &rt.reactor.timers;
+        if Instant::now() >= deadline {
+            if let Some(k) = self.key.take() {
+                timers.borrow_mut().remove(&k);
+            }
+            return Poll::Ready(());
+        }
+        let key = match self.key {
+            Some(k) => k,
+            None => {
+                let seq = rt.reactor.timer_seq.get();
+                rt.reactor.timer_seq.set(seq + 1);
+                self.key = Some((deadline, seq));
+                (deadline, seq)
+            }
+        };
+        timers.borrow_mut().insert(key, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let (Some(k), Some(rt)) = (self.key.take(), &self.rt) {
+            rt.reactor.timers.borrow_mut().remove(&k);
+        }
+    }
+}

@@ -1,0 +1,328 @@
+// A flag set from a client thread: the cross-thread wake under test.
+#![allow(clippy::disallowed_types)]
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use super::net::{TcpListener, TcpStream};
+use super::*;
+
+/// A flag another thread sets, waking the runtime (the cross-thread wake path).
+#[derive(Default)]
+struct Done {
+    state: Mutex<(bool, Option<Waker>)>,
+}
+
+impl Done {
+    fn set(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.0 = true;
+        if let Some(w) = s.1.take() {
+            w.wake();
+        }
+    }
+    fn wait(self: &Arc<Self>) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut s = self.state.lock().unwrap();
+            if s.0 {
+                return Poll::Ready(());
+            }
+            s.1 = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+}
+
+/// Echoes every connection until it closes, sending each received buffer back as it is.
+async fn echo_server(mut l: TcpListener) {
+    loop {
+        let Ok(mut s) = l.accept().await else {
+            continue;
+        };
+        spawn(async move {
+            while let Ok(Some(buf)) = s.recv().await {
+                let (r, _) = s.send_all(buf).await;
+                if r.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Runs an echo server on a runtime built by `b` while `clients` runs on another thread.
+fn with_echo(b: Builder, clients: impl FnOnce(std::net::SocketAddr) + Send + 'static) {
+    if !supported() {
+        eprintln!("skipped: this kernel lacks multishot receive or provided-buffer rings");
+        return;
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let done = Arc::new(Done::default());
+    let d = done.clone();
+    let client = std::thread::spawn(move || {
+        clients(addr);
+        d.set();
+    });
+    block_on(b, async move {
+        spawn(echo_server(TcpListener::from_std(l)));
+        done.wait().await;
+    })
+    .unwrap();
+    client.join().unwrap();
+}
+
+fn echo_once(addr: std::net::SocketAddr, data: &[u8]) {
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let writer = {
+        let mut w = c.try_clone().unwrap();
+        let data = data.to_vec();
+        std::thread::spawn(move || w.write_all(&data).unwrap())
+    };
+    let mut got = vec![0u8; data.len()];
+    c.read_exact(&mut got).unwrap();
+    writer.join().unwrap();
+    assert!(got == data, "the echo differs");
+}
+
+#[test]
+fn echoes_over_multishot_accept_and_receive() {
+    with_echo(Builder::default(), |addr| {
+        for i in 0..20 {
+            let msg = format!("hello {i}\r\n").repeat(i + 1);
+            echo_once(addr, msg.as_bytes());
+        }
+    });
+}
+
+#[test]
+fn few_buffers_are_back_pressure_not_errors() {
+    // 4 buffers of 64 bytes for 16 connections each echoing 16 KiB at once: receives find the
+    // ring empty and wait for buffers to come back; every byte arrives, in order.
+    let b = Builder {
+        buf_size: 64,
+        bufs: 4,
+        ..Builder::default()
+    };
+    with_echo(b, |addr| {
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let data: Vec<u8> = (0..16384u32).map(|i| (i * 7 + t) as u8).collect();
+                    echo_once(addr, &data);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_dropped_receive_loses_no_bytes() {
+    if !supported() {
+        return;
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let go = Arc::new(Done::default());
+    let g = go.clone();
+    let client = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        // Sends only once the server's first receive was given up.
+        while !g.state.lock().unwrap().0 {
+            std::thread::yield_now();
+        }
+        c.write_all(b"late bytes").unwrap();
+    });
+    let got = block_on(Builder::default(), async move {
+        let mut l = TcpListener::from_std(l);
+        let mut s = l.accept().await.unwrap();
+        // A receive that loses a race with a timer: its future is dropped while armed.
+        let first = {
+            let recv = std::pin::pin!(s.recv());
+            let timer = std::pin::pin!(sleep(Duration::from_millis(5)));
+            select(recv, timer).await
+        };
+        assert!(first.is_none(), "nothing was sent yet");
+        go.set();
+        let mut got = Vec::new();
+        while let Some(b) = s.recv().await.unwrap() {
+            got.extend_from_slice(&b);
+        }
+        got
+    })
+    .unwrap();
+    client.join().unwrap();
+    assert_eq!(got, b"late bytes");
+}
+
+/// The first of two futures: `Some` if `a` finished first.
+async fn select<A: Future + Unpin, B: Future + Unpin>(mut a: A, mut b: B) -> Option<A::Output> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = std::pin::Pin::new(&mut a).poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if std::pin::Pin::new(&mut b).poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+#[test]
+fn connects_sends_and_reads_to_the_end() {
+    if !supported() {
+        return;
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut got = [0u8; 5];
+        c.read_exact(&mut got).unwrap();
+        c.write_all(&got).unwrap();
+        c.write_all(b" world").unwrap();
+    });
+    let got = block_on(Builder::default(), async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        assert_eq!(s.peer_addr().unwrap(), addr);
+        let (r, _) = s.send_all(b"hello".to_vec()).await;
+        r.unwrap();
+        let mut got = Vec::new();
+        while let Some(b) = s.recv().await.unwrap() {
+            got.extend_from_slice(&b);
+        }
+        got
+    })
+    .unwrap();
+    server.join().unwrap();
+    assert_eq!(got, b"hello world");
+}
+
+#[test]
+fn a_refused_connect_is_an_error() {
+    if !supported() {
+        return;
+    }
+    // A port nobody listens on: bound, then closed.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = block_on(Builder::default(), async move {
+        TcpStream::connect(addr).await.err()
+    })
+    .unwrap()
+    .expect("connect to a closed port fails");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn timers_fire_in_deadline_order_and_tasks_join() {
+    if !supported() {
+        return;
+    }
+    let order = block_on(Builder::default(), async {
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let handles: Vec<_> = [30u64, 10, 20]
+            .into_iter()
+            .map(|ms| {
+                let o = order.clone();
+                spawn(async move {
+                    sleep(Duration::from_millis(ms)).await;
+                    o.borrow_mut().push(ms);
+                    ms * 2
+                })
+            })
+            .collect();
+        let mut outs = Vec::new();
+        for h in handles {
+            outs.push(h.await);
+        }
+        assert_eq!(outs, [60, 20, 40]);
+        let v = order.borrow().clone();
+        v
+    })
+    .unwrap();
+    assert_eq!(order, [10, 20, 30]);
+}
+
+#[test]
+fn one_runtime_per_thread() {
+    if !supported() {
+        return;
+    }
+    let inner = block_on(Builder::default(), async {
+        block_on(Builder::default(), async {}).is_err()
+    })
+    .unwrap();
+    assert!(inner, "a second runtime on the same thread is refused");
+}
+
+#[test]
+fn a_reader_that_stops_holds_at_most_its_share_of_buffers() {
+    if !supported() {
+        return;
+    }
+    // 16 buffers of 256 bytes. A connection sends 64 KiB that the server does not read at
+    // first: its receive is paused after RECV_QUEUE_CAP buffers, so a second connection is
+    // still served meanwhile; then every byte of the first arrives, in order.
+    let b = Builder {
+        buf_size: 256,
+        bufs: 16,
+        ..Builder::default()
+    };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let big: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    let sent = big.clone();
+    let client = std::thread::spawn(move || {
+        let mut first = std::net::TcpStream::connect(addr).unwrap();
+        let writer = std::thread::spawn(move || {
+            first.write_all(&sent).unwrap();
+            first
+        });
+        let mut second = std::net::TcpStream::connect(addr).unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        second.write_all(b"ping").unwrap();
+        let mut pong = [0u8; 4];
+        second.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"ping");
+        drop(second);
+        drop(writer.join().unwrap());
+    });
+    let got = block_on(b, async move {
+        let mut l = TcpListener::from_std(l);
+        let mut first = l.accept().await.unwrap();
+        // Arm the first connection's receive, then leave its bytes unread.
+        let one = first.recv().await.unwrap().unwrap();
+        let mut got = one.to_vec();
+        drop(one);
+        let mut second = l.accept().await.unwrap();
+        let ping = second.recv().await.unwrap().unwrap();
+        let (r, _) = second.send_all(ping).await;
+        r.unwrap();
+        while let Some(b) = first.recv().await.unwrap() {
+            got.extend_from_slice(&b);
+        }
+        got
+    })
+    .unwrap();
+    client.join().unwrap();
+    assert!(
+        got == big,
+        "the paused connection's bytes arrive whole and in order"
+    );
+}
