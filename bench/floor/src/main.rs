@@ -7,6 +7,8 @@
 //!
 //!   tollgate-floor LISTEN_ADDR UPSTREAM_ADDR
 
+mod common;
+
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
@@ -14,14 +16,7 @@ use monoio::net::{TcpListener, TcpStream};
 const BUF: usize = 16 * 1024;
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let (listen, upstream) = match (args.next(), args.next()) {
-        (Some(l), Some(u)) => (l, u),
-        _ => {
-            eprintln!("usage: tollgate-floor LISTEN_ADDR UPSTREAM_ADDR");
-            std::process::exit(2);
-        }
-    };
+    let (listen, upstream) = common::args("tollgate-floor");
     // The same setup flags as Tollgate's default.
     let mut urb = io_uring::IoUring::builder();
     urb.setup_coop_taskrun();
@@ -56,23 +51,10 @@ async fn read_head(
 ) -> (std::io::Result<Option<(usize, usize)>>, Vec<u8>) {
     loop {
         if !buf.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let parsed = if request {
-                httparse::Request::new(&mut headers).parse(&buf)
-            } else {
-                httparse::Response::new(&mut headers).parse(&buf)
-            };
-            match parsed {
-                Ok(httparse::Status::Complete(n)) => {
-                    let cl = headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                        .unwrap_or(0);
-                    return (Ok(Some((n, cl))), buf);
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(e) => return (Err(std::io::Error::other(e.to_string())), buf),
+            match common::parse(&buf, request) {
+                Ok(Some(x)) => return (Ok(Some(x)), buf),
+                Ok(None) => {}
+                Err(e) => return (Err(e), buf),
             }
         }
         if buf.len() == buf.capacity() {

@@ -9,6 +9,9 @@
 //!
 //! FLOOR_DEFER=1 adds IORING_SETUP_DEFER_TASKRUN to COOP_TASKRUN + SINGLE_ISSUER.
 
+#[path = "../common.rs"]
+mod common;
+
 #[allow(dead_code, unused_imports)]
 #[path = "../../../../src/rt/mod.rs"]
 mod rt;
@@ -19,14 +22,7 @@ use std::net::SocketAddr;
 use rt::net::{TcpListener, TcpStream};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let (listen, upstream) = match (args.next(), args.next()) {
-        (Some(l), Some(u)) => (l, u),
-        _ => {
-            eprintln!("usage: tollgate-floor-rt LISTEN_ADDR UPSTREAM_ADDR");
-            std::process::exit(2);
-        }
-    };
+    let (listen, upstream) = common::args("tollgate-floor-rt");
     let upstream: SocketAddr = upstream.parse().expect("UPSTREAM_ADDR: ip:port");
     let b = rt::Builder {
         buf_size: 16 * 1024,
@@ -50,28 +46,6 @@ fn main() {
     .expect("runtime");
 }
 
-/// (head length, content length) of a complete head in `buf`.
-fn parse(buf: &[u8], request: bool) -> io::Result<Option<(usize, usize)>> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let parsed = if request {
-        httparse::Request::new(&mut headers).parse(buf)
-    } else {
-        httparse::Response::new(&mut headers).parse(buf)
-    };
-    match parsed {
-        Ok(httparse::Status::Complete(n)) => {
-            let cl = headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                .unwrap_or(0);
-            Ok(Some((n, cl)))
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(e) => Err(io::Error::other(e.to_string())),
-    }
-}
-
 fn eof() -> io::Error {
     io::ErrorKind::UnexpectedEof.into()
 }
@@ -83,7 +57,7 @@ async fn forward(from: &mut TcpStream, to: &mut TcpStream, request: bool) -> io:
     let Some(first) = from.recv().await? else {
         return Ok(false);
     };
-    let mut left = match parse(&first, request)? {
+    let mut left = match common::parse(&first, request)? {
         Some((n, cl)) => {
             let total = n + cl;
             let sent = first.len().min(total);
@@ -96,7 +70,7 @@ async fn forward(from: &mut TcpStream, to: &mut TcpStream, request: bool) -> io:
             let (n, cl) = loop {
                 let b = from.recv().await?.ok_or_else(eof)?;
                 head.extend_from_slice(&b);
-                if let Some(x) = parse(&head, request)? {
+                if let Some(x) = common::parse(&head, request)? {
                     break x;
                 }
             };
@@ -126,7 +100,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr) -> io::Result<()> {
             let _ = s.set_nodelay(true);
             let mut s = s;
             // The first buffer of the first request: framed like any other.
-            let mut left = match parse(&first, true)? {
+            let mut left = match common::parse(&first, true)? {
                 Some((n, cl)) => (n + cl).saturating_sub(first.len()),
                 None => return Err(io::Error::other("a first request head over one buffer")),
             };

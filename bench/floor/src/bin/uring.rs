@@ -10,6 +10,10 @@
 //!
 //! FLOOR_DEFER=1 adds IORING_SETUP_DEFER_TASKRUN to COOP_TASKRUN + SINGLE_ISSUER.
 
+#[path = "../common.rs"]
+#[allow(dead_code)]
+mod common;
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -100,14 +104,7 @@ fn send_next(ring: &mut IoUring, bufs: &Ring, c: &mut Conn, id: usize, to: usize
 }
 
 fn main() -> io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let (listen, upstream) = match (args.next(), args.next()) {
-        (Some(l), Some(u)) => (l, u),
-        _ => {
-            eprintln!("usage: tollgate-floor-uring LISTEN_ADDR UPSTREAM_ADDR");
-            std::process::exit(2);
-        }
-    };
+    let (listen, upstream) = common::args("tollgate-floor-uring");
     let mut b = IoUring::builder();
     b.setup_coop_taskrun()
         .setup_taskrun_flag()
