@@ -225,6 +225,13 @@ pub fn block_on<F: Future>(builder: Builder, main: F) -> io::Result<F::Output> {
             "a Tollgate runtime already runs on this thread",
         ));
     }
+    if !super::reactor::supported() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "Tollgate's runtime needs Linux 6.0 or later with io_uring allowed \
+             (multishot receive, provided-buffer rings)",
+        ));
+    }
     // SAFETY: eventfd takes no pointers.
     let eventfd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if eventfd < 0 {

@@ -9,9 +9,9 @@
 //!
 //! - [`block_on`] runs a future on this thread with a new runtime; [`spawn`] adds a task.
 //! - [`net::TcpListener::accept`] and [`net::TcpStream::recv`] are multishot operations armed
-//!   once and fed by the kernel; [`net::TcpStream::send`] takes its buffer by value (the
-//!   kernel may still read it after a cancelled future is dropped: the buffer stays with the
-//!   operation until its completion arrives).
+//!   once and fed by the kernel; [`net::TcpStream::send`] takes its buffer by value (an
+//!   [`net::IoBuf`], whose bytes stay put when it moves; the kernel may still read it after a
+//!   cancelled future is dropped: the buffer stays with the operation until its completion).
 //! - Ring-full is back-pressure (the submission queue is flushed to the kernel and the push
 //!   retried); buffer exhaustion is back-pressure (a receive that found no buffer waits for
 //!   one to be given back, then re-arms).

@@ -181,7 +181,7 @@ impl TcpStream {
 
     /// Sends from `buf` (which the operation keeps until the kernel is done with it); returns
     /// how much went out.
-    pub async fn send<B: AsRef<[u8]> + 'static>(&mut self, buf: B) -> (io::Result<usize>, B) {
+    pub async fn send<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, B) {
         let (ptr, len) = {
             let s = buf.as_ref();
             (s.as_ptr(), s.len().min(u32::MAX as usize) as u32)
@@ -189,8 +189,8 @@ impl TcpStream {
         let e = opcode::Send::new(types::Fd(self.fd.as_raw_fd()), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build();
-        // SAFETY: `ptr` points into `buf`'s memory, which the operation keeps (an owned
-        // buffer's bytes do not move when it does: Vec, Box, Bytes, RecvBuf).
+        // SAFETY: `ptr` points into `buf`'s bytes, which do not move when `buf` moves into the
+        // operation (the `IoBuf` promise) and live as long as it keeps `buf`.
         let (res, _, buf) = unsafe { Op::submit(buf, e) }.await;
         if res < 0 {
             return (Err(io::Error::from_raw_os_error(-res)), buf);
@@ -199,7 +199,7 @@ impl TcpStream {
     }
 
     /// Sends all of `buf`.
-    pub async fn send_all<B: AsRef<[u8]> + 'static>(&mut self, buf: B) -> (io::Result<()>, B) {
+    pub async fn send_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
         let mut off = 0;
         let mut buf = Offset(buf, 0);
         loop {
@@ -227,6 +227,22 @@ impl TcpStream {
     }
 }
 
+/// Bytes a send may point the kernel at while the value moves: heap-backed or static.
+///
+/// # Safety
+/// `as_ref()` must return the same bytes, at the same address, before and after the value is
+/// moved, for as long as it lives (an array held inline does not qualify).
+pub unsafe trait IoBuf: AsRef<[u8]> + 'static {}
+
+// SAFETY: the bytes are on the heap (or static) and do not move with the handle.
+unsafe impl IoBuf for Vec<u8> {}
+// SAFETY: as above.
+unsafe impl IoBuf for Box<[u8]> {}
+// SAFETY: as above.
+unsafe impl IoBuf for &'static [u8] {}
+// SAFETY: a ring buffer or a heap copy; neither moves with the handle.
+unsafe impl IoBuf for RecvBuf {}
+
 /// An owned buffer seen from an offset (for the rest of a partial send).
 struct Offset<B>(B, usize);
 
@@ -235,6 +251,9 @@ impl<B: AsRef<[u8]>> AsRef<[u8]> for Offset<B> {
         &self.0.as_ref()[self.1..]
     }
 }
+
+// SAFETY: a view into `B`'s bytes, which do not move (B: IoBuf).
+unsafe impl<B: IoBuf> IoBuf for Offset<B> {}
 
 impl Drop for TcpStream {
     fn drop(&mut self) {

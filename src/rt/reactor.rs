@@ -50,6 +50,10 @@ const CANCEL_UD: u64 = u64::MAX - 1;
 /// Buffers a connection's receive may hold before it is paused (re-armed when its reader
 /// asks for more): one fast sender cannot take the whole ring.
 const RECV_QUEUE_CAP: usize = 8;
+/// `IORING_ENTER_GETEVENTS` and `IORING_CQE_F_BUFFER` (the io-uring crate keeps its constants
+/// private).
+const IORING_ENTER_GETEVENTS: u32 = 1;
+const IORING_CQE_F_BUFFER: u32 = 1;
 
 /// Whether this kernel has what the runtime needs (multishot accept and receive, provided
 /// buffer rings: Linux 6.0). Builds a small ring and asks.
@@ -151,6 +155,7 @@ struct BufRing {
     size: usize,
     count: u16,
     tail: Cell<u16>,
+    leak: bool,
 }
 
 impl BufRing {
@@ -185,6 +190,7 @@ impl BufRing {
             size,
             count,
             tail: Cell::new(0),
+            leak: false,
         })
     }
 
@@ -219,8 +225,21 @@ impl BufRing {
     }
 }
 
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        if self.leak.get() {
+            // Operations the kernel did not finish keep their memory, and so do the buffers.
+            std::mem::forget(std::mem::take(&mut *self.slots.borrow_mut()));
+            self.bufs.leak = true;
+        }
+    }
+}
+
 impl Drop for BufRing {
     fn drop(&mut self) {
+        if self.leak {
+            return;
+        }
         // SAFETY: allocated in `new` with these layouts; the ring that used them is gone (the
         // reactor drops its ring first).
         unsafe {
@@ -245,26 +264,36 @@ pub(crate) struct Reactor {
     timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
     timer_seq: Cell<u64>,
     eventfd: i32,
+    /// DEFER_TASKRUN is on: completions are posted only by an enter that asks for events.
+    defer: bool,
+    /// The kernel may still use memory of operations that did not end in time at shutdown:
+    /// it is leaked rather than freed.
+    leak: Cell<bool>,
 }
 
 impl Reactor {
     pub(crate) fn new(b: &Builder, eventfd: i32) -> io::Result<Reactor> {
-        let build = |flags: bool| {
+        // (coop_taskrun, single_issuer, defer_taskrun)
+        let build = |(coop, single, defer): (bool, bool, bool)| {
             let mut urb = IoUring::builder();
-            if flags && b.coop_taskrun {
+            if coop {
                 urb.setup_coop_taskrun();
                 urb.setup_taskrun_flag();
             }
-            if flags && b.single_issuer {
+            if single {
                 urb.setup_single_issuer();
             }
-            if flags && b.defer_taskrun {
+            if defer {
                 urb.setup_defer_taskrun();
             }
-            urb.build(b.entries)
+            urb.build(b.entries).map(|r| (r, defer))
         };
-        // Older kernels refuse newer setup flags with EINVAL: run without them.
-        let ring = build(true).or_else(|_| build(false))?;
+        // Older kernels refuse newer setup flags with EINVAL: without DEFER_TASKRUN (6.1),
+        // then without any.
+        let asked = (b.coop_taskrun, b.single_issuer, b.defer_taskrun);
+        let (ring, defer) = build(asked)
+            .or_else(|_| build((b.coop_taskrun, b.single_issuer, false)))
+            .or_else(|_| build((false, false, false)))?;
         let bufs = BufRing::new(b.buf_size as usize, b.bufs)?;
         // SAFETY: the entries stay allocated until the ring is dropped (field order).
         unsafe {
@@ -285,6 +314,8 @@ impl Reactor {
             timers: RefCell::new(BTreeMap::new()),
             timer_seq: Cell::new(0),
             eventfd,
+            defer,
+            leak: Cell::new(false),
         };
         r.arm_eventfd();
         Ok(r)
@@ -348,13 +379,35 @@ impl Reactor {
     /// Submits what is queued and dispatches completions; when `idle` (nothing runnable),
     /// waits for one, or for the next timer.
     pub(crate) fn turn(&self, idle: bool) -> io::Result<()> {
+        self.turn_with(idle, None)
+    }
+
+    /// [`Reactor::turn`]; `cap` bounds an idle wait.
+    fn turn_with(&self, idle: bool, cap: Option<Duration>) -> io::Result<()> {
         let backlog = std::mem::take(&mut *self.backlog.borrow_mut());
         let idle = idle && backlog.is_empty();
         let mut cqes = backlog;
         {
             let mut ring = self.ring.borrow_mut();
-            let next = self.timers.borrow().keys().next().map(|k| k.0);
+            let mut next = self.timers.borrow().keys().next().map(|k| k.0);
+            if let Some(cap) = cap {
+                let until = Instant::now() + cap;
+                next = Some(next.map_or(until, |t| t.min(until)));
+            }
             let res = match (idle, next) {
+                // Under DEFER_TASKRUN completions wait for an enter that asks for events.
+                (false, _) if self.defer => {
+                    let pending = ring.submission().len() as u32;
+                    // SAFETY: no argument pointer is passed.
+                    unsafe {
+                        ring.submitter().enter::<libc::sigset_t>(
+                            pending,
+                            0,
+                            IORING_ENTER_GETEVENTS,
+                            None,
+                        )
+                    }
+                }
                 (false, _) => ring.submit(),
                 (true, None) => ring.submit_and_wait(1),
                 (true, Some(t)) => {
@@ -402,8 +455,14 @@ impl Reactor {
             CANCEL_UD => return,
             _ => {}
         }
-        if cqueue::buffer_select(flags).is_some() {
+        let mut flags = flags;
+        if let Some(bid) = cqueue::buffer_select(flags) {
             self.bufs_out.set(self.bufs_out.get() + 1);
+            // A buffer named with no bytes in it (end of stream, an error) goes straight back.
+            if res <= 0 {
+                self.give_back(bid);
+                flags &= !IORING_CQE_F_BUFFER;
+            }
         }
         let idx = ud as u32;
         let more = cqueue::more(flags);
@@ -469,7 +528,13 @@ impl Reactor {
                     self.release(idx);
                 }
             }
-            Slot::Free | Slot::Done(..) => {}
+            // Not expected (a slot ends only at its last completion); a buffer is not lost.
+            Slot::Free | Slot::Done(..) => {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    drop(slots);
+                    self.give_back(bid);
+                }
+            }
         }
     }
 
@@ -523,9 +588,11 @@ impl Reactor {
 
     pub(crate) fn give_back(&self, bid: u16) {
         self.bufs.recycle(bid);
+        debug_assert!(self.bufs_out.get() > 0, "a buffer given back twice");
         self.bufs_out.set(self.bufs_out.get().saturating_sub(1));
-        let waiters = std::mem::take(&mut *self.buf_waiters.borrow_mut());
-        for w in waiters {
+        // One buffer back, one starved receive re-armed.
+        let w = self.buf_waiters.borrow_mut().pop();
+        if let Some(w) = w {
             w.wake();
         }
     }
@@ -545,16 +612,27 @@ impl Reactor {
             self.cancel(*idx);
         }
         let deadline = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < deadline {
+        loop {
             let busy = self
                 .slots
                 .borrow()
                 .iter()
                 .any(|s| matches!(s, Slot::Orphan(..)));
             if !busy {
-                break;
+                return;
             }
-            let _ = self.turn(false);
+            if Instant::now() >= deadline {
+                // Freeing what the kernel may still write to is worse than leaking it once.
+                self.leak.set(true);
+                return;
+            }
+            if self
+                .turn_with(true, Some(Duration::from_millis(10)))
+                .is_err()
+            {
+                self.leak.set(true);
+                return;
+            }
         }
     }
 
@@ -609,6 +687,11 @@ impl<T: 'static> Future for Op<T> {
     /// The result (a negative errno on failure), the completion's flags, and the data back.
     type Output = (i32, u32, T);
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Its slot may belong to another operation once this one completed.
+        assert!(
+            self.data.is_some(),
+            "an operation polled after it completed"
+        );
         let r = &self.rt.reactor;
         let mut slots = r.slots.borrow_mut();
         match &mut slots[self.idx as usize] {
@@ -747,9 +830,10 @@ enum From {
 impl RecvBuf {
     pub(crate) fn ring(rt: Rc<Runtime>, bid: u16, len: u32) -> Option<RecvBuf> {
         let b = &rt.reactor.bufs;
-        if bid >= b.count || len as usize > b.size {
+        if bid >= b.count {
             return None;
         }
+        let len = len.min(b.size as u32);
         Some(RecvBuf {
             from: From::Ring(rt, bid),
             start: 0,

@@ -102,6 +102,31 @@ fn echoes_over_multishot_accept_and_receive() {
 }
 
 #[test]
+fn echoes_with_deferred_task_work() {
+    // DEFER_TASKRUN: completions are posted only when the ring is entered asking for them,
+    // busy turns included.
+    let b = Builder {
+        defer_taskrun: true,
+        buf_size: 64,
+        bufs: 8,
+        ..Builder::default()
+    };
+    with_echo(b, |addr| {
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let data: Vec<u8> = (0..8192u32).map(|i| (i * 3 + t) as u8).collect();
+                    echo_once(addr, &data);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+}
+
+#[test]
 fn few_buffers_are_back_pressure_not_errors() {
     // 4 buffers of 64 bytes for 16 connections each echoing 16 KiB at once: receives find the
     // ring empty and wait for buffers to come back; every byte arrives, in order.

@@ -35,6 +35,8 @@ fn main() {
         let mut listener = TcpListener::from_std(listener);
         loop {
             let Ok(client) = listener.accept().await else {
+                // Out of descriptors, say: let connections close before accepting again.
+                rt::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             };
             let _ = client.set_nodelay(true);
@@ -59,7 +61,7 @@ async fn forward(from: &mut TcpStream, to: &mut TcpStream, request: bool) -> io:
     };
     let mut left = match common::parse(&first, request)? {
         Some((n, cl)) => {
-            let total = n + cl;
+            let total = n.saturating_add(cl);
             let sent = first.len().min(total);
             to.send_all(first).await.0?;
             total - sent
@@ -69,12 +71,15 @@ async fn forward(from: &mut TcpStream, to: &mut TcpStream, request: bool) -> io:
             drop(first);
             let (n, cl) = loop {
                 let b = from.recv().await?.ok_or_else(eof)?;
+                if head.len() > 64 << 10 {
+                    return Err(io::Error::other("a head over 64 KiB"));
+                }
                 head.extend_from_slice(&b);
                 if let Some(x) = common::parse(&head, request)? {
                     break x;
                 }
             };
-            let total = n + cl;
+            let total = n.saturating_add(cl);
             let sent = head.len().min(total);
             to.send_all(head).await.0?;
             total - sent
@@ -101,7 +106,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr) -> io::Result<()> {
             let mut s = s;
             // The first buffer of the first request: framed like any other.
             let mut left = match common::parse(&first, true)? {
-                Some((n, cl)) => (n + cl).saturating_sub(first.len()),
+                Some((n, cl)) => n.saturating_add(cl).saturating_sub(first.len()),
                 None => return Err(io::Error::other("a first request head over one buffer")),
             };
             s.send_all(first).await.0?;
