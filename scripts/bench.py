@@ -726,7 +726,8 @@ def markdown(summary: dict, meta: dict) -> str:
              "CPU = the proxy's CPU time per request, all threads. `direct` = the load generator straight at the backend "
              "(its CPU is the backend's): the floor no proxy can beat. `floor` = a bare monoio forwarder (bench/floor): "
              "the least this runtime does per proxied request; `floor-uring` = the same relay on the io-uring crate directly, "
-             "multishot accept/recv into a provided-buffer ring (`-defer`: plus DEFER_TASKRUN).", "",
+             "multishot accept/recv into a provided-buffer ring (`-defer`: plus DEFER_TASKRUN); `floor-rt` = the same "
+             "forwarder in async/await on Tollgate's own runtime (src/rt).", "",
              f"Command: `{meta['command']}`", ""]
     for w, systems in summary.items():
         lines += [f"## {w}: {WORKLOADS[w][3]}", "",
