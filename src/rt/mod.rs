@@ -21,11 +21,15 @@
 
 #![allow(unsafe_code)]
 
+mod bufs;
 mod exec;
 pub mod net;
 mod reactor;
 #[cfg(test)]
 mod tests;
+mod time;
 
+pub use bufs::RecvBuf;
 pub use exec::{block_on, spawn, JoinHandle};
-pub use reactor::{sleep, supported, Builder, RecvBuf};
+pub use reactor::{supported, Builder};
+pub use time::{sleep, Sleep};

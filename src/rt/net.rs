@@ -7,7 +7,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use io_uring::{cqueue, opcode, types};
 
-use super::reactor::{buffer_freed, Got, Kind, Multi, Op, RecvBuf, BGID};
+use super::bufs::{buffer_freed, RecvBuf};
+use super::reactor::{Got, Kind, Multi, Op, BGID};
 
 /// A listening socket; [`TcpListener::accept`] is fed by one multishot accept.
 pub struct TcpListener {

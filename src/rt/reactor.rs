@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use super::bufs::BufRing;
 use super::exec::{self, Runtime};
 
 /// The runtime's settings.
@@ -143,88 +144,6 @@ pub(crate) enum Kind {
     Recv,
 }
 
-/// The provided-buffer ring: `count` buffers of `size` bytes and the ring of entries that
-/// offers them to the kernel.
-struct BufRing {
-    entries: *mut types::BufRingEntry,
-    layout: std::alloc::Layout,
-    /// The buffers' memory: only ever seen through one buffer's slice at a time (the kernel
-    /// writes the others meanwhile).
-    mem: *mut u8,
-    mem_layout: std::alloc::Layout,
-    size: usize,
-    count: u16,
-    tail: Cell<u16>,
-    leak: bool,
-}
-
-impl BufRing {
-    fn new(size: usize, count: u16) -> io::Result<BufRing> {
-        if !count.is_power_of_two() || count > 32768 || size == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "provided buffers: a power of two up to 32768, of at least one byte",
-            ));
-        }
-        let layout = std::alloc::Layout::from_size_align(count as usize * 16, 4096)
-            .map_err(io::Error::other)?;
-        // SAFETY: a non-zero-sized layout.
-        let entries = unsafe { std::alloc::alloc_zeroed(layout) } as *mut types::BufRingEntry;
-        if entries.is_null() {
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
-        }
-        let mem_layout = std::alloc::Layout::from_size_align(size * count as usize, 4096)
-            .map_err(io::Error::other)?;
-        // SAFETY: a non-zero-sized layout (size and count are at least 1).
-        let mem = unsafe { std::alloc::alloc_zeroed(mem_layout) };
-        if mem.is_null() {
-            // SAFETY: allocated just above with this layout.
-            unsafe { std::alloc::dealloc(entries as *mut u8, layout) };
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
-        }
-        Ok(BufRing {
-            entries,
-            layout,
-            mem,
-            mem_layout,
-            size,
-            count,
-            tail: Cell::new(0),
-            leak: false,
-        })
-    }
-
-    fn ptr(&self, bid: u16) -> *const u8 {
-        assert!(bid < self.count, "buffer id out of range");
-        // SAFETY: in bounds of the allocation (bid < count).
-        unsafe { self.mem.add(bid as usize * self.size) }
-    }
-
-    /// The first `len` bytes of buffer `bid`, which must be out of the kernel's hands (a
-    /// completion named it and it was not given back yet).
-    fn slice(&self, bid: u16, len: usize) -> &[u8] {
-        // SAFETY: `ptr` checks the id; `len` is clamped to the buffer's size; the kernel does
-        // not write to a buffer it handed over until it is offered again.
-        unsafe { std::slice::from_raw_parts(self.ptr(bid), len.min(self.size)) }
-    }
-
-    /// Offers buffer `bid` to the kernel again.
-    fn recycle(&self, bid: u16) {
-        let tail = self.tail.get();
-        // SAFETY: the entry index is masked into the ring's `count` entries; the tail store is
-        // a release so the kernel sees the entry's fields before the new tail.
-        unsafe {
-            let e = &mut *self.entries.add((tail & (self.count - 1)) as usize);
-            e.set_addr(self.ptr(bid) as u64);
-            e.set_len(self.size as u32);
-            e.set_bid(bid);
-            let t = types::BufRingEntry::tail(self.entries) as *const std::sync::atomic::AtomicU16;
-            (*t).store(tail.wrapping_add(1), std::sync::atomic::Ordering::Release);
-        }
-        self.tail.set(tail.wrapping_add(1));
-    }
-}
-
 impl Drop for Reactor {
     fn drop(&mut self) {
         if self.leak.get() {
@@ -235,40 +154,26 @@ impl Drop for Reactor {
     }
 }
 
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        if self.leak {
-            return;
-        }
-        // SAFETY: allocated in `new` with these layouts; the ring that used them is gone (the
-        // reactor drops its ring first).
-        unsafe {
-            std::alloc::dealloc(self.entries as *mut u8, self.layout);
-            std::alloc::dealloc(self.mem, self.mem_layout);
-        }
-    }
-}
-
 pub(crate) struct Reactor {
     // Dropped before `bufs`: the kernel lets go of the buffers with the ring.
-    ring: RefCell<IoUring>,
+    pub(crate) ring: RefCell<IoUring>,
     slots: RefCell<Vec<Slot>>,
-    free: RefCell<Vec<u32>>,
+    pub(crate) free: RefCell<Vec<u32>>,
     /// Completions reaped while making room in a full queue, dispatched at the next turn.
-    backlog: RefCell<Vec<cqueue::Entry>>,
-    bufs: BufRing,
+    pub(crate) backlog: RefCell<Vec<cqueue::Entry>>,
+    pub(crate) bufs: BufRing,
     /// Receives that found no buffer, woken when one is given back.
-    buf_waiters: RefCell<Vec<Waker>>,
+    pub(crate) buf_waiters: RefCell<Vec<Waker>>,
     /// Buffers the kernel handed over and that were not given back yet.
-    bufs_out: Cell<u32>,
-    timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
-    timer_seq: Cell<u64>,
-    eventfd: i32,
+    pub(crate) bufs_out: Cell<u32>,
+    pub(crate) timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
+    pub(crate) timer_seq: Cell<u64>,
+    pub(crate) eventfd: i32,
     /// DEFER_TASKRUN is on: completions are posted only by an enter that asks for events.
-    defer: bool,
+    pub(crate) defer: bool,
     /// The kernel may still use memory of operations that did not end in time at shutdown:
     /// it is leaked rather than freed.
-    leak: Cell<bool>,
+    pub(crate) leak: Cell<bool>,
 }
 
 impl Reactor {
@@ -810,144 +715,6 @@ impl Drop for Multi {
             r.release(self.idx);
         } else {
             r.cancel(self.idx);
-        }
-    }
-}
-
-/// Bytes the kernel received into a provided buffer (given back to the ring when this is
-/// dropped), or copied out of one when its reader was behind.
-pub struct RecvBuf {
-    from: From,
-    start: u32,
-    len: u32,
-}
-
-enum From {
-    Ring(Rc<Runtime>, u16),
-    Heap(Vec<u8>),
-}
-
-impl RecvBuf {
-    pub(crate) fn ring(rt: Rc<Runtime>, bid: u16, len: u32) -> Option<RecvBuf> {
-        let b = &rt.reactor.bufs;
-        if bid >= b.count {
-            return None;
-        }
-        let len = len.min(b.size as u32);
-        Some(RecvBuf {
-            from: From::Ring(rt, bid),
-            start: 0,
-            len,
-        })
-    }
-
-    pub(crate) fn heap(v: Vec<u8>) -> RecvBuf {
-        RecvBuf {
-            len: v.len() as u32,
-            from: From::Heap(v),
-            start: 0,
-        }
-    }
-
-    /// Drops the first `n` bytes (they were used).
-    pub fn advance(&mut self, n: usize) {
-        let n = n.min(self.len as usize) as u32;
-        self.start += n;
-        self.len -= n;
-    }
-}
-
-impl std::ops::Deref for RecvBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        let all = match &self.from {
-            From::Ring(rt, bid) => rt
-                .reactor
-                .bufs
-                .slice(*bid, (self.start + self.len) as usize),
-            From::Heap(v) => v,
-        };
-        &all[self.start as usize..(self.start + self.len) as usize]
-    }
-}
-
-impl AsRef<[u8]> for RecvBuf {
-    fn as_ref(&self) -> &[u8] {
-        self
-    }
-}
-
-impl Drop for RecvBuf {
-    fn drop(&mut self) {
-        if let From::Ring(rt, bid) = &self.from {
-            rt.reactor.give_back(*bid);
-        }
-    }
-}
-
-/// Waits until the ring has a buffer to offer (a receive found it empty).
-pub(crate) async fn buffer_freed(rt: &Rc<Runtime>) {
-    std::future::poll_fn(|cx| {
-        let r = &rt.reactor;
-        if r.bufs_out.get() < r.bufs.count as u32 {
-            return Poll::Ready(());
-        }
-        r.buf_waiters.borrow_mut().push(cx.waker().clone());
-        Poll::Pending
-    })
-    .await
-}
-
-/// Resolves after `d`.
-pub fn sleep(d: Duration) -> Sleep {
-    Sleep {
-        deadline: Instant::now().checked_add(d),
-        key: None,
-        rt: None,
-    }
-}
-
-pub struct Sleep {
-    deadline: Option<Instant>,
-    key: Option<(Instant, u64)>,
-    rt: Option<Rc<Runtime>>,
-}
-
-impl Future for Sleep {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(deadline) = self.deadline else {
-            return Poll::Pending;
-        };
-        let rt = self
-            .rt
-            .get_or_insert_with(|| exec::with(|rt| rt.clone()))
-            .clone();
-        let timers = &rt.reactor.timers;
-        if Instant::now() >= deadline {
-            if let Some(k) = self.key.take() {
-                timers.borrow_mut().remove(&k);
-            }
-            return Poll::Ready(());
-        }
-        let key = match self.key {
-            Some(k) => k,
-            None => {
-                let seq = rt.reactor.timer_seq.get();
-                rt.reactor.timer_seq.set(seq + 1);
-                self.key = Some((deadline, seq));
-                (deadline, seq)
-            }
-        };
-        timers.borrow_mut().insert(key, cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for Sleep {
-    fn drop(&mut self) {
-        if let (Some(k), Some(rt)) = (self.key.take(), &self.rt) {
-            rt.reactor.timers.borrow_mut().remove(&k);
         }
     }
 }

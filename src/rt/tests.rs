@@ -91,6 +91,21 @@ fn echo_once(addr: std::net::SocketAddr, data: &[u8]) {
     assert!(got == data, "the echo differs");
 }
 
+/// `conns` connections at once, each echoing `len` bytes of its own pattern.
+fn echo_at_once(addr: std::net::SocketAddr, conns: u32, len: u32) {
+    let threads: Vec<_> = (0..conns)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7 + t) as u8).collect();
+                echo_once(addr, &data);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 #[test]
 fn echoes_over_multishot_accept_and_receive() {
     with_echo(Builder::default(), |addr| {
@@ -111,19 +126,7 @@ fn echoes_with_deferred_task_work() {
         bufs: 8,
         ..Builder::default()
     };
-    with_echo(b, |addr| {
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    let data: Vec<u8> = (0..8192u32).map(|i| (i * 3 + t) as u8).collect();
-                    echo_once(addr, &data);
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-    });
+    with_echo(b, |addr| echo_at_once(addr, 4, 8192));
 }
 
 #[test]
@@ -135,19 +138,7 @@ fn few_buffers_are_back_pressure_not_errors() {
         bufs: 4,
         ..Builder::default()
     };
-    with_echo(b, |addr| {
-        let threads: Vec<_> = (0..16)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    let data: Vec<u8> = (0..16384u32).map(|i| (i * 7 + t) as u8).collect();
-                    echo_once(addr, &data);
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-    });
+    with_echo(b, |addr| echo_at_once(addr, 16, 16384));
 }
 
 #[test]

@@ -1,0 +1,190 @@
+//! The provided-buffer ring and the buffers a receive hands out.
+
+use std::cell::Cell;
+use std::io;
+use std::rc::Rc;
+use std::task::Poll;
+
+use io_uring::types;
+
+use super::exec::Runtime;
+
+/// The provided-buffer ring: `count` buffers of `size` bytes and the ring of entries that
+/// offers them to the kernel.
+pub(crate) struct BufRing {
+    pub(crate) entries: *mut types::BufRingEntry,
+    pub(crate) layout: std::alloc::Layout,
+    /// The buffers' memory: only ever seen through one buffer's slice at a time (the kernel
+    /// writes the others meanwhile).
+    pub(crate) mem: *mut u8,
+    pub(crate) mem_layout: std::alloc::Layout,
+    pub(crate) size: usize,
+    pub(crate) count: u16,
+    pub(crate) tail: Cell<u16>,
+    pub(crate) leak: bool,
+}
+
+impl BufRing {
+    pub(crate) fn new(size: usize, count: u16) -> io::Result<BufRing> {
+        if !count.is_power_of_two() || count > 32768 || size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "provided buffers: a power of two up to 32768, of at least one byte",
+            ));
+        }
+        let layout = std::alloc::Layout::from_size_align(count as usize * 16, 4096)
+            .map_err(io::Error::other)?;
+        // SAFETY: a non-zero-sized layout.
+        let entries = unsafe { std::alloc::alloc_zeroed(layout) } as *mut types::BufRingEntry;
+        if entries.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        let mem_layout = std::alloc::Layout::from_size_align(size * count as usize, 4096)
+            .map_err(io::Error::other)?;
+        // SAFETY: a non-zero-sized layout (size and count are at least 1).
+        let mem = unsafe { std::alloc::alloc_zeroed(mem_layout) };
+        if mem.is_null() {
+            // SAFETY: allocated just above with this layout.
+            unsafe { std::alloc::dealloc(entries as *mut u8, layout) };
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        Ok(BufRing {
+            entries,
+            layout,
+            mem,
+            mem_layout,
+            size,
+            count,
+            tail: Cell::new(0),
+            leak: false,
+        })
+    }
+
+    pub(crate) fn ptr(&self, bid: u16) -> *const u8 {
+        assert!(bid < self.count, "buffer id out of range");
+        // SAFETY: in bounds of the allocation (bid < count).
+        unsafe { self.mem.add(bid as usize * self.size) }
+    }
+
+    /// The first `len` bytes of buffer `bid`, which must be out of the kernel's hands (a
+    /// completion named it and it was not given back yet).
+    pub(crate) fn slice(&self, bid: u16, len: usize) -> &[u8] {
+        // SAFETY: `ptr` checks the id; `len` is clamped to the buffer's size; the kernel does
+        // not write to a buffer it handed over until it is offered again.
+        unsafe { std::slice::from_raw_parts(self.ptr(bid), len.min(self.size)) }
+    }
+
+    /// Offers buffer `bid` to the kernel again.
+    pub(crate) fn recycle(&self, bid: u16) {
+        let tail = self.tail.get();
+        // SAFETY: the entry index is masked into the ring's `count` entries; the tail store is
+        // a release so the kernel sees the entry's fields before the new tail.
+        unsafe {
+            let e = &mut *self.entries.add((tail & (self.count - 1)) as usize);
+            e.set_addr(self.ptr(bid) as u64);
+            e.set_len(self.size as u32);
+            e.set_bid(bid);
+            let t = types::BufRingEntry::tail(self.entries) as *const std::sync::atomic::AtomicU16;
+            (*t).store(tail.wrapping_add(1), std::sync::atomic::Ordering::Release);
+        }
+        self.tail.set(tail.wrapping_add(1));
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        if self.leak {
+            return;
+        }
+        // SAFETY: allocated in `new` with these layouts; the ring that used them is gone (the
+        // reactor drops its ring first).
+        unsafe {
+            std::alloc::dealloc(self.entries as *mut u8, self.layout);
+            std::alloc::dealloc(self.mem, self.mem_layout);
+        }
+    }
+}
+
+/// Bytes the kernel received into a provided buffer (given back to the ring when this is
+/// dropped), or copied out of one when its reader was behind.
+pub struct RecvBuf {
+    from: From,
+    start: u32,
+    len: u32,
+}
+
+enum From {
+    Ring(Rc<Runtime>, u16),
+    Heap(Vec<u8>),
+}
+
+impl RecvBuf {
+    pub(crate) fn ring(rt: Rc<Runtime>, bid: u16, len: u32) -> Option<RecvBuf> {
+        let b = &rt.reactor.bufs;
+        if bid >= b.count {
+            return None;
+        }
+        let len = len.min(b.size as u32);
+        Some(RecvBuf {
+            from: From::Ring(rt, bid),
+            start: 0,
+            len,
+        })
+    }
+
+    pub(crate) fn heap(v: Vec<u8>) -> RecvBuf {
+        RecvBuf {
+            len: v.len() as u32,
+            from: From::Heap(v),
+            start: 0,
+        }
+    }
+
+    /// Drops the first `n` bytes (they were used).
+    pub fn advance(&mut self, n: usize) {
+        let n = n.min(self.len as usize) as u32;
+        self.start += n;
+        self.len -= n;
+    }
+}
+
+impl std::ops::Deref for RecvBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let all = match &self.from {
+            From::Ring(rt, bid) => rt
+                .reactor
+                .bufs
+                .slice(*bid, (self.start + self.len) as usize),
+            From::Heap(v) => v,
+        };
+        &all[self.start as usize..(self.start + self.len) as usize]
+    }
+}
+
+impl AsRef<[u8]> for RecvBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        if let From::Ring(rt, bid) = &self.from {
+            rt.reactor.give_back(*bid);
+        }
+    }
+}
+
+/// Waits until the ring has a buffer to offer (a receive found it empty).
+pub(crate) async fn buffer_freed(rt: &Rc<Runtime>) {
+    std::future::poll_fn(|cx| {
+        let r = &rt.reactor;
+        if r.bufs_out.get() < r.bufs.count as u32 {
+            return Poll::Ready(());
+        }
+        r.buf_waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
