@@ -53,7 +53,7 @@ WORKLOADS = {
 # The key the pipeline workload sends; each system admits it and refuses a request without it.
 PIPELINE_KEY = "bench-0123456789abcdef0123"
 # The systems with a pipeline set-up (what each one's config does is in its *_conf function).
-PIPELINE_SYSTEMS = ("tollgate", "tollgate-epoll", "nginx", "envoy", "traefik")
+PIPELINE_SYSTEMS = ("tollgate", "tollgate-basic", "tollgate-epoll", "nginx", "envoy", "traefik")
 TLS_WORKLOADS = ("https_get", "h2_get", "tls_new", "tls_resume")
 
 # Set per measurement: "https" when the proxies terminate TLS (https_get, h2_get); H2 when
@@ -80,7 +80,7 @@ def floor_bin(name: str) -> Path:
         return FLOOR_BIN
     return FLOOR_RT_BIN if name.startswith("floor-rt") else FLOOR_URING_BIN
 FLOOR_WORKLOADS = ("small_get", "get_1k", "get_64k", "post_16k", "fixed_rate")
-TLS_SYSTEMS = ("tollgate", "tollgate-base", "tollgate-epoll", "tollgate-cache", "nginx", "nginx-cache")
+TLS_SYSTEMS = ("tollgate", "tollgate-base", "tollgate-basic", "tollgate-epoll", "tollgate-cache", "nginx", "nginx-cache")
 # The Tollgate binary: TOLLGATE_BIN overrides the default build. `tollgate-base` is `tollgate`
 # (same config) run from TOLLGATE_BASE_BIN, e.g. a build of an older commit, for an A/B in one run.
 TOLLGATE_BIN = os.environ.get("TOLLGATE_BIN") or str(ROOT / "target/release/tollgate")
@@ -477,7 +477,7 @@ def start_system(name: str, tmp: Path, backend: int) -> tuple[Proc, int]:
     port = free_port()
     if name.startswith("tollgate"):
         pipeline = "pipeline" in name
-        driver = "epoll" if "epoll" in name else "io_uring"
+        driver = "epoll" if "epoll" in name else "io_uring_basic" if "basic" in name else "io_uring"
         conf = tollgate_conf(tmp, port, backend, pipeline, driver, cache="cache" in name, flags=URING_FLAGS.get(name, ""),
                              deferred=name == "tollgate-deferred")
         p = Proc(name, [tollgate_bin(name), "--config", str(conf)], CPU_PROXY, env={"TOLLGATE_LOG": "warn"})
@@ -727,7 +727,8 @@ def markdown(summary: dict, meta: dict) -> str:
              "(its CPU is the backend's): the floor no proxy can beat. `floor` = a bare monoio forwarder (bench/floor): "
              "the least this runtime does per proxied request; `floor-uring` = the same relay on the io-uring crate directly, "
              "multishot accept/recv into a provided-buffer ring (`-defer`: plus DEFER_TASKRUN); `floor-rt` = the same "
-             "forwarder in async/await on Tollgate's own runtime (src/rt).", "",
+             "forwarder in async/await on Tollgate's own runtime (src/rt). `tollgate` runs on that runtime "
+             "(`server.driver = \"io_uring\"`), `tollgate-basic` on monoio's io_uring driver, `tollgate-epoll` on epoll.", "",
              f"Command: `{meta['command']}`", ""]
     for w, systems in summary.items():
         lines += [f"## {w}: {WORKLOADS[w][3]}", "",
@@ -745,7 +746,7 @@ def markdown(summary: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
-COLORS = {"tollgate": "#1f77b4", "tollgate-epoll": "#6baed6", "tollgate-pipeline": "#08519c", "nginx": "#2ca02c",
+COLORS = {"tollgate": "#1f77b4", "tollgate-basic": "#4292c6", "tollgate-epoll": "#6baed6", "tollgate-pipeline": "#08519c", "nginx": "#2ca02c",
           "haproxy": "#ff7f0e", "envoy": "#d62728", "traefik": "#9467bd", "direct": "#7f7f7f",
           "tollgate-cache": "#17becf", "nginx-cache": "#98df8a", "floor": "#bcbd22",
           "floor-uring": "#8c564b", "floor-uring-defer": "#c49c94",
@@ -786,7 +787,7 @@ def svg_bars(summary: dict, metric: str, title: str, unit: str) -> str:
 
 
 # Every system the harness can run (`--systems`).
-SYSTEMS = ("direct", "tollgate", "tollgate-base", "tollgate-epoll", "tollgate-pipeline", "tollgate-cache",
+SYSTEMS = ("direct", "tollgate", "tollgate-base", "tollgate-basic", "tollgate-epoll", "tollgate-pipeline", "tollgate-cache",
            "tollgate-noflags", "tollgate-defer", "tollgate-deferred", "floor", "floor-uring",
            "floor-uring-defer", "floor-rt", "floor-rt-defer", "nginx", "nginx-cache", "nginx-deferred", "haproxy", "envoy", "traefik")
 

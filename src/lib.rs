@@ -55,6 +55,7 @@ mod cache;
 mod compile;
 mod config;
 mod control;
+mod driver;
 mod error;
 mod gateway;
 mod http;
@@ -416,10 +417,14 @@ impl Gateway {
         };
         let mut shard_txs = Vec::new();
         let mut handles = Vec::new();
+        // Shards accept once the control plane's runtime is built (its sender dropped): a
+        // flood of clients at the open-file limit cannot take the descriptors it needs.
+        let (control_up_tx, control_up_rx) = flume::bounded::<()>(1);
         for (id, socks) in per_shard.into_iter().enumerate() {
             let (tx, rx) = flume::unbounded();
             shard_txs.push(tx);
             let spec = runtime::ShardSpec {
+                control_up: control_up_rx.clone(),
                 id,
                 cpu: if server.pin {
                     cpus.get(id % cpus.len()).copied()
@@ -494,7 +499,7 @@ impl Gateway {
                 let ctl = Rc::new(RefCell::new(init.start(shared)));
                 let admin = admin.map(|(l, token, _)| {
                     move |ctl| async move {
-                        match monoio::net::TcpListener::from_std(l) {
+                        match crate::driver::net::TcpListener::from_std(l) {
                             Ok(l) => admin::serve(l, Rc::from(token.as_str()), ctl).await,
                             Err(e) => {
                                 tracing::error!(error = %e, "admin API cannot use its socket")
@@ -502,14 +507,13 @@ impl Gateway {
                         }
                     }
                 });
-                if let Err(e) = runtime::block_on(
-                    driver,
-                    entries,
-                    Default::default(),
-                    control::run(ctl.clone(), ctl_rx, admin, shard_txs, || {
-                        handles.iter().all(|h| h.is_finished())
-                    }),
-                ) {
+                let run = control::run(ctl.clone(), ctl_rx, admin, shard_txs, || {
+                    handles.iter().all(|h| h.is_finished())
+                });
+                if let Err(e) = runtime::block_on(driver, entries, Default::default(), async {
+                    drop(control_up_tx);
+                    run.await
+                }) {
                     tracing::error!(error = %e, "control plane runtime failed to start");
                 }
                 for h in handles {

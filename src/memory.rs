@@ -25,9 +25,9 @@ pub(crate) fn release_freed_memory_soon() {
     if COLLECT_PENDING.replace(true) {
         return;
     }
-    monoio::spawn(async {
+    crate::driver::spawn(async {
         let before = thread_cpu();
-        monoio::time::sleep(COLLECT_AFTER).await;
+        crate::driver::time::sleep(COLLECT_AFTER).await;
         COLLECT_PENDING.set(false);
         let quiet = match (before, thread_cpu()) {
             (Some(a), Some(b)) => b.saturating_sub(a) < QUIET_CPU,

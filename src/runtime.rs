@@ -1,6 +1,7 @@
-//! Shard threads: one per core, each pinned (when `server.pin`), each running its own monoio
-//! runtime with the io_uring driver, or the epoll driver when io_uring is missing or refused
-//! (one log line says which), or when `server.driver` asks for it.
+//! Shard threads: one per core, each pinned (when `server.pin`), each running its own runtime:
+//! Tollgate's own io_uring runtime (`crate::rt`) where the kernel has what it needs (Linux
+//! 6.0), else monoio's io_uring driver, else monoio's epoll driver when io_uring is missing or
+//! refused (one log line says which), or what `server.driver` asks for.
 
 use std::future::Future;
 use std::io;
@@ -16,7 +17,11 @@ use crate::shard::{Shard, Shared};
 /// The driver a runtime actually uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverKind {
+    /// Tollgate's own runtime (`crate::rt`): multishot accept and receive into a ring of
+    /// provided buffers.
     IoUring,
+    /// monoio's io_uring driver: one operation per read, into the connection's own buffer.
+    IoUringBasic,
     Epoll,
 }
 
@@ -24,6 +29,7 @@ impl DriverKind {
     pub fn name(self) -> &'static str {
         match self {
             DriverKind::IoUring => "io_uring",
+            DriverKind::IoUringBasic => "io_uring_basic",
             DriverKind::Epoll => "epoll",
         }
     }
@@ -32,17 +38,34 @@ impl DriverKind {
 /// Resolves `server.driver` against what the kernel allows.
 pub(crate) fn pick_driver(d: Driver) -> Result<DriverKind, String> {
     let uring = monoio::utils::detect_uring();
+    let own = uring && crate::rt::supported();
     match d {
-        Driver::Auto if uring => Ok(DriverKind::IoUring),
+        Driver::Auto if own => Ok(DriverKind::IoUring),
+        Driver::Auto if uring => {
+            tracing::warn!("io_uring here lacks multishot receive or provided-buffer rings (Linux 6.0): using the basic io_uring driver");
+            Ok(DriverKind::IoUringBasic)
+        }
         Driver::Auto => {
             tracing::warn!("io_uring is not available (kernel too old, disabled, or refused by seccomp): using the epoll driver");
             Ok(DriverKind::Epoll)
         }
-        Driver::IoUring if uring => Ok(DriverKind::IoUring),
-        Driver::IoUring => Err("server.driver = \"io_uring\" but io_uring is not available here; use \"auto\" or \"epoll\"".into()),
+        Driver::IoUring if own => Ok(DriverKind::IoUring),
+        Driver::IoUring => Err(format!(
+            "server.driver = \"io_uring\" needs Linux 6.0 or later with io_uring allowed (multishot receive, provided-buffer rings){}; use \"auto\"{} or \"epoll\"",
+            if uring { "" } else { " and io_uring is not available here" },
+            if uring { ", \"io_uring_basic\"" } else { "" },
+        )),
+        Driver::IoUringBasic if uring => Ok(DriverKind::IoUringBasic),
+        Driver::IoUringBasic => Err("server.driver = \"io_uring_basic\" but io_uring is not available here; use \"auto\" or \"epoll\"".into()),
         Driver::Epoll => Ok(DriverKind::Epoll),
     }
 }
+
+/// Bytes per buffer of the provided-buffer ring (Tollgate's own runtime): one read of a
+/// request head, or 16 KiB of a body, per buffer.
+const RECV_BUF_SIZE: u32 = 16 << 10;
+/// Buffers in each shard's ring (16 MiB): connections hold one only while they use it.
+const RECV_BUFS: u16 = 1024;
 
 /// Builds a runtime of the given kind on this thread and runs `fut` to completion.
 pub(crate) fn block_on<F: Future>(
@@ -53,6 +76,17 @@ pub(crate) fn block_on<F: Future>(
 ) -> io::Result<F::Output> {
     match kind {
         DriverKind::IoUring => {
+            let b = crate::rt::Builder {
+                entries,
+                buf_size: RECV_BUF_SIZE,
+                bufs: RECV_BUFS,
+                coop_taskrun: flags.coop_taskrun,
+                single_issuer: flags.single_issuer,
+                defer_taskrun: flags.defer_taskrun,
+            };
+            crate::driver::block_on_own(b, fut)
+        }
+        DriverKind::IoUringBasic => {
             let build = |flags: UringFlags| {
                 let mut urb = io_uring::IoUring::builder();
                 if flags.coop_taskrun {
@@ -112,6 +146,8 @@ pub(crate) struct ShardSpec {
     pub shared: Arc<Shared>,
     pub rx: flume::Receiver<ShardMsg>,
     pub drain_timeout: Duration,
+    /// Disconnected once the control plane's runtime is up: accepting starts then.
+    pub control_up: flume::Receiver<()>,
 }
 
 /// Starts a shard thread.
@@ -135,11 +171,12 @@ pub(crate) fn spawn_shard(spec: ShardSpec) -> io::Result<std::thread::JoinHandle
 
 async fn shard_main(spec: ShardSpec) {
     let shard = Shard::new(spec.id, spec.shared.clone());
+    let _ = spec.control_up.recv_async().await;
     for (idx, l) in spec.listeners {
         let plain = l.try_clone().ok();
-        match monoio::net::TcpListener::from_std(l) {
+        match crate::driver::net::TcpListener::from_std(l) {
             Ok(l) => {
-                monoio::spawn(accept_loop(shard.clone(), l, plain, idx));
+                crate::driver::spawn(accept_loop(shard.clone(), l, plain, idx));
             }
             Err(e) => tracing::error!(shard = spec.id, error = %e, "cannot use listening socket"),
         }
@@ -148,14 +185,14 @@ async fn shard_main(spec: ShardSpec) {
     // access-log lines and figures are handed on. It runs through the drain too, and ends
     // with the shard's runtime.
     let sweeper = shard.clone();
-    monoio::spawn(async move {
+    crate::driver::spawn(async move {
         loop {
-            monoio::time::sleep(Duration::from_millis(100)).await;
+            crate::driver::time::sleep(Duration::from_millis(100)).await;
             sweeper.sweep(crate::throttle::now_ns());
         }
     });
     // `@connections` for the WebSocket connections this shard holds.
-    monoio::spawn(crate::gateway::ws::serve_commands(shard.clone()));
+    crate::driver::spawn(crate::gateway::ws::serve_commands(shard.clone()));
     // Runs until the control plane says drain (or goes away).
     match spec.rx.recv_async().await {
         Ok(ShardMsg::SoftDrain) => shard.drain.start_soft(),
@@ -163,7 +200,7 @@ async fn shard_main(spec: ShardSpec) {
     }
     let deadline = Instant::now() + spec.drain_timeout;
     while shard.active.get() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(5)).await;
+        crate::driver::time::sleep(Duration::from_millis(5)).await;
     }
     if shard.active.get() > 0 {
         shard
@@ -180,7 +217,7 @@ async fn shard_main(spec: ShardSpec) {
     shard.release_upstreams();
     let deadline = Instant::now() + Duration::from_secs(1);
     while crate::upstream::h2::drivers() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(5)).await;
+        crate::driver::time::sleep(Duration::from_millis(5)).await;
     }
     // Last: the access-log lines of everything that ended go to the writer (the control
     // plane stops it after the shards), the last figures to the metrics.
@@ -269,33 +306,15 @@ fn refuse_waiting(listener: Option<&std::net::TcpListener>, reserve: &mut Reserv
 
 async fn accept_loop(
     shard: Rc<Shard>,
-    listener: monoio::net::TcpListener,
+    mut listener: crate::driver::net::TcpListener,
     plain: Option<std::net::TcpListener>,
     idx: usize,
 ) {
     use std::sync::atomic::Ordering;
     let mut reserve = Reserve::new();
-    let mut canceller = monoio::io::Canceller::new();
-    loop {
-        if shard.drain.is_on() {
-            break;
-        }
-        // A drain cancels the accept in flight, then waits for it to end: on io_uring the
-        // kernel may already have taken a connection off the queue, and that one is served,
-        // not dropped (a successor taking over the socket must not lose it).
-        let accept = listener.cancelable_accept(canceller.handle());
-        let mut accept = std::pin::pin!(accept);
-        let drain = shard.drain.wait();
-        let accepted = monoio::select! {
-            r = &mut accept => r,
-            _ = drain => {
-                canceller = canceller.cancel();
-                match accept.await {
-                    Ok(conn) => Ok(conn),
-                    Err(_) => break,
-                }
-            }
-        };
+    // A drain stops the accepting; connections the kernel already handed over are served,
+    // not dropped (a successor taking over the socket must not lose them).
+    while let Some(accepted) = listener.accept_until(shard.drain.wait()).await {
         match accepted {
             Ok((stream, peer)) => {
                 let max = shard.snapshot().snap.limits.max_connections;
@@ -307,7 +326,7 @@ async fn accept_loop(
                 }
                 shard.active.set(shard.active.get() + 1);
                 let guard = ConnGuard(shard.clone());
-                monoio::spawn(async move {
+                crate::driver::spawn(async move {
                     crate::gateway::conn::serve(guard.0.clone(), stream, peer, idx).await;
                     drop(guard);
                 });
@@ -329,7 +348,7 @@ async fn accept_loop(
                         .add_n(crate::metrics::Counter::RefusedAtFdLimit, n as u64);
                 }
                 let pause = if exhausted { 100 } else { 10 };
-                monoio::time::sleep(Duration::from_millis(pause)).await;
+                crate::driver::time::sleep(Duration::from_millis(pause)).await;
             }
         }
     }

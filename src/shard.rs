@@ -745,7 +745,11 @@ pub(crate) async fn ws_command(
         if shared.remote_ws.0.try_send(call).is_err() {
             return message(503, "too many @connections calls for other nodes at once");
         }
-        return match monoio::time::timeout(std::time::Duration::from_secs(6), rx.recv_async()).await
+        return match crate::driver::time::timeout(
+            std::time::Duration::from_secs(6),
+            rx.recv_async(),
+        )
+        .await
         {
             Ok(Ok(answer)) => answer,
             // No fleet (the control plane drops the call): no node but this one.
@@ -765,7 +769,7 @@ pub(crate) async fn ws_command(
     if shared.ws_cmds[shard].0.try_send(cmd).is_err() {
         return message(503, "the shard holding the connection is busy");
     }
-    match monoio::time::timeout(std::time::Duration::from_secs(5), rx.recv_async()).await {
+    match crate::driver::time::timeout(std::time::Duration::from_secs(5), rx.recv_async()).await {
         Ok(Ok(WsReply::Done)) if method == b"DELETE" => (204, String::new()),
         Ok(Ok(WsReply::Done)) => (200, "{}".to_string()),
         Ok(Ok(WsReply::Info(v))) => (200, v.to_string()),

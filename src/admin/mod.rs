@@ -19,8 +19,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::driver::net::{TcpListener, TcpStream};
 use bytes::BytesMut;
-use monoio::net::{TcpListener, TcpStream};
 
 use crate::control::{Control, Edit, OpError, Part};
 use crate::http::conn::{read_into, write_all};
@@ -34,56 +34,47 @@ use fleet::fleet_write;
 const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts admin connections until the control plane stops.
-pub(crate) async fn serve(listener: TcpListener, token: Rc<str>, ctl: Rc<RefCell<Control>>) {
+pub(crate) async fn serve(mut listener: TcpListener, token: Rc<str>, ctl: Rc<RefCell<Control>>) {
     // A descriptor kept for the admin API: when the process runs out (a flood of clients at
     // the open-file limit), the operator can still reach it.
     let mut reserve = crate::runtime::Reserve::new();
     let mut logged = false;
-    let mut canceller = monoio::io::Canceller::new();
     loop {
         // Once a successor took over, it answers on this socket: stop accepting here (an
         // accept already under way ends with its connection, which is served).
-        let accept = listener.cancelable_accept(canceller.handle());
-        let mut accept = std::pin::pin!(accept);
         let handed = async {
             while !ctl.borrow().released() {
-                monoio::time::sleep(Duration::from_millis(20)).await;
+                crate::driver::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        let accepted = monoio::select! {
-            r = &mut accept => r,
-            _ = handed => {
-                canceller = canceller.cancel();
-                match accept.await {
-                    Ok(conn) => Ok(conn),
-                    Err(_) => return,
-                }
-            }
+        let Some(accepted) = listener.accept_until(handed).await else {
+            return;
         };
         match accepted {
             Ok((stream, _)) => {
                 logged = false;
-                monoio::spawn(handle(stream, token.clone(), ctl.clone()));
+                crate::driver::spawn(handle(stream, token.clone(), ctl.clone()));
             }
             Err(e) if e.raw_os_error() == Some(libc::EMFILE) && reserve.release() => {
                 if !std::mem::replace(&mut logged, true) {
                     tracing::warn!(error = %e, "admin accept at the open-file limit: serving on the reserved descriptor");
                 }
-                if let Ok(Ok((stream, _))) =
-                    monoio::time::timeout(Duration::from_millis(100), listener.accept()).await
+                let one = listener.accept_until(std::future::pending());
+                if let Ok(Some(Ok((stream, _)))) =
+                    crate::driver::time::timeout(Duration::from_millis(100), one).await
                 {
                     handle(stream, token.clone(), ctl.clone()).await;
                 }
                 reserve.refill();
                 if !reserve.has() {
-                    monoio::time::sleep(Duration::from_millis(50)).await;
+                    crate::driver::time::sleep(Duration::from_millis(50)).await;
                 }
             }
             Err(e) => {
                 if !std::mem::replace(&mut logged, true) {
                     tracing::warn!(error = %e, "admin accept failed (repeats are not logged)");
                 }
-                monoio::time::sleep(Duration::from_millis(50)).await;
+                crate::driver::time::sleep(Duration::from_millis(50)).await;
                 reserve.refill();
             }
         }
@@ -136,7 +127,7 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         }
         Ok(Ok((head, buf.split_to(n).freeze())))
     };
-    let (head, body) = match monoio::time::timeout(ADMIN_READ_TIMEOUT, read).await {
+    let (head, body) = match crate::driver::time::timeout(ADMIN_READ_TIMEOUT, read).await {
         Ok(Ok(Ok(x))) => x,
         Ok(Ok(Err((status, msg)))) => {
             let _ = write_all(

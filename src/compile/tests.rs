@@ -107,7 +107,7 @@ fn driver_must_be_known() {
         "driver = \"kqueue\"",
         &[
             "server.driver = \"kqueue\"",
-            "\"auto\", \"io_uring\" or \"epoll\"",
+            "\"auto\", \"io_uring\", \"io_uring_basic\" or \"epoll\"",
         ],
     );
 }

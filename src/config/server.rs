@@ -29,18 +29,24 @@ impl UringFlags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Driver {
-    /// io_uring when the kernel allows it, else epoll (with a log line saying so).
+    /// The best the kernel allows: `io_uring`, else `io_uring_basic`, else `epoll` (with a
+    /// log line saying so).
     Auto,
+    /// Tollgate's own io_uring runtime (multishot accept and receive, provided buffers):
+    /// Linux 6.0 or later.
     IoUring,
+    /// io_uring with one operation per read and write (monoio's driver).
+    IoUringBasic,
     Epoll,
 }
 
 impl std::fmt::Display for Driver {
-    /// The config's own spelling (`auto`, `io_uring`, `epoll`).
+    /// The config's own spelling (`auto`, `io_uring`, `io_uring_basic`, `epoll`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Driver::Auto => "auto",
             Driver::IoUring => "io_uring",
+            Driver::IoUringBasic => "io_uring_basic",
             Driver::Epoll => "epoll",
         })
     }
@@ -207,12 +213,13 @@ impl Validator {
         let driver = match s.driver.as_deref() {
             None | Some("auto") => Driver::Auto,
             Some("io_uring") => Driver::IoUring,
+            Some("io_uring_basic") => Driver::IoUringBasic,
             Some("epoll") => Driver::Epoll,
             Some(other) => {
                 self.bad(
                     "server.driver",
                     other,
-                    "\"auto\", \"io_uring\" or \"epoll\"",
+                    "\"auto\", \"io_uring\", \"io_uring_basic\" or \"epoll\"",
                 );
                 Driver::Auto
             }

@@ -14,7 +14,7 @@ pub(crate) fn start_health_checks(compiled: &Compiled, generation: u64, live: &R
                 tls: u.tls[i].clone(),
                 h2: u.cfg.h2,
             };
-            monoio::spawn(crate::upstream::health::run_checks(
+            crate::driver::spawn(crate::upstream::health::run_checks(
                 target,
                 h.clone(),
                 u.healthy[i].clone(),

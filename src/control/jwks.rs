@@ -79,7 +79,7 @@ impl Control {
             // another.
             let st = self.jwks.entry(s.key.clone()).or_default();
             st.waiters.get_or_insert_with(Vec::new);
-            monoio::spawn(refresher(
+            crate::driver::spawn(refresher(
                 s.clone(),
                 self.channels.results.0.clone(),
                 generation,
@@ -173,7 +173,7 @@ impl Control {
         st.last_asked = Some(Instant::now());
         st.waiters = Some(vec![req.reply]);
         let tx = self.channels.results.0.clone();
-        monoio::spawn(async move {
+        crate::driver::spawn(async move {
             let result = fetch_keys(&src).await;
             let _ = tx.send(Fetched {
                 source: src.key.clone(),
@@ -187,13 +187,13 @@ impl Control {
 pub(super) fn serve(ctl: &Rc<RefCell<Control>>, asks: flume::Receiver<KeyRequest>) {
     let results = ctl.borrow().channels.results.1.clone();
     let c = ctl.clone();
-    monoio::spawn(async move {
+    crate::driver::spawn(async move {
         while let Ok(f) = results.recv_async().await {
             c.borrow_mut().on_fetched(f);
         }
     });
     let c = ctl.clone();
-    monoio::spawn(async move {
+    crate::driver::spawn(async move {
         while let Ok(req) = asks.recv_async().await {
             c.borrow_mut().on_key_request(req);
         }
@@ -229,7 +229,7 @@ async fn refresher(
         {
             return;
         }
-        monoio::time::sleep(wait).await;
+        crate::driver::time::sleep(wait).await;
     }
 }
 

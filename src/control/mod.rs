@@ -523,24 +523,24 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     // The admin API runs on this thread, over this control plane (the admin module depends
     // on control, not the other way round: the caller passes it in).
     if let Some(serve_admin) = admin {
-        monoio::spawn(serve_admin(ctl.clone()));
+        crate::driver::spawn(serve_admin(ctl.clone()));
     }
     let stop = Rc::new(Cell::new(false));
     let link = ctl.borrow().fleet.clone();
     if let Some(link) = link {
         let shared = ctl.borrow().shared.clone();
         if !link.sentinels().is_empty() {
-            monoio::spawn(fleet::sentinel::watch(link.clone(), stop.clone()));
+            crate::driver::spawn(fleet::sentinel::watch(link.clone(), stop.clone()));
         }
-        monoio::spawn(fleet::ws::serve(shared, link.clone(), stop.clone()));
-        monoio::spawn(fleet::sync(ctl.clone(), link, stop.clone()));
+        crate::driver::spawn(fleet::ws::serve(shared, link.clone(), stop.clone()));
+        crate::driver::spawn(fleet::sync(ctl.clone(), link, stop.clone()));
     }
     let (c2, s2) = (ctl.clone(), stop.clone());
-    monoio::spawn(async move {
+    crate::driver::spawn(async move {
         let mut ticks = 0u64;
         let mut refused: Option<Vec<u64>> = None;
         while !s2.get() {
-            monoio::time::sleep(FLUSH_INTERVAL).await;
+            crate::driver::time::sleep(FLUSH_INTERVAL).await;
             ticks += 1;
             c2.borrow_mut().heal_store();
             {
@@ -621,7 +621,7 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     }
     // The admin API (and its /ping, now 503) stays up while the shards drain.
     while !shards_done() {
-        monoio::time::sleep(std::time::Duration::from_millis(20)).await;
+        crate::driver::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let link = ctl.borrow().fleet.clone();
     if let Some(link) = link {

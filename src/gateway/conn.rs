@@ -8,10 +8,10 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use crate::driver::net::TcpStream;
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
-use monoio::net::TcpStream;
 
 use super::{finish, Next};
 use crate::http::conn::{
@@ -112,7 +112,7 @@ async fn open(
     drop(ss);
     // A PROXY protocol header names the client; only a trusted proxy is believed.
     let (stream, peer, read) = if proxy_protocol {
-        match Box::pin(monoio::time::timeout(
+        match Box::pin(crate::driver::time::timeout(
             handshake_timeout,
             proxy_header(stream),
         ))
@@ -151,7 +151,7 @@ async fn open(
         Some(cfg) => {
             // Once per connection, on the heap: the handshake's state (and its timer) is
             // large and the connection's task should not carry it while idle.
-            match Box::pin(monoio::time::timeout(
+            match Box::pin(crate::driver::time::timeout(
                 handshake_timeout,
                 crate::http::tls::TlsConn::accept_after(stream, cfg, tls_read),
             ))

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::driver::net::TcpStream;
 use bytes::BytesMut;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 
 use super::drain::Drain;
 use super::h1::{self, HeadError, RequestHead};
@@ -103,7 +103,7 @@ impl Stream {
     /// Waits until the socket has bytes to read, holding no buffer.
     pub(crate) async fn readable(&self) -> io::Result<()> {
         match self {
-            Stream::Plain(s) => s.readable(false).await,
+            Stream::Plain(s) => s.readable().await,
             _ => Ok(()),
         }
     }
@@ -296,7 +296,7 @@ pub(crate) async fn sniff_preface(conn: &mut Conn, timeout: Duration) -> Option<
         if n == crate::http::h2::PREFACE.len() {
             return Some(true);
         }
-        match monoio::time::timeout_at(deadline.into(), conn.read_more()).await {
+        match crate::driver::time::timeout_at(deadline, conn.read_more()).await {
             Ok(Ok(k)) if k > 0 => {}
             // A short, preface-like request that stops: let the HTTP/1.1 path answer it.
             Ok(Ok(_)) if !conn.buf.is_empty() => return Some(false),
@@ -350,7 +350,7 @@ pub(crate) async fn read_head(
                 // A read cut by the deadline takes the buffer with it: decide by what was
                 // there before it.
                 let partial = !conn.buf.is_empty();
-                match crate::memory::boxed(|| monoio::time::timeout_at(d.into(), conn.read_more()))
+                match crate::memory::boxed(|| crate::driver::time::timeout_at(d, conn.read_more()))
                     .await
                 {
                     Ok(r) => r,
@@ -381,7 +381,7 @@ pub(crate) async fn read_head(
                 // The reads with a buffer (and their timers) are on the heap for their
                 // length: an idle connection's task carries only the bufferless wait below.
                 let waited = monoio::select! {
-                    r = crate::memory::boxed(|| monoio::time::timeout(hot, conn.read_more())) => r,
+                    r = crate::memory::boxed(|| crate::driver::time::timeout(hot, conn.read_more())) => r,
                     _ = draining => return HeadRead::Closed,
                 };
                 match waited {
@@ -431,7 +431,7 @@ pub(crate) async fn linger_close(mut conn: Conn) {
     conn.buf.clear();
     while drained < LINGER_BYTES {
         conn.buf.clear();
-        match monoio::time::timeout_at(deadline.into(), conn.read_more()).await {
+        match crate::driver::time::timeout_at(deadline, conn.read_more()).await {
             Ok(Ok(n)) if n > 0 => drained += n,
             _ => break,
         }

@@ -160,7 +160,7 @@ impl Drain {
             return;
         }
         let me = self.clone();
-        monoio::spawn(async move {
+        crate::driver::spawn(async move {
             loop {
                 let first = me.clock.deadlines.borrow().keys().next().map(|k| k.0);
                 let Some(first) = first else {
@@ -179,7 +179,7 @@ impl Drain {
                     // this task (which then re-reads the map).
                     let early = Rearm(me.clone());
                     monoio::select! {
-                        _ = monoio::time::sleep_until(first.into()) => {},
+                        _ = crate::driver::time::sleep_until(first) => {},
                         _ = early => {},
                     }
                     me.clock.sweeper.borrow_mut().take();
@@ -307,7 +307,7 @@ mod tests {
             let mut tasks = Vec::new();
             for (name, ms) in [("slow", 300u64), ("fast", 60), ("mid", 150)] {
                 let (d, o) = (drain.clone(), order.clone());
-                tasks.push(monoio::spawn(async move {
+                tasks.push(crate::driver::spawn(async move {
                     assert_eq!(d.idle_for(Duration::from_millis(ms)).await, Woke::Expired);
                     assert!(start.elapsed() >= Duration::from_millis(ms));
                     o.borrow_mut().push(name);
@@ -317,7 +317,7 @@ mod tests {
             }
             {
                 let dropped = drain.idle_for(Duration::from_secs(3600));
-                let _ = monoio::time::timeout(Duration::from_millis(1), dropped).await;
+                let _ = crate::driver::time::timeout(Duration::from_millis(1), dropped).await;
             }
             for t in tasks {
                 t.await;
@@ -335,9 +335,10 @@ mod tests {
         run(async {
             let drain = Rc::new(Drain::default());
             let d = drain.clone();
-            let long = monoio::spawn(async move { d.idle_for(Duration::from_secs(3600)).await });
+            let long =
+                crate::driver::spawn(async move { d.idle_for(Duration::from_secs(3600)).await });
             let d = drain.clone();
-            let never = monoio::spawn(async move { d.idle_for(Duration::MAX).await });
+            let never = crate::driver::spawn(async move { d.idle_for(Duration::MAX).await });
             yield_once().await;
             drain.start();
             assert_eq!(long.await, Woke::Drained);

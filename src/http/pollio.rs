@@ -19,11 +19,11 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::driver::net::TcpStream;
 use bytes::Bytes;
 use monoio::io::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
 };
-use monoio::net::TcpStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::http::h2::watch::{FrameWatch, Signal};
@@ -424,11 +424,11 @@ impl Drop for PollIo {
         let reading = self.reading.take();
         let rd = self.rd.take();
         let wr = self.wr.take();
-        monoio::spawn(async move {
+        crate::driver::spawn(async move {
             let _wr = wr;
             let deadline = Instant::now() + LINGER_TIME;
             let (mut rd, mut buf) = match (reading, rd) {
-                (Some(op), _) => match monoio::time::timeout_at(deadline.into(), op).await {
+                (Some(op), _) => match crate::driver::time::timeout_at(deadline, op).await {
                     Ok((rd, Ok(n), buf)) if n > 0 => (rd, buf),
                     _ => return,
                 },
@@ -438,7 +438,7 @@ impl Drop for PollIo {
             let mut drained = 0;
             while drained < LINGER_BYTES {
                 buf.clear();
-                let (res, b) = match monoio::time::timeout_at(deadline.into(), rd.read(buf)).await {
+                let (res, b) = match crate::driver::time::timeout_at(deadline, rd.read(buf)).await {
                     Ok(r) => r,
                     Err(_) => return,
                 };

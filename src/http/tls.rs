@@ -11,9 +11,9 @@ use std::io::{self, BufRead, Write};
 use std::ops::DerefMut;
 use std::sync::Arc;
 
+use crate::driver::net::TcpStream;
 use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 
 /// Ciphertext read per socket read: one maximal TLS record and its header.
 const RECORD: usize = 16 * 1024 + 256;

@@ -176,15 +176,12 @@ impl Drop for RecvBuf {
     }
 }
 
-/// Waits until the ring has a buffer to offer (a receive found it empty).
-pub(crate) async fn buffer_freed(rt: &Rc<Runtime>) {
-    std::future::poll_fn(|cx| {
-        let r = &rt.reactor;
-        if r.bufs_out.get() < r.bufs.count as u32 {
-            return Poll::Ready(());
-        }
-        r.buf_waiters.borrow_mut().push(cx.waker().clone());
-        Poll::Pending
-    })
-    .await
+/// Ready once the ring has a buffer to offer (a receive found it empty).
+pub(crate) fn poll_buffer_freed(rt: &Rc<Runtime>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+    let r = &rt.reactor;
+    if r.bufs_out.get() < r.bufs.count as u32 {
+        return Poll::Ready(());
+    }
+    r.buf_waiters.borrow_mut().push(cx.waker().clone());
+    Poll::Pending
 }

@@ -32,4 +32,4 @@ mod time;
 pub use bufs::RecvBuf;
 pub use exec::{block_on, spawn, JoinHandle};
 pub use reactor::{supported, Builder};
-pub use time::{sleep, Sleep};
+pub use time::{sleep, sleep_until, Sleep};

@@ -1,19 +1,24 @@
 //! TCP on the runtime: a listener whose accepts are one multishot operation, and streams whose
 //! receives are one multishot operation into the provided-buffer ring.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use io_uring::{cqueue, opcode, types};
 
-use super::bufs::{buffer_freed, RecvBuf};
+use super::bufs::{poll_buffer_freed, RecvBuf};
+use super::exec;
 use super::reactor::{Got, Kind, Multi, Op, BGID};
 
 /// A listening socket; [`TcpListener::accept`] is fed by one multishot accept.
 pub struct TcpListener {
     fd: OwnedFd,
     accepts: Option<Multi>,
+    stopped: bool,
 }
 
 impl TcpListener {
@@ -22,6 +27,7 @@ impl TcpListener {
         TcpListener {
             fd: l.into(),
             accepts: None,
+            stopped: false,
         }
     }
 
@@ -31,8 +37,16 @@ impl TcpListener {
 
     /// The next connection. An error (out of descriptors, say) is returned once; the next
     /// call accepts again.
+    /// After [`TcpListener::stop`]: the connections the kernel had already taken, then an
+    /// error of kind `ConnectionAborted`. Dropping the future loses nothing.
     pub async fn accept(&mut self) -> io::Result<TcpStream> {
         loop {
+            if self.stopped && self.accepts.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the listener stopped accepting",
+                ));
+            }
             let fd = self.fd.as_raw_fd();
             let multi = self.accepts.get_or_insert_with(|| {
                 let e = opcode::AcceptMulti::new(types::Fd(fd))
@@ -47,6 +61,9 @@ impl TcpListener {
                     if !cqueue::more(flags) {
                         self.accepts = None;
                     }
+                    if res == -libc::ECANCELED && self.stopped {
+                        continue;
+                    }
                     if res < 0 {
                         return Err(io::Error::from_raw_os_error(-res));
                     }
@@ -60,6 +77,18 @@ impl TcpListener {
     }
 }
 
+impl TcpListener {
+    /// Stops accepting: the multishot accept is cancelled; connections it already took are
+    /// still returned by [`TcpListener::accept`] (a successor sharing the socket gets the
+    /// rest of the queue).
+    pub fn stop(&mut self) {
+        self.stopped = true;
+        if let Some(m) = &self.accepts {
+            m.cancel();
+        }
+    }
+}
+
 impl Drop for TcpListener {
     fn drop(&mut self) {
         // The accept is cancelled before the descriptor closes (field order would do it too).
@@ -67,19 +96,36 @@ impl Drop for TcpListener {
     }
 }
 
-/// A connected socket.
+/// A connected socket. Clones are handles on the same socket (one receive, shared): a
+/// reader and a writer may each hold one, and the socket closes with the last.
+#[derive(Clone)]
 pub struct TcpStream {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    // Dropped first: the receive is cancelled before the descriptor closes.
+    rx: RefCell<Rx>,
     fd: OwnedFd,
+}
+
+#[derive(Default)]
+struct Rx {
     recv: Option<Multi>,
     eof: bool,
+    /// The ring was empty when the kernel last tried: wait for a buffer, then re-arm.
+    starved: bool,
+    /// Bytes received and not yet taken (a readiness wait, or what a reader put back).
+    held: Option<RecvBuf>,
 }
 
 impl TcpStream {
     fn from_owned(fd: OwnedFd) -> TcpStream {
         TcpStream {
-            fd,
-            recv: None,
-            eof: false,
+            inner: Rc::new(Inner {
+                rx: RefCell::new(Rx::default()),
+                fd,
+            }),
         }
     }
 
@@ -111,12 +157,16 @@ impl TcpStream {
         Ok(TcpStream::from_owned(fd))
     }
 
+    fn fd(&self) -> RawFd {
+        self.inner.fd.as_raw_fd()
+    }
+
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         let v: libc::c_int = on.into();
         // SAFETY: passes a live c_int of the size given.
         let rc = unsafe {
             libc::setsockopt(
-                self.fd.as_raw_fd(),
+                self.fd(),
                 libc::IPPROTO_TCP,
                 libc::TCP_NODELAY,
                 &v as *const libc::c_int as *const libc::c_void,
@@ -130,64 +180,112 @@ impl TcpStream {
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        sockaddr(self.fd.as_raw_fd(), libc::getpeername)
+        sockaddr(self.fd(), libc::getpeername)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sockaddr(self.fd(), libc::getsockname)
     }
 
     /// The next bytes the peer sent, in a buffer of the ring; `None` at end of stream. The
     /// multishot receive is armed at the first call and re-armed when the kernel ends it
     /// (no buffer was free: this waits until one is given back).
-    pub async fn recv(&mut self) -> io::Result<Option<RecvBuf>> {
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<RecvBuf>>> {
+        let mut rx = self.inner.rx.borrow_mut();
+        if let Some(b) = rx.held.take() {
+            return Poll::Ready(Ok(Some(b)));
+        }
         loop {
-            if self.eof {
-                return Ok(None);
+            if rx.eof {
+                return Poll::Ready(Ok(None));
             }
-            let fd = self.fd.as_raw_fd();
-            let multi = self.recv.get_or_insert_with(|| {
+            if rx.starved {
+                let rt = exec::with(|rt| rt.clone());
+                if poll_buffer_freed(&rt, cx).is_pending() {
+                    return Poll::Pending;
+                }
+                rx.starved = false;
+            }
+            let fd = self.fd();
+            let multi = rx.recv.get_or_insert_with(|| {
                 let e = opcode::RecvMulti::new(types::Fd(fd), BGID).build();
                 // SAFETY: the receive writes only into the ring's buffers, which live as long
                 // as the runtime; the descriptor outlives the Multi (dropped first).
                 unsafe { Multi::submit(Kind::Recv, e) }
             });
-            let Some(Got { res, flags, copied }) = multi.next().await else {
-                self.recv = None;
+            let Some(Got { res, flags, copied }) = std::task::ready!(multi.poll_next(cx)) else {
+                rx.recv = None;
                 continue;
             };
             let rt = multi.rt().clone();
             if !cqueue::more(flags) {
-                self.recv = None;
+                rx.recv = None;
             }
             if let Some(v) = copied {
-                return Ok(Some(RecvBuf::heap(v)));
+                return Poll::Ready(Ok(Some(RecvBuf::heap(v))));
             }
             if res > 0 {
                 let Some(bid) = cqueue::buffer_select(flags) else {
-                    return Err(io::Error::other("a receive completed without a buffer"));
+                    return Poll::Ready(Err(io::Error::other(
+                        "a receive completed without a buffer",
+                    )));
                 };
-                return RecvBuf::ring(rt, bid, res as u32)
-                    .map(Some)
-                    .ok_or_else(|| io::Error::other("the kernel named a buffer out of range"));
+                return Poll::Ready(
+                    RecvBuf::ring(rt, bid, res as u32)
+                        .map(Some)
+                        .ok_or_else(|| io::Error::other("the kernel named a buffer out of range")),
+                );
             }
             match -res {
                 0 => {
-                    self.eof = true;
-                    return Ok(None);
+                    rx.eof = true;
+                    return Poll::Ready(Ok(None));
                 }
-                libc::ENOBUFS => buffer_freed(&rt).await,
+                libc::ENOBUFS => rx.starved = true,
                 // Paused (too many buffers queued) and now drained: arm again.
                 libc::ECANCELED => {}
-                e => return Err(io::Error::from_raw_os_error(e)),
+                e => return Poll::Ready(Err(io::Error::from_raw_os_error(e))),
             }
+        }
+    }
+
+    /// [`TcpStream::poll_recv`] as a future.
+    pub async fn recv(&self) -> io::Result<Option<RecvBuf>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Ready once bytes (or the end of the stream) can be received without waiting; the bytes
+    /// are held for the next receive.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.inner.rx.borrow().held.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match std::task::ready!(self.poll_recv(cx)) {
+            Ok(Some(b)) => {
+                self.inner.rx.borrow_mut().held = Some(b);
+                Poll::Ready(Ok(()))
+            }
+            Ok(None) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    /// Puts bytes back: the next receive returns them first (what a reader took and did not
+    /// use). Replaces anything already put back.
+    pub fn unrecv(&self, b: RecvBuf) {
+        if !b.is_empty() {
+            self.inner.rx.borrow_mut().held = Some(b);
         }
     }
 
     /// Sends from `buf` (which the operation keeps until the kernel is done with it); returns
     /// how much went out.
-    pub async fn send<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, B) {
+    pub async fn send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
         let (ptr, len) = {
             let s = buf.as_ref();
             (s.as_ptr(), s.len().min(u32::MAX as usize) as u32)
         };
-        let e = opcode::Send::new(types::Fd(self.fd.as_raw_fd()), ptr, len)
+        let e = opcode::Send::new(types::Fd(self.fd()), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build();
         // SAFETY: `ptr` points into `buf`'s bytes, which do not move when `buf` moves into the
@@ -199,8 +297,27 @@ impl TcpStream {
         (Ok(res as usize), buf)
     }
 
+    /// Sends the buffers `iov` describes, in order, in one operation; returns how much went
+    /// out.
+    pub async fn send_vectored<B: IoVecs>(&self, bufs: B) -> (io::Result<usize>, B) {
+        let (ptr, n) = bufs.iovecs();
+        let e = opcode::Writev::new(
+            types::Fd(self.fd()),
+            ptr,
+            n.min(libc::UIO_MAXIOV as usize) as u32,
+        )
+        .build();
+        // SAFETY: the iovecs and the bytes they point to stay put and live while the operation
+        // keeps `bufs` (the `IoVecs` promise).
+        let (res, _, bufs) = unsafe { Op::submit(bufs, e) }.await;
+        if res < 0 {
+            return (Err(io::Error::from_raw_os_error(-res)), bufs);
+        }
+        (Ok(res as usize), bufs)
+    }
+
     /// Sends all of `buf`.
-    pub async fn send_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
+    pub async fn send_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
         let mut off = 0;
         let mut buf = Offset(buf, 0);
         loop {
@@ -218,14 +335,34 @@ impl TcpStream {
         }
     }
 
-    /// Shuts down both directions (pending receives end).
-    pub fn shutdown(&self) -> io::Result<()> {
+    /// Shuts down one direction or both (a shut-down read side ends pending receives).
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        let how = match how {
+            std::net::Shutdown::Read => libc::SHUT_RD,
+            std::net::Shutdown::Write => libc::SHUT_WR,
+            std::net::Shutdown::Both => libc::SHUT_RDWR,
+        };
         // SAFETY: shutdown takes no pointers.
-        if unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
+        if unsafe { libc::shutdown(self.fd(), how) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
     }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd()
+    }
+}
+
+/// Buffers for a vectored send, as the kernel reads them.
+///
+/// # Safety
+/// `iovecs()` must describe memory (the iovec array and every range it names) that stays at
+/// the same address, readable, for as long as the value lives, however it moves.
+pub unsafe trait IoVecs: 'static {
+    fn iovecs(&self) -> (*const libc::iovec, usize);
 }
 
 /// Bytes a send may point the kernel at while the value moves: heap-backed or static.
@@ -255,13 +392,6 @@ impl<B: AsRef<[u8]>> AsRef<[u8]> for Offset<B> {
 
 // SAFETY: a view into `B`'s bytes, which do not move (B: IoBuf).
 unsafe impl<B: IoBuf> IoBuf for Offset<B> {}
-
-impl Drop for TcpStream {
-    fn drop(&mut self) {
-        // The receive is cancelled before the descriptor closes.
-        self.recv = None;
-    }
-}
 
 /// A socket address in the form the kernel reads.
 struct SockAddr {

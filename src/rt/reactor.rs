@@ -57,8 +57,14 @@ const IORING_ENTER_GETEVENTS: u32 = 1;
 const IORING_CQE_F_BUFFER: u32 = 1;
 
 /// Whether this kernel has what the runtime needs (multishot accept and receive, provided
-/// buffer rings: Linux 6.0). Builds a small ring and asks.
+/// buffer rings: Linux 6.0). The first call builds a small ring and asks; later calls give
+/// the same answer without one (a process at its open-file limit still gets it).
 pub fn supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(probe)
+}
+
+fn probe() -> bool {
     let Ok(ring) = IoUring::new(8) else {
         return false;
     };
@@ -685,6 +691,11 @@ impl Multi {
             }
             _ => Poll::Ready(None),
         }
+    }
+
+    /// Asks the kernel to end the operation; results already made still come, then `None`.
+    pub(crate) fn cancel(&self) {
+        self.rt.reactor.cancel(self.idx);
     }
 
     pub(crate) fn next(&self) -> impl Future<Output = Option<Got>> + '_ {

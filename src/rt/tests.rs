@@ -41,7 +41,7 @@ impl Done {
 /// Echoes every connection until it closes, sending each received buffer back as it is.
 async fn echo_server(mut l: TcpListener) {
     loop {
-        let Ok(mut s) = l.accept().await else {
+        let Ok(s) = l.accept().await else {
             continue;
         };
         spawn(async move {
@@ -160,7 +160,7 @@ fn a_dropped_receive_loses_no_bytes() {
     });
     let got = block_on(Builder::default(), async move {
         let mut l = TcpListener::from_std(l);
-        let mut s = l.accept().await.unwrap();
+        let s = l.accept().await.unwrap();
         // A receive that loses a race with a timer: its future is dropped while armed.
         let first = {
             let recv = std::pin::pin!(s.recv());
@@ -209,7 +209,7 @@ fn connects_sends_and_reads_to_the_end() {
         c.write_all(b" world").unwrap();
     });
     let got = block_on(Builder::default(), async move {
-        let mut s = TcpStream::connect(addr).await.unwrap();
+        let s = TcpStream::connect(addr).await.unwrap();
         s.set_nodelay(true).unwrap();
         assert_eq!(s.peer_addr().unwrap(), addr);
         let (r, _) = s.send_all(b"hello".to_vec()).await;
@@ -321,12 +321,12 @@ fn a_reader_that_stops_holds_at_most_its_share_of_buffers() {
     });
     let got = block_on(b, async move {
         let mut l = TcpListener::from_std(l);
-        let mut first = l.accept().await.unwrap();
+        let first = l.accept().await.unwrap();
         // Arm the first connection's receive, then leave its bytes unread.
         let one = first.recv().await.unwrap().unwrap();
         let mut got = one.to_vec();
         drop(one);
-        let mut second = l.accept().await.unwrap();
+        let second = l.accept().await.unwrap();
         let ping = second.recv().await.unwrap().unwrap();
         let (r, _) = second.send_all(ping).await;
         r.unwrap();
@@ -341,4 +341,119 @@ fn a_reader_that_stops_holds_at_most_its_share_of_buffers() {
         got == big,
         "the paused connection's bytes arrive whole and in order"
     );
+}
+
+/// Two buffers, described as iovecs, for a vectored send.
+struct TwoBufs {
+    _bufs: (Vec<u8>, Vec<u8>),
+    iov: Box<[libc::iovec; 2]>,
+}
+
+impl TwoBufs {
+    fn new(a: &[u8], b: &[u8]) -> TwoBufs {
+        let (a, b) = (a.to_vec(), b.to_vec());
+        let iov = Box::new([
+            libc::iovec {
+                iov_base: a.as_ptr() as *mut libc::c_void,
+                iov_len: a.len(),
+            },
+            libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            },
+        ]);
+        TwoBufs { _bufs: (a, b), iov }
+    }
+}
+
+// SAFETY: the iovecs and the vectors' bytes are on the heap, kept as long as the value.
+unsafe impl net::IoVecs for TwoBufs {
+    fn iovecs(&self) -> (*const libc::iovec, usize) {
+        (self.iov.as_ptr(), 2)
+    }
+}
+
+#[test]
+fn readiness_put_back_bytes_shared_handles_and_vectored_sends() {
+    if !supported() {
+        return;
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        c.write_all(b"first").unwrap();
+        let mut got = [0u8; 11];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"head + body");
+        c.write_all(b"second").unwrap();
+    });
+    let got = block_on(Builder::default(), async move {
+        let s = TcpStream::connect(addr).await.unwrap();
+        // Readiness holds what arrived; the next receive returns it.
+        std::future::poll_fn(|cx| s.poll_readable(cx))
+            .await
+            .unwrap();
+        let mut b = s.recv().await.unwrap().unwrap();
+        assert_eq!(&b[..], b"first");
+        // Part used, the rest put back: read again first.
+        b.advance(2);
+        s.unrecv(b);
+        let reader = s.clone();
+        let rest = reader.recv().await.unwrap().unwrap();
+        assert_eq!(&rest[..], b"rst");
+        drop(rest);
+        let (r, _) = s.send_vectored(TwoBufs::new(b"head + ", b"body")).await;
+        assert_eq!(r.unwrap(), 11);
+        // The handle reads what the socket receives (one receive, shared).
+        let mut got = Vec::new();
+        while let Some(b) = reader.recv().await.unwrap() {
+            got.extend_from_slice(&b);
+        }
+        drop(s);
+        got
+    })
+    .unwrap();
+    server.join().unwrap();
+    assert_eq!(got, b"second");
+}
+
+#[test]
+fn a_stopped_listener_hands_over_what_it_took_then_ends() {
+    if !supported() {
+        return;
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let plain = l.try_clone().unwrap();
+    plain.set_nonblocking(true).unwrap();
+    let (took, after) = block_on(Builder::default(), async move {
+        let mut l = TcpListener::from_std(l);
+        let first = std::net::TcpStream::connect(addr).unwrap();
+        let s = l.accept().await.unwrap();
+        assert_eq!(s.peer_addr().unwrap(), first.local_addr().unwrap());
+        // Two more arrive while the multishot accept is armed: the kernel may take them
+        // before the stop reaches it, or leave them queued on the socket.
+        let more: Vec<_> = (0..2)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        l.stop();
+        let mut took = 0;
+        let after = loop {
+            match l.accept().await {
+                Ok(_) => took += 1,
+                Err(e) => break e.kind(),
+            }
+        };
+        drop(more);
+        (took, after)
+    })
+    .unwrap();
+    assert_eq!(after, std::io::ErrorKind::ConnectionAborted);
+    // None is lost: what the runtime took was handed over, the rest waits on the socket.
+    let mut left = 0;
+    while plain.accept().is_ok() {
+        left += 1;
+    }
+    assert_eq!(took + left, 2, "took {took}, left {left}");
 }

@@ -17,6 +17,15 @@ pub fn sleep(d: Duration) -> Sleep {
     }
 }
 
+/// Resolves at `deadline`.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        deadline: Some(deadline),
+        key: None,
+        rt: None,
+    }
+}
+
 pub struct Sleep {
     deadline: Option<Instant>,
     key: Option<(Instant, u64)>,
@@ -51,6 +60,20 @@ impl Future for Sleep {
         };
         timers.borrow_mut().insert(key, cx.waker().clone());
         Poll::Pending
+    }
+}
+
+impl Sleep {
+    /// Resolves at `deadline` instead (again, if it had resolved).
+    pub fn reset(&mut self, deadline: Instant) {
+        if let (Some(k), Some(rt)) = (self.key.take(), &self.rt) {
+            rt.reactor.timers.borrow_mut().remove(&k);
+        }
+        self.deadline = Some(deadline);
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 }
 

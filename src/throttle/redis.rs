@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::driver::net::TcpStream;
 use bytes::BytesMut;
-use monoio::net::TcpStream;
 
 use super::bucket::Rate;
 use crate::http::conn::{read_into, write_all};
@@ -194,14 +194,14 @@ impl RedisPool {
         }
         self.idle.borrow_mut().clear();
         let pool = self.clone();
-        monoio::spawn(async move {
+        crate::driver::spawn(async move {
             loop {
-                monoio::time::sleep(PROBE_INTERVAL).await;
+                crate::driver::time::sleep(PROBE_INTERVAL).await;
                 if Rc::strong_count(&pool) == 1 {
                     return; // the shard replaced this pool (a reload moved Redis)
                 }
                 let ping = pool.call(command(&[b"PING"]));
-                if let Ok(Ok(_)) = monoio::time::timeout(pool.timeout, ping).await {
+                if let Ok(Ok(_)) = crate::driver::time::timeout(pool.timeout, ping).await {
                     pool.open.set(false);
                     return;
                 }
@@ -255,7 +255,7 @@ impl RedisPool {
         let nums: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let mut parts: Vec<&[u8]> = vec![b"EVAL", script.as_bytes(), b"1", key.as_bytes()];
         parts.extend(nums.iter().map(|n| n.as_bytes()));
-        let r = match monoio::time::timeout(self.timeout, self.call(command(&parts))).await {
+        let r = match crate::driver::time::timeout(self.timeout, self.call(command(&parts))).await {
             Ok(r) => r,
             Err(_) => Err(format!(
                 "Redis {} did not answer within {:?}",

@@ -19,7 +19,7 @@ pub(crate) const MAX_DOCUMENT: usize = 1 << 20;
 
 /// GETs `url` and returns its body, if the answer is a 200 within `timeout`.
 pub(crate) async fn get(url: &FetchUrl, timeout: Duration) -> Result<String, String> {
-    match monoio::time::timeout(timeout, get_inner(url)).await {
+    match crate::driver::time::timeout(timeout, get_inner(url)).await {
         Ok(r) => r,
         Err(_) => Err(format!("GET {}: no answer within {timeout:?}", url.text)),
     }
@@ -33,7 +33,7 @@ async fn get_inner(url: &FetchUrl) -> Result<String, String> {
         .map_err(|e| fail(format!("cannot resolve {}: {e}", url.host)))?
         .next()
         .ok_or_else(|| fail(format!("{} has no address", url.host)))?;
-    let tcp = monoio::net::TcpStream::connect_addr(addr)
+    let tcp = crate::driver::net::TcpStream::connect_addr(addr)
         .await
         .map_err(|e| fail(format!("connect to {addr}: {e}")))?;
     let mut s = if url.tls {

@@ -46,7 +46,7 @@ pub(crate) async fn handshake(io: PollIo) -> io::Result<SendRequest<Bytes>> {
         .await
         .map_err(h2_err)?;
     DRIVERS.with(|d| d.set(d.get() + 1));
-    monoio::spawn(async move {
+    crate::driver::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
         }

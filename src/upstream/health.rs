@@ -26,7 +26,7 @@ pub(crate) async fn probe(
     h: &Health,
 ) -> Result<u16, String> {
     let work = async {
-        let tcp = monoio::net::TcpStream::connect_addr(addr)
+        let tcp = crate::driver::net::TcpStream::connect_addr(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
         if h2 {
@@ -58,7 +58,7 @@ pub(crate) async fn probe(
             }
         }
     };
-    match monoio::time::timeout(h.timeout, work).await {
+    match crate::driver::time::timeout(h.timeout, work).await {
         Ok(r) => r,
         Err(_) => Err("timed out".to_string()),
     }
@@ -66,7 +66,7 @@ pub(crate) async fn probe(
 
 /// A probe over HTTP/2 (`protocol = "h2"` upstreams): one stream on a fresh connection.
 async fn probe_h2(
-    tcp: monoio::net::TcpStream,
+    tcp: crate::driver::net::TcpStream,
     tls: Option<UpTls>,
     host: &str,
     h: &Health,
@@ -155,6 +155,6 @@ pub(crate) async fn run_checks(
                 }
             }
         }
-        monoio::time::sleep(h.interval).await;
+        crate::driver::time::sleep(h.interval).await;
     }
 }

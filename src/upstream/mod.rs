@@ -14,8 +14,8 @@ pub(crate) mod pool;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::driver::net::TcpStream;
 use bytes::BytesMut;
-use monoio::net::TcpStream;
 
 use crate::error::{Error, Kind};
 pub(crate) use pool::{Idle, TargetLocal};
@@ -64,13 +64,7 @@ impl UpStream {
         let UpStream::Plain(s) = self else {
             return None;
         };
-        use std::os::fd::{AsRawFd, BorrowedFd};
-        // SAFETY: the descriptor belongs to `s`, which outlives this borrow; it is only
-        // duplicated (the duplicate is owned, and closed by its own drop).
-        #[allow(unsafe_code)]
-        let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
-        let owned = fd.try_clone_to_owned().ok()?;
-        TcpStream::from_std(std::net::TcpStream::from(owned)).ok()
+        s.reader()
     }
 
     /// Writes all of `data`.
@@ -201,7 +195,7 @@ async fn open_new(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Error>
     };
     let name = tls.name_text();
     let hs = crate::http::tls::TlsClient::connect(tcp, tls.config, tls.name);
-    match monoio::time::timeout_at(deadline.into(), hs).await {
+    match crate::driver::time::timeout_at(deadline, hs).await {
         Ok(Ok(c)) if t.h2.get() => {
             h2_open(t, c.into_poll_io(bytes::Bytes::new()), deadline, true).await
         }
@@ -224,7 +218,7 @@ async fn h2_open(
     deadline: Instant,
     tls: bool,
 ) -> Result<UpStream, Error> {
-    match monoio::time::timeout_at(deadline.into(), h2::handshake(io)).await {
+    match crate::driver::time::timeout_at(deadline, h2::handshake(io)).await {
         Ok(Ok(sender)) => {
             *t.h2_conn.borrow_mut() = Some(sender.clone());
             Ok(UpStream::H2(Box::new(h2::H2Up::new(sender, tls))))
@@ -242,7 +236,7 @@ async fn h2_open(
 
 /// Opens a new TCP connection within `connect_timeout`.
 pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Error> {
-    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+    match crate::driver::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
             Ok(s)

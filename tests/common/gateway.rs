@@ -18,11 +18,13 @@ pub const TOKEN: &str = "test-admin-token";
 /// Upper bound for any single socket wait in tests; a hang fails instead of blocking CI.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The driver under test: `TOLLGATE_TEST_DRIVER=epoll|io_uring|auto` (default auto).
+/// The driver under test: `TOLLGATE_TEST_DRIVER=epoll|io_uring_basic|io_uring|auto` (default
+/// auto).
 pub fn driver() -> Driver {
     match std::env::var("TOLLGATE_TEST_DRIVER").as_deref() {
         Ok("epoll") => Driver::Epoll,
         Ok("io_uring") => Driver::IoUring,
+        Ok("io_uring_basic") => Driver::IoUringBasic,
         _ => Driver::Auto,
     }
 }
@@ -143,7 +145,29 @@ impl Proc {
 
     /// [`Proc::start`] with more command-line arguments (`--take-over`).
     pub fn start_with(config: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        Proc::spawn(
+            Command::new(env!("CARGO_BIN_EXE_tollgate")),
+            config,
+            env,
+            args,
+        )
+    }
+
+    /// [`Proc::start`] under an open-file limit of `nofile` from its first instruction (run
+    /// through util-linux's `prlimit`, which execs it: the pid is the gateway's).
+    pub fn start_limited(config: &std::path::Path, env: &[(&str, &str)], nofile: u32) -> Proc {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(env!("CARGO_BIN_EXE_tollgate"));
+        Proc::spawn(cmd, config, env, &[])
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        config: &std::path::Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Proc {
         cmd.args(["--config", config.to_str().unwrap(), "--log-format", "json"])
             .args(args)
             .stdout(Stdio::piped())

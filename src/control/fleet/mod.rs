@@ -526,14 +526,14 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
                     if let Err(e) = catch_up(&ctl, &link, &mut c).await {
                         tracing::warn!(error = %e, "fleet: catching up failed");
                         link.up(false);
-                        monoio::time::sleep(POLL).await;
+                        crate::driver::time::sleep(POLL).await;
                         continue;
                     }
                     (at, c)
                 }
                 Err(_) => {
                     link.up(false);
-                    monoio::time::sleep(POLL).await;
+                    crate::driver::time::sleep(POLL).await;
                     continue;
                 }
             },
@@ -549,14 +549,14 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
                 if let Err(e) = catch_up(&ctl, &link, &mut c).await {
                     tracing::warn!(error = %e, "fleet: catching up failed");
                     link.up(false);
-                    monoio::time::sleep(POLL).await;
+                    crate::driver::time::sleep(POLL).await;
                     continue;
                 }
             }
             Ok(_) => {}
             Err(_) => {
                 link.up(false);
-                monoio::time::sleep(POLL).await;
+                crate::driver::time::sleep(POLL).await;
                 continue;
             }
         }
@@ -588,7 +588,7 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
                     if let Err(e) = applied {
                         // Not applied: read again from the same place after a pause.
                         tracing::error!(error = %e.1, "fleet: changes not applied");
-                        monoio::time::sleep(POLL).await;
+                        crate::driver::time::sleep(POLL).await;
                     }
                 }
                 match usage::push_usage(&ctl, &link, &mut c).await {
@@ -601,7 +601,7 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
                 tracing::debug!(error = %e, "fleet: reading changes failed");
                 link.up(false);
                 // Whatever the failure, not again at once.
-                monoio::time::sleep(POLL).await;
+                crate::driver::time::sleep(POLL).await;
             }
         }
     }

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::driver::net::TcpStream;
 use bytes::BytesMut;
-use monoio::net::TcpStream;
 
 use crate::http::conn::{read_into, write_all};
 use crate::throttle::redis::command;
@@ -131,7 +131,7 @@ pub(crate) struct RedisConn {
 
 impl RedisConn {
     pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<RedisConn, String> {
-        let stream = monoio::time::timeout(timeout, TcpStream::connect(addr))
+        let stream = crate::driver::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| format!("connecting to Redis at {addr} timed out"))?
             .map_err(|e| format!("connecting to Redis at {addr}: {e}"))?;
@@ -164,7 +164,7 @@ impl RedisConn {
     /// The next reply without sending anything (a subscription's messages): `Ok(None)` when
     /// none came within `wait`.
     pub(crate) async fn next(&mut self, wait: Duration) -> Result<Option<Resp>, String> {
-        match monoio::time::timeout(wait, self.reply()).await {
+        match crate::driver::time::timeout(wait, self.reply()).await {
             Ok(r) => r.map(Some),
             Err(_) => Ok(None),
         }
@@ -180,7 +180,7 @@ impl RedisConn {
                 .map_err(|e| format!("Redis write: {e}"))?;
             self.reply().await
         };
-        monoio::time::timeout(timeout, work)
+        crate::driver::time::timeout(timeout, work)
             .await
             .map_err(|_| "Redis did not answer in time".to_string())?
     }

@@ -48,7 +48,7 @@ pub(crate) async fn watch(link: Rc<Link>, stop: Rc<Cell<bool>>) {
             }
             None => {}
         }
-        monoio::time::sleep(POLL).await;
+        crate::driver::time::sleep(POLL).await;
     }
 }
 

@@ -53,7 +53,7 @@ fn channel(node: u32) -> String {
 /// Serves the shards' calls for other nodes' connections, and other nodes' calls for this
 /// node's, for as long as the control plane runs.
 pub(crate) async fn serve(shared: Arc<Shared>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
-    monoio::spawn(subscribe(shared.clone(), link.clone(), stop.clone()));
+    crate::driver::spawn(subscribe(shared.clone(), link.clone(), stop.clone()));
     let rx = shared.remote_ws.1.clone();
     let (sending, me) = (Rc::new(Cell::new(0)), shared.node_id);
     while let Ok(call) = rx.recv_async().await {
@@ -63,7 +63,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, link: Rc<Link>, stop: Rc<Cell<boo
             continue;
         };
         let link = link.clone();
-        monoio::spawn(async move {
+        crate::driver::spawn(async move {
             send(me, link, call).await;
             drop(guard);
         });
@@ -92,12 +92,12 @@ async fn send(me: u32, link: Rc<Link>, call: RemoteWs) {
         if !matches!(published, Ok(0)) {
             break;
         }
-        monoio::time::sleep(RETRY_PAUSE).await;
+        crate::driver::time::sleep(RETRY_PAUSE).await;
         published = link.publish(&channel(call.node), &payload).await;
     }
     let answer = match published {
         Ok(0) => message(410, "GoneException: the connection is not there"),
-        Ok(_) => match monoio::time::timeout(ANSWER_WAIT, rx.recv_async()).await {
+        Ok(_) => match crate::driver::time::timeout(ANSWER_WAIT, rx.recv_async()).await {
             Ok(Ok(a)) => a,
             _ => message(503, "the node holding the connection did not answer"),
         },
@@ -118,7 +118,7 @@ async fn subscribe(shared: Arc<Shared>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
         let (at, mut c) = match link.connect().await {
             Ok(c) => c,
             Err(_) => {
-                monoio::time::sleep(super::POLL).await;
+                crate::driver::time::sleep(super::POLL).await;
                 continue;
             }
         };
@@ -126,7 +126,7 @@ async fn subscribe(shared: Arc<Shared>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
             .await
             .is_err()
         {
-            monoio::time::sleep(super::POLL).await;
+            crate::driver::time::sleep(super::POLL).await;
             continue;
         }
         // Until the Sentinels name another primary: then subscribe there.
@@ -182,7 +182,7 @@ fn handle(shared: &Arc<Shared>, link: &Rc<Link>, serving: &Rc<Cell<usize>>, v: V
     };
     let (shared, link) = (shared.clone(), link.clone());
     let (method, id) = (method.as_bytes().to_vec(), id.to_string());
-    monoio::spawn(async move {
+    crate::driver::spawn(async move {
         let _guard = guard;
         let max = shared.current().limits.websocket_message as usize;
         let (status, body) = crate::shard::ws_command(&shared, &method, &id, body, max).await;

@@ -191,7 +191,7 @@ async fn call(
         )
     };
     let start = Instant::now();
-    let answer = monoio::time::timeout(x.timeout, exchange(ss, peer, ctx, x, body)).await;
+    let answer = crate::driver::time::timeout(x.timeout, exchange(ss, peer, ctx, x, body)).await;
     ctx.authorizer_call
         .set(Some(crate::gateway::ctx::AuthorizerCall {
             start,

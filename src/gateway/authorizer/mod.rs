@@ -135,7 +135,7 @@ async fn ask_keys(
     shard.shared.key_requests.0.try_send(req).ok()?;
     // Discovery and keys: two fetches, each within the timeout.
     let wait = src.timeout * 2 + Duration::from_millis(500);
-    monoio::time::timeout(wait, rx.recv_async())
+    crate::driver::time::timeout(wait, rx.recv_async())
         .await
         .ok()?
         .ok()

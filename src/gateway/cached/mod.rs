@@ -130,7 +130,7 @@ pub(crate) async fn serve(
             Join::Leader(l) => _leader = Some(l),
             Join::Follower(f) => {
                 Stats::add(&cache.stats.coalesced);
-                let _ = monoio::time::timeout(p.lock_timeout, f).await;
+                let _ = crate::driver::time::timeout(p.lock_timeout, f).await;
                 (variant, entry) = lookup(cache, &primary, ctx);
                 let now = cache.now_ns();
                 if let Some((e, how)) = fresh(entry.as_ref(), p, now, &req_cc) {

@@ -335,7 +335,7 @@ pub(super) async fn exchange(
                 }
             }
         }
-        match monoio::time::timeout_at(deadline.into(), up.read_into(&mut ubuf)).await {
+        match crate::driver::time::timeout_at(deadline, up.read_into(&mut ubuf)).await {
             Err(_) => {
                 return Err(Failure::Target(Error::upstream(
                     Kind::GatewayTimeout,
@@ -388,7 +388,7 @@ impl BodyClock {
                 + std::time::Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
             wait = wait.min((started + allowed).saturating_duration_since(Instant::now()));
         }
-        match monoio::time::timeout(wait, conn.read_more()).await {
+        match crate::driver::time::timeout(wait, conn.read_more()).await {
             Ok(Ok(n)) if n > 0 => {
                 self.received += n as u64;
                 Ok(n)
@@ -500,7 +500,7 @@ pub(super) async fn stream_request_body(
 /// the upstream says into `ubuf`: `None` once the upstream has begun a final answer (or closed,
 /// or failed), with the step abandoned; interim answers are dropped and the step goes on.
 async fn watched<T>(
-    watch: &mut Option<monoio::net::TcpStream>,
+    watch: &mut Option<crate::driver::net::TcpStream>,
     ubuf: &mut BytesMut,
     upgrade: bool,
     step: impl std::future::Future<Output = T>,
@@ -516,7 +516,7 @@ async fn watched<T>(
         let ready = monoio::select! {
             biased;
             r = &mut step => return Some(r),
-            r = w.readable(false) => r,
+            r = w.readable() => r,
         };
         if ready.is_err() {
             return None;

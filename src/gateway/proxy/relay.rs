@@ -61,7 +61,7 @@ pub(crate) async fn relay(conn: Conn, up: UpStream, from_upstream: Bytes, idle: 
             if Instant::now() >= due {
                 return;
             }
-            monoio::time::sleep_until(due.into()).await;
+            crate::driver::time::sleep_until(due).await;
         }
     };
     monoio::select! {
@@ -110,8 +110,8 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Active<'_, T> {
 }
 
 pub(super) async fn relay_plain(
-    mut stream: monoio::net::TcpStream,
-    mut up: monoio::net::TcpStream,
+    mut stream: crate::driver::net::TcpStream,
+    mut up: crate::driver::net::TcpStream,
     buf: BytesMut,
     from_upstream: Bytes,
     last: &Cell<Instant>,

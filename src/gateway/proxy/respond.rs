@@ -151,7 +151,7 @@ pub(crate) async fn answer(
         while ubuf.len() < n {
             let want = n - ubuf.len();
             reserve_for(&mut ubuf, want);
-            match monoio::time::timeout(integ.timeout, up.read_into(&mut ubuf)).await {
+            match crate::driver::time::timeout(integ.timeout, up.read_into(&mut ubuf)).await {
                 Ok(Ok(k)) if k > 0 => {}
                 _ => {
                     record_failure(&target, &cfg);
@@ -231,7 +231,7 @@ async fn read_whole(
         idle: std::time::Duration,
     ) -> Option<usize> {
         reserve_for(ubuf, READ_CHUNK);
-        match monoio::time::timeout(idle, up.read_into(ubuf)).await {
+        match crate::driver::time::timeout(idle, up.read_into(ubuf)).await {
             Ok(Ok(n)) => Some(n),
             _ => None,
         }
@@ -330,7 +330,7 @@ pub(super) async fn stream_response(
         ubuf: &mut BytesMut,
         idle: std::time::Duration,
     ) -> Result<usize, Side> {
-        match monoio::time::timeout(idle, up.read_into(ubuf)).await {
+        match crate::driver::time::timeout(idle, up.read_into(ubuf)).await {
             Ok(Ok(n)) => Ok(n),
             _ => Err(Side::Upstream),
         }

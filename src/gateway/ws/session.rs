@@ -93,7 +93,7 @@ impl Transport {
         match self {
             Transport::Split { tx, .. } => tx.send_async(bytes).await.map_err(|_| ()),
             Transport::H2(h) => {
-                match monoio::time::timeout(WRITE_STALL, h.write(Bytes::from(bytes))).await {
+                match crate::driver::time::timeout(WRITE_STALL, h.write(Bytes::from(bytes))).await {
                     Ok(Ok(())) => Ok(()),
                     _ => Err(()),
                 }
@@ -137,7 +137,7 @@ async fn await_close(io: &mut Transport, ws: &mut WebSocketContext, mem: &mut Me
             }
         }
     };
-    let _ = monoio::time::timeout(CLOSE_WAIT, wait).await;
+    let _ = crate::driver::time::timeout(CLOSE_WAIT, wait).await;
 }
 
 /// What woke the loop.
@@ -171,7 +171,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             };
             let (rd, mut wr) = tokio::io::split(io);
             let (tx, rx) = flume::bounded::<Vec<u8>>(8);
-            let writer = monoio::spawn(async move {
+            let writer = crate::driver::spawn(async move {
                 while let Ok(bytes) = rx.recv_async().await {
                     // A client that reads nothing for this long is gone: the writer ends,
                     // and with it the connection (the loop's next send fails).
@@ -179,12 +179,12 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                         wr.write_all(&bytes).await?;
                         wr.flush().await
                     };
-                    match monoio::time::timeout(WRITE_STALL, write).await {
+                    match crate::driver::time::timeout(WRITE_STALL, write).await {
                         Ok(Ok(())) => {}
                         _ => return,
                     }
                 }
-                let _ = monoio::time::timeout(WRITE_STALL, wr.shutdown()).await;
+                let _ = crate::driver::time::timeout(WRITE_STALL, wr.shutdown()).await;
             });
             (Transport::Split { rd, tx }, Some(writer))
         }
@@ -368,7 +368,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         let wait = idle.min(deadline.saturating_duration_since(now));
         let event = monoio::select! {
             n = io.read(&mut mem.inb) => Event::Read(n),
-            _ = monoio::time::sleep(wait) => Event::Timer,
+            _ = crate::driver::time::sleep(wait) => Event::Timer,
             p = prx.recv_async() => Event::Push(p.ok()),
             _ = close_rx.recv_async() => Event::Push(Some(WsPush::Close)),
             _ = shard.drain.wait() => Event::Drain,
@@ -725,7 +725,7 @@ async fn integrate_with(
             lines.push_str("\r\n");
             req.extend_from_slice(lines.as_bytes());
             req.extend_from_slice(body);
-            let answer = monoio::time::timeout(
+            let answer = crate::driver::time::timeout(
                 h.timeout,
                 crate::gateway::call::exchange_whole(
                     ss,

@@ -22,10 +22,10 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Instant;
 
+use crate::driver::net::TcpStream;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
-use monoio::net::TcpStream;
 
 use crate::config::{Http2, Limits};
 use crate::http::conn::ClientCertHeaders;
@@ -116,7 +116,7 @@ pub(crate) async fn serve(
         .max_frame_size(cfg.max_frame_size)
         .max_header_list_size(limits.max_header_bytes as u32);
     let handshake = builder.handshake::<_, Bytes>(io);
-    let mut h2c = match monoio::time::timeout(limits.header_timeout, handshake).await {
+    let mut h2c = match crate::driver::time::timeout(limits.header_timeout, handshake).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::debug!(peer = %info.peer, error = %e, "HTTP/2 preface refused");
@@ -131,10 +131,10 @@ pub(crate) async fn serve(
     let info = Rc::new(info);
     let streams = Rc::new(Streams::default());
     let mut drain = Box::pin(drain.wait());
-    let mut idle = Box::pin(monoio::time::sleep(limits.idle_timeout));
+    let mut idle = Box::pin(crate::driver::time::sleep(limits.idle_timeout));
     // When the connection is going away with no stream open, how long to wait for the
     // client to acknowledge before closing anyway.
-    let mut grace: Option<std::pin::Pin<Box<monoio::time::Sleep>>> = None;
+    let mut grace: Option<std::pin::Pin<Box<crate::driver::time::Sleep>>> = None;
     let mut idle_from = Instant::now();
     let mut going = false;
     loop {
@@ -150,16 +150,16 @@ pub(crate) async fn serve(
                 if streams.active.get() == 0 {
                     if let Some(t) = streams.idle_since.take() {
                         idle_from = t;
-                        idle.as_mut()
-                            .reset((idle_from + limits.idle_timeout).into());
+                        idle.as_mut().reset(idle_from + limits.idle_timeout);
                     }
                     if idle.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Event::Idle);
                     }
                 }
             } else if streams.active.get() == 0 {
-                let g = grace
-                    .get_or_insert_with(|| Box::pin(monoio::time::sleep(limits.header_timeout)));
+                let g = grace.get_or_insert_with(|| {
+                    Box::pin(crate::driver::time::sleep(limits.header_timeout))
+                });
                 if g.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::End);
                 }
@@ -181,7 +181,7 @@ pub(crate) async fn serve(
                 streams.active.set(streams.active.get() + 1);
                 let (info, streams, signal) = (info.clone(), streams.clone(), signal.clone());
                 let stream = handler.spawn_stream(info, req, respond);
-                monoio::spawn(async move {
+                crate::driver::spawn(async move {
                     stream.await;
                     streams.active.set(streams.active.get() - 1);
                     if streams.active.get() == 0 {
