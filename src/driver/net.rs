@@ -120,6 +120,9 @@ async fn own_read<T: IoBufMut>(s: &own::TcpStream, mut buf: T) -> BufResult<usiz
 /// [`own_read`] over several buffers, filled in order.
 async fn own_readv<T: IoVecBufMut>(s: &own::TcpStream, mut buf: T) -> BufResult<usize, T> {
     let iov = (buf.write_iovec_ptr(), buf.write_iovec_len());
+    if iov.0.is_null() || iov.1 == 0 {
+        return (Ok(0), buf);
+    }
     // SAFETY: the IoVecBufMut promise: `len` live iovecs at `ptr`, each naming writable
     // memory, for as long as `buf` lives (it is not touched while this slice is used).
     let iov = unsafe { std::slice::from_raw_parts(iov.0, iov.1) };
@@ -215,10 +218,20 @@ impl AsyncWriteRent for TcpStream {
         }
     }
 
-    async fn shutdown(&mut self) -> io::Result<()> {
-        match self {
-            TcpStream::Mono(s) => s.shutdown().await,
-            TcpStream::Own(s) => s.shutdown(std::net::Shutdown::Write),
+    // Not an `async fn`: the write side is shut when this is called, as monoio's own does (a
+    // split writer's drop calls it without awaiting).
+    #[allow(clippy::manual_async_fn)]
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> {
+        let (mono, own) = match self {
+            TcpStream::Mono(s) => (Some(s.shutdown()), None),
+            TcpStream::Own(s) => (None, Some(s.shutdown(std::net::Shutdown::Write))),
+        };
+        async move {
+            match (mono, own) {
+                (Some(f), _) => f.await,
+                (_, Some(r)) => r,
+                (None, None) => Ok(()),
+            }
         }
     }
 }

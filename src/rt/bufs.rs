@@ -140,6 +140,15 @@ impl RecvBuf {
         }
     }
 
+    /// The same bytes off the ring (copied to the heap when they are in a ring buffer), for
+    /// bytes kept a while: a ring buffer held is one the kernel cannot fill.
+    pub fn into_heap(self) -> RecvBuf {
+        match self.from {
+            From::Heap(_) => self,
+            From::Ring(..) => RecvBuf::heap(self.to_vec()),
+        }
+    }
+
     /// Drops the first `n` bytes (they were used).
     pub fn advance(&mut self, n: usize) {
         let n = n.min(self.len as usize) as u32;
@@ -182,6 +191,9 @@ pub(crate) fn poll_buffer_freed(rt: &Rc<Runtime>, cx: &mut std::task::Context<'_
     if r.bufs_out.get() < r.bufs.count as u32 {
         return Poll::Ready(());
     }
-    r.buf_waiters.borrow_mut().push(cx.waker().clone());
+    let mut waiters = r.buf_waiters.borrow_mut();
+    if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+        waiters.push(cx.waker().clone());
+    }
     Poll::Pending
 }

@@ -98,12 +98,19 @@ pub(crate) struct Runtime {
     tasks: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u32>>,
     pub(crate) remote: Arc<Remote>,
+    /// The runtime is ending: spawned tasks are dropped, not run.
+    closing: Cell<bool>,
 }
 
 /// Runs `f` with the runtime of this thread. Panics outside one (a programming error: every
 /// shard task runs inside [`block_on`]).
 pub(crate) fn with<R>(f: impl FnOnce(&Rc<Runtime>) -> R) -> R {
     CURRENT.with(|c| f(c.borrow().as_ref().expect("not inside a Tollgate runtime")))
+}
+
+/// [`with`], or `None` outside a runtime.
+pub(crate) fn try_with<R>(f: impl FnOnce(&Rc<Runtime>) -> R) -> Option<R> {
+    CURRENT.with(|c| c.borrow().as_ref().map(f))
 }
 
 impl Runtime {
@@ -163,6 +170,10 @@ where
         out: RefCell::new(None),
         waiter: RefCell::new(None),
     });
+    // A task spawned while the runtime ends (from a drop) never runs.
+    if with(|rt| rt.closing.get()) {
+        return JoinHandle { state };
+    }
     let s = state.clone();
     with(|rt| {
         rt.spawn_boxed(Box::pin(async move {
@@ -204,16 +215,19 @@ struct Enter;
 
 impl Drop for Enter {
     fn drop(&mut self) {
-        let rt = CURRENT.with(|c| c.borrow_mut().take());
-        READY.with(|r| r.borrow_mut().clear());
-        OWNER.with(|o| o.set(0));
-        if let Some(rt) = rt {
-            // Tasks may hold operations: drop them while the reactor still exists (their
+        let rt = CURRENT.with(|c| c.borrow().clone());
+        if let Some(rt) = &rt {
+            // Tasks may hold operations: drop them while the runtime is still this thread's
+            // (a drop may spawn, or close through the ring) and the reactor still exists (their
             // buffers move into it), then the reactor waits for the kernel to let go.
+            rt.closing.set(true);
             let tasks = std::mem::take(&mut *rt.tasks.borrow_mut());
             drop(tasks);
             rt.reactor.shutdown();
         }
+        CURRENT.with(|c| c.borrow_mut().take());
+        READY.with(|r| r.borrow_mut().clear());
+        OWNER.with(|o| o.set(0));
     }
 }
 
@@ -249,6 +263,7 @@ pub fn block_on<F: Future>(builder: Builder, main: F) -> io::Result<F::Output> {
         tasks: RefCell::new(Vec::new()),
         free: RefCell::new(Vec::new()),
         remote: remote.clone(),
+        closing: Cell::new(false),
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(rt.clone()));
     OWNER.with(|o| o.set(owner));

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
@@ -16,7 +16,7 @@ use super::reactor::{Got, Kind, Multi, Op, BGID};
 
 /// A listening socket; [`TcpListener::accept`] is fed by one multishot accept.
 pub struct TcpListener {
-    fd: OwnedFd,
+    fd: Fd,
     accepts: Option<Multi>,
     stopped: bool,
 }
@@ -25,7 +25,7 @@ impl TcpListener {
     /// Takes a bound, listening socket.
     pub fn from_std(l: std::net::TcpListener) -> TcpListener {
         TcpListener {
-            fd: l.into(),
+            fd: Fd::from(OwnedFd::from(l)),
             accepts: None,
             stopped: false,
         }
@@ -67,9 +67,8 @@ impl TcpListener {
                     if res < 0 {
                         return Err(io::Error::from_raw_os_error(-res));
                     }
-                    // SAFETY: the kernel made this descriptor for us; we own it from here.
-                    let fd = unsafe { OwnedFd::from_raw_fd(res) };
-                    return Ok(TcpStream::from_owned(fd));
+                    // The kernel made this descriptor for us; we own it from here.
+                    return Ok(TcpStream::from_owned(Fd(res)));
                 }
                 None => self.accepts = None,
             }
@@ -106,7 +105,7 @@ pub struct TcpStream {
 struct Inner {
     // Dropped first: the receive is cancelled before the descriptor closes.
     rx: RefCell<Rx>,
-    fd: OwnedFd,
+    fd: Fd,
 }
 
 #[derive(Default)]
@@ -120,7 +119,7 @@ struct Rx {
 }
 
 impl TcpStream {
-    fn from_owned(fd: OwnedFd) -> TcpStream {
+    fn from_owned(fd: Fd) -> TcpStream {
         TcpStream {
             inner: Rc::new(Inner {
                 rx: RefCell::new(Rx::default()),
@@ -131,7 +130,7 @@ impl TcpStream {
 
     /// Takes a connected std socket.
     pub fn from_std(s: std::net::TcpStream) -> TcpStream {
-        TcpStream::from_owned(s.into())
+        TcpStream::from_owned(Fd::from(OwnedFd::from(s)))
     }
 
     /// Connects to `addr`.
@@ -145,8 +144,8 @@ impl TcpStream {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: a new descriptor, ours alone.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // A new descriptor, ours alone (closed through the ring if the connect is dropped).
+        let fd = Fd(fd);
         let sa = Box::new(SockAddr::from(addr));
         let e = opcode::Connect::new(types::Fd(fd.as_raw_fd()), sa.ptr(), sa.len).build();
         // SAFETY: the entry points into the boxed address, which the operation keeps.
@@ -255,14 +254,14 @@ impl TcpStream {
     }
 
     /// Ready once bytes (or the end of the stream) can be received without waiting; the bytes
-    /// are held for the next receive.
+    /// are held (off the ring) for the next receive.
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.inner.rx.borrow().held.is_some() {
             return Poll::Ready(Ok(()));
         }
         match std::task::ready!(self.poll_recv(cx)) {
             Ok(Some(b)) => {
-                self.inner.rx.borrow_mut().held = Some(b);
+                self.inner.rx.borrow_mut().held = Some(b.into_heap());
                 Poll::Ready(Ok(()))
             }
             Ok(None) => Poll::Ready(Ok(())),
@@ -271,10 +270,11 @@ impl TcpStream {
     }
 
     /// Puts bytes back: the next receive returns them first (what a reader took and did not
-    /// use). Replaces anything already put back.
+    /// use). Replaces anything already put back. They wait off the ring: a reader that never
+    /// reads again must not keep a ring buffer from the other connections.
     pub fn unrecv(&self, b: RecvBuf) {
         if !b.is_empty() {
-            self.inner.rx.borrow_mut().held = Some(b);
+            self.inner.rx.borrow_mut().held = Some(b.into_heap());
         }
     }
 
@@ -353,6 +353,33 @@ impl TcpStream {
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
         self.fd()
+    }
+}
+
+/// An owned descriptor. Operations name it by number and the kernel looks the number up only
+/// when it takes them from the queue: it is closed through the ring, after every entry queued
+/// before (closed at once, were it reused by then, an entry could reach another socket).
+struct Fd(RawFd);
+
+impl From<OwnedFd> for Fd {
+    fn from(fd: OwnedFd) -> Fd {
+        Fd(fd.into_raw_fd())
+    }
+}
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        let fd = self.0;
+        if exec::try_with(|rt| rt.reactor.close(fd)).is_none() {
+            // SAFETY: ours, closed once; outside a runtime nothing is queued for it.
+            unsafe { libc::close(fd) };
+        }
     }
 }
 

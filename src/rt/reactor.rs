@@ -48,6 +48,8 @@ pub(crate) const BGID: u16 = 0;
 /// user_data of the eventfd's poll (wakes from other threads) and of cancellations.
 const EVENTFD_UD: u64 = u64::MAX;
 const CANCEL_UD: u64 = u64::MAX - 1;
+/// user_data of descriptors closed through the ring (their completions are not awaited).
+const CLOSE_UD: u64 = u64::MAX - 2;
 /// Buffers a connection's receive may hold before it is paused (re-armed when its reader
 /// asks for more): one fast sender cannot take the whole ring.
 const RECV_QUEUE_CAP: usize = 8;
@@ -79,6 +81,7 @@ fn probe() -> bool {
         opcode::Connect::CODE,
         opcode::PollAdd::CODE,
         opcode::AsyncCancel::CODE,
+        opcode::Close::CODE,
     ];
     if !ops.iter().all(|&c| probe.is_supported(c)) || !ring.params().is_feature_ext_arg() {
         return false;
@@ -287,6 +290,16 @@ impl Reactor {
         unsafe { self.push(e) };
     }
 
+    /// Closes `fd` after every entry already queued: those name it by number, and the kernel
+    /// looks the number up only when it takes them, so it must not be reused before.
+    pub(crate) fn close(&self, fd: std::os::fd::RawFd) {
+        let e = opcode::Close::new(types::Fd(fd))
+            .build()
+            .user_data(CLOSE_UD);
+        // SAFETY: a close refers to no memory.
+        unsafe { self.push(e) };
+    }
+
     /// Submits what is queued and dispatches completions; when `idle` (nothing runnable),
     /// waits for one, or for the next timer.
     pub(crate) fn turn(&self, idle: bool) -> io::Result<()> {
@@ -363,7 +376,7 @@ impl Reactor {
                 }
                 return;
             }
-            CANCEL_UD => return,
+            CANCEL_UD | CLOSE_UD => return,
             _ => {}
         }
         let mut flags = flags;
@@ -501,9 +514,13 @@ impl Reactor {
         self.bufs.recycle(bid);
         debug_assert!(self.bufs_out.get() > 0, "a buffer given back twice");
         self.bufs_out.set(self.bufs_out.get().saturating_sub(1));
-        // One buffer back, one starved receive re-armed.
-        let w = self.buf_waiters.borrow_mut().pop();
-        if let Some(w) = w {
+        // Every starved receive is woken (a waiter may be gone: its task ended, or stopped
+        // reading): those that find the ring empty again wait again.
+        if self.buf_waiters.borrow().is_empty() {
+            return;
+        }
+        let waiters = std::mem::take(&mut *self.buf_waiters.borrow_mut());
+        for w in waiters {
             w.wake();
         }
     }
@@ -530,6 +547,8 @@ impl Reactor {
                 .iter()
                 .any(|s| matches!(s, Slot::Orphan(..)));
             if !busy {
+                // Closes and cancellations still queued go to the kernel.
+                let _ = self.ring.borrow_mut().submit();
                 return;
             }
             if Instant::now() >= deadline {

@@ -457,3 +457,27 @@ fn a_stopped_listener_hands_over_what_it_took_then_ends() {
     }
     assert_eq!(took + left, 2, "took {took}, left {left}");
 }
+
+#[test]
+fn a_task_dropped_as_the_runtime_ends_may_spawn() {
+    if !supported() {
+        return;
+    }
+    // What a connection's drop does (a lingering close is spawned): at the end of the runtime
+    // it is dropped, not a panic.
+    struct SpawnsOnDrop;
+    impl Drop for SpawnsOnDrop {
+        fn drop(&mut self) {
+            drop(spawn(async {}));
+        }
+    }
+    let r = block_on(Builder::default(), async {
+        let g = SpawnsOnDrop;
+        drop(spawn(async move {
+            let _g = g;
+            std::future::pending::<()>().await
+        }));
+        7
+    });
+    assert_eq!(r.unwrap(), 7);
+}
