@@ -510,10 +510,16 @@ impl Gateway {
                 let run = control::run(ctl.clone(), ctl_rx, admin, shard_txs, || {
                     handles.iter().all(|h| h.is_finished())
                 });
-                if let Err(e) = runtime::block_on(driver, entries, Default::default(), async {
-                    drop(control_up_tx);
-                    run.await
-                }) {
+                if let Err(e) = runtime::block_on(
+                    driver,
+                    entries,
+                    Default::default(),
+                    runtime::CONTROL_RECV_BUFS,
+                    async {
+                        drop(control_up_tx);
+                        run.await
+                    },
+                ) {
                     tracing::error!(error = %e, "control plane runtime failed to start");
                 }
                 for h in handles {

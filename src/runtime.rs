@@ -63,15 +63,18 @@ pub(crate) fn pick_driver(d: Driver) -> Result<DriverKind, String> {
 
 /// Bytes per buffer of the provided-buffer ring (Tollgate's own runtime): one read of a
 /// request head, or 16 KiB of a body, per buffer.
-const RECV_BUF_SIZE: u32 = 16 << 10;
+const RECV_BUF_SIZE: u32 = 64 << 10;
 /// Buffers in each shard's ring (16 MiB): connections hold one only while they use it.
-const RECV_BUFS: u16 = 1024;
+pub(crate) const RECV_BUFS: u16 = 256;
+/// Buffers in the control plane's ring (1 MiB): the admin API, Redis, health checks.
+pub(crate) const CONTROL_RECV_BUFS: u16 = 64;
 
 /// Builds a runtime of the given kind on this thread and runs `fut` to completion.
 pub(crate) fn block_on<F: Future>(
     kind: DriverKind,
     entries: u32,
     flags: UringFlags,
+    recv_bufs: u16,
     fut: F,
 ) -> io::Result<F::Output> {
     match kind {
@@ -79,7 +82,7 @@ pub(crate) fn block_on<F: Future>(
             let b = crate::rt::Builder {
                 entries,
                 buf_size: RECV_BUF_SIZE,
-                bufs: RECV_BUFS,
+                bufs: recv_bufs,
                 coop_taskrun: flags.coop_taskrun,
                 single_issuer: flags.single_issuer,
                 defer_taskrun: flags.defer_taskrun,
@@ -163,7 +166,13 @@ pub(crate) fn spawn_shard(spec: ShardSpec) -> io::Result<std::thread::JoinHandle
             None => tracing::info!(shard = spec.id, driver = spec.driver.name(), "shard started"),
         }
         let (id, driver) = (spec.id, spec.driver);
-        if let Err(e) = block_on(driver, spec.entries, spec.uring_flags, shard_main(spec)) {
+        if let Err(e) = block_on(
+            driver,
+            spec.entries,
+            spec.uring_flags,
+            RECV_BUFS,
+            shard_main(spec),
+        ) {
             tracing::error!(shard = id, driver = driver.name(), error = %e, "shard runtime failed to start");
         }
     })

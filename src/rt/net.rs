@@ -248,6 +248,25 @@ impl TcpStream {
         }
     }
 
+    /// Bytes already received, without waiting: what was put back, else the next result of
+    /// the receive if it is there and holds bytes.
+    pub fn try_recv(&self) -> Option<RecvBuf> {
+        let mut rx = self.inner.rx.borrow_mut();
+        if let Some(b) = rx.held.take() {
+            return Some(b);
+        }
+        let multi = rx.recv.as_ref()?;
+        let Got { res, flags, copied } = multi.take_data()?;
+        let rt = multi.rt().clone();
+        if !cqueue::more(flags) {
+            rx.recv = None;
+        }
+        if let Some(v) = copied {
+            return Some(RecvBuf::heap(v));
+        }
+        RecvBuf::ring(rt, cqueue::buffer_select(flags)?, res as u32)
+    }
+
     /// [`TcpStream::poll_recv`] as a future.
     pub async fn recv(&self) -> io::Result<Option<RecvBuf>> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await

@@ -53,6 +53,8 @@ const CLOSE_UD: u64 = u64::MAX - 2;
 /// Buffers a connection's receive may hold before it is paused (re-armed when its reader
 /// asks for more): one fast sender cannot take the whole ring.
 const RECV_QUEUE_CAP: usize = 8;
+/// Unread results a receive may keep in ring buffers; later ones are copied out.
+const RING_HOLD: usize = 4;
 /// `IORING_ENTER_GETEVENTS` and `IORING_CQE_F_BUFFER` (the io-uring crate keeps its constants
 /// private).
 const IORING_ENTER_GETEVENTS: u32 = 1;
@@ -332,7 +334,18 @@ impl Reactor {
                         )
                     }
                 }
-                (false, _) => ring.submit(),
+                // Nothing to submit and no completion work waiting in the kernel (the
+                // TASKRUN flag, with COOP_TASKRUN): no system call, the queue is reaped as is.
+                (false, _) => {
+                    let sq = ring.submission();
+                    let quiet = sq.is_empty() && !sq.taskrun() && !sq.cq_overflow();
+                    drop(sq);
+                    if quiet {
+                        Ok(0)
+                    } else {
+                        ring.submit()
+                    }
+                }
                 (true, None) => ring.submit_and_wait(1),
                 (true, Some(t)) => {
                     let d = t.saturating_duration_since(Instant::now());
@@ -410,11 +423,12 @@ impl Reactor {
                 ended,
                 cancelling,
             } => {
-                // A reader that is behind (a result already waits) does not hold a ring
-                // buffer for it: the bytes are copied out and the buffer given back, so
-                // connections that do not read cannot take the ring from those that do.
+                // A reader that is behind (RING_HOLD results already wait) does not hold more
+                // ring buffers: the bytes are copied out and the buffer given back, so
+                // connections that do not read cannot take the ring from those that do. (A
+                // burst, a 64 KiB body, stays in the ring: its reader takes it all at once.)
                 let copied = match cqueue::buffer_select(flags) {
-                    Some(bid) if *kind == Kind::Recv && !queue.is_empty() && res > 0 => {
+                    Some(bid) if *kind == Kind::Recv && queue.len() >= RING_HOLD && res > 0 => {
                         Some(self.copy_out(bid, res as usize))
                     }
                     _ => None,
@@ -715,6 +729,19 @@ impl Multi {
     /// Asks the kernel to end the operation; results already made still come, then `None`.
     pub(crate) fn cancel(&self) {
         self.rt.reactor.cancel(self.idx);
+    }
+
+    /// The next result if it is already there and holds bytes (an end or an error stays for
+    /// [`Multi::poll_next`]).
+    pub(crate) fn take_data(&self) -> Option<Got> {
+        let mut slots = self.rt.reactor.slots.borrow_mut();
+        let Slot::Multi { queue, .. } = &mut slots[self.idx as usize] else {
+            return None;
+        };
+        match queue.front() {
+            Some(g) if g.res > 0 || g.copied.is_some() => queue.pop_front(),
+            _ => None,
+        }
     }
 
     pub(crate) fn next(&self) -> impl Future<Output = Option<Got>> + '_ {

@@ -214,6 +214,10 @@ pub(crate) async fn answer(
     Ok(if keep { Next::KeepAlive } else { Next::Close })
 }
 
+/// Body bytes copied behind an answer's head (one write, one buffer); more go out from their
+/// own memory beside it (one writev, no copy).
+const COPY_BEHIND_HEAD: usize = 4 << 10;
+
 /// The most of an integration's answer read for an integration response (Amazon API
 /// Gateway's payload limit).
 const MAX_TRANSFORMED: usize = 10 << 20;
@@ -345,14 +349,20 @@ pub(super) async fn stream_response(
         }
         Framing::Length(n) => {
             let mut remaining = n;
-            // Small answers: head and body leave in one write.
+            // Head and what is already read of the body leave in one write: a small body
+            // copied behind the head, a bigger one from its own memory (one writev).
             let k = remaining.min(ubuf.len() as u64) as usize;
+            let mut first = None;
             if k <= COALESCE_BODY {
-                out.extend_from_slice(&ubuf[..k]);
                 if let Some(t) = tee.as_deref_mut() {
                     t.push(&ubuf[..k]);
                 }
-                let _ = ubuf.split_to(k);
+                if k <= COPY_BEHIND_HEAD {
+                    out.extend_from_slice(&ubuf[..k]);
+                    let _ = ubuf.split_to(k);
+                } else {
+                    first = Some(ubuf.split_to(k).freeze());
+                }
                 remaining -= k as u64;
             }
             if remaining == 0 {
@@ -360,7 +370,11 @@ pub(super) async fn stream_response(
                     t.finish();
                 }
             }
-            conn.write_all(out).await.map_err(|_| Side::Client)?;
+            match first {
+                Some(body) => conn.write_head_body(out, body).await,
+                None => conn.write_all(out).await,
+            }
+            .map_err(|_| Side::Client)?;
             loop {
                 if !ubuf.is_empty() && remaining > 0 {
                     let k = remaining.min(ubuf.len() as u64) as usize;
