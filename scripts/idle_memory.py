@@ -52,7 +52,7 @@ mappings = [{ base_path = "", api = "a", stage = "p" }]
 """
 
 
-def start_tollgate(binary, tmp, port, websocket=False):
+def start_tollgate(binary, tmp, port, websocket=False, driver="auto"):
     conf = os.path.join(tmp, "idle.toml")
     if websocket:
         with open(conf, "w") as f:
@@ -60,6 +60,7 @@ def start_tollgate(binary, tmp, port, websocket=False):
 [server]
 workers = 1
 state_dir = "{tmp}/data"
+driver = "{driver}"
 [[listeners]]
 name = "http"
 addr = "127.0.0.1:{port}"
@@ -71,6 +72,7 @@ addr = "127.0.0.1:{port}"
 [server]
 workers = 1
 state_dir = "{tmp}/data"
+driver = "{driver}"
 [[listeners]]
 name = "http"
 addr = "127.0.0.1:{port}"
@@ -111,6 +113,7 @@ def main():
     ap.add_argument("--nginx", action="store_true", help="--bin is nginx")
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--settle", type=float, default=3.0, help="seconds idle before measuring")
+    ap.add_argument("--driver", default="auto", help="server.driver: auto, io_uring, io_uring_basic, epoll")
     ap.add_argument("--websocket", action="store_true",
                     help="open WebSocket API connections (101, then idle) instead")
     a = ap.parse_args()
@@ -119,7 +122,7 @@ def main():
     if a.nginx:
         proc, pid = start_nginx(a.bin, tmp, port)
     else:
-        proc = start_tollgate(a.bin, tmp, port, a.websocket)
+        proc = start_tollgate(a.bin, tmp, port, a.websocket, a.driver)
         pid = proc.pid
     try:
         deadline = time.time() + 10
