@@ -1,7 +1,7 @@
 //! Shard threads: one per core, each pinned (when `server.pin`), each running its own runtime:
-//! Tollgate's own io_uring runtime (`crate::rt`) where the kernel has what it needs (Linux
-//! 6.0), else monoio's io_uring driver, else monoio's epoll driver when io_uring is missing or
-//! refused (one log line says which), or what `server.driver` asks for.
+//! monoio's io_uring driver, or its epoll driver when io_uring is missing or refused (one log
+//! line says so), or Tollgate's own io_uring runtime (`crate::rt`, Linux 6.0) when
+//! `server.driver = "io_uring"`, or what else `server.driver` asks for.
 
 use std::future::Future;
 use std::io;
@@ -40,11 +40,10 @@ pub(crate) fn pick_driver(d: Driver) -> Result<DriverKind, String> {
     let uring = monoio::utils::detect_uring();
     let own = uring && crate::rt::supported();
     match d {
-        Driver::Auto if own => Ok(DriverKind::IoUring),
-        Driver::Auto if uring => {
-            tracing::warn!("io_uring here lacks multishot receive or provided-buffer rings (Linux 6.0): using the basic io_uring driver");
-            Ok(DriverKind::IoUringBasic)
-        }
+        // Not yet Tollgate's own runtime: on 2026-12-01 it measured level on small GETs but
+        // 8-24 % more CPU on 16 and 64 KiB bodies (one more copy) and twice the memory per
+        // idle connection (bench/results/rt-gateway-2026-12-01).
+        Driver::Auto if uring => Ok(DriverKind::IoUringBasic),
         Driver::Auto => {
             tracing::warn!("io_uring is not available (kernel too old, disabled, or refused by seccomp): using the epoll driver");
             Ok(DriverKind::Epoll)
