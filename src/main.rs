@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tollgate::{Config, ConfigError};
 use tollgate::{Gateway, Options};
 
+// `--features system-alloc` builds on the C library's allocator instead, for heap profilers
+// that hook malloc (`heaptrack`; see docs/tuning.md).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -94,6 +94,52 @@ fn an_upstream_dying_mid_body_cuts_the_client_connection() {
     // Fewer bytes than Content-Length and then EOF: the client knows it is truncated.
 }
 
+/// Answers of known length arrive whole and in order however the upstream's bytes were cut
+/// (on Tollgate's own runtime the body is sent on from the buffers it arrived in), and bytes
+/// an upstream sends past an answer are never taken for the next answer.
+#[test]
+fn large_answers_arrive_whole_and_bytes_past_an_answer_are_dropped() {
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let with_head = |body: &[u8], tail: &[u8]| {
+        let mut r =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        r.extend_from_slice(body);
+        r.extend_from_slice(tail);
+        r
+    };
+    let stale = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale";
+    let answers = [
+        with_head(&big, b""),
+        // A body over the few KiB copied with the head, then a stray answer.
+        with_head(&big[..9000], stale),
+        with_head(b"ok", stale),
+    ];
+    let up = Upstream::start(move |s| match s.target.as_str() {
+        "/big" => Action::Raw(answers[0].clone()),
+        "/9000" => Action::Raw(answers[1].clone()),
+        "/2" => Action::Raw(answers[2].clone()),
+        _ => respond(200, "fresh"),
+    });
+    let gw = Gw::start(&literal(up.addr, ""));
+    let mut c = Client::connect(gw.addr());
+    for _ in 0..3 {
+        let r = c.request(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), big.len());
+        assert!(r.body == big, "the body arrived changed");
+    }
+    for (path, len) in [("/9000", 9000), ("/2", 2)] {
+        let r = c.request(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.body.len(), len, "{path}");
+        // The next answer comes from the upstream, not from the stray bytes.
+        for _ in 0..2 {
+            let r = c.request(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert_eq!(r.text(), "fresh", "after {path}");
+        }
+    }
+}
+
 #[test]
 fn health_checks_take_dead_targets_out_and_bring_them_back() {
     let healthy = Arc::new(AtomicBool::new(true));

@@ -59,9 +59,11 @@ pub(crate) async fn serve(mut listener: TcpListener, token: Rc<str>, ctl: Rc<Ref
                 if !std::mem::replace(&mut logged, true) {
                     tracing::warn!(error = %e, "admin accept at the open-file limit: serving on the reserved descriptor");
                 }
+                // A second, not less: on a loaded machine the accept may be queued to the
+                // kernel after a shorter wait ran out, and the descriptor refilled first.
                 let one = listener.accept_until(std::future::pending());
                 if let Ok(Some(Ok((stream, _)))) =
-                    crate::driver::time::timeout(Duration::from_millis(100), one).await
+                    crate::driver::time::timeout(Duration::from_secs(1), one).await
                 {
                     handle(stream, token.clone(), ctl.clone()).await;
                 }

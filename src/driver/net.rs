@@ -190,6 +190,26 @@ impl AsyncReadRent for TcpStream {
     }
 }
 
+impl TcpStream {
+    /// Whether anything came that nobody read (bytes, the end, an error): a pooled idle
+    /// connection that got any is out of step with its requests or closed.
+    pub(crate) fn has_unread(&self) -> bool {
+        match self {
+            TcpStream::Own(s) => s.has_unread(),
+            TcpStream::Mono(s) => own::peek_unread(s.as_raw_fd()),
+        }
+    }
+
+    /// The socket on Tollgate's own runtime, for what only it does (receiving into and sending
+    /// from the ring's buffers); `None` on monoio's drivers.
+    pub(crate) fn own(&self) -> Option<&own::TcpStream> {
+        match self {
+            TcpStream::Own(s) => Some(s),
+            TcpStream::Mono(_) => None,
+        }
+    }
+}
+
 impl AsyncWriteRent for TcpStream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {

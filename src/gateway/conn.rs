@@ -23,12 +23,31 @@ use crate::http::h2::{ConnInfo, StreamHandler};
 use crate::metrics::Counter;
 use crate::shard::Shard;
 
-/// Serves one client connection until it closes, errs, or the shard drains.
-pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, listener: usize) {
+/// Serves one client connection until it closes, errs, or the shard drains; `guard` is
+/// dropped at the end.
+pub(crate) fn serve<G: 'static>(
+    shard: Rc<Shard>,
+    guard: G,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+) -> impl std::future::Future<Output = ()> {
     // The opening (TLS handshake, client certificate, protocol choice; HTTP/2 is served from
     // there) is on the heap once per connection: the task then holds only the keep-alive
-    // loop's state while the connection idles.
-    let Some(mut conn) = crate::memory::boxed(|| open(&shard, stream, peer, listener)).await else {
+    // loop's state while the connection idles. It is made here, outside the task's future:
+    // an async fn keeps its arguments for as long as it runs, and the socket and the address
+    // (120 bytes) would stay in every idle connection's task.
+    let opening = crate::memory::boxed(|| open(shard.clone(), stream, peer, listener));
+    keep_alive(shard, guard, opening)
+}
+
+/// The HTTP/1.1 keep-alive loop of a connection being opened by `opening`.
+async fn keep_alive<G>(
+    shard: Rc<Shard>,
+    _guard: G,
+    opening: std::pin::Pin<Box<impl std::future::Future<Output = Option<Conn>>>>,
+) {
+    let Some(mut conn) = opening.await else {
         return;
     };
     let shard = &shard;
@@ -83,12 +102,11 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr,
 /// Opens a connection: `Some` for an HTTP/1.1 one, `None` when it was served as HTTP/2 or
 /// failed to open.
 async fn open(
-    shard: &Rc<Shard>,
+    shard: Rc<Shard>,
     stream: TcpStream,
     peer: SocketAddr,
     listener: usize,
 ) -> Option<Conn> {
-    let shard = shard.clone();
     // TCP_NODELAY is inherited from the listening socket (listener.rs): no syscall here.
     let ss = shard.snapshot();
     let tls = ss.snap.tls.get(listener).cloned().flatten();

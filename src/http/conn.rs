@@ -195,6 +195,31 @@ pub(crate) async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> io:
     res
 }
 
+/// The most of a received buffer [`read_head_into`] copies: a head and the first bytes of the
+/// body; the rest of the buffer stays where it arrived, for the body to be sent on from it.
+const HEAD_PEEK: usize = 4 << 10;
+
+/// [`read_into`] for reading an answer's head: on Tollgate's own runtime, at most
+/// [`HEAD_PEEK`] bytes of one received buffer are copied and the rest of it is put back,
+/// uncopied (a body that follows is sent on from the ring, see `proxy::respond`); elsewhere,
+/// as [`read_into`].
+pub(crate) async fn read_head_into(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
+    let Some(s) = stream.own() else {
+        return read_into(stream, buf).await;
+    };
+    let Some(mut b) = s.recv().await? else {
+        return Ok(0);
+    };
+    let n = b.len().min(HEAD_PEEK);
+    buf.extend_from_slice(&b[..n]);
+    b.advance(n);
+    s.unrecv_ring(b);
+    Ok(n)
+}
+
 /// Writes all of `data`.
 pub(crate) async fn write_all<B: monoio::buf::IoBuf>(
     stream: &mut TcpStream,
@@ -303,6 +328,31 @@ impl Conn {
     ) -> io::Result<()> {
         self.bytes_out += data.as_ref().len() as u64;
         self.stream.write_all(data).await
+    }
+
+    /// The client's socket when it is plain TCP on Tollgate's own runtime (bytes received
+    /// elsewhere can be sent from the ring's buffers, see [`Conn::send_received`]).
+    pub(crate) fn own_plain(&self) -> Option<&crate::rt::net::TcpStream> {
+        match &self.stream {
+            Stream::Plain(s) => s.own(),
+            _ => None,
+        }
+    }
+
+    /// Sends bytes received on another socket of the own runtime straight from the ring
+    /// buffers they arrived in, in one vectored send (each buffer goes back once the kernel
+    /// has copied it).
+    pub(crate) async fn send_received(&mut self, bufs: Vec<crate::rt::RecvBuf>) -> io::Result<()> {
+        let n: usize = bufs.iter().map(|b| b.len()).sum();
+        self.bytes_out += n as u64;
+        let Some(s) = self.own_plain() else {
+            let mut all = Vec::with_capacity(n);
+            for b in &bufs {
+                all.extend_from_slice(b);
+            }
+            return self.stream.write_all(all).await;
+        };
+        s.send_all_bufs(crate::rt::net::RecvBufs::new(bufs)).await
     }
 
     /// A head and a body: one `writev` on plain TCP.

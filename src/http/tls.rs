@@ -67,6 +67,12 @@ where
     C: DerefMut<Target = rustls::ConnectionCommon<S>>,
     S: rustls::SideData,
 {
+    /// Whether anything came that nobody read: ciphertext kept, or bytes (or the end) on the
+    /// socket.
+    pub(crate) fn has_unread(&self) -> bool {
+        self.rpos < self.rbuf.len() || self.io.has_unread()
+    }
+
     /// The connection as a poll-style stream (for HTTP/2 and relays, which drive the session
     /// themselves): ciphertext read but not yet given to rustls goes along; `prefix` is
     /// plaintext to hand over first.

@@ -132,7 +132,8 @@ impl RecvBuf {
         })
     }
 
-    pub(crate) fn heap(v: Vec<u8>) -> RecvBuf {
+    /// Bytes made here, to be sent beside received ones.
+    pub fn heap(v: Vec<u8>) -> RecvBuf {
         RecvBuf {
             len: v.len() as u32,
             from: From::Heap(v),
@@ -147,6 +148,11 @@ impl RecvBuf {
             From::Heap(_) => self,
             From::Ring(..) => RecvBuf::heap(self.to_vec()),
         }
+    }
+
+    /// Keeps only the first `n` bytes.
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n.min(u32::MAX as usize) as u32);
     }
 
     /// Drops the first `n` bytes (they were used).

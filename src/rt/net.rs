@@ -14,6 +14,26 @@ use super::bufs::{poll_buffer_freed, RecvBuf};
 use super::exec;
 use super::reactor::{Got, Kind, Multi, Op, BGID};
 
+/// Whether the socket has bytes to read, has reached its end, or has failed (asked with a
+/// non-blocking peek; nothing is consumed).
+pub fn peek_unread(fd: RawFd) -> bool {
+    let mut b = 0u8;
+    // SAFETY: one writable byte; MSG_PEEK leaves it in the socket, MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut b as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error().raw_os_error();
+        return !matches!(e, Some(libc::EAGAIN | libc::EINTR));
+    }
+    true
+}
+
 /// A listening socket; [`TcpListener::accept`] is fed by one multishot accept.
 pub struct TcpListener {
     fd: Fd,
@@ -297,6 +317,29 @@ impl TcpStream {
         }
     }
 
+    /// Puts bytes back in the ring buffer they arrived in, for a reader that takes them again
+    /// at once (the rest of a buffer whose start it used): no copy, but the buffer stays out
+    /// of the kernel's hands until then. Replaces anything already put back.
+    pub fn unrecv_ring(&self, b: RecvBuf) {
+        if !b.is_empty() {
+            self.inner.rx.borrow_mut().held = Some(b);
+        }
+    }
+
+    /// Whether anything came that nobody read: bytes (put back, held, or received), the end
+    /// of the stream, or an error. Without a receive armed on the socket (or one the kernel
+    /// ended for want of buffers) the socket itself is asked, without waiting.
+    pub fn has_unread(&self) -> bool {
+        let rx = self.inner.rx.borrow();
+        if rx.held.is_some() || rx.eof {
+            return true;
+        }
+        match &rx.recv {
+            Some(m) if !rx.starved => m.has_results(),
+            _ => peek_unread(self.fd()),
+        }
+    }
+
     /// Sends from `buf` (which the operation keeps until the kernel is done with it); returns
     /// how much went out.
     pub async fn send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
@@ -426,6 +469,76 @@ unsafe impl IoBuf for Box<[u8]> {}
 unsafe impl IoBuf for &'static [u8] {}
 // SAFETY: a ring buffer or a heap copy; neither moves with the handle.
 unsafe impl IoBuf for RecvBuf {}
+
+/// Received buffers (and bytes made here, as heap [`RecvBuf`]s) sent in order with one
+/// vectored send: [`TcpStream::send_all_bufs`].
+pub struct RecvBufs {
+    bufs: Vec<RecvBuf>,
+    iov: Vec<libc::iovec>,
+}
+
+impl RecvBufs {
+    pub fn new(bufs: Vec<RecvBuf>) -> RecvBufs {
+        let mut r = RecvBufs {
+            bufs,
+            iov: Vec::new(),
+        };
+        r.describe();
+        r
+    }
+
+    fn describe(&mut self) {
+        self.iov.clear();
+        self.iov.extend(self.bufs.iter().map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        }));
+    }
+
+    /// Drops the first `n` bytes (sent).
+    fn advance(&mut self, mut n: usize) {
+        let mut done = 0;
+        for b in &mut self.bufs {
+            if n < b.len() {
+                b.advance(n);
+                break;
+            }
+            n -= b.len();
+            done += 1;
+        }
+        self.bufs.drain(..done);
+        self.describe();
+    }
+
+    fn len(&self) -> usize {
+        self.bufs.iter().map(|b| b.len()).sum()
+    }
+}
+
+// SAFETY: the iovec array is a Vec's heap memory and each range is a RecvBuf's bytes (a ring
+// buffer or a heap Vec): neither moves when the value does, and `describe` is only called
+// while no operation holds the value.
+unsafe impl IoVecs for RecvBufs {
+    fn iovecs(&self) -> (*const libc::iovec, usize) {
+        (self.iov.as_ptr(), self.iov.len())
+    }
+}
+
+impl TcpStream {
+    /// Sends every byte of `bufs`, in order: one vectored send, again for what a partial
+    /// send left (buffers fully sent go back to the ring as it goes).
+    pub async fn send_all_bufs(&self, mut bufs: RecvBufs) -> io::Result<()> {
+        while bufs.len() > 0 {
+            let (res, b) = self.send_vectored(bufs).await;
+            bufs = b;
+            match res? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => bufs.advance(n),
+            }
+        }
+        Ok(())
+    }
+}
 
 /// An owned buffer seen from an offset (for the rest of a partial send).
 struct Offset<B>(B, usize);

@@ -685,7 +685,9 @@ impl Multi {
         exec::with(|rt| {
             let idx = rt.reactor.slot(Slot::Multi {
                 kind,
-                queue: VecDeque::new(),
+                // Room for one result: an idle connection keeps 32 bytes, not the 128 that
+                // a first push grows an empty queue to.
+                queue: VecDeque::with_capacity(1),
                 waker: None,
                 ended: false,
                 cancelling: false,
@@ -741,6 +743,14 @@ impl Multi {
         match queue.front() {
             Some(g) if g.res > 0 || g.copied.is_some() => queue.pop_front(),
             _ => None,
+        }
+    }
+
+    /// Whether a result waits to be taken (bytes, an end or an error).
+    pub(crate) fn has_results(&self) -> bool {
+        match &self.rt.reactor.slots.borrow()[self.idx as usize] {
+            Slot::Multi { queue, ended, .. } => !queue.is_empty() || *ended,
+            _ => true,
         }
     }
 

@@ -58,6 +58,35 @@ impl UpStream {
         }
     }
 
+    /// [`UpStream::read_into`] for an answer's head: on plain TCP on Tollgate's own runtime
+    /// the body bytes after the first few KiB stay in the received buffer (see
+    /// [`crate::http::conn::read_head_into`]).
+    pub(crate) async fn read_head_into(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            UpStream::Plain(s) => crate::http::conn::read_head_into(s, buf).await,
+            _ => self.read_into(buf).await,
+        }
+    }
+
+    /// Whether anything came that nobody read (see [`TcpStream::has_unread`]); an HTTP/2
+    /// stream has none of its own.
+    fn has_unread(&self) -> bool {
+        match self {
+            UpStream::Plain(s) => s.has_unread(),
+            UpStream::Tls(t) => t.has_unread(),
+            UpStream::H2(_) => false,
+        }
+    }
+
+    /// The socket when it is plain TCP on Tollgate's own runtime (its received buffers can
+    /// be sent on as they are).
+    pub(crate) fn own_plain(&self) -> Option<&crate::rt::net::TcpStream> {
+        match self {
+            UpStream::Plain(s) => s.own(),
+            _ => None,
+        }
+    }
+
     /// A second handle on a plain TCP upstream's socket, to read its answer while a request
     /// body is still being written to the first; `None` for TLS and HTTP/2 upstreams.
     pub(crate) fn answer_watch(&self) -> Option<TcpStream> {
@@ -92,7 +121,10 @@ pub(crate) fn checkout(t: &TargetLocal, cfg: &PoolCfg, now: Instant) -> Option<U
     let mut idle = t.idle.borrow_mut();
     // Newest first (the warmest connection); anything past keepalive_timeout is closed.
     while let Some(c) = idle.pop_back() {
-        if now.saturating_duration_since(c.since) < cfg.keepalive_timeout {
+        // One that got anything while idle (bytes past its last answer, its close) is
+        // closed, as nginx does: a stray answer must not be taken for the next request's.
+        if now.saturating_duration_since(c.since) < cfg.keepalive_timeout && !c.stream.has_unread()
+        {
             return Some(c.stream);
         }
     }

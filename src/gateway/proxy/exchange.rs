@@ -335,7 +335,7 @@ pub(super) async fn exchange(
                 }
             }
         }
-        match crate::driver::time::timeout_at(deadline, up.read_into(&mut ubuf)).await {
+        match crate::driver::time::timeout_at(deadline, up.read_head_into(&mut ubuf)).await {
             Err(_) => {
                 return Err(Failure::Target(Error::upstream(
                     Kind::GatewayTimeout,
