@@ -498,9 +498,11 @@ impl Gateway {
             .spawn(move || {
                 let ctl = Rc::new(RefCell::new(init.start(shared)));
                 let admin = admin.map(|(l, token, _)| {
+                    // Before the shards may accept (control_up, below).
+                    let reserve = runtime::Reserve::new();
                     move |ctl| async move {
                         match crate::driver::net::TcpListener::from_std(l) {
-                            Ok(l) => admin::serve(l, Rc::from(token.as_str()), ctl).await,
+                            Ok(l) => admin::serve(l, Rc::from(token.as_str()), ctl, reserve).await,
                             Err(e) => {
                                 tracing::error!(error = %e, "admin API cannot use its socket")
                             }

@@ -43,7 +43,10 @@ pub(crate) fn pick_driver(d: Driver) -> Result<DriverKind, String> {
         // Not yet Tollgate's own runtime (`own`), though it is level on bodies and idle
         // memory since 2026-12-02: under the full test suite's load its admin API was not
         // reached at the open-file limit (tests/binary.rs, the_open_file_limit_...), twice in
-        // three runs; see issue 22's notes.
+        // three runs. Cause found the same day: the admin API took its reserved descriptors
+        // after the shards could accept, so a flood at start left it none, and an io_uring
+        // accept takes a descriptor before it looks for a connection (EMFILE with none
+        // waiting). The reserve is now taken first; switch once full runs confirm it.
         Driver::Auto if uring => Ok(DriverKind::IoUringBasic),
         Driver::Auto => {
             tracing::warn!("io_uring is not available (kernel too old, disabled, or refused by seccomp): using the epoll driver");

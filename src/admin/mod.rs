@@ -33,11 +33,16 @@ use fleet::fleet_write;
 /// Time allowed for an admin request to arrive.
 const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts admin connections until the control plane stops.
-pub(crate) async fn serve(mut listener: TcpListener, token: Rc<str>, ctl: Rc<RefCell<Control>>) {
-    // A descriptor kept for the admin API: when the process runs out (a flood of clients at
-    // the open-file limit), the operator can still reach it.
-    let mut reserve = crate::runtime::Reserve::new();
+/// Accepts admin connections until the control plane stops. `reserve`: descriptors kept for
+/// the admin API, so that the operator can still reach it when the process runs out (a flood
+/// of clients at the open-file limit); taken before the shards accept anything, or a flood
+/// from the first moment leaves none to take.
+pub(crate) async fn serve(
+    mut listener: TcpListener,
+    token: Rc<str>,
+    ctl: Rc<RefCell<Control>>,
+    mut reserve: crate::runtime::Reserve,
+) {
     let mut logged = false;
     loop {
         // Once a successor took over, it answers on this socket: stop accepting here (an
