@@ -345,12 +345,11 @@ impl Conn {
     pub(crate) async fn send_received(&mut self, bufs: Vec<crate::rt::RecvBuf>) -> io::Result<()> {
         let n: usize = bufs.iter().map(|b| b.len()).sum();
         self.bytes_out += n as u64;
+        // Only the relay of an own-runtime plain connection calls this.
         let Some(s) = self.own_plain() else {
-            let mut all = Vec::with_capacity(n);
-            for b in &bufs {
-                all.extend_from_slice(b);
-            }
-            return self.stream.write_all(all).await;
+            return Err(io::Error::other(
+                "not a plain connection on the own runtime",
+            ));
         };
         s.send_all_bufs(crate::rt::net::RecvBufs::new(bufs)).await
     }
