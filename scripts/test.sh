@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Tollgate's whole test suite: unit tests, then the end-to-end tests once per driver
-# (monoio's io_uring driver by default, Tollgate's own io_uring runtime, epoll). Installs cargo-nextest,
+# (auto: Tollgate's own io_uring runtime where the kernel has it; monoio's io_uring driver; epoll). Installs cargo-nextest,
 # redis-server, curl, h2load, systemd-analyze, prlimit, Node.js, the test OpenID provider's
 # npm packages, botocore and promtool if missing.
 set -euo pipefail
@@ -79,9 +79,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-echo "== tests, driver: auto (monoio's io_uring driver where the kernel allows it)"
+echo "== tests, driver: auto (Tollgate's own io_uring runtime on Linux 6.0, else monoio's io_uring driver, else epoll)"
 TOLLGATE_TEST_DRIVER=auto cargo nextest run --no-fail-fast
-echo "== end-to-end tests, driver: io_uring (Tollgate's own runtime: Linux 6.0)"
-TOLLGATE_TEST_DRIVER=io_uring cargo nextest run --no-fail-fast --test '*'
+echo "== end-to-end tests, driver: io_uring_basic (monoio's io_uring driver)"
+TOLLGATE_TEST_DRIVER=io_uring_basic cargo nextest run --no-fail-fast --test '*'
 echo "== end-to-end tests, driver: epoll"
 TOLLGATE_TEST_DRIVER=epoll cargo nextest run --no-fail-fast --test '*'

@@ -1,7 +1,7 @@
 //! Shard threads: one per core, each pinned (when `server.pin`), each running its own runtime:
-//! monoio's io_uring driver, or its epoll driver when io_uring is missing or refused (one log
-//! line says so), or Tollgate's own io_uring runtime (`crate::rt`, Linux 6.0) when
-//! `server.driver = "io_uring"`, or what else `server.driver` asks for.
+//! Tollgate's own io_uring runtime (`crate::rt`, Linux 6.0), or monoio's io_uring driver on
+//! older kernels, or its epoll driver when io_uring is missing or refused (one log line says
+//! which), or what else `server.driver` asks for.
 
 use std::future::Future;
 use std::io;
@@ -40,14 +40,14 @@ pub(crate) fn pick_driver(d: Driver) -> Result<DriverKind, String> {
     let uring = monoio::utils::detect_uring();
     let own = uring && crate::rt::supported();
     match d {
-        // Not yet Tollgate's own runtime (`own`), though it is level on bodies and idle
-        // memory since 2026-12-02: under the full test suite's load its admin API was not
-        // reached at the open-file limit (tests/binary.rs, the_open_file_limit_...), twice in
-        // three runs. Cause found the same day: the admin API took its reserved descriptors
-        // after the shards could accept, so a flood at start left it none, and an io_uring
-        // accept takes a descriptor before it looks for a connection (EMFILE with none
-        // waiting). The reserve is now taken first; switch once full runs confirm it.
-        Driver::Auto if uring => Ok(DriverKind::IoUringBasic),
+        // Tollgate's own runtime where the kernel has what it needs (Linux 6.0): level with
+        // monoio's driver on bodies and idle memory since 2026-12-02, fewer submissions per
+        // request. Older kernels get monoio's io_uring driver, then epoll.
+        Driver::Auto if own => Ok(DriverKind::IoUring),
+        Driver::Auto if uring => {
+            tracing::info!("io_uring lacks what Tollgate's own runtime needs (Linux 6.0: multishot receive, provided-buffer rings): using monoio's io_uring driver");
+            Ok(DriverKind::IoUringBasic)
+        }
         Driver::Auto => {
             tracing::warn!("io_uring is not available (kernel too old, disabled, or refused by seccomp): using the epoll driver");
             Ok(DriverKind::Epoll)

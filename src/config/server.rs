@@ -29,8 +29,8 @@ impl UringFlags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Driver {
-    /// `io_uring_basic` where the kernel allows io_uring, else `epoll` (with a log line
-    /// saying so).
+    /// `io_uring` on Linux 6.0 or later, else `io_uring_basic` where the kernel allows
+    /// io_uring, else `epoll` (with a log line saying which).
     Auto,
     /// Tollgate's own io_uring runtime (multishot accept and receive, provided buffers):
     /// Linux 6.0 or later.
