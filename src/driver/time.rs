@@ -1,7 +1,7 @@
 //! Timers on this thread's runtime: `sleep`, `sleep_until`, `timeout`, `timeout_at`.
 //!
-//! On Tollgate's own runtime a timer is 48 bytes in its future (one entry in the thread's
-//! timer map while it waits); monoio's (640 bytes, aligned to 128) is boxed, so that a future
+//! On Tollgate's own runtime a timer is 32 bytes in its future (one entry in the thread's
+//! timer wheel while it waits); monoio's (640 bytes, aligned to 128) is boxed, so that a future
 //! holding a timer stays small on both.
 
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! Tollgate's own shard runtime on io_uring: one executor and one ring per thread, with what
 //! monoio 0.2.4 does not use — multishot accept, multishot receive into a provided-buffer
 //! ring (a connection owns no buffer while it waits; a buffer goes back to the ring when the
-//! bytes in it are used), sends straight from received buffers — and one timer map per
+//! bytes in it are used), sends straight from received buffers — and one timer wheel per
 //! thread.
 //!
 //! The module stands alone (std, `io-uring`, `libc`): `bench/floor` includes its source to
@@ -28,6 +28,8 @@ mod reactor;
 #[cfg(test)]
 mod tests;
 mod time;
+#[doc(hidden)]
+pub mod wheel;
 
 pub use bufs::RecvBuf;
 pub use exec::{block_on, spawn, JoinHandle};

@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -12,6 +12,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::wheel::Wheel;
 
 use super::bufs::BufRing;
 use super::exec::{self, Runtime};
@@ -177,8 +179,9 @@ pub(crate) struct Reactor {
     pub(crate) buf_waiters: RefCell<Vec<Waker>>,
     /// Buffers the kernel handed over and that were not given back yet.
     pub(crate) bufs_out: Cell<u32>,
-    pub(crate) timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
-    pub(crate) timer_seq: Cell<u64>,
+    pub(crate) timers: RefCell<Wheel>,
+    /// Wakers of timers due, gathered each turn (kept for its capacity).
+    timer_wake: RefCell<Vec<Waker>>,
     pub(crate) eventfd: i32,
     /// DEFER_TASKRUN is on: completions are posted only by an enter that asks for events.
     pub(crate) defer: bool,
@@ -227,8 +230,8 @@ impl Reactor {
             bufs,
             buf_waiters: RefCell::new(Vec::new()),
             bufs_out: Cell::new(0),
-            timers: RefCell::new(BTreeMap::new()),
-            timer_seq: Cell::new(0),
+            timers: RefCell::new(Wheel::new()),
+            timer_wake: RefCell::new(Vec::new()),
             eventfd,
             defer,
             leak: Cell::new(false),
@@ -315,7 +318,7 @@ impl Reactor {
         let mut cqes = backlog;
         {
             let mut ring = self.ring.borrow_mut();
-            let mut next = self.timers.borrow().keys().next().map(|k| k.0);
+            let mut next = self.timers.borrow().next_deadline();
             if let Some(cap) = cap {
                 let until = Instant::now() + cap;
                 next = Some(next.map_or(until, |t| t.min(until)));
@@ -580,19 +583,19 @@ impl Reactor {
         }
     }
 
+    /// Wakes the timers now due (no clock read while none is armed).
     fn fire_timers(&self) {
-        let now = Instant::now();
-        let due = {
+        let mut wake = std::mem::take(&mut *self.timer_wake.borrow_mut());
+        {
             let mut t = self.timers.borrow_mut();
-            if t.keys().next().is_none_or(|k| k.0 > now) {
-                return;
+            if !t.is_empty() {
+                t.advance(Instant::now(), &mut wake);
             }
-            let rest = t.split_off(&(now, u64::MAX));
-            std::mem::replace(&mut *t, rest)
-        };
-        for w in due.into_values() {
+        }
+        for w in wake.drain(..) {
             w.wake();
         }
+        *self.timer_wake.borrow_mut() = wake;
     }
 }
 

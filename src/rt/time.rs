@@ -1,4 +1,4 @@
-//! Timers: one ordered map per runtime, served by the ring's wait.
+//! Timers: entries in the runtime's timer wheel (`wheel.rs`), served by the ring's wait.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +12,7 @@ use super::exec::{self, Runtime};
 pub fn sleep(d: Duration) -> Sleep {
     Sleep {
         deadline: Instant::now().checked_add(d),
-        key: None,
+        entry: None,
         rt: None,
     }
 }
@@ -21,44 +21,44 @@ pub fn sleep(d: Duration) -> Sleep {
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline: Some(deadline),
-        key: None,
+        entry: None,
         rt: None,
     }
 }
 
 pub struct Sleep {
     deadline: Option<Instant>,
-    key: Option<(Instant, u64)>,
+    /// Its entry in the wheel, while armed (or fired and not yet seen).
+    entry: Option<u32>,
     rt: Option<Rc<Runtime>>,
 }
 
 impl Future for Sleep {
     type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(deadline) = self.deadline else {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(deadline) = this.deadline else {
             return Poll::Pending;
         };
-        let rt = self
-            .rt
-            .get_or_insert_with(|| exec::with(|rt| rt.clone()))
-            .clone();
-        let timers = &rt.reactor.timers;
-        if Instant::now() >= deadline {
-            if let Some(k) = self.key.take() {
-                timers.borrow_mut().remove(&k);
+        let rt = this.rt.get_or_insert_with(|| exec::with(|rt| rt.clone()));
+        let mut wheel = rt.reactor.timers.borrow_mut();
+        if let Some(i) = this.entry {
+            if wheel.poll(i, cx.waker()) {
+                wheel.remove(i);
+                this.entry = None;
+                return Poll::Ready(());
             }
+            return Poll::Pending;
+        }
+        // The clock is read only for a deadline in the wheel's current or next tick.
+        let due = match wheel.is_due(deadline) {
+            Some(due) => due,
+            None => Instant::now() >= deadline,
+        };
+        if due {
             return Poll::Ready(());
         }
-        let key = match self.key {
-            Some(k) => k,
-            None => {
-                let seq = rt.reactor.timer_seq.get();
-                rt.reactor.timer_seq.set(seq + 1);
-                self.key = Some((deadline, seq));
-                (deadline, seq)
-            }
-        };
-        timers.borrow_mut().insert(key, cx.waker().clone());
+        this.entry = Some(wheel.insert(deadline, cx.waker().clone()));
         Poll::Pending
     }
 }
@@ -66,21 +66,23 @@ impl Future for Sleep {
 impl Sleep {
     /// Resolves at `deadline` instead (again, if it had resolved).
     pub fn reset(&mut self, deadline: Instant) {
-        if let (Some(k), Some(rt)) = (self.key.take(), &self.rt) {
-            rt.reactor.timers.borrow_mut().remove(&k);
-        }
+        self.disarm();
         self.deadline = Some(deadline);
     }
 
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
+
+    fn disarm(&mut self) {
+        if let (Some(i), Some(rt)) = (self.entry.take(), &self.rt) {
+            rt.reactor.timers.borrow_mut().remove(i);
+        }
+    }
 }
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let (Some(k), Some(rt)) = (self.key.take(), &self.rt) {
-            rt.reactor.timers.borrow_mut().remove(&k);
-        }
+        self.disarm();
     }
 }
