@@ -157,6 +157,7 @@ pub(crate) struct LimitsFile {
     pub max_header_bytes: Option<SizeValue>,
     pub max_connections: Option<i64>,
     pub body_timeout: Option<String>,
+    pub send_timeout: Option<String>,
     pub body_min_rate: Option<SizeValue>,
     pub request_buffering: Option<SizeValue>,
     pub underscores_in_headers: Option<String>,

@@ -88,6 +88,8 @@ pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest wait for the next bytes of a request body (60 s); nginx `client_body_timeout`.
 pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a write to a client may wait for it to take bytes (60 s); nginx `send_timeout`.
+pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bodies of known length up to this size are read before the upstream is asked (64 KiB);
 /// nginx `client_body_buffer_size` with `proxy_request_buffering on`.
 pub(crate) const DEFAULT_REQUEST_BUFFERING: u64 = 64 << 10;

@@ -96,6 +96,10 @@ pub struct Limits {
     /// `client_body_timeout`.
     #[serde(serialize_with = "ser_duration")]
     pub body_timeout: Duration,
+    /// Longest one write to a client may wait for it to read (the connection is closed
+    /// after it); nginx's `send_timeout`.
+    #[serde(serialize_with = "ser_duration")]
+    pub send_timeout: Duration,
     /// Slowest average a request body may arrive at, in bytes per second (0: no minimum):
     /// a body may take `body_timeout` plus one second per `body_min_rate` bytes received
     /// (Apache's `RequestReadTimeout` `MinRate`).
@@ -392,6 +396,11 @@ impl Validator {
                 "limits.body_timeout",
                 l.body_timeout.as_ref(),
                 DEFAULT_BODY_TIMEOUT,
+            ),
+            send_timeout: self.duration(
+                "limits.send_timeout",
+                l.send_timeout.as_ref(),
+                DEFAULT_SEND_TIMEOUT,
             ),
             body_min_rate: self.size("limits.body_min_rate", l.body_min_rate.as_ref(), 0),
             upgrade_idle_timeout: self.duration(

@@ -56,6 +56,7 @@ async fn keep_alive<G>(
     loop {
         let (max, header_timeout, idle) = {
             let l = &shard.snapshot().snap.limits;
+            conn.send_timeout = l.send_timeout;
             (l.max_header_bytes, l.header_timeout, l.idle_timeout)
         };
         // One request, on the heap for its length: the pipeline's future is large
@@ -368,6 +369,7 @@ async fn run_stream(
         bytes_in: 0,
         bytes_out: 0,
         tls_version: info.tls_version,
+        send_timeout: ss.snap.limits.send_timeout,
     };
     let (reset, next) = {
         // The pipeline's future is large (kilobytes): on the heap once, so that spawning the

@@ -140,6 +140,17 @@ pub(crate) struct Conn {
     pub bytes_out: u64,
     /// The TLS version negotiated (`TLSv1.3`), for the access log.
     pub tls_version: Option<&'static str>,
+    /// `limits.send_timeout`: one write waits this long at most for the client to take
+    /// bytes, then the connection is closed.
+    pub send_timeout: Duration,
+}
+
+/// A write that waited `limits.send_timeout` for the client to read.
+fn send_timed_out(_: crate::driver::time::Elapsed) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client did not read for limits.send_timeout",
+    )
 }
 
 /// A negotiated TLS version's name as OpenSSL (and nginx's `$ssl_protocol`) spells it.
@@ -269,6 +280,49 @@ unsafe impl monoio::buf::IoVecBuf for HeadBody {
     }
 }
 
+/// Writes all of `data`, each write waiting at most `limit` for the client to take bytes
+/// (nginx's `send_timeout`: the time between two successive writes, not the whole answer's).
+async fn write_all_within(
+    stream: &mut TcpStream,
+    data: bytes::Bytes,
+    limit: Duration,
+) -> io::Result<()> {
+    let mut off = 0;
+    while off < data.len() {
+        let write = crate::driver::time::timeout(limit, stream.write(data.slice(off..)));
+        match write.await.map_err(send_timed_out)?.0? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => off += n,
+        }
+    }
+    Ok(())
+}
+
+/// [`write_head_body`] with [`write_all_within`]'s limit on each write.
+async fn write_head_body_within(
+    stream: &mut TcpStream,
+    head: Vec<u8>,
+    body: bytes::Bytes,
+    limit: Duration,
+) -> io::Result<()> {
+    let total = head.len() + body.len();
+    let write = crate::driver::time::timeout(limit, stream.writev(HeadBody::new(head, body)));
+    let (res, hb) = write.await.map_err(send_timed_out)?;
+    let n = res?;
+    if n >= total {
+        return Ok(());
+    }
+    if n == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    let HeadBody { head, body, .. } = hb;
+    if n < head.len() {
+        write_all_within(stream, bytes::Bytes::from(head).slice(n..), limit).await?;
+        return write_all_within(stream, body, limit).await;
+    }
+    write_all_within(stream, body.slice(n - head.len()..), limit).await
+}
+
 /// Writes a head and a body in one vectored write; if the socket takes less, the rest with
 /// plain writes. (Not monoio's `write_vectored_all`: after a partial write it sends bytes
 /// again and reads iovecs past its own.)
@@ -306,6 +360,7 @@ impl Conn {
             client_cert: None,
             bytes_in: 0,
             bytes_out: 0,
+            send_timeout: crate::config::DEFAULT_SEND_TIMEOUT,
             tls_version: match &stream {
                 Stream::Tls(t) => tls_version_name(t.tls.protocol_version()),
                 _ => None,
@@ -327,7 +382,13 @@ impl Conn {
         data: B,
     ) -> io::Result<()> {
         self.bytes_out += data.as_ref().len() as u64;
-        self.stream.write_all(data).await
+        let limit = self.send_timeout;
+        match &mut self.stream {
+            Stream::Plain(s) => write_all_within(s, data.into(), limit).await,
+            s => crate::driver::time::timeout(limit, s.write_all(data))
+                .await
+                .map_err(send_timed_out)?,
+        }
     }
 
     /// The client's socket when it is plain TCP on Tollgate's own runtime (bytes received
@@ -351,7 +412,17 @@ impl Conn {
                 "not a plain connection on the own runtime",
             ));
         };
-        s.send_all_bufs(crate::rt::net::RecvBufs::new(bufs)).await
+        let mut bufs = crate::rt::net::RecvBufs::new(bufs);
+        while !bufs.is_empty() {
+            let send = crate::driver::time::timeout(self.send_timeout, s.send_vectored(bufs));
+            let (res, b) = send.await.map_err(send_timed_out)?;
+            bufs = b;
+            match res? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => bufs.advance(n),
+            }
+        }
+        Ok(())
     }
 
     /// A head and a body: one `writev` on plain TCP.
@@ -361,7 +432,13 @@ impl Conn {
         body: bytes::Bytes,
     ) -> io::Result<()> {
         self.bytes_out += (head.len() + body.len()) as u64;
-        self.stream.write_head_body(head, body).await
+        let limit = self.send_timeout;
+        match &mut self.stream {
+            Stream::Plain(s) => write_head_body_within(s, head, body, limit).await,
+            s => crate::driver::time::timeout(limit, s.write_head_body(head, body))
+                .await
+                .map_err(send_timed_out)?,
+        }
     }
 }
 

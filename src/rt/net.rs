@@ -471,7 +471,8 @@ unsafe impl IoBuf for &'static [u8] {}
 unsafe impl IoBuf for RecvBuf {}
 
 /// Received buffers (and bytes made here, as heap [`RecvBuf`]s) sent in order with one
-/// vectored send: [`TcpStream::send_all_bufs`].
+/// vectored send ([`TcpStream::send_vectored`]; [`RecvBufs::advance`] past what a partial
+/// send took).
 pub struct RecvBufs {
     bufs: Vec<RecvBuf>,
     iov: Vec<libc::iovec>,
@@ -496,7 +497,7 @@ impl RecvBufs {
     }
 
     /// Drops the first `n` bytes (sent).
-    fn advance(&mut self, mut n: usize) {
+    pub fn advance(&mut self, mut n: usize) {
         let mut done = 0;
         for b in &mut self.bufs {
             if n < b.len() {
@@ -510,7 +511,12 @@ impl RecvBufs {
         self.describe();
     }
 
-    fn len(&self) -> usize {
+    pub fn is_empty(&self) -> bool {
+        self.bufs.iter().all(|b| b.is_empty())
+    }
+
+    /// Bytes left to send.
+    pub fn len(&self) -> usize {
         self.bufs.iter().map(|b| b.len()).sum()
     }
 }
@@ -521,22 +527,6 @@ impl RecvBufs {
 unsafe impl IoVecs for RecvBufs {
     fn iovecs(&self) -> (*const libc::iovec, usize) {
         (self.iov.as_ptr(), self.iov.len())
-    }
-}
-
-impl TcpStream {
-    /// Sends every byte of `bufs`, in order: one vectored send, again for what a partial
-    /// send left (buffers fully sent go back to the ring as it goes).
-    pub async fn send_all_bufs(&self, mut bufs: RecvBufs) -> io::Result<()> {
-        while bufs.len() > 0 {
-            let (res, b) = self.send_vectored(bufs).await;
-            bufs = b;
-            match res? {
-                0 => return Err(io::ErrorKind::WriteZero.into()),
-                n => bufs.advance(n),
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1,0 +1,183 @@
+//! Clients that stop reading their answers: each write waits at most `limits.send_timeout`
+//! (nginx's `send_timeout`), and while they wait the rest of the shard keeps serving (on the
+//! own runtime their stalled relays do not take the buffer ring the receives need).
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+/// Bytes in the big answer: more than the kernel buffers between the gateway and a client
+/// that reads nothing can hold.
+const BIG: usize = 16 << 20;
+
+/// What the upstream saw for one big answer.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// The gateway took no byte for 300 ms (it stopped reading).
+    Stalled,
+    /// The gateway closed the connection before the whole answer went out.
+    Cut,
+    /// Every byte went out.
+    Sent,
+}
+
+/// An upstream answering every request with a 16 MiB body that reports what happened to each
+/// answer; small requests (`/small`) get 2 bytes.
+fn big_upstream() -> (SocketAddr, mpsc::Receiver<Seen>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /small ") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    return;
+                }
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n");
+                if s.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                // The body from one 64 KiB chunk, written again and again.
+                let chunk = [b'x'; 64 << 10];
+                let at = |off: usize| &chunk[..(BIG - off).min(chunk.len())];
+                // Until the gateway takes no byte for 300 ms (it stopped reading); then
+                // without a limit for the rest (an error there is the gateway closing).
+                s.set_write_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                let mut off = 0;
+                while off < BIG {
+                    match s.write(at(off)) {
+                        Ok(n) => off += n,
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                        {
+                            break
+                        }
+                        Err(_) => {
+                            let _ = tx.send(Seen::Cut);
+                            return;
+                        }
+                    }
+                }
+                if off < BIG {
+                    let _ = tx.send(Seen::Stalled);
+                    s.set_write_timeout(None).unwrap();
+                    while off < BIG {
+                        match s.write(at(off)) {
+                            Ok(n) if n > 0 => off += n,
+                            _ => {
+                                let _ = tx.send(Seen::Cut);
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = tx.send(Seen::Sent);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A client with a small receive buffer that asks for the big answer and reads nothing.
+fn stalled_client(gw: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&gw.into()).unwrap();
+    let mut s: TcpStream = s.into();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    s
+}
+
+fn gateway(upstream: SocketAddr, limits: &str) -> Gw {
+    Gw::start(&config(
+        limits,
+        "",
+        &format!(
+            r#"
+  [[apis.routes]]
+  route = "GET /{{proxy+}}"
+  integration = {{ type = "http", uri = "http://{upstream}/{{proxy}}" }}
+"#
+        ),
+    ))
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_after_send_timeout() {
+    let (up, seen) = big_upstream();
+    let gw = gateway(up, r#"send_timeout = "1s""#);
+    let mut c = stalled_client(gw.addr());
+    // The gateway stops reading the upstream once the client's side is full, then gives up
+    // on the client and drops the upstream connection with it.
+    assert_eq!(seen.recv_timeout(IO_TIMEOUT).unwrap(), Seen::Stalled);
+    assert_eq!(seen.recv_timeout(IO_TIMEOUT).unwrap(), Seen::Cut);
+    // The client gets the start of the answer, then the end of the connection.
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(
+        got.len() < BIG,
+        "the whole answer arrived: {} bytes",
+        got.len()
+    );
+    // Others are served as before.
+    assert_eq!(get(gw.addr(), "/small").text(), "ok");
+}
+
+#[test]
+fn clients_that_stop_reading_do_not_starve_the_others() {
+    let (up, seen) = big_upstream();
+    let gw = gateway(up, "");
+    // 72 answers stalled at once, each relay with a send waiting on its client: more than the
+    // own runtime's 64 ring buffers, were each stalled relay to keep one (a relay that falls
+    // behind has its bytes copied off the ring).
+    let stalled: Vec<TcpStream> = (0..72).map(|_| stalled_client(gw.addr())).collect();
+    for _ in 0..stalled.len() {
+        assert_eq!(seen.recv_timeout(IO_TIMEOUT).unwrap(), Seen::Stalled);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(gw.addr(), "/small").text(), "ok");
+    }
+    // The stalled answers are whole once their clients read (two of them read here).
+    for mut c in stalled.into_iter().take(2) {
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut got = vec![0u8; 64 << 10];
+        let mut n = 0usize;
+        let mut body_start = None;
+        loop {
+            let k = c.read(&mut got).unwrap();
+            assert!(k > 0, "the answer ended early");
+            if body_start.is_none() {
+                let head = &got[..k];
+                let at = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                body_start = Some(());
+                n += k - (at + 4);
+            } else {
+                n += k;
+            }
+            if n >= BIG {
+                break;
+            }
+        }
+        assert_eq!(n, BIG);
+    }
+}
