@@ -4,7 +4,7 @@
 //! bytes in it are used), sends straight from received buffers — and one timer wheel per
 //! thread.
 //!
-//! The module stands alone (std, `io-uring`, `libc`): `bench/floor` includes its source to
+//! The module stands alone (std, `io-uring`, `libc`, `pin-project-lite`): `bench/floor` includes its source to
 //! measure a forwarder on it beside the monoio and raw-ring floors.
 //!
 //! - [`block_on`] runs a future on this thread with a new runtime; [`spawn`] adds a task.

@@ -103,7 +103,6 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr) -> io::Result<()> {
             };
             let s = TcpStream::connect(upstream).await?;
             let _ = s.set_nodelay(true);
-            let mut s = s;
             // The first buffer of the first request: framed like any other.
             let mut left = match common::parse(&first, true)? {
                 Some((n, cl)) => n.saturating_add(cl).saturating_sub(first.len()),
