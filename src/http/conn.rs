@@ -70,22 +70,30 @@ impl Stream {
         }
     }
 
-    /// A head and a body: one `writev` on plain TCP; on TLS, one write of each.
+    /// A head and a body: one `writev` on plain TCP (each write waiting at most `limit` for
+    /// the client to take bytes); on TLS one write of each, on HTTP/2 one frame write of each,
+    /// within `limit` together.
     pub(crate) async fn write_head_body(
         &mut self,
         head: Vec<u8>,
         body: bytes::Bytes,
+        limit: Duration,
     ) -> io::Result<()> {
+        use crate::driver::time::timeout as t;
         match self {
-            Stream::Plain(s) => write_head_body(s, head, body).await,
-            Stream::Tls(t) => {
-                t.write_all(&head).await?;
-                t.write_all(&body).await
-            }
-            Stream::H2(s) => {
+            Stream::Plain(s) => write_head_body(s, head, body, limit).await,
+            Stream::Tls(s) => t(limit, async {
+                s.write_all(&head).await?;
+                s.write_all(&body).await
+            })
+            .await
+            .map_err(send_timed_out)?,
+            Stream::H2(s) => t(limit, async {
                 s.write(head.into()).await?;
                 s.write(body).await
-            }
+            })
+            .await
+            .map_err(send_timed_out)?,
         }
     }
 
@@ -298,8 +306,11 @@ async fn write_all_within(
     Ok(())
 }
 
-/// [`write_head_body`] with [`write_all_within`]'s limit on each write.
-async fn write_head_body_within(
+/// Writes a head and a body in one vectored write; if the socket takes less, the rest with
+/// plain writes, each write waiting at most `limit` (see [`write_all_within`]). (Not monoio's
+/// `write_vectored_all`: after a partial write it sends bytes again and reads iovecs past its
+/// own.)
+pub(crate) async fn write_head_body(
     stream: &mut TcpStream,
     head: Vec<u8>,
     body: bytes::Bytes,
@@ -321,32 +332,6 @@ async fn write_head_body_within(
         return write_all_within(stream, body, limit).await;
     }
     write_all_within(stream, body.slice(n - head.len()..), limit).await
-}
-
-/// Writes a head and a body in one vectored write; if the socket takes less, the rest with
-/// plain writes. (Not monoio's `write_vectored_all`: after a partial write it sends bytes
-/// again and reads iovecs past its own.)
-pub(crate) async fn write_head_body(
-    stream: &mut TcpStream,
-    head: Vec<u8>,
-    body: bytes::Bytes,
-) -> io::Result<()> {
-    let total = head.len() + body.len();
-    let (res, hb) = stream.writev(HeadBody::new(head, body)).await;
-    let n = res?;
-    if n >= total {
-        return Ok(());
-    }
-    if n == 0 {
-        return Err(io::ErrorKind::WriteZero.into());
-    }
-    let HeadBody { head, body, .. } = hb;
-    if n < head.len() {
-        let rest = bytes::Bytes::from(head).slice(n..);
-        write_all(stream, rest).await?;
-        return write_all(stream, body).await;
-    }
-    write_all(stream, body.slice(n - head.len()..)).await
 }
 
 impl Conn {
@@ -425,7 +410,7 @@ impl Conn {
         Ok(())
     }
 
-    /// A head and a body: one `writev` on plain TCP.
+    /// A head and a body: one `writev` on plain TCP, within `limits.send_timeout`.
     pub(crate) async fn write_head_body(
         &mut self,
         head: Vec<u8>,
@@ -433,12 +418,7 @@ impl Conn {
     ) -> io::Result<()> {
         self.bytes_out += (head.len() + body.len()) as u64;
         let limit = self.send_timeout;
-        match &mut self.stream {
-            Stream::Plain(s) => write_head_body_within(s, head, body, limit).await,
-            s => crate::driver::time::timeout(limit, s.write_head_body(head, body))
-                .await
-                .map_err(send_timed_out)?,
-        }
+        self.stream.write_head_body(head, body, limit).await
     }
 }
 
@@ -630,7 +610,9 @@ mod tests {
         let body = bytes::Bytes::from(body);
         run(Box::pin(async move {
             let mut s = TcpStream::connect_addr(addr).await.unwrap();
-            write_head_body(&mut s, head, body).await.unwrap();
+            write_head_body(&mut s, head, body, Duration::from_secs(10))
+                .await
+                .unwrap();
         }));
         assert!(
             reader.join().unwrap() == want,
