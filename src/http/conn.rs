@@ -624,6 +624,7 @@ mod tests {
     fn a_partial_vectored_write_sends_the_rest_once() {
         head_and_body_arrive_whole(|f| {
             let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
                 .build()
                 .unwrap();
             rt.block_on(f);
