@@ -290,15 +290,18 @@ unsafe impl monoio::buf::IoVecBuf for HeadBody {
 
 /// Writes all of `data`, each write waiting at most `limit` for the client to take bytes
 /// (nginx's `send_timeout`: the time between two successive writes, not the whole answer's).
-async fn write_all_within(
+async fn write_all_within<B: monoio::buf::IoBuf>(
     stream: &mut TcpStream,
-    data: bytes::Bytes,
+    data: B,
     limit: Duration,
 ) -> io::Result<()> {
-    let mut off = 0;
-    while off < data.len() {
+    let len = data.bytes_init();
+    let (mut off, mut data) = (0, data);
+    while off < len {
         let write = crate::driver::time::timeout(limit, stream.write(data.slice(off..)));
-        match write.await.map_err(send_timed_out)?.0? {
+        let (res, rest) = write.await.map_err(send_timed_out)?;
+        data = rest.into_inner();
+        match res? {
             0 => return Err(io::ErrorKind::WriteZero.into()),
             n => off += n,
         }
@@ -369,7 +372,7 @@ impl Conn {
         self.bytes_out += data.as_ref().len() as u64;
         let limit = self.send_timeout;
         match &mut self.stream {
-            Stream::Plain(s) => write_all_within(s, data.into(), limit).await,
+            Stream::Plain(s) => write_all_within(s, data, limit).await,
             s => crate::driver::time::timeout(limit, s.write_all(data))
                 .await
                 .map_err(send_timed_out)?,
