@@ -15,6 +15,17 @@ pub(crate) enum Sleep {
     Own(crate::rt::Sleep),
 }
 
+/// The time for timers and bookkeeping that need no better than a millisecond: on Tollgate's
+/// own runtime the clock as read once per turn ([`crate::rt::now`]), elsewhere the clock.
+/// Latencies that are reported read the clock itself.
+pub(crate) fn now() -> Instant {
+    if super::own() {
+        crate::rt::now()
+    } else {
+        Instant::now()
+    }
+}
+
 /// Resolves after `d` (never, if `d` runs past what an `Instant` can hold).
 pub(crate) fn sleep(d: Duration) -> Sleep {
     if super::own() {

@@ -391,16 +391,18 @@ impl Conn {
     /// Sends bytes received on another socket of the own runtime straight from the ring
     /// buffers they arrived in, in one vectored send (each buffer goes back once the kernel
     /// has copied it).
-    pub(crate) async fn send_received(&mut self, bufs: Vec<crate::rt::RecvBuf>) -> io::Result<()> {
-        let n: usize = bufs.iter().map(|b| b.len()).sum();
-        self.bytes_out += n as u64;
+    /// `bufs` comes back empty, for the next batch.
+    pub(crate) async fn send_received(
+        &mut self,
+        mut bufs: crate::rt::net::RecvBufs,
+    ) -> io::Result<crate::rt::net::RecvBufs> {
+        self.bytes_out += bufs.len() as u64;
         // Only the relay of an own-runtime plain connection calls this.
         let Some(s) = self.own_plain() else {
             return Err(io::Error::other(
                 "not a plain connection on the own runtime",
             ));
         };
-        let mut bufs = crate::rt::net::RecvBufs::new(bufs);
         while !bufs.is_empty() {
             let send = crate::driver::time::timeout(self.send_timeout, s.send_vectored(bufs));
             let (res, b) = send.await.map_err(send_timed_out)?;
@@ -410,7 +412,8 @@ impl Conn {
                 n => bufs.advance(n),
             }
         }
-        Ok(())
+        bufs.clear();
+        Ok(bufs)
     }
 
     /// A head and a body: one `writev` on plain TCP, within `limits.send_timeout`.

@@ -496,17 +496,16 @@ impl ResponseParts {
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
 pub(crate) fn hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 8] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
-    ];
-    HOP.iter().any(|h| name_eq(name, h))
+    // By length first: most names are compared with none of them.
+    match name.len() {
+        2 => name_eq(name, b"te"),
+        7 => name_eq(name, b"trailer") || name_eq(name, b"upgrade"),
+        10 => name_eq(name, b"connection") || name_eq(name, b"keep-alive"),
+        16 => name_eq(name, b"proxy-connection"),
+        17 => name_eq(name, b"transfer-encoding"),
+        18 => name_eq(name, b"proxy-authenticate"),
+        _ => false,
+    }
 }
 
 /// Header lines (`name: value\r\n`, as the gateway keeps and writes them) as pairs.

@@ -34,4 +34,4 @@ pub mod wheel;
 pub use bufs::RecvBuf;
 pub use exec::{block_on, spawn, JoinHandle};
 pub use reactor::{supported, Builder};
-pub use time::{sleep, sleep_until, Sleep};
+pub use time::{now, sleep, sleep_until, Sleep};

@@ -488,6 +488,26 @@ impl RecvBufs {
         r
     }
 
+    /// Adds a buffer behind the others (not while a send holds the value: it owns it then).
+    pub fn push(&mut self, b: RecvBuf) {
+        self.iov.push(libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        });
+        self.bufs.push(b);
+    }
+
+    /// Drops every buffer (the capacity stays).
+    pub fn clear(&mut self) {
+        self.bufs.clear();
+        self.iov.clear();
+    }
+
+    /// How many buffers are held.
+    pub fn count(&self) -> usize {
+        self.bufs.len()
+    }
+
     fn describe(&mut self) {
         self.iov.clear();
         self.iov.extend(self.bufs.iter().map(|b| libc::iovec {

@@ -174,12 +174,17 @@ pub(crate) struct Reactor {
     pub(crate) free: RefCell<Vec<u32>>,
     /// Completions reaped while making room in a full queue, dispatched at the next turn.
     pub(crate) backlog: RefCell<Vec<cqueue::Entry>>,
+    /// The completions of a turn, reaped then dispatched (kept for its capacity).
+    reaped: RefCell<Vec<cqueue::Entry>>,
     pub(crate) bufs: BufRing,
     /// Receives that found no buffer, woken when one is given back.
     pub(crate) buf_waiters: RefCell<Vec<Waker>>,
     /// Buffers the kernel handed over and that were not given back yet.
     pub(crate) bufs_out: Cell<u32>,
     pub(crate) timers: RefCell<Wheel>,
+    /// The clock as read once per turn, when its completions were reaped: what timers are
+    /// armed from ([`super::time::now`]).
+    pub(crate) now: Cell<Instant>,
     /// Wakers of timers due, gathered each turn (kept for its capacity).
     timer_wake: RefCell<Vec<Waker>>,
     pub(crate) eventfd: i32,
@@ -227,10 +232,12 @@ impl Reactor {
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             backlog: RefCell::new(Vec::new()),
+            reaped: RefCell::new(Vec::new()),
             bufs,
             buf_waiters: RefCell::new(Vec::new()),
             bufs_out: Cell::new(0),
             timers: RefCell::new(Wheel::new()),
+            now: Cell::new(Instant::now()),
             timer_wake: RefCell::new(Vec::new()),
             eventfd,
             defer,
@@ -313,9 +320,9 @@ impl Reactor {
 
     /// [`Reactor::turn`]; `cap` bounds an idle wait.
     fn turn_with(&self, idle: bool, cap: Option<Duration>) -> io::Result<()> {
-        let backlog = std::mem::take(&mut *self.backlog.borrow_mut());
-        let idle = idle && backlog.is_empty();
-        let mut cqes = backlog;
+        let mut cqes = std::mem::take(&mut *self.reaped.borrow_mut());
+        cqes.append(&mut self.backlog.borrow_mut());
+        let idle = idle && cqes.is_empty();
         {
             let mut ring = self.ring.borrow_mut();
             let mut next = self.timers.borrow().next_deadline();
@@ -374,9 +381,11 @@ impl Reactor {
             }
             cqes.extend(ring.completion());
         }
-        for cqe in cqes {
+        self.now.set(Instant::now());
+        for cqe in cqes.drain(..) {
             self.dispatch(cqe.user_data(), cqe.result(), cqe.flags());
         }
+        *self.reaped.borrow_mut() = cqes;
         self.fire_timers();
         Ok(())
     }
@@ -583,13 +592,13 @@ impl Reactor {
         }
     }
 
-    /// Wakes the timers now due (no clock read while none is armed).
+    /// Wakes the timers due at this turn's clock.
     fn fire_timers(&self) {
         let mut wake = std::mem::take(&mut *self.timer_wake.borrow_mut());
         {
             let mut t = self.timers.borrow_mut();
             if !t.is_empty() {
-                t.advance(Instant::now(), &mut wake);
+                t.advance(self.now.get(), &mut wake);
             }
         }
         for w in wake.drain(..) {

@@ -8,10 +8,18 @@ use std::time::{Duration, Instant};
 
 use super::exec::{self, Runtime};
 
-/// Resolves after `d`.
+/// The time of this thread's runtime turn: the clock as read when the turn's completions
+/// were reaped (one read per turn, not one per timer; nginx's cached time), or the clock
+/// itself outside a runtime. Earlier than the clock by what the turn has run so far (tens of
+/// microseconds; a timer armed from it may end that much early, within the wheel's 1 ms tick).
+pub fn now() -> Instant {
+    exec::try_with(|rt| rt.reactor.now.get()).unwrap_or_else(Instant::now)
+}
+
+/// Resolves after `d` (from the turn's time, [`now`]).
 pub fn sleep(d: Duration) -> Sleep {
     Sleep {
-        deadline: Instant::now().checked_add(d),
+        deadline: now().checked_add(d),
         entry: None,
         rt: None,
     }

@@ -148,7 +148,7 @@ pub(crate) fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: UpStream) {
     // capped at 32 closed most connections as answers finished and opened as many for the
     // next requests (connect storms: p99 ten times higher, throughput halved). Beyond that,
     // the oldest go first; none is kept past keepalive_timeout.
-    let now = Instant::now();
+    let now = crate::driver::time::now();
     // Demand: the most requests in flight at once over the last DEMAND_WINDOW or two.
     if now.saturating_duration_since(t.peak_since.get()) >= DEMAND_WINDOW {
         t.prev_peak.set(t.peak.get());

@@ -187,7 +187,12 @@ pub(crate) async fn send(
                 }
             },
         };
-        ctx.timings.upstream_connected = Some(Instant::now());
+        // A pooled connection taken at once was ready when the exchange started.
+        ctx.timings.upstream_connected = Some(if reused && tries == 1 {
+            started
+        } else {
+            Instant::now()
+        });
         match exchange(
             conn,
             ctx,

@@ -230,11 +230,12 @@ async fn relay_received(
     ubuf: &mut BytesMut,
     idle: std::time::Duration,
 ) -> Result<bool, Side> {
-    use crate::rt::RecvBuf;
-    let mut batch: Vec<RecvBuf> = Vec::with_capacity(RELAY_BATCH);
+    use crate::rt::{net::RecvBufs, RecvBuf};
+    // One batch for the whole answer: each send gives it back empty.
+    let mut batch = RecvBufs::new(Vec::with_capacity(RELAY_BATCH));
     batch.push(RecvBuf::heap(head));
     loop {
-        let mut take = |mut b: RecvBuf, remaining: &mut u64, batch: &mut Vec<RecvBuf>| {
+        let mut take = |mut b: RecvBuf, remaining: &mut u64, batch: &mut RecvBufs| {
             if b.len() as u64 > *remaining {
                 let k = *remaining as usize;
                 ubuf.extend_from_slice(&b[k..]);
@@ -244,21 +245,20 @@ async fn relay_received(
             batch.push(b);
         };
         // What already arrived goes with what is waiting to be sent.
-        while remaining > 0 && batch.len() < RELAY_BATCH {
+        while remaining > 0 && batch.count() < RELAY_BATCH {
             match up.try_recv() {
                 Some(b) => take(b, &mut remaining, &mut batch),
                 None => break,
             }
         }
-        if batch.is_empty() {
+        if batch.count() == 0 {
             match crate::driver::time::timeout(idle, up.recv()).await {
                 Ok(Ok(Some(b))) => take(b, &mut remaining, &mut batch),
                 _ => return Err(Side::Upstream),
             }
             continue;
         }
-        let send = std::mem::replace(&mut batch, Vec::with_capacity(RELAY_BATCH));
-        conn.send_received(send).await.map_err(|_| Side::Client)?;
+        batch = conn.send_received(batch).await.map_err(|_| Side::Client)?;
         if remaining == 0 {
             return Ok(true);
         }

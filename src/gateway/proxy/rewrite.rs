@@ -6,14 +6,20 @@ use super::*;
 
 pub(crate) use crate::http::h1::hop_by_hop;
 
-/// The `Connection` header's value, if any: names listed there are hop-by-hop too. Looked
-/// up once per message, not once per header.
+/// The `Connection` header's value, if it lists any header name beyond the hop-by-hop ones
+/// (names listed there are hop-by-hop too). Looked up once per message, not once per header;
+/// the usual `keep-alive`, `close` or `upgrade` alone give `None`, so that no header is checked
+/// against it.
 pub(super) fn connection_value<'a>(
     mut headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Option<&'a [u8]> {
-    headers
-        .find(|(n, _)| name_eq(n, b"connection"))
-        .map(|(_, v)| v)
+    let v = headers.find(|(n, _)| name_eq(n, b"connection"))?.1;
+    v.split(|&b| b == b',')
+        .any(|t| {
+            let t = t.trim_ascii();
+            !t.is_empty() && !name_eq(t, b"close") && !hop_by_hop(t)
+        })
+        .then_some(v)
 }
 
 /// True when `name` is listed in the `Connection` value (other than the standard tokens).
