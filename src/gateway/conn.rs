@@ -222,7 +222,7 @@ async fn open(
     let info = |client_cert, tls_version: Option<&'static str>| crate::http::h2::ConnInfo {
         peer,
         listener,
-        peer_ip: Rc::from(peer.ip().to_string()),
+        peer_ip: crate::http::conn::ip_text(peer.ip()),
         tls: tls_version.is_some(),
         tls_version,
         client_cert,
