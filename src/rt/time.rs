@@ -10,8 +10,9 @@ use super::exec::{self, Runtime};
 
 /// The time of this thread's runtime turn: the clock as read when the turn's completions
 /// were reaped (one read per turn, not one per timer; nginx's cached time), or the clock
-/// itself outside a runtime. Earlier than the clock by what the turn has run so far (tens of
-/// microseconds; a timer armed from it may end that much early, within the wheel's 1 ms tick).
+/// itself outside a runtime. Earlier than the clock by what the turn's tasks have run so far
+/// (a few hundred microseconds for a busy shard's batch of requests): a timer armed from it may
+/// end that much early, about the wheel's 1 ms tick, which already rounds deadlines.
 pub fn now() -> Instant {
     exec::try_with(|rt| rt.reactor.now.get()).unwrap_or_else(Instant::now)
 }
