@@ -5,65 +5,27 @@ backend, N requests one at a time over 4 keep-alive connections, `perf stat` on 
 
   python3 scripts/per_request_calls.py target/release/tollgate [/tmp/other-build ...] [--requests 2000]
 
-Counts `mi_malloc_aligned` in the binary (every Rust allocation goes through it with the
-mimalloc allocator) and `clock_gettime` / `__memmove_avx_unaligned_erms` in libc. One request at
+Counts the binary's mimalloc entries (`mi_malloc`, `mi_malloc_aligned`, `mi_zalloc`,
+`mi_zalloc_aligned`: every Rust allocation takes one) and `clock_gettime` / `__memmove_avx_unaligned_erms` in libc. One request at
 a time means one runtime turn per request: per-turn work (a clock read, the completion buffer)
 is counted once per request here, where a loaded shard shares it among many. Removes the probes
 it added and stops the processes it started (by PID).
 """
 import argparse
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwconf  # noqa: E402
+
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 
 
-def port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_ready(p: int) -> None:
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", p), timeout=1) as s:
-                s.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
-                if s.recv(100).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    sys.exit(f"nothing answered on port {p}")
-
-
-def requests(p: int, n: int) -> None:
-    conns = [socket.create_connection(("127.0.0.1", p)) for _ in range(4)]
-    req = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
-    for i in range(n):
-        s = conns[i % 4]
-        s.sendall(req)
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                sys.exit("the gateway closed a connection")
-            buf += chunk
-            head, sep, body = buf.partition(b"\r\n\r\n")
-            if sep:
-                m = re.search(rb"(?i)content-length:\s*(\d+)", head)
-                if m and len(body) >= int(m.group(1)):
-                    break
-    for s in conns:
-        s.close()
+port = gwconf.free_port
 
 
 def probe(args: list[str]) -> None:
@@ -81,13 +43,8 @@ def main() -> None:
     procs = []
     added = []
     try:
-        be = port()
-        open(f"{tmp}/be.conf", "w").write(
-            f"daemon off; master_process off; worker_processes 1; error_log stderr error; pid {tmp}/b.pid;\n"
-            "events { worker_connections 1024; }\n"
-            "http { access_log off; keepalive_requests 10000000;\n"
-            f"  server {{ listen 127.0.0.1:{be}; location / {{ return 200 \"hello, world\\n\"; }} }} }}\n")
-        procs.append(subprocess.Popen(["nginx", "-c", f"{tmp}/be.conf", "-p", tmp], stderr=subprocess.DEVNULL))
+        be, nginx = gwconf.backend(tmp)
+        procs.append(nginx)
         # Left over by an interrupted run.
         subprocess.run(["perf", "probe", "-q", "-d", "tgcount:*"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         probe(["-x", LIBC, "--add", "tgcount:clock=clock_gettime"])
@@ -95,37 +52,29 @@ def main() -> None:
         probe(["-x", LIBC, "--add", "tgcount:memmove=__memmove_avx_unaligned_erms"])
         added.append("tgcount:memmove")
         for i, b in enumerate(a.bins):
-            ev = f"tg_malloc{i}"
-            probe(["-x", os.path.abspath(b), "--add", f"tgcount:{ev}=mi_malloc_aligned"])
-            added.append(f"tgcount:{ev}")
+            # Every entry a Rust allocation can take into mimalloc (the allocator in main.rs
+            # calls `mi_malloc` for word alignment, `mi_malloc_aligned` above it); those the
+            # build lacks are skipped.
+            evs = []
+            for k, sym in enumerate(("mi_malloc", "mi_malloc_aligned", "mi_zalloc", "mi_zalloc_aligned")):
+                ev = f"tg_alloc{i}_{k}"
+                r = subprocess.run(["perf", "probe", "-q", "-x", os.path.abspath(b), "--add", f"tgcount:{ev}={sym}"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if r.returncode == 0:
+                    added.append(f"tgcount:{ev}")
+                    evs.append(f"tgcount:{ev}")
             p = port()
-            open(f"{tmp}/tg{i}.toml", "w").write(f"""[server]
-workers = 1
-state_dir = "{tmp}/data{i}"
-[[listeners]]
-name = "http"
-addr = "127.0.0.1:{p}"
-[[apis]]
-name = "a"
-  [[apis.stages]]
-  name = "p"
-  [[apis.routes]]
-  route = "ANY /{{proxy+}}"
-  integration = {{ type = "http", uri = "http://127.0.0.1:{be}/{{proxy}}" }}
-[[domains]]
-host = "*"
-mappings = [{{ base_path = "", api = "a", stage = "p" }}]
-""")
+            open(f"{tmp}/tg{i}.toml", "w").write(gwconf.gateway_toml(tmp, i, p, be))
             env = dict(os.environ, TOLLGATE_LOG="warn")
             g = subprocess.Popen([b, "--config", f"{tmp}/tg{i}.toml"], env=env, stderr=subprocess.DEVNULL)
             procs.append(g)
-            wait_ready(p)
-            requests(p, 200)  # warm: pools, caches
+            gwconf.wait_ready(p)
+            gwconf.requests(p, 200)  # warm: pools, caches
             out = f"{tmp}/stat{i}.txt"
             st = subprocess.Popen(["perf", "stat", "-x", ",", "-o", out, "-e",
-                                   f"{added[-1]},tgcount:clock,tgcount:memmove", "-p", str(g.pid)])
+                                   ",".join(evs + ["tgcount:clock", "tgcount:memmove"]), "-p", str(g.pid)])
             time.sleep(0.5)
-            requests(p, a.requests)
+            gwconf.requests(p, a.requests)
             st.send_signal(2)
             st.wait()
             counts = {}
@@ -133,7 +82,8 @@ mappings = [{{ base_path = "", api = "a", stage = "p" }}]
                 f = line.split(",")
                 if len(f) > 2 and f[0].strip().isdigit():
                     counts[f[2].split(":")[-1]] = int(f[0])
-            print(f"{b}: per request  allocations {counts.get(ev, 0) / a.requests:.2f}  "
+            allocs = sum(c for k, c in counts.items() if k.startswith(f"tg_alloc{i}_"))
+            print(f"{b}: per request  allocations {allocs / a.requests:.2f}  "
                   f"clock reads {counts.get('clock', 0) / a.requests:.2f}  "
                   f"memmove calls {counts.get('memmove', 0) / a.requests:.2f}")
             g.terminate()

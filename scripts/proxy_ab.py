@@ -8,15 +8,24 @@ the first, and every round.
   python3 scripts/proxy_ab.py '[{"name":"basic","bin":"target/release/tollgate","driver":"io_uring_basic"},
                                {"name":"own","bin":"target/release/tollgate","driver":"io_uring"}]' /big.bin 5 3
 
-Arguments: the variants (JSON: name, bin, driver, env), the path (/small 13 bytes, /1k.bin,
-/big.bin 64 KiB), rounds, seconds per round, and optionally connections (default 64).
+Arguments: the variants (JSON: name, bin, driver, env, features), the path (/small 13 bytes,
+/1k.bin, /big.bin 64 KiB), rounds, seconds per round, and optionally connections (default 64).
+
+A variant's "features" turn on the pipeline workload's features one by one on the same route
+(the cost of each, measured against the route without it): "key" (an API key required, the key
+sent by wrk), "plan" (the key's usage plan throttles, never refusing; implies "key"), "log" (a
+JSON access log line per request to a file), "header" (the integration adds a header).
+
+  python3 scripts/proxy_ab.py '[{"name":"plain","bin":"target/release/tollgate"},
+                               {"name":"pipeline","bin":"target/release/tollgate","features":["key","plan","log","header"]}]' /small 5 3
 """
 import os, subprocess, sys, tempfile, time, socket, json, re, shutil, statistics
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwconf
 variants = json.loads(sys.argv[1])  # [{"name":..,"bin":..,"driver":..,"env":{..}}]
 path = sys.argv[2]; rounds = int(sys.argv[3]); secs = int(sys.argv[4]); conns = int(sys.argv[5]) if len(sys.argv) > 5 else 64
 tmp = tempfile.mkdtemp()
-def port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+port = gwconf.free_port
 be = port()
 open(f"{tmp}/big.bin", "wb").write(os.urandom(65536))
 open(f"{tmp}/1k.bin", "wb").write(os.urandom(1024))
@@ -30,24 +39,8 @@ bep = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", f"{tmp}/be.conf", "
 procs.append(bep)
 for i, v in enumerate(variants):
     v["port"] = port()
-    open(f"{tmp}/tg{i}.toml", "w").write(f"""[server]
-workers = 1
-state_dir = "{tmp}/data{i}"
-driver = "{v.get('driver','io_uring')}"
-[[listeners]]
-name = "http"
-addr = "127.0.0.1:{v['port']}"
-[[apis]]
-name = "a"
-  [[apis.stages]]
-  name = "p"
-  [[apis.routes]]
-  route = "ANY /{{proxy+}}"
-  integration = {{ type = "http", uri = "http://127.0.0.1:{be}/{{proxy}}" }}
-[[domains]]
-host = "*"
-mappings = [{{ base_path = "", api = "a", stage = "p" }}]
-""")
+    v["wrk"] = gwconf.key_headers(v.get("features"))
+    open(f"{tmp}/tg{i}.toml", "w").write(gwconf.gateway_toml(tmp, i, v["port"], be, v.get("driver", "io_uring"), v.get("features")))
     env = dict(os.environ, TOLLGATE_LOG="warn", **v.get("env", {}))
     p = subprocess.Popen(["taskset", "-c", "1", v["bin"], "--config", f"{tmp}/tg{i}.toml"], env=env, stderr=subprocess.DEVNULL)
     procs.append(p); v["proc"] = p; v["res"] = []
@@ -60,11 +53,13 @@ def cpu(pid):
 time.sleep(1.5)
 try:
     for v in variants:
-        subprocess.run(["wrk", "-t1", "-c8", "-d1s", f"http://127.0.0.1:{v['port']}{path}"], capture_output=True)
+        out = subprocess.run(["wrk", "-t1", "-c8", "-d1s", *v["wrk"], f"http://127.0.0.1:{v['port']}{path}"], capture_output=True, text=True).stdout
+        if "Non-2xx" in out or v["proc"].poll() is not None:
+            sys.exit(f"{v['name']}: the gateway does not answer 200 on {path}:\n{out}")
     for r in range(rounds):
         for v in variants:
             c0 = cpu(v["proc"].pid)
-            out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", f"http://127.0.0.1:{v['port']}{path}"], capture_output=True, text=True).stdout
+            out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", *v["wrk"], f"http://127.0.0.1:{v['port']}{path}"], capture_output=True, text=True).stdout
             c1 = cpu(v["proc"].pid)
             n = int(re.search(r"(\d+) requests in", out).group(1))
             v["res"].append((c1 - c0) / n)
