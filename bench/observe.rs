@@ -23,7 +23,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     let line = LogLine {
-        request_id: "5f0c3a9e1b2d4c6f8a0b1c2d3e4f5a6b",
+        request_id: b"5f0c3a9e1b2d4c6f8a0b1c2d3e4f5a6b",
         source_ip: Some("10.1.2.3".parse().unwrap()),
         user_agent: Some(b"wrk/4.2.0 (linux)"),
         time_ms: 1_796_072_290_123,

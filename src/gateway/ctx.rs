@@ -216,7 +216,7 @@ impl RequestCtx {
         escape: crate::syntax::template::Escape,
     ) -> crate::syntax::template::Vars<'a> {
         crate::syntax::template::Vars {
-            request_id: self.request_id.as_str(),
+            request_id: self.request_id.as_bytes(),
             source_ip,
             client_cert: self.client_cert.as_ref().and_then(|c| c.fields.as_deref()),
             authorizer: self

@@ -198,7 +198,7 @@ pub(crate) fn observe(shard: &Shard, ss: &ShardSnap, r: &Record<'_>) {
         let since = |at: Option<Instant>| Some(micros(t?.received, at?));
         tracing::debug!(
             target: "tollgate::request",
-            request_id = line.request_id,
+            request_id = std::str::from_utf8(line.request_id).unwrap_or_default(),
             method = line.method,
             route = line
                 .route_key
@@ -230,7 +230,7 @@ fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -
     let api = stage.and_then(|st| ss.snap.apis.get(st.api));
     let head = ctx.map(|c| &c.head);
     Line {
-        request_id: ctx.map_or(r.request_id, |c| c.request_id.as_str()),
+        request_id: ctx.map_or(r.request_id.as_bytes(), |c| c.request_id.as_bytes()),
         source_ip: r.from.map(|f| f.peer.ip()),
         user_agent: head.and_then(|h| h.header(b"user-agent")),
         api_key_id: ctx.and_then(|c| c.principal.api_key.as_ref().map(|k| &*k.id)),

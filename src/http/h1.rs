@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::{has_token, name_eq};
+use super::{name_eq, ConnTokens};
 use crate::syntax::Method;
 
 /// Headers per message beyond which the head is refused with 431.
@@ -136,17 +136,33 @@ fn offset(base: &[u8], part: &[u8]) -> Range<u32> {
     start as u32..(start + part.len()) as u32
 }
 
+/// The bytes a `Host` value may hold: a reg-name, an IPv4 or bracketed IPv6 address, a port.
+const HOST_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b':' | b'[' | b']');
+        b += 1;
+    }
+    t
+};
+
 /// Parses one `Content-Length` value list ("5" or "5, 5"), requiring all entries equal.
 fn content_length(v: &[u8], seen: &mut Option<u64>) -> Result<(), HeadError> {
     for part in v.split(|&b| b == b',') {
         let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+        // At most 19 digits: below 10^19, so no overflow of u64.
+        if part.is_empty() || part.len() > 19 {
             return Err(HeadError::Malformed("Invalid Content-Length"));
         }
-        let n: u64 = std::str::from_utf8(part)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(HeadError::Malformed("Invalid Content-Length"))?;
+        let mut n = 0u64;
+        for &b in part {
+            if !b.is_ascii_digit() {
+                return Err(HeadError::Malformed("Invalid Content-Length"));
+            }
+            n = n * 10 + u64::from(b - b'0');
+        }
         match seen {
             Some(prev) if *prev != n => {
                 return Err(HeadError::Malformed("Conflicting Content-Length headers"))
@@ -207,9 +223,7 @@ pub fn parse_request(
     let mut hosts = 0;
     let mut cl: Option<u64> = None;
     let mut te: Vec<&[u8]> = Vec::new();
-    let mut conn_close = false;
-    let mut conn_keep_alive = false;
-    let mut conn_upgrade = false;
+    let mut conn = ConnTokens::default();
     let mut has_upgrade = false;
     let mut expect_continue = false;
     let mut out = Headers::new();
@@ -228,9 +242,7 @@ pub fn parse_request(
         } else if name_eq(name, b"transfer-encoding") {
             te.push(value);
         } else if name_eq(name, b"connection") {
-            conn_close |= has_token(value, b"close");
-            conn_keep_alive |= has_token(value, b"keep-alive");
-            conn_upgrade |= has_token(value, b"upgrade");
+            conn.add(value);
         } else if name_eq(name, b"upgrade") {
             // Only WebSocket upgrades are relayed: `h2c` or any other protocol would open a
             // tunnel past routes, keys and throttles. The header is hop-by-hop, so for those
@@ -252,11 +264,7 @@ pub fn parse_request(
     }
     if let Some(h) = &host {
         let hv = &buf[h.start as usize..h.end as usize];
-        if hv.is_empty()
-            || !hv
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
-        {
+        if hv.is_empty() || !hv.iter().all(|&b| HOST_CHARS[b as usize]) {
             return Err(HeadError::Malformed("Invalid Host header"));
         }
     }
@@ -309,9 +317,9 @@ pub fn parse_request(
         return Err(HeadError::Malformed("Invalid request target"));
     };
     let keep_alive = if minor == 0 {
-        conn_keep_alive && !conn_close
+        conn.keep_alive && !conn.close
     } else {
-        !conn_close
+        !conn.close
     };
     Ok(Some((
         len,
@@ -326,7 +334,7 @@ pub fn parse_request(
             framing,
             keep_alive,
             expect_continue: expect_continue && minor >= 1,
-            upgrade: conn_upgrade && has_upgrade,
+            upgrade: conn.upgrade && has_upgrade,
         },
     )))
 }
@@ -412,8 +420,7 @@ pub(crate) fn parse_response(
     }
     let mut cl: Option<u64> = None;
     let mut te: Vec<&[u8]> = Vec::new();
-    let mut conn_close = false;
-    let mut conn_keep_alive = false;
+    let mut conn = ConnTokens::default();
     let mut out = Headers::new();
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
@@ -426,14 +433,13 @@ pub(crate) fn parse_response(
         } else if name_eq(name, b"transfer-encoding") {
             te.push(h.value);
         } else if name_eq(name, b"connection") {
-            conn_close |= has_token(h.value, b"close");
-            conn_keep_alive |= has_token(h.value, b"keep-alive");
+            conn.add(h.value);
         }
     }
     let mut keep_alive = if minor == 0 {
-        conn_keep_alive && !conn_close
+        conn.keep_alive && !conn.close
     } else {
-        !conn_close
+        !conn.close
     };
     let framing = if head_request || status < 200 || status == 204 || status == 304 {
         Framing::None
@@ -603,6 +609,78 @@ mod tests {
             req("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
                 .unwrap();
         assert!(r.expect_continue);
+    }
+
+    #[test]
+    fn content_length_values() {
+        let cl = |v: &str| {
+            let mut seen = None;
+            content_length(v.as_bytes(), &mut seen).map(|()| seen)
+        };
+        assert_eq!(cl("0"), Ok(Some(0)));
+        assert_eq!(cl(" 42 "), Ok(Some(42)));
+        assert_eq!(cl("007"), Ok(Some(7)));
+        assert_eq!(
+            cl("9999999999999999999"),
+            Ok(Some(9_999_999_999_999_999_999))
+        );
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1e3",
+            "0x10",
+            "1 2",
+            "18446744073709551616",
+            "5,",
+            "٣",
+        ] {
+            assert!(cl(bad).is_err(), "accepted Content-Length {bad:?}");
+        }
+    }
+
+    #[test]
+    fn connection_tokens_in_any_case_and_list() {
+        let tokens = |values: &[&str]| {
+            let mut t = ConnTokens::default();
+            for v in values {
+                t.add(v.as_bytes());
+            }
+            (t.close, t.keep_alive, t.upgrade)
+        };
+        assert_eq!(tokens(&["keep-alive"]), (false, true, false));
+        assert_eq!(tokens(&["Keep-Alive"]), (false, true, false));
+        assert_eq!(tokens(&["CLOSE"]), (true, false, false));
+        assert_eq!(tokens(&["keep-alive, Upgrade"]), (false, true, true));
+        assert_eq!(tokens(&["upgrade,close"]), (true, false, true));
+        assert_eq!(tokens(&[" close "]), (true, false, false));
+        assert_eq!(
+            tokens(&["closed", "keep-aliveX", "upgrades"]),
+            (false, false, false)
+        );
+        assert_eq!(tokens(&["x-custom", "close"]), (true, false, false));
+        let r = req("GET / HTTP/1.1\r\nHost: a\r\nConnection: x-trace, Close\r\n\r\n").unwrap();
+        assert!(!r.keep_alive);
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            "a",
+            "api.example.test:8443",
+            "[::1]:80",
+            "127.0.0.1",
+            "my_host-1",
+        ] {
+            let r = req(&format!("GET / HTTP/1.1\r\nHost: {ok}\r\n\r\n")).unwrap();
+            assert_eq!(r.host_bytes(), Some(ok.as_bytes()));
+        }
+        for bad in ["a b", "a/b", "a@b", "a%20", "\u{e9}"] {
+            assert!(
+                req(&format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n")).is_err(),
+                "accepted Host {bad:?}"
+            );
+        }
     }
 
     #[test]

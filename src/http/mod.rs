@@ -72,6 +72,38 @@ pub(crate) fn name_eq(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// The `Connection` tokens the framing rules need, gathered in one pass over each value.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+}
+
+impl ConnTokens {
+    /// Adds one `Connection` header's value (a comma-separated, case-insensitive list).
+    pub(crate) fn add(&mut self, value: &[u8]) {
+        // The values nearly every message carries, whole: no split, no trim.
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+            return;
+        }
+        if value.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+            return;
+        }
+        for t in value.split(|&b| b == b',') {
+            let t = t.trim_ascii();
+            match t.len() {
+                5 => self.close |= t.eq_ignore_ascii_case(b"close"),
+                7 => self.upgrade |= t.eq_ignore_ascii_case(b"upgrade"),
+                10 => self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive"),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// True when a comma-separated header value contains `token` (case-insensitive).
 pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
     value

@@ -143,7 +143,7 @@ pub struct Format {
 /// rendered.
 #[derive(Default)]
 pub struct Line<'a> {
-    pub request_id: &'a str,
+    pub request_id: &'a [u8],
     pub source_ip: Option<IpAddr>,
     pub user_agent: Option<&'a [u8]>,
     pub api_key_id: Option<&'a str>,
@@ -252,18 +252,11 @@ impl Format {
         let mut num = |out: &mut Vec<u8>, v: u64| out.extend_from_slice(n.format(v).as_bytes());
         let esc = |out: &mut Vec<u8>, v: &[u8]| self.escape(v, out);
         match v {
-            Var::RequestId | Var::ExtendedRequestId => esc(out, l.request_id.as_bytes()),
+            Var::RequestId | Var::ExtendedRequestId => esc(out, l.request_id),
             // IPv4 octet by octet (`Display` goes through the padding machinery: a tenth
             // of a line's cost); IPv6 as `Display` writes it.
             Var::SourceIp => match l.source_ip {
-                Some(IpAddr::V4(ip)) => {
-                    for (i, o) in ip.octets().into_iter().enumerate() {
-                        if i > 0 {
-                            out.push(b'.');
-                        }
-                        num(out, u64::from(o));
-                    }
-                }
+                Some(IpAddr::V4(ip)) => ipv4_into(ip, out),
                 Some(ip) => {
                     let _ = write!(out, "{ip}");
                 }
@@ -330,11 +323,18 @@ impl Format {
                 out.extend_from_slice(l.error_type.unwrap_or_default().as_bytes())
             }
             Var::CacheStatus => out.extend_from_slice(l.cache.unwrap_or_default().as_bytes()),
-            Var::UpstreamAddr => {
-                if let Some(a) = l.upstream {
+            Var::UpstreamAddr => match l.upstream {
+                // As `Display` writes it, without the formatter (a fifth of a line's cost).
+                Some(SocketAddr::V4(a)) => {
+                    ipv4_into(*a.ip(), out);
+                    out.push(b':');
+                    num(out, u64::from(a.port()));
+                }
+                Some(a) => {
                     let _ = write!(out, "{a}");
                 }
-            }
+                None => {}
+            },
             Var::TlsVersion => out.extend_from_slice(l.tls_version.unwrap_or_default().as_bytes()),
             Var::Shard => num(out, l.shard as u64),
             Var::Claim(name) => {
@@ -356,9 +356,7 @@ impl Format {
     /// A value a client or the config chose, escaped for this format. Printable ASCII
     /// without quotes or backslashes (nearly every value) is copied as it is.
     fn escape(&self, v: &[u8], out: &mut Vec<u8>) {
-        if v.iter()
-            .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-        {
+        if plain(v) {
             out.extend_from_slice(v);
         } else if self.json {
             escape_json(v, out)
@@ -366,6 +364,43 @@ impl Format {
             escape_text(v, out)
         }
     }
+}
+
+/// An IPv4 address as `Display` writes it, octet by octet (`Display` goes through the padding
+/// machinery: a tenth of a line's cost).
+fn ipv4_into(ip: std::net::Ipv4Addr, out: &mut Vec<u8>) {
+    let mut n = itoa::Buffer::new();
+    for (i, o) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        out.extend_from_slice(n.format(o).as_bytes());
+    }
+}
+
+/// True when every byte is printable ASCII other than `"` and `\\`: nothing to escape.
+/// Eight bytes at a time (each test below is exact for "some byte in the word is ..."), then
+/// byte by byte.
+fn plain(v: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let mut words = v.chunks_exact(8);
+    for w in &mut words {
+        let x = u64::from_ne_bytes(w.try_into().unwrap_or_default());
+        if x & HIGH != 0 // 0x80 and above
+            || x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0 // below 0x20
+            || zero_byte(x ^ (ONES * 0x7f))
+            || zero_byte(x ^ (ONES * u64::from(b'"')))
+            || zero_byte(x ^ (ONES * u64::from(b'\\')))
+        {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// The variable a name after `$context.` stands for.

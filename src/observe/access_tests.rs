@@ -2,7 +2,7 @@ use super::*;
 
 fn line() -> Line<'static> {
     Line {
-        request_id: "abc123",
+        request_id: b"abc123",
         source_ip: Some("10.1.2.3".parse().unwrap()),
         user_agent: Some(b"curl/8.5 \"quoted\"\n\xff"),
         time_ms: 1_796_072_290_123, // 2026-11-30T20:58:10.123Z
@@ -128,4 +128,50 @@ fn source_addresses_are_written_as_they_print() {
         l.source_ip = Some(ip.parse().unwrap());
         assert_eq!(render("$context.identity.sourceIp", &l), format!("{ip}\n"));
     }
+}
+
+#[test]
+fn upstream_addresses_are_written_as_they_print() {
+    for a in [
+        "127.0.0.1:8080",
+        "10.0.0.255:1",
+        "0.0.0.0:65535",
+        "[::1]:443",
+        "[2001:db8::7]:80",
+    ] {
+        let mut l = line();
+        let addr: SocketAddr = a.parse().unwrap();
+        l.upstream = Some(addr);
+        assert_eq!(render("$context.upstreamAddr", &l), format!("{addr}\n"));
+    }
+}
+
+#[test]
+fn the_word_at_a_time_check_agrees_with_the_byte_check() {
+    let naive = |v: &[u8]| {
+        v.iter()
+            .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    };
+    // Every byte value at every position of strings that span a word, a word and a bit, two.
+    for len in [1, 7, 8, 9, 15, 16, 17, 24] {
+        for pos in 0..len {
+            for b in 0..=255u8 {
+                let mut v = vec![b'a'; len];
+                v[pos] = b;
+                assert_eq!(plain(&v), naive(&v), "byte {b:#x} at {pos} of {len}");
+            }
+        }
+    }
+    // Neighbours of the boundaries next to each other (borrows between bytes).
+    let edges = [
+        0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b, 0x5c, 0x5d, 0x7e, 0x7f, 0x80, 0xff, 0x00, 0x01,
+    ];
+    for &a in &edges {
+        for &b in &edges {
+            let v = [b'x', a, b, b'y', b'z', a, b, b'w', b, a];
+            assert_eq!(plain(&v), naive(&v), "{v:?}");
+        }
+    }
+    assert!(plain(b""));
+    assert!(plain(b"GET /pets/{petId} 0123456789 abcdefghijklmnop"));
 }

@@ -46,7 +46,7 @@ pub enum Escape {
 
 /// The request-time values a template may name.
 pub struct Vars<'a> {
-    pub request_id: &'a str,
+    pub request_id: &'a [u8],
     pub source_ip: &'a str,
     /// The verified client certificate's fields (`CertField as usize`), if any.
     pub client_cert: Option<&'a [String]>,
@@ -218,7 +218,7 @@ impl Template {
             match p {
                 Piece::Lit(s) => out.extend_from_slice(s.as_bytes()),
                 Piece::PathVar(i) => path_var(*i, out),
-                Piece::RequestId => out.extend_from_slice(vars.request_id.as_bytes()),
+                Piece::RequestId => out.extend_from_slice(vars.request_id),
                 Piece::SourceIp => out.extend_from_slice(vars.source_ip.as_bytes()),
                 Piece::ClientCert(f) => {
                     let v = vars
@@ -317,7 +317,7 @@ mod tests {
         let t = Template::parse(r#"{"id":"{petId}"}"#, &params(), UnknownBraces::Literal).unwrap();
         let mut out = Vec::new();
         let vars = Vars {
-            request_id: "rid",
+            request_id: b"rid",
             source_ip: "10.0.0.1",
             client_cert: None,
             authorizer: None,
@@ -346,7 +346,7 @@ mod tests {
         )
         .unwrap();
         let mut vars = Vars {
-            request_id: "rid",
+            request_id: b"rid",
             source_ip: "10.0.0.1",
             client_cert: None,
             authorizer: Some(&Claims),
@@ -391,7 +391,7 @@ mod tests {
         let mut fields = vec![String::new(); crate::syntax::CertField::ALL.len()];
         fields[crate::syntax::CertField::SubjectDN as usize] = "CN=a b,O=x".into();
         let mut vars = Vars {
-            request_id: "rid",
+            request_id: b"rid",
             source_ip: "10.0.0.1",
             client_cert: Some(&fields),
             authorizer: None,

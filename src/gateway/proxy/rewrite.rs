@@ -22,6 +22,47 @@ pub(super) fn connection_value<'a>(
         .then_some(v)
 }
 
+/// Header lines passed through unchanged, copied as they arrived: adjacent lines with one
+/// copy instead of four appends each. A line is copied whole when its value is not empty and
+/// ends the line (`\r\n` right after it); any other is written `name: value\r\n`.
+pub(crate) struct KeptLines<'a> {
+    raw: &'a [u8],
+    run: std::ops::Range<usize>,
+}
+
+impl<'a> KeptLines<'a> {
+    pub(crate) fn new(raw: &'a [u8]) -> KeptLines<'a> {
+        KeptLines { raw, run: 0..0 }
+    }
+
+    /// Keeps the header `h` (ranges into the raw head).
+    pub(crate) fn keep(&mut self, out: &mut Vec<u8>, h: &crate::http::h1::HeaderRange) {
+        let (start, end) = (h.name.start as usize, h.value.end as usize);
+        if h.value.start < h.value.end && self.raw.get(end..end + 2) == Some(&b"\r\n"[..]) {
+            if self.run.end != start || self.run.is_empty() {
+                self.flush(out);
+                self.run.start = start;
+            }
+            self.run.end = end + 2;
+            return;
+        }
+        self.flush(out);
+        let slice = |r: &std::ops::Range<u32>| &self.raw[r.start as usize..r.end as usize];
+        out.extend_from_slice(slice(&h.name));
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(slice(&h.value));
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes the lines kept so far; before anything else goes into `out`.
+    pub(crate) fn flush(&mut self, out: &mut Vec<u8>) {
+        if !self.run.is_empty() {
+            out.extend_from_slice(&self.raw[self.run.clone()]);
+            self.run = 0..0;
+        }
+    }
+}
+
 /// True when `name` is listed in the `Connection` value (other than the standard tokens).
 pub(super) fn listed_in_connection(conn: Option<&[u8]>, name: &[u8]) -> bool {
     conn.is_some_and(|v| has_token(v, name))
@@ -96,7 +137,9 @@ pub(crate) fn request_head_with(
     out.extend_from_slice(b"\r\n");
     let mut xff: Option<&[u8]> = None;
     let conn_hdr = connection_value(head.headers());
-    for (name, value) in head.headers() {
+    let mut kept = KeptLines::new(&head.raw);
+    for h in &head.headers {
+        let (name, value) = (head.slice(&h.name), head.slice(&h.value));
         if hop_by_hop(name)
             || name_eq(name, b"host")
             || name_eq(name, b"content-length")
@@ -130,11 +173,9 @@ pub(crate) fn request_head_with(
         {
             continue;
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        kept.keep(&mut out, h);
     }
+    kept.flush(&mut out);
     out.extend_from_slice(&extra.lines);
     if let Some(t) = &ctx.trace {
         // The upstream's parent is the gateway's client span for this call.
@@ -237,7 +278,9 @@ pub(super) fn response_head(
     }
     out.extend_from_slice(b"\r\n");
     let conn_hdr = connection_value(resp.headers());
-    for (name, value) in resp.headers() {
+    let mut kept = KeptLines::new(&resp.raw);
+    for h in &resp.headers {
+        let (name, value) = (resp.slice(&h.name), resp.slice(&h.value));
         let keep_te = name_eq(name, b"transfer-encoding") && !dechunk;
         let keep_upgrade = upgrade && name_eq(name, b"upgrade");
         let hop = hop_by_hop(name) || listed_in_connection(conn_hdr, name);
@@ -253,15 +296,14 @@ pub(super) fn response_head(
                 continue;
             }
             if name_eq(name, b"etag") {
+                kept.flush(out);
                 crate::gateway::cached::weak_etag(out, value);
                 continue;
             }
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        kept.keep(out, h);
     }
+    kept.flush(out);
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(ctx.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
