@@ -91,7 +91,7 @@ pub(crate) async fn finish(
     shard: &Shard,
     conn: &mut Conn,
     result: Result<Outcome, Error>,
-    mut exit: Exit<'_>,
+    exit: &mut Exit<'_>,
 ) -> Next {
     let draining = shard.drain.is_on();
     let ctx = &mut exit.ctx;

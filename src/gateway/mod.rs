@@ -73,7 +73,17 @@ pub(crate) async fn handle(
         .and_then(RequestId::from_client)
         .unwrap_or_else(|| shard.request_id());
     let head_len = head.raw.len();
-    let mut ctx = RequestCtx::new(head, request_id, std::mem::take(&mut conn.segs));
+    let segs = std::mem::take(&mut conn.segs);
+    // Holds the request from here on, and records it even if this future is dropped (an
+    // HTTP/2 stream the client resets). The state is built in it, not moved into it.
+    let mut exit = Exit::new(
+        shard,
+        ss.clone(),
+        conn,
+        head_len,
+        RequestCtx::new(head, request_id, segs),
+    );
+    let ctx = &mut exit.ctx;
     ctx.https = conn.stream.is_tls();
     ctx.client_cert = conn.client_cert.clone();
     if ss.snap.config.tracing.is_some() {
@@ -88,9 +98,6 @@ pub(crate) async fn handle(
         t.auth_span = Some(shard.ids.span());
         ctx.trace = Some(t);
     }
-    // Holds the request from here on, and records it even if this future is dropped (an
-    // HTTP/2 stream the client resets).
-    let mut exit = Exit::new(shard, ss.clone(), conn, head_len, ctx);
     let redirect = ss
         .snap
         .config
@@ -102,7 +109,8 @@ pub(crate) async fn handle(
     } else {
         run_phases(shard, &ss, conn, &mut exit.ctx).await
     };
-    finish::finish(shard, conn, result, exit).await
+    // By reference: the request state (over a kilobyte) is not moved into the exit's future.
+    finish::finish(shard, conn, result, &mut exit).await
 }
 
 /// The phases, in order.
