@@ -123,7 +123,9 @@ fn gateway(upstream: SocketAddr, limits: &str) -> Gw {
 #[test]
 fn a_client_that_stops_reading_is_cut_after_send_timeout() {
     let (up, seen) = big_upstream();
-    let gw = gateway(up, r#"send_timeout = "1s""#);
+    // 2 s: the upstream must see the gateway stop reading (its buffers full, then 300 ms
+    // without progress) before the gateway gives up on the client, also on a loaded machine.
+    let gw = gateway(up, r#"send_timeout = "2s""#);
     let mut c = stalled_client(gw.addr());
     // The gateway stops reading the upstream once the client's side is full, then gives up
     // on the client and drops the upstream connection with it.

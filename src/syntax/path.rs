@@ -112,7 +112,15 @@ pub(crate) fn normalise_into(path: &[u8], out: &mut Segments) -> Result<(), Path
             continue;
         }
         let start = bytes.len();
+        // Most segments hold nothing to decode or refuse: copied whole.
         let mut i = 0;
+        if raw
+            .iter()
+            .all(|&b| b != b'%' && b != b'\\' && b >= 0x20 && b != 0x7f)
+        {
+            bytes.extend_from_slice(raw);
+            i = raw.len();
+        }
         while i < raw.len() {
             let b = raw[i];
             let d = if b == b'%' {
@@ -260,6 +268,13 @@ mod tests {
         assert_eq!(segs("/a%zz"), Err(PathError::BadEscape));
         assert_eq!(segs("/a%4"), Err(PathError::BadEscape));
         assert_eq!(segs("/%ff%fe"), Err(PathError::NotUtf8));
+        // The same refusals for raw bytes as for escaped ones.
+        let raw = |p: &[u8]| normalise(p).map(|_| ());
+        assert_eq!(raw(b"/ok/a\x01b"), Err(PathError::ControlByte));
+        assert_eq!(raw(b"/ok/a\x7fb"), Err(PathError::ControlByte));
+        assert_eq!(raw(b"/ok/\xff\xfe"), Err(PathError::NotUtf8));
+        assert_eq!(raw(b"/ok/.."), Err(PathError::DotSegment));
+        assert_eq!(segs("/caf\u{e9}/x").unwrap(), vec!["caf\u{e9}", "x"]);
         // Dots inside a name are fine.
         assert_eq!(
             segs("/a..b/.well-known").unwrap(),
