@@ -333,3 +333,61 @@ pub(super) fn response_head(
     out.extend_from_slice(b"\r\n");
     status
 }
+
+#[cfg(test)]
+mod tests {
+    use super::KeptLines;
+    use crate::http::h1::{header_lines, parse_response};
+
+    /// Keeps the headers `keep` selects from `head` and reads back what was written.
+    fn kept(head: &[u8], keep: impl Fn(&[u8]) -> bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let (len, parts) = parse_response(head, 1 << 16, false).unwrap().unwrap();
+        let resp = parts.into_head(bytes::Bytes::copy_from_slice(&head[..len]));
+        let mut out = Vec::new();
+        let mut lines = KeptLines::new(&resp.raw);
+        for h in &resp.headers {
+            if keep(resp.slice(&h.name)) {
+                lines.keep(&mut out, h);
+            }
+        }
+        lines.flush(&mut out);
+        assert!(out.is_empty() || out.ends_with(b"\r\n"), "{out:?}");
+        assert!(
+            !out.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'),
+            "bare LF in {out:?}"
+        );
+        header_lines(&out)
+            .filter(|(n, _)| !n.is_empty())
+            .map(|(n, v)| (n.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        p.iter()
+            .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn kept_lines_read_back_as_they_were_sent() {
+        let head = b"HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nC:   3  \r\nD:\r\nE: 5\nF: six\r\n\r\n";
+        assert_eq!(
+            kept(head, |_| true),
+            pairs(&[
+                ("A", "1"),
+                ("B", "2"),
+                ("C", "3"),
+                ("D", ""),
+                ("E", "5"),
+                ("F", "six")
+            ])
+        );
+        // Gaps in the run: each kept line once, in order.
+        assert_eq!(
+            kept(head, |n| n != b"B" && n != b"E"),
+            pairs(&[("A", "1"), ("C", "3"), ("D", ""), ("F", "six")])
+        );
+        assert_eq!(kept(head, |n| n == b"F"), pairs(&[("F", "six")]));
+        assert_eq!(kept(head, |_| false), pairs(&[]));
+    }
+}
