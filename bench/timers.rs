@@ -44,15 +44,15 @@ fn timers(c: &mut Criterion) {
             let base = Instant::now();
             let mut w = Wheel::new();
             for i in 0..live {
-                w.insert(base + Duration::from_millis(60_000 + i), waker.clone());
+                w.insert(base + Duration::from_millis(60_000 + i), &waker);
             }
             let mut wake = Vec::new();
             let mut i = 0u64;
             b.iter(|| {
                 i += 1;
                 let now = base + Duration::from_micros(i);
-                let a = w.insert(now + Duration::from_secs(30), waker.clone());
-                let b = w.insert(now + Duration::from_secs(60), waker.clone());
+                let a = w.insert(now + Duration::from_secs(30), &waker);
+                let b = w.insert(now + Duration::from_secs(60), &waker);
                 black_box(w.poll(a, &waker));
                 w.remove(a);
                 w.remove(b);

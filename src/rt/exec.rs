@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use super::reactor::{Builder, Reactor};
 
@@ -68,15 +68,104 @@ struct TaskWaker {
     remote: Arc<Remote>,
 }
 
-impl Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref()
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
+impl TaskWaker {
+    fn wake(&self) {
         if OWNER.with(|o| o.get()) == self.remote.owner {
             READY.with(|r| r.borrow_mut().push_back(self.id));
         } else {
             self.remote.push(self.id);
+        }
+    }
+}
+
+/// A task's waker: an `Arc<TaskWaker>` behind a vtable of the runtime's own, so that the
+/// reactor and the timer wheel can tell one of this runtime's wakers from any other and keep
+/// the task's id instead of a clone ([`Waiter`]).
+static TASK_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(task_clone, task_wake, task_wake_by_ref, task_drop);
+
+fn task_waker(w: Arc<TaskWaker>) -> Waker {
+    // SAFETY: the pointer is an `Arc<TaskWaker>`'s, and the vtable's functions treat it as
+    // that `Arc` (one strong count per waker).
+    unsafe { Waker::from_raw(RawWaker::new(Arc::into_raw(w) as *const (), &TASK_VTABLE)) }
+}
+
+// SAFETY (the four below): `p` came from `Arc::into_raw` of an `Arc<TaskWaker>` whose strong
+// count this waker holds (`task_waker`, `task_clone`).
+unsafe fn task_clone(p: *const ()) -> RawWaker {
+    unsafe { Arc::increment_strong_count(p as *const TaskWaker) };
+    RawWaker::new(p, &TASK_VTABLE)
+}
+
+unsafe fn task_wake(p: *const ()) {
+    let w = unsafe { Arc::from_raw(p as *const TaskWaker) };
+    w.wake();
+}
+
+unsafe fn task_wake_by_ref(p: *const ()) {
+    unsafe { &*(p as *const TaskWaker) }.wake();
+}
+
+unsafe fn task_drop(p: *const ()) {
+    drop(unsafe { Arc::from_raw(p as *const TaskWaker) });
+}
+
+/// The task of this thread's runtime that `w` wakes, if it is one of its task wakers.
+fn own_task(w: &Waker) -> Option<(u32, u32)> {
+    if !std::ptr::eq(w.vtable(), &TASK_VTABLE) {
+        return None;
+    }
+    // SAFETY: a waker with this vtable holds a live `Arc<TaskWaker>` pointer (`task_waker`).
+    let tw = unsafe { &*(w.data() as *const TaskWaker) };
+    (OWNER.with(|o| o.get()) == tw.remote.owner).then_some(tw.id)
+}
+
+/// Whom an operation or a timer wakes, as the reactor keeps it: a task of this runtime by its
+/// id (no waker cloned, no reference count touched: a stale id is ignored when run), any other
+/// waker cloned. 16 bytes, the size of a `Waker`: "nobody" is an id no task has.
+pub struct Waiter(Who);
+
+enum Who {
+    Task(u32, u32),
+    Other(Waker),
+}
+
+const NOBODY: (u32, u32) = (u32::MAX, u32::MAX);
+
+impl Waiter {
+    pub(crate) const NONE: Waiter = Waiter(Who::Task(NOBODY.0, NOBODY.1));
+
+    pub(crate) fn of(w: &Waker) -> Waiter {
+        match own_task(w) {
+            Some((i, g)) => Waiter(Who::Task(i, g)),
+            None => Waiter(Who::Other(w.clone())),
+        }
+    }
+
+    /// Makes `w` the one to wake (unless it already is).
+    pub(crate) fn set(&mut self, w: &Waker) {
+        if let Who::Other(o) = &self.0 {
+            if o.will_wake(w) {
+                return;
+            }
+        }
+        *self = Waiter::of(w);
+    }
+
+    pub(crate) fn is_none(&self) -> bool {
+        matches!(self.0, Who::Task(i, g) if (i, g) == NOBODY)
+    }
+
+    pub(crate) fn take(&mut self) -> Waiter {
+        std::mem::replace(self, Waiter::NONE)
+    }
+
+    /// Wakes it (on the runtime's thread: a task id goes straight to the ready queue).
+    pub(crate) fn wake(self) {
+        match self.0 {
+            Who::Task(i, g) if (i, g) == NOBODY => {}
+            Who::Task(i, g) => READY.with(|r| r.borrow_mut().push_back((i, g))),
+            Who::Other(w) => w.wake(),
         }
     }
 }
@@ -126,7 +215,7 @@ impl Runtime {
         let slot = &mut tasks[idx as usize];
         slot.gen = slot.gen.wrapping_add(1);
         let id = (idx, slot.gen);
-        let waker = Waker::from(Arc::new(TaskWaker {
+        let waker = task_waker(Arc::new(TaskWaker {
             id,
             remote: self.remote.clone(),
         }));
@@ -292,7 +381,7 @@ pub fn block_on<F: Future>(builder: Builder, main: F) -> io::Result<F::Output> {
 
     // The main future is polled when its own waker fires (an id no task slot uses).
     const MAIN: (u32, u32) = (u32::MAX, 0);
-    let main_waker = Waker::from(Arc::new(TaskWaker {
+    let main_waker = task_waker(Arc::new(TaskWaker {
         id: MAIN,
         remote: remote.clone(),
     }));

@@ -363,12 +363,25 @@ impl TcpStream {
     /// out.
     pub async fn send_vectored<B: IoVecs>(&self, bufs: B) -> (io::Result<usize>, B) {
         let (ptr, n) = bufs.iovecs();
-        let e = opcode::Writev::new(
-            types::Fd(self.fd()),
-            ptr,
-            n.min(libc::UIO_MAXIOV as usize) as u32,
-        )
-        .build();
+        let e = if n == 1 {
+            // One buffer (a relayed answer that arrived in one receive, head and body): a
+            // plain send, which skips the read/write layer a `writev` goes through (its
+            // iovec import, permission hook and modify notification).
+            // SAFETY: `ptr` names one iovec that stays put while `bufs` lives (the `IoVecs`
+            // promise); it is only read here.
+            let one = unsafe { *ptr };
+            let len = one.iov_len.min(u32::MAX as usize) as u32;
+            opcode::Send::new(types::Fd(self.fd()), one.iov_base as *const u8, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            opcode::Writev::new(
+                types::Fd(self.fd()),
+                ptr,
+                n.min(libc::UIO_MAXIOV as usize) as u32,
+            )
+            .build()
+        };
         // SAFETY: the iovecs and the bytes they point to stay put and live while the operation
         // keeps `bufs` (the `IoVecs` promise).
         let (res, _, bufs) = unsafe { Op::submit(bufs, e) }.await;

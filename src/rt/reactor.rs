@@ -16,7 +16,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use super::wheel::Wheel;
 
 use super::bufs::BufRing;
-use super::exec::{self, Runtime};
+use super::exec::{self, Runtime, Waiter};
 
 /// The runtime's settings.
 #[derive(Debug, Clone)]
@@ -122,15 +122,15 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 /// What an operation slot holds.
 enum Slot {
     Free,
-    /// A one-shot operation in flight, and its future's waker.
-    Waiting(Option<Waker>),
+    /// A one-shot operation in flight, and whom it wakes.
+    Waiting(Waiter),
     Done(i32, u32),
     /// A multishot operation: results not yet taken; `ended` once a completion without the
     /// MORE flag came.
     Multi {
         kind: Kind,
         queue: VecDeque<Got>,
-        waker: Option<Waker>,
+        waker: Waiter,
         ended: bool,
         cancelling: bool,
     },
@@ -186,7 +186,7 @@ pub(crate) struct Reactor {
     /// armed from ([`super::time::now`]).
     pub(crate) now: Cell<Instant>,
     /// Wakers of timers due, gathered each turn (kept for its capacity).
-    timer_wake: RefCell<Vec<Waker>>,
+    timer_wake: RefCell<Vec<Waiter>>,
     pub(crate) eventfd: i32,
     /// DEFER_TASKRUN is on: completions are posted only by an enter that asks for events.
     pub(crate) defer: bool,
@@ -424,9 +424,7 @@ impl Reactor {
                 let w = w.take();
                 *slot = Slot::Done(res, flags);
                 drop(slots);
-                if let Some(w) = w {
-                    w.wake();
-                }
+                w.wake();
             }
             Slot::Multi {
                 kind,
@@ -466,9 +464,7 @@ impl Reactor {
                 if starved {
                     self.copy_out_all();
                 }
-                if let Some(w) = w {
-                    w.wake();
-                }
+                w.wake();
             }
             Slot::Orphan(kind, _) => {
                 let kind = *kind;
@@ -623,7 +619,7 @@ impl<T: 'static> Op<T> {
     /// does) or to memory that outlives the operation.
     pub(crate) unsafe fn submit(data: T, entry: squeue::Entry) -> Op<T> {
         exec::with(|rt| {
-            let idx = rt.reactor.slot(Slot::Waiting(None));
+            let idx = rt.reactor.slot(Slot::Waiting(Waiter::NONE));
             // SAFETY: the caller's promise; `data` stays here or in the slot until the last
             // completion.
             unsafe { rt.reactor.push(entry.user_data(idx as u64)) };
@@ -659,9 +655,7 @@ impl<T: 'static> Future for Op<T> {
                 Poll::Ready((res, flags, data))
             }
             Slot::Waiting(w) => {
-                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *w = Some(cx.waker().clone());
-                }
+                w.set(cx.waker());
                 Poll::Pending
             }
             _ => Poll::Pending,
@@ -700,7 +694,7 @@ impl Multi {
                 // Room for one result: an idle connection keeps 32 bytes, not the 128 that
                 // a first push grows an empty queue to.
                 queue: VecDeque::with_capacity(1),
-                waker: None,
+                waker: Waiter::NONE,
                 ended: false,
                 cancelling: false,
             });
@@ -731,9 +725,7 @@ impl Multi {
                 if *ended {
                     return Poll::Ready(None);
                 }
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
+                waker.set(cx.waker());
                 Poll::Pending
             }
             _ => Poll::Ready(None),

@@ -373,19 +373,26 @@ unsafe impl net::IoVecs for TwoBufs {
     }
 }
 
+/// A listener on another thread that serves its first connection with `serve`.
+fn one_peer(
+    serve: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || serve(l.accept().unwrap().0));
+    (addr, server)
+}
+
 #[test]
 fn readiness_put_back_bytes_shared_handles_and_vectored_sends() {
     if !supported() {
         return;
     }
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut c, _) = l.accept().unwrap();
+    let (addr, server) = one_peer(|mut c| {
         c.write_all(b"first").unwrap();
-        let mut got = [0u8; 11];
+        let mut got = [0u8; 12];
         c.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"head + body");
+        assert_eq!(&got, b"head + body.");
         c.write_all(b"second").unwrap();
     });
     let got = block_on(Builder::default(), async move {
@@ -405,6 +412,10 @@ fn readiness_put_back_bytes_shared_handles_and_vectored_sends() {
         drop(rest);
         let (r, _) = s.send_vectored(TwoBufs::new(b"head + ", b"body")).await;
         assert_eq!(r.unwrap(), 11);
+        // One buffer goes out as a plain send.
+        let one = net::RecvBufs::new(vec![RecvBuf::heap(b".".to_vec())]);
+        let (r, _) = s.send_vectored(one).await;
+        assert_eq!(r.unwrap(), 1);
         // The handle reads what the socket receives (one receive, shared).
         let mut got = Vec::new();
         while let Some(b) = reader.recv().await.unwrap() {
@@ -480,4 +491,77 @@ fn a_task_dropped_as_the_runtime_ends_may_spawn() {
         7
     });
     assert_eq!(r.unwrap(), 7);
+}
+
+/// Polls its future with a waker of its own that counts wakes and passes them on, as a
+/// combinator does: the reactor and the timer wheel must wake that waker, not the task.
+struct Foreign<F> {
+    inner: std::pin::Pin<Box<F>>,
+    wakes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct Forward {
+    outer: Waker,
+    wakes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::task::Wake for Forward {
+    fn wake(self: Arc<Self>) {
+        self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.outer.wake_by_ref();
+    }
+}
+
+impl<F: Future> Future for Foreign<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<F::Output> {
+        let w = Waker::from(Arc::new(Forward {
+            outer: cx.waker().clone(),
+            wakes: self.wakes.clone(),
+        }));
+        self.inner
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&w))
+    }
+}
+
+fn foreign<F: Future>(f: F) -> (Foreign<F>, Arc<std::sync::atomic::AtomicUsize>) {
+    let wakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let f = Foreign {
+        inner: Box::pin(f),
+        wakes: wakes.clone(),
+    };
+    (f, wakes)
+}
+
+#[test]
+fn wakers_not_of_the_runtime_are_woken_by_timers_and_operations() {
+    if !supported() {
+        return;
+    }
+    let (addr, server) = one_peer(|mut c| {
+        c.write_all(b"hello").unwrap();
+    });
+    let wakes = block_on(Builder::default(), async move {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (timer, timer_wakes) = foreign(sleep(Duration::from_millis(5)));
+        timer.await;
+        let (conn, conn_wakes) = foreign(TcpStream::connect(addr));
+        let s = conn.await.unwrap();
+        let (read, read_wakes) = foreign(s.recv());
+        let b = read.await.unwrap().unwrap();
+        assert_eq!(&b[..], b"hello");
+        [
+            timer_wakes.load(SeqCst),
+            conn_wakes.load(SeqCst),
+            read_wakes.load(SeqCst),
+        ]
+    })
+    .unwrap();
+    server.join().unwrap();
+    // The timer and the connect always wait; the receive may find its bytes already there.
+    assert!(wakes[0] >= 1 && wakes[1] >= 1, "wakes: {wakes:?}");
 }

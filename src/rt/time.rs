@@ -67,7 +67,7 @@ impl Future for Sleep {
         if due {
             return Poll::Ready(());
         }
-        this.entry = Some(wheel.insert(deadline, cx.waker().clone()));
+        this.entry = Some(wheel.insert(deadline, cx.waker()));
         Poll::Pending
     }
 }

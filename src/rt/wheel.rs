@@ -9,6 +9,8 @@
 //! it, so an index is never reused behind its timer's back.
 
 use std::task::Waker;
+
+pub use super::exec::Waiter;
 use std::time::{Duration, Instant};
 
 const LEVELS: usize = 6;
@@ -31,7 +33,7 @@ enum State {
 struct Entry {
     /// The deadline, in ticks since the wheel's origin (rounded up).
     tick: u64,
-    waker: Option<Waker>,
+    waker: Waiter,
     prev: u32,
     next: u32,
     level: u8,
@@ -106,11 +108,11 @@ impl Wheel {
 
     /// Arms a timer for `deadline`; its index, for [`Wheel::poll`] and [`Wheel::remove`].
     /// The deadline must not be due ([`Wheel::is_due`]): one that is fires at the next turn.
-    pub fn insert(&mut self, deadline: Instant, waker: Waker) -> u32 {
+    pub fn insert(&mut self, deadline: Instant, waker: &Waker) -> u32 {
         let tick = self.tick_ceil(deadline).max(self.elapsed + 1);
         let e = Entry {
             tick,
-            waker: Some(waker),
+            waker: Waiter::of(waker),
             prev: NIL,
             next: NIL,
             level: 0,
@@ -137,9 +139,7 @@ impl Wheel {
         if e.state == State::Fired {
             return true;
         }
-        if !e.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            e.waker = Some(waker.clone());
-        }
+        e.waker.set(waker);
         false
     }
 
@@ -152,7 +152,7 @@ impl Wheel {
         if state != State::Free {
             let e = &mut self.entries[idx as usize];
             e.state = State::Free;
-            e.waker = None;
+            e.waker = Waiter::NONE;
             self.free.push(idx);
         }
     }
@@ -195,7 +195,7 @@ impl Wheel {
 
     /// Processes every tick up to `now`: timers due are marked fired and their wakers pushed
     /// to `wake`; entries of a higher level's slot that came round move down.
-    pub fn advance(&mut self, now: Instant, wake: &mut Vec<Waker>) {
+    pub fn advance(&mut self, now: Instant, wake: &mut Vec<Waiter>) {
         let now_tick = self.tick_floor(now);
         while let Some((level, slot, tick)) = self.next_slot() {
             if tick > now_tick {
@@ -209,7 +209,8 @@ impl Wheel {
                 let next = e.next;
                 if e.tick <= now_tick {
                     e.state = State::Fired;
-                    if let Some(w) = e.waker.take() {
+                    let w = e.waker.take();
+                    if !w.is_none() {
                         wake.push(w);
                     }
                 } else {
@@ -302,12 +303,12 @@ mod tests {
         ];
         let mut armed: Vec<(u64, u32)> = deadlines
             .iter()
-            .map(|&d| (d, w.insert(ms(d), waker())))
+            .map(|&d| (d, w.insert(ms(d), &waker())))
             .collect();
         // Two more, cancelled: their waker must never be woken.
         let never = Arc::new(Count(AtomicUsize::new(0)));
         for at in [o + Duration::from_micros(49_500), ms(5000)] {
-            let i = w.insert(at, Waker::from(never.clone()));
+            let i = w.insert(at, &Waker::from(never.clone()));
             w.remove(i);
         }
         let mut fired_at = Vec::new();
@@ -340,7 +341,7 @@ mod tests {
         // Freed entries are reused: no growth past the most alive at once.
         let n = w.entries.len();
         for _ in 0..100 {
-            let i = w.insert(ms(now + 10), waker());
+            let i = w.insert(ms(now + 10), &waker());
             w.remove(i);
         }
         assert_eq!(w.entries.len(), n);
@@ -352,7 +353,7 @@ mod tests {
         let o = w.origin;
         let ids: Vec<u32> = [3u64, 70, 5000, 9000]
             .iter()
-            .map(|&d| w.insert(o + Duration::from_millis(d), waker()))
+            .map(|&d| w.insert(o + Duration::from_millis(d), &waker()))
             .collect();
         let mut wake = Vec::new();
         w.advance(o + Duration::from_millis(6000), &mut wake);
@@ -385,7 +386,7 @@ mod tests {
             for _ in 0..rnd(8) {
                 let scale = [10, 1_000, 100_000, 10_000_000][rnd(4) as usize];
                 let d = now + 1 + rnd(scale);
-                armed.push((d, w.insert(o + Duration::from_millis(d), waker())));
+                armed.push((d, w.insert(o + Duration::from_millis(d), &waker())));
             }
             if !armed.is_empty() && rnd(3) == 0 {
                 let (_, i) = armed.swap_remove(rnd(armed.len() as u64) as usize);
