@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -713,6 +714,21 @@ def summarise(runs: list[dict]) -> dict:
                              for k in ("cpu_us_per_req", "rps", "p50_ms", "p99_ms", "p999_ms", "rss_kib")}
             summary[w][s]["errors"] = sum(x["errors"] for x in rs)
             summary[w][s]["runs"] = len(rs)
+        # Paired: each round's CPU against the best peer's in the same round, then the median
+        # of those ratios. Rounds drift together (the machine's pace changes between rounds
+        # more than systems differ), so this spreads less than the ratio of the medians.
+        by_round: dict = {}
+        for s, rs in systems.items():
+            for x in rs:
+                by_round.setdefault(x.get("round"), {})[s] = x["cpu_us_per_req"]
+        for s in systems:
+            ratios = []
+            for cpu in by_round.values():
+                peers = [cpu[p] for p in PEERS if p in cpu]
+                if s in cpu and peers and min(peers) > 0:
+                    ratios.append(cpu[s] / min(peers))
+            if ratios:
+                summary[w][s]["paired"] = {"median": med(ratios), "min": min(ratios), "max": max(ratios)}
     return summary
 
 
@@ -723,6 +739,8 @@ def markdown(summary: dict, meta: dict) -> str:
     lines = [f"# Proxy benchmark, {meta['date']}", "",
              f"Machine: {meta['machine']}. Protocol: each proxy ONE worker pinned to CPU {CPU_PROXY}; backend (nginx) and load "
              f"generator pinned to CPU {CPU_LOAD}. {meta['rounds']} alternated rounds of {meta['seconds']} s; median (min-max). "
+             "`vs best peer` = the median's ratio to the best peer's median; `paired` = the median (min-max) of the "
+             "per-round ratios to the best peer in the same round (rounds drift together; this spreads less). "
              "CPU = the proxy's CPU time per request, all threads. `direct` = the load generator straight at the backend "
              "(its CPU is the backend's): the floor no proxy can beat. `floor` = a bare monoio forwarder (bench/floor): "
              "the least this runtime does per proxied request; `floor-uring` = the same relay on the io-uring crate directly, "
@@ -732,14 +750,16 @@ def markdown(summary: dict, meta: dict) -> str:
              f"Command: `{meta['command']}`", ""]
     for w, systems in summary.items():
         lines += [f"## {w}: {WORKLOADS[w][3]}", "",
-                  "| system | CPU µs/req | vs best peer | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | errors |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| system | CPU µs/req | vs best peer | paired | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | errors |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         peers = [systems[p]["cpu_us_per_req"]["median"] for p in PEERS if p in systems]
         best = min(peers) if peers else None
         for s, v in systems.items():
             c = v["cpu_us_per_req"]
             ratio = f"{c['median'] / best:.2f}" if best and s not in ("direct",) else ""
-            lines.append(f"| {s} | {c['median']:.2f} ({c['min']:.2f}-{c['max']:.2f}) | {ratio} | {v['rps']['median']:.0f} | "
+            pr = v.get("paired")
+            paired = f"{pr['median']:.2f} ({pr['min']:.2f}-{pr['max']:.2f})" if pr and s != "direct" else ""
+            lines.append(f"| {s} | {c['median']:.2f} ({c['min']:.2f}-{c['max']:.2f}) | {ratio} | {paired} | {v['rps']['median']:.0f} | "
                          f"{v['p50_ms']['median']:.2f} | {v['p99_ms']['median']:.2f} | {v['p999_ms']['median']:.2f} | "
                          f"{v['rss_kib']['median'] / 1024:.1f} | {v['errors']} |")
         lines.append("")
@@ -806,7 +826,11 @@ def main() -> int:
     ap.add_argument("--workloads", default=",".join(WORKLOADS),
                     help="comma-separated, from: " + ", ".join(WORKLOADS))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--report", metavar="DIR", default=None,
+                    help="measure nothing: write DIR's results.md, svgs and summary.json again from DIR/runs")
     args = ap.parse_args()
+    if args.report:
+        return report(Path(args.report))
     unknown = [s for s in args.systems.split(",") if s not in SYSTEMS]
     unknown += [w for w in args.workloads.split(",") if w not in WORKLOADS]
     if unknown:
@@ -854,6 +878,11 @@ def main() -> int:
                               f"p99 {r['p99_ms']:6.2f} ms rss {r['rss_kib'] / 1024:6.1f} MiB errors {r['errors']}", flush=True)
         finally:
             backend.stop()
+    write_reports(out, runs, meta)
+    return 0 if runs else 1
+
+
+def write_reports(out: Path, runs: list[dict], meta: dict) -> None:
     summary = summarise(runs)
     (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1))
     (out / "results.md").write_text(markdown(summary, meta))
@@ -861,7 +890,25 @@ def main() -> int:
     (out / "latency.svg").write_text(svg_bars(summary, "p99_ms", "p99 latency", "ms, lower is better"))
     print(f"\nwrote {out}/results.md, cpu.svg, latency.svg, summary.json")
     print(markdown(summary, meta))
-    return 0 if runs else 1
+
+
+def report(out: Path) -> int:
+    """The reports of an earlier run, from its runs/ (the order it measured them in)."""
+    runs = [json.loads(f.read_text()) for f in sorted((out / "runs").glob("*.json"))]
+    if not runs:
+        print(f"no runs in {out}/runs", file=sys.stderr)
+        return 1
+    meta = json.loads((out / "summary.json").read_text())["meta"]
+    # In the order they were measured: by round, then as the command listed them.
+    order = {}
+    for flag in ("--workloads", "--systems"):
+        m = re.search(flag + r"[ =](\S+)", meta.get("command", ""))
+        order[flag] = m.group(1).split(",") if m else []
+    def at(xs: list, x: str) -> int:
+        return xs.index(x) if x in xs else len(xs)
+    runs.sort(key=lambda r: (r.get("round", 0), at(order["--workloads"], r["workload"]), at(order["--systems"], r["system"])))
+    write_reports(out, runs, meta)
+    return 0
 
 
 if __name__ == "__main__":
