@@ -217,6 +217,13 @@ pub(crate) async fn answer(
 /// Buffers taken for one vectored send to the client.
 const RELAY_BATCH: usize = 16;
 
+thread_local! {
+    /// The last answer's relay batch, empty, kept for its vectors' capacity: the next answer
+    /// on this shard takes it instead of allocating two vectors (at most one is kept).
+    static SPARE_BATCH: std::cell::RefCell<Option<crate::rt::net::RecvBufs>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// An answer of known length on Tollgate's own runtime with plain TCP on both sides: the
 /// head (and the few body bytes read with it) goes out with the body's first buffers, and each
 /// buffer the upstream's bytes arrived in is sent to the client as it is, what has arrived
@@ -232,7 +239,9 @@ async fn relay_received(
 ) -> Result<bool, Side> {
     use crate::rt::{net::RecvBufs, RecvBuf};
     // One batch for the whole answer: each send gives it back empty.
-    let mut batch = RecvBufs::new(Vec::with_capacity(RELAY_BATCH));
+    let mut batch = SPARE_BATCH
+        .with(|s| s.borrow_mut().take())
+        .unwrap_or_else(|| RecvBufs::new(Vec::with_capacity(RELAY_BATCH)));
     batch.push(RecvBuf::heap(head));
     loop {
         let mut take = |mut b: RecvBuf, remaining: &mut u64, batch: &mut RecvBufs| {
@@ -260,6 +269,8 @@ async fn relay_received(
         }
         batch = conn.send_received(batch).await.map_err(|_| Side::Client)?;
         if remaining == 0 {
+            // Empty (each send gives it back cleared): no received buffer is kept with it.
+            SPARE_BATCH.with(|s| *s.borrow_mut() = Some(batch));
             return Ok(true);
         }
     }
