@@ -183,3 +183,65 @@ fn clients_that_stop_reading_do_not_starve_the_others() {
         assert_eq!(n, BIG);
     }
 }
+
+/// Over TLS too (asking to close): the answer's write gives up after `send_timeout` and the
+/// connection ends, rather than wait on the client for ever.
+#[test]
+fn a_tls_client_that_stops_reading_is_cut_too() {
+    let (up, seen) = big_upstream();
+    let dir = TempDir::new();
+    let ca = common::certs::Ca::new();
+    let (cert, key, _) = ca.leaf(&["api.test"], false);
+    common::certs::write_pair(&dir, "api", &cert, &key);
+    let toml = Cfg::new()
+        .limits(r#"send_timeout = "2s""#)
+        .listener(r#"tls = { cert = "api.pem", key = "api.key" }"#)
+        .routes(format!(
+            r#"
+  [[apis.routes]]
+  route = "GET /{{proxy+}}"
+  integration = {{ type = "http", uri = "http://{up}/{{proxy}}" }}
+"#
+        ))
+        .toml();
+    let gw = Gw::start_in(dir, &toml);
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&gw.addr().into()).unwrap();
+    let mut tcp: TcpStream = s.into();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(ca.roots())
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("api.test").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    conn.complete_io(&mut tcp).unwrap();
+    conn.writer()
+        .write_all(b"GET /big HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    while conn.wants_write() {
+        conn.write_tls(&mut tcp).unwrap();
+    }
+    assert_eq!(seen.recv_timeout(IO_TIMEOUT).unwrap(), Seen::Stalled);
+    assert_eq!(seen.recv_timeout(IO_TIMEOUT).unwrap(), Seen::Cut);
+    // The client gets the start of the answer, then the end of the connection (not a wait
+    // that only its own read timeout ends).
+    let mut got = 0;
+    let mut b = [0u8; 64 << 10];
+    let end = loop {
+        match tcp.read(&mut b) {
+            Ok(0) => break Ok(()),
+            Ok(n) => got += n,
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        matches!(&end, Ok(())) || matches!(&end, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "after {got} bytes: {end:?}"
+    );
+    assert!(got > 0 && got < BIG, "{got} bytes");
+}

@@ -202,6 +202,81 @@ fn terminates_tls_and_proxies_with_forwarded_proto() {
     assert_eq!(s.up.count(), 2);
 }
 
+/// Reads what the server sent until rustls has no more to give, without blocking for more.
+fn plaintext(conn: &mut rustls::ClientConnection, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.reader().read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => panic!("reading plaintext: {e}"),
+        }
+    }
+}
+
+/// TLS 1.3: the session tickets the server issues once the handshake is done go out with the
+/// first answer, in one send (the client is woken once for both), not ahead of it on their
+/// own; the next connection resumes with one of them.
+#[test]
+fn session_tickets_ride_with_the_first_answer_and_resume() {
+    let s = setup("");
+    let cfg = client_config(s.ca.roots(), false);
+    let mut tcp = TcpStream::connect(https(&s.gw)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = ServerName::try_from("api.test").unwrap();
+    let mut conn = rustls::ClientConnection::new(cfg.clone(), name.clone()).unwrap();
+    conn.complete_io(&mut tcp).unwrap();
+    assert!(!conn.is_handshaking());
+    assert_eq!(
+        conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    // The client's Finished and the request leave together.
+    conn.writer()
+        .write_all(b"GET /first HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .unwrap();
+    while conn.wants_write() {
+        conn.write_tls(&mut tcp).unwrap();
+    }
+    // The first bytes back: the tickets (a record) and the answer, in one read.
+    let mut raw = vec![0u8; 1 << 16];
+    let n = tcp.read(&mut raw).unwrap();
+    let (mut records, mut i) = (0, 0);
+    while i + 5 <= n {
+        i += 5 + u16::from_be_bytes([raw[i + 3], raw[i + 4]]) as usize;
+        records += 1;
+    }
+    conn.read_tls(&mut &raw[..n]).unwrap();
+    conn.process_new_packets().unwrap();
+    let mut got = Vec::new();
+    plaintext(&mut conn, &mut got);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "the first read holds the answer, not the tickets alone ({records} records, {n} bytes): {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        records >= 2,
+        "tickets and answer: {records} records, {n} bytes, {}",
+        String::from_utf8_lossy(&got)
+    );
+    // The next connection resumes the session.
+    let mut tcp = TcpStream::connect(https(&s.gw)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut conn = rustls::ClientConnection::new(cfg, name).unwrap();
+    conn.complete_io(&mut tcp).unwrap();
+    assert_eq!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    let mut s3 = rustls::Stream::new(&mut conn, &mut tcp);
+    s3.write_all(b"GET /third HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut third = Vec::new();
+    let _ = s3.read_to_end(&mut third);
+    assert!(String::from_utf8_lossy(&third).starts_with("HTTP/1.1 200 OK\r\n"));
+    assert_eq!(s.up.count(), 2);
+}
+
 #[test]
 fn sni_picks_exact_wildcard_or_default() {
     let s = setup("");

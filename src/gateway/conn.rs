@@ -77,7 +77,7 @@ async fn keep_alive<G>(
             Next::KeepAlive | Next::Close => {
                 // TLS: say close_notify, so the client knows the answer was complete.
                 if conn.stream.is_tls() {
-                    let _ = Box::pin(conn.stream.shutdown()).await;
+                    Box::pin(conn.shutdown()).await;
                 }
                 return;
             }

@@ -71,7 +71,7 @@ impl Stream {
     }
 
     /// A head and a body: one `writev` on plain TCP (each write waiting at most `limit` for
-    /// the client to take bytes); on TLS one write of each, on HTTP/2 one frame write of each,
+    /// the client to take bytes); on TLS two records in one send, on HTTP/2 one frame write of each,
     /// within `limit` together.
     pub(crate) async fn write_head_body(
         &mut self,
@@ -82,12 +82,9 @@ impl Stream {
         use crate::driver::time::timeout as t;
         match self {
             Stream::Plain(s) => write_head_body(s, head, body, limit).await,
-            Stream::Tls(s) => t(limit, async {
-                s.write_all(&head).await?;
-                s.write_all(&body).await
-            })
-            .await
-            .map_err(send_timed_out)?,
+            Stream::Tls(s) => t(limit, s.write_all_parts(&[&head, &body]))
+                .await
+                .map_err(send_timed_out)?,
             Stream::H2(s) => t(limit, async {
                 s.write(head.into()).await?;
                 s.write(body).await
@@ -385,6 +382,12 @@ impl Conn {
         Ok(n)
     }
 
+    /// Ends the connection's write side (TLS: close_notify first), waiting at most
+    /// `send_timeout` for a client that does not read.
+    pub(crate) async fn shutdown(&mut self) {
+        let _ = crate::driver::time::timeout(self.send_timeout, self.stream.shutdown()).await;
+    }
+
     /// Writes all of `data` to the client.
     pub(crate) async fn write_all<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
         &mut self,
@@ -599,7 +602,7 @@ pub(crate) async fn read_head(
 /// discard for a short while so the client sees the answer rather than a reset (nginx's
 /// lingering close).
 pub(crate) async fn linger_close(mut conn: Conn) {
-    let _ = conn.stream.shutdown().await;
+    conn.shutdown().await;
     let deadline = Instant::now() + LINGER_TIME;
     let mut drained = 0;
     conn.buf.clear();

@@ -25,6 +25,10 @@ pub(crate) struct TlsStream<C> {
     rbuf: Vec<u8>,
     rpos: usize,
     wbuf: Vec<u8>,
+    /// TLS 1.3, server side: what rustls queues after the handshake (session tickets, key
+    /// update answers) is not awaited by the client, so it waits for the connection's next
+    /// write and goes out in the same send (one segment, one wakeup of the client less).
+    hold: bool,
 }
 
 fn tls_err(e: rustls::Error) -> io::Error {
@@ -45,7 +49,13 @@ impl TlsConn {
         read: Vec<u8>,
     ) -> io::Result<TlsConn> {
         let tls = rustls::ServerConnection::new(cfg).map_err(tls_err)?;
-        TlsStream::handshake_after(io, tls, read).await
+        let mut c = TlsStream::handshake_after(io, tls, read).await?;
+        // In TLS 1.2 the server's last flight (its Finished) is what the client waits for.
+        c.hold = c.tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+        if !c.hold {
+            c.flush().await?;
+        }
+        Ok(c)
     }
 }
 
@@ -58,7 +68,9 @@ impl TlsClient {
         name: rustls::pki_types::ServerName<'static>,
     ) -> io::Result<TlsClient> {
         let tls = rustls::ClientConnection::new(cfg, name).map_err(tls_err)?;
-        TlsStream::handshake(io, tls).await
+        let mut c = TlsStream::handshake(io, tls).await?;
+        c.flush().await?;
+        Ok(c)
     }
 }
 
@@ -97,6 +109,7 @@ where
             rbuf,
             rpos: 0,
             wbuf: Vec::with_capacity(RECORD),
+            hold: false,
         };
         while c.tls.is_handshaking() {
             c.flush().await?;
@@ -112,7 +125,8 @@ where
                 return Err(e);
             }
         }
-        c.flush().await?;
+        // What is queued now (the client's Finished, a server's tickets or TLS 1.2 Finished)
+        // is the caller's to flush.
         Ok(c)
     }
 
@@ -186,23 +200,41 @@ where
                 return Ok(0);
             }
             let fed = self.feed();
-            // Key updates and alerts are answered as they come.
-            self.flush().await?;
+            // Key updates are answered as they come, alerts before failing (a TLS 1.3
+            // server's key update answer waits for its next write, see `hold`).
+            if !self.hold || fed.is_err() {
+                self.flush().await?;
+            }
             fed?;
         }
     }
 
     /// Encrypts and writes all of `data`.
-    pub(crate) async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let n = self.tls.writer().write(data)?;
-            data = &data[n..];
-            self.flush().await?;
-            if n == 0 && !data.is_empty() {
-                return Err(io::ErrorKind::WriteZero.into());
+    pub(crate) async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write_all_parts(&[data]).await
+    }
+
+    /// Encrypts and writes all of each part, in order, in as few sends as rustls's buffer
+    /// allows (a head and a small body: one).
+    pub(crate) async fn write_all_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        for part in parts {
+            let mut data = *part;
+            let mut flushed = false;
+            while !data.is_empty() {
+                let n = self.tls.writer().write(data)?;
+                if n == 0 && flushed {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                data = &data[n..];
+                flushed = false;
+                if !data.is_empty() {
+                    // rustls's buffer is full: send it, then go on.
+                    self.flush().await?;
+                    flushed = true;
+                }
             }
         }
-        Ok(())
+        self.flush().await
     }
 
     /// Sends close_notify, then shuts the TCP write side.
