@@ -102,17 +102,26 @@ impl Stream {
         }
     }
 
-    /// Whether [`Stream::readable`] can wait without a buffer (plain TCP; TLS keeps its own
-    /// buffers, and an HTTP/2 stream is not a socket).
+    /// Whether [`Stream::readable`] can wait without a buffer (plain TCP; TLS on Tollgate's
+    /// own runtime, its buffers released meanwhile; an HTTP/2 stream is not a socket).
     pub(crate) fn can_wait_readable(&self) -> bool {
-        matches!(self, Stream::Plain(_))
+        match self {
+            Stream::Plain(_) => true,
+            Stream::Tls(t) => t.can_wait_readable(),
+            Stream::H2(_) => false,
+        }
     }
 
-    /// Waits until the socket has bytes to read, holding no buffer.
-    pub(crate) async fn readable(&self) -> io::Result<()> {
+    /// Waits until the socket has bytes to read, holding no buffer (TLS: its scratch
+    /// buffers are freed first).
+    pub(crate) async fn readable(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.readable().await,
-            _ => Ok(()),
+            Stream::Tls(t) => {
+                t.release_buffers();
+                t.readable().await
+            }
+            Stream::H2(_) => Ok(()),
         }
     }
 
@@ -544,8 +553,8 @@ pub(crate) async fn read_head(
             None => {
                 // Between requests: a read with a buffer for IDLE_HOT; a connection still
                 // idle then holds no buffer while it waits (the cut read took it along), and
-                // reads again once the socket is readable.
-                // (TLS keeps buffers of its own: it waits with one read, as before.)
+                // reads again once the socket is readable. (TLS on monoio's drivers, where
+                // a read cut short may lose bytes, waits with one read.)
                 let hot = if conn.stream.can_wait_readable() {
                     idle.min(IDLE_HOT)
                 } else {

@@ -130,10 +130,42 @@ where
         Ok(c)
     }
 
+    /// Whether a wait for readability without buffers is possible: on Tollgate's own runtime,
+    /// where a read cut short loses no bytes (they stay in the receive's queue).
+    pub(crate) fn can_wait_readable(&self) -> bool {
+        self.io.own().is_some()
+    }
+
+    /// Waits until there is something to read: plaintext or ciphertext already here, or bytes
+    /// (or the end) on the socket; holds no buffer of its own meanwhile.
+    pub(crate) async fn readable(&mut self) -> io::Result<()> {
+        if self.rpos < self.rbuf.len() {
+            return Ok(());
+        }
+        match self.tls.reader().fill_buf() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.io.readable().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Frees the scratch buffers while the connection idles (they come back at the next
+    /// read and write); ciphertext not yet given to rustls is kept.
+    pub(crate) fn release_buffers(&mut self) {
+        if self.rpos >= self.rbuf.len() {
+            self.rbuf = Vec::new();
+            self.rpos = 0;
+        }
+        self.wbuf = Vec::new();
+    }
+
     /// Reads ciphertext from the socket into the scratch buffer; `Ok(0)` at end of stream.
     async fn fill(&mut self) -> io::Result<usize> {
         let mut buf = std::mem::take(&mut self.rbuf);
         buf.clear();
+        // Released while idle, or taken by a read cut short.
+        if buf.capacity() < RECORD {
+            buf.reserve(RECORD);
+        }
         let (res, buf) = self.io.read(buf).await;
         self.rbuf = buf;
         self.rpos = 0;
