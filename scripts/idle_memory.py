@@ -5,6 +5,7 @@ one request and then stay connected, idle.
   ulimit -n 65536; python3 scripts/idle_memory.py --bin target/release/tollgate --conns 10000
   ulimit -n 65536; python3 scripts/idle_memory.py --websocket --conns 10000   # WebSocket API
   ulimit -n 65536; python3 scripts/idle_memory.py --tls --conns 5000          # HTTPS (TLS 1.3)
+  ulimit -n 65536; python3 scripts/idle_memory.py --h2c --conns 5000          # HTTP/2 (h2c; pip install h2)
 
 Starts the gateway (one worker) on a temporary config with a mock route (idle timeouts 600 s, so
 that no connection closes while the others open: a TLS one takes ~7 ms from Python), opens the connections
@@ -63,7 +64,7 @@ def make_cert(tmp):
     return cert, key
 
 
-def start_tollgate(binary, tmp, port, websocket=False, driver="auto", tls=None):
+def start_tollgate(binary, tmp, port, websocket=False, driver="auto", tls=None, h2c=False):
     conf = os.path.join(tmp, "idle.toml")
     if websocket:
         with open(conf, "w") as f:
@@ -92,6 +93,7 @@ idle_timeout = "600s"
 name = "http"
 addr = "127.0.0.1:{port}"
 {f'tls = {{ cert = "{tls[0]}", key = "{tls[1]}" }}' if tls else ""}
+{"h2c = true" if h2c else ""}
 [[apis]]
 name = "a"
   [[apis.stages]]
@@ -107,9 +109,10 @@ mappings = [{{ base_path = "", api = "a", stage = "p" }}]
     return subprocess.Popen([binary, "--config", conf], env=env, stderr=subprocess.DEVNULL)
 
 
-def start_nginx(binary, tmp, port, tls=None):
+def start_nginx(binary, tmp, port, tls=None, h2c=False):
     conf = os.path.join(tmp, "nginx.conf")
     ssl = f" ssl; ssl_protocols TLSv1.2 TLSv1.3; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}" if tls else ""
+    ssl += " http2" if h2c else ""
     with open(conf, "w") as f:
         f.write(f"""
 daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log /dev/null;
@@ -124,6 +127,29 @@ http {{ access_log off; keepalive_timeout 600s; keepalive_requests 100000;
     return p, int(out[0]) if out else p.pid
 
 
+def h2c_get(port):
+    """An HTTP/2 connection (prior knowledge) that has made one GET and got its answer."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    s = socket.create_connection(("127.0.0.1", port))
+    c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "GET"), (":path", "/m"), (":scheme", "http"), (":authority", "a")],
+                   end_stream=True)
+    s.sendall(c.data_to_send())
+    while True:
+        data = s.recv(65535)
+        if not data:
+            sys.exit("connection closed early")
+        events = c.receive_data(data)
+        out = c.data_to_send()
+        if out:
+            s.sendall(out)
+        if any(isinstance(e, h2.events.StreamEnded) for e in events):
+            return s
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/tollgate")
@@ -134,6 +160,7 @@ def main():
     ap.add_argument("--websocket", action="store_true",
                     help="open WebSocket API connections (101, then idle) instead")
     ap.add_argument("--tls", action="store_true", help="HTTPS: a TLS listener, TLS 1.3 clients")
+    ap.add_argument("--h2c", action="store_true", help="HTTP/2 with prior knowledge (the h2 package)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="tollgate-idle-")
     port = free_port()
@@ -146,9 +173,9 @@ def main():
         ctx.verify_mode = ssl.CERT_NONE
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     if a.nginx:
-        proc, pid = start_nginx(a.bin, tmp, port, tls)
+        proc, pid = start_nginx(a.bin, tmp, port, tls, a.h2c)
     else:
-        proc = start_tollgate(a.bin, tmp, port, a.websocket, a.driver, tls)
+        proc = start_tollgate(a.bin, tmp, port, a.websocket, a.driver, tls, a.h2c)
         pid = proc.pid
     try:
         deadline = time.time() + 10
@@ -170,6 +197,9 @@ def main():
                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
             done = lambda d: d.startswith(b"HTTP/1.1 101") and d.endswith(b"\r\n\r\n")
         for _ in range(a.conns):
+            if a.h2c:
+                socks.append(h2c_get(port))
+                continue
             s = socket.create_connection(("127.0.0.1", port))
             if ctx:
                 s = ctx.wrap_socket(s, server_hostname="localhost")
@@ -185,7 +215,7 @@ def main():
         after = rss_kib(pid)
         per = (after - base) * 1024 / a.conns
         print(f"{os.path.basename(a.bin)}: RSS {base} KiB idle, {after} KiB with {a.conns} idle "
-              f"{'WebSocket' if a.websocket else 'HTTPS keep-alive' if tls else 'keep-alive'} connections: {per:.0f} bytes per connection")
+              f"{'WebSocket' if a.websocket else 'HTTPS keep-alive' if tls else 'HTTP/2' if a.h2c else 'keep-alive'} connections: {per:.0f} bytes per connection")
         for s in socks:
             s.close()
     finally:

@@ -63,6 +63,8 @@ pub(crate) struct PollIo {
     stopped: bool,
     /// Bytes asked of each socket read ([`READ_SIZE`] unless [`PollIo::read_size`] says).
     read_size: usize,
+    /// The socket on Tollgate's own runtime: a read waits for bytes on it holding no buffer.
+    own: Option<crate::rt::net::TcpStream>,
 }
 
 /// Lets `b` through the watch, if there is one; on a flood, stops reading and tells the
@@ -123,6 +125,7 @@ impl PollIo {
         tls: Option<Box<rustls::Connection>>,
         leftover: Vec<u8>,
     ) -> PollIo {
+        let own = io.own().cloned();
         let (rd, wr) = io.into_split();
         // Sized at the first read (by `read_size`).
         let rbuf = leftover;
@@ -141,6 +144,7 @@ impl PollIo {
             watch: None,
             stopped: false,
             read_size: READ_SIZE,
+            own,
         }
     }
 
@@ -282,6 +286,20 @@ impl AsyncRead for PollIo {
             }
             // Need bytes from the socket.
             if me.reading.is_none() {
+                // Tollgate's own runtime: wait for them holding no buffer (an idle connection
+                // keeps none); what arrives stays in its ring buffer for the read below.
+                if let Some(own) = me.own.as_ref() {
+                    if !own.has_unread() {
+                        me.rbuf = Vec::new();
+                        me.rpos = 0;
+                        match own.poll_recv(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Ok(Some(b))) => own.unrecv_ring(b),
+                            Poll::Ready(Ok(None)) => {}
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        }
+                    }
+                }
                 let Some(mut rd) = me.rd.take() else {
                     return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
                 };
