@@ -289,15 +289,15 @@ impl AsyncRead for PollIo {
                 // Tollgate's own runtime: wait for them holding no buffer (an idle connection
                 // keeps none); what arrives stays in its ring buffer for the read below.
                 if let Some(own) = me.own.as_ref() {
-                    if !own.has_unread() {
-                        me.rbuf = Vec::new();
-                        me.rpos = 0;
-                        match own.poll_recv(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(Ok(Some(b))) => own.unrecv_ring(b),
-                            Poll::Ready(Ok(None)) => {}
-                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    match own.poll_recv(cx) {
+                        Poll::Pending => {
+                            me.rbuf = Vec::new();
+                            me.rpos = 0;
+                            return Poll::Pending;
                         }
+                        Poll::Ready(Ok(Some(b))) => own.unrecv_ring(b),
+                        Poll::Ready(Ok(None)) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     }
                 }
                 let Some(mut rd) = me.rd.take() else {
