@@ -15,10 +15,16 @@ use common::*;
 /// that reads nothing can hold.
 const BIG: usize = 16 << 20;
 
+/// More than the gateway's side of a client that reads nothing holds (a send buffer of at most
+/// 4 MiB, `net.ipv4.tcp_wmem`; the relay's batch and the receive's queue, 1.5 MiB): once a
+/// paced upstream has written this much, the gateway has been waiting on the client.
+const BEHIND: usize = 6 << 20;
+
 /// What the upstream saw for one big answer.
 #[derive(Debug, PartialEq)]
 enum Seen {
-    /// The gateway took no byte for 300 ms (it stopped reading).
+    /// The gateway took no byte for 300 ms (it stopped reading); from a paced upstream, also
+    /// once it took [`BEHIND`] bytes.
     Stalled,
     /// The gateway closed the connection before the whole answer went out.
     Cut,
@@ -29,6 +35,17 @@ enum Seen {
 /// An upstream answering every request with a 16 MiB body that reports what happened to each
 /// answer; small requests (`/small`) get 2 bytes.
 fn big_upstream() -> (SocketAddr, mpsc::Receiver<Seen>) {
+    upstream(None)
+}
+
+/// The body's byte at `off` (a pattern, so that bytes out of order or lost show).
+fn body_byte(off: usize) -> u8 {
+    (off % 251) as u8
+}
+
+/// [`big_upstream`], writing its body `piece` bytes at a time with `pause` before each when
+/// paced (a source slower than the gateway: each piece arrives in a receive of its own).
+fn upstream(paced: Option<(usize, Duration)>) -> (SocketAddr, mpsc::Receiver<Seen>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -53,15 +70,25 @@ fn big_upstream() -> (SocketAddr, mpsc::Receiver<Seen>) {
                 if s.write_all(head.as_bytes()).is_err() {
                     return;
                 }
-                // The body from one 64 KiB chunk, written again and again.
-                let chunk = [b'x'; 64 << 10];
-                let at = |off: usize| &chunk[..(BIG - off).min(chunk.len())];
+                // The body from one 64 KiB pattern, written again and again.
+                let chunk: Vec<u8> = (0..(64 << 10) + 251).map(body_byte).collect();
+                let piece = paced.map_or(64 << 10, |(n, _)| n);
+                let at = |off: usize| {
+                    let from = off % 251;
+                    &chunk[from..from + (BIG - off).min(piece)]
+                };
                 // Until the gateway takes no byte for 300 ms (it stopped reading); then
                 // without a limit for the rest (an error there is the gateway closing).
                 s.set_write_timeout(Some(Duration::from_millis(300)))
                     .unwrap();
                 let mut off = 0;
                 while off < BIG {
+                    if let Some((_, pause)) = paced {
+                        if off >= BEHIND {
+                            break;
+                        }
+                        std::thread::sleep(pause);
+                    }
                     match s.write(at(off)) {
                         Ok(n) => off += n,
                         Err(e)
@@ -77,16 +104,21 @@ fn big_upstream() -> (SocketAddr, mpsc::Receiver<Seen>) {
                 }
                 if off < BIG {
                     let _ = tx.send(Seen::Stalled);
+                    // A paced upstream reports nothing more: past `BEHIND` the gateway's
+                    // receive buffer may still take the rest (the kernel grows it to 32 MiB).
+                    let tx = paced.is_none().then_some(&tx);
                     s.set_write_timeout(None).unwrap();
                     while off < BIG {
                         match s.write(at(off)) {
                             Ok(n) if n > 0 => off += n,
                             _ => {
-                                let _ = tx.send(Seen::Cut);
+                                let _ = tx.map(|tx| tx.send(Seen::Cut));
                                 return;
                             }
                         }
                     }
+                    let _ = tx.map(|tx| tx.send(Seen::Sent));
+                    return;
                 }
                 let _ = tx.send(Seen::Sent);
             });
@@ -160,27 +192,55 @@ fn clients_that_stop_reading_do_not_starve_the_others() {
         assert_eq!(get(gw.addr(), "/small").text(), "ok");
     }
     // The stalled answers are whole once their clients read (two of them read here).
-    for mut c in stalled.into_iter().take(2) {
-        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let mut got = vec![0u8; 64 << 10];
-        let mut n = 0usize;
-        let mut body_start = None;
-        loop {
-            let k = c.read(&mut got).unwrap();
-            assert!(k > 0, "the answer ended early");
-            if body_start.is_none() {
-                let head = &got[..k];
-                let at = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-                body_start = Some(());
-                n += k - (at + 4);
-            } else {
-                n += k;
-            }
-            if n >= BIG {
-                break;
-            }
+    for c in stalled.into_iter().take(2) {
+        read_whole_answer(c);
+    }
+}
+
+/// Reads a stalled client's answer to its end: every byte of the body, in order.
+fn read_whole_answer(mut c: TcpStream) {
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut got = vec![0u8; 64 << 10];
+    let mut n = 0usize;
+    let mut in_body = false;
+    while n < BIG {
+        let k = c.read(&mut got).unwrap();
+        assert!(k > 0, "the answer ended after {n} bytes of its body");
+        let mut body = &got[..k];
+        if !in_body {
+            let at = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            body = &body[at + 4..];
+            in_body = true;
         }
-        assert_eq!(n, BIG);
+        for (i, b) in body.iter().enumerate() {
+            assert_eq!(*b, body_byte(n + i), "body byte {} out of place", n + i);
+        }
+        n += body.len();
+    }
+    assert_eq!(n, BIG);
+}
+
+/// An upstream slower than the gateway (each piece of its body in a receive of its own): a
+/// relay whose client stops reading has its last bytes in the ring's buffers when its send
+/// waits. Those are copied off the ring first, so 72 clients that stop reading (more than
+/// the 64 buffers of the shard's ring) leave the others served; their answers are whole once
+/// they read.
+#[test]
+fn clients_that_stop_reading_hold_no_ring_buffer() {
+    let (up, seen) = upstream(Some((64 << 10, Duration::from_millis(1))));
+    let gw = gateway(up, "");
+    // One at a time: a relay alone on the shard keeps up with its upstream until its client
+    // stops reading, so what its send holds then came straight from the ring.
+    let mut stalled = Vec::new();
+    for _ in 0..72 {
+        stalled.push(stalled_client(gw.addr()));
+        assert_eq!(seen.recv_timeout(IO_TIMEOUT).unwrap(), Seen::Stalled);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(gw.addr(), "/small").text(), "ok");
+    }
+    for c in stalled.into_iter().take(2) {
+        read_whole_answer(c);
     }
 }
 

@@ -157,6 +157,14 @@ async fn own_readv<T: IoVecBufMut>(s: &own::TcpStream, mut buf: T) -> BufResult<
 /// A monoio buffer as the runtime's send buffer.
 struct Out<T>(T);
 
+impl<T> Out<T> {
+    /// Whether `p` points into the value itself (bytes that would move with it).
+    fn inside(&self, p: *const u8) -> bool {
+        let at = &self.0 as *const T as usize;
+        (at..at + std::mem::size_of::<T>()).contains(&(p as usize))
+    }
+}
+
 impl<T: IoBuf> AsRef<[u8]> for Out<T> {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: the IoBuf promise: `bytes_init` bytes at `read_ptr`, live while it lives.
@@ -164,10 +172,14 @@ impl<T: IoBuf> AsRef<[u8]> for Out<T> {
     }
 }
 
-// SAFETY: monoio's IoBuf makes the same promise (the bytes stay put when the value moves).
+// SAFETY: monoio's own promise is weaker (its runtime pins the buffer in a box), but every
+// buffer written through here is one whose bytes are on the heap or static (Vec, Box, Bytes,
+// BytesMut, their slices, the crate's own): they stay put when the value moves. A buffer type
+// with its bytes inline must not be written on the own runtime; the debug assertion in
+// `TcpStream::write` catches one in tests.
 unsafe impl<T: IoBuf> own::IoBuf for Out<T> {}
 
-// SAFETY: monoio's IoVecBuf makes the same promise for the iovecs and what they name.
+// SAFETY: as above, for the iovec array and the memory it names.
 unsafe impl<T: IoVecBuf> own::IoVecs for Out<T> {
     fn iovecs(&self) -> (*const libc::iovec, usize) {
         (self.0.read_iovec_ptr(), self.0.read_iovec_len())
@@ -215,7 +227,12 @@ impl AsyncWriteRent for TcpStream {
         match self {
             TcpStream::Mono(s) => s.write(buf).await,
             TcpStream::Own(s) => {
-                let (r, b) = s.send(Out(buf)).await;
+                let out = Out(buf);
+                debug_assert!(
+                    !out.inside(out.0.read_ptr()),
+                    "a buffer with its bytes inline"
+                );
+                let (r, b) = s.send(out).await;
                 (r, b.0)
             }
         }
@@ -225,7 +242,12 @@ impl AsyncWriteRent for TcpStream {
         match self {
             TcpStream::Mono(s) => s.writev(buf).await,
             TcpStream::Own(s) => {
-                let (r, b) = s.send_vectored(Out(buf)).await;
+                let out = Out(buf);
+                debug_assert!(
+                    !out.inside(out.0.read_iovec_ptr() as *const u8),
+                    "iovecs inline"
+                );
+                let (r, b) = s.send_vectored(out).await;
                 (r, b.0)
             }
         }

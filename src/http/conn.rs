@@ -423,12 +423,14 @@ impl Conn {
 
     /// Sends bytes received on another socket of the own runtime straight from the ring
     /// buffers they arrived in, in one vectored send (each buffer goes back once the kernel
-    /// has copied it).
-    /// `bufs` comes back empty, for the next batch.
+    /// has copied it). That send does not wait: what the client cannot take at once is
+    /// copied off the ring before the wait for it, so that clients that stop reading cannot
+    /// hold the buffers every receive on the shard needs.
+    /// `bufs` comes back empty, for the next batch, with whether the client was behind.
     pub(crate) async fn send_received(
         &mut self,
-        mut bufs: crate::rt::net::RecvBufs,
-    ) -> io::Result<crate::rt::net::RecvBufs> {
+        bufs: crate::rt::net::RecvBufs,
+    ) -> io::Result<(crate::rt::net::RecvBufs, bool)> {
         self.bytes_out += bufs.len() as u64;
         // Only the relay of an own-runtime plain connection calls this.
         let Some(s) = self.own_plain() else {
@@ -436,6 +438,19 @@ impl Conn {
                 "not a plain connection on the own runtime",
             ));
         };
+        let (res, mut bufs) = s.send_vectored_now(bufs).await;
+        match res {
+            Ok(n) => bufs.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // A kernel that refuses a send without waiting (RWF_NOWAIT on a socket): the
+            // waiting send below, from the heap.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {}
+            Err(e) => return Err(e),
+        }
+        let behind = !bufs.is_empty();
+        if behind {
+            bufs.off_ring();
+        }
         while !bufs.is_empty() {
             let send = crate::driver::time::timeout(self.send_timeout, s.send_vectored(bufs));
             let (res, b) = send.await.map_err(send_timed_out)?;
@@ -446,7 +461,7 @@ impl Conn {
             }
         }
         bufs.clear();
-        Ok(bufs)
+        Ok((bufs, behind))
     }
 
     /// A head and a body: one `writev` on plain TCP, within `limits.send_timeout`.

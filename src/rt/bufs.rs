@@ -150,6 +150,11 @@ impl RecvBuf {
         }
     }
 
+    /// Whether the bytes are in a buffer of the ring (not copied to the heap).
+    pub fn in_ring(&self) -> bool {
+        matches!(self.from, From::Ring(..))
+    }
+
     /// Keeps only the first `n` bytes.
     pub fn truncate(&mut self, n: usize) {
         self.len = self.len.min(n.min(u32::MAX as usize) as u32);

@@ -70,8 +70,10 @@ struct TaskWaker {
 
 impl TaskWaker {
     fn wake(&self) {
-        if OWNER.with(|o| o.get()) == self.remote.owner {
-            READY.with(|r| r.borrow_mut().push_back(self.id));
+        // `try_with`: a wake from a thread-local's destructor at thread exit finds these gone
+        // (the task's runtime is gone with them: nothing to wake).
+        if OWNER.try_with(|o| o.get()).ok() == Some(self.remote.owner) {
+            let _ = READY.try_with(|r| r.borrow_mut().push_back(self.id));
         } else {
             self.remote.push(self.id);
         }
@@ -164,7 +166,9 @@ impl Waiter {
     pub(crate) fn wake(self) {
         match self.0 {
             Who::Task(i, g) if (i, g) == NOBODY => {}
-            Who::Task(i, g) => READY.with(|r| r.borrow_mut().push_back((i, g))),
+            Who::Task(i, g) => {
+                let _ = READY.try_with(|r| r.borrow_mut().push_back((i, g)));
+            }
             Who::Other(w) => w.wake(),
         }
     }

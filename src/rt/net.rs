@@ -317,6 +317,12 @@ impl TcpStream {
         }
     }
 
+    /// Bytes put back with [`TcpStream::unrecv_ring`] (or [`TcpStream::unrecv`]), taken
+    /// without receiving anything new.
+    pub fn take_held(&self) -> Option<RecvBuf> {
+        self.inner.rx.borrow_mut().held.take()
+    }
+
     /// Puts bytes back in the ring buffer they arrived in, for a reader that takes them again
     /// at once (the rest of a buffer whose start it used): no copy, but the buffer stays out
     /// of the kernel's hands until then. Replaces anything already put back.
@@ -362,6 +368,17 @@ impl TcpStream {
     /// Sends the buffers `iov` describes, in order, in one operation; returns how much went
     /// out.
     pub async fn send_vectored<B: IoVecs>(&self, bufs: B) -> (io::Result<usize>, B) {
+        self.send_vectored_as(bufs, false).await
+    }
+
+    /// [`TcpStream::send_vectored`] without waiting for room: what the socket takes now (a
+    /// `WouldBlock` error when it takes nothing). The kernel does not keep the buffers past
+    /// this operation's completion, which comes at once.
+    pub async fn send_vectored_now<B: IoVecs>(&self, bufs: B) -> (io::Result<usize>, B) {
+        self.send_vectored_as(bufs, true).await
+    }
+
+    async fn send_vectored_as<B: IoVecs>(&self, bufs: B, now: bool) -> (io::Result<usize>, B) {
         let (ptr, n) = bufs.iovecs();
         let e = if n == 1 {
             // One buffer (a relayed answer that arrived in one receive, head and body): a
@@ -371,15 +388,20 @@ impl TcpStream {
             // promise); it is only read here.
             let one = unsafe { *ptr };
             let len = one.iov_len.min(u32::MAX as usize) as u32;
+            // MSG_DONTWAIT: the kernel completes it with what fits, or EAGAIN (5.x+).
+            let wait = if now { libc::MSG_DONTWAIT } else { 0 };
             opcode::Send::new(types::Fd(self.fd()), one.iov_base as *const u8, len)
-                .flags(libc::MSG_NOSIGNAL)
+                .flags(libc::MSG_NOSIGNAL | wait)
                 .build()
         } else {
+            // RWF_NOWAIT: the same for a writev on a socket.
+            let wait = if now { libc::RWF_NOWAIT } else { 0 };
             opcode::Writev::new(
                 types::Fd(self.fd()),
                 ptr,
                 n.min(libc::UIO_MAXIOV as usize) as u32,
             )
+            .rw_flags(wait)
             .build()
         };
         // SAFETY: the iovecs and the bytes they point to stay put and live while the operation
@@ -546,6 +568,18 @@ impl RecvBufs {
 
     pub fn is_empty(&self) -> bool {
         self.bufs.iter().all(|b| b.is_empty())
+    }
+
+    /// Copies the bytes still in ring buffers to the heap and gives those buffers back (not
+    /// while a send holds the value): for bytes about to wait on a slow peer, so that the
+    /// buffers every receive of the shard needs are not held meanwhile.
+    pub fn off_ring(&mut self) {
+        for b in &mut self.bufs {
+            if b.in_ring() {
+                *b = std::mem::replace(b, RecvBuf::heap(Vec::new())).into_heap();
+            }
+        }
+        self.describe();
     }
 
     /// Bytes left to send.

@@ -139,6 +139,18 @@ enum Slot {
     Orphan(Kind, #[allow(dead_code)] Option<Box<dyn Any>>),
 }
 
+impl Slot {
+    /// Whether the kernel may still use the operation's memory (its last completion has not
+    /// come).
+    fn in_kernel(&self) -> bool {
+        match self {
+            Slot::Free | Slot::Done(..) => false,
+            Slot::Multi { ended, .. } => !ended,
+            Slot::Waiting(_) | Slot::Orphan(..) => true,
+        }
+    }
+}
+
 /// A multishot operation's result: the completion's result and flags, and for a receive whose
 /// reader was behind, the bytes copied out of the ring (its buffer already given back).
 pub(crate) struct Got {
@@ -159,7 +171,9 @@ pub(crate) enum Kind {
 
 impl Drop for Reactor {
     fn drop(&mut self) {
-        if self.leak.get() {
+        // An operation still in flight (its owner outlived the runtime's shutdown, or none
+        // ran) may still be written by the kernel while the ring is torn down.
+        if self.leak.get() || self.slots.borrow().iter().any(Slot::in_kernel) {
             // Operations the kernel did not finish keep their memory, and so do the buffers.
             std::mem::forget(std::mem::take(&mut *self.slots.borrow_mut()));
             self.bufs.leak = true;
@@ -290,8 +304,11 @@ impl Reactor {
     }
 
     fn release(&self, idx: u32) {
-        self.slots.borrow_mut()[idx as usize] = Slot::Free;
+        // What the slot held is dropped after the borrow ends (an orphan's buffers may give
+        // a ring buffer back and wake its waiters).
+        let old = std::mem::replace(&mut self.slots.borrow_mut()[idx as usize], Slot::Free);
         self.free.borrow_mut().push(idx);
+        drop(old);
     }
 
     fn cancel(&self, idx: u32) {
@@ -563,11 +580,7 @@ impl Reactor {
         }
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
-            let busy = self
-                .slots
-                .borrow()
-                .iter()
-                .any(|s| matches!(s, Slot::Orphan(..)));
+            let busy = self.slots.borrow().iter().any(Slot::in_kernel);
             if !busy {
                 // Closes and cancellations still queued go to the kernel.
                 let _ = self.ring.borrow_mut().submit();

@@ -565,3 +565,60 @@ fn wakers_not_of_the_runtime_are_woken_by_timers_and_operations() {
     // The timer and the connect always wait; the receive may find its bytes already there.
     assert!(wakes[0] >= 1 && wakes[1] >= 1, "wakes: {wakes:?}");
 }
+
+#[test]
+fn a_send_that_does_not_wait_takes_what_fits_then_would_block() {
+    if !supported() {
+        return;
+    }
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (addr, server) = one_peer(move |mut c| {
+        // Reads nothing until told, then everything to the end.
+        wait.recv().unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+        assert!(!got.is_empty());
+    });
+    let pattern: Vec<u8> = (0..(64 << 10) + 251).map(|i| (i % 251) as u8).collect();
+    let sent = block_on(Builder::default(), async move {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let mut sent = 0usize;
+        let piece = |sent: usize, len: usize| {
+            let from = sent % 251;
+            RecvBuf::heap(pattern[from..from + len].to_vec())
+        };
+        // Two buffers (a writev), then one (a send), until the socket takes no more: a bounded
+        // number of tries, far more than any socket buffer holds. Each piece starts where
+        // the last send stopped, so the peer reads the pattern whole.
+        let mut blocked = [false; 2];
+        for (k, n) in [2usize, 1].into_iter().enumerate() {
+            for _ in 0..4096 {
+                let mut bufs = net::RecvBufs::new(Vec::new());
+                bufs.push(piece(sent, 32 << 10));
+                if n == 2 {
+                    bufs.push(piece(sent + (32 << 10), 32 << 10));
+                }
+                let (r, _) = s.send_vectored_now(bufs).await;
+                match r {
+                    Ok(m) => sent += m,
+                    Err(e) => {
+                        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+                        blocked[k] = true;
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            blocked,
+            [true, true],
+            "a send without waiting waited or never filled"
+        );
+        go.send(()).unwrap();
+        sent
+    })
+    .unwrap();
+    server.join().unwrap();
+    assert!(sent > 0);
+}

@@ -68,6 +68,15 @@ impl UpStream {
         }
     }
 
+    /// Moves the bytes [`UpStream::read_head_into`] left in their received buffer into
+    /// `buf`. Called before anything other than the relay of the body waits (on the client):
+    /// no buffer of the shard's ring is held meanwhile.
+    pub(crate) fn settle(&self, buf: &mut BytesMut) {
+        if let Some(b) = self.own_plain().and_then(|s| s.take_held()) {
+            buf.extend_from_slice(&b);
+        }
+    }
+
     /// Whether anything came that nobody read (see [`TcpStream::has_unread`]); an HTTP/2
     /// stream has none of its own.
     fn has_unread(&self) -> bool {

@@ -313,6 +313,7 @@ pub(super) async fn exchange(
                                 }
                             }
                             out.extend_from_slice(b"\r\n");
+                            up.settle(&mut ubuf);
                             conn.write_all(out).await.map_err(|_| {
                                 Failure::Client(Error::downstream(
                                     Kind::ClientGone,

@@ -216,6 +216,9 @@ pub(crate) async fn answer(
 
 /// Buffers taken for one vectored send to the client.
 const RELAY_BATCH: usize = 16;
+/// The same while the client is behind (its last send waited): what it has not taken is held
+/// on the heap then, and this bounds it (with the receive's own queue) per connection.
+const RELAY_BATCH_BEHIND: usize = 2;
 
 thread_local! {
     /// The last answer's relay batch, empty, kept for its vectors' capacity: the next answer
@@ -243,6 +246,7 @@ async fn relay_received(
         .with(|s| s.borrow_mut().take())
         .unwrap_or_else(|| RecvBufs::new(Vec::with_capacity(RELAY_BATCH)));
     batch.push(RecvBuf::heap(head));
+    let mut cap = RELAY_BATCH;
     loop {
         let mut take = |mut b: RecvBuf, remaining: &mut u64, batch: &mut RecvBufs| {
             if b.len() as u64 > *remaining {
@@ -254,7 +258,7 @@ async fn relay_received(
             batch.push(b);
         };
         // What already arrived goes with what is waiting to be sent.
-        while remaining > 0 && batch.count() < RELAY_BATCH {
+        while remaining > 0 && batch.count() < cap {
             match up.try_recv() {
                 Some(b) => take(b, &mut remaining, &mut batch),
                 None => break,
@@ -267,7 +271,13 @@ async fn relay_received(
             }
             continue;
         }
-        batch = conn.send_received(batch).await.map_err(|_| Side::Client)?;
+        let behind;
+        (batch, behind) = conn.send_received(batch).await.map_err(|_| Side::Client)?;
+        cap = if behind {
+            RELAY_BATCH_BEHIND
+        } else {
+            RELAY_BATCH
+        };
         if remaining == 0 {
             // Empty (each send gives it back cleared): no received buffer is kept with it.
             SPARE_BATCH.with(|s| *s.borrow_mut() = Some(batch));
@@ -401,6 +411,13 @@ pub(super) async fn stream_response(
             _ => Err(Side::Upstream),
         }
     }
+    let relay = matches!(framing, Framing::Length(_))
+        && tee.is_none()
+        && conn.own_plain().is_some()
+        && up.own_plain().is_some();
+    if !relay {
+        up.settle(ubuf);
+    }
     match framing {
         Framing::None => {
             if let Some(t) = tee {
@@ -411,14 +428,12 @@ pub(super) async fn stream_response(
         }
         Framing::Length(n) => {
             let mut remaining = n;
-            if tee.is_none() && conn.own_plain().is_some() {
-                if let Some(u) = up.own_plain() {
-                    // The few body bytes read with the head (see `read_head_into`) go behind it.
-                    let k = remaining.min(ubuf.len() as u64) as usize;
-                    out.extend_from_slice(&ubuf[..k]);
-                    let _ = ubuf.split_to(k);
-                    return relay_received(conn, u, out, remaining - k as u64, ubuf, idle).await;
-                }
+            if let (true, Some(u)) = (relay, up.own_plain()) {
+                // The few body bytes read with the head (see `read_head_into`) go behind it.
+                let k = remaining.min(ubuf.len() as u64) as usize;
+                out.extend_from_slice(&ubuf[..k]);
+                let _ = ubuf.split_to(k);
+                return relay_received(conn, u, out, remaining - k as u64, ubuf, idle).await;
             }
             // Head and what is already read of the body leave in one write: a small body
             // copied behind the head, a bigger one from its own memory (one writev).
