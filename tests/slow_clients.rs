@@ -228,7 +228,8 @@ fn read_whole_answer(mut c: TcpStream) {
 #[test]
 fn clients_that_stop_reading_hold_no_ring_buffer() {
     let (up, seen) = upstream(Some((64 << 10, Duration::from_millis(1))));
-    let gw = gateway(up, "");
+    // The first stalled answers are read last: no send may give up on them meanwhile.
+    let gw = gateway(up, r#"send_timeout = "600s""#);
     // One at a time: a relay alone on the shard keeps up with its upstream until its client
     // stops reading, so what its send holds then came straight from the ring.
     let mut stalled = Vec::new();

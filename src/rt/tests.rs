@@ -572,13 +572,14 @@ fn a_send_that_does_not_wait_takes_what_fits_then_would_block() {
         return;
     }
     let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (len_tx, len_rx) = std::sync::mpsc::channel::<usize>();
     let (addr, server) = one_peer(move |mut c| {
         // Reads nothing until told, then everything to the end.
         wait.recv().unwrap();
         let mut got = Vec::new();
         c.read_to_end(&mut got).unwrap();
         assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
-        assert!(!got.is_empty());
+        len_tx.send(got.len()).unwrap();
     });
     let pattern: Vec<u8> = (0..(64 << 10) + 251).map(|i| (i % 251) as u8).collect();
     let sent = block_on(Builder::default(), async move {
@@ -599,7 +600,17 @@ fn a_send_that_does_not_wait_takes_what_fits_then_would_block() {
                 if n == 2 {
                     bufs.push(piece(sent + (32 << 10), 32 << 10));
                 }
-                let (r, _) = s.send_vectored_now(bufs).await;
+                // Bounded: a send that waited would otherwise hang the test, not fail it.
+                let mut send = std::pin::pin!(s.send_vectored_now(bufs));
+                let mut limit = std::pin::pin!(time::sleep(Duration::from_secs(10)));
+                let done = std::future::poll_fn(|cx| {
+                    if let Poll::Ready((r, _)) = send.as_mut().poll(cx) {
+                        return Poll::Ready(Some(r));
+                    }
+                    limit.as_mut().poll(cx).map(|_| None)
+                })
+                .await;
+                let r = done.expect("a send without waiting waited");
                 match r {
                     Ok(m) => sent += m,
                     Err(e) => {
@@ -620,5 +631,7 @@ fn a_send_that_does_not_wait_takes_what_fits_then_would_block() {
     })
     .unwrap();
     server.join().unwrap();
+    // Every byte a send reported went out, in order, and nothing else.
     assert!(sent > 0);
+    assert_eq!(len_rx.recv().unwrap(), sent);
 }

@@ -87,6 +87,8 @@ pub(crate) async fn answer(
     let mut out = Vec::with_capacity(resp.raw.len() + 128);
     // An integration response: the whole answer is read, then rendered.
     if let (Some((t, vars)), false) = (ctx.transform.take(), upgrade) {
+        // Here and below, outside the relay: no ring buffer held while the client is waited on.
+        up.settle(&mut ubuf);
         let Some(body) = read_whole(&mut up, &mut ubuf, resp.framing, integ.timeout).await else {
             record_failure(&target, &cfg);
             return Err(Error::upstream(
@@ -148,6 +150,7 @@ pub(crate) async fn answer(
         _ => None,
     };
     if let Some((c, Some(enc), n)) = comp {
+        up.settle(&mut ubuf);
         while ubuf.len() < n {
             let want = n - ubuf.len();
             reserve_for(&mut ubuf, want);
@@ -184,6 +187,7 @@ pub(crate) async fn answer(
     let comp = if comp.is_some() { Comp::Vary } else { Comp::No };
     ctx.status = response_head(&mut out, &resp, ctx, (keep, upgrade, dechunk), comp);
     if upgrade {
+        up.settle(&mut ubuf);
         conn.write_all(out)
             .await
             .map_err(|_| Error::downstream(Kind::ClientGone, "writing 101"))?;
