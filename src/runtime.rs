@@ -71,7 +71,8 @@ const RECV_BUF_SIZE: u32 = 64 << 10;
 /// buffers stay warmer in the cache: with 256 (16 MiB) a proxied 64 KiB answer cost ~6 % more
 /// CPU than with 64 (bodies are sent on from these buffers).
 pub(crate) const RECV_BUFS: u16 = 64;
-/// Buffers in the control plane's ring (1 MiB): the admin API, Redis, health checks.
+/// Buffers in the control plane's ring (4 MiB, as a shard's): the admin API, Redis, health
+/// checks. A buffer's pages become resident only as far as receives have written into it.
 pub(crate) const CONTROL_RECV_BUFS: u16 = 64;
 
 /// Builds a runtime of the given kind on this thread and runs `fut` to completion.
