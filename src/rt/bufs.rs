@@ -14,10 +14,12 @@ use super::exec::Runtime;
 pub(crate) struct BufRing {
     pub(crate) entries: *mut types::BufRingEntry,
     pub(crate) layout: std::alloc::Layout,
-    /// The buffers' memory: only ever seen through one buffer's slice at a time (the kernel
-    /// writes the others meanwhile).
+    /// The buffers' memory, an anonymous mapping of `size * count` bytes: only ever seen
+    /// through one buffer's slice at a time (the kernel writes the others meanwhile). Its
+    /// pages become resident as receives first write them, not when the ring is made (a
+    /// zeroed allocation may be written through at once).
     pub(crate) mem: *mut u8,
-    pub(crate) mem_layout: std::alloc::Layout,
+    pub(crate) mem_len: usize,
     pub(crate) size: usize,
     pub(crate) count: u16,
     pub(crate) tail: Cell<u16>,
@@ -39,20 +41,33 @@ impl BufRing {
         if entries.is_null() {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
-        let mem_layout = std::alloc::Layout::from_size_align(size * count as usize, 4096)
-            .map_err(io::Error::other)?;
-        // SAFETY: a non-zero-sized layout (size and count are at least 1).
-        let mem = unsafe { std::alloc::alloc_zeroed(mem_layout) };
-        if mem.is_null() {
+        let mem_len = size
+            .checked_mul(count as usize)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        // SAFETY: a new anonymous private mapping (no address hint, no file) of a non-zero
+        // length; the result is checked for MAP_FAILED before use.
+        let mem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mem_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if mem == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
             // SAFETY: allocated just above with this layout.
             unsafe { std::alloc::dealloc(entries as *mut u8, layout) };
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+            return Err(e);
         }
+        let mem = mem as *mut u8;
         Ok(BufRing {
             entries,
             layout,
             mem,
-            mem_layout,
+            mem_len,
             size,
             count,
             tail: Cell::new(0),
@@ -96,11 +111,11 @@ impl Drop for BufRing {
         if self.leak {
             return;
         }
-        // SAFETY: allocated in `new` with these layouts; the ring that used them is gone (the
-        // reactor drops its ring first).
+        // SAFETY: allocated and mapped in `new` with this layout and length; the ring that used
+        // them is gone (the reactor drops its ring first).
         unsafe {
             std::alloc::dealloc(self.entries as *mut u8, self.layout);
-            std::alloc::dealloc(self.mem, self.mem_layout);
+            libc::munmap(self.mem.cast(), self.mem_len);
         }
     }
 }
