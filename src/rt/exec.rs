@@ -353,7 +353,7 @@ pub fn block_on<F: Future>(builder: Builder, main: F) -> io::Result<F::Output> {
             "a Tollgate runtime already runs on this thread",
         ));
     }
-    if !super::reactor::supported() {
+    if !super::probe::supported() {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "Tollgate's runtime needs Linux 6.0 or later with io_uring allowed \

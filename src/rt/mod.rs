@@ -24,6 +24,7 @@
 mod bufs;
 mod exec;
 pub mod net;
+mod probe;
 mod reactor;
 #[cfg(test)]
 mod tests;
@@ -33,5 +34,6 @@ pub mod wheel;
 
 pub use bufs::RecvBuf;
 pub use exec::{block_on, spawn, JoinHandle};
-pub use reactor::{supported, Builder};
+pub use probe::supported;
+pub use reactor::Builder;
 pub use time::{now, sleep, sleep_until, Sleep};
