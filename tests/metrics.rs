@@ -42,14 +42,24 @@ fn metrics_pass_promtool_check() {
     }
     assert_eq!(get(g.addr(), "/limited").status, 200);
     assert_eq!(get(g.addr(), "/limited").status, 429);
-    // Shards publish every 100 ms.
+    // Each shard publishes its figures every 100 ms, on its own clock: the requests above may
+    // have landed on either shard, so wait until every route's figures are in, not just one's.
     let route = r#"api="api",stage="prod",route="GET /m""#;
+    let p = r#"api="api",stage="prod",route="GET /p/{id}""#;
+    let l = r#"api="api",stage="prod",route="GET /limited""#;
+    let published = [
+        format!("tollgate_route_latency_seconds_count{{{route}}} 3"),
+        format!("tollgate_route_cache_misses_total{{{p}}} 1"),
+        format!("tollgate_route_cache_hits_total{{{p}}} 1"),
+        format!("tollgate_route_throttled_total{{{l}}} 1"),
+        format!(
+            "tollgate_upstream_target_connections_opened_total{{target=\"{}\"}} 1",
+            up.addr
+        ),
+    ];
     assert!(eventually(IO_TIMEOUT, || {
-        admin(g.admin(), "GET", "/metrics", Some(TOKEN))
-            .text()
-            .contains(&format!(
-                "tollgate_route_latency_seconds_count{{{route}}} 3"
-            ))
+        let text = admin(g.admin(), "GET", "/metrics", Some(TOKEN)).text();
+        published.iter().all(|line| text.contains(line.as_str()))
     }));
     let text = admin(g.admin(), "GET", "/metrics", Some(TOKEN)).text();
     assert!(
@@ -59,7 +69,6 @@ fn metrics_pass_promtool_check() {
         "{text}"
     );
     // Cached: one miss, then hits; proxied: an integration latency and a target's figures.
-    let p = r#"api="api",stage="prod",route="GET /p/{id}""#;
     assert!(
         text.contains(&format!("tollgate_route_cache_misses_total{{{p}}} 1")),
         "{text}"
@@ -81,7 +90,6 @@ fn metrics_pass_promtool_check() {
         )),
         "{text}"
     );
-    let l = r#"api="api",stage="prod",route="GET /limited""#;
     assert!(
         text.contains(&format!("tollgate_route_throttled_total{{{l}}} 1")),
         "{text}"
