@@ -80,6 +80,7 @@ mod upstream;
 // and dead-code warnings then catch what nothing uses).
 pub use compile::{check, check_file};
 pub use config::{summary, Config, ConfigError, Driver};
+pub use driver::install_hook as install_panic_hook;
 pub use runtime::DriverKind;
 pub use throttle::{day_string, today};
 

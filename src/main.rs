@@ -228,6 +228,7 @@ fn main() -> ExitCode {
         close_inherited_descriptors();
     }
     init_logging(cli.log_format);
+    tollgate::install_panic_hook();
     // A write past RLIMIT_FSIZE must fail with EFBIG (the state store reports it and recovers)
     // rather than end the process, as SIGXFSZ's default action would.
     let _ = signal_hook::flag::register(

@@ -233,6 +233,11 @@ pub(crate) fn render(
     );
     let _ = writeln!(
         out,
+        "# HELP tollgate_panics_total Panics caught in the tasks serving clients (each closed its connection or stream; the shard went on).\n# TYPE tollgate_panics_total counter\ntollgate_panics_total {}",
+        crate::driver::PANICS.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP tollgate_config_generation The generation of the snapshot being served (bumped by reloads and key changes).\n# TYPE tollgate_config_generation gauge\ntollgate_config_generation {generation}"
     );
     out

@@ -343,13 +343,14 @@ async fn accept_loop(
                 let guard = ConnGuard(shard.clone());
                 // The connection's future itself is the task (an async block awaiting it
                 // would hold its arguments beside it).
-                crate::driver::spawn(crate::gateway::conn::serve(
+                // Guarded: a panic while serving it closes this connection only.
+                crate::driver::spawn(crate::driver::guarded(crate::gateway::conn::serve(
                     shard.clone(),
                     guard,
                     stream,
                     peer,
                     idx,
-                ));
+                )));
             }
             Err(e) => {
                 // Out of descriptors or memory: stop accepting for a moment (as nginx does)

@@ -34,6 +34,13 @@ fn gateway(up: &Upstream) -> Gw {
                 ),
             )
             .route(
+                "POST /range",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://up/range\", request_templates = {{ \"application/json\" = {} }} }}",
+                    tpl("#set($r = $input.path('$'))#foreach($i in [$r.from..$r.to])$i,#end")
+                ),
+            )
+            .route(
                 "POST /strict",
                 format!(
                     "integration = {{ type = \"http\", uri = \"http://up/open\", request_templates = {{ \"application/xml\" = {} }}, passthrough_behavior = \"when_no_templates\" }}",
@@ -100,6 +107,21 @@ fn request_templates_rewrite_the_body_and_passthrough_refuses_as_configured() {
     assert_eq!(r.json()["body"], "hi");
     let r = post(&g, "/open", "application/json", r#"{"a":[1,2]}"#);
     assert_eq!(r.json()["body"], r#"{"wrapped": {"a":[1,2]}}"#);
+    // A range whose bounds come from the request: bounded like any loop, whatever the
+    // numbers (i64's extremes included), and the shard goes on answering.
+    for bounds in [
+        r#"{"from":-1e19,"to":1e19}"#,
+        r#"{"from":-9223372036854775808,"to":9223372036854775807}"#,
+    ] {
+        let r = post(&g, "/range", "application/json", bounds);
+        assert_eq!(
+            (r.status, r.json()),
+            (500, json!({"message": "Internal server error"})),
+            "{bounds}"
+        );
+    }
+    let r = post(&g, "/range", "application/json", r#"{"from":1,"to":3}"#);
+    assert_eq!(r.json()["body"], "1,2,3,");
     // "when_no_templates" with templates for other types: 415.
     assert_eq!(post(&g, "/strict", "application/json", "{}").status, 415);
     assert_eq!(

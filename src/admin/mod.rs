@@ -58,7 +58,11 @@ pub(crate) async fn serve(
         match accepted {
             Ok((stream, _)) => {
                 logged = false;
-                crate::driver::spawn(handle(stream, token.clone(), ctl.clone()));
+                crate::driver::spawn(crate::driver::guarded(handle(
+                    stream,
+                    token.clone(),
+                    ctl.clone(),
+                )));
             }
             Err(e) if e.raw_os_error() == Some(libc::EMFILE) && reserve.release() => {
                 if !std::mem::replace(&mut logged, true) {

@@ -6,11 +6,16 @@
 //! - [`spawn`] adds a task; [`time`] has `sleep`, `sleep_until`, `timeout` and `timeout_at`;
 //!   [`net`] has `TcpStream` (monoio's read and write traits, so TLS, HTTP/2 and the relays
 //!   run on either) and `TcpListener`.
+//! - [`guarded`] wraps a task that serves clients so that a panic in it ends that task only.
 //! - [`block_on_own`] runs a future on a new runtime of Tollgate's own on this thread; a
 //!   thread running monoio needs nothing (the flag is off).
 
+mod guard;
 pub(crate) mod net;
 pub(crate) mod time;
+
+pub use guard::install_hook;
+pub(crate) use guard::{guarded, PANICS};
 
 use std::cell::Cell;
 use std::future::Future;

@@ -182,7 +182,8 @@ pub(crate) async fn serve(
                 let (info, streams, signal) = (info.clone(), streams.clone(), signal.clone());
                 let stream = handler.spawn_stream(info, req, respond);
                 crate::driver::spawn(async move {
-                    stream.await;
+                    // A panic in the stream resets it; the connection's count still falls.
+                    crate::driver::guarded(stream).await;
                     streams.active.set(streams.active.get() - 1);
                     if streams.active.get() == 0 {
                         streams.idle_since.set(Some(Instant::now()));

@@ -52,14 +52,17 @@ pub(super) fn method(v: &Value, m: &str, args: &[Value]) -> Result<Option<Value>
         }
         (Value::String(s), "charAt") => Value::String(
             s.chars()
-                .nth(arg_n(0) as usize)
+                .nth(super::index(arg_n(0)).unwrap_or(usize::MAX))
                 .map(String::from)
                 .unwrap_or_default(),
         ),
         (_, "toString") => Value::String(text(v)),
         (Value::Array(a), "size") => Value::from(a.len()),
         (Value::Array(a), "isEmpty") => Value::Bool(a.is_empty()),
-        (Value::Array(a), "get") => a.get(arg_n(0) as usize).cloned().unwrap_or(Value::Null),
+        (Value::Array(a), "get") => super::index(arg_n(0))
+            .and_then(|i| a.get(i))
+            .cloned()
+            .unwrap_or(Value::Null),
         (Value::Array(a), "contains") => Value::Bool(args.first().is_some_and(|x| a.contains(x))),
         (Value::Object(o), "size") => Value::from(o.len()),
         (Value::Object(o), "isEmpty") => Value::Bool(o.is_empty()),

@@ -255,6 +255,12 @@ fn num(v: &Value) -> Option<f64> {
     }
 }
 
+/// A position in a list or string: a whole number from 0 (a negative or fractional one finds
+/// nothing, as Java's `get(-1)` would refuse it).
+pub(super) fn index(n: f64) -> Option<usize> {
+    (n >= 0.0 && n.fract() == 0.0 && n < usize::MAX as f64).then_some(n as usize)
+}
+
 fn number(f: f64) -> Value {
     if f.fract() == 0.0 && f.abs() < 9.0e15 {
         Value::Number(Number::from(f as i64))
@@ -440,7 +446,8 @@ impl<'t, 'e> Eval<'t, 'e> {
                     num(&self.expr(a)?).unwrap_or(0.0) as i64,
                     num(&self.expr(b)?).unwrap_or(0.0) as i64,
                 );
-                if (b - a).unsigned_abs() as usize >= MAX_LOOP {
+                // In i128: the bounds may be i64's extremes, whose difference overflows i64.
+                if (b as i128 - a as i128).unsigned_abs() >= MAX_LOOP as u128 {
                     return Err(format!("range [{a}..{b}]: at most {MAX_LOOP} items"));
                 }
                 let items: Vec<Value> = if a <= b {
@@ -569,9 +576,10 @@ fn walk<'v>(
                 let i = a.first().unwrap_or(&NULL);
                 match c {
                     Cow::Borrowed(v) => Cow::Borrowed(match v {
-                        Value::Array(arr) => {
-                            num(i).and_then(|n| arr.get(n as usize)).unwrap_or(&NULL)
-                        }
+                        Value::Array(arr) => num(i)
+                            .and_then(index)
+                            .and_then(|n| arr.get(n))
+                            .unwrap_or(&NULL),
                         Value::Object(m) => m.get(&text(i)).unwrap_or(&NULL),
                         _ => &NULL,
                     }),
@@ -588,7 +596,8 @@ fn walk<'v>(
 fn found_owned(v: &Value, i: &Value) -> Value {
     match v {
         Value::Array(a) => num(i)
-            .and_then(|n| a.get(n as usize))
+            .and_then(index)
+            .and_then(|n| a.get(n))
             .cloned()
             .unwrap_or(Value::Null),
         Value::Object(m) => m.get(&text(i)).cloned().unwrap_or(Value::Null),

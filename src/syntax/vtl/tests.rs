@@ -123,6 +123,14 @@ fn broken_input_is_an_error_not_a_panic() {
     assert!(e.contains("not supported"), "{e}");
 }
 
+/// A negative or fractional position finds nothing (Java's `get(-1)` refuses it), where a
+/// cast would have clamped it to the first item.
+#[test]
+fn negative_positions_find_nothing() {
+    let t = "#set($l = $input.path('$'))#set($s = 'ab')[$!l.get(-1)][$!l[-1]][$!l.get(0.5)][$l.get(1)][$s.charAt(-1)][$s.charAt(1)]";
+    assert_eq!(run(t, "[10, 20]").unwrap(), "[][][][20][][b]");
+}
+
 #[test]
 fn work_is_bounded() {
     let big: Vec<Value> = (0..5000).map(Value::from).collect();
@@ -132,6 +140,16 @@ fn work_is_bounded() {
     let t = "#foreach($a in [1..999])#foreach($b in [1..999])x#end#end";
     let e = run(t, "{}").unwrap_err();
     assert!(e.contains("steps"), "{e}");
+    // Bounds from the request at i64's extremes: refused, not an allocation of 2^64 items.
+    for body in [
+        r#"{"from": -1e19, "to": 1e19}"#,
+        r#"{"from": -9223372036854775808, "to": 9223372036854775807}"#,
+        r#"{"from": 9223372036854775807, "to": -9223372036854775808}"#,
+    ] {
+        let t = "#set($r = $input.path('$'))#foreach($i in [$r.from..$r.to])$i,#end";
+        let e = run(t, body).unwrap_err();
+        assert!(e.contains("at most 1000 items"), "{body}: {e}");
+    }
     assert!(Template::parse("#if(true)unclosed").is_err());
     assert!(Template::parse("#end").is_err());
     assert!(
