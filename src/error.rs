@@ -23,6 +23,10 @@ pub(crate) enum Kind {
     BadRequest(&'static str),
     /// Request head over `limits.max_header_bytes` (431).
     HeadTooLarge,
+    /// The request line alone over `limits.max_header_bytes` (414).
+    UriTooLong,
+    /// An HTTP/1 request line with a version above 1.x (505).
+    VersionNotSupported,
     /// Body over `limits.max_body` (413).
     BodyTooLarge,
     /// Head did not arrive within `limits.header_timeout` (408).
@@ -95,7 +99,8 @@ impl Kind {
             | Kind::BodyTimeout
             | Kind::ExpectationFailed
             | Kind::MethodNotAllowed(_) => "DEFAULT_4XX",
-            Kind::HeadTooLarge | Kind::BodyTooLarge => "REQUEST_TOO_LARGE",
+            Kind::HeadTooLarge | Kind::UriTooLong | Kind::BodyTooLarge => "REQUEST_TOO_LARGE",
+            Kind::VersionNotSupported => "DEFAULT_5XX",
             Kind::NotFound => "RESOURCE_NOT_FOUND",
             Kind::BadGateway => "INTEGRATION_FAILURE",
             Kind::GatewayTimeout => "INTEGRATION_TIMEOUT",
@@ -160,6 +165,8 @@ impl Error {
         match self.kind {
             Kind::BadRequest(_) | Kind::InvalidBody(_) | Kind::MissingParameters(_) => 400,
             Kind::HeadTooLarge => 431,
+            Kind::UriTooLong => 414,
+            Kind::VersionNotSupported => 505,
             Kind::BodyTooLarge => 413,
             Kind::HeadTimeout | Kind::BodyTimeout => 408,
             Kind::ExpectationFailed => 417,
@@ -201,6 +208,8 @@ impl Error {
         Cow::Borrowed(match self.kind {
             Kind::BadRequest(m) => m,
             Kind::HeadTooLarge => "Request Header Fields Too Large",
+            Kind::UriTooLong => "URI Too Long",
+            Kind::VersionNotSupported => "HTTP Version Not Supported",
             Kind::BodyTooLarge => "Request Entity Too Large",
             Kind::HeadTimeout | Kind::BodyTimeout => "Request Timeout",
             Kind::ExpectationFailed => "Expectation Failed",

@@ -191,7 +191,7 @@ fn smuggling_and_malformed_requests_get_400_and_close() {
         b"GET /x HTTP/1.1\r\n\r\n",
         b"GET x HTTP/1.1\r\nHost: h\r\n\r\n",
         b"GARBAGE\r\n\r\n",
-        b"GET /x HTTP/9.9\r\nHost: h\r\n\r\n",
+        b"GET /x HTTP/1.9.9\r\nHost: h\r\n\r\n",
     ];
     for raw in bad {
         let mut c = Client::connect(gw.addr());
@@ -211,7 +211,7 @@ fn smuggling_and_malformed_requests_get_400_and_close() {
 }
 
 #[test]
-fn oversized_heads_get_431() {
+fn oversized_heads_get_431_and_oversized_targets_414() {
     let up = Upstream::echo();
     let gw = Gw::start(&proxied(&up, "max_header_bytes = \"2KiB\""));
     let mut c = Client::connect(gw.addr());
@@ -224,6 +224,29 @@ fn oversized_heads_get_431() {
     );
     assert_eq!(r.status, 431);
     assert!(c.is_closed());
+    // A request line that alone takes the limit: the target is what is too long (414), in a
+    // head that arrived whole or is still arriving.
+    for tail in ["\r\nHost: h\r\n\r\n", ""] {
+        let mut c = Client::connect(gw.addr());
+        let r = c.request(format!("GET /{} HTTP/1.1{tail}", "a".repeat(3000)).as_bytes());
+        assert_eq!(
+            (r.status, r.json()["message"].as_str()),
+            (414, Some("URI Too Long"))
+        );
+        assert!(c.is_closed());
+    }
+    // An HTTP/1 request line naming a later major version: 505; a garbled one: 400.
+    for (line, status) in [
+        ("HTTP/2.0", 505),
+        ("HTTP/9.9", 505),
+        ("HTTP/3", 505),
+        ("HTTP/1.x", 400),
+    ] {
+        let mut c = Client::connect(gw.addr());
+        let r = c.request(format!("GET /x {line}\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(r.status, status, "{line}");
+    }
+    assert_eq!(up.count(), 0);
     // Just under the limit is fine.
     let r = get(gw.addr(), &format!("/{}", "a".repeat(1500)));
     assert_eq!(r.status, 200);

@@ -327,7 +327,7 @@ fn connect_is_refused_with_405_and_counted() {
     let up = Upstream::echo();
     let gw = Gw::start(&conf(up.addr, "", "", ""));
     let addr = gw.addr();
-    let status = rt().block_on(async move {
+    let (status, headers, body) = rt().block_on(async move {
         let c = connect(addr).await;
         let mut ready = c.ready().await.unwrap();
         let req = http::Request::builder()
@@ -336,9 +336,20 @@ fn connect_is_refused_with_405_and_counted() {
             .body(())
             .unwrap();
         let (resp, _send) = ready.send_request(req, false).unwrap();
-        resp.await.unwrap().status().as_u16()
+        let (parts, mut body) = resp.await.unwrap().into_parts();
+        let mut got = Vec::new();
+        while let Some(d) = body.data().await {
+            got.extend_from_slice(&d.unwrap());
+        }
+        (parts.status.as_u16(), parts.headers, got)
     });
+    // As every answer the gateway writes itself: JSON, the request id, the date; and Allow.
     assert_eq!(status, 405);
+    assert_eq!(body, br#"{"message":"Method Not Allowed"}"#);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["x-request-id"].len(), 32);
+    assert!(headers.contains_key("date"));
+    assert!(headers["allow"].to_str().unwrap().contains("GET"));
     assert!(metric_reaches(
         &gw,
         "tollgate_responses_total",

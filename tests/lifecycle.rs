@@ -428,3 +428,116 @@ fn run_time_objects_survive_sigkill() {
     let (_p, addr, _) = start();
     assert_eq!(get_kept(addr), "kept");
 }
+
+/// What the file's check refuses, the admin API refuses too, at once and with the key: two
+/// routes of one method and path, a host that is neither an upstream nor an address, names
+/// over 128 characters and descriptions over 1024; a second mapping of a host and base path
+/// is a conflict (409); an unknown `mode` is named.
+#[test]
+fn run_time_definitions_are_checked_as_the_file_is() {
+    let g = Gw::start(&toml());
+    let mock = json!({"type": "mock", "body": "m"});
+    for (body, says) in [
+        (
+            json!({"name": "dup", "routes": [{"route": "GET /v", "integration": mock}, {"route": "GET /v", "integration": mock}]}),
+            "another route has the same method and path",
+        ),
+        (
+            json!({"name": "dup", "routes": [{"route": "GET /p/{a}", "integration": mock}, {"route": "GET /p/{b}", "integration": mock}]}),
+            "another route has the same method and path",
+        ),
+        (
+            json!({"name": "nohost", "routes": [{"route": "GET /v", "integration": {"type": "http", "uri": "http://nosuch/a"}}]}),
+            "neither an [[upstreams]] name nor an address",
+        ),
+        (
+            json!({"name": "a".repeat(129), "routes": []}),
+            "1 to 128 letters",
+        ),
+    ] {
+        let r = post(&g, "/apis", body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(r.text().contains(says), "{}", r.text());
+        assert!(
+            r.text().len() < 1000,
+            "the message quotes a bounded part of the value"
+        );
+    }
+    // The same definitions through PUT, on an API that exists.
+    let r = post(
+        &g,
+        "/apis",
+        json!({"name": "shop", "routes": [{"route": "GET /v", "integration": mock}]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let dup = json!({"routes": [{"route": "GET /v", "integration": mock}, {"route": "GET /v", "integration": mock}]});
+    let r = admin_with(g.admin(), "PUT", "/apis/shop", &dup.to_string());
+    assert_eq!(r.status, 400, "{}", r.text());
+    // A stage name and a deployment description over the limits.
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "s".repeat(200), "auto_deploy": true}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post(
+        &g,
+        "/apis/shop/deployments",
+        json!({"description": "d".repeat(1025)}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("at most 1024"), "{}", r.text());
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "auto_deploy": true}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // A second mapping of the same host and base path.
+    let m = json!({"host": "shop.test", "base_path": "v1", "api": "shop", "stage": "prod"});
+    assert_eq!(post(&g, "/domains", m.clone()).status, 201);
+    let r = post(
+        &g,
+        "/domains",
+        json!({"host": "shop.test", "base_path": "/v1/", "api": "shop", "stage": "prod"}),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(on(&g, "shop.test", "/v1/v").text(), "m");
+    // An unknown mode.
+    let r = admin_with(g.admin(), "POST", "/apis?mode=bogus", "{}");
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("mode=\"bogus\""),
+        "{}",
+        r.text()
+    );
+    // API keys: PATCH checks a name as POST does; descriptions are bounded either way.
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "k", "description": "x".repeat(1025)}).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "k"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    for name in ["a\u{0}\nb".to_string(), "n".repeat(129), " ".to_string()] {
+        let r = admin_with(
+            g.admin(),
+            "PATCH",
+            &format!("/apikeys/{id}"),
+            &json!({"name": name}).to_string(),
+        );
+        assert_eq!(r.status, 400, "{name:?}: {}", r.text());
+        assert!(r.text().contains("1 to 128 characters"), "{}", r.text());
+    }
+}

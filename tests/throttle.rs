@@ -528,6 +528,37 @@ fn the_admin_api_answers_its_edges_as_http_says() {
         assert_eq!(r.status, 404, "{}", r.text());
         assert!(r.text().contains("not on usage plan"), "{}", r.text());
     }
+    // A count over the quota's limit (u64's largest, say) is refused, not wrapped to 0;
+    // a plan without a quota has no count to set.
+    for (p, body, says) in [
+        (
+            "/usageplans/tiny/keys/devkey/quota",
+            r#"{"used": 18446744073709551615}"#,
+            "expected 0 to 3",
+        ),
+        (
+            "/usageplans/tiny/keys/devkey/quota",
+            r#"{"used": 4}"#,
+            "expected 0 to 3",
+        ),
+        (
+            "/usageplans/gold/keys/acme/quota",
+            r#"{"used": 1}"#,
+            "has no quota",
+        ),
+    ] {
+        let r = admin_with(a, "PUT", p, body);
+        assert_eq!(r.status, 400, "{p} {body}: {}", r.text());
+        assert!(r.text().contains(says), "{}", r.text());
+    }
+    let r = admin_with(
+        a,
+        "PUT",
+        "/usageplans/tiny/keys/devkey/quota",
+        r#"{"used": 3}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 429);
     let today = chrono_today();
     let u = admin(
         a,

@@ -394,6 +394,29 @@ fn the_last_healthy_target_is_never_ejected() {
     ));
 }
 
+/// A target is ejected once per rest: failures while it rests (the last target, used anyway)
+/// do not eject it again, so its ejections (and their log lines) do not grow with requests.
+#[test]
+fn a_resting_target_is_not_ejected_again() {
+    let dead = closed_port();
+    let block = upstream_block(&[dead], "max_fails = 1\nfail_timeout = \"60s\"");
+    let gw = Gw::start(&one_route(&block, "http://up", ""));
+    for _ in 0..5 {
+        assert_eq!(get(gw.addr(), "/x").status, 502);
+    }
+    let target = format!("target=\"{dead}\"");
+    assert!(metric_reaches(
+        &gw,
+        "tollgate_upstream_target_connect_errors_total",
+        &target,
+        5
+    ));
+    assert_eq!(
+        metric(&gw, "tollgate_upstream_target_ejections_total", &target),
+        1
+    );
+}
+
 /// An upgraded connection with no bytes either way for `limits.upgrade_idle_timeout` is closed
 /// (and counted); one that keeps talking stays open.
 #[test]

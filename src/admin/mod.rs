@@ -114,6 +114,10 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
             match h1::parse_request(&buf, 16 << 10) {
                 Ok(Some((len, parts))) => break parts.into_head(buf.split_to(len).freeze()),
                 Ok(None) => {}
+                Err(h1::HeadError::TooLarge) => {
+                    return Ok(Err((431, "Request Header Fields Too Large")))
+                }
+                Err(h1::HeadError::UriTooLong) => return Ok(Err((414, "URI Too Long"))),
                 Err(_) => return Ok(Err((400, "Bad Request"))),
             }
             if read_into(&mut stream, &mut buf).await? == 0 {
@@ -401,6 +405,17 @@ fn route(
             op(200, ctl.borrow_mut().usage(plan, &start, &end, key.as_deref()))
         }
         (b"GET", ["apis"]) => (200, ctl.borrow().list_apis().to_string()),
+        (b"POST", ["apis"])
+            if query_param(query, "mode").is_some_and(|m| m != "import") =>
+        {
+            message(
+                400,
+                format!(
+                    "mode={:?}: expected import (or no mode, for a definition in JSON)",
+                    query_param(query, "mode").unwrap_or_default()
+                ),
+            )
+        }
         (b"POST", ["apis"]) if query_param(query, "mode").as_deref() == Some("import") => op(
             201,
             ctl.borrow_mut().import_api(

@@ -278,14 +278,35 @@ pub(crate) fn item(prefix: &str, i: usize, name: Option<&String>) -> String {
     }
 }
 
+/// The longest name (of an API, a stage, an upstream, a plan...): Amazon API Gateway's limit.
+pub(crate) const MAX_NAME: usize = 128;
+
+/// A key or value as an error quotes it: at most 200 bytes of it, so that a huge value
+/// (through the admin API, say) makes a readable message, not a copy of itself.
+fn clip(mut s: String) -> String {
+    const MAX: usize = 200;
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
 impl Validator {
     fn err(&mut self, key: &str, msg: impl std::fmt::Display) {
-        self.errors.push(format!("{key}: {msg}"));
+        self.errors
+            .push(format!("{}: {msg}", clip(key.to_string())));
     }
 
     fn bad(&mut self, key: &str, value: impl std::fmt::Debug, allowed: &str) {
         self.errors.push(format!(
-            "{key} = {value:?} is not valid: expected {allowed}"
+            "{} = {} is not valid: expected {allowed}",
+            clip(key.to_string()),
+            clip(format!("{value:?}"))
         ));
     }
 
@@ -387,9 +408,9 @@ impl Validator {
 
     fn name(&mut self, key: &str, v: Option<String>) -> String {
         match v {
-            Some(s) if crate::syntax::template::is_ident(&s) => s,
+            Some(s) if s.len() <= MAX_NAME && crate::syntax::template::is_ident(&s) => s,
             Some(s) => {
-                self.bad(key, s, "a name of letters, digits, '_' or '-'");
+                self.bad(key, s, "a name of 1 to 128 letters, digits, '_' or '-'");
                 String::new()
             }
             None => {

@@ -56,17 +56,84 @@ pub(crate) fn check_definition(
         )]);
     }
     let no_stages = format!("apis[{name:?}].stages: {}", apis::STAGES_REQUIRED);
-    match runtime_api(cfg, name, definition, Vec::new(), base) {
-        Ok(_) => Ok(()),
-        Err(errors) => {
-            let errors: Vec<String> = errors.into_iter().filter(|e| *e != no_stages).collect();
-            if errors.is_empty() {
-                Ok(())
-            } else {
-                Err(errors)
+    let mut obj = obj.clone();
+    obj.insert("name".into(), json!(name));
+    obj.insert("stages".into(), Value::Array(Vec::new()));
+    let raw: file::ApiFile = serde_json::from_value(Value::Object(obj))
+        .map_err(|e| vec![format!("apis[{name:?}]: {e}")])?;
+    let mut v = Validator { errors: Vec::new() };
+    let api = v.api(
+        cfg.apis.len(),
+        raw,
+        &cfg.limits,
+        &cfg.upstreams,
+        cfg.aws_iam.is_some(),
+        base,
+    );
+    let mut errors: Vec<String> = v.errors.into_iter().filter(|e| *e != no_stages).collect();
+    if errors.is_empty() {
+        // What the file's check finds when it compiles the routes: two routes of the same
+        // method and path, and an integration naming a host that is neither an upstream nor
+        // an address (where the host is written out, not a stage variable).
+        let mut taken = std::collections::HashSet::new();
+        for r in &api.routes {
+            if !taken.insert(route_shape(r)) {
+                let what = if r.is_default {
+                    "$default is declared twice"
+                } else {
+                    "another route has the same method and path"
+                };
+                errors.push(format!("apis[{name:?}].routes[{:?}]: {what}", r.key));
+            }
+            if let Integration::Http { uri, .. } = &r.integration {
+                if let Err(e) = check_written_host(uri, &cfg.upstreams) {
+                    errors.push(format!(
+                        "apis[{name:?}].routes[{:?}].integration.uri = {uri:?} is not valid: {e}",
+                        r.key
+                    ));
+                }
             }
         }
     }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// What makes two routes the same to the routing table: the method (or any), the literal
+/// segments, where the variables are (not their names), and whether a greedy one ends it.
+fn route_shape(r: &apis::Route) -> (bool, String, Vec<Option<&str>>, bool) {
+    use crate::syntax::route_key::Seg;
+    let mut shape = Vec::with_capacity(r.segs.len());
+    let mut greedy = false;
+    for s in &r.segs {
+        match s {
+            Seg::Lit(l) => shape.push(Some(l.as_str())),
+            Seg::Param(_) => shape.push(None),
+            Seg::Greedy(_) => greedy = true,
+        }
+    }
+    (r.is_default, format!("{:?}", r.method), shape, greedy)
+}
+
+/// An integration URI's host as the file's check resolves it, when it is written out (a
+/// stage variable in it is resolved when a stage serves the API).
+fn check_written_host(uri: &str, upstreams: &[Upstream]) -> Result<(), String> {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return Ok(());
+    };
+    let auth = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    if auth.contains(['$', '{']) {
+        return Ok(());
+    }
+    let t = crate::syntax::template::Template {
+        pieces: vec![crate::syntax::template::Piece::Lit(format!(
+            "{scheme}://{auth}"
+        ))],
+    };
+    target::parse_uri_target(&t, upstreams).map(|_| ())
 }
 
 /// A host as `[[domains]]` takes it: a name, `*.suffix` or `*`.

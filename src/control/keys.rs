@@ -147,9 +147,8 @@ impl Control {
         ids: &mut ahash::AHashSet<String>,
     ) -> Result<(StoredKey, String), OpError> {
         let name = req.name.trim().to_string();
-        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-            return Err(bad("name: 1 to 128 characters, no control characters"));
-        }
+        super::check_display_name(&name)?;
+        super::check_description(&req.description)?;
         let value = match req.value {
             Some(v) if auth::valid_key_value(&v) => v,
             Some(_) => {
@@ -287,17 +286,11 @@ impl Control {
         name: Option<String>,
         description: Option<String>,
     ) -> Result<Vec<Change>, OpError> {
-        if name
-            .as_deref()
-            .is_some_and(|n| n.trim().is_empty() || n.len() > 1024)
-        {
-            return Err(OpError(400, "name must be 1 to 1024 characters".into()));
+        if let Some(n) = &name {
+            super::check_display_name(n.trim())?;
         }
-        if description.as_deref().is_some_and(|d| d.len() > 1024) {
-            return Err(OpError(
-                400,
-                "description must be at most 1024 characters".into(),
-            ));
+        if let Some(d) = &description {
+            super::check_description(d)?;
         }
         if self.compiled.config.api_keys.iter().any(|k| k.name == id) {
             return Err(OpError(
@@ -321,7 +314,7 @@ impl Control {
             k.plans = p;
         }
         if let Some(n) = name {
-            k.name = n;
+            k.name = n.trim().to_string();
         }
         if let Some(d) = description {
             k.description = d;

@@ -65,6 +65,44 @@ pub(crate) struct OpError(pub u16, pub String);
 fn bad(msg: impl Into<String>) -> OpError {
     OpError(400, msg.into())
 }
+
+/// The longest description an admin object takes (Amazon API Gateway's limit).
+const MAX_DESCRIPTION: usize = 1024;
+
+/// A display name (an API key's): 1 to 128 characters, no control characters.
+fn check_display_name(name: &str) -> Result<(), OpError> {
+    if name.trim().is_empty()
+        || name.chars().count() > crate::config::MAX_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(bad("name: 1 to 128 characters, no control characters"));
+    }
+    Ok(())
+}
+
+/// A description: at most 1024 characters, no control characters but tab and newline.
+fn check_description(d: &str) -> Result<(), OpError> {
+    if d.chars().count() > MAX_DESCRIPTION
+        || d.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(bad(
+            "description: at most 1024 characters, no control characters but tab and newline",
+        ));
+    }
+    Ok(())
+}
+
+/// An object's name (an API's, a stage's): 1 to 128 letters, digits, '_' or '-'.
+fn check_object_name(name: &str) -> Result<(), OpError> {
+    if name.len() > crate::config::MAX_NAME || !crate::syntax::template::is_ident(name) {
+        let shown: String = name.chars().take(64).collect();
+        let more = if shown.len() < name.len() { "..." } else { "" };
+        return Err(bad(format!(
+            "name = \"{shown}{more}\" is not valid: expected 1 to 128 letters, digits, '_' or '-'"
+        )));
+    }
+    Ok(())
+}
 /// The control plane's state. Lives on the control thread only.
 pub(crate) struct Control {
     config_path: Option<PathBuf>,

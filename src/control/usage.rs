@@ -81,7 +81,16 @@ impl Control {
         let p = self.plan(plan)?;
         let q = p
             .quota
-            .ok_or_else(|| OpError(409, format!("usage plan {plan:?} has no quota")))?;
+            .ok_or_else(|| OpError(400, format!("usage plan {plan:?} has no quota")))?;
+        if used > q.limit {
+            return Err(OpError(
+                400,
+                format!(
+                    "used: {used} is over usage plan {plan:?}'s quota; expected 0 to {}",
+                    q.limit
+                ),
+            ));
+        }
         match self.get_key(id) {
             None => return Err(OpError(404, "no such key".into())),
             // A key that is not on the plan has no usage there to set: refused, rather than

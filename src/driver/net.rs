@@ -53,6 +53,15 @@ impl TcpStream {
         }
     }
 
+    /// On Tollgate's own runtime, receives one buffer per operation instead of a multishot
+    /// receive (see `rt::net::TcpStream::set_bounded`); monoio reads into the caller's buffer
+    /// already.
+    pub(crate) fn set_bounded(&self, on: bool) {
+        if let TcpStream::Own(s) = self {
+            s.set_bounded(on);
+        }
+    }
+
     /// Waits until a read would not wait (bytes, the end of the stream or an error), holding
     /// no buffer of the caller's: on monoio a readiness poll; on Tollgate's own runtime the
     /// receive's next buffer, kept for the next read.

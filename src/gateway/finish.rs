@@ -238,14 +238,49 @@ pub(crate) fn h2_refused(
     respond: &mut SendResponse<Bytes>,
     status: http::StatusCode,
 ) {
+    // As every answer the gateway writes itself: a JSON message, the request id and the
+    // date; a 405 says what is allowed (RFC 9110 15.5.6).
+    let request_id = shard.request_id();
+    let reason = status.canonical_reason().unwrap_or("Refused");
+    let body = Bytes::from(format!("{{\"message\":\"{reason}\"}}"));
+    let mut date = Vec::with_capacity(40);
+    crate::http::write::date_header(&mut date);
     let mut resp = http::Response::new(());
     *resp.status_mut() = status;
-    let _ = respond.send_response(resp, true);
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(body.len()),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(request_id.as_str()) {
+        h.insert("x-request-id", v);
+    }
+    // `date: <value>\r\n` as the HTTP/1.1 answers write it.
+    let date = std::str::from_utf8(&date)
+        .ok()
+        .and_then(|d| d.strip_prefix("date: "))
+        .map(str::trim_end);
+    if let Some(v) = date.and_then(|d| http::HeaderValue::from_str(d).ok()) {
+        h.insert(http::header::DATE, v);
+    }
+    if status == http::StatusCode::METHOD_NOT_ALLOWED {
+        h.insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"),
+        );
+    }
+    if let Ok(mut s) = respond.send_response(resp, false) {
+        let _ = s.send_data(body, true);
+    }
     observe(
         shard,
         &shard.snapshot(),
         &Record {
-            request_id: shard.request_id().as_str(),
+            request_id: request_id.as_str(),
             status: status.as_u16(),
             response_type: Some("DEFAULT_4XX"),
             from,
@@ -337,6 +372,8 @@ pub(crate) fn count_error(shard: &Shard, e: &Error) {
         | Kind::InvalidBody(_)
         | Kind::MissingParameters(_)
         | Kind::HeadTooLarge
+        | Kind::UriTooLong
+        | Kind::VersionNotSupported
         | Kind::BodyTooLarge
         | Kind::HeadTimeout
         | Kind::BodyTimeout

@@ -125,6 +125,11 @@ impl Stream {
         }
     }
 
+    /// Whether this is an HTTP/2 stream (its writes wait for the client's window).
+    pub(crate) fn is_h2(&self) -> bool {
+        matches!(self, Stream::H2(_))
+    }
+
     pub(crate) fn is_tls(&self) -> bool {
         match self {
             Stream::Plain(_) => false,
@@ -193,11 +198,14 @@ pub(crate) async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> io:
         let Some(b) = s.recv().await? else {
             return Ok(0);
         };
-        // What else already arrived (the rest of a body in a burst), up to MAX_BATCH, taken
-        // with it: one reservation, one copy of each buffer.
+        // What else already arrived (the rest of a body in a burst), up to the room the
+        // caller reserved (at most MAX_BATCH), taken with it: one reservation, one copy of
+        // each buffer. What is left stays with the socket, whose receive pauses when it holds
+        // too much: a reader that reserves little holds little.
+        let room = (buf.capacity() - buf.len()).clamp(READ_CHUNK, MAX_BATCH);
         let mut got: smallvec::SmallVec<[crate::rt::RecvBuf; 4]> = smallvec::smallvec![b];
         let mut n = got[0].len();
-        while n < MAX_BATCH {
+        while n < room {
             let Some(b) = s.try_recv() else { break };
             n += b.len();
             got.push(b);
@@ -531,6 +539,15 @@ pub(crate) async fn read_head(
                 Ok(None) => {}
                 Err(HeadError::TooLarge) => {
                     return HeadRead::Failed(Error::downstream(Kind::HeadTooLarge, "request head"))
+                }
+                Err(HeadError::UriTooLong) => {
+                    return HeadRead::Failed(Error::downstream(Kind::UriTooLong, "request line"))
+                }
+                Err(HeadError::VersionNotSupported) => {
+                    return HeadRead::Failed(Error::downstream(
+                        Kind::VersionNotSupported,
+                        "request line",
+                    ))
                 }
                 Err(HeadError::Malformed(m)) => {
                     return HeadRead::Failed(Error::downstream(Kind::BadRequest(m), "request head"))

@@ -33,6 +33,10 @@ pub enum Framing {
 pub enum HeadError {
     Malformed(&'static str),
     TooLarge,
+    /// The request line alone does not fit in the head's limit (414, RFC 9112 3).
+    UriTooLong,
+    /// An HTTP version above 1.x in an HTTP/1 request line (505, RFC 9110 15.6.6).
+    VersionNotSupported,
     /// An `Expect` other than `100-continue` (417, RFC 9110 10.1.1).
     Expectation,
 }
@@ -186,6 +190,36 @@ fn transfer_encoding(values: &[&[u8]]) -> Result<bool, HeadError> {
     }
 }
 
+/// A head over the limit: 414 when its request line alone takes the limit (the target is
+/// what is too long), 431 when the header fields do.
+fn too_large(buf: &[u8], max_bytes: usize) -> HeadError {
+    let limit = max_bytes.min(buf.len());
+    if buf[..limit].contains(&b'\n') {
+        HeadError::TooLarge
+    } else {
+        HeadError::UriTooLong
+    }
+}
+
+/// A request line whose version httparse refused: 505 for a well-formed version above 1.x
+/// (`HTTP/2.0` sent as HTTP/1), 400 for anything else.
+fn version_error(buf: &[u8]) -> HeadError {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() && *major >= b'2' =>
+        {
+            HeadError::VersionNotSupported
+        }
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() && *major >= b'2' => {
+            HeadError::VersionNotSupported
+        }
+        _ => HeadError::Malformed("Unsupported HTTP version"),
+    }
+}
+
 /// Parses a request head from the start of `buf`. `Ok(None)`: incomplete (the caller reads
 /// more, or answers 431 once `max_bytes` is reached). `Ok(Some(len))`: the head is
 /// `buf[..len]` and `parts` describes it (ranges relative to `buf`).
@@ -200,19 +234,17 @@ pub fn parse_request(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() >= max_bytes {
-                Err(HeadError::TooLarge)
+                Err(too_large(buf, max_bytes))
             } else {
                 Ok(None)
             };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::Version) => {
-            return Err(HeadError::Malformed("Unsupported HTTP version"))
-        }
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(_) => return Err(HeadError::Malformed("Malformed request")),
     };
     if len > max_bytes {
-        return Err(HeadError::TooLarge);
+        return Err(too_large(buf, max_bytes));
     }
     let method_s = req.method.unwrap_or_default();
     let target = req.path.unwrap_or_default();
@@ -557,6 +589,33 @@ mod tests {
             parse_request(big.as_bytes(), 1024).unwrap_err(),
             HeadError::TooLarge
         );
+        // The target alone over the limit: 414, whole or still arriving.
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(2000));
+        for n in [long.len(), 1500] {
+            assert_eq!(
+                parse_request(&long.as_bytes()[..n], 1024).unwrap_err(),
+                HeadError::UriTooLong
+            );
+        }
+        for (line, want) in [
+            ("GET / HTTP/2.0", HeadError::VersionNotSupported),
+            ("GET / HTTP/3", HeadError::VersionNotSupported),
+            (
+                "GET / HTTP/1.x",
+                HeadError::Malformed("Unsupported HTTP version"),
+            ),
+            (
+                "GET / HTTX/2.0",
+                HeadError::Malformed("Unsupported HTTP version"),
+            ),
+        ] {
+            let head = format!("{line}\r\nHost: a\r\n\r\n");
+            assert_eq!(
+                parse_request(head.as_bytes(), 1024).unwrap_err(),
+                want,
+                "{line}"
+            );
+        }
     }
 
     #[test]
@@ -576,7 +635,6 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET / HTTP/1.1\r\nX: b\r\n\r\n",
             "GET pets HTTP/1.1\r\nHost: a\r\n\r\n",
-            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
             "GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
         ];
         for b in bad {

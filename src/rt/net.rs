@@ -136,6 +136,25 @@ struct Rx {
     starved: bool,
     /// Bytes received and not yet taken (a readiness wait, or what a reader put back).
     held: Option<RecvBuf>,
+    /// Receive one buffer per operation, not multishot (see [`TcpStream::set_bounded`]).
+    bounded: bool,
+}
+
+/// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19) on a receive: the kernel arms its poll at once
+/// instead of first trying a receive that would find nothing (a bounded receive is submitted
+/// with the request it waits the answer of, before the answer can be there).
+fn poll_first(e: io_uring::squeue::Entry) -> io_uring::squeue::Entry {
+    const IORING_RECVSEND_POLL_FIRST: u16 = 1;
+    /// `ioprio`'s offset in `struct io_uring_sqe` (after `opcode` and `flags`, one byte each).
+    const IOPRIO: usize = 2;
+    let mut raw: [u8; 64] =
+        // SAFETY: an Entry is `#[repr(C)]` around the kernel's 64-byte io_uring_sqe, plain
+        // bytes with no invalid values; it is copied out, changed and copied back whole.
+        unsafe { std::mem::transmute::<io_uring::squeue::Entry, [u8; 64]>(e) };
+    let prio = u16::from_ne_bytes([raw[IOPRIO], raw[IOPRIO + 1]]) | IORING_RECVSEND_POLL_FIRST;
+    raw[IOPRIO..IOPRIO + 2].copy_from_slice(&prio.to_ne_bytes());
+    // SAFETY: the same 64 bytes back, with only the ioprio field changed.
+    unsafe { std::mem::transmute::<[u8; 64], io_uring::squeue::Entry>(raw) }
 }
 
 impl TcpStream {
@@ -226,8 +245,21 @@ impl TcpStream {
                 rx.starved = false;
             }
             let fd = self.fd();
+            let bounded = rx.bounded;
             let multi = rx.recv.get_or_insert_with(|| {
-                let e = opcode::RecvMulti::new(types::Fd(fd), BGID).build();
+                let e = if bounded {
+                    // One buffer of the ring, then the operation ends (its completion has no
+                    // MORE flag; the next receive arms another).
+                    let len = exec::with(|rt| rt.reactor.bufs.size) as u32;
+                    poll_first(
+                        opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
+                            .buf_group(BGID)
+                            .build()
+                            .flags(io_uring::squeue::Flags::BUFFER_SELECT),
+                    )
+                } else {
+                    opcode::RecvMulti::new(types::Fd(fd), BGID).build()
+                };
                 // SAFETY: the receive writes only into the ring's buffers, which live as long
                 // as the runtime; the descriptor outlives the Multi (dropped first).
                 unsafe { Multi::submit(Kind::Recv, e) }
@@ -285,6 +317,28 @@ impl TcpStream {
             return Some(RecvBuf::heap(v));
         }
         RecvBuf::ring(rt, cqueue::buffer_select(flags)?, res as u32)
+    }
+
+    /// Whether to receive one ring buffer per operation (`true`) instead of a multishot
+    /// receive, from the next receive armed on (a multishot receive armed now is ended, its
+    /// results still read in order). A multishot receive takes what the socket holds, as fast
+    /// as the kernel can, until the ring runs dry — before the reader can say it is behind; on
+    /// a socket whose peer may send far more than its reader takes (an upstream's big answer
+    /// to a client that reads slowly), a reader that stalls would then hold the ring's worth of
+    /// bytes (copied out of it) per stall. Bounded, a stalled reader holds one buffer, and the
+    /// rest waits in the kernel, whose window stops the sender. The price is an operation
+    /// submitted per receive.
+    pub fn set_bounded(&self, on: bool) {
+        let mut rx = self.inner.rx.borrow_mut();
+        if rx.bounded == on {
+            return;
+        }
+        rx.bounded = on;
+        if on {
+            if let Some(m) = &rx.recv {
+                m.cancel();
+            }
+        }
     }
 
     /// [`TcpStream::poll_recv`] as a future.

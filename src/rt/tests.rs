@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -341,6 +342,66 @@ fn a_reader_that_stops_holds_at_most_its_share_of_buffers() {
         got == big,
         "the paused connection's bytes arrive whole and in order"
     );
+}
+
+/// A bounded socket receives one buffer per operation: a reader that takes one buffer and
+/// then stops leaves the rest in the kernel (where TCP's window holds the sender back), where
+/// a multishot receive would drain the socket into the ring (and copies of it) meanwhile.
+#[test]
+fn a_bounded_reader_that_stops_leaves_the_rest_in_the_kernel() {
+    if !supported() {
+        return;
+    }
+    let b = Builder {
+        buf_size: 4096,
+        bufs: 64,
+        ..Builder::default()
+    };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    const SENT: usize = 192 << 10;
+    let peer = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(&vec![7u8; SENT]).unwrap();
+        // Held open until the server has looked.
+        let mut end = [0u8; 1];
+        let _ = s.read(&mut end);
+    });
+    let (queued, unread) = block_on(b, async move {
+        let mut l = TcpListener::from_std(l);
+        let s = l.accept().await.unwrap();
+        s.set_bounded(true);
+        let mut got = 0;
+        while got < 8192 {
+            got += s.recv().await.unwrap().unwrap().len();
+        }
+        // The reader stops; the runtime turns meanwhile (as it would for other tasks) until
+        // the kernel holds what the peer sent since, or 10 s have gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while inq(&s) < 32 << 10 && std::time::Instant::now() < deadline {
+            sleep(Duration::from_millis(1)).await;
+        }
+        let mut queued = 0;
+        while let Some(b) = s.try_recv() {
+            queued += b.len();
+        }
+        (queued, inq(&s))
+    })
+    .unwrap();
+    peer.join().unwrap();
+    assert!(
+        queued <= 4096 && unread >= 32 << 10,
+        "at most one buffer was received while the reader stopped ({queued} bytes); the rest waits in the kernel ({unread} bytes)"
+    );
+}
+
+/// Bytes waiting in `s`'s kernel receive buffer (SIOCINQ).
+fn inq(s: &TcpStream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer given.
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0);
+    n as usize
 }
 
 /// Two buffers, described as iovecs, for a vectored send.

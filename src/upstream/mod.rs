@@ -18,7 +18,7 @@ use crate::driver::net::TcpStream;
 use bytes::BytesMut;
 
 use crate::error::{Error, Kind};
-pub(crate) use pool::{Idle, TargetLocal};
+pub(crate) use pool::{Idle, TargetLocal, BIG_ANSWER};
 
 /// Pool and failure settings for one destination.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +74,14 @@ impl UpStream {
     pub(crate) fn settle(&self, buf: &mut BytesMut) {
         if let Some(b) = self.own_plain().and_then(|s| s.take_held()) {
             buf.extend_from_slice(&b);
+        }
+    }
+
+    /// Receives one buffer per operation (`true`), or multishot (see
+    /// `rt::net::TcpStream::set_bounded`); plain TCP on Tollgate's own runtime only.
+    pub(crate) fn set_bounded(&self, on: bool) {
+        if let UpStream::Plain(s) = self {
+            s.set_bounded(on);
         }
     }
 
@@ -134,6 +142,7 @@ pub(crate) fn checkout(t: &TargetLocal, cfg: &PoolCfg, now: Instant) -> Option<U
         // closed, as nginx does: a stray answer must not be taken for the next request's.
         if now.saturating_duration_since(c.since) < cfg.keepalive_timeout && !c.stream.has_unread()
         {
+            c.stream.set_bounded(t.big.get());
             return Some(c.stream);
         }
     }
@@ -280,6 +289,11 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpSt
     match crate::driver::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
+            // Until the target is known to answer small: one receive buffer at a time, so
+            // that a client that stops reading a big answer pins one buffer here, not the
+            // ring's worth of bytes (see `rt::net::TcpStream::set_bounded` and
+            // `TargetLocal::big`).
+            s.set_bounded(true);
             Ok(s)
         }
         Ok(Err(e)) => Err(Error::upstream(
@@ -295,6 +309,11 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpSt
 
 /// Counts a failure; after `max_fails` in a row the target rests for `fail_timeout`.
 pub(crate) fn record_failure(t: &TargetLocal, cfg: &PoolCfg) {
+    // Failures of requests already in flight when the target was ejected change nothing: it
+    // is ejected (and said so) once per rest, not once per `max_fails` of them.
+    if t.down_until.get().is_some_and(|d| d > Instant::now()) {
+        return;
+    }
     let f = t.fails.get() + 1;
     t.fails.set(f);
     if cfg.max_fails > 0 && f >= cfg.max_fails {

@@ -38,7 +38,16 @@ pub(crate) struct TargetLocal {
     pub down_until: Cell<Option<Instant>>,
     /// Connections opened and failed, ejections, connect times (for `/metrics`).
     pub stats: crate::observe::stats::TargetCells,
+    /// It answered more than [`BIG_ANSWER`] (or without a length) at least once: its
+    /// connections receive one buffer per operation, so that a client that reads a big
+    /// answer slowly cannot make the shard hold it; a target that only answers small keeps
+    /// multishot receives (no operation per answer). A new connection is bounded until its
+    /// first answer shows it small.
+    pub big: Cell<bool>,
 }
+
+/// An answer over this many bytes (one receive buffer) marks its target [`TargetLocal::big`].
+pub(crate) const BIG_ANSWER: u64 = 64 << 10;
 
 impl TargetLocal {
     pub(crate) fn new(addr: SocketAddr) -> Rc<TargetLocal> {
@@ -57,6 +66,7 @@ impl TargetLocal {
             fails: Cell::new(0),
             down_until: Cell::new(None),
             stats: Default::default(),
+            big: Cell::new(false),
         })
     }
 }

@@ -266,15 +266,7 @@ impl Control {
             Some(Value::String(n)) => n,
             _ => return Err(bad("name: is required (letters, digits, '_' or '-')")),
         };
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(bad(format!(
-                "name = {name:?} is not valid: expected letters, digits, '_' or '-'"
-            )));
-        }
+        super::super::check_object_name(&name)?;
         if self.file_config.apis.iter().any(|a| a.name == name) {
             return Err(OpError(
                 409,
@@ -372,6 +364,9 @@ impl Control {
             }
         }
         let description = body.get("description").and_then(Value::as_str);
+        if let Some(d) = description {
+            super::super::check_description(d)?;
+        }
         let d = parts::new_deployment(&a, description.unwrap_or_default())?;
         let view = json!({ "id": d.id, "description": d.description, "created": d.created });
         let mut o = self.objects.clone();
@@ -490,6 +485,7 @@ impl Control {
                     Some(Value::String(n)) if !n.is_empty() => n.clone(),
                     _ => return Err(bad("name: is required")),
                 };
+                super::super::check_object_name(&name)?;
                 if self
                     .objects
                     .stages
@@ -701,6 +697,23 @@ impl Control {
                     "host {:?}, base path /{}: the configuration file's [[domains]] maps it",
                     m.host,
                     base.join("/")
+                ),
+            ));
+        }
+        // Another run-time mapping of the same host and base path: a conflict, as Amazon's
+        // CreateApiMapping answers it.
+        let taken = self.objects.mappings.values().find(|o| {
+            crate::config::host_pattern(&o.host).is_ok_and(|h| h == host)
+                && crate::config::base_path(&o.base_path).is_ok_and(|b| b == base)
+        });
+        if let Some(o) = taken {
+            return Err(OpError(
+                409,
+                format!(
+                    "host {:?}, base path /{}: domain mapping {} maps it",
+                    m.host,
+                    base.join("/"),
+                    o.id
                 ),
             ));
         }

@@ -332,11 +332,11 @@ pub(super) async fn exchange(
                     return Ok((head, ubuf));
                 }
                 Ok(None) => {}
-                Err(HeadError::TooLarge) => {
+                Err(HeadError::TooLarge | HeadError::UriTooLong) => {
                     return Err(Failure::Target(gone("response head too large")))
                 }
                 Err(HeadError::Malformed(m)) => return Err(Failure::Target(gone(m))),
-                Err(HeadError::Expectation) => {
+                Err(HeadError::Expectation | HeadError::VersionNotSupported) => {
                     return Err(Failure::Target(gone("malformed response head")))
                 }
             }

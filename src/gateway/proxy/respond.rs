@@ -72,6 +72,18 @@ pub(crate) async fn answer(
         mut ubuf,
     } = ex;
     let _inflight = InFlight::new(target.clone());
+    // A big answer (or one of unknown length) marks its target: from now on its connections
+    // receive one buffer per operation; a connection of a target that answers small goes
+    // back to multishot receives.
+    let big = match resp.framing {
+        Framing::Length(n) => n > crate::upstream::BIG_ANSWER,
+        Framing::None => false,
+        Framing::Chunked | Framing::UntilClose => true,
+    };
+    if big && !target.big.get() {
+        target.big.set(true);
+    }
+    up.set_bounded(target.big.get());
 
     // The answer's framing towards the client.
     let minor = ctx.head.minor;
@@ -290,6 +302,9 @@ async fn relay_received(
     }
 }
 
+/// The most read at once from an upstream for an HTTP/2 client (its default window).
+const H2_READ: usize = 64 << 10;
+
 /// Body bytes copied behind an answer's head (one write, one buffer); more go out from their
 /// own memory beside it (one writev, no copy).
 const COPY_BEHIND_HEAD: usize = 4 << 10;
@@ -422,6 +437,13 @@ pub(super) async fn stream_response(
     if !relay {
         up.settle(ubuf);
     }
+    // An HTTP/2 stream sends what its client's window allows: reads the size of a default
+    // window, so that a stream whose client opens none holds that much, not MAX_READ.
+    let max_read = if conn.stream.is_h2() {
+        H2_READ
+    } else {
+        MAX_READ
+    };
     match framing {
         Framing::None => {
             if let Some(t) = tee {
@@ -481,7 +503,7 @@ pub(super) async fn stream_response(
                 if remaining == 0 {
                     return Ok(true);
                 }
-                reserve_for(ubuf, remaining.min(MAX_READ as u64) as usize);
+                reserve_for(ubuf, remaining.min(max_read as u64) as usize);
                 if fill(up, ubuf, idle).await? == 0 {
                     return Err(Side::Upstream);
                 }
