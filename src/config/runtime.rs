@@ -16,6 +16,23 @@ pub(crate) fn runtime_api(
     stages: Vec<Value>,
     base: &Path,
 ) -> Result<Api, Vec<String>> {
+    let (api, errors) = validate(cfg, name, definition, stages, base)?;
+    if errors.is_empty() {
+        Ok(api)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The definition with `stages`, through the file's validators: the API and what they said
+/// (`Err` when it is not even an `[[apis]]` table).
+fn validate(
+    cfg: &Config,
+    name: &str,
+    definition: &Value,
+    stages: Vec<Value>,
+    base: &Path,
+) -> Result<(Api, Vec<String>), Vec<String>> {
     let mut obj = definition.as_object().cloned().unwrap_or_default();
     obj.insert("name".into(), json!(name));
     obj.insert("stages".into(), Value::Array(stages));
@@ -30,11 +47,7 @@ pub(crate) fn runtime_api(
         cfg.aws_iam.is_some(),
         base,
     );
-    if v.errors.is_empty() {
-        Ok(api)
-    } else {
-        Err(v.errors)
-    }
+    Ok((api, v.errors))
 }
 
 /// Checks a definition by the file's rules as far as they go without stages: fields and
@@ -56,21 +69,8 @@ pub(crate) fn check_definition(
         )]);
     }
     let no_stages = format!("apis[{name:?}].stages: {}", apis::STAGES_REQUIRED);
-    let mut obj = obj.clone();
-    obj.insert("name".into(), json!(name));
-    obj.insert("stages".into(), Value::Array(Vec::new()));
-    let raw: file::ApiFile = serde_json::from_value(Value::Object(obj))
-        .map_err(|e| vec![format!("apis[{name:?}]: {e}")])?;
-    let mut v = Validator { errors: Vec::new() };
-    let api = v.api(
-        cfg.apis.len(),
-        raw,
-        &cfg.limits,
-        &cfg.upstreams,
-        cfg.aws_iam.is_some(),
-        base,
-    );
-    let mut errors: Vec<String> = v.errors.into_iter().filter(|e| *e != no_stages).collect();
+    let (api, errors) = validate(cfg, name, definition, Vec::new(), base)?;
+    let mut errors: Vec<String> = errors.into_iter().filter(|e| *e != no_stages).collect();
     if errors.is_empty() {
         // What the file's check finds when it compiles the routes: two routes of the same
         // method and path, and an integration naming a host that is neither an upstream nor
