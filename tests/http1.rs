@@ -192,6 +192,12 @@ fn smuggling_and_malformed_requests_get_400_and_close() {
         b"GET x HTTP/1.1\r\nHost: h\r\n\r\n",
         b"GARBAGE\r\n\r\n",
         b"GET /x HTTP/1.9.9\r\nHost: h\r\n\r\n",
+        // Host values that are not one (RFC 9112 3.2): a port that is not digits, an unclosed
+        // IPv6 literal, two ports; an absolute-form authority likewise.
+        b"GET /x HTTP/1.1\r\nHost: h:abc\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: h:80:80\r\n\r\n",
+        b"GET http://h:x/x HTTP/1.1\r\nHost: h\r\n\r\n",
     ];
     for raw in bad {
         let mut c = Client::connect(gw.addr());

@@ -305,17 +305,18 @@ fn check_claims(claims: Map<String, Value>, rules: &Rules, now: u64) -> Result<V
     if time("iat")?.is_some_and(|iat| iat > now.saturating_add(rules.leeway)) {
         return Err(Refusal::Invalid("the token was issued in the future"));
     }
-    let scopes = match (claims.get("scope"), claims.get("scp")) {
-        (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => {
-            s.split_ascii_whitespace().map(str::to_string).collect()
+    // The scopes of `scope` and of `scp` together (a space-separated string or a list in
+    // either): a token may carry both, and an empty `scope` must not hide `scp`.
+    let mut scopes: Vec<String> = Vec::new();
+    for claim in ["scope", "scp"] {
+        match claims.get(claim) {
+            Some(Value::String(s)) => scopes.extend(s.split_ascii_whitespace().map(str::to_string)),
+            Some(Value::Array(list)) => {
+                scopes.extend(list.iter().filter_map(Value::as_str).map(str::to_string))
+            }
+            _ => {}
         }
-        (None, Some(Value::Array(list))) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    };
+    }
     Ok(Verified {
         claims,
         exp,

@@ -208,6 +208,14 @@ fn scopes_come_from_scope_or_scp() {
     assert!(v.has_scope(&[]));
     assert!(v.live(NOW + 299, 0));
     assert!(!v.live(NOW + 300, 0));
+    // Both claims count; an empty `scope` does not hide `scp`.
+    c["scope"] = json!("");
+    c["scp"] = json!(["pets:write"]);
+    let v = check(&sign(Algorithm::RS256, Some("rsa-a"), "rsa-a", &c)).unwrap();
+    assert!(v.has_scope(&["pets:write".into()]));
+    c["scope"] = json!("pets:read");
+    let v = check(&sign(Algorithm::RS256, Some("rsa-a"), "rsa-a", &c)).unwrap();
+    assert!(v.has_scope(&["pets:read".into()]) && v.has_scope(&["pets:write".into()]));
 }
 
 #[test]

@@ -301,9 +301,11 @@ fn cors(ss: &ShardSnap, ctx: &mut RequestCtx) -> Option<finish::Answer> {
     let c = ss.snap.apis.get(st.api)?.cors.as_ref()?;
     let h = &ctx.head;
     if h.method == crate::syntax::Method::Options {
+        // A preflight names the method it asks for: an empty one is no preflight.
         if let (Some(origin), Some(method)) = (
             h.header(b"origin"),
-            h.header(b"access-control-request-method"),
+            h.header(b"access-control-request-method")
+                .filter(|m| !m.is_empty()),
         ) {
             return Some(c.preflight(origin, method, h.header(b"access-control-request-headers")));
         }

@@ -89,10 +89,9 @@ impl CorsRt {
             return Some(b"*");
         }
         let ok = self.exact.iter().any(|o| name_eq(o, origin))
-            || self
-                .schemes
-                .iter()
-                .any(|s| origin.len() > s.len() && name_eq(&origin[..s.len()], s));
+            || self.schemes.iter().any(|s| {
+                origin.len() > s.len() && name_eq(&origin[..s.len()], s) && is_origin(origin)
+            });
         ok.then_some(origin)
     }
 
@@ -150,6 +149,53 @@ impl CorsRt {
             ratelimit: false,
         }
     }
+}
+
+/// Whether `o` is a serialized origin (RFC 6454 6.1): `scheme://host` with an optional
+/// `:port` (at most 65535), the host of letters, digits, `-` and `.`, or a bracketed IPv6
+/// address. A pattern (`https://*`) echoes only such origins, never whatever the client wrote.
+fn is_origin(o: &[u8]) -> bool {
+    let Some(i) = o.windows(3).position(|w| w == b"://") else {
+        return false;
+    };
+    let (scheme, rest) = (&o[..i], &o[i + 3..]);
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let (host, port) = if rest.first() == Some(&b'[') {
+        match rest.iter().position(|&b| b == b']') {
+            Some(close) => (&rest[..=close], &rest[close + 1..]),
+            None => return false,
+        }
+    } else {
+        let c = rest.iter().position(|&b| b == b':').unwrap_or(rest.len());
+        (&rest[..c], &rest[c..])
+    };
+    let host_ok = if host.first() == Some(&b'[') {
+        host.len() > 2
+            && host[1..host.len() - 1]
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+    } else {
+        !host.is_empty()
+            && host
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => {
+            (1..=5).contains(&digits.len())
+                && digits.iter().all(u8::is_ascii_digit)
+                && digits
+                    .iter()
+                    .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+                    <= 65535
+        }
+        _ => false,
+    };
+    scheme_ok && host_ok && port_ok
 }
 
 /// A CORS header the integration answered with, which an API with `cors` replaces.
@@ -229,6 +275,25 @@ mod tests {
             h.contains("access-control-allow-headers: x-a, x-b\r\n"),
             "{h}"
         );
+        // A pattern echoes only what is an origin.
+        let pat = rt(&["http://*"], true);
+        for bad in [
+            &b"http://a b"[..],
+            b"http://evil.test:99999",
+            b"http://x/path",
+            b"http://x:",
+        ] {
+            let a = pat.preflight(bad, b"GET", None);
+            assert!(!text(&a.headers).contains("allow-origin"), "{}", text(bad));
+        }
+        for good in [
+            &b"http://a.test"[..],
+            b"http://a.test:8080",
+            b"http://[::1]:3000",
+        ] {
+            let a = pat.preflight(good, b"GET", None);
+            assert!(text(&a.headers).contains("allow-origin"), "{}", text(good));
+        }
         any.allow_origins = vec!["https://b.test".into()];
         let a = CorsRt::new(&any).preflight(b"https://a.test", b"DELETE", None);
         assert!(

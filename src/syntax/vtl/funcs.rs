@@ -28,16 +28,16 @@ pub(super) fn method(v: &Value, m: &str, args: &[Value]) -> Result<Option<Value>
         ),
         (Value::String(s), "replace") => Value::String(s.replace(&arg_s(0), &arg_s(1))),
         (Value::String(s), "replaceAll") => {
-            let re = regex::Regex::new(&arg_s(0)).map_err(|e| format!("replaceAll: {e}"))?;
+            let re = pattern(&arg_s(0)).map_err(|e| format!("replaceAll: {e}"))?;
             Value::String(re.replace_all(s, arg_s(1).as_str()).into_owned())
         }
         (Value::String(s), "matches") => {
-            let re = regex::Regex::new(&format!("^(?:{})$", arg_s(0)))
-                .map_err(|e| format!("matches: {e}"))?;
+            let re =
+                pattern(&format!("^(?:{})$", arg_s(0))).map_err(|e| format!("matches: {e}"))?;
             Value::Bool(re.is_match(s))
         }
         (Value::String(s), "split") => {
-            let re = regex::Regex::new(&arg_s(0)).map_err(|e| format!("split: {e}"))?;
+            let re = pattern(&arg_s(0)).map_err(|e| format!("split: {e}"))?;
             Value::Array(re.split(s).map(|p| Value::String(p.to_string())).collect())
         }
         (Value::String(s), "substring") => {
@@ -106,7 +106,9 @@ pub(super) fn input_call<'e>(
             ["path", "querystring", "header"]
                 .iter()
                 .find_map(|p| env.params[p].get(&name))
-                .map_or(Cow::Owned(Value::Null), Cow::Borrowed)
+                // A parameter the request lacks is the empty string, as Amazon's is (not a
+                // null reference, which would print the expression itself).
+                .map_or(Cow::Owned(Value::String(String::new())), Cow::Borrowed)
         }
         _ => {
             return Err(format!(
@@ -261,4 +263,14 @@ pub(super) fn util_call(m: &str, args: &[Value]) -> Result<Value, String> {
             ))
         }
     })
+}
+
+/// A regular expression a template names (`matches`, `replaceAll`, `split`; it may come
+/// from the request): compiled within 64 KiB, so that a pattern such as `(a{1000}){1000}` is
+/// refused at once instead of costing the shard tens of milliseconds to build.
+fn pattern(p: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(p)
+        .size_limit(64 << 10)
+        .dfa_size_limit(256 << 10)
+        .build()
 }

@@ -123,6 +123,13 @@ fn broken_input_is_an_error_not_a_panic() {
     assert!(e.contains("not supported"), "{e}");
 }
 
+/// A parameter the request lacks is the empty string, as in Amazon API Gateway.
+#[test]
+fn missing_parameters_are_empty() {
+    let t = "[$input.params('nope')][$input.params('limit')][$input.params('x-tenant')]";
+    assert_eq!(run(t, "{}").unwrap(), "[][2][t1]");
+}
+
 /// A negative or fractional position finds nothing (Java's `get(-1)` refuses it), where a
 /// cast would have clamped it to the first item.
 #[test]
@@ -155,6 +162,13 @@ fn work_is_bounded() {
     assert!(
         Template::parse(&"#if(true)".repeat(100)).is_err(),
         "nesting is bounded"
+    );
+    // A pattern too big to build cheaply is refused, not built.
+    let e = run("#set($s = 'aaa')$s.matches('(a{1000}){1000}')", "{}").unwrap_err();
+    assert!(e.contains("size limit"), "{e}");
+    assert_eq!(
+        run("#set($s = 'aaa')$s.matches('a+')", "{}").unwrap(),
+        "true"
     );
     let e = run("$util.nope('x')", "{}").unwrap_err();
     assert!(e.contains("not a method of $util"), "{e}");
