@@ -9,7 +9,8 @@ the first, and every round.
                                {"name":"own","bin":"target/release/tollgate","driver":"io_uring"}]' /big.bin 5 3
 
 Arguments: the variants (JSON: name, bin, driver, env, features), the path (/small 13 bytes,
-/1k.bin, /big.bin 64 KiB), rounds, seconds per round, and optionally connections (default 64).
+/1k.bin, /big.bin 64 KiB, /256k.bin: over 64 KiB, so its target receives one buffer per
+operation), rounds, seconds per round, and optionally connections (default 64).
 
 A variant's "features" turn on the pipeline workload's features one by one on the same route
 (the cost of each, measured against the route without it): "key" (an API key required, the key
@@ -29,6 +30,7 @@ port = gwconf.free_port
 be = port()
 open(f"{tmp}/big.bin", "wb").write(os.urandom(65536))
 open(f"{tmp}/1k.bin", "wb").write(os.urandom(1024))
+open(f"{tmp}/256k.bin", "wb").write(os.urandom(262144))
 open(f"{tmp}/small", "wb").write(b"hello, world\n")
 open(f"{tmp}/be.conf", "w").write(f"""daemon off; master_process off; worker_processes 1; error_log stderr error; pid {tmp}/b.pid;
 events {{ worker_connections 4096; }}

@@ -463,6 +463,20 @@ fn run_time_definitions_are_checked_as_the_file_is() {
             "the message quotes a bounded part of the value"
         );
     }
+    // A WebSocket API's routes are keys: `$connect` beside `ping` is no duplicate; `ping`
+    // twice is.
+    let ws = json!({"name": "chat", "kind": "websocket", "routes": [
+        {"route": "$connect", "integration": mock},
+        {"route": "ping", "integration": mock},
+        {"route": "$default", "integration": mock},
+    ]});
+    let r = post(&g, "/apis", ws);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ws = json!({"name": "chat2", "kind": "websocket", "routes": [
+        {"route": "ping", "integration": mock},
+        {"route": "ping", "integration": mock},
+    ]});
+    assert_eq!(post(&g, "/apis", ws).status, 400);
     // The same definitions through PUT, on an API that exists.
     let r = post(
         &g,

@@ -77,7 +77,13 @@ pub(crate) fn check_definition(
         // an address (where the host is written out, not a stage variable).
         let mut taken = std::collections::HashSet::new();
         for r in &api.routes {
-            if !taken.insert(route_shape(r)) {
+            // A WebSocket API's routes are keys (`$connect`, `ping`), matched whole.
+            let shape = if api.websocket.is_some() {
+                (r.is_default, r.key.clone(), Vec::new(), false)
+            } else {
+                route_shape(r)
+            };
+            if !taken.insert(shape) {
                 let what = if r.is_default {
                     "$default is declared twice"
                 } else {
@@ -128,12 +134,23 @@ fn check_written_host(uri: &str, upstreams: &[Upstream]) -> Result<(), String> {
     if auth.contains(['$', '{']) {
         return Ok(());
     }
-    let t = crate::syntax::template::Template {
-        pieces: vec![crate::syntax::template::Piece::Lit(format!(
-            "{scheme}://{auth}"
-        ))],
-    };
-    target::parse_uri_target(&t, upstreams).map(|_| ())
+    // An upstream's name goes through the file's own parser (TLS on both sides or neither);
+    // an address (with a port, an IP, or over https) is resolved when a stage serves the API,
+    // not here: the admin API does not wait on a name lookup.
+    if upstreams.iter().any(|u| u.name == auth) {
+        let t = crate::syntax::template::Template {
+            pieces: vec![crate::syntax::template::Piece::Lit(format!(
+                "{scheme}://{auth}"
+            ))],
+        };
+        return target::parse_uri_target(&t, upstreams).map(|_| ());
+    }
+    if scheme == "https" || auth.contains(':') || auth.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    Err(format!(
+        "host {auth:?} is neither an [[upstreams]] name nor an address with a port"
+    ))
 }
 
 /// A host as `[[domains]]` takes it: a name, `*.suffix` or `*`.

@@ -57,7 +57,7 @@ impl<F: Future<Output = ()>> Future for Guarded<F> {
 }
 
 /// Installs the process's panic hook: the default report for the first [`SHOWN`] panics of
-/// each minute, then one line per minute saying how many were not shown.
+/// each minute; the next panic after a minute with more first says how many were not shown.
 pub fn install_hook() {
     let default = std::panic::take_hook();
     let window: Mutex<Option<(Instant, u32)>> = Mutex::new(None);
@@ -78,7 +78,7 @@ pub fn install_hook() {
             }
         };
         if hidden > 0 {
-            eprintln!("tollgate: {hidden} more panics in the last minute were not shown");
+            eprintln!("tollgate: {hidden} more panics in an earlier minute were not shown");
         }
         if show {
             default(info);

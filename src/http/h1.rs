@@ -234,15 +234,20 @@ fn transfer_encoding(values: &[&[u8]]) -> Result<bool, HeadError> {
 /// what is too long), 431 when the header fields do.
 fn too_large(buf: &[u8], max_bytes: usize) -> HeadError {
     let limit = max_bytes.min(buf.len());
-    if buf[..limit].contains(&b'\n') {
+    // Empty lines before the request line (RFC 9112 2.2 lets a server ignore them) are not it.
+    let start = buf[..limit]
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(limit);
+    if buf[start..limit].contains(&b'\n') {
         HeadError::TooLarge
     } else {
         HeadError::UriTooLong
     }
 }
 
-/// A request line whose version httparse refused: 505 for a well-formed version above 1.x
-/// (`HTTP/2.0` sent as HTTP/1), 400 for anything else.
+/// A request line whose version httparse refused: 505 for a version above 1.x (`HTTP/2.0`
+/// sent as HTTP/1, or `HTTP/3` as HTTP/3 writes it), 400 for anything else.
 fn version_error(buf: &[u8]) -> HeadError {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -280,6 +285,11 @@ pub fn parse_request(
             };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        // The version is judged on the whole request line: httparse refuses `HTTP/2` before
+        // the rest of it (`.0`) has arrived.
+        Err(httparse::Error::Version) if !buf.contains(&b'\n') && buf.len() < max_bytes => {
+            return Ok(None)
+        }
         Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(_) => return Err(HeadError::Malformed("Malformed request")),
     };

@@ -34,6 +34,19 @@ fn incomplete_then_too_large() {
     );
     // The target alone over the limit: 414, whole or still arriving.
     let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(2000));
+    let lead = format!("\r\n{long}");
+    assert_eq!(
+        parse_request(lead.as_bytes(), 1024).unwrap_err(),
+        HeadError::UriTooLong
+    );
+    // A version is judged on the whole line, however the bytes arrive.
+    let v2 = b"GET / HTTP/2.0\r\nHost: a\r\n\r\n";
+    for n in 13..v2.len() {
+        match parse_request(&v2[..n], 1024) {
+            Ok(None) | Err(HeadError::VersionNotSupported) => {}
+            other => panic!("{n}: {:?}", other.map(|o| o.map(|(l, _)| l))),
+        }
+    }
     for n in [long.len(), 1500] {
         assert_eq!(
             parse_request(&long.as_bytes()[..n], 1024).unwrap_err(),

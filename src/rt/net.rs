@@ -140,23 +140,6 @@ struct Rx {
     bounded: bool,
 }
 
-/// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19) on a receive: the kernel arms its poll at once
-/// instead of first trying a receive that would find nothing (a bounded receive is submitted
-/// with the request it waits the answer of, before the answer can be there).
-fn poll_first(e: io_uring::squeue::Entry) -> io_uring::squeue::Entry {
-    const IORING_RECVSEND_POLL_FIRST: u16 = 1;
-    /// `ioprio`'s offset in `struct io_uring_sqe` (after `opcode` and `flags`, one byte each).
-    const IOPRIO: usize = 2;
-    let mut raw: [u8; 64] =
-        // SAFETY: an Entry is `#[repr(C)]` around the kernel's 64-byte io_uring_sqe, plain
-        // bytes with no invalid values; it is copied out, changed and copied back whole.
-        unsafe { std::mem::transmute::<io_uring::squeue::Entry, [u8; 64]>(e) };
-    let prio = u16::from_ne_bytes([raw[IOPRIO], raw[IOPRIO + 1]]) | IORING_RECVSEND_POLL_FIRST;
-    raw[IOPRIO..IOPRIO + 2].copy_from_slice(&prio.to_ne_bytes());
-    // SAFETY: the same 64 bytes back, with only the ioprio field changed.
-    unsafe { std::mem::transmute::<[u8; 64], io_uring::squeue::Entry>(raw) }
-}
-
 impl TcpStream {
     fn from_owned(fd: Fd) -> TcpStream {
         TcpStream {
@@ -251,12 +234,10 @@ impl TcpStream {
                     // One buffer of the ring, then the operation ends (its completion has no
                     // MORE flag; the next receive arms another).
                     let len = exec::with(|rt| rt.reactor.bufs.size) as u32;
-                    poll_first(
-                        opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
-                            .buf_group(BGID)
-                            .build()
-                            .flags(io_uring::squeue::Flags::BUFFER_SELECT),
-                    )
+                    opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
+                        .buf_group(BGID)
+                        .build()
+                        .flags(io_uring::squeue::Flags::BUFFER_SELECT)
                 } else {
                     opcode::RecvMulti::new(types::Fd(fd), BGID).build()
                 };

@@ -46,10 +46,14 @@ pub(crate) async fn handshake(io: PollIo) -> io::Result<SendRequest<Bytes>> {
         .await
         .map_err(h2_err)?;
     DRIVERS.with(|d| d.set(d.get() + 1));
+    // Guarded: it reads frames the upstream controls; a panic ends this connection only.
     crate::driver::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-        }
+        crate::driver::guarded(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+            }
+        })
+        .await;
         DRIVERS.with(|d| d.set(d.get() - 1));
     });
     Ok(sender)

@@ -236,6 +236,12 @@ async fn open_new(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Error>
     let tls = t.tls.borrow().clone();
     let deadline = Instant::now() + timeout;
     let tcp = connect(t.addr, timeout).await?;
+    // One receive buffer at a time, so that a client that stops reading a big answer pins one
+    // buffer here, not the ring's worth of bytes (see `rt::net::TcpStream::set_bounded` and
+    // `TargetLocal::big`): a plain HTTP/1.1 connection until its first answer shows its
+    // target small (each answer may switch it); under TLS or HTTP/2, whose socket the answer
+    // does not see, for its life when the target has answered big before.
+    tcp.set_bounded((tls.is_none() && !t.h2.get()) || t.big.get());
     let Some(tls) = tls else {
         if t.h2.get() {
             let io = crate::http::pollio::PollIo::plain(tcp, bytes::Bytes::new());
@@ -289,11 +295,6 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpSt
     match crate::driver::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
-            // Until the target is known to answer small: one receive buffer at a time, so
-            // that a client that stops reading a big answer pins one buffer here, not the
-            // ring's worth of bytes (see `rt::net::TcpStream::set_bounded` and
-            // `TargetLocal::big`).
-            s.set_bounded(true);
             Ok(s)
         }
         Ok(Err(e)) => Err(Error::upstream(

@@ -75,15 +75,17 @@ pub(crate) async fn answer(
     // A big answer (or one of unknown length) marks its target: from now on its connections
     // receive one buffer per operation; a connection of a target that answers small goes
     // back to multishot receives.
-    let big = match resp.framing {
-        Framing::Length(n) => n > crate::upstream::BIG_ANSWER,
-        Framing::None => false,
-        Framing::Chunked | Framing::UntilClose => true,
-    };
-    if big && !target.big.get() {
+    // An upgrade's relay may carry anything, for as long as it lasts: bounded too.
+    let big = resp.status == 101
+        || match resp.framing {
+            Framing::Length(n) => n > crate::upstream::BIG_ANSWER,
+            Framing::None => false,
+            Framing::Chunked | Framing::UntilClose => true,
+        };
+    if big && resp.status != 101 && !target.big.get() {
         target.big.set(true);
     }
-    up.set_bounded(target.big.get());
+    up.set_bounded(big || target.big.get());
 
     // The answer's framing towards the client.
     let minor = ctx.head.minor;
