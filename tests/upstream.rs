@@ -627,3 +627,36 @@ fn the_pool_keeps_what_recent_demand_needs() {
         "{opened} upstream connections for 3 waves of {WAVE}"
     );
 }
+
+#[test]
+fn a_pooled_connection_serves_on_after_its_target_first_answers_big() {
+    // A target's first answer over 64 KiB switches its connections to one buffer per receive
+    // (the rest of a big answer waits in the kernel for a slow client). The connection that
+    // carried it is switched while it reads, and it stays in the pool like any other: every
+    // request of one client goes over one upstream connection.
+    let big = vec![b'b'; 300 * 1024];
+    let up = Upstream::start(move |s| match s.target.as_str() {
+        "/big" => Action::Raw(
+            [
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", big.len()).as_bytes(),
+                &big,
+            ]
+            .concat(),
+        ),
+        _ => respond(200, "small"),
+    });
+    let gw = Gw::start(&literal(up.addr, ""));
+    let mut c = Client::connect(gw.addr());
+    for path in ["/s", "/s", "/big", "/s", "/big", "/s", "/s"] {
+        let r = c.request(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200, "{path}");
+        let want = if path == "/big" { 300 * 1024 } else { 5 };
+        assert_eq!(r.body.len(), want, "{path}");
+    }
+    assert_eq!(up.count(), 7);
+    assert_eq!(
+        up.conns.load(Ordering::SeqCst),
+        1,
+        "upstream connections opened"
+    );
+}

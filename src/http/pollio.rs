@@ -442,7 +442,7 @@ impl Drop for PollIo {
         let reading = self.reading.take();
         let rd = self.rd.take();
         let wr = self.wr.take();
-        crate::driver::spawn(async move {
+        crate::driver::spawn(crate::driver::guarded(async move {
             let _wr = wr;
             let deadline = Instant::now() + LINGER_TIME;
             let (mut rd, mut buf) = match (reading, rd) {
@@ -466,6 +466,6 @@ impl Drop for PollIo {
                     _ => return,
                 }
             }
-        });
+        }));
     }
 }

@@ -370,10 +370,16 @@ impl TcpStream {
     /// Whether anything came that nobody read: bytes (put back, held, or received), the end
     /// of the stream, or an error. Without a receive armed on the socket (or one the kernel
     /// ended for want of buffers) the socket itself is asked, without waiting.
+    /// A receive ended by a cancellation alone (switched to bounded receives, or paused) is
+    /// dropped here, and the socket asked: a pooled connection whose receive was switched
+    /// while it read an answer is as good as any.
     pub fn has_unread(&self) -> bool {
-        let rx = self.inner.rx.borrow();
+        let mut rx = self.inner.rx.borrow_mut();
         if rx.held.is_some() || rx.eof {
             return true;
+        }
+        if rx.recv.as_ref().is_some_and(|m| m.take_cancelled_end()) {
+            rx.recv = None;
         }
         match &rx.recv {
             Some(m) if !rx.starved => m.has_results(),

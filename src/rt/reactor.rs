@@ -706,6 +706,25 @@ impl Multi {
         }
     }
 
+    /// Whether all that is left of the operation is the end a cancellation gave it (one
+    /// [`Multi::cancel`] asked for, or a paused receive's): then that end is taken, and the
+    /// caller drops the operation. Nothing was received after it, so it tells a reader nothing.
+    pub(crate) fn take_cancelled_end(&self) -> bool {
+        let mut slots = self.rt.reactor.slots.borrow_mut();
+        let Slot::Multi { queue, ended, .. } = &mut slots[self.idx as usize] else {
+            return false;
+        };
+        let only_cancelled = *ended
+            && queue.len() == 1
+            && queue
+                .front()
+                .is_some_and(|g| g.res == -libc::ECANCELED && g.copied.is_none());
+        if only_cancelled {
+            queue.clear();
+        }
+        only_cancelled
+    }
+
     /// Whether a result waits to be taken (bytes, an end or an error).
     pub(crate) fn has_results(&self) -> bool {
         match &self.rt.reactor.slots.borrow()[self.idx as usize] {

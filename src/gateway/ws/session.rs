@@ -171,7 +171,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             };
             let (rd, mut wr) = tokio::io::split(io);
             let (tx, rx) = flume::bounded::<Vec<u8>>(8);
-            let writer = crate::driver::spawn(async move {
+            let writer = crate::driver::spawn(crate::driver::guarded(async move {
                 while let Ok(bytes) = rx.recv_async().await {
                     // A client that reads nothing for this long is gone: the writer ends,
                     // and with it the connection (the loop's next send fails).
@@ -185,7 +185,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                     }
                 }
                 let _ = crate::driver::time::timeout(WRITE_STALL, wr.shutdown()).await;
-            });
+            }));
             (Transport::Split { rd, tx }, Some(writer))
         }
     };
