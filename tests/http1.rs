@@ -253,6 +253,13 @@ fn oversized_heads_get_431_and_oversized_targets_414() {
         assert_eq!(r.status, status, "{line}");
     }
     assert_eq!(up.count(), 0);
+    // A later minor version of HTTP/1 is served as HTTP/1.1 (RFC 9110 6.2), kept alive.
+    let mut c = Client::connect(gw.addr());
+    for _ in 0..2 {
+        let r = c.request(b"GET /x HTTP/1.2\r\nHost: h\r\n\r\n");
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(up.count(), 2);
     // Just under the limit is fine.
     let r = get(gw.addr(), &format!("/{}", "a".repeat(1500)));
     assert_eq!(r.status, 200);

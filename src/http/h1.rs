@@ -249,10 +249,7 @@ fn too_large(buf: &[u8], max_bytes: usize) -> HeadError {
 /// A request line whose version httparse refused: 505 for a version above 1.x (`HTTP/2.0`
 /// sent as HTTP/1, or `HTTP/3` as HTTP/3 writes it), 400 for anything else.
 fn version_error(buf: &[u8]) -> HeadError {
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    match version {
+    match request_version(buf).1 {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() && *major >= b'2' =>
         {
@@ -262,6 +259,36 @@ fn version_error(buf: &[u8]) -> HeadError {
             HeadError::VersionNotSupported
         }
         _ => HeadError::Malformed("Unsupported HTTP version"),
+    }
+}
+
+/// The version that ends the request line (empty lines before it skipped), and where it
+/// starts in `buf`.
+fn request_version(buf: &[u8]) -> (usize, &[u8]) {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = buf[start..]
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let at = line.iter().rposition(|&b| b == b' ').map_or(0, |i| i + 1);
+    (start + at, &line[at..])
+}
+
+/// Where the minor digit of an `HTTP/1.2` to `HTTP/1.9` request line is: such a request is
+/// read as HTTP/1.1, the highest minor version Tollgate speaks (RFC 9110 6.2: a recipient
+/// processes a higher minor version of a major version it implements as its own).
+fn higher_minor(buf: &[u8]) -> Option<usize> {
+    match request_version(buf) {
+        (at, [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor])
+            if (b'2'..=b'9').contains(minor) =>
+        {
+            Some(at + 7)
+        }
+        _ => None,
     }
 }
 
@@ -290,7 +317,17 @@ pub fn parse_request(
         Err(httparse::Error::Version) if !buf.contains(&b'\n') && buf.len() < max_bytes => {
             return Ok(None)
         }
-        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::Version) => {
+            return match higher_minor(buf) {
+                // Parsed as the same line with `HTTP/1.1`: the ranges are the same in both.
+                Some(at) => {
+                    let mut as_11 = buf.to_vec();
+                    as_11[at] = b'1';
+                    parse_request(&as_11, max_bytes)
+                }
+                None => Err(version_error(buf)),
+            };
+        }
         Err(_) => return Err(HeadError::Malformed("Malformed request")),
     };
     if len > max_bytes {

@@ -53,6 +53,22 @@ fn incomplete_then_too_large() {
             HeadError::UriTooLong
         );
     }
+    // A later minor version of HTTP/1 is read as HTTP/1.1 (RFC 9110 6.2), empty lines first
+    // or not; the ranges point into the bytes as they came.
+    for head in [
+        &b"GET /p?q=1 HTTP/1.2\r\nHost: a\r\n\r\n"[..],
+        &b"\r\nGET /p?q=1 HTTP/1.9\r\nHost: a\r\n\r\n"[..],
+    ] {
+        let (len, parts) = parse_request(head, 1024).unwrap().unwrap();
+        assert_eq!(len, head.len());
+        assert_eq!(parts.minor, 1);
+        assert_eq!(
+            &head[parts.path.start as usize..parts.path.end as usize],
+            b"/p"
+        );
+        let host = parts.host.unwrap();
+        assert_eq!(&head[host.start as usize..host.end as usize], b"a");
+    }
     for (line, want) in [
         ("GET / HTTP/2.0", HeadError::VersionNotSupported),
         ("GET / HTTP/3", HeadError::VersionNotSupported),
