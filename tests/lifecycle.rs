@@ -555,3 +555,61 @@ fn run_time_definitions_are_checked_as_the_file_is() {
         assert!(r.text().contains("1 to 128 characters"), "{}", r.text());
     }
 }
+
+#[test]
+fn run_time_stages_write_access_logs_only_inside_the_admin_log_folder() {
+    let g = Gw::start(&Cfg::new().admin("access_log_dir = \"rt-logs\"").toml());
+    let dir = g.dir.0.clone();
+    std::fs::create_dir_all(dir.join("rt-logs")).unwrap();
+    let mock = json!({"type": "mock", "body": "m"});
+    let r = post(
+        &g,
+        "/apis",
+        json!({"name": "shop", "routes": [{"route": "GET /v", "integration": mock}]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // An absolute path, or one that climbs out, is refused by key, and no file is made.
+    let outside = dir.join("outside.log");
+    for path in [
+        outside.display().to_string(),
+        "../outside.log".into(),
+        "a/../../outside.log".into(),
+    ] {
+        let r = post(
+            &g,
+            "/apis/shop/stages",
+            json!({"name": "prod", "auto_deploy": true, "access_log": {"path": path, "format": "json"}}),
+        );
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        let msg = r.json()["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("access_log.path") && msg.contains("admin.access_log_dir"),
+            "{msg}"
+        );
+        assert!(!outside.exists(), "{path} made a file outside the folder");
+    }
+    // Inside the folder: served, and its lines land there.
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "auto_deploy": true,
+               "access_log": {"path": "shop.log", "format": "$context.status $context.path"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post(
+        &g,
+        "/domains",
+        json!({"host": "shop.test", "base_path": "", "api": "shop", "stage": "prod"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(on(&g, "shop.test", "/v").text(), "m");
+    let log = dir.join("rt-logs/shop.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || read()
+            .ends_with('\n')),
+        "no line in {}",
+        log.display()
+    );
+    assert_eq!(read(), "200 /v\n");
+}

@@ -144,6 +144,7 @@ pub(crate) struct TlsFile {
 pub(crate) struct AdminFile {
     pub addr: Option<String>,
     pub token_env: Option<String>,
+    pub access_log_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

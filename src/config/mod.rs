@@ -242,7 +242,10 @@ impl Config {
     /// Parses and validates TOML text; `base` resolves relative paths.
     pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let raw: file::File = schema(text).map_err(|errors| ConfigError { errors })?;
-        let mut v = Validator { errors: Vec::new() };
+        let mut v = Validator {
+            errors: Vec::new(),
+            log_root: None,
+        };
         let cfg = v.config(raw, base);
         if v.errors.is_empty() {
             Ok(cfg)
@@ -268,6 +271,9 @@ type HeaderTemplates = Vec<(String, Template)>;
 
 struct Validator {
     errors: Vec<String>,
+    /// Validating objects made through the admin API: their access logs are relative paths
+    /// inside this folder (`admin.access_log_dir`), not any file.
+    log_root: Option<PathBuf>,
 }
 
 /// Names a table in an array for error messages: `apis["petstore"]` or `apis[0]`.

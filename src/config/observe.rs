@@ -156,7 +156,29 @@ impl Validator {
                 return None;
             }
             Some(p) => {
-                let path = base.join(p);
+                let path = match &self.log_root {
+                    None => base.join(p),
+                    Some(root) => {
+                        let inside = Path::new(p).components().all(|c| {
+                            matches!(
+                                c,
+                                std::path::Component::Normal(_) | std::path::Component::CurDir
+                            )
+                        });
+                        if !inside {
+                            self.bad(
+                                &format!("{key}.path"),
+                                p,
+                                &format!(
+                                    "\"stdout\" or a path relative to admin.access_log_dir ({}), without \"..\": an API made through the admin API logs there",
+                                    root.display()
+                                ),
+                            );
+                            return None;
+                        }
+                        root.join(p)
+                    }
+                };
                 if let Err(e) = crate::observe::writer::check_writable(&path) {
                     self.err(
                         &format!("{key}.path"),

@@ -38,7 +38,14 @@ fn validate(
     obj.insert("stages".into(), Value::Array(stages));
     let raw: file::ApiFile = serde_json::from_value(Value::Object(obj))
         .map_err(|e| vec![format!("apis[{name:?}]: {e}")])?;
-    let mut v = Validator { errors: Vec::new() };
+    let dir = cfg
+        .admin
+        .as_ref()
+        .map_or(".", |a| a.access_log_dir.as_str());
+    let mut v = Validator {
+        errors: Vec::new(),
+        log_root: Some(base.join(dir)),
+    };
     let api = v.api(
         cfg.apis.len(),
         raw,

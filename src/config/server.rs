@@ -76,6 +76,10 @@ pub struct Server {
 pub struct Admin {
     pub addr: SocketAddr,
     pub token_env: String,
+    /// Where the access logs of stages made through the admin API may be written: their
+    /// paths are relative and stay inside it (relative to the config file's folder; default
+    /// that folder). An admin token must not be a way to append to any file the process can.
+    pub access_log_dir: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -317,7 +321,23 @@ impl Validator {
             }
             None => "TOLLGATE_ADMIN_TOKEN".into(),
         };
-        Admin { addr, token_env }
+        let access_log_dir = match a.access_log_dir {
+            Some(s) if s.is_empty() || s.contains('\0') => {
+                self.bad(
+                    "admin.access_log_dir",
+                    s,
+                    "a folder (relative to the config file's) where stages made through the admin API may write their access logs",
+                );
+                ".".into()
+            }
+            Some(s) => s,
+            None => ".".into(),
+        };
+        Admin {
+            addr,
+            token_env,
+            access_log_dir,
+        }
     }
 
     pub(super) fn limits(&mut self, mut l: file::LimitsFile) -> Limits {
