@@ -613,3 +613,60 @@ fn run_time_stages_write_access_logs_only_inside_the_admin_log_folder() {
     );
     assert_eq!(read(), "200 /v\n");
 }
+
+#[test]
+fn a_stage_cannot_pose_as_a_canary_and_any_stage_name_takes_one() {
+    let g = Gw::start(&toml());
+    let mock = |body: &str| json!({"type": "mock", "body": body});
+    let r = post(
+        &g,
+        "/apis",
+        json!({"name": "shop", "routes": [{"route": "GET /v", "integration": mock("v1")}]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let d1 = post(&g, "/apis/shop/deployments", json!({})).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = admin_with(
+        g.admin(),
+        "PUT",
+        "/apis/shop",
+        &json!({"routes": [{"route": "GET /v", "integration": mock("v2")}]}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let d2 = post(&g, "/apis/shop/deployments", json!({})).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The longest name a stage may have, with a canary taking all traffic.
+    let long = "p".repeat(128);
+    for (i, stage) in [long.clone(), "prod".into()].iter().enumerate() {
+        let r = post(
+            &g,
+            "/apis/shop/stages",
+            json!({"name": stage, "deployment": d1}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let r = admin_with(
+            g.admin(),
+            "PATCH",
+            &format!("/apis/shop/stages/{stage}"),
+            &json!({"canary": {"deployment": d2, "percent_traffic": 100.0}}).to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let host = format!("s{i}.test");
+        let m = json!({"host": host, "api": "shop", "stage": stage});
+        assert_eq!(post(&g, "/domains", m).status, 201);
+        assert_eq!(on(&g, &host, "/v").text(), "v2");
+    }
+    // A stage named like a canary is refused; the canary keeps serving its deployment.
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod__canary", "deployment": d1}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("reserved for canaries"), "{}", r.text());
+    assert_eq!(on(&g, "s1.test", "/v").text(), "v2");
+}

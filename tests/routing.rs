@@ -95,6 +95,67 @@ fn req(addr: std::net::SocketAddr, method: &str, host: &str, path: &str) -> Resp
 }
 
 #[test]
+fn stage_variable_values_are_refused_unless_uri_characters() {
+    // A value is pasted into request lines and header values: CR, LF, spaces, quotes, other
+    // bytes and overlong values are refused by key, from the file and the admin API alike.
+    let (prod, dev) = (Upstream::echo(), Upstream::echo());
+    let good = petstore(&prod, &dev);
+    for bad in [
+        "gold\\r\\nx-evil: 1",
+        "a b",
+        "\\\"q\\\"",
+        "caf\u{e9}",
+        "",
+        &"x".repeat(2049),
+    ] {
+        let toml = good.replace("tier = \"gold\"", &format!("tier = \"{bad}\""));
+        assert_ne!(toml, good);
+        let dir = TempDir::new();
+        let path = dir.0.join("config.toml");
+        std::fs::write(&path, toml).unwrap();
+        let e = tollgate::Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("apis[\"petstore\"].stages[\"prod\"].variables.tier = ")
+                && e.contains("1 to 2048 of the characters a URI may hold"),
+            "{bad:?}: {e}"
+        );
+    }
+    // What a URI may hold passes: an IPv6 address, percent-encoding, AWS's own set.
+    let toml = good.replace(
+        "tier = \"gold\"",
+        "tier = \"http://[::1]:8080/a%20b?x=1&y=2#f,~._-@!$'()*+;=\"",
+    );
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    tollgate::Config::load(&path).unwrap();
+    // Through the admin API (a run-time stage, and a canary's overrides).
+    let gw = Gw::start(&Cfg::new().toml());
+    let def = serde_json::json!({"name": "shop", "routes": [{"route": "GET /v", "integration": {"type": "mock", "body": "m"}}]});
+    let r = admin_with(gw.admin(), "POST", "/apis", &def.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let stage = serde_json::json!({"name": "prod", "auto_deploy": true, "variables": {"tier": "a\r\nx-evil: 1"}});
+    let r = admin_with(gw.admin(), "POST", "/apis/shop/stages", &stage.to_string());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("variables.tier"), "{}", r.text());
+    let stage =
+        serde_json::json!({"name": "prod", "auto_deploy": true, "variables": {"tier": "gold"}});
+    let r = admin_with(gw.admin(), "POST", "/apis/shop/stages", &stage.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin_with(gw.admin(), "POST", "/apis/shop/deployments", "{}");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let d = r.json()["id"].as_str().unwrap().to_string();
+    let canary = serde_json::json!({"canary": {"deployment": d, "percent_traffic": 10, "stage_variable_overrides": {"tier": "x\ny"}}});
+    let r = admin_with(
+        gw.admin(),
+        "PATCH",
+        "/apis/shop/stages/prod",
+        &canary.to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+#[test]
 fn stages_pick_their_upstream_and_variables() {
     let (prod, dev) = (Upstream::echo(), Upstream::echo());
     let gw = Gw::start(&petstore(&prod, &dev));

@@ -200,6 +200,16 @@ pub enum Integration {
 /// The error of an API without stages (a run-time API's definition is checked without them).
 pub(super) const STAGES_REQUIRED: &str = "at least one [[apis.stages]] entry is required";
 
+/// A stage variable's value: what Amazon API Gateway allows (`[A-Za-z0-9-._~:/?#&=,]+`, at
+/// most 2048 characters) and the rest of a URI's characters (RFC 3986: `[]@!$'()*+;%`, so an
+/// IPv6 address or a percent-encoded path fits). Never CR, LF, spaces or quotes: a value is
+/// pasted into request lines and header values.
+fn is_variable_value(v: &str) -> bool {
+    (1..=2048).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b))
+}
+
 impl Validator {
     pub(super) fn api(
         &mut self,
@@ -304,12 +314,18 @@ impl Validator {
             let cache = s
                 .cache
                 .and_then(|c| self.stage_cache(&format!("{skey}.cache"), c));
-            for k in s.variables.keys() {
+            for (k, v) in &s.variables {
                 if !crate::syntax::template::is_ident(k) {
                     self.bad(
                         &format!("{skey}.variables"),
                         k,
                         "variable names of letters, digits, '_' or '-'",
+                    );
+                } else if !is_variable_value(v) {
+                    self.bad(
+                        &format!("{skey}.variables.{k}"),
+                        v,
+                        "1 to 2048 of the characters a URI may hold: letters, digits and -._~:/?#[]@!$&'()*+,;=% (a value lands in URIs, headers and templates as it is)",
                     );
                 }
             }

@@ -486,6 +486,11 @@ impl Control {
                     _ => return Err(bad("name: is required")),
                 };
                 super::super::check_object_name(&name)?;
+                if super::reserved_stage_name(&name) {
+                    return Err(bad(format!(
+                        "name = {name:?} is not valid: names ending in \"__canary\" are reserved for canaries"
+                    )));
+                }
                 if self
                     .objects
                     .stages

@@ -68,8 +68,15 @@ pub(crate) struct RtCanary {
 /// The suffix of a canary's stage in the compiled configuration (its metrics and logs say
 /// `prod/Canary`, as Amazon's do).
 const CANARY: &str = "/Canary";
-/// What a canary's stage is called while the validators check it (`/` is no name letter).
+/// What a canary's stage is called while the validators check it (`/` is no name letter):
+/// `{n}__canary`, short whatever the stage's name, and no stage made through the admin API
+/// may end so ([`reserved_stage_name`]).
 const CANARY_TMP: &str = "__canary";
+
+/// A stage name the admin API refuses: canaries are checked under such names.
+pub(crate) fn reserved_stage_name(name: &str) -> bool {
+    name.ends_with(CANARY_TMP)
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RtMapping {
@@ -222,6 +229,8 @@ impl Objects {
             let mut by_deployment: BTreeMap<&str, Vec<&RtStage>> = BTreeMap::new();
             // A canary is a stage of its own, served by the canary's deployment with the
             // stage's settings and the overridden variables.
+            // Checked as `{n}__canary`, renamed `{stage}/Canary` once compiled.
+            let mut canary_of: BTreeMap<String, String> = BTreeMap::new();
             let canaries: Vec<RtStage> = self
                 .stages
                 .values()
@@ -230,8 +239,10 @@ impl Objects {
                     let c = s.canary.as_ref()?;
                     let mut settings = s.settings.clone();
                     override_variables(&mut settings, &c.stage_variable_overrides);
+                    let tmp = format!("{}{CANARY_TMP}", canary_of.len());
+                    canary_of.insert(tmp.clone(), s.name.clone());
                     Some(RtStage {
-                        name: format!("{}{CANARY_TMP}", s.name),
+                        name: tmp,
                         deployment: c.deployment.clone(),
                         settings,
                         canary: None,
@@ -264,15 +275,27 @@ impl Objects {
                     Ok(mut a) => {
                         let i = cfg.apis.len();
                         for (si, st) in a.stages.iter_mut().enumerate() {
-                            if let Some(base_name) = st.name.strip_suffix(CANARY_TMP) {
-                                st.name = format!("{base_name}{CANARY}");
+                            if let Some(stage) = canary_of.get(&st.name) {
+                                st.name = format!("{stage}{CANARY}");
                             }
                             placed.insert((name.clone(), st.name.clone()), (i, si));
                         }
                         cfg.apis.push(a);
                     }
                     Err(e) => {
-                        errors.extend(e.into_iter().map(|x| format!("deployment {dep}: {x}")))
+                        // A canary's errors name it as the admin API does.
+                        let named = |x: String| {
+                            canary_of.iter().fold(x, |x, (tmp, stage)| {
+                                x.replace(
+                                    &format!("stages[{tmp:?}]"),
+                                    &format!("stages[{stage:?}].canary"),
+                                )
+                            })
+                        };
+                        errors.extend(
+                            e.into_iter()
+                                .map(|x| format!("deployment {dep}: {}", named(x))),
+                        )
                     }
                 }
             }
