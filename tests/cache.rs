@@ -220,6 +220,21 @@ fn key_parameters_split_and_share_entries() {
         );
     }
     assert_eq!(up.count(), 4);
+    // Decoded values cannot pass for others: `1%262` is one value "1&2", not 1 and 2; an
+    // empty value is not a missing one. Order still does not split.
+    let h = "Accept: text/plain\r\n";
+    let two = req(&gw, "/g/items?limit=1&limit=2", h);
+    assert_eq!(two.header("x-cache"), Some("Miss"));
+    let r = req(&gw, "/g/items?limit=2&limit=1", h);
+    assert_eq!((r.header("x-cache"), r.text()), (Some("Hit"), two.text()));
+    let one = req(&gw, "/g/items?limit=1%262", h);
+    assert_eq!(one.header("x-cache"), Some("Miss"));
+    for path in ["/g/items?limit=1%00&limit=2", "/g/items?limit=", "/g/items"] {
+        assert_eq!(req(&gw, path, h).header("x-cache"), Some("Miss"), "{path}");
+    }
+    let r = req(&gw, "/g/items?limit=1%262", h);
+    assert_eq!((r.header("x-cache"), r.text()), (Some("Hit"), one.text()));
+    assert_eq!(up.count(), 9);
 }
 
 #[test]

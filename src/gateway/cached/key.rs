@@ -50,8 +50,11 @@ fn header_values(ctx: &RequestCtx, name: &[u8], out: &mut Vec<u8>) {
 }
 
 /// The cache key: "GET\0" (HEAD shares GET's entries) + the request path + "\0" + (with
-/// `whole_query`, http mode) "?query\0" as sent + each configured parameter as "q:NAME=v1&v2\0", "h:NAME=v\0" or "p:NAME=v\0". Query values are
-/// percent-decoded and sorted, so parameter order and encoding do not split entries.
+/// `whole_query`, http mode) "?query\0" as sent + each configured parameter as
+/// "q:NAME=<count><len>v1<len>v2\0", "h:NAME=v\0" or "p:NAME=<len>seg<len>seg\0" (lengths and
+/// counts 4 bytes, little-endian). Query values are percent-decoded and sorted, so parameter
+/// order and encoding do not split entries; what was decoded is length-prefixed, so no
+/// value can pass for two. Header values (as sent, never NUL) are joined with ", ".
 pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart], whole_query: bool) -> Vec<u8> {
     // `mode = "http"` keys on the whole target URI, query included (RFC 9111 2); gateway mode
     // keys on the listed parameters only, as Amazon API Gateway does.
@@ -77,12 +80,9 @@ pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart], whole_query: bool) -> Vec<
                 k.extend_from_slice(b"p:");
                 k.extend_from_slice(name.as_bytes());
                 k.push(b'=');
-                ctx.path_var(*i, |s, more| {
-                    k.extend_from_slice(s.as_bytes());
-                    if more {
-                        k.push(b'/');
-                    }
-                });
+                // Decoded segments may hold '/', '&' or NUL: each is length-prefixed, so
+                // `a%2Fb` and `a/b` are two keys (their upstream URIs differ too).
+                ctx.path_var(*i, |s, _| put_value(&mut k, s.as_bytes()));
             }
         }
         k.push(0);
@@ -117,6 +117,9 @@ fn query_values(query: &[u8], name: &str, k: &mut Vec<u8>) {
             found.push(v);
         }
     }
+    // How many values, then each length-prefixed: decoded values may hold '&' or NUL, and
+    // `?id=1&id=2` must not share an entry with `?id=1%262` (nor `?id=` with no `id`).
+    k.extend_from_slice(&(found.len() as u32).to_le_bytes());
     if found.len() > 1 {
         let mut vals: Vec<Vec<u8>> = found
             .iter()
@@ -127,15 +130,23 @@ fn query_values(query: &[u8], name: &str, k: &mut Vec<u8>) {
             })
             .collect();
         vals.sort();
-        for (i, v) in vals.iter().enumerate() {
-            if i > 0 {
-                k.push(b'&');
-            }
-            k.extend_from_slice(v);
+        for v in &vals {
+            put_value(k, v);
         }
     } else if let Some(v) = found.first() {
+        let at = k.len();
+        k.extend_from_slice(&[0; 4]);
         crate::syntax::path::form_decode_into(v, k);
+        let len = (k.len() - at - 4) as u32;
+        k[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
+}
+
+/// `v` with its length before it (4 bytes, little-endian): a decoded value may hold any
+/// byte, so no separator can end it.
+fn put_value(k: &mut Vec<u8>, v: &[u8]) {
+    k.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    k.extend_from_slice(v);
 }
 
 /// Is `raw`, decoded, equal to `want`? Without decoding when there is nothing to decode.
