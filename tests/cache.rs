@@ -718,6 +718,14 @@ fn admin_flush_and_purge() {
         s["hits"].as_u64().unwrap() >= 2 && s["misses"].as_u64().unwrap() >= 6,
         "{s}"
     );
+    // An encoded path is purged by its decoded form; a prefix stops at segment ends.
+    for p in ["/g/a%20b", "/g/itemsx"] {
+        assert_eq!(req(&gw, p, "").header("x-cache"), Some("Miss"), "{p}");
+    }
+    assert_eq!(purge("?path=/g/a%20b").json()["purged"], 1);
+    assert_eq!(req(&gw, "/g/a%20b", "").header("x-cache"), Some("Miss"));
+    assert_eq!(purge("?prefix=/g/items").json()["purged"], 0);
+    assert_eq!(req(&gw, "/g/itemsx", "").header("x-cache"), Some("Hit"));
     // Bad input gets a clear answer.
     assert_eq!(purge("?path=items").status, 400);
     assert_eq!(purge("?path=/a&prefix=/b").status, 400);

@@ -308,16 +308,25 @@ impl StageCache {
         self.store.drain().count()
     }
 
-    /// Removes the entries of one path (`exact`) or of every path under a prefix, for every
-    /// method, key parameter and variant. Returns how many were removed.
+    /// Removes the entries of one path (`exact`) or of every path under a prefix (the path
+    /// itself and what lies below it: `/a` takes `/a` and `/a/b`, not `/ab`), for every
+    /// method, key parameter and variant. `path` is decoded; an entry's path is compared
+    /// percent-decoded too (`/a%20b` as sent is `/a b`). Returns how many were removed.
     pub fn purge(&self, path: &str, exact: bool) -> usize {
+        let want = path.as_bytes();
         let mut victims: Vec<Box<[u8]>> = Vec::new();
+        let mut decoded = Vec::new();
         for (k, _) in self.store.iter() {
             let Some(p) = key_path(&k) else { continue };
+            decoded.clear();
+            crate::syntax::path::path_decode_into(p, &mut decoded);
+            let p = &decoded[..];
             let hit = if exact {
-                p == path.as_bytes()
+                p == want
             } else {
-                p.starts_with(path.as_bytes())
+                p.strip_prefix(want).is_some_and(|rest| {
+                    rest.is_empty() || want.ends_with(b"/") || rest.starts_with(b"/")
+                })
             };
             if hit {
                 victims.push(k);
@@ -539,14 +548,23 @@ mod tests {
             "GET\0/pets\0",
             "GET\0/pets/1\0q:a=1\0",
             "GET\0/pets/2\0",
+            "GET\0/petshop\0",
+            "GET\0/a%20b\0",
+            "GET\0/a+b\0",
             "GET\0/toys\0",
         ] {
             c.insert(k.as_bytes().into(), entry(&c, 10));
         }
         assert_eq!(c.purge("/pets/1", true), 1);
+        // A prefix takes the path and what lies below it, not `/petshop`.
         assert_eq!(c.purge("/pets", false), 2);
-        assert_eq!(c.len(), 1);
-        assert!(c.get(b"GET\0/toys\0").is_some());
+        assert_eq!(c.len(), 4);
+        // Paths are compared decoded: the admin API's parameter is decoded, `+` in a path is
+        // itself.
+        assert_eq!(c.purge("/a b", true), 1);
+        assert_eq!(c.purge("/a+b", true), 1);
+        assert_eq!(c.purge("/", false), 2);
+        assert_eq!(c.len(), 0);
     }
 
     #[test]

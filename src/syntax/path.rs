@@ -169,6 +169,16 @@ pub fn normalise(path: &[u8]) -> Result<Segments, PathError> {
 /// Percent-decodes a form-encoded query name or value into `out` (`+` is a space); escapes
 /// that are not two hex digits stay as they are.
 pub(crate) fn form_decode_into(v: &[u8], out: &mut Vec<u8>) {
+    decode_into(v, out, true)
+}
+
+/// Percent-decodes a path as sent into `out` (`+` is itself); escapes that are not two hex
+/// digits stay as they are.
+pub(crate) fn path_decode_into(v: &[u8], out: &mut Vec<u8>) {
+    decode_into(v, out, false)
+}
+
+fn decode_into(v: &[u8], out: &mut Vec<u8>, plus_is_space: bool) {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut i = 0;
     while i < v.len() {
@@ -181,7 +191,7 @@ pub(crate) fn form_decode_into(v: &[u8], out: &mut Vec<u8>) {
                 out.push(h << 4 | l);
                 i += 3;
             }
-            (b'+', _, _) => {
+            (b'+', _, _) if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
