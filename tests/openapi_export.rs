@@ -1,11 +1,17 @@
 //! OpenAPI export: an API as a stage serves it, in OpenAPI 3.0 and Swagger 2.0, with and
 //! without Amazon API Gateway's extensions; every document passes openapi-spec-validator, and
-//! `tollgate openapi` (offline, from the file) prints what the admin API answers.
+//! `tollgate openapi` (offline, from the file) prints what the admin API answers. Export,
+//! import and export again give the same document, and the copy answers clients as the
+//! original does.
 
 mod common;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
 
 use common::*;
 
@@ -180,4 +186,212 @@ fn exports_are_valid_and_carry_the_integrations() {
     );
     let offline: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(offline, oas);
+}
+
+/// A mock body that is text, not a template: `$5` is no reference, `##` no comment, `#set` no
+/// directive.
+const LITERAL: &str = r###"{"price":"$5","note":"## kept","set":"#set($x = 1)"}"###;
+
+/// An API that uses what Amazon's extensions alone cannot say as Tollgate means it: a
+/// resource policy, a literal mock body with `$` and `#` beside a mock whose answer is a
+/// template reading its body, mock statuses other than 200, a mock without a content type,
+/// an authorizer's timeout, a JWT authorizer's key location, models that refer to each other,
+/// a gateway response, response parameters.
+fn round_trip_api(authz: SocketAddr, up: SocketAddr) -> Value {
+    let tag = json!({"type": "object", "properties": {"n": {"type": "string"}}});
+    json!({
+        "name": "orig",
+        "resource_policy": {"allow": ["127.0.0.0/8", "192.0.2.0/24"], "deny": ["192.0.2.66/32"]},
+        "authorizers": [
+            {"name": "ext", "type": "request", "uri": format!("http://{authz}/check"),
+             "identity_sources": ["$request.header.x-key"], "ttl": "0s", "timeout": "250ms"},
+            {"name": "users", "type": "jwt", "issuer": "https://idp.example.test", "audience": ["shop"],
+             "jwks_uri": format!("http://{}/jwks", closed_port()), "leeway": "5s"},
+        ],
+        "gateway_responses": {"DEFAULT_4XX": {"headers": {"x-gw": "tollgate"}, "body": "{\"denied\":true}"}},
+        "models": [
+            {"name": "Tag", "schema": tag},
+            {"name": "Pet", "schema": {"type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string"}, "tag": {"$ref": "#/definitions/Tag"}},
+                "definitions": {"Tag": tag}}},
+        ],
+        "routes": [
+            {"route": "GET /literal", "integration": {"type": "mock", "status": 201, "body": LITERAL,
+                "headers": {"content-type": "application/json"}}},
+            {"route": "GET /plain", "integration": {"type": "mock", "body": "ok"}},
+            {"route": "GET /template", "integration": {"type": "mock", "status": 202, "body": "{\"n\":7}",
+                "responses": [{"status": 203, "templates": {"application/json": "#set($x = 5)\n{\"x\": $x, \"n\": $input.json('$.n')} ## a comment"}}]}},
+            {"route": "GET /guarded", "authorizer": "ext", "integration": {"type": "mock", "body": "in"}},
+            {"route": "GET /jwt", "authorizer": "users", "integration": {"type": "mock", "body": "j"}},
+            {"route": "POST /pets", "request_validator": "body", "request_models": {"application/json": "Pet"},
+                "integration": {"type": "mock", "body": "stored"}},
+            {"route": "GET /up/{id}", "integration": {"type": "http", "uri": format!("http://{up}/x/{{id}}"), "timeout": "3s"},
+                "response_parameters": {"200": {"overwrite:header.x-a": "v"}}},
+        ],
+    })
+}
+
+/// Deploys `api` to stage "live" and maps `host` to it.
+fn serve(g: &Gw, api: &str, host: &str) {
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        &format!("/apis/{api}/deployments"),
+        &json!({"stage": "live"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let m = json!({"host": host, "api": api, "stage": "live"});
+    let r = admin_with(g.admin(), "POST", "/domains", &m.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+#[test]
+fn export_import_export_gives_the_same_document_and_the_same_answers() {
+    // The authorizer allows everyone, one of them after a second: past the authorizer's
+    // timeout, so that the gateway answers 500 without waiting for it.
+    let authz = Upstream::start(|s| {
+        let event: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        if event["identitySource"][0] == "slow" {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let body = r#"{"isAuthorized":true}"#;
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let up = Upstream::echo();
+    // Behind a trusted proxy (the test), X-Forwarded-For is the caller the policy judges.
+    let g = Gw::start(
+        &Cfg::new()
+            .server("trusted_proxies = [\"127.0.0.0/8\"]")
+            .toml(),
+    );
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis",
+        &round_trip_api(authz.addr, up.addr).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    serve(&g, "orig", "orig.test");
+    let export = |api: &str| {
+        let r = admin(
+            g.admin(),
+            "GET",
+            &format!("/apis/{api}/stages/live/export?extensions=apigateway"),
+            Some(TOKEN),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    let first = export("orig");
+    assert_eq!(validate(&first), "", "{first:#}");
+    assert!(first["x-amazon-apigateway-policy"].is_object(), "{first:#}");
+    // Models refer to each other as the document's schemas, not through copies.
+    assert_eq!(
+        first["components"]["schemas"]["Pet"]["properties"]["tag"]["$ref"],
+        "#/components/schemas/Tag"
+    );
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&name=copy&failonwarnings=true",
+        &first.to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["warnings"], json!([]));
+    serve(&g, "copy", "copy.test");
+    let mut second = export("copy");
+    // Only the name and where it is served differ.
+    assert_eq!(second["info"]["title"], "copy");
+    assert_eq!(second["servers"], json!([{"url": "http://copy.test/"}]));
+    second["info"] = first["info"].clone();
+    second["servers"] = first["servers"].clone();
+    assert_eq!(first, second);
+
+    // What clients see: the same from both, and what the original means.
+    let ask = |host: &str, method: &str, path: &str, headers: &str, body: &str| {
+        let r = Client::connect(g.addr()).request(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let header = |n: &str| r.header(n).map(str::to_string);
+        (
+            r.status,
+            header("content-type"),
+            header("x-gw"),
+            header("x-a"),
+            r.text(),
+        )
+    };
+    let json_body = "Content-Type: application/json\r\n";
+    let cases: [(&str, &str, &str, &str, u16); 12] = [
+        ("GET", "/literal", "", "", 201),
+        ("GET", "/plain", "", "", 200),
+        ("GET", "/template", "", "", 203),
+        ("GET", "/guarded", "x-key: fast\r\n", "", 200),
+        ("GET", "/guarded", "x-key: slow\r\n", "", 500),
+        ("GET", "/jwt", "", "", 401),
+        (
+            "POST",
+            "/pets",
+            json_body,
+            r#"{"name":"rex","tag":{"n":"a"}}"#,
+            200,
+        ),
+        (
+            "POST",
+            "/pets",
+            json_body,
+            r#"{"name":"rex","tag":{"n":5}}"#,
+            400,
+        ),
+        ("GET", "/up/7", "", "", 200),
+        ("GET", "/plain", "X-Forwarded-For: 192.0.2.7\r\n", "", 200),
+        ("GET", "/plain", "X-Forwarded-For: 192.0.2.66\r\n", "", 403),
+        (
+            "GET",
+            "/plain",
+            "X-Forwarded-For: 198.51.100.1\r\n",
+            "",
+            403,
+        ),
+    ];
+    for (method, path, headers, body, status) in cases {
+        let orig = ask("orig.test", method, path, headers, body);
+        let copy = ask("copy.test", method, path, headers, body);
+        assert_eq!(orig.0, status, "{method} {path} {headers}: {orig:?}");
+        // The echo names the request id it was sent; everything else is the same.
+        if path.starts_with("/up/") {
+            assert_eq!(orig.3.as_deref(), Some("v"), "{orig:?}");
+            assert_eq!(
+                (&orig.0, &orig.3),
+                (&copy.0, &copy.3),
+                "{method} {path} {headers}"
+            );
+            continue;
+        }
+        assert_eq!(orig, copy, "{method} {path} {headers}");
+    }
+    let literal = ask("copy.test", "GET", "/literal", "", "");
+    assert_eq!(literal.4, LITERAL);
+    assert_eq!(literal.1.as_deref(), Some("application/json"));
+    let template = ask("copy.test", "GET", "/template", "", "");
+    assert_eq!(template.4.trim_end(), r#"{"x": 5, "n": 7}"#);
+    let denied = ask(
+        "copy.test",
+        "GET",
+        "/plain",
+        "X-Forwarded-For: 192.0.2.66\r\n",
+        "",
+    );
+    assert_eq!(denied.2.as_deref(), Some("tollgate"));
+    assert_eq!(denied.4, r#"{"denied":true}"#);
 }

@@ -1,7 +1,8 @@
 //! OpenAPI import: Amazon API Gateway's PetStore-style definition (Swagger 2.0 with its
 //! extensions) and the OpenAPI Initiative's petstore (OpenAPI 3.0, no extensions) become
 //! run-time APIs that serve once deployed; what cannot be taken is in the warnings; export
-//! then import gives back the same API.
+//! then import gives back the same API; merge folds a document into an API; documents that
+//! would grow past a bound (YAML aliases, schemas copied into models) are refused.
 
 mod common;
 
@@ -363,4 +364,196 @@ fn x_amazon_apigateway_cors_imports_serves_and_exports() {
         "{}",
         r.text()
     );
+}
+
+#[test]
+fn yaml_aliases_of_long_text_are_refused_by_what_they_would_build() {
+    let g = gw();
+    // One 1 MB string, repeated by 1,000 aliases: few nodes, a gigabyte of text.
+    let long = "x".repeat(1_000_000);
+    let doc = |n: usize| {
+        format!(
+            "openapi: 3.0.1\ninfo: {{title: t, version: '1'}}\npaths: {{}}\nx-a: &a \"{long}\"\nx-b: [{}]\n",
+            vec!["*a"; n].join(",")
+        )
+    };
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&name=laughs",
+        &doc(1000),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("the document expands to more than 16 MiB of text"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("16 times the document's size"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(admin_with(g.admin(), "GET", "/apis/laughs", "").status, 404);
+    // Aliases within the bound still work.
+    let r = admin_with(g.admin(), "POST", "/apis?mode=import&name=few", &doc(3));
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(on(&g, "x", "/f").text(), "file");
+}
+
+/// `n` schemas in a chain (each refers to the next), the first one a route's request body.
+fn chain(n: usize) -> serde_json::Value {
+    let mut schemas = serde_json::Map::new();
+    for i in 0..n {
+        let mut props = json!({"pad": {"type": "string", "description": "p".repeat(100)}});
+        if i + 1 < n {
+            props["next"] = json!({"$ref": format!("#/components/schemas/S{}", i + 1)});
+        }
+        schemas.insert(
+            format!("S{i}"),
+            json!({"type": "object", "properties": props}),
+        );
+    }
+    json!({"openapi": "3.0.1", "info": {"title": "chain", "version": "1"},
+        "x-amazon-apigateway-request-validators": {"all": {"validateRequestBody": true, "validateRequestParameters": true}},
+        "components": {"schemas": schemas},
+        "paths": {"/a": {"post": {
+            "x-amazon-apigateway-request-validator": "all",
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/S0"}}}},
+            "responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200"}}}}}}})
+}
+
+#[test]
+fn schemas_that_refer_to_each_other_are_copied_within_a_bound() {
+    let g = gw();
+    // 1,000 schemas in a chain (177 KB): each model would carry every schema after it,
+    // 158 MB in all. Refused, naming the cause, before anything is built.
+    let doc = chain(1000).to_string();
+    let r = admin_with(g.admin(), "POST", "/apis?mode=import&name=long", &doc);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let text = r.text();
+    assert!(
+        text.contains(
+            "the models made of the document's components.schemas would take more than 1 MiB"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("each carrying a copy of every schema it refers to"),
+        "{text}"
+    );
+    assert_eq!(admin_with(g.admin(), "GET", "/apis/long", "").status, 404);
+
+    // A short chain imports; each model carries only what it reaches, and the references
+    // work end to end: a bad value three schemas down is refused.
+    let doc = chain(5).to_string();
+    let v = import_and_serve(&g, "&name=short", &doc, "short.test");
+    let def = &v["definition"];
+    assert!(def.to_string().len() < 16 * doc.len(), "{def}");
+    let models = def["models"].as_array().unwrap();
+    let s3 = models.iter().find(|m| m["name"] == "S3").unwrap();
+    assert_eq!(
+        s3["schema"]["definitions"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["S4"]
+    );
+    let post = |body: &str| {
+        Client::connect(g.addr()).request(
+            format!(
+                "POST /a HTTP/1.1\r\nHost: short.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    assert_eq!(
+        post(r#"{"next":{"next":{"next":{"pad":"ok"}}}}"#).status,
+        200
+    );
+    let bad = post(r#"{"next":{"next":{"next":{"pad":5}}}}"#);
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(bad.json()["message"], "Invalid request body");
+}
+
+#[test]
+fn merge_takes_the_documents_models_cors_and_gateway_responses() {
+    let g = gw();
+    let first = json!({"openapi": "3.0.1", "info": {"title": "m", "version": "1"},
+        "components": {"schemas": {"Old": {"type": "object"}}},
+        "x-amazon-apigateway-gateway-responses": {"THROTTLED": {"statusCode": 429}},
+        "paths": {"/a": {"get": {"responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200", "responseTemplates": {"text/plain": "a"}}}}}}}});
+    import_and_serve(&g, "&name=m", &first.to_string(), "m.test");
+    let more = json!({"openapi": "3.0.1", "info": {"title": "m", "version": "1"},
+        "x-amazon-apigateway-cors": {"allowOrigins": ["https://app.example.test"], "allowMethods": ["POST"]},
+        "x-amazon-apigateway-gateway-responses": {"DEFAULT_4XX": {"statusCode": 422,
+            "responseParameters": {"gatewayresponse.header.x-merged": "'yes'"},
+            "responseTemplates": {"application/json": "{\"merged\":true}"}}},
+        "x-amazon-apigateway-request-validators": {"body": {"validateRequestBody": true}},
+        "components": {"schemas": {"Pet": {"type": "object", "required": ["name"]}}},
+        "paths": {"/b": {"post": {"x-amazon-apigateway-request-validator": "body",
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pet"}}}},
+            "responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200", "responseTemplates": {"text/plain": "b"}}}}}}}});
+    let r = admin_with(g.admin(), "PUT", "/apis/m?mode=merge", &more.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["warnings"], json!([]), "{v}");
+    let def = &v["definition"];
+    let names: Vec<&str> = def["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Old", "Pet"], "{def}");
+    assert_eq!(
+        def["gateway_responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["DEFAULT_4XX", "THROTTLED"]
+    );
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis/m/deployments",
+        &json!({"stage": "test"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Both routes serve; the merged one validates with the merged model and answers with
+    // the merged gateway response and CORS.
+    assert_eq!(on(&g, "m.test", "/a").text(), "a");
+    let post = |body: &str| {
+        Client::connect(g.addr()).request(
+            format!(
+                "POST /b HTTP/1.1\r\nHost: m.test\r\nOrigin: https://app.example.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let ok = post(r#"{"name":"rex"}"#);
+    assert_eq!((ok.status, ok.text()), (200, "b".to_string()));
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://app.example.test")
+    );
+    let bad = post("{}");
+    assert_eq!(bad.status, 422, "{}", bad.text());
+    assert_eq!(bad.header("x-merged"), Some("yes"));
+    assert_eq!(bad.json(), json!({"merged": true}));
+    // A merge that does not mention them leaves them as they are.
+    let r = admin_with(g.admin(), "PUT", "/apis/m?mode=merge", &first.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let def = &r.json()["definition"];
+    assert!(def["cors"].is_object(), "{def}");
+    assert_eq!(def["models"].as_array().unwrap().len(), 2, "{def}");
+    assert_eq!(def["gateway_responses"]["DEFAULT_4XX"]["status"], 422);
 }

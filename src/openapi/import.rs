@@ -5,7 +5,9 @@
 //! `passthroughBehavior` and `responses` as mapping templates and integration responses),
 //! `x-amazon-apigateway-cors`, `-gateway-responses`, `-request-validators`, models,
 //! `x-amazon-apigateway-any-method`, security schemes with `x-amazon-apigateway-authorizer`
-//! (`jwt`, `request`, `token`) or `x-amazon-apigateway-authtype: awsSigv4`. Everything else
+//! (`jwt`, `request`, `token`) or `x-amazon-apigateway-authtype: awsSigv4`,
+//! `x-amazon-apigateway-policy` as far as it speaks of source addresses, and Tollgate's own
+//! keys that its export writes (`x-tollgate-mock`, `x-tollgate-authorizer`). Everything else
 //! is named in the answer's warnings, never dropped silently.
 
 use serde_json::{json, Map, Value};
@@ -22,16 +24,17 @@ pub struct Imported {
 const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "patch"];
 
 /// Extensions Tollgate does not have yet, by their place in the document.
-const NOT_YET: [&str; 5] = [
+const NOT_YET: [&str; 4] = [
     "x-amazon-apigateway-binary-media-types",
-    "x-amazon-apigateway-policy",
     "x-amazon-apigateway-minimum-compression-size",
     "x-amazon-apigateway-endpoint-configuration",
     "x-amazon-apigateway-importexport-version",
 ];
 
-/// Converts a document. `Err` when it is not OpenAPI 3.x or Swagger 2.0 at all.
-pub fn import(doc: &Value) -> Result<Imported, String> {
+/// Converts a document of `input_len` bytes (as it came: what bounds the models made of it,
+/// [`super::models::MODELS`]). `Err` when it is not OpenAPI 3.x or Swagger 2.0 at all, or
+/// when its models would pass that bound.
+pub fn import(doc: &Value, input_len: usize) -> Result<Imported, String> {
     let oas3 = doc
         .get("openapi")
         .and_then(Value::as_str)
@@ -84,7 +87,7 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
         .as_str()
         .is_some_and(|s| s.eq_ignore_ascii_case("AUTHORIZER"));
     let mut routes = Vec::new();
-    let mut vimp = super::models::Imports::new(doc, oas3);
+    let mut vimp = super::models::Imports::new(doc, oas3, input_len)?;
     let empty = Map::new();
     let paths = doc["paths"].as_object().unwrap_or(&empty);
     for (path, item) in paths {
@@ -103,7 +106,7 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
                 );
                 if let Some(mut r) = r {
                     if let Some(o) = r.as_object_mut() {
-                        vimp.route(doc, "$default", op, None, o, &mut out.warnings);
+                        vimp.route(doc, "$default", op, None, o, &mut out.warnings)?;
                     }
                     routes.push(r);
                 }
@@ -138,7 +141,7 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
             );
             if let Some(mut r) = r {
                 if let Some(o) = r.as_object_mut() {
-                    vimp.route(doc, &rkey, op, item.get("parameters"), o, &mut out.warnings);
+                    vimp.route(doc, &rkey, op, item.get("parameters"), o, &mut out.warnings)?;
                 }
                 routes.push(r);
             }
@@ -161,6 +164,9 @@ pub fn import(doc: &Value) -> Result<Imported, String> {
         if let Some(c) = cors(c, &mut out.warnings) {
             def["cors"] = c;
         }
+    }
+    if let Some(p) = doc.get(super::policy::KEY) {
+        def["resource_policy"] = super::policy::import(p, &mut out.warnings);
     }
     out.definition = def;
     Ok(out)
@@ -295,7 +301,7 @@ fn route(
             if authtype.eq_ignore_ascii_case("awsSigv4") {
                 r.insert("authorization".into(), json!("aws_iam"));
             } else if ext.is_object() {
-                let a = authorizer(name, ext, warnings)?;
+                let a = authorizer(name, ext, &scheme[super::OWN_AUTHORIZER], warnings)?;
                 if !authorizers.iter().any(|x| x["name"] == a["name"]) {
                     authorizers.push(a);
                 }
@@ -424,6 +430,8 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
             }
             Some(out)
         }
+        // As Tollgate's export wrote it: restored exactly.
+        "mock" if i["x-tollgate-mock"].is_object() => Some(own_mock(key, i, warnings)),
         "mock"
             if i["responses"].as_object().is_some_and(|r| {
                 r.values().any(|x| {
@@ -438,7 +446,8 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
         {
             // Templates that read something: rendered per request.
             let mut out = json!({ "type": "mock", "status": 200 });
-            // What Tollgate's export says a mock answers before its templates run.
+            // What Tollgate's earlier exports (before `x-tollgate-mock`) said a mock answers
+            // before its templates run.
             if let Some(b) = i["x-tollgate-mock-body"].as_str() {
                 out["body"] = json!(b);
             }
@@ -539,9 +548,45 @@ fn transform(i: &Value, out: &mut Value, warnings: &mut Vec<String>, key: &str) 
     }
 }
 
-fn authorizer(name: &str, a: &Value, warnings: &mut Vec<String>) -> Option<Value> {
+/// A mock as Tollgate's export marks it (`x-tollgate-mock`): its status, headers and body as
+/// the definition wrote them (the body never read as Velocity, whatever `$` or `#` it holds);
+/// with `"templates": true`, the integration's `requestTemplates`, `passthroughBehavior` and
+/// `responses` are its mapping templates (else they only say the same answer in Amazon's
+/// words, and are not read).
+fn own_mock(key: &str, i: &Value, warnings: &mut Vec<String>) -> Value {
+    let m = &i["x-tollgate-mock"];
+    let mut out = json!({ "type": "mock" });
+    for k in ["status", "headers", "body"] {
+        if let Some(v) = m.get(k).filter(|v| !v.is_null()) {
+            out[k] = v.clone();
+        }
+    }
+    if m["templates"] == true {
+        transform(i, &mut out, warnings, key);
+    }
+    out
+}
+
+/// An authorizer from `x-amazon-apigateway-authorizer` (`a`), with the settings Amazon has no
+/// field for from Tollgate's `x-tollgate-authorizer` (`own`).
+fn authorizer(name: &str, a: &Value, own: &Value, warnings: &mut Vec<String>) -> Option<Value> {
     let kind = a["type"].as_str().unwrap_or("").to_ascii_lowercase();
-    match kind.as_str() {
+    let mut out = authorizer_of(name, &kind, a, warnings)?;
+    let keys: &[&str] = if kind == "jwt" {
+        &super::OWN_JWT
+    } else {
+        &super::OWN_EXTERNAL
+    };
+    for k in keys {
+        if let Some(v) = own.get(*k).filter(|v| !v.is_null()) {
+            out[*k] = v.clone();
+        }
+    }
+    Some(out)
+}
+
+fn authorizer_of(name: &str, kind: &str, a: &Value, warnings: &mut Vec<String>) -> Option<Value> {
+    match kind {
         "jwt" => {
             let c = &a["jwtConfiguration"];
             let mut out = json!({

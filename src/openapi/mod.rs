@@ -3,12 +3,22 @@
 //! `-any-method`, `-authorizer`, `-authtype`, `-api-key-source`) or without them (a clean
 //! document for the API's consumers). The admin API serves it
 //! (`GET /apis/{api}/stages/{stage}/export`), and `tollgate openapi` converts file-managed
-//! APIs offline.
+//! APIs offline. Import ([`import`]) reads such documents back (and Amazon's), [`merge`]
+//! folds one into an existing definition, [`yaml`] reads YAML documents.
+//!
+//! What Amazon's extensions cannot say, an export keeps in Tollgate's own keys, read back by
+//! import, so that export, import and export again give the same document and the same
+//! behaviour: `x-tollgate-mock` (a mock's status, headers and body as Tollgate answers them,
+//! and whether its `responses` are mapping templates), `x-tollgate-authorizer` (an
+//! authorizer's settings Amazon has no field for), `x-tollgate-default-route`.
 
 mod import;
+mod merge;
 mod models;
+mod policy;
 pub mod yaml;
 pub use import::{import, Imported};
+pub use merge::merge;
 
 use serde_json::{json, Map, Value};
 
@@ -34,6 +44,68 @@ impl Kind {
 
 /// Where an exported document keeps the `$default` route (under `paths`).
 pub const DEFAULT_ROUTE: &str = "x-tollgate-default-route";
+
+/// A bound on what an import may build from a document: `factor` times the document's size,
+/// at least `min` (so that small documents keep some room), at most `max` bytes. Counted
+/// before anything is built, so that a small document cannot make the admin thread build (or
+/// every later change compile) something out of proportion to it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Growth {
+    pub factor: usize,
+    pub min: usize,
+    pub max: usize,
+}
+
+impl Growth {
+    /// The bytes a document of `input` bytes may grow to.
+    pub(crate) fn budget(&self, input: usize) -> usize {
+        input.saturating_mul(self.factor).clamp(self.min, self.max)
+    }
+
+    /// The rule in words, for refusals.
+    fn rule(&self) -> String {
+        format!(
+            "{} times the document's size, at least {}, at most {}",
+            self.factor,
+            mib(self.min),
+            mib(self.max)
+        )
+    }
+}
+
+/// `n` bytes in MiB, for messages.
+fn mib(n: usize) -> String {
+    let m = n as f64 / f64::from(1 << 20);
+    if m.fract() == 0.0 {
+        format!("{m} MiB")
+    } else {
+        format!("{m:.1} MiB")
+    }
+}
+
+/// A security scheme's key for an authorizer's settings Amazon has no field for, by
+/// Tollgate's names: [`OWN_JWT`] or [`OWN_EXTERNAL`].
+const OWN_AUTHORIZER: &str = "x-tollgate-authorizer";
+/// A JWT authorizer's settings in [`OWN_AUTHORIZER`].
+const OWN_JWT: [&str; 5] = [
+    "jwks_uri",
+    "leeway",
+    "jwks_refresh",
+    "jwks_cooldown",
+    "jwks_timeout",
+];
+/// A request or token authorizer's settings in [`OWN_AUTHORIZER`].
+const OWN_EXTERNAL: [&str; 1] = ["timeout"];
+
+/// A duration as the configuration writes it (`"3s"`, `"250ms"`).
+fn duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
 
 /// The methods `ANY` stands for in a document without extensions.
 const ANY_METHODS: [&str; 7] = ["get", "post", "put", "patch", "delete", "head", "options"];
@@ -177,6 +249,9 @@ pub fn export(
         }
         doc["x-amazon-apigateway-gateway-responses"] = Value::Object(g);
     }
+    if let (true, Some(p)) = (extensions, &a.resource_policy) {
+        doc[policy::KEY] = policy::export(p);
+    }
     if let (true, Some(c)) = (extensions, &a.cors) {
         let mut x = json!({
             "allowOrigins": c.allow_origins,
@@ -316,6 +391,16 @@ fn scheme(auth: &crate::config::Authorizer, kind: Kind, extensions: bool) -> Val
                     "identitySource": header,
                     "jwtConfiguration": { "issuer": j.issuer, "audience": j.audience },
                 });
+                let mut own = json!({
+                    "leeway": duration(j.leeway),
+                    "jwks_refresh": duration(j.jwks_refresh),
+                    "jwks_cooldown": duration(j.jwks_cooldown),
+                    "jwks_timeout": duration(j.jwks_timeout),
+                });
+                if let Some(u) = &j.jwks_uri {
+                    own["jwks_uri"] = json!(u.text);
+                }
+                s[OWN_AUTHORIZER] = own;
             }
             s
         }
@@ -351,6 +436,7 @@ fn scheme(auth: &crate::config::Authorizer, kind: Kind, extensions: bool) -> Val
                     a["identityValidationExpression"] = json!(re);
                 }
                 s["x-amazon-apigateway-authorizer"] = a;
+                s[OWN_AUTHORIZER] = json!({ "timeout": duration(x.timeout) });
             }
             s
         }
@@ -413,6 +499,24 @@ fn integration(cfg: &Config, r: &Route, params: &[String]) -> Value {
             body,
             ..
         } => {
+            // How Tollgate answers, whatever Amazon's fields make of it: the body as the
+            // definition writes it (Tollgate's `{param}` and `${...}` substitutions, no
+            // Velocity: `$5` and `##` are text), the status, the static headers.
+            let mut own = json!({ "status": status, "body": body });
+            if !headers.is_empty() {
+                let h: Map<String, Value> =
+                    headers.iter().map(|(n, v)| (n.clone(), json!(v))).collect();
+                own["headers"] = Value::Object(h);
+            }
+            if let Some(t) = &r.transform {
+                // Its mapping templates are the route's own, exactly: no default response
+                // or request template added for Amazon's sake.
+                let mut i = json!({ "type": "mock" });
+                templates(t, &mut i);
+                own["templates"] = json!(true);
+                i["x-tollgate-mock"] = own;
+                return i;
+            }
             let response_parameters: Map<String, Value> = headers
                 .iter()
                 .map(|(h, v)| {
@@ -433,23 +537,13 @@ fn integration(cfg: &Config, r: &Route, params: &[String]) -> Value {
             if !response_parameters.is_empty() {
                 default["responseParameters"] = Value::Object(response_parameters);
             }
-            let mut i = json!({
+            json!({
                 "type": "mock",
                 "requestTemplates": { "application/json": "{\"statusCode\": 200}" },
                 "passthroughBehavior": "when_no_match",
                 "responses": { "default": default },
-            });
-            if let Some(t) = r.transform.as_ref().filter(|t| !t.responses.is_empty()) {
-                // The body its integration responses' templates read: Tollgate's own key
-                // (an Amazon mock has no body of its own), read back by import.
-                if !body.is_empty() {
-                    i["x-tollgate-mock-body"] = json!(body);
-                }
-                templates(t, &mut i);
-            } else if let Some(t) = &r.transform {
-                templates(t, &mut i);
-            }
-            i
+                "x-tollgate-mock": own,
+            })
         }
     }
 }

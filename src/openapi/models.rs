@@ -2,12 +2,40 @@
 //! 3) or `definitions` (Swagger 2.0) as `[[apis.models]]`; an operation's request body schema
 //! as `request_models`; its required parameters as `required_parameters`; Amazon API Gateway's
 //! `x-amazon-apigateway-request-validators` / `-request-validator` as `request_validator`.
+//!
+//! A model is compiled on its own (`crate::config::models`: `$ref`s resolve within the schema
+//! only), so a schema that refers to others carries copies of them, each schema it reaches
+//! (directly or not) once, under its own `definitions`. Copies are counted before they are
+//! made: a document whose schemas refer to each other in a long chain would otherwise make
+//! copies that grow with the square of its size; past [`MODELS`] of the document the import
+//! is refused. Export takes the copies out again where they are the API's own
+//! models, and refers to those, so that the document is valid OpenAPI and imports as it was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
 use crate::config::{Api, Route};
+
+/// What the models made from a document may take, copies included: 4 times the document's
+/// size, at least 1 MiB, at most 4 MiB. Compiled, a model takes about 100 times its JSON, and
+/// every run-time API is compiled again on each change (measured, release build: 1.1 MB of
+/// models, 115 MB resident and 0.4 s a change; 9.8 MB, 1.1 GB and 3 to 5 s).
+pub(super) const MODELS: super::Growth = super::Growth {
+    factor: 4,
+    min: 1 << 20,
+    max: 4 << 20,
+};
+
+/// One of the document's schemas, as the models carry it.
+struct Schema {
+    /// Refs to the document's schemas rewritten into `#/definitions/NAME`.
+    value: Value,
+    /// Its length as JSON: what a copy costs.
+    len: usize,
+    /// The model names it refers to.
+    refs: BTreeSet<String>,
+}
 
 /// What an import knows of the document's validators and models.
 pub(super) struct Imports {
@@ -15,6 +43,11 @@ pub(super) struct Imports {
     /// Validator name: (validateRequestBody, validateRequestParameters).
     validators: BTreeMap<String, (bool, bool)>,
     default_validator: Option<String>,
+    /// The document's schemas by model name.
+    schemas: BTreeMap<String, Schema>,
+    /// Bytes the models may still take, and what they could take in all.
+    left: usize,
+    budget: usize,
     /// Models made so far (the document's, then inline body schemas).
     pub models: Vec<Value>,
 }
@@ -41,32 +74,60 @@ fn model_name(s: &str) -> String {
         .collect()
 }
 
-/// Rewrites `$ref`s to the document's schemas as refs into the model's own `definitions`;
-/// true when there was one.
-fn rewrite_refs(v: &mut Value, prefix: &str) -> bool {
+/// Rewrites `$ref`s to the document's schemas (`PREFIX NAME`, or deeper: `PREFIX NAME/...`)
+/// as refs into the model's own `definitions`, noting the names in `found`.
+fn rewrite_refs(v: &mut Value, prefix: &str, found: &mut BTreeSet<String>) {
     match v {
         Value::Object(m) => {
-            let mut any = false;
             if let Some(Value::String(r)) = m.get_mut("$ref") {
-                if let Some(name) = r.strip_prefix(prefix) {
-                    *r = format!("#/definitions/{}", model_name(name));
-                    any = true;
+                if let Some(target) = r.strip_prefix(prefix) {
+                    let (name, rest) = match target.split_once('/') {
+                        Some((n, rest)) => (n, format!("/{rest}")),
+                        None => (target, String::new()),
+                    };
+                    // A JSON pointer's escapes (RFC 6901), then the name as the model has it.
+                    let name = model_name(&name.replace("~1", "/").replace("~0", "~"));
+                    *r = format!("#/definitions/{name}{rest}");
+                    found.insert(name);
                 }
             }
             for (_, x) in m.iter_mut() {
-                any |= rewrite_refs(x, prefix);
+                rewrite_refs(x, prefix, found);
             }
-            any
         }
-        Value::Array(a) => a
-            .iter_mut()
-            .fold(false, |acc, x| rewrite_refs(x, prefix) | acc),
-        _ => false,
+        Value::Array(a) => {
+            for x in a {
+                rewrite_refs(x, prefix, found);
+            }
+        }
+        _ => {}
     }
 }
 
+/// The length of `v` as JSON, without writing it anywhere.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a Value to a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 impl Imports {
-    pub(super) fn new(doc: &Value, oas3: bool) -> Imports {
+    /// The document's validators and schemas; its schemas become models at once.
+    /// `input_len`: the document's size, which bounds what the models may take ([`MODELS`]).
+    /// `Err` when they would take more.
+    pub(super) fn new(doc: &Value, oas3: bool, input_len: usize) -> Result<Imports, String> {
+        let budget = MODELS.budget(input_len);
         let mut validators = BTreeMap::new();
         for (name, v) in doc["x-amazon-apigateway-request-validators"]
             .as_object()
@@ -83,39 +144,88 @@ impl Imports {
         }
         let (place, prefix) = schema_place(oas3);
         let all = doc.pointer(place).and_then(Value::as_object);
-        let mut models = Vec::new();
+        let mut schemas = BTreeMap::new();
         for (name, schema) in all.into_iter().flatten() {
-            models.push(json!({
-                "name": model_name(name),
-                "content_type": "application/json",
-                "schema": Self::standalone(schema, all, prefix),
-            }));
+            let mut value = schema.clone();
+            let mut refs = BTreeSet::new();
+            rewrite_refs(&mut value, prefix, &mut refs);
+            let len = json_len(&value);
+            schemas.insert(model_name(name), Schema { value, len, refs });
         }
-        Imports {
+        let mut out = Imports {
             oas3,
             validators,
             default_validator: doc["x-amazon-apigateway-request-validator"]
                 .as_str()
                 .map(str::to_string),
-            models,
+            schemas,
+            left: budget,
+            budget,
+            models: Vec::new(),
+        };
+        let names: Vec<String> = out.schemas.keys().cloned().collect();
+        for name in names {
+            let Some(s) = out.schemas.get(&name) else {
+                continue;
+            };
+            let (value, refs) = (s.value.clone(), s.refs.clone());
+            let schema = out.standalone(&name, value, &refs)?;
+            out.models.push(json!({
+                "name": name,
+                "content_type": "application/json",
+                "schema": schema,
+            }));
         }
+        Ok(out)
     }
 
-    /// A schema that stands alone: refs to the document's schemas point into a copy of them.
-    fn standalone(schema: &Value, all: Option<&Map<String, Value>>, prefix: &str) -> Value {
-        let mut s = schema.clone();
-        if rewrite_refs(&mut s, prefix) {
-            if let (Some(all), Some(obj)) = (all, s.as_object_mut()) {
-                let mut defs = Map::new();
-                for (n, x) in all {
-                    let mut x = x.clone();
-                    rewrite_refs(&mut x, prefix);
-                    defs.insert(model_name(n), x);
+    /// Model `name`'s schema standing alone: `schema` (refs rewritten), with a copy of every
+    /// schema it reaches from `refs` under `definitions`. Counted before anything is copied.
+    fn standalone(
+        &mut self,
+        name: &str,
+        mut schema: Value,
+        refs: &BTreeSet<String>,
+    ) -> Result<Value, String> {
+        let mut cost = json_len(&schema);
+        let mut reached = BTreeSet::new();
+        let mut todo: Vec<&String> = refs.iter().collect();
+        while let Some(n) = todo.pop() {
+            if !reached.insert(n.as_str()) {
+                continue;
+            }
+            // A ref to no schema stays as it is: the model's compilation names it.
+            if let Some(s) = self.schemas.get(n) {
+                cost = cost.saturating_add(s.len);
+                if cost > self.left {
+                    break;
                 }
+                todo.extend(s.refs.iter());
+            }
+        }
+        if cost > self.left {
+            let place = if self.oas3 {
+                "components.schemas"
+            } else {
+                "definitions"
+            };
+            return Err(format!(
+                "model {name:?}: the models made of the document's {place} would take more than {}, each carrying a copy of every schema it refers to, directly or not (the bound: {}): refused, not built",
+                super::mib(self.budget),
+                MODELS.rule(),
+            ));
+        }
+        self.left -= cost;
+        if !refs.is_empty() {
+            let defs: Map<String, Value> = reached
+                .iter()
+                .filter_map(|n| Some((n.to_string(), self.schemas.get(*n)?.value.clone())))
+                .collect();
+            if let Some(obj) = schema.as_object_mut() {
                 obj.insert("definitions".into(), Value::Object(defs));
             }
         }
-        s
+        Ok(schema)
     }
 
     /// Adds an operation's validation to its route.
@@ -127,9 +237,7 @@ impl Imports {
         path_params: Option<&Value>,
         r: &mut Map<String, Value>,
         warnings: &mut Vec<String>,
-    ) {
-        let (place, prefix) = schema_place(self.oas3);
-        let all = doc.pointer(place).and_then(Value::as_object);
+    ) -> Result<(), String> {
         let mut required = Vec::new();
         let mut models = Map::new();
         let params = path_params
@@ -147,7 +255,7 @@ impl Imports {
                     .or_else(|| doc["consumes"].get(0))
                     .and_then(Value::as_str)
                     .unwrap_or("application/json");
-                if let Some(m) = self.body_model(key, ct, &p["schema"], all, prefix) {
+                if let Some(m) = self.body_model(key, ct, &p["schema"])? {
                     models.insert(ct.to_string(), json!(m));
                 }
                 continue;
@@ -169,7 +277,7 @@ impl Imports {
             .into_iter()
             .flatten()
         {
-            if let Some(m) = self.body_model(key, ct, &media["schema"], all, prefix) {
+            if let Some(m) = self.body_model(key, ct, &media["schema"])? {
                 models.insert(ct.clone(), json!(m));
             }
         }
@@ -200,6 +308,7 @@ impl Imports {
         if !models.is_empty() {
             r.insert("request_models".into(), Value::Object(models));
         }
+        Ok(())
     }
 
     /// The model for a request body's schema: the document's by `$ref`, else a new one.
@@ -208,39 +317,57 @@ impl Imports {
         key: &str,
         ct: &str,
         schema: &Value,
-        all: Option<&Map<String, Value>>,
-        prefix: &str,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, String> {
         if schema.is_null() {
-            return None;
+            return Ok(None);
         }
-        if let Some(name) = schema["$ref"].as_str().and_then(|r| r.strip_prefix(prefix)) {
-            return Some(model_name(name));
+        let prefix = schema_place(self.oas3).1;
+        let named = schema["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix(prefix))
+            .filter(|n| !n.contains('/'));
+        if let Some(name) = named {
+            return Ok(Some(model_name(
+                &name.replace("~1", "/").replace("~0", "~"),
+            )));
         }
         let name = format!(
             "{}_{}",
             model_name(key.trim_start_matches('$')),
             model_name(ct)
         );
+        let mut value = schema.clone();
+        let mut refs = BTreeSet::new();
+        rewrite_refs(&mut value, prefix, &mut refs);
+        let schema = self.standalone(&name, value, &refs)?;
         self.models.push(json!({
             "name": name,
             "content_type": ct,
-            "schema": Self::standalone(schema, all, prefix),
+            "schema": schema,
         }));
-        Some(name)
+        Ok(Some(name))
     }
 }
 
-/// The API's models where the document keeps schemas.
+/// The API's models where the document keeps schemas. A model's `definitions` that are
+/// copies of the API's other models (as import makes them) are taken out, and its refs point
+/// at those models instead.
 pub(super) fn export_models(a: &Api, oas3: bool, doc: &mut Value) {
     if a.models.is_empty() {
         return;
     }
+    let by_name: BTreeMap<&str, &Value> = a
+        .models
+        .iter()
+        .map(|m| (m.name.as_str(), &m.schema))
+        .collect();
+    let prefix = schema_place(oas3).1;
     let schemas: Map<String, Value> = a
         .models
         .iter()
         .map(|m| {
             let mut s = m.schema.clone();
+            share_definitions(&mut s, &by_name, prefix);
             if let (Some(d), Some(o)) = (&m.description, s.as_object_mut()) {
                 o.entry("description").or_insert_with(|| json!(d));
             }
@@ -251,6 +378,63 @@ pub(super) fn export_models(a: &Api, oas3: bool, doc: &mut Value) {
         doc["components"]["schemas"] = Value::Object(schemas);
     } else {
         doc["definitions"] = Value::Object(schemas);
+    }
+}
+
+/// Whether `copy` is `model` without its own `definitions`.
+fn is_copy_of(copy: &Value, model: &Value) -> bool {
+    match (copy.as_object(), model.as_object()) {
+        (Some(c), Some(m)) => {
+            !c.contains_key("definitions")
+                && c.len() + usize::from(m.contains_key("definitions")) == m.len()
+                && c.iter().all(|(k, v)| m.get(k) == Some(v))
+        }
+        _ => copy == model,
+    }
+}
+
+/// When every one of the schema's `definitions` is a copy of the model of that name, removes
+/// them and points `#/definitions/NAME` refs at `PREFIX NAME`.
+fn share_definitions(s: &mut Value, models: &BTreeMap<&str, &Value>, prefix: &str) {
+    let Some(Value::Object(defs)) = s.get("definitions") else {
+        return;
+    };
+    let shared = !defs.is_empty()
+        && defs
+            .iter()
+            .all(|(n, d)| models.get(n.as_str()).is_some_and(|m| is_copy_of(d, m)));
+    if !shared {
+        return;
+    }
+    let names: BTreeSet<String> = defs.keys().cloned().collect();
+    if let Some(o) = s.as_object_mut() {
+        o.remove("definitions");
+    }
+    point_refs(s, &names, prefix);
+}
+
+/// `#/definitions/NAME...` refs, for `names`, as `PREFIX NAME...`.
+fn point_refs(v: &mut Value, names: &BTreeSet<String>, prefix: &str) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get_mut("$ref") {
+                if let Some(target) = r.strip_prefix("#/definitions/") {
+                    let name = target.split('/').next().unwrap_or(target);
+                    if names.contains(name) {
+                        *r = format!("{prefix}{target}");
+                    }
+                }
+            }
+            for (_, x) in m.iter_mut() {
+                point_refs(x, names, prefix);
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                point_refs(x, names, prefix);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -312,5 +496,53 @@ pub(super) fn export_route(
                 "validateRequestParameters": v == "params" || v == "all",
             }),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(schemas: Value) -> Value {
+        json!({"openapi": "3.0.1", "components": {"schemas": schemas}})
+    }
+
+    #[test]
+    fn a_model_carries_what_it_reaches_and_no_more() {
+        let d = doc(json!({
+            "A": {"type": "object", "properties": {"b": {"$ref": "#/components/schemas/B"}}},
+            "B": {"type": "array", "items": {"$ref": "#/components/schemas/C/properties/x"}},
+            "C": {"type": "object", "properties": {"x": {"type": "string"}}},
+            "Lone": {"type": "string"},
+        }));
+        let i = Imports::new(&d, true, d.to_string().len()).unwrap();
+        let by = |n: &str| i.models.iter().find(|m| m["name"] == n).unwrap()["schema"].clone();
+        let a = by("A");
+        let keys: Vec<&String> = a["definitions"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["B", "C"]);
+        assert_eq!(
+            a["definitions"]["B"]["items"]["$ref"],
+            "#/definitions/C/properties/x"
+        );
+        assert!(by("Lone").get("definitions").is_none());
+        assert!(by("C").get("definitions").is_none());
+    }
+
+    #[test]
+    fn copies_past_the_bound_are_refused_before_they_are_made() {
+        let mut schemas = Map::new();
+        for i in 0..600 {
+            schemas.insert(
+                format!("S{i}"),
+                json!({"description": "p".repeat(100),
+                    "properties": {"next": {"$ref": format!("#/components/schemas/S{}", i + 1)}}}),
+            );
+        }
+        let d = doc(Value::Object(schemas));
+        let len = d.to_string().len();
+        let e = Imports::new(&d, true, len).err().unwrap();
+        assert!(e.contains("would take more than 1 MiB"), "{e}");
+        assert_eq!(MODELS.budget(len), 1 << 20);
+        assert_eq!(MODELS.budget(10 << 20), 4 << 20);
     }
 }

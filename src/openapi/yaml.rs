@@ -1,9 +1,11 @@
 //! A YAML document as a JSON value, for OpenAPI import. One document; plain scalars read by
 //! YAML 1.2's core schema (null, booleans, integers, floats, else strings), quoted ones as
-//! strings (integers are decimal: `0x1f` stays text); mapping keys as written (`200:` is the key "200", as OpenAPI means it). Anchors and
-//! aliases are expanded with a bound on the nodes the whole value may hold, so a small
-//! document cannot make the admin server build an unbounded one ("billion laughs"); nesting
-//! is bounded too.
+//! strings (integers are decimal: `0x1f` stays text); mapping keys as written (`200:` is the
+//! key "200", as OpenAPI means it). Anchors and aliases are expanded with two bounds, checked
+//! before a copy is made: the nodes the whole value may hold, and the bytes of text it may
+//! hold ([`EXPANSION`] of the input), so a small document cannot make the admin
+//! server build an unbounded one — neither a "billion laughs" of many small nodes nor a few
+//! aliases of one long string; nesting is bounded too.
 
 use std::collections::HashMap;
 
@@ -13,6 +15,16 @@ use yaml_rust2::scanner::TScalarStyle;
 
 /// The most nodes (scalars, sequences, mappings; an alias counts what it expands to).
 pub const MAX_NODES: usize = 500_000;
+/// The text a document may expand to with its aliases: 16 times its size, at least 16 MiB
+/// (room for anchors in small documents), at most 64 MiB (twice the admin API's largest
+/// body), whatever its size.
+pub(crate) const EXPANSION: super::Growth = super::Growth {
+    factor: 16,
+    min: 16 << 20,
+    max: 64 << 20,
+};
+/// What a node costs in the byte bound besides its text, so that empty scalars count too.
+const NODE_BYTES: usize = 1;
 /// The deepest nesting.
 pub const MAX_DEPTH: usize = 128;
 
@@ -20,7 +32,7 @@ enum Frame {
     Seq {
         items: Vec<Value>,
         anchor: usize,
-        start: usize,
+        start: Size,
     },
     Map {
         map: Map<String, Value>,
@@ -28,26 +40,55 @@ enum Frame {
         /// `<<` merge keys' values, applied at the end (explicit keys win).
         merged: Vec<Value>,
         anchor: usize,
-        start: usize,
+        start: Size,
     },
+}
+
+/// How much of the bounds a value takes: its nodes, and its text in bytes (scalars, keys
+/// included, plus [`NODE_BYTES`] a node).
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
 }
 
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, (Value, usize)>,
-    nodes: usize,
+    /// An anchored value and what it counts each time an alias repeats it.
+    anchors: HashMap<usize, (Value, Size)>,
+    /// What the value built so far holds, aliases expanded and anchors' copies included.
+    used: Size,
+    /// The most bytes `used` may reach (from the input's size).
+    max_bytes: usize,
     root: Option<Value>,
 }
 
 impl Builder {
-    fn count(&mut self, n: usize) -> Result<(), String> {
-        self.nodes = self.nodes.saturating_add(n);
-        if self.nodes > MAX_NODES {
+    /// Counts `n` before it is built: `Err` when the value would pass either bound.
+    fn count(&mut self, n: Size) -> Result<(), String> {
+        self.used.nodes = self.used.nodes.saturating_add(n.nodes);
+        self.used.bytes = self.used.bytes.saturating_add(n.bytes);
+        if self.used.nodes > MAX_NODES {
             return Err(format!(
                 "the document expands to more than {MAX_NODES} nodes (anchors and aliases included)"
             ));
         }
+        if self.used.bytes > self.max_bytes {
+            return Err(format!(
+                "the document expands to more than {} of text with its aliases expanded (the bound: {}): refused, not built",
+                super::mib(self.max_bytes),
+                EXPANSION.rule(),
+            ));
+        }
         Ok(())
+    }
+
+    /// What has been counted since `start`.
+    fn since(&self, start: Size) -> Size {
+        Size {
+            nodes: self.used.nodes - start.nodes,
+            bytes: self.used.bytes - start.bytes,
+        }
     }
 
     /// A finished value where it belongs: the root, a sequence's item, a mapping's value.
@@ -82,7 +123,10 @@ impl Builder {
     }
 
     fn open(&mut self, f: Frame) -> Result<(), String> {
-        self.count(1)?;
+        self.count(Size {
+            nodes: 1,
+            bytes: NODE_BYTES,
+        })?;
         if self.stack.len() >= MAX_DEPTH {
             return Err(format!("the document nests deeper than {MAX_DEPTH} levels"));
         }
@@ -123,19 +167,31 @@ impl Builder {
             }
             None => return Err("unbalanced document".into()),
         };
-        self.anchor(anchor, &v, self.nodes - start)?;
+        let size = self.since(start);
+        self.anchor(anchor, &v, size)?;
         self.put(v)
     }
 
-    /// Keeps a copy of an anchored value for its aliases; the copy counts as nodes too, so
-    /// nested anchors cannot multiply memory past the bound.
-    fn anchor(&mut self, id: usize, v: &Value, size: usize) -> Result<(), String> {
+    /// Keeps a copy of an anchored value for its aliases; the copy counts too (nodes and
+    /// bytes, before it is made), so nested anchors cannot multiply memory past the bounds.
+    fn anchor(&mut self, id: usize, v: &Value, size: Size) -> Result<(), String> {
         if id > 0 {
-            let size = size.max(1);
             self.count(size)?;
             self.anchors.insert(id, (v.clone(), size));
         }
         Ok(())
+    }
+
+    /// An alias: what its anchor holds is counted first, and copied only within the bounds.
+    fn alias(&mut self, id: usize) -> Result<(), String> {
+        let size = self
+            .anchors
+            .get(&id)
+            .map(|(_, size)| *size)
+            .ok_or("an alias names no anchor")?;
+        self.count(size)?;
+        let v = self.anchors.get(&id).map(|(v, _)| v.clone());
+        self.put(v.unwrap_or(Value::Null))
     }
 }
 
@@ -192,7 +248,8 @@ pub fn to_json(text: &str) -> Result<Value, String> {
     let mut b = Builder {
         stack: Vec::new(),
         anchors: HashMap::new(),
-        nodes: 0,
+        used: Size::default(),
+        max_bytes: EXPANSION.budget(text.len()),
         root: None,
     };
     let mut documents = 0;
@@ -213,7 +270,7 @@ pub fn to_json(text: &str) -> Result<Value, String> {
                 .open(Frame::Seq {
                     items: Vec::new(),
                     anchor,
-                    start: b.nodes,
+                    start: b.used,
                 })
                 .map_err(at)?,
             Event::MappingStart(anchor, _) => b
@@ -222,29 +279,25 @@ pub fn to_json(text: &str) -> Result<Value, String> {
                     key: None,
                     merged: Vec::new(),
                     anchor,
-                    start: b.nodes,
+                    start: b.used,
                 })
                 .map_err(at)?,
             Event::SequenceEnd | Event::MappingEnd => b.close().map_err(at)?,
             Event::Scalar(s, style, anchor, tag) => {
-                b.count(1).map_err(at)?;
+                let size = Size {
+                    nodes: 1,
+                    bytes: s.len() + NODE_BYTES,
+                };
+                b.count(size).map_err(at)?;
                 let v = if b.at_key() || style != TScalarStyle::Plain || is_str_tag(&tag) {
                     Value::String(s)
                 } else {
                     plain(s).map_err(at)?
                 };
-                b.anchor(anchor, &v, 1).map_err(at)?;
+                b.anchor(anchor, &v, size).map_err(at)?;
                 b.put(v).map_err(at)?;
             }
-            Event::Alias(id) => {
-                let (v, size) = b
-                    .anchors
-                    .get(&id)
-                    .cloned()
-                    .ok_or_else(|| at("an alias names no anchor".into()))?;
-                b.count(size).map_err(at)?;
-                b.put(v).map_err(at)?;
-            }
+            Event::Alias(id) => b.alias(id).map_err(at)?,
             Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
         }
     }
@@ -284,6 +337,28 @@ mod tests {
         }
         let e = to_json(&doc).unwrap_err();
         assert!(e.contains("more than 500000 nodes"), "{e}");
+    }
+
+    #[test]
+    fn aliases_of_long_text_are_bounded_by_bytes() {
+        // Few nodes, much text: a 1 MB string repeated by aliases.
+        let long = "x".repeat(1_000_000);
+        let doc = |n: usize| format!("a: &a \"{long}\"\nb: [{}]\n", vec!["*a"; n].join(","));
+        // Within 16 MiB (more than 16 times this input): built.
+        let v = to_json(&doc(10)).unwrap();
+        assert_eq!(v["b"].as_array().unwrap().len(), 10);
+        let e = to_json(&doc(1000)).unwrap_err();
+        assert!(e.contains("more than 16 MiB of text"), "{e}");
+        assert!(e.contains("16 times the document's size"), "{e}");
+        // The anchor's copy counts too, so it cannot be used to double what the bound allows.
+        let e = to_json(&doc(16)).unwrap_err();
+        assert!(e.contains("more than 16 MiB"), "{e}");
+        // The budget grows with the input: 16 times a 2 MB document is 32 MB.
+        let big = format!("pad: \"{}\"\n{}", "y".repeat(1_000_000), doc(20));
+        assert_eq!(to_json(&big).unwrap()["b"].as_array().unwrap().len(), 20);
+        assert_eq!(EXPANSION.budget(2_000_000), 32_000_000);
+        assert_eq!(EXPANSION.budget(10), 16 << 20);
+        assert_eq!(EXPANSION.budget(32 << 20), 64 << 20);
     }
 
     #[test]

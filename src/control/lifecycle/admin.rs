@@ -186,8 +186,9 @@ impl Control {
     }
 
     /// `POST /apis?mode=import` and `PUT /apis/{api}?mode=overwrite|merge`: an OpenAPI 3.x or
-    /// Swagger 2.0 document (JSON or YAML) as a run-time API's definition; with `failonwarnings`,
-    /// any warning refuses the import. The answer lists the warnings.
+    /// Swagger 2.0 document (JSON or YAML) as a run-time API's definition (merge: folded into
+    /// the API's, `crate::openapi::merge`); with `failonwarnings`, any warning refuses the
+    /// import. The answer lists the warnings.
     pub(crate) fn import_api(
         &mut self,
         existing: Option<&str>,
@@ -211,7 +212,7 @@ impl Control {
         } else {
             yaml().map_err(bad)?
         };
-        let imported = crate::openapi::import(&doc).map_err(bad)?;
+        let imported = crate::openapi::import(&doc, body.len()).map_err(bad)?;
         if fail_on_warnings && !imported.warnings.is_empty() {
             return Err(OpError(
                 400,
@@ -231,20 +232,10 @@ impl Control {
             Some(api) => {
                 let def = match mode {
                     "overwrite" => imported.definition,
-                    "merge" => {
-                        let mut def = self.runtime_api(api)?.definition.clone();
-                        for (list, key) in [("routes", "route"), ("authorizers", "name")] {
-                            let mut items = def[list].as_array().cloned().unwrap_or_default();
-                            for new in imported.definition[list].as_array().into_iter().flatten() {
-                                items.retain(|o| o[key] != new[key]);
-                                items.push(new.clone());
-                            }
-                            if !items.is_empty() {
-                                def[list] = Value::Array(items);
-                            }
-                        }
-                        def
-                    }
+                    "merge" => crate::openapi::merge(
+                        &self.runtime_api(api)?.definition,
+                        &imported.definition,
+                    ),
                     other => {
                         return Err(bad(format!("mode={other:?}: expected overwrite or merge")))
                     }

@@ -1,0 +1,103 @@
+//! `PUT /apis/{api}?mode=merge`: an imported definition folded into an API's, as Amazon API
+//! Gateway's merge import does. Routes (by route key), authorizers and models (by name) and
+//! gateway responses (by response type) are added, or replace those of the same key; the
+//! document's CORS configuration and resource policy, when it has them, replace the API's.
+//! Everything the document does not mention stays as it was.
+
+use serde_json::{Map, Value};
+
+/// Lists of items merged by a key of each item.
+const BY_KEY: [(&str, &str); 3] = [
+    ("routes", "route"),
+    ("authorizers", "name"),
+    ("models", "name"),
+];
+/// Objects merged by their keys.
+const BY_NAME: [&str; 1] = ["gateway_responses"];
+/// Settings of the whole API: the document's, when it has one, replaces the API's.
+const WHOLE: [&str; 2] = ["cors", "resource_policy"];
+
+/// `existing` with `imported` merged into it.
+pub fn merge(existing: &Value, imported: &Value) -> Value {
+    let mut def = existing.clone();
+    for (list, key) in BY_KEY {
+        let new = imported[list].as_array().into_iter().flatten();
+        let mut items = def[list].as_array().cloned().unwrap_or_default();
+        for n in new {
+            match items.iter_mut().find(|o| o[key] == n[key]) {
+                // In place: the order of the API's items stays.
+                Some(old) => *old = n.clone(),
+                None => items.push(n.clone()),
+            }
+        }
+        if !items.is_empty() {
+            def[list] = Value::Array(items);
+        }
+    }
+    for name in BY_NAME {
+        let Some(new) = imported[name].as_object() else {
+            continue;
+        };
+        let mut all: Map<String, Value> = def[name].as_object().cloned().unwrap_or_default();
+        for (k, v) in new {
+            all.insert(k.clone(), v.clone());
+        }
+        def[name] = Value::Object(all);
+    }
+    for name in WHOLE {
+        if let Some(v) = imported.get(name) {
+            def[name] = v.clone();
+        }
+    }
+    def
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_document_adds_and_replaces_by_key_and_the_rest_stays() {
+        let api = json!({
+            "routes": [{"route": "GET /a", "integration": {"type": "mock", "body": "a"}},
+                       {"route": "GET /b", "integration": {"type": "mock", "body": "b"}}],
+            "models": [{"name": "Pet", "schema": {"type": "object"}}],
+            "gateway_responses": {"DEFAULT_4XX": {"status": 400}, "THROTTLED": {"status": 429}},
+            "cors": {"allow_origins": ["https://old.test"]},
+            "default_authorizer": "x",
+        });
+        let doc = json!({
+            "routes": [{"route": "GET /b", "integration": {"type": "mock", "body": "B"}},
+                       {"route": "GET /c", "integration": {"type": "mock", "body": "c"}}],
+            "models": [{"name": "Pet", "schema": {"type": "string"}}, {"name": "Tag", "schema": {}}],
+            "gateway_responses": {"DEFAULT_4XX": {"status": 418}},
+            "cors": {"allow_origins": ["https://new.test"]},
+            "resource_policy": {"deny": ["10.0.0.0/8"]},
+        });
+        let m = merge(&api, &doc);
+        let keys: Vec<&str> = m["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["route"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["GET /a", "GET /b", "GET /c"]);
+        assert_eq!(m["routes"][1]["integration"]["body"], "B");
+        assert_eq!(
+            m["models"],
+            json!([{"name": "Pet", "schema": {"type": "string"}}, {"name": "Tag", "schema": {}}])
+        );
+        assert_eq!(
+            m["gateway_responses"],
+            json!({"DEFAULT_4XX": {"status": 418}, "THROTTLED": {"status": 429}})
+        );
+        assert_eq!(m["cors"], doc["cors"]);
+        assert_eq!(m["resource_policy"], doc["resource_policy"]);
+        assert_eq!(m["default_authorizer"], "x");
+        // A document without them leaves the API's CORS and policy as they were.
+        let m = merge(&m, &json!({"routes": []}));
+        assert_eq!(m["cors"], doc["cors"]);
+        assert_eq!(m["resource_policy"], doc["resource_policy"]);
+    }
+}
