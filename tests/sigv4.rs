@@ -176,6 +176,16 @@ fn access_keys_are_managed_through_the_admin_api_and_sealed_at_rest() {
         "{}",
         r.text()
     );
+    // A Condition (or NotResource, NotAction, Principal) is not evaluated: refused, where
+    // ignoring it would make its Allow unconditional.
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/accesskeys",
+        r#"{"name": "cond", "policy": {"Statement": [{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*", "Condition": {"IpAddress": {"aws:SourceIp": "203.0.113.0/24"}}}]}}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("Condition"), "{}", r.text());
     let r = admin_with(
         g.admin(),
         "POST",
