@@ -301,8 +301,9 @@ fn query_identity_sources_and_unreachable_keys() {
 fn bad_authorizer_settings_are_refused_by_key() {
     let bad = Cfg::new()
         .api_extra(
-            "default_authorizer = \"nobody\"\n[[apis.authorizers]]\nname = \"a\"\ntype = \"jwt\"\nissuer = \"idp.example.test\"\n\n[[apis.authorizers]]\nname = \"b\"\ntype = \"request\"\n",
+            "default_authorizer = \"nobody\"\n[[apis.authorizers]]\nname = \"a\"\ntype = \"jwt\"\nissuer = \"idp.example.test\"\n\n[[apis.authorizers]]\nname = \"b\"\ntype = \"request\"\n\n[[apis.authorizers]]\nname = \"c\"\ntype = \"request\"\nuri = \"http://127.0.0.1:9/auth\"\n",
         )
+        .route("GET /z", "authorizer = \"c\"\nauthorization_scopes = [\"s\"]\nintegration = { type = \"mock\" }")
         .route("GET /x", "authorizer = \"zzz\"\nauthorization_scopes = [\"a b\"]\nintegration = { type = \"mock\" }")
         .route("GET /y", "authorization = \"none\"\nauthorization_scopes = [\"s\"]\nintegration = { type = \"mock\" }")
         .toml();
@@ -313,9 +314,10 @@ fn bad_authorizer_settings_are_refused_by_key() {
         "apis[\"api\"].authorizers[\"a\"].issuer = \"idp.example.test\" is not valid: expected a URL that must start with https://",
         "apis[\"api\"].authorizers[\"a\"].audience: is required",
         "apis[\"api\"].authorizers[\"b\"].uri: is required",
-        "apis[\"api\"].routes[\"GET /x\"].authorizer = \"zzz\" is not valid: expected the name of one of the API's authorizers (\"a\", \"b\")",
+        "apis[\"api\"].routes[\"GET /x\"].authorizer = \"zzz\" is not valid: expected the name of one of the API's authorizers (\"a\", \"b\", \"c\")",
         "apis[\"api\"].routes[\"GET /x\"].authorization_scopes = [\"a b\"] is not valid",
         "apis[\"api\"].routes[\"GET /y\"].authorization_scopes: needs a JWT authorizer",
+        "apis[\"api\"].routes[\"GET /z\"].authorization_scopes: needs a JWT authorizer",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
