@@ -201,6 +201,16 @@ fn refused_tokens_answer_401_and_say_why() {
             "the token's signing key (kid) is not known",
         ),
         ("not-a-token".to_string(), "the token is malformed"),
+        // A valid token given twice (or beside another) is never taken on one copy: the
+        // upstream, which gets every copy, might read the other. The copies are joined.
+        (
+            format!("{}\r\nAuthorization: Bearer junk", sign(&claims())),
+            "the token is malformed",
+        ),
+        (
+            format!("junk\r\nAuthorization: Bearer {}", sign(&claims())),
+            "the token is malformed",
+        ),
     ];
     for (token, why) in cases {
         let r = call(&g, "GET", "/pets", Some(&bearer(&token)));
@@ -285,6 +295,17 @@ fn query_identity_sources_and_unreachable_keys() {
         200
     );
     assert_eq!(call(&g, "GET", "/q?x=1", None).status, 401);
+    // Given twice: refused, whichever copy is good.
+    assert_eq!(
+        call(
+            &g,
+            "GET",
+            &format!("/q?access_token={t}&access_token=x"),
+            None
+        )
+        .status,
+        401
+    );
     // The header does not count for a query source.
     assert_eq!(call(&g, "GET", "/q", Some(&bearer(&t))).status, 401);
     let r = call(&g, "GET", "/d", Some(&bearer(&t)));

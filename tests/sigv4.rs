@@ -91,6 +91,7 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         "unicode_path",
         "unsigned_payload",
         "reader_get",
+        "date_header",
     ] {
         assert_eq!(r[case]["status"], 200, "{case}: {}", r[case]);
     }
@@ -109,6 +110,11 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         ("tampered_body", 403, BAD_SIGNATURE),
         ("wrong_secret", 403, BAD_SIGNATURE),
         ("unknown_key", 403, BAD_TOKEN),
+        (
+            "two_authorizations",
+            403,
+            "The Authorization header must be given once.",
+        ),
         (
             "reader_post",
             403,
