@@ -444,7 +444,6 @@ fn millis_into(us: u64, out: &mut Vec<u8>) {
 }
 
 /// `30/Nov/2026:20:58:10 +0000`, the CLF time Amazon API Gateway writes (UTC).
-#[cfg(test)]
 pub(crate) fn clf_time(ms: u64) -> String {
     let mut out = Vec::with_capacity(26);
     clf_time_into(ms, &mut out);
