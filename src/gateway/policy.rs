@@ -77,11 +77,13 @@ pub(crate) fn route_arn(ss: &ShardSnap, ctx: &RequestCtx, m: RouteMatch) -> Stri
         );
     }
     let base = ctx.stage.map_or(0, |s| s.base_len);
+    // The method as sent, upper-cased: `get` on an `ANY` route must not pass a Deny on
+    // `GET/...` (a backend may take it for GET), and an extension method (`PROPFIND`) is
+    // named as itself.
+    let method = String::from_utf8_lossy(ctx.head.method_bytes()).to_ascii_uppercase();
     let mut arn = format!(
-        "arn:aws:execute-api:local:000000000000:{}/{}/{}/",
-        api.name,
-        api.stages[m.stage],
-        ctx.head.method.as_str(),
+        "arn:aws:execute-api:local:000000000000:{}/{}/{method}/",
+        api.name, api.stages[m.stage],
     );
     for (i, seg) in ctx.segs.iter().skip(base).enumerate() {
         if i > 0 {
