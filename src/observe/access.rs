@@ -31,7 +31,8 @@ pub(crate) const JSON: &str = concat!(
     r#""validationError":"$context.error.validationErrorString","#,
     r#""authorizerError":"$context.authorizer.error","cacheStatus":"$context.cacheStatus","#,
     r#""upstream":"$context.upstreamAddr","tlsVersion":"$context.tlsVersion","#,
-    r#""shard":"$context.shard"}"#
+    r#""shard":"$context.shard","connectionId":"$context.connectionId","#,
+    r#""eventType":"$context.eventType"}"#
 );
 
 /// The built-in `clf` format: the Common Log Format, with the request id last (as Amazon
