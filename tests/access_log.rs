@@ -94,6 +94,9 @@ fn every_request_leaves_one_line_in_its_stages_log() {
     assert_eq!(pets["upstream"], up.addr.to_string());
     assert_eq!(pets["errorResponseType"], "-");
     assert_eq!(pets["tlsVersion"], "-");
+    // WebSocket APIs' variables are in the json format too, absent on an http request.
+    assert_eq!(pets["connectionId"], "-");
+    assert_eq!(pets["eventType"], "-");
     let latency: f64 = pets["responseLatency"].as_str().unwrap().parse().unwrap();
     let integration: f64 = pets["integrationLatency"]
         .as_str()

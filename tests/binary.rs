@@ -324,9 +324,16 @@ fn repeated_failures_are_summarised_not_logged_one_by_one() {
     let dead = closed_port();
     let toml = Cfg::new()
         .server("log_summary_interval = \"300ms\"")
+        .api_extra(format!(
+            "[[apis.authorizers]]\nname = \"auth\"\ntype = \"request\"\nuri = \"http://{dead}/auth\"\nidentity_sources = [\"$request.header.x-token\"]\nttl = \"0s\"\n"
+        ))
         .route(
             "GET /down",
             format!("integration = {{ type = \"http\", uri = \"http://{dead}/down\" }}"),
+        )
+        .route(
+            "GET /guarded",
+            "authorizer = \"auth\"\nintegration = { type = \"mock\", body = \"m\" }",
         )
         .toml();
     let dir = TempDir::new();
@@ -355,6 +362,30 @@ fn repeated_failures_are_summarised_not_logged_one_by_one() {
     assert_eq!(summary["count"], 49, "{summary}");
     assert_eq!(summary["target_addr"], dead.to_string());
     assert_eq!(summary["status"], 502);
+    // An authorizer that cannot be reached: the same, one line naming it, then a count.
+    for _ in 0..50 {
+        assert_eq!(
+            c.request(b"GET /guarded HTTP/1.1\r\nHost: a\r\nx-token: t\r\n\r\n")
+                .status,
+            500
+        );
+    }
+    let lines = p.lines_until("request failed: ");
+    let full: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "request failed")
+        .collect();
+    assert_eq!(full.len(), 1, "{lines:?}");
+    assert!(
+        full[0]["error"].as_str().unwrap().contains("authorizer \"auth\""),
+        "{}",
+        full[0]
+    );
+    assert!(
+        !lines.iter().any(|l| l["message"] == "authorizer failed"),
+        "{lines:?}"
+    );
+    assert_eq!(lines.last().unwrap()["count"], 49);
 }
 
 /// SIGUSR1 (logrotate's "reopen your logs") neither kills nor stops the gateway.

@@ -74,6 +74,7 @@ fn gateway(auth: &Upstream, workers: usize) -> (Gw, Upstream) {
                 "integration = { type = \"http\", uri = \"http://up/pets/{id}\", headers = { \"x-tenant\" = \"${context.authorizer.tenant}\", \"x-n\" = \"${context.authorizer.n}\", \"x-principal\" = \"${context.authorizer.principalId}\" } }",
             )
             .route("POST /pets", "integration = { type = \"http\", uri = \"http://up/pets\" }")
+            .route("ANY /pets/secret", "integration = { type = \"http\", uri = \"http://up/pets/secret\" }")
             .route("GET /slow", "authorizer = \"impatient\"\nintegration = { type = \"mock\", body = \"s\" }")
             .route("GET /nocache", "authorizer = \"nocache\"\nintegration = { type = \"mock\", body = \"n\" }")
             .route("GET /tok", "authorizer = \"tok\"\nintegration = { type = \"mock\", body = \"t\" }")
@@ -213,6 +214,14 @@ fn refusals_and_failures_answer_as_amazon_does() {
             "policy",
             "GET",
             "//pets//secret",
+            403,
+            "User is not authorized to access this resource with an explicit deny",
+        ),
+        // Nor a spelling of the method (`get` on an ANY route is GET to the policy).
+        (
+            "policy",
+            "get",
+            "/pets/secret",
             403,
             "User is not authorized to access this resource with an explicit deny",
         ),

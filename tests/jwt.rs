@@ -201,6 +201,16 @@ fn refused_tokens_answer_401_and_say_why() {
             "the token's signing key (kid) is not known",
         ),
         ("not-a-token".to_string(), "the token is malformed"),
+        // A valid token given twice (or beside another) is never taken on one copy: the
+        // upstream, which gets every copy, might read the other. The copies are joined.
+        (
+            format!("{}\r\nAuthorization: Bearer junk", sign(&claims())),
+            "the token is malformed",
+        ),
+        (
+            format!("junk\r\nAuthorization: Bearer {}", sign(&claims())),
+            "the token is malformed",
+        ),
     ];
     for (token, why) in cases {
         let r = call(&g, "GET", "/pets", Some(&bearer(&token)));
@@ -285,6 +295,17 @@ fn query_identity_sources_and_unreachable_keys() {
         200
     );
     assert_eq!(call(&g, "GET", "/q?x=1", None).status, 401);
+    // Given twice: refused, whichever copy is good.
+    assert_eq!(
+        call(
+            &g,
+            "GET",
+            &format!("/q?access_token={t}&access_token=x"),
+            None
+        )
+        .status,
+        401
+    );
     // The header does not count for a query source.
     assert_eq!(call(&g, "GET", "/q", Some(&bearer(&t))).status, 401);
     let r = call(&g, "GET", "/d", Some(&bearer(&t)));
@@ -301,8 +322,9 @@ fn query_identity_sources_and_unreachable_keys() {
 fn bad_authorizer_settings_are_refused_by_key() {
     let bad = Cfg::new()
         .api_extra(
-            "default_authorizer = \"nobody\"\n[[apis.authorizers]]\nname = \"a\"\ntype = \"jwt\"\nissuer = \"idp.example.test\"\n\n[[apis.authorizers]]\nname = \"b\"\ntype = \"request\"\n",
+            "default_authorizer = \"nobody\"\n[[apis.authorizers]]\nname = \"a\"\ntype = \"jwt\"\nissuer = \"idp.example.test\"\n\n[[apis.authorizers]]\nname = \"b\"\ntype = \"request\"\n\n[[apis.authorizers]]\nname = \"c\"\ntype = \"request\"\nuri = \"http://127.0.0.1:9/auth\"\n",
         )
+        .route("GET /z", "authorizer = \"c\"\nauthorization_scopes = [\"s\"]\nintegration = { type = \"mock\" }")
         .route("GET /x", "authorizer = \"zzz\"\nauthorization_scopes = [\"a b\"]\nintegration = { type = \"mock\" }")
         .route("GET /y", "authorization = \"none\"\nauthorization_scopes = [\"s\"]\nintegration = { type = \"mock\" }")
         .toml();
@@ -313,9 +335,10 @@ fn bad_authorizer_settings_are_refused_by_key() {
         "apis[\"api\"].authorizers[\"a\"].issuer = \"idp.example.test\" is not valid: expected a URL that must start with https://",
         "apis[\"api\"].authorizers[\"a\"].audience: is required",
         "apis[\"api\"].authorizers[\"b\"].uri: is required",
-        "apis[\"api\"].routes[\"GET /x\"].authorizer = \"zzz\" is not valid: expected the name of one of the API's authorizers (\"a\", \"b\")",
+        "apis[\"api\"].routes[\"GET /x\"].authorizer = \"zzz\" is not valid: expected the name of one of the API's authorizers (\"a\", \"b\", \"c\")",
         "apis[\"api\"].routes[\"GET /x\"].authorization_scopes = [\"a b\"] is not valid",
         "apis[\"api\"].routes[\"GET /y\"].authorization_scopes: needs a JWT authorizer",
+        "apis[\"api\"].routes[\"GET /z\"].authorization_scopes: needs a JWT authorizer",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

@@ -355,3 +355,33 @@ fn very_long_paths_route_without_harm() {
     assert_eq!(get(gw.addr(), &format!("/nothing{deep}")).status, 404);
     assert_eq!(get(gw.addr(), "/pets/1").status, 200);
 }
+
+#[test]
+fn route_keys_a_request_path_cannot_hold_are_refused_at_load() {
+    for (route, ch) in [
+        ("GET /a b", "' '"),
+        ("GET /q?x=1", "'?'"),
+        ("GET /p#f", "'#'"),
+        ("GET /x/a|b", "'|'"),
+    ] {
+        let toml = Cfg::new()
+            .route(route, "integration = { type = \"mock\", body = \"m\" }")
+            .toml();
+        let e = tollgate::Config::parse(&toml, std::path::Path::new("."))
+            .expect_err(route)
+            .to_string();
+        assert!(
+            e.contains(&format!("holds {ch}, which a path cannot")),
+            "{route}: {e}"
+        );
+    }
+    // Percent-encoded, the same characters make a route to the decoded path.
+    let toml = Cfg::new()
+        .route(
+            "GET /a%20b",
+            "integration = { type = \"mock\", body = \"spaced\" }",
+        )
+        .toml();
+    let gw = Gw::start(&toml);
+    assert_eq!(get(gw.addr(), "/a%20b").text(), "spaced");
+}

@@ -91,6 +91,7 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         "unicode_path",
         "unsigned_payload",
         "reader_get",
+        "date_header",
     ] {
         assert_eq!(r[case]["status"], 200, "{case}: {}", r[case]);
     }
@@ -109,6 +110,11 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         ("tampered_body", 403, BAD_SIGNATURE),
         ("wrong_secret", 403, BAD_SIGNATURE),
         ("unknown_key", 403, BAD_TOKEN),
+        (
+            "two_authorizations",
+            403,
+            "The Authorization header must be given once.",
+        ),
         (
             "reader_post",
             403,
@@ -176,6 +182,16 @@ fn access_keys_are_managed_through_the_admin_api_and_sealed_at_rest() {
         "{}",
         r.text()
     );
+    // A Condition (or NotResource, NotAction, Principal) is not evaluated: refused, where
+    // ignoring it would make its Allow unconditional.
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/accesskeys",
+        r#"{"name": "cond", "policy": {"Statement": [{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*", "Condition": {"IpAddress": {"aws:SourceIp": "203.0.113.0/24"}}}]}}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("Condition"), "{}", r.text());
     let r = admin_with(
         g.admin(),
         "POST",

@@ -605,11 +605,29 @@ fn websockets_run_over_http2_extended_connect() {
 fn connect_authorizers_read_the_query_and_their_context_reaches_each_message() {
     let up = Upstream::start(|s| {
         if s.target.starts_with("/auth") {
+            // Amazon's WebSocket REQUEST event: a methodArn ending in the route key, the
+            // connection's id and event type; answered with a policy on `$connect`, as
+            // Amazon's WebSocket examples write it.
             let event: Value = serde_json::from_slice(&s.body).unwrap_or_default();
-            let ok = event["identitySource"].to_string().contains("letmein");
+            let ok = event["identitySource"].to_string().contains("letmein")
+                && event["type"] == "REQUEST"
+                && event["methodArn"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with(":api/prod/$connect"))
+                && event["requestContext"]["eventType"] == "CONNECT"
+                && event["requestContext"]["routeKey"] == "$connect"
+                && event["requestContext"]["connectionId"]
+                    .as_str()
+                    .is_some_and(|c| c.len() == 20)
+                && event["queryStringParameters"]["token"] == "letmein";
+            let effect = if ok { "Allow" } else { "Deny" };
             return respond(
                 200,
-                &json!({"isAuthorized": ok, "context": {"tenant": "t1"}}).to_string(),
+                &json!({"principalId": "u", "context": {"tenant": "t1"}, "policyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": effect, "Action": "execute-api:Invoke",
+                                   "Resource": "arn:aws:execute-api:*:*:api/*/$connect"}]}})
+                .to_string(),
             );
         }
         let seen = json!({

@@ -167,8 +167,21 @@ pub(crate) fn statements(doc: &Value) -> Result<Vec<Statement>, &'static str> {
             _ => Err(bad),
         }
     };
+    if doc.as_object().is_some_and(|o| {
+        o.keys()
+            .any(|k| !matches!(k.as_str(), "Version" | "Id" | "Statement"))
+    }) {
+        return Err("the policyDocument has a member other than Version, Id and Statement");
+    }
     list.into_iter()
         .map(|s| {
+            // An element this evaluation does not apply (a Condition, NotAction,
+            // NotResource, Principal) is refused, never ignored: ignored, it would widen an
+            // Allow (or narrow a Deny) past what the document says.
+            let known = |k: &String| matches!(k.as_str(), "Sid" | "Effect" | "Action" | "Resource");
+            if s.as_object().is_some_and(|o| !o.keys().all(known)) {
+                return Err("a statement has an element other than Sid, Effect, Action and Resource (Condition, NotAction, NotResource and Principal are not evaluated, so they are refused)");
+            }
             let allow = match s.get("Effect").and_then(Value::as_str) {
                 Some(e) if e.eq_ignore_ascii_case("allow") => true,
                 Some(e) if e.eq_ignore_ascii_case("deny") => false,
@@ -253,6 +266,29 @@ mod tests {
             br#"{"isAuthorized": true, "context": []}"#, br#"{"isAuthorized": true, "principalId": 5}"#] {
             assert!(Decision::parse(b).is_err(), "{}", String::from_utf8_lossy(b));
         }
+        // Elements that are not evaluated are refused, not ignored (an ignored Condition
+        // would make its Allow unconditional).
+        for extra in [
+            r#""Condition": {"IpAddress": {"aws:SourceIp": "203.0.113.0/24"}}"#,
+            r#""NotResource": "arn:aws:execute-api:*:*:a/s/GET/admin""#,
+            r#""NotAction": "execute-api:ManageConnections""#,
+            r#""Principal": "*""#,
+            r#""Bogus": 1"#,
+        ] {
+            let b = format!(
+                r#"{{"policyDocument": {{"Version": "2012-10-17", "Statement": [{{"Sid": "s", "Effect": "Allow", "Action": "*", "Resource": "*", {extra}}}]}}}}"#
+            );
+            assert!(
+                Decision::parse(b.as_bytes())
+                    .unwrap_err()
+                    .contains("other than Sid"),
+                "{b}"
+            );
+        }
+        let b = r#"{"policyDocument": {"Version": "2012-10-17", "Statement": [], "Extra": 1}}"#;
+        assert!(Decision::parse(b.as_bytes()).is_err());
+        let b = r#"{"policyDocument": {"Version": "2012-10-17", "Id": "x", "Statement": [{"Sid": "s", "Effect": "Allow", "Action": "*", "Resource": "*"}]}}"#;
+        assert!(Decision::parse(b.as_bytes()).is_ok());
     }
 
     #[test]

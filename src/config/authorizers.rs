@@ -569,10 +569,14 @@ impl Validator {
                     "scope names of printable ASCII without spaces, '\"' or '\\'",
                 );
             }
-            if name.is_none() {
+            let external = index
+                .is_some_and(|i| matches!(authorizers[i].kind, AuthorizerKind::External(_)));
+            if name.is_none() || external {
+                // Scopes are a JWT's claims (Amazon checks them for JWT and Cognito
+                // authorizers only); on any other route they would not be enforced.
                 self.err(
                     &format!("{rkey}.authorization_scopes"),
-                    "needs a JWT authorizer on the route (authorizer = \"...\")",
+                    "needs a JWT authorizer on the route (authorizer = \"...\"): request and token authorizers decide for themselves, and scopes would not be checked",
                 );
             }
         }

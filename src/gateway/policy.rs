@@ -65,14 +65,25 @@ pub(crate) fn check(
 /// `arn:aws:execute-api:local:000000000000:API/STAGE/METHOD/PATH`. The path is the one the
 /// route matched — decoded, empty segments merged, after the base path — so that no spelling
 /// of a path (`%73ecret`, `//secret`) escapes a policy that names it.
+///
+/// A WebSocket API's routes are keys, not paths: `API/STAGE/$connect` (Amazon's `methodArn`
+/// for `$connect` has no method).
 pub(crate) fn route_arn(ss: &ShardSnap, ctx: &RequestCtx, m: RouteMatch) -> String {
     let api = &ss.snap.apis[m.api];
+    if api.ws.is_some() {
+        return format!(
+            "arn:aws:execute-api:local:000000000000:{}/{}/{}",
+            api.name, api.stages[m.stage], ss.snap.config.apis[m.api].routes[m.route].key
+        );
+    }
     let base = ctx.stage.map_or(0, |s| s.base_len);
+    // The method as sent, upper-cased: `get` on an `ANY` route must not pass a Deny on
+    // `GET/...` (a backend may take it for GET), and an extension method (`PROPFIND`) is
+    // named as itself.
+    let method = String::from_utf8_lossy(ctx.head.method_bytes()).to_ascii_uppercase();
     let mut arn = format!(
-        "arn:aws:execute-api:local:000000000000:{}/{}/{}/",
-        api.name,
-        api.stages[m.stage],
-        ctx.head.method.as_str(),
+        "arn:aws:execute-api:local:000000000000:{}/{}/{method}/",
+        api.name, api.stages[m.stage],
     );
     for (i, seg) in ctx.segs.iter().skip(base).enumerate() {
         if i > 0 {

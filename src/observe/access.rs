@@ -31,7 +31,8 @@ pub(crate) const JSON: &str = concat!(
     r#""validationError":"$context.error.validationErrorString","#,
     r#""authorizerError":"$context.authorizer.error","cacheStatus":"$context.cacheStatus","#,
     r#""upstream":"$context.upstreamAddr","tlsVersion":"$context.tlsVersion","#,
-    r#""shard":"$context.shard"}"#
+    r#""shard":"$context.shard","connectionId":"$context.connectionId","#,
+    r#""eventType":"$context.eventType"}"#
 );
 
 /// The built-in `clf` format: the Common Log Format, with the request id last (as Amazon
@@ -444,7 +445,6 @@ fn millis_into(us: u64, out: &mut Vec<u8>) {
 }
 
 /// `30/Nov/2026:20:58:10 +0000`, the CLF time Amazon API Gateway writes (UTC).
-#[cfg(test)]
 pub(crate) fn clf_time(ms: u64) -> String {
     let mut out = Vec::with_capacity(26);
     clf_time_into(ms, &mut out);

@@ -29,6 +29,20 @@ impl Cidr {
                 _ => return Err(format!("/{p} is not a prefix length from 0 to {max}")),
             },
         };
+        // An IPv4-mapped range (`::ffff:10.0.0.0/104`) is the IPv4 range it maps: peers are
+        // compared in their IPv4 form, so kept as IPv6 it would match nobody.
+        let (net, prefix) = match net {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) if prefix >= 96 => (IpAddr::V4(v4), prefix - 96),
+                Some(_) => {
+                    return Err(format!(
+                        "{s:?} is an IPv4-mapped range wider than the mapped block (/96): write the IPv4 range"
+                    ))
+                }
+                None => (net, prefix),
+            },
+            v4 => (v4, prefix),
+        };
         let c = Cidr { net, prefix };
         if c.masked(net) != Some(net) {
             return Err(format!(
@@ -94,6 +108,15 @@ mod tests {
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("1.2.3.4")));
         assert!(Cidr::parse("::1").unwrap().contains(ip("::1")));
         assert!(Cidr::parse("127.0.0.1").unwrap().contains(ip("127.0.0.1")));
+        // An IPv4-mapped range is its IPv4 range, for either form of a peer.
+        let c = Cidr::parse("::ffff:10.77.0.0/112").unwrap();
+        assert_eq!(c.to_string(), "10.77.0.0/16");
+        assert!(c.contains(ip("10.77.0.1")));
+        assert!(c.contains(ip("::ffff:10.77.200.1")));
+        assert!(!c.contains(ip("10.78.0.1")));
+        assert!(Cidr::parse("::ffff:127.0.0.1")
+            .unwrap()
+            .contains(ip("127.0.0.1")));
     }
 
     #[test]
@@ -105,6 +128,7 @@ mod tests {
             "10.0.0.0/x",
             "::1/129",
             "",
+            "::ffff:0.0.0.0/80",
         ] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }

@@ -60,6 +60,17 @@ pub fn parse_route_path(path: &str) -> Result<Vec<Seg>, String> {
             if raw == "." || raw == ".." {
                 return Err(format!("path {path:?} has a dot segment"));
             }
+            // What no request's path can hold as written (RFC 3986: a space, `?` and `#`
+            // end or break a path): a route with one is a mistake, not a route to
+            // `/a%20b` (percent-encode it to mean that).
+            if let Some(c) = raw
+                .chars()
+                .find(|c| c.is_ascii_control() || " ?#\"<>\\^`|".contains(*c))
+            {
+                return Err(format!(
+                    "segment {raw:?} of {path:?} holds {c:?}, which a path cannot (percent-encode it)"
+                ));
+            }
             let decoded = super::path::normalise(format!("/{raw}").as_bytes())
                 .map_err(|e| format!("segment {raw:?}: {}", e.message()))?;
             segs.push(Seg::Lit(

@@ -87,6 +87,16 @@ results["unknown_key"] = send(signed("GET", "/pets", creds=("AKIAUNKNOWN00000000
 results["reader_get"] = send(signed("GET", "/pets/1", creds=(reader_id, reader_secret)))
 results["reader_post"] = send(signed("POST", "/pets", body="{}", creds=(reader_id, reader_secret)))
 
+# Signed with a Date header in place of X-Amz-Date (botocore uses Date when the request has one).
+results["date_header"] = send(signed("GET", "/pets", headers=[("Date", "now")]))
+
+
+def second_authorization(req):
+    req.headers["Authorization"] = "AWS4-HMAC-SHA256 Credential=AKIAX/20150830/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=00"
+
+
+results["two_authorizations"] = send(signed("GET", "/pets", after=second_authorization))
+
 real = botocore.auth.get_current_datetime
 botocore.auth.get_current_datetime = lambda: datetime.datetime(2015, 8, 30, 12, 36, 0)
 results["expired"] = send(signed("GET", "/pets"))

@@ -184,7 +184,10 @@ async fn call(
     };
     let body = serde_json::to_vec(&event).unwrap_or_default();
     let fail = |config: bool, why: String| {
-        tracing::warn!(authorizer = %x.name, reason = %why, "authorizer failed");
+        // The error names the authorizer and why; the request's failure line carries it,
+        // summarised per interval (`server.log_summary_interval`): one line per request
+        // here would let a failing authorizer write the log at the request rate.
+        tracing::debug!(authorizer = %x.name, reason = %why, "authorizer failed");
         Error::upstream(
             Kind::AuthorizerFailed { config },
             format!("authorizer {:?}: {why}", x.name),
@@ -313,6 +316,53 @@ fn request_event(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let host = ctx.head.host_bytes().map(text).unwrap_or_default();
+    if ss.snap.apis[m.api].ws.is_some() {
+        // A WebSocket API's `$connect`: Amazon's WebSocket REQUEST event (a `methodArn`
+        // ending in the route key, the connection's id and event type).
+        let mut multi_headers = Map::new();
+        for (n, v) in ctx.head.headers() {
+            let name = text(n).to_ascii_lowercase();
+            if let Value::Array(list) = multi_headers
+                .entry(name)
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                list.push(Value::from(text(v)));
+            }
+        }
+        let (connection_id, event_type) = ctx
+            .ws
+            .as_ref()
+            .map(|(id, ev)| (id.to_string(), *ev))
+            .unwrap_or_default();
+        let now_ms = now.as_millis() as u64;
+        return json!({
+            "type": "REQUEST",
+            "methodArn": resource,
+            "identitySource": values.iter().map(|v| text(v)).collect::<Vec<_>>(),
+            "headers": headers,
+            "multiValueHeaders": multi_headers,
+            "queryStringParameters": query,
+            "stageVariables": stage.variables,
+            "requestContext": {
+                "routeKey": route.key,
+                "eventType": event_type,
+                "extendedRequestId": ctx.request_id.as_str(),
+                "requestTime": crate::observe::access::clf_time(now_ms),
+                "messageDirection": "IN",
+                "stage": stage.name,
+                "connectedAt": now_ms,
+                "requestTimeEpoch": now_ms,
+                "identity": {
+                    "sourceIp": ip.to_string(),
+                    "userAgent": ctx.head.header(b"user-agent").map(text).unwrap_or_default(),
+                },
+                "requestId": ctx.request_id.as_str(),
+                "domainName": host,
+                "connectionId": connection_id,
+                "apiId": api.name,
+            },
+        });
+    }
     let path = text(ctx.head.path_bytes());
     json!({
         "version": "2.0",

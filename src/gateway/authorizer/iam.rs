@@ -11,13 +11,10 @@ use sha2::{Digest, Sha256};
 
 use super::super::ctx::{RequestCtx, RouteMatch};
 use super::super::policy::route_arn;
-use super::super::proxy::BodyClock;
 use crate::auth::external::{evaluate_action, Outcome};
 use crate::auth::sigv4::{self, UNSIGNED_PAYLOAD};
 use crate::error::{Error, Kind};
-use crate::http::body::{ChunkError, ChunkedDecoder};
 use crate::http::conn::Conn;
-use crate::http::h1::Framing;
 use crate::shard::{Shard, ShardSnap};
 
 /// Largest signer clock skew accepted, either way (Amazon's).
@@ -73,6 +70,19 @@ pub(crate) async fn allowed(
             "MISSING_AUTHENTICATION_TOKEN",
         )
     })?;
+    // One signature: with two, the upstream (which gets both) could read the one not checked.
+    if ctx
+        .head
+        .headers()
+        .filter(|(n, _)| crate::http::name_eq(n, b"authorization"))
+        .nth(1)
+        .is_some()
+    {
+        return Err(deny(
+            "The Authorization header must be given once.",
+            "INCOMPLETE_SIGNATURE",
+        ));
+    }
     let h = sigv4::parse_authorization(auth).map_err(|e| deny(e, "INCOMPLETE_SIGNATURE"))?;
     if ctx.head.header(b"x-amz-security-token").is_some() {
         return Err(deny(BAD_TOKEN, "UNAUTHORIZED"));
@@ -98,19 +108,44 @@ pub(crate) async fn allowed(
             "INCOMPLETE_SIGNATURE",
         ));
     }
-    let amz_date = ctx.head.header(b"x-amz-date").ok_or_else(|| {
-        deny(
+    // The signing time: `X-Amz-Date`, else an HTTP `Date` (signed in the ISO 8601 basic
+    // form, as SigV4 signs either).
+    let (amz_date, signed_at) = match (ctx.head.header(b"x-amz-date"), ctx.head.header(b"date")) {
+        (Some(d), _) => {
+            let at = sigv4::parse_amz_date(d).ok_or_else(|| {
+                deny(
+                    "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"",
+                    "INCOMPLETE_SIGNATURE",
+                )
+            })?;
+            (String::from_utf8_lossy(d).into_owned(), at)
+        }
+        (None, Some(d)) => {
+            // An HTTP date, or RFC 2822's form of it with a numeric UTC zone (`-0000`, as
+            // Python's email.utils.formatdate writes it, which botocore signs with).
+            let at = std::str::from_utf8(d)
+                .ok()
+                .map(|d| {
+                    d.strip_suffix(" -0000")
+                        .or_else(|| d.strip_suffix(" +0000"))
+                        .map_or_else(|| d.to_string(), |d| format!("{d} GMT"))
+                })
+                .and_then(|d| httpdate::parse_http_date(&d).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+                .ok_or_else(|| {
+                    deny(
+                        "Date must be an HTTP date (\"Sun, 06 Nov 1994 08:49:37 GMT\")",
+                        "INCOMPLETE_SIGNATURE",
+                    )
+                })?;
+            (stamp(at), at)
+        }
+        (None, None) => return Err(deny(
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
             "INCOMPLETE_SIGNATURE",
-        )
-    })?;
-    let signed_at = sigv4::parse_amz_date(amz_date).ok_or_else(|| {
-        deny(
-            "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"",
-            "INCOMPLETE_SIGNATURE",
-        )
-    })?;
-    let amz_date = String::from_utf8_lossy(amz_date).into_owned();
+        )),
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -154,7 +189,7 @@ pub(crate) async fn allowed(
     let payload = match declared.as_deref() {
         Some(UNSIGNED_PAYLOAD) => UNSIGNED_PAYLOAD.to_string(),
         declared => {
-            let actual = body_sha256(conn, ctx, &ss.snap.limits).await?;
+            let actual = body_sha256(ss, conn, ctx).await?;
             if declared.is_some_and(|d| !d.eq_ignore_ascii_case(&actual)) {
                 return Err(deny(
                     "The provided 'x-amz-content-sha256' header does not match what was computed.",
@@ -240,64 +275,19 @@ fn stamp(t: u64) -> String {
 }
 
 /// Reads the whole request body into `conn.buf` (where the integration streams it from
-/// afterwards) and returns its SHA-256, hex: chunked bodies hash their data, not framing.
+/// afterwards; a chunked one decoded, forwarded with a length) and returns its SHA-256, hex:
+/// chunked bodies hash their data, not framing.
 async fn body_sha256(
+    ss: &ShardSnap,
     conn: &mut Conn,
     ctx: &mut RequestCtx,
-    limits: &crate::config::Limits,
 ) -> Result<String, Error> {
-    let mut clock = BodyClock::new(limits);
-    let mut h = Sha256::new();
-    let continue_first =
-        |conn: &Conn, ctx: &RequestCtx| ctx.head.expect_continue && conn.buf.is_empty();
-    if matches!(ctx.head.framing, Framing::Length(n) if n > 0)
-        || ctx.head.framing == Framing::Chunked
-    {
-        if continue_first(conn, ctx) {
-            conn.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
-                .await
-                .map_err(|_| Error::downstream(Kind::ClientGone, "writing 100 Continue"))?;
-        }
-        ctx.head.expect_continue = false;
-    }
-    match ctx.head.framing {
-        Framing::Length(n) => {
-            let n = n as usize;
-            while conn.buf.len() < n {
-                clock.read(conn, n - conn.buf.len()).await?;
-            }
-            h.update(&conn.buf[..n]);
-        }
-        Framing::Chunked => {
-            let mut dec = ChunkedDecoder::new(limits.max_body);
-            let mut at = 0;
-            // Chunk lines may carry extensions: the framing read is capped too, not only the
-            // data (at twice the body limit, and 64 KiB for a small one).
-            let raw_cap = limits.max_body.saturating_mul(2).saturating_add(64 << 10);
-            while !dec.is_done() {
-                if at as u64 > raw_cap {
-                    return Err(Error::downstream(
-                        Kind::BodyTooLarge,
-                        "chunked body framing",
-                    ));
-                }
-                if at == conn.buf.len() {
-                    clock.read(conn, 16 << 10).await?;
-                }
-                let buf = &conn.buf[at..];
-                let used = dec.feed(buf, |r| h.update(&buf[r])).map_err(|e| match e {
-                    ChunkError::TooLarge => Error::downstream(Kind::BodyTooLarge, "chunked body"),
-                    ChunkError::Malformed => Error::downstream(
-                        Kind::BadRequest("Malformed chunked body"),
-                        "chunked body",
-                    ),
-                })?;
-                at += used;
-            }
-        }
-        Framing::None | Framing::UntilClose => {}
-    }
-    Ok(sigv4::hex(&h.finalize()))
+    // Read whole as validation reads it: counted against `limits.body_memory` (503 once the
+    // shard's bodies hold it), so requests naming a known key id with a bad signature cannot
+    // make the shard hold `max_body` each before the signature is checked.
+    let n = crate::gateway::validate::read_body(ss, conn, ctx).await?;
+    ctx.head.expect_continue = false;
+    Ok(sigv4::hex(&Sha256::digest(&conn.buf[..n])))
 }
 
 #[cfg(test)]

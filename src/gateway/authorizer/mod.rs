@@ -143,13 +143,39 @@ async fn ask_keys(
 }
 
 /// The token from the identity source: a header (`Bearer ` optional) or a query parameter.
+/// A source given more than once is its values joined with `,` (as Amazon merges repeated
+/// headers), which no token verifies: the request never passes on one copy while the
+/// upstream, which gets them all, reads another.
 fn identity<'a>(ctx: &'a RequestCtx, source: &IdentitySource) -> Option<Cow<'a, [u8]>> {
     match source {
-        IdentitySource::Header(name) => ctx
-            .head
-            .header(name.as_bytes())
-            .map(|v| Cow::Borrowed(jwt::strip_bearer(v))),
-        IdentitySource::Query(name) => query_values(ctx, name).next().map(Cow::Owned),
+        IdentitySource::Header(name) => {
+            let mut values = ctx
+                .head
+                .headers()
+                .filter(|(n, _)| crate::http::name_eq(n, name.as_bytes()))
+                .map(|(_, v)| v);
+            let first = values.next()?;
+            match values.next() {
+                None => Some(Cow::Borrowed(jwt::strip_bearer(first))),
+                Some(second) => {
+                    let mut all = [first, second].join(&b","[..]);
+                    for v in values {
+                        all.push(b',');
+                        all.extend_from_slice(v);
+                    }
+                    Some(Cow::Owned(all))
+                }
+            }
+        }
+        IdentitySource::Query(name) => {
+            let mut values = query_values(ctx, name);
+            let mut first = values.next()?;
+            for v in values {
+                first.push(b',');
+                first.extend_from_slice(&v);
+            }
+            Some(Cow::Owned(first))
+        }
     }
 }
 
