@@ -377,7 +377,10 @@ fn repeated_failures_are_summarised_not_logged_one_by_one() {
         .collect();
     assert_eq!(full.len(), 1, "{lines:?}");
     assert!(
-        full[0]["error"].as_str().unwrap().contains("authorizer \"auth\""),
+        full[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("authorizer \"auth\""),
         "{}",
         full[0]
     );

@@ -569,8 +569,8 @@ impl Validator {
                     "scope names of printable ASCII without spaces, '\"' or '\\'",
                 );
             }
-            let external = index
-                .is_some_and(|i| matches!(authorizers[i].kind, AuthorizerKind::External(_)));
+            let external =
+                index.is_some_and(|i| matches!(authorizers[i].kind, AuthorizerKind::External(_)));
             if name.is_none() || external {
                 // Scopes are a JWT's claims (Amazon checks them for JWT and Cognito
                 // authorizers only); on any other route they would not be enforced.
