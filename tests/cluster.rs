@@ -166,9 +166,120 @@ fn without_redis_nodes_fall_back_as_configured() {
         "local fallback keeps serving the node's share"
     );
     assert_eq!(tail(deny.addr()), 429, "deny refuses while Redis is out");
-    // Quotas follow the same rule.
+    // Quotas follow the same rule; `deny` says "try again shortly", not that the quota is
+    // spent until the period ends.
     assert_eq!(keyed(local.addr()).status, 200);
-    assert_eq!(keyed(deny.addr()).status, 429);
+    let r = keyed(deny.addr());
+    assert_eq!(
+        (
+            r.status,
+            r.json()["message"].as_str(),
+            r.header("retry-after")
+        ),
+        (429, Some("Too Many Requests"), Some("1"))
+    );
+}
+
+#[test]
+fn a_spent_fleet_quota_stays_spent_while_redis_is_out() {
+    let mut redis = Redis::start();
+    let a = Gw::start(&conf(redis.addr, "local", 100_000, 100_000));
+    let b = Gw::start(&conf(redis.addr, "local", 100_000, 100_000));
+    for i in 0..10 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(keyed(gw.addr()).status, 200, "request {i}");
+    }
+    // Both nodes (each shard) hear from Redis that it is spent.
+    for gw in [&a, &b] {
+        for _ in 0..4 {
+            assert_eq!(keyed(gw.addr()).json()["message"], "Limit Exceeded");
+        }
+    }
+    redis.stop();
+    // Without Redis a node grants at most its share, and nothing of a quota it knows spent.
+    for gw in [&a, &b] {
+        for i in 0..10 {
+            let r = keyed(gw.addr());
+            assert_eq!(
+                (r.status, r.json()["message"].as_str()),
+                (429, Some("Limit Exceeded")),
+                "request {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_node_without_redis_grants_only_its_share_of_a_quota() {
+    let mut redis = Redis::start();
+    let a = Gw::start(&conf(redis.addr, "local", 100_000, 100_000));
+    assert_eq!(get(a.addr(), "/open").status, 200);
+    redis.stop();
+    // Two nodes: this one's share of 10 is 5.
+    let granted = (0..10).filter(|_| keyed(a.addr()).status == 200).count();
+    assert_eq!(granted, 5);
+}
+
+#[test]
+fn a_redis_that_closed_idle_connections_is_no_outage() {
+    let redis = Redis::start();
+    // Quota 10 over 2 nodes and 2 shards: leased one request at a time, so every keyed
+    // request asks Redis, on a pooled connection once there is one.
+    let gw = Gw::start(&conf(redis.addr, "deny", 100_000, 100_000));
+    for _ in 0..2 {
+        assert_eq!(keyed(gw.addr()).status, 200);
+    }
+    // What Redis's `timeout`, a proxy's idle limit or a restart does to pooled connections.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    for i in 0..4 {
+        let r = keyed(gw.addr());
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+}
+
+/// A fake Redis that answers every command with `reply`.
+fn fake_redis(reply: &'static [u8]) -> SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut b = [0u8; 4096];
+                while matches!(c.read(&mut b), Ok(n) if n > 0) {
+                    if c.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn replies_no_redis_sends_are_an_outage_not_a_crash() {
+    for reply in [
+        &b"*576460752303423488\r\n"[..],
+        b"*9223372036854775807\r\n",
+        b"*-1\r\n",
+        b"$5\r\nhello\r\n",
+    ] {
+        let fake = fake_redis(reply);
+        let local = Gw::start(&conf(fake, "local", 100_000, 100_000));
+        let deny = Gw::start(&conf(fake, "deny", 100_000, 100_000));
+        let what = String::from_utf8_lossy(reply);
+        for _ in 0..3 {
+            assert_eq!(keyed(local.addr()).status, 200, "{what}");
+            assert_eq!(get(local.addr(), "/open").status, 200, "{what}");
+            assert_eq!(keyed(deny.addr()).status, 429, "{what}");
+        }
+    }
+    // A reply that never ends is cut off, not buffered: an answer still comes.
+    let endless: &'static [u8] = Box::leak(vec![b'a'; 64 << 10].into_boxed_slice());
+    let fake = fake_redis(endless);
+    let local = Gw::start(&conf(fake, "local", 100_000, 100_000));
+    assert_eq!(keyed(local.addr()).status, 200);
 }
 
 /// A Redis that hangs (SIGSTOP) costs one request the `cluster.timeout`; the rest fall back at

@@ -242,6 +242,8 @@ pub(crate) async fn count_quota(
         Ok((0, _)) => {
             shard.redis_ok();
             shard.quota_spent(id, period);
+            cell.fleet_spent
+                .store(period as u64 + 1, std::sync::atomic::Ordering::Relaxed);
             Err(refuse(Some(q)))
         }
         Ok((granted, _)) => {
@@ -253,11 +255,33 @@ pub(crate) async fn count_quota(
         Err(e) => {
             shard.redis_failed(&e, c.on_redis_error);
             match c.on_redis_error {
-                OnRedisError::Local => cell
-                    .take(plan.quota, day)
-                    .map(|_| ())
-                    .map_err(|_| refuse(Some(q))),
-                OnRedisError::Deny => Err(refuse(Some(q))),
+                // The node's own share of the period's quota (what it counts while Redis is
+                // out), and nothing once Redis said the fleet's is spent.
+                OnRedisError::Local => {
+                    let spent = cell.fleet_spent.load(std::sync::atomic::Ordering::Relaxed)
+                        == period as u64 + 1;
+                    let share = crate::config::Quota {
+                        limit: q.limit.div_ceil(c.nodes as u64),
+                        ..q
+                    };
+                    if spent {
+                        return Err(refuse(Some(q)));
+                    }
+                    cell.take(Some(share), day)
+                        .map(|_| ())
+                        .map_err(|_| refuse(Some(q)))
+                }
+                // Redis cannot say: a short refusal, as the fleet's rate limits give, not
+                // "Limit Exceeded" until the period ends.
+                OnRedisError::Deny => Err(Error::downstream(
+                    Kind::Throttled(crate::error::RateInfo {
+                        limit: q.limit,
+                        remaining: 0,
+                        reset_s: 1,
+                        retry_after_s: 1,
+                    }),
+                    "quota: Redis is not answering (cluster.on_redis_error = \"deny\")",
+                )),
             }
         }
     }

@@ -105,6 +105,10 @@ pub(crate) struct QuotaCell {
     pub prev_day: AtomicU64,
     /// Set on every change, cleared by the flusher.
     pub dirty: AtomicBool,
+    /// With `[cluster]`: the quota period (plus one; 0 for none) in which Redis answered
+    /// that the fleet's quota is spent. While Redis is out, a node that knows it is spent
+    /// grants nothing more in that period; setting the key's count clears it.
+    pub fleet_spent: AtomicU64,
 }
 
 /// The largest count `QuotaCell::prev_day` holds.
@@ -125,6 +129,7 @@ impl QuotaCell {
             day_used: AtomicU64::new(day_used),
             prev_day: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
+            fleet_spent: AtomicU64::new(0),
         }
     }
 

@@ -101,6 +101,13 @@ impl Primary {
 /// What a call says when the Sentinels have named no primary yet.
 pub(crate) const NO_PRIMARY: &str = "no Redis primary: no Sentinel has named one yet";
 
+/// How one command's exchange failed.
+enum Exchange {
+    /// The server closed the connection before answering anything.
+    Closed,
+    Failed(String),
+}
+
 /// A shard's connections to one Redis.
 pub(crate) struct RedisPool {
     /// `None` while the Sentinels have named no primary: every call fails at once.
@@ -141,6 +148,13 @@ fn int(b: &[u8]) -> Result<i64, String> {
         .ok_or_else(|| "bad integer in Redis reply".to_string())
 }
 
+/// The most elements a reply of ours holds (the scripts answer three or four numbers): a
+/// longer array is no answer of theirs, whatever it claims.
+const MAX_ELEMENTS: i64 = 16;
+/// The most bytes a reply may take: a server that sends more without ending it is not
+/// answering one of these commands.
+const MAX_REPLY: usize = 4096;
+
 /// Parses an integer or an array of integers. `Ok(None)`: incomplete.
 pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<Vec<i64>>, String> {
     let Some((first, mut at)) = line(buf, 0) else {
@@ -153,7 +167,10 @@ pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<Vec<i64>>, String> {
         Some(b'+') => Ok(Some(Vec::new())),
         Some(b'*') => {
             let n = int(&first[1..])?;
-            let mut out = Vec::with_capacity(n.max(0) as usize);
+            if !(0..=MAX_ELEMENTS).contains(&n) {
+                return Err(format!("unexpected Redis reply: an array of {n} elements"));
+            }
+            let mut out = Vec::with_capacity(n as usize);
             for _ in 0..n {
                 let Some((l, next)) = line(buf, at) else {
                     return Ok(None);
@@ -210,31 +227,71 @@ impl RedisPool {
     }
 
     async fn call(&self, cmd: Vec<u8>) -> Result<Vec<i64>, String> {
-        let pooled = self.idle.borrow_mut().pop();
-        let mut s = match pooled {
-            Some(s) => s,
-            None => {
-                let addr = self.addr.ok_or(NO_PRIMARY)?;
-                let s = TcpStream::connect_addr(addr)
-                    .await
-                    .map_err(|e| format!("connect to Redis {addr}: {e}"))?;
-                let _ = s.set_nodelay(true);
-                s
+        // A pooled connection the server closed while it idled (Redis's `timeout`, a proxy's
+        // idle limit, a restart) is dropped, and the command sent once more on a new one:
+        // that is no outage. One the server closed before answering anything is retried
+        // too (it closed an idle client: the command was not run).
+        loop {
+            let pooled = self.pooled();
+            let was_pooled = pooled.is_some();
+            let s = match pooled {
+                Some(s) => s,
+                None => {
+                    let addr = self.addr.ok_or(NO_PRIMARY)?;
+                    let s = TcpStream::connect_addr(addr)
+                        .await
+                        .map_err(|e| format!("connect to Redis {addr}: {e}"))?;
+                    let _ = s.set_nodelay(true);
+                    s
+                }
+            };
+            match self.exchange(s, cmd.clone()).await {
+                Err(Exchange::Closed) if was_pooled => continue,
+                Err(Exchange::Closed) => return Err("Redis closed the connection".into()),
+                Err(Exchange::Failed(e)) => return Err(e),
+                Ok(v) => return Ok(v),
             }
-        };
+        }
+    }
+
+    /// An idle connection that nothing arrived on while it waited (no close, no stray bytes).
+    fn pooled(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        while let Some(s) = idle.pop() {
+            if !s.has_unread() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    async fn exchange(&self, mut s: TcpStream, cmd: Vec<u8>) -> Result<Vec<i64>, Exchange> {
         write_all(&mut s, cmd)
             .await
-            .map_err(|e| format!("write to Redis: {e}"))?;
+            .map_err(|e| Exchange::Failed(format!("write to Redis: {e}")))?;
         let mut buf = BytesMut::with_capacity(256);
         loop {
-            if let Some(v) = parse_reply(&buf)? {
+            if let Some(v) = parse_reply(&buf).map_err(Exchange::Failed)? {
                 self.idle.borrow_mut().push(s);
                 return Ok(v);
             }
+            if buf.len() > MAX_REPLY {
+                return Err(Exchange::Failed(format!(
+                    "unexpected Redis reply: over {MAX_REPLY} bytes"
+                )));
+            }
             match read_into(&mut s, &mut buf).await {
-                Ok(0) => return Err("Redis closed the connection".into()),
+                Ok(0) if buf.is_empty() => return Err(Exchange::Closed),
+                Ok(0) => {
+                    return Err(Exchange::Failed(
+                        "Redis closed the connection mid-reply".into(),
+                    ))
+                }
                 Ok(_) => {}
-                Err(e) => return Err(format!("read from Redis: {e}")),
+                Err(e) if buf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Err(Exchange::Closed)
+                }
+                Err(e) => return Err(Exchange::Failed(format!("read from Redis: {e}"))),
             }
         }
     }
@@ -293,7 +350,7 @@ impl RedisPool {
             [g, rem, us] => Ok((
                 (*g).max(0) as u64,
                 (*rem).max(0) as u64,
-                (*us).max(0) as u64 * 1000,
+                ((*us).max(0) as u64).saturating_mul(1000),
             )),
             _ => Err("unexpected Redis reply to the lease script".into()),
         }
@@ -353,5 +410,18 @@ mod tests {
         assert_eq!(parse_reply(b":7\r\n"), Ok(Some(vec![7])));
         assert!(parse_reply(b"-ERR nope\r\n").unwrap_err().contains("nope"));
         assert_eq!(parse_reply(b""), Ok(None));
+        // Counts no reply of ours has are refused before anything is reserved for them.
+        for bad in [
+            &b"*576460752303423488\r\n"[..],
+            b"*9223372036854775807\r\n",
+            b"*-1\r\n",
+            b"*17\r\n",
+        ] {
+            assert!(
+                parse_reply(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }
