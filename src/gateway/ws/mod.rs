@@ -18,7 +18,9 @@ use crate::http::h1::RequestHead;
 use crate::http::write::Answer;
 use crate::shard::{Shard, ShardSnap};
 
+mod integration;
 mod manage;
+mod message;
 mod session;
 
 pub(crate) use manage::{manage, serve_commands, target, PUSH_QUEUE};
@@ -90,7 +92,7 @@ pub(crate) async fn connect(
         super::api_key::authenticate(ss, ctx, m)?;
         super::limits::throttle(shard, ss, ctx, m).await?;
         let session = session_of(ss, conn, ctx, &id, st.api, st.stage);
-        match session::integrate(
+        match integration::integrate(
             ss,
             &session,
             m,

@@ -2,25 +2,24 @@
 //! this connection's own buffers (masked client frames required, fragments joined, control
 //! frames between fragments, UTF-8 checked across fragments, the close handshake), each
 //! message routed by the API's `route_selection_expression` to its route's integration, the
-//! answer of a two-way route sent back as a message, and `$disconnect` called once at the end.
+//! answer of a two-way route sent back as a message ([`super::message`]), and `$disconnect`
+//! called once at the end.
 
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
+use super::message::{disconnect, message};
 use super::{now_ms, Session};
-use crate::gateway::ctx::{RequestCtx, RouteMatch};
 use crate::http::conn::{Conn, Stream};
-use crate::shard::{Shard, ShardSnap, WsHandle, WsPush};
-use crate::snapshot::IntegrationRt;
-use crate::upstream::fetch::Fetched;
+use crate::shard::{Shard, WsHandle, WsPush};
 
 /// How long a write to a client that does not read may wait before the connection is
 /// dropped.
@@ -149,9 +148,9 @@ enum Event {
 }
 
 /// How the connection ended, for `$disconnect`.
-struct Ended {
-    code: u16,
-    reason: String,
+pub(super) struct Ended {
+    pub code: u16,
+    pub reason: String,
 }
 
 /// Serves the connection until either side closes it, then calls `$disconnect`.
@@ -432,342 +431,4 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         let _ = w.await;
     }
     crate::memory::boxed(|| disconnect(shard, &s, ended)).await;
-}
-
-/// The API, stage and route a message goes to, in the snapshot current now.
-fn locate(ss: &ShardSnap, s: &Session) -> Option<(usize, usize)> {
-    let api = ss.snap.apis.iter().position(|a| a.name == s.api)?;
-    let stage = ss.snap.apis[api]
-        .stages
-        .iter()
-        .position(|n| *n == s.stage)?;
-    Some((api, stage))
-}
-
-/// One message: its route, its integration, and what goes back (two-way routes, errors);
-/// `None` when the connection's API or stage is no longer in the snapshot.
-async fn message(
-    shard: &Rc<Shard>,
-    s: &Session,
-    data: &[u8],
-    text: bool,
-) -> Option<Option<Message>> {
-    let ss = shard.snapshot();
-    let (api, stage) = locate(&ss, s)?;
-    let mut ctx = RequestCtx::new(s.head.clone(), shard.request_id(), Default::default());
-    ctx.principal = s.principal.clone();
-    ctx.stage = Some(crate::route::StageRef {
-        api,
-        stage,
-        base_len: 0,
-    });
-    ctx.ws = Some((s.id.as_str().into(), "MESSAGE"));
-    let (reply, status) = answer(shard, &ss, s, &mut ctx, data, text).await;
-    ctx.status = status;
-    // One access-log line per message, as per request.
-    let bytes_out = match &reply {
-        Some(Message::Text(t)) => t.len() as u64,
-        Some(Message::Binary(b)) => b.len() as u64,
-        _ => 0,
-    };
-    crate::gateway::record::observe(
-        shard,
-        &ss,
-        &crate::gateway::record::Record {
-            ctx: Some(&ctx),
-            status,
-            bytes_in: data.len() as u64,
-            bytes_out,
-            from: Some(crate::gateway::record::From {
-                peer: peer(s),
-                tls: None,
-                h2: false,
-            }),
-            ..Default::default()
-        },
-    );
-    Some(reply)
-}
-
-/// What a message gets back, and the status its log line says.
-async fn answer(
-    shard: &Rc<Shard>,
-    ss: &ShardSnap,
-    s: &Session,
-    ctx: &mut RequestCtx,
-    data: &[u8],
-    text: bool,
-) -> (Option<Message>, u16) {
-    let Some(st) = ctx.stage else {
-        return (None, 500);
-    };
-    let Some(ws) = ss.snap.apis[st.api].ws.as_ref() else {
-        return (None, 500);
-    };
-    let key = text
-        .then(|| serde_json::from_slice::<Value>(data).ok())
-        .flatten()
-        .and_then(|v| {
-            let found = ws.selection.iter().try_fold(&v, |v, k| v.get(k))?;
-            Some(match found {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-        });
-    let route = key
-        .as_deref()
-        .and_then(|k| ws.keys.get(k).copied())
-        .or(ws.default);
-    let request_id = ctx.request_id.as_str().to_string();
-    let error = |message: &str, status: u16| {
-        (
-            Some(Message::text(
-                json!({"message": message, "connectionId": s.id, "requestId": request_id})
-                    .to_string(),
-            )),
-            status,
-        )
-    };
-    let Some(route) = route else {
-        return error("Forbidden", 403);
-    };
-    let m = RouteMatch {
-        api: st.api,
-        stage: st.stage,
-        route,
-    };
-    ctx.route = Some(m);
-    // Each message is throttled as a request is: the route's, the stage's and the key's
-    // buckets, with the same leases.
-    if crate::gateway::limits::throttle(shard, ss, ctx, m)
-        .await
-        .is_err()
-    {
-        return error("Too Many Requests", 429);
-    }
-    let two_way = ss.snap.config.apis[st.api].routes[route].route_response;
-    match integrate(ss, s, m, "MESSAGE", data, Some(&request_id)).await {
-        Ok(Some(Fetched { status, body, .. })) if (200..300).contains(&status) => {
-            ctx.integration_status = Some(status);
-            // Back as the kind of message that asked (text only if it is UTF-8).
-            let reply = two_way.then(|| match (text, String::from_utf8(body)) {
-                (true, Ok(t)) => Message::text(t),
-                (false, Ok(t)) => Message::binary(t.into_bytes()),
-                (_, Err(e)) => Message::binary(e.into_bytes()),
-            });
-            (reply, 200)
-        }
-        Ok(None) => (None, 200),
-        Ok(Some(Fetched { status, .. })) => {
-            ctx.integration_status = Some(status);
-            tracing::debug!(connection = %s.id, status, "websocket integration refused a message");
-            error("Internal server error", 500)
-        }
-        Err(why) => {
-            tracing::debug!(connection = %s.id, error = %why, "websocket integration failed");
-            error("Internal server error", 502)
-        }
-    }
-}
-
-/// `$disconnect`, once, best effort.
-async fn disconnect(shard: &Rc<Shard>, s: &Session, ended: Ended) {
-    let ss = shard.snapshot();
-    let Some((api, stage)) = locate(&ss, s) else {
-        return;
-    };
-    let Some(route) = ss.snap.apis[api].ws.as_ref().and_then(|w| w.disconnect) else {
-        return;
-    };
-    let m = RouteMatch { api, stage, route };
-    let extra = format!(
-        "x-disconnect-status-code: {}\r\nx-disconnect-reason: {}\r\n",
-        ended.code,
-        ended
-            .reason
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(123)
-            .collect::<String>()
-    );
-    let id = shard.request_id();
-    if let Err(why) = integrate_with(&ss, s, m, "DISCONNECT", &[], Some(id.as_str()), &extra).await
-    {
-        tracing::debug!(connection = %s.id, error = %why, "$disconnect integration failed");
-    }
-}
-
-/// Calls route `m`'s integration for an event: `Ok(None)` when the route has none to call,
-/// else the integration's status and body.
-pub(super) async fn integrate(
-    ss: &ShardSnap,
-    s: &Session,
-    m: RouteMatch,
-    event: &str,
-    body: &[u8],
-    request_id: Option<&str>,
-) -> Result<Option<Fetched>, String> {
-    integrate_with(ss, s, m, event, body, request_id, "").await
-}
-
-async fn integrate_with(
-    ss: &ShardSnap,
-    s: &Session,
-    m: RouteMatch,
-    event: &str,
-    body: &[u8],
-    request_id: Option<&str>,
-    extra: &str,
-) -> Result<Option<Fetched>, String> {
-    let api = &ss.snap.apis[m.api];
-    let route = &api.routes[m.route];
-    let mut ctx = RequestCtx::new(
-        s.head.clone(),
-        request_id
-            .and_then(|r| crate::gateway::ctx::RequestId::from_client(r.as_bytes()))
-            .unwrap_or_else(|| crate::gateway::ctx::RequestId::generated(0, now_ms())),
-        Default::default(),
-    );
-    ctx.principal = s.principal.clone();
-    match &route.per_stage[m.stage] {
-        IntegrationRt::Mock(mock) => {
-            let a = crate::gateway::answers::mock(&ctx, &s.peer_ip, mock);
-            Ok(Some(Fetched {
-                status: a.status,
-                head: Default::default(),
-                body: a.body,
-                reusable: false,
-            }))
-        }
-        IntegrationRt::Http(h) => {
-            let mut path = Vec::new();
-            h.path.render(
-                &mut path,
-                &ctx.vars(&s.peer_ip, crate::syntax::template::Escape::Uri),
-                |_, _| {},
-            );
-            let mut req = Vec::with_capacity(512 + body.len());
-            req.extend_from_slice(b"POST ");
-            req.extend_from_slice(&path);
-            if event == "CONNECT" {
-                // The client's query goes to $connect.
-                if let Some(q) = s.head.query_bytes().filter(|q| !q.is_empty()) {
-                    req.push(if path.contains(&b'?') { b'&' } else { b'?' });
-                    req.extend_from_slice(q);
-                }
-            }
-            req.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-            req.extend_from_slice(h.host_header.as_bytes());
-            req.extend_from_slice(b"\r\n");
-            if event == "CONNECT" {
-                // The client's headers, as the upgrade request carried them (its
-                // `Sec-WebSocket-*` ones too, as Amazon's: the integration may choose among
-                // the subprotocols offered).
-                for (n, v) in s.head.headers() {
-                    let lower = n.to_ascii_lowercase();
-                    if matches!(
-                        lower.as_slice(),
-                        b"host"
-                            | b"connection"
-                            | b"upgrade"
-                            | b"content-length"
-                            | b"transfer-encoding"
-                            | b"keep-alive"
-                            | b"te"
-                            | b"trailer"
-                    ) || is_gateway_header(&lower)
-                    {
-                        continue;
-                    }
-                    req.extend_from_slice(n);
-                    req.extend_from_slice(b": ");
-                    req.extend_from_slice(v);
-                    req.extend_from_slice(b"\r\n");
-                }
-            }
-            let ss_stage = &ss.snap.config.apis[m.api].stages[m.stage].name;
-            let domain = String::from_utf8_lossy(s.head.host_bytes().unwrap_or_default());
-            let lines = format!(
-                "content-type: application/json\r\ncontent-length: {}\r\nx-connection-id: {}\r\nx-event-type: {event}\r\nx-route-key: {}\r\nx-request-id: {}\r\nx-stage: {ss_stage}\r\nx-api-id: {}\r\nx-domain-name: {domain}\r\nx-connected-at: {}\r\nx-source-ip: {}\r\n{extra}\r\n",
-                body.len(),
-                s.id,
-                route.key,
-                ctx.request_id.as_str(),
-                s.api,
-                s.connected_at_ms,
-                s.peer_ip,
-            );
-            // The message's own id, and what the authorizer established at $connect.
-            let mut lines = lines;
-            lines.truncate(lines.len() - 2);
-            if event == "MESSAGE" {
-                lines.push_str(&format!("x-message-id: {}\r\n", ctx.request_id.as_str()));
-            }
-            let one_line = |v: &str| v.chars().filter(|c| !c.is_control()).collect::<String>();
-            match &s.principal.authorizer {
-                Some(crate::gateway::ctx::Authorized::Jwt(v)) => {
-                    // JSON text: control characters are escaped, so it stays one line.
-                    let claims = serde_json::to_string(&v.claims).unwrap_or_default();
-                    lines.push_str(&format!("x-authorizer-claims: {claims}\r\n"));
-                }
-                Some(crate::gateway::ctx::Authorized::External(d)) => {
-                    if let Some(p) = &d.principal_id {
-                        lines.push_str(&format!("x-authorizer-principal-id: {}\r\n", one_line(p)));
-                    }
-                    let context = serde_json::to_string(&d.context).unwrap_or_default();
-                    lines.push_str(&format!("x-authorizer-context: {context}\r\n"));
-                }
-                Some(crate::gateway::ctx::Authorized::Iam(key)) => {
-                    lines.push_str(&format!("x-authorizer-access-key: {}\r\n", one_line(key)));
-                }
-                None => {}
-            }
-            lines.push_str("\r\n");
-            req.extend_from_slice(lines.as_bytes());
-            req.extend_from_slice(body);
-            let answer = crate::driver::time::timeout(
-                h.timeout,
-                crate::gateway::call::exchange_whole(
-                    ss,
-                    &h.dest,
-                    &ctx,
-                    peer(s),
-                    req,
-                    (ss.snap.limits.websocket_message as usize).max(128 << 10),
-                ),
-            )
-            .await
-            .map_err(|_| "integration timed out".to_string())??;
-            Ok(Some(answer))
-        }
-    }
-}
-
-/// Headers the gateway writes itself on integration calls: a client's own are left out, so
-/// that a backend reading them reads the gateway's.
-fn is_gateway_header(lower: &[u8]) -> bool {
-    lower.starts_with(b"x-connection-")
-        || lower.starts_with(b"x-authorizer-")
-        || lower.starts_with(b"x-disconnect-")
-        || matches!(
-            lower,
-            b"x-event-type"
-                | b"x-route-key"
-                | b"x-request-id"
-                | b"x-message-id"
-                | b"x-stage"
-                | b"x-api-id"
-                | b"x-domain-name"
-                | b"x-connected-at"
-                | b"x-source-ip"
-        )
-}
-
-fn peer(s: &Session) -> std::net::SocketAddr {
-    std::net::SocketAddr::new(
-        s.peer_ip
-            .parse()
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
-        0,
-    )
 }
