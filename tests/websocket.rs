@@ -16,6 +16,9 @@ use tungstenite::{Message, WebSocket};
 
 use common::*;
 
+#[path = "websocket/waiting.rs"]
+mod waiting;
+
 fn backend() -> Upstream {
     Upstream::start(|s| {
         if s.target.starts_with("/connect") && s.target.contains("deny=1") {

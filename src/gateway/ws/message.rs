@@ -31,7 +31,7 @@ fn locate(ss: &ShardSnap, s: &Session) -> Option<(usize, usize)> {
 pub(super) async fn message(
     shard: &Rc<Shard>,
     s: &Session,
-    data: &[u8],
+    data: bytes::Bytes,
     text: bool,
 ) -> Option<Option<Message>> {
     let ss = shard.snapshot();
@@ -44,7 +44,7 @@ pub(super) async fn message(
         base_len: 0,
     });
     ctx.ws = Some((s.id.as_str().into(), "MESSAGE"));
-    let (reply, status) = answer(shard, &ss, s, &mut ctx, data, text).await;
+    let (reply, status) = answer(shard, &ss, s, &mut ctx, &data, text).await;
     ctx.status = status;
     // One access-log line per message, as per request.
     let bytes_out = match &reply {

@@ -5,8 +5,10 @@
 //! answer of a two-way route sent back as a message ([`super::message`]), and `$disconnect`
 //! called once at the end.
 
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::rc::Rc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::json;
@@ -142,9 +144,63 @@ async fn await_close(io: &mut Transport, ws: &mut WebSocketContext, mem: &mut Me
 /// What woke the loop.
 enum Event {
     Read(io::Result<usize>),
+    /// The integration of the message waited on finished: what goes back.
+    Answered(Option<Option<Message>>),
     Timer,
     Push(Option<WsPush>),
     Drain,
+}
+
+fn lost() -> Ended {
+    Ended {
+        code: 1006,
+        reason: "the connection was lost".into(),
+    }
+}
+
+/// Writes what a message got back; `Err` (after closing with 1001) when a reload removed the
+/// connection's API or stage, so that nothing routes its messages any more.
+async fn answered(
+    done: Option<Option<Message>>,
+    io: &mut Transport,
+    ws: &mut WebSocketContext,
+    mem: &mut Mem,
+) -> Result<(), Ended> {
+    match done {
+        Some(Some(reply)) => {
+            let _ = ws.write(mem, reply);
+            Ok(())
+        }
+        Some(None) => Ok(()),
+        None => {
+            let why = "the API or stage is gone";
+            close_by_gateway(io, ws, mem, CloseCode::Away, why).await;
+            Err(Ended {
+                code: 1001,
+                reason: why.into(),
+            })
+        }
+    }
+}
+
+/// The gateway closes (idle, lifetime, drain, `@connections` DELETE, the API gone): its Close,
+/// then the client's awaited ([`await_close`]).
+async fn close_by_gateway(
+    io: &mut Transport,
+    ws: &mut WebSocketContext,
+    mem: &mut Mem,
+    code: CloseCode,
+    reason: &str,
+) {
+    let _ = ws.close(
+        mem,
+        Some(CloseFrame {
+            code,
+            reason: reason.to_string().into(),
+        }),
+    );
+    let _ = io.send(std::mem::take(&mut mem.out)).await;
+    Box::pin(await_close(io, ws, mem)).await;
 }
 
 /// How the connection ended, for `$disconnect`.
@@ -229,17 +285,21 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         out: Vec::new(),
     };
     let deadline = std::time::Instant::now() + lifetime;
+    // Idle counts from the last bytes read, push sent or message answered: a message waiting
+    // on its integration is not activity, so idle (as lifetime, drain and `@connections`
+    // DELETE) ends that wait as it ends any other.
+    let mut active_at = std::time::Instant::now();
+    // The message whose integration is being waited on. Meanwhile nothing more is read (the
+    // connection's later messages wait in the socket's buffers, one message at a time, in
+    // order), and what earlier messages got has gone out.
+    let mut pending = None;
     let ended = 'conn: loop {
-        // Every whole message that has arrived, in order.
-        loop {
+        // Every whole message that has arrived, in order, until one has to wait.
+        while pending.is_none() {
             match ws.read(&mut mem) {
                 Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
                     last.set(now_ms());
-                    let (data, text) = match &m {
-                        Message::Text(t) => (t.as_bytes(), true),
-                        Message::Binary(b) => (&b[..], false),
-                        _ => (&[][..], false),
-                    };
+                    let text = matches!(m, Message::Text(_));
                     if bucket
                         .as_ref()
                         .is_some_and(|b| b.take_up_to(1, crate::throttle::now_ns()).granted == 0)
@@ -255,37 +315,24 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                     }
                     // Boxed: the integration call's state exists only while a message is
                     // handled, not in every idle connection's task.
-                    match crate::memory::boxed(|| message(shard, &s, data, text)).await {
-                        Some(Some(reply)) => {
-                            let _ = ws.write(&mut mem, reply);
+                    let mut handling =
+                        crate::memory::boxed(|| message(shard, &s, m.into_data(), text));
+                    // Polled once here: a message answered without waiting (a mock, a
+                    // refusal) is written with the others of this read; one that waits is
+                    // waited on below, with the connection's other events.
+                    let polled = std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx)));
+                    match polled.await {
+                        Poll::Ready(done) => {
+                            if let Err(e) = answered(done, &mut io, &mut ws, &mut mem).await {
+                                break 'conn e;
+                            }
                         }
-                        Some(None) => {}
-                        None => {
-                            // A reload removed the API or its stage: nothing routes this
-                            // connection's messages any more.
-                            let why = "the API or stage is gone";
-                            let _ = ws.close(
-                                &mut mem,
-                                Some(CloseFrame {
-                                    code: CloseCode::Away,
-                                    reason: why.into(),
-                                }),
-                            );
-                            let _ = io.send(std::mem::take(&mut mem.out)).await;
-                            Box::pin(await_close(&mut io, &mut ws, &mut mem)).await;
-                            break 'conn Ended {
-                                code: 1001,
-                                reason: why.into(),
-                            };
-                        }
+                        Poll::Pending => pending = Some(handling),
                     }
                     if mem.out.len() > OUT_BATCH
                         && io.send(std::mem::take(&mut mem.out)).await.is_err()
                     {
-                        break 'conn Ended {
-                            code: 1006,
-                            reason: "the connection was lost".into(),
-                        };
+                        break 'conn lost();
                     }
                 }
                 Ok(Message::Close(frame)) => {
@@ -338,91 +385,76 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 }
             }
         }
-        if mem.inb.is_empty() {
+        if pending.is_none() && mem.inb.is_empty() {
             // Nothing half-read: an idle connection keeps no input buffer.
             mem.inb = BytesMut::new();
         }
+        // What is ready goes out before anything is waited on.
         let _ = ws.flush(&mut mem);
         if !mem.out.is_empty() && io.send(std::mem::take(&mut mem.out)).await.is_err() {
-            break Ended {
-                code: 1006,
-                reason: "the connection was lost".into(),
-            };
+            break lost();
         }
-        // Closing by the gateway: idle, too old, or the shard drains.
-        let going_away = |ws: &mut WebSocketContext, mem: &mut Mem, why: &str| {
-            let _ = ws.close(
-                mem,
-                Some(CloseFrame {
-                    code: CloseCode::Away,
-                    reason: why.to_string().into(),
-                }),
-            );
-            Ended {
-                code: 1001,
-                reason: why.into(),
-            }
-        };
-        let now = std::time::Instant::now();
-        let wait = idle.min(deadline.saturating_duration_since(now));
+        let wake = active_at
+            .checked_add(idle)
+            .map_or(deadline, |t| t.min(deadline));
+        let reading = pending.is_none();
+        let waiting = std::future::poll_fn(|cx| match pending.as_mut() {
+            Some(h) => h.as_mut().poll(cx),
+            None => Poll::Pending,
+        });
         let event = monoio::select! {
-            n = io.read(&mut mem.inb) => Event::Read(n),
-            _ = crate::driver::time::sleep(wait) => Event::Timer,
+            n = io.read(&mut mem.inb), if reading => Event::Read(n),
+            done = waiting => Event::Answered(done),
+            _ = crate::driver::time::sleep_until(wake) => Event::Timer,
             p = prx.recv_async() => Event::Push(p.ok()),
             _ = close_rx.recv_async() => Event::Push(Some(WsPush::Close)),
             _ = shard.drain.wait() => Event::Drain,
         };
-        match event {
-            Event::Read(Ok(0) | Err(_)) => {
-                break Ended {
-                    code: 1006,
-                    reason: "the connection was lost".into(),
-                }
+        let (code, frame_reason, why) = match event {
+            Event::Read(Ok(0) | Err(_)) => break lost(),
+            Event::Read(Ok(_)) => {
+                active_at = std::time::Instant::now();
+                continue;
             }
-            Event::Read(Ok(_)) => {}
-            Event::Timer => {
-                let why = if std::time::Instant::now() >= deadline {
-                    "connection lifetime reached"
-                } else {
-                    "idle"
+            Event::Answered(done) => {
+                pending = None;
+                active_at = std::time::Instant::now();
+                if let Err(e) = answered(done, &mut io, &mut ws, &mut mem).await {
+                    break e;
+                }
+                continue;
+            }
+            Event::Push(Some(WsPush::Send(data))) => {
+                last.set(now_ms());
+                active_at = std::time::Instant::now();
+                let m = match String::from_utf8(data) {
+                    Ok(t) => Message::text(t),
+                    Err(e) => Message::binary(e.into_bytes()),
                 };
-                let e = going_away(&mut ws, &mut mem, why);
-                let _ = io.send(std::mem::take(&mut mem.out)).await;
-                Box::pin(await_close(&mut io, &mut ws, &mut mem)).await;
-                break e;
+                let _ = ws.write(&mut mem, m);
+                continue;
             }
-            Event::Push(p) => match p {
-                Some(WsPush::Send(data)) => {
-                    last.set(now_ms());
-                    let m = match String::from_utf8(data) {
-                        Ok(t) => Message::text(t),
-                        Err(e) => Message::binary(e.into_bytes()),
-                    };
-                    let _ = ws.write(&mut mem, m);
-                }
-                Some(WsPush::Close) | None => {
-                    let _ = ws.close(
-                        &mut mem,
-                        Some(CloseFrame {
-                            code: CloseCode::Normal,
-                            reason: "".into(),
-                        }),
-                    );
-                    let _ = io.send(std::mem::take(&mut mem.out)).await;
-                    Box::pin(await_close(&mut io, &mut ws, &mut mem)).await;
-                    break Ended {
-                        code: 1000,
-                        reason: "closed through @connections".into(),
-                    };
-                }
-            },
+            Event::Timer if std::time::Instant::now() >= deadline => {
+                let why = "connection lifetime reached";
+                (CloseCode::Away, why, why)
+            }
+            Event::Timer => (CloseCode::Away, "idle", "idle"),
+            Event::Push(Some(WsPush::Close) | None) => {
+                (CloseCode::Normal, "", "closed through @connections")
+            }
             Event::Drain => {
-                let e = going_away(&mut ws, &mut mem, "the gateway is going away");
-                let _ = io.send(std::mem::take(&mut mem.out)).await;
-                Box::pin(await_close(&mut io, &mut ws, &mut mem)).await;
-                break e;
+                let why = "the gateway is going away";
+                (CloseCode::Away, why, why)
             }
-        }
+        };
+        // Closed by the gateway: a message still waiting on its integration is given up (the
+        // call is dropped; its answer could not be sent).
+        drop(pending.take());
+        close_by_gateway(&mut io, &mut ws, &mut mem, code, frame_reason).await;
+        break Ended {
+            code: u16::from(code),
+            reason: why.into(),
+        };
     };
     // From here on `@connections` answers 410 for it.
     shard.ws.borrow_mut().remove(&s.id);
