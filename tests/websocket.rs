@@ -16,6 +16,8 @@ use tungstenite::{Message, WebSocket};
 
 use common::*;
 
+#[path = "websocket/handshake.rs"]
+mod handshake;
 #[path = "websocket/waiting.rs"]
 mod waiting;
 

@@ -1,16 +1,18 @@
 //! Calling a WebSocket route's integration for an event (`CONNECT`, `MESSAGE`,
 //! `DISCONNECT`): a mock answers its body; an http integration gets a `POST` of the message
 //! with the connection's context as headers (and, for `$connect`, the client's query and
-//! headers), within the route's timeout.
+//! headers), within the route's timeout (a 504 error past it, 502 when the call fails).
 
 use super::{now_ms, Session};
+use crate::error::{Error, Kind};
 use crate::gateway::ctx::{RequestCtx, RouteMatch};
 use crate::shard::ShardSnap;
 use crate::snapshot::IntegrationRt;
 use crate::upstream::fetch::Fetched;
 
 /// Calls route `m`'s integration for an event: `Ok(None)` when the route has none to call,
-/// else the integration's status and body.
+/// else the integration's status and body; an error of kind `GatewayTimeout` when the route's
+/// `timeout` passed first, `BadGateway` when the call failed.
 pub(super) async fn integrate(
     ss: &ShardSnap,
     s: &Session,
@@ -18,7 +20,7 @@ pub(super) async fn integrate(
     event: &str,
     body: &[u8],
     request_id: Option<&str>,
-) -> Result<Option<Fetched>, String> {
+) -> Result<Option<Fetched>, Error> {
     integrate_with(ss, s, m, event, body, request_id, "").await
 }
 
@@ -30,7 +32,7 @@ pub(super) async fn integrate_with(
     body: &[u8],
     request_id: Option<&str>,
     extra: &str,
-) -> Result<Option<Fetched>, String> {
+) -> Result<Option<Fetched>, Error> {
     let api = &ss.snap.apis[m.api];
     let route = &api.routes[m.route];
     let mut ctx = RequestCtx::new(
@@ -149,7 +151,8 @@ pub(super) async fn integrate_with(
                 ),
             )
             .await
-            .map_err(|_| "integration timed out".to_string())??;
+            .map_err(|_| Error::upstream(Kind::GatewayTimeout, "integration timed out"))?
+            .map_err(|why| Error::upstream(Kind::BadGateway, why))?;
             Ok(Some(answer))
         }
     }

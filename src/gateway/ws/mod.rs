@@ -120,9 +120,8 @@ pub(crate) async fn connect(
                     .map(|p| String::from_utf8_lossy(p).into_owned());
             }
             Ok(None) => {}
-            Err(why) => {
-                return Err(Error::upstream(Kind::BadGateway, why));
-            }
+            // 504 when the route's timeout passed, 502 when the call failed, as a request's.
+            Err(e) => return Err(e),
         }
     }
     if ws.connect.is_none() {
