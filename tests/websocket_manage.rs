@@ -106,6 +106,13 @@ fn backends_manage_connections_on_the_apis_domain_with_sigv4() {
         why.contains("is not authorized to perform: execute-api:ManageConnections on resource: arn:aws:execute-api:local:000000000000:api/prod/POST/@connections/"),
         "{why}"
     );
+    // A message over 128 KiB is PayloadTooLargeException, by name.
+    assert_eq!(r["too_large"]["status"], 413, "{}", r["too_large"]);
+    assert_eq!(
+        r["too_large"]["code"], "PayloadTooLargeException",
+        "{}",
+        r["too_large"]
+    );
     // DeleteConnection closes it; a connection that is not there is GoneException.
     assert_eq!(r["delete"]["status"], 204, "{}", r["delete"]);
     let code = loop {
@@ -165,6 +172,10 @@ fn connections_authorization_none_admits_what_the_resource_policy_admits() {
             .as_bytes(),
     );
     assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        Some("PayloadTooLargeException")
+    );
     // The body was not read: that connection is closed after the answer.
     let mut c = Client::connect(g.addr());
     // Another stage's name, or more path, is not @connections: an upgrade is expected there.
