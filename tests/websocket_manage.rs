@@ -183,6 +183,14 @@ fn connections_authorization_none_admits_what_the_resource_policy_admits() {
         format!("GET /dev/@connections/{id} HTTP/1.1\r\nhost: chat.test\r\n\r\n").as_bytes(),
     );
     assert_eq!(r.status, 426, "{}", r.text());
+    // Other methods: 405 saying which are allowed (RFC 9110 15.5.6); the connection stays.
+    let r = c.request(
+        format!("PUT /prod/@connections/{id} HTTP/1.1\r\nhost: chat.test\r\ncontent-length: 2\r\n\r\nhi")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(r.header("allow"), Some("GET, POST, DELETE"));
+    assert_eq!(r.json(), json!({"message": "Method Not Allowed"}));
     let r = c.request(
         format!("DELETE /@connections/{id} HTTP/1.1\r\nhost: chat.test\r\n\r\n").as_bytes(),
     );

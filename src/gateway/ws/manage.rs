@@ -124,13 +124,21 @@ pub(crate) async fn manage(
         .await?;
         ctx.principal.authorizer = Some(super::super::ctx::Authorized::Iam(key));
     }
+    use crate::syntax::Method;
+    if !matches!(ctx.head.method, Method::Get | Method::Post | Method::Delete) {
+        // With `Allow`, as RFC 9110 15.5.6 requires (and the admin listener's says).
+        return Err(Error::downstream(
+            Kind::MethodNotAllowed(vec![Method::Get, Method::Post, Method::Delete]),
+            "@connections",
+        ));
+    }
     // A message is at most `limits.websocket_message` (and `limits.max_body`).
     let max = ss
         .snap
         .limits
         .websocket_message
         .min(ss.snap.limits.max_body) as usize;
-    let body = if ctx.head.method == crate::syntax::Method::Post {
+    let body = if ctx.head.method == Method::Post {
         if matches!(ctx.head.framing, crate::http::h1::Framing::Length(n) if n > max as u64) {
             // Not read: the connection closes after the answer.
             return Ok(answer(ctx, 413, too_large(max)));
