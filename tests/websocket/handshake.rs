@@ -37,3 +37,33 @@ fn a_connect_integration_that_times_out_is_504() {
     assert_eq!(r.status, 504, "{}", r.text());
     assert_eq!(r.json(), json!({"message": "Endpoint request timed out"}));
 }
+
+/// An API whose `$connect` integration records what reaches it.
+fn recording() -> (Gw, Upstream) {
+    let up = Upstream::start(|_| respond(200, "{}"));
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n\
+                 [[apis.routes]]\nroute = \"$default\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = 'x' }\n",
+            )
+            .toml(),
+    );
+    (g, up)
+}
+
+#[test]
+fn an_http_1_0_request_does_not_upgrade() {
+    let (g, up) = recording();
+    // RFC 6455 4.1 asks for HTTP/1.1; RFC 9110 7.8 has Upgrade ignored in HTTP/1.0: the
+    // request is answered as one without an upgrade is.
+    let r = Client::connect(g.addr()).request(&upgrade("HTTP/1.0", KEY, b""));
+    assert_eq!(r.status, 426, "{}", r.text());
+    assert_eq!(r.json(), json!({"message": "Upgrade Required"}));
+    assert_eq!(up.count(), 0);
+    // The same request in HTTP/1.1 upgrades.
+    let r = Client::connect(g.addr()).request(&upgrade("HTTP/1.1", KEY, b""));
+    assert_eq!(r.status, 101, "{}", r.text());
+}
