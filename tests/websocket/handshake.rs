@@ -67,3 +67,36 @@ fn an_http_1_0_request_does_not_upgrade() {
     let r = Client::connect(g.addr()).request(&upgrade("HTTP/1.1", KEY, b""));
     assert_eq!(r.status, 101, "{}", r.text());
 }
+
+#[test]
+fn an_upgrade_request_with_a_body_is_400_before_connect() {
+    let (g, up) = recording();
+    // A body that is a masked text frame: not read as the client's first message.
+    let frame = super::waiting::frames(&[r#"{"action":"sendmessage","x":1}"#]);
+    let r = Client::connect(g.addr()).request(&upgrade(
+        "HTTP/1.1",
+        &format!("{KEY}Content-Length: {}\r\n", frame.len()),
+        &frame,
+    ));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"message": "An upgrade request has no body"})
+    );
+    let chunked = format!("{:x}\r\n", frame.len()).into_bytes();
+    let chunked = [&chunked[..], &frame, b"\r\n0\r\n\r\n"].concat();
+    let r = Client::connect(g.addr()).request(&upgrade(
+        "HTTP/1.1",
+        &format!("{KEY}Transfer-Encoding: chunked\r\n"),
+        &chunked,
+    ));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(up.count(), 0, "$connect was called");
+    // An empty one is no body.
+    let r = Client::connect(g.addr()).request(&upgrade(
+        "HTTP/1.1",
+        &format!("{KEY}Content-Length: 0\r\n"),
+        b"",
+    ));
+    assert_eq!(r.status, 101, "{}", r.text());
+}

@@ -64,7 +64,7 @@ fn gateway_with_gate(limits: &str) -> (Gw, Upstream, Gate) {
 }
 
 /// Masked text frames, to be sent in one write.
-fn frames(texts: &[&str]) -> Vec<u8> {
+pub(crate) fn frames(texts: &[&str]) -> Vec<u8> {
     let mask = [7u8, 1, 9, 4];
     let mut out = Vec::new();
     for t in texts {

@@ -218,7 +218,8 @@ fn session_of(
 }
 
 /// The client's `Sec-WebSocket-Key`, once the request is a WebSocket upgrade RFC 6455 allows
-/// (426 with the version this server speaks otherwise).
+/// (426 with the version this server speaks otherwise; 400 for one with a body or without
+/// a valid key).
 fn handshake_key(head: &RequestHead) -> Result<String, Error> {
     let upgrade = |why: &'static str| Error::downstream(Kind::UpgradeRequired, why);
     if head.method != crate::syntax::Method::Get || !head.upgrade {
@@ -228,6 +229,13 @@ fn handshake_key(head: &RequestHead) -> Result<String, Error> {
     }
     if head.header(b"sec-websocket-version") != Some(b"13") {
         return Err(upgrade("Sec-WebSocket-Version is not 13"));
+    }
+    if !matches!(head.framing, crate::http::h1::Framing::None) {
+        // Whatever follows the head is the client's frames: a body would be read as them.
+        return Err(Error::downstream(
+            Kind::BadRequest("An upgrade request has no body"),
+            "websocket handshake",
+        ));
     }
     let key = head
         .header(b"sec-websocket-key")
