@@ -100,3 +100,24 @@ fn an_upgrade_request_with_a_body_is_400_before_connect() {
     ));
     assert_eq!(r.status, 101, "{}", r.text());
 }
+
+#[test]
+fn a_repeated_key_is_400_and_426_has_its_reason_phrase() {
+    let (g, up) = recording();
+    // RFC 6455 11.3.1: Sec-WebSocket-Key must not appear more than once.
+    let r = Client::connect(g.addr()).request(&upgrade("HTTP/1.1", &format!("{KEY}{KEY}"), b""));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"message": "Sec-WebSocket-Key appears more than once"})
+    );
+    assert_eq!(up.count(), 0, "$connect was called");
+    // A request that is not an upgrade: the status line says what 426 is.
+    let mut c = Client::connect(g.addr());
+    c.send(b"GET / HTTP/1.1\r\nHost: chat.test\r\nConnection: close\r\n\r\n");
+    let raw = String::from_utf8(c.read_to_end()).unwrap();
+    assert!(
+        raw.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+        "{raw}"
+    );
+}

@@ -218,8 +218,8 @@ fn session_of(
 }
 
 /// The client's `Sec-WebSocket-Key`, once the request is a WebSocket upgrade RFC 6455 allows
-/// (426 with the version this server speaks otherwise; 400 for one with a body or without
-/// a valid key).
+/// (426 with the version this server speaks otherwise; 400 for one with a body, or without
+/// one valid key).
 fn handshake_key(head: &RequestHead) -> Result<String, Error> {
     let upgrade = |why: &'static str| Error::downstream(Kind::UpgradeRequired, why);
     if head.method != crate::syntax::Method::Get || !head.upgrade {
@@ -234,6 +234,17 @@ fn handshake_key(head: &RequestHead) -> Result<String, Error> {
         // Whatever follows the head is the client's frames: a body would be read as them.
         return Err(Error::downstream(
             Kind::BadRequest("An upgrade request has no body"),
+            "websocket handshake",
+        ));
+    }
+    let keys = head
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-key"))
+        .count();
+    if keys > 1 {
+        // RFC 6455 11.3.1: it must not appear more than once.
+        return Err(Error::downstream(
+            Kind::BadRequest("Sec-WebSocket-Key appears more than once"),
             "websocket handshake",
         ));
     }
