@@ -16,6 +16,11 @@ use tungstenite::{Message, WebSocket};
 
 use common::*;
 
+#[path = "websocket/handshake.rs"]
+mod handshake;
+#[path = "websocket/waiting.rs"]
+mod waiting;
+
 fn backend() -> Upstream {
     Upstream::start(|s| {
         if s.target.starts_with("/connect") && s.target.contains("deny=1") {

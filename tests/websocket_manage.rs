@@ -106,6 +106,13 @@ fn backends_manage_connections_on_the_apis_domain_with_sigv4() {
         why.contains("is not authorized to perform: execute-api:ManageConnections on resource: arn:aws:execute-api:local:000000000000:api/prod/POST/@connections/"),
         "{why}"
     );
+    // A message over 128 KiB is PayloadTooLargeException, by name.
+    assert_eq!(r["too_large"]["status"], 413, "{}", r["too_large"]);
+    assert_eq!(
+        r["too_large"]["code"], "PayloadTooLargeException",
+        "{}",
+        r["too_large"]
+    );
     // DeleteConnection closes it; a connection that is not there is GoneException.
     assert_eq!(r["delete"]["status"], 204, "{}", r["delete"]);
     let code = loop {
@@ -165,6 +172,10 @@ fn connections_authorization_none_admits_what_the_resource_policy_admits() {
             .as_bytes(),
     );
     assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        Some("PayloadTooLargeException")
+    );
     // The body was not read: that connection is closed after the answer.
     let mut c = Client::connect(g.addr());
     // Another stage's name, or more path, is not @connections: an upgrade is expected there.
@@ -172,6 +183,14 @@ fn connections_authorization_none_admits_what_the_resource_policy_admits() {
         format!("GET /dev/@connections/{id} HTTP/1.1\r\nhost: chat.test\r\n\r\n").as_bytes(),
     );
     assert_eq!(r.status, 426, "{}", r.text());
+    // Other methods: 405 saying which are allowed (RFC 9110 15.5.6); the connection stays.
+    let r = c.request(
+        format!("PUT /prod/@connections/{id} HTTP/1.1\r\nhost: chat.test\r\ncontent-length: 2\r\n\r\nhi")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(r.header("allow"), Some("GET, POST, DELETE"));
+    assert_eq!(r.json(), json!({"message": "Method Not Allowed"}));
     let r = c.request(
         format!("DELETE /@connections/{id} HTTP/1.1\r\nhost: chat.test\r\n\r\n").as_bytes(),
     );

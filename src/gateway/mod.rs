@@ -137,10 +137,15 @@ async fn run_phases(
         return Ok(Outcome::Answer(a));
     }
     // After the stage: these refusals carry the API's CORS headers and gateway responses.
-    check_body_size(ctx, snap.limits.max_body)?;
+    let ws_api = ctx.stage.is_some_and(|st| snap.apis[st.api].ws.is_some());
+    let manage = ws_api.then(|| ws::target(ss, ctx)).flatten();
+    if manage.is_none() {
+        // `@connections` refuses a message over its limit itself, as Amazon's API does.
+        check_body_size(ctx, snap.limits.max_body)?;
+    }
     check_header_names(ctx, snap.limits.underscores_in_headers)?;
-    if ctx.stage.is_some_and(|st| snap.apis[st.api].ws.is_some()) {
-        if let Some(id) = ws::target(ss, ctx) {
+    if ws_api {
+        if let Some(id) = manage {
             return ws::manage(shard, ss, conn, ctx, id).await;
         }
         return ws::connect(shard, ss, conn, ctx).await;

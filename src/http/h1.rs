@@ -69,7 +69,8 @@ pub struct RequestHead {
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
     pub expect_continue: bool,
-    /// `Connection: upgrade` with `Upgrade: websocket` (the one protocol relayed).
+    /// `Connection: upgrade` with `Upgrade: websocket` (the one protocol relayed), in an
+    /// HTTP/1.1 request (RFC 9110 7.8: an HTTP/1.0 request's Upgrade is ignored).
     pub upgrade: bool,
 }
 
@@ -452,7 +453,8 @@ pub fn parse_request(
             framing,
             keep_alive,
             expect_continue: expect_continue && minor >= 1,
-            upgrade: conn.upgrade && has_upgrade,
+            // RFC 9110 7.8: an HTTP/1.0 request's Upgrade is ignored.
+            upgrade: conn.upgrade && has_upgrade && minor >= 1,
         },
     )))
 }

@@ -134,6 +134,10 @@ fn framing_and_connection() {
     let r = req("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         .unwrap();
     assert!(r.upgrade);
+    // RFC 9110 7.8: HTTP/1.0 cannot upgrade.
+    let r = req("GET /ws HTTP/1.0\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .unwrap();
+    assert!(!r.upgrade);
     let r = req("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
         .unwrap();
     assert!(r.expect_continue);

@@ -45,6 +45,7 @@ out = {}
 out["post"] = call(ops.post_to_connection, ConnectionId=conn, Data=b'{"hello":"from boto"}')
 out["get"] = call(ops.get_connection, ConnectionId=conn)
 out["denied"] = call(other.post_to_connection, ConnectionId=conn, Data=b"nope")
+out["too_large"] = call(ops.post_to_connection, ConnectionId=conn, Data=b"a" * (128 * 1024 + 1))
 out["delete"] = call(ops.delete_connection, ConnectionId=conn)
 out["gone"] = call(ops.post_to_connection, ConnectionId="AAAAAAAAAAAAAAAA", Data=b"late")
 print(json.dumps(out, default=str))

@@ -124,30 +124,55 @@ pub(crate) async fn manage(
         .await?;
         ctx.principal.authorizer = Some(super::super::ctx::Authorized::Iam(key));
     }
-    let max = ss.snap.limits.websocket_message as usize;
-    let body = if ctx.head.method == crate::syntax::Method::Post {
+    use crate::syntax::Method;
+    if !matches!(ctx.head.method, Method::Get | Method::Post | Method::Delete) {
+        // With `Allow`, as RFC 9110 15.5.6 requires (and the admin listener's says).
+        return Err(Error::downstream(
+            Kind::MethodNotAllowed(vec![Method::Get, Method::Post, Method::Delete]),
+            "@connections",
+        ));
+    }
+    // A message is at most `limits.websocket_message` (and `limits.max_body`).
+    let max = ss
+        .snap
+        .limits
+        .websocket_message
+        .min(ss.snap.limits.max_body) as usize;
+    let body = if ctx.head.method == Method::Post {
         if matches!(ctx.head.framing, crate::http::h1::Framing::Length(n) if n > max as u64) {
-            return Err(Error::downstream(
-                Kind::BodyTooLarge,
-                "@connections message",
-            ));
+            // Not read: the connection closes after the answer.
+            return Ok(answer(ctx, 413, too_large(max)));
         }
-        let n = super::super::validate::read_body(ss, conn, ctx).await?;
-        conn.buf[..n].to_vec()
+        match super::super::validate::read_body(ss, conn, ctx).await {
+            Ok(n) => conn.buf[..n].to_vec(),
+            // A chunked body past `max_body`.
+            Err(e) if e.kind == Kind::BodyTooLarge => return Ok(answer(ctx, 413, too_large(max))),
+            Err(e) => return Err(e),
+        }
     } else {
         Vec::new()
     };
     let (status, out) =
         crate::shard::ws_command(&shard.shared, ctx.head.method_bytes(), &id, body, max).await;
+    Ok(answer(ctx, status, out))
+}
+
+/// `ws_command`'s 413, for a message refused before it is read.
+fn too_large(max: usize) -> String {
+    serde_json::json!({ "message": format!("a message is at most {max} bytes") }).to_string()
+}
+
+/// An `@connections` answer, with the error's name where SDKs read it (Amazon's management
+/// API's exceptions).
+fn answer(ctx: &mut RequestCtx, status: u16, out: String) -> Outcome {
     ctx.status = status;
-    // The error's name, where SDKs read it (Amazon's management API's exceptions).
     let error = match status {
         410 => "GoneException",
         413 => "PayloadTooLargeException",
         429 => "LimitExceededException",
         _ => "",
     };
-    Ok(Outcome::Answer(Answer {
+    Outcome::Answer(Answer {
         status,
         headers: if error.is_empty() {
             Vec::new()
@@ -157,5 +182,5 @@ pub(crate) async fn manage(
         content_type: (!out.is_empty()).then_some("application/json"),
         body: out.into_bytes(),
         ratelimit: false,
-    }))
+    })
 }

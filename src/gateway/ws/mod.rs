@@ -18,7 +18,9 @@ use crate::http::h1::RequestHead;
 use crate::http::write::Answer;
 use crate::shard::{Shard, ShardSnap};
 
+mod integration;
 mod manage;
+mod message;
 mod session;
 
 pub(crate) use manage::{manage, serve_commands, target, PUSH_QUEUE};
@@ -90,7 +92,7 @@ pub(crate) async fn connect(
         super::api_key::authenticate(ss, ctx, m)?;
         super::limits::throttle(shard, ss, ctx, m).await?;
         let session = session_of(ss, conn, ctx, &id, st.api, st.stage);
-        match session::integrate(
+        match integration::integrate(
             ss,
             &session,
             m,
@@ -118,9 +120,8 @@ pub(crate) async fn connect(
                     .map(|p| String::from_utf8_lossy(p).into_owned());
             }
             Ok(None) => {}
-            Err(why) => {
-                return Err(Error::upstream(Kind::BadGateway, why));
-            }
+            // 504 when the route's timeout passed, 502 when the call failed, as a request's.
+            Err(e) => return Err(e),
         }
     }
     if ws.connect.is_none() {
@@ -217,7 +218,8 @@ fn session_of(
 }
 
 /// The client's `Sec-WebSocket-Key`, once the request is a WebSocket upgrade RFC 6455 allows
-/// (426 with the version this server speaks otherwise).
+/// (426 with the version this server speaks otherwise; 400 for one with a body, or without
+/// one valid key).
 fn handshake_key(head: &RequestHead) -> Result<String, Error> {
     let upgrade = |why: &'static str| Error::downstream(Kind::UpgradeRequired, why);
     if head.method != crate::syntax::Method::Get || !head.upgrade {
@@ -227,6 +229,24 @@ fn handshake_key(head: &RequestHead) -> Result<String, Error> {
     }
     if head.header(b"sec-websocket-version") != Some(b"13") {
         return Err(upgrade("Sec-WebSocket-Version is not 13"));
+    }
+    if !matches!(head.framing, crate::http::h1::Framing::None) {
+        // Whatever follows the head is the client's frames: a body would be read as them.
+        return Err(Error::downstream(
+            Kind::BadRequest("An upgrade request has no body"),
+            "websocket handshake",
+        ));
+    }
+    let keys = head
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-key"))
+        .count();
+    if keys > 1 {
+        // RFC 6455 11.3.1: it must not appear more than once.
+        return Err(Error::downstream(
+            Kind::BadRequest("Sec-WebSocket-Key appears more than once"),
+            "websocket handshake",
+        ));
     }
     let key = head
         .header(b"sec-websocket-key")

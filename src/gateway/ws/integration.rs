@@ -1,0 +1,188 @@
+//! Calling a WebSocket route's integration for an event (`CONNECT`, `MESSAGE`,
+//! `DISCONNECT`): a mock answers its body; an http integration gets a `POST` of the message
+//! with the connection's context as headers (and, for `$connect`, the client's query and
+//! headers), within the route's timeout (a 504 error past it, 502 when the call fails).
+
+use super::{now_ms, Session};
+use crate::error::{Error, Kind};
+use crate::gateway::ctx::{RequestCtx, RouteMatch};
+use crate::shard::ShardSnap;
+use crate::snapshot::IntegrationRt;
+use crate::upstream::fetch::Fetched;
+
+/// Calls route `m`'s integration for an event: `Ok(None)` when the route has none to call,
+/// else the integration's status and body; an error of kind `GatewayTimeout` when the route's
+/// `timeout` passed first, `BadGateway` when the call failed.
+pub(super) async fn integrate(
+    ss: &ShardSnap,
+    s: &Session,
+    m: RouteMatch,
+    event: &str,
+    body: &[u8],
+    request_id: Option<&str>,
+) -> Result<Option<Fetched>, Error> {
+    integrate_with(ss, s, m, event, body, request_id, "").await
+}
+
+pub(super) async fn integrate_with(
+    ss: &ShardSnap,
+    s: &Session,
+    m: RouteMatch,
+    event: &str,
+    body: &[u8],
+    request_id: Option<&str>,
+    extra: &str,
+) -> Result<Option<Fetched>, Error> {
+    let api = &ss.snap.apis[m.api];
+    let route = &api.routes[m.route];
+    let mut ctx = RequestCtx::new(
+        s.head.clone(),
+        request_id
+            .and_then(|r| crate::gateway::ctx::RequestId::from_client(r.as_bytes()))
+            .unwrap_or_else(|| crate::gateway::ctx::RequestId::generated(0, now_ms())),
+        Default::default(),
+    );
+    ctx.principal = s.principal.clone();
+    match &route.per_stage[m.stage] {
+        IntegrationRt::Mock(mock) => {
+            let a = crate::gateway::answers::mock(&ctx, &s.peer_ip, mock);
+            Ok(Some(Fetched {
+                status: a.status,
+                head: Default::default(),
+                body: a.body,
+                reusable: false,
+            }))
+        }
+        IntegrationRt::Http(h) => {
+            let mut path = Vec::new();
+            h.path.render(
+                &mut path,
+                &ctx.vars(&s.peer_ip, crate::syntax::template::Escape::Uri),
+                |_, _| {},
+            );
+            let mut req = Vec::with_capacity(512 + body.len());
+            req.extend_from_slice(b"POST ");
+            req.extend_from_slice(&path);
+            if event == "CONNECT" {
+                // The client's query goes to $connect.
+                if let Some(q) = s.head.query_bytes().filter(|q| !q.is_empty()) {
+                    req.push(if path.contains(&b'?') { b'&' } else { b'?' });
+                    req.extend_from_slice(q);
+                }
+            }
+            req.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+            req.extend_from_slice(h.host_header.as_bytes());
+            req.extend_from_slice(b"\r\n");
+            if event == "CONNECT" {
+                // The client's headers, as the upgrade request carried them (its
+                // `Sec-WebSocket-*` ones too, as Amazon's: the integration may choose among
+                // the subprotocols offered).
+                for (n, v) in s.head.headers() {
+                    let lower = n.to_ascii_lowercase();
+                    if matches!(
+                        lower.as_slice(),
+                        b"host"
+                            | b"connection"
+                            | b"upgrade"
+                            | b"content-length"
+                            | b"transfer-encoding"
+                            | b"keep-alive"
+                            | b"te"
+                            | b"trailer"
+                    ) || is_gateway_header(&lower)
+                    {
+                        continue;
+                    }
+                    req.extend_from_slice(n);
+                    req.extend_from_slice(b": ");
+                    req.extend_from_slice(v);
+                    req.extend_from_slice(b"\r\n");
+                }
+            }
+            let ss_stage = &ss.snap.config.apis[m.api].stages[m.stage].name;
+            let domain = String::from_utf8_lossy(s.head.host_bytes().unwrap_or_default());
+            let lines = format!(
+                "content-type: application/json\r\ncontent-length: {}\r\nx-connection-id: {}\r\nx-event-type: {event}\r\nx-route-key: {}\r\nx-request-id: {}\r\nx-stage: {ss_stage}\r\nx-api-id: {}\r\nx-domain-name: {domain}\r\nx-connected-at: {}\r\nx-source-ip: {}\r\n{extra}\r\n",
+                body.len(),
+                s.id,
+                route.key,
+                ctx.request_id.as_str(),
+                s.api,
+                s.connected_at_ms,
+                s.peer_ip,
+            );
+            // The message's own id, and what the authorizer established at $connect.
+            let mut lines = lines;
+            lines.truncate(lines.len() - 2);
+            if event == "MESSAGE" {
+                lines.push_str(&format!("x-message-id: {}\r\n", ctx.request_id.as_str()));
+            }
+            let one_line = |v: &str| v.chars().filter(|c| !c.is_control()).collect::<String>();
+            match &s.principal.authorizer {
+                Some(crate::gateway::ctx::Authorized::Jwt(v)) => {
+                    // JSON text: control characters are escaped, so it stays one line.
+                    let claims = serde_json::to_string(&v.claims).unwrap_or_default();
+                    lines.push_str(&format!("x-authorizer-claims: {claims}\r\n"));
+                }
+                Some(crate::gateway::ctx::Authorized::External(d)) => {
+                    if let Some(p) = &d.principal_id {
+                        lines.push_str(&format!("x-authorizer-principal-id: {}\r\n", one_line(p)));
+                    }
+                    let context = serde_json::to_string(&d.context).unwrap_or_default();
+                    lines.push_str(&format!("x-authorizer-context: {context}\r\n"));
+                }
+                Some(crate::gateway::ctx::Authorized::Iam(key)) => {
+                    lines.push_str(&format!("x-authorizer-access-key: {}\r\n", one_line(key)));
+                }
+                None => {}
+            }
+            lines.push_str("\r\n");
+            req.extend_from_slice(lines.as_bytes());
+            req.extend_from_slice(body);
+            let answer = crate::driver::time::timeout(
+                h.timeout,
+                crate::gateway::call::exchange_whole(
+                    ss,
+                    &h.dest,
+                    &ctx,
+                    peer(s),
+                    req,
+                    (ss.snap.limits.websocket_message as usize).max(128 << 10),
+                ),
+            )
+            .await
+            .map_err(|_| Error::upstream(Kind::GatewayTimeout, "integration timed out"))?
+            .map_err(|why| Error::upstream(Kind::BadGateway, why))?;
+            Ok(Some(answer))
+        }
+    }
+}
+
+/// Headers the gateway writes itself on integration calls: a client's own are left out, so
+/// that a backend reading them reads the gateway's.
+fn is_gateway_header(lower: &[u8]) -> bool {
+    lower.starts_with(b"x-connection-")
+        || lower.starts_with(b"x-authorizer-")
+        || lower.starts_with(b"x-disconnect-")
+        || matches!(
+            lower,
+            b"x-event-type"
+                | b"x-route-key"
+                | b"x-request-id"
+                | b"x-message-id"
+                | b"x-stage"
+                | b"x-api-id"
+                | b"x-domain-name"
+                | b"x-connected-at"
+                | b"x-source-ip"
+        )
+}
+
+pub(super) fn peer(s: &Session) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(
+        s.peer_ip
+            .parse()
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        0,
+    )
+}

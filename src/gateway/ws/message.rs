@@ -1,0 +1,180 @@
+//! What a connection's events do once it is open: each message finds its API and stage in
+//! the snapshot current then, its route by the selection expression, passes the route's
+//! throttles and calls its integration (a two-way route's answer is what goes back; a failure
+//! is Amazon's "Internal server error" message); `$disconnect` is called once at the end, best
+//! effort. Each message is one access-log line.
+
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+use tungstenite::Message;
+
+use super::integration::{integrate, integrate_with, peer};
+use super::session::Ended;
+use super::Session;
+use crate::gateway::ctx::{RequestCtx, RouteMatch};
+use crate::shard::{Shard, ShardSnap};
+use crate::upstream::fetch::Fetched;
+
+/// The API, stage and route a message goes to, in the snapshot current now.
+fn locate(ss: &ShardSnap, s: &Session) -> Option<(usize, usize)> {
+    let api = ss.snap.apis.iter().position(|a| a.name == s.api)?;
+    let stage = ss.snap.apis[api]
+        .stages
+        .iter()
+        .position(|n| *n == s.stage)?;
+    Some((api, stage))
+}
+
+/// One message: its route, its integration, and what goes back (two-way routes, errors);
+/// `None` when the connection's API or stage is no longer in the snapshot.
+pub(super) async fn message(
+    shard: &Rc<Shard>,
+    s: &Session,
+    data: bytes::Bytes,
+    text: bool,
+) -> Option<Option<Message>> {
+    let ss = shard.snapshot();
+    let (api, stage) = locate(&ss, s)?;
+    let mut ctx = RequestCtx::new(s.head.clone(), shard.request_id(), Default::default());
+    ctx.principal = s.principal.clone();
+    ctx.stage = Some(crate::route::StageRef {
+        api,
+        stage,
+        base_len: 0,
+    });
+    ctx.ws = Some((s.id.as_str().into(), "MESSAGE"));
+    let (reply, status) = answer(shard, &ss, s, &mut ctx, &data, text).await;
+    ctx.status = status;
+    // One access-log line per message, as per request.
+    let bytes_out = match &reply {
+        Some(Message::Text(t)) => t.len() as u64,
+        Some(Message::Binary(b)) => b.len() as u64,
+        _ => 0,
+    };
+    crate::gateway::record::observe(
+        shard,
+        &ss,
+        &crate::gateway::record::Record {
+            ctx: Some(&ctx),
+            status,
+            bytes_in: data.len() as u64,
+            bytes_out,
+            from: Some(crate::gateway::record::From {
+                peer: peer(s),
+                tls: None,
+                h2: false,
+            }),
+            ..Default::default()
+        },
+    );
+    Some(reply)
+}
+
+/// What a message gets back, and the status its log line says.
+async fn answer(
+    shard: &Rc<Shard>,
+    ss: &ShardSnap,
+    s: &Session,
+    ctx: &mut RequestCtx,
+    data: &[u8],
+    text: bool,
+) -> (Option<Message>, u16) {
+    let Some(st) = ctx.stage else {
+        return (None, 500);
+    };
+    let Some(ws) = ss.snap.apis[st.api].ws.as_ref() else {
+        return (None, 500);
+    };
+    let key = text
+        .then(|| serde_json::from_slice::<Value>(data).ok())
+        .flatten()
+        .and_then(|v| {
+            let found = ws.selection.iter().try_fold(&v, |v, k| v.get(k))?;
+            Some(match found {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        });
+    let route = key
+        .as_deref()
+        .and_then(|k| ws.keys.get(k).copied())
+        .or(ws.default);
+    let request_id = ctx.request_id.as_str().to_string();
+    let error = |message: &str, status: u16| {
+        (
+            Some(Message::text(
+                json!({"message": message, "connectionId": s.id, "requestId": request_id})
+                    .to_string(),
+            )),
+            status,
+        )
+    };
+    let Some(route) = route else {
+        return error("Forbidden", 403);
+    };
+    let m = RouteMatch {
+        api: st.api,
+        stage: st.stage,
+        route,
+    };
+    ctx.route = Some(m);
+    // Each message is throttled as a request is: the route's, the stage's and the key's
+    // buckets, with the same leases.
+    if crate::gateway::limits::throttle(shard, ss, ctx, m)
+        .await
+        .is_err()
+    {
+        return error("Too Many Requests", 429);
+    }
+    let two_way = ss.snap.config.apis[st.api].routes[route].route_response;
+    match integrate(ss, s, m, "MESSAGE", data, Some(&request_id)).await {
+        Ok(Some(Fetched { status, body, .. })) if (200..300).contains(&status) => {
+            ctx.integration_status = Some(status);
+            // Back as the kind of message that asked (text only if it is UTF-8).
+            let reply = two_way.then(|| match (text, String::from_utf8(body)) {
+                (true, Ok(t)) => Message::text(t),
+                (false, Ok(t)) => Message::binary(t.into_bytes()),
+                (_, Err(e)) => Message::binary(e.into_bytes()),
+            });
+            (reply, 200)
+        }
+        Ok(None) => (None, 200),
+        Ok(Some(Fetched { status, .. })) => {
+            ctx.integration_status = Some(status);
+            tracing::debug!(connection = %s.id, status, "websocket integration refused a message");
+            error("Internal server error", 500)
+        }
+        Err(why) => {
+            tracing::debug!(connection = %s.id, error = %why, "websocket integration failed");
+            error("Internal server error", 502)
+        }
+    }
+}
+
+/// `$disconnect`, once, best effort.
+pub(super) async fn disconnect(shard: &Rc<Shard>, s: &Session, ended: Ended) {
+    let ss = shard.snapshot();
+    let Some((api, stage)) = locate(&ss, s) else {
+        return;
+    };
+    let Some(route) = ss.snap.apis[api].ws.as_ref().and_then(|w| w.disconnect) else {
+        return;
+    };
+    let m = RouteMatch { api, stage, route };
+    let extra = format!(
+        "x-disconnect-status-code: {}\r\nx-disconnect-reason: {}\r\n",
+        ended.code,
+        ended
+            .reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(123)
+            .collect::<String>()
+    );
+    let id = shard.request_id();
+    if let Err(why) = integrate_with(&ss, s, m, "DISCONNECT", &[], Some(id.as_str()), &extra).await
+    {
+        tracing::debug!(connection = %s.id, error = %why, "$disconnect integration failed");
+    }
+}
