@@ -123,6 +123,9 @@ pub(crate) struct WsHandle {
     pub close: flume::Sender<()>,
     pub connected_at_ms: u64,
     pub last_active_ms: Rc<Cell<u64>>,
+    /// Bytes of pushes queued for the session and not yet taken (at most
+    /// `gateway::ws::manage::PUSH_BYTES`).
+    pub queued: Rc<Cell<usize>>,
     pub source_ip: Rc<str>,
     pub user_agent: String,
 }

@@ -18,6 +18,10 @@ use crate::shard::{Shard, ShardSnap};
 /// How many messages `@connections` may queue for a connection whose client is not reading;
 /// past it a push answers 429.
 pub(crate) const PUSH_QUEUE: usize = 256;
+/// How many bytes of pushes may wait for one connection (its session takes them off as it
+/// writes them; a client that does not read stops that): past it a push answers 429. With
+/// 128 KiB messages the count alone let a client that stopped reading hold 32 MiB.
+pub(crate) const PUSH_BYTES: usize = 1 << 20;
 
 /// Serves this shard's `@connections` commands, for as long as the shard runs.
 pub(crate) async fn serve_commands(shard: Rc<Shard>) {
@@ -29,11 +33,21 @@ pub(crate) async fn serve_commands(shard: Rc<Shard>) {
             match conns.get(&cmd.id) {
                 None => WsReply::Gone,
                 Some(h) => match cmd.op {
-                    WsOp::Post(data) => match h.tx.try_send(WsPush::Send(data)) {
-                        Ok(()) => WsReply::Done,
-                        Err(flume::TrySendError::Full(_)) => WsReply::Full,
-                        Err(flume::TrySendError::Disconnected(_)) => WsReply::Gone,
-                    },
+                    WsOp::Post(data) => {
+                        let n = data.len();
+                        if h.queued.get() + n > PUSH_BYTES {
+                            WsReply::Full
+                        } else {
+                            match h.tx.try_send(WsPush::Send(data)) {
+                                Ok(()) => {
+                                    h.queued.set(h.queued.get() + n);
+                                    WsReply::Done
+                                }
+                                Err(flume::TrySendError::Full(_)) => WsReply::Full,
+                                Err(flume::TrySendError::Disconnected(_)) => WsReply::Gone,
+                            }
+                        }
+                    }
                     // Its own channel: a full queue does not keep a connection open.
                     WsOp::Delete => match h.close.try_send(()) {
                         Ok(()) | Err(flume::TrySendError::Full(_)) => WsReply::Done,

@@ -268,6 +268,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
     let (ptx, prx) = flume::bounded::<WsPush>(super::PUSH_QUEUE);
     let (ctx_close, close_rx) = flume::bounded::<()>(1);
     let last = Rc::new(std::cell::Cell::new(now_ms()));
+    let queued = Rc::new(std::cell::Cell::new(0usize));
     shard.ws.borrow_mut().insert(
         s.id.clone(),
         WsHandle {
@@ -275,6 +276,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             close: ctx_close,
             connected_at_ms: s.connected_at_ms,
             last_active_ms: last.clone(),
+            queued: queued.clone(),
             source_ip: s.peer_ip.clone(),
             user_agent: String::from_utf8_lossy(s.head.header(b"user-agent").unwrap_or_default())
                 .into_owned(),
@@ -425,6 +427,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 continue;
             }
             Event::Push(Some(WsPush::Send(data))) => {
+                queued.set(queued.get().saturating_sub(data.len()));
                 last.set(now_ms());
                 active_at = std::time::Instant::now();
                 let m = match String::from_utf8(data) {
