@@ -272,3 +272,25 @@ fn a_connections_own_message_rate_holds_whatever_the_route() {
     other.send(Message::text("hello")).unwrap();
     assert_eq!(other.read().unwrap(), Message::text(r#"{"ok":true}"#));
 }
+
+#[test]
+fn a_push_up_to_the_message_limit_fits_an_empty_queue() {
+    // The queue's byte budget (1 MiB) bounds what waits, not one message: up to
+    // `limits.websocket_message` goes to a connection with nothing queued.
+    let up = Upstream::start(|_| respond(200, "{}"));
+    let g = Gw::start(
+        &Cfg::new()
+            .limits("websocket_message = \"4MiB\"")
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n",
+            )
+            .toml(),
+    );
+    let (mut ws, id) = open(&g, &up);
+    let big = "p".repeat(2 << 20);
+    let r = admin_with(g.admin(), "POST", &format!("/@connections/{id}"), &big);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ws.read().unwrap(), Message::text(big));
+}

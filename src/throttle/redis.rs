@@ -230,7 +230,9 @@ impl RedisPool {
         // A pooled connection the server closed while it idled (Redis's `timeout`, a proxy's
         // idle limit, a restart) is dropped, and the command sent once more on a new one:
         // that is no outage. One the server closed before answering anything is retried
-        // too (it closed an idle client: the command was not run).
+        // too: Redis closes clients for idling, so it had not run the command. A server that
+        // ran it and died before answering would count it twice — a lease or quota chunk
+        // taken twice, which only ever refuses more.
         loop {
             let pooled = self.pooled();
             let was_pooled = pooled.is_some();

@@ -19,7 +19,8 @@ use crate::shard::{Shard, ShardSnap};
 /// past it a push answers 429.
 pub(crate) const PUSH_QUEUE: usize = 256;
 /// How many bytes of pushes may wait for one connection (its session takes them off as it
-/// writes them; a client that does not read stops that): past it a push answers 429. With
+/// writes them; a client that does not read stops that): past it a push answers 429 (a push
+/// to an empty queue is taken whatever its size). With
 /// 128 KiB messages the count alone let a client that stopped reading hold 32 MiB.
 pub(crate) const PUSH_BYTES: usize = 1 << 20;
 
@@ -35,7 +36,9 @@ pub(crate) async fn serve_commands(shard: Rc<Shard>) {
                 Some(h) => match cmd.op {
                     WsOp::Post(data) => {
                         let n = data.len();
-                        if h.queued.get() + n > PUSH_BYTES {
+                        // One message always fits an empty queue (it may be up to
+                        // `limits.websocket_message`, which may be over the budget).
+                        if h.queued.get() > 0 && h.queued.get() + n > PUSH_BYTES {
                             WsReply::Full
                         } else {
                             match h.tx.try_send(WsPush::Send(data)) {
