@@ -80,11 +80,18 @@ pub(crate) fn route_arn(ss: &ShardSnap, ctx: &RequestCtx, m: RouteMatch) -> Stri
     // The method as sent, upper-cased: `get` on an `ANY` route must not pass a Deny on
     // `GET/...` (a backend may take it for GET), and an extension method (`PROPFIND`) is
     // named as itself.
-    let method = String::from_utf8_lossy(ctx.head.method_bytes()).to_ascii_uppercase();
     let mut arn = format!(
-        "arn:aws:execute-api:local:000000000000:{}/{}/{method}/",
+        "arn:aws:execute-api:local:000000000000:{}/{}/",
         api.name, api.stages[m.stage],
     );
+    // A method is a token (ASCII), as the parser checked.
+    arn.extend(
+        ctx.head
+            .method_bytes()
+            .iter()
+            .map(|b| b.to_ascii_uppercase() as char),
+    );
+    arn.push('/');
     for (i, seg) in ctx.segs.iter().skip(base).enumerate() {
         if i > 0 {
             arn.push('/');

@@ -129,7 +129,7 @@ fn identity_values(
                     v
                 })
             }
-            IdentityRef::Query(q) => query_value(ctx, q),
+            IdentityRef::Query(q) => super::query_value(ctx, q),
             IdentityRef::StageVar(name) => api.stages[m.stage]
                 .variables
                 .get(name)
@@ -153,12 +153,6 @@ fn identity_values(
         }
     }
     Ok(out)
-}
-
-/// Every value of a query parameter, joined with `,` (as Amazon joins repeated ones).
-fn query_value(ctx: &RequestCtx, name: &str) -> Option<Vec<u8>> {
-    let vals: Vec<Vec<u8>> = super::query_values(ctx, name).collect();
-    (!vals.is_empty()).then(|| vals.join(&b','))
 }
 
 /// One call to the authorizer, within its timeout.

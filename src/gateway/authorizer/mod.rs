@@ -167,16 +167,14 @@ fn identity<'a>(ctx: &'a RequestCtx, source: &IdentitySource) -> Option<Cow<'a, 
                 }
             }
         }
-        IdentitySource::Query(name) => {
-            let mut values = query_values(ctx, name);
-            let mut first = values.next()?;
-            for v in values {
-                first.push(b',');
-                first.extend_from_slice(&v);
-            }
-            Some(Cow::Owned(first))
-        }
+        IdentitySource::Query(name) => query_value(ctx, name).map(Cow::Owned),
     }
+}
+
+/// Every value of a query parameter, joined with `,` (as Amazon joins repeated ones).
+fn query_value(ctx: &RequestCtx, name: &str) -> Option<Vec<u8>> {
+    let vals: Vec<Vec<u8>> = query_values(ctx, name).collect();
+    (!vals.is_empty()).then(|| vals.join(&b','))
 }
 
 /// The decoded values of query parameter `name`, in order.
