@@ -702,6 +702,17 @@ pub(crate) fn connection_home(id: &str) -> Option<(u32, usize)> {
 /// A connection id's bytes: the node (4), the shard (2), random (9); 20 characters.
 pub(crate) const CONNECTION_ID_BYTES: usize = 15;
 
+/// The name of Amazon's management-API exception an `@connections` status stands for (what
+/// `x-amzn-errortype` says, and SDKs raise by name); empty for the others.
+pub(crate) fn ws_error_type(status: u16) -> &'static str {
+    match status {
+        410 => "GoneException",
+        413 => "PayloadTooLargeException",
+        429 => "LimitExceededException",
+        _ => "",
+    }
+}
+
 /// `@connections/{id}` through the channel of the shard holding the connection: the status
 /// and JSON body to answer. 410 for a connection that is gone (as Amazon's), 429 when its
 /// client does not read and its queue is full, 413 for a message over `max_message`.

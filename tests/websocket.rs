@@ -351,6 +351,8 @@ fn backends_push_read_and_close_connections_through_at_connections() {
         == 410));
     let r = admin_with(g.admin(), "POST", &format!("/@connections/{id}"), "late");
     assert_eq!(r.status, 410);
+    // Amazon's exception by name, as on the API's own domain.
+    assert_eq!(r.header("x-amzn-errortype"), Some("GoneException"));
 
     // A client that does not read: its queue fills and pushes answer 429 (bounded memory),
     // after at most the queue's bytes, the writer's batches and what the sockets buffer.
@@ -385,15 +387,19 @@ fn backends_push_read_and_close_connections_through_at_connections() {
     // what the writer and the sockets hold.
     let n = refused_after.expect("pushes to a client that does not read are refused");
     assert!((10..256).contains(&n), "refused after {n}");
+    let r = admin_with(g.admin(), "POST", &format!("/@connections/{slow_id}"), &big);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("x-amzn-errortype"), Some("LimitExceededException"));
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        &format!("/@connections/{slow_id}"),
+        &"x".repeat(129 << 10),
+    );
+    assert_eq!(r.status, 413);
     assert_eq!(
-        admin_with(
-            g.admin(),
-            "POST",
-            &format!("/@connections/{slow_id}"),
-            &"x".repeat(129 << 10)
-        )
-        .status,
-        413
+        r.header("x-amzn-errortype"),
+        Some("PayloadTooLargeException")
     );
     assert_eq!(
         admin_with(g.admin(), "POST", "/@connections/not-an-id", "x").status,
@@ -606,6 +612,11 @@ fn websockets_run_over_http2_extended_connect() {
     // $connect's integration got the cookies as one header, as HTTP/1.1 carries them.
     let connect = &up.requests()[0];
     assert_eq!(connect.headers_named("cookie"), vec!["a=1; b=2"]);
+    // RFC 8441 carries no key: the one $connect sees is made afresh (RFC 6455 4.1's form), not
+    // RFC 6455's sample nonce.
+    let key = connect.header("sec-websocket-key").unwrap();
+    assert_eq!(key.len(), 24, "{key}");
+    assert_ne!(key, "dGhlIHNhbXBsZSBub25jZQ==");
 }
 
 #[test]

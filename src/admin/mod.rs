@@ -167,6 +167,8 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         let _ = write_all(&mut stream, status_page(head.method_bytes() == b"HEAD")).await;
         return;
     }
+    // Amazon's exception name on `@connections` errors, as the API's own domain gives it.
+    let mut errortype = "";
     let (status, body) = if is_ping && matches!(head.method_bytes(), b"GET" | b"HEAD") {
         if ctl.borrow().draining() {
             (503, "draining\n".to_string())
@@ -187,7 +189,11 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
             Some(id) => {
                 let shared = ctl.borrow().shared();
                 let max = shared.current().limits.websocket_message as usize;
-                crate::shard::ws_command(&shared, head.method_bytes(), id, body.to_vec(), max).await
+                let answer =
+                    crate::shard::ws_command(&shared, head.method_bytes(), id, body.to_vec(), max)
+                        .await;
+                errortype = crate::shard::ws_error_type(answer.0);
+                answer
             }
             None => match fleet_write(&ctl, head.method_bytes(), &path, &query, &body).await {
                 Some(answer) => answer,
@@ -208,28 +214,30 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         (status, out)
     };
     let mut out = respond(status, body);
+    // A header line goes with the head: inserted before the blank line.
+    let mut add = |line: String| {
+        if let Some(at) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            out.splice(at + 2..at + 2, line.into_bytes());
+        }
+    };
     let stale = ctl
         .borrow()
         .fleet_down_since()
         .filter(|_| head.method_bytes() == b"GET");
     if let Some(since) = stale {
         // What this node answers may be behind the fleet: say so, and since when.
-        let at = out.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2);
-        if let Some(at) = at {
-            let line = format!("x-tollgate-fleet: stale; redis-unreachable-since={since}\r\n");
-            out.splice(at..at, line.into_bytes());
-        }
+        add(format!(
+            "x-tollgate-fleet: stale; redis-unreachable-since={since}\r\n"
+        ));
+    }
+    if !errortype.is_empty() {
+        add(format!("x-amzn-errortype: {errortype}\r\n"));
     }
     if status == 405 {
         let path = String::from_utf8_lossy(head.path_bytes()).into_owned();
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         if let Some(allow) = allowed_methods(&segs) {
-            // `Allow` goes with the head: insert it before the blank line.
-            let at = out.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 2);
-            if let Some(at) = at {
-                let line = format!("allow: {allow}\r\n");
-                out.splice(at..at, line.into_bytes());
-            }
+            add(format!("allow: {allow}\r\n"));
         }
     }
     let _ = write_all(&mut stream, out).await;

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::ctx::RequestCtx;
 use super::target;
+use crate::error::{Error, Kind};
 use crate::shard::ShardSnap;
 use crate::snapshot::Dest;
 use crate::upstream::fetch::Fetched;
@@ -26,9 +27,11 @@ pub(crate) async fn exchange(
     exchange_whole(ss, dest, ctx, peer, req, max)
         .await
         .map(|f| (f.status, f.body))
+        .map_err(|e| e.context.into_owned())
 }
 
-/// [`exchange`], keeping the answer's head.
+/// [`exchange`], keeping the answer's head. A failure is a 502 (`BadGateway`) but a connect
+/// that timed out, a 504 (`GatewayTimeout`), as on the proxy path.
 pub(crate) async fn exchange_whole(
     ss: &ShardSnap,
     dest: &Dest,
@@ -36,16 +39,15 @@ pub(crate) async fn exchange_whole(
     peer: SocketAddr,
     req: Vec<u8>,
     max: usize,
-) -> Result<Fetched, String> {
-    let (t, _) = target::select(ss, dest, ctx, peer, None).map_err(|e| e.context.to_string())?;
+) -> Result<Fetched, Error> {
+    let failed = |why: String| Error::upstream(Kind::BadGateway, why);
+    let (t, _) = target::select(ss, dest, ctx, peer, None)?;
     let cfg = PoolCfg::for_dest(ss, dest);
     let pooled = checkout(&t, &cfg, Instant::now());
     let was_pooled = pooled.is_some();
     let mut s = match pooled {
         Some(s) => s,
-        None => connect_target(&t, cfg.connect_timeout)
-            .await
-            .map_err(|e| format!("connect: {}", e.context))?,
+        None => connect_target(&t, cfg.connect_timeout).await?,
     };
     let first = async {
         s.write_all(req.clone())
@@ -60,13 +62,15 @@ pub(crate) async fn exchange_whole(
         // while idle) is retried: an answer that went wrong may mean the request was handled.
         Err(e) if was_pooled && (e.starts_with("write:") || e == "closed before answering") => {
             // The pooled connection had been closed by the other end: once more, fresh.
-            s = connect_target(&t, cfg.connect_timeout)
+            s = connect_target(&t, cfg.connect_timeout).await?;
+            s.write_all(req)
                 .await
-                .map_err(|e| format!("connect: {}", e.context))?;
-            s.write_all(req).await.map_err(|e| format!("write: {e}"))?;
-            crate::upstream::fetch::read_answer(&mut s, max).await?
+                .map_err(|e| failed(format!("write: {e}")))?;
+            crate::upstream::fetch::read_answer(&mut s, max)
+                .await
+                .map_err(failed)?
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(failed(e)),
     };
     if answer.reusable {
         checkin(&t, &cfg, s);

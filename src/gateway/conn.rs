@@ -453,9 +453,17 @@ fn synthesize_upgrade(parts: &http::request::Parts, buf: &mut BytesMut) {
     buf.extend_from_slice(path.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     buf.extend_from_slice(host.as_bytes());
-    buf.extend_from_slice(
-        b"\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
-    );
+    buf.extend_from_slice(b"\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-key: ");
+    // RFC 8441 has no key: a fresh one, as a client makes it (RFC 6455 4.1), so that what
+    // reaches `$connect` or a relayed backend is no constant.
+    let mut nonce = [0u8; 16];
+    if getrandom::getrandom(&mut nonce).is_err() {
+        nonce = *b"the sample nonce";
+    }
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(b"\r\n");
     // HTTP/2 may split cookies over several fields: one `cookie` line, as RFC 9113 8.2.3 says.
     let mut cookies = parts.headers.get_all(http::header::COOKIE).iter();
     if let Some(first) = cookies.next() {

@@ -38,9 +38,11 @@ pub(crate) fn error_answer(e: &Error) -> Answer {
         Kind::QuotaExceeded { retry_after_s } => retry_after(&mut headers, *retry_after_s),
         // RFC 6750 3, in Amazon API Gateway's form.
         Kind::Unauthorized(None) => headers.extend_from_slice(b"www-authenticate: Bearer\r\n"),
-        Kind::UpgradeRequired => {
-            headers.extend_from_slice(b"upgrade: websocket\r\nsec-websocket-version: 13\r\n")
-        }
+        // RFC 9110 7.8: who sends Upgrade names it in Connection (a line of its own beside the
+        // writer's close or keep-alive; HTTP/2 drops both).
+        Kind::UpgradeRequired => headers.extend_from_slice(
+            b"upgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-version: 13\r\n",
+        ),
         Kind::Unauthorized(Some(why)) => {
             headers.extend_from_slice(
                 b"www-authenticate: Bearer scope=\"\" error=\"invalid_token\" error_description=\"",

@@ -267,6 +267,20 @@ pub fn closed_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// A local port whose connects neither complete nor fail: a listener with a backlog of 0
+/// whose one queued connection is never accepted, so the kernel drops further SYNs (for
+/// connect timeouts). Keep the returned sockets alive while the port is in use.
+pub fn unanswering_port() -> (SocketAddr, socket2::Socket, std::net::TcpStream) {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    // Fills the accept queue.
+    let queued = std::net::TcpStream::connect(addr).unwrap();
+    (addr, l, queued)
+}
+
 /// Polls `f` until it holds, for at most `limit` (for state that changes asynchronously,
 /// such as health checks; never used to wait for the gateway's own answers).
 pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {

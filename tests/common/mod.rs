@@ -20,7 +20,9 @@ pub use client::{admin, admin_with, get, metric, metric_reaches, Client, Resp};
 #[allow(unused_imports)]
 pub use config::{config, Cfg};
 #[allow(unused_imports)]
-pub use gateway::{closed_port, driver, eventually, Gw, Proc, TempDir, IO_TIMEOUT, TOKEN};
+pub use gateway::{
+    closed_port, driver, eventually, unanswering_port, Gw, Proc, TempDir, IO_TIMEOUT, TOKEN,
+};
 #[allow(unused_imports)]
 pub use redis::Redis;
 #[allow(unused_imports)]

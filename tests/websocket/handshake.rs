@@ -38,6 +38,25 @@ fn a_connect_integration_that_times_out_is_504() {
     assert_eq!(r.json(), json!({"message": "Endpoint request timed out"}));
 }
 
+#[test]
+fn a_connect_integration_that_cannot_be_reached_in_time_is_504() {
+    let (addr, _listener, _queued) = unanswering_port();
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!(
+                "[[upstreams]]\nname = \"chat\"\ntargets = [\"{addr}\"]\nconnect_timeout = \"200ms\"\n"
+            ))
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\", timeout = \"20s\" }\n",
+            )
+            .toml(),
+    );
+    let r = Client::connect(g.addr()).request(&upgrade("HTTP/1.1", KEY, b""));
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json(), json!({"message": "Endpoint request timed out"}));
+}
+
 /// An API whose `$connect` integration records what reaches it.
 fn recording() -> (Gw, Upstream) {
     let up = Upstream::start(|_| respond(200, "{}"));
@@ -120,4 +139,9 @@ fn a_repeated_key_is_400_and_426_has_its_reason_phrase() {
         raw.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
         "{raw}"
     );
+    // RFC 9110 7.8: the Upgrade it sends is named in Connection.
+    let lower = raw.to_ascii_lowercase();
+    assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{raw}");
+    assert!(lower.contains("\r\nconnection: upgrade\r\n"), "{raw}");
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{raw}");
 }

@@ -12,7 +12,7 @@ use crate::upstream::fetch::Fetched;
 
 /// Calls route `m`'s integration for an event: `Ok(None)` when the route has none to call,
 /// else the integration's status and body; an error of kind `GatewayTimeout` when the route's
-/// `timeout` passed first, `BadGateway` when the call failed.
+/// `timeout` passed first or the connect timed out, `BadGateway` when the call failed.
 pub(super) async fn integrate(
     ss: &ShardSnap,
     s: &Session,
@@ -151,8 +151,7 @@ pub(super) async fn integrate_with(
                 ),
             )
             .await
-            .map_err(|_| Error::upstream(Kind::GatewayTimeout, "integration timed out"))?
-            .map_err(|why| Error::upstream(Kind::BadGateway, why))?;
+            .map_err(|_| Error::upstream(Kind::GatewayTimeout, "integration timed out"))??;
             Ok(Some(answer))
         }
     }
