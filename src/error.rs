@@ -267,3 +267,14 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The name of Amazon's management-API exception an `@connections` status stands for (what
+/// `x-amzn-errortype` says, and SDKs raise by name); empty for the others.
+pub(crate) fn connections_error_type(status: u16) -> &'static str {
+    match status {
+        410 => "GoneException",
+        413 => "PayloadTooLargeException",
+        429 => "LimitExceededException",
+        _ => "",
+    }
+}

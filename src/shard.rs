@@ -238,8 +238,8 @@ pub(crate) struct Shard {
     /// This shard's counters.
     pub metrics: crate::metrics::Local,
     /// Fleet-wide quota requests this shard holds: id -> (period, requests left, refused
-    /// until (ns) when Redis said the quota is spent).
-    quota_leases: RefCell<AHashMap<u64, (i64, u64, u64)>>,
+    /// until (ns) when Redis said the quota is spent, the plan's limit then).
+    quota_leases: RefCell<AHashMap<u64, (i64, u64, u64, u64)>>,
     /// Repeated failures, logged once per kind and target, then summarised by the sweep.
     pub repeats: crate::observe::RepeatLog,
     /// JWTs this shard verified, for their next uses.
@@ -510,16 +510,18 @@ impl Shard {
     }
 
     /// Spends one request of a fleet-wide quota lease held for `period`: `Some(true)` spent,
-    /// `Some(false)` refused (Redis said the quota is spent less than a second ago), `None`
-    /// ask Redis.
-    pub(crate) fn quota_take_local(&self, id: u64, period: i64) -> Option<bool> {
+    /// `Some(false)` refused (Redis said the quota of `limit` is spent less than a second
+    /// ago), `None` ask Redis.
+    pub(crate) fn quota_take_local(&self, id: u64, period: i64, limit: u64) -> Option<bool> {
         let mut q = self.quota_leases.borrow_mut();
         match q.get_mut(&id) {
-            Some((p, left, _)) if *p == period && *left > 0 => {
+            Some((p, left, _, _)) if *p == period && *left > 0 => {
                 *left -= 1;
                 Some(true)
             }
-            Some((p, 0, until)) if *p == period && crate::throttle::now_ns() < *until => {
+            Some((p, 0, until, l))
+                if *p == period && limit <= *l && crate::throttle::now_ns() < *until =>
+            {
                 Some(false)
             }
             _ => None,
@@ -527,14 +529,17 @@ impl Shard {
     }
 
     pub(crate) fn quota_fill(&self, id: u64, period: i64, left: u64) {
-        self.quota_leases.borrow_mut().insert(id, (period, left, 0));
-    }
-
-    /// Remembers for a second that a fleet-wide quota is spent.
-    pub(crate) fn quota_spent(&self, id: u64, period: i64) {
         self.quota_leases
             .borrow_mut()
-            .insert(id, (period, 0, crate::throttle::now_ns() + 1_000_000_000));
+            .insert(id, (period, left, 0, 0));
+    }
+
+    /// Remembers for a second that a fleet-wide quota of `limit` is spent.
+    pub(crate) fn quota_spent(&self, id: u64, period: i64, limit: u64) {
+        self.quota_leases.borrow_mut().insert(
+            id,
+            (period, 0, crate::throttle::now_ns() + 1_000_000_000, limit),
+        );
     }
 
     /// This shard's lease on a per-key bucket, created (with its global bucket) on first use.
@@ -608,7 +613,7 @@ impl Shard {
         // Fleet-wide quota leases: drop spent ones; a shard holds at most a few requests each.
         let mut q = self.quota_leases.borrow_mut();
         if q.len() > 10_000 {
-            q.retain(|_, (_, left, _)| *left > 0);
+            q.retain(|_, (_, left, _, _)| *left > 0);
         }
     }
 
@@ -701,17 +706,6 @@ pub(crate) fn connection_home(id: &str) -> Option<(u32, usize)> {
 
 /// A connection id's bytes: the node (4), the shard (2), random (9); 20 characters.
 pub(crate) const CONNECTION_ID_BYTES: usize = 15;
-
-/// The name of Amazon's management-API exception an `@connections` status stands for (what
-/// `x-amzn-errortype` says, and SDKs raise by name); empty for the others.
-pub(crate) fn ws_error_type(status: u16) -> &'static str {
-    match status {
-        410 => "GoneException",
-        413 => "PayloadTooLargeException",
-        429 => "LimitExceededException",
-        _ => "",
-    }
-}
 
 /// `@connections/{id}` through the channel of the shard holding the connection: the status
 /// and JSON body to answer. 410 for a connection that is gone (as Amazon's), 429 when its

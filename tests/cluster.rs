@@ -207,6 +207,12 @@ fn a_spent_fleet_quota_stays_spent_while_redis_is_out() {
             );
         }
     }
+    // A reload that raises the plan's quota makes it not spent: the node grants its share
+    // of the new one (15 of 30 over two nodes; what Redis granted is Redis's count).
+    a.rewrite(&conf(redis.addr, "local", 100_000, 100_000).replace("limit = 10,", "limit = 30,"));
+    a.gw.as_ref().unwrap().reload().expect("reload");
+    let granted = (0..20).filter(|_| keyed(a.addr()).status == 200).count();
+    assert_eq!(granted, 15);
 }
 
 #[test]

@@ -192,7 +192,7 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
                 let answer =
                     crate::shard::ws_command(&shared, head.method_bytes(), id, body.to_vec(), max)
                         .await;
-                errortype = crate::shard::ws_error_type(answer.0);
+                errortype = crate::error::connections_error_type(answer.0);
                 answer
             }
             None => match fleet_write(&ctl, head.method_bytes(), &path, &query, &body).await {

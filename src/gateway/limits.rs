@@ -218,7 +218,7 @@ pub(crate) async fn count_quota(
     };
     let period = q.period.index(day);
     let id = crate::throttle::redis::quota_id(&plan.name, id);
-    match shard.quota_take_local(id, period) {
+    match shard.quota_take_local(id, period, q.limit) {
         Some(true) => {
             let _ = cell.take(None, day);
             return Ok(());
@@ -241,7 +241,9 @@ pub(crate) async fn count_quota(
     {
         Ok((0, _)) => {
             shard.redis_ok();
-            shard.quota_spent(id, period);
+            shard.quota_spent(id, period, q.limit);
+            cell.fleet_spent_limit
+                .store(q.limit, std::sync::atomic::Ordering::Relaxed);
             cell.fleet_spent
                 .store(period as u64 + 1, std::sync::atomic::Ordering::Relaxed);
             Err(refuse(Some(q)))
@@ -259,7 +261,11 @@ pub(crate) async fn count_quota(
                 // out), and nothing once Redis said the fleet's is spent.
                 OnRedisError::Local => {
                     let spent = cell.fleet_spent.load(std::sync::atomic::Ordering::Relaxed)
-                        == period as u64 + 1;
+                        == period as u64 + 1
+                        && q.limit
+                            <= cell
+                                .fleet_spent_limit
+                                .load(std::sync::atomic::Ordering::Relaxed);
                     let share = crate::config::Quota {
                         limit: q.limit.div_ceil(c.nodes as u64),
                         ..q

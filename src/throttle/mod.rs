@@ -109,6 +109,9 @@ pub(crate) struct QuotaCell {
     /// that the fleet's quota is spent. While Redis is out, a node that knows it is spent
     /// grants nothing more in that period; setting the key's count clears it.
     pub fleet_spent: AtomicU64,
+    /// The plan's limit when Redis said so: a reload that raises it makes the period's
+    /// quota no longer spent.
+    pub fleet_spent_limit: AtomicU64,
 }
 
 /// The largest count `QuotaCell::prev_day` holds.
@@ -130,6 +133,7 @@ impl QuotaCell {
             prev_day: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             fleet_spent: AtomicU64::new(0),
+            fleet_spent_limit: AtomicU64::new(0),
         }
     }
 

@@ -183,7 +183,7 @@ fn too_large(max: usize) -> String {
 /// API's exceptions).
 fn answer(ctx: &mut RequestCtx, status: u16, out: String) -> Outcome {
     ctx.status = status;
-    let error = crate::shard::ws_error_type(status);
+    let error = crate::error::connections_error_type(status);
     Outcome::Answer(Answer {
         status,
         headers: if error.is_empty() {
