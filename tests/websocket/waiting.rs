@@ -1,6 +1,7 @@
 //! A message waiting on a slow integration: replies to earlier messages and pushes still go
 //! out, other connections are not held, later messages are answered after it, in order; and
-//! `@connections` DELETE, idle, lifetime and a drain end the wait rather than wait for it.
+//! `@connections` DELETE, idle, lifetime, a drain and the client's Close end the wait rather
+//! than wait for it, and the client's pings are answered meanwhile.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
@@ -201,5 +202,41 @@ fn a_drain_ends_a_wait_on_an_integration() {
         Some((CloseCode::Away, "the gateway is going away".to_string()))
     );
     stopper.join().unwrap();
+    gate.open();
+}
+
+#[test]
+fn pings_are_answered_and_a_close_is_taken_while_a_message_waits() {
+    let (g, up, gate) = gateway_with_gate("");
+    let mut ws = open(&g, "").expect("upgrade");
+    // A slow message, a message after it, then a ping: the ping's pong comes before either
+    // message is answered (the client's read timeout, 10 s, is inside the integration's 29 s).
+    ws.get_mut()
+        .write_all(&frames(&[r#"{"action":"slow"}"#, r#"{"action":"ping"}"#]))
+        .unwrap();
+    gate.held(1);
+    ws.send(Message::Ping(vec![1, 2, 3].into())).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::Pong(vec![1, 2, 3].into()));
+    // The client's Close is answered and ends the wait: $disconnect hears its code.
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Library(4001),
+        reason: "bye".into(),
+    }))
+    .unwrap();
+    match ws.read() {
+        Ok(Message::Close(f)) => assert_eq!(f.map(|f| f.code), Some(CloseCode::Library(4001))),
+        Ok(m) => panic!("{m:?} before the Close"),
+        Err(e) => panic!("no Close: {e}"),
+    }
+    assert!(eventually(Duration::from_secs(10), || up
+        .requests()
+        .iter()
+        .any(|s| s.target == "/disconnect")));
+    let d: Vec<Seen> = up
+        .requests()
+        .into_iter()
+        .filter(|s| s.target == "/disconnect")
+        .collect();
+    assert_eq!(d[0].header("x-disconnect-status-code"), Some("4001"));
     gate.open();
 }

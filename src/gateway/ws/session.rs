@@ -31,6 +31,10 @@ const READ_CHUNK: usize = 4 << 10;
 /// Replies queued beyond this are handed to the writer before more messages are read: a
 /// client that sends many small messages and reads nothing holds at most the writer's queue.
 const OUT_BATCH: usize = 64 << 10;
+/// Messages read while one waits on its integration are held up to this many bytes (at most
+/// `limits.websocket_message`), one message past it at most: enough to reach the control
+/// frames behind a few small messages.
+const LATER_BYTES: usize = 32 << 10;
 
 /// Bytes in and out for the protocol layer: reads what arrived (`WouldBlock` when nothing
 /// has), writes into `out` for the writer task.
@@ -291,14 +295,37 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
     // on its integration is not activity, so idle (as lifetime, drain and `@connections`
     // DELETE) ends that wait as it ends any other.
     let mut active_at = std::time::Instant::now();
-    // The message whose integration is being waited on. Meanwhile nothing more is read (the
-    // connection's later messages wait in the socket's buffers, one message at a time, in
-    // order), and what earlier messages got has gone out.
+    // The message whose integration is being waited on, and what earlier messages got has
+    // gone out. Meanwhile the connection is still read, for its control frames (a ping is
+    // answered, a Close ends the wait): the messages that come wait in `later`, in order, up
+    // to `LATER_BYTES` (then they wait in the socket's buffers).
+    let later_max = max_message.min(LATER_BYTES);
     let mut pending = None;
+    let mut later: std::collections::VecDeque<Message> = Default::default();
+    let mut later_bytes = 0usize;
     let ended = 'conn: loop {
-        // Every whole message that has arrived, in order, until one has to wait.
-        while pending.is_none() {
-            match ws.read(&mut mem) {
+        // Every whole message that has arrived, in order, until one has to wait; then what
+        // comes, within `later`'s bytes.
+        loop {
+            let queued = if pending.is_none() {
+                later.pop_front()
+            } else {
+                None
+            };
+            let next = if let Some(m) = queued {
+                later_bytes -= m.len().max(1);
+                Ok(m)
+            } else if later_bytes < later_max {
+                ws.read(&mut mem)
+            } else {
+                break;
+            };
+            match next {
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) if pending.is_some() => {
+                    // At least one byte each: empty messages count too.
+                    later_bytes += m.len().max(1);
+                    later.push_back(m);
+                }
                 Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
                     last.set(now_ms());
                     let text = matches!(m, Message::Text(_));
@@ -399,7 +426,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         let wake = active_at
             .checked_add(idle)
             .map_or(deadline, |t| t.min(deadline));
-        let reading = pending.is_none();
+        let reading = later_bytes < later_max;
         let waiting = std::future::poll_fn(|cx| match pending.as_mut() {
             Some(h) => h.as_mut().poll(cx),
             None => Poll::Pending,
@@ -459,6 +486,8 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             reason: why.into(),
         };
     };
+    // A call still waiting (the client closed) is given up.
+    drop(pending);
     // From here on `@connections` answers 410 for it.
     shard.ws.borrow_mut().remove(&s.id);
     io.finish().await;
