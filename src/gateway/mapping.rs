@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::ctx::{RequestCtx, RouteMatch};
 use crate::config::{MapOp, ParamMapping};
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::http::conn::Conn;
 use crate::shard::ShardSnap;
 use crate::snapshot::HttpIntegration;
@@ -27,6 +27,10 @@ pub(crate) struct RequestEdits {
     pub query: Option<Vec<u8>>,
     /// The path sent instead of the integration's.
     pub path: Option<Vec<u8>>,
+    /// The mapped path would hold a dot segment once decoded (`..%2Fadmin` from a header):
+    /// refused, as a client's own is, since origins that decode before they resolve dot
+    /// segments would climb out of the path.
+    pub dot_segment: bool,
 }
 
 impl RequestEdits {
@@ -93,8 +97,23 @@ pub(crate) async fn prepare(
         json,
     };
     let e = edits(map, &src);
+    if e.dot_segment {
+        return Err(Error::downstream(
+            Kind::BadRequest(crate::syntax::path::PathError::DotSegment.message()),
+            "overwrite:path",
+        ));
+    }
     ctx.edits = Some(Box::new(e));
     Ok(())
+}
+
+/// Whether a path, percent-decoded, has a `.` or `..` segment (split at `/` and `\`).
+fn has_dot_segment(path: &[u8]) -> bool {
+    let mut decoded = Vec::with_capacity(path.len());
+    crate::syntax::path::path_decode_into(path, &mut decoded);
+    decoded
+        .split(|&b| b == b'/' || b == b'\\')
+        .any(|seg| seg == b"." || seg == b"..")
 }
 
 /// A mapping's request edits for a request without a body to read (the benchmarks' entry).
@@ -150,6 +169,7 @@ fn edits(map: &ParamMapping, src: &RequestSources<'_>) -> RequestEdits {
                 if p.first() != Some(&b'/') {
                     p.insert(0, b'/');
                 }
+                e.dot_segment = has_dot_segment(&p);
                 e.path = Some(p);
             }
             Target::StatusCode => {}
@@ -216,20 +236,14 @@ impl RequestSources<'_> {
                 Piece::Src(s) => self.source(s, &mut v),
             }
             // In a path, only the written text and the request's own path keep their `/`:
-            // a value from a header, the query or the body stays one segment, and cannot be
-            // a dot segment.
+            // a value from a header, the query or the body stays one segment (a path that
+            // decodes to a dot segment is refused whole, see `has_dot_segment`).
             let whole_path = matches!(
                 p,
                 Piece::Lit(_) | Piece::Src(Source::Path | Source::PathVar(_))
             );
             match into {
-                Into::Path if !whole_path => {
-                    if v == b"." || v == b".." {
-                        out.extend(v.iter().flat_map(|_| *b"%2E"));
-                    } else {
-                        encode_component(&v, out);
-                    }
-                }
+                Into::Path if !whole_path => encode_component(&v, out),
                 _ => write_escaped(&v, into, out),
             }
         }
