@@ -570,10 +570,17 @@ fn run_time_stages_write_access_logs_only_inside_the_admin_log_folder() {
     assert_eq!(r.status, 201, "{}", r.text());
     // An absolute path, or one that climbs out, is refused by key, and no file is made.
     let outside = dir.join("outside.log");
+    // Nor a file that is not a `.log` (the config or state store, were the folder theirs),
+    // nor a link.
+    std::fs::write(dir.join("rt-logs/config.toml"), "x = 1\n").unwrap();
+    std::os::unix::fs::symlink(dir.join("outside.log"), dir.join("rt-logs/link.log")).unwrap();
     for path in [
         outside.display().to_string(),
         "../outside.log".into(),
         "a/../../outside.log".into(),
+        "config.toml".into(),
+        "data/tollgate.redb".into(),
+        "link.log".into(),
     ] {
         let r = post(
             &g,
@@ -588,6 +595,10 @@ fn run_time_stages_write_access_logs_only_inside_the_admin_log_folder() {
         );
         assert!(!outside.exists(), "{path} made a file outside the folder");
     }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("rt-logs/config.toml")).unwrap(),
+        "x = 1\n"
+    );
     // Inside the folder: served, and its lines land there.
     let r = post(
         &g,
@@ -612,6 +623,48 @@ fn run_time_stages_write_access_logs_only_inside_the_admin_log_folder() {
         log.display()
     );
     assert_eq!(read(), "200 /v\n");
+}
+
+#[test]
+fn run_time_stages_log_into_a_logs_folder_by_default() {
+    let g = Gw::start(&Cfg::new().admin("").toml());
+    let dir = g.dir.0.clone();
+    let mock = json!({"type": "mock", "body": "m"});
+    let r = post(
+        &g,
+        "/apis",
+        json!({"name": "shop", "routes": [{"route": "GET /v", "integration": mock}]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Not beside the config file, which a log line could otherwise be appended to.
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "auto_deploy": true, "access_log": {"path": "config.toml", "format": "json"}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "auto_deploy": true,
+               "access_log": {"path": "shop.log", "format": "$context.status"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post(
+        &g,
+        "/domains",
+        json!({"host": "shop.test", "base_path": "", "api": "shop", "stage": "prod"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(on(&g, "shop.test", "/v").text(), "m");
+    let log = dir.join("logs/shop.log");
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t == "200\n")
+        }),
+        "no line in {}",
+        log.display()
+    );
 }
 
 #[test]

@@ -165,18 +165,25 @@ impl Validator {
                                 std::path::Component::Normal(_) | std::path::Component::CurDir
                             )
                         });
-                        if !inside {
+                        // A `.log` file, and nothing but a file: not the config, the state
+                        // store or a certificate that shares the folder, not a link or a
+                        // device.
+                        let joined = root.join(p);
+                        let is_log = Path::new(p).extension().is_some_and(|e| e == "log");
+                        let plain = std::fs::symlink_metadata(&joined)
+                            .map_or(true, |m| m.file_type().is_file());
+                        if !inside || !is_log || !plain {
                             self.bad(
                                 &format!("{key}.path"),
                                 p,
                                 &format!(
-                                    "\"stdout\" or a path relative to admin.access_log_dir ({}), without \"..\": an API made through the admin API logs there",
+                                    "\"stdout\" or a file whose name ends in .log, by a path relative to admin.access_log_dir ({}) without \"..\" (not a link or a device): an API made through the admin API logs there",
                                     root.display()
                                 ),
                             );
                             return None;
                         }
-                        root.join(p)
+                        joined
                     }
                 };
                 if let Err(e) = crate::observe::writer::check_writable(&path) {

@@ -328,10 +328,10 @@ impl Validator {
                     s,
                     "a folder (relative to the config file's) where stages made through the admin API may write their access logs",
                 );
-                ".".into()
+                "logs".into()
             }
             Some(s) => s,
-            None => ".".into(),
+            None => "logs".into(),
         };
         Admin {
             addr,
