@@ -49,6 +49,12 @@ fn admin_api_requires_the_bearer_token() {
         admin(gw.admin(), "DELETE", "/reload", Some(TOKEN)).status,
         405
     );
+    // Without the token, a body is not waited for: 401 as soon as the head is in (a client
+    // announcing 32 MiB and sending none is answered at once, not held until it sends them).
+    let mut c = Client::connect(gw.admin());
+    let r = c.request(b"POST /apikeys HTTP/1.1\r\nHost: a\r\nContent-Length: 33554432\r\n\r\n");
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.header("connection"), Some("close"));
 }
 
 #[test]

@@ -104,6 +104,16 @@ fn token_ok(given: &[u8], want: &[u8]) -> bool {
         == 0
 }
 
+/// Whether the request carries the admin token (`Authorization: Bearer TOKEN`).
+fn authorized(head: &crate::http::h1::RequestHead, token: &str) -> bool {
+    head.header(b"authorization")
+        .and_then(|v| {
+            v.strip_prefix(b"Bearer ")
+                .or_else(|| v.strip_prefix(b"bearer "))
+        })
+        .is_some_and(|t| token_ok(t.trim_ascii(), token.as_bytes()))
+}
+
 /// Largest admin request body: a CSV import of 100,000 keys (~4 MiB) fits with room.
 const MAX_ADMIN_BODY: usize = 32 << 20;
 
@@ -124,6 +134,12 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
             }
         };
+        // The token is checked once the head is in, before any body is read: a client
+        // without it holds no more than a head (up to 32 MiB each otherwise).
+        let open = matches!(head.path_bytes(), b"/ping" | b"/status");
+        if !open && !authorized(&head, &token) {
+            return Ok(Err((401, "Unauthorized")));
+        }
         let n = match head.framing {
             Framing::None => 0,
             Framing::Length(n) if n as usize <= MAX_ADMIN_BODY => n as usize,
@@ -154,13 +170,7 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         }
         _ => return,
     };
-    let authorized = head
-        .header(b"authorization")
-        .and_then(|v| {
-            v.strip_prefix(b"Bearer ")
-                .or_else(|| v.strip_prefix(b"bearer "))
-        })
-        .is_some_and(|t| token_ok(t.trim_ascii(), token.as_bytes()));
+    let authorized = authorized(&head, &token);
     let is_ping = head.path_bytes() == b"/ping";
     if head.path_bytes() == b"/status" && matches!(head.method_bytes(), b"GET" | b"HEAD") {
         // The page holds no figures: it asks /status.json for them with the token.
