@@ -31,9 +31,14 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(DURATION_HELP.to_string()),
     };
     n.checked_mul(per_unit_ms)
+        .filter(|&ms| ms <= MAX_DURATION_MS)
         .map(Duration::from_millis)
-        .ok_or_else(|| "duration is too large".to_string())
+        .ok_or_else(|| "a duration of at most 365d".to_string())
 }
+
+/// The longest duration any key takes: a year (timers past it overflow some drivers' wheels;
+/// nothing an operator means is longer).
+const MAX_DURATION_MS: u64 = 365 * 86_400_000;
 
 /// Parses "512KiB", "10MiB", "1GiB", "100KB", "4096" or "4096B" into bytes.
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
@@ -74,6 +79,12 @@ mod tests {
         assert!(parse_duration("1.5s").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("10 parsecs").is_err());
+        assert_eq!(
+            parse_duration("365d"),
+            Ok(Duration::from_secs(365 * 86_400))
+        );
+        assert!(parse_duration("366d").is_err());
+        assert!(parse_duration("18446744073709551615ms").is_err());
     }
 
     #[test]
