@@ -232,9 +232,11 @@ fn schema(text: &str) -> Result<file::File, Vec<String>> {
 impl Config {
     /// Reads, parses and validates a file. Relative paths in it are relative to its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            errors: vec![format!("cannot read config file {}: {e}", path.display())],
-        })?;
+        let text = units::read_file(path, units::MAX_CONFIG_FILE)
+            .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_string()))
+            .map_err(|e| ConfigError {
+                errors: vec![format!("cannot read config file {}: {e}", path.display())],
+            })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::parse(&text, &base)
     }

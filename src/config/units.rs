@@ -63,6 +63,35 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| "size is too large".to_string())
 }
 
+/// The most a certificate, key or CA file may hold (a public CA bundle is ~250 KB).
+pub(crate) const MAX_PEM_FILE: u64 = 4 << 20;
+/// The most the config file may hold.
+pub(crate) const MAX_CONFIG_FILE: u64 = 64 << 20;
+
+/// Reads a regular file of at most `max` bytes: a device (`/dev/zero`), a FIFO or a folder is
+/// refused rather than read without end. The error says why, without the path.
+pub(crate) fn read_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    // Looked at before it is opened: opening a FIFO waits for a writer.
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if meta.len() > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    if out.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +114,23 @@ mod tests {
         );
         assert!(parse_duration("366d").is_err());
         assert!(parse_duration("18446744073709551615ms").is_err());
+    }
+
+    #[test]
+    fn files_are_read_only_when_regular_and_small() {
+        assert_eq!(
+            read_file(std::path::Path::new("/dev/zero"), 1 << 20),
+            Err("not a regular file".to_string())
+        );
+        assert_eq!(
+            read_file(std::path::Path::new("/tmp"), 1 << 20),
+            Err("not a regular file".to_string())
+        );
+        let p = std::env::temp_dir().join(format!("tollgate-read-file-{}", std::process::id()));
+        std::fs::write(&p, b"0123456789").unwrap();
+        assert_eq!(read_file(&p, 10), Ok(b"0123456789".to_vec()));
+        assert_eq!(read_file(&p, 9), Err("larger than 9 bytes".to_string()));
+        let _ = std::fs::remove_file(&p);
     }
 
     #[test]

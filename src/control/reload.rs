@@ -125,7 +125,8 @@ pub(super) fn certs_changed(compiled: &Compiled) -> Option<Vec<u64>> {
     let mut changed = false;
     let mut now = Vec::with_capacity(certs.len());
     for (i, c) in certs.into_iter().enumerate() {
-        let (Ok(cert), Ok(key)) = (std::fs::read(&c.cert), std::fs::read(&c.key)) else {
+        let (Ok(cert), Ok(key)) = (crate::tls::read_pem(&c.cert), crate::tls::read_pem(&c.key))
+        else {
             now.push(0);
             changed = true;
             continue;

@@ -60,9 +60,8 @@ pub(crate) fn load_cert(
     key: &Path,
     allow_expired: bool,
 ) -> Result<LoadedCert, String> {
-    let cert_pem =
-        std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
-    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+    let cert_pem = read_pem(cert)?;
+    let key_pem = read_pem(key)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert.display()))?;
@@ -128,9 +127,15 @@ pub(crate) fn load_cert(
     })
 }
 
+/// A PEM file's bytes (a regular file of at most 4 MiB).
+pub(crate) fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+    crate::config::units::read_file(path, crate::config::units::MAX_PEM_FILE)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
 /// Loads the CA certificates client certificates must chain to.
 pub(crate) fn load_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let pem = read_pem(path)?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&pem) {
         let c = c.map_err(|e| format!("{}: not PEM: {e}", path.display()))?;
