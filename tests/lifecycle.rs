@@ -721,5 +721,16 @@ fn a_stage_cannot_pose_as_a_canary_and_any_stage_name_takes_one() {
     );
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("reserved for canaries"), "{}", r.text());
+    // Nor made by a deployment that names its stage, nor a name no stage may have.
+    for stage in ["prod__canary", "a/b", ""] {
+        let r = post(
+            &g,
+            "/apis/shop/deployments",
+            json!({"description": "v3", "stage": stage}),
+        );
+        assert_eq!(r.status, 400, "{stage:?}: {}", r.text());
+    }
+    let stages = admin(g.admin(), "GET", "/apis/shop/stages", Some(TOKEN)).text();
+    assert!(!stages.contains("prod__canary"), "{stages}");
     assert_eq!(on(&g, "s1.test", "/v").text(), "v2");
 }

@@ -374,7 +374,10 @@ impl Control {
                 },
                 None => RtStage {
                     api: api.to_string(),
-                    name: stage.to_string(),
+                    name: {
+                        check_stage_name(stage)?;
+                        stage.to_string()
+                    },
                     deployment: d.id.clone(),
                     settings: Map::new(),
                     canary: None,
@@ -476,12 +479,7 @@ impl Control {
                     Some(Value::String(n)) if !n.is_empty() => n.clone(),
                     _ => return Err(bad("name: is required")),
                 };
-                super::super::check_object_name(&name)?;
-                if super::reserved_stage_name(&name) {
-                    return Err(bad(format!(
-                        "name = {name:?} is not valid: names ending in \"__canary\" are reserved for canaries"
-                    )));
-                }
+                check_stage_name(&name)?;
                 if self
                     .objects
                     .stages
@@ -753,4 +751,15 @@ impl Control {
         self.apply(o, Vec::new(), vec![mapping_key(id)])?;
         Ok(json!({ "deleted": id }))
     }
+}
+
+/// A new stage's name: an object name, not one of the names canaries are checked under.
+fn check_stage_name(name: &str) -> Result<(), OpError> {
+    super::super::check_object_name(name)?;
+    if super::reserved_stage_name(name) {
+        return Err(bad(format!(
+            "name = {name:?} is not valid: names ending in \"__canary\" are reserved for canaries"
+        )));
+    }
+    Ok(())
 }
