@@ -391,6 +391,54 @@ fn keys_and_counters_survive_a_restart() {
 }
 
 #[test]
+fn a_config_key_may_not_take_a_run_time_keys_id() {
+    let gw = Gw::start(&conf().toml());
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        r#"{"name": "leaked", "plan": "tiny"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let value = r.json()["value"].as_str().unwrap().to_string();
+    // A file key named as the run-time key's id: both would answer to one id (PATCH and
+    // DELETE refused as "declared in the config file", one quota counter).
+    let clash = format!(
+        "{}\n[[api_keys]]\nname = \"{id}\"\nvalue = \"file-0123456789abcdef0123\"\nplan = \"tiny\"\n",
+        conf().toml()
+    );
+    gw.rewrite(&clash);
+    let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains(&format!("api_keys[\\\"{id}\\\"].name")),
+        "{}",
+        r.text()
+    );
+    // The run-time key can still be revoked.
+    let r = admin_with(
+        gw.admin(),
+        "PATCH",
+        &format!("/apikeys/{id}"),
+        r#"{"enabled": false}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        keyed(gw.addr(), "GET", "/dev/keyed", Some(&value)).status,
+        403
+    );
+    // Nor does a restart on such a file start.
+    let dir = gw.stop();
+    let err = Gw::try_start_in(dir, &clash).err().map(|(_, e)| e);
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("a key created through the admin API has this id")),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn a_corrupt_state_file_stops_start_up() {
     let dir = TempDir::new();
     std::fs::create_dir_all(dir.0.join("data")).unwrap();

@@ -358,6 +358,25 @@ pub(super) fn parse_csv_line(line: &str) -> Vec<String> {
     out
 }
 
+/// A config key may not take the value, nor (by its name) the id, of a key created through
+/// the admin API: both would answer to one id (usage, quota, PATCH and DELETE).
+pub(super) fn file_key_clashes(cfg: &Config, stored: &[StoredKey]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for k in &cfg.api_keys {
+        let h = auth::hex(&auth::hash_key(k.value.as_bytes()));
+        if stored.iter().any(|s| s.hash == h) {
+            errors.push(format!("api_keys[{:?}].value: the same value belongs to a key created through the admin API", k.name));
+        }
+        if stored.iter().any(|s| s.id == k.name) {
+            errors.push(format!(
+                "api_keys[{:?}].name: a key created through the admin API has this id (a config key's name is its id)",
+                k.name
+            ));
+        }
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,6 +197,10 @@ impl ControlInit {
                 .map_err(|e| e.to_string())?,
         );
         let stored_keys = store.keys()?;
+        let clashes = keys::file_key_clashes(&file_config, &stored_keys);
+        if !clashes.is_empty() {
+            return Err(clashes.join("\n"));
+        }
         let keys = Arc::new(key_table(&compiled.config, &compiled, &stored_keys));
         let secrets_key = access::secrets_key(&compiled.config);
         let stored_access = store.access_keys()?;

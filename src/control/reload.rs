@@ -71,13 +71,7 @@ impl Control {
         if cfg.server.state_dir != old.server.state_dir {
             errors.push("server.state_dir: moving the state store needs a restart".to_string());
         }
-        // A config key may not take the value of a key created through the admin API.
-        for k in &cfg.api_keys {
-            let h = auth::hex(&auth::hash_key(k.value.as_bytes()));
-            if self.stored_keys.iter().any(|s| s.hash == h) {
-                errors.push(format!("api_keys[{:?}].value: the same value belongs to a key created through the admin API", k.name));
-            }
-        }
+        errors.extend(super::keys::file_key_clashes(&cfg, &self.stored_keys));
         if !errors.is_empty() {
             return Err(errors);
         }
