@@ -130,6 +130,13 @@ fn reload_publishes_a_valid_file_and_refuses_an_invalid_one_whole() {
     assert_eq!(r.status, 400);
     assert!(r.text().contains("restart"), "{}", r.text());
     assert_eq!(get(gw.addr(), "/mock").text(), "v2");
+    // So does another variable for the admin token (read once, at start): /config would show
+    // it while the old token stays in force.
+    gw.rewrite(&cfg("v5", &up).admin("token_env = \"OTHER_TOKEN\"").toml());
+    let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("admin.token_env"), "{}", r.text());
+    assert_eq!(get(gw.addr(), "/mock").text(), "v2");
 }
 
 #[test]

@@ -60,6 +60,13 @@ impl Control {
         if cfg.admin.as_ref().map(|a| a.addr) != old.admin.as_ref().map(|a| a.addr) {
             errors.push("admin.addr: moving the admin API needs a restart".to_string());
         }
+        // The token is read once, at start: a new variable would show in /config while the
+        // old token stays in force.
+        if cfg.admin.as_ref().map(|a| &a.token_env) != old.admin.as_ref().map(|a| &a.token_env) {
+            errors.push(
+                "admin.token_env: changing the admin token's variable needs a restart".to_string(),
+            );
+        }
         let fleet = |c: &Config| {
             c.cluster
                 .as_ref()
