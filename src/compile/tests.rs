@@ -175,6 +175,17 @@ fn listeners_need_a_unique_name_and_an_ip_port() {
         "name = \"bad name\"",
         &["listeners[\"bad name\"].name", "letters, digits"],
     );
+    // The admin API cannot share a listener's address (start-up would fail to bind it).
+    refused(
+        "[[upstreams]]",
+        "[admin]\naddr = \"0.0.0.0:8080\"\n\n[[upstreams]]",
+        &["admin.addr", "listener \"http\"'s address"],
+    );
+    refused(
+        "workers = 2",
+        "workers = 2\nstate_dir = \"/dev/null\"",
+        &["server.state_dir", "is not a folder"],
+    );
 }
 
 #[test]

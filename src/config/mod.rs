@@ -437,6 +437,21 @@ impl Validator {
         let server = self.server(raw.server, base);
         let listeners = self.listeners(raw.listeners, base);
         let admin = raw.admin.map(|a| self.admin(a));
+        if let Some(a) = &admin {
+            let port = a.addr.port();
+            if let Some(l) = listeners.iter().find(|l| {
+                port != 0
+                    && l.addr.port() == port
+                    && (l.addr.ip() == a.addr.ip()
+                        || l.addr.ip().is_unspecified()
+                        || a.addr.ip().is_unspecified())
+            }) {
+                self.err(
+                    "admin.addr",
+                    format!("{} is listener {:?}'s address", a.addr, l.name),
+                );
+            }
+        }
         let limits = self.limits(raw.limits);
         let http2 = self.http2(raw.http2);
         let throttle = raw.throttle.and_then(|t| self.rate("throttle", t));

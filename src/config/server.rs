@@ -232,7 +232,19 @@ impl Validator {
                 Driver::Auto
             }
         };
-        let state_dir = base.join(s.state_dir.unwrap_or_else(|| "data".into()));
+        let state_dir = match s.state_dir {
+            Some(d) if d.is_empty() => {
+                self.bad("server.state_dir", d, "a folder (made if missing)");
+                base.join("data")
+            }
+            d => base.join(d.unwrap_or_else(|| "data".into())),
+        };
+        if state_dir.exists() && !state_dir.is_dir() {
+            self.err(
+                "server.state_dir",
+                format!("{} is not a folder", state_dir.display()),
+            );
+        }
         let mut uring_flags = UringFlags::DEFAULT;
         if let Some(flags) = s.uring_flags {
             uring_flags = UringFlags::default();
