@@ -235,6 +235,24 @@ fn a_plain_openapi_document_imports_with_warnings_and_bad_ones_are_refused() {
         w.contains("aws_proxy") && w.contains("cognito_user_pools"),
         "{w}"
     );
+    // Values out of range are said (so failonwarnings refuses them), not silently replaced
+    // by the defaults.
+    let odd = json!({"openapi": "3.0.1", "info": {"title": "odd", "version": "1"}, "paths": {
+        "/t": {"get": {"responses": {"200": {"description": "ok"}}, "x-amazon-apigateway-integration": {"type": "http_proxy", "httpMethod": "GET", "uri": "http://127.0.0.1:9/t", "timeoutInMillis": -5}}},
+        "/m": {"get": {"responses": {"200": {"description": "ok"}}, "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "99999"}}}}}
+    }});
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&failonwarnings=true",
+        &odd.to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = admin_with(g.admin(), "POST", "/apis?mode=import", &odd.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let w = r.json()["warnings"].to_string();
+    assert!(w.contains("timeoutInMillis -5"), "{w}");
+    assert!(w.contains("statusCode \\\"99999\\\""), "{w}");
 }
 
 #[test]

@@ -349,8 +349,14 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
                 return None;
             }
             let mut out = json!({ "type": "http", "uri": uri });
-            if let Some(ms) = i["timeoutInMillis"].as_u64() {
-                out["timeout"] = json!(format!("{ms}ms"));
+            match &i["timeoutInMillis"] {
+                Value::Null => {}
+                v => match v.as_u64() {
+                    Some(ms) => out["timeout"] = json!(format!("{ms}ms")),
+                    None => warnings.push(format!(
+                        "{key}: timeoutInMillis {v}: not a whole number of milliseconds; left out (the default applies)"
+                    )),
+                },
             }
             let mut headers = Map::new();
             let mut mapping = Map::new();
@@ -456,10 +462,22 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
         }
         "mock" => {
             let d = &i["responses"]["default"];
-            let status: u16 = d["statusCode"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(200);
+            let status: u16 = match &d["statusCode"] {
+                Value::Null => 200,
+                v => match v
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|s| (200..=599).contains(s))
+                {
+                    Some(s) => s,
+                    None => {
+                        warnings.push(format!(
+                            "{key}: mock responses.default.statusCode {v}: not a status from 200 to 599; 200 is answered"
+                        ));
+                        200
+                    }
+                },
+            };
             let (ctype, body) = d["responseTemplates"]
                 .as_object()
                 .and_then(|t| t.iter().next())
