@@ -272,6 +272,14 @@ fn mock_integrations_substitute_variables() {
     assert_eq!(j["hi"], "Ann Lee");
     assert_eq!(j["stage"], "gold");
     assert_eq!(j["id"], "abc-123");
+    // A client id that would change the JSON it is pasted into is replaced by a generated one.
+    let r = Client::connect(gw.addr()).request(b"GET /hello/x HTTP/1.1\r\nHost: h\r\nX-Request-Id: x\",\"isAdmin\":true,\"y\":\"\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 202);
+    let j = r.json();
+    assert_eq!(j.get("isAdmin"), None, "{j}");
+    let id = r.header("x-request-id").unwrap();
+    assert_eq!(j["id"], id);
+    assert_eq!(id.len(), 32, "{id}");
     let r = get(gw.addr(), "/dev/hello/bo");
     assert_eq!(r.json()["stage"], "dev");
     // Generated request ids are unique and echoed.

@@ -25,8 +25,12 @@ pub struct RequestId {
 }
 
 impl RequestId {
+    /// A client's id, when it is 1-128 letters, digits and `-._:+/=` (UUIDs, hex, base64,
+    /// trace ids): what templates paste into JSON, HTML or headers without escaping, as they
+    /// may Amazon's generated ids. Anything else gets a generated id.
     pub fn from_client(v: &[u8]) -> Option<RequestId> {
-        if v.is_empty() || v.len() > 128 || !v.iter().all(|b| b.is_ascii_graphic()) {
+        let safe = |b: &u8| b.is_ascii_alphanumeric() || b"-._:+/=".contains(b);
+        if v.is_empty() || v.len() > 128 || !v.iter().all(safe) {
             return None;
         }
         let mut buf = [0u8; 128];
