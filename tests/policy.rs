@@ -175,3 +175,54 @@ fn the_proxy_protocol_names_the_client_only_from_trusted_proxies() {
         403
     );
 }
+
+/// Behind a trusted proxy the forwarded client is the one address everywhere: the policy's,
+/// `${context.identity.sourceIp}` in templates, the access log's; and the client's
+/// X-Forwarded-For lines reach the upstream as one list (RFC 9110 5.3), the peer appended.
+#[test]
+fn the_forwarded_client_is_the_source_ip_everywhere() {
+    let up = Upstream::echo();
+    let g = Gw::start(
+        &Cfg::new()
+            .server("trusted_proxies = [\"127.0.0.0/8\"]")
+            .api_extra("resource_policy = { deny = [\"203.0.113.0/24\"] }")
+            .stage_extra(
+                "access_log = { path = \"ip.log\", format = \"$context.status $context.identity.sourceIp\" }",
+            )
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
+            .route(
+                "GET /pets",
+                "integration = { type = \"http\", uri = \"http://up/pets\" }",
+            )
+            .route(
+                "GET /m",
+                "integration = { type = \"mock\", body = \"ip=${context.identity.sourceIp}\" }",
+            )
+            .toml(),
+    );
+    assert_eq!(
+        ask(&g, "/m", Some("198.51.100.7")).text(),
+        "ip=198.51.100.7"
+    );
+    assert_eq!(ask(&g, "/m", Some("203.0.113.9")).status, 403);
+    // Two lines: one list, in order, the peer appended.
+    let r = Client::connect(g.addr()).request(
+        b"GET /pets HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-For: 192.0.2.2\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        up.requests()[0].header("x-forwarded-for"),
+        Some("192.0.2.1, 192.0.2.2, 127.0.0.1")
+    );
+    let log = g.dir.0.join("ip.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || read()
+            .lines()
+            .count()
+            == 3),
+        "{}",
+        read()
+    );
+    assert_eq!(read(), "200 198.51.100.7\n403 203.0.113.9\n200 192.0.2.2\n");
+}

@@ -156,6 +156,9 @@ pub struct RequestCtx {
     pub(crate) held: super::validate::Held,
     /// WebSocket APIs: the connection's id and the event (`CONNECT`, `MESSAGE`, `DISCONNECT`).
     pub(crate) ws: Option<(std::rc::Rc<str>, &'static str)>,
+    /// The client a trusted proxy named in `X-Forwarded-For` (`server.trusted_proxies`), when
+    /// it is not the connection's peer: `$context.identity.sourceIp` and the access log's.
+    pub(crate) forwarded: Option<Box<(std::net::IpAddr, Box<str>)>>,
     pub(crate) compress: Option<(
         std::sync::Arc<crate::config::Compression>,
         Option<super::compress::Encoding>,
@@ -206,7 +209,14 @@ impl RequestCtx {
             body_json: None,
             held: Default::default(),
             ws: None,
+            forwarded: None,
         }
+    }
+
+    /// The client's address as templates and logs name it: the one a trusted proxy
+    /// forwarded, else the connection's peer (`peer_ip`).
+    pub(crate) fn source_ip<'a>(&'a self, peer_ip: &'a str) -> &'a str {
+        self.forwarded.as_ref().map_or(peer_ip, |f| &f.1)
     }
 
     /// What templates may name for this request; `source_ip` is the client's address.
@@ -217,7 +227,7 @@ impl RequestCtx {
     ) -> crate::syntax::template::Vars<'a> {
         crate::syntax::template::Vars {
             request_id: self.request_id.as_bytes(),
-            source_ip,
+            source_ip: self.source_ip(source_ip),
             client_cert: self.client_cert.as_ref().and_then(|c| c.fields.as_deref()),
             authorizer: self
                 .principal

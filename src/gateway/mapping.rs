@@ -304,7 +304,7 @@ fn context(ctx: &RequestCtx, peer_ip: &str, c: &str, out: &mut Vec<u8>) {
         "domainName" => out.extend_from_slice(ctx.head.host_bytes().unwrap_or_default()),
         "httpMethod" => out.extend_from_slice(ctx.head.method_bytes()),
         "path" => out.extend_from_slice(ctx.head.path_bytes()),
-        "identity.sourceIp" => out.extend_from_slice(peer_ip.as_bytes()),
+        "identity.sourceIp" => out.extend_from_slice(ctx.source_ip(peer_ip).as_bytes()),
         "identity.userAgent" => {
             out.extend_from_slice(ctx.head.header(b"user-agent").unwrap_or_default())
         }

@@ -84,6 +84,14 @@ pub(crate) async fn handle(
         RequestCtx::new(head, request_id, segs),
     );
     let ctx = &mut exit.ctx;
+    let trusted = &ss.snap.config.server.trusted_proxies;
+    if !trusted.is_empty() {
+        let peer = conn.peer.ip();
+        let ip = policy::source_ip(peer, ctx, trusted);
+        if ip != peer {
+            ctx.forwarded = Some(Box::new((ip, ip.to_string().into())));
+        }
+    }
     ctx.https = conn.stream.is_tls();
     ctx.client_cert = conn.client_cert.clone();
     if ss.snap.config.tracing.is_some() {

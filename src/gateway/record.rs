@@ -231,7 +231,9 @@ fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -
     let head = ctx.map(|c| &c.head);
     Line {
         request_id: ctx.map_or(r.request_id.as_bytes(), |c| c.request_id.as_bytes()),
-        source_ip: r.from.map(|f| f.peer.ip()),
+        source_ip: ctx
+            .and_then(|c| c.forwarded.as_ref().map(|f| f.0))
+            .or(r.from.map(|f| f.peer.ip())),
         user_agent: head.and_then(|h| h.header(b"user-agent")),
         api_key_id: ctx.and_then(|c| c.principal.api_key.as_ref().map(|k| &*k.id)),
         time_ms: wall_ms.saturating_sub(latency_us.unwrap_or(0) / 1000),
@@ -342,8 +344,14 @@ fn spans(
     if let Some(h) = c.head.host_bytes() {
         attrs.push(s("server.address", String::from_utf8_lossy(host_name(h))));
     }
-    if let Some(f) = r.from {
-        attrs.push(s("client.address", f.peer.ip().to_string()));
+    // The client behind any trusted proxy (OpenTelemetry's client.address).
+    if let Some(ip) = c
+        .forwarded
+        .as_ref()
+        .map(|f| f.0)
+        .or(r.from.map(|f| f.peer.ip()))
+    {
+        attrs.push(s("client.address", ip.to_string()));
     }
     if let Some(ua) = c.head.header(b"user-agent") {
         attrs.push(s("user_agent.original", String::from_utf8_lossy(ua)));

@@ -73,7 +73,7 @@ pub(crate) fn customise(
                     );
                 }
             }
-            Ref::SourceIp => out.extend_from_slice(peer_ip.as_bytes()),
+            Ref::SourceIp => out.extend_from_slice(ctx.source_ip(peer_ip).as_bytes()),
             Ref::UserAgent => {
                 out.extend_from_slice(ctx.head.header(b"user-agent").unwrap_or_default())
             }

@@ -219,7 +219,7 @@ fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch, reads: u8)
             "domainName": text(ctx.head.host_bytes().unwrap_or_default()),
             "protocol": if ctx.head.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
             "identity": {
-                "sourceIp": &*conn.peer_ip,
+                "sourceIp": ctx.source_ip(&conn.peer_ip),
                 "userAgent": text(ctx.head.header(b"user-agent").unwrap_or_default()),
             },
     });

@@ -135,7 +135,9 @@ pub(crate) fn request_head_with(
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(integ.host_header.as_bytes());
     out.extend_from_slice(b"\r\n");
+    // The client's X-Forwarded-For; several lines are one list (RFC 9110 5.3), joined below.
     let mut xff: Option<&[u8]> = None;
+    let mut xff_lines = 0u32;
     let conn_hdr = connection_value(head.headers());
     let mut kept = KeptLines::new(&head.raw);
     for h in &head.headers {
@@ -162,6 +164,7 @@ pub(crate) fn request_head_with(
         }
         if name_eq(name, b"x-forwarded-for") {
             xff = Some(value);
+            xff_lines += 1;
             continue;
         }
         if listed_in_connection(conn_hdr, name)
@@ -187,7 +190,14 @@ pub(crate) fn request_head_with(
         out.extend_from_slice(&c.lines);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(x) = xff {
+    if xff_lines > 1 {
+        for (n, v) in head.headers() {
+            if name_eq(n, b"x-forwarded-for") {
+                out.extend_from_slice(v);
+                out.extend_from_slice(b", ");
+            }
+        }
+    } else if let Some(x) = xff {
         out.extend_from_slice(x);
         out.extend_from_slice(b", ");
     }

@@ -212,7 +212,12 @@ fn session_of(
         stage: a.stages[stage].name.clone(),
         head: ctx.head.clone(),
         principal: ctx.principal.clone(),
-        peer_ip: conn.peer_ip.clone(),
+        // The client a trusted proxy forwarded, if any: what `x-source-ip` and
+        // `@connections` GET name.
+        peer_ip: match &ctx.forwarded {
+            Some(f) => Rc::from(&*f.1),
+            None => conn.peer_ip.clone(),
+        },
         connected_at_ms: now_ms(),
     }
 }
