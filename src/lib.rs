@@ -530,11 +530,13 @@ impl Gateway {
                 }
                 // The shards flushed their last lines: write them, end the writer.
                 log_writer.stop();
-                trace_exporter.stop();
+                // Counted usage is saved (or handed over) before the trace exporter's last
+                // batches wait on their collector.
                 if let Some(deltas) = control::final_flush(&mut ctl.borrow_mut()) {
                     // Handed over: the successor adds what this process counted since.
                     let _ = usage_tx.send(serde_json::to_string(&deltas).unwrap_or_default());
                 }
+                trace_exporter.stop();
                 tracing::info!("stopped");
             })
             .map_err(|e| StartError(format!("cannot start control thread: {e}")))?;

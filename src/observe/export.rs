@@ -119,6 +119,9 @@ fn run(rx: flume::Receiver<Msg>, ex: &Counts) {
             Ok(Msg::Stop) | Err(flume::RecvTimeoutError::Disconnected) => true,
             Err(flume::RecvTimeoutError::Timeout) => false,
         };
+        // At stop, what is queued gets one export's time in all: a shutdown waits at most
+        // that for the collector; what is left is counted as failed.
+        let mut stop_by = None;
         if stop {
             for m in rx.drain() {
                 if let Msg::Span(s) = m {
@@ -134,10 +137,20 @@ fn run(rx: flume::Receiver<Msg>, ex: &Counts) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let Some(endpoint) = endpoint else {
+            let Some(mut endpoint) = endpoint else {
                 ex.failed.fetch_add(n as u64, Ordering::Relaxed);
                 continue;
             };
+            if stop {
+                let by = *stop_by.get_or_insert_with(|| Instant::now() + endpoint.timeout);
+                match by.checked_duration_since(Instant::now()) {
+                    Some(d) if !d.is_zero() => endpoint.timeout = endpoint.timeout.min(d),
+                    _ => {
+                        ex.failed.fetch_add(n as u64, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            }
             match post(&endpoint, spans) {
                 Ok(()) => {
                     ex.exported.fetch_add(n as u64, Ordering::Relaxed);
@@ -157,6 +170,14 @@ fn run(rx: flume::Receiver<Msg>, ex: &Counts) {
         if stop {
             return;
         }
+    }
+}
+
+/// A socket error as the exporter says it (a timeout reads as one, whatever the OS calls it).
+fn io_error(e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "timed out".into(),
+        _ => e.to_string(),
     }
 }
 
@@ -192,10 +213,17 @@ fn post(e: &Endpoint, spans: Vec<otlp::Span>) -> Result<(), String> {
         .map_err(|err| err.to_string())?
         .next()
         .ok_or("the collector's name resolves to no address")?;
+    // The timeout bounds the whole export, not each read or write: a collector that takes a
+    // byte at a time (or answers one) cannot hold the exporter, or a shutdown, longer.
+    let deadline = Instant::now() + e.timeout;
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| "timed out".to_string())
+    };
     let mut s =
         std::net::TcpStream::connect_timeout(&addr, e.timeout).map_err(|x| x.to_string())?;
-    let _ = s.set_read_timeout(Some(e.timeout));
-    let _ = s.set_write_timeout(Some(e.timeout));
     let host = if e.host.contains(':') {
         format!("[{}]:{}", e.host, e.port)
     } else {
@@ -207,14 +235,24 @@ fn post(e: &Endpoint, spans: Vec<otlp::Span>) -> Result<(), String> {
         body.len(),
         env!("CARGO_PKG_VERSION")
     );
-    s.write_all(head.as_bytes())
-        .and_then(|_| s.write_all(&body))
-        .map_err(|x| x.to_string())?;
+    for part in [head.as_bytes(), &body[..]] {
+        let mut at = 0;
+        while at < part.len() {
+            s.set_write_timeout(Some(left()?))
+                .map_err(|x| x.to_string())?;
+            match s.write(&part[at..]).map_err(io_error)? {
+                0 => return Err("the collector closed while reading".into()),
+                n => at += n,
+            }
+        }
+    }
     // The status line is enough; the answer (a partial-success message at most) is small.
     let mut buf = [0u8; 64];
     let mut got = 0;
     while got < 12 {
-        match s.read(&mut buf[got..]).map_err(|x| x.to_string())? {
+        s.set_read_timeout(Some(left()?))
+            .map_err(|x| x.to_string())?;
+        match s.read(&mut buf[got..]).map_err(io_error)? {
             0 => break,
             n => got += n,
         }
@@ -224,5 +262,44 @@ fn post(e: &Endpoint, spans: Vec<otlp::Span>) -> Result<(), String> {
         Some(code) if code.starts_with('2') => Ok(()),
         Some(code) => Err(format!("the collector answered {code}")),
         None => Err("the collector closed without answering".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A collector that reads the request, then answers `200` one byte at a time, `gap`
+    /// apart.
+    fn dribbling(gap: Duration) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let Ok((mut c, _)) = l.accept() else { return };
+            let mut buf = [0u8; 4096];
+            let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+            while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+            for b in b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n" {
+                if c.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(gap);
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn the_timeout_bounds_the_whole_export_not_each_read() {
+        let e = Endpoint {
+            host: "127.0.0.1".into(),
+            port: dribbling(Duration::from_millis(300)),
+            path: "/v1/traces".into(),
+            service: "t".into(),
+            timeout: Duration::from_secs(1),
+        };
+        // Twelve bytes of status line at 300 ms each: each read is within the timeout, the
+        // export is not.
+        assert_eq!(post(&e, Vec::new()), Err("timed out".to_string()));
     }
 }
