@@ -163,6 +163,28 @@ fn a_sampled_callers_trace_continues_through_the_gateway_to_the_upstream() {
     );
     assert!(t(client, "start") <= t(client, "end"), "{client}");
     assert!(t(client, "end") <= t(server, "end"), "{server} {client}");
+
+    // W3C Trace Context: several tracestate lines are one list; two traceparent lines are no
+    // parent at all (the trace restarts).
+    let r = Client::connect(g.addr()).request(
+        format!(
+            "GET /pets/8 HTTP/1.1\r\nHost: shop.test\r\ntraceparent: 00-{trace}-{caller}-01\r\ntracestate: a=1\r\ntracestate: b=2\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.json()["headers"]["tracestate"], "a=1,b=2");
+    let other = "0af7651916cd43dd8448eb211c80319c";
+    let r = Client::connect(g.addr()).request(
+        format!(
+            "GET /pets/9 HTTP/1.1\r\nHost: shop.test\r\ntraceparent: 00-{trace}-{caller}-01\r\ntraceparent: 00-{other}-{caller}-01\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let tp = r.json()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!tp.contains(trace) && !tp.contains(other), "{tp}");
 }
 
 #[test]

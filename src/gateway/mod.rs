@@ -96,9 +96,32 @@ pub(crate) async fn handle(
     ctx.client_cert = conn.client_cert.clone();
     if ss.snap.config.tracing.is_some() {
         let h = &ctx.head;
+        let lines = |name: &'static [u8]| {
+            h.headers()
+                .filter(move |(n, _)| crate::http::name_eq(n, name))
+                .map(|(_, v)| v)
+        };
+        // W3C Trace Context: two traceparent lines are no parent (the trace restarts);
+        // several tracestate lines are one list.
+        let mut parents = lines(b"traceparent");
+        let parent = parents.next().filter(|_| parents.next().is_none());
+        let mut states = lines(b"tracestate");
+        let state: Option<std::borrow::Cow<[u8]>> = states.next().map(|first| {
+            let mut rest = states.peekable();
+            if rest.peek().is_none() {
+                first.into()
+            } else {
+                let mut all = first.to_vec();
+                for v in rest {
+                    all.push(b',');
+                    all.extend_from_slice(v);
+                }
+                all.into()
+            }
+        });
         let mut t = crate::observe::trace::TraceCtx::from_headers(
-            h.header(b"traceparent"),
-            h.header(b"tracestate"),
+            parent,
+            state.as_deref(),
             h.header(b"x-amzn-trace-id"),
             &shard.ids,
         );

@@ -71,8 +71,8 @@ impl Ids {
 fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
+        // Lower case only, as W3C Trace Context (and X-Ray's ids) write them.
         b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     }
 }
@@ -128,7 +128,12 @@ pub(crate) fn parse_amzn(v: &[u8]) -> Option<AmznTrace> {
     let s = std::str::from_utf8(v).ok()?;
     let (mut root, mut parent, mut sampled) = (None, None, None);
     for part in s.split(';') {
-        let (k, val) = part.trim().split_once('=')?;
+        let part = part.trim();
+        if part.is_empty() {
+            // `Root=...;Sampled=1;`: an empty element is no error.
+            continue;
+        }
+        let (k, val) = part.split_once('=')?;
         match k {
             "Root" => {
                 let mut it = val.split('-');
@@ -137,6 +142,10 @@ pub(crate) fn parse_amzn(v: &[u8]) -> Option<AmznTrace> {
                 else {
                     return None;
                 };
+                // Eight hex digits of time, 24 of randomness.
+                if time.len() != 8 || rand.len() != 24 {
+                    return None;
+                }
                 root = unhex::<16>(format!("{time}{rand}").as_bytes());
             }
             "Parent" => parent = unhex::<8>(val.as_bytes()),
@@ -372,6 +381,8 @@ mod tests {
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             b"00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",
+            // Lower-case hex only.
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
         ] {
             assert!(
                 parse_traceparent(bad).is_none(),
@@ -398,6 +409,9 @@ mod tests {
         assert_eq!(p.unwrap()[0], 0x53);
         assert_eq!(s, Some(true));
         assert!(parse_amzn(b"Root=2-5759e988-bd862e3fe1be46a994272793").is_none());
+        // An empty element is none; the time part is eight digits.
+        assert!(parse_amzn(b"Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1;").is_some());
+        assert!(parse_amzn(b"Root=1-5759-e988bd862e3fe1be46a994272793").is_none());
     }
 
     #[test]
