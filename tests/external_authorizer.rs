@@ -300,6 +300,9 @@ fn an_unreachable_authorizer_is_a_500() {
             .api_extra(format!(
                 "[[apis.authorizers]]\nname = \"x\"\ntype = \"request\"\nuri = \"http://{dead}/\"\nidentity_sources = [\"$request.header.x-token\"]\n"
             ))
+            .stage_extra(
+                "access_log = { path = \"a.log\", format = \"$context.status [$context.authorizer.error] [$context.integration.error]\" }",
+            )
             .route("GET /a", "authorizer = \"x\"\nintegration = { type = \"mock\", body = \"a\" }")
             .route("GET /b", "integration = { type = \"mock\", body = \"b\" }")
             .toml(),
@@ -310,4 +313,20 @@ fn an_unreachable_authorizer_is_a_500() {
         (500, json!({"message": "Internal Server Error"}))
     );
     assert_eq!(get(g.addr(), "/b").text(), "b");
+    // The access log says the authorizer failed, not the integration (none was called).
+    let log = g.dir.0.join("a.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || read()
+            .lines()
+            .count()
+            == 2),
+        "{}",
+        read()
+    );
+    let first = read().lines().next().unwrap().to_string();
+    assert!(
+        first.starts_with("500 [authorizer \\x22x\\x22: connect to") && first.ends_with("] [-]"),
+        "{first}"
+    );
 }

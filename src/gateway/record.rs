@@ -255,8 +255,12 @@ fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -
         integration_latency_us: ctx
             .and_then(|c| Some(micros(c.timings.upstream_connected?, c.timings.first_byte?))),
         integration_status: ctx.and_then(|c| c.integration_status),
+        // The integration's own failures (an authorizer's are `authorizer_error`'s).
         integration_error: failure
-            .filter(|e| e.side == crate::error::Side::Upstream)
+            .filter(|e| {
+                e.side == crate::error::Side::Upstream
+                    && !matches!(e.kind, Kind::AuthorizerFailed { .. })
+            })
             .map(|e| &*e.context),
         authorizer_error: failure.and_then(|e| match &e.kind {
             Kind::Unauthorized(Some(why)) => Some(*why),
