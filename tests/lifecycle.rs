@@ -307,6 +307,10 @@ fn a_canary_takes_its_share_then_is_promoted_or_removed() {
         Some(TOKEN),
     );
     assert_eq!(r.status, 404);
+    // A path segment's `+` is itself (only a query's is a space); `%XX` is decoded.
+    let r = admin(g.admin(), "GET", "/apis/a+b%21", Some(TOKEN));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["message"], "no API \"a+b!\"");
 }
 
 #[test]

@@ -386,10 +386,15 @@ fn route(
     body: &[u8],
     ctl: &Rc<RefCell<Control>>,
 ) -> (u16, String) {
+    // Path segments: `%XX` decoded, `+` is itself (only a query's `+` is a space).
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(decode)
+        .map(|s| {
+            let mut out = Vec::with_capacity(s.len());
+            crate::syntax::path::path_decode_into(s.as_bytes(), &mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        })
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match (method, segs.as_slice()) {
