@@ -560,18 +560,50 @@ fn run_time_definitions_are_checked_as_the_file_is() {
     }
 }
 
+/// A run-time API "shop" with a mock `GET /v`.
+fn mock_shop(g: &Gw) {
+    let mock = json!({"type": "mock", "body": "m"});
+    let r = post(
+        g,
+        "/apis",
+        json!({"name": "shop", "routes": [{"route": "GET /v", "integration": mock}]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+/// Its stage "prod" logging to `shop.log` in `format`, at shop.test; one request through it,
+/// and what the log file (at `log`) then holds.
+fn logged_request(g: &Gw, format: &str, log: &std::path::Path) -> String {
+    let r = post(
+        g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "auto_deploy": true,
+               "access_log": {"path": "shop.log", "format": format}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post(
+        g,
+        "/domains",
+        json!({"host": "shop.test", "base_path": "", "api": "shop", "stage": "prod"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(on(g, "shop.test", "/v").text(), "m");
+    let read = || std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || read()
+            .ends_with('\n')),
+        "no line in {}",
+        log.display()
+    );
+    read()
+}
+
 #[test]
 fn run_time_stages_write_access_logs_only_inside_the_admin_log_folder() {
     let g = Gw::start(&Cfg::new().admin("access_log_dir = \"rt-logs\"").toml());
     let dir = g.dir.0.clone();
     std::fs::create_dir_all(dir.join("rt-logs")).unwrap();
-    let mock = json!({"type": "mock", "body": "m"});
-    let r = post(
-        &g,
-        "/apis",
-        json!({"name": "shop", "routes": [{"route": "GET /v", "integration": mock}]}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    mock_shop(&g);
     // An absolute path, or one that climbs out, is refused by key, and no file is made.
     let outside = dir.join("outside.log");
     // Nor a file that is not a `.log` (the config or state store, were the folder theirs),
@@ -604,42 +636,17 @@ fn run_time_stages_write_access_logs_only_inside_the_admin_log_folder() {
         "x = 1\n"
     );
     // Inside the folder: served, and its lines land there.
-    let r = post(
-        &g,
-        "/apis/shop/stages",
-        json!({"name": "prod", "auto_deploy": true,
-               "access_log": {"path": "shop.log", "format": "$context.status $context.path"}}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let r = post(
-        &g,
-        "/domains",
-        json!({"host": "shop.test", "base_path": "", "api": "shop", "stage": "prod"}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(on(&g, "shop.test", "/v").text(), "m");
     let log = dir.join("rt-logs/shop.log");
-    let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        eventually(std::time::Duration::from_secs(10), || read()
-            .ends_with('\n')),
-        "no line in {}",
-        log.display()
+    assert_eq!(
+        logged_request(&g, "$context.status $context.path", &log),
+        "200 /v\n"
     );
-    assert_eq!(read(), "200 /v\n");
 }
 
 #[test]
 fn run_time_stages_log_into_a_logs_folder_by_default() {
     let g = Gw::start(&Cfg::new().admin("").toml());
-    let dir = g.dir.0.clone();
-    let mock = json!({"type": "mock", "body": "m"});
-    let r = post(
-        &g,
-        "/apis",
-        json!({"name": "shop", "routes": [{"route": "GET /v", "integration": mock}]}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    mock_shop(&g);
     // Not beside the config file, which a log line could otherwise be appended to.
     let r = post(
         &g,
@@ -647,28 +654,8 @@ fn run_time_stages_log_into_a_logs_folder_by_default() {
         json!({"name": "prod", "auto_deploy": true, "access_log": {"path": "config.toml", "format": "json"}}),
     );
     assert_eq!(r.status, 400, "{}", r.text());
-    let r = post(
-        &g,
-        "/apis/shop/stages",
-        json!({"name": "prod", "auto_deploy": true,
-               "access_log": {"path": "shop.log", "format": "$context.status"}}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let r = post(
-        &g,
-        "/domains",
-        json!({"host": "shop.test", "base_path": "", "api": "shop", "stage": "prod"}),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(on(&g, "shop.test", "/v").text(), "m");
-    let log = dir.join("logs/shop.log");
-    assert!(
-        eventually(std::time::Duration::from_secs(10), || {
-            std::fs::read_to_string(&log).is_ok_and(|t| t == "200\n")
-        }),
-        "no line in {}",
-        log.display()
-    );
+    let log = g.dir.0.join("logs/shop.log");
+    assert_eq!(logged_request(&g, "$context.status", &log), "200\n");
 }
 
 #[test]

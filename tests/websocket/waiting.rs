@@ -93,6 +93,18 @@ fn last_id(up: &Upstream) -> String {
         .unwrap()
 }
 
+/// The `$disconnect` calls the backend got, once there is one.
+fn disconnects(up: &Upstream) -> Vec<Seen> {
+    assert!(eventually(Duration::from_secs(10), || up
+        .requests()
+        .iter()
+        .any(|s| s.target == "/disconnect")));
+    up.requests()
+        .into_iter()
+        .filter(|s| s.target == "/disconnect")
+        .collect()
+}
+
 /// Reads until the gateway's Close, answers it: its code and reason.
 fn close_frame(ws: &mut WebSocket<TcpStream>) -> Option<(CloseCode, String)> {
     loop {
@@ -157,15 +169,7 @@ fn at_connections_delete_ends_a_wait_on_an_integration() {
         Some((CloseCode::Normal, String::new()))
     );
     // $disconnect hears of it once.
-    assert!(eventually(Duration::from_secs(10), || up
-        .requests()
-        .iter()
-        .any(|s| s.target == "/disconnect")));
-    let d: Vec<Seen> = up
-        .requests()
-        .into_iter()
-        .filter(|s| s.target == "/disconnect")
-        .collect();
+    let d = disconnects(&up);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].header("x-disconnect-status-code"), Some("1000"));
     gate.open();
@@ -228,15 +232,7 @@ fn pings_are_answered_and_a_close_is_taken_while_a_message_waits() {
         Ok(m) => panic!("{m:?} before the Close"),
         Err(e) => panic!("no Close: {e}"),
     }
-    assert!(eventually(Duration::from_secs(10), || up
-        .requests()
-        .iter()
-        .any(|s| s.target == "/disconnect")));
-    let d: Vec<Seen> = up
-        .requests()
-        .into_iter()
-        .filter(|s| s.target == "/disconnect")
-        .collect();
+    let d = disconnects(&up);
     assert_eq!(d[0].header("x-disconnect-status-code"), Some("4001"));
     gate.open();
 }
