@@ -41,7 +41,7 @@ fn validate(
     let dir = cfg
         .admin
         .as_ref()
-        .map_or("logs", |a| a.access_log_dir.as_str());
+        .map_or(".", |a| a.access_log_dir.as_str());
     let mut v = Validator {
         errors: Vec::new(),
         log_root: Some(base.join(dir)),

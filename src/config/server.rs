@@ -340,10 +340,10 @@ impl Validator {
                     s,
                     "a folder (relative to the config file's) where stages made through the admin API may write their access logs",
                 );
-                "logs".into()
+                ".".into()
             }
             Some(s) => s,
-            None => "logs".into(),
+            None => ".".into(),
         };
         Admin {
             addr,

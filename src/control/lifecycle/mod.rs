@@ -476,12 +476,34 @@ fn canary_of(body: &Map<String, Value>) -> Result<Option<Option<RtCanary>>, OpEr
     Ok(Some(Some(c)))
 }
 
+/// A stage made or changed through the admin API logs to stdout or to a file whose name ends
+/// in `.log` (inside `admin.access_log_dir`, checked with the rest): never the config file, the
+/// state store or a certificate that may share that folder.
+fn check_access_log_path(v: &Value) -> Result<(), OpError> {
+    match v.get("path").and_then(Value::as_str) {
+        Some(p)
+            if p != "stdout"
+                && std::path::Path::new(p)
+                    .extension()
+                    .is_none_or(|e| e != "log") =>
+        {
+            Err(bad(format!(
+                "access_log.path = {p:?} is not valid: expected \"stdout\" or a file whose name ends in .log (relative to admin.access_log_dir)"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn stage_settings(body: &Map<String, Value>) -> Result<Map<String, Value>, OpError> {
     let mut out = Map::new();
     for (k, v) in body {
         match k.as_str() {
             "name" | "deployment" | "canary" | "auto_deploy" => {}
             k if STAGE_SETTINGS.contains(&k) => {
+                if k == "access_log" {
+                    check_access_log_path(v)?;
+                }
                 if !v.is_null() {
                     out.insert(k.to_string(), v.clone());
                 }
