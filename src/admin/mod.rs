@@ -135,8 +135,10 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
             }
         };
         // The token is checked once the head is in, before any body is read: a client
-        // without it holds no more than a head (up to 32 MiB each otherwise).
-        let open = matches!(head.path_bytes(), b"/ping" | b"/status");
+        // without it holds no more than a head (up to 32 MiB each otherwise). What needs no
+        // token takes no body.
+        let open = matches!(head.path_bytes(), b"/ping" | b"/status")
+            && matches!(head.framing, Framing::None);
         if !open && !authorized(&head, &token) {
             return Ok(Err((401, "Unauthorized")));
         }
@@ -165,6 +167,20 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
                 &mut stream,
                 respond(status, serde_json::json!({"message": msg}).to_string()),
             )
+            .await;
+            // A body may still be coming: read a little of it so that the client reads the
+            // answer rather than a reset (nginx's lingering close).
+            let _ = monoio::io::AsyncWriteRent::shutdown(&mut stream).await;
+            let mut drained = 0;
+            let _ = crate::driver::time::timeout(Duration::from_secs(1), async {
+                while drained < 256 << 10 {
+                    buf.clear();
+                    match read_into(&mut stream, &mut buf).await {
+                        Ok(n) if n > 0 => drained += n,
+                        _ => break,
+                    }
+                }
+            })
             .await;
             return;
         }
