@@ -280,6 +280,14 @@ fn mock_integrations_substitute_variables() {
     let id = r.header("x-request-id").unwrap();
     assert_eq!(j["id"], id);
     assert_eq!(id.len(), 32, "{id}");
+    // Nor one that would climb out of an integration's path.
+    for bad in ["../../admin", ".."] {
+        let r = Client::connect(gw.addr()).request(
+            format!("GET /hello/x HTTP/1.1\r\nHost: h\r\nX-Request-Id: {bad}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(r.header("x-request-id").map(str::len), Some(32), "{bad}");
+    }
     let r = get(gw.addr(), "/dev/hello/bo");
     assert_eq!(r.json()["stage"], "dev");
     // Generated request ids are unique and echoed.

@@ -181,6 +181,12 @@ fn listeners_need_a_unique_name_and_an_ip_port() {
         "[admin]\naddr = \"0.0.0.0:8080\"\n\n[[upstreams]]",
         &["admin.addr", "listener \"http\"'s address"],
     );
+    // Another family's address on the same port is no clash.
+    parse(&BASE.replace(
+        "[[upstreams]]",
+        "[admin]\naddr = \"[::1]:8080\"\n\n[[upstreams]]",
+    ))
+    .expect("an IPv6 admin address beside an IPv4 listener");
     refused(
         "workers = 2",
         "workers = 2\nstate_dir = \"/dev/null\"",

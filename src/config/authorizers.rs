@@ -644,7 +644,8 @@ impl AwsIam {
             return Ok(v);
         }
         match &self.secrets_key_file {
-            Some(f) => std::fs::read_to_string(f)
+            Some(f) => super::units::read_file(f, 64 << 10)
+                .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_string()))
                 .map_err(|e| format!("cannot read aws_iam.secrets_key_file {}: {e}", f.display())),
             None => Err(format!(
                 "the environment variable {} is not set (or give aws_iam.secrets_key_file)",

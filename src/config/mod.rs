@@ -232,7 +232,7 @@ fn schema(text: &str) -> Result<file::File, Vec<String>> {
 impl Config {
     /// Reads, parses and validates a file. Relative paths in it are relative to its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = units::read_file(path, units::MAX_CONFIG_FILE)
+        let text = units::read_file_or_pipe(path, units::MAX_CONFIG_FILE)
             .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8 text".to_string()))
             .map_err(|e| ConfigError {
                 errors: vec![format!("cannot read config file {}: {e}", path.display())],
@@ -439,12 +439,17 @@ impl Validator {
         let admin = raw.admin.map(|a| self.admin(a));
         if let Some(a) = &admin {
             let port = a.addr.port();
+            // The same address, or one side unspecified: of the same family, or `[::]` (which
+            // takes IPv4 too where the system maps it).
+            let covers = |u: std::net::IpAddr, other: std::net::IpAddr| {
+                u.is_unspecified() && (u.is_ipv4() == other.is_ipv4() || u.is_ipv6())
+            };
             if let Some(l) = listeners.iter().find(|l| {
                 port != 0
                     && l.addr.port() == port
                     && (l.addr.ip() == a.addr.ip()
-                        || l.addr.ip().is_unspecified()
-                        || a.addr.ip().is_unspecified())
+                        || covers(l.addr.ip(), a.addr.ip())
+                        || covers(a.addr.ip(), l.addr.ip()))
             }) {
                 self.err(
                     "admin.addr",

@@ -71,10 +71,21 @@ pub(crate) const MAX_CONFIG_FILE: u64 = 64 << 20;
 /// Reads a regular file of at most `max` bytes: a device (`/dev/zero`), a FIFO or a folder is
 /// refused rather than read without end. The error says why, without the path.
 pub(crate) fn read_file(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
+    read_checked(path, max, false)
+}
+
+/// [`read_file`], also from a pipe (`--config <(envsubst < tmpl)`, `/dev/stdin`): read up to
+/// `max` bytes, as a file is.
+pub(crate) fn read_file_or_pipe(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
+    read_checked(path, max, true)
+}
+
+fn read_checked(path: &std::path::Path, max: u64, pipe_ok: bool) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    // Looked at before it is opened: opening a FIFO waits for a writer.
+    use std::os::unix::fs::FileTypeExt;
+    // Looked at before it is opened: a device is never read.
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
+    if !(meta.is_file() || (pipe_ok && meta.file_type().is_fifo())) {
         return Err("not a regular file".into());
     }
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;

@@ -41,7 +41,8 @@ pub(crate) async fn exchange_whole(
     max: usize,
 ) -> Result<Fetched, Error> {
     let failed = |why: String| Error::upstream(Kind::BadGateway, why);
-    let (t, _) = target::select(ss, dest, ctx, peer, None)?;
+    // No target to take is a failed call (502), as any other.
+    let (t, _) = target::select(ss, dest, ctx, peer, None).map_err(|e| failed(e.context.into()))?;
     let cfg = PoolCfg::for_dest(ss, dest);
     let pooled = checkout(&t, &cfg, Instant::now());
     let was_pooled = pooled.is_some();

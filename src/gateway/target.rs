@@ -87,7 +87,10 @@ pub(crate) fn select(
         }
         Balance::Hash(key) => {
             let h = match key {
-                HashKey::ClientIp => stable_hasher().hash_one(peer.ip()),
+                // The client behind a trusted proxy, where there is one.
+                HashKey::ClientIp => {
+                    stable_hasher().hash_one(ctx.forwarded.as_ref().map_or(peer.ip(), |f| f.0))
+                }
                 HashKey::Header(name) => {
                     stable_hasher().hash_one(ctx.head.header(name.as_bytes()).unwrap_or_default())
                 }

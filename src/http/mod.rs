@@ -25,12 +25,13 @@ pub struct RequestId {
 }
 
 impl RequestId {
-    /// A client's id, when it is 1-128 letters, digits and `-._:+/=` (UUIDs, hex, base64,
-    /// trace ids): what templates paste into JSON, HTML or headers without escaping, as they
-    /// may Amazon's generated ids. Anything else gets a generated id.
+    /// A client's id, when it is 1-128 letters, digits and `-._:+=` (UUIDs, hex, base64 of
+    /// the URL-safe kind, trace ids) and not only dots: what templates paste into JSON, HTML,
+    /// headers or an integration's path without escaping, as they may Amazon's generated ids.
+    /// Anything else gets a generated id.
     pub fn from_client(v: &[u8]) -> Option<RequestId> {
-        let safe = |b: &u8| b.is_ascii_alphanumeric() || b"-._:+/=".contains(b);
-        if v.is_empty() || v.len() > 128 || !v.iter().all(safe) {
+        let safe = |b: &u8| b.is_ascii_alphanumeric() || b"-._:+=".contains(b);
+        if v.is_empty() || v.len() > 128 || !v.iter().all(safe) || v.iter().all(|&b| b == b'.') {
             return None;
         }
         let mut buf = [0u8; 128];

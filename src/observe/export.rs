@@ -208,11 +208,6 @@ pub(crate) fn encode(service: &str, spans: Vec<otlp::Span>) -> Vec<u8> {
 fn post(e: &Endpoint, spans: Vec<otlp::Span>) -> Result<(), String> {
     use std::net::ToSocketAddrs;
     let body = encode(&e.service, spans);
-    let addr = (e.host.as_str(), e.port)
-        .to_socket_addrs()
-        .map_err(|err| err.to_string())?
-        .next()
-        .ok_or("the collector's name resolves to no address")?;
     // The timeout bounds the whole export, not each read or write: a collector that takes a
     // byte at a time (or answers one) cannot hold the exporter, or a shutdown, longer.
     let deadline = Instant::now() + e.timeout;
@@ -222,8 +217,12 @@ fn post(e: &Endpoint, spans: Vec<otlp::Span>) -> Result<(), String> {
             .filter(|d| !d.is_zero())
             .ok_or_else(|| "timed out".to_string())
     };
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr, e.timeout).map_err(|x| x.to_string())?;
+    let addr = (e.host.as_str(), e.port)
+        .to_socket_addrs()
+        .map_err(|err| err.to_string())?
+        .next()
+        .ok_or("the collector's name resolves to no address")?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, left()?).map_err(|x| x.to_string())?;
     let host = if e.host.contains(':') {
         format!("[{}]:{}", e.host, e.port)
     } else {

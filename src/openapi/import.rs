@@ -467,6 +467,7 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
                 v => match v
                     .as_str()
                     .and_then(|s| s.parse().ok())
+                    .or_else(|| v.as_u64().and_then(|n| u16::try_from(n).ok()))
                     .filter(|s| (200..=599).contains(s))
                 {
                     Some(s) => s,
