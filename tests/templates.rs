@@ -229,6 +229,67 @@ fn bad_templates_are_refused_at_load() {
     }
 }
 
+/// A mock's `headers` may not set the headers the gateway frames its answer with (two
+/// Content-Lengths, or Transfer-Encoding beside one, break whatever reads the answer): refused
+/// at load, as in gateway and integration responses.
+#[test]
+fn mock_headers_may_not_frame_the_answer() {
+    let dir = TempDir::new();
+    let check = |headers: &str| {
+        let toml = Cfg::new()
+            .route(
+                "GET /m",
+                format!(
+                    "integration = {{ type = \"mock\", body = \"x\", headers = {{ {headers} }} }}"
+                ),
+            )
+            .toml();
+        let path = dir.0.join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(&path)
+            .arg("check")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    for name in [
+        "Content-Length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "x-request-id",
+    ] {
+        let (ok, text) = check(&format!("\"{name}\" = \"100\""));
+        assert!(
+            !ok && text.contains(&format!(
+                "integration.headers = \"{name}\" is not valid: expected a header other than the gateway's own"
+            )),
+            "{name}: {text}"
+        );
+    }
+    let (ok, text) = check("\"content-type\" = \"text/plain\", \"x-a\" = \"1\"");
+    assert!(ok, "{text}");
+    let g = Gw::start(
+        &Cfg::new()
+            .route(
+                "GET /m",
+                "integration = { type = \"mock\", body = \"x\", headers = { \"x-a\" = \"1\" } }",
+            )
+            .toml(),
+    );
+    let r = get(g.addr(), "/m");
+    assert_eq!((r.status, r.text().as_str()), (200, "x"));
+    assert_eq!(r.header("x-a"), Some("1"));
+    assert_eq!(r.header("content-length"), Some("1"));
+}
+
 #[test]
 fn openapi_import_takes_templates_and_integration_responses() {
     let up = Upstream::echo();

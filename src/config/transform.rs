@@ -195,13 +195,12 @@ impl Validator {
                 .headers
                 .into_iter()
                 .filter_map(|(n, v)| {
+                    if self.framing_header(&format!("{rkey}.headers"), &n) {
+                        return None;
+                    }
                     let ok = !n.is_empty()
                         && n.bytes().all(crate::syntax::is_tchar)
-                        && !v.bytes().any(|b| b == b'\r' || b == b'\n')
-                        && !matches!(
-                            n.to_ascii_lowercase().as_str(),
-                            "content-length" | "transfer-encoding" | "connection" | "x-request-id"
-                        );
+                        && !v.bytes().any(|b| b == b'\r' || b == b'\n');
                     if !ok {
                         self.bad(
                             &format!("{rkey}.headers"),
