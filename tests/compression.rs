@@ -194,6 +194,28 @@ fn encoded_request_bodies_are_decoded_for_validation_and_bombs_stop_at_max_body(
     assert_eq!(post(&gz(br#"{"name":"rex"}"#), "gzip").text(), "valid");
     assert_eq!(post(&gz(br#"{"tag":"x"}"#), "gzip").status, 400);
     assert_eq!(post(b"not gzip at all", "gzip").status, 400);
+    // Every gzip member is decoded, as the origin's gzip reader does: validation sees the
+    // whole body, not its first member, and bytes after the last member are refused.
+    let two = |a: &[u8], b: &[u8]| [gz(a), gz(b)].concat();
+    assert_eq!(
+        post(&two(br#"{"name":"#, br#""rex"}"#), "gzip").text(),
+        "valid"
+    );
+    assert_eq!(
+        post(&two(br#"{"name":"rex"}"#, b" and more"), "gzip").status,
+        400
+    );
+    assert_eq!(
+        post(&two(br#"{"name":"rex"}"#, br#"{"tag":"x"}"#), "gzip").status,
+        400
+    );
+    let junk = [gz(br#"{"name":"rex"}"#), b"\x00\xffgarbage".to_vec()].concat();
+    assert_eq!(post(&junk, "gzip").status, 400);
+    // The bound is on the whole: two members of 40 KiB each pass 64 KiB.
+    assert_eq!(
+        post(&two(&[b' '; 40 << 10], &[b' '; 40 << 10]), "gzip").status,
+        413
+    );
     // 10 MiB of zeros in a few KiB: decoding stops at limits.max_body (64 KiB).
     let bomb = gz(&vec![b'0'; 10 << 20]);
     assert!(bomb.len() < 64 << 10);

@@ -151,8 +151,8 @@ pub(crate) fn lines(out: &mut Vec<u8>, enc: Option<Encoding>) {
     out.extend_from_slice(b"vary: accept-encoding\r\n");
 }
 
-/// A request body in `content-encoding` gzip or br, decoded up to `max` bytes (`None`: over
-/// it — a compression bomb); identity bodies are returned as they are.
+/// A request body in `content-encoding` gzip (every member) or br, decoded up to `max` bytes
+/// (`TooLarge` past it — a compression bomb); identity bodies are returned as they are.
 pub(crate) fn decode_request<'b>(
     coding: Option<&[u8]>,
     body: &'b [u8],
@@ -168,7 +168,9 @@ pub(crate) fn decode_request<'b>(
     let mut out = Vec::new();
     let limit = max + 1;
     let read = if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") {
-        flate2::read::GzDecoder::new(body)
+        // Every member, as gzip readers (and so origins) do: a body of several members was
+        // checked on its first alone.
+        flate2::read::MultiGzDecoder::new(body)
             .take(limit)
             .read_to_end(&mut out)
     } else if c.eq_ignore_ascii_case(b"br") {
@@ -241,6 +243,25 @@ mod tests {
         }
         assert_eq!(
             decode_request(Some(b"gzip"), b"not gzip", 100),
+            Err(DecodeError::Corrupt)
+        );
+        // Members are decoded one after the other, within the same bound; bytes after the
+        // last one that are not a member are corrupt.
+        let (a, b) = (
+            compress(&c, Encoding::Gzip, b"hello "),
+            compress(&c, Encoding::Gzip, b"world"),
+        );
+        let two = [a.clone(), b].concat();
+        assert_eq!(
+            &*decode_request(Some(b"gzip"), &two, 100).unwrap(),
+            b"hello world"
+        );
+        assert_eq!(
+            decode_request(Some(b"gzip"), &two, 8),
+            Err(DecodeError::TooLarge)
+        );
+        assert_eq!(
+            decode_request(Some(b"gzip"), &[a, b"\x00\xffjunk".to_vec()].concat(), 100),
             Err(DecodeError::Corrupt)
         );
         assert!(c.type_matches(b"text/html; charset=utf-8"));
