@@ -222,6 +222,37 @@ fn encoded_request_bodies_are_decoded_for_validation_and_bombs_stop_at_max_body(
     assert_eq!(post(&bomb, "gzip").status, 413);
 }
 
+/// A body in a coding the gateway does not decode, where it must read the body, is 415 with
+/// `Accept-Encoding` naming the codings it does (RFC 9110 15.5.16); an empty value and
+/// `identity` entries are no coding at all.
+#[test]
+fn request_bodies_in_other_codings_get_415_naming_the_ones_decoded() {
+    let up = upstream();
+    let g = gateway(&up, "");
+    let post = |body: &[u8], coding: &str| {
+        let mut raw = format!("POST /check HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Encoding: {coding}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+        raw.extend_from_slice(body);
+        Client::connect(g.addr()).request(&raw)
+    };
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(br#"{"name":"rex"}"#).unwrap();
+    let gz = e.finish().unwrap();
+    for coding in ["deflate", "compress", "gzip, zstd"] {
+        let r = post(&gz, coding);
+        assert_eq!(r.status, 415, "{coding}");
+        assert_eq!(r.header("accept-encoding"), Some("gzip, br"), "{coding}");
+        assert_eq!(
+            r.json(),
+            serde_json::json!({"message": "Unsupported Media Type"})
+        );
+    }
+    assert_eq!(post(&gz, "identity, gzip").text(), "valid");
+    assert_eq!(post(&gz, "GZIP , identity").text(), "valid");
+    assert_eq!(post(br#"{"name":"rex"}"#, "").text(), "valid");
+    assert_eq!(post(br#"{"name":"rex"}"#, "identity").text(), "valid");
+    assert_eq!(up.count(), 0);
+}
+
 #[test]
 fn a_revalidated_cache_hit_carries_the_etag_its_encoding_would() {
     let up = upstream();

@@ -59,6 +59,11 @@ pub(crate) fn error_answer(e: &Error) -> Answer {
             headers.extend_from_slice(scopes.as_bytes());
             headers.extend_from_slice(b"]\"\r\n");
         }
+        Kind::UnsupportedEncoding => {
+            headers.extend_from_slice(b"accept-encoding: ");
+            headers.extend_from_slice(super::compress::DECODES.as_bytes());
+            headers.extend_from_slice(b"\r\n");
+        }
         Kind::MethodNotAllowed(allow) => {
             headers.extend_from_slice(b"allow: ");
             for (i, m) in allow.iter().enumerate() {
