@@ -489,3 +489,67 @@ fn templates_and_integration_responses_export_and_import_back() {
         );
     }
 }
+
+/// Values a template builds count against a budget (16 MiB plus 4 bytes per byte of body)
+/// when they are made: a list doubled in a loop, a body split at every comma or a replace
+/// that inserts the body between its own characters stop with 500, as the output limit does,
+/// instead of taking the shard's memory and time; small ones answer as before.
+#[test]
+fn values_templates_build_are_bounded() {
+    let up = Upstream::echo();
+    let tpl = |s: &str| serde_json::to_string(s).unwrap();
+    let route = |path: &str, t: &str| {
+        (
+            format!("POST {path}"),
+            format!(
+                "integration = {{ type = \"http\", uri = \"http://up{path}\", request_templates = {{ \"text/plain\" = {} }} }}",
+                tpl(t)
+            ),
+        )
+    };
+    let mut cfg = Cfg::new()
+        .upstream(format!(
+            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n",
+            up.addr
+        ))
+        .route(
+            "GET /ping",
+            "integration = { type = \"mock\", body = \"pong\" }",
+        );
+    for (path, t) in [
+        (
+            "/double",
+            "#set($l=[1])#foreach($i in [1..$input.body])#set($l=[$l,$l])#end$l.size()",
+        ),
+        ("/split", "#set($p = $input.body.split(\",\"))$p.size()"),
+        (
+            "/replace",
+            "#set($b = $input.body)$b.replace(\"\", $b).length()",
+        ),
+    ] {
+        let (k, v) = route(path, t);
+        cfg = cfg.route(&k, v);
+    }
+    let g = Gw::start(&cfg.toml());
+    let refused = |path: &str, body: &str| {
+        let r = post(&g, path, "text/plain", body);
+        assert_eq!(
+            (r.status, r.json()),
+            (500, json!({"message": "Internal server error"})),
+            "{path}"
+        );
+    };
+    let passed = |path: &str, body: &str| post(&g, path, "text/plain", body).json()["body"].clone();
+    assert_eq!(passed("/double", "4"), "2");
+    refused("/double", "20");
+    assert_eq!(passed("/split", "a,b,c"), "3");
+    refused("/split", &",".repeat(1 << 20));
+    assert_eq!(passed("/replace", "ab"), "8");
+    refused("/replace", &"b".repeat(6000));
+    assert_eq!(get(g.addr(), "/ping").text(), "pong");
+    assert_eq!(
+        up.count(),
+        3,
+        "refused requests never reach the integration"
+    );
+}
