@@ -141,6 +141,25 @@ fn proxied_and_mock_answers_are_compressed_for_clients_that_take_it() {
     assert_eq!(gunzip(&r.body), json_body(3000));
 }
 
+/// A coding with a malformed weight (`q=abc`, `q=1.5`) is not honoured, as nginx does: the
+/// answer goes uncompressed unless another entry takes it.
+#[test]
+fn malformed_weights_are_not_honoured() {
+    let up = upstream();
+    let g = gateway(&up, "");
+    for ae in ["gzip;q=abc", "gzip;q=1.5", "br;q=2, gzip;q=-1"] {
+        let r = req(&g, "GET", "/pets", ae);
+        assert_eq!(
+            (r.header("content-encoding"), r.header("vary")),
+            (None, Some("accept-encoding")),
+            "{ae}"
+        );
+        assert_eq!(r.text(), json_body(4000));
+    }
+    let r = req(&g, "GET", "/pets", "br;q=0.5x, gzip;q=0.5");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+}
+
 /// A HEAD gets the header fields a GET would (RFC 9110 9.3.2): the coding, `Vary`, the weak
 /// ETag and, where the gateway holds the body, its compressed length; a proxied HEAD says no
 /// length (the compressed one is not known without the body). The connection goes on.

@@ -45,14 +45,15 @@ pub(crate) fn accepted(head: &RequestHead) -> Option<Encoding> {
         for item in v.split(|&b| b == b',') {
             let mut parts = item.split(|&b| b == b';');
             let coding = parts.next().unwrap_or_default().trim_ascii();
-            let q = parts
-                .find_map(|p| {
-                    let p = p.trim_ascii();
-                    let v = p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q="))?;
-                    std::str::from_utf8(v).ok()?.parse::<f32>().ok()
-                })
-                .unwrap_or(1.0);
-            let q = (q.clamp(0.0, 1.0) * 1000.0) as u16;
+            let q = parts.find_map(|p| {
+                let p = p.trim_ascii();
+                p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q="))
+            });
+            // A malformed weight (`q=abc`, `q=1.5`) makes the entry one not to honour, as
+            // nginx does: neither taken nor refused.
+            let Some(q) = q.map_or(Some(1000), qvalue) else {
+                continue;
+            };
             let enc = if coding.eq_ignore_ascii_case(b"br") {
                 Encoding::Br
             } else if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip")
@@ -82,6 +83,29 @@ pub(crate) fn accepted(head: &RequestHead) -> Option<Encoding> {
         Some(q) if q > 0 && !refused_gzip => Some(Encoding::Gzip),
         _ => None,
     })
+}
+
+/// An RFC 9110 12.4.2 weight in thousandths: `0`, `0.` and up to three digits, `1`, or `1.`
+/// and up to three zeros; `None` for anything else.
+fn qvalue(v: &[u8]) -> Option<u16> {
+    let (int, frac) = match v.iter().position(|&b| b == b'.') {
+        Some(i) => (&v[..i], Some(&v[i + 1..])),
+        None => (v, None),
+    };
+    let frac = frac.unwrap_or_default();
+    if frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let thousandths = frac
+        .iter()
+        .chain(std::iter::repeat(&b'0'))
+        .take(3)
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    match int {
+        b"0" => Some(thousandths),
+        b"1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 /// Whether an answer would be compressed for a client that accepts it: a status with a
@@ -240,6 +264,31 @@ mod tests {
         assert_eq!(accepted(&head("*")), Some(Encoding::Gzip));
         assert_eq!(accepted(&head("deflate")), None);
         assert_eq!(accepted(&head("gzip;q=0, *")), None);
+        // Malformed weights: the entry is not honoured (nginx), neither taken nor refused.
+        assert_eq!(accepted(&head("gzip;q=abc")), None);
+        assert_eq!(accepted(&head("gzip;q=1.5")), None);
+        assert_eq!(
+            accepted(&head("br;q=0.5x, gzip;q=0.2")),
+            Some(Encoding::Gzip)
+        );
+        assert_eq!(accepted(&head("gzip;q=-1, *")), Some(Encoding::Gzip));
+        assert_eq!(accepted(&head("gzip;q=0.001")), Some(Encoding::Gzip));
+        assert_eq!(
+            accepted(&head("gzip;q=1.000, br;q=0.999")),
+            Some(Encoding::Gzip)
+        );
+        assert_eq!(accepted(&head("gzip;q=0.")), None);
+        for (v, q) in [
+            ("0", Some(0)),
+            ("0.5", Some(500)),
+            ("1.", Some(1000)),
+            ("0.1234", None),
+            ("1.001", None),
+            ("", None),
+            (".5", None),
+        ] {
+            assert_eq!(qvalue(v.as_bytes()), q, "{v}");
+        }
     }
 
     #[test]
