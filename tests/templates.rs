@@ -205,6 +205,19 @@ fn bad_templates_are_refused_at_load() {
             "responses = [ { headers = { \"x-a\" = \"integration.response.header.\" } } ]",
             "names no header",
         ),
+        // Keys are media types: any other would never be chosen.
+        (
+            "request_templates = { \"not a type\" = \"x\" }",
+            "request_templates.not a type: is not a media type",
+        ),
+        (
+            "request_templates = { \"application/json; charset=utf-8\" = \"x\" }",
+            "request_templates.application/json; charset=utf-8: is not a media type",
+        ),
+        (
+            "responses = [ { templates = { \"json\" = \"x\" } } ]",
+            "responses[0].templates.json: is not a media type",
+        ),
     ] {
         let toml = Cfg::new()
             .route(
