@@ -81,6 +81,9 @@ pub(crate) enum Kind {
     /// No request template for the body's content type, and the passthrough behaviour
     /// refuses it (415).
     UnsupportedMediaType,
+    /// A request body in a `Content-Encoding` the gateway does not decode, where it must read
+    /// the body (415, with `Accept-Encoding` naming the ones it does: RFC 9110 15.5.16).
+    UnsupportedEncoding,
     /// A WebSocket API asked for without a WebSocket upgrade (426).
     UpgradeRequired,
     /// The shard holds as many whole request bodies as `limits.body_memory` allows (503).
@@ -117,7 +120,7 @@ impl Kind {
             Kind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             Kind::InvalidBody(_) => "BAD_REQUEST_BODY",
             Kind::TemplateFailed(_) => "API_CONFIGURATION_ERROR",
-            Kind::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Kind::UnsupportedMediaType | Kind::UnsupportedEncoding => "UNSUPPORTED_MEDIA_TYPE",
             Kind::MissingParameters(_) => "BAD_REQUEST_PARAMETERS",
             Kind::ClientGone => "CLIENT_CLOSED",
         }
@@ -183,7 +186,7 @@ impl Error {
             | Kind::AccessDenied(_)
             | Kind::Iam { .. } => 403,
             Kind::AuthorizerFailed { .. } | Kind::TemplateFailed(_) => 500,
-            Kind::UnsupportedMediaType => 415,
+            Kind::UnsupportedMediaType | Kind::UnsupportedEncoding => 415,
             Kind::Throttled(_) | Kind::QuotaExceeded { .. } => 429,
             Kind::ClientGone => 499,
         }
@@ -224,7 +227,7 @@ impl Error {
             Kind::AccessDenied(m) => m,
             Kind::InvalidBody(_) => "Invalid request body",
             Kind::TemplateFailed(_) => "Internal server error",
-            Kind::UnsupportedMediaType => "Unsupported Media Type",
+            Kind::UnsupportedMediaType | Kind::UnsupportedEncoding => "Unsupported Media Type",
             Kind::AuthorizerFailed { .. } => "Internal Server Error",
             Kind::Throttled(_) => "Too Many Requests",
             Kind::QuotaExceeded { .. } => "Limit Exceeded",

@@ -135,17 +135,66 @@ fn proxied_and_mock_answers_are_compressed_for_clients_that_take_it() {
         "the upstream's own"
     );
 
-    // The gateway's own answers too; HEAD gets the headers without an encoding.
+    // The gateway's own answers too.
     let r = req(&g, "GET", "/mock/big", "gzip");
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert_eq!(gunzip(&r.body), json_body(3000));
-    let mut c = Client::connect(g.addr());
-    c.send(b"HEAD /pets HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n");
-    let r = c.read_response(true).unwrap();
-    assert_eq!(
-        (r.header("content-encoding"), r.header("vary")),
-        (None, Some("accept-encoding"))
-    );
+}
+
+/// A coding with a malformed weight (`q=abc`, `q=1.5`) is not honoured, as nginx does: the
+/// answer goes uncompressed unless another entry takes it.
+#[test]
+fn malformed_weights_are_not_honoured() {
+    let up = upstream();
+    let g = gateway(&up, "");
+    for ae in ["gzip;q=abc", "gzip;q=1.5", "br;q=2, gzip;q=-1"] {
+        let r = req(&g, "GET", "/pets", ae);
+        assert_eq!(
+            (r.header("content-encoding"), r.header("vary")),
+            (None, Some("accept-encoding")),
+            "{ae}"
+        );
+        assert_eq!(r.text(), json_body(4000));
+    }
+    let r = req(&g, "GET", "/pets", "br;q=0.5x, gzip;q=0.5");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+}
+
+/// A HEAD gets the header fields a GET would (RFC 9110 9.3.2): the coding, `Vary`, the weak
+/// ETag and, where the gateway holds the body, its compressed length; a proxied HEAD says no
+/// length (the compressed one is not known without the body). The connection goes on.
+#[test]
+fn head_answers_say_what_a_get_would() {
+    let up = upstream();
+    for stage in ["", "cache = { ttl = \"300s\", capacity = \"1MiB\" }"] {
+        let g = gateway(&up, stage);
+        for path in ["/pets", "/mock/big"] {
+            let get = req(&g, "GET", path, "gzip");
+            assert_eq!(get.header("content-encoding"), Some("gzip"), "{path}");
+            let mut c = Client::connect(g.addr());
+            let head = format!("HEAD {path} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+            c.send(head.as_bytes());
+            let h = c.read_response(true).unwrap();
+            assert_eq!(h.status, 200, "{path} {stage}");
+            assert!(h.body.is_empty());
+            for name in ["content-encoding", "vary", "etag", "content-type"] {
+                assert_eq!(h.header(name), get.header(name), "{path} {stage}: {name}");
+            }
+            let cached = !stage.is_empty() && h.header("x-cache") == Some("Hit");
+            if path == "/pets" && !cached {
+                assert_eq!(h.header("content-length"), None, "{path} {stage}");
+            } else {
+                assert_eq!(
+                    h.header("content-length"),
+                    get.header("content-length"),
+                    "{path} {stage}"
+                );
+            }
+            // Framed right: the next request on the connection is answered.
+            c.send(b"GET /small HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            assert_eq!(c.read_response(false).unwrap().text(), "{}");
+        }
+    }
 }
 
 #[test]
@@ -194,10 +243,63 @@ fn encoded_request_bodies_are_decoded_for_validation_and_bombs_stop_at_max_body(
     assert_eq!(post(&gz(br#"{"name":"rex"}"#), "gzip").text(), "valid");
     assert_eq!(post(&gz(br#"{"tag":"x"}"#), "gzip").status, 400);
     assert_eq!(post(b"not gzip at all", "gzip").status, 400);
+    // Every gzip member is decoded, as the origin's gzip reader does: validation sees the
+    // whole body, not its first member, and bytes after the last member are refused.
+    let two = |a: &[u8], b: &[u8]| [gz(a), gz(b)].concat();
+    assert_eq!(
+        post(&two(br#"{"name":"#, br#""rex"}"#), "gzip").text(),
+        "valid"
+    );
+    assert_eq!(
+        post(&two(br#"{"name":"rex"}"#, b" and more"), "gzip").status,
+        400
+    );
+    assert_eq!(
+        post(&two(br#"{"name":"rex"}"#, br#"{"tag":"x"}"#), "gzip").status,
+        400
+    );
+    let junk = [gz(br#"{"name":"rex"}"#), b"\x00\xffgarbage".to_vec()].concat();
+    assert_eq!(post(&junk, "gzip").status, 400);
+    // The bound is on the whole: two members of 40 KiB each pass 64 KiB.
+    assert_eq!(
+        post(&two(&[b' '; 40 << 10], &[b' '; 40 << 10]), "gzip").status,
+        413
+    );
     // 10 MiB of zeros in a few KiB: decoding stops at limits.max_body (64 KiB).
     let bomb = gz(&vec![b'0'; 10 << 20]);
     assert!(bomb.len() < 64 << 10);
     assert_eq!(post(&bomb, "gzip").status, 413);
+}
+
+/// A body in a coding the gateway does not decode, where it must read the body, is 415 with
+/// `Accept-Encoding` naming the codings it does (RFC 9110 15.5.16); an empty value and
+/// `identity` entries are no coding at all.
+#[test]
+fn request_bodies_in_other_codings_get_415_naming_the_ones_decoded() {
+    let up = upstream();
+    let g = gateway(&up, "");
+    let post = |body: &[u8], coding: &str| {
+        let mut raw = format!("POST /check HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Encoding: {coding}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+        raw.extend_from_slice(body);
+        Client::connect(g.addr()).request(&raw)
+    };
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(br#"{"name":"rex"}"#).unwrap();
+    let gz = e.finish().unwrap();
+    for coding in ["deflate", "compress", "gzip, zstd"] {
+        let r = post(&gz, coding);
+        assert_eq!(r.status, 415, "{coding}");
+        assert_eq!(r.header("accept-encoding"), Some("gzip, br"), "{coding}");
+        assert_eq!(
+            r.json(),
+            serde_json::json!({"message": "Unsupported Media Type"})
+        );
+    }
+    assert_eq!(post(&gz, "identity, gzip").text(), "valid");
+    assert_eq!(post(&gz, "GZIP , identity").text(), "valid");
+    assert_eq!(post(br#"{"name":"rex"}"#, "").text(), "valid");
+    assert_eq!(post(br#"{"name":"rex"}"#, "identity").text(), "valid");
+    assert_eq!(up.count(), 0);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::*;
 
-const CORS: &str = r#"cors = { allow_origins = ["https://app.example.test", "http://*"], allow_methods = ["GET", "POST"], allow_headers = ["content-type", "x-custom"], expose_headers = ["x-request-id"], max_age = "10m", allow_credentials = true }"#;
+const CORS: &str = r#"cors = { allow_origins = ["https://app.example.test", "http://localhost:3000"], allow_methods = ["GET", "POST"], allow_headers = ["content-type", "x-custom"], expose_headers = ["x-request-id"], max_age = "10m", allow_credentials = true }"#;
 
 /// An upstream that answers with CORS headers of its own (which the gateway replaces).
 fn permissive_upstream() -> Upstream {
@@ -83,7 +83,7 @@ fn preflights_are_answered_by_the_gateway_on_any_path() {
         assert_eq!(r.header("content-length"), None, "a 204 has no length");
         assert!(r.body.is_empty());
     }
-    // Any http:// origin is allowed by "http://*".
+    // Each origin listed is allowed.
     let r = req(
         &g,
         "OPTIONS",
@@ -167,11 +167,11 @@ fn cached_answers_get_each_clients_own_cors_headers() {
     let g = gateway(&up, true);
     let a = req(&g, "GET", "/pets", "Origin: https://app.example.test\r\n");
     assert_eq!(a.header("x-cache"), Some("Miss"));
-    let b = req(&g, "GET", "/pets", "Origin: http://other.test\r\n");
+    let b = req(&g, "GET", "/pets", "Origin: http://localhost:3000\r\n");
     assert_eq!(b.header("x-cache"), Some("Hit"));
     assert_eq!(
         all(&b, "access-control-allow-origin"),
-        ["http://other.test"]
+        ["http://localhost:3000"]
     );
     assert_eq!(all(&b, "access-control-expose-headers"), ["x-request-id"]);
     let c = req(&g, "GET", "/pets", "");
@@ -210,6 +210,70 @@ fn apis_without_cors_answer_as_before() {
         "the upstream's own"
     );
     assert_eq!(r.header("vary"), None);
+}
+
+/// What `tollgate check` says of a config: whether it passed, and its output.
+fn check(toml: &str) -> (bool, String) {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["--config", path.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// A wildcard origin echoes any origin of its scheme; with credentials that would hand every
+/// such site the user's answers, so it is refused at load (as `*` is), and so is
+/// `expose_headers = ["*"]` (browsers read it as a header's name then).
+#[test]
+fn wildcard_origins_with_credentials_are_refused_at_load() {
+    let cfg = |cors: &str| {
+        Cfg::new()
+            .api_extra(cors)
+            .route("GET /m", "integration = { type = \"mock\", body = \"m\" }")
+            .toml()
+    };
+    for (cors, want) in [
+        (
+            r#"cors = { allow_origins = ["https://*"], allow_credentials = true }"#,
+            "cors.allow_credentials: cannot be true while allow_origins has \"https://*\"",
+        ),
+        (
+            r#"cors = { allow_origins = ["https://app.example.test", "http://*"], allow_credentials = true }"#,
+            "cors.allow_credentials: cannot be true while allow_origins has \"http://*\"",
+        ),
+        (
+            r#"cors = { allow_origins = ["*"], allow_credentials = true }"#,
+            "cors.allow_credentials: cannot be true while allow_origins has \"*\"",
+        ),
+        (
+            r#"cors = { allow_origins = ["https://app.example.test"], expose_headers = ["*"], allow_credentials = true }"#,
+            "cors.allow_credentials: cannot be true while expose_headers has \"*\"",
+        ),
+    ] {
+        let (ok, text) = check(&cfg(cors));
+        assert!(!ok && text.contains(want), "{cors}: {text}");
+        assert!(text.contains("list the"), "{text}");
+    }
+    // Without credentials a wildcard origin is fine: any origin of the scheme is echoed.
+    let cors = r#"cors = { allow_origins = ["http://*"], expose_headers = ["*"] }"#;
+    assert!(check(&cfg(cors)).0);
+    let g = Gw::start(&cfg(cors));
+    let r = req(
+        &g,
+        "OPTIONS",
+        "/m",
+        "Origin: http://localhost:3000\r\nAccess-Control-Request-Method: GET\r\n",
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), None);
 }
 
 /// The page a browser loads from the upstream's origin: it calls the gateway (another

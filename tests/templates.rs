@@ -205,6 +205,19 @@ fn bad_templates_are_refused_at_load() {
             "responses = [ { headers = { \"x-a\" = \"integration.response.header.\" } } ]",
             "names no header",
         ),
+        // Keys are media types: any other would never be chosen.
+        (
+            "request_templates = { \"not a type\" = \"x\" }",
+            "request_templates.not a type: is not a media type",
+        ),
+        (
+            "request_templates = { \"application/json; charset=utf-8\" = \"x\" }",
+            "request_templates.application/json; charset=utf-8: is not a media type",
+        ),
+        (
+            "responses = [ { templates = { \"json\" = \"x\" } } ]",
+            "responses[0].templates.json: is not a media type",
+        ),
     ] {
         let toml = Cfg::new()
             .route(
@@ -227,6 +240,67 @@ fn bad_templates_are_refused_at_load() {
             "{integ}: {text}"
         );
     }
+}
+
+/// A mock's `headers` may not set the headers the gateway frames its answer with (two
+/// Content-Lengths, or Transfer-Encoding beside one, break whatever reads the answer): refused
+/// at load, as in gateway and integration responses.
+#[test]
+fn mock_headers_may_not_frame_the_answer() {
+    let dir = TempDir::new();
+    let check = |headers: &str| {
+        let toml = Cfg::new()
+            .route(
+                "GET /m",
+                format!(
+                    "integration = {{ type = \"mock\", body = \"x\", headers = {{ {headers} }} }}"
+                ),
+            )
+            .toml();
+        let path = dir.0.join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(&path)
+            .arg("check")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    for name in [
+        "Content-Length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "x-request-id",
+    ] {
+        let (ok, text) = check(&format!("\"{name}\" = \"100\""));
+        assert!(
+            !ok && text.contains(&format!(
+                "integration.headers = \"{name}\" is not valid: expected a header other than the gateway's own"
+            )),
+            "{name}: {text}"
+        );
+    }
+    let (ok, text) = check("\"content-type\" = \"text/plain\", \"x-a\" = \"1\"");
+    assert!(ok, "{text}");
+    let g = Gw::start(
+        &Cfg::new()
+            .route(
+                "GET /m",
+                "integration = { type = \"mock\", body = \"x\", headers = { \"x-a\" = \"1\" } }",
+            )
+            .toml(),
+    );
+    let r = get(g.addr(), "/m");
+    assert_eq!((r.status, r.text().as_str()), (200, "x"));
+    assert_eq!(r.header("x-a"), Some("1"));
+    assert_eq!(r.header("content-length"), Some("1"));
 }
 
 #[test]
@@ -427,4 +501,68 @@ fn templates_and_integration_responses_export_and_import_back() {
             "{host}"
         );
     }
+}
+
+/// Values a template builds count against a budget (16 MiB plus 4 bytes per byte of body)
+/// when they are made: a list doubled in a loop, a body split at every comma or a replace
+/// that inserts the body between its own characters stop with 500, as the output limit does,
+/// instead of taking the shard's memory and time; small ones answer as before.
+#[test]
+fn values_templates_build_are_bounded() {
+    let up = Upstream::echo();
+    let tpl = |s: &str| serde_json::to_string(s).unwrap();
+    let route = |path: &str, t: &str| {
+        (
+            format!("POST {path}"),
+            format!(
+                "integration = {{ type = \"http\", uri = \"http://up{path}\", request_templates = {{ \"text/plain\" = {} }} }}",
+                tpl(t)
+            ),
+        )
+    };
+    let mut cfg = Cfg::new()
+        .upstream(format!(
+            "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n",
+            up.addr
+        ))
+        .route(
+            "GET /ping",
+            "integration = { type = \"mock\", body = \"pong\" }",
+        );
+    for (path, t) in [
+        (
+            "/double",
+            "#set($l=[1])#foreach($i in [1..$input.body])#set($l=[$l,$l])#end$l.size()",
+        ),
+        ("/split", "#set($p = $input.body.split(\",\"))$p.size()"),
+        (
+            "/replace",
+            "#set($b = $input.body)$b.replace(\"\", $b).length()",
+        ),
+    ] {
+        let (k, v) = route(path, t);
+        cfg = cfg.route(&k, v);
+    }
+    let g = Gw::start(&cfg.toml());
+    let refused = |path: &str, body: &str| {
+        let r = post(&g, path, "text/plain", body);
+        assert_eq!(
+            (r.status, r.json()),
+            (500, json!({"message": "Internal server error"})),
+            "{path}"
+        );
+    };
+    let passed = |path: &str, body: &str| post(&g, path, "text/plain", body).json()["body"].clone();
+    assert_eq!(passed("/double", "4"), "2");
+    refused("/double", "20");
+    assert_eq!(passed("/split", "a,b,c"), "3");
+    refused("/split", &",".repeat(1 << 20));
+    assert_eq!(passed("/replace", "ab"), "8");
+    refused("/replace", &"b".repeat(6000));
+    assert_eq!(get(g.addr(), "/ping").text(), "pong");
+    assert_eq!(
+        up.count(),
+        3,
+        "refused requests never reach the integration"
+    );
 }

@@ -409,3 +409,50 @@ fn bodies_held_whole_are_bounded_per_shard() {
     }
     assert_eq!(up.requests().len(), 4);
 }
+
+/// A model's `pattern` runs in time linear in the string it checks: look-around and
+/// back-references (which need a backtracking engine, up to a million steps a string, so one
+/// request of distinct strings held the shard for seconds) are refused at load with the
+/// model's key, and other patterns check as before.
+#[test]
+fn schema_patterns_run_in_linear_time() {
+    let cfg = |pattern: &str| {
+        Cfg::new()
+            .api_extra(format!(
+                "  [[apis.models]]\n  name = \"Words\"\n  schema = {{ type = \"array\", items = {{ type = \"string\", pattern = '{pattern}' }} }}\n"
+            ))
+            .route(
+                "POST /w",
+                "request_validator = \"body\"\nrequest_models = { \"application/json\" = \"Words\" }\nintegration = { type = \"mock\", body = \"ok\" }",
+            )
+            .toml()
+    };
+    let dir = TempDir::new();
+    for pattern in [r"^(\w+\s?)*(?=\s*$)\1$", r"^(?=.*[A-Z]).{8,}$", r"^(a)\1$"] {
+        let path = dir.0.join("c.toml");
+        std::fs::write(&path, cfg(pattern)).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["--config", path.to_str().unwrap(), "check"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && text.contains("models[\"Words\"].schema: is not a valid JSON Schema")
+                && text.contains("look-around and back-references are not supported"),
+            "{pattern}: {text}"
+        );
+    }
+    let g = Gw::start(&cfg(r"^(\w+\s?)*$"));
+    // Distinct failing strings, each a catastrophe for a backtracking engine.
+    let words: Vec<String> = (0..200)
+        .map(|i| format!("{} {i}!", "ab cd ef gh ij kl mn op".repeat(4)))
+        .collect();
+    let body = serde_json::to_string(&words).unwrap();
+    let r = post(&g, "/w", "Content-Type: application/json\r\n", &body);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["message"], "Invalid request body");
+    let r = post(&g, "/w", "", r#"["ab cd", "ef"]"#);
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+}

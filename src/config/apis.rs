@@ -720,6 +720,10 @@ impl Validator {
                         200
                     }
                 };
+                // The gateway frames the mock's answer itself.
+                for (name, _) in &headers {
+                    self.framing_header(&format!("{ikey}.headers"), name);
+                }
                 let body = i.body.unwrap_or_default();
                 let body_template = match Template::parse(&body, params, UnknownBraces::Literal) {
                     Ok(t) => t,

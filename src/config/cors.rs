@@ -114,11 +114,30 @@ impl Validator {
             },
         };
         let allow_credentials = c.allow_credentials.unwrap_or(false);
-        if allow_credentials && origins.iter().any(|o| o == "*") {
-            self.err(
-                &format!("{key}.allow_credentials"),
-                "cannot be true while allow_origins has \"*\": browsers refuse credentials with a wildcard origin; list the origins allowed (or \"https://*\")",
-            );
+        if allow_credentials {
+            for o in origins
+                .iter()
+                .filter(|o| matches!(o.as_str(), "*" | "http://*" | "https://*"))
+            {
+                // `https://*` admits every host of its scheme, each echoed with credentials: any
+                // such site could read answers made with the user's cookies (worse than `*`,
+                // which browsers at least refuse with credentials).
+                let why = if o == "*" {
+                    "browsers refuse credentials with a wildcard origin"
+                } else {
+                    "every origin of that scheme would be echoed with credentials, so any such site could read answers made with the user's cookies"
+                };
+                self.err(
+                    &format!("{key}.allow_credentials"),
+                    format!("cannot be true while allow_origins has {o:?}: {why}; list the origins allowed (\"https://app.example.test\")"),
+                );
+            }
+            if expose_headers.iter().any(|h| h == "*") {
+                self.err(
+                    &format!("{key}.allow_credentials"),
+                    "cannot be true while expose_headers has \"*\": with credentials browsers read \"*\" as a header's name and expose nothing; list the headers to expose",
+                );
+            }
         }
         Cors {
             allow_origins: origins,
@@ -238,6 +257,14 @@ mappings = [{ base_path = "", api = "a", stage = "p" }]
             (
                 r#"cors = { allow_origins = ["*"], allow_credentials = true }"#,
                 "apis[\"a\"].cors.allow_credentials: cannot be true while allow_origins has \"*\"",
+            ),
+            (
+                r#"cors = { allow_origins = ["https://a.test", "HTTPS://*"], allow_credentials = true }"#,
+                "apis[\"a\"].cors.allow_credentials: cannot be true while allow_origins has \"https://*\": every origin of that scheme",
+            ),
+            (
+                r#"cors = { allow_origins = ["https://a.test"], expose_headers = ["*"], allow_credentials = true }"#,
+                "apis[\"a\"].cors.allow_credentials: cannot be true while expose_headers has \"*\"",
             ),
             (
                 r#"cors = { allow_origins = ["example.test"] }"#,

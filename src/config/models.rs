@@ -175,17 +175,33 @@ impl Validator {
     }
 }
 
+/// What one `pattern` may take compiled (10 MiB, the `regex` crate's default): checking a
+/// string costs at most in proportion to this times the string's length.
+const PATTERN_SIZE_LIMIT: usize = 10 << 20;
+
 /// Compiles a schema: draft 4 (Amazon API Gateway's) unless `$schema` names another; `$ref`s
-/// resolve within the schema only (nothing is fetched).
+/// resolve within the schema only (nothing is fetched). `pattern` and `patternProperties` run
+/// on the `regex` crate's engine, linear in the string checked: a backtracking engine (the
+/// crate's default for look-around and back-references) let one request's distinct strings
+/// cost up to a million steps each, holding the shard for seconds. Patterns with look-around
+/// or back-references are refused here instead.
 pub(crate) fn compile_schema(
     schema: &serde_json::Value,
 ) -> Result<jsonschema::Validator<Body>, String> {
-    let mut opts = jsonschema::options_for::<Body>();
+    let mut opts = jsonschema::options_for::<Body>()
+        .with_pattern_options(jsonschema::PatternOptions::regex().size_limit(PATTERN_SIZE_LIMIT));
     if schema.get("$schema").is_none() {
         opts = opts.with_draft(jsonschema::Draft::Draft4);
     }
-    opts.build(schema)
-        .map_err(|e| format!("is not a valid JSON Schema: {e}"))
+    opts.build(schema).map_err(|e| {
+        let e = e.to_string();
+        let hint = if e.contains("is not a \"regex\"") {
+            " (patterns run on a linear-time engine, compiled within 10 MiB: look-around and back-references are not supported)"
+        } else {
+            ""
+        };
+        format!("is not a valid JSON Schema: {e}{hint}")
+    })
 }
 
 #[cfg(test)]
@@ -219,6 +235,28 @@ mappings = [{{ base_path = "", api = "a", stage = "p" }}]
 
     const PET: &str =
         "[[apis.models]]\nname = \"Pet\"\nschema = '{\"type\":\"object\",\"required\":[\"name\"]}'";
+
+    #[test]
+    fn patterns_run_in_linear_time_and_backtracking_ones_are_refused() {
+        for p in [
+            r"^(?=.*[A-Z]).{8,}$",
+            r"^(\w+)\1$",
+            r"^a(?!b)",
+            "(a{1000}){1000}",
+        ] {
+            let schema = serde_json::json!({"type": "string", "pattern": p});
+            let e = super::compile_schema(&schema).err().unwrap_or_default();
+            assert!(e.contains("look-around and back-references"), "{p}: {e}");
+        }
+        let schema = serde_json::json!({"pattern": "^(\\w+\\s?)*$"});
+        let v = super::compile_schema(&schema).unwrap();
+        let long = format!("{}!", "ab ".repeat(20_000));
+        let text = format!("{long:?}");
+        let doc = crate::syntax::json_doc::Doc::parse(text.as_bytes()).unwrap();
+        let t = std::time::Instant::now();
+        assert!(!v.is_valid(doc.root()));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    }
 
     #[test]
     fn models_compile_and_routes_name_them() {

@@ -30,7 +30,10 @@ pub(crate) const RESPONSE_TYPES: [&str; 21] = [
     "WAF_FILTERED",
 ];
 
-/// Headers a gateway response may not set: the gateway's framing and its own.
+/// Headers an answer the gateway writes (a gateway response, an integration response, a
+/// mock) may not set: the gateway's framing and its own. Two Content-Lengths, or
+/// Transfer-Encoding beside one, are a framing error to whatever reads the answer (RFC 9112
+/// 6.3).
 const RESERVED: [&str; 8] = [
     "content-length",
     "transfer-encoding",
@@ -58,6 +61,20 @@ pub struct GatewayResponse {
 }
 
 impl Validator {
+    /// Refuses `name` (under `key`) when it is one of the headers the gateway writes itself
+    /// ([`RESERVED`]); true when refused.
+    pub(super) fn framing_header(&mut self, key: &str, name: &str) -> bool {
+        let reserved = RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name));
+        if reserved {
+            self.bad(
+                key,
+                name,
+                "a header other than the gateway's own (Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, X-Request-Id)",
+            );
+        }
+        reserved
+    }
+
     pub(super) fn gateway_responses(
         &mut self,
         key: &str,
@@ -94,12 +111,7 @@ impl Validator {
                     self.bad(&format!("{rkey}.headers"), &name, "a header name");
                     continue;
                 }
-                if RESERVED.contains(&lower.as_str()) {
-                    self.bad(
-                        &format!("{rkey}.headers"),
-                        &name,
-                        "a header other than the gateway's own (Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, X-Request-Id)",
-                    );
+                if self.framing_header(&format!("{rkey}.headers"), &name) {
                     continue;
                 }
                 match RefTemplate::parse(&value) {

@@ -124,21 +124,35 @@ impl Transform {
 }
 
 impl Validator {
-    /// Templates by content type, parsed.
+    /// Templates by content type, parsed. A key is a media type (`type/subtype`, compared
+    /// without case and without parameters to the request's or the answer's): any other key
+    /// would never be chosen.
     fn templates(
         &mut self,
         key: &str,
         m: BTreeMap<String, String>,
     ) -> Vec<(String, vtl::Template)> {
-        m.into_iter()
-            .filter_map(|(ct, t)| match vtl::Template::parse(&t) {
-                Ok(t) => Some((ct.to_ascii_lowercase(), t)),
-                Err(e) => {
-                    self.err(&format!("{key}.{ct}"), e);
-                    None
-                }
-            })
-            .collect()
+        let mut out = Vec::with_capacity(m.len());
+        for (ct, t) in m {
+            let media_type = ct.split_once('/').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().all(crate::syntax::is_tchar)
+                    && b.bytes().all(crate::syntax::is_tchar)
+            });
+            if !media_type {
+                self.err(
+                    &format!("{key}.{ct}"),
+                    "is not a media type: expected \"type/subtype\" (\"application/json\", \"text/plain\"), without parameters",
+                );
+                continue;
+            }
+            match vtl::Template::parse(&t) {
+                Ok(t) => out.push((ct.to_ascii_lowercase(), t)),
+                Err(e) => self.err(&format!("{key}.{ct}"), e),
+            }
+        }
+        out
     }
 
     pub(super) fn transform(
@@ -195,13 +209,12 @@ impl Validator {
                 .headers
                 .into_iter()
                 .filter_map(|(n, v)| {
+                    if self.framing_header(&format!("{rkey}.headers"), &n) {
+                        return None;
+                    }
                     let ok = !n.is_empty()
                         && n.bytes().all(crate::syntax::is_tchar)
-                        && !v.bytes().any(|b| b == b'\r' || b == b'\n')
-                        && !matches!(
-                            n.to_ascii_lowercase().as_str(),
-                            "content-length" | "transfer-encoding" | "connection" | "x-request-id"
-                        );
+                        && !v.bytes().any(|b| b == b'\r' || b == b'\n');
                     if !ok {
                         self.bad(
                             &format!("{rkey}.headers"),

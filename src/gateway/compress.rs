@@ -45,14 +45,15 @@ pub(crate) fn accepted(head: &RequestHead) -> Option<Encoding> {
         for item in v.split(|&b| b == b',') {
             let mut parts = item.split(|&b| b == b';');
             let coding = parts.next().unwrap_or_default().trim_ascii();
-            let q = parts
-                .find_map(|p| {
-                    let p = p.trim_ascii();
-                    let v = p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q="))?;
-                    std::str::from_utf8(v).ok()?.parse::<f32>().ok()
-                })
-                .unwrap_or(1.0);
-            let q = (q.clamp(0.0, 1.0) * 1000.0) as u16;
+            let q = parts.find_map(|p| {
+                let p = p.trim_ascii();
+                p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q="))
+            });
+            // A malformed weight (`q=abc`, `q=1.5`) makes the entry one not to honour, as
+            // nginx does: neither taken nor refused.
+            let Some(q) = q.map_or(Some(1000), qvalue) else {
+                continue;
+            };
             let enc = if coding.eq_ignore_ascii_case(b"br") {
                 Encoding::Br
             } else if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip")
@@ -82,6 +83,29 @@ pub(crate) fn accepted(head: &RequestHead) -> Option<Encoding> {
         Some(q) if q > 0 && !refused_gzip => Some(Encoding::Gzip),
         _ => None,
     })
+}
+
+/// An RFC 9110 12.4.2 weight in thousandths: `0`, `0.` and up to three digits, `1`, or `1.`
+/// and up to three zeros; `None` for anything else.
+fn qvalue(v: &[u8]) -> Option<u16> {
+    let (int, frac) = match v.iter().position(|&b| b == b'.') {
+        Some(i) => (&v[..i], Some(&v[i + 1..])),
+        None => (v, None),
+    };
+    let frac = frac.unwrap_or_default();
+    if frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let thousandths = frac
+        .iter()
+        .chain(std::iter::repeat(&b'0'))
+        .take(3)
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    match int {
+        b"0" => Some(thousandths),
+        b"1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 /// Whether an answer would be compressed for a client that accepts it: a status with a
@@ -151,39 +175,63 @@ pub(crate) fn lines(out: &mut Vec<u8>, enc: Option<Encoding>) {
     out.extend_from_slice(b"vary: accept-encoding\r\n");
 }
 
-/// A request body in `content-encoding` gzip or br, decoded up to `max` bytes (`None`: over
-/// it — a compression bomb); identity bodies are returned as they are.
-pub(crate) fn decode_request<'b>(
-    coding: Option<&[u8]>,
+/// A request body decoded as its `Content-Encoding` lines say (`codings`, in order): gzip
+/// (every member) or br, up to `max` bytes (`TooLarge` past it — a compression bomb). Empty
+/// entries and `identity` are skipped (RFC 9110 8.4.1); a body with no other coding is returned
+/// as it is. Codings applied one over another are undone last first.
+pub(crate) fn decode_request<'b, 'h>(
+    codings: impl Iterator<Item = &'h [u8]>,
     body: &'b [u8],
     max: u64,
 ) -> Result<std::borrow::Cow<'b, [u8]>, DecodeError> {
+    let mut applied: Vec<Encoding> = Vec::new();
+    for c in codings.flat_map(|v| v.split(|&b| b == b',')) {
+        let c = c.trim_ascii();
+        if c.is_empty() || c.eq_ignore_ascii_case(b"identity") {
+            continue;
+        }
+        applied.push(
+            if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") {
+                Encoding::Gzip
+            } else if c.eq_ignore_ascii_case(b"br") {
+                Encoding::Br
+            } else {
+                return Err(DecodeError::Unsupported);
+            },
+        );
+    }
+    let mut out = std::borrow::Cow::Borrowed(body);
+    for enc in applied.into_iter().rev() {
+        out = std::borrow::Cow::Owned(decode_one(enc, &out, max)?);
+    }
+    Ok(out)
+}
+
+/// `body` decoded from one coding, up to `max` bytes.
+fn decode_one(enc: Encoding, body: &[u8], max: u64) -> Result<Vec<u8>, DecodeError> {
     use std::io::Read;
-    let Some(c) = coding
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.eq_ignore_ascii_case(b"identity"))
-    else {
-        return Ok(std::borrow::Cow::Borrowed(body));
-    };
     let mut out = Vec::new();
     let limit = max + 1;
-    let read = if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") {
-        flate2::read::GzDecoder::new(body)
+    let read = match enc {
+        // Every member, as gzip readers (and so origins) do: a body of several members was
+        // checked on its first alone.
+        Encoding::Gzip => flate2::read::MultiGzDecoder::new(body)
             .take(limit)
-            .read_to_end(&mut out)
-    } else if c.eq_ignore_ascii_case(b"br") {
-        brotli::Decompressor::new(body, 16 << 10)
+            .read_to_end(&mut out),
+        Encoding::Br => brotli::Decompressor::new(body, 16 << 10)
             .take(limit)
-            .read_to_end(&mut out)
-    } else {
-        return Err(DecodeError::Unsupported);
+            .read_to_end(&mut out),
     };
     match read {
         Ok(_) if out.len() as u64 > max => Err(DecodeError::TooLarge),
-        Ok(_) => Ok(std::borrow::Cow::Owned(out)),
+        Ok(_) => Ok(out),
         Err(_) => Err(DecodeError::Corrupt),
     }
 }
+
+/// The `Accept-Encoding` of a 415 for a request body in a coding Tollgate does not decode
+/// (RFC 9110 15.5.16): the codings it does.
+pub(crate) const DECODES: &str = "gzip, br";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DecodeError {
@@ -216,6 +264,31 @@ mod tests {
         assert_eq!(accepted(&head("*")), Some(Encoding::Gzip));
         assert_eq!(accepted(&head("deflate")), None);
         assert_eq!(accepted(&head("gzip;q=0, *")), None);
+        // Malformed weights: the entry is not honoured (nginx), neither taken nor refused.
+        assert_eq!(accepted(&head("gzip;q=abc")), None);
+        assert_eq!(accepted(&head("gzip;q=1.5")), None);
+        assert_eq!(
+            accepted(&head("br;q=0.5x, gzip;q=0.2")),
+            Some(Encoding::Gzip)
+        );
+        assert_eq!(accepted(&head("gzip;q=-1, *")), Some(Encoding::Gzip));
+        assert_eq!(accepted(&head("gzip;q=0.001")), Some(Encoding::Gzip));
+        assert_eq!(
+            accepted(&head("gzip;q=1.000, br;q=0.999")),
+            Some(Encoding::Gzip)
+        );
+        assert_eq!(accepted(&head("gzip;q=0.")), None);
+        for (v, q) in [
+            ("0", Some(0)),
+            ("0.5", Some(500)),
+            ("1.", Some(1000)),
+            ("0.1234", None),
+            ("1.001", None),
+            ("", None),
+            (".5", None),
+        ] {
+            assert_eq!(qvalue(v.as_bytes()), q, "{v}");
+        }
     }
 
     #[test]
@@ -231,17 +304,65 @@ mod tests {
             let z = compress(&c, enc, body.as_bytes());
             assert!(z.len() < body.len() / 5, "{enc:?}");
             assert_eq!(
-                &*decode_request(Some(name), &z, 1 << 20).unwrap(),
+                &*decode_request(std::iter::once(name), &z, 1 << 20).unwrap(),
                 body.as_bytes()
             );
             assert_eq!(
-                decode_request(Some(name), &z, 100),
+                decode_request(std::iter::once(name), &z, 100),
                 Err(DecodeError::TooLarge)
             );
         }
         assert_eq!(
-            decode_request(Some(b"gzip"), b"not gzip", 100),
+            decode_request(std::iter::once(&b"gzip"[..]), b"not gzip", 100),
             Err(DecodeError::Corrupt)
+        );
+        // Members are decoded one after the other, within the same bound; bytes after the
+        // last one that are not a member are corrupt.
+        let (a, b) = (
+            compress(&c, Encoding::Gzip, b"hello "),
+            compress(&c, Encoding::Gzip, b"world"),
+        );
+        let two = [a.clone(), b].concat();
+        assert_eq!(
+            &*decode_request(std::iter::once(&b"gzip"[..]), &two, 100).unwrap(),
+            b"hello world"
+        );
+        assert_eq!(
+            decode_request(std::iter::once(&b"gzip"[..]), &two, 8),
+            Err(DecodeError::TooLarge)
+        );
+        assert_eq!(
+            decode_request(
+                std::iter::once(&b"gzip"[..]),
+                &[a, b"\x00\xffjunk".to_vec()].concat(),
+                100
+            ),
+            Err(DecodeError::Corrupt)
+        );
+        // identity and empty entries are skipped; codings applied in turn are undone in turn;
+        // any other coding is refused.
+        let z = compress(&c, Encoding::Gzip, b"x");
+        let lines = |l: &'static [&'static [u8]]| l.iter().copied();
+        assert_eq!(
+            &*decode_request(lines(&[b"", b"identity, gzip"]), &z, 10).unwrap(),
+            b"x"
+        );
+        let zb = compress(&c, Encoding::Br, &z);
+        assert_eq!(
+            &*decode_request(lines(&[b"gzip", b" br"]), &zb, 100).unwrap(),
+            b"x"
+        );
+        assert!(matches!(
+            decode_request(lines(&[b"", b" , identity"]), b"plain", 10),
+            Ok(std::borrow::Cow::Borrowed(b"plain"))
+        ));
+        assert_eq!(
+            decode_request(lines(&[b"deflate"]), &z, 10),
+            Err(DecodeError::Unsupported)
+        );
+        assert_eq!(
+            decode_request(lines(&[b"gzip, compress"]), &z, 10),
+            Err(DecodeError::Unsupported)
         );
         assert!(c.type_matches(b"text/html; charset=utf-8"));
         assert!(!c.type_matches(b"image/png"));

@@ -59,6 +59,11 @@ pub(crate) fn error_answer(e: &Error) -> Answer {
             headers.extend_from_slice(scopes.as_bytes());
             headers.extend_from_slice(b"]\"\r\n");
         }
+        Kind::UnsupportedEncoding => {
+            headers.extend_from_slice(b"accept-encoding: ");
+            headers.extend_from_slice(super::compress::DECODES.as_bytes());
+            headers.extend_from_slice(b"\r\n");
+        }
         Kind::MethodNotAllowed(allow) => {
             headers.extend_from_slice(b"allow: ");
             for (i, m) in allow.iter().enumerate() {
@@ -154,7 +159,7 @@ async fn write_answer(
     let keep = ctx.head.keep_alive && may_keep && body_ok && !draining;
     ctx.status = a.status;
     let head_only = ctx.head.method == Method::Head;
-    let extra = answer_lines(ctx, &mut a, head_only);
+    let extra = answer_lines(ctx, &mut a);
     let mut out = Vec::with_capacity(256 + a.body.len());
     a.render(
         &mut out,
@@ -171,9 +176,10 @@ async fn write_answer(
 }
 
 /// What an answer the gateway made gets from the request: its `RateLimit-*` and CORS lines
-/// (a mock's own CORS headers give way to the API's), and compression. Returns the extra
-/// header lines.
-pub(crate) fn answer_lines(ctx: &RequestCtx, a: &mut Answer, head_only: bool) -> Vec<u8> {
+/// (a mock's own CORS headers give way to the API's), and compression — on a HEAD too, so
+/// that it says what a GET would get (RFC 9110 9.3.2: coding and length), without the body.
+/// Returns the extra header lines.
+pub(crate) fn answer_lines(ctx: &RequestCtx, a: &mut Answer) -> Vec<u8> {
     let mut extra = Vec::new();
     if let (true, Some(r)) = (a.ratelimit, &ctx.ratelimit) {
         ratelimit_headers(&mut extra, r);
@@ -197,7 +203,7 @@ pub(crate) fn answer_lines(ctx: &RequestCtx, a: &mut Answer, head_only: bool) ->
         let lines = crate::http::h1::header_lines(&a.headers);
         let typed = a.content_type.map(|t| (&b"content-type"[..], t.as_bytes()));
         if super::compress::eligible(c, a.status, lines.chain(typed), a.body.len()) {
-            let enc = enc.filter(|_| !head_only);
+            let enc = *enc;
             if let Some(e) = enc {
                 a.body = super::compress::compress(c, e, &a.body);
             }

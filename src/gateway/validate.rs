@@ -149,23 +149,27 @@ fn hold(ss: &ShardSnap, ctx: &mut RequestCtx, bytes: u64) -> Result<(), Error> {
 }
 
 /// The body as the client meant it: a gzip or br `Content-Encoding` is decoded, up to
-/// `limits.max_body` (413 beyond: a compression bomb stops there).
+/// `limits.max_body` (413 beyond: a compression bomb stops there); another coding is 415.
 pub(crate) fn decoded<'b>(
     ss: &ShardSnap,
     ctx: &mut RequestCtx,
     raw: &'b [u8],
 ) -> Result<std::borrow::Cow<'b, [u8]>, Error> {
     use super::compress::{decode_request, DecodeError};
-    let coding = ctx.head.header(b"content-encoding");
-    let out = decode_request(coding, raw, ss.snap.limits.max_body).map_err(|e| match e {
+    let codings = ctx
+        .head
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"content-encoding"))
+        .map(|(_, v)| v);
+    let out = decode_request(codings, raw, ss.snap.limits.max_body).map_err(|e| match e {
         DecodeError::TooLarge => Error::downstream(Kind::BodyTooLarge, "decoded request body"),
         DecodeError::Corrupt => Error::downstream(
             Kind::InvalidBody("[the body does not decode as its Content-Encoding says]".into()),
             "request body",
         ),
         DecodeError::Unsupported => Error::downstream(
-            Kind::InvalidBody("[Content-Encoding other than gzip or br]".into()),
-            "request body",
+            Kind::UnsupportedEncoding,
+            "request body: Content-Encoding other than gzip or br",
         ),
     });
     let out = out?;

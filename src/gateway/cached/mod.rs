@@ -541,7 +541,8 @@ pub fn hit_head(
                 e.body.len(),
             ) =>
         {
-            (true, enc.filter(|_| !head_only))
+            // A HEAD gets the coding and length a GET would (RFC 9110 9.3.2), not the body.
+            (true, enc.filter(|_| !nm))
         }
         _ => (false, None),
     };

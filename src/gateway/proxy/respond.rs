@@ -122,7 +122,7 @@ pub(crate) async fn answer(
         };
         ctx.status = a.status;
         let head_only = ctx.head.method == crate::syntax::Method::Head;
-        let extra = super::super::finish::answer_lines(ctx, &mut a, head_only);
+        let extra = super::super::finish::answer_lines(ctx, &mut a);
         a.render(
             &mut out,
             minor,
@@ -159,11 +159,12 @@ pub(crate) async fn answer(
         (Some((c, enc)), Some(n))
             if !upgrade && compress::eligible(c, resp.status, resp.headers(), n as usize) =>
         {
-            Some((c.clone(), enc.filter(|_| !head_only), n as usize))
+            Some((c.clone(), *enc, n as usize))
         }
         _ => None,
     };
-    if let Some((c, Some(enc), n)) = comp {
+    if let (Some((c, Some(enc), n)), false) = (&comp, head_only) {
+        let (c, enc, n) = (c.clone(), *enc, *n);
         up.settle(&mut ubuf);
         while ubuf.len() < n {
             let want = n - ubuf.len();
@@ -187,7 +188,7 @@ pub(crate) async fn answer(
             &resp,
             ctx,
             (keep, upgrade, dechunk),
-            Comp::Encoded(enc, z.len()),
+            Comp::Encoded(enc, Some(z.len())),
         );
         out.extend_from_slice(&z);
         conn.write_all(out)
@@ -198,7 +199,13 @@ pub(crate) async fn answer(
         }
         return Ok(if keep { Next::KeepAlive } else { Next::Close });
     }
-    let comp = if comp.is_some() { Comp::Vary } else { Comp::No };
+    // A HEAD says what a GET would get: the coding, the weak ETag, and no length (the
+    // compressed one is not known without the body).
+    let comp = match comp {
+        Some((_, Some(enc), _)) => Comp::Encoded(enc, None),
+        Some(_) => Comp::Vary,
+        None => Comp::No,
+    };
     ctx.status = response_head(&mut out, &resp, ctx, (keep, upgrade, dechunk), comp);
     if upgrade {
         up.settle(&mut ubuf);

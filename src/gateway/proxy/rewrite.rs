@@ -256,8 +256,9 @@ pub(crate) enum Comp {
     No,
     /// Not compressed for this client, but it would be for another.
     Vary,
-    /// Compressed, to this many bytes.
-    Encoded(crate::gateway::compress::Encoding, usize),
+    /// Compressed, to this many bytes (`None`: a HEAD's answer, whose compressed length is
+    /// not known, so none is said).
+    Encoded(crate::gateway::compress::Encoding, Option<usize>),
 }
 
 /// Builds the head sent to the client from the upstream's; returns the status it says (the
@@ -324,9 +325,11 @@ pub(super) fn response_head(
         Comp::No => {}
         Comp::Vary => crate::gateway::compress::lines(out, None),
         Comp::Encoded(e, len) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
-            out.extend_from_slice(b"\r\n");
+            if let Some(len) = len {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
             crate::gateway::compress::lines(out, Some(e));
         }
     }

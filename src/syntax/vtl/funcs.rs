@@ -7,11 +7,20 @@ use serde_json::Value;
 
 use super::*;
 
-/// Methods of strings, lists and maps that Amazon API Gateway's examples use.
-pub(super) fn method(v: &Value, m: &str, args: &[Value]) -> Result<Option<Value>, String> {
+/// Methods of strings, lists and maps that Amazon API Gateway's examples use. What they make
+/// counts against `built`; those that may make much more than they were given (`replace`,
+/// `replaceAll`, `split`) stop as soon as they would pass it.
+pub(super) fn method(
+    v: &Value,
+    m: &str,
+    args: &[Value],
+    built: &mut Budget,
+) -> Result<Option<Value>, String> {
     let arg_s = |i: usize| args.get(i).map(text).unwrap_or_default();
     let arg_n = |i: usize| args.get(i).and_then(num).unwrap_or(0.0);
-    Ok(Some(match (v, m) {
+    let room = built.room();
+    let over = || built.over();
+    let made = match (v, m) {
         (Value::String(s), "length") => Value::from(s.chars().count()),
         (Value::String(s), "toUpperCase") => Value::String(s.to_uppercase()),
         (Value::String(s), "toLowerCase") => Value::String(s.to_lowercase()),
@@ -26,10 +35,51 @@ pub(super) fn method(v: &Value, m: &str, args: &[Value]) -> Result<Option<Value>
             s.find(&arg_s(0))
                 .map_or(-1, |i| s[..i].chars().count() as i64),
         ),
-        (Value::String(s), "replace") => Value::String(s.replace(&arg_s(0), &arg_s(1))),
+        (Value::String(s), "replace") => {
+            let (from, to) = (arg_s(0), arg_s(1));
+            // Known before it is made: an empty target matches between every character.
+            let n = if from.is_empty() {
+                s.chars().count() + 1
+            } else {
+                s.matches(from.as_str()).count()
+            };
+            let len = (s.len() - n * from.len()).saturating_add(n.saturating_mul(to.len()));
+            if len > room {
+                return Err(over());
+            }
+            Value::String(s.replace(&from, &to))
+        }
         (Value::String(s), "replaceAll") => {
             let re = pattern(&arg_s(0)).map_err(|e| format!("replaceAll: {e}"))?;
-            Value::String(re.replace_all(s, arg_s(1).as_str()).into_owned())
+            let with = arg_s(1);
+            // As `Regex::replace_all` does (`$1`, `${name}` expanded; without a `$` the
+            // matches alone are needed), a piece at a time, so that it stops at the budget.
+            let mut out = String::new();
+            let mut last = 0;
+            let mut put = |out: &mut String, start: usize, end: usize| {
+                out.push_str(&s[last..start]);
+                last = end;
+            };
+            if with.contains('$') {
+                for caps in re.captures_iter(s) {
+                    let Some(m) = caps.get(0) else { continue };
+                    put(&mut out, m.start(), m.end());
+                    caps.expand(&with, &mut out);
+                    if out.len() > room {
+                        return Err(over());
+                    }
+                }
+            } else {
+                for m in re.find_iter(s) {
+                    put(&mut out, m.start(), m.end());
+                    out.push_str(&with);
+                    if out.len() > room {
+                        return Err(over());
+                    }
+                }
+            }
+            out.push_str(&s[last..]);
+            Value::String(out)
         }
         (Value::String(s), "matches") => {
             let re =
@@ -38,7 +88,16 @@ pub(super) fn method(v: &Value, m: &str, args: &[Value]) -> Result<Option<Value>
         }
         (Value::String(s), "split") => {
             let re = pattern(&arg_s(0)).map_err(|e| format!("split: {e}"))?;
-            Value::Array(re.split(s).map(|p| Value::String(p.to_string())).collect())
+            let mut items = Vec::new();
+            let mut size = 0usize;
+            for p in re.split(s) {
+                size += std::mem::size_of::<Value>() + p.len();
+                if size > room {
+                    return Err(over());
+                }
+                items.push(Value::String(p.to_string()));
+            }
+            Value::Array(items)
         }
         (Value::String(s), "substring") => {
             let chars: Vec<char> = s.chars().collect();
@@ -78,7 +137,8 @@ pub(super) fn method(v: &Value, m: &str, args: &[Value]) -> Result<Option<Value>
                 .collect(),
         ),
         _ => return Ok(None),
-    }))
+    };
+    built.made(made).map(Some)
 }
 
 /// `$input.json(path)`, `$input.path(path)`, `$input.params()`, `$input.params(name)`:

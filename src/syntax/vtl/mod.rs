@@ -6,8 +6,10 @@
 //!
 //! A template is parsed once at load ([`Template::parse`]); an evaluation is bounded: each
 //! `#foreach` runs at most [`MAX_LOOP`] times, the whole evaluation at most [`MAX_STEPS`]
-//! steps, and the output at most [`MAX_OUTPUT`] bytes — past any of them it stops with an
-//! error (the gateway answers 500), so a template cannot hang a shard.
+//! steps, the output at most [`MAX_OUTPUT`] bytes, and the values it builds (lists, maps,
+//! strings, copies: see [`Budget`]) at most [`MAX_BUILT`] bytes plus [`BUILT_PER_BODY_BYTE`]
+//! per byte of body — past any of them it stops with an error (the gateway answers 500), so a
+//! template cannot hang a shard or take its memory.
 
 use std::borrow::Cow;
 
@@ -19,6 +21,11 @@ pub(crate) const MAX_LOOP: usize = 1_000;
 pub(crate) const MAX_STEPS: usize = 200_000;
 /// Bytes a template may write.
 pub(crate) const MAX_OUTPUT: usize = 4 << 20;
+/// Bytes of values an evaluation may build besides its output, whatever the body (see
+/// [`Budget`]).
+pub(crate) const MAX_BUILT: usize = 16 << 20;
+/// And per byte of body: a template may copy or split what it was given a few times over.
+pub(crate) const BUILT_PER_BODY_BYTE: usize = 4;
 /// Nesting of directives and expressions.
 const MAX_DEPTH: usize = 64;
 
@@ -171,8 +178,65 @@ struct Eval<'t, 'e> {
     _t: std::marker::PhantomData<&'t ()>,
     steps: usize,
     out: String,
+    built: Budget,
     /// The `#foreach` loops running: (index, length), innermost last.
     loops: Vec<(usize, usize)>,
+}
+
+/// What an evaluation has built: each value it makes (a literal's copy, a list, a map, a
+/// method's or `$util`'s result, a string, a copy of a variable or of the payload) counts its
+/// [`weight`] once, when it is made. Counting what is made, not what is alive, also bounds the
+/// time spent making it: a list doubled 23 times (1.2 GB) or a body split at every byte stops
+/// at the budget.
+pub(crate) struct Budget {
+    used: usize,
+    max: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(max: usize) -> Budget {
+        Budget { used: 0, max }
+    }
+
+    /// Counts `bytes` made; `Err` past the budget.
+    pub(crate) fn charge(&mut self, bytes: usize) -> Result<(), String> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.max {
+            return Err(self.over());
+        }
+        Ok(())
+    }
+
+    /// Counts a value made.
+    pub(crate) fn made(&mut self, v: Value) -> Result<Value, String> {
+        self.charge(weight(&v))?;
+        Ok(v)
+    }
+
+    /// What may still be made (a method that builds piece by piece stops there).
+    pub(crate) fn room(&self) -> usize {
+        self.max.saturating_sub(self.used)
+    }
+
+    pub(crate) fn over(&self) -> String {
+        format!("the template built more than {} bytes of values", self.max)
+    }
+}
+
+/// What a value takes: a `Value` per node, and the bytes of its strings and names.
+pub(crate) fn weight(v: &Value) -> usize {
+    const NODE: usize = std::mem::size_of::<Value>();
+    match v {
+        Value::String(s) => NODE + s.len(),
+        Value::Array(a) => NODE + a.iter().map(weight).sum::<usize>(),
+        Value::Object(m) => {
+            NODE + m
+                .iter()
+                .map(|(k, x)| NODE + k.len() + weight(x))
+                .sum::<usize>()
+        }
+        _ => NODE,
+    }
 }
 
 enum Slot<'e> {
@@ -191,6 +255,9 @@ impl Template {
             _t: std::marker::PhantomData,
             steps: 0,
             out: String::with_capacity(env.body.len().clamp(256, 64 << 10)),
+            built: Budget::new(
+                MAX_BUILT.saturating_add(env.body.len().saturating_mul(BUILT_PER_BODY_BYTE)),
+            ),
             loops: Vec::new(),
         };
         e.nodes(&self.nodes)?;
@@ -418,24 +485,43 @@ impl<'t, 'e> Eval<'t, 'e> {
 
     fn expr(&mut self, e: &'t Expr) -> Result<Value, String> {
         self.tick()?;
+        const NODE: usize = std::mem::size_of::<Value>();
         Ok(match e {
-            Expr::Lit(v) => v.clone(),
+            Expr::Lit(v) => {
+                self.built.charge(weight(v))?;
+                v.clone()
+            }
             Expr::Interp(nodes) => {
                 let saved = std::mem::take(&mut self.out);
                 self.nodes(nodes)?;
-                Value::String(std::mem::replace(&mut self.out, saved))
+                let s = std::mem::replace(&mut self.out, saved);
+                self.built.charge(NODE + s.len())?;
+                Value::String(s)
             }
-            Expr::Ref(r) => self.reference(r)?.map_or(Value::Null, Cow::into_owned),
-            Expr::List(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|x| self.expr(x))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Expr::Ref(r) => match self.reference(r)? {
+                None => Value::Null,
+                Some(Cow::Owned(v)) => v,
+                Some(Cow::Borrowed(v)) => {
+                    self.built.charge(weight(v))?;
+                    v.clone()
+                }
+            },
+            // The items counted as they were made; the list itself here.
+            Expr::List(items) => {
+                self.built.charge(NODE)?;
+                Value::Array(
+                    items
+                        .iter()
+                        .map(|x| self.expr(x))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
             Expr::Map(entries) => {
+                self.built.charge(NODE)?;
                 let mut m = Map::new();
                 for (k, v) in entries {
                     let k = text(&self.expr(k)?);
+                    self.built.charge(NODE + k.len())?;
                     let v = self.expr(v)?;
                     m.insert(k, v);
                 }
@@ -450,6 +536,8 @@ impl<'t, 'e> Eval<'t, 'e> {
                 if (b as i128 - a as i128).unsigned_abs() >= MAX_LOOP as u128 {
                     return Err(format!("range [{a}..{b}]: at most {MAX_LOOP} items"));
                 }
+                self.built
+                    .charge(NODE * (1 + (b as i128 - a as i128).unsigned_abs() as usize))?;
                 let items: Vec<Value> = if a <= b {
                     (a..=b).map(Value::from).collect()
                 } else {
@@ -469,7 +557,8 @@ impl<'t, 'e> Eval<'t, 'e> {
                     return Ok(Value::Bool(true));
                 }
                 let b = self.expr(b)?;
-                binary(*op, &a, &b)
+                // A string joined from the two, or a scalar.
+                self.built.made(binary(*op, &a, &b))?
             }
         })
     }
@@ -496,18 +585,22 @@ impl<'t, 'e> Eval<'t, 'e> {
             Root::Input => match steps.first() {
                 Some(Step::Prop(p)) if p == "body" => {
                     first = 1;
+                    self.built.charge(env.body.len())?;
                     Cow::Owned(Value::String(env.body.to_string()))
                 }
                 Some(Step::Call(m, _)) => {
                     first = 1;
-                    input_call(env, m, arg(0))?
+                    match input_call(env, m, arg(0))? {
+                        Cow::Owned(v) => Cow::Owned(self.built.made(v)?),
+                        b => b,
+                    }
                 }
                 _ => return Ok(None),
             },
             Root::Util => match steps.first() {
                 Some(Step::Call(m, _)) => {
                     first = 1;
-                    Cow::Owned(util_call(m, arg(0))?)
+                    Cow::Owned(self.built.made(util_call(m, arg(0))?)?)
                 }
                 _ => return Ok(None),
             },
@@ -538,8 +631,14 @@ impl<'t, 'e> Eval<'t, 'e> {
                     if self.steps > MAX_STEPS {
                         return Err(format!("the template ran past {MAX_STEPS} steps"));
                     }
-                    let v = walk(Cow::Borrowed(v), steps, &args, 0)?;
-                    return Ok(Some(Cow::Owned(v.into_owned())));
+                    let v = match walk(Cow::Borrowed(v), steps, &args, 0, &mut self.built)? {
+                        Cow::Owned(v) => v,
+                        Cow::Borrowed(v) => {
+                            self.built.charge(weight(v))?;
+                            v.clone()
+                        }
+                    };
+                    return Ok(Some(Cow::Owned(v)));
                 }
                 None => return Ok(None),
             },
@@ -549,16 +648,19 @@ impl<'t, 'e> Eval<'t, 'e> {
         if self.steps > MAX_STEPS {
             return Err(format!("the template ran past {MAX_STEPS} steps"));
         }
-        walk(base, steps, &args, first).map(Some)
+        walk(base, steps, &args, first, &mut self.built).map(Some)
     }
 }
 
-/// Follows a reference's properties, indexes and calls from `cur`, borrowing while it can.
+/// Follows a reference's properties, indexes and calls from `cur`, borrowing while it can;
+/// what it makes (a method's result, an item copied out of a value made before) counts
+/// against `built`.
 fn walk<'v>(
     mut cur: Cow<'v, Value>,
     steps: &[Step],
     args: &[Vec<Value>],
     first: usize,
+    built: &mut Budget,
 ) -> Result<Cow<'v, Value>, String> {
     for (k, s) in steps.iter().enumerate() {
         let a = args.get(first + k).map(Vec::as_slice).unwrap_or_default();
@@ -566,11 +668,11 @@ fn walk<'v>(
             (Step::Prop(p), Cow::Borrowed(v)) => match v {
                 Value::Object(m) => Cow::Borrowed(m.get(p).unwrap_or(&NULL)),
                 // `$list.size` and the like: Velocity tries the getter.
-                _ => Cow::Owned(method(v, p, &[])?.unwrap_or(Value::Null)),
+                _ => Cow::Owned(method(v, p, &[], built)?.unwrap_or(Value::Null)),
             },
             (Step::Prop(p), Cow::Owned(v)) => Cow::Owned(match v {
                 Value::Object(mut m) => m.remove(p.as_str()).unwrap_or(Value::Null),
-                other => method(&other, p, &[])?.unwrap_or(Value::Null),
+                other => method(&other, p, &[], built)?.unwrap_or(Value::Null),
             }),
             (Step::Index(_), c) => {
                 let i = a.first().unwrap_or(&NULL);
@@ -583,10 +685,10 @@ fn walk<'v>(
                         Value::Object(m) => m.get(&text(i)).unwrap_or(&NULL),
                         _ => &NULL,
                     }),
-                    Cow::Owned(v) => Cow::Owned(found_owned(&v, i)),
+                    Cow::Owned(v) => Cow::Owned(built.made(found_owned(&v, i))?),
                 }
             }
-            (Step::Call(m, _), c) => Cow::Owned(method(&c, m, a)?.unwrap_or(Value::Null)),
+            (Step::Call(m, _), c) => Cow::Owned(method(&c, m, a, built)?.unwrap_or(Value::Null)),
         };
     }
     Ok(cur)

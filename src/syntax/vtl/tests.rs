@@ -174,6 +174,68 @@ fn work_is_bounded() {
     assert!(e.contains("not a method of $util"), "{e}");
 }
 
+/// Values a template builds count against the budget when they are made: doubling a list,
+/// splitting or replacing in a body stop there, with an error, before they take the memory.
+#[test]
+fn what_templates_build_is_bounded() {
+    let over = |t: &str, body: &str| {
+        let e = run(t, body).unwrap_err();
+        assert!(e.contains("bytes of values"), "{t}: {e}");
+    };
+    over(
+        "#set($l=[1])#foreach($i in [1..40])#set($l=[$l,$l])#end$l.size()",
+        "{}",
+    );
+    let commas = ",".repeat(1 << 20);
+    over("#set($p = $input.body.split(','))$p.size()", &commas);
+    over("#set($p = $input.body.split(''))$p.size()", &commas);
+    let b = "b".repeat(6000);
+    over("#set($b = $input.body)$b.replace('', $b).length()", &b);
+    over("#set($b = $input.body)$b.replaceAll('', $b).length()", &b);
+    over(
+        &format!("$input.body.replaceAll('b', '{}').length()", "c".repeat(30)),
+        &"b".repeat(1 << 20),
+    );
+    over("#set($s = 'abcdefgh')#foreach($i in [1..17])#set($s = \"$s$s\")#end#foreach($i in [1..999])#set($t = $s.toUpperCase())#end", "{}");
+    over(
+        "#set($m = {})#foreach($i in [1..999])#set($m = {'a': $m, 'b': $m})#end",
+        "{}",
+    );
+    // The same calls on what fits give what they always did.
+    assert_eq!(run("$input.body.split(',').size()", "a,b,,c").unwrap(), "4");
+    assert_eq!(run("$input.body.replace('', '-')", "ab").unwrap(), "-a-b-");
+    assert_eq!(
+        run("$input.body.replace('b', 'xx')", "abab").unwrap(),
+        "axxaxx"
+    );
+    assert_eq!(
+        run("$input.body.replaceAll('(a)(b)', '$2$1.')", "abab").unwrap(),
+        "ba.ba."
+    );
+    assert_eq!(
+        run("$input.body.replaceAll('', '-')", "ab").unwrap(),
+        "-a-b-"
+    );
+    assert_eq!(
+        run("$input.body.replaceAll('(?P<x>b)', '[${x}]')", "abab").unwrap(),
+        "a[b]a[b]"
+    );
+    assert_eq!(
+        run(
+            "#set($l=[1])#foreach($i in [1..10])#set($l=[$l,$l])#end$l.size()",
+            "{}"
+        )
+        .unwrap(),
+        "2"
+    );
+    // A body may be copied and split a few times over.
+    let words = "ab,".repeat(100_000);
+    assert_eq!(
+        run("$input.body.length() $input.body.split(',').size()", &words).unwrap(),
+        "300000 100001"
+    );
+}
+
 #[test]
 fn numbers_are_written_as_json_prints_them() {
     let body = "[0, 7, -7, 18446744073709551615, -9223372036854775808, 0.1, 249.99, 1.5e300, -2.5e-7, 1e21, 100.0]";
