@@ -7,6 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use common::*;
 
 /// `ANY /{proxy+}` to `up`, over a listener that also speaks h2c.
@@ -56,4 +57,101 @@ fn interim_answers_drop_the_fields_their_connection_header_names() {
     assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
     assert!(!rest.to_ascii_lowercase().contains("x-internal"), "{rest}");
     assert!(rest.ends_with("ok"), "{rest}");
+}
+
+/// The methods Amazon API Gateway's `ANY` stands for: what a 405 for TRACE, TRACK or CONNECT
+/// allows.
+const ALLOW: &str = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE";
+
+#[test]
+fn trace_track_and_connect_are_refused_with_405_on_every_route() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxy_conf(up.addr));
+    let addr = gw.addr();
+    for (req, what) in [
+        (
+            &b"TRACE /echo HTTP/1.1\r\nHost: h\r\nCookie: s=secret\r\n\r\n"[..],
+            "TRACE",
+        ),
+        (b"TRACK /echo HTTP/1.1\r\nHost: h\r\n\r\n", "TRACK"),
+        (
+            b"TRACE /mock HTTP/1.1\r\nHost: h\r\n\r\n",
+            "TRACE on a GET route",
+        ),
+        (
+            b"CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n",
+            "CONNECT",
+        ),
+    ] {
+        let r = Client::connect(addr).request(req);
+        assert_eq!(r.status, 405, "{what}: {}", r.text());
+        assert_eq!(r.header("allow"), Some(ALLOW), "{what}");
+        assert_eq!(r.json()["message"], "Method Not Allowed", "{what}");
+    }
+    assert_eq!(up.count(), 0, "nothing reached the origin");
+    // Other extension methods are still the origin's business on ANY routes.
+    let r = Client::connect(addr).request(b"PROPFIND /dav HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["method"], "PROPFIND");
+
+    // HTTP/2: TRACE as well (CONNECT was 405 already).
+    let a = h2_request(addr, "TRACE", "/echo", &[]);
+    assert_eq!(a.0, 405);
+    assert_eq!(a.1.get("allow").unwrap(), ALLOW);
+    assert_eq!(up.count(), 1);
+
+    // A route for them could never be served: refused at load.
+    for key in ["TRACE /t", "CONNECT /c"] {
+        let dir = TempDir::new();
+        let path = dir.0.join("config.toml");
+        let text = Cfg::new()
+            .route(key, r#"integration = { type = "mock" }"#)
+            .toml();
+        std::fs::write(&path, text).unwrap();
+        let e = tollgate::Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("refused whatever the route"), "{key}: {e}");
+    }
+}
+
+/// One HTTP/2 request (h2c, prior knowledge) on a new connection: the status and headers,
+/// or the stream's reset reason.
+fn h2_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap) {
+    try_h2_request(addr, method, path, headers).unwrap_or_else(|e| panic!("reset: {e}"))
+}
+
+fn try_h2_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, http::HeaderMap), h2::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(format!("http://api.test{path}"));
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        let mut c = client.ready().await.unwrap();
+        let (resp, _) = c.send_request(b.body(()).unwrap(), true).unwrap();
+        let (parts, mut body) = resp.await?.into_parts();
+        while let Some(d) = body.data().await {
+            let _: Bytes = d?;
+        }
+        Ok((parts.status.as_u16(), parts.headers))
+    })
 }

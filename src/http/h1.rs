@@ -39,6 +39,8 @@ pub enum HeadError {
     VersionNotSupported,
     /// An `Expect` other than `100-continue` (417, RFC 9110 10.1.1).
     Expectation,
+    /// CONNECT: the gateway opens no tunnels (405, as over HTTP/2).
+    Connect,
 }
 
 /// Header ranges, inline for typical heads: no allocation per message.
@@ -406,6 +408,9 @@ pub fn parse_request(
             Some(n) => Framing::Length(n),
         }
     };
+    if method == Method::Connect {
+        return Err(HeadError::Connect);
+    }
     // Request target: origin-form, absolute-form (proxies), or "*" for OPTIONS.
     let tb = target.as_bytes();
     let (path, query) = if tb.first() == Some(&b'/') {

@@ -342,9 +342,9 @@ pub(super) async fn exchange(
                     return Err(Failure::Target(gone("response head too large")))
                 }
                 Err(HeadError::Malformed(m)) => return Err(Failure::Target(gone(m))),
-                Err(HeadError::Expectation | HeadError::VersionNotSupported) => {
-                    return Err(Failure::Target(gone("malformed response head")))
-                }
+                Err(
+                    HeadError::Expectation | HeadError::VersionNotSupported | HeadError::Connect,
+                ) => return Err(Failure::Target(gone("malformed response head"))),
             }
         }
         match crate::driver::time::timeout_at(deadline, up.read_head_into(&mut ubuf)).await {
