@@ -155,3 +155,31 @@ fn try_h2_request(
         Ok((parts.status.as_u16(), parts.headers))
     })
 }
+
+#[test]
+fn chunk_sizes_with_leading_zeros_are_read_by_value() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxy_conf(up.addr));
+    let post = |size: &str| {
+        Client::connect(gw.addr()).request(
+            format!(
+                "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    // 17 and 40 digits, value 3 (RFC 9112 7.1: 1*HEXDIG).
+    for size in ["00000000000000003", &format!("{}3", "0".repeat(39))] {
+        let r = post(size);
+        assert_eq!(r.status, 200, "{size}: {}", r.text());
+        assert_eq!(r.json()["body"], "abc");
+    }
+    // A value past 64 bits is still malformed, however it is written.
+    let r = post("fffffffffffffffff3");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post(&format!("{}1{}", "0".repeat(10), "0".repeat(16)));
+    assert_eq!(r.status, 400, "{}", r.text());
+    // And a chunk line is still bounded (4 KiB), zeros included.
+    let r = post(&format!("{}3", "0".repeat(5000)));
+    assert_eq!(r.status, 400, "{}", r.text());
+}
