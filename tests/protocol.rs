@@ -183,3 +183,25 @@ fn chunk_sizes_with_leading_zeros_are_read_by_value() {
     let r = post(&format!("{}3", "0".repeat(5000)));
     assert_eq!(r.status, 400, "{}", r.text());
 }
+
+#[test]
+fn a_204_is_relayed_without_content_length() {
+    let up = Upstream::start(|s| {
+        if s.target == "/204" {
+            Action::Raw(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n".to_vec())
+        } else {
+            respond(200, "after")
+        }
+    });
+    let gw = Gw::start(&proxy_conf(up.addr));
+    let mut c = Client::connect(gw.addr());
+    let r = c.request(b"GET /204 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("x-a"), Some("1"));
+    assert_eq!(r.header("content-length"), None, "{:?}", r.headers);
+    // The connection goes on: no body was sent with the 204.
+    assert_eq!(
+        c.request(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n").text(),
+        "after"
+    );
+}
