@@ -205,3 +205,20 @@ fn a_204_is_relayed_without_content_length() {
         "after"
     );
 }
+
+#[test]
+fn host_ports_past_65535_or_not_numeric_are_refused() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxy_conf(up.addr));
+    for host in ["x:99999", "x:65536", "x:8o", "[::1]:70000"] {
+        let r = Client::connect(gw.addr())
+            .request(format!("GET /h HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 400, "{host}: {}", r.text());
+    }
+    for host in ["x:65535", "x:", "[::1]:8080"] {
+        let r = Client::connect(gw.addr())
+            .request(format!("GET /h HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200, "{host}: {}", r.text());
+    }
+    assert_eq!(up.count(), 3);
+}

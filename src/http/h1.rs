@@ -192,7 +192,12 @@ fn valid_host(hv: &[u8]) -> bool {
     if hv[0] != b'[' && name.is_empty() {
         return false;
     }
-    port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+    // A port is digits up to 65535 (or empty, RFC 3986 3.2.3).
+    port.is_none_or(|p| {
+        p.len() <= 5
+            && p.iter().all(u8::is_ascii_digit)
+            && p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
+    })
 }
 
 /// Parses one `Content-Length` value list ("5" or "5, 5"), requiring all entries equal.
