@@ -222,3 +222,19 @@ fn host_ports_past_65535_or_not_numeric_are_refused() {
     }
     assert_eq!(up.count(), 3);
 }
+
+#[test]
+fn http2_host_must_name_the_authority() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&proxy_conf(up.addr));
+    let addr = gw.addr();
+    // RFC 9113 8.3.1: a Host naming another entity than :authority is malformed.
+    let e = try_h2_request(addr, "GET", "/h", &[("host", "b.example")]).unwrap_err();
+    assert_eq!(e.reason(), Some(h2::Reason::PROTOCOL_ERROR), "{e}");
+    // The same authority (case and the scheme's default port aside) is fine.
+    for host in ["api.test", "API.Test", "api.test:80"] {
+        let (status, _) = h2_request(addr, "GET", "/h", &[("host", host)]);
+        assert_eq!(status, 200, "{host}");
+    }
+    assert_eq!(up.count(), 3);
+}
