@@ -187,11 +187,16 @@ pub(crate) fn spawn_shard(spec: ShardSpec) -> io::Result<std::thread::JoinHandle
 async fn shard_main(spec: ShardSpec) {
     let shard = Shard::new(spec.id, spec.shared.clone());
     let _ = spec.control_up.recv_async().await;
+    // Sockets taken with a plain accept(2) at the drain: the epoll driver wants them
+    // non-blocking.
+    let nonblocking = spec.driver == DriverKind::Epoll;
+    let mut accepting = Vec::new();
     for (idx, l) in spec.listeners {
         let plain = l.try_clone().ok();
         match crate::driver::net::TcpListener::from_std(l) {
             Ok(l) => {
-                crate::driver::spawn(accept_loop(shard.clone(), l, plain, idx));
+                let task = accept_loop(shard.clone(), l, plain, idx, nonblocking);
+                accepting.push(crate::driver::spawn(task));
             }
             Err(e) => tracing::error!(shard = spec.id, error = %e, "cannot use listening socket"),
         }
@@ -214,6 +219,11 @@ async fn shard_main(spec: ShardSpec) {
         _ => shard.drain.start(),
     }
     let deadline = Instant::now() + spec.drain_timeout;
+    // The accept loops end first (a drain for good stops listening there): the runtime ends
+    // with this function, and a loop it did not run again would leave its socket listening.
+    for task in accepting {
+        let _ = crate::driver::time::timeout_at(deadline, task).await;
+    }
     while shard.active.get() > 0 && Instant::now() < deadline {
         crate::driver::time::sleep(Duration::from_millis(5)).await;
     }
@@ -324,34 +334,14 @@ async fn accept_loop(
     mut listener: crate::driver::net::TcpListener,
     plain: Option<std::net::TcpListener>,
     idx: usize,
+    nonblocking: bool,
 ) {
-    use std::sync::atomic::Ordering;
     let mut reserve = Reserve::new();
     // A drain stops the accepting; connections the kernel already handed over are served,
     // not dropped (a successor taking over the socket must not lose them).
     while let Some(accepted) = listener.accept_until(shard.drain.wait()).await {
         match accepted {
-            Ok((stream, peer)) => {
-                let max = shard.snapshot().snap.limits.max_connections;
-                if shard.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
-                    shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "connection refused: limits.max_connections reached");
-                    drop(stream);
-                    continue;
-                }
-                shard.active.set(shard.active.get() + 1);
-                let guard = ConnGuard(shard.clone());
-                // The connection's future itself is the task (an async block awaiting it
-                // would hold its arguments beside it).
-                // Guarded: a panic while serving it closes this connection only.
-                crate::driver::spawn(crate::driver::guarded(crate::gateway::conn::serve(
-                    shard.clone(),
-                    guard,
-                    stream,
-                    peer,
-                    idx,
-                )));
-            }
+            Ok((stream, peer)) => admit(&shard, stream, peer, idx),
             Err(e) => {
                 // Out of descriptors or memory: stop accepting for a moment (as nginx does)
                 // instead of spinning, and say so once per interval, not once per failure.
@@ -373,5 +363,62 @@ async fn accept_loop(
             }
         }
     }
+    // A hand-over leaves the socket and its queue to the successor. A drain for good takes
+    // what the queue holds (answered with `Connection: close`), then stops listening.
+    if !shard.drain.is_soft() {
+        if let Some(plain) = &plain {
+            stop_listening(&shard, plain, idx, nonblocking);
+        }
+    }
     // Dropping the socket here stops the kernel queueing connections to this shard.
+}
+
+/// Serves the connections waiting in `plain`'s accept queue (at most one queue's worth), then
+/// shuts the socket down: it leaves the port's `SO_REUSEPORT` group at once, so new connects
+/// are refused (RST) rather than queued for no one, although duplicates of it (the ones offered
+/// to a successor) stay open until the process ends. A connection that completes between
+/// the last accept and the shutdown is reset.
+fn stop_listening(shard: &Rc<Shard>, plain: &std::net::TcpListener, idx: usize, nonblocking: bool) {
+    for _ in 0..crate::listener::BACKLOG {
+        // Non-blocking: "none waiting" ends the loop.
+        let Ok((s, peer)) = plain.accept() else {
+            break;
+        };
+        match crate::driver::net::TcpStream::from_std(s, nonblocking) {
+            Ok(stream) => admit(shard, stream, peer, idx),
+            Err(e) => tracing::debug!(%peer, error = %e, "cannot serve a queued connection"),
+        }
+    }
+    // shutdown(2) on a listening socket ends listening for every descriptor of it (close(2)
+    // would wait for the last one).
+    if let Err(e) = socket2::SockRef::from(plain).shutdown(std::net::Shutdown::Read) {
+        tracing::warn!(error = %e, "could not stop listening; new connections wait for the exit");
+    }
+}
+
+/// Serves an accepted connection on its own task, or closes it at `limits.max_connections`.
+fn admit(
+    shard: &Rc<Shard>,
+    stream: crate::driver::net::TcpStream,
+    peer: std::net::SocketAddr,
+    idx: usize,
+) {
+    use std::sync::atomic::Ordering;
+    let max = shard.snapshot().snap.limits.max_connections;
+    if shard.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
+        shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(%peer, "connection refused: limits.max_connections reached");
+        return;
+    }
+    shard.active.set(shard.active.get() + 1);
+    let guard = ConnGuard(shard.clone());
+    // The connection's future itself is the task (an async block awaiting it would hold its
+    // arguments beside it). Guarded: a panic while serving it closes this connection only.
+    crate::driver::spawn(crate::driver::guarded(crate::gateway::conn::serve(
+        shard.clone(),
+        guard,
+        stream,
+        peer,
+        idx,
+    )));
 }

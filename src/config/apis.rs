@@ -539,7 +539,7 @@ impl Validator {
             } else if let Some(m) = Method::from_route_name(m) {
                 MethodSel::One(m)
             } else {
-                self.bad(&format!("{rkey}.route"), &key, "a method of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT or ANY");
+                self.bad(&format!("{rkey}.route"), &key, "a method of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or ANY (TRACE and CONNECT are refused whatever the route)");
                 return None;
             };
             match parse_route_path(p.trim()) {

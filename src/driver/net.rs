@@ -46,6 +46,18 @@ impl TcpStream {
         TcpStream::connect_addr(addr).await
     }
 
+    /// Takes a connected std socket (one taken off a listening socket's queue with a plain
+    /// `accept(2)`). The epoll driver wants it non-blocking; the io_uring drivers take it as
+    /// their own accepts give it, blocking.
+    pub(crate) fn from_std(s: std::net::TcpStream, nonblocking: bool) -> io::Result<TcpStream> {
+        s.set_nonblocking(nonblocking)?;
+        if super::own() {
+            Ok(TcpStream::Own(own::TcpStream::from_std(s)))
+        } else {
+            monoio::net::TcpStream::from_std(s).map(TcpStream::Mono)
+        }
+    }
+
     pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self {
             TcpStream::Mono(s) => s.set_nodelay(on),

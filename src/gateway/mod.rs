@@ -45,6 +45,7 @@ use crate::route::trie::Lookup;
 use crate::shard::{Shard, ShardSnap};
 use crate::snapshot::IntegrationRt;
 use crate::syntax::path::normalise_into;
+use crate::syntax::Method;
 use ctx::{RequestCtx, RequestId, RouteMatch};
 use finish::{Exit, Outcome};
 
@@ -168,6 +169,15 @@ async fn run_phases(
         return Ok(Outcome::Answer(a));
     }
     // After the stage: these refusals carry the API's CORS headers and gateway responses.
+    // TRACE (and TRACK) would send the request back, cookies and the gateway's own headers
+    // included (cross-site tracing): refused whatever the route, as nginx refuses them.
+    let h = &ctx.head;
+    if h.method == Method::Trace || (h.method == Method::Other && h.method_bytes() == b"TRACK") {
+        return Err(Error::downstream(
+            Kind::MethodNotAllowed(Method::ANY.to_vec()),
+            "TRACE request",
+        ));
+    }
     let ws_api = ctx.stage.is_some_and(|st| snap.apis[st.api].ws.is_some());
     let manage = ws_api.then(|| ws::target(ss, ctx)).flatten();
     if manage.is_none() {

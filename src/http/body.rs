@@ -1,8 +1,8 @@
 //! Chunked transfer coding (RFC 9112 7.1), decoded incrementally so that bodies stream.
 //!
 //! The decoder tracks where it is in the framing and reports the data ranges of each fed
-//! slice. It is strict, because a lenient reader is a smuggling hole: bare LF, a size over 16
-//! hex digits, a chunk line that is not `size *( BWS ";" BWS name [ BWS "=" BWS ( token /
+//! slice. It is strict, because a lenient reader is a smuggling hole: bare LF, a size past 64
+//! bits (leading zeros are fine), a chunk line that is not `size *( BWS ";" BWS name [ BWS "=" BWS ( token /
 //! quoted-string ) ] )` (so `5 `, `5\t`, `5 zz` and an unterminated quoted value are errors),
 //! a chunk line over 4 KiB, a missing CRLF after the data, and a trailer line that is not a
 //! well-formed field (no name, a space in the name, obs-fold, NUL or other controls) are all
@@ -13,7 +13,8 @@ use std::ops::Range;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Size {
-        digits: u8,
+        /// A digit was read.
+        digits: bool,
     },
     /// Whitespace after the size or an extension: only `;` may follow.
     SizeBws,
@@ -75,7 +76,7 @@ impl ChunkedDecoder {
     /// `limit` caps the decoded body size (`limits.max_body`).
     pub(crate) fn new(limit: u64) -> Self {
         ChunkedDecoder {
-            state: State::Size { digits: 0 },
+            state: State::Size { digits: false },
             size: 0,
             remaining: 0,
             total: 0,
@@ -102,12 +103,15 @@ impl ChunkedDecoder {
             match self.state {
                 State::Size { digits } => {
                     if let Some(d) = (b as char).to_digit(16) {
-                        if digits >= 16 {
+                        // Leading zeros are valid (`1*HEXDIG`): the value is bounded, not the
+                        // digits, which count towards the line's bound.
+                        self.line_bytes += 1;
+                        if self.size >> 60 != 0 || self.line_bytes > MAX_CHUNK_LINE {
                             return Err(ChunkError::Malformed);
                         }
                         self.size = (self.size << 4) | d as u64;
-                        self.state = State::Size { digits: digits + 1 };
-                    } else if digits == 0 {
+                        self.state = State::Size { digits: true };
+                    } else if !digits {
                         return Err(ChunkError::Malformed);
                     } else {
                         self.state = match b {
@@ -198,7 +202,7 @@ impl ChunkedDecoder {
                     if b != b'\n' {
                         return Err(ChunkError::Malformed);
                     }
-                    self.state = State::Size { digits: 0 };
+                    self.state = State::Size { digits: false };
                     i += 1;
                 }
                 State::TrailerStart | State::TrailerName | State::TrailerValue => {
@@ -330,6 +334,8 @@ mod tests {
             &b"5;a=b\r\nhello\r\n0\r\n\r\n"[..],
             b"5 ; a = \"x y\" ; c\r\nhello\r\n0\r\n\r\n",
             b"5;a=\"q\\\"x\";b\r\nhello\r\n0;last\r\nX-Sum: 1 2\r\nY:\r\n\r\n",
+            // Leading zeros, past 16 digits (the value counts, not the digits).
+            b"000000000000000000005\r\nhello\r\n00000000000000000000\r\n\r\n",
         ] {
             let (_, data, done) = decode(good, 100).unwrap_or_else(|e| panic!("{e:?}: {good:?}"));
             assert_eq!(data, b"hello");
@@ -339,6 +345,15 @@ mod tests {
         let mut long = b"5;a=".to_vec();
         long.extend(std::iter::repeat_n(b'x', 5000));
         assert_eq!(decode(&long, 100).unwrap_err(), ChunkError::Malformed);
+        // Nor can zeros.
+        let mut zeros = vec![b'0'; 5000];
+        zeros.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
+        assert_eq!(decode(&zeros, 100).unwrap_err(), ChunkError::Malformed);
+        // A value past 64 bits, however many zeros lead it.
+        assert_eq!(
+            decode(b"0000010000000000000000\r\n", 100).unwrap_err(),
+            ChunkError::Malformed
+        );
     }
 
     #[test]

@@ -552,6 +552,12 @@ pub(crate) async fn read_head(
                 Err(HeadError::Malformed(m)) => {
                     return HeadRead::Failed(Error::downstream(Kind::BadRequest(m), "request head"))
                 }
+                Err(HeadError::Connect) => {
+                    return HeadRead::Failed(Error::downstream(
+                        Kind::MethodNotAllowed(crate::syntax::Method::ANY.to_vec()),
+                        "CONNECT request",
+                    ))
+                }
                 Err(HeadError::Expectation) => {
                     return HeadRead::Failed(Error::downstream(
                         Kind::ExpectationFailed,

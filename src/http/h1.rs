@@ -39,6 +39,8 @@ pub enum HeadError {
     VersionNotSupported,
     /// An `Expect` other than `100-continue` (417, RFC 9110 10.1.1).
     Expectation,
+    /// CONNECT: the gateway opens no tunnels (405, as over HTTP/2).
+    Connect,
 }
 
 /// Header ranges, inline for typical heads: no allocation per message.
@@ -190,7 +192,12 @@ fn valid_host(hv: &[u8]) -> bool {
     if hv[0] != b'[' && name.is_empty() {
         return false;
     }
-    port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+    // A port is digits up to 65535 (or empty, RFC 3986 3.2.3).
+    port.is_none_or(|p| {
+        p.len() <= 5
+            && p.iter().all(u8::is_ascii_digit)
+            && p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
+    })
 }
 
 /// Parses one `Content-Length` value list ("5" or "5, 5"), requiring all entries equal.
@@ -406,6 +413,9 @@ pub fn parse_request(
             Some(n) => Framing::Length(n),
         }
     };
+    if method == Method::Connect {
+        return Err(HeadError::Connect);
+    }
     // Request target: origin-form, absolute-form (proxies), or "*" for OPTIONS.
     let tb = target.as_bytes();
     let (path, query) = if tb.first() == Some(&b'/') {

@@ -50,6 +50,18 @@ impl Method {
         Method::Connect,
     ];
 
+    /// The methods an `ANY` route stands for in Amazon API Gateway, in the order `Allow`
+    /// lists them when a method is refused whatever the route (TRACE, TRACK, CONNECT).
+    pub const ANY: [Method; 7] = [
+        Method::Get,
+        Method::Head,
+        Method::Options,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+    ];
+
     pub fn from_bytes(b: &[u8]) -> Method {
         match b {
             b"GET" => Method::Get,
@@ -65,10 +77,11 @@ impl Method {
         }
     }
 
-    /// Parses a route key's method; `None` for unknown names.
+    /// Parses a route key's method; `None` for unknown names, and for TRACE and CONNECT,
+    /// which the gateway refuses whatever the route.
     pub fn from_route_name(s: &str) -> Option<Method> {
         match Method::from_bytes(s.as_bytes()) {
-            Method::Other => None,
+            Method::Other | Method::Trace | Method::Connect => None,
             m => Some(m),
         }
     }

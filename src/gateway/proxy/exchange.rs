@@ -304,8 +304,14 @@ pub(super) async fn exchange(
                             let head = parts.into_head(raw);
                             let mut out = Vec::with_capacity(head.raw.len());
                             status_line(&mut out, 1, head.status);
+                            // As on a final answer, fields named in `Connection` are
+                            // hop-by-hop too (RFC 9110 7.6.1); an interim answer has no body.
+                            let named = super::rewrite::connection_value(head.headers());
                             for (n, v) in head.headers() {
-                                if !is_hop_by_hop(n) {
+                                if !super::rewrite::hop_by_hop(n)
+                                    && !super::rewrite::listed_in_connection(named, n)
+                                    && !name_eq(n, b"content-length")
+                                {
                                     out.extend_from_slice(n);
                                     out.extend_from_slice(b": ");
                                     out.extend_from_slice(v);
@@ -336,9 +342,9 @@ pub(super) async fn exchange(
                     return Err(Failure::Target(gone("response head too large")))
                 }
                 Err(HeadError::Malformed(m)) => return Err(Failure::Target(gone(m))),
-                Err(HeadError::Expectation | HeadError::VersionNotSupported) => {
-                    return Err(Failure::Target(gone("malformed response head")))
-                }
+                Err(
+                    HeadError::Expectation | HeadError::VersionNotSupported | HeadError::Connect,
+                ) => return Err(Failure::Target(gone("malformed response head"))),
             }
         }
         match crate::driver::time::timeout_at(deadline, up.read_head_into(&mut ubuf)).await {
@@ -541,22 +547,6 @@ async fn watched<T>(
             _ => return None,
         }
     }
-}
-
-/// Connection-specific fields an interim answer does not carry on (RFC 9110 7.6.1).
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    [
-        &b"connection"[..],
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-        b"te",
-        b"trailer",
-        b"content-length",
-    ]
-    .iter()
-    .any(|h| name_eq(name, h))
 }
 
 /// Whether `ubuf` holds the start of a final answer: interim heads (100 Continue, 103) are

@@ -289,6 +289,9 @@ pub(super) fn response_head(
     }
     out.extend_from_slice(b"\r\n");
     let conn_hdr = connection_value(resp.headers());
+    // A 204 or 1xx has no body, so no Content-Length either (RFC 9110 8.6), whatever the
+    // origin said; the body it may have sent anyway is not relayed.
+    let bodiless = resp.status == 204 || resp.status < 200;
     let mut kept = KeptLines::new(&resp.raw);
     for h in &resp.headers {
         let (name, value) = (resp.slice(&h.name), resp.slice(&h.value));
@@ -296,6 +299,7 @@ pub(super) fn response_head(
         let keep_upgrade = upgrade && name_eq(name, b"upgrade");
         let hop = hop_by_hop(name) || listed_in_connection(conn_hdr, name);
         if (hop && !keep_te && !keep_upgrade)
+            || (bodiless && name_eq(name, b"content-length"))
             || name_eq(name, b"x-request-id")
             || (ctx.cors.is_some() && crate::http::cors::is_cors_header(name))
             || mapped.is_some_and(|ops| crate::gateway::mapping::drops_header(ops, name))

@@ -294,6 +294,20 @@ fn is_connection_specific(name: &[u8]) -> bool {
     NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
+/// Whether `host` names the same entity as `authority`: equal but for case and the scheme's
+/// default port (RFC 3986 6.2.3).
+fn same_authority(authority: &[u8], host: &[u8], scheme: Option<&str>) -> bool {
+    let default = match scheme {
+        Some("https") => &b":443"[..],
+        _ => b":80",
+    };
+    fn bare<'a>(v: &'a [u8], default: &[u8]) -> &'a [u8] {
+        let v = v.strip_suffix(default).unwrap_or(v);
+        v.strip_suffix(b":").unwrap_or(v)
+    }
+    bare(authority, default).eq_ignore_ascii_case(bare(host, default))
+}
+
 /// Writes the request as an HTTP/1.1 head into `buf`. Returns whether the body is handed
 /// over chunked. A request HTTP/2 calls malformed gets the stream error it asks for.
 pub(crate) fn synthesize(
@@ -329,7 +343,14 @@ pub(crate) fn synthesize(
             return Err(Reason::PROTOCOL_ERROR);
         }
         match name.as_str() {
-            "host" if authority.is_some() => continue,
+            "host" => match authority {
+                // RFC 9113 8.3.1: a Host naming another entity than :authority is malformed.
+                Some(a) if same_authority(a.as_str().as_bytes(), v, parts.uri.scheme_str()) => {
+                    continue
+                }
+                Some(_) => return Err(Reason::PROTOCOL_ERROR),
+                None => {}
+            },
             "te" | "expect" => continue,
             n if is_connection_specific(n.as_bytes()) => return Err(Reason::PROTOCOL_ERROR),
             "cookie" => {
