@@ -895,6 +895,18 @@ fn systemd_notifications_and_sigusr2_take_over() {
     assert!(eventually(Duration::from_secs(10), || {
         std::net::TcpStream::connect(addr).is_err()
     }));
+    // The listeners close as the drain starts; the process ends after it (it is no child of
+    // this test, so it is waited for by its /proc entry: gone, or a zombie nobody reaps).
+    // Leaving earlier would remove the folder of its take-over socket under it.
+    let stat = format!("/proc/{new_pid}/stat");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            std::fs::read_to_string(&stat).map_or(true, |s| {
+                s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+            })
+        }),
+        "the successor did not exit after SIGTERM"
+    );
 }
 
 /// The shipped systemd unit passes `systemd-analyze verify` (with this build's binary in
