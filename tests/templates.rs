@@ -178,7 +178,6 @@ fn integration_responses_are_chosen_by_status_and_rendered() {
 
 #[test]
 fn bad_templates_are_refused_at_load() {
-    let dir = TempDir::new();
     for (integ, want) in [
         (
             "request_templates = { \"application/json\" = \"#if(true)\" }",
@@ -225,20 +224,8 @@ fn bad_templates_are_refused_at_load() {
                 format!("integration = {{ type = \"mock\", {integ} }}"),
             )
             .toml();
-        let path = dir.0.join("c.toml");
-        std::fs::write(&path, toml).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .arg("--config")
-            .arg(&path)
-            .arg("check")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && text.contains(want),
-            "{integ}: {text}"
-        );
+        let (ok, text) = check_config(&toml);
+        assert!(!ok && text.contains(want), "{integ}: {text}");
     }
 }
 
@@ -247,7 +234,6 @@ fn bad_templates_are_refused_at_load() {
 /// at load, as in gateway and integration responses.
 #[test]
 fn mock_headers_may_not_frame_the_answer() {
-    let dir = TempDir::new();
     let check = |headers: &str| {
         let toml = Cfg::new()
             .route(
@@ -257,17 +243,7 @@ fn mock_headers_may_not_frame_the_answer() {
                 ),
             )
             .toml();
-        let path = dir.0.join("c.toml");
-        std::fs::write(&path, toml).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .arg("--config")
-            .arg(&path)
-            .arg("check")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
+        check_config(&toml)
     };
     for name in [
         "Content-Length",

@@ -261,6 +261,23 @@ impl Drop for Proc {
     }
 }
 
+/// `tollgate --config FILE check` on `toml`: whether it passed, and what it printed (stdout,
+/// then stderr).
+pub fn check_config(toml: &str) -> (bool, String) {
+    let dir = TempDir::new();
+    let path = dir.0.join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 /// A local port with nothing listening (bound, then released).
 pub fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -21,7 +21,8 @@ pub use client::{admin, admin_with, get, metric, metric_reaches, Client, Resp};
 pub use config::{config, Cfg};
 #[allow(unused_imports)]
 pub use gateway::{
-    closed_port, driver, eventually, unanswering_port, Gw, Proc, TempDir, IO_TIMEOUT, TOKEN,
+    check_config, closed_port, driver, eventually, unanswering_port, Gw, Proc, TempDir, IO_TIMEOUT,
+    TOKEN,
 };
 #[allow(unused_imports)]
 pub use redis::Redis;
