@@ -269,9 +269,8 @@ pub struct Gateway {
     /// The take-over thread, and whether it released this process to a successor (it is
     /// then joined before exit, so that the successor hears that the store is free).
     upgrade_thread: Option<(
-        std::thread::JoinHandle<()>,
+        upgrade::Serving,
         std::sync::Arc<std::sync::atomic::AtomicBool>,
-        PathBuf,
     )>,
     /// What the shards share (read here for the drain's outcome).
     shared: std::sync::Arc<Shared>,
@@ -484,7 +483,7 @@ impl Gateway {
         let upgrade_thread = match served {
             Ok(h) => {
                 tracing::info!(path = %sock.display(), "a successor may take over (tollgate --take-over)");
-                Some((h, released, sock.clone()))
+                Some((h, released))
             }
             Err(e) => {
                 tracing::warn!(path = %sock.display(), error = %e, "take-over socket not available: upgrades will need a restart");
@@ -611,11 +610,12 @@ impl Gateway {
         if let Some(h) = self.control.take() {
             let _ = h.join();
         }
-        if let Some((h, released, path)) = self.upgrade_thread.take() {
-            if !released.load(std::sync::atomic::Ordering::SeqCst) {
-                upgrade::stop(&path);
+        if let Some((serving, released)) = self.upgrade_thread.take() {
+            if released.load(std::sync::atomic::Ordering::SeqCst) {
+                serving.join();
+            } else {
+                serving.stop();
             }
-            let _ = h.join();
         }
     }
 }

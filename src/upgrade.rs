@@ -17,6 +17,7 @@
 use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,6 +46,32 @@ struct Manifest {
     admin: Option<SocketAddr>,
 }
 
+/// The take-over thread and what stops it.
+pub(crate) struct Serving {
+    thread: std::thread::JoinHandle<()>,
+    /// A duplicate of the thread's listening socket: shutting it down ends the thread's
+    /// `accept` (see [`Serving::stop`]).
+    listener: UnixListener,
+}
+
+impl Serving {
+    /// Waits for the thread after a hand-over (it ends by itself once the usage is sent).
+    pub(crate) fn join(self) {
+        let _ = self.thread.join();
+    }
+
+    /// Ends the take-over thread of a gateway that stopped without handing over, so that
+    /// the duplicates of its listening sockets close with it (nothing should listen on their
+    /// addresses any more). It works on the socket itself, not on its file: a file removed
+    /// while the gateway ran (a cleaned-up state folder) must not leave it hung at exit.
+    pub(crate) fn stop(self) {
+        // A listening socket shut for reading fails the pending and every later `accept`
+        // (EINVAL), waking the thread; a session in progress ends first.
+        let _ = socket2::SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
+        let _ = self.thread.join();
+    }
+}
+
 /// Serves take-over requests on `path` from a thread of its own. `release` is called when a
 /// successor is ready: it stops accepting, closes the state store and returns once done (or
 /// why it could not). After one successful release the thread ends.
@@ -53,16 +80,35 @@ pub(crate) fn serve(
     offer: Offer,
     release: impl Fn() -> Result<(), String> + Send + 'static,
     usage: std::sync::mpsc::Receiver<String>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+) -> std::io::Result<Serving> {
     // A socket file left by a process that is gone (the double-start check has already
     // established that no live gateway holds these addresses).
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
-    std::thread::Builder::new()
+    let stopper = listener.try_clone()?;
+    // The file this thread made, so that it removes only its own at the end.
+    let made = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+    let thread = std::thread::Builder::new()
         .name("tollgate-upgrade".into())
         .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
+            loop {
+                let conn = match listener.accept() {
+                    Ok((conn, _)) => conn,
+                    Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                        // Stopped (see [`Serving::stop`]): this gateway's sockets close
+                        // with the offer.
+                        let ours = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+                        if ours.is_some() && ours == made {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                        return;
+                    }
+                    // EINTR, ECONNABORTED, descriptors exhausted: the next one may do.
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
                 match hand_over(&conn, &offer, &release, &path) {
                     Ok(Session::Released) => {
                         // Once drained: what was counted since the hand-over, one line.
@@ -73,15 +119,14 @@ pub(crate) fn serve(
                         return;
                     }
                     Ok(Session::GaveUp) => {}
-                    Ok(Session::Stop) => {
-                        // This gateway stopped: its sockets close with the offer.
-                        let _ = std::fs::remove_file(&path);
-                        return;
-                    }
                     Err(e) => tracing::warn!(error = %e, "take-over attempt failed; still serving"),
                 }
             }
-        })
+        })?;
+    Ok(Serving {
+        thread,
+        listener: stopper,
+    })
 }
 
 /// How a session on the take-over socket ended.
@@ -90,17 +135,6 @@ enum Session {
     Released,
     /// The successor went away before taking over.
     GaveUp,
-    /// This gateway itself stopped (see [`stop`]).
-    Stop,
-}
-
-/// Ends the take-over thread of a gateway that stopped without handing over, so that the
-/// duplicates of its listening sockets close with it (nothing should listen on their
-/// addresses any more).
-pub(crate) fn stop(path: &Path) {
-    if let Ok(mut c) = UnixStream::connect(path) {
-        let _ = c.write_all(b"STOP\n");
-    }
 }
 
 /// One successor's session.
@@ -117,7 +151,6 @@ fn hand_over(
     lines.read_line(&mut line).map_err(|e| e.to_string())?;
     match line.trim() {
         "HELLO" => {}
-        "STOP" => return Ok(Session::Stop),
         other => return Err(format!("unexpected {other:?}")),
     }
     tracing::info!("a new gateway process asks to take over: handing it the listening sockets");

@@ -412,6 +412,38 @@ fn sigusr1_is_harmless() {
     assert!(p.child.wait().unwrap().success());
 }
 
+/// The take-over socket's file removed while the gateway runs (a state folder cleaned up
+/// under it) does not hold the exit: SIGTERM still ends the process.
+#[test]
+fn a_removed_take_over_socket_does_not_hold_the_exit() {
+    let up = Upstream::start(|_| respond(200, "x"));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, conf("one", up.addr, "TG_TEST_TOKEN")).unwrap();
+    let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sock = p.wait_for("a successor may take over (tollgate --take-over)")["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(&sock).unwrap();
+    assert_eq!(get(addr, "/v").text(), "one");
+    p.signal("TERM");
+    assert!(
+        eventually(Duration::from_secs(10), || p
+            .child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the gateway did not exit"
+    );
+    assert!(p.child.wait().unwrap().success());
+}
+
 /// At the open-file limit, failed accepts pause accepting briefly and are logged once per
 /// interval, not once per failure (before: 11,377 WARN lines in 78 s under `ulimit -n 64`).
 /// `tollgate check` warns when `limits.max_connections` cannot fit in the limit.
