@@ -92,6 +92,10 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         "unsigned_payload",
         "reader_get",
         "date_header",
+        "presigned_get",
+        "presigned_unsigned_payload",
+        "presigned_post",
+        "presigned_ten_minutes_ago",
     ] {
         assert_eq!(r[case]["status"], 200, "{case}: {}", r[case]);
     }
@@ -103,12 +107,40 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         seen["body"], r#"{"name": "Rex"}"#,
         "the body read for its hash still reaches the upstream"
     );
+    // A presigned URL's parameters reach the upstream with the rest of the query.
+    let seen: Value = serde_json::from_str(r["presigned_get"]["body"].as_str().unwrap()).unwrap();
+    let target = seen["target"].as_str().unwrap();
+    assert!(
+        target.starts_with("/pets?limit=10&q=a%20b&X-Amz-Algorithm=AWS4-HMAC-SHA256&")
+            && target.contains("&X-Amz-Signature="),
+        "{target}"
+    );
+    let seen: Value =
+        serde_json::from_str(r["presigned_unsigned_payload"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["body"], "anything");
     let seen: Value = serde_json::from_str(r["unicode_path"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(seen["target"], "/pets/caf%C3%A9%20%E2%98%83");
     for (case, status, msg) in [
         ("tampered_header", 403, BAD_SIGNATURE),
         ("tampered_body", 403, BAD_SIGNATURE),
         ("wrong_secret", 403, BAD_SIGNATURE),
+        ("presigned_tampered_body", 403, BAD_SIGNATURE),
+        ("presigned_tampered_query", 403, BAD_SIGNATURE),
+        (
+            "presigned_and_header",
+            403,
+            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified",
+        ),
+        (
+            "presigned_missing_parameter",
+            403,
+            "AWS query-string parameters must include 'X-Amz-Algorithm', 'X-Amz-Credential', 'X-Amz-Signature', 'X-Amz-Date', 'X-Amz-SignedHeaders'. Re-examine the query-string parameters.",
+        ),
+        (
+            "presigned_reader_post",
+            403,
+            "User: arn:aws:iam::000000000000:user/reader is not authorized to perform: execute-api:Invoke on resource: arn:aws:execute-api:local:000000000000:api/prod/POST/pets",
+        ),
         ("unknown_key", 403, BAD_TOKEN),
         (
             "two_authorizations",
@@ -131,6 +163,14 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         "{}",
         r["expired"]
     );
+    for case in ["presigned_expired", "presigned_ten_minutes_ago_60s"] {
+        assert_eq!(r[case]["status"], 403, "{case}: {}", r[case]);
+        let m = message(&r[case]);
+        assert!(
+            m.starts_with("Signature expired: ") && m.ends_with(" - 60 sec.)"),
+            "{case}: {m}"
+        );
+    }
     // Unsigned: Amazon's answer for a missing signature; routes without aws_iam are open.
     let resp = get(g.addr(), "/pets");
     assert_eq!(

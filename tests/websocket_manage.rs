@@ -19,6 +19,11 @@ use tungstenite::{Message, WebSocket};
 const SECRETS_KEY: &str = "q0VvXk3pYH5o1cF4n9T2bW8sR6dJ7aL0zE3uM5yG1iQ=";
 
 fn gateway(up: &Upstream, api_extra: &str) -> Gw {
+    gateway_connect(up, api_extra, "")
+}
+
+/// [`gateway`] with more keys on the `$connect` route.
+fn gateway_connect(up: &Upstream, api_extra: &str, connect_extra: &str) -> Gw {
     let dir = TempDir::new();
     std::fs::write(dir.0.join("iam.key"), SECRETS_KEY).unwrap();
     let toml = Cfg::new()
@@ -28,9 +33,9 @@ fn gateway(up: &Upstream, api_extra: &str) -> Gw {
             up.addr
         ))
         .api_extra(format!("kind = \"websocket\"\n{api_extra}"))
-        .routes(
-            "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n",
-        )
+        .routes(format!(
+            "[[apis.routes]]\nroute = \"$connect\"\n{connect_extra}\nintegration = {{ type = \"http\", uri = \"http://chat/connect\" }}\n",
+        ))
         .toml();
     Gw::start_in(dir, &toml)
 }
@@ -142,6 +147,75 @@ fn backends_manage_connections_on_the_apis_domain_with_sigv4() {
     assert_eq!(r.json()["message"], "Missing Authentication Token");
     ws2.send(Message::Ping(vec![1].into())).unwrap();
     assert!(matches!(ws2.read().unwrap(), Message::Pong(_)));
+}
+
+/// A `$connect` route with `authorization = "aws_iam"` admits a presigned URL, as browsers
+/// open IAM-signed connections (they cannot set an Authorization header): signed by
+/// botocore's query signer (tests/sigv4/presign.py).
+#[test]
+fn connect_admits_a_presigned_url() {
+    let up = Upstream::start(|_| respond(200, "{}"));
+    let g = gateway_connect(&up, "", "authorization = \"aws_iam\"");
+    let body = json!({"name": "browser", "policy": {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "arn:aws:execute-api:*:*:*/prod/$connect"}]}});
+    let r = admin_with(g.admin(), "POST", "/accesskeys", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = r.json();
+    let (id, secret) = (
+        key["id"].as_str().unwrap(),
+        key["secretAccessKey"].as_str().unwrap(),
+    );
+    let presign = |secret: &str| -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sigv4/presign.py");
+        let out = Command::new("python3")
+            .args([script, "http://chat.test/?room=1", "us-east-1", id, secret])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "botocore presigner failed (pip install botocore):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .replacen("http://", "ws://", 1)
+    };
+    // Connected, or the status of the refusal.
+    let connect = |url: &str| {
+        let stream = TcpStream::connect(g.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        tungstenite::client(url, stream).map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)) => r.status(),
+            e => panic!("{e}"),
+        })
+    };
+    // Unsigned: refused before $connect's integration is called.
+    assert_eq!(
+        connect("ws://chat.test/?room=1").err(),
+        Some(403.try_into().unwrap())
+    );
+    // Signed with another secret: refused.
+    assert_eq!(
+        connect(&presign("x".repeat(40).as_str())).err(),
+        Some(403.try_into().unwrap())
+    );
+    assert_eq!(up.count(), 0);
+    // Presigned: connected, and $connect's integration hears the signed query.
+    let url = presign(secret);
+    let (mut ws, resp) = connect(&url).unwrap();
+    assert_eq!(resp.status(), 101);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    let target = &seen[0].target;
+    assert!(
+        target.contains("room=1") && target.contains("X-Amz-Signature="),
+        "{target}"
+    );
+    ws.send(Message::Ping(vec![1].into())).unwrap();
+    assert!(matches!(ws.read().unwrap(), Message::Pong(_)));
 }
 
 #[test]

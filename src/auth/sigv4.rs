@@ -47,6 +47,16 @@ pub(crate) fn parse_authorization(v: &[u8]) -> Result<SigHeader, &'static str> {
     let (Some(cred), Some(signed), Some(sig)) = (cred, signed, sig) else {
         return Err(MALFORMED);
     };
+    sig_parts(cred, signed, sig, MALFORMED)
+}
+
+/// The credential scope, signed headers and signature, from a header or a query string.
+fn sig_parts(
+    cred: &str,
+    signed: &str,
+    sig: &str,
+    malformed: &'static str,
+) -> Result<SigHeader, &'static str> {
     let mut c = cred.split('/');
     let (Some(access_key), Some(date), Some(region), Some(service), Some("aws4_request"), None) =
         (c.next(), c.next(), c.next(), c.next(), c.next(), c.next())
@@ -56,7 +66,7 @@ pub(crate) fn parse_authorization(v: &[u8]) -> Result<SigHeader, &'static str> {
     if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) || access_key.is_empty() {
         return Err("Credential should be scoped to a valid date, as in KEY/YYYYMMDD/REGION/SERVICE/aws4_request");
     }
-    let signature = unhex(sig).ok_or(MALFORMED)?;
+    let signature = unhex(sig).ok_or(malformed)?;
     let signed_headers: Vec<String> = signed.split(';').map(str::to_string).collect();
     // Lower case, each once, in order (as every signer lists them), and not too many.
     if signed_headers.len() > 64
@@ -65,7 +75,7 @@ pub(crate) fn parse_authorization(v: &[u8]) -> Result<SigHeader, &'static str> {
             .any(|h| h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase()))
         || signed_headers.windows(2).any(|w| w[0] >= w[1])
     {
-        return Err(MALFORMED);
+        return Err(malformed);
     }
     Ok(SigHeader {
         access_key: access_key.into(),
@@ -75,6 +85,102 @@ pub(crate) fn parse_authorization(v: &[u8]) -> Result<SigHeader, &'static str> {
         signed_headers,
         signature,
     })
+}
+
+/// The query string's parameter that carries a presigned URL's signature (left out of the
+/// canonical query string).
+pub(crate) const QUERY_SIGNATURE: &str = "X-Amz-Signature";
+/// The longest a presigned URL may be valid (a week, Amazon's limit).
+pub(crate) const MAX_EXPIRES: u64 = 604_800;
+
+/// A presigned URL's signature: SigV4 in the query string.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct QueryAuth {
+    pub sig: SigHeader,
+    /// `X-Amz-Date`, as signed.
+    pub amz_date: String,
+    /// `X-Amz-Expires`, seconds; absent, the signature is good for the usual five minutes.
+    pub expires: Option<u64>,
+    /// Whether `X-Amz-Security-Token` is there.
+    pub token: bool,
+}
+
+/// The presigned-URL parameters of a query string: `None` when it carries none of
+/// `X-Amz-Algorithm`, `X-Amz-Credential` and `X-Amz-Signature`; the error is the message an
+/// AWS client sees.
+pub(crate) fn parse_query(query: &[u8]) -> Option<Result<QueryAuth, &'static str>> {
+    const MISSING: &str = "AWS query-string parameters must include 'X-Amz-Algorithm', 'X-Amz-Credential', 'X-Amz-Signature', 'X-Amz-Date', 'X-Amz-SignedHeaders'. Re-examine the query-string parameters.";
+    const NAMES: [&str; 7] = [
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Signature",
+        "X-Amz-Date",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Expires",
+        "X-Amz-Security-Token",
+    ];
+    let mut found: [Option<Vec<u8>>; 7] = Default::default();
+    let mut twice = false;
+    for p in query.split(|&b| b == b'&') {
+        let (k, v) = match p.iter().position(|&b| b == b'=') {
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => (p, &b""[..]),
+        };
+        // Cheap test first: every name starts "X-Amz-" (or its encoding).
+        if k.len() < 6 {
+            continue;
+        }
+        let k = percent_decode(k);
+        if let Some(i) = NAMES.iter().position(|n| n.as_bytes() == k.as_slice()) {
+            twice |= found[i].is_some();
+            found[i] = Some(percent_decode(v));
+        }
+    }
+    if found[..3].iter().all(Option::is_none) {
+        return None;
+    }
+    let text = |i: usize| -> Option<&str> {
+        found[i]
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    Some((|| {
+        if twice {
+            return Err(MISSING);
+        }
+        let (Some(alg), Some(cred), Some(sig), Some(date), Some(signed)) =
+            (text(0), text(1), text(2), text(3), text(4))
+        else {
+            return Err(MISSING);
+        };
+        if alg != ALGORITHM {
+            return Err("X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"");
+        }
+        let expires = match found[5].as_deref() {
+            None => None,
+            Some(e) => {
+                let e = std::str::from_utf8(e)
+                    .ok()
+                    .filter(|e| {
+                        !e.is_empty() && e.len() <= 10 && e.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|e| e.parse::<u64>().ok())
+                    .ok_or("X-Amz-Expires should be a number")?;
+                if e > MAX_EXPIRES {
+                    return Err(
+                        "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+                    );
+                }
+                Some(e)
+            }
+        };
+        Ok(QueryAuth {
+            sig: sig_parts(cred, signed, sig, MISSING)?,
+            amz_date: date.to_string(),
+            expires,
+            token: found[6].is_some(),
+        })
+    })())
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -141,10 +247,12 @@ fn canonical_value(v: &[u8]) -> Option<String> {
 
 /// The canonical request. `path` and `query` are as they arrived (still percent-encoded);
 /// `header(name)` gives every value of a header; `payload_hash` is hex or `UNSIGNED-PAYLOAD`.
+/// `skip` names a query parameter left out (a presigned URL's signature).
 pub(crate) fn canonical_request<'a>(
     method: &str,
     path: &[u8],
     query: &[u8],
+    skip: Option<&str>,
     header: impl Fn(&str) -> Vec<&'a [u8]>,
     signed: &[String],
     payload_hash: &str,
@@ -158,15 +266,19 @@ pub(crate) fn canonical_request<'a>(
     let mut pairs: Vec<(String, String)> = query
         .split(|&b| b == b'&')
         .filter(|p| !p.is_empty())
-        .map(|p| {
+        .filter_map(|p| {
             let (k, v) = match p.iter().position(|&b| b == b'=') {
                 Some(i) => (&p[..i], &p[i + 1..]),
                 None => (p, &b""[..]),
             };
+            let k = percent_decode(k);
+            if skip.is_some_and(|s| s.as_bytes() == k.as_slice()) {
+                return None;
+            }
             let (mut ek, mut ev) = (String::new(), String::new());
-            uri_encode(&percent_decode(k), false, &mut ek);
+            uri_encode(&k, false, &mut ek);
             uri_encode(&percent_decode(v), false, &mut ev);
-            (ek, ev)
+            Some((ek, ev))
         })
         .collect();
     pairs.sort();

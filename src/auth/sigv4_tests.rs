@@ -65,6 +65,7 @@ fn the_aws_test_suite_verifies() {
             method,
             path.as_bytes(),
             query.as_bytes(),
+            None,
             get,
             &signed,
             &sha256_hex(body.as_bytes()),
@@ -85,15 +86,25 @@ fn utf8_paths_are_encoded_as_every_sdk_does() {
     let get = |_: &str| -> Vec<&[u8]> { vec![b"example.amazonaws.com"] };
     // A raw path (the suite's get-utf8) is encoded once; one already encoded on the wire
     // (as SDKs send it) is encoded again.
-    let c = canonical_request("GET", "/ሴ".as_bytes(), b"", get, &["host".into()], "x").unwrap();
+    let c = canonical_request(
+        "GET",
+        "/ሴ".as_bytes(),
+        b"",
+        None,
+        get,
+        &["host".into()],
+        "x",
+    )
+    .unwrap();
     assert!(c.starts_with("GET\n/%E1%88%B4\n"), "{c}");
-    let c = canonical_request("GET", b"/%E1%88%B4", b"", get, &["host".into()], "x").unwrap();
+    let c = canonical_request("GET", b"/%E1%88%B4", b"", None, get, &["host".into()], "x").unwrap();
     assert!(c.starts_with("GET\n/%25E1%2588%25B4\n"), "{c}");
     // Query names and values: decoded, encoded strictly, sorted by name then value.
     let c = canonical_request(
         "GET",
         b"/",
         b"b=2&a=x%20y&a=1&c",
+        None,
         get,
         &["host".into()],
         "x",
@@ -144,4 +155,92 @@ fn amz_dates() {
     ] {
         assert_eq!(parse_amz_date(bad), None);
     }
+}
+
+/// The presigned URL of Amazon S3's guide ("Authenticating Requests: Using Query
+/// Parameters"): its parameters parsed, the signature left out of the canonical query, and
+/// the guide's signature reproduced (S3 signs UNSIGNED-PAYLOAD; its path needs no encoding).
+#[test]
+fn presigned_urls_parse_and_verify() {
+    let query = b"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404";
+    let q = parse_query(query).unwrap().unwrap();
+    assert_eq!(q.sig.access_key, "AKIAIOSFODNN7EXAMPLE");
+    assert_eq!(q.sig.date, "20130524");
+    assert_eq!(q.sig.service, "s3");
+    assert_eq!(q.sig.signed_headers, ["host"]);
+    assert_eq!(q.amz_date, "20130524T000000Z");
+    assert_eq!(q.expires, Some(86400));
+    assert!(!q.token);
+    let get = |_: &str| -> Vec<&[u8]> { vec![b"examplebucket.s3.amazonaws.com"] };
+    let c = canonical_request(
+        "GET",
+        b"/test.txt",
+        query,
+        Some(QUERY_SIGNATURE),
+        get,
+        &q.sig.signed_headers,
+        UNSIGNED_PAYLOAD,
+    )
+    .unwrap();
+    assert_eq!(
+        c,
+        "GET\n/test.txt\nX-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host\nhost:examplebucket.s3.amazonaws.com\n\nhost\nUNSIGNED-PAYLOAD"
+    );
+    let key = signing_key(
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "20130524",
+        "us-east-1",
+        "s3",
+    );
+    let sts = string_to_sign(&q.amz_date, "20130524/us-east-1/s3/aws4_request", &c);
+    assert!(signature_matches(&key, &sts, &q.sig.signature));
+
+    // Queries without the presigned parameters are not presigned.
+    assert_eq!(parse_query(b""), None);
+    assert_eq!(parse_query(b"a=1&X-Amz-Date=20130524T000000Z"), None);
+    // Partial, repeated or out-of-range parameters are refused with Amazon's messages.
+    let without = |name: &str| -> Vec<u8> {
+        query
+            .split(|&b| b == b'&')
+            .filter(|p| !p.starts_with(name.as_bytes()))
+            .collect::<Vec<_>>()
+            .join(&b'&')
+    };
+    for name in [
+        "X-Amz-Date",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Credential",
+        "X-Amz-Algorithm",
+    ] {
+        let e = parse_query(&without(name)).unwrap().unwrap_err();
+        assert!(
+            e.starts_with("AWS query-string parameters must include"),
+            "{name}: {e}"
+        );
+    }
+    let mut twice = query.to_vec();
+    twice.extend_from_slice(
+        b"&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404",
+    );
+    assert!(parse_query(&twice).unwrap().is_err());
+    for (expires, message) in [
+        (
+            "604801",
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+        ),
+        ("-1", "X-Amz-Expires should be a number"),
+        ("", "X-Amz-Expires should be a number"),
+        ("99999999999999999999", "X-Amz-Expires should be a number"),
+    ] {
+        let mut q = without("X-Amz-Expires");
+        q.extend_from_slice(format!("&X-Amz-Expires={expires}").as_bytes());
+        assert_eq!(parse_query(&q).unwrap().unwrap_err(), message);
+    }
+    let mut q = without("X-Amz-Expires");
+    assert_eq!(parse_query(&q).unwrap().unwrap().expires, None);
+    q.extend_from_slice(b"&X-Amz-Security-Token=abc");
+    assert!(parse_query(&q).unwrap().unwrap().token);
+    let mut q = without("X-Amz-Algorithm");
+    q.extend_from_slice(b"&X-Amz-Algorithm=AWS4-HMAC-SHA512");
+    assert!(parse_query(&q).unwrap().is_err());
 }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::super::ctx::{RequestCtx, RouteMatch};
 use super::super::policy::route_arn;
 use crate::auth::external::{evaluate_action, Outcome};
-use crate::auth::sigv4::{self, UNSIGNED_PAYLOAD};
+use crate::auth::sigv4::{self, SigHeader, UNSIGNED_PAYLOAD};
 use crate::error::{Error, Kind};
 use crate::http::conn::Conn;
 use crate::shard::{Shard, ShardSnap};
@@ -64,26 +64,42 @@ pub(crate) async fn allowed(
             "MISSING_AUTHENTICATION_TOKEN",
         ));
     };
-    let auth = ctx.head.header(b"authorization").ok_or_else(|| {
-        deny(
-            "Missing Authentication Token",
-            "MISSING_AUTHENTICATION_TOKEN",
-        )
-    })?;
-    // One signature: with two, the upstream (which gets both) could read the one not checked.
-    if ctx
-        .head
-        .headers()
-        .filter(|(n, _)| crate::http::name_eq(n, b"authorization"))
-        .nth(1)
-        .is_some()
-    {
-        return Err(deny(
-            "The Authorization header must be given once.",
-            "INCOMPLETE_SIGNATURE",
-        ));
-    }
-    let h = sigv4::parse_authorization(auth).map_err(|e| deny(e, "INCOMPLETE_SIGNATURE"))?;
+    // The signature: in the Authorization header, or in the query string (a presigned URL,
+    // as browsers open WebSocket connections signed for IAM).
+    let presigned = ctx.head.query_bytes().and_then(sigv4::parse_query);
+    let auth = ctx.head.header(b"authorization");
+    let (h, amz_date, signed_at, expires) = match (presigned, auth) {
+        (Some(_), Some(_)) => {
+            return Err(deny(
+                "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified",
+                "INCOMPLETE_SIGNATURE",
+            ))
+        }
+        (Some(q), None) => {
+            let q = q.map_err(|e| deny(e, "INCOMPLETE_SIGNATURE"))?;
+            if q.token {
+                return Err(deny(BAD_TOKEN, "UNAUTHORIZED"));
+            }
+            let at = sigv4::parse_amz_date(q.amz_date.as_bytes()).ok_or_else(|| {
+                deny(
+                    "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"",
+                    "INCOMPLETE_SIGNATURE",
+                )
+            })?;
+            (q.sig, q.amz_date, at, q.expires)
+        }
+        (None, Some(auth)) => {
+            let (h, amz_date, at) = header_signature(ctx, auth)?;
+            (h, amz_date, at, None)
+        }
+        (None, None) => {
+            return Err(deny(
+                "Missing Authentication Token",
+                "MISSING_AUTHENTICATION_TOKEN",
+            ))
+        }
+    };
+    let presigned = auth.is_none();
     if ctx.head.header(b"x-amz-security-token").is_some() {
         return Err(deny(BAD_TOKEN, "UNAUTHORIZED"));
     }
@@ -107,6 +123,147 @@ pub(crate) async fn allowed(
             "'Host' must be a 'SignedHeader' in the AWS Authorization.",
             "INCOMPLETE_SIGNATURE",
         ));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    // A presigned URL is good from its date for `X-Amz-Expires` seconds; a signature
+    // without one for five minutes either way of the gateway's clock.
+    let valid = expires.unwrap_or(SKEW);
+    if signed_at + valid < now {
+        return Err(deny(
+            format!(
+                "Signature expired: {amz_date} is now earlier than {} ({} - {})",
+                stamp(now.saturating_sub(valid)),
+                stamp(now),
+                if expires.is_some() {
+                    format!("{valid} sec.")
+                } else {
+                    "5 min.".to_string()
+                }
+            ),
+            "EXPIRED_TOKEN",
+        ));
+    }
+    if signed_at > now + SKEW {
+        return Err(deny(
+            format!(
+                "Signature not yet current: {amz_date} is still later than {} ({} + 5 min.)",
+                stamp(now + SKEW),
+                stamp(now)
+            ),
+            "INVALID_SIGNATURE",
+        ));
+    }
+    if !amz_date.starts_with(&h.date) {
+        return Err(deny(
+            format!("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}', from '{amz_date}'.", h.date, &amz_date[..8]),
+            "INVALID_SIGNATURE",
+        ));
+    }
+    let key = ss
+        .snap
+        .access_keys
+        .find(&h.access_key)
+        .filter(|k| k.enabled)
+        .ok_or_else(|| deny(BAD_TOKEN, "UNAUTHORIZED"))?;
+    let declared = ctx
+        .head
+        .header(b"x-amz-content-sha256")
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    // Region and service are fixed (checked above): the key and the date name the signing key.
+    let mut date = [0u8; 8];
+    date.copy_from_slice(h.date.as_bytes());
+    let cache_key = (key.id.clone(), date);
+    let cached = shard.sigv4_keys.borrow().get(&cache_key).cloned();
+    let signing = match cached {
+        Some(k) => k,
+        None => {
+            let k = sigv4::signing_key(key.secret(), &h.date, &h.region, &h.service);
+            let mut keys = shard.sigv4_keys.borrow_mut();
+            if keys.len() >= 4096 {
+                keys.clear();
+            }
+            keys.insert(cache_key, k.clone());
+            k
+        }
+    };
+    let scope = format!("{}/{}/{}/aws4_request", h.date, h.region, h.service);
+    let signs = |ctx: &RequestCtx, payload: &str| -> Result<bool, Error> {
+        let head = &ctx.head;
+        let header = |name: &str| -> Vec<&[u8]> {
+            head.headers()
+                .filter(|(n, _)| crate::http::name_eq(n, name.as_bytes()))
+                .map(|(_, v)| v)
+                .collect()
+        };
+        let canonical = sigv4::canonical_request(
+            head.method.as_str(),
+            head.path_bytes(),
+            head.query_bytes().unwrap_or_default(),
+            presigned.then_some(sigv4::QUERY_SIGNATURE),
+            header,
+            &h.signed_headers,
+            payload,
+        )
+        .map_err(|e| deny(e, "INVALID_SIGNATURE"))?;
+        let sts = sigv4::string_to_sign(&amz_date, &scope, &canonical);
+        Ok(sigv4::signature_matches(&signing, &sts, &h.signature))
+    };
+    let matches = match declared.as_deref() {
+        Some(UNSIGNED_PAYLOAD) => signs(ctx, UNSIGNED_PAYLOAD)?,
+        // A presigned URL is signed before its body is known: most signers sign
+        // UNSIGNED-PAYLOAD, some the body's hash (an empty one's, for a GET).
+        None if presigned && signs(ctx, UNSIGNED_PAYLOAD)? => true,
+        declared => {
+            let actual = body_sha256(ss, conn, ctx).await?;
+            if declared.is_some_and(|d| !d.eq_ignore_ascii_case(&actual)) {
+                return Err(deny(
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                    "INVALID_SIGNATURE",
+                ));
+            }
+            // Signed as the client sent it.
+            signs(ctx, declared.unwrap_or(&actual))?
+        }
+    };
+    if !matches {
+        tracing::debug!(access_key = %key.id, "SigV4 signature mismatch");
+        return Err(deny(BAD_SIGNATURE, "INVALID_SIGNATURE"));
+    }
+    let user = format!("arn:aws:iam::000000000000:user/{}", key.name);
+    let lower = format!("execute-api:{}", action.to_ascii_lowercase());
+    match evaluate_action(&key.policy, &lower, resource) {
+        Outcome::Allow => Ok(key.id.clone()),
+        outcome => Err(deny(
+            format!(
+                "User: {user} is not authorized to perform: execute-api:{action} on resource: {resource}{}",
+                if outcome == Outcome::ExplicitDeny { " with an explicit deny" } else { "" }
+            ),
+            "ACCESS_DENIED",
+        )),
+    }
+}
+
+/// The Authorization header's signature and its signing time (`X-Amz-Date`, else `Date`).
+fn header_signature(ctx: &RequestCtx, auth: &[u8]) -> Result<(SigHeader, String, u64), Error> {
+    // One signature: with two, the upstream (which gets both) could read the one not checked.
+    if ctx
+        .head
+        .headers()
+        .filter(|(n, _)| crate::http::name_eq(n, b"authorization"))
+        .nth(1)
+        .is_some()
+    {
+        return Err(deny(
+            "The Authorization header must be given once.",
+            "INCOMPLETE_SIGNATURE",
+        ));
+    }
+    let h = sigv4::parse_authorization(auth).map_err(|e| deny(e, "INCOMPLETE_SIGNATURE"))?;
+    if ctx.head.header(b"x-amz-security-token").is_some() {
+        return Err(deny(BAD_TOKEN, "UNAUTHORIZED"));
     }
     // The signing time: `X-Amz-Date`, else an HTTP `Date` (signed in the ISO 8601 basic
     // form, as SigV4 signs either).
@@ -146,111 +303,7 @@ pub(crate) async fn allowed(
             "INCOMPLETE_SIGNATURE",
         )),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    if signed_at + SKEW < now {
-        return Err(deny(
-            format!(
-                "Signature expired: {amz_date} is now earlier than {} ({} - 5 min.)",
-                stamp(now.saturating_sub(SKEW)),
-                stamp(now)
-            ),
-            "EXPIRED_TOKEN",
-        ));
-    }
-    if signed_at > now + SKEW {
-        return Err(deny(
-            format!(
-                "Signature not yet current: {amz_date} is still later than {} ({} + 5 min.)",
-                stamp(now + SKEW),
-                stamp(now)
-            ),
-            "INVALID_SIGNATURE",
-        ));
-    }
-    if !amz_date.starts_with(&h.date) {
-        return Err(deny(
-            format!("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}', from '{amz_date}'.", h.date, &amz_date[..8]),
-            "INVALID_SIGNATURE",
-        ));
-    }
-    let key = ss
-        .snap
-        .access_keys
-        .find(&h.access_key)
-        .filter(|k| k.enabled)
-        .ok_or_else(|| deny(BAD_TOKEN, "UNAUTHORIZED"))?;
-    let declared = ctx
-        .head
-        .header(b"x-amz-content-sha256")
-        .map(|v| String::from_utf8_lossy(v).into_owned());
-    let payload = match declared.as_deref() {
-        Some(UNSIGNED_PAYLOAD) => UNSIGNED_PAYLOAD.to_string(),
-        declared => {
-            let actual = body_sha256(ss, conn, ctx).await?;
-            if declared.is_some_and(|d| !d.eq_ignore_ascii_case(&actual)) {
-                return Err(deny(
-                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
-                    "INVALID_SIGNATURE",
-                ));
-            }
-            // Signed as the client sent it.
-            declared.map(str::to_string).unwrap_or(actual)
-        }
-    };
-    let head = &ctx.head;
-    let header = |name: &str| -> Vec<&[u8]> {
-        head.headers()
-            .filter(|(n, _)| crate::http::name_eq(n, name.as_bytes()))
-            .map(|(_, v)| v)
-            .collect()
-    };
-    let canonical = sigv4::canonical_request(
-        head.method.as_str(),
-        head.path_bytes(),
-        head.query_bytes().unwrap_or_default(),
-        header,
-        &h.signed_headers,
-        &payload,
-    )
-    .map_err(|e| deny(e, "INVALID_SIGNATURE"))?;
-    let scope = format!("{}/{}/{}/aws4_request", h.date, h.region, h.service);
-    let sts = sigv4::string_to_sign(&amz_date, &scope, &canonical);
-    // Region and service are fixed (checked above): the key and the date name the signing key.
-    let mut date = [0u8; 8];
-    date.copy_from_slice(h.date.as_bytes());
-    let cache_key = (key.id.clone(), date);
-    let cached = shard.sigv4_keys.borrow().get(&cache_key).cloned();
-    let signing = match cached {
-        Some(k) => k,
-        None => {
-            let k = sigv4::signing_key(key.secret(), &h.date, &h.region, &h.service);
-            let mut keys = shard.sigv4_keys.borrow_mut();
-            if keys.len() >= 4096 {
-                keys.clear();
-            }
-            keys.insert(cache_key, k.clone());
-            k
-        }
-    };
-    if !sigv4::signature_matches(&signing, &sts, &h.signature) {
-        tracing::debug!(access_key = %key.id, "SigV4 signature mismatch");
-        return Err(deny(BAD_SIGNATURE, "INVALID_SIGNATURE"));
-    }
-    let user = format!("arn:aws:iam::000000000000:user/{}", key.name);
-    let lower = format!("execute-api:{}", action.to_ascii_lowercase());
-    match evaluate_action(&key.policy, &lower, resource) {
-        Outcome::Allow => Ok(key.id.clone()),
-        outcome => Err(deny(
-            format!(
-                "User: {user} is not authorized to perform: execute-api:{action} on resource: {resource}{}",
-                if outcome == Outcome::ExplicitDeny { " with an explicit deny" } else { "" }
-            ),
-            "ACCESS_DENIED",
-        )),
-    }
+    Ok((h, amz_date, signed_at))
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a time in seconds.
