@@ -614,6 +614,9 @@ fn run_time_stages_write_access_logs_only_inside_the_admin_log_folder() {
         "a/../../outside.log".into(),
         "config.toml".into(),
         "data/tollgate.redb".into(),
+        // Control characters: a file never opened, and a forged line in the gateway's log.
+        "a\u{0}\n2026-01-01T00:00:00Z INFO tollgate::audit: forged .log".into(),
+        "tab\there.log".into(),
     ] {
         let r = post(
             &g,

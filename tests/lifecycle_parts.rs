@@ -440,6 +440,38 @@ fn a_canary_may_use_its_stage_cache() {
         ],
         "{text}"
     );
+    // The canary's own cache: read, purged and flushed by its name (`prod%2FCanary`), and
+    // flushed with its stage's.
+    assert_eq!(on(&g, "/v").json()["target"], "/canary");
+    assert_eq!(up.count(), 2, "the canary's cache answers");
+    let r = admin(
+        g.admin(),
+        "GET",
+        "/apis/shop/stages/prod%2FCanary/cache",
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["entries"], 1, "{}", r.text());
+    let r = call(
+        &g,
+        "DELETE",
+        "/apis/shop/stages/prod%2FCanary/cache?path=/v",
+        json!(null),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["purged"], 1, "{}", r.text());
+    assert_eq!(on(&g, "/v").json()["target"], "/canary");
+    assert_eq!(up.count(), 3);
+    let r = call(&g, "DELETE", "/apis/shop/stages/prod/cache", json!(null));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["flushed"],
+        2,
+        "the stage's entry and the canary's: {}",
+        r.text()
+    );
+    assert_eq!(on(&g, "/v").json()["target"], "/canary");
+    assert_eq!(up.count(), 4);
     // auto_deploy: each change is a rollout, and the stage's cache forgets the old answers.
     let r = call(&g, "DELETE", "/apis/shop/stages/prod/canary", json!(null));
     assert_eq!(r.status, 200, "{}", r.text());

@@ -255,6 +255,84 @@ fn a_plain_openapi_document_imports_with_warnings_and_bad_ones_are_refused() {
     assert!(w.contains("statusCode \\\"99999\\\""), "{w}");
 }
 
+/// Authorization as Amazon's documents write it is kept, and a `security` Tollgate cannot
+/// read leaves the route out (said, so `failonwarnings` refuses it), never served open:
+/// `x-amazon-apigateway-auth` AWS_IAM is SigV4; a `security` that is null (YAML `security:`),
+/// an object or a list of names is not "no security". And an integration URI whose scheme and
+/// host a stage variable gives (as the export writes it) imports.
+#[test]
+fn security_the_import_cannot_read_leaves_the_route_out() {
+    let dir = TempDir::new();
+    std::fs::write(
+        dir.0.join("iam.key"),
+        "q0VvXk3pYH5o1cF4n9T2bW8sR6dJ7aL0zE3uM5yG1iQ=",
+    )
+    .unwrap();
+    let g = Gw::start_in(
+        dir,
+        &Cfg::new()
+            .upstream("[aws_iam]\nregion = \"us-east-1\"\nsecrets_key_file = \"iam.key\"\n")
+            .route("GET /f", "integration = { type = \"mock\" }")
+            .toml(),
+    );
+    let mock = json!({"type": "mock", "responses": {"default": {"statusCode": "200"}}});
+    let op = |extra: serde_json::Value| {
+        let mut o = json!({"responses": {"200": {"description": "ok"}}, "x-amazon-apigateway-integration": mock});
+        o.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        o
+    };
+    let doc = json!({"openapi": "3.0.1", "info": {"title": "sec", "version": "1"},
+    "security": [{"sig": []}],
+    "components": {"securitySchemes": {"sig": {"type": "apiKey", "name": "Authorization", "in": "header",
+        "x-amazon-apigateway-authtype": "awsSigv4"}}},
+    "paths": {
+        "/iam": {"get": op(json!({"security": [], "x-amazon-apigateway-auth": {"type": "AWS_IAM"}}))},
+        "/none": {"get": op(json!({"security": [], "x-amazon-apigateway-auth": {"type": "NONE"}}))},
+        "/inherits": {"get": op(json!({}))},
+        "/null": {"get": op(json!({"security": null}))},
+        "/object": {"get": op(json!({"security": {"sig": []}}))},
+        "/names": {"get": op(json!({"security": ["sig"]}))},
+        "/odd-auth": {"get": op(json!({"x-amazon-apigateway-auth": {"type": "COGNITO"}}))},
+        "/staged": {"get": {"security": [], "responses": {"200": {"description": "ok"}}, "x-amazon-apigateway-integration":
+            {"type": "http_proxy", "httpMethod": "GET", "uri": "${stageVariables.backend}/pets"}}}
+    }});
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&failonwarnings=true",
+        &doc.to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = admin_with(g.admin(), "POST", "/apis?mode=import", &doc.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    let routes: std::collections::BTreeMap<String, serde_json::Value> = v["definition"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["route"].as_str().unwrap().to_string(), r.clone()))
+        .collect();
+    assert_eq!(
+        routes.keys().collect::<Vec<_>>(),
+        ["GET /iam", "GET /inherits", "GET /none", "GET /staged"],
+        "{v}"
+    );
+    assert_eq!(routes["GET /iam"]["authorization"], "aws_iam");
+    assert_eq!(routes["GET /inherits"]["authorization"], "aws_iam");
+    assert_eq!(routes["GET /none"].get("authorization"), None);
+    assert_eq!(
+        routes["GET /staged"]["integration"]["uri"],
+        "${stageVariables.backend}/pets"
+    );
+    let w = v["warnings"].to_string();
+    for bad in ["GET /null", "GET /object", "GET /names", "GET /odd-auth"] {
+        assert!(w.contains(&format!("{bad}: ")), "{bad}: {w}");
+    }
+    assert!(w.contains("left out rather than served without it"), "{w}");
+}
+
 #[test]
 fn the_cli_imports_and_exports_through_the_admin_api() {
     let up = Upstream::echo();

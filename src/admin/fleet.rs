@@ -20,7 +20,8 @@ pub(super) async fn fleet_write(
     body: &[u8],
 ) -> Option<(u16, String)> {
     use crate::control::fleet::{self, Change};
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let segs = super::segments(path);
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     type Planned = Result<(Vec<Change>, Option<serde_json::Value>), OpError>;
     let (status, planned): (u16, Planned) = match (method, segs.as_slice()) {
         (b"POST", ["apikeys"]) => match json::<NewKey>(body) {

@@ -395,6 +395,19 @@ fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (u16, String)>
     serde_json::from_slice(body).map_err(|e| message(400, format!("invalid JSON body: {e}")))
 }
 
+/// A path's segments, `%XX` decoded (`prod%2FCanary` names the canary's stage); `+` is itself
+/// (only a query's `+` is a space).
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let mut out = Vec::with_capacity(s.len());
+            crate::syntax::path::path_decode_into(s.as_bytes(), &mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        })
+        .collect()
+}
+
 fn route(
     method: &[u8],
     path: &str,
@@ -402,16 +415,7 @@ fn route(
     body: &[u8],
     ctl: &Rc<RefCell<Control>>,
 ) -> (u16, String) {
-    // Path segments: `%XX` decoded, `+` is itself (only a query's `+` is a space).
-    let segs: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            let mut out = Vec::with_capacity(s.len());
-            crate::syntax::path::path_decode_into(s.as_bytes(), &mut out);
-            String::from_utf8_lossy(&out).into_owned()
-        })
-        .collect();
+    let segs = segments(path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match (method, segs.as_slice()) {
         (b"GET", ["healthz"]) => (200, serde_json::json!({"status": "ok", "generation": ctl.borrow().generation()}).to_string()),

@@ -155,6 +155,14 @@ impl Validator {
                 self.bad(&format!("{key}.path"), "", "a file path or \"stdout\"");
                 return None;
             }
+            Some(p) if p.chars().any(char::is_control) => {
+                self.bad(
+                    &format!("{key}.path"),
+                    p,
+                    "a file path without control characters, or \"stdout\"",
+                );
+                return None;
+            }
             Some(p) => {
                 let path = match &self.log_root {
                     None => base.join(p),

@@ -287,10 +287,44 @@ fn route(
         }
     }
     r.insert("integration".into(), integration);
-    let security = op.get("security").or(default_security);
-    for requirement in security.and_then(Value::as_array).into_iter().flatten() {
+    // Amazon's per-method extension: `{"type": "AWS_IAM"}` or `"NONE"`.
+    match op.get("x-amazon-apigateway-auth") {
+        None => {}
+        Some(a) => match a["type"].as_str().map(str::to_ascii_uppercase).as_deref() {
+            Some("AWS_IAM") => {
+                r.insert("authorization".into(), json!("aws_iam"));
+            }
+            Some("NONE") => {}
+            _ => {
+                warnings.push(format!(
+                    "{key}: x-amazon-apigateway-auth {a}: expected {{\"type\": \"AWS_IAM\"}} or {{\"type\": \"NONE\"}}; the route is left out rather than served without it"
+                ));
+                return None;
+            }
+        },
+    }
+    // `security` is an array of requirement objects; anything else (a YAML `security:` with
+    // no value is null) is not read as "none": the route is left out.
+    let security = match op.get("security") {
+        Some(own) => Some(own),
+        None => default_security,
+    };
+    let requirements = match security {
+        None => &[][..],
+        Some(Value::Array(a)) => a.as_slice(),
+        Some(other) => {
+            warnings.push(format!(
+                "{key}: security {other}: not an array of security requirement objects; the route is left out rather than served without it"
+            ));
+            return None;
+        }
+    };
+    for requirement in requirements {
         let Some(req) = requirement.as_object() else {
-            continue;
+            warnings.push(format!(
+                "{key}: security requirement {requirement}: not an object naming security schemes; the route is left out rather than served without it"
+            ));
+            return None;
         };
         for (name, scopes) in req {
             let scheme = &schemes[name];
@@ -337,7 +371,12 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
     match kind.as_str() {
         "http_proxy" | "http" => {
             let uri = i["uri"].as_str().unwrap_or("");
-            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+            // A URI whose scheme and host a stage variable gives (as Tollgate exports
+            // `${stageVariables.backend}/pets/{id}`) is checked when a stage deploys it.
+            if !(uri.starts_with("http://")
+                || uri.starts_with("https://")
+                || uri.starts_with("${stageVariables."))
+            {
                 warnings.push(format!(
                     "{key}: integration uri {uri:?} is not an http(s) URL; left out"
                 ));

@@ -101,12 +101,28 @@ impl Control {
                     path,
                     prefix,
                 } => {
-                    // A node without that stage or its cache has nothing to flush.
-                    if let Ok(cache) = self.stage_cache(api, stage) {
+                    // A node without that stage or its cache has nothing to flush. A
+                    // stage's flush takes its canary's own cache too (what it holds was
+                    // answered for the stage's clients).
+                    let canary = (!stage.ends_with(crate::control::lifecycle::CANARY))
+                        .then(|| format!("{stage}{}", crate::control::lifecycle::CANARY));
+                    let mut seen: Option<std::sync::Arc<crate::cache::StageCache>> = None;
+                    for s in std::iter::once(stage.as_str()).chain(canary.as_deref()) {
+                        let Ok(cache) = self.stage_cache(api, s) else {
+                            continue;
+                        };
+                        // A canary that uses the stage's cache is the same one.
+                        if seen
+                            .as_ref()
+                            .is_some_and(|c| std::sync::Arc::ptr_eq(c, &cache))
+                        {
+                            continue;
+                        }
                         removed += match path {
                             Some(p) => cache.purge(p, !prefix),
                             None => cache.flush(),
                         } as u64;
+                        seen = Some(cache);
                     }
                 }
                 Change::KeyPut { key } => {

@@ -67,7 +67,7 @@ pub(crate) struct RtCanary {
 
 /// The suffix of a canary's stage in the compiled configuration (its metrics and logs say
 /// `prod/Canary`, as Amazon's do).
-const CANARY: &str = "/Canary";
+pub(crate) const CANARY: &str = "/Canary";
 /// What a canary's stage is called while the validators check it (`/` is no name letter):
 /// `{n}__canary`, short whatever the stage's name, and no stage made through the admin API
 /// may end so ([`reserved_stage_name`]).
@@ -483,12 +483,13 @@ fn check_access_log_path(v: &Value) -> Result<(), OpError> {
     match v.get("path").and_then(Value::as_str) {
         Some(p)
             if p != "stdout"
-                && std::path::Path::new(p)
-                    .extension()
-                    .is_none_or(|e| e != "log") =>
+                && (p.chars().any(char::is_control)
+                    || std::path::Path::new(p)
+                        .extension()
+                        .is_none_or(|e| e != "log")) =>
         {
             Err(bad(format!(
-                "access_log.path = {p:?} is not valid: expected \"stdout\" or a file whose name ends in .log (relative to admin.access_log_dir)"
+                "access_log.path = {p:?} is not valid: expected \"stdout\" or a file whose name ends in .log (relative to admin.access_log_dir, without control characters)"
             )))
         }
         _ => Ok(()),
