@@ -38,7 +38,9 @@ fn authorizer() -> Upstream {
             "policy" => ok_json(
                 json!({"principalId": "p-1", "policyDocument": {"Version": "2012-10-17", "Statement": [
                 {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": "arn:aws:execute-api:*:*:api/prod/GET/pets/*"},
-                {"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": "arn:aws:execute-api:*:*:api/prod/GET/pets/secret"}]},
+                {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": "arn:aws:execute-api:*:*:api/prod/HEAD/pets/*"},
+                {"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": "arn:aws:execute-api:*:*:api/prod/GET/pets/secret"},
+                {"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": "arn:aws:execute-api:*:*:api/prod/GET/pets/7"}]},
                 "context": {"tenant": "from-policy"}}),
             ),
             "usage" => ok_json(json!({"isAuthorized": true, "usageIdentifierKey": KEY})),
@@ -251,6 +253,23 @@ fn refusals_and_failures_answer_as_amazon_does() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["headers"]["x-tenant"], "from-policy");
     assert_eq!(r.json()["headers"]["x-principal"], "p-1");
+    // A HEAD served by a GET route is that route's method to the policy: allowed by its
+    // Allow on `GET/pets/*`, and refused by a Deny on `GET/...` (a HEAD named as itself
+    // passed such a Deny and ran the route's integration).
+    let head = |path: &str| {
+        let mut c = Client::connect(g.addr());
+        c.send(
+            format!("HEAD {path} HTTP/1.1\r\nHost: api.example.test\r\nX-Token: policy\r\n\r\n")
+                .as_bytes(),
+        );
+        c.read_response(true).unwrap().status
+    };
+    assert_eq!(head("/pets/9"), 200);
+    let before = up.count();
+    let r = call(&g, "GET", "/pets/7", &token("policy"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(head("/pets/7"), 403, "HEAD passed the Deny on GET/pets/7");
+    assert_eq!(up.count(), before);
 }
 
 /// Token authorizers: Amazon's TOKEN event; a token that does not match the validation

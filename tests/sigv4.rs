@@ -92,6 +92,7 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         "unsigned_payload",
         "reader_get",
         "date_header",
+        "double_slashes",
         "presigned_get",
         "presigned_unsigned_payload",
         "presigned_post",

@@ -153,6 +153,16 @@ fn routes_that_require_a_key_refuse_missing_unknown_and_disabled_keys() {
         403
     );
     assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 200);
+    // Two keys, the first good: refused (the upstream would get both and might read the
+    // second, never checked).
+    let r = keyed(
+        gw.addr(),
+        "GET",
+        "/keyed",
+        Some(&format!("{ACME}\r\nx-api-key: {OFF}")),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["message"], "Forbidden");
 }
 
 #[test]

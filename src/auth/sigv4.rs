@@ -260,8 +260,9 @@ pub(crate) fn canonical_request<'a>(
     let mut c = String::with_capacity(256);
     c.push_str(method);
     c.push('\n');
-    // Every SDK but S3's encodes the path it sent once more.
-    uri_encode(if path.is_empty() { b"/" } else { path }, true, &mut c);
+    // Every SDK but S3's signs the path it sent without empty and dot segments, encoded
+    // once more (botocore's `remove_dot_segments`, which AWS services match).
+    uri_encode(&normalize_path(path), true, &mut c);
     c.push('\n');
     let mut pairs: Vec<(String, String)> = query
         .split(|&b| b == b'&')
@@ -313,6 +314,33 @@ pub(crate) fn canonical_request<'a>(
     c.push('\n');
     c.push_str(payload_hash);
     Ok(c)
+}
+
+/// RFC 3986's dot-segment removal with empty segments dropped too, as AWS signers normalize
+/// a path before signing it: `//a/./b/../c/` is `/a/c/`.
+fn normalize_path(path: &[u8]) -> Vec<u8> {
+    let mut segs: Vec<&[u8]> = Vec::new();
+    for s in path.split(|&b| b == b'/') {
+        match s {
+            b"" | b"." => {}
+            b".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(path.len() + 1);
+    out.push(b'/');
+    for (i, s) in segs.iter().enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(s);
+    }
+    if path.len() > 1 && path.ends_with(b"/") && !segs.is_empty() {
+        out.push(b'/');
+    }
+    out
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {

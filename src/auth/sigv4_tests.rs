@@ -244,3 +244,28 @@ fn presigned_urls_parse_and_verify() {
     q.extend_from_slice(b"&X-Amz-Algorithm=AWS4-HMAC-SHA512");
     assert!(parse_query(&q).unwrap().is_err());
 }
+
+/// Paths are signed as AWS signers normalize them (aws-sig-v4-test-suite's normalize-path
+/// cases; botocore's `remove_dot_segments`): empty and dot segments dropped, the trailing
+/// slash kept.
+#[test]
+fn paths_are_normalized_as_signers_sign_them() {
+    for (path, want) in [
+        ("/", "/"),
+        ("", "/"),
+        ("//", "/"),
+        ("//example//", "/example/"),
+        ("/example/..", "/"),
+        ("/example1/example2/../..", "/"),
+        ("/./", "/"),
+        ("/a/./b/../c", "/a/c"),
+        ("/pets//1", "/pets/1"),
+        ("/pets/1/", "/pets/1/"),
+    ] {
+        assert_eq!(
+            String::from_utf8(normalize_path(path.as_bytes())).unwrap(),
+            want,
+            "{path:?}"
+        );
+    }
+}

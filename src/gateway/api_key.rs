@@ -25,9 +25,23 @@ pub(crate) fn authenticate(
         Some(Authorized::External(d)) => d.usage_key.as_deref().map(str::as_bytes),
         _ => None,
     };
-    let presented = from_authorizer
-        .or_else(|| ctx.head.header(b"x-api-key"))
-        .ok_or_else(|| forbidden("no x-api-key"))?;
+    let presented = match from_authorizer {
+        Some(k) => k,
+        None => {
+            let mut sent = ctx
+                .head
+                .headers()
+                .filter(|(n, _)| crate::http::name_eq(n, b"x-api-key"))
+                .map(|(_, v)| v);
+            let first = sent.next().ok_or_else(|| forbidden("no x-api-key"))?;
+            // Two keys: the upstream, which gets both, might read the one not checked (as
+            // Amazon merges them, `a,b` names no key).
+            if sent.next().is_some() {
+                return Err(forbidden("x-api-key given more than once"));
+            }
+            first
+        }
+    };
     let key = ss
         .snap
         .keys

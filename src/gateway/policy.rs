@@ -84,13 +84,19 @@ pub(crate) fn route_arn(ss: &ShardSnap, ctx: &RequestCtx, m: RouteMatch) -> Stri
         "arn:aws:execute-api:local:000000000000:{}/{}/",
         api.name, api.stages[m.stage],
     );
-    // A method is a token (ASCII), as the parser checked.
-    arn.extend(
-        ctx.head
-            .method_bytes()
-            .iter()
-            .map(|b| b.to_ascii_uppercase() as char),
-    );
+    // A HEAD served by a GET route runs that route's integration: it is named GET, so that
+    // a Deny on `GET/...` holds for it and an Allow covers it.
+    let method = ctx.head.method_bytes();
+    if method == b"HEAD"
+        && ss.snap.config.apis[m.api].routes[m.route]
+            .key
+            .starts_with("GET ")
+    {
+        arn.push_str("GET");
+    } else {
+        // A method is a token (ASCII), as the parser checked.
+        arn.extend(method.iter().map(|b| b.to_ascii_uppercase() as char));
+    }
     arn.push('/');
     for (i, seg) in ctx.segs.iter().skip(base).enumerate() {
         if i > 0 {
