@@ -273,6 +273,22 @@ impl std::error::Error for Error {}
 
 /// The name of Amazon's management-API exception an `@connections` status stands for (what
 /// `x-amzn-errortype` says, and SDKs raise by name); empty for the others.
+/// Amazon's management-API exception name for an admin API error status (botocore and the
+/// other SDKs tell errors apart by `x-amzn-ErrorType`); empty for successes and 5xx other than
+/// 503.
+pub(crate) fn admin_error_type(status: u16) -> &'static str {
+    match status {
+        401 => "UnauthorizedException",
+        403 => "AccessDeniedException",
+        404 => "NotFoundException",
+        409 => "ConflictException",
+        429 => "TooManyRequestsException",
+        503 => "ServiceUnavailableException",
+        400..=499 => "BadRequestException",
+        _ => "",
+    }
+}
+
 pub(crate) fn connections_error_type(status: u16) -> &'static str {
     match status {
         410 => "GoneException",

@@ -560,8 +560,21 @@ fn the_admin_api_answers_its_edges_as_http_says() {
     let gw = Gw::start(&conf().toml());
     let a = gw.admin();
     for p in ["/usageplans", "/apikeys/a/b", "/nothing", "/apis/x"] {
-        assert_eq!(admin(a, "GET", p, Some(TOKEN)).status, 404, "{p}");
+        let r = admin(a, "GET", p, Some(TOKEN));
+        assert_eq!(r.status, 404, "{p}");
+        // Amazon's exception name, as its management API sends it (SDKs read it).
+        assert_eq!(
+            r.header("x-amzn-errortype"),
+            Some("NotFoundException"),
+            "{p}"
+        );
     }
+    let r = admin(a, "GET", "/apikeys", Some("wrong"));
+    assert_eq!(r.header("x-amzn-errortype"), Some("UnauthorizedException"));
+    assert_eq!(
+        admin(a, "GET", "/apikeys", Some(TOKEN)).header("x-amzn-errortype"),
+        None
+    );
     for (method, p, allow) in [
         ("DELETE", "/apikeys", "GET, POST"),
         ("POST", "/healthz", "GET"),
@@ -577,6 +590,17 @@ fn the_admin_api_answers_its_edges_as_http_says() {
     c.send(format!("POST /apikeys HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n").as_bytes());
     let raw = String::from_utf8_lossy(&c.read_to_end()).into_owned();
     assert!(raw.starts_with("HTTP/1.1 411 Length Required\r\n"), "{raw}");
+    // Bodies are JSON objects: an array (which serde reads into a struct by position) is 400.
+    for (method, p, body) in [
+        ("POST", "/apikeys", r#"["arr", null, "", null, "gold", []]"#),
+        ("PUT", "/usageplans/tiny/keys/devkey/quota", "[3]"),
+        ("POST", "/apis", "[]"),
+    ] {
+        let r = admin_with(a, method, p, body);
+        assert_eq!(r.status, 400, "{method} {p}: {}", r.text());
+        assert_eq!(r.json()["message"], "invalid JSON body: expected an object");
+        assert_eq!(r.header("x-amzn-errortype"), Some("BadRequestException"));
+    }
     // acme is on "gold", not "tiny": no phantom usage entry for it.
     for (method, p, body) in [
         ("POST", "/usageplans/tiny/keys/acme/quota/reset", ""),

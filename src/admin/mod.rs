@@ -163,11 +163,10 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
     let (head, body) = match crate::driver::time::timeout(ADMIN_READ_TIMEOUT, read).await {
         Ok(Ok(Ok(x))) => x,
         Ok(Ok(Err((status, msg)))) => {
-            let _ = write_all(
-                &mut stream,
-                respond(status, serde_json::json!({"message": msg}).to_string()),
-            )
-            .await;
+            let mut out = respond(status, serde_json::json!({"message": msg}).to_string());
+            let kind = crate::error::admin_error_type(status);
+            add_line(&mut out, format!("x-amzn-errortype: {kind}\r\n"));
+            let _ = write_all(&mut stream, out).await;
             // A body may still be coming: read a little of it so that the client reads the
             // answer rather than a reset (nginx's lingering close).
             let _ = monoio::io::AsyncWriteRent::shutdown(&mut stream).await;
@@ -193,7 +192,8 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         let _ = write_all(&mut stream, status_page(head.method_bytes() == b"HEAD")).await;
         return;
     }
-    // Amazon's exception name on `@connections` errors, as the API's own domain gives it.
+    // Amazon's exception name on errors: `@connections`' as the API's own domain gives it,
+    // else the management API's.
     let mut errortype = "";
     let (status, body) = if is_ping && matches!(head.method_bytes(), b"GET" | b"HEAD") {
         if ctl.borrow().draining() {
@@ -240,12 +240,7 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         (status, out)
     };
     let mut out = respond(status, body);
-    // A header line goes with the head: inserted before the blank line.
-    let mut add = |line: String| {
-        if let Some(at) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-            out.splice(at + 2..at + 2, line.into_bytes());
-        }
-    };
+    let mut add = |line: String| add_line(&mut out, line);
     let stale = ctl
         .borrow()
         .fleet_down_since()
@@ -255,6 +250,9 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         add(format!(
             "x-tollgate-fleet: stale; redis-unreachable-since={since}\r\n"
         ));
+    }
+    if errortype.is_empty() && !is_ping {
+        errortype = crate::error::admin_error_type(status);
     }
     if !errortype.is_empty() {
         add(format!("x-amzn-errortype: {errortype}\r\n"));
@@ -391,7 +389,19 @@ struct QuotaUpdate {
     used: u64,
 }
 
+/// A request body: every admin body is a JSON object (serde would also read a struct from
+/// an array, by position: `["name", null, ...]` made a key).
 fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (u16, String)> {
+    match body.trim_ascii_start().first() {
+        Some(b'{') => {}
+        Some(_) => return Err(message(400, "invalid JSON body: expected an object")),
+        None => {
+            return Err(message(
+                400,
+                "invalid JSON body: expected an object, got nothing",
+            ))
+        }
+    }
     serde_json::from_slice(body).map_err(|e| message(400, format!("invalid JSON body: {e}")))
 }
 
@@ -585,6 +595,13 @@ fn status_page(head_only: bool) -> Vec<u8> {
         out.extend_from_slice(STATUS_PAGE.as_bytes());
     }
     out
+}
+
+/// A header line goes with the head: inserted before the blank line.
+fn add_line(out: &mut Vec<u8>, line: String) {
+    if let Some(at) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+        out.splice(at + 2..at + 2, line.into_bytes());
+    }
 }
 
 fn respond(status: u16, body: String) -> Vec<u8> {

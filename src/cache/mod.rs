@@ -313,7 +313,9 @@ impl StageCache {
     /// method, key parameter and variant. `path` is decoded; an entry's path is compared
     /// percent-decoded too (`/a%20b` as sent is `/a b`). Returns how many were removed.
     pub fn purge(&self, path: &str, exact: bool) -> usize {
-        let want = path.as_bytes();
+        // Keys hold paths as routing reads them (empty segments merged).
+        let want = merge_slashes(path.as_bytes());
+        let want = &want[..];
         let mut victims: Vec<Box<[u8]>> = Vec::new();
         let mut decoded = Vec::new();
         for (k, _) in self.store.iter() {
@@ -360,6 +362,28 @@ impl StageCache {
             "evictions": l(&s.evictions),
         })
     }
+}
+
+/// A path with its empty segments merged (`//`, a trailing `/`), as routing reads it, so
+/// that every spelling that reaches one route and upstream URI has one entry (nginx keys on
+/// its merged `$uri` the same way). Borrowed when there is nothing to merge.
+pub(crate) fn merge_slashes(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let clean = path.len() > 1
+        && path[0] == b'/'
+        && !path.ends_with(b"/")
+        && !path.windows(2).any(|w| w == b"//");
+    if clean || path == b"/" {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = Vec::with_capacity(path.len());
+    for seg in path.split(|&b| b == b'/').filter(|s| !s.is_empty()) {
+        out.push(b'/');
+        out.extend_from_slice(seg);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The path part of a key: keys are "METHOD\0/path\0params...".
@@ -539,6 +563,30 @@ mod tests {
         // An answer fetched before the flush is not stored after it.
         c.insert(b"GET\0/a\0".to_vec().into(), stale);
         assert!(c.get(b"GET\0/a\0").is_none());
+    }
+
+    #[test]
+    fn slashes_merge_as_routing_merges_them() {
+        for (path, want) in [
+            ("/", "/"),
+            ("", "/"),
+            ("//", "/"),
+            ("/p/1", "/p/1"),
+            ("/p//1", "/p/1"),
+            ("//p/1", "/p/1"),
+            ("/p/1/", "/p/1"),
+            ("/p///1//", "/p/1"),
+        ] {
+            assert_eq!(
+                &merge_slashes(path.as_bytes())[..],
+                want.as_bytes(),
+                "{path:?}"
+            );
+        }
+        assert!(matches!(
+            merge_slashes(b"/p/1"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]
