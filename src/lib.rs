@@ -174,6 +174,24 @@ pub fn admin_warning(cfg: &Config) -> Option<String> {
     })
 }
 
+/// Warnings for route cache settings that do nothing: on an API none of whose stages has a
+/// cache (Amazon's method caching needs the stage's cache too).
+pub fn cache_warnings(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for api in &cfg.apis {
+        if api.stages.iter().any(|s| s.cache.is_some()) {
+            continue;
+        }
+        for r in api.routes.iter().filter(|r| r.cache.is_some()) {
+            out.push(format!(
+                "apis[{:?}].routes[{:?}].cache: no stage of API {:?} has a cache, so this route's cache settings do nothing (set a stage's cache = {{ ttl = ..., capacity = ... }})",
+                api.name, r.key, api.name
+            ));
+        }
+    }
+    out
+}
+
 /// The CPUs this process may run on (`Cpus_allowed_list` in /proc/self/status); `None` when
 /// it cannot be read.
 fn allowed_cpus() -> Option<Vec<usize>> {
@@ -353,6 +371,9 @@ impl Gateway {
             listeners.push((l.name.clone(), addr));
         }
         if let Some(w) = admin_warning(&cfg) {
+            tracing::warn!("{w}");
+        }
+        for w in cache_warnings(&cfg) {
             tracing::warn!("{w}");
         }
         let admin = match &cfg.admin {

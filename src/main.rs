@@ -267,6 +267,9 @@ fn main() -> ExitCode {
                 if let Some(w) = tollgate::admin_warning(&cfg) {
                     println!("warning: {w}");
                 }
+                for w in tollgate::cache_warnings(&cfg) {
+                    println!("warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -644,6 +644,41 @@ fn check_warns_about_an_admin_api_off_loopback() {
     );
 }
 
+/// A route's cache settings on an API none of whose stages has a cache do nothing: `check`
+/// says so (and loads it: an upgrade refuses nothing that loaded before).
+#[test]
+fn check_warns_about_route_caches_without_a_stage_cache() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let with = |stage_cache: &str| {
+        Cfg::new()
+            .stage_extra(stage_cache)
+            .route(
+                "GET /c",
+                "cache = { key = [\"query.q\"] }\nintegration = { type = \"mock\" }",
+            )
+            .toml()
+    };
+    let check = |toml: String| {
+        std::fs::write(&path, toml).unwrap();
+        let out = bin()
+            .args(["--config", path.to_str().unwrap(), "check"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = check(with(""));
+    assert!(
+        text.contains(
+            "warning: apis[\"api\"].routes[\"GET /c\"].cache: no stage of API \"api\" has a cache"
+        ),
+        "{text}"
+    );
+    let text = check(with("cache = { ttl = \"60s\", capacity = \"1MiB\" }"));
+    assert!(!text.contains(".cache: no stage"), "{text}");
+}
+
 /// Every TOML snippet in the README is valid TOML, and the ones that are whole configs
 /// (listeners and APIs) pass `tollgate check`.
 #[test]

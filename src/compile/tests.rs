@@ -566,6 +566,11 @@ fn usage_plans_name_existing_stages_routes_and_periods() {
             "petstore/beta",
             "usage_plans[\"gold\"].stages[0] = \"petstore/beta\"",
         ),
+        (
+            "[\"petstore/prod\"]",
+            "[\"petstore/prod\", \"petstore/prod\"]",
+            "usage_plans[\"gold\"].stages[1]: \"petstore/prod\" is listed twice",
+        ),
         ("\"month\"", "\"year\"", "quota.period = \"year\""),
         ("limit = 1000", "limit = 0", "quota.limit = 0"),
         (

@@ -192,6 +192,13 @@ impl Validator {
             let mut stages = Vec::new();
             let mut pending_stages = Vec::new();
             for (j, s) in p.stages.iter().enumerate() {
+                if p.stages[..j].contains(s) {
+                    self.err(
+                        &format!("{key}.stages[{j}]"),
+                        format!("{s:?} is listed twice"),
+                    );
+                    continue;
+                }
                 let names = s.split_once('/');
                 let found = names.and_then(|(a, st)| {
                     let ai = apis.iter().position(|x| x.name == a)?;

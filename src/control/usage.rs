@@ -43,26 +43,46 @@ impl Control {
     ) -> Result<serde_json::Value, OpError> {
         let (p, _) = self.usage_days(plan, start, end)?;
         self.flush().map_err(|e| OpError(500, e))?;
+        // A day's `remaining` is what its quota period had left at that day's end: the days
+        // of the period before `start` count too.
+        let first = throttle::parse_day(start).unwrap_or_default();
+        let from = p.quota.map_or(first, |q| period_start(q.period, first));
         let rows = self
             .store()
             .map_err(|e| OpError(500, e))?
-            .usage(plan, start, end, key)
+            .usage(plan, &throttle::day_string(from), end, key)
             .map_err(|e| OpError(500, e))?;
+        let today = throttle::today();
         let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
         let mut items: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
             Default::default();
+        let mut by_key: std::collections::BTreeMap<String, Vec<(i64, String, u64)>> =
+            Default::default();
         for (id, day, n) in rows {
-            let remaining = p.quota.map(|q| {
-                let used = cells
-                    .get(&(Arc::from(plan), Arc::from(id.as_str())))
-                    .map(|c| c.used.load(Ordering::Relaxed))
-                    .unwrap_or(n);
-                q.limit.saturating_sub(used)
+            let d = throttle::parse_day(&day).unwrap_or_default();
+            by_key.entry(id).or_default().push((d, day, n));
+        }
+        for (id, mut days) in by_key {
+            days.sort_by_key(|&(d, _, _)| d);
+            // This period's count as the shards keep it (an admin's quota set included).
+            let now = p.quota.and_then(|q| {
+                let c = cells.get(&(Arc::from(plan), Arc::from(id.as_str())))?;
+                let current = q.period.index(today);
+                (c.period.load(Ordering::Relaxed) == current as u64)
+                    .then(|| (current, c.used.load(Ordering::Relaxed)))
             });
-            items
-                .entry(id)
-                .or_default()
-                .push(serde_json::json!({"date": day, "used": n, "remaining": remaining}));
+            let counts: Vec<(i64, u64)> = days.iter().map(|&(d, _, n)| (d, n)).collect();
+            let left = p
+                .quota
+                .map(|q| remaining_by_day(q, &counts, now, today))
+                .unwrap_or_default();
+            for (i, (d, day, n)) in days.iter().enumerate() {
+                if *d >= first {
+                    items.entry(id.clone()).or_default().push(
+                        serde_json::json!({"date": day, "used": n, "remaining": left.get(i)}),
+                    );
+                }
+            }
         }
         Ok(
             serde_json::json!({"usagePlanId": plan, "startDate": start, "endDate": end, "items": items}),
@@ -199,5 +219,92 @@ impl Control {
         all.retain(|_, b| {
             Arc::strong_count(b) > 1 || b.idle_for(now) < crate::shard::KEY_LEASE_IDLE_NS
         });
+    }
+}
+
+/// The first day of the quota period `day` falls in.
+fn period_start(period: crate::config::Period, day: i64) -> i64 {
+    match period {
+        crate::config::Period::Day => day,
+        crate::config::Period::Week => period.index(day) * 7 - 3,
+        crate::config::Period::Month => {
+            let (y, m, _) = throttle::civil_from_days(day);
+            throttle::days_from_civil(y, m, 1)
+        }
+    }
+}
+
+/// What each day's quota period had left at that day's end, for a key's daily counts (in day
+/// order, from the start of the first day's period): the period's counts so far, except that
+/// the current period's last day says what the shards count now (`now`: the period and its
+/// count, which an admin's quota set may have changed).
+fn remaining_by_day(
+    q: crate::config::Quota,
+    days: &[(i64, u64)],
+    now: Option<(i64, u64)>,
+    today: i64,
+) -> Vec<u64> {
+    let current = q.period.index(today);
+    let last_current = days
+        .iter()
+        .rposition(|&(d, _)| q.period.index(d) == current);
+    let (mut period, mut spent) = (i64::MIN, 0u64);
+    days.iter()
+        .enumerate()
+        .map(|(i, &(d, n))| {
+            let idx = q.period.index(d);
+            if idx != period {
+                (period, spent) = (idx, 0);
+            }
+            spent += n;
+            match now {
+                Some((p, used)) if p == idx && Some(i) == last_current => {
+                    q.limit.saturating_sub(used)
+                }
+                _ => q.limit.saturating_sub(spent),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Period, Quota};
+
+    #[test]
+    fn each_day_says_what_its_period_had_left() {
+        let week = Quota {
+            limit: 100,
+            period: Period::Week,
+        };
+        // 2026-11-30 is a Monday: day numbers of that week and the next.
+        let mon = crate::throttle::parse_day("2026-11-30").unwrap();
+        let days = [(mon, 10), (mon + 2, 5), (mon + 7, 1), (mon + 8, 2)];
+        // Within a week the counts add up; the next week starts again.
+        assert_eq!(
+            super::remaining_by_day(week, &days, None, mon + 8),
+            [90, 85, 99, 97]
+        );
+        // The current period's last day says the shards' count (an admin set it to 50).
+        let now = Some((Period::Week.index(mon + 8), 50));
+        assert_eq!(
+            super::remaining_by_day(week, &days, now, mon + 8),
+            [90, 85, 99, 50]
+        );
+        // Months: 2026-11-30 is November's, the rest December's; a count of a period gone by
+        // (the shards' cell last counted in January) is not today's.
+        let month = Quota {
+            limit: 20,
+            period: Period::Month,
+        };
+        assert_eq!(
+            super::remaining_by_day(
+                month,
+                &days,
+                Some((Period::Month.index(mon + 40), 3)),
+                mon + 40
+            ),
+            [10, 15, 14, 12]
+        );
     }
 }
