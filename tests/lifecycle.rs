@@ -59,6 +59,19 @@ fn run_time_apis_deploy_roll_back_and_survive_a_restart() {
     );
     assert_eq!(r.status, 400);
     assert!(r.text().contains("unknown field `colour`"), "{}", r.text());
+    // A wrong type is named by where it is in the body.
+    let r = post(
+        &g,
+        "/apis",
+        json!({"name": "x", "routes": [{"route": "GET /a", "integration": {"type": "mock"}}, {"route": "GET /b", "integration": {"type": "mock", "status": "200"}}]}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text()
+            .contains(r#"apis[\"x\"].routes[1].integration.status: invalid type: string \"200\""#),
+        "{}",
+        r.text()
+    );
     let r = post(
         &g,
         "/apis/shop/stages",
@@ -229,7 +242,7 @@ fn a_canary_takes_its_share_then_is_promoted_or_removed() {
         ),
         (
             json!({"canary": {"deployment": d2, "percent_traffic": 5.0, "use_stage_cache": 1}}),
-            "expected a boolean",
+            "canary.use_stage_cache: invalid type: integer `1`, expected a boolean",
         ),
         (
             json!({"canary": {"deployment": d2, "pct": 5.0}}),

@@ -24,6 +24,21 @@ pub(crate) fn runtime_api(
     }
 }
 
+/// A JSON body read into `T`; the error names where in the body it went wrong
+/// (`routes[1].timeout: invalid type: integer 5, expected a string`), as the file's errors
+/// name their key.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
+}
+
 /// The definition with `stages`, through the file's validators: the API and what they said
 /// (`Err` when it is not even an `[[apis]]` table).
 fn validate(
@@ -36,8 +51,8 @@ fn validate(
     let mut obj = definition.as_object().cloned().unwrap_or_default();
     obj.insert("name".into(), json!(name));
     obj.insert("stages".into(), Value::Array(stages));
-    let raw: file::ApiFile = serde_json::from_value(Value::Object(obj))
-        .map_err(|e| vec![format!("apis[{name:?}]: {e}")])?;
+    let raw: file::ApiFile =
+        from_json(Value::Object(obj)).map_err(|e| vec![format!("apis[{name:?}].{e}")])?;
     let dir = cfg
         .admin
         .as_ref()
