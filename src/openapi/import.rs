@@ -166,7 +166,9 @@ pub fn import(doc: &Value, input_len: usize) -> Result<Imported, String> {
         }
     }
     if let Some(p) = doc.get(super::policy::KEY) {
-        def["resource_policy"] = super::policy::import(p, &mut out.warnings);
+        // A policy that admits everyone is none (null: a merge import still replaces the
+        // API's policy with it).
+        def["resource_policy"] = super::policy::import(p, &mut out.warnings).unwrap_or(Value::Null);
     }
     out.definition = def;
     Ok(out)
