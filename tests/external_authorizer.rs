@@ -330,3 +330,26 @@ fn an_unreachable_authorizer_is_a_500() {
         "{first}"
     );
 }
+
+/// An authorizer's uri is a literal URL: one with a stage variable in its path was called at
+/// `/` (whatever serves it getting every caller's headers); it is refused at load.
+#[test]
+fn an_authorizer_uri_with_a_stage_variable_is_refused_at_load() {
+    let toml = Cfg::new()
+        .upstream("[[upstreams]]\nname = \"b\"\ntargets = [\"127.0.0.1:9\"]\n")
+        .api_extra(
+            "[[apis.authorizers]]\nname = \"req\"\ntype = \"request\"\nuri = \"http://b/auth/${stageVariables.who}\"\nidentity_sources = [\"$request.header.x-token\"]\n",
+        )
+        .route(
+            "GET /a",
+            "authorizer = \"req\"\nintegration = { type = \"mock\", body = \"a\" }",
+        )
+        .toml();
+    let (ok, text) = check_config(&toml);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(r#"apis["api"].authorizers["req"].uri = "http://b/auth/${stageVariables.who}" is not valid: expected a literal URL"#)
+            && text.contains("not substituted"),
+        "{text}"
+    );
+}

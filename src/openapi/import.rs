@@ -666,6 +666,12 @@ fn authorizer_of(name: &str, kind: &str, a: &Value, warnings: &mut Vec<String>) 
                 ));
                 return None;
             }
+            if uri.contains("${") {
+                warnings.push(format!(
+                    "authorizer {name:?}: authorizerUri {uri:?} has a stage variable (or another ${{...}}), which an authorizer's uri cannot take; routes using it are left out"
+                ));
+                return None;
+            }
             let sources: Vec<Value> = a["identitySource"]
                 .as_str()
                 .unwrap_or("")
