@@ -42,6 +42,22 @@ fn authorizer() -> Upstream {
                 "context": {"tenant": "from-policy"}}),
             ),
             "usage" => ok_json(json!({"isAuthorized": true, "usageIdentifierKey": KEY})),
+            // Both formats at once: allowed only where both allow.
+            "both-deny" => ok_json(
+                json!({"isAuthorized": true, "principalId": "u", "policyDocument": {"Statement": [
+                {"Effect": "Deny", "Action": "execute-api:Invoke", "Resource": "*"}]}}),
+            ),
+            "both-elsewhere" => ok_json(
+                json!({"isAuthorized": true, "policyDocument": {"Statement": [
+                {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "arn:aws:execute-api:*:*:api/prod/POST/pets"}]}}),
+            ),
+            "twice" => {
+                let b = r#"{"isAuthorized": false, "isAuthorized": true}"#;
+                Action::Raw(
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}", b.len())
+                        .into_bytes(),
+                )
+            }
             "junk" => Action::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nnot json".to_vec()),
             "boom" => respond(500, "oops"),
             "unauth" => respond(401, "no"),
@@ -329,6 +345,43 @@ fn an_unreachable_authorizer_is_a_500() {
         first.starts_with("500 [authorizer \\x22x\\x22: connect to") && first.ends_with("] [-]"),
         "{first}"
     );
+}
+
+/// An answer in both formats is allowed only where both allow: an explicit Deny in its
+/// policy wins over `isAuthorized: true`, and a policy that does not name the resource does
+/// not allow it; an answer naming a member twice (`isAuthorized` false, then true) is no
+/// answer (500), not read as its last word.
+#[test]
+fn answers_in_both_formats_or_with_a_member_twice_do_not_allow() {
+    let auth = authorizer();
+    let (g, up) = gateway(&auth, 1);
+    let r = call(&g, "GET", "/pets/1", &token("both-deny"));
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            403,
+            json!({"message": "User is not authorized to access this resource with an explicit deny"})
+        )
+    );
+    let r = call(&g, "GET", "/pets/1", &token("both-elsewhere"));
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            403,
+            json!({"message": "User is not authorized to access this resource"})
+        )
+    );
+    // What both allow is allowed.
+    assert_eq!(
+        call(&g, "POST", "/pets", &token("both-elsewhere")).status,
+        200
+    );
+    let r = call(&g, "GET", "/pets/1", &token("twice"));
+    assert_eq!(
+        (r.status, r.json()),
+        (500, json!({"message": "Internal Server Error"}))
+    );
+    assert_eq!(up.count(), 1);
 }
 
 /// An authorizer's uri is a literal URL: one with a stage variable in its path was called at

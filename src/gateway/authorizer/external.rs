@@ -90,7 +90,8 @@ pub(super) async fn authorize(
     let outcome = match decision.verdict {
         Verdict::Simple(true) => Outcome::Allow,
         Verdict::Simple(false) => Outcome::Denied,
-        Verdict::Policy(_) => decision.evaluate(&resource()),
+        // A policy names resources: evaluated for this request's.
+        _ => decision.evaluate(&resource()),
     };
     match outcome {
         Outcome::Allow => Ok(decision),
