@@ -384,6 +384,127 @@ fn answers_in_both_formats_or_with_a_member_twice_do_not_allow() {
     assert_eq!(up.count(), 1);
 }
 
+/// Decides by the stage the event names: a developer's token (`dev-token`) is good on the
+/// dev stage only; the answer's context names the stage it was decided for.
+fn stage_authorizer() -> Upstream {
+    Upstream::start(|s| {
+        let e: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        let stage = e["requestContext"]["stage"].as_str().unwrap_or_default();
+        let ok = e["identitySource"][0] != "dev-token" || stage == "dev";
+        ok_json(json!({"isAuthorized": ok, "context": {"stage": stage}}))
+    })
+}
+
+/// The authorizer's settings for [`stage_authorizer`]: cached for 300 s by the token alone.
+fn stage_authorizer_table(auth: &Upstream) -> String {
+    format!(
+        "default_authorizer = \"req\"\n[[apis.authorizers]]\nname = \"req\"\ntype = \"request\"\nuri = \"http://{}/check\"\nidentity_sources = [\"$request.header.x-token\"]\nttl = \"300s\"\n",
+        auth.addr
+    )
+}
+
+/// Each stage keeps its own answers (as Amazon's authorizer cache belongs to a stage): an
+/// Allow the authorizer gave for dev is not reused on prod, whose event it never saw, nor
+/// is an answer's context.
+#[test]
+fn each_stage_keeps_its_own_authorizer_answers() {
+    let auth = stage_authorizer();
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra(stage_authorizer_table(&auth))
+            .stage("dev", "variables = { who = \"dev\" }")
+            .route(
+                "GET /data",
+                "integration = { type = \"mock\", body = \"${stageVariables.who} ${context.authorizer.stage}\" }",
+            )
+            .toml(),
+    );
+    let r = call(&g, "GET", "/dev/data", &token("dev-token"));
+    assert_eq!((r.status, r.text()), (200, "dev dev".to_string()));
+    let r = call(&g, "GET", "/data", &token("dev-token"));
+    assert_eq!(
+        (r.status, r.text()),
+        (403, r#"{"message":"Forbidden"}"#.to_string()),
+        "a dev token on prod"
+    );
+    assert_eq!(auth.count(), 2);
+    // Each stage's answer stays cached for that stage.
+    assert_eq!(
+        call(&g, "GET", "/dev/data", &token("dev-token")).status,
+        200
+    );
+    assert_eq!(call(&g, "GET", "/data", &token("dev-token")).status, 403);
+    assert_eq!(auth.count(), 2);
+    assert_eq!(
+        call(&g, "GET", "/data", &token("alice")).text(),
+        "prod prod"
+    );
+    assert_eq!(
+        call(&g, "GET", "/dev/data", &token("alice")).text(),
+        "dev dev"
+    );
+    assert_eq!(auth.count(), 4);
+}
+
+/// A canary (`prod/Canary`) is a stage of its own to the cache, even when it serves its
+/// stage's deployment: each request's answer is the one given for the stage that served it.
+#[test]
+fn a_canary_keeps_its_own_authorizer_answers() {
+    let auth = stage_authorizer();
+    let g = Gw::start(
+        &Cfg::new()
+            .api("file")
+            .route("GET /f", "integration = { type = \"mock\", body = \"f\" }")
+            .toml(),
+    );
+    let post = |path: &str, body: Value| admin_with(g.admin(), "POST", path, &body.to_string());
+    let def = json!({"name": "shop",
+        "default_authorizer": "req",
+        "authorizers": [{"name": "req", "type": "request", "uri": format!("http://{}/check", auth.addr),
+            "identity_sources": ["$request.header.x-token"], "ttl": "300s"}],
+        "routes": [{"route": "GET /data", "integration": {"type": "mock",
+            "body": "${stageVariables.who} ${context.authorizer.stage}"}}]});
+    let r = post("/apis", def);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post("/apis/shop/deployments", json!({}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let d1 = r.json()["id"].as_str().unwrap().to_string();
+    let r = post(
+        "/apis/shop/stages",
+        json!({"name": "prod", "deployment": d1, "variables": {"who": "prod"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post(
+        "/domains",
+        json!({"host": "shop.test", "api": "shop", "stage": "prod"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin_with(
+        g.admin(),
+        "PATCH",
+        "/apis/shop/stages/prod",
+        &json!({"canary": {"deployment": d1, "percent_traffic": 50.0,
+            "stage_variable_overrides": {"who": "canary"}}})
+        .to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut seen = std::collections::BTreeSet::new();
+    let both = eventually(Duration::from_secs(20), || {
+        let r = Client::connect(g.addr()).request(
+            b"GET /data HTTP/1.1\r\nHost: shop.test\r\nX-Token: alice\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.text();
+        assert!(
+            body == "prod prod" || body == "canary prod/Canary",
+            "served by one stage, with the answer given for another: {body:?}"
+        );
+        seen.insert(body);
+        seen.len() == 2
+    });
+    assert!(both, "{seen:?}");
+}
+
 /// An authorizer's uri is a literal URL: one with a stage variable in its path was called at
 /// `/` (whatever serves it getting every caller's headers); it is refused at load.
 #[test]

@@ -1,9 +1,10 @@
 //! External (`request` and `token`) authorizers, Amazon's Lambda authorizers called over
 //! HTTP: the identity sources are read (401 without them, or when a token does not match the
 //! validation expression — no call is made); the node's cache answers for an identity it saw
-//! within `ttl`; otherwise one request (concurrent ones for the same identity wait for it,
-//! whichever shard they are on) POSTs Amazon's authorizer event to the authorizer and reads
-//! its decision, which is then evaluated against this request's ARN-like resource.
+//! on the same stage within `ttl`; otherwise one request (concurrent ones for the same
+//! identity and stage wait for it, whichever shard they are on) POSTs Amazon's authorizer
+//! event to the authorizer and reads its decision, which is then evaluated against this
+//! request's ARN-like resource.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,12 +47,7 @@ pub(super) async fn authorize(
     let decision = if x.ttl.is_zero() {
         call(ss, peer, ctx, m, x, &values, &resource(), ip).await?
     } else {
-        // Each value length-prefixed: no two lists of values share a key.
-        let mut key = Vec::with_capacity(values.iter().map(|v| v.len() + 4).sum());
-        for v in &values {
-            key.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            key.extend_from_slice(v);
-        }
+        let key = cache_key(ss, m, &values);
         let hash = x.cache.hash(&key);
         let mut decision = None;
         // Two rounds at most: a follower whose leader failed asks for itself.
@@ -101,6 +97,23 @@ pub(super) async fn authorize(
             refuse("User is not authorized to access this resource with an explicit deny")
         }
     }
+}
+
+/// The cache's key for an identity: the API and stage it was decided for (each stage keeps
+/// its own answers, a canary's `prod/Canary` included, as Amazon's authorizer cache belongs
+/// to a stage: the event the authorizer decided on named the stage, its variables and its
+/// ARN), then the identity sources' values. Each part length-prefixed: no two lists of parts
+/// share a key.
+fn cache_key(ss: &ShardSnap, m: RouteMatch, values: &[Vec<u8>]) -> Vec<u8> {
+    let api = &ss.snap.config.apis[m.api];
+    let scope = [api.name.as_bytes(), api.stages[m.stage].name.as_bytes()];
+    let parts = scope.into_iter().chain(values.iter().map(|v| &v[..]));
+    let mut key = Vec::with_capacity(parts.clone().map(|v| v.len() + 4).sum());
+    for v in parts {
+        key.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        key.extend_from_slice(v);
+    }
+    key
 }
 
 /// The identity sources' values, in order; 401 when one is missing or empty.
