@@ -505,6 +505,63 @@ fn a_canary_keeps_its_own_authorizer_answers() {
     assert!(both, "{seen:?}");
 }
 
+/// Concurrent requests for one identity wait for the one call in flight and share its
+/// failure: an authorizer that is slow to fail, or that times out, is called once, and
+/// nobody waits past its timeout.
+#[test]
+fn concurrent_requests_share_one_failing_call() {
+    let auth = Upstream::start(|s| {
+        let e: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        match e["identitySource"][0].as_str().unwrap_or_default() {
+            "hang" => Action::Sleep(Duration::from_secs(5)),
+            _ => {
+                // Long enough that every concurrent request arrives while it is out.
+                std::thread::sleep(Duration::from_millis(300));
+                respond(500, "oops")
+            }
+        }
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .workers(2)
+            .api_extra(format!(
+                "[[apis.authorizers]]\nname = \"slow\"\ntype = \"request\"\nuri = \"http://{}/check\"\nidentity_sources = [\"$request.header.x-token\"]\nttl = \"300s\"\ntimeout = \"1s\"\n",
+                auth.addr
+            ))
+            .route(
+                "GET /s",
+                "authorizer = \"slow\"\nintegration = { type = \"mock\", body = \"s\" }",
+            )
+            .toml(),
+    );
+    for (n, id) in ["fails", "hang"].into_iter().enumerate() {
+        let barrier = Arc::new(Barrier::new(6));
+        let addr = g.addr();
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let b = barrier.clone();
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr);
+                    b.wait();
+                    let start = std::time::Instant::now();
+                    let r = c.request(
+                        format!("GET /s HTTP/1.1\r\nHost: h\r\nX-Token: {id}\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    );
+                    (r.status, start.elapsed())
+                })
+            })
+            .collect();
+        for t in threads {
+            let (status, took) = t.join().unwrap();
+            assert_eq!(status, 500, "{id}");
+            // One timeout (1 s), with room for a slow machine; not two or three of them.
+            assert!(took < Duration::from_millis(1900), "{id}: {took:?}");
+        }
+        assert_eq!(auth.count(), n + 1, "{id}: one call for six requests");
+    }
+}
+
 /// An authorizer's uri is a literal URL: one with a stage variable in its path was called at
 /// `/` (whatever serves it getting every caller's headers); it is refused at load.
 #[test]
