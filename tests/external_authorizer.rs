@@ -44,6 +44,22 @@ fn authorizer() -> Upstream {
                 "context": {"tenant": "from-policy"}}),
             ),
             "usage" => ok_json(json!({"isAuthorized": true, "usageIdentifierKey": KEY})),
+            // Both formats at once: allowed only where both allow.
+            "both-deny" => ok_json(
+                json!({"isAuthorized": true, "principalId": "u", "policyDocument": {"Statement": [
+                {"Effect": "Deny", "Action": "execute-api:Invoke", "Resource": "*"}]}}),
+            ),
+            "both-elsewhere" => ok_json(
+                json!({"isAuthorized": true, "policyDocument": {"Statement": [
+                {"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "arn:aws:execute-api:*:*:api/prod/POST/pets"}]}}),
+            ),
+            "twice" => {
+                let b = r#"{"isAuthorized": false, "isAuthorized": true}"#;
+                Action::Raw(
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}", b.len())
+                        .into_bytes(),
+                )
+            }
             "junk" => Action::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nnot json".to_vec()),
             "boom" => respond(500, "oops"),
             "unauth" => respond(401, "no"),
@@ -347,5 +363,243 @@ fn an_unreachable_authorizer_is_a_500() {
     assert!(
         first.starts_with("500 [authorizer \\x22x\\x22: connect to") && first.ends_with("] [-]"),
         "{first}"
+    );
+}
+
+/// An answer in both formats is allowed only where both allow: an explicit Deny in its
+/// policy wins over `isAuthorized: true`, and a policy that does not name the resource does
+/// not allow it; an answer naming a member twice (`isAuthorized` false, then true) is no
+/// answer (500), not read as its last word.
+#[test]
+fn answers_in_both_formats_or_with_a_member_twice_do_not_allow() {
+    let auth = authorizer();
+    let (g, up) = gateway(&auth, 1);
+    let r = call(&g, "GET", "/pets/1", &token("both-deny"));
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            403,
+            json!({"message": "User is not authorized to access this resource with an explicit deny"})
+        )
+    );
+    let r = call(&g, "GET", "/pets/1", &token("both-elsewhere"));
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            403,
+            json!({"message": "User is not authorized to access this resource"})
+        )
+    );
+    // What both allow is allowed.
+    assert_eq!(
+        call(&g, "POST", "/pets", &token("both-elsewhere")).status,
+        200
+    );
+    let r = call(&g, "GET", "/pets/1", &token("twice"));
+    assert_eq!(
+        (r.status, r.json()),
+        (500, json!({"message": "Internal Server Error"}))
+    );
+    assert_eq!(up.count(), 1);
+}
+
+/// Decides by the stage the event names: a developer's token (`dev-token`) is good on the
+/// dev stage only; the answer's context names the stage it was decided for.
+fn stage_authorizer() -> Upstream {
+    Upstream::start(|s| {
+        let e: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        let stage = e["requestContext"]["stage"].as_str().unwrap_or_default();
+        let ok = e["identitySource"][0] != "dev-token" || stage == "dev";
+        ok_json(json!({"isAuthorized": ok, "context": {"stage": stage}}))
+    })
+}
+
+/// The authorizer's settings for [`stage_authorizer`]: cached for 300 s by the token alone.
+fn stage_authorizer_table(auth: &Upstream) -> String {
+    format!(
+        "default_authorizer = \"req\"\n[[apis.authorizers]]\nname = \"req\"\ntype = \"request\"\nuri = \"http://{}/check\"\nidentity_sources = [\"$request.header.x-token\"]\nttl = \"300s\"\n",
+        auth.addr
+    )
+}
+
+/// Each stage keeps its own answers (as Amazon's authorizer cache belongs to a stage): an
+/// Allow the authorizer gave for dev is not reused on prod, whose event it never saw, nor
+/// is an answer's context.
+#[test]
+fn each_stage_keeps_its_own_authorizer_answers() {
+    let auth = stage_authorizer();
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra(stage_authorizer_table(&auth))
+            .stage("dev", "variables = { who = \"dev\" }")
+            .route(
+                "GET /data",
+                "integration = { type = \"mock\", body = \"${stageVariables.who} ${context.authorizer.stage}\" }",
+            )
+            .toml(),
+    );
+    let r = call(&g, "GET", "/dev/data", &token("dev-token"));
+    assert_eq!((r.status, r.text()), (200, "dev dev".to_string()));
+    let r = call(&g, "GET", "/data", &token("dev-token"));
+    assert_eq!(
+        (r.status, r.text()),
+        (403, r#"{"message":"Forbidden"}"#.to_string()),
+        "a dev token on prod"
+    );
+    assert_eq!(auth.count(), 2);
+    // Each stage's answer stays cached for that stage.
+    assert_eq!(
+        call(&g, "GET", "/dev/data", &token("dev-token")).status,
+        200
+    );
+    assert_eq!(call(&g, "GET", "/data", &token("dev-token")).status, 403);
+    assert_eq!(auth.count(), 2);
+    assert_eq!(
+        call(&g, "GET", "/data", &token("alice")).text(),
+        "prod prod"
+    );
+    assert_eq!(
+        call(&g, "GET", "/dev/data", &token("alice")).text(),
+        "dev dev"
+    );
+    assert_eq!(auth.count(), 4);
+}
+
+/// A canary (`prod/Canary`) is a stage of its own to the cache, even when it serves its
+/// stage's deployment: each request's answer is the one given for the stage that served it.
+#[test]
+fn a_canary_keeps_its_own_authorizer_answers() {
+    let auth = stage_authorizer();
+    let g = Gw::start(
+        &Cfg::new()
+            .api("file")
+            .route("GET /f", "integration = { type = \"mock\", body = \"f\" }")
+            .toml(),
+    );
+    let post = |path: &str, body: Value| admin_with(g.admin(), "POST", path, &body.to_string());
+    let def = json!({"name": "shop",
+        "default_authorizer": "req",
+        "authorizers": [{"name": "req", "type": "request", "uri": format!("http://{}/check", auth.addr),
+            "identity_sources": ["$request.header.x-token"], "ttl": "300s"}],
+        "routes": [{"route": "GET /data", "integration": {"type": "mock",
+            "body": "${stageVariables.who} ${context.authorizer.stage}"}}]});
+    let r = post("/apis", def);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post("/apis/shop/deployments", json!({}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let d1 = r.json()["id"].as_str().unwrap().to_string();
+    let r = post(
+        "/apis/shop/stages",
+        json!({"name": "prod", "deployment": d1, "variables": {"who": "prod"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post(
+        "/domains",
+        json!({"host": "shop.test", "api": "shop", "stage": "prod"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin_with(
+        g.admin(),
+        "PATCH",
+        "/apis/shop/stages/prod",
+        &json!({"canary": {"deployment": d1, "percent_traffic": 50.0,
+            "stage_variable_overrides": {"who": "canary"}}})
+        .to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut seen = std::collections::BTreeSet::new();
+    let both = eventually(Duration::from_secs(20), || {
+        let r = Client::connect(g.addr()).request(
+            b"GET /data HTTP/1.1\r\nHost: shop.test\r\nX-Token: alice\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.text();
+        assert!(
+            body == "prod prod" || body == "canary prod/Canary",
+            "served by one stage, with the answer given for another: {body:?}"
+        );
+        seen.insert(body);
+        seen.len() == 2
+    });
+    assert!(both, "{seen:?}");
+}
+
+/// Concurrent requests for one identity wait for the one call in flight and share its
+/// failure: an authorizer that is slow to fail, or that times out, is called once, and
+/// nobody waits past its timeout.
+#[test]
+fn concurrent_requests_share_one_failing_call() {
+    let auth = Upstream::start(|s| {
+        let e: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        match e["identitySource"][0].as_str().unwrap_or_default() {
+            "hang" => Action::Sleep(Duration::from_secs(5)),
+            _ => {
+                // Long enough that every concurrent request arrives while it is out.
+                std::thread::sleep(Duration::from_millis(300));
+                respond(500, "oops")
+            }
+        }
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .workers(2)
+            .api_extra(format!(
+                "[[apis.authorizers]]\nname = \"slow\"\ntype = \"request\"\nuri = \"http://{}/check\"\nidentity_sources = [\"$request.header.x-token\"]\nttl = \"300s\"\ntimeout = \"1s\"\n",
+                auth.addr
+            ))
+            .route(
+                "GET /s",
+                "authorizer = \"slow\"\nintegration = { type = \"mock\", body = \"s\" }",
+            )
+            .toml(),
+    );
+    for (n, id) in ["fails", "hang"].into_iter().enumerate() {
+        let barrier = Arc::new(Barrier::new(6));
+        let addr = g.addr();
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let b = barrier.clone();
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr);
+                    b.wait();
+                    let start = std::time::Instant::now();
+                    let r = c.request(
+                        format!("GET /s HTTP/1.1\r\nHost: h\r\nX-Token: {id}\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    );
+                    (r.status, start.elapsed())
+                })
+            })
+            .collect();
+        for t in threads {
+            let (status, took) = t.join().unwrap();
+            assert_eq!(status, 500, "{id}");
+            // One timeout (1 s), with room for a slow machine; not two or three of them.
+            assert!(took < Duration::from_millis(1900), "{id}: {took:?}");
+        }
+        assert_eq!(auth.count(), n + 1, "{id}: one call for six requests");
+    }
+}
+
+/// An authorizer's uri is a literal URL: one with a stage variable in its path was called at
+/// `/` (whatever serves it getting every caller's headers); it is refused at load.
+#[test]
+fn an_authorizer_uri_with_a_stage_variable_is_refused_at_load() {
+    let toml = Cfg::new()
+        .upstream("[[upstreams]]\nname = \"b\"\ntargets = [\"127.0.0.1:9\"]\n")
+        .api_extra(
+            "[[apis.authorizers]]\nname = \"req\"\ntype = \"request\"\nuri = \"http://b/auth/${stageVariables.who}\"\nidentity_sources = [\"$request.header.x-token\"]\n",
+        )
+        .route(
+            "GET /a",
+            "authorizer = \"req\"\nintegration = { type = \"mock\", body = \"a\" }",
+        )
+        .toml();
+    let (ok, text) = check_config(&toml);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(r#"apis["api"].authorizers["req"].uri = "http://b/auth/${stageVariables.who}" is not valid: expected a literal URL"#)
+            && text.contains("not substituted"),
+        "{text}"
     );
 }

@@ -117,6 +117,94 @@ fn bad_ranges_are_refused_at_load() {
     );
 }
 
+/// A policy that restricts nobody is refused at load rather than served as "admit
+/// everyone": `allow = []` admits nobody as written, `{}` (or an empty deny list alone)
+/// names nobody; each is refused naming the key, the value and what to write instead.
+#[test]
+fn policies_that_restrict_nobody_are_refused_at_load() {
+    let toml = |policy: &str| {
+        Cfg::new()
+            .api_extra(format!("resource_policy = {policy}"))
+            .route("GET /m", "integration = { type = \"mock\", body = \"ok\" }")
+            .toml()
+    };
+    for (policy, want) in [
+        (
+            "{ allow = [] }",
+            r#"apis["api"].resource_policy.allow = [] is not valid: expected the addresses to admit"#,
+        ),
+        (
+            r#"{ allow = [], deny = ["10.0.0.0/8"] }"#,
+            r#"apis["api"].resource_policy.allow = [] is not valid"#,
+        ),
+        ("{}", r#"apis["api"].resource_policy: restricts nobody"#),
+        (
+            "{ deny = [] }",
+            r#"apis["api"].resource_policy: restricts nobody"#,
+        ),
+    ] {
+        let (ok, text) = check_config(&toml(policy));
+        assert!(!ok, "{policy}: {text}");
+        assert!(text.contains(want), "{policy}: {text}");
+        assert!(
+            text.contains("remove resource_policy to admit everyone"),
+            "{policy}: {text}"
+        );
+    }
+    let (ok, text) = check_config(&toml(r#"{ deny = ["10.0.0.0/8"] }"#));
+    assert!(ok, "a deny list alone: {text}");
+}
+
+/// Imported policies stay loadable: one that admits everyone but a range imports as that
+/// deny list (no empty allow list), one that admits everyone as no policy, one with no
+/// Allow admits nobody.
+#[test]
+fn imported_policies_say_what_they_mean() {
+    let g = Gw::start(
+        &Cfg::new()
+            .api("file")
+            .route("GET /f", "integration = { type = \"mock\", body = \"f\" }")
+            .toml(),
+    );
+    let all = serde_json::json!({"Effect": "Allow", "Principal": "*", "Action": "execute-api:Invoke", "Resource": "execute-api:/*"});
+    let deny = |range: &str| {
+        serde_json::json!({"Effect": "Deny", "Principal": "*", "Action": "execute-api:Invoke",
+        "Resource": "execute-api:/*", "Condition": {"IpAddress": {"aws:SourceIp": range}}})
+    };
+    for (n, (statements, want)) in [
+        (serde_json::json!([all, deny("10.0.0.0/8")]), 200),
+        (serde_json::json!([all]), 200),
+        (serde_json::json!([all, deny("127.0.0.0/8")]), 403),
+        (serde_json::json!([deny("10.0.0.0/8")]), 403),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let doc = serde_json::json!({"openapi": "3.0.1", "info": {"title": format!("p{n}"), "version": "1"},
+            "x-amazon-apigateway-policy": {"Version": "2012-10-17", "Statement": statements},
+            "paths": {"/m": {"get": {"responses": {"200": {"description": "ok"}},
+                "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200"}}}}}}});
+        let r = admin_with(g.admin(), "POST", "/apis?mode=import", &doc.to_string());
+        assert_eq!(r.status, 201, "{n}: {}", r.text());
+        let api = r.json()["name"].as_str().unwrap().to_string();
+        let r = admin_with(
+            g.admin(),
+            "POST",
+            &format!("/apis/{api}/deployments"),
+            &serde_json::json!({"stage": "test"}).to_string(),
+        );
+        assert_eq!(r.status, 201, "{n}: {}", r.text());
+        let host = format!("p{n}.test");
+        let m = serde_json::json!({"host": host, "api": api, "stage": "test"});
+        let r = admin_with(g.admin(), "POST", "/domains", &m.to_string());
+        assert_eq!(r.status, 201, "{n}: {}", r.text());
+        let r = Client::connect(g.addr()).request(
+            format!("GET /m HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, want, "{n}: {}", r.text());
+    }
+}
+
 fn proxied(policy: &str, trusted: &str) -> Gw {
     Gw::start(
         &Cfg::new()

@@ -27,6 +27,10 @@ pub(crate) enum Verdict {
     Simple(bool),
     /// An IAM policy's statements.
     Policy(Vec<Statement>),
+    /// An answer in both formats: allowed only where both allow (an explicit Deny in the
+    /// policy wins over `isAuthorized: true`; `isAuthorized: false` refuses what the policy
+    /// allows).
+    Both(bool, Vec<Statement>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +57,10 @@ impl Decision {
     pub(crate) fn parse(body: &[u8]) -> Result<Decision, &'static str> {
         let v: Value =
             serde_json::from_slice(body).map_err(|_| "the authorizer's answer is not JSON")?;
+        // serde_json keeps the last of two members of one name: a decision that says two
+        // things (`isAuthorized` false, then true) is refused, not read as its last word.
+        serde_json::from_slice::<NoDuplicates>(body)
+            .map_err(|_| "the authorizer's answer has an object with two members of one name")?;
         let obj = v
             .as_object()
             .ok_or("the authorizer's answer is not a JSON object")?;
@@ -65,12 +73,18 @@ impl Decision {
                 .collect(),
             Some(_) => return Err("the authorizer's context is not an object"),
         };
-        let verdict = if let Some(a) = obj.get("isAuthorized") {
-            Verdict::Simple(a.as_bool().ok_or("isAuthorized is not a boolean")?)
-        } else if let Some(doc) = obj.get("policyDocument") {
-            Verdict::Policy(statements(doc)?)
-        } else {
-            return Err("the authorizer's answer has neither isAuthorized nor policyDocument");
+        let simple = obj
+            .get("isAuthorized")
+            .map(|a| a.as_bool().ok_or("isAuthorized is not a boolean"))
+            .transpose()?;
+        let policy = obj.get("policyDocument").map(statements).transpose()?;
+        let verdict = match (simple, policy) {
+            (Some(a), None) => Verdict::Simple(a),
+            (None, Some(st)) => Verdict::Policy(st),
+            (Some(a), Some(st)) => Verdict::Both(a, st),
+            (None, None) => {
+                return Err("the authorizer's answer has neither isAuthorized nor policyDocument")
+            }
         };
         let text = |k: &str| -> Result<Option<String>, &'static str> {
             match obj.get(k) {
@@ -94,6 +108,10 @@ impl Decision {
             Verdict::Simple(true) => Outcome::Allow,
             Verdict::Simple(false) => Outcome::Denied,
             Verdict::Policy(st) => evaluate_policy(st, resource),
+            Verdict::Both(simple, st) => match evaluate_policy(st, resource) {
+                Outcome::Allow if !simple => Outcome::Denied,
+                o => o,
+            },
         }
     }
 
@@ -101,7 +119,7 @@ impl Decision {
     pub(crate) fn weight(&self) -> u64 {
         let st: usize = match &self.verdict {
             Verdict::Simple(_) => 0,
-            Verdict::Policy(s) => s
+            Verdict::Policy(s) | Verdict::Both(_, s) => s
                 .iter()
                 .map(|s| {
                     s.actions
@@ -119,6 +137,59 @@ impl Decision {
             .map(|(k, v)| k.len() + v.to_string().len() + 48)
             .sum();
         (st + ctx + 128) as u64
+    }
+}
+
+/// Any JSON document whose objects each name a member once; anything else is an error.
+struct NoDuplicates;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicates)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicates {
+    type Value = NoDuplicates;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON whose objects name each member once")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicates>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        // Names as they read once unescaped: `"is\u0041uthorized"` is `isAuthorized`.
+        let mut seen = std::collections::HashSet::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if !seen.insert(k) {
+                return Err(serde::de::Error::custom("a member named twice"));
+            }
+            map.next_value::<NoDuplicates>()?;
+        }
+        Ok(self)
     }
 }
 
@@ -288,6 +359,40 @@ mod tests {
         let b = r#"{"policyDocument": {"Version": "2012-10-17", "Statement": [], "Extra": 1}}"#;
         assert!(Decision::parse(b.as_bytes()).is_err());
         let b = r#"{"policyDocument": {"Version": "2012-10-17", "Id": "x", "Statement": [{"Sid": "s", "Effect": "Allow", "Action": "*", "Resource": "*"}]}}"#;
+        assert!(Decision::parse(b.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn an_answer_in_both_formats_is_allowed_only_where_both_allow() {
+        let both = |simple: bool, effect: &str| {
+            Decision::parse(format!(r#"{{"isAuthorized": {simple}, "policyDocument": {{"Statement": [
+                {{"Effect": "{effect}", "Action": "execute-api:Invoke", "Resource": "arn:aws:execute-api:*:*:petstore/prod/GET/pets/*"}}]}}}}"#).as_bytes())
+            .unwrap()
+        };
+        let other = "arn:aws:execute-api:local:000000000000:petstore/prod/POST/pets";
+        assert_eq!(both(true, "Allow").evaluate(ARN), Outcome::Allow);
+        assert_eq!(both(true, "Allow").evaluate(other), Outcome::ImplicitDeny);
+        assert_eq!(both(true, "Deny").evaluate(ARN), Outcome::ExplicitDeny);
+        assert_eq!(both(false, "Allow").evaluate(ARN), Outcome::Denied);
+        assert_eq!(both(false, "Deny").evaluate(ARN), Outcome::ExplicitDeny);
+    }
+
+    #[test]
+    fn members_named_twice_are_refused() {
+        for b in [
+            r#"{"isAuthorized": false, "isAuthorized": true}"#,
+            r#"{"isAuthorized": false, "is\u0041uthorized": true}"#,
+            r#"{"isAuthorized": true, "context": {"t": "a", "t": "b"}}"#,
+            r#"{"policyDocument": {"Statement": [{"Effect": "Deny", "Effect": "Allow", "Action": "*", "Resource": "*"}]}}"#,
+        ] {
+            assert_eq!(
+                Decision::parse(b.as_bytes()),
+                Err("the authorizer's answer has an object with two members of one name"),
+                "{b}"
+            );
+        }
+        // The same name in two objects is no duplicate.
+        let b = r#"{"isAuthorized": true, "context": {"isAuthorized": "x"}}"#;
         assert!(Decision::parse(b.as_bytes()).is_ok());
     }
 

@@ -1,6 +1,7 @@
 //! A node's cache of external authorizers' answers: one per authorizer, shared by every
 //! shard (an identity costs one call per `ttl` per node, not per shard), bounded in bytes,
-//! with concurrent misses for one identity waiting for a single call ([`Flights`]).
+//! with concurrent misses for one identity waiting for a single call ([`Flights`]), whose
+//! result (a decision, or the failure) the call's leader hands to them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +11,10 @@ use crate::auth::external::Decision;
 
 /// Bytes of answers kept per authorizer.
 const CAPACITY: u64 = 16 << 20;
+
+/// What a call's leader hands the requests that waited for it: the decision, or why there is
+/// none (the authorizer failed, timed out, or answered 401 or 403).
+pub(crate) type CallResult = Result<Arc<Decision>, crate::error::Error>;
 
 pub(crate) struct Entry {
     /// The identity values, to tell two identities whose hashes meet.
@@ -30,7 +35,7 @@ impl quick_cache::Weighter<u64, Arc<Entry>> for ByWeight {
 
 pub(crate) struct DecisionCache {
     entries: quick_cache::sync::Cache<u64, Arc<Entry>, ByWeight>,
-    pub(crate) flights: Arc<Flights>,
+    pub(crate) flights: Arc<Flights<CallResult>>,
     hasher: ahash::RandomState,
 }
 

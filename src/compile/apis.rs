@@ -229,7 +229,13 @@ fn authorizer(
                     Dest::Literal(literal_target(addr, &host, tls, sh.literal_targets)?)
                 }
             };
-            let path = target.path.as_literal().unwrap_or("/").to_string();
+            // The configuration refuses a uri that is not literal (a path with stage
+            // variables would otherwise be called at `/`).
+            let path = target
+                .path
+                .as_literal()
+                .ok_or_else(|| format!("authorizer {:?}: its uri is not a literal URL", a.name))?
+                .to_string();
             let validation = match &x.identity_validation_expression {
                 Some(re) => {
                     Some(regex::Regex::new(&format!("^(?:{re})$")).map_err(|e| e.to_string())?)

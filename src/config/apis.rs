@@ -413,7 +413,26 @@ impl Validator {
                 routes.push(route);
             }
         }
-        let resource_policy = a.resource_policy.map(|p| {
+        let resource_policy = a.resource_policy.and_then(|p| {
+            // A policy that restricts nothing is a mistake somewhere: `allow = []` reads as
+            // "admit nobody" (as an imported policy with no Allow does), `{}` as a policy
+            // forgotten half-written; neither is served as "admit everyone".
+            let rkey = format!("{key}.resource_policy");
+            if p.allow.as_ref().is_some_and(Vec::is_empty) {
+                self.bad(
+                    &format!("{rkey}.allow"),
+                    Vec::<String>::new(),
+                    "the addresses to admit (allow = [\"203.0.113.0/24\"]): an empty allow list admits nobody as written; remove resource_policy to admit everyone, or keep only its deny list to refuse some",
+                );
+                return None;
+            }
+            if p.allow.is_none() && p.deny.as_ref().is_none_or(Vec::is_empty) {
+                self.err(
+                    &rkey,
+                    "restricts nobody (no allow list, no deny list): remove resource_policy to admit everyone, or name addresses in allow (only those are admitted) or deny (those are refused)",
+                );
+                return None;
+            }
             let mut list =
                 |field: &str, v: Option<Vec<String>>| -> Vec<crate::syntax::cidr::Cidr> {
                     v.unwrap_or_default()
@@ -430,7 +449,7 @@ impl Validator {
                 };
             let allow = list("allow", p.allow);
             let deny = list("deny", p.deny);
-            ResourcePolicy { allow, deny }
+            Some(ResourcePolicy { allow, deny })
         });
         Api {
             name,

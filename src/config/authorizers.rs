@@ -298,6 +298,16 @@ impl Validator {
         let template = match Template::parse(&uri, &[], UnknownBraces::Error)
             .and_then(|t| crate::config::target::parse_uri_target(&t, upstreams).map(|_| t))
         {
+            // Called at one address for every stage: `${stageVariables.NAME}` (or any other
+            // `${...}`) would have no value to take, and the path is not a template.
+            Ok(t) if t.as_literal().is_none() => {
+                self.bad(
+                    &format!("{akey}.uri"),
+                    &uri,
+                    "a literal URL (http://UPSTREAM/path or http(s)://host:port/path): an authorizer's uri is not a template, ${stageVariables.NAME} and other ${...} are not substituted in it",
+                );
+                return None;
+            }
             Ok(t) => t,
             Err(e) => {
                 self.bad(

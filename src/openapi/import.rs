@@ -166,7 +166,9 @@ pub fn import(doc: &Value, input_len: usize) -> Result<Imported, String> {
         }
     }
     if let Some(p) = doc.get(super::policy::KEY) {
-        def["resource_policy"] = super::policy::import(p, &mut out.warnings);
+        // A policy that admits everyone is none (null: a merge import still replaces the
+        // API's policy with it).
+        def["resource_policy"] = super::policy::import(p, &mut out.warnings).unwrap_or(Value::Null);
     }
     out.definition = def;
     Ok(out)
@@ -661,6 +663,12 @@ fn authorizer_of(name: &str, kind: &str, a: &Value, warnings: &mut Vec<String>) 
             if !(uri.starts_with("http://") || uri.starts_with("https://")) {
                 warnings.push(format!(
                     "authorizer {name:?}: authorizerUri {uri:?} is not an http(s) URL (a Lambda function?); routes using it are left out"
+                ));
+                return None;
+            }
+            if uri.contains("${") {
+                warnings.push(format!(
+                    "authorizer {name:?}: authorizerUri {uri:?} has a stage variable (or another ${{...}}), which an authorizer's uri cannot take; routes using it are left out"
                 ));
                 return None;
             }

@@ -45,8 +45,15 @@ pub fn merge(existing: &Value, imported: &Value) -> Value {
         def[name] = Value::Object(all);
     }
     for name in WHOLE {
-        if let Some(v) = imported.get(name) {
-            def[name] = v.clone();
+        match imported.get(name) {
+            // The document's says "none" (a resource policy that admits everyone).
+            Some(Value::Null) => {
+                if let Some(o) = def.as_object_mut() {
+                    o.remove(name);
+                }
+            }
+            Some(v) => def[name] = v.clone(),
+            None => {}
         }
     }
     def
@@ -99,5 +106,8 @@ mod tests {
         let m = merge(&m, &json!({"routes": []}));
         assert_eq!(m["cors"], doc["cors"]);
         assert_eq!(m["resource_policy"], doc["resource_policy"]);
+        // One whose policy admits everyone (imported as null) takes the API's away.
+        let m = merge(&m, &json!({"resource_policy": null}));
+        assert!(m.get("resource_policy").is_none(), "{m}");
     }
 }

@@ -1,6 +1,6 @@
 //! A resource policy as Amazon API Gateway's `x-amazon-apigateway-policy` (an IAM policy
 //! document), both ways. Tollgate's policies speak of source addresses only: an allow list
-//! (empty: everyone) and a deny list, an explicit deny winning. Export writes one `Allow`
+//! (none: everyone) and a deny list, an explicit deny winning. Export writes one `Allow`
 //! statement (with `IpAddress` on `aws:SourceIp` when there is an allow list) and one `Deny`
 //! statement for the deny list; import reads back those and Amazon's usual shapes (`Deny`
 //! with `NotIpAddress`: only those addresses), evaluated as Amazon does: a caller needs a
@@ -53,8 +53,9 @@ enum Callers {
     NotIn(Vec<String>),
 }
 
-/// The definition's `resource_policy` for the document's policy `p`.
-pub(super) fn import(p: &Value, warnings: &mut Vec<String>) -> Value {
+/// The definition's `resource_policy` for the document's policy `p`; `None` when it lets
+/// every caller in (a definition has no policy then).
+pub(super) fn import(p: &Value, warnings: &mut Vec<String>) -> Option<Value> {
     let statements: Vec<&Value> = match &p["Statement"] {
         Value::Array(list) => list.iter().collect(),
         s @ Value::Object(_) => vec![s],
@@ -62,7 +63,7 @@ pub(super) fn import(p: &Value, warnings: &mut Vec<String>) -> Value {
             warnings.push(format!(
                 "{KEY}: no Statement Tollgate can read: every caller is denied rather than served without the policy"
             ));
-            return json!({ "deny": EVERYONE });
+            return Some(json!({ "deny": EVERYONE }));
         }
     };
     let mut allow_all = false;
@@ -113,21 +114,28 @@ pub(super) fn import(p: &Value, warnings: &mut Vec<String>) -> Value {
             }
         }
     }
+    // `Some(None)`: every caller; `Some(Some(list))`: those in the list; `None`: nobody.
     let allowed = match (allow_all, only) {
-        (true, None) => Some(Vec::new()),
-        (true, Some(o)) => Some(o),
-        (false, None) => Some(allow).filter(|a| !a.is_empty()),
-        (false, Some(o)) => Some(intersect(&allow, &o)).filter(|a| !a.is_empty()),
+        (true, None) => Some(None),
+        (true, Some(o)) => Some(Some(o)).filter(|o| o.as_ref().is_some_and(|o| !o.is_empty())),
+        (false, None) => Some(Some(allow)).filter(|a| a.as_ref().is_some_and(|a| !a.is_empty())),
+        (false, Some(o)) => {
+            Some(Some(intersect(&allow, &o))).filter(|a| a.as_ref().is_some_and(|a| !a.is_empty()))
+        }
     };
+    // The definition's form of it: an allow list only when there is one (an empty one would
+    // admit nobody, and is refused), no policy at all when it restricts nothing.
     match allowed {
-        Some(allow) if !deny_all => json!({ "allow": allow, "deny": deny }),
+        Some(None) if !deny_all && deny.is_empty() => None,
+        Some(None) if !deny_all => Some(json!({ "deny": deny })),
+        Some(Some(allow)) if !deny_all => Some(json!({ "allow": allow, "deny": deny })),
         None if !deny_all => {
             warnings.push(format!(
                 "{KEY}: no statement allows a caller: every caller is denied (as Amazon API Gateway does)"
             ));
-            json!({ "deny": EVERYONE })
+            Some(json!({ "deny": EVERYONE }))
         }
-        _ => json!({ "deny": EVERYONE }),
+        _ => Some(json!({ "deny": EVERYONE })),
     }
 }
 
@@ -276,7 +284,7 @@ mod tests {
     fn policy(statements: Value) -> (Value, Vec<String>) {
         let mut w = Vec::new();
         let v = import(&json!({ "Statement": statements }), &mut w);
-        (v, w)
+        (v.unwrap_or(Value::Null), w)
     }
 
     #[test]
@@ -287,16 +295,25 @@ mod tests {
         };
         let mut w = Vec::new();
         let v = import(&export(&p), &mut w);
-        assert_eq!(v, json!({"allow": ["10.0.0.0/8"], "deny": ["10.1.0.0/16"]}));
+        assert_eq!(
+            v,
+            Some(json!({"allow": ["10.0.0.0/8"], "deny": ["10.1.0.0/16"]}))
+        );
         assert!(w.is_empty(), "{w:?}");
+        let deny_only = ResourcePolicy {
+            allow: Vec::new(),
+            deny: vec![crate::syntax::cidr::Cidr::parse("10.1.0.0/16").unwrap()],
+        };
+        assert_eq!(
+            import(&export(&deny_only), &mut w),
+            Some(json!({"deny": ["10.1.0.0/16"]}))
+        );
         let open = ResourcePolicy {
             allow: Vec::new(),
             deny: Vec::new(),
         };
-        assert_eq!(
-            import(&export(&open), &mut w),
-            json!({"allow": [], "deny": []})
-        );
+        assert_eq!(import(&export(&open), &mut w), None);
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]
@@ -325,9 +342,13 @@ mod tests {
         assert!(w[0].contains("no statement allows"), "{w:?}");
         // Something else than invoking: no effect.
         let manage = json!({"Effect": "Deny", "Principal": "*", "Action": "execute-api:ManageConnections", "Resource": "*"});
+        assert_eq!(policy(json!([all, manage])).0, Value::Null);
+        // Two NotIpAddress denies whose ranges do not meet: nobody is left.
+        let elsewhere = json!({"Effect": "Deny", "Principal": "*", "Action": "execute-api:Invoke",
+            "Resource": "execute-api:/*", "Condition": {"NotIpAddress": {"aws:SourceIp": "198.51.100.0/24"}}});
         assert_eq!(
-            policy(json!([all, manage])).0,
-            json!({"allow": [], "deny": []})
+            policy(json!([all, only, elsewhere])).0,
+            json!({"deny": EVERYONE})
         );
     }
 
@@ -349,9 +370,12 @@ mod tests {
         assert!(w[0].contains("left out (the API allows less"), "{w:?}");
         let account = json!({"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:root"}, "Action": "execute-api:Invoke", "Resource": "*"});
         let (v, w) = policy(json!([all, account]));
-        assert_eq!(v, json!({"allow": [], "deny": []}));
+        assert_eq!(v, Value::Null);
         assert!(w[0].contains("Principal"), "{w:?}");
         let mut w = Vec::new();
-        assert_eq!(import(&json!("text"), &mut w), json!({"deny": EVERYONE}));
+        assert_eq!(
+            import(&json!("text"), &mut w),
+            Some(json!({"deny": EVERYONE}))
+        );
     }
 }

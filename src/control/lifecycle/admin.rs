@@ -222,16 +222,24 @@ impl Control {
                 ),
             ));
         }
+        // A null member says "none" to a merge (a resource policy that admits everyone
+        // replaces the API's); a definition of its own leaves it out.
+        let own = |mut def: Value| {
+            if let Some(o) = def.as_object_mut() {
+                o.retain(|_, v| !v.is_null());
+            }
+            def
+        };
         let mut view = match existing {
             None => {
                 let name = name.unwrap_or(imported.title);
-                let mut def = imported.definition;
+                let mut def = own(imported.definition);
                 def["name"] = json!(name);
                 self.create_api(def)?
             }
             Some(api) => {
                 let def = match mode {
-                    "overwrite" => imported.definition,
+                    "overwrite" => own(imported.definition),
                     "merge" => crate::openapi::merge(
                         &self.runtime_api(api)?.definition,
                         &imported.definition,

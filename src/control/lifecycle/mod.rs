@@ -189,11 +189,13 @@ impl Objects {
             return;
         };
         let r = if k.starts_with("api/") {
-            serde_json::from_str::<RtApi>(v).map(|a| {
+            serde_json::from_str::<RtApi>(v).map(|mut a| {
+                stored_policy(k, &mut a.definition);
                 self.apis.insert(a.name.clone(), a);
             })
         } else if k.starts_with("deployment/") {
-            serde_json::from_str::<RtDeployment>(v).map(|d| {
+            serde_json::from_str::<RtDeployment>(v).map(|mut d| {
+                stored_policy(k, &mut d.definition);
                 self.deployments.insert((d.api.clone(), d.id.clone()), d);
             })
         } else if k.starts_with("stage/") {
@@ -518,4 +520,57 @@ fn stage_settings(body: &Map<String, Value>) -> Result<Map<String, Value>, OpErr
         }
     }
     Ok(out)
+}
+
+/// A stored definition's `resource_policy` that restricts nobody (`allow: []`, `{}`: made by
+/// an earlier version, which served it as "admit everyone"; the configuration now refuses
+/// such a policy) is read as it was served, so that an upgrade does not stop serving it: an
+/// empty allow list is dropped, and a policy left naming nobody with it.
+fn stored_policy(key: &str, def: &mut Value) {
+    let Some(p) = def
+        .get_mut("resource_policy")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let empty = |v: Option<&Value>| v.and_then(Value::as_array).is_some_and(Vec::is_empty);
+    let mut changed = false;
+    if empty(p.get("allow")) {
+        p.remove("allow");
+        changed = true;
+    }
+    if p.get("allow").is_none() && (p.get("deny").is_none() || empty(p.get("deny"))) {
+        if let Some(d) = def.as_object_mut() {
+            d.remove("resource_policy");
+        }
+        changed = true;
+    }
+    if changed {
+        tracing::info!(object = %key, "a stored resource_policy that restricted nobody is read as it was served: every caller not denied is admitted");
+    }
+}
+
+#[cfg(test)]
+mod stored_policy_tests {
+    use super::*;
+
+    #[test]
+    fn policies_that_restricted_nobody_read_as_they_were_served() {
+        for (before, after) in [
+            (json!({"allow": [], "deny": []}), None),
+            (json!({}), None),
+            (
+                json!({"allow": [], "deny": ["10.0.0.0/8"]}),
+                Some(json!({"deny": ["10.0.0.0/8"]})),
+            ),
+            (
+                json!({"allow": ["10.0.0.0/8"]}),
+                Some(json!({"allow": ["10.0.0.0/8"]})),
+            ),
+        ] {
+            let mut def = json!({"routes": [], "resource_policy": before});
+            stored_policy("api/x", &mut def);
+            assert_eq!(def.get("resource_policy").cloned(), after);
+        }
+    }
 }

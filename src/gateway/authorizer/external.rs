@@ -1,9 +1,11 @@
 //! External (`request` and `token`) authorizers, Amazon's Lambda authorizers called over
 //! HTTP: the identity sources are read (401 without them, or when a token does not match the
 //! validation expression — no call is made); the node's cache answers for an identity it saw
-//! within `ttl`; otherwise one request (concurrent ones for the same identity wait for it,
-//! whichever shard they are on) POSTs Amazon's authorizer event to the authorizer and reads
-//! its decision, which is then evaluated against this request's ARN-like resource.
+//! on the same stage within `ttl`; otherwise one request (concurrent ones for the same
+//! identity and stage wait for it, whichever shard they are on, and share its decision or its
+//! failure, never longer than the authorizer's timeout) POSTs Amazon's authorizer event to the
+//! authorizer and reads its decision, which is then evaluated against this request's ARN-like
+//! resource.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,41 +46,47 @@ pub(super) async fn authorize(
     // Built only where it is needed: a call's event, or a policy to evaluate.
     let resource = || route_arn(ss, ctx, m);
     let decision = if x.ttl.is_zero() {
-        call(ss, peer, ctx, m, x, &values, &resource(), ip).await?
+        call(ss, peer, ctx, m, x, &values, &resource(), ip, x.timeout).await?
     } else {
-        // Each value length-prefixed: no two lists of values share a key.
-        let mut key = Vec::with_capacity(values.iter().map(|v| v.len() + 4).sum());
-        for v in &values {
-            key.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            key.extend_from_slice(v);
-        }
+        let key = cache_key(ss, m, &values);
         let hash = x.cache.hash(&key);
-        let mut decision = None;
-        // Two rounds at most: a follower whose leader failed asks for itself.
-        for _ in 0..2 {
+        // Whoever waits for the call in flight waits no longer than a call of its own would.
+        let deadline = Instant::now() + x.timeout;
+        loop {
             if let Some(d) = x.cache.get(hash, &key, Instant::now()) {
-                decision = Some(d);
-                break;
+                break d;
             }
             match x.cache.flights.join(hash) {
-                Join::Follower(f) => f.await,
+                Join::Follower(f) => match crate::driver::time::timeout_at(deadline, f).await {
+                    // The leader's decision, or its failure: one call's answer for all.
+                    Ok(Some(result)) => break result?,
+                    // The leader's request went away before its call ended: look again
+                    // (lead, if nobody else does), within what is left of the timeout.
+                    Ok(None) => continue,
+                    Err(_) => {
+                        return Err(Error::upstream(
+                            Kind::AuthorizerFailed { config: false },
+                            format!(
+                                "authorizer {:?}: no answer within {:?} (waiting for the call in flight)",
+                                x.name, x.timeout
+                            ),
+                        ))
+                    }
+                },
                 Join::Leader(guard) => {
                     // The answer may have landed between the miss and the join.
                     if let Some(d) = x.cache.get(hash, &key, Instant::now()) {
-                        decision = Some(d);
-                        break;
+                        break d;
                     }
-                    let d = call(ss, peer, ctx, m, x, &values, &resource(), ip).await?;
-                    x.cache.insert(hash, &key, d.clone(), x.ttl);
-                    drop(guard);
-                    decision = Some(d);
-                    break;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let result = call(ss, peer, ctx, m, x, &values, &resource(), ip, left).await;
+                    if let Ok(d) = &result {
+                        x.cache.insert(hash, &key, d.clone(), x.ttl);
+                    }
+                    guard.finish(result.clone());
+                    break result?;
                 }
             }
-        }
-        match decision {
-            Some(d) => d,
-            None => call(ss, peer, ctx, m, x, &values, &resource(), ip).await?,
         }
     };
     let refuse = |msg: &'static str| {
@@ -90,7 +98,8 @@ pub(super) async fn authorize(
     let outcome = match decision.verdict {
         Verdict::Simple(true) => Outcome::Allow,
         Verdict::Simple(false) => Outcome::Denied,
-        Verdict::Policy(_) => decision.evaluate(&resource()),
+        // A policy names resources: evaluated for this request's.
+        _ => decision.evaluate(&resource()),
     };
     match outcome {
         Outcome::Allow => Ok(decision),
@@ -100,6 +109,23 @@ pub(super) async fn authorize(
             refuse("User is not authorized to access this resource with an explicit deny")
         }
     }
+}
+
+/// The cache's key for an identity: the API and stage it was decided for (each stage keeps
+/// its own answers, a canary's `prod/Canary` included, as Amazon's authorizer cache belongs
+/// to a stage: the event the authorizer decided on named the stage, its variables and its
+/// ARN), then the identity sources' values. Each part length-prefixed: no two lists of parts
+/// share a key.
+fn cache_key(ss: &ShardSnap, m: RouteMatch, values: &[Vec<u8>]) -> Vec<u8> {
+    let api = &ss.snap.config.apis[m.api];
+    let scope = [api.name.as_bytes(), api.stages[m.stage].name.as_bytes()];
+    let parts = scope.into_iter().chain(values.iter().map(|v| &v[..]));
+    let mut key = Vec::with_capacity(parts.clone().map(|v| v.len() + 4).sum());
+    for v in parts {
+        key.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        key.extend_from_slice(v);
+    }
+    key
 }
 
 /// The identity sources' values, in order; 401 when one is missing or empty.
@@ -155,7 +181,7 @@ fn identity_values(
     Ok(out)
 }
 
-/// One call to the authorizer, within its timeout.
+/// One call to the authorizer, within `limit` (its timeout, or what a wait left of it).
 #[allow(clippy::too_many_arguments)]
 async fn call(
     ss: &ShardSnap,
@@ -166,6 +192,7 @@ async fn call(
     values: &[Vec<u8>],
     resource: &str,
     ip: std::net::IpAddr,
+    limit: std::time::Duration,
 ) -> Result<Arc<Decision>, Error> {
     let event = if x.token {
         json!({
@@ -188,7 +215,7 @@ async fn call(
         )
     };
     let start = Instant::now();
-    let answer = crate::driver::time::timeout(x.timeout, exchange(ss, peer, ctx, x, body)).await;
+    let answer = crate::driver::time::timeout(limit, exchange(ss, peer, ctx, x, body)).await;
     ctx.authorizer_call
         .set(Some(crate::gateway::ctx::AuthorizerCall {
             start,
@@ -199,7 +226,7 @@ async fn call(
             },
         }));
     let (status, answer) = match answer {
-        Err(_) => return Err(fail(false, format!("no answer within {:?}", x.timeout))),
+        Err(_) => return Err(fail(false, format!("no answer within {limit:?}"))),
         Ok(Err(e)) => return Err(fail(false, e)),
         Ok(Ok(a)) => a,
     };
