@@ -52,6 +52,8 @@ pub(crate) struct Serving {
     /// A duplicate of the thread's listening socket: shutting it down ends the thread's
     /// `accept` (see [`Serving::stop`]).
     listener: UnixListener,
+    /// Set by [`Serving::stop`]: a successor still queued is turned away.
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Serving {
@@ -67,6 +69,8 @@ impl Serving {
     pub(crate) fn stop(self) {
         // A listening socket shut for reading fails the pending and every later `accept`
         // (EINVAL), waking the thread; a session in progress ends first.
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = socket2::SockRef::from(&self.listener).shutdown(std::net::Shutdown::Read);
         let _ = self.thread.join();
     }
@@ -88,13 +92,22 @@ pub(crate) fn serve(
     let stopper = listener.try_clone()?;
     // The file this thread made, so that it removes only its own at the end.
     let made = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stopping.clone();
     let thread = std::thread::Builder::new()
         .name("tollgate-upgrade".into())
         .spawn(move || {
             loop {
                 let conn = match listener.accept() {
+                    // A successor queued as this gateway stops: closed unserved.
+                    Ok(_) if stopped.load(std::sync::atomic::Ordering::SeqCst) => continue,
                     Ok((conn, _)) => conn,
-                    Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(nix::libc::EINVAL | nix::libc::EBADF | nix::libc::ENOTSOCK)
+                        ) =>
+                    {
                         // Stopped (see [`Serving::stop`]): this gateway's sockets close
                         // with the offer.
                         let ours = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
@@ -126,6 +139,7 @@ pub(crate) fn serve(
     Ok(Serving {
         thread,
         listener: stopper,
+        stopping,
     })
 }
 

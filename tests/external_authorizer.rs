@@ -38,7 +38,7 @@ fn authorizer() -> Upstream {
             "policy" => ok_json(
                 json!({"principalId": "p-1", "policyDocument": {"Version": "2012-10-17", "Statement": [
                 {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": "arn:aws:execute-api:*:*:api/prod/GET/pets/*"},
-                {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": "arn:aws:execute-api:*:*:api/prod/HEAD/pets/*"},
+                {"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": "arn:aws:execute-api:*:*:api/prod/HEAD/pets/8"},
                 {"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": "arn:aws:execute-api:*:*:api/prod/GET/pets/secret"},
                 {"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": "arn:aws:execute-api:*:*:api/prod/GET/pets/7"}]},
                 "context": {"tenant": "from-policy"}}),
@@ -269,9 +269,10 @@ fn refusals_and_failures_answer_as_amazon_does() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["headers"]["x-tenant"], "from-policy");
     assert_eq!(r.json()["headers"]["x-principal"], "p-1");
-    // A HEAD served by a GET route is that route's method to the policy: allowed by its
-    // Allow on `GET/pets/*`, and refused by a Deny on `GET/...` (a HEAD named as itself
-    // passed such a Deny and ran the route's integration).
+    // A HEAD served by a GET route is judged under both names, HEAD/... and the route's
+    // GET/...: allowed by the Allow on `GET/pets/*`, refused by a Deny on `GET/pets/7` or
+    // on `HEAD/pets/8` (a HEAD named only as itself passed the first and ran the route's
+    // integration; named only GET it passed the second).
     let head = |path: &str| {
         let mut c = Client::connect(g.addr());
         c.send(
@@ -285,7 +286,9 @@ fn refusals_and_failures_answer_as_amazon_does() {
     let r = call(&g, "GET", "/pets/7", &token("policy"));
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(head("/pets/7"), 403, "HEAD passed the Deny on GET/pets/7");
+    assert_eq!(head("/pets/8"), 403, "HEAD passed the Deny on HEAD/pets/8");
     assert_eq!(up.count(), before);
+    assert_eq!(call(&g, "GET", "/pets/8", &token("policy")).status, 200);
 }
 
 /// Token authorizers: Amazon's TOKEN event; a token that does not match the validation

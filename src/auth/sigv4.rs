@@ -93,6 +93,46 @@ pub(crate) const QUERY_SIGNATURE: &str = "X-Amz-Signature";
 /// The longest a presigned URL may be valid (a week, Amazon's limit).
 pub(crate) const MAX_EXPIRES: u64 = 604_800;
 
+/// A query string as logs and traces may keep it: the values of a presigned URL's
+/// `X-Amz-Signature`, `X-Amz-Credential` and `X-Amz-Security-Token` replaced by `REDACTED`
+/// (the URL is a credential until it expires, up to a week). Borrowed when there are none.
+pub(crate) fn redact_query(query: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const SECRET: [&[u8]; 3] = [
+        b"X-Amz-Signature",
+        b"X-Amz-Credential",
+        b"X-Amz-Security-Token",
+    ];
+    let secret = |name: &[u8]| {
+        if name.contains(&b'%') {
+            SECRET.contains(&percent_decode(name).as_slice())
+        } else {
+            SECRET.contains(&name)
+        }
+    };
+    let name_of = |p: &[u8]| -> usize { p.iter().position(|&b| b == b'=').unwrap_or(p.len()) };
+    // Every name starts with X (or its encoding): most queries are passed by one scan.
+    if !query
+        .split(|&b| b == b'&')
+        .any(|p| p.len() > 6 && secret(&p[..name_of(p)]))
+    {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let mut out = Vec::with_capacity(query.len());
+    for (i, p) in query.split(|&b| b == b'&').enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        let n = name_of(p);
+        if n < p.len() && secret(&p[..n]) {
+            out.extend_from_slice(&p[..=n]);
+            out.extend_from_slice(b"REDACTED");
+        } else {
+            out.extend_from_slice(p);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A presigned URL's signature: SigV4 in the query string.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct QueryAuth {

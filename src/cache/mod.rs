@@ -313,7 +313,8 @@ impl StageCache {
     /// method, key parameter and variant. `path` is decoded; an entry's path is compared
     /// percent-decoded too (`/a%20b` as sent is `/a b`). Returns how many were removed.
     pub fn purge(&self, path: &str, exact: bool) -> usize {
-        // Keys hold paths as routing reads them (empty segments merged).
+        // Paths compared as routing reads them (empty segments merged): a purge takes every
+        // spelling of a path (`/p//1`, `/p/1/`), each an entry of its own.
         let want = merge_slashes(path.as_bytes());
         let want = &want[..];
         let mut victims: Vec<Box<[u8]>> = Vec::new();
@@ -322,7 +323,8 @@ impl StageCache {
             let Some(p) = key_path(&k) else { continue };
             decoded.clear();
             crate::syntax::path::path_decode_into(p, &mut decoded);
-            let p = &decoded[..];
+            let p = merge_slashes(&decoded);
+            let p = &p[..];
             let hit = if exact {
                 p == want
             } else {
@@ -364,9 +366,8 @@ impl StageCache {
     }
 }
 
-/// A path with its empty segments merged (`//`, a trailing `/`), as routing reads it, so
-/// that every spelling that reaches one route and upstream URI has one entry (nginx keys on
-/// its merged `$uri` the same way). Borrowed when there is nothing to merge.
+/// A path with its empty segments merged (`//`, a trailing `/`), as routing reads it.
+/// Borrowed when there is nothing to merge.
 pub(crate) fn merge_slashes(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let clean = path.len() > 1
         && path[0] == b'/'

@@ -27,14 +27,18 @@ pub(crate) fn runtime_api(
 /// A JSON body read into `T`; the error names where in the body it went wrong
 /// (`routes[1].timeout: invalid type: integer 5, expected a string`), as the file's errors
 /// name their key.
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, String> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    v: Value,
+    prefix: &str,
+) -> Result<T, String> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." {
-            inner.to_string()
-        } else {
-            format!("{path}: {inner}")
+        match (prefix, path.as_str()) {
+            ("", ".") => inner.to_string(),
+            (p, ".") => format!("{p}: {inner}"),
+            ("", path) => format!("{path}: {inner}"),
+            (p, path) => format!("{p}.{path}: {inner}"),
         }
     })
 }
@@ -52,7 +56,7 @@ fn validate(
     obj.insert("name".into(), json!(name));
     obj.insert("stages".into(), Value::Array(stages));
     let raw: file::ApiFile =
-        from_json(Value::Object(obj)).map_err(|e| vec![format!("apis[{name:?}].{e}")])?;
+        from_json(Value::Object(obj), &format!("apis[{name:?}]")).map_err(|e| vec![e])?;
     let dir = cfg
         .admin
         .as_ref()

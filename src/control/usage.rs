@@ -236,8 +236,8 @@ fn period_start(period: crate::config::Period, day: i64) -> i64 {
 
 /// What each day's quota period had left at that day's end, for a key's daily counts (in day
 /// order, from the start of the first day's period): the period's counts so far, except that
-/// the current period's last day says what the shards count now (`now`: the period and its
-/// count, which an admin's quota set may have changed).
+/// today says what the shards count now (`now`: the period and its count, which an admin's
+/// quota set may have changed).
 fn remaining_by_day(
     q: crate::config::Quota,
     days: &[(i64, u64)],
@@ -258,7 +258,7 @@ fn remaining_by_day(
             }
             spent += n;
             match now {
-                Some((p, used)) if p == idx && Some(i) == last_current => {
+                Some((p, used)) if p == idx && Some(i) == last_current && d == today => {
                     q.limit.saturating_sub(used)
                 }
                 _ => q.limit.saturating_sub(spent),
@@ -285,11 +285,16 @@ mod tests {
             super::remaining_by_day(week, &days, None, mon + 8),
             [90, 85, 99, 97]
         );
-        // The current period's last day says the shards' count (an admin set it to 50).
+        // Today says the shards' count (an admin set it to 50); a report that ends before
+        // today does not.
         let now = Some((Period::Week.index(mon + 8), 50));
         assert_eq!(
             super::remaining_by_day(week, &days, now, mon + 8),
             [90, 85, 99, 50]
+        );
+        assert_eq!(
+            super::remaining_by_day(week, &days[..3], now, mon + 8),
+            [90, 85, 99]
         );
         // Months: 2026-11-30 is November's, the rest December's; a count of a period gone by
         // (the shards' cell last counted in January) is not today's.

@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 
 use super::ctx::{RequestCtx, RouteMatch};
+use crate::auth::external::Outcome;
 use crate::config::{PolicyVerdict, ResourcePolicy};
 use crate::error::{Error, Kind};
 use crate::shard::ShardSnap;
@@ -84,19 +85,13 @@ pub(crate) fn route_arn(ss: &ShardSnap, ctx: &RequestCtx, m: RouteMatch) -> Stri
         "arn:aws:execute-api:local:000000000000:{}/{}/",
         api.name, api.stages[m.stage],
     );
-    // A HEAD served by a GET route runs that route's integration: it is named GET, so that
-    // a Deny on `GET/...` holds for it and an Allow covers it.
-    let method = ctx.head.method_bytes();
-    if method == b"HEAD"
-        && ss.snap.config.apis[m.api].routes[m.route]
-            .key
-            .starts_with("GET ")
-    {
-        arn.push_str("GET");
-    } else {
-        // A method is a token (ASCII), as the parser checked.
-        arn.extend(method.iter().map(|b| b.to_ascii_uppercase() as char));
-    }
+    // A method is a token (ASCII), as the parser checked.
+    arn.extend(
+        ctx.head
+            .method_bytes()
+            .iter()
+            .map(|b| b.to_ascii_uppercase() as char),
+    );
     arn.push('/');
     for (i, seg) in ctx.segs.iter().skip(base).enumerate() {
         if i > 0 {
@@ -105,4 +100,41 @@ pub(crate) fn route_arn(ss: &ShardSnap, ctx: &RequestCtx, m: RouteMatch) -> Stri
         arn.push_str(seg);
     }
     arn
+}
+
+/// A HEAD that a GET route serves runs that route's integration: policies judge it under
+/// both names, `HEAD/...` (as Amazon names it) and `GET/...` (the route's), so that a Deny
+/// on either holds and an Allow on either covers it. The `GET/...` name of `arn`, for such a
+/// request; `None` otherwise.
+pub(crate) fn head_as_get(
+    ss: &ShardSnap,
+    ctx: &RequestCtx,
+    m: RouteMatch,
+    arn: &str,
+) -> Option<String> {
+    if ctx.head.method_bytes() != b"HEAD"
+        || !ss.snap.config.apis[m.api].routes[m.route]
+            .key
+            .starts_with("GET ")
+    {
+        return None;
+    }
+    let api = &ss.snap.apis[m.api];
+    let at = "arn:aws:execute-api:local:000000000000:".len()
+        + api.name.len()
+        + 1
+        + api.stages[m.stage].len()
+        + 1;
+    (arn.get(at..at + 4) == Some("HEAD")).then(|| format!("{}GET{}", &arn[..at], &arn[at + 4..]))
+}
+
+/// A policy's outcome for a request judged under two names (see [`head_as_get`]): a Deny of
+/// either refuses, an Allow of either (and no Deny) admits.
+pub(crate) fn either(a: Outcome, b: Option<Outcome>) -> Outcome {
+    match (a, b) {
+        (_, None) => a,
+        (Outcome::ExplicitDeny, _) | (_, Some(Outcome::ExplicitDeny)) => Outcome::ExplicitDeny,
+        (Outcome::Allow, _) | (_, Some(Outcome::Allow)) => Outcome::Allow,
+        _ => a,
+    }
 }

@@ -340,7 +340,8 @@ fn spans(
         ),
     ];
     if let Some(q) = c.head.query_bytes() {
-        attrs.push(s("url.query", String::from_utf8_lossy(q)));
+        let q = crate::auth::sigv4::redact_query(q);
+        attrs.push(s("url.query", String::from_utf8_lossy(&q).into_owned()));
     }
     if let Some(tpl) = template {
         attrs.push(s("http.route", tpl));

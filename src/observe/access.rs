@@ -277,7 +277,7 @@ impl Format {
                     esc(out, p);
                     if let Some(q) = l.query {
                         out.push(b'?');
-                        esc(out, q);
+                        esc(out, &crate::auth::sigv4::redact_query(q));
                     }
                 }
             }

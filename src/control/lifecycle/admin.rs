@@ -682,7 +682,8 @@ impl Control {
             api: String,
             stage: String,
         }
-        let m: M = crate::config::from_json(body).map_err(|e| bad(format!("invalid body: {e}")))?;
+        let m: M =
+            crate::config::from_json(body, "").map_err(|e| bad(format!("invalid body: {e}")))?;
         let host = crate::config::host_pattern(&m.host).map_err(bad)?;
         let base = crate::config::base_path(&m.base_path).map_err(bad)?;
         // The file's mappings, served or waiting for their run-time stage, keep their place.

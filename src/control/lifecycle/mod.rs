@@ -467,8 +467,8 @@ fn canary_of(body: &Map<String, Value>) -> Result<Option<Option<RtCanary>>, OpEr
     if v.is_null() {
         return Ok(Some(None));
     }
-    let c: RtCanary = crate::config::from_json(v.clone())
-        .map_err(|e| bad(format!("canary.{e} (a canary takes deployment, percent_traffic, stage_variable_overrides, use_stage_cache)")))?;
+    let c: RtCanary = crate::config::from_json(v.clone(), "canary")
+        .map_err(|e| bad(format!("{e} (a canary takes deployment, percent_traffic, stage_variable_overrides, use_stage_cache)")))?;
     if !(0.0..=100.0).contains(&c.percent_traffic) {
         return Err(bad(format!(
             "canary.percent_traffic = {} is not valid: expected 0.0 to 100.0",

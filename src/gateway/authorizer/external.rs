@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 
 use super::super::ctx::{RequestCtx, RouteMatch};
-use super::super::policy::{route_arn, source_ip};
+use super::super::policy::{either, head_as_get, route_arn, source_ip};
 use crate::auth::external::{Decision, Outcome, Verdict, MAX_ANSWER};
 use crate::cache::flight::Join;
 use crate::config::IdentityRef;
@@ -98,8 +98,16 @@ pub(super) async fn authorize(
     let outcome = match decision.verdict {
         Verdict::Simple(true) => Outcome::Allow,
         Verdict::Simple(false) => Outcome::Denied,
-        // A policy names resources: evaluated for this request's.
-        _ => decision.evaluate(&resource()),
+        // A policy names resources: evaluated for this request's (a HEAD that a GET route
+        // serves under both its names).
+        _ => {
+            let arn = resource();
+            let alias = head_as_get(ss, ctx, m, &arn);
+            either(
+                decision.evaluate(&arn),
+                alias.map(|a| decision.evaluate(&a)),
+            )
+        }
     };
     match outcome {
         Outcome::Allow => Ok(decision),

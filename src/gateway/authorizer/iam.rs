@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::super::ctx::{RequestCtx, RouteMatch};
-use super::super::policy::route_arn;
+use super::super::policy::{head_as_get, route_arn};
 use crate::auth::external::{evaluate_action, Outcome};
 use crate::auth::sigv4::{self, SigHeader, UNSIGNED_PAYLOAD};
 use crate::error::{Error, Kind};
@@ -45,11 +45,12 @@ pub(super) async fn authorize(
     m: RouteMatch,
 ) -> Result<Arc<str>, Error> {
     let resource = route_arn(ss, ctx, m);
-    allowed(shard, ss, conn, ctx, "Invoke", &resource).await
+    let alias = head_as_get(ss, ctx, m, &resource);
+    allowed(shard, ss, conn, ctx, "Invoke", &resource, alias.as_deref()).await
 }
 
 /// Checks the signature, then that the key's policy allows `execute-api:{action}` on
-/// `resource`; the access key id of an allowed caller.
+/// `resource` (and its `alias`, see [`head_as_get`]); the access key id of an allowed caller.
 pub(crate) async fn allowed(
     shard: &Shard,
     ss: &ShardSnap,
@@ -57,6 +58,7 @@ pub(crate) async fn allowed(
     ctx: &mut RequestCtx,
     action: &str,
     resource: &str,
+    alias: Option<&str>,
 ) -> Result<Arc<str>, Error> {
     let Some(iam) = ss.snap.config.aws_iam.as_ref() else {
         return Err(deny(
@@ -234,7 +236,9 @@ pub(crate) async fn allowed(
     }
     let user = format!("arn:aws:iam::000000000000:user/{}", key.name);
     let lower = format!("execute-api:{}", action.to_ascii_lowercase());
-    match evaluate_action(&key.policy, &lower, resource) {
+    let judged = evaluate_action(&key.policy, &lower, resource);
+    let also = alias.map(|a| evaluate_action(&key.policy, &lower, a));
+    match super::super::policy::either(judged, also) {
         Outcome::Allow => Ok(key.id.clone()),
         outcome => Err(deny(
             format!(

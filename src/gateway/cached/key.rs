@@ -49,8 +49,7 @@ fn header_values(ctx: &RequestCtx, name: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The cache key: "GET\0" (HEAD shares GET's entries) + the request path (empty segments
-/// merged) + "\0" + (with
+/// The cache key: "GET\0" (HEAD shares GET's entries) + the request path + "\0" + (with
 /// `whole_query`, http mode) "?query\0" as sent + each configured parameter as
 /// "q:NAME=<count><len>v1<len>v2\0", "h:NAME=v\0" or "p:NAME=<len>seg<len>seg\0" (lengths and
 /// counts 4 bytes, little-endian). Query values are percent-decoded and sorted, so parameter
@@ -95,8 +94,9 @@ pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart], whole_query: bool) -> Vec<
 pub(super) fn uri_key(path: &[u8], query: Option<&[u8]>) -> Vec<u8> {
     let mut k = Vec::with_capacity(64);
     k.extend_from_slice(b"GET\0");
-    // As routing reads it: `/p//1` and `/p/1/` reach `/p/1`'s route and upstream URI.
-    k.extend_from_slice(&crate::cache::merge_slashes(path));
+    // As sent: the upstream may hear it so (`$context.path`), so `/p//1` is not `/p/1`'s
+    // entry (a purge of `/p/1` takes both, see `StageCache::purge`).
+    k.extend_from_slice(if path.is_empty() { b"/" } else { path });
     k.push(0);
     if let Some(q) = query {
         k.push(b'?');

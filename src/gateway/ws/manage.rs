@@ -137,6 +137,7 @@ pub(crate) async fn manage(
             ctx,
             "ManageConnections",
             &resource,
+            None,
         )
         .await?;
         ctx.principal.authorizer = Some(super::super::ctx::Authorized::Iam(key));
