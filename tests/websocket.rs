@@ -18,6 +18,8 @@ use common::*;
 
 #[path = "websocket/handshake.rs"]
 mod handshake;
+#[path = "websocket/headers.rs"]
+mod headers;
 #[path = "websocket/waiting.rs"]
 mod waiting;
 

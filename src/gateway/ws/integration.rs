@@ -78,7 +78,23 @@ pub(super) async fn integrate_with(
                 // `Sec-WebSocket-*` ones too, as Amazon's: the integration may choose among
                 // the subprotocols offered).
                 for (n, v) in s.head.headers() {
-                    let lower = n.to_ascii_lowercase();
+                    if h.drop_underscores && n.contains(&b'_') {
+                        // `limits.underscores_in_headers = "drop"`, as on http routes: an
+                        // origin that folds `_` into `-` would read `X_Source_Ip` as ours.
+                        continue;
+                    }
+                    // Compared as such an origin reads them (`"allow"` forwards `_` names,
+                    // but not ones that spell the gateway's own).
+                    let lower: Vec<u8> = n
+                        .iter()
+                        .map(|&b| {
+                            if b == b'_' {
+                                b'-'
+                            } else {
+                                b.to_ascii_lowercase()
+                            }
+                        })
+                        .collect();
                     if matches!(
                         lower.as_slice(),
                         b"host"
