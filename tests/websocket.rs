@@ -16,6 +16,8 @@ use tungstenite::{Message, WebSocket};
 
 use common::*;
 
+#[path = "websocket/closing.rs"]
+mod closing;
 #[path = "websocket/handshake.rs"]
 mod handshake;
 #[path = "websocket/headers.rs"]

@@ -27,6 +27,68 @@ pub(crate) use manage::{manage, serve_commands, target, PUSH_QUEUE};
 
 pub(crate) use session::run;
 
+/// What a shard knows of a WebSocket connection it holds (in `Shard::ws` from its `101` until
+/// the gateway decides to close it or it ends: from then on `@connections` answers 410).
+pub(crate) struct WsHandle {
+    pub tx: flume::Sender<WsPush>,
+    /// Closes the connection whatever its queue holds.
+    pub close: flume::Sender<Closing>,
+    /// The API and stage it was opened on, by name: a reload that removes them closes it.
+    pub api: Rc<str>,
+    pub stage: Rc<str>,
+    pub connected_at_ms: u64,
+    pub last_active_ms: Rc<std::cell::Cell<u64>>,
+    /// Bytes of pushes queued for the session and not yet taken (at most
+    /// [`manage::PUSH_BYTES`]).
+    pub queued: Rc<std::cell::Cell<usize>>,
+    pub source_ip: Rc<str>,
+    pub user_agent: String,
+}
+
+/// What reaches a connection's session from `@connections`.
+pub(crate) enum WsPush {
+    Send(Vec<u8>),
+}
+
+/// Why the gateway closes a connection from outside its session.
+pub(crate) enum Closing {
+    /// `@connections` DELETE (1000).
+    Deleted,
+    /// A reload removed its API or stage (1001); `$disconnect` is called with the integration
+    /// of this snapshot, the last one that had them.
+    Gone(Rc<ShardSnap>),
+}
+
+/// After a reload, closes this shard's connections whose API or stage the new snapshot does
+/// not have (1001, as a drain): they leave `Shard::ws` at once (`@connections` answers 410)
+/// and their sessions call `$disconnect` with the snapshot that had their API. Called by the
+/// shard's housekeeping; nothing to do without connections or without a new snapshot.
+pub(crate) fn reap(shard: &Shard) {
+    if shard.ws.borrow().is_empty() {
+        // No connection to close: no old snapshot kept alive either.
+        shard.ws_seen.borrow_mut().take();
+        return;
+    }
+    let now = shard.snapshot();
+    let old = {
+        let mut seen = shard.ws_seen.borrow_mut();
+        match seen.as_ref() {
+            Some(p) if Rc::ptr_eq(p, &now) => return,
+            _ => seen.replace(now.clone()),
+        }
+    };
+    let Some(old) = old else {
+        return;
+    };
+    shard.ws.borrow_mut().retain(|_, h| {
+        let keep = message::locate_names(&now, &h.api, &h.stage).is_some();
+        if !keep {
+            let _ = h.close.try_send(Closing::Gone(old.clone()));
+        }
+        keep
+    });
+}
+
 /// RFC 6455's GUID, appended to the client's key for `Sec-WebSocket-Accept`.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
