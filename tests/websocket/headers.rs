@@ -65,3 +65,59 @@ fn rejected_underscore_names_refuse_the_upgrade() {
     assert!(e.contains("400"), "{e}");
     assert!(!up.requests().iter().any(|s| s.target == "/connect"));
 }
+
+#[test]
+fn a_connect_refusal_reaches_the_client_with_its_headers() {
+    let up = Upstream::start(|s| {
+        let (status, extra) = if s.target.contains("login") {
+            (302, "Location: https://login.test/\r\n")
+        } else {
+            (
+                401,
+                "WWW-Authenticate: Bearer realm=\"chat\"\r\nRetry-After: 7\r\n",
+            )
+        };
+        Action::Raw(
+            format!(
+                "HTTP/1.1 {status} No\r\n{extra}Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Type: text/html\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Request-Id: theirs\r\nContent-Length: 4\r\n\r\nnope"
+            )
+            .into_bytes(),
+        )
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n",
+            )
+            .toml(),
+    );
+    let upgrade = |query: &str| {
+        format!(
+            "GET /{query} HTTP/1.1\r\nHost: chat.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let r = Client::connect(g.addr()).request(&upgrade("?login=1"));
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert_eq!(r.header("location"), Some("https://login.test/"));
+    let r = Client::connect(g.addr()).request(&upgrade(""));
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"chat\""));
+    assert_eq!(r.header("retry-after"), Some("7"));
+    let named = |n: &str| -> Vec<&str> {
+        r.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(named("set-cookie"), vec!["a=1", "b=2"]);
+    // The backend's type, once; not its hop-by-hop headers, framing or request id.
+    assert_eq!(named("content-type"), vec!["text/html"]);
+    assert_eq!(named("content-length"), vec!["4"]);
+    assert!(r.header("x-hop").is_none() && r.header("keep-alive").is_none());
+    assert_ne!(r.header("x-request-id"), Some("theirs"));
+    assert_eq!(r.text(), "nope");
+}

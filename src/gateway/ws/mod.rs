@@ -165,11 +165,13 @@ pub(crate) async fn connect(
         .await
         {
             Ok(Some(f)) if !(200..300).contains(&f.status) => {
-                // The integration refused: the client gets its status, not an upgrade.
+                // The integration refused: the client gets its status, its end-to-end
+                // headers and body, not an upgrade.
+                let typed = f.header(b"content-type").is_some();
                 return Ok(Outcome::Answer(Answer {
                     status: f.status,
-                    headers: Vec::new(),
-                    content_type: Some("application/json"),
+                    headers: integration::relayed_headers(&f),
+                    content_type: (!typed).then_some("application/json"),
                     body: f.body,
                     ratelimit: true,
                 }));
