@@ -134,6 +134,18 @@ pub(crate) async fn connect(
     let Some(st) = ctx.stage else {
         return Err(Error::downstream(Kind::NotFound, "no stage"));
     };
+    // The API is at the mapping's base path, or its stage after it (Amazon's
+    // `wss://host/{stage}`); another path under it is not this API.
+    let rest = ctx.segs.skip(st.base_len);
+    let stage = &ss.snap.config.apis[st.api].stages[st.stage].name;
+    let ours = rest.len() <= 2
+        && (0..rest.len()).all(|i| rest.get(i).is_empty() || (i == 0 && rest.get(i) == stage));
+    if !ours {
+        return Err(Error::downstream(
+            Kind::NotFound,
+            "not the WebSocket API's path",
+        ));
+    }
     let key = handshake_key(&ctx.head)?;
     let api = &ss.snap.apis[st.api];
     let ws = api.ws.as_ref().expect("a WebSocket API");
@@ -290,14 +302,23 @@ fn session_of(
 /// (426 with the version this server speaks otherwise; 400 for one with a body, or without
 /// one valid key).
 fn handshake_key(head: &RequestHead) -> Result<String, Error> {
-    let upgrade = |why: &'static str| Error::downstream(Kind::UpgradeRequired, why);
-    if head.method != crate::syntax::Method::Get || !head.upgrade {
-        return Err(upgrade(
+    let required = |why: &'static str| Error::downstream(Kind::UpgradeRequired, why);
+    // `Upgrade: h2c, websocket` offers WebSocket among others (RFC 9110 7.8): here, on a
+    // WebSocket API, it is the one taken (the parser's `upgrade`, which proxied requests
+    // relay, stays a lone `websocket`).
+    let token = |name: &[u8], token: &[u8]| {
+        head.headers()
+            .any(|(n, v)| n.eq_ignore_ascii_case(name) && crate::http::has_token(v, token))
+    };
+    let upgrade = head.upgrade
+        || (head.minor >= 1 && token(b"connection", b"upgrade") && token(b"upgrade", b"websocket"));
+    if head.method != crate::syntax::Method::Get || !upgrade {
+        return Err(required(
             "a WebSocket API takes a GET with Upgrade: websocket",
         ));
     }
     if head.header(b"sec-websocket-version") != Some(b"13") {
-        return Err(upgrade("Sec-WebSocket-Version is not 13"));
+        return Err(required("Sec-WebSocket-Version is not 13"));
     }
     if !matches!(head.framing, crate::http::h1::Framing::None) {
         // Whatever follows the head is the client's frames: a body would be read as them.
