@@ -209,6 +209,8 @@ async fn shard_main(spec: ShardSpec) {
         loop {
             crate::driver::time::sleep(Duration::from_millis(100)).await;
             sweeper.sweep(crate::throttle::now_ns());
+            // Connections whose API a reload removed are closed.
+            crate::gateway::ws::reap(&sweeper);
         }
     });
     // `@connections` for the WebSocket connections this shard holds.

@@ -116,25 +116,7 @@ pub(crate) enum WsReply {
     Info(serde_json::Value),
 }
 
-/// What a shard knows of a WebSocket connection it holds.
-pub(crate) struct WsHandle {
-    pub tx: flume::Sender<WsPush>,
-    /// Closes the connection whatever its queue holds.
-    pub close: flume::Sender<()>,
-    pub connected_at_ms: u64,
-    pub last_active_ms: Rc<Cell<u64>>,
-    /// Bytes of pushes queued for the session and not yet taken (at most
-    /// `gateway::ws::manage::PUSH_BYTES`).
-    pub queued: Rc<Cell<usize>>,
-    pub source_ip: Rc<str>,
-    pub user_agent: String,
-}
-
-/// What reaches a connection's session from `@connections`.
-pub(crate) enum WsPush {
-    Send(Vec<u8>),
-    Close,
-}
+pub(crate) use crate::gateway::ws::{WsHandle, WsPush};
 
 /// Per-route figures by label set, as a shard last published them.
 pub(crate) type RouteRows = Vec<(Arc<str>, RouteCounts)>;
@@ -246,6 +228,9 @@ pub(crate) struct Shard {
     pub tokens: RefCell<crate::auth::jwt::TokenCache>,
     /// The WebSocket connections this shard holds, by connection id.
     pub ws: RefCell<AHashMap<String, WsHandle>>,
+    /// The snapshot `gateway::ws::reap` last compared the connections with (kept while any
+    /// are open): the one a connection whose API a reload removed calls `$disconnect` with.
+    pub ws_seen: RefCell<Option<Rc<ShardSnap>>>,
     /// SigV4 signing keys derived here, by access key and credential date (four HMACs
     /// saved per signed request); cleared when it reaches 4,096.
     pub sigv4_keys: RefCell<SigningKeys>,
@@ -303,6 +288,7 @@ impl Shard {
             ),
             tokens: RefCell::new(crate::auth::jwt::TokenCache::new(TOKEN_CACHE_BYTES)),
             ws: RefCell::new(AHashMap::new()),
+            ws_seen: RefCell::new(None),
             sigv4_keys: RefCell::new(AHashMap::new()),
             logs: RefCell::new(Default::default()),
             stats: RefCell::new(Default::default()),

@@ -16,8 +16,12 @@ use tungstenite::{Message, WebSocket};
 
 use common::*;
 
+#[path = "websocket/closing.rs"]
+mod closing;
 #[path = "websocket/handshake.rs"]
 mod handshake;
+#[path = "websocket/headers.rs"]
+mod headers;
 #[path = "websocket/waiting.rs"]
 mod waiting;
 

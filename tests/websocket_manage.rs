@@ -252,11 +252,12 @@ fn connections_authorization_none_admits_what_the_resource_policy_admits() {
     );
     // The body was not read: that connection is closed after the answer.
     let mut c = Client::connect(g.addr());
-    // Another stage's name, or more path, is not @connections: an upgrade is expected there.
+    // Another stage's name, or more path, is neither @connections nor the API: not found
+    // (not 426, which would tell a backend with a wrong callback URL to upgrade).
     let r = c.request(
         format!("GET /dev/@connections/{id} HTTP/1.1\r\nhost: chat.test\r\n\r\n").as_bytes(),
     );
-    assert_eq!(r.status, 426, "{}", r.text());
+    assert_eq!(r.status, 404, "{}", r.text());
     // Other methods: 405 saying which are allowed (RFC 9110 15.5.6); the connection stays.
     let r = c.request(
         format!("PUT /prod/@connections/{id} HTTP/1.1\r\nhost: chat.test\r\ncontent-length: 2\r\n\r\nhi")

@@ -145,3 +145,35 @@ fn a_repeated_key_is_400_and_426_has_its_reason_phrase() {
     assert!(lower.contains("\r\nconnection: upgrade\r\n"), "{raw}");
     assert!(lower.contains("\r\nconnection: close\r\n"), "{raw}");
 }
+
+#[test]
+fn the_api_is_at_its_base_path_or_stage_and_takes_an_upgrade_list() {
+    let (g, up) = recording();
+    let raw = |path: &str, upgrade: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: chat.test\r\nUpgrade: {upgrade}\r\nConnection: Upgrade, HTTP2-Settings\r\nSec-WebSocket-Version: 13\r\n{KEY}\r\n"
+        )
+        .into_bytes()
+    };
+    // Another path under the API's is not the API: no $connect, no connection.
+    for path in ["/foo/bar", "/foo", "/prod/x"] {
+        let r = Client::connect(g.addr()).request(&raw(path, "websocket"));
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+    }
+    assert_eq!(up.count(), 0, "$connect was called");
+    // The stage after the base path is the API (Amazon's `wss://host/{stage}`).
+    for path in ["/", "/prod", "/prod/"] {
+        let r = Client::connect(g.addr()).request(&raw(path, "websocket"));
+        assert_eq!(r.status, 101, "{path}: {}", r.text());
+    }
+    // RFC 9110 7.8: a list that offers WebSocket among others.
+    let r = Client::connect(g.addr()).request(&raw("/", "h2c, websocket"));
+    assert_eq!(r.status, 101, "{}", r.text());
+    let r = Client::connect(g.addr()).request(&raw("/", "h2c"));
+    assert_eq!(r.status, 426, "{}", r.text());
+    // `@connections` under a stage the mapping does not serve: not found, not 426.
+    let r = Client::connect(g.addr()).request(
+        b"POST /dev/@connections/abc HTTP/1.1\r\nHost: chat.test\r\nContent-Length: 1\r\n\r\nx",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+}

@@ -78,7 +78,23 @@ pub(super) async fn integrate_with(
                 // `Sec-WebSocket-*` ones too, as Amazon's: the integration may choose among
                 // the subprotocols offered).
                 for (n, v) in s.head.headers() {
-                    let lower = n.to_ascii_lowercase();
+                    if h.drop_underscores && n.contains(&b'_') {
+                        // `limits.underscores_in_headers = "drop"`, as on http routes: an
+                        // origin that folds `_` into `-` would read `X_Source_Ip` as ours.
+                        continue;
+                    }
+                    // Compared as such an origin reads them (`"allow"` forwards `_` names,
+                    // but not ones that spell the gateway's own).
+                    let lower: Vec<u8> = n
+                        .iter()
+                        .map(|&b| {
+                            if b == b'_' {
+                                b'-'
+                            } else {
+                                b.to_ascii_lowercase()
+                            }
+                        })
+                        .collect();
                     if matches!(
                         lower.as_slice(),
                         b"host"
@@ -175,6 +191,37 @@ fn is_gateway_header(lower: &[u8]) -> bool {
                 | b"x-connected-at"
                 | b"x-source-ip"
         )
+}
+
+/// The end-to-end header lines of an integration's answer, as the client gets them with a
+/// `$connect` refusal (`Location`, `WWW-Authenticate`, `Retry-After`, `Set-Cookie`, its
+/// `Content-Type`...): not hop-by-hop ones (nor those its `Connection` names), nor its
+/// framing, nor the lines the gateway writes itself (`x-request-id`, `RateLimit-*`).
+pub(super) fn relayed_headers(f: &Fetched) -> Vec<u8> {
+    use crate::http::h1::{header_lines, hop_by_hop};
+    let lines = f.head.splitn(2, |&b| b == b'\n').nth(1).unwrap_or_default();
+    let listed: Vec<&[u8]> = header_lines(lines)
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .map(|t| t.trim_ascii())
+        .collect();
+    let mut out = Vec::new();
+    for (n, v) in header_lines(lines) {
+        let lower = n.to_ascii_lowercase();
+        if n.is_empty()
+            || hop_by_hop(n)
+            || matches!(lower.as_slice(), b"content-length" | b"x-request-id")
+            || lower.starts_with(b"ratelimit")
+            || listed.iter().any(|t| t.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        out.extend_from_slice(n);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
 }
 
 pub(super) fn peer(s: &Session) -> std::net::SocketAddr {

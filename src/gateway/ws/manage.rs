@@ -29,6 +29,18 @@ pub(crate) async fn serve_commands(shard: Rc<Shard>) {
     use crate::shard::{WsOp, WsPush, WsReply};
     let rx = shard.shared.ws_cmds[shard.id].1.clone();
     while let Ok(cmd) = rx.recv_async().await {
+        if matches!(cmd.op, WsOp::Delete) {
+            // Closing from now on: later commands answer 410, as Amazon's, whether or not
+            // the client has read the Close yet (its own channel: a full queue does not
+            // keep a connection open).
+            let h = shard.ws.borrow_mut().remove(&cmd.id);
+            let reply = match h.map(|h| h.close.try_send(super::Closing::Deleted)) {
+                Some(Ok(()) | Err(flume::TrySendError::Full(_))) => WsReply::Done,
+                _ => WsReply::Gone,
+            };
+            let _ = cmd.reply.try_send(reply);
+            continue;
+        }
         let reply = {
             let conns = shard.ws.borrow();
             match conns.get(&cmd.id) {
@@ -51,11 +63,7 @@ pub(crate) async fn serve_commands(shard: Rc<Shard>) {
                             }
                         }
                     }
-                    // Its own channel: a full queue does not keep a connection open.
-                    WsOp::Delete => match h.close.try_send(()) {
-                        Ok(()) | Err(flume::TrySendError::Full(_)) => WsReply::Done,
-                        Err(flume::TrySendError::Disconnected(_)) => WsReply::Gone,
-                    },
+                    WsOp::Delete => WsReply::Gone,
                     WsOp::Get => WsReply::Info(serde_json::json!({
                         "connectedAt": rfc3339(h.connected_at_ms),
                         "lastActiveAt": rfc3339(h.last_active_ms.get()),

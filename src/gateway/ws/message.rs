@@ -18,12 +18,18 @@ use crate::upstream::fetch::Fetched;
 
 /// The API, stage and route a message goes to, in the snapshot current now.
 fn locate(ss: &ShardSnap, s: &Session) -> Option<(usize, usize)> {
-    let api = ss.snap.apis.iter().position(|a| a.name == s.api)?;
-    let stage = ss.snap.apis[api]
-        .stages
+    locate_names(ss, &s.api, &s.stage)
+}
+
+/// A WebSocket API's and its stage's places in a snapshot, by name.
+pub(crate) fn locate_names(ss: &ShardSnap, api: &str, stage: &str) -> Option<(usize, usize)> {
+    let a = ss
+        .snap
+        .apis
         .iter()
-        .position(|n| *n == s.stage)?;
-    Some((api, stage))
+        .position(|a| a.name == api && a.ws.is_some())?;
+    let st = ss.snap.apis[a].stages.iter().position(|n| n == stage)?;
+    Some((a, st))
 }
 
 /// One message: its route, its integration, and what goes back (two-way routes, errors);
@@ -153,9 +159,20 @@ async fn answer(
 }
 
 /// `$disconnect`, once, best effort.
-pub(super) async fn disconnect(shard: &Rc<Shard>, s: &Session, ended: Ended) {
-    let ss = shard.snapshot();
-    let Some((api, stage)) = locate(&ss, s) else {
+/// A connection whose API a reload removed uses the snapshot that had it (`old`, else the
+/// one [`super::reap`] last saw).
+pub(super) async fn disconnect(
+    shard: &Rc<Shard>,
+    s: &Session,
+    ended: Ended,
+    old: Option<Rc<ShardSnap>>,
+) {
+    let seen = shard.ws_seen.borrow().clone();
+    let Some((ss, (api, stage))) = [Some(shard.snapshot()), old, seen]
+        .into_iter()
+        .flatten()
+        .find_map(|ss| locate(&ss, s).map(|at| (ss, at)))
+    else {
         return;
     };
     let Some(route) = ss.snap.apis[api].ws.as_ref().and_then(|w| w.disconnect) else {

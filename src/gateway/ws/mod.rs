@@ -27,6 +27,68 @@ pub(crate) use manage::{manage, serve_commands, target, PUSH_QUEUE};
 
 pub(crate) use session::run;
 
+/// What a shard knows of a WebSocket connection it holds (in `Shard::ws` from its `101` until
+/// the gateway decides to close it or it ends: from then on `@connections` answers 410).
+pub(crate) struct WsHandle {
+    pub tx: flume::Sender<WsPush>,
+    /// Closes the connection whatever its queue holds.
+    pub close: flume::Sender<Closing>,
+    /// The API and stage it was opened on, by name: a reload that removes them closes it.
+    pub api: Rc<str>,
+    pub stage: Rc<str>,
+    pub connected_at_ms: u64,
+    pub last_active_ms: Rc<std::cell::Cell<u64>>,
+    /// Bytes of pushes queued for the session and not yet taken (at most
+    /// [`manage::PUSH_BYTES`]).
+    pub queued: Rc<std::cell::Cell<usize>>,
+    pub source_ip: Rc<str>,
+    pub user_agent: String,
+}
+
+/// What reaches a connection's session from `@connections`.
+pub(crate) enum WsPush {
+    Send(Vec<u8>),
+}
+
+/// Why the gateway closes a connection from outside its session.
+pub(crate) enum Closing {
+    /// `@connections` DELETE (1000).
+    Deleted,
+    /// A reload removed its API or stage (1001); `$disconnect` is called with the integration
+    /// of this snapshot, the last one that had them.
+    Gone(Rc<ShardSnap>),
+}
+
+/// After a reload, closes this shard's connections whose API or stage the new snapshot does
+/// not have (1001, as a drain): they leave `Shard::ws` at once (`@connections` answers 410)
+/// and their sessions call `$disconnect` with the snapshot that had their API. Called by the
+/// shard's housekeeping; nothing to do without connections or without a new snapshot.
+pub(crate) fn reap(shard: &Shard) {
+    if shard.ws.borrow().is_empty() {
+        // No connection to close: no old snapshot kept alive either.
+        shard.ws_seen.borrow_mut().take();
+        return;
+    }
+    let now = shard.snapshot();
+    let old = {
+        let mut seen = shard.ws_seen.borrow_mut();
+        match seen.as_ref() {
+            Some(p) if Rc::ptr_eq(p, &now) => return,
+            _ => seen.replace(now.clone()),
+        }
+    };
+    let Some(old) = old else {
+        return;
+    };
+    shard.ws.borrow_mut().retain(|_, h| {
+        let keep = message::locate_names(&now, &h.api, &h.stage).is_some();
+        if !keep {
+            let _ = h.close.try_send(Closing::Gone(old.clone()));
+        }
+        keep
+    });
+}
+
 /// RFC 6455's GUID, appended to the client's key for `Sec-WebSocket-Accept`.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -72,6 +134,18 @@ pub(crate) async fn connect(
     let Some(st) = ctx.stage else {
         return Err(Error::downstream(Kind::NotFound, "no stage"));
     };
+    // The API is at the mapping's base path, or its stage after it (Amazon's
+    // `wss://host/{stage}`); another path under it is not this API.
+    let rest = ctx.segs.skip(st.base_len);
+    let stage = &ss.snap.config.apis[st.api].stages[st.stage].name;
+    let ours = rest.len() <= 2
+        && (0..rest.len()).all(|i| rest.get(i).is_empty() || (i == 0 && rest.get(i) == stage));
+    if !ours {
+        return Err(Error::downstream(
+            Kind::NotFound,
+            "not the WebSocket API's path",
+        ));
+    }
     let key = handshake_key(&ctx.head)?;
     let api = &ss.snap.apis[st.api];
     let ws = api.ws.as_ref().expect("a WebSocket API");
@@ -103,11 +177,13 @@ pub(crate) async fn connect(
         .await
         {
             Ok(Some(f)) if !(200..300).contains(&f.status) => {
-                // The integration refused: the client gets its status, not an upgrade.
+                // The integration refused: the client gets its status, its end-to-end
+                // headers and body, not an upgrade.
+                let typed = f.header(b"content-type").is_some();
                 return Ok(Outcome::Answer(Answer {
                     status: f.status,
-                    headers: Vec::new(),
-                    content_type: Some("application/json"),
+                    headers: integration::relayed_headers(&f),
+                    content_type: (!typed).then_some("application/json"),
                     body: f.body,
                     ratelimit: true,
                 }));
@@ -226,14 +302,23 @@ fn session_of(
 /// (426 with the version this server speaks otherwise; 400 for one with a body, or without
 /// one valid key).
 fn handshake_key(head: &RequestHead) -> Result<String, Error> {
-    let upgrade = |why: &'static str| Error::downstream(Kind::UpgradeRequired, why);
-    if head.method != crate::syntax::Method::Get || !head.upgrade {
-        return Err(upgrade(
+    let required = |why: &'static str| Error::downstream(Kind::UpgradeRequired, why);
+    // `Upgrade: h2c, websocket` offers WebSocket among others (RFC 9110 7.8): here, on a
+    // WebSocket API, it is the one taken (the parser's `upgrade`, which proxied requests
+    // relay, stays a lone `websocket`).
+    let token = |name: &[u8], token: &[u8]| {
+        head.headers()
+            .any(|(n, v)| n.eq_ignore_ascii_case(name) && crate::http::has_token(v, token))
+    };
+    let upgrade = head.upgrade
+        || (head.minor >= 1 && token(b"connection", b"upgrade") && token(b"upgrade", b"websocket"));
+    if head.method != crate::syntax::Method::Get || !upgrade {
+        return Err(required(
             "a WebSocket API takes a GET with Upgrade: websocket",
         ));
     }
     if head.header(b"sec-websocket-version") != Some(b"13") {
-        return Err(upgrade("Sec-WebSocket-Version is not 13"));
+        return Err(required("Sec-WebSocket-Version is not 13"));
     }
     if !matches!(head.framing, crate::http::h1::Framing::None) {
         // Whatever follows the head is the client's frames: a body would be read as them.

@@ -19,18 +19,25 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
 use super::message::{disconnect, message};
-use super::{now_ms, Session};
+use super::{now_ms, Closing, Session, WsHandle, WsPush};
 use crate::http::conn::{Conn, Stream};
-use crate::shard::{Shard, WsHandle, WsPush};
+use crate::shard::{Shard, ShardSnap};
 
 /// How long a write to a client that does not read may wait before the connection is
 /// dropped.
 const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bytes copied out of the socket layer per read.
 const READ_CHUNK: usize = 4 << 10;
-/// Replies queued beyond this are handed to the writer before more messages are read: a
-/// client that sends many small messages and reads nothing holds at most the writer's queue.
-const OUT_BATCH: usize = 64 << 10;
+/// Replies queued beyond this are handed to the writer before more messages are read.
+const OUT_BATCH: usize = 16 << 10;
+/// What one connection's output may hold in the gateway (what its writer has yet to write,
+/// and the replies not yet handed to it; nginx's `proxy_buffers`): past it the connection's
+/// messages are not read, nor its `@connections` pushes taken (they wait in their queue, whose
+/// own bounds answer 429), until the writer catches up. A client that sends and never reads
+/// holds this (plus one reply, one message and the socket buffers), not its replies.
+const OUT_BUDGET: usize = 128 << 10;
+/// What the writer hands the socket layer at a time (which copies it).
+const WRITE_CHUNK: usize = 16 << 10;
 /// Messages read while one waits on its integration are held up to this many bytes (at most
 /// `limits.websocket_message`), one message past it at most: enough to reach the control
 /// frames behind a few small messages.
@@ -70,6 +77,10 @@ enum Transport {
     Split {
         rd: tokio::io::ReadHalf<crate::http::pollio::PollIo>,
         tx: flume::Sender<Vec<u8>>,
+        /// Bytes handed to the writer and not yet written ([`OUT_BUDGET`]).
+        unsent: Rc<std::cell::Cell<usize>>,
+        /// A value stops the writer, dropping what it has not written.
+        stop: flume::Sender<()>,
     },
     H2(Box<crate::http::h2::stream::H2Stream>),
 }
@@ -94,9 +105,14 @@ impl Transport {
         }
     }
 
+    /// Hands bytes to the writer (for a socket, at once: the caller keeps to
+    /// [`OUT_BUDGET`] by [`Transport::over_budget`]); `Err` when the connection is lost.
     async fn send(&mut self, bytes: Vec<u8>) -> Result<(), ()> {
         match self {
-            Transport::Split { tx, .. } => tx.send_async(bytes).await.map_err(|_| ()),
+            Transport::Split { tx, unsent, .. } => {
+                unsent.set(unsent.get() + bytes.len());
+                tx.send(bytes).map_err(|_| ())
+            }
             Transport::H2(h) => {
                 match crate::driver::time::timeout(WRITE_STALL, h.write(Bytes::from(bytes))).await {
                     Ok(Ok(())) => Ok(()),
@@ -106,10 +122,26 @@ impl Transport {
         }
     }
 
-    /// Ends the stream: the writer task finishes what is queued; HTTP/2 sends END_STREAM.
-    async fn finish(self) {
+    /// Whether the writer holds so much, with `more` bytes not yet handed to it, that the
+    /// connection is not read until it has written some (an HTTP/2 stream's writes wait
+    /// inline, within its flow control).
+    fn over_budget(&self, more: usize) -> bool {
         match self {
-            Transport::Split { tx, .. } => drop(tx),
+            Transport::Split { unsent, .. } => unsent.get() + more > OUT_BUDGET,
+            Transport::H2(_) => false,
+        }
+    }
+
+    /// Ends the stream: the writer task finishes what is queued (`cut`: drops it, for a
+    /// client that did not answer the gateway's Close); HTTP/2 sends END_STREAM.
+    async fn finish(self, cut: bool) {
+        match self {
+            Transport::Split { tx, stop, .. } => {
+                if cut {
+                    let _ = stop.try_send(());
+                }
+                drop(tx)
+            }
             Transport::H2(mut h) => {
                 let _ = h.finish().await;
             }
@@ -122,8 +154,9 @@ impl Transport {
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// After the gateway's Close: reads (dropping data frames) until the client's Close answers
-/// it, the client goes, or [`CLOSE_WAIT`] passes.
-async fn await_close(io: &mut Transport, ws: &mut WebSocketContext, mem: &mut Mem) {
+/// it, the client goes, or [`CLOSE_WAIT`] passes (then `false`: what the writer still holds
+/// is dropped).
+async fn await_close(io: &mut Transport, ws: &mut WebSocketContext, mem: &mut Mem) -> bool {
     let wait = async {
         loop {
             loop {
@@ -136,13 +169,23 @@ async fn await_close(io: &mut Transport, ws: &mut WebSocketContext, mem: &mut Me
                     Err(_) => return,
                 }
             }
+            // Nothing goes out after the Close (pongs included).
+            mem.out.clear();
             match io.read(&mut mem.inb).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
         }
     };
-    let _ = crate::driver::time::timeout(CLOSE_WAIT, wait).await;
+    crate::driver::time::timeout(CLOSE_WAIT, wait).await.is_ok()
+}
+
+/// Until the writer has written a batch; `false` when it has ended (the connection is lost).
+async fn written(drained: &Option<flume::Receiver<()>>) -> bool {
+    match drained {
+        Some(d) => d.recv_async().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// What woke the loop.
@@ -152,6 +195,9 @@ enum Event {
     Answered(Option<Option<Message>>),
     Timer,
     Push(Option<WsPush>),
+    Closing(Option<Closing>),
+    /// The writer wrote a batch (`false`: it ended).
+    Drained(bool),
     Drain,
 }
 
@@ -159,6 +205,7 @@ fn lost() -> Ended {
     Ended {
         code: 1006,
         reason: "the connection was lost".into(),
+        cut: true,
     }
 }
 
@@ -169,6 +216,7 @@ async fn answered(
     io: &mut Transport,
     ws: &mut WebSocketContext,
     mem: &mut Mem,
+    gone: impl FnOnce(),
 ) -> Result<(), Ended> {
     match done {
         Some(Some(reply)) => {
@@ -177,25 +225,27 @@ async fn answered(
         }
         Some(None) => Ok(()),
         None => {
+            gone();
             let why = "the API or stage is gone";
-            close_by_gateway(io, ws, mem, CloseCode::Away, why).await;
+            let answered = close_by_gateway(io, ws, mem, CloseCode::Away, why).await;
             Err(Ended {
                 code: 1001,
                 reason: why.into(),
+                cut: !answered,
             })
         }
     }
 }
 
 /// The gateway closes (idle, lifetime, drain, `@connections` DELETE, the API gone): its Close,
-/// then the client's awaited ([`await_close`]).
+/// then the client's awaited ([`await_close`]: whether it came).
 async fn close_by_gateway(
     io: &mut Transport,
     ws: &mut WebSocketContext,
     mem: &mut Mem,
     code: CloseCode,
     reason: &str,
-) {
+) -> bool {
     let _ = ws.close(
         mem,
         Some(CloseFrame {
@@ -204,13 +254,15 @@ async fn close_by_gateway(
         }),
     );
     let _ = io.send(std::mem::take(&mut mem.out)).await;
-    Box::pin(await_close(io, ws, mem)).await;
+    Box::pin(await_close(io, ws, mem)).await
 }
 
 /// How the connection ended, for `$disconnect`.
 pub(super) struct Ended {
     pub code: u16,
     pub reason: String,
+    /// The gateway closed and the client did not answer: what is unwritten is dropped.
+    pub cut: bool,
 }
 
 /// Serves the connection until either side closes it, then calls `$disconnect`.
@@ -220,8 +272,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
     // A socket is split: a writer task sends what the loop below queues, so that reading
     // never waits on a client that does not read. An HTTP/2 stream (RFC 8441) reads and
     // writes frames of its own, inline.
-    let (mut io, writer) = match stream {
-        Stream::H2(h) => (Transport::H2(h), None),
+    // `drained`: a value each time the writer has written a batch; disconnected when it ends.
+    let (mut io, writer, drained) = match stream {
+        Stream::H2(h) => (Transport::H2(h), None, None),
         stream => {
             let io = match stream {
                 Stream::Plain(t) => PollIo::plain(t, Bytes::new()).read_size(READ_CHUNK),
@@ -229,23 +282,51 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 Stream::H2(_) => return,
             };
             let (rd, mut wr) = tokio::io::split(io);
-            let (tx, rx) = flume::bounded::<Vec<u8>>(8);
+            // Unbounded by count: what it holds is bounded in bytes by `OUT_BUDGET`.
+            let (tx, rx) = flume::unbounded::<Vec<u8>>();
+            let (dtx, drained) = flume::bounded::<()>(1);
+            let (stop, stopped) = flume::bounded::<()>(1);
+            let unsent = Rc::new(std::cell::Cell::new(0usize));
+            let left = unsent.clone();
             let writer = crate::driver::spawn(crate::driver::guarded(async move {
+                // A value says stop; the session dropping its end does not.
+                let stop = || async {
+                    if stopped.recv_async().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 while let Ok(bytes) = rx.recv_async().await {
                     // A client that reads nothing for this long is gone: the writer ends,
-                    // and with it the connection (the loop's next send fails).
+                    // and with it the connection (the loop sees `drained` disconnected).
                     let write = async {
-                        wr.write_all(&bytes).await?;
+                        for c in bytes.chunks(WRITE_CHUNK) {
+                            wr.write_all(c).await?;
+                        }
                         wr.flush().await
                     };
-                    match crate::driver::time::timeout(WRITE_STALL, write).await {
-                        Ok(Ok(())) => {}
-                        _ => return,
+                    let written = monoio::select! {
+                        r = crate::driver::time::timeout(WRITE_STALL, write) => matches!(r, Ok(Ok(()))),
+                        _ = stop() => false,
+                    };
+                    if !written {
+                        return;
                     }
+                    left.set(left.get().saturating_sub(bytes.len()));
+                    let _ = dtx.try_send(());
                 }
-                let _ = crate::driver::time::timeout(WRITE_STALL, wr.shutdown()).await;
+                let shutdown = crate::driver::time::timeout(WRITE_STALL, wr.shutdown());
+                monoio::select! {
+                    _ = shutdown => {},
+                    _ = stop() => {},
+                }
             }));
-            (Transport::Split { rd, tx }, Some(writer))
+            let t = Transport::Split {
+                rd,
+                tx,
+                unsent,
+                stop,
+            };
+            (t, Some(writer), Some(drained))
         }
     };
     let (max_frame, max_message, idle, lifetime, rate) = {
@@ -270,7 +351,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
     let mut ws = WebSocketContext::new(Role::Server, Some(config));
     // Reachable through `@connections` from here on.
     let (ptx, prx) = flume::bounded::<WsPush>(super::PUSH_QUEUE);
-    let (ctx_close, close_rx) = flume::bounded::<()>(1);
+    let (ctx_close, close_rx) = flume::bounded::<Closing>(1);
     let last = Rc::new(std::cell::Cell::new(now_ms()));
     let queued = Rc::new(std::cell::Cell::new(0usize));
     shard.ws.borrow_mut().insert(
@@ -278,6 +359,8 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         WsHandle {
             tx: ptx,
             close: ctx_close,
+            api: s.api.as_str().into(),
+            stage: s.stage.as_str().into(),
             connected_at_ms: s.connected_at_ms,
             last_active_ms: last.clone(),
             queued: queued.clone(),
@@ -286,6 +369,17 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 .into_owned(),
         },
     );
+    if shard.ws_seen.borrow().is_none() {
+        // What `reap` compares the next snapshot with.
+        let now = shard.snapshot();
+        *shard.ws_seen.borrow_mut() = Some(now);
+    }
+    // The gateway decided to close: `@connections` answers 410 from here on.
+    let closing = || {
+        shard.ws.borrow_mut().remove(&s.id);
+    };
+    // The snapshot a connection whose API a reload removed calls `$disconnect` with.
+    let mut old_snap: Option<Rc<ShardSnap>> = None;
     let mut mem = Mem {
         inb: buf,
         out: Vec::new(),
@@ -307,6 +401,10 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         // Every whole message that has arrived, in order, until one has to wait; then what
         // comes, within `later`'s bytes.
         loop {
+            if io.over_budget(mem.out.len()) {
+                // Not read until the writer has written some (back-pressure).
+                break;
+            }
             let queued = if pending.is_none() {
                 later.pop_front()
             } else {
@@ -352,7 +450,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                     let polled = std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx)));
                     match polled.await {
                         Poll::Ready(done) => {
-                            if let Err(e) = answered(done, &mut io, &mut ws, &mut mem).await {
+                            if let Err(e) =
+                                answered(done, &mut io, &mut ws, &mut mem, closing).await
+                            {
                                 break 'conn e;
                             }
                         }
@@ -372,10 +472,12 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                         Ended {
                             code: 1005,
                             reason: String::new(),
+                            cut: false,
                         },
                         |f| Ended {
                             code: u16::from(f.code),
                             reason: f.reason.to_string(),
+                            cut: false,
                         },
                     );
                 }
@@ -385,6 +487,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                     break 'conn Ended {
                         code: 1000,
                         reason: String::new(),
+                        cut: false,
                     };
                 }
                 Err(e) => {
@@ -410,6 +513,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                     break 'conn Ended {
                         code: u16::from(code),
                         reason: reason.into(),
+                        cut: false,
                     };
                 }
             }
@@ -426,7 +530,8 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         let wake = active_at
             .checked_add(idle)
             .map_or(deadline, |t| t.min(deadline));
-        let reading = later_bytes < later_max;
+        let room = !io.over_budget(mem.out.len());
+        let reading = room && later_bytes < later_max;
         let waiting = std::future::poll_fn(|cx| match pending.as_mut() {
             Some(h) => h.as_mut().poll(cx),
             None => Poll::Pending,
@@ -435,8 +540,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             n = io.read(&mut mem.inb), if reading => Event::Read(n),
             done = waiting => Event::Answered(done),
             _ = crate::driver::time::sleep_until(wake) => Event::Timer,
-            p = prx.recv_async() => Event::Push(p.ok()),
-            _ = close_rx.recv_async() => Event::Push(Some(WsPush::Close)),
+            p = prx.recv_async(), if room => Event::Push(p.ok()),
+            c = close_rx.recv_async() => Event::Closing(c.ok()),
+            d = written(&drained), if !room => Event::Drained(d),
             _ = shard.drain.wait() => Event::Drain,
         };
         let (code, frame_reason, why) = match event {
@@ -448,11 +554,13 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
             Event::Answered(done) => {
                 pending = None;
                 active_at = std::time::Instant::now();
-                if let Err(e) = answered(done, &mut io, &mut ws, &mut mem).await {
+                if let Err(e) = answered(done, &mut io, &mut ws, &mut mem, closing).await {
                     break e;
                 }
                 continue;
             }
+            Event::Drained(true) => continue,
+            Event::Drained(false) => break lost(),
             Event::Push(Some(WsPush::Send(data))) => {
                 queued.set(queued.get().saturating_sub(data.len()));
                 last.set(now_ms());
@@ -469,8 +577,22 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 (CloseCode::Away, why, why)
             }
             Event::Timer => (CloseCode::Away, "idle", "idle"),
-            Event::Push(Some(WsPush::Close) | None) => {
+            // `@connections` DELETE (the handle is gone: its queue disconnected too).
+            Event::Closing(Some(Closing::Deleted) | None) => {
                 (CloseCode::Normal, "", "closed through @connections")
+            }
+            Event::Push(None) => match close_rx.try_recv() {
+                Ok(Closing::Gone(old)) => {
+                    old_snap = Some(old);
+                    let why = "the API or stage is gone";
+                    (CloseCode::Away, why, why)
+                }
+                _ => (CloseCode::Normal, "", "closed through @connections"),
+            },
+            Event::Closing(Some(Closing::Gone(old))) => {
+                old_snap = Some(old);
+                let why = "the API or stage is gone";
+                (CloseCode::Away, why, why)
             }
             Event::Drain => {
                 let why = "the gateway is going away";
@@ -480,19 +602,27 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
         // Closed by the gateway: a message still waiting on its integration is given up (the
         // call is dropped; its answer could not be sent).
         drop(pending.take());
-        close_by_gateway(&mut io, &mut ws, &mut mem, code, frame_reason).await;
+        closing();
+        let answered = close_by_gateway(&mut io, &mut ws, &mut mem, code, frame_reason).await;
         break Ended {
             code: u16::from(code),
             reason: why.into(),
+            cut: !answered,
         };
     };
     // A call still waiting (the client closed) is given up.
     drop(pending);
     // From here on `@connections` answers 410 for it.
-    shard.ws.borrow_mut().remove(&s.id);
-    io.finish().await;
+    closing();
+    if old_snap.is_none() {
+        // A reload's close that came while the connection was closing otherwise.
+        if let Ok(Closing::Gone(old)) = close_rx.try_recv() {
+            old_snap = Some(old);
+        }
+    }
+    io.finish(ended.cut).await;
     if let Some(w) = writer {
         let _ = w.await;
     }
-    crate::memory::boxed(|| disconnect(shard, &s, ended)).await;
+    crate::memory::boxed(|| disconnect(shard, &s, ended, old_snap)).await;
 }
