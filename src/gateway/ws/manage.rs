@@ -34,7 +34,7 @@ pub(crate) async fn serve_commands(shard: Rc<Shard>) {
             // the client has read the Close yet (its own channel: a full queue does not
             // keep a connection open).
             let h = shard.ws.borrow_mut().remove(&cmd.id);
-            let reply = match h.map(|h| h.close.try_send(super::Closing::Deleted)) {
+            let reply = match h.map(|h| h.close.try_send(crate::shard::Closing::Deleted)) {
                 Some(Ok(()) | Err(flume::TrySendError::Full(_))) => WsReply::Done,
                 _ => WsReply::Gone,
             };

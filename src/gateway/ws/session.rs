@@ -19,8 +19,9 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
 use super::message::{disconnect, message};
-use super::{now_ms, Closing, Session, WsHandle, WsPush};
+use super::{now_ms, Session};
 use crate::http::conn::{Conn, Stream};
+use crate::shard::{Closing, WsHandle, WsPush};
 use crate::shard::{Shard, ShardSnap};
 
 /// How long a write to a client that does not read may wait before the connection is

@@ -116,7 +116,8 @@ pub(crate) enum WsReply {
     Info(serde_json::Value),
 }
 
-pub(crate) use crate::gateway::ws::{WsHandle, WsPush};
+mod ws;
+pub(crate) use ws::{Closing, WsHandle, WsPush};
 
 /// Per-route figures by label set, as a shard last published them.
 pub(crate) type RouteRows = Vec<(Arc<str>, RouteCounts)>;
@@ -228,7 +229,7 @@ pub(crate) struct Shard {
     pub tokens: RefCell<crate::auth::jwt::TokenCache>,
     /// The WebSocket connections this shard holds, by connection id.
     pub ws: RefCell<AHashMap<String, WsHandle>>,
-    /// The snapshot `gateway::ws::reap` last compared the connections with (kept while any
+    /// The snapshot the WebSocket reaper last compared the connections with (kept while any
     /// are open): the one a connection whose API a reload removed calls `$disconnect` with.
     pub ws_seen: RefCell<Option<Rc<ShardSnap>>>,
     /// SigV4 signing keys derived here, by access key and credential date (four HMACs
