@@ -6,11 +6,10 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 
 use common::*;
 
@@ -38,20 +37,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static A: Counting = Counting;
-
-/// A client whose receive buffer is 4 KiB and which reads nothing after the upgrade.
-fn slow_client(g: &Gw) -> WebSocket<TcpStream> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&g.addr().into()).unwrap();
-    let stream: TcpStream = sock.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    tungstenite::client("ws://chat.test/", stream)
-        .map_err(|e| format!("{e:?}"))
-        .unwrap()
-        .0
-}
 
 #[test]
 fn a_client_that_does_not_read_holds_the_output_budget_not_its_replies() {

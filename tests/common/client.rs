@@ -178,3 +178,18 @@ pub fn metric(gw: &Gw, name: &str, label: &str) -> u64 {
 pub fn metric_reaches(gw: &Gw, name: &str, label: &str, want: u64) -> bool {
     eventually(Duration::from_secs(5), || metric(gw, name, label) >= want)
 }
+
+/// A WebSocket client of `ws://chat.test/` whose receive buffer is 4 KiB and which reads
+/// nothing after the upgrade (until the test does).
+pub fn slow_client(g: &Gw) -> tungstenite::WebSocket<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&g.addr().into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    tungstenite::client("ws://chat.test/", stream)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap()
+        .0
+}

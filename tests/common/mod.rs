@@ -16,7 +16,7 @@ mod upstream;
 
 // Each test binary uses some of these; the rest would be "unused" there.
 #[allow(unused_imports)]
-pub use client::{admin, admin_with, get, metric, metric_reaches, Client, Resp};
+pub use client::{admin, admin_with, get, metric, metric_reaches, slow_client, Client, Resp};
 #[allow(unused_imports)]
 pub use config::{config, Cfg};
 #[allow(unused_imports)]

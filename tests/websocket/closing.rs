@@ -30,20 +30,6 @@ fn conf(up: &Upstream, name: &str) -> String {
         .toml()
 }
 
-/// A client whose receive buffer is 4 KiB and which reads nothing after the upgrade.
-fn slow_client(g: &Gw) -> WebSocket<TcpStream> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&g.addr().into()).unwrap();
-    let stream: TcpStream = sock.into();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    tungstenite::client("ws://chat.test/", stream)
-        .map_err(|e| format!("{e:?}"))
-        .unwrap()
-        .0
-}
-
 /// The id `$connect` was told of, for the `n`th connection.
 fn connection_id(up: &Upstream, n: usize) -> String {
     let ids: Vec<String> = up
