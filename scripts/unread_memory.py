@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Memory a gateway holds for clients that send and never read: N connections (each with a
-4 KiB receive buffer) send pipelined GETs of a small mock route for SECONDS and read nothing;
-prints the gateway's RSS growth over idle, per connection. Run it once per driver to compare:
+4 KiB receive buffer) send pipelined GETs of a small mock route for SECONDS and read nothing
+(`--websocket`: open a WebSocket connection each, then send `{}` messages, each answered by a
+two-way mock route); prints the gateway's RSS growth over idle, per connection. Run it once
+per driver to compare:
 
   python3 scripts/unread_memory.py [--bin target/release/tollgate] [--driver io_uring|epoll|io_uring_basic]
-                                   [--conns 100] [--seconds 6]
+                                   [--conns 100] [--seconds 6] [--websocket]
 
 The gateway runs with MIMALLOC_PURGE_DELAY=0 (freed pages go back at once, so RSS is what is
 held); it listens on 127.0.0.1 only and is stopped by its PID at the end (and by `timeout`).
 """
 import argparse
+import base64
 import os
 import socket
 import subprocess
@@ -27,12 +30,28 @@ def rss_kib(pid):
     return 0
 
 
+def handshake(s):
+    """Opens a WebSocket connection on `s` (the API's stage at the base path)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(f"GET /prod HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        b = s.recv(1)
+        if not b:
+            raise SystemExit("the gateway closed the handshake")
+        head += b
+    if b" 101 " not in head.split(b"\r\n")[0]:
+        raise SystemExit(f"no upgrade: {head[:80]!r}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/tollgate")
     ap.add_argument("--driver", default="io_uring")
     ap.add_argument("--conns", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=6)
+    ap.add_argument("--websocket", action="store_true")
     a = ap.parse_args()
     port = free_port()
     d = tempfile.mkdtemp(prefix="unread")
@@ -49,12 +68,14 @@ addr = "127.0.0.1:{port}"
 
 [[apis]]
 name = "a"
+{'kind = "websocket"' if a.websocket else ''}
 
   [[apis.stages]]
   name = "prod"
 
   [[apis.routes]]
-  route = "GET /m"
+  {'route = "$default"' if a.websocket else 'route = "GET /m"'}
+  {'route_response = true' if a.websocket else ''}
   integration = {{ type = "mock", body = "{'x' * 200}" }}
 
 [[domains]]
@@ -79,10 +100,16 @@ mappings = [{{ api = "a", stage = "prod" }}]
             s = socket.socket()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.connect(("127.0.0.1", port))
+            if a.websocket:
+                handshake(s)
             s.setblocking(False)
             socks.append(s)
         idle = rss_kib(p.pid)
-        req = b"GET /m HTTP/1.1\r\nHost: a\r\n\r\n" * 500
+        if a.websocket:
+            # Masked (all-zero mask) text frames of `{}`.
+            req = (bytes([0x81, 0x82]) + b"\0\0\0\0" + b"{}") * 500
+        else:
+            req = b"GET /m HTTP/1.1\r\nHost: a\r\n\r\n" * 500
         t0 = time.time()
         while time.time() - t0 < a.seconds:
             for s in socks:
@@ -92,7 +119,7 @@ mappings = [{{ api = "a", stage = "prod" }}]
                     pass
             time.sleep(0.02)
         grown = rss_kib(p.pid) - idle
-        print(f"{a.driver}: +{grown} KiB over idle with {a.conns} connections that never read, "
+        print(f"{a.driver}{' (WebSocket)' if a.websocket else ''}: +{grown} KiB over idle with {a.conns} connections that never read, "
               f"{grown / a.conns:.0f} KiB per connection")
     finally:
         for s in socks:

@@ -12,7 +12,7 @@ use io_uring::{cqueue, opcode, types};
 
 use super::bufs::{poll_buffer_freed, RecvBuf};
 use super::exec;
-use super::reactor::{Got, Kind, Multi, Op, BGID};
+use super::reactor::{recv_limited, Got, Kind, Multi, Op, BGID, RECV_LIMIT};
 
 /// Whether the socket has bytes to read, has reached its end, or has failed (asked with a
 /// non-blocking peek; nothing is consumed).
@@ -88,7 +88,7 @@ impl TcpListener {
                         return Err(io::Error::from_raw_os_error(-res));
                     }
                     // The kernel made this descriptor for us; we own it from here.
-                    return Ok(TcpStream::from_owned(Fd(res)));
+                    return Ok(TcpStream::from_owned(Fd(res), true));
                 }
                 None => self.accepts = None,
             }
@@ -138,21 +138,60 @@ struct Rx {
     held: Option<RecvBuf>,
     /// Receive one buffer per operation, not multishot (see [`TcpStream::set_bounded`]).
     bounded: bool,
+    /// The receive armed has a byte limit (see `reactor::RECV_LIMIT`).
+    limited: bool,
+    /// A client's socket: its multishot receives have a byte limit.
+    client: bool,
+}
+
+impl Rx {
+    /// Arms the receive: one buffer (bounded), or multishot, with a byte limit where the kernel
+    /// takes one.
+    fn arm(&mut self, fd: RawFd) {
+        let bounded = self.bounded;
+        let limit = !bounded && self.client && exec::with(|rt| rt.reactor.recv_limit.get());
+        self.limited = limit;
+        let e = if bounded {
+            // One buffer of the ring, then the operation ends (its completion has no MORE
+            // flag; the next receive arms another).
+            let len = exec::with(|rt| rt.reactor.bufs.size) as u32;
+            opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
+                .buf_group(BGID)
+                .build()
+                .flags(io_uring::squeue::Flags::BUFFER_SELECT)
+        } else if limit {
+            recv_limited(
+                opcode::RecvMulti::new(types::Fd(fd), BGID).build(),
+                RECV_LIMIT,
+            )
+        } else {
+            opcode::RecvMulti::new(types::Fd(fd), BGID).build()
+        };
+        // SAFETY: the receive writes only into the ring's buffers, which live as long as the
+        // runtime; the descriptor outlives the Multi (dropped first).
+        self.recv = Some(unsafe { Multi::submit(Kind::Recv, e) });
+    }
 }
 
 impl TcpStream {
-    fn from_owned(fd: Fd) -> TcpStream {
+    /// `client`: a socket accepted from a client, whose multishot receives take a byte limit
+    /// (see `reactor::RECV_LIMIT`). A socket the gateway connected (to an upstream) receives
+    /// without: its reader bounds it when the answer is big (see [`TcpStream::set_bounded`]).
+    fn from_owned(fd: Fd, client: bool) -> TcpStream {
         TcpStream {
             inner: Rc::new(Inner {
-                rx: RefCell::new(Rx::default()),
+                rx: RefCell::new(Rx {
+                    client,
+                    ..Rx::default()
+                }),
                 fd,
             }),
         }
     }
 
-    /// Takes a connected std socket.
+    /// Takes a connected std socket (accepted from a client).
     pub fn from_std(s: std::net::TcpStream) -> TcpStream {
-        TcpStream::from_owned(Fd::from(OwnedFd::from(s)))
+        TcpStream::from_owned(Fd::from(OwnedFd::from(s)), true)
     }
 
     /// Connects to `addr`.
@@ -175,7 +214,7 @@ impl TcpStream {
         if res < 0 {
             return Err(io::Error::from_raw_os_error(-res));
         }
-        Ok(TcpStream::from_owned(fd))
+        Ok(TcpStream::from_owned(fd, false))
     }
 
     fn fd(&self) -> RawFd {
@@ -227,24 +266,12 @@ impl TcpStream {
                 }
                 rx.starved = false;
             }
-            let fd = self.fd();
-            let bounded = rx.bounded;
-            let multi = rx.recv.get_or_insert_with(|| {
-                let e = if bounded {
-                    // One buffer of the ring, then the operation ends (its completion has no
-                    // MORE flag; the next receive arms another).
-                    let len = exec::with(|rt| rt.reactor.bufs.size) as u32;
-                    opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
-                        .buf_group(BGID)
-                        .build()
-                        .flags(io_uring::squeue::Flags::BUFFER_SELECT)
-                } else {
-                    opcode::RecvMulti::new(types::Fd(fd), BGID).build()
-                };
-                // SAFETY: the receive writes only into the ring's buffers, which live as long
-                // as the runtime; the descriptor outlives the Multi (dropped first).
-                unsafe { Multi::submit(Kind::Recv, e) }
-            });
+            if rx.recv.is_none() {
+                rx.arm(self.fd());
+            }
+            let Some(multi) = rx.recv.as_ref() else {
+                continue;
+            };
             let Some(Got { res, flags, copied }) = std::task::ready!(multi.poll_next(cx)) else {
                 rx.recv = None;
                 continue;
@@ -273,9 +300,24 @@ impl TcpStream {
                     rx.eof = true;
                     return Poll::Ready(Ok(None));
                 }
-                libc::ENOBUFS => rx.starved = true,
-                // Paused (too many buffers queued) and now drained: arm again.
-                libc::ECANCELED => {}
+                // The ring ran dry. Without a limit on the receive (see below), it may have
+                // drained the socket into the ring meanwhile: one buffer per operation from
+                // here on.
+                libc::ENOBUFS => {
+                    rx.starved = true;
+                    rx.bounded |= !rx.limited;
+                }
+                // Paused (its reader fell behind: a client that sends and does not read) and
+                // now drained: from here on one buffer per operation, armed when the reader
+                // asks, so that what it does not take waits in the kernel (whose window holds
+                // the sender back), not in copies off the ring. Or switched to bounded.
+                libc::ECANCELED => rx.bounded = true,
+                // A kernel without limits on multishot receives (before 6.17): armed again
+                // without, the runtime's other receives too.
+                libc::EINVAL if rx.limited => {
+                    rx.limited = false;
+                    exec::with(|rt| rt.reactor.recv_limit.set(false));
+                }
                 e => return Poll::Ready(Err(io::Error::from_raw_os_error(e))),
             }
         }

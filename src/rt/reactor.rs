@@ -52,9 +52,32 @@ const EVENTFD_UD: u64 = u64::MAX;
 const CANCEL_UD: u64 = u64::MAX - 1;
 /// user_data of descriptors closed through the ring (their completions are not awaited).
 const CLOSE_UD: u64 = u64::MAX - 2;
-/// Buffers a connection's receive may hold before it is paused (re-armed when its reader
-/// asks for more): one fast sender cannot take the whole ring.
+/// Results a connection's receive may hold before it is paused: one fast sender cannot take
+/// the whole ring. (Its reader then receives one buffer per operation, see
+/// [`super::net::TcpStream::poll_recv`].)
 const RECV_QUEUE_CAP: usize = 8;
+/// Bytes a connection's receive may hold unread before it is paused, whatever their count:
+/// with 64 KiB buffers, eight results held 512 KiB (and, copied off the ring, as much heap)
+/// for each client that sends and does not read its answers.
+const RECV_QUEUE_BYTES: usize = 64 << 10;
+/// Bytes a multishot receive takes before it ends by itself (Linux 6.17+,
+/// `IORING_RECV_MSHOT_LIM`), its reader arming the next when it asks for more: a pause comes
+/// too late, as the kernel drains a socket's backlog (up to 32 buffers per wake-up) before the
+/// runtime sees the first of them. So a receive runs at most this far, and one buffer, ahead of
+/// its reader; over a connection's life it costs one submission per 64 KiB received.
+pub(crate) const RECV_LIMIT: u32 = RECV_QUEUE_BYTES as u32;
+
+/// A multishot receive's entry with a byte limit (see [`RECV_LIMIT`]).
+pub(crate) fn recv_limited(e: squeue::Entry, bytes: u32) -> squeue::Entry {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `Entry` is `repr(C)` over the kernel's 64-byte `io_uring_sqe` (asserted above),
+    // with no drop glue; bytes 44..48 are its `optlen` (a union with `file_index`), a plain
+    // u32 that a receive reads as its limit. Any bit pattern is a valid entry.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(e) };
+    raw[44..48].copy_from_slice(&bytes.to_ne_bytes());
+    // SAFETY: as above.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
+}
 /// Unread results a receive may keep in ring buffers; later ones are copied out.
 const RING_HOLD: usize = 4;
 /// `IORING_ENTER_GETEVENTS` and `IORING_CQE_F_BUFFER` (the io-uring crate keeps its constants
@@ -112,6 +135,13 @@ pub(crate) enum Kind {
     Recv,
 }
 
+/// Whether a receive's reader is too far behind for it to go on: RECV_QUEUE_CAP results, or
+/// RECV_QUEUE_BYTES bytes, not taken.
+fn behind(queue: &VecDeque<Got>) -> bool {
+    queue.len() >= RECV_QUEUE_CAP
+        || queue.iter().map(|g| g.res.max(0) as usize).sum::<usize>() >= RECV_QUEUE_BYTES
+}
+
 impl Drop for Reactor {
     fn drop(&mut self) {
         // An operation still in flight (its owner outlived the runtime's shutdown, or none
@@ -150,6 +180,9 @@ pub(crate) struct Reactor {
     /// The kernel may still use memory of operations that did not end in time at shutdown:
     /// it is leaked rather than freed.
     pub(crate) leak: Cell<bool>,
+    /// Whether multishot receives are armed with a byte limit ([`RECV_LIMIT`]): until the
+    /// kernel refuses one (EINVAL, before 6.17).
+    pub(crate) recv_limit: Cell<bool>,
 }
 
 impl Reactor {
@@ -199,6 +232,7 @@ impl Reactor {
             eventfd,
             defer,
             leak: Cell::new(false),
+            recv_limit: Cell::new(true),
         };
         r.arm_eventfd();
         Ok(r)
@@ -405,12 +439,13 @@ impl Reactor {
                 };
                 queue.push_back(Got { res, flags, copied });
                 let starved = *kind == Kind::Recv && res == -libc::ENOBUFS;
-                // A receive holding RECV_QUEUE_CAP buffers its reader has not taken is paused
-                // (cancelled); its reader re-arms it once it has taken them.
+                // A receive holding RECV_QUEUE_CAP results or RECV_QUEUE_BYTES bytes its
+                // reader has not taken is paused (cancelled); its reader re-arms it once it
+                // has taken them.
                 let pause = if !more {
                     *ended = true;
                     false
-                } else if *kind == Kind::Recv && queue.len() >= RECV_QUEUE_CAP && !*cancelling {
+                } else if *kind == Kind::Recv && !*cancelling && behind(queue) {
                     *cancelling = true;
                     true
                 } else {

@@ -395,6 +395,87 @@ fn a_bounded_reader_that_stops_leaves_the_rest_in_the_kernel() {
     );
 }
 
+/// A reader that takes one buffer and stops (a client that sends and does not read its
+/// answers): its receive runs at most `RECV_LIMIT` bytes and one buffer ahead (the kernel
+/// ends it), and once the reader asks again, as far again; the rest waits in the kernel.
+/// Without a limit (kernels before 6.17), the runtime pauses the receive (or the ring runs
+/// dry) and, from then on, receives one buffer per operation, only when asked. Every byte
+/// arrives, in order.
+#[test]
+fn a_receive_runs_at_most_its_limit_ahead_of_a_reader_that_stops() {
+    if !supported() {
+        return;
+    }
+    for limit in [true, false] {
+        let (ahead, limited) = ahead_of_a_stopped_reader(limit);
+        const BUF: usize = 16 << 10;
+        if limited {
+            let most = reactor::RECV_LIMIT as usize + BUF;
+            assert!(
+                ahead.iter().all(|&a| a <= most),
+                "received ahead of the reader {ahead:?}, at most {most} each time"
+            );
+        } else {
+            assert_eq!(
+                ahead[1], 0,
+                "paused once, a receive is armed only when asked ({ahead:?})"
+            );
+        }
+    }
+}
+
+/// Bytes received ahead of a reader that stopped, twice, and whether receives had a limit.
+fn ahead_of_a_stopped_reader(limit: bool) -> ([usize; 2], bool) {
+    let b = Builder {
+        buf_size: 16 << 10,
+        bufs: 64,
+        ..Builder::default()
+    };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    const SENT: usize = 4 << 20;
+    let big: Vec<u8> = (0..SENT as u32).map(|i| (i % 251) as u8).collect();
+    let sent = big.clone();
+    let peer = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(&sent).unwrap();
+        let mut end = [0u8; 1];
+        let _ = s.read(&mut end);
+    });
+    let (got, ahead, limited) = block_on(b, async move {
+        exec::with(|rt| rt.reactor.recv_limit.set(limit));
+        let mut l = TcpListener::from_std(l);
+        let s = l.accept().await.unwrap();
+        let mut got = s.recv().await.unwrap().unwrap().to_vec();
+        let mut ahead = [0; 2];
+        for a in &mut ahead {
+            // The reader stops; the runtime turns meanwhile (as it would for other tasks)
+            // until the kernel holds what the peer sent since, or 10 s have gone.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while inq(&s) < 32 << 10 && std::time::Instant::now() < deadline {
+                sleep(Duration::from_millis(1)).await;
+            }
+            while let Some(b) = s.try_recv() {
+                *a += b.len();
+                got.extend_from_slice(&b);
+            }
+            // Then asks once more.
+            got.extend_from_slice(&s.recv().await.unwrap().unwrap());
+        }
+        while got.len() < SENT {
+            got.extend_from_slice(&s.recv().await.unwrap().unwrap());
+        }
+        let (r, _) = s.send_all(&b"x"[..]).await;
+        r.unwrap();
+        let limited = exec::with(|rt| rt.reactor.recv_limit.get());
+        (got, ahead, limited)
+    })
+    .unwrap();
+    peer.join().unwrap();
+    assert!(got == big, "every byte arrives, in order");
+    (ahead, limited)
+}
+
 /// Bytes waiting in `s`'s kernel receive buffer (SIOCINQ).
 fn inq(s: &TcpStream) -> usize {
     let mut n: libc::c_int = 0;
