@@ -60,11 +60,10 @@ const RECV_QUEUE_CAP: usize = 8;
 /// with 64 KiB buffers, eight results held 512 KiB (and, copied off the ring, as much heap)
 /// for each client that sends and does not read its answers.
 const RECV_QUEUE_BYTES: usize = 64 << 10;
-/// Bytes a multishot receive takes before it ends by itself (Linux 6.17+,
-/// `IORING_RECV_MSHOT_LIM`), its reader arming the next when it asks for more: a pause comes
-/// too late, as the kernel drains a socket's backlog (up to 32 buffers per wake-up) before the
-/// runtime sees the first of them. So a receive runs at most this far, and one buffer, ahead of
-/// its reader; over a connection's life it costs one submission per 64 KiB received.
+/// Bytes a client's multishot receive takes before it ends (Linux 6.17+,
+/// `IORING_RECV_MSHOT_LIM`; its reader arms the next when it asks): a pause comes late, as the
+/// kernel drains a socket's backlog (32 buffers a wake-up) before the runtime sees any of it.
+/// A receive runs at most this far, and a buffer, ahead of its reader (a submission per 64 KiB).
 pub(crate) const RECV_LIMIT: u32 = RECV_QUEUE_BYTES as u32;
 
 /// A multishot receive's entry with a byte limit (see [`RECV_LIMIT`]).
