@@ -21,11 +21,15 @@
 
 #![allow(unsafe_code)]
 
+mod addr;
 mod bufs;
 mod exec;
+mod multi;
 pub mod net;
 mod probe;
 mod reactor;
+#[cfg(test)]
+mod recv_tests;
 #[cfg(test)]
 mod tests;
 mod time;

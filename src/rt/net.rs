@@ -10,9 +10,11 @@ use std::task::{Context, Poll};
 
 use io_uring::{cqueue, opcode, types};
 
+use super::addr::{sockaddr, SockAddr};
 use super::bufs::{poll_buffer_freed, RecvBuf};
 use super::exec;
-use super::reactor::{recv_limited, Got, Kind, Multi, Op, BGID, RECV_LIMIT};
+use super::multi::Multi;
+use super::reactor::{recv_limited, Got, Kind, Op, Pause, BGID, RECV_LIMIT};
 
 /// Whether the socket has bytes to read, has reached its end, or has failed (asked with a
 /// non-blocking peek; nothing is consumed).
@@ -74,7 +76,7 @@ impl TcpListener {
                     .build();
                 // SAFETY: the accept refers to no memory; the listener's descriptor outlives
                 // it (the Multi is dropped, and so cancelled, before the descriptor closes).
-                unsafe { Multi::submit(Kind::Accept, e) }
+                unsafe { Multi::submit(Kind::Accept, Pause::Never, e) }
             });
             match multi.next().await {
                 Some(Got { res, flags, .. }) => {
@@ -142,6 +144,8 @@ struct Rx {
     limited: bool,
     /// A client's socket: its multishot receives have a byte limit.
     client: bool,
+    /// No result of the receive armed was taken yet.
+    fresh: bool,
 }
 
 impl Rx {
@@ -151,6 +155,12 @@ impl Rx {
         let bounded = self.bounded;
         let limit = !bounded && self.client && exec::with(|rt| rt.reactor.recv_limit.get());
         self.limited = limit;
+        self.fresh = true;
+        let pause = match (limit, self.client) {
+            (true, _) => Pause::Never,
+            (false, true) => Pause::ResultsOrBytes,
+            (false, false) => Pause::Results,
+        };
         let e = if bounded {
             // One buffer of the ring, then the operation ends (its completion has no MORE
             // flag; the next receive arms another).
@@ -169,7 +179,7 @@ impl Rx {
         };
         // SAFETY: the receive writes only into the ring's buffers, which live as long as the
         // runtime; the descriptor outlives the Multi (dropped first).
-        self.recv = Some(unsafe { Multi::submit(Kind::Recv, e) });
+        self.recv = Some(unsafe { Multi::submit(Kind::Recv, pause, e) });
     }
 }
 
@@ -277,6 +287,7 @@ impl TcpStream {
                 continue;
             };
             let rt = multi.rt().clone();
+            let fresh = std::mem::take(&mut rx.fresh);
             if !cqueue::more(flags) {
                 rx.recv = None;
             }
@@ -300,21 +311,22 @@ impl TcpStream {
                     rx.eof = true;
                     return Poll::Ready(Ok(None));
                 }
-                // The ring ran dry. Without a limit on the receive (see below), it may have
-                // drained the socket into the ring meanwhile: one buffer per operation from
-                // here on.
+                // The ring ran dry. A client's receive without a byte limit (see below) may
+                // have drained the socket into the ring meanwhile: one buffer per operation
+                // from here on.
                 libc::ENOBUFS => {
                     rx.starved = true;
-                    rx.bounded |= !rx.limited;
+                    rx.bounded |= rx.client && !rx.limited;
                 }
-                // Paused (its reader fell behind: a client that sends and does not read) and
-                // now drained: from here on one buffer per operation, armed when the reader
-                // asks, so that what it does not take waits in the kernel (whose window holds
-                // the sender back), not in copies off the ring. Or switched to bounded.
-                libc::ECANCELED => rx.bounded = true,
-                // A kernel without limits on multishot receives (before 6.17): armed again
-                // without, the runtime's other receives too.
-                libc::EINVAL if rx.limited => {
+                // Paused (its reader fell behind) and now drained, or switched to bounded. A
+                // client's (one that sends and does not read) receives one buffer per
+                // operation from here on, armed when its reader asks, so that what it does
+                // not take waits in the kernel (whose window holds the sender back), not in
+                // copies off the ring. An upstream's is armed again as it was.
+                libc::ECANCELED => rx.bounded |= rx.client && !rx.limited,
+                // A kernel without limits on multishot receives (before 6.17) refuses the
+                // first: armed again without, the runtime's other receives too.
+                libc::EINVAL if rx.limited && fresh => {
                     rx.limited = false;
                     exec::with(|rt| rt.reactor.recv_limit.set(false));
                 }
@@ -333,6 +345,7 @@ impl TcpStream {
         let multi = rx.recv.as_ref()?;
         let Got { res, flags, copied } = multi.take_data()?;
         let rt = multi.rt().clone();
+        rx.fresh = false;
         if !cqueue::more(flags) {
             rx.recv = None;
         }
@@ -362,6 +375,17 @@ impl TcpStream {
                 m.cancel();
             }
         }
+    }
+
+    /// Whether a receive is armed that the kernel may still feed.
+    #[cfg(test)]
+    pub(crate) fn receiving(&self) -> bool {
+        self.inner
+            .rx
+            .borrow()
+            .recv
+            .as_ref()
+            .is_some_and(|m| m.running())
     }
 
     /// [`TcpStream::poll_recv`] as a future.
@@ -691,89 +715,3 @@ impl<B: AsRef<[u8]>> AsRef<[u8]> for Offset<B> {
 
 // SAFETY: a view into `B`'s bytes, which do not move (B: IoBuf).
 unsafe impl<B: IoBuf> IoBuf for Offset<B> {}
-
-/// A socket address in the form the kernel reads.
-struct SockAddr {
-    storage: libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
-
-impl SockAddr {
-    fn ptr(&self) -> *const libc::sockaddr {
-        &self.storage as *const libc::sockaddr_storage as *const libc::sockaddr
-    }
-}
-
-impl From<SocketAddr> for SockAddr {
-    fn from(a: SocketAddr) -> SockAddr {
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = match a {
-            SocketAddr::V4(v4) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: v4.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: sockaddr_in fits in sockaddr_storage (which is aligned for it).
-                unsafe { (&mut storage as *mut _ as *mut libc::sockaddr_in).write(sin) };
-                std::mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(v6) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: v6.port().to_be(),
-                    sin6_flowinfo: v6.flowinfo(),
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: v6.ip().octets(),
-                    },
-                    sin6_scope_id: v6.scope_id(),
-                };
-                // SAFETY: sockaddr_in6 fits in sockaddr_storage (which is aligned for it).
-                unsafe { (&mut storage as *mut _ as *mut libc::sockaddr_in6).write(sin6) };
-                std::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        SockAddr {
-            storage,
-            len: len as libc::socklen_t,
-        }
-    }
-}
-
-type NameFn =
-    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
-
-fn sockaddr(fd: RawFd, f: NameFn) -> io::Result<SocketAddr> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into `storage`.
-    if unsafe { f(fd, &mut storage as *mut _ as *mut libc::sockaddr, &mut len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    match storage.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin = unsafe { &*(&storage as *const _ as *const libc::sockaddr_in) };
-            Ok(SocketAddr::from((
-                sin.sin_addr.s_addr.to_ne_bytes(),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6 = unsafe { &*(&storage as *const _ as *const libc::sockaddr_in6) };
-            Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
-                sin6.sin6_addr.s6_addr.into(),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        f => Err(io::Error::other(format!("address family {f}"))),
-    }
-}

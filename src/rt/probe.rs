@@ -51,7 +51,7 @@ fn probe() -> bool {
     ok && kernel_at_least(6, 0)
 }
 
-fn kernel_at_least(major: u32, minor: u32) -> bool {
+pub(super) fn kernel_at_least(major: u32, minor: u32) -> bool {
     let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
         return false;
     };

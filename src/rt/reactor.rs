@@ -85,7 +85,7 @@ const IORING_ENTER_GETEVENTS: u32 = 1;
 const IORING_CQE_F_BUFFER: u32 = 1;
 
 /// What an operation slot holds.
-enum Slot {
+pub(super) enum Slot {
     Free,
     /// A one-shot operation in flight, and whom it wakes.
     Waiting(Waiter),
@@ -98,6 +98,7 @@ enum Slot {
         waker: Waiter,
         ended: bool,
         cancelling: bool,
+        pause: Pause,
     },
     /// The future was dropped first: what the kernel may still use is kept until the last
     /// completion.
@@ -134,11 +135,30 @@ pub(crate) enum Kind {
     Recv,
 }
 
-/// Whether a receive's reader is too far behind for it to go on: RECV_QUEUE_CAP results, or
-/// RECV_QUEUE_BYTES bytes, not taken.
-fn behind(queue: &VecDeque<Got>) -> bool {
-    queue.len() >= RECV_QUEUE_CAP
-        || queue.iter().map(|g| g.res.max(0) as usize).sum::<usize>() >= RECV_QUEUE_BYTES
+/// When a multishot operation whose reader is behind is paused (cancelled; the reader arms it
+/// again once it has taken what came).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pause {
+    /// Never: an accept, or a receive the kernel ends at its byte limit ([`RECV_LIMIT`]).
+    Never,
+    /// At RECV_QUEUE_CAP results not taken (an upstream's receive).
+    Results,
+    /// Also once RECV_QUEUE_BYTES bytes were waiting when more came (a client's receive on a
+    /// kernel without byte limits).
+    ResultsOrBytes,
+}
+
+impl Pause {
+    fn due(self, queue: &VecDeque<Got>) -> bool {
+        match self {
+            Pause::Never => false,
+            Pause::Results => queue.len() >= RECV_QUEUE_CAP,
+            Pause::ResultsOrBytes => {
+                let waiting = queue.iter().rev().skip(1).map(|g| g.res.max(0) as usize);
+                queue.len() >= RECV_QUEUE_CAP || waiting.sum::<usize>() >= RECV_QUEUE_BYTES
+            }
+        }
+    }
 }
 
 impl Drop for Reactor {
@@ -156,7 +176,7 @@ impl Drop for Reactor {
 pub(crate) struct Reactor {
     // Dropped before `bufs`: the kernel lets go of the buffers with the ring.
     pub(crate) ring: RefCell<IoUring>,
-    slots: RefCell<Vec<Slot>>,
+    pub(super) slots: RefCell<Vec<Slot>>,
     pub(crate) free: RefCell<Vec<u32>>,
     /// Completions reaped while making room in a full queue, dispatched at the next turn.
     pub(crate) backlog: RefCell<Vec<cqueue::Entry>>,
@@ -265,7 +285,7 @@ impl Reactor {
         }
     }
 
-    fn slot(&self, s: Slot) -> u32 {
+    pub(super) fn slot(&self, s: Slot) -> u32 {
         let mut slots = self.slots.borrow_mut();
         match self.free.borrow_mut().pop() {
             Some(i) => {
@@ -279,7 +299,7 @@ impl Reactor {
         }
     }
 
-    fn release(&self, idx: u32) {
+    pub(super) fn release(&self, idx: u32) {
         // What the slot held is dropped after the borrow ends (an orphan's buffers may give
         // a ring buffer back and wake its waiters).
         let old = std::mem::replace(&mut self.slots.borrow_mut()[idx as usize], Slot::Free);
@@ -287,7 +307,7 @@ impl Reactor {
         drop(old);
     }
 
-    fn cancel(&self, idx: u32) {
+    pub(super) fn cancel(&self, idx: u32) {
         let e = opcode::AsyncCancel::new(idx as u64)
             .build()
             .user_data(CANCEL_UD);
@@ -425,6 +445,7 @@ impl Reactor {
                 waker,
                 ended,
                 cancelling,
+                pause,
             } => {
                 // A reader that is behind (RING_HOLD results already wait) does not hold more
                 // ring buffers: the bytes are copied out and the buffer given back, so
@@ -444,7 +465,7 @@ impl Reactor {
                 let pause = if !more {
                     *ended = true;
                     false
-                } else if *kind == Kind::Recv && !*cancelling && behind(queue) {
+                } else if !*cancelling && pause.due(queue) {
                     *cancelling = true;
                     true
                 } else {
@@ -479,7 +500,7 @@ impl Reactor {
     }
 
     /// A result nobody will take: a socket is closed, a buffer given back.
-    fn discard(&self, kind: Kind, res: i32, flags: u32) {
+    pub(super) fn discard(&self, kind: Kind, res: i32, flags: u32) {
         match kind {
             Kind::Accept if res >= 0 => {
                 // SAFETY: the kernel just made this descriptor for us; nothing else has it.
@@ -664,137 +685,5 @@ impl<T: 'static> Drop for Op<T> {
         }
         r.slots.borrow_mut()[self.idx as usize] = Slot::Orphan(Kind::OneShot, Some(Box::new(data)));
         r.cancel(self.idx);
-    }
-}
-
-/// A multishot operation's results as they come.
-pub(crate) struct Multi {
-    rt: Rc<Runtime>,
-    idx: u32,
-    kind: Kind,
-}
-
-impl Multi {
-    /// # Safety
-    /// As [`Op::submit`]: the entry points to no memory that may go away before it ends.
-    pub(crate) unsafe fn submit(kind: Kind, entry: squeue::Entry) -> Multi {
-        exec::with(|rt| {
-            let idx = rt.reactor.slot(Slot::Multi {
-                kind,
-                // Room for one result: an idle connection keeps 32 bytes, not the 128 that
-                // a first push grows an empty queue to.
-                queue: VecDeque::with_capacity(1),
-                waker: Waiter::NONE,
-                ended: false,
-                cancelling: false,
-            });
-            // SAFETY: the caller's promise.
-            unsafe { rt.reactor.push(entry.user_data(idx as u64)) };
-            Multi {
-                rt: rt.clone(),
-                idx,
-                kind,
-            }
-        })
-    }
-
-    /// The next result with its flags; `None` once the operation has ended and every
-    /// result was taken.
-    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Got>> {
-        let mut slots = self.rt.reactor.slots.borrow_mut();
-        match &mut slots[self.idx as usize] {
-            Slot::Multi {
-                queue,
-                waker,
-                ended,
-                ..
-            } => {
-                if let Some(r) = queue.pop_front() {
-                    return Poll::Ready(Some(r));
-                }
-                if *ended {
-                    return Poll::Ready(None);
-                }
-                waker.set(cx.waker());
-                Poll::Pending
-            }
-            _ => Poll::Ready(None),
-        }
-    }
-
-    /// Asks the kernel to end the operation; results already made still come, then `None`.
-    pub(crate) fn cancel(&self) {
-        self.rt.reactor.cancel(self.idx);
-    }
-
-    /// The next result if it is already there and holds bytes (an end or an error stays for
-    /// [`Multi::poll_next`]).
-    pub(crate) fn take_data(&self) -> Option<Got> {
-        let mut slots = self.rt.reactor.slots.borrow_mut();
-        let Slot::Multi { queue, .. } = &mut slots[self.idx as usize] else {
-            return None;
-        };
-        match queue.front() {
-            Some(g) if g.res > 0 || g.copied.is_some() => queue.pop_front(),
-            _ => None,
-        }
-    }
-
-    /// Whether all that is left of the operation is the end a cancellation gave it (one
-    /// [`Multi::cancel`] asked for, or a paused receive's): then that end is taken, and the
-    /// caller drops the operation. Nothing was received after it, so it tells a reader nothing.
-    pub(crate) fn take_cancelled_end(&self) -> bool {
-        let mut slots = self.rt.reactor.slots.borrow_mut();
-        let Slot::Multi { queue, ended, .. } = &mut slots[self.idx as usize] else {
-            return false;
-        };
-        let only_cancelled = *ended
-            && queue.len() == 1
-            && queue
-                .front()
-                .is_some_and(|g| g.res == -libc::ECANCELED && g.copied.is_none());
-        if only_cancelled {
-            queue.clear();
-        }
-        only_cancelled
-    }
-
-    /// Whether a result waits to be taken (bytes, an end or an error).
-    pub(crate) fn has_results(&self) -> bool {
-        match &self.rt.reactor.slots.borrow()[self.idx as usize] {
-            Slot::Multi { queue, ended, .. } => !queue.is_empty() || *ended,
-            _ => true,
-        }
-    }
-
-    pub(crate) fn next(&self) -> impl Future<Output = Option<Got>> + '_ {
-        std::future::poll_fn(move |cx| self.poll_next(cx))
-    }
-
-    pub(crate) fn rt(&self) -> &Rc<Runtime> {
-        &self.rt
-    }
-}
-
-impl Drop for Multi {
-    fn drop(&mut self) {
-        let r = &self.rt.reactor;
-        let slot = std::mem::replace(
-            &mut r.slots.borrow_mut()[self.idx as usize],
-            Slot::Orphan(self.kind, None),
-        );
-        let Slot::Multi { queue, ended, .. } = slot else {
-            return;
-        };
-        for g in queue {
-            if g.copied.is_none() {
-                r.discard(self.kind, g.res, g.flags);
-            }
-        }
-        if ended {
-            r.release(self.idx);
-        } else {
-            r.cancel(self.idx);
-        }
     }
 }

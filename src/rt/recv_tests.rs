@@ -1,0 +1,118 @@
+//! How far a client's receive runs ahead of a reader that stops.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use super::net::{TcpListener, TcpStream};
+use super::tests::inq;
+use super::*;
+
+const BUF: usize = 16 << 10;
+
+/// A reader that takes one buffer and stops (a client that sends and does not read its
+/// answers): its receive runs to `RECV_LIMIT` bytes (and at most one buffer more), where the
+/// kernel ends it, and once the reader asks again, as far again; the rest waits in the kernel.
+/// Without a limit (kernels before 6.17), the runtime pauses the receive (or the ring runs
+/// dry) and, from then on, receives one buffer per operation, only when asked. Every byte
+/// arrives, in order.
+#[test]
+fn a_receive_runs_to_its_limit_ahead_of_a_reader_that_stops() {
+    if !supported() {
+        return;
+    }
+    for limit in [true, false] {
+        let (ahead, limited) = ahead_of_a_stopped_reader(limit);
+        if limit && probe::kernel_at_least(6, 17) {
+            assert!(limited, "Linux 6.17 takes a limit on a multishot receive");
+        }
+        if limited {
+            let (least, most) = (
+                reactor::RECV_LIMIT as usize - BUF,
+                reactor::RECV_LIMIT as usize + BUF,
+            );
+            assert!(
+                ahead.iter().all(|a| (least..=most).contains(a)),
+                "received ahead of the reader {ahead:?}: the receive ran to its limit, \
+                 {least}..={most} bytes past what the reader took, each time"
+            );
+        } else {
+            assert!(ahead[0] > 0, "the receive ran ahead at first ({ahead:?})");
+            assert_eq!(
+                ahead[1], 0,
+                "paused once, a receive is armed only when asked ({ahead:?})"
+            );
+        }
+    }
+}
+
+/// Bytes received ahead of a reader that stopped, twice, and whether receives had a limit.
+fn ahead_of_a_stopped_reader(limit: bool) -> ([usize; 2], bool) {
+    let b = Builder {
+        buf_size: BUF as u32,
+        bufs: 64,
+        ..Builder::default()
+    };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    const SENT: usize = 4 << 20;
+    let big: Vec<u8> = (0..SENT as u32).map(|i| (i % 251) as u8).collect();
+    let sent = big.clone();
+    let peer = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(&sent).unwrap();
+        let mut end = [0u8; 1];
+        let _ = s.read(&mut end);
+    });
+    let (got, ahead, limited) = block_on(b, async move {
+        exec::with(|rt| rt.reactor.recv_limit.set(limit));
+        let mut l = TcpListener::from_std(l);
+        let s = l.accept().await.unwrap();
+        let mut got = s.recv().await.unwrap().unwrap().to_vec();
+        let mut ahead = [0; 2];
+        for a in &mut ahead {
+            // The reader stops; the runtime turns meanwhile (as it would for other tasks)
+            // until the receive has ended (at its limit, or paused), or 10 s have gone.
+            stopped(&s).await;
+            while let Some(b) = s.try_recv() {
+                *a += b.len();
+                got.extend_from_slice(&b);
+            }
+            // Then asks once more.
+            got.extend_from_slice(&s.recv().await.unwrap().unwrap());
+        }
+        while got.len() < SENT {
+            got.extend_from_slice(&s.recv().await.unwrap().unwrap());
+        }
+        let (r, _) = s.send_all(&b"x"[..]).await;
+        r.unwrap();
+        let limited = exec::with(|rt| rt.reactor.recv_limit.get());
+        (got, ahead, limited)
+    })
+    .unwrap();
+    peer.join().unwrap();
+    assert!(got == big, "every byte arrives, in order");
+    (ahead, limited)
+}
+
+/// Turns the runtime until `s` has no receive the kernel may still feed, and the peer's bytes
+/// wait in the kernel (or 10 s have gone).
+async fn stopped(s: &TcpStream) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (s.receiving() || inq(s) < 32 << 10) && std::time::Instant::now() < deadline {
+        sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The limit rides in the entry's `optlen` (bytes 44..48 of the kernel's 64-byte entry); the
+/// rest of the entry is the multishot receive as built.
+#[test]
+fn the_limit_is_the_entrys_optlen() {
+    let e = || io_uring::opcode::RecvMulti::new(io_uring::types::Fd(7), reactor::BGID).build();
+    // SAFETY: an entry is the kernel's 64-byte `io_uring_sqe` (`repr(C)`, no drop glue).
+    let plain: [u8; 64] = unsafe { std::mem::transmute(e()) };
+    let limited: [u8; 64] = unsafe { std::mem::transmute(reactor::recv_limited(e(), 65536)) };
+    assert_eq!(&limited[44..48], &65536u32.to_ne_bytes());
+    assert_eq!(&plain[44..48], &[0; 4]);
+    assert_eq!(plain[..44], limited[..44]);
+    assert_eq!(plain[48..], limited[48..]);
+}
