@@ -6,6 +6,7 @@ one request and then stay connected, idle.
   ulimit -n 65536; python3 scripts/idle_memory.py --websocket --conns 10000   # WebSocket API
   ulimit -n 65536; python3 scripts/idle_memory.py --tls --conns 5000          # HTTPS (TLS 1.3)
   ulimit -n 65536; python3 scripts/idle_memory.py --h2c --conns 5000          # HTTP/2 (h2c; pip install h2)
+  ulimit -n 65536; python3 scripts/idle_memory.py --tls-stall --conns 5000    # TLS handshakes left half done
 
 Starts the gateway (one worker) on a temporary config with a mock route (idle timeouts 600 s, so
 that no connection closes while the others open: a TLS one takes ~7 ms from Python), opens the connections
@@ -75,6 +76,7 @@ state_dir = "{tmp}/data"
 driver = "{driver}"
 [limits]
 idle_timeout = "600s"
+header_timeout = "600s"
 [[listeners]]
 name = "http"
 addr = "127.0.0.1:{port}"
@@ -89,6 +91,7 @@ state_dir = "{tmp}/data"
 driver = "{driver}"
 [limits]
 idle_timeout = "600s"
+header_timeout = "600s"
 [[listeners]]
 name = "http"
 addr = "127.0.0.1:{port}"
@@ -117,7 +120,7 @@ def start_nginx(binary, tmp, port, tls=None, h2c=False):
         f.write(f"""
 daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log /dev/null;
 events {{ worker_connections 65536; }}
-http {{ access_log off; keepalive_timeout 600s; keepalive_requests 100000;
+http {{ access_log off; keepalive_timeout 600s; client_header_timeout 600s; keepalive_requests 100000;
   server {{ listen 127.0.0.1:{port}{ssl}; location /m {{ return 200 "ok"; }} }} }}
 """)
     p = subprocess.Popen([binary, "-c", conf, "-p", tmp])
@@ -150,6 +153,31 @@ def h2c_get(port):
             return s
 
 
+def half_handshake(ctx, s):
+    """Sends a ClientHello, reads the server's whole first flight, and stops there: the server
+    holds the handshake's state until its timeout."""
+    import ssl
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    t = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    try:
+        t.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    s.sendall(out.read())
+    # The flight ends with the server's Finished; the client's next step would be its own.
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("connection closed early")
+        inc.write(chunk)
+        try:
+            t.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            continue
+    return s, t
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/tollgate")
@@ -161,7 +189,11 @@ def main():
                     help="open WebSocket API connections (101, then idle) instead")
     ap.add_argument("--tls", action="store_true", help="HTTPS: a TLS listener, TLS 1.3 clients")
     ap.add_argument("--h2c", action="store_true", help="HTTP/2 with prior knowledge (the h2 package)")
+    ap.add_argument("--tls-stall", action="store_true",
+                    help="TLS 1.3 clients that send their ClientHello, read the server's flight and "
+                         "never finish the handshake (measured within limits.header_timeout, 10 s)")
     a = ap.parse_args()
+    a.tls = a.tls or a.tls_stall
     tmp = tempfile.mkdtemp(prefix="tollgate-idle-")
     port = free_port()
     tls = make_cert(tmp) if a.tls else None
@@ -201,6 +233,9 @@ def main():
                 socks.append(h2c_get(port))
                 continue
             s = socket.create_connection(("127.0.0.1", port))
+            if a.tls_stall:
+                socks.append(half_handshake(ctx, s))
+                continue
             if ctx:
                 s = ctx.wrap_socket(s, server_hostname="localhost")
             s.sendall(req)
@@ -215,9 +250,9 @@ def main():
         after = rss_kib(pid)
         per = (after - base) * 1024 / a.conns
         print(f"{os.path.basename(a.bin)}: RSS {base} KiB idle, {after} KiB with {a.conns} idle "
-              f"{'WebSocket' if a.websocket else 'HTTPS keep-alive' if tls else 'HTTP/2' if a.h2c else 'keep-alive'} connections: {per:.0f} bytes per connection")
+              f"{'WebSocket' if a.websocket else 'half-done TLS' if a.tls_stall else 'HTTPS keep-alive' if tls else 'HTTP/2' if a.h2c else 'keep-alive'} connections: {per:.0f} bytes per connection")
         for s in socks:
-            s.close()
+            (s[0] if isinstance(s, tuple) else s).close()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
