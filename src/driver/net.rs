@@ -119,6 +119,7 @@ async fn own_read<T: IoBufMut>(s: &own::TcpStream, mut buf: T) -> BufResult<usiz
     if room == 0 {
         return (Ok(0), buf);
     }
+    s.want(room);
     let mut got = match s.recv().await {
         Ok(Some(b)) => b,
         Ok(None) => return (Ok(0), buf),
@@ -151,6 +152,7 @@ async fn own_readv<T: IoVecBufMut>(s: &own::TcpStream, mut buf: T) -> BufResult<
     if room == 0 {
         return (Ok(0), buf);
     }
+    s.want(room);
     let mut got = match s.recv().await {
         Ok(Some(b)) => b,
         Ok(None) => return (Ok(0), buf),

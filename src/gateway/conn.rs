@@ -62,6 +62,7 @@ async fn keep_alive<G>(
         // One request, on the heap for its length: the pipeline's future is large
         // (kilobytes), and an idle connection's task holds only this loop's own state (the
         // head is moved into the box before anything waits on it).
+        let consumed = conn.consumed();
         let request = {
             let read = read_head(&shard.drain, &mut conn, max, header_timeout, idle, first).await;
             crate::memory::boxed(|| request(shard, &mut conn, read))
@@ -70,6 +71,7 @@ async fn keep_alive<G>(
         let Some(next) = request.await else {
             return;
         };
+        conn.expect_next(conn.consumed().saturating_sub(consumed));
         match next {
             // An answer that promised keep-alive keeps it through a soft drain (a successor
             // took over): the next request is answered with `Connection: close`.

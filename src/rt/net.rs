@@ -14,7 +14,7 @@ use super::addr::{sockaddr, SockAddr};
 use super::bufs::{poll_buffer_freed, RecvBuf};
 use super::exec;
 use super::multi::Multi;
-use super::reactor::{recv_limited, Got, Kind, Op, Pause, BGID, RECV_LIMIT};
+use super::reactor::{recv_limited, Got, Kind, Op, Pause, BGID, RECV_LIMIT, RECV_MIN};
 
 /// Whether the socket has bytes to read, has reached its end, or has failed (asked with a
 /// non-blocking peek; nothing is consumed).
@@ -146,6 +146,8 @@ struct Rx {
     client: bool,
     /// No result of the receive armed was taken yet.
     fresh: bool,
+    /// The room its reader last had (see [`TcpStream::want`]); 0 until it says.
+    want: u32,
 }
 
 impl Rx {
@@ -161,10 +163,15 @@ impl Rx {
             (false, true) => Pause::ResultsOrBytes,
             (false, false) => Pause::Results,
         };
+        let want = match self.want {
+            0 => RECV_LIMIT,
+            n => n,
+        };
         let e = if bounded {
-            // One buffer of the ring, then the operation ends (its completion has no MORE
-            // flag; the next receive arms another).
-            let len = exec::with(|rt| rt.reactor.bufs.size) as u32;
+            // One buffer of the ring (at most what a client's reader has room for), then the
+            // operation ends (its completion has no MORE flag; the next receive arms another).
+            let size = exec::with(|rt| rt.reactor.bufs.size) as u32;
+            let len = if self.client { want.min(size) } else { size };
             opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), len)
                 .buf_group(BGID)
                 .build()
@@ -172,7 +179,8 @@ impl Rx {
         } else if limit {
             recv_limited(
                 opcode::RecvMulti::new(types::Fd(fd), BGID).build(),
-                RECV_LIMIT,
+                want,
+                want,
             )
         } else {
             opcode::RecvMulti::new(types::Fd(fd), BGID).build()
@@ -353,6 +361,20 @@ impl TcpStream {
             return Some(RecvBuf::heap(v));
         }
         RecvBuf::ring(rt, cqueue::buffer_select(flags)?, res as u32)
+    }
+
+    /// The room the reader has for what it reads next: a client's receives armed from now on
+    /// take at most that much (between `RECV_MIN` and `RECV_LIMIT`), per result and in all,
+    /// before the reader asks again. A client that sends and does not read then holds about
+    /// what its reader has room for, as with a plain `read`, not a ring buffer's worth. (A
+    /// receive already armed keeps its limit; an upstream's receives have none.)
+    pub fn want(&self, bytes: usize) {
+        self.inner.rx.borrow_mut().want = (bytes.min(RECV_LIMIT as usize) as u32).max(RECV_MIN);
+    }
+
+    /// The room last given to [`TcpStream::want`] (0 if none).
+    pub fn wanted(&self) -> usize {
+        self.inner.rx.borrow().want as usize
     }
 
     /// Whether to receive one ring buffer per operation (`true`) instead of a multishot

@@ -63,17 +63,24 @@ const RECV_QUEUE_BYTES: usize = 64 << 10;
 /// Bytes a client's multishot receive takes before it ends (Linux 6.17+,
 /// `IORING_RECV_MSHOT_LIM`; its reader arms the next when it asks): a pause comes late, as the
 /// kernel drains a socket's backlog (32 buffers a wake-up) before the runtime sees any of it.
-/// A receive runs at most this far, and a buffer, ahead of its reader (a submission per 64 KiB).
+/// A receive runs at most this far, and a result, ahead of its reader (a submission per 64 KiB).
+/// A reader that says how much room it has ([`super::net::TcpStream::want`]) gets receives of
+/// that size instead, down to [`RECV_MIN`].
 pub(crate) const RECV_LIMIT: u32 = RECV_QUEUE_BYTES as u32;
+/// The least a client's receive is limited to, per result and in all.
+pub(crate) const RECV_MIN: u32 = 4 << 10;
 
-/// A multishot receive's entry with a byte limit (see [`RECV_LIMIT`]).
-pub(crate) fn recv_limited(e: squeue::Entry, bytes: u32) -> squeue::Entry {
+/// A multishot receive's entry with a byte limit in all (`optlen`, Linux 6.17) and on each
+/// result (`len`, 6.16; without it a result may fill a whole ring buffer, past the limit).
+pub(crate) fn recv_limited(e: squeue::Entry, each: u32, all: u32) -> squeue::Entry {
     const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
     // SAFETY: `Entry` is `repr(C)` over the kernel's 64-byte `io_uring_sqe` (asserted above),
-    // with no drop glue; bytes 44..48 are its `optlen` (a union with `file_index`), a plain
-    // u32 that a receive reads as its limit. Any bit pattern is a valid entry.
+    // with no drop glue; bytes 24..28 are its `len` and bytes 44..48 its `optlen` (a union
+    // with `file_index`), plain u32s that a multishot receive reads as its limits. Any bit
+    // pattern is a valid entry.
     let mut raw: [u8; 64] = unsafe { std::mem::transmute(e) };
-    raw[44..48].copy_from_slice(&bytes.to_ne_bytes());
+    raw[24..28].copy_from_slice(&each.to_ne_bytes());
+    raw[44..48].copy_from_slice(&all.to_ne_bytes());
     // SAFETY: as above.
     unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
 }

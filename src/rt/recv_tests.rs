@@ -21,7 +21,7 @@ fn a_receive_runs_to_its_limit_ahead_of_a_reader_that_stops() {
         return;
     }
     for limit in [true, false] {
-        let (ahead, limited) = ahead_of_a_stopped_reader(limit);
+        let (ahead, limited, _) = ahead_of_a_stopped_reader(limit, None);
         if limit && probe::kernel_at_least(6, 17) {
             assert!(limited, "Linux 6.17 takes a limit on a multishot receive");
         }
@@ -45,8 +45,39 @@ fn a_receive_runs_to_its_limit_ahead_of_a_reader_that_stops() {
     }
 }
 
-/// Bytes received ahead of a reader that stopped, twice, and whether receives had a limit.
-fn ahead_of_a_stopped_reader(limit: bool) -> ([usize; 2], bool) {
+/// A reader that says it has room for 4 KiB (as a connection's reader of request heads does):
+/// its receives take 4 KiB at a time and end there, so a client that sends and does not read
+/// has at most about that much received ahead of its reader, not a ring buffer's worth or
+/// the limit's; without a limit, once paused, one buffer of at most 4 KiB per operation.
+#[test]
+fn a_reader_with_little_room_has_little_received_ahead() {
+    if !supported() {
+        return;
+    }
+    const ROOM: usize = reactor::RECV_MIN as usize;
+    for limit in [true, false] {
+        let (ahead, limited, biggest) = ahead_of_a_stopped_reader(limit, Some(ROOM));
+        if limited {
+            assert!(
+                ahead.iter().all(|a| *a <= 2 * ROOM),
+                "received ahead of the reader {ahead:?}: at most twice its room ({ROOM})"
+            );
+        } else {
+            assert_eq!(
+                ahead[1], 0,
+                "paused once, armed only when asked ({ahead:?})"
+            );
+        }
+        assert!(
+            biggest <= ROOM,
+            "each receive after the first stop took at most the reader's room: {biggest}"
+        );
+    }
+}
+
+/// Bytes received ahead of a reader that stopped, twice; whether receives had a limit; the
+/// biggest result once the reader reads on. `want`: the room the reader says it has.
+fn ahead_of_a_stopped_reader(limit: bool, want: Option<usize>) -> ([usize; 2], bool, usize) {
     let b = Builder {
         buf_size: BUF as u32,
         bufs: 64,
@@ -63,10 +94,13 @@ fn ahead_of_a_stopped_reader(limit: bool) -> ([usize; 2], bool) {
         let mut end = [0u8; 1];
         let _ = s.read(&mut end);
     });
-    let (got, ahead, limited) = block_on(b, async move {
+    let (got, ahead, limited, biggest) = block_on(b, async move {
         exec::with(|rt| rt.reactor.recv_limit.set(limit));
         let mut l = TcpListener::from_std(l);
         let s = l.accept().await.unwrap();
+        if let Some(w) = want {
+            s.want(w);
+        }
         let mut got = s.recv().await.unwrap().unwrap().to_vec();
         let mut ahead = [0; 2];
         for a in &mut ahead {
@@ -80,18 +114,21 @@ fn ahead_of_a_stopped_reader(limit: bool) -> ([usize; 2], bool) {
             // Then asks once more.
             got.extend_from_slice(&s.recv().await.unwrap().unwrap());
         }
+        let mut biggest = 0;
         while got.len() < SENT {
-            got.extend_from_slice(&s.recv().await.unwrap().unwrap());
+            let b = s.recv().await.unwrap().unwrap();
+            biggest = biggest.max(b.len());
+            got.extend_from_slice(&b);
         }
         let (r, _) = s.send_all(&b"x"[..]).await;
         r.unwrap();
         let limited = exec::with(|rt| rt.reactor.recv_limit.get());
-        (got, ahead, limited)
+        (got, ahead, limited, biggest)
     })
     .unwrap();
     peer.join().unwrap();
     assert!(got == big, "every byte arrives, in order");
-    (ahead, limited)
+    (ahead, limited, biggest)
 }
 
 /// Turns the runtime until `s` has no receive the kernel may still feed, and the peer's bytes
@@ -103,16 +140,20 @@ async fn stopped(s: &TcpStream) {
     }
 }
 
-/// The limit rides in the entry's `optlen` (bytes 44..48 of the kernel's 64-byte entry); the
-/// rest of the entry is the multishot receive as built.
+/// The limits ride in the entry's `len` (bytes 24..28 of the kernel's 64-byte entry: each
+/// result) and `optlen` (44..48: in all); the rest of the entry is the multishot receive as
+/// built.
 #[test]
-fn the_limit_is_the_entrys_optlen() {
+fn the_limits_are_the_entrys_len_and_optlen() {
     let e = || io_uring::opcode::RecvMulti::new(io_uring::types::Fd(7), reactor::BGID).build();
     // SAFETY: an entry is the kernel's 64-byte `io_uring_sqe` (`repr(C)`, no drop glue).
     let plain: [u8; 64] = unsafe { std::mem::transmute(e()) };
-    let limited: [u8; 64] = unsafe { std::mem::transmute(reactor::recv_limited(e(), 65536)) };
+    let limited: [u8; 64] = unsafe { std::mem::transmute(reactor::recv_limited(e(), 4096, 65536)) };
+    assert_eq!(&limited[24..28], &4096u32.to_ne_bytes());
     assert_eq!(&limited[44..48], &65536u32.to_ne_bytes());
+    assert_eq!(&plain[24..28], &[0; 4]);
     assert_eq!(&plain[44..48], &[0; 4]);
-    assert_eq!(plain[..44], limited[..44]);
+    assert_eq!(plain[..24], limited[..24]);
+    assert_eq!(plain[28..44], limited[28..44]);
     assert_eq!(plain[48..], limited[48..]);
 }
