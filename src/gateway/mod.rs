@@ -148,7 +148,7 @@ pub(crate) async fn handle(
 /// The phases, in order.
 async fn run_phases(
     shard: &Rc<Shard>,
-    ss: &ShardSnap,
+    ss: &Rc<ShardSnap>,
     conn: &mut Conn,
     ctx: &mut RequestCtx,
 ) -> Result<Outcome, Error> {

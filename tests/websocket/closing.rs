@@ -123,3 +123,54 @@ fn a_reload_that_removes_the_api_closes_its_connections_and_calls_disconnect() {
         vec![(id, "1001".into(), "the API or stage is gone".into())]
     );
 }
+
+/// A reload that removes the API while a connection's `$connect` still runs (after the other
+/// connections were closed for it): once upgraded, the connection is closed as those were,
+/// and its `$disconnect` runs with the configuration it was opened under.
+#[test]
+fn a_connection_whose_api_goes_while_connect_runs_is_closed_and_disconnected() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    // The second `$connect` waits until the test lets it go (at most IO_TIMEOUT).
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let connects = Arc::new(AtomicUsize::new(0));
+    let (g2, c2) = (gate.clone(), connects.clone());
+    let up = Upstream::start(move |s| {
+        if s.target == "/connect" && c2.fetch_add(1, Ordering::SeqCst) == 1 {
+            let (open, cv) = &*g2;
+            let held = open.lock().unwrap();
+            let _unused = cv.wait_timeout_while(held, IO_TIMEOUT, |o| !*o).unwrap();
+        }
+        respond(200, "{}")
+    });
+    let g = Gw::start(&conf(&up, "chat"));
+    let mut first = open(&g, "").unwrap();
+    let addr = g.addr();
+    let second = std::thread::spawn(move || {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        tungstenite::client("ws://chat.test/", stream)
+            .map(|(ws, _)| ws)
+            .ok()
+    });
+    assert!(eventually(IO_TIMEOUT, || connects.load(Ordering::SeqCst) == 2));
+    g.rewrite(&conf(&up, "other"));
+    assert_eq!(admin(g.admin(), "POST", "/reload", Some(TOKEN)).status, 200);
+    // The first connection is closed by the reload.
+    assert_eq!(close_code(&mut first), Some(CloseCode::Away));
+    // Then the second's `$connect` answers: upgraded, and closed the same way.
+    {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    let mut second = second.join().unwrap().expect("upgraded");
+    assert_eq!(close_code(&mut second), Some(CloseCode::Away));
+    let id = connection_id(&up, 1);
+    assert!(eventually(IO_TIMEOUT, || disconnects(&up).len() == 2));
+    assert!(
+        disconnects(&up).contains(&(id, "1001".into(), "the API or stage is gone".into())),
+        "{:?}",
+        disconnects(&up)
+    );
+}

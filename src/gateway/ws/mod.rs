@@ -71,6 +71,8 @@ pub(crate) struct Session {
     pub principal: Principal,
     pub peer_ip: Rc<str>,
     pub connected_at_ms: u64,
+    /// The configuration the connection was opened under, until its session is registered.
+    pub opened: Option<Rc<ShardSnap>>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -95,7 +97,7 @@ fn connection_id(node: u32, shard: usize) -> String {
 /// The upgrade request of a WebSocket API: `$connect`, then `101` and the session.
 pub(crate) async fn connect(
     shard: &Rc<Shard>,
-    ss: &ShardSnap,
+    ss: &Rc<ShardSnap>,
     conn: &mut Conn,
     ctx: &mut RequestCtx,
 ) -> Result<Outcome, Error> {
@@ -177,7 +179,10 @@ pub(crate) async fn connect(
         );
         door(ss, conn, ctx, resource)?;
     }
-    let session = session_of(ss, conn, ctx, &id, st.api, st.stage);
+    let mut session = session_of(ss, conn, ctx, &id, st.api, st.stage);
+    // Until the session is registered (see `session::run`): a reload meanwhile may have
+    // removed the API, and its `$disconnect` runs with the configuration it was opened under.
+    session.opened = Some(ss.clone());
     let accept = accept(&key);
     // The first of the API's subprotocols the client offers (none offered or none shared:
     // no header, and a client that insists closes the connection itself, as RFC 6455 says).
@@ -263,6 +268,7 @@ fn session_of(
             None => conn.peer_ip.clone(),
         },
         connected_at_ms: now_ms(),
+        opened: None,
     }
 }
 

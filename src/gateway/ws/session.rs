@@ -267,7 +267,7 @@ pub(super) struct Ended {
 }
 
 /// Serves the connection until either side closes it, then calls `$disconnect`.
-pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
+pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
     use crate::http::pollio::PollIo;
     let Conn { stream, buf, .. } = conn;
     // A socket is split: a writer task sends what the loop below queues, so that reading
@@ -370,11 +370,24 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, s: Box<Session>) {
                 .into_owned(),
         },
     );
+    let now = shard.snapshot();
     if shard.ws_seen.borrow().is_none() {
         // What `reap` compares the next snapshot with.
-        let now = shard.snapshot();
-        *shard.ws_seen.borrow_mut() = Some(now);
+        *shard.ws_seen.borrow_mut() = Some(now.clone());
     }
+    // A reload while `$connect` ran may have removed the API or stage, and `reap` may have
+    // compared that configuration already: closed now as `reap` closes the others, its
+    // `$disconnect` run with the configuration it was opened under.
+    if let Some(opened) = s.opened.take() {
+        if !Rc::ptr_eq(&opened, &now)
+            && super::message::locate_names(&now, &s.api, &s.stage).is_none()
+        {
+            if let Some(h) = shard.ws.borrow_mut().remove(&s.id) {
+                let _ = h.close.try_send(Closing::Gone(opened));
+            }
+        }
+    }
+    drop(now);
     // The gateway decided to close: `@connections` answers 410 from here on.
     let closing = || {
         shard.ws.borrow_mut().remove(&s.id);
