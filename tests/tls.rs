@@ -655,6 +655,22 @@ fn mtls_required_verifies_and_forwards_the_client_certificate() {
     );
 }
 
+/// Replacing the clients' CA file is picked up as certificates are (every second), without a
+/// reload: clients of the new CA are served, those of the old one refused.
+#[test]
+fn a_client_ca_file_changing_on_disk_is_picked_up() {
+    let (s, old) = mtls_setup("required");
+    let a = https(&s.gw);
+    let roots = s.ca.roots();
+    assert!(tls_get_with(a, with_client_cert(roots.clone(), &old, "old"), "").is_ok());
+    let new = Ca::new();
+    std::fs::write(s.gw.dir.0.join("clients-ca.pem"), new.cert.pem()).unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        tls_get_with(a, with_client_cert(roots.clone(), &new, "new"), "").is_ok_and(|r| r.0 == 200)
+    }));
+    assert!(tls_get_with(a, with_client_cert(roots, &old, "old"), "").is_err());
+}
+
 #[test]
 fn mtls_optional_serves_both_and_forwards_only_verified_fields() {
     let (s, clients) = mtls_setup("optional");

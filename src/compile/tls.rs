@@ -3,6 +3,7 @@
 //! verification), and each upstream's client config. Errors name the key the path was
 //! written under.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, HostPattern, TlsCert};
@@ -20,6 +21,20 @@ pub(crate) fn cert_files(cfg: &Config) -> Vec<&TlsCert> {
         .collect()
 }
 
+/// The client CA files of mTLS listeners, in listener order (watched as certificates are).
+pub(crate) fn ca_files(cfg: &Config) -> Vec<&Path> {
+    cfg.listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref()?.mtls.as_ref())
+        .map(|m| m.client_ca.as_path())
+        .collect()
+}
+
+/// The stamp of a client CA file as it is now (0 when it cannot be read).
+pub(crate) fn ca_stamp(path: &Path) -> u64 {
+    crate::tls::read_pem(path).map_or(0, |pem| crate::tls::stamp(&pem, b""))
+}
+
 fn load(c: &TlsCert, errors: &mut Errors) -> Option<LoadedCert> {
     crate::tls::load_cert(&c.cert, &c.key, c.allow_expired)
         .map_err(|e| errors.err(&c.source, e))
@@ -27,13 +42,15 @@ fn load(c: &TlsCert, errors: &mut Errors) -> Option<LoadedCert> {
 }
 
 /// Per listener, its server config (None on plain listeners), and the stamps of
-/// [`cert_files`]. `None` when a certificate could not be loaded (the errors say which).
+/// [`cert_files`], then of [`ca_files`]. `None` when a certificate could not be loaded (the errors say which).
 #[allow(clippy::type_complexity)]
 pub(super) fn listeners(
     cfg: &Config,
     errors: &mut Errors,
 ) -> Option<(Vec<Option<Arc<rustls::ServerConfig>>>, Vec<u64>)> {
     let before = errors.0.len();
+    // Stamped before they are loaded: a file that changes between the two is loaded again.
+    let ca_stamps: Vec<u64> = ca_files(cfg).into_iter().map(ca_stamp).collect();
     let listener_certs: Vec<Option<LoadedCert>> = cfg
         .listeners
         .iter()
@@ -88,6 +105,7 @@ pub(super) fn listeners(
         .chain(&domain_certs)
         .flatten()
         .map(|c| c.stamp)
+        .chain(ca_stamps)
         .collect();
     Some((configs, stamps))
 }

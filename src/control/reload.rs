@@ -119,10 +119,13 @@ impl Control {
     }
 }
 
-/// Whether any certificate or key file differs from what the running config loaded; returns
-/// the files' current hashes (to not retry a refused reload until they change again).
+/// Whether any certificate, key or client CA file differs from what the running config
+/// loaded; returns the files' current hashes (to not retry a refused reload until they change
+/// again).
 pub(super) fn certs_changed(compiled: &Compiled) -> Option<Vec<u64>> {
     let certs = crate::compile::tls::cert_files(&compiled.config);
+    let cas = crate::compile::tls::ca_files(&compiled.config);
+    let first_ca = certs.len();
     let mut changed = false;
     let mut now = Vec::with_capacity(certs.len());
     for (i, c) in certs.into_iter().enumerate() {
@@ -134,6 +137,15 @@ pub(super) fn certs_changed(compiled: &Compiled) -> Option<Vec<u64>> {
         };
         let h = crate::tls::stamp(&cert, &key);
         changed |= compiled.cert_stamps.get(i).is_some_and(|&s| s != h);
+        now.push(h);
+    }
+    for (j, ca) in cas.into_iter().enumerate() {
+        let h = crate::compile::tls::ca_stamp(ca);
+        changed |= h == 0
+            || compiled
+                .cert_stamps
+                .get(first_ca + j)
+                .is_some_and(|&s| s != h);
         now.push(h);
     }
     changed.then_some(now)
