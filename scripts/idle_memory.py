@@ -191,7 +191,8 @@ def main():
     ap.add_argument("--h2c", action="store_true", help="HTTP/2 with prior knowledge (the h2 package)")
     ap.add_argument("--tls-stall", action="store_true",
                     help="TLS 1.3 clients that send their ClientHello, read the server's flight and "
-                         "never finish the handshake (measured within limits.header_timeout, 10 s)")
+                         "never finish the handshake (the script raises limits.header_timeout, 10 s by default, "
+                         "to 600 s, so that none is cut while the others open)")
     a = ap.parse_args()
     a.tls = a.tls or a.tls_stall
     tmp = tempfile.mkdtemp(prefix="tollgate-idle-")

@@ -127,7 +127,7 @@ pub(super) fn certs_changed(compiled: &Compiled) -> Option<Vec<u64>> {
     let cas = crate::compile::tls::ca_files(&compiled.config);
     let first_ca = certs.len();
     let mut changed = false;
-    let mut now = Vec::with_capacity(certs.len());
+    let mut now = Vec::with_capacity(certs.len() + cas.len());
     for (i, c) in certs.into_iter().enumerate() {
         let (Ok(cert), Ok(key)) = (crate::tls::read_pem(&c.cert), crate::tls::read_pem(&c.key))
         else {

@@ -71,7 +71,7 @@ async fn keep_alive<G>(
         let Some(next) = request.await else {
             return;
         };
-        conn.expect_next(conn.consumed().saturating_sub(consumed));
+        conn.expect(conn.consumed().saturating_sub(consumed).saturating_mul(4));
         match next {
             // An answer that promised keep-alive keeps it through a soft drain (a successor
             // took over): the next request is answered with `Connection: close`.

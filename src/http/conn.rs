@@ -193,16 +193,11 @@ pub struct ClientCertHeaders {
 /// Appends what the socket has to `buf`; `Ok(0)` at end of stream.
 pub(crate) async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     if let TcpStream::Own(s) = stream {
-        // The receive takes about the room the caller has (see `rt::TcpStream::want`): a
-        // client that sends and does not read holds that much here, as with a plain read.
-        // Between requests (nothing buffered) the room the connection expects stays, if more
-        // (see `Conn::expect_next`).
+        // The receive takes about the room the caller has, or what the connection expects
+        // if more (see `rt::TcpStream::want`, `Conn::expect`): a client that sends and does
+        // not read holds that much here, as with a plain read.
         let room = (buf.capacity() - buf.len()).clamp(READ_CHUNK, MAX_BATCH);
-        s.want(if buf.is_empty() {
-            room.max(s.wanted())
-        } else {
-            room
-        });
+        s.want(room.max(s.wanted()));
         // A received buffer of the ring, taken whole (at most one ring buffer per read, so
         // nothing is left behind holding one), and what else already arrived (the rest of a
         // body in a burst) up to the room (at most MAX_BATCH): one reservation, one copy of
@@ -404,13 +399,14 @@ impl Conn {
         self.bytes_in.saturating_sub(self.buf.len() as u64)
     }
 
-    /// Says how big the client's next request may be (on Tollgate's own runtime: its receives
-    /// take that much at a time, see `rt::TcpStream::want`; four times the last request's
-    /// size, so that a client sending 16 KiB bodies gets several in one receive, and one
-    /// pipelining small requests it does not read the answers of gets 4 KiB at a time).
-    pub(crate) fn expect_next(&self, last: u64) {
+    /// Says how much the client is expected to send next (on Tollgate's own runtime its
+    /// receives take that much at a time, see `rt::TcpStream::want`, until the next call):
+    /// between requests four times the last request's size, so that a client sending 16 KiB
+    /// bodies gets several in one receive while one pipelining small requests whose answers
+    /// it does not read gets 4 KiB at a time; for a chunked body, as much as a read takes.
+    pub(crate) fn expect(&self, bytes: u64) {
         if let Stream::Plain(TcpStream::Own(s)) = &self.stream {
-            s.want(last.saturating_mul(4).min(u32::MAX as u64) as usize);
+            s.want(bytes.min(u32::MAX as u64) as usize);
         }
     }
 

@@ -70,8 +70,9 @@ pub(crate) const RECV_LIMIT: u32 = RECV_QUEUE_BYTES as u32;
 /// The least a client's receive is limited to, per result and in all.
 pub(crate) const RECV_MIN: u32 = 4 << 10;
 
-/// A multishot receive's entry with a byte limit in all (`optlen`, Linux 6.17) and on each
-/// result (`len`, 6.16; without it a result may fill a whole ring buffer, past the limit).
+/// A multishot receive's entry with a byte limit on each result (`len`; without it a result
+/// may fill a whole ring buffer, past the limit) and in all (`optlen`). Set together: a kernel
+/// before 6.17 refuses the entry (EINVAL), and the runtime arms without either.
 pub(crate) fn recv_limited(e: squeue::Entry, each: u32, all: u32) -> squeue::Entry {
     const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
     // SAFETY: `Entry` is `repr(C)` over the kernel's 64-byte `io_uring_sqe` (asserted above),

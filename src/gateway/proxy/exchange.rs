@@ -468,6 +468,8 @@ pub(super) async fn stream_request_body(
         Framing::Chunked => {
             let mut dec = ChunkedDecoder::new(max_body);
             let mut ranges = Vec::new();
+            // Its length unknown: received as much at a time as a read takes.
+            conn.expect(MAX_READ as u64);
             loop {
                 if !conn.buf.is_empty() {
                     ranges.clear();
