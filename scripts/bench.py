@@ -41,6 +41,7 @@ WORKLOADS = {
     "get_1k": ("/1k", None, [], "GET, 1 KiB body"),
     "get_64k": ("/64k", None, [], "GET, 64 KiB body"),
     "post_16k": ("/post", "post16k.lua", [], "POST with a 16 KiB body"),
+    "post_chunked": ("/post", "postchunked.lua", [], "POST with a 16 KiB body, chunked (one chunk)"),
     "new_conn": ("/small", None, ["-H", "Connection: close"], "a new connection per request"),
     "fixed_rate": ("/small", None, [], "h2load --rps, 15k req/s in all, HTTP/1.1"),
     "https_get": ("/small", None, [], "HTTPS GET (TLS 1.3, ECDSA P-256), 13-byte body, 64 keep-alive connections"),
@@ -544,10 +545,21 @@ wrk.body = string.rep("x", 16384)
 wrk.headers["Content-Type"] = "application/octet-stream"
 """
 
+# The same body with `Transfer-Encoding: chunked` (wrk.format would add a Content-Length): one
+# request, built once per thread.
+CHUNKED_LUA = r"""
+local req
+init = function(args)
+  req = "POST " .. wrk.path .. " HTTP/1.1\r\nHost: " .. wrk.host .. "\r\nContent-Type: application/octet-stream\r\n"
+     .. "Transfer-Encoding: chunked\r\n\r\n4000\r\n" .. string.rep("x", 16384) .. "\r\n0\r\n\r\n"
+end
+request = function() return req end
+"""
+
 
 def run_wrk(tmp: Path, port: int, path: str, script: str | None, extra: list[str], secs: float, conns: int) -> dict:
     lua = tmp / f"wrk-{script or 'plain'}.lua"
-    lua.write_text((POST_LUA if script == "post16k.lua" else "") + WRK_REPORT)
+    lua.write_text({"post16k.lua": POST_LUA, "postchunked.lua": CHUNKED_LUA}.get(script, "") + WRK_REPORT)
     cmd = ["taskset", "-c", CPU_LOAD, "wrk", "-t1", f"-c{conns}", f"-d{int(secs)}s", "--timeout", "5s", "-s", str(lua)] + extra + [
         f"{SCHEME}://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60).stdout
@@ -673,7 +685,7 @@ def measure(system: str, tmp: Path, backend_port: int, backend_pid: int, workloa
         path, script, extra, _ = WORKLOADS[workload]
         if system == "tollgate-pipeline":
             path = "/svc200/items/42" if workload in ("small_get", "new_conn", "fixed_rate") else f"/svc200{path}"
-            if workload == "post_16k":
+            if workload in ("post_16k", "post_chunked"):
                 path = "/svc200/items"
         if PIPELINE and not direct:
             check_pipeline(system, port)
