@@ -197,7 +197,7 @@ pub(crate) async fn read_into(stream: &mut TcpStream, buf: &mut BytesMut) -> io:
         // if more (see `rt::TcpStream::want`, `Conn::expect`): a client that sends and does
         // not read holds that much here, as with a plain read.
         let room = (buf.capacity() - buf.len()).clamp(READ_CHUNK, MAX_BATCH);
-        s.want(room.max(s.wanted()));
+        s.want_at_least(room);
         // A received buffer of the ring, taken whole (at most one ring buffer per read, so
         // nothing is left behind holding one), and what else already arrived (the rest of a
         // body in a burst) up to the room (at most MAX_BATCH): one reservation, one copy of

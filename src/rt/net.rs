@@ -372,9 +372,12 @@ impl TcpStream {
         self.inner.rx.borrow_mut().want = (bytes.min(RECV_LIMIT as usize) as u32).max(RECV_MIN);
     }
 
-    /// The room last given to [`TcpStream::want`] (0 if none).
-    pub fn wanted(&self) -> usize {
-        self.inner.rx.borrow().want as usize
+    /// [`TcpStream::want`], unless the room said before is more.
+    pub fn want_at_least(&self, bytes: usize) {
+        let mut rx = self.inner.rx.borrow_mut();
+        rx.want = rx
+            .want
+            .max((bytes.min(RECV_LIMIT as usize) as u32).max(RECV_MIN));
     }
 
     /// Whether to receive one ring buffer per operation (`true`) instead of a multishot
