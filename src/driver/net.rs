@@ -113,13 +113,15 @@ impl AsRawFd for TcpStream {
     }
 }
 
-/// Copies the next received bytes into `buf` (what does not fit waits for the next read).
+/// Copies the next received bytes into `buf` (what does not fit waits for the next read). The
+/// socket's receive takes at least `buf`'s room before its reader asks again, more where the
+/// reader said it expects more (`rt::net::TcpStream::want`).
 async fn own_read<T: IoBufMut>(s: &own::TcpStream, mut buf: T) -> BufResult<usize, T> {
     let room = buf.bytes_total();
     if room == 0 {
         return (Ok(0), buf);
     }
-    s.want(room);
+    s.want_at_least(room);
     let mut got = match s.recv().await {
         Ok(Some(b)) => b,
         Ok(None) => return (Ok(0), buf),
@@ -152,7 +154,7 @@ async fn own_readv<T: IoVecBufMut>(s: &own::TcpStream, mut buf: T) -> BufResult<
     if room == 0 {
         return (Ok(0), buf);
     }
-    s.want(room);
+    s.want_at_least(room);
     let mut got = match s.recv().await {
         Ok(Some(b)) => b,
         Ok(None) => return (Ok(0), buf),

@@ -113,6 +113,16 @@ impl PollIo {
         self
     }
 
+    /// On Tollgate's own runtime, lets the socket's receive take up to `n` bytes before its
+    /// reader asks again, not just one read's room (an HTTP/2 connection: its frames are read
+    /// as they come, and what a client may send ahead is bounded by its flow-control windows).
+    pub(crate) fn read_ahead(self, n: usize) -> PollIo {
+        if let Some(own) = &self.own {
+            own.want(n);
+        }
+        self
+    }
+
     /// Passes everything read through an HTTP/2 flood watch.
     pub(crate) fn watched(mut self, watch: FrameWatch, signal: Rc<Signal>) -> PollIo {
         self.watch = Some((watch, signal));

@@ -18,6 +18,7 @@ use crate::http::h1::RequestHead;
 use crate::http::write::Answer;
 use crate::shard::{Closing, Shard, ShardSnap};
 
+mod ahead;
 mod integration;
 mod manage;
 mod message;

@@ -18,6 +18,7 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
+use super::ahead::Ahead;
 use super::message::{disconnect, message};
 use super::{now_ms, Session};
 use crate::http::conn::{Conn, Stream};
@@ -82,6 +83,9 @@ enum Transport {
         unsent: Rc<std::cell::Cell<usize>>,
         /// A value stops the writer, dropping what it has not written.
         stop: flume::Sender<()>,
+        /// The socket on Tollgate's own runtime, told how far its receive may run ahead.
+        own: Option<crate::rt::net::TcpStream>,
+        ahead: Ahead,
     },
     H2(Box<crate::http::h2::stream::H2Stream>),
 }
@@ -90,13 +94,18 @@ impl Transport {
     /// Appends what arrives to `inb` (`Ok(0)`: the other side is done).
     async fn read(&mut self, inb: &mut BytesMut) -> io::Result<usize> {
         match self {
-            Transport::Split { rd, .. } => {
+            Transport::Split { rd, own, ahead, .. } => {
+                // The rest of a big frame comes in one receive, not one per chunk.
+                if let Some(own) = own {
+                    own.want(usize::try_from(ahead.announced()).unwrap_or(usize::MAX));
+                }
                 // A buffer on the stack for each poll: nothing is held while the read waits
                 // (the socket layer reads into its own buffer, then copies out).
                 std::future::poll_fn(|cx| {
                     let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
                     let mut b = tokio::io::ReadBuf::uninit(&mut chunk);
                     std::task::ready!(std::pin::Pin::new(&mut *rd).poll_read(cx, &mut b))?;
+                    ahead.feed(b.filled());
                     inb.extend_from_slice(b.filled());
                     std::task::Poll::Ready(Ok(b.filled().len()))
                 })
@@ -277,6 +286,11 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
     let (mut io, writer, drained) = match stream {
         Stream::H2(h) => (Transport::H2(h), None, None),
         stream => {
+            let own = match &stream {
+                Stream::Plain(t) => t.own().cloned(),
+                Stream::Tls(t) => t.io.own().cloned(),
+                Stream::H2(_) => None,
+            };
             let io = match stream {
                 Stream::Plain(t) => PollIo::plain(t, Bytes::new()).read_size(READ_CHUNK),
                 Stream::Tls(t) => t.into_poll_io(Bytes::new()),
@@ -326,6 +340,8 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
                 tx,
                 unsent,
                 stop,
+                own,
+                ahead: Ahead::default(),
             };
             (t, Some(writer), Some(drained))
         }

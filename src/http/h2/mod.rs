@@ -36,6 +36,9 @@ use watch::{Flood, FrameWatch, Signal};
 
 /// The client connection preface (RFC 9113 3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How far a connection's socket receive may run ahead of the `h2` crate's reads (see
+/// [`PollIo::read_ahead`]): uploads come in one receive per 64 KiB, not one per 16 KiB read.
+const READ_AHEAD: usize = 64 << 10;
 
 /// What every stream of a connection shares.
 pub(crate) struct ConnInfo {
@@ -105,7 +108,9 @@ pub(crate) async fn serve(
         Transport::Plain(tcp, prefix) => PollIo::plain(tcp, prefix),
         Transport::Tls(t) => t.into_poll_io(Bytes::new()),
     };
-    let io = io.watched(FrameWatch::new(&cfg), signal.clone());
+    let io = io
+        .read_ahead(READ_AHEAD)
+        .watched(FrameWatch::new(&cfg), signal.clone());
     let mut builder = h2::server::Builder::new();
     // RFC 8441: WebSockets over HTTP/2 (extended CONNECT with :protocol = websocket).
     builder.enable_connect_protocol();
