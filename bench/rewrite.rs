@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
         path: Template {
             pieces: vec![Piece::Lit("/v2/pets/".into()), Piece::PathVar(0)],
         },
+        path_identity: false,
         headers: Vec::new(),
         timeout: std::time::Duration::from_secs(29),
         drop_underscores: true,

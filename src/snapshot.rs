@@ -37,6 +37,9 @@ pub struct HttpIntegration {
     pub host_header: String,
     /// Path and query template, starting with '/'.
     pub path: Template,
+    /// The path holds an authorizer's or a certificate's value: checked once rendered
+    /// ([`Template::identity_in_path`]).
+    pub path_identity: bool,
     pub headers: Vec<(String, Template)>,
     pub timeout: Duration,
     /// Leave out request headers whose name has `_` (`limits.underscores_in_headers = "drop"`).

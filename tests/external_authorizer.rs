@@ -91,6 +91,14 @@ fn gateway(auth: &Upstream, workers: usize) -> (Gw, Upstream) {
                 "GET /pets/{id}",
                 "integration = { type = \"http\", uri = \"http://up/pets/{id}\", headers = { \"x-tenant\" = \"${context.authorizer.tenant}\", \"x-n\" = \"${context.authorizer.n}\", \"x-principal\" = \"${context.authorizer.principalId}\" } }",
             )
+            .route(
+                "GET /tenants/{id}",
+                "integration = { type = \"http\", uri = \"http://up/t/${context.authorizer.tenant}/pets/{id}\" }",
+            )
+            .route(
+                "GET /q/{id}",
+                "integration = { type = \"http\", uri = \"http://up/q/{id}?t=${context.authorizer.tenant}\" }",
+            )
             .route("POST /pets", "integration = { type = \"http\", uri = \"http://up/pets\" }")
             .route("ANY /pets/secret", "integration = { type = \"http\", uri = \"http://up/pets/secret\" }")
             .route("GET /slow", "authorizer = \"impatient\"\nintegration = { type = \"mock\", body = \"s\" }")
@@ -605,4 +613,38 @@ fn an_authorizer_uri_with_a_stage_variable_is_refused_at_load() {
             && text.contains("not substituted"),
         "{text}"
     );
+}
+
+/// An authorizer's value pasted into the integration URI's path is percent-encoded, and one
+/// that would make a `.` or `..` segment there (which an upstream resolving dot segments would
+/// read as another path) is refused as a client's dot segment is: 400, the upstream not
+/// called. In the query the same value is only a value.
+#[test]
+fn an_authorizer_value_that_makes_a_dot_segment_in_the_integration_path_is_refused() {
+    let auth = authorizer();
+    let (g, up) = gateway(&auth, 1);
+    let r = call(&g, "GET", "/tenants/7", &token("acme co"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["target"], "/t/acme%20co/pets/7");
+    let r = call(&g, "GET", "/tenants/7", &token("..."));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["target"], "/t/.../pets/7");
+    let before = up.count();
+    for bad in ["..", ".", "a/../admin", "a/./b"] {
+        let r = call(&g, "GET", "/tenants/7", &token(bad));
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert_eq!(
+            r.json()["message"],
+            "Invalid request path: dot segments are not allowed",
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        up.count(),
+        before,
+        "no refused request reached the upstream"
+    );
+    let r = call(&g, "GET", "/q/7", &token(".."));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["target"], "/q/7?t=..");
 }

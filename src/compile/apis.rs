@@ -350,6 +350,7 @@ fn integration(
             IntegrationRt::Http(HttpIntegration {
                 dest,
                 host_header: target.host_header,
+                path_identity: target.path.identity_in_path(),
                 path: target.path,
                 headers: resolve_headers(header_templates)?,
                 timeout: *timeout,

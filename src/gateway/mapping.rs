@@ -107,6 +107,35 @@ pub(crate) async fn prepare(
     Ok(())
 }
 
+/// Refuses a request whose integration path, rendered, would hold a `.` or `..` segment made
+/// by an authorizer's or a client certificate's value (a claim `..`, a context value
+/// `a/../admin`): an upstream that resolves dot segments would serve another path than the
+/// route names. Routes whose URI path has no such value (nearly all) skip it.
+pub(crate) fn check_identity_path(
+    ctx: &RequestCtx,
+    peer_ip: &str,
+    h: &HttpIntegration,
+) -> Result<(), Error> {
+    if !h.path_identity || ctx.edits.as_ref().is_some_and(|e| e.path.is_some()) {
+        return Ok(());
+    }
+    let mut path = Vec::with_capacity(64);
+    crate::gateway::proxy::integration_path(&mut path, peer_ip, ctx, h);
+    identity_path_ok(&path)
+}
+
+/// [`check_identity_path`] on a rendered path and query.
+pub(crate) fn identity_path_ok(rendered: &[u8]) -> Result<(), Error> {
+    let path = rendered.split(|&b| b == b'?').next().unwrap_or_default();
+    if has_dot_segment(path) {
+        return Err(Error::downstream(
+            Kind::BadRequest(crate::syntax::path::PathError::DotSegment.message()),
+            "integration uri: an authorizer's or certificate's value made a dot segment",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a path, percent-decoded, has a `.` or `..` segment (split at `/` and `\`).
 fn has_dot_segment(path: &[u8]) -> bool {
     let mut decoded = Vec::with_capacity(path.len());

@@ -215,6 +215,7 @@ async fn run_phases(
     let r = &api.routes[m.route];
     if let IntegrationRt::Http(h) = &r.per_stage[m.stage] {
         mapping::prepare(ss, conn, ctx, m, h).await?;
+        mapping::check_identity_path(ctx, &conn.peer_ip, h)?;
     }
     let http = matches!(r.per_stage[m.stage], IntegrationRt::Http(_));
     let mock_status = transform::request(ss, conn, ctx, m, http).await?;

@@ -197,6 +197,20 @@ impl Template {
         Ok(Template { pieces })
     }
 
+    /// Whether the path part (before the first literal `?`) holds a value an authorizer or a
+    /// client certificate gave: a value the route's config does not fix, which could make a
+    /// `.` or `..` segment once rendered.
+    pub fn identity_in_path(&self) -> bool {
+        for p in &self.pieces {
+            match p {
+                Piece::Lit(s) if s.contains('?') => return false,
+                Piece::ClientCert(_) | Piece::Claim(_) | Piece::AuthorizerValue(_) => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
     /// The template's text when it has no request-time pieces.
     pub fn as_literal(&self) -> Option<&str> {
         match self.pieces.as_slice() {
@@ -277,6 +291,17 @@ pub(crate) fn is_ident(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_values_in_the_path_are_found_and_in_the_query_not() {
+        let t = |s: &str| Template::parse(s, &params(), UnknownBraces::Error).unwrap();
+        assert!(t("/t/${context.authorizer.tenant}/x").identity_in_path());
+        assert!(t("/u/${context.authorizer.claims.sub}").identity_in_path());
+        assert!(t("/c/${context.identity.clientCert.subjectDN}").identity_in_path());
+        assert!(!t("/x/{petId}?t=${context.authorizer.tenant}").identity_in_path());
+        assert!(!t("/x/{petId}/${context.requestId}").identity_in_path());
+    }
+
     use std::collections::BTreeMap;
 
     fn params() -> Vec<String> {

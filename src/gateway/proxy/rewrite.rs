@@ -93,6 +93,25 @@ pub(super) fn conditional(name: &[u8]) -> bool {
         || name_eq(name, b"range")
 }
 
+/// The integration URI's path and query for this request, rendered into `out`.
+pub(crate) fn integration_path(
+    out: &mut Vec<u8>,
+    peer_ip: &str,
+    ctx: &RequestCtx,
+    integ: &HttpIntegration,
+) {
+    integ
+        .path
+        .render(out, &ctx.vars(peer_ip, Escape::Uri), |i, o| {
+            ctx.path_var(i, |s, more| {
+                encode_segment(s, o);
+                if more {
+                    o.push(b'/');
+                }
+            })
+        })
+}
+
 /// [`request_head`] with the cache's additions.
 pub(crate) fn request_head_with(
     peer_ip: &str,
@@ -108,16 +127,7 @@ pub(crate) fn request_head_with(
     let edits = ctx.edits.as_deref();
     match edits.and_then(|e| e.path.as_deref()) {
         Some(p) => out.extend_from_slice(p),
-        None => integ
-            .path
-            .render(&mut out, &ctx.vars(peer_ip, Escape::Uri), |i, o| {
-                ctx.path_var(i, |s, more| {
-                    encode_segment(s, o);
-                    if more {
-                        o.push(b'/');
-                    }
-                })
-            }),
+        None => integration_path(&mut out, peer_ip, ctx, integ),
     }
     if out.contains(&b'?') {
         has_query = true;

@@ -60,6 +60,9 @@ pub(super) async fn integrate_with(
                 &ctx.vars(&s.peer_ip, crate::syntax::template::Escape::Uri),
                 |_, _| {},
             );
+            if h.path_identity {
+                crate::gateway::mapping::identity_path_ok(&path)?;
+            }
             let mut req = Vec::with_capacity(512 + body.len());
             req.extend_from_slice(b"POST ");
             req.extend_from_slice(&path);
