@@ -87,15 +87,34 @@ pub(super) fn method(
             Value::Bool(re.is_match(s))
         }
         (Value::String(s), "split") => {
+            // Java's `String.split(regex)`: no empty first piece from a match of nothing at the
+            // start, trailing empty pieces dropped, and "" split is [""].
             let re = pattern(&arg_s(0)).map_err(|e| format!("split: {e}"))?;
             let mut items = Vec::new();
             let mut size = 0usize;
-            for p in re.split(s) {
+            let mut push = |items: &mut Vec<Value>, p: &str| {
                 size += std::mem::size_of::<Value>() + p.len();
                 if size > room {
                     return Err(over());
                 }
                 items.push(Value::String(p.to_string()));
+                Ok(())
+            };
+            if s.is_empty() {
+                push(&mut items, s)?;
+            } else {
+                let mut last = 0;
+                for m in re.find_iter(s) {
+                    if m.end() == 0 {
+                        continue;
+                    }
+                    push(&mut items, &s[last..m.start()])?;
+                    last = m.end();
+                }
+                push(&mut items, &s[last..])?;
+                while matches!(items.last(), Some(Value::String(p)) if p.is_empty()) {
+                    items.pop();
+                }
             }
             Value::Array(items)
         }

@@ -232,7 +232,35 @@ fn what_templates_build_is_bounded() {
     let words = "ab,".repeat(100_000);
     assert_eq!(
         run("$input.body.length() $input.body.split(',').size()", &words).unwrap(),
-        "300000 100001"
+        "300000 100000"
+    );
+}
+
+/// `split` is Java's `String.split`, which Amazon's templates run: trailing empty pieces are
+/// dropped, a match of nothing at the start makes no empty first piece, and an empty string
+/// splits into itself.
+#[test]
+fn split_is_javas() {
+    let size =
+        |body: &str, sep: &str| run(&format!("$input.body.split('{sep}').size()"), body).unwrap();
+    assert_eq!(size("a,b,,c", ","), "4");
+    assert_eq!(size("a,b,,", ","), "2");
+    assert_eq!(size(",a", ","), "2");
+    assert_eq!(size(",,,", ","), "0");
+    assert_eq!(size("abc", ""), "3");
+    assert_eq!(size("abc", "x"), "1");
+    assert_eq!(size("", ","), "1");
+    assert_eq!(
+        run("#foreach($p in $input.body.split(''))[$p]#end", "abc").unwrap(),
+        "[a][b][c]"
+    );
+    assert_eq!(
+        run(
+            "#foreach($p in $input.body.split('\\s*;\\s*'))[$p]#end",
+            " x ; y;;"
+        )
+        .unwrap(),
+        "[ x][y]"
     );
 }
 
