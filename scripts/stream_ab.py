@@ -59,12 +59,15 @@ def wait_port(port: int) -> None:
     sys.exit(f"nothing listens on port {port}")
 
 
-def gateway_toml(tmp: str, i: int, port: int, be: int, mode: str) -> str:
+def gateway_toml(tmp: str, i: int, port: int, be: int, mode: str, size: int = 32768) -> str:
+    frame = max(size + 16, 32 << 10)
     head = f"""[server]
 workers = 1
 state_dir = "{tmp}/data{i}"
 [limits]
 max_body = "16MiB"
+websocket_frame = {frame}
+websocket_message = {max(frame, 128 << 10)}
 [[listeners]]
 name = "http"
 addr = "127.0.0.1:{port}"
@@ -185,7 +188,9 @@ async def client_loop(mode: str, port: int, size: int, deadline: float, counts: 
     while time.monotonic() < deadline:
         w.write(frame)
         if mode == "ws":
-            await read_ws_message(r)
+            answer = await read_ws_message(r)
+            if answer != b'{"message":"ok"}':
+                raise RuntimeError(f"unexpected answer: {answer[:200]!r}")
         else:
             await r.readexactly(size)
         n += 1
@@ -221,11 +226,11 @@ def main():
     ap.add_argument("--size", type=int, default=32768)
     ap.add_argument("--conns", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--seconds", type=int, default=3)
     a = ap.parse_args()
     variants = json.loads(a.variants)
-    if a.mode == "relay":
-        os.sched_setaffinity(0, {0})
+    # Clients and backends (started from here, or threads of this process) on CPU 0.
+    os.sched_setaffinity(0, {0})
     tmp = tempfile.mkdtemp()
     procs = []
     stop_echo = None
@@ -238,10 +243,9 @@ def main():
             procs.append(p)
             data = f"{tmp}/body"
             open(data, "wb").write(os.urandom(a.size))
-        os.sched_setaffinity(0, {0})
         for i, v in enumerate(variants):
             v["port"] = gwconf.free_port()
-            open(f"{tmp}/tg{i}.toml", "w").write(gateway_toml(tmp, i, v["port"], be, a.mode))
+            open(f"{tmp}/tg{i}.toml", "w").write(gateway_toml(tmp, i, v["port"], be, a.mode, a.size))
             env = dict(os.environ, TOLLGATE_LOG="warn", **v.get("env", {}))
             p = subprocess.Popen(["taskset", "-c", "1", v["bin"], "--config", f"{tmp}/tg{i}.toml"],
                                  env=env, stderr=subprocess.DEVNULL)
@@ -266,7 +270,7 @@ def main():
                 c1 = cpu_us(v["proc"].pid)
                 v["res"].append(((c1 - c0) / max(n, 1), n / a.seconds))
         base = statistics.median(x for x, _ in variants[0]["res"])
-        print(f"mode {a.mode}, {a.size} bytes, {a.conns} connections, {a.rounds} rounds of {a.seconds:g} s")
+        print(f"mode {a.mode}, {a.size} bytes, {a.conns} connections, {a.rounds} rounds of {a.seconds} s")
         for v in variants:
             m = statistics.median(x for x, _ in v["res"])
             rate = statistics.median(r for _, r in v["res"])

@@ -11,8 +11,10 @@
 
 /// Follows RFC 6455 frame boundaries through the bytes read (headers only: the protocol layer
 /// checks everything).
-#[derive(Default)]
 pub(super) struct Ahead {
+    /// The biggest frame the connection takes (`limits.websocket_frame`): what a header
+    /// announces past it is not waited for (the protocol layer refuses the frame).
+    max_frame: u64,
     /// Payload bytes of the current frame not yet read.
     payload: u64,
     /// The header read so far (at most 14 bytes: 2, an extended length of 2 or 8, a mask of 4).
@@ -21,6 +23,15 @@ pub(super) struct Ahead {
 }
 
 impl Ahead {
+    pub(super) fn new(max_frame: u64) -> Ahead {
+        Ahead {
+            max_frame,
+            payload: 0,
+            head: [0; 14],
+            have: 0,
+        }
+    }
+
     /// Follows `b`, the next bytes read.
     pub(super) fn feed(&mut self, mut b: &[u8]) {
         while !b.is_empty() {
@@ -41,10 +52,10 @@ impl Ahead {
     }
 
     /// Bytes the client has announced and not sent yet: the rest of the frame coming in (or
-    /// of its header).
+    /// of its header), at most a whole frame of the biggest size taken.
     pub(super) fn announced(&self) -> u64 {
         if self.payload > 0 {
-            self.payload
+            self.payload.min(self.max_frame.saturating_add(14))
         } else if self.have >= 2 {
             (header_len(self.head[1]) - self.have) as u64
         } else {
@@ -96,7 +107,7 @@ mod tests {
     #[test]
     fn a_big_frame_announces_its_rest_until_it_is_read() {
         let f = frame(32 << 10);
-        let mut a = Ahead::default();
+        let mut a = Ahead::new(1 << 20);
         a.feed(&f[..4096]);
         assert_eq!(a.announced(), f.len() as u64 - 4096);
         a.feed(&f[4096..f.len() - 1]);
@@ -112,7 +123,7 @@ mod tests {
             bytes.extend(frame(len));
         }
         for step in [1, 2, 3, 7, 13, 4096] {
-            let mut a = Ahead::default();
+            let mut a = Ahead::new(1 << 20);
             for c in bytes.chunks(step) {
                 a.feed(c);
                 assert!(a.announced() <= 70000 + 14);
@@ -120,17 +131,25 @@ mod tests {
             assert_eq!(a.announced(), 0, "step {step}");
         }
         // A header cut after its extended length announces the mask still to come.
-        let mut a = Ahead::default();
+        let mut a = Ahead::new(1 << 20);
         a.feed(&frame(300)[..4]);
         assert_eq!(a.announced(), 4);
     }
 
     #[test]
     fn a_huge_announced_length_is_only_a_number() {
-        let mut a = Ahead::default();
-        a.feed(&[
+        let huge = [
             0x82, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4, 9,
-        ]);
+        ];
+        let mut a = Ahead::new(32 << 10);
+        a.feed(&huge);
+        assert_eq!(
+            a.announced(),
+            (32 << 10) + 14,
+            "at most a frame of the biggest size"
+        );
+        let mut a = Ahead::new(u64::MAX);
+        a.feed(&huge);
         assert_eq!(a.announced(), u64::MAX - 1);
     }
 }

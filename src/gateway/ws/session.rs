@@ -286,6 +286,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
     let (mut io, writer, drained) = match stream {
         Stream::H2(h) => (Transport::H2(h), None, None),
         stream => {
+            // What came after the upgrade request is the start of the first frames.
+            let mut ahead = Ahead::new(shard.snapshot().snap.limits.websocket_frame);
+            ahead.feed(&buf);
             let own = match &stream {
                 Stream::Plain(t) => t.own().cloned(),
                 Stream::Tls(t) => t.io.own().cloned(),
@@ -341,7 +344,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
                 unsent,
                 stop,
                 own,
-                ahead: Ahead::default(),
+                ahead,
             };
             (t, Some(writer), Some(drained))
         }

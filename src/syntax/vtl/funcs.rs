@@ -103,8 +103,19 @@ pub(super) fn method(
             if s.is_empty() {
                 push(&mut items, s)?;
             } else {
-                let mut last = 0;
-                for m in re.find_iter(s) {
+                // As Java's `Matcher.find`: after an empty match the search moves on a
+                // character; after any other, an empty match right at its end still counts
+                // (`"a,,b".split(",*")` is [a, "", b]).
+                let (mut last, mut from) = (0, 0);
+                while from <= s.len() {
+                    let Some(m) = re.find_at(s, from) else {
+                        break;
+                    };
+                    from = if m.start() == m.end() {
+                        m.end() + s[m.end()..].chars().next().map_or(1, char::len_utf8)
+                    } else {
+                        m.end()
+                    };
                     if m.end() == 0 {
                         continue;
                     }

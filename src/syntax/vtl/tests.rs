@@ -250,6 +250,9 @@ fn split_is_javas() {
     assert_eq!(size("abc", ""), "3");
     assert_eq!(size("abc", "x"), "1");
     assert_eq!(size("", ","), "1");
+    // An empty match right after another match is a split point too (Java's `find`).
+    assert_eq!(size("a,,b", ",*"), "3");
+    assert_eq!(size("a1b22c", "\\d*"), "5");
     assert_eq!(
         run("#foreach($p in $input.body.split(''))[$p]#end", "abc").unwrap(),
         "[a][b][c]"
