@@ -86,7 +86,7 @@ pub(crate) fn recv_limited(e: squeue::Entry, each: u32, all: u32) -> squeue::Ent
     unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
 }
 /// Unread results a receive may keep in ring buffers; later ones are copied out.
-const RING_HOLD: usize = 4;
+pub(crate) const RING_HOLD: usize = 4;
 /// `IORING_ENTER_GETEVENTS` and `IORING_CQE_F_BUFFER` (the io-uring crate keeps its constants
 /// private).
 const IORING_ENTER_GETEVENTS: u32 = 1;
@@ -465,7 +465,27 @@ impl Reactor {
                     }
                     _ => None,
                 };
-                queue.push_back(Got { res, flags, copied });
+                // A receive the kernel ends at its byte limit adds what it copies out to the
+                // result before, when that was copied out too: a client that trickles bytes,
+                // one per segment, makes one heap buffer, not a result and an allocation per
+                // byte. (Other receives pause at a count of results, so theirs stay apart.)
+                let merged = match (copied, queue.back_mut()) {
+                    (Some(v), Some(prev)) if *pause == Pause::Never && prev.res > 0 => {
+                        match (prev.copied.as_mut(), prev.res.checked_add(res)) {
+                            (Some(held), Some(sum)) => {
+                                held.extend_from_slice(&v);
+                                prev.res = sum;
+                                prev.flags = flags;
+                                None
+                            }
+                            _ => Some(Some(v)),
+                        }
+                    }
+                    (copied, _) => Some(copied),
+                };
+                if let Some(copied) = merged {
+                    queue.push_back(Got { res, flags, copied });
+                }
                 let starved = *kind == Kind::Recv && res == -libc::ENOBUFS;
                 // A receive holding RECV_QUEUE_CAP results or RECV_QUEUE_BYTES bytes its
                 // reader has not taken is paused (cancelled); its reader re-arms it once it
