@@ -114,8 +114,9 @@ impl PollIo {
     }
 
     /// On Tollgate's own runtime, lets the socket's receive take up to `n` bytes before its
-    /// reader asks again, not just one read's room (an HTTP/2 connection: its frames are read
-    /// as they come, and what a client may send ahead is bounded by its flow-control windows).
+    /// reader asks again, not just one read's room (an HTTP/2 connection, whose frames are
+    /// read as they come). A reader that stops (the `h2` crate waiting on a write to a client
+    /// that does not read) then holds up to `n` received ahead, where it held one read's room.
     pub(crate) fn read_ahead(self, n: usize) -> PollIo {
         if let Some(own) = &self.own {
             own.want(n);

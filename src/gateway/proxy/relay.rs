@@ -122,6 +122,11 @@ pub(super) async fn relay_plain(
     if !from_upstream.is_empty() && write_all(&mut stream, from_upstream).await.is_err() {
         return;
     }
+    // The client's receives take what a relay read has room for, whatever the keep-alive
+    // loop expected before the switch.
+    if let Some(own) = stream.own() {
+        own.want(RELAY_READ);
+    }
     let (mut cr, mut cw) = stream.into_split();
     let (mut ur, mut uw) = up.into_split();
     let a = async {
@@ -135,9 +140,12 @@ pub(super) async fn relay_plain(
     monoio::join!(a, b);
 }
 
+/// Bytes a relay reads at a time, either way.
+const RELAY_READ: usize = 16 << 10;
+
 /// Copies until end of stream or an error, noting when bytes move.
 async fn pump(r: &mut impl AsyncReadRent, w: &mut impl AsyncWriteRentExt, last: &Cell<Instant>) {
-    let mut buf = Vec::with_capacity(16 << 10);
+    let mut buf = Vec::with_capacity(RELAY_READ);
     loop {
         let (res, b) = r.read(buf).await;
         buf = b;

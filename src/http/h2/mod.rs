@@ -37,7 +37,9 @@ use watch::{Flood, FrameWatch, Signal};
 /// The client connection preface (RFC 9113 3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How far a connection's socket receive may run ahead of the `h2` crate's reads (see
-/// [`PollIo::read_ahead`]): uploads come in one receive per 64 KiB, not one per 16 KiB read.
+/// [`PollIo::read_ahead`]): uploads come in one receive per 64 KiB, not one per 16 KiB read
+/// (a stalled connection may hold that much received ahead: the most any client receive
+/// takes, and far less than its windows let a client send).
 const READ_AHEAD: usize = 64 << 10;
 
 /// What every stream of a connection shares.
