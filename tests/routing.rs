@@ -315,6 +315,8 @@ fn ambiguous_paths_are_refused_before_routing() {
         "/files/%00",
         "/files/%zz",
         "/files/./x",
+        // Two halves of one character in two segments.
+        "/files/%C3/%A9",
     ] {
         let r = get(gw.addr(), p);
         assert_eq!(r.status, 400, "{p}");

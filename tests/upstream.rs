@@ -79,6 +79,31 @@ fn resets_garbage_and_early_closes_get_502() {
     assert_eq!(get(gw2.addr(), "/fine").status, 200);
 }
 
+/// An answer whose status line has no reason phrase, or one that is not ASCII, is passed on
+/// with the standard phrase (the upstream's parse gives no place in the head for either).
+#[test]
+fn answers_without_a_usable_reason_phrase_get_the_standard_one() {
+    let up = Upstream::start(|s| match s.target.as_str() {
+        "/none" => Action::RawClose(b"HTTP/1.1 201\r\nContent-Length: 2\r\n\r\nok".to_vec()),
+        "/latin1" => Action::RawClose(
+            b"HTTP/1.1 404 Introuvable \xe9t\xe9\r\nContent-Length: 2\r\n\r\nno".to_vec(),
+        ),
+        _ => Action::RawClose(b"HTTP/1.1 200 Fine\r\nContent-Length: 2\r\n\r\nhi".to_vec()),
+    });
+    let gw = Gw::start(&literal(up.addr, ""));
+    for (path, line, body) in [
+        ("/none", "HTTP/1.1 201 Created\r\n", "ok"),
+        ("/latin1", "HTTP/1.1 404 Not Found\r\n", "no"),
+        ("/own", "HTTP/1.1 200 Fine\r\n", "hi"),
+    ] {
+        let mut c = Client::connect(gw.addr());
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes());
+        let text = String::from_utf8_lossy(&c.read_to_end()).into_owned();
+        assert!(text.starts_with(line), "{path}: {text}");
+        assert!(text.ends_with(body), "{path}: {text}");
+    }
+}
+
 #[test]
 fn an_upstream_dying_mid_body_cuts_the_client_connection() {
     let up = Upstream::start(|_| {

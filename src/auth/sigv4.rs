@@ -224,7 +224,8 @@ pub(crate) fn parse_query(query: &[u8]) -> Option<Result<QueryAuth, &'static str
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() != 64 {
+    // Hex digits only (`from_str_radix` would also take a sign).
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..32)

@@ -71,7 +71,17 @@ pub struct Stored {
 impl Stored {
     /// Current age in seconds (RFC 9111 4.2.3).
     pub fn age_s(&self, now_ns: u64) -> u64 {
-        self.lifetime.initial_age + now_ns.saturating_sub(self.stored_ns) / 1_000_000_000
+        self.lifetime
+            .initial_age
+            .saturating_add(now_ns.saturating_sub(self.stored_ns) / 1_000_000_000)
+    }
+
+    /// Current age in nanoseconds (saturating: an origin's `Age` is at most 2^31 s).
+    fn age_ns(&self, now_ns: u64) -> u64 {
+        self.lifetime
+            .initial_age
+            .saturating_mul(1_000_000_000)
+            .saturating_add(now_ns.saturating_sub(self.stored_ns))
     }
 
     /// Fresh for `ttl` (gateway mode) or for the origin's lifetime (http mode)?
@@ -80,8 +90,7 @@ impl Stored {
             return false;
         }
         let lifetime = self.lifetime.fresh_for.unwrap_or(ttl).min(ttl);
-        let age_ns = self.lifetime.initial_age.saturating_mul(1_000_000_000)
-            + now_ns.saturating_sub(self.stored_ns);
+        let age_ns = self.age_ns(now_ns);
         (age_ns as u128) < lifetime.as_nanos()
     }
 
@@ -91,16 +100,14 @@ impl Stored {
             return false;
         }
         let lifetime = self.lifetime.fresh_for.unwrap_or(ttl).min(ttl);
-        let age_ns = self.lifetime.initial_age.saturating_mul(1_000_000_000)
-            + now_ns.saturating_sub(self.stored_ns);
+        let age_ns = self.age_ns(now_ns);
         (age_ns as u128) + (min_fresh as u128) * 1_000_000_000 < lifetime.as_nanos()
     }
 
     /// How long past freshness this entry has been stale, in nanoseconds.
     pub fn stale_for_ns(&self, now_ns: u64, ttl: Duration) -> u64 {
         let lifetime = self.lifetime.fresh_for.unwrap_or(ttl).min(ttl);
-        let age_ns = self.lifetime.initial_age.saturating_mul(1_000_000_000)
-            + now_ns.saturating_sub(self.stored_ns);
+        let age_ns = self.age_ns(now_ns);
         age_ns.saturating_sub(lifetime.as_nanos() as u64)
     }
 
@@ -629,5 +636,24 @@ mod tests {
         assert!(!s.is_fresh(c.now_ns(), ttl));
         assert!(s.stale_for_ns(c.now_ns(), ttl) >= 1_000_000_000);
         assert!(s.age_s(c.now_ns()) >= 61);
+    }
+
+    /// An entry stored with the largest age there is stays stale as the clock runs on: the
+    /// age saturates rather than wrapping round to fresh.
+    #[test]
+    fn an_entry_of_the_largest_age_stays_stale() {
+        let clock = Arc::new(CacheClock::default());
+        let c = StageCache::new("a/s".into(), &cfg(1 << 20), clock.clone());
+        let Val::Stored(s) = entry(&c, 1) else {
+            unreachable!()
+        };
+        let mut s = Arc::try_unwrap(s).unwrap_or_else(|_| unreachable!());
+        s.lifetime.initial_age = u64::MAX;
+        let ttl = Duration::from_secs(60);
+        clock.advance(Duration::from_secs(2));
+        assert!(!s.is_fresh(c.now_ns(), ttl));
+        assert!(!s.fresh_for_at_least(c.now_ns(), ttl, 1));
+        assert!(s.stale_for_ns(c.now_ns(), ttl) > 1_000_000_000);
+        assert_eq!(s.age_s(c.now_ns()), u64::MAX);
     }
 }

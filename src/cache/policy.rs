@@ -281,11 +281,15 @@ pub(crate) fn storable<'a, H: Iterator<Item = (&'a [u8], &'a [u8])> + Clone>(
             if lifetime.is_zero() && !has_validator && !cc.no_cache {
                 return Err(NotStored::NoFreshness);
             }
-            // A list (`Age: 7200, 0`) counts by its first member (RFC 9111 5.1).
+            // A list (`Age: 7200, 0`) counts by its first member (RFC 9111 5.1); past 2^31
+            // seconds, or too long a number to read, it is 2^31 (RFC 9111 1.2.2).
+            const MAX_DELTA: u64 = 1 << 31;
             let age_header = header(a.headers.clone(), b"age")
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|s| s.split(',').next())
-                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .map(|s| s.parse::<u64>().map_or(MAX_DELTA, |n| n.min(MAX_DELTA)))
                 .unwrap_or(0);
             let apparent = date_v
                 .and_then(|d| now.duration_since(d).ok())
@@ -446,6 +450,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.initial_age, 7200);
+        // Past 2^31 seconds, or too long to read, an age is 2^31 (RFC 9111 1.2.2): an answer
+        // that old is stale, never fresh again by wrapping around.
+        for age in [
+            "43709551615",
+            "18446744073709551615",
+            "99999999999999999999999",
+        ] {
+            let l = http(
+                200,
+                &[
+                    ("cache-control", "max-age=600"),
+                    ("date", DATE),
+                    ("age", age),
+                ],
+            )
+            .unwrap();
+            assert_eq!(l.initial_age, 1 << 31, "{age}");
+        }
     }
 
     #[test]

@@ -138,9 +138,16 @@ impl ResponseHead {
     }
 }
 
+/// Where `part`, a slice of `base`, lies in it. A part that is not in `base` (httparse gives a
+/// static `""` for a missing or non-ASCII reason phrase) is the empty range at 0.
 fn offset(base: &[u8], part: &[u8]) -> Range<u32> {
-    let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    start as u32..(start + part.len()) as u32
+    let (b, p) = (base.as_ptr() as usize, part.as_ptr() as usize);
+    match p.checked_sub(b) {
+        Some(start) if start + part.len() <= base.len() => {
+            start as u32..(start + part.len()) as u32
+        }
+        _ => 0..0,
+    }
 }
 
 /// The bytes a `Host` value may hold: a reg-name, an IPv4 or bracketed IPv6 address, a port.

@@ -153,6 +153,11 @@ pub(crate) fn normalise_into(path: &[u8], out: &mut Segments) -> Result<(), Path
         if seg == b"." || seg == b".." {
             return Err(PathError::DotSegment);
         }
+        // Each segment whole UTF-8 on its own: two halves of a character in two segments
+        // (`/%C3/%A9`) would pass as one string and be cut inside a character.
+        if !seg.is_ascii() && std::str::from_utf8(seg).is_err() {
+            return Err(PathError::NotUtf8);
+        }
         out.ranges.push(start as u32..bytes.len() as u32);
     }
     out.decoded = String::from_utf8(bytes).map_err(|_| PathError::NotUtf8)?;
@@ -278,6 +283,14 @@ mod tests {
         assert_eq!(segs("/a%zz"), Err(PathError::BadEscape));
         assert_eq!(segs("/a%4"), Err(PathError::BadEscape));
         assert_eq!(segs("/%ff%fe"), Err(PathError::NotUtf8));
+        // Two halves of one character in two segments are two bad segments, not one good
+        // string.
+        assert_eq!(segs("/%C3/%A9"), Err(PathError::NotUtf8));
+        assert_eq!(
+            normalise(b"/\xd5/\xa7").map(|_| ()),
+            Err(PathError::NotUtf8)
+        );
+        assert_eq!(segs("/%C3%A9/%C3%A9").unwrap(), vec!["\u{e9}", "\u{e9}"]);
         // The same refusals for raw bytes as for escaped ones.
         let raw = |p: &[u8]| normalise(p).map(|_| ());
         assert_eq!(raw(b"/ok/a\x01b"), Err(PathError::ControlByte));

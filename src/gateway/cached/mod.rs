@@ -564,7 +564,7 @@ pub fn hit_head(
         None => e.status,
     };
     ctx.status = status;
-    if nm || status != e.status {
+    if nm || status != e.status || e.reason.is_empty() {
         status_line(out, ctx.head.minor, status);
     } else {
         out.extend_from_slice(if ctx.head.minor == 0 {

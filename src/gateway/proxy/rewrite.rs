@@ -292,7 +292,9 @@ pub(super) fn response_head(
     });
     out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     out.push(b' ');
-    if status == resp.status {
+    // An upstream's own reason phrase is kept; none (or one that is not ASCII, which is not
+    // kept) gets the standard one.
+    if status == resp.status && !resp.reason.is_empty() {
         out.extend_from_slice(resp.slice(&resp.reason));
     } else {
         out.extend_from_slice(crate::http::write::reason(status).as_bytes());

@@ -507,21 +507,31 @@ impl<'a> Parser<'a> {
         Ok(lhs)
     }
 
+    /// Prefix operators nest as deeply as parentheses may (each is a level of the tree the
+    /// evaluator walks).
     fn unary(&mut self) -> Result<Expr, String> {
         self.skip_ws();
-        if self.peek() == Some(b'!') {
+        let wrap: fn(Box<Expr>) -> Expr = if self.peek() == Some(b'!') {
             self.i += 1;
-            return Ok(Expr::Not(Box::new(self.unary()?)));
-        }
-        if self.at("not ") {
+            Expr::Not
+        } else if self.at("not ") {
             self.i += 4;
-            return Ok(Expr::Not(Box::new(self.unary()?)));
-        }
-        if self.peek() == Some(b'-') && !self.s.get(self.i + 1).is_some_and(u8::is_ascii_digit) {
+            Expr::Not
+        } else if self.peek() == Some(b'-')
+            && !self.s.get(self.i + 1).is_some_and(u8::is_ascii_digit)
+        {
             self.i += 1;
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            Expr::Neg
+        } else {
+            return self.primary();
+        };
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.err("expression nested too deeply");
         }
-        self.primary()
+        let e = wrap(Box::new(self.unary()?));
+        self.depth -= 1;
+        Ok(e)
     }
 
     fn primary(&mut self) -> Result<Expr, String> {

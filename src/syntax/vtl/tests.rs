@@ -286,3 +286,18 @@ fn numbers_are_written_as_json_prints_them() {
     .unwrap();
     assert_eq!(out, "2.5 2.5 prod  $p.nope");
 }
+
+/// Prefix operators nest no deeper than parentheses: a template of 10,000 `!` (or `-`, or
+/// `not `) is refused when it is read, as 10,000 `(` are, instead of overflowing the stack.
+#[test]
+fn prefix_operators_nest_no_deeper_than_parentheses() {
+    for op in ["!", "-", "not "] {
+        let t = format!("#set($a = {}1)$a", op.repeat(10_000));
+        let e = run(&t, "{}").unwrap_err();
+        assert!(e.contains("nested too deeply"), "{op}: {e}");
+    }
+    let t = format!("#set($a = {}1)$a", "(".repeat(10_000));
+    assert!(run(&t, "{}").unwrap_err().contains("nested too deeply"));
+    assert_eq!(run("#set($a = !!true)$a", "{}").unwrap(), "true");
+    assert_eq!(run("#set($a = - -3)$a", "{}").unwrap(), "3");
+}
