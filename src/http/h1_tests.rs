@@ -279,3 +279,64 @@ fn response_framing() {
     .is_err());
     assert!(parse_response(b"garbage\r\n\r\n", 1 << 16, false).is_err());
 }
+
+/// Random edits of requests and answers (escapes, split UTF-8, stray bytes, cut lines): a
+/// parse never panics, every range it gives lies in the head (httparse's static `""` for a
+/// missing or non-ASCII reason phrase once made one that did not), and a request path that
+/// normalises gives segments that are whole strings (`/%C3/%A9` once split a character).
+#[test]
+fn random_heads_parse_into_ranges_inside_them() {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let seeds: [&[u8]; 5] = [
+        b"GET /a/b%C3%A9?q=1 HTTP/1.1\r\nHost: h\r\nX: y\r\n\r\n",
+        b"POST /x/y HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nAge: 5\r\n\r\n",
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 304 \r\nETag: \"a\"\r\n\r\n",
+    ];
+    let tokens: [&[u8]; 14] = [
+        b"%", b"/", b".", b"..", b"\\", b"\xc3", b"\xa9", b"\xff", b"\r\n", b" ", b":", b"%C3/%A9",
+        b"\x94", b"%2e",
+    ];
+    let (mut requests, mut answers) = (0, 0);
+    for _ in 0..50_000 {
+        let mut b = seeds[rnd() as usize % seeds.len()].to_vec();
+        for _ in 0..rnd() % 4 + 1 {
+            let at = rnd() as usize % (b.len() + 1);
+            match rnd() % 3 {
+                0 => {
+                    let t = tokens[rnd() as usize % tokens.len()];
+                    b.splice(at..at, t.iter().copied());
+                }
+                1 if at < b.len() => b[at] = rnd() as u8,
+                _ if at < b.len() => {
+                    b.remove(at);
+                }
+                _ => {}
+            }
+        }
+        if let Ok(Some((n, parts))) = parse_request(&b, 16 << 10) {
+            let head = parts.into_head(Bytes::copy_from_slice(&b[..n]));
+            let _ = (head.method_bytes(), head.query_bytes(), head.host_bytes());
+            assert!(head.headers().count() <= MAX_HEADERS);
+            if let Ok(segs) = crate::syntax::path::normalise(head.path_bytes()) {
+                let _: usize = segs.iter().map(str::len).sum();
+            }
+            requests += 1;
+        }
+        if let Ok(Some((n, parts))) = parse_response(&b, 16 << 10, false) {
+            let head = parts.into_head(Bytes::copy_from_slice(&b[..n]));
+            let _ = head.slice(&head.reason);
+            assert!(head.headers().count() <= MAX_HEADERS);
+            answers += 1;
+        }
+    }
+    // Most edits still parse: the ranges were exercised, not only the refusals.
+    assert!(requests > 1_000 && answers > 2_000, "{requests} {answers}");
+}
