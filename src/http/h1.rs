@@ -138,9 +138,16 @@ impl ResponseHead {
     }
 }
 
-/// Where `part`, a slice of `base`, lies in it. A part that is not in `base` (httparse gives a
-/// static `""` for a missing or non-ASCII reason phrase) is the empty range at 0.
+/// Where `part`, a slice of `base` (as httparse gives a line's parts), lies in it.
 fn offset(base: &[u8], part: &[u8]) -> Range<u32> {
+    let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+    debug_assert!(start <= base.len(), "a part outside the head");
+    start as u32..(start + part.len()) as u32
+}
+
+/// [`offset`] for what may not be a slice of `base`: httparse gives a static `""` for a missing
+/// or non-ASCII reason phrase, which is the empty range at 0.
+fn offset_checked(base: &[u8], part: &[u8]) -> Range<u32> {
     let (b, p) = (base.as_ptr() as usize, part.as_ptr() as usize);
     match p.checked_sub(b) {
         Some(start) if start + part.len() <= base.len() => {
@@ -602,7 +609,7 @@ pub(crate) fn parse_response(
             }
         }
     };
-    let reason = offset(buf, res.reason.unwrap_or_default().as_bytes());
+    let reason = offset_checked(buf, res.reason.unwrap_or_default().as_bytes());
     Ok(Some((
         len,
         ResponseParts {
