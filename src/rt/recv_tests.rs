@@ -75,9 +75,8 @@ fn a_reader_with_little_room_has_little_received_ahead() {
     }
 }
 
-/// Bytes received ahead of a reader that stopped, twice; whether receives had a limit; the
-/// biggest result once the reader reads on. `want`: the room the reader says it has.
-fn ahead_of_a_stopped_reader(limit: bool, want: Option<usize>) -> ([usize; 2], bool, usize) {
+/// A runtime of 64 ring buffers of `BUF` bytes, and a listener on a free local port.
+fn runtime_and_listener() -> (Builder, std::net::TcpListener, std::net::SocketAddr) {
     let b = Builder {
         buf_size: BUF as u32,
         bufs: 64,
@@ -85,6 +84,13 @@ fn ahead_of_a_stopped_reader(limit: bool, want: Option<usize>) -> ([usize; 2], b
     };
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
+    (b, l, addr)
+}
+
+/// Bytes received ahead of a reader that stopped, twice; whether receives had a limit; the
+/// biggest result once the reader reads on. `want`: the room the reader says it has.
+fn ahead_of_a_stopped_reader(limit: bool, want: Option<usize>) -> ([usize; 2], bool, usize) {
+    let (b, l, addr) = runtime_and_listener();
     const SENT: usize = 4 << 20;
     let big: Vec<u8> = (0..SENT as u32).map(|i| (i % 251) as u8).collect();
     let sent = big.clone();
@@ -169,13 +175,7 @@ fn a_trickling_client_is_copied_out_into_one_buffer() {
         return;
     }
     const SENT: usize = reactor::RECV_MIN as usize;
-    let b = Builder {
-        buf_size: BUF as u32,
-        bufs: 64,
-        ..Builder::default()
-    };
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
+    let (b, l, addr) = runtime_and_listener();
     let peer = std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
