@@ -250,12 +250,15 @@ http {{
     return conf
 
 
-def haproxy_conf(tmp: Path, port: int, backend: int) -> Path:
+def haproxy_conf(tmp: Path, port: int, backend: int, threads: int = 1, first_cpu: int | None = None,
+                 maxconn: int = 4000, server_maxconn: int = 1000) -> Path:
+    """HAProxy with `threads` threads (pinned to first_cpu.. when given: scripts/scaling.py)."""
     conf = tmp / "haproxy.cfg"
+    cpu_map = f"\n  cpu-map auto:1/1-{threads} {first_cpu}-{first_cpu + threads - 1}" if first_cpu is not None else ""
     conf.write_text(f"""
 global
-  nbthread 1
-  maxconn 4000
+  nbthread {threads}{cpu_map}
+  maxconn {maxconn}
 defaults
   mode http
   timeout connect 3s
@@ -267,7 +270,7 @@ frontend f
   bind 127.0.0.1:{port}
   default_backend b
 backend b
-  server s1 127.0.0.1:{backend} maxconn 1000
+  server s1 127.0.0.1:{backend} maxconn {server_maxconn}
 """)
     return conf
 
