@@ -17,6 +17,11 @@ the most the load side can do. Rounds alternate the systems; the table gives med
   python3 scripts/scaling.py --tollgate target/release/tollgate --shards 1,2,4,8 --rounds 3 \
       --seconds 5 --out bench/results/scaling-DATE
 
+Systems: tollgate (own io_uring runtime), tollgate-epoll, tollgate-basic (monoio's io_uring
+driver), tollgate-defer / tollgate-noflags (setup flags), tollgate-base (TOLLGATE_BASE_BIN, for
+an A/B in one run), nginx, haproxy. Each run also records wrk's own CPU per request and the
+connections waiting in the listeners' accept queues (/proc/net/tcp, every 100 ms).
+
 Binaries (wrk, nginx, haproxy) come from PATH or --bin-dir; --lib-dir is put on LD_LIBRARY_PATH
 for them (to carry them to a machine that lacks them). Writes runs.jsonl as it goes, then
 summary.json and results.md.
@@ -35,11 +40,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import WRK_REPORT, free_port, haproxy_conf, wait_port  # noqa: E402
+from bench import URING_FLAGS, WRK_REPORT, free_port, haproxy_conf, wait_port  # noqa: E402
 
 WORKLOADS = {
     "small_get": ("/small", []),
@@ -183,7 +189,10 @@ def start(system: str, n: int, cpus: list[int], tmp: Path, backend: int) -> tupl
     port = free_port()
     mine = cpus[:n]
     if system.startswith("tollgate"):
-        driver = "epoll" if system.endswith("-epoll") else os.environ.get("SCALING_DRIVER", "io_uring")
+        driver = {"tollgate-epoll": "epoll", "tollgate-basic": "io_uring_basic"}.get(system, "io_uring")
+        binary = os.environ.get("TOLLGATE_BASE_BIN", "") if system == "tollgate-base" else BINS["tollgate"]
+        if not binary:
+            raise RuntimeError("tollgate-base needs TOLLGATE_BASE_BIN")
         conf = tmp / "tollgate.toml"
         conf.write_text(f"""
 [server]
@@ -191,6 +200,7 @@ workers = {n}
 pin = true
 cpus = [{", ".join(map(str, mine))}]
 driver = "{driver}"
+{URING_FLAGS.get(system, "")}
 state_dir = "{tmp}/tg-data"
 
 [[listeners]]
@@ -219,7 +229,7 @@ name = "bench"
 host = "*"
 mappings = [{{ base_path = "", api = "bench", stage = "prod" }}]
 """)
-        p = Proc(f"{system}-{n}", [BINS["tollgate"], "--config", str(conf)], mine, tmp, {"TOLLGATE_LOG": "warn"})
+        p = Proc(f"{system}-{n}", [binary, "--config", str(conf)], mine, tmp, {"TOLLGATE_LOG": "warn"})
     elif system == "nginx":
         conf = tmp / "nginx.conf"
         conf.write_text(f"""
@@ -251,6 +261,23 @@ http {{
     return p, port
 
 
+def sample_accept_queue(port: int, out: list[int], stop: threading.Event) -> None:
+    """Connections waiting to be accepted on `port` (every listening socket), every 100 ms."""
+    hexport = f":{port:04X}"
+    while not stop.wait(0.1):
+        total = 0
+        try:
+            with open("/proc/net/tcp") as f:
+                for line in f:
+                    cols = line.split()
+                    # local address, state 0A = LISTEN, tx_queue:rx_queue (rx = accept queue)
+                    if len(cols) > 4 and cols[1].endswith(hexport) and cols[3] == "0A":
+                        total += int(cols[4].split(":")[1], 16)
+        except OSError:
+            return
+        out.append(total)
+
+
 def wrk(tmp: Path, port: int, workload: str, secs: float, conns: int, cpus: list[int]) -> dict:
     path, extra = WORKLOADS[workload]
     lua = tmp / "report.lua"
@@ -258,13 +285,29 @@ def wrk(tmp: Path, port: int, workload: str, secs: float, conns: int, cpus: list
     threads = min(len(cpus), conns)
     cmd = [BINS["wrk"], f"-t{threads}", f"-c{conns}", f"-d{max(1, int(secs))}s", "--timeout", "5s", "-s", str(lua)] + extra + [
         f"http://127.0.0.1:{port}{path}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60, env=dict(os.environ, **LIB_ENV),
-                       preexec_fn=lambda: os.sched_setaffinity(0, set(cpus)))
+    queues: list[int] = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_accept_queue, args=(port, queues, stop), daemon=True)
+    sampler.start()
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60, env=dict(os.environ, **LIB_ENV),
+                           preexec_fn=lambda: os.sched_setaffinity(0, set(cpus)))
+    finally:
+        stop.set()
+        sampler.join()
+    ru2 = resource.getrusage(resource.RUSAGE_CHILDREN)
     for line in r.stdout.splitlines():
         if line.startswith("JSON "):
             d = json.loads(line[5:])
             return {"requests": d["requests"], "seconds": d["duration_us"] / 1e6, "errors": d["errors"],
-                    "p50_ms": d["p50"] / 1000, "p99_ms": d["p99"] / 1000}
+                    "p50_ms": d["p50"] / 1000, "p99_ms": d["p99"] / 1000,
+                    # wrk's own CPU per request, and connections waiting in the listeners'
+                    # accept queues (sampled every 100 ms): where a closed loop's time goes
+                    # when the proxy is not busy.
+                    "wrk_us_per_req": (ru2.ru_utime + ru2.ru_stime - ru.ru_utime - ru.ru_stime) * 1e6 / max(1, d["requests"]),
+                    "accept_queue_mean": statistics.mean(queues) if queues else 0.0,
+                    "accept_queue_max": max(queues, default=0)}
     raise RuntimeError(f"wrk gave no report:\n{r.stdout}\n{r.stderr}")
 
 
@@ -365,6 +408,8 @@ def main() -> int:
     n_cpu = len(os.sched_getaffinity(0))
     lay = layout(n_cpu)
     shards = [int(x) for x in a.shards.split(",") if int(x) <= len(lay[0])]
+    # This script (and its accept-queue sampler) stays off the proxy's CPUs.
+    os.sched_setaffinity(0, set(lay[1]))
     out = Path(a.out or f"bench/results/scaling-{time.strftime('%Y-%m-%d')}")
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="tollgate-scaling-"))
@@ -403,7 +448,9 @@ def main() -> int:
                         log.write(json.dumps(r) + "\n")
                         log.flush()
                         print(f"{wl} r{rnd} {s:8} x{n}: {r['rps']:>10,.0f} req/s {r['us_per_req']:6.2f} µs/req "
-                              f"busy {r['busy']:.2f} {r['thread_busy'][0]:.2f}-{r['thread_busy'][-1]:.2f} p99 {r['p99_ms']:.2f} ms err {r['errors']}", flush=True)
+                              f"busy {r['busy']:.2f} {r['thread_busy'][0]:.2f}-{r['thread_busy'][-1]:.2f} p99 {r['p99_ms']:.2f} ms "
+                              f"wrk {r['wrk_us_per_req']:.1f} µs/req acceptq {r['accept_queue_mean']:.1f}/{r['accept_queue_max']} "
+                              f"err {r['errors']}", flush=True)
     finally:
         backend.stop()
         shutil.rmtree(tmp, ignore_errors=True)
