@@ -343,6 +343,14 @@ fn integrations_must_be_complete_and_consistent() {
         &["neither an [[upstreams]] name nor an address"],
     );
     refused(
+        "${stageVariables.backend}/pets/{petId}",
+        "${stageVariables.backend}/a/../pets/${context.identity.clientCert.subjectDN}",
+        &[
+            "a `.` or `..` segment in its path beside",
+            "every request would be refused",
+        ],
+    );
+    refused(
         "${stageVariables.backend}/pets",
         "https://pets/pets",
         &["https://pets needs TLS on upstream \"pets\""],

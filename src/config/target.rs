@@ -109,9 +109,17 @@ pub(crate) fn parse_uri_target(t: &Template, upstreams: &[Upstream]) -> Result<U
             return Err("path contains spaces, control characters or a fragment".into());
         }
     }
+    let path = Template { pieces };
+    // An authorizer's or certificate's value in the path is refused when the rendered path
+    // has a dot segment (`check_identity_path`): a literal one would refuse every request.
+    if path.identity_in_path() && path.literal_dot_segment() {
+        return Err("has a `.` or `..` segment in its path beside an authorizer's or client certificate's value: \
+                    every request would be refused (400); write the path without it"
+            .into());
+    }
     Ok(UriTarget {
         authority,
         host_header: auth.to_string(),
-        path: Template { pieces },
+        path,
     })
 }

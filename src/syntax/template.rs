@@ -211,6 +211,29 @@ impl Template {
         false
     }
 
+    /// Whether the path part's literal text (before the first literal `?`), with every value
+    /// taken as a plain word, already has a `.` or `..` segment, percent-decoded.
+    pub fn literal_dot_segment(&self) -> bool {
+        let mut path = Vec::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Lit(s) => match s.split_once('?') {
+                    Some((before, _)) => {
+                        path.extend_from_slice(before.as_bytes());
+                        break;
+                    }
+                    None => path.extend_from_slice(s.as_bytes()),
+                },
+                _ => path.push(b'x'),
+            }
+        }
+        let mut decoded = Vec::with_capacity(path.len());
+        crate::syntax::path::path_decode_into(&path, &mut decoded);
+        decoded
+            .split(|&b| b == b'/' || b == b'\\')
+            .any(|seg| seg == b"." || seg == b"..")
+    }
+
     /// The template's text when it has no request-time pieces.
     pub fn as_literal(&self) -> Option<&str> {
         match self.pieces.as_slice() {
@@ -300,6 +323,12 @@ mod tests {
         assert!(t("/c/${context.identity.clientCert.subjectDN}").identity_in_path());
         assert!(!t("/x/{petId}?t=${context.authorizer.tenant}").identity_in_path());
         assert!(!t("/x/{petId}/${context.requestId}").identity_in_path());
+        assert!(t("/a/../${context.authorizer.tenant}").literal_dot_segment());
+        assert!(t("/a/%2e/${context.authorizer.tenant}").literal_dot_segment());
+        assert!(t("/a\\..\\b").literal_dot_segment());
+        assert!(!t("/a/..b/${context.authorizer.tenant}/.x").literal_dot_segment());
+        // A value is a word, not a dot, and the query is not the path.
+        assert!(!t("/a/${context.authorizer.tenant}/{petId}?p=..").literal_dot_segment());
     }
 
     use std::collections::BTreeMap;
