@@ -21,7 +21,9 @@ pub(super) fn method(
     let room = built.room();
     let over = || built.over();
     let made = match (v, m) {
-        (Value::String(s), "length") => Value::from(s.chars().count()),
+        // Positions and lengths count UTF-16 code units, as Java's String does (an emoji is
+        // two): templates written for Amazon API Gateway index strings that way.
+        (Value::String(s), "length") => Value::from(s.encode_utf16().count()),
         (Value::String(s), "toUpperCase") => Value::String(s.to_uppercase()),
         (Value::String(s), "toLowerCase") => Value::String(s.to_lowercase()),
         (Value::String(s), "trim") => Value::String(s.trim().to_string()),
@@ -33,7 +35,7 @@ pub(super) fn method(
         (Value::String(s), "isEmpty") => Value::Bool(s.is_empty()),
         (Value::String(s), "indexOf") => Value::from(
             s.find(&arg_s(0))
-                .map_or(-1, |i| s[..i].chars().count() as i64),
+                .map_or(-1, |i| s[..i].encode_utf16().count() as i64),
         ),
         (Value::String(s), "replace") => {
             let (from, to) = (arg_s(0), arg_s(1));
@@ -130,19 +132,19 @@ pub(super) fn method(
             Value::Array(items)
         }
         (Value::String(s), "substring") => {
-            let chars: Vec<char> = s.chars().collect();
-            let a = (arg_n(0).max(0.0) as usize).min(chars.len());
+            let units: Vec<u16> = s.encode_utf16().collect();
+            let a = (arg_n(0).max(0.0) as usize).min(units.len());
             let b = if args.len() > 1 {
-                (arg_n(1).max(0.0) as usize).min(chars.len())
+                (arg_n(1).max(0.0) as usize).min(units.len())
             } else {
-                chars.len()
+                units.len()
             };
-            Value::String(chars[a..b.max(a)].iter().collect())
+            Value::String(from_units(&units[a..b.max(a)]))
         }
         (Value::String(s), "charAt") => Value::String(
-            s.chars()
+            s.encode_utf16()
                 .nth(super::index(arg_n(0)).unwrap_or(usize::MAX))
-                .map(String::from)
+                .map(|u| from_units(&[u]))
                 .unwrap_or_default(),
         ),
         (_, "toString") => Value::String(text(v)),
@@ -169,6 +171,14 @@ pub(super) fn method(
         _ => return Ok(None),
     };
     built.made(made).map(Some)
+}
+
+/// UTF-16 code units as text; half of a surrogate pair (a cut through an emoji) is `?`, what
+/// Java writes for it in UTF-8.
+fn from_units(units: &[u16]) -> String {
+    char::decode_utf16(units.iter().copied())
+        .map(|c| c.unwrap_or('?'))
+        .collect()
 }
 
 /// `$input.json(path)`, `$input.path(path)`, `$input.params()`, `$input.params(name)`:

@@ -240,6 +240,20 @@ fn what_templates_build_is_bounded() {
 /// dropped, a match of nothing at the start makes no empty first piece, and an empty string
 /// splits into itself.
 #[test]
+fn string_positions_count_utf16_units_as_java() {
+    // "é" is one unit, "😀" two (a surrogate pair), as Java's String counts them.
+    let body = "aé😀b";
+    assert_eq!(run("$input.body.length()", body).unwrap(), "5");
+    assert_eq!(run("$input.body.indexOf('b')", body).unwrap(), "4");
+    assert_eq!(run("$input.body.substring(2, 4)", body).unwrap(), "😀");
+    assert_eq!(run("$input.body.substring(4)", body).unwrap(), "b");
+    assert_eq!(run("[$input.body.charAt(1)]", body).unwrap(), "[é]");
+    // A cut through the pair leaves half of it, which Java writes as `?`.
+    assert_eq!(run("$input.body.substring(0, 3)", body).unwrap(), "aé?");
+    assert_eq!(run("[$input.body.charAt(3)]", body).unwrap(), "[?]");
+}
+
+#[test]
 fn split_is_javas() {
     let size =
         |body: &str, sep: &str| run(&format!("$input.body.split('{sep}').size()"), body).unwrap();
