@@ -20,7 +20,8 @@ the most the load side can do. Rounds alternate the systems; the table gives med
 Systems: tollgate (own io_uring runtime), tollgate-epoll, tollgate-basic (monoio's io_uring
 driver), tollgate-defer / tollgate-noflags (setup flags), tollgate-base (TOLLGATE_BASE_BIN, for
 an A/B in one run), nginx, haproxy. Each run also records wrk's own CPU per request and the
-connections waiting in the listeners' accept queues (/proc/net/tcp, every 100 ms).
+connections waiting in the listeners' accept queues (/proc/net/tcp, every 100 ms), and, after
+it, the client's share of the TIME_WAIT sockets (the side that closed first holds one).
 
 Binaries (wrk, nginx, haproxy) come from PATH or --bin-dir; --lib-dir is put on LD_LIBRARY_PATH
 for them (to carry them to a machine that lacks them). Writes runs.jsonl as it goes, then
@@ -278,6 +279,23 @@ def sample_accept_queue(port: int, out: list[int], stop: threading.Event) -> Non
         out.append(total)
 
 
+def time_wait_sides(port: int) -> tuple[int, int]:
+    """TIME_WAIT sockets of connections to `port`: (held by the proxy's side, by the client's).
+    The side that closes first holds it; a client holding many runs short of ports."""
+    hexport = f":{port:04X}"
+    server = client = 0
+    try:
+        with open("/proc/net/tcp") as f:
+            for line in f:
+                cols = line.split()
+                if len(cols) > 3 and cols[3] == "06":  # TIME_WAIT
+                    server += cols[1].endswith(hexport)
+                    client += cols[2].endswith(hexport)
+    except OSError:
+        pass
+    return server, client
+
+
 def wrk(tmp: Path, port: int, workload: str, secs: float, conns: int, cpus: list[int]) -> dict:
     path, extra = WORKLOADS[workload]
     lua = tmp / "report.lua"
@@ -320,6 +338,7 @@ def measure(system: str, n: int, workload: str, tmp: Path, backend: int, lay, se
         before = thread_cpu_ns(p.p.pid)
         r = wrk(tmp, port, workload, secs, conns, wrk_cpus)
         after = thread_cpu_ns(p.p.pid)
+        tw_server, tw_client = time_wait_sides(port)
         threads = sorted((after[t] - before.get(t, 0)) / 1e9 for t in after)
         cpu = sum(after.values()) - sum(before.values())
         if p.p.poll() is not None:
@@ -329,6 +348,8 @@ def measure(system: str, n: int, workload: str, tmp: Path, backend: int, lay, se
     r.update(system=system, shards=n, workload=workload, conns=conns, cpu_s=cpu / 1e9,
              rps=r["requests"] / r["seconds"], us_per_req=cpu / 1e3 / max(1, r["requests"]),
              busy=cpu / 1e9 / (r["seconds"] * n),
+             # Which side closed first (new connections): the client's share of TIME_WAITs.
+             tw_client_share=tw_client / max(1, tw_server + tw_client),
              # The n busiest threads' share of the run: uneven shards show as a spread here.
              thread_busy=[round(t / r["seconds"], 3) for t in threads[-n:]])
     return r
@@ -450,6 +471,7 @@ def main() -> int:
                         print(f"{wl} r{rnd} {s:8} x{n}: {r['rps']:>10,.0f} req/s {r['us_per_req']:6.2f} µs/req "
                               f"busy {r['busy']:.2f} {r['thread_busy'][0]:.2f}-{r['thread_busy'][-1]:.2f} p99 {r['p99_ms']:.2f} ms "
                               f"wrk {r['wrk_us_per_req']:.1f} µs/req acceptq {r['accept_queue_mean']:.1f}/{r['accept_queue_max']} "
+                              f"client TIME_WAIT {r['tw_client_share']:.1%} "
                               f"err {r['errors']}", flush=True)
     finally:
         backend.stop()

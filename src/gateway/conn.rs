@@ -80,6 +80,8 @@ async fn keep_alive<G>(
                 // TLS: say close_notify, so the client knows the answer was complete.
                 if conn.stream.is_tls() {
                     Box::pin(conn.shutdown()).await;
+                } else {
+                    conn.stream.fin_now();
                 }
                 return;
             }

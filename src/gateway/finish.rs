@@ -169,6 +169,9 @@ async fn write_answer(
         keep,
         head_only,
     );
+    if !keep {
+        conn.fin_after_next_write();
+    }
     if conn.write_all(out).await.is_err() {
         return Next::Close;
     }

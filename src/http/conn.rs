@@ -94,6 +94,31 @@ impl Stream {
         }
     }
 
+    /// The next write ends the last answer on this connection: on Tollgate's own runtime a
+    /// plain socket sends its FIN right behind it, in the kernel (see
+    /// `rt::net::TcpStream::fin_after_next_send`). Elsewhere nothing: monoio's drivers close
+    /// the socket as soon as the connection ends.
+    pub(crate) fn fin_after_next_write(&self) {
+        if let Stream::Plain(s) = self {
+            if let Some(own) = s.own() {
+                own.fin_after_next_send();
+            }
+        }
+    }
+
+    /// A plain connection on Tollgate's own runtime: sends the FIN now if no write took it
+    /// along, rather than with the socket's close (queued for the ring's next submission,
+    /// after the receive's cancel). The client that asked for `Connection: close` then sees
+    /// the end right behind the answer, and the gateway, which closed first, holds the
+    /// TIME_WAIT rather than the client (whose ports a load of new connections would use up).
+    pub(crate) fn fin_now(&self) {
+        if let Stream::Plain(s) = self {
+            if let Some(own) = s.own() {
+                own.fin_now();
+            }
+        }
+    }
+
     pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.shutdown().await,
@@ -464,7 +489,14 @@ impl Conn {
                 "not a plain connection on the own runtime",
             ));
         };
-        let (res, mut bufs) = s.send_vectored_now(bufs).await;
+        let (res, mut bufs) = if s.fin_armed() && bufs.count() == 1 {
+            // The last answer, in one buffer (the head with its body behind it, on the heap):
+            // a send that waits for room, so that the FIN can follow it.
+            let send = crate::driver::time::timeout(self.send_timeout, s.send_vectored(bufs));
+            send.await.map_err(send_timed_out)?
+        } else {
+            s.send_vectored_now(bufs).await
+        };
         match res {
             Ok(n) => bufs.advance(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -488,6 +520,12 @@ impl Conn {
         }
         bufs.clear();
         Ok((bufs, behind))
+    }
+
+    /// The next write ends the last answer on this connection (see
+    /// [`Stream::fin_after_next_write`]).
+    pub(crate) fn fin_after_next_write(&self) {
+        self.stream.fin_after_next_write();
     }
 
     /// A head and a body: one `writev` on plain TCP, within `limits.send_timeout`.

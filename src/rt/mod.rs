@@ -30,6 +30,7 @@ mod probe;
 mod reactor;
 #[cfg(test)]
 mod recv_tests;
+mod sendbufs;
 #[cfg(test)]
 mod tests;
 mod time;

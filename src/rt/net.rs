@@ -1,7 +1,7 @@
 //! TCP on the runtime: a listener whose accepts are one multishot operation, and streams whose
 //! receives are one multishot operation into the provided-buffer ring.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -15,6 +15,8 @@ use super::bufs::{poll_buffer_freed, RecvBuf};
 use super::exec;
 use super::multi::Multi;
 use super::reactor::{recv_limited, Got, Kind, Op, Pause, BGID, RECV_LIMIT, RECV_MIN};
+use super::sendbufs::Offset;
+pub use super::sendbufs::{IoBuf, IoVecs, RecvBufs};
 
 /// Whether the socket has bytes to read, has reached its end, or has failed (asked with a
 /// non-blocking peek; nothing is consumed).
@@ -128,6 +130,18 @@ struct Inner {
     // Dropped first: the receive is cancelled before the descriptor closes.
     rx: RefCell<Rx>,
     fd: Fd,
+    /// Where the FIN stands ([`TcpStream::fin_after_next_send`]).
+    fin: Cell<Fin>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fin {
+    /// Sent with the close.
+    AtClose,
+    /// With the next one-buffer send, on its last segment.
+    Next,
+    /// Sent, or to be put on the segment a send in flight holds back.
+    Sent,
 }
 
 #[derive(Default)]
@@ -203,6 +217,7 @@ impl TcpStream {
                     ..Rx::default()
                 }),
                 fd,
+                fin: Cell::new(Fin::AtClose),
             }),
         }
     }
@@ -478,6 +493,45 @@ impl TcpStream {
         }
     }
 
+    /// Says that the next send of one buffer is the last thing sent on this socket (the end
+    /// of an answer that closes the connection): its last segment leaves with the FIN on it,
+    /// as soon as the send completes (see `sent_fin`). A client that asked to close then
+    /// sees the end with the last bytes, and this side, which closes first, keeps the
+    /// TIME_WAIT (not the client, whose ports a load of new connections would use up). A
+    /// vectored send of several buffers clears it (the socket's close sends the FIN later).
+    pub fn fin_after_next_send(&self) {
+        if self.inner.fin.get() == Fin::AtClose {
+            self.inner.fin.set(Fin::Next);
+        }
+    }
+
+    /// Whether the next one-buffer send takes the FIN along.
+    pub fn fin_armed(&self) -> bool {
+        self.inner.fin.get() == Fin::Next
+    }
+
+    /// Sends the FIN now (shuts the write side) unless a send already took it along.
+    pub fn fin_now(&self) {
+        if self.inner.fin.replace(Fin::Sent) != Fin::Sent {
+            let _ = self.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    /// Whether the next send takes the FIN along (and, if so, that it has).
+    fn take_fin(&self, whole_one_buffer: bool) -> bool {
+        match self.inner.fin.get() {
+            Fin::Next if whole_one_buffer => {
+                self.inner.fin.set(Fin::Sent);
+                true
+            }
+            Fin::Next => {
+                self.inner.fin.set(Fin::AtClose);
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// Sends from `buf` (which the operation keeps until the kernel is done with it); returns
     /// how much went out.
     pub async fn send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
@@ -485,12 +539,13 @@ impl TcpStream {
             let s = buf.as_ref();
             (s.as_ptr(), s.len().min(u32::MAX as usize) as u32)
         };
-        let e = opcode::Send::new(types::Fd(self.fd()), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build();
+        let fin = self.take_fin(true);
         // SAFETY: `ptr` points into `buf`'s bytes, which do not move when `buf` moves into the
         // operation (the `IoBuf` promise) and live as long as it keeps `buf`.
-        let (res, _, buf) = unsafe { Op::submit(buf, e) }.await;
+        let (res, _, buf) = unsafe { self.submit_send(buf, ptr, len, 0, fin) }.await;
+        if fin {
+            self.sent_fin(res, len);
+        }
         if res < 0 {
             return (Err(io::Error::from_raw_os_error(-res)), buf);
         }
@@ -512,6 +567,8 @@ impl TcpStream {
 
     async fn send_vectored_as<B: IoVecs>(&self, bufs: B, now: bool) -> (io::Result<usize>, B) {
         let (ptr, n) = bufs.iovecs();
+        // A FIN goes only behind one buffer sent whole (see `fin_after_next_send`).
+        let fin = self.take_fin(n == 1 && !now);
         let e = if n == 1 {
             // One buffer (a relayed answer that arrived in one receive, head and body): a
             // plain send, which skips the read/write layer a `writev` goes through (its
@@ -522,9 +579,16 @@ impl TcpStream {
             let len = one.iov_len.min(u32::MAX as usize) as u32;
             // MSG_DONTWAIT: the kernel completes it with what fits, or EAGAIN (5.x+).
             let wait = if now { libc::MSG_DONTWAIT } else { 0 };
-            opcode::Send::new(types::Fd(self.fd()), one.iov_base as *const u8, len)
-                .flags(libc::MSG_NOSIGNAL | wait)
-                .build()
+            // SAFETY: as above; the bytes stay put while the operation keeps `bufs`.
+            let (res, _, bufs) =
+                unsafe { self.submit_send(bufs, one.iov_base as *const u8, len, wait, fin) }.await;
+            if fin {
+                self.sent_fin(res, len);
+            }
+            if res < 0 {
+                return (Err(io::Error::from_raw_os_error(-res)), bufs);
+            }
+            return (Ok(res as usize), bufs);
         } else {
             // RWF_NOWAIT: the same for a writev on a socket.
             let wait = if now { libc::RWF_NOWAIT } else { 0 };
@@ -561,6 +625,46 @@ impl TcpStream {
                 Ok(n) => off += n,
                 Err(e) => return (Err(e), buf.0),
             }
+        }
+    }
+
+    /// Submits a send of `len` bytes at `ptr`; with `fin`, all of them (MSG_WAITALL), the
+    /// last segment held back (MSG_MORE) for the FIN that [`TcpStream::sent_fin`] puts on it.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` must stay readable, at the same address, while the operation keeps
+    /// `data`.
+    unsafe fn submit_send<T: 'static>(
+        &self,
+        data: T,
+        ptr: *const u8,
+        len: u32,
+        flags: i32,
+        fin: bool,
+    ) -> Op<T> {
+        let more = if fin {
+            libc::MSG_WAITALL | libc::MSG_MORE
+        } else {
+            0
+        };
+        let e = opcode::Send::new(types::Fd(self.fd()), ptr, len)
+            .flags(libc::MSG_NOSIGNAL | flags | more)
+            .build();
+        // SAFETY: the caller's promise.
+        unsafe { Op::submit(data, e) }
+    }
+
+    /// After a send that took the FIN along: `res` is its result, `len` what it was given.
+    /// All sent: the write side is shut now, which puts the FIN on the segment the send held
+    /// back, so the client gets the last bytes and the end together and cannot close before
+    /// the end reached it. (A shutdown through the ring would run on a worker thread, later,
+    /// and could meet the descriptor's number reused.) Otherwise the close sends what is held
+    /// and the FIN.
+    fn sent_fin(&self, res: i32, len: u32) {
+        if res >= 0 && res as u32 == len {
+            let _ = self.shutdown(std::net::Shutdown::Write);
+        } else {
+            self.inner.fin.set(Fin::AtClose);
         }
     }
 
@@ -611,132 +715,3 @@ impl Drop for Fd {
         }
     }
 }
-
-/// Buffers for a vectored send, as the kernel reads them.
-///
-/// # Safety
-/// `iovecs()` must describe memory (the iovec array and every range it names) that stays at
-/// the same address, readable, for as long as the value lives, however it moves.
-pub unsafe trait IoVecs: 'static {
-    fn iovecs(&self) -> (*const libc::iovec, usize);
-}
-
-/// Bytes a send may point the kernel at while the value moves: heap-backed or static.
-///
-/// # Safety
-/// `as_ref()` must return the same bytes, at the same address, before and after the value is
-/// moved, for as long as it lives (an array held inline does not qualify).
-pub unsafe trait IoBuf: AsRef<[u8]> + 'static {}
-
-// SAFETY: the bytes are on the heap (or static) and do not move with the handle.
-unsafe impl IoBuf for Vec<u8> {}
-// SAFETY: as above.
-unsafe impl IoBuf for Box<[u8]> {}
-// SAFETY: as above.
-unsafe impl IoBuf for &'static [u8] {}
-// SAFETY: a ring buffer or a heap copy; neither moves with the handle.
-unsafe impl IoBuf for RecvBuf {}
-
-/// Received buffers (and bytes made here, as heap [`RecvBuf`]s) sent in order with one
-/// vectored send ([`TcpStream::send_vectored`]; [`RecvBufs::advance`] past what a partial
-/// send took).
-pub struct RecvBufs {
-    bufs: Vec<RecvBuf>,
-    iov: Vec<libc::iovec>,
-}
-
-impl RecvBufs {
-    pub fn new(bufs: Vec<RecvBuf>) -> RecvBufs {
-        let mut r = RecvBufs {
-            bufs,
-            iov: Vec::new(),
-        };
-        r.describe();
-        r
-    }
-
-    /// Adds a buffer behind the others (not while a send holds the value: it owns it then).
-    pub fn push(&mut self, b: RecvBuf) {
-        self.iov.push(libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        });
-        self.bufs.push(b);
-    }
-
-    /// Drops every buffer (the capacity stays).
-    pub fn clear(&mut self) {
-        self.bufs.clear();
-        self.iov.clear();
-    }
-
-    /// How many buffers are held.
-    pub fn count(&self) -> usize {
-        self.bufs.len()
-    }
-
-    fn describe(&mut self) {
-        self.iov.clear();
-        self.iov.extend(self.bufs.iter().map(|b| libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        }));
-    }
-
-    /// Drops the first `n` bytes (sent).
-    pub fn advance(&mut self, mut n: usize) {
-        let mut done = 0;
-        for b in &mut self.bufs {
-            if n < b.len() {
-                b.advance(n);
-                break;
-            }
-            n -= b.len();
-            done += 1;
-        }
-        self.bufs.drain(..done);
-        self.describe();
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bufs.iter().all(|b| b.is_empty())
-    }
-
-    /// Copies the bytes still in ring buffers to the heap and gives those buffers back (not
-    /// while a send holds the value): for bytes about to wait on a slow peer, so that the
-    /// buffers every receive of the shard needs are not held meanwhile.
-    pub fn off_ring(&mut self) {
-        for b in &mut self.bufs {
-            if b.in_ring() {
-                *b = std::mem::replace(b, RecvBuf::heap(Vec::new())).into_heap();
-            }
-        }
-        self.describe();
-    }
-
-    /// Bytes left to send.
-    pub fn len(&self) -> usize {
-        self.bufs.iter().map(|b| b.len()).sum()
-    }
-}
-
-// SAFETY: the iovec array is a Vec's heap memory and each range is a RecvBuf's bytes (a ring
-// buffer or a heap Vec): neither moves when the value does, and `describe` is only called
-// while no operation holds the value.
-unsafe impl IoVecs for RecvBufs {
-    fn iovecs(&self) -> (*const libc::iovec, usize) {
-        (self.iov.as_ptr(), self.iov.len())
-    }
-}
-
-/// An owned buffer seen from an offset (for the rest of a partial send).
-struct Offset<B>(B, usize);
-
-impl<B: AsRef<[u8]>> AsRef<[u8]> for Offset<B> {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.as_ref()[self.1..]
-    }
-}
-
-// SAFETY: a view into `B`'s bytes, which do not move (B: IoBuf).
-unsafe impl<B: IoBuf> IoBuf for Offset<B> {}

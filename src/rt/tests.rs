@@ -491,6 +491,45 @@ fn readiness_put_back_bytes_shared_handles_and_vectored_sends() {
 }
 
 #[test]
+fn a_fin_follows_the_last_send_while_the_socket_stays_open() {
+    if !supported() {
+        return;
+    }
+    // The peer reads to the end (the FIN), then answers: it can only answer if the FIN came
+    // while the sender still holds its socket.
+    let (addr, server) = one_peer(|mut c| {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got)
+            .expect("the FIN, before the sender closed");
+        c.write_all(&got).unwrap();
+    });
+    let got = block_on(Builder::default(), async move {
+        let s = TcpStream::connect(addr).await.unwrap();
+        // A vectored send of several buffers does not take the FIN along (it could be short).
+        s.fin_after_next_send();
+        let (r, _) = s.send_vectored(TwoBufs::new(b"head + ", b"body")).await;
+        assert_eq!(r.unwrap(), 11);
+        assert!(!s.fin_armed());
+        s.fin_after_next_send();
+        assert!(s.fin_armed());
+        let (r, _) = s.send(&b" end"[..]).await;
+        assert_eq!(r.unwrap(), 4);
+        // Already sent: the FIN the connection's end asks for is not sent again.
+        s.fin_now();
+        let mut got = Vec::new();
+        while let Some(b) = s.recv().await.unwrap() {
+            got.extend_from_slice(&b);
+        }
+        got
+    })
+    .unwrap();
+    server.join().unwrap();
+    assert_eq!(got, b"head + body end");
+}
+
+#[test]
 fn a_stopped_listener_hands_over_what_it_took_then_ends() {
     if !supported() {
         return;

@@ -131,6 +131,9 @@ pub(crate) async fn answer(
             keep,
             head_only,
         );
+        if !keep {
+            conn.fin_after_next_write();
+        }
         conn.write_all(out)
             .await
             .map_err(|_| Error::downstream(Kind::ClientGone, "writing answer"))?;
@@ -191,6 +194,9 @@ pub(crate) async fn answer(
             Comp::Encoded(enc, Some(z.len())),
         );
         out.extend_from_slice(&z);
+        if !keep {
+            conn.fin_after_next_write();
+        }
         conn.write_all(out)
             .await
             .map_err(|_| Error::downstream(Kind::ClientGone, "writing answer"))?;
@@ -220,7 +226,7 @@ pub(crate) async fn answer(
         buf: &mut ubuf,
         idle: integ.timeout,
     };
-    let streamed = stream_response(conn, from, out, resp.framing, dechunk, tee).await;
+    let streamed = stream_response(conn, from, out, resp.framing, dechunk, tee, !keep).await;
     let pool_ok = match streamed {
         Ok(clean) => clean && resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty(),
         Err(side) => {
@@ -264,6 +270,7 @@ async fn relay_received(
     mut remaining: u64,
     ubuf: &mut BytesMut,
     idle: std::time::Duration,
+    last: bool,
 ) -> Result<bool, Side> {
     use crate::rt::{net::RecvBufs, RecvBuf};
     // One batch for the whole answer: each send gives it back empty.
@@ -295,6 +302,9 @@ async fn relay_received(
                 _ => return Err(Side::Upstream),
             }
             continue;
+        }
+        if remaining == 0 && last {
+            conn.fin_after_next_write();
         }
         let behind;
         (batch, behind) = conn.send_received(batch).await.map_err(|_| Side::Client)?;
@@ -416,6 +426,8 @@ pub(super) struct UpBody<'a> {
 }
 
 /// Writes the head and streams the body. `Ok(true)`: the body ended where its framing said.
+/// `last`: the connection closes after this answer (its last write takes the FIN along, see
+/// [`Conn::fin_after_next_write`]).
 pub(super) async fn stream_response(
     conn: &mut Conn,
     from: UpBody<'_>,
@@ -423,6 +435,7 @@ pub(super) async fn stream_response(
     framing: Framing,
     dechunk: bool,
     mut tee: Option<&mut Tee>,
+    last: bool,
 ) -> Result<bool, Side> {
     let UpBody {
         up,
@@ -458,6 +471,9 @@ pub(super) async fn stream_response(
             if let Some(t) = tee {
                 t.finish();
             }
+            if last {
+                conn.fin_after_next_write();
+            }
             conn.write_all(out).await.map_err(|_| Side::Client)?;
             Ok(true)
         }
@@ -468,7 +484,7 @@ pub(super) async fn stream_response(
                 let k = remaining.min(ubuf.len() as u64) as usize;
                 out.extend_from_slice(&ubuf[..k]);
                 let _ = ubuf.split_to(k);
-                return relay_received(conn, u, out, remaining - k as u64, ubuf, idle).await;
+                return relay_received(conn, u, out, remaining - k as u64, ubuf, idle, last).await;
             }
             // Head and what is already read of the body leave in one write: a small body
             // copied behind the head, a bigger one from its own memory (one writev).
@@ -490,6 +506,9 @@ pub(super) async fn stream_response(
                 if let Some(t) = tee.as_deref_mut() {
                     t.finish();
                 }
+                if last {
+                    conn.fin_after_next_write();
+                }
             }
             match first {
                 Some(body) => conn.write_head_body(out, body).await,
@@ -506,6 +525,9 @@ pub(super) async fn stream_response(
                         if remaining == 0 {
                             t.finish();
                         }
+                    }
+                    if remaining == 0 && last {
+                        conn.fin_after_next_write();
                     }
                     conn.write_all(part).await.map_err(|_| Side::Client)?;
                 }
