@@ -489,14 +489,7 @@ impl Conn {
                 "not a plain connection on the own runtime",
             ));
         };
-        let (res, mut bufs) = if s.fin_armed() && bufs.count() == 1 {
-            // The last answer, in one buffer (the head with its body behind it, on the heap):
-            // a send that waits for room, so that the FIN can follow it.
-            let send = crate::driver::time::timeout(self.send_timeout, s.send_vectored(bufs));
-            send.await.map_err(send_timed_out)?
-        } else {
-            s.send_vectored_now(bufs).await
-        };
+        let (res, mut bufs) = s.send_vectored_now(bufs).await;
         match res {
             Ok(n) => bufs.advance(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -517,19 +517,15 @@ impl TcpStream {
         }
     }
 
-    /// Whether the next send takes the FIN along (and, if so, that it has).
-    fn take_fin(&self, whole_one_buffer: bool) -> bool {
-        match self.inner.fin.get() {
-            Fin::Next if whole_one_buffer => {
-                self.inner.fin.set(Fin::Sent);
-                true
-            }
-            Fin::Next => {
-                self.inner.fin.set(Fin::AtClose);
-                false
-            }
-            _ => false,
+    /// Whether this send takes the FIN along (one buffer; see [`TcpStream::sent_fin`]). The
+    /// FIN is back with the close until the send completes whole: a send dropped part way
+    /// (a timeout) leaves it to [`TcpStream::fin_now`].
+    fn take_fin(&self, one_buffer: bool) -> bool {
+        if self.inner.fin.get() != Fin::Next {
+            return false;
         }
+        self.inner.fin.set(Fin::AtClose);
+        one_buffer
     }
 
     /// Sends from `buf` (which the operation keeps until the kernel is done with it); returns
@@ -567,8 +563,8 @@ impl TcpStream {
 
     async fn send_vectored_as<B: IoVecs>(&self, bufs: B, now: bool) -> (io::Result<usize>, B) {
         let (ptr, n) = bufs.iovecs();
-        // A FIN goes only behind one buffer sent whole (see `fin_after_next_send`).
-        let fin = self.take_fin(n == 1 && !now);
+        // A FIN goes only on one buffer (see `fin_after_next_send`).
+        let fin = self.take_fin(n == 1);
         let e = if n == 1 {
             // One buffer (a relayed answer that arrived in one receive, head and body): a
             // plain send, which skips the read/write layer a `writev` goes through (its
@@ -628,8 +624,8 @@ impl TcpStream {
         }
     }
 
-    /// Submits a send of `len` bytes at `ptr`; with `fin`, all of them (MSG_WAITALL), the
-    /// last segment held back (MSG_MORE) for the FIN that [`TcpStream::sent_fin`] puts on it.
+    /// Submits a send of `len` bytes at `ptr`; with `fin`, its last segment held back
+    /// (MSG_MORE) for the FIN that [`TcpStream::sent_fin`] puts on it.
     ///
     /// # Safety
     /// `ptr..ptr + len` must stay readable, at the same address, while the operation keeps
@@ -642,11 +638,7 @@ impl TcpStream {
         flags: i32,
         fin: bool,
     ) -> Op<T> {
-        let more = if fin {
-            libc::MSG_WAITALL | libc::MSG_MORE
-        } else {
-            0
-        };
+        let more = if fin { libc::MSG_MORE } else { 0 };
         let e = opcode::Send::new(types::Fd(self.fd()), ptr, len)
             .flags(libc::MSG_NOSIGNAL | flags | more)
             .build();
@@ -658,13 +650,12 @@ impl TcpStream {
     /// All sent: the write side is shut now, which puts the FIN on the segment the send held
     /// back, so the client gets the last bytes and the end together and cannot close before
     /// the end reached it. (A shutdown through the ring would run on a worker thread, later,
-    /// and could meet the descriptor's number reused.) Otherwise the close sends what is held
-    /// and the FIN.
+    /// and could meet the descriptor's number reused.) Part sent: the next send pushes what
+    /// was held, and the FIN waits for [`TcpStream::fin_now`] or the close.
     fn sent_fin(&self, res: i32, len: u32) {
         if res >= 0 && res as u32 == len {
+            self.inner.fin.set(Fin::Sent);
             let _ = self.shutdown(std::net::Shutdown::Write);
-        } else {
-            self.inner.fin.set(Fin::AtClose);
         }
     }
 

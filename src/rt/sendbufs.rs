@@ -29,7 +29,7 @@ unsafe impl IoBuf for &'static [u8] {}
 unsafe impl IoBuf for RecvBuf {}
 
 /// Received buffers (and bytes made here, as heap [`RecvBuf`]s) sent in order with one
-/// vectored send ([`TcpStream::send_vectored`]; [`RecvBufs::advance`] past what a partial
+/// vectored send ([`super::net::TcpStream::send_vectored`]; [`RecvBufs::advance`] past what a partial
 /// send took).
 pub struct RecvBufs {
     bufs: Vec<RecvBuf>,

@@ -516,12 +516,13 @@ fn a_fin_follows_the_last_send_while_the_socket_stays_open() {
         assert!(s.fin_armed());
         let (r, _) = s.send(&b" end"[..]).await;
         assert_eq!(r.unwrap(), 4);
-        // Already sent: the FIN the connection's end asks for is not sent again.
-        s.fin_now();
+        // The peer answers once it has read the FIN, which only the send can have sent.
         let mut got = Vec::new();
         while let Some(b) = s.recv().await.unwrap() {
             got.extend_from_slice(&b);
         }
+        // Already sent: not sent again.
+        s.fin_now();
         got
     })
     .unwrap();
