@@ -136,11 +136,12 @@ struct Inner {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fin {
-    /// Sent with the close.
+    /// Sent by [`TcpStream::fin_now`] or with the close (also while a send that takes it
+    /// along is in flight).
     AtClose,
     /// With the next one-buffer send, on its last segment.
     Next,
-    /// Sent, or to be put on the segment a send in flight holds back.
+    /// Sent: the write side is shut.
     Sent,
 }
 
