@@ -368,8 +368,9 @@ def summarise(runs: list[dict]) -> dict:
         for n, by_sys in by_n.items():
             for s, rs in by_sys.items():
                 ok = [r for r in rs if r["errors"] == 0] or rs
+                keys = ("rps", "us_per_req", "busy", "p99_ms", "wrk_us_per_req", "accept_queue_mean", "tw_client_share")
                 summary.setdefault(wl, {}).setdefault(n, {})[s] = {
-                    k: med([r[k] for r in ok]) for k in ("rps", "us_per_req", "busy", "p99_ms")}
+                    k: med([r[k] for r in ok if k in r]) for k in keys}
                 summary[wl][n][s]["runs"] = len(rs)
                 summary[wl][n][s]["errors"] = sum(r["errors"] for r in rs)
     return summary
@@ -401,6 +402,18 @@ def markdown(summary: dict, meta: dict) -> str:
             ratio = f"{row['tollgate']['us_per_req'] / min(peers):.2f}" if "tollgate" in row and peers else "-"
             eff = f"{row['tollgate']['rps'] / (int(n) * base):.2f}" if base and "tollgate" in row else "-"
             lines.append(f"| {n} | " + " | ".join(cells) + f" | {ratio} | {eff} |")
+        lines.append("")
+        # Where a closed loop's time goes when the proxy is not busy: the load generator's own
+        # CPU per request, connections waiting to be accepted, and which side closed first.
+        lines += ["Load side: wrk µs CPU/req, mean accept queue, client's share of TIME_WAITs.", "",
+                  "| shards | " + " | ".join(systems) + " |", "|---" * (1 + len(systems)) + "|"]
+        for n in sorted(by_n, key=int):
+            cells = []
+            for s in systems:
+                v = by_n[n].get(s)
+                cells.append(f"{v['wrk_us_per_req']:.1f}, {v['accept_queue_mean']:.1f}, {v['tw_client_share']:.1%}"
+                             if v else "-")
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
