@@ -104,6 +104,61 @@ fn answers_without_a_usable_reason_phrase_get_the_standard_one() {
     }
 }
 
+/// On Tollgate's own runtime an answer that ends the connection carries the FIN on its last
+/// segment: a client that has read the answer finds the end already there, so it never closes
+/// first (and holds no TIME_WAIT, whose ports a load of new connections would use up).
+#[test]
+fn the_last_answer_arrives_with_the_end_of_the_connection() {
+    use tollgate::Driver;
+    if !matches!(driver(), Driver::Auto | Driver::IoUring) || !tollgate::rt::supported() {
+        return;
+    }
+    let up = Upstream::start(|_| respond(200, "hello"));
+    let gw = Gw::start(&literal(up.addr, ""));
+    // A relayed answer, and one the gateway makes (a path it refuses).
+    for (path, status) in [("/x", "200"), ("/a/%2e%2e/x", "400")] {
+        let mut s = std::net::TcpStream::connect(gw.addr()).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        // Until the head and as many body bytes as it announces are in.
+        while !whole_answer(&got) {
+            let n = s.read(&mut b).unwrap();
+            assert!(n > 0, "{path}: the end before the answer: {got:?}");
+            got.extend_from_slice(&b[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{path}: {text}"
+        );
+        s.set_nonblocking(true).unwrap();
+        assert_eq!(
+            s.read(&mut b).map_err(|e| e.kind()),
+            Ok(0),
+            "{path}: the FIN did not come with the answer"
+        );
+    }
+}
+
+/// Whether `raw` holds a whole answer: a head and the Content-Length it gives.
+fn whole_answer(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    raw.len() >= end + 4 + len
+}
+
 #[test]
 fn an_upstream_dying_mid_body_cuts_the_client_connection() {
     let up = Upstream::start(|_| {
