@@ -127,22 +127,13 @@ pub(crate) fn check_identity_path(
 /// [`check_identity_path`] on a rendered path and query.
 pub(crate) fn identity_path_ok(rendered: &[u8]) -> Result<(), Error> {
     let path = rendered.split(|&b| b == b'?').next().unwrap_or_default();
-    if has_dot_segment(path) {
+    if crate::syntax::path::has_dot_segment(path) {
         return Err(Error::downstream(
             Kind::BadRequest(crate::syntax::path::PathError::DotSegment.message()),
             "integration uri: an authorizer's or certificate's value made a dot segment",
         ));
     }
     Ok(())
-}
-
-/// Whether a path, percent-decoded, has a `.` or `..` segment (split at `/` and `\`).
-fn has_dot_segment(path: &[u8]) -> bool {
-    let mut decoded = Vec::with_capacity(path.len());
-    crate::syntax::path::path_decode_into(path, &mut decoded);
-    decoded
-        .split(|&b| b == b'/' || b == b'\\')
-        .any(|seg| seg == b"." || seg == b"..")
 }
 
 /// A mapping's request edits for a request without a body to read (the benchmarks' entry).
@@ -198,7 +189,7 @@ fn edits(map: &ParamMapping, src: &RequestSources<'_>) -> RequestEdits {
                 if p.first() != Some(&b'/') {
                     p.insert(0, b'/');
                 }
-                e.dot_segment = has_dot_segment(&p);
+                e.dot_segment = crate::syntax::path::has_dot_segment(&p);
                 e.path = Some(p);
             }
             Target::StatusCode => {}
@@ -266,7 +257,7 @@ impl RequestSources<'_> {
             }
             // In a path, only the written text and the request's own path keep their `/`:
             // a value from a header, the query or the body stays one segment (a path that
-            // decodes to a dot segment is refused whole, see `has_dot_segment`).
+            // decodes to a dot segment is refused whole, see `syntax::path::has_dot_segment`).
             let whole_path = matches!(
                 p,
                 Piece::Lit(_) | Piece::Src(Source::Path | Source::PathVar(_))

@@ -177,6 +177,15 @@ pub(crate) fn form_decode_into(v: &[u8], out: &mut Vec<u8>) {
     decode_into(v, out, true)
 }
 
+/// Whether a path, percent-decoded, has a `.` or `..` segment (split at `/` and `\`).
+pub(crate) fn has_dot_segment(path: &[u8]) -> bool {
+    let mut decoded = Vec::with_capacity(path.len());
+    path_decode_into(path, &mut decoded);
+    decoded
+        .split(|&b| b == b'/' || b == b'\\')
+        .any(|seg| seg == b"." || seg == b"..")
+}
+
 /// Percent-decodes a path as sent into `out` (`+` is itself); escapes that are not two hex
 /// digits stay as they are.
 pub(crate) fn path_decode_into(v: &[u8], out: &mut Vec<u8>) {

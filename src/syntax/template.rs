@@ -227,11 +227,7 @@ impl Template {
                 _ => path.push(b'x'),
             }
         }
-        let mut decoded = Vec::with_capacity(path.len());
-        crate::syntax::path::path_decode_into(&path, &mut decoded);
-        decoded
-            .split(|&b| b == b'/' || b == b'\\')
-            .any(|seg| seg == b"." || seg == b"..")
+        crate::syntax::path::has_dot_segment(&path)
     }
 
     /// The template's text when it has no request-time pieces.
