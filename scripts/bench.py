@@ -391,7 +391,7 @@ URING_FLAGS = {
 
 
 def tollgate_conf(tmp: Path, port: int, backend: int, pipeline: bool, driver: str, cache: bool = False,
-                  flags: str = "", deferred: bool = False) -> Path:
+                  flags: str = "", deferred: bool = False, workers: int = 1) -> Path:
     conf = tmp / f"tollgate-{'pipeline' if pipeline else 'cache' if cache else 'plain'}-{driver}.toml"  # one system runs at a time
     routes = ['  [[apis.routes]]\n  route = "ANY /{proxy+}"\n  integration = { type = "http", uri = "http://backend/{proxy}" }\n']
     # The pipeline workload: the route requires an API key (403 without it), the key's usage
@@ -431,7 +431,7 @@ plan = "bench"
         tls = f'tls = {{ cert = "{cert}", key = "{key}" }}'
     conf.write_text(f"""
 [server]
-workers = 1
+workers = {workers}
 driver = "{driver}"
 {flags}
 

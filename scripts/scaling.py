@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import URING_FLAGS, WRK_REPORT, free_port, haproxy_conf, wait_port  # noqa: E402
+from bench import URING_FLAGS, WRK_REPORT, free_port, haproxy_conf, tollgate_conf, wait_port  # noqa: E402
 
 WORKLOADS = {
     "small_get": ("/small", []),
@@ -194,42 +194,11 @@ def start(system: str, n: int, cpus: list[int], tmp: Path, backend: int) -> tupl
         binary = os.environ.get("TOLLGATE_BASE_BIN", "") if system == "tollgate-base" else BINS["tollgate"]
         if not binary:
             raise RuntimeError("tollgate-base needs TOLLGATE_BASE_BIN")
-        conf = tmp / "tollgate.toml"
-        conf.write_text(f"""
-[server]
-workers = {n}
-pin = true
-cpus = [{", ".join(map(str, mine))}]
-driver = "{driver}"
-{URING_FLAGS.get(system, "")}
-state_dir = "{tmp}/tg-data"
-
-[[listeners]]
-name = "http"
-addr = "127.0.0.1:{port}"
-
-[limits]
-max_body = "1MiB"
-
-[[upstreams]]
-name = "backend"
-targets = ["127.0.0.1:{backend}"]
-keepalive = 64
-
-[[apis]]
-name = "bench"
-
-  [[apis.stages]]
-  name = "prod"
-
-  [[apis.routes]]
-  route = "ANY /{{proxy+}}"
-  integration = {{ type = "http", uri = "http://backend/{{proxy}}" }}
-
-[[domains]]
-host = "*"
-mappings = [{{ base_path = "", api = "bench", stage = "prod" }}]
-""")
+        # bench.py's config for its `tollgate` system (one route to the backend), with n shards
+        # pinned to the proxy's CPUs.
+        pin = f"pin = true\ncpus = [{', '.join(map(str, mine))}]"
+        conf = tollgate_conf(tmp, port, backend, False, driver, workers=n,
+                             flags=f"{URING_FLAGS.get(system, '')}\n{pin}")
         p = Proc(f"{system}-{n}", [binary, "--config", str(conf)], mine, tmp, {"TOLLGATE_LOG": "warn"})
     elif system == "nginx":
         conf = tmp / "nginx.conf"
