@@ -46,6 +46,7 @@ WORKLOADS = {
     "fixed_rate": ("/small", None, [], "h2load --rps, 15k req/s in all, HTTP/1.1"),
     "https_get": ("/small", None, [], "HTTPS GET (TLS 1.3, ECDSA P-256), 13-byte body, 64 keep-alive connections"),
     "https_post": ("/post", "post16k.lua", [], "HTTPS POST (TLS 1.3, ECDSA P-256) with a 16 KiB body"),
+    "https_get_64k": ("/64k", None, [], "HTTPS GET (TLS 1.3, ECDSA P-256), 64 KiB body"),
     "h2_get": ("/small", None, [], "HTTP/2 over TLS (h2load: 16 connections x 4 streams), 13-byte body"),
     "tls_new": ("/small", None, [], "a new TLS connection per request, full handshake (openssl s_time -new, 2 clients)"),
     "tls_resume": ("/small", None, [], "a new TLS connection per request, resumed session (openssl s_time -reuse, 2 clients)"),
@@ -62,7 +63,7 @@ COMBINED = ('$context.identity.sourceIp - - [$context.requestTime] '
             '$context.responseLength "-" "$context.identity.userAgent"')
 # The systems with a pipeline set-up (what each one's config does is in its *_conf function).
 PIPELINE_SYSTEMS = ("tollgate", "tollgate-basic", "tollgate-epoll", "nginx", "envoy", "traefik")
-TLS_WORKLOADS = ("https_get", "https_post", "h2_get", "tls_new", "tls_resume")
+TLS_WORKLOADS = ("https_get", "https_post", "https_get_64k", "h2_get", "tls_new", "tls_resume")
 
 # Set per measurement: "https" when the proxies terminate TLS (https_get, h2_get); H2 when
 # they also offer HTTP/2.

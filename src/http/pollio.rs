@@ -4,8 +4,9 @@
 //!
 //! [`PollIo`] keeps one read and one write in flight at a time, each an owned future holding
 //! its socket half and its buffer (no borrowed state across an await, no unsafe). TLS, when
-//! there is any, is rustls' session driven in memory between the two, so reads and writes
-//! proceed independently. Writes are write-behind: a `poll_write` copies the bytes (all of a
+//! there is any, is the TLS session ([`crate::http::tls::session::Session`]) driven in memory
+//! between the two, so reads and writes proceed independently; on Tollgate's own runtime its
+//! ciphertext comes straight from the ring buffer it arrived in. Writes are write-behind: a `poll_write` copies the bytes (all of a
 //! vectored write, so a DATA frame's header and payload leave in one `write`) and reports them
 //! taken; the next write or flush waits for that one to finish, which is the backpressure.
 //!
@@ -13,7 +14,7 @@
 //! ([`crate::http::h2::watch::FrameWatch`]).
 
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -21,12 +22,14 @@ use std::time::{Duration, Instant};
 
 use crate::driver::net::TcpStream;
 use bytes::Bytes;
+use monoio::buf::IoBuf;
 use monoio::io::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::http::h2::watch::{FrameWatch, Signal};
+use crate::http::tls::session::{Session, OUT_BATCH};
 
 type Op<T> = Pin<Box<dyn Future<Output = T>>>;
 type Rd = OwnedReadHalf<TcpStream>;
@@ -48,7 +51,8 @@ pub(crate) struct PollIo {
     reading: Option<ReadOp>,
     writing: Option<WriteOp>,
     closing: Option<Op<(Wr, io::Result<()>)>>,
-    /// Plain: bytes read and not yet handed over. TLS: ciphertext not yet given to rustls.
+    /// Plain: bytes read and not yet handed over. TLS on monoio's drivers: the read's buffer,
+    /// whose bytes go to the session as they come.
     rbuf: Vec<u8>,
     rpos: usize,
     /// A spare write buffer, reused.
@@ -56,7 +60,7 @@ pub(crate) struct PollIo {
     /// Bytes already read (the h2c preface, a client's bytes after its upgrade request, an
     /// upstream's after its 101), handed over first.
     prefix: Bytes,
-    tls: Option<Box<rustls::Connection>>,
+    tls: Option<Box<Session>>,
     eof: bool,
     watch: Option<(FrameWatch, Rc<Signal>)>,
     /// A flood was caught: nothing more is read.
@@ -92,18 +96,13 @@ fn check(
 impl PollIo {
     /// A plain socket; `prefix` is read first.
     pub(crate) fn plain(io: TcpStream, prefix: Bytes) -> PollIo {
-        PollIo::new(io, prefix, None, Vec::new())
+        PollIo::new(io, prefix, None)
     }
 
-    /// A TLS connection, either side, with the ciphertext already read but not yet given to
-    /// rustls; `prefix` is plaintext read first.
-    pub(crate) fn tls(
-        io: TcpStream,
-        tls: rustls::Connection,
-        leftover: Vec<u8>,
-        prefix: Bytes,
-    ) -> PollIo {
-        PollIo::new(io, prefix, Some(Box::new(tls)), leftover)
+    /// A TLS connection, either side, with what its session holds (ciphertext not yet
+    /// processed, plaintext not yet read); `prefix` is plaintext read first.
+    pub(crate) fn tls(io: TcpStream, tls: Box<Session>, prefix: Bytes) -> PollIo {
+        PollIo::new(io, prefix, Some(tls))
     }
 
     /// Reads at most `n` bytes per socket read (a WebSocket connection: its buffer is
@@ -130,16 +129,11 @@ impl PollIo {
         self
     }
 
-    fn new(
-        io: TcpStream,
-        prefix: Bytes,
-        tls: Option<Box<rustls::Connection>>,
-        leftover: Vec<u8>,
-    ) -> PollIo {
+    fn new(io: TcpStream, prefix: Bytes, tls: Option<Box<Session>>) -> PollIo {
         let own = io.own().cloned();
         let (rd, wr) = io.into_split();
         // Sized at the first read (by `read_size`).
-        let rbuf = leftover;
+        let rbuf = Vec::new();
         PollIo {
             rd: Some(rd),
             wr: Some(wr),
@@ -165,21 +159,26 @@ impl PollIo {
             let (wr, res, mut buf) = std::task::ready!(op.as_mut().poll(cx));
             self.writing = None;
             self.wr = Some(wr);
-            buf.clear();
-            self.spare = buf;
+            match self.tls.as_mut() {
+                Some(tls) => tls.put_outgoing(buf),
+                None => {
+                    buf.clear();
+                    self.spare = buf;
+                }
+            }
             res?;
         }
         Poll::Ready(Ok(()))
     }
 
-    /// Starts writing `buf` and polls it once, so the write is submitted now.
-    fn start_write(&mut self, cx: &mut Context<'_>, buf: Vec<u8>) -> io::Result<()> {
+    /// Starts writing `buf[..n]` and polls it once, so the write is submitted now.
+    fn start_write(&mut self, cx: &mut Context<'_>, buf: Vec<u8>, n: usize) -> io::Result<()> {
         let Some(mut wr) = self.wr.take() else {
             return Err(io::ErrorKind::NotConnected.into());
         };
         self.writing = Some(Box::pin(async move {
-            let (res, buf) = wr.write_all(buf).await;
-            (wr, res.map(|_| ()), buf)
+            let (res, buf) = wr.write_all(buf.slice(..n)).await;
+            (wr, res.map(|_| ()), buf.into_inner())
         }));
         match self.poll_written(cx) {
             Poll::Ready(r) => r,
@@ -187,7 +186,7 @@ impl PollIo {
         }
     }
 
-    /// TLS: records rustls has ready (handshake messages, alerts, key updates, data).
+    /// TLS: records the session has ready (handshake messages, alerts, key updates, data).
     fn start_tls_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let Some(tls) = self.tls.as_mut() else {
             return Ok(());
@@ -195,38 +194,8 @@ impl PollIo {
         if !tls.wants_write() || self.writing.is_some() {
             return Ok(());
         }
-        let mut buf = std::mem::take(&mut self.spare);
-        while tls.wants_write() {
-            tls.write_tls(&mut buf)?;
-        }
-        self.start_write(cx, buf)
-    }
-
-    /// Gives rustls what was read; `rbuf[rpos..]` is what it did not take yet. Stops once
-    /// there is plaintext to hand out: rustls refuses more ciphertext while it holds over
-    /// 16 KiB of plaintext ("received plaintext buffer full"), so the rest is fed after the
-    /// reader has taken it.
-    fn feed_tls(&mut self) -> io::Result<()> {
-        let Some(tls) = self.tls.as_mut() else {
-            return Ok(());
-        };
-        while self.rpos < self.rbuf.len() {
-            let mut rd = &self.rbuf[self.rpos..];
-            let n = tls.read_tls(&mut rd)?;
-            self.rpos += n;
-            let state = tls
-                .process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if n == 0 {
-                // close_notify: nothing after it counts.
-                self.rpos = self.rbuf.len();
-                break;
-            }
-            if state.plaintext_bytes_to_read() > 0 {
-                break;
-            }
-        }
-        Ok(())
+        let (buf, n) = tls.take_outgoing();
+        self.start_write(cx, buf, n)
     }
 }
 
@@ -254,34 +223,57 @@ impl AsyncRead for PollIo {
                 return Poll::Ready(Ok(()));
             }
             if let Some(tls) = me.tls.as_mut() {
-                let dst = out.initialize_unfilled();
-                match tls.reader().read(dst) {
-                    Ok(0) => return Poll::Ready(Ok(())),
-                    Ok(n) => {
-                        if !check(&mut me.watch, &mut me.stopped, cx, &dst[..n]) {
-                            return Poll::Pending;
-                        }
-                        out.advance(n);
-                        return Poll::Ready(Ok(()));
+                let stashed = tls.stashed();
+                if !stashed.is_empty() {
+                    let k = stashed.len().min(out.remaining());
+                    if !check(&mut me.watch, &mut me.stopped, cx, &stashed[..k]) {
+                        return Poll::Pending;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        return Poll::Ready(Ok(()))
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
+                    out.put_slice(&stashed[..k]);
+                    tls.consume_stash(k);
+                    return Poll::Ready(Ok(()));
                 }
                 // Ciphertext already read (the rest of the last read, or what came with the
-                // hand-over) goes to rustls before the socket is read again.
-                if me.rpos < me.rbuf.len() {
-                    if let Err(e) = me.feed_tls() {
+                // hand-over) is processed before the socket is read again.
+                if tls.has_unprocessed() {
+                    let before = out.filled().len();
+                    let read = tls.read(&mut |b| {
+                        let k = b.len().min(out.remaining());
+                        out.put_slice(&b[..k]);
+                        k
+                    });
+                    // Key updates and the like are answered as they come, alerts before
+                    // failing.
+                    if let Err(e) = read {
                         let _ = me.start_tls_write(cx);
                         return Poll::Ready(Err(e));
                     }
                     me.start_tls_write(cx)?;
+                    if out.filled().len() > before {
+                        if !check(&mut me.watch, &mut me.stopped, cx, &out.filled()[before..]) {
+                            return Poll::Pending;
+                        }
+                        return Poll::Ready(Ok(()));
+                    }
                     continue;
                 }
-                if me.eof {
+                if me.eof || tls.peer_closed() {
                     return Poll::Ready(Ok(()));
+                }
+                // Tollgate's own runtime: the received bytes go from their ring buffer into
+                // the session; no buffer is held while none come.
+                if let Some(own) = me.own.as_ref() {
+                    own.want_at_least(me.read_size);
+                    match own.poll_recv(cx) {
+                        Poll::Pending => {
+                            tls.release_buffers();
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Ok(Some(b))) => tls.received(&b),
+                        Poll::Ready(Ok(None)) => me.eof = true,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    }
+                    continue;
                 }
             } else if me.rpos < me.rbuf.len() {
                 let k = (me.rbuf.len() - me.rpos).min(out.remaining());
@@ -331,21 +323,13 @@ impl AsyncRead for PollIo {
             me.rbuf = buf;
             me.rpos = 0;
             match res {
-                Ok(0) => {
-                    me.eof = true;
-                    if let Some(tls) = me.tls.as_mut() {
-                        let _ = tls.read_tls(&mut &[][..]);
-                        let _ = tls.process_new_packets();
-                    }
-                }
+                Ok(0) => me.eof = true,
                 Ok(_) => {
-                    if let Err(e) = me.feed_tls() {
-                        // Send the alert that says why before failing.
-                        let _ = me.start_tls_write(cx);
-                        return Poll::Ready(Err(e));
+                    // TLS on monoio's drivers: the bytes go to the session.
+                    if let Some(tls) = me.tls.as_mut() {
+                        tls.received(&me.rbuf);
+                        me.rbuf.clear();
                     }
-                    // Key updates and the like are answered as they come.
-                    me.start_tls_write(cx)?;
                 }
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -369,32 +353,33 @@ impl AsyncWrite for PollIo {
     ) -> Poll<io::Result<usize>> {
         let me = &mut *self;
         std::task::ready!(me.poll_written(cx))?;
-        let mut buf = std::mem::take(&mut me.spare);
         let mut n = 0;
-        match me.tls.as_mut() {
-            Some(tls) => {
-                for b in bufs {
-                    let k = tls.writer().write(b)?;
-                    n += k;
-                    if k < b.len() {
-                        break;
-                    }
+        if let Some(tls) = me.tls.as_mut() {
+            // Encrypted straight into the session's outgoing buffer, up to a batch a write.
+            for b in bufs {
+                let k = b.len().min(OUT_BATCH - n);
+                if k == 0 {
+                    break;
                 }
-                while tls.wants_write() {
-                    tls.write_tls(&mut buf)?;
-                }
-            }
-            None => {
-                for b in bufs {
-                    buf.extend_from_slice(b);
-                    n += b.len();
+                tls.write(&b[..k])?;
+                n += k;
+                if k < b.len() {
+                    break;
                 }
             }
+            me.start_tls_write(cx)?;
+            return Poll::Ready(Ok(n));
+        }
+        let mut buf = std::mem::take(&mut me.spare);
+        for b in bufs {
+            buf.extend_from_slice(b);
+            n += b.len();
         }
         if buf.is_empty() {
             me.spare = buf;
         } else {
-            me.start_write(cx, buf)?;
+            let len = buf.len();
+            me.start_write(cx, buf, len)?;
         }
         Poll::Ready(Ok(n))
     }
@@ -418,7 +403,8 @@ impl AsyncWrite for PollIo {
         let me = &mut *self;
         if me.closing.is_none() {
             if let Some(tls) = me.tls.as_mut() {
-                tls.send_close_notify();
+                // A session that cannot send one any more (closed, failed) just ends.
+                let _ = tls.close_notify();
             }
             loop {
                 std::task::ready!(me.poll_written(cx))?;

@@ -1,0 +1,718 @@
+//! One TLS session, either side, driven through rustls's unbuffered API over buffers it owns;
+//! no I/O here (the stream in `super` and `http::pollio` move the bytes).
+//!
+//! Ciphertext read from the socket is appended to [`Session::received`]'s buffer and
+//! decrypted there, in place; each record's plaintext is handed to the reader's sink (the
+//! connection's own buffer) as it is processed, and what the sink cannot take waits in a
+//! stash for the next read. Records to send (handshake flights, alerts, tickets, key update
+//! answers, application data) are encrypted straight into one outgoing buffer, which the
+//! stream sends whole. Against rustls's buffered API that leaves out a copy of every
+//! received record into rustls's own buffer (which grew 4 KiB per read, reallocating and
+//! zero-filling, and shrank again when empty) and a copy of every sent record out of
+//! rustls's queue.
+//!
+//! The incoming buffer is only ever appended to (reads) or cut from the front by what rustls
+//! says it consumed, so what rustls remembers about partly received handshake messages
+//! always refers to the bytes in it. It holds at most one partial record past what was
+//! processed, more only while a handshake message spans records (up to
+//! [`MAX_INCOMING`], then the session fails).
+
+use std::io;
+use std::sync::Arc;
+
+use rustls::client::UnbufferedClientConnection;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
+
+/// Room asked for the incoming buffer: one maximal record and its header (TLS 1.2's, whose
+/// ciphertext may run 2 KiB over the plaintext's 16 KiB).
+pub(crate) const RECORD: usize = 16 * 1024 + 2048 + 5;
+/// Most ciphertext held while a message is incomplete: a handshake message rustls accepts
+/// (64 KiB, a client's certificate chain) spread over records, and one record more.
+const MAX_INCOMING: usize = 0xffff + RECORD + 512;
+/// Plaintext encrypted per call into the outgoing buffer before the caller sends it (what
+/// rustls's buffered API queued at most, 64 KiB).
+pub(crate) const OUT_BATCH: usize = 64 * 1024;
+
+fn ended() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "TLS session ended by an error")
+}
+
+fn tls_err(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+enum Side {
+    Server(UnbufferedServerConnection),
+    Client(UnbufferedClientConnection),
+}
+
+/// What a pass over the received records is after.
+enum Want<'a> {
+    /// Plaintext; stop when more ciphertext is needed.
+    Read,
+    /// Encrypt these bytes once the session can send application data.
+    Write(&'a [u8]),
+    /// Encrypt a close_notify alert.
+    Close,
+}
+
+/// What one state of the session did.
+enum Step {
+    /// Something was processed or encoded: ask again.
+    Again,
+    /// More ciphertext is needed (or, when reading, the session waits for it).
+    Blocked,
+    /// The write (or close_notify) is in the outgoing buffer.
+    Wrote,
+    /// Both sides sent close_notify.
+    Closed,
+}
+
+/// A TLS session's state and its buffers.
+pub(crate) struct Session {
+    conn: Side,
+    /// Ciphertext received and not yet consumed by rustls.
+    inc: Vec<u8>,
+    /// `inc` holds no complete record that was not processed: reading it again is useless
+    /// until more arrives.
+    blocked: bool,
+    /// Records to send: `out[..olen]`; `out` is zero-filled up to its length once, so it is
+    /// not filled again for every record.
+    out: Vec<u8>,
+    olen: usize,
+    /// Plaintext decrypted that no reader took yet: `plain[ppos..]`.
+    plain: Vec<u8>,
+    ppos: usize,
+    /// The peer sent close_notify: after what was read, the stream ends.
+    peer_closed: bool,
+    /// An error ended the session: nothing more is processed.
+    dead: bool,
+}
+
+impl std::ops::Deref for Session {
+    type Target = rustls::CommonState;
+
+    fn deref(&self) -> &rustls::CommonState {
+        self.state()
+    }
+}
+
+impl Session {
+    /// The server side of a new session.
+    pub(crate) fn server(cfg: Arc<rustls::ServerConfig>) -> io::Result<Session> {
+        let c = UnbufferedServerConnection::new(cfg).map_err(tls_err)?;
+        Ok(Session::new(Side::Server(c)))
+    }
+
+    /// The client side of a new session: SNI `name`, the server's chain verified against the
+    /// config's roots and `name`.
+    pub(crate) fn client(
+        cfg: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<Session> {
+        let c = UnbufferedClientConnection::new(cfg, name).map_err(tls_err)?;
+        Ok(Session::new(Side::Client(c)))
+    }
+
+    fn new(conn: Side) -> Session {
+        Session {
+            conn,
+            inc: Vec::new(),
+            blocked: false,
+            out: Vec::new(),
+            olen: 0,
+            plain: Vec::new(),
+            ppos: 0,
+            peer_closed: false,
+            dead: false,
+        }
+    }
+
+    /// The negotiated parameters: protocol version, ALPN, the peer's certificates, whether the
+    /// handshake resumed a session.
+    pub(crate) fn state(&self) -> &rustls::CommonState {
+        match &self.conn {
+            Side::Server(c) => c,
+            Side::Client(c) => c,
+        }
+    }
+
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.state().is_handshaking()
+    }
+
+    /// Takes the incoming buffer for a read that owns it while it runs; it comes back through
+    /// [`Session::put_incoming`] (or is lost with the read, and the connection with it).
+    pub(crate) fn take_incoming(&mut self) -> Vec<u8> {
+        self.room();
+        std::mem::take(&mut self.inc)
+    }
+
+    pub(crate) fn put_incoming(&mut self, inc: Vec<u8>) {
+        self.inc = inc;
+        self.blocked = false;
+    }
+
+    /// Appends ciphertext read elsewhere.
+    pub(crate) fn received(&mut self, b: &[u8]) {
+        self.inc.extend_from_slice(b);
+        self.blocked = false;
+    }
+
+    /// Makes room in the incoming buffer for at least one record past what it holds.
+    pub(crate) fn room(&mut self) {
+        let spare = self.inc.capacity() - self.inc.len();
+        if spare < RECORD {
+            self.inc.reserve(RECORD);
+        }
+    }
+
+    /// Whether ciphertext that may hold a whole record waits to be processed.
+    pub(crate) fn has_unprocessed(&self) -> bool {
+        !self.inc.is_empty() && !self.blocked
+    }
+
+    /// Plaintext decrypted and not read yet.
+    pub(crate) fn stashed(&self) -> &[u8] {
+        &self.plain[self.ppos..]
+    }
+
+    /// Marks `n` stashed bytes read.
+    pub(crate) fn consume_stash(&mut self, n: usize) {
+        self.ppos += n;
+        if self.ppos >= self.plain.len() {
+            self.plain.clear();
+            self.ppos = 0;
+        }
+    }
+
+    /// Whether the peer ended the session with close_notify (after what was read).
+    pub(crate) fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// Whether there are records to send.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.olen > 0
+    }
+
+    /// The outgoing buffer and how many of its bytes are records to send; the session starts
+    /// a new one (or gets this one back through [`Session::put_outgoing`]).
+    pub(crate) fn take_outgoing(&mut self) -> (Vec<u8>, usize) {
+        let n = std::mem::take(&mut self.olen);
+        (std::mem::take(&mut self.out), n)
+    }
+
+    /// Gives a sent outgoing buffer back for reuse, unless a new one is in use already.
+    pub(crate) fn put_outgoing(&mut self, out: Vec<u8>) {
+        if self.olen == 0 && out.capacity() > self.out.capacity() {
+            self.out = out;
+        }
+    }
+
+    /// Frees the buffers while the connection idles (ciphertext or plaintext not yet read,
+    /// and records not yet sent, are kept).
+    pub(crate) fn release_buffers(&mut self) {
+        if self.inc.is_empty() {
+            self.inc = Vec::new();
+        }
+        if self.olen == 0 {
+            self.out = Vec::new();
+        }
+        if self.stashed().is_empty() {
+            self.plain = Vec::new();
+            self.ppos = 0;
+        }
+    }
+
+    /// Processes the received ciphertext until more is needed: handshake messages, alerts,
+    /// key updates, and application data, whose plaintext goes to `sink` (which returns how
+    /// much it took; the rest is stashed: `|_| 0` stashes it all). Records it answers
+    /// with wait in the outgoing buffer. On an error, the alert that says why is in the
+    /// outgoing buffer.
+    pub(crate) fn read(&mut self, sink: &mut dyn FnMut(&[u8]) -> usize) -> io::Result<()> {
+        self.drive(Want::Read, sink)?;
+        self.blocked = true;
+        Ok(())
+    }
+
+    /// Encrypts `data` into the outgoing buffer (records received meanwhile are processed,
+    /// their plaintext stashed).
+    pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.send(Want::Write(data))
+    }
+
+    /// Puts a close_notify alert into the outgoing buffer.
+    pub(crate) fn close_notify(&mut self) -> io::Result<()> {
+        self.send(Want::Close)
+    }
+
+    fn send(&mut self, want: Want<'_>) -> io::Result<()> {
+        match self.drive(want, &mut |_| 0)? {
+            Step::Wrote => Ok(()),
+            Step::Closed => Err(io::ErrorKind::BrokenPipe.into()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "TLS session cannot send application data",
+            )),
+        }
+    }
+
+    /// Runs the session towards `want`; plaintext to `sink` (what it does not take, and all
+    /// of it while the stash holds some, is stashed).
+    fn drive(&mut self, want: Want<'_>, sink: &mut dyn FnMut(&[u8]) -> usize) -> io::Result<Step> {
+        if self.dead {
+            return Err(ended());
+        }
+        let plain = &mut self.plain;
+        let mut take = |b: &[u8]| {
+            let n = if plain.is_empty() {
+                sink(b).min(b.len())
+            } else {
+                0
+            };
+            plain.extend_from_slice(&b[n..]);
+        };
+        let r = run(
+            &mut self.conn,
+            &mut self.inc,
+            &mut self.out,
+            &mut self.olen,
+            &mut self.peer_closed,
+            want,
+            &mut take,
+        );
+        r.map_err(|e| self.failed(e))
+    }
+
+    /// After an error: encodes the alert rustls queued (it queues it, then reports the
+    /// error), so the caller sends it before giving up. The session is done: rustls would
+    /// process the same bytes again (and fail again) if asked.
+    fn failed(&mut self, e: io::Error) -> io::Error {
+        self.dead = true;
+        let (out, olen) = (&mut self.out, &mut self.olen);
+        match &mut self.conn {
+            Side::Server(c) => alert(c.process_tls_records(&mut self.inc[..]), out, olen),
+            Side::Client(c) => alert(c.process_tls_records(&mut self.inc[..]), out, olen),
+        }
+        e
+    }
+}
+
+/// Encodes the record rustls queued first (an alert after an error), if it queued one.
+fn alert<Data>(st: UnbufferedStatus<'_, '_, Data>, out: &mut Vec<u8>, olen: &mut usize) {
+    if let Ok(ConnectionState::EncodeTlsData(mut e)) = st.state {
+        let _ = encode(|b| e.encode(b), out, olen);
+    }
+}
+
+/// Runs the session's states until `want` is met or more ciphertext is needed.
+fn run(
+    conn: &mut Side,
+    inc: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    olen: &mut usize,
+    peer_closed: &mut bool,
+    want: Want<'_>,
+    sink: &mut dyn FnMut(&[u8]),
+) -> io::Result<Step> {
+    loop {
+        let (discard, step) = match conn {
+            Side::Server(c) => {
+                let st = c.process_tls_records(&mut inc[..]);
+                step(st, &want, out, olen, peer_closed, sink)
+            }
+            Side::Client(c) => {
+                let st = c.process_tls_records(&mut inc[..]);
+                step(st, &want, out, olen, peer_closed, sink)
+            }
+        };
+        if discard > 0 {
+            let discard = discard.min(inc.len());
+            inc.copy_within(discard.., 0);
+            inc.truncate(inc.len() - discard);
+        }
+        match step? {
+            Step::Again => {}
+            Step::Blocked if matches!(want, Want::Read) && inc.len() >= MAX_INCOMING => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS message too large",
+                ));
+            }
+            s => return Ok(s),
+        }
+    }
+}
+
+/// Handles one state; returns the bytes to discard from the front of the incoming buffer.
+fn step<Data>(
+    st: UnbufferedStatus<'_, '_, Data>,
+    want: &Want<'_>,
+    out: &mut Vec<u8>,
+    olen: &mut usize,
+    peer_closed: &mut bool,
+    sink: &mut dyn FnMut(&[u8]),
+) -> (usize, io::Result<Step>) {
+    let mut discard = st.discard;
+    let step = match st.state {
+        Err(e) => Err(tls_err(e)),
+        Ok(ConnectionState::ReadTraffic(mut r)) => loop {
+            match r.next_record() {
+                None => break Ok(Step::Again),
+                Some(Err(e)) => break Err(tls_err(e)),
+                Some(Ok(rec)) => {
+                    discard += rec.discard;
+                    sink(rec.payload);
+                }
+            }
+        },
+        // Early data is never accepted (no listener enables it).
+        Ok(ConnectionState::ReadEarlyData(_)) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "TLS early data not accepted",
+        )),
+        Ok(ConnectionState::EncodeTlsData(mut e)) => {
+            encode(|b| e.encode(b), out, olen).map(|_| Step::Again)
+        }
+        // What was encoded goes out with the outgoing buffer, whenever the stream sends it;
+        // everything after it is appended behind it.
+        Ok(ConnectionState::TransmitTlsData(t)) => {
+            t.done();
+            Ok(Step::Again)
+        }
+        Ok(ConnectionState::BlockedHandshake) => Ok(Step::Blocked),
+        Ok(ConnectionState::WriteTraffic(mut w)) => match want {
+            Want::Read => Ok(Step::Blocked),
+            Want::Write(data) => {
+                let mut rest = *data;
+                let mut r = Ok(Step::Wrote);
+                while !rest.is_empty() {
+                    // One record at a time bounds the room asked for (16 KiB and overhead).
+                    let k = rest.len().min(16 * 1024);
+                    if let Err(e) = encrypt(|b| w.encrypt(&rest[..k], b), out, olen, k) {
+                        r = Err(e);
+                        break;
+                    }
+                    rest = &rest[k..];
+                }
+                r
+            }
+            Want::Close => encrypt(|b| w.queue_close_notify(b), out, olen, 0).map(|_| Step::Wrote),
+        },
+        Ok(ConnectionState::PeerClosed) => {
+            *peer_closed = true;
+            Ok(Step::Again)
+        }
+        Ok(ConnectionState::Closed) => Ok(Step::Closed),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unexpected TLS state",
+        )),
+    };
+    (discard, step)
+}
+
+/// Makes `out` (zero-filled, kept at its length) have `need` bytes of room past `olen`.
+fn grow(out: &mut Vec<u8>, olen: usize, need: usize) {
+    if out.len() < olen + need {
+        out.resize(olen + need, 0);
+    }
+}
+
+/// Writes a record into the outgoing buffer with `f` (which says how much room it needs when
+/// the buffer is short: `short`), growing the buffer then and trying again; `len` is the
+/// plaintext's length, room for which is made first.
+fn put<E>(
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    short: impl Fn(&E) -> Option<usize>,
+    out: &mut Vec<u8>,
+    olen: &mut usize,
+    len: usize,
+) -> io::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    // A record's overhead: header, content type, tag (and TLS 1.2's explicit nonce).
+    grow(out, *olen, len + 64);
+    let n = match f(&mut out[*olen..]) {
+        Ok(n) => n,
+        Err(e) => match short(&e) {
+            Some(need) => {
+                grow(out, *olen, need);
+                f(&mut out[*olen..]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            }
+            None => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        },
+    };
+    *olen += n;
+    Ok(())
+}
+
+/// Encodes a handshake record (its bytes are ready; rustls copies them).
+fn encode(
+    f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+    out: &mut Vec<u8>,
+    olen: &mut usize,
+) -> io::Result<()> {
+    let short = |e: &EncodeError| match e {
+        EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
+        }
+        _ => None,
+    };
+    put(f, short, out, olen, 0)
+}
+
+/// Encrypts `len` plaintext bytes (or an alert: 0) into a record.
+fn encrypt(
+    f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+    out: &mut Vec<u8>,
+    olen: &mut usize,
+    len: usize,
+) -> io::Result<()> {
+    let short = |e: &EncryptError| match e {
+        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(*required_size)
+        }
+        _ => None,
+    };
+    put(f, short, out, olen, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
+    use std::io::{Read, Write};
+
+    fn configs(tls12: bool) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        let c = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(c.key_pair.serialize_pem().as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![c.cert.der().clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(c.cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// A session and rustls's buffered API on the other side, bytes moved `chunk` at a time.
+    struct Pair {
+        s: Session,
+        peer: rustls::Connection,
+        chunk: usize,
+        /// Plaintext the session read.
+        got: Vec<u8>,
+        /// At most this much taken per sink call (the rest is stashed).
+        room: usize,
+        /// Plaintext the peer read.
+        peer_got: Vec<u8>,
+    }
+
+    impl Pair {
+        fn new(server_side: bool, tls12: bool, chunk: usize, room: usize) -> Pair {
+            let (sc, cc) = configs(tls12);
+            let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+            let (s, peer) = if server_side {
+                let peer = rustls::ClientConnection::new(cc, name).unwrap();
+                (Session::server(sc).unwrap(), peer.into())
+            } else {
+                let peer = rustls::ServerConnection::new(sc).unwrap();
+                (Session::client(cc, name).unwrap(), peer.into())
+            };
+            Pair {
+                s,
+                peer,
+                chunk,
+                got: Vec::new(),
+                room,
+                peer_got: Vec::new(),
+            }
+        }
+
+        /// The session's records to the peer.
+        fn send_to_peer(&mut self) {
+            let (out, n) = self.s.take_outgoing();
+            for c in out[..n].chunks(self.chunk) {
+                let mut rd = c;
+                while !rd.is_empty() {
+                    self.peer.read_tls(&mut rd).unwrap();
+                    self.peer.process_new_packets().unwrap();
+                    // Its buffer takes no more while it holds 16 KiB of plaintext.
+                    let got = self.peer_plaintext();
+                    self.peer_got.extend_from_slice(&got);
+                }
+            }
+            self.s.put_outgoing(out);
+        }
+
+        /// The peer's records to the session, which reads them.
+        fn take_from_peer(&mut self) -> io::Result<()> {
+            let mut bytes = Vec::new();
+            while self.peer.wants_write() {
+                self.peer.write_tls(&mut bytes).unwrap();
+            }
+            let room = self.room;
+            for c in bytes.chunks(self.chunk) {
+                self.s.received(c);
+                let got = &mut self.got;
+                self.s.read(&mut |b| {
+                    let k = b.len().min(room);
+                    got.extend_from_slice(&b[..k]);
+                    k
+                })?;
+                let n = self.s.stashed().len();
+                self.got.extend_from_slice(self.s.stashed());
+                self.s.consume_stash(n);
+            }
+            Ok(())
+        }
+
+        fn handshake(&mut self) {
+            self.s.read(&mut |_| 0).unwrap();
+            for _ in 0..10 {
+                self.send_to_peer();
+                self.take_from_peer().unwrap();
+                if !self.s.is_handshaking() && !self.peer.is_handshaking() {
+                    self.send_to_peer();
+                    return;
+                }
+            }
+            panic!("no handshake");
+        }
+
+        fn peer_plaintext(&mut self) -> Vec<u8> {
+            let mut v = Vec::new();
+            let mut b = [0u8; 4096];
+            loop {
+                match self.peer.reader().read(&mut b) {
+                    Ok(0) => break,
+                    Ok(n) => v.extend_from_slice(&b[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            v
+        }
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn records_cut_anywhere_arrive_whole_and_in_order_both_ways() {
+        for server_side in [true, false] {
+            for tls12 in [false, true] {
+                for (chunk, room) in [(1, 100), (7, 1 << 20), (1000, 5), (1 << 20, 1 << 20)] {
+                    let mut p = Pair::new(server_side, tls12, chunk, room);
+                    p.handshake();
+                    let want = if tls12 {
+                        rustls::ProtocolVersion::TLSv1_2
+                    } else {
+                        rustls::ProtocolVersion::TLSv1_3
+                    };
+                    assert_eq!(p.s.protocol_version(), Some(want));
+                    // The peer to the session: 100 KiB, several records.
+                    let up = pattern(100 * 1024 + 3);
+                    for part in up.chunks(30_000) {
+                        p.peer.writer().write_all(part).unwrap();
+                        p.take_from_peer().unwrap();
+                    }
+                    assert!(p.got == up, "{server_side} {tls12} {chunk} {room}");
+                    // The session to the peer, in parts of every size.
+                    let down = pattern(70 * 1024);
+                    for part in [&down[..1], &down[1..20_000], &down[20_000..]] {
+                        p.s.write(part).unwrap();
+                    }
+                    p.send_to_peer();
+                    assert!(p.peer_got == down);
+                    // close_notify ends the session's reads.
+                    p.peer.send_close_notify();
+                    p.take_from_peer().unwrap();
+                    assert!(p.s.peer_closed());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plaintext_that_arrives_while_writing_waits_for_the_reader_in_order() {
+        let mut p = Pair::new(true, false, 1 << 20, 1 << 20);
+        p.handshake();
+        p.peer.writer().write_all(b"first ").unwrap();
+        let mut bytes = Vec::new();
+        while p.peer.wants_write() {
+            p.peer.write_tls(&mut bytes).unwrap();
+        }
+        p.s.received(&bytes);
+        assert!(p.s.has_unprocessed());
+        // The write processes the waiting record: its plaintext is kept.
+        p.s.write(b"answer").unwrap();
+        assert_eq!(p.s.stashed(), b"first ");
+        // More plaintext read now goes behind it, not to the sink.
+        p.peer.writer().write_all(b"second").unwrap();
+        p.room = 0;
+        p.take_from_peer().unwrap();
+        assert_eq!(p.got, b"first second");
+        p.send_to_peer();
+        assert_eq!(p.peer_got, b"answer");
+    }
+
+    #[test]
+    fn bytes_that_are_not_tls_fail_with_an_alert_to_send() {
+        let (sc, _) = configs(false);
+        let mut s = Session::server(sc).unwrap();
+        s.received(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        assert!(s.read(&mut |_| 0).is_err());
+        assert!(s.wants_write(), "the alert waits to be sent");
+        // The session stays failed.
+        assert!(s.write(b"x").is_err());
+    }
+
+    #[test]
+    fn a_partial_record_waits_and_idle_buffers_are_freed() {
+        let mut p = Pair::new(true, false, 1 << 20, 1 << 20);
+        p.handshake();
+        p.peer.writer().write_all(&pattern(5000)).unwrap();
+        let mut bytes = Vec::new();
+        while p.peer.wants_write() {
+            p.peer.write_tls(&mut bytes).unwrap();
+        }
+        p.s.received(&bytes[..100]);
+        p.s.read(&mut |_| panic!("no plaintext yet")).unwrap();
+        assert!(!p.s.has_unprocessed(), "nothing to do until more comes");
+        // Freed while idle, except the ciphertext kept.
+        p.s.release_buffers();
+        assert_eq!(p.s.inc.len(), 100);
+        assert_eq!(p.s.out.capacity(), 0);
+        p.s.received(&bytes[100..]);
+        assert!(p.s.has_unprocessed());
+        let mut got = Vec::new();
+        p.s.read(&mut |b| {
+            got.extend_from_slice(b);
+            b.len()
+        })
+        .unwrap();
+        assert_eq!(got, pattern(5000));
+        assert!(p.s.inc.is_empty());
+    }
+}
