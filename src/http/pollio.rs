@@ -266,7 +266,7 @@ impl AsyncRead for PollIo {
                     own.want_at_least(me.read_size);
                     match own.poll_recv(cx) {
                         Poll::Pending => {
-                            tls.release_buffers();
+                            tls.release_reads();
                             return Poll::Pending;
                         }
                         Poll::Ready(Ok(Some(b))) => tls.received(&b),
@@ -356,12 +356,16 @@ impl AsyncWrite for PollIo {
         let mut n = 0;
         if let Some(tls) = me.tls.as_mut() {
             // Encrypted straight into the session's outgoing buffer, up to a batch a write.
-            for b in bufs {
+            for b in bufs.iter().filter(|b| !b.is_empty()) {
                 let k = b.len().min(OUT_BATCH - n);
                 if k == 0 {
                     break;
                 }
-                tls.write(&b[..k])?;
+                if let Err(e) = tls.write(&b[..k]) {
+                    // The alert that says why, if there is one.
+                    let _ = me.start_tls_write(cx);
+                    return Poll::Ready(Err(e));
+                }
                 n += k;
                 if k < b.len() {
                     break;

@@ -141,10 +141,18 @@ impl TlsStream {
                 None => Ok(0),
             };
         }
-        let inc = self.tls.take_incoming();
-        let (len, cap) = (inc.len(), inc.capacity());
-        let (res, inc) = self.io.read(inc.slice_mut(len..cap)).await;
-        self.tls.put_incoming(inc.into_inner());
+        if let Some(inc) = self.tls.lend_incoming() {
+            let cap = inc.capacity();
+            let (res, inc) = self.io.read(inc.slice_mut(0..cap)).await;
+            self.tls.put_incoming(inc.into_inner());
+            return res;
+        }
+        // The rest of a record is there: read beside it (a read cut short then loses only
+        // what it read, as on the path above).
+        let (res, buf) = self.io.read(Vec::with_capacity(RECORD)).await;
+        if let Ok(n) = res {
+            self.tls.received(&buf[..n]);
+        }
         res
     }
 
@@ -211,7 +219,11 @@ impl TlsStream {
         let mut batch = 0;
         for part in parts {
             for chunk in part.chunks(OUT_BATCH) {
-                self.tls.write(chunk)?;
+                if let Err(e) = self.tls.write(chunk) {
+                    // The alert that says why, if there is one.
+                    let _ = self.flush().await;
+                    return Err(e);
+                }
                 batch += chunk.len();
                 if batch >= OUT_BATCH {
                     self.flush().await?;
@@ -224,9 +236,9 @@ impl TlsStream {
 
     /// Sends close_notify, then shuts the TCP write side.
     pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
-        if self.tls.close_notify().is_ok() {
-            let _ = self.flush().await;
-        }
+        // A failed session sends the alert it has instead.
+        let _ = self.tls.close_notify();
+        let _ = self.flush().await;
         self.io.shutdown().await
     }
 }

@@ -144,11 +144,17 @@ impl Session {
         self.state().is_handshaking()
     }
 
-    /// Takes the incoming buffer for a read that owns it while it runs; it comes back through
-    /// [`Session::put_incoming`] (or is lost with the read, and the connection with it).
-    pub(crate) fn take_incoming(&mut self) -> Vec<u8> {
+    /// Lends the incoming buffer to a read that owns it while it runs, when it holds nothing
+    /// (rustls may keep a partly received handshake message in place there, and would index
+    /// bytes that a read cut short had taken away); it comes back through
+    /// [`Session::put_incoming`]. `None` while it holds bytes: the read goes to a buffer of
+    /// its own, appended with [`Session::received`].
+    pub(crate) fn lend_incoming(&mut self) -> Option<Vec<u8>> {
+        if !self.inc.is_empty() {
+            return None;
+        }
         self.room();
-        std::mem::take(&mut self.inc)
+        Some(std::mem::take(&mut self.inc))
     }
 
     pub(crate) fn put_incoming(&mut self, inc: Vec<u8>) {
@@ -216,11 +222,21 @@ impl Session {
     /// Frees the buffers while the connection idles (ciphertext or plaintext not yet read,
     /// and records not yet sent, are kept).
     pub(crate) fn release_buffers(&mut self) {
-        if self.inc.is_empty() {
-            self.inc = Vec::new();
-        }
+        self.release_reads();
         if self.olen == 0 {
             self.out = Vec::new();
+        }
+    }
+
+    /// [`Session::release_buffers`] for the read side only (a connection whose writes go on
+    /// while it waits to read: HTTP/2, a relay).
+    pub(crate) fn release_reads(&mut self) {
+        // A partial record is kept, in a buffer its size (a burst that ended in one must not
+        // pin a ring buffer's worth while the connection idles).
+        if self.inc.is_empty() {
+            self.inc = Vec::new();
+        } else {
+            self.inc.shrink_to_fit();
         }
         if self.stashed().is_empty() {
             self.plain = Vec::new();
@@ -319,33 +335,39 @@ fn run(
     want: Want<'_>,
     sink: &mut dyn FnMut(&[u8]),
 ) -> io::Result<Step> {
-    loop {
+    // What rustls consumed so far; cut from the buffer once, at the end (not after every
+    // record, which would move the rest of the buffer once per record).
+    let mut start = 0;
+    let r = loop {
         let (discard, step) = match conn {
             Side::Server(c) => {
-                let st = c.process_tls_records(&mut inc[..]);
+                let st = c.process_tls_records(&mut inc[start..]);
                 step(st, &want, out, olen, peer_closed, sink)
             }
             Side::Client(c) => {
-                let st = c.process_tls_records(&mut inc[..]);
+                let st = c.process_tls_records(&mut inc[start..]);
                 step(st, &want, out, olen, peer_closed, sink)
             }
         };
-        if discard > 0 {
-            let discard = discard.min(inc.len());
-            inc.copy_within(discard.., 0);
-            inc.truncate(inc.len() - discard);
-        }
-        match step? {
-            Step::Again => {}
-            Step::Blocked if matches!(want, Want::Read) && inc.len() >= MAX_INCOMING => {
-                return Err(io::Error::new(
+        start = (start + discard).min(inc.len());
+        match step {
+            Ok(Step::Again) => {}
+            Ok(Step::Blocked)
+                if matches!(want, Want::Read) && inc.len() - start >= MAX_INCOMING =>
+            {
+                break Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "TLS message too large",
                 ));
             }
-            s => return Ok(s),
+            r => break r,
         }
+    };
+    if start > 0 {
+        inc.copy_within(start.., 0);
+        inc.truncate(inc.len() - start);
     }
+    r
 }
 
 /// Handles one state; returns the bytes to discard from the front of the incoming buffer.
@@ -700,9 +722,12 @@ mod tests {
         p.s.received(&bytes[..100]);
         p.s.read(&mut |_| panic!("no plaintext yet")).unwrap();
         assert!(!p.s.has_unprocessed(), "nothing to do until more comes");
+        // A read that may be cut short is not given the bytes waiting for the rest.
+        assert!(p.s.lend_incoming().is_none());
         // Freed while idle, except the ciphertext kept.
         p.s.release_buffers();
         assert_eq!(p.s.inc.len(), 100);
+        assert!(p.s.inc.capacity() < 1024, "kept in a buffer its size");
         assert_eq!(p.s.out.capacity(), 0);
         p.s.received(&bytes[100..]);
         assert!(p.s.has_unprocessed());
