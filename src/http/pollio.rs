@@ -233,15 +233,42 @@ impl AsyncRead for PollIo {
                     tls.consume_stash(k);
                     return Poll::Ready(Ok(()));
                 }
-                // Ciphertext already read (the rest of the last read, or what came with the
-                // hand-over) is processed before the socket is read again.
-                if tls.has_unprocessed() {
-                    let before = out.filled().len();
-                    let read = tls.read(&mut |b| {
-                        let k = b.len().min(out.remaining());
-                        out.put_slice(&b[..k]);
-                        k
-                    });
+                let before = out.filled().len();
+                let mut sink = |b: &[u8]| {
+                    let k = b.len().min(out.remaining());
+                    out.put_slice(&b[..k]);
+                    k
+                };
+                let read = if tls.has_unprocessed() {
+                    // Ciphertext already read (the rest of the last read, or what came with
+                    // the hand-over) is processed before the socket is read again.
+                    Some(tls.read(&mut sink))
+                } else if me.eof || tls.peer_closed() {
+                    return Poll::Ready(Ok(()));
+                } else if let Some(own) = me.own.as_ref() {
+                    // Tollgate's own runtime: the records are decrypted in the ring buffer
+                    // they arrived in (part of one left at its end is copied into the
+                    // session); no buffer is held while none come.
+                    own.want_at_least(me.read_size);
+                    match own.poll_recv(cx) {
+                        Poll::Pending => {
+                            tls.release_reads();
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Ok(Some(mut b))) => {
+                            Some(tls.read_from(b.bytes_mut(), &mut sink))
+                        }
+                        Poll::Ready(Ok(None)) => {
+                            me.eof = true;
+                            continue;
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    }
+                } else {
+                    // monoio's drivers: read below, into `rbuf`.
+                    None
+                };
+                if let Some(read) = read {
                     // Key updates and the like are answered as they come, alerts before
                     // failing.
                     if let Err(e) = read {
@@ -254,24 +281,6 @@ impl AsyncRead for PollIo {
                             return Poll::Pending;
                         }
                         return Poll::Ready(Ok(()));
-                    }
-                    continue;
-                }
-                if me.eof || tls.peer_closed() {
-                    return Poll::Ready(Ok(()));
-                }
-                // Tollgate's own runtime: the received bytes go from their ring buffer into
-                // the session; no buffer is held while none come.
-                if let Some(own) = me.own.as_ref() {
-                    own.want_at_least(me.read_size);
-                    match own.poll_recv(cx) {
-                        Poll::Pending => {
-                            tls.release_reads();
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Ok(Some(b))) => tls.received(&b),
-                        Poll::Ready(Ok(None)) => me.eof = true,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     }
                     continue;
                 }

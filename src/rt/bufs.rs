@@ -197,6 +197,29 @@ impl std::ops::Deref for RecvBuf {
     }
 }
 
+impl RecvBuf {
+    /// The bytes, writable (to decrypt them where they are): a ring buffer is this value's
+    /// alone until it is dropped.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let (start, end) = (self.start as usize, (self.start + self.len) as usize);
+        match &mut self.from {
+            From::Ring(rt, bid) => {
+                let b = &rt.reactor.bufs;
+                let end = end.min(b.size);
+                // SAFETY: the kernel handed buffer `bid` over and writes to it only once it
+                // is offered again, at this value's drop; one `RecvBuf` is made per buffer
+                // handed over (never cloned), and `&mut self` keeps this borrow the only one.
+                // `ptr` checks the id; `end` is clamped to the buffer's size.
+                unsafe {
+                    let p = b.ptr(*bid) as *mut u8;
+                    &mut std::slice::from_raw_parts_mut(p, end)[start.min(end)..]
+                }
+            }
+            From::Heap(v) => &mut v[start..end],
+        }
+    }
+}
+
 impl AsRef<[u8]> for RecvBuf {
     fn as_ref(&self) -> &[u8] {
         self

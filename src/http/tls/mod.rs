@@ -177,33 +177,43 @@ impl TlsStream {
                 self.tls.consume_stash(n);
                 return Ok(n);
             }
-            if self.tls.has_unprocessed() {
-                let before = dst.len();
-                let read = self.tls.read(&mut |b| {
-                    dst.extend_from_slice(b);
-                    b.len()
-                });
-                // Key updates are answered as they come, alerts before failing (a TLS 1.3
-                // server's key update answer waits for its next write, see `hold`).
-                if self.tls.wants_write() && (!self.hold || read.is_err()) {
-                    let flushed = self.flush().await;
-                    read?;
-                    flushed?;
-                } else {
-                    read?;
-                }
-                let n = dst.len() - before;
-                if n > 0 {
-                    return Ok(n);
-                }
-            }
-            if self.tls.peer_closed() {
+            let before = dst.len();
+            let mut sink = |b: &[u8]| {
+                dst.extend_from_slice(b);
+                b.len()
+            };
+            let read = if self.tls.has_unprocessed() {
+                self.tls.read(&mut sink)
+            } else if self.tls.peer_closed() {
                 return Ok(0);
+            } else if let Some(s) = self.io.own() {
+                // Tollgate's own runtime: the records are decrypted in the ring buffer they
+                // arrived in (part of one left at its end is copied into the session).
+                s.want_at_least(RECORD);
+                match s.recv().await? {
+                    Some(mut b) => self.tls.read_from(b.bytes_mut(), &mut sink),
+                    // The peer closed the TCP connection (without close_notify, or after it):
+                    // a close (what it means for a request in progress is the caller's call).
+                    None => return Ok(0),
+                }
+            } else {
+                if self.fill().await? == 0 {
+                    return Ok(0);
+                }
+                continue;
+            };
+            // Key updates are answered as they come, alerts before failing (a TLS 1.3
+            // server's key update answer waits for its next write, see `hold`).
+            if self.tls.wants_write() && (!self.hold || read.is_err()) {
+                let flushed = self.flush().await;
+                read?;
+                flushed?;
+            } else {
+                read?;
             }
-            // The peer closed the TCP connection (without close_notify, or after it): treat
-            // as a close (what it means for a request in progress is the caller's call).
-            if self.fill().await? == 0 {
-                return Ok(0);
+            let n = dst.len() - before;
+            if n > 0 {
+                return Ok(n);
             }
         }
     }

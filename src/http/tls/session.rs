@@ -250,7 +250,25 @@ impl Session {
     /// with wait in the outgoing buffer. On an error, the alert that says why is in the
     /// outgoing buffer.
     pub(crate) fn read(&mut self, sink: &mut dyn FnMut(&[u8]) -> usize) -> io::Result<()> {
-        self.drive(Want::Read, sink)?;
+        self.drive(Want::Read, sink, None)?;
+        self.blocked = true;
+        Ok(())
+    }
+
+    /// [`Session::received`] and [`Session::read`] in one, for bytes the caller lets rustls
+    /// decrypt where they are (a ring buffer): when no ciphertext waits in the session, the
+    /// records are processed in `buf` and only what is left (part of a record) is copied in;
+    /// otherwise `buf` is appended and read as usual.
+    pub(crate) fn read_from(
+        &mut self,
+        buf: &mut [u8],
+        sink: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> io::Result<()> {
+        if !self.inc.is_empty() {
+            self.received(buf);
+            return self.read(sink);
+        }
+        self.drive(Want::Read, sink, Some(buf))?;
         self.blocked = true;
         Ok(())
     }
@@ -267,7 +285,7 @@ impl Session {
     }
 
     fn send(&mut self, want: Want<'_>) -> io::Result<()> {
-        match self.drive(want, &mut |_| 0)? {
+        match self.drive(want, &mut |_| 0, None)? {
             Step::Wrote => Ok(()),
             Step::Closed => Err(io::ErrorKind::BrokenPipe.into()),
             _ => Err(io::Error::new(
@@ -277,9 +295,15 @@ impl Session {
         }
     }
 
-    /// Runs the session towards `want`; plaintext to `sink` (what it does not take, and all
-    /// of it while the stash holds some, is stashed).
-    fn drive(&mut self, want: Want<'_>, sink: &mut dyn FnMut(&[u8]) -> usize) -> io::Result<Step> {
+    /// Runs the session towards `want` over the incoming buffer, or over `fresh` (the incoming
+    /// buffer being empty: what rustls leaves of it is then copied in); plaintext to `sink`
+    /// (what it does not take, and all of it while the stash holds some, is stashed).
+    fn drive(
+        &mut self,
+        want: Want<'_>,
+        sink: &mut dyn FnMut(&[u8]) -> usize,
+        fresh: Option<&mut [u8]>,
+    ) -> io::Result<Step> {
         if self.dead {
             return Err(ended());
         }
@@ -292,15 +316,29 @@ impl Session {
             };
             plain.extend_from_slice(&b[n..]);
         };
-        let r = run(
+        let (conn, out, olen, closed) = (
             &mut self.conn,
-            &mut self.inc,
             &mut self.out,
             &mut self.olen,
             &mut self.peer_closed,
-            want,
-            &mut take,
         );
+        // What rustls consumed is cut from the front once; what is left stays at the front of
+        // the incoming buffer, where rustls expects it at the next call.
+        let r = match fresh {
+            Some(buf) => {
+                let (used, r) = run(conn, buf, out, olen, closed, want, &mut take);
+                self.inc.extend_from_slice(&buf[used..]);
+                r
+            }
+            None => {
+                let (used, r) = run(conn, &mut self.inc, out, olen, closed, want, &mut take);
+                if used > 0 {
+                    self.inc.copy_within(used.., 0);
+                    self.inc.truncate(self.inc.len() - used);
+                }
+                r
+            }
+        };
         r.map_err(|e| self.failed(e))
     }
 
@@ -325,17 +363,18 @@ fn alert<Data>(st: UnbufferedStatus<'_, '_, Data>, out: &mut Vec<u8>, olen: &mut
     }
 }
 
-/// Runs the session's states until `want` is met or more ciphertext is needed.
+/// Runs the session's states over `inc` until `want` is met or more ciphertext is needed;
+/// returns how many bytes at its front rustls is done with.
 fn run(
     conn: &mut Side,
-    inc: &mut Vec<u8>,
+    inc: &mut [u8],
     out: &mut Vec<u8>,
     olen: &mut usize,
     peer_closed: &mut bool,
     want: Want<'_>,
     sink: &mut dyn FnMut(&[u8]),
-) -> io::Result<Step> {
-    // What rustls consumed so far; cut from the buffer once, at the end (not after every
+) -> (usize, io::Result<Step>) {
+    // What rustls consumed so far; cut by the caller once, at the end (not after every
     // record, which would move the rest of the buffer once per record).
     let mut start = 0;
     let r = loop {
@@ -363,11 +402,7 @@ fn run(
             r => break r,
         }
     };
-    if start > 0 {
-        inc.copy_within(start.., 0);
-        inc.truncate(inc.len() - start);
-    }
-    r
+    (start, r)
 }
 
 /// Handles one state; returns the bytes to discard from the front of the incoming buffer.
@@ -593,14 +628,21 @@ mod tests {
                 self.peer.write_tls(&mut bytes).unwrap();
             }
             let room = self.room;
-            for c in bytes.chunks(self.chunk) {
-                self.s.received(c);
+            for (i, c) in bytes.chunks(self.chunk).enumerate() {
                 let got = &mut self.got;
-                self.s.read(&mut |b| {
+                let mut sink = |b: &[u8]| {
                     let k = b.len().min(room);
                     got.extend_from_slice(&b[..k]);
                     k
-                })?;
+                };
+                // Every other chunk is processed where it is (as a ring buffer is), the
+                // others appended first.
+                if i % 2 == 0 {
+                    self.s.read_from(&mut c.to_vec(), &mut sink)?;
+                } else {
+                    self.s.received(c);
+                    self.s.read(&mut sink)?;
+                }
                 let n = self.s.stashed().len();
                 self.got.extend_from_slice(self.s.stashed());
                 self.s.consume_stash(n);
