@@ -272,6 +272,8 @@ impl AsyncRead for PollIo {
                     // Key updates and the like are answered as they come, alerts before
                     // failing.
                     if let Err(e) = read {
+                        // (After the write in flight, if it is done.)
+                        let _ = me.poll_written(cx);
                         let _ = me.start_tls_write(cx);
                         return Poll::Ready(Err(e));
                     }

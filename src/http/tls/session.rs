@@ -235,8 +235,8 @@ impl Session {
         // pin a ring buffer's worth while the connection idles).
         if self.inc.is_empty() {
             self.inc = Vec::new();
-        } else {
-            self.inc.shrink_to_fit();
+        } else if self.inc.capacity() > RECORD {
+            self.inc.shrink_to(self.inc.len().max(RECORD));
         }
         if self.stashed().is_empty() {
             self.plain = Vec::new();
@@ -256,21 +256,58 @@ impl Session {
     }
 
     /// [`Session::received`] and [`Session::read`] in one, for bytes the caller lets rustls
-    /// decrypt where they are (a ring buffer): when no ciphertext waits in the session, the
-    /// records are processed in `buf` and only what is left (part of a record) is copied in;
-    /// otherwise `buf` is appended and read as usual.
+    /// decrypt where they are (a ring buffer): the records are processed in `buf` and only
+    /// what is left (part of a record) is copied in. When the session holds the first part
+    /// of a record, the bytes that complete it are copied in first; if anything else waits in
+    /// the session, `buf` is appended and read as usual.
     pub(crate) fn read_from(
         &mut self,
-        buf: &mut [u8],
+        mut buf: &mut [u8],
         sink: &mut dyn FnMut(&[u8]) -> usize,
     ) -> io::Result<()> {
         if !self.inc.is_empty() {
-            self.received(buf);
-            return self.read(sink);
+            let need = self.to_complete(buf);
+            if need == 0 || need > buf.len() {
+                self.received(buf);
+                return self.read(sink);
+            }
+            let (head, rest) = buf.split_at_mut(need);
+            self.received(head);
+            self.read(sink)?;
+            buf = rest;
+            if !self.inc.is_empty() {
+                self.received(buf);
+                return self.read(sink);
+            }
         }
         self.drive(Want::Read, sink, Some(buf))?;
         self.blocked = true;
         Ok(())
+    }
+
+    /// How many bytes of `next` complete the one record the incoming buffer holds the first
+    /// part of; 0 when it may hold more than that (bytes rustls has processed and keeps: part
+    /// of a handshake message that spans records), or when `next` does not show it.
+    fn to_complete(&self, next: &[u8]) -> usize {
+        const HEADER: usize = 5;
+        let have = self.inc.len();
+        let mut header = [0u8; HEADER];
+        let from_inc = have.min(HEADER);
+        header[..from_inc].copy_from_slice(&self.inc[..from_inc]);
+        if have < HEADER {
+            // Fewer bytes than a header: nothing rustls could have processed.
+            if next.len() < HEADER - have {
+                return 0;
+            }
+            header[have..].copy_from_slice(&next[..HEADER - have]);
+        }
+        let len = HEADER + u16::from_be_bytes([header[3], header[4]]) as usize;
+        // A record wholly here was seen by rustls, which keeps it only while a handshake
+        // message spans it and the next: leave that case to the plain path.
+        if len <= have {
+            return 0;
+        }
+        len - have
     }
 
     /// Encrypts `data` into the outgoing buffer (records received meanwhile are processed,
