@@ -366,17 +366,21 @@ impl AsyncWrite for PollIo {
         std::task::ready!(me.poll_written(cx))?;
         let mut n = 0;
         if let Some(tls) = me.tls.as_mut() {
-            // Encrypted straight into the session's outgoing buffer (small slices gathered
-            // into one record), up to a batch a write.
-            let parts = bufs.iter().filter(|b| !b.is_empty()).map_while(|b| {
+            // Encrypted straight into the session's outgoing buffer, up to a batch a write.
+            for b in bufs.iter().filter(|b| !b.is_empty()) {
                 let k = b.len().min(OUT_BATCH - n);
+                if k == 0 {
+                    break;
+                }
+                if let Err(e) = tls.write(&b[..k]) {
+                    // The alert that says why, if there is one.
+                    let _ = me.start_tls_write(cx);
+                    return Poll::Ready(Err(e));
+                }
                 n += k;
-                (k > 0).then(|| &b[..k])
-            });
-            if let Err(e) = tls.write_parts(parts) {
-                // The alert that says why, if there is one.
-                let _ = me.start_tls_write(cx);
-                return Poll::Ready(Err(e));
+                if k < b.len() {
+                    break;
+                }
             }
             me.start_tls_write(cx)?;
             return Poll::Ready(Ok(n));

@@ -226,27 +226,21 @@ impl TlsStream {
     /// Encrypts and writes all of each part, in order, in as few sends as the outgoing
     /// buffer's batch allows (a head and a small body: one).
     pub(crate) async fn write_all_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        // Batches of up to OUT_BATCH bytes, each encrypted (small parts gathered into one
-        // record) and sent before the next.
-        let mut chunks = parts.iter().flat_map(|p| p.chunks(OUT_BATCH)).peekable();
-        while chunks.peek().is_some() {
-            let mut batch = 0;
-            let take = std::iter::from_fn(|| {
-                if batch >= OUT_BATCH {
-                    return None;
+        let mut batch = 0;
+        for part in parts {
+            for chunk in part.chunks(OUT_BATCH) {
+                if let Err(e) = self.tls.write(chunk) {
+                    // The alert that says why, if there is one.
+                    let _ = self.flush().await;
+                    return Err(e);
                 }
-                let c = chunks.next()?;
-                batch += c.len();
-                Some(c)
-            });
-            if let Err(e) = self.tls.write_parts(take) {
-                // The alert that says why, if there is one.
-                let _ = self.flush().await;
-                return Err(e);
+                batch += chunk.len();
+                if batch >= OUT_BATCH {
+                    self.flush().await?;
+                    batch = 0;
+                }
             }
-            self.flush().await?;
         }
-        // Whatever else waits (a TLS 1.3 server's tickets), even after no bytes.
         self.flush().await
     }
 

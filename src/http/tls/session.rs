@@ -35,9 +35,6 @@ const MAX_INCOMING: usize = 0xffff + RECORD + 512;
 /// Plaintext encrypted per call into the outgoing buffer before the caller sends it (what
 /// rustls's buffered API queued at most, 64 KiB).
 pub(crate) const OUT_BATCH: usize = 64 * 1024;
-/// Parts of a write smaller than this are gathered into one record (copied) rather than
-/// encrypted one record each.
-const GATHER: usize = 4096;
 
 fn ended() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "TLS session ended by an error")
@@ -89,8 +86,6 @@ pub(crate) struct Session {
     /// Plaintext decrypted that no reader took yet: `plain[ppos..]`.
     plain: Vec<u8>,
     ppos: usize,
-    /// Small parts of a write gathered into one record ([`Session::write_parts`]).
-    gather: Vec<u8>,
     /// The peer sent close_notify: after what was read, the stream ends.
     peer_closed: bool,
     /// An error ended the session: nothing more is processed.
@@ -131,7 +126,6 @@ impl Session {
             olen: 0,
             plain: Vec::new(),
             ppos: 0,
-            gather: Vec::new(),
             peer_closed: false,
             dead: false,
         }
@@ -232,9 +226,6 @@ impl Session {
         if self.olen == 0 {
             self.out = Vec::new();
         }
-        if self.gather.capacity() > 0 {
-            self.gather = Vec::new();
-        }
     }
 
     /// [`Session::release_buffers`] for the read side only (a connection whose writes go on
@@ -323,43 +314,6 @@ impl Session {
     /// their plaintext stashed).
     pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.send(Want::Write(data))
-    }
-
-    /// [`Session::write`] of each part in order, small ones gathered into one record (a head
-    /// and a small body, HTTP/2 frames and their headers): one record to encrypt, and for the
-    /// peer to decrypt, where there was one per part.
-    pub(crate) fn write_parts<'a>(
-        &mut self,
-        parts: impl IntoIterator<Item = &'a [u8]>,
-    ) -> io::Result<()> {
-        let mut g = std::mem::take(&mut self.gather);
-        g.clear();
-        let mut r = Ok(());
-        for p in parts {
-            if p.len() < GATHER && g.len() + p.len() <= 16 * 1024 {
-                g.extend_from_slice(p);
-                continue;
-            }
-            if !g.is_empty() {
-                r = self.write(&g);
-                g.clear();
-                if r.is_err() {
-                    break;
-                }
-            }
-            if p.len() < GATHER {
-                g.extend_from_slice(p);
-            } else if let Err(e) = self.write(p) {
-                r = Err(e);
-                break;
-            }
-        }
-        if r.is_ok() && !g.is_empty() {
-            r = self.write(&g);
-        }
-        g.clear();
-        self.gather = g;
-        r
     }
 
     /// Puts a close_notify alert into the outgoing buffer.

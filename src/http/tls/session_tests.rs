@@ -306,21 +306,3 @@ fn the_rest_of_a_record_is_completed_and_what_follows_decrypted_in_place() {
     assert_eq!(buf[..k], bytes[100..first]);
     assert_ne!(buf[k + 5..], bytes[first + 5..]);
 }
-
-#[test]
-fn small_parts_of_a_write_share_a_record_and_keep_their_order() {
-    let mut p = Pair::new(true, false, 1 << 20, 1 << 20);
-    p.handshake();
-    // A head and a small body: one record.
-    let head = &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"[..];
-    p.s.write_parts([&head[..38], &head[38..]]).unwrap();
-    let (out, n) = (&p.s.out, p.s.olen);
-    let one = 5 + u16::from_be_bytes([out[3], out[4]]) as usize;
-    assert_eq!(one, n, "one record");
-    // Small, big, small: in order.
-    let big = pattern(40_000);
-    p.s.write_parts([&b"a"[..], &big, b"b", b"c"]).unwrap();
-    p.send_to_peer();
-    let want = [head, b"a", &big, b"bc"].concat();
-    assert!(p.peer_got == want);
-}
