@@ -306,3 +306,32 @@ fn the_rest_of_a_record_is_completed_and_what_follows_decrypted_in_place() {
     assert_eq!(buf[..k], bytes[100..first]);
     assert_ne!(buf[k + 5..], bytes[first + 5..]);
 }
+
+#[test]
+fn thousands_of_tiny_records_in_one_buffer_are_read_in_one_pass() {
+    for in_place in [false, true] {
+        let mut p = Pair::new(true, false, 1 << 20, 1 << 20);
+        p.handshake();
+        let mut bytes = Vec::new();
+        let want = pattern(3000);
+        for b in want.chunks(1) {
+            p.peer.writer().write_all(b).unwrap();
+            while p.peer.wants_write() {
+                p.peer.write_tls(&mut bytes).unwrap();
+            }
+        }
+        let mut got = Vec::new();
+        let mut sink = |b: &[u8]| {
+            got.extend_from_slice(b);
+            b.len()
+        };
+        if in_place {
+            p.s.read_from(&mut bytes, &mut sink).unwrap();
+        } else {
+            p.s.received(&bytes);
+            p.s.read(&mut sink).unwrap();
+        }
+        assert!(got == want, "{in_place}");
+        assert!(p.s.inc.is_empty());
+    }
+}
