@@ -6,9 +6,10 @@
 //! its socket half and its buffer (no borrowed state across an await, no unsafe). TLS, when
 //! there is any, is the TLS session ([`crate::http::tls::session::Session`]) driven in memory
 //! between the two, so reads and writes proceed independently; on Tollgate's own runtime its
-//! ciphertext comes straight from the ring buffer it arrived in. Writes are write-behind: a `poll_write` copies the bytes (all of a
-//! vectored write, so a DATA frame's header and payload leave in one `write`) and reports them
-//! taken; the next write or flush waits for that one to finish, which is the backpressure.
+//! records are decrypted in the ring buffer they arrived in. Writes are write-behind: a
+//! `poll_write` copies the bytes (all of a vectored write, so a DATA frame's header and
+//! payload leave in one `write`) and reports them taken; the next write or flush waits for
+//! that one to finish, which is the backpressure.
 //!
 //! An HTTP/2 connection also passes every byte it reads through the flood watch
 //! ([`crate::http::h2::watch::FrameWatch`]).

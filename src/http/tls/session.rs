@@ -92,11 +92,16 @@ pub(crate) struct Session {
     dead: bool,
 }
 
+/// The negotiated parameters: protocol version, ALPN, the peer's certificates, whether the
+/// handshake resumed a session, whether it is still running.
 impl std::ops::Deref for Session {
     type Target = rustls::CommonState;
 
     fn deref(&self) -> &rustls::CommonState {
-        self.state()
+        match &self.conn {
+            Side::Server(c) => c,
+            Side::Client(c) => c,
+        }
     }
 }
 
@@ -131,19 +136,6 @@ impl Session {
         }
     }
 
-    /// The negotiated parameters: protocol version, ALPN, the peer's certificates, whether the
-    /// handshake resumed a session.
-    pub(crate) fn state(&self) -> &rustls::CommonState {
-        match &self.conn {
-            Side::Server(c) => c,
-            Side::Client(c) => c,
-        }
-    }
-
-    pub(crate) fn is_handshaking(&self) -> bool {
-        self.state().is_handshaking()
-    }
-
     /// Lends the incoming buffer to a read that owns it while it runs, when it holds nothing
     /// (rustls may keep a partly received handshake message in place there, and would index
     /// bytes that a read cut short had taken away); it comes back through
@@ -169,7 +161,7 @@ impl Session {
     }
 
     /// Makes room in the incoming buffer for at least one record past what it holds.
-    pub(crate) fn room(&mut self) {
+    fn room(&mut self) {
         let spare = self.inc.capacity() - self.inc.len();
         if spare < RECORD {
             self.inc.reserve(RECORD);
@@ -200,7 +192,8 @@ impl Session {
         self.peer_closed
     }
 
-    /// Whether there are records to send.
+    /// Whether there are records to send (in the outgoing buffer: rustls's own
+    /// `CommonState::wants_write` says nothing on the unbuffered API).
     pub(crate) fn wants_write(&self) -> bool {
         self.olen > 0
     }
