@@ -4,16 +4,21 @@ proxies to a backend, and the pipeline workload's features one by one on that ro
 
 Features: "key" (an API key required; send `key_headers()`), "plan" (the key's usage plan
 throttles, never refusing; implies "key"), "log" (a JSON access log line per request to a
-file), "header" (the integration adds a header).
+file), "header" (the integration adds a header), "tls" (the listener speaks TLS 1.3; clients
+connect with ALPN http/1.1), "h2" (HTTP/2 over TLS, ALPN h2, one stream at a time per
+connection; implies "tls").
 """
+import os
 import re
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 import time
 
 KEY = "bench-0123456789abcdef0123"
-FEATURES = ("key", "plan", "log", "header")
+FEATURES = ("key", "plan", "log", "header", "tls", "h2")
 
 
 def free_port() -> int:
@@ -42,6 +47,8 @@ def features(names) -> set:
         raise SystemExit(f"unknown feature(s) {sorted(bad)}; allowed: {', '.join(FEATURES)}")
     if "plan" in f:
         f.add("key")
+    if "h2" in f:
+        f.add("tls")
     return f
 
 
@@ -60,6 +67,14 @@ def gateway_toml(tmp: str, i: int, port: int, backend: int, driver: str = "io_ur
     route_extra = "api_key_required = true\n  " if "key" in f else ""
     headers = ', headers = { "x-gateway" = "tollgate" }' if "header" in f else ""
     stage_extra = f'access_log = {{ path = "{tmp}/access{i}.log", format = "json" }}' if "log" in f else ""
+    tls = ""
+    if "tls" in f:
+        cert, key = f"{tmp}/cert.pem", f"{tmp}/key.pem"
+        if not os.path.exists(cert):
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                            "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost"],
+                           check=True, capture_output=True)
+        tls = f'tls = {{ cert = "{cert}", key = "{key}" }}'
     plan = ""
     if "key" in f:
         plan = f"""
@@ -80,6 +95,7 @@ driver = "{driver}"
 [[listeners]]
 name = "http"
 addr = "127.0.0.1:{port}"
+{tls}
 [[apis]]
 name = "a"
   [[apis.stages]]
@@ -95,11 +111,89 @@ mappings = [{{ base_path = "", api = "a", stage = "p" }}]
 """
 
 
+def connect(p: int, names=(), timeout=None) -> socket.socket:
+    """A client connection to the gateway: plain, or TLS with ALPN http/1.1 or h2 (the preface
+    and an empty SETTINGS sent)."""
+    f = features(names)
+    s = socket.create_connection(("127.0.0.1", p), timeout=timeout)
+    if "tls" not in f:
+        return s
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    c.set_alpn_protocols(["h2" if "h2" in f else "http/1.1"])
+    s = c.wrap_socket(s, server_hostname="localhost")
+    if "h2" in f:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b""))
+    return s
+
+
+def h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def h2_request(stream: int, names=()) -> bytes:
+    """A HEADERS frame (END_STREAM, END_HEADERS) for GET /small: HPACK literals, not indexed."""
+    def lit(n: bytes, v: bytes) -> bytes:
+        return b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v
+    block = b"\x82\x87" + lit(b":authority", b"x") + lit(b":path", b"/small")
+    for k, v in extra_headers(names):
+        block += lit(k.encode(), v.encode())
+    return h2_frame(1, 0x5, stream, block)
+
+
+class H2Reader:
+    """Reads frames until a stream ends; answers SETTINGS and PING, checks the status."""
+
+    def __init__(self, s: socket.socket):
+        self.s, self.buf = s, b""
+
+    def frame(self):
+        while len(self.buf) < 9 or len(self.buf) < 9 + int.from_bytes(self.buf[:3], "big"):
+            chunk = self.s.recv(65536)
+            if not chunk:
+                sys.exit("the gateway closed a connection")
+            self.buf += chunk
+        n = int.from_bytes(self.buf[:3], "big")
+        kind, flags = self.buf[3], self.buf[4]
+        stream = int.from_bytes(self.buf[5:9], "big") & 0x7FFFFFFF
+        payload, self.buf = self.buf[9:9 + n], self.buf[9 + n:]
+        return kind, flags, stream, payload
+
+    def until_end(self, stream: int) -> bool:
+        ok = False
+        while True:
+            kind, flags, sid, payload = self.frame()
+            if kind == 4 and not flags & 1:
+                self.s.sendall(h2_frame(4, 1, 0, b""))
+            elif kind == 6 and not flags & 1:
+                self.s.sendall(h2_frame(6, 1, 0, payload))
+            elif kind == 7 or (kind == 3 and sid == stream):
+                sys.exit("the gateway reset the stream or the connection")
+            elif kind == 1 and sid == stream:
+                # :status 200 is HPACK's static index 8.
+                ok = payload[:1] == b"\x88"
+            if sid == stream and kind in (0, 1) and flags & 1:
+                return ok
+
+
+def h2_get(s: socket.socket, reader: "H2Reader", stream: int, names=()) -> bool:
+    s.sendall(h2_request(stream, names))
+    ok = reader.until_end(stream)
+    # Give the answer's bytes back to the connection's window, so long runs never stall.
+    s.sendall(h2_frame(8, 0, 0, struct.pack(">I", 64)) + h2_frame(8, 0, stream, struct.pack(">I", 64)))
+    return ok
+
+
 def wait_ready(p: int, names=()) -> None:
     """Waits until the gateway answers 200 on /small (with the features' headers)."""
     for _ in range(200):
         try:
-            with socket.create_connection(("127.0.0.1", p), timeout=1) as s:
+            with connect(p, names, timeout=1) as s:
+                if "h2" in features(names):
+                    if h2_get(s, H2Reader(s), 1, names):
+                        return
+                    continue
                 extra = "".join(f"{k}: {v}\r\n" for k, v in extra_headers(names)).encode()
                 s.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
                 if s.recv(100).startswith(b"HTTP/1.1 200"):
@@ -111,25 +205,50 @@ def wait_ready(p: int, names=()) -> None:
 
 
 def requests(p: int, n: int, names=()) -> None:
-    """`n` GETs of /small one at a time, round robin over 4 keep-alive connections."""
-    conns = [socket.create_connection(("127.0.0.1", p)) for _ in range(4)]
-    extra = "".join(f"{k}: {v}\r\n" for k, v in extra_headers(names)).encode()
-    req = b"GET /small HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n"
+    """`n` GETs of /small one at a time, round robin over 4 keep-alive connections (over
+    HTTP/2, one stream after another on each). Over TLS the connections are kept for the next
+    call, so that handshakes do not count as requests' work."""
+    if "tls" in features(names):
+        key = (p, tuple(sorted(features(names))))
+        if key not in _KEPT:
+            conns = [connect(p, names) for _ in range(4)]
+            _KEPT[key] = (conns, [H2Reader(s) for s in conns], [0])
+        conns, readers, sent = _KEPT[key]
+        for _ in range(n):
+            k = sent[0] % 4
+            if "h2" in features(names):
+                # Stream ids go up by two per request on each connection.
+                if not h2_get(conns[k], readers[k], 1 + 2 * (sent[0] // 4), names):
+                    sys.exit("the gateway answered a stream with a status other than 200")
+            else:
+                h1_get(conns[k], names)
+            sent[0] += 1
+        return
+    conns = [connect(p, names) for _ in range(4)]
     for i in range(n):
-        s = conns[i % 4]
-        s.sendall(req)
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                sys.exit("the gateway closed a connection")
-            buf += chunk
-            head, sep, body = buf.partition(b"\r\n\r\n")
-            if sep:
-                if not head.startswith(b"HTTP/1.1 200"):
-                    sys.exit(f"the gateway answered {head[:40]!r}, not 200")
-                m = re.search(rb"(?i)content-length:\s*(\d+)", head)
-                if m and len(body) >= int(m.group(1)):
-                    break
+        h1_get(conns[i % 4], names)
     for s in conns:
         s.close()
+
+
+# TLS connections kept between calls of `requests`: (port, features) -> (sockets, readers, count).
+_KEPT: dict = {}
+
+
+def h1_get(s: socket.socket, names=()) -> None:
+    """One GET /small on a keep-alive connection, read to the end of its answer."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in extra_headers(names)).encode()
+    s.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+    buf = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("the gateway closed a connection")
+        buf += chunk
+        head, sep, body = buf.partition(b"\r\n\r\n")
+        if sep:
+            if not head.startswith(b"HTTP/1.1 200"):
+                sys.exit(f"the gateway answered {head[:40]!r}, not 200")
+            m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            if m and len(body) >= int(m.group(1)):
+                return

@@ -15,6 +15,11 @@ key's hash shows as ~3,500 instructions; with the CPU's SHA extensions it is a f
   python3 scripts/instructions.py target/release/tollgate [/tmp/base-tollgate ...] \\
       [--requests 20000] [--features key,plan,log,header] [--top 30]
 
+`--features tls` puts the listener on TLS 1.3 (the client a Python `ssl` socket, ALPN http/1.1),
+`--features h2` HTTP/2 over it (ALPN h2; a minimal client in `gwconf.py`, one stream at a time
+per connection, literal HPACK fields), so the TLS session's and HTTP/2's work per request count
+too (AES-GCM runs with the CPU's AES instructions under valgrind, as outside).
+
 Runs on the epoll driver: under valgrind the io_uring rings are not usable (it does not model
 the memory the kernel writes), and the gateway's work per request (parsing, routing, the
 pipeline, rewriting) is the same code on every driver; the I/O layer's share differs. Kernel

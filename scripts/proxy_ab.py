@@ -15,7 +15,8 @@ operation), rounds, seconds per round, and optionally connections (default 64).
 A variant's "features" turn on the pipeline workload's features one by one on the same route
 (the cost of each, measured against the route without it): "key" (an API key required, the key
 sent by wrk), "plan" (the key's usage plan throttles, never refusing; implies "key"), "log" (a
-JSON access log line per request to a file), "header" (the integration adds a header).
+JSON access log line per request to a file), "header" (the integration adds a header), "tls"
+(the listener speaks TLS, wrk connects with https).
 
   python3 scripts/proxy_ab.py '[{"name":"plain","bin":"target/release/tollgate"},
                                {"name":"pipeline","bin":"target/release/tollgate","features":["key","plan","log","header"]}]' /small 5 3
@@ -42,6 +43,9 @@ procs.append(bep)
 for i, v in enumerate(variants):
     v["port"] = port()
     v["wrk"] = gwconf.key_headers(v.get("features"))
+    if "h2" in gwconf.features(v.get("features")):
+        sys.exit(f"{v['name']}: wrk speaks no HTTP/2 (instructions.py and per_request_calls.py take \"h2\")")
+    v["scheme"] = "https" if "tls" in gwconf.features(v.get("features")) else "http"
     open(f"{tmp}/tg{i}.toml", "w").write(gwconf.gateway_toml(tmp, i, v["port"], be, v.get("driver", "io_uring"), v.get("features")))
     env = dict(os.environ, TOLLGATE_LOG="warn", **v.get("env", {}))
     p = subprocess.Popen(["taskset", "-c", "1", v["bin"], "--config", f"{tmp}/tg{i}.toml"], env=env, stderr=subprocess.DEVNULL)
@@ -55,13 +59,13 @@ def cpu(pid):
 time.sleep(1.5)
 try:
     for v in variants:
-        out = subprocess.run(["wrk", "-t1", "-c8", "-d1s", *v["wrk"], f"http://127.0.0.1:{v['port']}{path}"], capture_output=True, text=True).stdout
+        out = subprocess.run(["wrk", "-t1", "-c8", "-d1s", *v["wrk"], f"{v['scheme']}://127.0.0.1:{v['port']}{path}"], capture_output=True, text=True).stdout
         if "Non-2xx" in out or v["proc"].poll() is not None:
             sys.exit(f"{v['name']}: the gateway does not answer 200 on {path}:\n{out}")
     for r in range(rounds):
         for v in variants:
             c0 = cpu(v["proc"].pid)
-            out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", *v["wrk"], f"http://127.0.0.1:{v['port']}{path}"], capture_output=True, text=True).stdout
+            out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", *v["wrk"], f"{v['scheme']}://127.0.0.1:{v['port']}{path}"], capture_output=True, text=True).stdout
             c1 = cpu(v["proc"].pid)
             n = int(re.search(r"(\d+) requests in", out).group(1))
             v["res"].append((c1 - c0) / n)
