@@ -17,7 +17,9 @@ pub(crate) enum Sleep {
 
 /// The time for timers and bookkeeping that need no better than a millisecond: on Tollgate's
 /// own runtime the clock as read once per turn ([`crate::rt::now`]), elsewhere the clock.
-/// Latencies that are reported read the clock itself.
+/// Reported latencies take it for the moments bytes arrived (a request's head, an answer's
+/// head: the turn's clock was read as they were reaped) and read the clock for the others (an
+/// exchange's start, a request's end).
 pub(crate) fn now() -> Instant {
     if super::own() {
         crate::rt::now()

@@ -78,7 +78,8 @@ impl crate::syntax::template::AuthorizerVars for Authorized {
     }
 }
 
-/// When a request's steps happened (a clock read each, for the access log and latency).
+/// When a request's steps happened, for the access log and latency (marks of arrivals from
+/// the turn's clock, [`crate::driver::time::now`]; the others a clock read each).
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
     /// The head was parsed and the phases began.
@@ -167,6 +168,7 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// `segs` is the connection's scratch buffer, handed back after the request.
+    #[inline(always)]
     pub fn new(head: RequestHead, request_id: RequestId, segs: Segments) -> RequestCtx {
         let body = if head.framing == Framing::None {
             BodyState::Done
@@ -187,7 +189,8 @@ impl RequestCtx {
             cache_status: None,
             cache_warning: None,
             timings: Timings {
-                received: std::time::Instant::now(),
+                // The turn's clock: read when the head's bytes were reaped, not again.
+                received: crate::driver::time::now(),
                 upstream_start: None,
                 upstream_connected: None,
                 first_byte: None,

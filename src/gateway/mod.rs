@@ -218,7 +218,12 @@ async fn run_phases(
         mapping::check_identity_path(ctx, &conn.peer_ip, h)?;
     }
     let http = matches!(r.per_stage[m.stage], IntegrationRt::Http(_));
-    let mock_status = transform::request(ss, conn, ctx, m, http).await?;
+    // Checked here: a route without templates does not build (and copy) their future.
+    let mock_status = if snap.config.apis[m.api].routes[m.route].transform.is_some() {
+        transform::request(ss, conn, ctx, m, http).await?
+    } else {
+        None
+    };
     // An unsafe method on a stage with an http-mode cache invalidates what it changed.
     let invalidates = api.caches[m.stage]
         .as_ref()

@@ -57,6 +57,7 @@ impl From {
 impl<'a> Exit<'a> {
     /// Armed when a request's head has been parsed (`head_len` bytes, already split off
     /// `conn.buf`).
+    #[inline(always)]
     pub(crate) fn new(
         shard: &'a Shard,
         ss: Rc<ShardSnap>,

@@ -206,7 +206,9 @@ pub(crate) async fn send(
         {
             Ok((resp, ubuf)) => {
                 drop(guard);
-                ctx.timings.first_byte = Some(Instant::now());
+                // The turn's clock (the answer's bytes came in before the turn began); never
+                // before the exchange's start (bytes a pooled connection already held).
+                ctx.timings.first_byte = Some(crate::driver::time::now().max(started));
                 ctx.integration_status = Some(resp.status);
                 break (target, up, resp, ubuf);
             }
