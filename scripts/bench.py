@@ -143,6 +143,18 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def user_sys_s(pid: int) -> tuple[float, float]:
+    """User and kernel CPU seconds of a process, all its threads (/proc/PID/stat, in clock
+    ticks: 10 ms, fine over seconds of load)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return 0.0, 0.0
+
+
 def rss_kib(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -698,6 +710,7 @@ def measure(system: str, tmp: Path, backend_port: int, backend_pid: int, workloa
         run_wrk(tmp, port, path, script, extra, 1, conns) if workload != "fixed_rate" else None
         pid = backend_pid if direct else proc.pid
         c0 = cpu_ns(pid)
+        u0, k0 = user_sys_s(pid)
         t0 = time.time()
         if workload == "fixed_rate":
             r = run_h2load(tmp, port, path, secs, 15000)
@@ -708,7 +721,11 @@ def measure(system: str, tmp: Path, backend_port: int, backend_pid: int, workloa
         else:
             r = run_wrk(tmp, port, path, script, extra, secs, conns)
         c1 = cpu_ns(pid)
+        u1, k1 = user_sys_s(pid)
         r["wall_s"] = time.time() - t0
+        # The same CPU split into user space and the kernel (clock ticks, so a coarser figure).
+        r["user_us_per_req"] = (u1 - u0) * 1e6 / max(1, r["requests"])
+        r["sys_us_per_req"] = (k1 - k0) * 1e6 / max(1, r["requests"])
         r["cpu_us_per_req"] = (c1 - c0) / 1000 / max(1, r["requests"])
         r["rps"] = r["requests"] / max(0.001, r["seconds"])
         r["rss_kib"] = rss_kib(pid)
@@ -736,7 +753,10 @@ def summarise(runs: list[dict]) -> dict:
         summary[w] = {}
         for s, rs in systems.items():
             summary[w][s] = {k: {"median": med([x[k] for x in rs]), "min": min(x[k] for x in rs), "max": max(x[k] for x in rs)}
-                             for k in ("cpu_us_per_req", "rps", "p50_ms", "p99_ms", "p999_ms", "rss_kib")}
+                             for k in ("cpu_us_per_req", "rps", "p50_ms", "p99_ms", "p999_ms", "rss_kib",
+                                       "user_us_per_req", "sys_us_per_req")
+                             # Runs recorded before a field existed: it is left out.
+                             if all(k in x for x in rs)}
             summary[w][s]["errors"] = sum(x["errors"] for x in rs)
             summary[w][s]["runs"] = len(rs)
         # Paired: each round's CPU against the best peer's in the same round, then the median
@@ -771,12 +791,14 @@ def markdown(summary: dict, meta: dict) -> str:
              "the least this runtime does per proxied request; `floor-uring` = the same relay on the io-uring crate directly, "
              "multishot accept/recv into a provided-buffer ring (`-defer`: plus DEFER_TASKRUN); `floor-rt` = the same "
              "forwarder in async/await on Tollgate's own runtime (src/rt). `tollgate` runs on that runtime "
-             "(`server.driver = \"io_uring\"`), `tollgate-basic` on monoio's io_uring driver, `tollgate-epoll` on epoll.", "",
+             "(`server.driver = \"io_uring\"`), `tollgate-basic` on monoio's io_uring driver, `tollgate-epoll` on epoll. "
+             "`user / kernel` = the median CPU µs per request spent in user space and in the kernel (from the "
+             "process's clock ticks).", "",
              f"Command: `{meta['command']}`", ""]
     for w, systems in summary.items():
         lines += [f"## {w}: {WORKLOADS[w][3]}", "",
-                  "| system | CPU µs/req | vs best peer | paired | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | errors |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| system | CPU µs/req | vs best peer | paired | user / kernel µs | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | errors |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         peers = [systems[p]["cpu_us_per_req"]["median"] for p in PEERS if p in systems]
         best = min(peers) if peers else None
         for s, v in systems.items():
@@ -784,7 +806,9 @@ def markdown(summary: dict, meta: dict) -> str:
             ratio = f"{c['median'] / best:.2f}" if best and s not in ("direct",) else ""
             pr = v.get("paired")
             paired = f"{pr['median']:.2f} ({pr['min']:.2f}-{pr['max']:.2f})" if pr and s != "direct" else ""
-            lines.append(f"| {s} | {c['median']:.2f} ({c['min']:.2f}-{c['max']:.2f}) | {ratio} | {paired} | {v['rps']['median']:.0f} | "
+            split = (f"{v['user_us_per_req']['median']:.2f} / {v['sys_us_per_req']['median']:.2f}"
+                     if "user_us_per_req" in v else "")
+            lines.append(f"| {s} | {c['median']:.2f} ({c['min']:.2f}-{c['max']:.2f}) | {ratio} | {paired} | {split} | {v['rps']['median']:.0f} | "
                          f"{v['p50_ms']['median']:.2f} | {v['p99_ms']['median']:.2f} | {v['p999_ms']['median']:.2f} | "
                          f"{v['rss_kib']['median'] / 1024:.1f} | {v['errors']} |")
         lines.append("")
