@@ -6,6 +6,7 @@
 #   scripts/flamegraph.sh [seconds] [driver] [path]     defaults: 10 io_uring /small
 #   CACHE=1 scripts/flamegraph.sh ...                   with the stage cache on (profiles hits)
 #   H2=1 scripts/flamegraph.sh ...                      HTTP/2 (h2c), h2load 16 conns x 4 streams
+#   TLS=1 scripts/flamegraph.sh ...                     HTTPS (TLS 1.3; with H2=1, HTTP/2 over TLS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -33,23 +34,36 @@ CACHE_LINE=""
 [ "${CACHE:-0}" = 1 ] && CACHE_LINE='  cache = { ttl = "300s", capacity = "64MiB" }'
 sed -e "s/@TG@/$TG/" -e "s/@BACKEND@/$BE/" -e "s/@DRIVER@/$DRIVER/" -e "s/^@URING_FLAGS@$//" \
     -e "s/^  name = \"prod\"$/  name = \"prod\"\n$CACHE_LINE/" loadtest/bench.toml > "$TMP/tg.toml"
-[ "${H2:-0}" = 1 ] && sed -i "s/^addr = \"127.0.0.1:$TG\"$/addr = \"127.0.0.1:$TG\"\nh2c = true/" "$TMP/tg.toml"
+SCHEME=http
+if [ "${TLS:-0}" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$TMP/key.pem" \
+    -out "$TMP/cert.pem" -days 2 -subj /CN=localhost >/dev/null 2>&1
+  sed -i "s|^addr = \"127.0.0.1:$TG\"$|addr = \"127.0.0.1:$TG\"\ntls = { cert = \"$TMP/cert.pem\", key = \"$TMP/key.pem\" }|" "$TMP/tg.toml"
+  SCHEME=https
+elif [ "${H2:-0}" = 1 ]; then
+  sed -i "s/^addr = \"127.0.0.1:$TG\"$/addr = \"127.0.0.1:$TG\"\nh2c = true/" "$TMP/tg.toml"
+fi
 taskset -c 0 nginx -p "$TMP" -c "$TMP/backend.conf" & PIDS+=($!)
 TOLLGATE_LOG=warn taskset -c 1 "$BIN" --config "$TMP/tg.toml" & PIDS+=($!); TGPID=$!
-for p in $BE $TG; do for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p$PATH_" >/dev/null && break; sleep 0.1; done; done
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$BE$PATH_" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do curl -skf "$SCHEME://127.0.0.1:$TG$PATH_" >/dev/null && break; sleep 0.1; done
 if [ "${H2:-0}" = 1 ]; then
-  taskset -c 0 h2load -c 16 -m 4 -D $((SECS + 2)) "http://127.0.0.1:$TG$PATH_" > "$TMP/wrk.txt" &
+  taskset -c 0 h2load -c 16 -m 4 -D $((SECS + 2)) "$SCHEME://127.0.0.1:$TG$PATH_" > "$TMP/wrk.txt" &
 else
-  taskset -c 0 wrk -t1 -c64 -d$((SECS + 2))s "http://127.0.0.1:$TG$PATH_" > "$TMP/wrk.txt" &
+  taskset -c 0 wrk -t1 -c64 -d$((SECS + 2))s "$SCHEME://127.0.0.1:$TG$PATH_" > "$TMP/wrk.txt" &
 fi
 WRK=$!
 sleep 1
 perf record -e cpu-clock -F 999 -g -p "$TGPID" -o "$TMP/perf.data" -- sleep "$SECS" 2>/dev/null
 wait $WRK
 mkdir -p flamegraphs
-OUT="flamegraphs/tollgate-$DRIVER-small-get$([ "${CACHE:-0}" = 1 ] && echo -cache-hit)$([ "${H2:-0}" = 1 ] && echo -h2c)-$(date -u +%Y%m%d).svg"
+PROTO=""
+[ "${H2:-0}" = 1 ] && PROTO=-h2c
+[ "${TLS:-0}" = 1 ] && PROTO=-https
+[ "${TLS:-0}" = 1 ] && [ "${H2:-0}" = 1 ] && PROTO=-h2-tls
+OUT="flamegraphs/tollgate-$DRIVER-small-get$([ "${CACHE:-0}" = 1 ] && echo -cache-hit)$PROTO-$(date -u +%Y%m%d).svg"
 perf script -i "$TMP/perf.data" 2>/dev/null | inferno-collapse-perf > "$TMP/folded"
 cp "$TMP/folded" "${OUT%.svg}.folded"   # stacks, for grep; not committed
-cat "$TMP/folded" | inferno-flamegraph --title "Tollgate ($DRIVER), $([ "${CACHE:-0}" = 1 ] && echo "cache hits" || echo "proxied") small GET, 64 keep-alive connections" > "$OUT"
+cat "$TMP/folded" | inferno-flamegraph --title "Tollgate ($DRIVER), $([ "${CACHE:-0}" = 1 ] && echo "cache hits" || echo "proxied") small GET${PROTO:+ (${PROTO#-})}, $([ "${H2:-0}" = 1 ] && echo "16 connections x 4 streams" || echo "64 keep-alive connections")" > "$OUT"
 grep -E "Requests/sec|^finished in|^requests:" "$TMP/wrk.txt"
 echo "wrote $OUT"
