@@ -146,7 +146,7 @@ class H2Reader:
     """Reads frames until a stream ends; answers SETTINGS and PING, checks the status."""
 
     def __init__(self, s: socket.socket):
-        self.s, self.buf = s, b""
+        self.s, self.buf, self.data = s, b"", 0
 
     def frame(self):
         while len(self.buf) < 9 or len(self.buf) < 9 + int.from_bytes(self.buf[:3], "big"):
@@ -170,6 +170,8 @@ class H2Reader:
                 self.s.sendall(h2_frame(6, 1, 0, payload))
             elif kind == 7 or (kind == 3 and sid == stream):
                 sys.exit("the gateway reset the stream or the connection")
+            elif kind == 0:
+                self.data += len(payload)
             elif kind == 1 and sid == stream:
                 # :status 200 is HPACK's static index 8.
                 ok = payload[:1] == b"\x88"
@@ -180,8 +182,11 @@ class H2Reader:
 def h2_get(s: socket.socket, reader: "H2Reader", stream: int, names=()) -> bool:
     s.sendall(h2_request(stream, names))
     ok = reader.until_end(stream)
-    # Give the answer's bytes back to the connection's window, so long runs never stall.
-    s.sendall(h2_frame(8, 0, 0, struct.pack(">I", 64)) + h2_frame(8, 0, stream, struct.pack(">I", 64)))
+    # Give the answer's bytes back to the connection's window, so long runs never stall (the
+    # stream is over: its own window needs nothing).
+    if reader.data:
+        s.sendall(h2_frame(8, 0, 0, struct.pack(">I", reader.data)))
+        reader.data = 0
     return ok
 
 
