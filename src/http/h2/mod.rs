@@ -90,7 +90,10 @@ impl<F: Future<Output = ()>> Future for StreamTask<F> {
         }
         this.streams.active.set(this.streams.active.get() - 1);
         if this.streams.active.get() == 0 {
-            this.streams.idle_since.set(Some(Instant::now()));
+            // The idle timeout needs no better than the turn's clock.
+            this.streams
+                .idle_since
+                .set(Some(crate::driver::time::now()));
             this.signal.wake();
         }
         Poll::Ready(())
