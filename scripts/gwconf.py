@@ -6,7 +6,9 @@ Features: "key" (an API key required; send `key_headers()`), "plan" (the key's u
 throttles, never refusing; implies "key"), "log" (a JSON access log line per request to a
 file), "header" (the integration adds a header), "tls" (the listener speaks TLS 1.3; clients
 connect with ALPN http/1.1), "h2" (HTTP/2 over TLS, ALPN h2, one stream at a time per
-connection; implies "tls").
+connection; implies "tls"), "close" (plain HTTP/1.1, a new connection per request: the request
+says `Connection: close` and the client reads the answer to the gateway's close, so the
+accept, the connection's state and its close count as the request's work).
 """
 import os
 import re
@@ -18,7 +20,7 @@ import sys
 import time
 
 KEY = "bench-0123456789abcdef0123"
-FEATURES = ("key", "plan", "log", "header", "tls", "h2")
+FEATURES = ("key", "plan", "log", "header", "tls", "h2", "close")
 
 
 def free_port() -> int:
@@ -49,6 +51,8 @@ def features(names) -> set:
         f.add("key")
     if "h2" in f:
         f.add("tls")
+    if "close" in f and "tls" in f:
+        raise SystemExit('feature "close" is plain HTTP/1.1: it does not go with "tls" or "h2"')
     return f
 
 
@@ -229,6 +233,10 @@ def requests(p: int, n: int, names=()) -> None:
                 h1_get(conns[k], names)
             sent[0] += 1
         return
+    if "close" in features(names):
+        for _ in range(n):
+            h1_close(p, names)
+        return
     conns = [connect(p, names) for _ in range(4)]
     for i in range(n):
         h1_get(conns[i % 4], names)
@@ -238,6 +246,18 @@ def requests(p: int, n: int, names=()) -> None:
 
 # TLS connections kept between calls of `requests`: (port, features) -> (sockets, readers, count).
 _KEPT: dict = {}
+
+
+def h1_close(p: int, names=()) -> None:
+    """One GET /small on a new connection with `Connection: close`, read to the gateway's close."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in extra_headers(names)).encode()
+    with socket.create_connection(("127.0.0.1", p)) as s:
+        s.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra + b"\r\n")
+        buf = b""
+        while chunk := s.recv(65536):
+            buf += chunk
+    if not buf.startswith(b"HTTP/1.1 200"):
+        sys.exit(f"the gateway answered {buf[:40]!r}, not 200")
 
 
 def h1_get(s: socket.socket, names=()) -> None:

@@ -416,11 +416,13 @@ fn admit(
     let guard = ConnGuard(shard.clone());
     // The connection's future itself is the task (an async block awaiting it would hold its
     // arguments beside it). Guarded: a panic while serving it closes this connection only.
-    crate::driver::spawn(crate::driver::guarded(crate::gateway::conn::serve(
-        shard.clone(),
-        guard,
-        stream,
-        peer,
-        idx,
-    )));
+    crate::driver::spawn_detached(|| {
+        crate::driver::guarded(crate::gateway::conn::serve(
+            shard.clone(),
+            guard,
+            stream,
+            peer,
+            idx,
+        ))
+    });
 }

@@ -62,6 +62,21 @@ where
     }
 }
 
+/// Adds the task `make` builds to this thread's runtime, for no one to await (a connection,
+/// an HTTP/2 stream). On the own runtime: no join state (one allocation, the future's), and
+/// the future is built straight into its box (a connection's is over a kilobyte).
+#[inline(always)]
+pub(crate) fn spawn_detached<F: Future<Output = ()> + 'static>(make: impl FnOnce() -> F) {
+    if own() {
+        // As `memory::boxed` (which this module may not use: memory depends on it).
+        let slot = Box::<F>::new_uninit();
+        let fut: Pin<Box<F>> = Box::into_pin(Box::write(slot, make()));
+        crate::rt::spawn_detached(fut)
+    } else {
+        drop(monoio::spawn(make()))
+    }
+}
+
 /// A spawned task's result; dropping it detaches the task.
 pub(crate) enum JoinHandle<T> {
     Mono(monoio::task::JoinHandle<T>),

@@ -86,6 +86,17 @@ impl TaskWaker {
 static TASK_VTABLE: RawWakerVTable =
     RawWakerVTable::new(task_clone, task_wake, task_wake_by_ref, task_drop);
 
+/// A task's waker for one poll, without a reference count of its own: it borrows the task's
+/// `Arc` (the `ManuallyDrop` never runs the vtable's drop); a clone taken from it is a full
+/// waker ([`task_clone`]).
+fn borrowed_waker(w: &Arc<TaskWaker>) -> std::mem::ManuallyDrop<Waker> {
+    // SAFETY: the pointer is the live `Arc<TaskWaker>`'s, which outlives the poll that uses
+    // this waker; the waker is never dropped, so it never gives back a count it did not take.
+    std::mem::ManuallyDrop::new(unsafe {
+        Waker::from_raw(RawWaker::new(Arc::as_ptr(w) as *const (), &TASK_VTABLE))
+    })
+}
+
 fn task_waker(w: Arc<TaskWaker>) -> Waker {
     // SAFETY: the pointer is an `Arc<TaskWaker>`'s, and the vtable's functions treat it as
     // that `Arc` (one strong count per waker).
@@ -174,13 +185,16 @@ impl Waiter {
     }
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
 
 struct Task {
     fut: RefCell<Option<BoxFuture>>,
-    waker: Waker,
+    waker: Arc<TaskWaker>,
 }
 
+/// A task's place in the table. A slot whose task ended keeps its `Task` (future gone), so
+/// that the next task spawned there reuses it and its waker when nothing else holds them: a
+/// connection's task costs one allocation (its future) instead of three.
 struct Slot {
     gen: u32,
     task: Option<Rc<Task>>,
@@ -219,14 +233,25 @@ impl Runtime {
         let slot = &mut tasks[idx as usize];
         slot.gen = slot.gen.wrapping_add(1);
         let id = (idx, slot.gen);
-        let waker = task_waker(Arc::new(TaskWaker {
-            id,
-            remote: self.remote.clone(),
-        }));
-        slot.task = Some(Rc::new(Task {
-            fut: RefCell::new(Some(fut)),
-            waker,
-        }));
+        // The ended task's `Task` and waker are reused when no one else holds them (a waker
+        // clone kept somewhere must go on naming the old id, which is then ignored).
+        let reusable = slot
+            .task
+            .as_mut()
+            .and_then(Rc::get_mut)
+            .and_then(|t| Some((Arc::get_mut(&mut t.waker)?, t.fut.get_mut())));
+        if let Some((w, f)) = reusable {
+            w.id = id;
+            *f = Some(fut);
+        } else {
+            slot.task = Some(Rc::new(Task {
+                fut: RefCell::new(Some(fut)),
+                waker: Arc::new(TaskWaker {
+                    id,
+                    remote: self.remote.clone(),
+                }),
+            }));
+        }
         READY.with(|r| r.borrow_mut().push_back(id));
     }
 
@@ -241,13 +266,14 @@ impl Runtime {
         let Some(f) = fut.as_mut() else { return };
         let done = f
             .as_mut()
-            .poll(&mut Context::from_waker(&task.waker))
+            .poll(&mut Context::from_waker(&borrowed_waker(&task.waker)))
             .is_ready();
         if done {
-            *fut = None;
+            // The slot keeps the `Task` for the next spawn; the future (and what it holds)
+            // goes now. A wake with this id finds the future gone, then a new generation.
+            let ended = fut.take();
             drop(fut);
-            let mut tasks = self.tasks.borrow_mut();
-            tasks[idx as usize].task = None;
+            drop(ended);
             self.free.borrow_mut().push(idx);
         }
     }
@@ -273,6 +299,17 @@ where
     };
     with(|rt| rt.spawn_boxed(Box::pin(spawned)));
     JoinHandle { state }
+}
+
+/// Adds a task whose end no one awaits, already on the heap: no join state (the one
+/// allocation is the future's, where [`spawn`] makes two).
+pub fn spawn_detached(fut: BoxFuture) {
+    with(|rt| {
+        // A task spawned while the runtime ends (from a drop) never runs.
+        if !rt.closing.get() {
+            rt.spawn_boxed(fut);
+        }
+    });
 }
 
 pin_project_lite::pin_project! {

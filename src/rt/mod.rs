@@ -38,7 +38,7 @@ mod time;
 pub mod wheel;
 
 pub use bufs::RecvBuf;
-pub use exec::{block_on, spawn, JoinHandle};
+pub use exec::{block_on, spawn, spawn_detached, JoinHandle};
 pub use probe::supported;
 pub use reactor::Builder;
 pub use time::{now, sleep, sleep_until, Sleep};

@@ -274,6 +274,62 @@ fn timers_fire_in_deadline_order_and_tasks_join() {
     assert_eq!(order, [10, 20, 30]);
 }
 
+/// A future that keeps its waker in `cell` and counts its polls in `polls`; ready at once
+/// when `end`.
+fn keeper(
+    cell: Rc<RefCell<Option<Waker>>>,
+    polls: Rc<std::cell::Cell<u32>>,
+    end: bool,
+) -> impl Future<Output = ()> {
+    std::future::poll_fn(move |cx| {
+        polls.set(polls.get() + 1);
+        *cell.borrow_mut() = Some(cx.waker().clone());
+        if end {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+}
+
+#[test]
+fn a_task_slot_used_again_is_not_woken_by_the_wakers_of_the_task_before() {
+    if !supported() {
+        return;
+    }
+    let (stale_polls, fresh_polls, ran) = block_on(Builder::default(), async {
+        // Tasks that end without keeping a waker leave their slot's task and waker to the
+        // next: many in a row all run.
+        let ran = Rc::new(std::cell::Cell::new(0u32));
+        for _ in 0..1000 {
+            let r = ran.clone();
+            spawn_detached(Box::pin(async move { r.set(r.get() + 1) }));
+            spawn(async {}).await;
+        }
+        // A task that ends keeping a clone of its waker; the next task takes its slot.
+        let old = Rc::new(RefCell::new(None));
+        let old_polls = Rc::new(std::cell::Cell::new(0));
+        spawn(keeper(old.clone(), old_polls.clone(), true)).await;
+        let new = Rc::new(RefCell::new(None));
+        let new_polls = Rc::new(std::cell::Cell::new(0));
+        spawn_detached(Box::pin(keeper(new.clone(), new_polls.clone(), false)));
+        spawn(async {}).await;
+        assert_eq!(new_polls.get(), 1);
+        // The old task's waker wakes no one; tasks run in the order woken, so once a task
+        // spawned after the wake has run, the wake was handled.
+        old.borrow_mut().take().unwrap().wake();
+        spawn(async {}).await;
+        let stale = new_polls.get();
+        new.borrow().as_ref().unwrap().wake_by_ref();
+        spawn(async {}).await;
+        (stale, new_polls.get(), ran.get())
+    })
+    .unwrap();
+    assert_eq!(ran, 1000, "every task spawned into a used slot ran");
+    assert_eq!(stale_polls, 1, "a stale waker polled the slot's new task");
+    assert_eq!(fresh_polls, 2, "the new task's own waker wakes it");
+}
+
 #[test]
 fn one_runtime_per_thread() {
     if !supported() {

@@ -220,7 +220,7 @@ pub(crate) async fn serve(
                 metrics.add(Counter::H2Streams);
                 streams.active.set(streams.active.get() + 1);
                 let stream = handler.spawn_stream(info.clone(), req, respond);
-                crate::driver::spawn(StreamTask {
+                crate::driver::spawn_detached(|| StreamTask {
                     // A panic in the stream resets it; the connection's count still falls.
                     stream: crate::driver::guarded(stream),
                     streams: streams.clone(),
