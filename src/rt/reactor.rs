@@ -315,19 +315,25 @@ impl Reactor {
         drop(old);
     }
 
+    /// Cancels the operation in slot `idx`. Its own completion comes as ever; the
+    /// cancellation's comes only when it failed (the operation had ended): one completion
+    /// fewer to post and reap for each closed connection (Linux 5.17's CQE_SKIP_SUCCESS).
     pub(super) fn cancel(&self, idx: u32) {
         let e = opcode::AsyncCancel::new(idx as u64)
             .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(CANCEL_UD);
         // SAFETY: a cancellation refers to no memory.
         unsafe { self.push(e) };
     }
 
     /// Closes `fd` after every entry already queued: those name it by number, and the kernel
-    /// looks the number up only when it takes them, so it must not be reused before.
+    /// looks the number up only when it takes them, so it must not be reused before. No
+    /// completion unless it failed (nothing waits for it).
     pub(crate) fn close(&self, fd: std::os::fd::RawFd) {
         let e = opcode::Close::new(types::Fd(fd))
             .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(CLOSE_UD);
         // SAFETY: a close refers to no memory.
         unsafe { self.push(e) };
