@@ -693,6 +693,71 @@ fn connect_authorizers_read_the_query_and_their_context_reaches_each_message() {
 }
 
 #[test]
+fn a_message_refused_by_the_gateway_or_timed_out_gets_its_own_words() {
+    let up = Upstream::start(|s| {
+        if s.target.starts_with("/auth") {
+            let event: Value = serde_json::from_slice(&s.body).unwrap_or_default();
+            let tenant = if event["queryStringParameters"]["token"] == "dots" {
+                ".."
+            } else {
+                "t1"
+            };
+            return respond(
+                200,
+                &json!({"principalId": "u", "context": {"tenant": tenant}, "policyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "execute-api:Invoke",
+                                   "Resource": "arn:aws:execute-api:*:*:api/*/$connect"}]}})
+                .to_string(),
+            );
+        }
+        if s.body == b"slow" {
+            // Past the route's integration timeout (the test does not wait for it).
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        respond(200, &json!({"target": s.target}).to_string())
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra(
+                "kind = \"websocket\"\n\n  [[apis.authorizers]]\n  name = \"gate\"\n  type = \"request\"\n  uri = \"http://chat/auth\"\n  identity_sources = [\"$request.querystring.token\"]\n  ttl = \"0s\"\n",
+            )
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nauthorizer = \"gate\"\nintegration = { type = \"mock\", status = 200, body = '' }\n\
+                 [[apis.routes]]\nroute = \"$default\"\nroute_response = true\nintegration = { type = \"http\", uri = \"http://chat/t/${context.authorizer.tenant}/inbox\", timeout = \"300ms\" }\n",
+            )
+            .toml(),
+    );
+    let mut ws = open(&g, "?token=ok").expect("upgrade");
+    ws.send(Message::text("hello")).unwrap();
+    assert_eq!(next_text(&mut ws)["target"], "/t/t1/inbox");
+    // An integration past its timeout: Amazon's words for it; the next message goes through.
+    ws.send(Message::text("slow")).unwrap();
+    assert_eq!(next_text(&mut ws)["message"], "Endpoint request timed out");
+    ws.send(Message::text("hello")).unwrap();
+    assert_eq!(next_text(&mut ws)["target"], "/t/t1/inbox");
+    // `..` would take the upstream's path up a level: the message is refused as a request
+    // would be (400, the same words), and the connection stays open.
+    let mut ws = open(&g, "?token=dots").expect("upgrade");
+    ws.send(Message::text("hello")).unwrap();
+    let r = next_text(&mut ws);
+    assert_eq!(
+        r["message"], "Invalid request path: dot segments are not allowed",
+        "{r}"
+    );
+    assert!(
+        r["connectionId"].is_string() && r["requestId"].is_string(),
+        "{r}"
+    );
+    ws.send(Message::text("again")).unwrap();
+    assert_eq!(
+        next_text(&mut ws)["message"],
+        "Invalid request path: dot segments are not allowed"
+    );
+}
+
+#[test]
 fn a_client_cannot_forge_the_headers_the_gateway_adds() {
     let up = backend();
     let g = gateway(&up, true);

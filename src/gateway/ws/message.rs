@@ -153,7 +153,14 @@ async fn answer(
         }
         Err(why) => {
             tracing::debug!(connection = %s.id, error = %why, "websocket integration failed");
-            error("Internal server error", 502)
+            match why.side {
+                // The gateway refused the message itself (an authorizer's value would make a
+                // dot segment of the integration's path): its status and words, as a request
+                // gets them.
+                crate::error::Side::Downstream => error(&why.client_message(), why.status()),
+                _ if why.status() == 504 => error("Endpoint request timed out", 504),
+                _ => error("Internal server error", 502),
+            }
         }
     }
 }
