@@ -39,6 +39,7 @@ pub(crate) enum Counter {
     H2FloodControl,
     H2FloodReset,
     H2FloodContinuation,
+    H2FloodWindowUpdate,
     /// HTTP/2 connections closed gracefully (GOAWAY NO_ERROR): idle or draining.
     H2Goaways,
     /// Requests sent to an ejected target because every healthy one was ejected.
@@ -54,7 +55,7 @@ pub(crate) enum Counter {
     Upgrades,
 }
 
-const N: usize = 25;
+const N: usize = 26;
 
 impl Counter {
     const ALL: [Counter; N] = [
@@ -76,6 +77,7 @@ impl Counter {
         Counter::H2FloodControl,
         Counter::H2FloodReset,
         Counter::H2FloodContinuation,
+        Counter::H2FloodWindowUpdate,
         Counter::H2Goaways,
         Counter::AllTargetsEjected,
         Counter::UpgradeIdleTimeouts,
@@ -106,6 +108,7 @@ impl Counter {
             Counter::H2FloodControl => ("http2_floods_total", "kind=\"control\""),
             Counter::H2FloodReset => ("http2_floods_total", "kind=\"reset\""),
             Counter::H2FloodContinuation => ("http2_floods_total", "kind=\"continuation\""),
+            Counter::H2FloodWindowUpdate => ("http2_floods_total", "kind=\"window_update\""),
             Counter::H2Goaways => ("http2_goaways_total", ""),
             Counter::AllTargetsEjected => ("upstream_all_ejected_total", ""),
             Counter::UpgradeIdleTimeouts => ("upgrade_idle_timeouts_total", ""),

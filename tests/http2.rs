@@ -368,6 +368,7 @@ const RST_STREAM: u8 = 3;
 const SETTINGS: u8 = 4;
 const PING: u8 = 6;
 const GOAWAY: u8 = 7;
+const WINDOW_UPDATE: u8 = 8;
 const CONTINUATION: u8 = 9;
 const END_STREAM: u8 = 1;
 const END_HEADERS: u8 = 4;
@@ -624,6 +625,63 @@ fn continuation_floods_end_with_enhance_your_calm() {
         f.extend(Raw::frame(CONTINUATION, 0, 1, &[]));
     }
     expect_calm("", f, "continuation");
+}
+
+#[test]
+fn window_update_floods_end_with_enhance_your_calm() {
+    // No DATA was sent to this client: only the first hundred are its due.
+    let mut f = Vec::new();
+    for _ in 0..2000 {
+        f.extend(Raw::frame(WINDOW_UPDATE, 0, 0, &1u32.to_be_bytes()));
+    }
+    expect_calm("", f, "window_update");
+}
+
+#[test]
+fn a_window_update_allowance_out_of_range_is_refused_by_key() {
+    let up = Upstream::echo();
+    let (ok, out) = check_config(&conf(up.addr, "", "window_updates_per_data_frame = 0", ""));
+    assert!(!ok, "{out}");
+    assert!(out.contains("window_updates_per_data_frame"), "{out}");
+}
+
+#[test]
+fn a_client_that_gives_window_back_for_every_data_frame_is_served() {
+    // 1.5 MB in ~100 DATA frames; the client gives each frame's bytes back to the stream and
+    // to the connection (two WINDOW_UPDATEs a frame, past the first hundred's allowance).
+    let body = "x".repeat(1_500_000);
+    let up = Upstream::start(move |_| respond(200, &body));
+    let gw = Gw::start(&conf(up.addr, "", "", ""));
+    let mut r = Raw::connect(gw.addr());
+    let mut updates = 0;
+    for id in [1u32, 3] {
+        r.send(HEADERS, END_HEADERS | END_STREAM, id, &block("/big", &[]));
+        let mut got = 0;
+        loop {
+            let f = r.read().expect("a frame, not the end");
+            assert_ne!(
+                f.kind,
+                GOAWAY,
+                "GOAWAY {:#x} after {updates} updates",
+                f.code()
+            );
+            if f.kind != DATA || f.stream != id {
+                continue;
+            }
+            got += f.payload.len();
+            if !f.payload.is_empty() {
+                let inc = (f.payload.len() as u32).to_be_bytes();
+                r.send(WINDOW_UPDATE, 0, id, &inc);
+                r.send(WINDOW_UPDATE, 0, 0, &inc);
+                updates += 2;
+            }
+            if f.flags & END_STREAM != 0 {
+                break;
+            }
+        }
+        assert_eq!(got, 1_500_000);
+    }
+    assert!(updates > 200, "{updates}");
 }
 
 #[test]

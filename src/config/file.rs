@@ -181,6 +181,7 @@ pub(crate) struct Http2File {
     pub resets_per_second: Option<i64>,
     pub resets_burst: Option<i64>,
     pub max_continuation_frames: Option<i64>,
+    pub window_updates_per_data_frame: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

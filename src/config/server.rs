@@ -162,6 +162,9 @@ pub struct Http2 {
     pub resets_burst: u32,
     /// CONTINUATION frames in one header block (CONTINUATION floods).
     pub max_continuation_frames: u32,
+    /// WINDOW_UPDATE frames a client may send per DATA frame the gateway sent it (beyond a
+    /// first hundred); past it, GOAWAY ENHANCE_YOUR_CALM.
+    pub window_updates_per_data_frame: u32,
 }
 
 impl Default for Http2 {
@@ -176,6 +179,7 @@ impl Default for Http2 {
             resets_per_second: 100,
             resets_burst: 400,
             max_continuation_frames: 16,
+            window_updates_per_data_frame: 10,
         }
     }
 }
@@ -562,6 +566,13 @@ impl Validator {
                 d.max_continuation_frames,
                 1,
                 1024,
+            ),
+            window_updates_per_data_frame: int(
+                "window_updates_per_data_frame",
+                h.window_updates_per_data_frame,
+                d.window_updates_per_data_frame,
+                1,
+                1_000_000,
             ),
         }
     }

@@ -435,6 +435,7 @@ impl StreamHandler for Streams {
             crate::http::h2::watch::Flood::Control => "HTTP/2 control-frame flood",
             crate::http::h2::watch::Flood::Reset => "HTTP/2 reset flood",
             crate::http::h2::watch::Flood::Continuation => "HTTP/2 CONTINUATION flood",
+            crate::http::h2::watch::Flood::WindowUpdate => "HTTP/2 WINDOW_UPDATE flood",
         };
         self.0.log_first(what, None, 0)
     }

@@ -124,6 +124,48 @@ impl PollIo {
         self
     }
 
+    /// Hands `bufs` to the socket (or the TLS session): how many bytes it took.
+    fn write_bufs(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let me = self;
+        let mut n = 0;
+        if let Some(tls) = me.tls.as_mut() {
+            // Encrypted straight into the session's outgoing buffer, up to a batch a write.
+            for b in bufs.iter().filter(|b| !b.is_empty()) {
+                let k = b.len().min(OUT_BATCH - n);
+                if k == 0 {
+                    break;
+                }
+                if let Err(e) = tls.write(&b[..k]) {
+                    // The alert that says why, if there is one.
+                    let _ = me.start_tls_write(cx);
+                    return Poll::Ready(Err(e));
+                }
+                n += k;
+                if k < b.len() {
+                    break;
+                }
+            }
+            me.start_tls_write(cx)?;
+            return Poll::Ready(Ok(n));
+        }
+        let mut buf = std::mem::take(&mut me.spare);
+        for b in bufs {
+            buf.extend_from_slice(b);
+            n += b.len();
+        }
+        if buf.is_empty() {
+            me.spare = buf;
+        } else {
+            let len = buf.len();
+            me.start_write(cx, buf, len)?;
+        }
+        Poll::Ready(Ok(n))
+    }
+
     /// Passes everything read through an HTTP/2 flood watch.
     pub(crate) fn watched(mut self, watch: FrameWatch, signal: Rc<Signal>) -> PollIo {
         self.watch = Some((watch, signal));
@@ -365,37 +407,18 @@ impl AsyncWrite for PollIo {
     ) -> Poll<io::Result<usize>> {
         let me = &mut *self;
         std::task::ready!(me.poll_written(cx))?;
-        let mut n = 0;
-        if let Some(tls) = me.tls.as_mut() {
-            // Encrypted straight into the session's outgoing buffer, up to a batch a write.
-            for b in bufs.iter().filter(|b| !b.is_empty()) {
-                let k = b.len().min(OUT_BATCH - n);
-                if k == 0 {
-                    break;
-                }
-                if let Err(e) = tls.write(&b[..k]) {
-                    // The alert that says why, if there is one.
-                    let _ = me.start_tls_write(cx);
-                    return Poll::Ready(Err(e));
-                }
-                n += k;
-                if k < b.len() {
+        let n = std::task::ready!(me.write_bufs(cx, bufs))?;
+        if let Some((watch, _)) = me.watch.as_mut() {
+            // The flood watch counts the DATA frames among what was taken.
+            let mut left = n;
+            for b in bufs {
+                let k = b.len().min(left);
+                watch.sent(&b[..k]);
+                left -= k;
+                if left == 0 {
                     break;
                 }
             }
-            me.start_tls_write(cx)?;
-            return Poll::Ready(Ok(n));
-        }
-        let mut buf = std::mem::take(&mut me.spare);
-        for b in bufs {
-            buf.extend_from_slice(b);
-            n += b.len();
-        }
-        if buf.is_empty() {
-            me.spare = buf;
-        } else {
-            let len = buf.len();
-            me.start_write(cx, buf, len)?;
         }
         Poll::Ready(Ok(n))
     }

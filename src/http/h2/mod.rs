@@ -235,6 +235,7 @@ pub(crate) async fn serve(
                     Flood::Control => Counter::H2FloodControl,
                     Flood::Reset => Counter::H2FloodReset,
                     Flood::Continuation => Counter::H2FloodContinuation,
+                    Flood::WindowUpdate => Counter::H2FloodWindowUpdate,
                 });
                 h2c.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                 going = true;

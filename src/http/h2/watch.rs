@@ -1,8 +1,9 @@
 //! The flood watch under an HTTP/2 connection: every byte the client sends passes
 //! [`FrameWatch`], which reads frame headers only and counts the frames that floods are made
-//! of (PING, SETTINGS, PRIORITY, empty DATA, RST_STREAM, CONTINUATION). Past a limit the
-//! transport ([`crate::http::pollio::PollIo`]) stops handing bytes to h2 and raises the flag
-//! that makes the connection loop send GOAWAY ENHANCE_YOUR_CALM.
+//! of (PING, SETTINGS, PRIORITY, empty DATA, RST_STREAM, CONTINUATION, WINDOW_UPDATE); the
+//! bytes the gateway sends pass it too, for the DATA frames that WINDOW_UPDATEs answer. Past a
+//! limit the transport ([`crate::http::pollio::PollIo`]) stops handing bytes to h2 and raises
+//! the flag that makes the connection loop send GOAWAY ENHANCE_YOUR_CALM.
 
 use std::cell::Cell;
 use std::task::Waker;
@@ -19,6 +20,8 @@ pub(crate) enum Flood {
     Reset,
     /// Too many CONTINUATION frames in one header block.
     Continuation,
+    /// More WINDOW_UPDATE frames than the DATA frames sent can call for.
+    WindowUpdate,
 }
 
 /// State the I/O shares with the connection loop: the flood flag and the loop's waker.
@@ -74,55 +77,24 @@ impl Bucket {
     }
 }
 
-/// Follows the client's frame boundaries and counts what floods are made of.
-pub(crate) struct FrameWatch {
-    /// Client preface bytes still to skip.
-    preface: usize,
+/// Frame boundaries in a byte stream that arrives in pieces: each frame's 9-byte head, whole.
+#[derive(Default)]
+struct Frames {
     head: [u8; 9],
     head_len: usize,
     /// Payload bytes of the current frame still to skip.
     payload: usize,
-    /// Inside a header block (HEADERS without END_HEADERS, then CONTINUATIONs).
-    continuations: Option<u32>,
-    max_continuations: u32,
-    control: Bucket,
-    resets: Bucket,
 }
 
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const PRIORITY: u8 = 2;
-const RST_STREAM: u8 = 3;
-const SETTINGS: u8 = 4;
-const PUSH_PROMISE: u8 = 5;
-const PING: u8 = 6;
-const CONTINUATION: u8 = 9;
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-
-impl FrameWatch {
-    pub(crate) fn new(cfg: &Http2) -> FrameWatch {
-        FrameWatch {
-            preface: crate::http::h2::PREFACE.len(),
-            head: [0; 9],
-            head_len: 0,
-            payload: 0,
-            continuations: None,
-            max_continuations: cfg.max_continuation_frames,
-            control: Bucket::new(cfg.control_frames_per_second, cfg.control_frames_burst),
-            resets: Bucket::new(cfg.resets_per_second, cfg.resets_burst),
-        }
-    }
-
-    /// Scans bytes as they arrive; a flood stops the scan.
-    pub(crate) fn scan(&mut self, mut b: &[u8]) -> Result<(), Flood> {
+impl Frames {
+    /// Calls `frame` with each frame head completed in `b`; stops at its first error.
+    fn walk<E>(
+        &mut self,
+        mut b: &[u8],
+        mut frame: impl FnMut(&[u8; 9]) -> Result<(), E>,
+    ) -> Result<(), E> {
         while !b.is_empty() {
-            if self.preface > 0 {
-                let k = self.preface.min(b.len());
-                self.preface -= k;
-                b = &b[k..];
-            } else if self.payload > 0 {
+            if self.payload > 0 {
                 let k = self.payload.min(b.len());
                 self.payload -= k;
                 b = &b[k..];
@@ -133,18 +105,93 @@ impl FrameWatch {
                 b = &b[k..];
                 if self.head_len == 9 {
                     self.head_len = 0;
-                    self.frame()?;
+                    let h = self.head;
+                    self.payload = (h[0] as usize) << 16 | (h[1] as usize) << 8 | h[2] as usize;
+                    frame(&h)?;
                 }
             }
         }
         Ok(())
     }
+}
 
-    fn frame(&mut self) -> Result<(), Flood> {
-        let h = self.head;
+/// WINDOW_UPDATE frames a client may send before any DATA frame came its way (its first
+/// window growth, a few streams' worth).
+const WINDOW_UPDATES_BASE: u64 = 100;
+
+/// Follows the client's frame boundaries and counts what floods are made of.
+pub(crate) struct FrameWatch {
+    /// Client preface bytes still to skip.
+    preface: usize,
+    read: Frames,
+    /// Inside a header block (HEADERS without END_HEADERS, then CONTINUATIONs).
+    continuations: Option<u32>,
+    max_continuations: u32,
+    control: Bucket,
+    resets: Bucket,
+    /// The gateway's own frames, for the DATA frames among them.
+    written: Frames,
+    data_sent: u64,
+    window_updates: u64,
+    window_updates_per_data: u64,
+}
+
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const PRIORITY: u8 = 2;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const PUSH_PROMISE: u8 = 5;
+const PING: u8 = 6;
+const WINDOW_UPDATE: u8 = 8;
+const CONTINUATION: u8 = 9;
+const END_STREAM: u8 = 0x1;
+const ACK: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+impl FrameWatch {
+    pub(crate) fn new(cfg: &Http2) -> FrameWatch {
+        FrameWatch {
+            preface: crate::http::h2::PREFACE.len(),
+            read: Frames::default(),
+            continuations: None,
+            max_continuations: cfg.max_continuation_frames,
+            control: Bucket::new(cfg.control_frames_per_second, cfg.control_frames_burst),
+            resets: Bucket::new(cfg.resets_per_second, cfg.resets_burst),
+            written: Frames::default(),
+            data_sent: 0,
+            window_updates: 0,
+            window_updates_per_data: cfg.window_updates_per_data_frame.into(),
+        }
+    }
+
+    /// Scans bytes as they arrive; a flood stops the scan.
+    pub(crate) fn scan(&mut self, mut b: &[u8]) -> Result<(), Flood> {
+        if self.preface > 0 {
+            let k = self.preface.min(b.len());
+            self.preface -= k;
+            b = &b[k..];
+        }
+        let mut read = std::mem::take(&mut self.read);
+        let r = read.walk(b, |h| self.frame(h));
+        self.read = read;
+        r
+    }
+
+    /// Counts the DATA frames in bytes the gateway sends (as they are handed to the socket).
+    pub(crate) fn sent(&mut self, b: &[u8]) {
+        let data = &mut self.data_sent;
+        let _ = self.written.walk(b, |h| {
+            if h[3] == DATA {
+                *data += 1;
+            }
+            Ok::<(), ()>(())
+        });
+    }
+
+    fn frame(&mut self, h: &[u8; 9]) -> Result<(), Flood> {
         let len = (h[0] as usize) << 16 | (h[1] as usize) << 8 | h[2] as usize;
         let (kind, flags) = (h[3], h[4]);
-        self.payload = len;
         let control = match kind {
             // A PING ACK counts too: the gateway sends no PINGs, so every ACK a client sends
             // is unsolicited (and the h2 crate would log each one).
@@ -159,6 +206,17 @@ impl FrameWatch {
         }
         if kind == RST_STREAM && !self.resets.take() {
             return Err(Flood::Reset);
+        }
+        if kind == WINDOW_UPDATE {
+            // A client gives window back for the DATA it was sent (a stream's and the
+            // connection's, each frame or less often): more than the DATA frames sent can call
+            // for is a flood (as Envoy's max_inbound_window_update_frames_per_data_frame_sent).
+            self.window_updates += 1;
+            let allowed = WINDOW_UPDATES_BASE
+                .saturating_add(self.data_sent.saturating_mul(self.window_updates_per_data));
+            if self.window_updates > allowed {
+                return Err(Flood::WindowUpdate);
+            }
         }
         match kind {
             HEADERS | PUSH_PROMISE => {
