@@ -623,6 +623,23 @@ fn websockets_run_over_http2_extended_connect() {
     assert_ne!(key, "dGhlIHNhbXBsZSBub25jZQ==");
 }
 
+/// A WebSocket API whose `$connect` asks the request authorizer at `/auth` (identity: the
+/// `token` query parameter) and whose two-way `$default` route goes to `integration`.
+fn gated(up: &Upstream, integration: &str) -> Gw {
+    Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra(
+                "kind = \"websocket\"\n\n  [[apis.authorizers]]\n  name = \"gate\"\n  type = \"request\"\n  uri = \"http://chat/auth\"\n  identity_sources = [\"$request.querystring.token\"]\n  ttl = \"0s\"\n",
+            )
+            .routes(format!(
+                "[[apis.routes]]\nroute = \"$connect\"\nauthorizer = \"gate\"\nintegration = {{ type = \"mock\", status = 200, body = '' }}\n\
+                 [[apis.routes]]\nroute = \"$default\"\nroute_response = true\nintegration = {integration}\n",
+            ))
+            .toml(),
+    )
+}
+
 #[test]
 fn connect_authorizers_read_the_query_and_their_context_reaches_each_message() {
     let up = Upstream::start(|s| {
@@ -658,18 +675,7 @@ fn connect_authorizers_read_the_query_and_their_context_reaches_each_message() {
         });
         respond(200, &seen.to_string())
     });
-    let g = Gw::start(
-        &Cfg::new()
-            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
-            .api_extra(
-                "kind = \"websocket\"\n\n  [[apis.authorizers]]\n  name = \"gate\"\n  type = \"request\"\n  uri = \"http://chat/auth\"\n  identity_sources = [\"$request.querystring.token\"]\n  ttl = \"0s\"\n",
-            )
-            .routes(
-                "[[apis.routes]]\nroute = \"$connect\"\nauthorizer = \"gate\"\nintegration = { type = \"mock\", status = 200, body = '' }\n\
-                 [[apis.routes]]\nroute = \"$default\"\nroute_response = true\nintegration = { type = \"http\", uri = \"http://chat/message\" }\n",
-            )
-            .toml(),
-    );
+    let g = gated(&up, r#"{ type = "http", uri = "http://chat/message" }"#);
     // No token, or a wrong one: the upgrade is refused (401 / 403), as a request would be.
     match open(&g, "") {
         Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
@@ -717,17 +723,9 @@ fn a_message_refused_by_the_gateway_or_timed_out_gets_its_own_words() {
         }
         respond(200, &json!({"target": s.target}).to_string())
     });
-    let g = Gw::start(
-        &Cfg::new()
-            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
-            .api_extra(
-                "kind = \"websocket\"\n\n  [[apis.authorizers]]\n  name = \"gate\"\n  type = \"request\"\n  uri = \"http://chat/auth\"\n  identity_sources = [\"$request.querystring.token\"]\n  ttl = \"0s\"\n",
-            )
-            .routes(
-                "[[apis.routes]]\nroute = \"$connect\"\nauthorizer = \"gate\"\nintegration = { type = \"mock\", status = 200, body = '' }\n\
-                 [[apis.routes]]\nroute = \"$default\"\nroute_response = true\nintegration = { type = \"http\", uri = \"http://chat/t/${context.authorizer.tenant}/inbox\", timeout = \"300ms\" }\n",
-            )
-            .toml(),
+    let g = gated(
+        &up,
+        r#"{ type = "http", uri = "http://chat/t/${context.authorizer.tenant}/inbox", timeout = "300ms" }"#,
     );
     let mut ws = open(&g, "?token=ok").expect("upgrade");
     ws.send(Message::text("hello")).unwrap();
