@@ -169,7 +169,7 @@ fn every_request_leaves_one_line_in_its_stages_log() {
 fn the_binary_writes_to_stdout_and_reopens_files_on_sigusr1() {
     let dir = TempDir::new();
     let cfg = dir.0.join("config.toml");
-    let port = closed_port().port();
+    let port = free_port().port();
     std::fs::write(
         &cfg,
         Cfg::new()

@@ -278,8 +278,22 @@ pub fn check_config(toml: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// A local port with nothing listening (bound, then released).
+/// A local port that refuses connections for the rest of the test process: a socket stays
+/// bound to it without listening, so that no other test's listener (tests run side by side)
+/// can take the port in the meantime.
 pub fn closed_port() -> SocketAddr {
+    static HELD: std::sync::Mutex<Vec<socket2::Socket>> = std::sync::Mutex::new(Vec::new());
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    HELD.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+    addr
+}
+
+/// A local port free at the time of the call, for something the test is about to start
+/// listening on (bound, then released).
+pub fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }

@@ -21,8 +21,8 @@ pub use client::{admin, admin_with, get, metric, metric_reaches, slow_client, Cl
 pub use config::{config, Cfg};
 #[allow(unused_imports)]
 pub use gateway::{
-    check_config, closed_port, driver, eventually, unanswering_port, Gw, Proc, TempDir, IO_TIMEOUT,
-    TOKEN,
+    check_config, closed_port, driver, eventually, free_port, unanswering_port, Gw, Proc, TempDir,
+    IO_TIMEOUT, TOKEN,
 };
 #[allow(unused_imports)]
 pub use redis::Redis;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::gateway::{closed_port, eventually, TempDir};
+use super::gateway::{eventually, free_port, TempDir};
 
 /// A redis-server on a free port; killed (by PID) on drop.
 pub struct Redis {
@@ -17,7 +17,7 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        Redis::start_on(closed_port())
+        Redis::start_on(free_port())
     }
 
     /// On a given address (a Redis that comes back where it was).
@@ -28,14 +28,14 @@ impl Redis {
     /// A replica of `primary`, on a free port.
     pub fn replica_of(primary: SocketAddr) -> Redis {
         let port = primary.port().to_string();
-        Redis::spawn(closed_port(), &["--replicaof", "127.0.0.1", &port])
+        Redis::spawn(free_port(), &["--replicaof", "127.0.0.1", &port])
     }
 
     /// A Sentinel, on a free port, monitoring `primary` as `master` (quorum 1; the primary
     /// is down after 500 ms without an answer). Its config file (a Sentinel rewrites it) is
     /// in `dir`.
     pub fn sentinel(primary: SocketAddr, master: &str, dir: &std::path::Path) -> Redis {
-        let addr = closed_port();
+        let addr = free_port();
         let conf = dir.join(format!("sentinel-{}.conf", addr.port()));
         std::fs::write(
             &conf,
