@@ -10,8 +10,6 @@ use std::task::{Context, Poll, Waker};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use ahash::AHashMap;
-
 /// Wakes the connections of one shard when draining starts.
 #[derive(Default)]
 pub(crate) struct Drain {
@@ -21,10 +19,67 @@ pub(crate) struct Drain {
     /// `Connection: close`, rather than be closed under a request already on its way.
     soft: Cell<bool>,
     /// Waits that only a hard drain ends ([`Drain::hard_wait`]).
-    hard_waiters: RefCell<AHashMap<u64, Waker>>,
-    next_key: Cell<u64>,
-    waiters: RefCell<AHashMap<u64, Waker>>,
+    hard_waiters: RefCell<Waiters>,
+    waiters: RefCell<Waiters>,
     clock: IdleClock,
+}
+
+/// The wakers of the waits registered with a drain, each at a slot it keeps while it lives
+/// (a connection registers once per request it waits for: no hashing, and no waker clone
+/// when the task polling it is the same).
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+impl Waiters {
+    /// Registers `w` at `key`'s slot, taking a slot first if `key` has none.
+    fn set(&mut self, key: &mut Option<usize>, w: &Waker) -> usize {
+        match *key {
+            Some(k) => {
+                let slot = &mut self.slots[k];
+                if !slot.as_ref().is_some_and(|old| old.will_wake(w)) {
+                    *slot = Some(w.clone());
+                }
+                k
+            }
+            None => {
+                let k = match self.free.pop() {
+                    Some(k) => {
+                        self.slots[k] = Some(w.clone());
+                        k
+                    }
+                    None => {
+                        self.slots.push(Some(w.clone()));
+                        self.slots.len() - 1
+                    }
+                };
+                *key = Some(k);
+                k
+            }
+        }
+    }
+
+    fn remove(&mut self, k: usize) {
+        if let Some(slot) = self.slots.get_mut(k) {
+            if slot.take().is_some() {
+                self.free.push(k);
+            }
+        }
+    }
+
+    /// Wakes every registered wait; their slots stay theirs until they go.
+    fn wake_all(&mut self) {
+        for w in self.slots.iter().flatten() {
+            w.wake_by_ref();
+        }
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
 }
 
 impl Drain {
@@ -40,12 +95,8 @@ impl Drain {
     pub(crate) fn start(&self) {
         self.on.set(true);
         self.soft.set(false);
-        for (_, w) in self.waiters.borrow_mut().drain() {
-            w.wake();
-        }
-        for (_, w) in self.hard_waiters.borrow_mut().drain() {
-            w.wake();
-        }
+        self.waiters.borrow_mut().wake_all();
+        self.hard_waiters.borrow_mut().wake_all();
     }
 
     /// Drains for a successor: accepting stops and idle connections close, but a connection
@@ -53,9 +104,7 @@ impl Drain {
     pub(crate) fn start_soft(&self) {
         self.on.set(true);
         self.soft.set(true);
-        for (_, w) in self.waiters.borrow_mut().drain() {
-            w.wake();
-        }
+        self.waiters.borrow_mut().wake_all();
     }
 
     /// Resolves at a hard drain only (a soft one lets the waiter finish what it is reading).
@@ -77,7 +126,7 @@ impl Drain {
     }
 
     /// The waiters a wait registers with: a hard-only wait is woken by a hard drain alone.
-    fn waiters_for(&self, hard: bool) -> &RefCell<AHashMap<u64, Waker>> {
+    fn waiters_for(&self, hard: bool) -> &RefCell<Waiters> {
         if hard {
             &self.hard_waiters
         } else {
@@ -88,7 +137,7 @@ impl Drain {
 
 pub(crate) struct DrainWait {
     drain: Rc<Drain>,
-    key: Option<u64>,
+    key: Option<usize>,
     /// Only a hard drain ends it ([`Drain::hard_wait`]).
     hard: bool,
 }
@@ -99,19 +148,11 @@ impl Future for DrainWait {
         if self.drain.on.get() && !(self.hard && self.drain.soft.get()) {
             return Poll::Ready(());
         }
-        let key = match self.key {
-            Some(k) => k,
-            None => {
-                let k = self.drain.next_key.get();
-                self.drain.next_key.set(k + 1);
-                self.key = Some(k);
-                k
-            }
-        };
-        self.drain
-            .waiters_for(self.hard)
+        let me = &mut *self;
+        me.drain
+            .waiters_for(me.hard)
             .borrow_mut()
-            .insert(key, cx.waker().clone());
+            .set(&mut me.key, cx.waker());
         Poll::Pending
     }
 }
@@ -119,7 +160,7 @@ impl Future for DrainWait {
 impl Drop for DrainWait {
     fn drop(&mut self) {
         if let Some(k) = self.key {
-            self.drain.waiters_for(self.hard).borrow_mut().remove(&k);
+            self.drain.waiters_for(self.hard).borrow_mut().remove(k);
         }
     }
 }
@@ -137,7 +178,7 @@ pub(crate) enum Woke {
 /// ten thousand small map entries.
 #[derive(Default)]
 pub(crate) struct IdleClock {
-    deadlines: RefCell<BTreeMap<(Instant, u64), Waker>>,
+    deadlines: RefCell<BTreeMap<(Instant, usize), Waker>>,
     /// The timer task's waker while it sleeps, and the deadline it sleeps until.
     sweeper: RefCell<Option<(Waker, Instant)>>,
     running: Cell<bool>,
@@ -188,7 +229,7 @@ impl Drain {
                 // Take the due entries out; each waiter finds its deadline passed when polled.
                 let due = {
                     let mut map = me.clock.deadlines.borrow_mut();
-                    let rest = map.split_off(&(now, u64::MAX));
+                    let rest = map.split_off(&(now, usize::MAX));
                     std::mem::replace(&mut *map, rest)
                 };
                 for w in due.into_values() {
@@ -216,7 +257,7 @@ impl Future for Rearm {
 pub(crate) struct IdleWait {
     drain: Rc<Drain>,
     deadline: Option<Instant>,
-    key: Option<u64>,
+    key: Option<usize>,
 }
 
 impl Future for IdleWait {
@@ -229,19 +270,8 @@ impl Future for IdleWait {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Poll::Ready(Woke::Expired);
         }
-        let key = match self.key {
-            Some(k) => k,
-            None => {
-                let k = self.drain.next_key.get();
-                self.drain.next_key.set(k + 1);
-                self.key = Some(k);
-                k
-            }
-        };
-        self.drain
-            .waiters
-            .borrow_mut()
-            .insert(key, cx.waker().clone());
+        let me = &mut *self;
+        let key = me.drain.waiters.borrow_mut().set(&mut me.key, cx.waker());
         if let Some(deadline) = deadline {
             let clock = &self.drain.clock;
             clock
@@ -261,7 +291,7 @@ impl Future for IdleWait {
 impl Drop for IdleWait {
     fn drop(&mut self) {
         if let Some(k) = self.key {
-            self.drain.waiters.borrow_mut().remove(&k);
+            self.drain.waiters.borrow_mut().remove(k);
             if let Some(d) = self.deadline {
                 self.drain.clock.deadlines.borrow_mut().remove(&(d, k));
             }
