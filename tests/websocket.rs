@@ -436,6 +436,53 @@ fn messages_are_throttled_by_their_route() {
     assert_eq!(next_text(&mut ws), json!({"free": true}));
 }
 
+/// A usage plan's quota counts `$connect` and each message of a connection opened with the
+/// plan's key: a message past it gets Amazon's "Limit Exceeded" on a connection that stays
+/// open, and a new connection is refused with 429.
+#[test]
+fn a_keys_quota_counts_connections_and_messages() {
+    const KEY: &str = "ws-key-0123456789abcdef0123";
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\napi_key_required = true\nintegration = { type = \"mock\", status = 200, body = '' }\n\
+                 [[apis.routes]]\nroute = \"ping\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = '{\"pong\":true}' }\n",
+            )
+            .extra(format!(
+                "[[usage_plans]]\nname = \"p\"\nstages = [\"api/prod\"]\nquota = {{ limit = 3, period = \"day\" }}\n\n\
+                 [[api_keys]]\nname = \"k\"\nvalue = \"{KEY}\"\nplan = \"p\"\n"
+            ))
+            .toml(),
+    );
+    let (mut ws, _) = open_with(&g, &[("x-api-key", KEY)]).expect("upgrade");
+    for _ in 0..2 {
+        ws.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
+        assert_eq!(next_text(&mut ws), json!({"pong": true}));
+    }
+    // The connection and two messages spent the quota of 3.
+    ws.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
+    let r = next_text(&mut ws);
+    assert_eq!(r["message"], "Limit Exceeded", "{r}");
+    assert!(
+        r["connectionId"].as_str().is_some_and(|s| !s.is_empty()),
+        "{r}"
+    );
+    ws.send(Message::text(r#"{"action":"ping"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws)["message"], "Limit Exceeded");
+    // (`open_with`'s refusal shows the answer's body as its bytes.)
+    let body = |b: &[u8]| format!("body: Some({:?})", b.to_vec());
+    let e = open_with(&g, &[("x-api-key", KEY)])
+        .map(|_| ())
+        .unwrap_err();
+    assert!(e.contains("status: 429"), "{e}");
+    assert!(e.contains(&body(br#"{"message":"Limit Exceeded"}"#)), "{e}");
+    // Without the key: refused before the quota.
+    let e = open_with(&g, &[]).map(|_| ()).unwrap_err();
+    assert!(e.contains("status: 403"), "{e}");
+    assert!(e.contains(&body(br#"{"message":"Forbidden"}"#)), "{e}");
+}
+
 #[test]
 fn a_reload_reroutes_later_messages_and_a_drain_closes_with_1001() {
     let conf = |body: &str| {

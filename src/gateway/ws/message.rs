@@ -1,8 +1,8 @@
 //! What a connection's events do once it is open: each message finds its API and stage in
 //! the snapshot current then, its route by the selection expression, passes the route's
-//! throttles and calls its integration (a two-way route's answer is what goes back; a failure
-//! is Amazon's "Internal server error" message); `$disconnect` is called once at the end, best
-//! effort. Each message is one access-log line.
+//! throttles and the key's quota and calls its integration (a two-way route's answer is what
+//! goes back; a failure is Amazon's "Internal server error" message); `$disconnect` is called
+//! once at the end, best effort. Each message is one access-log line.
 
 use std::rc::Rc;
 
@@ -132,6 +132,13 @@ async fn answer(
         .is_err()
     {
         return error("Too Many Requests", 429);
+    }
+    // And counted against the quota of `$connect`'s API key's plan, as a request is.
+    if crate::gateway::limits::count_quota(shard, ss, ctx)
+        .await
+        .is_err()
+    {
+        return error("Limit Exceeded", 429);
     }
     let two_way = ss.snap.config.apis[st.api].routes[route].route_response;
     match integrate(ss, s, m, "MESSAGE", data, Some(&request_id)).await {

@@ -1,5 +1,5 @@
 //! WebSocket APIs (`kind = "websocket"`): the upgrade request runs the `$connect` route —
-//! resource policy, authorizer, API key, throttles, then its integration, whose non-2xx
+//! resource policy, authorizer, API key, throttles, quota, then its integration, whose non-2xx
 //! answer refuses the upgrade with that status — and is answered `101` with a new
 //! `connectionId`; from then on each message is routed by the API's
 //! `route_selection_expression` ([`session`]).
@@ -136,6 +136,8 @@ pub(crate) async fn connect(
         super::authorizer::authorize(shard, ss, conn, ctx, m).await?;
         super::api_key::authenticate(ss, ctx, m)?;
         super::limits::throttle(shard, ss, ctx, m).await?;
+        // A connection is a request of the key's plan (429 "Limit Exceeded" once spent).
+        super::limits::count_quota(shard, ss, ctx).await?;
         let session = session_of(ss, conn, ctx, &id, st.api, st.stage);
         match integration::integrate(
             ss,
