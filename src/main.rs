@@ -260,15 +260,15 @@ fn main() -> ExitCode {
                 .map_err(|e| ConfigError { errors: vec![e] })
         }) {
             Ok(()) => {
-                print!("{}", tollgate::summary(&cfg, cli.workers));
+                out(format_args!("{}", tollgate::summary(&cfg, cli.workers)));
                 if let Some(w) = raise_nofile().and_then(|l| tollgate::fd_warning(&cfg, l)) {
-                    println!("warning: {w}");
+                    out(format_args!("warning: {w}\n"));
                 }
                 if let Some(w) = tollgate::admin_warning(&cfg) {
-                    println!("warning: {w}");
+                    out(format_args!("warning: {w}\n"));
                 }
                 for w in tollgate::cache_warnings(&cfg) {
-                    println!("warning: {w}");
+                    out(format_args!("warning: {w}\n"));
                 }
                 ExitCode::SUCCESS
             }
@@ -287,7 +287,7 @@ fn main() -> ExitCode {
             extensions,
         }) => match openapi(&cfg, api, stage, &kind, extensions) {
             Ok(doc) => {
-                println!("{doc}");
+                out(format_args!("{doc}\n"));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -335,7 +335,7 @@ fn main() -> ExitCode {
             };
             match r {
                 Ok(msg) => {
-                    println!("{msg}");
+                    out(format_args!("{msg}\n"));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -388,6 +388,13 @@ fn admin_call(
     Ok((status, body.to_string()))
 }
 
+/// Writes a command's output to stdout; a reader that went away (`tollgate check | head -1`)
+/// ends the output, not the process with a panic.
+fn out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_fmt(args);
+}
+
 /// Prints an admin answer (pretty JSON); a failure status exits 1 with the message.
 fn print_answer(r: Result<(u16, String), String>) -> ExitCode {
     match r {
@@ -396,7 +403,7 @@ fn print_answer(r: Result<(u16, String), String>) -> ExitCode {
                 .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
                 .unwrap_or(body);
             if status < 400 {
-                println!("{pretty}");
+                out(format_args!("{pretty}\n"));
                 ExitCode::SUCCESS
             } else {
                 eprintln!("{status}: {pretty}");

@@ -94,6 +94,26 @@ fn check_names_unsupported_and_bad_keys() {
     assert!(err.contains("limits.header_timeout = \"soon\""), "{err}");
 }
 
+/// `tollgate check | head -1`: a reader that closed before the output is written ends the
+/// output, with the check's status, not a panic.
+#[test]
+fn check_output_to_a_closed_pipe_is_not_a_panic() {
+    let dir = TempDir::new();
+    let p = dir.0.join("c.toml");
+    std::fs::write(&p, Cfg::new().toml()).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = bin()
+        .args(["check", "--config", p.to_str().unwrap()])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
 fn conf(body: &str, up: SocketAddr, admin_env: &str) -> String {
     Cfg::new()
         .admin(format!("token_env = \"{admin_env}\""))
