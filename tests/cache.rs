@@ -709,6 +709,25 @@ fn admin_flush_and_purge() {
     assert_eq!(purge("?prefix=/g/items").json()["purged"], 3);
     assert_eq!(req(&gw, "/g/items/2", "").header("x-cache"), Some("Miss"));
     assert_eq!(req(&gw, "/g/other", "").header("x-cache"), Some("Hit"));
+    // A misspelt or valueless parameter is refused, not read as "flush everything".
+    for q in [
+        "?paht=/g/other",
+        "?Path=/g/other",
+        "?path",
+        "?path=/g/other&x=1",
+    ] {
+        let r = purge(q);
+        assert_eq!(r.status, 400, "{q}");
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("expected path=/"),
+            "{q}: {}",
+            r.text()
+        );
+    }
+    assert_eq!(req(&gw, "/g/other", "").header("x-cache"), Some("Hit"));
     let r = purge("");
     assert_eq!((r.status, r.json()["flushed"].as_u64()), (200, Some(2)));
     assert_eq!(req(&gw, "/g/other", "").header("x-cache"), Some("Miss"));

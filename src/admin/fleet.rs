@@ -171,6 +171,18 @@ pub(super) async fn fleet_write(
             if let Err(OpError(s, m)) = ctl.borrow().stage_cache(api, stage) {
                 return Some(message(s, m));
             }
+            // A flush is destructive: a parameter it does not know (a misspelt `path`, one
+            // without a value) is refused rather than read as "flush everything".
+            if let Some(p) = query
+                .split('&')
+                .filter(|kv| !kv.is_empty())
+                .find(|kv| !matches!(kv.split_once('='), Some(("path" | "prefix", _))))
+            {
+                return Some(message(
+                    400,
+                    format!("query parameter {p:?} is not valid: expected path=/... or prefix=/..., or none to flush the whole cache"),
+                ));
+            }
             let (path, prefix) = match (query_param(query, "path"), query_param(query, "prefix")) {
                 (Some(_), Some(_)) => return Some(message(400, "give path or prefix, not both")),
                 (Some(p), None) | (None, Some(p)) if !p.starts_with('/') => {
