@@ -518,12 +518,38 @@ fn run_time_definitions_are_checked_as_the_file_is() {
     );
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("at most 1024"), "{}", r.text());
+    // A stage that deploys every change takes no deployment id (a rollback would last until
+    // the next edit): refused as Amazon refuses it; turning auto_deploy off with it is a pin.
+    let d = post(&g, "/apis/shop/deployments", json!({}));
+    assert_eq!(d.status, 201, "{}", d.text());
+    let d = d.json()["id"].as_str().unwrap().to_string();
+    const AUTO: &str = "Deployment ID cannot be set on this stage because AutoDeploy is enabled";
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "auto_deploy": true, "deployment": d}),
+    );
+    assert_eq!((r.status, r.json()["message"].as_str()), (400, Some(AUTO)));
     let r = post(
         &g,
         "/apis/shop/stages",
         json!({"name": "prod", "auto_deploy": true}),
     );
     assert_eq!(r.status, 201, "{}", r.text());
+    let patch = |body: serde_json::Value| {
+        admin_with(
+            g.admin(),
+            "PATCH",
+            "/apis/shop/stages/prod",
+            &body.to_string(),
+        )
+    };
+    let r = patch(json!({"deployment": d}));
+    assert_eq!((r.status, r.json()["message"].as_str()), (400, Some(AUTO)));
+    let r = patch(json!({"deployment": d, "auto_deploy": false}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["deployment"], d.as_str());
+    assert_eq!(patch(json!({"auto_deploy": true})).status, 200);
     // A second mapping of the same host and base path.
     let m = json!({"host": "shop.test", "base_path": "v1", "api": "shop", "stage": "prod"});
     assert_eq!(post(&g, "/domains", m.clone()).status, 201);

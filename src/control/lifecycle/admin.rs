@@ -462,6 +462,10 @@ impl Control {
     /// `POST /apis/{api}/stages` and `PATCH /apis/{api}/stages/{stage}`: `name` (POST),
     /// `deployment` (required to create; changing it is a rollout or a rollback), and an
     /// `[[apis.stages]]` table's settings. Compiled before it is stored.
+    /// Amazon's words for a deployment given to a stage that deploys every change itself.
+    const AUTO_DEPLOYED: &'static str =
+        "Deployment ID cannot be set on this stage because AutoDeploy is enabled";
+
     pub(crate) fn put_stage(
         &mut self,
         api: &str,
@@ -496,6 +500,9 @@ impl Control {
                     return Err(OpError(409, format!("API {api:?} has a stage {name:?}")));
                 }
                 let deployment = match body.get("deployment") {
+                    Some(Value::String(_)) if auto_deploy == Some(true) => {
+                        return Err(bad(Self::AUTO_DEPLOYED))
+                    }
                     Some(Value::String(d)) => d.clone(),
                     // A stage that deploys every change starts with the definition as it is.
                     None if auto_deploy == Some(true) => {
@@ -530,6 +537,10 @@ impl Control {
                     }
                 }
                 match body.get("deployment") {
+                    // Rolling an auto-deployed stage back would last until the next edit.
+                    Some(Value::String(_)) if auto_deploy.unwrap_or(s.auto_deploy) => {
+                        return Err(bad(Self::AUTO_DEPLOYED))
+                    }
                     Some(Value::String(d)) => s.deployment = d.clone(),
                     Some(_) => return Err(bad("deployment: expected a deployment id")),
                     None => {}
