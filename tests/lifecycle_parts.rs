@@ -194,10 +194,18 @@ fn authorizers_and_merge_patches_keep_the_definition_whole() {
     let r = call(&g, "GET", "/apis/shop/authorizers/gate", json!(null));
     assert_eq!(r.json()["type"], "request");
 
-    // An authorizer a route names cannot go; nor can a default name one that is not there.
+    // An authorizer a route names cannot go (409, Amazon's words); nor can a default name
+    // one that is not there.
     let r = call(&g, "DELETE", "/apis/shop/authorizers/gate", json!(null));
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("gate"), "{}", r.text());
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(
+        r.json()["message"],
+        "Cannot delete authorizer 'gate', is referenced in route: GET /v"
+    );
+    assert_eq!(
+        call(&g, "GET", "/apis/shop/authorizers/gate", json!(null)).status,
+        200
+    );
     let r = call(
         &g,
         "PATCH",
@@ -213,6 +221,20 @@ fn authorizers_and_merge_patches_keep_the_definition_whole() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json().get("authorizer").is_none(), "{}", r.text());
+    let default = |v: serde_json::Value| {
+        call(
+            &g,
+            "PATCH",
+            "/apis/shop",
+            json!({ "default_authorizer": v }),
+        )
+        .status
+    };
+    assert_eq!(default(json!("gate")), 200);
+    let r = call(&g, "DELETE", "/apis/shop/authorizers/gate", json!(null));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("default_authorizer"), "{}", r.text());
+    assert_eq!(default(json!(null)), 200);
     let r = call(&g, "DELETE", "/apis/shop/authorizers/gate", json!(null));
     assert_eq!(r.status, 200, "{}", r.text());
 

@@ -6,7 +6,7 @@
 use super::*;
 
 /// The lists of a definition edited item by item.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Part {
     Route,
     Authorizer,
@@ -237,6 +237,28 @@ impl Control {
         id: &str,
     ) -> Result<Value, OpError> {
         self.edit_definition(api, |def| {
+            if part == Part::Authorizer {
+                // One still in use is not deleted (409, in Amazon's words), whatever the
+                // definition's check would then say about the route that names it.
+                let routes = def.get("routes").and_then(Value::as_array);
+                if let Some(r) = routes
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["authorizer"] == json!(id))
+                {
+                    let route = r["route"].as_str().unwrap_or_default();
+                    return Err(OpError(
+                        409,
+                        format!("Cannot delete authorizer '{id}', is referenced in route: {route}"),
+                    ));
+                }
+                if def.get("default_authorizer") == Some(&json!(id)) {
+                    return Err(OpError(
+                        409,
+                        format!("Cannot delete authorizer '{id}', is the API's default_authorizer"),
+                    ));
+                }
+            }
             let list = def
                 .get_mut(part.list())
                 .and_then(Value::as_array_mut)
