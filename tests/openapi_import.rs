@@ -260,6 +260,92 @@ fn a_plain_openapi_document_imports_with_warnings_and_bad_ones_are_refused() {
 /// `x-amazon-apigateway-auth` AWS_IAM is SigV4; a `security` that is null (YAML `security:`),
 /// an object or a list of names is not "no security". And an integration URI whose scheme and
 /// host a stage variable gives (as the export writes it) imports.
+/// Parameters and request bodies kept with the document's others (`$ref`) are validated as
+/// inline ones are; a reference that leads nowhere, or round in a circle, is named in the
+/// warnings (and refused with failonwarnings) rather than dropped in silence.
+#[test]
+fn referenced_parameters_and_bodies_are_validated_and_broken_references_named() {
+    let g = gw();
+    let mock = json!({"type": "mock", "responses": {"default": {"statusCode": "200"}}});
+    let doc = json!({"openapi": "3.0.1", "info": {"title": "refs", "version": "1"},
+        "components": {
+            "parameters": {"Q": {"name": "q", "in": "query", "required": true, "schema": {"type": "string"}},
+                           "Alias": {"$ref": "#/components/parameters/Q"}},
+            "requestBodies": {"Pet": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}}}},
+        "x-amazon-apigateway-request-validators": {"all": {"validateRequestBody": true, "validateRequestParameters": true}},
+        "x-amazon-apigateway-request-validator": "all",
+        "paths": {
+            "/q": {"get": {"parameters": [{"$ref": "#/components/parameters/Alias"}],
+                           "x-amazon-apigateway-integration": mock}},
+            "/pets": {"post": {"requestBody": {"$ref": "#/components/requestBodies/Pet"},
+                               "x-amazon-apigateway-integration": mock}}}});
+    let v = import_and_serve(&g, "&failonwarnings=true", &doc.to_string(), "refs.test");
+    assert_eq!(v["warnings"], json!([]), "{v}");
+    let r = on(&g, "refs.test", "/q");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json()["message"],
+        "Missing required request parameters: [q]"
+    );
+    assert_eq!(on(&g, "refs.test", "/q?q=1").status, 200);
+    let post = |body: &str| {
+        Client::connect(g.addr()).request(
+            format!("POST /pets HTTP/1.1\r\nHost: refs.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                .as_bytes(),
+        )
+    };
+    assert_eq!(post(r#"{"nope":1}"#).status, 400);
+    assert_eq!(post(r#"{"name":"rex"}"#).status, 200);
+
+    // Broken: nowhere, a cycle, a Swagger 2.0 parameter that is not there.
+    let mut broken = doc.clone();
+    broken["components"]["parameters"]["Alias"] = json!({"$ref": "#/components/parameters/Loop"});
+    broken["components"]["parameters"]["Loop"] = json!({"$ref": "#/components/parameters/Alias"});
+    broken["paths"]["/pets"]["post"]["requestBody"] =
+        json!({"$ref": "#/components/requestBodies/Gone"});
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&name=broken",
+        &broken.to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let w = r.json()["warnings"].to_string();
+    assert!(
+        w.contains("GET /q: parameter $ref chain longer than"),
+        "{w}"
+    );
+    assert!(
+        w.contains(
+            "POST /pets: requestBody $ref \\\"#/components/requestBodies/Gone\\\" does not lead"
+        ),
+        "{w}"
+    );
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&name=broken2&failonwarnings=true",
+        &broken.to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let swagger = json!({"swagger": "2.0", "info": {"title": "s", "version": "1"},
+        "paths": {"/q": {"get": {"parameters": [{"$ref": "#/parameters/Q"}],
+                                 "x-amazon-apigateway-integration": mock}}}});
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&name=sw",
+        &swagger.to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        r.json()["warnings"].to_string().contains("#/parameters/Q"),
+        "{}",
+        r.text()
+    );
+}
+
 #[test]
 fn security_the_import_cannot_read_leaves_the_route_out() {
     let dir = TempDir::new();

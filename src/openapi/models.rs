@@ -52,6 +52,42 @@ pub(super) struct Imports {
     pub models: Vec<Value>,
 }
 
+/// `v` itself, or what its `$ref` points at within the document (`#/components/parameters/Q`,
+/// `#/parameters/Q`, `#/components/requestBodies/B`; a chain of them followed); `None`, with
+/// a warning naming the route, for a reference that leads nowhere, outside the document or
+/// round in a circle.
+fn local_ref<'a>(
+    doc: &'a Value,
+    mut v: &'a Value,
+    key: &str,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> Option<&'a Value> {
+    const HOPS: usize = 16;
+    for _ in 0..HOPS {
+        let Some(r) = v.get("$ref") else {
+            return Some(v);
+        };
+        let target = r
+            .as_str()
+            .and_then(|r| r.strip_prefix('#'))
+            .and_then(|pointer| doc.pointer(pointer));
+        match target {
+            Some(t) => v = t,
+            None => {
+                warnings.push(format!(
+                    "{key}: {what} $ref {r} does not lead to a part of this document: not checked"
+                ));
+                return None;
+            }
+        }
+    }
+    warnings.push(format!(
+        "{key}: {what} $ref chain longer than {HOPS} (a cycle?): not checked"
+    ));
+    None
+}
+
 /// Where a document keeps its schemas, and how a `$ref` names them.
 fn schema_place(oas3: bool) -> (&'static str, &'static str) {
     if oas3 {
@@ -246,7 +282,14 @@ impl Imports {
             .flatten()
             .chain(op["parameters"].as_array().into_iter().flatten());
         for p in params {
+            // A parameter kept with the document's others (`$ref`) is read where it is.
+            let Some(p) = local_ref(doc, p, key, "parameter", warnings) else {
+                continue;
+            };
             let (Some(name), Some(place_in)) = (p["name"].as_str(), p["in"].as_str()) else {
+                warnings.push(format!(
+                    "{key}: a parameter without a name or an \"in\": not checked"
+                ));
                 continue;
             };
             if place_in == "body" {
@@ -272,8 +315,12 @@ impl Imports {
                 )),
             }
         }
-        for (ct, media) in op["requestBody"]["content"]
-            .as_object()
+        let body = match op.get("requestBody") {
+            Some(b) => local_ref(doc, b, key, "requestBody", warnings),
+            None => None,
+        };
+        for (ct, media) in body
+            .and_then(|b| b["content"].as_object())
             .into_iter()
             .flatten()
         {
