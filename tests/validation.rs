@@ -456,3 +456,25 @@ fn schema_patterns_run_in_linear_time() {
     let r = post(&g, "/w", "", r#"["ab cd", "ef"]"#);
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
 }
+
+/// A `request_models` key that is not a bare media type (or `$default`) would never match a
+/// request, whose body would then go unchecked: refused at load with its key.
+#[test]
+fn request_model_keys_that_could_never_match_are_refused() {
+    for ct in ["application/json; charset=utf-8", "json", "application/"] {
+        let (ok, text) = check_config(
+            &Cfg::new()
+                .api_extra("  [[apis.models]]\n  name = \"Pet\"\n  schema = { type = \"object\" }\n")
+                .route(
+                    "POST /p",
+                    format!("request_validator = \"body\"\nrequest_models = {{ \"{ct}\" = \"Pet\" }}\nintegration = {{ type = \"mock\", body = \"ok\" }}"),
+                )
+                .toml(),
+        );
+        assert!(!ok, "{ct}: {text}");
+        assert!(
+            text.contains(&format!("request_models.{ct}")) && text.contains("is not a media type"),
+            "{ct}: {text}"
+        );
+    }
+}

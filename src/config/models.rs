@@ -128,6 +128,14 @@ impl Validator {
         };
         let mut v = Validation::default();
         for (ct, name) in &spec.request_models {
+            if ct != "$default" && !super::transform::is_media_type(ct) {
+                // It would never match a request: its body would go unchecked.
+                self.err(
+                    &format!("{rkey}.request_models.{ct}"),
+                    "is not a media type: expected \"type/subtype\" (\"application/json\"), without parameters, or \"$default\"",
+                );
+                continue;
+            }
             match models.iter().find(|m| &m.name == name) {
                 Some(m) => v
                     .models

@@ -123,6 +123,20 @@ impl Transform {
     }
 }
 
+/// Whether a key is a bare media type, `type/subtype` (how templates and models are chosen:
+/// by the request's or the answer's type, without case and without its parameters).
+pub(super) fn is_media_type(ct: &str) -> bool {
+    ct.split_once('/').is_some_and(|(a, b)| {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.bytes().all(crate::syntax::is_tchar)
+            && b.bytes().all(crate::syntax::is_tchar)
+    })
+}
+
+/// What a key that is not one gets.
+pub(super) const NOT_A_MEDIA_TYPE: &str = "is not a media type: expected \"type/subtype\" (\"application/json\", \"text/plain\"), without parameters";
+
 impl Validator {
     /// Templates by content type, parsed. A key is a media type (`type/subtype`, compared
     /// without case and without parameters to the request's or the answer's): any other key
@@ -134,17 +148,8 @@ impl Validator {
     ) -> Vec<(String, vtl::Template)> {
         let mut out = Vec::with_capacity(m.len());
         for (ct, t) in m {
-            let media_type = ct.split_once('/').is_some_and(|(a, b)| {
-                !a.is_empty()
-                    && !b.is_empty()
-                    && a.bytes().all(crate::syntax::is_tchar)
-                    && b.bytes().all(crate::syntax::is_tchar)
-            });
-            if !media_type {
-                self.err(
-                    &format!("{key}.{ct}"),
-                    "is not a media type: expected \"type/subtype\" (\"application/json\", \"text/plain\"), without parameters",
-                );
+            if !is_media_type(&ct) {
+                self.err(&format!("{key}.{ct}"), NOT_A_MEDIA_TYPE);
                 continue;
             }
             match vtl::Template::parse(&t) {

@@ -52,6 +52,16 @@ pub(super) struct Imports {
     pub models: Vec<Value>,
 }
 
+/// A document's media type as a route's `request_models` key: without its parameters
+/// (`application/json; charset=utf-8` is the body of any `application/json` request).
+fn bare_media_type(ct: &str) -> String {
+    ct.split(';')
+        .next()
+        .unwrap_or(ct)
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// `v` itself, or what its `$ref` points at within the document (`#/components/parameters/Q`,
 /// `#/parameters/Q`, `#/components/requestBodies/B`; a chain of them followed); `None`, with
 /// a warning naming the route, for a reference that leads nowhere, outside the document or
@@ -299,7 +309,7 @@ impl Imports {
                     .and_then(Value::as_str)
                     .unwrap_or("application/json");
                 if let Some(m) = self.body_model(key, ct, &p["schema"])? {
-                    models.insert(ct.to_string(), json!(m));
+                    models.insert(bare_media_type(ct), json!(m));
                 }
                 continue;
             }
@@ -325,7 +335,7 @@ impl Imports {
             .flatten()
         {
             if let Some(m) = self.body_model(key, ct, &media["schema"])? {
-                models.insert(ct.clone(), json!(m));
+                models.insert(bare_media_type(ct), json!(m));
             }
         }
         let validator = op["x-amazon-apigateway-request-validator"]
