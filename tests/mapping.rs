@@ -99,6 +99,11 @@ fn bad_mappings_are_refused_at_load() {
         (r#"request_parameters = { "append:header.x-a" = "$request.cookie.c" }"#, "$request.cookie.c: expected"),
         (r#"response_parameters = { "200" = { "overwrite:statuscode" = "204" } }"#, "other than 204 and 304"),
         (r#"response_parameters = { "2xx" = { "append:header.x" = "1" } }"#, "response_parameters = \"2xx\" is not valid"),
+        // Filters, slices and wildcards, braced or not (not pasted in after the value as text).
+        (r#"request_parameters = { "append:header.x-a" = "$request.body.a[?(@.b)]" }"#, "$request.body.a[?(@.b)]: wildcards, slices and filter expressions are not supported"),
+        (r#"request_parameters = { "append:header.x-a" = "$request.body.a[0:1]" }"#, "$request.body.a[0:1]: wildcards, slices and filter expressions are not supported"),
+        (r#"request_parameters = { "append:header.x-a" = "v-$request.body.a.* x" }"#, "$request.body.a.*: wildcards, slices and filter expressions are not supported"),
+        (r#"request_parameters = { "append:header.x-a" = "${request.body.a[?(@.b)]}" }"#, "recursive descent, wildcards and filter expressions are not supported"),
     ] {
         let toml = Cfg::new()
             .route("GET /p/{id}", format!("{keys}\nintegration = {{ type = \"http\", uri = \"http://127.0.0.1:9/x\" }}"))

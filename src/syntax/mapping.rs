@@ -107,7 +107,8 @@ pub(crate) fn parse_value(v: &str, response: bool) -> Result<Vec<Piece>, String>
         ));
     }
     let mut out = Vec::new();
-    for t in lex(v)? {
+    let mut tokens = lex(v)?.into_iter().peekable();
+    while let Some(t) = tokens.next() {
         let name = match t {
             Token::Lit(l) => {
                 out.push(Piece::Lit(l));
@@ -115,6 +116,22 @@ pub(crate) fn parse_value(v: &str, response: bool) -> Result<Vec<Piece>, String>
             }
             Token::Ref(name) => name,
         };
+        // A body path ends where a filter, a slice or a wildcard begins (`a[?(@.b)]`,
+        // `a[0:1]`, `a.*`): that would be pasted in as text after the value; refused as
+        // Amazon refuses such paths.
+        if let (Some("request.body"), Some(Token::Lit(next))) = (
+            name.get(..12)
+                .filter(|_| name.len() == 12 || name.as_bytes()[12] == b'.'),
+            tokens.peek(),
+        ) {
+            if next.starts_with('[') || next.starts_with(".*") || next.starts_with(".[") {
+                let end = next.find([' ', ',', ';']).unwrap_or(next.len());
+                return Err(format!(
+                    "${name}{}: wildcards, slices and filter expressions are not supported in a body path",
+                    &next[..end]
+                ));
+            }
+        }
         let (root, rest) = name.split_once('.').unwrap_or((&name, ""));
         let src = match (root, rest) {
             ("request", r) if !response => request_source(r)?,
