@@ -99,6 +99,9 @@ fn bad_mappings_are_refused_at_load() {
         (r#"request_parameters = { "append:header.x-a" = "$request.cookie.c" }"#, "$request.cookie.c: expected"),
         (r#"response_parameters = { "200" = { "overwrite:statuscode" = "204" } }"#, "other than 204 and 304"),
         (r#"response_parameters = { "2xx" = { "append:header.x" = "1" } }"#, "response_parameters = \"2xx\" is not valid"),
+        // A stage variable the stage lacks: the mapping's key is named, not the integration.
+        (r#"request_parameters = { "append:header.x-st" = "$stageVariables.nope" }"#, "routes[\"GET /p/{id}\"].request_parameters.\"append:header.x-st\": on stage \"prod\": stage variable \"nope\" is not defined on this stage"),
+        (r#"response_parameters = { "404" = { "append:header.x-st" = "$stageVariables.nope" } }"#, "routes[\"GET /p/{id}\"].response_parameters.\"404\".\"append:header.x-st\": on stage \"prod\": stage variable"),
         // Filters, slices and wildcards, braced or not (not pasted in after the value as text).
         (r#"request_parameters = { "append:header.x-a" = "$request.body.a[?(@.b)]" }"#, "$request.body.a[?(@.b)]: wildcards, slices and filter expressions are not supported"),
         (r#"request_parameters = { "append:header.x-a" = "$request.body.a[0:1]" }"#, "$request.body.a[0:1]: wildcards, slices and filter expressions are not supported"),

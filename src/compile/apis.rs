@@ -92,6 +92,17 @@ fn compile_api(
         for s in &api.stages {
             match integration(cfg, (&api.name, r, s), sh.literal_targets) {
                 Ok(rt) => per_stage.push(rt),
+                // A mapping's error names its own key (`request_parameters."append:header.x"`).
+                Err(e)
+                    if e.starts_with("request_parameters.")
+                        || e.starts_with("response_parameters.") =>
+                {
+                    let (key, e) = e.split_once(": ").unwrap_or((&e, ""));
+                    errors.err(
+                        &format!("{rkey}.{key}"),
+                        format_args!("on stage {:?}: {e}", s.name),
+                    );
+                }
                 Err(e) => {
                     errors.err(
                         &format!("{rkey}.integration"),

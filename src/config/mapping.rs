@@ -46,6 +46,23 @@ pub struct MapOp {
     pub value: Vec<Piece>,
 }
 
+impl MapOp {
+    /// Its key as written (`append:header.x-a`), for errors.
+    fn key(&self) -> String {
+        let action = match self.action {
+            Action::Append => "append",
+            Action::Overwrite => "overwrite",
+            Action::Remove => "remove",
+        };
+        match &self.target {
+            Target::Header(n) => format!("{action}:header.{n}"),
+            Target::Query(n) => format!("{action}:querystring.{n}"),
+            Target::Path => format!("{action}:path"),
+            Target::StatusCode => format!("{action}:statuscode"),
+        }
+    }
+}
+
 /// A route's parameter mapping, checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParamMapping {
@@ -79,7 +96,7 @@ impl ParamMapping {
         vars: &BTreeMap<String, String>,
         fixed: &[(&str, &str)],
     ) -> Result<ParamMapping, String> {
-        let ops = |ops: &[MapOp]| -> Result<Vec<MapOp>, String> {
+        let ops = |ops: &[MapOp], table: &str| -> Result<Vec<MapOp>, String> {
             ops.iter()
                 .map(|o| {
                     let value = o
@@ -88,7 +105,10 @@ impl ParamMapping {
                         .map(|p| match p {
                             Piece::Src(Source::StageVar(v)) => {
                                 vars.get(v).map(|x| Piece::Lit(x.clone())).ok_or_else(|| {
-                                    format!("stage variable {v:?} is not defined on this stage")
+                                    format!(
+                                        "{table}.\"{}\": stage variable {v:?} is not defined on this stage",
+                                        o.key()
+                                    )
                                 })
                             }
                             Piece::Src(Source::Context(c)) => Ok(fixed
@@ -108,11 +128,11 @@ impl ParamMapping {
                 .collect()
         };
         Ok(ParamMapping {
-            request: ops(&self.request)?,
+            request: ops(&self.request, "request_parameters")?,
             response: self
                 .response
                 .iter()
-                .map(|(s, o)| Ok((*s, ops(o)?)))
+                .map(|(s, o)| Ok((*s, ops(o, &format!("response_parameters.\"{s}\""))?)))
                 .collect::<Result<_, String>>()?,
         })
     }
