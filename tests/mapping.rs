@@ -57,7 +57,9 @@ fn requests_are_rewritten_before_the_upstream() {
 #[test]
 fn answers_are_mapped_by_the_integrations_status() {
     let up = Upstream::start(|s| {
-        let (status, extra) = if s.target.starts_with("/v2/") {
+        let (status, extra) = if s.target.starts_with("/v2/bare") {
+            (404, "")
+        } else if s.target.starts_with("/v2/") {
             (404, "x-origin: shelf-3\r\nx-internal: secret\r\n")
         } else {
             (200, "Cache-Control: max-age=60\r\nx-m: upstream\r\n")
@@ -73,6 +75,10 @@ fn answers_are_mapped_by_the_integrations_status() {
     assert_eq!(r.header("x-origin"), Some("shelf-3"));
     assert_eq!(r.header("x-internal"), None);
     assert_eq!(r.text(), "body");
+    // A header read from what the answer does not have is not added (not added empty).
+    let r = get(g.addr(), "/svc/bare");
+    assert_eq!(r.status, 410);
+    assert!(r.headers.iter().all(|(n, _)| n != "x-was"), "{:?}", r.headers);
     // A cached answer is mapped the same way, when stored and when served.
     for want in ["Miss", "Hit"] {
         let r = get(g.addr(), "/c");

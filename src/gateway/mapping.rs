@@ -413,8 +413,10 @@ pub(crate) fn add_headers<'h>(
         let (Target::Header(n), Action::Append | Action::Overwrite) = (&o.target, o.action) else {
             continue;
         };
+        let start = out.len();
         out.extend_from_slice(n.as_bytes());
         out.extend_from_slice(b": ");
+        let value_at = out.len();
         for p in &o.value {
             let mut v = Vec::new();
             match p {
@@ -430,6 +432,11 @@ pub(crate) fn add_headers<'h>(
                 Piece::Src(_) => {}
             }
             write_escaped(&v, Into::Header, out);
+        }
+        // A value read from what the answer does not have adds nothing (as on the request).
+        if out.len() == value_at && !is_static(&o.value) {
+            out.truncate(start);
+            continue;
         }
         out.extend_from_slice(b"\r\n");
     }
