@@ -36,7 +36,8 @@ impl Encoding {
 pub(crate) fn accepted(head: &RequestHead) -> Option<Encoding> {
     let mut best: Option<(u16, Encoding)> = None;
     let mut star: Option<u16> = None;
-    let mut refused_gzip = false;
+    // `*` stands for the codings not listed: gzip, when it is not.
+    let mut gzip_listed = false;
     for v in head
         .headers()
         .filter(|(n, _)| n.eq_ignore_ascii_case(b"accept-encoding"))
@@ -65,8 +66,8 @@ pub(crate) fn accepted(head: &RequestHead) -> Option<Encoding> {
                 }
                 continue;
             };
-            if q == 0 && enc == Encoding::Gzip {
-                refused_gzip = true;
+            if enc == Encoding::Gzip {
+                gzip_listed = true;
             }
             let better = match best {
                 None => true,
@@ -79,10 +80,12 @@ pub(crate) fn accepted(head: &RequestHead) -> Option<Encoding> {
             }
         }
     }
-    best.map(|(_, e)| e).or(match star {
-        Some(q) if q > 0 && !refused_gzip => Some(Encoding::Gzip),
-        _ => None,
-    })
+    match (best, star) {
+        (Some((bq, _)), Some(sq)) if sq > bq && !gzip_listed => Some(Encoding::Gzip),
+        (Some((_, e)), _) => Some(e),
+        (None, Some(sq)) if sq > 0 && !gzip_listed => Some(Encoding::Gzip),
+        (None, _) => None,
+    }
 }
 
 /// An RFC 9110 12.4.2 weight in thousandths: `0`, `0.` and up to three digits, `1`, or `1.`
@@ -264,6 +267,15 @@ mod tests {
         assert_eq!(accepted(&head("*")), Some(Encoding::Gzip));
         assert_eq!(accepted(&head("deflate")), None);
         assert_eq!(accepted(&head("gzip;q=0, *")), None);
+        // `*` weighs the codings not listed (gzip, unless it is).
+        assert_eq!(accepted(&head("br;q=0.5, *")), Some(Encoding::Gzip));
+        assert_eq!(
+            accepted(&head("br;q=0.5, gzip;q=0.4, *")),
+            Some(Encoding::Br)
+        );
+        assert_eq!(accepted(&head("br, *;q=0.5")), Some(Encoding::Br));
+        assert_eq!(accepted(&head("br;q=0.5, *;q=0.5")), Some(Encoding::Br));
+        assert_eq!(accepted(&head("br;q=0, *")), Some(Encoding::Gzip));
         // Malformed weights: the entry is not honoured (nginx), neither taken nor refused.
         assert_eq!(accepted(&head("gzip;q=abc")), None);
         assert_eq!(accepted(&head("gzip;q=1.5")), None);
