@@ -174,8 +174,10 @@ fn origin(o: &str) -> Result<String, &'static str> {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b));
-    let port_ok =
-        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    // A port a browser could send: 0 to 65535 (what `Origin` carries; 0 would never come).
+    let port_ok = port.is_none_or(|p| {
+        p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
     if scheme_ok && host_ok && port_ok {
         Ok(o)
     } else {
@@ -198,6 +200,7 @@ mod tests {
             "http://localhost:3000"
         );
         assert_eq!(origin("http://[::1]:8080").unwrap(), "http://[::1]:8080");
+        assert!(origin("https://a.test:65535").is_ok());
         assert!(origin("https://*").is_ok());
         assert!(origin("*").is_ok());
         for bad in [
@@ -205,6 +208,11 @@ mod tests {
             "https://a.test/path",
             "https://",
             "https://a.test:x",
+            "https://a.test:99999",
+            "https://a.test:65536",
+            "https://a.test:0",
+            "https://a.test:",
+            "https://a.test:+80",
             "ftp://*",
         ] {
             assert!(origin(bad).is_err(), "{bad}");
