@@ -178,7 +178,16 @@ fn integration_responses_are_chosen_by_status_and_rendered() {
 
 #[test]
 fn bad_templates_are_refused_at_load() {
+    // Past 10,000 operands in one chain: refused, not a stack overflow on the first request.
+    let long_chain = format!(
+        "request_templates = {{ \"application/json\" = \"#set($a = 1{})$a\" }}",
+        " + 1".repeat(10_000)
+    );
     for (integ, want) in [
+        (
+            long_chain.as_str(),
+            "request_templates.application/json: more than 10000 operands in one chain of operators at byte",
+        ),
         (
             "request_templates = { \"application/json\" = \"#if(true)\" }",
             "request_templates.application/json: #if without #end",

@@ -4,7 +4,9 @@
 //! `$velocityCount`), comments — over JSON values, with `$input`, `$util`, `$context` and
 //! `$stageVariables` supplied by the caller ([`Env`]).
 //!
-//! A template is parsed once at load ([`Template::parse`]); an evaluation is bounded: each
+//! A template is parsed once at load ([`Template::parse`]), which refuses nesting deeper than
+//! [`MAX_DEPTH`] and operator chains longer than [`MAX_OPERANDS`], so that no template can
+//! take more than a fixed part of a shard's stack; an evaluation is bounded: each
 //! `#foreach` runs at most [`MAX_LOOP`] times, the whole evaluation at most [`MAX_STEPS`]
 //! steps, the output at most [`MAX_OUTPUT`] bytes, and the values it builds (lists, maps,
 //! strings, copies: see [`Budget`]) at most [`MAX_BUILT`] bytes plus [`BUILT_PER_BODY_BYTE`]
@@ -28,6 +30,10 @@ pub(crate) const MAX_BUILT: usize = 16 << 20;
 pub(crate) const BUILT_PER_BODY_BYTE: usize = 4;
 /// Nesting of directives and expressions.
 const MAX_DEPTH: usize = 64;
+/// Operands of one chain of operators of the same precedence (`a + b - c ...`,
+/// `x && y && ...`): far beyond what anyone writes, and under [`MAX_STEPS`], which a longer
+/// chain would mostly spend. A chain is a list, so its length costs no stack.
+const MAX_OPERANDS: usize = 10_000;
 
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +134,8 @@ enum Expr {
     Range(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
     Neg(Box<Expr>),
-    Bin(Op, Box<Expr>, Box<Expr>),
+    /// `first op1 x1 op2 x2 ...`, operators of one precedence, applied left to right.
+    Chain(Box<Expr>, Vec<(Op, Expr)>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -547,18 +554,24 @@ impl<'t, 'e> Eval<'t, 'e> {
             }
             Expr::Not(x) => Value::Bool(!truthy(&self.expr(x)?)),
             Expr::Neg(x) => number(-num(&self.expr(x)?).unwrap_or(0.0)),
-            Expr::Bin(op, a, b) => {
-                let a = self.expr(a)?;
-                // Short-circuit as Velocity does.
-                if *op == Op::And && !truthy(&a) {
-                    return Ok(Value::Bool(false));
+            // A loop, not a recursion per operand: `((a op b) op c) ...` in constant stack.
+            Expr::Chain(first, rest) => {
+                let mut acc = self.expr(first)?;
+                for (op, b) in rest {
+                    // A step per operator, as when each was a node of its own.
+                    self.tick()?;
+                    acc = match op {
+                        // Short-circuit as Velocity does.
+                        Op::And if !truthy(&acc) => Value::Bool(false),
+                        Op::Or if truthy(&acc) => Value::Bool(true),
+                        _ => {
+                            let b = self.expr(b)?;
+                            // A string joined from the two, or a scalar.
+                            self.built.made(binary(*op, &acc, &b))?
+                        }
+                    };
                 }
-                if *op == Op::Or && truthy(&a) {
-                    return Ok(Value::Bool(true));
-                }
-                let b = self.expr(b)?;
-                // A string joined from the two, or a scalar.
-                self.built.made(binary(*op, &a, &b))?
+                acc
             }
         })
     }

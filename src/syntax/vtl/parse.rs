@@ -35,7 +35,7 @@ impl Template {
     /// Parses `src`. The error says what is wrong and where (a byte offset).
     pub fn parse(src: &str) -> Result<Template, String> {
         let mut vars = Vec::new();
-        let (nodes, roots) = parse_in(src, &mut vars)?;
+        let (nodes, roots) = parse_in(src, &mut vars, 0)?;
         Ok(Template {
             nodes,
             roots,
@@ -45,13 +45,15 @@ impl Template {
     }
 }
 
-/// Parses `src` with the variable table `vars` (extended with the names it uses).
-fn parse_in(src: &str, vars: &mut Vec<String>) -> Result<(Vec<Node>, u8), String> {
+/// Parses `src` with the variable table `vars` (extended with the names it uses), `depth`
+/// levels down already (a string inside an expression nests no deeper than the expression
+/// may: the evaluator recurses through both).
+fn parse_in(src: &str, vars: &mut Vec<String>, depth: usize) -> Result<(Vec<Node>, u8), String> {
     let mut p = Parser {
         s: src.as_bytes(),
         src,
         i: 0,
-        depth: 0,
+        depth,
         roots: 0,
         vars: std::mem::take(vars),
     };
@@ -499,12 +501,23 @@ impl<'a> Parser<'a> {
         if level > 5 {
             return self.unary();
         }
-        let mut lhs = self.binary(level + 1)?;
+        let first = self.binary(level + 1)?;
+        // Kept flat, not nested to the left: a chain as long as the template is long would
+        // otherwise be a tree that deep, for the evaluator (and drop) to recurse through.
+        let mut rest = Vec::new();
         while let Some(op) = self.op(level) {
-            let rhs = self.binary(level + 1)?;
-            lhs = Expr::Bin(op, Box::new(lhs), Box::new(rhs));
+            if rest.len() + 1 >= MAX_OPERANDS {
+                return self.err(&format!(
+                    "more than {MAX_OPERANDS} operands in one chain of operators"
+                ));
+            }
+            rest.push((op, self.binary(level + 1)?));
         }
-        Ok(lhs)
+        Ok(if rest.is_empty() {
+            first
+        } else {
+            Expr::Chain(Box::new(first), rest)
+        })
     }
 
     /// Prefix operators nest as deeply as parentheses may (each is a level of the tree the
@@ -574,7 +587,7 @@ impl<'a> Parser<'a> {
                     .ok_or_else(|| format!("unclosed \" at byte {}", self.i))?;
                 let inner = &self.src[self.i..self.i + end];
                 self.i += end + 1;
-                let (nodes, roots) = parse_in(inner, &mut self.vars)?;
+                let (nodes, roots) = parse_in(inner, &mut self.vars, self.depth)?;
                 self.roots |= roots;
                 Ok(match nodes.as_slice() {
                     [] => Expr::Lit(Value::String(String::new())),

@@ -315,3 +315,87 @@ fn prefix_operators_nest_no_deeper_than_parentheses() {
     assert_eq!(run("#set($a = !!true)$a", "{}").unwrap(), "true");
     assert_eq!(run("#set($a = - -3)$a", "{}").unwrap(), "3");
 }
+
+/// Runs `f` on a thread with a stack of `kib` KiB, less than a shard thread's (src/runtime.rs
+/// leaves it at std's default, 2 MiB), so that what passes here has room to spare there.
+fn on_small_stack(kib: usize, f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(kib << 10)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+/// A chain of operators is a list, not a tree as deep as the chain is long: evaluating and
+/// dropping one of the longest allowed takes no more stack than a short one.
+#[test]
+fn long_operator_chains_run_in_little_stack() {
+    on_small_stack(256, || {
+        let t = format!("#set($a = 1{})$a", " + 1".repeat(MAX_OPERANDS - 1));
+        assert_eq!(run(&t, "{}").unwrap(), MAX_OPERANDS.to_string());
+        let t = format!("#set($a = 1{})$a", " + 1".repeat(5_000));
+        assert_eq!(run(&t, "{}").unwrap(), "5001");
+        let t = format!("#if(true{})yes#end", " && true".repeat(MAX_OPERANDS - 1));
+        assert_eq!(run(&t, "{}").unwrap(), "yes");
+        let t = format!("#if(false{})yes#end", " || false".repeat(MAX_OPERANDS - 1));
+        assert_eq!(run(&t, "{}").unwrap(), "");
+        // Chains of chains (each `*` chain an operand of the `+` one): parsed and dropped.
+        let inner = format!("2{}", " * 1".repeat(50));
+        let chain = format!("{inner}{}", format!(" - {inner} + {inner}").repeat(2_000));
+        drop(Template::parse(&format!("#set($a = {chain})$a")).unwrap());
+        // Left to right, as Velocity's tree: (8 - 4) - 2, (8 / 4) / 2.
+        assert_eq!(run("#set($a = 8 - 4 - 2)$a", "{}").unwrap(), "2");
+        assert_eq!(run("#set($a = 8 / 4 / 2)$a", "{}").unwrap(), "1");
+        assert_eq!(run("#set($a = 1 + 2 * 3 - 4)$a", "{}").unwrap(), "3");
+    });
+}
+
+/// A chain longer than [`MAX_OPERANDS`] is refused when the template is read.
+#[test]
+fn operator_chains_are_bounded_at_load() {
+    for t in [
+        format!("#set($a = 1{})$a", " + 1".repeat(MAX_OPERANDS)),
+        format!("#if(true{})x#end", " && true".repeat(10_000)),
+        format!("$a[1{}]", " * 1".repeat(MAX_OPERANDS)),
+    ] {
+        let e = Template::parse(&t).unwrap_err();
+        assert!(e.contains("more than 10000 operands"), "{e}");
+    }
+}
+
+/// The deepest expression allowed — every precedence level in each of the parentheses
+/// [`MAX_DEPTH`] allows, the innermost a string with its own — runs in half a shard's stack
+/// (a debug build's frames; a release build's are smaller). A string nests no deeper than its
+/// expression may.
+#[test]
+fn the_deepest_expressions_run_in_half_a_shards_stack() {
+    let levels = |n: usize| {
+        format!(
+            "{}1{}",
+            "(1 || 1 && 1 == 1 < 1 + 1 * ".repeat(n),
+            ")".repeat(n)
+        )
+    };
+    let t = format!("#set($a = {})$a", levels(MAX_DEPTH - 2));
+    let in_string = format!(
+        "#set($a = {}\"#set($b = {})$b\"{})$a",
+        "(1 + ".repeat(30),
+        levels(MAX_DEPTH - 34),
+        ")".repeat(30)
+    );
+    on_small_stack(1024, move || {
+        assert_eq!(run(&t, "{}").unwrap(), "true");
+        assert_eq!(
+            run(&in_string, "{}").unwrap(),
+            format!("{}true", "1".repeat(30))
+        );
+    });
+    let t = format!(
+        "#set($a = {}\"#set($b = {})$b\"{})$a",
+        "(".repeat(40),
+        "(".repeat(40),
+        ")".repeat(40)
+    );
+    assert!(run(&t, "{}").unwrap_err().contains("nested too deeply"));
+}
