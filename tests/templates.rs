@@ -192,6 +192,20 @@ fn bad_templates_are_refused_at_load() {
             "request_templates = { \"application/json\" = \"#if(true)\" }",
             "request_templates.application/json: #if without #end",
         ),
+        // A JSONPath or a regular expression that could never run: refused at load, not a 500
+        // on every request.
+        (
+            "request_templates = { \"application/json\" = \"$input.path('$..x')\" }",
+            "request_templates.application/json: $input.path('$..x'): JSONPath",
+        ),
+        (
+            "request_templates = { \"text/plain\" = \"{\\\"a\\\": $input.json('a.b')}\" }",
+            "request_templates.text/plain: $input.json('a.b'): JSONPath \"a.b\" does not start with $",
+        ),
+        (
+            "responses = [ { templates = { \"application/json\" = \"#set($x='a')$x.matches('(')\" } } ]",
+            "responses[0].templates.application/json: .matches('('): not a regular expression",
+        ),
         (
             "passthrough_behavior = \"sometimes\"",
             "passthrough_behavior = \"sometimes\" is not valid",

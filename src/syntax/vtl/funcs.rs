@@ -365,6 +365,48 @@ pub(super) fn util_call(m: &str, args: &[Value]) -> Result<Value, String> {
     })
 }
 
+/// Checks, when the template is read, the arguments of a reference from `root` (`input`,
+/// a variable's name) that it writes as literals and that could not run on any request:
+/// the JSONPath of `$input.path` and `$input.json`, the regular expression of `matches`,
+/// `replaceAll` and `split`. An argument made at run time is checked when it is used.
+pub(super) fn check_literals(root: &str, steps: &[Step]) -> Result<(), String> {
+    for (k, s) in steps.iter().enumerate() {
+        let Step::Call(m, args) = s else { continue };
+        let Some(Expr::Lit(Value::String(a))) = args.first() else {
+            continue;
+        };
+        match m.as_str() {
+            "path" | "json" if k == 0 && root == "input" => {
+                if let Err(e) = json_path(&Value::Null, a) {
+                    return Err(format!(
+                        "$input.{m}('{a}'): {e} (a JSONPath here is $ then .name, ['name'], [n], [*] or .*)"
+                    ));
+                }
+            }
+            "matches" | "replaceAll" | "split" => {
+                // As the call compiles it: `matches` tests the whole string.
+                let p = if m == "matches" {
+                    Cow::Owned(format!("^(?:{a})$"))
+                } else {
+                    Cow::Borrowed(a.as_str())
+                };
+                if let Err(e) = pattern(&p) {
+                    let why = match &e {
+                        // The last line names the fault; the others draw the pattern.
+                        regex::Error::Syntax(t) => t.lines().last().unwrap_or(t).trim().to_string(),
+                        other => other.to_string(),
+                    };
+                    return Err(format!(
+                        ".{m}('{a}'): not a regular expression the gateway runs ({why})"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A regular expression a template names (`matches`, `replaceAll`, `split`; it may come
 /// from the request): compiled within 64 KiB, so that a pattern such as `(a{1000}){1000}` is
 /// refused at once instead of costing the shard tens of milliseconds to build.

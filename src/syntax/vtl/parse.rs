@@ -378,6 +378,7 @@ impl<'a> Parser<'a> {
     /// The name and its steps, after `$`. `text`: in template text, where a `.` continues the
     /// reference only before a name.
     fn ref_body(&mut self, text: bool) -> Result<Ref, String> {
+        let start = self.i;
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return self.err("expression nested too deeply");
@@ -409,6 +410,10 @@ impl<'a> Parser<'a> {
             }
         }
         let _ = text;
+        // Where the start is the `$`'s: a path or pattern the template spells out that
+        // could never run is refused now, not with a 500 on every request.
+        funcs::check_literals(&root, &steps)
+            .map_err(|e| format!("{e} at byte {}", start.saturating_sub(1)))?;
         self.depth -= 1;
         self.roots |= match root.as_str() {
             "context" => READS_CONTEXT,

@@ -163,8 +163,12 @@ fn work_is_bounded() {
         Template::parse(&"#if(true)".repeat(100)).is_err(),
         "nesting is bounded"
     );
-    // A pattern too big to build cheaply is refused, not built.
-    let e = run("#set($s = 'aaa')$s.matches('(a{1000}){1000}')", "{}").unwrap_err();
+    // A pattern too big to build cheaply is refused, not built: when the template is read if
+    // it is written there, else when it is used.
+    let e = Template::parse("#set($s = 'aaa')$s.matches('(a{1000}){1000}')").unwrap_err();
+    assert!(e.contains("size limit"), "{e}");
+    let t = Template::parse("#set($p = '(a{1000}){1000}')#set($s = 'aaa')$s.matches($p)");
+    let e = run(t.unwrap().source(), "{}").unwrap_err();
     assert!(e.contains("size limit"), "{e}");
     assert_eq!(
         run("#set($s = 'aaa')$s.matches('a+')", "{}").unwrap(),
@@ -398,4 +402,44 @@ fn the_deepest_expressions_run_in_half_a_shards_stack() {
         ")".repeat(40)
     );
     assert!(run(&t, "{}").unwrap_err().contains("nested too deeply"));
+}
+
+/// JSONPaths and regular expressions written in the template that could never run are
+/// refused when it is read, naming the call and what is wrong; the same made at run time
+/// fail the request that makes them.
+#[test]
+fn literal_paths_and_patterns_are_checked_at_load() {
+    for (t, want) in [
+        (
+            "$input.path('$..x')",
+            "$input.path('$..x'): JSONPath \"$..x\": recursive descent is not supported (a JSONPath here is $ then .name, ['name'], [n], [*] or .*) at byte 0",
+        ),
+        ("$input.path('$.a[?(@.b)]')", "[?(@.b)] is not supported"),
+        ("$input.path('$.a[0:2]')", "[0:2] is not supported"),
+        ("$input.path('$.a[')", "unclosed ["),
+        ("x ${input.json('a.b')}", "$input.json('a.b'): JSONPath \"a.b\" does not start with $"),
+        ("#set($v = $input.json(\"$..x\"))", "recursive descent"),
+        ("#if($input.path('$.a').size() > 0 && $input.path('$.b[1:]'))#end", "[1:]"),
+        (
+            "#set($x='a')$x.matches('(')",
+            ".matches('('): not a regular expression the gateway runs (error: unclosed group) at byte 12",
+        ),
+        ("$input.body.split('[')", ".split('['): not a regular expression"),
+        ("\"$input.body.replaceAll('a{2,1}', '')\"", ".replaceAll('a{2,1}'): not a regular expression the gateway runs (error: invalid repetition count range"),
+    ] {
+        let e = Template::parse(t).unwrap_err();
+        assert!(e.contains(want), "{t}: {e}");
+    }
+    // What can run is read as before; what is made at run time is checked then.
+    for t in [
+        "$input.path('$')$input.path('$.a.b')$input.json('$[0].a')$input.path(\"$['a'][*]\")",
+        "$input.path('$.a.*')$input.json()#set($s = 'a')$s.matches('a|b')$s.split(',')",
+        "$util.escapeJavaScript('$..x')$input.params('$..x')$s.replace('(', '')",
+    ] {
+        Template::parse(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+    }
+    let e = run("#set($p = '$..x')$input.path($p)", "{}").unwrap_err();
+    assert!(e.contains("recursive descent"), "{e}");
+    let e = run("#set($p = '(')#set($s = 'a')$s.matches($p)", "{}").unwrap_err();
+    assert!(e.contains("unclosed group"), "{e}");
 }
