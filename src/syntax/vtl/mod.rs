@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 /// Iterations of one `#foreach` (Amazon API Gateway's limit is 1,000).
 pub(crate) const MAX_LOOP: usize = 1_000;
@@ -156,11 +156,13 @@ enum Op {
 }
 
 mod funcs;
+mod num;
 mod parse;
 #[cfg(test)]
 mod tests;
 
 use funcs::{input_call, method, util_call};
+use num::binary;
 
 // --- evaluation ---------------------------------------------------------------------------
 
@@ -283,11 +285,11 @@ fn write_value(v: &Value, out: &mut String) {
         Value::String(s) => out.push_str(s),
         Value::Null => {}
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        // As `Number`'s `Display` writes it.
+        // Integers as `Number`'s `Display` writes them, doubles as Java does.
         Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
             (Some(u), _, _) => out.push_str(itoa::Buffer::new().format(u)),
             (_, Some(i), _) => out.push_str(itoa::Buffer::new().format(i)),
-            (_, _, Some(f)) => out.push_str(zmij::Buffer::new().format_finite(f)),
+            (_, _, Some(f)) => num::write_double(f, out),
             _ => {}
         },
         Value::Array(a) => {
@@ -321,6 +323,7 @@ fn text(v: &Value) -> String {
     s
 }
 
+/// A value as a position or a length (arithmetic reads operands with [`num::operand`]).
 fn num(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
@@ -333,14 +336,6 @@ fn num(v: &Value) -> Option<f64> {
 /// nothing, as Java's `get(-1)` would refuse it).
 pub(super) fn index(n: f64) -> Option<usize> {
     (n >= 0.0 && n.fract() == 0.0 && n < usize::MAX as f64).then_some(n as usize)
-}
-
-fn number(f: f64) -> Value {
-    if f.fract() == 0.0 && f.abs() < 9.0e15 {
-        Value::Number(Number::from(f as i64))
-    } else {
-        Number::from_f64(f).map_or(Value::Null, Value::Number)
-    }
 }
 
 impl<'t, 'e> Eval<'t, 'e> {
@@ -535,10 +530,8 @@ impl<'t, 'e> Eval<'t, 'e> {
                 Value::Object(m)
             }
             Expr::Range(a, b) => {
-                let (a, b) = (
-                    num(&self.expr(a)?).unwrap_or(0.0) as i64,
-                    num(&self.expr(b)?).unwrap_or(0.0) as i64,
-                );
+                let bound = |v: &Value| num::operand(v).map_or(0, num::Num::saturating_i64);
+                let (a, b) = (bound(&self.expr(a)?), bound(&self.expr(b)?));
                 // In i128: the bounds may be i64's extremes, whose difference overflows i64.
                 if (b as i128 - a as i128).unsigned_abs() >= MAX_LOOP as u128 {
                     return Err(format!("range [{a}..{b}]: at most {MAX_LOOP} items"));
@@ -553,7 +546,7 @@ impl<'t, 'e> Eval<'t, 'e> {
                 Value::Array(items)
             }
             Expr::Not(x) => Value::Bool(!truthy(&self.expr(x)?)),
-            Expr::Neg(x) => number(-num(&self.expr(x)?).unwrap_or(0.0)),
+            Expr::Neg(x) => num::negate(&self.expr(x)?),
             // A loop, not a recursion per operand: `((a op b) op c) ...` in constant stack.
             Expr::Chain(first, rest) => {
                 let mut acc = self.expr(first)?;
@@ -717,52 +710,5 @@ fn found_owned(v: &Value, i: &Value) -> Value {
             .unwrap_or(Value::Null),
         Value::Object(m) => m.get(&text(i)).cloned().unwrap_or(Value::Null),
         _ => Value::Null,
-    }
-}
-
-fn binary(op: Op, a: &Value, b: &Value) -> Value {
-    let eq = || match (num(a), num(b), a, b) {
-        (Some(x), Some(y), Value::Number(_), _) | (Some(x), Some(y), _, Value::Number(_)) => x == y,
-        _ => text(a) == text(b) && a.is_null() == b.is_null(),
-    };
-    match op {
-        Op::Eq => Value::Bool(eq()),
-        Op::Ne => Value::Bool(!eq()),
-        Op::And => Value::Bool(truthy(a) && truthy(b)),
-        Op::Or => Value::Bool(truthy(a) || truthy(b)),
-        Op::Lt | Op::Le | Op::Gt | Op::Ge => {
-            let ord = match (num(a), num(b)) {
-                (Some(x), Some(y)) => x.partial_cmp(&y),
-                _ => Some(text(a).cmp(&text(b))),
-            };
-            let Some(o) = ord else {
-                return Value::Bool(false);
-            };
-            Value::Bool(match op {
-                Op::Lt => o.is_lt(),
-                Op::Le => o.is_le(),
-                Op::Gt => o.is_gt(),
-                _ => o.is_ge(),
-            })
-        }
-        Op::Add if !(matches!(a, Value::Number(_)) && matches!(b, Value::Number(_))) => {
-            Value::String(text(a) + &text(b))
-        }
-        _ => {
-            let (Some(x), Some(y)) = (num(a), num(b)) else {
-                return Value::Null;
-            };
-            let int = a.as_i64().is_some() && b.as_i64().is_some();
-            match op {
-                Op::Add => number(x + y),
-                Op::Sub => number(x - y),
-                Op::Mul => number(x * y),
-                Op::Div if y == 0.0 => Value::Null,
-                Op::Div if int => number((x / y).trunc()),
-                Op::Div => number(x / y),
-                Op::Rem if y == 0.0 => Value::Null,
-                _ => number(x % y),
-            }
-        }
     }
 }

@@ -285,16 +285,16 @@ fn split_is_javas() {
     );
 }
 
+/// Integers as JSON has them, doubles as Velocity writes them (Java's `Double.toString`:
+/// plain from 10^-3 up to 10^7, with a digit after the point; else `d.dddE±n`).
 #[test]
-fn numbers_are_written_as_json_prints_them() {
-    let body = "[0, 7, -7, 18446744073709551615, -9223372036854775808, 0.1, 249.99, 1.5e300, -2.5e-7, 1e21, 100.0]";
+fn numbers_are_written_as_velocity_writes_them() {
+    let body = "[0, 7, -7, 18446744073709551615, -9223372036854775808, 0.1, 249.99, 1.5e300, -2.5e-7, 1e21, 100.0, -0.0, 0.001, 0.00012, 1234567.5, 12345678.5, 1e7, 1.7976931348623157e308, 1e16]";
     let out = run("#foreach($n in $input.path('$'))$n;#end", body).unwrap();
-    let want: Vec<String> = serde_json::from_str::<Vec<Value>>(body)
-        .unwrap()
-        .iter()
-        .map(|n| format!("{n};"))
-        .collect();
-    assert_eq!(out, want.concat());
+    assert_eq!(
+        out,
+        "0;7;-7;18446744073709551615;-9223372036854775808;0.1;249.99;1.5E300;-2.5E-7;1.0E21;100.0;-0.0;0.001;1.2E-4;1234567.5;1.23456785E7;1.0E7;1.7976931348623157E308;1.0E16;"
+    );
     // Plain references from a variable and from $context go the borrowed way, the rest
     // through calls; both write the same.
     let out = run(
@@ -442,4 +442,90 @@ fn literal_paths_and_patterns_are_checked_at_load() {
     assert!(e.contains("recursive descent"), "{e}");
     let e = run("#set($p = '(')#set($s = 'a')$s.matches($p)", "{}").unwrap_err();
     assert!(e.contains("unclosed group"), "{e}");
+}
+
+/// Velocity 1.7's arithmetic: integers stay integers and are exact (past `u64` or below
+/// `i64`, a double), `/` and `%` on two integers truncate, a double operand makes a double,
+/// and a division by zero is null.
+#[test]
+fn arithmetic_keeps_integers_exact_and_doubles_doubles() {
+    let eval = |e: &str, body: &str| run(&format!("#set($x = {e})$x"), body).unwrap();
+    for (e, want) in [
+        ("10000000000000001 + 1", "10000000000000002"),
+        ("9223372036854775807 + 1", "9223372036854775808"),
+        ("18446744073709551615 - 1", "18446744073709551614"),
+        ("-9223372036854775807 - 1", "-9223372036854775808"),
+        ("3037000500 * 3037000500", "9223372037000250000"),
+        (
+            "4294967296 * 4294967296 * 4294967296",
+            "7.922816251426434E28",
+        ),
+        ("18446744073709551615 + 1", "1.8446744073709552E19"),
+        ("7 / 2", "3"),
+        ("-7 / 2", "-3"),
+        ("7 % 3", "1"),
+        ("-7 % 3", "-1"),
+        ("10000000000000001 / 1", "10000000000000001"),
+        ("1.5 * 2", "3.0"),
+        ("3 - 1.0", "2.0"),
+        ("7 / 2.0", "3.5"),
+        ("7.5 % 2", "1.5"),
+        ("10000000000000001 * 1.0", "1.0E16"),
+        ("0.1 + 0.2", "0.30000000000000004"),
+        ("- 5", "-5"),
+        ("-(2.5)", "-2.5"),
+        ("-(9223372036854775807 + 1)", "-9223372036854775808"),
+        ("2 + 3 * 4", "14"),
+    ] {
+        assert_eq!(eval(e, "{}"), want, "{e}");
+    }
+    for e in ["1 / 0", "1 % 0", "1.5 / 0", "1 / 0.0", "1.0 % 0"] {
+        assert_eq!(
+            run(&format!("#set($x = {e})[$!x]"), "{}").unwrap(),
+            "[]",
+            "{e}"
+        );
+    }
+    // Numbers from the payload keep theirs.
+    let body = r#"{"id": 10000000000000001, "big": 18446744073709551615, "p": 1.5, "n": 2}"#;
+    assert_eq!(eval("$input.path('$.id') + 1", body), "10000000000000002");
+    assert_eq!(
+        eval("$input.path('$.big') - 1", body),
+        "18446744073709551614"
+    );
+    assert_eq!(eval("$input.path('$.p') * $input.path('$.n')", body), "3.0");
+    assert_eq!(eval("$input.path('$.n') * $input.path('$.n')", body), "4");
+    assert_eq!(eval("$util.parseJson('{\"a\": 3}').a / 2", "{}"), "1");
+    // Strings that read as numbers, as before.
+    assert_eq!(eval("'10000000000000001' * 1", "{}"), "10000000000000001");
+    assert_eq!(eval("'5' + 1", "{}"), "51");
+}
+
+/// Comparisons of two integers are exact; with a double, as doubles.
+#[test]
+fn comparisons_of_integers_are_exact() {
+    let test = |e: &str| run(&format!("#if({e})t#{{else}}f#end"), "{}").unwrap();
+    for (e, want) in [
+        ("10000000000000001 > 10000000000000000", "t"),
+        ("10000000000000001 == 10000000000000000", "f"),
+        ("10000000000000001 != 10000000000000000", "t"),
+        ("18446744073709551615 > 18446744073709551614", "t"),
+        ("-9223372036854775808 < -9223372036854775807", "t"),
+        ("9223372036854775807 <= 9223372036854775806", "f"),
+        ("1 == 1.0", "t"),
+        ("2 > 1.5", "t"),
+        ("'10' > 9", "t"),
+        ("'b' > 'a'", "t"),
+    ] {
+        assert_eq!(test(e), want, "{e}");
+    }
+    let body = r#"{"a": 10000000000000001, "b": 10000000000000000}"#;
+    let t = "#if($input.path('$.a') > $input.path('$.b'))t#{else}f#end";
+    assert_eq!(run(t, body).unwrap(), "t");
+    // Range bounds are integers too, exact past 2^53.
+    let t = "#foreach($i in [10000000000000001..10000000000000003])$i,#end";
+    assert_eq!(
+        run(t, "{}").unwrap(),
+        "10000000000000001,10000000000000002,10000000000000003,"
+    );
 }
