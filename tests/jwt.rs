@@ -332,7 +332,7 @@ fn bad_authorizer_settings_are_refused_by_key() {
         .expect_err("a bad config was accepted")
         .to_string();
     for want in [
-        "apis[\"api\"].authorizers[\"a\"].issuer = \"idp.example.test\" is not valid: expected a URL that must start with https://",
+        "apis[\"api\"].authorizers[\"a\"].issuer = \"idp.example.test\" is not valid: it does not start with http:// or https://; expected the issuer's https:// URL",
         "apis[\"api\"].authorizers[\"a\"].audience: is required",
         "apis[\"api\"].authorizers[\"b\"].uri: is required",
         "apis[\"api\"].routes[\"GET /x\"].authorizer = \"zzz\" is not valid: expected the name of one of the API's authorizers (\"a\", \"b\", \"c\")",

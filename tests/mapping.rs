@@ -78,7 +78,11 @@ fn answers_are_mapped_by_the_integrations_status() {
     // A header read from what the answer does not have is not added (not added empty).
     let r = get(g.addr(), "/svc/bare");
     assert_eq!(r.status, 410);
-    assert!(r.headers.iter().all(|(n, _)| n != "x-was"), "{:?}", r.headers);
+    assert!(
+        r.headers.iter().all(|(n, _)| n != "x-was"),
+        "{:?}",
+        r.headers
+    );
     // A cached answer is mapped the same way, when stored and when served.
     for want in ["Miss", "Hit"] {
         let r = get(g.addr(), "/c");

@@ -267,10 +267,33 @@ fn bad_tracing_settings_are_refused_by_key() {
             "[tracing]\notlp_endpoint = \"https://collector.test/v1/traces\"\n",
             "expected an http:// URL",
         ),
+        // Each bad URL by its value, what is wrong, and what is allowed.
+        (
+            "[tracing]\notlp_endpoint = \"http://127.0.0.1:0/v1/traces\"\n",
+            "tracing.otlp_endpoint = \"http://127.0.0.1:0/v1/traces\" is not valid: its port \"0\" is not a port from 1 to 65535; expected the collector's OTLP/HTTP traces URL",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces#x\"\n",
+            "it carries a #fragment, which is never sent",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"ftp://127.0.0.1/v1/traces\"\n",
+            "tracing.otlp_endpoint = \"ftp://127.0.0.1/v1/traces\" is not valid: it does not start with http:// or https://",
+        ),
+        // A stage's ratio with no collector to send to would trace nothing.
+        (
+            "",
+            "apis[\"api\"].stages[\"prod\"].tracing: needs the [tracing] table",
+        ),
     ] {
         let dir = TempDir::new();
         let path = dir.0.join("config.toml");
-        std::fs::write(&path, Cfg::new().extra(extra).toml()).unwrap();
+        let cfg = if extra.is_empty() {
+            Cfg::new().stage_extra("tracing = { sample = 0.5 }")
+        } else {
+            Cfg::new().extra(extra)
+        };
+        std::fs::write(&path, cfg.toml()).unwrap();
         let e = tollgate::Config::load(&path).unwrap_err().to_string();
         assert!(e.contains(want), "{extra}: {e}");
     }

@@ -163,16 +163,20 @@ pub struct FetchUrl {
 }
 
 impl FetchUrl {
+    /// An `http(s)://host[:port][/path][?query]` URL; the error says what is wrong with it.
     pub fn parse(s: &str) -> Result<FetchUrl, String> {
         let (rest, tls) = if let Some(r) = s.strip_prefix("https://") {
             (r, true)
         } else if let Some(r) = s.strip_prefix("http://") {
             (r, false)
         } else {
-            return Err("must start with https:// (or http://)".into());
+            return Err("it does not start with http:// or https://".into());
         };
         if s.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err("must not contain spaces or control characters".into());
+            return Err("it contains spaces or control characters".into());
+        }
+        if s.contains('#') {
+            return Err("it carries a #fragment, which is never sent".into());
         }
         let (auth, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -184,25 +188,31 @@ impl FetchUrl {
             path.to_string()
         };
         if auth.contains('@') {
-            return Err("must not carry credentials".into());
+            return Err("it carries credentials (user@)".into());
         }
         let default_port = if tls { 443 } else { 80 };
+        let port_of = |p: &str| -> Result<u16, String> {
+            p.parse::<u16>()
+                .ok()
+                .filter(|n| *n > 0 && p.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| format!("its port {p:?} is not a port from 1 to 65535"))
+        };
         let (host, port) = if let Some(r) = auth.strip_prefix('[') {
-            let (h, after) = r.split_once(']').ok_or("has an unclosed '[' in its host")?;
+            let (h, after) = r.split_once(']').ok_or("its host has an unclosed '['")?;
             let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| "has a bad port")?,
+                Some(p) => port_of(p)?,
                 None if after.is_empty() => default_port,
-                None => return Err("has a bad host".into()),
+                None => return Err(format!("its host {auth:?} is not a host")),
             };
             (h.to_string(), port)
         } else {
             match auth.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| "has a bad port")?),
+                Some((h, p)) => (h.to_string(), port_of(p)?),
                 None => (auth.to_string(), default_port),
             }
         };
-        if host.is_empty() || port == 0 {
-            return Err("has no host".into());
+        if host.is_empty() {
+            return Err("it has no host".into());
         }
         Ok(FetchUrl {
             text: s.to_string(),
@@ -422,7 +432,12 @@ impl Validator {
             Some(i) => match FetchUrl::parse(&i) {
                 Ok(_) => Some(i),
                 Err(e) => {
-                    self.bad(&format!("{akey}.issuer"), &i, &format!("a URL that {e}"));
+                    self.bad_url(
+                        &format!("{akey}.issuer"),
+                        &i,
+                        &e,
+                        "the issuer's https:// URL",
+                    );
                     None
                 }
             },
@@ -437,7 +452,12 @@ impl Validator {
         let jwks_uri = a.jwks_uri.and_then(|u| match FetchUrl::parse(&u) {
             Ok(f) => Some(f),
             Err(e) => {
-                self.bad(&format!("{akey}.jwks_uri"), &u, &format!("a URL that {e}"));
+                self.bad_url(
+                    &format!("{akey}.jwks_uri"),
+                    &u,
+                    &e,
+                    "the http(s):// URL of the provider's JSON Web Key Set",
+                );
                 None
             }
         });

@@ -318,6 +318,16 @@ impl Validator {
         ));
     }
 
+    /// A URL that [`FetchUrl::parse`] refused: the key, the value, what is wrong, what is
+    /// allowed.
+    fn bad_url(&mut self, key: &str, value: &str, wrong: &str, allowed: &str) {
+        self.errors.push(format!(
+            "{} = {} is not valid: {wrong}; expected {allowed}",
+            clip(key.to_string()),
+            clip(format!("{value:?}"))
+        ));
+    }
+
     /// `{ rate, burst }`: both required, 1 to 1,000,000,000.
     fn rate(&mut self, key: &str, r: file::RateFile) -> Option<Rate> {
         const MAX: i64 = 1_000_000_000;
@@ -429,6 +439,7 @@ impl Validator {
     }
 
     fn config(&mut self, raw: file::File, base: &Path) -> Config {
+        let traces = raw.tracing.is_some();
         let tracing = raw.tracing.and_then(|t| self.tracing(t));
         let access_log = raw
             .access_log
@@ -482,6 +493,15 @@ impl Validator {
             .enumerate()
             .map(|(i, a)| self.api(i, a, &limits, &upstreams, aws_iam.is_some(), base))
             .collect();
+        // A stage's sampling ratio without a collector would trace nothing, silently.
+        for a in apis.iter().filter(|_| !traces) {
+            for st in a.stages.iter().filter(|st| st.trace_sample.is_some()) {
+                self.err(
+                    &format!("apis[{:?}].stages[{:?}].tracing", a.name, st.name),
+                    "needs the [tracing] table (otlp_endpoint, the collector to send spans to): without it nothing is traced",
+                );
+            }
+        }
         let mut seen = HashSet::new();
         for a in &apis {
             if !a.name.is_empty() && !seen.insert(a.name.clone()) {

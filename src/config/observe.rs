@@ -71,7 +71,12 @@ impl Validator {
             }
             Some(Ok(u)) => Some(u),
             Some(Err(e)) => {
-                self.err("tracing.otlp_endpoint", e);
+                self.bad_url(
+                    "tracing.otlp_endpoint",
+                    t.otlp_endpoint.as_deref().unwrap_or_default(),
+                    &e,
+                    "the collector's OTLP/HTTP traces URL, such as \"http://127.0.0.1:4318/v1/traces\"",
+                );
                 None
             }
         };

@@ -266,7 +266,7 @@ fn jwks_uri_of(doc: &str, issuer: &str) -> Result<FetchUrl, String> {
         .get("jwks_uri")
         .and_then(|u| u.as_str())
         .ok_or("the discovery document has no jwks_uri")?;
-    FetchUrl::parse(uri).map_err(|e| format!("its jwks_uri {uri:?} {e}"))
+    FetchUrl::parse(uri).map_err(|e| format!("its jwks_uri {uri:?} is not usable: {e}"))
 }
 
 #[cfg(test)]

@@ -149,7 +149,14 @@ pub(crate) fn parse_amzn(v: &[u8]) -> Option<AmznTrace> {
                 root = unhex::<16>(format!("{time}{rand}").as_bytes());
             }
             "Parent" => parent = unhex::<8>(val.as_bytes()),
-            "Sampled" => sampled = Some(val == "1"),
+            // `Sampled=?` (or anything else) is no decision: the receiver makes it.
+            "Sampled" => {
+                sampled = match val {
+                    "1" => Some(true),
+                    "0" => Some(false),
+                    _ => None,
+                }
+            }
             _ => {}
         }
     }
@@ -411,6 +418,15 @@ mod tests {
         assert!(parse_amzn(b"Root=2-5759e988-bd862e3fe1be46a994272793").is_none());
         // An empty element is none; the time part is eight digits.
         assert!(parse_amzn(b"Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1;").is_some());
+        for (v, want) in [
+            ("1", Some(true)),
+            ("0", Some(false)),
+            ("?", None),
+            ("x", None),
+        ] {
+            let h = format!("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled={v}");
+            assert_eq!(parse_amzn(h.as_bytes()).unwrap().2, want, "{v}");
+        }
         assert!(parse_amzn(b"Root=1-5759-e988bd862e3fe1be46a994272793").is_none());
     }
 
