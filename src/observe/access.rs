@@ -210,6 +210,24 @@ impl Format {
             while len > 0 && after.as_bytes()[len - 1] == b'.' {
                 len -= 1;
             }
+            // `$context.requestId:$context.status`, `$context.status-...`: a known name ends
+            // where a `:`, `-`, `_` or `.` follows it, unless the longer name is one (claims
+            // and authorizer values take them whole: `authorizer.claims.cognito:groups`).
+            if var(&after[..len]).is_err() && !after.starts_with("authorizer.") {
+                let known = NAMES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .filter(|n| {
+                        n.len() < len
+                            && after[..len].starts_with(n)
+                            && !after.as_bytes()[n.len()].is_ascii_alphanumeric()
+                    })
+                    .map(str::len)
+                    .max();
+                if let Some(n) = known {
+                    len = n;
+                }
+            }
             let name = &after[..len];
             let var = var(name)?;
             if !lit.is_empty() {

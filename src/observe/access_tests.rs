@@ -88,6 +88,25 @@ fn templates_name_variables_and_claims() {
     assert_eq!(text, "GET 200 sub=user-1 pid=p-9 x=-\n");
 }
 
+/// A known name ends where a `:`, `-`, `_` or `.` follows it; a name that runs on into
+/// letters is still unknown.
+#[test]
+fn a_separator_after_a_variable_ends_it() {
+    assert_eq!(
+        render("$context.requestId:$context.status", &line()),
+        "abc123:200\n"
+    );
+    assert_eq!(
+        render(
+            "$context.identity.sourceIp:$context.status-$context.httpMethod_$context.stage.",
+            &line()
+        ),
+        "10.1.2.3:200-GET_prod.\n"
+    );
+    assert!(Format::parse("$context.statusX").is_err());
+    assert!(Format::parse("$context.nope:$context.status").is_err());
+}
+
 #[test]
 fn bad_formats_are_refused_with_a_reason() {
     let e = Format::parse("$context.nope").unwrap_err();
