@@ -740,3 +740,27 @@ fn a_pooled_connection_serves_on_after_its_target_first_answers_big() {
         "upstream connections opened"
     );
 }
+
+/// A health check's path goes into the probe's request line as written: one with a space or
+/// a line break (which would add headers of its own) is refused by key.
+#[test]
+fn a_health_path_that_would_break_the_probe_is_refused() {
+    for path in ["/h x", "/h\\r\\nX-Injected: 1", "h"] {
+        let block = upstream_block(
+            &[closed_port()],
+            &format!("health = {{ path = \"{path}\", interval = \"1s\" }}"),
+        );
+        let (ok, text) = check_config(&one_route(&block, "http://up", ""));
+        assert!(!ok, "{path}: {text}");
+        assert!(
+            text.contains("upstreams[\"up\"].health.path = ")
+                && text.contains("in printable ASCII without spaces"),
+            "{path}: {text}"
+        );
+    }
+    let block = upstream_block(
+        &[closed_port()],
+        "health = { path = \"/healthz?deep=1\", interval = \"1s\" }",
+    );
+    assert!(check_config(&one_route(&block, "http://up", "")).0);
+}

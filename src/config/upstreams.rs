@@ -193,9 +193,14 @@ impl Validator {
         let health = u.health.map(|h| {
             let hk = format!("{key}.health");
             let path = match h.path {
-                Some(p) if p.starts_with('/') => p,
+                // It goes into the probe's request line as written: printable, no spaces.
+                Some(p) if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) => p,
                 Some(p) => {
-                    self.bad(&format!("{hk}.path"), p, "a path starting with /");
+                    self.bad(
+                        &format!("{hk}.path"),
+                        p,
+                        "a path starting with / (with its query, if any), in printable ASCII without spaces (percent-encode the rest)",
+                    );
                     "/".into()
                 }
                 None => {
