@@ -112,6 +112,9 @@ fn a_route_throttle_accepts_its_burst_then_answers_429() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
     assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    // Reset: until the bucket is full again (five tokens at one a second), not the next token.
+    let reset: u64 = r.header("ratelimit-reset").unwrap().parse().unwrap();
+    assert!((4..=5).contains(&reset), "{reset}");
     // Other routes are not affected; a route without limits of its own still reports the
     // gateway-wide one.
     let r = get(gw.addr(), "/open");

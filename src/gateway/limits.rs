@@ -13,7 +13,8 @@ fn key_bucket_id(key: &str, plan: &str, route: Option<usize>) -> u64 {
 }
 
 /// Turns a throttle decision into the tightest `RateLimit-*` view so far, or a 429.
-fn record(tightest: &mut Option<RateInfo>, d: Decision, burst: u64) -> Result<(), Error> {
+fn record(tightest: &mut Option<RateInfo>, d: Decision, rate: crate::config::Rate) -> Result<(), Error> {
+    let burst = rate.burst;
     match d {
         Decision::Allowed {
             remaining,
@@ -31,11 +32,14 @@ fn record(tightest: &mut Option<RateInfo>, d: Decision, burst: u64) -> Result<()
         }
         Decision::Refused { retry_ns } => {
             let retry = retry_ns.div_ceil(1_000_000_000).max(1);
+            // Until full again: a refused bucket is `tau - interval + wait` from full (GCRA),
+            // whether the wait came from this shard's bucket or from Redis.
+            let full_ns = (rate.tau() - rate.interval().min(rate.tau())).saturating_add(retry_ns);
             Err(Error::downstream(
                 Kind::Throttled(RateInfo {
                     limit: burst,
                     remaining: 0,
-                    reset_s: retry,
+                    reset_s: full_ns.div_ceil(1_000_000_000).max(retry),
                     retry_after_s: retry,
                 }),
                 "throttled",
@@ -149,7 +153,7 @@ pub(crate) async fn throttle(
                     fleet_take(shard, c, &lease, name, fallback).await
                 }
             };
-            record(&mut tightest, d, rate.burst)?;
+            record(&mut tightest, d, rate)?;
         }
     }
     for idx in [
@@ -174,7 +178,7 @@ pub(crate) async fn throttle(
             }
             _ => lease.take(crate::throttle::now_ns()),
         };
-        record(&mut tightest, d, lease.bucket.rate.burst)?;
+        record(&mut tightest, d, lease.bucket.rate)?;
     }
     ctx.ratelimit = tightest;
     Ok(())
