@@ -79,6 +79,14 @@ name = "shop"
   integration = {{ type = "http", uri = "http://app/any" }}
 
   [[apis.routes]]
+  route = "GET /pair"
+  integration = {{ type = "http", uri = "http://app/pair-get" }}
+
+  [[apis.routes]]
+  route = "HEAD /pair"
+  integration = {{ type = "http", uri = "http://app/pair-head" }}
+
+  [[apis.routes]]
   route = "GET /{{proxy+}}"
   integration = {{ type = "http", uri = "http://app/{{proxy}}" }}
 
@@ -190,6 +198,17 @@ fn head_shares_get_entries_and_other_methods_bypass() {
     assert_eq!((p.status, p.header("x-cache")), (200, Some("Bypass")));
     assert_eq!(up.count(), 2);
     assert_eq!(stats(&gw, "g")["bypasses"], 1);
+    // A route of its own for HEAD is not answered from the GET route's entries: its own
+    // integration answers, each time.
+    assert_eq!(req(&gw, "/g/pair", "").header("x-cache"), Some("Miss"));
+    assert_eq!(req(&gw, "/g/pair", "").header("x-cache"), Some("Hit"));
+    for _ in 0..2 {
+        let mut c = Client::connect(gw.addr());
+        c.send(b"HEAD /g/pair HTTP/1.1\r\nHost: t\r\n\r\n");
+        let h = c.read_response(true).unwrap();
+        assert_eq!((h.status, h.header("x-cache")), (200, None));
+    }
+    assert_eq!(up.count(), 5);
 }
 
 #[test]

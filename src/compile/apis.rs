@@ -305,12 +305,14 @@ fn authorizer(
 }
 
 /// How route `r` caches on stage `s` (whose cache is `c`): the stage's settings with the
-/// route's overrides. Only answers to GET (and HEAD, served from GET's entries) are cached.
+/// route's overrides. Only GET routes (and ANY) cache: a HEAD request they take is served
+/// from their GET entries. A route of its own for HEAD does not, or it would answer from
+/// (and be answered by) the GET route's entries, whose integration is another.
 fn cache_policy(r: &Route, s: &Stage, c: &Arc<StageCache>) -> Option<CachePolicy> {
     let sc = s.cache.as_ref()?;
     let cacheable_method = match r.method {
         MethodSel::Any => true,
-        MethodSel::One(m) => m == Method::Get || m == Method::Head,
+        MethodSel::One(m) => m == Method::Get,
     };
     let rc = r.cache.as_ref();
     // An integration response renders each answer: nothing stored to serve it from.
