@@ -4,8 +4,8 @@
 //! `{proxy+}`; at the matched node a route for the request's method beats `ANY`; `HEAD` falls
 //! back to `GET`. The search backtracks, so `GET /pets/mine` finds `GET /pets/{id}` when the
 //! literal `/pets/mine` exists only for `POST`. When no route accepts the method but some node
-//! holds routes for the path, the result is [`Lookup::MethodNotAllowed`] with the methods that
-//! node would accept, for a `405` with `Allow`.
+//! holds routes for the path, the result is [`Lookup::MethodNotAllowed`] with the methods the
+//! nodes that match the path would accept together, for a `405` with `Allow`.
 
 use ahash::AHashMap;
 
@@ -165,8 +165,21 @@ impl<T> Trie<T> {
             return Lookup::Found(d, Captures::new());
         }
         match allowed {
-            Some(a) => Lookup::MethodNotAllowed(a),
+            Some(mut a) => {
+                // In the usual order, once each.
+                a.sort_by_key(|m| Method::NAMED.iter().position(|n| n == m));
+                a.dedup();
+                Lookup::MethodNotAllowed(a)
+            }
             None => Lookup::NotFound,
+        }
+    }
+
+    /// Adds what `m` accepts to `allowed`: every node the path reaches counts (the literal
+    /// `/pets/special` for POST and `/pets/{id}` for GET make the path's `Allow` both).
+    fn allow(allowed: &mut Option<Vec<Method>>, m: &Methods<T>) {
+        if !m.is_empty() {
+            allowed.get_or_insert_with(Vec::new).extend(m.allowed());
         }
     }
 
@@ -182,9 +195,7 @@ impl<T> Trie<T> {
             if let Some(v) = node.here.get(method) {
                 return Some(v);
             }
-            if allowed.is_none() && !node.here.is_empty() {
-                *allowed = Some(node.here.allowed());
-            }
+            Self::allow(allowed, &node.here);
             return None;
         }
         let seg = path.get(i);
@@ -210,9 +221,7 @@ impl<T> Trie<T> {
             });
             return Some(v);
         }
-        if allowed.is_none() && !node.greedy.is_empty() {
-            *allowed = Some(node.greedy.allowed());
-        }
+        Self::allow(allowed, &node.greedy);
         None
     }
 }
@@ -292,6 +301,20 @@ mod tests {
             "405 [Get, Head, Post]"
         );
         assert_eq!(find(&t, Method::Get, "/nothing").unwrap_err(), "404");
+        // Every route the path matches counts: a literal, a variable, a greedy one.
+        let t = table(&[
+            ("POST", "/pets/special"),
+            ("GET", "/pets/{id}"),
+            ("PUT", "/pets/{proxy+}"),
+        ]);
+        assert_eq!(
+            find(&t, Method::Delete, "/pets/special").unwrap_err(),
+            "405 [Get, Head, Post, Put]"
+        );
+        assert_eq!(
+            find(&t, Method::Delete, "/pets/7").unwrap_err(),
+            "405 [Get, Head, Put]"
+        );
     }
 
     #[test]
