@@ -764,3 +764,52 @@ fn a_health_path_that_would_break_the_probe_is_refused() {
     );
     assert!(check_config(&one_route(&block, "http://up", "")).0);
 }
+
+/// Upstreams that name the same address share its connections, not its failures: failures
+/// through `strict` (max_fails = 1) eject the target there, while `lenient` (max_fails = 0)
+/// goes on balancing over it.
+#[test]
+fn ejection_is_per_upstream_even_on_a_shared_target() {
+    let a = Upstream::start(|s| {
+        if s.target.starts_with("/fail") {
+            Action::Close
+        } else {
+            respond(200, "a")
+        }
+    });
+    let b = Upstream::start(|_| respond(200, "b"));
+    let toml = config(
+        "",
+        &format!(
+            "[[upstreams]]\nname = \"strict\"\ntargets = [\"{}\"]\nmax_fails = 1\nfail_timeout = \"60s\"\n\n\
+             [[upstreams]]\nname = \"lenient\"\ntargets = [\"{}\", \"{}\"]\nmax_fails = 0\n",
+            a.addr, a.addr, b.addr
+        ),
+        "  [[apis.routes]]\n  route = \"POST /strict/{proxy+}\"\n  integration = { type = \"http\", uri = \"http://strict/{proxy}\" }\n\
+         \n  [[apis.routes]]\n  route = \"GET /lenient/{proxy+}\"\n  integration = { type = \"http\", uri = \"http://lenient/{proxy}\" }\n",
+    );
+    let gw = Gw::start(&toml);
+    let post = |path: &str| {
+        Client::connect(gw.addr()).request(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    // Closed before an answer (a POST is not retried): a failure, and strict ejects A.
+    assert_eq!(post("/strict/fail").status, 502);
+    let target = format!("target=\"{}\"", a.addr);
+    assert!(metric_reaches(
+        &gw,
+        "tollgate_upstream_target_ejections_total",
+        &target,
+        1
+    ));
+    // lenient still sends every other request to A.
+    let bodies: Vec<String> = (0..4)
+        .map(|_| get(gw.addr(), "/lenient/x").text())
+        .collect();
+    assert_eq!(bodies.iter().filter(|b| *b == "a").count(), 2, "{bodies:?}");
+    assert_eq!(bodies.iter().filter(|b| *b == "b").count(), 2, "{bodies:?}");
+}

@@ -42,7 +42,9 @@ pub(crate) async fn exchange_whole(
 ) -> Result<Fetched, Error> {
     let failed = |why: String| Error::upstream(Kind::BadGateway, why);
     // No target to take is a failed call (502), as any other.
-    let (t, _) = target::select(ss, dest, ctx, peer, None).map_err(|e| failed(e.context.into()))?;
+    let t = target::select(ss, dest, ctx, peer, None)
+        .map_err(|e| failed(e.context.into()))?
+        .target;
     let cfg = PoolCfg::for_dest(ss, dest);
     let pooled = checkout(&t, &cfg, Instant::now());
     let was_pooled = pooled.is_some();

@@ -13,7 +13,11 @@ fn key_bucket_id(key: &str, plan: &str, route: Option<usize>) -> u64 {
 }
 
 /// Turns a throttle decision into the tightest `RateLimit-*` view so far, or a 429.
-fn record(tightest: &mut Option<RateInfo>, d: Decision, rate: crate::config::Rate) -> Result<(), Error> {
+fn record(
+    tightest: &mut Option<RateInfo>,
+    d: Decision,
+    rate: crate::config::Rate,
+) -> Result<(), Error> {
     let burst = rate.burst;
     match d {
         Decision::Allowed {

@@ -15,7 +15,7 @@ use crate::config::{
 use crate::error::{Error, Kind};
 use crate::shard::ShardSnap;
 use crate::snapshot::Dest;
-use crate::upstream::{usable, PoolCfg, TargetLocal};
+use crate::upstream::{usable, Ejection, PoolCfg, TargetLocal};
 
 impl PoolCfg {
     /// Pool and failure settings for a destination.
@@ -49,6 +49,15 @@ fn stable_hasher() -> ahash::RandomState {
     ahash::RandomState::with_seeds(0x7f4a_7c15, 0x9e37_79b9, 0x6a09_e667, 0xbb67_ae85)
 }
 
+/// A target as [`select`] chose it: its connections (shared by the upstreams that name the
+/// same address), the upstream's ejection state for it (none for a literal URI's target), and
+/// whether every healthy target was ejected (so ejection was set aside).
+pub(crate) struct Picked {
+    pub target: Rc<TargetLocal>,
+    pub eject: Option<Rc<Ejection>>,
+    pub all_ejected: bool,
+}
+
 /// Chooses a target for a request, skipping `exclude` (a target that just failed). The flag
 /// says that every healthy target was ejected (passive health), so ejection was set aside
 /// and the target is one of them: the last healthy targets are never all taken out of
@@ -59,9 +68,15 @@ pub(crate) fn select(
     ctx: &RequestCtx,
     peer: SocketAddr,
     exclude: Option<SocketAddr>,
-) -> Result<(Rc<TargetLocal>, bool), Error> {
+) -> Result<Picked, Error> {
     let u = match dest {
-        Dest::Literal(i) => return Ok((ss.literals[*i].clone(), false)),
+        Dest::Literal(i) => {
+            return Ok(Picked {
+                target: ss.literals[*i].clone(),
+                eject: None,
+                all_ejected: false,
+            })
+        }
         Dest::Upstream(u) => *u,
     };
     let local = &ss.upstreams[u];
@@ -69,7 +84,7 @@ pub(crate) fn select(
     let n = local.targets.len();
     let ok = |i: usize| {
         let t = &local.targets[i];
-        Some(t.addr) != exclude && usable(t, rt.healthy[i].load(Ordering::Relaxed))
+        Some(t.addr) != exclude && usable(&local.eject[i], rt.healthy[i].load(Ordering::Relaxed))
     };
     let pick = match &rt.cfg.balance {
         Balance::RoundRobin => {
@@ -99,8 +114,13 @@ pub(crate) fn select(
             (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
         }
     };
+    let picked = |i: usize, all_ejected| Picked {
+        target: local.targets[i].clone(),
+        eject: Some(local.eject[i].clone()),
+        all_ejected,
+    };
     if let Some(i) = pick {
-        return Ok((local.targets[i].clone(), false));
+        return Ok(picked(i, false));
     }
     // Nothing usable. If healthy targets are only ejected, balance over them anyway.
     let healthy =
@@ -110,7 +130,7 @@ pub(crate) fn select(
     (0..n)
         .map(|k| (start + k) % n)
         .find(|&i| healthy(i))
-        .map(|i| (local.targets[i].clone(), true))
+        .map(|i| picked(i, true))
         .ok_or_else(|| {
             Error::upstream(
                 Kind::NoHealthyUpstream,

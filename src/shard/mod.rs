@@ -24,7 +24,7 @@ use crate::throttle::bucket::{Bucket, Rate};
 use crate::throttle::lease::Lease;
 use crate::throttle::redis::RedisPool;
 use crate::throttle::QuotaCell;
-pub(crate) use crate::upstream::pool::{TargetLocal, UpstreamLocal};
+pub(crate) use crate::upstream::pool::{Ejection, TargetLocal, UpstreamLocal};
 
 /// How long a per-key lease may sit unused before the shard drops it (60 s).
 pub(crate) const KEY_LEASE_IDLE_NS: u64 = 60_000_000_000;
@@ -205,6 +205,9 @@ pub(crate) struct Shard {
     current: RefCell<Rc<ShardSnap>>,
     generation: Cell<u64>,
     targets: RefCell<AHashMap<TargetKey, Rc<TargetLocal>>>,
+    /// Each upstream's ejection state per target, by upstream name and target (kept across
+    /// reloads, as the targets' pools are).
+    ejections: RefCell<AHashMap<(Arc<str>, TargetKey), Rc<Ejection>>>,
     pub drain: Rc<Drain>,
     /// Client connections open on this shard.
     pub active: Cell<usize>,
@@ -273,6 +276,7 @@ impl Shard {
             })),
             generation: Cell::new(gen),
             targets: RefCell::new(AHashMap::new()),
+            ejections: RefCell::new(AHashMap::new()),
             drain: Rc::new(Drain::default()),
             active: Cell::new(0),
             id_prefix: ahash::RandomState::new().hash_one(id) & 0xffff_ffff_ffff_0000
@@ -362,10 +366,24 @@ impl Shard {
             t.h2.set(h2);
             t
         };
+        let mut ejections = self.ejections.borrow_mut();
+        let mut eject_used = Vec::new();
         let upstreams = snap
             .upstreams
             .iter()
             .map(|u| UpstreamLocal {
+                eject: u
+                    .cfg
+                    .targets
+                    .iter()
+                    .zip(&u.tls)
+                    .map(|(a, tls)| {
+                        let key: Arc<str> = u.cfg.name.as_str().into();
+                        let k = (key, (*a, tls.as_ref().map(|t| t.name_text()), u.cfg.h2));
+                        eject_used.push(k.clone());
+                        ejections.entry(k).or_default().clone()
+                    })
+                    .collect(),
                 targets: u
                     .cfg
                     .targets
@@ -399,6 +417,8 @@ impl Shard {
             )
             .collect();
         targets.retain(|a, _| used.contains(a));
+        ejections.retain(|k, _| eject_used.contains(k));
+        drop(ejections);
         // Same compiled config (only the keys changed): keep the leases.
         let (leases, fallback_leases) = {
             let cur = self.current.borrow();

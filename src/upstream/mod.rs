@@ -18,7 +18,7 @@ use crate::driver::net::TcpStream;
 use bytes::BytesMut;
 
 use crate::error::{Error, Kind};
-pub(crate) use pool::{Idle, TargetLocal, BIG_ANSWER};
+pub(crate) use pool::{Ejection, Idle, TargetLocal, BIG_ANSWER};
 
 /// Pool and failure settings for one destination.
 #[derive(Debug, Clone, Copy)]
@@ -31,8 +31,8 @@ pub(crate) struct PoolCfg {
 }
 
 /// The clock is read only for a target that was ejected (not once per request).
-pub(crate) fn usable(t: &TargetLocal, healthy: bool) -> bool {
-    healthy && t.down_until.get().is_none_or(|d| Instant::now() >= d)
+pub(crate) fn usable(e: &Ejection, healthy: bool) -> bool {
+    healthy && e.down_until.get().is_none_or(|d| Instant::now() >= d)
 }
 
 /// A connection to an upstream target: plain TCP, or TLS on top.
@@ -309,25 +309,32 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpSt
 }
 
 /// Counts a failure; after `max_fails` in a row the target rests for `fail_timeout`.
-pub(crate) fn record_failure(t: &TargetLocal, cfg: &PoolCfg) {
+/// `eject` is the upstream's state for the target (none for a literal URI's target: never
+/// ejected).
+pub(crate) fn record_failure(t: &TargetLocal, eject: Option<&Ejection>, cfg: &PoolCfg) {
+    let Some(e) = eject else {
+        return;
+    };
     // Failures of requests already in flight when the target was ejected change nothing: it
     // is ejected (and said so) once per rest, not once per `max_fails` of them.
-    if t.down_until.get().is_some_and(|d| d > Instant::now()) {
+    if e.down_until.get().is_some_and(|d| d > Instant::now()) {
         return;
     }
-    let f = t.fails.get() + 1;
-    t.fails.set(f);
+    let f = e.fails.get() + 1;
+    e.fails.set(f);
     if cfg.max_fails > 0 && f >= cfg.max_fails {
         tracing::warn!(target_addr = %t.addr, fails = f, "upstream target ejected for {:?}", cfg.fail_timeout);
-        t.down_until.set(Some(Instant::now() + cfg.fail_timeout));
+        e.down_until.set(Some(Instant::now() + cfg.fail_timeout));
         t.stats.ejected();
-        t.fails.set(0);
+        e.fails.set(0);
         t.idle.borrow_mut().clear();
     }
 }
 
-pub(crate) fn record_success(t: &TargetLocal) {
-    if t.fails.get() != 0 {
-        t.fails.set(0);
+pub(crate) fn record_success(eject: Option<&Ejection>) {
+    if let Some(e) = eject {
+        if e.fails.get() != 0 {
+            e.fails.set(0);
+        }
     }
 }

@@ -32,10 +32,6 @@ pub(crate) struct TargetLocal {
     pub peak: Cell<u32>,
     pub prev_peak: Cell<u32>,
     pub peak_since: Cell<Instant>,
-    /// Consecutive failures (passive ejection).
-    pub fails: Cell<u32>,
-    /// Not used until then after `max_fails` consecutive failures.
-    pub down_until: Cell<Option<Instant>>,
     /// Connections opened and failed, ejections, connect times (for `/metrics`).
     pub stats: crate::observe::stats::TargetCells,
     /// It answered more than [`BIG_ANSWER`] (or without a length) at least once: its
@@ -63,16 +59,27 @@ impl TargetLocal {
             peak: Cell::new(0),
             prev_peak: Cell::new(0),
             peak_since: Cell::new(Instant::now()),
-            fails: Cell::new(0),
-            down_until: Cell::new(None),
             stats: Default::default(),
             big: Cell::new(false),
         })
     }
 }
 
+/// One upstream's passive-ejection state for one of its targets. Upstreams that name the same
+/// address share its connections, not its failures: each counts its own against its own
+/// `max_fails` (0: never ejected by this upstream, whatever another sees).
+#[derive(Debug, Default)]
+pub(crate) struct Ejection {
+    /// Consecutive failures.
+    pub fails: Cell<u32>,
+    /// Not used until then after `max_fails` consecutive failures.
+    pub down_until: Cell<Option<Instant>>,
+}
+
 pub(crate) struct UpstreamLocal {
     pub targets: Vec<Rc<TargetLocal>>,
+    /// Each target's ejection state, in this upstream.
+    pub eject: Vec<Rc<Ejection>>,
     /// Round-robin cursor.
     pub rr: Cell<usize>,
 }

@@ -38,6 +38,8 @@ pub(super) enum Failure {
 /// An upstream answer whose head has been read and whose body has not.
 pub(crate) struct Exchange {
     pub(super) target: Rc<TargetLocal>,
+    /// The upstream's ejection state for the target (a failure mid-answer counts).
+    pub(super) eject: Option<Rc<crate::upstream::Ejection>>,
     pub(super) cfg: PoolCfg,
     pub(super) up: UpStream,
     pub resp: ResponseHead,
@@ -54,6 +56,7 @@ impl Exchange {
             up,
             resp,
             ubuf,
+            ..
         } = self;
         let bodiless = matches!(resp.framing, Framing::None | Framing::Length(0));
         if bodiless && resp.keep_alive && ubuf.is_empty() {
@@ -145,12 +148,12 @@ pub(crate) async fn send(
     let mut tries = 0;
     // When a retry finds no other target, the answer is the failure that caused it.
     let mut last_err: Option<Error> = None;
-    let (target, up, resp, ubuf) = loop {
+    let (target, eject, up, resp, ubuf) = loop {
         tries += 1;
-        let target = match select(ss, &integ.dest, ctx, conn.peer, exclude) {
-            Ok((t, all_ejected)) => {
-                ctx.all_ejected |= all_ejected;
-                t
+        let (target, eject) = match select(ss, &integ.dest, ctx, conn.peer, exclude) {
+            Ok(p) => {
+                ctx.all_ejected |= p.all_ejected;
+                (p.target, p.eject)
             }
             Err(e) => return Err(last_err.take().unwrap_or(e)),
         };
@@ -173,7 +176,7 @@ pub(crate) async fn send(
             {
                 Ok(s) => s,
                 Err(e) => {
-                    record_failure(&target, &cfg);
+                    record_failure(&target, eject.as_deref(), &cfg);
                     if tries < 3
                         && replayable
                         && !matches!(integ.dest, crate::snapshot::Dest::Literal(_))
@@ -210,14 +213,14 @@ pub(crate) async fn send(
                 // before the exchange's start (bytes a pooled connection already held).
                 ctx.timings.first_byte = Some(crate::driver::time::now().max(started));
                 ctx.integration_status = Some(resp.status);
-                break (target, up, resp, ubuf);
+                break (target, eject, up, resp, ubuf);
             }
             Err(Failure::Stale) if replayable && tries < 3 => {
                 fresh_only = true;
                 continue;
             }
             Err(Failure::Stale) => {
-                record_failure(&target, &cfg);
+                record_failure(&target, eject.as_deref(), &cfg);
                 return Err(Error::upstream(
                     Kind::BadGateway,
                     format!("{}: connection closed before an answer", target.addr),
@@ -227,22 +230,23 @@ pub(crate) async fn send(
             // memory goes to another target (nginx's proxy_next_upstream error), within the
             // route's timeout; where there is no other target, the answer is this failure.
             Err(Failure::Reset(e)) if replayable && tries < 3 && Instant::now() < deadline => {
-                record_failure(&target, &cfg);
+                record_failure(&target, eject.as_deref(), &cfg);
                 tracing::debug!(target_addr = %target.addr, error = %e, "closed before an answer: retrying on another target");
                 exclude = Some(target.addr);
                 last_err = Some(e);
                 continue;
             }
             Err(Failure::Target(e) | Failure::Reset(e)) => {
-                record_failure(&target, &cfg);
+                record_failure(&target, eject.as_deref(), &cfg);
                 return Err(e);
             }
             Err(Failure::Client(e)) => return Err(e),
         }
     };
-    record_success(&target);
+    record_success(eject.as_deref());
     Ok(Exchange {
         target,
+        eject,
         cfg,
         up,
         resp,

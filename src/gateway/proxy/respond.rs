@@ -66,6 +66,7 @@ pub(crate) async fn answer(
 ) -> Result<Next, Error> {
     let Exchange {
         target,
+        eject,
         cfg,
         mut up,
         resp,
@@ -104,7 +105,7 @@ pub(crate) async fn answer(
         // Here and below, outside the relay: no ring buffer held while the client is waited on.
         up.settle(&mut ubuf);
         let Some(body) = read_whole(&mut up, &mut ubuf, resp.framing, integ.timeout).await else {
-            record_failure(&target, &cfg);
+            record_failure(&target, eject.as_deref(), &cfg);
             return Err(Error::upstream(
                 Kind::BadGateway,
                 "integration answer unreadable or over 10 MiB",
@@ -175,7 +176,7 @@ pub(crate) async fn answer(
             match crate::driver::time::timeout(integ.timeout, up.read_into(&mut ubuf)).await {
                 Ok(Ok(k)) if k > 0 => {}
                 _ => {
-                    record_failure(&target, &cfg);
+                    record_failure(&target, eject.as_deref(), &cfg);
                     return Err(Error::upstream(Kind::BadGateway, "answer ended early"));
                 }
             }
@@ -231,7 +232,7 @@ pub(crate) async fn answer(
         Ok(clean) => clean && resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty(),
         Err(side) => {
             if side == Side::Upstream {
-                record_failure(&target, &cfg);
+                record_failure(&target, eject.as_deref(), &cfg);
                 if shard.log_first("upstream failed mid-answer", Some(target.addr), 0) {
                     tracing::warn!(request_id = %ctx.request_id, target_addr = %target.addr, "upstream failed mid-answer; closing client connection");
                 }
