@@ -185,6 +185,8 @@ impl Shared {
 /// A target's identity across reloads: its address, over TLS the name it is verified
 /// against, and whether it speaks HTTP/2.
 type TargetKey = (SocketAddr, Option<String>, bool);
+/// An upstream's name and one of its targets.
+type EjectionKey = (Arc<str>, TargetKey);
 
 /// A snapshot adopted by a shard, with the shard's per-target state attached.
 pub(crate) struct ShardSnap {
@@ -207,7 +209,7 @@ pub(crate) struct Shard {
     targets: RefCell<AHashMap<TargetKey, Rc<TargetLocal>>>,
     /// Each upstream's ejection state per target, by upstream name and target (kept across
     /// reloads, as the targets' pools are).
-    ejections: RefCell<AHashMap<(Arc<str>, TargetKey), Rc<Ejection>>>,
+    ejections: RefCell<AHashMap<EjectionKey, Rc<Ejection>>>,
     pub drain: Rc<Drain>,
     /// Client connections open on this shard.
     pub active: Cell<usize>,
