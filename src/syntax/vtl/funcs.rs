@@ -304,6 +304,16 @@ pub(super) fn json_path<'v>(v: &'v Value, path: &str) -> Result<Option<Cow<'v, V
 }
 
 /// `$util.*`.
+/// What `$util` offers.
+const UTIL_METHODS: [&str; 6] = [
+    "escapeJavaScript",
+    "urlEncode",
+    "urlDecode",
+    "base64Encode",
+    "base64Decode",
+    "parseJson",
+];
+
 pub(super) fn util_call(m: &str, args: &[Value]) -> Result<Value, String> {
     use base64::Engine;
     let s = args.first().map(text).unwrap_or_default();
@@ -370,6 +380,23 @@ pub(super) fn util_call(m: &str, args: &[Value]) -> Result<Value, String> {
 /// the JSONPath of `$input.path` and `$input.json`, the regular expression of `matches`,
 /// `replaceAll` and `split`. An argument made at run time is checked when it is used.
 pub(super) fn check_literals(root: &str, steps: &[Step]) -> Result<(), String> {
+    // A method `$input` or `$util` does not have would fail every request.
+    if let Some(Step::Call(m, _)) = steps.first() {
+        match root {
+            "input" if !matches!(m.as_str(), "json" | "path" | "params") => {
+                return Err(format!(
+                    "$input.{m}(): not a method of $input (body, json, path, params)"
+                ))
+            }
+            "util" if !UTIL_METHODS.contains(&m.as_str()) => {
+                return Err(format!(
+                    "$util.{m}(): not a method of $util ({})",
+                    UTIL_METHODS.join(", ")
+                ))
+            }
+            _ => {}
+        }
+    }
     for (k, s) in steps.iter().enumerate() {
         let Step::Call(m, args) = s else { continue };
         let Some(Expr::Lit(Value::String(a))) = args.first() else {

@@ -426,6 +426,9 @@ fn literal_paths_and_patterns_are_checked_at_load() {
         ),
         ("$input.body.split('[')", ".split('['): not a regular expression"),
         ("\"$input.body.replaceAll('a{2,1}', '')\"", ".replaceAll('a{2,1}'): not a regular expression the gateway runs (error: invalid repetition count range"),
+        // Methods $input and $util do not have.
+        ("$input.nope()", "$input.nope(): not a method of $input (body, json, path, params)"),
+        ("$util.nope('x')", "$util.nope(): not a method of $util (escapeJavaScript, urlEncode"),
     ] {
         let e = Template::parse(t).unwrap_err();
         assert!(e.contains(want), "{t}: {e}");
