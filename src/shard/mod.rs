@@ -369,7 +369,7 @@ impl Shard {
             t
         };
         let mut ejections = self.ejections.borrow_mut();
-        let mut eject_used = Vec::new();
+        let mut eject_used = ahash::AHashSet::new();
         let upstreams = snap
             .upstreams
             .iter()
@@ -382,7 +382,7 @@ impl Shard {
                     .map(|(a, tls)| {
                         let key: Arc<str> = u.cfg.name.as_str().into();
                         let k = (key, (*a, tls.as_ref().map(|t| t.name_text()), u.cfg.h2));
-                        eject_used.push(k.clone());
+                        eject_used.insert(k.clone());
                         ejections.entry(k).or_default().clone()
                     })
                     .collect(),
