@@ -402,7 +402,7 @@ impl Shard {
             .map(|l| get(l.addr, &l.tls, false))
             .collect();
         // Targets no longer named anywhere lose their pools.
-        let used: Vec<TargetKey> = snap
+        let used: ahash::AHashSet<TargetKey> = snap
             .upstreams
             .iter()
             .flat_map(|u| {
