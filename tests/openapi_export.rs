@@ -219,6 +219,15 @@ fn round_trip_api(authz: SocketAddr, up: SocketAddr) -> Value {
             {"route": "GET /literal", "integration": {"type": "mock", "status": 201, "body": LITERAL,
                 "headers": {"content-type": "application/json"}}},
             {"route": "GET /plain", "integration": {"type": "mock", "body": "ok"}},
+            // The first response whose pattern matches is chosen: 503 is 5\d{2}'s, though
+            // 50[34] sorts first as a key of the document's `responses`.
+            {"route": "GET /picked", "integration": {"type": "mock",
+                "request_templates": {"application/json": "{\"statusCode\": 503}"},
+                "responses": [
+                    {"selection_pattern": "5\\d{2}", "status": 502, "templates": {"application/json": "{\"which\":\"5xx\"}"}},
+                    {"selection_pattern": "50[34]", "status": 503, "templates": {"application/json": "{\"which\":\"503/504\"}"}},
+                    {"selection_pattern": "5\\d{2}", "status": 504},
+                    {"status": 200}]}},
             {"route": "GET /template", "integration": {"type": "mock", "status": 202, "body": "{\"n\":7}",
                 "responses": [{"status": 203, "templates": {"application/json": "#set($x = 5)\n{\"x\": $x, \"n\": $input.json('$.n')} ## a comment"}}]}},
             {"route": "GET /guarded", "authorizer": "ext", "integration": {"type": "mock", "body": "in"}},
@@ -332,8 +341,9 @@ fn export_import_export_gives_the_same_document_and_the_same_answers() {
         )
     };
     let json_body = "Content-Type: application/json\r\n";
-    let cases: [(&str, &str, &str, &str, u16); 12] = [
+    let cases: [(&str, &str, &str, &str, u16); 13] = [
         ("GET", "/literal", "", "", 201),
+        ("GET", "/picked", "", "", 502),
         ("GET", "/plain", "", "", 200),
         ("GET", "/template", "", "", 203),
         ("GET", "/guarded", "x-key: fast\r\n", "", 200),

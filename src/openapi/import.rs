@@ -570,7 +570,21 @@ fn transform(i: &Value, out: &mut Value, warnings: &mut Vec<String>, key: &str) 
         out["passthrough_behavior"] = json!(p.to_ascii_lowercase());
     }
     let mut responses = Vec::new();
-    for (pattern, r) in i["responses"].as_object().into_iter().flatten() {
+    // A JSON object has no order, and the first response whose pattern matches is chosen:
+    // Tollgate's export lists the order in `x-tollgate-response-order`; patterns it does
+    // not name come after, as the document has them.
+    let mut listed: Vec<(&String, &Value)> =
+        i["responses"].as_object().into_iter().flatten().collect();
+    if let Some(order) = i[super::RESPONSE_ORDER].as_array() {
+        let rank = |p: &str| {
+            order
+                .iter()
+                .position(|o| o.as_str() == Some(p))
+                .unwrap_or(usize::MAX)
+        };
+        listed.sort_by_key(|(p, _)| rank(p));
+    }
+    for (pattern, r) in listed {
         let mut entry = Map::new();
         if pattern != "default" {
             entry.insert("selection_pattern".into(), json!(pattern));

@@ -10,7 +10,8 @@
 //! import, so that export, import and export again give the same document and the same
 //! behaviour: `x-tollgate-mock` (a mock's status, headers and body as Tollgate answers them,
 //! and whether its `responses` are mapping templates), `x-tollgate-authorizer` (an
-//! authorizer's settings Amazon has no field for), `x-tollgate-default-route`.
+//! authorizer's settings Amazon has no field for), `x-tollgate-default-route`,
+//! `x-tollgate-response-order` (the order an integration's `responses` are tried in).
 
 mod import;
 mod merge;
@@ -86,6 +87,8 @@ fn mib(n: usize) -> String {
 /// A security scheme's key for an authorizer's settings Amazon has no field for, by
 /// Tollgate's names: [`OWN_JWT`] or [`OWN_EXTERNAL`].
 const OWN_AUTHORIZER: &str = "x-tollgate-authorizer";
+/// In an integration: the selection patterns of its `responses` in the order they are tried.
+pub(crate) const RESPONSE_ORDER: &str = "x-tollgate-response-order";
 /// A JWT authorizer's settings in [`OWN_AUTHORIZER`].
 const OWN_JWT: [&str; 5] = [
     "jwks_uri",
@@ -569,6 +572,7 @@ fn templates(t: &crate::config::Transform, i: &mut Value) {
         return;
     }
     let mut responses = Map::new();
+    let mut order = Vec::new();
     for r in &t.responses {
         let mut out = Map::new();
         if let Some(s) = r.status {
@@ -588,8 +592,18 @@ fn templates(t: &crate::config::Transform, i: &mut Value) {
                 Value::Object(by_type(&r.templates)),
             );
         }
+        // In the order they are tried (the document keeps it); a second response with the
+        // same pattern is never chosen, and is left out rather than written over the first.
         let key = r.pattern.as_ref().map_or("default", |(_, p)| p.as_str());
-        responses.insert(key.to_string(), Value::Object(out));
+        if !responses.contains_key(key) {
+            order.push(json!(key));
+            responses.insert(key.to_string(), Value::Object(out));
+        }
     }
     i["responses"] = Value::Object(responses);
+    // The order they are tried in, which the object above does not keep (its keys come out
+    // sorted, and a reader may take them in any order).
+    if order.len() > 1 {
+        i[RESPONSE_ORDER] = Value::Array(order);
+    }
 }
