@@ -279,7 +279,12 @@ fn referenced_parameters_and_bodies_are_validated_and_broken_references_named() 
             "/q": {"get": {"parameters": [{"$ref": "#/components/parameters/Alias"}],
                            "x-amazon-apigateway-integration": mock}},
             "/pets": {"post": {"requestBody": {"$ref": "#/components/requestBodies/Pet"},
-                               "x-amazon-apigateway-integration": mock}}}});
+                               "x-amazon-apigateway-integration": mock}},
+            // The operation's own definition of a parameter overrides the path's.
+            "/t": {"parameters": [{"name": "tenant", "in": "query", "required": true, "schema": {"type": "string"}}],
+                   "get": {"parameters": [{"name": "tenant", "in": "query", "required": false, "schema": {"type": "string"}}],
+                           "x-amazon-apigateway-integration": mock},
+                   "put": {"x-amazon-apigateway-integration": mock}}}});
     let v = import_and_serve(&g, "&failonwarnings=true", &doc.to_string(), "refs.test");
     assert_eq!(v["warnings"], json!([]), "{v}");
     let r = on(&g, "refs.test", "/q");
@@ -289,6 +294,11 @@ fn referenced_parameters_and_bodies_are_validated_and_broken_references_named() 
         "Missing required request parameters: [q]"
     );
     assert_eq!(on(&g, "refs.test", "/q?q=1").status, 200);
+    assert_eq!(on(&g, "refs.test", "/t").status, 200);
+    let put = Client::connect(g.addr()).request(
+        b"PUT /t HTTP/1.1\r\nHost: refs.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(put.status, 400, "{}", put.text());
     let post = |body: &str| {
         Client::connect(g.addr()).request(
             format!("POST /pets HTTP/1.1\r\nHost: refs.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())

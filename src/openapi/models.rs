@@ -52,6 +52,10 @@ pub(super) struct Imports {
     pub models: Vec<Value>,
 }
 
+/// On a Swagger operation: every request model by content type, where one body cannot say
+/// them all (written by the export, read by the import).
+const OWN_MODELS: &str = "x-tollgate-request-models";
+
 /// A document's media type as a route's `request_models` key: without its parameters
 /// (`application/json; charset=utf-8` is the body of any `application/json` request).
 fn bare_media_type(ct: &str) -> String {
@@ -286,16 +290,24 @@ impl Imports {
     ) -> Result<(), String> {
         let mut required = Vec::new();
         let mut models = Map::new();
-        let params = path_params
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .chain(op["parameters"].as_array().into_iter().flatten());
-        for p in params {
-            // A parameter kept with the document's others (`$ref`) is read where it is.
+        // Each parameter once, by name and place: the operation's own override the path's
+        // (OpenAPI's Operation Object), `$ref`s read where they point.
+        let mut params: Vec<&Value> = Vec::new();
+        let op_params = op["parameters"].as_array().into_iter().flatten();
+        let path_level = path_params.and_then(Value::as_array).into_iter().flatten();
+        for (from_op, p) in op_params
+            .map(|p| (true, p))
+            .chain(path_level.map(|p| (false, p)))
+        {
             let Some(p) = local_ref(doc, p, key, "parameter", warnings) else {
                 continue;
             };
+            let same = |q: &&Value| q["name"] == p["name"] && q["in"] == p["in"];
+            if from_op || !params.iter().any(same) {
+                params.push(p);
+            }
+        }
+        for p in params {
             let (Some(name), Some(place_in)) = (p["name"].as_str(), p["in"].as_str()) else {
                 warnings.push(format!(
                     "{key}: a parameter without a name or an \"in\": not checked"
@@ -303,13 +315,20 @@ impl Imports {
                 continue;
             };
             if place_in == "body" {
-                let ct = op["consumes"]
-                    .get(0)
-                    .or_else(|| doc["consumes"].get(0))
-                    .and_then(Value::as_str)
-                    .unwrap_or("application/json");
-                if let Some(m) = self.body_model(key, ct, &p["schema"])? {
-                    models.insert(bare_media_type(ct), json!(m));
+                // The body's schema is the model of every type the operation consumes.
+                let consumes = op["consumes"]
+                    .as_array()
+                    .or_else(|| doc["consumes"].as_array())
+                    .filter(|c| !c.is_empty());
+                let types: Vec<&str> = match consumes {
+                    Some(c) => c.iter().filter_map(Value::as_str).collect(),
+                    None => vec!["application/json"],
+                };
+                for ct in types {
+                    let ct = if ct == "*/*" { "$default" } else { ct };
+                    if let Some(m) = self.body_model(key, ct, &p["schema"])? {
+                        models.insert(bare_media_type(ct), json!(m));
+                    }
                 }
                 continue;
             }
@@ -361,6 +380,14 @@ impl Imports {
         }
         if !required.is_empty() {
             r.insert("required_parameters".into(), json!(required));
+        }
+        // What a Swagger document's one body cannot say, Tollgate's export says here.
+        if let Some(own) = op[OWN_MODELS].as_object() {
+            for (ct, m) in own {
+                if let Some(m) = m.as_str() {
+                    models.insert(bare_media_type(ct), json!(m));
+                }
+            }
         }
         if !models.is_empty() {
             r.insert("request_models".into(), Value::Object(models));
@@ -537,9 +564,26 @@ pub(super) fn export_route(
             "requestBody".into(),
             json!({ "content": content, "required": true }),
         );
-    } else if let Some((ct, m)) = spec.request_models.iter().next() {
+    } else if let Some((_, m)) = spec
+        .request_models
+        .iter()
+        .find(|(ct, _)| ct.as_str() == "application/json")
+        .or_else(|| spec.request_models.iter().next())
+    {
+        // Swagger 2.0 has one body: its model is JSON's (else the first), for every type
+        // that names the same one (`$default`: any, `*/*`); the types naming another go in
+        // Tollgate's own key, which its import reads back.
+        let models = &spec.request_models;
+        let consumes: Vec<&str> = models
+            .iter()
+            .filter(|(_, n)| n == &m)
+            .map(|(ct, _)| if ct == "$default" { "*/*" } else { ct.as_str() })
+            .collect();
         params.push(json!({ "name": "body", "in": "body", "required": true, "schema": { "$ref": format!("{prefix}{m}") } }));
-        op.insert("consumes".into(), json!([ct]));
+        op.insert("consumes".into(), json!(consumes));
+        if extensions && models.iter().any(|(_, n)| n != m) {
+            op.insert(OWN_MODELS.into(), json!(models));
+        }
     }
     if !params.is_empty() {
         op.insert("parameters".into(), Value::Array(params));
