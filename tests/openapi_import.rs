@@ -146,8 +146,13 @@ fn a_plain_openapi_document_imports_with_warnings_and_bad_ones_are_refused() {
     let g = gw();
     let v = import_and_serve(&g, "&name=oai", OAI, "oai.test");
     let w = v["warnings"].as_array().unwrap();
-    assert_eq!(w.len(), 3, "{w:?}");
-    assert!(w.iter().all(|x| x
+    assert_eq!(w.len(), 4, "{w:?}");
+    // The document's base path (`servers`), and its three operations without integrations.
+    assert!(
+        w[0].as_str().unwrap().starts_with("base path \"/v1\""),
+        "{w:?}"
+    );
+    assert!(w[1..].iter().all(|x| x
         .as_str()
         .unwrap()
         .contains("no x-amazon-apigateway-integration")));
@@ -178,7 +183,7 @@ fn a_plain_openapi_document_imports_with_warnings_and_bad_ones_are_refused() {
     assert_eq!(r.status, 201, "{}", r.text());
     let json_def = admin_with(g.admin(), "GET", "/apis/oai", "").json()["definition"].clone();
     let mut yaml = r.json();
-    assert_eq!(yaml["warnings"].as_array().unwrap().len(), 3, "{yaml}");
+    assert_eq!(yaml["warnings"].as_array().unwrap().len(), 4, "{yaml}");
     let r = admin_with(g.admin(), "PUT", "/apis/oai?mode=overwrite", OAI);
     assert_eq!(r.status, 200, "{}", r.text());
     // The same routes and models (the YAML original's Error schema has no "type": "object").
@@ -351,6 +356,58 @@ fn referenced_parameters_and_bodies_are_validated_and_broken_references_named() 
     assert_eq!(r.status, 201, "{}", r.text());
     assert!(
         r.json()["warnings"].to_string().contains("#/parameters/Q"),
+        "{}",
+        r.text()
+    );
+}
+
+/// What an import does not take is named: an integration's other method or fields Tollgate
+/// has no use for, a base path the routes do not carry.
+#[test]
+fn integration_fields_and_base_paths_not_taken_are_named() {
+    let g = gw();
+    let doc = json!({"openapi": "3.0.1", "info": {"title": "fields", "version": "1"},
+        "servers": [{"url": "https://api.example.test/{base}", "variables": {"base": {"default": "v1"}}}],
+        "paths": {"/x": {"get": {"x-amazon-apigateway-integration": {
+            "type": "http_proxy", "uri": "http://127.0.0.1:9/x", "httpMethod": "POST",
+            "tlsConfig": {"serverNameToVerify": "example.com"}, "contentHandling": "CONVERT_TO_TEXT"}}},
+            "/y": {"get": {"x-amazon-apigateway-integration": {
+            "type": "http_proxy", "uri": "http://127.0.0.1:9/y", "httpMethod": "GET", "payloadFormatVersion": "1.0"}}}}});
+    let r = admin_with(g.admin(), "POST", "/apis?mode=import", &doc.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let w: Vec<String> = r.json()["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    for want in [
+        "GET /x: integration httpMethod \"POST\": the integration is called with the client's method (GET); left out",
+        "GET /x: integration field \"tlsConfig\" is not supported; left out",
+        "GET /x: integration field \"contentHandling\" is not supported; left out",
+    ] {
+        assert!(w.iter().any(|x| x == want), "{want:?} not in {w:#?}");
+    }
+    assert!(
+        w.iter()
+            .any(|x| x.starts_with("base path \"/v1\" (servers[0].url): not part of the routes")),
+        "{w:#?}"
+    );
+    assert!(!w.iter().any(|x| x.starts_with("GET /y")), "{w:#?}");
+    let swagger = json!({"swagger": "2.0", "info": {"title": "s", "version": "1"}, "basePath": "/v2",
+        "paths": {"/x": {"get": {"x-amazon-apigateway-integration": {"type": "http_proxy", "uri": "http://127.0.0.1:9/x"}}}}});
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&failonwarnings=true",
+        &swagger.to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("base path \"/v2\" (basePath)"),
         "{}",
         r.text()
     );

@@ -68,6 +68,38 @@ pub fn import(doc: &Value, input_len: usize) -> Result<Imported, String> {
             .to_string(),
         ..Imported::default()
     };
+    // A base path is not part of the routes (Amazon's import ignores it by default, too):
+    // said, so that `failonwarnings` can catch it.
+    let base = if oas3 {
+        doc["servers"][0]["url"].as_str().map(|u| {
+            // `{var}`s take their defaults; the path is what follows the authority.
+            let mut u = u.to_string();
+            for (n, v) in doc["servers"][0]["variables"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                u = u.replace(&format!("{{{n}}}"), v["default"].as_str().unwrap_or(""));
+            }
+            let path = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
+            let path = if u.contains("://") {
+                path.find('/').map_or("", |i| &path[i..])
+            } else {
+                path
+            };
+            path.trim_end_matches('/').to_string()
+        })
+    } else {
+        doc["basePath"]
+            .as_str()
+            .map(|b| b.trim_end_matches('/').to_string())
+    };
+    if let Some(b) = base.filter(|b| !b.is_empty()) {
+        out.warnings.push(format!(
+            "base path {b:?} ({}): not part of the routes, which are the paths as written; serve the API under it with a domain mapping's base_path",
+            if oas3 { "servers[0].url" } else { "basePath" }
+        ));
+    }
     for k in NOT_YET {
         if doc.get(k).is_some() {
             out.warnings
@@ -388,6 +420,41 @@ fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> Option<Value
             if i["connectionType"].as_str() == Some("VPC_LINK") {
                 warnings.push(format!("{key}: VPC links are not supported; left out"));
                 return None;
+            }
+            // The client's method goes to the integration: another one is not kept.
+            let method = key.split(' ').next().unwrap_or("");
+            if let Some(m) = i["httpMethod"].as_str() {
+                if !m.eq_ignore_ascii_case(method)
+                    && !m.eq_ignore_ascii_case("ANY")
+                    && method != "ANY"
+                {
+                    warnings.push(format!(
+                        "{key}: integration httpMethod {m:?}: the integration is called with the client's method ({method}); left out"
+                    ));
+                }
+            }
+            // Fields of Amazon's integration this import does not take, named.
+            for k in i.as_object().into_iter().flatten().map(|(k, _)| k.as_str()) {
+                let taken = matches!(
+                    k,
+                    "type"
+                        | "uri"
+                        | "httpMethod"
+                        | "timeoutInMillis"
+                        | "requestParameters"
+                        | "requestTemplates"
+                        | "passthroughBehavior"
+                        | "responseParameters"
+                        | "responses"
+                        | "connectionType"
+                        | "payloadFormatVersion"
+                        | super::RESPONSE_ORDER
+                );
+                if !taken {
+                    warnings.push(format!(
+                        "{key}: integration field {k:?} is not supported; left out"
+                    ));
+                }
             }
             let mut out = json!({ "type": "http", "uri": uri });
             match &i["timeoutInMillis"] {
