@@ -250,9 +250,13 @@ pub fn state_check(cfg: &Config) -> Result<String, String> {
             "no state file in {} yet: one is created at start-up",
             dir.display()
         )),
-        Some((keys, counters)) => Ok(format!(
-            "state file {} is sound: {keys} API keys, {counters} usage records",
-            dir.join(control::store::STATE_FILE).display()
+        Some(c) => Ok(format!(
+            "state file {} is sound: {} API keys, {} usage records, {} access keys, {} run-time objects (APIs, deployments, stages, domain mappings)",
+            dir.join(control::store::STATE_FILE).display(),
+            c.keys,
+            c.counters,
+            c.access_keys,
+            c.objects
         )),
     }
 }
@@ -260,10 +264,14 @@ pub fn state_check(cfg: &Config) -> Result<String, String> {
 /// `tollgate state recover --out FILE`: writes what a damaged state file still holds into a
 /// new one.
 pub fn state_recover(cfg: &Config, out: &std::path::Path) -> Result<String, String> {
-    let (keys, counters) = control::store::recover(&cfg.server.state_dir, out)?;
+    let c = control::store::recover(&cfg.server.state_dir, out)?;
     Ok(format!(
-        "wrote {}: {keys} API keys and {counters} quota counters recovered; with the gateway stopped, move it to {}",
+        "wrote {}: {} API keys, {} quota counters, {} access keys and {} run-time objects (APIs, deployments, stages, domain mappings) recovered; with the gateway stopped, move it to {}",
         out.display(),
+        c.keys,
+        c.counters,
+        c.access_keys,
+        c.objects,
         cfg.server.state_dir.join(control::store::STATE_FILE).display()
     ))
 }

@@ -155,11 +155,29 @@ fn flipped_bytes_and_garbage_pages_are_refused_or_harmless() {
 #[test]
 fn state_check_and_recover() {
     let dir = seeded();
+    // A run-time API with a deployment and a stage, kept in the same file.
+    let gw = Gw::start_in(dir, &conf());
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apis",
+        r#"{"name": "shop", "routes": [{"route": "GET /items", "integration": {"type": "mock", "body": "items"}}]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apis/shop/deployments",
+        r#"{"stage": "prod"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let dir = gw.stop();
     let config = dir.0.join("config.toml");
     std::fs::write(&config, conf()).unwrap();
     let (ok, text) = tollgate(&config, &["state", "check"]);
     assert!(ok, "{text}");
     assert!(text.contains("5 API keys"), "{text}");
+    assert!(text.contains("3 run-time objects"), "{text}");
     let path = state_file(&dir);
     let good = std::fs::read(&path).unwrap();
     let out = dir.0.join("recovered.redb");
@@ -180,6 +198,7 @@ fn state_check_and_recover() {
     );
     assert!(ok, "{text}");
     assert!(text.contains("4 API keys"), "{text}");
+    assert!(text.contains("3 run-time objects"), "{text}");
     assert_eq!(
         std::fs::read(&path).unwrap(),
         bad,
@@ -194,6 +213,9 @@ fn state_check_and_recover() {
     std::fs::rename(&out, &path).unwrap();
     let gw = Gw::start_in(dir, &conf());
     assert_eq!(keys_listed(&gw), 4);
+    // The run-time API came through with its deployment and stage.
+    let r = admin(gw.admin(), "GET", "/apis/shop/stages/prod", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
     let dir = gw.stop();
     // A page of garbage in the header: beyond repair; recover says so and writes nothing.
     let mut bad = std::fs::read(&path).unwrap();

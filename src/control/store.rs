@@ -118,8 +118,17 @@ impl Drop for Copy {
     }
 }
 
-/// What a state file holds: (keys, quota counters).
-pub(crate) type Contents = (usize, usize);
+/// What a state file holds, counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Contents {
+    pub keys: usize,
+    /// Quota counters and daily usage records.
+    pub counters: usize,
+    /// SigV4 access keys.
+    pub access_keys: usize,
+    /// Run-time APIs, deployments, stages, domain mappings (and the node's fleet records).
+    pub objects: usize,
+}
 
 /// Tests an existing state file without touching it: opens a copy and reads every record.
 /// `Ok(None)` when there is no file yet.
@@ -140,10 +149,12 @@ pub(crate) fn check(dir: &Path) -> Result<Option<Contents>, String> {
     let copy = Copy::of(&path)?;
     no_panic("cannot open", &path, || {
         let store = Store::open_file(&copy.0, &path, false)?;
-        Ok((
-            store.keys()?.len(),
-            store.quotas()?.len() + store.usage_count()?,
-        ))
+        Ok(Contents {
+            keys: store.keys()?.len(),
+            counters: store.quotas()?.len() + store.usage_count()?,
+            access_keys: store.access_keys()?.len(),
+            objects: store.objects()?.len(),
+        })
     })
     .map(Some)
     .map_err(|err| format!("{err}; {RECOVER}"))
@@ -157,7 +168,7 @@ pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
         return Err(format!("{} exists: give a new file", out.display()));
     }
     let copy = Copy::of(&path)?;
-    let (keys, quotas, usage) = no_panic("cannot be repaired", &path, || {
+    let (keys, quotas, usage, access_keys, objects) = no_panic("cannot be repaired", &path, || {
         let mut db = redb::Builder::new()
             .set_cache_size(STORE_CACHE_BYTES)
             .open(&copy.0)
@@ -173,13 +184,29 @@ pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
             old.keys_lenient(),
             old.quotas().unwrap_or_default(),
             old.usage_all().unwrap_or_default(),
+            old.table_lenient(ACCESS_KEYS),
+            old.table_lenient(OBJECTS),
         ))
     })?;
+    // Access keys as they read back (a damaged one is left out, not carried over).
+    let access_keys: Vec<StoredAccessKey> = access_keys
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_str(v).ok())
+        .collect();
     let new = Store::open_file(out, out, true)?;
     new.put_keys(&keys)?;
     new.flush(&quotas)?;
     new.put_usage(&usage)?;
-    Ok((keys.len(), quotas.len()))
+    for k in &access_keys {
+        new.put_access_key(k)?;
+    }
+    new.write_objects(&objects, &[])?;
+    Ok(Contents {
+        keys: keys.len(),
+        counters: quotas.len(),
+        access_keys: access_keys.len(),
+        objects: objects.len(),
+    })
 }
 
 impl Store {
@@ -225,6 +252,7 @@ impl Store {
             store.quotas()?;
             store.usage_count()?;
             store.access_keys()?;
+            store.objects()?;
             return Ok(store);
         }
         let w = db
@@ -396,6 +424,24 @@ impl Store {
     /// Saves quota counters (and today's usage) in one transaction.
     pub(crate) fn flush(&self, counters: &[(String, String, QuotaState)]) -> Result<(), String> {
         self.note(self.flush_inner(counters))
+    }
+
+    /// Every record of a table that reads, skipping damaged ones (for [`recover`]).
+    fn table_lenient(&self, def: TableDefinition<&str, &str>) -> Vec<(String, String)> {
+        let Ok(r) = self.db.begin_read() else {
+            return Vec::new();
+        };
+        let Ok(t) = r.open_table(def) else {
+            return Vec::new();
+        };
+        let Ok(iter) = t.iter() else {
+            return Vec::new();
+        };
+        iter.filter_map(|item| {
+            let (k, v) = item.ok()?;
+            Some((k.value().to_string(), v.value().to_string()))
+        })
+        .collect()
     }
 
     /// Every key whose record reads, skipping damaged ones (for [`recover`]).
