@@ -581,14 +581,27 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     crate::driver::spawn(async move {
         let mut ticks = 0u64;
         let mut refused: Option<Vec<u64>> = None;
+        // Counters the store did not take: one line when that starts, one when it ends.
+        let mut unsaved = false;
         while !s2.get() {
             crate::driver::time::sleep(FLUSH_INTERVAL).await;
             ticks += 1;
             c2.borrow_mut().heal_store();
             {
                 let c = c2.borrow();
-                if let Err(e) = c.flush() {
-                    tracing::error!(error = %e, "usage counters not saved; kept in memory until the store takes them");
+                match c.flush() {
+                    // Closed for a hand-over or a stop: the counters go with the drain.
+                    Err(_) if c.store.is_none() => {}
+                    Err(e) if !unsaved => {
+                        unsaved = true;
+                        tracing::error!(error = %e, "usage counters not saved; kept in memory until the store takes them");
+                    }
+                    Err(_) => {}
+                    Ok(()) if unsaved => {
+                        unsaved = false;
+                        tracing::info!("usage counters kept in memory are saved");
+                    }
+                    Ok(()) => {}
                 }
                 if ticks
                     .is_multiple_of((SWEEP_INTERVAL.as_secs() / FLUSH_INTERVAL.as_secs()).max(1))

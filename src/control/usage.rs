@@ -194,6 +194,11 @@ impl Control {
                 })
                 .collect()
         };
+        // Nothing counted since the last flush: nothing to write (and no error to report
+        // while the store is being reopened).
+        if batch.is_empty() {
+            return Ok(());
+        }
         let r = self.store().and_then(|s| s.flush(&batch));
         if r.is_err() {
             // Not saved: mark them again, so the next flush writes their (then current) values.
