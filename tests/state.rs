@@ -217,6 +217,13 @@ fn state_check_and_recover() {
     let r = admin(gw.admin(), "GET", "/apis/shop/stages/prod", Some(TOKEN));
     assert_eq!(r.status, 200, "{}", r.text());
     let dir = gw.stop();
+    // Cut short: refused as damaged, in words, without a panic's report on the way.
+    let whole = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+    let (ok, text) = tollgate(&config, &["state", "check"]);
+    assert!(!ok && text.contains("damaged"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    std::fs::write(&path, &whole).unwrap();
     // A page of garbage in the header: beyond repair; recover says so and writes nothing.
     let mut bad = std::fs::read(&path).unwrap();
     bad[..4096].copy_from_slice(&garbage(4096));

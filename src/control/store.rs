@@ -91,7 +91,8 @@ fn no_panic<T>(
     path: &Path,
     f: impl FnOnce() -> Result<T, String>,
 ) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+    // The panic is reported below, as what it means; not by the hook, with a backtrace.
+    crate::driver::quietly(|| catch_unwind(AssertUnwindSafe(f))).unwrap_or_else(|p| {
         let why = p
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -168,26 +169,27 @@ pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
         return Err(format!("{} exists: give a new file", out.display()));
     }
     let copy = Copy::of(&path)?;
-    let (keys, quotas, usage, access_keys, objects) = no_panic("cannot be repaired", &path, || {
-        let mut db = redb::Builder::new()
-            .set_cache_size(STORE_CACHE_BYTES)
-            .open(&copy.0)
-            .map_err(|err| e("cannot be opened", &path, err))?;
-        // Ok(false): redb found damage and repaired the copy.
-        let _ = db.check_integrity();
-        let old = Store {
-            db,
-            path: copy.0.clone(),
-            failed: Default::default(),
-        };
-        Ok((
-            old.keys_lenient(),
-            old.quotas().unwrap_or_default(),
-            old.usage_all().unwrap_or_default(),
-            old.table_lenient(ACCESS_KEYS),
-            old.table_lenient(OBJECTS),
-        ))
-    })?;
+    let (keys, quotas, usage, access_keys, objects) =
+        no_panic("cannot be repaired", &path, || {
+            let mut db = redb::Builder::new()
+                .set_cache_size(STORE_CACHE_BYTES)
+                .open(&copy.0)
+                .map_err(|err| e("cannot be opened", &path, err))?;
+            // Ok(false): redb found damage and repaired the copy.
+            let _ = db.check_integrity();
+            let old = Store {
+                db,
+                path: copy.0.clone(),
+                failed: Default::default(),
+            };
+            Ok((
+                old.keys_lenient(),
+                old.quotas().unwrap_or_default(),
+                old.usage_all().unwrap_or_default(),
+                old.table_lenient(ACCESS_KEYS),
+                old.table_lenient(OBJECTS),
+            ))
+        })?;
     // Access keys as they read back (a damaged one is left out, not carried over).
     let access_keys: Vec<StoredAccessKey> = access_keys
         .iter()

@@ -56,12 +56,33 @@ impl<F: Future<Output = ()>> Future for Guarded<F> {
     }
 }
 
+thread_local! {
+    /// Set while [`quietly`] runs: a panic there is caught and reported by the caller.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's panics left unreported by the hook: for a caller that catches
+/// them and says what they meant (a damaged state file read by redb), not with a backtrace.
+pub fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            QUIET.with(|q| q.set(self.0));
+        }
+    }
+    let _reset = Reset(QUIET.with(|q| q.replace(true)));
+    f()
+}
+
 /// Installs the process's panic hook: the default report for the first [`SHOWN`] panics of
 /// each minute; the next panic after a minute with more first says how many were not shown.
 pub fn install_hook() {
     let default = std::panic::take_hook();
     let window: Mutex<Option<(Instant, u32)>> = Mutex::new(None);
     std::panic::set_hook(Box::new(move |info| {
+        if QUIET.with(std::cell::Cell::get) {
+            return;
+        }
         let now = Instant::now();
         let (show, hidden) = {
             let mut w = window.lock().unwrap_or_else(|e| e.into_inner());

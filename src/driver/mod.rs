@@ -15,7 +15,7 @@ pub(crate) mod net;
 pub(crate) mod time;
 
 pub use guard::install_hook;
-pub(crate) use guard::{guarded, Guarded, PANICS};
+pub(crate) use guard::{guarded, quietly, Guarded, PANICS};
 
 use std::cell::Cell;
 use std::future::Future;
