@@ -63,7 +63,7 @@ thread_local! {
 
 /// Runs `f` with this thread's panics left unreported by the hook: for a caller that catches
 /// them and says what they meant (a damaged state file read by redb), not with a backtrace.
-pub fn quietly<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> T {
     struct Reset(bool);
     impl Drop for Reset {
         fn drop(&mut self) {
