@@ -448,20 +448,10 @@ impl Store {
 
     /// Every key whose record reads, skipping damaged ones (for [`recover`]).
     fn keys_lenient(&self) -> Vec<StoredKey> {
-        let Ok(r) = self.db.begin_read() else {
-            return Vec::new();
-        };
-        let Ok(t) = r.open_table(KEYS) else {
-            return Vec::new();
-        };
-        let Ok(iter) = t.iter() else {
-            return Vec::new();
-        };
-        iter.filter_map(|item| {
-            let (_, v) = item.ok()?;
-            serde_json::from_str(v.value()).ok()
-        })
-        .collect()
+        self.table_lenient(KEYS)
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_str(v).ok())
+            .collect()
     }
 
     /// How many daily usage records there are (reading them all).
