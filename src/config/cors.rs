@@ -174,7 +174,7 @@ fn origin(o: &str) -> Result<String, &'static str> {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b));
-    // A port a browser could send: 0 to 65535 (what `Origin` carries; 0 would never come).
+    // A port a browser could send in `Origin`: 1 to 65535.
     let port_ok = port.is_none_or(|p| {
         p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
     });
