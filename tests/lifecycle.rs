@@ -19,6 +19,16 @@ fn post(g: &Gw, path: &str, body: serde_json::Value) -> Resp {
     admin_with(g.admin(), "POST", path, &body.to_string())
 }
 
+/// A change to API "shop"'s stage "prod".
+fn patch_prod(g: &Gw, body: serde_json::Value) -> Resp {
+    admin_with(
+        g.admin(),
+        "PATCH",
+        "/apis/shop/stages/prod",
+        &body.to_string(),
+    )
+}
+
 fn definition(body: &str, up: std::net::SocketAddr) -> serde_json::Value {
     let _ = up;
     json!({
@@ -223,14 +233,7 @@ fn a_canary_takes_its_share_then_is_promoted_or_removed() {
         .as_str()
         .unwrap()
         .to_string();
-    let patch = |body: serde_json::Value| {
-        admin_with(
-            g.admin(),
-            "PATCH",
-            "/apis/shop/stages/prod",
-            &body.to_string(),
-        )
-    };
+    let patch = |body: serde_json::Value| patch_prod(&g, body);
     for (bad, want) in [
         (
             json!({"canary": {"deployment": d2, "percent_traffic": 150.0}}),
@@ -536,14 +539,7 @@ fn run_time_definitions_are_checked_as_the_file_is() {
         json!({"name": "prod", "auto_deploy": true}),
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    let patch = |body: serde_json::Value| {
-        admin_with(
-            g.admin(),
-            "PATCH",
-            "/apis/shop/stages/prod",
-            &body.to_string(),
-        )
-    };
+    let patch = |body: serde_json::Value| patch_prod(&g, body);
     let r = patch(json!({"deployment": d}));
     assert_eq!((r.status, r.json()["message"].as_str()), (400, Some(AUTO)));
     let r = patch(json!({"deployment": d, "auto_deploy": false}));
