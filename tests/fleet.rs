@@ -491,3 +491,53 @@ fn access_keys_are_the_fleets_and_stay_sealed_in_redis() {
     .status
         == 404));
 }
+
+#[test]
+fn a_redis_that_lost_its_data_gets_the_nodes_quota_counts_and_usage_back() {
+    let mut redis = Redis::start();
+    let addr = redis.addr;
+    let conf = Cfg::new()
+        .api("shop")
+        .route(
+            "GET /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+        )
+        .extra(format!(
+            "[cluster]\nredis = \"redis://{addr}\"\nnodes = 2\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\nquota = {{ limit = 6, period = \"day\" }}\n"
+        ))
+        .toml();
+    let (a, b) = (Gw::start(&conf), Gw::start(&conf));
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "q", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(soon(|| keyed(&b, VALUE) == 200));
+    for _ in 0..3 {
+        assert_eq!(keyed(&a, VALUE), 200);
+    }
+    // Four of six spent. Redis restarts empty (no persistence).
+    let day = today();
+    let path = format!("/usageplans/gold/usage?startDate={day}&endDate={day}&keyId={id}");
+    let used = |n: &Gw| {
+        let r = admin_with(n.admin(), "GET", &path, "");
+        (r.status == 200).then(|| r.json()["items"][&id][0]["used"].clone())
+    };
+    assert!(eventually(Duration::from_secs(5), || used(&a) == Some(json!(4))));
+    redis.stop();
+    let _redis = Redis::start_on(addr);
+    // Both nodes see the new epoch and send what they counted: the usage report is whole
+    // again, and the quota has two requests left across the fleet, not six.
+    assert!(
+        eventually(Duration::from_secs(10), || used(&b) == Some(json!(4))),
+        "{:?}",
+        used(&b)
+    );
+    assert_eq!(keyed(&a, VALUE), 200);
+    assert_eq!(keyed(&b, VALUE), 200);
+    assert_eq!(keyed(&a, VALUE), 429);
+    assert_eq!(keyed(&b, VALUE), 429);
+}

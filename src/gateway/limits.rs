@@ -229,6 +229,7 @@ pub(crate) async fn count_quota(
     match shard.quota_take_local(id, period, q.limit) {
         Some(true) => {
             let _ = cell.take(None, day);
+            cell.count_fleet(period);
             return Ok(());
         }
         // Redis said the quota is spent less than a second ago.
@@ -260,6 +261,7 @@ pub(crate) async fn count_quota(
             shard.redis_ok();
             shard.quota_fill(id, period, granted - 1);
             let _ = cell.take(None, day);
+            cell.count_fleet(period);
             Ok(())
         }
         Err(e) => {

@@ -112,6 +112,10 @@ pub(crate) struct QuotaCell {
     /// The plan's limit when Redis said so: a reload that raises it makes the period's
     /// quota no longer spent.
     pub fleet_spent_limit: AtomicU64,
+    /// With `[cluster]`: the requests this node admitted under the fleet's quota in a period
+    /// (since an admin last set the count), in one word (`(period + 1) << 40 | count`): what
+    /// the node adds back to the fleet's counter when Redis lost it.
+    pub fleet_own: AtomicU64,
 }
 
 /// The largest count `QuotaCell::prev_day` holds.
@@ -134,7 +138,49 @@ impl QuotaCell {
             dirty: AtomicBool::new(false),
             fleet_spent: AtomicU64::new(0),
             fleet_spent_limit: AtomicU64::new(0),
+            fleet_own: AtomicU64::new(0),
         }
+    }
+
+    /// Counts one request admitted under the fleet's quota in `period` (a new period starts
+    /// from 1).
+    pub(crate) fn count_fleet(&self, period: i64) {
+        let tag = (period as u64 + 1) << 40;
+        let mut w = self.fleet_own.load(Ordering::Relaxed);
+        loop {
+            let next = if w & !PREV_COUNT == tag && w & PREV_COUNT < PREV_COUNT {
+                w + 1
+            } else if w & !PREV_COUNT == tag {
+                w
+            } else {
+                tag | 1
+            };
+            match self.fleet_own.compare_exchange_weak(
+                w,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// This node's requests under the fleet's quota in `period` (see [`QuotaCell::fleet_own`]).
+    pub(crate) fn fleet_count(&self, period: i64) -> u64 {
+        let w = self.fleet_own.load(Ordering::Relaxed);
+        if w >> 40 == period as u64 + 1 {
+            w & PREV_COUNT
+        } else {
+            0
+        }
+    }
+
+    /// An admin set the fleet's count of `period`: what this node admitted before is in it.
+    pub(crate) fn fleet_count_set(&self, period: i64) {
+        self.fleet_own
+            .store((period as u64 + 1) << 40, Ordering::Relaxed);
     }
 
     /// Counts one request on `day`; `Err(())` when the quota is spent (nothing counted).
@@ -205,6 +251,24 @@ mod tests {
         let noon = (days_from_civil(2026, 11, 22) as u64) * 86_400 + 43_200;
         assert_eq!(Period::Day.seconds_to_next(noon), 43_200);
         assert_eq!(Period::Month.seconds_to_next(noon), 9 * 86_400 - 43_200);
+    }
+
+    #[test]
+    fn a_nodes_fleet_count_is_per_period_and_restarts_when_set() {
+        let cell = QuotaCell::new(7, 0, 100, 0);
+        assert_eq!(cell.fleet_count(7), 0);
+        cell.count_fleet(7);
+        cell.count_fleet(7);
+        assert_eq!(cell.fleet_count(7), 2);
+        assert_eq!(cell.fleet_count(8), 0);
+        // A new period starts from its first request.
+        cell.count_fleet(8);
+        assert_eq!((cell.fleet_count(7), cell.fleet_count(8)), (0, 1));
+        // An admin's count replaces what came before.
+        cell.fleet_count_set(8);
+        assert_eq!(cell.fleet_count(8), 0);
+        cell.count_fleet(8);
+        assert_eq!(cell.fleet_count(8), 1);
     }
 
     #[test]

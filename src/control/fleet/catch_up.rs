@@ -54,7 +54,14 @@ pub(super) async fn catch_up(
                 &[POSITION.to_string()],
             )
         })?;
-        *link.epoch.borrow_mut() = Some(epoch);
+        *link.epoch.borrow_mut() = Some(epoch.clone());
+        if known.is_some() {
+            // After the new epoch is kept: a failure here is not retried (a count is sent
+            // at most once).
+            if let Err(e) = super::usage::restore_after_loss(ctl, link, c, &epoch).await {
+                tracing::warn!(error = %e, "fleet: this node's quota counts and usage could not be sent to the Redis that lost them");
+            }
+        }
     }
     let applied = link.applied.get();
     // The last entry this node applied, gone from the stream though not trimmed: this Redis

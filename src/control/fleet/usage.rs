@@ -111,6 +111,116 @@ pub(super) async fn push_usage(
     Ok(())
 }
 
+/// Adds counts back to fleet quota counters: per counter ARGV (counter, marker, the count an
+/// admin set, this node's requests since, seconds to keep). The first node to restore a
+/// counter (it sets the marker) adds the admin's count, every node its own.
+const RESTORE_QUOTA: &str = r#"
+for i = 1, #ARGV, 5 do
+  if redis.call('SET', ARGV[i + 1], '1', 'NX', 'EX', ARGV[i + 4]) then
+    redis.call('INCRBY', ARGV[i], ARGV[i + 2])
+  end
+  redis.call('INCRBY', ARGV[i], ARGV[i + 3])
+  redis.call('EXPIRE', ARGV[i], ARGV[i + 4])
+end
+return 1
+"#;
+
+/// Counters and usage rows sent per call when a node restores what Redis lost.
+const RESTORE_BATCH: usize = 1000;
+
+/// Redis came back without its data (a new `epoch`): this node adds its part of each fleet
+/// quota's current period back to the counter (what it admitted since the period began or an
+/// admin set the count; the first node also the admin's count), and sends its daily usage of
+/// the last 400 days again. Run once per epoch: a failure part way leaves the rest unsent
+/// (counted low, as before this ran), never counted twice.
+pub(super) async fn restore_after_loss(
+    ctl: &Rc<RefCell<Control>>,
+    link: &Link,
+    c: &mut RedisConn,
+    epoch: &str,
+) -> Result<(), String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    link.pushed.borrow_mut().clear();
+    let today = crate::throttle::today();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (counters, rows) = {
+        let ctl = ctl.borrow();
+        let mut counters: Vec<[String; 5]> = Vec::new();
+        {
+            let cells = ctl.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+            for ((plan, key), cell) in cells.iter() {
+                let Some(q) = ctl
+                    .compiled
+                    .plans
+                    .iter()
+                    .find(|p| *p.name == **plan)
+                    .and_then(|p| p.quota)
+                else {
+                    continue;
+                };
+                let period = q.period.index(today);
+                let own = cell.fleet_count(period);
+                let set = if cell.period.load(Relaxed) == period as u64 {
+                    cell.used.load(Relaxed)
+                } else {
+                    0
+                };
+                if own == 0 && set == 0 {
+                    continue;
+                }
+                let name = crate::throttle::redis::quota_name(
+                    plan,
+                    crate::throttle::redis::quota_id(plan, key),
+                    period,
+                );
+                counters.push([
+                    format!("tollgate:quota:{name}"),
+                    format!("tollgate:quota-restored:{epoch}:{name}"),
+                    set.to_string(),
+                    own.to_string(),
+                    (q.period.seconds_to_next(now) + 86_400).to_string(),
+                ]);
+            }
+        }
+        ctl.flush()?;
+        let from = crate::throttle::day_string(today - 399);
+        let to = crate::throttle::day_string(today);
+        let mut rows = Vec::new();
+        for p in &ctl.compiled.plans {
+            for (key, day, n) in ctl.store()?.usage(&p.name, &from, &to, None)? {
+                rows.push((
+                    usage_hash(&p.name, &day),
+                    format!("{key}|{}", link.usage_id),
+                    n,
+                ));
+            }
+        }
+        (counters, rows)
+    };
+    for batch in counters.chunks(RESTORE_BATCH) {
+        let mut args: Vec<&[u8]> = vec![b"EVAL", RESTORE_QUOTA.as_bytes(), b"0"];
+        args.extend(batch.iter().flatten().map(|a| a.as_bytes()));
+        c.call(&args, link.timeout).await?;
+    }
+    let kept = USAGE_KEPT_S.to_string();
+    for batch in rows.chunks(RESTORE_BATCH) {
+        let counts: Vec<String> = batch.iter().map(|r| r.2.to_string()).collect();
+        let mut args: Vec<&[u8]> = vec![b"EVAL", USAGE.as_bytes(), b"0", kept.as_bytes()];
+        for ((hash, field, _), n) in batch.iter().zip(&counts) {
+            args.extend([hash.as_bytes(), field.as_bytes(), n.as_bytes()]);
+        }
+        c.call(&args, link.timeout).await?;
+    }
+    tracing::info!(
+        quotas = counters.len(),
+        usage_days = rows.len(),
+        "fleet: this node's quota counts and usage sent to the Redis that lost them"
+    );
+    Ok(())
+}
+
 impl Link {
     /// A plan's usage over the fleet, per key and day (`days` as YYYY-MM-DD, `key` one key or
     /// all): (key, day, requests); and each key's count of its current quota period.
