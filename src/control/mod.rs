@@ -352,6 +352,9 @@ impl Control {
             .collect();
         let r = self.store().and_then(|s| s.flush(&batch));
         self.store = None;
+        if let Some(link) = &self.fleet {
+            link.give_up_usage();
+        }
         self.released = true;
         self.released_at = snap;
         tracing::info!("state store flushed and closed for the new process");

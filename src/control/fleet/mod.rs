@@ -233,7 +233,14 @@ pub(crate) struct Link {
     pushed: RefCell<ahash::AHashMap<PlanKeyDay, u64>>,
     /// This node's name in the fleet's usage hashes, kept in its store (a restarted node
     /// sends its counts under the same name: they replace, not add to, what it sent before).
-    usage_id: String,
+    usage_id: RefCell<String>,
+    /// This process's claim on `usage_id` in Redis (see `usage::claimed`): its random value,
+    /// when it was last renewed, since when another holder has refused it, and whether this
+    /// process gave its name up (to a successor that took over).
+    claim_token: String,
+    claimed_at: Cell<Option<std::time::Instant>>,
+    refused_since: Cell<Option<std::time::Instant>>,
+    usage_given_up: Cell<bool>,
     /// `@connections` calls sent to other nodes, by number, waiting for their answers.
     waiters: RefCell<ahash::AHashMap<u64, flume::Sender<(u16, String)>>>,
     next_req: Cell<u64>,
@@ -263,7 +270,12 @@ impl Link {
             conn: RefCell::new(None),
             epoch: RefCell::new(epoch),
             pushed: Default::default(),
-            usage_id,
+            usage_id: RefCell::new(usage_id),
+            claim_token: crate::auth::random_token(16)
+                .unwrap_or_else(|_| format!("{:x}", now_ms())),
+            claimed_at: Cell::new(None),
+            refused_since: Cell::new(None),
+            usage_given_up: Cell::new(false),
             waiters: Default::default(),
             next_req: Cell::new(0),
         }

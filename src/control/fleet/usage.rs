@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::resp::{RedisConn, Resp};
 use super::{Control, Link};
@@ -61,15 +62,122 @@ fn usage_deltas(ctl: &Rc<RefCell<Control>>, link: &Link) -> Vec<UsageDelta> {
     out
 }
 
+/// How long a node's claim on its usage name lives unrenewed (the sync renews it every
+/// second).
+const CLAIM_TTL: Duration = Duration::from_secs(5);
+
+/// Claims or renews a usage name (KEYS[1]) for this process (ARGV[1], for ARGV[2] ms): 1 when
+/// it is this process's, 0 when another holds it.
+const CLAIM: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v == false or v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Gives a claim up, if it is still this process's.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"#;
+
+fn claim_key(usage_id: &str) -> String {
+    format!("tollgate:usage-node:{usage_id}")
+}
+
+/// Whether this process may send counts under its usage name: it holds the name's claim in
+/// Redis (renewed at most once a second). A name whose claim another process keeps renewing
+/// for twice the claim's life is another node's (a state directory copied from this one's, or
+/// this one's from it: their counts would overwrite each other's): this node takes a new name,
+/// keeps it in its store and says so. A claim left by this node's own previous run (stopped
+/// without giving it up) lapses within the claim's life, and one a predecessor gives up at a
+/// take-over sooner: their counts are this process's to send.
+async fn claimed(
+    ctl: &Rc<RefCell<Control>>,
+    link: &Link,
+    c: &mut RedisConn,
+) -> Result<bool, String> {
+    let now = Instant::now();
+    if link
+        .claimed_at
+        .get()
+        .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+    {
+        return Ok(true);
+    }
+    let key = claim_key(&link.usage_id.borrow());
+    let ttl = CLAIM_TTL.as_millis().to_string();
+    let r = c
+        .call(
+            &[
+                b"EVAL",
+                CLAIM.as_bytes(),
+                b"1",
+                key.as_bytes(),
+                link.claim_token.as_bytes(),
+                ttl.as_bytes(),
+            ],
+            link.timeout,
+        )
+        .await?;
+    if r == Resp::Int(1) {
+        link.claimed_at.set(Some(now));
+        link.refused_since.set(None);
+        return Ok(true);
+    }
+    link.claimed_at.set(None);
+    let since = link.refused_since.get().unwrap_or(now);
+    link.refused_since.set(Some(since));
+    if now.duration_since(since) > 2 * CLAIM_TTL {
+        let old = link.usage_id.borrow().clone();
+        let new = crate::auth::random_token(12).map_err(|e| e.to_string())?;
+        ctl.borrow()
+            .store()?
+            .write_objects(&[(super::USAGE_ID.to_string(), new.clone())], &[])?;
+        tracing::warn!(old = %old, new = %new, "fleet: another node sends usage under this node's name (one state directory was copied from the other?): this node takes a new name");
+        *link.usage_id.borrow_mut() = new;
+        link.refused_since.set(None);
+        link.pushed.borrow_mut().clear();
+    }
+    Ok(false)
+}
+
+/// Gives this process's usage name up (a successor took the store over and sends the counts
+/// from now on).
+async fn release_claim(link: &Link, c: &mut RedisConn) -> Result<(), String> {
+    if link.claimed_at.take().is_none() {
+        return Ok(());
+    }
+    let key = claim_key(&link.usage_id.borrow());
+    c.call(
+        &[
+            b"EVAL",
+            RELEASE.as_bytes(),
+            b"1",
+            key.as_bytes(),
+            link.claim_token.as_bytes(),
+        ],
+        link.timeout,
+    )
+    .await
+    .map(|_| ())
+}
+
 /// At shutdown, once the shards have counted their last requests: those counts reach the
-/// fleet's usage reports (skipped while Redis is unreachable: it does not hold the exit up).
+/// fleet's usage reports (skipped while Redis is unreachable: it does not hold the exit up),
+/// and the usage name's claim is given up.
 pub(crate) async fn push_last_usage(ctl: &Rc<RefCell<Control>>, link: &Link) {
     if link.down_since().is_some() {
         return;
     }
     let sent = async {
         let (_, mut c) = link.connect().await?;
-        push_usage(ctl, link, &mut c).await
+        push_usage(ctl, link, &mut c).await?;
+        release_claim(link, &mut c).await
     };
     if let Err(e) = sent.await {
         tracing::warn!(error = %e, "fleet: the last usage counts were not sent");
@@ -83,6 +191,12 @@ pub(super) async fn push_usage(
     link: &Link,
     c: &mut RedisConn,
 ) -> Result<(), String> {
+    if link.usage_given_up.get() {
+        return release_claim(link, c).await;
+    }
+    if !claimed(ctl, link, c).await? {
+        return Ok(());
+    }
     let deltas = usage_deltas(ctl, link);
     if deltas.is_empty() {
         return Ok(());
@@ -96,7 +210,7 @@ pub(super) async fn push_usage(
     for (plan, key, day, used) in &deltas {
         let day = crate::throttle::day_string(*day as i64);
         args.push(usage_hash(plan, &day).into_bytes());
-        args.push(format!("{key}|{}", link.usage_id).into_bytes());
+        args.push(format!("{key}|{}", link.usage_id.borrow()).into_bytes());
         args.push(used.to_string().into_bytes());
     }
     let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
@@ -192,7 +306,7 @@ pub(super) async fn restore_after_loss(
             for (key, day, n) in ctl.store()?.usage(&p.name, &from, &to, None)? {
                 rows.push((
                     usage_hash(&p.name, &day),
-                    format!("{key}|{}", link.usage_id),
+                    format!("{key}|{}", link.usage_id.borrow()),
                     n,
                 ));
             }
@@ -205,6 +319,13 @@ pub(super) async fn restore_after_loss(
         c.call(&args, link.timeout).await?;
     }
     let kept = USAGE_KEPT_S.to_string();
+    // Under a name this process holds only (else the next push sends today's and
+    // yesterday's once it does).
+    let rows = if !link.usage_given_up.get() && claimed(ctl, link, c).await? {
+        rows
+    } else {
+        Vec::new()
+    };
     for batch in rows.chunks(RESTORE_BATCH) {
         let counts: Vec<String> = batch.iter().map(|r| r.2.to_string()).collect();
         let mut args: Vec<&[u8]> = vec![b"EVAL", USAGE.as_bytes(), b"0", kept.as_bytes()];
@@ -222,6 +343,12 @@ pub(super) async fn restore_after_loss(
 }
 
 impl Link {
+    /// A successor took this process's store over: it sends the counts from now on, under
+    /// the same name.
+    pub(crate) fn give_up_usage(&self) {
+        self.usage_given_up.set(true);
+    }
+
     /// A plan's usage over the fleet, per key and day (`days` as YYYY-MM-DD, `key` one key or
     /// all): (key, day, requests); and each key's count of its current quota period.
     pub(crate) async fn usage(
