@@ -57,8 +57,8 @@ pub(crate) fn mock(ctx: &RequestCtx, peer_ip: &str, m: &MockIntegration) -> Answ
         headers.extend_from_slice(b": ");
         t.render(&mut headers, &ctx.vars(peer_ip, Escape::Header), |i, o| {
             ctx.path_var(i, |s, more| {
-                // Header values cannot carry CR/LF; decoded path text could.
-                o.extend(s.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
+                // Header values cannot carry control bytes; decoded path text could.
+                o.extend(s.bytes().filter(|&b| crate::http::is_value_byte(b)));
                 if more {
                     o.push(b'/');
                 }

@@ -352,15 +352,11 @@ fn join(values: impl Iterator<Item = Vec<u8>>, out: &mut Vec<u8>) {
     }
 }
 
-/// A value where it lands: a header loses line breaks; a query value or path is
+/// A value where it lands: a header loses control bytes; a query value or path is
 /// percent-encoded (a path keeps its `/`).
 fn write_escaped(v: &[u8], into: Into, out: &mut Vec<u8>) {
     match into {
-        Into::Header => out.extend(
-            v.iter()
-                .copied()
-                .filter(|&b| b != b'\r' && b != b'\n' && b != 0),
-        ),
+        Into::Header => out.extend(v.iter().copied().filter(|&b| crate::http::is_value_byte(b))),
         // A query value stays one value: `&`, `=`, `+`, `;` and `#` are escaped too.
         Into::Query => encode_component(v, out),
         Into::Path => {

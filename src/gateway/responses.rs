@@ -118,9 +118,10 @@ pub(crate) fn customise(
             headers.extend_from_slice(b": ");
             let at = headers.len();
             t.render(&mut headers, value);
-            // A header value cannot hold a line break, whatever the request said.
+            // A header value cannot hold a control byte (a line break, DEL), whatever the
+            // request said.
             let mut clean: Vec<u8> = headers.split_off(at);
-            clean.retain(|&b| b != b'\r' && b != b'\n');
+            clean.retain(|&b| crate::http::is_value_byte(b));
             headers.extend_from_slice(&clean);
             headers.extend_from_slice(b"\r\n");
             if name == "content-type" {

@@ -69,7 +69,7 @@ impl std::fmt::Display for RequestId {
     }
 }
 
-pub(crate) use crate::syntax::is_tchar;
+pub(crate) use crate::syntax::{is_tchar, is_value_byte};
 
 /// Case-insensitive ASCII comparison of a header name.
 #[inline]

@@ -20,6 +20,14 @@ pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Whether a byte may stand in a header field's value as the gateway writes one (RFC 9110
+/// 5.5: visible ASCII, space, tab and obs-text): every other control byte, CR, LF, NUL and
+/// DEL included, is dropped from values a request, a template or a claim put there.
+#[inline]
+pub(crate) fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
+}
+
 /// The methods a route can name. Anything else is still forwarded (for `ANY` routes and
 /// `$default`), under [`Method::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -38,7 +38,7 @@ pub trait AuthorizerVars {
 pub enum Escape {
     /// Percent-encoded (a URI path or query).
     Uri,
-    /// CR and LF dropped (a header value).
+    /// Control bytes dropped (a header value: [`super::is_value_byte`]).
     Header,
     /// As it is (a body).
     Raw,
@@ -282,7 +282,7 @@ impl Template {
 fn write_escaped(v: &str, escape: Escape, out: &mut Vec<u8>) {
     match escape {
         Escape::Uri => encode_strict(v, out),
-        Escape::Header => out.extend(v.bytes().filter(|b| *b != b'\r' && *b != b'\n' && *b != 0)),
+        Escape::Header => out.extend(v.bytes().filter(|&b| super::is_value_byte(b))),
         Escape::Raw => out.extend_from_slice(v.as_bytes()),
     }
 }

@@ -230,7 +230,7 @@ pub(crate) fn request_head_with(
         out.extend_from_slice(b": ");
         t.render(&mut out, &ctx.vars(peer_ip, Escape::Header), |i, o| {
             ctx.path_var(i, |s, _| {
-                o.extend(s.bytes().filter(|b| *b != b'\r' && *b != b'\n'))
+                o.extend(s.bytes().filter(|&b| crate::http::is_value_byte(b)))
             })
         });
         out.extend_from_slice(b"\r\n");
