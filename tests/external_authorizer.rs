@@ -170,6 +170,14 @@ fn request_authorizers_get_the_event_and_pass_their_context() {
     assert_eq!(e["requestContext"]["http"]["userAgent"], "ua/1");
     assert_eq!(e["requestContext"]["stage"], "prod");
     assert_eq!(e["requestContext"]["domainName"], "api.example.test");
+    assert_eq!(e["requestContext"]["http"]["protocol"], "HTTP/1.1");
+    // Amazon's format: `12/Mar/2020:19:03:58 +0000`.
+    let time = e["requestContext"]["time"].as_str().unwrap();
+    let b = time.as_bytes();
+    assert!(
+        b.len() == 26 && b[2] == b'/' && b[6] == b'/' && b[11] == b':' && time.ends_with(" +0000"),
+        "{time}"
+    );
 }
 
 /// One call per identity per TTL for the whole node (two shards here), concurrent misses

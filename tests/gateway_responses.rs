@@ -86,6 +86,63 @@ gateway_responses = { THROTTLED = { status = 429, headers = { "retry-after" = "7
     assert_eq!(r.json(), json!({"down": "Bad Gateway", "path": "/broken"}));
 }
 
+/// The request's context as Amazon's variables name it: `$context.resourcePath` the route's
+/// path template, `$context.routeKey` the whole key, `$context.domainName` the host without
+/// its port, `$context.protocol` what the client spoke.
+#[test]
+fn context_variables_in_gateway_responses_are_amazons() {
+    let g = Gw::start(
+        &Cfg::new()
+            .listener("h2c = true")
+            .api_extra(
+                r#"gateway_responses = { DEFAULT_4XX = { body = '{"rp":"$context.resourcePath","rk":"$context.routeKey","d":"$context.domainName","p":"$context.protocol"}' } }"#,
+            )
+            .route(
+                "GET /pets/{id}",
+                "api_key_required = true\nintegration = { type = \"mock\", body = \"ok\" }",
+            )
+            .toml(),
+    );
+    let r = Client::connect(g.addr()).request(
+        b"GET /pets/7 HTTP/1.1\r\nHost: api.example.test:8443\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json(),
+        json!({"rp": "/pets/{id}", "rk": "GET /pets/{id}", "d": "api.example.test", "p": "HTTP/1.1"})
+    );
+    let addr = g.addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri("http://api.example.test/pets/7")
+            .body(())
+            .unwrap();
+        let (resp, _) = client
+            .ready()
+            .await
+            .unwrap()
+            .send_request(req, true)
+            .unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status().as_u16(), 403);
+        let mut b = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = b.data().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        got
+    });
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["p"], "HTTP/2.0");
+}
+
 #[test]
 fn imports_and_exports_carry_gateway_responses() {
     let g = Gw::start(

@@ -331,7 +331,10 @@ fn http2_bodies_are_validated_too() {
     );
     assert_eq!(r.status, 400);
     let why = r.header("x-why").unwrap_or_default();
-    assert!(why.contains("is not of type") && !why.contains('\u{7f}'), "{why:?}");
+    assert!(
+        why.contains("is not of type") && !why.contains('\u{7f}'),
+        "{why:?}"
+    );
     let addr = g.addr();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

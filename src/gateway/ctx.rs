@@ -132,6 +132,8 @@ pub struct RequestCtx {
     pub(crate) failure: Option<crate::error::Error>,
     /// The request came over TLS (X-Forwarded-Proto: https).
     pub https: bool,
+    /// The request came as an HTTP/2 stream.
+    pub h2: bool,
     /// Sent to its stage's canary.
     pub canary: bool,
     /// The request's trace context (when `[tracing]` is configured).
@@ -167,6 +169,22 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// `$context.protocol`: `HTTP/2.0`, `HTTP/1.1` or `HTTP/1.0`.
+    pub(crate) fn protocol(&self) -> &'static str {
+        if self.h2 {
+            "HTTP/2.0"
+        } else if self.head.minor == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        }
+    }
+
+    /// `$context.domainName`: the request's host, without a port.
+    pub(crate) fn domain_name(&self) -> &[u8] {
+        crate::route::host_without_port(self.head.host_bytes().unwrap_or_default())
+    }
+
     /// `segs` is the connection's scratch buffer, handed back after the request.
     #[inline(always)]
     pub fn new(head: RequestHead, request_id: RequestId, segs: Segments) -> RequestCtx {
@@ -200,6 +218,7 @@ impl RequestCtx {
             all_ejected: false,
             failure: None,
             https: false,
+            h2: false,
             trace: None,
             canary: false,
             authorizer_call: Default::default(),

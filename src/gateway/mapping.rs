@@ -321,7 +321,7 @@ fn context(ctx: &RequestCtx, peer_ip: &str, c: &str, out: &mut Vec<u8>) {
     use crate::syntax::template::AuthorizerVars;
     match c {
         "requestId" | "extendedRequestId" => out.extend_from_slice(ctx.request_id.as_bytes()),
-        "domainName" => out.extend_from_slice(ctx.head.host_bytes().unwrap_or_default()),
+        "domainName" => out.extend_from_slice(ctx.domain_name()),
         "httpMethod" => out.extend_from_slice(ctx.head.method_bytes()),
         "path" => out.extend_from_slice(ctx.head.path_bytes()),
         "identity.sourceIp" => out.extend_from_slice(ctx.source_ip(peer_ip).as_bytes()),

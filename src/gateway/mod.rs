@@ -94,6 +94,7 @@ pub(crate) async fn handle(
         }
     }
     ctx.https = conn.stream.is_tls();
+    ctx.h2 = matches!(conn.stream, crate::http::conn::Stream::H2(_));
     ctx.client_cert = conn.client_cert.clone();
     if ss.snap.config.tracing.is_some() {
         let h = &ctx.head;

@@ -63,7 +63,7 @@ pub(crate) fn customise(
                     out.extend_from_slice(ss.snap.apis[s.api].name.as_bytes());
                 }
             }
-            Ref::DomainName => out.extend_from_slice(ctx.head.host_bytes().unwrap_or_default()),
+            Ref::DomainName => out.extend_from_slice(ctx.domain_name()),
             Ref::HttpMethod => out.extend_from_slice(ctx.head.method_bytes()),
             Ref::Path => out.extend_from_slice(ctx.head.path_bytes()),
             Ref::RouteKey => {
@@ -73,15 +73,17 @@ pub(crate) fn customise(
                     );
                 }
             }
+            Ref::ResourcePath => {
+                if let Some(m) = ctx.route {
+                    let key = &ss.snap.config.apis[m.api].routes[m.route].key;
+                    out.extend_from_slice(resource_path(key).as_bytes());
+                }
+            }
             Ref::SourceIp => out.extend_from_slice(ctx.source_ip(peer_ip).as_bytes()),
             Ref::UserAgent => {
                 out.extend_from_slice(ctx.head.header(b"user-agent").unwrap_or_default())
             }
-            Ref::Protocol => out.extend_from_slice(if ctx.head.minor == 0 {
-                b"HTTP/1.0"
-            } else {
-                b"HTTP/1.1"
-            }),
+            Ref::Protocol => out.extend_from_slice(ctx.protocol().as_bytes()),
             Ref::StageVar(v) => {
                 if let Some(s) = st {
                     if let Some(x) = ss.snap.config.apis[s.api]
@@ -135,4 +137,10 @@ pub(crate) fn customise(
         t.render(&mut body, value);
         a.body = body;
     }
+}
+
+/// `$context.resourcePath`: a route key's path template (`GET /pets/{id}` → `/pets/{id}`;
+/// `$default` as it is).
+pub(crate) fn resource_path(key: &str) -> &str {
+    key.split_once(' ').map_or(key, |(_, p)| p)
 }

@@ -26,13 +26,15 @@ pub enum Ref {
     HttpMethod,
     /// `$context.path`: the request's path, as sent.
     Path,
-    /// `$context.resourcePath` / `$context.routeKey`: the matched route's key, if any.
+    /// `$context.routeKey`: the matched route's key, if any.
     RouteKey,
+    /// `$context.resourcePath`: the matched route's path template (`/pets/{id}`), if any.
+    ResourcePath,
     /// `$context.identity.sourceIp`.
     SourceIp,
     /// `$context.identity.userAgent`.
     UserAgent,
-    /// `$context.protocol`: `HTTP/1.1` (HTTP/2 streams are mapped to it).
+    /// `$context.protocol`: `HTTP/2.0`, `HTTP/1.1` or `HTTP/1.0`.
     Protocol,
     /// `$stageVariables.NAME`.
     StageVar(String),
@@ -50,7 +52,7 @@ const CONTEXT: [(&str, Ref); 16] = [
     ("context.domainName", Ref::DomainName),
     ("context.httpMethod", Ref::HttpMethod),
     ("context.path", Ref::Path),
-    ("context.resourcePath", Ref::RouteKey),
+    ("context.resourcePath", Ref::ResourcePath),
     ("context.routeKey", Ref::RouteKey),
     ("context.identity.sourceIp", Ref::SourceIp),
     ("context.identity.userAgent", Ref::UserAgent),

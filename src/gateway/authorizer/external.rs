@@ -344,7 +344,7 @@ fn request_event(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let host = ctx.head.host_bytes().map(text).unwrap_or_default();
+    let host = text(ctx.domain_name());
     if ss.snap.apis[m.api].ws.is_some() {
         // A WebSocket API's `$connect`: Amazon's WebSocket REQUEST event (a `methodArn`
         // ending in the route key, the connection's id and event type).
@@ -414,14 +414,14 @@ fn request_event(
             "http": {
                 "method": ctx.head.method.as_str(),
                 "path": path,
-                "protocol": "HTTP/1.1",
+                "protocol": ctx.protocol(),
                 "sourceIp": ip.to_string(),
                 "userAgent": ctx.head.header(b"user-agent").map(text).unwrap_or_default(),
             },
             "requestId": ctx.request_id.as_str(),
             "routeKey": route.key,
             "stage": stage.name,
-            "time": httpdate::fmt_http_date(std::time::SystemTime::now()),
+            "time": crate::observe::access::clf_time(now.as_millis() as u64),
             "timeEpoch": now.as_millis() as u64,
         },
     })
