@@ -51,6 +51,9 @@ pub(crate) enum Kind {
     /// A route's authorizer found no token (`None`) or refused it (the `error_description`
     /// of `WWW-Authenticate`) (401).
     Unauthorized(Option<&'static str>),
+    /// An external authorizer's identity sources are missing or fail its validation, or it
+    /// answered 401 (401, with no `WWW-Authenticate`: its identity need not be a bearer token).
+    Unidentified,
     /// The token carries none of the route's `authorization_scopes` (space-separated) (403).
     InsufficientScope(Box<str>),
     /// An external authorizer said no (403, with Amazon API Gateway's message for the case).
@@ -110,7 +113,7 @@ impl Kind {
             Kind::NoHealthyUpstream | Kind::BodiesOverBudget => "DEFAULT_5XX",
             Kind::UpgradeRequired => "DEFAULT_4XX",
             Kind::Forbidden => "INVALID_API_KEY",
-            Kind::Unauthorized(_) => "UNAUTHORIZED",
+            Kind::Unauthorized(_) | Kind::Unidentified => "UNAUTHORIZED",
             Kind::InsufficientScope(_) | Kind::AccessDenied(_) => "ACCESS_DENIED",
             Kind::Iam { response_type, .. } => response_type,
             Kind::AuthorizerFailed { config: false } => "AUTHORIZER_FAILURE",
@@ -179,7 +182,7 @@ impl Error {
             Kind::NoHealthyUpstream | Kind::BodiesOverBudget => 503,
             Kind::UpgradeRequired => 426,
             Kind::GatewayTimeout => 504,
-            Kind::Unauthorized(_) => 401,
+            Kind::Unauthorized(_) | Kind::Unidentified => 401,
             Kind::Forbidden
             | Kind::PolicyDenied { .. }
             | Kind::InsufficientScope(_)
@@ -223,7 +226,7 @@ impl Error {
             Kind::UpgradeRequired => "Upgrade Required",
             Kind::GatewayTimeout => "Endpoint request timed out",
             Kind::Forbidden | Kind::InsufficientScope(_) => "Forbidden",
-            Kind::Unauthorized(_) => "Unauthorized",
+            Kind::Unauthorized(_) | Kind::Unidentified => "Unauthorized",
             Kind::AccessDenied(m) => m,
             Kind::InvalidBody(_) => "Invalid request body",
             Kind::TemplateFailed(_) => "Internal server error",
@@ -271,8 +274,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// The name of Amazon's management-API exception an `@connections` status stands for (what
-/// `x-amzn-errortype` says, and SDKs raise by name); empty for the others.
 /// Amazon's management-API exception name for an admin API error status (botocore and the
 /// other SDKs tell errors apart by `x-amzn-ErrorType`); empty for successes and 5xx other than
 /// 503.
@@ -289,6 +290,8 @@ pub(crate) fn admin_error_type(status: u16) -> &'static str {
     }
 }
 
+/// The name of Amazon's management-API exception an `@connections` status stands for (what
+/// `x-amzn-errortype` says, and SDKs raise by name); empty for the others.
 pub(crate) fn connections_error_type(status: u16) -> &'static str {
     match status {
         410 => "GoneException",

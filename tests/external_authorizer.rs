@@ -226,6 +226,8 @@ fn refusals_and_failures_answer_as_amazon_does() {
         (r.status, r.json()),
         (401, json!({"message": "Unauthorized"}))
     );
+    // Its identity need not be a bearer token: no challenge names one.
+    assert_eq!(r.header("www-authenticate"), None);
     assert_eq!(auth.count(), 0, "no identity: no call");
     let cases = [
         ("deny", "GET", "/pets/1", 403, "Forbidden"),
@@ -278,6 +280,7 @@ fn refusals_and_failures_answer_as_amazon_does() {
             (status, json!({"message": message})),
             "{id} {method} {path}"
         );
+        assert_eq!(r.header("www-authenticate"), None, "{id}");
     }
     assert_eq!(up.count(), 0);
     // The cached policy still allows what it allows, with its context and principal.

@@ -474,7 +474,7 @@ fn refusal(k: &Kind) -> Option<Refusal> {
     Some(match k {
         Kind::Throttled(_) => Refusal::Throttled,
         Kind::QuotaExceeded { .. } => Refusal::Quota,
-        Kind::Unauthorized(_) => Refusal::Unauthorized,
+        Kind::Unauthorized(_) | Kind::Unidentified => Refusal::Unauthorized,
         Kind::Forbidden
         | Kind::InsufficientScope(_)
         | Kind::AccessDenied(_)

@@ -35,7 +35,7 @@ pub(super) async fn authorize(
         let token = std::str::from_utf8(values.first().map_or(&[][..], |v| &v[..])).unwrap_or("");
         if !re.is_match(token) {
             return Err(Error::downstream(
-                Kind::Unauthorized(None),
+                Kind::Unidentified,
                 format!(
                     "authorizer {:?}: the token does not match identity_validation_expression",
                     x.name
@@ -180,7 +180,7 @@ fn identity_values(
             Some(v) if !v.is_empty() => out.push(v),
             _ => {
                 return Err(Error::downstream(
-                    Kind::Unauthorized(None),
+                    Kind::Unidentified,
                     format!("authorizer {:?}: an identity source is missing", x.name),
                 ))
             }
@@ -244,7 +244,7 @@ async fn call(
             .map_err(|e| fail(true, e.to_string())),
         // The authorizer's own "Unauthorized" (a Lambda authorizer's error of that name).
         401 => Err(Error::downstream(
-            Kind::Unauthorized(None),
+            Kind::Unidentified,
             format!("authorizer {:?} answered 401", x.name),
         )),
         403 => Err(Error::downstream(
