@@ -46,6 +46,19 @@ pub(crate) async fn check(
     if v.models.is_empty() {
         return Ok(());
     }
+    let invalid =
+        |why: String| Error::downstream(Kind::InvalidBody(why.into()), "request validation");
+    // A body checked against one Content-Type while the upstream, which gets every copy,
+    // might read it as another: refused.
+    let types = ctx
+        .head
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
+        .take(2)
+        .count();
+    if types > 1 {
+        return Err(invalid("[more than one Content-Type header]".into()));
+    }
     let ct = media_type(ctx);
     let Some((_, model)) = v
         .models
@@ -56,8 +69,6 @@ pub(crate) async fn check(
         return Ok(());
     };
     let len = read_body(ss, conn, ctx).await?;
-    let invalid =
-        |why: String| Error::downstream(Kind::InvalidBody(why.into()), "request validation");
     let body = decoded(ss, ctx, &conn.buf[..len])?;
     // Read in place (strings borrowed from the body), not built into a `serde_json::Value`.
     let doc = Doc::parse(&body).map_err(|e| invalid(format!("[the body is not JSON: {e}]")))?;
@@ -198,13 +209,14 @@ pub(crate) fn media_type(ctx: &RequestCtx) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Is a required parameter there, and not empty?
+/// Is a required parameter there, and not empty (any of its copies, for a header as for a
+/// query string)?
 fn present(ctx: &RequestCtx, p: &RequiredParam) -> bool {
     match p {
         RequiredParam::Header(n) => ctx
             .head
-            .header(n.as_bytes())
-            .is_some_and(|v| !v.trim_ascii().is_empty()),
+            .headers()
+            .any(|(k, v)| k.eq_ignore_ascii_case(n.as_bytes()) && !v.trim_ascii().is_empty()),
         RequiredParam::Query(n) => super::authorizer::query_values(ctx, n).any(|v| !v.is_empty()),
         RequiredParam::Path(i, _) => {
             let mut any = false;
