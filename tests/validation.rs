@@ -525,3 +525,36 @@ fn request_model_keys_that_could_never_match_are_refused() {
         );
     }
 }
+
+#[test]
+fn validation_that_could_never_hold_is_refused_at_load() {
+    let conf = |route: &str, limits: &str| {
+        check_config(
+            &Cfg::new()
+                .limits(limits)
+                .api_extra("  [[apis.models]]\n  name = \"Pet\"\n  schema = { type = \"object\" }\n\n  [[apis.models]]\n  name = \"Any\"\n  schema = { type = \"array\" }\n")
+                .route("POST /p", format!("{route}\nintegration = {{ type = \"mock\", body = \"ok\" }}"))
+                .toml(),
+        )
+    };
+    // Two keys for one media type (matched without case): one would never be used.
+    let (ok, text) = conf(
+        "request_validator = \"body\"\nrequest_models = { \"application/json\" = \"Pet\", \"Application/JSON\" = \"Any\" }",
+        "",
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("request_models.application/json") && text.contains("again"),
+        "{text}"
+    );
+    // A required header the gateway drops before the upstream (underscores, by default).
+    let required = "request_validator = \"params\"\nrequired_parameters = [\"header.x_tenant\"]";
+    let (ok, text) = conf(required, "");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("required_parameters[0]") && text.contains("underscores_in_headers"),
+        "{text}"
+    );
+    let (ok, text) = conf(required, "underscores_in_headers = \"allow\"");
+    assert!(ok, "{text}");
+}

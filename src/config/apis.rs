@@ -402,7 +402,13 @@ impl Validator {
             }
             if let Some(mut route) = self.route(&rkey, r, limits, upstreams, &stages, is_ws) {
                 route.route_response = route_response.unwrap_or(false);
-                route.validation = self.route_validation(&rkey, &spec, &models, &route.params);
+                route.validation = self.route_validation(
+                    &rkey,
+                    &spec,
+                    &models,
+                    &route.params,
+                    limits.underscores_in_headers,
+                );
                 route.validation_spec = spec;
                 route.authorizer = authorizer;
                 route.authorization_scopes = authorization_scopes;

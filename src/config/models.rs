@@ -111,6 +111,7 @@ impl Validator {
         spec: &ValidationSpec,
         models: &[Model],
         params: &[String],
+        underscores: super::Underscores,
     ) -> Option<Arc<Validation>> {
         let (body, check_params) = match spec.request_validator.as_deref() {
             None => (false, false),
@@ -128,6 +129,18 @@ impl Validator {
         };
         let mut v = Validation::default();
         for (ct, name) in &spec.request_models {
+            if let Some((other, _)) = spec
+                .request_models
+                .iter()
+                .find(|(o, _)| *o < ct && o.eq_ignore_ascii_case(ct))
+            {
+                // Media types are matched without case: one of the two would never be used.
+                self.err(
+                    &format!("{rkey}.request_models.{ct}"),
+                    format!("is {other:?} again (media types match without regard to case)"),
+                );
+                continue;
+            }
             if ct != "$default" && !super::transform::is_media_type(ct) {
                 // It would never match a request: its body would go unchecked.
                 self.err(
@@ -152,6 +165,16 @@ impl Validator {
             let bare = p.strip_prefix("method.request.").unwrap_or(p);
             let parsed = match bare.split_once('.') {
                 Some(("querystring", n)) if !n.is_empty() => Some(RequiredParam::Query(n.into())),
+                Some(("header", n))
+                    if n.contains('_') && underscores == super::Underscores::Drop =>
+                {
+                    // Checked here, then dropped before the upstream.
+                    self.err(
+                        &pkey,
+                        format!("{p:?}: a header with \"_\" in its name is dropped before the upstream (limits.underscores_in_headers = \"drop\", the default): set it to \"allow\", or name a header without \"_\""),
+                    );
+                    continue;
+                }
                 Some(("header", n)) if !n.is_empty() && n.bytes().all(crate::syntax::is_tchar) => {
                     Some(RequiredParam::Header(n.to_ascii_lowercase()))
                 }
