@@ -161,8 +161,8 @@ pub(crate) fn cert_fields(der: &[u8]) -> Vec<String> {
     CertField::ALL
         .iter()
         .map(|f| match f {
-            CertField::SubjectDN => x.subject().to_string(),
-            CertField::IssuerDN => x.issuer().to_string(),
+            CertField::SubjectDN => dn(x.subject()),
+            CertField::IssuerDN => dn(x.issuer()),
             CertField::SerialNumber => x.raw_serial_as_string().replace(':', ""),
             CertField::Fingerprint => crate::auth::hex(&sha2::Sha256::digest(der)),
             CertField::Sans => x
@@ -173,13 +173,13 @@ pub(crate) fn cert_fields(der: &[u8]) -> Vec<String> {
                     s.value
                         .general_names
                         .iter()
-                        .map(|g| g.to_string())
+                        .map(san)
                         .collect::<Vec<_>>()
-                        .join(",")
+                        .join(", ")
                 })
                 .unwrap_or_default(),
-            CertField::NotBefore => x.validity().not_before.to_string(),
-            CertField::NotAfter => x.validity().not_after.to_string(),
+            CertField::NotBefore => openssl_time(x.validity().not_before.timestamp()),
+            CertField::NotAfter => openssl_time(x.validity().not_after.timestamp()),
             CertField::ClientCertPem => {
                 let b64 = base64_pem(der);
                 b64.bytes()
@@ -194,8 +194,92 @@ pub(crate) fn cert_fields(der: &[u8]) -> Vec<String> {
                     .collect()
             }
         })
-        .map(|v: String| v.replace(['\r', '\n'], ""))
+        .map(|v: String| v.chars().filter(|c| !c.is_control()).collect())
         .collect()
+}
+
+/// A distinguished name as RFC 4514 writes it (`CN=alice,O=Acme\, Inc.`, what Java's and
+/// OpenSSL's `RFC2253` forms give): the most specific RDN first, `,` between RDNs, `+` within
+/// one, and `,+"\<>;` (a leading `#` or space, a trailing space) escaped, so that no value can
+/// pass for another attribute. A value that is not a string is `#` and its hex.
+fn dn(name: &x509_parser::x509::X509Name) -> String {
+    let reg = x509_parser::objects::oid_registry();
+    let rdns: Vec<String> = name
+        .iter()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|a| {
+                    let t = x509_parser::objects::oid2abbrev(a.attr_type(), reg)
+                        .map(str::to_string)
+                        .unwrap_or_else(|_| a.attr_type().to_id_string());
+                    let v = match a.as_str() {
+                        Ok(s) => escape_dn_value(s),
+                        Err(_) => format!("#{}", crate::auth::hex(a.attr_value().data)),
+                    };
+                    format!("{t}={v}")
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+/// An attribute value escaped as RFC 4514 section 2.4 says.
+fn escape_dn_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let last = s.chars().count().saturating_sub(1);
+    for (i, c) in s.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A subject alternative name as OpenSSL prints it (`DNS:a.example`, `email:a@example`,
+/// `IP Address:192.0.2.1`, `URI:https://...`).
+fn san(g: &x509_parser::extensions::GeneralName) -> String {
+    use x509_parser::extensions::GeneralName as G;
+    match g {
+        G::DNSName(s) => format!("DNS:{s}"),
+        G::RFC822Name(s) => format!("email:{s}"),
+        G::URI(s) => format!("URI:{s}"),
+        G::IPAddress(b) => match b.len() {
+            4 => format!(
+                "IP Address:{}",
+                std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())
+            ),
+            16 => format!(
+                "IP Address:{}",
+                std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())
+            ),
+            _ => format!("IP Address:#{}", crate::auth::hex(b)),
+        },
+        G::DirectoryName(n) => format!("DirName:{}", dn(n)),
+        other => other.to_string(),
+    }
+}
+
+/// A time as OpenSSL prints a certificate's (`May 28 12:30:02 2019 GMT`, the form of Amazon's
+/// `validity.notBefore`).
+fn openssl_time(unix: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let (y, m, d) = crate::syntax::civil::civil_from_days(days);
+    format!(
+        "{} {d:>2} {:02}:{:02}:{:02} {y} GMT",
+        MONTHS[(m as usize).saturating_sub(1).min(11)],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// Renders the configured headers from a certificate's fields, once per connection.
@@ -353,6 +437,39 @@ mod tests {
         let k = PrivateKeyDer::from_pem_slice(c.key_pair.serialize_pem().as_bytes()).unwrap();
         let signing = provider().key_provider.load_private_key(k).unwrap();
         Arc::new(CertifiedKey::new(vec![c.cert.der().clone()], signing))
+    }
+
+    #[test]
+    fn client_certificate_fields_are_unambiguous_and_in_openssls_forms() {
+        let mut p = rcgen::CertificateParams::new(vec!["alice.example".to_string()]).unwrap();
+        p.subject_alt_names.push(rcgen::SanType::Rfc822Name(
+            "alice@example.com".try_into().unwrap(),
+        ));
+        // In the certificate's order: O, then CN (as `-subj "/O=.../CN=..."` makes it).
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Acme, Inc.");
+        // One CN whose value reads like a second attribute.
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "guest, CN=admin");
+        p.not_before = rcgen::date_time_ymd(2019, 5, 8);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        let f = cert_fields(cert.der());
+        assert_eq!(
+            f[CertField::SubjectDN as usize],
+            r"CN=guest\, CN=admin,O=Acme\, Inc."
+        );
+        assert_eq!(
+            f[CertField::IssuerDN as usize],
+            f[CertField::SubjectDN as usize]
+        );
+        assert_eq!(f[CertField::NotBefore as usize], "May  8 00:00:00 2019 GMT");
+        assert_eq!(
+            f[CertField::Sans as usize],
+            "DNS:alice.example, email:alice@example.com"
+        );
+        assert_eq!(escape_dn_value(" #a+b "), r"\ #a\+b\ ");
     }
 
     #[test]
