@@ -315,3 +315,48 @@ fn a_second_gateway_on_the_same_addresses_refuses_to_start() {
         assert_eq!(get(taken, "/who").text(), "first");
     }
 }
+
+/// A reload that makes two plans of an admin-made key cover one stage is refused, naming the
+/// key (it would be served under one of them only, silently), and the gateway serves on.
+#[test]
+fn a_reload_that_puts_a_key_on_two_plans_of_one_stage_is_refused() {
+    let conf = |silver: &str| {
+        Cfg::new()
+            .api("shop")
+            .stage("beta", "")
+            .route(
+                "GET /keyed",
+                "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+            )
+            .extra(format!(
+                "[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\n\n[[usage_plans]]\nname = \"silver\"\nstages = [{silver}]\nthrottle = {{ rate = 1, burst = 1 }}\n"
+            ))
+            .toml()
+    };
+    let gw = Gw::start(&conf("\"shop/beta\""));
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        r#"{"name": "both", "value": "both-0123456789abcdef0123", "plans": ["gold", "silver"]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    gw.rewrite(&conf("\"shop/beta\", \"shop/prod\""));
+    let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains(&id) && r.text().contains("one plan per stage"),
+        "{}",
+        r.text()
+    );
+    let keyed = || {
+        Client::connect(gw.addr())
+            .request(b"GET /keyed HTTP/1.1\r\nHost: h\r\nx-api-key: both-0123456789abcdef0123\r\nConnection: close\r\n\r\n")
+            .status
+    };
+    // Still gold's on prod (no throttle there): the old configuration serves.
+    for _ in 0..3 {
+        assert_eq!(keyed(), 200);
+    }
+}

@@ -298,7 +298,8 @@ fn keys_created_through_the_admin_api_work_and_are_never_shown_again() {
             r#"{"name": "p", "plans": ["gold", "gold"]}"#
         )
         .status,
-        409
+        400,
+        "a plan named twice is a bad request, not a conflict with another plan"
     );
     assert_eq!(
         admin_with(gw.admin(), "POST", "/apikeys", "not json").status,

@@ -95,25 +95,7 @@ impl Control {
 
     /// Checks that plans exist and that no two of them cover the same stage.
     pub(super) fn check_plans(&self, plans: &[String]) -> Result<(), OpError> {
-        let mut covered = Vec::new();
-        // Run-time stages a plan names, deployed or not yet.
-        let mut covered_later = Vec::new();
-        for n in plans {
-            let p = self
-                .compiled
-                .plans
-                .iter()
-                .find(|p| &p.name == n)
-                .ok_or_else(|| bad(format!("usage plan {n:?} does not exist")))?;
-            let clash = p.stages.iter().any(|s| covered.contains(s))
-                || p.pending_stages.iter().any(|s| covered_later.contains(s));
-            if clash {
-                return Err(OpError(409, format!("plan {n:?} covers a stage another of the key's plans covers; a key belongs to at most one plan per stage")));
-            }
-            covered.extend(p.stages.iter().copied());
-            covered_later.extend(p.pending_stages.iter().cloned());
-        }
-        Ok(())
+        plan_clash(&self.compiled, plans)
     }
 
     /// Hashes of every key value in use (config and store).
@@ -360,6 +342,56 @@ pub(super) fn parse_csv_line(line: &str) -> Vec<String> {
 
 /// A config key may not take the value, nor (by its name) the id, of a key created through
 /// the admin API: both would answer to one id (usage, quota, PATCH and DELETE).
+/// Checks that `plans` exist in `compiled` and that no two of them cover the same stage.
+fn plan_clash(compiled: &Compiled, plans: &[String]) -> Result<(), OpError> {
+    let mut covered = Vec::new();
+    // Run-time stages a plan names, deployed or not yet.
+    let mut covered_later = Vec::new();
+    for (i, n) in plans.iter().enumerate() {
+        if plans[..i].contains(n) {
+            return Err(bad(format!("usage plan {n:?} is named twice")));
+        }
+        let p = compiled
+            .plans
+            .iter()
+            .find(|p| &p.name == n)
+            .ok_or_else(|| bad(format!("usage plan {n:?} does not exist")))?;
+        let clash = p.stages.iter().any(|s| covered.contains(s))
+            || p.pending_stages.iter().any(|s| covered_later.contains(s));
+        if clash {
+            return Err(OpError(409, format!("plan {n:?} covers a stage another of the key's plans covers; a key belongs to at most one plan per stage")));
+        }
+        covered.extend(p.stages.iter().copied());
+        covered_later.extend(p.pending_stages.iter().cloned());
+    }
+    Ok(())
+}
+
+/// Keys made through the admin API whose plans a new configuration makes cover one stage
+/// twice (the key would be served under one of them only, silently): the configuration is
+/// refused, naming the key. A plan the configuration no longer has is left to the key table
+/// (the key keeps its other plans).
+pub(super) fn stored_key_plan_clashes(compiled: &Compiled, stored: &[StoredKey]) -> Vec<String> {
+    stored
+        .iter()
+        .filter(|k| k.plans.len() > 1)
+        .filter_map(|k| {
+            let known: Vec<String> = k
+                .plans
+                .iter()
+                .filter(|n| compiled.plans.iter().any(|p| &p.name == *n))
+                .cloned()
+                .collect();
+            plan_clash(compiled, &known).err().map(|e| {
+                format!(
+                    "usage_plans: API key {:?} (made through the admin API) is on plans {:?}: {}; take it off one of them (PATCH /apikeys/{}) or keep the plans' stages apart",
+                    k.id, k.plans, e.1, k.id
+                )
+            })
+        })
+        .collect()
+}
+
 pub(super) fn file_key_clashes(cfg: &Config, stored: &[StoredKey]) -> Vec<String> {
     let mut errors = Vec::new();
     for k in &cfg.api_keys {

@@ -197,7 +197,8 @@ impl ControlInit {
                 .map_err(|e| e.to_string())?,
         );
         let stored_keys = store.keys()?;
-        let clashes = keys::file_key_clashes(&file_config, &stored_keys);
+        let mut clashes = keys::file_key_clashes(&file_config, &stored_keys);
+        clashes.extend(keys::stored_key_plan_clashes(&compiled, &stored_keys));
         if !clashes.is_empty() {
             return Err(clashes.join("\n"));
         }

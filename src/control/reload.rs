@@ -101,6 +101,10 @@ impl Control {
         }
         let compiled =
             lifecycle::compile_merged(merged, &cfg, &mut self.registries).map_err(|e| e.errors)?;
+        let clashes = super::keys::stored_key_plan_clashes(&compiled, &self.stored_keys);
+        if !clashes.is_empty() {
+            return Err(clashes);
+        }
         self.file_config = Arc::new(cfg);
         Ok(self.install(compiled))
     }
