@@ -354,13 +354,17 @@ fn csv_imports_are_all_or_nothing() {
         .status,
         200
     );
-    // One bad row (a duplicate value, a bad Enabled): nothing imported, every problem named.
-    let bad = "Name,Key,Description,Enabled,UsagePlanIds\nk3,imported-key-number-three-03,,true,gold\nk4,imported-key-number-one-0001,,true,gold\nk5,imported-key-number-five-005,,maybe,gold\nk6,imported-key-number-three-03,,true,gold\n";
-    let r = admin_with(gw.admin(), "POST", "/apikeys/import", bad);
+    // Bad rows (a config key's value, a bad Enabled, an unknown plan): nothing imported,
+    // every problem named.
+    let bad = format!("Name,Key,Description,Enabled,UsagePlanIds\nk3,imported-key-number-three-03,,true,gold\nk4,{ACME},,true,gold\nk5,imported-key-number-five-005,,maybe,gold\nk6,imported-key-number-six-000006,,true,'gold,nope'\n");
+    let r = admin_with(gw.admin(), "POST", "/apikeys/import", &bad);
     assert_eq!(r.status, 400);
     let msg = r.json()["message"].as_str().unwrap().to_string();
     assert!(
-        msg.contains("row 3") && msg.contains("row 4") && msg.contains("row 5"),
+        msg.contains("row 3")
+            && msg.contains("row 4")
+            && msg.contains("row 5")
+            && !msg.contains("row 2"),
         "{msg}"
     );
     assert_eq!(
@@ -372,6 +376,38 @@ fn csv_imports_are_all_or_nothing() {
         )
         .status,
         403
+    );
+}
+
+/// As Amazon's import: a key value imported again overwrites the key that has it (its id
+/// kept), the last row of a file winning; plans may be listed quoted with `,`.
+#[test]
+fn a_key_imported_again_is_overwritten() {
+    let gw = Gw::start(&conf().toml());
+    let first = "Name,Key,Description,Enabled,UsagePlanIds\nk1,imported-key-number-one-0001,first,true,gold\n";
+    let r = admin_with(gw.admin(), "POST", "/apikeys/import", first);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["ids"][0].as_str().unwrap().to_string();
+    let key = Some("imported-key-number-one-0001");
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", key).status, 200);
+    let again = "Name,Key,Description,Enabled,UsagePlanIds\nk1,imported-key-number-one-0001,first,true,gold\nrenamed,imported-key-number-one-0001,second,false,\"gold,tiny\"\n";
+    let r = admin_with(gw.admin(), "POST", "/apikeys/import", again);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["ids"], serde_json::json!([id]));
+    let k = admin(gw.admin(), "GET", &format!("/apikeys/{id}"), Some(TOKEN)).json();
+    assert_eq!(k["name"], "renamed");
+    assert_eq!(k["description"], "second");
+    assert_eq!(k["enabled"], false);
+    assert_eq!(k["plans"], serde_json::json!(["gold", "tiny"]));
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", key).status, 403);
+    assert_eq!(
+        admin(gw.admin(), "GET", "/apikeys", Some(TOKEN)).json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["source"] == "api")
+            .count(),
+        1
     );
 }
 

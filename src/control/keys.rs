@@ -191,7 +191,10 @@ impl Control {
     }
 
     /// Keys imported from CSV in Amazon API Gateway's format (`Name,Key,Description,Enabled,
-    /// UsagePlanIds`, header row first): all or none.
+    /// UsagePlanIds`, header row first): all or none. A row whose key value a run-time key
+    /// (or an earlier row) already has replaces that key's name, description, state and plans,
+    /// keeping its id, as Amazon's import overwrites an identical key; one a config file key
+    /// has is refused.
     pub(crate) fn plan_import_keys(
         &self,
         csv: &str,
@@ -228,13 +231,41 @@ impl Control {
                 }
             };
             let plans: Vec<String> = get(pi)
-                .split([';', ' '])
+                .split([';', ' ', ','])
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
                 .collect();
+            let value = get(Some(ki));
+            let hash = auth::hex(&auth::hash_key(value.as_bytes()));
+            let earlier = pending.iter().position(|k| k.hash == hash);
+            let same = earlier
+                .map(|i| pending[i].clone())
+                .or_else(|| self.stored_keys.iter().find(|k| k.hash == hash).cloned());
+            if let Some(old) = same {
+                let name = get(Some(ni));
+                let checked = super::check_display_name(&name)
+                    .and_then(|_| super::check_description(&get(di)))
+                    .and_then(|_| self.check_plans(&plans));
+                if let Err(OpError(_, m)) = checked {
+                    errors.push(format!("row {}: {m}", i + 2));
+                    continue;
+                }
+                let key = StoredKey {
+                    name,
+                    description: get(di),
+                    enabled,
+                    plans,
+                    ..old
+                };
+                match earlier {
+                    Some(i) => pending[i] = key,
+                    None => pending.push(key),
+                }
+                continue;
+            }
             let req = NewKey {
                 name: get(Some(ni)),
-                value: Some(get(Some(ki))),
+                value: Some(value),
                 description: get(di),
                 enabled: Some(enabled),
                 plan: None,
@@ -319,29 +350,36 @@ impl Control {
     }
 }
 
-/// Splits one CSV line, with double-quoted fields ("a,b" and "" for a quote).
+/// Splits one CSV line. A field may be quoted with double quotes (`"a,b"`, `""` for a quote)
+/// or, as Amazon's key files allow for `UsagePlanIds`, single quotes (`'a,b'`).
 pub(super) fn parse_csv_line(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    let mut quoted = false;
+    // The quote a field opened with, while inside it.
+    let mut quote: Option<char> = None;
+    let mut at_start = true;
     let mut chars = line.trim_end_matches('\r').chars().peekable();
     while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
+        match quote {
+            Some(q) if c == q && chars.peek() == Some(&q) => {
+                cur.push(q);
                 chars.next();
             }
-            ('"', _) => quoted = !quoted,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
+            Some(q) if c == q => quote = None,
+            None if at_start && (c == '"' || c == '\'') => quote = Some(c),
+            None if c == ',' => {
+                out.push(std::mem::take(&mut cur));
+                at_start = true;
+                continue;
+            }
+            _ => cur.push(c),
         }
+        at_start = false;
     }
     out.push(cur);
     out
 }
 
-/// A config key may not take the value, nor (by its name) the id, of a key created through
-/// the admin API: both would answer to one id (usage, quota, PATCH and DELETE).
 /// Checks that `plans` exist in `compiled` and that no two of them cover the same stage.
 fn plan_clash(compiled: &Compiled, plans: &[String]) -> Result<(), OpError> {
     let mut covered = Vec::new();
@@ -392,6 +430,8 @@ pub(super) fn stored_key_plan_clashes(compiled: &Compiled, stored: &[StoredKey])
         .collect()
 }
 
+/// A config key may not take the value, nor (by its name) the id, of a key created through
+/// the admin API: both would answer to one id (usage, quota, PATCH and DELETE).
 pub(super) fn file_key_clashes(cfg: &Config, stored: &[StoredKey]) -> Vec<String> {
     let mut errors = Vec::new();
     for k in &cfg.api_keys {
@@ -419,6 +459,12 @@ mod tests {
         assert_eq!(
             parse_csv_line("\"x, y\",\"say \"\"hi\"\"\",\r"),
             vec!["x, y", "say \"hi\"", ""]
+        );
+        // Amazon's key files quote a list of plans with single quotes too; a quote inside a
+        // field is text.
+        assert_eq!(
+            parse_csv_line("k,'gold,silver',it's"),
+            vec!["k", "gold,silver", "it's"]
         );
     }
 }
