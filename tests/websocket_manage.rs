@@ -369,3 +369,57 @@ fn a_push_up_to_the_message_limit_fits_an_empty_queue() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(ws.read().unwrap(), Message::text(big));
 }
+
+/// A call on one API's domain reaches that API's (and stage's) connections only: another
+/// API's connection answers 410, as an unknown id (Amazon's callback URL names one API and
+/// stage); the admin listener's calls reach any.
+#[test]
+fn connections_of_another_api_are_not_reached_through_this_one() {
+    let up = Upstream::start(|_| respond(200, "{}"));
+    let api = |name: &str| {
+        format!(
+            "[[apis]]\nname = \"{name}\"\nkind = \"websocket\"\nconnections_authorization = \"none\"\n\n  [[apis.stages]]\n  name = \"prod\"\n\n  [[apis.routes]]\n  route = \"$connect\"\n  integration = {{ type = \"http\", uri = \"http://chat/connect\" }}\n\n"
+        )
+    };
+    let toml = format!(
+        "[server]\nworkers = 1\n\n[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:0\"\n\n[admin]\naddr = \"127.0.0.1:0\"\n\n[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n\n{}{}[[domains]]\nhost = \"chat.test\"\nmappings = [{{ base_path = \"\", api = \"chat\", stage = \"prod\" }}]\n\n[[domains]]\nhost = \"secret.test\"\nmappings = [{{ base_path = \"\", api = \"secret\", stage = \"prod\" }}]\n",
+        up.addr,
+        api("chat"),
+        api("secret")
+    );
+    let g = Gw::start(&toml);
+    let stream = TcpStream::connect(g.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut ws, _) = tungstenite::client("ws://secret.test/", stream).unwrap();
+    let id = up
+        .requests()
+        .iter()
+        .filter_map(|s| s.header("x-connection-id").map(str::to_string))
+        .next_back()
+        .unwrap();
+    for (method, body) in [("GET", ""), ("POST", "injected"), ("DELETE", "")] {
+        let r = Client::connect(g.addr()).request(
+            format!(
+                "{method} /@connections/{id} HTTP/1.1\r\nhost: chat.test\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(r.status, 410, "{method}: {}", r.text());
+    }
+    // Its own API's domain, and the admin listener, reach it.
+    let r = Client::connect(g.addr()).request(
+        format!("POST /@connections/{id} HTTP/1.1\r\nhost: secret.test\r\ncontent-length: 4\r\nconnection: close\r\n\r\nmine").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ws.read().unwrap(), Message::text("mine"));
+    let r = admin(
+        g.admin(),
+        "GET",
+        &format!("/@connections/{id}"),
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -215,9 +215,15 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
             Some(id) => {
                 let shared = ctl.borrow().shared();
                 let max = shared.current().limits.websocket_message as usize;
-                let answer =
-                    crate::shard::ws_command(&shared, head.method_bytes(), id, body.to_vec(), max)
-                        .await;
+                let answer = crate::shard::ws_command(
+                    &shared,
+                    head.method_bytes(),
+                    id,
+                    body.to_vec(),
+                    max,
+                    None,
+                )
+                .await;
                 errortype = crate::error::connections_error_type(answer.0);
                 answer
             }

@@ -82,6 +82,8 @@ async fn send(me: u32, link: Rc<Link>, call: RemoteWs) {
         "method": String::from_utf8_lossy(&call.method),
         "id": call.id,
         "body": base64::engine::general_purpose::STANDARD.encode(&call.body),
+        "api": call.scope.as_ref().map(|s| &s.api),
+        "stage": call.scope.as_ref().map(|s| &s.stage),
     })
     .to_string();
     let message = |status: u16, m: &str| (status, json!({ "message": m }).to_string());
@@ -182,10 +184,19 @@ fn handle(shared: &Arc<Shared>, link: &Rc<Link>, serving: &Rc<Cell<usize>>, v: V
     };
     let (shared, link) = (shared.clone(), link.clone());
     let (method, id) = (method.as_bytes().to_vec(), id.to_string());
+    // A call made through an API's domain reaches that API's and stage's connections only.
+    let scope = match (v["api"].as_str(), v["stage"].as_str()) {
+        (Some(api), Some(stage)) => Some(crate::shard::WsScope {
+            api: api.to_string(),
+            stage: stage.to_string(),
+        }),
+        _ => None,
+    };
     crate::driver::spawn(async move {
         let _guard = guard;
         let max = shared.current().limits.websocket_message as usize;
-        let (status, body) = crate::shard::ws_command(&shared, &method, &id, body, max).await;
+        let (status, body) =
+            crate::shard::ws_command(&shared, &method, &id, body, max, scope).await;
         let answer = json!({ "re": req, "status": status, "body": body }).to_string();
         let _ = link.publish(&channel(from as u32), &answer).await;
     });

@@ -26,14 +26,20 @@ pub(crate) const PUSH_BYTES: usize = 1 << 20;
 
 /// Serves this shard's `@connections` commands, for as long as the shard runs.
 pub(crate) async fn serve_commands(shard: Rc<Shard>) {
-    use crate::shard::{WsOp, WsPush, WsReply};
+    use crate::shard::{WsOp, WsPush, WsReply, WsScope};
     let rx = shard.shared.ws_cmds[shard.id].1.clone();
     while let Ok(cmd) = rx.recv_async().await {
         if matches!(cmd.op, WsOp::Delete) {
             // Closing from now on: later commands answer 410, as Amazon's, whether or not
             // the client has read the Close yet (its own channel: a full queue does not
             // keep a connection open).
-            let h = shard.ws.borrow_mut().remove(&cmd.id);
+            let h = {
+                let mut conns = shard.ws.borrow_mut();
+                match conns.get(&cmd.id) {
+                    Some(h) if WsScope::admits(&cmd.scope, h) => conns.remove(&cmd.id),
+                    _ => None,
+                }
+            };
             let reply = match h.map(|h| h.close.try_send(crate::shard::Closing::Deleted)) {
                 Some(Ok(()) | Err(flume::TrySendError::Full(_))) => WsReply::Done,
                 _ => WsReply::Gone,
@@ -44,6 +50,7 @@ pub(crate) async fn serve_commands(shard: Rc<Shard>) {
         let reply = {
             let conns = shard.ws.borrow();
             match conns.get(&cmd.id) {
+                Some(h) if !WsScope::admits(&cmd.scope, h) => WsReply::Gone,
                 None => WsReply::Gone,
                 Some(h) => match cmd.op {
                     WsOp::Post(data) => {
@@ -178,8 +185,23 @@ pub(crate) async fn manage(
     } else {
         Vec::new()
     };
-    let (status, out) =
-        crate::shard::ws_command(&shard.shared, ctx.head.method_bytes(), &id, body, max).await;
+    // Only a connection of the API and stage the call came through.
+    let scope = ctx.stage.and_then(|s| {
+        let api = &ss.snap.apis[s.api];
+        Some(crate::shard::WsScope {
+            api: api.name.to_string(),
+            stage: api.stages.get(s.stage)?.to_string(),
+        })
+    });
+    let (status, out) = crate::shard::ws_command(
+        &shard.shared,
+        ctx.head.method_bytes(),
+        &id,
+        body,
+        max,
+        scope,
+    )
+    .await;
     Ok(answer(ctx, status, out))
 }
 
