@@ -188,6 +188,82 @@ fn each_key_has_its_own_plan_bucket_and_route_overrides_apply_first() {
     assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(BETA)).status, 429);
 }
 
+/// APIs "a" (`POST /a`), "b" and "c" (each `GET /b`), mapped at base paths a, b and c, all
+/// covered by plan "gold" with a route throttle on both route keys, and key "acme" on it.
+fn three_apis() -> String {
+    let api = |name: &str, route: &str| {
+        format!(
+            r#"
+[[apis]]
+name = "{name}"
+  [[apis.stages]]
+  name = "prod"
+  [[apis.routes]]
+  route = "{route}"
+  api_key_required = true
+  integration = {{ type = "mock", body = "{name}" }}
+"#
+        )
+    };
+    format!(
+        r#"
+[server]
+workers = 2
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+
+[admin]
+addr = "127.0.0.1:0"
+{}{}{}
+[[domains]]
+host = "*"
+mappings = [
+  {{ base_path = "a", api = "a", stage = "prod" }},
+  {{ base_path = "b", api = "b", stage = "prod" }},
+  {{ base_path = "c", api = "c", stage = "prod" }},
+]
+
+[[usage_plans]]
+name = "gold"
+stages = ["a/prod", "b/prod", "c/prod"]
+route_throttle = {{ "POST /a" = {{ rate = 1, burst = 1 }}, "GET /b" = {{ rate = 1, burst = 2 }} }}
+
+[[api_keys]]
+name = "acme"
+value = "{ACME}"
+plan = "gold"
+"#,
+        api("a", "POST /a"),
+        api("b", "GET /b"),
+        api("c", "GET /b"),
+    )
+}
+
+#[test]
+fn a_plans_route_throttle_limits_each_apis_route_on_its_own() {
+    let gw = Gw::start(&three_apis());
+    let call = |method: &str, path: &str| {
+        let r = keyed(gw.addr(), method, path, Some(ACME));
+        (r.status, r.header("ratelimit-limit").map(str::to_string))
+    };
+    let one = Some("1".to_string());
+    let two = Some("2".to_string());
+    // Alternating between the routes of two APIs: each keeps its own bucket (one token on
+    // POST /a, two on GET /b), whatever the other does.
+    assert_eq!(call("POST", "/a/a"), (200, one.clone()));
+    assert_eq!(call("GET", "/b/b"), (200, two.clone()));
+    assert_eq!(call("POST", "/a/a"), (429, one.clone()));
+    assert_eq!(call("GET", "/b/b"), (200, two.clone()));
+    assert_eq!(call("POST", "/a/a"), (429, one));
+    assert_eq!(call("GET", "/b/b"), (429, two.clone()));
+    // The same route key with the same limit in another API has a bucket of its own.
+    assert_eq!(call("GET", "/c/b"), (200, two.clone()));
+    assert_eq!(call("GET", "/c/b"), (200, two.clone()));
+    assert_eq!(call("GET", "/c/b"), (429, two));
+}
+
 #[test]
 fn quotas_answer_limit_exceeded_once_spent() {
     let gw = Gw::start(&conf().toml());
