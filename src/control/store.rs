@@ -70,6 +70,9 @@ pub(crate) struct QuotaState {
     pub day_used: u64,
 }
 
+/// A day that ended and its final count of a key's requests: plan, key id, day, requests.
+pub(crate) type EndedDay = (String, String, i64, u64);
+
 pub(crate) struct Store {
     db: Database,
     pub path: PathBuf,
@@ -197,7 +200,7 @@ pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
         .collect();
     let new = Store::open_file(out, out, true)?;
     new.put_keys(&keys)?;
-    new.flush(&quotas)?;
+    new.flush(&quotas, &[])?;
     new.put_usage(&usage)?;
     for k in &access_keys {
         new.put_access_key(k)?;
@@ -423,9 +426,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Saves quota counters (and today's usage) in one transaction.
-    pub(crate) fn flush(&self, counters: &[(String, String, QuotaState)]) -> Result<(), String> {
-        self.note(self.flush_inner(counters))
+    /// Saves quota counters (and today's usage) in one transaction, with the final counts of
+    /// days that ended since their last flush.
+    pub(crate) fn flush(
+        &self,
+        counters: &[(String, String, QuotaState)],
+        ended: &[EndedDay],
+    ) -> Result<(), String> {
+        self.note(self.flush_inner(counters, ended))
     }
 
     /// Every record of a table that reads, skipping damaged ones (for [`recover`]).
@@ -604,9 +612,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes counters and today's usage in one transaction.
-    fn flush_inner(&self, counters: &[(String, String, QuotaState)]) -> Result<(), String> {
-        if counters.is_empty() {
+    /// Writes counters, today's usage and ended days' in one transaction.
+    fn flush_inner(
+        &self,
+        counters: &[(String, String, QuotaState)],
+        ended: &[EndedDay],
+    ) -> Result<(), String> {
+        if counters.is_empty() && ended.is_empty() {
             return Ok(());
         }
         let w = self
@@ -626,6 +638,11 @@ impl Store {
                     .map_err(|err| e("write quotas", &self.path, err))?;
                 let day = crate::throttle::day_string(st.day);
                 u.insert(format!("{plan}|{day}|{id}").as_str(), st.day_used)
+                    .map_err(|err| e("write usage", &self.path, err))?;
+            }
+            for (plan, id, day, n) in ended {
+                let day = crate::throttle::day_string(*day);
+                u.insert(format!("{plan}|{day}|{id}").as_str(), *n)
                     .map_err(|err| e("write usage", &self.path, err))?;
             }
         }
@@ -699,16 +716,19 @@ mod tests {
                 created: 1,
             };
             s.put_keys(&[k]).unwrap();
-            s.flush(&[(
-                "gold".into(),
-                "abc".into(),
-                QuotaState {
-                    period: 5,
-                    used: 42,
-                    day: 20_000,
-                    day_used: 7,
-                },
-            )])
+            s.flush(
+                &[(
+                    "gold".into(),
+                    "abc".into(),
+                    QuotaState {
+                        period: 5,
+                        used: 42,
+                        day: 20_000,
+                        day_used: 7,
+                    },
+                )],
+                &[],
+            )
             .unwrap();
         }
         let s = Store::open(&d).unwrap();

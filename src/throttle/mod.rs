@@ -103,6 +103,9 @@ pub(crate) struct QuotaCell {
     /// count`: read together, never one day's count with another day): for the fleet's usage
     /// reports, which send a day's last requests after it ended.
     pub prev_day: AtomicU64,
+    /// The `prev_day` word the state store last got: a day's last requests, counted after its
+    /// last flush, are written once it ended.
+    pub prev_saved: AtomicU64,
     /// Set on every change, cleared by the flusher.
     pub dirty: AtomicBool,
     /// With `[cluster]`: the quota period (plus one; 0 for none) in which Redis answered
@@ -128,6 +131,22 @@ impl QuotaCell {
         (w >> 40, w & PREV_COUNT)
     }
 
+    /// The day before `day` and its final count when the state store has not had them yet,
+    /// with the word to hand to [`QuotaCell::prev_day_saved`] once it has.
+    pub(crate) fn prev_day_unsaved(&self) -> Option<(i64, u64, u64)> {
+        let w = self.prev_day.load(Ordering::Relaxed);
+        (w != self.prev_saved.load(Ordering::Relaxed) && w & PREV_COUNT != 0).then_some((
+            (w >> 40) as i64,
+            w & PREV_COUNT,
+            w,
+        ))
+    }
+
+    /// The state store has the day before's count as `word` says.
+    pub(crate) fn prev_day_saved(&self, word: u64) {
+        self.prev_saved.store(word, Ordering::Relaxed);
+    }
+
     pub(crate) fn new(period: i64, used: u64, day: i64, day_used: u64) -> QuotaCell {
         QuotaCell {
             period: AtomicU64::new(period as u64),
@@ -135,6 +154,7 @@ impl QuotaCell {
             day: AtomicU64::new(day as u64),
             day_used: AtomicU64::new(day_used),
             prev_day: AtomicU64::new(0),
+            prev_saved: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             fleet_spent: AtomicU64::new(0),
             fleet_spent_limit: AtomicU64::new(0),
