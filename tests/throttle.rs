@@ -304,6 +304,51 @@ fn quotas_answer_limit_exceeded_once_spent() {
     assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 429);
 }
 
+#[test]
+fn usage_reports_take_dates_only_as_yyyy_mm_dd() {
+    let gw = Gw::start(&conf().toml());
+    assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 200);
+    let today = chrono_today();
+    let usage = |start: &str, end: &str| {
+        admin(
+            gw.admin(),
+            "GET",
+            &format!("/usageplans/tiny/usage?startDate={start}&endDate={end}"),
+            Some(TOKEN),
+        )
+    };
+    let r = usage(&today, &today);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["items"]["devkey"][0]["used"], 1);
+    // Today without its zeros, or with a sign, is not a date as the API takes them: refused
+    // rather than read as another range.
+    let (y, m, d) = (&today[..4], &today[5..7], &today[8..]);
+    let unpadded = format!(
+        "{y}-{}-{}",
+        m.trim_start_matches('0'),
+        d.trim_start_matches('0')
+    );
+    for (start, end, bad) in [
+        (today.clone(), format!("%2B{today}"), "endDate"),
+        (format!("%2B{today}"), today.clone(), "startDate"),
+        (today.clone(), format!("{y}-{m}-{d}0"), "endDate"),
+        (today.clone(), format!("{today}%20"), "endDate"),
+        ("1-01-01".to_string(), today.clone(), "startDate"),
+    ] {
+        let r = usage(&start, &end);
+        assert_eq!(r.status, 400, "{start} {end}: {}", r.text());
+        let msg = r.json()["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(bad) && msg.contains("YYYY-MM-DD"), "{msg}");
+    }
+    if unpadded != today {
+        let r = usage(&today, &unpadded);
+        assert_eq!(r.status, 400, "{unpadded}: {}", r.text());
+    }
+    // A start given unpadded would have reported from another day on.
+    let r = usage("2026-1-01", &today);
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
 /// Today as YYYY-MM-DD (UTC), from the gateway's own calendar code.
 fn chrono_today() -> String {
     tollgate::day_string(tollgate::today())

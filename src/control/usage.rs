@@ -21,9 +21,11 @@ impl Control {
         end: &str,
     ) -> Result<(crate::config::Plan, Vec<String>), OpError> {
         let p = self.plan(plan)?.clone();
-        let (Some(s), Some(e)) = (throttle::parse_day(start), throttle::parse_day(end)) else {
-            return Err(bad("startDate and endDate: dates as YYYY-MM-DD"));
+        let day = |name: &str, v: &str| {
+            throttle::parse_day(v)
+                .ok_or_else(|| bad(format!("{name}: {v:?} is not a date as YYYY-MM-DD")))
         };
+        let (s, e) = (day("startDate", start)?, day("endDate", end)?);
         if e < s || e - s > 366 {
             return Err(bad(
                 "endDate must be on or after startDate, at most a year later",

@@ -35,8 +35,20 @@ pub fn day_string(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Parses "2026-11-22" into a day number.
+/// Parses "2026-11-22" into a day number: exactly YYYY-MM-DD, as [`day_string`] writes it
+/// (the state store compares days as text).
 pub(crate) fn parse_day(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() != 10
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !digits(0..4)
+        || !digits(5..7)
+        || !digits(8..10)
+    {
+        return None;
+    }
     let mut it = s.split('-');
     let y: i64 = it.next()?.parse().ok()?;
     let m: u32 = it.next()?.parse().ok()?;
@@ -253,6 +265,15 @@ mod tests {
         assert_eq!(parse_day("2026-11-22"), Some(days_from_civil(2026, 11, 22)));
         assert_eq!(parse_day("2026-02-30"), None);
         assert_eq!(parse_day("yesterday"), None);
+        for unpadded in [
+            "2026-11-2",
+            "2026-1-22",
+            "+2026-11-22",
+            "02026-11-22",
+            "2026-11-22 ",
+        ] {
+            assert_eq!(parse_day(unpadded), None, "{unpadded}");
+        }
     }
 
     #[test]
