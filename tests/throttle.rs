@@ -349,6 +349,43 @@ fn usage_reports_take_dates_only_as_yyyy_mm_dd() {
     assert_eq!(r.status, 400, "{}", r.text());
 }
 
+#[test]
+fn deleting_a_key_deletes_its_usage() {
+    let gw = Gw::start(&conf().toml());
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        r#"{"name": "brief", "plan": "tiny"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let value = r.json()["value"].as_str().unwrap().to_string();
+    assert_eq!(
+        keyed(gw.addr(), "GET", "/dev/keyed", Some(&value)).status,
+        200
+    );
+    assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 200);
+    let today = chrono_today();
+    let usage = || {
+        let r = admin(
+            gw.admin(),
+            "GET",
+            &format!("/usageplans/tiny/usage?startDate={today}&endDate={today}"),
+            Some(TOKEN),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["items"].clone()
+    };
+    assert_eq!(usage()[&id][0]["used"], 1);
+    let r = admin(gw.admin(), "DELETE", &format!("/apikeys/{id}"), Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let items = usage();
+    assert!(items.get(&id).is_none(), "{items}");
+    // Other keys' usage stays.
+    assert_eq!(items["devkey"][0]["used"], 1);
+}
+
 /// Today as YYYY-MM-DD (UTC), from the gateway's own calendar code.
 fn chrono_today() -> String {
     tollgate::day_string(tollgate::today())

@@ -584,6 +584,21 @@ impl Store {
                 q.remove(k.as_str())
                     .map_err(|err| e("write quotas", &self.path, err))?;
             }
+            // Its daily usage ("plan|day|key"): GetUsage no longer lists it.
+            let mut u = w
+                .open_table(USAGE)
+                .map_err(|err| e("write usage", &self.path, err))?;
+            let doomed: Vec<String> = u
+                .iter()
+                .map_err(|err| e("read usage", &self.path, err))?
+                .filter_map(|i| i.ok())
+                .map(|(k, _)| k.value().to_string())
+                .filter(|k| k.splitn(3, '|').nth(2) == Some(id))
+                .collect();
+            for k in doomed {
+                u.remove(k.as_str())
+                    .map_err(|err| e("write usage", &self.path, err))?;
+            }
         }
         w.commit().map_err(|err| e("commit", &self.path, err))?;
         Ok(existed)
@@ -742,6 +757,7 @@ mod tests {
         assert!(s.delete_key("abc").unwrap());
         assert!(s.keys().unwrap().is_empty());
         assert!(s.quotas().unwrap().is_empty());
+        assert!(s.usage("gold", &day, &day, None).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&d);
     }
 
