@@ -610,6 +610,32 @@ fn a_config_key_may_not_take_a_run_time_keys_id() {
 }
 
 #[test]
+fn a_config_key_may_not_be_named_import() {
+    let gw = Gw::start(&conf().toml());
+    // Its id would be "import": /apikeys/import is the CSV import, so the admin API could
+    // neither show, change nor delete that key.
+    let named = format!(
+        "{}\n[[api_keys]]\nname = \"import\"\nvalue = \"file-0123456789abcdef0123\"\nplan = \"tiny\"\n",
+        conf().toml()
+    );
+    gw.rewrite(&named);
+    let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let errors = r.json()["errors"].clone();
+    let msg = errors
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str())
+        .find(|e| e.contains(r#"api_keys["import"].name"#))
+        .unwrap_or_else(|| panic!("{errors}"))
+        .to_string();
+    assert!(msg.contains("/apikeys/import"), "{msg}");
+    // The gateway goes on with the config it had.
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(ACME)).status, 200);
+}
+
+#[test]
 fn a_corrupt_state_file_stops_start_up() {
     let dir = TempDir::new();
     std::fs::create_dir_all(dir.0.join("data")).unwrap();

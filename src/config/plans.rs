@@ -362,6 +362,14 @@ impl Validator {
             if out.iter().any(|o| o.name == name) {
                 self.err(&format!("{key}.name"), "is used by two API keys");
             }
+            // A config key's name is its id in the admin API, where /apikeys/import is the
+            // CSV import: that key could not be read, changed or deleted there.
+            if name == "import" {
+                self.err(
+                    &format!("{key}.name"),
+                    "\"import\" is reserved (POST /apikeys/import is the CSV import): name the key otherwise",
+                );
+            }
             let value = match k.value {
                 Some(v) if crate::auth::valid_key_value(&v) => v,
                 Some(_) => {
