@@ -188,6 +188,82 @@ fn each_key_has_its_own_plan_bucket_and_route_overrides_apply_first() {
     assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(BETA)).status, 429);
 }
 
+/// APIs "a" (`POST /a`), "b" and "c" (each `GET /b`), mapped at base paths a, b and c, all
+/// covered by plan "gold" with a route throttle on both route keys, and key "acme" on it.
+fn three_apis() -> String {
+    let api = |name: &str, route: &str| {
+        format!(
+            r#"
+[[apis]]
+name = "{name}"
+  [[apis.stages]]
+  name = "prod"
+  [[apis.routes]]
+  route = "{route}"
+  api_key_required = true
+  integration = {{ type = "mock", body = "{name}" }}
+"#
+        )
+    };
+    format!(
+        r#"
+[server]
+workers = 2
+
+[[listeners]]
+name = "http"
+addr = "127.0.0.1:0"
+
+[admin]
+addr = "127.0.0.1:0"
+{}{}{}
+[[domains]]
+host = "*"
+mappings = [
+  {{ base_path = "a", api = "a", stage = "prod" }},
+  {{ base_path = "b", api = "b", stage = "prod" }},
+  {{ base_path = "c", api = "c", stage = "prod" }},
+]
+
+[[usage_plans]]
+name = "gold"
+stages = ["a/prod", "b/prod", "c/prod"]
+route_throttle = {{ "POST /a" = {{ rate = 1, burst = 1 }}, "GET /b" = {{ rate = 1, burst = 2 }} }}
+
+[[api_keys]]
+name = "acme"
+value = "{ACME}"
+plan = "gold"
+"#,
+        api("a", "POST /a"),
+        api("b", "GET /b"),
+        api("c", "GET /b"),
+    )
+}
+
+#[test]
+fn a_plans_route_throttle_limits_each_apis_route_on_its_own() {
+    let gw = Gw::start(&three_apis());
+    let call = |method: &str, path: &str| {
+        let r = keyed(gw.addr(), method, path, Some(ACME));
+        (r.status, r.header("ratelimit-limit").map(str::to_string))
+    };
+    let one = Some("1".to_string());
+    let two = Some("2".to_string());
+    // Alternating between the routes of two APIs: each keeps its own bucket (one token on
+    // POST /a, two on GET /b), whatever the other does.
+    assert_eq!(call("POST", "/a/a"), (200, one.clone()));
+    assert_eq!(call("GET", "/b/b"), (200, two.clone()));
+    assert_eq!(call("POST", "/a/a"), (429, one.clone()));
+    assert_eq!(call("GET", "/b/b"), (200, two.clone()));
+    assert_eq!(call("POST", "/a/a"), (429, one));
+    assert_eq!(call("GET", "/b/b"), (429, two.clone()));
+    // The same route key with the same limit in another API has a bucket of its own.
+    assert_eq!(call("GET", "/c/b"), (200, two.clone()));
+    assert_eq!(call("GET", "/c/b"), (200, two.clone()));
+    assert_eq!(call("GET", "/c/b"), (429, two));
+}
+
 #[test]
 fn quotas_answer_limit_exceeded_once_spent() {
     let gw = Gw::start(&conf().toml());
@@ -226,6 +302,88 @@ fn quotas_answer_limit_exceeded_once_spent() {
     );
     assert_eq!(r.json()["remaining"], 0);
     assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 429);
+}
+
+#[test]
+fn usage_reports_take_dates_only_as_yyyy_mm_dd() {
+    let gw = Gw::start(&conf().toml());
+    assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 200);
+    let today = chrono_today();
+    let usage = |start: &str, end: &str| {
+        admin(
+            gw.admin(),
+            "GET",
+            &format!("/usageplans/tiny/usage?startDate={start}&endDate={end}"),
+            Some(TOKEN),
+        )
+    };
+    let r = usage(&today, &today);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["items"]["devkey"][0]["used"], 1);
+    // Today without its zeros, or with a sign, is not a date as the API takes them: refused
+    // rather than read as another range.
+    let (y, m, d) = (&today[..4], &today[5..7], &today[8..]);
+    let unpadded = format!(
+        "{y}-{}-{}",
+        m.trim_start_matches('0'),
+        d.trim_start_matches('0')
+    );
+    for (start, end, bad) in [
+        (today.clone(), format!("%2B{today}"), "endDate"),
+        (format!("%2B{today}"), today.clone(), "startDate"),
+        (today.clone(), format!("{y}-{m}-{d}0"), "endDate"),
+        (today.clone(), format!("{today}%20"), "endDate"),
+        ("1-01-01".to_string(), today.clone(), "startDate"),
+    ] {
+        let r = usage(&start, &end);
+        assert_eq!(r.status, 400, "{start} {end}: {}", r.text());
+        let msg = r.json()["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(bad) && msg.contains("YYYY-MM-DD"), "{msg}");
+    }
+    if unpadded != today {
+        let r = usage(&today, &unpadded);
+        assert_eq!(r.status, 400, "{unpadded}: {}", r.text());
+    }
+    // A start given unpadded would have reported from another day on.
+    let r = usage("2026-1-01", &today);
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+#[test]
+fn deleting_a_key_deletes_its_usage() {
+    let gw = Gw::start(&conf().toml());
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        r#"{"name": "brief", "plan": "tiny"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let value = r.json()["value"].as_str().unwrap().to_string();
+    assert_eq!(
+        keyed(gw.addr(), "GET", "/dev/keyed", Some(&value)).status,
+        200
+    );
+    assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 200);
+    let today = chrono_today();
+    let usage = || {
+        let r = admin(
+            gw.admin(),
+            "GET",
+            &format!("/usageplans/tiny/usage?startDate={today}&endDate={today}"),
+            Some(TOKEN),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["items"].clone()
+    };
+    assert_eq!(usage()[&id][0]["used"], 1);
+    let r = admin(gw.admin(), "DELETE", &format!("/apikeys/{id}"), Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let items = usage();
+    assert!(items.get(&id).is_none(), "{items}");
+    // Other keys' usage stays.
+    assert_eq!(items["devkey"][0]["used"], 1);
 }
 
 /// Today as YYYY-MM-DD (UTC), from the gateway's own calendar code.
@@ -486,6 +644,32 @@ fn a_config_key_may_not_take_a_run_time_keys_id() {
             .is_some_and(|e| e.contains("a key created through the admin API has this id")),
         "{err:?}"
     );
+}
+
+#[test]
+fn a_config_key_may_not_be_named_import() {
+    let gw = Gw::start(&conf().toml());
+    // Its id would be "import": /apikeys/import is the CSV import, so the admin API could
+    // neither show, change nor delete that key.
+    let named = format!(
+        "{}\n[[api_keys]]\nname = \"import\"\nvalue = \"file-0123456789abcdef0123\"\nplan = \"tiny\"\n",
+        conf().toml()
+    );
+    gw.rewrite(&named);
+    let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let errors = r.json()["errors"].clone();
+    let msg = errors
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str())
+        .find(|e| e.contains(r#"api_keys["import"].name"#))
+        .unwrap_or_else(|| panic!("{errors}"))
+        .to_string();
+    assert!(msg.contains("/apikeys/import"), "{msg}");
+    // The gateway goes on with the config it had.
+    assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(ACME)).status, 200);
 }
 
 #[test]

@@ -557,10 +557,13 @@ const PLAN: &str = "[[usage_plans]]\nname = \"gold\"\nstages = [\"petstore/prod\
 fn usage_plans_name_existing_stages_routes_and_periods() {
     let c = parse(&with(PLAN)).unwrap();
     assert_eq!(c.usage_plans[0].stages, vec![(0, 0)]);
+    let t = &c.usage_plans[0].route_throttle;
+    assert_eq!(t.len(), 1);
     assert_eq!(
-        c.usage_plans[0].route_throttle,
-        vec![(0, 0, Rate { rate: 1, burst: 2 })]
+        (t[0].at, t[0].rate),
+        ((0, 0, 0), Rate { rate: 1, burst: 2 })
     );
+    assert_eq!(t[0].name, "petstore/prod/GET /pets/{petId}");
     assert_eq!(
         c.usage_plans[0].quota,
         Some(Quota {

@@ -59,9 +59,9 @@ pub struct Plan {
     /// The same, as "api/stage".
     pub stage_names: Vec<String>,
     pub throttle: Option<Rate>,
-    /// (api index, route index, rate): per-route overrides for keys of this plan.
+    /// Per-route overrides for keys of this plan: one for each route of each stage it covers.
     #[serde(skip)]
-    pub route_throttle: Vec<(usize, usize, Rate)>,
+    pub route_throttle: Vec<RouteThrottle>,
     pub route_throttle_keys: Vec<String>,
     pub quota: Option<Quota>,
     /// Stages of APIs the file does not declare ("api", "stage"): run-time APIs' stages, added
@@ -71,6 +71,41 @@ pub struct Plan {
     /// Route throttles for routes of those stages, resolved with them.
     #[serde(skip)]
     pub pending_route_throttle: Vec<(String, Rate)>,
+}
+
+/// A plan's `route_throttle` on one route of one stage it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteThrottle {
+    /// Indices of the API, its stage and the route.
+    pub at: (usize, usize, usize),
+    pub rate: Rate,
+    /// "api/stage/METHOD /path": names the key's bucket in Redis (`[cluster]`).
+    pub name: String,
+    /// The key's bucket on this route, hashed from the plan's and the route's names: unique
+    /// across APIs and stages (route indices are not), and the same after a reload that adds
+    /// routes. A canary shares its stage's bucket.
+    pub bucket: u64,
+}
+
+impl RouteThrottle {
+    /// `stage` is the stage's name; a canary passes its stage's.
+    pub fn new(
+        plan: &str,
+        api: &str,
+        stage: &str,
+        route: &str,
+        at: (usize, usize, usize),
+        rate: Rate,
+    ) -> RouteThrottle {
+        let name = format!("{api}/{stage}/{route}");
+        let bucket = ahash::RandomState::with_seeds(5, 6, 7, 8).hash_one((plan, &name));
+        RouteThrottle {
+            at,
+            rate,
+            name,
+            bucket,
+        }
+    }
 }
 
 /// An API key declared in the config file.
@@ -243,11 +278,17 @@ impl Validator {
                     continue;
                 };
                 let mut hit = false;
-                for &(ai, _) in &stages {
+                for &(ai, si) in &stages {
                     if let Some(ri) = apis[ai].routes.iter().position(|r| r.key == rk) {
-                        if !route_throttle.iter().any(|&(a, r, _)| a == ai && r == ri) {
-                            route_throttle.push((ai, ri, rate));
-                        }
+                        let (api, stage) = (&apis[ai].name, &apis[ai].stages[si].name);
+                        route_throttle.push(RouteThrottle::new(
+                            &name,
+                            api,
+                            stage,
+                            &rk,
+                            (ai, si, ri),
+                            rate,
+                        ));
                         hit = true;
                     }
                 }
@@ -320,6 +361,14 @@ impl Validator {
             let name = self.name(&format!("{key}.name"), k.name);
             if out.iter().any(|o| o.name == name) {
                 self.err(&format!("{key}.name"), "is used by two API keys");
+            }
+            // A config key's name is its id in the admin API, where /apikeys/import is the
+            // CSV import: that key could not be read, changed or deleted there.
+            if name == "import" {
+                self.err(
+                    &format!("{key}.name"),
+                    "\"import\" is reserved (POST /apikeys/import is the CSV import): name the key otherwise",
+                );
             }
             let value = match k.value {
                 Some(v) if crate::auth::valid_key_value(&v) => v,

@@ -351,7 +351,18 @@ impl Control {
                 (plan.to_string(), id.to_string(), st)
             })
             .collect();
-        let r = self.store().and_then(|s| s.flush(&batch));
+        // A day that ended since its last flush: its final count (it changes no more).
+        let ended: Vec<store::EndedDay> = {
+            let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+            cells
+                .iter()
+                .filter_map(|((plan, id), c)| {
+                    let (day, n, _) = c.prev_day_unsaved()?;
+                    Some((plan.to_string(), id.to_string(), day, n))
+                })
+                .collect()
+        };
+        let r = self.store().and_then(|s| s.flush(&batch, &ended));
         self.store = None;
         if let Some(link) = &self.fleet {
             link.give_up_usage();

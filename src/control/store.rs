@@ -70,6 +70,9 @@ pub(crate) struct QuotaState {
     pub day_used: u64,
 }
 
+/// A day that ended and its final count of a key's requests: plan, key id, day, requests.
+pub(crate) type EndedDay = (String, String, i64, u64);
+
 pub(crate) struct Store {
     db: Database,
     pub path: PathBuf,
@@ -197,7 +200,7 @@ pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
         .collect();
     let new = Store::open_file(out, out, true)?;
     new.put_keys(&keys)?;
-    new.flush(&quotas)?;
+    new.flush(&quotas, &[])?;
     new.put_usage(&usage)?;
     for k in &access_keys {
         new.put_access_key(k)?;
@@ -423,9 +426,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Saves quota counters (and today's usage) in one transaction.
-    pub(crate) fn flush(&self, counters: &[(String, String, QuotaState)]) -> Result<(), String> {
-        self.note(self.flush_inner(counters))
+    /// Saves quota counters (and today's usage) in one transaction, with the final counts of
+    /// days that ended since their last flush.
+    pub(crate) fn flush(
+        &self,
+        counters: &[(String, String, QuotaState)],
+        ended: &[EndedDay],
+    ) -> Result<(), String> {
+        self.note(self.flush_inner(counters, ended))
     }
 
     /// Every record of a table that reads, skipping damaged ones (for [`recover`]).
@@ -576,6 +584,21 @@ impl Store {
                 q.remove(k.as_str())
                     .map_err(|err| e("write quotas", &self.path, err))?;
             }
+            // Its daily usage ("plan|day|key"): GetUsage no longer lists it.
+            let mut u = w
+                .open_table(USAGE)
+                .map_err(|err| e("write usage", &self.path, err))?;
+            let doomed: Vec<String> = u
+                .iter()
+                .map_err(|err| e("read usage", &self.path, err))?
+                .filter_map(|i| i.ok())
+                .map(|(k, _)| k.value().to_string())
+                .filter(|k| k.splitn(3, '|').nth(2) == Some(id))
+                .collect();
+            for k in doomed {
+                u.remove(k.as_str())
+                    .map_err(|err| e("write usage", &self.path, err))?;
+            }
         }
         w.commit().map_err(|err| e("commit", &self.path, err))?;
         Ok(existed)
@@ -604,9 +627,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes counters and today's usage in one transaction.
-    fn flush_inner(&self, counters: &[(String, String, QuotaState)]) -> Result<(), String> {
-        if counters.is_empty() {
+    /// Writes counters, today's usage and ended days' in one transaction.
+    fn flush_inner(
+        &self,
+        counters: &[(String, String, QuotaState)],
+        ended: &[EndedDay],
+    ) -> Result<(), String> {
+        if counters.is_empty() && ended.is_empty() {
             return Ok(());
         }
         let w = self
@@ -626,6 +653,11 @@ impl Store {
                     .map_err(|err| e("write quotas", &self.path, err))?;
                 let day = crate::throttle::day_string(st.day);
                 u.insert(format!("{plan}|{day}|{id}").as_str(), st.day_used)
+                    .map_err(|err| e("write usage", &self.path, err))?;
+            }
+            for (plan, id, day, n) in ended {
+                let day = crate::throttle::day_string(*day);
+                u.insert(format!("{plan}|{day}|{id}").as_str(), *n)
                     .map_err(|err| e("write usage", &self.path, err))?;
             }
         }
@@ -699,16 +731,19 @@ mod tests {
                 created: 1,
             };
             s.put_keys(&[k]).unwrap();
-            s.flush(&[(
-                "gold".into(),
-                "abc".into(),
-                QuotaState {
-                    period: 5,
-                    used: 42,
-                    day: 20_000,
-                    day_used: 7,
-                },
-            )])
+            s.flush(
+                &[(
+                    "gold".into(),
+                    "abc".into(),
+                    QuotaState {
+                        period: 5,
+                        used: 42,
+                        day: 20_000,
+                        day_used: 7,
+                    },
+                )],
+                &[],
+            )
             .unwrap();
         }
         let s = Store::open(&d).unwrap();
@@ -722,6 +757,7 @@ mod tests {
         assert!(s.delete_key("abc").unwrap());
         assert!(s.keys().unwrap().is_empty());
         assert!(s.quotas().unwrap().is_empty());
+        assert!(s.usage("gold", &day, &day, None).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&d);
     }
 

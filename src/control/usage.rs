@@ -21,9 +21,11 @@ impl Control {
         end: &str,
     ) -> Result<(crate::config::Plan, Vec<String>), OpError> {
         let p = self.plan(plan)?.clone();
-        let (Some(s), Some(e)) = (throttle::parse_day(start), throttle::parse_day(end)) else {
-            return Err(bad("startDate and endDate: dates as YYYY-MM-DD"));
+        let day = |name: &str, v: &str| {
+            throttle::parse_day(v)
+                .ok_or_else(|| bad(format!("{name}: {v:?} is not a date as YYYY-MM-DD")))
         };
+        let (s, e) = (day("startDate", start)?, day("endDate", end)?);
         if e < s || e - s > 366 {
             return Err(bad(
                 "endDate must be on or after startDate, at most a year later",
@@ -179,39 +181,7 @@ impl Control {
 
     /// Writes changed counters to the state store.
     pub(crate) fn flush(&self) -> Result<(), String> {
-        let batch: Vec<(String, String, QuotaState)> = {
-            let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
-            cells
-                .iter()
-                .filter(|(_, c)| c.dirty.swap(false, Ordering::Relaxed))
-                .map(|((plan, id), c)| {
-                    let st = QuotaState {
-                        period: c.period.load(Ordering::Relaxed) as i64,
-                        used: c.used.load(Ordering::Relaxed),
-                        day: c.day.load(Ordering::Relaxed) as i64,
-                        day_used: c.day_used.load(Ordering::Relaxed),
-                    };
-                    (plan.to_string(), id.to_string(), st)
-                })
-                .collect()
-        };
-        // Nothing counted since the last flush: nothing to write (and no error to report
-        // while the store is being reopened).
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let r = self.store().and_then(|s| s.flush(&batch));
-        if r.is_err() {
-            // Not saved: mark them again, so the next flush writes their (then current) values.
-            let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
-            for (plan, id, _) in &batch {
-                let key = (Arc::from(plan.as_str()), Arc::from(id.as_str()));
-                if let Some(c) = cells.get(&key) {
-                    c.dirty.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-        r
+        flush_cells(&self.shared.quotas, || self.store())
     }
 
     /// Drops per-key buckets that no shard holds and that have been full for a while.
@@ -226,6 +196,64 @@ impl Control {
             Arc::strong_count(b) > 1 || b.idle_for(now) < crate::shard::KEY_LEASE_IDLE_NS
         });
     }
+}
+
+/// `Shared::quotas`: shared with the shards, which lock it only on their first use of a key.
+#[allow(clippy::disallowed_types)]
+type SharedQuotas = std::sync::Mutex<crate::shard::QuotaCells>;
+
+/// Writes to the state store the counters of the cells that changed, and the final count of
+/// a day that ended since it was last written: its requests after the day's last flush are
+/// counted in the cell's `prev_day` only. What the store did not take is written next time.
+fn flush_cells<'s>(
+    quotas: &SharedQuotas,
+    store: impl FnOnce() -> Result<&'s store::Store, String>,
+) -> Result<(), String> {
+    let mut ended: Vec<store::EndedDay> = Vec::new();
+    let mut ended_cells: Vec<(Arc<QuotaCell>, u64)> = Vec::new();
+    let batch: Vec<(String, String, QuotaState)> = {
+        let cells = quotas.lock().unwrap_or_else(|e| e.into_inner());
+        cells
+            .iter()
+            .filter_map(|((plan, id), c)| {
+                if let Some((day, n, word)) = c.prev_day_unsaved() {
+                    ended.push((plan.to_string(), id.to_string(), day, n));
+                    ended_cells.push((c.clone(), word));
+                }
+                if !c.dirty.swap(false, Ordering::Relaxed) {
+                    return None;
+                }
+                let st = QuotaState {
+                    period: c.period.load(Ordering::Relaxed) as i64,
+                    used: c.used.load(Ordering::Relaxed),
+                    day: c.day.load(Ordering::Relaxed) as i64,
+                    day_used: c.day_used.load(Ordering::Relaxed),
+                };
+                Some((plan.to_string(), id.to_string(), st))
+            })
+            .collect()
+    };
+    // Nothing counted since the last flush: nothing to write (and no error to report while
+    // the store is being reopened).
+    if batch.is_empty() && ended.is_empty() {
+        return Ok(());
+    }
+    let r = store().and_then(|s| s.flush(&batch, &ended));
+    if r.is_ok() {
+        for (c, word) in ended_cells {
+            c.prev_day_saved(word);
+        }
+    } else {
+        // Not saved: mark them again, so the next flush writes their (then current) values.
+        let cells = quotas.lock().unwrap_or_else(|e| e.into_inner());
+        for (plan, id, _) in &batch {
+            let key = (Arc::from(plan.as_str()), Arc::from(id.as_str()));
+            if let Some(c) = cells.get(&key) {
+                c.dirty.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    r
 }
 
 /// The first day of the quota period `day` falls in.
@@ -275,7 +303,55 @@ fn remaining_by_day(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use crate::config::{Period, Quota};
+    use crate::control::store::Store;
+    use crate::throttle::{day_string, QuotaCell};
+
+    #[test]
+    fn a_days_last_requests_reach_the_store_once_the_next_day_began() {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-usage-{}-{}",
+            std::process::id(),
+            crate::throttle::now_ns()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir).unwrap();
+        let cell = Arc::new(QuotaCell::new(0, 0, 0, 0));
+        let quotas = super::SharedQuotas::default();
+        quotas
+            .lock()
+            .unwrap()
+            .insert((Arc::from("gold"), Arc::from("k1")), cell.clone());
+        let q = Some(Quota {
+            limit: 1000,
+            period: Period::Month,
+        });
+        let day = crate::throttle::parse_day("2026-12-05").unwrap();
+        let usage = |day: i64| {
+            let d = day_string(day);
+            store.usage("gold", &d, &d, None).unwrap()
+        };
+        let row = |day: i64, n: u64| vec![("k1".to_string(), day_string(day), n)];
+        cell.take(q, day).unwrap();
+        cell.take(q, day).unwrap();
+        super::flush_cells(&quotas, || Ok(&store)).unwrap();
+        assert_eq!(usage(day), row(day, 2));
+        // One more in the day's last second, then the next day's first request before the
+        // next flush: the day's report has all three.
+        cell.take(q, day).unwrap();
+        cell.take(q, day + 1).unwrap();
+        let down = super::flush_cells(&quotas, || Err("down".to_string()));
+        assert!(down.is_err());
+        assert_eq!(usage(day), row(day, 2));
+        // What a failed flush did not write, the next one does.
+        super::flush_cells(&quotas, || Ok(&store)).unwrap();
+        assert_eq!(usage(day), row(day, 3));
+        assert_eq!(usage(day + 1), row(day + 1, 1));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn each_day_says_what_its_period_had_left() {

@@ -7,8 +7,9 @@ use crate::error::{Error, Kind, RateInfo};
 use crate::shard::{Shard, ShardSnap};
 use crate::throttle::lease::{Decision, Lease};
 
-/// A stable id for a per-key bucket: the same on every shard.
-fn key_bucket_id(key: &str, plan: &str, route: Option<usize>) -> u64 {
+/// A stable id for a per-key bucket: the same on every shard. `route` is the plan's bucket
+/// for the route ([`crate::config::RouteThrottle::bucket`]), `None` for the plan's own.
+fn key_bucket_id(key: &str, plan: &str, route: Option<u64>) -> u64 {
     ahash::RandomState::with_seeds(11, 22, 33, 44).hash_one((key, plan, route))
 }
 
@@ -129,11 +130,13 @@ pub(crate) async fn throttle(
         let route_rate = plan
             .route_throttle
             .iter()
-            .find(|(a, ri, _)| *a == api && *ri == route)
-            .map(|&(_, _, rate)| rate);
-        for (rate, on_route) in [(route_rate, true), (plan.throttle, false)] {
-            let Some(rate) = rate else { continue };
-            let id = key_bucket_id(k, &plan.name, on_route.then_some(route));
+            .find(|t| t.at == (api, stage, route))
+            .map(|t| (t.rate, Some(t)));
+        for limit in [route_rate, plan.throttle.map(|r| (r, None))] {
+            let Some((rate, on_route)) = limit else {
+                continue;
+            };
+            let id = key_bucket_id(k, &plan.name, on_route.map(|t| t.bucket));
             let d = match cluster {
                 None => shard.key_lease(id, rate).take(crate::throttle::now_ns()),
                 Some(c) => {
@@ -148,8 +151,8 @@ pub(crate) async fn throttle(
                             .take(now)
                     };
                     let name = || {
-                        if on_route {
-                            format!("key:{}:{}:{}", plan.name, k, r.key)
+                        if let Some(t) = on_route {
+                            format!("key:{}:{}:{}", plan.name, k, t.name)
                         } else {
                             format!("key:{}:{}", plan.name, k)
                         }

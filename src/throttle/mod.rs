@@ -35,8 +35,20 @@ pub fn day_string(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Parses "2026-11-22" into a day number.
+/// Parses "2026-11-22" into a day number: exactly YYYY-MM-DD, as [`day_string`] writes it
+/// (the state store compares days as text).
 pub(crate) fn parse_day(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() != 10
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !digits(0..4)
+        || !digits(5..7)
+        || !digits(8..10)
+    {
+        return None;
+    }
     let mut it = s.split('-');
     let y: i64 = it.next()?.parse().ok()?;
     let m: u32 = it.next()?.parse().ok()?;
@@ -103,6 +115,9 @@ pub(crate) struct QuotaCell {
     /// count`: read together, never one day's count with another day): for the fleet's usage
     /// reports, which send a day's last requests after it ended.
     pub prev_day: AtomicU64,
+    /// The `prev_day` word the state store last got: a day's last requests, counted after its
+    /// last flush, are written once it ended.
+    pub prev_saved: AtomicU64,
     /// Set on every change, cleared by the flusher.
     pub dirty: AtomicBool,
     /// With `[cluster]`: the quota period (plus one; 0 for none) in which Redis answered
@@ -128,6 +143,22 @@ impl QuotaCell {
         (w >> 40, w & PREV_COUNT)
     }
 
+    /// The day before `day` and its final count when the state store has not had them yet,
+    /// with the word to hand to [`QuotaCell::prev_day_saved`] once it has.
+    pub(crate) fn prev_day_unsaved(&self) -> Option<(i64, u64, u64)> {
+        let w = self.prev_day.load(Ordering::Relaxed);
+        (w != self.prev_saved.load(Ordering::Relaxed) && w & PREV_COUNT != 0).then_some((
+            (w >> 40) as i64,
+            w & PREV_COUNT,
+            w,
+        ))
+    }
+
+    /// The state store has the day before's count as `word` says.
+    pub(crate) fn prev_day_saved(&self, word: u64) {
+        self.prev_saved.store(word, Ordering::Relaxed);
+    }
+
     pub(crate) fn new(period: i64, used: u64, day: i64, day_used: u64) -> QuotaCell {
         QuotaCell {
             period: AtomicU64::new(period as u64),
@@ -135,6 +166,7 @@ impl QuotaCell {
             day: AtomicU64::new(day as u64),
             day_used: AtomicU64::new(day_used),
             prev_day: AtomicU64::new(0),
+            prev_saved: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             fleet_spent: AtomicU64::new(0),
             fleet_spent_limit: AtomicU64::new(0),
@@ -233,6 +265,15 @@ mod tests {
         assert_eq!(parse_day("2026-11-22"), Some(days_from_civil(2026, 11, 22)));
         assert_eq!(parse_day("2026-02-30"), None);
         assert_eq!(parse_day("yesterday"), None);
+        for unpadded in [
+            "2026-11-2",
+            "2026-1-22",
+            "+2026-11-22",
+            "02026-11-22",
+            "2026-11-22 ",
+        ] {
+            assert_eq!(parse_day(unpadded), None, "{unpadded}");
+        }
     }
 
     #[test]

@@ -334,16 +334,20 @@ impl Objects {
                 let mut hit = plan.stages[..before]
                     .iter()
                     .any(|&(ai, _)| cfg.apis[ai].routes.iter().any(|r| &r.key == rk));
-                for &(ai, _) in &plan.stages[before..] {
-                    if let Some(ri) = cfg.apis[ai].routes.iter().position(|r| &r.key == rk) {
+                for &(ai, si) in &plan.stages[before..] {
+                    let a = &cfg.apis[ai];
+                    if let Some(ri) = a.routes.iter().position(|r| &r.key == rk) {
                         hit = true;
-                        if !plan
-                            .route_throttle
-                            .iter()
-                            .any(|&(a, r, _)| a == ai && r == ri)
-                        {
-                            plan.route_throttle.push((ai, ri, *rate));
-                        }
+                        let stage = &a.stages[si].name;
+                        let stage = stage.strip_suffix(CANARY).unwrap_or(stage);
+                        plan.route_throttle.push(crate::config::RouteThrottle::new(
+                            &plan.name,
+                            &a.name,
+                            stage,
+                            rk,
+                            (ai, si, ri),
+                            *rate,
+                        ));
                     }
                 }
                 if !hit && plan.stages.len() > before {
