@@ -477,10 +477,11 @@ impl Gateway {
         // A successor may take over from this process (tollgate --take-over).
         let release_tx = ctl_tx.clone();
         let sock = upgrade::socket_path(&snap.config.server.state_dir);
-        // The previous process's usage, counted while it drained, arrives later.
-        if let Some(h) = handover {
+        // The previous process's usage, counted while it drained, arrives later (once this
+        // one serves and says so, below).
+        let predecessor = handover.map(|h| {
             let tx = ctl_tx.clone();
-            h.await_usage(move |json| {
+            (h, move |json: String| {
                 match serde_json::from_str::<Vec<control::UsageDelta>>(&json) {
                     Ok(d) => {
                         let _ = tx.send(ControlMsg::AddUsage(d));
@@ -489,22 +490,29 @@ impl Gateway {
                         tracing::warn!(error = %e, "usage from the previous process unreadable")
                     }
                 }
-            });
-        }
+            })
+        });
         let (usage_tx, usage_rx) = std::sync::mpsc::channel::<String>();
         let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = released.clone();
         let served = upgrade::serve(
             sock.clone(),
             offer,
-            move || {
-                let (tx, rx) = flume::bounded(1);
-                release_tx
-                    .send(ControlMsg::Release(tx))
-                    .map_err(|_| "the control plane is gone".to_string())?;
-                rx.recv()
-                    .map_err(|_| "the control plane is gone".to_string())??;
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            move |step| {
+                let gone = |_| "the control plane is gone".to_string();
+                match step {
+                    upgrade::Step::Release => {
+                        let (tx, rx) = flume::bounded(1);
+                        release_tx.send(ControlMsg::Release(tx)).map_err(gone)?;
+                        rx.recv()
+                            .map_err(|_| "the control plane is gone".to_string())??;
+                    }
+                    upgrade::Step::Commit => {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        release_tx.send(ControlMsg::Commit).map_err(gone)?;
+                    }
+                    upgrade::Step::Abort => release_tx.send(ControlMsg::Abort).map_err(gone)?,
+                }
                 Ok(())
             },
             usage_rx,
@@ -568,6 +576,12 @@ impl Gateway {
                 tracing::info!("stopped");
             })
             .map_err(|e| StartError(format!("cannot start control thread: {e}")))?;
+        if let Some((mut h, apply)) = predecessor {
+            // Serving: the previous process stops accepting and drains. Until now a failure
+            // (the `?`s above) closed the session and it took its store back.
+            h.commit().map_err(StartError)?;
+            h.await_usage(apply);
+        }
         Ok(Gateway {
             upgrade_thread,
             shared: shared_for_gateway,

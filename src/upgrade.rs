@@ -12,7 +12,11 @@
 //! Protocol, one line each way per step, on `{state_dir}/upgrade.sock`:
 //! new → `HELLO`; old → a JSON line `{"listeners":[["addr",n],...],"admin":"addr"|null}`
 //! with the descriptors attached (each listener's `n` sockets in order, then the admin's);
-//! new → `RELEASE` once it is ready to serve; old → `RELEASED` once the store is closed.
+//! new → `RELEASE` once its config is loaded; old → `RELEASED` once the store is closed (it
+//! serves on meanwhile); new → `COMMIT` once it serves (old stops accepting and drains). A
+//! new process that fails before `COMMIT` (its store cannot be opened, its config clashes
+//! with what the store holds) closes the connection: the old one takes its store back and
+//! serves on, so a failed take-over never leaves the addresses without a server.
 
 use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
 use std::net::SocketAddr;
@@ -76,13 +80,22 @@ impl Serving {
     }
 }
 
-/// Serves take-over requests on `path` from a thread of its own. `release` is called when a
-/// successor is ready: it stops accepting, closes the state store and returns once done (or
-/// why it could not). After one successful release the thread ends.
+/// What the take-over thread asks of the running gateway's control plane.
+pub(crate) enum Step {
+    /// Close the state store for the successor (and answer once done, or why not).
+    Release,
+    /// The successor serves: stop accepting and drain.
+    Commit,
+    /// The successor failed after the release: take the store back and serve on.
+    Abort,
+}
+
+/// Serves take-over requests on `path` from a thread of its own: `step` carries each step of
+/// a session to the control plane. After one committed hand-over the thread ends.
 pub(crate) fn serve(
     path: PathBuf,
     offer: Offer,
-    release: impl Fn() -> Result<(), String> + Send + 'static,
+    step: impl Fn(Step) -> Result<(), String> + Send + 'static,
     usage: std::sync::mpsc::Receiver<String>,
 ) -> std::io::Result<Serving> {
     // A socket file left by a process that is gone (the double-start check has already
@@ -122,7 +135,7 @@ pub(crate) fn serve(
                         continue;
                     }
                 };
-                match hand_over(&conn, &offer, &release, &path) {
+                match hand_over(&conn, &offer, &step) {
                     Ok(Session::Released) => {
                         // Once drained: what was counted since the hand-over, one line.
                         if let Ok(line) = usage.recv() {
@@ -155,8 +168,7 @@ enum Session {
 fn hand_over(
     conn: &UnixStream,
     offer: &Offer,
-    release: &impl Fn() -> Result<(), String>,
-    path: &Path,
+    step: &impl Fn(Step) -> Result<(), String>,
 ) -> Result<Session, String> {
     conn.set_read_timeout(Some(STEP_TIMEOUT))
         .map_err(|e| e.to_string())?;
@@ -211,13 +223,25 @@ fn hand_over(
     if line.trim() != "RELEASE" {
         return Err(format!("unexpected {:?}", line.trim()));
     }
-    tracing::info!("handing over: no longer accepting; releasing the state store");
-    release()?;
-    // The successor binds its own socket file once it hears this: remove ours first.
-    let _ = std::fs::remove_file(path);
+    tracing::info!(
+        "handing over: releasing the state store (serving on until the new process serves)"
+    );
+    step(Step::Release)?;
+    // The successor binds its own socket file (in place of this one's) as it starts.
     let mut w = conn;
-    w.write_all(b"RELEASED\n").map_err(|e| e.to_string())?;
-    Ok(Session::Released)
+    let sent = w.write_all(b"RELEASED\n");
+    // Then it opens the store and starts: however long that takes, this process serves.
+    let _ = conn.set_read_timeout(None);
+    line.clear();
+    let read = sent.and_then(|_| lines.read_line(&mut line));
+    if matches!(read, Ok(n) if n > 0) && line.trim() == "COMMIT" {
+        tracing::info!("the new process serves: no longer accepting; draining");
+        step(Step::Commit)?;
+        return Ok(Session::Released);
+    }
+    tracing::warn!("the new gateway process did not start after the state store was released: taking the store back; still serving");
+    step(Step::Abort)?;
+    Ok(Session::GaveUp)
 }
 
 /// The successor's side: the sockets received, and the session that releases the store.
@@ -333,8 +357,15 @@ impl TakeOver {
             });
     }
 
-    /// Asks the running gateway to stop accepting and close the state store; returns once it
-    /// has.
+    /// Tells the running gateway that this process serves: it stops accepting and drains.
+    /// (Dropped without it, the running gateway takes its store back and serves on.)
+    pub(crate) fn commit(&mut self) -> Result<(), String> {
+        (&self.conn)
+            .write_all(b"COMMIT\n")
+            .map_err(|e| format!("--take-over: {e}"))
+    }
+
+    /// Asks the running gateway to close the state store; returns once it has.
     pub(crate) fn release(&mut self) -> Result<(), String> {
         (&self.conn)
             .write_all(b"RELEASE\n")

@@ -867,6 +867,47 @@ fn take_over_upgrades_lose_no_request() {
         old.child.try_wait().unwrap().is_none(),
         "the running gateway stopped"
     );
+    // One that fails after the store was released to it: its file's key has the value of a
+    // key made through the admin API (found only once the store is open). The running
+    // gateway takes its store back and serves on: requests, and admin writes.
+    const RUNTIME: &str = "runtime-key-0123456789abcdef";
+    let r = admin_post(
+        admin_addr,
+        "POST",
+        "/apikeys",
+        &format!(r#"{{"name": "rt", "value": "{RUNTIME}", "plan": "p"}}"#),
+        "t0ken",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[[api_keys]]\nname = \"clash\"\nvalue = \"{RUNTIME}\"\nplan = \"p\"\n",
+            toml("never", None)
+        ),
+    )
+    .unwrap();
+    let mut bad = Proc::start_with(&path, &env, &["--take-over"]);
+    bad.wait_for("took over the listening sockets and the state store");
+    assert!(!bad.child.wait().unwrap().success());
+    old.wait_for("the new gateway process did not start after the state store was released: taking the store back; still serving");
+    assert_eq!(get_keyed(addr, KEY), "gen5");
+    assert!(
+        eventually(Duration::from_secs(5), || admin_post(
+            admin_addr,
+            "POST",
+            "/apikeys",
+            r#"{"name": "after", "plan": "p"}"#,
+            "t0ken"
+        )
+        .status
+            == 201),
+        "the store is the running gateway's again"
+    );
+    assert!(
+        old.child.try_wait().unwrap().is_none(),
+        "the running gateway stopped"
+    );
 
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ok1, failed1) = fresh.join().unwrap();
@@ -900,6 +941,13 @@ fn take_over_upgrades_lose_no_request() {
     );
     old.signal("TERM");
     assert!(old.child.wait().unwrap().success());
+}
+
+/// An admin API call with a body and a bearer token of its own.
+fn admin_post(addr: SocketAddr, method: &str, path: &str, body: &str, token: &str) -> Resp {
+    Client::connect(addr).request(
+        format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+    )
 }
 
 static KEYED_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -48,7 +48,7 @@ pub(crate) async fn serve(
         // Once a successor took over, it answers on this socket: stop accepting here (an
         // accept already under way ends with its connection, which is served).
         let handed = async {
-            while !ctl.borrow().released() {
+            while !ctl.borrow().handed_over() {
                 crate::driver::time::sleep(Duration::from_millis(20)).await;
             }
         };

@@ -10,6 +10,7 @@
 
 mod access;
 pub(crate) mod fleet;
+mod handover;
 mod health;
 mod jwks;
 mod keys;
@@ -20,6 +21,7 @@ pub(crate) mod store;
 mod usage;
 
 pub(crate) use access::{AccessKeyUpdate, NewAccessKey};
+pub(crate) use handover::{final_flush, UsageDelta};
 pub(crate) use health::start_health_checks;
 use keys::key_table;
 pub(crate) use keys::NewKey;
@@ -52,8 +54,12 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) enum ControlMsg {
     Reload(Option<flume::Sender<Result<u64, Vec<String>>>>),
     Shutdown,
-    /// A successor takes over: stop accepting, flush and close the state store, answer, drain.
+    /// A successor takes over: flush and close the state store, answer (serving on).
     Release(flume::Sender<Result<(), String>>),
+    /// The successor serves: stop accepting and drain.
+    Commit,
+    /// The successor failed to start after the release: reopen the store, serve on.
+    Abort,
     /// Usage a predecessor counted after it handed over the store.
     AddUsage(Vec<UsageDelta>),
 }
@@ -123,6 +129,8 @@ pub(crate) struct Control {
     store_broken: bool,
     /// The store was handed to a successor (no more flushes here).
     released: bool,
+    /// The successor serves (it answers the admin API now, on the same socket).
+    handed_over: bool,
     /// The usage counters as they were flushed for the successor: what the drain counts
     /// after that goes to the successor as deltas ([`final_flush`]).
     released_at: ahash::AHashMap<(Arc<str>, Arc<str>), [u64; 4]>,
@@ -289,6 +297,7 @@ impl ControlInit {
             store: Some(self.store),
             store_broken: false,
             released: false,
+            handed_over: false,
             released_at: Default::default(),
             store_failures: 0,
             store_reopens: 0,
@@ -332,45 +341,6 @@ impl Control {
             }
             Err(e) => tracing::debug!(error = %e, "state store still failing"),
         }
-    }
-
-    /// Flushes the usage counters and closes the state store for a successor.
-    fn release_store(&mut self) -> Result<(), String> {
-        // One snapshot is both what the store gets and what later deltas count from: shards
-        // keep counting meanwhile, and no request may fall between the two.
-        let snap = self.counters();
-        let batch: Vec<(String, String, QuotaState)> = snap
-            .iter()
-            .map(|((plan, id), [period, used, day, day_used])| {
-                let st = QuotaState {
-                    period: *period as i64,
-                    used: *used,
-                    day: *day as i64,
-                    day_used: *day_used,
-                };
-                (plan.to_string(), id.to_string(), st)
-            })
-            .collect();
-        // A day that ended since its last flush: its final count (it changes no more).
-        let ended: Vec<store::EndedDay> = {
-            let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
-            cells
-                .iter()
-                .filter_map(|((plan, id), c)| {
-                    let (day, n, _) = c.prev_day_unsaved()?;
-                    Some((plan.to_string(), id.to_string(), day, n))
-                })
-                .collect()
-        };
-        let r = self.store().and_then(|s| s.flush(&batch, &ended));
-        self.store = None;
-        if let Some(link) = &self.fleet {
-            link.give_up_usage();
-        }
-        self.released = true;
-        self.released_at = snap;
-        tracing::info!("state store flushed and closed for the new process");
-        r
     }
 
     fn store(&self) -> Result<&Store, String> {
@@ -529,8 +499,8 @@ impl Control {
     }
 
     /// Whether a successor took over (it serves the admin API now, on the same socket).
-    pub(crate) fn released(&self) -> bool {
-        self.released
+    pub(crate) fn handed_over(&self) -> bool {
+        self.handed_over
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -642,8 +612,8 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
             }
         }
     });
-    // Runs until a shutdown or release message, or until every sender is gone.
-    let mut release = None;
+    // Runs until a shutdown or a successor's commit, or until every sender is gone.
+    let mut release = false;
     loop {
         match rx.recv_async().await {
             Ok(ControlMsg::Reload(reply)) => {
@@ -653,8 +623,24 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
                 }
             }
             Ok(ControlMsg::Release(reply)) => {
-                release = Some(reply);
+                // The successor opens the store next: flush what was counted, close it. This
+                // process serves on (accepting too) until the successor says it serves.
+                let r = ctl.borrow_mut().release_store();
+                if r.is_err() {
+                    ctl.borrow_mut().take_store_back();
+                }
+                let _ = reply.send(r);
+            }
+            Ok(ControlMsg::Commit) if ctl.borrow().released => {
+                ctl.borrow_mut().handed_over = true;
+                release = true;
                 break;
+            }
+            Ok(ControlMsg::Commit) => {}
+            Ok(ControlMsg::Abort) => {
+                if ctl.borrow().released {
+                    ctl.borrow_mut().take_store_back();
+                }
             }
             Ok(ControlMsg::AddUsage(deltas)) => {
                 let n: u64 = deltas.iter().map(|d| d.used).sum();
@@ -674,7 +660,7 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
         c.shared.draining.store(true, Ordering::Relaxed);
         c.live.set(u64::MAX);
         let msg = || {
-            if release.is_some() {
+            if release {
                 ShardMsg::SoftDrain
             } else {
                 ShardMsg::Drain
@@ -684,11 +670,6 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
             let _ = s.send(msg());
         }
     }
-    if let Some(reply) = release {
-        // The successor opens the store next: flush what was counted, close it.
-        let r = ctl.borrow_mut().release_store();
-        let _ = reply.send(r);
-    }
     // The admin API (and its /ping, now 503) stays up while the shards drain.
     while !shards_done() {
         crate::driver::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -697,94 +678,4 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     if let Some(link) = link {
         fleet::push_last_usage(&ctl, &link).await;
     }
-}
-
-/// Usage counted by a process after it handed its store to a successor, for the successor
-/// to add to its own counters: per plan and key, the period and day it was counted in and how
-/// much.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) struct UsageDelta {
-    pub plan: String,
-    pub key: String,
-    pub period: u64,
-    pub used: u64,
-    pub day: u64,
-    pub day_used: u64,
-}
-
-impl Control {
-    /// Every quota cell's (period, used, day, day_used).
-    fn counters(&self) -> ahash::AHashMap<(Arc<str>, Arc<str>), [u64; 4]> {
-        let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
-        cells
-            .iter()
-            .map(|(k, c)| {
-                let v = [
-                    c.period.load(Ordering::Relaxed),
-                    c.used.load(Ordering::Relaxed),
-                    c.day.load(Ordering::Relaxed),
-                    c.day_used.load(Ordering::Relaxed),
-                ];
-                (k.clone(), v)
-            })
-            .collect()
-    }
-
-    /// Adds usage a predecessor counted after handing over its store.
-    pub(crate) fn add_usage(&self, deltas: &[UsageDelta]) {
-        let mut cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
-        for d in deltas {
-            let key = (Arc::from(d.plan.as_str()), Arc::from(d.key.as_str()));
-            let cell = cells
-                .entry(key)
-                .or_insert_with(|| Arc::new(QuotaCell::new(d.period as i64, 0, d.day as i64, 0)));
-            if cell.period.load(Ordering::Relaxed) == d.period {
-                cell.used.fetch_add(d.used, Ordering::Relaxed);
-            }
-            if cell.day.load(Ordering::Relaxed) == d.day {
-                cell.day_used.fetch_add(d.day_used, Ordering::Relaxed);
-            }
-            cell.dirty.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-/// The last flush, after the shards have stopped: a clean shutdown loses no usage. Then the
-/// store is closed, releasing its file lock. A process that handed its store to a successor
-/// returns what it counted since, for the successor to add.
-pub(crate) fn final_flush(ctl: &mut Control) -> Option<Vec<UsageDelta>> {
-    if ctl.released {
-        let deltas = ctl
-            .counters()
-            .into_iter()
-            .filter_map(|((plan, key), [period, used, day, day_used])| {
-                let before = ctl.released_at.get(&(plan.clone(), key.clone()));
-                let [bp, bu, bd, bdu] = before.copied().unwrap_or([period, 0, day, 0]);
-                let used = if bp == period {
-                    used.saturating_sub(bu)
-                } else {
-                    used
-                };
-                let day_used = if bd == day {
-                    day_used.saturating_sub(bdu)
-                } else {
-                    day_used
-                };
-                (used > 0 || day_used > 0).then(|| UsageDelta {
-                    plan: plan.to_string(),
-                    key: key.to_string(),
-                    period,
-                    used,
-                    day,
-                    day_used,
-                })
-            })
-            .collect();
-        return Some(deltas);
-    }
-    if let Err(e) = ctl.flush() {
-        tracing::error!(error = %e, "usage counters not saved at shutdown");
-    }
-    ctl.store = None;
-    None
 }

@@ -349,6 +349,11 @@ impl Link {
         self.usage_given_up.set(true);
     }
 
+    /// The successor did not take over: this process sends the counts again.
+    pub(crate) fn take_usage_back(&self) {
+        self.usage_given_up.set(false);
+    }
+
     /// A plan's usage over the fleet, per key and day (`days` as YYYY-MM-DD, `key` one key or
     /// all): (key, day, requests); and each key's count of its current quota period.
     pub(crate) async fn usage(
