@@ -654,18 +654,7 @@ impl Control {
                 }));
             }
             for p in &d.pending {
-                // Served when the compiled configuration maps that base path of the host to
-                // that API's stage.
-                let c = &self.compiled.config;
-                let serving = c.domains.iter().filter(|x| x.host == d.host).any(|x| {
-                    x.mappings.iter().any(|m| {
-                        m.base_path == p.base_path
-                            && c.apis.get(m.api).is_some_and(|a| {
-                                a.name == p.api
-                                    && a.stages.get(m.stage).is_some_and(|s| s.name == p.stage)
-                            })
-                    })
-                });
+                let serving = self.serving(&d.host, &p.base_path, &p.api, &p.stage);
                 items.push(json!({
                     "host": crate::config::host_text(&d.host),
                     "base_path": p.base_path.join("/"),
@@ -674,12 +663,36 @@ impl Control {
             }
         }
         for m in self.objects.mappings.values() {
+            let serving = crate::config::host_pattern(&m.host)
+                .and_then(|h| Ok((h, crate::config::base_path(&m.base_path)?)))
+                .is_ok_and(|(h, b)| self.serving(&h, &b, &m.api, &m.stage));
             items.push(json!({
                 "id": m.id, "host": m.host, "base_path": m.base_path, "api": m.api,
-                "stage": m.stage, "source": "admin",
+                "stage": m.stage, "source": "admin", "serving": serving,
             }));
         }
         json!({ "items": items })
+    }
+
+    /// Whether the configuration served maps that base path of the host to that API's stage.
+    fn serving(
+        &self,
+        host: &crate::config::HostPattern,
+        base: &[String],
+        api: &str,
+        stage: &str,
+    ) -> bool {
+        let c = &self.compiled.config;
+        let named = |ai: usize, si: usize| {
+            c.apis
+                .get(ai)
+                .is_some_and(|a| a.name == api && a.stages.get(si).is_some_and(|s| s.name == stage))
+        };
+        c.domains
+            .iter()
+            .filter(|x| &x.host == host)
+            .flat_map(|x| &x.mappings)
+            .any(|m| m.base_path == base && named(m.api, m.stage))
     }
 
     /// `POST /domains`: `{host, base_path, api, stage}` (Amazon's API mappings).
