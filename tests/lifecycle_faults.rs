@@ -111,3 +111,38 @@ fn a_stage_or_canary_that_stops_compiling_is_left_out_alone() {
     // The file's own hosts are served as before.
     assert_eq!(on(&g, "www.example.test", "/v").text(), "orders");
 }
+
+#[test]
+fn a_refused_canary_is_named_as_the_admin_api_names_it() {
+    let (a, b) = (
+        Upstream::start(|_| respond(200, "a")),
+        Upstream::start(|_| respond(200, "b")),
+    );
+    let g = Gw::start(&toml(&a, &b, true));
+    let (_d1, d2) = shop(&g);
+    stage(&g, "prod", &d2, "http://a");
+    map(&g, "shop.example.test", "prod");
+    map(&g, "www.shop.test", "prod");
+    for (overrides, want) in [
+        (
+            json!({"backend": "http://a#"}),
+            "in stages[\"prod\"].canary (stage_variable_overrides.backend = \"http://a#\"): host \"a#\"",
+        ),
+        (
+            json!({"color": 5}),
+            "apis[\"shop\"].stages[\"prod\"].canary.stage_variable_overrides.color: invalid type: integer `5`, expected a string",
+        ),
+    ] {
+        let canary = json!({"canary": {"deployment": d2, "percent_traffic": 10.0, "stage_variable_overrides": overrides}});
+        let r = call(&g, "PATCH", "/apis/shop/stages/prod", canary);
+        assert_eq!(r.status, 400, "{}", r.text());
+        let message = r.json()["message"].as_str().unwrap().to_string();
+        assert!(message.contains(want), "{want}: {message}");
+        // Only the canary's own error: no name it is checked under, no place in a list,
+        // no mapping said to have lost its stage.
+        for not in ["__canary", "stages[0]", "domain mapping", "; "] {
+            assert!(!message.contains(not), "{not}: {message}");
+        }
+        assert_eq!(on(&g, "shop.example.test", "/v").text(), "a");
+    }
+}

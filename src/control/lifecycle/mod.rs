@@ -450,8 +450,9 @@ impl Group<'_> {
         crate::config::runtime_api(self.cfg, &d.api, &d.definition, tables, self.base)
     }
 
-    /// Says `e`, the errors of `stages` compiled together; a canary's errors name it as the
-    /// admin API does.
+    /// Says `e`, the errors of `stages` compiled together, in the admin API's names: a
+    /// stage by its name (not its place in the list), a canary as `stages["prod"].canary`
+    /// and its overridden variables as `stage_variable_overrides`.
     fn fail(
         &self,
         stages: &[&RtStage],
@@ -459,14 +460,41 @@ impl Group<'_> {
         errors: &mut Vec<String>,
         failed: &mut BTreeSet<(String, String)>,
     ) {
+        let api = &self.deployment.api;
         for x in e {
             let mut x = format!("deployment {}: {x}", self.deployment.id);
-            for s in stages {
-                if let Some(of) = self.canary_of.get(&s.name) {
+            for (i, s) in stages.iter().enumerate() {
+                let Some(of) = self.canary_of.get(&s.name) else {
+                    let key = format!("stages[{:?}]", s.name);
                     x = x.replace(
-                        &format!("stages[{:?}]", s.name),
-                        &format!("stages[{:?}].canary", of.name),
+                        &format!("apis[{api:?}].stages[{i}]"),
+                        &format!("apis[{api:?}].{key}"),
                     );
+                    continue;
+                };
+                let key = format!("stages[{:?}].canary", of.name);
+                x = x
+                    .replace(
+                        &format!("apis[{api:?}].stages[{i}]"),
+                        &format!("apis[{api:?}].{key}"),
+                    )
+                    .replace(&format!("stages[{:?}]", s.name), &key)
+                    .replace(&format!("in stage {:?}", s.name), &format!("in {key}"));
+                let overrides = of.canary.iter().flat_map(|c| &c.stage_variable_overrides);
+                for (k, v) in overrides {
+                    x = x.replace(
+                        &format!("{key}.variables.{k}"),
+                        &format!("{key}.stage_variable_overrides.{k}"),
+                    );
+                    // A template the override went into: which override it was.
+                    if x.contains(&format!("in {key}"))
+                        && x.contains(&format!("stageVariables.{k}}}"))
+                    {
+                        x = x.replace(
+                            &format!("in {key}"),
+                            &format!("in {key} (stage_variable_overrides.{k} = {v})"),
+                        );
+                    }
                 }
             }
             if !errors.contains(&x) {
