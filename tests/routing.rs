@@ -242,6 +242,20 @@ fn hosts_and_base_paths_pick_the_api() {
         req(gw.addr(), "GET", "api.example.test", "/pets").status,
         404
     );
+    // An absolute name (one trailing dot) is the same host: its exact and wildcard domains
+    // serve it, the "*" domain does not.
+    for (host, path, want) in [
+        ("api.example.test.", "/v1/things", 200),
+        ("API.example.test.:8080", "/v1/things", 200),
+        ("api.example.test.", "/pets", 404),
+        ("a.wild.test.", "/things", 200),
+    ] {
+        let r = req(gw.addr(), "GET", host, path);
+        assert_eq!(r.status, want, "{host}{path}: {}", r.text());
+        if want == 200 {
+            assert_eq!(r.text(), "other-things", "{host}{path}");
+        }
+    }
     // A mock answer without its own content-type is JSON, as in Amazon API Gateway.
     let r = req(gw.addr(), "GET", "api.example.test", "/v1/things");
     assert_eq!(r.header("content-type"), Some("application/json"));
