@@ -417,3 +417,49 @@ fn route_keys_a_request_path_cannot_hold_are_refused_at_load() {
     let gw = Gw::start(&toml);
     assert_eq!(get(gw.addr(), "/a%20b").text(), "spaced");
 }
+
+#[test]
+fn a_host_declared_twice_on_one_listener_is_refused_at_load() {
+    // What loading the file (`tollgate check`, a start, a reload) says, if it refuses it.
+    let refusal = |toml: String| {
+        let dir = TempDir::new();
+        let path = dir.0.join("config.toml");
+        std::fs::write(&path, toml).unwrap();
+        tollgate::Config::load(&path).err().map(|e| e.to_string())
+    };
+    let toml = |a: &str, b: &str| {
+        let entry = |ls: &str| {
+            format!("[[domains]]\nhost = \"API.example.test\"\n{ls}\nmappings = [{{ base_path = \"\", api = \"api\", stage = \"prod\" }}]\n")
+        };
+        Cfg::new()
+            .listeners("[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"tls\"\naddr = \"127.0.0.1:0\"\n")
+            .route("GET /x", "integration = { type = \"mock\" }")
+            .extra(format!("{}\n{}", entry(a), entry(b)))
+            .toml()
+    };
+    let all = "";
+    for (a, b, on) in [
+        (all, "listeners = [\"http\"]", " on listener \"http\""),
+        ("listeners = [\"tls\"]", all, " on listener \"tls\""),
+        (
+            "listeners = [\"http\", \"tls\"]",
+            "listeners = [\"tls\", \"http\"]",
+            " on listener \"tls\"",
+        ),
+        (
+            "listeners = [\"http\"]",
+            "listeners = [\"tls\", \"http\"]",
+            " on listener \"http\"",
+        ),
+        (all, all, ""),
+    ] {
+        let text = refusal(toml(a, b)).unwrap_or_else(|| panic!("{a} / {b}: loaded"));
+        let want = format!(
+            "domains[2].host: \"api.example.test\" is declared twice{on} (also domains[1])"
+        );
+        assert!(text.contains(&want), "{a} / {b}: {want}: {text}");
+    }
+    // Apart, each listener has its own entry.
+    let apart = refusal(toml("listeners = [\"http\"]", "listeners = [\"tls\"]"));
+    assert_eq!(apart, None);
+}
