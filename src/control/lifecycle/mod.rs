@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use super::*;
 
 mod admin;
+mod domains;
 mod parts;
 
 pub(crate) use parts::{Edit, Part};
