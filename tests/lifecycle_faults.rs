@@ -2,7 +2,7 @@
 //! names, say) are left out one by one: the stage or canary at fault, never its healthy
 //! neighbours on the same deployment; a host whose mapping cannot be served answers 404
 //! rather than another domain's API; a refused change names the object as the admin API
-//! does.
+//! does; a mapping the file's `[[domains]]` would shadow is refused.
 
 mod common;
 
@@ -145,4 +145,41 @@ fn a_refused_canary_is_named_as_the_admin_api_names_it() {
         }
         assert_eq!(on(&g, "shop.example.test", "/v").text(), "a");
     }
+}
+
+#[test]
+fn a_host_the_file_keeps_to_some_listeners_takes_no_run_time_mapping() {
+    let (a, b) = (
+        Upstream::start(|_| respond(200, "a")),
+        Upstream::start(|_| respond(200, "b")),
+    );
+    let listeners = "[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"other\"\naddr = \"127.0.0.1:0\"\n";
+    let file = toml(&a, &b, true).replacen(
+        "[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:0\"\n",
+        listeners,
+        1,
+    ) + "\n[[domains]]\nhost = \"kept.example.test\"\nlisteners = [\"http\"]\nmappings = [{ base_path = \"\", api = \"orders\", stage = \"prod\" }]\n";
+    let g = Gw::start(&file);
+    let (_d1, d2) = shop(&g);
+    stage(&g, "prod", &d2, "http://a");
+    // Shadowed on "http", served on "other" where the file keeps the host off: refused, at
+    // the file's base path as at any other.
+    for base in ["", "v2"] {
+        let body =
+            json!({"host": "kept.example.test", "base_path": base, "api": "shop", "stage": "prod"});
+        let r = call(&g, "POST", "/domains", body);
+        assert_eq!(r.status, 409, "{base}: {}", r.text());
+        let want = format!("host \"kept.example.test\", base path /{base}: the configuration file's [[domains]] maps it");
+        let message = r.json()["message"].as_str().unwrap().to_string();
+        assert!(message.contains(&want), "{want}: {message}");
+    }
+    let r = admin(g.admin(), "GET", "/domains", Some(TOKEN));
+    assert!(!r.text().contains("\"admin\""), "{}", r.text());
+    assert_eq!(on(&g, "kept.example.test", "/v").text(), "orders");
+    // A host of the file's on every listener still takes other base paths.
+    let body =
+        json!({"host": "*.example.test", "base_path": "shop", "api": "shop", "stage": "prod"});
+    let r = call(&g, "POST", "/domains", body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(on(&g, "www.example.test", "/shop/v").text(), "a");
 }

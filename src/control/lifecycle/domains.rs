@@ -76,17 +76,23 @@ impl Control {
         let host = crate::config::host_pattern(&m.host).map_err(bad)?;
         let base = crate::config::base_path(&m.base_path).map_err(bad)?;
         // The file's mappings, served or waiting for their run-time stage, keep their place.
-        let file_has = self.file_config.domains.iter().any(|d| {
+        // An entry of the file kept to some listeners holds its host whole: a mapping beside
+        // it would be shadowed on those listeners and served on the ones the file keeps the
+        // host off.
+        let file_has = self.file_config.domains.iter().find(|d| {
             d.host == host
-                && d.listeners.is_none()
-                && (d.mappings.iter().any(|x| x.base_path == base)
+                && (d.listeners.is_some()
+                    || d.mappings.iter().any(|x| x.base_path == base)
                     || d.pending.iter().any(|x| x.base_path == base))
         });
-        if file_has {
+        if let Some(d) = file_has {
+            let kept = d.listeners.as_ref().map_or(String::new(), |ls| {
+                format!(" (its entry for this host is kept to listeners {ls:?})")
+            });
             return Err(OpError(
                 409,
                 format!(
-                    "host {:?}, base path /{}: the configuration file's [[domains]] maps it",
+                    "host {:?}, base path /{}: the configuration file's [[domains]] maps it{kept}",
                     m.host,
                     base.join("/")
                 ),
