@@ -551,7 +551,11 @@ fn nodes_started_from_one_copied_state_directory_count_usage_apart() {
     let copy = || {
         let to = TempDir::new();
         let ok = std::process::Command::new("cp")
-            .args(["-a", &format!("{}/.", dir.0.display()), &to.0.display().to_string()])
+            .args([
+                "-a",
+                &format!("{}/.", dir.0.display()),
+                &to.0.display().to_string(),
+            ])
             .status()
             .unwrap()
             .success();
