@@ -363,7 +363,8 @@ fn a_reload_that_clashes_with_a_run_time_api_serves_the_file_and_refuses_nothing
     );
     assert_eq!(on(&g, "shop.test", "/v").text(), "rt");
     // The file now declares an API of the same name: the reload is taken, the file wins,
-    // and the run-time API waits (it is not lost).
+    // and the run-time API waits (it is not lost); its mapping's host answers 404 meanwhile,
+    // not served by the file's API through the "*" domain.
     let clash = Cfg::new()
         .api("shop")
         .route(
@@ -374,7 +375,8 @@ fn a_reload_that_clashes_with_a_run_time_api_serves_the_file_and_refuses_nothing
     g.rewrite(&clash);
     let r = admin(g.admin(), "POST", "/reload", Some(TOKEN));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(on(&g, "shop.test", "/v").text(), "from-file");
+    assert_eq!(on(&g, "other.test", "/v").text(), "from-file");
+    assert_eq!(on(&g, "shop.test", "/v").status, 404);
     // Other changes are not blocked by what the reload left out.
     assert_eq!(
         post(&g, "/apis", json!({"name": "other", "routes": []})).status,

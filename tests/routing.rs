@@ -242,6 +242,20 @@ fn hosts_and_base_paths_pick_the_api() {
         req(gw.addr(), "GET", "api.example.test", "/pets").status,
         404
     );
+    // An absolute name (one trailing dot) is the same host: its exact and wildcard domains
+    // serve it, the "*" domain does not.
+    for (host, path, want) in [
+        ("api.example.test.", "/v1/things", 200),
+        ("API.example.test.:8080", "/v1/things", 200),
+        ("api.example.test.", "/pets", 404),
+        ("a.wild.test.", "/things", 200),
+    ] {
+        let r = req(gw.addr(), "GET", host, path);
+        assert_eq!(r.status, want, "{host}{path}: {}", r.text());
+        if want == 200 {
+            assert_eq!(r.text(), "other-things", "{host}{path}");
+        }
+    }
     // A mock answer without its own content-type is JSON, as in Amazon API Gateway.
     let r = req(gw.addr(), "GET", "api.example.test", "/v1/things");
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -402,4 +416,50 @@ fn route_keys_a_request_path_cannot_hold_are_refused_at_load() {
         .toml();
     let gw = Gw::start(&toml);
     assert_eq!(get(gw.addr(), "/a%20b").text(), "spaced");
+}
+
+#[test]
+fn a_host_declared_twice_on_one_listener_is_refused_at_load() {
+    // What loading the file (`tollgate check`, a start, a reload) says, if it refuses it.
+    let refusal = |toml: String| {
+        let dir = TempDir::new();
+        let path = dir.0.join("config.toml");
+        std::fs::write(&path, toml).unwrap();
+        tollgate::Config::load(&path).err().map(|e| e.to_string())
+    };
+    let toml = |a: &str, b: &str| {
+        let entry = |ls: &str| {
+            format!("[[domains]]\nhost = \"API.example.test\"\n{ls}\nmappings = [{{ base_path = \"\", api = \"api\", stage = \"prod\" }}]\n")
+        };
+        Cfg::new()
+            .listeners("[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"tls\"\naddr = \"127.0.0.1:0\"\n")
+            .route("GET /x", "integration = { type = \"mock\" }")
+            .extra(format!("{}\n{}", entry(a), entry(b)))
+            .toml()
+    };
+    let all = "";
+    for (a, b, on) in [
+        (all, "listeners = [\"http\"]", " on listener \"http\""),
+        ("listeners = [\"tls\"]", all, " on listener \"tls\""),
+        (
+            "listeners = [\"http\", \"tls\"]",
+            "listeners = [\"tls\", \"http\"]",
+            " on listener \"tls\"",
+        ),
+        (
+            "listeners = [\"http\"]",
+            "listeners = [\"tls\", \"http\"]",
+            " on listener \"http\"",
+        ),
+        (all, all, ""),
+    ] {
+        let text = refusal(toml(a, b)).unwrap_or_else(|| panic!("{a} / {b}: loaded"));
+        let want = format!(
+            "domains[2].host: \"api.example.test\" is declared twice{on} (also domains[1])"
+        );
+        assert!(text.contains(&want), "{a} / {b}: {want}: {text}");
+    }
+    // Apart, each listener has its own entry.
+    let apart = refusal(toml("listeners = [\"http\"]", "listeners = [\"tls\"]"));
+    assert_eq!(apart, None);
 }

@@ -517,19 +517,28 @@ impl Validator {
             .enumerate()
             .map(|(i, d)| self.domain(i, d, &apis, &listeners, base))
             .collect();
+        // Two entries for one host on one listener: the first would serve it, the second
+        // never (entries without `listeners` are on every listener).
         for i in 0..domains.len() {
             for j in 0..i {
-                if domains[i].host == domains[j].host
-                    && domains[i].listeners == domains[j].listeners
-                {
-                    self.err(
-                        &format!("domains[{i}].host"),
-                        format!(
-                            "{:?} is declared twice (also domains[{j}])",
-                            domains[i].host
-                        ),
-                    );
+                let (a, b) = (&domains[i].listeners, &domains[j].listeners);
+                let shared = match (a, b) {
+                    (Some(a), Some(b)) => a.iter().find(|l| b.contains(l)),
+                    (Some(a), None) => a.first(),
+                    (None, Some(b)) => b.first(),
+                    (None, None) => None,
+                };
+                if domains[i].host != domains[j].host || (shared.is_none() && a != b) {
+                    continue;
                 }
+                let on = shared.map_or(String::new(), |l| format!(" on listener {l:?}"));
+                self.err(
+                    &format!("domains[{i}].host"),
+                    format!(
+                        "{:?} is declared twice{on} (also domains[{j}]); a host's entries must name listeners apart",
+                        host_text(&domains[i].host)
+                    ),
+                );
             }
         }
         if domains.is_empty() && !apis.is_empty() {

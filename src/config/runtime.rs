@@ -264,3 +264,22 @@ pub(crate) fn host_text(h: &HostPattern) -> String {
         HostPattern::Exact(x) => x.clone(),
     }
 }
+
+/// Gives `host` a domain of its own, without mappings, unless the configuration has one
+/// served on every listener: a host whose run-time mapping cannot be served answers 404
+/// rather than being served by a wildcard or `*` domain's API.
+pub(crate) fn reserve_host(cfg: &mut Config, host: HostPattern) {
+    if !cfg
+        .domains
+        .iter()
+        .any(|d| d.host == host && d.listeners.is_none())
+    {
+        cfg.domains.push(Domain {
+            host,
+            tls: None,
+            listeners: None,
+            mappings: Vec::new(),
+            pending: Vec::new(),
+        });
+    }
+}

@@ -64,15 +64,17 @@ impl Domains {
         out
     }
 
-    /// Picks the domain for `host` (port stripped, any case) on `listener`, then its longest
-    /// base path that prefixes `path`.
+    /// Picks the domain for `host` (port and one trailing dot stripped, any case) on
+    /// `listener`, then its longest base path that prefixes `path`.
     pub(crate) fn resolve(
         &self,
         listener: usize,
         host: &[u8],
         path: SegView<'_>,
     ) -> Option<StageRef> {
+        // An absolute name ("api.example.com.") is the same host, as nginx takes it.
         let host = host_without_port(host);
+        let host = host.strip_suffix(b".").unwrap_or(host);
         let mut lower = [0u8; 256];
         if host.len() > lower.len() {
             return None;
@@ -189,6 +191,17 @@ mod tests {
         );
         assert_eq!(resolve(&ds, 0, "api.example.test", "/pets"), None);
         assert_eq!(resolve(&ds, 0, "www.example.test", "/x"), Some((4, 0)));
+        // One trailing dot (an absolute name) is the same host, with or without a port.
+        assert_eq!(
+            resolve(&ds, 0, "api.example.test.", "/v1/pets"),
+            Some((2, 1))
+        );
+        assert_eq!(resolve(&ds, 0, "api.example.test.:80", "/pets"), None);
+        assert_eq!(resolve(&ds, 0, "www.example.test.", "/x"), Some((4, 0)));
+        assert_eq!(
+            resolve(&ds, 0, "api.example.test..", "/v1/pets"),
+            Some((0, 0))
+        );
         // A base path matches whole segments only.
         assert_eq!(resolve(&ds, 0, "localhost", "/devices"), Some((0, 0)));
     }

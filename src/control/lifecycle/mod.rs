@@ -5,7 +5,7 @@
 //! stages, checked by the file's own validators. A change is compiled before it is stored:
 //! what the store holds always compiles, and a refused change leaves everything as it was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use super::*;
 
 mod admin;
+mod domains;
 mod parts;
 
 pub(crate) use parts::{Edit, Part};
@@ -221,6 +222,8 @@ impl Objects {
         let mut cfg = file.clone();
         let mut errors = Vec::new();
         let mut placed: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+        // Stages (not canaries) left out for their own errors, already said.
+        let mut failed: BTreeSet<(String, String)> = BTreeSet::new();
         for name in self.apis.keys() {
             if file.apis.iter().any(|a| &a.name == name) {
                 errors.push(format!(
@@ -232,7 +235,7 @@ impl Objects {
             // A canary is a stage of its own, served by the canary's deployment with the
             // stage's settings and the overridden variables.
             // Checked as `{n}__canary`, renamed `{stage}/Canary` once compiled.
-            let mut canary_of: BTreeMap<String, String> = BTreeMap::new();
+            let mut canary_of: BTreeMap<String, &RtStage> = BTreeMap::new();
             let canaries: Vec<RtStage> = self
                 .stages
                 .values()
@@ -242,7 +245,7 @@ impl Objects {
                     let mut settings = s.settings.clone();
                     override_variables(&mut settings, &c.stage_variable_overrides);
                     let tmp = format!("{}{CANARY_TMP}", canary_of.len());
-                    canary_of.insert(tmp.clone(), s.name.clone());
+                    canary_of.insert(tmp.clone(), s);
                     Some(RtStage {
                         name: tmp,
                         deployment: c.deployment.clone(),
@@ -265,41 +268,23 @@ impl Objects {
                     errors.push(format!("apis[{name:?}]: no deployment {dep:?}"));
                     continue;
                 };
-                let tables = stages
-                    .iter()
-                    .map(|s| {
-                        let mut t = s.settings.clone();
-                        t.insert("name".into(), json!(s.name));
-                        Value::Object(t)
-                    })
-                    .collect();
-                match crate::config::runtime_api(&cfg, name, &d.definition, tables, base) {
-                    Ok(mut a) => {
-                        let i = cfg.apis.len();
-                        for (si, st) in a.stages.iter_mut().enumerate() {
-                            if let Some(stage) = canary_of.get(&st.name) {
-                                st.name = format!("{stage}{CANARY}");
-                            }
-                            placed.insert((name.clone(), st.name.clone()), (i, si));
-                        }
-                        cfg.apis.push(a);
+                let group = Group {
+                    cfg: &cfg,
+                    deployment: d,
+                    canary_of: &canary_of,
+                    base,
+                };
+                let Some(mut a) = group.compile(&stages, &mut errors, &mut failed) else {
+                    continue;
+                };
+                let i = cfg.apis.len();
+                for (si, st) in a.stages.iter_mut().enumerate() {
+                    if let Some(s) = canary_of.get(&st.name) {
+                        st.name = format!("{}{CANARY}", s.name);
                     }
-                    Err(e) => {
-                        // A canary's errors name it as the admin API does.
-                        let named = |x: String| {
-                            canary_of.iter().fold(x, |x, (tmp, stage)| {
-                                x.replace(
-                                    &format!("stages[{tmp:?}]"),
-                                    &format!("stages[{stage:?}].canary"),
-                                )
-                            })
-                        };
-                        errors.extend(
-                            e.into_iter()
-                                .map(|x| format!("deployment {dep}: {}", named(x))),
-                        )
-                    }
+                    placed.insert((name.clone(), st.name.clone()), (i, si));
                 }
+                cfg.apis.push(a);
             }
         }
         for s in self.stages.values() {
@@ -376,11 +361,23 @@ impl Objects {
             }
         }
         for m in self.mappings.values() {
-            let Some(&(ai, si)) = placed.get(&(m.api.clone(), m.stage.clone())) else {
-                errors.push(format!(
-                    "domain mapping {}: API {:?} has no deployed stage {:?}",
-                    m.id, m.api, m.stage
-                ));
+            let key = (m.api.clone(), m.stage.clone());
+            let Some(&(ai, si)) = placed.get(&key) else {
+                // Its host stays the mapping's own (404 for what it would take), never
+                // served by another domain's API.
+                if let Ok(h) = crate::config::host_pattern(&m.host) {
+                    crate::config::reserve_host(&mut cfg, h);
+                }
+                let text = format!(
+                    "domain mapping {} (host {:?}): API {:?} has no deployed stage {:?}",
+                    m.id, m.host, m.api, m.stage
+                );
+                if failed.contains(&key) {
+                    // The stage's own errors say why; this follows from them.
+                    waiting.push(format!("{text} that compiles; its requests answer 404"));
+                } else {
+                    errors.push(text);
+                }
                 continue;
             };
             let r = crate::config::host_pattern(&m.host)
@@ -391,6 +388,130 @@ impl Objects {
             }
         }
         (cfg, errors, waiting)
+    }
+}
+
+/// One deployment of a run-time API and the stages (and canaries) serving it, compiled as
+/// one API of the configuration.
+struct Group<'a> {
+    cfg: &'a Config,
+    deployment: &'a RtDeployment,
+    /// A canary's temporary stage name → the stage it is the canary of.
+    canary_of: &'a BTreeMap<String, &'a RtStage>,
+    base: &'a Path,
+}
+
+impl Group<'_> {
+    /// The API serving `stages`; a stage that does not compile (a canary whose override
+    /// names an upstream the file no longer has, say) is left out, its errors said and its
+    /// name added to `failed`: one bad stage never takes its neighbours offline.
+    fn compile(
+        &self,
+        stages: &[&RtStage],
+        errors: &mut Vec<String>,
+        failed: &mut BTreeSet<(String, String)>,
+    ) -> Option<crate::config::Api> {
+        let good: Vec<&RtStage> = match self.try_compile(stages) {
+            Ok(a) => return Some(a),
+            Err(e) if stages.len() == 1 => {
+                self.fail(stages, e, errors, failed);
+                return None;
+            }
+            // Which of them: each alone (only when the group fails).
+            Err(_) => stages
+                .iter()
+                .copied()
+                .filter(|s| match self.try_compile(&[s]) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        self.fail(&[s], e, errors, failed);
+                        false
+                    }
+                })
+                .collect(),
+        };
+        if good.is_empty() {
+            return None;
+        }
+        match self.try_compile(&good) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.fail(&good, e, errors, failed);
+                None
+            }
+        }
+    }
+
+    fn try_compile(&self, stages: &[&RtStage]) -> Result<crate::config::Api, Vec<String>> {
+        let tables = stages
+            .iter()
+            .map(|s| {
+                let mut t = s.settings.clone();
+                t.insert("name".into(), json!(s.name));
+                Value::Object(t)
+            })
+            .collect();
+        let d = self.deployment;
+        crate::config::runtime_api(self.cfg, &d.api, &d.definition, tables, self.base)
+    }
+
+    /// Says `e`, the errors of `stages` compiled together, in the admin API's names: a
+    /// stage by its name (not its place in the list), a canary as `stages["prod"].canary`
+    /// and its overridden variables as `stage_variable_overrides`.
+    fn fail(
+        &self,
+        stages: &[&RtStage],
+        e: Vec<String>,
+        errors: &mut Vec<String>,
+        failed: &mut BTreeSet<(String, String)>,
+    ) {
+        let api = &self.deployment.api;
+        for x in e {
+            let mut x = format!("deployment {}: {x}", self.deployment.id);
+            for (i, s) in stages.iter().enumerate() {
+                let Some(of) = self.canary_of.get(&s.name) else {
+                    let key = format!("stages[{:?}]", s.name);
+                    x = x.replace(
+                        &format!("apis[{api:?}].stages[{i}]"),
+                        &format!("apis[{api:?}].{key}"),
+                    );
+                    continue;
+                };
+                let key = format!("stages[{:?}].canary", of.name);
+                x = x
+                    .replace(
+                        &format!("apis[{api:?}].stages[{i}]"),
+                        &format!("apis[{api:?}].{key}"),
+                    )
+                    .replace(&format!("stages[{:?}]", s.name), &key)
+                    .replace(&format!("in stage {:?}", s.name), &format!("in {key}"));
+                let overrides = of.canary.iter().flat_map(|c| &c.stage_variable_overrides);
+                for (k, v) in overrides {
+                    x = x.replace(
+                        &format!("{key}.variables.{k}"),
+                        &format!("{key}.stage_variable_overrides.{k}"),
+                    );
+                    // A template the override went into: which override it was.
+                    if x.contains(&format!("in {key}"))
+                        && x.contains(&format!("stageVariables.{k}}}"))
+                    {
+                        x = x.replace(
+                            &format!("in {key}"),
+                            &format!("in {key} (stage_variable_overrides.{k} = {v})"),
+                        );
+                    }
+                }
+            }
+            if !errors.contains(&x) {
+                errors.push(x);
+            }
+        }
+        for s in stages
+            .iter()
+            .filter(|s| !self.canary_of.contains_key(&s.name))
+        {
+            failed.insert((s.api.clone(), s.name.clone()));
+        }
     }
 }
 

@@ -1,0 +1,185 @@
+//! Run-time objects that stop compiling (a reload removed the upstream a stage variable
+//! names, say) are left out one by one: the stage or canary at fault, never its healthy
+//! neighbours on the same deployment; a host whose mapping cannot be served answers 404
+//! rather than another domain's API; a refused change names the object as the admin API
+//! does; a mapping the file's `[[domains]]` would shadow is refused.
+
+mod common;
+
+use serde_json::json;
+
+use common::*;
+
+fn on(g: &Gw, host: &str, path: &str) -> Resp {
+    Client::connect(g.addr()).request(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn call(g: &Gw, method: &str, path: &str, body: serde_json::Value) -> Resp {
+    admin_with(g.admin(), method, path, &body.to_string())
+}
+
+/// Upstreams `a` and `b` (`b` only `with_b`); the file's API "orders" on `*` and on
+/// `*.example.test`.
+fn toml(a: &Upstream, b: &Upstream, with_b: bool) -> String {
+    let mut ups = format!("[[upstreams]]\nname = \"a\"\ntargets = [\"{}\"]\n", a.addr);
+    if with_b {
+        ups.push_str(&format!(
+            "\n[[upstreams]]\nname = \"b\"\ntargets = [\"{}\"]\n",
+            b.addr
+        ));
+    }
+    Cfg::new()
+        .api("orders")
+        .upstream(ups)
+        .route(
+            "GET /v",
+            "integration = { type = \"mock\", body = \"orders\" }",
+        )
+        .extra(
+            "[[domains]]\nhost = \"*.example.test\"\nmappings = [{ base_path = \"\", api = \"orders\", stage = \"prod\" }]",
+        )
+        .toml()
+}
+
+/// Run-time API "shop" (`GET /v` to the stage's `backend`) with deployments D1 and D2.
+fn shop(g: &Gw) -> (String, String) {
+    let def = json!({"name": "shop", "routes": [{"route": "GET /v", "integration": {"type": "http", "uri": "${stageVariables.backend}/v"}}]});
+    let r = call(g, "POST", "/apis", def);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = || {
+        let r = call(g, "POST", "/apis/shop/deployments", json!({}));
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_string()
+    };
+    (id(), id())
+}
+
+fn stage(g: &Gw, name: &str, deployment: &str, backend: &str) {
+    let body = json!({"name": name, "deployment": deployment, "variables": {"backend": backend}});
+    let r = call(g, "POST", "/apis/shop/stages", body);
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+fn map(g: &Gw, host: &str, stage: &str) {
+    let body = json!({"host": host, "base_path": "", "api": "shop", "stage": stage});
+    let r = call(g, "POST", "/domains", body);
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+/// `GET /domains`' `serving` for the run-time mapping of `host`.
+fn serving(g: &Gw, host: &str) -> serde_json::Value {
+    let r = admin(g.admin(), "GET", "/domains", Some(TOKEN));
+    let items = r.json()["items"].as_array().unwrap().clone();
+    let m = items.iter().find(|m| m["host"] == host).unwrap();
+    m["serving"].clone()
+}
+
+#[test]
+fn a_stage_or_canary_that_stops_compiling_is_left_out_alone() {
+    let (a, b) = (
+        Upstream::start(|_| respond(200, "a")),
+        Upstream::start(|_| respond(200, "b")),
+    );
+    let g = Gw::start(&toml(&a, &b, true));
+    let (_d1, d2) = shop(&g);
+    // On D2: "prod" (to a) with a canary whose override goes to b, and "beta" (to b).
+    stage(&g, "prod", &d2, "http://a");
+    stage(&g, "beta", &d2, "http://b");
+    map(&g, "shop.example.test", "prod");
+    map(&g, "beta.example.test", "beta");
+    let canary = json!({"canary": {"deployment": d2, "percent_traffic": 10.0, "stage_variable_overrides": {"backend": "http://b"}}});
+    let r = call(&g, "PATCH", "/apis/shop/stages/prod", canary);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "beta.example.test", "/v").text(), "b");
+    assert_eq!(serving(&g, "beta.example.test"), true);
+
+    // Upstream b leaves the file: the reload is taken; the canary and "beta" are not
+    // served, "prod" is, and beta's host answers 404, not the wildcard domain's API.
+    g.rewrite(&toml(&a, &b, false));
+    let r = admin(g.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..50 {
+        let r = on(&g, "shop.example.test", "/v");
+        assert_eq!((r.status, r.text()), (200, "a".to_string()));
+    }
+    let r = on(&g, "beta.example.test", "/v");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(serving(&g, "shop.example.test"), true);
+    assert_eq!(serving(&g, "beta.example.test"), false);
+    // The file's own hosts are served as before.
+    assert_eq!(on(&g, "www.example.test", "/v").text(), "orders");
+}
+
+#[test]
+fn a_refused_canary_is_named_as_the_admin_api_names_it() {
+    let (a, b) = (
+        Upstream::start(|_| respond(200, "a")),
+        Upstream::start(|_| respond(200, "b")),
+    );
+    let g = Gw::start(&toml(&a, &b, true));
+    let (_d1, d2) = shop(&g);
+    stage(&g, "prod", &d2, "http://a");
+    map(&g, "shop.example.test", "prod");
+    map(&g, "www.shop.test", "prod");
+    for (overrides, want) in [
+        (
+            json!({"backend": "http://a#"}),
+            "in stages[\"prod\"].canary (stage_variable_overrides.backend = \"http://a#\"): host \"a#\"",
+        ),
+        (
+            json!({"color": 5}),
+            "apis[\"shop\"].stages[\"prod\"].canary.stage_variable_overrides.color: invalid type: integer `5`, expected a string",
+        ),
+    ] {
+        let canary = json!({"canary": {"deployment": d2, "percent_traffic": 10.0, "stage_variable_overrides": overrides}});
+        let r = call(&g, "PATCH", "/apis/shop/stages/prod", canary);
+        assert_eq!(r.status, 400, "{}", r.text());
+        let message = r.json()["message"].as_str().unwrap().to_string();
+        assert!(message.contains(want), "{want}: {message}");
+        // Only the canary's own error: no name it is checked under, no place in a list,
+        // no mapping said to have lost its stage.
+        for not in ["__canary", "stages[0]", "domain mapping", "; "] {
+            assert!(!message.contains(not), "{not}: {message}");
+        }
+        assert_eq!(on(&g, "shop.example.test", "/v").text(), "a");
+    }
+}
+
+#[test]
+fn a_host_the_file_keeps_to_some_listeners_takes_no_run_time_mapping() {
+    let (a, b) = (
+        Upstream::start(|_| respond(200, "a")),
+        Upstream::start(|_| respond(200, "b")),
+    );
+    let listeners = "[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"other\"\naddr = \"127.0.0.1:0\"\n";
+    let file = toml(&a, &b, true).replacen(
+        "[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:0\"\n",
+        listeners,
+        1,
+    ) + "\n[[domains]]\nhost = \"kept.example.test\"\nlisteners = [\"http\"]\nmappings = [{ base_path = \"\", api = \"orders\", stage = \"prod\" }]\n";
+    let g = Gw::start(&file);
+    let (_d1, d2) = shop(&g);
+    stage(&g, "prod", &d2, "http://a");
+    // Shadowed on "http", served on "other" where the file keeps the host off: refused, at
+    // the file's base path as at any other.
+    for base in ["", "v2"] {
+        let body =
+            json!({"host": "kept.example.test", "base_path": base, "api": "shop", "stage": "prod"});
+        let r = call(&g, "POST", "/domains", body);
+        assert_eq!(r.status, 409, "{base}: {}", r.text());
+        let want = format!("host \"kept.example.test\", base path /{base}: the configuration file's [[domains]] maps it");
+        let message = r.json()["message"].as_str().unwrap().to_string();
+        assert!(message.contains(&want), "{want}: {message}");
+    }
+    let r = admin(g.admin(), "GET", "/domains", Some(TOKEN));
+    assert!(!r.text().contains("\"admin\""), "{}", r.text());
+    assert_eq!(on(&g, "kept.example.test", "/v").text(), "orders");
+    // A host of the file's on every listener still takes other base paths.
+    let body =
+        json!({"host": "*.example.test", "base_path": "shop", "api": "shop", "stage": "prod"});
+    let r = call(&g, "POST", "/domains", body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(on(&g, "www.example.test", "/shop/v").text(), "a");
+}
