@@ -266,7 +266,7 @@ pub fn state_check(cfg: &Config) -> Result<String, String> {
 pub fn state_recover(cfg: &Config, out: &std::path::Path) -> Result<String, String> {
     let c = control::store::recover(&cfg.server.state_dir, out)?;
     Ok(format!(
-        "wrote {}: {} API keys, {} quota counters, {} access keys and {} run-time objects (APIs, deployments, stages, domain mappings) recovered; with the gateway stopped, move it to {}",
+        "wrote {}: {} API keys, {} usage records, {} access keys and {} run-time objects (APIs, deployments, stages, domain mappings) recovered; with the gateway stopped, move it to {}",
         out.display(),
         c.keys,
         c.counters,

@@ -332,7 +332,7 @@ impl Control {
         if !self.store_broken {
             return;
         }
-        match Store::open(&self.state_dir) {
+        match Store::reopen(&self.state_dir) {
             Ok(s) => {
                 tracing::info!(path = %s.path.display(), "state store reopened: writes work again");
                 self.store = Some(s);

@@ -105,15 +105,26 @@ fn no_panic<T>(
     })
 }
 
-/// A scratch copy of the state file next to it, removed when dropped.
+/// A scratch copy of the state file next to it, removed when dropped (and when the copy
+/// fails part way: a full disk keeps no partial copy, which would hold the space freed).
 struct Copy(PathBuf);
 
 impl Copy {
-    fn of(path: &Path) -> Result<Copy, String> {
+    fn of(path: &Path) -> Result<Copy, std::io::Error> {
         let to = path.with_extension(format!("check-{}", std::process::id()));
-        std::fs::copy(path, &to).map_err(|err| e("cannot copy to check it", path, err))?;
-        Ok(Copy(to))
+        match std::fs::copy(path, &to) {
+            Ok(_) => Ok(Copy(to)),
+            Err(err) => {
+                let _ = std::fs::remove_file(&to);
+                Err(err)
+            }
+        }
     }
+}
+
+/// Whether an I/O error says the file system has no room (full, or over a quota).
+fn no_room(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 impl Drop for Copy {
@@ -137,20 +148,25 @@ pub(crate) struct Contents {
 /// Tests an existing state file without touching it: opens a copy and reads every record.
 /// `Ok(None)` when there is no file yet.
 pub(crate) fn check(dir: &Path) -> Result<Option<Contents>, String> {
+    checked(dir).map_err(|(why, _)| why)
+}
+
+/// [`check`], saying too whether it failed only for want of room for the copy.
+fn checked(dir: &Path) -> Result<Option<Contents>, (String, bool)> {
     let path = dir.join(STATE_FILE);
     let len = match std::fs::metadata(&path) {
         Ok(m) => m.len(),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(e("cannot read", &path, err)),
+        Err(err) => return Err((e("cannot read", &path, err), false)),
     };
     if len == 0 {
-        return Err(e(
-            "is empty (0 bytes): damaged or truncated",
-            &path,
-            RECOVER,
+        return Err((
+            e("is empty (0 bytes): damaged or truncated", &path, RECOVER),
+            false,
         ));
     }
-    let copy = Copy::of(&path)?;
+    let copy = Copy::of(&path)
+        .map_err(|err| (e("cannot copy to check it", &path, &err), no_room(&err)))?;
     no_panic("cannot open", &path, || {
         let store = Store::open_file(&copy.0, &path, false)?;
         Ok(Contents {
@@ -161,7 +177,7 @@ pub(crate) fn check(dir: &Path) -> Result<Option<Contents>, String> {
         })
     })
     .map(Some)
-    .map_err(|err| format!("{err}; {RECOVER}"))
+    .map_err(|err| (format!("{err}; {RECOVER}"), false))
 }
 
 /// Lets redb repair a copy of the state file and writes every record it can read into a new
@@ -171,7 +187,7 @@ pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
     if out.exists() {
         return Err(format!("{} exists: give a new file", out.display()));
     }
-    let copy = Copy::of(&path)?;
+    let copy = Copy::of(&path).map_err(|err| e("cannot copy to repair it", &path, err))?;
     let (keys, quotas, usage, access_keys, objects) =
         no_panic("cannot be repaired", &path, || {
             let mut db = redb::Builder::new()
@@ -208,7 +224,7 @@ pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
     new.write_objects(&objects, &[])?;
     Ok(Contents {
         keys: keys.len(),
-        counters: quotas.len(),
+        counters: quotas.len() + usage.len(),
         access_keys: access_keys.len(),
         objects: objects.len(),
     })
@@ -220,7 +236,22 @@ impl Store {
     pub(crate) fn open(dir: &Path) -> Result<Store, String> {
         std::fs::create_dir_all(dir)
             .map_err(|err| e("cannot create the state directory", dir, err))?;
-        check(dir)?;
+        match checked(dir) {
+            Ok(_) => {}
+            // A full disk: the file is opened without the check rather than not at all (the
+            // gateway serves, and writes are retried until there is room).
+            Err((why, true)) => {
+                tracing::warn!(error = %why, "the state file is opened without checking it on a copy first");
+            }
+            Err((why, false)) => return Err(why),
+        }
+        Store::reopen(dir)
+    }
+
+    /// Opens the store in `dir` without checking it on a copy first: for a store this
+    /// process had open and working until a write failed (a full disk), which the check's
+    /// copy would need room for.
+    pub(crate) fn reopen(dir: &Path) -> Result<Store, String> {
         let path = dir.join(STATE_FILE);
         no_panic("cannot open", &path, || {
             Store::open_file(&path, &path, true)
