@@ -481,15 +481,16 @@ impl Gateway {
         // one serves and says so, below).
         let predecessor = handover.map(|h| {
             let tx = ctl_tx.clone();
+            // This process waits for it before it stops (see `ControlMsg::AwaitUsage`).
+            let _ = tx.send(ControlMsg::AwaitUsage);
             (h, move |json: String| {
-                match serde_json::from_str::<Vec<control::UsageDelta>>(&json) {
-                    Ok(d) => {
-                        let _ = tx.send(ControlMsg::AddUsage(d));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "usage from the previous process unreadable")
-                    }
-                }
+                // Exactly one answer, empty when the line is unreadable.
+                let d =
+                    serde_json::from_str::<Vec<control::UsageDelta>>(&json).unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "usage from the previous process unreadable");
+                        Vec::new()
+                    });
+                let _ = tx.send(ControlMsg::AddUsage(d));
             })
         });
         let (usage_tx, usage_rx) = std::sync::mpsc::channel::<String>();

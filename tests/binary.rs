@@ -1193,3 +1193,99 @@ fn json_logs_cover_start_up_errors_and_names_are_the_configs() {
         "{text}"
     );
 }
+
+/// Two take-overs in a row, the second before the first process's drain ended (a slow
+/// request holds it) while clients keep sending: what the first process counted after it
+/// released the store (it serves until the second says it serves) reaches the third through
+/// the second, which waits for it before it stops. No counted request is lost.
+#[test]
+fn back_to_back_take_overs_lose_no_counted_request() {
+    const KEY: &str = "back-0123456789abcdef0123";
+    let slow = Upstream::start(|_| Action::Sleep(Duration::from_secs(2)));
+    let port = free_port();
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let toml = Cfg::new()
+        .listeners(format!(
+            "[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:{port}\"\n"
+        ))
+        .admin("token_env = \"TG_TEST_TOKEN\"")
+        .upstream(format!(
+            "[[upstreams]]\nname = \"slow\"\ntargets = [\"{}\"]\n",
+            slow.addr
+        ))
+        .route(
+            "GET /slow",
+            "integration = { type = \"http\", uri = \"http://slow/\" }",
+        )
+        .route(
+            "GET /v",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"v\" }",
+        )
+        .extra(format!(
+            "[[usage_plans]]\nname = \"p\"\nstages = [\"api/prod\"]\nquota = {{ limit = 10000000, period = \"day\" }}\n\n[[api_keys]]\nname = \"k\"\nvalue = \"{KEY}\"\nplan = \"p\"\n"
+        ))
+        .toml();
+    std::fs::write(&path, &toml).unwrap();
+    let env = [("TG_TEST_TOKEN", "t0ken")];
+    let mut a = Proc::start(&path, &env);
+    a.wait_for("a successor may take over (tollgate --take-over)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Keyed requests, a new connection each, all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s1 = stop.clone();
+    let load = std::thread::spawn(move || {
+        let mut ok = 0u64;
+        while !s1.load(std::sync::atomic::Ordering::SeqCst) {
+            let r = Client::connect(addr).request(
+                format!(
+                    "GET /v HTTP/1.1\r\nHost: h\r\nx-api-key: {KEY}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            ok += 1;
+        }
+        ok
+    });
+    // A's drain lasts as long as this request.
+    let held = std::thread::spawn(move || get(addr, "/slow").status);
+    assert!(eventually(Duration::from_secs(5), || slow.count() == 1));
+    let mut b = Proc::start_with(&path, &env, &["--take-over"]);
+    a.wait_for("the new process serves: no longer accepting; draining");
+    b.wait_for("a successor may take over (tollgate --take-over)");
+    let mut c = Proc::start_with(&path, &env, &["--take-over"]);
+    let admin_addr: SocketAddr = c.wait_for("admin API listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    b.wait_for("waiting for the usage the previous process counts while it drains");
+    assert_eq!(held.join().unwrap(), 200);
+    assert!(a.child.wait().unwrap().success());
+    assert!(b.child.wait().unwrap().success());
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ok = load.join().unwrap();
+    let today = {
+        let out = Command::new("date").args(["-u", "+%F"]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let used = || {
+        admin(
+            admin_addr,
+            "GET",
+            &format!("/usageplans/p/usage?startDate={today}&endDate={today}"),
+            Some("t0ken"),
+        )
+        .json()["items"]["k"][0]["used"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || used() == ok),
+        "usage {} for {ok} requests",
+        used()
+    );
+    c.signal("TERM");
+    assert!(c.child.wait().unwrap().success());
+}

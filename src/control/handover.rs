@@ -111,7 +111,13 @@ impl Control {
     }
 
     /// Adds usage a predecessor counted after handing over its store.
-    pub(crate) fn add_usage(&self, deltas: &[UsageDelta]) {
+    pub(crate) fn add_usage(&mut self, deltas: &[UsageDelta]) {
+        self.awaiting_usage = false;
+        let n: u64 = deltas.iter().map(|d| d.used.max(d.day_used)).sum();
+        tracing::info!(
+            requests = n,
+            "usage counted by the previous process during its drain added"
+        );
         let mut cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
         for d in deltas {
             let key = (Arc::from(d.plan.as_str()), Arc::from(d.key.as_str()));

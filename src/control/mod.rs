@@ -60,8 +60,13 @@ pub(crate) enum ControlMsg {
     Commit,
     /// The successor failed to start after the release: reopen the store, serve on.
     Abort,
-    /// Usage a predecessor counted after it handed over the store.
+    /// Usage a predecessor counted after it handed over the store (exactly one such message
+    /// follows `AwaitUsage`: empty when the predecessor went away without sending it).
     AddUsage(Vec<UsageDelta>),
+    /// A predecessor drains and will send what it counted meanwhile: this process waits for
+    /// it before it stops, so that it reaches this process's store or successor (a second
+    /// take-over before the first drain ended lost it).
+    AwaitUsage,
 }
 
 /// Why an admin operation failed: the HTTP status and the message.
@@ -131,6 +136,8 @@ pub(crate) struct Control {
     released: bool,
     /// The successor serves (it answers the admin API now, on the same socket).
     handed_over: bool,
+    /// A predecessor's drain usage has not arrived yet.
+    awaiting_usage: bool,
     /// The usage counters as they were flushed for the successor: what the drain counts
     /// after that goes to the successor as deltas ([`final_flush`]).
     released_at: ahash::AHashMap<(Arc<str>, Arc<str>), [u64; 4]>,
@@ -298,6 +305,7 @@ impl ControlInit {
             store_broken: false,
             released: false,
             handed_over: false,
+            awaiting_usage: false,
             released_at: Default::default(),
             store_failures: 0,
             store_reopens: 0,
@@ -642,14 +650,8 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
                     ctl.borrow_mut().take_store_back();
                 }
             }
-            Ok(ControlMsg::AddUsage(deltas)) => {
-                let n: u64 = deltas.iter().map(|d| d.used).sum();
-                ctl.borrow().add_usage(&deltas);
-                tracing::info!(
-                    requests = n,
-                    "usage counted by the previous process during its drain added"
-                );
-            }
+            Ok(ControlMsg::AddUsage(deltas)) => ctl.borrow_mut().add_usage(&deltas),
+            Ok(ControlMsg::AwaitUsage) => ctl.borrow_mut().awaiting_usage = true,
             Ok(ControlMsg::Shutdown) | Err(_) => break,
         }
     }
@@ -673,6 +675,21 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     // The admin API (and its /ping, now 503) stays up while the shards drain.
     while !shards_done() {
         crate::driver::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A predecessor still draining sends what it counted when its drain ends: waited for
+    // (at most a drain's length and a little more), then saved or handed on with the rest.
+    if ctl.borrow().awaiting_usage {
+        tracing::info!("waiting for the usage the previous process counts while it drains");
+        let limit = ctl.borrow().compiled.config.server.drain_timeout + Duration::from_secs(10);
+        let until = std::time::Instant::now() + limit;
+        while ctl.borrow().awaiting_usage {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match crate::driver::time::timeout(left, rx.recv_async()).await {
+                Ok(Ok(ControlMsg::AddUsage(deltas))) => ctl.borrow_mut().add_usage(&deltas),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
     }
     let link = ctl.borrow().fleet.clone();
     if let Some(link) = link {
