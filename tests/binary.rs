@@ -996,6 +996,41 @@ fn systemd_notifications_and_sigusr2_take_over() {
     );
 }
 
+/// A successor that SIGUSR2 started and that fails (here: a config it refuses) is reaped, not
+/// left a zombie, and the process that keeps serving logs that it failed, with its status.
+#[test]
+fn a_failed_sigusr2_successor_is_reaped_and_logged() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let cfg = Cfg::new()
+        .route("GET /v", "integration = { type = \"mock\", body = \"ok\" }")
+        .toml();
+    std::fs::write(&path, &cfg).unwrap();
+    let p = Proc::start(&path, &[]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::write(&path, format!("{cfg}\n[no_such_table]\nx = 1\n")).unwrap();
+    p.signal("USR2");
+    let started = p.wait_for("SIGUSR2: started a successor to take over");
+    let pid = started["pid"].as_u64().unwrap();
+    let failed = p.lines_until("SIGUSR2: the successor failed");
+    let failed = failed.last().unwrap();
+    assert_eq!(failed["pid"].as_u64(), Some(pid), "{failed}");
+    assert_eq!(failed["status"], "exit status: 1", "{failed}");
+    // Reaped: no /proc entry left, not even a zombie's.
+    let stat = format!("/proc/{pid}/stat");
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(&stat)
+            .is_err()),
+        "the successor is left as {:?}",
+        std::fs::read_to_string(&stat)
+    );
+    assert_eq!(get(addr, "/v").text(), "ok");
+}
+
 /// The shipped systemd unit passes `systemd-analyze verify` (with this build's binary in
 /// place of /usr/bin/tollgate).
 #[test]
