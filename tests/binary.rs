@@ -1031,6 +1031,66 @@ fn a_failed_sigusr2_successor_is_reaped_and_logged() {
     assert_eq!(get(addr, "/v").text(), "ok");
 }
 
+/// Connections over `limits.max_connections` are closed at once, counted in
+/// `tollgate_connections_refused_total{reason="max_connections"}` and told in a warning that
+/// names how many (at most one a minute per shard).
+#[test]
+fn connections_over_max_connections_are_counted_and_logged() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let cfg = Cfg::new()
+        .admin("token_env = \"TG_TEST_TOKEN\"")
+        .limits("max_connections = 1")
+        .route("GET /v", "integration = { type = \"mock\", body = \"ok\" }")
+        .toml();
+    std::fs::write(&path, &cfg).unwrap();
+    let p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut held = Client::connect(addr);
+    assert_eq!(
+        held.request(b"GET /v HTTP/1.1\r\nHost: h\r\n\r\n").status,
+        200
+    );
+    for _ in 0..3 {
+        let mut c = Client::connect(addr);
+        c.send(b"GET /v HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(c.read_response(false).is_none(), "served over the limit");
+    }
+    let warned = p.lines_until("limits.max_connections reached");
+    let warned = warned.last().unwrap();
+    assert_eq!(warned["refused"], 1, "{warned}");
+    assert_eq!(warned["max_connections"], 1, "{warned}");
+    let refused = || {
+        admin(admin_addr, "GET", "/metrics", Some("t0ken"))
+            .text()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("tollgate_connections_refused_total{")
+                    .filter(|l| l.contains("reason=\"max_connections\""))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || refused() == Some(3)),
+        "{:?}",
+        refused()
+    );
+    let text = admin(admin_addr, "GET", "/metrics", Some("t0ken")).text();
+    assert!(
+        text.contains("# HELP tollgate_connections_refused_total Client connections closed at once, by reason"),
+        "{text}"
+    );
+}
+
 /// The shipped systemd unit passes `systemd-analyze verify` (with this build's binary in
 /// place of /usr/bin/tollgate).
 #[test]
