@@ -496,10 +496,29 @@ fn spawn_successor() {
         args.push("--take-over".into());
     }
     match std::process::Command::new(&program).args(&args).spawn() {
-        Ok(child) => tracing::info!(
-            pid = child.id(),
-            "SIGUSR2: started a successor to take over"
-        ),
+        Ok(mut child) => {
+            let pid = child.id();
+            tracing::info!(pid, "SIGUSR2: started a successor to take over");
+            // Reaped by a thread of its own, so that one that fails (a config it refuses, an
+            // address it cannot bind) leaves no zombie and is logged here, where the operator
+            // who sent the signal looks (nginx logs a new master that failed the same way).
+            let reaper = std::thread::Builder::new()
+                .name("tollgate-successor".into())
+                .spawn(move || match child.wait() {
+                    Ok(status) if status.success() => {
+                        tracing::info!(pid, "SIGUSR2: the successor exited (status 0)")
+                    }
+                    Ok(status) => tracing::warn!(
+                        pid,
+                        status = %status,
+                        "SIGUSR2: the successor failed; a gateway that did not hand over keeps serving"
+                    ),
+                    Err(e) => tracing::warn!(pid, error = %e, "SIGUSR2: cannot wait for the successor"),
+                });
+            if let Err(e) = reaper {
+                tracing::warn!(pid, error = %e, "SIGUSR2: cannot watch the successor");
+            }
+        }
         Err(e) => {
             tracing::error!(error = %e, program = %program.to_string_lossy(), "SIGUSR2: could not start a successor; still serving")
         }

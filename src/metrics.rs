@@ -48,6 +48,8 @@ pub(crate) enum Counter {
     UpgradeIdleTimeouts,
     /// Connections closed at once because the process was out of descriptors.
     RefusedAtFdLimit,
+    /// Connections closed at once because `limits.max_connections` were open.
+    RefusedAtMaxConnections,
     /// TLS handshakes completed with clients, and how many resumed a session.
     TlsHandshakes,
     TlsResumptions,
@@ -55,7 +57,7 @@ pub(crate) enum Counter {
     Upgrades,
 }
 
-const N: usize = 26;
+const N: usize = 27;
 
 impl Counter {
     const ALL: [Counter; N] = [
@@ -82,6 +84,7 @@ impl Counter {
         Counter::AllTargetsEjected,
         Counter::UpgradeIdleTimeouts,
         Counter::RefusedAtFdLimit,
+        Counter::RefusedAtMaxConnections,
         Counter::TlsHandshakes,
         Counter::TlsResumptions,
         Counter::Upgrades,
@@ -113,6 +116,9 @@ impl Counter {
             Counter::AllTargetsEjected => ("upstream_all_ejected_total", ""),
             Counter::UpgradeIdleTimeouts => ("upgrade_idle_timeouts_total", ""),
             Counter::RefusedAtFdLimit => ("connections_refused_total", "reason=\"fd_limit\""),
+            Counter::RefusedAtMaxConnections => {
+                ("connections_refused_total", "reason=\"max_connections\"")
+            }
             Counter::TlsHandshakes => ("tls_handshakes_total", ""),
             Counter::TlsResumptions => ("tls_resumptions_total", ""),
             Counter::Upgrades => ("upgrades_total", ""),
@@ -149,7 +155,10 @@ impl Counter {
             "upgrade_idle_timeouts_total" => {
                 "Upgraded (WebSocket) connections closed after limits.upgrade_idle_timeout."
             }
-            "connections_refused_total" => "Client connections closed at once, by reason.",
+            "connections_refused_total" => {
+                "Client connections closed at once, by reason: out of descriptors (fd_limit), \
+                 limits.max_connections open (max_connections)."
+            }
             "tls_handshakes_total" => "TLS handshakes completed with clients.",
             "tls_resumptions_total" => {
                 "TLS handshakes with clients that resumed a session (tickets or session ids)."

@@ -409,6 +409,13 @@ fn admit(
     let max = shard.snapshot().snap.limits.max_connections;
     if shard.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
         shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        // Counted and told here, on the refusal path only: admitting pays nothing for it.
+        shard
+            .metrics
+            .add(crate::metrics::Counter::RefusedAtMaxConnections);
+        if let Some(n) = shard.refusals.refused(crate::throttle::now_ns()) {
+            crate::observe::warn_refused(shard.id, n, max);
+        }
         tracing::debug!(%peer, "connection refused: limits.max_connections reached");
         return;
     }

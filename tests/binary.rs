@@ -1044,6 +1044,101 @@ fn systemd_notifications_and_sigusr2_take_over() {
     );
 }
 
+/// A successor that SIGUSR2 started and that fails (here: a config it refuses) is reaped, not
+/// left a zombie, and the process that keeps serving logs that it failed, with its status.
+#[test]
+fn a_failed_sigusr2_successor_is_reaped_and_logged() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let cfg = Cfg::new()
+        .route("GET /v", "integration = { type = \"mock\", body = \"ok\" }")
+        .toml();
+    std::fs::write(&path, &cfg).unwrap();
+    let p = Proc::start(&path, &[]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::write(&path, format!("{cfg}\n[no_such_table]\nx = 1\n")).unwrap();
+    p.signal("USR2");
+    let started = p.wait_for("SIGUSR2: started a successor to take over");
+    let pid = started["pid"].as_u64().unwrap();
+    let failed = p.lines_until("SIGUSR2: the successor failed");
+    let failed = failed.last().unwrap();
+    assert_eq!(failed["pid"].as_u64(), Some(pid), "{failed}");
+    assert_eq!(failed["status"], "exit status: 1", "{failed}");
+    // Reaped: no /proc entry left, not even a zombie's.
+    let stat = format!("/proc/{pid}/stat");
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(&stat)
+            .is_err()),
+        "the successor is left as {:?}",
+        std::fs::read_to_string(&stat)
+    );
+    assert_eq!(get(addr, "/v").text(), "ok");
+}
+
+/// Connections over `limits.max_connections` are closed at once, counted in
+/// `tollgate_connections_refused_total{reason="max_connections"}` and told in a warning that
+/// names how many (at most one a minute per shard).
+#[test]
+fn connections_over_max_connections_are_counted_and_logged() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let cfg = Cfg::new()
+        .admin("token_env = \"TG_TEST_TOKEN\"")
+        .limits("max_connections = 1")
+        .route("GET /v", "integration = { type = \"mock\", body = \"ok\" }")
+        .toml();
+    std::fs::write(&path, &cfg).unwrap();
+    let p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut held = Client::connect(addr);
+    assert_eq!(
+        held.request(b"GET /v HTTP/1.1\r\nHost: h\r\n\r\n").status,
+        200
+    );
+    for _ in 0..3 {
+        let mut c = Client::connect(addr);
+        c.send(b"GET /v HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(c.read_response(false).is_none(), "served over the limit");
+    }
+    let warned = p.lines_until("limits.max_connections reached");
+    let warned = warned.last().unwrap();
+    assert_eq!(warned["refused"], 1, "{warned}");
+    assert_eq!(warned["max_connections"], 1, "{warned}");
+    let refused = || {
+        admin(admin_addr, "GET", "/metrics", Some("t0ken"))
+            .text()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("tollgate_connections_refused_total{")
+                    .filter(|l| l.contains("reason=\"max_connections\""))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || refused() == Some(3)),
+        "{:?}",
+        refused()
+    );
+    let text = admin(admin_addr, "GET", "/metrics", Some("t0ken")).text();
+    assert!(
+        text.contains("# HELP tollgate_connections_refused_total Client connections closed at once, by reason"),
+        "{text}"
+    );
+}
+
 /// The shipped systemd unit passes `systemd-analyze verify` (with this build's binary in
 /// place of /usr/bin/tollgate).
 #[test]

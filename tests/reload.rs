@@ -95,6 +95,62 @@ fn admin_config_shows_the_effective_config_with_secrets_redacted() {
 }
 
 #[test]
+fn admin_config_hides_upstream_credentials_in_integrations() {
+    let up = Upstream::echo();
+    let gw = Gw::start(
+        &cfg("v1", &up)
+            .route(
+                "GET /sec",
+                r#"request_parameters = { "overwrite:header.x-upstream-token" = "sk-mapped-secret", "append:header.x-from" = "$request.header.y", "overwrite:querystring.sig" = "plain" }
+integration = { type = "http", uri = "http://up/sec?api_key=Zsecret&page=2&key2=${context.requestId}", headers = { authorization = "Bearer Xsecret", "x-api-key" = "Ysecret", cookie = "sid=Csecret", "x-tier" = "gold" } }"#,
+            )
+            .toml(),
+    );
+    let r = admin(gw.admin(), "GET", "/config", Some(TOKEN));
+    assert_eq!(r.status, 200);
+    for secret in [
+        "Xsecret",
+        "Ysecret",
+        "Zsecret",
+        "Csecret",
+        "sk-mapped-secret",
+    ] {
+        assert!(!r.text().contains(secret), "{secret} shown: {}", r.text());
+    }
+    let j = r.json();
+    let route = j["config"]["apis"][0]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "GET /sec")
+        .unwrap()
+        .clone();
+    let i = &route["integration"];
+    assert_eq!(
+        i["uri"], "http://up/sec?api_key=<redacted>&page=2&key2=${context.requestId}",
+        "{i}"
+    );
+    let headers: std::collections::BTreeMap<String, String> = i["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h[0].as_str().unwrap().into(), h[1].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(headers["authorization"], "<redacted>");
+    assert_eq!(headers["x-api-key"], "<redacted>");
+    assert_eq!(headers["cookie"], "<redacted>");
+    assert_eq!(headers["x-tier"], "gold");
+    let p = &route["request_parameters"];
+    assert_eq!(p["overwrite:header.x-upstream-token"], "<redacted>");
+    assert_eq!(p["append:header.x-from"], "$request.header.y");
+    assert_eq!(p["overwrite:querystring.sig"], "plain");
+    // The upstream still gets them.
+    let r = Client::connect(gw.addr()).request(b"GET /sec HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("Bearer Xsecret"), "{}", r.text());
+}
+
+#[test]
 fn reload_publishes_a_valid_file_and_refuses_an_invalid_one_whole() {
     let up = Upstream::echo();
     let gw = Gw::start(&cfg("v1", &up).toml());

@@ -158,8 +158,11 @@ pub struct Route {
     /// What the route checks before its integration (`None`: nothing).
     #[serde(skip)]
     pub validation: Option<std::sync::Arc<Validation>>,
-    /// Parameter mapping as written.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    /// Parameter mapping as written (literals written into credentials redacted).
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "ser_redacted_params"
+    )]
     pub request_parameters: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub response_parameters: BTreeMap<String, BTreeMap<String, String>>,
@@ -177,11 +180,15 @@ pub struct Route {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Integration {
     Http {
+        /// Shown with the values of secret-named query parameters redacted.
+        #[serde(serialize_with = "ser_redacted_uri")]
         uri: String,
         #[serde(skip)]
         template: Template,
         #[serde(serialize_with = "ser_duration")]
         timeout: Duration,
+        /// Shown with credentials (`authorization`, `x-api-key`...) redacted.
+        #[serde(serialize_with = "ser_redacted_headers")]
         headers: Vec<(String, String)>,
         #[serde(skip)]
         header_templates: Vec<(String, Template)>,

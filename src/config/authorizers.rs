@@ -27,6 +27,8 @@ pub struct ExternalAuthorizer {
     /// `type = "token"`: one header, Amazon's `TOKEN` event; else the `REQUEST` event
     /// (payload format 2.0).
     pub token: bool,
+    /// Shown with the values of secret-named query parameters redacted.
+    #[serde(serialize_with = "ser_redacted_uri")]
     pub uri: String,
     #[serde(skip)]
     pub template: Template,
@@ -148,7 +150,8 @@ impl IdentitySource {
 /// An `http://` or `https://` URL the control plane fetches (OpenID discovery, JWKS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FetchUrl {
-    /// As written.
+    /// As written (shown with the values of secret-named query parameters redacted).
+    #[serde(serialize_with = "ser_redacted_uri")]
     pub text: String,
     #[serde(skip)]
     pub tls: bool,

@@ -17,6 +17,7 @@ mod mapping;
 mod models;
 mod observe;
 mod plans;
+pub(crate) mod redact;
 mod responses;
 mod runtime;
 mod server;
@@ -35,6 +36,7 @@ pub use mapping::{MapOp, ParamMapping};
 pub(crate) use models::*;
 pub(crate) use observe::*;
 pub(crate) use plans::*;
+use redact::{ser_redacted_headers, ser_redacted_params, ser_redacted_uri, ser_redacted_vars};
 pub(crate) use responses::*;
 pub(crate) use runtime::*;
 pub use server::*;
@@ -150,24 +152,6 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
     } else {
         s.serialize_str(&format!("{ms}ms"))
     }
-}
-
-/// Stage variables whose names suggest a secret are shown as "<redacted>".
-fn ser_redacted_vars<S: serde::Serializer>(
-    v: &BTreeMap<String, String>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    let shown: BTreeMap<&str, &str> = v
-        .iter()
-        .map(|(k, val)| {
-            let lk = k.to_ascii_lowercase();
-            let secret = ["secret", "token", "password", "passwd", "key", "credential"]
-                .iter()
-                .any(|w| lk.contains(w));
-            (k.as_str(), if secret { "<redacted>" } else { val.as_str() })
-        })
-        .collect();
-    shown.serialize(s)
 }
 
 /// Every problem found in a file, one line each.

@@ -68,6 +68,8 @@ pub struct UpstreamTls {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
+    /// Shown with the values of secret-named query parameters redacted.
+    #[serde(serialize_with = "ser_redacted_uri")]
     pub path: String,
     #[serde(serialize_with = "ser_duration")]
     pub interval: Duration,

@@ -107,6 +107,56 @@ pub(crate) fn flush_repeats(log: &RepeatLog, shard: usize, now: u64) {
     });
 }
 
+/// Shortest time between two warnings about connections refused at
+/// `limits.max_connections` on one shard (60 s); nginx logs its `worker_connections are not
+/// enough` once per connection, which a flood turns into log volume.
+pub(crate) const REFUSAL_LOG_INTERVAL_NS: u64 = 60_000_000_000;
+
+/// A shard's connections refused at `limits.max_connections`: counted on the refusal path
+/// only, warned about at most once per [`REFUSAL_LOG_INTERVAL_NS`] with how many were refused
+/// since the last warning (the first refusal is told at once; the sweep tells the rest of a
+/// burst once the interval is over).
+#[derive(Default)]
+pub(crate) struct RefusalLog {
+    /// Refused since the last warning.
+    pending: Cell<u64>,
+    /// When the last warning went out; `None` before the first.
+    last: Cell<Option<u64>>,
+}
+
+impl RefusalLog {
+    /// Counts one refusal at `now` (ns); returns how many to warn about when a warning is due.
+    pub(crate) fn refused(&self, now: u64) -> Option<u64> {
+        self.pending.set(self.pending.get() + 1);
+        self.due(now)
+    }
+
+    /// How many refusals to warn about at `now`, if any are untold and a warning is due.
+    pub(crate) fn due(&self, now: u64) -> Option<u64> {
+        let n = self.pending.get();
+        let quiet = self
+            .last
+            .get()
+            .is_some_and(|last| now.saturating_sub(last) < REFUSAL_LOG_INTERVAL_NS);
+        if n == 0 || quiet {
+            return None;
+        }
+        self.pending.set(0);
+        self.last.set(Some(now));
+        Some(n)
+    }
+}
+
+/// Logs the warning [`RefusalLog`] says is due.
+pub(crate) fn warn_refused(shard: usize, refused: u64, max: usize) {
+    tracing::warn!(
+        shard,
+        refused,
+        max_connections = max,
+        "limits.max_connections reached: {refused} new connections closed at once since the last such line"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +207,23 @@ mod tests {
         });
         assert_eq!(overflow, 50);
         assert!(log.seen.borrow().is_empty());
+    }
+
+    #[test]
+    fn refusals_are_told_at_once_then_at_most_once_a_minute_with_their_count() {
+        let log = RefusalLog::default();
+        assert_eq!(log.due(0), None, "nothing refused");
+        assert_eq!(log.refused(S), Some(1));
+        for t in 2..40 {
+            assert_eq!(log.refused(t * S), None);
+        }
+        assert_eq!(log.due(60 * S), None, "a minute has not passed");
+        assert_eq!(
+            log.due(61 * S),
+            Some(38),
+            "the rest of the burst, by the sweep"
+        );
+        assert_eq!(log.due(200 * S), None, "nothing new");
+        assert_eq!(log.refused(201 * S), Some(1));
     }
 }

@@ -3,8 +3,11 @@
 //! has) to the one writer thread over a bounded channel. The writer appends batches to the
 //! files (or standard output). When it falls behind and the channel is full, the batch is
 //! dropped and its lines counted (`tollgate_access_log_dropped_total`): a slow disk never
-//! blocks a shard, and no client can make the gateway hold unbounded log memory. The files
-//! are reopened on [`LogWriter::reopen`] (SIGUSR1, logrotate's habit; and on reload).
+//! blocks a shard, and no client can make the gateway hold unbounded log memory. A write that
+//! fails (a full disk) drops and counts the lines that did not reach the file; one that
+//! stopped mid-line leaves the rest of that line to be written first next time, so every line
+//! in the file is whole ([`Outputs`]). One warning per outage, one line when it ends. The
+//! files are reopened on [`LogWriter::reopen`] (SIGUSR1, logrotate's habit; and on reload).
 
 // The writer's join handle is taken once, at shutdown, by the control thread.
 #![allow(clippy::disallowed_types)]
@@ -165,40 +168,18 @@ pub(crate) fn open(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 }
 
 fn run(rx: flume::Receiver<Msg>, counts: &Counts) {
-    let mut files: AHashMap<Arc<Sink>, std::fs::File> = AHashMap::new();
-    // Paths that failed, so that a broken disk logs one warning per reopen, not per batch.
-    let mut failed: Vec<Arc<Sink>> = Vec::new();
+    let mut out = Outputs::new(Box::new(|sink: &Sink| -> std::io::Result<Box<dyn Write>> {
+        match sink {
+            Sink::Stdout => Ok(Box::new(std::io::stdout())),
+            Sink::File(path) => Ok(Box::new(open(path)?)),
+        }
+    }));
     while let Ok(msg) = rx.recv() {
         if counts.reopen.swap(false, Ordering::SeqCst) {
-            files.clear();
-            failed.clear();
+            out.reopen(counts);
         }
         match msg {
-            Msg::Batch { sink, bytes, lines } => {
-                let ok = match &*sink {
-                    Sink::Stdout => std::io::stdout().lock().write_all(&bytes),
-                    Sink::File(path) => {
-                        let file = match files.get_mut(&sink) {
-                            Some(f) => Ok(f),
-                            None => open(path).map(|f| files.entry(sink.clone()).or_insert(f)),
-                        };
-                        file.and_then(|f| f.write_all(&bytes))
-                    }
-                };
-                match ok {
-                    Ok(()) => {
-                        counts.written.fetch_add(lines, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        counts.dropped.fetch_add(lines, Ordering::Relaxed);
-                        files.remove(&sink);
-                        if !failed.contains(&sink) {
-                            tracing::warn!(path = %sink, error = %e, "access log: cannot write; lines dropped until it works again");
-                            failed.push(sink);
-                        }
-                    }
-                }
-            }
+            Msg::Batch { sink, bytes, lines } => out.batch(&sink, &bytes, lines, counts),
             Msg::Reopen => {}
             Msg::Stop => break,
         }
@@ -206,18 +187,182 @@ fn run(rx: flume::Receiver<Msg>, counts: &Counts) {
     // Stop: what is still queued (shards flushed before it was sent) is written below.
     for msg in rx.drain() {
         if let Msg::Batch { sink, bytes, lines } = msg {
-            let r = match &*sink {
-                Sink::Stdout => std::io::stdout().lock().write_all(&bytes),
-                Sink::File(path) => open(path).and_then(|mut f| f.write_all(&bytes)),
-            };
-            let n = if r.is_ok() {
-                &counts.written
-            } else {
-                &counts.dropped
-            };
-            n.fetch_add(lines, Ordering::Relaxed);
+            out.batch(&sink, &bytes, lines, counts);
         }
     }
+    out.close(counts);
+}
+
+/// Opens a destination (a file for appending, or standard output).
+type Opener = Box<dyn FnMut(&Sink) -> std::io::Result<Box<dyn Write>>>;
+
+/// The writer thread's destinations. Batches hold whole lines; a disk that fills mid-batch
+/// leaves part of a line in the file, and the rest of that line is written before anything
+/// else goes there, so lines never merge and each one in the file is whole.
+struct Outputs {
+    files: AHashMap<Arc<Sink>, Out>,
+    /// Destinations in an outage, with the lines it dropped so far: one warning when it
+    /// starts, one line when a write works again (cleared then, and on reopen).
+    failed: AHashMap<Arc<Sink>, u64>,
+    open: Opener,
+}
+
+/// One open destination.
+struct Out {
+    file: Box<dyn Write>,
+    /// The rest of a line a short write (a full disk) left unfinished in this file, written
+    /// first next time. Non-empty keeps the handle open across failures, so that the line is
+    /// finished in the file that holds its start.
+    torn: Vec<u8>,
+}
+
+impl Outputs {
+    fn new(open: Opener) -> Outputs {
+        Outputs {
+            files: AHashMap::new(),
+            failed: AHashMap::new(),
+            open,
+        }
+    }
+
+    /// Appends a batch of `lines` whole lines to `sink`, counting what reached it and what
+    /// did not.
+    fn batch(&mut self, sink: &Arc<Sink>, bytes: &[u8], lines: u64, counts: &Counts) {
+        let out = match self.files.entry(sink.clone()) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => match (self.open)(sink) {
+                Ok(file) => v.insert(Out {
+                    file,
+                    torn: Vec::new(),
+                }),
+                Err(e) => return self.fail(sink, lines, &e, counts),
+            },
+        };
+        let w = out.write(bytes, lines);
+        counts.written.fetch_add(w.whole, Ordering::Relaxed);
+        match w.error {
+            None => {
+                if let Some(dropped) = self.failed.remove(sink) {
+                    tracing::info!(path = %sink, dropped, "access log: writing again");
+                }
+            }
+            Some(e) => {
+                if out.torn.is_empty() {
+                    // Nothing to finish in this file: open the path afresh next time.
+                    self.files.remove(sink);
+                }
+                self.fail(sink, w.dropped, &e, counts);
+            }
+        }
+    }
+
+    fn fail(&mut self, sink: &Arc<Sink>, dropped: u64, e: &std::io::Error, counts: &Counts) {
+        counts.dropped.fetch_add(dropped, Ordering::Relaxed);
+        match self.failed.get_mut(sink) {
+            Some(n) => *n += dropped,
+            None => {
+                tracing::warn!(path = %sink, error = %e, "access log: cannot write; lines dropped until it works again");
+                self.failed.insert(sink.clone(), dropped);
+            }
+        }
+    }
+
+    /// Closes every file (after logrotate moved them away), finishing a torn line in the
+    /// file it started in first.
+    fn reopen(&mut self, counts: &Counts) {
+        self.close(counts);
+        self.failed.clear();
+    }
+
+    /// Finishes what short writes left unfinished, where the disk now takes it, and closes
+    /// the files.
+    fn close(&mut self, counts: &Counts) {
+        for (_, mut out) in self.files.drain() {
+            if !out.torn.is_empty() {
+                let w = out.write(&[], 0);
+                let n = if w.error.is_none() {
+                    &counts.written
+                } else {
+                    &counts.dropped
+                };
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What one write of a batch did.
+struct Written {
+    /// Lines that became whole in the file (a torn one finished counts here, once).
+    whole: u64,
+    /// Lines of the batch of which nothing reached the file.
+    dropped: u64,
+    error: Option<std::io::Error>,
+}
+
+impl Out {
+    /// Writes the rest of a torn line, then `bytes` (`lines` whole lines). A short write
+    /// keeps the rest of the line it stopped in, so that it is finished before the next.
+    fn write(&mut self, bytes: &[u8], lines: u64) -> Written {
+        let mut whole = 0;
+        if !self.torn.is_empty() {
+            let (n, error) = write_some(&mut self.file, &self.torn);
+            self.torn.drain(..n);
+            if error.is_some() {
+                return Written {
+                    whole,
+                    dropped: lines,
+                    error,
+                };
+            }
+            whole += 1;
+        }
+        let (n, error) = write_some(&mut self.file, bytes);
+        if error.is_none() {
+            return Written {
+                whole: whole + lines,
+                dropped: 0,
+                error,
+            };
+        }
+        let done = bytes[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        whole += done;
+        let mut started = done;
+        if n > 0 && bytes[n - 1] != b'\n' {
+            let end = bytes[n..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |i| n + i + 1);
+            self.torn = bytes[n..end].to_vec();
+            if self.torn.last() != Some(&b'\n') {
+                self.torn.push(b'\n');
+            }
+            started += 1;
+        }
+        Written {
+            whole,
+            dropped: lines.saturating_sub(started),
+            error,
+        }
+    }
+}
+
+/// Writes as much of `buf` as the destination takes: how many bytes, and the error that
+/// stopped it short (`write_all` would lose the count).
+fn write_some(w: &mut dyn Write, buf: &[u8]) -> (usize, Option<std::io::Error>) {
+    let mut n = 0;
+    while n < buf.len() {
+        match w.write(&buf[n..]) {
+            Ok(0) => return (n, Some(std::io::ErrorKind::WriteZero.into())),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (n, Some(e)),
+        }
+    }
+    if let Err(e) = w.flush() {
+        return (n, Some(e));
+    }
+    (n, None)
 }
 
 /// A shard's pending lines, one buffer per destination of the snapshot it serves.
@@ -324,5 +469,113 @@ mod tests {
             w.send(sink.clone(), b"x\nx\n".to_vec(), 2);
         }
         assert_eq!(w.counts.dropped.load(Ordering::Relaxed), 20);
+    }
+
+    /// A disk with `room` bytes left; what it took lands in `data`.
+    #[derive(Clone, Default)]
+    struct Disk {
+        room: Arc<AtomicU64>,
+        data: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = self.room.load(Ordering::Relaxed) as usize;
+            if room == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = room.min(buf.len());
+            self.room.fetch_sub(n as u64, Ordering::Relaxed);
+            self.data.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_keeps_every_line_whole_and_warns_once_per_outage() {
+        let disk = Disk::default();
+        let log = Captured::default();
+        let counts = Counts::default();
+        let sink = Arc::new(Sink::File("access.log".into()));
+        let d = disk.clone();
+        let mut out = Outputs::new(Box::new(
+            move |_: &Sink| -> std::io::Result<Box<dyn Write>> { Ok(Box::new(d.clone())) },
+        ));
+        let l = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || l.clone())
+            .finish();
+        let room = |n: u64| disk.room.store(n, Ordering::Relaxed);
+        tracing::subscriber::with_default(subscriber, || {
+            room(1 << 20);
+            out.batch(&sink, b"a1\na2\n", 2, &counts);
+            // The disk fills in the middle of the first line of a batch, then is full.
+            room(5);
+            out.batch(&sink, b"b1xxxx\nb2xxxx\n", 2, &counts);
+            out.batch(&sink, b"c1\n", 1, &counts);
+            // Space again: the torn line is finished before the next one starts.
+            room(1 << 20);
+            out.batch(&sink, b"d1\n", 1, &counts);
+            // A second outage, and the end of it.
+            room(0);
+            out.batch(&sink, b"e1\n", 1, &counts);
+            room(1 << 20);
+            out.batch(&sink, b"f1\n", 1, &counts);
+        });
+        let file = String::from_utf8(disk.data.lock().unwrap().clone()).unwrap();
+        assert_eq!(file, "a1\na2\nb1xxxx\nd1\nf1\n");
+        // What is in the file is written; what is not (b2, c1, e1) is dropped.
+        assert_eq!(counts.written.load(Ordering::Relaxed), 5);
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 3);
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("cannot write")).collect();
+        assert_eq!(warnings.len(), 2, "{log}");
+        assert!(warnings
+            .iter()
+            .all(|l| l.contains("WARN") && l.contains("access.log")));
+        let again: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("writing again"))
+            .collect();
+        assert_eq!(again.len(), 2, "{log}");
+        assert!(
+            again[0].contains("dropped=2") && again[1].contains("dropped=1"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn a_torn_line_is_finished_in_its_own_file_on_reopen() {
+        let disk = Disk::default();
+        let counts = Counts::default();
+        let sink = Arc::new(Sink::Stdout);
+        let d = disk.clone();
+        let mut out = Outputs::new(Box::new(
+            move |_: &Sink| -> std::io::Result<Box<dyn Write>> { Ok(Box::new(d.clone())) },
+        ));
+        disk.room.store(3, Ordering::Relaxed);
+        out.batch(&sink, b"one\n", 1, &counts);
+        disk.room.store(100, Ordering::Relaxed);
+        out.reopen(&counts);
+        assert_eq!(*disk.data.lock().unwrap(), b"one\n");
+        assert_eq!(counts.written.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 0);
     }
 }

@@ -201,6 +201,8 @@ pub(crate) struct Shard {
     quota_leases: RefCell<AHashMap<u64, (i64, u64, u64, u64)>>,
     /// Repeated failures, logged once per kind and target, then summarised by the sweep.
     pub repeats: crate::observe::RepeatLog,
+    /// Connections refused at `limits.max_connections`, for a warning at most once a minute.
+    pub refusals: crate::observe::RefusalLog,
     /// JWTs this shard verified, for their next uses.
     pub tokens: RefCell<crate::auth::jwt::TokenCache>,
     /// The WebSocket connections this shard holds, by connection id.
@@ -264,6 +266,7 @@ impl Shard {
             repeats: crate::observe::RepeatLog::new(
                 snap.config.server.log_summary_interval.as_nanos() as u64,
             ),
+            refusals: Default::default(),
             tokens: RefCell::new(crate::auth::jwt::TokenCache::new(TOKEN_CACHE_BYTES)),
             ws: RefCell::new(AHashMap::new()),
             ws_seen: RefCell::new(None),
@@ -573,6 +576,10 @@ impl Shard {
             self.metrics.publish(row);
         }
         crate::observe::flush_repeats(&self.repeats, self.id, now);
+        if let Some(n) = self.refusals.due(now) {
+            let max = self.snapshot().snap.limits.max_connections;
+            crate::observe::warn_refused(self.id, n, max);
+        }
         self.flush_logs();
         self.publish_routes();
         self.publish_targets();
