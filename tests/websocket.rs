@@ -30,6 +30,9 @@ fn backend() -> Upstream {
         if s.target.starts_with("/connect") && s.target.contains("deny=1") {
             return respond(403, r#"{"message":"go away"}"#);
         }
+        if s.target.starts_with("/connect") && s.target.contains("slow=1") {
+            return Action::Sleep(std::time::Duration::from_millis(50));
+        }
         let seen = json!({
             "target": s.target,
             "event": s.header("x-event-type"),
@@ -199,6 +202,27 @@ fn messages_are_routed_by_their_key_and_two_way_routes_answer() {
     assert_eq!(d[0].header("x-event-type"), Some("DISCONNECT"));
     assert_eq!(d[0].header("x-disconnect-status-code"), Some("1000"));
     assert_eq!(d[0].header("x-disconnect-reason"), Some("bye"));
+}
+
+/// `connectedAt` (`x-connected-at`) is one time for the connection's life: `$connect`'s call
+/// and every later one carry the same, however long `$connect`'s integration took.
+#[test]
+fn a_connection_has_one_connected_at() {
+    let up = backend();
+    let g = gateway(&up, true);
+    let mut ws = open(&g, "?slow=1").expect("upgrade");
+    ws.send(Message::text(r#"{"action":"sendmessage","text":"hi"}"#))
+        .unwrap();
+    next_text(&mut ws);
+    let seen = up.requests();
+    let at = |path: &str| {
+        seen.iter()
+            .find(|s| s.target.starts_with(path))
+            .and_then(|s| s.header("x-connected-at"))
+            .map(str::to_string)
+    };
+    assert!(at("/connect").is_some());
+    assert_eq!(at("/connect"), at("/message"));
 }
 
 #[test]

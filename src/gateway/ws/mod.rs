@@ -123,6 +123,8 @@ pub(crate) async fn connect(
     let id = connection_id(shard.shared.node_id, shard.id);
     ctx.ws = Some((id.as_str().into(), "CONNECT"));
     let mut chosen = None;
+    // One `connectedAt` for the connection's life: `$connect`'s, then every later call's.
+    let connected_at_ms = now_ms();
     if let Some(route) = ws.connect {
         let m = RouteMatch {
             api: st.api,
@@ -138,7 +140,7 @@ pub(crate) async fn connect(
         super::limits::throttle(shard, ss, ctx, m).await?;
         // A connection is a request of the key's plan (429 "Limit Exceeded" once spent).
         super::limits::count_quota(shard, ss, ctx).await?;
-        let session = session_of(ss, conn, ctx, &id, st.api, st.stage);
+        let session = session_of(ss, conn, ctx, &id, (st.api, st.stage), connected_at_ms);
         match integration::integrate(
             ss,
             &session,
@@ -182,7 +184,7 @@ pub(crate) async fn connect(
         );
         door(ss, conn, ctx, resource)?;
     }
-    let mut session = session_of(ss, conn, ctx, &id, st.api, st.stage);
+    let mut session = session_of(ss, conn, ctx, &id, (st.api, st.stage), connected_at_ms);
     // Until the session is registered (see `session::run`): a reload meanwhile may have
     // removed the API, and its `$disconnect` runs with the configuration it was opened under.
     session.opened = Some(ss.clone());
@@ -254,8 +256,8 @@ fn session_of(
     conn: &Conn,
     ctx: &RequestCtx,
     id: &str,
-    api: usize,
-    stage: usize,
+    (api, stage): (usize, usize),
+    connected_at_ms: u64,
 ) -> Session {
     let a = &ss.snap.config.apis[api];
     Session {
@@ -270,7 +272,7 @@ fn session_of(
             Some(f) => Rc::from(&*f.1),
             None => conn.peer_ip.clone(),
         },
-        connected_at_ms: now_ms(),
+        connected_at_ms,
         opened: None,
     }
 }
