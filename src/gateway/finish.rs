@@ -209,6 +209,21 @@ pub(crate) fn answer_lines(ctx: &RequestCtx, a: &mut Answer) -> Vec<u8> {
             let enc = *enc;
             if let Some(e) = enc {
                 a.body = super::compress::compress(c, e, &a.body);
+                // Other bytes than the identity answer's: its validator becomes weak (RFC
+                // 9110 8.8.1), as a proxied answer's does.
+                let etag = |l: &[u8]| l.len() > 5 && l[..5].eq_ignore_ascii_case(b"etag:");
+                if a.headers.split_inclusive(|&b| b == b'\n').any(etag) {
+                    let mut headers = Vec::with_capacity(a.headers.len() + 2);
+                    for l in a.headers.split_inclusive(|&b| b == b'\n') {
+                        if etag(l) {
+                            let value = l[5..].strip_suffix(b"\r\n").unwrap_or(&l[5..]);
+                            super::cached::weak_etag(&mut headers, value);
+                        } else {
+                            headers.extend_from_slice(l);
+                        }
+                    }
+                    a.headers = headers;
+                }
             }
             super::compress::lines(&mut extra, enc);
         }
