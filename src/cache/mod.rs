@@ -161,15 +161,15 @@ impl Weighter<Box<[u8]>, Val> for Weigh {
     }
 }
 
-/// Counts evictions; evicted entries are dropped after the segment lock is released.
+/// Collects what an insert pushed out, to be counted (see [`StageCache::insert`]) and dropped
+/// after the segment lock is released.
 #[derive(Clone)]
-struct Evictions(Arc<AtomicU64>);
+struct Evictions;
 
 impl Lifecycle<Box<[u8]>, Val> for Evictions {
     type RequestState = Vec<(Box<[u8]>, Val)>;
 
     fn on_evict(&self, state: &mut Self::RequestState, key: Box<[u8]>, val: Val) {
-        self.0.fetch_add(1, Ordering::Relaxed);
         state.push((key, val));
     }
 }
@@ -237,7 +237,7 @@ impl StageCache {
                 .expect("cache options"),
             Weigh,
             ahash::RandomState::with_seeds(3, 5, 7, 11),
-            Evictions(stats.evictions.clone()),
+            Evictions,
         );
         StageCache {
             name,
@@ -267,11 +267,19 @@ impl StageCache {
     }
 
     /// Stores `val` under `key` (refused silently when it is heavier than a segment allows).
+    /// Entries pushed out for room are evictions; the entry it replaces under its own key (a
+    /// refresh, a revalidation) and a refused insert are not.
     pub fn insert(&self, key: Box<[u8]>, val: Val) {
         if val.epoch() < self.epoch() {
             return;
         }
-        self.store.insert(key, val);
+        let mut gone = Vec::new();
+        let own = key.clone();
+        self.store.insert_with_lifecycle(key, val, &mut gone);
+        let evicted = gone.iter().filter(|(k, _)| *k != own).count() as u64;
+        if evicted > 0 {
+            self.stats.evictions.fetch_add(evicted, Ordering::Relaxed);
+        }
     }
 
     /// Leads or follows the fetch for `key`.
@@ -557,6 +565,16 @@ mod tests {
         }
         assert!(c.stats.evictions.load(Ordering::Relaxed) > 0);
         assert!(c.len() < 2000 && c.len() > 500, "{}", c.len());
+    }
+
+    #[test]
+    fn an_entry_replaced_under_its_own_key_is_no_eviction() {
+        let c = StageCache::new("a/s".into(), &cfg(1 << 20), Default::default());
+        for _ in 0..5 {
+            c.insert(b"GET\0/same\0".to_vec().into(), entry(&c, 100));
+        }
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.stats.evictions.load(Ordering::Relaxed), 0);
     }
 
     #[test]
