@@ -558,6 +558,20 @@ fn run_time_definitions_are_checked_as_the_file_is() {
     );
     assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(on(&g, "shop.test", "/v1/v").text(), "m");
+    // A base path no request's path could hold (a query or fragment mark, a space).
+    for bp in ["a?x=1", "a#b", "a b"] {
+        let r = post(
+            &g,
+            "/domains",
+            json!({"host": "shop.test", "base_path": bp, "api": "shop", "stage": "prod"}),
+        );
+        assert_eq!(r.status, 400, "{bp}: {}", r.text());
+        assert!(
+            r.text().contains("cannot be in a path"),
+            "{bp}: {}",
+            r.text()
+        );
+    }
     // An unknown mode.
     let r = admin_with(g.admin(), "POST", "/apis?mode=bogus", "{}");
     assert_eq!(r.status, 400);

@@ -226,6 +226,20 @@ fn unknown_paths_get_404_and_wrong_methods_405_with_allow() {
 }
 
 #[test]
+fn base_paths_no_request_could_reach_are_refused_at_load() {
+    for bp in ["v1?x=1", "v1#top"] {
+        let (ok, text) = check_config(&Cfg::new().extra(format!(
+            "[[domains]]\nhost = \"b.example.test\"\nmappings = [{{ base_path = \"{bp}\", api = \"api\", stage = \"prod\" }}]\n"
+        )).toml());
+        assert!(!ok, "{bp}: {text}");
+        assert!(
+            text.contains("base_path") && text.contains("cannot be in a path"),
+            "{bp}: {text}"
+        );
+    }
+}
+
+#[test]
 fn hosts_and_base_paths_pick_the_api() {
     let (prod, dev) = (Upstream::echo(), Upstream::echo());
     let gw = Gw::start(&petstore(&prod, &dev));

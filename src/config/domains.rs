@@ -110,21 +110,11 @@ impl Validator {
         for (j, m) in d.mappings.into_iter().enumerate() {
             let mkey = format!("{key}.mappings[{j}]");
             let bp = m.base_path.unwrap_or_default();
-            let base_path: Vec<String> = if bp.is_empty() || bp == "/" {
-                Vec::new()
-            } else {
-                match crate::syntax::path::normalise(
-                    format!("/{}", bp.trim_matches('/')).as_bytes(),
-                ) {
-                    Ok(s) => s.iter().map(str::to_string).collect(),
-                    Err(e) => {
-                        self.bad(
-                            &format!("{mkey}.base_path"),
-                            &bp,
-                            &format!("a path such as \"v1\" or \"v1/orders\" ({})", e.message()),
-                        );
-                        continue;
-                    }
+            let base_path = match super::runtime::base_path(&bp) {
+                Ok(p) => p,
+                Err(why) => {
+                    self.err(&format!("{mkey}.base_path"), why);
+                    continue;
                 }
             };
             let Some(api_name) = m.api else {

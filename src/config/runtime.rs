@@ -207,6 +207,15 @@ pub(crate) fn base_path(bp: &str) -> Result<Vec<String>, String> {
     if bp.is_empty() || bp == "/" {
         return Ok(Vec::new());
     }
+    if let Some(c) = bp
+        .chars()
+        .find(|c| matches!(c, '?' | '#') || c.is_whitespace() || c.is_control())
+    {
+        // A request's path ends before `?` and `#`: no request could reach it.
+        return Err(format!(
+            "base_path = {bp:?} is not valid: {c:?} cannot be in a path (a request's path ends before a query or fragment); expected a path such as \"v1\" or \"v1/orders\""
+        ));
+    }
     crate::syntax::path::normalise(format!("/{}", bp.trim_matches('/')).as_bytes())
         .map(|s| s.iter().map(str::to_string).collect())
         .map_err(|e| {
