@@ -357,6 +357,12 @@ fn usage_reports_count_the_whole_fleet() {
         "{}",
         admin_with(b.admin(), "GET", &path, "").text()
     );
+    // A deleted key's usage goes with it, as on a node alone.
+    let r = admin_with(b.admin(), "DELETE", &format!("/apikeys/{id}"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin_with(b.admin(), "GET", &path, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["items"], json!({}), "{}", r.text());
 }
 
 #[test]

@@ -100,10 +100,14 @@ pub(super) async fn fleet_write(
             let unreachable = |e: String| {
                 message(503, format!("the fleet's Redis ({}) cannot be reached ({e}); this node's own counts are not the fleet's", link.name()))
             };
-            let rows = match link.usage(plan, &days, key.as_deref()).await {
+            let mut rows = match link.usage(plan, &days, key.as_deref()).await {
                 Ok(r) => r,
                 Err(e) => return Some(unreachable(e)),
             };
+            // A deleted key's counts stay in the fleet's daily hashes until they expire: its
+            // usage went with it, as on a node alone.
+            let keys = ctl.borrow().taken_ids();
+            rows.retain(|(id, _, _)| keys.contains(id));
             let mut items: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
                 Default::default();
             let today = crate::throttle::today();

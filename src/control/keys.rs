@@ -110,7 +110,8 @@ impl Control {
             .collect()
     }
 
-    pub(super) fn taken_ids(&self) -> ahash::AHashSet<String> {
+    /// Every key id in use (config and store).
+    pub(crate) fn taken_ids(&self) -> ahash::AHashSet<String> {
         self.compiled
             .config
             .api_keys
