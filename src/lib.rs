@@ -243,6 +243,26 @@ pub fn check_placement(cfg: &Config, workers: Option<usize>) -> Result<(), Strin
 }
 
 /// `tollgate state check`: tests the state file on a copy and says what it holds.
+/// `tollgate check`'s look at the state store: a config key with the value or the id of a key
+/// made through the admin API is refused (start-up and a reload refuse it: a restart would
+/// not start). `Ok(Some(..))`: a warning that the store could not be read for this.
+pub fn check_store(cfg: &Config) -> Result<Option<String>, ConfigError> {
+    match control::store::stored_keys(&cfg.server.state_dir) {
+        Ok(None) => Ok(None),
+        Ok(Some(keys)) => {
+            let errors = control::file_key_clashes(cfg, &keys);
+            if errors.is_empty() {
+                Ok(None)
+            } else {
+                Err(ConfigError { errors })
+            }
+        }
+        Err(e) => Ok(Some(format!(
+            "the state store could not be read to compare its API keys with the file's ({e})"
+        ))),
+    }
+}
+
 pub fn state_check(cfg: &Config) -> Result<String, String> {
     let dir = &cfg.server.state_dir;
     match control::store::check(dir)? {

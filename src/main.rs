@@ -255,12 +255,18 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Check) => match tollgate::check(&cfg).and_then(|()| {
-            tollgate::check_placement(&cfg, cli.workers)
-                .map_err(|e| ConfigError { errors: vec![e] })
-        }) {
-            Ok(()) => {
+        Some(Command::Check) => match tollgate::check(&cfg)
+            .and_then(|()| {
+                tollgate::check_placement(&cfg, cli.workers)
+                    .map_err(|e| ConfigError { errors: vec![e] })
+            })
+            .and_then(|()| tollgate::check_store(&cfg))
+        {
+            Ok(store_warning) => {
                 out(format_args!("{}", tollgate::summary(&cfg, cli.workers)));
+                if let Some(w) = store_warning {
+                    out(format_args!("warning: {w}\n"));
+                }
                 if let Some(w) = raise_nofile().and_then(|l| tollgate::fd_warning(&cfg, l)) {
                     out(format_args!("warning: {w}\n"));
                 }

@@ -441,3 +441,36 @@ fn recover_counts_what_check_counts_and_a_failed_copy_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `tollgate check` refuses what start-up would refuse: a config key with the value of a key
+/// made through the admin API (read from the state store, on a copy).
+#[test]
+fn check_sees_a_file_key_that_clashes_with_a_stored_one() {
+    const RUNTIME: &str = "runtime-key-0123456789abcdef";
+    let gw = Gw::start(&conf());
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        &format!(r#"{{"name": "rt", "value": "{RUNTIME}", "plan": "gold"}}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let dir = gw.stop();
+    let config = dir.0.join("config.toml");
+    let (ok, text) = tollgate(&config, &["check"]);
+    assert!(ok, "{text}");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[api_keys]]\nname = \"clash\"\nvalue = \"{RUNTIME}\"\nplan = \"gold\"\n",
+            conf()
+        ),
+    )
+    .unwrap();
+    let (ok, text) = tollgate(&config, &["check"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("api_keys[\"clash\"].value") && text.contains("admin API"),
+        "{text}"
+    );
+}

@@ -433,7 +433,7 @@ pub(super) fn stored_key_plan_clashes(compiled: &Compiled, stored: &[StoredKey])
 
 /// A config key may not take the value, nor (by its name) the id, of a key created through
 /// the admin API: both would answer to one id (usage, quota, PATCH and DELETE).
-pub(super) fn file_key_clashes(cfg: &Config, stored: &[StoredKey]) -> Vec<String> {
+pub(crate) fn file_key_clashes(cfg: &Config, stored: &[StoredKey]) -> Vec<String> {
     let mut errors = Vec::new();
     for k in &cfg.api_keys {
         let h = auth::hex(&auth::hash_key(k.value.as_bytes()));

@@ -24,7 +24,7 @@ pub(crate) use access::{AccessKeyUpdate, NewAccessKey};
 pub(crate) use handover::{final_flush, UsageDelta};
 pub(crate) use health::start_health_checks;
 use keys::key_table;
-pub(crate) use keys::NewKey;
+pub(crate) use keys::{file_key_clashes, NewKey};
 pub(crate) use lifecycle::{Edit, Part};
 use reload::certs_changed;
 

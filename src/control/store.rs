@@ -180,6 +180,20 @@ fn checked(dir: &Path) -> Result<Option<Contents>, (String, bool)> {
     .map_err(|err| (format!("{err}; {RECOVER}"), false))
 }
 
+/// The API keys made through the admin API that a state file holds, read on a copy (the
+/// file untouched, a running gateway's included); `Ok(None)` when there is no file yet.
+pub(crate) fn stored_keys(dir: &Path) -> Result<Option<Vec<StoredKey>>, String> {
+    let path = dir.join(STATE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let copy = Copy::of(&path).map_err(|err| e("cannot copy to read it", &path, err))?;
+    no_panic("cannot open", &path, || {
+        Store::open_file(&copy.0, &path, false)?.keys()
+    })
+    .map(Some)
+}
+
 /// Lets redb repair a copy of the state file and writes every record it can read into a new
 /// store at `out` (which must not exist). Returns what was saved.
 pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
