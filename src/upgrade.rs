@@ -30,6 +30,10 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 
 /// How long either side waits for the other's next line.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a running gateway waits for `COMMIT` once it released the store. A successor
+/// still connected then is taken to serve: one of a version before `COMMIT` (a downgrade)
+/// never sends it, and waits for the usage line instead.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most descriptors one hand-over carries (listeners x shards, plus the admin's).
 const MAX_FDS: usize = 4096;
 
@@ -230,11 +234,15 @@ fn hand_over(
     // The successor binds its own socket file (in place of this one's) as it starts.
     let mut w = conn;
     let sent = w.write_all(b"RELEASED\n");
-    // Then it opens the store and starts: however long that takes, this process serves.
-    let _ = conn.set_read_timeout(None);
+    // Then it opens the store and starts; this process serves meanwhile.
+    let _ = conn.set_read_timeout(Some(COMMIT_TIMEOUT));
     line.clear();
     let read = sent.and_then(|_| lines.read_line(&mut line));
-    if matches!(read, Ok(n) if n > 0) && line.trim() == "COMMIT" {
+    let silent = matches!(&read, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+    if silent {
+        tracing::warn!(waited = ?COMMIT_TIMEOUT, "the new process did not say it serves (a version before COMMIT?) but is still connected: handing over");
+    }
+    if silent || (matches!(read, Ok(n) if n > 0) && line.trim() == "COMMIT") {
         tracing::info!("the new process serves: no longer accepting; draining");
         step(Step::Commit)?;
         return Ok(Session::Released);
