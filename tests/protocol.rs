@@ -59,6 +59,27 @@ fn interim_answers_drop_the_fields_their_connection_header_names() {
     assert!(rest.ends_with("ok"), "{rest}");
 }
 
+/// Several `Connection` lines are one list (RFC 9110 5.3): a field named in any of them is
+/// hop-by-hop, on the request and on the answer.
+#[test]
+fn every_connection_line_names_hop_by_hop_fields() {
+    let up = Upstream::start(|s| {
+        let leaked = s.header("x-secret").unwrap_or("none").to_string();
+        Action::Raw(
+            format!("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: x-foo\r\nX-Foo: bar\r\nContent-Length: {}\r\n\r\n{leaked}", leaked.len())
+                .into_bytes(),
+        )
+    });
+    let gw = Gw::start(&proxy_conf(up.addr));
+    let got = raw(
+        gw.addr(),
+        b"GET /echo HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nConnection: X-Secret\r\nX-Secret: 1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.ends_with("none"), "the upstream got X-Secret: {got}");
+    assert!(!got.to_ascii_lowercase().contains("x-foo"), "{got}");
+}
+
 /// The methods Amazon API Gateway's `ANY` stands for: what a 405 for TRACE, TRACK or CONNECT
 /// allows.
 const ALLOW: &str = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE";

@@ -315,7 +315,7 @@ pub(super) async fn exchange(
                             let named = super::rewrite::connection_value(head.headers());
                             for (n, v) in head.headers() {
                                 if !super::rewrite::hop_by_hop(n)
-                                    && !super::rewrite::listed_in_connection(named, n)
+                                    && !super::rewrite::listed_in_connection(named.as_deref(), n)
                                     && !name_eq(n, b"content-length")
                                 {
                                     out.extend_from_slice(n);

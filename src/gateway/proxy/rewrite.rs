@@ -7,13 +7,28 @@ use super::*;
 pub(crate) use crate::http::h1::hop_by_hop;
 
 /// The `Connection` header's value, if it lists any header name beyond the hop-by-hop ones
-/// (names listed there are hop-by-hop too). Looked up once per message, not once per header;
-/// the usual `keep-alive`, `close` or `upgrade` alone give `None`, so that no header is checked
-/// against it.
+/// (names listed there are hop-by-hop too). Several `Connection` lines are one list (RFC 9110
+/// 5.3): joined, which only a message with more than one pays for. Looked up once per
+/// message, not once per header; the usual `keep-alive`, `close` or `upgrade` alone give
+/// `None`, so that no header is checked against it.
 pub(super) fn connection_value<'a>(
-    mut headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-) -> Option<&'a [u8]> {
-    let v = headers.find(|(n, _)| name_eq(n, b"connection"))?.1;
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Option<std::borrow::Cow<'a, [u8]>> {
+    let mut lines = headers
+        .filter(|(n, _)| name_eq(n, b"connection"))
+        .map(|(_, v)| v);
+    let first = lines.next()?;
+    let v = match lines.next() {
+        None => std::borrow::Cow::Borrowed(first),
+        Some(second) => {
+            let mut all = first.to_vec();
+            for more in std::iter::once(second).chain(lines) {
+                all.push(b',');
+                all.extend_from_slice(more);
+            }
+            std::borrow::Cow::Owned(all)
+        }
+    };
     v.split(|&b| b == b',')
         .any(|t| {
             let t = t.trim_ascii();
@@ -177,7 +192,7 @@ pub(crate) fn request_head_with(
             xff_lines += 1;
             continue;
         }
-        if listed_in_connection(conn_hdr, name)
+        if listed_in_connection(conn_hdr.as_deref(), name)
             || (extra.strip_conditionals && conditional(name))
             || ctx
                 .client_cert
@@ -309,7 +324,7 @@ pub(super) fn response_head(
         let (name, value) = (resp.slice(&h.name), resp.slice(&h.value));
         let keep_te = name_eq(name, b"transfer-encoding") && !dechunk;
         let keep_upgrade = upgrade && name_eq(name, b"upgrade");
-        let hop = hop_by_hop(name) || listed_in_connection(conn_hdr, name);
+        let hop = hop_by_hop(name) || listed_in_connection(conn_hdr.as_deref(), name);
         if (hop && !keep_te && !keep_upgrade)
             || (bodiless && name_eq(name, b"content-length"))
             || name_eq(name, b"x-request-id")
