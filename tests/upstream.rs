@@ -250,6 +250,33 @@ fn health_checks_take_dead_targets_out_and_bring_them_back() {
         == 200));
 }
 
+/// A health answer preceded by an interim one (103 Early Hints) is judged by its final status.
+#[test]
+fn health_checks_read_past_interim_answers() {
+    let up = Upstream::start(|s| {
+        if s.target == "/healthz" {
+            Action::Raw(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            )
+        } else {
+            respond(200, "served")
+        }
+    });
+    let block = upstream_block(
+        &[up.addr],
+        "health = { path = \"/healthz\", interval = \"50ms\", unhealthy_after = 1, healthy_after = 1 }",
+    );
+    let gw = Gw::start(&one_route(&block, "http://up", ""));
+    let probes = || {
+        up.requests()
+            .iter()
+            .filter(|s| s.target == "/healthz")
+            .count()
+    };
+    assert!(eventually(Duration::from_secs(5), || probes() >= 3));
+    assert_eq!(get(gw.addr(), "/x").text(), "served");
+}
+
 #[test]
 fn idempotent_requests_retry_on_another_target_when_connect_fails() {
     let up = Upstream::echo();

@@ -47,6 +47,11 @@ pub(crate) async fn probe(
         let mut buf = BytesMut::with_capacity(4096);
         loop {
             match h1::parse_response(&buf, 16 << 10, false) {
+                // An interim answer (103 Early Hints, 100 Continue): the final one follows.
+                Ok(Some((n, parts))) if (100..200).contains(&parts.status) => {
+                    let _ = buf.split_to(n);
+                    continue;
+                }
                 Ok(Some((_, parts))) => return Ok(parts.status),
                 Ok(None) => {}
                 Err(_) => return Err("malformed answer".to_string()),
