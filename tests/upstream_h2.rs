@@ -166,7 +166,13 @@ fn a_closed_h2_connection_is_replaced_without_failing_requests() {
     assert!(eventually(std::time::Duration::from_secs(10), || {
         counter(&b, "http2_goaways_total") >= 1
     }));
-    // The next requests open a new connection and succeed.
+    // The next requests open a new connection and succeed: a POST first (never sent on the
+    // closed connection, so it goes on a new one whatever its method).
+    let r = Client::connect(a.addr()).request(
+        b"POST /post HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body"], "abc");
     for i in 0..3 {
         assert_eq!(get(a.addr(), &format!("/again/{i}")).status, 200);
     }

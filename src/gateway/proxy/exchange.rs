@@ -215,6 +215,14 @@ pub(crate) async fn send(
                 ctx.integration_status = Some(resp.status);
                 break (target, eject, up, resp, ubuf);
             }
+            // The target's HTTP/2 connection closed (GOAWAY, its idle timeout): no stream
+            // was opened, so nothing was sent whatever the method. It is dropped, and the
+            // request goes on a new one.
+            Err(Failure::Stale) if matches!(up, UpStream::H2(_)) && tries < 3 => {
+                target.h2_conn.borrow_mut().take();
+                fresh_only = true;
+                continue;
+            }
             Err(Failure::Stale) if replayable && tries < 3 => {
                 fresh_only = true;
                 continue;
