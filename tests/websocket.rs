@@ -225,6 +225,22 @@ fn a_connection_has_one_connected_at() {
     assert_eq!(at("/connect"), at("/message"));
 }
 
+/// A WebSocket API is not exported as OpenAPI (its route keys are no paths; Amazon's
+/// ExportApi takes HTTP APIs only): 400 saying so, not a document of the wrong API.
+#[test]
+fn a_websocket_api_is_not_exported_as_openapi() {
+    let up = backend();
+    let g = gateway(&up, true);
+    let r = admin(
+        g.admin(),
+        "GET",
+        "/apis/api/stages/prod/export?type=oas30",
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("is a WebSocket API"), "{}", r.text());
+}
+
 #[test]
 fn connect_refusals_and_plain_requests_get_http_answers() {
     let up = backend();

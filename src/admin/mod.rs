@@ -575,6 +575,13 @@ fn route(
                 }
             };
             let cfg = ctl.borrow().config();
+            if cfg
+                .apis
+                .iter()
+                .any(|a| a.name == *api && a.websocket.is_some())
+            {
+                return message(400, crate::openapi::websocket_export(api));
+            }
             match crate::openapi::export(&cfg, api, stage, kind, extensions) {
                 Ok(doc) => (200, doc.to_string()),
                 Err(e) => message(404, e),

@@ -124,6 +124,9 @@ pub fn import(doc: &Value, input_len: usize) -> Result<Imported, String> {
     let paths = doc["paths"].as_object().unwrap_or(&empty);
     for (path, item) in paths {
         let Some(item) = item.as_object() else {
+            out.warnings.push(format!(
+                "paths[{path:?}]: not a path item (an object of operations); left out"
+            ));
             continue;
         };
         if path == super::DEFAULT_ROUTE {

@@ -114,6 +114,12 @@ fn duration(d: std::time::Duration) -> String {
 const ANY_METHODS: [&str; 7] = ["get", "post", "put", "patch", "delete", "head", "options"];
 
 /// The document for `api` as `stage` serves it. `Err` names what does not exist.
+/// Why a WebSocket API is not exported: an OpenAPI document describes an HTTP API (Amazon's
+/// ExportApi exports HTTP APIs only); its route keys are not paths.
+pub(crate) fn websocket_export(api: &str) -> String {
+    format!("API {api:?} is a WebSocket API: only HTTP APIs are exported as OpenAPI (their route keys are methods and paths)")
+}
+
 pub fn export(
     cfg: &Config,
     api: &str,
@@ -131,6 +137,9 @@ pub fn export(
         .position(|a| a.name == api && a.stages.iter().any(|s| s.name == stage))
         .ok_or_else(|| format!("API {api:?} has no stage {stage:?}"))?;
     let a = &cfg.apis[ai];
+    if a.websocket.is_some() {
+        return Err(websocket_export(api));
+    }
     let si = a.stages.iter().position(|s| s.name == stage).unwrap_or(0);
     // Where the stage is served: the first domain mapping that names it.
     let (host, base) = cfg
