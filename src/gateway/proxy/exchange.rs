@@ -204,6 +204,7 @@ pub(crate) async fn send(
             reused,
             &ss.snap.limits,
             deadline,
+            integ.timeout,
         )
         .await
         {
@@ -262,7 +263,11 @@ pub(crate) async fn send(
     })
 }
 
-/// Sends the request (head, then the body as it streams in) and reads the answer's head.
+/// Sends the request (head, then the body as it streams in) and reads the answer's head,
+/// by `deadline` — or, for a body streamed as it arrives, within `timeout` of its last byte
+/// going out: a slow upload is the client's time, paced by the body's own limits, and no
+/// fault of the target's (Amazon starts the integration timeout once it has the request).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn exchange(
     conn: &mut Conn,
     ctx: &mut RequestCtx,
@@ -270,7 +275,8 @@ pub(super) async fn exchange(
     first: Bytes,
     reused: bool,
     limits: &Limits,
-    deadline: Instant,
+    mut deadline: Instant,
+    timeout: std::time::Duration,
 ) -> Result<(ResponseHead, BytesMut), Failure> {
     let gone = |what: &str| Error::upstream(Kind::BadGateway, what.to_string());
     if up.write_all(first).await.is_err() {
@@ -295,10 +301,11 @@ pub(super) async fn exchange(
                 })?;
         }
         ctx.body = BodyState::Broken;
-        match stream_request_body(conn, ctx, up, limits, &mut ubuf).await? {
+        match stream_request_body(conn, ctx, up, limits, timeout, &mut ubuf).await? {
             BodySent::All => ctx.body = BodyState::Done,
             BodySent::Cut => cut = true,
         }
+        deadline = deadline.max(Instant::now() + timeout);
     }
     loop {
         if !ubuf.is_empty() {
@@ -446,12 +453,15 @@ pub(super) enum BodySent {
 /// upstream answers. On plain TCP a second handle on the upstream socket watches for its
 /// answer while the body streams (a write that blocks because the upstream stopped reading is
 /// then abandoned); on TLS, a failed write ends the body and the answer is read. Interim
-/// answers (100 Continue) do not stop the body.
+/// answers (100 Continue) do not stop the body. A part of the body the upstream does not take
+/// within `timeout` (it stopped reading, or its HTTP/2 window stays shut) ends the exchange
+/// with 504, as nginx's `proxy_send_timeout` does.
 pub(super) async fn stream_request_body(
     conn: &mut Conn,
     ctx: &RequestCtx,
     up: &mut UpStream,
     limits: &Limits,
+    timeout: std::time::Duration,
     ubuf: &mut BytesMut,
 ) -> Result<BodySent, Failure> {
     // A client that stops sending its body, or sends it too slowly, gets 408.
@@ -464,9 +474,10 @@ pub(super) async fn stream_request_body(
             if !conn.buf.is_empty() {
                 let k = remaining.min(conn.buf.len() as u64) as usize;
                 let part = conn.buf.split_to(k).freeze();
-                match watched(&mut watch, ubuf, upgrade, up.write_all(part)).await {
-                    Some(Ok(())) => {}
-                    Some(Err(_)) | None => return Ok(BodySent::Cut),
+                match watched(&mut watch, ubuf, upgrade, send_part(up, part, timeout)).await {
+                    Some(Ok(true)) => {}
+                    Some(Ok(false)) | None => return Ok(BodySent::Cut),
+                    Some(Err(e)) => return Err(e),
                 }
                 remaining -= k as u64;
             }
@@ -506,9 +517,10 @@ pub(super) async fn stream_request_body(
                     let mut part = Vec::with_capacity(k + 16 * ranges.len() + 5);
                     reframe(&conn.buf[..k], &ranges, dec.is_done(), &mut part);
                     let _ = conn.buf.split_to(k);
-                    match watched(&mut watch, ubuf, upgrade, up.write_all(part)).await {
-                        Some(Ok(())) => {}
-                        Some(Err(_)) | None => return Ok(BodySent::Cut),
+                    match watched(&mut watch, ubuf, upgrade, send_part(up, part, timeout)).await {
+                        Some(Ok(true)) => {}
+                        Some(Ok(false)) | None => return Ok(BodySent::Cut),
+                        Some(Err(e)) => return Err(e),
                     }
                 }
                 if dec.is_done() {
@@ -521,6 +533,22 @@ pub(super) async fn stream_request_body(
             }
         }
         Framing::None | Framing::UntilClose => Ok(BodySent::All),
+    }
+}
+
+/// Writes one part of the body: `Ok(false)` when the upstream failed the write (its answer,
+/// if any, is read next), 504 when it took none of it within `timeout`.
+async fn send_part<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
+    up: &mut UpStream,
+    part: B,
+    timeout: std::time::Duration,
+) -> Result<bool, Failure> {
+    match crate::driver::time::timeout(timeout, up.write_all(part)).await {
+        Ok(r) => Ok(r.is_ok()),
+        Err(_) => Err(Failure::Target(Error::upstream(
+            Kind::GatewayTimeout,
+            "sending the request body",
+        ))),
     }
 }
 

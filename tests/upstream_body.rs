@@ -1,0 +1,104 @@
+//! Request bodies streamed to an upstream, and the route's `timeout`: a slow upload is the
+//! client's time (paced by the body limits, answered 408), not the target's; an upstream that
+//! stops taking the body gets 504 after the route's timeout, not an endless wait.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use common::*;
+
+/// One route to `up` with a 400 ms timeout; every body streams (no request buffering).
+fn gateway(up: SocketAddr, upstream_extra: &str) -> Gw {
+    Gw::start(&config(
+        r#"request_buffering = 0
+max_body = "64MiB"
+body_timeout = "5s""#,
+        &format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{up}\"]\n{upstream_extra}\n"),
+        r#"
+  [[apis.routes]]
+  route = "ANY /{proxy+}"
+  integration = { type = "http", uri = "http://up/{proxy}", timeout = "400ms" }
+"#,
+    ))
+}
+
+/// A client that sends its body in two halves, 1 s apart (longer than the route's timeout,
+/// well within the body's own limits), to an upstream that answers 150 ms after the body,
+/// gets the upstream's answer, for a Content-Length and a chunked body (before, 504: the
+/// timeout ran from before the body).
+#[test]
+fn a_slow_upload_is_not_the_upstreams_timeout() {
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_millis(150)));
+    let gw = gateway(up.addr, "");
+    for chunked in [false, true] {
+        let mut c = Client::connect(gw.addr());
+        let (head, first, second) = if chunked {
+            (
+                "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "3\r\nabc\r\n",
+                "3\r\ndef\r\n0\r\n\r\n",
+            )
+        } else {
+            (
+                "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\n",
+                "abc",
+                "def",
+            )
+        };
+        c.send(format!("{head}{first}").as_bytes());
+        // The client's pace, what the test is about: not a synchronisation.
+        std::thread::sleep(Duration::from_secs(1));
+        c.send(second.as_bytes());
+        let r = c.read_response(false).expect("an answer");
+        assert_eq!(r.status, 200, "chunked {chunked}: {}", r.text());
+        assert_eq!(r.text(), "slow");
+    }
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|s| s.body == b"abcdef"));
+}
+
+/// An upstream that reads the request head and then nothing of the body: once the kernel's
+/// buffers are full, the body's next part waits for the route's timeout, and the client gets
+/// 504 (before, the gateway waited until the upstream gave up, and answered 502).
+#[test]
+fn an_upstream_that_stops_reading_the_body_gets_504() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                _ => return,
+            }
+        }
+        // Holds the connection, reading nothing, until the test is over (at most 60 s).
+        let _ = done_rx.recv_timeout(Duration::from_secs(60));
+    });
+    let gw = gateway(addr, "");
+    const SIZE: usize = 32 << 20;
+    let mut c = Client::connect(gw.addr());
+    c.send(format!("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: {SIZE}\r\n\r\n").as_bytes());
+    let mut w = c.stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let piece = vec![b'x'; 64 << 10];
+        for _ in 0..SIZE / piece.len() {
+            if w.write_all(&piece).is_err() {
+                return;
+            }
+        }
+    });
+    let r = c.read_response(false).expect("an answer");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["message"], "Endpoint request timed out");
+    drop(c);
+    let _ = done_tx.send(());
+    let _ = writer.join();
+}
