@@ -1,7 +1,7 @@
 //! HTTP details as a client sees them, over HTTP/1.1 and HTTP/2: methods the gateway refuses
 //! whatever the route (TRACE, TRACK, CONNECT), the fields it drops from the answers it relays
 //! (hop-by-hop ones named in an interim answer's `Connection`, `Content-Length` on a 204),
-//! chunk sizes written with leading zeros, and the `Host` values it refuses.
+//! the transfer codings each client gets, chunk sizes written with leading zeros, and the `Host` values it refuses.
 
 mod common;
 
@@ -258,4 +258,78 @@ fn http2_host_must_name_the_authority() {
         assert_eq!(status, 200, "{host}");
     }
     assert_eq!(up.count(), 3);
+}
+
+/// Transfer codings as the client's side allows them: only `chunked` is relayed (another
+/// coding reached clients that could not undo it, without a word: 502, as nginx answers); a
+/// 204 carries no `Transfer-Encoding`, an HTTP/1.0 client never gets one (a HEAD's answer
+/// included); `Trailer` goes with the trailers it announces, to an HTTP/1.1 client, and not
+/// where the chunks are undone (HTTP/1.0).
+#[test]
+fn transfer_codings_reach_only_clients_that_take_them() {
+    let up = Upstream::start(|s| {
+        let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n";
+        let a = match (s.method.as_str(), s.target.as_str()) {
+            (_, "/gzip") => {
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\nzz"
+                    .to_string()
+            }
+            (_, "/gzip-chunked") => {
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nzz\r\n0\r\n\r\n"
+                    .to_string()
+            }
+            (_, "/empty") => {
+                "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()
+            }
+            ("HEAD", _) => chunked.to_string(),
+            _ => format!("{chunked}2\r\nok\r\n0\r\nX-Sum: 7\r\n\r\n"),
+        };
+        Action::RawClose(a.into_bytes())
+    });
+    let gw = Gw::start(&proxy_conf(up.addr));
+    let ask = |method: &str, path: &str, version: &str| {
+        raw(
+            gw.addr(),
+            format!("{method} {path} HTTP/{version}\r\nHost: h\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    for path in ["/gzip", "/gzip-chunked"] {
+        for version in ["1.1", "1.0"] {
+            let got = ask("GET", path, version);
+            assert!(got.contains(" 502 "), "{path} over {version}: {got}");
+            assert!(!got.contains("zz"), "{got}");
+        }
+    }
+    let got = ask("GET", "/empty", "1.1");
+    assert!(got.starts_with("HTTP/1.1 204 "), "{got}");
+    assert!(
+        !got.to_ascii_lowercase().contains("transfer-encoding"),
+        "{got}"
+    );
+
+    // HTTP/1.1: the chunks as they came, with the trailer and the field announcing it.
+    let got = ask("GET", "/sum", "1.1").to_ascii_lowercase();
+    assert!(got.contains("transfer-encoding: chunked\r\n"), "{got}");
+    assert!(got.contains("trailer: x-sum\r\n"), "{got}");
+    assert!(
+        got.ends_with("\r\n\r\n2\r\nok\r\n0\r\nx-sum: 7\r\n\r\n"),
+        "{got}"
+    );
+    // HTTP/1.0: the body alone, to the close; neither field.
+    for method in ["GET", "HEAD"] {
+        let got = ask(method, "/sum", "1.0");
+        assert!(got.starts_with("HTTP/1.0 200 "), "{method}: {got}");
+        let lower = got.to_ascii_lowercase();
+        assert!(!lower.contains("transfer-encoding"), "{method}: {got}");
+        assert!(!lower.contains("trailer"), "{method}: {got}");
+        let body = got.split_once("\r\n\r\n").unwrap().1;
+        assert_eq!(body, if method == "GET" { "ok" } else { "" }, "{method}");
+    }
+    // HTTP/2: the trailers are not relayed, nor is the field announcing them.
+    let (status, headers) = h2_request(gw.addr(), "GET", "/sum", &[]);
+    assert_eq!(status, 200);
+    assert!(headers.get("trailer").is_none(), "{headers:?}");
+    let (status, _) = h2_request(gw.addr(), "GET", "/gzip-chunked", &[]);
+    assert_eq!(status, 502);
 }

@@ -585,6 +585,12 @@ pub(crate) fn parse_response(
     } else {
         !conn.close
     };
+    // Only `chunked` is relayed (as nginx does): a body in another transfer coding would
+    // reach a client that cannot undo it (HTTP/1.0, HTTP/2) without a word of it. A 1xx or
+    // 204 says nothing of a body, so its codings are not looked at (the field is dropped).
+    if !te.is_empty() && status >= 200 && status != 204 {
+        transfer_encoding(&te)?;
+    }
     let framing = if head_request || status < 200 || status == 204 || status == 304 {
         Framing::None
     } else if !te.is_empty() {
@@ -593,13 +599,7 @@ pub(crate) fn parse_response(
                 "Both Content-Length and Transfer-Encoding",
             ));
         }
-        // RFC 9112 6.3: a final coding other than chunked means read until close.
-        if transfer_encoding(&te).is_ok() {
-            Framing::Chunked
-        } else {
-            keep_alive = false;
-            Framing::UntilClose
-        }
+        Framing::Chunked
     } else {
         match cl {
             Some(n) => Framing::Length(n),

@@ -278,6 +278,40 @@ fn response_framing() {
     )
     .is_err());
     assert!(parse_response(b"garbage\r\n\r\n", 1 << 16, false).is_err());
+    // Only `chunked` is relayed: another coding is refused (the client could not undo it),
+    // on a HEAD's and a 304's answer too; a 204 or 1xx's codings are not looked at.
+    for (head, head_request) in [
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            true,
+        ),
+        (
+            "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: gzip\r\n\r\n",
+            false,
+        ),
+    ] {
+        assert!(
+            parse_response(head.as_bytes(), 1 << 16, head_request).is_err(),
+            "{head}"
+        );
+    }
+    assert_eq!(
+        parse(
+            "HTTP/1.1 204 No Content\r\nTransfer-Encoding: gzip\r\n\r\n",
+            false
+        )
+        .framing,
+        Framing::None
+    );
 }
 
 /// Random edits of requests and answers (escapes, split UTF-8, stray bytes, cut lines): a

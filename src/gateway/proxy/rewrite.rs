@@ -319,10 +319,18 @@ pub(super) fn response_head(
     // A 204 or 1xx has no body, so no Content-Length either (RFC 9110 8.6), whatever the
     // origin said; the body it may have sent anyway is not relayed.
     let bodiless = resp.status == 204 || resp.status < 200;
+    // `Transfer-Encoding: chunked` goes on with a body relayed in its chunks: never with a
+    // 204 or 1xx (RFC 9112 6.1), nor to an HTTP/1.0 client (a HEAD's answer included).
+    // `Trailer` goes with it, as the trailers do; where the chunks are undone (HTTP/1.0,
+    // HTTP/2) the trailers are dropped, and so is the field that announces them. (The
+    // HTTP/2 side reads its framing from this head, then drops the field itself.)
+    let chunks_relayed = !dechunk && !bodiless && minor >= 1;
+    let trailers_relayed = chunks_relayed && resp.framing == Framing::Chunked && !ctx.h2;
     let mut kept = KeptLines::new(&resp.raw);
     for h in &resp.headers {
         let (name, value) = (resp.slice(&h.name), resp.slice(&h.value));
-        let keep_te = name_eq(name, b"transfer-encoding") && !dechunk;
+        let keep_te = (chunks_relayed && name_eq(name, b"transfer-encoding"))
+            || (trailers_relayed && name_eq(name, b"trailer"));
         let keep_upgrade = upgrade && name_eq(name, b"upgrade");
         let hop = hop_by_hop(name) || listed_in_connection(conn_hdr.as_deref(), name);
         if (hop && !keep_te && !keep_upgrade)
