@@ -529,6 +529,22 @@ fn run_time_definitions_are_checked_as_the_file_is() {
     assert_eq!(d.status, 201, "{}", d.text());
     let d = d.json()["id"].as_str().unwrap().to_string();
     const AUTO: &str = "Deployment ID cannot be set on this stage because AutoDeploy is enabled";
+    // A deployment id that is not a string is named as such (not as missing).
+    for body in [
+        json!({"name": "x", "deployment": 5}),
+        json!({"name": "x", "deployment": null}),
+    ] {
+        let r = post(&g, "/apis/shop/stages", body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("deployment: expected a deployment id"),
+            "{body}: {}",
+            r.text()
+        );
+    }
     let r = post(
         &g,
         "/apis/shop/stages",

@@ -113,13 +113,13 @@ fn duration(d: std::time::Duration) -> String {
 /// The methods `ANY` stands for in a document without extensions.
 const ANY_METHODS: [&str; 7] = ["get", "post", "put", "patch", "delete", "head", "options"];
 
-/// The document for `api` as `stage` serves it. `Err` names what does not exist.
 /// Why a WebSocket API is not exported: an OpenAPI document describes an HTTP API (Amazon's
 /// ExportApi exports HTTP APIs only); its route keys are not paths.
 pub(crate) fn websocket_export(api: &str) -> String {
     format!("API {api:?} is a WebSocket API: only HTTP APIs are exported as OpenAPI (their route keys are methods and paths)")
 }
 
+/// The document for `api` as `stage` serves it. `Err` names what does not exist.
 pub fn export(
     cfg: &Config,
     api: &str,

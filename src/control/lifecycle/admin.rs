@@ -512,9 +512,14 @@ impl Control {
                         new_deployment = Some(d);
                         id
                     }
-                    _ => {
+                    None => {
                         return Err(bad(
                             "deployment: is required (an id from POST /apis/{api}/deployments), or auto_deploy: true",
+                        ))
+                    }
+                    Some(_) => {
+                        return Err(bad(
+                            "deployment: expected a deployment id (a string from POST /apis/{api}/deployments)",
                         ))
                     }
                 };
@@ -542,7 +547,11 @@ impl Control {
                         return Err(bad(Self::AUTO_DEPLOYED))
                     }
                     Some(Value::String(d)) => s.deployment = d.clone(),
-                    Some(_) => return Err(bad("deployment: expected a deployment id")),
+                    Some(_) => {
+                        return Err(bad(
+                            "deployment: expected a deployment id (a string from POST /apis/{api}/deployments)",
+                        ))
+                    }
                     None => {}
                 }
                 for (k, v) in settings {
