@@ -72,7 +72,10 @@ fn map(g: &Gw, host: &str, stage: &str) {
 fn serving(g: &Gw, host: &str) -> serde_json::Value {
     let r = admin(g.admin(), "GET", "/domains", Some(TOKEN));
     let items = r.json()["items"].as_array().unwrap().clone();
-    let m = items.iter().find(|m| m["host"] == host).unwrap();
+    let m = items
+        .iter()
+        .find(|m| m["host"] == host && m["source"] == "admin")
+        .unwrap();
     m["serving"].clone()
 }
 
@@ -182,4 +185,23 @@ fn a_host_the_file_keeps_to_some_listeners_takes_no_run_time_mapping() {
     let r = call(&g, "POST", "/domains", body);
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(on(&g, "www.example.test", "/shop/v").text(), "a");
+
+    // A mapping made before the file kept its host to some listeners: at the reload that
+    // does, it is left out (it was served on the listeners the file keeps the host off),
+    // and said so; the file's entries serve.
+    map(&g, "later.example.test", "prod");
+    let on_other = |host: &str| {
+        Client::connect(g.addr_of("other")).request(
+            format!("GET /v HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    assert_eq!(on_other("later.example.test").text(), "a");
+    g.rewrite(&(file + "\n[[domains]]\nhost = \"later.example.test\"\nlisteners = [\"http\"]\nmappings = [{ base_path = \"\", api = \"orders\", stage = \"prod\" }]\n"));
+    let r = admin(g.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "later.example.test", "/v").text(), "orders");
+    // On "other", the file's `*.example.test` answers, as for "kept.example.test".
+    assert_eq!(on_other("later.example.test").text(), "orders");
+    assert_eq!(on_other("kept.example.test").text(), "orders");
+    assert_eq!(serving(&g, "later.example.test"), false);
 }

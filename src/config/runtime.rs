@@ -240,6 +240,18 @@ pub(crate) fn add_mapping(
         api,
         stage,
     };
+    // An entry kept to some listeners holds its host whole: a mapping beside it would be
+    // served on the listeners the entry keeps the host off (as `POST /domains` refuses it).
+    if let Some(ls) = cfg
+        .domains
+        .iter()
+        .find(|d| d.host == host)
+        .and_then(|d| d.listeners.as_ref())
+    {
+        return Err(format!(
+            "the configuration file's [[domains]] entry for this host is kept to listeners {ls:?}; not served beside it"
+        ));
+    }
     match cfg
         .domains
         .iter_mut()

@@ -108,6 +108,15 @@ impl Gw {
             .expect("listener \"http\"")
     }
 
+    /// The address of the listener named `name`.
+    pub fn addr_of(&self, name: &str) -> SocketAddr {
+        self.gw
+            .as_ref()
+            .unwrap()
+            .addr(name)
+            .unwrap_or_else(|| panic!("listener {name:?}"))
+    }
+
     pub fn admin(&self) -> SocketAddr {
         self.gw.as_ref().unwrap().admin_addr().expect("admin API")
     }
