@@ -130,6 +130,45 @@ fn request_templates_rewrite_the_body_and_passthrough_refuses_as_configured() {
     );
 }
 
+/// A compressed body is decoded for the template, and what the template writes goes on
+/// without the client's `Content-Encoding` (it is not encoded); a header the template reads
+/// with `$input.params` is found whatever the case the client wrote its name in.
+#[test]
+fn a_rendered_body_goes_on_decoded_and_header_names_match_without_case() {
+    use std::io::Write;
+    let up = Upstream::echo();
+    let g = gateway(&up);
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(br#"{"id": 2, "Age": 3}"#).unwrap();
+    let gz = e.finish().unwrap();
+    let mut req = format!(
+        "POST /dogs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nX-Tenant: T2\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        gz.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&gz);
+    let r = Client::connect(g.addr()).request(&req);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &up.requests()[0];
+    assert_eq!(seen.header("content-encoding"), None, "{seen:?}");
+    let body: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(
+        body,
+        json!({"dogId": "dog_2", "Age": 3, "stage": "prod", "tenant": "T2"})
+    );
+    // Passed on as it came (no template for the type): still encoded, and says so.
+    let mut req = format!(
+        "POST /open HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        gz.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&gz);
+    assert_eq!(Client::connect(g.addr()).request(&req).status, 200);
+    let seen = &up.requests()[1];
+    assert_eq!(seen.header("content-encoding"), Some("gzip"));
+    assert_eq!(seen.body, gz);
+}
+
 #[test]
 fn integration_responses_are_chosen_by_status_and_rendered() {
     let up = Upstream::start(|s| {
@@ -239,6 +278,20 @@ fn bad_templates_are_refused_at_load() {
         (
             "responses = [ { templates = { \"json\" = \"x\" } } ]",
             "responses[0].templates.json: is not a media type",
+        ),
+        // A wildcard is compared as written: it would match only `Content-Type: */*`.
+        (
+            "request_templates = { \"*/*\" = \"x\" }",
+            "request_templates.*/*: is not a media type",
+        ),
+        (
+            "request_templates = { \"text/*\" = \"x\" }",
+            "request_templates.text/*: is not a media type",
+        ),
+        // Types are matched without case: one of two such keys would never be used.
+        (
+            "request_templates = { \"application/json\" = \"a\", \"Application/JSON\" = \"b\" }",
+            "request_templates.application/json: is \"Application/JSON\" again",
         ),
     ] {
         let toml = Cfg::new()

@@ -145,7 +145,7 @@ impl Validator {
                 // It would never match a request: its body would go unchecked.
                 self.err(
                     &format!("{rkey}.request_models.{ct}"),
-                    "is not a media type: expected \"type/subtype\" (\"application/json\"), without parameters, or \"$default\"",
+                    "is not a media type: expected \"type/subtype\" (\"application/json\"), without parameters or wildcards, or \"$default\"",
                 );
                 continue;
             }

@@ -125,17 +125,16 @@ impl Transform {
 
 /// Whether a key is a bare media type, `type/subtype` (how templates and models are chosen:
 /// by the request's or the answer's type, without case and without its parameters).
+/// A wildcard (`*/*`, `text/*`) is none: it is compared as written, so it would only ever
+/// match a client that sends `Content-Type: */*`.
 pub(super) fn is_media_type(ct: &str) -> bool {
-    ct.split_once('/').is_some_and(|(a, b)| {
-        !a.is_empty()
-            && !b.is_empty()
-            && a.bytes().all(crate::syntax::is_tchar)
-            && b.bytes().all(crate::syntax::is_tchar)
-    })
+    let token = |s: &str| !s.is_empty() && s != "*" && s.bytes().all(crate::syntax::is_tchar);
+    ct.split_once('/')
+        .is_some_and(|(a, b)| token(a) && token(b))
 }
 
 /// What a key that is not one gets.
-pub(super) const NOT_A_MEDIA_TYPE: &str = "is not a media type: expected \"type/subtype\" (\"application/json\", \"text/plain\"), without parameters";
+pub(super) const NOT_A_MEDIA_TYPE: &str = "is not a media type: expected \"type/subtype\" (\"application/json\", \"text/plain\"), without parameters or wildcards";
 
 impl Validator {
     /// Templates by content type, parsed. A key is a media type (`type/subtype`, compared
@@ -147,12 +146,20 @@ impl Validator {
         m: BTreeMap<String, String>,
     ) -> Vec<(String, vtl::Template)> {
         let mut out = Vec::with_capacity(m.len());
-        for (ct, t) in m {
-            if !is_media_type(&ct) {
+        for (ct, t) in &m {
+            if let Some(other) = m.keys().find(|o| *o < ct && o.eq_ignore_ascii_case(ct)) {
+                // Media types are matched without case: one of the two would never be used.
+                self.err(
+                    &format!("{key}.{ct}"),
+                    format!("is {other:?} again (media types match without regard to case)"),
+                );
+                continue;
+            }
+            if !is_media_type(ct) {
                 self.err(&format!("{key}.{ct}"), NOT_A_MEDIA_TYPE);
                 continue;
             }
-            match vtl::Template::parse(&t) {
+            match vtl::Template::parse(t) {
                 Ok(t) => out.push((ct.to_ascii_lowercase(), t)),
                 Err(e) => self.err(&format!("{key}.{ct}"), e),
             }

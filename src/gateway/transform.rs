@@ -106,6 +106,12 @@ pub(crate) async fn request(
             buf.extend_from_slice(&rest);
             conn.buf = buf;
             ctx.head.framing = Framing::Length(out.len() as u64);
+            // The template read the body decoded, and what it wrote is not encoded: the
+            // client's `Content-Encoding` does not go with it (as Amazon's).
+            ctx.edits
+                .get_or_insert_with(Default::default)
+                .drop
+                .push("content-encoding".into());
         } else {
             mock_status = serde_json::from_str::<Value>(&out)
                 .ok()

@@ -203,9 +203,19 @@ pub(super) fn input_call<'e>(
         "params" if args.is_empty() => Cow::Borrowed(env.params),
         "params" => {
             let name = text(&args[0]);
-            ["path", "querystring", "header"]
+            // Header names are compared without case (RFC 9110 5.1): HTTP/2 sends them in
+            // lower case, HTTP/1.1 clients as they like.
+            ["path", "querystring"]
                 .iter()
                 .find_map(|p| env.params[p].get(&name))
+                .or_else(|| {
+                    let h = env.params["header"].as_object()?;
+                    h.get(&name).or_else(|| {
+                        h.iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+                            .map(|(_, v)| v)
+                    })
+                })
                 // A parameter the request lacks is the empty string, as Amazon's is (not a
                 // null reference, which would print the expression itself).
                 .map_or(Cow::Owned(Value::String(String::new())), Cow::Borrowed)

@@ -270,6 +270,10 @@ impl Template {
             loops: Vec::new(),
         };
         e.nodes(&self.nodes)?;
+        // What the last node wrote counts too (each tick checks what came before it).
+        if e.out.len() > MAX_OUTPUT {
+            return Err(format!("the template wrote more than {MAX_OUTPUT} bytes"));
+        }
         Ok(e.out)
     }
 }

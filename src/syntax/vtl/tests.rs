@@ -128,6 +128,20 @@ fn broken_input_is_an_error_not_a_panic() {
 fn missing_parameters_are_empty() {
     let t = "[$input.params('nope')][$input.params('limit')][$input.params('x-tenant')]";
     assert_eq!(run(t, "{}").unwrap(), "[][2][t1]");
+    // A header is found whatever the case of its name (HTTP/2 sends them in lower case).
+    assert_eq!(run("[$input.params('X-Tenant')]", "{}").unwrap(), "[t1]");
+    // Path and query names keep their case.
+    assert_eq!(run("[$input.params('LIMIT')]", "{}").unwrap(), "[]");
+}
+
+/// The output's bound holds for what the last node writes too: one reference to a body
+/// past it is refused, not written out whole.
+#[test]
+fn the_last_write_counts_against_the_output_bound() {
+    let body = "x".repeat(MAX_OUTPUT + 10);
+    let e = run("ok $input.body", &body).unwrap_err();
+    assert!(e.contains("wrote more than"), "{e}");
+    assert_eq!(run("$input.body", "small").unwrap(), "small");
 }
 
 /// A negative or fractional position finds nothing (Java's `get(-1)` refuses it), where a
