@@ -431,6 +431,14 @@ fn security_the_import_cannot_read_leaves_the_route_out() {
             .toml(),
     );
     let mock = json!({"type": "mock", "responses": {"default": {"statusCode": "200"}}});
+    let authorizer = |path: &str| {
+        json!({"type": "apiKey", "name": "Authorization", "in": "header",
+            "x-amazon-apigateway-authtype": "custom",
+            "x-amazon-apigateway-authorizer": {"type": "request",
+                "authorizerUri": format!("http://127.0.0.1:9/{path}"),
+                "identitySource": "$request.header.Authorization",
+                "authorizerResultTtlInSeconds": 0}})
+    };
     let op = |extra: serde_json::Value| {
         let mut o = json!({"responses": {"200": {"description": "ok"}}, "x-amazon-apigateway-integration": mock});
         o.as_object_mut()
@@ -441,7 +449,8 @@ fn security_the_import_cannot_read_leaves_the_route_out() {
     let doc = json!({"openapi": "3.0.1", "info": {"title": "sec", "version": "1"},
     "security": [{"sig": []}],
     "components": {"securitySchemes": {"sig": {"type": "apiKey", "name": "Authorization", "in": "header",
-        "x-amazon-apigateway-authtype": "awsSigv4"}}},
+        "x-amazon-apigateway-authtype": "awsSigv4"},
+        "deny": authorizer("deny"), "allow": authorizer("allow")}},
     "paths": {
         "/iam": {"get": op(json!({"security": [], "x-amazon-apigateway-auth": {"type": "AWS_IAM"}}))},
         "/none": {"get": op(json!({"security": [], "x-amazon-apigateway-auth": {"type": "NONE"}}))},
@@ -450,6 +459,11 @@ fn security_the_import_cannot_read_leaves_the_route_out() {
         "/object": {"get": op(json!({"security": {"sig": []}}))},
         "/names": {"get": op(json!({"security": ["sig"]}))},
         "/odd-auth": {"get": op(json!({"x-amazon-apigateway-auth": {"type": "COGNITO"}}))},
+        // A route takes one authorizer: two, in one requirement or in two, leave it out
+        // (not served behind the one the import would have kept).
+        "/both": {"get": op(json!({"security": [{"deny": [], "allow": []}]}))},
+        "/either": {"get": op(json!({"security": [{"deny": []}, {"allow": []}]}))},
+        "/one": {"get": op(json!({"security": [{"deny": []}]}))},
         "/staged": {"get": {"security": [], "responses": {"200": {"description": "ok"}}, "x-amazon-apigateway-integration":
             {"type": "http_proxy", "httpMethod": "GET", "uri": "${stageVariables.backend}/pets"}}}
     }});
@@ -471,9 +485,16 @@ fn security_the_import_cannot_read_leaves_the_route_out() {
         .collect();
     assert_eq!(
         routes.keys().collect::<Vec<_>>(),
-        ["GET /iam", "GET /inherits", "GET /none", "GET /staged"],
+        [
+            "GET /iam",
+            "GET /inherits",
+            "GET /none",
+            "GET /one",
+            "GET /staged"
+        ],
         "{v}"
     );
+    assert_eq!(routes["GET /one"]["authorizer"], "deny");
     assert_eq!(routes["GET /iam"]["authorization"], "aws_iam");
     assert_eq!(routes["GET /inherits"]["authorization"], "aws_iam");
     assert_eq!(routes["GET /none"].get("authorization"), None);
@@ -484,6 +505,12 @@ fn security_the_import_cannot_read_leaves_the_route_out() {
     let w = v["warnings"].to_string();
     for bad in ["GET /null", "GET /object", "GET /names", "GET /odd-auth"] {
         assert!(w.contains(&format!("{bad}: ")), "{bad}: {w}");
+    }
+    for bad in ["GET /both", "GET /either"] {
+        assert!(
+            w.contains(&format!("{bad}: security names authorizers")),
+            "{bad}: {w}"
+        );
     }
     assert!(w.contains("left out rather than served without it"), "{w}");
 }

@@ -372,6 +372,16 @@ fn route(
             if authtype.eq_ignore_ascii_case("awsSigv4") {
                 r.insert("authorization".into(), json!("aws_iam"));
             } else if ext.is_object() {
+                // A route takes one authorizer (as Amazon's): one requirement naming two, or
+                // two requirements naming one each, cannot be served as written.
+                if let Some(other) = r.get("authorizer").and_then(Value::as_str) {
+                    if other != name {
+                        warnings.push(format!(
+                            "{key}: security names authorizers {other:?} and {name:?}: a route takes one authorizer; the route is left out rather than served behind only one of them"
+                        ));
+                        return None;
+                    }
+                }
                 let a = authorizer(name, ext, &scheme[super::OWN_AUTHORIZER], warnings)?;
                 if !authorizers.iter().any(|x| x["name"] == a["name"]) {
                     authorizers.push(a);
