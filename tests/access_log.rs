@@ -240,4 +240,21 @@ fn bad_access_log_settings_are_refused_by_key() {
         let e = tollgate::Config::load(&path).unwrap_err().to_string();
         assert!(e.contains(want), "{keys}: {e}");
     }
+    // A FIFO would hold the load (opening it waits for a reader), then the writer every
+    // log goes through: refused, at once. A device such as /dev/null is taken.
+    let dir = TempDir::new();
+    let fifo = dir.0.join("fifo.log");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let path = dir.0.join("config.toml");
+    let keys = format!("access_log = {{ path = {:?} }}", fifo.display().to_string());
+    std::fs::write(&path, Cfg::new().stage_extra(&keys).toml()).unwrap();
+    let e = tollgate::Config::load(&path).unwrap_err().to_string();
+    assert!(e.contains("is a FIFO or a socket"), "{e}");
+    let keys = "access_log = { path = \"/dev/null\" }";
+    std::fs::write(&path, Cfg::new().stage_extra(keys).toml()).unwrap();
+    tollgate::Config::load(&path).unwrap();
 }

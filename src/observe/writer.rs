@@ -116,12 +116,15 @@ impl LogWriter {
 #[allow(unsafe_code)]
 pub(crate) fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
     if path.exists() {
         if path.is_dir() {
             return Err(std::io::Error::other("is a directory"));
         }
+        not_a_pipe(path)?;
         return std::fs::OpenOptions::new()
             .append(true)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map(|_| ());
     }
@@ -154,16 +157,34 @@ pub(crate) fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Opens a log file for appending, creating it (and its folders) if missing.
+/// A FIFO or a socket is refused: opening a FIFO waits for a reader, and writing to one waits
+/// for it to read, which would hold the check, a reload, or the writer thread every other log
+/// goes through. (A file, or a device such as `/dev/null`, is taken; for the process's own
+/// standard output the path is `"stdout"`.)
+fn not_a_pipe(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_fifo() || m.file_type().is_socket() => Err(std::io::Error::other(
+            "is a FIFO or a socket: an access log is a file, or \"stdout\"",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Opens a log file for appending, creating it (and its folders) if missing. The open never
+/// waits (`O_NONBLOCK`: a FIFO put in the file's place after the check fails at once, or takes
+/// no more than its reader reads, the rest dropped and counted).
 pub(crate) fn open(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    not_a_pipe(path)?;
     std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o640)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
 }
 
