@@ -363,6 +363,38 @@ fn referenced_parameters_and_bodies_are_validated_and_broken_references_named() 
 
 /// What an import does not take is named: an integration's other method or fields Tollgate
 /// has no use for, a base path the routes do not carry.
+/// A REST API's URI may name its path variables otherwise than the route
+/// (`{id}` from `method.request.path.petId`): renamed, and served. One the route has no
+/// variable for leaves that route out, named, and the rest of the document imports.
+#[test]
+fn path_variables_renamed_by_request_parameters_are_served() {
+    let g = gw();
+    let up = Upstream::echo();
+    let doc = json!({"openapi": "3.0.1", "info": {"title": "rename", "version": "1"}, "paths": {
+        "/pets/{petId}/toys/{toy}": {"get": {"x-amazon-apigateway-integration": {
+            "type": "http_proxy", "httpMethod": "GET",
+            "uri": format!("http://{}/pets/{{id}}/t/{{toy}}", up.addr),
+            "requestParameters": {"integration.request.path.id": "method.request.path.petId",
+                "integration.request.path.toy": "method.request.path.toy"}}}},
+        "/lost/{a}": {"get": {"x-amazon-apigateway-integration": {
+            "type": "http_proxy", "httpMethod": "GET",
+            "uri": format!("http://{}/x/{{b}}", up.addr),
+            "requestParameters": {"integration.request.path.b": "'fixed'"}}}},
+        "/ok": {"get": {"x-amazon-apigateway-integration": {"type": "mock"}}}}});
+    let v = import_and_serve(&g, "", &doc.to_string(), "rename.test");
+    let w = v["warnings"].to_string();
+    assert!(
+        w.contains("GET /lost/{a}: integration uri")
+            && w.contains("names {b}, which is no path variable of the route"),
+        "{w}"
+    );
+    let r = on(&g, "rename.test", "/pets/7/toys/ball");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["target"], "/pets/7/t/ball");
+    assert_eq!(on(&g, "rename.test", "/ok").status, 200);
+    assert_eq!(on(&g, "rename.test", "/lost/1").status, 404);
+}
+
 #[test]
 fn integration_fields_and_base_paths_not_taken_are_named() {
     let g = gw();

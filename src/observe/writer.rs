@@ -164,9 +164,9 @@ pub(crate) fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
 fn not_a_pipe(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::metadata(path) {
-        Ok(m) if m.file_type().is_fifo() || m.file_type().is_socket() => Err(std::io::Error::other(
-            "is a FIFO or a socket: an access log is a file, or \"stdout\"",
-        )),
+        Ok(m) if m.file_type().is_fifo() || m.file_type().is_socket() => Err(
+            std::io::Error::other("is a FIFO or a socket: an access log is a file, or \"stdout\""),
+        ),
         _ => Ok(()),
     }
 }

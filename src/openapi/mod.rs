@@ -14,6 +14,7 @@
 //! `x-tollgate-response-order` (the order an integration's `responses` are tried in).
 
 mod import;
+mod integration;
 mod merge;
 mod models;
 mod policy;
