@@ -219,6 +219,8 @@ fn round_trip_api(authz: SocketAddr, up: SocketAddr) -> Value {
             {"route": "GET /literal", "integration": {"type": "mock", "status": 201, "body": LITERAL,
                 "headers": {"content-type": "application/json"}}},
             {"route": "GET /plain", "integration": {"type": "mock", "body": "ok"}},
+            // A literal with a character a path writes encoded: exported so, and read back.
+            {"route": "GET /a%20b", "integration": {"type": "mock", "body": "space"}},
             // The first response whose pattern matches is chosen: 503 is 5\d{2}'s, though
             // 50[34] sorts first as a key of the document's `responses`.
             {"route": "GET /picked", "integration": {"type": "mock",
@@ -303,6 +305,7 @@ fn export_import_export_gives_the_same_document_and_the_same_answers() {
     };
     let first = export("orig");
     assert_eq!(validate(&first), "", "{first:#}");
+    assert!(first["paths"]["/a%20b"]["get"].is_object(), "{first:#}");
     assert!(first["x-amazon-apigateway-policy"].is_object(), "{first:#}");
     // Models refer to each other as the document's schemas, not through copies.
     assert_eq!(

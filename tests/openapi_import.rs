@@ -395,6 +395,69 @@ fn path_variables_renamed_by_request_parameters_are_served() {
     assert_eq!(on(&g, "rename.test", "/lost/1").status, 404);
 }
 
+/// A byte-order mark opening a document is skipped (editors write one); a JSON document that
+/// names a member twice is refused as a YAML one is (the first would be lost without a word);
+/// `failonwarnings` takes true or false in any case, and nothing else.
+#[test]
+fn documents_with_a_bom_duplicate_keys_or_a_bad_failonwarnings() {
+    let g = gw();
+    let post = |query: &str, body: &[u8]| {
+        let mut c = Client::connect(g.admin());
+        let mut req = format!(
+            "POST /apis?mode=import{query} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        c.request(&req)
+    };
+    let yaml = b"\xEF\xBB\xBFopenapi: 3.0.1\ninfo: {title: bom-yaml, version: '1'}\npaths: {}\n";
+    let r = post("", yaml);
+    assert_eq!(
+        (r.status, r.json()["name"].clone()),
+        (201, json!("bom-yaml")),
+        "{}",
+        r.text()
+    );
+    let json_doc = b"\xEF\xBB\xBF{\"openapi\": \"3.0.1\", \"info\": {\"title\": \"bom-json\", \"version\": \"1\"}, \"paths\": {}}";
+    let r = post("", json_doc);
+    assert_eq!(
+        (r.status, r.json()["name"].clone()),
+        (201, json!("bom-json")),
+        "{}",
+        r.text()
+    );
+
+    let dup = r#"{"openapi":"3.0.1","info":{"title":"dup","version":"1"},"paths":{"/a":{"get":{"x-amazon-apigateway-integration":{"type":"mock"}}},"/a":{"post":{"x-amazon-apigateway-integration":{"type":"mock"}}}}}"#;
+    let r = post("", dup.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("\\\"/a\\\" appears twice"),
+        "{}",
+        r.text()
+    );
+    // The admin API's own JSON bodies too.
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis",
+        r#"{"name": "d", "routes": [{"route": "GET /x", "integration": {"type": "mock"}}], "routes": []}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("appears twice"), "{}", r.text());
+
+    let warned =
+        br#"{"openapi":"3.0.1","info":{"title":"fw","version":"1"},"paths":{"/x":{"get":{}}}}"#;
+    for bad in ["yes", "1", ""] {
+        let r = post(&format!("&failonwarnings={bad}"), warned);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(r.text().contains("expected true or false"), "{}", r.text());
+    }
+    assert_eq!(post("&failonwarnings=TRUE", warned).status, 400);
+    let r = post("&failonwarnings=False", warned);
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
 #[test]
 fn integration_fields_and_base_paths_not_taken_are_named() {
     let g = gw();

@@ -366,6 +366,20 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| decode(v))
 }
 
+/// `failonwarnings=true|false` (any case; absent: false). Another value is a 400: a caller
+/// who asked for a strict import must not get a lenient one.
+fn fail_on_warnings(query: &str) -> Result<bool, (u16, String)> {
+    match query_param(query, "failonwarnings") {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(message(
+            400,
+            format!("failonwarnings={v:?}: expected true or false"),
+        )),
+    }
+}
+
 fn message(status: u16, msg: impl std::fmt::Display) -> (u16, String) {
     (
         status,
@@ -408,7 +422,9 @@ fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (u16, String)>
             ))
         }
     }
-    serde_json::from_slice(body).map_err(|e| message(400, format!("invalid JSON body: {e}")))
+    crate::syntax::json_strict::from_slice(body)
+        .and_then(serde_json::from_value)
+        .map_err(|e| message(400, format!("invalid JSON body: {e}")))
 }
 
 /// A path's segments, `%XX` decoded (`prod%2FCanary` names the canary's stage); `+` is itself
@@ -475,30 +491,40 @@ fn route(
                 ),
             )
         }
-        (b"POST", ["apis"]) if query_param(query, "mode").as_deref() == Some("import") => op(
-            201,
-            ctl.borrow_mut().import_api(
-                None,
-                query_param(query, "name"),
-                "import",
-                query_param(query, "failonwarnings").as_deref() == Some("true"),
-                body,
-            ),
-        ),
+        (b"POST", ["apis"]) if query_param(query, "mode").as_deref() == Some("import") => {
+            match fail_on_warnings(query) {
+                Ok(strict) => op(
+                    201,
+                    ctl.borrow_mut().import_api(
+                        None,
+                        query_param(query, "name"),
+                        "import",
+                        strict,
+                        body,
+                    ),
+                ),
+                Err(e) => e,
+            }
+        }
         (b"POST", ["apis"]) => match json::<serde_json::Value>(body) {
             Ok(v) => op(201, ctl.borrow_mut().create_api(v)),
             Err(e) => e,
         },
-        (b"PUT", ["apis", api]) if query_param(query, "mode").is_some() => op(
-            200,
-            ctl.borrow_mut().import_api(
-                Some(api),
-                None,
-                &query_param(query, "mode").unwrap_or_default(),
-                query_param(query, "failonwarnings").as_deref() == Some("true"),
-                body,
-            ),
-        ),
+        (b"PUT", ["apis", api]) if query_param(query, "mode").is_some() => {
+            match fail_on_warnings(query) {
+                Ok(strict) => op(
+                    200,
+                    ctl.borrow_mut().import_api(
+                        Some(api),
+                        None,
+                        &query_param(query, "mode").unwrap_or_default(),
+                        strict,
+                        body,
+                    ),
+                ),
+                Err(e) => e,
+            }
+        }
         (b"GET", ["apis", api]) => op(200, ctl.borrow().get_api(api)),
         (b"PUT", ["apis", api]) => match json::<serde_json::Value>(body) {
             Ok(v) => op(200, ctl.borrow_mut().put_api(api, v)),

@@ -291,7 +291,13 @@ fn path_of(r: &Route) -> Option<(String, Vec<String>)> {
     for s in &r.segs {
         path.push('/');
         match s {
-            Seg::Lit(l) => path.push_str(l),
+            // Decoded in the route: encoded again, as the path a client writes (`/a%20b`),
+            // so that the document imports back to the same route.
+            Seg::Lit(l) => {
+                let mut b = Vec::with_capacity(l.len());
+                crate::syntax::path::encode_segment(l, &mut b);
+                path.push_str(&String::from_utf8_lossy(&b));
+            }
             Seg::Param(p) => {
                 path.push_str(&format!("{{{p}}}"));
                 params.push(p.clone());

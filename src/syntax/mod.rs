@@ -8,6 +8,7 @@
 pub(crate) mod cidr;
 pub(crate) mod civil;
 pub(crate) mod json_doc;
+pub(crate) mod json_strict;
 pub(crate) mod mapping;
 pub(crate) mod path;
 pub(crate) mod refs;

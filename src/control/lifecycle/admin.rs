@@ -197,6 +197,8 @@ impl Control {
         fail_on_warnings: bool,
         body: &[u8],
     ) -> Result<Value, OpError> {
+        // A byte-order mark may open either (YAML 1.2, RFC 8259 8.1): editors write one.
+        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
         // JSON when it reads as JSON; else YAML (of which JSON is a part: a document in flow
         // style that is not JSON is YAML too).
         let yaml = || {
@@ -205,7 +207,7 @@ impl Control {
                 .and_then(crate::openapi::yaml::to_json)
         };
         let doc: Value = if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            match serde_json::from_slice(body) {
+            match crate::syntax::json_strict::from_slice(body) {
                 Ok(v) => v,
                 Err(e) => yaml().map_err(|_| bad(format!("invalid JSON: {e}")))?,
             }

@@ -1,0 +1,107 @@
+//! JSON as the admin API reads it: `serde_json`'s parser (its nesting limit included) into a
+//! `serde_json::Value`, but an object that names a member twice is refused — `Value` would
+//! keep the last and drop the first without a word (two `"routes"`, two `"/a"` paths of an
+//! OpenAPI document), where YAML documents refuse the same thing.
+
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// Parses `bytes` as one JSON value; a member named twice in one object is an error.
+pub(crate) fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut d = serde_json::Deserializer::from_slice(bytes);
+    let v = Strict.deserialize(&mut d)?;
+    d.end()?;
+    Ok(v)
+}
+
+struct Strict;
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(Strict)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_string()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Strict)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                return Err(A::Error::custom(format!(
+                    "the key {k:?} appears twice in one object"
+                )));
+            }
+            let v = map.next_value_seed(Strict)?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_slice;
+
+    #[test]
+    fn a_member_named_twice_is_refused_and_the_rest_reads_as_serde_json_does() {
+        let e = from_slice(br#"{"a": {"b": 1, "b": 2}}"#).unwrap_err();
+        assert!(e.to_string().contains("the key \"b\" appears twice"), "{e}");
+        // Escapes that spell one name twice.
+        assert!(from_slice(br#"{"a": 1, "\u0061": 2}"#).is_err());
+        for doc in [
+            &br#"{"a": [1, -2, 3.5, "x\n", true, null, {}], "b": {"c": 18446744073709551615}}"#[..],
+            b"[]",
+            b"\"s\"",
+        ] {
+            let want: serde_json::Value = serde_json::from_slice(doc).unwrap();
+            assert_eq!(from_slice(doc).unwrap(), want);
+        }
+        assert!(from_slice(b"{} x").is_err());
+        // The parser's nesting limit holds.
+        assert!(from_slice("[".repeat(200).as_bytes()).is_err());
+    }
+}
