@@ -40,6 +40,7 @@ pub(crate) enum Counter {
     H2FloodReset,
     H2FloodContinuation,
     H2FloodWindowUpdate,
+    H2FloodLibrary,
     /// HTTP/2 connections closed gracefully (GOAWAY NO_ERROR): idle or draining.
     H2Goaways,
     /// Requests sent to an ejected target because every healthy one was ejected.
@@ -57,7 +58,7 @@ pub(crate) enum Counter {
     Upgrades,
 }
 
-const N: usize = 27;
+const N: usize = 28;
 
 impl Counter {
     const ALL: [Counter; N] = [
@@ -80,6 +81,7 @@ impl Counter {
         Counter::H2FloodReset,
         Counter::H2FloodContinuation,
         Counter::H2FloodWindowUpdate,
+        Counter::H2FloodLibrary,
         Counter::H2Goaways,
         Counter::AllTargetsEjected,
         Counter::UpgradeIdleTimeouts,
@@ -112,6 +114,7 @@ impl Counter {
             Counter::H2FloodReset => ("http2_floods_total", "kind=\"reset\""),
             Counter::H2FloodContinuation => ("http2_floods_total", "kind=\"continuation\""),
             Counter::H2FloodWindowUpdate => ("http2_floods_total", "kind=\"window_update\""),
+            Counter::H2FloodLibrary => ("http2_floods_total", "kind=\"h2_library\""),
             Counter::H2Goaways => ("http2_goaways_total", ""),
             Counter::AllTargetsEjected => ("upstream_all_ejected_total", ""),
             Counter::UpgradeIdleTimeouts => ("upgrade_idle_timeouts_total", ""),

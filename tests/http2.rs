@@ -627,6 +627,24 @@ fn continuation_floods_end_with_enhance_your_calm() {
     expect_calm("", f, "continuation");
 }
 
+/// The h2 library's own limits, tighter than the watch's on some counts, end a connection
+/// with its GOAWAY: counted and said as the watch's are (they went unseen). A header block
+/// in 7 CONTINUATIONs (the library takes 5 with the default sizes), and 110 empty DATA frames
+/// that end no stream (it takes 100 in a connection's life).
+#[test]
+fn floods_the_h2_library_refuses_are_counted_too() {
+    let mut f = Raw::frame(HEADERS, 0, 1, &[0x82]);
+    for _ in 0..7 {
+        f.extend(Raw::frame(CONTINUATION, 0, 1, &[]));
+    }
+    expect_calm("", f, "continuation");
+    let mut f = Raw::frame(HEADERS, END_HEADERS, 1, &block("/d", &[]));
+    for _ in 0..110 {
+        f.extend(Raw::frame(DATA, 0, 1, &[]));
+    }
+    expect_calm("", f, "control");
+}
+
 #[test]
 fn window_update_floods_end_with_enhance_your_calm() {
     // No DATA was sent to this client: only the first hundred are its due.

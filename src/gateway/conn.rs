@@ -436,6 +436,7 @@ impl StreamHandler for Streams {
             crate::http::h2::watch::Flood::Reset => "HTTP/2 reset flood",
             crate::http::h2::watch::Flood::Continuation => "HTTP/2 CONTINUATION flood",
             crate::http::h2::watch::Flood::WindowUpdate => "HTTP/2 WINDOW_UPDATE flood",
+            crate::http::h2::watch::Flood::Library => "HTTP/2 flood (the h2 library's limit)",
         };
         self.0.log_first(what, None, 0)
     }

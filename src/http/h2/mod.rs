@@ -105,6 +105,8 @@ impl<F: Future<Output = ()>> Future for StreamTask<F> {
 enum Event {
     Stream(http::Request<RecvStream>, SendResponse<Bytes>),
     Flood(Flood),
+    /// The h2 library ended the connection for a flood of its own counting.
+    LibraryFlood(Flood),
     Idle,
     Drain,
     End,
@@ -126,6 +128,29 @@ pub(crate) trait StreamHandler {
     }
 }
 
+/// Counts a flood that ended a connection, and says it (as the handler allows).
+fn flood_seen(handler: &impl StreamHandler, metrics: &Local, info: &ConnInfo, f: Flood) {
+    if handler.log_flood(f) {
+        tracing::info!(peer = %info.peer, flood = ?f, "HTTP/2 flood: GOAWAY ENHANCE_YOUR_CALM");
+    }
+    metrics.add(match f {
+        Flood::Control => Counter::H2FloodControl,
+        Flood::Reset => Counter::H2FloodReset,
+        Flood::Continuation => Counter::H2FloodContinuation,
+        Flood::WindowUpdate => Counter::H2FloodWindowUpdate,
+        Flood::Library => Counter::H2FloodLibrary,
+    });
+}
+
+/// Whether the h2 library ended the connection with a GOAWAY ENHANCE_YOUR_CALM of its own:
+/// CONTINUATION frames past `max(5, 1.25 x max_header_list_size / max_frame_size)` in one
+/// block, more than 100 empty DATA frames (not ending a stream) in a connection's life (both
+/// followed by the watch too), 20 streams reset before they were accepted, or small DATA
+/// frames past its overhead budget.
+fn library_flood(e: &h2::Error) -> bool {
+    e.is_go_away() && e.is_library() && e.reason() == Some(Reason::ENHANCE_YOUR_CALM)
+}
+
 /// Serves one HTTP/2 connection until it ends: `cfg` and `limits` from the snapshot the
 /// connection started on, `drain` the shard's drain signal, `metrics` its counters; each
 /// stream runs as its own task through `handler`.
@@ -143,9 +168,10 @@ pub(crate) async fn serve(
         Transport::Plain(tcp, prefix) => PollIo::plain(tcp, prefix),
         Transport::Tls(t) => t.into_poll_io(Bytes::new()),
     };
-    let io = io
-        .read_ahead(READ_AHEAD)
-        .watched(FrameWatch::new(&cfg), signal.clone());
+    let io = io.read_ahead(READ_AHEAD).watched(
+        FrameWatch::new(&cfg, limits.max_header_bytes),
+        signal.clone(),
+    );
     let mut builder = h2::server::Builder::new();
     // RFC 8441: WebSockets over HTTP/2 (extended CONNECT with :protocol = websocket).
     builder.enable_connect_protocol();
@@ -208,7 +234,12 @@ pub(crate) async fn serve(
                 Poll::Ready(Some(Ok((req, respond)))) => Poll::Ready(Event::Stream(req, respond)),
                 Poll::Ready(Some(Err(e))) => {
                     tracing::debug!(peer = %info.peer, error = %e, "HTTP/2 connection error");
-                    Poll::Ready(Event::End)
+                    // The watch names the flood where it follows the same limit (it read
+                    // the frames as they came); else it is one of the library's own.
+                    Poll::Ready(match library_flood(&e) {
+                        true => Event::LibraryFlood(signal.flood.take().unwrap_or(Flood::Library)),
+                        false => Event::End,
+                    })
                 }
                 Poll::Ready(None) => Poll::Ready(Event::End),
                 Poll::Pending => Poll::Pending,
@@ -228,17 +259,15 @@ pub(crate) async fn serve(
                 });
             }
             Event::Flood(f) => {
-                if handler.log_flood(f) {
-                    tracing::info!(peer = %info.peer, flood = ?f, "HTTP/2 flood: GOAWAY ENHANCE_YOUR_CALM");
-                }
-                metrics.add(match f {
-                    Flood::Control => Counter::H2FloodControl,
-                    Flood::Reset => Counter::H2FloodReset,
-                    Flood::Continuation => Counter::H2FloodContinuation,
-                    Flood::WindowUpdate => Counter::H2FloodWindowUpdate,
-                });
+                flood_seen(&handler, metrics, &info, f);
                 h2c.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                 going = true;
+            }
+            // The h2 library's own limits (tighter than the watch's on some counts): its
+            // GOAWAY is sent; counted and said as the watch's are.
+            Event::LibraryFlood(f) => {
+                flood_seen(&handler, metrics, &info, f);
+                return;
             }
             Event::Idle | Event::Drain => {
                 metrics.add(Counter::H2Goaways);

@@ -22,6 +22,9 @@ pub(crate) enum Flood {
     Continuation,
     /// More WINDOW_UPDATE frames than the DATA frames sent can call for.
     WindowUpdate,
+    /// A limit of the h2 library's own the watch does not follow (streams reset before they
+    /// were accepted, small DATA frames past its overhead budget): it sent the GOAWAY.
+    Library,
 }
 
 /// State the I/O shares with the connection loop: the flood flag and the loop's waker.
@@ -119,6 +122,19 @@ impl Frames {
 /// window growth, a few streams' worth).
 const WINDOW_UPDATES_BASE: u64 = 100;
 
+/// Empty DATA frames (not ending a stream) the h2 library takes in a connection's life
+/// (`MAX_RECV_EMPTY_DATA_FRAMES`); the watch counts them too, to name the flood.
+const MAX_EMPTY_DATA: u32 = 100;
+
+/// CONTINUATION frames the h2 library takes in one header block: enough for the header list
+/// in frames of the size taken, plus a quarter, and at least 5 (its
+/// `calc_max_continuation_frames`).
+fn library_continuations(max_header_list: usize, max_frame: usize) -> u32 {
+    let frames = (max_header_list / max_frame.max(1)).max(1);
+    let n = frames.saturating_add(frames >> 2).max(5);
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// Follows the client's frame boundaries and counts what floods are made of.
 pub(crate) struct FrameWatch {
     /// Client preface bytes still to skip.
@@ -128,6 +144,9 @@ pub(crate) struct FrameWatch {
     continuations: Option<u32>,
     max_continuations: u32,
     control: Bucket,
+    /// Empty DATA frames that end no stream, in the connection's life (the h2 library takes
+    /// [`MAX_EMPTY_DATA`]).
+    empty_data: u32,
     resets: Bucket,
     /// The gateway's own frames, for the DATA frames among them.
     written: Frames,
@@ -150,13 +169,19 @@ const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
 impl FrameWatch {
-    pub(crate) fn new(cfg: &Http2) -> FrameWatch {
+    /// `max_header_list`: the SETTINGS_MAX_HEADER_LIST_SIZE the gateway sends. The
+    /// CONTINUATION limit is the config's, or the h2 library's where that is lower.
+    pub(crate) fn new(cfg: &Http2, max_header_list: usize) -> FrameWatch {
         FrameWatch {
             preface: crate::http::h2::PREFACE.len(),
             read: Frames::default(),
             continuations: None,
-            max_continuations: cfg.max_continuation_frames,
+            max_continuations: cfg.max_continuation_frames.min(library_continuations(
+                max_header_list,
+                cfg.max_frame_size as usize,
+            )),
             control: Bucket::new(cfg.control_frames_per_second, cfg.control_frames_burst),
+            empty_data: 0,
             resets: Bucket::new(cfg.resets_per_second, cfg.resets_burst),
             written: Frames::default(),
             data_sent: 0,
@@ -203,6 +228,12 @@ impl FrameWatch {
         };
         if control && !self.control.take() {
             return Err(Flood::Control);
+        }
+        if kind == DATA && len == 0 && flags & END_STREAM == 0 {
+            self.empty_data += 1;
+            if self.empty_data > MAX_EMPTY_DATA {
+                return Err(Flood::Control);
+            }
         }
         if kind == RST_STREAM && !self.resets.take() {
             return Err(Flood::Reset);
