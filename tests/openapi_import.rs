@@ -458,6 +458,34 @@ fn documents_with_a_bom_duplicate_keys_or_a_bad_failonwarnings() {
     assert_eq!(r.status, 201, "{}", r.text());
 }
 
+/// A required header whose name holds `_`, which the gateway drops by default: the route
+/// imports without that check, and a warning says why (the whole import was refused).
+#[test]
+fn a_required_header_with_an_underscore_is_a_warning() {
+    let g = gw();
+    let doc = json!({"openapi": "3.0.1", "info": {"title": "us", "version": "1"},
+        "x-amazon-apigateway-request-validators": {"all": {"validateRequestBody": true, "validateRequestParameters": true}},
+        "x-amazon-apigateway-request-validator": "all",
+        "paths": {"/x": {"get": {
+            "parameters": [{"name": "x_tenant", "in": "header", "required": true, "schema": {"type": "string"}},
+                {"name": "x-key", "in": "header", "required": true, "schema": {"type": "string"}}],
+            "x-amazon-apigateway-integration": {"type": "mock"}}}}});
+    let v = import_and_serve(&g, "", &doc.to_string(), "us.test");
+    let w = v["warnings"].to_string();
+    assert!(
+        w.contains("GET /x: required header parameter \\\"x_tenant\\\""),
+        "{w}"
+    );
+    assert_eq!(
+        v["definition"]["routes"][0]["required_parameters"],
+        json!(["header.x-key"])
+    );
+    let r = Client::connect(g.addr())
+        .request(b"GET /x HTTP/1.1\r\nHost: us.test\r\nx-key: k\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "us.test", "/x").status, 400);
+}
+
 #[test]
 fn integration_fields_and_base_paths_not_taken_are_named() {
     let g = gw();

@@ -34,7 +34,13 @@ const NOT_YET: [&str; 4] = [
 /// Converts a document of `input_len` bytes (as it came: what bounds the models made of it,
 /// [`super::models::MODELS`]). `Err` when it is not OpenAPI 3.x or Swagger 2.0 at all, or
 /// when its models would pass that bound.
-pub fn import(doc: &Value, input_len: usize) -> Result<Imported, String> {
+/// `underscores_dropped`: the gateway drops request headers whose names hold `_`
+/// (`limits.underscores_in_headers`), so a required one is not checked (a warning).
+pub fn import(
+    doc: &Value,
+    input_len: usize,
+    underscores_dropped: bool,
+) -> Result<Imported, String> {
     let oas3 = doc
         .get("openapi")
         .and_then(Value::as_str)
@@ -119,7 +125,7 @@ pub fn import(doc: &Value, input_len: usize) -> Result<Imported, String> {
         .as_str()
         .is_some_and(|s| s.eq_ignore_ascii_case("AUTHORIZER"));
     let mut routes = Vec::new();
-    let mut vimp = super::models::Imports::new(doc, oas3, input_len)?;
+    let mut vimp = super::models::Imports::new(doc, oas3, input_len, underscores_dropped)?;
     let empty = Map::new();
     let paths = doc["paths"].as_object().unwrap_or(&empty);
     for (path, item) in paths {

@@ -50,6 +50,9 @@ pub(super) struct Imports {
     budget: usize,
     /// Models made so far (the document's, then inline body schemas).
     pub models: Vec<Value>,
+    /// The gateway drops request headers with `_` in their names
+    /// (`limits.underscores_in_headers`): a required one could never be there.
+    underscores_dropped: bool,
 }
 
 /// On a Swagger operation: every request model by content type, where one body cannot say
@@ -176,7 +179,12 @@ impl Imports {
     /// The document's validators and schemas; its schemas become models at once.
     /// `input_len`: the document's size, which bounds what the models may take ([`MODELS`]).
     /// `Err` when they would take more.
-    pub(super) fn new(doc: &Value, oas3: bool, input_len: usize) -> Result<Imports, String> {
+    pub(super) fn new(
+        doc: &Value,
+        oas3: bool,
+        input_len: usize,
+        underscores_dropped: bool,
+    ) -> Result<Imports, String> {
         let budget = MODELS.budget(input_len);
         let mut validators = BTreeMap::new();
         for (name, v) in doc["x-amazon-apigateway-request-validators"]
@@ -212,6 +220,7 @@ impl Imports {
             left: budget,
             budget,
             models: Vec::new(),
+            underscores_dropped,
         };
         let names: Vec<String> = out.schemas.keys().cloned().collect();
         for name in names {
@@ -337,6 +346,11 @@ impl Imports {
             }
             match place_in {
                 "query" => required.push(format!("querystring.{name}")),
+                "header" if self.underscores_dropped && name.contains('_') => {
+                    warnings.push(format!(
+                        "{key}: required header parameter {name:?}: a name with \"_\" is dropped by the gateway (limits.underscores_in_headers), so it could never be there; not checked"
+                    ))
+                }
                 "header" => required.push(format!("header.{name}")),
                 "path" => required.push(format!("path.{}", name.trim_end_matches('+'))),
                 _ => warnings.push(format!(
@@ -616,7 +630,7 @@ mod tests {
             "C": {"type": "object", "properties": {"x": {"type": "string"}}},
             "Lone": {"type": "string"},
         }));
-        let i = Imports::new(&d, true, d.to_string().len()).unwrap();
+        let i = Imports::new(&d, true, d.to_string().len(), true).unwrap();
         let by = |n: &str| i.models.iter().find(|m| m["name"] == n).unwrap()["schema"].clone();
         let a = by("A");
         let keys: Vec<&String> = a["definitions"].as_object().unwrap().keys().collect();
@@ -641,7 +655,7 @@ mod tests {
         }
         let d = doc(Value::Object(schemas));
         let len = d.to_string().len();
-        let e = Imports::new(&d, true, len).err().unwrap();
+        let e = Imports::new(&d, true, len, true).err().unwrap();
         assert!(e.contains("would take more than 1 MiB"), "{e}");
         assert_eq!(MODELS.budget(len), 1 << 20);
         assert_eq!(MODELS.budget(10 << 20), 4 << 20);

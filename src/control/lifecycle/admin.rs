@@ -214,7 +214,10 @@ impl Control {
         } else {
             yaml().map_err(bad)?
         };
-        let imported = crate::openapi::import(&doc, body.len()).map_err(bad)?;
+        let underscores_dropped =
+            self.file_config.limits.underscores_in_headers == crate::config::Underscores::Drop;
+        let imported =
+            crate::openapi::import(&doc, body.len(), underscores_dropped).map_err(bad)?;
         if fail_on_warnings && !imported.warnings.is_empty() {
             return Err(OpError(
                 400,
