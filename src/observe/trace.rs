@@ -163,6 +163,23 @@ pub(crate) fn parse_amzn(v: &[u8]) -> Option<AmznTrace> {
     Some((root.filter(|r| *r != [0; 16])?, parent, sampled))
 }
 
+/// A `tracestate` value's list members, without the empty ones (an empty header, `a=1,`):
+/// W3C Trace Context 3.3.2 has them accepted and not sent on. `None` when none is left.
+fn list_members(v: &[u8]) -> Option<String> {
+    let v = std::str::from_utf8(v).ok()?;
+    let mut out = String::with_capacity(v.len());
+    for m in v.split(',').map(|m| m.trim_matches([' ', '\t'])) {
+        if m.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(m);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 impl TraceCtx {
     /// Continues the caller's trace from the request headers, or starts one.
     pub(crate) fn from_headers(
@@ -181,7 +198,7 @@ impl TraceCtx {
                         .filter(|v| {
                             v.len() <= 512 && v.iter().all(|b| b.is_ascii_graphic() || *b == b' ')
                         })
-                        .map(|v| String::from_utf8_lossy(v).into_owned()),
+                        .and_then(list_members),
                 ),
                 None => match amzn.and_then(parse_amzn) {
                     Some((t, p, s)) => (t, p, s, None),
@@ -458,5 +475,21 @@ mod tests {
             "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-0102030405060708-01\r\ntracestate: congo=t61rcWkgMzE\r\n"
         ), "{text}");
         assert!(text.contains("x-amzn-trace-id: Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=0102030405060708;Sampled=1"), "{text}");
+    }
+
+    /// Empty `tracestate` values and list members are taken and not sent on (W3C 3.3.2).
+    #[test]
+    fn empty_tracestate_members_are_not_sent_on() {
+        let ids = Ids::default();
+        let v = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for (state, want) in [
+            (&b""[..], None),
+            (b" , ", None),
+            (b"foo=1,", Some("foo=1")),
+            (b"foo=1, ,bar=2 ", Some("foo=1,bar=2")),
+        ] {
+            let t = TraceCtx::from_headers(Some(v), Some(state), None, &ids);
+            assert_eq!(t.tracestate.as_deref(), want, "{state:?}");
+        }
     }
 }
