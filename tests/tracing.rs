@@ -237,6 +237,15 @@ fn unsampled_requests_propagate_without_export_and_errors_are_always_exported() 
     let server = spans.iter().find(|s| s["kind"] == 2).unwrap();
     assert_eq!(server["parent_span_id"], "");
     assert_eq!(attr(server, "tollgate.stage"), "all");
+    // A request of that stage that matches no route (404) follows the stage's ratio too,
+    // not `[tracing]`'s (the caller leaves it open: `Sampled=?`).
+    let amzn = "Root=1-6759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=?";
+    let r = Client::connect(g.addr()).request(
+        format!("GET /all/nope HTTP/1.1\r\nHost: a\r\nX-Amzn-Trace-Id: {amzn}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 404);
+    let spans = spans_of("6759e988bd862e3fe1be46a994272793", 1);
+    assert_eq!(attr(&spans[0], "http.response.status_code"), 404);
     // The quiet traces were never exported, and the counters say what was.
     assert!(collector()
         .spans

@@ -164,7 +164,19 @@ pub(crate) fn observe(shard: &Shard, ss: &ShardSnap, r: &Record<'_>) {
         }
     }
     if let Some((c, t)) = ctx.and_then(|c| Some((c, c.trace.as_ref()?))) {
-        let ratio = ss.snap.config.tracing.as_ref().map_or(0.0, |t| t.sample);
+        // Not decided yet (no route matched: a 404, a 405, a preflight): the stage's ratio
+        // where the request reached one, else `[tracing]`'s.
+        let ratio = c
+            .stage
+            .and_then(|st| {
+                ss.snap
+                    .apis
+                    .get(st.api)?
+                    .trace_sample
+                    .get(st.stage)
+                    .copied()
+            })
+            .unwrap_or_else(|| ss.snap.config.tracing.as_ref().map_or(0.0, |t| t.sample));
         // Errors are always traced.
         if t.sampled_at(ratio) || r.status >= 500 {
             spans(shard, ss, c, t, r, now);
