@@ -258,3 +258,37 @@ fn bad_access_log_settings_are_refused_by_key() {
     std::fs::write(&path, Cfg::new().stage_extra(keys).toml()).unwrap();
     tollgate::Config::load(&path).unwrap();
 }
+
+/// A head that stops part way gets 408 after `header_timeout`: its line says when it began
+/// (`requestTime`: the timeout before the answer, not the moment the gateway gave up) and how
+/// long it took (`responseLatency`).
+#[test]
+fn a_timed_out_head_is_logged_from_when_it_began() {
+    let g = Gw::start(
+        &Cfg::new()
+            .limits("header_timeout = \"1s\"")
+            .extra("[access_log]\npath = \"logs/gateway.log\"\nformat = \"json\"\n")
+            .toml(),
+    );
+    let ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let mut c = Client::connect(g.addr());
+    c.send(b"GET /x HTTP/1.1\r\nHost: a\r\n");
+    let r = c.read_response(false).expect("an answer");
+    let answered = ms();
+    assert_eq!(r.status, 408);
+    let log = g.dir.0.join("logs/gateway.log");
+    let line = &json_lines(&log, 1)[0];
+    assert_eq!(line["status"], "408");
+    let began: u64 = line["requestTimeEpoch"].as_str().unwrap().parse().unwrap();
+    assert!(
+        began + 500 <= answered,
+        "began {began}, answered {answered}"
+    );
+    let latency: f64 = line["responseLatency"].as_str().unwrap().parse().unwrap();
+    assert!(latency >= 1000.0, "{line}");
+}

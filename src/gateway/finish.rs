@@ -251,6 +251,10 @@ pub(crate) async fn head_error(shard: &Shard, conn: &mut Conn, e: &Error) -> boo
             bytes_out: conn.bytes_out - out0,
             failure: Some(e),
             from: Some(From::of(conn)),
+            // A head that timed out began `header_timeout` before (its first byte, or the
+            // connection's start for its first request); the others were refused at once.
+            waited: (e.kind == Kind::HeadTimeout)
+                .then(|| shard.snapshot().snap.limits.header_timeout),
             ..Record::default()
         },
     );

@@ -124,6 +124,9 @@ pub(crate) struct Record<'a> {
     /// The error that stopped a request that has no `ctx`.
     pub failure: Option<&'a Error>,
     pub from: Option<From>,
+    /// Where there is no `ctx`: how long before now the request began (a head that timed out
+    /// began `header_timeout` before), for `requestTime` and `responseLatency`.
+    pub waited: Option<std::time::Duration>,
 }
 
 /// Where every request's [`Record`] goes.
@@ -234,7 +237,9 @@ pub(crate) fn observe(shard: &Shard, ss: &ShardSnap, r: &Record<'_>) {
 fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -> Line<'a> {
     let ctx = r.ctx;
     let failure = ctx.and_then(|c| c.failure.as_ref()).or(r.failure);
-    let latency_us = ctx.map(|c| micros(c.timings.received, now));
+    let latency_us = ctx
+        .map(|c| micros(c.timings.received, now))
+        .or(r.waited.map(|w| w.as_micros() as u64));
     let wall_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
