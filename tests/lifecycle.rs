@@ -377,6 +377,27 @@ fn a_reload_that_clashes_with_a_run_time_api_serves_the_file_and_refuses_nothing
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(on(&g, "other.test", "/v").text(), "from-file");
     assert_eq!(on(&g, "shop.test", "/v").status, 404);
+    // The admin API says which is which: the run-time one is kept, not served.
+    let v = admin(g.admin(), "GET", "/apis/shop", Some(TOKEN)).json();
+    assert_eq!(
+        (v["source"].as_str(), v["serving"].as_bool()),
+        (Some("admin"), Some(false)),
+        "{v}"
+    );
+    let list = admin(g.admin(), "GET", "/apis", Some(TOKEN)).json();
+    let shops: Vec<_> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"] == "shop")
+        .collect();
+    assert_eq!(shops.len(), 2, "{list}");
+    assert!(
+        shops
+            .iter()
+            .any(|a| a["source"] == "admin" && a["serving"] == false),
+        "{list}"
+    );
     // Other changes are not blocked by what the reload left out.
     assert_eq!(
         post(&g, "/apis", json!({"name": "other", "routes": []})).status,

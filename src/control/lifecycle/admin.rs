@@ -161,14 +161,23 @@ impl Control {
             .filter(|s| s.api == a.name)
             .map(|s| s.name.as_str())
             .collect();
-        json!({
+        let mut v = json!({
             "name": a.name,
             "source": "admin",
             "created": a.created,
             "updated": a.updated,
             "stages": stages,
             "definition": a.definition,
-        })
+        });
+        // The file declared an API of this name since (a reload): that one is served, and
+        // the stages, routes and exports of this name are its; this one waits.
+        if self.file_config.apis.iter().any(|f| f.name == a.name) {
+            v["serving"] = json!(false);
+            v["shadowed"] = json!(
+                "the configuration file declares an API of this name: that one is served; this one is kept, and served again once the file no longer declares it"
+            );
+        }
+        v
     }
 
     /// `GET /apis/{api}`.
