@@ -102,3 +102,43 @@ fn an_upstream_that_stops_reading_the_body_gets_504() {
     let _ = done_tx.send(());
     let _ = writer.join();
 }
+
+/// A client that closes while its answer is slow in coming gets nothing more: logged 499 at
+/// once, not 200 when the upstream answers (nginx's `proxy_ignore_client_abort off`). A client
+/// that sends its next request meanwhile (pipelining) is answered both.
+#[test]
+fn a_client_that_leaves_a_slow_answer_is_logged_499() {
+    let up = Upstream::start(|s| {
+        if s.target == "/slow" {
+            Action::Sleep(Duration::from_secs(3))
+        } else {
+            Action::Sleep(Duration::from_millis(150))
+        }
+    });
+    let toml = config(
+        "",
+        "",
+        &format!(
+            "  [[apis.routes]]\n  route = \"GET /{{p}}\"\n  integration = {{ type = \"http\", uri = \"http://{}/{{p}}\" }}\n",
+            up.addr
+        ),
+    ) + "\n[access_log]\npath = \"logs/gw.log\"\nformat = \"json\"\n";
+    let g = Gw::start(&toml);
+    let mut c = Client::connect(g.addr());
+    c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    drop(c);
+    let log = g.dir.0.join("logs/gw.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(IO_TIMEOUT, || read().contains("\"status\":\"499\"")),
+        "{}",
+        read()
+    );
+    // Pipelined: the second request arrives while the first's answer is awaited.
+    let mut c = Client::connect(g.addr());
+    c.send(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+    for _ in 0..2 {
+        let r = c.read_response(false).expect("an answer");
+        assert_eq!(r.status, 200);
+    }
+}

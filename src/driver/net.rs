@@ -84,6 +84,15 @@ impl TcpStream {
         }
     }
 
+    /// Whether the peer closed its side (or reset), once [`TcpStream::readable`] said a read
+    /// would not wait: `false` when bytes wait instead (a pipelined request).
+    pub(crate) fn peer_closed(&self) -> bool {
+        match self {
+            TcpStream::Own(s) => s.at_eof(),
+            TcpStream::Mono(s) => own::peek_closed(s.as_raw_fd()),
+        }
+    }
+
     /// A second handle that reads what this socket receives (to read an upstream's answer
     /// while a request body is still being written through the first): on Tollgate's own
     /// runtime the same socket, sharing its receive; on monoio a duplicated descriptor.

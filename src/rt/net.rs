@@ -38,6 +38,26 @@ pub fn peek_unread(fd: RawFd) -> bool {
     true
 }
 
+/// Whether the peer has closed its side or reset the connection (asked with a non-blocking
+/// peek; nothing is consumed): `false` while bytes wait to be read, or nothing came yet.
+pub fn peek_closed(fd: RawFd) -> bool {
+    let mut b = 0u8;
+    // SAFETY: one writable byte; MSG_PEEK leaves it in the socket, MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut b as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error().raw_os_error();
+        return !matches!(e, Some(libc::EAGAIN | libc::EINTR));
+    }
+    n == 0
+}
+
 /// A listening socket; [`TcpListener::accept`] is fed by one multishot accept.
 pub struct TcpListener {
     fd: Fd,
@@ -472,6 +492,13 @@ impl TcpStream {
         if !b.is_empty() {
             self.inner.rx.borrow_mut().held = Some(b);
         }
+    }
+
+    /// Whether the receive reached the end of the stream with no byte left to read (after a
+    /// [`TcpStream::poll_readable`] said a read would not wait).
+    pub fn at_eof(&self) -> bool {
+        let rx = self.inner.rx.borrow();
+        rx.eof && rx.held.is_none()
     }
 
     /// Whether anything came that nobody read: bytes (put back, held, or received), the end

@@ -279,6 +279,11 @@ pub(super) async fn exchange(
     timeout: std::time::Duration,
 ) -> Result<(ResponseHead, BytesMut), Failure> {
     let gone = |what: &str| Error::upstream(Kind::BadGateway, what.to_string());
+    // An HTTP/1.1 client over plain TCP whose answer is slow is watched too (HTTP/2 streams
+    // are reset by their client, which the stream sees).
+    let mut watch_client = true;
+    // From the exchange's start (the deadline's), with no clock read of its own.
+    let mut watch_from = deadline.checked_sub(timeout).unwrap_or(deadline) + WATCH_CLIENT_AFTER;
     if up.write_all(first).await.is_err() {
         return Err(if reused {
             Failure::Stale
@@ -305,7 +310,9 @@ pub(super) async fn exchange(
             BodySent::All => ctx.body = BodyState::Done,
             BodySent::Cut => cut = true,
         }
-        deadline = deadline.max(Instant::now() + timeout);
+        let now = Instant::now();
+        deadline = deadline.max(now + timeout);
+        watch_from = now + WATCH_CLIENT_AFTER;
     }
     loop {
         if !ubuf.is_empty() {
@@ -368,11 +375,26 @@ pub(super) async fn exchange(
                 ) => return Err(Failure::Target(gone("malformed response head"))),
             }
         }
-        match crate::driver::time::timeout_at(deadline, up.read_head_into(&mut ubuf)).await {
-            Err(_) => {
+        let client = match &conn.stream {
+            crate::http::conn::Stream::Plain(s) if watch_client => Some(s),
+            _ => None,
+        };
+        let read = wait_head(client, up, &mut ubuf, deadline, watch_from).await;
+        if read.is_ok() {
+            // A slow answer's later reads: the client was looked at once already.
+            watch_client = false;
+        }
+        match read {
+            Err(Waited::Deadline) => {
                 return Err(Failure::Target(Error::upstream(
                     Kind::GatewayTimeout,
                     "waiting for the answer",
+                )))
+            }
+            Err(Waited::ClientGone) => {
+                return Err(Failure::Client(Error::downstream(
+                    Kind::ClientGone,
+                    "closed while the upstream was answering",
                 )))
             }
             Ok(Ok(0)) | Ok(Err(_)) => {
@@ -386,6 +408,57 @@ pub(super) async fn exchange(
             }
             Ok(Ok(_)) => {}
         }
+    }
+}
+
+/// How long an answer's head is waited for before the client's side is watched too.
+const WATCH_CLIENT_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Why [`wait_head`] stopped waiting.
+pub(super) enum Waited {
+    /// The route's timeout passed.
+    Deadline,
+    /// The client closed its side (or reset) while the answer was awaited.
+    ClientGone,
+}
+
+/// Reads more of the answer's head, by `deadline`. Past `watch_from`, an HTTP/1.1 client's
+/// socket (`client`) is watched too: a client that closed gets nothing (499), and the answer is
+/// not waited for, as nginx does (`proxy_ignore_client_abort off`). Answers within
+/// `watch_from` (most) pay nothing for it: the one timer is the deadline's or this. The
+/// read is never cut short (a read abandoned could take the answer's bytes with it): the
+/// watch races readiness, and the same read goes on.
+async fn wait_head(
+    client: Option<&crate::driver::net::TcpStream>,
+    up: &mut UpStream,
+    ubuf: &mut BytesMut,
+    deadline: Instant,
+    watch_from: Instant,
+) -> Result<std::io::Result<usize>, Waited> {
+    let mut read = std::pin::pin!(up.read_head_into(ubuf));
+    let Some(client) = client.filter(|_| watch_from < deadline) else {
+        return crate::driver::time::timeout_at(deadline, &mut read)
+            .await
+            .map_err(|_| Waited::Deadline);
+    };
+    if let Ok(r) = crate::driver::time::timeout_at(watch_from, &mut read).await {
+        return Ok(r);
+    }
+    let mut until = std::pin::pin!(crate::driver::time::sleep_until(deadline));
+    let looked = monoio::select! {
+        biased;
+        r = &mut read => return Ok(r),
+        _ = &mut until => return Err(Waited::Deadline),
+        r = client.readable() => r,
+    };
+    if looked.is_err() || client.peer_closed() {
+        return Err(Waited::ClientGone);
+    }
+    // Bytes from the client (a pipelined request, kept for later): the answer alone now.
+    monoio::select! {
+        biased;
+        r = &mut read => Ok(r),
+        _ = &mut until => Err(Waited::Deadline),
     }
 }
 
