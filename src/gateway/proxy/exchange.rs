@@ -143,6 +143,8 @@ pub(crate) async fn send(
     let started = Instant::now();
     ctx.timings.upstream_start = Some(started);
     let deadline = started + integ.timeout;
+    // When a slow answer's client is watched too (see `wait_head`).
+    let watch_from = started + WATCH_CLIENT_AFTER;
     let mut exclude = None;
     let mut fresh_only = false;
     let mut tries = 0;
@@ -203,7 +205,7 @@ pub(crate) async fn send(
             first.clone(),
             reused,
             &ss.snap.limits,
-            deadline,
+            (deadline, watch_from),
             integ.timeout,
         )
         .await
@@ -264,9 +266,10 @@ pub(crate) async fn send(
 }
 
 /// Sends the request (head, then the body as it streams in) and reads the answer's head,
-/// by `deadline` — or, for a body streamed as it arrives, within `timeout` of its last byte
-/// going out: a slow upload is the client's time, paced by the body's own limits, and no
-/// fault of the target's (Amazon starts the integration timeout once it has the request).
+/// by `deadline` (watching the client from `watch_from`) — or, for a body streamed as it
+/// arrives, within `timeout` of its last byte going out: a slow upload is the client's time,
+/// paced by the body's own limits, and no fault of the target's (Amazon starts the
+/// integration timeout once it has the request).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn exchange(
     conn: &mut Conn,
@@ -275,15 +278,13 @@ pub(super) async fn exchange(
     first: Bytes,
     reused: bool,
     limits: &Limits,
-    mut deadline: Instant,
+    (mut deadline, mut watch_from): (Instant, Instant),
     timeout: std::time::Duration,
 ) -> Result<(ResponseHead, BytesMut), Failure> {
     let gone = |what: &str| Error::upstream(Kind::BadGateway, what.to_string());
     // An HTTP/1.1 client over plain TCP whose answer is slow is watched too (HTTP/2 streams
     // are reset by their client, which the stream sees).
     let mut watch_client = true;
-    // From the exchange's start (the deadline's), with no clock read of its own.
-    let mut watch_from = deadline.checked_sub(timeout).unwrap_or(deadline) + WATCH_CLIENT_AFTER;
     if up.write_all(first).await.is_err() {
         return Err(if reused {
             Failure::Stale
@@ -435,15 +436,29 @@ async fn wait_head(
     deadline: Instant,
     watch_from: Instant,
 ) -> Result<std::io::Result<usize>, Waited> {
+    use std::future::Future;
+    use std::task::Poll;
+    let client = client.filter(|_| watch_from < deadline);
     let mut read = std::pin::pin!(up.read_head_into(ubuf));
-    let Some(client) = client.filter(|_| watch_from < deadline) else {
-        return crate::driver::time::timeout_at(deadline, &mut read)
-            .await
-            .map_err(|_| Waited::Deadline);
-    };
-    if let Ok(r) = crate::driver::time::timeout_at(watch_from, &mut read).await {
+    // The first wait: the read and one timer (the deadline's, or the watch's), polled here
+    // rather than through a `Timeout` over the pinned read (one layer less per poll).
+    let mut first = std::pin::pin!(crate::driver::time::sleep_until(match client {
+        Some(_) => watch_from,
+        None => deadline,
+    }));
+    let done = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = read.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        first.as_mut().poll(cx).map(|()| None)
+    })
+    .await;
+    if let Some(r) = done {
         return Ok(r);
     }
+    let Some(client) = client else {
+        return Err(Waited::Deadline);
+    };
     let mut until = std::pin::pin!(crate::driver::time::sleep_until(deadline));
     let looked = monoio::select! {
         biased;

@@ -329,11 +329,14 @@ pub(super) fn response_head(
     let mut kept = KeptLines::new(&resp.raw);
     for h in &resp.headers {
         let (name, value) = (resp.slice(&h.name), resp.slice(&h.value));
-        let keep_te = (chunks_relayed && name_eq(name, b"transfer-encoding"))
-            || (trailers_relayed && name_eq(name, b"trailer"));
-        let keep_upgrade = upgrade && name_eq(name, b"upgrade");
+        // Which hop-by-hop fields go on anyway: asked only of those (few answers have any).
+        let kept_hop = || {
+            (chunks_relayed && name_eq(name, b"transfer-encoding"))
+                || (trailers_relayed && name_eq(name, b"trailer"))
+                || (upgrade && name_eq(name, b"upgrade"))
+        };
         let hop = hop_by_hop(name) || listed_in_connection(conn_hdr.as_deref(), name);
-        if (hop && !keep_te && !keep_upgrade)
+        if (hop && !kept_hop())
             || (bodiless && name_eq(name, b"content-length"))
             || name_eq(name, b"x-request-id")
             || (ctx.cors.is_some() && crate::http::cors::is_cors_header(name))
