@@ -345,6 +345,11 @@ impl Gateway {
     /// are accepting.
     pub fn start(mut cfg: Config, opts: Options) -> Result<Gateway, StartError> {
         if let Some(w) = opts.workers {
+            if w > 1024 {
+                return Err(StartError(format!(
+                    "workers = {w}: expected an integer from 0 to 1024"
+                )));
+            }
             cfg.server.workers = w;
         }
         let shards = cfg.shard_count();

@@ -100,9 +100,9 @@ struct Cli {
     /// The configuration file.
     #[arg(long, short, global = true, default_value = "config.toml")]
     config: PathBuf,
-    /// Shards to run; overrides server.workers (0 = one per CPU).
-    #[arg(long, global = true)]
-    workers: Option<usize>,
+    /// Shards to run; overrides server.workers (0 = one per CPU, at most 1024).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    workers: Option<u16>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -257,13 +257,16 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => match tollgate::check(&cfg)
             .and_then(|()| {
-                tollgate::check_placement(&cfg, cli.workers)
+                tollgate::check_placement(&cfg, cli.workers.map(usize::from))
                     .map_err(|e| ConfigError { errors: vec![e] })
             })
             .and_then(|()| tollgate::check_store(&cfg))
         {
             Ok(store_warning) => {
-                out(format_args!("{}", tollgate::summary(&cfg, cli.workers)));
+                out(format_args!(
+                    "{}",
+                    tollgate::summary(&cfg, cli.workers.map(usize::from))
+                ));
                 if let Some(w) = store_warning {
                     out(format_args!("warning: {w}\n"));
                 }
@@ -309,12 +312,19 @@ fn main() -> ExitCode {
         }) => {
             let mut q = String::from("/apis?mode=import");
             if let Some(n) = name {
-                q.push_str(&format!("&name={n}"));
+                q.push_str("&name=");
+                for b in n.bytes() {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        q.push(b as char);
+                    } else {
+                        q.push_str(&format!("%{b:02X}"));
+                    }
+                }
             }
             if fail_on_warnings {
                 q.push_str("&failonwarnings=true");
             }
-            let r = std::fs::read(&file)
+            let r = read_document(&file)
                 .map_err(|e| format!("{}: {e}", file.display()))
                 .and_then(|body| admin_call(&cfg, admin, "POST", &q, &body));
             print_answer(r)
@@ -350,7 +360,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => run(cfg, cli.config, cli.workers, cli.take_over),
+        None => run(cfg, cli.config, cli.workers.map(usize::from), cli.take_over),
     }
 }
 
@@ -555,6 +565,26 @@ fn raise_nofile() -> Option<u64> {
         }
     }
     Some(lim.rlim_cur)
+}
+
+/// A document to import: a regular file of at most what the admin API takes (32 MiB), read
+/// whole (a device or a FIFO would be read without end).
+fn read_document(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    const MAX: u64 = 32 << 20;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut body = Vec::new();
+    f.take(MAX + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    if body.len() as u64 > MAX {
+        return Err("larger than the admin API takes (32 MiB)".into());
+    }
+    Ok(body)
 }
 
 fn run(cfg: Config, path: PathBuf, workers: Option<usize>, take_over: bool) -> ExitCode {

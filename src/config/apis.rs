@@ -690,6 +690,10 @@ impl Validator {
                 if i.status.is_some() || i.body.is_some() {
                     self.err(ikey, "status and body belong to type = \"mock\"");
                 }
+                // The gateway frames the upstream request and names its hop itself.
+                for (name, _) in &headers {
+                    self.request_framing_header(&format!("{ikey}.headers"), name);
+                }
                 let Some(uri) = i.uri else {
                     self.err(&format!("{ikey}.uri"), "is required for type = \"http\"");
                     return None;

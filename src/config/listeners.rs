@@ -193,10 +193,17 @@ impl Validator {
                     "is used by two listeners; names must be unique",
                 );
             }
-            if addr.port() != 0 && out.iter().any(|o| o.addr == addr) {
+            if let Some(o) = out.iter().find(|o| super::sockets_clash(o.addr, addr)) {
                 self.err(
                     &format!("{key}.addr"),
-                    format!("{addr} is used by two listeners"),
+                    if o.addr == addr {
+                        format!("{addr} is used by two listeners")
+                    } else {
+                        format!(
+                            "{addr} takes the socket of listener {:?} ({}): the same port, and one of the two listens on every address",
+                            o.name, o.addr
+                        )
+                    },
                 );
             }
             out.push(Listener {

@@ -174,6 +174,31 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A schema error in the config's words, not the parser's types: `expected struct
+/// StageCacheFile` is `expected a table`; the untagged seconds-or-duration value says so.
+fn plain(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("expected struct ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "expected struct ".len()..];
+        let name_len = after
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(after.len());
+        if after[..name_len].ends_with("File") {
+            out.push_str("expected a table");
+        } else {
+            out.push_str(&rest[i..i + "expected struct ".len() + name_len]);
+        }
+        rest = &after[name_len..];
+    }
+    out.push_str(rest);
+    out.replace(
+        "data did not match any variant of untagged enum SecondsValue",
+        "expected a whole number of seconds or a duration (600, \"10m\")",
+    )
+}
+
 /// Deserializes the file, reporting every schema error at once (unknown or misspelt keys,
 /// wrong types), not only the first: after each, the offending line is blanked (to a comment
 /// of the same length, so that later errors keep their line numbers) and the text is read
@@ -188,7 +213,7 @@ fn schema(text: &str) -> Result<file::File, Vec<String>> {
             Ok(_) => return Err(errors),
             Err(e) => e,
         };
-        let msg = format!("config is not valid: {}", e.to_string().trim_end());
+        let msg = format!("config is not valid: {}", plain(e.to_string().trim_end()));
         let recoverable = ["unknown field", "invalid type", "invalid value"]
             .iter()
             .any(|m| msg.contains(m));
@@ -433,19 +458,7 @@ impl Validator {
         let listeners = self.listeners(raw.listeners, base);
         let admin = raw.admin.map(|a| self.admin(a));
         if let Some(a) = &admin {
-            let port = a.addr.port();
-            // The same address, or one side unspecified: of the same family, or `[::]` (which
-            // takes IPv4 too where the system maps it).
-            let covers = |u: std::net::IpAddr, other: std::net::IpAddr| {
-                u.is_unspecified() && (u.is_ipv4() == other.is_ipv4() || u.is_ipv6())
-            };
-            if let Some(l) = listeners.iter().find(|l| {
-                port != 0
-                    && l.addr.port() == port
-                    && (l.addr.ip() == a.addr.ip()
-                        || covers(l.addr.ip(), a.addr.ip())
-                        || covers(a.addr.ip(), l.addr.ip()))
-            }) {
+            if let Some(l) = listeners.iter().find(|l| sockets_clash(l.addr, a.addr)) {
                 self.err(
                     "admin.addr",
                     format!("{} is listener {:?}'s address", a.addr, l.name),
@@ -550,18 +563,34 @@ impl Validator {
     }
 }
 
+/// Whether two addresses to listen on would take the same socket: the same port (not 0, an
+/// ephemeral one each) and the same address, or one side unspecified — of the same family,
+/// or `[::]` (which takes IPv4 too where the system maps it).
+pub(crate) fn sockets_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |u: std::net::IpAddr, other: std::net::IpAddr| {
+        u.is_unspecified() && (u.is_ipv4() == other.is_ipv4() || u.is_ipv6())
+    };
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+}
+
 /// Resolves "host:port" once, at load (blocking DNS is fine on the control plane).
 pub(crate) fn resolve(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
+    let a = match s.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) if !s.contains(':') => return Err("missing port".into()),
+        Err(_) => s
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("no address")?,
+    };
+    // An address the gateway connects to: port 0 is nobody's (every request would get 502).
+    if a.port() == 0 {
+        return Err("port 0 names no server".into());
     }
-    if !s.contains(':') {
-        return Err("missing port".into());
-    }
-    s.to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or_else(|| "no address".into())
+    Ok(a)
 }
 
 /// What `tollgate check` prints: the listeners, APIs, stages, routes and upstreams a config

@@ -75,6 +75,30 @@ impl Validator {
         reserved
     }
 
+    /// Refuses `name` (under `key`) when it is one of the headers the gateway writes itself
+    /// on an upstream request: its framing, `Host`, `Expect` and the `X-Forwarded-*` fields
+    /// (set as well, the upstream would get two, or conflicting framing).
+    pub(super) fn request_framing_header(&mut self, key: &str, name: &str) {
+        const OWN: [&str; 5] = [
+            "host",
+            "expect",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+        ];
+        if RESERVED
+            .iter()
+            .chain(&OWN)
+            .any(|r| r.eq_ignore_ascii_case(name))
+        {
+            self.bad(
+                key,
+                name,
+                "a header other than those the gateway writes itself (Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, X-Request-Id, Host, Expect, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host)",
+            );
+        }
+    }
+
     pub(super) fn gateway_responses(
         &mut self,
         key: &str,

@@ -104,9 +104,23 @@ pub(crate) fn parse_uri_target(t: &Template, upstreams: &[Upstream]) -> Result<U
         pieces.push(Piece::Lit(path_start.to_string()));
     }
     pieces.extend(t.pieces.iter().skip(1).cloned());
-    if let Some(Piece::Lit(s)) = pieces.first() {
+    for p in &mut pieces {
+        let Piece::Lit(s) = p else { continue };
         if s.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
             return Err("path contains spaces, control characters or a fragment".into());
+        }
+        // A request line is ASCII (RFC 9112 3.2): `é` goes as `%C3%A9`, as a client writes
+        // it (and as a route's `/é` matches it).
+        if !s.is_ascii() {
+            let mut out = String::with_capacity(s.len() * 2);
+            for b in s.bytes() {
+                if b.is_ascii() {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            *s = out;
         }
     }
     let path = Template { pieces };

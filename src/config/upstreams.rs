@@ -164,16 +164,17 @@ impl Validator {
             Some("hash") => match u.hash_key.as_deref() {
                 None | Some("client_ip") => Balance::Hash(HashKey::ClientIp),
                 Some(h) => match h.strip_prefix("header.") {
-                    Some(n) if !n.is_empty() => {
+                    Some(n) if !n.is_empty() && n.bytes().all(crate::syntax::is_tchar) => {
                         Balance::Hash(HashKey::Header(n.to_ascii_lowercase()))
                     }
                     _ => {
                         self.bad(
                             &format!("{key}.hash_key"),
                             h,
-                            "\"client_ip\" or \"header.NAME\"",
+                            "\"client_ip\" or \"header.NAME\" (NAME a header name)",
                         );
-                        Balance::RoundRobin
+                        // Still a hash upstream: its only error is this one.
+                        Balance::Hash(HashKey::ClientIp)
                     }
                 },
             },

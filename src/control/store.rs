@@ -201,6 +201,15 @@ pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
     if out.exists() {
         return Err(format!("{} exists: give a new file", out.display()));
     }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(format!(
+                "{}: its folder {} does not exist",
+                out.display(),
+                parent.display()
+            ));
+        }
+    }
     let copy = Copy::of(&path).map_err(|err| e("cannot copy to repair it", &path, err))?;
     let (keys, quotas, usage, access_keys, objects) =
         no_panic("cannot be repaired", &path, || {

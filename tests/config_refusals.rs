@@ -1,0 +1,153 @@
+//! Settings that load but would break requests, or the process, are refused at load (or by
+//! the CLI), naming the key, the value and what is allowed: integration headers the gateway
+//! writes itself, targets on port 0, two listeners on one socket, `hash_key` names, type
+//! errors in the config's words, `--workers` past its range, documents that are not files.
+
+mod common;
+
+use common::*;
+
+fn refused(toml: &str, want: &str) {
+    let (ok, text) = check_config(toml);
+    assert!(!ok, "loaded: {toml}");
+    assert!(text.contains(want), "{want:?} not in: {text}");
+}
+
+#[test]
+fn settings_that_would_break_requests_are_refused_at_load() {
+    let http = |extra: &str| {
+        Cfg::new()
+            .route(
+                "POST /x",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://127.0.0.1:9/x\"{extra} }}"
+                ),
+            )
+            .toml()
+    };
+    // Framing, the hop and the forwarding fields are the gateway's: set again they would
+    // reach the upstream twice, or conflict (Content-Length beside Transfer-Encoding).
+    for name in [
+        "content-length",
+        "Transfer-Encoding",
+        "connection",
+        "host",
+        "x-forwarded-for",
+    ] {
+        refused(
+            &http(&format!(", headers = {{ \"{name}\" = \"0\" }}")),
+            &format!("integration.headers = \"{name}\" is not valid: expected a header other than those the gateway writes itself"),
+        );
+    }
+    let (ok, text) = check_config(&http(", headers = { \"authorization\" = \"Bearer t\" }"));
+    assert!(ok, "{text}");
+    // Port 0 is nobody's: every request would get 502.
+    refused(
+        &Cfg::new()
+            .upstream("[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:0\"]\n")
+            .toml(),
+        "upstreams[\"u\"].targets[0] = \"127.0.0.1:0\" is not valid: expected \"host:port\" that resolves (port 0 names no server)",
+    );
+    refused(
+        &Cfg::new()
+            .route(
+                "GET /x",
+                "integration = { type = \"http\", uri = \"http://127.0.0.1:0/x\" }",
+            )
+            .toml(),
+        "port 0 names no server",
+    );
+    // One socket for two listeners: `check` said OK, and the start failed.
+    refused(
+        &Cfg::new()
+            .listeners("[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:28471\"\n\n[[listeners]]\nname = \"all\"\naddr = \"0.0.0.0:28471\"\n")
+            .toml(),
+        "listeners[\"all\"].addr: 0.0.0.0:28471 takes the socket of listener \"http\" (127.0.0.1:28471)",
+    );
+    // A header name with a space, and one error for it alone.
+    let (ok, text) = check_config(
+        &Cfg::new()
+            .upstream("[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:9\"]\nbalance = \"hash\"\nhash_key = \"header.a b\"\n")
+            .toml(),
+    );
+    assert!(!ok);
+    assert!(
+        text.contains("hash_key = \"header.a b\" is not valid"),
+        "{text}"
+    );
+    assert!(!text.contains("is only used with balance"), "{text}");
+    // Type errors say what is wanted in the config's words.
+    refused(
+        &Cfg::new().stage_extra("cache = 5").toml(),
+        "invalid type: integer `5`, expected a table",
+    );
+    refused(
+        &Cfg::new()
+            .api_extra("cors = { allow_origins = [\"*\"], max_age = true }")
+            .toml(),
+        "expected a whole number of seconds or a duration",
+    );
+}
+
+/// A path literal that is not ASCII goes upstream percent-encoded (a request line is ASCII).
+#[test]
+fn a_uri_literal_that_is_not_ascii_goes_percent_encoded() {
+    let up = Upstream::echo();
+    let g = Gw::start(
+        &Cfg::new()
+            .route(
+                "GET /x/{id}",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://{}/café/{{id}}/thé\" }}",
+                    up.addr
+                ),
+            )
+            .toml(),
+    );
+    let r = get(g.addr(), "/x/7");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["target"], "/caf%C3%A9/7/th%C3%A9");
+}
+
+#[test]
+fn the_cli_refuses_what_it_cannot_take() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string()
+                + &String::from_utf8_lossy(&out.stdout),
+        )
+    };
+    let dir = TempDir::new();
+    let cfg = dir.0.join("c.toml");
+    std::fs::write(&cfg, Cfg::new().toml()).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    // `server.workers` takes 0 to 1024: `--workers` too (a huge one panicked at start).
+    for w in ["1025", "99999", "18446744073709551615"] {
+        let (ok, text) = run(&["--config", cfg, "--workers", w, "check"]);
+        assert!(!ok, "{w}");
+        assert!(text.contains("invalid value"), "{text}");
+    }
+    // A document to import is a file (a device was read without end).
+    let (ok, text) = run(&["--config", cfg, "import", "/dev/zero"]);
+    assert!(!ok);
+    assert!(text.contains("/dev/zero: not a regular file"), "{text}");
+    // A recovery's output in a folder that does not exist is named as such.
+    let (ok, text) = run(&[
+        "--config",
+        cfg,
+        "state",
+        "recover",
+        "--out",
+        "/nonexistent-tollgate-dir/x.redb",
+    ]);
+    assert!(!ok);
+    assert!(
+        text.contains("its folder /nonexistent-tollgate-dir does not exist"),
+        "{text}"
+    );
+}
