@@ -534,7 +534,7 @@ fn a_redis_that_lost_its_data_gets_the_nodes_quota_counts_and_usage_back() {
     };
     assert!(eventually(Duration::from_secs(5), || used(&a) == Some(json!(4))));
     redis.stop();
-    let _redis = Redis::start_on(addr);
+    let redis = Redis::start_on(addr);
     // Both nodes see the new epoch and send what they counted: the usage report is whole
     // again, and the quota has two requests left across the fleet, not six.
     assert!(
@@ -546,13 +546,40 @@ fn a_redis_that_lost_its_data_gets_the_nodes_quota_counts_and_usage_back() {
     assert_eq!(keyed(&b, VALUE), 200);
     assert_eq!(keyed(&a, VALUE), 429);
     assert_eq!(keyed(&b, VALUE), 429);
+    // The same loss on connections that never dropped (FLUSHALL, an eviction): the nodes
+    // find the epoch gone at their next read, and give the fleet back its counts and keys.
+    assert!(eventually(Duration::from_secs(5), || used(&a) == Some(json!(6))));
+    redis.cli(&["FLUSHALL"]);
+    assert!(
+        eventually(Duration::from_secs(10), || used(&a) == Some(json!(6))
+            && redis.cli(&["EXISTS", "tollgate:fleet:epoch"]).trim() == "1"),
+        "{:?}",
+        used(&a)
+    );
+    assert_eq!(keyed(&a, VALUE), 429);
+    assert_eq!(keyed(&b, VALUE), 429);
+    // A node that joins now learns the key from the fleet.
+    let c = Gw::start(&conf);
+    assert!(soon(|| keyed(&c, VALUE) == 429));
 }
 
 #[test]
 fn nodes_started_from_one_copied_state_directory_count_usage_apart() {
     let redis = Redis::start();
-    // A node's store, copied twice (an image baked with it): both copies hold one usage name.
+    // A node's store, copied twice (an image baked with it): both copies hold one usage name,
+    // and the 4 requests the first node counted today.
     let first = Gw::start(&conf(redis.addr));
+    let r = admin_with(
+        first.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "u", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    for _ in 0..4 {
+        assert_eq!(keyed(&first, VALUE), 200);
+    }
     let dir = first.stop();
     let copy = || {
         let to = TempDir::new();
@@ -572,28 +599,21 @@ fn nodes_started_from_one_copied_state_directory_count_usage_apart() {
         Gw::start_in(copy(), &conf(redis.addr)),
         Gw::start_in(copy(), &conf(redis.addr)),
     );
-    let r = admin_with(
-        b.admin(),
-        "POST",
-        "/apikeys",
-        &json!({"name": "u", "value": VALUE, "plan": "gold"}).to_string(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let id = r.json()["id"].as_str().unwrap().to_string();
-    assert!(soon(|| keyed(&c, VALUE) == 200));
     for _ in 0..3 {
         assert_eq!(keyed(&b, VALUE), 200);
     }
-    assert_eq!(keyed(&c, VALUE), 200);
+    for _ in 0..2 {
+        assert_eq!(keyed(&c, VALUE), 200);
+    }
     // One of them finds the name held by the other and takes a new one (after twice the
     // claim's life: a claim its own previous run left would have lapsed by then); the report
-    // then counts both: 3 on B and 2 on C.
+    // then counts both, and the first node's 4 once (they came with both copies): 4 + 3 + 2.
     let day = today();
     let path = format!("/usageplans/gold/usage?startDate={day}&endDate={day}&keyId={id}");
     assert!(
         eventually(Duration::from_secs(20), || {
             let r = admin_with(b.admin(), "GET", &path, "");
-            r.status == 200 && r.json()["items"][&id][0]["used"] == 5
+            r.status == 200 && r.json()["items"][&id][0]["used"] == 9
         }),
         "{}",
         admin_with(b.admin(), "GET", &path, "").text()

@@ -231,6 +231,11 @@ pub(crate) struct Link {
     epoch: RefCell<Option<String>>,
     /// Per plan, key and day: the count of it this node has sent the fleet.
     pushed: RefCell<ahash::AHashMap<PlanKeyDay, u64>>,
+    /// The counts this process found in its store when it first claimed its usage name
+    /// (`None` until then), and, once it found its state directory was another node's copy,
+    /// those counts as theirs: left out of what it sends under its new name.
+    found: RefCell<Option<ahash::AHashMap<PlanKeyDay, u64>>>,
+    copied: RefCell<ahash::AHashMap<PlanKeyDay, u64>>,
     /// This node's name in the fleet's usage hashes, kept in its store (a restarted node
     /// sends its counts under the same name: they replace, not add to, what it sent before).
     usage_id: RefCell<String>,
@@ -270,6 +275,8 @@ impl Link {
             conn: RefCell::new(None),
             epoch: RefCell::new(epoch),
             pushed: Default::default(),
+            found: RefCell::new(None),
+            copied: Default::default(),
             usage_id: RefCell::new(usage_id),
             claim_token: crate::auth::random_token(16)
                 .unwrap_or_else(|_| format!("{:x}", now_ms())),
@@ -329,6 +336,17 @@ impl Link {
             tracing::warn!(redis = %self.name(), "fleet: Redis is unreachable; serving from the local copy, admin writes refused");
             self.down_since.set(now_ms());
         }
+    }
+
+    /// A catch-up that failed (a Redis that refuses the node's commands, answers garbage):
+    /// said once per outage, as one that does not answer is, not at every retry.
+    fn catch_up_failed(&self, e: &str) {
+        if self.down_since.get() == 0 {
+            tracing::warn!(redis = %self.name(), error = %e, "fleet: catching up failed");
+        } else {
+            tracing::debug!(redis = %self.name(), error = %e, "fleet: catching up failed");
+        }
+        self.up(false);
     }
 
     /// Since when (ms since the epoch) Redis has been unreachable, if it is.
@@ -525,6 +543,7 @@ pub(crate) async fn commit_expecting(
 /// Keeps this node's copy in step with the fleet, and adds this node's usage to the fleet's,
 /// for as long as the control plane runs.
 pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
+    usage::note_found(&ctl, &link);
     let mut conn: Option<(SocketAddr, RedisConn)> = None;
     while !stop.get() {
         // A connection to a primary the Sentinels no longer name is dropped: the node
@@ -536,8 +555,7 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
                     // (Re)connected: catch up whole if the stream no longer reaches back to
                     // where this node stopped.
                     if let Err(e) = catch_up(&ctl, &link, &mut c).await {
-                        tracing::warn!(error = %e, "fleet: catching up failed");
-                        link.up(false);
+                        link.catch_up_failed(&e);
                         crate::driver::time::sleep(POLL).await;
                         continue;
                     }
@@ -551,16 +569,27 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
             },
         };
         // A position the stream was trimmed past (a burst of changes while this node was
-        // slow): the hash, whole.
+        // slow): the hash, whole. An epoch other than the one this node synced with (none:
+        // a FLUSHALL, an eviction, on a connection that never dropped): Redis lost its
+        // data, and this node gives it back what it holds, as on reconnecting.
         match c
-            .call(&[b"GET", TRIMMED.as_bytes()], link.timeout)
+            .call(
+                &[b"MGET", TRIMMED.as_bytes(), EPOCH.as_bytes()],
+                link.timeout,
+            )
             .await
-            .map(|r| r.text().and_then(EntryId::parse))
-        {
-            Ok(Some(t)) if link.applied.get().is_none_or(|a| a < t) => {
+            .map(|r| {
+                let items = r.items();
+                let text = |i: usize| items.get(i).and_then(Resp::text).map(str::to_string);
+                (text(0).as_deref().and_then(EntryId::parse), text(1))
+            }) {
+            Ok((t, epoch))
+                if t.is_some_and(|t| link.applied.get().is_none_or(|a| a < t))
+                    || epoch.is_none()
+                    || epoch != *link.epoch.borrow() =>
+            {
                 if let Err(e) = catch_up(&ctl, &link, &mut c).await {
-                    tracing::warn!(error = %e, "fleet: catching up failed");
-                    link.up(false);
+                    link.catch_up_failed(&e);
                     crate::driver::time::sleep(POLL).await;
                     continue;
                 }

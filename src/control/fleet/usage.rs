@@ -46,6 +46,7 @@ fn usage_deltas(ctl: &Rc<RefCell<Control>>, link: &Link) -> Vec<UsageDelta> {
             .get(&(plan.clone(), key.clone()))
             .is_some_and(|c| c.day.load(Relaxed) == *day || c.prev_day().0 == *day)
     });
+    let copied = link.copied.borrow();
     let mut out = Vec::new();
     for ((plan, key), cell) in cells.iter() {
         for (day, used) in [
@@ -53,6 +54,8 @@ fn usage_deltas(ctl: &Rc<RefCell<Control>>, link: &Link) -> Vec<UsageDelta> {
             (cell.day.load(Relaxed), cell.day_used.load(Relaxed)),
         ] {
             let k = (plan.clone(), key.clone(), day);
+            // What the node this state directory was copied from counted: its to send.
+            let used = used.saturating_sub(copied.get(&k).copied().unwrap_or(0));
             if used > 0 && pushed.get(&k) != Some(&used) {
                 out.push((plan.clone(), key.clone(), day, used));
                 pushed.insert(k, used);
@@ -109,6 +112,7 @@ async fn claimed(
     {
         return Ok(true);
     }
+
     let key = claim_key(&link.usage_id.borrow());
     let ttl = CLAIM_TTL.as_millis().to_string();
     let r = c
@@ -142,8 +146,35 @@ async fn claimed(
         *link.usage_id.borrow_mut() = new;
         link.refused_since.set(None);
         link.pushed.borrow_mut().clear();
+        // The counts found at the start came with the copy: the other node sends them.
+        *link.copied.borrow_mut() = link.found.borrow_mut().take().unwrap_or_default();
     }
     Ok(false)
+}
+
+/// Notes the counts this process found in its store (before it serves), in case its state
+/// directory turns out to be another node's copy (see [`claimed`]).
+pub(super) fn note_found(ctl: &Rc<RefCell<Control>>, link: &Link) {
+    *link.found.borrow_mut() = Some(counts_now(ctl));
+}
+
+/// The counts of today and the day before this process holds (plan, key, day -> count).
+fn counts_now(ctl: &Rc<RefCell<Control>>) -> ahash::AHashMap<(Arc<str>, Arc<str>, u64), u64> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = ctl.borrow();
+    let cells = c.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = ahash::AHashMap::new();
+    for ((plan, key), cell) in cells.iter() {
+        for (day, used) in [
+            cell.prev_day(),
+            (cell.day.load(Relaxed), cell.day_used.load(Relaxed)),
+        ] {
+            if used > 0 {
+                out.insert((plan.clone(), key.clone(), day), used);
+            }
+        }
+    }
+    out
 }
 
 /// Gives this process's usage name up (a successor took the store over and sends the counts
