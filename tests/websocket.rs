@@ -984,3 +984,64 @@ fn connects_integration_may_choose_the_subprotocol() {
         Some("chat.v2")
     );
 }
+
+/// A WebSocket route's integration is timed and named as a request's: `$connect`'s and a
+/// message's lines carry `integrationLatency`, `integrationStatus` and `upstream`, and the
+/// route's integration-latency histogram counts them. A binary message is routed by its
+/// JSON as a text one is.
+#[test]
+fn websocket_integrations_are_timed_and_binary_messages_routed() {
+    let up = backend();
+    let dir = TempDir::new();
+    let log = dir.0.join("ws.log");
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"")
+            .stage_extra(format!(
+                "access_log = {{ path = \"{}\", format = \"json\" }}",
+                log.display()
+            ))
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n\
+                 [[apis.routes]]\nroute = \"sendmessage\"\nroute_response = true\nintegration = { type = \"http\", uri = \"http://chat/message\" }\n\
+                 [[apis.routes]]\nroute = \"ping\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = '{\"pong\":true}' }\n",
+            )
+            .toml(),
+    );
+    let mut ws = open(&g, "").expect("upgrade");
+    ws.send(Message::binary(br#"{"action":"ping"}"#.to_vec()))
+        .unwrap();
+    match ws.read().unwrap() {
+        Message::Binary(b) => assert_eq!(&b[..], br#"{"pong":true}"#),
+        other => panic!("{other:?}"),
+    }
+    ws.send(Message::text(r#"{"action":"sendmessage"}"#))
+        .unwrap();
+    assert_eq!(next_text(&mut ws)["route"], "sendmessage");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(10), || read().lines().count() >= 3),
+        "{}",
+        read()
+    );
+    let lines: Vec<serde_json::Value> = read()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let upstream = up.addr.to_string();
+    for (line, route) in [(&lines[0], "$connect"), (&lines[2], "sendmessage")] {
+        assert_eq!(line["routeKey"], route, "{line}");
+        assert_eq!(line["integrationStatus"], "200", "{line}");
+        assert_eq!(line["upstream"], upstream.as_str(), "{line}");
+        assert_ne!(line["integrationLatency"], "-", "{line}");
+    }
+    assert_eq!(lines[1]["routeKey"], "ping");
+    let text = admin(g.admin(), "GET", "/metrics", Some(TOKEN)).text();
+    assert!(
+        text.contains(
+            "tollgate_route_integration_latency_seconds_count{api=\"api\",stage=\"prod\",route=\"sendmessage\"} 1"
+        ),
+        "{text}"
+    );
+}

@@ -78,5 +78,8 @@ pub(crate) async fn exchange_whole(
     if answer.reusable {
         checkin(&t, &cfg, s);
     }
-    Ok(answer)
+    Ok(Fetched {
+        from: Some(t.addr),
+        ..answer
+    })
 }

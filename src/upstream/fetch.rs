@@ -77,6 +77,8 @@ pub(crate) struct Fetched {
     pub body: Vec<u8>,
     /// Whether the connection may carry another request.
     pub reusable: bool,
+    /// The target that answered, where the caller picked one (see `gateway::call`).
+    pub from: Option<std::net::SocketAddr>,
 }
 
 impl Fetched {
@@ -158,6 +160,7 @@ pub(crate) async fn read_answer(s: &mut UpStream, max: usize) -> Result<Fetched,
         head,
         body,
         reusable,
+        from: None,
     })
 }
 

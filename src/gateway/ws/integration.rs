@@ -51,6 +51,7 @@ pub(super) async fn integrate_with(
                 head: Default::default(),
                 body: a.body,
                 reusable: false,
+                from: None,
             }))
         }
         IntegrationRt::Http(h) => {

@@ -92,16 +92,14 @@ async fn answer(
     let Some(ws) = ss.snap.apis[st.api].ws.as_ref() else {
         return (None, 500);
     };
-    let key = text
-        .then(|| serde_json::from_slice::<Value>(data).ok())
-        .flatten()
-        .and_then(|v| {
-            let found = ws.selection.iter().try_fold(&v, |v, k| v.get(k))?;
-            Some(match found {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-        });
+    // A binary message is read as JSON as a text one is (its bytes may well be JSON).
+    let key = serde_json::from_slice::<Value>(data).ok().and_then(|v| {
+        let found = ws.selection.iter().try_fold(&v, |v, k| v.get(k))?;
+        Some(match found {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    });
     let route = key
         .as_deref()
         .and_then(|k| ws.keys.get(k).copied())
@@ -141,7 +139,17 @@ async fn answer(
         return error("Limit Exceeded", 429);
     }
     let two_way = ss.snap.config.apis[st.api].routes[route].route_response;
-    match integrate(ss, s, m, "MESSAGE", data, Some(&request_id)).await {
+    // The integration's time and target, for the access log and the route's
+    // integration-latency metric, as a request's (connecting included).
+    let called = std::time::Instant::now();
+    let answer = integrate(ss, s, m, "MESSAGE", data, Some(&request_id)).await;
+    ctx.timings.upstream_start = Some(called);
+    ctx.timings.upstream_connected = Some(called);
+    ctx.timings.first_byte = Some(std::time::Instant::now());
+    if let Ok(Some(f)) = &answer {
+        ctx.upstream = f.from;
+    }
+    match answer {
         Ok(Some(Fetched { status, body, .. })) if (200..300).contains(&status) => {
             ctx.integration_status = Some(status);
             // Back as the kind of message that asked (text only if it is UTF-8).
@@ -160,14 +168,17 @@ async fn answer(
         }
         Err(why) => {
             tracing::debug!(connection = %s.id, error = %why, "websocket integration failed");
-            match why.side {
+            let answer = match why.side {
                 // The gateway refused the message itself (an authorizer's value would make a
                 // dot segment of the integration's path): its status and words, as a request
                 // gets them.
                 crate::error::Side::Downstream => error(&why.client_message(), why.status()),
                 _ if why.status() == 504 => error("Endpoint request timed out", 504),
                 _ => error("Internal server error", 502),
-            }
+            };
+            // What failed, in the log's error fields.
+            ctx.failure = Some(why);
+            answer
         }
     }
 }

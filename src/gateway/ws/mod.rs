@@ -141,7 +141,8 @@ pub(crate) async fn connect(
         // A connection is a request of the key's plan (429 "Limit Exceeded" once spent).
         super::limits::count_quota(shard, ss, ctx).await?;
         let session = session_of(ss, conn, ctx, &id, (st.api, st.stage), connected_at_ms);
-        match integration::integrate(
+        let called = std::time::Instant::now();
+        let answer = integration::integrate(
             ss,
             &session,
             m,
@@ -149,8 +150,17 @@ pub(crate) async fn connect(
             &[],
             Some(ctx.request_id.as_str()),
         )
-        .await
-        {
+        .await;
+        // The integration's time, target and status, for the access log and the route's
+        // integration-latency metric, as a request's (connecting included).
+        ctx.timings.upstream_start = Some(called);
+        ctx.timings.upstream_connected = Some(called);
+        ctx.timings.first_byte = Some(std::time::Instant::now());
+        if let Ok(Some(f)) = &answer {
+            ctx.upstream = f.from;
+            ctx.integration_status = Some(f.status);
+        }
+        match answer {
             Ok(Some(f)) if !(200..300).contains(&f.status) => {
                 // The integration refused: the client gets its status, its end-to-end
                 // headers and body, not an upgrade.
