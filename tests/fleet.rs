@@ -619,3 +619,58 @@ fn nodes_started_from_one_copied_state_directory_count_usage_apart() {
         admin_with(b.admin(), "GET", &path, "").text()
     );
 }
+
+/// A Redis that asks for a password: every connection (the shards', the control plane's)
+/// authenticates with `cluster.password_env`'s; a variable that is not set is refused at load,
+/// naming it.
+#[test]
+fn a_redis_with_a_password_is_authenticated_to() {
+    let redis = Redis::with_password("s3cret pass");
+    // Set before the gateway starts its threads, under a name no other test reads.
+    std::env::set_var("TOLLGATE_TEST_REDIS_PW", "s3cret pass");
+    let toml = |env: &str| {
+        Cfg::new()
+            .api("shop")
+            .route(
+                "GET /keyed",
+                "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+            )
+            .extra(format!(
+                "[cluster]\nredis = \"redis://{}\"\nnodes = 1\npassword_env = \"{env}\"\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\nquota = {{ limit = 2, period = \"day\" }}\n",
+                redis.addr
+            ))
+            .toml()
+    };
+    let (ok, text) = check_config(&toml("TOLLGATE_TEST_NO_SUCH_VAR"));
+    assert!(!ok);
+    assert!(
+        text.contains(
+            "cluster.password_env: the environment variable TOLLGATE_TEST_NO_SUCH_VAR is not set"
+        ),
+        "{text}"
+    );
+    let g = Gw::start(&toml("TOLLGATE_TEST_REDIS_PW"));
+    // An admin write goes through Redis (503 were it unreachable).
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "q", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The shards' quota calls too: the fleet's counter holds what they admitted.
+    assert!(soon(|| keyed(&g, VALUE) == 200));
+    assert_eq!(keyed(&g, VALUE), 200);
+    assert_eq!(keyed(&g, VALUE), 429);
+    let keys = redis.cli(&["-a", "s3cret pass", "--no-auth-warning", "KEYS", "*quota*"]);
+    assert!(!keys.trim().is_empty(), "no quota counter in Redis");
+    let text = admin(g.admin(), "GET", "/metrics", Some(TOKEN)).text();
+    let fallbacks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("tollgate_redis_fallbacks_total"))
+        .collect();
+    assert!(
+        !fallbacks.is_empty() && fallbacks.iter().all(|l| l.ends_with(" 0")),
+        "{fallbacks:?}"
+    );
+}

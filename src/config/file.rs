@@ -485,6 +485,8 @@ pub(crate) struct ClusterFile {
     pub nodes: Option<i64>,
     pub on_redis_error: Option<String>,
     pub timeout: Option<String>,
+    pub password_env: Option<String>,
+    pub username: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,13 @@ pub struct Cluster {
     pub on_redis_error: OnRedisError,
     #[serde(serialize_with = "ser_duration")]
     pub timeout: Duration,
+    /// Where the password comes from (the variable's name, not its value), and the ACL user.
+    pub password_env: Option<String>,
+    pub username: Option<String>,
+    /// `AUTH [username] password` as sent on each new connection to the Redis server (not to
+    /// Sentinels); `None` without `password_env`.
+    #[serde(skip)]
+    pub auth: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// Redis round-trip timeout (250 ms); past it the node falls back as configured.
@@ -157,6 +164,8 @@ impl Validator {
             }
             (None, None) => String::new(),
         };
+        // The Redis server's password (Sentinels are asked without one).
+        let auth = self.redis_auth(c.password_env.as_deref(), c.username.as_deref());
         if c.sentinels.is_some() {
             if let Some(u) = &c.redis {
                 self.bad(
@@ -176,6 +185,9 @@ impl Validator {
                     c.timeout.as_ref(),
                     DEFAULT_REDIS_TIMEOUT,
                 ),
+                password_env: c.password_env,
+                username: c.username,
+                auth,
             };
         }
         let redis = match c.redis.as_deref() {
@@ -202,7 +214,67 @@ impl Validator {
             nodes: self.int_in("cluster.nodes", c.nodes, 1, 1, 10_000) as u32,
             on_redis_error: self.on_redis_error(c.on_redis_error.as_deref()),
             timeout: self.duration("cluster.timeout", c.timeout.as_ref(), DEFAULT_REDIS_TIMEOUT),
+            password_env: c.password_env,
+            username: c.username,
+            auth,
         }
+    }
+
+    /// `AUTH [username] password` from `cluster.password_env` (the password read from the
+    /// environment at load, never written in the file) and `cluster.username`.
+    fn redis_auth(
+        &mut self,
+        env: Option<&str>,
+        user: Option<&str>,
+    ) -> Option<std::sync::Arc<Vec<u8>>> {
+        let Some(env) = env else {
+            if let Some(u) = user {
+                self.bad(
+                    "cluster.username",
+                    u,
+                    "nothing without cluster.password_env",
+                );
+            }
+            return None;
+        };
+        if env.is_empty() || env.contains('=') || env.contains('\0') {
+            self.bad(
+                "cluster.password_env",
+                env,
+                "the name of an environment variable",
+            );
+            return None;
+        }
+        let password = match std::env::var(env) {
+            Ok(p) if !p.is_empty() => p,
+            _ => {
+                self.err(
+                    "cluster.password_env",
+                    format!(
+                        "the environment variable {env} is not set (it holds Redis's password)"
+                    ),
+                );
+                return None;
+            }
+        };
+        if user.is_some_and(|u| u.is_empty() || u.bytes().any(|b| b <= b' ')) {
+            self.bad(
+                "cluster.username",
+                user.unwrap_or_default(),
+                "an ACL user name, without spaces",
+            );
+            return None;
+        }
+        let mut parts: Vec<&[u8]> = vec![b"AUTH"];
+        parts.extend(user.map(str::as_bytes));
+        parts.push(password.as_bytes());
+        let mut cmd = format!("*{}\r\n", parts.len()).into_bytes();
+        for p in parts {
+            cmd.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
+            cmd.extend_from_slice(p);
+            cmd.extend_from_slice(b"\r\n");
+        }
+        Some(std::sync::Arc::new(cmd))
     }
 
     fn on_redis_error(&mut self, v: Option<&str>) -> OnRedisError {

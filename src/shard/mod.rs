@@ -454,6 +454,14 @@ impl Shard {
             self.shared.redis_primary.version()
         };
         match &*r {
+            // (A reload that changed the password makes a new pool: its connections
+            // authenticate with the new one.)
+            Some(p) if p.auth != c.auth => {
+                let addr = self.shared.redis_primary.addr(c);
+                let p = Rc::new(RedisPool::new(addr, version, c.timeout, c.auth.clone()));
+                *r = Some(p.clone());
+                p
+            }
             Some(p) if c.sentinels.is_empty() && p.version == 0 && p.addr == Some(c.redis) => {
                 p.clone()
             }
@@ -468,7 +476,7 @@ impl Shard {
             }
             _ => {
                 let addr = self.shared.redis_primary.addr(c);
-                let p = Rc::new(RedisPool::new(addr, version, c.timeout));
+                let p = Rc::new(RedisPool::new(addr, version, c.timeout, c.auth.clone()));
                 *r = Some(p.clone());
                 p
             }

@@ -118,6 +118,8 @@ pub(crate) struct RedisPool {
     idle: RefCell<Vec<TcpStream>>,
     /// The circuit is open: calls fail at once while the probe waits for Redis to answer.
     open: Cell<bool>,
+    /// `AUTH` as each new connection sends it first (`cluster.password_env`).
+    pub auth: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// Encodes a command as a RESP array of bulk strings.
@@ -188,13 +190,19 @@ pub(crate) fn parse_reply(buf: &[u8]) -> Result<Option<Vec<i64>>, String> {
 }
 
 impl RedisPool {
-    pub(crate) fn new(addr: Option<SocketAddr>, version: u64, timeout: Duration) -> RedisPool {
+    pub(crate) fn new(
+        addr: Option<SocketAddr>,
+        version: u64,
+        timeout: Duration,
+        auth: Option<std::sync::Arc<Vec<u8>>>,
+    ) -> RedisPool {
         RedisPool {
             addr,
             version,
             timeout,
             idle: RefCell::new(Vec::new()),
             open: Cell::new(false),
+            auth,
         }
     }
 
@@ -244,6 +252,19 @@ impl RedisPool {
                         .await
                         .map_err(|e| format!("connect to Redis {addr}: {e}"))?;
                     let _ = s.set_nodelay(true);
+                    if let Some(a) = &self.auth {
+                        // Authenticated first; the connection then waits idle for the
+                        // command (taken at once, below).
+                        match self.exchange(s, a.to_vec()).await {
+                            Ok(_) => continue,
+                            Err(Exchange::Closed) => {
+                                return Err("Redis closed the connection".into())
+                            }
+                            Err(Exchange::Failed(e)) => {
+                                return Err(format!("authenticating to Redis: {e}"))
+                            }
+                        }
+                    }
                     s
                 }
             };

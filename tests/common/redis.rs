@@ -25,6 +25,11 @@ impl Redis {
         Redis::spawn(addr, &[])
     }
 
+    /// With a password (`requirepass`), on a free port.
+    pub fn with_password(password: &str) -> Redis {
+        Redis::spawn(free_port(), &["--requirepass", password])
+    }
+
     /// A replica of `primary`, on a free port.
     pub fn replica_of(primary: SocketAddr) -> Redis {
         let port = primary.port().to_string();

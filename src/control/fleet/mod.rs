@@ -317,7 +317,13 @@ impl Link {
     /// A new connection to where Redis is now.
     pub(crate) async fn connect(&self) -> Result<(SocketAddr, RedisConn), String> {
         let at = self.addr()?;
-        Ok((at, RedisConn::connect(at, self.timeout).await?))
+        let mut c = RedisConn::connect(at, self.timeout).await?;
+        c.auth(
+            self.cluster.auth.as_deref().map(Vec::as_slice),
+            self.timeout,
+        )
+        .await?;
+        Ok((at, c))
     }
 
     /// Whether a connection to `at` no longer goes to the fleet's Redis (the Sentinels named

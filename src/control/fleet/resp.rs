@@ -173,7 +173,26 @@ impl RedisConn {
     /// Sends a command and reads its reply, within `timeout`. After an `Err` the connection
     /// is in an unknown state: drop it.
     pub(crate) async fn call(&mut self, args: &[&[u8]], timeout: Duration) -> Result<Resp, String> {
-        let cmd = command(args);
+        self.send(command(args), timeout).await
+    }
+
+    /// Authenticates a new connection with `auth` (an encoded `AUTH` command), where Redis
+    /// asks for a password (`cluster.password_env`).
+    pub(crate) async fn auth(
+        &mut self,
+        auth: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let Some(cmd) = auth else {
+            return Ok(());
+        };
+        self.send(cmd.to_vec(), timeout)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("authenticating to Redis: {e}"))
+    }
+
+    async fn send(&mut self, cmd: Vec<u8>, timeout: Duration) -> Result<Resp, String> {
         let work = async {
             write_all(&mut self.stream, cmd)
                 .await
