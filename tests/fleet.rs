@@ -649,6 +649,13 @@ fn a_redis_with_a_password_is_authenticated_to() {
         ),
         "{text}"
     );
+    // Credentials in the URL are refused (they would be in the file, and in `GET /config`),
+    // without echoing them.
+    let (ok, text) =
+        check_config(&toml("TOLLGATE_TEST_REDIS_PW").replace("redis://", "redis://:s3cret@"));
+    assert!(!ok);
+    assert!(text.contains("cluster.password_env names"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
     let g = Gw::start(&toml("TOLLGATE_TEST_REDIS_PW"));
     // An admin write goes through Redis (503 were it unreachable).
     let r = admin_with(

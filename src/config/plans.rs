@@ -197,6 +197,14 @@ impl Validator {
                 .and_then(|r| resolve(r).ok())
             {
                 Some(a) => a,
+                None if u.contains('@') => {
+                    self.bad(
+                        "cluster.redis",
+                        "redis://...@...",
+                        "\"redis://HOST:PORT\" without credentials: the password goes in the environment variable cluster.password_env names",
+                    );
+                    SocketAddr::from(([127, 0, 0, 1], 6379))
+                }
                 None => {
                     self.bad("cluster.redis", u, "\"redis://HOST:PORT\" that resolves");
                     SocketAddr::from(([127, 0, 0, 1], 6379))
