@@ -142,3 +142,64 @@ fn a_client_that_leaves_a_slow_answer_is_logged_499() {
         assert_eq!(r.status, 200);
     }
 }
+
+/// An answer cut part way (the upstream closed early, the client went away) keeps the
+/// status its head carried, and its access-log line says what cut it.
+#[test]
+fn an_answer_cut_part_way_says_why_in_the_log() {
+    let big = vec![b'x'; 8 << 20];
+    let up = Upstream::start(move |s| {
+        if s.target == "/short" {
+            Action::RawClose(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b".to_vec())
+        } else {
+            let mut a =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes();
+            a.extend_from_slice(&big);
+            Action::Raw(a)
+        }
+    });
+    let toml = config(
+        "",
+        "",
+        &format!(
+            "  [[apis.routes]]\n  route = \"GET /{{p}}\"\n  integration = {{ type = \"http\", uri = \"http://{}/{{p}}\" }}\n",
+            up.addr
+        ),
+    ) + "\n[access_log]\npath = \"logs/gw.log\"\nformat = \"json\"\n";
+    let g = Gw::start(&toml);
+    let mut c = Client::connect(g.addr());
+    c.send(b"GET /short HTTP/1.1\r\nHost: h\r\n\r\n");
+    let _ = c.read_to_end();
+    // The client reads the head of the big one and goes.
+    let mut c = Client::connect(g.addr());
+    c.send(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut head = [0u8; 64];
+    c.read_exact(&mut head);
+    drop(c);
+    let log = g.dir.0.join("logs/gw.log");
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    assert!(
+        eventually(IO_TIMEOUT, || lines().len() >= 2),
+        "{:?}",
+        lines()
+    );
+    let l = lines();
+    let short = l.iter().find(|x| x["path"] == "/short").unwrap();
+    assert_eq!(short["status"], "200", "{short}");
+    assert!(
+        short["integrationError"]
+            .as_str()
+            .unwrap()
+            .contains("the answer ended part way"),
+        "{short}"
+    );
+    let big = l.iter().find(|x| x["path"] == "/big").unwrap();
+    assert_eq!(big["status"], "200", "{big}");
+    assert_eq!(big["errorResponseType"], "CLIENT_CLOSED", "{big}");
+}

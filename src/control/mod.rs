@@ -278,12 +278,30 @@ impl ControlInit {
                 }
                 id
             });
+            // The day counts the store holds (before this process served anything): should
+            // the directory turn out to be another node's copy, they are that node's.
+            let found = self
+                .store
+                .quotas()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, _, st)| st.day_used > 0)
+                .map(|(plan, id, st)| {
+                    let key: fleet::PlanKeyDay = (
+                        Arc::from(plan.as_str()),
+                        Arc::from(id.as_str()),
+                        st.day as u64,
+                    );
+                    (key, st.day_used)
+                })
+                .collect();
             Rc::new(fleet::Link::new(
                 shared.clone(),
                 c.clone(),
                 position,
                 get(fleet::LOCAL_EPOCH),
                 usage_id,
+                found,
             ))
         });
         Control {

@@ -207,7 +207,7 @@ impl std::fmt::Display for EntryId {
 }
 
 /// A usage plan's name, a key's id and a day.
-type PlanKeyDay = (Arc<str>, Arc<str>, u64);
+pub(crate) type PlanKeyDay = (Arc<str>, Arc<str>, u64);
 
 /// Whether a failed call surely did not run: Redis had closed the connection, or the command
 /// could not be written (a timeout may have run it).
@@ -231,9 +231,9 @@ pub(crate) struct Link {
     epoch: RefCell<Option<String>>,
     /// Per plan, key and day: the count of it this node has sent the fleet.
     pushed: RefCell<ahash::AHashMap<PlanKeyDay, u64>>,
-    /// The counts this process found in its store when it first claimed its usage name
-    /// (`None` until then), and, once it found its state directory was another node's copy,
-    /// those counts as theirs: left out of what it sends under its new name.
+    /// The day counts this process found in its store at its start, and, once it found its
+    /// state directory was another node's copy, those counts as theirs: left out of what it
+    /// sends under its new name.
     found: RefCell<Option<ahash::AHashMap<PlanKeyDay, u64>>>,
     copied: RefCell<ahash::AHashMap<PlanKeyDay, u64>>,
     /// This node's name in the fleet's usage hashes, kept in its store (a restarted node
@@ -264,6 +264,7 @@ impl Link {
         applied: Option<EntryId>,
         epoch: Option<String>,
         usage_id: String,
+        found: ahash::AHashMap<PlanKeyDay, u64>,
     ) -> Link {
         Link {
             shared,
@@ -275,7 +276,7 @@ impl Link {
             conn: RefCell::new(None),
             epoch: RefCell::new(epoch),
             pushed: Default::default(),
-            found: RefCell::new(None),
+            found: RefCell::new(Some(found)),
             copied: Default::default(),
             usage_id: RefCell::new(usage_id),
             claim_token: crate::auth::random_token(16)
@@ -549,7 +550,6 @@ pub(crate) async fn commit_expecting(
 /// Keeps this node's copy in step with the fleet, and adds this node's usage to the fleet's,
 /// for as long as the control plane runs.
 pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cell<bool>>) {
-    usage::note_found(&ctl, &link);
     let mut conn: Option<(SocketAddr, RedisConn)> = None;
     while !stop.get() {
         // A connection to a primary the Sentinels no longer name is dropped: the node

@@ -152,31 +152,6 @@ async fn claimed(
     Ok(false)
 }
 
-/// Notes the counts this process found in its store (before it serves), in case its state
-/// directory turns out to be another node's copy (see [`claimed`]).
-pub(super) fn note_found(ctl: &Rc<RefCell<Control>>, link: &Link) {
-    *link.found.borrow_mut() = Some(counts_now(ctl));
-}
-
-/// The counts of today and the day before this process holds (plan, key, day -> count).
-fn counts_now(ctl: &Rc<RefCell<Control>>) -> ahash::AHashMap<(Arc<str>, Arc<str>, u64), u64> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let c = ctl.borrow();
-    let cells = c.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
-    let mut out = ahash::AHashMap::new();
-    for ((plan, key), cell) in cells.iter() {
-        for (day, used) in [
-            cell.prev_day(),
-            (cell.day.load(Relaxed), cell.day_used.load(Relaxed)),
-        ] {
-            if used > 0 {
-                out.insert((plan.clone(), key.clone(), day), used);
-            }
-        }
-    }
-    out
-}
-
 /// Gives this process's usage name up (a successor took the store over and sends the counts
 /// from now on).
 async fn release_claim(link: &Link, c: &mut RedisConn) -> Result<(), String> {

@@ -231,6 +231,18 @@ pub(crate) async fn answer(
     let pool_ok = match streamed {
         Ok(clean) => clean && resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty(),
         Err(side) => {
+            // The status went out with the head; what cut the body is in the log's error
+            // fields (`integrationError` for the upstream's side).
+            ctx.failure = Some(match side {
+                Side::Client => Error::downstream(
+                    Kind::ClientGone,
+                    "the client did not take the whole answer (closed, reset, or past send_timeout)",
+                ),
+                Side::Upstream => Error::upstream(
+                    Kind::BadGateway,
+                    format!("{}: the answer ended part way", target.addr),
+                ),
+            });
             if side == Side::Upstream {
                 record_failure(&target, eject.as_deref(), &cfg);
                 if shard.log_first("upstream failed mid-answer", Some(target.addr), 0) {
