@@ -491,7 +491,12 @@ fn settings_advertise_the_configured_limits_and_extra_streams_are_refused() {
         "INITIAL_WINDOW_SIZE"
     );
     assert_eq!(settings.get(&0x5), Some(&(32 << 10)), "MAX_FRAME_SIZE");
-    assert_eq!(settings.get(&0x6), Some(&(8 << 10)), "MAX_HEADER_LIST_SIZE");
+    // Twice max_header_bytes: the gateway checks its own limit, and answers past it itself.
+    assert_eq!(
+        settings.get(&0x6),
+        Some(&(16 << 10)),
+        "MAX_HEADER_LIST_SIZE"
+    );
     r.send(SETTINGS, 1, 0, &[]);
     // Three streams left open (no END_STREAM: they wait for a body), then a fourth.
     for id in [1, 3, 5, 7] {
@@ -883,9 +888,11 @@ fn oversized_header_lists_are_refused() {
             .unwrap();
         let mut ready = c.clone().ready().await.unwrap();
         let (resp, _) = ready.send_request(req, true).unwrap();
-        // SETTINGS_MAX_HEADER_LIST_SIZE is max_header_bytes; past it the stream gets 431, as
-        // over HTTP/1.1, and the connection goes on.
-        assert_eq!(resp.await.unwrap().status(), 431);
+        // Past max_header_bytes the stream gets 431, as over HTTP/1.1 (the gateway's JSON and
+        // request id), and the connection goes on.
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 431);
+        assert!(resp.headers().contains_key("x-request-id"), "{resp:?}");
         assert_eq!(get(&mut c, "/small").await.status, 200);
     });
     assert_eq!(

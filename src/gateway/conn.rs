@@ -343,6 +343,18 @@ async fn run_stream(
     };
     let max = ss.snap.limits.max_header_bytes;
     let head = match h1::parse_request(&buf, max * 2 + 1024) {
+        // Past `max_header_bytes`, as an HTTP/1.1 head would be (the h2 library takes twice
+        // that, so that the answer is the gateway's, counted and logged).
+        Ok(Some((len, _))) if len > max => {
+            shard.metrics.add(crate::metrics::Counter::BadRequests);
+            finish::h2_refused(
+                &shard,
+                Some(from(&info)),
+                &mut respond,
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            );
+            return;
+        }
         Ok(Some((len, p))) => p.into_head(buf.split_to(len).freeze()),
         _ => {
             finish::h2_reset(

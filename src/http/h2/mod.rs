@@ -128,6 +128,12 @@ pub(crate) trait StreamHandler {
     }
 }
 
+/// The header list size the h2 library takes (SETTINGS_MAX_HEADER_LIST_SIZE): twice the
+/// gateway's `max_header_bytes` (which the pipeline checks itself).
+fn library_header_list(max_header_bytes: usize) -> u32 {
+    u32::try_from(max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX)
+}
+
 /// Counts a flood that ended a connection, and says it (as the handler allows).
 fn flood_seen(handler: &impl StreamHandler, metrics: &Local, info: &ConnInfo, f: Flood) {
     if handler.log_flood(f) {
@@ -169,7 +175,7 @@ pub(crate) async fn serve(
         Transport::Tls(t) => t.into_poll_io(Bytes::new()),
     };
     let io = io.read_ahead(READ_AHEAD).watched(
-        FrameWatch::new(&cfg, limits.max_header_bytes),
+        FrameWatch::new(&cfg, library_header_list(limits.max_header_bytes) as usize),
         signal.clone(),
     );
     let mut builder = h2::server::Builder::new();
@@ -180,7 +186,10 @@ pub(crate) async fn serve(
         .initial_window_size(cfg.stream_window)
         .initial_connection_window_size(cfg.connection_window)
         .max_frame_size(cfg.max_frame_size)
-        .max_header_list_size(limits.max_header_bytes as u32);
+        // Twice the gateway's own limit: a head past `max_header_bytes` but within this
+        // reaches the pipeline, which answers it 431 as over HTTP/1.1 (JSON, a request id, a
+        // log line); the library answers past this itself, bare.
+        .max_header_list_size(library_header_list(limits.max_header_bytes));
     let handshake = builder.handshake::<_, Bytes>(io);
     let mut h2c = match crate::driver::time::timeout(limits.header_timeout, handshake).await {
         Ok(Ok(c)) => c,
