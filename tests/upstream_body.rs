@@ -103,6 +103,18 @@ fn an_upstream_that_stops_reading_the_body_gets_504() {
     let _ = writer.join();
 }
 
+/// `GET /{p}` to `up`, with a JSON access log in `logs/gw.log`.
+fn logged_gateway(up: SocketAddr) -> Gw {
+    let toml = config(
+        "",
+        "",
+        &format!(
+            "  [[apis.routes]]\n  route = \"GET /{{p}}\"\n  integration = {{ type = \"http\", uri = \"http://{up}/{{p}}\" }}\n"
+        ),
+    ) + "\n[access_log]\npath = \"logs/gw.log\"\nformat = \"json\"\n";
+    Gw::start(&toml)
+}
+
 /// A client that closes while its answer is slow in coming gets nothing more: logged 499 at
 /// once, not 200 when the upstream answers (nginx's `proxy_ignore_client_abort off`). A client
 /// that sends its next request meanwhile (pipelining) is answered both.
@@ -115,15 +127,7 @@ fn a_client_that_leaves_a_slow_answer_is_logged_499() {
             Action::Sleep(Duration::from_millis(150))
         }
     });
-    let toml = config(
-        "",
-        "",
-        &format!(
-            "  [[apis.routes]]\n  route = \"GET /{{p}}\"\n  integration = {{ type = \"http\", uri = \"http://{}/{{p}}\" }}\n",
-            up.addr
-        ),
-    ) + "\n[access_log]\npath = \"logs/gw.log\"\nformat = \"json\"\n";
-    let g = Gw::start(&toml);
+    let g = logged_gateway(up.addr);
     let mut c = Client::connect(g.addr());
     c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
     drop(c);
@@ -158,15 +162,7 @@ fn an_answer_cut_part_way_says_why_in_the_log() {
             Action::Raw(a)
         }
     });
-    let toml = config(
-        "",
-        "",
-        &format!(
-            "  [[apis.routes]]\n  route = \"GET /{{p}}\"\n  integration = {{ type = \"http\", uri = \"http://{}/{{p}}\" }}\n",
-            up.addr
-        ),
-    ) + "\n[access_log]\npath = \"logs/gw.log\"\nformat = \"json\"\n";
-    let g = Gw::start(&toml);
+    let g = logged_gateway(up.addr);
     let mut c = Client::connect(g.addr());
     c.send(b"GET /short HTTP/1.1\r\nHost: h\r\n\r\n");
     let _ = c.read_to_end();

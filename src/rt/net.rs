@@ -18,9 +18,18 @@ use super::reactor::{recv_limited, Got, Kind, Op, Pause, BGID, RECV_LIMIT, RECV_
 use super::sendbufs::Offset;
 pub use super::sendbufs::{IoBuf, IoVecs, RecvBufs};
 
-/// Whether the socket has bytes to read, has reached its end, or has failed (asked with a
-/// non-blocking peek; nothing is consumed).
-pub fn peek_unread(fd: RawFd) -> bool {
+/// What a non-blocking peek at a socket finds (nothing is consumed).
+#[derive(PartialEq, Eq)]
+enum Peeked {
+    /// Nothing yet.
+    Nothing,
+    /// Bytes wait to be read.
+    Bytes,
+    /// The peer closed its side, or the socket failed (a reset).
+    Closed,
+}
+
+fn peek(fd: RawFd) -> Peeked {
     let mut b = 0u8;
     // SAFETY: one writable byte; MSG_PEEK leaves it in the socket, MSG_DONTWAIT never blocks.
     let n = unsafe {
@@ -31,31 +40,26 @@ pub fn peek_unread(fd: RawFd) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    if n < 0 {
-        let e = io::Error::last_os_error().raw_os_error();
-        return !matches!(e, Some(libc::EAGAIN | libc::EINTR));
+    match n {
+        0 => Peeked::Closed,
+        n if n > 0 => Peeked::Bytes,
+        _ => match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN | libc::EINTR) => Peeked::Nothing,
+            _ => Peeked::Closed,
+        },
     }
-    true
+}
+
+/// Whether the socket has bytes to read, has reached its end, or has failed (asked with a
+/// non-blocking peek; nothing is consumed).
+pub fn peek_unread(fd: RawFd) -> bool {
+    peek(fd) != Peeked::Nothing
 }
 
 /// Whether the peer has closed its side or reset the connection (asked with a non-blocking
 /// peek; nothing is consumed): `false` while bytes wait to be read, or nothing came yet.
 pub fn peek_closed(fd: RawFd) -> bool {
-    let mut b = 0u8;
-    // SAFETY: one writable byte; MSG_PEEK leaves it in the socket, MSG_DONTWAIT never blocks.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut b as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        let e = io::Error::last_os_error().raw_os_error();
-        return !matches!(e, Some(libc::EAGAIN | libc::EINTR));
-    }
-    n == 0
+    peek(fd) == Peeked::Closed
 }
 
 /// A listening socket; [`TcpListener::accept`] is fed by one multishot accept.
