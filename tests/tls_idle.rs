@@ -1,6 +1,7 @@
 //! Idle TLS keep-alive connections: past the first second they wait holding no buffer of their
 //! own (on Tollgate's own runtime; `scripts/idle_memory.py --tls` measures it), then serve
-//! their next request as before, or close at `idle_timeout`.
+//! their next request as before, or close at `idle_timeout`. A TLS client that leaves while
+//! its answer is slow is noticed, as over plain TCP.
 
 mod common;
 
@@ -117,4 +118,79 @@ fn idle_tls_connections_close_at_idle_timeout() {
     assert!(matches!(end, Ok(0)) || end.is_err(), "{end:?}");
     assert!(idle >= Duration::from_millis(1400), "closed after {idle:?}");
     assert!(idle < Duration::from_secs(5), "closed after {idle:?}");
+}
+
+/// A client over TLS that goes while its answer is slow in coming — closing the TCP
+/// connection, or saying close_notify first — gets nothing more: logged 499 at once, the
+/// upstream not waited for. One that pipelines its next request meanwhile is answered both.
+#[test]
+fn a_tls_client_that_leaves_a_slow_answer_is_logged_499() {
+    let up = Upstream::start(|s| {
+        if s.target == "/slow" {
+            Action::Sleep(Duration::from_secs(30))
+        } else {
+            Action::Sleep(Duration::from_millis(150))
+        }
+    });
+    let dir = TempDir::new();
+    let ca = Ca::new();
+    let (cert, key, _) = ca.leaf(&["api.test"], false);
+    write_pair(&dir, "api", &cert, &key);
+    let toml = Cfg::new()
+        .listener(r#"tls = { cert = "api.pem", key = "api.key" }"#)
+        .route(
+            "GET /{p}",
+            format!(
+                r#"integration = {{ type = "http", uri = "http://{}/{{p}}" }}"#,
+                up.addr
+            ),
+        )
+        .extra("[access_log]\npath = \"logs/gw.log\"\nformat = \"json\"\n")
+        .toml();
+    let gw = Gw::start_in(dir, &toml);
+    let log = gw.dir.0.join("logs/gw.log");
+    let gone = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("\"status\":\"499\"")
+            .count()
+    };
+    let slow = b"GET /slow HTTP/1.1\r\nHost: api.test\r\n\r\n";
+    // TLS 1.3, the TCP connection closed without close_notify.
+    let mut s = connect(&gw, &ca, false);
+    s.write_all(slow).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    assert!(eventually(IO_TIMEOUT, || gone() == 1), "{}", gone());
+    // TLS 1.2, close_notify and the write side shut: the client may still read.
+    let mut s = connect(&gw, &ca, true);
+    s.write_all(slow).unwrap();
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(eventually(IO_TIMEOUT, || gone() == 2), "{}", gone());
+    let mut b = [0u8; 64];
+    assert!(matches!(s.read(&mut b), Ok(0) | Err(_)));
+    // Pipelined: the second request's records arrive while the first's answer is awaited.
+    for tls12 in [false, true] {
+        let mut s = connect(&gw, &ca, tls12);
+        s.write_all(
+            b"GET /a HTTP/1.1\r\nHost: api.test\r\n\r\nGET /b HTTP/1.1\r\nHost: api.test\r\n\r\n",
+        )
+        .unwrap();
+        s.flush().unwrap();
+        let mut got = Vec::new();
+        while String::from_utf8_lossy(&got).matches("slow").count() < 2 {
+            let n = s.read(&mut b).unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&b[..n]);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got)
+                .matches("HTTP/1.1 200 OK")
+                .count(),
+            2
+        );
+    }
+    assert_eq!(gone(), 2);
 }

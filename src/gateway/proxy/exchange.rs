@@ -282,8 +282,8 @@ pub(super) async fn exchange(
     timeout: std::time::Duration,
 ) -> Result<(ResponseHead, BytesMut), Failure> {
     let gone = |what: &str| Error::upstream(Kind::BadGateway, what.to_string());
-    // An HTTP/1.1 client over plain TCP whose answer is slow is watched too (HTTP/2 streams
-    // are reset by their client, which the stream sees).
+    // An HTTP/1.1 client whose answer is slow is watched too (HTTP/2 streams are reset by
+    // their client, which the stream sees).
     let mut watch_client = true;
     if up.write_all(first).await.is_err() {
         return Err(if reused {
@@ -376,8 +376,9 @@ pub(super) async fn exchange(
                 ) => return Err(Failure::Target(gone("malformed response head"))),
             }
         }
-        let client = match &conn.stream {
-            crate::http::conn::Stream::Plain(s) if watch_client => Some(s),
+        let client = match &mut conn.stream {
+            crate::http::conn::Stream::Plain(s) if watch_client => Some(Watched::Plain(s)),
+            crate::http::conn::Stream::Tls(t) if watch_client => Some(Watched::Tls(t)),
             _ => None,
         };
         let read = wait_head(client, up, &mut ubuf, deadline, watch_from).await;
@@ -423,14 +424,40 @@ pub(super) enum Waited {
     ClientGone,
 }
 
+/// An HTTP/1.1 client's connection, watched while its answer is slow.
+enum Watched<'a> {
+    Plain(&'a crate::driver::net::TcpStream),
+    Tls(&'a mut crate::http::tls::TlsConn),
+}
+
+impl Watched<'_> {
+    /// Until the client sends something, closes or resets (holding no buffer of its own).
+    async fn readable(&mut self) -> std::io::Result<()> {
+        match self {
+            Watched::Plain(s) => s.readable().await,
+            Watched::Tls(t) => t.readable().await,
+        }
+    }
+
+    /// Once readable: whether the client left (the end of the stream, a reset, TLS's
+    /// close_notify, a broken session) rather than sent more (a pipelined request, kept for
+    /// its turn: over TLS its records are decrypted now, the plaintext kept in the session).
+    async fn left(&mut self) -> bool {
+        match self {
+            Watched::Plain(s) => s.peer_closed(),
+            Watched::Tls(t) => t.left().await,
+        }
+    }
+}
+
 /// Reads more of the answer's head, by `deadline`. Past `watch_from`, an HTTP/1.1 client's
-/// socket (`client`) is watched too: a client that closed gets nothing (499), and the answer is
-/// not waited for, as nginx does (`proxy_ignore_client_abort off`). Answers within
+/// connection (`client`) is watched too: a client that closed gets nothing (499), and the
+/// answer is not waited for, as nginx does (`proxy_ignore_client_abort off`). Answers within
 /// `watch_from` (most) pay nothing for it: the one timer is the deadline's or this. The
 /// read is never cut short (a read abandoned could take the answer's bytes with it): the
 /// watch races readiness, and the same read goes on.
 async fn wait_head(
-    client: Option<&crate::driver::net::TcpStream>,
+    client: Option<Watched<'_>>,
     up: &mut UpStream,
     ubuf: &mut BytesMut,
     deadline: Instant,
@@ -456,7 +483,7 @@ async fn wait_head(
     if let Some(r) = done {
         return Ok(r);
     }
-    let Some(client) = client else {
+    let Some(mut client) = client else {
         return Err(Waited::Deadline);
     };
     let mut until = std::pin::pin!(crate::driver::time::sleep_until(deadline));
@@ -466,7 +493,7 @@ async fn wait_head(
         _ = &mut until => return Err(Waited::Deadline),
         r = client.readable() => r,
     };
-    if looked.is_err() || client.peer_closed() {
+    if looked.is_err() || client.left().await {
         return Err(Waited::ClientGone);
     }
     // Bytes from the client (a pipelined request, kept for later): the answer alone now.

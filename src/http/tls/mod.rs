@@ -122,6 +122,34 @@ impl TlsStream {
         self.io.readable().await
     }
 
+    /// Once [`TlsStream::readable`] said so, while an answer is awaited: whether the client
+    /// left — the end of the stream or a reset (with nothing before it), close_notify, or
+    /// records the session refuses — rather than sent a request (pipelined: its records are
+    /// decrypted now and the plaintext kept for the next read). One read at most, which does
+    /// not wait.
+    pub(crate) async fn left(&mut self) -> bool {
+        if !self.tls.stashed().is_empty() {
+            return false;
+        }
+        let read = if self.tls.has_unprocessed() {
+            self.tls.read(&mut |_| 0)
+        } else if self.io.peer_closed() {
+            return true;
+        } else if let Some(s) = self.io.own() {
+            s.want_at_least(RECORD);
+            match s.recv().await {
+                Ok(Some(mut b)) => self.tls.read_from(b.bytes_mut(), &mut |_| 0),
+                Ok(None) | Err(_) => return true,
+            }
+        } else {
+            match self.fill().await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => self.tls.read(&mut |_| 0),
+            }
+        };
+        read.is_err() || (self.tls.peer_closed() && self.tls.stashed().is_empty())
+    }
+
     /// Frees the session's buffers while the connection idles (they come back at the next
     /// read and write); bytes not yet read or sent are kept.
     pub(crate) fn release_buffers(&mut self) {
