@@ -98,7 +98,7 @@ fn exports_are_valid_and_carry_the_integrations() {
     let post = &oas["paths"]["/pets"]["post"];
     assert_eq!(
         post["security"],
-        serde_json::json!([{"api_key": []}, {"users": ["pets:write"]}])
+        serde_json::json!([{"api_key": [], "users": ["pets:write"]}])
     );
     assert_eq!(oas["x-amazon-apigateway-api-key-source"], "HEADER");
     let users = &oas["components"]["securitySchemes"]["users"];

@@ -350,13 +350,15 @@ fn operation(
         "responses".into(),
         json!({ status: { "description": description } }),
     );
-    let mut security = Vec::new();
+    // One requirement object naming every scheme: a route asks for all of them (OpenAPI's
+    // requirements in a list are alternatives, any one of which would do).
+    let mut security = Map::new();
     if r.api_key_required {
         schemes.insert(
             "api_key".into(),
             json!({ "type": "apiKey", "name": "x-api-key", "in": "header" }),
         );
-        security.push(json!({ "api_key": [] }));
+        security.insert("api_key".into(), json!([]));
     }
     if r.iam {
         let mut s = json!({ "type": "apiKey", "name": "Authorization", "in": "header" });
@@ -364,7 +366,7 @@ fn operation(
             s["x-amazon-apigateway-authtype"] = json!("awsSigv4");
         }
         schemes.insert("sigv4".into(), s);
-        security.push(json!({ "sigv4": [] }));
+        security.insert("sigv4".into(), json!([]));
     }
     if let Some(auth) = r.authorizer.and_then(|i| a.authorizers.get(i)) {
         schemes.insert(auth.name.clone(), scheme(auth, kind, extensions));
@@ -372,10 +374,10 @@ fn operation(
             AuthorizerKind::Jwt(_) => r.authorization_scopes.clone(),
             AuthorizerKind::External(_) => Vec::new(),
         };
-        security.push(json!({ auth.name.clone(): scopes }));
+        security.insert(auth.name.clone(), json!(scopes));
     }
     if !security.is_empty() {
-        op.insert("security".into(), Value::Array(security));
+        op.insert("security".into(), json!([security]));
     }
     if extensions {
         op.insert(
