@@ -1,9 +1,12 @@
 //! The route matcher: a trie per API over decoded path segments. Pure, no I/O.
 //!
-//! Priority, as Amazon API Gateway's HTTP APIs: a literal segment beats `{param}` beats
-//! `{proxy+}`; at the matched node a route for the request's method beats `ANY`; `HEAD` falls
-//! back to `GET`. The search backtracks, so `GET /pets/mine` finds `GET /pets/{id}` when the
-//! literal `/pets/mine` exists only for `POST`. When no route accepts the method but some node
+//! Priority, as Amazon API Gateway's HTTP APIs: a route that matches the whole path (its
+//! segments literal or `{param}`) beats one that matches through `{proxy+}`, whatever the
+//! depth of either (`/users/{id}/settings` beats `/users/public/{proxy+}` for
+//! `/users/public/settings`); among those, a literal segment beats `{param}`, and the greedy
+//! route with the longest prefix wins. At the matched node a route for the request's method
+//! beats `ANY`; `HEAD` falls back to `GET`. The search backtracks, so `GET /pets/mine` finds
+//! `GET /pets/{id}` when the literal `/pets/mine` exists only for `POST`. When no route accepts the method but some node
 //! holds routes for the path, the result is [`Lookup::MethodNotAllowed`] with the methods the
 //! nodes that match the path would accept together, for a `405` with `Allow`.
 
@@ -158,8 +161,18 @@ impl<T> Trie<T> {
     pub fn lookup(&self, method: Method, path: SegView<'_>) -> Lookup<'_, T> {
         let mut caps = Captures::new();
         let mut allowed: Option<Vec<Method>> = None;
-        if let Some(v) = Self::walk(&self.root, method, path, 0, &mut caps, &mut allowed) {
-            return Lookup::Found(v, caps);
+        // Whole-path matches first, then matches through a greedy variable.
+        for greedy in [false, true] {
+            let mut w = Walk {
+                method,
+                path,
+                greedy,
+                caps: &mut caps,
+                allowed: &mut allowed,
+            };
+            if let Some(v) = w.walk(&self.root, 0) {
+                return Lookup::Found(v, caps);
+            }
         }
         if let Some(d) = &self.default {
             return Lookup::Found(d, Captures::new());
@@ -182,46 +195,53 @@ impl<T> Trie<T> {
             allowed.get_or_insert_with(Vec::new).extend(m.allowed());
         }
     }
+}
 
-    fn walk<'t>(
-        node: &'t Node<T>,
-        method: Method,
-        path: SegView<'_>,
-        i: usize,
-        caps: &mut Captures,
-        allowed: &mut Option<Vec<Method>>,
-    ) -> Option<&'t T> {
-        if i == path.len() {
-            if let Some(v) = node.here.get(method) {
+/// One search of the trie: whole-path matches only, or (`greedy`) through `{proxy+}` too.
+struct Walk<'a, 'p> {
+    method: Method,
+    path: SegView<'p>,
+    greedy: bool,
+    caps: &'a mut Captures,
+    allowed: &'a mut Option<Vec<Method>>,
+}
+
+impl Walk<'_, '_> {
+    fn walk<'t, T>(&mut self, node: &'t Node<T>, i: usize) -> Option<&'t T> {
+        if i == self.path.len() {
+            if let Some(v) = node.here.get(self.method) {
                 return Some(v);
             }
-            Self::allow(allowed, &node.here);
+            Trie::<T>::allow(self.allowed, &node.here);
             return None;
         }
-        let seg = path.get(i);
+        let seg = self.path.get(i);
         if let Some(child) = node.lit.get(seg) {
-            if let Some(v) = Self::walk(child, method, path, i + 1, caps, allowed) {
+            if let Some(v) = self.walk(child, i + 1) {
                 return Some(v);
             }
         }
         if let Some(child) = &node.param {
-            caps.push(Capture {
+            self.caps.push(Capture {
                 start: i as u32,
                 end: i as u32 + 1,
             });
-            if let Some(v) = Self::walk(child, method, path, i + 1, caps, allowed) {
+            if let Some(v) = self.walk(child, i + 1) {
                 return Some(v);
             }
-            caps.pop();
+            self.caps.pop();
         }
-        if let Some(v) = node.greedy.get(method) {
-            caps.push(Capture {
+        if !self.greedy {
+            return None;
+        }
+        if let Some(v) = node.greedy.get(self.method) {
+            self.caps.push(Capture {
                 start: i as u32,
-                end: path.len() as u32,
+                end: self.path.len() as u32,
             });
             return Some(v);
         }
-        Self::allow(allowed, &node.greedy);
+        Trie::<T>::allow(self.allowed, &node.greedy);
         None
     }
 }
@@ -273,6 +293,35 @@ mod tests {
         assert_eq!(
             find(&t, Method::Get, "/pets/7/toys").unwrap(),
             ("GET /pets/{proxy+}".into(), vec![(1, 3)])
+        );
+    }
+
+    /// A route that matches the whole path beats any greedy one, however deep the greedy
+    /// one's literal prefix: an open `{proxy+}` must not take a path a route with an
+    /// authorizer matches.
+    #[test]
+    fn a_whole_path_match_beats_a_deeper_greedy_one() {
+        let t = table(&[
+            ("GET", "/users/{id}/settings"),
+            ("GET", "/users/public/{proxy+}"),
+            ("ANY", "/{proxy+}"),
+        ]);
+        assert_eq!(
+            find(&t, Method::Get, "/users/public/settings").unwrap(),
+            ("GET /users/{id}/settings".into(), vec![(1, 2)])
+        );
+        assert_eq!(
+            find(&t, Method::Get, "/users/public/a/b").unwrap(),
+            ("GET /users/public/{proxy+}".into(), vec![(2, 4)])
+        );
+        // Among greedy ones, the longest prefix; the method's route before ANY's greedy.
+        assert_eq!(
+            find(&t, Method::Get, "/users/public/x").unwrap().0,
+            "GET /users/public/{proxy+}"
+        );
+        assert_eq!(
+            find(&t, Method::Post, "/users/public/settings").unwrap().0,
+            "ANY /{proxy+}"
         );
     }
 
