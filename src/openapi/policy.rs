@@ -165,10 +165,9 @@ fn callers(st: &Value) -> Result<Option<Callers>, String> {
         return Err("a Principal other than everyone (\"*\") is not supported".into());
     }
     let actions = strings(&st["Action"]).ok_or("no Action")?;
+    // IAM's actions take wildcards (`execute-api:Inv*`, `execute-api:Invok?`) and no case.
     let invoke = actions.iter().any(|a| {
-        a.eq_ignore_ascii_case("execute-api:Invoke")
-            || a.eq_ignore_ascii_case("execute-api:*")
-            || *a == "*"
+        crate::auth::external::glob(a.to_ascii_lowercase().as_bytes(), b"execute-api:invoke")
     });
     if !invoke {
         return Ok(None);
@@ -314,6 +313,32 @@ mod tests {
         };
         assert_eq!(import(&export(&open), &mut w), None);
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    /// An action spelled with IAM's wildcards is still Invoke: a deny so written keeps
+    /// everyone out, an allow lets everyone in.
+    #[test]
+    fn wildcard_actions_are_invoke() {
+        let allow = json!({"Effect": "Allow", "Principal": "*", "Action": "execute-api:Invoke",
+            "Resource": "execute-api:/*"});
+        for action in [
+            "execute-api:Inv*",
+            "execute-api:Invok?",
+            "EXECUTE-API:*",
+            "*",
+        ] {
+            let deny = json!({"Effect": "Deny", "Principal": "*", "Action": action,
+                "Resource": "execute-api:/*"});
+            let (v, _) = policy(json!([allow, deny]));
+            assert_eq!(v, json!({"deny": ["0.0.0.0/0", "::/0"]}), "{action}");
+            let open = json!({"Effect": "Allow", "Principal": "*", "Action": [action],
+                "Resource": "execute-api:/*"});
+            assert_eq!(policy(json!([open])).0, Value::Null, "{action}");
+        }
+        // Another service's action is not about invoking the API.
+        let other = json!({"Effect": "Deny", "Principal": "*", "Action": "execute-api:ManageConnections",
+            "Resource": "execute-api:/*"});
+        assert_eq!(policy(json!([allow, other])).0, Value::Null);
     }
 
     #[test]
