@@ -52,6 +52,13 @@ fn requests_are_rewritten_before_the_upstream() {
         body,
         "the body goes on unchanged"
     );
+    // Without `p` (what `page` is overwritten from), the client's own `page` is dropped all
+    // the same: an overwrite from a missing value adds nothing and keeps nothing.
+    let r = Client::connect(g.addr()).request(
+        b"GET /svc/x?page=admin&keep=1 HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.requests()[1].target, "/v2/x?keep=1");
 }
 
 #[test]

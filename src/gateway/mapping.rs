@@ -157,7 +157,8 @@ pub(crate) fn request_edits(
 fn edits(map: &ParamMapping, src: &RequestSources<'_>) -> RequestEdits {
     let ctx = src.ctx;
     let mut e = RequestEdits::default();
-    let mut query_ops: Vec<(Action, &str, Vec<u8>)> = Vec::new();
+    // (what, the name, the value added: `None` adds nothing)
+    let mut query_ops: Vec<(Action, &str, Option<Vec<u8>>)> = Vec::new();
     for op in &map.request {
         match &op.target {
             Target::Header(n) => {
@@ -179,8 +180,12 @@ fn edits(map: &ParamMapping, src: &RequestSources<'_>) -> RequestEdits {
             Target::Query(n) => {
                 let mut v = Vec::new();
                 src.render(&op.value, Into::Query, &mut v);
-                if op.action == Action::Remove || !v.is_empty() || is_static(&op.value) {
-                    query_ops.push((op.action, n, v));
+                // A value read from what the request does not have adds nothing; an overwrite
+                // drops the client's pairs all the same (as a header's does).
+                let add = (op.action != Action::Remove && (!v.is_empty() || is_static(&op.value)))
+                    .then_some(v);
+                if add.is_some() || op.action != Action::Append {
+                    query_ops.push((op.action, n, add));
                 }
             }
             Target::Path => {
@@ -210,7 +215,7 @@ fn is_static(value: &[Piece]) -> bool {
 
 /// The client's query with the mapping's changes: overwritten and removed names left out,
 /// then the new pairs.
-fn edit_query(client: &[u8], ops: &[(Action, &str, Vec<u8>)]) -> Vec<u8> {
+fn edit_query(client: &[u8], ops: &[(Action, &str, Option<Vec<u8>>)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(client.len() + 32);
     for pair in client.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
         let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
@@ -224,10 +229,8 @@ fn edit_query(client: &[u8], ops: &[(Action, &str, Vec<u8>)]) -> Vec<u8> {
             out.extend_from_slice(pair);
         }
     }
-    for (a, n, v) in ops {
-        if *a == Action::Remove {
-            continue;
-        }
+    for (_, n, v) in ops {
+        let Some(v) = v else { continue };
         if !out.is_empty() {
             out.push(b'&');
         }
