@@ -124,6 +124,37 @@ fn token(t: &str) -> String {
     format!("X-Token: {t}\r\n")
 }
 
+/// Extension methods reach the authorizer as sent: `$context.httpMethod` and the event's
+/// `http.method` say `PROPFIND`, not a placeholder, and each method is an identity of its own
+/// (one method's cached answer is not another's).
+#[test]
+fn extension_methods_reach_the_authorizer_as_sent() {
+    let auth = authorizer();
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra(format!(
+                "[[apis.authorizers]]\nname = \"m\"\ntype = \"request\"\nuri = \"http://{}/check\"\nidentity_sources = [\"$context.httpMethod\"]\nttl = \"300s\"\n",
+                auth.addr
+            ))
+            .route(
+                "ANY /dav/{proxy+}",
+                "authorizer = \"m\"\nintegration = { type = \"mock\", body = \"d\" }",
+            )
+            .toml(),
+    );
+    for m in ["PROPFIND", "MKCOL", "PROPFIND"] {
+        assert_eq!(call(&g, m, "/dav/x", "").status, 200, "{m}");
+    }
+    assert_eq!(auth.count(), 2);
+    let events: Vec<Value> = auth
+        .requests()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(events[0]["identitySource"], json!(["PROPFIND"]));
+    assert_eq!(events[1]["requestContext"]["http"]["method"], "MKCOL");
+}
+
 /// An allowed request reaches the upstream with the authorizer's context; the authorizer got
 /// Amazon's REQUEST event (payload format 2.0).
 #[test]

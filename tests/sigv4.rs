@@ -93,6 +93,7 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         "reader_get",
         "date_header",
         "double_slashes",
+        "extension_method",
         "presigned_get",
         "presigned_unsigned_payload",
         "presigned_post",

@@ -255,7 +255,7 @@ fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -
         user_agent: head.and_then(|h| h.header(b"user-agent")),
         api_key_id: ctx.and_then(|c| c.principal.api_key.as_ref().map(|k| &*k.id)),
         time_ms: wall_ms.saturating_sub(latency_us.unwrap_or(0) / 1000),
-        method: head.map(|h| h.method.as_str()),
+        method: head.map(|h| h.method_text()),
         route_key: ctx
             .and_then(|c| c.route)
             .and_then(|m| Some(api?.routes.get(m.route)?.key.as_str())),
@@ -322,7 +322,7 @@ fn spans(
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let at = |i: Instant| wall.saturating_sub(now.saturating_duration_since(i).as_nanos() as u64);
-    let method = c.head.method.as_str();
+    let method = c.head.method_text();
     let route = c
         .route
         .and_then(|m| Some(ss.snap.apis.get(m.api)?.routes.get(m.route)?.key.as_str()));

@@ -86,6 +86,11 @@ impl RequestHead {
         self.slice(&self.method_range)
     }
 
+    /// The method as sent (`PROPFIND`, not [`Method::Other`]'s name): a token, ASCII.
+    pub fn method_text(&self) -> &str {
+        std::str::from_utf8(self.method_bytes()).unwrap_or_default()
+    }
+
     pub fn path_bytes(&self) -> &[u8] {
         self.slice(&self.path)
     }

@@ -87,6 +87,7 @@ results["odd_case_repeated_headers"] = send(signed("GET", "/pets", headers=[
     ("X-Custom-THING", "  spaced   value "), ("x-multi", "one"), ("X-Multi", "two")]))
 # Signed as botocore normalizes it (/pets/1), sent as written.
 results["double_slashes"] = send(signed("GET", "//pets//1"))
+results["extension_method"] = send(signed("PROPFIND", "/pets/7"))
 results["unicode_path"] = send(signed("GET", urllib.parse.quote("/pets/café ☃")))
 results["unsigned_payload"] = send(signed("PUT", "/pets/7", body="anything", headers=[("X-Amz-Content-SHA256", "UNSIGNED-PAYLOAD")], signer=UnsignedPayload))
 

@@ -173,7 +173,7 @@ fn identity_values(
                 "requestId" => ctx.request_id.as_str().as_bytes().to_vec(),
                 "stage" => api.stages[m.stage].name.as_bytes().to_vec(),
                 "routeKey" => api.routes[m.route].key.as_bytes().to_vec(),
-                _ => ctx.head.method.as_str().as_bytes().to_vec(),
+                _ => ctx.head.method_bytes().to_vec(),
             }),
         };
         match v {
@@ -412,7 +412,7 @@ fn request_event(
             "domainName": host,
             "domainPrefix": host.split('.').next().unwrap_or_default(),
             "http": {
-                "method": ctx.head.method.as_str(),
+                "method": ctx.head.method_text(),
                 "path": path,
                 "protocol": ctx.protocol(),
                 "sourceIp": ip.to_string(),

@@ -201,7 +201,7 @@ pub(crate) async fn allowed(
                 .collect()
         };
         let canonical = sigv4::canonical_request(
-            head.method.as_str(),
+            head.method_text(),
             head.path_bytes(),
             head.query_bytes().unwrap_or_default(),
             presigned.then_some(sigv4::QUERY_SIGNATURE),
