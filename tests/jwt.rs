@@ -201,6 +201,22 @@ fn refused_tokens_answer_401_and_say_why() {
             "the token's signing key (kid) is not known",
         ),
         ("not-a-token".to_string(), "the token is malformed"),
+        // Well signed, but it says an extension Tollgate does not know is critical.
+        (
+            {
+                let msg = format!(
+                    "{}.{}",
+                    enc(
+                        json!({"alg": "RS256", "kid": "rsa-a", "crit": ["urn:x:unknown"], "urn:x:unknown": true})
+                    ),
+                    enc(claims())
+                );
+                let key = EncodingKey::from_rsa_pem(&fixture("rsa-a.pem")).unwrap();
+                let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &key, Algorithm::RS256);
+                format!("{msg}.{}", sig.unwrap())
+            },
+            "the token names critical extensions (crit) that are not supported",
+        ),
         // A valid token given twice (or beside another) is never taken on one copy: the
         // upstream, which gets every copy, might read the other. The copies are joined.
         (

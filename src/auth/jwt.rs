@@ -244,6 +244,13 @@ pub fn verify(token: &[u8], keys: &KeySet, rules: &Rules, now: u64) -> Result<Ve
         return Err(malformed);
     };
     let header: Value = serde_json::from_slice(&b64(h)?).map_err(|_| malformed)?;
+    // RFC 7515 4.1.11: an extension listed as critical that is not understood makes the
+    // token invalid; Tollgate understands none.
+    if header.get("crit").is_some() {
+        return Err(Refusal::Invalid(
+            "the token names critical extensions (crit) that are not supported",
+        ));
+    }
     let alg = header.get("alg").and_then(Value::as_str).ok_or(malformed)?;
     let alg = parse_alg(alg).ok_or(Refusal::Invalid(
         "the token's signing algorithm is not allowed",
