@@ -24,8 +24,14 @@ fn gateway(up: &Upstream, log: &std::path::Path) -> Gw {
                 log.display()
             ))
             .api_extra(format!(
-                "gateway_responses = {{ BAD_REQUEST_BODY = {{ body = '{{\"message\":\"Invalid request body\",\"why\":$context.error.messageString,\"detail\":\"$context.error.validationErrorString\"}}' }} }}\n\n  [[apis.models]]\n  name = \"Pet\"\n  content_type = \"application/json\"\n  schema = '''{PET}'''\n"
+                "gateway_responses = {{ BAD_REQUEST_BODY = {{ body = '{{\"message\":\"Invalid request body\",\"why\":$context.error.messageString,\"detail\":\"$context.error.validationErrorString\"}}' }} }}\n\n  [[apis.models]]\n  name = \"Pet\"\n  content_type = \"application/json\"\n  schema = '''{PET}'''\n\n  [[apis.models]]\n  name = \"Anything\"\n  schema = '''{{ \"type\": \"object\" }}'''\n"
             ))
+            .route(
+                "DELETE /pets/{id}",
+                r#"request_validator = "body"
+request_models = { "application/json" = "Anything" }
+integration = { type = "mock", body = "gone" }"#,
+            )
             .route(
                 "POST /pets",
                 r#"request_validator = "all"
@@ -48,6 +54,23 @@ integration = { type = "mock", body = "ok" }"#,
             )
             .toml(),
     )
+}
+
+/// An empty body is checked as `{}`: a model that takes any object lets a bodiless DELETE by.
+#[test]
+fn an_empty_body_is_checked_as_an_empty_object() {
+    let up = Upstream::echo();
+    let dir = TempDir::new();
+    let g = gateway(&up, &dir.0.join("access.log"));
+    let del = |body: &str| {
+        Client::connect(g.addr()).request(
+            format!("DELETE /pets/7 HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                .as_bytes(),
+        )
+    };
+    let r = del("");
+    assert_eq!((r.status, r.text()), (200, "gone".to_string()));
+    assert_eq!(del("[1]").status, 400);
 }
 
 fn post(g: &Gw, target: &str, headers: &str, body: &str) -> Resp {
@@ -92,7 +115,8 @@ fn requests_are_checked_before_the_integration() {
         // Draft 4's boolean exclusiveMaximum.
         (r#"{"name":"rex","price":100}"#, "100"),
         ("not json", "the body is not JSON"),
-        ("", "the body is not JSON"),
+        // An empty body is checked as `{}` (as Amazon does).
+        ("", "\\\"name\\\" is a required property"),
     ] {
         let r = post(&g, "/pets?limit=5", ok_params, body);
         assert_eq!(r.status, 400, "{body}");
