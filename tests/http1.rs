@@ -198,6 +198,9 @@ fn smuggling_and_malformed_requests_get_400_and_close() {
         b"GET /x HTTP/1.1\r\nHost: [::1\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: h:80:80\r\n\r\n",
         b"GET http://h:x/x HTTP/1.1\r\nHost: h\r\n\r\n",
+        // A fragment is no part of a request target (RFC 9112 3.2), in the path or the query.
+        b"GET /admin#frag HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /x?a=1#frag HTTP/1.1\r\nHost: h\r\n\r\n",
     ];
     for raw in bad {
         let mut c = Client::connect(gw.addr());

@@ -435,8 +435,12 @@ pub fn parse_request(
     if method == Method::Connect {
         return Err(HeadError::Connect);
     }
-    // Request target: origin-form, absolute-form (proxies), or "*" for OPTIONS.
+    // Request target: origin-form, absolute-form (proxies), or "*" for OPTIONS. None has a
+    // fragment (RFC 9112 3.2): a `#` would reach the upstream as path or query data.
     let tb = target.as_bytes();
+    if tb.contains(&b'#') {
+        return Err(HeadError::Malformed("Invalid request target"));
+    }
     let (path, query) = if tb.first() == Some(&b'/') {
         split_query(buf, tb)
     } else if let Some(rest) =
