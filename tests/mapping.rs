@@ -124,6 +124,8 @@ fn bad_mappings_are_refused_at_load() {
         (r#"request_parameters = { "append:header.x-a" = "$request.body.a[0:1]" }"#, "$request.body.a[0:1]: wildcards, slices and filter expressions are not supported"),
         (r#"request_parameters = { "append:header.x-a" = "v-$request.body.a.* x" }"#, "$request.body.a.*: wildcards, slices and filter expressions are not supported"),
         (r#"request_parameters = { "append:header.x-a" = "${request.body.a[?(@.b)]}" }"#, "recursive descent, wildcards and filter expressions are not supported"),
+        // Recursive descent below the top, not pasted in after the value as text either.
+        (r#"request_parameters = { "overwrite:header.x-b" = "$request.body.a..b" }"#, "$request.body.a..: recursive descent ($request.body..NAME) is not supported"),
     ] {
         let toml = Cfg::new()
             .route("GET /p/{id}", format!("{keys}\nintegration = {{ type = \"http\", uri = \"http://127.0.0.1:9/x\" }}"))

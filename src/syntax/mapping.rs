@@ -124,6 +124,11 @@ pub(crate) fn parse_value(v: &str, response: bool) -> Result<Vec<Piece>, String>
                 .filter(|_| name.len() == 12 || name.as_bytes()[12] == b'.'),
             tokens.peek(),
         ) {
+            if next.starts_with("..") {
+                return Err(format!(
+                    "${name}..: recursive descent ($request.body..NAME) is not supported"
+                ));
+            }
             if next.starts_with('[') || next.starts_with(".*") || next.starts_with(".[") {
                 let end = next.find([' ', ',', ';']).unwrap_or(next.len());
                 return Err(format!(
