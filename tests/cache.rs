@@ -681,6 +681,21 @@ fn client_invalidation_follows_the_stage_policy() {
         Some("Refresh")
     );
     drop(gw);
+    // allow, and the fresh answer cannot be stored (the resource is gone: 404): the old entry
+    // is invalidated all the same, not served again.
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let up = Upstream::start(move |_| match n2.fetch_add(1, Ordering::SeqCst) {
+        0 => respond(200, "was here"),
+        _ => respond(404, "gone"),
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    assert_eq!(req(&gw, "/g/items/1", "").text(), "was here");
+    let r = req(&gw, "/g/items/1", fresh);
+    assert_eq!((r.status, r.header("x-cache")), (404, Some("Refresh")));
+    let r = req(&gw, "/g/items/1", "");
+    assert_eq!((r.status, r.text().as_str()), (404, "gone"));
+    drop(gw);
     // require_api_key: without a valid key the header is ignored, and the answer says so.
     let (up, _) = numbered("");
     let gw = Gw::start(&conf(up.addr, "require_api_key", ""));

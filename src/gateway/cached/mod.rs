@@ -377,6 +377,11 @@ async fn fetch(
     } else {
         Stats::add(&cache.stats.not_stored);
     }
+    if tee.is_none() && refresh {
+        // A refresh the client was allowed that brings nothing storable (a 404, `no-store`)
+        // still invalidates: the old answer is not served again. Its variants go with it.
+        cache.remove(primary);
+    }
     proxy::answer(shard, conn, ctx, integ, ex, tee.as_mut()).await
 }
 
