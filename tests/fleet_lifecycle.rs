@@ -93,6 +93,7 @@ fn run_time_apis_made_on_one_node_serve_on_every_node() {
         json!({"host": "orders.test", "base_path": "", "api": "orders", "stage": "prod"}),
     );
     assert_eq!(r.status, 201, "{}", r.text());
+    let mapping = r.json()["id"].as_str().unwrap().to_string();
     for n in &nodes {
         assert!(soon(|| serves(n, "v1")));
         // The file's API is each node's own, and still answers.
@@ -156,7 +157,13 @@ fn run_time_apis_made_on_one_node_serve_on_every_node() {
         200
     );
 
-    // The API deleted on D: no node serves it, nor keeps its stages or mapping.
+    // The API deleted on D (its mapping first: an API a mapping serves is not deleted): no
+    // node serves it, nor keeps its stages or mapping.
+    let r = call(&d, "DELETE", "/apis/orders", json!({}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains(&mapping), "{}", r.text());
+    let r = call(&d, "DELETE", &format!("/domains/{mapping}"), json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
     let r = call(&d, "DELETE", "/apis/orders", json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["generation"].as_u64().is_some(), "{}", r.text());

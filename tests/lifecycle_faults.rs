@@ -205,3 +205,36 @@ fn a_host_the_file_keeps_to_some_listeners_takes_no_run_time_mapping() {
     assert_eq!(on_other("kept.example.test").text(), "orders");
     assert_eq!(serving(&g, "later.example.test"), false);
 }
+
+/// A stage or an API that a run-time mapping serves is not deleted (Amazon refuses it too):
+/// the mapping's host would fall to another domain's API (the file's `*.example.test`) at once.
+#[test]
+fn what_a_mapping_serves_is_not_deleted() {
+    let (a, b) = (
+        Upstream::start(|_| respond(200, "a")),
+        Upstream::start(|_| respond(200, "b")),
+    );
+    let g = Gw::start(&toml(&a, &b, true));
+    let (_d1, d2) = shop(&g);
+    stage(&g, "prod", &d2, "http://a");
+    let body =
+        json!({"host": "shop.example.test", "base_path": "", "api": "shop", "stage": "prod"});
+    let r = call(&g, "POST", "/domains", body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    for path in ["/apis/shop/stages/prod", "/apis/shop"] {
+        let r = call(&g, "DELETE", path, json!(null));
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("shop.example.test"), "{}", r.text());
+    }
+    assert_eq!(on(&g, "shop.example.test", "/v").text(), "a");
+    // The mapping deleted first: the host is the wildcard domain's again, and the stage and
+    // the API go.
+    let r = call(&g, "DELETE", &format!("/domains/{id}"), json!(null));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "shop.example.test", "/v").text(), "orders");
+    for path in ["/apis/shop/stages/prod", "/apis/shop"] {
+        let r = call(&g, "DELETE", path, json!(null));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}

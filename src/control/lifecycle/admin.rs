@@ -324,7 +324,8 @@ impl Control {
         Ok(self.api_view(&a))
     }
 
-    /// `DELETE /apis/{api}`: the API, its deployments, stages and mappings.
+    /// `DELETE /apis/{api}`: the API, its deployments and stages; refused while a domain
+    /// mapping serves one of them.
     pub(crate) fn delete_api(&mut self, name: &str) -> Result<Value, OpError> {
         self.runtime_api(name)?;
         let mut o = self.objects.clone();
@@ -344,13 +345,7 @@ impl Control {
             }
             keep
         });
-        o.mappings.retain(|id, m| {
-            let keep = m.api != name;
-            if !keep {
-                deletes.push(mapping_key(id));
-            }
-            keep
-        });
+        self.unmapped(name, None)?;
         let generation = self.apply(o, Vec::new(), deletes)?;
         Ok(json!({ "deleted": name, "generation": generation }))
     }
@@ -640,7 +635,7 @@ impl Control {
         Ok(stage_view(&s))
     }
 
-    /// `DELETE /apis/{api}/stages/{stage}`, with the stage's domain mappings.
+    /// `DELETE /apis/{api}/stages/{stage}`: refused while a domain mapping serves it.
     pub(crate) fn delete_stage(&mut self, api: &str, stage: &str) -> Result<Value, OpError> {
         self.runtime_api(api)?;
         let mut o = self.objects.clone();
@@ -650,16 +645,33 @@ impl Control {
         {
             return Err(OpError(404, format!("API {api:?} has no stage {stage:?}")));
         }
-        let mut deletes = vec![stage_key(api, stage)];
-        o.mappings.retain(|id, m| {
-            let keep = !(m.api == api && m.stage == stage);
-            if !keep {
-                deletes.push(mapping_key(id));
-            }
-            keep
-        });
-        self.apply(o, Vec::new(), deletes)?;
+        self.unmapped(api, Some(stage))?;
+        self.apply(o, Vec::new(), vec![stage_key(api, stage)])?;
         Ok(json!({ "deleted": stage }))
+    }
+
+    /// `Ok` when no run-time domain mapping names `api` (its `stage`): deleting what a mapping
+    /// serves is refused, as Amazon API Gateway refuses it (the host would otherwise fall to
+    /// another domain's API, `*`'s say, at once).
+    fn unmapped(&self, api: &str, stage: Option<&str>) -> Result<(), OpError> {
+        let mapped: Vec<String> = self
+            .objects
+            .mappings
+            .values()
+            .filter(|m| m.api == api && stage.is_none_or(|s| m.stage == s))
+            .map(|m| format!("{} ({}/{})", m.id, m.host, m.base_path))
+            .collect();
+        if mapped.is_empty() {
+            return Ok(());
+        }
+        let what = match stage {
+            Some(s) => format!("stage {s:?} of API {api:?}"),
+            None => format!("API {api:?}"),
+        };
+        Err(bad(format!(
+            "{what} is served by domain mappings {}: delete them first (DELETE /domains/{{id}})",
+            mapped.join(", ")
+        )))
     }
 }
 
