@@ -86,6 +86,7 @@ fn bench(c: &mut Criterion) {
         headers: Vec::new(),
         timeout: std::time::Duration::from_secs(29),
         drop_underscores: true,
+        whole_path: false,
         mapping: None,
     };
     let mut g = c.benchmark_group("request_head_rewrite");

@@ -46,6 +46,9 @@ pub struct HttpIntegration {
     pub drop_underscores: bool,
     /// The route's parameter mapping on this stage (stage variables substituted).
     pub mapping: Option<Arc<crate::config::ParamMapping>>,
+    /// The `$default` route's: the request's whole path (below the base path) follows the
+    /// URI's path, as Amazon sends it.
+    pub whole_path: bool,
 }
 
 #[derive(Debug)]

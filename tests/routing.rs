@@ -477,3 +477,41 @@ fn a_host_declared_twice_on_one_listener_is_refused_at_load() {
     let apart = refusal(toml("listeners = [\"http\"]", "listeners = [\"tls\"]"));
     assert_eq!(apart, None);
 }
+
+/// The `$default` route's integration gets the request's whole path (below the base path)
+/// after the URI's own path, as Amazon API Gateway sends it.
+#[test]
+fn the_default_route_sends_the_whole_path() {
+    let up = Upstream::echo();
+    let gw = Gw::start(
+        &Cfg::new()
+            .route(
+                "$default",
+                format!("integration = {{ type = \"http\", uri = \"http://{}/base?x=1\" }}", up.addr),
+            )
+            .route(
+                "GET /plain",
+                format!("integration = {{ type = \"http\", uri = \"http://{}/p\" }}", up.addr),
+            )
+            .extra("[[domains]]\nhost = \"nested.test\"\nmappings = [{ base_path = \"b/c\", api = \"api\", stage = \"prod\" }]")
+            .toml(),
+    );
+    for (host, path, want) in [
+        (
+            "h",
+            "/store/check%20out?y=2",
+            "/base/store/check%20out?x=1&y=2",
+        ),
+        ("h", "/", "/base?x=1"),
+        (
+            "nested.test",
+            "/b/c/store/checkout",
+            "/base/store/checkout?x=1",
+        ),
+        ("h", "/plain", "/p"),
+    ] {
+        let r = req(gw.addr(), "GET", host, path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.json()["target"], want, "{host}{path}");
+    }
+}

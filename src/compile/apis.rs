@@ -368,6 +368,7 @@ fn integration(
                 headers: resolve_headers(header_templates)?,
                 timeout: *timeout,
                 drop_underscores: cfg.limits.underscores_in_headers == Underscores::Drop,
+                whole_path: r.is_default,
                 mapping: match &r.mapping {
                     None => None,
                     Some(m) => Some(Arc::new(m.resolve(

@@ -175,7 +175,15 @@ impl<T> Trie<T> {
             }
         }
         if let Some(d) = &self.default {
-            return Lookup::Found(d, Captures::new());
+            // The whole path, which the `$default` route's integration sends on.
+            let mut caps = Captures::new();
+            if !path.is_empty() {
+                caps.push(Capture {
+                    start: 0,
+                    end: path.len() as u32,
+                });
+            }
+            return Lookup::Found(d, caps);
         }
         match allowed {
             Some(mut a) => {

@@ -115,6 +115,7 @@ pub(crate) fn integration_path(
     ctx: &RequestCtx,
     integ: &HttpIntegration,
 ) {
+    let start = out.len();
     integ
         .path
         .render(out, &ctx.vars(peer_ip, Escape::Uri), |i, o| {
@@ -124,7 +125,36 @@ pub(crate) fn integration_path(
                     o.push(b'/');
                 }
             })
-        })
+        });
+    if integ.whole_path {
+        default_path(out, start, ctx);
+    }
+}
+
+/// The `$default` route: the request's path (its one capture) goes after the URI's path,
+/// before the URI's query (`http://b/base?x=1` and `/store/checkout`:
+/// `/base/store/checkout?x=1`).
+#[cold]
+fn default_path(out: &mut Vec<u8>, start: usize, ctx: &RequestCtx) {
+    let mut path = Vec::with_capacity(64);
+    ctx.path_var(0, |s, more| {
+        encode_segment(s, &mut path);
+        if more {
+            path.push(b'/');
+        }
+    });
+    if path.is_empty() {
+        return;
+    }
+    // Segments are encoded: the first `?` is the URI's query.
+    let at = out[start..]
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(out.len(), |q| start + q);
+    if out[start..at].last() != Some(&b'/') {
+        path.insert(0, b'/');
+    }
+    out.splice(at..at, path);
 }
 
 /// [`request_head`] with the cache's additions.
