@@ -22,6 +22,8 @@ mod closing;
 mod handshake;
 #[path = "websocket/headers.rs"]
 mod headers;
+#[path = "websocket/plans.rs"]
+mod plans;
 #[path = "websocket/waiting.rs"]
 mod waiting;
 

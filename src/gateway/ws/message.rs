@@ -32,6 +32,24 @@ pub(crate) fn locate_names(ss: &ShardSnap, api: &str, stage: &str) -> Option<(us
     Some((a, st))
 }
 
+/// The usage plan `$connect`'s API key was counted under (`plan`, by name), found again in
+/// `ss`: a reload may have moved it in the list, or removed it (or the stage from it: the
+/// key's plan limits then no longer apply to this connection).
+fn replan(ss: &ShardSnap, ctx: &mut RequestCtx, at: (usize, usize), plan: &str) {
+    let Some(k) = &mut ctx.principal.api_key else {
+        return;
+    };
+    match ss
+        .snap
+        .plans
+        .iter()
+        .position(|p| p.name == plan && p.stages.contains(&at))
+    {
+        Some(i) => k.plan = i,
+        None => ctx.principal.api_key = None,
+    }
+}
+
 /// One message: its route, its integration, and what goes back (two-way routes, errors);
 /// `None` when the connection's API or stage is no longer in the snapshot.
 pub(super) async fn message(
@@ -44,6 +62,7 @@ pub(super) async fn message(
     let (api, stage) = locate(&ss, s)?;
     let mut ctx = RequestCtx::new(s.head.clone(), shard.request_id(), Default::default());
     ctx.principal = s.principal.clone();
+    replan(&ss, &mut ctx, (api, stage), &s.plan);
     ctx.stage = Some(crate::route::StageRef {
         api,
         stage,

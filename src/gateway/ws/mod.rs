@@ -70,6 +70,9 @@ pub(crate) struct Session {
     /// The upgrade request (its headers reach `$connect`, and choose targets by header).
     pub head: RequestHead,
     pub principal: Principal,
+    /// The usage plan `$connect`'s API key was counted under, by name (a plan's place in the
+    /// snapshot's list changes with reloads); empty without a key.
+    pub plan: Box<str>,
     pub peer_ip: Rc<str>,
     pub connected_at_ms: u64,
     /// The configuration the connection was opened under, until its session is registered.
@@ -276,6 +279,10 @@ fn session_of(
         stage: a.stages[stage].name.clone(),
         head: ctx.head.clone(),
         principal: ctx.principal.clone(),
+        plan: match &ctx.principal.api_key {
+            Some(k) => ss.snap.plans[k.plan].name.as_str().into(),
+            None => Box::default(),
+        },
         // The client a trusted proxy forwarded, if any: what `x-source-ip` and
         // `@connections` GET name.
         peer_ip: match &ctx.forwarded {
