@@ -122,6 +122,25 @@ fn a_route_throttle_accepts_its_burst_then_answers_429() {
     assert_eq!(r.header("ratelimit-limit"), Some("100000"));
 }
 
+/// An error on a throttled route (a dead upstream's 502) carries its RateLimit-* as a
+/// success does.
+#[test]
+fn errors_on_throttled_routes_say_their_limits() {
+    let dead = closed_port();
+    let gw = Gw::start(
+        &conf()
+            .route(
+                "GET /down",
+                format!("throttle = {{ rate = 1, burst = 5 }}\nintegration = {{ type = \"http\", uri = \"http://{dead}/x\" }}"),
+            )
+            .toml(),
+    );
+    let r = get(gw.addr(), "/down");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.header("ratelimit-limit"), Some("5"));
+    assert_eq!(r.header("ratelimit-remaining"), Some("4"));
+}
+
 #[test]
 fn stage_limits_are_per_stage() {
     let gw = Gw::start(&conf().toml());
@@ -275,6 +294,9 @@ fn quotas_answer_limit_exceeded_once_spent() {
     assert_eq!(r.json()["message"], "Limit Exceeded");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=86_400).contains(&retry));
+    // Every answer on a throttled route says its RateLimit-* (the gateway-wide limit here),
+    // a refusal by the quota too.
+    assert_eq!(r.header("ratelimit-limit"), Some("100000"));
     // The admin API reports the usage and can reset the quota.
     let today = chrono_today();
     let u = admin(

@@ -81,7 +81,8 @@ pub(crate) fn error_answer(e: &Error) -> Answer {
         headers,
         content_type: Some("application/json"),
         body,
-        ratelimit: false,
+        // Every answer on a throttled route says its limits (a 429 says its own, above).
+        ratelimit: !matches!(e.kind, Kind::Throttled(_)),
     }
 }
 
