@@ -636,7 +636,7 @@ fn run_time_definitions_are_checked_as_the_file_is() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_string();
-    for name in ["a\u{0}\nb".to_string(), "n".repeat(129), " ".to_string()] {
+    for name in ["a\u{0}\nb".to_string(), "n".repeat(1025), " ".to_string()] {
         let r = admin_with(
             g.admin(),
             "PATCH",
@@ -644,8 +644,16 @@ fn run_time_definitions_are_checked_as_the_file_is() {
             &json!({"name": name}).to_string(),
         );
         assert_eq!(r.status, 400, "{name:?}: {}", r.text());
-        assert!(r.text().contains("1 to 128 characters"), "{}", r.text());
+        assert!(r.text().contains("1 to 1024 characters"), "{}", r.text());
     }
+    // Amazon's key files take names up to 1024 characters.
+    let r = admin_with(
+        g.admin(),
+        "PATCH",
+        &format!("/apikeys/{id}"),
+        &json!({"name": "n".repeat(1024)}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 /// A run-time API "shop" with a mock `GET /v`.

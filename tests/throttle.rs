@@ -534,6 +534,13 @@ fn csv_imports_are_all_or_nothing() {
         .status,
         200
     );
+    // A spreadsheet's file: a byte-order mark first, a quoted description over two lines.
+    let sheet = "\u{feff}Name,Key,Description,UsagePlanIds\r\nk7,imported-key-number-seven-7,\"line1\r\nline2\",gold\r\n";
+    let r = admin_with(gw.admin(), "POST", "/apikeys/import", sheet);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["ids"][0].as_str().unwrap().to_string();
+    let k = admin(gw.admin(), "GET", &format!("/apikeys/{id}"), Some(TOKEN)).json();
+    assert_eq!(k["description"], "line1\nline2");
     // Bad rows (a config key's value, a bad Enabled, an unknown plan): nothing imported,
     // every problem named.
     let bad = format!("Name,Key,Description,Enabled,UsagePlanIds\nk3,imported-key-number-three-03,,true,gold\nk4,{ACME},,true,gold\nk5,imported-key-number-five-005,,maybe,gold\nk6,imported-key-number-six-000006,,true,'gold,nope'\n");

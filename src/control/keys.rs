@@ -200,8 +200,11 @@ impl Control {
         &self,
         csv: &str,
     ) -> Result<(Vec<Change>, serde_json::Value), OpError> {
-        let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
-        let header: Vec<String> = parse_csv_line(lines.next().ok_or_else(|| bad("empty CSV"))?)
+        let mut records = csv_records(csv).into_iter();
+        let header: Vec<String> = records
+            .next()
+            .ok_or_else(|| bad("empty CSV"))?
+            .1
             .into_iter()
             .map(|h| h.trim().to_ascii_lowercase())
             .collect();
@@ -213,8 +216,7 @@ impl Control {
         let mut pending: Vec<StoredKey> = Vec::new();
         let mut errors = Vec::new();
         let (mut hashes, mut ids) = (self.taken_hashes(), self.taken_ids());
-        for (i, line) in lines.enumerate() {
-            let f = parse_csv_line(line);
+        for (row, f) in records {
             let get = |c: Option<usize>| {
                 c.and_then(|c| f.get(c))
                     .map(|s| s.trim().to_string())
@@ -225,8 +227,7 @@ impl Control {
                 "false" => false,
                 other => {
                     errors.push(format!(
-                        "row {}: Enabled = {other:?}: expected true or false",
-                        i + 2
+                        "row {row}: Enabled = {other:?}: expected true or false"
                     ));
                     continue;
                 }
@@ -248,7 +249,7 @@ impl Control {
                     .and_then(|_| super::check_description(&get(di)))
                     .and_then(|_| self.check_plans(&plans));
                 if let Err(OpError(_, m)) = checked {
-                    errors.push(format!("row {}: {m}", i + 2));
+                    errors.push(format!("row {row}: {m}"));
                     continue;
                 }
                 let key = StoredKey {
@@ -274,7 +275,7 @@ impl Control {
             };
             match self.prepare(req, &mut hashes, &mut ids) {
                 Ok((k, _)) => pending.push(k),
-                Err(OpError(_, m)) => errors.push(format!("row {}: {m}", i + 2)),
+                Err(OpError(_, m)) => errors.push(format!("row {row}: {m}")),
             }
         }
         if !errors.is_empty() {
@@ -351,25 +352,50 @@ impl Control {
     }
 }
 
-/// Splits one CSV line. A field may be quoted with double quotes (`"a,b"`, `""` for a quote)
-/// or, as Amazon's key files allow for `UsagePlanIds`, single quotes (`'a,b'`).
-pub(super) fn parse_csv_line(line: &str) -> Vec<String> {
+/// Splits CSV text into records, each with the line it starts on (RFC 4180: a field may be
+/// quoted with double quotes — `"a,b"`, `""` for a quote, line breaks inside — or, as
+/// Amazon's key files allow for `UsagePlanIds`, single quotes: `'a,b'`). Blank lines are
+/// skipped, and a leading byte-order mark (spreadsheets write one).
+pub(super) fn csv_records(text: &str) -> Vec<(usize, Vec<String>)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
+    let mut fields: Vec<String> = Vec::new();
     let mut cur = String::new();
     // The quote a field opened with, while inside it.
     let mut quote: Option<char> = None;
     let mut at_start = true;
-    let mut chars = line.trim_end_matches('\r').chars().peekable();
+    let (mut line, mut first_line) = (1, 1);
+    let mut end = |fields: &mut Vec<String>, cur: &mut String, first_line: usize| {
+        fields.push(std::mem::take(cur));
+        let blank = fields.len() == 1 && fields[0].trim().is_empty();
+        let record = std::mem::take(fields);
+        if !blank {
+            out.push((first_line, record));
+        }
+    };
+    let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
+        if c == '\n' {
+            line += 1;
+        }
         match quote {
             Some(q) if c == q && chars.peek() == Some(&q) => {
                 cur.push(q);
                 chars.next();
             }
             Some(q) if c == q => quote = None,
+            // A CRLF file's line break inside a quoted field is the field's `\n`.
+            Some(_) if c == '\r' && chars.peek() == Some(&'\n') => {}
             None if at_start && (c == '"' || c == '\'') => quote = Some(c),
             None if c == ',' => {
-                out.push(std::mem::take(&mut cur));
+                fields.push(std::mem::take(&mut cur));
+                at_start = true;
+                continue;
+            }
+            None if c == '\r' && chars.peek() == Some(&'\n') => {}
+            None if c == '\n' => {
+                end(&mut fields, &mut cur, first_line);
+                first_line = line;
                 at_start = true;
                 continue;
             }
@@ -377,7 +403,7 @@ pub(super) fn parse_csv_line(line: &str) -> Vec<String> {
         }
         at_start = false;
     }
-    out.push(cur);
+    end(&mut fields, &mut cur, first_line);
     out
 }
 
@@ -455,17 +481,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_lines_split_with_quotes() {
-        assert_eq!(parse_csv_line("a,b,c"), vec!["a", "b", "c"]);
+    fn csv_records_split_with_quotes() {
+        let fields =
+            |t: &str| -> Vec<Vec<String>> { csv_records(t).into_iter().map(|(_, f)| f).collect() };
+        assert_eq!(fields("a,b,c"), vec![vec!["a", "b", "c"]]);
         assert_eq!(
-            parse_csv_line("\"x, y\",\"say \"\"hi\"\"\",\r"),
-            vec!["x, y", "say \"hi\"", ""]
+            fields("\"x, y\",\"say \"\"hi\"\"\",\r\n"),
+            vec![vec!["x, y", "say \"hi\"", ""]]
         );
         // Amazon's key files quote a list of plans with single quotes too; a quote inside a
         // field is text.
         assert_eq!(
-            parse_csv_line("k,'gold,silver',it's"),
-            vec!["k", "gold,silver", "it's"]
+            fields("k,'gold,silver',it's"),
+            vec![vec!["k", "gold,silver", "it's"]]
+        );
+        // A quoted line break is the field's; blank lines and a byte-order mark are skipped;
+        // each record says the line it starts on.
+        assert_eq!(
+            csv_records("\u{feff}Name,Key\r\n\r\nnl,k1,\"line1\r\nline2\"\r\nb,k2\n"),
+            vec![
+                (1, vec!["Name".to_string(), "Key".to_string()]),
+                (
+                    3,
+                    vec![
+                        "nl".to_string(),
+                        "k1".to_string(),
+                        "line1\nline2".to_string()
+                    ]
+                ),
+                (5, vec!["b".to_string(), "k2".to_string()]),
+            ]
         );
     }
 }

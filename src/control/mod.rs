@@ -80,13 +80,17 @@ fn bad(msg: impl Into<String>) -> OpError {
 /// The longest description an admin object takes (Amazon API Gateway's limit).
 const MAX_DESCRIPTION: usize = 1024;
 
-/// A display name (an API key's): 1 to 128 characters, no control characters.
+/// The longest name an API key takes (Amazon API Gateway's key files allow 1024 characters;
+/// a key is addressed by its id, never by its name).
+const MAX_KEY_NAME: usize = 1024;
+
+/// A display name (an API key's): 1 to 1024 characters, no control characters.
 fn check_display_name(name: &str) -> Result<(), OpError> {
     if name.trim().is_empty()
-        || name.chars().count() > crate::config::MAX_NAME
+        || name.chars().count() > MAX_KEY_NAME
         || name.chars().any(char::is_control)
     {
-        return Err(bad("name: 1 to 128 characters, no control characters"));
+        return Err(bad("name: 1 to 1024 characters, no control characters"));
     }
     Ok(())
 }
