@@ -33,6 +33,10 @@ fn gateway(up: &Upstream, stage: &str) -> Gw {
                 format!("integration = {{ type = \"mock\", body = '{}', headers = {{ \"content-type\" = \"application/json\", \"etag\" = '\"m1\"' }} }}", json_body(3000)),
             )
             .route(
+                "GET /mock/identity",
+                format!("integration = {{ type = \"mock\", body = '{}', headers = {{ \"content-type\" = \"application/json\", \"content-encoding\" = \"identity\" }} }}", json_body(3000)),
+            )
+            .route(
                 "POST /check",
                 "request_validator = \"body\"\nrequest_models = { \"application/json\" = \"Any\" }\nintegration = { type = \"mock\", body = \"valid\" }",
             )
@@ -47,6 +51,7 @@ fn upstream() -> Upstream {
             "/small" => ("application/json", "", "{}".to_string()),
             "/png" => ("image/png", "", body),
             "/encoded" => ("application/json", "Content-Encoding: gzip\r\n", body),
+            "/identity" => ("application/json", "Content-Encoding: identity\r\n", body),
             "/chunked" => {
                 return Action::Raw(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len()).into_bytes())
             }
@@ -142,6 +147,19 @@ fn proxied_and_mock_answers_are_compressed_for_clients_that_take_it() {
     assert_eq!(r.header("etag"), Some("W/\"m1\""));
     let r = req(&g, "GET", "/mock/big", "identity");
     assert_eq!(r.header("etag"), Some("\"m1\""));
+    // `Content-Encoding: identity` is no coding: the body is compressed, and the answer says
+    // the one coding applied (two would not decode).
+    for path in ["/identity", "/mock/identity"] {
+        let r = req(&g, "GET", path, "gzip");
+        let codings: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(codings, ["gzip"], "{path}");
+        assert!(gunzip(&r.body).starts_with("[{"), "{path}");
+    }
 }
 
 /// A coding with a malformed weight (`q=abc`, `q=1.5`) is not honoured, as nginx does: the

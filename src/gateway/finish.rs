@@ -211,11 +211,20 @@ pub(crate) fn answer_lines(ctx: &RequestCtx, a: &mut Answer) -> Vec<u8> {
             if let Some(e) = enc {
                 a.body = super::compress::compress(c, e, &a.body);
                 // Other bytes than the identity answer's: its validator becomes weak (RFC
-                // 9110 8.8.1), as a proxied answer's does.
+                // 9110 8.8.1), as a proxied answer's does; a `Content-Encoding: identity`
+                // gives way to the coding applied.
                 let etag = |l: &[u8]| l.len() > 5 && l[..5].eq_ignore_ascii_case(b"etag:");
-                if a.headers.split_inclusive(|&b| b == b'\n').any(etag) {
+                let coding =
+                    |l: &[u8]| l.len() > 17 && l[..17].eq_ignore_ascii_case(b"content-encoding:");
+                if a.headers
+                    .split_inclusive(|&b| b == b'\n')
+                    .any(|l| etag(l) || coding(l))
+                {
                     let mut headers = Vec::with_capacity(a.headers.len() + 2);
                     for l in a.headers.split_inclusive(|&b| b == b'\n') {
+                        if coding(l) {
+                            continue;
+                        }
                         if etag(l) {
                             let value = l[5..].strip_suffix(b"\r\n").unwrap_or(&l[5..]);
                             super::cached::weak_etag(&mut headers, value);

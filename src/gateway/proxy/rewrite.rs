@@ -375,7 +375,9 @@ pub(super) fn response_head(
             continue;
         }
         if let Comp::Encoded(..) = comp {
-            if name_eq(name, b"content-length") {
+            // The length is the coded body's; a `Content-Encoding: identity` (which is no
+            // coding, RFC 9110 8.4.1) gives way to the coding applied.
+            if name_eq(name, b"content-length") || name_eq(name, b"content-encoding") {
                 continue;
             }
             if name_eq(name, b"etag") {
