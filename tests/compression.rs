@@ -52,6 +52,9 @@ fn upstream() -> Upstream {
             "/png" => ("image/png", "", body),
             "/encoded" => ("application/json", "Content-Encoding: gzip\r\n", body),
             "/identity" => ("application/json", "Content-Encoding: identity\r\n", body),
+            "/cond" if s.header("if-none-match").is_some() => {
+                return Action::Raw(b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n".to_vec())
+            }
             "/chunked" => {
                 return Action::Raw(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len()).into_bytes())
             }
@@ -160,6 +163,29 @@ fn proxied_and_mock_answers_are_compressed_for_clients_that_take_it() {
         assert_eq!(codings, ["gzip"], "{path}");
         assert!(gunzip(&r.body).starts_with("[{"), "{path}");
     }
+}
+
+/// A 304 to a client revalidating the weak ETag of an answer it got compressed says that
+/// ETag, and the Vary the answer said (RFC 9110 15.4.5), not the upstream's strong one.
+#[test]
+fn a_304_says_the_etag_and_vary_of_the_compressed_answer() {
+    let up = upstream();
+    let g = gateway(&up, "");
+    let r = req(&g, "GET", "/cond", "gzip");
+    assert_eq!((r.status, r.header("etag")), (200, Some("W/\"v1\"")));
+    let cond = |inm: &str| {
+        Client::connect(g.addr()).request(
+            format!("GET /cond HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nIf-None-Match: {inm}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let r = cond("W/\"v1\"");
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some("W/\"v1\""));
+    assert_eq!(r.header("vary"), Some("accept-encoding"));
+    // Revalidating the strong one (an uncompressed copy): the upstream's answer as it is.
+    let r = cond("\"v1\"");
+    assert_eq!((r.status, r.header("etag")), (304, Some("\"v1\"")));
 }
 
 /// A coding with a malformed weight (`q=abc`, `q=1.5`) is not honoured, as nginx does: the

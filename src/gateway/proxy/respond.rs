@@ -211,6 +211,9 @@ pub(crate) async fn answer(
     let comp = match comp {
         Some((_, Some(enc), _)) => Comp::Encoded(enc, None),
         Some(_) => Comp::Vary,
+        None if resp.status == 304 && ctx.compress.is_some() && weak_revalidation(ctx, &resp) => {
+            Comp::Revalidated
+        }
         None => Comp::No,
     };
     ctx.status = response_head(&mut out, &resp, ctx, (keep, upgrade, dechunk), comp);
@@ -603,4 +606,26 @@ pub(super) async fn stream_response(
             }
         }
     }
+}
+
+/// Whether a 304 answers a client revalidating the weak form (`W/"v1"`) of the upstream's
+/// strong ETag (`"v1"`): the weak one is what the gateway said of the answer it compressed,
+/// and what the 304 says too.
+fn weak_revalidation(ctx: &RequestCtx, resp: &ResponseHead) -> bool {
+    let Some(tag) = resp
+        .headers()
+        .find(|(n, _)| name_eq(n, b"etag"))
+        .map(|(_, v)| v.trim_ascii())
+    else {
+        return false;
+    };
+    if tag.starts_with(b"W/") {
+        return false;
+    }
+    ctx.head
+        .headers()
+        .filter(|(n, _)| name_eq(n, b"if-none-match"))
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|t| t.len() == tag.len() + 2 && t.starts_with(b"W/") && &t[2..] == tag)
 }

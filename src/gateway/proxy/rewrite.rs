@@ -314,6 +314,9 @@ pub(crate) enum Comp {
     /// Compressed, to this many bytes (`None`: a HEAD's answer, whose compressed length is
     /// not known, so none is said).
     Encoded(crate::gateway::compress::Encoding, Option<usize>),
+    /// A 304 to a client revalidating the weak ETag of an answer it got compressed: it says
+    /// the ETag and Vary that answer said (RFC 9110 15.4.5).
+    Revalidated,
 }
 
 /// Builds the head sent to the client from the upstream's; returns the status it says (the
@@ -380,11 +383,11 @@ pub(super) fn response_head(
             if name_eq(name, b"content-length") || name_eq(name, b"content-encoding") {
                 continue;
             }
-            if name_eq(name, b"etag") {
-                kept.flush(out);
-                crate::gateway::cached::weak_etag(out, value);
-                continue;
-            }
+        }
+        if matches!(comp, Comp::Encoded(..) | Comp::Revalidated) && name_eq(name, b"etag") {
+            kept.flush(out);
+            crate::gateway::cached::weak_etag(out, value);
+            continue;
         }
         kept.keep(out, h);
     }
@@ -397,7 +400,7 @@ pub(super) fn response_head(
     }
     match comp {
         Comp::No => {}
-        Comp::Vary => crate::gateway::compress::lines(out, None),
+        Comp::Vary | Comp::Revalidated => crate::gateway::compress::lines(out, None),
         Comp::Encoded(e, len) => {
             if let Some(len) = len {
                 out.extend_from_slice(b"content-length: ");
