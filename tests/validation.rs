@@ -171,6 +171,17 @@ fn requests_are_checked_before_the_integration() {
         .as_str()
         .unwrap()
         .contains("more than one Content-Type"));
+    // One line naming two is refused alike; an empty one, or parameters alone, is checked as
+    // JSON, as no Content-Type at all is.
+    for ct in ["application/json,text/plain", "", ";charset=utf-8"] {
+        let r = post(
+            &g,
+            "/pets?limit=5",
+            &format!("x-tenant: t1\r\nContent-Type: {ct}\r\n"),
+            r#"{"name":7}"#,
+        );
+        assert_eq!(r.status, 400, "{ct:?}: {}", r.text());
+    }
     // A required header is there when any copy of it has a value (as a query string is).
     for tenant in [
         "x-tenant: \r\nx-tenant: t1\r\n",

@@ -56,7 +56,13 @@ pub(crate) async fn check(
         .filter(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
         .take(2)
         .count();
-    if types > 1 {
+    // One line naming two (`application/json,text/plain`) likewise.
+    let listed = ctx.head.header(b"content-type").is_some_and(|c| {
+        c.split(|&b| b == b';')
+            .next()
+            .is_some_and(|t| t.contains(&b','))
+    });
+    if types > 1 || listed {
         return Err(invalid("[more than one Content-Type header]".into()));
     }
     let ct = media_type(ctx);
@@ -204,6 +210,10 @@ pub(crate) fn media_type(ctx: &RequestCtx) -> std::borrow::Cow<'_, str> {
         .next()
         .unwrap_or_default()
         .trim_ascii();
+    // An empty one (`Content-Type:`, `Content-Type: ;charset=utf-8`) says no more than none.
+    if c.is_empty() {
+        return Cow::Borrowed("application/json");
+    }
     match std::str::from_utf8(c) {
         Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Borrowed(s),
         _ => Cow::Owned(String::from_utf8_lossy(c).to_ascii_lowercase()),
