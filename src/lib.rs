@@ -179,14 +179,40 @@ pub fn admin_warning(cfg: &Config) -> Option<String> {
 pub fn cache_warnings(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for api in &cfg.apis {
-        if api.stages.iter().any(|s| s.cache.is_some()) {
-            continue;
-        }
+        let staged = api.stages.iter().any(|s| s.cache.is_some());
         for r in api.routes.iter().filter(|r| r.cache.is_some()) {
-            out.push(format!(
-                "apis[{:?}].routes[{:?}].cache: no stage of API {:?} has a cache, so this route's cache settings do nothing (set a stage's cache = {{ ttl = ..., capacity = ... }})",
-                api.name, r.key, api.name
-            ));
+            let key = format!("apis[{:?}].routes[{:?}].cache", api.name, r.key);
+            if !staged {
+                out.push(format!(
+                    "{key}: no stage of API {:?} has a cache, so this route's cache settings do nothing (set a stage's cache = {{ ttl = ..., capacity = ... }})",
+                    api.name
+                ));
+                continue;
+            }
+            if r.cache.as_ref().is_some_and(|c| !c.enabled) {
+                continue;
+            }
+            // What `compile::apis::cache_policy` never caches.
+            let why = if !matches!(
+                r.method,
+                syntax::route_key::MethodSel::Any
+                    | syntax::route_key::MethodSel::One(syntax::Method::Get)
+            ) {
+                Some("only GET routes (and ANY's GETs) are cached")
+            } else if !matches!(r.integration, config::Integration::Http { .. }) {
+                Some("only http integrations' answers are cached")
+            } else if r
+                .transform
+                .as_ref()
+                .is_some_and(|t| !t.responses.is_empty())
+            {
+                Some("integration responses render each answer, so none is cached")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                out.push(format!("{key}: {why}; these cache settings do nothing"));
+            }
         }
     }
     out

@@ -664,8 +664,9 @@ fn check_warns_about_an_admin_api_off_loopback() {
     );
 }
 
-/// A route's cache settings on an API none of whose stages has a cache do nothing: `check`
-/// says so (and loads it: an upgrade refuses nothing that loaded before).
+/// A route's cache settings on an API none of whose stages has a cache do nothing, as do
+/// those of a route that never caches (not GET, not http): `check` says so (and loads it: an
+/// upgrade refuses nothing that loaded before).
 #[test]
 fn check_warns_about_route_caches_without_a_stage_cache() {
     let dir = TempDir::new();
@@ -676,6 +677,14 @@ fn check_warns_about_route_caches_without_a_stage_cache() {
             .route(
                 "GET /c",
                 "cache = { key = [\"query.q\"] }\nintegration = { type = \"mock\" }",
+            )
+            .route(
+                "POST /p",
+                "cache = { ttl = \"60s\" }\nintegration = { type = \"http\", uri = \"http://127.0.0.1:9/p\" }",
+            )
+            .route(
+                "GET /g",
+                "cache = { ttl = \"60s\" }\nintegration = { type = \"http\", uri = \"http://127.0.0.1:9/g\" }",
             )
             .toml()
     };
@@ -697,6 +706,15 @@ fn check_warns_about_route_caches_without_a_stage_cache() {
     );
     let text = check(with("cache = { ttl = \"60s\", capacity = \"1MiB\" }"));
     assert!(!text.contains(".cache: no stage"), "{text}");
+    // With a stage cache, settings on routes that never cache are said too; a GET route's
+    // are not.
+    for want in [
+        "apis[\"api\"].routes[\"GET /c\"].cache: only http integrations' answers are cached",
+        "apis[\"api\"].routes[\"POST /p\"].cache: only GET routes (and ANY's GETs) are cached",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    assert!(!text.contains("routes[\"GET /g\"].cache"), "{text}");
 }
 
 /// Every TOML snippet in the README is valid TOML, and the ones that are whole configs
