@@ -608,6 +608,11 @@ pub(crate) fn parse_response(
                 "Both Content-Length and Transfer-Encoding",
             ));
         }
+        // An HTTP/1.0 message with a transfer coding has faulty framing (RFC 9112 6.1): read
+        // as chunked, the connection is closed after it.
+        if minor == 0 {
+            keep_alive = false;
+        }
         Framing::Chunked
     } else {
         match cl {

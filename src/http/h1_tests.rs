@@ -271,6 +271,14 @@ fn response_framing() {
     let p = parse("HTTP/1.1 200 OK\r\n\r\n", false);
     assert_eq!(p.framing, Framing::UntilClose);
     assert!(!p.keep_alive);
+    // HTTP/1.0 with a transfer coding: faulty framing (RFC 9112 6.1), the connection not
+    // kept after it, whatever Connection says.
+    let p = parse(
+        "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+        false,
+    );
+    assert_eq!(p.framing, Framing::Chunked);
+    assert!(!p.keep_alive);
     assert!(parse_response(
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         1 << 16,
