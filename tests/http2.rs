@@ -214,6 +214,11 @@ fn answers_stream_under_flow_control_in_every_framing() {
         ),
         "/close" => Action::RawClose(b"HTTP/1.1 200 OK\r\n\r\nuntil close".to_vec()),
         "/empty" => Action::Raw(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()),
+        // One length said twice, or as a list of equal values.
+        "/twice" => Action::Raw(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        ),
+        "/listed" => Action::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok".to_vec()),
         _ => Action::Raw(
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Up: 1\r\nConnection: keep-alive\r\n\r\n{}",
@@ -246,6 +251,12 @@ fn answers_stream_under_flow_control_in_every_framing() {
         assert_eq!((a.status, &a.body[..]), (200, &b"until close"[..]));
         let a = get(&mut c, "/empty").await;
         assert_eq!((a.status, a.body.len()), (204, 0));
+        for path in ["/twice", "/listed"] {
+            let a = get(&mut c, path).await;
+            assert_eq!((a.status, &a.body[..]), (200, &b"ok"[..]), "{path}");
+            let lengths: Vec<_> = a.headers.get_all("content-length").iter().collect();
+            assert_eq!(lengths, ["2"], "{path}");
+        }
         let a = request(&mut c, "HEAD", "/big", &[], b"", 0).await;
         assert_eq!((a.status, a.body.len()), (200, 0));
         assert_eq!(a.header("content-length"), Some("1000000"));

@@ -360,6 +360,7 @@ pub(super) fn response_head(
     let chunks_relayed = !dechunk && !bodiless && minor >= 1;
     let trailers_relayed = chunks_relayed && resp.framing == Framing::Chunked && !ctx.h2;
     let mut kept = KeptLines::new(&resp.raw);
+    let mut length_said = false;
     for h in &resp.headers {
         let (name, value) = (resp.slice(&h.name), resp.slice(&h.value));
         // Which hop-by-hop fields go on anyway: asked only of those (few answers have any).
@@ -388,6 +389,26 @@ pub(super) fn response_head(
             kept.flush(out);
             crate::gateway::cached::weak_etag(out, value);
             continue;
+        }
+        // One length however the upstream repeated it (`2, 2`, or on two lines, which the
+        // parser took as equal): RFC 9110 8.6 takes identical values only as one, and an
+        // HTTP/2 client refuses the stream otherwise.
+        if name_eq(name, b"content-length") {
+            if length_said {
+                continue;
+            }
+            length_said = true;
+            if let Some(first) = value
+                .split(|&b| b == b',')
+                .next()
+                .filter(|_| value.contains(&b','))
+            {
+                kept.flush(out);
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(first.trim_ascii());
+                out.extend_from_slice(b"\r\n");
+                continue;
+            }
         }
         kept.keep(out, h);
     }
