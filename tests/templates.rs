@@ -618,3 +618,35 @@ fn values_templates_build_are_bounded() {
         "refused requests never reach the integration"
     );
 }
+
+/// A HEAD through a route with integration responses, none of which matches, goes as it
+/// came: with the length a GET would get, not the empty body's.
+#[test]
+fn a_head_answer_as_it_came_keeps_its_length() {
+    let up = Upstream::start(|s| {
+        assert_eq!(s.method, "HEAD");
+        Action::Raw(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n".to_vec(),
+        )
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .route(
+                "GET /t",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://{}/t\", responses = [ {{ selection_pattern = \"4\\\\d{{2}}\", status = 400 }} ] }}",
+                    up.addr
+                ),
+            )
+            .toml(),
+    );
+    let mut c = Client::connect(g.addr());
+    c.send(b"HEAD /t HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read_response(true).expect("an answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("1000"));
+    // The head alone came, and the connection serves the next request.
+    c.send(b"HEAD /t HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let r = c.read_response(true).expect("a second answer");
+    assert_eq!(r.header("content-length"), Some("1000"));
+}

@@ -135,9 +135,15 @@ impl Answer {
             out.extend_from_slice(ct.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        // No body and no Content-Length on 204 and 304 (RFC 9110 8.6).
+        // No body and no Content-Length on 204 and 304 (RFC 9110 8.6); a HEAD's answer that
+        // says its GET's length already keeps it.
         let bodiless = matches!(self.status, 204 | 304);
-        if !bodiless {
+        let said = head_only
+            && self
+                .headers
+                .split(|&b| b == b'\n')
+                .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"));
+        if !bodiless && !said {
             let _ = write!(out, "content-length: {}\r\n", self.body.len());
         }
         let _ = write!(out, "x-request-id: {request_id}\r\n");

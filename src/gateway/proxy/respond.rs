@@ -117,12 +117,13 @@ pub(crate) async fn answer(
             body: &body,
             json: None,
         };
+        let head_only = ctx.head.method == crate::syntax::Method::Head;
         let mut a = match super::super::transform::respond(&t, &vars, answered)? {
             Some(a) => a,
-            None => as_it_came(&resp, body),
+            // A HEAD's answer as it came says the length a GET's would have.
+            None => as_it_came(&resp, body, head_only),
         };
         ctx.status = a.status;
-        let head_only = ctx.head.method == crate::syntax::Method::Head;
         let extra = super::super::finish::answer_lines(ctx, &mut a);
         a.render(
             &mut out,
@@ -407,10 +408,13 @@ async fn read_whole(
 }
 
 /// An answer no integration response matched: as the integration gave it.
-fn as_it_came(resp: &ResponseHead, body: Vec<u8>) -> Answer {
+fn as_it_came(resp: &ResponseHead, body: Vec<u8>, keep_length: bool) -> Answer {
     let mut headers = Vec::new();
     for (n, v) in resp.headers() {
-        if hop_by_hop(n) || name_eq(n, b"content-length") || name_eq(n, b"x-request-id") {
+        if hop_by_hop(n)
+            || (name_eq(n, b"content-length") && !keep_length)
+            || name_eq(n, b"x-request-id")
+        {
             continue;
         }
         headers.extend_from_slice(n);
