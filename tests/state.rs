@@ -204,6 +204,23 @@ fn state_check_and_recover() {
         bad,
         "recover touched the damaged file"
     );
+    // A byte that is not UTF-8 in another key's record (redb panics reading it as text):
+    // that record alone is left out.
+    let at3 = good
+        .windows(11)
+        .position(|w| w == br#""name":"k3""#)
+        .expect("the key's record is in the file");
+    let mut bad3 = good.clone();
+    bad3[at3 + 9] = 0xff;
+    std::fs::write(&path, &bad3).unwrap();
+    let out3 = dir.0.join("recovered-3.redb");
+    let (ok, text) = tollgate(
+        &config,
+        &["state", "recover", "--out", out3.to_str().unwrap()],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("4 API keys"), "{text}");
+    std::fs::write(&path, &bad).unwrap();
     // recover never overwrites.
     let (ok, text) = tollgate(
         &config,
@@ -473,4 +490,21 @@ fn check_sees_a_file_key_that_clashes_with_a_stored_one() {
         text.contains("api_keys[\"clash\"].value") && text.contains("admin API"),
         "{text}"
     );
+}
+
+/// A start's check copy left by a process killed during it (`tollgate.check-PID`, as big as
+/// the state file) is removed at the next start; one of a process still running is not.
+#[test]
+fn check_copies_of_dead_processes_are_removed_at_start() {
+    let dir = seeded();
+    let data = dir.0.join("data");
+    let dead = data.join("tollgate.check-99999999");
+    // PID 1 runs as long as the machine does.
+    let alive = data.join("tollgate.check-1");
+    std::fs::write(&dead, b"left by a killed start").unwrap();
+    std::fs::write(&alive, b"another process's check").unwrap();
+    let gw = Gw::start_in(dir, &conf());
+    assert_eq!(keys_listed(&gw), 5);
+    assert!(!dead.exists());
+    assert!(alive.exists());
 }

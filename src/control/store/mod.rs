@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+mod recover;
+pub(crate) use recover::recover;
+
 const KEYS: TableDefinition<&str, &str> = TableDefinition::new("api_keys");
 const QUOTAS: TableDefinition<&str, &str> = TableDefinition::new("quotas");
 const USAGE: TableDefinition<&str, u64> = TableDefinition::new("usage");
@@ -107,17 +110,65 @@ fn no_panic<T>(
 
 /// A scratch copy of the state file next to it, removed when dropped (and when the copy
 /// fails part way: a full disk keeps no partial copy, which would hold the space freed).
+/// Where the state directory cannot be written (a disk the kernel remounted read-only, the
+/// very case for `state check` and `state recover`), the copy goes to `elsewhere` (the
+/// recovered file's folder) or the temporary directory.
 struct Copy(PathBuf);
 
 impl Copy {
     fn of(path: &Path) -> Result<Copy, std::io::Error> {
-        let to = path.with_extension(format!("check-{}", std::process::id()));
+        Copy::of_or(path, None)
+    }
+
+    fn of_or(path: &Path, elsewhere: Option<&Path>) -> Result<Copy, std::io::Error> {
+        let name = path.with_extension(format!("check-{}", std::process::id()));
+        let first = Copy::to(path, name.clone());
+        match first {
+            Err(err) if read_only(&err) => {
+                let dir = elsewhere.map_or_else(std::env::temp_dir, Path::to_path_buf);
+                Copy::to(path, dir.join(name.file_name().unwrap_or_default()))
+            }
+            other => other,
+        }
+    }
+
+    fn to(path: &Path, to: PathBuf) -> Result<Copy, std::io::Error> {
         match std::fs::copy(path, &to) {
             Ok(_) => Ok(Copy(to)),
             Err(err) => {
                 let _ = std::fs::remove_file(&to);
                 Err(err)
             }
+        }
+    }
+}
+
+/// Whether an I/O error says the folder cannot be written to at all.
+fn read_only(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EROFS | libc::EACCES | libc::EPERM)
+    )
+}
+
+/// Removes the scratch copies (`tollgate.check-PID`) that processes no longer running left
+/// in `dir` (killed during a check: the copy is removed when dropped, which a kill skips).
+fn remove_stale_copies(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{}.check-", STATE_FILE.trim_end_matches(".redb"));
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
@@ -165,6 +216,7 @@ fn checked(dir: &Path) -> Result<Option<Contents>, (String, bool)> {
             false,
         ));
     }
+    remove_stale_copies(dir);
     let copy = Copy::of(&path)
         .map_err(|err| (e("cannot copy to check it", &path, &err), no_room(&err)))?;
     no_panic("cannot open", &path, || {
@@ -192,65 +244,6 @@ pub(crate) fn stored_keys(dir: &Path) -> Result<Option<Vec<StoredKey>>, String> 
         Store::open_file(&copy.0, &path, false)?.keys()
     })
     .map(Some)
-}
-
-/// Lets redb repair a copy of the state file and writes every record it can read into a new
-/// store at `out` (which must not exist). Returns what was saved.
-pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
-    let path = dir.join(STATE_FILE);
-    if out.exists() {
-        return Err(format!("{} exists: give a new file", out.display()));
-    }
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            return Err(format!(
-                "{}: its folder {} does not exist",
-                out.display(),
-                parent.display()
-            ));
-        }
-    }
-    let copy = Copy::of(&path).map_err(|err| e("cannot copy to repair it", &path, err))?;
-    let (keys, quotas, usage, access_keys, objects) =
-        no_panic("cannot be repaired", &path, || {
-            let mut db = redb::Builder::new()
-                .set_cache_size(STORE_CACHE_BYTES)
-                .open(&copy.0)
-                .map_err(|err| e("cannot be opened", &path, err))?;
-            // Ok(false): redb found damage and repaired the copy.
-            let _ = db.check_integrity();
-            let old = Store {
-                db,
-                path: copy.0.clone(),
-                failed: Default::default(),
-            };
-            Ok((
-                old.keys_lenient(),
-                old.quotas().unwrap_or_default(),
-                old.usage_all().unwrap_or_default(),
-                old.table_lenient(ACCESS_KEYS),
-                old.table_lenient(OBJECTS),
-            ))
-        })?;
-    // Access keys as they read back (a damaged one is left out, not carried over).
-    let access_keys: Vec<StoredAccessKey> = access_keys
-        .iter()
-        .filter_map(|(_, v)| serde_json::from_str(v).ok())
-        .collect();
-    let new = Store::open_file(out, out, true)?;
-    new.put_keys(&keys)?;
-    new.flush(&quotas, &[])?;
-    new.put_usage(&usage)?;
-    for k in &access_keys {
-        new.put_access_key(k)?;
-    }
-    new.write_objects(&objects, &[])?;
-    Ok(Contents {
-        keys: keys.len(),
-        counters: quotas.len() + usage.len(),
-        access_keys: access_keys.len(),
-        objects: objects.len(),
-    })
 }
 
 impl Store {
@@ -490,44 +483,11 @@ impl Store {
         self.note(self.flush_inner(counters, ended))
     }
 
-    /// Every record of a table that reads, skipping damaged ones (for [`recover`]).
-    fn table_lenient(&self, def: TableDefinition<&str, &str>) -> Vec<(String, String)> {
-        let Ok(r) = self.db.begin_read() else {
-            return Vec::new();
-        };
-        let Ok(t) = r.open_table(def) else {
-            return Vec::new();
-        };
-        let Ok(iter) = t.iter() else {
-            return Vec::new();
-        };
-        iter.filter_map(|item| {
-            let (k, v) = item.ok()?;
-            Some((k.value().to_string(), v.value().to_string()))
-        })
-        .collect()
-    }
-
-    /// Every key whose record reads, skipping damaged ones (for [`recover`]).
-    fn keys_lenient(&self) -> Vec<StoredKey> {
-        self.table_lenient(KEYS)
-            .iter()
-            .filter_map(|(_, v)| serde_json::from_str(v).ok())
-            .collect()
-    }
-
     /// How many daily usage records there are (reading them all).
     fn usage_count(&self) -> Result<usize, String> {
         let mut n = 0;
         self.each_usage(|_, _| n += 1)?;
         Ok(n)
-    }
-
-    /// Every daily usage record: (key "plan|day|key", requests).
-    fn usage_all(&self) -> Result<Vec<(String, u64)>, String> {
-        let mut out = Vec::new();
-        self.each_usage(|k, v| out.push((k.to_string(), v)))?;
-        Ok(out)
     }
 
     /// Reads every daily usage record, in key order.
@@ -544,24 +504,6 @@ impl Store {
             f(k.value(), v.value());
         }
         Ok(())
-    }
-
-    /// Writes daily usage records as they are (for [`recover`]).
-    fn put_usage(&self, rows: &[(String, u64)]) -> Result<(), String> {
-        let w = self
-            .db
-            .begin_write()
-            .map_err(|err| e("write", &self.path, err))?;
-        {
-            let mut t = w
-                .open_table(USAGE)
-                .map_err(|err| e("write usage", &self.path, err))?;
-            for (k, v) in rows {
-                t.insert(k.as_str(), *v)
-                    .map_err(|err| e("write usage", &self.path, err))?;
-            }
-        }
-        w.commit().map_err(|err| e("write", &self.path, err))
     }
 
     pub(crate) fn keys(&self) -> Result<Vec<StoredKey>, String> {
@@ -757,5 +699,4 @@ impl Store {
 }
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
 mod tests;
