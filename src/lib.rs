@@ -442,10 +442,13 @@ impl Gateway {
                     .admin_token
                     .clone()
                     .or_else(|| std::env::var(&a.token_env).ok())
+                    // As a request's token is read: without the white space around it (a
+                    // token kept with it could never be sent back).
+                    .map(|t| t.trim().to_string())
                     .filter(|t| !t.is_empty());
                 match token {
                     None => {
-                        tracing::error!(token_env = %a.token_env, "admin API not started: environment variable {} is not set (the admin API needs a bearer token)", a.token_env);
+                        tracing::error!(token_env = %a.token_env, "admin API not started: environment variable {} is not set, or empty (the admin API needs a bearer token)", a.token_env);
                         None
                     }
                     Some(t) => {

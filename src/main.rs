@@ -378,6 +378,7 @@ fn admin_call(
         .as_ref()
         .ok_or("the configuration has no [admin] table: the admin API is not served")?;
     let token = std::env::var(&admin.token_env)
+        .map(|t| t.trim().to_string())
         .map_err(|_| format!("{} is not set (the admin API's token)", admin.token_env))?;
     let at = addr.unwrap_or(admin.addr);
     let mut s = std::net::TcpStream::connect_timeout(&at, std::time::Duration::from_secs(5))

@@ -166,7 +166,12 @@ fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
     let mut c = Client::connect(addr);
     c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(eventually(Duration::from_secs(5), || up.count() == 1));
-    assert_eq!(admin(admin_addr, "GET", "/ping", None).status, 200);
+    let ping = admin(admin_addr, "GET", "/ping", None);
+    assert_eq!(ping.status, 200);
+    assert_eq!(
+        (ping.header("content-type"), ping.text().as_str()),
+        (Some("text/plain"), "ok\n")
+    );
     p.signal("TERM");
     // While it drains, load balancers are told to look elsewhere.
     assert!(eventually(Duration::from_secs(5), || admin(
@@ -188,9 +193,34 @@ fn admin_api_refuses_to_start_without_a_token_but_the_gateway_serves() {
     let p = Proc::start(&path, &[]);
     let f = p.wait_for("listening");
     let addr: SocketAddr = f["addr"].as_str().unwrap().parse().unwrap();
-    let e = p.wait_for("admin API not started: environment variable TG_UNSET_TOKEN_VAR is not set (the admin API needs a bearer token)");
+    let e = p.wait_for("admin API not started: environment variable TG_UNSET_TOKEN_VAR is not set, or empty (the admin API needs a bearer token)");
     assert_eq!(e["token_env"], "TG_UNSET_TOKEN_VAR");
     assert_eq!(get(addr, "/v").text(), "hi");
+    drop(p);
+    // White space alone is no token either.
+    let p = Proc::start(&path, &[("TG_UNSET_TOKEN_VAR", "   ")]);
+    p.wait_for("admin API not started: environment variable TG_UNSET_TOKEN_VAR is not set, or empty (the admin API needs a bearer token)");
+}
+
+/// A token is taken without the white space around it, as a request's is; the scheme is
+/// `Bearer` in any case (RFC 9110 11.1).
+#[test]
+fn the_admin_token_is_read_as_requests_send_it() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, quota_conf("TG_SPACED_TOKEN")).unwrap();
+    let p = Proc::start(&path, &[("TG_SPACED_TOKEN", " s3cret\n")]);
+    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for auth in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret"] {
+        let r = Client::connect(admin_addr).request(
+            format!("GET /apikeys HTTP/1.1\r\nHost: a\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{auth}: {}", r.text());
+    }
 }
 
 fn quota_conf(admin_env: &str) -> String {

@@ -106,10 +106,12 @@ fn token_ok(given: &[u8], want: &[u8]) -> bool {
 
 /// Whether the request carries the admin token (`Authorization: Bearer TOKEN`).
 fn authorized(head: &crate::http::h1::RequestHead, token: &str) -> bool {
+    // The scheme in any case (RFC 9110 11.1).
     head.header(b"authorization")
         .and_then(|v| {
-            v.strip_prefix(b"Bearer ")
-                .or_else(|| v.strip_prefix(b"bearer "))
+            v.get(..7)
+                .filter(|s| s.eq_ignore_ascii_case(b"bearer "))
+                .map(|_| &v[7..])
         })
         .is_some_and(|t| token_ok(t.trim_ascii(), token.as_bytes()))
 }
@@ -163,7 +165,8 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
     let (head, body) = match crate::driver::time::timeout(ADMIN_READ_TIMEOUT, read).await {
         Ok(Ok(Ok(x))) => x,
         Ok(Ok(Err((status, msg)))) => {
-            let mut out = respond(status, serde_json::json!({"message": msg}).to_string());
+            let body = serde_json::json!({"message": msg}).to_string();
+            let mut out = respond(status, body, "application/json");
             let kind = crate::error::admin_error_type(status);
             add_line(&mut out, format!("x-amzn-errortype: {kind}\r\n"));
             let _ = write_all(&mut stream, out).await;
@@ -245,7 +248,16 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         }
         (status, out)
     };
-    let mut out = respond(status, body);
+    let content_type = if is_ping {
+        // `ok` or `draining`.
+        "text/plain"
+    } else if body.starts_with('#') {
+        // The metrics.
+        "text/plain; version=0.0.4"
+    } else {
+        "application/json"
+    };
+    let mut out = respond(status, body, content_type);
     let mut add = |line: String| add_line(&mut out, line);
     let stale = ctl
         .borrow()
@@ -643,18 +655,13 @@ fn add_line(out: &mut Vec<u8>, line: String) {
     }
 }
 
-fn respond(status: u16, body: String) -> Vec<u8> {
+fn respond(status: u16, body: String, content_type: &str) -> Vec<u8> {
     use std::io::Write;
     let mut out = Vec::with_capacity(body.len() + 128);
     status_line(&mut out, 1, status);
     let _ = write!(
         out,
-        "content-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n",
-        if body.starts_with('#') {
-            "text/plain; version=0.0.4"
-        } else {
-            "application/json"
-        },
+        "content-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
     );
     if status == 401 {
