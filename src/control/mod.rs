@@ -364,7 +364,7 @@ impl Control {
         }
         match Store::reopen(&self.state_dir) {
             Ok(s) => {
-                tracing::info!(path = %s.path.display(), "state store reopened: writes work again");
+                tracing::info!(path = %s.path.display(), "state store reopened: writes are tried again");
                 self.store = Some(s);
                 self.store_broken = false;
                 self.store_reopens += 1;
@@ -374,7 +374,9 @@ impl Control {
     }
 
     fn store(&self) -> Result<&Store, String> {
-        if self.store_broken {
+        // Failed since the last reopen: redb would refuse the write with its own words
+        // ("Previous I/O error occurred"); refused here in the gateway's, until reopened.
+        if self.store_broken || self.store.as_ref().is_some_and(Store::has_failed) {
             return Err(format!(
                 "the state store in {} failed a write and is being reopened; try again shortly",
                 self.state_dir.display()
@@ -478,7 +480,7 @@ impl Control {
         use std::fmt::Write;
         let _ = write!(
             out,
-            "# HELP tollgate_state_store_write_failures_total State store writes that failed.\n# TYPE tollgate_state_store_write_failures_total counter\ntollgate_state_store_write_failures_total {}\n# HELP tollgate_state_store_reopens_total Times the state store was reopened after a failed write.\n# TYPE tollgate_state_store_reopens_total counter\ntollgate_state_store_reopens_total {}\n",
+            "# HELP tollgate_state_store_write_failures_total State store faults: writes that failed, each closing the store until it is reopened (writes asked meanwhile are refused).\n# TYPE tollgate_state_store_write_failures_total counter\ntollgate_state_store_write_failures_total {}\n# HELP tollgate_state_store_reopens_total Times the state store was reopened after a failed write.\n# TYPE tollgate_state_store_reopens_total counter\ntollgate_state_store_reopens_total {}\n",
             self.store_failures, self.store_reopens
         );
         let log = &self.shared.access_log;
