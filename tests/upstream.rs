@@ -840,3 +840,44 @@ fn ejection_is_per_upstream_even_on_a_shared_target() {
     assert_eq!(bodies.iter().filter(|b| *b == "a").count(), 2, "{bodies:?}");
     assert_eq!(bodies.iter().filter(|b| *b == "b").count(), 2, "{bodies:?}");
 }
+
+/// An idle pooled connection is closed once its upstream's `keepalive_timeout` passes, as
+/// nginx closes it: not held open (a descriptor each) until the next request to the target.
+#[test]
+fn idle_upstream_connections_close_at_keepalive_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        // Then idle: the gateway's close ends this read.
+        let closed = matches!(s.read(&mut buf), Ok(0) | Err(_));
+        let _ = tx.send(closed);
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\ntargets = [\"{addr}\"]\nkeepalive_timeout = \"1s\"\n"
+            ))
+            .route(
+                "GET /x",
+                "integration = { type = \"http\", uri = \"http://up/x\" }",
+            )
+            .toml(),
+    );
+    assert_eq!(get(g.addr(), "/x").text(), "ok");
+    assert_eq!(
+        rx.recv_timeout(IO_TIMEOUT),
+        Ok(true),
+        "the idle connection stayed open"
+    );
+}

@@ -331,8 +331,15 @@ impl Shard {
         self.repeats
             .set_interval(snap.config.server.log_summary_interval.as_nanos() as u64);
         let mut targets = self.targets.borrow_mut();
-        // A target is its address and, over TLS, the name it is verified against.
-        let mut get = |a: SocketAddr, tls: &Option<crate::tls::client::UpTls>, h2: bool| {
+        for t in targets.values() {
+            t.idle_for.set(std::time::Duration::ZERO);
+        }
+        // A target is its address and, over TLS, the name it is verified against; its idle
+        // connections are kept as long as the upstream that keeps them longest says.
+        let mut get = |a: SocketAddr,
+                       tls: &Option<crate::tls::client::UpTls>,
+                       h2: bool,
+                       keep: std::time::Duration| {
             let key = (a, tls.as_ref().map(|t| t.name_text()), h2);
             let t = targets
                 .entry(key)
@@ -340,6 +347,7 @@ impl Shard {
                 .clone();
             *t.tls.borrow_mut() = tls.clone();
             t.h2.set(h2);
+            t.idle_for.set(t.idle_for.get().max(keep));
             t
         };
         let mut ejections = self.ejections.borrow_mut();
@@ -365,7 +373,7 @@ impl Shard {
                     .targets
                     .iter()
                     .zip(&u.tls)
-                    .map(|(a, tls)| get(*a, tls, u.cfg.h2))
+                    .map(|(a, tls)| get(*a, tls, u.cfg.h2, u.cfg.keepalive_timeout))
                     .collect(),
                 rr: Cell::new(self.id),
             })
@@ -373,7 +381,10 @@ impl Shard {
         let literals = snap
             .literal_targets
             .iter()
-            .map(|l| get(l.addr, &l.tls, false))
+            .map(|l| {
+                let keep = crate::config::DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT;
+                get(l.addr, &l.tls, false, keep)
+            })
             .collect();
         // Targets no longer named anywhere lose their pools.
         let used: ahash::AHashSet<TargetKey> = snap
@@ -591,6 +602,12 @@ impl Shard {
         self.flush_logs();
         self.publish_routes();
         self.publish_targets();
+        // Idle upstream connections past their keepalive_timeout are closed, as nginx closes
+        // them (not held, with their descriptors, until the next request to the target).
+        let clock = crate::driver::time::now();
+        for t in self.targets.borrow().values() {
+            t.prune(clock);
+        }
         for l in self.current.borrow().leases.iter() {
             l.release(now, false);
         }

@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// An idle upstream connection and when it was parked.
 pub(crate) struct Idle {
@@ -40,6 +40,25 @@ pub(crate) struct TargetLocal {
     /// multishot receives (no operation per answer). A new connection is bounded until its
     /// first answer shows it small.
     pub big: Cell<bool>,
+    /// The longest `keepalive_timeout` of the upstreams that name this target: an idle
+    /// connection older than that is closed by the shard's sweep ([`TargetLocal::prune`]),
+    /// not kept open until the next request.
+    pub idle_for: Cell<Duration>,
+}
+
+impl TargetLocal {
+    /// Closes the idle connections that no checkout would take any more (older than
+    /// [`TargetLocal::idle_for`]); the oldest are at the front.
+    pub(crate) fn prune(&self, now: Instant) {
+        let limit = self.idle_for.get();
+        let mut idle = self.idle.borrow_mut();
+        while idle
+            .front()
+            .is_some_and(|c| now.saturating_duration_since(c.since) >= limit)
+        {
+            idle.pop_front();
+        }
+    }
 }
 
 /// An answer over this many bytes (one receive buffer) marks its target [`TargetLocal::big`].
@@ -61,6 +80,7 @@ impl TargetLocal {
             peak_since: Cell::new(Instant::now()),
             stats: Default::default(),
             big: Cell::new(false),
+            idle_for: Cell::new(Duration::ZERO),
         })
     }
 }
