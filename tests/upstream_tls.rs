@@ -316,3 +316,54 @@ fn tls_settings_are_checked_at_load() {
         .expect("refused");
     assert!(e.contains("needs both cert and key"), "{e}");
 }
+
+/// Upstreams naming one address and TLS name, with other CAs or client certificates, keep
+/// their own: one whose CA did not sign the target's certificate gets 502 however its
+/// neighbour connected, and a client certificate goes only from the upstream it is given to.
+#[test]
+fn upstreams_sharing_an_address_keep_their_own_trust_and_identity() {
+    let ca = Ca::new();
+    let other = Ca::new();
+    let clients = Ca::new();
+    let open = TlsUpstream::start(&ca, &["upstream.test"], None);
+    let asks = TlsUpstream::start(&ca, &["upstream.test"], Some(&clients));
+    let dir = with_ca(&ca);
+    std::fs::write(dir.0.join("other.pem"), other.cert.pem()).unwrap();
+    let (c, k, _) = clients.leaf(&["gateway.test"], false);
+    write_pair(&dir, "client", &c, &k);
+    let tls = |ca: &str, cert: &str| {
+        format!("tls = {{ ca = \"{ca}\", server_name = \"upstream.test\"{cert} }}")
+    };
+    let cert = ", cert = \"client.pem\", key = \"client.key\"";
+    let upstreams = format!(
+        "[[upstreams]]\nname = \"wrongca\"\ntargets = [\"{o}\"]\n{}\n\n\
+         [[upstreams]]\nname = \"good\"\ntargets = [\"{o}\"]\n{}\n\n\
+         [[upstreams]]\nname = \"nocert\"\ntargets = [\"{a}\"]\n{}\n\n\
+         [[upstreams]]\nname = \"withcert\"\ntargets = [\"{a}\"]\n{}\n",
+        tls("other.pem", ""),
+        tls("ca.pem", ""),
+        tls("ca.pem", ""),
+        tls("ca.pem", cert),
+        o = open.addr,
+        a = asks.addr,
+    );
+    let route = |path: &str, up: &str| {
+        format!("integration = {{ type = \"http\", uri = \"https://{up}/{path}\" }}")
+    };
+    let toml = Cfg::new()
+        .upstream(upstreams)
+        .route("GET /wrongca", route("w", "wrongca"))
+        .route("GET /good", route("g", "good"))
+        .route("GET /nocert", route("n", "nocert"))
+        .route("GET /withcert", route("c", "withcert"))
+        .toml();
+    let gw = Gw::start_in(dir, &toml);
+    assert_eq!(get(gw.addr(), "/good").status, 200);
+    assert_eq!(get(gw.addr(), "/wrongca").status, 502);
+    let r = get(gw.addr(), "/withcert");
+    assert_eq!(
+        (r.status, r.json()["client"].clone()),
+        (200, "CN=gateway.test".into())
+    );
+    assert_eq!(get(gw.addr(), "/nocert").status, 502);
+}

@@ -441,6 +441,7 @@ fn literal_target(
         Some(UpTls {
             config: crate::tls::client::client_config(None, None, false)?,
             name: crate::tls::client::server_name(h)?,
+            trust: UpTls::trust_of(None, None),
         })
     } else {
         None

@@ -44,9 +44,11 @@ pub(super) fn compile(
                 .map(|(_, host)| {
                     let t = u.tls.as_ref()?;
                     let name = t.server_name.as_deref().unwrap_or(host);
+                    let cert = t.cert.as_deref().zip(t.key.as_deref());
                     Some(UpTls {
                         config: client.clone()?,
                         name: crate::tls::client::server_name(name).ok()?,
+                        trust: UpTls::trust_of(t.ca.as_deref(), cert),
                     })
                 })
                 .collect(),

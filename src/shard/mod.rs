@@ -340,7 +340,7 @@ impl Shard {
                        tls: &Option<crate::tls::client::UpTls>,
                        h2: bool,
                        keep: std::time::Duration| {
-            let key = (a, tls.as_ref().map(|t| t.name_text()), h2);
+            let key = (a, tls.as_ref().map(|t| t.pool_key()), h2);
             let t = targets
                 .entry(key)
                 .or_insert_with(|| TargetLocal::new(a))
@@ -363,7 +363,7 @@ impl Shard {
                     .zip(&u.tls)
                     .map(|(a, tls)| {
                         let key: Arc<str> = u.cfg.name.as_str().into();
-                        let k = (key, (*a, tls.as_ref().map(|t| t.name_text()), u.cfg.h2));
+                        let k = (key, (*a, tls.as_ref().map(|t| t.pool_key()), u.cfg.h2));
                         eject_used.insert(k.clone());
                         ejections.entry(k).or_default().clone()
                     })
@@ -395,12 +395,12 @@ impl Shard {
                     .targets
                     .iter()
                     .zip(&u.tls)
-                    .map(|(a, t)| (*a, t.as_ref().map(|t| t.name_text()), u.cfg.h2))
+                    .map(|(a, t)| (*a, t.as_ref().map(|t| t.pool_key()), u.cfg.h2))
             })
             .chain(
                 snap.literal_targets
                     .iter()
-                    .map(|l| (l.addr, l.tls.as_ref().map(|t| t.name_text()), false)),
+                    .map(|l| (l.addr, l.tls.as_ref().map(|t| t.pool_key()), false)),
             )
             .collect();
         targets.retain(|a, _| used.contains(a));

@@ -14,6 +14,10 @@ pub(crate) struct UpTls {
     pub config: Arc<rustls::ClientConfig>,
     /// SNI and the name the certificate must carry.
     pub name: ServerName<'static>,
+    /// What the connection is verified against and presents (the CA file or the system's
+    /// roots, the client certificate): upstreams naming one address and name share its pool
+    /// only when these are the same too.
+    pub trust: Arc<str>,
 }
 
 impl std::fmt::Debug for UpTls {
@@ -23,9 +27,25 @@ impl std::fmt::Debug for UpTls {
 }
 
 impl UpTls {
-    /// The name as text (pools are keyed by address and name).
+    /// The name as text.
     pub(crate) fn name_text(&self) -> String {
         self.name.to_str().into_owned()
+    }
+
+    /// What a pool is keyed by besides the address: the name, and the trust and identity
+    /// the connections were made with (a connection verified against one upstream's CA, or
+    /// presenting its client certificate, never serves another's requests).
+    pub(crate) fn pool_key(&self) -> String {
+        format!("{}|{}", self.name.to_str(), self.trust)
+    }
+
+    /// [`UpTls::trust`] for a CA file (`None`: the system's roots) and a client certificate.
+    pub(crate) fn trust_of(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Arc<str> {
+        let ca = ca.map_or_else(|| "system roots".to_string(), |p| p.display().to_string());
+        match client {
+            None => format!("ca={ca}").into(),
+            Some((c, k)) => format!("ca={ca};cert={};key={}", c.display(), k.display()).into(),
+        }
     }
 }
 
