@@ -311,6 +311,9 @@ fn sni_strict_refuses_unknown_names() {
         tls_get(a, "api.test", cfg.clone(), "/x").unwrap().status,
         200
     );
+    // The listener's own certificate's name is a known name too.
+    let r = tls_get(a, "default.test", cfg.clone(), "/x").unwrap();
+    assert_eq!((r.status, r.cert), (200, s.default.clone()));
     let e = tls_get(a, "other.test", cfg, "/").unwrap_err();
     assert!(!e.is_empty());
     let m = admin(s.gw.admin(), "GET", "/metrics", Some(TOKEN)).text();

@@ -81,6 +81,11 @@ pub(super) fn listeners(
             },
         };
         let mut r = SniResolver::new(default.key.clone(), t.sni_strict);
+        // The names the listener's own certificate covers are known names too (`sni_strict`
+        // refused them); a domain's certificate for one of them takes its place below.
+        for name in &default.names {
+            r.add(name, default.key.clone());
+        }
         for (d, loaded) in cfg.domains.iter().zip(&domain_certs) {
             let on = d.listeners.as_ref().is_none_or(|ls| ls.contains(&l.name));
             let (Some(loaded), true) = (loaded, on) else {

@@ -356,7 +356,8 @@ impl SniResolver {
             // No SNI (a client dialling an IP address): the listener's certificate.
             return Some(self.default.clone());
         };
-        let name = name.to_ascii_lowercase();
+        // One trailing dot (a fully qualified name) is no other name, as in Host.
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
         if let Some(k) = self.exact.get(&name) {
             return Some(k.clone());
         }
@@ -491,5 +492,9 @@ mod tests {
         assert!(strict.pick(Some("other.test")).is_none());
         assert!(same(strict.pick(Some("api.example.com")), &e));
         assert!(same(strict.pick(None), &d));
+        // A fully qualified name (one trailing dot) is the same name, as in Host.
+        assert!(same(strict.pick(Some("api.example.com.")), &e));
+        assert!(same(r.pick(Some("www.example.com.")), &w));
+        assert!(strict.pick(Some("api.example.com..")).is_none());
     }
 }
