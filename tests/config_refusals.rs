@@ -76,6 +76,21 @@ fn settings_that_would_break_requests_are_refused_at_load() {
         "{text}"
     );
     assert!(!text.contains("is only used with balance"), "{text}");
+    // A client certificate's field (the client's to choose) in the request's framing or the
+    // gateway's own fields: a second Host, a stray Transfer-Encoding.
+    for name in [
+        "host",
+        "Transfer-Encoding",
+        "x-request-id",
+        "x-forwarded-for",
+    ] {
+        refused(
+            &Cfg::new()
+                .listener(format!("tls = {{ cert = \"s.pem\", key = \"s.key\" }}\nmtls = {{ client_ca = \"ca.pem\", mode = \"optional\", headers = {{ \"{name}\" = \"subjectDN\" }} }}"))
+                .toml(),
+            &format!("mtls.headers = \"{name}\" is not valid: expected a header other than those the gateway writes itself"),
+        );
+    }
     // Type errors say what is wanted in the config's words.
     refused(
         &Cfg::new().stage_extra("cache = 5").toml(),

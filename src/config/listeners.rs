@@ -100,6 +100,11 @@ impl Validator {
                 self.bad(&format!("{key}.headers"), &name, "a header name");
                 continue;
             }
+            // A certificate field (chosen by the client) in the request's framing or the
+            // gateway's own fields would be a second Host, a stray Transfer-Encoding.
+            if self.request_framing_header(&format!("{key}.headers"), &name) {
+                continue;
+            }
             match crate::syntax::CertField::parse(&field) {
                 Some(f) => headers.push((name.to_ascii_lowercase(), f)),
                 None => self.bad(

@@ -77,8 +77,8 @@ impl Validator {
 
     /// Refuses `name` (under `key`) when it is one of the headers the gateway writes itself
     /// on an upstream request: its framing, `Host`, `Expect` and the `X-Forwarded-*` fields
-    /// (set as well, the upstream would get two, or conflicting framing).
-    pub(super) fn request_framing_header(&mut self, key: &str, name: &str) {
+    /// (set as well, the upstream would get two, or conflicting framing); true when refused.
+    pub(super) fn request_framing_header(&mut self, key: &str, name: &str) -> bool {
         const OWN: [&str; 5] = [
             "host",
             "expect",
@@ -86,17 +86,18 @@ impl Validator {
             "x-forwarded-proto",
             "x-forwarded-host",
         ];
-        if RESERVED
+        let refused = RESERVED
             .iter()
             .chain(&OWN)
-            .any(|r| r.eq_ignore_ascii_case(name))
-        {
+            .any(|r| r.eq_ignore_ascii_case(name));
+        if refused {
             self.bad(
                 key,
                 name,
                 "a header other than those the gateway writes itself (Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, X-Request-Id, Host, Expect, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host)",
             );
         }
+        refused
     }
 
     pub(super) fn gateway_responses(
