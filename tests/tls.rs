@@ -814,3 +814,26 @@ kind = "websocket"
     }
     assert_eq!(ws.read().unwrap(), Message::text(r#"{"echoed":true}"#));
 }
+
+/// A client that offers no protocol the listener speaks (ALPN) is told so with the
+/// no_application_protocol alert (RFC 7301 3.2), over TLS 1.3 as over 1.2; it got a bare
+/// ServerHello and then the end of the stream.
+#[test]
+fn an_alpn_mismatch_ends_with_its_alert() {
+    let s = setup("");
+    for tls12 in [false, true] {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider);
+        let b = if tls12 {
+            b.with_protocol_versions(&[&rustls::version::TLS12])
+                .unwrap()
+        } else {
+            b.with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+        };
+        let mut c = b.with_root_certificates(s.ca.roots()).with_no_client_auth();
+        c.alpn_protocols = vec![b"spdy/3".to_vec()];
+        let e = tls_get(https(&s.gw), "default.test", Arc::new(c), "/").unwrap_err();
+        assert!(e.contains("NoApplicationProtocol"), "TLS 1.2: {tls12}: {e}");
+    }
+}

@@ -378,19 +378,28 @@ impl Session {
     fn failed(&mut self, e: io::Error) -> io::Error {
         self.dead = true;
         let (out, olen) = (&mut self.out, &mut self.olen);
-        match &mut self.conn {
-            Side::Server(c) => alert(c.process_tls_records(&mut self.inc[..]), out, olen),
-            Side::Client(c) => alert(c.process_tls_records(&mut self.inc[..]), out, olen),
+        // Every record queued ahead of it too (a TLS 1.3 ServerHello, then the alert: RFC
+        // 7301's no_application_protocol reached the client as a bare ServerHello).
+        for _ in 0..8 {
+            let more = match &mut self.conn {
+                Side::Server(c) => alert(c.process_tls_records(&mut self.inc[..]), out, olen),
+                Side::Client(c) => alert(c.process_tls_records(&mut self.inc[..]), out, olen),
+            };
+            if !more {
+                break;
+            }
         }
         e
     }
 }
 
-/// Encodes the record rustls queued first (an alert after an error), if it queued one.
-fn alert<Data>(st: UnbufferedStatus<'_, '_, Data>, out: &mut Vec<u8>, olen: &mut usize) {
+/// Encodes the record rustls queued next (an alert after an error), if it queued one;
+/// whether it did.
+fn alert<Data>(st: UnbufferedStatus<'_, '_, Data>, out: &mut Vec<u8>, olen: &mut usize) -> bool {
     if let Ok(ConnectionState::EncodeTlsData(mut e)) = st.state {
-        let _ = encode(|b| e.encode(b), out, olen);
+        return encode(|b| e.encode(b), out, olen).is_ok();
     }
+    false
 }
 
 /// Runs the session's states over `inc` until `want` is met or more ciphertext is needed;
