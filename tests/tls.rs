@@ -345,6 +345,9 @@ fn plain_listener_redirects_to_https() {
     // Keep-alive holds; an explicit :80 is dropped, other ports kept.
     let r = c.request(b"GET / HTTP/1.1\r\nHost: api.test:80\r\n\r\n");
     assert_eq!(r.header("location"), Some("https://api.test/"));
+    // `OPTIONS *` names no path: the root's, not `https://api.test*`.
+    let r = c.request(b"OPTIONS * HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    assert_eq!(r.header("location"), Some("https://api.test/"));
     let r = c.request(b"GET / HTTP/1.1\r\nHost: api.test:8080\r\nConnection: close\r\n\r\n");
     assert_eq!(r.header("location"), Some("https://api.test:8080/"));
     assert_eq!(s.up.count(), 0);

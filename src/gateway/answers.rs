@@ -25,8 +25,13 @@ pub(crate) fn redirect(ctx: &RequestCtx) -> Result<Answer, Error> {
     let mut headers = Vec::with_capacity(64 + host.len());
     headers.extend_from_slice(b"location: https://");
     headers.extend_from_slice(host);
+    // The asterisk form (`OPTIONS *`) names no path: the root's.
     let path = ctx.head.path_bytes();
-    headers.extend_from_slice(if path.is_empty() { b"/" } else { path });
+    headers.extend_from_slice(if path.is_empty() || path == b"*" {
+        b"/"
+    } else {
+        path
+    });
     if let Some(q) = ctx.head.query_bytes() {
         headers.push(b'?');
         headers.extend_from_slice(q);
