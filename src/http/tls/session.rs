@@ -379,11 +379,19 @@ impl Session {
         self.dead = true;
         let (out, olen) = (&mut self.out, &mut self.olen);
         // Every record queued ahead of it too (a TLS 1.3 ServerHello, then the alert: RFC
-        // 7301's no_application_protocol reached the client as a bare ServerHello).
-        for _ in 0..8 {
+        // 7301's no_application_protocol reached the client as a bare ServerHello). After the
+        // first, no bytes are given: rustls would process the failing ones again, and fail
+        // (and alert) twice.
+        let mut none: [u8; 0] = [];
+        for i in 0..8 {
+            let inc = if i == 0 {
+                &mut self.inc[..]
+            } else {
+                &mut none[..]
+            };
             let more = match &mut self.conn {
-                Side::Server(c) => alert(c.process_tls_records(&mut self.inc[..]), out, olen),
-                Side::Client(c) => alert(c.process_tls_records(&mut self.inc[..]), out, olen),
+                Side::Server(c) => alert(c.process_tls_records(inc), out, olen),
+                Side::Client(c) => alert(c.process_tls_records(inc), out, olen),
             };
             if !more {
                 break;
