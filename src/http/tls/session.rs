@@ -378,22 +378,19 @@ impl Session {
     fn failed(&mut self, e: io::Error) -> io::Error {
         self.dead = true;
         let (out, olen) = (&mut self.out, &mut self.olen);
-        // Every record queued ahead of it too (a TLS 1.3 ServerHello, then the alert: RFC
-        // 7301's no_application_protocol reached the client as a bare ServerHello). After the
-        // first, no bytes are given: rustls would process the failing ones again, and fail
-        // (and alert) twice.
-        let mut none: [u8; 0] = [];
-        for i in 0..8 {
-            let inc = if i == 0 {
-                &mut self.inc[..]
-            } else {
-                &mut none[..]
+        // A handshake record queued ahead of it too (a TLS 1.3 ServerHello, then the alert:
+        // RFC 7301's no_application_protocol reached the client as a bare ServerHello). Only
+        // while the record encoded is a handshake one is rustls asked again: once its queue is
+        // empty it would process the failing bytes again, and fail (and alert) twice.
+        for _ in 0..8 {
+            let at = *olen;
+            let encoded = match &mut self.conn {
+                Side::Server(c) => alert(c.process_tls_records(&mut self.inc[..]), out, olen),
+                Side::Client(c) => alert(c.process_tls_records(&mut self.inc[..]), out, olen),
             };
-            let more = match &mut self.conn {
-                Side::Server(c) => alert(c.process_tls_records(inc), out, olen),
-                Side::Client(c) => alert(c.process_tls_records(inc), out, olen),
-            };
-            if !more {
+            // The record's content type: 22 handshake, 20 change_cipher_spec.
+            let handshake = encoded && matches!(out.get(at), Some(22 | 20));
+            if !handshake {
                 break;
             }
         }
