@@ -89,6 +89,10 @@ fn gateway(jwks: SocketAddr, api_extra: &str, cfg: impl FnOnce(Cfg) -> Cfg) -> (
         .route(
             "GET /open",
             "authorization = \"none\"\nintegration = { type = \"mock\", body = \"open\" }",
+        )
+        .route(
+            "GET /templated",
+            "integration = { type = \"http\", uri = \"http://up/t\", request_templates = { \"application/json\" = '{\"sub\": \"$context.authorizer.claims.sub\", \"body\": $input.json(\"$\")}' } }",
         );
     (Gw::start(&cfg(c).toml()), up)
 }
@@ -142,6 +146,18 @@ fn valid_tokens_pass_and_their_claims_reach_the_upstream() {
     let r = call(&g, "GET", "/open", None);
     assert_eq!(r.text(), "open");
     assert_eq!(up.count(), 7);
+}
+
+/// Mapping templates read the token's claims as `$context.authorizer.claims`, and a request
+/// without a body as `{}`.
+#[test]
+fn templates_read_the_claims() {
+    let keys = jwks_server();
+    let (g, _up) = gateway(keys.addr, "", |c| c);
+    let r = call(&g, "GET", "/templated", Some(&bearer(&sign(&claims()))));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body: Value = serde_json::from_str(r.json()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, serde_json::json!({"sub": "user-1", "body": {}}));
 }
 
 /// Every refusal is 401 `{"message":"Unauthorized"}` with `WWW-Authenticate` saying why,

@@ -148,10 +148,16 @@ fn render(
 }
 
 /// `body` parsed as JSON when `needed` and `json` (a parse made before) is not there.
+/// An empty payload (or only white space) reads as `{}`, as Amazon's does (a GET through the
+/// method-request passthrough template gets `"body-json" : {}`).
 fn parse_if(needed: bool, json: Option<&Value>, body: &[u8]) -> Option<Value> {
-    (needed && json.is_none())
-        .then(|| serde_json::from_slice(body).ok())
-        .flatten()
+    if !needed || json.is_some() {
+        return None;
+    }
+    if body.trim_ascii().is_empty() {
+        return Some(Value::Object(Map::new()));
+    }
+    serde_json::from_slice(body).ok()
 }
 
 fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch, reads: u8) -> TemplateVars {
@@ -229,7 +235,28 @@ fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch, reads: u8)
                 "userAgent": text(ctx.head.header(b"user-agent").unwrap_or_default()),
             },
     });
+    if let Some(a) = authorizer(ctx) {
+        out.context["authorizer"] = a;
+    }
     out
+}
+
+/// `$context.authorizer`: what the route's authorizer established, as Amazon API Gateway's
+/// templates read it (`claims.NAME` of a JWT; `principalId` and each `context` value of an
+/// external authorizer; `principalId`, the access key id, of a SigV4 caller).
+fn authorizer(ctx: &RequestCtx) -> Option<Value> {
+    use crate::gateway::ctx::Authorized;
+    Some(match ctx.principal.authorizer.as_ref()? {
+        Authorized::Jwt(v) => json!({ "claims": v.claims }),
+        Authorized::External(d) => {
+            let mut m = d.context.clone();
+            if let Some(p) = &d.principal_id {
+                m.insert("principalId".into(), Value::String(p.clone()));
+            }
+            Value::Object(m)
+        }
+        Authorized::Iam(key) => json!({ "principalId": &**key }),
+    })
 }
 
 /// What the integration answered, as integration responses read it.

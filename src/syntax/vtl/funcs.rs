@@ -18,6 +18,16 @@ pub(super) fn method(
 ) -> Result<Option<Value>, String> {
     let arg_s = |i: usize| args.get(i).map(text).unwrap_or_default();
     let arg_n = |i: usize| args.get(i).and_then(num).unwrap_or(0.0);
+    // What the call goes through: a string's every byte (its length counts characters, a
+    // search scans it), a list's items for `contains`; its arguments too.
+    let read = match (v, m) {
+        (Value::String(s), _) => s.len(),
+        (Value::Array(_), "contains") => weight(v),
+        _ => 0,
+    };
+    if read > 0 {
+        built.read(read.saturating_add(args.iter().map(weight).sum::<usize>()))?;
+    }
     let room = built.room();
     let over = || built.over();
     let made = match (v, m) {
@@ -54,19 +64,20 @@ pub(super) fn method(
         (Value::String(s), "replaceAll") => {
             let re = pattern(&arg_s(0)).map_err(|e| format!("replaceAll: {e}"))?;
             let with = arg_s(1);
-            // As `Regex::replace_all` does (`$1`, `${name}` expanded; without a `$` the
-            // matches alone are needed), a piece at a time, so that it stops at the budget.
+            // As Java's `String.replaceAll` (Amazon's templates run on Java): in the
+            // replacement `$n` / `${name}` are groups and `\c` is `c` (without either, the
+            // matches alone are needed); a piece at a time, so that it stops at the budget.
             let mut out = String::new();
             let mut last = 0;
             let mut put = |out: &mut String, start: usize, end: usize| {
                 out.push_str(&s[last..start]);
                 last = end;
             };
-            if with.contains('$') {
+            if with.contains(['$', '\\']) {
                 for caps in re.captures_iter(s) {
                     let Some(m) = caps.get(0) else { continue };
                     put(&mut out, m.start(), m.end());
-                    caps.expand(&with, &mut out);
+                    java_replacement(&re, &caps, &with, &mut out)?;
                     if out.len() > room {
                         return Err(over());
                     }
@@ -171,6 +182,76 @@ pub(super) fn method(
         _ => return Ok(None),
     };
     built.made(made).map(Some)
+}
+
+/// One match's replacement as Java's `Matcher.appendReplacement` writes it: `\c` is `c`;
+/// `$n` is group n, its first digit always, each further digit while the number stays a group
+/// of the pattern; `${name}` a named group; a group that took no part in the match is empty.
+fn java_replacement(
+    re: &regex::Regex,
+    caps: &regex::Captures<'_>,
+    with: &str,
+    out: &mut String,
+) -> Result<(), String> {
+    let mut it = with.char_indices().peekable();
+    while let Some((_, c)) = it.next() {
+        match c {
+            '\\' => match it.next() {
+                Some((_, e)) => out.push(e),
+                None => return Err("replaceAll: character to be escaped is missing".into()),
+            },
+            '$' => {
+                let group = match it.next() {
+                    Some((_, '{')) => {
+                        let mut name = String::new();
+                        loop {
+                            match it.next() {
+                                Some((_, '}')) => break,
+                                Some((_, ch)) if ch.is_ascii_alphanumeric() => name.push(ch),
+                                _ => {
+                                    return Err(
+                                        "replaceAll: named capturing group is missing trailing '}'"
+                                            .into(),
+                                    )
+                                }
+                            }
+                        }
+                        if name.is_empty() || name.starts_with(|ch: char| ch.is_ascii_digit()) {
+                            return Err(format!(
+                                "replaceAll: capturing group name {{{name}}} starts with a digit character"
+                            ));
+                        }
+                        if !re.capture_names().any(|n| n == Some(name.as_str())) {
+                            return Err(format!("replaceAll: no group with name {{{name}}}"));
+                        }
+                        caps.name(&name)
+                    }
+                    Some((_, d)) if d.is_ascii_digit() => {
+                        let mut n = d as usize - '0' as usize;
+                        if n >= re.captures_len() {
+                            return Err(format!("replaceAll: no group {n}"));
+                        }
+                        while let Some(&(_, d)) = it.peek() {
+                            let Some(v) = d.to_digit(10) else { break };
+                            let more = n * 10 + v as usize;
+                            if more >= re.captures_len() {
+                                break;
+                            }
+                            n = more;
+                            it.next();
+                        }
+                        caps.get(n)
+                    }
+                    _ => return Err("replaceAll: illegal group reference".into()),
+                };
+                if let Some(g) = group {
+                    out.push_str(g.as_str());
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(())
 }
 
 /// UTF-16 code units as text; half of a surrogate pair (a cut through an emoji) is `?`, what

@@ -10,7 +10,8 @@
 //! `#foreach` runs at most [`MAX_LOOP`] times, the whole evaluation at most [`MAX_STEPS`]
 //! steps, the output at most [`MAX_OUTPUT`] bytes, and the values it builds (lists, maps,
 //! strings, copies: see [`Budget`]) at most [`MAX_BUILT`] bytes plus [`BUILT_PER_BODY_BYTE`]
-//! per byte of body — past any of them it stops with an error (the gateway answers 500), so a
+//! per byte of body, and calls and comparisons read at most [`MAX_READ`] bytes plus
+//! [`READ_PER_BODY_BYTE`] per byte of body — past any of them it stops with an error (the gateway answers 500), so a
 //! template cannot hang a shard or take its memory.
 
 use std::borrow::Cow;
@@ -28,6 +29,10 @@ pub(crate) const MAX_OUTPUT: usize = 4 << 20;
 pub(crate) const MAX_BUILT: usize = 16 << 20;
 /// And per byte of body: a template may copy or split what it was given a few times over.
 pub(crate) const BUILT_PER_BODY_BYTE: usize = 4;
+/// Bytes of values calls and comparisons may go through, whatever the body (see [`Budget`]).
+pub(crate) const MAX_READ: usize = 64 << 20;
+/// And per byte of body: a template may read what it was given a few times over.
+pub(crate) const READ_PER_BODY_BYTE: usize = 8;
 /// Nesting of directives and expressions.
 const MAX_DEPTH: usize = 64;
 /// Operands of one chain of operators of the same precedence (`a + b - c ...`,
@@ -200,11 +205,33 @@ struct Eval<'t, 'e> {
 pub(crate) struct Budget {
     used: usize,
     max: usize,
+    /// Bytes of values that calls and comparisons went through (a string's `length()`, a
+    /// comparison of two strings), and at most how many: a step that reads a big value costs
+    /// what it reads.
+    read: usize,
+    read_max: usize,
 }
 
 impl Budget {
-    pub(crate) fn new(max: usize) -> Budget {
-        Budget { used: 0, max }
+    pub(crate) fn new(max: usize, read_max: usize) -> Budget {
+        Budget {
+            used: 0,
+            max,
+            read: 0,
+            read_max,
+        }
+    }
+
+    /// Counts `bytes` read; `Err` past the budget.
+    pub(crate) fn read(&mut self, bytes: usize) -> Result<(), String> {
+        self.read = self.read.saturating_add(bytes);
+        if self.read > self.read_max {
+            return Err(format!(
+                "the template read more than {} bytes of values",
+                self.read_max
+            ));
+        }
+        Ok(())
     }
 
     /// Counts `bytes` made; `Err` past the budget.
@@ -266,6 +293,7 @@ impl Template {
             out: String::with_capacity(env.body.len().clamp(256, 64 << 10)),
             built: Budget::new(
                 MAX_BUILT.saturating_add(env.body.len().saturating_mul(BUILT_PER_BODY_BYTE)),
+                MAX_READ.saturating_add(env.body.len().saturating_mul(READ_PER_BODY_BYTE)),
             ),
             loops: Vec::new(),
         };
@@ -563,6 +591,10 @@ impl<'t, 'e> Eval<'t, 'e> {
                         Op::Or if truthy(&acc) => Value::Bool(true),
                         _ => {
                             let b = self.expr(b)?;
+                            // Compared or joined whole: what both hold is read.
+                            if !matches!(op, Op::And | Op::Or) {
+                                self.built.read(weight(&acc).saturating_add(weight(&b)))?;
+                            }
                             // A string joined from the two, or a scalar.
                             self.built.made(binary(*op, &acc, &b))?
                         }

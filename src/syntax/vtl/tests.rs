@@ -219,6 +219,31 @@ fn what_templates_build_is_bounded() {
         "#set($m = {})#foreach($i in [1..999])#set($m = {'a': $m, 'b': $m})#end",
         "{}",
     );
+    // A call or comparison that goes through a big value borrowed from the payload costs
+    // what it reads: a loop of them stops, where it kept the shard for seconds.
+    let big = format!(
+        "{{\"t\": \"{}\", \"u\": \"{}\"}}",
+        "a".repeat(200_000),
+        "a".repeat(200_000)
+    );
+    for t in [
+        "#set($r = $input.path('$'))#foreach($i in [1..999])#if($r.t.length() > 0)x#end#end",
+        "#set($r = $input.path('$'))#foreach($i in [1..999])#if($r.t.contains('b'))x#end#end",
+        "#set($r = $input.path('$'))#foreach($i in [1..999])#if($r.t == $r.u)x#end#end",
+    ] {
+        let e = run(t, &big).unwrap_err();
+        assert!(e.contains("bytes of values"), "{t}: {e}");
+        // (A comparison's operands are copies, which the build budget counts first.)
+        assert!(t.contains("==") || e.contains("read more than"), "{t}: {e}");
+    }
+    assert_eq!(
+        run(
+            "#set($r = $input.path('$'))#if($r.t == $r.u)$r.t.length()#end",
+            &big
+        )
+        .unwrap(),
+        "200000"
+    );
     // The same calls on what fits give what they always did.
     assert_eq!(run("$input.body.split(',').size()", "a,b,,c").unwrap(), "4");
     assert_eq!(run("$input.body.replace('', '-')", "ab").unwrap(), "-a-b-");
@@ -238,6 +263,49 @@ fn what_templates_build_is_bounded() {
         run("$input.body.replaceAll('(?P<x>b)', '[${x}]')", "abab").unwrap(),
         "a[b]a[b]"
     );
+    // The replacement is read as Java reads it: `$1px` is group 1 then `px`, `$12` group 1
+    // then `2` where there is no group 12, `\c` is `c` (the JSON-escaping idiom), a group
+    // that took no part is empty.
+    for (t, body, want) in [
+        (
+            "$input.body.replaceAll('(\\d+)', '$1px')",
+            "w=12 h=30",
+            "w=12px h=30px",
+        ),
+        (
+            "$input.body.replaceAll('(\\w)=(\\d+)', '$2_$1')",
+            "w=12 h=30",
+            "12_w 30_h",
+        ),
+        ("$input.body.replaceAll('(a)', '$12')", "ab", "a2b"),
+        (
+            "$input.body.replaceAll('\"', '\\\\\"')",
+            "x\", \"r",
+            "x\\\", \\\"r",
+        ),
+        ("$input.body.replaceAll('a', '\\$')", "ab", "$b"),
+        ("$input.body.replaceAll('(a)|(b)', '<$2>')", "ab", "<><b>"),
+    ] {
+        assert_eq!(run(t, body).unwrap(), want, "{t}");
+    }
+    for (t, want) in [
+        ("$input.body.replaceAll('a', '$2')", "no group 2"),
+        (
+            "$input.body.replaceAll('a', '$x')",
+            "illegal group reference",
+        ),
+        (
+            "$input.body.replaceAll('a', '${y}')",
+            "no group with name {y}",
+        ),
+        (
+            "$input.body.replaceAll('a', 'x\\')",
+            "character to be escaped is missing",
+        ),
+    ] {
+        let e = run(t, "ab").unwrap_err();
+        assert!(e.contains(want), "{t}: {e}");
+    }
     assert_eq!(
         run(
             "#set($l=[1])#foreach($i in [1..10])#set($l=[$l,$l])#end$l.size()",
