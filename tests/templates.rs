@@ -650,3 +650,53 @@ fn a_head_answer_as_it_came_keeps_its_length() {
     let r = c.read_response(true).expect("a second answer");
     assert_eq!(r.header("content-length"), Some("1000"));
 }
+
+/// An integration's answer is rendered decoded: the integration is asked for it as it is
+/// (the client's `Accept-Encoding` stays with the gateway), and one encoded anyway is
+/// decoded first — with or without a template.
+#[test]
+fn integration_responses_read_the_answer_decoded() {
+    let up = Upstream::start(|s| {
+        let body =
+            json!({"msg": "hi", "ae": s.header("accept-encoding").unwrap_or("none")}).to_string();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut e, body.as_bytes()).unwrap();
+        let z = e.finish().unwrap();
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            z.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&z);
+        Action::Raw(out)
+    });
+    let tpl =
+        serde_json::to_string("{\"m\": \"$input.path('$.msg')\", \"ae\": \"$input.path('$.ae')\"}")
+            .unwrap();
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
+            .route(
+                "GET /gz",
+                format!("integration = {{ type = \"http\", uri = \"http://up/gz\", responses = [ {{ status = 200, templates = {{ \"application/json\" = {tpl} }} }} ] }}"),
+            )
+            .route(
+                "GET /plain",
+                "integration = { type = \"http\", uri = \"http://up/gz\", responses = [ { status = 200 } ] }",
+            )
+            .toml(),
+    );
+    let get = |path: &str| {
+        Client::connect(g.addr()).request(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip, br\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let r = get("/gz");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"m": "hi", "ae": "identity"}));
+    let r = get("/plain");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"msg": "hi", "ae": "identity"}));
+    assert_eq!(r.header("content-encoding"), None);
+}

@@ -121,6 +121,16 @@ pub(crate) async fn request(
         }
     }
     if !t.responses.is_empty() {
+        if http {
+            // The answer is read whole and rendered: asked for as it is, not in a coding the
+            // client's `Accept-Encoding` names (the template would read gzip), unless the
+            // route's own mapping sets the header.
+            let e = ctx.edits.get_or_insert_with(Default::default);
+            if !e.drops(b"accept-encoding") {
+                e.drop.push("accept-encoding".into());
+                e.add.extend_from_slice(b"accept-encoding: identity\r\n");
+            }
+        }
         ctx.transform = Some((t.clone(), Box::new(vars)));
     }
     Ok(mock_status)

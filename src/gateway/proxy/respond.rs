@@ -111,14 +111,30 @@ pub(crate) async fn answer(
                 "integration answer unreadable or over 10 MiB",
             ));
         };
+        // Templates read the answer decoded (an integration that encodes it anyway).
+        let decoded = compress::decode_request(
+            resp.headers()
+                .filter(|(n, _)| name_eq(n, b"content-encoding"))
+                .map(|(_, v)| v),
+            &body,
+            MAX_TRANSFORMED as u64,
+        )
+        .map_err(|_| {
+            Error::upstream(
+                Kind::BadGateway,
+                "integration answer in a Content-Encoding other than gzip or br, corrupt, or over 10 MiB decoded",
+            )
+        })?;
         let answered = super::super::transform::Answered {
             status: resp.status,
             headers: resp.headers().collect(),
-            body: &body,
+            body: &decoded,
             json: None,
         };
         let head_only = ctx.head.method == crate::syntax::Method::Head;
-        let mut a = match super::super::transform::respond(&t, &vars, answered)? {
+        let rendered = super::super::transform::respond(&t, &vars, answered)?;
+        drop(decoded);
+        let mut a = match rendered {
             Some(a) => a,
             // A HEAD's answer as it came says the length a GET's would have.
             None => as_it_came(&resp, body, head_only),
