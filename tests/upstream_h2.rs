@@ -225,3 +225,96 @@ fn health_checks_speak_h2_to_h2_upstreams() {
     ));
     assert_eq!(get(a.addr(), "/after-probes").status, 200);
 }
+
+/// A client that goes away while the target's HTTP/2 connection is being opened (its stream
+/// reset mid-TLS-handshake) does not leave the target waiting for that opening for ever: the
+/// next request opens a connection of its own.
+#[test]
+fn a_client_gone_during_the_opening_does_not_block_the_target() {
+    use std::io::Write;
+    let echo = Upstream::echo();
+    let ca = Ca::new();
+    let dir = TempDir::new();
+    let (c, k, _) = ca.leaf(&["inner.test"], false);
+    write_pair(&dir, "inner", &c, &k);
+    let b = inner(
+        dir,
+        echo.addr,
+        Cfg::new().listener("tls = { cert = \"inner.pem\", key = \"inner.key\" }"),
+    );
+    // A relay to the inner gateway that holds its first connection silent (the TLS handshake
+    // never completes) and passes the later ones through.
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let inner_addr = b.addr();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (i, c) in relay.incoming().enumerate() {
+            let Ok(c) = c else { break };
+            if i == 0 {
+                held.push(c);
+                let _ = first_tx.send(());
+                continue;
+            }
+            let Ok(up) = std::net::TcpStream::connect(inner_addr) else {
+                break;
+            };
+            let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+            let (mut c, mut up) = (c, up);
+            std::thread::spawn(move || std::io::copy(&mut c2, &mut up2));
+            std::thread::spawn(move || std::io::copy(&mut up, &mut c));
+        }
+    });
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("ca.pem"), ca.cert.pem()).unwrap();
+    let a = Gw::start_in(
+        dir,
+        &Cfg::new()
+            .listener("h2c = true")
+            .limits("integration_timeout = \"3s\"")
+            .api("outer")
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\nprotocol = \"h2\"\nconnect_timeout = \"20s\"\ntargets = [\"{relay_addr}\"]\ntls = {{ ca = \"ca.pem\", server_name = \"inner.test\" }}"
+            ))
+            .route(
+                "ANY /{proxy+}",
+                "integration = { type = \"http\", uri = \"https://up/{proxy}\" }",
+            )
+            .toml(),
+    );
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let lit = |n: &[u8], v: &[u8]| {
+        let mut o = vec![0u8, n.len() as u8];
+        o.extend_from_slice(n);
+        o.push(v.len() as u8);
+        o.extend_from_slice(v);
+        o
+    };
+    let mut c = std::net::TcpStream::connect(a.addr()).unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(4, 0, 0, b""));
+    let mut block = b"\x82\x86".to_vec();
+    block.extend(lit(b":authority", b"outer.test"));
+    block.extend(lit(b":path", b"/first"));
+    out.extend(frame(1, 0x5, 1, &block));
+    c.write_all(&out).unwrap();
+    // The gateway is opening the target's connection for this request: the client cancels it.
+    first_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the gateway connects to its target");
+    c.write_all(&frame(3, 0, 1, &8u32.to_be_bytes())).unwrap();
+    // Counted once the gateway has dropped the stream.
+    assert!(eventually(std::time::Duration::from_secs(10), || {
+        counter(&a, "http2_streams_reset_total") >= 1
+    }));
+    let r = get(a.addr(), "/second");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["target"], "/second");
+}

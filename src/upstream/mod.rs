@@ -195,8 +195,9 @@ pub(crate) fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: UpStream) {
 /// within `connect_timeout`. A certificate that does not verify is a 502.
 pub(crate) async fn connect_target(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Error> {
     if t.h2.get() {
-        // One HTTP/2 connection per target: requests that find one being opened wait for it.
-        if t.h2_opening.get() {
+        // One HTTP/2 connection per target: requests that find one being opened wait for it
+        // (and, when it failed, the first of them to run opens the next).
+        while t.h2_opening.get() {
             std::future::poll_fn(|cx| {
                 if t.h2_opening.get() {
                     t.h2_waiters.borrow_mut().push(cx.waker().clone());
@@ -212,14 +213,27 @@ pub(crate) async fn connect_target(t: &TargetLocal, timeout: Duration) -> Result
             }
         }
         t.h2_opening.set(true);
-        let r = connect_new(t, timeout).await;
-        t.h2_opening.set(false);
-        for w in t.h2_waiters.borrow_mut().drain(..) {
-            w.wake();
-        }
-        return r;
+        // Cleared however the opening ends: a client that goes away (an HTTP/2 stream reset)
+        // drops this future mid-handshake, and the flag left set kept every later request
+        // waiting for a connection no one was opening.
+        let _opening = Opening(t);
+        return connect_new(t, timeout).await;
     }
     connect_new(t, timeout).await
+}
+
+/// A target's HTTP/2 connection being opened: when it ends, done or dropped, the requests
+/// waiting for it go on.
+struct Opening<'a>(&'a TargetLocal);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.0.h2_opening.set(false);
+        let waiters = std::mem::take(&mut *self.0.h2_waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
 }
 
 /// Opens a connection (TCP, then TLS and HTTP/2 where the target speaks them), counted in
