@@ -250,6 +250,53 @@ fn health_checks_take_dead_targets_out_and_bring_them_back() {
         == 200));
 }
 
+/// Runs of failed probes count across reloads (each starts the checks anew): a target that
+/// fails every probe goes out, however often the configuration changes; and a reload that
+/// takes `health` away puts a target its checks had taken out back in.
+#[test]
+fn health_check_runs_outlive_reloads_and_removing_checks_brings_targets_back() {
+    let up = Upstream::start(|s| {
+        if s.target == "/healthz" {
+            respond(500, "sick")
+        } else {
+            respond(200, "served")
+        }
+    });
+    let probes = || {
+        up.requests()
+            .iter()
+            .filter(|s| s.target == "/healthz")
+            .count()
+    };
+    // One probe per generation: the next is an hour away.
+    let block = upstream_block(&[up.addr], "health = { path = \"/healthz\", interval = \"1h\", unhealthy_after = 2, healthy_after = 1 }");
+    let gw = Gw::start(&one_route(&block, "http://up", ""));
+    assert!(eventually(Duration::from_secs(5), || probes() >= 1));
+    let mut down = false;
+    for _ in 0..20 {
+        let before = probes();
+        assert_eq!(
+            admin(gw.admin(), "POST", "/reload", Some(TOKEN)).status,
+            200
+        );
+        assert!(eventually(Duration::from_secs(5), || probes() > before));
+        if eventually(Duration::from_millis(500), || {
+            get(gw.addr(), "/x").status == 503
+        }) {
+            down = true;
+            break;
+        }
+    }
+    assert!(down, "a target failing every probe stayed in");
+    gw.rewrite(&one_route(&upstream_block(&[up.addr], ""), "http://up", ""));
+    assert_eq!(
+        admin(gw.admin(), "POST", "/reload", Some(TOKEN)).status,
+        200
+    );
+    let r = get(gw.addr(), "/x");
+    assert_eq!((r.status, r.text()), (200, "served".to_string()));
+}
+
 /// A health answer preceded by an interim one (103 Early Hints) is judged by its final status.
 #[test]
 fn health_checks_read_past_interim_answers() {

@@ -29,8 +29,11 @@ pub(super) fn compile(
                 .iter()
                 .map(|t| {
                     let key = (u.name.clone(), *t);
+                    // What the checks found so far stays; without checks now, a target is
+                    // up (one they had marked down stayed down for good).
                     let flag = previous
                         .get(&key)
+                        .filter(|_| u.health.is_some())
                         .cloned()
                         .unwrap_or_else(|| Arc::new(AtomicBool::new(true)));
                     fresh.insert(key, flag.clone());

@@ -130,13 +130,17 @@ pub(crate) async fn run_checks(
         tls,
         h2,
     } = target;
-    let mut ok_run = 0u32;
-    let mut fail_run = 0u32;
+    let key = (upstream.clone(), addr);
     while live.get() == generation {
         let result = probe(addr, tls.clone(), h2, &upstream, &h).await;
         if live.get() != generation {
             return;
         }
+        // The runs so far, whichever generation's task counted them: a reload, or a change
+        // made through the admin API, starts new tasks, and counts that began afresh each
+        // time never reached `unhealthy_after` while changes came faster.
+        let (mut ok_run, mut fail_run) =
+            RUNS.with(|r| r.borrow().get(&key).copied().unwrap_or_default());
         let up = flag.load(Ordering::Relaxed);
         match result {
             Ok(status) if (200..400).contains(&status) => {
@@ -160,6 +164,19 @@ pub(crate) async fn run_checks(
                 }
             }
         }
+        RUNS.with(|r| r.borrow_mut().insert(key.clone(), (ok_run, fail_run)));
         crate::driver::time::sleep(h.interval).await;
     }
+}
+
+thread_local! {
+    /// Each checked target's runs of passed and failed probes, on the thread that runs the
+    /// checks (the control plane's).
+    static RUNS: std::cell::RefCell<ahash::AHashMap<(String, SocketAddr), (u32, u32)>> =
+        Default::default();
+}
+
+/// Forgets the runs of targets no longer checked.
+pub(crate) fn keep_runs(checked: impl Fn(&str, SocketAddr) -> bool) {
+    RUNS.with(|r| r.borrow_mut().retain(|(u, a), _| checked(u, *a)));
 }
