@@ -315,6 +315,18 @@ fn tls_settings_are_checked_at_load() {
         .err()
         .expect("refused");
     assert!(e.contains("needs both cert and key"), "{e}");
+    // A target host TLS cannot verify (rustls refuses `127.1`) is refused, not sent plain;
+    // with server_name it is fine.
+    let up = "[[upstreams]]\nname = \"s\"\ntargets = [\"127.1:9\"]\ntls = { ca = \"ca.pem\" }";
+    let e = gateway(with_ca(&ca), up, "https://s")
+        .err()
+        .expect("refused");
+    assert!(
+        e.contains("upstreams[\"s\"].targets[0] = \"127.1:9\" is not valid: expected a host TLS can verify"),
+        "{e}"
+    );
+    let up = "[[upstreams]]\nname = \"s\"\ntargets = [\"127.1:9\"]\ntls = { ca = \"ca.pem\", server_name = \"upstream.test\" }";
+    assert!(gateway(with_ca(&ca), up, "https://s").is_ok());
 }
 
 /// Upstreams naming one address and TLS name, with other CAs or client certificates, keep

@@ -147,6 +147,17 @@ impl Validator {
                         Ok(a) => {
                             targets.push(a);
                             let host = s.rsplit_once(':').map_or(s.as_str(), |(h, _)| h);
+                            // The name TLS verifies: one it cannot (`127.1`) would have left
+                            // the target without TLS.
+                            if tls.as_ref().is_some_and(|t| t.server_name.is_none()) {
+                                if let Err(e) = crate::syntax::server_name(host) {
+                                    self.bad(
+                                        &format!("{key}.targets[{j}]"),
+                                        &s,
+                                        &format!("a host TLS can verify ({e}), or tls.server_name set to the name the target's certificate holds"),
+                                    );
+                                }
+                            }
                             hosts.push(host.to_string());
                         }
                         Err(e) => self.bad(
