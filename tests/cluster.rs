@@ -288,6 +288,74 @@ fn replies_no_redis_sends_are_an_outage_not_a_crash() {
     assert_eq!(keyed(local.addr()).status, 200);
 }
 
+/// A reload of `cluster.timeout` applies to the shards' calls to Redis (their pool kept the
+/// one it was made with).
+#[test]
+fn a_reloaded_redis_timeout_applies() {
+    let redis = Redis::start();
+    let toml = |timeout: &str| {
+        Cfg::new()
+            .api("shop")
+            .route(
+                "GET /keyed",
+                "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+            )
+            .extra(format!(
+                r#"
+[cluster]
+redis = "redis://{}"
+nodes = 1
+timeout = "{timeout}"
+on_redis_error = "local"
+
+[[usage_plans]]
+name = "gold"
+stages = ["shop/prod"]
+quota = {{ limit = 100000, period = "day" }}
+
+[[api_keys]]
+name = "fleet"
+value = "{KEY}"
+plan = "gold"
+"#,
+                redis.addr
+            ))
+            .toml()
+    };
+    let gw = Gw::start(&toml("20s"));
+    let mut c = Client::connect(gw.addr());
+    let mut keyed = || {
+        let t = Instant::now();
+        let r = c.request(
+            format!("GET /keyed HTTP/1.1\r\nHost: h\r\nx-api-key: {KEY}\r\n\r\n").as_bytes(),
+        );
+        (r.status, t.elapsed())
+    };
+    assert_eq!(keyed().0, 200);
+    gw.rewrite(&toml("200ms"));
+    assert_eq!(
+        admin(gw.admin(), "POST", "/reload", Some(TOKEN)).status,
+        200
+    );
+    redis.pause(true);
+    // The next lease is asked for within 100 requests: it waits 200 ms, not 20 s.
+    let mut longest = Duration::ZERO;
+    for _ in 0..150 {
+        let (status, took) = keyed();
+        assert_eq!(status, 200);
+        longest = longest.max(took);
+    }
+    redis.pause(false);
+    assert!(
+        longest >= Duration::from_millis(150),
+        "no request asked Redis: {longest:?}"
+    );
+    assert!(
+        longest < Duration::from_secs(10),
+        "the old timeout held: {longest:?}"
+    );
+}
+
 /// A Redis that hangs (SIGSTOP) costs one request the `cluster.timeout`; the rest fall back at
 /// once, and once Redis answers again the shard goes back to it.
 #[test]

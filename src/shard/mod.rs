@@ -466,8 +466,9 @@ impl Shard {
         };
         match &*r {
             // (A reload that changed the password makes a new pool: its connections
-            // authenticate with the new one.)
-            Some(p) if p.auth != c.auth => {
+            // authenticate with the new one; one that changed the timeout, one that waits
+            // that long.)
+            Some(p) if p.auth != c.auth || p.timeout != c.timeout => {
                 let addr = self.shared.redis_primary.addr(c);
                 let p = Rc::new(RedisPool::new(addr, version, c.timeout, c.auth.clone()));
                 *r = Some(p.clone());

@@ -114,7 +114,7 @@ pub(crate) struct RedisPool {
     pub addr: Option<SocketAddr>,
     /// With Sentinels: the `Primary` version `addr` was read at (0 for a fixed server).
     pub version: u64,
-    timeout: Duration,
+    pub timeout: Duration,
     idle: RefCell<Vec<TcpStream>>,
     /// The circuit is open: calls fail at once while the probe waits for Redis to answer.
     open: Cell<bool>,
