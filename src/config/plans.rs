@@ -50,6 +50,10 @@ pub struct Cluster {
     /// Sentinels); `None` without `password_env`.
     #[serde(skip)]
     pub auth: Option<std::sync::Arc<Vec<u8>>>,
+    /// `redis` and `sentinels` as the file writes them (host names, not what they resolved
+    /// to): a reload compares these.
+    #[serde(skip)]
+    pub written: Vec<String>,
 }
 
 /// Redis round-trip timeout (250 ms); past it the node falls back as configured.
@@ -134,6 +138,12 @@ fn ser_redacted<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> 
 
 impl Validator {
     pub(super) fn cluster(&mut self, c: file::ClusterFile) -> Cluster {
+        let written: Vec<String> = c
+            .redis
+            .iter()
+            .chain(c.sentinels.iter().flatten())
+            .cloned()
+            .collect();
         let mut sentinels = Vec::new();
         for (i, s) in c.sentinels.iter().flatten().enumerate() {
             match resolve(s) {
@@ -188,6 +198,7 @@ impl Validator {
                 password_env: c.password_env,
                 username: c.username,
                 auth,
+                written,
             };
         }
         let redis = match c.redis.as_deref() {
@@ -225,6 +236,7 @@ impl Validator {
             password_env: c.password_env,
             username: c.username,
             auth,
+            written,
         }
     }
 

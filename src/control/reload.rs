@@ -67,13 +67,8 @@ impl Control {
                 "admin.token_env: changing the admin token's variable needs a restart".to_string(),
             );
         }
-        let fleet = |c: &Config| {
-            c.cluster
-                .as_ref()
-                .map(|c| (c.redis, c.sentinels.clone(), c.sentinel_master.clone()))
-        };
-        if fleet(&cfg) != fleet(old) {
-            errors.push("cluster: adding, removing or moving the fleet's Redis (redis, sentinels, sentinel_master) needs a restart".to_string());
+        if let Err(e) = fleet_change(&mut cfg, old) {
+            errors.push(e);
         }
         if cfg.server.state_dir != old.server.state_dir {
             errors.push("server.state_dir: moving the state store needs a restart".to_string());
@@ -153,4 +148,67 @@ pub(super) fn certs_changed(compiled: &Compiled) -> Option<Vec<u64>> {
         now.push(h);
     }
     changed.then_some(now)
+}
+
+/// Whether a reload moves the fleet's Redis, which needs a restart. The addresses are
+/// compared, and where they differ, the names as written: a host name that resolves elsewhere
+/// now is not a move the file asked for (every reload was refused once one did), so the
+/// running gateway keeps the addresses it started with and a restart resolves the names again.
+fn fleet_change(cfg: &mut Config, old: &Config) -> Result<(), String> {
+    let resolved = |c: &Config| {
+        c.cluster
+            .as_ref()
+            .map(|c| (c.redis, c.sentinels.clone(), c.sentinel_master.clone()))
+    };
+    if resolved(cfg) == resolved(old) {
+        return Ok(());
+    }
+    let written = |c: &Config| {
+        c.cluster
+            .as_ref()
+            .map(|c| (c.written.clone(), c.sentinel_master.clone()))
+    };
+    let same_names = written(cfg) == written(old);
+    match (cfg.cluster.as_mut(), old.cluster.as_ref()) {
+        (Some(new), Some(was)) if same_names => {
+            tracing::warn!(
+                "cluster: the Redis names resolve to other addresses now; this gateway keeps the ones it started with until it restarts"
+            );
+            new.redis = was.redis;
+            new.sentinels = was.sentinels.clone();
+            Ok(())
+        }
+        _ => Err("cluster: adding, removing or moving the fleet's Redis (redis, sentinels, sentinel_master) needs a restart".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(redis: &str) -> Config {
+        let text = format!("[server]\nworkers = 1\n[[listeners]]\nname = \"l\"\naddr = \"127.0.0.1:1\"\n[cluster]\nredis = \"redis://{redis}\"\n");
+        Config::parse(&text, std::path::Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn a_redis_name_that_resolves_elsewhere_is_not_a_move() {
+        let old = cfg("localhost:6379");
+        // The same name, resolved to another address since: kept as it was started.
+        let mut now = cfg("localhost:6379");
+        now.cluster.as_mut().unwrap().redis = "127.0.0.9:6379".parse().unwrap();
+        assert_eq!(fleet_change(&mut now, &old), Ok(()));
+        assert_eq!(
+            now.cluster.unwrap().redis,
+            old.cluster.as_ref().unwrap().redis
+        );
+        // Written otherwise, the same address: no move either.
+        let mut now = cfg("127.0.0.1:6379");
+        assert_eq!(fleet_change(&mut now, &old), Ok(()));
+        // Another server: a restart.
+        let mut now = cfg("127.0.0.1:6380");
+        assert!(fleet_change(&mut now, &old)
+            .unwrap_err()
+            .contains("needs a restart"));
+    }
 }
