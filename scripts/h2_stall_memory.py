@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Memory a stalled HTTP/2 stream makes the gateway hold: one h2c connection whose client
 opens no flow-control window (SETTINGS_INITIAL_WINDOW_SIZE = 0) asks for N big answers at
-once and reads none of them; the gateway's RSS before and after, per stream.
+once and reads none of them; the gateway's RSS before and after, per stream. With `--open`
+the client opens the largest windows instead (stream and connection, 2^31-1) and still
+reads nothing, from a socket with a 4 KiB receive buffer: what the gateway then holds is
+what HTTP/2 lets it queue per stream.
 
-  python3 scripts/h2_stall_memory.py [--bin target/release/tollgate] [--streams 100] [--mib 4]
+  python3 scripts/h2_stall_memory.py [--bin target/release/tollgate] [--streams 100] [--mib 4] [--open]
 
 The backend (here, in Python) sends each answer whole at once; what the gateway does not take
 waits in the kernel's socket buffers, which are not the gateway's RSS. Only 127.0.0.1.
@@ -82,6 +85,7 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=100)
     ap.add_argument("--mib", type=int, default=4)
     ap.add_argument("--settle", type=float, default=3.0)
+    ap.add_argument("--open", action="store_true", help="open the windows wide, still read nothing")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="tollgate-h2stall-")
     be = gwconf.free_port()
@@ -123,15 +127,22 @@ mappings = [{{ base_path = "", api = "api", stage = "prod" }}]
                 time.sleep(0.05)
         time.sleep(0.5)
         before = rss_kib(g.pid)
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, struct.pack(">HI", 4, 0)))
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        if a.open:
+            big = (1 << 31) - 1
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, struct.pack(">HI", 4, big))
+                      + frame(8, 0, 0, struct.pack(">I", big - 65535)))
+        else:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, struct.pack(">HI", 4, 0)))
         block = b"".join(literal(n, v) for n, v in [
             (b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/big"), (b":authority", b"h")])
         for i in range(a.streams):
             s.sendall(frame(1, 0x5, 1 + 2 * i, block))
         time.sleep(a.settle)
         after = rss_kib(g.pid)
-        print(f"{a.streams} stalled streams of {a.mib} MiB answers: RSS {before} -> {after} KiB, "
+        print(f"{a.streams} stalled streams of {a.mib} MiB answers{' (windows open)' if a.open else ''}: RSS {before} -> {after} KiB, "
               f"{(after - before) / a.streams:.0f} KiB per stream")
         s.close()
     finally:

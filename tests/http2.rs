@@ -370,6 +370,45 @@ fn connect_is_refused_with_405_and_counted() {
     assert_eq!(up.count(), 0);
 }
 
+/// An RFC 8441 extended CONNECT to an http API (no WebSocket API there) gets a 405 that says
+/// what is allowed.
+#[test]
+fn an_extended_connect_to_an_http_api_is_405_with_allow() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&conf(up.addr, "", "", ""));
+    let addr = gw.addr();
+    let (status, allow) = rt().block_on(async move {
+        let c = connect(addr).await;
+        let mut ready = c.ready().await.unwrap();
+        // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive after the handshake.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !ready.is_extended_connect_protocol_enabled() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no SETTINGS_ENABLE_CONNECT_PROTOCOL"
+            );
+            ready = ready.ready().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let req = http::Request::builder()
+            .method("CONNECT")
+            .uri("http://api.test/ws")
+            .header("sec-websocket-version", "13")
+            .extension(h2::ext::Protocol::from_static("websocket"))
+            .body(())
+            .unwrap();
+        let (resp, _send) = ready.send_request(req, false).unwrap();
+        let parts = resp.await.unwrap().into_parts().0;
+        (
+            parts.status.as_u16(),
+            parts.headers["allow"].to_str().unwrap().to_string(),
+        )
+    });
+    assert_eq!(status, 405);
+    assert!(allow.contains("GET"), "{allow:?}");
+    assert_eq!(up.count(), 0);
+}
+
 // --- raw frames -----------------------------------------------------------------------------
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -904,6 +943,23 @@ fn oversized_header_lists_are_refused() {
         let resp = resp.await.unwrap();
         assert_eq!(resp.status(), 431);
         assert!(resp.headers().contains_key("x-request-id"), "{resp:?}");
+        assert_eq!(get(&mut c, "/small").await.status, 200);
+        // More fields than the parser takes, each small: 431 too (it was a PROTOCOL_ERROR
+        // reset), as over HTTP/1.1.
+        let mut req = http::Request::get("http://api.test/many");
+        for i in 0..200 {
+            req = req.header(format!("x-h{i}"), "v");
+        }
+        let mut ready = c.clone().ready().await.unwrap();
+        let (resp, _) = ready.send_request(req.body(()).unwrap(), true).unwrap();
+        assert_eq!(resp.await.unwrap().status(), 431);
+        // A path that alone passes the limit: 414, as over HTTP/1.1.
+        let long = format!("http://api.test/{}", "p".repeat(5000));
+        let mut ready = c.clone().ready().await.unwrap();
+        let (resp, _) = ready
+            .send_request(http::Request::get(long).body(()).unwrap(), true)
+            .unwrap();
+        assert_eq!(resp.await.unwrap().status(), 414);
         assert_eq!(get(&mut c, "/small").await.status, 200);
     });
     assert_eq!(

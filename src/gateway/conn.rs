@@ -342,19 +342,31 @@ async fn run_stream(
         }
     };
     let max = ss.snap.limits.max_header_bytes;
-    let head = match h1::parse_request(&buf, max * 2 + 1024) {
-        // Past `max_header_bytes`, as an HTTP/1.1 head would be (the h2 library takes twice
-        // that, so that the answer is the gateway's, counted and logged).
-        Ok(Some((len, _))) if len > max => {
-            shard.metrics.add(crate::metrics::Counter::BadRequests);
-            finish::h2_refused(
-                &shard,
-                Some(from(&info)),
-                &mut respond,
-                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            );
-            return;
+    // Past `max_header_bytes`, as an HTTP/1.1 head would be (the h2 library takes twice
+    // that, so that the answer is the gateway's, counted and logged): 414 when the request
+    // line alone is, 431 when the fields are — or are more than the parser takes.
+    let too_large = |line_too_long: bool| {
+        if line_too_long {
+            http::StatusCode::URI_TOO_LONG
+        } else {
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         }
+    };
+    let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let parsed = h1::parse_request(&buf, max * 2 + 1024);
+    let refused = match &parsed {
+        Ok(Some((len, _))) if *len > max => Some(too_large(line_len >= max)),
+        Err(h1::HeadError::TooLarge | h1::HeadError::UriTooLong) => {
+            Some(too_large(line_len >= max))
+        }
+        _ => None,
+    };
+    if let Some(status) = refused {
+        shard.metrics.add(crate::metrics::Counter::BadRequests);
+        finish::h2_refused(&shard, Some(from(&info)), &mut respond, status);
+        return;
+    }
+    let head = match parsed {
         Ok(Some((len, p))) => p.into_head(buf.split_to(len).freeze()),
         _ => {
             finish::h2_reset(

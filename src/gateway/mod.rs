@@ -195,8 +195,9 @@ async fn run_phases(
     if ctx.head.upgrade && matches!(conn.stream, crate::http::conn::Stream::H2(_)) {
         // An RFC 8441 extended CONNECT is for WebSocket APIs only (there is no tunnel to
         // relay it into over HTTP/2).
+        // The 405 lists what is allowed (RFC 9110 15.5.6), as a plain CONNECT's does.
         return Err(Error::downstream(
-            Kind::MethodNotAllowed(Vec::new()),
+            Kind::MethodNotAllowed(Method::ANY.to_vec()),
             "extended CONNECT to an http API",
         ));
     }

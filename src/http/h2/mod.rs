@@ -160,6 +160,9 @@ fn library_flood(e: &h2::Error) -> bool {
 /// Serves one HTTP/2 connection until it ends: `cfg` and `limits` from the snapshot the
 /// connection started on, `drain` the shard's drain signal, `metrics` its counters; each
 /// stream runs as its own task through `handler`.
+/// Bytes of DATA one stream may have queued in the library, not yet written to the socket.
+const H2_SEND_BUFFER: usize = 64 << 10;
+
 pub(crate) async fn serve(
     transport: Transport,
     info: ConnInfo,
@@ -186,6 +189,10 @@ pub(crate) async fn serve(
         .initial_window_size(cfg.stream_window)
         .initial_connection_window_size(cfg.connection_window)
         .max_frame_size(cfg.max_frame_size)
+        // What a stream may queue for a client that has opened its window but is not reading
+        // (the library's default, ~400 KiB a stream, let one connection of 128 such streams
+        // hold ~57 MB): one upstream read's worth.
+        .max_send_buffer_size(H2_SEND_BUFFER)
         // Twice the gateway's own limit: a head past `max_header_bytes` but within this
         // reaches the pipeline, which answers it 431 as over HTTP/1.1 (JSON, a request id, a
         // log line); the library answers past this itself, bare.
