@@ -214,6 +214,13 @@ pub fn cache_warnings(cfg: &Config) -> Vec<String> {
                 out.push(format!("{key}: {why}; these cache settings do nothing"));
             }
         }
+        // The default that takes SigV4 callers, with nothing to check their signatures by.
+        if cfg.aws_iam.is_none() && api.websocket.as_ref().is_some_and(|w| w.connections_iam) {
+            out.push(format!(
+                "apis[{:?}].connections_authorization: \"aws_iam\" (the default) without an [aws_iam] table: @connections on the API's own domain refuses every caller (403); add [aws_iam], or set connections_authorization = \"none\" (the admin listener's @connections works either way)",
+                api.name
+            ));
+        }
     }
     out
 }

@@ -745,6 +745,21 @@ fn check_warns_about_route_caches_without_a_stage_cache() {
         assert!(text.contains(want), "{want}: {text}");
     }
     assert!(!text.contains("routes[\"GET /g\"].cache"), "{text}");
+    // A WebSocket API whose @connections takes SigV4 callers (the default) with no [aws_iam]
+    // to check them by: said, and not with "none".
+    let ws = |extra: &str| {
+        Cfg::new()
+            .api_extra(format!("kind = \"websocket\"\n{extra}"))
+            .routes("[[apis.routes]]\nroute = \"$default\"\nintegration = { type = \"mock\" }\n")
+            .toml()
+    };
+    let text = check(ws(""));
+    assert!(
+        text.contains("warning: apis[\"api\"].connections_authorization: \"aws_iam\" (the default) without an [aws_iam] table"),
+        "{text}"
+    );
+    let text = check(ws("connections_authorization = \"none\""));
+    assert!(!text.contains("connections_authorization"), "{text}");
 }
 
 /// Every TOML snippet in the README is valid TOML, and the ones that are whole configs

@@ -386,6 +386,9 @@ fn backends_push_read_and_close_connections_through_at_connections() {
     // DELETE closes it; from then on the connection is gone (410).
     let r = admin_with(g.admin(), "DELETE", &format!("/@connections/{id}"), "");
     assert_eq!(r.status, 204, "{}", r.text());
+    // A 204 carries no Content-Length (RFC 9110 8.6), nor a Content-Type for no content.
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.header("content-type"), None);
     assert_eq!(close_code(&mut ws), Some(CloseCode::Normal));
     assert!(eventually(Duration::from_secs(10), || admin_with(
         g.admin(),

@@ -659,6 +659,11 @@ fn respond(status: u16, body: String, content_type: &str) -> Vec<u8> {
     use std::io::Write;
     let mut out = Vec::with_capacity(body.len() + 128);
     status_line(&mut out, 1, status);
+    if status == 204 {
+        // No content, and none of its framing (RFC 9110 8.6: no Content-Length in a 204).
+        out.extend_from_slice(b"connection: close\r\n\r\n");
+        return out;
+    }
     let _ = write!(
         out,
         "content-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n",

@@ -131,6 +131,20 @@ fn a_repeated_key_is_400_and_426_has_its_reason_phrase() {
         json!({"message": "Sec-WebSocket-Key appears more than once"})
     );
     assert_eq!(up.count(), 0, "$connect was called");
+    // So must Sec-WebSocket-Version (RFC 6455 11.3.5).
+    let r = Client::connect(g.addr()).request(&upgrade(
+        "HTTP/1.1",
+        &format!("{KEY}Sec-WebSocket-Version: 8\r\n"),
+        b"",
+    ));
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            400,
+            json!({"message": "Sec-WebSocket-Version appears more than once"})
+        )
+    );
+    assert_eq!(up.count(), 0, "$connect was called");
     // A request that is not an upgrade: the status line says what 426 is.
     let mut c = Client::connect(g.addr());
     c.send(b"GET / HTTP/1.1\r\nHost: chat.test\r\nConnection: close\r\n\r\n");

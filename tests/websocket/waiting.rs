@@ -216,7 +216,10 @@ fn pings_are_answered_and_a_close_is_taken_while_a_message_waits() {
     // A slow message, a message after it, then a ping: the ping's pong comes before either
     // message is answered (the client's read timeout, 10 s, is inside the integration's 29 s).
     ws.get_mut()
-        .write_all(&frames(&[r#"{"action":"slow"}"#, r#"{"action":"ping"}"#]))
+        .write_all(&frames(&[
+            r#"{"action":"slow"}"#,
+            r#"{"action":"echo","n":2}"#,
+        ]))
         .unwrap();
     gate.held(1);
     ws.send(Message::Ping(vec![1, 2, 3].into())).unwrap();
@@ -232,7 +235,48 @@ fn pings_are_answered_and_a_close_is_taken_while_a_message_waits() {
         Ok(m) => panic!("{m:?} before the Close"),
         Err(e) => panic!("no Close: {e}"),
     }
+    // What the client sent before its Close is still its data: the slow call is waited
+    // for, the message behind it is called, then $disconnect (their answers have nowhere to
+    // go).
+    gate.open();
     let d = disconnects(&up);
     assert_eq!(d[0].header("x-disconnect-status-code"), Some("4001"));
-    gate.open();
+    let targets: Vec<String> = up.requests().into_iter().map(|s| s.target).collect();
+    assert_eq!(targets, ["/connect", "/slow", "/echo", "/disconnect"]);
+}
+
+/// A message sent with the Close in one write, to an integration whose connection is not
+/// open yet, is called before $disconnect (it was dropped with the connection).
+#[test]
+fn a_message_sent_with_the_close_is_delivered() {
+    let up = Upstream::start(|s| respond(200, &String::from_utf8_lossy(&s.body)));
+    // $connect is a mock: no connection to the backend is open when the message comes.
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"mock\" }\n\
+                 [[apis.routes]]\nroute = \"echo\"\nintegration = { type = \"http\", uri = \"http://chat/echo\" }\n\
+                 [[apis.routes]]\nroute = \"$disconnect\"\nintegration = { type = \"http\", uri = \"http://chat/disconnect\" }\n",
+            )
+            .toml(),
+    );
+    let mut ws = open(&g, "").expect("upgrade");
+    let mut out = frames(&[r#"{"action":"echo","n":1}"#]);
+    // A masked Close, code 1000.
+    let mask = [3u8, 5, 7, 9];
+    out.extend_from_slice(&[0x88, 0x82]);
+    out.extend_from_slice(&mask);
+    out.extend(
+        [0x03u8, 0xe8]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4]),
+    );
+    ws.get_mut().write_all(&out).unwrap();
+    let _ = ws.read();
+    disconnects(&up);
+    let targets: Vec<String> = up.requests().into_iter().map(|s| s.target).collect();
+    assert_eq!(targets, ["/echo", "/disconnect"]);
 }

@@ -316,6 +316,17 @@ fn handshake_key(head: &RequestHead) -> Result<String, Error> {
     if head.header(b"sec-websocket-version") != Some(b"13") {
         return Err(required("Sec-WebSocket-Version is not 13"));
     }
+    let versions = head
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-version"))
+        .count();
+    if versions > 1 {
+        // RFC 6455 11.3.5: it must not appear more than once in a request.
+        return Err(Error::downstream(
+            Kind::BadRequest("Sec-WebSocket-Version appears more than once"),
+            "websocket handshake",
+        ));
+    }
     if !matches!(head.framing, crate::http::h1::Framing::None) {
         // Whatever follows the head is the client's frames: a body would be read as them.
         return Err(Error::downstream(

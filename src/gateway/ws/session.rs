@@ -45,6 +45,12 @@ const WRITE_CHUNK: usize = 16 << 10;
 /// frames behind a few small messages.
 const LATER_BYTES: usize = 32 << 10;
 
+/// What a message waiting in `later` takes: its bytes and its own keeping (an empty message
+/// counted one byte let 32,768 of them wait, ~3 MiB a connection).
+fn queued_size(m: &Message) -> usize {
+    m.len() + std::mem::size_of::<Message>() + 32
+}
+
 /// Bytes in and out for the protocol layer: reads what arrived (`WouldBlock` when nothing
 /// has), writes into `out` for the writer task.
 #[derive(Default)]
@@ -430,6 +436,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
     let mut pending = None;
     let mut later: std::collections::VecDeque<Message> = Default::default();
     let mut later_bytes = 0usize;
+    // The client ended the connection (its Close, or its side of TCP): what it sent before
+    // is still its data.
+    let mut by_client = false;
     let ended = 'conn: loop {
         // Every whole message that has arrived, in order, until one has to wait; then what
         // comes, within `later`'s bytes.
@@ -444,7 +453,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
                 None
             };
             let next = if let Some(m) = queued {
-                later_bytes -= m.len().max(1);
+                later_bytes -= queued_size(&m);
                 Ok(m)
             } else if later_bytes < later_max {
                 ws.read(&mut mem)
@@ -453,8 +462,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
             };
             match next {
                 Ok(m @ (Message::Text(_) | Message::Binary(_))) if pending.is_some() => {
-                    // At least one byte each: empty messages count too.
-                    later_bytes += m.len().max(1);
+                    later_bytes += queued_size(&m);
                     later.push_back(m);
                 }
                 Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
@@ -501,6 +509,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
                     // The close is answered by the protocol layer; flushed below.
                     let _ = ws.flush(&mut mem);
                     let _ = io.send(std::mem::take(&mut mem.out)).await;
+                    by_client = true;
                     break 'conn frame.map_or(
                         Ended {
                             code: 1005,
@@ -517,6 +526,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    by_client = true;
                     break 'conn Ended {
                         code: 1000,
                         reason: String::new(),
@@ -579,7 +589,10 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
             _ = shard.drain.wait() => Event::Drain,
         };
         let (code, frame_reason, why) = match event {
-            Event::Read(Ok(0) | Err(_)) => break lost(),
+            Event::Read(Ok(0) | Err(_)) => {
+                by_client = true;
+                break lost();
+            }
             Event::Read(Ok(_)) => {
                 active_at = std::time::Instant::now();
                 continue;
@@ -643,7 +656,26 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
             cut: !answered,
         };
     };
-    // A call still waiting (the client closed) is given up.
+    // Messages the client sent before its Close are its data (RFC 6455 7.1.4: the Close
+    // ends what comes after it): their integrations are called as Amazon's are, each on its
+    // own, though their answers have nowhere to go — the one being waited on, then those
+    // that came while it was, within the connection's rate.
+    if by_client {
+        if let Some(h) = pending.take() {
+            let _ = h.await;
+        }
+        while let Some(m) = later.pop_front() {
+            if bucket
+                .as_ref()
+                .is_some_and(|b| b.take_up_to(1, crate::throttle::now_ns()).granted == 0)
+            {
+                continue;
+            }
+            let text = matches!(m, Message::Text(_));
+            let _ = crate::memory::boxed(|| message(shard, &s, m.into_data(), text)).await;
+        }
+    }
+    // A call still waiting (the gateway closed) is given up.
     drop(pending);
     // From here on `@connections` answers 410 for it.
     closing();
