@@ -497,6 +497,16 @@ fn run_time_definitions_are_checked_as_the_file_is() {
             json!({"name": "a".repeat(129), "routes": []}),
             "1 to 128 letters",
         ),
+        // A route no admin path could name again.
+        (
+            json!({"name": "long", "routes": [{"route": format!("GET /{}", "p".repeat(5000)), "integration": mock}]}),
+            "bytes long: at most 4096",
+        ),
+        // Deeper than the store could read back (accepted, it was lost at the next start).
+        (
+            json!({"name": "deep", "models": [{"name": "m", "schema": serde_json::from_str::<serde_json::Value>(&format!("{}1{}", "{\"a\":".repeat(120), "}".repeat(120))).unwrap()}], "routes": []}),
+            "nest deeper than 100 levels",
+        ),
     ] {
         let r = post(&g, "/apis", body.clone());
         assert_eq!(r.status, 400, "{body}: {}", r.text());

@@ -617,3 +617,54 @@ plan = "gold"
         r.text()
     );
 }
+
+/// Every edit of an API with an `auto_deploy` stage makes a deployment; those no stage
+/// serves are kept to the newest 20, and the store's copy is what a restart reads.
+#[test]
+fn auto_deployments_nothing_serves_are_kept_to_the_newest() {
+    let g = gateway();
+    shop(&g, true);
+    for i in 0..30 {
+        let r = call(
+            &g,
+            "PATCH",
+            "/apis/shop/routes/GET%20%2Fv/integration",
+            json!({"body": format!("v{i}")}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(on(&g, "/v").text(), "v29");
+    let listed = |g: &Gw| {
+        let r = call(g, "GET", "/apis/shop/deployments", serde_json::Value::Null);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        j["items"]
+            .as_array()
+            .or(j.as_array())
+            .map(|a| a.len())
+            .unwrap_or_else(|| panic!("{j}"))
+    };
+    // The one prod serves and the 20 newest before it.
+    assert_eq!(listed(&g), 21);
+    // Such a stage takes no canary: promoting one would roll it back past later edits.
+    let r = call(&g, "POST", "/apis/shop/deployments", json!({}));
+    let old = r.json()["id"].clone();
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/stages/prod",
+        json!({"canary": {"deployment": old, "percent_traffic": 10.0}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("takes no canary"), "{}", r.text());
+    let _ = call(
+        &g,
+        "DELETE",
+        &format!("/apis/shop/deployments/{}", old.as_str().unwrap()),
+        serde_json::Value::Null,
+    );
+    let dir = g.stop();
+    let g = Gw::start_in(dir, &toml());
+    assert_eq!(listed(&g), 21);
+    assert_eq!(on(&g, "/v").text(), "v29");
+}

@@ -1,7 +1,8 @@
 //! JSON as the admin API reads it: `serde_json`'s parser (its nesting limit included) into a
 //! `serde_json::Value`, but an object that names a member twice is refused — `Value` would
 //! keep the last and drop the first without a word (two `"routes"`, two `"/a"` paths of an
-//! OpenAPI document), where YAML documents refuse the same thing.
+//! OpenAPI document), where YAML documents refuse the same thing; and nothing nests deeper
+//! than [`MAX_DEPTH`], so that what the store keeps (a body inside a record) reads back.
 
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -9,18 +10,35 @@ use serde_json::{Map, Number, Value};
 /// Parses `bytes` as one JSON value; a member named twice in one object is an error.
 pub(crate) fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let mut d = serde_json::Deserializer::from_slice(bytes);
-    let v = Strict.deserialize(&mut d)?;
+    let v = Strict(0).deserialize(&mut d)?;
     d.end()?;
     Ok(v)
 }
 
-struct Strict;
+/// Objects and arrays within one another. The store reads a record back with serde_json's
+/// limit (128), and a record holds the body a level or two down: a body accepted at 126
+/// levels was answered 201, then lost at the next start.
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// How deep the value being read is.
+struct Strict(usize);
+
+impl Strict {
+    fn inner<E: serde::de::Error>(&self) -> Result<Strict, E> {
+        if self.0 >= MAX_DEPTH {
+            return Err(E::custom(format!(
+                "objects and arrays nest deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        Ok(Strict(self.0 + 1))
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for Strict {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(Strict)
+        d.deserialize_any(self)
     }
 }
 
@@ -60,14 +78,16 @@ impl<'de> Visitor<'de> for Strict {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.inner()?;
         let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(Strict)? {
+        while let Some(v) = seq.next_element_seed(Strict(inner.0))? {
             out.push(v);
         }
         Ok(Value::Array(out))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.inner()?;
         let mut out = Map::new();
         while let Some(k) = map.next_key::<String>()? {
             if out.contains_key(&k) {
@@ -75,7 +95,7 @@ impl<'de> Visitor<'de> for Strict {
                     "the key {k:?} appears twice in one object"
                 )));
             }
-            let v = map.next_value_seed(Strict)?;
+            let v = map.next_value_seed(Strict(inner.0))?;
             out.insert(k, v);
         }
         Ok(Value::Object(out))
@@ -101,7 +121,11 @@ mod tests {
             assert_eq!(from_slice(doc).unwrap(), want);
         }
         assert!(from_slice(b"{} x").is_err());
-        // The parser's nesting limit holds.
+        // The parser's nesting limit holds, and this one below it.
         assert!(from_slice("[".repeat(200).as_bytes()).is_err());
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(from_slice(deep(super::MAX_DEPTH).as_bytes()).is_ok());
+        let e = from_slice(deep(super::MAX_DEPTH + 1).as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("nest deeper than 100 levels"), "{e}");
     }
 }

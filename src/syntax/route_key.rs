@@ -12,8 +12,22 @@ pub enum Seg {
     Greedy(String),
 }
 
+/// The longest route path, in bytes.
+pub(crate) const MAX_ROUTE_PATH: usize = 4096;
+
 /// Parses a route path like `/pets/{petId}/{proxy+}`.
 pub fn parse_route_path(path: &str) -> Result<Vec<Seg>, String> {
+    if path.len() > MAX_ROUTE_PATH {
+        // Named in the admin API's paths (percent-encoded), whose heads take 16 KiB: a longer
+        // one could be made but never addressed again (and no request's head would reach it).
+        return Err(format!(
+            "path {:?}... is {} bytes long: at most {MAX_ROUTE_PATH}",
+            path.char_indices()
+                .nth(32)
+                .map_or(path, |(i, _)| &path[..i]),
+            path.len()
+        ));
+    }
     if !path.starts_with('/') {
         return Err(format!("path {path:?} must start with /"));
     }

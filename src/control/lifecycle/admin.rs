@@ -581,6 +581,13 @@ impl Control {
                 s
             }
         };
+        if s.auto_deploy && s.canary.is_some() {
+            // Its promotion would roll the stage back past every later edit, as a deployment
+            // set by hand would (refused above).
+            return Err(bad(
+                "canary: a stage with auto_deploy serves every change at once and takes no canary",
+            ));
+        }
         let mut o = self.objects.clone();
         let mut puts = Vec::new();
         if let Some(d) = new_deployment {
@@ -622,6 +629,9 @@ impl Control {
             .canary
             .take()
             .ok_or_else(|| OpError(404, format!("stage {stage:?} has no canary")))?;
+        if promote && s.auto_deploy {
+            return Err(bad(Self::AUTO_DEPLOYED));
+        }
         if promote {
             s.deployment = c.deployment;
             override_variables(&mut s.settings, &c.stage_variable_overrides);
