@@ -64,6 +64,12 @@ fn settings_that_would_break_requests_are_refused_at_load() {
             .toml(),
         "listeners[\"all\"].addr: 0.0.0.0:28471 takes the socket of listener \"http\" (127.0.0.1:28471)",
     );
+    refused(
+        &Cfg::new()
+            .listeners("[[listeners]]\nname = \"http\"\naddr = \"127.0.0.1:28471\"\n\n[[listeners]]\nname = \"mapped\"\naddr = \"[::ffff:127.0.0.1]:28471\"\n")
+            .toml(),
+        "listeners[\"mapped\"].addr: [::ffff:127.0.0.1]:28471 is the socket of listener \"http\" (127.0.0.1:28471)",
+    );
     // A header name with a space, and one error for it alone.
     let (ok, text) = check_config(
         &Cfg::new()

@@ -203,6 +203,11 @@ impl Validator {
                     &format!("{key}.addr"),
                     if o.addr == addr {
                         format!("{addr} is used by two listeners")
+                    } else if o.addr.ip().to_canonical() == addr.ip().to_canonical() {
+                        format!(
+                            "{addr} is the socket of listener {:?} ({}): an IPv4-mapped address is its IPv4 address",
+                            o.name, o.addr
+                        )
                     } else {
                         format!(
                             "{addr} takes the socket of listener {:?} ({}): the same port, and one of the two listens on every address",

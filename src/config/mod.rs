@@ -570,9 +570,10 @@ pub(crate) fn sockets_clash(a: SocketAddr, b: SocketAddr) -> bool {
     let covers = |u: std::net::IpAddr, other: std::net::IpAddr| {
         u.is_unspecified() && (u.is_ipv4() == other.is_ipv4() || u.is_ipv6())
     };
-    a.port() != 0
-        && a.port() == b.port()
-        && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
+    // An IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]`) is the IPv4 address's socket.
+    let plain = |ip: std::net::IpAddr| ip.to_canonical();
+    let (x, y) = (plain(a.ip()), plain(b.ip()));
+    a.port() != 0 && a.port() == b.port() && (x == y || covers(x, y) || covers(y, x))
 }
 
 /// Resolves "host:port" once, at load (blocking DNS is fine on the control plane).

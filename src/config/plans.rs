@@ -487,6 +487,24 @@ impl Validator {
             if let Some(p) = k.plan {
                 names.insert(0, p);
             }
+            // A plan named twice (in plan and plans, or twice in plans) is said as such, not
+            // as two plans that cover one stage.
+            let mut seen = std::collections::HashSet::new();
+            let mut twice = Vec::new();
+            names.retain(|n| {
+                let first = seen.insert(n.clone());
+                if !first {
+                    twice.push(n.clone());
+                }
+                first
+            });
+            for n in twice {
+                self.bad(
+                    &format!("{key}.plans"),
+                    &n,
+                    "each plan named once (in plan or plans)",
+                );
+            }
             let mut covered: Vec<(usize, usize)> = Vec::new();
             let mut covered_later: Vec<(String, String)> = Vec::new();
             for n in &names {
