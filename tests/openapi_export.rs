@@ -203,7 +203,8 @@ fn round_trip_api(authz: SocketAddr, up: SocketAddr) -> Value {
         "name": "orig",
         "resource_policy": {"allow": ["127.0.0.0/8", "192.0.2.0/24"], "deny": ["192.0.2.66/32"]},
         "authorizers": [
-            {"name": "ext", "type": "request", "uri": format!("http://{authz}/check"),
+            // Named as the API key's scheme is by default: the export names that one otherwise.
+            {"name": "api_key", "type": "request", "uri": format!("http://{authz}/check"),
              "identity_sources": ["$request.header.x-key"], "ttl": "0s", "timeout": "250ms"},
             {"name": "users", "type": "jwt", "issuer": "https://idp.example.test", "audience": ["shop"],
              "jwks_uri": format!("http://{}/jwks", closed_port()), "leeway": "5s"},
@@ -232,7 +233,8 @@ fn round_trip_api(authz: SocketAddr, up: SocketAddr) -> Value {
                     {"status": 200}]}},
             {"route": "GET /template", "integration": {"type": "mock", "status": 202, "body": "{\"n\":7}",
                 "responses": [{"status": 203, "templates": {"application/json": "#set($x = 5)\n{\"x\": $x, \"n\": $input.json('$.n')} ## a comment"}}]}},
-            {"route": "GET /guarded", "authorizer": "ext", "integration": {"type": "mock", "body": "in"}},
+            {"route": "GET /guarded", "authorizer": "api_key", "integration": {"type": "mock", "body": "in"}},
+            {"route": "GET /keyed", "api_key_required": true, "integration": {"type": "mock", "body": "k"}},
             {"route": "GET /jwt", "authorizer": "users", "integration": {"type": "mock", "body": "j"}},
             {"route": "POST /pets", "request_validator": "body", "request_models": {"application/json": "Pet"},
                 "integration": {"type": "mock", "body": "stored"}},
@@ -305,6 +307,12 @@ fn export_import_export_gives_the_same_document_and_the_same_answers() {
     };
     let first = export("orig");
     assert_eq!(validate(&first), "", "{first:#}");
+    let schemes = &first["components"]["securitySchemes"];
+    assert!(
+        schemes["api_key"]["x-amazon-apigateway-authorizer"].is_object(),
+        "{schemes:#}"
+    );
+    assert_eq!(schemes["api_key_1"]["name"], "x-api-key", "{schemes:#}");
     assert!(first["paths"]["/a%20b"]["get"].is_object(), "{first:#}");
     assert!(first["x-amazon-apigateway-policy"].is_object(), "{first:#}");
     // Models refer to each other as the document's schemas, not through copies.
@@ -348,13 +356,15 @@ fn export_import_export_gives_the_same_document_and_the_same_answers() {
         )
     };
     let json_body = "Content-Type: application/json\r\n";
-    let cases: [(&str, &str, &str, &str, u16); 13] = [
+    let cases: [(&str, &str, &str, &str, u16); 14] = [
         ("GET", "/literal", "", "", 201),
         ("GET", "/picked", "", "", 502),
         ("GET", "/plain", "", "", 200),
         ("GET", "/template", "", "", 203),
         ("GET", "/guarded", "x-key: fast\r\n", "", 200),
         ("GET", "/guarded", "x-key: slow\r\n", "", 500),
+        // No key (and no plan): refused, where the authorizer's route needs none.
+        ("GET", "/keyed", "", "", 403),
         ("GET", "/jwt", "", "", 401),
         (
             "POST",

@@ -454,6 +454,43 @@ fn documents_with_a_bom_duplicate_keys_or_a_bad_failonwarnings() {
         assert!(r.text().contains("expected true or false"), "{}", r.text());
     }
     assert_eq!(post("&failonwarnings=TRUE", warned).status, 400);
+    // Amazon's HTTP API import spells it failOnWarnings: as strict.
+    assert_eq!(post("&failOnWarnings=true", warned).status, 400);
+    // A base path the import would have to prepend or split off: refused, not ignored.
+    let r = post("&basepath=prepend", warned);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("only ignore is supported"),
+        "{}",
+        r.text()
+    );
+    // Two schemas whose names make one model name: refused, not one silently for both.
+    let clash = br#"{"openapi":"3.0.1","info":{"title":"clash","version":"1"},"paths":{},"components":{"schemas":{"Pet.v1":{"type":"object","required":["name"]},"Pet_v1":{"type":"object"}}}}"#;
+    let r = post("", clash);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("both become model \\\"Pet_v1\\\""),
+        "{}",
+        r.text()
+    );
+    // Deeper than the state store could read back: refused (it was answered 201, then
+    // lost at the next start), as JSON and as YAML.
+    let deep = format!(
+        r#"{{"openapi":"3.0.1","info":{{"title":"deep","version":"1"}},"paths":{{}},"components":{{"schemas":{{"M":{}1{}}}}}}}"#,
+        r#"{"type":"object","properties":{"a":"#.repeat(62),
+        "}}".repeat(62)
+    );
+    let r = post("", deep.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("deeper than 100 levels"), "{}", r.text());
+    let yaml_deep = format!(
+        "openapi: 3.0.1\ninfo: {{title: deepy, version: '1'}}\npaths: {{}}\ncomponents:\n  schemas:\n    M: {}1{}\n",
+        "{a: ".repeat(110),
+        "}".repeat(110)
+    );
+    let r = post("", yaml_deep.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("deeper than 100 levels"), "{}", r.text());
     let r = post("&failonwarnings=False", warned);
     assert_eq!(r.status, 201, "{}", r.text());
 }
@@ -957,4 +994,36 @@ fn merge_takes_the_documents_models_cors_and_gateway_responses() {
     assert!(def["cors"].is_object(), "{def}");
     assert_eq!(def["models"].as_array().unwrap().len(), 2, "{def}");
     assert_eq!(def["gateway_responses"]["DEFAULT_4XX"]["status"], 422);
+}
+
+/// Amazon's HTTP API exports write the `$default` route as `/$default` with
+/// `isDefaultRoute: true`: imported as the catch-all it is, not a literal path.
+#[test]
+fn amazons_default_route_form_is_the_catch_all() {
+    let g = gw();
+    let doc = json!({
+        "openapi": "3.0.1",
+        "info": {"title": "dflt", "version": "1"},
+        "paths": {
+            "/$default": {"x-amazon-apigateway-any-method": {
+                "isDefaultRoute": true,
+                "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200", "responseTemplates": {"application/json": "fallback"}}}}
+            }},
+            "/known": {"get": {"x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200", "responseTemplates": {"application/json": "known"}}}}}},
+            // A mock whose request template picks its integration response.
+            "/nf": {"get": {"x-amazon-apigateway-integration": {"type": "mock",
+                "requestTemplates": {"application/json": "{\"statusCode\": 404}"},
+                "responses": {
+                    "default": {"statusCode": "200", "responseTemplates": {"application/json": "{\"ok\":true}"}},
+                    "404": {"statusCode": "404", "responseTemplates": {"application/json": "{\"msg\":\"nf\"}"}}
+                }}}}
+        }
+    });
+    let v = import_and_serve(&g, "&failonwarnings=true", &doc.to_string(), "dflt.test");
+    assert_eq!(v["warnings"], json!([]), "{v}");
+    assert_eq!(on(&g, "dflt.test", "/known").text(), "known");
+    let r = on(&g, "dflt.test", "/anything/else");
+    assert_eq!((r.status, r.text()), (200, "fallback".to_string()));
+    let r = on(&g, "dflt.test", "/nf");
+    assert_eq!((r.status, r.text()), (404, "{\"msg\":\"nf\"}".to_string()));
 }

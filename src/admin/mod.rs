@@ -378,10 +378,26 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| decode(v))
 }
 
-/// `failonwarnings=true|false` (any case; absent: false). Another value is a 400: a caller
-/// who asked for a strict import must not get a lenient one.
+/// `failonwarnings=true|false` (the name and value in any case: Amazon's REST API import
+/// spells it `failonwarnings`, its HTTP API import `failOnWarnings`; absent: false). Another
+/// value is a 400: a caller who asked for a strict import must not get a lenient one. So is
+/// a `basepath` other than `ignore`: the document's base path is not prepended or split
+/// off (the import warns that it is left out).
 fn fail_on_warnings(query: &str) -> Result<bool, (u16, String)> {
-    match query_param(query, "failonwarnings") {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| decode(v))
+    };
+    if let Some(b) = param("basepath").filter(|b| b != "ignore") {
+        return Err(message(
+            400,
+            format!("basepath={b:?}: only ignore is supported (serve the API under a base path with a domain mapping's base_path)"),
+        ));
+    }
+    match param("failonwarnings") {
         None => Ok(false),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),

@@ -135,7 +135,15 @@ pub fn import(
             ));
             continue;
         };
-        if path == super::DEFAULT_ROUTE {
+        // Amazon's HTTP API exports write the `$default` route as `/$default`, its
+        // x-amazon-apigateway-any-method saying `isDefaultRoute: true`.
+        let amazons_default = path == "/$default"
+            && item
+                .get("x-amazon-apigateway-any-method")
+                .and_then(|op| op.get("isDefaultRoute"))
+                .and_then(Value::as_bool)
+                == Some(true);
+        if path == super::DEFAULT_ROUTE || amazons_default {
             if let Some(op) = item.get("x-amazon-apigateway-any-method") {
                 let r = route(
                     "$default",

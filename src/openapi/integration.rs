@@ -170,17 +170,23 @@ pub(super) fn integration(key: &str, i: &Value, warnings: &mut Vec<String>) -> O
         "mock" if i["x-tollgate-mock"].is_object() => Some(own_mock(key, i, warnings)),
         "mock"
             if i["responses"].as_object().is_some_and(|r| {
-                r.values().any(|x| {
-                    x["responseTemplates"].as_object().is_some_and(|t| {
-                        t.values().any(|b| {
-                            b.as_str()
-                                .is_some_and(|b| b.contains('$') || b.contains('#'))
+                // Responses chosen by pattern (the request template's `statusCode` picks
+                // one, as Amazon's mock does): all of them kept, not `default` alone.
+                r.keys().any(|k| k != "default")
+                    || r.values().any(|x| {
+                        x["responseTemplates"].as_object().is_some_and(|t| {
+                            t.values().any(|b| {
+                                b.as_str()
+                                    .is_some_and(|b| b.contains('$') || b.contains('#'))
+                            })
                         })
                     })
-                })
-            }) =>
+            }) || i["requestTemplates"]
+                .as_object()
+                .is_some_and(|t| !t.is_empty()) =>
         {
-            // Templates that read something: rendered per request.
+            // Templates that read something, or responses to choose from: rendered per
+            // request.
             let mut out = json!({ "type": "mock", "status": 200 });
             // What Tollgate's earlier exports (before `x-tollgate-mock`) said a mock answers
             // before its templates run.

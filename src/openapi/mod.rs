@@ -353,20 +353,37 @@ fn operation(
     // One requirement object naming every scheme: a route asks for all of them (OpenAPI's
     // requirements in a list are alternatives, any one of which would do).
     let mut security = Map::new();
+    // The built-in schemes' names are not an authorizer's: one named `api_key` took the key
+    // scheme's place (or the key scheme its place), and a route behind the authorizer came
+    // back behind an API key alone.
+    let free = |base: &str| {
+        (0..)
+            .map(|i| {
+                if i == 0 {
+                    base.to_string()
+                } else {
+                    format!("{base}_{i}")
+                }
+            })
+            .find(|n| !a.authorizers.iter().any(|x| x.name == *n))
+            .unwrap_or_else(|| base.to_string())
+    };
     if r.api_key_required {
+        let name = free("api_key");
         schemes.insert(
-            "api_key".into(),
+            name.clone(),
             json!({ "type": "apiKey", "name": "x-api-key", "in": "header" }),
         );
-        security.insert("api_key".into(), json!([]));
+        security.insert(name, json!([]));
     }
     if r.iam {
         let mut s = json!({ "type": "apiKey", "name": "Authorization", "in": "header" });
         if extensions {
             s["x-amazon-apigateway-authtype"] = json!("awsSigv4");
         }
-        schemes.insert("sigv4".into(), s);
-        security.insert("sigv4".into(), json!([]));
+        let name = free("sigv4");
+        schemes.insert(name.clone(), s);
+        security.insert(name, json!([]));
     }
     if let Some(auth) = r.authorizer.and_then(|i| a.authorizers.get(i)) {
         schemes.insert(auth.name.clone(), scheme(auth, kind, extensions));

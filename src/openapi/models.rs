@@ -203,12 +203,21 @@ impl Imports {
         let (place, prefix) = schema_place(oas3);
         let all = doc.pointer(place).and_then(Value::as_object);
         let mut schemas = BTreeMap::new();
+        let mut named: BTreeMap<String, &String> = BTreeMap::new();
         for (name, schema) in all.into_iter().flatten() {
             let mut value = schema.clone();
             let mut refs = BTreeSet::new();
             rewrite_refs(&mut value, prefix, &mut refs);
             let len = json_len(&value);
-            schemas.insert(model_name(name), Schema { value, len, refs });
+            let model = model_name(name);
+            // Two schemas, one model name: the later replaced the earlier without a word,
+            // and a body checked against the one was checked against the other.
+            if let Some(first) = named.insert(model.clone(), name) {
+                return Err(format!(
+                    "{place}/{first} and {place}/{name} both become model {model:?} (a model name keeps letters, digits, '-' and '_'): rename one"
+                ));
+            }
+            schemas.insert(model, Schema { value, len, refs });
         }
         let mut out = Imports {
             oas3,

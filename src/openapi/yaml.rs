@@ -25,8 +25,9 @@ pub(crate) const EXPANSION: super::Growth = super::Growth {
 };
 /// What a node costs in the byte bound besides its text, so that empty scalars count too.
 const NODE_BYTES: usize = 1;
-/// The deepest nesting.
-pub const MAX_DEPTH: usize = 128;
+/// The deepest nesting: a JSON body's (what the state store reads back keeps a definition
+/// within serde_json's 128 levels, its record's own included).
+pub const MAX_DEPTH: usize = crate::syntax::json_strict::MAX_DEPTH;
 
 enum Frame {
     Seq {

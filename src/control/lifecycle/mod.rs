@@ -111,12 +111,12 @@ fn mapping_key(id: &str) -> String {
 }
 
 /// A stored object as JSON.
-fn to_json<T: Serialize>(v: &T) -> Result<String, OpError> {
+fn to_json<T: Serialize + serde::de::DeserializeOwned>(v: &T) -> Result<String, OpError> {
     let text = serde_json::to_string(v).map_err(|e| OpError(500, e.to_string()))?;
     // Kept only what reads back: the store's records are read with serde_json's nesting
     // limit, and a definition that passed it only inside its record (an imported document's
     // models, say) was answered 201 and then lost at the next start.
-    if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
+    if let Err(e) = serde_json::from_str::<T>(&text) {
         return Err(OpError(
             400,
             format!("the definition cannot be kept: {e} (objects and arrays nest at most 128 levels deep, the record's own included)"),
