@@ -318,3 +318,50 @@ fn a_client_gone_during_the_opening_does_not_block_the_target() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["target"], "/second");
 }
+
+/// A target's HTTP/2 connection that never answers (its peer accepted it and went silent:
+/// the handshake does not wait for the server's preface) costs the request that waited on it
+/// a 504, not every later one: the next request opens another connection.
+#[test]
+fn a_silent_h2_connection_is_replaced_after_a_timeout() {
+    let echo = Upstream::echo();
+    let b = inner(TempDir::new(), echo.addr, Cfg::new().listener("h2c = true"));
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let inner_addr = b.addr();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (i, c) in relay.incoming().enumerate() {
+            let Ok(c) = c else { break };
+            if i == 0 {
+                held.push(c);
+                continue;
+            }
+            let Ok(up) = std::net::TcpStream::connect(inner_addr) else {
+                break;
+            };
+            let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+            let (mut c, mut up) = (c, up);
+            std::thread::spawn(move || std::io::copy(&mut c2, &mut up2));
+            std::thread::spawn(move || std::io::copy(&mut up, &mut c));
+        }
+    });
+    let a = Gw::start_in(
+        TempDir::new(),
+        &Cfg::new()
+            .limits("integration_timeout = \"1s\"")
+            .api("outer")
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\nprotocol = \"h2\"\ntargets = [\"{relay_addr}\"]"
+            ))
+            .route(
+                "ANY /{proxy+}",
+                "integration = { type = \"http\", uri = \"http://up/{proxy}\" }",
+            )
+            .toml(),
+    );
+    assert_eq!(get(a.addr(), "/first").status, 504);
+    let r = get(a.addr(), "/second");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["target"], "/second");
+}

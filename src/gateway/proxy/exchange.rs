@@ -248,6 +248,14 @@ pub(crate) async fn send(
                 continue;
             }
             Err(Failure::Target(e) | Failure::Reset(e)) => {
+                // A stream on the target's shared HTTP/2 connection that got no answer in
+                // time: the connection may be a black hole (its peer gone without a reset,
+                // or never answering the preface, which the handshake does not wait for),
+                // and every later request would wait on it too. The next one opens another;
+                // this one's streams end as they may.
+                if matches!(up, UpStream::H2(_)) && matches!(e.kind, Kind::GatewayTimeout) {
+                    target.h2_conn.borrow_mut().take();
+                }
                 record_failure(&target, eject.as_deref(), &cfg);
                 return Err(e);
             }
