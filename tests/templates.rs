@@ -700,3 +700,58 @@ fn integration_responses_read_the_answer_decoded() {
     assert_eq!(r.json(), json!({"msg": "hi", "ae": "identity"}));
     assert_eq!(r.header("content-encoding"), None);
 }
+
+/// `$context.requestOverride` in a request template and `$context.responseOverride` in a
+/// response template, as Amazon API Gateway's overrides: final, over the client's header and
+/// query; the answer's status and a header chosen from what the integration answered.
+#[test]
+fn templates_override_request_and_answer_parameters() {
+    let up = Upstream::echo();
+    let tpl = |s: &str| serde_json::to_string(s).unwrap();
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
+            .route(
+                "POST /ov",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://up/ov\", request_templates = {{ \"application/json\" = {} }}, responses = [ {{ status = 200, templates = {{ \"application/json\" = {} }} }} ] }}",
+                    tpl("#set($b = $input.path('$'))#set($context.requestOverride.header.X-Tenant = $b.tenant)#set($context.requestOverride.querystring['q'] = 'a b')$input.json('$')"),
+                    tpl("#set($r = $input.path('$'))$input.json('$.headers.x-tenant')#if($r.target.contains('q=a%20b'))#set($context.responseOverride.status = 418)#set($context.responseOverride.header['X-Why'] = \"teapot for $r.method\")#end"),
+                ),
+            )
+            .toml(),
+    );
+    let body = r#"{"tenant": "t1"}"#;
+    let r = Client::connect(g.addr()).request(
+        format!("POST /ov?q=client&keep=1 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nX-Tenant: evil\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+    );
+    assert_eq!(r.status, 418, "{}", r.text());
+    assert_eq!(r.header("x-why"), Some("teapot for POST"));
+    assert_eq!(r.text(), "\"t1\"");
+    let seen = &up.requests()[0];
+    assert_eq!(seen.headers_named("x-tenant"), vec!["t1"]);
+    assert_eq!(seen.target, "/ov?keep=1&q=a%20b");
+    // An override of a header the gateway writes itself, or of the other side's, is refused
+    // at load, naming it.
+    for (t, want) in [
+        ("#set($context.requestOverride.header.Host = 'x')", "Host"),
+        (
+            "#set($context.responseOverride.status = 500)",
+            "only a response template",
+        ),
+        (
+            "#set($context.requestOverride.path.p = 'x')",
+            "not supported yet",
+        ),
+    ] {
+        let toml = Cfg::new()
+            .route(
+                "POST /x",
+                format!("integration = {{ type = \"http\", uri = \"http://127.0.0.1:9/x\", request_templates = {{ \"application/json\" = {} }} }}", tpl(t)),
+            )
+            .toml();
+        let (ok, text) = check_config(&toml);
+        assert!(!ok, "{t}");
+        assert!(text.contains(want), "{want}: {text}");
+    }
+}

@@ -144,6 +144,7 @@ impl Validator {
         &mut self,
         key: &str,
         m: BTreeMap<String, String>,
+        response: bool,
     ) -> Vec<(String, vtl::Template)> {
         let mut out = Vec::with_capacity(m.len());
         for (ct, t) in &m {
@@ -160,7 +161,34 @@ impl Validator {
                 continue;
             }
             match vtl::Template::parse(t) {
-                Ok(t) => out.push((ct.to_ascii_lowercase(), t)),
+                // What a template overrides is its own side's: a request template has no
+                // answer yet, a response template's request has gone.
+                Ok(t) if !response && t.overrides(vtl::OVERRIDES_RESPONSE) => self.err(
+                    &format!("{key}.{ct}"),
+                    "sets $context.responseOverride: only a response template (integration responses' templates) has an answer to override",
+                ),
+                Ok(t) if response && t.overrides(vtl::OVERRIDES_REQUEST) => self.err(
+                    &format!("{key}.{ct}"),
+                    "sets $context.requestOverride: only a request template has a request to override",
+                ),
+                Ok(t) if t.overrides(vtl::OVERRIDES_PATH) => self.err(
+                    &format!("{key}.{ct}"),
+                    "sets $context.requestOverride.path, which is not supported yet: map the integration's path with request_parameters (\"overwrite:path\")",
+                ),
+                Ok(t) => {
+                    // Headers the gateway writes itself are not a template's to set.
+                    let own = t.overridden_headers().any(|n| {
+                        let k = format!("{key}.{ct}: $context override of header");
+                        if response {
+                            self.framing_header(&k, n)
+                        } else {
+                            self.request_framing_header(&k, n)
+                        }
+                    });
+                    if !own {
+                        out.push((ct.to_ascii_lowercase(), t));
+                    }
+                }
                 Err(e) => self.err(&format!("{key}.{ct}"), e),
             }
         }
@@ -187,7 +215,7 @@ impl Validator {
                 Passthrough::WhenNoMatch
             }
         };
-        let request = self.templates(&format!("{ikey}.request_templates"), request);
+        let request = self.templates(&format!("{ikey}.request_templates"), request, false);
         let mut out = Vec::new();
         for (j, r) in responses.into_iter().enumerate() {
             let rkey = format!("{ikey}.responses[{j}]");
@@ -244,7 +272,7 @@ impl Validator {
                     }
                 })
                 .collect();
-            let templates = self.templates(&format!("{rkey}.templates"), r.templates);
+            let templates = self.templates(&format!("{rkey}.templates"), r.templates, true);
             out.push(IntegrationResponse {
                 pattern,
                 status,

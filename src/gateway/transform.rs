@@ -97,8 +97,9 @@ pub(crate) async fn request(
             &body,
         );
         let json = ctx.body_json.as_deref().or(parsed.as_ref());
-        let out = render(template, &body, json, &vars)?;
+        let (out, overrides) = render(template, &body, json, &vars)?;
         if http {
+            request_overrides(ctx, &overrides);
             // The integration gets the rendered body, with its length.
             let rest = conn.buf.split_off(len);
             let mut buf = BytesMut::with_capacity(out.len() + rest.len());
@@ -142,7 +143,7 @@ fn render(
     body: &[u8],
     json: Option<&Value>,
     vars: &TemplateVars,
-) -> Result<String, Error> {
+) -> Result<(String, vtl::Overrides), Error> {
     let text = match std::str::from_utf8(body) {
         Ok(t) => std::borrow::Cow::Borrowed(t),
         Err(_) => String::from_utf8_lossy(body),
@@ -154,7 +155,72 @@ fn render(
         context: &vars.context,
         stage_variables: &vars.stage_variables,
     };
-    t.render(&env).map_err(failed)
+    t.render_overriding(&env).map_err(failed)
+}
+
+/// A request template's `$context.requestOverride.header.NAME` and `.querystring.NAME`, as
+/// edits of what goes to the integration (after the route's parameter mapping: an override
+/// is final).
+fn request_overrides(ctx: &mut RequestCtx, o: &vtl::Overrides) {
+    for (what, value) in &o.set {
+        match what {
+            vtl::Override::RequestHeader(name) => {
+                let e = ctx.edits.get_or_insert_with(Default::default);
+                let lower = name.to_ascii_lowercase();
+                remove_line(&mut e.add, name.as_bytes());
+                if !e.drop.contains(&lower) {
+                    e.drop.push(lower);
+                }
+                e.add.extend_from_slice(name.as_bytes());
+                e.add.extend_from_slice(b": ");
+                e.add.extend(
+                    value
+                        .trim()
+                        .bytes()
+                        .filter(|&b| crate::syntax::is_value_byte(b)),
+                );
+                e.add.extend_from_slice(b"\r\n");
+            }
+            vtl::Override::RequestQuery(name) => {
+                let current = match ctx.edits.as_ref().and_then(|e| e.query.clone()) {
+                    Some(q) => q,
+                    None => ctx.head.query_bytes().unwrap_or_default().to_vec(),
+                };
+                let mut q = Vec::with_capacity(current.len() + name.len() + value.len() + 2);
+                for pair in current.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+                    let n = pair.split(|&b| b == b'=').next().unwrap_or_default();
+                    if super::authorizer::percent_decode(n) == name.as_bytes() {
+                        continue;
+                    }
+                    if !q.is_empty() {
+                        q.push(b'&');
+                    }
+                    q.extend_from_slice(pair);
+                }
+                if !q.is_empty() {
+                    q.push(b'&');
+                }
+                crate::syntax::path::encode_component(name.as_bytes(), &mut q);
+                q.push(b'=');
+                crate::syntax::path::encode_component(value.as_bytes(), &mut q);
+                ctx.edits.get_or_insert_with(Default::default).query = Some(q);
+            }
+            // Refused at load; a response template's are applied to its answer.
+            _ => {}
+        }
+    }
+}
+
+/// Removes the header lines named `name` from `lines` (`Name: value\r\n` each).
+fn remove_line(lines: &mut Vec<u8>, name: &[u8]) {
+    let mut kept = Vec::with_capacity(lines.len());
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        let n = line.split(|&b| b == b':').next().unwrap_or_default();
+        if !n.eq_ignore_ascii_case(name) {
+            kept.extend_from_slice(line);
+        }
+    }
+    *lines = kept;
 }
 
 /// `body` parsed as JSON when `needed` and `json` (a parse made before) is not there.
@@ -359,20 +425,52 @@ pub(crate) fn respond(
         );
         headers.extend_from_slice(b"\r\n");
     }
-    let (body, ct) = match template {
-        Some((ct, tpl)) => (
-            render(tpl, i.body, json, vars)?.into_bytes(),
-            Some(ct.as_bytes()),
-        ),
-        None => (i.body.to_vec(), first("content-type")),
+    let (body, ct, overrides) = match template {
+        Some((ct, tpl)) => {
+            let (body, o) = render(tpl, i.body, json, vars)?;
+            (body.into_bytes(), Some(ct.as_bytes()), o)
+        }
+        None => (i.body.to_vec(), first("content-type"), Default::default()),
     };
     if let Some(ct) = ct.filter(|_| !r.headers.iter().any(|(n, _)| n == "content-type")) {
         headers.extend_from_slice(b"content-type: ");
         headers.extend_from_slice(ct);
         headers.extend_from_slice(b"\r\n");
     }
+    // `$context.responseOverride`: final, over the integration response's own.
+    let mut status = r.status.unwrap_or(i.status);
+    for (what, value) in &overrides.set {
+        match what {
+            vtl::Override::Status => {
+                status = value
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|s| (100..=599).contains(s) && !(101..200).contains(s))
+                    .ok_or_else(|| {
+                        failed(format!(
+                            "$context.responseOverride.status = {value:?}: not a status from 200 to 599 (or 100)"
+                        ))
+                    })?;
+            }
+            // (Headers the gateway writes itself are refused at load.)
+            vtl::Override::ResponseHeader(name) => {
+                remove_line(&mut headers, name.as_bytes());
+                headers.extend_from_slice(name.as_bytes());
+                headers.extend_from_slice(b": ");
+                headers.extend(
+                    value
+                        .trim()
+                        .bytes()
+                        .filter(|&b| crate::syntax::is_value_byte(b)),
+                );
+                headers.extend_from_slice(b"\r\n");
+            }
+            _ => {}
+        }
+    }
     Ok(Some(Answer {
-        status: r.status.unwrap_or(i.status),
+        status,
         headers,
         content_type: None,
         body,

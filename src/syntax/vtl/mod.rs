@@ -47,6 +47,8 @@ pub struct Template {
     /// What it reads besides the payload ([`READS_PARAMS`], [`READS_CONTEXT`],
     /// [`READS_STAGE_VARIABLES`]), so that callers build only that.
     roots: u8,
+    /// What its `#set($context....)` override.
+    overrides: Vec<Override>,
     /// How many variables it names (`#set`, `#foreach` and references: a slot each).
     slots: usize,
     /// The text it was parsed from (exports give it back).
@@ -69,6 +71,19 @@ impl Template {
     pub fn source(&self) -> &str {
         &self.source
     }
+
+    /// Whether it overrides any of `bits` ([`Override::bit`]).
+    pub(crate) fn overrides(&self, bits: u8) -> bool {
+        self.overrides.iter().any(|o| o.bit() & bits != 0)
+    }
+
+    /// The headers it overrides (request or answer).
+    pub(crate) fn overridden_headers(&self) -> impl Iterator<Item = &str> {
+        self.overrides.iter().filter_map(|o| match o {
+            Override::RequestHeader(n) | Override::ResponseHeader(n) => Some(n.as_str()),
+            _ => None,
+        })
+    }
 }
 
 /// What a JSONPath (`$.a.b`, `$['a'][0]`, `$.a[*]`) selects in `v` (`Err`: the path is not
@@ -87,6 +102,11 @@ enum Node {
     },
     Set {
         var: usize,
+        value: Expr,
+    },
+    /// `#set($context.requestOverride....)`, `#set($context.responseOverride....)`.
+    Override {
+        target: Override,
         value: Expr,
     },
     If {
@@ -162,12 +182,16 @@ enum Op {
 
 mod funcs;
 mod num;
+mod overrides;
 mod parse;
 #[cfg(test)]
 mod tests;
 
 use funcs::{input_call, method, util_call};
 use num::binary;
+pub(crate) use overrides::{
+    Override, Overrides, OVERRIDES_PATH, OVERRIDES_REQUEST, OVERRIDES_RESPONSE,
+};
 
 // --- evaluation ---------------------------------------------------------------------------
 
@@ -195,6 +219,8 @@ struct Eval<'t, 'e> {
     built: Budget,
     /// The `#foreach` loops running: (index, length), innermost last.
     loops: Vec<(usize, usize)>,
+    /// What `#set($context....Override....)` set.
+    overrides: Overrides,
 }
 
 /// What an evaluation has built: each value it makes (a literal's copy, a list, a map, a
@@ -285,6 +311,11 @@ static NULL: Value = Value::Null;
 impl Template {
     /// Renders with `env`; `Err` when a limit is passed or a call fails.
     pub fn render(&self, env: &Env<'_>) -> Result<String, String> {
+        self.render_overriding(env).map(|(out, _)| out)
+    }
+
+    /// Renders with `env`, and says what its `#set($context....Override....)` set.
+    pub(crate) fn render_overriding(&self, env: &Env<'_>) -> Result<(String, Overrides), String> {
         let mut e = Eval {
             env,
             vars: (0..self.slots).map(|_| None).collect(),
@@ -296,13 +327,14 @@ impl Template {
                 MAX_READ.saturating_add(env.body.len().saturating_mul(READ_PER_BODY_BYTE)),
             ),
             loops: Vec::new(),
+            overrides: Overrides::default(),
         };
         e.nodes(&self.nodes)?;
         // What the last node wrote counts too (each tick checks what came before it).
         if e.out.len() > MAX_OUTPUT {
             return Err(format!("the template wrote more than {MAX_OUTPUT} bytes"));
         }
-        Ok(e.out)
+        Ok((e.out, e.overrides))
     }
 }
 
@@ -401,6 +433,12 @@ impl<'t, 'e> Eval<'t, 'e> {
                         _ if *quiet => {}
                         _ => self.out.push_str(source),
                     }
+                }
+                Node::Override { target, value } => {
+                    let v = self.expr(value)?;
+                    let mut t = String::new();
+                    write_value(&v, &mut t);
+                    self.overrides.put(target.clone(), t)?;
                 }
                 Node::Set { var, value } => {
                     let v = match self.value(value)? {

@@ -10,6 +10,8 @@ struct Parser<'a> {
     i: usize,
     depth: usize,
     roots: u8,
+    /// What `#set($context....)` overrides.
+    overrides: Vec<Override>,
     /// Variable names, by slot (one table for a template and the strings inside it).
     vars: Vec<String>,
 }
@@ -35,10 +37,12 @@ impl Template {
     /// Parses `src`. The error says what is wrong and where (a byte offset).
     pub fn parse(src: &str) -> Result<Template, String> {
         let mut vars = Vec::new();
-        let (nodes, roots) = parse_in(src, &mut vars, 0)?;
+        let mut overrides = Vec::new();
+        let (nodes, roots) = parse_in(src, &mut vars, 0, &mut overrides)?;
         Ok(Template {
             nodes,
             roots,
+            overrides,
             slots: vars.len(),
             source: src.to_string(),
         })
@@ -48,17 +52,24 @@ impl Template {
 /// Parses `src` with the variable table `vars` (extended with the names it uses), `depth`
 /// levels down already (a string inside an expression nests no deeper than the expression
 /// may: the evaluator recurses through both).
-fn parse_in(src: &str, vars: &mut Vec<String>, depth: usize) -> Result<(Vec<Node>, u8), String> {
+fn parse_in(
+    src: &str,
+    vars: &mut Vec<String>,
+    depth: usize,
+    overrides: &mut Vec<Override>,
+) -> Result<(Vec<Node>, u8), String> {
     let mut p = Parser {
         s: src.as_bytes(),
         src,
         i: 0,
         depth,
         roots: 0,
+        overrides: std::mem::take(overrides),
         vars: std::mem::take(vars),
     };
     let out = p.block();
     *vars = std::mem::take(&mut p.vars);
+    *overrides = std::mem::take(&mut p.overrides);
     let (nodes, end) = out?;
     match end {
         Close::Eof => Ok((nodes, p.roots)),
@@ -255,6 +266,9 @@ impl<'a> Parser<'a> {
         let var = self
             .ident()
             .ok_or_else(|| format!("#set needs a variable name at byte {}", self.i))?;
+        if var == "context" && matches!(self.peek(), Some(b'.' | b'[')) {
+            return self.set_override();
+        }
         if self.peek() == Some(b'}') {
             self.i += 1;
         }
@@ -265,6 +279,76 @@ impl<'a> Parser<'a> {
         self.eat_newline();
         let var = self.slot(&var);
         Ok(Node::Set { var, value })
+    }
+
+    /// `#set($context.requestOverride.header.NAME = ...)` and the like (after `$context`):
+    /// `.name` or `['name']` steps.
+    fn set_override(&mut self) -> Result<Node, String> {
+        let at = self.i;
+        let mut path = Vec::new();
+        loop {
+            match self.peek() {
+                Some(b'.') => {
+                    self.i += 1;
+                    // A header's name may hold '-' (`header.X-Why`): nothing is subtracted
+                    // on this side of the '='.
+                    let start = self.i;
+                    while self.peek().is_some_and(ident_char) {
+                        self.i += 1;
+                    }
+                    if self.i == start {
+                        return self.err("a name after '.'");
+                    }
+                    path.push(self.src[start..self.i].to_string());
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    self.skip_ws();
+                    let q = self.peek();
+                    if !matches!(q, Some(b'\'' | b'"')) {
+                        return self.err("a quoted name in [...]");
+                    }
+                    self.i += 1;
+                    let end = self.src[self.i..]
+                        .find(q.map_or('"', char::from))
+                        .ok_or_else(|| format!("unclosed quote at byte {}", self.i))?;
+                    path.push(self.src[self.i..self.i + end].to_string());
+                    self.i += end + 1;
+                    self.skip_ws();
+                    self.expect(b']')?;
+                }
+                _ => break,
+            }
+        }
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+        }
+        let target = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["responseOverride", "status"] => Override::Status,
+            ["responseOverride", "header", n] => Override::ResponseHeader(n.to_string()),
+            ["requestOverride", "header", n] => Override::RequestHeader(n.to_string()),
+            ["requestOverride", "querystring", n] => Override::RequestQuery(n.to_string()),
+            ["requestOverride", "path", n] => Override::RequestPath(n.to_string()),
+            _ => {
+                return Err(format!(
+                    "#set($context.{}) at byte {at}: only $context.requestOverride.header.NAME, .querystring.NAME and .path.NAME, and $context.responseOverride.status and .header.NAME can be set",
+                    path.join(".")
+                ))
+            }
+        };
+        if let Override::ResponseHeader(n) | Override::RequestHeader(n) = &target {
+            if n.is_empty() || !n.bytes().all(crate::syntax::is_tchar) {
+                return Err(format!(
+                    "#set($context...header.{n:?}) at byte {at}: not a header name"
+                ));
+            }
+        }
+        self.expect(b'=')?;
+        let value = self.expr()?;
+        self.expect(b')')?;
+        self.eat_newline();
+        self.overrides.push(target.clone());
+        Ok(Node::Override { target, value })
     }
 
     fn eat_newline(&mut self) {
@@ -592,7 +676,8 @@ impl<'a> Parser<'a> {
                     .ok_or_else(|| format!("unclosed \" at byte {}", self.i))?;
                 let inner = &self.src[self.i..self.i + end];
                 self.i += end + 1;
-                let (nodes, roots) = parse_in(inner, &mut self.vars, self.depth)?;
+                let (nodes, roots) =
+                    parse_in(inner, &mut self.vars, self.depth, &mut self.overrides)?;
                 self.roots |= roots;
                 Ok(match nodes.as_slice() {
                     [] => Expr::Lit(Value::String(String::new())),

@@ -614,3 +614,65 @@ fn comparisons_of_integers_are_exact() {
         "10000000000000001,10000000000000002,10000000000000003,"
     );
 }
+
+/// `#set($context.responseOverride.status = ...)` and the other overrides: what they set,
+/// each once, in the names Amazon API Gateway's templates use (`.name` or `['name']`).
+#[test]
+fn overrides_are_collected_once_each() {
+    let env_body = r#"{"error": "out of range"}"#;
+    let json: Value = serde_json::from_str(env_body).unwrap();
+    let (params, context, stage) = (json!({}), json!({}), json!({}));
+    let env = Env {
+        body: env_body,
+        json: Some(&json),
+        params: &params,
+        context: &context,
+        stage_variables: &stage,
+    };
+    let t = Template::parse(
+        "#set($r = $input.path('$'))$input.json('$')\n#if($r.toString().contains(\"error\"))\n#set($context.responseOverride.status = 400)\n#set($context.responseOverride.header['X-Why'] = \"$r.error\")\n#end",
+    )
+    .unwrap();
+    assert!(t.overrides(OVERRIDES_RESPONSE));
+    assert!(!t.overrides(OVERRIDES_REQUEST));
+    let (out, o) = t.render_overriding(&env).unwrap();
+    assert_eq!(out.trim(), r#"{"error":"out of range"}"#);
+    assert_eq!(
+        o.set,
+        vec![
+            (Override::Status, "400".to_string()),
+            (
+                Override::ResponseHeader("X-Why".into()),
+                "out of range".to_string()
+            )
+        ]
+    );
+    let t = Template::parse(
+        "#set($context.requestOverride.header.x-a = 'b')#set($context.requestOverride.querystring.q = 1)#set($context.requestOverride.path.p = 'x')",
+    )
+    .unwrap();
+    assert!(t.overrides(OVERRIDES_REQUEST) && t.overrides(OVERRIDES_PATH));
+    assert_eq!(t.render_overriding(&env).unwrap().1.set.len(), 3);
+    // Twice is an error (Amazon answers 5XX); so is a header name twice in two cases.
+    let t = Template::parse(
+        "#set($context.responseOverride.header.X-A = 1)#set($context.responseOverride.header['x-a'] = 2)",
+    )
+    .unwrap();
+    let e = t.render(&env).unwrap_err();
+    assert!(e.contains("overridden twice"), "{e}");
+    // Only the overrides Amazon names can be set.
+    for (src, want) in [
+        (
+            "#set($context.stage = 'x')",
+            "only $context.requestOverride",
+        ),
+        ("#set($context.responseOverride.header.a b = 1)", "at byte"),
+        (
+            "#set($context.responseOverride.header[x] = 1)",
+            "a quoted name",
+        ),
+    ] {
+        let e = Template::parse(src).unwrap_err();
+        assert!(e.contains(want), "{src}: {e}");
+    }
+}
