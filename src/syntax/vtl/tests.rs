@@ -676,3 +676,17 @@ fn overrides_are_collected_once_each() {
         assert!(e.contains(want), "{src}: {e}");
     }
 }
+
+/// Objects keep their members in the order the payload wrote them, as Amazon's templates do:
+/// `$input.json('$')` passes a body on byte for byte in its order (a backend that checks a
+/// signature over it, or reads it as a stream, sees what the client sent), and `keySet` lists
+/// the members in it.
+#[test]
+fn objects_keep_the_payloads_order() {
+    let body = r#"{"zeta":1,"alpha":{"y":2,"b":3},"mid":[1,2]}"#;
+    assert_eq!(run("$input.json('$')", body).unwrap(), body);
+    assert_eq!(
+        run("#foreach($k in $input.path('$').keySet())$k,#end", body).unwrap(),
+        "zeta,alpha,mid,"
+    );
+}
