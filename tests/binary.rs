@@ -172,6 +172,20 @@ fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
         (ping.header("content-type"), ping.text().as_str()),
         (Some("text/plain"), "ok\n")
     );
+    // HEAD: the head alone; a refused method: the JSON message, said to be JSON.
+    let mut head = Client::connect(admin_addr);
+    head.send(b"HEAD /ping HTTP/1.1\r\nHost: a\r\n\r\n");
+    let raw = String::from_utf8(head.read_to_end()).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200 "), "{raw}");
+    assert!(
+        raw.contains("content-length: 3\r\n") && raw.ends_with("\r\n\r\n"),
+        "{raw}"
+    );
+    let r = admin(admin_addr, "POST", "/ping", None);
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (405, Some("application/json"))
+    );
     p.signal("TERM");
     // While it drains, load balancers are told to look elsewhere.
     assert!(eventually(Duration::from_secs(5), || admin(

@@ -248,7 +248,7 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         }
         (status, out)
     };
-    let content_type = if is_ping {
+    let content_type = if is_ping && matches!(status, 200 | 503) {
         // `ok` or `draining`.
         "text/plain"
     } else if body.starts_with('#') {
@@ -280,6 +280,13 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         if let Some(allow) = allowed_methods(&segs) {
             add(format!("allow: {allow}\r\n"));
+        }
+    }
+    if head.method_bytes() == b"HEAD" {
+        // The head alone, whatever the status (RFC 9110 9.3.2): its Content-Length says
+        // what a GET's body would have been.
+        if let Some(at) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            out.truncate(at + 4);
         }
     }
     let _ = write_all(&mut stream, out).await;
