@@ -527,7 +527,6 @@ impl Gateway {
                 listeners: socks,
                 shared: shared.clone(),
                 rx,
-                drain_timeout: server.drain_timeout,
             };
             handles.push(
                 runtime::spawn_shard(spec)

@@ -154,7 +154,6 @@ pub(crate) struct ShardSpec {
     pub listeners: Vec<(usize, std::net::TcpListener)>,
     pub shared: Arc<Shared>,
     pub rx: flume::Receiver<ShardMsg>,
-    pub drain_timeout: Duration,
     /// Disconnected once the control plane's runtime is up: accepting starts then.
     pub control_up: flume::Receiver<()>,
 }
@@ -220,7 +219,8 @@ async fn shard_main(spec: ShardSpec) {
         Ok(ShardMsg::SoftDrain) => shard.drain.start_soft(),
         _ => shard.drain.start(),
     }
-    let deadline = Instant::now() + spec.drain_timeout;
+    // The configuration's when the drain begins: a reload's new `drain_timeout` applies.
+    let deadline = Instant::now() + shard.snapshot().snap.config.server.drain_timeout;
     // The accept loops end first (a drain for good stops listening there): the runtime ends
     // with this function, and a loop it did not run again would leave its socket listening.
     for task in accepting {

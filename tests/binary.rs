@@ -639,6 +639,45 @@ fn a_drain_cut_short_exits_non_zero() {
     assert_eq!(status.code(), Some(3), "{status:?}");
 }
 
+/// A reload's `drain_timeout` is the one the next drain keeps (the shards kept the one they
+/// started with, which `GET /config` no longer showed).
+#[test]
+fn a_reloaded_drain_timeout_applies() {
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_secs(5)));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let toml = |t: &str| {
+        Cfg::new()
+            .server(format!("drain_timeout = \"{t}\""))
+            .admin("token_env = \"TG_TEST_TOKEN\"")
+            .route(
+                "GET /slow",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://{}/slow\" }}",
+                    up.addr
+                ),
+            )
+            .toml()
+    };
+    std::fs::write(&path, toml("60s")).unwrap();
+    let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::write(&path, toml("300ms")).unwrap();
+    p.signal("HUP");
+    p.wait_for("configuration reloaded");
+    let mut c = Client::connect(addr);
+    c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    p.signal("TERM");
+    let last = p.wait_for("stopped after cutting connections still open at server.drain_timeout");
+    assert_eq!(last["cut"], 1);
+    assert_eq!(p.child.wait().unwrap().code(), Some(3));
+}
+
 /// `tollgate check` and start-up agree on CPU pinning: a CPU this machine does not have, or
 /// fewer CPUs than `--workers`, is refused by both (before: "configuration OK", then
 /// unpinned shards).

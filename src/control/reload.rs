@@ -80,9 +80,12 @@ impl Control {
         if cfg.server.workers != old.server.workers
             || cfg.server.driver != old.server.driver
             || cfg.server.cpus != old.server.cpus
+            || cfg.server.pin != old.server.pin
+            || cfg.server.uring_entries != old.server.uring_entries
+            || cfg.server.uring_flags != old.server.uring_flags
         {
             tracing::warn!(
-                "server.workers, server.driver and server.cpus take effect at the next restart"
+                "server.workers, server.driver, server.cpus, server.pin, server.uring_entries and server.uring_flags take effect at the next restart"
             );
         }
         // Run-time objects merge into the new file; one that no longer fits is skipped and
