@@ -556,17 +556,30 @@ impl Gateway {
         let (usage_tx, usage_rx) = std::sync::mpsc::channel::<String>();
         let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = released.clone();
+        let stopping = shared.clone();
         let served = upgrade::serve(
             sock.clone(),
             offer,
             move |step| {
                 let gone = |_| "the control plane is gone".to_string();
                 match step {
+                    // A gateway that is stopping (SIGTERM) hands nothing over: its control
+                    // plane reads no more requests, and the successor waited for an answer
+                    // that never came, this process with it, for good.
+                    upgrade::Step::Release
+                        if stopping.draining.load(std::sync::atomic::Ordering::SeqCst) =>
+                    {
+                        return Err(
+                            "this gateway is stopping; start the new one once it has stopped"
+                                .into(),
+                        );
+                    }
                     upgrade::Step::Release => {
                         let (tx, rx) = flume::bounded(1);
                         release_tx.send(ControlMsg::Release(tx)).map_err(gone)?;
-                        rx.recv()
-                            .map_err(|_| "the control plane is gone".to_string())??;
+                        rx.recv_timeout(upgrade::STEP_TIMEOUT).map_err(|_| {
+                            "the control plane did not answer (stopping?)".to_string()
+                        })??;
                     }
                     upgrade::Step::Commit => {
                         flag.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -29,7 +29,7 @@ use std::time::Duration;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 /// How long either side waits for the other's next line.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a running gateway waits for `COMMIT` once it released the store. A successor
 /// still connected then is taken to serve: one of a version before `COMMIT` (a downgrade)
 /// never sends it, and waits for the usage line instead.

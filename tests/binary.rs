@@ -678,6 +678,49 @@ fn a_reloaded_drain_timeout_applies() {
     assert_eq!(p.child.wait().unwrap().code(), Some(3));
 }
 
+/// A take-over asked of a gateway that is draining after SIGTERM is refused: the successor
+/// exits non-zero at once, and the stopping gateway finishes its request and exits 0 (it
+/// waited for good for a control plane that no longer listened, and kept its ports).
+#[test]
+fn a_draining_gateway_refuses_a_take_over_and_still_exits() {
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_millis(1500)));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let toml = Cfg::new()
+        .server("drain_timeout = \"20s\"")
+        .admin("token_env = \"TG_TEST_TOKEN\"")
+        .route(
+            "GET /slow",
+            format!(
+                "integration = {{ type = \"http\", uri = \"http://{}/slow\" }}",
+                up.addr
+            ),
+        )
+        .toml();
+    std::fs::write(&path, toml).unwrap();
+    let env = [("TG_TEST_TOKEN", "t0ken")];
+    let mut old = Proc::start(&path, &env);
+    let addr: SocketAddr = old.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    old.wait_for("a successor may take over (tollgate --take-over)");
+    let mut c = Client::connect(addr);
+    c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    old.signal("TERM");
+    old.wait_for("shutting down: draining connections");
+    let mut new = Proc::start_with(&path, &env, &["--take-over"]);
+    assert!(!new.child.wait().unwrap().success());
+    let r = c
+        .read_response(false)
+        .expect("the request in flight is answered");
+    assert_eq!(r.status, 200);
+    let status = old.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 /// `tollgate check` and start-up agree on CPU pinning: a CPU this machine does not have, or
 /// fewer CPUs than `--workers`, is refused by both (before: "configuration OK", then
 /// unpinned shards).

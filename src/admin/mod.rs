@@ -198,6 +198,7 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
     // Amazon's exception name on errors: `@connections`' as the API's own domain gives it,
     // else the management API's.
     let mut errortype = "";
+    let mut retry_after = false;
     let (status, body) = if is_ping && matches!(head.method_bytes(), b"GET" | b"HEAD") {
         if ctl.borrow().draining() {
             (503, "draining\n".to_string())
@@ -208,6 +209,15 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         (405, r#"{"message":"Method Not Allowed"}"#.to_string())
     } else if !authorized {
         (401, r#"{"message":"Unauthorized"}"#.to_string())
+    } else if !matches!(head.method_bytes(), b"GET" | b"HEAD") && ctl.borrow().store_released() {
+        // Handing over to a successor (`--take-over`): the state store is its now, and it
+        // answers on this socket in a moment. A change is retried, not failed.
+        retry_after = true;
+        (
+            503,
+            r#"{"message":"The gateway is handing over to its successor; retry shortly"}"#
+                .to_string(),
+        )
     } else {
         let path = String::from_utf8_lossy(head.path_bytes()).into_owned();
         let query = head
@@ -274,6 +284,9 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
     }
     if !errortype.is_empty() {
         add(format!("x-amzn-errortype: {errortype}\r\n"));
+    }
+    if retry_after {
+        add("retry-after: 1\r\n".to_string());
     }
     if status == 405 {
         let path = String::from_utf8_lossy(head.path_bytes()).into_owned();

@@ -535,6 +535,12 @@ impl Control {
         self.handed_over
     }
 
+    /// Whether the state store was given to a successor that has not taken over yet: writes
+    /// wait for it (503), they are not failures.
+    pub(crate) fn store_released(&self) -> bool {
+        self.released
+    }
+
     pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
