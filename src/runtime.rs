@@ -344,6 +344,9 @@ async fn accept_loop(
     while let Some(accepted) = listener.accept_until(shard.drain.wait()).await {
         match accepted {
             Ok((stream, peer)) => admit(&shard, stream, peer, idx),
+            // The socket no longer listens: a successor that took over without this address
+            // shut it down. Nothing more will come.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
             Err(e) => {
                 // Out of descriptors or memory: stop accepting for a moment (as nginx does)
                 // instead of spinning, and say so once per interval, not once per failure.

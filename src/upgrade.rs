@@ -370,7 +370,19 @@ impl TakeOver {
     pub(crate) fn commit(&mut self) -> Result<(), String> {
         (&self.conn)
             .write_all(b"COMMIT\n")
-            .map_err(|e| format!("--take-over: {e}"))
+            .map_err(|e| format!("--take-over: {e}"))?;
+        // The sockets this process does not serve (a listener or an admin address its
+        // config no longer has) stop listening now: the running gateway keeps its copies
+        // until its drain ends, and connects there waited unanswered until then.
+        for (_, socks) in self.listeners.drain(..) {
+            for l in socks {
+                let _ = socket2::SockRef::from(&l).shutdown(std::net::Shutdown::Read);
+            }
+        }
+        if let Some((_, l)) = self.admin.take() {
+            let _ = socket2::SockRef::from(&l).shutdown(std::net::Shutdown::Read);
+        }
+        Ok(())
     }
 
     /// Asks the running gateway to close the state store; returns once it has.

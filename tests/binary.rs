@@ -721,6 +721,71 @@ fn a_draining_gateway_refuses_a_take_over_and_still_exits() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A take-over whose config drops a listener and moves the admin API: the addresses the new
+/// process does not serve refuse connections at once, while the old process still drains a
+/// request (they were left listening, unanswered, until its drain ended).
+#[test]
+fn a_take_over_closes_the_addresses_it_does_not_serve() {
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_secs(4)));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let sa = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let (keep, drop, admin_old, admin_new) = (
+        sa(free_port()),
+        sa(free_port()),
+        sa(free_port()),
+        sa(free_port()),
+    );
+    let toml = |ports: &[SocketAddr], admin: SocketAddr| {
+        let mut listeners = String::new();
+        for (i, p) in ports.iter().enumerate() {
+            listeners += &format!("[[listeners]]\nname = \"l{i}\"\naddr = \"{p}\"\n");
+        }
+        Cfg::new()
+            .listeners(listeners)
+            .server("drain_timeout = \"20s\"")
+            .no_admin()
+            .extra(format!(
+                "[admin]\naddr = \"{admin}\"\ntoken_env = \"TG_TEST_TOKEN\"\n"
+            ))
+            .route(
+                "GET /slow",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://{}/slow\" }}",
+                    up.addr
+                ),
+            )
+            .toml()
+    };
+    std::fs::write(&path, toml(&[keep, drop], admin_old)).unwrap();
+    let env = [("TG_TEST_TOKEN", "t0ken")];
+    let mut old = Proc::start(&path, &env);
+    old.wait_for("a successor may take over (tollgate --take-over)");
+    let mut c = Client::connect(drop);
+    c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    std::fs::write(&path, toml(&[keep], admin_new)).unwrap();
+    let new = Proc::start_with(&path, &env, &["--take-over"]);
+    new.wait_for("took over the listening sockets and the state store");
+    new.wait_for("a successor may take over (tollgate --take-over)");
+    // The old process still drains its request; the addresses only it had refuse.
+    for gone in [drop, admin_old] {
+        assert!(
+            eventually(Duration::from_secs(2), || std::net::TcpStream::connect(
+                gone
+            )
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)),
+            "{gone} still takes connections"
+        );
+    }
+    assert_eq!(admin(admin_new, "GET", "/ping", None).status, 200);
+    let r = c
+        .read_response(false)
+        .expect("the request in flight is answered");
+    assert_eq!(r.status, 200);
+    assert!(old.child.wait().unwrap().success());
+}
+
 /// `tollgate check` and start-up agree on CPU pinning: a CPU this machine does not have, or
 /// fewer CPUs than `--workers`, is refused by both (before: "configuration OK", then
 /// unpinned shards).

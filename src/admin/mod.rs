@@ -81,6 +81,9 @@ pub(crate) async fn serve(
                     crate::driver::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+            // No longer listening: a successor that took over with another admin address
+            // shut this one down.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
             Err(e) => {
                 if !std::mem::replace(&mut logged, true) {
                     tracing::warn!(error = %e, "admin accept failed (repeats are not logged)");
