@@ -178,7 +178,9 @@ pub(crate) fn spawn_shard(spec: ShardSpec) -> io::Result<std::thread::JoinHandle
             RECV_BUFS,
             shard_main(spec),
         ) {
-            tracing::error!(shard = id, driver = driver.name(), error = %e, "shard runtime failed to start");
+            // At its start (the ring could not be set up) or later (its wait failed): either
+            // way this shard's sockets close with it and the other shards serve on.
+            tracing::error!(shard = id, driver = driver.name(), error = %e, "shard runtime failed; this shard stops, its connections close, the other shards serve on");
         }
     })
 }
