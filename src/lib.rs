@@ -578,6 +578,9 @@ impl Gateway {
                         let (tx, rx) = flume::bounded(1);
                         release_tx.send(ControlMsg::Release(tx)).map_err(gone)?;
                         rx.recv_timeout(upgrade::STEP_TIMEOUT).map_err(|_| {
+                            // Given up: if the control plane releases the store later, it
+                            // takes it back at once (the Abort comes after the Release).
+                            let _ = release_tx.send(ControlMsg::Abort);
                             "the control plane did not answer (stopping?)".to_string()
                         })??;
                     }

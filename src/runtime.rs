@@ -348,7 +348,13 @@ async fn accept_loop(
             Ok((stream, peer)) => admit(&shard, stream, peer, idx),
             // The socket no longer listens: a successor that took over without this address
             // shut it down. Nothing more will come.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::info!(
+                    listener = idx,
+                    "listening socket shut down: this shard stops accepting on it"
+                );
+                break;
+            }
             Err(e) => {
                 // Out of descriptors or memory: stop accepting for a moment (as nginx does)
                 // instead of spinning, and say so once per interval, not once per failure.

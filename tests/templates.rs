@@ -719,8 +719,18 @@ fn templates_override_request_and_answer_parameters() {
                     tpl("#set($r = $input.path('$'))$input.json('$.headers.x-tenant')#if($r.target.contains('q=a%20b'))#set($context.responseOverride.status = 418)#set($context.responseOverride.header['X-Why'] = \"teapot for $r.method\")#end"),
                 ),
             )
+            .route(
+                "GET /interim",
+                format!(
+                    "integration = {{ type = \"mock\", body = \"x\", responses = [ {{ templates = {{ \"application/json\" = {} }} }} ] }}",
+                    tpl("#set($context.responseOverride.status = 100)b"),
+                ),
+            )
             .toml(),
     );
+    // No interim status for a final answer (its body would read as the next answer).
+    let r = get(g.addr(), "/interim");
+    assert_eq!(r.status, 500, "{}", r.text());
     let body = r#"{"tenant": "t1"}"#;
     let r = Client::connect(g.addr()).request(
         format!("POST /ov?q=client&keep=1 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nX-Tenant: evil\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),

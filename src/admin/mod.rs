@@ -83,7 +83,10 @@ pub(crate) async fn serve(
             }
             // No longer listening: a successor that took over with another admin address
             // shut this one down.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::info!("admin socket shut down: the admin API stops accepting here");
+                return;
+            }
             Err(e) => {
                 if !std::mem::replace(&mut logged, true) {
                     tracing::warn!(error = %e, "admin accept failed (repeats are not logged)");

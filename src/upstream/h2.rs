@@ -76,6 +76,8 @@ enum Resp {
 /// One request/answer on a shared HTTP/2 connection.
 pub(crate) struct H2Up {
     sender: SendRequest<Bytes>,
+    /// Which of its target's connections this is ([`super::pool::TargetLocal::h2_conn_id`]).
+    pub(crate) conn: u64,
     scheme: &'static str,
     head: BytesMut,
     req: Req,
@@ -83,9 +85,10 @@ pub(crate) struct H2Up {
 }
 
 impl H2Up {
-    pub(crate) fn new(sender: SendRequest<Bytes>, tls: bool) -> H2Up {
+    pub(crate) fn new(sender: SendRequest<Bytes>, conn: u64, tls: bool) -> H2Up {
         H2Up {
             sender,
+            conn,
             scheme: if tls { "https" } else { "http" },
             head: BytesMut::new(),
             req: Req::Head,

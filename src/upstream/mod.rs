@@ -133,7 +133,11 @@ pub(crate) fn checkout(t: &TargetLocal, cfg: &PoolCfg, now: Instant) -> Option<U
         // HTTP/2: a new stream on the shared connection, if there is one.
         let sender = t.h2_conn.borrow().clone()?;
         let tls = t.tls.borrow().is_some();
-        return Some(UpStream::H2(Box::new(h2::H2Up::new(sender, tls))));
+        return Some(UpStream::H2(Box::new(h2::H2Up::new(
+            sender,
+            t.h2_conn_id.get(),
+            tls,
+        ))));
     }
     let mut idle = t.idle.borrow_mut();
     // Newest first (the warmest connection); anything past keepalive_timeout is closed.
@@ -196,20 +200,34 @@ pub(crate) fn checkin(t: &TargetLocal, cfg: &PoolCfg, stream: UpStream) {
 pub(crate) async fn connect_target(t: &TargetLocal, timeout: Duration) -> Result<UpStream, Error> {
     if t.h2.get() {
         // One HTTP/2 connection per target: requests that find one being opened wait for it
-        // (and, when it failed, the first of them to run opens the next).
+        // (and, when it failed, the first of them to run opens the next) — all within this
+        // request's `timeout`, however many openings fail before it.
+        let deadline = Instant::now() + timeout;
         while t.h2_opening.get() {
-            std::future::poll_fn(|cx| {
+            let wait = std::future::poll_fn(|cx| {
                 if t.h2_opening.get() {
                     t.h2_waiters.borrow_mut().push(cx.waker().clone());
                     std::task::Poll::Pending
                 } else {
                     std::task::Poll::Ready(())
                 }
-            })
-            .await;
+            });
+            if crate::driver::time::timeout_at(deadline, wait)
+                .await
+                .is_err()
+            {
+                return Err(Error::upstream(
+                    Kind::GatewayTimeout,
+                    format!("{}: waiting for its HTTP/2 connection to open", t.addr),
+                ));
+            }
             if let Some(sender) = t.h2_conn.borrow().clone() {
                 let tls = t.tls.borrow().is_some();
-                return Ok(UpStream::H2(Box::new(h2::H2Up::new(sender, tls))));
+                return Ok(UpStream::H2(Box::new(h2::H2Up::new(
+                    sender,
+                    t.h2_conn_id.get(),
+                    tls,
+                ))));
             }
         }
         t.h2_opening.set(true);
@@ -217,7 +235,8 @@ pub(crate) async fn connect_target(t: &TargetLocal, timeout: Duration) -> Result
         // drops this future mid-handshake, and the flag left set kept every later request
         // waiting for a connection no one was opening.
         let _opening = Opening(t);
-        return connect_new(t, timeout).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        return connect_new(t, left).await;
     }
     connect_new(t, timeout).await
 }
@@ -291,7 +310,12 @@ async fn h2_open(
     match crate::driver::time::timeout_at(deadline, h2::handshake(io)).await {
         Ok(Ok(sender)) => {
             *t.h2_conn.borrow_mut() = Some(sender.clone());
-            Ok(UpStream::H2(Box::new(h2::H2Up::new(sender, tls))))
+            t.h2_conn_id.set(t.h2_conn_id.get() + 1);
+            Ok(UpStream::H2(Box::new(h2::H2Up::new(
+                sender,
+                t.h2_conn_id.get(),
+                tls,
+            ))))
         }
         Ok(Err(e)) => Err(Error::upstream(
             Kind::BadGateway,

@@ -20,6 +20,8 @@ pub(crate) struct TargetLocal {
     /// Spoken to over HTTP/2 (`protocol = "h2"`), through one shared connection.
     pub h2: Cell<bool>,
     pub h2_conn: RefCell<Option<h2::client::SendRequest<bytes::Bytes>>>,
+    /// Counts the connections stored in `h2_conn`: a stream knows which one it went on.
+    pub h2_conn_id: Cell<u64>,
     /// A connection is being opened; requests that need one wait here.
     pub h2_opening: Cell<bool>,
     pub h2_waiters: RefCell<Vec<std::task::Waker>>,
@@ -71,6 +73,7 @@ impl TargetLocal {
             tls: RefCell::new(None),
             h2: Cell::new(false),
             h2_conn: RefCell::new(None),
+            h2_conn_id: Cell::new(0),
             h2_opening: Cell::new(false),
             h2_waiters: RefCell::new(Vec::new()),
             idle: RefCell::new(std::collections::VecDeque::new()),

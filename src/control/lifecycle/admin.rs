@@ -275,7 +275,7 @@ impl Control {
             .as_object()
             .cloned()
             .ok_or_else(|| bad("the body must be a JSON object"))?;
-        let name = match def.remove("name") {
+        let name = match def.shift_remove("name") {
             Some(Value::String(n)) => n,
             _ => return Err(bad("name: is required (letters, digits, '_' or '-')")),
         };
@@ -313,7 +313,7 @@ impl Control {
             .as_object()
             .cloned()
             .ok_or_else(|| bad("the body must be a JSON object"))?;
-        match def.remove("name") {
+        match def.shift_remove("name") {
             Some(Value::String(n)) if n != name => {
                 return Err(bad(format!("name: {n:?} differs from the path's {name:?}")))
             }
@@ -574,7 +574,7 @@ impl Control {
                 }
                 for (k, v) in &body {
                     if v.is_null() && STAGE_SETTINGS.contains(&k.as_str()) {
-                        s.settings.remove(k);
+                        s.settings.shift_remove(k);
                     }
                 }
                 s.updated = now;

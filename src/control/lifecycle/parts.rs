@@ -58,7 +58,7 @@ pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     if let Value::Object(t) = target {
         for (k, v) in p {
             if v.is_null() {
-                t.remove(k);
+                t.shift_remove(k);
             } else {
                 merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
             }
@@ -165,7 +165,7 @@ impl Control {
         self.edit_definition(api, |def| {
             let mut whole = Value::Object(std::mem::take(def));
             let mut patch = patch;
-            patch.remove("name");
+            patch.shift_remove("name");
             merge_patch(&mut whole, &Value::Object(patch));
             if let Value::Object(m) = whole {
                 *def = m;
@@ -298,7 +298,7 @@ impl Control {
                 return Err(not_found(api, part, id));
             }
             if list.is_empty() {
-                def.remove(part.list());
+                def.shift_remove(part.list());
             }
             Ok(json!({ "deleted": id }))
         })

@@ -222,7 +222,7 @@ pub(crate) async fn send(
             // was opened, so nothing was sent whatever the method. It is dropped, and the
             // request goes on a new one.
             Err(Failure::Stale) if matches!(up, UpStream::H2(_)) && tries < 3 => {
-                target.h2_conn.borrow_mut().take();
+                drop_h2_conn(&target, &up);
                 fresh_only = true;
                 continue;
             }
@@ -253,8 +253,8 @@ pub(crate) async fn send(
                 // or never answering the preface, which the handshake does not wait for),
                 // and every later request would wait on it too. The next one opens another;
                 // this one's streams end as they may.
-                if matches!(up, UpStream::H2(_)) && matches!(e.kind, Kind::GatewayTimeout) {
-                    target.h2_conn.borrow_mut().take();
+                if matches!(e.kind, Kind::GatewayTimeout) {
+                    drop_h2_conn(&target, &up);
                 }
                 record_failure(&target, eject.as_deref(), &cfg);
                 return Err(e);
@@ -271,6 +271,17 @@ pub(crate) async fn send(
         resp,
         ubuf,
     })
+}
+
+/// Leaves the target's shared HTTP/2 connection to its streams if `up` went on it (not one
+/// another request opened since: many streams timing out on one dead connection would each
+/// drop the next one's replacement).
+fn drop_h2_conn(target: &TargetLocal, up: &UpStream) {
+    if let UpStream::H2(h) = up {
+        if h.conn == target.h2_conn_id.get() {
+            target.h2_conn.borrow_mut().take();
+        }
+    }
 }
 
 /// Sends the request (head, then the body as it streams in) and reads the answer's head,

@@ -111,20 +111,25 @@ pub(crate) async fn answer(
                 "integration answer unreadable or over 10 MiB",
             ));
         };
-        // Templates read the answer decoded (an integration that encodes it anyway).
-        let decoded = compress::decode_request(
-            resp.headers()
-                .filter(|(n, _)| name_eq(n, b"content-encoding"))
-                .map(|(_, v)| v),
-            &body,
-            MAX_TRANSFORMED as u64,
-        )
-        .map_err(|_| {
-            Error::upstream(
-                Kind::BadGateway,
-                "integration answer in a Content-Encoding other than gzip or br, corrupt, or over 10 MiB decoded",
+        // Templates read the answer decoded (an integration that encodes it anyway); an empty
+        // one (a HEAD's, a 204's) has nothing to decode.
+        let decoded = if body.is_empty() {
+            std::borrow::Cow::Borrowed(&body[..])
+        } else {
+            compress::decode_request(
+                resp.headers()
+                    .filter(|(n, _)| name_eq(n, b"content-encoding"))
+                    .map(|(_, v)| v),
+                &body,
+                MAX_TRANSFORMED as u64,
             )
-        })?;
+            .map_err(|_| {
+                Error::upstream(
+                    Kind::BadGateway,
+                    "integration answer in a Content-Encoding other than gzip or br, corrupt, or over 10 MiB decoded",
+                )
+            })?
+        };
         let answered = super::super::transform::Answered {
             status: resp.status,
             headers: resp.headers().collect(),

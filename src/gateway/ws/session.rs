@@ -502,6 +502,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
                     if mem.out.len() > OUT_BATCH
                         && io.send(std::mem::take(&mut mem.out)).await.is_err()
                     {
+                        by_client = true;
                         break 'conn lost();
                     }
                 }
@@ -568,6 +569,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
         // What is ready goes out before anything is waited on.
         let _ = ws.flush(&mut mem);
         if !mem.out.is_empty() && io.send(std::mem::take(&mut mem.out)).await.is_err() {
+            by_client = true;
             break lost();
         }
         let wake = active_at
@@ -606,7 +608,10 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
                 continue;
             }
             Event::Drained(true) => continue,
-            Event::Drained(false) => break lost(),
+            Event::Drained(false) => {
+                by_client = true;
+                break lost();
+            }
             Event::Push(Some(WsPush::Send(data))) => {
                 queued.set(queued.get().saturating_sub(data.len()));
                 last.set(now_ms());
@@ -656,27 +661,11 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
             cut: !answered,
         };
     };
-    // Messages the client sent before its Close are its data (RFC 6455 7.1.4: the Close
-    // ends what comes after it): their integrations are called as Amazon's are, each on its
-    // own, though their answers have nowhere to go — the one being waited on, then those
-    // that came while it was, within the connection's rate.
-    if by_client {
-        if let Some(h) = pending.take() {
-            let _ = h.await;
-        }
-        while let Some(m) = later.pop_front() {
-            if bucket
-                .as_ref()
-                .is_some_and(|b| b.take_up_to(1, crate::throttle::now_ns()).granted == 0)
-            {
-                continue;
-            }
-            let text = matches!(m, Message::Text(_));
-            let _ = crate::memory::boxed(|| message(shard, &s, m.into_data(), text)).await;
-        }
+    // A call still waiting is given up if the gateway closed; the client's own end keeps it
+    // (below).
+    if !by_client {
+        drop(pending.take());
     }
-    // A call still waiting (the gateway closed) is given up.
-    drop(pending);
     // From here on `@connections` answers 410 for it.
     closing();
     if old_snap.is_none() {
@@ -689,5 +678,34 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
     if let Some(w) = writer {
         let _ = w.await;
     }
+    // Messages the client sent before its Close (or its side of TCP) are its data (RFC 6455
+    // 7.1.4: the Close ends what comes after it): their integrations are called as Amazon's
+    // are, each on its own, though their answers have nowhere to go — the one being waited
+    // on, then those that came while it was, within the connection's rate, all within one
+    // integration timeout, and not past a drain. Then $disconnect.
+    if by_client {
+        let limit = shard.snapshot().snap.limits.integration_timeout;
+        let rest = async {
+            if let Some(h) = pending.take() {
+                let _ = h.await;
+            }
+            while let Some(m) = later.pop_front() {
+                if bucket
+                    .as_ref()
+                    .is_some_and(|b| b.take_up_to(1, crate::throttle::now_ns()).granted == 0)
+                {
+                    continue;
+                }
+                let text = matches!(m, Message::Text(_));
+                let _ = crate::memory::boxed(|| message(shard, &s, m.into_data(), text)).await;
+            }
+        };
+        let bounded = crate::driver::time::timeout(limit, rest);
+        monoio::select! {
+            _ = bounded => {},
+            _ = shard.drain.wait() => {},
+        }
+    }
+    drop(pending);
     crate::memory::boxed(|| disconnect(shard, &s, ended, old_snap)).await;
 }

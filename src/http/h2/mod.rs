@@ -157,12 +157,12 @@ fn library_flood(e: &h2::Error) -> bool {
     e.is_go_away() && e.is_library() && e.reason() == Some(Reason::ENHANCE_YOUR_CALM)
 }
 
-/// Serves one HTTP/2 connection until it ends: `cfg` and `limits` from the snapshot the
-/// connection started on, `drain` the shard's drain signal, `metrics` its counters; each
-/// stream runs as its own task through `handler`.
 /// Bytes of DATA one stream may have queued in the library, not yet written to the socket.
 const H2_SEND_BUFFER: usize = 64 << 10;
 
+/// Serves one HTTP/2 connection until it ends: `cfg` and `limits` from the snapshot the
+/// connection started on, `drain` the shard's drain signal, `metrics` its counters; each
+/// stream runs as its own task through `handler`.
 pub(crate) async fn serve(
     transport: Transport,
     info: ConnInfo,
