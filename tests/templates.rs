@@ -657,6 +657,12 @@ fn a_head_answer_as_it_came_keeps_its_length() {
 #[test]
 fn integration_responses_read_the_answer_decoded() {
     let up = Upstream::start(|s| {
+        if s.target == "/empty" {
+            // Encoded, and empty (a HEAD's, say): nothing to decode.
+            return Action::Raw(
+                b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            );
+        }
         let body =
             json!({"msg": "hi", "ae": s.header("accept-encoding").unwrap_or("none")}).to_string();
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -684,6 +690,10 @@ fn integration_responses_read_the_answer_decoded() {
                 "GET /plain",
                 "integration = { type = \"http\", uri = \"http://up/gz\", responses = [ { status = 200 } ] }",
             )
+            .route(
+                "GET /empty",
+                "integration = { type = \"http\", uri = \"http://up/empty\", responses = [ { status = 201 } ] }",
+            )
             .toml(),
     );
     let get = |path: &str| {
@@ -699,6 +709,8 @@ fn integration_responses_read_the_answer_decoded() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"msg": "hi", "ae": "identity"}));
     assert_eq!(r.header("content-encoding"), None);
+    let r = get("/empty");
+    assert_eq!((r.status, r.text()), (201, String::new()));
 }
 
 /// `$context.requestOverride` in a request template and `$context.responseOverride` in a
