@@ -1050,3 +1050,51 @@ fn websocket_integrations_are_timed_and_binary_messages_routed() {
         "{text}"
     );
 }
+
+/// A message longer than 32 KB goes to the client in frames of at most 32 KB, as Amazon API
+/// Gateway splits them (here a push through `@connections`).
+#[test]
+fn long_messages_go_out_in_32_kb_frames() {
+    use std::io::Read;
+    let up = backend();
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n",
+            )
+            .toml(),
+    );
+    let mut ws = open(&g, "").unwrap();
+    let id = up
+        .requests()
+        .iter()
+        .find(|s| s.target.starts_with("/connect"))
+        .and_then(|s| s.header("x-connection-id").map(str::to_string))
+        .unwrap();
+    let body = "m".repeat(40_000);
+    let r = admin_with(g.admin(), "POST", &format!("/@connections/{id}"), &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The frames as they come: text, not final, 32,768 bytes; then the final continuation.
+    let raw = ws.get_mut();
+    let mut frame = |want_head: u8| -> usize {
+        let mut h = [0u8; 2];
+        raw.read_exact(&mut h).unwrap();
+        assert_eq!(h[0], want_head, "{h:?}");
+        let len = match h[1] {
+            126 => {
+                let mut l = [0u8; 2];
+                raw.read_exact(&mut l).unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        raw.read_exact(&mut payload).unwrap();
+        assert!(payload.iter().all(|&b| b == b'm'));
+        len
+    };
+    assert_eq!(frame(0x01), 32_768);
+    assert_eq!(frame(0x80), 40_000 - 32_768);
+}

@@ -225,6 +225,35 @@ fn lost() -> Ended {
     }
 }
 
+/// The largest frame sent to a client: a longer message goes in several, as Amazon API
+/// Gateway splits messages over its 32 KB frame size (route responses and `@connections`
+/// pushes alike).
+const OUT_FRAME: usize = 32 << 10;
+
+/// Writes `m` for the client, in frames of at most [`OUT_FRAME`] bytes.
+fn write_message(ws: &mut WebSocketContext, mem: &mut Mem, m: Message) {
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::Frame;
+    let (mut data, kind) = match m {
+        Message::Text(t) if t.len() > OUT_FRAME => (Bytes::from(t), Data::Text),
+        Message::Binary(b) if b.len() > OUT_FRAME => (b, Data::Binary),
+        other => {
+            let _ = ws.write(mem, other);
+            return;
+        }
+    };
+    let mut op = OpCode::Data(kind);
+    while !data.is_empty() {
+        // (A text's cut may fall inside a character: its UTF-8 is the whole message's.)
+        let part = data.split_to(data.len().min(OUT_FRAME));
+        let _ = ws.write(
+            mem,
+            Message::Frame(Frame::message(part, op, data.is_empty())),
+        );
+        op = OpCode::Data(Data::Continue);
+    }
+}
+
 /// Writes what a message got back; `Err` (after closing with 1001) when a reload removed the
 /// connection's API or stage, so that nothing routes its messages any more.
 async fn answered(
@@ -236,7 +265,7 @@ async fn answered(
 ) -> Result<(), Ended> {
     match done {
         Some(Some(reply)) => {
-            let _ = ws.write(mem, reply);
+            write_message(ws, mem, reply);
             Ok(())
         }
         Some(None) => Ok(()),
@@ -620,7 +649,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
                     Ok(t) => Message::text(t),
                     Err(e) => Message::binary(e.into_bytes()),
                 };
-                let _ = ws.write(&mut mem, m);
+                write_message(&mut ws, &mut mem, m);
                 continue;
             }
             Event::Timer if std::time::Instant::now() >= deadline => {
