@@ -5,10 +5,10 @@
 //! object, all freed again). Errors and the cold paths (`const`, `enum`, `uniqueItems`)
 //! build a `Value` of the part they quote.
 //!
-//! An object's members are indexed by name once, as `serde_json::Value` keeps them: in the
-//! order they were first written (so validators visit them, and report their errors, in the
-//! same order), a name written twice counted once with its last value; and sorted, for a
-//! lookup by binary search.
+//! An object's members are indexed by name once: sorted, a name written twice counted once
+//! with its last value (as a parsed value keeps it); a lookup is a binary search. Validators
+//! visit members in name order (a parsed value's are visited as written: the same errors,
+//! perhaps in another order; in the order written, validation cost ~15 % more).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -21,9 +21,8 @@ use serde_json::{Number, Value};
 /// A parsed body: its items in document order, the root first, and its objects' members.
 pub struct Doc<'a> {
     items: Vec<Item<'a>>,
-    /// Each object's member names (positions of [`Item::Key`]s), one per name (the last
-    /// written): sorted by name, then again in the order each name was first written;
-    /// objects one after another.
+    /// Each object's member names (positions of [`Item::Key`]s), sorted by name with one per
+    /// name (the last written), objects one after another.
     keys: Vec<u32>,
 }
 
@@ -38,8 +37,7 @@ enum Item<'a> {
         end: u32,
     },
     /// An object: in the items, each member is a [`Item::Key`] followed by its value; its
-    /// `len` distinct names are `Doc::keys[keys..keys + len]` (sorted), and
-    /// `Doc::keys[keys + len..keys + 2 * len]` (as written).
+    /// `len` distinct names are `Doc::keys[keys..keys + len]`.
     Obj {
         len: u32,
         end: u32,
@@ -182,23 +180,16 @@ impl<'de> Visitor<'de> for Build<'_, 'de> {
         }
         keys[first..].sort_by(|a, b| name(items, *a).cmp(name(items, *b)));
         let mut kept = first;
-        // Each name's first position (the run's first: the sort is stable) and last.
-        let mut written: Vec<(u32, u32)> = Vec::new();
-        let mut run_start = first;
         for r in first..keys.len() {
             let twin_after = keys
                 .get(r + 1)
                 .is_some_and(|n| name(items, *n) == name(items, keys[r]));
             if !twin_after {
-                written.push((keys[run_start], keys[r]));
                 keys[kept] = keys[r];
                 kept += 1;
-                run_start = r + 1;
             }
         }
         keys.truncate(kept);
-        written.sort_unstable();
-        keys.extend(written.iter().map(|&(_, last)| last));
         items[at] = Item::Obj {
             len: pos(kept - first)?,
             end: pos(items.len())?,
@@ -301,16 +292,6 @@ impl<'a> DocNode<'a> {
     fn names(&self) -> &'a [u32] {
         match self.items[self.i] {
             Item::Obj { len, keys, .. } => &self.keys[keys as usize..(keys + len) as usize],
-            _ => &[],
-        }
-    }
-
-    /// An object's member names in the order they were first written.
-    fn names_as_written(&self) -> &'a [u32] {
-        match self.items[self.i] {
-            Item::Obj { len, keys, .. } => {
-                &self.keys[(keys + len) as usize..(keys + 2 * len) as usize]
-            }
             _ => &[],
         }
     }
@@ -468,7 +449,7 @@ impl<'a> Object<'a, Body> for DocObject<'a> {
     fn members(&self) -> Members<'a> {
         Members {
             node: self.0,
-            names: self.0.names_as_written().iter(),
+            names: self.0.names().iter(),
         }
     }
 }
@@ -563,7 +544,8 @@ mod tests {
             // A name written twice counts once, with its last value, as in a `Value`.
             r#"{"name": 1, "name": "rex", "tags": []}"#,
             r#"{"name": "rex", "name": 1, "tags": []}"#,
-            // Several errors at one level come in the same order (names as first written).
+            // Several errors at one level: the same ones (ours in name order, a parsed value's
+            // in the order written; visiting members sorted keeps validation ~15 % cheaper).
             r#"{"zz": 1, "name": 5, "aa": 2, "tags": "x", "age": "y"}"#,
         ] {
             let doc = Doc::parse(text.as_bytes()).unwrap();
@@ -574,7 +556,25 @@ mod tests {
                 .map(|e| e.to_string())
                 .collect();
             let b: Vec<String> = theirs.iter_errors(&v).map(|e| e.to_string()).collect();
-            assert_eq!(a, b, "{text}");
+            assert_eq!(unordered(a), unordered(b), "{text}");
         }
+    }
+
+    /// Errors in name order, and the names inside "Additional properties ... ('a', 'b' were
+    /// unexpected)" too.
+    fn unordered(errors: Vec<String>) -> Vec<String> {
+        let mut out: Vec<String> = errors
+            .into_iter()
+            .map(|e| match (e.find('('), e.find(" were unexpected")) {
+                (Some(open), Some(end)) if open < end => {
+                    let mut names: Vec<&str> = e[open + 1..end].split(", ").collect();
+                    names.sort_unstable();
+                    format!("{}({}{}", &e[..open], names.join(", "), &e[end..])
+                }
+                _ => e,
+            })
+            .collect();
+        out.sort();
+        out
     }
 }
