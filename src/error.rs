@@ -81,6 +81,9 @@ pub(crate) enum Kind {
     MissingParameters(Box<str>),
     /// A mapping template failed (500): why, for the logs.
     TemplateFailed(Box<str>),
+    /// A request template reads the body as JSON, and it is not (400, in Amazon API
+    /// Gateway's words): the parser's why.
+    BodyNotJson(Box<str>),
     /// No request template for the body's content type, and the passthrough behaviour
     /// refuses it (415).
     UnsupportedMediaType,
@@ -121,7 +124,7 @@ impl Kind {
             Kind::PolicyDenied { .. } => "ACCESS_DENIED",
             Kind::Throttled(_) => "THROTTLED",
             Kind::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
-            Kind::InvalidBody(_) => "BAD_REQUEST_BODY",
+            Kind::InvalidBody(_) | Kind::BodyNotJson(_) => "BAD_REQUEST_BODY",
             Kind::TemplateFailed(_) => "API_CONFIGURATION_ERROR",
             Kind::UnsupportedMediaType | Kind::UnsupportedEncoding => "UNSUPPORTED_MEDIA_TYPE",
             Kind::MissingParameters(_) => "BAD_REQUEST_PARAMETERS",
@@ -169,7 +172,10 @@ impl Error {
 
     pub(crate) fn status(&self) -> u16 {
         match self.kind {
-            Kind::BadRequest(_) | Kind::InvalidBody(_) | Kind::MissingParameters(_) => 400,
+            Kind::BadRequest(_)
+            | Kind::InvalidBody(_)
+            | Kind::MissingParameters(_)
+            | Kind::BodyNotJson(_) => 400,
             Kind::HeadTooLarge => 431,
             Kind::UriTooLong => 414,
             Kind::VersionNotSupported => 505,
@@ -207,6 +213,11 @@ impl Error {
         if let Kind::Iam { message, .. } = &self.kind {
             return Cow::Owned(message.to_string());
         }
+        if let Kind::BodyNotJson(why) = &self.kind {
+            return Cow::Owned(format!(
+                "Could not parse request body into json: Could not parse payload into json: {why}"
+            ));
+        }
         if let Kind::MissingParameters(names) = &self.kind {
             // Amazon API Gateway's words.
             return Cow::Owned(format!("Missing required request parameters: [{names}]"));
@@ -237,6 +248,7 @@ impl Error {
             Kind::PolicyDenied { .. }
             | Kind::Iam { .. }
             | Kind::MissingParameters(_)
+            | Kind::BodyNotJson(_)
             | Kind::ClientGone => "",
         })
     }

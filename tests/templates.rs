@@ -107,6 +107,17 @@ fn request_templates_rewrite_the_body_and_passthrough_refuses_as_configured() {
     assert_eq!(r.json()["body"], "hi");
     let r = post(&g, "/open", "application/json", r#"{"a":[1,2]}"#);
     assert_eq!(r.json()["body"], r#"{"wrapped": {"a":[1,2]}}"#);
+    // A body the template reads as JSON and that is none: Amazon's 400, the upstream not
+    // called.
+    let r = post(&g, "/open", "application/json", "not json");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let m = r.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        m.starts_with(
+            "Could not parse request body into json: Could not parse payload into json: "
+        ),
+        "{m}"
+    );
     // A range whose bounds come from the request: bounded like any loop, whatever the
     // numbers (i64's extremes included), and the shard goes on answering.
     for bounds in [

@@ -96,6 +96,17 @@ pub(crate) async fn request(
             ctx.body_json.as_deref(),
             &body,
         );
+        if template.reads(vtl::READS_JSON) && ctx.body_json.is_none() && parsed.is_none() {
+            // The template reads the body's JSON and there is none: Amazon's 400, with the
+            // parser's why (`$input.json` rendered `null`, `$input.path` its own text).
+            let why = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+                .err()
+                .map_or_else(String::new, |e| e.to_string());
+            return Err(Error::downstream(
+                Kind::BodyNotJson(why.chars().take(200).collect::<String>().into()),
+                "request template",
+            ));
+        }
         let json = ctx.body_json.as_deref().or(parsed.as_ref());
         let (out, overrides) = render(template, &body, json, &vars)?;
         if http {
