@@ -735,10 +735,10 @@ fn templates_override_request_and_answer_parameters() {
         &Cfg::new()
             .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
             .route(
-                "POST /ov",
+                "POST /ov/{id}",
                 format!(
-                    "integration = {{ type = \"http\", uri = \"http://up/ov\", request_templates = {{ \"application/json\" = {} }}, responses = [ {{ status = 200, templates = {{ \"application/json\" = {} }} }} ] }}",
-                    tpl("#set($b = $input.path('$'))#set($context.requestOverride.header.X-Tenant = $b.tenant)#set($context.requestOverride.querystring['q'] = 'a b')$input.json('$')"),
+                    "integration = {{ type = \"http\", uri = \"http://up/ov/{{id}}\", request_templates = {{ \"application/json\" = {} }}, responses = [ {{ status = 200, templates = {{ \"application/json\" = {} }} }} ] }}",
+                    tpl("#set($b = $input.path('$'))#set($context.requestOverride.header.X-Tenant = $b.tenant)#set($context.requestOverride.querystring['q'] = 'a b')#set($context.requestOverride.path.id = \"$b.tenant x/y\")$input.json('$')"),
                     tpl("#set($r = $input.path('$'))$input.json('$.headers.x-tenant')#if($r.target.contains('q=a%20b'))#set($context.responseOverride.status = 418)#set($context.responseOverride.header['X-Why'] = \"teapot for $r.method\")#end"),
                 ),
             )
@@ -756,14 +756,14 @@ fn templates_override_request_and_answer_parameters() {
     assert_eq!(r.status, 500, "{}", r.text());
     let body = r#"{"tenant": "t1"}"#;
     let r = Client::connect(g.addr()).request(
-        format!("POST /ov?q=client&keep=1 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nX-Tenant: evil\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+        format!("POST /ov/7?q=client&keep=1 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nX-Tenant: evil\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
     );
     assert_eq!(r.status, 418, "{}", r.text());
     assert_eq!(r.header("x-why"), Some("teapot for POST"));
     assert_eq!(r.text(), "\"t1\"");
     let seen = &up.requests()[0];
     assert_eq!(seen.headers_named("x-tenant"), vec!["t1"]);
-    assert_eq!(seen.target, "/ov?keep=1&q=a%20b");
+    assert_eq!(seen.target, "/ov/t1%20x/y?keep=1&q=a%20b");
     // An override of a header the gateway writes itself, or of the other side's, is refused
     // at load, naming it.
     for (t, want) in [
@@ -774,7 +774,7 @@ fn templates_override_request_and_answer_parameters() {
         ),
         (
             "#set($context.requestOverride.path.p = 'x')",
-            "not supported yet",
+            "no path variable of the route",
         ),
     ] {
         let toml = Cfg::new()

@@ -171,10 +171,6 @@ impl Validator {
                     &format!("{key}.{ct}"),
                     "sets $context.requestOverride: only a request template has a request to override",
                 ),
-                Ok(t) if t.overrides(vtl::OVERRIDES_PATH) => self.err(
-                    &format!("{key}.{ct}"),
-                    "sets $context.requestOverride.path, which is not supported yet: map the integration's path with request_parameters (\"overwrite:path\")",
-                ),
                 Ok(t) => {
                     // Headers the gateway writes itself are not a template's to set.
                     let own = t.overridden_headers().any(|n| {

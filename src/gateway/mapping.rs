@@ -27,6 +27,9 @@ pub(crate) struct RequestEdits {
     pub query: Option<Vec<u8>>,
     /// The path sent instead of the integration's.
     pub path: Option<Vec<u8>>,
+    /// Path variables a request template's `$context.requestOverride.path.NAME` set (by
+    /// index), used in the integration URI instead of the request's.
+    pub path_vars: Vec<(usize, String)>,
     /// The mapped path would hold a dot segment once decoded (`..%2Fadmin` from a header):
     /// refused, as a client's own is, since origins that decode before they resolve dot
     /// segments would climb out of the path.

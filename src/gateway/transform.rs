@@ -110,7 +110,8 @@ pub(crate) async fn request(
         let json = ctx.body_json.as_deref().or(parsed.as_ref());
         let (out, overrides) = render(template, &body, json, &vars)?;
         if http {
-            request_overrides(ctx, &overrides);
+            let params = &ss.snap.config.apis[m.api].routes[m.route].params;
+            request_overrides(ctx, &overrides, params);
             // The integration gets the rendered body, with its length.
             let rest = conn.buf.split_off(len);
             let mut buf = BytesMut::with_capacity(out.len() + rest.len());
@@ -169,12 +170,19 @@ fn render(
     t.render_overriding(&env).map_err(failed)
 }
 
-/// A request template's `$context.requestOverride.header.NAME` and `.querystring.NAME`, as
-/// edits of what goes to the integration (after the route's parameter mapping: an override
-/// is final).
-fn request_overrides(ctx: &mut RequestCtx, o: &vtl::Overrides) {
+/// A request template's `$context.requestOverride.header.NAME`, `.querystring.NAME` and
+/// `.path.NAME`, as edits of what goes to the integration (after the route's parameter
+/// mapping: an override is final).
+fn request_overrides(ctx: &mut RequestCtx, o: &vtl::Overrides, params: &[String]) {
     for (what, value) in &o.set {
         match what {
+            // A path variable of the route (one it lacks is checked at load).
+            vtl::Override::RequestPath(name) => {
+                if let Some(i) = params.iter().position(|p| p == name) {
+                    let e = ctx.edits.get_or_insert_with(Default::default);
+                    e.path_vars.push((i, value.clone()));
+                }
+            }
             vtl::Override::RequestHeader(name) => {
                 let e = ctx.edits.get_or_insert_with(Default::default);
                 let lower = name.to_ascii_lowercase();

@@ -116,9 +116,24 @@ pub(crate) fn integration_path(
     integ: &HttpIntegration,
 ) {
     let start = out.len();
+    let overridden = ctx
+        .edits
+        .as_deref()
+        .map(|e| e.path_vars.as_slice())
+        .unwrap_or_default();
     integ
         .path
         .render(out, &ctx.vars(peer_ip, Escape::Uri), |i, o| {
+            if let Some((_, v)) = overridden.iter().find(|(k, _)| *k == i) {
+                // A template's override: its segments encoded, its `/` kept.
+                for (n, seg) in v.split('/').enumerate() {
+                    if n > 0 {
+                        o.push(b'/');
+                    }
+                    encode_segment(seg, o);
+                }
+                return;
+            }
             ctx.path_var(i, |s, more| {
                 encode_segment(s, o);
                 if more {

@@ -77,6 +77,14 @@ impl Template {
         self.overrides.iter().any(|o| o.bit() & bits != 0)
     }
 
+    /// The path variables it overrides.
+    pub(crate) fn overridden_paths(&self) -> impl Iterator<Item = &str> {
+        self.overrides.iter().filter_map(|o| match o {
+            Override::RequestPath(n) => Some(n.as_str()),
+            _ => None,
+        })
+    }
+
     /// The headers it overrides (request or answer).
     pub(crate) fn overridden_headers(&self) -> impl Iterator<Item = &str> {
         self.overrides.iter().filter_map(|o| match o {
@@ -189,9 +197,7 @@ mod tests;
 
 use funcs::{input_call, method, util_call};
 use num::binary;
-pub(crate) use overrides::{
-    Override, Overrides, OVERRIDES_PATH, OVERRIDES_REQUEST, OVERRIDES_RESPONSE,
-};
+pub(crate) use overrides::{Override, Overrides, OVERRIDES_REQUEST, OVERRIDES_RESPONSE};
 
 // --- evaluation ---------------------------------------------------------------------------
 

@@ -17,14 +17,11 @@ pub(crate) enum Override {
 pub(crate) const OVERRIDES_REQUEST: u8 = 1;
 /// Overrides of the answer (a response template's).
 pub(crate) const OVERRIDES_RESPONSE: u8 = 2;
-/// `$context.requestOverride.path` (not applied yet: refused at load).
-pub(crate) const OVERRIDES_PATH: u8 = 4;
 
 impl Override {
     pub(crate) fn bit(&self) -> u8 {
         match self {
             Override::Status | Override::ResponseHeader(_) => OVERRIDES_RESPONSE,
-            Override::RequestPath(_) => OVERRIDES_REQUEST | OVERRIDES_PATH,
             _ => OVERRIDES_REQUEST,
         }
     }

@@ -652,7 +652,8 @@ fn overrides_are_collected_once_each() {
         "#set($context.requestOverride.header.x-a = 'b')#set($context.requestOverride.querystring.q = 1)#set($context.requestOverride.path.p = 'x')",
     )
     .unwrap();
-    assert!(t.overrides(OVERRIDES_REQUEST) && t.overrides(OVERRIDES_PATH));
+    assert!(t.overrides(OVERRIDES_REQUEST) && !t.overrides(OVERRIDES_RESPONSE));
+    assert_eq!(t.overridden_paths().collect::<Vec<_>>(), ["p"]);
     assert_eq!(t.render_overriding(&env).unwrap().1.set.len(), 3);
     // Twice is an error (Amazon answers 5XX); so is a header name twice in two cases.
     let t = Template::parse(
