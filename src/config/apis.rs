@@ -604,20 +604,7 @@ impl Validator {
             integ.passthrough_behavior.take(),
             std::mem::take(&mut integ.responses),
         );
-        // A template's path override names one of the route's path variables.
-        for (ct, t) in transform.iter().flat_map(|t| &t.request) {
-            for n in t.overridden_paths() {
-                if !params.iter().any(|p| p == n) {
-                    self.err(
-                        &format!("{ikey}.request_templates.{ct}"),
-                        format!(
-                            "sets $context.requestOverride.path.{n}, which is no path variable of the route (it has: {})",
-                            params.join(", ")
-                        ),
-                    );
-                }
-            }
-        }
+        self.path_overrides(&ikey, transform.as_deref(), &params);
         let integration = self.integration(&ikey, integ, &params, limits, upstreams, stages)?;
         let (request_parameters, response_parameters) =
             (r.request_parameters, r.response_parameters);

@@ -191,6 +191,23 @@ impl Validator {
         out
     }
 
+    /// A request template's path override names one of the route's path variables.
+    pub(super) fn path_overrides(&mut self, ikey: &str, t: Option<&Transform>, params: &[String]) {
+        for (ct, t) in t.iter().flat_map(|t| &t.request) {
+            for n in t.overridden_paths() {
+                if !params.iter().any(|p| p == n) {
+                    self.err(
+                        &format!("{ikey}.request_templates.{ct}"),
+                        format!(
+                            "sets $context.requestOverride.path.{n}, which is no path variable of the route (it has: {})",
+                            params.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     pub(super) fn transform(
         &mut self,
         ikey: &str,
