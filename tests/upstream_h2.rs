@@ -244,28 +244,7 @@ fn a_client_gone_during_the_opening_does_not_block_the_target() {
     );
     // A relay to the inner gateway that holds its first connection silent (the TLS handshake
     // never completes) and passes the later ones through.
-    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let relay_addr = relay.local_addr().unwrap();
-    let (first_tx, first_rx) = std::sync::mpsc::channel();
-    let inner_addr = b.addr();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for (i, c) in relay.incoming().enumerate() {
-            let Ok(c) = c else { break };
-            if i == 0 {
-                held.push(c);
-                let _ = first_tx.send(());
-                continue;
-            }
-            let Ok(up) = std::net::TcpStream::connect(inner_addr) else {
-                break;
-            };
-            let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
-            let (mut c, mut up) = (c, up);
-            std::thread::spawn(move || std::io::copy(&mut c2, &mut up2));
-            std::thread::spawn(move || std::io::copy(&mut up, &mut c));
-        }
-    });
+    let (relay_addr, first_rx) = silent_first_relay(b.addr());
     let dir = TempDir::new();
     std::fs::write(dir.0.join("ca.pem"), ca.cert.pem()).unwrap();
     let a = Gw::start_in(
@@ -326,26 +305,7 @@ fn a_client_gone_during_the_opening_does_not_block_the_target() {
 fn a_silent_h2_connection_is_replaced_after_a_timeout() {
     let echo = Upstream::echo();
     let b = inner(TempDir::new(), echo.addr, Cfg::new().listener("h2c = true"));
-    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let relay_addr = relay.local_addr().unwrap();
-    let inner_addr = b.addr();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for (i, c) in relay.incoming().enumerate() {
-            let Ok(c) = c else { break };
-            if i == 0 {
-                held.push(c);
-                continue;
-            }
-            let Ok(up) = std::net::TcpStream::connect(inner_addr) else {
-                break;
-            };
-            let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
-            let (mut c, mut up) = (c, up);
-            std::thread::spawn(move || std::io::copy(&mut c2, &mut up2));
-            std::thread::spawn(move || std::io::copy(&mut up, &mut c));
-        }
-    });
+    let (relay_addr, _first) = silent_first_relay(b.addr());
     let a = Gw::start_in(
         TempDir::new(),
         &Cfg::new()
@@ -364,4 +324,32 @@ fn a_silent_h2_connection_is_replaced_after_a_timeout() {
     let r = get(a.addr(), "/second");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["target"], "/second");
+}
+
+/// A relay to `inner` that holds its first connection silent (accepted, never answered:
+/// a handshake on it never completes) and passes the later ones through: its address, and
+/// a receiver told when the first connection came.
+fn silent_first_relay(inner: SocketAddr) -> (SocketAddr, std::sync::mpsc::Receiver<()>) {
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = relay.local_addr().unwrap();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (i, c) in relay.incoming().enumerate() {
+            let Ok(c) = c else { break };
+            if i == 0 {
+                held.push(c);
+                let _ = first_tx.send(());
+                continue;
+            }
+            let Ok(up) = std::net::TcpStream::connect(inner) else {
+                break;
+            };
+            let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+            let (mut c, mut up) = (c, up);
+            std::thread::spawn(move || std::io::copy(&mut c2, &mut up2));
+            std::thread::spawn(move || std::io::copy(&mut up, &mut c));
+        }
+    });
+    (addr, first_rx)
 }
