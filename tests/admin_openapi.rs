@@ -28,6 +28,16 @@ fn call(g: &Gw, method: &str, path: &str, body: &str) -> (String, String) {
     )
 }
 
+/// A raw admin call without a body: the whole answer as text.
+fn raw_call(g: &Gw, line: &str) -> String {
+    let mut s = std::net::TcpStream::connect(g.admin()).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(s, "{line} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn every_documented_call_is_served_and_nothing_else() {
     let g = Gw::start(
@@ -82,16 +92,25 @@ fn every_documented_call_is_served_and_nothing_else() {
                 "{m} {concrete} answered {code}, not documented: {answer}"
             );
         }
+        // HEAD wherever GET: the GET's status and length, no body.
+        if methods.iter().any(|m| m == "GET") && !methods.iter().any(|m| m == "HEAD") {
+            let (get_status, get_body) = call(&g, "GET", &concrete, "");
+            let raw = raw_call(&g, &format!("HEAD {concrete}"));
+            let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+            assert_eq!(head.lines().next(), Some(get_status.as_str()), "{raw}");
+            assert_eq!(rest, "", "HEAD {concrete}");
+            // The metrics and the status change between calls; the rest are the same bytes.
+            if !concrete.contains("metrics") && !concrete.contains("status") {
+                let len = format!("content-length: {}", get_body.len());
+                assert!(head.lines().any(|l| l == len), "HEAD {concrete}: {raw}");
+            }
+        }
         // A method the path does not take: 405, and Allow names the documented ones.
         let other = ["GET", "POST", "PUT", "PATCH", "DELETE"]
             .into_iter()
             .find(|m| !methods.iter().any(|d| d == m));
         if let Some(other) = other {
-            let mut s = std::net::TcpStream::connect(g.admin()).unwrap();
-            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-            write!(s, "{other} {concrete} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
+            let out = raw_call(&g, &format!("{other} {concrete}"));
             assert!(
                 out.starts_with("HTTP/1.1 405 Method Not Allowed"),
                 "{other} {concrete}: {out}"
@@ -101,7 +120,11 @@ fn every_documented_call_is_served_and_nothing_else() {
                 .find_map(|l| l.strip_prefix("allow: "))
                 .unwrap_or_else(|| panic!("no Allow: {out}"));
             let mut allowed: Vec<&str> = allow.split(", ").collect();
+            // HEAD goes wherever GET does.
             let mut want: Vec<&str> = methods.iter().map(String::as_str).collect();
+            if want.contains(&"GET") && !want.contains(&"HEAD") {
+                want.push("HEAD");
+            }
             allowed.sort();
             want.sort();
             assert_eq!(allowed, want, "{other} {concrete}");

@@ -829,11 +829,11 @@ fn the_admin_api_answers_its_edges_as_http_says() {
         None
     );
     for (method, p, allow) in [
-        ("DELETE", "/apikeys", "GET, POST"),
-        ("POST", "/healthz", "GET"),
+        ("DELETE", "/apikeys", "GET, HEAD, POST"),
+        ("POST", "/healthz", "GET, HEAD"),
         ("GET", "/reload", "POST"),
-        ("PUT", "/apikeys/x", "GET, PATCH, DELETE"),
-        ("POST", "/apis/shop/stages/prod/cache", "GET, DELETE"),
+        ("PUT", "/apikeys/x", "GET, HEAD, PATCH, DELETE"),
+        ("POST", "/apis/shop/stages/prod/cache", "GET, HEAD, DELETE"),
     ] {
         let r = admin(a, method, p, Some(TOKEN));
         assert_eq!(r.status, 405, "{method} {p}");

@@ -225,6 +225,11 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
                 .to_string(),
         )
     } else {
+        // HEAD is answered wherever GET is, as GET less its body (RFC 9110 9.3.2).
+        let method = match head.method_bytes() {
+            b"HEAD" => &b"GET"[..],
+            m => m,
+        };
         let path = String::from_utf8_lossy(head.path_bytes()).into_owned();
         let query = head
             .query_bytes()
@@ -234,24 +239,17 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
             Some(id) => {
                 let shared = ctl.borrow().shared();
                 let max = shared.current().limits.websocket_message as usize;
-                let answer = crate::shard::ws_command(
-                    &shared,
-                    head.method_bytes(),
-                    id,
-                    body.to_vec(),
-                    max,
-                    None,
-                )
-                .await;
+                let answer =
+                    crate::shard::ws_command(&shared, method, id, body.to_vec(), max, None).await;
                 errortype = crate::error::connections_error_type(answer.0);
                 answer
             }
-            None => match fleet_write(&ctl, head.method_bytes(), &path, &query, &body).await {
+            None => match fleet_write(&ctl, method, &path, &query, &body).await {
                 Some(answer) => answer,
-                None => route(head.method_bytes(), &path, &query, &body, &ctl),
+                None => route(method, &path, &query, &body, &ctl),
             },
         };
-        if head.method_bytes() != b"GET" && status < 400 {
+        if method != b"GET" && status < 400 {
             // The audit trail: every change, who made it (the admin token's holder) and what.
             tracing::info!(
                 target: "tollgate::audit",
@@ -278,7 +276,7 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
     let stale = ctl
         .borrow()
         .fleet_down_since()
-        .filter(|_| head.method_bytes() == b"GET");
+        .filter(|_| matches!(head.method_bytes(), b"GET" | b"HEAD"));
     if let Some(since) = stale {
         // What this node answers may be behind the fleet: say so, and since when.
         add(format!(
@@ -298,6 +296,10 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         let path = String::from_utf8_lossy(head.path_bytes()).into_owned();
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         if let Some(allow) = allowed_methods(&segs) {
+            let allow = match allow.strip_prefix("GET") {
+                Some(rest) if !allow.contains("HEAD") => format!("GET, HEAD{rest}"),
+                _ => allow.to_string(),
+            };
             add(format!("allow: {allow}\r\n"));
         }
     }
