@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
         ttl: Duration::from_secs(300),
         capacity: 256 << 20,
         client_invalidation: Invalidation::Allow,
+        unauthorized_invalidation: tollgate::internals::Unauthorized::Warn,
         mode: CacheMode::Gateway,
         max_entry: 1 << 20,
         stale_if_error: Duration::ZERO,

@@ -90,7 +90,9 @@ pub mod internals {
     pub use crate::auth::jwt::{verify as verify_jwt, KeySet, Rules, TokenCache, Verified};
     pub use crate::cache::policy::Lifetime;
     pub use crate::cache::{StageCache, Stored, Val};
-    pub use crate::config::{CacheMode, Invalidation, KeyPart, StageCache as StageCacheConfig};
+    pub use crate::config::{
+        CacheMode, Invalidation, KeyPart, StageCache as StageCacheConfig, Unauthorized,
+    };
     pub use crate::config::{MapOp, ParamMapping};
     pub use crate::gateway::cached::{cache_key, hit_head};
     pub use crate::gateway::ctx::{RequestCtx, RequestId};

@@ -151,6 +151,7 @@ pub(crate) struct CachePolicy {
     pub ttl: Duration,
     pub key: Vec<KeyPart>,
     pub invalidation: Invalidation,
+    pub unauthorized: crate::config::Unauthorized,
     pub max_entry: u64,
     pub stale_if_error: Duration,
     pub lock_timeout: Duration,

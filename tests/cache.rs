@@ -179,6 +179,44 @@ fn miss_then_hit_then_expiry() {
     }
 }
 
+/// An answer that arrives without `Date` is forwarded, and stored, with one (RFC 9110 6.6.1:
+/// a recipient with a clock adds it); an upstream's own `Date` is the one kept.
+#[test]
+fn answers_without_a_date_get_one_and_dated_answers_keep_theirs() {
+    let dates = |r: &Resp| -> Vec<String> {
+        r.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("date"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let (up, _) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    for path in ["/g/items/1", "/g/items/1", "/n/items/1"] {
+        let r = req(&gw, path, "");
+        let d = dates(&r);
+        assert_eq!(
+            d.len(),
+            1,
+            "{path} {:?}: {:?}",
+            r.header("x-cache"),
+            r.headers
+        );
+        let t = httpdate::parse_http_date(&d[0]).expect("an IMF-fixdate");
+        let off = t
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_else(|e| e.duration());
+        assert!(off < Duration::from_secs(60), "{path}: {d:?}");
+    }
+    const OLD: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let (up, _) = numbered("Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    for path in ["/g/items/2", "/g/items/2", "/n/items/2"] {
+        let r = req(&gw, path, "");
+        assert_eq!(dates(&r), [OLD], "{path} {:?}", r.header("x-cache"));
+    }
+}
+
 #[test]
 fn head_shares_get_entries_and_other_methods_bypass() {
     let (up, _) = numbered("");
@@ -718,6 +756,36 @@ fn client_invalidation_follows_the_stage_policy() {
         (Some("Refresh"), "/items/1 #2")
     );
     assert_eq!(r.header("warning"), None);
+    drop(gw);
+    // Amazon's other two strategies for the unauthorized: served without the warning, or 403.
+    for (strategy, refused) in [("ignore", false), ("fail_with_403", true)] {
+        let (up, _) = numbered("");
+        let c = conf(up.addr, "require_api_key", "").replace(
+            "client_invalidation = \"require_api_key\"",
+            &format!("client_invalidation = \"require_api_key\", unauthorized_invalidation = \"{strategy}\""),
+        );
+        let gw = Gw::start(&c);
+        req(&gw, "/g/items/1", "");
+        let r = req(&gw, "/g/items/1", fresh);
+        assert_eq!(r.header("warning"), None, "{strategy}");
+        if refused {
+            assert_eq!(r.status, 403, "{strategy}");
+            assert!(r.text().contains("invalidate the cache"), "{}", r.text());
+        } else {
+            assert_eq!(
+                (r.status, r.header("x-cache"), r.text().as_str()),
+                (200, Some("Hit"), "/items/1 #1"),
+                "{strategy}"
+            );
+        }
+        // Without asking, or with the key, it is served as ever.
+        assert_eq!(req(&gw, "/g/items/1", "").header("x-cache"), Some("Hit"));
+        let r = req(&gw, "/g/items/1", &format!("{fresh}X-Api-Key: {KEY}\r\n"));
+        assert_eq!(
+            (r.header("x-cache"), r.text().as_str()),
+            (Some("Refresh"), "/items/1 #2")
+        );
+    }
 }
 
 #[test]

@@ -66,6 +66,7 @@ fn fill(sizes: [usize; 4]) {
         ttl: Duration::from_secs(300),
         capacity: CAPACITY,
         client_invalidation: Invalidation::Allow,
+        unauthorized_invalidation: tollgate::internals::Unauthorized::Warn,
         mode: CacheMode::Gateway,
         max_entry: 1 << 20,
         stale_if_error: Duration::ZERO,

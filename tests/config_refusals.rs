@@ -172,3 +172,29 @@ fn the_cli_refuses_what_it_cannot_take() {
         "{text}"
     );
 }
+
+/// `unauthorized_invalidation` takes Amazon's three strategies, and only where a key is
+/// required (elsewhere no one is refused, and the setting would do nothing).
+#[test]
+fn unauthorized_invalidation_is_checked() {
+    let stage = |cache: &str| {
+        Cfg::new()
+            .stage_extra(format!("cache = {{ {cache} }}"))
+            .route("GET /m", "integration = { type = \"mock\", body = \"m\" }")
+            .toml()
+    };
+    for ok in ["warn", "ignore", "fail_with_403"] {
+        let (loaded, text) = check_config(&stage(&format!(
+            "client_invalidation = \"require_api_key\", unauthorized_invalidation = \"{ok}\""
+        )));
+        assert!(loaded, "{ok}: {text}");
+    }
+    refused(
+        &stage("unauthorized_invalidation = \"FAIL_WITH_403\""),
+        "cache.unauthorized_invalidation = \"FAIL_WITH_403\" is not valid: expected \"warn\", \"ignore\" or \"fail_with_403\"",
+    );
+    refused(
+        &stage("client_invalidation = \"allow\", unauthorized_invalidation = \"ignore\""),
+        "only with client_invalidation = \"require_api_key\"",
+    );
+}

@@ -526,6 +526,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             capacity,
             client_invalidation: Invalidation::Allow,
+            unauthorized_invalidation: crate::config::Unauthorized::Warn,
             mode: CacheMode::Gateway,
             max_entry: capacity / 8,
             stale_if_error: Duration::ZERO,

@@ -328,6 +328,7 @@ fn cache_policy(r: &Route, s: &Stage, c: &Arc<StageCache>) -> Option<CachePolicy
         ttl: rc.and_then(|rc| rc.ttl).unwrap_or(sc.ttl),
         key: rc.map(|rc| rc.key.clone()).unwrap_or_default(),
         invalidation: sc.client_invalidation,
+        unauthorized: sc.unauthorized_invalidation,
         max_entry: sc.max_entry,
         stale_if_error: sc.stale_if_error,
         lock_timeout: sc.lock_timeout,

@@ -18,6 +18,8 @@ pub struct StageCache {
     /// Bytes of entries (bodies, headers, keys and a fixed per-entry overhead).
     pub capacity: u64,
     pub client_invalidation: Invalidation,
+    /// What a request for a fresh copy without the API key `require_api_key` asks for gets.
+    pub unauthorized_invalidation: Unauthorized,
     pub mode: CacheMode,
     /// Larger answers pass through uncached.
     pub max_entry: u64,
@@ -36,6 +38,19 @@ pub enum Invalidation {
     Ignore,
     Allow,
     RequireApiKey,
+}
+
+/// Amazon's `unauthorizedCacheControlHeaderStrategy`: what happens to a request that asks for
+/// a fresh copy without the right to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unauthorized {
+    /// Served as if it had not asked, with a `Warning` header (SUCCEED_WITH_RESPONSE_HEADER).
+    Warn,
+    /// Served as if it had not asked (SUCCEED_WITHOUT_RESPONSE_HEADER).
+    Ignore,
+    /// 403 (FAIL_WITH_403).
+    FailWith403,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -121,6 +136,27 @@ impl Validator {
                 Invalidation::RequireApiKey
             }
         };
+        let unauthorized_invalidation = match c.unauthorized_invalidation.as_deref() {
+            None | Some("warn") => Unauthorized::Warn,
+            Some(v) if client_invalidation != Invalidation::RequireApiKey => {
+                self.bad(
+                    &format!("{key}.unauthorized_invalidation"),
+                    v,
+                    "only with client_invalidation = \"require_api_key\" (the others refuse no one)",
+                );
+                Unauthorized::Warn
+            }
+            Some("ignore") => Unauthorized::Ignore,
+            Some("fail_with_403") => Unauthorized::FailWith403,
+            Some(other) => {
+                self.bad(
+                    &format!("{key}.unauthorized_invalidation"),
+                    other,
+                    "\"warn\", \"ignore\" or \"fail_with_403\"",
+                );
+                Unauthorized::Warn
+            }
+        };
         let mode = match c.mode.as_deref() {
             None | Some("gateway") => CacheMode::Gateway,
             Some("http") => CacheMode::Http,
@@ -155,6 +191,7 @@ impl Validator {
             ttl,
             capacity,
             client_invalidation,
+            unauthorized_invalidation,
             mode,
             max_entry,
             stale_if_error,

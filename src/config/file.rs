@@ -350,6 +350,7 @@ pub(crate) struct StageCacheFile {
     pub ttl: Option<String>,
     pub capacity: Option<SizeValue>,
     pub client_invalidation: Option<String>,
+    pub unauthorized_invalidation: Option<String>,
     pub mode: Option<String>,
     pub max_entry: Option<SizeValue>,
     pub stale_if_error: Option<String>,

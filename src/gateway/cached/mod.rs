@@ -20,7 +20,7 @@ use super::Next;
 use crate::cache::flight::Join;
 use crate::cache::policy::{self, Answer, CacheControl};
 use crate::cache::{StageCache, Stats, Stored, Val, VaryMarker};
-use crate::config::{CacheMode, Invalidation};
+use crate::config::{CacheMode, Invalidation, Unauthorized};
 use crate::error::{Error, Kind};
 use crate::http::conn::Conn;
 use crate::http::h1::{Framing, ResponseHead};
@@ -92,8 +92,21 @@ pub(crate) async fn serve(
                 if authorized || key_covers_stage(ss, ctx, api) {
                     allowed = true;
                 } else {
-                    ctx.cache_warning =
-                        Some("cache invalidation ignored: it needs a valid x-api-key");
+                    match p.unauthorized {
+                        Unauthorized::Warn => {
+                            ctx.cache_warning =
+                                Some("cache invalidation ignored: it needs a valid x-api-key")
+                        }
+                        Unauthorized::Ignore => {}
+                        Unauthorized::FailWith403 => {
+                            return Err(Error::downstream(
+                                Kind::AccessDenied(
+                                    "Not authorized to invalidate the cache: it needs a valid x-api-key",
+                                ),
+                                "cache invalidation without the API key",
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -393,6 +406,7 @@ fn stored_parts(resp: &ResponseHead) -> Parts {
     let mut headers = Vec::with_capacity(resp.raw.len());
     let mut etag = None;
     let mut last_modified = None;
+    let mut dated = false;
     let conn = resp
         .headers()
         .find(|(n, _)| name_eq(n, b"connection"))
@@ -406,7 +420,12 @@ fn stored_parts(resp: &ResponseHead) -> Parts {
         } else if name_eq(name, b"last-modified") {
             last_modified = Some(Bytes::copy_from_slice(value));
         }
+        dated = dated || name_eq(name, b"date");
         push_header(&mut headers, name, value);
+    }
+    if !dated {
+        // Stored with the time it arrived, as it was forwarded (RFC 9110 6.6.1).
+        crate::http::write::date_header(&mut headers);
     }
     (
         Bytes::copy_from_slice(resp.slice(&resp.reason)),
@@ -467,7 +486,8 @@ fn revalidated(
     merged.extend_from_slice(&fresh_headers);
     for line in e.headers.split_inclusive(|&b| b == b'\n') {
         let name = &line[..line.iter().position(|&b| b == b':').unwrap_or(0)];
-        let replaced = resp.headers().any(|(n, _)| name_eq(n, name));
+        // The 304's `Date` (or its arrival's, which `stored_parts` adds) replaces the entry's.
+        let replaced = name_eq(name, b"date") || resp.headers().any(|(n, _)| name_eq(n, name));
         if !replaced {
             merged.extend_from_slice(line);
         }

@@ -376,8 +376,12 @@ pub(super) fn response_head(
     let trailers_relayed = chunks_relayed && resp.framing == Framing::Chunked && !ctx.h2;
     let mut kept = KeptLines::new(&resp.raw);
     let mut length_said = false;
+    // An answer forwarded without a `Date` gets one (RFC 9110 6.6.1: a recipient with a
+    // clock MUST add it); interim answers need none.
+    let mut date_said = resp.status < 200;
     for h in &resp.headers {
         let (name, value) = (resp.slice(&h.name), resp.slice(&h.value));
+        date_said = date_said || name_eq(name, b"date");
         // Which hop-by-hop fields go on anyway: asked only of those (few answers have any).
         let kept_hop = || {
             (chunks_relayed && name_eq(name, b"transfer-encoding"))
@@ -428,6 +432,9 @@ pub(super) fn response_head(
         kept.keep(out, h);
     }
     kept.flush(out);
+    if !date_said {
+        crate::http::write::date_header(out);
+    }
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(ctx.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
