@@ -68,6 +68,7 @@ fn bench(c: &mut Criterion) {
             let env = VtlEnv {
                 body: PETS,
                 json: Some(&json),
+                not_json: None,
                 params: &params,
                 context: &context,
                 stage_variables: &stage,
@@ -81,6 +82,7 @@ fn bench(c: &mut Criterion) {
             let env = VtlEnv {
                 body: PETS,
                 json: Some(black_box(&parsed)),
+                not_json: None,
                 params: &params,
                 context: &context,
                 stage_variables: &stage,

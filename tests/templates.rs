@@ -34,6 +34,13 @@ fn gateway(up: &Upstream) -> Gw {
                 ),
             )
             .route(
+                "POST /maybe",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://up/open\", request_templates = {{ \"application/json\" = {} }} }}",
+                    tpl("#if($input.params('x-tenant') == 'json'){\"v\": $input.json('$.v')}#else{\"raw\": \"$util.escapeJavaScript($input.body)\"}#end")
+                ),
+            )
+            .route(
                 "POST /range",
                 format!(
                     "integration = {{ type = \"http\", uri = \"http://up/range\", request_templates = {{ \"application/json\" = {} }} }}",
@@ -118,6 +125,23 @@ fn request_templates_rewrite_the_body_and_passthrough_refuses_as_configured() {
         ),
         "{m}"
     );
+    // Read only in a branch taken: a body that is not JSON fails where the template reads it.
+    let r = post(&g, "/maybe", "application/json", "plain text");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body"], r#"{"raw": "plain text"}"#);
+    let json_tenant = |body: &str| {
+        Client::connect(g.addr()).request(
+            format!("POST /maybe HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nx-tenant: json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+        )
+    };
+    let r = json_tenant("plain text");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("Could not parse payload into json"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(json_tenant(r#"{"v": 3}"#).json()["body"], r#"{"v": 3}"#);
     // A range whose bounds come from the request: bounded like any loop, whatever the
     // numbers (i64's extremes included), and the shard goes on answering.
     for bounds in [

@@ -96,19 +96,19 @@ pub(crate) async fn request(
             ctx.body_json.as_deref(),
             &body,
         );
-        if template.reads(vtl::READS_JSON) && ctx.body_json.is_none() && parsed.is_none() {
-            // The template reads the body's JSON and there is none: Amazon's 400, with the
-            // parser's why (`$input.json` rendered `null`, `$input.path` its own text).
-            let why = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+        // A template that reads the body's JSON when there is none gets Amazon's 400, with the
+        // parser's why (`$input.json` rendered `null`, `$input.path` its own text): when it
+        // reads it, not when it only could in a branch not taken.
+        let not_json = (template.reads(vtl::READS_JSON)
+            && ctx.body_json.is_none()
+            && parsed.is_none())
+        .then(|| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&body)
                 .err()
-                .map_or_else(String::new, |e| e.to_string());
-            return Err(Error::downstream(
-                Kind::BodyNotJson(why.chars().take(200).collect::<String>().into()),
-                "request template",
-            ));
-        }
+                .map_or_else(String::new, |e| e.to_string())
+        });
         let json = ctx.body_json.as_deref().or(parsed.as_ref());
-        let (out, overrides) = render(template, &body, json, &vars)?;
+        let (out, overrides) = render(template, &body, (json, not_json.as_deref()), &vars)?;
         if http {
             let params = &ss.snap.config.apis[m.api].routes[m.route].params;
             request_overrides(ctx, &overrides, params);
@@ -153,7 +153,7 @@ pub(crate) async fn request(
 fn render(
     t: &Template,
     body: &[u8],
-    json: Option<&Value>,
+    (json, not_json): (Option<&Value>, Option<&str>),
     vars: &TemplateVars,
 ) -> Result<(String, vtl::Overrides), Error> {
     let text = match std::str::from_utf8(body) {
@@ -163,11 +163,19 @@ fn render(
     let env = Env {
         body: &text,
         json,
+        not_json,
         params: &vars.params,
         context: &vars.context,
         stage_variables: &vars.stage_variables,
     };
-    t.render_overriding(&env).map_err(failed)
+    t.render_overriding(&env)
+        .map_err(|e| match e.strip_prefix(vtl::NOT_JSON) {
+            Some(why) => Error::downstream(
+                Kind::BodyNotJson(why.chars().take(200).collect::<String>().into()),
+                "request template",
+            ),
+            None => failed(e),
+        })
 }
 
 /// A request template's `$context.requestOverride.header.NAME`, `.querystring.NAME` and
@@ -446,7 +454,7 @@ pub(crate) fn respond(
     }
     let (body, ct, overrides) = match template {
         Some((ct, tpl)) => {
-            let (body, o) = render(tpl, i.body, json, vars)?;
+            let (body, o) = render(tpl, i.body, (json, None), vars)?;
             (body.into_bytes(), Some(ct.as_bytes()), o)
         }
         None => (i.body.to_vec(), first("content-type"), Default::default()),

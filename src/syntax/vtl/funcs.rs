@@ -270,6 +270,10 @@ pub(super) fn input_call<'e>(
     args: &[Value],
 ) -> Result<Cow<'e, Value>, String> {
     let path = || args.first().map(text).unwrap_or_else(|| "$".into());
+    if let (None, Some(why), "json" | "path") = (env.json, env.not_json, m) {
+        // Read only when a branch taken reads it, as Amazon's templates parse lazily.
+        return Err(format!("{}{why}", super::NOT_JSON));
+    }
     Ok(match m {
         "json" => match env.json.map(|j| json_path(j, &path())).transpose()? {
             Some(Some(v)) => Cow::Owned(Value::String(v.to_string())),

@@ -201,11 +201,17 @@ pub(crate) use overrides::{Override, Overrides, OVERRIDES_REQUEST, OVERRIDES_RES
 
 // --- evaluation ---------------------------------------------------------------------------
 
+/// The start of a render's error when it read the JSON of a payload [`Env::not_json`] names.
+pub(crate) const NOT_JSON: &str = "\u{0}not json: ";
+
 /// What a template reads besides its own variables.
 pub struct Env<'a> {
     /// The payload (`$input.body`), and its JSON (`$input.json`, `$input.path`) when it is.
     pub body: &'a str,
     pub json: Option<&'a Value>,
+    /// Why the payload is not JSON where reading its JSON fails (a request template's 400)
+    /// rather than reads `null`: the render's error is then [`NOT_JSON`] and this.
+    pub not_json: Option<&'a str>,
     /// `$input.params()`: `{"path": {...}, "querystring": {...}, "header": {...}}`.
     pub params: &'a Value,
     /// `$context`.

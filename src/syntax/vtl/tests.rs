@@ -11,6 +11,7 @@ fn run(t: &str, body: &str) -> Result<String, String> {
     let env = Env {
         body,
         json: json.as_ref(),
+        not_json: None,
         params: &params,
         context: &context,
         stage_variables: &stage,
@@ -626,6 +627,7 @@ fn overrides_are_collected_once_each() {
     let env = Env {
         body: env_body,
         json: Some(&json),
+        not_json: None,
         params: &params,
         context: &context,
         stage_variables: &stage,
