@@ -41,6 +41,13 @@ fn gateway(up: &Upstream) -> Gw {
                 ),
             )
             .route(
+                "GET /big",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://up/big\", request_templates = {{ \"application/json\" = {} }} }}",
+                    tpl(&format!("#foreach($i in [1..700]){}#end", "x".repeat(100)))
+                ),
+            )
+            .route(
                 "POST /range",
                 format!(
                     "integration = {{ type = \"http\", uri = \"http://up/range\", request_templates = {{ \"application/json\" = {} }} }}",
@@ -125,6 +132,15 @@ fn request_templates_rewrite_the_body_and_passthrough_refuses_as_configured() {
         ),
         "{m}"
     );
+    // A body the template writes for a request that came without one, bigger than what goes
+    // out with the head: streamed after it.
+    for length in ["", "Content-Length: 0\r\n"] {
+        let r = Client::connect(g.addr()).request(
+            format!("GET /big HTTP/1.1\r\nHost: t\r\n{length}Connection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{length:?}: {}", r.text());
+        assert_eq!(r.json()["body"].as_str().map(str::len), Some(70_000));
+    }
     // Read only in a branch taken: a body that is not JSON fails where the template reads it.
     let r = post(&g, "/maybe", "application/json", "plain text");
     assert_eq!(r.status, 200, "{}", r.text());

@@ -119,6 +119,10 @@ pub(crate) async fn request(
             buf.extend_from_slice(&rest);
             conn.buf = buf;
             ctx.head.framing = Framing::Length(out.len() as u64);
+            // Waiting in the buffer to be sent, as a body read with the head is (a request
+            // that came without one was done with its body; one too big to go out with the
+            // head is streamed from here).
+            ctx.body = super::ctx::BodyState::Unread;
             // The template read the body decoded, and what it wrote is not encoded: the
             // client's `Content-Encoding` does not go with it (as Amazon's).
             ctx.edits
