@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use super::pattern::pattern;
 use super::*;
 
 /// Methods of strings, lists and maps that Amazon API Gateway's examples use. What they make
@@ -16,6 +17,11 @@ pub(super) fn method(
     args: &[Value],
     built: &mut Budget,
 ) -> Result<Option<Value>, String> {
+    // A call with more arguments than the method takes finds no method (Velocity's null
+    // reference), rather than running as if the others were not there.
+    if args.len() > max_args(m) {
+        return Ok(None);
+    }
     let arg_s = |i: usize| args.get(i).map(text).unwrap_or_default();
     let arg_n = |i: usize| args.get(i).and_then(num).unwrap_or(0.0);
     // What the call goes through: a string's every byte (its length counts characters, a
@@ -29,7 +35,6 @@ pub(super) fn method(
         built.read(read.saturating_add(args.iter().map(weight).sum::<usize>()))?;
     }
     let room = built.room();
-    let over = || built.over();
     let made = match (v, m) {
         // Positions and lengths count UTF-16 code units, as Java's String does (an emoji is
         // two): templates written for Amazon API Gateway index strings that way.
@@ -38,11 +43,28 @@ pub(super) fn method(
         (Value::String(s), "toLowerCase") => Value::String(s.to_lowercase()),
         (Value::String(s), "trim") => Value::String(s.trim().to_string()),
         (Value::String(s), "contains") => Value::Bool(s.contains(&arg_s(0))),
+        (Value::String(s), "startsWith") if args.len() > 1 => {
+            Value::Bool(utf16_offset(s, arg_n(1)).is_some_and(|at| s[at..].starts_with(&arg_s(0))))
+        }
         (Value::String(s), "startsWith") => Value::Bool(s.starts_with(&arg_s(0))),
         (Value::String(s), "endsWith") => Value::Bool(s.ends_with(&arg_s(0))),
         (Value::String(s), "equals") => Value::Bool(*s == arg_s(0)),
         (Value::String(s), "equalsIgnoreCase") => Value::Bool(s.eq_ignore_ascii_case(&arg_s(0))),
         (Value::String(s), "isEmpty") => Value::Bool(s.is_empty()),
+        (Value::String(s), "indexOf") if args.len() > 1 => {
+            // Java's `indexOf(str, fromIndex)`: a start before 0 is 0, past the end finds
+            // nothing (but "" at the end).
+            let from = arg_n(1).max(0.0);
+            let units = s.encode_utf16().count();
+            match utf16_offset(s, from.min(units as f64)) {
+                Some(at) => Value::from(
+                    s[at..]
+                        .find(&arg_s(0))
+                        .map_or(-1, |i| s[..at + i].encode_utf16().count() as i64),
+                ),
+                None => Value::from(-1),
+            }
+        }
         (Value::String(s), "indexOf") => Value::from(
             s.find(&arg_s(0))
                 .map_or(-1, |i| s[..i].encode_utf16().count() as i64),
@@ -57,7 +79,7 @@ pub(super) fn method(
             };
             let len = (s.len() - n * from.len()).saturating_add(n.saturating_mul(to.len()));
             if len > room {
-                return Err(over());
+                return Err(built.over());
             }
             Value::String(s.replace(&from, &to))
         }
@@ -75,19 +97,21 @@ pub(super) fn method(
             };
             if with.contains(['$', '\\']) {
                 for caps in re.captures_iter(s) {
+                    built.search()?;
                     let Some(m) = caps.get(0) else { continue };
                     put(&mut out, m.start(), m.end());
                     java_replacement(&re, &caps, &with, &mut out)?;
                     if out.len() > room {
-                        return Err(over());
+                        return Err(built.over());
                     }
                 }
             } else {
                 for m in re.find_iter(s) {
+                    built.search()?;
                     put(&mut out, m.start(), m.end());
                     out.push_str(&with);
                     if out.len() > room {
-                        return Err(over());
+                        return Err(built.over());
                     }
                 }
             }
@@ -97,30 +121,32 @@ pub(super) fn method(
         (Value::String(s), "matches") => {
             let re =
                 pattern(&format!("^(?:{})$", arg_s(0))).map_err(|e| format!("matches: {e}"))?;
+            built.search()?;
             Value::Bool(re.is_match(s))
         }
         (Value::String(s), "split") => {
-            // Java's `String.split(regex)`: no empty first piece from a match of nothing at the
-            // start, trailing empty pieces dropped, and "" split is [""].
+            // Java's `String.split(regex[, limit])`: no empty first piece from a match of
+            // nothing at the start, and "" split is [""]; a limit above 0 makes at most that
+            // many pieces, the last the rest of the string; without one (or 0) trailing empty
+            // pieces are dropped, below 0 kept.
             let re = pattern(&arg_s(0)).map_err(|e| format!("split: {e}"))?;
+            let limit = if args.len() > 1 { arg_n(1) } else { 0.0 };
             let mut items = Vec::new();
             let mut size = 0usize;
             let mut push = |items: &mut Vec<Value>, p: &str| {
                 size += std::mem::size_of::<Value>() + p.len();
-                if size > room {
-                    return Err(over());
-                }
                 items.push(Value::String(p.to_string()));
-                Ok(())
+                size <= room
             };
             if s.is_empty() {
-                push(&mut items, s)?;
+                push(&mut items, s);
             } else {
                 // As Java's `Matcher.find`: after an empty match the search moves on a
                 // character; after any other, an empty match right at its end still counts
                 // (`"a,,b".split(",*")` is [a, "", b]).
                 let (mut last, mut from) = (0, 0);
-                while from <= s.len() {
+                while from <= s.len() && (limit <= 0.0 || ((items.len() + 1) as f64) < limit) {
+                    built.search()?;
                     let Some(m) = re.find_at(s, from) else {
                         break;
                     };
@@ -132,11 +158,16 @@ pub(super) fn method(
                     if m.end() == 0 {
                         continue;
                     }
-                    push(&mut items, &s[last..m.start()])?;
+                    if !push(&mut items, &s[last..m.start()]) {
+                        return Err(built.over());
+                    }
                     last = m.end();
                 }
-                push(&mut items, &s[last..])?;
-                while matches!(items.last(), Some(Value::String(p)) if p.is_empty()) {
+                if !push(&mut items, &s[last..]) {
+                    return Err(built.over());
+                }
+                while limit == 0.0 && matches!(items.last(), Some(Value::String(p)) if p.is_empty())
+                {
                     items.pop();
                 }
             }
@@ -252,6 +283,36 @@ fn java_replacement(
         }
     }
     Ok(())
+}
+
+/// The most arguments a method of [`method`] takes.
+fn max_args(m: &str) -> usize {
+    match m {
+        "startsWith" | "indexOf" | "replace" | "replaceAll" | "split" | "substring" => 2,
+        "contains" | "endsWith" | "equals" | "equalsIgnoreCase" | "matches" | "charAt" | "get"
+        | "containsKey" => 1,
+        _ => 0,
+    }
+}
+
+/// The byte offset of UTF-16 code unit `n` of `s`; `None` past the end or inside a
+/// character (half of a surrogate pair, where nothing a template names can start).
+fn utf16_offset(s: &str, n: f64) -> Option<usize> {
+    if !(0.0..=s.len() as f64).contains(&n) {
+        return None;
+    }
+    let n = n as usize;
+    let mut units = 0;
+    for (at, c) in s.char_indices() {
+        if units == n {
+            return Some(at);
+        }
+        units += c.len_utf16();
+        if units > n {
+            return None;
+        }
+    }
+    (units == n).then_some(s.len())
 }
 
 /// UTF-16 code units as text; half of a surrogate pair (a cut through an emoji) is `?`, what
@@ -527,14 +588,4 @@ pub(super) fn check_literals(root: &str, steps: &[Step]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// A regular expression a template names (`matches`, `replaceAll`, `split`; it may come
-/// from the request): compiled within 64 KiB, so that a pattern such as `(a{1000}){1000}` is
-/// refused at once instead of costing the shard tens of milliseconds to build.
-fn pattern(p: &str) -> Result<regex::Regex, regex::Error> {
-    regex::RegexBuilder::new(p)
-        .size_limit(64 << 10)
-        .dfa_size_limit(256 << 10)
-        .build()
 }

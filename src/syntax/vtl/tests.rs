@@ -367,6 +367,60 @@ fn split_is_javas() {
         .unwrap(),
         "[ x][y]"
     );
+    // With a limit, as Java's `split(regex, limit)`.
+    let parts = |s: &str, n: i32| {
+        let t = format!("#set($s = '{s}')#foreach($p in $s.split(',', {n}))[$p]#end");
+        run(&t, "").unwrap()
+    };
+    assert_eq!(parts("a,b,c", 2), "[a][b,c]");
+    assert_eq!(parts("a,b,,", -1), "[a][b][][]");
+    assert_eq!(parts("a,b,,", 0), "[a][b]");
+    assert_eq!(parts("a,b", 1), "[a,b]");
+    assert_eq!(parts("a,b,,", 9), "[a][b][][]");
+}
+
+/// The two-argument forms of Java's `indexOf` and `startsWith` (in UTF-16 code units), and
+/// a call with more arguments than the method takes: no such method, a null reference.
+#[test]
+fn methods_take_javas_arguments_and_no_more() {
+    let r = |t: &str| run(t, "").unwrap();
+    assert_eq!(r("#set($s = 'abcabc')$s.indexOf('a', 1)"), "3");
+    assert_eq!(r("#set($s = 'abcabc')$s.indexOf('a', -5)"), "0");
+    assert_eq!(r("#set($s = 'abcabc')$s.indexOf('a', 99)"), "-1");
+    assert_eq!(r("#set($s = 'abc')$s.indexOf('', 99)"), "3");
+    assert_eq!(r("#set($s = '😀abca')$s.indexOf('a', 3)"), "5");
+    assert_eq!(r("#set($s = 'abcabc')$s.startsWith('b', 1)"), "true");
+    assert_eq!(r("#set($s = 'abcabc')$s.startsWith('a', 1)"), "false");
+    assert_eq!(r("#set($s = 'abc')$s.startsWith('', 3)"), "true");
+    assert_eq!(r("#set($s = 'abc')$s.startsWith('', 4)"), "false");
+    assert_eq!(
+        r("#set($s = 'abc')$!s.contains('a', 'b')|$!s.length(1)|$!s.replace('a', 'b', 'c')|"),
+        "|||"
+    );
+}
+
+/// Regular expressions are Java's: `\d`, `\w`, `\s` are ASCII, and a search that would rescan
+/// the rest of the string after each match stops at the time limit instead of holding the shard
+/// for minutes.
+#[test]
+fn regular_expressions_are_javas_and_bounded() {
+    let r = |t: &str, body: &str| run(t, body).unwrap();
+    assert_eq!(r("$input.body.matches('\\d+')", "123"), "true");
+    assert_eq!(r("$input.body.matches('\\d+')", "١٢٣"), "false");
+    assert_eq!(
+        r("$input.body.matches('[\\w.]+@[\\w.]+')", "a.b@c.d"),
+        "true"
+    );
+    assert_eq!(
+        r("$input.body.replaceAll('\\s', '_')", "a b\u{a0}c"),
+        "a_b\u{a0}c"
+    );
+    let spaces = format!("{}x", " ".repeat(150_000));
+    let e = run("$input.body.replaceAll('\\s+$|\\s', '_').length()", &spaces).unwrap_err();
+    assert!(
+        e.contains("regular expressions searched for more than"),
+        "{e}"
+    );
 }
 
 /// Integers as JSON has them, doubles as Velocity writes them (Java's `Double.toString`:
