@@ -19,6 +19,16 @@ pub(super) async fn fleet_write(
     query: &str,
     body: &[u8],
 ) -> Option<(u16, String)> {
+    // A change is planned from this node's copy and applied once the fleet's Redis took
+    // it: two at once would both plan from the same copy, and the later would undo the
+    // earlier (a key disabled by one call enabled again by another that set its
+    // description) or both take one key value. One at a time per node.
+    let fleet = ctl.borrow().fleet().is_some();
+    let _turn = match method {
+        b"GET" => None,
+        _ if !fleet => None,
+        _ => Some(WriteTurn::wait().await),
+    };
     use crate::control::fleet::{self, Change};
     let segs = super::segments(path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
@@ -278,4 +288,34 @@ async fn planned_objects(
         _ => answer,
     };
     Some((status, answer))
+}
+
+thread_local! {
+    /// The control plane's one turn to write through the fleet: a token in a channel of one.
+    static TURN: (flume::Sender<()>, flume::Receiver<()>) = {
+        let (tx, rx) = flume::bounded(1);
+        let _ = tx.try_send(());
+        (tx, rx)
+    };
+}
+
+/// This node's turn to change what the fleet shares; the next caller's when dropped (also
+/// when the call that held it is dropped part way, its client gone).
+struct WriteTurn;
+
+impl WriteTurn {
+    async fn wait() -> WriteTurn {
+        let rx = TURN.with(|t| t.1.clone());
+        // The sender lives as long as the thread: the channel never closes.
+        let _ = rx.recv_async().await;
+        WriteTurn
+    }
+}
+
+impl Drop for WriteTurn {
+    fn drop(&mut self) {
+        TURN.with(|t| {
+            let _ = t.0.try_send(());
+        });
+    }
 }
