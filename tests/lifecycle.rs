@@ -507,7 +507,28 @@ fn run_time_definitions_are_checked_as_the_file_is() {
             json!({"name": "deep", "models": [{"name": "m", "schema": serde_json::from_str::<serde_json::Value>(&format!("{}1{}", "{\"a\":".repeat(120), "}".repeat(120))).unwrap()}], "routes": []}),
             "nest deeper than 100 levels",
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        // URIs the deployment's compile refuses: refused when written, not at every deployment.
+        [
+            ("http://127.0.0.1:9/a\tb", "spaces, control characters or a fragment"),
+            ("http://127.0.0.1:9/a#frag", "spaces, control characters or a fragment"),
+            ("http://127.0.0.1:70000/a", "is not valid: expected 1 to 65535"),
+            ("http://127.0.0.1:0/a", "port 0 names no server"),
+            ("http://u:p@127.0.0.1:9/x", "user information"),
+            ("http://[::1/x", "an IPv6 address ends with ]"),
+            ("http://[zz]:9/x", "is not an IPv6 address"),
+            ("http://a b:9/x", "not a host name or IP address"),
+        ]
+        .map(|(uri, says)| {
+            let i = json!({"type": "http", "uri": uri});
+            (
+                json!({"name": "uri", "routes": [{"route": "GET /v", "integration": i}]}),
+                says,
+            )
+        }),
+    ) {
         let r = post(&g, "/apis", body.clone());
         assert_eq!(r.status, 400, "{body}: {}", r.text());
         assert!(r.text().contains(says), "{}", r.text());

@@ -157,6 +157,8 @@ fn check_written_host(uri: &str, upstreams: &[Upstream]) -> Result<(), String> {
         return Ok(());
     };
     let auth = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    // The path as the compile checks it, now rather than at the first deployment.
+    target::path_syntax(&rest[auth.len()..])?;
     if auth.contains(['$', '{']) {
         return Ok(());
     }
@@ -172,7 +174,7 @@ fn check_written_host(uri: &str, upstreams: &[Upstream]) -> Result<(), String> {
         return target::parse_uri_target(&t, upstreams).map(|_| ());
     }
     if scheme == "https" || auth.contains(':') || auth.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(());
+        return target::address_syntax(auth, scheme == "https").map(|_| ());
     }
     Err(format!(
         "host {auth:?} is neither an [[upstreams]] name nor an address with a port"

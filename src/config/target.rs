@@ -33,6 +33,77 @@ pub(crate) struct UriTarget {
 }
 
 /// Splits a stage-resolved URI template into authority and path.
+/// An integration path's written part: no spaces, control characters or fragment.
+pub(crate) fn path_syntax(s: &str) -> Result<(), String> {
+    if s.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
+        return Err("path contains spaces, control characters or a fragment".into());
+    }
+    Ok(())
+}
+
+/// An address authority as written — `host:port`, `[v6]:port`, or a host alone, which takes
+/// the scheme's port — checked without a name lookup (the admin API checks a definition with
+/// it, and resolves when a stage serves it); returns it with its port.
+pub(crate) fn address_syntax(auth: &str, tls: bool) -> Result<String, String> {
+    if auth.contains('@') {
+        return Err(format!(
+            "host {auth:?} has user information (user:password@), which is not sent: give credentials in the integration's headers"
+        ));
+    }
+    let (host, port) = match auth.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, rest) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("host {auth:?}: an IPv6 address ends with ]"))?;
+            addr.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("host {auth:?}: [{addr}] is not an IPv6 address"))?;
+            match rest {
+                "" => (&auth[..addr.len() + 2], None),
+                r => match r.strip_prefix(':') {
+                    Some(p) => (&auth[..addr.len() + 2], Some(p)),
+                    None => return Err(format!("host {auth:?}: expected :port after ]")),
+                },
+            }
+        }
+        None => match auth.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (auth, None),
+        },
+    };
+    let name_ok = !host.is_empty()
+        && (host.starts_with('[')
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+    if !name_ok {
+        return Err(format!(
+            "host {auth:?} is not a host name or IP address (an IPv6 address goes in brackets)"
+        ));
+    }
+    let port = match port {
+        None => {
+            if tls {
+                443
+            } else {
+                80
+            }
+        }
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) => return Err(format!("host {auth:?}: port 0 names no server")),
+            Ok(n) if p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                return Err(format!(
+                    "host {auth:?}: port {p:?} is not valid: expected 1 to 65535"
+                ))
+            }
+        },
+    };
+    if tls {
+        crate::syntax::server_name(host.trim_start_matches('[').trim_end_matches(']'))?;
+    }
+    Ok(format!("{host}:{port}"))
+}
+
 pub(crate) fn parse_uri_target(t: &Template, upstreams: &[Upstream]) -> Result<UriTarget, String> {
     let first = match t.pieces.first() {
         Some(Piece::Lit(s)) => s.as_str(),
@@ -71,22 +142,9 @@ pub(crate) fn parse_uri_target(t: &Template, upstreams: &[Upstream]) -> Result<U
             _ => Authority::Named(i),
         }
     } else if tls || auth.contains(':') || auth.parse::<std::net::IpAddr>().is_ok() {
-        let has_port = auth.rsplit_once(':').is_some_and(|(h, p)| {
-            !p.is_empty()
-                && p.bytes().all(|b| b.is_ascii_digit())
-                && (!h.starts_with('[') || h.ends_with(']'))
-        });
-        let with_port = if has_port {
-            auth.to_string()
-        } else {
-            format!("{auth}:{}", if tls { 443 } else { 80 })
-        };
+        let with_port = address_syntax(auth, tls)?;
         let addr = super::resolve(&with_port)
             .map_err(|e| format!("host {auth:?} does not resolve: {e}"))?;
-        if tls {
-            let host = with_port.rsplit_once(':').map_or(auth, |(h, _)| h);
-            crate::syntax::server_name(host)?;
-        }
         Authority::Addr {
             addr,
             host: auth.to_string(),
@@ -106,9 +164,7 @@ pub(crate) fn parse_uri_target(t: &Template, upstreams: &[Upstream]) -> Result<U
     pieces.extend(t.pieces.iter().skip(1).cloned());
     for p in &mut pieces {
         let Piece::Lit(s) = p else { continue };
-        if s.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
-            return Err("path contains spaces, control characters or a fragment".into());
-        }
+        path_syntax(s)?;
         // A request line is ASCII (RFC 9112 3.2): `é` goes as `%C3%A9`, as a client writes
         // it (and as a route's `/é` matches it).
         if !s.is_ascii() {
