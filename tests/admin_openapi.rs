@@ -137,4 +137,11 @@ fn every_documented_call_is_served_and_nothing_else() {
     let (status, body) = call(&g, "POST", "/apikeys", r#"{"name":"a","colour":"red"}"#);
     assert!(status.starts_with("HTTP/1.1 400 "), "{status}");
     assert!(body.contains("unknown field `colour`"), "{body}");
+    // A value of the wrong type: the field is named.
+    let (status, body) = call(&g, "POST", "/apikeys", r#"{"name":"a","description":5}"#);
+    assert!(status.starts_with("HTTP/1.1 400 "), "{status}");
+    assert!(
+        body.contains("description: invalid type: integer"),
+        "{body}"
+    );
 }

@@ -241,6 +241,24 @@ fn access_keys_are_managed_through_the_admin_api_and_sealed_at_rest() {
         r#"{"name": "no spaces allowed", "policy": {"Statement": []}}"#,
     );
     assert_eq!(r.status, 400);
+    // Descriptions as an API key's: at most 1024 characters, no control characters.
+    for d in ["x".repeat(1025), "a\u{1b}[31m".to_string()] {
+        let body = json!({"name": "d", "description": d, "policy": {"Statement": []}});
+        let r = admin_with(g.admin(), "POST", "/accesskeys", &body.to_string());
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(
+            r.text().contains("description: at most 1024"),
+            "{}",
+            r.text()
+        );
+        let r = admin_with(
+            g.admin(),
+            "PATCH",
+            &format!("/accesskeys/{}", ops.0),
+            &json!({ "description": d }).to_string(),
+        );
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
     assert_eq!(
         admin_with(
             g.admin(),

@@ -478,8 +478,10 @@ fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, (u16, String)>
             ))
         }
     }
+    // A value of the wrong type is named by its field (`description: invalid type: ...`).
     crate::syntax::json_strict::from_slice(body)
-        .and_then(serde_json::from_value)
+        .map_err(|e| e.to_string())
+        .and_then(|v| crate::config::from_json(v, ""))
         .map_err(|e| message(400, format!("invalid JSON body: {e}")))
 }
 

@@ -114,6 +114,7 @@ impl Control {
         let sk = self.secrets_key.clone().map_err(bad)?;
         check_name(&req.name)?;
         check_policy(&req.policy)?;
+        super::check_description(&req.description)?;
         if self.stored_access.iter().any(|k| k.name == req.name) {
             return Err(OpError(
                 409,
@@ -164,6 +165,7 @@ impl Control {
             k.policy = p;
         }
         if let Some(d) = u.description {
+            super::check_description(&d)?;
             k.description = d;
         }
         if let Some(e) = u.enabled {
