@@ -1608,3 +1608,42 @@ fn back_to_back_take_overs_lose_no_counted_request() {
     c.signal("TERM");
     assert!(c.child.wait().unwrap().success());
 }
+
+/// A config read from a pipe (`--config <(envsubst < tmpl)`) is read once: a reload is
+/// refused, saying why, and the control plane answers on (reopening the pipe waited for a
+/// writer for good, with `/ping` and SIGTERM behind it).
+#[test]
+fn a_reload_of_a_config_read_from_a_pipe_is_refused_without_waiting() {
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_millis(1)));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    assert!(made.unwrap().success());
+    let text = conf("piped", up.addr, "TG_TEST_TOKEN");
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || std::fs::write(&path, text).unwrap())
+    };
+    let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
+    writer.join().unwrap();
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(get(addr, "/v").text(), "piped");
+    let r = admin(admin_addr, "POST", "/reload", Some("t0ken"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("read from a pipe"), "{}", r.text());
+    p.signal("HUP");
+    p.wait_for("reload refused; the previous configuration keeps serving");
+    assert_eq!(admin(admin_addr, "GET", "/ping", None).status, 200);
+    assert_eq!(get(addr, "/v").text(), "piped");
+    p.signal("TERM");
+    assert!(p.child.wait().unwrap().success());
+}

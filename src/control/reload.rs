@@ -32,6 +32,15 @@ impl Control {
                 "this gateway was started without a config file; nothing to reload".into(),
             ]);
         };
+        // A config read from a pipe (`--config <(envsubst ...)`) was read once: opening it
+        // again waits for a writer that may never come, and the control plane (the admin
+        // API, `/ping`, signals) with it.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(vec![format!(
+                "{}: the configuration was read from a pipe, which a reload cannot read again; restart to change it",
+                path.display()
+            )]);
+        }
         let mut cfg = Config::load(path).map_err(|e| e.errors)?;
         if let Some(w) = self.workers_override {
             cfg.server.workers = w;
