@@ -27,12 +27,9 @@ pub(crate) async fn get(url: &FetchUrl, timeout: Duration) -> Result<String, Str
 
 async fn get_inner(url: &FetchUrl) -> Result<String, String> {
     let fail = |what: String| format!("GET {}: {what}", url.text);
-    // Blocking name resolution: this runs on the control thread, never on a shard.
-    let addr = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| fail(format!("cannot resolve {}: {e}", url.host)))?
-        .next()
-        .ok_or_else(|| fail(format!("{} has no address", url.host)))?;
+    let addr = lookup(&url.host, url.port)
+        .await
+        .map_err(|e| fail(format!("cannot resolve {}: {e}", url.host)))?;
     let tcp = crate::driver::net::TcpStream::connect_addr(addr)
         .await
         .map_err(|e| fail(format!("connect to {addr}: {e}")))?;
@@ -67,6 +64,31 @@ async fn get_inner(url: &FetchUrl) -> Result<String, String> {
         return Err(fail(format!("answered {status}")));
     }
     String::from_utf8(body).map_err(|_| fail("the document is not UTF-8".into()))
+}
+
+/// Resolves a name on a thread of its own: the lookup blocks (a resolver that takes seconds
+/// held the control thread — the admin API, `/ping`, reloads and signals — for as long), and
+/// the caller waits for it only as long as its fetch's timeout.
+async fn lookup(host: &str, port: u16) -> Result<std::net::SocketAddr, String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, port));
+    }
+    let (tx, rx) = flume::bounded(1);
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("tollgate-lookup".into())
+        .spawn(move || {
+            let found = (name.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())
+                .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()));
+            // The caller may have given up (its timeout): nothing waits then.
+            let _ = tx.send(found);
+        })
+        .map_err(|e| format!("no thread for the lookup: {e}"))?;
+    rx.recv_async()
+        .await
+        .map_err(|_| "the lookup ended without an answer".to_string())?
 }
 
 /// One answer read whole.
