@@ -198,3 +198,17 @@ fn unauthorized_invalidation_is_checked() {
         "only with client_invalidation = \"require_api_key\"",
     );
 }
+
+/// A domain that lists no listener would be served nowhere (every request 404): refused,
+/// saying how to serve it everywhere.
+#[test]
+fn a_domain_on_no_listener_is_refused() {
+    let toml = Cfg::new()
+        .route("GET /m", "integration = { type = \"mock\", body = \"m\" }")
+        .extra("[[domains]]\nhost = \"a.example.test\"\nlisteners = []\nmappings = [{ base_path = \"\", api = \"api\", stage = \"prod\" }]\n")
+        .toml();
+    refused(
+        &toml,
+        "domains[\"a.example.test\"].listeners: lists no listener",
+    );
+}

@@ -89,6 +89,12 @@ impl Validator {
             self.tls_cert(&format!("{key}.tls"), t, base)
         });
         if let Some(ls) = &d.listeners {
+            if ls.is_empty() {
+                self.err(
+                    &format!("{key}.listeners"),
+                    "lists no listener, so the domain would be served nowhere: remove `listeners` to serve it on every listener",
+                );
+            }
             for l in ls {
                 if !listeners.iter().any(|x| &x.name == l) {
                     self.bad(

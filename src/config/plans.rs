@@ -448,10 +448,13 @@ impl Validator {
 
     pub(super) fn keys(&mut self, raw: Vec<file::KeyFile>, plans: &[Plan]) -> Vec<ConfigKey> {
         let mut out: Vec<ConfigKey> = Vec::new();
+        // Names and values seen, by hash: tens of thousands of keys check in linear time.
+        let mut names_seen: ahash::AHashSet<String> = Default::default();
+        let mut values_seen: ahash::AHashSet<String> = Default::default();
         for (i, k) in raw.into_iter().enumerate() {
             let key = item("api_keys", i, k.name.as_ref());
             let name = self.name(&format!("{key}.name"), k.name);
-            if out.iter().any(|o| o.name == name) {
+            if !names_seen.insert(name.clone()) {
                 self.err(&format!("{key}.name"), "is used by two API keys");
             }
             // A config key's name is its id in the admin API, where /apikeys/import is the
@@ -477,7 +480,7 @@ impl Validator {
                     String::new()
                 }
             };
-            if !value.is_empty() && out.iter().any(|o| o.value == value) {
+            if !value.is_empty() && !values_seen.insert(value.clone()) {
                 self.err(
                     &format!("{key}.value"),
                     "is the same as another key's; values must be unique",
