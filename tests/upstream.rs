@@ -104,6 +104,44 @@ fn answers_without_a_usable_reason_phrase_get_the_standard_one() {
     }
 }
 
+/// An answer's framing is never taken away: `Connection: content-length` still has the
+/// length relayed (without it a kept-alive answer ran into the next one), and an answer with
+/// both `Content-Length` and `Transfer-Encoding` is 502 for a HEAD and a 304 as for a GET
+/// (RFC 9112 6.3), not relayed with both.
+#[test]
+fn answers_keep_their_framing_and_conflicting_framing_is_refused() {
+    let up = Upstream::start(|s| match s.target.as_str() {
+        "/named" => Action::Raw(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello"
+                .to_vec(),
+        ),
+        "/both" => Action::Raw(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 8\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        _ => Action::Raw(
+            b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nContent-Length: 8\r\n\r\n"
+                .to_vec(),
+        ),
+    });
+    let gw = Gw::start(&literal(up.addr, ""));
+    let mut c = Client::connect(gw.addr());
+    c.send(b"GET /named HTTP/1.1\r\nHost: h\r\n\r\nGET /named HTTP/1.1\r\nHost: h\r\n\r\n");
+    for _ in 0..2 {
+        let r = c.read_response(false).expect("an answer");
+        assert_eq!(
+            (r.status, r.header("content-length"), r.text().as_str()),
+            (200, Some("5"), "hello")
+        );
+    }
+    for (method, path) in [("HEAD", "/both"), ("GET", "/both"), ("GET", "/304")] {
+        let mut c = Client::connect(gw.addr());
+        c.send(format!("{method} {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        let r = c.read_response(method == "HEAD").expect("an answer");
+        assert_eq!(r.status, 502, "{method} {path}: {:?}", r.headers);
+    }
+}
+
 /// On Tollgate's own runtime an answer that ends the connection carries the FIN on its last
 /// segment: a client that has read the answer finds the end already there, so it never closes
 /// first (and holds no TIME_WAIT, whose ports a load of new connections would use up).

@@ -600,14 +600,16 @@ pub(crate) fn parse_response(
     if !te.is_empty() && status >= 200 && status != 204 {
         transfer_encoding(&te)?;
     }
+    // Both lengths: faulty framing (RFC 9112 6.3), refused whether a body follows or not (the
+    // answer to a HEAD, a 304), as nginx does, rather than relayed with both.
+    if !te.is_empty() && cl.is_some() && status >= 200 && status != 204 {
+        return Err(HeadError::Malformed(
+            "Both Content-Length and Transfer-Encoding",
+        ));
+    }
     let framing = if head_request || status < 200 || status == 204 || status == 304 {
         Framing::None
     } else if !te.is_empty() {
-        if cl.is_some() {
-            return Err(HeadError::Malformed(
-                "Both Content-Length and Transfer-Encoding",
-            ));
-        }
         // An HTTP/1.0 message with a transfer coding has faulty framing (RFC 9112 6.1): read
         // as chunked, the connection is closed after it.
         if minor == 0 {

@@ -388,7 +388,11 @@ pub(super) fn response_head(
                 || (trailers_relayed && name_eq(name, b"trailer"))
                 || (upgrade && name_eq(name, b"upgrade"))
         };
-        let hop = hop_by_hop(name) || listed_in_connection(conn_hdr.as_deref(), name);
+        // `Connection: content-length` does not take the answer's length away: the body is
+        // relayed by it, and a kept-alive answer without one would run into the next.
+        let hop = hop_by_hop(name)
+            || (listed_in_connection(conn_hdr.as_deref(), name)
+                && !name_eq(name, b"content-length"));
         if (hop && !kept_hop())
             || (bodiless && name_eq(name, b"content-length"))
             || name_eq(name, b"x-request-id")
