@@ -226,6 +226,38 @@ fn unsampled_requests_propagate_without_export_and_errors_are_always_exported() 
     assert_eq!(attr(server, "http.response.status_code"), 502);
     let client = spans.iter().find(|s| s["kind"] == 3).unwrap();
     assert_eq!(client["status"], 2);
+    // Exported for its error, not sampled: the spans' trace flags say so.
+    assert_eq!(
+        (server["flags"].as_u64(), client["flags"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // An all-zero Parent is none (W3C Trace Context 3.2.2.4).
+    let amzn = "Root=1-7759e988-bd862e3fe1be46a994272793;Parent=0000000000000000;Sampled=1";
+    let r = Client::connect(g.addr()).request(
+        format!("GET /pets/4 HTTP/1.1\r\nHost: a\r\nX-Amzn-Trace-Id: {amzn}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    let spans = spans_of("7759e988bd862e3fe1be46a994272793", 2);
+    let server = spans.iter().find(|s| s["kind"] == 2).unwrap();
+    assert_eq!(server["parent_span_id"], "");
+    assert_eq!(server["flags"], 1);
+    // A method token the conventions do not know: `_OTHER` and a span named `HTTP`, the
+    // token itself (cut at 64 characters) in `http.request.method_original`.
+    let token = format!("M{}", "X".repeat(300));
+    let amzn = "Root=1-8759e988-bd862e3fe1be46a994272793;Sampled=1";
+    Client::connect(g.addr()).request(
+        format!("{token} /pets/5 HTTP/1.1\r\nHost: a\r\nX-Amzn-Trace-Id: {amzn}\r\n\r\n")
+            .as_bytes(),
+    );
+    let spans = spans_of("8759e988bd862e3fe1be46a994272793", 1);
+    let server = spans.iter().find(|s| s["kind"] == 2).unwrap();
+    assert!(
+        server["name"] == "HTTP" || server["name"] == "HTTP /pets/{id}",
+        "{}",
+        server["name"]
+    );
+    assert_eq!(attr(server, "http.request.method"), "_OTHER");
+    assert_eq!(attr(server, "http.request.method_original"), &token[..64]);
     // A stage that samples everything: a new trace, exported.
     let r = get(g.addr(), "/all/pets/3");
     let tp = r.json()["headers"]["traceparent"]

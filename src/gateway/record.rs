@@ -181,8 +181,9 @@ pub(crate) fn observe(shard: &Shard, ss: &ShardSnap, r: &Record<'_>) {
             })
             .unwrap_or_else(|| ss.snap.config.tracing.as_ref().map_or(0.0, |t| t.sample));
         // Errors are always traced.
-        if t.sampled_at(ratio) || r.status >= 500 {
-            spans(shard, ss, c, t, r, now);
+        let sampled = t.sampled_at(ratio);
+        if sampled || r.status >= 500 {
+            spans(shard, ss, c, t, r, now, sampled);
         }
     }
     let log = match ctx.and_then(|c| c.stage) {
@@ -315,14 +316,29 @@ fn spans(
     t: &crate::observe::trace::TraceCtx,
     r: &Record<'_>,
     now: Instant,
+    sampled: bool,
 ) {
     use crate::observe::trace::otlp::{i, s, Span, Status};
+    // The span context's trace flags: an error exported whatever the decision says so.
+    let flags = u32::from(sampled);
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let at = |i: Instant| wall.saturating_sub(now.saturating_duration_since(i).as_nanos() as u64);
-    let method = c.head.method_text();
+    // A method the conventions do not know is `_OTHER`, its span `HTTP` (OpenTelemetry's
+    // HTTP conventions): a client's made-up tokens make neither span names nor attribute
+    // values (the original goes, cut, in `http.request.method_original`).
+    let raw_method = c.head.method_text();
+    let known = matches!(
+        raw_method,
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH"
+    );
+    let (method, span_method) = if known {
+        (raw_method, raw_method)
+    } else {
+        ("_OTHER", "HTTP")
+    };
     let route = c
         .route
         .and_then(|m| Some(ss.snap.apis.get(m.api)?.routes.get(m.route)?.key.as_str()));
@@ -364,6 +380,13 @@ fn spans(
     if let Some(tpl) = template {
         attrs.push(s("http.route", tpl));
     }
+    if !known {
+        let cut = raw_method
+            .char_indices()
+            .nth(64)
+            .map_or(raw_method.len(), |(at, _)| at);
+        attrs.push(s("http.request.method_original", &raw_method[..cut]));
+    }
     if let Some(h) = c.head.host_bytes() {
         attrs.push(s("server.address", String::from_utf8_lossy(host_name(h))));
     }
@@ -401,15 +424,15 @@ fn spans(
         trace_state: state.clone(),
         parent_span_id: t.parent.map(|p| p.to_vec()).unwrap_or_default(),
         name: match template {
-            Some(tpl) => format!("{method} {tpl}"),
-            None => method.to_string(),
+            Some(tpl) => format!("{span_method} {tpl}"),
+            None => span_method.to_string(),
         },
         kind: 2,
         start_time_unix_nano: at(c.timings.received),
         end_time_unix_nano: at(now),
         attributes: attrs,
         status: status(r.status >= 500),
-        flags: 1,
+        flags,
     });
     if let (Some(a), Some(span)) = (c.authorizer_call.get(), t.auth_span) {
         let name = c.route.and_then(|m| {
@@ -439,7 +462,7 @@ fn spans(
             end_time_unix_nano: at(a.end),
             attributes: attrs,
             status: status(failed),
-            flags: 1,
+            flags,
         });
     }
     let (Some(start), Some(span), Some(up)) = (c.timings.upstream_start, t.client_span, c.upstream)
@@ -464,13 +487,13 @@ fn spans(
         span_id: span.to_vec(),
         trace_state: state,
         parent_span_id: t.span_id.to_vec(),
-        name: method.to_string(),
+        name: span_method.to_string(),
         kind: 3,
         start_time_unix_nano: at(start),
         end_time_unix_nano: at(c.timings.first_byte.unwrap_or(now)),
         attributes: attrs,
         status: status(upstream_failed || c.integration_status.is_some_and(|s| s >= 500)),
-        flags: 1,
+        flags,
     });
 }
 

@@ -148,7 +148,8 @@ pub(crate) fn parse_amzn(v: &[u8]) -> Option<AmznTrace> {
                 }
                 root = unhex::<16>(format!("{time}{rand}").as_bytes());
             }
-            "Parent" => parent = unhex::<8>(val.as_bytes()),
+            // An all-zero id is none (W3C Trace Context 3.2.2.4): no parent.
+            "Parent" => parent = unhex::<8>(val.as_bytes()).filter(|p| *p != [0; 8]),
             // `Sampled=?` (or anything else) is no decision: the receiver makes it.
             "Sampled" => {
                 sampled = match val {
