@@ -863,3 +863,56 @@ fn a_stage_cannot_pose_as_a_canary_and_any_stage_name_takes_one() {
     assert!(!stages.contains("prod__canary"), "{stages}");
     assert_eq!(on(&g, "s1.test", "/v").text(), "v2");
 }
+
+/// A canary's requests count against its stage's throttle: it has none of its own (Amazon's
+/// canary settings have no throttle), so a stage with a canary admits no more than without.
+#[test]
+fn a_canary_shares_its_stages_throttle() {
+    let up = Upstream::echo();
+    let g = Gw::start(&toml());
+    let mut def = definition("base", up.addr);
+    def["name"] = json!("th");
+    assert_eq!(post(&g, "/apis", def).status, 201);
+    let d1 = post(&g, "/apis/th/deployments", json!({})).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stage = json!({"name": "prod", "deployment": d1, "throttle": {"rate": 1, "burst": 5},
+        "variables": {"backend": format!("http://{}", up.addr)}});
+    assert_eq!(post(&g, "/apis/th/stages", stage).status, 201);
+    let mapping = json!({"host": "th.test", "api": "th", "stage": "prod"});
+    assert_eq!(post(&g, "/domains", mapping).status, 201);
+    let r = admin_with(
+        g.admin(),
+        "PUT",
+        "/apis/th",
+        &definition("canary", up.addr).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let d2 = post(&g, "/apis/th/deployments", json!({})).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let canary = json!({"canary": {"deployment": d2, "percent_traffic": 50.0}});
+    let r = admin_with(
+        g.admin(),
+        "PATCH",
+        "/apis/th/stages/prod",
+        &canary.to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut c = Client::connect(g.addr());
+    let started = std::time::Instant::now();
+    let mut admitted = 0u64;
+    for _ in 0..40 {
+        let r = c.request(b"GET /v HTTP/1.1\r\nHost: th.test\r\n\r\n");
+        assert!(matches!(r.status, 200 | 429), "{}", r.status);
+        admitted += u64::from(r.status == 200);
+    }
+    // Burst 5 and 1 a second: at most 5 + the seconds the 40 took (two buckets admitted 10).
+    let most = 5 + started.elapsed().as_secs() + 1;
+    assert!(
+        (5..=most).contains(&admitted),
+        "{admitted} admitted, at most {most}"
+    );
+}

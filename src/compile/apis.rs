@@ -116,7 +116,7 @@ fn compile_api(
             .iter()
             .map(|s| {
                 sh.limits.add(
-                    format!("route:{}/{}/{}", api.name, s.name, r.key),
+                    format!("route:{}/{}/{}", api.name, limited_as(&s.name), r.key),
                     r.throttle,
                 )
             })
@@ -144,8 +144,10 @@ fn compile_api(
         .stages
         .iter()
         .map(|s| {
-            sh.limits
-                .add(format!("stage:{}/{}", api.name, s.name), s.throttle)
+            sh.limits.add(
+                format!("stage:{}/{}", api.name, limited_as(&s.name)),
+                s.throttle,
+            )
         })
         .collect();
     let plain_keys = (0..api.stages.len())
@@ -455,4 +457,10 @@ fn literal_target(
             literal_targets.push(LiteralTarget { addr, tls });
             literal_targets.len() - 1
         }))
+}
+
+/// The stage whose limits a stage's requests count against: a canary's are its stage's (its
+/// share of the traffic is the stage's, as Amazon's canary settings have no throttle).
+fn limited_as(stage: &str) -> &str {
+    stage.strip_suffix(crate::config::CANARY).unwrap_or(stage)
 }

@@ -49,7 +49,8 @@ impl<'a> LimitTable<'a> {
         out.fleet.push(shared.then(|| name.clone()));
         out.fallback
             .push(Arc::new(Bucket::new(share(rate, self.nodes.unwrap_or(1)))));
-        let b = match self.previous.get(&name) {
+        // A name met twice in one compile (a stage and its canary) is one bucket.
+        let b = match out.registry.get(&name).or_else(|| self.previous.get(&name)) {
             Some(b) if b.rate == rate => b.clone(),
             _ => Arc::new(Bucket::new(rate)),
         };

@@ -56,6 +56,9 @@ use crate::syntax::Method;
 
 /// Largest request body accepted (10 MiB); Amazon API Gateway's payload limit, nginx
 /// `client_max_body_size`.
+/// The suffix of a canary's stage in the compiled configuration (its metrics and logs say
+/// `prod/Canary`, as Amazon's do); it counts against its stage's limits, not limits of its own.
+pub(crate) const CANARY: &str = "/Canary";
 pub(crate) const DEFAULT_MAX_BODY: u64 = 10 << 20;
 /// `limits.body_memory`: per shard, enough for three 10 MiB JSON bodies parsed at once.
 pub(crate) const DEFAULT_BODY_MEMORY: u64 = 512 << 20;

@@ -66,9 +66,7 @@ pub(crate) struct RtCanary {
     pub use_stage_cache: bool,
 }
 
-/// The suffix of a canary's stage in the compiled configuration (its metrics and logs say
-/// `prod/Canary`, as Amazon's do).
-pub(crate) const CANARY: &str = "/Canary";
+pub(crate) use crate::config::CANARY;
 /// What a canary's stage is called while the validators check it (`/` is no name letter):
 /// `{n}__canary`, short whatever the stage's name, and no stage made through the admin API
 /// may end so ([`reserved_stage_name`]).
