@@ -136,7 +136,13 @@ impl Decision {
             .iter()
             .map(|(k, v)| k.len() + v.to_string().len() + 48)
             .sum();
-        (st + ctx + 128) as u64
+        // The principal and usage key too: an authorizer may answer kilobytes in either.
+        let ids = [&self.principal_id, &self.usage_key]
+            .into_iter()
+            .flatten()
+            .map(|s| s.len() + 24)
+            .sum::<usize>();
+        (st + ctx + ids + 128) as u64
     }
 }
 
@@ -328,6 +334,18 @@ mod tests {
         assert_eq!(d.evaluate(ARN), Outcome::ImplicitDeny);
         let d = Decision::parse(br#"{"policyDocument": {"Statement": [{"Action": "*", "Effect": "allow", "Resource": "*"}]}}"#).unwrap();
         assert_eq!(d.evaluate(ARN), Outcome::Allow);
+    }
+
+    /// What a cached answer is weighed at counts its every string: a 60 KB principal was
+    /// weighed at a few hundred bytes, and the authorizer's 16 MiB cache held gigabytes.
+    #[test]
+    fn an_answers_weight_counts_its_principal_and_usage_key() {
+        let big = "x".repeat(60_000);
+        for field in ["principalId", "usageIdentifierKey"] {
+            let body = serde_json::json!({"isAuthorized": true, field: big}).to_string();
+            let d = Decision::parse(body.as_bytes()).unwrap();
+            assert!(d.weight() > 60_000, "{field}: {}", d.weight());
+        }
     }
 
     #[test]
