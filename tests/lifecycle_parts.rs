@@ -624,6 +624,14 @@ plan = "gold"
 fn auto_deployments_nothing_serves_are_kept_to_the_newest() {
     let g = gateway();
     shop(&g, true);
+    // Made by hand, whatever its description says: never pruned.
+    let r = call(
+        &g,
+        "POST",
+        "/apis/shop/deployments",
+        json!({"description": "auto_deploy"}),
+    );
+    let mine = r.json()["id"].as_str().unwrap().to_string();
     for i in 0..30 {
         let r = call(
             &g,
@@ -644,8 +652,15 @@ fn auto_deployments_nothing_serves_are_kept_to_the_newest() {
             .map(|a| a.len())
             .unwrap_or_else(|| panic!("{j}"))
     };
-    // The one prod serves and the 20 newest before it.
-    assert_eq!(listed(&g), 21);
+    // The one prod serves, the 20 newest before it, and the one made by hand.
+    assert_eq!(listed(&g), 22);
+    let kept = call(
+        &g,
+        "GET",
+        &format!("/apis/shop/deployments/{mine}"),
+        serde_json::Value::Null,
+    );
+    assert_eq!(kept.status, 200, "{}", kept.text());
     // Such a stage takes no canary: promoting one would roll it back past later edits.
     let r = call(&g, "POST", "/apis/shop/deployments", json!({}));
     let old = r.json()["id"].clone();
@@ -665,6 +680,39 @@ fn auto_deployments_nothing_serves_are_kept_to_the_newest() {
     );
     let dir = g.stop();
     let g = Gw::start_in(dir, &toml());
-    assert_eq!(listed(&g), 21);
+    assert_eq!(listed(&g), 22);
     assert_eq!(on(&g, "/v").text(), "v29");
+}
+
+/// Turning `auto_deploy` on serves the definition as it is then, as a stage made with it
+/// does (it served its last deployment until the next edit).
+#[test]
+fn turning_auto_deploy_on_deploys_the_definition_as_it_is() {
+    let g = gateway();
+    shop(&g, false);
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/routes/GET%20%2Fv/integration",
+        json!({"body": "v2"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "/v").text(), "v1");
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/stages/prod",
+        json!({"auto_deploy": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "/v").text(), "v2");
+    // Already on: a PATCH that says so again makes no deployment.
+    let before = r.json()["deployment"].clone();
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/stages/prod",
+        json!({"auto_deploy": true}),
+    );
+    assert_eq!(r.json()["deployment"], before);
 }

@@ -516,7 +516,7 @@ impl Control {
                     // A stage that deploys every change starts with the definition as it is.
                     None if auto_deploy == Some(true) => {
                         let a = self.runtime_api(api)?.clone();
-                        let d = parts::new_deployment(&a, "auto_deploy")?;
+                        let d = parts::auto_deployment(&a)?;
                         let id = d.id.clone();
                         new_deployment = Some(d);
                         id
@@ -570,6 +570,14 @@ impl Control {
                     s.canary = c;
                 }
                 if let Some(b) = auto_deploy {
+                    // Turned on: the stage serves the definition as it is now, as one made
+                    // with it does (it served what it was last deployed until the next edit).
+                    if b && !s.auto_deploy {
+                        let a = self.runtime_api(api)?.clone();
+                        let d = parts::auto_deployment(&a)?;
+                        s.deployment = d.id.clone();
+                        new_deployment = Some(d);
+                    }
                     s.auto_deploy = b;
                 }
                 for (k, v) in &body {

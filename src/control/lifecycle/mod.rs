@@ -34,6 +34,10 @@ pub(crate) struct RtDeployment {
     pub description: String,
     pub created: String,
     pub definition: Value,
+    /// Made by `auto_deploy` (only those are pruned: a deployment made by hand stays,
+    /// whatever its description says).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_deploy: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -109,7 +109,7 @@ impl Control {
         if auto.is_empty() {
             return self.keep(o, puts, Vec::new());
         }
-        let d = new_deployment(&a, "auto_deploy")?;
+        let d = auto_deployment(&a)?;
         puts.push((deployment_key(&a.name, &d.id), to_json(&d)?));
         for mut s in auto.clone() {
             s.deployment = d.id.clone();
@@ -133,9 +133,7 @@ impl Control {
         let mut idle: Vec<(String, String)> = o
             .deployments
             .values()
-            .filter(|x| {
-                x.api == a.name && x.description == "auto_deploy" && !served.contains(&x.id)
-            })
+            .filter(|x| x.api == a.name && x.auto_deploy && !served.contains(&x.id))
             .map(|x| (x.created.clone(), x.id.clone()))
             .collect();
         idle.sort();
@@ -398,5 +396,14 @@ pub(super) fn new_deployment(a: &RtApi, description: &str) -> Result<RtDeploymen
         description: description.to_string(),
         created: now_text(),
         definition: a.definition.clone(),
+        auto_deploy: false,
+    })
+}
+
+/// A deployment `auto_deploy` makes of `a` as it now is.
+pub(super) fn auto_deployment(a: &RtApi) -> Result<RtDeployment, OpError> {
+    Ok(RtDeployment {
+        auto_deploy: true,
+        ..new_deployment(a, "auto_deploy")?
     })
 }
