@@ -215,6 +215,10 @@ fn round_trip_api(authz: SocketAddr, up: SocketAddr) -> Value {
             {"name": "Pet", "schema": {"type": "object", "required": ["name"],
                 "properties": {"name": {"type": "string"}, "tag": {"$ref": "#/definitions/Tag"}},
                 "definitions": {"Tag": tag}}},
+            // Definitions of its own, which no model copies: the document's schemas too.
+            {"name": "Owner", "schema": {"type": "object", "required": ["kind"],
+                "properties": {"kind": {"$ref": "#/definitions/kind"}},
+                "definitions": {"kind": {"type": "string", "enum": ["a", "b"]}}}},
         ],
         "routes": [
             {"route": "GET /literal", "integration": {"type": "mock", "status": 201, "body": LITERAL,
@@ -238,6 +242,8 @@ fn round_trip_api(authz: SocketAddr, up: SocketAddr) -> Value {
             {"route": "GET /jwt", "authorizer": "users", "integration": {"type": "mock", "body": "j"}},
             {"route": "POST /pets", "request_validator": "body", "request_models": {"application/json": "Pet"},
                 "integration": {"type": "mock", "body": "stored"}},
+            {"route": "POST /owners", "request_validator": "body", "request_models": {"application/json": "Owner"},
+                "integration": {"type": "mock", "body": "owned"}},
             // Models Swagger's one body cannot all say.
             {"route": "POST /mixed", "request_validator": "body",
                 "request_models": {"application/json": "Pet", "text/plain": "Tag", "$default": "Pet"},
@@ -320,6 +326,35 @@ fn export_import_export_gives_the_same_document_and_the_same_answers() {
         first["components"]["schemas"]["Pet"]["properties"]["tag"]["$ref"],
         "#/components/schemas/Tag"
     );
+    // A model's own definitions are the document's schemas (`#/definitions/kind` there would
+    // name the document's, which has none).
+    let schemas = &first["components"]["schemas"];
+    assert_eq!(
+        schemas["Owner"]["properties"]["kind"]["$ref"],
+        "#/components/schemas/Owner_kind"
+    );
+    assert_eq!(
+        schemas["Owner_kind"]["enum"],
+        json!(["a", "b"]),
+        "{schemas:#}"
+    );
+    // Swagger 2.0 too: valid, and imported again.
+    let r = admin(
+        g.admin(),
+        "GET",
+        "/apis/orig/stages/live/export?type=swagger&extensions=apigateway",
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let swagger = r.json();
+    assert_eq!(validate(&swagger), "", "{swagger:#}");
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis?mode=import&name=sw",
+        &swagger.to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
     let r = admin_with(
         g.admin(),
         "POST",

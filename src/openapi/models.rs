@@ -458,7 +458,9 @@ impl Imports {
 
 /// The API's models where the document keeps schemas. A model's `definitions` that are
 /// copies of the API's other models (as import makes them) are taken out, and its refs point
-/// at those models instead.
+/// at those models instead; its other `definitions` (a schema's own) become schemas of the
+/// document named `MODEL_NAME`, which its refs point at: in the document a `#/definitions/x`
+/// names the document's, not the schema's, and would dangle.
 pub(super) fn export_models(a: &Api, oas3: bool, doc: &mut Value) {
     if a.models.is_empty() {
         return;
@@ -469,18 +471,20 @@ pub(super) fn export_models(a: &Api, oas3: bool, doc: &mut Value) {
         .map(|m| (m.name.as_str(), &m.schema))
         .collect();
     let prefix = schema_place(oas3).1;
-    let schemas: Map<String, Value> = a
-        .models
-        .iter()
-        .map(|m| {
-            let mut s = m.schema.clone();
-            share_definitions(&mut s, &by_name, prefix);
-            if let (Some(d), Some(o)) = (&m.description, s.as_object_mut()) {
-                o.entry("description").or_insert_with(|| json!(d));
-            }
-            (m.name.clone(), s)
-        })
-        .collect();
+    let mut schemas = Map::new();
+    let mut lifted = Vec::new();
+    let mut taken: BTreeSet<String> = a.models.iter().map(|m| m.name.clone()).collect();
+    for m in &a.models {
+        let mut s = m.schema.clone();
+        lifted.extend(lift_definitions(
+            &mut s, &m.name, &by_name, prefix, &mut taken,
+        ));
+        if let (Some(d), Some(o)) = (&m.description, s.as_object_mut()) {
+            o.entry("description").or_insert_with(|| json!(d));
+        }
+        schemas.insert(m.name.clone(), s);
+    }
+    schemas.extend(lifted);
     if oas3 {
         doc["components"]["schemas"] = Value::Object(schemas);
     } else {
@@ -500,45 +504,73 @@ fn is_copy_of(copy: &Value, model: &Value) -> bool {
     }
 }
 
-/// When every one of the schema's `definitions` is a copy of the model of that name, removes
-/// them and points `#/definitions/NAME` refs at `PREFIX NAME`.
-fn share_definitions(s: &mut Value, models: &BTreeMap<&str, &Value>, prefix: &str) {
-    let Some(Value::Object(defs)) = s.get("definitions") else {
-        return;
+/// Takes the schema's `definitions` out: each that is a copy of the model of its name is that
+/// model; each other is returned as `MODEL_NAME` (a name not in `taken`, which it joins), its
+/// own refs pointed the same way; refs to them point at `PREFIX NAME` / `PREFIX MODEL_NAME`.
+fn lift_definitions(
+    s: &mut Value,
+    model: &str,
+    models: &BTreeMap<&str, &Value>,
+    prefix: &str,
+    taken: &mut BTreeSet<String>,
+) -> Vec<(String, Value)> {
+    let Some(Value::Object(defs)) = s.as_object_mut().and_then(|o| o.remove("definitions")) else {
+        return Vec::new();
     };
-    let shared = !defs.is_empty()
-        && defs
-            .iter()
-            .all(|(n, d)| models.get(n.as_str()).is_some_and(|m| is_copy_of(d, m)));
-    if !shared {
-        return;
+    let mut targets: BTreeMap<String, String> = BTreeMap::new();
+    let mut own = Vec::new();
+    for (n, d) in defs {
+        if models.get(n.as_str()).is_some_and(|m| is_copy_of(&d, m)) {
+            targets.insert(n.clone(), n);
+            continue;
+        }
+        let clean: String = n
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let base = format!("{model}_{clean}");
+        let mut t = base.clone();
+        let mut i = 2;
+        while taken.contains(&t) {
+            t = format!("{base}_{i}");
+            i += 1;
+        }
+        taken.insert(t.clone());
+        targets.insert(n, t.clone());
+        own.push((t, d));
     }
-    let names: BTreeSet<String> = defs.keys().cloned().collect();
-    if let Some(o) = s.as_object_mut() {
-        o.remove("definitions");
+    point_refs(s, &targets, prefix);
+    for (_, d) in &mut own {
+        point_refs(d, &targets, prefix);
     }
-    point_refs(s, &names, prefix);
+    own
 }
 
-/// `#/definitions/NAME...` refs, for `names`, as `PREFIX NAME...`.
-fn point_refs(v: &mut Value, names: &BTreeSet<String>, prefix: &str) {
+/// `#/definitions/NAME...` refs, for the names `targets` has, as `PREFIX TARGET...`.
+fn point_refs(v: &mut Value, targets: &BTreeMap<String, String>, prefix: &str) {
     match v {
         Value::Object(m) => {
             if let Some(Value::String(r)) = m.get_mut("$ref") {
                 if let Some(target) = r.strip_prefix("#/definitions/") {
-                    let name = target.split('/').next().unwrap_or(target);
-                    if names.contains(name) {
-                        *r = format!("{prefix}{target}");
+                    let (name, rest) = target.split_at(target.find('/').unwrap_or(target.len()));
+                    if let Some(t) = targets.get(name) {
+                        *r = format!("{prefix}{t}{rest}");
                     }
                 }
             }
             for (_, x) in m.iter_mut() {
-                point_refs(x, names, prefix);
+                point_refs(x, targets, prefix);
             }
         }
         Value::Array(a) => {
             for x in a {
-                point_refs(x, names, prefix);
+                point_refs(x, targets, prefix);
             }
         }
         _ => {}
