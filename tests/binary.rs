@@ -1647,3 +1647,56 @@ fn a_reload_of_a_config_read_from_a_pipe_is_refused_without_waiting() {
     p.signal("TERM");
     assert!(p.child.wait().unwrap().success());
 }
+
+/// Admin changes are audited; a message a backend sends to a connection
+/// (`POST /@connections/{id}`) is traffic, not a change, and writes no audit line.
+#[test]
+fn admin_changes_are_audited_and_connection_pushes_are_not() {
+    let up = Upstream::start(|_| respond(200, "{}"));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let toml = Cfg::new()
+        .admin("token_env = \"TG_TEST_TOKEN\"")
+        .upstream(format!(
+            "[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n",
+            up.addr
+        ))
+        .api_extra("kind = \"websocket\"\nconnections_authorization = \"none\"")
+        .routes("[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n")
+        .toml();
+    std::fs::write(&path, toml).unwrap();
+    let p = Proc::start(&path, &[("TG_TEST_TOKEN", TOKEN)]);
+    let addr: SocketAddr = p.wait_for("listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let (mut ws, _) = tungstenite::client("ws://chat.test/", stream).unwrap();
+    let id = up.requests()[0]
+        .header("x-connection-id")
+        .unwrap()
+        .to_string();
+    let mut c = Client::connect(admin_addr);
+    let r = c.request(
+        format!("POST /@connections/{id} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 2\r\n\r\nhi").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ws.read().unwrap().into_text().unwrap().as_str(), "hi");
+    let body = r#"{"name": "audited", "value": "audited-key-0123456789abcdef"}"#;
+    let r = admin_with(admin_addr, "POST", "/apikeys", body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let lines = p.lines_until("admin change");
+    let audited: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "admin change")
+        .collect();
+    assert_eq!(audited.len(), 1, "{lines:?}");
+    assert_eq!(audited[0]["path"], "/apikeys");
+}

@@ -249,7 +249,10 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
                 None => route(method, &path, &query, &body, &ctl),
             },
         };
-        if method != b"GET" && status < 400 {
+        // A message sent to a connection (`POST /@connections/{id}`, a backend's push) is
+        // traffic, not a change: a busy backend would write a line per message.
+        let push = method == b"POST" && path.starts_with("/@connections/");
+        if method != b"GET" && status < 400 && !push {
             // The audit trail: every change, who made it (the admin token's holder) and what.
             tracing::info!(
                 target: "tollgate::audit",
