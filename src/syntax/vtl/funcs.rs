@@ -329,6 +329,7 @@ pub(super) fn input_call<'e>(
     env: &Env<'e>,
     m: &str,
     args: &[Value],
+    room: usize,
 ) -> Result<Cow<'e, Value>, String> {
     let path = || args.first().map(text).unwrap_or_else(|| "$".into());
     if let (None, Some(why), "json" | "path") = (env.json, env.not_json, m) {
@@ -336,13 +337,13 @@ pub(super) fn input_call<'e>(
         return Err(format!("{}{why}", super::NOT_JSON));
     }
     Ok(match m {
-        "json" => match env.json.map(|j| json_path(j, &path())).transpose()? {
+        "json" => match env.json.map(|j| json_path(j, &path(), room)).transpose()? {
             Some(Some(v)) => Cow::Owned(Value::String(v.to_string())),
             _ => Cow::Owned(Value::String("null".into())),
         },
         "path" => env
             .json
-            .map(|j| json_path(j, &path()))
+            .map(|j| json_path(j, &path(), room))
             .transpose()?
             .flatten()
             .unwrap_or(Cow::Owned(Value::Null)),
@@ -383,7 +384,11 @@ enum PathStep<'p> {
 
 /// A JSONPath (`$`, `.name`, `['name']`, `[n]`, `[*]`, `.*`) on `v`, borrowed from it; a
 /// wildcard makes a list (of copies).
-pub(super) fn json_path<'v>(v: &'v Value, path: &str) -> Result<Option<Cow<'v, Value>>, String> {
+pub(super) fn json_path<'v>(
+    v: &'v Value,
+    path: &str,
+    room: usize,
+) -> Result<Option<Cow<'v, Value>>, String> {
     let p = path.trim();
     let rest = p
         .strip_prefix('$')
@@ -453,6 +458,17 @@ pub(super) fn json_path<'v>(v: &'v Value, path: &str) -> Result<Option<Cow<'v, V
         cur = next;
     }
     Ok(if many {
+        // The copies a wildcard makes are weighed before they are made: a 10 MiB body of
+        // small items copied whole took hundreds of megabytes before the budget saw it.
+        let mut weight = std::mem::size_of::<Value>();
+        for x in &cur {
+            weight = weight.saturating_add(super::weight(x));
+            if weight > room {
+                return Err(format!(
+                    "JSONPath {p:?} selects more than the template may build ({room} bytes)"
+                ));
+            }
+        }
         Some(Cow::Owned(Value::Array(cur.into_iter().cloned().collect())))
     } else {
         cur.into_iter().next().map(Cow::Borrowed)
@@ -560,7 +576,7 @@ pub(super) fn check_literals(root: &str, steps: &[Step]) -> Result<(), String> {
         };
         match m.as_str() {
             "path" | "json" if k == 0 && root == "input" => {
-                if let Err(e) = json_path(&Value::Null, a) {
+                if let Err(e) = json_path(&Value::Null, a, usize::MAX) {
                     return Err(format!(
                         "$input.{m}('{a}'): {e} (a JSONPath here is $ then .name, ['name'], [n], [*] or .*)"
                     ));

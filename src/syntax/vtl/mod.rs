@@ -97,7 +97,7 @@ impl Template {
 /// What a JSONPath (`$.a.b`, `$['a'][0]`, `$.a[*]`) selects in `v` (`Err`: the path is not
 /// one Tollgate reads).
 pub(crate) fn select<'v>(v: &'v Value, path: &str) -> Result<Option<Cow<'v, Value>>, String> {
-    funcs::json_path(v, path)
+    funcs::json_path(v, path, usize::MAX)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -607,7 +607,7 @@ impl<'t, 'e> Eval<'t, 'e> {
                 }
                 Some(Step::Call(m, _)) => {
                     first = 1;
-                    match input_call(env, m, arg(0))? {
+                    match input_call(env, m, arg(0), self.built.room())? {
                         Cow::Owned(v) => Cow::Owned(self.built.made(v)?),
                         b => b,
                     }

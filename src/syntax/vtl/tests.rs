@@ -206,6 +206,13 @@ fn what_templates_build_is_bounded() {
         "{}",
     );
     let commas = ",".repeat(1 << 20);
+    // A wildcard's copies are weighed before they are made.
+    let items = format!("[{}1]", "1,".repeat(2 << 20));
+    let e = run("$input.path('$[*]').size()", &items).unwrap_err();
+    assert!(
+        e.contains("selects more than the template may build"),
+        "{e}"
+    );
     over("#set($p = $input.body.split(','))$p.size()", &commas);
     over("#set($p = $input.body.split(''))$p.size()", &commas);
     let b = "b".repeat(6000);
