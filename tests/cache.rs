@@ -786,6 +786,26 @@ fn client_invalidation_follows_the_stage_policy() {
             (Some("Refresh"), "/items/1 #2")
         );
     }
+    // In http mode a `max-age=N` or `min-fresh` a stored answer satisfies is no request for a
+    // fresh copy: served, not refused; `max-age=0` is refused.
+    let (up, _) = numbered("Cache-Control: max-age=60\r\n");
+    let c = conf(up.addr, "allow", "").replace(
+        "mode = \"http\", client_invalidation = \"allow\"",
+        "mode = \"http\", client_invalidation = \"require_api_key\", unauthorized_invalidation = \"fail_with_403\"",
+    );
+    let gw = Gw::start(&c);
+    req(&gw, "/h/items/1", "");
+    for ask in [
+        "Cache-Control: max-age=3600\r\n",
+        "Cache-Control: min-fresh=1\r\n",
+    ] {
+        let r = req(&gw, "/h/items/1", ask);
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("Hit")), "{ask}");
+    }
+    assert_eq!(
+        req(&gw, "/h/items/1", "Cache-Control: max-age=0\r\n").status,
+        403
+    );
 }
 
 #[test]

@@ -20,6 +20,11 @@ response_parameters = { "404" = { "overwrite:statuscode" = "410", "append:header
 integration = { type = "http", uri = "http://up/ignored" }"#,
             )
             .route(
+                "GET /d",
+                r#"response_parameters = { "200" = { "overwrite:header.date" = "Mon, 01 Jan 2024 00:00:00 GMT" } }
+integration = { type = "http", uri = "http://up/d" }"#,
+            )
+            .route(
                 "GET /c",
                 r#"response_parameters = { "200" = { "overwrite:header.x-m" = "mapped for $context.identity.sourceIp" } }
 integration = { type = "http", uri = "http://up/c" }"#,
@@ -247,4 +252,21 @@ integration = { type = "http", uri = "http://up/x" }"#,
         2,
         "a refused request reached the origin"
     );
+}
+
+/// A response mapping that sets `Date` is the answer's one `Date` (the gateway adds one only
+/// to an answer that came without and whose mapping says none).
+#[test]
+fn a_mapped_date_is_the_only_date() {
+    let up = Upstream::echo();
+    let g = gateway(&up);
+    let r = get(g.addr(), "/d");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let dates: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("date"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(dates, ["Mon, 01 Jan 2024 00:00:00 GMT"]);
 }

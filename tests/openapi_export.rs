@@ -217,8 +217,8 @@ fn round_trip_api(authz: SocketAddr, up: SocketAddr) -> Value {
                 "definitions": {"Tag": tag}}},
             // Definitions of its own, which no model copies: the document's schemas too.
             {"name": "Owner", "schema": {"type": "object", "required": ["kind"],
-                "properties": {"kind": {"$ref": "#/definitions/kind"}},
-                "definitions": {"kind": {"type": "string", "enum": ["a", "b"]}}}},
+                "properties": {"kind": {"$ref": "#/definitions/kind"}, "n": {"$ref": "#/definitions/a~1b"}},
+                "definitions": {"kind": {"type": "string", "enum": ["a", "b"]}, "a/b": {"type": "integer"}}}},
         ],
         "routes": [
             {"route": "GET /literal", "integration": {"type": "mock", "status": 201, "body": LITERAL,
@@ -337,6 +337,11 @@ fn export_import_export_gives_the_same_document_and_the_same_answers() {
         schemas["Owner_kind"]["enum"],
         json!(["a", "b"]),
         "{schemas:#}"
+    );
+    // A name with a JSON pointer's escape (`a~1b` is `a/b`).
+    assert_eq!(
+        schemas["Owner"]["properties"]["n"]["$ref"],
+        "#/components/schemas/Owner_a_b"
     );
     // Swagger 2.0 too: valid, and imported again.
     let r = admin(

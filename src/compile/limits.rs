@@ -14,6 +14,9 @@ pub(super) struct LimitTable<'a> {
     /// `Some(nodes)` with `[cluster]`: gateway and stage limits are fleet-wide.
     nodes: Option<u64>,
     out: Limits,
+    /// This compile's fallback buckets by name: a name met twice (a stage and its canary)
+    /// shares one, as it shares its bucket.
+    fallbacks: ahash::AHashMap<String, Arc<Bucket>>,
 }
 
 /// The finished table.
@@ -38,6 +41,7 @@ impl<'a> LimitTable<'a> {
                 fallback: Vec::new(),
                 registry: BucketRegistry::new(),
             },
+            fallbacks: Default::default(),
         }
     }
 
@@ -47,8 +51,13 @@ impl<'a> LimitTable<'a> {
         let out = &mut self.out;
         let shared = self.nodes.is_some() && (name == "gateway" || name.starts_with("stage:"));
         out.fleet.push(shared.then(|| name.clone()));
-        out.fallback
-            .push(Arc::new(Bucket::new(share(rate, self.nodes.unwrap_or(1)))));
+        let node_share = share(rate, self.nodes.unwrap_or(1));
+        let fallback = match self.fallbacks.get(&name) {
+            Some(f) if f.rate == node_share => f.clone(),
+            _ => Arc::new(Bucket::new(node_share)),
+        };
+        self.fallbacks.insert(name.clone(), fallback.clone());
+        out.fallback.push(fallback);
         // A name met twice in one compile (a stage and its canary) is one bucket.
         let b = match out.registry.get(&name).or_else(|| self.previous.get(&name)) {
             Some(b) if b.rate == rate => b.clone(),

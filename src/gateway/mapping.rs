@@ -399,6 +399,12 @@ pub(crate) fn drops_header(ops: &[MapOp], name: &[u8]) -> bool {
     })
 }
 
+/// Whether any of the mapping's operations names header `name` (sets, appends or removes it).
+pub(crate) fn names_header(ops: &[MapOp], name: &[u8]) -> bool {
+    ops.iter()
+        .any(|o| matches!(&o.target, Target::Header(n) if name.eq_ignore_ascii_case(n.as_bytes())))
+}
+
 /// Writes the header lines the mapping adds; `answer` is the answer's own headers.
 pub(crate) fn add_headers<'h>(
     ops: &[MapOp],

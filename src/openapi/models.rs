@@ -559,7 +559,9 @@ fn point_refs(v: &mut Value, targets: &BTreeMap<String, String>, prefix: &str) {
             if let Some(Value::String(r)) = m.get_mut("$ref") {
                 if let Some(target) = r.strip_prefix("#/definitions/") {
                     let (name, rest) = target.split_at(target.find('/').unwrap_or(target.len()));
-                    if let Some(t) = targets.get(name) {
+                    // A JSON pointer's escapes (RFC 6901): the name as `definitions` has it.
+                    let name = name.replace("~1", "/").replace("~0", "~");
+                    if let Some(t) = targets.get(&name) {
                         *r = format!("{prefix}{t}{rest}");
                     }
                 }

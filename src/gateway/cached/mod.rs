@@ -97,7 +97,11 @@ pub(crate) async fn serve(
                             ctx.cache_warning =
                                 Some("cache invalidation ignored: it needs a valid x-api-key")
                         }
+                        // Only a request for a fresh copy is refused (Amazon's strategy
+                        // covers `max-age=0`); an http-mode `max-age=N` or `min-fresh` is
+                        // served as if unsaid.
                         Unauthorized::Ignore => {}
+                        Unauthorized::FailWith403 if !wants_fresh => {}
                         Unauthorized::FailWith403 => {
                             return Err(Error::downstream(
                                 Kind::AccessDenied(

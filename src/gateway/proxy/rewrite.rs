@@ -377,11 +377,12 @@ pub(super) fn response_head(
     let mut kept = KeptLines::new(&resp.raw);
     let mut length_said = false;
     // An answer forwarded without a `Date` gets one (RFC 9110 6.6.1: a recipient with a
-    // clock MUST add it); interim answers need none.
-    let mut date_said = resp.status < 200;
+    // clock MUST add it); interim answers need none, and one whose response mapping names
+    // `Date` has what the mapping says.
+    let mut date_said = resp.status < 200
+        || mapped.is_some_and(|ops| crate::gateway::mapping::names_header(ops, b"date"));
     for h in &resp.headers {
         let (name, value) = (resp.slice(&h.name), resp.slice(&h.value));
-        date_said = date_said || name_eq(name, b"date");
         // Which hop-by-hop fields go on anyway: asked only of those (few answers have any).
         let kept_hop = || {
             (chunks_relayed && name_eq(name, b"transfer-encoding"))
@@ -408,6 +409,7 @@ pub(super) fn response_head(
                 continue;
             }
         }
+        date_said = date_said || name_eq(name, b"date");
         if matches!(comp, Comp::Encoded(..) | Comp::Revalidated) && name_eq(name, b"etag") {
             kept.flush(out);
             crate::gateway::cached::weak_etag(out, value);

@@ -44,7 +44,12 @@ pub(super) fn method(
         (Value::String(s), "trim") => Value::String(s.trim().to_string()),
         (Value::String(s), "contains") => Value::Bool(s.contains(&arg_s(0))),
         (Value::String(s), "startsWith") if args.len() > 1 => {
-            Value::Bool(utf16_offset(s, arg_n(1)).is_some_and(|at| s[at..].starts_with(&arg_s(0))))
+            // Inside a surrogate pair only "" starts there (Java compares code units).
+            Value::Bool(match utf16_offset(s, arg_n(1)) {
+                Some((at, true)) => s[at..].starts_with(&arg_s(0)),
+                Some((_, false)) => arg_s(0).is_empty(),
+                None => false,
+            })
         }
         (Value::String(s), "startsWith") => Value::Bool(s.starts_with(&arg_s(0))),
         (Value::String(s), "endsWith") => Value::Bool(s.ends_with(&arg_s(0))),
@@ -56,10 +61,14 @@ pub(super) fn method(
             // nothing (but "" at the end).
             let from = arg_n(1).max(0.0);
             let units = s.encode_utf16().count();
+            let needle = arg_s(0);
             match utf16_offset(s, from.min(units as f64)) {
-                Some(at) => Value::from(
+                // "" is found where the search starts, even inside a surrogate pair.
+                Some(_) if needle.is_empty() => Value::from(from.min(units as f64) as i64),
+                // From inside a surrogate pair the search goes on from the next character.
+                Some((at, _)) => Value::from(
                     s[at..]
-                        .find(&arg_s(0))
+                        .find(&needle)
                         .map_or(-1, |i| s[..at + i].encode_utf16().count() as i64),
                 ),
                 None => Value::from(-1),
@@ -295,9 +304,10 @@ fn max_args(m: &str) -> usize {
     }
 }
 
-/// The byte offset of UTF-16 code unit `n` of `s`; `None` past the end or inside a
-/// character (half of a surrogate pair, where nothing a template names can start).
-fn utf16_offset(s: &str, n: f64) -> Option<usize> {
+/// The byte offset of UTF-16 code unit `n` of `s`, and whether it is one: inside a character
+/// (the second half of a surrogate pair) the next character's, and `false`; `None` past the
+/// end.
+fn utf16_offset(s: &str, n: f64) -> Option<(usize, bool)> {
     if !(0.0..=s.len() as f64).contains(&n) {
         return None;
     }
@@ -305,14 +315,14 @@ fn utf16_offset(s: &str, n: f64) -> Option<usize> {
     let mut units = 0;
     for (at, c) in s.char_indices() {
         if units == n {
-            return Some(at);
+            return Some((at, true));
         }
         units += c.len_utf16();
         if units > n {
-            return None;
+            return Some((at + c.len_utf8(), false));
         }
     }
-    (units == n).then_some(s.len())
+    (units == n).then_some((s.len(), true))
 }
 
 /// UTF-16 code units as text; half of a surrogate pair (a cut through an emoji) is `?`, what

@@ -396,6 +396,11 @@ fn methods_take_javas_arguments_and_no_more() {
     assert_eq!(r("#set($s = 'abcabc')$s.indexOf('a', 99)"), "-1");
     assert_eq!(r("#set($s = 'abc')$s.indexOf('', 99)"), "3");
     assert_eq!(r("#set($s = '😀abca')$s.indexOf('a', 3)"), "5");
+    // From inside a surrogate pair: on from the next character (Java searches code units).
+    assert_eq!(r("#set($s = '😀abca')$s.indexOf('a', 1)"), "2");
+    assert_eq!(r("#set($s = '😀abca')$s.indexOf('', 1)"), "1");
+    assert_eq!(r("#set($s = '😀abca')$s.startsWith('', 1)"), "true");
+    assert_eq!(r("#set($s = '😀abca')$s.startsWith('a', 1)"), "false");
     assert_eq!(r("#set($s = 'abcabc')$s.startsWith('b', 1)"), "true");
     assert_eq!(r("#set($s = 'abcabc')$s.startsWith('a', 1)"), "false");
     assert_eq!(r("#set($s = 'abc')$s.startsWith('', 3)"), "true");
