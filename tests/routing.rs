@@ -47,6 +47,10 @@ name = "petstore"
   integration = {{ type = "http", uri = "${{stageVariables.backend}}/pets?src=gw" }}
 
   [[apis.routes]]
+  route = "GET /search/{{term}}"
+  integration = {{ type = "http", uri = "${{stageVariables.backend}}/search?role=user&q={{term}}" }}
+
+  [[apis.routes]]
   route = "ANY /files/{{proxy+}}"
   integration = {{ type = "http", uri = "${{stageVariables.backend}}/store/{{proxy}}" }}
 
@@ -197,6 +201,22 @@ fn path_variables_are_decoded_for_matching_and_encoded_upstream() {
     );
     assert_eq!(r.json()["target"], "/pets?src=gw&q=1");
     assert_eq!(r.json()["body"], "hi");
+    // A variable in the URI's query is one query value: `&`, `=` and `+` encoded (it added
+    // parameters of its own, `role=admin` after the URI's `role=user`).
+    for (path, want) in [
+        (
+            "/search/a&role=admin",
+            "/search?role=user&q=a%26role%3Dadmin",
+        ),
+        (
+            "/search/a%26role%3Dadmin",
+            "/search?role=user&q=a%26role%3Dadmin",
+        ),
+        ("/search/a%2Bb", "/search?role=user&q=a%2Bb"),
+        ("/search/caf%C3%A9", "/search?role=user&q=caf%C3%A9"),
+    ] {
+        assert_eq!(get(gw.addr(), path).json()["target"], want, "{path}");
+    }
 }
 
 #[test]

@@ -804,6 +804,17 @@ fn templates_override_request_and_answer_parameters() {
     let seen = &up.requests()[0];
     assert_eq!(seen.headers_named("x-tenant"), vec!["t1"]);
     assert_eq!(seen.target, "/ov/t1%20x/y?keep=1&q=a%20b");
+    // An override that makes a `.` or `..` segment is refused, as a mapped path's is: the
+    // upstream would resolve it to a path the route does not name.
+    // (The template writes "TENANT x/y".)
+    for tenant in ["../", "../admin/", "a/./"] {
+        let body = serde_json::json!({ "tenant": tenant }).to_string();
+        let r = Client::connect(g.addr()).request(
+            format!("POST /ov/7 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+        );
+        assert_eq!(r.status, 400, "{tenant}: {}", r.text());
+    }
+    assert_eq!(up.requests().len(), 1);
     // An override of a header the gateway writes itself, or of the other side's, is refused
     // at load, naming it.
     for (t, want) in [

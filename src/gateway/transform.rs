@@ -111,7 +111,7 @@ pub(crate) async fn request(
         let (out, overrides) = render(template, &body, (json, not_json.as_deref()), &vars)?;
         if http {
             let params = &ss.snap.config.apis[m.api].routes[m.route].params;
-            request_overrides(ctx, &overrides, params);
+            request_overrides(ctx, &overrides, params)?;
             // The integration gets the rendered body, with its length.
             let rest = conn.buf.split_off(len);
             let mut buf = BytesMut::with_capacity(out.len() + rest.len());
@@ -185,11 +185,23 @@ fn render(
 /// A request template's `$context.requestOverride.header.NAME`, `.querystring.NAME` and
 /// `.path.NAME`, as edits of what goes to the integration (after the route's parameter
 /// mapping: an override is final).
-fn request_overrides(ctx: &mut RequestCtx, o: &vtl::Overrides, params: &[String]) {
+fn request_overrides(
+    ctx: &mut RequestCtx,
+    o: &vtl::Overrides,
+    params: &[String],
+) -> Result<(), Error> {
     for (what, value) in &o.set {
         match what {
-            // A path variable of the route (one it lacks is checked at load).
+            // A path variable of the route (one it lacks is checked at load). Its `/` stay
+            // separators, so a `.` or `..` segment is refused as a mapped path's is: an
+            // upstream that resolves it would serve a path the route does not name.
             vtl::Override::RequestPath(name) => {
+                if value.split('/').any(|s| s == "." || s == "..") {
+                    return Err(Error::downstream(
+                        Kind::BadRequest(crate::syntax::path::PathError::DotSegment.message()),
+                        "requestOverride.path",
+                    ));
+                }
                 if let Some(i) = params.iter().position(|p| p == name) {
                     let e = ctx.edits.get_or_insert_with(Default::default);
                     e.path_vars.push((i, value.clone()));
@@ -240,6 +252,7 @@ fn request_overrides(ctx: &mut RequestCtx, o: &vtl::Overrides, params: &[String]
             _ => {}
         }
     }
+    Ok(())
 }
 
 /// Removes the header lines named `name` from `lines` (`Name: value\r\n` each).

@@ -124,18 +124,25 @@ pub(crate) fn integration_path(
     integ
         .path
         .render(out, &ctx.vars(peer_ip, Escape::Uri), |i, o| {
+            // In the URI's query a value is one query value: `&`, `=` and `+` encoded too (a
+            // variable `a&role=admin` added a parameter); in its path, a segment.
+            let encode = if o[start..].contains(&b'?') {
+                |s: &str, o: &mut Vec<u8>| crate::syntax::path::encode_component(s.as_bytes(), o)
+            } else {
+                encode_segment
+            };
             if let Some((_, v)) = overridden.iter().find(|(k, _)| *k == i) {
                 // A template's override: its segments encoded, its `/` kept.
                 for (n, seg) in v.split('/').enumerate() {
                     if n > 0 {
                         o.push(b'/');
                     }
-                    encode_segment(seg, o);
+                    encode(seg, o);
                 }
                 return;
             }
             ctx.path_var(i, |s, more| {
-                encode_segment(s, o);
+                encode(s, o);
                 if more {
                     o.push(b'/');
                 }
