@@ -223,11 +223,18 @@ fn path_variables_are_decoded_for_matching_and_encoded_upstream() {
 fn any_route_forwards_every_method() {
     let (prod, dev) = (Upstream::echo(), Upstream::echo());
     let gw = Gw::start(&petstore(&prod, &dev));
-    for m in ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+    for m in ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND"] {
         let r = req(gw.addr(), m, "h", "/files/x");
         assert_eq!(r.status, 200, "{m}");
         assert_eq!(r.json()["method"], m);
     }
+    // A known method in another case is no method the API knows (RFC 9110 9.1), and would
+    // pass `ANY` to an upstream that upper-cases it around a GET route's checks: 400.
+    for m in ["get", "Get", "post", "head", "track"] {
+        let r = req(gw.addr(), m, "h", "/files/x");
+        assert_eq!(r.status, 400, "{m}: {}", r.text());
+    }
+    assert_eq!(prod.requests().len(), 6);
 }
 
 #[test]

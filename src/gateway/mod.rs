@@ -179,6 +179,15 @@ async fn run_phases(
             "TRACE request",
         ));
     }
+    // Methods are case-sensitive (RFC 9110 9.1): `get` is no GET, and would pass an `ANY`
+    // route to an upstream that upper-cases it (Django, Werkzeug) around the GET route's
+    // checks. Refused, as nginx refuses any method with a small letter.
+    if h.method == Method::Other && other_spelling(h.method_bytes()) {
+        return Err(Error::downstream(
+            Kind::BadRequest("Invalid method: methods are case-sensitive"),
+            "a known method spelt in another case",
+        ));
+    }
     let ws_api = ctx.stage.is_some_and(|st| snap.apis[st.api].ws.is_some());
     let manage = ws_api.then(|| ws::target(ss, ctx)).flatten();
     if manage.is_none() {
@@ -406,4 +415,10 @@ pub(crate) fn cache_headers(out: &mut Vec<u8>, ctx: &RequestCtx) {
         out.extend_from_slice(w.as_bytes());
         out.extend_from_slice(b"\"\r\n");
     }
+}
+
+/// A known method (or TRACK) in another case than its own: `get`, `Post`, `track`.
+#[cold]
+fn other_spelling(m: &[u8]) -> bool {
+    m.eq_ignore_ascii_case(b"TRACK") || Method::from_bytes(&m.to_ascii_uppercase()) != Method::Other
 }
