@@ -1216,3 +1216,85 @@ fn http_mode_honours_client_conditionals_and_directives() {
     assert_eq!(r.text(), "/doc #4");
     assert_eq!(n.load(Ordering::SeqCst), 4);
 }
+
+/// The key holds the scheme and the Host as the upstream hears them (`X-Forwarded-Proto`,
+/// `X-Forwarded-Host`, port included): a client sending `Host: t:1337` stored what every
+/// other client of the host then got.
+#[test]
+fn the_key_holds_the_host_and_scheme_the_upstream_hears() {
+    let (up, _) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    let on = |host: &str| {
+        Client::connect(gw.addr()).request(
+            format!("GET /g/items/1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let a = on("t");
+    assert_eq!(
+        (a.header("x-cache"), a.text().as_str()),
+        (Some("Miss"), "/items/1 #1")
+    );
+    let b = on("t:1337");
+    assert_eq!(
+        (b.header("x-cache"), b.text().as_str()),
+        (Some("Miss"), "/items/1 #2")
+    );
+    // Host names are compared without case.
+    let c = on("T");
+    assert_eq!(
+        (c.header("x-cache"), c.text().as_str()),
+        (Some("Hit"), "/items/1 #1")
+    );
+    // An unsafe method invalidates its host's entry.
+    let r = Client::connect(gw.addr()).request(
+        b"POST /g/any HTTP/1.1\r\nHost: t:1337\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+}
+
+/// An answer that varies on a header the gateway writes for the upstream (here the caller's
+/// address through an integration header, or `X-Forwarded-For`) is not stored: the client's
+/// own header of that name would select it, handing one caller's answer to another.
+#[test]
+fn answers_varying_on_headers_the_gateway_writes_are_not_stored() {
+    let up = Upstream::start(|s| {
+        let vary = if s.target.starts_with("/xff") {
+            "X-Forwarded-For"
+        } else {
+            "X-Src"
+        };
+        let body = format!("for {}", s.header("x-src").unwrap_or("-"));
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nVary: {vary}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let gw = Gw::start(
+        &Cfg::new()
+            .stage_extra("cache = { ttl = \"300s\", capacity = \"1MiB\" }")
+            .route(
+                "GET /me",
+                format!("integration = {{ type = \"http\", uri = \"http://{}/me\", headers = {{ \"x-src\" = \"${{context.identity.sourceIp}}\" }} }}", up.addr),
+            )
+            .route(
+                "GET /xff",
+                format!("integration = {{ type = \"http\", uri = \"http://{}/xff\" }}", up.addr),
+            )
+            .toml(),
+    );
+    for path in ["/me", "/xff"] {
+        for _ in 0..2 {
+            let r = get(gw.addr(), path);
+            assert_eq!(
+                (r.status, r.header("x-cache")),
+                (200, Some("Miss")),
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(up.count(), 4);
+}

@@ -33,7 +33,8 @@ pub(crate) async fn forward_invalidating(
     if (200..400).contains(&ex.resp.status) {
         let mut dropped = 0;
         let mut drop_uri = |path: &[u8], query: Option<&[u8]>| {
-            let key = uri_key(path, query);
+            let mut key = uri_key(path, query);
+            super::key::origin_part(ctx, &mut key);
             // Variants hang off a Vary marker under keys of their own: those take the scan.
             let varies = matches!(cache.get(&key), Some(Val::Vary(_)));
             if plain_keys && !varies {

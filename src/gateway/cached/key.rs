@@ -62,6 +62,7 @@ pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart], whole_query: bool) -> Vec<
         ctx.head.path_bytes(),
         ctx.head.query_bytes().filter(|_| whole_query),
     );
+    origin_part(ctx, &mut k);
     for part in parts {
         match part {
             KeyPart::Query(name) => {
@@ -88,6 +89,23 @@ pub fn cache_key(ctx: &RequestCtx, parts: &[KeyPart], whole_query: bool) -> Vec<
         k.push(0);
     }
     k
+}
+
+/// The scheme and the `Host` as the upstream hears them (`X-Forwarded-Proto`,
+/// `X-Forwarded-Host`, the port included), lower-cased: "o:https://a.example:8443\0". They
+/// are the target URI's (RFC 9111 2) and an origin may build links or redirects from them:
+/// without them in the key, a client sending `Host: a.example:1337` stored what every other
+/// client of the host then got.
+pub(super) fn origin_part(ctx: &RequestCtx, k: &mut Vec<u8>) {
+    k.extend_from_slice(if ctx.https {
+        b"o:https://"
+    } else {
+        b"o:http://"
+    });
+    if let Some(h) = ctx.head.host_bytes() {
+        k.extend(h.iter().map(u8::to_ascii_lowercase));
+    }
+    k.push(0);
 }
 
 /// The key of a URI's entry when the route lists no key parts (http mode: the query as sent).
@@ -159,4 +177,34 @@ fn decoded_eq(raw: &[u8], want: &[u8]) -> bool {
     let mut d = Vec::with_capacity(raw.len());
     crate::syntax::path::form_decode_into(raw, &mut d);
     d == want
+}
+
+/// Whether the upstream request's header `name` (lower-case) is the gateway's rather than the
+/// client's: its own (`Host`, `X-Forwarded-*`, `X-Request-Id`, trace context), the
+/// integration's, a client certificate's field, or one the route's mapping or template sets.
+pub(super) fn gateway_writes(
+    ctx: &RequestCtx,
+    integ: &crate::snapshot::HttpIntegration,
+    name: &[u8],
+) -> bool {
+    const OWN: [&[u8]; 8] = [
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-request-id",
+        b"traceparent",
+        b"tracestate",
+        b"x-amzn-trace-id",
+    ];
+    OWN.contains(&name)
+        || integ
+            .headers
+            .iter()
+            .any(|(n, _)| name_eq(n.as_bytes(), name))
+        || ctx
+            .client_cert
+            .as_ref()
+            .is_some_and(|c| c.names.iter().any(|n| name_eq(n.as_bytes(), name)))
+        || ctx.edits.as_ref().is_some_and(|e| e.drops(name))
 }

@@ -349,8 +349,17 @@ async fn fetch(
             Framing::None => Some(0),
             _ => None,
         };
+        let names = vary_names(&ex.resp);
         if declared.is_some_and(|n| n > max) {
             Stats::add(&cache.stats.too_large);
+        } else if names
+            .as_ref()
+            .is_some_and(|ns| ns.iter().any(|n| key::gateway_writes(ctx, integ, n)))
+        {
+            // It varies on a header the upstream heard from the gateway, not from the client
+            // (a value made of the caller's address or certificate, a mapped one): the
+            // client's own header would select it, and hand one caller's answer to others.
+            Stats::add(&cache.stats.not_stored);
         } else if ex.resp.framing == Framing::UntilClose {
             // A body ended by close cannot be told from a truncated one: not stored.
             Stats::add(&cache.stats.not_stored);
@@ -358,7 +367,7 @@ async fn fetch(
             // Stored the moment the body is complete, before its last bytes go to the
             // client: a client that has the whole answer finds it in the cache.
             let (reason, headers, etag, last_modified) = stored_parts(&ex.resp);
-            let keys = match vary_names(&ex.resp) {
+            let keys = match names {
                 Some(names) => {
                     let vk = variant_key(primary, &names, ctx);
                     (vk.into_boxed_slice(), Some(names))
