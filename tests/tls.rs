@@ -659,6 +659,20 @@ fn mtls_required_verifies_and_forwards_the_client_certificate() {
             .contains("client-a.clients.test"),
         "{h}"
     );
+    // A listener without mTLS serving the same API drops a client's copy too: it would reach
+    // the upstream as a certificate's field the client made up.
+    let text = std::fs::read_to_string(&s.gw.path).unwrap();
+    s.gw.rewrite(&text.replacen("redirect_https = true\n", "", 1));
+    s.gw.gw.as_ref().unwrap().reload().unwrap();
+    let r = Client::connect(s.gw.addr_of("http")).request(
+        b"GET /m HTTP/1.1\r\nHost: api.test\r\nX-Client-Subject: CN=admin\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["headers"].get("x-client-subject").is_none(),
+        "{}",
+        r.text()
+    );
 }
 
 /// Replacing the clients' CA file is picked up as certificates are (every second), without a

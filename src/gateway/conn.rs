@@ -120,6 +120,17 @@ async fn open(
         .and_then(|l| l.tls.as_ref())
         .and_then(|t| t.mtls.as_ref())
         .map(|m| m.headers.clone());
+    // The names any listener's `mtls.headers` forwards: a client's own headers of those
+    // names are dropped on every listener, so that one without mTLS serving the same API
+    // cannot hand the upstream a certificate's field of its own making.
+    let cert_names: Vec<String> = ss
+        .snap
+        .config
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref()?.mtls.as_ref())
+        .flat_map(|m| m.headers.iter().map(|(n, _)| n.clone()))
+        .collect();
     let handshake_timeout = ss.snap.limits.header_timeout;
     let h2c = l.is_some_and(|l| l.h2c);
     let proxy_protocol = l.is_some_and(|l| l.proxy_protocol);
@@ -217,10 +228,19 @@ async fn open(
                 .unwrap_or_default();
             Some(ClientCertHeaders {
                 lines: Rc::from(lines),
-                names: fields.into_iter().map(|(n, _)| n).collect(),
+                names: fields
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .chain(cert_names)
+                    .collect(),
                 fields: values.map(Rc::from),
             })
         }
+        _ if !cert_names.is_empty() => Some(ClientCertHeaders {
+            lines: Rc::from(Vec::new()),
+            names: cert_names.into(),
+            fields: None,
+        }),
         _ => None,
     };
     let info = |client_cert, tls_version: Option<&'static str>| crate::http::h2::ConnInfo {

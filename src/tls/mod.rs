@@ -194,8 +194,29 @@ pub(crate) fn cert_fields(der: &[u8]) -> Vec<String> {
                     .collect()
             }
         })
-        .map(|v: String| v.chars().filter(|c| !c.is_control()).collect())
+        .map(|v: String| escape_controls(&v))
         .collect()
+}
+
+/// Control characters as `\XX` (each byte of their UTF-8, in hex), as OpenSSL's RFC 2253 form
+/// writes them (RFC 4514 2.4): a value for a header, never a line break, and never another
+/// certificate's value (deleting them made `CN=adm\x07in` reach the upstream as `CN=admin`).
+fn escape_controls(v: &str) -> String {
+    if !v.chars().any(char::is_control) {
+        return v.to_string();
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for c in v.chars() {
+        if c.is_control() {
+            let mut b = [0u8; 4];
+            for byte in c.encode_utf8(&mut b).bytes() {
+                out.push_str(&format!("\\{byte:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A distinguished name as RFC 4514 writes it (`CN=alice,O=Acme\, Inc.`, what Java's and
@@ -471,6 +492,14 @@ mod tests {
             "DNS:alice.example, email:alice@example.com"
         );
         assert_eq!(escape_dn_value(" #a+b "), r"\ #a\+b\ ");
+        // Control characters are escaped, not dropped: `adm\x07in` is not `admin`.
+        let mut p = rcgen::CertificateParams::new(vec![]).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "adm\u{7}in\u{1b}");
+        let cert = p.self_signed(&key).unwrap();
+        let f = cert_fields(cert.der());
+        assert_eq!(f[CertField::SubjectDN as usize], r"CN=adm\07in\1B");
     }
 
     #[test]
