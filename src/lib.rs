@@ -109,6 +109,7 @@ pub mod internals {
     pub use crate::syntax::template::{Piece, Template};
     pub use crate::syntax::vtl::{Env as VtlEnv, Template as VtlTemplate};
     pub use crate::syntax::Method;
+    pub use crate::throttle::redis::take_command as fleet_take_command;
     /// The upstream head of a request through its integration's parameter mapping (edits
     /// worked out, then the head written with them), as a proxied request is.
     pub fn mapped_request_head(

@@ -434,3 +434,28 @@ plan = "gold"
         "the shard never went back to Redis"
     );
 }
+
+/// The fleet-wide take keeps a rate's interval with its fraction: a rate of 700,000 a second
+/// is 1.43 µs apart, which whole microseconds made 1 (admitting 37 % over; 2,000,000 a second
+/// was halved). Taking the whole burst at once leaves the bucket full again only after
+/// `burst / rate`: 100,000 / 700,000 s.
+#[test]
+fn fleet_rates_keep_their_fraction_of_a_microsecond() {
+    let redis = Redis::start();
+    for (rate, burst) in [(700_000u64, 100_000u64), (2_000_000, 100_000), (3, 7)] {
+        let (script, args) = tollgate::internals::fleet_take_command(rate, burst, burst);
+        let key = format!("tollgate:test-{rate}");
+        let mut cli = vec!["EVAL", script, "1", key.as_str()];
+        cli.extend(args.iter().map(String::as_str));
+        let out = redis.cli(&cli);
+        let nums: Vec<f64> = out.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(nums[0], burst as f64, "{rate}: {out}");
+        // µs until full again: burst / rate seconds, to the µs.
+        let want = burst as f64 * 1e6 / rate as f64;
+        assert!(
+            (nums[2] - want).abs() <= 2.0,
+            "{rate}: {} against {want}",
+            nums[2]
+        );
+    }
+}

@@ -23,25 +23,44 @@ use bytes::BytesMut;
 use super::bucket::Rate;
 use crate::http::conn::{read_into, write_all};
 
-/// GCRA take on Redis: KEYS[1] the TAT (µs); ARGV interval µs, tau µs, tokens wanted.
+/// GCRA take on Redis: KEYS[1] the TAT (µs, with a fraction); ARGV interval µs (with a
+/// fraction: a rate of 1,500,000 a second is 0.667 µs apart, which whole µs made 1), burst,
+/// tokens wanted. Counts of intervals are rounded at a millionth (`7 * i / i` may be
+/// 6.999999...).
 /// Returns {granted, remaining, µs to wait (refused) or until full (granted)}.
 const TAKE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
-local tau = tonumber(ARGV[2])
+local tau = interval * tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local base = math.max(tat, now)
 local used = base - now
-local avail = math.floor((tau - used) / interval)
+local avail = math.floor((tau - used) / interval + 1e-6)
 if avail < 0 then avail = 0 end
 local g = math.min(want, avail)
 if g <= 0 then return {0, 0, used + interval - tau} end
 local new = base + g * interval
-redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.floor((new - now) / 1000) + 1000)
-return {g, math.floor((tau - (new - now)) / interval), new - now}
+redis.call('SET', KEYS[1], string.format('%.3f', new), 'PX', math.floor((new - now) / 1000) + 1000)
+return {g, math.floor((tau - (new - now)) / interval + 1e-6), new - now}
 "#;
+
+/// The take script's arguments for `want` tokens of a limit of `rate`: the interval between
+/// tokens (µs, with its fraction), the burst, and `want`.
+pub(crate) fn take_args(rate: Rate, want: u64) -> [String; 3] {
+    let interval_us = 1_000_000.0 / rate.rate.max(1) as f64;
+    [
+        format!("{interval_us:.9}"),
+        rate.burst.to_string(),
+        want.to_string(),
+    ]
+}
+
+/// The fleet-wide take (a Lua script) and its arguments, for a test against a real Redis.
+pub fn take_command(rate: u64, burst: u64, want: u64) -> (&'static str, [String; 3]) {
+    (TAKE, take_args(Rate { rate, burst }, want))
+}
 
 /// Quota chunk: KEYS[1] the period's counter; ARGV limit, wanted, ttl seconds.
 /// Returns {granted, remaining}.
@@ -325,6 +344,17 @@ impl RedisPool {
         key: &str,
         args: &[i64],
     ) -> Result<Vec<i64>, String> {
+        let nums: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.eval_args(script, key, &nums).await
+    }
+
+    /// [`Self::eval`] with its arguments as written (a number with a fraction).
+    async fn eval_args(
+        self: &Rc<Self>,
+        script: &str,
+        key: &str,
+        nums: &[String],
+    ) -> Result<Vec<i64>, String> {
         if self.open.get() {
             return Err(format!(
                 "Redis {} is not answering (checked every {:?})",
@@ -332,7 +362,6 @@ impl RedisPool {
                 PROBE_INTERVAL
             ));
         }
-        let nums: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let mut parts: Vec<&[u8]> = vec![b"EVAL", script.as_bytes(), b"1", key.as_bytes()];
         parts.extend(nums.iter().map(|n| n.as_bytes()));
         let r = match crate::driver::time::timeout(self.timeout, self.call(command(&parts))).await {
@@ -360,14 +389,9 @@ impl RedisPool {
         rate: Rate,
         want: u64,
     ) -> Result<(u64, u64, u64), String> {
-        let interval_us = (1_000_000 / rate.rate.max(1)).max(1);
-        let tau_us = interval_us.saturating_mul(rate.burst);
+        let args = take_args(rate, want);
         let v = self
-            .eval(
-                TAKE,
-                &format!("tollgate:{name}"),
-                &[interval_us as i64, tau_us as i64, want as i64],
-            )
+            .eval_args(TAKE, &format!("tollgate:{name}"), &args)
             .await?;
         match v.as_slice() {
             [g, rem, us] => Ok((
