@@ -178,11 +178,20 @@ fn origin(o: &str) -> Result<String, &'static str> {
     let port_ok = port.is_none_or(|p| {
         p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
     });
-    if scheme_ok && host_ok && port_ok {
-        Ok(o)
-    } else {
-        Err(ALLOWED)
+    if !(scheme_ok && host_ok && port_ok) {
+        return Err(ALLOWED);
     }
+    // A browser leaves a scheme's default port out of `Origin` (RFC 6454 6.1): listed with
+    // it, the origin would never match.
+    let default = match scheme {
+        "https" | "wss" => Some("443"),
+        "http" | "ws" => Some("80"),
+        _ => None,
+    };
+    if port.is_some() && port == default {
+        return Ok(format!("{scheme}://{host}"));
+    }
+    Ok(o)
 }
 
 #[cfg(test)]
@@ -201,6 +210,10 @@ mod tests {
         );
         assert_eq!(origin("http://[::1]:8080").unwrap(), "http://[::1]:8080");
         assert!(origin("https://a.test:65535").is_ok());
+        // A default port is what browsers leave out of `Origin`.
+        assert_eq!(origin("https://a.test:443").unwrap(), "https://a.test");
+        assert_eq!(origin("http://a.test:80").unwrap(), "http://a.test");
+        assert_eq!(origin("http://a.test:443").unwrap(), "http://a.test:443");
         assert!(origin("https://*").is_ok());
         assert!(origin("*").is_ok());
         for bad in [
