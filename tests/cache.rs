@@ -1298,3 +1298,40 @@ fn answers_varying_on_headers_the_gateway_writes_are_not_stored() {
     }
     assert_eq!(up.count(), 4);
 }
+
+/// A purge answered while a fetch of its path is under way is not undone when that fetch
+/// ends: the answer from before the purge is not stored (it was, for a whole TTL).
+#[test]
+fn a_fetch_under_way_does_not_undo_a_purge() {
+    let (release, wait) = mpsc::channel::<()>();
+    let wait = Mutex::new(wait);
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let up = Upstream::start(move |_| {
+        if n2.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = wait.lock().unwrap().recv_timeout(Duration::from_secs(10));
+        }
+        respond(200, "answer")
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    let addr = gw.addr();
+    let first = std::thread::spawn(move || {
+        Client::connect(addr)
+            .request(b"GET /g/race HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    });
+    assert!(eventually(IO_TIMEOUT, || n.load(Ordering::SeqCst) == 1));
+    let r = admin(
+        gw.admin(),
+        "DELETE",
+        "/apis/shop/stages/g/cache?path=/g/race",
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    release.send(()).unwrap();
+    assert_eq!(first.join().unwrap().header("x-cache"), Some("Miss"));
+    let again = req(&gw, "/g/race", "");
+    assert_eq!(again.header("x-cache"), Some("Miss"));
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+    // Later fetches are stored as ever.
+    assert_eq!(req(&gw, "/g/race", "").header("x-cache"), Some("Hit"));
+}

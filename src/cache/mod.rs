@@ -207,6 +207,10 @@ pub struct StageCache {
     store: Store,
     flights: Arc<Flights>,
     epoch: AtomicU64,
+    /// Purges made so far, and the latest of them (their number, decoded path, exact): an
+    /// answer fetched before a purge of its path is not stored after it.
+    purged: AtomicU64,
+    recent_purges: std::sync::Mutex<std::collections::VecDeque<(u64, Vec<u8>, bool)>>,
     capacity: AtomicU64,
     pub clock: Arc<CacheClock>,
     pub stats: Stats,
@@ -245,6 +249,8 @@ impl StageCache {
             store,
             flights: Arc::new(Flights::new(segments)),
             epoch: AtomicU64::new(0),
+            purged: AtomicU64::new(0),
+            recent_purges: Default::default(),
             capacity: AtomicU64::new(cfg.capacity),
             clock,
             stats,
@@ -280,6 +286,42 @@ impl StageCache {
         if evicted > 0 {
             self.stats.evictions.fetch_add(evicted, Ordering::Relaxed);
         }
+    }
+
+    /// How many purges were made: what a fetch notes when it starts, for
+    /// [`StageCache::insert_fetched`].
+    pub fn purges(&self) -> u64 {
+        self.purged.load(Ordering::Acquire)
+    }
+
+    /// [`StageCache::insert`] of an answer whose fetch started when [`StageCache::purges`] was
+    /// `started`: refused when a purge made since takes its path (it would bring back what
+    /// the purge, answered already, removed), or when too many were made to tell.
+    pub fn insert_fetched(&self, key: Box<[u8]>, val: Val, started: u64) {
+        if self.purges() != started {
+            let recent = self.recent_purges.lock().unwrap_or_else(|e| e.into_inner());
+            let known_since = recent.front().is_some_and(|(n, _, _)| *n <= started + 1);
+            let path = key_path(&key).map(decoded_path).unwrap_or_default();
+            let taken = recent
+                .iter()
+                .filter(|(n, _, _)| *n > started)
+                .any(|(_, want, exact)| path_matches(&path, want, *exact));
+            if taken || !known_since {
+                return;
+            }
+        }
+        self.insert(key, val);
+    }
+
+    /// Notes a purge of `path` (decoded) made now, for [`StageCache::insert_fetched`].
+    pub fn note_purge(&self, path: &[u8], exact: bool) {
+        const KEPT: usize = 64;
+        let mut recent = self.recent_purges.lock().unwrap_or_else(|e| e.into_inner());
+        let n = self.purged.fetch_add(1, Ordering::AcqRel) + 1;
+        if recent.len() == KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((n, merge_slashes(path).into_owned(), exact));
     }
 
     /// Leads or follows the fetch for `key`.
@@ -330,24 +372,13 @@ impl StageCache {
     pub fn purge(&self, path: &str, exact: bool) -> usize {
         // Paths compared as routing reads them (empty segments merged): a purge takes every
         // spelling of a path (`/p//1`, `/p/1/`), each an entry of its own.
+        self.note_purge(path.as_bytes(), exact);
         let want = merge_slashes(path.as_bytes());
         let want = &want[..];
         let mut victims: Vec<Box<[u8]>> = Vec::new();
-        let mut decoded = Vec::new();
         for (k, _) in self.store.iter() {
             let Some(p) = key_path(&k) else { continue };
-            decoded.clear();
-            crate::syntax::path::path_decode_into(p, &mut decoded);
-            let p = merge_slashes(&decoded);
-            let p = &p[..];
-            let hit = if exact {
-                p == want
-            } else {
-                p.strip_prefix(want).is_some_and(|rest| {
-                    rest.is_empty() || want.ends_with(b"/") || rest.starts_with(b"/")
-                })
-            };
-            if hit {
+            if path_matches(&decoded_path(p), want, exact) {
                 victims.push(k);
             }
         }
@@ -403,6 +434,23 @@ pub(crate) fn merge_slashes(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 /// The path part of a key: keys are "METHOD\0/path\0params...".
+/// An entry's path as a purge compares it: percent-decoded, empty segments merged.
+pub(crate) fn decoded_path(p: &[u8]) -> Vec<u8> {
+    let mut decoded = Vec::with_capacity(p.len());
+    crate::syntax::path::path_decode_into(p, &mut decoded);
+    merge_slashes(&decoded).into_owned()
+}
+
+/// Whether a purge of `want` (`exact`, or the path and what lies below it) takes `path`.
+fn path_matches(path: &[u8], want: &[u8], exact: bool) -> bool {
+    if exact {
+        path == want
+    } else {
+        path.strip_prefix(want)
+            .is_some_and(|rest| rest.is_empty() || want.ends_with(b"/") || rest.starts_with(b"/"))
+    }
+}
+
 fn key_path(k: &[u8]) -> Option<&[u8]> {
     let rest = &k[k.iter().position(|&b| b == 0)? + 1..];
     Some(&rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())])

@@ -38,6 +38,8 @@ pub(crate) async fn forward_invalidating(
             // Variants hang off a Vary marker under keys of their own: those take the scan.
             let varies = matches!(cache.get(&key), Some(Val::Vary(_)));
             if plain_keys && !varies {
+                // Noted as a purge too: a GET's fetch under way is not stored after it.
+                cache.note_purge(&crate::cache::decoded_path(path), true);
                 dropped += cache.remove(&key) as usize;
             } else if let Ok(p) = std::str::from_utf8(path) {
                 dropped += cache.purge(p, true);

@@ -254,6 +254,7 @@ async fn fetch(
     } = miss;
     let cache = &p.cache;
     let epoch = cache.epoch();
+    let purges = cache.purges();
     // http mode revalidates a stale entry that has a validator instead of fetching it whole.
     let revalidate = entry
         .clone()
@@ -299,7 +300,7 @@ async fn fetch(
         let e = match updated {
             Some(u) => {
                 let key = variant.unwrap_or_else(|| primary.to_vec());
-                cache.insert(key.into_boxed_slice(), Val::Stored(u.clone()));
+                cache.insert_fetched(key.into_boxed_slice(), Val::Stored(u.clone()), purges);
                 u
             }
             None => e.clone(),
@@ -394,9 +395,10 @@ async fn fetch(
                 });
                 let (key, vary) = keys;
                 if let Some(names) = vary {
-                    cache.insert(primary, Val::Vary(Arc::new(VaryMarker { names, epoch })));
+                    let marker = Val::Vary(Arc::new(VaryMarker { names, epoch }));
+                    cache.insert_fetched(primary, marker, purges);
                 }
-                cache.insert(key, Val::Stored(stored));
+                cache.insert_fetched(key, Val::Stored(stored), purges);
             }));
             tee = Some(t);
         }
