@@ -210,6 +210,9 @@ pub struct StageCache {
     /// Purges made so far, and the latest of them (their number, decoded path, exact): an
     /// answer fetched before a purge of its path is not stored after it.
     purged: AtomicU64,
+    // Shared by every shard; locked by a purge, and by an insert only when a purge was made
+    // during its fetch (a miss reads `purged` alone).
+    #[allow(clippy::disallowed_types)]
     recent_purges: std::sync::Mutex<std::collections::VecDeque<(u64, Vec<u8>, bool)>>,
     capacity: AtomicU64,
     pub clock: Arc<CacheClock>,
