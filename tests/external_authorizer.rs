@@ -284,13 +284,13 @@ fn refusals_and_failures_answer_as_amazon_does() {
             403,
             "User is not authorized to access this resource with an explicit deny",
         ),
-        // Nor a spelling of the method (`get` on an ANY route is GET to the policy).
+        // Nor a spelling of the method: `get` is refused before any route or authorizer.
         (
             "policy",
             "get",
             "/pets/secret",
-            403,
-            "User is not authorized to access this resource with an explicit deny",
+            400,
+            "Invalid method: methods are case-sensitive",
         ),
         (
             "policy",
