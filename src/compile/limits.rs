@@ -59,9 +59,11 @@ impl<'a> LimitTable<'a> {
         self.fallbacks.insert(name.clone(), fallback.clone());
         out.fallback.push(fallback);
         // A name met twice in one compile (a stage and its canary) is one bucket.
+        // A reload that changes the rate keeps what is in use (no fresh burst at once).
         let b = match out.registry.get(&name).or_else(|| self.previous.get(&name)) {
             Some(b) if b.rate == rate => b.clone(),
-            _ => Arc::new(Bucket::new(rate)),
+            Some(b) => Arc::new(Bucket::after(b, rate, crate::throttle::now_ns())),
+            None => Arc::new(Bucket::new(rate)),
         };
         out.registry.insert(name, b.clone());
         out.buckets.push(b);

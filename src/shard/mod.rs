@@ -565,7 +565,7 @@ impl Shard {
                 .unwrap_or_else(|e| e.into_inner());
             let b = all.entry(id).or_insert_with(|| Arc::new(Bucket::new(rate)));
             if b.rate != rate {
-                *b = Arc::new(Bucket::new(rate));
+                *b = Arc::new(Bucket::after(b, rate, crate::throttle::now_ns()));
             }
             b.clone()
         };

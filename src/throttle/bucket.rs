@@ -53,6 +53,18 @@ impl Bucket {
         }
     }
 
+    /// The bucket of a limit whose rate or burst changed (a reload): the tokens in use in
+    /// `old` at `now` stay in use (at most the new burst), so that the change does not hand
+    /// out a fresh burst on top of what was just admitted.
+    pub fn after(old: &Bucket, rate: Rate, now: u64) -> Bucket {
+        let used_ns = old.tat.load(Ordering::Relaxed).saturating_sub(now);
+        let in_use = used_ns.div_ceil(old.rate.interval()).min(rate.burst);
+        Bucket {
+            rate,
+            tat: AtomicU64::new(now + in_use * rate.interval()),
+        }
+    }
+
     /// Takes up to `want` tokens at `now` (nanoseconds): as many as the bucket holds.
     pub fn take_up_to(&self, want: u64, now: u64) -> Grant {
         let t = self.rate.interval();
@@ -126,6 +138,35 @@ mod tests {
     use super::*;
 
     const S: u64 = NANOS;
+
+    /// A changed rate keeps the tokens in use: no fresh burst on top of what was admitted.
+    #[test]
+    fn a_changed_rate_keeps_the_tokens_in_use() {
+        let now = 100 * S;
+        let old = Bucket::new(Rate {
+            rate: 10,
+            burst: 20,
+        });
+        assert_eq!(old.take_up_to(100, now).granted, 20);
+        let new = Bucket::after(
+            &old,
+            Rate {
+                rate: 11,
+                burst: 20,
+            },
+            now,
+        );
+        assert_eq!(new.take_up_to(100, now).granted, 0);
+        // A smaller burst caps what is in use; a bucket that was full stays full.
+        let new = Bucket::after(&old, Rate { rate: 10, burst: 5 }, now);
+        assert_eq!(new.take_up_to(100, now + S).granted, 5);
+        let idle = Bucket::new(Rate {
+            rate: 10,
+            burst: 20,
+        });
+        let new = Bucket::after(&idle, Rate { rate: 1, burst: 3 }, now);
+        assert_eq!(new.take_up_to(100, now).granted, 3);
+    }
 
     #[test]
     fn a_full_bucket_grants_its_burst_at_once_then_the_rate() {
