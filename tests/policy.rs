@@ -81,6 +81,11 @@ fn x_forwarded_for_counts_only_behind_trusted_proxies() {
     let r = ask(&g, "/m", Some("10.66.1.1"));
     assert_eq!(r.status, 403);
     assert!(r.text().contains("explicit deny"));
+    // A hop written with its port (as some load balancers write it) is its address.
+    assert_eq!(ask(&g, "/m", Some("10.1.2.3:5555")).status, 200);
+    let r = ask(&g, "/m", Some("10.66.1.1:5555"));
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("explicit deny"), "{}", r.text());
     // Garbage in the proxy's hop: the peer counts (127.0.0.1 is not allowed here).
     assert_eq!(ask(&g, "/m", Some("not-an-ip")).status, 403);
     // Peer not trusted: X-Forwarded-For is ignored.

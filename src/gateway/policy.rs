@@ -24,10 +24,14 @@ pub(crate) fn source_ip(peer: IpAddr, ctx: &RequestCtx, trusted: &[Cidr]) -> IpA
         .flat_map(|(_, v)| v.split(|&b| b == b','))
         .collect();
     for hop in hops.iter().rev() {
-        let Some(ip) = std::str::from_utf8(hop)
-            .ok()
-            .and_then(|s| s.trim().parse::<IpAddr>().ok())
-        else {
+        // An address, or one with its port (`192.0.2.1:5555`, `[2001:db8::1]:5555`, as some
+        // load balancers write them).
+        let Some(ip) = std::str::from_utf8(hop).ok().and_then(|s| {
+            let s = s.trim();
+            s.parse::<IpAddr>()
+                .ok()
+                .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        }) else {
             // A hop a trusted proxy wrote that is not an address: trust none of it.
             return peer;
         };
