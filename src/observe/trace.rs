@@ -165,20 +165,55 @@ pub(crate) fn parse_amzn(v: &[u8]) -> Option<AmznTrace> {
 }
 
 /// A `tracestate` value's list members, without the empty ones (an empty header, `a=1,`):
-/// W3C Trace Context 3.3.2 has them accepted and not sent on. `None` when none is left.
+/// W3C Trace Context 3.3.2 has them accepted and not sent on. `None` when none is left, and
+/// when the list is not one (3.3.1: more than 32 members, a member that is not `key=value` in
+/// its grammar, a key twice): it is then not sent on at all.
 fn list_members(v: &[u8]) -> Option<String> {
     let v = std::str::from_utf8(v).ok()?;
     let mut out = String::with_capacity(v.len());
+    let mut keys: Vec<&str> = Vec::new();
     for m in v.split(',').map(|m| m.trim_matches([' ', '\t'])) {
         if m.is_empty() {
             continue;
         }
+        let (key, value) = m.split_once('=')?;
+        if !state_key(key) || !state_value(value) || keys.contains(&key) || keys.len() == 32 {
+            return None;
+        }
+        keys.push(key);
         if !out.is_empty() {
             out.push(',');
         }
         out.push_str(m);
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// A `tracestate` key (W3C 3.3.1.3.1): `simple-key`, or `tenant-id@system-id`.
+fn state_key(k: &str) -> bool {
+    let rest = |s: &str, max: usize| {
+        s.len() <= max
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/".contains(&b))
+    };
+    match k.split_once('@') {
+        None => k.starts_with(|c: char| c.is_ascii_lowercase()) && rest(&k[1..], 255),
+        Some((tenant, system)) => {
+            tenant.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && rest(&tenant[1..], 240)
+                && system.starts_with(|c: char| c.is_ascii_lowercase())
+                && rest(&system[1..], 13)
+        }
+    }
+}
+
+/// A `tracestate` value (W3C 3.3.1.3.2): 1 to 256 printable characters but `,` and `=`, the
+/// last not a space.
+fn state_value(v: &str) -> bool {
+    (1..=256).contains(&v.len())
+        && !v.ends_with(' ')
+        && v.bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
 }
 
 impl TraceCtx {
@@ -488,9 +523,26 @@ mod tests {
             (b" , ", None),
             (b"foo=1,", Some("foo=1")),
             (b"foo=1, ,bar=2 ", Some("foo=1,bar=2")),
+            (b"t@sys=v, a-b_c*/d=x y", Some("t@sys=v,a-b_c*/d=x y")),
+            // Not a list the grammar allows: not sent on at all.
+            (b"Foo Bar", None),
+            (b"foo=1,foo=2", None),
+            (b"foo=", None),
+            (b"foo=a=b", None),
+            (b"9foo=1", None),
         ] {
             let t = TraceCtx::from_headers(Some(v), Some(state), None, &ids);
             assert_eq!(t.tracestate.as_deref(), want, "{state:?}");
         }
+        let members = |n: usize| {
+            (0..n)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let t = TraceCtx::from_headers(Some(v), Some(members(32).as_bytes()), None, &ids);
+        assert!(t.tracestate.is_some());
+        let t = TraceCtx::from_headers(Some(v), Some(members(33).as_bytes()), None, &ids);
+        assert_eq!(t.tracestate, None);
     }
 }
