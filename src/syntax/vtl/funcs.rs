@@ -535,6 +535,26 @@ pub(super) fn util_call(m: &str, args: &[Value]) -> Result<Value, String> {
             Value::String(out)
         }
         "urlDecode" => {
+            // Java's `URLDecoder.decode` refuses a `%` without two hex digits (the request
+            // fails, as Amazon's template throws); it does not pass it on as text.
+            let b = s.as_bytes();
+            for (i, _) in b.iter().enumerate().filter(|(_, &c)| c == b'%') {
+                match b.get(i + 1..i + 3) {
+                    Some(h) if h.iter().all(u8::is_ascii_hexdigit) => {}
+                    Some(h) if h.len() == 2 => {
+                        return Err(
+                            "$util.urlDecode: URLDecoder: Illegal hex characters in escape (%) pattern"
+                                .into(),
+                        )
+                    }
+                    _ => {
+                        return Err(
+                            "$util.urlDecode: URLDecoder: Incomplete trailing escape (%) pattern"
+                                .into(),
+                        )
+                    }
+                }
+            }
             let mut out = Vec::with_capacity(s.len());
             crate::syntax::path::form_decode_into(s.as_bytes(), &mut out);
             Value::String(String::from_utf8_lossy(&out).into_owned())

@@ -118,8 +118,18 @@ fn broken_input_is_an_error_not_a_panic() {
             let _ = tpl;
         }
     }
-    assert_eq!(run("$util.urlDecode('é%4')", "{}").unwrap(), "é%4");
-    assert_eq!(run("$util.urlDecode('%C3%A9x%2')", "{}").unwrap(), "éx%2");
+    // A `%` without two hex digits fails the call, as Java's `URLDecoder` throws.
+    for t in [
+        "$util.urlDecode('é%4')",
+        "$util.urlDecode('%C3%A9x%2')",
+        "$util.urlDecode('%')",
+    ] {
+        let e = run(t, "{}").unwrap_err();
+        assert!(e.contains("Incomplete trailing escape"), "{t}: {e}");
+    }
+    let e = run("$util.urlDecode('a%zzb')", "{}").unwrap_err();
+    assert!(e.contains("Illegal hex characters"), "{e}");
+    assert_eq!(run("$util.urlDecode('%C3%A9+x')", "{}").unwrap(), "é x");
     let e = run("$input.path('$.a[é]')", "{\"a\":[1]}").unwrap_err();
     assert!(e.contains("not supported"), "{e}");
 }
