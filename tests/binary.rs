@@ -135,16 +135,8 @@ fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
     let path = dir.0.join("config.toml");
     std::fs::write(&path, conf("one", up.addr, "TG_TEST_TOKEN")).unwrap();
     let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
+    let admin_addr: SocketAddr = p.logged_addr("admin API listening");
     assert_eq!(get(addr, "/v").text(), "one");
     assert_eq!(
         admin(admin_addr, "GET", "/healthz", Some("t0ken")).status,
@@ -224,11 +216,7 @@ fn the_admin_token_is_read_as_requests_send_it() {
     let path = dir.0.join("config.toml");
     std::fs::write(&path, quota_conf("TG_SPACED_TOKEN")).unwrap();
     let p = Proc::start(&path, &[("TG_SPACED_TOKEN", " s3cret\n")]);
-    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let admin_addr: SocketAddr = p.logged_addr("admin API listening");
     for auth in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret"] {
         let r = Client::connect(admin_addr).request(
             format!("GET /apikeys HTTP/1.1\r\nHost: a\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -277,16 +265,8 @@ fn sigkill_loses_no_flushed_usage_and_keys_survive() {
     std::fs::write(&path, quota_conf("TG_KILL_TOKEN")).unwrap();
     let env = [("TG_KILL_TOKEN", "k1ll")];
     let mut p = Proc::start(&path, &env);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
+    let admin_addr: SocketAddr = p.logged_addr("admin API listening");
     // A key created at run time must survive too.
     let body = r#"{"name":"late","plan":"gold"}"#;
     let created = Client::connect(admin_addr).request(
@@ -313,16 +293,8 @@ fn sigkill_loses_no_flushed_usage_and_keys_survive() {
     drop(p);
 
     let p = Proc::start(&path, &env);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
+    let admin_addr: SocketAddr = p.logged_addr("admin API listening");
     let used = used_today(admin_addr, "k1ll");
     assert!((200..=201).contains(&used), "usage after SIGKILL: {used}");
     let r = Client::connect(addr).request(
@@ -341,11 +313,7 @@ fn the_exit_records_each_request() {
     let path = dir.0.join("config.toml");
     std::fs::write(&path, conf("hello", up.addr, "TG_TEST_TOKEN")).unwrap();
     let p = Proc::start(&path, &[("TOLLGATE_LOG", "info,tollgate::request=debug")]);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
     let raw = b"GET /v HTTP/1.1\r\nHost: a\r\nx-request-id: rec-1\r\n\r\n";
     let mut c = Client::connect(addr);
     let r = c.request(raw);
@@ -404,11 +372,7 @@ fn repeated_failures_are_summarised_not_logged_one_by_one() {
     let path = dir.0.join("config.toml");
     std::fs::write(&path, toml).unwrap();
     let p = Proc::start(&path, &[]);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
     let mut c = Client::connect(addr);
     for _ in 0..50 {
         assert_eq!(
@@ -463,11 +427,7 @@ fn sigusr1_is_harmless() {
     let path = dir.0.join("config.toml");
     std::fs::write(&path, conf("one", up.addr, "TG_TEST_TOKEN")).unwrap();
     let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
     p.signal("USR1");
     p.wait_for("SIGUSR1: reopening the access-log files");
     assert_eq!(get(addr, "/v").text(), "one");
@@ -485,11 +445,7 @@ fn a_removed_take_over_socket_does_not_hold_the_exit() {
     let path = dir.0.join("config.toml");
     std::fs::write(&path, conf("one", up.addr, "TG_TEST_TOKEN")).unwrap();
     let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
     let sock = p.wait_for("a successor may take over (tollgate --take-over)")["path"]
         .as_str()
         .unwrap()
@@ -534,16 +490,8 @@ fn the_open_file_limit_is_checked_and_exhaustion_is_not_logged_per_failure() {
     // reads the limit once, when it is armed, so a limit lowered later applies from the next
     // time accepting is re-armed (as it is after any failed accept).
     let mut p = Proc::start_limited(&path, &[("TG_TEST_TOKEN", "t0ken")], 64);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
+    let admin_addr: SocketAddr = p.logged_addr("admin API listening");
     let start = std::time::Instant::now();
     let mut clients: Vec<_> = (0..120)
         .map(|_| {
@@ -624,11 +572,7 @@ fn a_drain_cut_short_exits_non_zero() {
         .toml();
     std::fs::write(&path, toml).unwrap();
     let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
     let mut c = Client::connect(addr);
     c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(eventually(Duration::from_secs(5), || up.count() == 1));
@@ -661,11 +605,7 @@ fn a_reloaded_drain_timeout_applies() {
     };
     std::fs::write(&path, toml("60s")).unwrap();
     let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
     std::fs::write(&path, toml("300ms")).unwrap();
     p.signal("HUP");
     p.wait_for("configuration reloaded");
@@ -700,11 +640,7 @@ fn a_draining_gateway_refuses_a_take_over_and_still_exits() {
     std::fs::write(&path, toml).unwrap();
     let env = [("TG_TEST_TOKEN", "t0ken")];
     let mut old = Proc::start(&path, &env);
-    let addr: SocketAddr = old.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = old.logged_addr("listening");
     old.wait_for("a successor may take over (tollgate --take-over)");
     let mut c = Client::connect(addr);
     c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -1008,11 +944,7 @@ fn take_over_upgrades_lose_no_request() {
     let env = [("TG_TEST_TOKEN", "t0ken")];
     let mut old = Proc::start(&path, &env);
     old.wait_for("listening");
-    let mut admin_addr: SocketAddr = old.wait_for("admin API listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let mut admin_addr: SocketAddr = old.logged_addr("admin API listening");
     old.wait_for("a successor may take over (tollgate --take-over)");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1059,11 +991,7 @@ fn take_over_upgrades_lose_no_request() {
         std::fs::write(&path, toml(&format!("gen{generation}"), None)).unwrap();
         let new = Proc::start_with(&path, &env, &["--take-over"]);
         new.wait_for("listening");
-        admin_addr = new.wait_for("admin API listening")["addr"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        admin_addr = new.logged_addr("admin API listening");
         new.wait_for("took over the listening sockets and the state store");
         new.wait_for("a successor may take over (tollgate --take-over)");
         let status = old.child.wait().unwrap();
@@ -1279,11 +1207,7 @@ fn a_failed_sigusr2_successor_is_reaped_and_logged() {
         .toml();
     std::fs::write(&path, &cfg).unwrap();
     let p = Proc::start(&path, &[]);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
     std::fs::write(&path, format!("{cfg}\n[no_such_table]\nx = 1\n")).unwrap();
     p.signal("USR2");
     let started = p.wait_for("SIGUSR2: started a successor to take over");
@@ -1317,16 +1241,8 @@ fn connections_over_max_connections_are_counted_and_logged() {
         .toml();
     std::fs::write(&path, &cfg).unwrap();
     let p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
+    let admin_addr: SocketAddr = p.logged_addr("admin API listening");
     let mut held = Client::connect(addr);
     assert_eq!(
         held.request(b"GET /v HTTP/1.1\r\nHost: h\r\n\r\n").status,
@@ -1574,11 +1490,7 @@ fn back_to_back_take_overs_lose_no_counted_request() {
     a.wait_for("the new process serves: no longer accepting; draining");
     b.wait_for("a successor may take over (tollgate --take-over)");
     let mut c = Proc::start_with(&path, &env, &["--take-over"]);
-    let admin_addr: SocketAddr = c.wait_for("admin API listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let admin_addr: SocketAddr = c.logged_addr("admin API listening");
     b.wait_for("waiting for the usage the previous process counts while it drains");
     assert_eq!(held.join().unwrap(), 200);
     assert!(a.child.wait().unwrap().success());
@@ -1626,16 +1538,8 @@ fn a_reload_of_a_config_read_from_a_pipe_is_refused_without_waiting() {
     };
     let mut p = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
     writer.join().unwrap();
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
+    let admin_addr: SocketAddr = p.logged_addr("admin API listening");
     assert_eq!(get(addr, "/v").text(), "piped");
     let r = admin(admin_addr, "POST", "/reload", Some("t0ken"));
     assert_eq!(r.status, 400, "{}", r.text());
@@ -1666,16 +1570,8 @@ fn admin_changes_are_audited_and_connection_pushes_are_not() {
         .toml();
     std::fs::write(&path, toml).unwrap();
     let p = Proc::start(&path, &[("TG_TEST_TOKEN", TOKEN)]);
-    let addr: SocketAddr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let admin_addr: SocketAddr = p.wait_for("admin API listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: SocketAddr = p.logged_addr("listening");
+    let admin_addr: SocketAddr = p.logged_addr("admin API listening");
     let stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let (mut ws, _) = tungstenite::client("ws://chat.test/", stream).unwrap();

@@ -96,11 +96,7 @@ fn process(toml: &str) -> (Proc, SocketAddr, TempDir) {
     let path = dir.0.join("config.toml");
     std::fs::write(&path, toml).unwrap();
     let p = Proc::start(&path, &[]);
-    let addr = p.wait_for("listening")["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = p.logged_addr("listening");
     (p, addr, dir)
 }
 

@@ -429,16 +429,8 @@ fn run_time_objects_survive_sigkill() {
     .unwrap();
     let start = || {
         let p = Proc::start(&path, &[("TG_LC_TOKEN", TOKEN)]);
-        let addr: std::net::SocketAddr = p.wait_for("listening")["addr"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let adm: std::net::SocketAddr = p.wait_for("admin API listening")["addr"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let addr: std::net::SocketAddr = p.logged_addr("listening");
+        let adm: std::net::SocketAddr = p.logged_addr("admin API listening");
         (p, addr, adm)
     };
     let get_kept = |addr: std::net::SocketAddr| {

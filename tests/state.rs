@@ -296,16 +296,8 @@ plan = "gold"
     std::fs::write(&config, &toml).unwrap();
     let env = [("TG_TEST_TOKEN", "t0ken")];
     let start = |p: &Proc| -> (std::net::SocketAddr, std::net::SocketAddr) {
-        let addr = p.wait_for("listening")["addr"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let adm = p.wait_for("admin API listening")["addr"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let addr = p.logged_addr("listening");
+        let adm = p.logged_addr("admin API listening");
         (addr, adm)
     };
     let mut p = Proc::start(&config, &env);

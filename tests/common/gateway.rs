@@ -235,6 +235,16 @@ impl Proc {
         }
     }
 
+    /// The `addr` field of the log line whose message is `msg` ("listening", "admin API
+    /// listening").
+    pub fn logged_addr(&self, msg: &str) -> SocketAddr {
+        self.wait_for(msg)["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     /// Waits for a log line whose message is `msg`; returns its fields.
     pub fn wait_for(&self, msg: &str) -> serde_json::Value {
         let mut seen = Vec::new();
