@@ -40,9 +40,11 @@ fn keyed(g: &Gw, key: &str) -> u16 {
 }
 
 /// Each node applies the fleet's changes as Redis hands them over: milliseconds
-/// (`scripts/fleet_latency.py` measures it); the bound leaves room for a loaded test machine.
+/// (`scripts/fleet_latency.py` measures it); the bound leaves room for a loaded test machine
+/// (a node whose sync was reconnecting waits a second, then catches up: 3 s was missed once
+/// with the whole suite running on 2 cores).
 fn soon(f: impl FnMut() -> bool) -> bool {
-    eventually(Duration::from_secs(3), f)
+    eventually(Duration::from_secs(10), f)
 }
 
 const VALUE: &str = "fleet-key-0123456789abcdef";
