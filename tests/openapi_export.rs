@@ -343,23 +343,6 @@ fn export_import_export_gives_the_same_document_and_the_same_answers() {
         schemas["Owner"]["properties"]["n"]["$ref"],
         "#/components/schemas/Owner_a_b"
     );
-    // Swagger 2.0 too: valid, and imported again.
-    let r = admin(
-        g.admin(),
-        "GET",
-        "/apis/orig/stages/live/export?type=swagger&extensions=apigateway",
-        Some(TOKEN),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let swagger = r.json();
-    assert_eq!(validate(&swagger), "", "{swagger:#}");
-    let r = admin_with(
-        g.admin(),
-        "POST",
-        "/apis?mode=import&name=sw",
-        &swagger.to_string(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
     let r = admin_with(
         g.admin(),
         "POST",
