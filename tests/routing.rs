@@ -370,6 +370,10 @@ fn ambiguous_paths_are_refused_before_routing() {
         "/files/%00",
         "/files/%zz",
         "/files/./x",
+        // A dot segment with path parameters: servlet containers strip `;x` and resolve it.
+        "/files/..;/admin",
+        "/files/%2e%2e;x=1/admin",
+        "/files/.;/x",
         // Two halves of one character in two segments.
         "/files/%C3/%A9",
     ] {

@@ -196,7 +196,10 @@ fn request_overrides(
             // separators, so a `.` or `..` segment is refused as a mapped path's is: an
             // upstream that resolves it would serve a path the route does not name.
             vtl::Override::RequestPath(name) => {
-                if value.split('/').any(|s| s == "." || s == "..") {
+                if value
+                    .split('/')
+                    .any(|s| crate::syntax::path::is_dot_segment(s.as_bytes()))
+                {
                     return Err(Error::downstream(
                         Kind::BadRequest(crate::syntax::path::PathError::DotSegment.message()),
                         "requestOverride.path",

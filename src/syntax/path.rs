@@ -150,7 +150,7 @@ pub(crate) fn normalise_into(path: &[u8], out: &mut Segments) -> Result<(), Path
             bytes.push(d);
         }
         let seg = &bytes[start..];
-        if seg == b"." || seg == b".." {
+        if is_dot_segment(seg) {
             return Err(PathError::DotSegment);
         }
         // Each segment whole UTF-8 on its own: two halves of a character in two segments
@@ -177,13 +177,24 @@ pub(crate) fn form_decode_into(v: &[u8], out: &mut Vec<u8>) {
     decode_into(v, out, true)
 }
 
-/// Whether a path, percent-decoded, has a `.` or `..` segment (split at `/` and `\`).
+/// Whether a decoded segment is `.` or `..`, or one of them with path parameters after a `;`
+/// (`..;x`): servlet containers (Tomcat, Jetty) and Spring strip the parameters and then
+/// resolve the dot segment, so `/api/..;/admin` reaches their `/admin`.
+pub(crate) fn is_dot_segment(seg: &[u8]) -> bool {
+    matches!(
+        seg,
+        [b'.'] | [b'.', b'.'] | [b'.', b';', ..] | [b'.', b'.', b';', ..]
+    )
+}
+
+/// Whether a path, percent-decoded, has a `.` or `..` segment (split at `/` and `\`; see
+/// [`is_dot_segment`]).
 pub(crate) fn has_dot_segment(path: &[u8]) -> bool {
     let mut decoded = Vec::with_capacity(path.len());
     path_decode_into(path, &mut decoded);
     decoded
         .split(|&b| b == b'/' || b == b'\\')
-        .any(|seg| seg == b"." || seg == b"..")
+        .any(is_dot_segment)
 }
 
 /// Percent-decodes a path as sent into `out` (`+` is itself); escapes that are not two hex
@@ -285,6 +296,16 @@ mod tests {
         assert_eq!(segs("/a/%2e%2e/b"), Err(PathError::DotSegment));
         assert_eq!(segs("/a/%2E/b"), Err(PathError::DotSegment));
         assert_eq!(segs("/a/./b"), Err(PathError::DotSegment));
+        // With path parameters, as servlet containers strip them before resolving.
+        assert_eq!(segs("/a/..;/b"), Err(PathError::DotSegment));
+        assert_eq!(segs("/a/..;x=1/b"), Err(PathError::DotSegment));
+        assert_eq!(segs("/a/%2e%2e%3b/b"), Err(PathError::DotSegment));
+        assert_eq!(segs("/a/.;/b"), Err(PathError::DotSegment));
+        assert!(segs("/a/...;/b").is_ok());
+        assert!(segs("/a/..x;/b").is_ok());
+        assert!(segs("/a/;..;/b").is_ok());
+        assert!(has_dot_segment(b"/a/..;/b"));
+        assert!(!has_dot_segment(b"/a/b;..;/c"));
         assert_eq!(segs("/a%2fb"), Err(PathError::EncodedSeparator));
         assert_eq!(segs("/a%5cb"), Err(PathError::EncodedSeparator));
         assert_eq!(segs("/a\\b"), Err(PathError::EncodedSeparator));

@@ -71,7 +71,7 @@ pub fn parse_route_path(path: &str) -> Result<Vec<Seg>, String> {
             if raw.contains(['{', '}']) {
                 return Err(format!("segment {raw:?} of {path:?} mixes text and a variable; a variable must be a whole segment"));
             }
-            if raw == "." || raw == ".." {
+            if crate::syntax::path::is_dot_segment(raw.as_bytes()) {
                 return Err(format!("path {path:?} has a dot segment"));
             }
             // What no request's path can hold as written (RFC 3986: a space, `?` and `#`
