@@ -4,7 +4,8 @@ proxies to a backend, and the pipeline workload's features one by one on that ro
 
 Features: "key" (an API key required; send `key_headers()`), "plan" (the key's usage plan
 throttles, never refusing; implies "key"), "log" (a JSON access log line per request to a
-file), "header" (the integration adds a header), "tls" (the listener speaks TLS 1.3; clients
+file), "clog" (the line in nginx's `combined` fields instead, as the benchmark's pipeline
+workload writes it), "header" (the integration adds a header), "tls" (the listener speaks TLS 1.3; clients
 connect with ALPN http/1.1), "h2" (HTTP/2 over TLS, ALPN h2, one stream at a time per
 connection; implies "tls"), "close" (plain HTTP/1.1, a new connection per request: the request
 says `Connection: close` and the client reads the answer to the gateway's close, so the
@@ -20,7 +21,11 @@ import sys
 import time
 
 KEY = "bench-0123456789abcdef0123"
-FEATURES = ("key", "plan", "log", "header", "tls", "h2", "close")
+FEATURES = ("key", "plan", "log", "clog", "header", "tls", "h2", "close")
+# nginx's `combined` line in access-log variables (as `scripts/bench.py` writes it).
+COMBINED = ('$context.identity.sourceIp - - [$context.requestTime] '
+            '"$context.httpMethod $context.requestUri $context.protocol" $context.status '
+            '$context.responseLength "-" "$context.identity.userAgent"')
 
 
 def free_port() -> int:
@@ -71,6 +76,8 @@ def gateway_toml(tmp: str, i: int, port: int, backend: int, driver: str = "io_ur
     route_extra = "api_key_required = true\n  " if "key" in f else ""
     headers = ', headers = { "x-gateway" = "tollgate" }' if "header" in f else ""
     stage_extra = f'access_log = {{ path = "{tmp}/access{i}.log", format = "json" }}' if "log" in f else ""
+    if "clog" in f:
+        stage_extra = f"access_log = {{ path = \"{tmp}/access{i}.log\", format = '{COMBINED}' }}"
     tls = ""
     if "tls" in f:
         cert, key = f"{tmp}/cert.pem", f"{tmp}/key.pem"
