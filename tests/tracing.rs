@@ -55,6 +55,46 @@ fn collector() -> &'static Collector {
     })
 }
 
+/// Makes the collector refuse its next `count` exports with `status` (and `Retry-After`).
+fn refuse_next(count: u32, status: u16, retry_after: Option<&str>) {
+    let mut path = format!("/fail?count={count}&status={status}");
+    if let Some(a) = retry_after {
+        path += &format!("&retry_after={a}");
+    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", collector().port)).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: c\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 204"), "{answer}");
+}
+
+/// The statuses the collector refused exports with so far, waiting until there are `n`.
+fn refusals(n: usize) -> Vec<u64> {
+    let c = collector();
+    let mut g = c.spans.lock().unwrap();
+    let end = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let have: Vec<u64> = g.1.iter().filter_map(|s| s["refused"].as_u64()).collect();
+        if have.len() >= n {
+            return have;
+        }
+        match g
+            .0
+            .recv_timeout(end.saturating_duration_since(std::time::Instant::now()))
+        {
+            Ok(v) => g.1.push(v),
+            Err(_) => panic!("{} of {n} refusals: {have:?}", have.len()),
+        }
+    }
+}
+
 /// The spans of `trace` once `n` have arrived.
 fn spans_of(trace: &str, n: usize) -> Vec<serde_json::Value> {
     let c = collector();
@@ -387,4 +427,53 @@ fn an_external_authorizers_call_is_a_client_span_and_hears_the_trace() {
         tp,
         format!("00-{trace}-{}-01", call["span_id"].as_str().unwrap())
     );
+}
+
+#[test]
+fn an_export_the_collector_refuses_for_now_is_tried_again_and_others_are_not() {
+    let up = Upstream::echo();
+    let g = gateway(up.addr);
+    let traced = |trace: &str| {
+        let r = Client::connect(g.addr()).request(
+            format!("GET /pets/1 HTTP/1.1\r\nHost: a\r\ntraceparent: 00-{trace}-00f067aa0ba902b7-01\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+    };
+    // 503 and 429 are transient (OTLP/HTTP): the batch is sent again, as the collector's
+    // Retry-After says (0: at once), and arrives whole.
+    refuse_next(1, 503, Some("0"));
+    let a = "0af7651916cd43dd8448eb211c80319c";
+    traced(a);
+    assert_eq!(refusals(1), [503]);
+    assert_eq!(spans_of(a, 2).len(), 2);
+    refuse_next(1, 429, Some("0"));
+    let b = "1af7651916cd43dd8448eb211c80319c";
+    traced(b);
+    assert_eq!(spans_of(b, 2).len(), 2);
+    assert_eq!(refusals(2), [503, 429]);
+    // 400 is not: the batch is dropped and counted as failed; the next one goes.
+    refuse_next(1, 400, None);
+    let c = "2af7651916cd43dd8448eb211c80319c";
+    traced(c);
+    assert_eq!(refusals(3), [503, 429, 400]);
+    let d = "3af7651916cd43dd8448eb211c80319c";
+    traced(d);
+    assert_eq!(spans_of(d, 2).len(), 2);
+    // One exporter thread sends in order: what was refused before `d` arrived is not coming.
+    assert!(collector()
+        .spans
+        .lock()
+        .unwrap()
+        .1
+        .iter()
+        .all(|s| s["trace_id"] != c));
+    assert_eq!(refusals(3).len(), 3);
+    // The collector prints spans before it answers: the count follows its answer.
+    let counted = || {
+        let text = admin(g.admin(), "GET", "/metrics", Some(TOKEN)).text();
+        text.contains("tollgate_trace_spans_total{outcome=\"failed\"} 2")
+            && text.contains("tollgate_trace_spans_total{outcome=\"exported\"} 6")
+    };
+    assert!(eventually(IO_TIMEOUT, counted));
 }

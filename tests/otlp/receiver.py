@@ -4,12 +4,15 @@
 Listens on 127.0.0.1 (an ephemeral port, printed first as `PORT <n>`), decodes each
 `POST /v1/traces` body with the official protobuf definitions (PyPI `opentelemetry-proto`),
 and prints one JSON line per span: ids in hex, name, kind, times, attributes, status.
-`POST /fail` makes the next export answer 503. Exits when its standard input closes.
+`POST /fail` makes the next export answer 503; `POST /fail?status=S&count=N&retry_after=V`
+the next N answer S, with `Retry-After: V` if given. Each export answered so prints
+`{"refused": S}`. Exits when its standard input closes.
 """
 import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -18,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 lock = threading.Lock()
 fail_next = [0]
+fail_with = [503, None]
 
 
 def value(v):
@@ -31,9 +35,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
-        if self.path == "/fail":
+        if self.path.startswith("/fail"):
+            q = parse_qs(urlparse(self.path).query)
             with lock:
-                fail_next[0] += 1
+                fail_next[0] += int(q.get("count", ["1"])[0])
+                fail_with[0] = int(q.get("status", ["503"])[0])
+                fail_with[1] = q.get("retry_after", [None])[0]
             self.send_response(204)
             self.end_headers()
             return
@@ -41,8 +48,12 @@ class Handler(BaseHTTPRequestHandler):
             failing = fail_next[0] > 0
             if failing:
                 fail_next[0] -= 1
+                status, after = fail_with
+                print(json.dumps({"refused": status}), flush=True)
         if failing:
-            self.send_response(503)
+            self.send_response(status)
+            if after is not None:
+                self.send_header("retry-after", after)
             self.send_header("content-length", "0")
             self.end_headers()
             return
