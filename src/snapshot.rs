@@ -289,6 +289,8 @@ pub(crate) struct Compiled {
     /// Stamps of the certificate files loaded, in [`crate::compile::tls::cert_files`] order:
     /// a change on disk triggers a reload.
     pub cert_stamps: Vec<u64>,
+    /// TLS to the fleet's Redis (`cluster.redis = "rediss://..."`).
+    pub redis_tls: Option<crate::tls::client::UpTls>,
 }
 
 /// A node's share of a fleet-wide limit: `rate / nodes` and `burst / nodes`, at least 1.

@@ -52,6 +52,7 @@ pub(crate) fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled
     let mut errors = Errors::default();
     let tls = tls::listeners(&cfg, &mut errors);
     let upstream_tls = tls::upstream_clients(&cfg, &mut errors);
+    let redis_tls = tls::redis_client(&cfg, &mut errors);
     let mut limits = limits::LimitTable::new(&cfg, &reg.buckets);
     let gateway_limit = limits.add("gateway".into(), cfg.throttle);
     let (upstreams, health) = upstreams::compile(&cfg, upstream_tls, &reg.health);
@@ -114,6 +115,7 @@ pub(crate) fn compile(cfg: Arc<Config>, reg: &mut Registries) -> Result<Compiled
         literal_targets,
         jwks_sources,
         limits: cfg.limits.clone(),
+        redis_tls,
         config: cfg,
     })
 }

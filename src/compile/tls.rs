@@ -131,3 +131,26 @@ pub(super) fn upstream_clients(
         })
         .collect()
 }
+
+/// The fleet's Redis over TLS (`cluster.redis = "rediss://..."`): its client config (no ALPN:
+/// Redis speaks none) and the name its certificate must hold, sent as SNI.
+pub(super) fn redis_client(cfg: &Config, errors: &mut Errors) -> Option<crate::tls::client::UpTls> {
+    let t = cfg.cluster.as_ref()?.tls.as_ref()?;
+    let client = t.cert.as_deref().zip(t.key.as_deref());
+    let config = crate::tls::client::client_config(t.ca.as_deref(), client, false)
+        .map_err(|e| errors.err("cluster.tls", e))
+        .ok()?;
+    let mut config = Arc::unwrap_or_clone(config);
+    config.alpn_protocols.clear();
+    let name = rustls::pki_types::ServerName::try_from(t.server_name.clone())
+        .map_err(|e| errors.err("cluster.tls.server_name", e.to_string()))
+        .ok()?;
+    Some(crate::tls::client::UpTls {
+        config: Arc::new(config),
+        name,
+        trust: crate::tls::client::UpTls::trust_of(
+            t.ca.as_deref(),
+            t.cert.as_deref().zip(t.key.as_deref()),
+        ),
+    })
+}

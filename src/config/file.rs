@@ -488,6 +488,7 @@ pub(crate) struct ClusterFile {
     pub timeout: Option<String>,
     pub password_env: Option<String>,
     pub username: Option<String>,
+    pub tls: Option<UpstreamTlsFile>,
 }
 
 #[derive(Debug, Deserialize)]

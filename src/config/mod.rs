@@ -471,7 +471,7 @@ impl Validator {
         let limits = self.limits(raw.limits);
         let http2 = self.http2(raw.http2);
         let throttle = raw.throttle.and_then(|t| self.rate("throttle", t));
-        let cluster = raw.cluster.map(|c| self.cluster(c));
+        let cluster = raw.cluster.map(|c| self.cluster(c, base));
         let upstreams: Vec<Upstream> = raw
             .upstreams
             .into_iter()

@@ -54,6 +54,19 @@ pub struct Cluster {
     /// to): a reload compares these.
     #[serde(skip)]
     pub written: Vec<String>,
+    /// TLS to Redis (`rediss://`): what the server is verified against, the name it must
+    /// hold (`tls.server_name`, else the URL's host) and the client certificate to present.
+    /// The compile step builds the client config.
+    pub tls: Option<RedisTls>,
+}
+
+/// `cluster.tls`, with the name the server's certificate is verified against.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RedisTls {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    pub server_name: String,
 }
 
 /// Redis round-trip timeout (250 ms); past it the node falls back as configured.
@@ -132,12 +145,20 @@ pub struct ConfigKey {
     pub plans: Vec<String>,
 }
 
+/// `HOST:PORT` of `redis://HOST:PORT` or `rediss://HOST:PORT` (a trailing `/` allowed).
+fn redis_host_port(url: &str) -> Option<&str> {
+    url.strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .map(|r| r.trim_end_matches('/'))
+}
+
 fn ser_redacted<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("<redacted>")
 }
 
 impl Validator {
-    pub(super) fn cluster(&mut self, c: file::ClusterFile) -> Cluster {
+    pub(super) fn cluster(&mut self, c: file::ClusterFile, base: &std::path::Path) -> Cluster {
+        let tls = self.redis_tls(&c, base);
         let written: Vec<String> = c
             .redis
             .iter()
@@ -184,6 +205,12 @@ impl Validator {
                     "absent with cluster.sentinels (they name the primary): give one or the other",
                 );
             }
+            if c.tls.is_some() {
+                self.err(
+                    "cluster.tls",
+                    "is not supported with cluster.sentinels yet (TLS is for one server named by cluster.redis = \"rediss://HOST:PORT\")",
+                );
+            }
             return Cluster {
                 redis: SocketAddr::from(([127, 0, 0, 1], 6379)),
                 sentinels,
@@ -199,14 +226,11 @@ impl Validator {
                 username: c.username,
                 auth,
                 written,
+                tls: None,
             };
         }
         let redis = match c.redis.as_deref() {
-            Some(u) => match u
-                .strip_prefix("redis://")
-                .map(|r| r.trim_end_matches('/'))
-                .and_then(|r| resolve(r).ok())
-            {
+            Some(u) => match redis_host_port(u).and_then(|r| resolve(r).ok()) {
                 Some(a) => a,
                 None if u.contains('@') => {
                     self.bad(
@@ -217,7 +241,11 @@ impl Validator {
                     SocketAddr::from(([127, 0, 0, 1], 6379))
                 }
                 None => {
-                    self.bad("cluster.redis", u, "\"redis://HOST:PORT\" that resolves");
+                    self.bad(
+                        "cluster.redis",
+                        u,
+                        "\"redis://HOST:PORT\" (or \"rediss://HOST:PORT\" for TLS) that resolves",
+                    );
                     SocketAddr::from(([127, 0, 0, 1], 6379))
                 }
             },
@@ -237,7 +265,65 @@ impl Validator {
             username: c.username,
             auth,
             written,
+            tls,
         }
+    }
+
+    /// `cluster.tls` and the scheme of `cluster.redis`: TLS with `rediss://` (the server
+    /// verified against `tls.ca`, else the system's roots, and `tls.server_name`, else the
+    /// URL's host); `tls` with `redis://` is refused as a contradiction.
+    fn redis_tls(&mut self, c: &file::ClusterFile, base: &std::path::Path) -> Option<RedisTls> {
+        let url = c.redis.as_deref()?;
+        let secure = url.starts_with("rediss://");
+        let file = match (&c.tls, secure) {
+            (None, false) => return None,
+            (Some(_), false) => {
+                self.bad(
+                    "cluster.redis",
+                    url,
+                    "\"rediss://HOST:PORT\" with cluster.tls (redis:// is plain TCP)",
+                );
+                return None;
+            }
+            (Some(t), true) => file::UpstreamTlsFile {
+                ca: t.ca.clone(),
+                server_name: t.server_name.clone(),
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+            },
+            (None, true) => file::UpstreamTlsFile {
+                ca: None,
+                server_name: None,
+                cert: None,
+                key: None,
+            },
+        };
+        let t = self.upstream_tls("cluster.tls", file, base)?;
+        let host = redis_host_port(url)?
+            .rsplit_once(':')
+            .map_or("", |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let server_name = match t.server_name {
+            Some(n) => n,
+            None => match crate::syntax::server_name(host) {
+                Ok(_) => host.to_string(),
+                Err(e) => {
+                    self.bad(
+                        "cluster.redis",
+                        url,
+                        &format!("a host TLS can verify ({e}), or cluster.tls.server_name set to the name Redis's certificate holds"),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(RedisTls {
+            ca: t.ca,
+            cert: t.cert,
+            key: t.key,
+            server_name,
+        })
     }
 
     /// `AUTH [username] password` from `cluster.password_env` (the password read from the

@@ -302,6 +302,7 @@ impl ControlInit {
             Rc::new(fleet::Link::new(
                 shared.clone(),
                 c.clone(),
+                self.compiled.redis_tls.clone(),
                 position,
                 get(fleet::LOCAL_EPOCH),
                 usage_id,

@@ -172,6 +172,13 @@ fn fleet_change(cfg: &mut Config, old: &Config) -> Result<(), String> {
             .as_ref()
             .map(|c| (c.redis, c.sentinels.clone(), c.sentinel_master.clone()))
     };
+    let tls = |c: &Config| c.cluster.as_ref().and_then(|c| c.tls.clone());
+    if tls(cfg) != tls(old) {
+        return Err(
+            "cluster: changing TLS to the fleet's Redis (rediss://, cluster.tls) needs a restart"
+                .to_string(),
+        );
+    }
     if resolved(cfg) == resolved(old) {
         return Ok(());
     }
@@ -199,7 +206,12 @@ mod tests {
     use super::*;
 
     fn cfg(redis: &str) -> Config {
-        let text = format!("[server]\nworkers = 1\n[[listeners]]\nname = \"l\"\naddr = \"127.0.0.1:1\"\n[cluster]\nredis = \"redis://{redis}\"\n");
+        let url = if redis.contains("://") {
+            redis.to_string()
+        } else {
+            format!("redis://{redis}")
+        };
+        let text = format!("[server]\nworkers = 1\n[[listeners]]\nname = \"l\"\naddr = \"127.0.0.1:1\"\n[cluster]\nredis = \"{url}\"\n");
         Config::parse(&text, std::path::Path::new(".")).unwrap()
     }
 
@@ -222,5 +234,12 @@ mod tests {
         assert!(fleet_change(&mut now, &old)
             .unwrap_err()
             .contains("needs a restart"));
+        // The same server over TLS: a restart too (the control plane's connections keep
+        // what they started with).
+        let mut now = cfg("rediss://127.0.0.1:6379");
+        assert_eq!(
+            fleet_change(&mut now, &old),
+            Err("cluster: changing TLS to the fleet's Redis (rediss://, cluster.tls) needs a restart".to_string())
+        );
     }
 }

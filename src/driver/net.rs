@@ -37,15 +37,6 @@ impl TcpStream {
         }
     }
 
-    /// Resolves `addr` (a blocking lookup when it is a name) and connects to its first
-    /// address.
-    pub(crate) async fn connect<A: std::net::ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
-        let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "the name has no address")
-        })?;
-        TcpStream::connect_addr(addr).await
-    }
-
     /// Takes a connected std socket (one taken off a listening socket's queue with a plain
     /// `accept(2)`). The epoll driver wants it non-blocking; the io_uring drivers take it as
     /// their own accepts give it, blocking.

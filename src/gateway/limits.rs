@@ -57,7 +57,7 @@ fn record(
 /// a new lease; while Redis is out, the node's own share (`local`) or a refusal (`deny`).
 async fn fleet_take(
     shard: &Shard,
-    c: &Cluster,
+    (c, tls): (&Cluster, Option<&crate::tls::client::UpTls>),
     lease: &Lease,
     name: impl FnOnce() -> String,
     fallback: impl FnOnce(u64) -> Decision,
@@ -72,7 +72,7 @@ async fn fleet_take(
         };
     }
     match shard
-        .redis(c)
+        .redis(c, tls)
         .take(&name(), lease.bucket.rate, lease.size())
         .await
     {
@@ -157,7 +157,7 @@ pub(crate) async fn throttle(
                             format!("key:{}:{}", plan.name, k)
                         }
                     };
-                    fleet_take(shard, c, &lease, name, fallback).await
+                    fleet_take(shard, (c, snap.redis_tls.as_ref()), &lease, name, fallback).await
                 }
             };
             record(&mut tightest, d, rate)?;
@@ -176,7 +176,7 @@ pub(crate) async fn throttle(
             (Some(c), Some(name)) => {
                 fleet_take(
                     shard,
-                    c,
+                    (c, snap.redis_tls.as_ref()),
                     lease,
                     || name.clone(),
                     |now| ss.fallback_leases[idx].take(now),
@@ -242,7 +242,7 @@ pub(crate) async fn count_quota(
     let chunk = (q.limit / (c.nodes as u64 * shard.shared.shards as u64 * 100)).clamp(1, 100);
     let name = crate::throttle::redis::quota_name(&plan.name, id, period);
     match shard
-        .redis(c)
+        .redis(c, ss.snap.redis_tls.as_ref())
         .quota(
             &name,
             q.limit,

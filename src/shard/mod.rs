@@ -456,7 +456,11 @@ impl Shard {
     }
 
     /// This shard's Redis connections for `[cluster]`.
-    pub(crate) fn redis(&self, c: &crate::config::Cluster) -> Rc<RedisPool> {
+    pub(crate) fn redis(
+        &self,
+        c: &crate::config::Cluster,
+        tls: Option<&crate::tls::client::UpTls>,
+    ) -> Rc<RedisPool> {
         let mut r = self.redis.borrow_mut();
         // With Sentinels the primary is read again only when it moved.
         let version = if c.sentinels.is_empty() {
@@ -468,9 +472,20 @@ impl Shard {
             // (A reload that changed the password makes a new pool: its connections
             // authenticate with the new one; one that changed the timeout, one that waits
             // that long.)
-            Some(p) if p.auth != c.auth || p.timeout != c.timeout => {
+            Some(p)
+                if p.auth != c.auth
+                    || p.timeout != c.timeout
+                    || p.tls.as_ref().map(|t| &t.config).map(Arc::as_ptr)
+                        != tls.map(|t| Arc::as_ptr(&t.config)) =>
+            {
                 let addr = self.shared.redis_primary.addr(c);
-                let p = Rc::new(RedisPool::new(addr, version, c.timeout, c.auth.clone()));
+                let p = Rc::new(RedisPool::new(
+                    addr,
+                    version,
+                    c.timeout,
+                    c.auth.clone(),
+                    tls.cloned(),
+                ));
                 *r = Some(p.clone());
                 p
             }
@@ -488,7 +503,13 @@ impl Shard {
             }
             _ => {
                 let addr = self.shared.redis_primary.addr(c);
-                let p = Rc::new(RedisPool::new(addr, version, c.timeout, c.auth.clone()));
+                let p = Rc::new(RedisPool::new(
+                    addr,
+                    version,
+                    c.timeout,
+                    c.auth.clone(),
+                    tls.cloned(),
+                ));
                 *r = Some(p.clone());
                 p
             }

@@ -13,6 +13,7 @@
 pub(crate) mod bucket;
 pub(crate) mod lease;
 pub(crate) mod redis;
+pub(crate) mod redis_io;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -17,11 +17,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::driver::net::TcpStream;
 use bytes::BytesMut;
 
 use super::bucket::Rate;
-use crate::http::conn::{read_into, write_all};
+use super::redis_io::RedisStream;
 
 /// GCRA take on Redis: KEYS[1] the TAT (µs, with a fraction); ARGV interval µs (with a
 /// fraction: a rate of 1,500,000 a second is 0.667 µs apart, which whole µs made 1), burst,
@@ -134,11 +133,13 @@ pub(crate) struct RedisPool {
     /// With Sentinels: the `Primary` version `addr` was read at (0 for a fixed server).
     pub version: u64,
     pub timeout: Duration,
-    idle: RefCell<Vec<TcpStream>>,
+    idle: RefCell<Vec<RedisStream>>,
     /// The circuit is open: calls fail at once while the probe waits for Redis to answer.
     open: Cell<bool>,
     /// `AUTH` as each new connection sends it first (`cluster.password_env`).
     pub auth: Option<std::sync::Arc<Vec<u8>>>,
+    /// TLS to Redis (`rediss://`).
+    pub tls: Option<crate::tls::client::UpTls>,
 }
 
 /// Encodes a command as a RESP array of bulk strings.
@@ -214,6 +215,7 @@ impl RedisPool {
         version: u64,
         timeout: Duration,
         auth: Option<std::sync::Arc<Vec<u8>>>,
+        tls: Option<crate::tls::client::UpTls>,
     ) -> RedisPool {
         RedisPool {
             addr,
@@ -222,6 +224,7 @@ impl RedisPool {
             idle: RefCell::new(Vec::new()),
             open: Cell::new(false),
             auth,
+            tls,
         }
     }
 
@@ -267,10 +270,7 @@ impl RedisPool {
                 Some(s) => s,
                 None => {
                     let addr = self.addr.ok_or(NO_PRIMARY)?;
-                    let s = TcpStream::connect_addr(addr)
-                        .await
-                        .map_err(|e| format!("connect to Redis {addr}: {e}"))?;
-                    let _ = s.set_nodelay(true);
+                    let s = RedisStream::connect(addr, self.tls.as_ref()).await?;
                     if let Some(a) = &self.auth {
                         // Authenticated first; the connection then waits idle for the
                         // command (taken at once, below).
@@ -297,7 +297,7 @@ impl RedisPool {
     }
 
     /// An idle connection that nothing arrived on while it waited (no close, no stray bytes).
-    fn pooled(&self) -> Option<TcpStream> {
+    fn pooled(&self) -> Option<RedisStream> {
         let mut idle = self.idle.borrow_mut();
         while let Some(s) = idle.pop() {
             if !s.has_unread() {
@@ -307,8 +307,8 @@ impl RedisPool {
         None
     }
 
-    async fn exchange(&self, mut s: TcpStream, cmd: Vec<u8>) -> Result<Vec<i64>, Exchange> {
-        write_all(&mut s, cmd)
+    async fn exchange(&self, mut s: RedisStream, cmd: Vec<u8>) -> Result<Vec<i64>, Exchange> {
+        s.write_all(cmd)
             .await
             .map_err(|e| Exchange::Failed(format!("write to Redis: {e}")))?;
         let mut buf = BytesMut::with_capacity(256);
@@ -322,7 +322,7 @@ impl RedisPool {
                     "unexpected Redis reply: over {MAX_REPLY} bytes"
                 )));
             }
-            match read_into(&mut s, &mut buf).await {
+            match s.read_into(&mut buf).await {
                 Ok(0) if buf.is_empty() => return Err(Exchange::Closed),
                 Ok(0) => {
                     return Err(Exchange::Failed(

@@ -13,6 +13,8 @@ pub struct Redis {
     /// Its working directory: a replica writes the primary's data there (`dump.rdb`), and a
     /// server would load one found where it starts.
     _dir: TempDir,
+    /// Serves TLS only ([`Redis::with_tls`]): `cli` can't talk to it.
+    tls: bool,
 }
 
 impl Redis {
@@ -28,6 +30,37 @@ impl Redis {
     /// With a password (`requirepass`), on a free port.
     pub fn with_password(password: &str) -> Redis {
         Redis::spawn(free_port(), &["--requirepass", password])
+    }
+
+    /// TLS only (no plain port), on a free port: its certificate and key, and the CA that
+    /// signs client certificates (which it asks for but does not require).
+    pub fn with_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> Redis {
+        let addr = free_port();
+        let port = addr.port().to_string();
+        let (cert, key, ca) = (
+            cert.display().to_string(),
+            key.display().to_string(),
+            ca.display().to_string(),
+        );
+        let mut r = Redis::spawn(
+            addr,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                "optional",
+            ],
+        );
+        r.tls = true;
+        r
     }
 
     /// A replica of `primary`, on a free port.
@@ -72,6 +105,7 @@ impl Redis {
             child,
             addr,
             _dir: TempDir::new(),
+            tls: false,
         }
     }
 
@@ -105,6 +139,7 @@ impl Redis {
             child,
             addr,
             _dir: dir,
+            tls: false,
         }
     }
 
@@ -121,6 +156,7 @@ impl Redis {
 
     /// `redis-cli` against this server.
     pub fn cli(&self, args: &[&str]) -> String {
+        assert!(!self.tls, "redis-cli here speaks plain TCP");
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string()])
             .args(args)

@@ -220,6 +220,8 @@ pub(crate) struct Link {
     /// Where Redis is: `shared.redis_primary` for this `cluster`.
     shared: Arc<crate::shard::Shared>,
     cluster: crate::config::Cluster,
+    /// TLS to Redis (`rediss://`), as compiled at start (a change needs a restart).
+    tls: Option<crate::tls::client::UpTls>,
     timeout: Duration,
     /// Since when Redis has been unreachable (ms since the epoch); 0 while it answers.
     down_since: Cell<u64>,
@@ -261,6 +263,7 @@ impl Link {
     pub(crate) fn new(
         shared: Arc<crate::shard::Shared>,
         cluster: crate::config::Cluster,
+        tls: Option<crate::tls::client::UpTls>,
         applied: Option<EntryId>,
         epoch: Option<String>,
         usage_id: String,
@@ -271,6 +274,7 @@ impl Link {
             // Admin writes and full syncs are not on a request's path: room for a busy Redis.
             timeout: cluster.timeout.max(Duration::from_secs(2)),
             cluster,
+            tls,
             down_since: Cell::new(0),
             applied: Cell::new(applied),
             conn: RefCell::new(None),
@@ -318,7 +322,7 @@ impl Link {
     /// A new connection to where Redis is now.
     pub(crate) async fn connect(&self) -> Result<(SocketAddr, RedisConn), String> {
         let at = self.addr()?;
-        let mut c = RedisConn::connect(at, self.timeout).await?;
+        let mut c = RedisConn::connect(at, self.tls.as_ref(), self.timeout).await?;
         c.auth(
             self.cluster.auth.as_deref().map(Vec::as_slice),
             self.timeout,

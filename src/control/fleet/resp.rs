@@ -5,11 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::driver::net::TcpStream;
 use bytes::BytesMut;
 
-use crate::http::conn::{read_into, write_all};
 use crate::throttle::redis::command;
+use crate::throttle::redis_io::RedisStream;
 
 /// A RESP2 reply.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,17 +124,21 @@ const MAX_REPLY: usize = 256 << 20;
 
 /// One connection to Redis.
 pub(crate) struct RedisConn {
-    stream: TcpStream,
+    stream: RedisStream,
     buf: BytesMut,
 }
 
 impl RedisConn {
-    pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<RedisConn, String> {
-        let stream = crate::driver::time::timeout(timeout, TcpStream::connect(addr))
+    /// Connects to `addr` (over TLS with `tls`: `cluster.redis = "rediss://..."`) within
+    /// `timeout`, the handshake included.
+    pub(crate) async fn connect(
+        addr: SocketAddr,
+        tls: Option<&crate::tls::client::UpTls>,
+        timeout: Duration,
+    ) -> Result<RedisConn, String> {
+        let stream = crate::driver::time::timeout(timeout, RedisStream::connect(addr, tls))
             .await
-            .map_err(|_| format!("connecting to Redis at {addr} timed out"))?
-            .map_err(|e| format!("connecting to Redis at {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+            .map_err(|_| format!("connecting to Redis at {addr} timed out"))??;
         Ok(RedisConn {
             stream,
             buf: BytesMut::with_capacity(4096),
@@ -152,7 +155,9 @@ impl RedisConn {
             if self.buf.len() > MAX_REPLY {
                 return Err("Redis reply too large".to_string());
             }
-            let n = read_into(&mut self.stream, &mut self.buf)
+            let n = self
+                .stream
+                .read_into(&mut self.buf)
                 .await
                 .map_err(|e| format!("Redis read: {e}"))?;
             if n == 0 {
@@ -194,7 +199,8 @@ impl RedisConn {
 
     async fn send(&mut self, cmd: Vec<u8>, timeout: Duration) -> Result<Resp, String> {
         let work = async {
-            write_all(&mut self.stream, cmd)
+            self.stream
+                .write_all(cmd)
                 .await
                 .map_err(|e| format!("Redis write: {e}"))?;
             self.reply().await

@@ -54,7 +54,7 @@ pub(crate) async fn watch(link: Rc<Link>, stop: Rc<Cell<bool>>) {
 
 /// Whether the server at `a` says it is a primary.
 async fn is_primary(a: SocketAddr, link: &Link) -> Result<(), String> {
-    let mut c = RedisConn::connect(a, link.timeout).await?;
+    let mut c = RedisConn::connect(a, None, link.timeout).await?;
     let r = c.call(&[b"ROLE"], link.timeout).await?;
     match r.items().first().and_then(Resp::text) {
         Some("master") => Ok(()),
@@ -65,7 +65,7 @@ async fn is_primary(a: SocketAddr, link: &Link) -> Result<(), String> {
 
 /// One Sentinel's answer: the primary's address.
 async fn ask(sentinel: SocketAddr, link: &Link) -> Result<SocketAddr, String> {
-    let mut c = RedisConn::connect(sentinel, link.timeout).await?;
+    let mut c = RedisConn::connect(sentinel, None, link.timeout).await?;
     let r = c
         .call(
             &[
