@@ -152,6 +152,62 @@ fn flipped_bytes_and_garbage_pages_are_refused_or_harmless() {
     assert_eq!(keys_listed(&gw), 5);
 }
 
+/// A record whose bytes changed on disk but still read (a letter of a key's description, so
+/// the JSON stays valid) is damage all the same: redb's checksums say so, and start-up and
+/// `state check` refuse the file, untouched, rather than serve what it now says.
+#[test]
+fn a_record_changed_on_disk_that_still_reads_is_refused() {
+    let dir = seeded();
+    let gw = Gw::start_in(dir, &conf());
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        r#"{"name": "marked", "description": "marker-zzzzqqqq", "plan": "gold"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let dir = gw.stop();
+    let path = state_file(&dir);
+    let mut bad = std::fs::read(&path).unwrap();
+    let at = bad
+        .windows(15)
+        .position(|w| w == b"marker-zzzzqqqq")
+        .expect("the description is in the file");
+    bad[at + 14] = b'r';
+    std::fs::write(&path, &bad).unwrap();
+    let (ok, text) = tollgate(&dir.0.join("config.toml"), &["state", "check"]);
+    assert!(!ok && text.contains("is damaged"), "{text}");
+    let (_dir, err) = match Gw::try_start_in(dir, &conf()) {
+        Ok(gw) => panic!(
+            "served a changed record: {}",
+            admin(gw.admin(), "GET", "/apikeys", Some(TOKEN)).text()
+        ),
+        Err(e) => e,
+    };
+    assert!(err.contains("tollgate state recover"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bad, "the file was modified");
+}
+
+/// A state file that is a link to a file not there (a disk not mounted) is no first start:
+/// refused, rather than a new empty store made through the link.
+#[test]
+fn a_dangling_link_for_the_state_file_is_refused() {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.0.join("data")).unwrap();
+    std::fs::create_dir_all(dir.0.join("mnt")).unwrap();
+    let target = dir.0.join("mnt").join("tollgate.redb");
+    std::os::unix::fs::symlink(&target, state_file(&dir)).unwrap();
+    let err = match Gw::try_start_in(dir, &conf()) {
+        Ok(_) => panic!("started with an empty store made through a dangling link"),
+        Err((_, e)) => e,
+    };
+    assert!(
+        err.contains("is a symbolic link to a file that does not exist"),
+        "{err}"
+    );
+    assert!(!target.exists());
+}
+
 #[test]
 fn state_check_and_recover() {
     let dir = seeded();

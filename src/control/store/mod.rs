@@ -207,6 +207,22 @@ fn checked(dir: &Path) -> Result<Option<Contents>, (String, bool)> {
     let path = dir.join(STATE_FILE);
     let len = match std::fs::metadata(&path) {
         Ok(m) => m.len(),
+        // A link to a file that is not there (a disk not mounted) is no first start: a
+        // new store made through it would start the gateway empty.
+        Err(err)
+            if err.kind() == std::io::ErrorKind::NotFound
+                && std::fs::symlink_metadata(&path).is_ok() =>
+        {
+            let to = std::fs::read_link(&path).unwrap_or_default();
+            return Err((
+                e(
+                    "is a symbolic link to a file that does not exist",
+                    &path,
+                    to.display(),
+                ),
+                false,
+            ));
+        }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err((e("cannot read", &path, err), false)),
     };
@@ -220,7 +236,10 @@ fn checked(dir: &Path) -> Result<Option<Contents>, (String, bool)> {
     let copy = Copy::of(&path)
         .map_err(|err| (e("cannot copy to check it", &path, &err), no_room(&err)))?;
     no_panic("cannot open", &path, || {
-        let store = Store::open_file(&copy.0, &path, false)?;
+        integrity(&copy.0, &path)?;
+        // Opened as start-up opens it (a write transaction included: damage some pages show
+        // only to a write), on the copy.
+        let store = Store::open_file(&copy.0, &path, true)?;
         Ok(Contents {
             keys: store.keys()?.len(),
             counters: store.quotas()?.len() + store.usage_count()?,
@@ -230,6 +249,31 @@ fn checked(dir: &Path) -> Result<Option<Contents>, (String, bool)> {
     })
     .map(Some)
     .map_err(|err| (format!("{err}; {RECOVER}"), false))
+}
+
+/// redb's own check of every page's checksum, on a copy: a page whose bytes changed (a bit
+/// flipped on disk, a block zeroed) is damage even where the record still reads, and redb's
+/// repair would roll the file back to an earlier commit.
+fn integrity(copy: &Path, shown: &Path) -> Result<(), String> {
+    let mut db = redb::Builder::new()
+        .set_cache_size(STORE_CACHE_BYTES)
+        .open(copy)
+        .map_err(|err| {
+            e(
+                "cannot open (corrupt, unreadable or in use by another process)",
+                shown,
+                err,
+            )
+        })?;
+    match db.check_integrity() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(e(
+            "is damaged",
+            shown,
+            "its pages do not match their checksums",
+        )),
+        Err(err) => Err(e("is damaged", shown, err)),
+    }
 }
 
 /// The API keys made through the admin API that a state file holds, read on a copy (the
@@ -261,7 +305,7 @@ impl Store {
             }
             Err((why, false)) => return Err(why),
         }
-        Store::reopen(dir)
+        Store::reopen(dir).map_err(|why| format!("{why}; {RECOVER}"))
     }
 
     /// Opens the store in `dir` without checking it on a copy first: for a store this
