@@ -601,6 +601,9 @@ fn run(cfg: Config, path: PathBuf, workers: Option<usize>, take_over: bool) -> E
         signal_hook::consts::SIGHUP,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        // nginx's graceful stop (and its container image's STOPSIGNAL): a drain here too,
+        // not the default action (a core dump, in-flight requests cut, usage unsaved).
+        signal_hook::consts::SIGQUIT,
         signal_hook::consts::SIGUSR1,
         signal_hook::consts::SIGUSR2,
     ]);

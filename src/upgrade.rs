@@ -18,7 +18,7 @@
 //! with what the store holds) closes the connection: the old one takes its store back and
 //! serves on, so a failed take-over never leaves the addresses without a server.
 
-use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
+use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
@@ -141,10 +141,24 @@ pub(crate) fn serve(
                 };
                 match hand_over(&conn, &offer, &step) {
                     Ok(Session::Released) => {
+                        // A successor queued behind this one (a second SIGUSR2) is turned
+                        // away at once while this process drains: it has no store to hand
+                        // over any more (it waited for the whole drain, then failed).
+                        let refuser = listener.try_clone().ok().and_then(|l| {
+                            std::thread::Builder::new()
+                                .name("tollgate-upgrade-refuse".into())
+                                .spawn(move || refuse_all(&l))
+                                .ok()
+                        });
                         // Once drained: what was counted since the hand-over, one line.
                         if let Ok(line) = usage.recv() {
                             let mut w = &conn;
                             let _ = w.write_all(format!("USAGE {line}\n").as_bytes());
+                        }
+                        let _ =
+                            socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Read);
+                        if let Some(r) = refuser {
+                            let _ = r.join();
                         }
                         return;
                     }
@@ -158,6 +172,32 @@ pub(crate) fn serve(
         listener: stopper,
         stopping,
     })
+}
+
+/// Closes every connection to `l` unserved until `l` is shut down: the successor sees the
+/// connection end before any socket was sent, and exits saying so.
+fn refuse_all(l: &UnixListener) {
+    loop {
+        match l.accept() {
+            Ok((c, _)) => {
+                tracing::warn!("a take-over asked of a gateway that has handed over already: refused (take over from the new process)");
+                // Its HELLO read first: a socket closed with unread bytes resets, and the
+                // successor would read a reset, not the end.
+                let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = (&c).read(&mut [0u8; 16]);
+                drop(c);
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::EINVAL | nix::libc::EBADF | nix::libc::ENOTSOCK)
+                ) =>
+            {
+                return
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
 }
 
 /// How a session on the take-over socket ended.
@@ -309,6 +349,12 @@ pub(crate) fn take_over(state_dir: &Path) -> Result<TakeOver, String> {
         .into_iter()
         .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
         .collect();
+    if n == 0 {
+        return Err(format!(
+            "--take-over: the gateway on {} closed the connection without handing over (it is stopping, or has handed over to another process already: take over from that one)",
+            path.display()
+        ));
+    }
     let text = std::str::from_utf8(&buf[..n]).map_err(|e| e.to_string())?;
     let manifest: Manifest =
         serde_json::from_str(text.trim()).map_err(|e| format!("--take-over: {e}"))?;

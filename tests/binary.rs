@@ -618,6 +618,163 @@ fn a_reloaded_drain_timeout_applies() {
     assert_eq!(p.child.wait().unwrap().code(), Some(3));
 }
 
+/// SIGQUIT (nginx's graceful stop) drains as SIGTERM does: the request in flight is
+/// answered and the process exits 0 (it dumped core, cutting the request).
+#[test]
+fn sigquit_drains_as_sigterm_does() {
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_millis(300)));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let toml = Cfg::new()
+        .server("drain_timeout = \"20s\"")
+        .route(
+            "GET /slow",
+            format!(
+                "integration = {{ type = \"http\", uri = \"http://{}/slow\" }}",
+                up.addr
+            ),
+        )
+        .toml();
+    std::fs::write(&path, toml).unwrap();
+    let mut p = Proc::start(&path, &[]);
+    let addr: SocketAddr = p.logged_addr("listening");
+    let mut c = Client::connect(addr);
+    c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    p.signal("QUIT");
+    assert_eq!(p.wait_for("stopping")["signal"], 3);
+    let r = c
+        .read_response(false)
+        .expect("the request in flight is answered");
+    assert_eq!(r.status, 200);
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// A successor's side of the take-over socket, spoken by hand (Python's `socket.recv_fds`):
+/// it takes the listening sockets, has the store released, says `COMMIT` when told to on
+/// its standard input, then holds the sockets until its input closes.
+const FAKE_SUCCESSOR: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"HELLO\n")
+msg, fds, _, _ = socket.recv_fds(s, 65536, 16)
+s.sendall(b"RELEASE\n")
+f = s.makefile("rb")
+print(f.readline().decode().strip(), flush=True)
+sys.stdin.readline()
+s.sendall(b"COMMIT\n")
+print("COMMITTED", flush=True)
+sys.stdin.read()
+"#;
+
+/// SIGTERM while the store is released to a successor that has not said it serves yet: the
+/// gateway stops once the take-over ends, and leaves the listening sockets to the successor
+/// (it shut them, which ended them for the successor too: the addresses had no server).
+#[test]
+fn sigterm_during_a_take_over_leaves_the_successor_its_sockets() {
+    use std::io::{BufRead, Write};
+    let up = Upstream::start(|_| respond(200, "x"));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, conf("one", up.addr, "TG_TEST_TOKEN")).unwrap();
+    let mut old = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
+    let addr: SocketAddr = old.logged_addr("listening");
+    let sock = old.wait_for("a successor may take over (tollgate --take-over)")["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut fake = Command::new("python3")
+        .args(["-c", FAKE_SUCCESSOR, &sock])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(fake.stdout.take().unwrap()).lines();
+    assert_eq!(said.next().unwrap().unwrap(), "RELEASED");
+    old.signal("TERM");
+    old.wait_for("stopping once the take-over under way ends (the new process serves, or fails and this one drains)");
+    // Still serving meanwhile.
+    assert_eq!(get(addr, "/v").text(), "one");
+    let mut input = fake.stdin.take().unwrap();
+    input.write_all(b"go\n").unwrap();
+    assert_eq!(said.next().unwrap().unwrap(), "COMMITTED");
+    assert!(old.child.wait().unwrap().success());
+    // The old process is gone; the successor's copies of the sockets still listen (a
+    // connection is queued for it).
+    assert!(
+        std::net::TcpStream::connect(addr).is_ok(),
+        "nobody listens on {addr}"
+    );
+    drop(input);
+    let _ = fake.wait();
+}
+
+/// A second take-over asked of a gateway that has handed over already and drains (a second
+/// SIGUSR2 before the new process put its own take-over socket in place): refused at once,
+/// saying why (the successor waited for the whole drain, then failed on a reset).
+#[test]
+fn a_take_over_of_a_gateway_that_handed_over_is_refused_at_once() {
+    use std::io::{BufRead, Write};
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_secs(30)));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let toml = Cfg::new()
+        .server("drain_timeout = \"60s\"")
+        .route(
+            "GET /slow",
+            format!(
+                "integration = {{ type = \"http\", uri = \"http://{}/slow\" }}",
+                up.addr
+            ),
+        )
+        .toml();
+    std::fs::write(&path, toml).unwrap();
+    let old = Proc::start(&path, &[]);
+    let addr: SocketAddr = old.logged_addr("listening");
+    let sock = old.wait_for("a successor may take over (tollgate --take-over)")["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A request that holds the old process's drain.
+    let mut c = Client::connect(addr);
+    c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    // The first successor (by hand: it leaves the socket file as it was) takes over.
+    let mut fake = Command::new("python3")
+        .args(["-c", FAKE_SUCCESSOR, &sock])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(fake.stdout.take().unwrap()).lines();
+    assert_eq!(said.next().unwrap().unwrap(), "RELEASED");
+    let mut input = fake.stdin.take().unwrap();
+    input.write_all(b"go\n").unwrap();
+    assert_eq!(said.next().unwrap().unwrap(), "COMMITTED");
+    old.wait_for("shutting down: draining connections");
+    // A second one, while the old process drains.
+    let mut second = Proc::start_with(&path, &[], &["--take-over"]);
+    assert!(
+        eventually(Duration::from_secs(10), || second
+            .child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the second successor waited for the drain"
+    );
+    assert!(!second.child.wait().unwrap().success());
+    let why = second.wait_for("cannot start")["error"].to_string();
+    assert!(
+        why.contains("has handed over to another process already"),
+        "{why}"
+    );
+    drop(input);
+    let _ = fake.kill();
+    let _ = fake.wait();
+}
+
 /// A take-over asked of a gateway that is draining after SIGTERM is refused: the successor
 /// exits non-zero at once, and the stopping gateway finishes its request and exits 0 (it
 /// waited for good for a control plane that no longer listened, and kept its ports).

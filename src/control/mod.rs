@@ -653,6 +653,10 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     });
     // Runs until a shutdown or a successor's commit, or until every sender is gone.
     let mut release = false;
+    // A shutdown asked for while the store is released to a successor waits for its commit
+    // or abort: draining now would shut the listening sockets the successor holds copies
+    // of (`stop_listening`), leaving the addresses with no server.
+    let mut shutdown_asked = false;
     loop {
         match rx.recv_async().await {
             Ok(ControlMsg::Reload(reply)) => {
@@ -680,9 +684,16 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
                 if ctl.borrow().released {
                     ctl.borrow_mut().take_store_back();
                 }
+                if shutdown_asked {
+                    break;
+                }
             }
             Ok(ControlMsg::AddUsage(deltas)) => ctl.borrow_mut().add_usage(&deltas),
             Ok(ControlMsg::AwaitUsage) => ctl.borrow_mut().awaiting_usage = true,
+            Ok(ControlMsg::Shutdown) if ctl.borrow().released => {
+                tracing::info!("stopping once the take-over under way ends (the new process serves, or fails and this one drains)");
+                shutdown_asked = true;
+            }
             Ok(ControlMsg::Shutdown) | Err(_) => break,
         }
     }
