@@ -763,6 +763,62 @@ fn run_time_stages_write_access_logs_only_inside_the_admin_log_folder() {
     );
 }
 
+/// Open descriptors of this process (the gateway runs in it) on files named `*.log` in `dir`.
+fn open_logs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.starts_with(dir) && t.to_string_lossy().contains(".log"))
+        .count()
+}
+
+/// A run-time stage's access log moved or deleted through the admin API closes the file it
+/// wrote (each change kept one more descriptor open, and a removed file's space, until a
+/// reload).
+#[test]
+fn access_logs_no_stage_names_are_closed() {
+    let g = Gw::start(&Cfg::new().admin("").toml());
+    mock_shop(&g);
+    let dir = g.dir.0.clone();
+    assert_eq!(
+        logged_request(&g, "$context.status", &dir.join("shop.log")),
+        "200\n"
+    );
+    for i in 0..20 {
+        let r = admin_with(
+            g.admin(),
+            "PATCH",
+            "/apis/shop/stages/prod",
+            &json!({"access_log": {"path": format!("shop{i}.log"), "format": "$context.status"}})
+                .to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(on(&g, "shop.test", "/v").text(), "m");
+        let log = dir.join(format!("shop{i}.log"));
+        assert!(eventually(std::time::Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t == "200\n")
+        }));
+    }
+    // The one the stage names now, at most.
+    assert!(open_logs(&dir) <= 1, "{} log files open", open_logs(&dir));
+    let listed = admin(g.admin(), "GET", "/domains", Some(TOKEN)).json();
+    let id = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["host"] == "shop.test")
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("{listed}"));
+    let r = admin(g.admin(), "DELETE", &format!("/domains/{id}"), Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin(g.admin(), "DELETE", "/apis/shop", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(eventually(
+        std::time::Duration::from_secs(10),
+        || open_logs(&dir) == 0
+    ));
+}
+
 #[test]
 fn run_time_stages_log_only_to_log_files_by_default() {
     let g = Gw::start(&Cfg::new().admin("").toml());

@@ -119,7 +119,18 @@ impl Control {
     /// Serves a new compiled configuration: a new snapshot generation, health checks and
     /// JWKS fetches for it.
     pub(super) fn install(&mut self, compiled: Compiled) -> u64 {
+        // An access-log file nothing names any more (a run-time stage deleted, its log
+        // moved) is closed: kept open, each such change held one more descriptor (and the
+        // disk space of a file removed meanwhile) until a reload.
+        let unnamed = self
+            .compiled
+            .log_sinks
+            .iter()
+            .any(|s| !compiled.log_sinks.contains(s));
         self.compiled = Arc::new(compiled);
+        if unnamed {
+            self.shared.access_log.reopen();
+        }
         self.secrets_key = access::secrets_key(&self.compiled.config);
         self.access = Arc::new(access::access_table(&self.secrets_key, &self.stored_access));
         let generation = self.publish();
