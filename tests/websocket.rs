@@ -528,6 +528,48 @@ fn a_keys_quota_counts_connections_and_messages() {
     assert!(e.contains(&body(br#"{"message":"Forbidden"}"#)), "{e}");
 }
 
+/// Connections whose API a reload removes while they send messages: each message finds the
+/// API gone and closes the connection (1001), and `$disconnect` is still called for every
+/// one, with the configuration that had the API (it was skipped when the message found the
+/// API gone before the shard's housekeeping did, and the client answered the Close late).
+#[test]
+fn a_reload_that_removes_the_api_still_disconnects_busy_connections() {
+    let up = backend();
+    let g = gateway(&up, false);
+    let mut conns: Vec<_> = (0..5).map(|_| open(&g, "").expect("upgrade")).collect();
+    assert!(eventually(Duration::from_secs(10), || up
+        .requests()
+        .iter()
+        .filter(|s| s.target == "/connect")
+        .count()
+        == 5));
+    let renamed = Cfg::new()
+        .api("renamed")
+        .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+        .api_extra("kind = \"websocket\"")
+        .routes("[[apis.routes]]\nroute = \"$default\"\nintegration = { type = \"mock\", status = 200 }\n")
+        .toml();
+    g.rewrite(&renamed);
+    assert_eq!(admin(g.admin(), "POST", "/reload", Some(TOKEN)).status, 200);
+    // At once, as a busy client would; the gateway's Close is never answered (it waits for
+    // it, then gives up).
+    for ws in &mut conns {
+        ws.send(Message::text(r#"{"action":"quiet"}"#)).unwrap();
+    }
+    let disconnects = || {
+        up.requests()
+            .iter()
+            .filter(|s| s.target == "/disconnect")
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || disconnects() == 5),
+        "{} of 5 connections had $disconnect",
+        disconnects()
+    );
+    drop(conns);
+}
+
 #[test]
 fn a_reload_reroutes_later_messages_and_a_drain_closes_with_1001() {
     let conf = |body: &str| {

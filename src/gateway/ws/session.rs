@@ -448,6 +448,14 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
     };
     // The snapshot a connection whose API a reload removed calls `$disconnect` with.
     let mut old_snap: Option<Rc<ShardSnap>> = None;
+    // A message that finds the API gone closes the connection itself, out of `Shard::ws`:
+    // the reaper then never hands it the old snapshot. The one the reaper last saw is it
+    // when the reaper has not run since the reload (when it has, it sent `Closing::Gone`).
+    let gone_seen: std::cell::RefCell<Option<Rc<ShardSnap>>> = Default::default();
+    let gone = || {
+        *gone_seen.borrow_mut() = shard.ws_seen.borrow().clone();
+        closing();
+    };
     let mut mem = Mem {
         inb: buf,
         out: Vec::new(),
@@ -520,9 +528,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
                     let polled = std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx)));
                     match polled.await {
                         Poll::Ready(done) => {
-                            if let Err(e) =
-                                answered(done, &mut io, &mut ws, &mut mem, closing).await
-                            {
+                            if let Err(e) = answered(done, &mut io, &mut ws, &mut mem, gone).await {
                                 break 'conn e;
                             }
                         }
@@ -631,7 +637,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
             Event::Answered(done) => {
                 pending = None;
                 active_at = std::time::Instant::now();
-                if let Err(e) = answered(done, &mut io, &mut ws, &mut mem, closing).await {
+                if let Err(e) = answered(done, &mut io, &mut ws, &mut mem, gone).await {
                     break e;
                 }
                 continue;
@@ -702,6 +708,9 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
         if let Ok(Closing::Gone(old)) = close_rx.try_recv() {
             old_snap = Some(old);
         }
+    }
+    if old_snap.is_none() {
+        old_snap = gone_seen.take();
     }
     io.finish(ended.cut).await;
     if let Some(w) = writer {
