@@ -775,6 +775,45 @@ fn a_take_over_of_a_gateway_that_handed_over_is_refused_at_once() {
     let _ = fake.wait();
 }
 
+/// A reload asked of a draining gateway (POST /reload; SIGHUP the same) is refused at once,
+/// saying why: it went unanswered until the exit (and SIGHUP held the signal thread).
+#[test]
+fn a_draining_gateway_refuses_a_reload_at_once() {
+    let up = Upstream::start(|_| Action::Sleep(Duration::from_secs(30)));
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let toml = Cfg::new()
+        .server("drain_timeout = \"60s\"")
+        .admin("token_env = \"TG_TEST_TOKEN\"")
+        .route(
+            "GET /slow",
+            format!(
+                "integration = {{ type = \"http\", uri = \"http://{}/slow\" }}",
+                up.addr
+            ),
+        )
+        .toml();
+    std::fs::write(&path, toml).unwrap();
+    let old = Proc::start(&path, &[("TG_TEST_TOKEN", "t0ken")]);
+    let addr: SocketAddr = old.logged_addr("listening");
+    let admin_addr: SocketAddr = old.logged_addr("admin API listening");
+    let mut c = Client::connect(addr);
+    c.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || up.count() == 1));
+    old.signal("TERM");
+    old.wait_for("shutting down: draining connections");
+    let r = admin(admin_addr, "POST", "/reload", Some("t0ken"));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        r.json()["message"],
+        "the gateway is stopping (draining): not reloaded"
+    );
+    // SIGHUP is answered too: the signal thread hears the next signal.
+    old.signal("HUP");
+    old.signal("USR1");
+    old.wait_for("SIGUSR1: reopening the access-log files");
+}
+
 /// A take-over asked of a gateway that is draining after SIGTERM is refused: the successor
 /// exits non-zero at once, and the stopping gateway finishes its request and exits 0 (it
 /// waited for good for a control plane that no longer listened, and kept its ports).

@@ -516,6 +516,10 @@ fn route(
             let c = ctl.borrow();
             (200, serde_json::json!({"generation": c.generation(), "config": &*c.config()}).to_string())
         }
+        // A stopping gateway keeps what it drains with (as SIGHUP then).
+        (b"POST", ["reload"]) if ctl.borrow().shared().draining.load(std::sync::atomic::Ordering::Relaxed) => {
+            message(503, "the gateway is stopping (draining): not reloaded")
+        }
         (b"POST", ["reload"]) => match ctl.borrow_mut().reload() {
             Ok(g) => (200, serde_json::json!({"generation": g}).to_string()),
             Err(errors) => (400, serde_json::json!({"message": "configuration refused; the previous one keeps serving", "errors": errors}).to_string()),

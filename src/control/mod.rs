@@ -714,8 +714,25 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
             let _ = s.send(msg());
         }
     }
-    // The admin API (and its /ping, now 503) stays up while the shards drain.
+    // The admin API (and its /ping, now 503) stays up while the shards drain. A reload
+    // asked meanwhile (SIGHUP, POST /reload) is refused at once: left unanswered, it held
+    // its caller (the signal thread: a later SIGUSR1 went unheard) until the exit.
     while !shards_done() {
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                ControlMsg::Reload(Some(reply)) => {
+                    let _ = reply.send(Err(vec![
+                        "the gateway is stopping (draining): not reloaded".to_string(),
+                    ]));
+                }
+                ControlMsg::Release(reply) => {
+                    let _ = reply.send(Err("this gateway is stopping".to_string()));
+                }
+                ControlMsg::AddUsage(deltas) => ctl.borrow_mut().add_usage(&deltas),
+                ControlMsg::AwaitUsage => ctl.borrow_mut().awaiting_usage = true,
+                _ => {}
+            }
+        }
         crate::driver::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // A predecessor still draining sends what it counted when its drain ends: waited for
