@@ -564,12 +564,19 @@ fn certificate_files_changing_on_disk_are_picked_up() {
     let s = setup("");
     let a = https(&s.gw);
     let cfg = client_config(s.ca.roots(), false);
+    // An edit of the config file under way (not loadable yet) neither goes live with a
+    // renewal nor holds it back: certificates are reloaded with the configuration as loaded.
+    s.gw.rewrite("[[listeners]\nname = \"half written");
     let (c, k, new_api) = s.ca.leaf(&["api.test"], false);
     write_pair(&s.gw.dir, "api", &c, &k);
     // The control plane looks at the files every second.
     assert!(eventually(Duration::from_secs(10), || {
         tls_get(a, "api.test", cfg.clone(), "/x").map(|r| r.cert) == Ok(new_api.clone())
     }));
+    assert_eq!(
+        tls_get(a, "api.test", cfg.clone(), "/x").unwrap().status,
+        200
+    );
 }
 
 /// A listener with mTLS (`mode`), the clients' CA written to `clients-ca.pem`.

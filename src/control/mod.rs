@@ -633,15 +633,16 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
                     c.sweep();
                 }
             }
-            // Certificate files changed on disk: reload (a bad new file is refused, and the
-            // old certificate keeps serving until the files change again).
+            // Certificate files changed on disk: the loaded configuration compiled again with
+            // them (a bad new file is refused, and the old certificate keeps serving until
+            // the files change again).
             let changed = certs_changed(&c2.borrow().compiled);
             if let Some(now) = changed.filter(|n| refused.as_ref() != Some(n)) {
-                let r = c2.borrow_mut().reload();
+                let r = c2.borrow_mut().reload_certificates();
                 match r {
                     Ok(g) => {
                         refused = None;
-                        tracing::info!(generation = g, "certificate files changed: reloaded")
+                        tracing::info!(generation = g, "certificate files changed: reloaded them (the configuration as loaded: edits to its file wait for SIGHUP or POST /reload)")
                     }
                     Err(errors) => {
                         refused = Some(now);

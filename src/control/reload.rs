@@ -116,6 +116,18 @@ impl Control {
         Ok(self.install(compiled))
     }
 
+    /// Certificate, key or client CA files changed on disk: the configuration as loaded is
+    /// compiled again with them (and the run-time objects), and served. `config.toml` is not
+    /// read: an edit not meant to go live yet (or one half made) neither goes live with a
+    /// renewal nor holds the renewal back.
+    pub(crate) fn reload_certificates(&mut self) -> Result<u64, Vec<String>> {
+        let cfg = (*self.file_config).clone();
+        let (merged, _, _) = self.objects.merge(&cfg, &self.config_base());
+        let compiled =
+            lifecycle::compile_merged(merged, &cfg, &mut self.registries).map_err(|e| e.errors)?;
+        Ok(self.install(compiled))
+    }
+
     /// Serves a new compiled configuration: a new snapshot generation, health checks and
     /// JWKS fetches for it.
     pub(super) fn install(&mut self, compiled: Compiled) -> u64 {
