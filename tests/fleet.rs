@@ -673,6 +673,24 @@ fn a_redis_with_a_password_is_authenticated_to() {
     assert_eq!(keyed(&g, VALUE), 429);
     let keys = redis.cli(&["-a", "s3cret pass", "--no-auth-warning", "KEYS", "*quota*"]);
     assert!(!keys.trim().is_empty(), "no quota counter in Redis");
+    // A password Redis refuses is an outage: nothing was sent, so nothing was changed.
+    std::env::set_var("TOLLGATE_TEST_REDIS_PW_WRONG", "not it");
+    let wrong = Gw::start(&toml("TOLLGATE_TEST_REDIS_PW_WRONG"));
+    let r = admin_with(
+        wrong.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "w", "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached (authenticating to Redis"),
+        "{}",
+        r.text()
+    );
     let text = admin(g.admin(), "GET", "/metrics", Some(TOKEN)).text();
     let fallbacks: Vec<&str> = text
         .lines()

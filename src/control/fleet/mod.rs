@@ -522,6 +522,7 @@ pub(crate) async fn commit_expecting(
         Err(e)
             if never_ran(&e)
                 || e.starts_with("connecting")
+                || e.starts_with("authenticating")
                 || e.starts_with("Redis: ")
                 || e == crate::throttle::redis::NO_PRIMARY =>
         {
