@@ -763,6 +763,41 @@ fn run_time_stages_write_access_logs_only_inside_the_admin_log_folder() {
     );
 }
 
+/// A run-time stage's `tracing` without a `[tracing]` table is refused as the file's is (it
+/// was stored, and traced nothing).
+#[test]
+fn a_run_time_stage_cannot_trace_without_a_collector() {
+    let g = Gw::start(&Cfg::new().admin("").toml());
+    mock_shop(&g);
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "auto_deploy": true, "tracing": {"sample": 0.3}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("apis[\"shop\"].stages[\"prod\"].tracing: needs the [tracing] table"),
+        "{}",
+        r.text()
+    );
+    let r = post(
+        &g,
+        "/apis/shop/stages",
+        json!({"name": "prod", "auto_deploy": true}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin_with(
+        g.admin(),
+        "PATCH",
+        "/apis/shop/stages/prod",
+        &json!({"tracing": {"sample": 0.1}}).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
 /// Open descriptors of this process (the gateway runs in it) on files named `*.log` in `dir`.
 fn open_logs(dir: &std::path::Path) -> usize {
     std::fs::read_dir("/proc/self/fd")

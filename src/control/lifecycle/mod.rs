@@ -299,6 +299,19 @@ impl Objects {
                 cfg.apis.push(a);
             }
         }
+        // As the file's stages: a sampling ratio without a collector would trace nothing.
+        if cfg.tracing.is_none() {
+            for a in &cfg.apis[file.apis.len()..] {
+                for st in a.stages.iter().filter(|st| st.trace_sample.is_some()) {
+                    if !st.name.ends_with(CANARY) {
+                        errors.push(format!(
+                            "apis[{:?}].stages[{:?}].tracing: needs the [tracing] table (otlp_endpoint, the collector to send spans to): without it nothing is traced",
+                            a.name, st.name
+                        ));
+                    }
+                }
+            }
+        }
         for s in self.stages.values() {
             let Some(c) = &s.canary else { continue };
             let key = |stage: String| (s.api.clone(), stage);
