@@ -15,9 +15,11 @@ pub(crate) const MAX_FORMAT: usize = 4096;
 
 /// The built-in `json` format: every variable Tollgate logs, one JSON object per line.
 pub(crate) const JSON: &str = concat!(
-    r#"{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","#,
+    r#"{"requestId":"$context.requestId","extendedRequestId":"$context.extendedRequestId","#,
+    r#""ip":"$context.identity.sourceIp","#,
     r#""requestTime":"$context.requestTime","requestTimeEpoch":"$context.requestTimeEpoch","#,
     r#""httpMethod":"$context.httpMethod","routeKey":"$context.routeKey","path":"$context.path","#,
+    r#""requestUri":"$context.requestUri","isCanaryRequest":"$context.isCanaryRequest","#,
     r#""protocol":"$context.protocol","status":"$context.status","#,
     r#""responseLength":"$context.responseLength","requestLength":"$context.requestLength","#,
     r#""responseLatency":"$context.responseLatency","#,

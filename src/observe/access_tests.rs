@@ -55,6 +55,16 @@ fn the_json_format_is_one_valid_json_object_per_line() {
     l.user_agent = Some("a\u{2028}b\u{85}c".as_bytes());
     let text = render("json", &l);
     assert!(text.contains(r"a\u2028b\u0085c"), "{text}");
+    // Every variable there is (under one of its names).
+    for (name, var) in NAMES {
+        assert!(
+            NAMES
+                .iter()
+                .filter(|(_, v)| v == var)
+                .any(|(n, _)| JSON.contains(&format!("\"$context.{n}\""))),
+            "the json format lacks $context.{name}"
+        );
+    }
 }
 
 #[test]
