@@ -926,6 +926,15 @@ fn keys_a_websocket_route_cannot_use_are_refused_at_load() {
             "route = \"$default\"\nrequest_parameters = { \"overwrite:header.x-a\" = \"b\" }",
             "request_parameters",
         ),
+        (
+            "route = \"$default\"\nresponse_parameters = { \"200\" = { \"overwrite:header.x\" = \"1\" } }",
+            "response_parameters",
+        ),
+        // Refused whether or not it would find anything to check.
+        (
+            "route = \"sendmessage\"\nrequest_validator = \"all\"",
+            "request_validator",
+        ),
     ] {
         let toml = Cfg::new()
             .api_extra("kind = \"websocket\"")

@@ -481,7 +481,12 @@ impl Validator {
     /// and validated once, on `$connect`; answers are never cached or mapped.
     fn websocket_route(&mut self, rkey: &str, r: &Route) {
         let connect = r.key == "$connect";
-        let unused: [(&str, bool, &str); 6] = [
+        let v = &r.validation_spec;
+        let validated = r.validation.is_some()
+            || v.request_validator.is_some()
+            || !v.request_models.is_empty()
+            || !v.required_parameters.is_empty();
+        let unused: [(&str, bool, &str); 7] = [
             (
                 "authorizer",
                 !connect && r.authorizer.is_some(),
@@ -504,12 +509,17 @@ impl Validator {
             ),
             (
                 "request_validator",
-                r.validation.is_some(),
+                validated,
                 "WebSocket routes are not validated",
             ),
             (
                 "request_parameters",
-                !r.request_parameters.is_empty() || !r.response_parameters.is_empty(),
+                !r.request_parameters.is_empty(),
+                "WebSocket routes are not mapped",
+            ),
+            (
+                "response_parameters",
+                !r.response_parameters.is_empty(),
                 "WebSocket routes are not mapped",
             ),
         ];
