@@ -135,6 +135,11 @@ fn a_refused_canary_is_named_as_the_admin_api_names_it() {
             json!({"color": 5}),
             "apis[\"shop\"].stages[\"prod\"].canary.stage_variable_overrides.color: invalid type: integer `5`, expected a string",
         ),
+        // A name that is no variable name.
+        (
+            json!({"a b": "c"}),
+            "apis[\"shop\"].stages[\"prod\"].canary.stage_variable_overrides = \"a b\" is not valid",
+        ),
     ] {
         let canary = json!({"canary": {"deployment": d2, "percent_traffic": 10.0, "stage_variable_overrides": overrides}});
         let r = call(&g, "PATCH", "/apis/shop/stages/prod", canary);
@@ -148,6 +153,13 @@ fn a_refused_canary_is_named_as_the_admin_api_names_it() {
         }
         assert_eq!(on(&g, "shop.example.test", "/v").text(), "a");
     }
+    let canary = json!({"canary": {"deployment": "nope", "percent_traffic": 10.0}});
+    let r = call(&g, "PATCH", "/apis/shop/stages/prod", canary);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json()["message"],
+        "apis[\"shop\"].stages[\"prod\"].canary.deployment = \"nope\": API \"shop\" has no such deployment"
+    );
 }
 
 #[test]

@@ -609,7 +609,8 @@ impl Control {
         ) {
             if !o.deployments.contains_key(&(api.to_string(), dep.clone())) {
                 return Err(bad(format!(
-                    "{what} = {dep:?}: API {api:?} has no such deployment"
+                    "apis[{api:?}].stages[{:?}].{what} = {dep:?}: API {api:?} has no such deployment",
+                    s.name
                 )));
             }
         }

@@ -510,6 +510,11 @@ impl Group<'_> {
                     )
                     .replace(&format!("stages[{:?}]", s.name), &key)
                     .replace(&format!("in stage {:?}", s.name), &format!("in {key}"));
+                // A name that is no variable name: one of the overrides'.
+                x = x.replace(
+                    &format!("{key}.variables ="),
+                    &format!("{key}.stage_variable_overrides ="),
+                );
                 let overrides = of.canary.iter().flat_map(|c| &c.stage_variable_overrides);
                 for (k, v) in overrides {
                     x = x.replace(
