@@ -732,9 +732,9 @@ fn concurrent_key_writes_on_one_node_neither_undo_each_other_nor_share_a_value()
             calls.into_iter().map(|c| c.join().unwrap()).collect()
         });
         assert_eq!(answers, [200, 200], "round {round}");
-        // Both, once the node's sync has applied the two entries in the stream's order (it
-        // applies its own writes at once too, and again in order: a read in between may see
-        // the earlier one for a moment).
+        // Both (the node applies its own writes at once; its sync, reading older entries
+        // meanwhile, does not undo them: the second write was planned from a copy an older
+        // entry had rolled back, once in a CI run).
         let want = (json!(false), json!(format!("round {round}")));
         let mut now = serde_json::Value::Null;
         let both = soon(|| {

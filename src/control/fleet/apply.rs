@@ -240,3 +240,92 @@ impl Control {
         }
     }
 }
+
+/// A node applies its own writes at once, and its sync applies them again when it reads them
+/// from the stream, after the entries before them. Entries read meanwhile must not undo an
+/// own write applied already: a key enabled by an older entry after this node disabled it
+/// read enabled, and a write planned from that read (its description set) made it enabled
+/// for the fleet. Held per object (`key/ID`, `stage/API/NAME`...): the stream entry of this
+/// node's last write of it, until its sync reads past that entry.
+#[derive(Default)]
+pub(crate) struct OwnWrites(std::cell::RefCell<ahash::AHashMap<String, EntryId>>);
+
+impl OwnWrites {
+    /// Notes the objects of `changes`, this node's write at stream entry `id`, applied here.
+    pub(crate) fn note(&self, id: EntryId, changes: &[Change]) {
+        let mut own = self.0.borrow_mut();
+        for c in changes {
+            for (k, _) in c.objects() {
+                let at = own.entry(k).or_insert(id);
+                *at = (*at).max(id);
+            }
+        }
+    }
+
+    /// `c`, the stream's entry `id`, without what this node's own later writes (applied
+    /// already) replaced.
+    pub(crate) fn newer(&self, id: EntryId, c: Change) -> Option<Change> {
+        let own = self.0.borrow();
+        if own.is_empty() {
+            return Some(c);
+        }
+        let newer = |k: &str| own.get(k).is_some_and(|&o| o > id);
+        match c {
+            Change::Objects { mut writes } => {
+                writes.retain(|k, _| !newer(k));
+                (!writes.is_empty()).then_some(Change::Objects { writes })
+            }
+            other if other.objects().iter().any(|(k, _)| newer(k)) => None,
+            other => Some(other),
+        }
+    }
+
+    /// The sync applied the stream up to `last`: own writes up to it are in their place.
+    pub(crate) fn reached(&self, last: EntryId) {
+        self.0.borrow_mut().retain(|_, o| *o > last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_older_than_an_own_write_applied_do_not_undo_it() {
+        let own = OwnWrites::default();
+        let (e1, e2, e3) = (
+            EntryId::parse("5-0").unwrap(),
+            EntryId::parse("6-0").unwrap(),
+            EntryId::parse("7-0").unwrap(),
+        );
+        let stage = |v: &str| Change::Objects {
+            writes: [
+                ("stage/a/prod".to_string(), Some(v.to_string())),
+                ("mapping/m".to_string(), Some(v.to_string())),
+            ]
+            .into(),
+        };
+        // This node wrote the stage at e2 and applied it.
+        own.note(
+            e2,
+            &[Change::Objects {
+                writes: [("stage/a/prod".to_string(), Some("mine".to_string()))].into(),
+            }],
+        );
+        // e1 (older) keeps only what e2 did not replace; e2 and later entries go through.
+        let Some(Change::Objects { writes }) = own.newer(e1, stage("old")) else {
+            panic!("the mapping's write is kept");
+        };
+        assert_eq!(writes.keys().collect::<Vec<_>>(), ["mapping/m"]);
+        assert!(own.newer(e2, stage("mine")).is_some());
+        assert!(own.newer(e3, stage("later")).is_some());
+        let delete = |id: &str| Change::KeyDelete { id: id.into() };
+        own.note(e2, &[delete("k")]);
+        assert!(own.newer(e1, delete("k")).is_none());
+        assert!(own.newer(e1, delete("other")).is_some());
+        // Once the sync has read e2, nothing is held back.
+        own.reached(e2);
+        assert!(own.newer(e1, stage("old")).is_some());
+        assert!(own.newer(e1, delete("k")).is_some());
+    }
+}

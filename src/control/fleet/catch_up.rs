@@ -181,9 +181,13 @@ pub(super) async fn catch_up(
         changes.push(Change::Objects { writes });
     }
     tracing::info!(changes = changes.len(), position = %at, "fleet: local copy replaced by the fleet's");
+    let changes: Vec<Change> = changes
+        .into_iter()
+        .filter_map(|c| link.own.newer(at, c))
+        .collect();
     ctl.borrow_mut()
         .apply_changes(&changes, Some(at))
-        .map(|_| ())
+        .map(|_| link.own.reached(at))
         .map_err(|e| e.1)
 }
 

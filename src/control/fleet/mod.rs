@@ -250,6 +250,10 @@ pub(crate) struct Link {
     usage_given_up: Cell<bool>,
     /// `@connections` calls sent to other nodes, by number, waiting for their answers.
     waiters: RefCell<ahash::AHashMap<u64, flume::Sender<(u16, String)>>>,
+    /// Objects (`key/ID`, `stage/API/NAME`...) this node wrote and applied at once, with
+    /// the stream entry of its write, until its sync reads past that entry (see
+    /// `apply::OwnWrites`).
+    own: apply::OwnWrites,
     next_req: Cell<u64>,
 }
 
@@ -289,6 +293,7 @@ impl Link {
             refused_since: Cell::new(None),
             usage_given_up: Cell::new(false),
             waiters: Default::default(),
+            own: Default::default(),
             next_req: Cell::new(0),
         }
     }
@@ -515,7 +520,11 @@ pub(crate) async fn commit_expecting(
             link.up(true);
             // Unless the sync already applied it (and maybe later entries over it).
             if link.applied.get().is_none_or(|a| a < id) {
-                return ctl.borrow_mut().apply_changes(&changes, None);
+                let r = ctl.borrow_mut().apply_changes(&changes, None);
+                if r.is_ok() {
+                    link.own.note(id, &changes);
+                }
+                return r;
             }
             Ok(0)
         }
@@ -635,8 +644,14 @@ pub(crate) async fn sync(ctl: Rc<RefCell<Control>>, link: Rc<Link>, stop: Rc<Cel
                 let entries = entries(&r);
                 if let Some((last, _)) = entries.last() {
                     let last = *last;
-                    let changes: Vec<Change> = entries.into_iter().filter_map(|(_, c)| c).collect();
+                    let changes: Vec<Change> = entries
+                        .into_iter()
+                        .filter_map(|(id, c)| link.own.newer(id, c?))
+                        .collect();
                     let applied = ctl.borrow_mut().apply_changes(&changes, Some(last));
+                    if applied.is_ok() {
+                        link.own.reached(last);
+                    }
                     if let Err(e) = applied {
                         // Not applied: read again from the same place after a pause.
                         tracing::error!(error = %e.1, "fleet: changes not applied");
