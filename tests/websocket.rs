@@ -911,6 +911,18 @@ fn a_client_cannot_forge_the_headers_the_gateway_adds() {
     assert_eq!(c.header("x-tenant"), Some("kept"));
 }
 
+/// `X-Domain-Name` is `$context.domainName`: the Host without its port.
+#[test]
+fn the_domain_name_header_has_no_port() {
+    let up = backend();
+    let g = gateway(&up, true);
+    let stream = TcpStream::connect(g.addr()).unwrap();
+    let (_ws, _) = tungstenite::client("ws://chat.test:8080/", stream).expect("upgrade");
+    let seen = up.requests();
+    let c = seen.iter().find(|s| s.target == "/connect").unwrap();
+    assert_eq!(c.header("x-domain-name"), Some("chat.test"));
+}
+
 #[test]
 fn keys_a_websocket_route_cannot_use_are_refused_at_load() {
     for (route, key) in [

@@ -120,7 +120,10 @@ pub(super) async fn integrate_with(
                 }
             }
             let ss_stage = &ss.snap.config.apis[m.api].stages[m.stage].name;
-            let domain = String::from_utf8_lossy(s.head.host_bytes().unwrap_or_default());
+            // `$context.domainName`: the Host without its port.
+            let domain = String::from_utf8_lossy(crate::route::host_without_port(
+                s.head.host_bytes().unwrap_or_default(),
+            ));
             let lines = format!(
                 "content-type: application/json\r\ncontent-length: {}\r\nx-connection-id: {}\r\nx-event-type: {event}\r\nx-route-key: {}\r\nx-request-id: {}\r\nx-stage: {ss_stage}\r\nx-api-id: {}\r\nx-domain-name: {domain}\r\nx-connected-at: {}\r\nx-source-ip: {}\r\n{extra}\r\n",
                 body.len(),
