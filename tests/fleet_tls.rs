@@ -181,6 +181,12 @@ fn tls_settings_that_cannot_work_are_refused_by_key() {
         &cluster("redis = \"rediss://127.0.0.1:6379\"\ntls = { sni = \"x\" }"),
         "sni",
     );
+    // Credentials in the URL are refused without echoing them.
+    let (ok, text) = check_config(&cluster(
+        "redis = \"rediss://u:hunter2secret@127.0.0.1:6380\"",
+    ));
+    assert!(!ok && text.contains("cluster.password_env names"), "{text}");
+    assert!(!text.contains("hunter2secret"), "{text}");
     // The address alone: verified as the address (a certificate can hold an IP).
     let (ok, text) = check_config(&cluster("redis = \"rediss://127.0.0.1:6379\""));
     assert!(ok, "{text}");

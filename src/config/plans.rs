@@ -274,6 +274,10 @@ impl Validator {
     /// URL's host); `tls` with `redis://` is refused as a contradiction.
     fn redis_tls(&mut self, c: &file::ClusterFile, base: &std::path::Path) -> Option<RedisTls> {
         let url = c.redis.as_deref()?;
+        if url.contains('@') {
+            // Credentials in the URL are refused by `cluster`, without echoing them.
+            return None;
+        }
         let secure = url.starts_with("rediss://");
         let file = match (&c.tls, secure) {
             (None, false) => return None,

@@ -205,7 +205,7 @@ impl ControlInit {
             .unwrap_or_default();
         let (merged, skipped, waiting) = objects.merge(&cfg, &base);
         for e in &skipped {
-            tracing::warn!(error = %e, "a run-time object is not served");
+            tracing::warn!(error = %e, "a run-time object is not served as stored");
         }
         for w in &waiting {
             tracing::warn!(what = %w, "waits for a run-time stage");

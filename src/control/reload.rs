@@ -101,7 +101,7 @@ impl Control {
         // said, never a reason to refuse the file.
         let (merged, skipped, waiting) = self.objects.merge(&cfg, &self.config_base());
         for e in &skipped {
-            tracing::warn!(error = %e, "a run-time object is not served");
+            tracing::warn!(error = %e, "a run-time object is not served as stored");
         }
         for w in &waiting {
             tracing::warn!(what = %w, "waits for a run-time stage");

@@ -475,8 +475,11 @@ impl Shard {
             Some(p)
                 if p.auth != c.auth
                     || p.timeout != c.timeout
-                    || p.tls.as_ref().map(|t| &t.config).map(Arc::as_ptr)
-                        != tls.map(|t| Arc::as_ptr(&t.config)) =>
+                    // TLS by what it verifies and presents, not by the compile that
+                    // built it: every recompile (an admin change) made a new one, and a
+                    // new pool of handshakes on requests' paths.
+                    || p.tls.as_ref().map(|t| (&t.name, &t.trust))
+                        != tls.map(|t| (&t.name, &t.trust)) =>
             {
                 let addr = self.shared.redis_primary.addr(c);
                 let p = Rc::new(RedisPool::new(

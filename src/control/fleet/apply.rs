@@ -219,7 +219,7 @@ impl Control {
         }
         let (merged, skipped, waiting) = self.objects.merge(&self.file_config, &self.config_base());
         for e in &skipped {
-            tracing::warn!(error = %e, "fleet: a run-time object is not served on this node");
+            tracing::warn!(error = %e, "fleet: a run-time object is not served as stored on this node");
         }
         for w in &waiting {
             tracing::info!(what = %w, "waits for a run-time stage");

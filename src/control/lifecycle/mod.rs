@@ -299,10 +299,13 @@ impl Objects {
                 cfg.apis.push(a);
             }
         }
-        // As the file's stages: a sampling ratio without a collector would trace nothing.
+        // As the file's stages: a sampling ratio without a collector would trace nothing
+        // (refused by the admin API; a stored one is served without it, and said).
         if cfg.tracing.is_none() {
-            for a in &cfg.apis[file.apis.len()..] {
-                for st in a.stages.iter().filter(|st| st.trace_sample.is_some()) {
+            let at = file.apis.len();
+            for a in &mut cfg.apis[at..] {
+                for st in a.stages.iter_mut().filter(|st| st.trace_sample.is_some()) {
+                    st.trace_sample = None;
                     if !st.name.ends_with(CANARY) {
                         errors.push(format!(
                             "apis[{:?}].stages[{:?}].tracing: needs the [tracing] table (otlp_endpoint, the collector to send spans to): without it nothing is traced",
