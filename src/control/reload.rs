@@ -141,7 +141,7 @@ impl Control {
             .any(|s| !compiled.log_sinks.contains(s));
         self.compiled = Arc::new(compiled);
         if unnamed {
-            self.shared.access_log.reopen();
+            self.shared.access_log.live(self.compiled.log_sinks.clone());
         }
         self.secrets_key = access::secrets_key(&self.compiled.config);
         self.access = Arc::new(access::access_table(&self.secrets_key, &self.stored_access));

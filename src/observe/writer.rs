@@ -47,6 +47,10 @@ enum Msg {
         lines: u64,
     },
     Reopen,
+    /// The destinations the configuration now names: the others are closed, and a late
+    /// batch for one (lines of requests served under the previous configuration) is written
+    /// with the file opened and closed again.
+    Live(Vec<Arc<Sink>>),
     Stop,
 }
 
@@ -98,6 +102,16 @@ impl LogWriter {
         self.counts.reopen.store(true, Ordering::SeqCst);
         // A wake-up; when the queue is full the writer is busy and sees the flag anyway.
         let _ = self.tx.try_send(Msg::Reopen);
+    }
+
+    /// Says which destinations the configuration names now (a run-time stage deleted or its
+    /// log moved): the writer closes the others, which nothing would close before a reload
+    /// (each such change held a descriptor, and a removed file's space). When the writer is
+    /// behind, every file is closed instead (the next lines reopen theirs).
+    pub(crate) fn live(&self, sinks: Vec<Arc<Sink>>) {
+        if self.tx.try_send(Msg::Live(sinks)).is_err() {
+            self.reopen();
+        }
     }
 
     /// Writes what is queued and ends the thread (at shutdown, after the shards flushed).
@@ -202,6 +216,7 @@ fn run(rx: flume::Receiver<Msg>, counts: &Counts) {
         match msg {
             Msg::Batch { sink, bytes, lines } => out.batch(&sink, &bytes, lines, counts),
             Msg::Reopen => {}
+            Msg::Live(sinks) => out.live(sinks, counts),
             Msg::Stop => break,
         }
     }
@@ -226,6 +241,8 @@ struct Outputs {
     /// starts, one line when a write works again (cleared then, and on reopen).
     failed: AHashMap<Arc<Sink>, u64>,
     open: Opener,
+    /// What the configuration names (`None` until told): a file outside it is not kept open.
+    live: Option<ahash::AHashSet<Arc<Sink>>>,
 }
 
 /// One open destination.
@@ -243,6 +260,7 @@ impl Outputs {
             files: AHashMap::new(),
             failed: AHashMap::new(),
             open,
+            live: None,
         }
     }
 
@@ -260,20 +278,21 @@ impl Outputs {
             },
         };
         let w = out.write(bytes, lines);
+        let done = out.torn.is_empty();
         counts.written.fetch_add(w.whole, Ordering::Relaxed);
+        // A destination no longer named is closed again at once; after a failure with
+        // nothing to finish, the path is opened afresh next time.
+        let unnamed = self.live.as_ref().is_some_and(|l| !l.contains(sink));
+        if done && (unnamed || w.error.is_some()) {
+            self.files.remove(sink);
+        }
         match w.error {
             None => {
                 if let Some(dropped) = self.failed.remove(sink) {
                     tracing::info!(path = %sink, dropped, "access log: writing again");
                 }
             }
-            Some(e) => {
-                if out.torn.is_empty() {
-                    // Nothing to finish in this file: open the path afresh next time.
-                    self.files.remove(sink);
-                }
-                self.fail(sink, w.dropped, &e, counts);
-            }
+            Some(e) => self.fail(sink, w.dropped, &e, counts),
         }
     }
 
@@ -288,6 +307,25 @@ impl Outputs {
         }
     }
 
+    /// Closes the files `sinks` does not name (finishing a torn line first, where the disk
+    /// takes it), and keeps later batches for them from holding one open.
+    fn live(&mut self, sinks: Vec<Arc<Sink>>, counts: &Counts) {
+        let live: ahash::AHashSet<Arc<Sink>> = sinks.into_iter().collect();
+        let gone: Vec<Arc<Sink>> = self
+            .files
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(mut out) = self.files.remove(&k) {
+                out.finish(counts);
+            }
+            self.failed.remove(&k);
+        }
+        self.live = Some(live);
+    }
+
     /// Closes every file (after logrotate moved them away), finishing a torn line in the
     /// file it started in first.
     fn reopen(&mut self, counts: &Counts) {
@@ -299,15 +337,7 @@ impl Outputs {
     /// the files.
     fn close(&mut self, counts: &Counts) {
         for (_, mut out) in self.files.drain() {
-            if !out.torn.is_empty() {
-                let w = out.write(&[], 0);
-                let n = if w.error.is_none() {
-                    &counts.written
-                } else {
-                    &counts.dropped
-                };
-                n.fetch_add(1, Ordering::Relaxed);
-            }
+            out.finish(counts);
         }
     }
 }
@@ -322,6 +352,19 @@ struct Written {
 }
 
 impl Out {
+    /// Finishes a torn line, where the disk now takes it, before the file is closed.
+    fn finish(&mut self, counts: &Counts) {
+        if !self.torn.is_empty() {
+            let w = self.write(&[], 0);
+            let n = if w.error.is_none() {
+                &counts.written
+            } else {
+                &counts.dropped
+            };
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Writes the rest of a torn line, then `bytes` (`lines` whole lines). A short write
     /// keeps the rest of the line it stopped in, so that it is finished before the next.
     fn write(&mut self, bytes: &[u8], lines: u64) -> Written {
@@ -580,6 +623,36 @@ mod tests {
             again[0].contains("dropped=2") && again[1].contains("dropped=1"),
             "{log}"
         );
+    }
+
+    #[test]
+    fn files_the_configuration_no_longer_names_are_not_kept_open() {
+        let disk = Disk::default();
+        disk.room.store(1 << 20, Ordering::Relaxed);
+        let counts = Counts::default();
+        let (a, b) = (
+            Arc::new(Sink::File("a.log".into())),
+            Arc::new(Sink::File("b.log".into())),
+        );
+        let d = disk.clone();
+        let mut out = Outputs::new(Box::new(
+            move |_: &Sink| -> std::io::Result<Box<dyn Write>> { Ok(Box::new(d.clone())) },
+        ));
+        out.batch(&a, b"a1\n", 1, &counts);
+        out.batch(&b, b"b1\n", 1, &counts);
+        assert_eq!(out.files.len(), 2);
+        // `b` is named no more: closed; a late batch for it is written, not kept open.
+        out.live(vec![a.clone()], &counts);
+        assert!(out.files.contains_key(&a) && !out.files.contains_key(&b));
+        out.batch(&b, b"b2\n", 1, &counts);
+        assert!(!out.files.contains_key(&b));
+        out.batch(&a, b"a2\n", 1, &counts);
+        assert!(out.files.contains_key(&a));
+        assert_eq!(
+            String::from_utf8(disk.data.lock().unwrap().clone()).unwrap(),
+            "a1\nb1\nb2\na2\n"
+        );
+        assert_eq!(counts.written.load(Ordering::Relaxed), 4);
     }
 
     #[test]
