@@ -160,7 +160,7 @@ pub fn fd_warning(cfg: &Config, open_file_limit: u64) -> Option<String> {
     let needed = max.saturating_mul(2).saturating_add(256);
     (needed > open_file_limit).then(|| {
         format!(
-            "limits.max_connections = {max} may need up to {needed} open files (a client and an upstream connection each, plus overhead), but the open-file limit is {open_file_limit}: raise it (systemd LimitNOFILE=, ulimit -n) or lower limits.max_connections; at the limit new connections wait in the accept queue"
+            "limits.max_connections = {max} may need up to {needed} open files (a client and an upstream connection each, plus overhead), but the open-file limit is {open_file_limit}: raise it (systemd LimitNOFILE=, ulimit -n) or lower limits.max_connections; at the limit new connections are refused (closed at once)"
         )
     })
 }

@@ -212,3 +212,35 @@ fn a_domain_on_no_listener_is_refused() {
         "domains[\"a.example.test\"].listeners: lists no listener",
     );
 }
+
+/// Durations that may be 0 (off) say so in their refusal: `leeway` 0 or 1s-600s, an external
+/// authorizer's `ttl` 0 or 1s-3600s (the message gave the range without the 0 it took).
+#[test]
+fn durations_that_may_be_zero_say_so() {
+    let jwt = |leeway: &str| {
+        Cfg::new()
+            .api_extra(format!("[[apis.authorizers]]\nname = \"users\"\ntype = \"jwt\"\nissuer = \"https://issuer.test\"\naudience = [\"a\"]\njwks_uri = \"http://127.0.0.1:9/jwks\"\nleeway = \"{leeway}\"\n"))
+            .toml()
+    };
+    refused(
+        &jwt("500ms"),
+        "leeway = \"500ms\" is not valid: expected 0, or a duration from 1s to 600s",
+    );
+    for ok in ["0", "0s", "0ms", "1s", "10m"] {
+        let (loaded, text) = check_config(&jwt(ok));
+        assert!(loaded, "leeway {ok}: {text}");
+    }
+    let request = |ttl: &str| {
+        Cfg::new()
+            .api_extra(format!("[[apis.authorizers]]\nname = \"ext\"\ntype = \"request\"\nuri = \"http://127.0.0.1:9/check\"\nidentity_sources = [\"$request.header.x-token\"]\nttl = \"{ttl}\"\n"))
+            .toml()
+    };
+    refused(
+        &request("3601s"),
+        "ttl = \"3601s\" is not valid: expected 0, or a duration from 1s to 3600s",
+    );
+    for ok in ["0", "0s", "300s"] {
+        let (loaded, text) = check_config(&request(ok));
+        assert!(loaded, "ttl {ok}: {text}");
+    }
+}

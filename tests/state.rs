@@ -188,6 +188,25 @@ fn a_record_changed_on_disk_that_still_reads_is_refused() {
     assert_eq!(std::fs::read(&path).unwrap(), bad, "the file was modified");
 }
 
+/// A second gateway on a state directory another one has open is refused for that reason,
+/// without the damaged-file advice (the file is sound; recovering it would be wrong).
+#[test]
+fn a_state_file_in_use_is_refused_as_in_use_not_damaged() {
+    let first = Gw::start(&conf());
+    let data = first.dir.0.join("data");
+    let second = Cfg::new()
+        .server(format!("state_dir = {:?}", data.display().to_string()))
+        .extra("[[usage_plans]]\nname = \"gold\"\nstages = [\"api/prod\"]\n")
+        .toml();
+    let err = match Gw::try_start_in(TempDir::new(), &second) {
+        Ok(_) => panic!("two gateways share one state file"),
+        Err((_, e)) => e,
+    };
+    assert!(err.contains("is in use by another process"), "{err}");
+    assert!(!err.contains("state recover"), "{err}");
+    drop(first);
+}
+
 /// A state file that is a link to a file not there (a disk not mounted) is no first start:
 /// refused, rather than a new empty store made through the link.
 #[test]

@@ -356,17 +356,13 @@ impl Validator {
                 "a token authorizer reads exactly one header",
             );
         }
-        let ttl = match a.ttl.as_deref() {
-            None => Duration::from_secs(300),
-            Some("0" | "0s") => Duration::ZERO,
-            Some(_) => self.duration_in(
-                &format!("{akey}.ttl"),
-                a.ttl.as_ref(),
-                Duration::from_secs(300),
-                Duration::from_secs(1),
-                Duration::from_secs(3600),
-            ),
-        };
+        let ttl = self.duration_or_zero_in(
+            &format!("{akey}.ttl"),
+            a.ttl.as_ref(),
+            Duration::from_secs(300),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        );
         if !ttl.is_zero() && identity_sources.is_empty() {
             self.err(
                 &format!("{akey}.identity_sources"),
@@ -475,16 +471,13 @@ impl Validator {
                 IdentitySource::Header("authorization".into())
             }),
         };
-        let leeway = match a.leeway.as_deref() {
-            Some("0" | "0s") => Duration::ZERO,
-            v => self.duration_in(
-                &format!("{akey}.leeway"),
-                v.map(str::to_string).as_ref(),
-                Duration::from_secs(60),
-                Duration::from_secs(1),
-                Duration::from_secs(600),
-            ),
-        };
+        let leeway = self.duration_or_zero_in(
+            &format!("{akey}.leeway"),
+            a.leeway.as_ref(),
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        );
         let jwks_refresh = self.duration_in(
             &format!("{akey}.jwks_refresh"),
             a.jwks_refresh.as_ref(),

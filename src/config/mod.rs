@@ -407,6 +407,30 @@ impl Validator {
         d
     }
 
+    /// [`Self::duration_in`], or zero (`"0"`, `"0s"`, `"0ms"`: none, off).
+    fn duration_or_zero_in(
+        &mut self,
+        key: &str,
+        v: Option<&String>,
+        default: Duration,
+        lo: Duration,
+        hi: Duration,
+    ) -> Duration {
+        if v.is_some_and(|v| v == "0" || units::parse_duration(v).is_ok_and(|d| d.is_zero())) {
+            return Duration::ZERO;
+        }
+        let d = self.duration(key, v, default);
+        if !d.is_zero() && (d < lo || d > hi) {
+            self.bad(
+                key,
+                v.map(String::as_str).unwrap_or_default(),
+                &format!("0, or a duration from {lo:?} to {hi:?}"),
+            );
+            return default;
+        }
+        d
+    }
+
     fn size(&mut self, key: &str, v: Option<&file::SizeValue>, default: u64) -> u64 {
         match v {
             None => default,

@@ -88,6 +88,9 @@ fn e(what: &str, path: &Path, err: impl std::fmt::Display) -> String {
     format!("state store {}: {what}: {err}", path.display())
 }
 
+/// A state file another process holds open: no damage, nothing to recover.
+const IN_USE: &str = "is in use by another process";
+
 /// What to do with a damaged state file, appended to every refusal.
 const RECOVER: &str = "the file was left untouched; `tollgate state check` tests it, `tollgate state recover --out FILE` writes what can be read into a new file to put in its place";
 
@@ -305,7 +308,13 @@ impl Store {
             }
             Err((why, false)) => return Err(why),
         }
-        Store::reopen(dir).map_err(|why| format!("{why}; {RECOVER}"))
+        Store::reopen(dir).map_err(|why| {
+            if why.contains(IN_USE) {
+                why
+            } else {
+                format!("{why}; {RECOVER}")
+            }
+        })
     }
 
     /// Opens the store in `dir` without checking it on a copy first: for a store this
@@ -331,12 +340,17 @@ impl Store {
         } else {
             builder.open(file)
         }
-        .map_err(|err| {
-            e(
+        .map_err(|err| match err {
+            redb::DatabaseError::DatabaseAlreadyOpen => e(
+                IN_USE,
+                &path,
+                "a gateway with the same server.state_dir runs: stop it, or give this one a state_dir of its own",
+            ),
+            err => e(
                 "cannot open (corrupt, unreadable or in use by another process)",
                 &path,
                 err,
-            )
+            ),
         })?;
         if !create {
             let store = Store {
