@@ -281,22 +281,32 @@ pub fn check_placement(cfg: &Config, workers: Option<usize>) -> Result<(), Strin
 /// `tollgate state check`: tests the state file on a copy and says what it holds.
 /// `tollgate check`'s look at the state store: a config key with the value or the id of a key
 /// made through the admin API is refused (start-up and a reload refuse it: a restart would
-/// not start). `Ok(Some(..))`: a warning that the store could not be read for this.
-pub fn check_store(cfg: &Config) -> Result<Option<String>, ConfigError> {
+/// not start); run-time objects this configuration would not serve as stored are warnings
+/// (a start or a reload serves without them, and says so). `base`: the config file's folder.
+pub fn check_store(cfg: &Config, base: &std::path::Path) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
     match control::store::stored_keys(&cfg.server.state_dir) {
-        Ok(None) => Ok(None),
+        Ok(None) => {}
         Ok(Some(keys)) => {
             let errors = control::file_key_clashes(cfg, &keys);
-            if errors.is_empty() {
-                Ok(None)
-            } else {
-                Err(ConfigError { errors })
+            if !errors.is_empty() {
+                return Err(ConfigError { errors });
             }
         }
-        Err(e) => Ok(Some(format!(
+        Err(e) => warnings.push(format!(
             "the state store could not be read to compare its API keys with the file's ({e})"
-        ))),
+        )),
     }
+    match control::check_stored(cfg, base) {
+        Ok(said) => warnings.extend(
+            said.into_iter()
+                .map(|s| format!("a run-time object would not be served as stored: {s}")),
+        ),
+        Err(e) => warnings.push(format!(
+            "the state store could not be read to check its run-time APIs against the file ({e})"
+        )),
+    }
+    Ok(warnings)
 }
 
 pub fn state_check(cfg: &Config) -> Result<String, String> {

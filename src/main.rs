@@ -260,14 +260,16 @@ fn main() -> ExitCode {
                 tollgate::check_placement(&cfg, cli.workers.map(usize::from))
                     .map_err(|e| ConfigError { errors: vec![e] })
             })
-            .and_then(|()| tollgate::check_store(&cfg))
-        {
-            Ok(store_warning) => {
+            .and_then(|()| {
+                let base = cli.config.parent().unwrap_or(std::path::Path::new(""));
+                tollgate::check_store(&cfg, base)
+            }) {
+            Ok(store_warnings) => {
                 out(format_args!(
                     "{}",
                     tollgate::summary(&cfg, cli.workers.map(usize::from))
                 ));
-                if let Some(w) = store_warning {
+                for w in store_warnings {
                     out(format_args!("warning: {w}\n"));
                 }
                 if let Some(w) = raise_nofile().and_then(|l| tollgate::fd_warning(&cfg, l)) {

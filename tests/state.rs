@@ -207,6 +207,35 @@ fn a_state_file_in_use_is_refused_as_in_use_not_damaged() {
     drop(first);
 }
 
+/// `tollgate check` says which run-time objects the checked file would not serve as stored
+/// (a start or a reload serves without them): here an API the file now declares itself.
+#[test]
+fn check_warns_of_run_time_apis_the_file_would_not_serve() {
+    let gw = Gw::start(&conf());
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apis",
+        r#"{"name": "shop", "routes": [{"route": "GET /items", "integration": {"type": "mock", "body": "items"}}]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let dir = gw.stop();
+    let config = dir.0.join("config.toml");
+    let (ok, text) = tollgate(&config, &["check"]);
+    assert!(ok && !text.contains("would not be served"), "{text}");
+    let clash = conf().replace(
+        "[[usage_plans]]",
+        "[[apis]]\nname = \"shop\"\n\n[[apis.stages]]\nname = \"prod\"\n\n[[usage_plans]]",
+    );
+    std::fs::write(&config, clash).unwrap();
+    let (ok, text) = tollgate(&config, &["check"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: a run-time object would not be served as stored: apis[\"shop\"]: the configuration file declares an API of this name"),
+        "{text}"
+    );
+}
+
 /// A state file that is a link to a file not there (a disk not mounted) is no first start:
 /// refused, rather than a new empty store made through the link.
 #[test]

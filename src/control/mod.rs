@@ -25,7 +25,7 @@ pub(crate) use handover::{final_flush, UsageDelta};
 pub(crate) use health::start_health_checks;
 use keys::key_table;
 pub(crate) use keys::{file_key_clashes, NewKey};
-pub(crate) use lifecycle::{Edit, Part};
+pub(crate) use lifecycle::{check_stored, Edit, Part};
 use reload::certs_changed;
 
 use std::cell::{Cell, RefCell};

@@ -548,6 +548,29 @@ impl Group<'_> {
     }
 }
 
+/// `tollgate check`'s look at the run-time objects the state store holds: what this
+/// configuration would not serve as stored (as a start or a reload would say it), read on a
+/// copy of the store. Empty when all of it would be served, or there is no store.
+pub(crate) fn check_stored(cfg: &Config, base: &std::path::Path) -> Result<Vec<String>, String> {
+    let found = crate::control::store::on_copy(&cfg.server.state_dir, |store| {
+        let objects = Objects::load(store)?;
+        let (merged, mut said, waiting) = objects.merge(cfg, base);
+        said.extend(
+            waiting
+                .into_iter()
+                .map(|w| format!("waits for a run-time stage: {w}")),
+        );
+        if let Err(e) = crate::compile::compile(Arc::new(merged), &mut Default::default()) {
+            said.push(format!(
+                "run-time APIs would not be served: the configuration does not compile with them: {}",
+                e.errors.join("; ")
+            ));
+        }
+        Ok(said)
+    })?;
+    Ok(found.unwrap_or_default())
+}
+
 /// Compiles the file's configuration with the run-time objects merged in; when that fails
 /// but the file alone compiles (a run-time object that only the compile step refuses), serves
 /// the file alone and says which errors kept the run-time objects out. Stored objects never

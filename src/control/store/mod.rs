@@ -279,6 +279,23 @@ fn integrity(copy: &Path, shown: &Path) -> Result<(), String> {
     }
 }
 
+/// `f` on a copy of the state file (the file untouched, a running gateway's included);
+/// `Ok(None)` when there is no file yet.
+pub(crate) fn on_copy<T>(
+    dir: &Path,
+    f: impl FnOnce(&Store) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    let path = dir.join(STATE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let copy = Copy::of(&path).map_err(|err| e("cannot copy to read it", &path, err))?;
+    no_panic("cannot open", &path, || {
+        f(&Store::open_file(&copy.0, &path, false)?)
+    })
+    .map(Some)
+}
+
 /// The API keys made through the admin API that a state file holds, read on a copy (the
 /// file untouched, a running gateway's included); `Ok(None)` when there is no file yet.
 pub(crate) fn stored_keys(dir: &Path) -> Result<Option<Vec<StoredKey>>, String> {
