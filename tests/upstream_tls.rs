@@ -236,8 +236,28 @@ fn client_certificates_are_presented_to_upstreams_that_ask() {
         "[[upstreams]]\nname = \"m\"\ntargets = [\"{}\"]\ntls = {{ ca = \"ca.pem\", server_name = \"upstream.test\" }}",
         up.addr
     );
-    let gw = gateway(with_ca(&ca), &without, "https://m").unwrap();
+    let dir = with_ca(&ca);
+    let log = dir.0.join("access.log");
+    let toml = Cfg::new()
+        .upstream(&without)
+        .stage_extra(
+            "access_log = { path = \"access.log\", format = '$context.integration.error' }",
+        )
+        .route(
+            "ANY /{proxy+}",
+            "integration = { type = \"http\", uri = \"https://m/{proxy}\" }",
+        )
+        .toml();
+    let gw = Gw::start_in(dir, &toml);
     assert_eq!(get(gw.addr(), "/who").status, 502);
+    // Why, in the log: the upstream's alert, not "closed".
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || read()
+            .ends_with('\n')),
+        "no line"
+    );
+    assert!(read().contains("CertificateRequired"), "{}", read());
 }
 
 #[test]

@@ -420,11 +420,17 @@ pub(super) async fn exchange(
             }
             Ok(Ok(0)) | Ok(Err(_)) => {
                 let nothing = ubuf.is_empty();
-                let closed = "connection closed before a complete answer";
+                // The reason where there is one: a TLS upstream's alert (a client
+                // certificate it wanted, a protocol it refused) arrives as the first read's
+                // error, after a handshake that looked complete.
+                let closed = match &read {
+                    Ok(Err(e)) => format!("connection failed before a complete answer: {e}"),
+                    _ => "connection closed before a complete answer".to_string(),
+                };
                 return Err(match (nothing && !streamed, reused) {
                     (true, true) => Failure::Stale,
-                    (true, false) => Failure::Reset(gone(closed)),
-                    (false, _) => Failure::Target(gone(closed)),
+                    (true, false) => Failure::Reset(gone(&closed)),
+                    (false, _) => Failure::Target(gone(&closed)),
                 });
             }
             Ok(Ok(_)) => {}
