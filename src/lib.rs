@@ -284,29 +284,22 @@ pub fn check_placement(cfg: &Config, workers: Option<usize>) -> Result<(), Strin
 /// not start); run-time objects this configuration would not serve as stored are warnings
 /// (a start or a reload serves without them, and says so). `base`: the config file's folder.
 pub fn check_store(cfg: &Config, base: &std::path::Path) -> Result<Vec<String>, ConfigError> {
-    let mut warnings = Vec::new();
-    match control::store::stored_keys(&cfg.server.state_dir) {
-        Ok(None) => {}
-        Ok(Some(keys)) => {
+    match control::check_stored(cfg, base) {
+        Ok(None) => Ok(Vec::new()),
+        Ok(Some((keys, said))) => {
             let errors = control::file_key_clashes(cfg, &keys);
             if !errors.is_empty() {
                 return Err(ConfigError { errors });
             }
+            Ok(said
+                .into_iter()
+                .map(|s| format!("a run-time object would not be served as stored: {s}"))
+                .collect())
         }
-        Err(e) => warnings.push(format!(
-            "the state store could not be read to compare its API keys with the file's ({e})"
-        )),
+        Err(e) => Ok(vec![format!(
+            "the state store could not be read to compare its API keys and run-time APIs with the file ({e})"
+        )]),
     }
-    match control::check_stored(cfg, base) {
-        Ok(said) => warnings.extend(
-            said.into_iter()
-                .map(|s| format!("a run-time object would not be served as stored: {s}")),
-        ),
-        Err(e) => warnings.push(format!(
-            "the state store could not be read to check its run-time APIs against the file ({e})"
-        )),
-    }
-    Ok(warnings)
 }
 
 pub fn state_check(cfg: &Config) -> Result<String, String> {

@@ -131,16 +131,18 @@ impl Control {
     /// Serves a new compiled configuration: a new snapshot generation, health checks and
     /// JWKS fetches for it.
     pub(super) fn install(&mut self, compiled: Compiled) -> u64 {
-        // An access-log file nothing names any more (a run-time stage deleted, its log
-        // moved) is closed: kept open, each such change held one more descriptor (and the
-        // disk space of a file removed meanwhile) until a reload.
-        let unnamed = self
-            .compiled
-            .log_sinks
-            .iter()
-            .any(|s| !compiled.log_sinks.contains(s));
+        // The writer hears which access-log files are named whenever that changes: one
+        // nothing names any more (a run-time stage deleted, its log moved) is closed (kept
+        // open, each such change held a descriptor, and a removed file's space, until a
+        // reload), and a new one is kept open.
+        let changed = self.compiled.log_sinks.len() != compiled.log_sinks.len()
+            || self
+                .compiled
+                .log_sinks
+                .iter()
+                .any(|s| !compiled.log_sinks.contains(s));
         self.compiled = Arc::new(compiled);
-        if unnamed {
+        if changed {
             self.shared.access_log.live(self.compiled.log_sinks.clone());
         }
         self.secrets_key = access::secrets_key(&self.compiled.config);

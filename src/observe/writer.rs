@@ -283,7 +283,11 @@ impl Outputs {
         // A destination no longer named is closed again at once; after a failure with
         // nothing to finish, the path is opened afresh next time.
         let unnamed = self.live.as_ref().is_some_and(|l| !l.contains(sink));
-        if done && (unnamed || w.error.is_some()) {
+        if unnamed && !done {
+            // Its torn line is not finished in a file nothing will write to again.
+            counts.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if unnamed || (done && w.error.is_some()) {
             self.files.remove(sink);
         }
         match w.error {
@@ -653,6 +657,15 @@ mod tests {
             "a1\nb1\nb2\na2\n"
         );
         assert_eq!(counts.written.load(Ordering::Relaxed), 4);
+        // Named again: kept open again.
+        out.live(vec![a.clone(), b.clone()], &counts);
+        out.batch(&b, b"b3\n", 1, &counts);
+        assert!(out.files.contains_key(&b));
+        // A torn line in a file no longer named is not kept open for its end.
+        out.live(vec![a.clone()], &counts);
+        disk.room.store(2, Ordering::Relaxed);
+        out.batch(&b, b"b4xx\n", 1, &counts);
+        assert!(!out.files.contains_key(&b));
     }
 
     #[test]

@@ -548,27 +548,34 @@ impl Group<'_> {
     }
 }
 
-/// `tollgate check`'s look at the run-time objects the state store holds: what this
-/// configuration would not serve as stored (as a start or a reload would say it), read on a
-/// copy of the store. Empty when all of it would be served, or there is no store.
-pub(crate) fn check_stored(cfg: &Config, base: &std::path::Path) -> Result<Vec<String>, String> {
-    let found = crate::control::store::on_copy(&cfg.server.state_dir, |store| {
-        let objects = Objects::load(store)?;
-        let (merged, mut said, waiting) = objects.merge(cfg, base);
-        said.extend(
-            waiting
-                .into_iter()
-                .map(|w| format!("waits for a run-time stage: {w}")),
-        );
-        if let Err(e) = crate::compile::compile(Arc::new(merged), &mut Default::default()) {
-            said.push(format!(
-                "run-time APIs would not be served: the configuration does not compile with them: {}",
-                e.errors.join("; ")
-            ));
-        }
-        Ok(said)
-    })?;
-    Ok(found.unwrap_or_default())
+/// `tollgate check`'s look at the state store, read on a copy: the API keys made through the
+/// admin API, and what of its run-time objects this configuration would not serve as stored
+/// (as a start or a reload would say it). `Ok(None)`: no store yet. The objects are merged
+/// and compiled outside the store's read (a panic there is not the store's damage).
+#[allow(clippy::type_complexity)]
+pub(crate) fn check_stored(
+    cfg: &Config,
+    base: &std::path::Path,
+) -> Result<Option<(Vec<crate::control::store::StoredKey>, Vec<String>)>, String> {
+    let Some((keys, objects)) = crate::control::store::on_copy(&cfg.server.state_dir, |s| {
+        Ok((s.keys()?, Objects::load(s)?))
+    })?
+    else {
+        return Ok(None);
+    };
+    let (merged, mut said, waiting) = objects.merge(cfg, base);
+    said.extend(
+        waiting
+            .into_iter()
+            .map(|w| format!("waits for a run-time stage: {w}")),
+    );
+    if let Err(e) = crate::compile::compile(Arc::new(merged), &mut Default::default()) {
+        said.push(format!(
+            "run-time APIs would not be served: the configuration does not compile with them: {}",
+            e.errors.join("; ")
+        ));
+    }
+    Ok(Some((keys, said)))
 }
 
 /// Compiles the file's configuration with the run-time objects merged in; when that fails

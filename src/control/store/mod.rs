@@ -90,6 +90,8 @@ fn e(what: &str, path: &Path, err: impl std::fmt::Display) -> String {
 
 /// A state file another process holds open: no damage, nothing to recover.
 const IN_USE: &str = "is in use by another process";
+const IN_USE_WHY: &str =
+    "a gateway with the same server.state_dir runs: stop it, or give this one a state_dir of its own";
 
 /// What to do with a damaged state file, appended to every refusal.
 const RECOVER: &str = "the file was left untouched; `tollgate state check` tests it, `tollgate state recover --out FILE` writes what can be read into a new file to put in its place";
@@ -286,26 +288,14 @@ pub(crate) fn on_copy<T>(
     f: impl FnOnce(&Store) -> Result<T, String>,
 ) -> Result<Option<T>, String> {
     let path = dir.join(STATE_FILE);
-    if !path.exists() {
-        return Ok(None);
+    match std::fs::metadata(&path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(e("cannot read", &path, err)),
+        Ok(_) => {}
     }
     let copy = Copy::of(&path).map_err(|err| e("cannot copy to read it", &path, err))?;
     no_panic("cannot open", &path, || {
         f(&Store::open_file(&copy.0, &path, false)?)
-    })
-    .map(Some)
-}
-
-/// The API keys made through the admin API that a state file holds, read on a copy (the
-/// file untouched, a running gateway's included); `Ok(None)` when there is no file yet.
-pub(crate) fn stored_keys(dir: &Path) -> Result<Option<Vec<StoredKey>>, String> {
-    let path = dir.join(STATE_FILE);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let copy = Copy::of(&path).map_err(|err| e("cannot copy to read it", &path, err))?;
-    no_panic("cannot open", &path, || {
-        Store::open_file(&copy.0, &path, false)?.keys()
     })
     .map(Some)
 }
@@ -316,6 +306,18 @@ impl Store {
     pub(crate) fn open(dir: &Path) -> Result<Store, String> {
         std::fs::create_dir_all(dir)
             .map_err(|err| e("cannot create the state directory", dir, err))?;
+        // Held by another process: said first (its copy, taken mid-commit, could read as
+        // damaged, and the advice would be to replace a live file).
+        let path = dir.join(STATE_FILE);
+        if let Ok(f) = std::fs::File::open(&path) {
+            use nix::fcntl::{Flock, FlockArg};
+            // (Unlocked again when the probe's lock drops.)
+            if let Err((_, nix::errno::Errno::EWOULDBLOCK)) =
+                Flock::lock(f, FlockArg::LockExclusiveNonblock)
+            {
+                return Err(e(IN_USE, &path, IN_USE_WHY));
+            }
+        }
         match checked(dir) {
             Ok(_) => {}
             // A full disk: the file is opened without the check rather than not at all (the
@@ -358,11 +360,7 @@ impl Store {
             builder.open(file)
         }
         .map_err(|err| match err {
-            redb::DatabaseError::DatabaseAlreadyOpen => e(
-                IN_USE,
-                &path,
-                "a gateway with the same server.state_dir runs: stop it, or give this one a state_dir of its own",
-            ),
+            redb::DatabaseError::DatabaseAlreadyOpen => e(IN_USE, &path, IN_USE_WHY),
             err => e(
                 "cannot open (corrupt, unreadable or in use by another process)",
                 &path,
