@@ -530,7 +530,7 @@ fn spawn_successor() {
                     Ok(status) => tracing::warn!(
                         pid,
                         status = %status,
-                        "SIGUSR2: the successor failed; a gateway that did not hand over keeps serving"
+                        "SIGUSR2: the successor failed; a gateway that did not hand over keeps serving, unless it was stopping"
                     ),
                     Err(e) => tracing::warn!(pid, error = %e, "SIGUSR2: cannot wait for the successor"),
                 });

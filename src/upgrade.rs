@@ -440,6 +440,9 @@ impl TakeOver {
         self.reader
             .read_line(&mut line)
             .map_err(|e| format!("--take-over: waiting for the state store: {e}"))?;
+        if line.is_empty() {
+            return Err("--take-over: the running gateway closed the connection without releasing the state store (it is stopping: start this one once it has stopped)".to_string());
+        }
         if line.trim() != "RELEASED" {
             return Err(format!(
                 "--take-over: the running gateway did not release the state store ({:?})",

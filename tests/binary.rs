@@ -845,6 +845,9 @@ fn a_draining_gateway_refuses_a_take_over_and_still_exits() {
     old.wait_for("shutting down: draining connections");
     let mut new = Proc::start_with(&path, &env, &["--take-over"]);
     assert!(!new.child.wait().unwrap().success());
+    // It says why (it logged an empty reason).
+    let why = new.wait_for("cannot start")["error"].to_string();
+    assert!(why.contains("stopping"), "{why}");
     let r = c
         .read_response(false)
         .expect("the request in flight is answered");
