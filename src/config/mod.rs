@@ -395,16 +395,7 @@ impl Validator {
         lo: Duration,
         hi: Duration,
     ) -> Duration {
-        let d = self.duration(key, v, default);
-        if d < lo || d > hi {
-            self.bad(
-                key,
-                v.map(String::as_str).unwrap_or_default(),
-                &format!("a duration from {lo:?} to {hi:?}"),
-            );
-            return default;
-        }
-        d
+        self.duration_within(key, v, default, (lo, hi), "")
     }
 
     /// [`Self::duration_in`], or zero (`"0"`, `"0s"`, `"0ms"`: none, off).
@@ -419,12 +410,24 @@ impl Validator {
         if v.is_some_and(|v| v == "0" || units::parse_duration(v).is_ok_and(|d| d.is_zero())) {
             return Duration::ZERO;
         }
+        self.duration_within(key, v, default, (lo, hi), "0, or ")
+    }
+
+    /// A duration in `range`, refused with what is allowed (`also` before the range).
+    fn duration_within(
+        &mut self,
+        key: &str,
+        v: Option<&String>,
+        default: Duration,
+        (lo, hi): (Duration, Duration),
+        also: &str,
+    ) -> Duration {
         let d = self.duration(key, v, default);
-        if !d.is_zero() && (d < lo || d > hi) {
+        if d < lo || d > hi {
             self.bad(
                 key,
                 v.map(String::as_str).unwrap_or_default(),
-                &format!("0, or a duration from {lo:?} to {hi:?}"),
+                &format!("{also}a duration from {lo:?} to {hi:?}"),
             );
             return default;
         }

@@ -468,7 +468,7 @@ impl Shard {
         } else {
             self.shared.redis_primary.version()
         };
-        match &*r {
+        let kept = match &*r {
             // (A reload that changed the password makes a new pool: its connections
             // authenticate with the new one; one that changed the timeout, one that waits
             // that long.)
@@ -481,19 +481,10 @@ impl Shard {
                     || p.tls.as_ref().map(|t| (&t.name, &t.trust))
                         != tls.map(|t| (&t.name, &t.trust)) =>
             {
-                let addr = self.shared.redis_primary.addr(c);
-                let p = Rc::new(RedisPool::new(
-                    addr,
-                    version,
-                    c.timeout,
-                    c.auth.clone(),
-                    tls.cloned(),
-                ));
-                *r = Some(p.clone());
-                p
+                None
             }
             Some(p) if c.sentinels.is_empty() && p.version == 0 && p.addr == Some(c.redis) => {
-                p.clone()
+                Some(p.clone())
             }
             // (Version 0, no primary named yet: the pool without an address, which fails
             // every call at once.)
@@ -502,21 +493,22 @@ impl Shard {
                     && p.version == version
                     && (version != 0 || p.addr.is_none()) =>
             {
-                p.clone()
+                Some(p.clone())
             }
-            _ => {
-                let addr = self.shared.redis_primary.addr(c);
-                let p = Rc::new(RedisPool::new(
-                    addr,
-                    version,
-                    c.timeout,
-                    c.auth.clone(),
-                    tls.cloned(),
-                ));
-                *r = Some(p.clone());
-                p
-            }
-        }
+            _ => None,
+        };
+        kept.unwrap_or_else(|| {
+            let addr = self.shared.redis_primary.addr(c);
+            let p = Rc::new(RedisPool::new(
+                addr,
+                version,
+                c.timeout,
+                c.auth.clone(),
+                tls.cloned(),
+            ));
+            *r = Some(p.clone());
+            p
+        })
     }
 
     /// Notes a Redis failure: one log line when an outage starts.
