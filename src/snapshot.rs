@@ -284,8 +284,9 @@ pub(crate) struct Compiled {
     pub series: Vec<Arc<str>>,
     pub limits: Limits,
     pub cache_clock: Arc<CacheClock>,
-    /// Per listener: the TLS server config (certificates by SNI, ALPN, resumption).
-    pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    /// Per listener: the TLS server config (certificates by SNI, ALPN, resumption) and the
+    /// client-certificate check of mTLS listeners.
+    pub tls: Vec<Option<crate::tls::ListenerTls>>,
     /// Stamps of the certificate files loaded, in [`crate::compile::tls::cert_files`] order:
     /// a change on disk triggers a reload.
     pub cert_stamps: Vec<u64>,

@@ -922,6 +922,12 @@ fn mtls_client_certificates_reach_the_upstream_over_h2() {
     let (_, code, body) = curl(&gw, &ca_path, "/whoami", &id);
     assert_eq!(code, "200");
     assert_eq!(body, "dn=CN=client-a.test ip=127.0.0.1");
+    // Without a certificate: 403 over HTTP/2 too, the upstream not reached.
+    let (ver, code, body) = curl(&gw, &ca_path, "/who", &[]);
+    assert_eq!(
+        (ver.as_str(), code.as_str(), body.as_str()),
+        ("2", "403", "{\"message\":\"Forbidden\"}")
+    );
 }
 
 #[test]

@@ -599,8 +599,18 @@ fn with_client_cert(
     ca: &Ca,
     cn: &str,
 ) -> Arc<rustls::ClientConfig> {
+    with_client_cert_params(roots, ca, cn, |_| {})
+}
+
+fn with_client_cert_params(
+    roots: Arc<rustls::RootCertStore>,
+    ca: &Ca,
+    cn: &str,
+    edit: impl FnOnce(&mut CertificateParams),
+) -> Arc<rustls::ClientConfig> {
     let mut p = CertificateParams::new(vec![format!("{cn}.clients.test")]).unwrap();
     p.distinguished_name.push(DnType::CommonName, cn);
+    edit(&mut p);
     let key = KeyPair::generate().unwrap();
     let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
     let der_key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
@@ -619,6 +629,16 @@ fn tls_get_with(
     cfg: Arc<rustls::ClientConfig>,
     extra: &str,
 ) -> Result<(u16, serde_json::Value), String> {
+    tls_request(addr, cfg, extra).map(|(s, b, _)| (s, b))
+}
+
+/// One GET of /m on a new connection: the status, the JSON body, and whether the session
+/// was resumed.
+fn tls_request(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    extra: &str,
+) -> Result<(u16, serde_json::Value, bool), String> {
     let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let conn = rustls::ClientConnection::new(cfg, ServerName::try_from("api.test").unwrap())
@@ -630,11 +650,13 @@ fn tls_get_with(
     .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let resumed = s.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").ok_or("no head")?;
     Ok((
         head[9..12].parse().unwrap(),
         serde_json::from_str(body).unwrap_or_default(),
+        resumed,
     ))
 }
 
@@ -642,11 +664,23 @@ fn tls_get_with(
 fn mtls_required_verifies_and_forwards_the_client_certificate() {
     let (s, clients) = mtls_setup("required");
     let a = https(&s.gw);
-    // No client certificate: the handshake fails (TLS 1.3 reports it at the first read).
-    assert!(tls_get_with(a, client_config(s.ca.roots(), false), "").is_err());
-    // A certificate from another CA: refused.
+    // No client certificate, or one from another CA: the handshake completes and the
+    // request is answered 403, as Amazon API Gateway answers it.
+    let forbidden = (403, serde_json::json!({"message": "Forbidden"}));
+    assert_eq!(
+        tls_get_with(a, client_config(s.ca.roots(), false), "").unwrap(),
+        forbidden
+    );
     let stranger = Ca::new();
-    assert!(tls_get_with(a, with_client_cert(s.ca.roots(), &stranger, "eve"), "").is_err());
+    let eve = with_client_cert(s.ca.roots(), &stranger, "eve");
+    assert_eq!(tls_get_with(a, eve.clone(), "").unwrap(), forbidden);
+    // The refused client's session resumes (its ticket holds its certificate): still refused.
+    let (status, body, resumed) = tls_request(a, eve, "").unwrap();
+    assert!(
+        resumed,
+        "the second connection resumes the first one's session"
+    );
+    assert_eq!((status, body), forbidden);
     // A good one: served, its fields forwarded; a client's own copy of those headers dropped.
     let (status, echo) = tls_get_with(
         a,
@@ -689,13 +723,23 @@ fn a_client_ca_file_changing_on_disk_is_picked_up() {
     let (s, old) = mtls_setup("required");
     let a = https(&s.gw);
     let roots = s.ca.roots();
-    assert!(tls_get_with(a, with_client_cert(roots.clone(), &old, "old"), "").is_ok());
+    assert_eq!(
+        tls_get_with(a, with_client_cert(roots.clone(), &old, "old"), "")
+            .unwrap()
+            .0,
+        200
+    );
     let new = Ca::new();
     std::fs::write(s.gw.dir.0.join("clients-ca.pem"), new.cert.pem()).unwrap();
     assert!(eventually(Duration::from_secs(10), || {
         tls_get_with(a, with_client_cert(roots.clone(), &new, "new"), "").is_ok_and(|r| r.0 == 200)
     }));
-    assert!(tls_get_with(a, with_client_cert(roots, &old, "old"), "").is_err());
+    assert_eq!(
+        tls_get_with(a, with_client_cert(roots, &old, "old"), "")
+            .unwrap()
+            .0,
+        403
+    );
 }
 
 #[test]
@@ -713,12 +757,32 @@ fn mtls_optional_serves_both_and_forwards_only_verified_fields() {
         echo["headers"].get("x-client-subject").is_none(),
         "spoofed header dropped: {echo}"
     );
-    let (status, echo) =
-        tls_get_with(a, with_client_cert(s.ca.roots(), &clients, "client-b"), "").unwrap();
+    let bob = with_client_cert(s.ca.roots(), &clients, "client-b");
+    let (status, echo) = tls_get_with(a, bob.clone(), "").unwrap();
     assert_eq!(
         (status, echo["headers"]["x-client-subject"].as_str()),
         (200, Some("CN=client-b"))
     );
+    // A resumed session keeps its verified certificate's fields.
+    let (status, echo, resumed) = tls_request(a, bob, "").unwrap();
+    assert!(resumed);
+    assert_eq!(
+        (status, echo["headers"]["x-client-subject"].as_str()),
+        (200, Some("CN=client-b"))
+    );
+    // A certificate presented is checked in optional mode too: one from another CA, or an
+    // expired one from the trusted CA, is answered 403 (not served as if none were sent).
+    let forbidden = (403, serde_json::json!({"message": "Forbidden"}));
+    let stranger = Ca::new();
+    assert_eq!(
+        tls_get_with(a, with_client_cert(s.ca.roots(), &stranger, "eve"), "").unwrap(),
+        forbidden
+    );
+    let expired = with_client_cert_params(s.ca.roots(), &clients, "old", |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    assert_eq!(tls_get_with(a, expired, "").unwrap(), forbidden);
 }
 
 /// A TLS listener behind a proxy that speaks the PROXY protocol: the header comes before the

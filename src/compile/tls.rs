@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, HostPattern, TlsCert};
-use crate::tls::{ClientAuth, LoadedCert, SniResolver};
+use crate::tls::client_auth::ClientCerts;
+use crate::tls::{ListenerTls, LoadedCert, SniResolver};
 
 use super::Errors;
 
@@ -47,7 +48,7 @@ fn load(c: &TlsCert, errors: &mut Errors) -> Option<LoadedCert> {
 pub(super) fn listeners(
     cfg: &Config,
     errors: &mut Errors,
-) -> Option<(Vec<Option<Arc<rustls::ServerConfig>>>, Vec<u64>)> {
+) -> Option<(Vec<Option<ListenerTls>>, Vec<u64>)> {
     let before = errors.0.len();
     // Stamped before they are loaded: a file that changes between the two is loaded again.
     let ca_stamps: Vec<u64> = ca_files(cfg).into_iter().map(ca_stamp).collect();
@@ -69,11 +70,10 @@ pub(super) fn listeners(
         };
         let client_auth = match &t.mtls {
             None => None,
-            Some(m) => match crate::tls::load_roots(&m.client_ca) {
-                Ok(roots) => Some(ClientAuth {
-                    roots,
-                    required: m.required,
-                }),
+            Some(m) => match crate::tls::load_roots(&m.client_ca)
+                .and_then(|roots| ClientCerts::new(roots, m.required))
+            {
+                Ok(c) => Some(c),
                 Err(e) => {
                     errors.err(&format!("{}.client_ca", m.source), e);
                     continue;
@@ -97,8 +97,11 @@ pub(super) fn listeners(
                 HostPattern::Any => {}
             }
         }
-        match crate::tls::server_config(r, &l.alpn, client_auth) {
-            Ok(c) => configs.push(Some(c)),
+        match crate::tls::server_config(r, &l.alpn, client_auth.clone()) {
+            Ok(config) => configs.push(Some(ListenerTls {
+                config,
+                clients: client_auth,
+            })),
             Err(e) => errors.err(&t.cert.source, e),
         }
     }

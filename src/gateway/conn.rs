@@ -180,14 +180,14 @@ async fn open(
     } else {
         (Vec::new(), read)
     };
-    let stream = match tls {
+    let stream = match &tls {
         None => Stream::Plain(stream),
         Some(cfg) => {
             // Once per connection, on the heap: the handshake's state (and its timer) is
             // large and the connection's task should not carry it while idle.
             match Box::pin(crate::driver::time::timeout(
                 handshake_timeout,
-                crate::http::tls::TlsConn::accept_after(stream, cfg, tls_read),
+                crate::http::tls::TlsConn::accept_after(stream, cfg.config.clone(), tls_read),
             ))
             .await
             {
@@ -217,9 +217,16 @@ async fn open(
     };
     let client_cert = match (&stream, mtls) {
         (Stream::Tls(t), Some(fields)) => {
-            let values = t
-                .tls
-                .peer_certificates()
+            let chain = t.tls.peer_certificates();
+            let refused = tls
+                .as_ref()
+                .and_then(|l| l.clients.as_ref())
+                .and_then(|c| c.refusal(chain));
+            if let Some(why) = &refused {
+                tracing::debug!(peer = %peer, reason = %why, "client certificate refused: requests answered 403");
+            }
+            let values = chain
+                .filter(|_| refused.is_none())
                 .and_then(|c| c.first())
                 .map(|c| crate::tls::cert_fields(c));
             let lines = values
@@ -234,12 +241,14 @@ async fn open(
                     .chain(cert_names)
                     .collect(),
                 fields: values.map(Rc::from),
+                refused,
             })
         }
         _ if !cert_names.is_empty() => Some(ClientCertHeaders {
             lines: Rc::from(Vec::new()),
             names: cert_names.into(),
             fields: None,
+            refused: None,
         }),
         _ => None,
     };

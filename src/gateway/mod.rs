@@ -154,6 +154,14 @@ async fn run_phases(
     ctx: &mut RequestCtx,
 ) -> Result<Outcome, Error> {
     let snap = &ss.snap;
+    // mTLS: a connection without a certificate its listener accepts is answered 403 before
+    // anything else, as Amazon API Gateway answers it (the domain refuses, whatever the path).
+    if let Some(why) = ctx.client_cert.as_ref().and_then(|c| c.refused.as_ref()) {
+        return Err(Error::downstream(
+            Kind::AccessDenied("Forbidden"),
+            format!("client certificate refused: {why}"),
+        ));
+    }
     normalise_path(ctx)?;
     resolve_stage(ss, conn.listener, ctx)?;
     canary(shard, ss, ctx);

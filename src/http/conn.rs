@@ -213,6 +213,9 @@ pub struct ClientCertHeaders {
     /// Every field of the verified certificate (`CertField as usize`), for templates'
     /// `${context.identity.clientCert.*}`; None when the client sent none.
     pub fields: Option<Rc<[String]>>,
+    /// Why the connection's client certificate is not accepted (mTLS listeners): its
+    /// requests are answered 403.
+    pub refused: Option<std::sync::Arc<str>>,
 }
 
 /// Appends what the socket has to `buf`; `Ok(0)` at end of stream.

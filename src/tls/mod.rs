@@ -7,6 +7,7 @@
 //! configs, new handshakes use them, and connections already open keep theirs.
 
 pub(crate) mod client;
+pub(crate) mod client_auth;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -413,11 +414,12 @@ fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(p)
 }
 
-/// Client certificates a listener asks for (mTLS): the CAs they must chain to, and whether a
-/// handshake without one is refused.
-pub(crate) struct ClientAuth {
-    pub roots: Arc<rustls::RootCertStore>,
-    pub required: bool,
+/// A TLS listener's compiled settings: the server config, and on mTLS listeners the check of
+/// each connection's client certificate.
+#[derive(Clone, Debug)]
+pub(crate) struct ListenerTls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub clients: Option<Arc<client_auth::ClientCerts>>,
 }
 
 /// Builds a listener's server config: TLS 1.2 and 1.3 with rustls' safe defaults, the
@@ -425,22 +427,14 @@ pub(crate) struct ClientAuth {
 pub(crate) fn server_config(
     resolver: SniResolver,
     alpn: &[String],
-    client_auth: Option<ClientAuth>,
+    clients: Option<Arc<client_auth::ClientCerts>>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let b = rustls::ServerConfig::builder_with_provider(server_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let b = match client_auth {
+    let b = match clients {
         None => b.with_no_client_auth(),
-        Some(ClientAuth { roots, required }) => {
-            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider());
-            let v = if required {
-                v
-            } else {
-                v.allow_unauthenticated()
-            };
-            b.with_client_cert_verifier(v.build().map_err(|e| e.to_string())?)
-        }
+        Some(c) => b.with_client_cert_verifier(c),
     };
     let mut cfg = b.with_cert_resolver(Arc::new(resolver));
     cfg.ignore_client_order = true;
