@@ -218,23 +218,43 @@ impl QuotaCell {
 
     /// Counts one request on `day`; `Err(())` when the quota is spent (nothing counted).
     /// Returns what remains.
+    ///
+    /// The day and the period only move forward: a request whose day was read before
+    /// midnight and that is counted after another shard (or node) moved the cell to the new
+    /// day counts in the new day (and period), so that it cannot swap the ended day back in
+    /// and the new day's count out (both are flushed by overwriting what was stored).
     pub(crate) fn take(&self, quota: Option<Quota>, day: i64) -> Result<u64, QuotaSpent> {
         let d = day as u64;
-        if self.day.load(Ordering::Relaxed) != d {
-            let before = self.day.swap(d, Ordering::AcqRel);
-            if before != d {
-                let n = self.day_used.swap(0, Ordering::Relaxed);
-                self.prev_day
-                    .store(before << 40 | n.min(PREV_COUNT), Ordering::Relaxed);
+        let mut cur = self.day.load(Ordering::Relaxed);
+        while cur != d && d + 1 != cur {
+            match self
+                .day
+                .compare_exchange(cur, d, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    let n = self.day_used.swap(0, Ordering::Relaxed);
+                    self.prev_day
+                        .store(cur << 40 | n.min(PREV_COUNT), Ordering::Relaxed);
+                    break;
+                }
+                Err(now) => cur = now,
             }
         }
         let remaining = match quota {
             Some(q) => {
                 let p = q.period.index(day) as u64;
-                if self.period.load(Ordering::Relaxed) != p
-                    && self.period.swap(p, Ordering::AcqRel) != p
-                {
-                    self.used.store(0, Ordering::Relaxed);
+                let mut cur = self.period.load(Ordering::Relaxed);
+                while cur != p && p + 1 != cur {
+                    match self
+                        .period
+                        .compare_exchange(cur, p, Ordering::AcqRel, Ordering::Relaxed)
+                    {
+                        Ok(_) => {
+                            self.used.store(0, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(now) => cur = now,
+                    }
                 }
                 let used = self.used.fetch_add(1, Ordering::Relaxed) + 1;
                 if used > q.limit {
@@ -293,6 +313,32 @@ mod tests {
         let noon = (days_from_civil(2026, 11, 22) as u64) * 86_400 + 43_200;
         assert_eq!(Period::Day.seconds_to_next(noon), 43_200);
         assert_eq!(Period::Month.seconds_to_next(noon), 9 * 86_400 - 43_200);
+    }
+
+    #[test]
+    fn a_request_counted_after_midnight_with_the_day_before_does_not_move_the_day_back() {
+        let q = Quota {
+            limit: 100,
+            period: Period::Day,
+        };
+        let cell = QuotaCell::new(Period::Day.index(100), 0, 100, 0);
+        for _ in 0..21 {
+            cell.take(Some(q), 100).unwrap();
+        }
+        // Another shard counts the first request of day 101...
+        assert_eq!(cell.take(Some(q), 101), Ok(99));
+        // ...then one that read the date before midnight is counted: in day 101 (and its
+        // quota period), not by swapping day 100 back in.
+        assert_eq!(cell.take(Some(q), 100), Ok(98));
+        cell.take(Some(q), 101).unwrap();
+        assert_eq!(cell.day.load(Ordering::Relaxed), 101);
+        assert_eq!(cell.day_used.load(Ordering::Relaxed), 3);
+        assert_eq!(cell.prev_day(), (100, 21));
+        assert_eq!(cell.used.load(Ordering::Relaxed), 3);
+        // A day further on (the gateway was idle, or its clock jumped) moves it as before.
+        assert_eq!(cell.take(Some(q), 103), Ok(99));
+        assert_eq!(cell.prev_day(), (101, 3));
+        assert_eq!(cell.day.load(Ordering::Relaxed), 103);
     }
 
     #[test]
