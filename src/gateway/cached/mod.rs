@@ -75,11 +75,17 @@ pub(crate) async fn serve(
         return proxy::forward(shard, ss, conn, ctx, integ).await;
     }
 
-    // Cache-Control: max-age=0 / no-cache (or Pragma: no-cache): a request for a fresh copy.
-    // The request's max-age=N and min-fresh (http mode) also make the cache fetch sooner:
-    // they are honoured under the same rule.
-    let wants_fresh =
-        req_cc.wants_fresh() || pragma_no_cache && req_cc.max_age.is_none_or(|a| a == 0);
+    // A request for a fresh copy: in gateway mode `Cache-Control: max-age=0` alone, as
+    // Amazon API Gateway takes it (clients that send `no-cache` by default, as Postman and
+    // browsers' reloads do, are served as usual: not refused under `fail_with_403`). In http
+    // mode also no-cache (or Pragma: no-cache), and the request's max-age=N and min-fresh
+    // make the cache fetch sooner: they are honoured under the same rule.
+    let wants_fresh = match cache.mode {
+        CacheMode::Gateway => req_cc.max_age == Some(0),
+        CacheMode::Http => {
+            req_cc.wants_fresh() || pragma_no_cache && req_cc.max_age.is_none_or(|a| a == 0)
+        }
+    };
     let asks = wants_fresh
         || cache.mode == CacheMode::Http
             && (req_cc.max_age.is_some() || req_cc.min_fresh.is_some());

@@ -226,6 +226,11 @@ pub(crate) fn request_head_with(
             || name_eq(name, b"x-request-id")
             || name_eq(name, b"x-forwarded-proto")
             || name_eq(name, b"x-forwarded-host")
+            // Frameworks build absolute links from these too (Rails, Django, Spring's
+            // ForwardedHeaderFilter), and they are in no cache key: a client's own would
+            // reach a cached answer every client then gets.
+            || name_eq(name, b"x-forwarded-port")
+            || name_eq(name, b"x-forwarded-prefix")
             || (ctx.trace.is_some()
                 && (name_eq(name, b"traceparent")
                     || name_eq(name, b"tracestate")
