@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -1345,4 +1346,95 @@ fn a_fetch_under_way_does_not_undo_a_purge() {
     assert_eq!(n.load(Ordering::SeqCst), 2);
     // Later fetches are stored as ever.
     assert_eq!(req(&gw, "/g/race", "").header("x-cache"), Some("Hit"));
+}
+
+/// The request that fetches for the others lets them go as soon as it knows the answer will
+/// not be stored (`Set-Cookie`; a chunked body past `max_entry`), not when its own client has
+/// the whole answer: a client reading slowly held every other request for `lock_timeout`.
+#[test]
+fn a_slow_reader_of_an_unstored_answer_does_not_hold_the_others() {
+    const BIG: usize = 32 << 20;
+    let up = Upstream::start(|s| {
+        let body = vec![b'x'; BIG];
+        let mut raw = if s.target.ends_with("cookie") {
+            format!("HTTP/1.1 200 OK\r\nSet-Cookie: s=1\r\nContent-Length: {BIG}\r\n\r\n")
+                .into_bytes()
+        } else {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()
+        };
+        if s.target.ends_with("cookie") {
+            raw.extend_from_slice(&body);
+        } else {
+            for c in body.chunks(1 << 20) {
+                raw.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                raw.extend_from_slice(c);
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"0\r\n\r\n");
+        }
+        Action::Raw(raw)
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ", lock_timeout = \"60s\""));
+    for path in ["/g/items/cookie", "/g/items/chunked"] {
+        // The first client reads the head and then nothing: the gateway's writes to it stall.
+        let mut slow = std::net::TcpStream::connect(gw.addr()).unwrap();
+        slow.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        slow.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = slow.read(&mut buf).unwrap();
+            assert!(n > 0, "{path}: closed before the head");
+            got.extend_from_slice(&buf[..n]);
+        }
+        // Another client of the same URL is served by a fetch of its own, at once (within
+        // the client's 10 s read timeout, where lock_timeout is 60 s).
+        let r = req(&gw, path, "");
+        assert_eq!((r.status, r.body.len()), (200, BIG), "{path}");
+        assert_eq!(r.header("x-cache"), Some("Miss"), "{path}");
+        drop(slow);
+    }
+}
+
+/// http mode: a revalidation whose 304 makes the entry unstorable (it sets a cookie) still
+/// answers this client with the 304's fields, and the old entry goes.
+#[test]
+fn a_304_that_cannot_be_stored_still_reaches_the_client() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let up = Upstream::start(move |s| {
+        let i = n2.fetch_add(1, Ordering::SeqCst) + 1;
+        if s.header("if-none-match") == Some("\"v1\"") {
+            return Action::Raw(
+                format!("HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nSet-Cookie: sess={i}\r\nX-From-304: yes\r\n\r\n")
+                    .into_bytes(),
+            );
+        }
+        Action::Raw(
+            format!("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nCache-Control: max-age=1\r\nContent-Length: 4\r\n\r\nv1 {}", i % 10)
+                .into_bytes(),
+        )
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    assert_eq!(req(&gw, "/h/doc", "").header("x-cache"), Some("Miss"));
+    clock(&gw, 2);
+    let r = req(&gw, "/h/doc", "");
+    assert_eq!(
+        (
+            r.status,
+            r.header("x-cache"),
+            r.header("set-cookie"),
+            r.header("x-from-304")
+        ),
+        (200, Some("Revalidated"), Some("sess=2"), Some("yes"))
+    );
+    assert_eq!(r.text(), "v1 1");
+    // Not stored with the cookie, and the old entry is gone: the next request fetches.
+    let r = req(&gw, "/h/doc", "");
+    assert_eq!(
+        (r.header("x-cache"), r.header("set-cookie")),
+        (Some("Miss"), None)
+    );
+    assert_eq!(n.load(Ordering::SeqCst), 3);
 }

@@ -147,10 +147,10 @@ pub(crate) async fn serve(
     }
 
     // A miss (or a stale entry): one request fetches, the others wait for it.
-    let mut _leader = None;
+    let mut leader = None;
     if !refresh {
         match cache.join(variant.as_deref().unwrap_or(&primary)) {
-            Join::Leader(l) => _leader = Some(l),
+            Join::Leader(l) => leader = Some(l),
             Join::Follower(f) => {
                 Stats::add(&cache.stats.coalesced);
                 let _ = crate::driver::time::timeout(p.lock_timeout, f).await;
@@ -170,6 +170,7 @@ pub(crate) async fn serve(
         variant,
         entry,
         refresh,
+        leader,
     };
     fetch(shard, ss, conn, ctx, integ, p, miss).await
 }
@@ -182,6 +183,10 @@ struct Miss<'a> {
     variant: Option<Vec<u8>>,
     entry: Option<Arc<Stored>>,
     refresh: bool,
+    /// This request leads the fetch its key's other misses wait for: let go as soon as the
+    /// outcome is known (stored, or not to be stored), not when its client has the answer
+    /// (a client reading slowly held the others for `lock_timeout`).
+    leader: Option<crate::cache::flight::Leader>,
 }
 
 /// Looks up the primary key, following a Vary marker to the variant for this request.
@@ -257,6 +262,7 @@ async fn fetch(
         variant,
         entry,
         refresh,
+        mut leader,
     } = miss;
     let cache = &p.cache;
     let epoch = cache.epoch();
@@ -290,6 +296,7 @@ async fn fetch(
                     tracing::warn!(request_id = %ctx.request_id, error = %e, "upstream failed; serving the stale cached answer");
                 }
                 Stats::add(&cache.stats.stale_served);
+                drop(leader);
                 return answer_stored(shard, conn, ctx, s, "Stale", cache.now_ns()).await;
             }
             None => return Err(e),
@@ -300,19 +307,20 @@ async fn fetch(
     // RFC 9111 4.2.3 response_time: when the answer's head arrived.
     let response_ns = cache.now_ns();
     if let (Some(e), 304) = (&revalidate, status) {
-        // Confirmed: update the stored headers from the 304 (RFC 9111 4.3.4) and answer.
-        let updated = revalidated(cache, e, &ex.resp, p, epoch);
+        // Confirmed: update the stored headers from the 304 (RFC 9111 4.3.4) and answer with
+        // them. When the updated answer may not be stored (the 304 brought `Set-Cookie`,
+        // `private` or `no-store`), this client still gets it, and the old entry goes.
+        let (updated, storable) = revalidated(cache, e, &ex.resp, p, epoch);
         ex.finish_bodiless();
-        let e = match updated {
-            Some(u) => {
-                let key = variant.unwrap_or_else(|| primary.to_vec());
-                cache.insert_fetched(key.into_boxed_slice(), Val::Stored(u.clone()), purges);
-                u
-            }
-            None => e.clone(),
-        };
+        if storable {
+            let key = variant.unwrap_or_else(|| primary.to_vec());
+            cache.insert_fetched(key.into_boxed_slice(), Val::Stored(updated.clone()), purges);
+        } else {
+            cache.remove(primary);
+        }
+        drop(leader);
         Stats::add(&cache.stats.revalidated);
-        return answer_stored(shard, conn, ctx, &e, "Revalidated", cache.now_ns()).await;
+        return answer_stored(shard, conn, ctx, &updated, "Revalidated", cache.now_ns()).await;
     }
     if matches!(status, 500 | 502 | 503 | 504) {
         if let Some(s) = &stale {
@@ -320,6 +328,7 @@ async fn fetch(
                 tracing::warn!(request_id = %ctx.request_id, status, "upstream answered an error; serving the stale cached answer");
             }
             drop(ex);
+            drop(leader);
             Stats::add(&cache.stats.stale_served);
             return answer_stored(shard, conn, ctx, s, "Stale", cache.now_ns()).await;
         }
@@ -384,8 +393,14 @@ async fn fetch(
             let primary: Box<[u8]> = primary.into();
             let counted = cache.clone();
             let cache = cache.clone();
+            // The leader goes when the body is stored, or found too large to be.
+            let leader = Rc::new(std::cell::Cell::new(leader.take()));
+            let leader2 = leader.clone();
             let mut t = Tee::new(max, declared.unwrap_or(16 << 10));
-            t.on_too_large = Some(Box::new(move || Stats::add(&counted.stats.too_large)));
+            t.on_too_large = Some(Box::new(move || {
+                Stats::add(&counted.stats.too_large);
+                drop(leader2.take());
+            }));
             t.on_complete = Some(Box::new(move |body: Bytes| {
                 let stored = Arc::new(Stored {
                     status,
@@ -405,16 +420,22 @@ async fn fetch(
                     cache.insert_fetched(primary, marker, purges);
                 }
                 cache.insert_fetched(key, Val::Stored(stored), purges);
+                drop(leader.take());
             }));
             tee = Some(t);
         }
     } else {
         Stats::add(&cache.stats.not_stored);
     }
-    if tee.is_none() && refresh {
-        // A refresh the client was allowed that brings nothing storable (a 404, `no-store`)
-        // still invalidates: the old answer is not served again. Its variants go with it.
-        cache.remove(primary);
+    if tee.is_none() {
+        // Nothing will be stored: the other misses fetch for themselves now.
+        drop(leader.take());
+        if refresh {
+            // A refresh the client was allowed that brings nothing storable (a 404,
+            // `no-store`) still invalidates: the old answer is not served again. Its
+            // variants go with it.
+            cache.remove(primary);
+        }
     }
     proxy::answer(shard, conn, ctx, integ, ex, tee.as_mut()).await
 }
@@ -494,14 +515,15 @@ fn key_covers_stage(ss: &ShardSnap, ctx: &RequestCtx, api: usize) -> bool {
         })
 }
 
-/// The entry updated with a 304's headers (RFC 9111 4.3.4), if it may still be stored.
+/// The entry updated with a 304's headers (RFC 9111 4.3.4), and whether it may still be
+/// stored.
 fn revalidated(
     cache: &StageCache,
     e: &Stored,
     resp: &ResponseHead,
     p: &CachePolicy,
     epoch: u64,
-) -> Option<Arc<Stored>> {
+) -> (Arc<Stored>, bool) {
     let (_, fresh_headers, etag, last_modified) = stored_parts(resp);
     let mut merged = Vec::with_capacity(e.headers.len() + fresh_headers.len());
     merged.extend_from_slice(&fresh_headers);
@@ -523,20 +545,21 @@ fn revalidated(
         false,
         p.ttl,
         SystemTime::now(),
-    )
-    .ok()?;
-    Some(Arc::new(Stored {
+    );
+    let storable = lifetime.is_ok();
+    let updated = Arc::new(Stored {
         status: e.status,
         reason: e.reason.clone(),
         headers: Bytes::from(merged.clone()),
         body: e.body.clone(),
         stored_ns: cache.now_ns(),
         epoch,
-        lifetime,
+        lifetime: lifetime.unwrap_or_else(|_| e.lifetime.clone()),
         etag: etag.or_else(|| e.etag.clone()),
         last_modified: last_modified.or_else(|| e.last_modified.clone()),
         encoded: Default::default(),
-    }))
+    });
+    (updated, storable)
 }
 
 /// Splits stored header lines into (name, value) pairs.
