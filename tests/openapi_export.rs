@@ -250,6 +250,12 @@ fn round_trip_api(authz: SocketAddr, up: SocketAddr) -> Value {
                 "integration": {"type": "mock", "body": "mixed"}},
             {"route": "GET /up/{id}", "integration": {"type": "http", "uri": format!("http://{up}/x/{{id}}"), "timeout": "3s"},
                 "response_parameters": {"200": {"overwrite:header.x-a": "v"}}},
+            // What Amazon keeps in the stage's route settings: a cache key part (lost, one
+            // caller's cached answer went to another), a route kept out of the cache, a limit.
+            {"route": "GET /me/{id}", "cache": {"ttl": "60s", "key": ["header.x-user", "query.v", "path.id"]},
+                "integration": {"type": "mock", "body": "me"}},
+            {"route": "GET /nocache", "cache": {"enabled": false}, "integration": {"type": "mock", "body": "nc"}},
+            {"route": "GET /thr", "throttle": {"rate": 1, "burst": 1}, "integration": {"type": "mock", "body": "t"}},
         ],
     })
 }
@@ -475,4 +481,55 @@ fn export_import_export_gives_the_same_document_and_the_same_answers() {
     );
     assert_eq!(denied.2.as_deref(), Some("tollgate"));
     assert_eq!(denied.4, r#"{"denied":true}"#);
+
+    // The route's limit holds in the copy.
+    let thr: Vec<u16> = (0..3)
+        .map(|_| ask("copy.test", "GET", "/thr", "", "").0)
+        .collect();
+    assert_eq!(thr[0], 200);
+    assert!(thr.contains(&429), "{thr:?}");
+    // A document without them (Amazon's, or edited) leaves the routes' cache and throttle
+    // as they were, on overwrite and on merge, as Amazon's stage route settings stay.
+    let mut bare = first.clone();
+    for item in bare["paths"].as_object_mut().unwrap().values_mut() {
+        for op in item.as_object_mut().unwrap().values_mut() {
+            if let Some(o) = op.as_object_mut() {
+                o.remove("x-tollgate-route");
+            }
+        }
+    }
+    for mode in ["overwrite", "merge"] {
+        let r = admin_with(
+            g.admin(),
+            "PUT",
+            &format!("/apis/copy?mode={mode}"),
+            &bare.to_string(),
+        );
+        assert_eq!(r.status, 200, "{mode}: {}", r.text());
+        let def = admin(g.admin(), "GET", "/apis/copy", Some(TOKEN)).json();
+        let route = |k: &str| {
+            def["definition"]["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["route"] == k)
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            route("GET /thr")["throttle"],
+            json!({"rate": 1, "burst": 1}),
+            "{mode}: {def:#}"
+        );
+        assert_eq!(
+            route("GET /nocache")["cache"],
+            json!({"enabled": false}),
+            "{mode}"
+        );
+        assert_eq!(
+            route("GET /me/{id}")["cache"]["key"],
+            json!(["header.x-user", "query.v", "path.id"]),
+            "{mode}"
+        );
+    }
 }

@@ -338,6 +338,26 @@ fn route(
         }
     }
     r.insert("integration".into(), integration);
+    if let Some(own) = op.get(super::OWN_ROUTE) {
+        match own.as_object() {
+            Some(o) => {
+                for (k, v) in o {
+                    if super::OWN_ROUTE_KEYS.contains(&k.as_str()) {
+                        r.insert(k.clone(), v.clone());
+                    } else {
+                        warnings.push(format!(
+                            "{key}: {}.{k} is not supported; left out",
+                            super::OWN_ROUTE
+                        ));
+                    }
+                }
+            }
+            None => warnings.push(format!(
+                "{key}: {} {own}: expected an object; left out",
+                super::OWN_ROUTE
+            )),
+        }
+    }
     // Amazon's per-method extension: `{"type": "AWS_IAM"}` or `"NONE"`.
     match op.get("x-amazon-apigateway-auth") {
         None => {}

@@ -2,7 +2,8 @@
 //! Gateway's merge import does. Routes (by route key), authorizers and models (by name) and
 //! gateway responses (by response type) are added, or replace those of the same key; the
 //! document's CORS configuration and resource policy, when it has them, replace the API's.
-//! Everything the document does not mention stays as it was.
+//! Everything the document does not mention stays as it was, and so do a replaced route's
+//! cache and throttle when the document has none for it (Amazon keeps them in the stage).
 
 use serde_json::{Map, Value};
 
@@ -26,7 +27,13 @@ pub fn merge(existing: &Value, imported: &Value) -> Value {
         for n in new {
             match items.iter_mut().find(|o| o[key] == n[key]) {
                 // In place: the order of the API's items stays.
-                Some(old) => *old = n.clone(),
+                Some(old) => {
+                    let mut n = n.clone();
+                    if list == "routes" {
+                        keep_route_settings(old, &mut n);
+                    }
+                    *old = n;
+                }
                 None => items.push(n.clone()),
             }
         }
@@ -57,6 +64,32 @@ pub fn merge(existing: &Value, imported: &Value) -> Value {
         }
     }
     def
+}
+
+/// A route's cache and throttle, kept when the document does not set them: Amazon keeps
+/// them in the stage's route settings, which an import (merge or overwrite) leaves alone.
+fn keep_route_settings(old: &Value, new: &mut Value) {
+    for k in super::OWN_ROUTE_KEYS {
+        if new.get(k).is_none() {
+            if let Some(v) = old.get(k) {
+                new[k] = v.clone();
+            }
+        }
+    }
+}
+
+/// `imported` (an overwrite) with the cache and throttle of `existing`'s routes of the same
+/// route key, where it does not set them.
+pub fn keep_settings(existing: &Value, mut imported: Value) -> Value {
+    let olds = existing["routes"].as_array().cloned().unwrap_or_default();
+    if let Some(routes) = imported["routes"].as_array_mut() {
+        for n in routes {
+            if let Some(old) = olds.iter().find(|o| o["route"] == n["route"]) {
+                keep_route_settings(old, n);
+            }
+        }
+    }
+    imported
 }
 
 #[cfg(test)]

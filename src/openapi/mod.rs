@@ -11,7 +11,8 @@
 //! behaviour: `x-tollgate-mock` (a mock's status, headers and body as Tollgate answers them,
 //! and whether its `responses` are mapping templates), `x-tollgate-authorizer` (an
 //! authorizer's settings Amazon has no field for), `x-tollgate-default-route`,
-//! `x-tollgate-response-order` (the order an integration's `responses` are tried in).
+//! `x-tollgate-response-order` (the order an integration's `responses` are tried in),
+//! `x-tollgate-route` (a route's cache and throttle, which Amazon keeps in the stage).
 
 mod import;
 mod integration;
@@ -20,7 +21,7 @@ mod models;
 mod policy;
 pub mod yaml;
 pub use import::{import, Imported};
-pub use merge::merge;
+pub use merge::{keep_settings, merge};
 
 use serde_json::{json, Map, Value};
 
@@ -88,6 +89,10 @@ fn mib(n: usize) -> String {
 /// A security scheme's key for an authorizer's settings Amazon has no field for, by
 /// Tollgate's names: [`OWN_JWT`] or [`OWN_EXTERNAL`].
 const OWN_AUTHORIZER: &str = "x-tollgate-authorizer";
+/// In an operation: the route's settings Amazon keeps in the stage ([`own_route`]).
+pub(crate) const OWN_ROUTE: &str = "x-tollgate-route";
+/// The members of [`OWN_ROUTE`].
+pub(crate) const OWN_ROUTE_KEYS: [&str; 2] = ["cache", "throttle"];
 /// In an integration: the selection patterns of its `responses` in the order they are tried.
 pub(crate) const RESPONSE_ORDER: &str = "x-tollgate-response-order";
 /// A JWT authorizer's settings in [`OWN_AUTHORIZER`].
@@ -401,8 +406,48 @@ fn operation(
             "x-amazon-apigateway-integration".into(),
             integration(cfg, r, params),
         );
+        if let Some(own) = own_route(r) {
+            op.insert(OWN_ROUTE.into(), own);
+        }
     }
     Value::Object(op)
+}
+
+/// A route's settings Amazon keeps in the stage's route settings, not in the document: its
+/// cache and its throttle, as a definition writes them (`cache = { ... }`, `throttle = { rate,
+/// burst }`). Without them a copy made by import served one caller's cached answer to another
+/// (a key part lost) and lifted the route's limit.
+fn own_route(r: &Route) -> Option<Value> {
+    let mut own = Map::new();
+    if let Some(c) = &r.cache {
+        let mut v = Map::new();
+        if !c.enabled {
+            v.insert("enabled".into(), json!(false));
+        }
+        if let Some(t) = c.ttl {
+            v.insert("ttl".into(), json!(duration(t)));
+        }
+        if !c.key.is_empty() {
+            let key: Vec<String> = c
+                .key
+                .iter()
+                .map(|k| match k {
+                    crate::config::KeyPart::Query(q) => format!("query.{q}"),
+                    crate::config::KeyPart::Header(h) => format!("header.{h}"),
+                    crate::config::KeyPart::Path(_, p) => format!("path.{p}"),
+                })
+                .collect();
+            v.insert("key".into(), json!(key));
+        }
+        own.insert("cache".into(), Value::Object(v));
+    }
+    if let Some(t) = &r.throttle {
+        own.insert(
+            "throttle".into(),
+            json!({ "rate": t.rate, "burst": t.burst }),
+        );
+    }
+    (!own.is_empty()).then_some(Value::Object(own))
 }
 
 /// A security scheme for an authorizer.

@@ -253,7 +253,10 @@ impl Control {
             }
             Some(api) => {
                 let def = match mode {
-                    "overwrite" => own(imported.definition),
+                    "overwrite" => crate::openapi::keep_settings(
+                        &self.runtime_api(api)?.definition,
+                        own(imported.definition),
+                    ),
                     "merge" => crate::openapi::merge(
                         &self.runtime_api(api)?.definition,
                         &imported.definition,
