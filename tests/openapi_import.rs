@@ -1026,3 +1026,129 @@ fn amazons_default_route_form_is_the_catch_all() {
     let r = on(&g, "dflt.test", "/nf");
     assert_eq!((r.status, r.text()), (404, "{\"msg\":\"nf\"}".to_string()));
 }
+
+fn post(g: &Gw, host: &str, path: &str, ct: &str, body: &str) -> Resp {
+    Client::connect(g.addr()).request(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+}
+
+/// What Amazon's HTTP API exports write, taken as Amazon takes it: the format's version mark,
+/// integrations shared by `$ref`, a 30 s timeout (brought to the gateway's limit, said), a
+/// `*/*` request body, REST-style identity sources.
+#[test]
+fn amazons_http_api_export_forms_are_taken() {
+    let g = Gw::start(
+        &Cfg::new()
+            .api("file")
+            .route(
+                "GET /f",
+                "integration = { type = \"mock\", body = \"file\" }",
+            )
+            .toml(),
+    );
+    let up = Upstream::echo();
+    let doc = json!({
+        "openapi": "3.0.1",
+        "info": {"title": "shared", "version": "1"},
+        "x-amazon-apigateway-importexport-version": "1.0",
+        "x-amazon-apigateway-request-validators": {"all": {"validateRequestBody": true, "validateRequestParameters": true}},
+        "x-amazon-apigateway-request-validator": "all",
+        "paths": {
+            "/a": {"get": {"x-amazon-apigateway-integration": {"$ref": "#/components/x-amazon-apigateway-integrations/up"}}},
+            "/b": {"get": {"x-amazon-apigateway-integration": {"$ref": "#/components/x-amazon-apigateway-integrations/up"}}},
+            "/any": {"post": {
+                "requestBody": {"content": {"*/*": {"schema": {"type": "object", "required": ["n"]}}}},
+                "x-amazon-apigateway-integration": {"$ref": "#/components/x-amazon-apigateway-integrations/up"}}},
+            "/gone": {"get": {"x-amazon-apigateway-integration": {"$ref": "#/components/x-amazon-apigateway-integrations/nope"}}},
+            "/auth": {"get": {"security": [{"rest": []}],
+                "x-amazon-apigateway-integration": {"$ref": "#/components/x-amazon-apigateway-integrations/up"}}},
+        },
+        "components": {
+            "x-amazon-apigateway-integrations": {
+                "up": {"type": "http_proxy", "httpMethod": "ANY", "uri": format!("http://{}/shared", up.addr),
+                       "payloadFormatVersion": "1.0", "timeoutInMillis": 30000},
+            },
+            "securitySchemes": {"rest": {"type": "apiKey", "name": "Auth", "in": "header",
+                "x-amazon-apigateway-authtype": "custom",
+                "x-amazon-apigateway-authorizer": {"type": "request", "authorizerUri": format!("http://{}/authz", up.addr),
+                    "identitySource": "method.request.header.Auth, stageVariables.s, context.requestId"}}},
+        },
+    });
+    let v = import_and_serve(&g, "", &doc.to_string(), "shared.test");
+    let warnings = v["warnings"].to_string();
+    // The version mark says nothing to warn about; the timeout and the broken reference do.
+    assert!(!warnings.contains("importexport"), "{warnings}");
+    assert!(
+        warnings.contains(
+            "GET /a: timeoutInMillis 30000: over limits.integration_timeout; 29000 ms taken"
+        ),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("GET /gone: x-amazon-apigateway-integration $ref"),
+        "{warnings}"
+    );
+    for p in ["/a", "/b"] {
+        let r = on(&g, "shared.test", p);
+        assert_eq!(r.status, 200, "{p}: {}", r.text());
+        assert_eq!(r.json()["target"], "/shared", "{p}");
+    }
+    assert_eq!(on(&g, "shared.test", "/gone").status, 404);
+    // The `*/*` body's schema is checked whatever the content type.
+    assert_eq!(
+        post(&g, "shared.test", "/any", "text/plain", "{\"n\":1}").status,
+        200
+    );
+    assert_eq!(
+        post(&g, "shared.test", "/any", "application/json", "{}").status,
+        400
+    );
+    let def = admin(g.admin(), "GET", "/apis/shared", Some(TOKEN)).json();
+    assert_eq!(
+        def["definition"]["authorizers"][0]["identity_sources"],
+        json!([
+            "$request.header.Auth",
+            "$stageVariables.s",
+            "$context.requestId"
+        ]),
+        "{def:#}"
+    );
+}
+
+/// An OpenAPI 3.1 document's schemas are JSON Schema 2020-12: its keywords are checked, not
+/// ignored as draft 4 would (`const`, `prefixItems`, `dependentRequired`), and a numeric
+/// `exclusiveMinimum` is taken.
+#[test]
+fn openapi_3_1_schemas_are_json_schema_2020_12() {
+    let g = gw();
+    let doc = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "dialect", "version": "1"},
+        "x-amazon-apigateway-request-validators": {"all": {"validateRequestBody": true, "validateRequestParameters": true}},
+        "x-amazon-apigateway-request-validator": "all",
+        "paths": {"/u": {"post": {
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/U"}}}},
+            "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200", "responseTemplates": {"application/json": "ok"}}}}}}},
+        "components": {"schemas": {"U": {
+            "type": "object", "required": ["role"],
+            "properties": {"role": {"const": "user"}, "age": {"exclusiveMinimum": 17},
+                           "ids": {"prefixItems": [{"type": "integer"}]}},
+            "dependentRequired": {"card": ["cvv"]}}}},
+    });
+    import_and_serve(&g, "", &doc.to_string(), "d.test");
+    for (body, status) in [
+        (r#"{"role":"user","age":18,"ids":[1,"b"]}"#, 200),
+        (r#"{"role":"admin"}"#, 400),
+        (r#"{"role":"user","card":"1"}"#, 400),
+        (r#"{"role":"user","ids":["a"]}"#, 400),
+        (r#"{"role":"user","age":17}"#, 400),
+    ] {
+        let r = post(&g, "d.test", "/u", "application/json", body);
+        assert_eq!(r.status, status, "{body}: {}", r.text());
+    }
+}

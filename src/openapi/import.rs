@@ -24,22 +24,31 @@ pub struct Imported {
 const METHODS: [&str; 7] = ["get", "put", "post", "delete", "options", "head", "patch"];
 
 /// Extensions Tollgate does not have yet, by their place in the document.
-const NOT_YET: [&str; 4] = [
+const NOT_YET: [&str; 3] = [
     "x-amazon-apigateway-binary-media-types",
     "x-amazon-apigateway-minimum-compression-size",
     "x-amazon-apigateway-endpoint-configuration",
-    "x-amazon-apigateway-importexport-version",
 ];
+
+/// Amazon's exports mark their format's version; "1.0" is the only one, and says nothing to
+/// act on.
+const IMPORTEXPORT_VERSION: &str = "x-amazon-apigateway-importexport-version";
+
+/// Where Amazon's HTTP API documents keep integrations routes share (`$ref`s to them).
+const SHARED_INTEGRATIONS: &str = "#/components/x-amazon-apigateway-integrations/";
 
 /// Converts a document of `input_len` bytes (as it came: what bounds the models made of it,
 /// [`super::models::MODELS`]). `Err` when it is not OpenAPI 3.x or Swagger 2.0 at all, or
 /// when its models would pass that bound.
 /// `underscores_dropped`: the gateway drops request headers whose names hold `_`
 /// (`limits.underscores_in_headers`), so a required one is not checked (a warning).
+/// `max_timeout`: `limits.integration_timeout`, which a longer `timeoutInMillis` (Amazon's
+/// HTTP APIs take up to 30 s) is brought down to, with a warning.
 pub fn import(
     doc: &Value,
     input_len: usize,
     underscores_dropped: bool,
+    max_timeout: std::time::Duration,
 ) -> Result<Imported, String> {
     let oas3 = doc
         .get("openapi")
@@ -112,6 +121,13 @@ pub fn import(
                 .push(format!("{k}: not supported yet; left out"));
         }
     }
+    match doc.get(IMPORTEXPORT_VERSION) {
+        None => {}
+        Some(v) if v.as_str() == Some("1.0") => {}
+        Some(v) => out.warnings.push(format!(
+            "{IMPORTEXPORT_VERSION} {v}: only \"1.0\" is known; read as 1.0"
+        )),
+    }
     let schemes = if oas3 {
         &doc["components"]["securitySchemes"]
     } else {
@@ -148,6 +164,7 @@ pub fn import(
                 let r = route(
                     "$default",
                     op,
+                    doc,
                     default_security,
                     (schemes, header_keys),
                     &mut authorizers,
@@ -183,6 +200,7 @@ pub fn import(
             let r = route(
                 &rkey,
                 op,
+                doc,
                 default_security,
                 (schemes, header_keys),
                 &mut authorizers,
@@ -194,6 +212,20 @@ pub fn import(
                 }
                 routes.push(r);
             }
+        }
+    }
+    let max_ms = max_timeout.as_millis();
+    for r in &mut routes {
+        let ms = r["integration"]["timeout"]
+            .as_str()
+            .and_then(|t| t.strip_suffix("ms"))
+            .and_then(|t| t.parse::<u128>().ok());
+        if let Some(ms) = ms.filter(|&ms| ms > max_ms) {
+            out.warnings.push(format!(
+                "{}: timeoutInMillis {ms}: over limits.integration_timeout; {max_ms} ms taken",
+                r["route"].as_str().unwrap_or("")
+            ));
+            r["integration"]["timeout"] = json!(format!("{max_ms}ms"));
         }
     }
     let mut def = json!({ "routes": routes });
@@ -312,9 +344,11 @@ fn cors(c: &Value, warnings: &mut Vec<String>) -> Option<Value> {
 }
 
 /// One operation as a route; `None` (with a warning) when it cannot be served as written.
+#[allow(clippy::too_many_arguments)]
 fn route(
     key: &str,
     op: &Value,
+    doc: &Value,
     default_security: Option<&Value>,
     (schemes, header_keys): (&Value, bool),
     authorizers: &mut Vec<Value>,
@@ -329,7 +363,28 @@ fn route(
             ));
             json!({ "type": "mock", "status": 501, "body": "{\"message\":\"Not Implemented\"}", "headers": { "content-type": "application/json" } })
         }
-        Some(i) => super::integration::integration(key, i, warnings)?,
+        Some(i) => {
+            // An integration the document shares between routes, by reference.
+            let i = match i.get("$ref").and_then(Value::as_str) {
+                None => i,
+                Some(r) => {
+                    let shared = r.strip_prefix(SHARED_INTEGRATIONS).and_then(|name| {
+                        let name = name.replace("~1", "/").replace("~0", "~");
+                        doc["components"]["x-amazon-apigateway-integrations"].get(name)
+                    });
+                    match shared {
+                        Some(s) if s.is_object() => s,
+                        _ => {
+                            warnings.push(format!(
+                                "{key}: x-amazon-apigateway-integration $ref {r:?}: leads to no integration under components.x-amazon-apigateway-integrations; the route is left out"
+                            ));
+                            return None;
+                        }
+                    }
+                }
+            };
+            super::integration::integration(key, i, warnings)?
+        }
     };
     let mut integration = integration;
     for moved in ["request_parameters", "response_parameters"] {
@@ -499,10 +554,20 @@ fn authorizer_of(name: &str, kind: &str, a: &Value, warnings: &mut Vec<String>) 
                 .map(|s| s.trim())
                 .filter(|s| !s.is_empty())
                 .map(|s| {
-                    // REST APIs write method.request.header.X; HTTP APIs $request.header.X.
-                    json!(s
+                    // REST APIs write method.request.header.X (and stageVariables.X,
+                    // context.X); HTTP APIs $request.header.X.
+                    let s = s
                         .replace("method.request.header.", "$request.header.")
-                        .replace("method.request.querystring.", "$request.querystring."))
+                        .replace("method.request.querystring.", "$request.querystring.");
+                    let s = match (
+                        s.strip_prefix("stageVariables."),
+                        s.strip_prefix("context."),
+                    ) {
+                        (Some(v), _) => format!("$stageVariables.{v}"),
+                        (_, Some(c)) => format!("$context.{c}"),
+                        _ => s,
+                    };
+                    json!(s)
                 })
                 .collect();
             let mut out = json!({ "name": name, "type": kind, "uri": uri });

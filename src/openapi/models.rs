@@ -40,6 +40,10 @@ struct Schema {
 /// What an import knows of the document's validators and models.
 pub(super) struct Imports {
     oas3: bool,
+    /// An OpenAPI 3.1 document: its schemas are JSON Schema 2020-12 (the models say so in
+    /// `$schema`; without it a model is read as draft 4, as Amazon's are, and 2020-12's
+    /// keywords would be ignored).
+    dialect_2020_12: bool,
     /// Validator name: (validateRequestBody, validateRequestParameters).
     validators: BTreeMap<String, (bool, bool)>,
     default_validator: Option<String>,
@@ -176,6 +180,17 @@ fn json_len(v: &Value) -> usize {
 }
 
 impl Imports {
+    /// A model's schema with the document's dialect named, where it is not draft 4's.
+    fn dialected(&self, mut schema: Value) -> Value {
+        if self.dialect_2020_12 {
+            if let Some(o) = schema.as_object_mut() {
+                o.entry("$schema")
+                    .or_insert_with(|| json!("https://json-schema.org/draft/2020-12/schema"));
+            }
+        }
+        schema
+    }
+
     /// The document's validators and schemas; its schemas become models at once.
     /// `input_len`: the document's size, which bounds what the models may take ([`MODELS`]).
     /// `Err` when they would take more.
@@ -221,6 +236,9 @@ impl Imports {
         }
         let mut out = Imports {
             oas3,
+            dialect_2020_12: doc["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1.") || v == "3.1"),
             validators,
             default_validator: doc["x-amazon-apigateway-request-validator"]
                 .as_str()
@@ -238,6 +256,7 @@ impl Imports {
             };
             let (value, refs) = (s.value.clone(), s.refs.clone());
             let schema = out.standalone(&name, value, &refs)?;
+            let schema = out.dialected(schema);
             out.models.push(json!({
                 "name": name,
                 "content_type": "application/json",
@@ -376,6 +395,8 @@ impl Imports {
             .into_iter()
             .flatten()
         {
+            // A media-type range: the model for any type, as Swagger's `consumes` says it.
+            let ct = if ct == "*/*" { "$default" } else { ct.as_str() };
             if let Some(m) = self.body_model(key, ct, &media["schema"])? {
                 models.insert(bare_media_type(ct), json!(m));
             }
@@ -447,6 +468,7 @@ impl Imports {
         let mut refs = BTreeSet::new();
         rewrite_refs(&mut value, prefix, &mut refs);
         let schema = self.standalone(&name, value, &refs)?;
+        let schema = self.dialected(schema);
         self.models.push(json!({
             "name": name,
             "content_type": ct,

@@ -225,8 +225,13 @@ impl Control {
         };
         let underscores_dropped =
             self.file_config.limits.underscores_in_headers == crate::config::Underscores::Drop;
-        let imported =
-            crate::openapi::import(&doc, body.len(), underscores_dropped).map_err(bad)?;
+        let imported = crate::openapi::import(
+            &doc,
+            body.len(),
+            underscores_dropped,
+            self.file_config.limits.integration_timeout,
+        )
+        .map_err(bad)?;
         if fail_on_warnings && !imported.warnings.is_empty() {
             return Err(OpError(
                 400,
