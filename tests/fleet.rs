@@ -359,12 +359,20 @@ fn usage_reports_count_the_whole_fleet() {
         "{}",
         admin_with(b.admin(), "GET", &path, "").text()
     );
-    // A deleted key's usage goes with it, as on a node alone.
+    // Amazon's shape too: one [used, remaining] per day (no quota on gold).
+    let r = admin_with(b.admin(), "GET", &path, "");
+    assert_eq!(r.json()["values"][&id], json!([[7, null]]), "{}", r.text());
+    // A deleted key's usage goes with it, as on a node alone: asked for by id it is no key
+    // of the plan (404, as Amazon answers), and the plan's report has nothing of it.
     let r = admin_with(b.admin(), "DELETE", &format!("/apikeys/{id}"), "");
     assert_eq!(r.status, 200, "{}", r.text());
     let r = admin_with(b.admin(), "GET", &path, "");
+    assert_eq!(r.status, 404, "{}", r.text());
+    let all = format!("/usageplans/gold/usage?startDate={day}&endDate={day}");
+    let r = admin_with(b.admin(), "GET", &all, "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["items"], json!({}), "{}", r.text());
+    assert_eq!(r.json()["values"], json!({}), "{}", r.text());
 }
 
 #[test]

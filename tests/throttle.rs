@@ -371,6 +371,69 @@ fn usage_reports_take_dates_only_as_yyyy_mm_dd() {
     assert_eq!(r.status, 400, "{}", r.text());
 }
 
+/// The report as Amazon's GetUsage answers it: `values`, one `[used, remaining]` per day of
+/// the range (a day without requests too), pages by `limit` and `position`, a `keyId` not on
+/// the plan 404.
+#[test]
+fn usage_reports_have_amazons_shape() {
+    let gw = Gw::start(&conf().toml());
+    for _ in 0..2 {
+        assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 200);
+    }
+    let today = tollgate::today();
+    let (start, end) = (tollgate::day_string(today - 2), tollgate::day_string(today));
+    let usage = |q: &str| {
+        admin(
+            gw.admin(),
+            "GET",
+            &format!("/usageplans/{q}&startDate={start}&endDate={end}"),
+            Some(TOKEN),
+        )
+    };
+    let r = usage("tiny/usage?keyId=devkey");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    // A day quota of 3: two days without requests, today 2 of them.
+    assert_eq!(
+        v["values"]["devkey"],
+        serde_json::json!([[0, 3], [0, 3], [2, 1]]),
+        "{v}"
+    );
+    assert_eq!(v["items"]["devkey"][0]["used"], 2, "{v}");
+    assert_eq!(
+        (v["usagePlanId"].as_str(), v.get("position")),
+        (Some("tiny"), None)
+    );
+    for q in ["tiny/usage?keyId=nobody", "tiny/usage?keyId=acme"] {
+        let r = usage(q);
+        assert_eq!(r.status, 404, "{q}: {}", r.text());
+    }
+    // Two keys with requests on gold (no quota: remaining null), one per page.
+    for k in [ACME, BETA] {
+        assert_eq!(keyed(gw.addr(), "GET", "/keyed", Some(k)).status, 200);
+    }
+    let r = usage("gold/usage?limit=1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first = r.json();
+    assert_eq!(first["values"].as_object().unwrap().len(), 1, "{first}");
+    assert_eq!(
+        first["values"]["acme"],
+        serde_json::json!([[0, null], [0, null], [1, null]])
+    );
+    let pos = first["position"].as_str().unwrap().to_string();
+    let second = usage(&format!("gold/usage?limit=1&position={pos}")).json();
+    assert_eq!(second["values"].as_object().unwrap().len(), 1, "{second}");
+    assert!(second["values"]["beta"].is_array(), "{second}");
+    assert_eq!(second.get("position"), None);
+    for bad in ["0", "501", "x"] {
+        assert_eq!(
+            usage(&format!("gold/usage?limit={bad}")).status,
+            400,
+            "{bad}"
+        );
+    }
+}
+
 #[test]
 fn deleting_a_key_deletes_its_usage() {
     let gw = Gw::start(&conf().toml());

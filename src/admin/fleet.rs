@@ -102,7 +102,14 @@ pub(super) async fn fleet_write(
                 ));
             };
             let key = query_param(query, "keyId");
-            let checked = ctl.borrow().usage_days(plan, &start, &end);
+            let page = match crate::control::usage::Page::parse(
+                query_param(query, "limit"),
+                query_param(query, "position"),
+            ) {
+                Ok(p) => p,
+                Err(OpError(s, m)) => return Some(message(s, m)),
+            };
+            let checked = ctl.borrow().usage_days(plan, &start, &end, key.as_deref());
             let (p, days) = match checked {
                 Ok(d) => d,
                 Err(OpError(s, m)) => return Some(message(s, m)),
@@ -118,8 +125,7 @@ pub(super) async fn fleet_write(
             // usage went with it, as on a node alone.
             let keys = ctl.borrow().taken_ids();
             rows.retain(|(id, _, _)| keys.contains(id));
-            let mut items: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
-                Default::default();
+            let mut entries = crate::control::usage::PerKey::default();
             let today = crate::throttle::today();
             let mut left: std::collections::BTreeMap<String, Option<u64>> = Default::default();
             for (id, day, n) in rows {
@@ -143,12 +149,14 @@ pub(super) async fn fleet_write(
                         }
                     }
                 };
-                items
-                    .entry(id)
-                    .or_default()
-                    .push(serde_json::json!({"date": day, "used": n, "remaining": remaining}));
+                let d = crate::throttle::parse_day(&day).unwrap_or_default();
+                entries.entry(id).or_default().push((d, n, remaining));
             }
-            let v = serde_json::json!({"usagePlanId": plan, "startDate": start, "endDate": end, "items": items});
+            for days in entries.values_mut() {
+                days.sort_by_key(|&(d, _, _)| d);
+            }
+            let v =
+                crate::control::usage::usage_answer(plan, (&start, &end), p.quota, entries, &page);
             return Some((200, v.to_string()));
         }
         (b"PUT", ["usageplans", plan, "keys", id, "quota"])

@@ -542,7 +542,11 @@ fn route(
                 return message(400, "startDate and endDate are required (YYYY-MM-DD)");
             };
             let key = query_param(query, "keyId");
-            op(200, ctl.borrow_mut().usage(plan, &start, &end, key.as_deref()))
+            let page = match crate::control::usage::Page::parse(query_param(query, "limit"), query_param(query, "position")) {
+                Ok(p) => p,
+                Err(e) => return message(e.0, e.1),
+            };
+            op(200, ctl.borrow_mut().usage(plan, (&start, &end), key.as_deref(), &page))
         }
         (b"GET", ["apis"]) => (200, ctl.borrow().list_apis().to_string()),
         (b"POST", ["apis"])

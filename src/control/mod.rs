@@ -18,7 +18,7 @@ mod lifecycle;
 mod reload;
 mod status;
 pub(crate) mod store;
-mod usage;
+pub(crate) mod usage;
 
 pub(crate) use access::{AccessKeyUpdate, NewAccessKey};
 pub(crate) use handover::{final_flush, UsageDelta};

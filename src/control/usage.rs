@@ -13,14 +13,27 @@ impl Control {
             .ok_or_else(|| OpError(404, format!("no usage plan {name:?}")))
     }
 
-    /// A GetUsage request checked: the plan and the days asked for (YYYY-MM-DD).
+    /// A GetUsage request checked: the plan and the days asked for (YYYY-MM-DD); a `keyId`
+    /// must name a key on the plan (404 otherwise, as Amazon's GetUsage answers).
     pub(crate) fn usage_days(
         &self,
         plan: &str,
         start: &str,
         end: &str,
+        key: Option<&str>,
     ) -> Result<(crate::config::Plan, Vec<String>), OpError> {
         let p = self.plan(plan)?.clone();
+        if let Some(id) = key {
+            if !self
+                .get_key(id)
+                .is_some_and(|k| k.plans.iter().any(|x| x == plan))
+            {
+                return Err(OpError(
+                    404,
+                    format!("Invalid API Key identifier specified: no key {id:?} on usage plan {plan:?}"),
+                ));
+            }
+        }
         let day = |name: &str, v: &str| {
             throttle::parse_day(v)
                 .ok_or_else(|| bad(format!("{name}: {v:?} is not a date as YYYY-MM-DD")))
@@ -39,11 +52,11 @@ impl Control {
     pub(crate) fn usage(
         &mut self,
         plan: &str,
-        start: &str,
-        end: &str,
+        (start, end): (&str, &str),
         key: Option<&str>,
+        page: &Page,
     ) -> Result<serde_json::Value, OpError> {
-        let (p, _) = self.usage_days(plan, start, end)?;
+        let (p, _) = self.usage_days(plan, start, end, key)?;
         self.flush().map_err(|e| OpError(500, e))?;
         // A day's `remaining` is what its quota period had left at that day's end: the days
         // of the period before `start` count too.
@@ -56,8 +69,7 @@ impl Control {
             .map_err(|e| OpError(500, e))?;
         let today = throttle::today();
         let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
-        let mut items: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
-            Default::default();
+        let mut entries: PerKey = Default::default();
         let mut by_key: std::collections::BTreeMap<String, Vec<(i64, String, u64)>> =
             Default::default();
         for (id, day, n) in rows {
@@ -78,17 +90,12 @@ impl Control {
                 .quota
                 .map(|q| remaining_by_day(q, &counts, now, today))
                 .unwrap_or_default();
-            for (i, (d, day, n)) in days.iter().enumerate() {
-                if *d >= first {
-                    items.entry(id.clone()).or_default().push(
-                        serde_json::json!({"date": day, "used": n, "remaining": left.get(i)}),
-                    );
-                }
+            let e = entries.entry(id).or_default();
+            for (i, &(d, _, n)) in days.iter().enumerate() {
+                e.push((d, n, left.get(i).copied()));
             }
         }
-        Ok(
-            serde_json::json!({"usagePlanId": plan, "startDate": start, "endDate": end, "items": items}),
-        )
+        Ok(usage_answer(plan, (start, end), p.quota, entries, page))
     }
 
     /// Setting a key's count for the current quota period (`used`), or resetting it: the
@@ -266,6 +273,114 @@ fn period_start(period: crate::config::Period, day: i64) -> i64 {
             throttle::days_from_civil(y, m, 1)
         }
     }
+}
+
+/// Per key, its days with requests in day order: (day, requests, what its quota period had
+/// left at the day's end; None without a quota). Days before the report's first may be there
+/// (its quota period's earlier days).
+pub(crate) type PerKey = std::collections::BTreeMap<String, Vec<(i64, u64, Option<u64>)>>;
+
+/// A usage report's page (Amazon's GetUsage `limit`, 1 to 500, and `position`: the key the
+/// previous page ended with). Without `limit` every key is in one answer.
+#[derive(Debug, Default)]
+pub(crate) struct Page {
+    pub limit: Option<usize>,
+    pub position: Option<String>,
+}
+
+impl Page {
+    pub(crate) fn parse(limit: Option<String>, position: Option<String>) -> Result<Page, OpError> {
+        let limit = match limit {
+            None => None,
+            Some(l) => match l.parse::<usize>() {
+                Ok(n @ 1..=500) => Some(n),
+                _ => return Err(bad(format!("limit: {l:?} is not valid: expected 1 to 500"))),
+            },
+        };
+        Ok(Page { limit, position })
+    }
+}
+
+/// A usage report as Amazon API Gateway's GetUsage answers it: `values`, per key one
+/// `[used, remaining]` pair for every day from `start` to `end` (a day without requests
+/// `[0, what its period had left]`; `remaining` null without a quota), and `position` when
+/// `page` leaves keys for the next; with Tollgate's `items` (per key, the days with
+/// requests, dated).
+pub(crate) fn usage_answer(
+    plan: &str,
+    (start, end): (&str, &str),
+    quota: Option<crate::config::Quota>,
+    entries: PerKey,
+    page: &Page,
+) -> serde_json::Value {
+    let first = throttle::parse_day(start).unwrap_or_default();
+    let last = throttle::parse_day(end).unwrap_or(first);
+    let mut items = serde_json::Map::new();
+    let mut values = serde_json::Map::new();
+    let mut keys = entries
+        .into_iter()
+        .filter(|(id, _)| page.position.as_ref().is_none_or(|p| id > p))
+        .peekable();
+    let mut taken = 0;
+    let mut position = None;
+    while let Some((id, days)) = keys.next() {
+        let dated: Vec<serde_json::Value> = days
+            .iter()
+            .filter(|&&(d, _, _)| d >= first && d <= last)
+            .map(|&(d, n, r)| serde_json::json!({"date": throttle::day_string(d), "used": n, "remaining": r}))
+            .collect();
+        let daily: Vec<serde_json::Value> = (first..=last)
+            .map(|d| {
+                let (used, remaining) = day_value(d, &days, quota);
+                serde_json::json!([used, remaining])
+            })
+            .collect();
+        items.insert(id.clone(), serde_json::Value::Array(dated));
+        values.insert(id.clone(), serde_json::Value::Array(daily));
+        taken += 1;
+        if page.limit.is_some_and(|l| taken >= l) {
+            if keys.peek().is_some() {
+                position = Some(id);
+            }
+            break;
+        }
+    }
+    let mut v = serde_json::json!({
+        "usagePlanId": plan,
+        "startDate": start,
+        "endDate": end,
+        "values": values,
+        "items": items,
+    });
+    if let Some(p) = position {
+        v["position"] = serde_json::json!(p);
+    }
+    v
+}
+
+/// Day `d`'s requests and what its quota period had left at its end, from a key's days with
+/// requests: a day without any had what the period's next day with requests had before them,
+/// or else what its last one before had left, or else the whole quota.
+fn day_value(
+    d: i64,
+    days: &[(i64, u64, Option<u64>)],
+    quota: Option<crate::config::Quota>,
+) -> (u64, Option<u64>) {
+    if let Some(&(_, n, r)) = days.iter().find(|&&(x, _, _)| x == d) {
+        return (n, r);
+    }
+    let Some(q) = quota else {
+        return (0, None);
+    };
+    let period = q.period.index(d);
+    let same = |x: i64| q.period.index(x) == period;
+    if let Some(&(_, n, r)) = days.iter().find(|&&(x, _, _)| x > d && same(x)) {
+        return (0, r.map(|r| (r + n).min(q.limit)));
+    }
+    if let Some(&(_, _, r)) = days.iter().rev().find(|&&(x, _, _)| x < d && same(x)) {
+        return (0, r);
+    }
+    (0, Some(q.limit))
 }
 
 /// What each day's quota period had left at that day's end, for a key's daily counts (in day
