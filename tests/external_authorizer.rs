@@ -463,7 +463,9 @@ fn stage_authorizer() -> Upstream {
         let e: Value = serde_json::from_slice(&s.body).unwrap_or_default();
         let stage = e["requestContext"]["stage"].as_str().unwrap_or_default();
         let ok = e["identitySource"][0] != "dev-token" || stage == "dev";
-        ok_json(json!({"isAuthorized": ok, "context": {"stage": stage}}))
+        let who = e["stageVariables"]["who"].as_str().unwrap_or_default();
+        let arn = e["routeArn"].as_str().unwrap_or_default();
+        ok_json(json!({"isAuthorized": ok, "context": {"stage": stage, "who": who, "arn": arn}}))
     })
 }
 
@@ -519,7 +521,9 @@ fn each_stage_keeps_its_own_authorizer_answers() {
 }
 
 /// A canary (`prod/Canary`) is a stage of its own to the cache, even when it serves its
-/// stage's deployment: each request's answer is the one given for the stage that served it.
+/// stage's deployment: each request's answer is the one given for the stage that served it
+/// (its stage variables). The authorizer hears of the stage the canary runs on, `prod`, as
+/// Amazon's does.
 #[test]
 fn a_canary_keeps_its_own_authorizer_answers() {
     let auth = stage_authorizer();
@@ -535,7 +539,7 @@ fn a_canary_keeps_its_own_authorizer_answers() {
         "authorizers": [{"name": "req", "type": "request", "uri": format!("http://{}/check", auth.addr),
             "identity_sources": ["$request.header.x-token"], "ttl": "300s"}],
         "routes": [{"route": "GET /data", "integration": {"type": "mock",
-            "body": "${stageVariables.who} ${context.authorizer.stage}"}}]});
+            "body": "${stageVariables.who} ${context.authorizer.who} ${context.authorizer.stage} ${context.authorizer.arn}"}}]});
     let r = post("/apis", def);
     assert_eq!(r.status, 201, "{}", r.text());
     let r = post("/apis/shop/deployments", json!({}));
@@ -568,7 +572,9 @@ fn a_canary_keeps_its_own_authorizer_answers() {
         assert_eq!(r.status, 200, "{}", r.text());
         let body = r.text();
         assert!(
-            body == "prod prod" || body == "canary prod/Canary",
+            body == "prod prod prod arn:aws:execute-api:local:000000000000:shop/prod/GET/data"
+                || body
+                    == "canary canary prod arn:aws:execute-api:local:000000000000:shop/prod/GET/data",
             "served by one stage, with the answer given for another: {body:?}"
         );
         seen.insert(body);

@@ -377,7 +377,7 @@ fn integration(
                     Some(m) => Some(Arc::new(m.resolve(
                         &s.variables,
                         &[
-                            ("stage", s.name.as_str()),
+                            ("stage", crate::config::stage_of(&s.name)),
                             ("apiId", api_name),
                             ("routeKey", r.key.as_str()),
                         ],

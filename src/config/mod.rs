@@ -59,6 +59,14 @@ use crate::syntax::Method;
 /// The suffix of a canary's stage in the compiled configuration (its metrics and logs say
 /// `prod/Canary`, as Amazon's do); it counts against its stage's limits, not limits of its own.
 pub(crate) const CANARY: &str = "/Canary";
+
+/// The stage a compiled stage's requests are on: a canary's (`prod/Canary`) are on `prod`, as
+/// Amazon runs a canary on its stage. What authorization (a policy's resource, an authorizer's
+/// `methodArn` and `stage`) and templates (`$context.stage`) see; metrics, logs and caches keep
+/// the canary apart.
+pub(crate) fn stage_of(name: &str) -> &str {
+    name.strip_suffix(CANARY).unwrap_or(name)
+}
 pub(crate) const DEFAULT_MAX_BODY: u64 = 10 << 20;
 /// `limits.body_memory`: per shard, enough for three 10 MiB JSON bodies parsed at once.
 pub(crate) const DEFAULT_BODY_MEMORY: u64 = 512 << 20;

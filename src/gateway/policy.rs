@@ -78,7 +78,9 @@ pub(crate) fn route_arn(ss: &ShardSnap, ctx: &RequestCtx, m: RouteMatch) -> Stri
     if api.ws.is_some() {
         return format!(
             "arn:aws:execute-api:local:000000000000:{}/{}/{}",
-            api.name, api.stages[m.stage], ss.snap.config.apis[m.api].routes[m.route].key
+            api.name,
+            crate::config::stage_of(&api.stages[m.stage]),
+            ss.snap.config.apis[m.api].routes[m.route].key
         );
     }
     let base = ctx.stage.map_or(0, |s| s.base_len);
@@ -87,7 +89,8 @@ pub(crate) fn route_arn(ss: &ShardSnap, ctx: &RequestCtx, m: RouteMatch) -> Stri
     // named as itself.
     let mut arn = format!(
         "arn:aws:execute-api:local:000000000000:{}/{}/",
-        api.name, api.stages[m.stage],
+        api.name,
+        crate::config::stage_of(&api.stages[m.stage]),
     );
     // A method is a token (ASCII), as the parser checked.
     arn.extend(
@@ -127,7 +130,7 @@ pub(crate) fn head_as_get(
     let at = "arn:aws:execute-api:local:000000000000:".len()
         + api.name.len()
         + 1
-        + api.stages[m.stage].len()
+        + crate::config::stage_of(&api.stages[m.stage]).len()
         + 1;
     (arn.get(at..at + 4) == Some("HEAD")).then(|| format!("{}GET{}", &arn[..at], &arn[at + 4..]))
 }

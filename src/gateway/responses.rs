@@ -55,7 +55,7 @@ pub(crate) fn customise(
             Ref::RequestId => out.extend_from_slice(ctx.request_id.as_bytes()),
             Ref::Stage => {
                 if let Some(s) = st.and_then(|s| ss.snap.apis[s.api].stages.get(s.stage)) {
-                    out.extend_from_slice(s.as_bytes());
+                    out.extend_from_slice(crate::config::stage_of(s).as_bytes());
                 }
             }
             Ref::ApiId => {

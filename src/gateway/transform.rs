@@ -345,7 +345,7 @@ fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch, reads: u8)
     out.context = json!({
             "requestId": ctx.request_id.as_str(),
             "extendedRequestId": ctx.request_id.as_str(),
-            "stage": stage.name,
+            "stage": crate::config::stage_of(&stage.name),
             "apiId": api.name,
             "httpMethod": text(ctx.head.method_bytes()),
             "resourcePath": super::responses::resource_path(&route.key),

@@ -171,7 +171,9 @@ fn identity_values(
             IdentityRef::Context(c) => Some(match c.as_str() {
                 "identity.sourceIp" => ip.to_string().into_bytes(),
                 "requestId" => ctx.request_id.as_str().as_bytes().to_vec(),
-                "stage" => api.stages[m.stage].name.as_bytes().to_vec(),
+                "stage" => crate::config::stage_of(&api.stages[m.stage].name)
+                    .as_bytes()
+                    .to_vec(),
                 "routeKey" => api.routes[m.route].key.as_bytes().to_vec(),
                 _ => ctx.head.method_bytes().to_vec(),
             }),
@@ -378,7 +380,7 @@ fn request_event(
                 "extendedRequestId": ctx.request_id.as_str(),
                 "requestTime": crate::observe::access::clf_time(now_ms),
                 "messageDirection": "IN",
-                "stage": stage.name,
+                "stage": crate::config::stage_of(&stage.name),
                 "connectedAt": now_ms,
                 "requestTimeEpoch": now_ms,
                 "identity": {
@@ -420,7 +422,7 @@ fn request_event(
             },
             "requestId": ctx.request_id.as_str(),
             "routeKey": route.key,
-            "stage": stage.name,
+            "stage": crate::config::stage_of(&stage.name),
             "time": crate::observe::access::clf_time(now.as_millis() as u64),
             "timeEpoch": now.as_millis() as u64,
         },
