@@ -50,12 +50,16 @@ fn create(gw: &Gw, name: &str, resource: &str) -> (String, String) {
 }
 
 fn botocore(gw: &Gw, ops: &(String, String), reader: &(String, String)) -> Value {
+    botocore_in(gw, "us-east-1", ops, reader)
+}
+
+fn botocore_in(gw: &Gw, region: &str, ops: &(String, String), reader: &(String, String)) -> Value {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/sigv4/botocore_client.py"
     );
     let out = Command::new("python3")
-        .args([script, &format!("http://{}", gw.addr()), "us-east-1"])
+        .args([script, &format!("http://{}", gw.addr()), region])
         .args([&ops.0, &ops.1, &reader.0, &reader.1])
         .output()
         .expect("python3");
@@ -188,6 +192,24 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         (resp.status, resp.json()),
         (403, json!({"message": BAD_TOKEN}))
     );
+}
+
+/// A reload that changes `[aws_iam] region` applies at once: signing keys derived for the
+/// old region are not used for the new one (every caller was refused until midnight UTC).
+#[test]
+fn a_new_region_applies_at_the_reload() {
+    let up = Upstream::echo();
+    let g = start(TempDir::new(), &up);
+    let ops = create(&g, "ops", "arn:aws:execute-api:*:*:api/prod/*");
+    let reader = create(&g, "reader", "arn:aws:execute-api:*:*:api/prod/GET/pets/*");
+    assert_eq!(botocore(&g, &ops, &reader)["get_query"]["status"], 200);
+    let text = std::fs::read_to_string(&g.path).unwrap();
+    g.rewrite(&text.replace("region = \"us-east-1\"", "region = \"eu-west-1\""));
+    g.gw.as_ref().unwrap().reload().unwrap();
+    let r = botocore_in(&g, "eu-west-1", &ops, &reader);
+    assert_eq!(r["get_query"]["status"], 200, "{}", r["get_query"]);
+    let r = botocore(&g, &ops, &reader);
+    assert_eq!(r["get_query"]["status"], 403, "{}", r["get_query"]);
 }
 
 #[test]

@@ -229,8 +229,9 @@ impl Drop for Shard {
     }
 }
 
-/// SigV4 signing keys by (access key id, credential date `YYYYMMDD`).
-pub(crate) type SigningKeys = AHashMap<(Arc<str>, [u8; 8]), ring::hmac::Key>;
+/// SigV4 signing keys by (access key id, credential date `YYYYMMDD`), with the region each
+/// was derived for (`[aws_iam] region` may change by reload).
+pub(crate) type SigningKeys = AHashMap<(Arc<str>, [u8; 8]), (Box<str>, ring::hmac::Key)>;
 
 /// Bytes of verified JWTs a shard keeps (about 4,000 typical tokens).
 const TOKEN_CACHE_BYTES: u64 = 8 << 20;

@@ -176,11 +176,18 @@ pub(crate) async fn allowed(
         .head
         .header(b"x-amz-content-sha256")
         .map(|v| String::from_utf8_lossy(v).into_owned());
-    // Region and service are fixed (checked above): the key and the date name the signing key.
+    // The service is fixed and the region the configured one (checked above): the key and
+    // the date name the signing key, as long as the region it was derived for is still the
+    // configured one (a reload may change it).
     let mut date = [0u8; 8];
     date.copy_from_slice(h.date.as_bytes());
     let cache_key = (key.id.clone(), date);
-    let cached = shard.sigv4_keys.borrow().get(&cache_key).cloned();
+    let cached = shard
+        .sigv4_keys
+        .borrow()
+        .get(&cache_key)
+        .filter(|(region, _)| **region == *h.region)
+        .map(|(_, k)| k.clone());
     let signing = match cached {
         Some(k) => k,
         None => {
@@ -189,7 +196,7 @@ pub(crate) async fn allowed(
             if keys.len() >= 4096 {
                 keys.clear();
             }
-            keys.insert(cache_key, k.clone());
+            keys.insert(cache_key, (h.region.clone().into(), k.clone()));
             k
         }
     };
