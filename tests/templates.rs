@@ -132,6 +132,12 @@ fn request_templates_rewrite_the_body_and_passthrough_refuses_as_configured() {
         ),
         "{m}"
     );
+    // Nested past the parser's depth: refused saying so (the reason was empty).
+    let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
+    let r = post(&g, "/open", "application/json", &deep);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let m = r.json()["message"].as_str().unwrap().to_string();
+    assert!(m.contains("recursion limit exceeded"), "{m}");
     // A body the template writes for a request that came without one, bigger than what goes
     // out with the head: streamed after it.
     for length in ["", "Content-Length: 0\r\n"] {
@@ -807,7 +813,8 @@ fn templates_override_request_and_answer_parameters() {
     // An override that makes a `.` or `..` segment is refused, as a mapped path's is: the
     // upstream would resolve it to a path the route does not name.
     // (The template writes "TENANT x/y".)
-    for tenant in ["../", "../admin/", "a/./"] {
+    // Decoded, and `\` a separator too, as a mapped path is checked.
+    for tenant in ["../", "../admin/", "a/./", "..\\", "%2e%2e/"] {
         let body = serde_json::json!({ "tenant": tenant }).to_string();
         let r = Client::connect(g.addr()).request(
             format!("POST /ov/7 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),

@@ -166,14 +166,36 @@ fn origin(o: &str) -> Result<String, &'static str> {
         && scheme
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
-        _ => (rest, None),
+    // An IPv6 literal keeps its colons: the port, if any, follows its `]`.
+    let (host, port) = match rest.strip_prefix('[').and_then(|r| r.split_once(']')) {
+        Some((_, after)) => {
+            let host = &rest[..rest.len() - after.len()];
+            match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None if after.is_empty() => (host, None),
+                None => return Err(ALLOWED),
+            }
+        }
+        None if rest.starts_with('[') => return Err(ALLOWED),
+        None => match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        },
     };
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b));
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => {
+            !v6.is_empty()
+                && v6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b":.".contains(&b))
+        }
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        }
+    };
     // A port a browser could send in `Origin`: 1 to 65535.
     let port_ok = port.is_none_or(|p| {
         p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
@@ -209,6 +231,11 @@ mod tests {
             "http://localhost:3000"
         );
         assert_eq!(origin("http://[::1]:8080").unwrap(), "http://[::1]:8080");
+        assert_eq!(origin("http://[::1]").unwrap(), "http://[::1]");
+        assert_eq!(
+            origin("https://[2001:db8::1]:443").unwrap(),
+            "https://[2001:db8::1]"
+        );
         assert!(origin("https://a.test:65535").is_ok());
         // A default port is what browsers leave out of `Origin`.
         assert_eq!(origin("https://a.test:443").unwrap(), "https://a.test");
@@ -226,6 +253,8 @@ mod tests {
             "https://a.test:0",
             "https://a.test:",
             "https://a.test:+80",
+            "http://[::1]x",
+            "http://[::1",
             "ftp://*",
         ] {
             assert!(origin(bad).is_err(), "{bad}");

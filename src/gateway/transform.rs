@@ -91,22 +91,20 @@ pub(crate) async fn request(
     if let Some(template) = template {
         let len = super::validate::read_body(ss, conn, ctx).await?;
         let body = super::validate::decoded(ss, ctx, &conn.buf[..len])?.into_owned();
-        let parsed = parse_if(
+        let (parsed, parse_error) = match parse_if(
             template.reads(vtl::READS_JSON),
             ctx.body_json.as_deref(),
             &body,
-        );
+        ) {
+            Ok(v) => (v, None),
+            Err(e) => (None, Some(e)),
+        };
         // A template that reads the body's JSON when there is none gets Amazon's 400, with the
         // parser's why (`$input.json` rendered `null`, `$input.path` its own text): when it
         // reads it, not when it only could in a branch not taken.
-        let not_json = (template.reads(vtl::READS_JSON)
-            && ctx.body_json.is_none()
-            && parsed.is_none())
-        .then(|| {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&body)
-                .err()
-                .map_or_else(String::new, |e| e.to_string())
-        });
+        let not_json =
+            (template.reads(vtl::READS_JSON) && ctx.body_json.is_none() && parsed.is_none())
+                .then(|| parse_error.unwrap_or_default());
         let json = ctx.body_json.as_deref().or(parsed.as_ref());
         let (out, overrides) = render(template, &body, (json, not_json.as_deref()), &vars)?;
         if http {
@@ -196,10 +194,9 @@ fn request_overrides(
             // separators, so a `.` or `..` segment is refused as a mapped path's is: an
             // upstream that resolves it would serve a path the route does not name.
             vtl::Override::RequestPath(name) => {
-                if value
-                    .split('/')
-                    .any(|s| crate::syntax::path::is_dot_segment(s.as_bytes()))
-                {
+                // Decoded, and `\` a separator too (IIS and some servlet containers read it
+                // as one), as a mapped path is checked.
+                if crate::syntax::path::has_dot_segment(value.as_bytes()) {
                     return Err(Error::downstream(
                         Kind::BadRequest(crate::syntax::path::PathError::DotSegment.message()),
                         "requestOverride.path",
@@ -273,14 +270,18 @@ fn remove_line(lines: &mut Vec<u8>, name: &[u8]) {
 /// `body` parsed as JSON when `needed` and `json` (a parse made before) is not there.
 /// An empty payload (or only white space) reads as `{}`, as Amazon's does (a GET through the
 /// method-request passthrough template gets `"body-json" : {}`).
-fn parse_if(needed: bool, json: Option<&Value>, body: &[u8]) -> Option<Value> {
+/// The body's JSON when a template reads it and it was not parsed before; `Err` says why it
+/// is not JSON (nested past the parser's 128 levels included: it said nothing).
+fn parse_if(needed: bool, json: Option<&Value>, body: &[u8]) -> Result<Option<Value>, String> {
     if !needed || json.is_some() {
-        return None;
+        return Ok(None);
     }
     if body.trim_ascii().is_empty() {
-        return Some(Value::Object(Map::new()));
+        return Ok(Some(Value::Object(Map::new())));
     }
-    serde_json::from_slice(body).ok()
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch, reads: u8) -> TemplateVars {
@@ -415,7 +416,7 @@ pub(crate) fn respond(
         || r.headers
             .iter()
             .any(|(_, h)| matches!(h, HeaderSource::Body(Some(_))));
-    let parsed = parse_if(needs_json, i.json, i.body);
+    let parsed = parse_if(needs_json, i.json, i.body).ok().flatten();
     let json = i.json.or(parsed.as_ref());
     let first = |name: &str| {
         i.headers
