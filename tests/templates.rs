@@ -846,3 +846,47 @@ fn templates_override_request_and_answer_parameters() {
         assert!(text.contains(want), "{want}: {text}");
     }
 }
+
+/// Amazon's `$context` names a ported template reads: the request's time, the API key it
+/// came with, and those Tollgate has no value for as empty strings (a ported template read
+/// its own text, and sent invalid JSON).
+#[test]
+fn templates_read_amazons_context_names() {
+    let key = "tmpl-0123456789abcdef0123";
+    let g = Gw::start(
+        &Cfg::new()
+            .route(
+                "GET /ctx",
+                "api_key_required = true\nintegration = { type = \"mock\", body = \"{}\", responses = [ { templates = { \"application/json\" = '{\"t\": $context.requestTimeEpoch, \"rt\": \"$context.requestTime\", \"k\": \"$context.identity.apiKeyId\", \"kv\": \"$context.identity.apiKey\", \"acct\": \"$context.identity.accountId\", \"user\": \"$context.identity.user\", \"res\": \"$context.resourceId\"}' } } ] }",
+            )
+            .extra(format!(
+                "[[usage_plans]]\nname = \"p\"\nstages = [\"api/prod\"]\n\n[[api_keys]]\nname = \"kk\"\nvalue = \"{key}\"\nplan = \"p\"\n"
+            ))
+            .toml(),
+    );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let r = Client::connect(g.addr()).request(
+        format!("GET /ctx HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let t = v["t"].as_u64().unwrap();
+    assert!(t + 1000 >= before && t <= before + 60_000, "{v}");
+    let rt = v["rt"].as_str().unwrap();
+    assert!(rt.len() == 26 && rt.ends_with(" +0000"), "{rt}");
+    assert_eq!(
+        (&v["k"], &v["kv"], &v["acct"], &v["user"], &v["res"]),
+        (
+            &json!("kk"),
+            &json!(key),
+            &json!(""),
+            &json!(""),
+            &json!("")
+        ),
+        "{v}"
+    );
+}

@@ -359,6 +359,52 @@ fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch, reads: u8)
                 "userAgent": text(ctx.head.header(b"user-agent").unwrap_or_default()),
             },
     });
+    // When the request arrived, as the access log says it (`requestTime` in its form).
+    let since = std::time::Instant::now().saturating_duration_since(ctx.timings.received);
+    let epoch_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.saturating_sub(since).as_millis() as u64);
+    let mut clf = Vec::with_capacity(26);
+    crate::observe::access::clf_time_into(epoch_ms, &mut clf);
+    out.context["requestTimeEpoch"] = json!(epoch_ms);
+    out.context["requestTime"] = text(&clf);
+    // Amazon's names Tollgate has no value for are empty, as Amazon's are where they do not
+    // apply: a ported template reads "" rather than its own text.
+    for name in ["accountId", "resourceId"] {
+        out.context[name] = json!("");
+    }
+    let id = &mut out.context["identity"];
+    for name in [
+        "accountId",
+        "apiKey",
+        "apiKeyId",
+        "accessKey",
+        "caller",
+        "cognitoAuthenticationProvider",
+        "cognitoAuthenticationType",
+        "cognitoIdentityId",
+        "cognitoIdentityPoolId",
+        "principalOrgId",
+        "user",
+        "userArn",
+    ] {
+        id[name] = json!("");
+    }
+    if let Some(k) = &ctx.principal.api_key {
+        id["apiKeyId"] = json!(&*k.id);
+        // The key the check took: an authorizer's usageIdentifierKey, else x-api-key.
+        let value = match &ctx.principal.authorizer {
+            Some(crate::gateway::ctx::Authorized::External(d)) if d.usage_key.is_some() => {
+                d.usage_key.clone().unwrap_or_default()
+            }
+            _ => String::from_utf8_lossy(ctx.head.header(b"x-api-key").unwrap_or_default())
+                .into_owned(),
+        };
+        id["apiKey"] = json!(value);
+    }
+    if let Some(crate::gateway::ctx::Authorized::Iam(key)) = &ctx.principal.authorizer {
+        id["accessKey"] = json!(&**key);
+    }
     if let Some(a) = authorizer(ctx) {
         out.context["authorizer"] = a;
     }

@@ -472,7 +472,7 @@ pub(crate) fn clf_time(ms: u64) -> String {
 }
 
 /// [`clf_time`] into `out`, formatted once per second per thread.
-fn clf_time_into(ms: u64, out: &mut Vec<u8>) {
+pub(crate) fn clf_time_into(ms: u64, out: &mut Vec<u8>) {
     use std::cell::Cell;
     thread_local! {
         static LAST: Cell<(u64, [u8; 26])> = const { Cell::new((u64::MAX, [0; 26])) };
