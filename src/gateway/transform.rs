@@ -443,14 +443,30 @@ pub(crate) struct Answered<'a> {
 const MAX_MAPPED_HEADER: usize = 8 << 10;
 
 /// The integration's answer through its integration response: status, headers and the
-/// template's body (`None`: no response matches, the answer goes as it came).
+/// template's body (`None`: the integration has no responses, the answer goes as it came;
+/// 500 when it has some and none matches, as Amazon answers).
 pub(crate) fn respond(
     t: &Transform,
     vars: &TemplateVars,
     i: Answered<'_>,
 ) -> Result<Option<Answer>, Error> {
     let Some(r) = t.response_for(i.status) else {
-        return Ok(None);
+        if t.responses.is_empty() {
+            return Ok(None);
+        }
+        // Responses, none for this status and none without a pattern: Amazon's 500 (its log
+        // says "No match for output mapping and no default output mapping configured"). The
+        // integration's own answer — its headers, an error page — does not reach the client.
+        return Err(Error::upstream(
+            Kind::TemplateFailed(
+                format!(
+                    "no match for output mapping and no default output mapping configured; the integration answered {}",
+                    i.status
+                )
+                .into(),
+            ),
+            "integration responses",
+        ));
     };
     // The template for JSON if there is one, else the first.
     let template = r
