@@ -549,3 +549,45 @@ fn the_default_route_sends_the_whole_path() {
         assert_eq!(r.json()["target"], want, "{host}{path}");
     }
 }
+
+/// A trailing `/` reaches the upstream where the request's path ends there: `$default` and a
+/// greedy variable at the end of the URI keep it (a backend that redirects `/x` to `/x/`
+/// looped when it heard `/x`); a variable inside the URI's path takes none.
+#[test]
+fn a_trailing_slash_reaches_the_upstream() {
+    let up = Upstream::echo();
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n",
+                up.addr
+            ))
+            .route(
+                "$default",
+                "integration = { type = \"http\", uri = \"http://up/base\" }",
+            )
+            .route(
+                "ANY /files/{proxy+}",
+                "integration = { type = \"http\", uri = \"http://up/f/{proxy}?from=gw\" }",
+            )
+            .route(
+                "GET /a/{id}",
+                "integration = { type = \"http\", uri = \"http://up/x/{id}/tail\" }",
+            )
+            .toml(),
+    );
+    for (path, heard) in [
+        ("/articles/", "/base/articles/"),
+        ("/articles", "/base/articles"),
+        ("/deep/er//", "/base/deep/er/"),
+        ("/files/dir/", "/f/dir/?from=gw"),
+        ("/files/dir/sub/?q=1", "/f/dir/sub/?from=gw&q=1"),
+        ("/files/dir", "/f/dir?from=gw"),
+        ("/a/5/", "/x/5/tail"),
+        ("/", "/base"),
+    ] {
+        let r = get(g.addr(), path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.json()["target"], heard, "{path}");
+    }
+}

@@ -267,6 +267,14 @@ impl RequestCtx {
         }
     }
 
+    /// Whether path variable `i` took the request path's last segment.
+    pub fn capture_reaches_end(&self, i: usize) -> bool {
+        match (self.captures.get(i), self.stage) {
+            (Some(c), Some(st)) => st.base_len + c.end as usize == self.segs.len(),
+            _ => false,
+        }
+    }
+
     /// The decoded value of path variable `i`, segments joined with '/'.
     pub fn path_var(&self, i: usize, mut each: impl FnMut(&str, bool)) {
         let (Some(c), Some(st)) = (self.captures.get(i), self.stage) else {

@@ -3,7 +3,10 @@
 //! [`normalise`] turns a raw request path into decoded segments, refusing before routing
 //! anything that could mean two different things to the gateway and the upstream: `.` and
 //! `..` segments (raw or encoded), encoded `/` and `\`, NUL and control bytes, bad escapes and
-//! non-UTF-8. Empty segments (`//`, a trailing `/`) are dropped, as nginx's `merge_slashes`.
+//! non-UTF-8. Empty segments (`//`, a trailing `/`) are dropped for routing, as nginx's
+//! `merge_slashes`; a trailing `/` is remembered ([`Segments::trailing_slash`]) so that the
+//! upstream hears `/articles/`, not `/articles` (a backend that appends the slash with a
+//! redirect would loop).
 
 use std::ops::Range;
 
@@ -12,9 +15,16 @@ use std::ops::Range;
 pub struct Segments {
     decoded: String,
     ranges: Vec<Range<u32>>,
+    /// The path ended with `/` after at least one segment.
+    trailing: bool,
 }
 
 impl Segments {
+    /// Whether the path ended with `/` after its last segment (`/articles/`; not `/`).
+    pub fn trailing_slash(&self) -> bool {
+        self.trailing
+    }
+
     pub fn len(&self) -> usize {
         self.ranges.len()
     }
@@ -103,6 +113,7 @@ fn hex(b: u8) -> Option<u8> {
 pub(crate) fn normalise_into(path: &[u8], out: &mut Segments) -> Result<(), PathError> {
     out.decoded.clear();
     out.ranges.clear();
+    out.trailing = false;
     if path.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
@@ -161,6 +172,7 @@ pub(crate) fn normalise_into(path: &[u8], out: &mut Segments) -> Result<(), Path
         out.ranges.push(start as u32..bytes.len() as u32);
     }
     out.decoded = String::from_utf8(bytes).map_err(|_| PathError::NotUtf8)?;
+    out.trailing = !out.ranges.is_empty() && path.ends_with(b"/");
     Ok(())
 }
 
@@ -287,6 +299,9 @@ mod tests {
         assert_eq!(segs("/pets//42/").unwrap(), vec!["pets", "42"]);
         assert_eq!(segs("/a%20b/%C3%A9").unwrap(), vec!["a b", "é"]);
         assert_eq!(segs("/").unwrap(), Vec::<String>::new());
+        let trailing = |p: &str| normalise(p.as_bytes()).unwrap().trailing_slash();
+        assert!(trailing("/pets/") && trailing("/pets//") && trailing("/a/b/"));
+        assert!(!trailing("/") && !trailing("//") && !trailing("/pets"));
     }
 
     #[test]

@@ -87,6 +87,26 @@ pub enum UnknownBraces {
 }
 
 impl Template {
+    /// The path variable a URI's path ends with (`http://b/files/{proxy}`, or before its
+    /// `?`), if it ends with one.
+    pub fn path_ends_with_var(&self) -> Option<usize> {
+        let mut last = None;
+        for p in &self.pieces {
+            match p {
+                Piece::Lit(s) => {
+                    if let Some(q) = s.find('?') {
+                        return if q == 0 { last } else { None };
+                    }
+                    if !s.is_empty() {
+                        last = None;
+                    }
+                }
+                Piece::PathVar(i) => last = Some(*i),
+                _ => last = None,
+            }
+        }
+        last
+    }
     /// Parses `s`. `params` are the route's path variable names, in order.
     pub fn parse(s: &str, params: &[String], unknown: UnknownBraces) -> Result<Template, String> {
         let mut pieces = Vec::new();
@@ -328,6 +348,17 @@ mod tests {
     }
 
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_uri_path_ending_with_a_variable_is_told() {
+        let t = |s: &str| Template::parse(s, &params(), UnknownBraces::Error).unwrap();
+        assert_eq!(t("/f/{proxy}").path_ends_with_var(), Some(1));
+        assert_eq!(t("/f/{proxy}?a=1").path_ends_with_var(), Some(1));
+        assert_eq!(t("/f/{petId}/tail").path_ends_with_var(), None);
+        assert_eq!(t("/f/{proxy}x?a=1").path_ends_with_var(), None);
+        assert_eq!(t("/f?q={proxy}").path_ends_with_var(), None);
+        assert_eq!(t("/f").path_ends_with_var(), None);
+    }
 
     fn params() -> Vec<String> {
         vec!["petId".to_string(), "proxy".to_string()]

@@ -150,6 +150,33 @@ pub(crate) fn integration_path(
         });
     if integ.whole_path {
         default_path(out, start, ctx);
+    } else if ctx.segs.trailing_slash() {
+        trailing_slash(out, start, ctx, integ, overridden);
+    }
+}
+
+/// A request path that ends with `/` (`/files/dir/`) keeps it where the URI's path ends with
+/// the variable that took the path's last segment (`http://b/f/{proxy}`: `/f/dir/`).
+#[cold]
+fn trailing_slash(
+    out: &mut Vec<u8>,
+    start: usize,
+    ctx: &RequestCtx,
+    integ: &HttpIntegration,
+    overridden: &[(usize, String)],
+) {
+    let Some(i) = integ.path.path_ends_with_var() else {
+        return;
+    };
+    if overridden.iter().any(|(k, _)| *k == i) || !ctx.capture_reaches_end(i) {
+        return;
+    }
+    let at = out[start..]
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(out.len(), |q| start + q);
+    if out[start..at].last() != Some(&b'/') {
+        out.insert(at, b'/');
     }
 }
 
@@ -167,6 +194,9 @@ fn default_path(out: &mut Vec<u8>, start: usize, ctx: &RequestCtx) {
     });
     if path.is_empty() {
         return;
+    }
+    if ctx.segs.trailing_slash() {
+        path.push(b'/');
     }
     // Segments are encoded: the first `?` is the URI's query.
     let at = out[start..]
