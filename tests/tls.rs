@@ -925,3 +925,95 @@ fn an_alpn_mismatch_ends_with_its_alert() {
         assert!(e.contains("NoApplicationProtocol"), "TLS 1.2: {tls12}: {e}");
     }
 }
+
+/// A WebSocket API's integrations hear the connection's verified certificate as an http
+/// route's upstream does: its `mtls.headers` on every call (a client's own copy dropped),
+/// its fields in templates; and `$connect` gets the forwarding headers the gateway writes.
+#[test]
+fn websocket_integrations_hear_the_verified_certificate() {
+    let ca = Ca::new();
+    let clients = Ca::new();
+    let up = Upstream::echo();
+    let dir = TempDir::new();
+    let (c, k, _) = ca.leaf(&["default.test"], false);
+    write_pair(&dir, "default", &c, &k);
+    std::fs::write(dir.0.join("clients-ca.pem"), clients.cert.pem()).unwrap();
+    let toml = format!(
+        r#"
+[server]
+workers = 1
+
+[[listeners]]
+name = "https"
+addr = "127.0.0.1:0"
+tls = {{ cert = "default.pem", key = "default.key" }}
+mtls = {{ client_ca = "clients-ca.pem", mode = "optional", headers = {{ "x-client-subject" = "subjectDN" }} }}
+
+[[upstreams]]
+name = "up"
+targets = ["{}"]
+
+[[apis]]
+name = "chat"
+kind = "websocket"
+
+  [[apis.stages]]
+  name = "prod"
+
+  [[apis.routes]]
+  route = "$connect"
+  integration = {{ type = "http", uri = "http://up/connect?cn=${{context.identity.clientCert.subjectDN}}", headers = {{ "x-gw" = "tollgate" }} }}
+
+  [[apis.routes]]
+  route = "$default"
+  route_response = true
+  integration = {{ type = "http", uri = "http://up/message" }}
+
+[[domains]]
+host = "*"
+mappings = [{{ base_path = "", api = "chat", stage = "prod" }}]
+"#,
+        up.addr
+    );
+    let gw = Gw::start_in(dir, &toml);
+    let tcp = TcpStream::connect(https(&gw)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let cfg = with_client_cert(ca.roots(), &clients, "alice");
+    let conn =
+        rustls::ClientConnection::new(cfg, ServerName::try_from("default.test").unwrap()).unwrap();
+    let t = rustls::StreamOwned::new(conn, tcp);
+    use tungstenite::client::IntoClientRequest;
+    let mut req = "wss://default.test/".into_client_request().unwrap();
+    for (n, v) in [
+        ("x-client-subject", "CN=admin"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", "evil"),
+        ("x-gw", "client"),
+    ] {
+        req.headers_mut()
+            .append(n, http::HeaderValue::from_static(v));
+    }
+    let (mut ws, r) = tungstenite::client(req, t)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    assert_eq!(r.status(), 101);
+    ws.send(tungstenite::Message::text("hello")).unwrap();
+    let _ = ws.read().unwrap();
+    let seen = up.requests();
+    let c = seen
+        .iter()
+        .find(|s| s.target.starts_with("/connect"))
+        .unwrap();
+    assert_eq!(c.target, "/connect?cn=CN%3Dalice");
+    assert_eq!(c.headers_named("x-client-subject"), vec!["CN=alice"]);
+    assert_eq!(
+        c.headers_named("x-forwarded-for"),
+        vec!["6.6.6.6, 127.0.0.1"]
+    );
+    assert_eq!(c.headers_named("x-forwarded-proto"), vec!["https"]);
+    assert!(c.headers_named("x-forwarded-host").is_empty());
+    assert_eq!(c.headers_named("x-gw"), vec!["tollgate"]);
+    let m = seen.iter().find(|s| s.target == "/message").unwrap();
+    assert_eq!(m.headers_named("x-client-subject"), vec!["CN=alice"]);
+}

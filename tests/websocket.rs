@@ -1161,3 +1161,87 @@ fn long_messages_go_out_in_32_kb_frames() {
     assert_eq!(frame(0x01), 32_768);
     assert_eq!(frame(0x80), 40_000 - 32_768);
 }
+
+/// A client that goes after `$connect` accepted it but before it had the 101 still gets its
+/// `$disconnect` (the backend counted a connection that never ended).
+#[test]
+fn a_client_gone_before_the_101_is_disconnected() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let rx = std::sync::Mutex::new(rx);
+    let (arrived_tx, arrived) = std::sync::mpsc::channel::<()>();
+    let arrived_tx = std::sync::Mutex::new(arrived_tx);
+    let up = Upstream::start(move |s| {
+        if s.target.starts_with("/connect") {
+            let _ = arrived_tx.lock().unwrap().send(());
+            let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(20));
+        }
+        respond(200, "{}")
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n\
+                 [[apis.routes]]\nroute = \"$disconnect\"\nintegration = { type = \"http\", uri = \"http://chat/disconnect\" }\n",
+            )
+            .toml(),
+    );
+    let mut s = TcpStream::connect(g.addr()).unwrap();
+    use std::io::Write;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: chat.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    arrived
+        .recv_timeout(Duration::from_secs(10))
+        .expect("$connect called");
+    // Gone with a reset, while $connect is still out.
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+    tx.send(()).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || up
+            .requests()
+            .iter()
+            .any(|r| r.target == "/disconnect")),
+        "{:?}",
+        up.requests()
+            .iter()
+            .map(|r| r.target.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Mapping keys a WebSocket route does not apply are refused, naming them.
+#[test]
+fn websocket_routes_refuse_templates_and_responses() {
+    for (extra, key) in [
+        (
+            "request_templates = { \"application/json\" = '{}' }",
+            "integration.request_templates",
+        ),
+        (
+            "responses = [ { status = 200, templates = { \"application/json\" = '{}' } } ]",
+            "integration.responses",
+        ),
+    ] {
+        let toml = Cfg::new()
+            .api_extra("kind = \"websocket\"")
+            .routes(format!(
+                "[[apis.routes]]\nroute = \"$default\"\nintegration = {{ type = \"http\", uri = \"http://127.0.0.1:9/m\", {extra} }}\n"
+            ))
+            .toml();
+        let dir = TempDir::new();
+        let path = dir.0.join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("--config")
+            .arg(&path)
+            .arg("check")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra}: accepted");
+        assert!(text.contains(&format!("{key}: is not used here")), "{text}");
+    }
+}

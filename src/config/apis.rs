@@ -477,59 +477,6 @@ impl Validator {
         }
     }
 
-    /// Keys a WebSocket route cannot use are refused by name: callers are authorized, keyed
-    /// and validated once, on `$connect`; answers are never cached or mapped.
-    fn websocket_route(&mut self, rkey: &str, r: &Route) {
-        let connect = r.key == "$connect";
-        let v = &r.validation_spec;
-        let validated = r.validation.is_some()
-            || v.request_validator.is_some()
-            || !v.request_models.is_empty()
-            || !v.required_parameters.is_empty();
-        let unused: [(&str, bool, &str); 7] = [
-            (
-                "authorizer",
-                !connect && r.authorizer.is_some(),
-                "only $connect is authorized",
-            ),
-            (
-                "authorization",
-                !connect && r.iam,
-                "only $connect is authorized",
-            ),
-            (
-                "api_key_required",
-                !connect && r.api_key_required,
-                "only $connect checks the key",
-            ),
-            (
-                "cache",
-                r.cache.is_some(),
-                "WebSocket routes are not cached",
-            ),
-            (
-                "request_validator",
-                validated,
-                "WebSocket routes are not validated",
-            ),
-            (
-                "request_parameters",
-                !r.request_parameters.is_empty(),
-                "WebSocket routes are not mapped",
-            ),
-            (
-                "response_parameters",
-                !r.response_parameters.is_empty(),
-                "WebSocket routes are not mapped",
-            ),
-        ];
-        for (key, set, why) in unused {
-            if set {
-                self.err(&format!("{rkey}.{key}"), format!("is not used here: {why}"));
-            }
-        }
-    }
-
     pub(super) fn route(
         &mut self,
         rkey: &str,

@@ -25,6 +25,7 @@ pub(crate) mod target;
 mod transform;
 pub(crate) mod units;
 mod upstreams;
+mod ws_routes;
 pub(crate) use apis::*;
 pub(crate) use authorizers::*;
 pub use cache::*;

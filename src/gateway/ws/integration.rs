@@ -43,12 +43,23 @@ pub(super) async fn integrate_with(
         Default::default(),
     );
     ctx.principal = s.principal.clone();
+    ctx.client_cert = s.client_cert.clone();
+    ctx.https = s.https;
     match &route.per_stage[m.stage] {
         IntegrationRt::Mock(mock) => {
             let a = crate::gateway::answers::mock(&ctx, &s.peer_ip, mock);
+            // Its headers as an answer's head, for a `$connect` refusal to relay
+            // (`WWW-Authenticate`, `Retry-After`...).
+            let mut head = format!("HTTP/1.1 {}\r\n", a.status).into_bytes();
+            head.extend_from_slice(&a.headers);
+            if let Some(ct) = a.content_type {
+                head.extend_from_slice(b"content-type: ");
+                head.extend_from_slice(ct.as_bytes());
+                head.extend_from_slice(b"\r\n");
+            }
             Ok(Some(Fetched {
                 status: a.status,
-                head: Default::default(),
+                head: bytes::BytesMut::from(&head[..]),
                 body: a.body,
                 reusable: false,
                 from: None,
@@ -78,6 +89,7 @@ pub(super) async fn integrate_with(
             req.extend_from_slice(h.host_header.as_bytes());
             req.extend_from_slice(b"\r\n");
             if event == "CONNECT" {
+                let mut xff: Vec<&[u8]> = Vec::new();
                 // The client's headers, as the upgrade request carried them (its
                 // `Sec-WebSocket-*` ones too, as Amazon's: the integration may choose among
                 // the subprotocols offered).
@@ -110,7 +122,19 @@ pub(super) async fn integrate_with(
                             | b"te"
                             | b"trailer"
                     ) || is_gateway_header(&lower)
+                        || is_forwarding_header(&lower)
+                        || h.headers
+                            .iter()
+                            .any(|(x, _)| x.as_bytes().eq_ignore_ascii_case(&lower))
+                        || s.client_cert.as_ref().is_some_and(|c| {
+                            c.names
+                                .iter()
+                                .any(|x| x.as_bytes().eq_ignore_ascii_case(&lower))
+                        })
                     {
+                        if lower == b"x-forwarded-for" {
+                            xff.push(v);
+                        }
                         continue;
                     }
                     req.extend_from_slice(n);
@@ -118,6 +142,36 @@ pub(super) async fn integrate_with(
                     req.extend_from_slice(v);
                     req.extend_from_slice(b"\r\n");
                 }
+                // As an http route's: the client's X-Forwarded-For with the peer appended,
+                // the gateway's own X-Forwarded-Proto (a client's -Proto, -Host, -Port and
+                // -Prefix are dropped above).
+                req.extend_from_slice(b"x-forwarded-for: ");
+                for v in xff {
+                    req.extend_from_slice(v);
+                    req.extend_from_slice(b", ");
+                }
+                req.extend_from_slice(s.tcp_peer.as_bytes());
+                req.extend_from_slice(if s.https {
+                    b"\r\nx-forwarded-proto: https\r\n"
+                } else {
+                    b"\r\nx-forwarded-proto: http\r\n"
+                });
+            }
+            // The verified client certificate's fields (`mtls.headers`), on every call.
+            if let Some(c) = &s.client_cert {
+                req.extend_from_slice(&c.lines);
+            }
+            // The integration's own headers (`headers = { ... }`), rendered as an http
+            // route's are; a client's of those names were left out above.
+            for (name, t) in &h.headers {
+                req.extend_from_slice(name.as_bytes());
+                req.extend_from_slice(b": ");
+                t.render(
+                    &mut req,
+                    &ctx.vars(&s.peer_ip, crate::syntax::template::Escape::Header),
+                    |_, _| {},
+                );
+                req.extend_from_slice(b"\r\n");
             }
             let ss_stage = &ss.snap.config.apis[m.api].stages[m.stage].name;
             // `$context.domainName`: the Host without its port.
@@ -178,6 +232,18 @@ pub(super) async fn integrate_with(
             Ok(Some(answer))
         }
     }
+}
+
+/// Forwarding headers the gateway writes (or drops) itself, as on http routes.
+fn is_forwarding_header(lower: &[u8]) -> bool {
+    matches!(
+        lower,
+        b"x-forwarded-for"
+            | b"x-forwarded-proto"
+            | b"x-forwarded-host"
+            | b"x-forwarded-port"
+            | b"x-forwarded-prefix"
+    )
 }
 
 /// Headers the gateway writes itself on integration calls: a client's own are left out, so

@@ -74,6 +74,15 @@ pub(crate) struct Session {
     /// snapshot's list changes with reloads); empty without a key.
     pub plan: Box<str>,
     pub peer_ip: Rc<str>,
+    /// The TCP peer (a trusted proxy, when `peer_ip` is the client it forwarded): what
+    /// `$connect`'s `X-Forwarded-For` ends with, as an http route's does.
+    pub tcp_peer: Rc<str>,
+    /// Over TLS (`X-Forwarded-Proto` to `$connect`).
+    pub https: bool,
+    /// The connection's verified client certificate (mTLS listeners): its `mtls.headers` on
+    /// every integration call, its fields in templates; and the names a client's own
+    /// headers may not use.
+    pub client_cert: Option<crate::http::conn::ClientCertHeaders>,
     pub connected_at_ms: u64,
     /// The configuration the connection was opened under, until its session is registered.
     pub opened: Option<Rc<ShardSnap>>,
@@ -234,9 +243,14 @@ pub(crate) async fn connect(
             ctx.request_id.as_str()
         )
     };
-    conn.write_all(head.into_bytes())
-        .await
-        .map_err(|_| Error::downstream(Kind::ClientGone, "writing 101"))?;
+    if conn.write_all(head.into_bytes()).await.is_err() {
+        // `$connect` accepted the connection: `$disconnect` is owed it, once, as for any
+        // connection that ends (the client went before it had the 101).
+        if ws.connect.is_some() {
+            message::disconnect(shard, &session, session::lost(), Some(ss.clone())).await;
+        }
+        return Err(Error::downstream(Kind::ClientGone, "writing 101"));
+    }
     ctx.status = 101;
     Ok(Outcome::Sent(Next::WebSocket(Box::new(session))))
 }
@@ -289,6 +303,9 @@ fn session_of(
             Some(f) => Rc::from(&*f.1),
             None => conn.peer_ip.clone(),
         },
+        tcp_peer: conn.peer_ip.clone(),
+        https: ctx.https,
+        client_cert: ctx.client_cert.clone(),
         connected_at_ms,
         opened: None,
     }

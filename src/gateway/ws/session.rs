@@ -217,7 +217,7 @@ enum Event {
     Drain,
 }
 
-fn lost() -> Ended {
+pub(super) fn lost() -> Ended {
     Ended {
         code: 1006,
         reason: "the connection was lost".into(),
