@@ -145,3 +145,82 @@ fn every_documented_call_is_served_and_nothing_else() {
         "{body}"
     );
 }
+
+/// HTTP details of the admin API: a HEAD refused before its handler is the head alone; a
+/// client that waits for `100 Continue` gets it before it sends its body; a cache purge
+/// takes one path (a second one was left out without a word); an access-log path that names
+/// a directory is refused (every line was dropped).
+#[test]
+fn admin_http_details() {
+    let g = Gw::start(
+        &Cfg::new()
+            .stage_extra("cache = { ttl = \"60s\" }")
+            .route(
+                "GET /c/{p}",
+                "integration = { type = \"mock\", body = \"c\" }",
+            )
+            .toml(),
+    );
+    // HEAD without the token: 401, the head alone.
+    let mut s = std::net::TcpStream::connect(g.admin()).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(b"HEAD /apis HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    assert!(out.ends_with("\r\n\r\n"), "a body after the head: {out:?}");
+    // Expect: 100-continue: the interim answer comes before the body is sent.
+    let body = serde_json::json!({"name": "k1", "plan": null}).to_string();
+    let mut s = std::net::TcpStream::connect(g.admin()).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        s,
+        "POST /apikeys HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 "), "{out}");
+    // Two paths to purge: refused, naming the rule.
+    let (status, body) = call(
+        &g,
+        "DELETE",
+        "/apis/api/stages/prod/cache?path=/c/a&path=/c/b",
+        "",
+    );
+    assert!(status.contains(" 400 "), "{status} {body}");
+    assert!(body.contains("one path"), "{body}");
+    // An access log path naming a directory.
+    let r = admin_with(g.admin(), "POST", "/apis", &serde_json::json!({"name": "rt", "routes": [{"route": "GET /x", "integration": {"type": "mock", "body": "x"}}]}).to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apis/rt/deployments",
+        &serde_json::json!({"stage": "prod"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin_with(
+        g.admin(),
+        "PATCH",
+        "/apis/rt/stages/prod",
+        &serde_json::json!({"access_log": {"path": "x.log/"}}).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("x.log/"), "{}", r.text());
+    assert_eq!(
+        check_config(
+            &Cfg::new()
+                .stage_extra("access_log = { path = \"new.log/\" }")
+                .toml()
+        )
+        .0,
+        false
+    );
+}

@@ -205,6 +205,13 @@ pub(super) async fn fleet_write(
                     format!("query parameter {p:?} is not valid: expected path=/... or prefix=/..., or none to flush the whole cache"),
                 ));
             }
+            // One path or prefix per call: a second would be left out without a word.
+            if query.split('&').filter(|kv| !kv.is_empty()).count() > 1 {
+                return Some(message(
+                    400,
+                    "give one path or one prefix per call (or none to flush the whole cache)",
+                ));
+            }
             let (path, prefix) = match (query_param(query, "path"), query_param(query, "prefix")) {
                 (Some(_), Some(_)) => return Some(message(400, "give path or prefix, not both")),
                 (Some(p), None) | (None, Some(p)) if !p.starts_with('/') => {

@@ -133,10 +133,10 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
                 Ok(Some((len, parts))) => break parts.into_head(buf.split_to(len).freeze()),
                 Ok(None) => {}
                 Err(h1::HeadError::TooLarge) => {
-                    return Ok(Err((431, "Request Header Fields Too Large")))
+                    return Ok(Err((431, "Request Header Fields Too Large", false)))
                 }
-                Err(h1::HeadError::UriTooLong) => return Ok(Err((414, "URI Too Long"))),
-                Err(_) => return Ok(Err((400, "Bad Request"))),
+                Err(h1::HeadError::UriTooLong) => return Ok(Err((414, "URI Too Long", false))),
+                Err(_) => return Ok(Err((400, "Bad Request", false))),
             }
             if read_into(&mut stream, &mut buf).await? == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
@@ -147,20 +147,32 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         // token takes no body.
         let open = matches!(head.path_bytes(), b"/ping" | b"/status")
             && matches!(head.framing, Framing::None);
+        // A HEAD's refusal is the head alone (RFC 9110 9.3.2), as every other answer is.
+        let is_head = head.method_bytes() == b"HEAD";
         if !open && !authorized(&head, &token) {
-            return Ok(Err((401, "Unauthorized")));
+            return Ok(Err((401, "Unauthorized", is_head)));
         }
         let n = match head.framing {
             Framing::None => 0,
             Framing::Length(n) if n as usize <= MAX_ADMIN_BODY => n as usize,
-            Framing::Length(_) => return Ok(Err((413, "Request Entity Too Large"))),
+            Framing::Length(_) => return Ok(Err((413, "Request Entity Too Large", is_head))),
             _ => {
                 return Ok(Err((
                     411,
                     "Length Required: send the body with Content-Length",
+                    is_head,
                 )))
             }
         };
+        // A client that waits for `100 Continue` (curl does, for bodies over 1 MiB) is told
+        // to send at once (RFC 9110 10.1.1), not after its own wait.
+        if buf.len() < n
+            && head
+                .header(b"expect")
+                .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
+        {
+            write_all(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await?;
+        }
         while buf.len() < n {
             if read_into(&mut stream, &mut buf).await? == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
@@ -170,11 +182,16 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
     };
     let (head, body) = match crate::driver::time::timeout(ADMIN_READ_TIMEOUT, read).await {
         Ok(Ok(Ok(x))) => x,
-        Ok(Ok(Err((status, msg)))) => {
+        Ok(Ok(Err((status, msg, is_head)))) => {
             let body = serde_json::json!({"message": msg}).to_string();
             let mut out = respond(status, body, "application/json");
             let kind = crate::error::admin_error_type(status);
             add_line(&mut out, format!("x-amzn-errortype: {kind}\r\n"));
+            if is_head {
+                if let Some(at) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                    out.truncate(at + 4);
+                }
+            }
             let _ = write_all(&mut stream, out).await;
             // A body may still be coming: read a little of it so that the client reads the
             // answer rather than a reset (nginx's lingering close).

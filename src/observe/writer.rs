@@ -131,6 +131,11 @@ impl LogWriter {
 pub(crate) fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::OpenOptionsExt;
+    // `x.log/` names a directory (opening it to append fails at every line); `x/.` too.
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.ends_with(b"/") || bytes.ends_with(b"/.") || bytes == b"." {
+        return Err(std::io::Error::other("names a directory, not a file"));
+    }
     if path.exists() {
         if path.is_dir() {
             return Err(std::io::Error::other("is a directory"));

@@ -674,6 +674,7 @@ fn check_access_log_path(v: &Value) -> Result<(), OpError> {
         Some(p)
             if p != "stdout"
                 && (p.chars().any(char::is_control)
+                    || p.ends_with('/')
                     || std::path::Path::new(p)
                         .extension()
                         .is_none_or(|e| e != "log")) =>
