@@ -376,20 +376,33 @@ fn a_second_gateway_on_the_same_addresses_refuses_to_start() {
 /// key (it would be served under one of them only, silently), and the gateway serves on.
 #[test]
 fn a_reload_that_puts_a_key_on_two_plans_of_one_stage_is_refused() {
-    let conf = |silver: &str| {
+    let up = Upstream::echo();
+    let conf = |silver: &str, cache: &str| {
         Cfg::new()
             .api("shop")
+            .stage_extra(cache)
             .stage("beta", "")
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
             .route(
                 "GET /keyed",
                 "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
             )
+            .route("GET /c", "integration = { type = \"http\", uri = \"http://up/c\" }")
             .extra(format!(
                 "[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\n\n[[usage_plans]]\nname = \"silver\"\nstages = [{silver}]\nthrottle = {{ rate = 1, burst = 1 }}\n"
             ))
             .toml()
     };
-    let gw = Gw::start(&conf("\"shop/beta\""));
+    let cached = "cache = { ttl = \"300s\" }";
+    let gw = Gw::start(&conf("\"shop/beta\"", cached));
+    let c = || {
+        Client::connect(gw.addr())
+            .request(b"GET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .header("x-cache")
+            .map(str::to_string)
+    };
+    assert_eq!(c().as_deref(), Some("Miss"));
+    assert_eq!(c().as_deref(), Some("Hit"));
     let r = admin_with(
         gw.admin(),
         "POST",
@@ -398,7 +411,8 @@ fn a_reload_that_puts_a_key_on_two_plans_of_one_stage_is_refused() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_string();
-    gw.rewrite(&conf("\"shop/beta\", \"shop/prod\""));
+    // Refused: and its other changes (the stage's cache gone) are not half taken.
+    gw.rewrite(&conf("\"shop/beta\", \"shop/prod\"", ""));
     let r = admin(gw.admin(), "POST", "/reload", Some(TOKEN));
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(
@@ -415,4 +429,21 @@ fn a_reload_that_puts_a_key_on_two_plans_of_one_stage_is_refused() {
     for _ in 0..3 {
         assert_eq!(keyed(), 200);
     }
+    // An admin change after it serves the old configuration's cache, entries and all.
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apis",
+        r#"{"name": "later", "routes": [{"route": "GET /l", "integration": {"type": "mock", "body": "l"}}]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apis/later/deployments",
+        r#"{"stage": "prod"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(c().as_deref(), Some("Hit"));
+    assert_eq!(up.count(), 1);
 }

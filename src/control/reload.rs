@@ -106,12 +106,17 @@ impl Control {
         for w in &waiting {
             tracing::warn!(what = %w, "waits for a run-time stage");
         }
+        // Compiled against a copy of the registries (caches, throttle buckets, health): a
+        // reload refused below leaves them as the serving configuration has them (the next
+        // admin change served the refused file's, a stage's cache dropped).
+        let mut registries = self.registries.clone();
         let compiled =
-            lifecycle::compile_merged(merged, &cfg, &mut self.registries).map_err(|e| e.errors)?;
+            lifecycle::compile_merged(merged, &cfg, &mut registries).map_err(|e| e.errors)?;
         let clashes = super::keys::stored_key_plan_clashes(&compiled, &self.stored_keys);
         if !clashes.is_empty() {
             return Err(clashes);
         }
+        self.registries = registries;
         self.file_config = Arc::new(cfg);
         Ok(self.install(compiled))
     }
