@@ -716,3 +716,35 @@ fn turning_auto_deploy_on_deploys_the_definition_as_it_is() {
     );
     assert_eq!(r.json()["deployment"], before);
 }
+
+/// A file API's routes, integrations and deployments are read as its lists are (a read is no
+/// change: it answered 409, "change it there"); writes are still refused.
+#[test]
+fn a_file_apis_parts_are_read_one_by_one() {
+    let g = Gw::start(
+        &Cfg::new()
+            .route("GET /k", "integration = { type = \"mock\", body = \"k\" }")
+            .toml(),
+    );
+    let get = |p: &str| admin(g.admin(), "GET", p, Some(TOKEN));
+    let r = get("/apis/api/routes/GET%20%2Fk");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["key"], "GET /k");
+    let r = get("/apis/api/routes/GET%20%2Fk/integration");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["type"], "mock", "{}", r.text());
+    assert_eq!(get("/apis/api/routes/GET%20%2Fnope").status, 404);
+    let r = get("/apis/api/deployments");
+    assert_eq!(
+        (r.status, r.json()["items"].clone()),
+        (200, serde_json::json!([]))
+    );
+    assert_eq!(get("/apis/api/deployments/d1").status, 404);
+    let r = admin_with(
+        g.admin(),
+        "PUT",
+        "/apis/api/routes/GET%20%2Fk",
+        r#"{"route": "GET /k", "integration": {"type": "mock", "body": "x"}}"#,
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+}

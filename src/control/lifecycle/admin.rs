@@ -422,6 +422,10 @@ impl Control {
 
     /// `GET /apis/{api}/deployments`: the history, oldest first.
     pub(crate) fn list_deployments(&self, api: &str) -> Result<Value, OpError> {
+        // A file API has no deployments: it serves as the file says.
+        if self.file_config.apis.iter().any(|a| a.name == api) {
+            return Ok(json!({ "items": [], "source": "file" }));
+        }
         self.runtime_api(api)?;
         let mut items: Vec<&RtDeployment> = self
             .objects

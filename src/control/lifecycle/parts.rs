@@ -190,8 +190,27 @@ impl Control {
         Ok(json!({ "items": items, "source": "admin" }))
     }
 
-    /// One item of a run-time API's list (404 when there is none).
+    /// One item of an API's list (404 when there is none): a file API's as the gateway
+    /// compiled it, as [`Self::list_parts`] lists it (reading is no change: not a 409).
     pub(crate) fn get_part(&self, api: &str, part: Part, id: &str) -> Result<Value, OpError> {
+        if let Some(a) = self.file_config.apis.iter().find(|a| a.name == api) {
+            let item = match part {
+                Part::Route => a
+                    .routes
+                    .iter()
+                    .find(|r| r.key == id)
+                    .map(serde_json::to_value),
+                Part::Authorizer => a
+                    .authorizers
+                    .iter()
+                    .find(|x| x.name == id)
+                    .map(serde_json::to_value),
+            };
+            return match item {
+                Some(v) => v.map_err(|e| OpError(500, e.to_string())),
+                None => Err(not_found(api, part, id)),
+            };
+        }
         let a = self.runtime_api(api)?;
         find(&a.definition, part, id)
             .cloned()
@@ -331,6 +350,12 @@ impl Control {
     /// `GET /apis/{api}/deployments/{id}`: one deployment with the definition it holds and
     /// the stages serving it.
     pub(crate) fn get_deployment(&self, api: &str, id: &str) -> Result<Value, OpError> {
+        if self.file_config.apis.iter().any(|a| a.name == api) {
+            return Err(OpError(
+                404,
+                format!("API {api:?} is declared in the configuration file: it has no deployments"),
+            ));
+        }
         self.runtime_api(api)?;
         let d = self
             .objects
