@@ -591,3 +591,17 @@ fn a_trailing_slash_reaches_the_upstream() {
         assert_eq!(r.json()["target"], heard, "{path}");
     }
 }
+
+/// `(none)`, Amazon's REST spelling of "no base path", maps the domain's root.
+#[test]
+fn a_none_base_path_is_the_domains_root() {
+    let g = Gw::start(
+        &Cfg::new()
+            .route("GET /r", "integration = { type = \"mock\", body = \"root\" }")
+            .extra("[[domains]]\nhost = \"none.test\"\nmappings = [{ base_path = \"(none)\", api = \"api\", stage = \"prod\" }]\n")
+            .toml(),
+    );
+    let r = Client::connect(g.addr())
+        .request(b"GET /r HTTP/1.1\r\nHost: none.test\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.text()), (200, "root".to_string()));
+}

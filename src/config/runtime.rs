@@ -206,7 +206,9 @@ pub(crate) fn host_pattern(h: &str) -> Result<HostPattern, String> {
 
 /// A base path's segments (`""` or `/` for none).
 pub(crate) fn base_path(bp: &str) -> Result<Vec<String>, String> {
-    if bp.is_empty() || bp == "/" {
+    // `(none)` is how Amazon's REST base path mappings say "no base path": a mapping carried
+    // over from one means the domain's root, not a segment spelt `(none)`.
+    if bp.is_empty() || bp == "/" || bp == "(none)" {
         return Ok(Vec::new());
     }
     if let Some(c) = bp
