@@ -1245,3 +1245,24 @@ fn websocket_routes_refuse_templates_and_responses() {
         assert!(text.contains(&format!("{key}: is not used here")), "{text}");
     }
 }
+
+/// A `$connect` mock's refusal carries its headers, as an http integration's does.
+#[test]
+fn a_connect_mocks_refusal_carries_its_headers() {
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"mock\", status = 401, body = '{\"message\":\"who?\"}', headers = { \"www-authenticate\" = \"Bearer realm=chat\", \"retry-after\" = \"5\" } }\n",
+            )
+            .toml(),
+    );
+    match open(&g, "") {
+        Err(tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 401);
+            assert_eq!(r.headers()["www-authenticate"], "Bearer realm=chat");
+            assert_eq!(r.headers()["retry-after"], "5");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}
