@@ -1020,3 +1020,54 @@ fn draining_finishes_open_streams_and_says_goaway() {
     stopper.join().unwrap();
     assert_eq!(up.count(), 1);
 }
+
+/// A stream reset part way through its answer's body is counted with the status its head
+/// carried (as a cut HTTP/1.1 answer is), not as 499: the client had the 200.
+#[test]
+fn a_stream_reset_mid_body_keeps_its_status() {
+    // An upstream that sends the head and part of the body, then waits: the reset comes
+    // while the gateway waits for more.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in listener.incoming().take(2) {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                if String::from_utf8_lossy(&buf[..n]).starts_with("GET /other") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    return;
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+                let _ = s.write_all(&[b'x'; 1000]);
+                std::thread::sleep(Duration::from_secs(5));
+            });
+        }
+    });
+    let gw = Gw::start(&conf(up_addr, "", "", ""));
+    let addr = gw.addr();
+    rt().block_on(async move {
+        let c = connect(addr).await;
+        let mut ready = c.clone().ready().await.unwrap();
+        let req = http::Request::get("http://api.test/big").body(()).unwrap();
+        let (resp, _send) = ready.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let first = body.data().await.unwrap().unwrap();
+        assert!(!first.is_empty());
+        // Dropping the body before its end resets the stream (CANCEL).
+        drop(body);
+        let mut c2 = c.clone();
+        assert_eq!(get(&mut c2, "/other").await.status, 200);
+    });
+    assert!(metric_reaches(
+        &gw,
+        "tollgate_responses_total",
+        "class=\"2xx\"",
+        2
+    ));
+    assert_eq!(metric(&gw, "tollgate_responses_total", "class=\"4xx\""), 0);
+}

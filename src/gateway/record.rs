@@ -90,12 +90,19 @@ impl<'a> Exit<'a> {
 impl Drop for Exit<'_> {
     fn drop(&mut self) {
         if !self.done {
+            // An answer whose head went out (an HTTP/2 stream reset part way through its
+            // body) keeps that status, as a cut HTTP/1.1 answer does; nothing sent is 499.
+            let status = if self.ctx.status != 0 {
+                self.ctx.status
+            } else {
+                CLIENT_CLOSED
+            };
             observe(
                 self.shard,
                 &self.ss,
                 &Record {
                     ctx: Some(&self.ctx),
-                    status: CLIENT_CLOSED,
+                    status,
                     response_type: Some(Kind::ClientGone.response_type()),
                     bytes_in: self.head_len as u64,
                     from: Some(self.from),
