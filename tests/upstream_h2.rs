@@ -353,3 +353,106 @@ fn silent_first_relay(inner: SocketAddr) -> (SocketAddr, std::sync::mpsc::Receiv
     });
     (addr, first_rx)
 }
+
+/// A minimal HTTP/2 upstream: records each request (method, path and query), answers 200,
+/// but resets `/pay` (INTERNAL_ERROR) once it has read its body.
+fn h2_origin() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let log = log.clone();
+                        tokio::spawn(async move {
+                            let (parts, mut body) = req.into_parts();
+                            while let Some(Ok(chunk)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                            }
+                            let pq = parts.uri.path_and_query().map(|p| p.to_string());
+                            log.lock().unwrap().push(format!(
+                                "{} {}",
+                                parts.method,
+                                pq.unwrap_or_default()
+                            ));
+                            if parts.uri.path() == "/pay" {
+                                respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                                return;
+                            }
+                            let resp = http::Response::builder().status(200).body(()).unwrap();
+                            if let Ok(mut s) = respond.send_response(resp, false) {
+                                let _ = s.send_data(bytes::Bytes::from_static(b"ok"), true);
+                            }
+                        });
+                    }
+                });
+            }
+        });
+    });
+    (addr, seen)
+}
+
+/// A request the HTTP/2 upstream took and reset is not sent again unless it is idempotent (a
+/// POST was replayed on a new connection: the charge ran twice); a query an HTTP/1.1
+/// request line carries but the URI type refuses is sent percent-encoded (it was a 502), and
+/// a request HTTP/2 has no form for is refused without counting against the target.
+#[test]
+fn an_h2_upstreams_reset_is_not_replayed_for_a_post() {
+    let (origin, seen) = h2_origin();
+    let a = outer(
+        TempDir::new(),
+        &format!("targets = [\"{origin}\"]\nmax_fails = 1\nfail_timeout = \"30s\""),
+        "http",
+    );
+    assert_eq!(get(a.addr(), "/warm").status, 200);
+    let r = Client::connect(a.addr()).request(
+        b"POST /pay HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nConnection: close\r\n\r\namount=1000",
+    );
+    assert_eq!(r.status, 502, "{}", r.text());
+    let pays = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.starts_with("POST /pay"))
+            .count()
+    };
+    assert_eq!(pays(), 1, "{:?}", seen.lock().unwrap());
+    // The target was counted failed once (max_fails = 1): it comes back after fail_timeout;
+    // a fresh gateway for the rest.
+    let a = outer(
+        TempDir::new(),
+        &format!("targets = [\"{origin}\"]\nmax_fails = 1\nfail_timeout = \"30s\""),
+        "http",
+    );
+    let r = get(a.addr(), "/search?q=\"x\"<y>");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|s| s == "GET /search?q=%22x%22%3Cy%3E"),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    for _ in 0..3 {
+        let r = Client::connect(a.addr()).request(
+            b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        );
+        assert_eq!(r.status, 502, "{}", r.text());
+    }
+    // Not ejected: still served.
+    assert_eq!(get(a.addr(), "/warm").status, 200);
+}

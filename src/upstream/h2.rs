@@ -25,6 +25,50 @@ fn h2_err(e: h2::Error) -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionReset, e)
 }
 
+/// The connection could not take the stream (closed, or going away): nothing of the request
+/// was sent, whatever its method.
+fn not_sent(e: h2::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, e)
+}
+
+/// Whether a failed stream's request is known not to have been processed by the upstream
+/// (RFC 9113 8.7): a stream it refused (REFUSED_STREAM), one a GOAWAY left out, or one the
+/// connection never took.
+pub(crate) fn unprocessed(e: &io::Error) -> bool {
+    if e.kind() == io::ErrorKind::NotConnected {
+        return true;
+    }
+    e.get_ref()
+        .and_then(|x| x.downcast_ref::<h2::Error>())
+        .is_some_and(|h| {
+            h.reason() == Some(h2::Reason::REFUSED_STREAM) || h.is_go_away() && h.is_remote()
+        })
+}
+
+/// Percent-encodes the bytes of a request target the URI type refuses (`"`, `<`, `>`, `{`,
+/// `|`, a space...) which an HTTP/1.1 request line may carry and an origin decodes the same.
+fn uri_safe(target: &str) -> std::borrow::Cow<'_, str> {
+    let ok = |b: u8| {
+        b.is_ascii_graphic()
+            && !matches!(
+                b,
+                b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+            )
+    };
+    if target.bytes().all(ok) {
+        return target.into();
+    }
+    let mut out = String::with_capacity(target.len() + 16);
+    for b in target.bytes() {
+        if ok(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.into()
+}
+
 thread_local! {
     /// Connection drivers alive on this shard (a draining shard waits for them to end).
     static DRIVERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -158,7 +202,7 @@ impl H2Up {
             .ok()
             .and_then(|t| t.split(' ').next())
             .unwrap_or("/");
-        let uri = format!("{}://{host}{target}", self.scheme);
+        let uri = format!("{}://{host}{}", self.scheme, uri_safe(target));
         let mut req = http::Request::builder()
             .method(head.method_bytes())
             .uri(uri)
@@ -182,8 +226,8 @@ impl H2Up {
         let end = matches!(head.framing, Framing::None | Framing::Length(0));
         poll_fn(|cx| self.sender.poll_ready(cx))
             .await
-            .map_err(h2_err)?;
-        let (resp, send) = self.sender.send_request(req, end).map_err(h2_err)?;
+            .map_err(not_sent)?;
+        let (resp, send) = self.sender.send_request(req, end).map_err(not_sent)?;
         self.resp = Some(Resp::Waiting(resp));
         self.req = match head.framing {
             _ if end => Req::Sent,

@@ -218,9 +218,10 @@ pub(crate) async fn send(
                 ctx.integration_status = Some(resp.status);
                 break (target, eject, up, resp, ubuf);
             }
-            // The target's HTTP/2 connection closed (GOAWAY, its idle timeout): no stream
-            // was opened, so nothing was sent whatever the method. It is dropped, and the
-            // request goes on a new one.
+            // The target's HTTP/2 connection closed (GOAWAY, its idle timeout) before it took
+            // the stream, or refused the stream: nothing was processed whatever the method
+            // (`exchange` says Stale for those alone). It is dropped, and the request goes
+            // on a new one.
             Err(Failure::Stale) if matches!(up, UpStream::H2(_)) && tries < 3 => {
                 drop_h2_conn(&target, &up);
                 fresh_only = true;
@@ -304,11 +305,23 @@ pub(super) async fn exchange(
     // An HTTP/1.1 client whose answer is slow is watched too (HTTP/2 streams are reset by
     // their client, which the stream sees).
     let mut watch_client = true;
-    if up.write_all(first).await.is_err() {
-        return Err(if reused {
-            Failure::Stale
-        } else {
-            Failure::Reset(gone("writing request head"))
+    if let Err(e) = up.write_all(first).await {
+        let h2 = matches!(up, UpStream::H2(_));
+        return Err(match e.kind() {
+            // A request HTTP/2 has no form for (a protocol switch) or that the mapping could
+            // not send: no fault of the target's, and no new connection for it.
+            std::io::ErrorKind::Unsupported | std::io::ErrorKind::InvalidInput if h2 => {
+                Failure::Client(Error::upstream(
+                    Kind::BadGateway,
+                    "the request has no HTTP/2 form for this upstream (a protocol switch)",
+                ))
+            }
+            // HTTP/2: only a stream the connection never took is known unsent.
+            _ if h2 && !crate::upstream::h2::unprocessed(&e) => {
+                Failure::Target(gone("sending the request"))
+            }
+            _ if reused => Failure::Stale,
+            _ => Failure::Reset(gone("writing request head")),
         });
     }
     let streamed = ctx.body == BodyState::Unread;
@@ -427,7 +440,12 @@ pub(super) async fn exchange(
                     Ok(Err(e)) => format!("connection failed before a complete answer: {e}"),
                     _ => "connection closed before a complete answer".to_string(),
                 };
-                return Err(match (nothing && !streamed, reused) {
+                // An HTTP/2 stream was sent: a retry on a fresh connection whatever the method
+                // only when the upstream says it did not process it (REFUSED_STREAM, GOAWAY);
+                // otherwise as a reset of a new connection (an idempotent request retried).
+                let h2_processed = matches!(up, UpStream::H2(_))
+                    && !matches!(&read, Ok(Err(e)) if crate::upstream::h2::unprocessed(e));
+                return Err(match (nothing && !streamed, reused && !h2_processed) {
                     (true, true) => Failure::Stale,
                     (true, false) => Failure::Reset(gone(&closed)),
                     (false, _) => Failure::Target(gone(&closed)),
