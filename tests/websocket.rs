@@ -615,11 +615,13 @@ fn connections_and_messages_are_in_the_access_log() {
         &Cfg::new()
             .api_extra("kind = \"websocket\"")
             .stage_extra(format!(
-                "access_log = {{ path = \"{}\", format = '$context.eventType $context.connectionId $context.routeKey $context.status' }}",
+                "access_log = {{ path = \"{}\", format = '$context.eventType $context.connectionId $context.routeKey $context.status $context.error.responseType' }}",
                 log.display()
             ))
             .routes(
-                "[[apis.routes]]\nroute = \"ping\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = '{\"pong\":true}' }\n",
+                "[[apis.routes]]\nroute = \"ping\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = '{\"pong\":true}' }\n\
+                 [[apis.routes]]\nroute = \"once\"\nroute_response = true\nthrottle = { rate = 1, burst = 1 }\nintegration = { type = \"mock\", status = 200, body = '{\"ok\":true}' }\n\
+                 [[apis.routes]]\nroute = \"$disconnect\"\nintegration = { type = \"mock\", status = 200, body = 'bye' }\n",
             )
             .toml(),
     );
@@ -628,9 +630,16 @@ fn connections_and_messages_are_in_the_access_log() {
     assert_eq!(next_text(&mut ws), json!({"pong": true}));
     ws.send(Message::text(r#"{"action":"nobody"}"#)).unwrap();
     assert_eq!(next_text(&mut ws)["message"], "Forbidden");
+    // A throttled message says why, as a throttled request does.
+    ws.send(Message::text(r#"{"action":"once"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws), json!({"ok": true}));
+    ws.send(Message::text(r#"{"action":"once"}"#)).unwrap();
+    assert_eq!(next_text(&mut ws)["message"], "Too Many Requests");
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
-        eventually(Duration::from_secs(10), || read().lines().count() >= 3),
+        eventually(Duration::from_secs(10), || read().lines().count() >= 6),
         "{}",
         read()
     );
@@ -640,8 +649,25 @@ fn connections_and_messages_are_in_the_access_log() {
     assert_eq!(lines[0][3], "101", "{text}");
     let id = lines[0][1];
     assert_eq!(id.len(), 20, "{text}");
-    assert_eq!(lines[1], vec!["MESSAGE", id, "ping", "200"], "{text}");
-    assert_eq!(lines[2], vec!["MESSAGE", id, "-", "403"], "{text}");
+    assert_eq!(lines[1][..4], ["MESSAGE", id, "ping", "200"], "{text}");
+    assert_eq!(lines[2][..4], ["MESSAGE", id, "-", "403"], "{text}");
+    assert_eq!(
+        lines[4],
+        vec!["MESSAGE", id, "once", "429", "THROTTLED"],
+        "{text}"
+    );
+    // `$disconnect` has its line too.
+    assert_eq!(
+        lines[5][..4],
+        ["DISCONNECT", id, "$disconnect", "200"],
+        "{text}"
+    );
+    assert!(metric_reaches(
+        &g,
+        "tollgate_route_throttled_total",
+        "route=\"once\"",
+        1
+    ));
 }
 
 /// Bytes in and out for a client-side protocol layer (the frames travel in HTTP/2 DATA).
@@ -1265,4 +1291,43 @@ fn a_connect_mocks_refusal_carries_its_headers() {
         }
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
+}
+
+/// With `[tracing]`, a client's trace headers (here an invalid one) are not handed to
+/// `$connect`'s integration: the gateway owns trace context.
+#[test]
+fn connect_does_not_pass_a_clients_trace_context_on() {
+    let up = backend();
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"")
+            .routes("[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n")
+            .extra("[tracing]\notlp_endpoint = \"http://127.0.0.1:9/v1/traces\"\nsample = 0.0\n")
+            .toml(),
+    );
+    let _ws = open_with(
+        &g,
+        &[
+            (
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "evil=1"),
+            ("x-amzn-trace-id", "Root=1-0-0;Sampled=1"),
+        ],
+    )
+    .unwrap();
+    let seen = up.requests();
+    let c = seen.iter().find(|s| s.target == "/connect").unwrap();
+    for h in ["tracestate", "x-amzn-trace-id"] {
+        assert!(c.headers_named(h).is_empty(), "{h}");
+    }
+    assert!(
+        !c.headers_named("traceparent")
+            .iter()
+            .any(|v| v.contains("00000000000000000000000000000000")),
+        "{:?}",
+        c.headers_named("traceparent")
+    );
 }

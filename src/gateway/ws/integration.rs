@@ -90,6 +90,9 @@ pub(super) async fn integrate_with(
             req.extend_from_slice(b"\r\n");
             if event == "CONNECT" {
                 let mut xff: Vec<&[u8]> = Vec::new();
+                // With `[tracing]` the gateway owns trace context: a client's own (perhaps
+                // invalid: W3C's rules restart it) is not handed on.
+                let traced = ss.snap.config.tracing.is_some();
                 // The client's headers, as the upgrade request carried them (its
                 // `Sec-WebSocket-*` ones too, as Amazon's: the integration may choose among
                 // the subprotocols offered).
@@ -123,6 +126,11 @@ pub(super) async fn integrate_with(
                             | b"trailer"
                     ) || is_gateway_header(&lower)
                         || is_forwarding_header(&lower)
+                        || traced
+                            && matches!(
+                                lower.as_slice(),
+                                b"traceparent" | b"tracestate" | b"x-amzn-trace-id"
+                            )
                         || h.headers
                             .iter()
                             .any(|(x, _)| x.as_bytes().eq_ignore_ascii_case(&lower))

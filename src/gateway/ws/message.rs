@@ -144,17 +144,16 @@ async fn answer(
     ctx.route = Some(m);
     // Each message is throttled as a request is: the route's, the stage's and the key's
     // buckets, with the same leases.
-    if crate::gateway::limits::throttle(shard, ss, ctx, m)
-        .await
-        .is_err()
-    {
+    // A refusal is in the log's error fields and the throttle figures, as a request's.
+    if let Err(e) = crate::gateway::limits::throttle(shard, ss, ctx, m).await {
+        crate::gateway::finish::count_error(shard, &e);
+        ctx.failure = Some(e);
         return error("Too Many Requests", 429);
     }
     // And counted against the quota of `$connect`'s API key's plan, as a request is.
-    if crate::gateway::limits::count_quota(shard, ss, ctx)
-        .await
-        .is_err()
-    {
+    if let Err(e) = crate::gateway::limits::count_quota(shard, ss, ctx).await {
+        crate::gateway::finish::count_error(shard, &e);
+        ctx.failure = Some(e);
         return error("Limit Exceeded", 429);
     }
     let two_way = ss.snap.config.apis[st.api].routes[route].route_response;
@@ -234,8 +233,61 @@ pub(super) async fn disconnect(
             .collect::<String>()
     );
     let id = shard.request_id();
-    if let Err(why) = integrate_with(&ss, s, m, "DISCONNECT", &[], Some(id.as_str()), &extra).await
-    {
-        tracing::debug!(connection = %s.id, error = %why, "$disconnect integration failed");
-    }
+    let mut ctx = RequestCtx::new(s.head.clone(), id, Default::default());
+    ctx.principal = s.principal.clone();
+    ctx.stage = Some(crate::route::StageRef {
+        api,
+        stage,
+        base_len: 0,
+    });
+    ctx.ws = Some((s.id.as_str().into(), "DISCONNECT"));
+    ctx.route = Some(m);
+    let called = std::time::Instant::now();
+    let answer = integrate_with(
+        &ss,
+        s,
+        m,
+        "DISCONNECT",
+        &[],
+        Some(ctx.request_id.as_str()),
+        &extra,
+    )
+    .await;
+    ctx.timings.upstream_start = Some(called);
+    ctx.timings.upstream_connected = Some(called);
+    ctx.timings.first_byte = Some(std::time::Instant::now());
+    let status = match answer {
+        Ok(Some(f)) => {
+            ctx.upstream = f.from;
+            ctx.integration_status = Some(f.status);
+            if (200..300).contains(&f.status) {
+                200
+            } else {
+                500
+            }
+        }
+        Ok(None) => 200,
+        Err(why) => {
+            tracing::debug!(connection = %s.id, error = %why, "$disconnect integration failed");
+            let status = if why.status() == 504 { 504 } else { 502 };
+            ctx.failure = Some(why);
+            status
+        }
+    };
+    ctx.status = status;
+    // One access-log line and the route's figures, as `$connect` and messages have.
+    crate::gateway::record::observe(
+        shard,
+        &ss,
+        &crate::gateway::record::Record {
+            ctx: Some(&ctx),
+            status,
+            from: Some(crate::gateway::record::From {
+                peer: peer(s),
+                tls: None,
+                h2: false,
+            }),
+            ..Default::default()
+        },
+    );
 }
