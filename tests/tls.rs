@@ -1017,3 +1017,59 @@ mappings = [{{ base_path = "", api = "chat", stage = "prod" }}]
     let m = seen.iter().find(|s| s.target == "/message").unwrap();
     assert_eq!(m.headers_named("x-client-subject"), vec!["CN=alice"]);
 }
+
+/// A client chain of the client's certificate and `n` intermediates under `root`.
+fn chained_client(
+    roots: Arc<rustls::RootCertStore>,
+    root: &Ca,
+    n: usize,
+) -> Arc<rustls::ClientConfig> {
+    let mut made: Vec<(rcgen::Certificate, KeyPair)> = Vec::new();
+    for i in 0..n {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, format!("Intermediate {i}"));
+        let key = KeyPair::generate().unwrap();
+        let cert = match made.last() {
+            Some((c, k)) => p.signed_by(&key, c, k).unwrap(),
+            None => p.signed_by(&key, &root.cert, &root.key).unwrap(),
+        };
+        made.push((cert, key));
+    }
+    let mut p = CertificateParams::new(vec!["deep.clients.test".to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "deep");
+    let key = KeyPair::generate().unwrap();
+    let leaf = match made.last() {
+        Some((c, k)) => p.signed_by(&key, c, k).unwrap(),
+        None => p.signed_by(&key, &root.cert, &root.key).unwrap(),
+    };
+    let mut chain = vec![leaf.der().clone()];
+    chain.extend(made.iter().rev().map(|(c, _)| c.der().clone()));
+    let der_key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let c = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, der_key)
+    .unwrap();
+    Arc::new(c)
+}
+
+/// A client chain longer than Amazon's four certificates is refused without being verified
+/// (path building over a long chain cost a shard tens of milliseconds per handshake); four
+/// are served.
+#[test]
+fn mtls_chains_longer_than_four_are_refused() {
+    let (s, clients) = mtls_setup("required");
+    let a = https(&s.gw);
+    let (status, _) = tls_get_with(a, chained_client(s.ca.roots(), &clients, 3), "").unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = tls_get_with(a, chained_client(s.ca.roots(), &clients, 4), "").unwrap();
+    assert_eq!(
+        (status, body),
+        (403, serde_json::json!({"message": "Forbidden"}))
+    );
+}

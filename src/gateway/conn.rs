@@ -225,6 +225,9 @@ async fn open(
             if let Some(why) = &refused {
                 tracing::debug!(peer = %peer, reason = %why, "client certificate refused: requests answered 403");
             }
+            let recheck = chain
+                .filter(|c| !c.is_empty())
+                .map(|c| Rc::new(crate::tls::client_auth::Recheck::new(c, refused.clone())));
             let values = chain
                 .filter(|_| refused.is_none())
                 .and_then(|c| c.first())
@@ -242,6 +245,7 @@ async fn open(
                     .collect(),
                 fields: values.map(Rc::from),
                 refused,
+                recheck,
             })
         }
         _ if !cert_names.is_empty() => Some(ClientCertHeaders {
@@ -249,6 +253,7 @@ async fn open(
             names: cert_names.into(),
             fields: None,
             refused: None,
+            recheck: None,
         }),
         _ => None,
     };

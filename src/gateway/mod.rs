@@ -156,11 +156,23 @@ async fn run_phases(
     let snap = &ss.snap;
     // mTLS: a connection without a certificate its listener accepts is answered 403 before
     // anything else, as Amazon API Gateway answers it (the domain refuses, whatever the path).
-    if let Some(why) = ctx.client_cert.as_ref().and_then(|c| c.refused.as_ref()) {
-        return Err(Error::downstream(
-            Kind::AccessDenied("Forbidden"),
-            format!("client certificate refused: {why}"),
-        ));
+    if let Some(c) = &ctx.client_cert {
+        let why = match &c.recheck {
+            // A certificate sent: its verdict, checked again once it is a minute old.
+            Some(r) => r.refusal(
+                snap.tls
+                    .get(conn.listener)
+                    .and_then(|t| t.as_ref())
+                    .and_then(|t| t.clients.as_deref()),
+            ),
+            None => c.refused.clone(),
+        };
+        if let Some(why) = why {
+            return Err(Error::downstream(
+                Kind::AccessDenied("Forbidden"),
+                format!("client certificate refused: {why}"),
+            ));
+        }
     }
     normalise_path(ctx)?;
     resolve_stage(ss, conn.listener, ctx)?;

@@ -216,6 +216,8 @@ pub struct ClientCertHeaders {
     /// Why the connection's client certificate is not accepted (mTLS listeners): its
     /// requests are answered 403.
     pub refused: Option<std::sync::Arc<str>>,
+    /// The certificate it sent, checked again as its verdict ages (mTLS listeners).
+    pub(crate) recheck: Option<Rc<crate::tls::client_auth::Recheck>>,
 }
 
 /// Appends what the socket has to `buf`; `Ok(0)` at end of stream.

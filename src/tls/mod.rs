@@ -439,7 +439,9 @@ pub(crate) fn server_config(
     let mut cfg = b.with_cert_resolver(Arc::new(resolver));
     cfg.ignore_client_order = true;
     cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    cfg.session_storage = Arc::new(client_auth::BoundedSessions(
+        rustls::server::ServerSessionMemoryCache::new(16 * 1024),
+    ));
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
     Ok(Arc::new(cfg))
 }
