@@ -20,6 +20,8 @@ mod upstreams;
 mod tests;
 #[cfg(test)]
 mod tests_cluster;
+#[cfg(test)]
+mod tests_values;
 
 use std::sync::Arc;
 

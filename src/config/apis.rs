@@ -616,11 +616,11 @@ impl Validator {
                 );
                 continue;
             }
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 self.bad(
                     &format!("{key}.headers.{name}"),
                     &value,
-                    "a value without CR, LF or NUL",
+                    "a value without control characters (CR, LF, NUL and the rest; a tab is allowed: RFC 9110 5.5)",
                 );
                 continue;
             }

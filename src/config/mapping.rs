@@ -234,6 +234,25 @@ impl Validator {
                 }
             }
         }
+        // A path written whole with a `.` or `..` segment (or `\`, which some origins read
+        // as `/`) would be refused on every request, blaming the client: refused here.
+        if target == Target::Path {
+            let literal: String = value
+                .iter()
+                .map(|p| match p {
+                    Piece::Lit(s) => s.as_str(),
+                    _ => "x",
+                })
+                .collect();
+            if crate::syntax::path::has_dot_segment(literal.as_bytes()) {
+                self.bad(
+                    &vkey,
+                    v,
+                    "a path without `.` or `..` segments (every request would be refused)",
+                );
+                return None;
+            }
+        }
         if target == Target::StatusCode {
             // The answer's body goes out with it: no status that cannot carry one.
             let ok = matches!(value.as_slice(), [Piece::Lit(s)] if s.parse::<u16>().is_ok_and(|c| (200..=599).contains(&c) && c != 204 && c != 304));

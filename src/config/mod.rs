@@ -620,6 +620,10 @@ pub(crate) fn resolve(s: &str) -> Result<SocketAddr, String> {
     let a = match s.parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) if !s.contains(':') => return Err("missing port".into()),
+        // `fe80::1:8080` is itself a whole IPv6 address: which part is the port is a guess.
+        Err(_) if !s.starts_with('[') && s.matches(':').count() > 1 => {
+            return Err("an IPv6 address goes in brackets: \"[2001:db8::1]:8080\"".into())
+        }
         Err(_) => s
             .to_socket_addrs()
             .map_err(|e| e.to_string())?

@@ -141,11 +141,11 @@ impl Validator {
                 }
                 // As an integration's headers: a line break would be dropped from the answer
                 // (or, kept, split the head).
-                if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                     self.bad(
                         &format!("{rkey}.headers.{name}"),
                         &value,
-                        "a value without CR, LF or NUL",
+                        "a value without control characters (CR, LF, NUL and the rest; a tab is allowed: RFC 9110 5.5)",
                     );
                     continue;
                 }
@@ -222,7 +222,7 @@ mappings = [{{ base_path = "", api = "a", stage = "p" }}]
             ("{ SLOW = { status = 429 } }", "apis[\"a\"].gateway_responses = \"SLOW\" is not valid: expected a response type"),
             ("{ THROTTLED = { status = 600 } }", "apis[\"a\"].gateway_responses.THROTTLED.status = 600 is not valid"),
             ("{ DEFAULT_4XX = { headers = { \"content-length\" = \"1\" } } }", "gateway_responses.DEFAULT_4XX.headers = \"content-length\" is not valid"),
-            ("{ DEFAULT_4XX = { headers = { \"x-a\" = \"a\\r\\nx: b\" } } }", "gateway_responses.DEFAULT_4XX.headers.x-a = \"a\\r\\nx: b\" is not valid: expected a value without CR, LF or NUL"),
+            ("{ DEFAULT_4XX = { headers = { \"x-a\" = \"a\\r\\nx: b\" } } }", "gateway_responses.DEFAULT_4XX.headers.x-a = \"a\\r\\nx: b\" is not valid: expected a value without control characters (CR, LF, NUL and the rest; a tab is allowed: RFC 9110 5.5)"),
             ("{ DEFAULT_4XX = { body = '$context.nope' } }", "gateway_responses.DEFAULT_4XX.body: $context.nope is not a variable gateway responses have"),
             ("{ DEFAULT_4XX = { statusCode = 400 } }", "statusCode"),
         ] {

@@ -398,8 +398,18 @@ impl Validator {
                 "a size no larger than limits.websocket_message",
             );
         }
+        let max_body = self.size("limits.max_body", l.max_body.as_ref(), DEFAULT_MAX_BODY);
+        if max_body == 0 {
+            // nginx's `client_max_body_size 0` means no limit; here it would refuse every
+            // body: refused, saying so.
+            self.bad(
+                "limits.max_body",
+                0,
+                "a size of at least 1 byte (0 would refuse every request body; nginx reads 0 as no limit, which Tollgate does not offer)",
+            );
+        }
         Limits {
-            max_body: self.size("limits.max_body", l.max_body.as_ref(), DEFAULT_MAX_BODY),
+            max_body: max_body.max(1),
             body_memory: self.size(
                 "limits.body_memory",
                 l.body_memory.as_ref(),
