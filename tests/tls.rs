@@ -1073,3 +1073,47 @@ fn mtls_chains_longer_than_four_are_refused() {
         (403, serde_json::json!({"message": "Forbidden"}))
     );
 }
+
+/// A domain's certificate that does not name the domain's host is refused at load: it would
+/// be served to that host's clients all the same, and every client that verifies it fails.
+#[test]
+fn a_domain_certificate_must_name_its_host() {
+    let ca = Ca::new();
+    let dir = TempDir::new();
+    let (c, k, _) = ca.leaf(&["default.test"], false);
+    write_pair(&dir, "default", &c, &k);
+    let (c, k, _) = ca.leaf(&["api.example.test"], false);
+    write_pair(&dir, "other", &c, &k);
+    let toml = r#"
+[server]
+workers = 1
+
+[[listeners]]
+name = "https"
+addr = "127.0.0.1:0"
+tls = { cert = "default.pem", key = "default.key" }
+
+[[apis]]
+name = "api"
+
+  [[apis.stages]]
+  name = "prod"
+
+  [[apis.routes]]
+  route = "GET /x"
+  integration = { type = "mock", body = "x" }
+
+[[domains]]
+host = "api.other.test"
+tls = { cert = "other.pem", key = "other.key" }
+mappings = [{ base_path = "", api = "api", stage = "prod" }]
+"#;
+    match Gw::try_start_in(dir, toml) {
+        Ok(_) => panic!("accepted a certificate for another host"),
+        Err((_, e)) => assert!(
+            e.contains("domains")
+                && e.contains("do not cover the domain's host \"api.other.test\""),
+            "{e}"
+        ),
+    }
+}

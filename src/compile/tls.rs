@@ -62,6 +62,27 @@ pub(super) fn listeners(
         .iter()
         .map(|d| d.tls.as_ref().and_then(|t| load(t, errors)))
         .collect();
+    // A domain's certificate must name its host: one that does not is served to its clients
+    // all the same, and every client that verifies it fails.
+    for (d, loaded) in cfg.domains.iter().zip(&domain_certs) {
+        let (Some(c), Some(t)) = (loaded, &d.tls) else {
+            continue;
+        };
+        let host = match &d.host {
+            HostPattern::Exact(h) => h.clone(),
+            HostPattern::Suffix(sfx) => format!("*{sfx}"),
+            HostPattern::Any => continue,
+        };
+        if !covers(&c.names, &host) {
+            errors.err(
+                &t.source,
+                format!(
+                    "the certificate's names ({}) do not cover the domain's host {host:?}: every client that verifies it would refuse it",
+                    if c.names.is_empty() { "none".to_string() } else { c.names.join(", ") }
+                ),
+            );
+        }
+    }
     let mut configs = Vec::with_capacity(cfg.listeners.len());
     for (l, loaded) in cfg.listeners.iter().zip(&listener_certs) {
         let (Some(t), Some(default)) = (&l.tls, loaded) else {
@@ -156,4 +177,42 @@ pub(super) fn redis_client(cfg: &Config, errors: &mut Errors) -> Option<crate::t
             t.cert.as_deref().zip(t.key.as_deref()),
         ),
     })
+}
+
+/// Whether a certificate's DNS names cover `host` (a name, or `*.suffix` for a wildcard
+/// domain): the same name, or a wildcard name one label up (`*.example.com` covers
+/// `api.example.com`, not `a.b.example.com`), as clients match them (RFC 6125 6.4.3).
+fn covers(names: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    names.iter().any(|n| {
+        let n = n.to_ascii_lowercase();
+        n == host
+            || n.strip_prefix("*.").is_some_and(|rest| {
+                host.split_once('.')
+                    .is_some_and(|(first, up)| !first.is_empty() && first != "*" && up == rest)
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn certificate_names_cover_hosts_as_clients_match_them() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(super::covers(
+            &names(&["api.example.com"]),
+            "API.example.com"
+        ));
+        assert!(super::covers(&names(&["*.example.com"]), "api.example.com"));
+        assert!(super::covers(&names(&["*.example.com"]), "*.example.com"));
+        assert!(!super::covers(
+            &names(&["*.example.com"]),
+            "a.b.example.com"
+        ));
+        assert!(!super::covers(
+            &names(&["api.example.test"]),
+            "api.other.test"
+        ));
+        assert!(!super::covers(&names(&[]), "api.other.test"));
+    }
 }
