@@ -455,4 +455,15 @@ fn an_h2_upstreams_reset_is_not_replayed_for_a_post() {
     }
     // Not ejected: still served.
     assert_eq!(get(a.addr(), "/warm").status, 200);
+    // A header value that is not UTF-8 (an obs-text byte HTTP/1.1 allows) leaves the target
+    // alone (the request went to "/").
+    let r = Client::connect(a.addr()).request(
+        b"GET /latin?x=1 HTTP/1.1\r\nHost: h\r\nX-Name: caf\xe9\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        seen.lock().unwrap().iter().any(|s| s == "GET /latin?x=1"),
+        "{:?}",
+        seen.lock().unwrap()
+    );
 }

@@ -225,11 +225,15 @@ async fn open(
             if let Some(why) = &refused {
                 tracing::debug!(peer = %peer, reason = %why, "client certificate refused: requests answered 403");
             }
-            let recheck = chain
-                .filter(|c| !c.is_empty())
-                .map(|c| Rc::new(crate::tls::client_auth::Recheck::new(c, refused.clone())));
+            // Every connection of an mTLS listener is judged again as its verdict ages (one
+            // without a certificate too: `mode` may become "required").
+            let recheck = Some(Rc::new(crate::tls::client_auth::Recheck::new(
+                chain.unwrap_or_default(),
+                refused.clone(),
+            )));
+            // The fields of the certificate sent, whatever the verdict (which alone decides
+            // whether a request is served): a verdict that turns to accepted serves them.
             let values = chain
-                .filter(|_| refused.is_none())
                 .and_then(|c| c.first())
                 .map(|c| crate::tls::cert_fields(c));
             let lines = values

@@ -198,10 +198,11 @@ impl H2Up {
             .host_bytes()
             .and_then(|h| std::str::from_utf8(h).ok())
             .unwrap_or("localhost");
-        let target = std::str::from_utf8(&head.raw[head.path.start as usize..])
-            .ok()
-            .and_then(|t| t.split(' ').next())
-            .unwrap_or("/");
+        // The request target alone (a header value's non-UTF-8 byte must not send the request
+        // to "/").
+        let rest = &head.raw[head.path.start as usize..];
+        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        let target = std::str::from_utf8(&rest[..end]).unwrap_or("/");
         let uri = format!("{}://{host}{}", self.scheme, uri_safe(target));
         let mut req = http::Request::builder()
             .method(head.method_bytes())

@@ -317,8 +317,9 @@ pub(super) async fn exchange(
                 ))
             }
             // HTTP/2: only a stream the connection never took is known unsent.
+            // Sent in part: retried only if idempotent (as a reset of a new connection).
             _ if h2 && !crate::upstream::h2::unprocessed(&e) => {
-                Failure::Target(gone("sending the request"))
+                Failure::Reset(gone("sending the request"))
             }
             _ if reused => Failure::Stale,
             _ => Failure::Reset(gone("writing request head")),

@@ -136,6 +136,19 @@ async fn answer(
     let Some(route) = route else {
         return error("Forbidden", 403);
     };
+    // The connection's client certificate, judged again as its verdict ages (a CA replaced,
+    // a certificate expired): refused messages reach no integration.
+    if let Some(r) = s.client_cert.as_ref().and_then(|c| c.recheck.as_ref()) {
+        let certs = ss
+            .snap
+            .tls
+            .get(s.listener)
+            .and_then(|t| t.as_ref())
+            .and_then(|t| t.clients.as_deref());
+        if r.refusal(certs).is_some() {
+            return error("Forbidden", 403);
+        }
+    }
     let m = RouteMatch {
         api: st.api,
         stage: st.stage,

@@ -79,6 +79,9 @@ pub(crate) struct Session {
     pub tcp_peer: Rc<str>,
     /// Over TLS (`X-Forwarded-Proto` to `$connect`).
     pub https: bool,
+    /// The listener it came in on (its client-certificate check, as the configuration has it
+    /// when a message comes).
+    pub listener: usize,
     /// The connection's verified client certificate (mTLS listeners): its `mtls.headers` on
     /// every integration call, its fields in templates; and the names a client's own
     /// headers may not use.
@@ -244,11 +247,9 @@ pub(crate) async fn connect(
         )
     };
     if conn.write_all(head.into_bytes()).await.is_err() {
-        // `$connect` accepted the connection: `$disconnect` is owed it, once, as for any
-        // connection that ends (the client went before it had the 101).
-        if ws.connect.is_some() {
-            message::disconnect(shard, &session, session::lost(), Some(ss.clone())).await;
-        }
+        // The connection was accepted: `$disconnect` is owed it, once, as for any connection
+        // that ends (the client went before it had the 101).
+        message::disconnect(shard, &session, session::lost(), Some(ss.clone())).await;
         return Err(Error::downstream(Kind::ClientGone, "writing 101"));
     }
     ctx.status = 101;
@@ -305,6 +306,7 @@ fn session_of(
         },
         tcp_peer: conn.peer_ip.clone(),
         https: ctx.https,
+        listener: conn.listener,
         client_cert: ctx.client_cert.clone(),
         connected_at_ms,
         opened: None,
