@@ -1251,23 +1251,15 @@ fn websocket_routes_refuse_templates_and_responses() {
             "integration.responses",
         ),
     ] {
-        let toml = Cfg::new()
-            .api_extra("kind = \"websocket\"")
-            .routes(format!(
-                "[[apis.routes]]\nroute = \"$default\"\nintegration = {{ type = \"http\", uri = \"http://127.0.0.1:9/m\", {extra} }}\n"
-            ))
-            .toml();
-        let dir = TempDir::new();
-        let path = dir.0.join("c.toml");
-        std::fs::write(&path, toml).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .arg("--config")
-            .arg(&path)
-            .arg("check")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra}: accepted");
+        let (ok, text) = check_config(
+            &Cfg::new()
+                .api_extra("kind = \"websocket\"")
+                .routes(format!(
+                    "[[apis.routes]]\nroute = \"$default\"\nintegration = {{ type = \"http\", uri = \"http://127.0.0.1:9/m\", {extra} }}\n"
+                ))
+                .toml(),
+        );
+        assert!(!ok, "{extra}: accepted");
         assert!(text.contains(&format!("{key}: is not used here")), "{text}");
     }
 }
