@@ -171,6 +171,9 @@ pub(crate) struct ApiRt {
     /// unsafe method invalidates can be removed by key rather than by a scan).
     pub plain_keys: Vec<bool>,
     pub authorizers: Vec<AuthorizerRt>,
+    /// `api_key_source = "AUTHORIZER"`: keys are the external authorizer's
+    /// `usageIdentifierKey`, never `x-api-key`.
+    pub key_from_authorizer: bool,
     /// The access log per stage (its own or the gateway's), where it has one.
     pub access_logs: Vec<Option<LogRt>>,
     /// Where this API's routes start in [`Compiled::series`]: route `r` on stage `s` is

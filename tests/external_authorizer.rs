@@ -75,12 +75,17 @@ fn authorizer() -> Upstream {
 }
 
 fn gateway(auth: &Upstream, workers: usize) -> (Gw, Upstream) {
+    gateway_with(auth, workers, "")
+}
+
+/// [`gateway`] with `api` (keys of the `[[apis]]` table) added.
+fn gateway_with(auth: &Upstream, workers: usize, api: &str) -> (Gw, Upstream) {
     let up = Upstream::echo();
     let g = Gw::start(
         &Cfg::new()
             .workers(workers)
             .api_extra(format!(
-                "default_authorizer = \"ext\"\n[[apis.authorizers]]\nname = \"ext\"\ntype = \"request\"\nuri = \"http://authz/check?v=1\"\nidentity_sources = [\"$request.header.x-token\", \"$stageVariables.who\"]\n\n[[apis.authorizers]]\nname = \"impatient\"\ntype = \"request\"\nuri = \"http://authz/check\"\nidentity_sources = [\"$request.header.x-token\"]\nttl = \"0\"\ntimeout = \"200ms\"\n\n[[apis.authorizers]]\nname = \"nocache\"\ntype = \"request\"\nuri = \"http://authz/check\"\nidentity_sources = [\"$request.querystring.t\"]\nttl = \"0\"\n\n[[apis.authorizers]]\nname = \"tok\"\ntype = \"token\"\nuri = \"http://{}/token\"\nidentity_validation_expression = \"Bearer [a-z-]+\"\n",
+                "{api}default_authorizer = \"ext\"\n[[apis.authorizers]]\nname = \"ext\"\ntype = \"request\"\nuri = \"http://authz/check?v=1\"\nidentity_sources = [\"$request.header.x-token\", \"$stageVariables.who\"]\n\n[[apis.authorizers]]\nname = \"impatient\"\ntype = \"request\"\nuri = \"http://authz/check\"\nidentity_sources = [\"$request.header.x-token\"]\nttl = \"0\"\ntimeout = \"200ms\"\n\n[[apis.authorizers]]\nname = \"nocache\"\ntype = \"request\"\nuri = \"http://authz/check\"\nidentity_sources = [\"$request.querystring.t\"]\nttl = \"0\"\n\n[[apis.authorizers]]\nname = \"tok\"\ntype = \"token\"\nuri = \"http://{}/token\"\nidentity_validation_expression = \"Bearer [a-z-]+\"\n",
                 auth.addr
             ))
             .upstream(format!(
@@ -362,21 +367,54 @@ fn token_authorizers_validate_before_calling() {
     assert_eq!(auth.count(), 1);
 }
 
-/// `usageIdentifierKey` picks the API key for routes that want one.
+/// `api_key_source`, as Amazon's `apiKeySource`: `HEADER` (the default) reads `x-api-key` and
+/// ignores an authorizer's `usageIdentifierKey`; `AUTHORIZER` reads only the authorizer's.
 #[test]
-fn the_authorizer_can_name_the_api_key() {
+fn the_api_key_comes_from_the_api_key_source() {
     let auth = authorizer();
+    let with_header = |t: &str| format!("{}x-api-key: {KEY}\r\n", token(t));
+    let forbidden = (403, json!({"message": "Forbidden"}));
     let (g, _up) = gateway(&auth, 1);
+    let r = call(&g, "GET", "/keyed", &token("usage"));
+    assert_eq!((r.status, r.json()), forbidden);
+    assert_eq!(call(&g, "GET", "/keyed", &with_header("erin")).text(), "k");
+    drop(g);
+    let (g, _up) = gateway_with(&auth, 1, "api_key_source = \"AUTHORIZER\"\n");
     assert_eq!(call(&g, "GET", "/keyed", &token("usage")).text(), "k");
-    // Without one from the authorizer, the header is needed.
-    assert_eq!(call(&g, "GET", "/keyed", &token("erin")).status, 403);
-    let r = call(
-        &g,
-        "GET",
-        "/keyed",
-        &format!("{}x-api-key: {KEY}\r\n", token("erin")),
+    // The header names no key here, whatever it holds.
+    let r = call(&g, "GET", "/keyed", &with_header("erin"));
+    assert_eq!((r.status, r.json()), forbidden);
+}
+
+/// `api_key_source = "AUTHORIZER"` on a route that requires a key but has no external
+/// authorizer (it would refuse every request), or a source Amazon does not name, is refused
+/// at load.
+#[test]
+fn an_api_key_source_that_cannot_work_is_refused() {
+    let toml = Cfg::new()
+        .api_extra("api_key_source = \"AUTHORIZER\"\n")
+        .route(
+            "GET /k",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"k\" }",
+        )
+        .toml();
+    let (ok, text) = check_config(&toml);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(r#"apis["api"].routes["GET /k"].api_key_required"#)
+            && text.contains("must be an external one"),
+        "{text}"
     );
-    assert_eq!(r.text(), "k");
+    let toml = Cfg::new()
+        .api_extra("api_key_source = \"QUERY\"\n")
+        .route("GET /k", "integration = { type = \"mock\", body = \"k\" }")
+        .toml();
+    let (ok, text) = check_config(&toml);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(r#"apis["api"].api_key_source = "QUERY" is not valid: expected "HEADER""#),
+        "{text}"
+    );
 }
 
 /// An authorizer nobody answers at: 500, and the gateway keeps serving.

@@ -1152,3 +1152,84 @@ fn openapi_3_1_schemas_are_json_schema_2020_12() {
         assert_eq!(r.status, status, "{body}: {}", r.text());
     }
 }
+
+/// `x-amazon-apigateway-api-key-source: AUTHORIZER`: routes that require a key read it from
+/// their Lambda authorizer's `usageIdentifierKey` (the header names none), a route that
+/// requires one without such an authorizer is left out with a warning, and the export says
+/// the source again.
+#[test]
+fn keys_named_by_a_lambda_authorizer_import_serve_and_export() {
+    const KEY: &str = "partner-0123456789abcdef0123";
+    let authz = Upstream::start(|s| {
+        let event: serde_json::Value = serde_json::from_slice(&s.body).unwrap_or_default();
+        let mut v = json!({"principalId": "u", "policyDocument": {"Version": "2012-10-17",
+            "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": "*"}]}});
+        if event["headers"]["authorization"] == "with-key" {
+            v["usageIdentifierKey"] = json!(KEY);
+        }
+        let body = v.to_string();
+        Action::Raw(
+            format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                .into_bytes(),
+        )
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .api("file")
+            .route("GET /f", "integration = { type = \"mock\" }")
+            .extra(format!(
+                "[[usage_plans]]\nname = \"p\"\nstages = [\"keysrc/test\"]\n\n[[api_keys]]\nname = \"partner\"\nvalue = \"{KEY}\"\nplan = \"p\"\n"
+            ))
+            .toml(),
+    );
+    let mock = json!({"type": "mock", "responses": {"default": {"statusCode": "200"}}});
+    let op = |security: serde_json::Value| {
+        json!({"security": security, "responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": mock})
+    };
+    let doc = json!({"openapi": "3.0.1", "info": {"title": "keysrc", "version": "1"},
+    "x-amazon-apigateway-api-key-source": "AUTHORIZER",
+    "components": {"securitySchemes": {
+        "api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"},
+        "lambda": {"type": "apiKey", "name": "Authorization", "in": "header",
+            "x-amazon-apigateway-authtype": "custom",
+            "x-amazon-apigateway-authorizer": {"type": "request",
+                "authorizerUri": format!("http://{}/authorize", authz.addr),
+                "identitySource": "method.request.header.Authorization",
+                "authorizerResultTtlInSeconds": 0}}}},
+    "paths": {
+        "/keyed": {"get": op(json!([{"api_key": []}, {"lambda": []}]))},
+        "/bare": {"get": op(json!([{"api_key": []}]))},
+    }});
+    let v = import_and_serve(&g, "", &doc.to_string(), "keysrc.test");
+    assert_eq!(v["definition"]["api_key_source"], "AUTHORIZER", "{v}");
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("GET /bare: x-amazon-apigateway-api-key-source AUTHORIZER"),
+        "{warnings}"
+    );
+    let call = |headers: &str| {
+        Client::connect(g.addr()).request(
+            format!(
+                "GET /keyed HTTP/1.1\r\nHost: keysrc.test\r\n{headers}Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    assert_eq!(call("Authorization: with-key\r\n").status, 200);
+    // The authorizer named no key: the header's does not count.
+    let r = call(&format!("Authorization: without\r\nx-api-key: {KEY}\r\n"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(on(&g, "keysrc.test", "/bare").status, 404);
+    let oas = admin(
+        g.admin(),
+        "GET",
+        "/apis/keysrc/stages/test/export?type=oas30&extensions=apigateway",
+        Some(TOKEN),
+    )
+    .json();
+    assert_eq!(
+        oas["x-amazon-apigateway-api-key-source"], "AUTHORIZER",
+        "{oas}"
+    );
+}

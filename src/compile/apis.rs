@@ -158,6 +158,7 @@ fn compile_api(
         })
         .collect();
     ApiRt {
+        key_from_authorizer: api.api_key_source == crate::config::ApiKeySource::Authorizer,
         name: api.name.clone(),
         stages: api.stages.iter().map(|s| s.name.clone()).collect(),
         trie,

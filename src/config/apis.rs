@@ -18,6 +18,19 @@ pub struct Api {
     pub gateway_responses: BTreeMap<String, GatewayResponse>,
     /// `kind = "websocket"`: routes are route keys chosen per message.
     pub websocket: Option<WebSocket>,
+    /// `api_key_source`: where routes that require an API key read it.
+    pub api_key_source: ApiKeySource,
+}
+
+/// Amazon API Gateway's `apiKeySource` (a WebSocket API's `apiKeySelectionExpression`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ApiKeySource {
+    /// The `x-api-key` header.
+    #[default]
+    Header,
+    /// The `usageIdentifierKey` an external authorizer answered with.
+    Authorizer,
 }
 
 /// A WebSocket API's `route_selection_expression`.
@@ -301,6 +314,19 @@ impl Validator {
             }
         };
         let is_ws = a.kind.as_deref() == Some("websocket");
+        let api_key_source = match a.api_key_source.as_deref() {
+            None => ApiKeySource::Header,
+            Some(s) if s.eq_ignore_ascii_case("header") => ApiKeySource::Header,
+            Some(s) if s.eq_ignore_ascii_case("authorizer") => ApiKeySource::Authorizer,
+            Some(other) => {
+                self.bad(
+                    &format!("{key}.api_key_source"),
+                    other,
+                    "\"HEADER\" (the x-api-key header) or \"AUTHORIZER\" (an external authorizer's usageIdentifierKey)",
+                );
+                ApiKeySource::Header
+            }
+        };
         if a.stages.is_empty() {
             self.err(&format!("{key}.stages"), STAGES_REQUIRED);
         }
@@ -420,6 +446,9 @@ impl Validator {
                 route.authorizer = authorizer;
                 route.authorization_scopes = authorization_scopes;
                 route.iam = iam;
+                if api_key_source == ApiKeySource::Authorizer {
+                    self.key_from_authorizer(&rkey, &route, &authorizers);
+                }
                 if is_ws {
                     self.websocket_route(&rkey, &route);
                 }
@@ -474,6 +503,7 @@ impl Validator {
             cors,
             gateway_responses,
             websocket,
+            api_key_source,
         }
     }
 

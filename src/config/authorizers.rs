@@ -511,6 +511,29 @@ impl Validator {
         })
     }
 
+    /// Under `api_key_source = "AUTHORIZER"` a route that requires a key reads it from its
+    /// external authorizer's `usageIdentifierKey`: one without such an authorizer would
+    /// refuse every request.
+    pub(super) fn key_from_authorizer(
+        &mut self,
+        rkey: &str,
+        r: &Route,
+        authorizers: &[Authorizer],
+    ) {
+        if !r.api_key_required {
+            return;
+        }
+        let external = r
+            .authorizer
+            .map(|i| matches!(authorizers[i].kind, AuthorizerKind::External(_)));
+        if external != Some(true) {
+            self.err(
+                &format!("{rkey}.api_key_required"),
+                "with api_key_source = \"AUTHORIZER\" the key is the usageIdentifierKey of the route's authorizer, which must be an external one (type = \"request\" or \"token\"); this route has none and would refuse every request",
+            );
+        }
+    }
+
     /// A route's `authorizer` (or the API's `default_authorizer`), `authorization` and
     /// `authorization_scopes`, checked against the API's authorizers: the route's authorizer
     /// as an index into them.

@@ -246,6 +246,9 @@ pub(crate) struct ApiFile {
     /// WebSocket APIs: who may call `@connections` on the API's own domain (`"aws_iam"`, the
     /// default, or `"none"`).
     pub connections_authorization: Option<String>,
+    /// Where a route that requires an API key reads it: `"HEADER"` (`x-api-key`, the
+    /// default) or `"AUTHORIZER"` (an external authorizer's `usageIdentifierKey`).
+    pub api_key_source: Option<String>,
 }
 
 /// `cors = { ... }` on an API.

@@ -1,6 +1,6 @@
-//! The API key phase: `x-api-key` (or the key an external authorizer named with
-//! `usageIdentifierKey`) checked against the key table, and the usage plan that covers the
-//! stage chosen.
+//! The API key phase: `x-api-key` (or, with `api_key_source = "AUTHORIZER"`, the key an
+//! external authorizer named with `usageIdentifierKey`) checked against the key table, and
+//! the usage plan that covers the stage chosen.
 
 use super::ctx::{ApiKeyUse, Authorized, RequestCtx, RouteMatch};
 use crate::error::{Error, Kind};
@@ -20,28 +20,7 @@ pub(crate) fn authenticate(
     }
     let forbidden = |why: &'static str| Error::downstream(Kind::Forbidden, why);
     let stage = ctx.stage.map(|s| s.stage).unwrap_or_default();
-    // An external authorizer's usageIdentifierKey names the key, where it gives one.
-    let from_authorizer = match &ctx.principal.authorizer {
-        Some(Authorized::External(d)) => d.usage_key.as_deref().map(str::as_bytes),
-        _ => None,
-    };
-    let presented = match from_authorizer {
-        Some(k) => k,
-        None => {
-            let mut sent = ctx
-                .head
-                .headers()
-                .filter(|(n, _)| crate::http::name_eq(n, b"x-api-key"))
-                .map(|(_, v)| v);
-            let first = sent.next().ok_or_else(|| forbidden("no x-api-key"))?;
-            // Two keys: the upstream, which gets both, might read the one not checked (as
-            // Amazon merges them, `a,b` names no key).
-            if sent.next().is_some() {
-                return Err(forbidden("x-api-key given more than once"));
-            }
-            first
-        }
-    };
+    let presented = presented(ss, ctx, api).map_err(forbidden)?;
     let key = ss
         .snap
         .keys
@@ -66,4 +45,36 @@ pub(crate) fn authenticate(
         plan,
     });
     Ok(())
+}
+
+/// The key the request presents, from the API's `api_key_source`: the one `x-api-key`
+/// header, or the `usageIdentifierKey` of the external authorizer that ran for it. `Err` says
+/// why there is none.
+pub(crate) fn presented<'a>(
+    ss: &'a ShardSnap,
+    ctx: &'a RequestCtx,
+    api: usize,
+) -> Result<&'a [u8], &'static str> {
+    if ss.snap.apis[api].key_from_authorizer {
+        return match &ctx.principal.authorizer {
+            Some(Authorized::External(d)) => d
+                .usage_key
+                .as_deref()
+                .map(str::as_bytes)
+                .ok_or("the authorizer gave no usageIdentifierKey"),
+            _ => Err("no authorizer gave a usageIdentifierKey"),
+        };
+    }
+    let mut sent = ctx
+        .head
+        .headers()
+        .filter(|(n, _)| crate::http::name_eq(n, b"x-api-key"))
+        .map(|(_, v)| v);
+    let first = sent.next().ok_or("no x-api-key")?;
+    // Two keys: the upstream, which gets both, might read the one not checked (as Amazon
+    // merges them, `a,b` names no key).
+    if sent.next().is_some() {
+        return Err("x-api-key given more than once");
+    }
+    Ok(first)
 }

@@ -392,14 +392,10 @@ fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch, reads: u8)
     }
     if let Some(k) = &ctx.principal.api_key {
         id["apiKeyId"] = json!(&*k.id);
-        // The key the check took: an authorizer's usageIdentifierKey, else x-api-key.
-        let value = match &ctx.principal.authorizer {
-            Some(crate::gateway::ctx::Authorized::External(d)) if d.usage_key.is_some() => {
-                d.usage_key.clone().unwrap_or_default()
-            }
-            _ => String::from_utf8_lossy(ctx.head.header(b"x-api-key").unwrap_or_default())
-                .into_owned(),
-        };
+        // The key the check took, from the API's api_key_source.
+        let value = super::api_key::presented(ss, ctx, m.api)
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
         id["apiKey"] = json!(value);
     }
     if let Some(crate::gateway::ctx::Authorized::Iam(key)) = &ctx.principal.authorizer {

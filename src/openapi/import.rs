@@ -135,11 +135,19 @@ pub fn import(
     };
     let mut authorizers: Vec<Value> = Vec::new();
     let default_security = doc.get("security");
-    // API keys come in the x-api-key header unless the document says an authorizer
-    // supplies them (which Tollgate's authorizers do not).
-    let header_keys = !doc["x-amazon-apigateway-api-key-source"]
-        .as_str()
-        .is_some_and(|s| s.eq_ignore_ascii_case("AUTHORIZER"));
+    // API keys come in the x-api-key header unless the document says a Lambda authorizer
+    // names them (its usageIdentifierKey).
+    let header_keys = match &doc["x-amazon-apigateway-api-key-source"] {
+        Value::Null => true,
+        Value::String(s) if s.eq_ignore_ascii_case("HEADER") => true,
+        Value::String(s) if s.eq_ignore_ascii_case("AUTHORIZER") => false,
+        other => {
+            out.warnings.push(format!(
+                "x-amazon-apigateway-api-key-source {other}: expected \"HEADER\" or \"AUTHORIZER\"; HEADER taken"
+            ));
+            true
+        }
+    };
     let mut routes = Vec::new();
     let mut vimp = super::models::Imports::new(doc, oas3, input_len, underscores_dropped)?;
     let empty = Map::new();
@@ -229,6 +237,9 @@ pub fn import(
         }
     }
     let mut def = json!({ "routes": routes });
+    if !header_keys {
+        def["api_key_source"] = json!("AUTHORIZER");
+    }
     if !authorizers.is_empty() {
         def["authorizers"] = Value::Array(authorizers);
     }
@@ -484,12 +495,6 @@ fn route(
                     .as_str()
                     .is_some_and(|n| n.eq_ignore_ascii_case("x-api-key"))
             {
-                if !header_keys {
-                    warnings.push(format!(
-                        "{key}: x-amazon-apigateway-api-key-source AUTHORIZER: Tollgate's authorizers supply no API key; the route is left out rather than served without its key"
-                    ));
-                    return None;
-                }
                 r.insert("api_key_required".into(), json!(true));
             } else {
                 warnings.push(format!(
@@ -497,6 +502,20 @@ fn route(
                 ));
                 return None;
             }
+        }
+    }
+    // Keys from the authorizer: the route's must be one that can name them.
+    if !header_keys && r.contains_key("api_key_required") {
+        let external = r
+            .get("authorizer")
+            .and_then(Value::as_str)
+            .and_then(|n| authorizers.iter().find(|a| a["name"] == n))
+            .is_some_and(|a| a["type"] != "jwt");
+        if !external {
+            warnings.push(format!(
+                "{key}: x-amazon-apigateway-api-key-source AUTHORIZER: the route requires an API key but has no Lambda (request or token) authorizer to name it; the route is left out rather than refusing every request"
+            ));
+            return None;
         }
     }
     Some(Value::Object(r))

@@ -233,8 +233,11 @@ pub fn export(
             d
         }
     };
-    if extensions && a.routes.iter().any(|r| r.api_key_required) {
-        doc["x-amazon-apigateway-api-key-source"] = json!("HEADER");
+    if extensions
+        && (a.routes.iter().any(|r| r.api_key_required)
+            || a.api_key_source != crate::config::ApiKeySource::Header)
+    {
+        doc["x-amazon-apigateway-api-key-source"] = json!(a.api_key_source);
     }
     models::export_models(a, kind == Kind::Oas30, &mut doc);
     if extensions && !validators.is_empty() {

@@ -499,9 +499,8 @@ fn keep_header(name: &[u8]) -> bool {
 /// Does the request carry an enabled API key whose plan covers this stage?
 fn key_covers_stage(ss: &ShardSnap, ctx: &RequestCtx, api: usize) -> bool {
     let stage = ctx.stage.map(|s| s.stage).unwrap_or_default();
-    let Some(k) = ctx
-        .head
-        .header(b"x-api-key")
+    let Some(k) = crate::gateway::api_key::presented(ss, ctx, api)
+        .ok()
         .and_then(|v| ss.snap.keys.find(v))
     else {
         return false;
