@@ -52,6 +52,7 @@
 mod admin;
 mod auth;
 mod cache;
+mod check_warnings;
 mod compile;
 mod config;
 mod control;
@@ -149,84 +150,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+pub use check_warnings::*;
 use control::ControlMsg;
 use shard::Shared;
-
-/// A warning when `limits.max_connections` cannot fit in `open_file_limit` descriptors: each
-/// proxied client connection may hold an upstream one too, plus the listeners, the state
-/// store and the pools' spare connections.
-pub fn fd_warning(cfg: &Config, open_file_limit: u64) -> Option<String> {
-    let max = cfg.limits.max_connections as u64;
-    let needed = max.saturating_mul(2).saturating_add(256);
-    (needed > open_file_limit).then(|| {
-        format!(
-            "limits.max_connections = {max} may need up to {needed} open files (a client and an upstream connection each, plus overhead), but the open-file limit is {open_file_limit}: raise it (systemd LimitNOFILE=, ulimit -n) or lower limits.max_connections; at the limit new connections are refused (closed at once)"
-        )
-    })
-}
-
-/// A warning when the admin API listens beyond loopback: it speaks plain HTTP (its bearer
-/// token crosses the network in the clear).
-pub fn admin_warning(cfg: &Config) -> Option<String> {
-    let a = cfg.admin.as_ref()?;
-    (!a.addr.ip().is_loopback()).then(|| {
-        format!(
-            "admin.addr = {} is not a loopback address: the admin API has no TLS, so its bearer token crosses the network in the clear; keep it on 127.0.0.1 (reach it through SSH or a TLS proxy)",
-            a.addr
-        )
-    })
-}
-
-/// Warnings for route cache settings that do nothing: on an API none of whose stages has a
-/// cache (Amazon's method caching needs the stage's cache too).
-pub fn cache_warnings(cfg: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    for api in &cfg.apis {
-        let staged = api.stages.iter().any(|s| s.cache.is_some());
-        for r in api.routes.iter().filter(|r| r.cache.is_some()) {
-            let key = format!("apis[{:?}].routes[{:?}].cache", api.name, r.key);
-            if !staged {
-                out.push(format!(
-                    "{key}: no stage of API {:?} has a cache, so this route's cache settings do nothing (set a stage's cache = {{ ttl = ..., capacity = ... }})",
-                    api.name
-                ));
-                continue;
-            }
-            if r.cache.as_ref().is_some_and(|c| !c.enabled) {
-                continue;
-            }
-            // What `compile::apis::cache_policy` never caches.
-            let why = if !matches!(
-                r.method,
-                syntax::route_key::MethodSel::Any
-                    | syntax::route_key::MethodSel::One(syntax::Method::Get)
-            ) {
-                Some("only GET routes (and ANY's GETs) are cached")
-            } else if !matches!(r.integration, config::Integration::Http { .. }) {
-                Some("only http integrations' answers are cached")
-            } else if r
-                .transform
-                .as_ref()
-                .is_some_and(|t| !t.responses.is_empty())
-            {
-                Some("integration responses render each answer, so none is cached")
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                out.push(format!("{key}: {why}; these cache settings do nothing"));
-            }
-        }
-        // The default that takes SigV4 callers, with nothing to check their signatures by.
-        if cfg.aws_iam.is_none() && api.websocket.as_ref().is_some_and(|w| w.connections_iam) {
-            out.push(format!(
-                "apis[{:?}].connections_authorization: \"aws_iam\" (the default) without an [aws_iam] table: @connections on the API's own domain refuses every caller (403); add [aws_iam], or set connections_authorization = \"none\" (the admin listener's @connections works either way)",
-                api.name
-            ));
-        }
-    }
-    out
-}
 
 /// The CPUs this process may run on (`Cpus_allowed_list` in /proc/self/status); `None` when
 /// it cannot be read.

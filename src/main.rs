@@ -278,6 +278,9 @@ fn main() -> ExitCode {
                 if let Some(w) = tollgate::admin_warning(&cfg) {
                     out(format_args!("warning: {w}\n"));
                 }
+                if let Some(w) = tollgate::state_dir_warning(&cfg) {
+                    out(format_args!("warning: {w}\n"));
+                }
                 for w in tollgate::cache_warnings(&cfg) {
                     out(format_args!("warning: {w}\n"));
                 }

@@ -244,3 +244,51 @@ fn durations_that_may_be_zero_say_so() {
         assert!(loaded, "ttl {ok}: {text}");
     }
 }
+
+/// What `check` says is what the operator wrote: a bad value spanning lines is one error (not
+/// a second, made-up syntax error after it), a size of the wrong type says what a size is, a
+/// capacity too small is not also blamed on a `max_entry` never written, `alpn` on a plain
+/// listener (where nothing reads it) is refused, and a `state_dir` the gateway could not
+/// make is a warning.
+#[test]
+fn check_names_what_was_written() {
+    let (ok, text) = check_config(&Cfg::new().server("max_bdy = \"\"\"a\nb\"\"\"\n").toml());
+    assert!(!ok);
+    assert!(text.contains("unknown field `max_bdy`"), "{text}");
+    assert_eq!(text.matches("config is not valid").count(), 1, "{text}");
+    refused(
+        &Cfg::new().limits("max_body = true").toml(),
+        "expected a size: a number of bytes or a string with a unit (65536, \"64KiB\")",
+    );
+    let (ok, text) = check_config(
+        &Cfg::new()
+            .stage_extra("cache = { enabled = true, capacity = 8 }")
+            .toml(),
+    );
+    assert!(!ok);
+    assert!(
+        text.contains("cache.capacity = 8 is not valid: expected at least 64KiB"),
+        "{text}"
+    );
+    assert!(!text.contains("max_entry"), "{text}");
+    refused(
+        &Cfg::new().listener("alpn = [\"h2\"]").toml(),
+        "listeners[\"http\"].alpn: belongs on a TLS listener",
+    );
+    let dir = TempDir::new();
+    let file = dir.0.join("f");
+    std::fs::write(&file, "").unwrap();
+    let (ok, text) = check_config(
+        &Cfg::new()
+            .server(format!("state_dir = {:?}\n", file.join("x")))
+            .toml(),
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: server.state_dir = ")
+            && text.contains("the gateway will not start"),
+        "{text}"
+    );
+    let (ok, text) = check_config(&Cfg::new().toml());
+    assert!(ok && !text.contains("state_dir"), "{text}");
+}

@@ -452,7 +452,7 @@ fn domains_must_name_existing_apis_and_stages() {
 fn http2_settings_are_checked() {
     let ok = parse(&BASE.replace(
         "addr = \"127.0.0.1:8080\"",
-        "addr = \"127.0.0.1:8080\"\nh2c = true\nalpn = [\"http/1.1\"]",
+        "addr = \"127.0.0.1:8080\"\nh2c = true",
     ))
     .unwrap();
     assert!(ok.listeners[0].h2c);

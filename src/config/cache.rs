@@ -116,7 +116,8 @@ impl Validator {
             c.max_entry.as_ref(),
             DEFAULT_CACHE_MAX_ENTRY.min(capacity / 8),
         );
-        if max_entry == 0 || max_entry > capacity / 8 {
+        // (Checked against a capacity that stands: the default follows it.)
+        if capacity >= 64 << 10 && (max_entry == 0 || max_entry > capacity / 8) {
             self.bad(
                 &format!("{key}.max_entry"),
                 max_entry,

@@ -161,6 +161,12 @@ impl Validator {
                     "belongs on a plain listener: a TLS listener offers HTTP/2 by ALPN (alpn)",
                 );
             }
+            if l.alpn.is_some() && !has_tls {
+                self.err(
+                    &format!("{key}.alpn"),
+                    "belongs on a TLS listener (ALPN is a TLS extension): a plain listener serves HTTP/1.1, and HTTP/2 with prior knowledge with h2c = true",
+                );
+            }
             let alpn = l
                 .alpn
                 .unwrap_or_else(|| vec!["h2".to_string(), "http/1.1".to_string()]);

@@ -209,6 +209,10 @@ fn plain(msg: &str) -> String {
         "data did not match any variant of untagged enum SecondsValue",
         "expected a whole number of seconds or a duration (600, \"10m\")",
     )
+    .replace(
+        "data did not match any variant of untagged enum SizeValue",
+        "expected a size: a number of bytes or a string with a unit (65536, \"64KiB\")",
+    )
 }
 
 /// Deserializes the file, reporting every schema error at once (unknown or misspelt keys,
@@ -230,6 +234,11 @@ fn schema(text: &str) -> Result<file::File, Vec<String>> {
             .iter()
             .any(|m| msg.contains(m));
         let span = e.span();
+        // A syntax error in a text the blanking made (a value spanning lines keeps its
+        // continuation lines) is not the operator's: the list ends with the real ones.
+        if !recoverable && !errors.is_empty() && toml::from_str::<toml::Table>(&cur).is_err() {
+            return Err(errors);
+        }
         errors.push(msg);
         let (Some(span), true) = (span, recoverable && errors.len() < MAX_ERRORS) else {
             return Err(errors);
