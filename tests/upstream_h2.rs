@@ -355,9 +355,12 @@ fn silent_first_relay(inner: SocketAddr) -> (SocketAddr, std::sync::mpsc::Receiv
 }
 
 /// A minimal HTTP/2 upstream: records each request (method, path and query), answers 200,
-/// but resets `/pay` (INTERNAL_ERROR) once it has read its body.
+/// but resets `/pay` (INTERNAL_ERROR) once it has read its body, and refuses the first
+/// request for each `/refuse-once/...` path (REFUSED_STREAM, before reading its body; the
+/// answered one is recorded with its body's length).
 fn h2_origin() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -371,20 +374,38 @@ fn h2_origin() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             while let Ok((tcp, _)) = listener.accept().await {
                 let log = log.clone();
+                let refused = refused.clone();
                 tokio::spawn(async move {
                     let Ok(mut conn) = h2::server::handshake(tcp).await else {
                         return;
                     };
                     while let Some(Ok((req, mut respond))) = conn.accept().await {
                         let log = log.clone();
+                        let refused = refused.clone();
                         tokio::spawn(async move {
                             let (parts, mut body) = req.into_parts();
+                            let path = parts.uri.path().to_string();
+                            let once = path.starts_with("/refuse-once/");
+                            if once && refused.lock().unwrap().insert(path.clone()) {
+                                log.lock()
+                                    .unwrap()
+                                    .push(format!("refused {} {path}", parts.method));
+                                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                                return;
+                            }
+                            let mut len = 0;
                             while let Some(Ok(chunk)) = body.data().await {
+                                len += chunk.len();
                                 let _ = body.flow_control().release_capacity(chunk.len());
                             }
                             let pq = parts.uri.path_and_query().map(|p| p.to_string());
+                            let size = if once {
+                                format!(" {len}")
+                            } else {
+                                String::new()
+                            };
                             log.lock().unwrap().push(format!(
-                                "{} {}",
+                                "{} {}{size}",
                                 parts.method,
                                 pq.unwrap_or_default()
                             ));
@@ -466,4 +487,51 @@ fn an_h2_upstreams_reset_is_not_replayed_for_a_post() {
         "{:?}",
         seen.lock().unwrap()
     );
+}
+
+/// A stream the HTTP/2 upstream refuses (REFUSED_STREAM: not processed, RFC 9113 8.7) while
+/// a body larger than its flow-control window waits to be sent goes again on a new
+/// connection, a POST too, whether the refused stream was on a new connection or a pooled
+/// one (the refusal surfaced as a broken pipe, and the POST was answered 502).
+#[test]
+fn a_refused_stream_with_a_large_body_is_sent_again() {
+    let (origin, seen) = h2_origin();
+    let g = Gw::start(
+        &Cfg::new()
+            .limits("request_buffering = \"256KiB\"")
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\nprotocol = \"h2\"\ntargets = [\"{origin}\"]\n"
+            ))
+            .route(
+                "ANY /{proxy+}",
+                "integration = { type = \"http\", uri = \"http://up/{proxy}\" }",
+            )
+            .toml(),
+    );
+    let post = |path: &str| {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            100 << 10
+        )
+        .into_bytes();
+        req.extend_from_slice(&[b'x'; 100 << 10]);
+        Client::connect(g.addr()).request(&req)
+    };
+    // The first request: on a new connection.
+    let r = post("/refuse-once/a");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Then on the pooled one.
+    assert_eq!(get(g.addr(), "/warm").status, 200);
+    let r = post("/refuse-once/b");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let log = seen.lock().unwrap().clone();
+    for p in ["a", "b"] {
+        let want = [
+            format!("refused POST /refuse-once/{p}"),
+            format!("POST /refuse-once/{p} {}", 100 << 10),
+        ];
+        for w in &want {
+            assert_eq!(log.iter().filter(|s| *s == w).count(), 1, "{w}: {log:?}");
+        }
+    }
 }

@@ -113,7 +113,12 @@ enum Req {
 
 enum Resp {
     Waiting(ResponseFuture),
-    Body { recv: RecvStream, chunked: bool },
+    /// The answer's head came while the request was still being sent.
+    Answered(http::Response<RecvStream>),
+    Body {
+        recv: RecvStream,
+        chunked: bool,
+    },
     Done,
 }
 
@@ -140,8 +145,37 @@ impl H2Up {
         }
     }
 
-    /// Takes bytes of the proxy's HTTP/1.1 request.
-    pub(crate) async fn write(&mut self, mut data: Bytes) -> io::Result<()> {
+    /// Takes bytes of the proxy's HTTP/1.1 request. A stream that stops taking them says why
+    /// where the upstream told: its reset (REFUSED_STREAM: not processed, sent again whatever
+    /// the method) or a GOAWAY that left it out, not a bare broken pipe.
+    pub(crate) async fn write(&mut self, data: Bytes) -> io::Result<()> {
+        match self.send(data).await {
+            Err(e) => Err(self.why_stopped().unwrap_or(e)),
+            ok => ok,
+        }
+    }
+
+    /// What the answer's future holds once the stream is gone: the stream's error. An answer
+    /// that came early is kept for [`Self::read_into`].
+    fn why_stopped(&mut self) -> Option<io::Error> {
+        let Some(Resp::Waiting(fut)) = &mut self.resp else {
+            return None;
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(std::pin::Pin::new(fut), &mut cx) {
+            std::task::Poll::Ready(Ok(answer)) => {
+                self.resp = Some(Resp::Answered(answer));
+                None
+            }
+            std::task::Poll::Ready(Err(e)) => {
+                self.resp = Some(Resp::Done);
+                Some(h2_err(e))
+            }
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    async fn send(&mut self, mut data: Bytes) -> io::Result<()> {
         while !data.is_empty() || matches!(self.req, Req::Head) {
             match &mut self.req {
                 Req::Head => {
@@ -247,7 +281,9 @@ impl H2Up {
                     return Ok(0);
                 }
                 Some(Resp::Waiting(fut)) => {
-                    let resp = fut.await.map_err(h2_err)?;
+                    self.resp = Some(Resp::Answered(fut.await.map_err(h2_err)?));
+                }
+                Some(Resp::Answered(resp)) => {
                     let (parts, recv) = resp.into_parts();
                     let before = buf.len();
                     let end = recv.is_end_stream();

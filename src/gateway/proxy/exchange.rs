@@ -316,12 +316,14 @@ pub(super) async fn exchange(
                     "the request has no HTTP/2 form for this upstream (a protocol switch)",
                 ))
             }
-            // HTTP/2: only a stream the connection never took is known unsent.
-            // Sent in part: retried only if idempotent (as a reset of a new connection).
+            // HTTP/2: only a stream the connection never took, or the upstream refused
+            // (REFUSED_STREAM, left out of a GOAWAY), is known unprocessed: sent again on a
+            // new connection whatever the method. Sent in part: retried only if idempotent
+            // (as a reset of a new connection).
             _ if h2 && !crate::upstream::h2::unprocessed(&e) => {
                 Failure::Reset(gone("sending the request"))
             }
-            _ if reused => Failure::Stale,
+            _ if reused || h2 => Failure::Stale,
             _ => Failure::Reset(gone("writing request head")),
         });
     }
