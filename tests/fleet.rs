@@ -767,3 +767,82 @@ fn concurrent_key_writes_on_one_node_neither_undo_each_other_nor_share_a_value()
         assert_eq!(answers, [201, 409, 409, 409], "round {round}");
     }
 }
+
+/// Key writes planned from a node's copy that the fleet no longer holds are refused (409),
+/// not made: a description set on one node undid another node's disable (the key was
+/// served again), a delete was undone. A new key whose value another node's key has taken
+/// is refused too (both were made, each with its own quota). Another node's change is made
+/// here in Redis directly, as a node writes it, so that this node's copy stays the older.
+#[test]
+fn key_writes_planned_from_a_stale_copy_are_refused() {
+    use sha2::Digest;
+    const OBJECTS: &str = "tollgate:fleet:objects";
+    let redis = Redis::start();
+    let (a, b) = (Gw::start(&conf(redis.addr)), Gw::start(&conf(redis.addr)));
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "partner", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(soon(|| keyed(&b, VALUE) == 200), "B has the key");
+    let path = format!("/apikeys/{id}");
+    let field = format!("key/{id}");
+    let mut held: serde_json::Value =
+        serde_json::from_str(redis.cli(&["HGET", OBJECTS, &field]).trim()).unwrap();
+    held["enabled"] = json!(false);
+    redis.cli(&["HSET", OBJECTS, &field, &held.to_string()]);
+    let r = admin_with(b.admin(), "PATCH", &path, r#"{"description": "x"}"#);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("changed on another node"), "{}", r.text());
+    assert_eq!(admin_with(b.admin(), "DELETE", &path, "").status, 409);
+    let now: serde_json::Value =
+        serde_json::from_str(redis.cli(&["HGET", OBJECTS, &field]).trim()).unwrap();
+    assert_eq!(now, held);
+    redis.cli(&["HDEL", OBJECTS, &field]);
+    let r = admin_with(b.admin(), "PATCH", &path, r#"{"enabled": true}"#);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("deleted on another node"), "{}", r.text());
+    assert_eq!(redis.cli(&["HEXISTS", OBJECTS, &field]).trim(), "0");
+    // A value another node's key has taken.
+    let value = "taken-elsewhere-0123456789abcdef";
+    let hash: String = sha2::Sha256::digest(value.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    redis.cli(&["HSET", OBJECTS, &format!("keyhash/{hash}"), "elsewhere"]);
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "t", "value": value, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.text().contains("another key already has this value"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(keyed(&a, value), 403);
+    // A key made here names its value in the fleet, and its delete frees it.
+    let other = "fresh-value-0123456789abcdef";
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "f", "value": other, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let fid = r.json()["id"].as_str().unwrap().to_string();
+    let ohash: String = sha2::Sha256::digest(other.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let hfield = format!("keyhash/{ohash}");
+    assert_eq!(redis.cli(&["HGET", OBJECTS, &hfield]).trim(), fid);
+    let r = admin_with(a.admin(), "DELETE", &format!("/apikeys/{fid}"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(redis.cli(&["HEXISTS", OBJECTS, &hfield]).trim(), "0");
+}

@@ -251,7 +251,13 @@ pub(super) async fn fleet_write(
         Ok(p) => p,
         Err(OpError(s, m)) => return Some(message(s, m)),
     };
-    if let Err(OpError(s, m)) = fleet::commit(ctl, changes).await {
+    // Planned from this node's copy: the keys it changes must still be that copy in the
+    // fleet, and a new key's value no other key's (409 otherwise).
+    let expect = match fleet::key_expects(ctl, &changes).await {
+        Ok(e) => e,
+        Err(OpError(s, m)) => return Some(message(s, m)),
+    };
+    if let Err(OpError(s, m)) = fleet::commit_expecting(ctl, changes, &expect).await {
         return Some(message(s, m));
     }
     // An update answers the key as it now is.

@@ -371,10 +371,13 @@ impl Control {
                 "this key is declared in the config file: remove it there and reload".into(),
             ));
         }
-        if !self.stored_keys.iter().any(|k| k.id == id) {
+        let Some(k) = self.stored_keys.iter().find(|k| k.id == id) else {
             return Err(OpError(404, "no such key".into()));
-        }
-        Ok(vec![Change::KeyDelete { id: id.to_string() }])
+        };
+        Ok(vec![Change::KeyDelete {
+            id: id.to_string(),
+            hash: Some(k.hash.clone()),
+        }])
     }
 }
 

@@ -128,7 +128,7 @@ impl Control {
                 Change::KeyPut { key } => {
                     keys.insert(&key.id, Some(key));
                 }
-                Change::KeyDelete { id } => {
+                Change::KeyDelete { id, .. } => {
                     keys.insert(id, None);
                 }
                 Change::Objects { writes } => {
@@ -319,7 +319,10 @@ mod tests {
         assert_eq!(writes.keys().collect::<Vec<_>>(), ["mapping/m"]);
         assert!(own.newer(e2, stage("mine")).is_some());
         assert!(own.newer(e3, stage("later")).is_some());
-        let delete = |id: &str| Change::KeyDelete { id: id.into() };
+        let delete = |id: &str| Change::KeyDelete {
+            id: id.into(),
+            hash: None,
+        };
         own.note(e2, &[delete("k")]);
         assert!(own.newer(e1, delete("k")).is_none());
         assert!(own.newer(e1, delete("other")).is_some());

@@ -163,7 +163,10 @@ pub(super) async fn catch_up(
             .stored_keys
             .iter()
             .filter(|k| !fleet.contains(&(false, k.id.as_str())))
-            .map(|k| Change::KeyDelete { id: k.id.clone() });
+            .map(|k| Change::KeyDelete {
+                id: k.id.clone(),
+                hash: None,
+            });
         let access = ctl
             .stored_access
             .iter()
@@ -213,26 +216,42 @@ async fn upload(link: &Link, c: &mut RedisConn, local: Vec<Change>) -> Result<()
     }
     let mut sent = 0;
     for batch in one_each.chunks(UPLOAD_BATCH) {
-        let fields: Vec<String> = batch
-            .iter()
-            .flat_map(|ch| ch.objects().into_iter().map(|(f, _)| f))
-            .collect();
+        let per: Vec<Vec<(String, String)>> = batch.iter().map(Change::objects).collect();
         let mut args: Vec<&[u8]> = vec![b"HMGET", OBJECTS.as_bytes()];
-        args.extend(fields.iter().map(|f| f.as_bytes()));
-        let held = c.call(&args, link.timeout).await?;
-        let missing: Vec<Change> = batch
-            .iter()
-            .zip(held.items())
-            .filter(|(_, h)| h.bytes().is_none())
-            .map(|(ch, _)| ch.clone())
-            .collect();
+        args.extend(per.iter().flatten().map(|(f, _)| f.as_bytes()));
+        let reply = c.call(&args, link.timeout).await?;
+        let mut held = reply.items().iter().map(Resp::bytes);
+        let mut missing: Vec<Change> = Vec::new();
+        let mut expect = super::Expects::default();
+        for (ch, objects) in batch.iter().zip(&per) {
+            let theirs: Vec<Option<&[u8]>> = held.by_ref().take(objects.len()).collect();
+            // A change is sent when the fleet lacks its object (its first field); a key's
+            // value field held for another key (made with the same value elsewhere) keeps
+            // it back: one value names one key.
+            if theirs.first().is_none_or(Option::is_some) {
+                continue;
+            }
+            let clash = objects
+                .iter()
+                .zip(&theirs)
+                .skip(1)
+                .any(|((_, mine), t)| t.is_some_and(|t| t != mine.as_bytes()));
+            if clash {
+                tracing::warn!(object = %objects[0].0, "fleet: this node's API key has the value of another key the fleet holds: not sent (the fleet's key keeps the value)");
+                continue;
+            }
+            for ((field, mine), t) in objects.iter().zip(&theirs) {
+                let e = match t {
+                    Some(_) => Expect::Is(mine.clone()),
+                    None => Expect::Absent,
+                };
+                expect.insert(field.clone(), e);
+            }
+            missing.push(ch.clone());
+        }
         if missing.is_empty() {
             continue;
         }
-        let expect: super::Expects = missing
-            .iter()
-            .flat_map(|ch| ch.objects().into_iter().map(|(f, _)| (f, Expect::Absent)))
-            .collect();
         link.write(&missing, &expect).await?;
         sent += missing.len();
     }

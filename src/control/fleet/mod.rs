@@ -113,6 +113,9 @@ pub(crate) enum Change {
     },
     KeyDelete {
         id: String,
+        /// The key's value hash: its `keyhash/` field goes with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash: Option<String>,
     },
     /// A SigV4 access key (its secret sealed: every node needs the same secrets key).
     AccessKeyPut {
@@ -159,11 +162,22 @@ impl Change {
     /// Its fields in the objects hash, each with the object's JSON ('' deletes it).
     fn objects(&self) -> Vec<(String, String)> {
         match self {
-            Change::KeyPut { key } => vec![(
-                format!("key/{}", key.id),
-                serde_json::to_string(key).unwrap_or_default(),
-            )],
-            Change::KeyDelete { id } => vec![(format!("key/{id}"), String::new())],
+            // With the id its value's hash names: two keys of one value (made on two nodes at
+            // once) cannot both be written.
+            Change::KeyPut { key } => vec![
+                (
+                    format!("key/{}", key.id),
+                    serde_json::to_string(key).unwrap_or_default(),
+                ),
+                (format!("{KEY_HASH}{}", key.hash), key.id.clone()),
+            ],
+            Change::KeyDelete { id, hash } => {
+                let mut v = vec![(format!("key/{id}"), String::new())];
+                if let Some(h) = hash {
+                    v.push((format!("{KEY_HASH}{h}"), String::new()));
+                }
+                v
+            }
             Change::AccessKeyPut { key } => vec![(
                 format!("access/{}", key.id),
                 serde_json::to_string(key).unwrap_or_default(),
@@ -177,6 +191,9 @@ impl Change {
         }
     }
 }
+
+/// The objects hash's field naming the key that has a value (by its SHA-256, hex).
+pub(crate) const KEY_HASH: &str = "keyhash/";
 
 /// What an object must be in the fleet's hash for a write to go through (fields without one
 /// are written whatever they hold).
@@ -463,6 +480,77 @@ impl Link {
     }
 }
 
+/// What API key changes planned on this node's copy need the fleet to hold: a key this node
+/// has must still be, in the fleet, what this node holds (a disable on one node and a new
+/// description on another, planned from the same copy, would re-enable it; a delete would
+/// be undone), and a new key's id and value must be no other key's (two nodes creating one
+/// value at once). 409 at once when the fleet's copy already differs; 503 when Redis does
+/// not answer.
+pub(crate) async fn key_expects(
+    ctl: &Rc<RefCell<Control>>,
+    changes: &[Change],
+) -> Result<Expects, OpError> {
+    let mut expect = Expects::default();
+    let mut held: Vec<(String, StoredKey)> = Vec::new();
+    for c in changes {
+        let (id, hash) = match c {
+            Change::KeyPut { key } => (&key.id, Some(&key.hash)),
+            Change::KeyDelete { id, .. } => (id, None),
+            _ => continue,
+        };
+        let field = format!("key/{id}");
+        match ctl.borrow().stored_keys.iter().find(|k| &k.id == id) {
+            Some(k) => held.push((field, k.clone())),
+            None => {
+                expect.insert(field, Expect::Absent);
+                if let Some(h) = hash {
+                    expect.insert(format!("{KEY_HASH}{h}"), Expect::Absent);
+                }
+            }
+        }
+    }
+    let link = ctl.borrow().fleet.clone();
+    let (Some(link), false) = (link, held.is_empty()) else {
+        return Ok(expect);
+    };
+    let mut args: Vec<&[u8]> = vec![b"HMGET", OBJECTS.as_bytes()];
+    args.extend(held.iter().map(|(f, _)| f.as_bytes()));
+    let reply = link.call(&args).await.map_err(|e| {
+        OpError(
+            503,
+            format!(
+                "the fleet's Redis ({}) cannot be reached ({e}): nothing was changed; try again when it is back",
+                link.name()
+            ),
+        )
+    })?;
+    for ((field, mine), theirs) in held.into_iter().zip(reply.items()) {
+        // Compared as keys, not as text (a key written by another version may differ in
+        // its JSON only); the write then expects the fleet's exact text.
+        let same = theirs
+            .bytes()
+            .map(|b| (b, serde_json::from_slice::<StoredKey>(b)));
+        match same {
+            Some((raw, Ok(k))) if k == mine => {
+                expect.insert(field, Expect::Is(String::from_utf8_lossy(raw).into_owned()));
+            }
+            Some(_) => {
+                return Err(OpError(
+                    409,
+                    "the key was changed on another node since this node's copy (it catches up within a second): nothing was changed; read it again and retry".into(),
+                ))
+            }
+            None => {
+                return Err(OpError(
+                    409,
+                    "the key was deleted on another node (this node catches up within a second): nothing was changed".into(),
+                ))
+            }
+        }
+    }
+    Ok(expect)
+}
+
 /// Makes `changes`: through the fleet's Redis first when there is one (503 when it cannot be
 /// reached: nothing changes anywhere), then on this node.
 /// Returns how many cache entries cache commands removed on this node.
@@ -509,6 +597,12 @@ pub(crate) async fn commit_expecting(
         Err(e) if e.starts_with("Redis: CONFLICT ") => {
             link.up(true);
             let field = &e["Redis: CONFLICT ".len()..];
+            if field.starts_with(KEY_HASH) {
+                return Err(OpError(
+                    409,
+                    "value: another key already has this value (made on another node): nothing was changed".into(),
+                ));
+            }
             Err(OpError(
                 409,
                 format!(
