@@ -1071,3 +1071,38 @@ fn a_stream_reset_mid_body_keeps_its_status() {
     ));
     assert_eq!(metric(&gw, "tollgate_responses_total", "class=\"4xx\""), 0);
 }
+
+/// A client's own copy of a header that `mtls.headers` names is dropped on an h2c listener as
+/// on every other (it reached the upstream as sent: a client on the plain listener could
+/// claim any certificate subject the upstream trusts).
+#[test]
+fn certificate_headers_a_client_sends_over_h2c_are_dropped() {
+    let up = Upstream::echo();
+    let ca = Ca::new();
+    let clients = Ca::new();
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("clients.pem"), clients.cert.pem()).unwrap();
+    let (c, k, _) = ca.leaf(&["api.test"], false);
+    write_pair(&dir, "server", &c, &k);
+    let mtls = "mtls = { client_ca = \"clients.pem\", mode = \"optional\", headers = { \"x-client-subject\" = \"subjectDN\" } }\n\n[[listeners]]\nname = \"plain\"\naddr = \"127.0.0.1:0\"\nh2c = true\n";
+    let gw = Gw::start_in(dir, &tls_conf(up.addr, "", mtls));
+    let plain = gw.gw.as_ref().unwrap().addr("plain").unwrap();
+    for flag in ["--http2-prior-knowledge", "--http1.1"] {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", flag])
+            .args(["-H", "x-client-subject: CN=admin"])
+            .arg(format!("http://127.0.0.1:{}/who", plain.port()))
+            .output()
+            .expect("curl (apt install curl)");
+        assert!(
+            out.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let echo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            echo["headers"].get("x-client-subject").is_none(),
+            "{flag}: {echo}"
+        );
+    }
+}

@@ -286,10 +286,17 @@ async fn open(
     if h2c {
         match Box::pin(sniff_preface(&mut conn, handshake_timeout)).await {
             Some(true) => {
-                let Conn { stream, buf, .. } = conn;
+                // The certificate headers' names go too: a client's own are dropped on h2c
+                // as on every listener (an upstream would take them as a verified identity).
+                let Conn {
+                    stream,
+                    buf,
+                    client_cert,
+                    ..
+                } = conn;
                 if let Stream::Plain(tcp) = stream {
                     let t = crate::http::h2::Transport::Plain(tcp, buf.freeze());
-                    Box::pin(serve_h2(shard, t, info(None, None))).await;
+                    Box::pin(serve_h2(shard, t, info(client_cert, None))).await;
                 }
                 return None;
             }
