@@ -74,10 +74,10 @@ fn the_fleet_follows_a_sentinel_failover() {
         &a, "before", BEFORE
     ) == 201));
     assert!(eventually(Duration::from_secs(3), || keyed(&b, BEFORE) == 200));
-    // Replicated before the primary dies.
+    // Replicated before the primary dies (the key, and its value's field).
     assert!(eventually(Duration::from_secs(5), || replica
         .cli(&["hlen", "tollgate:fleet:objects"])
-        == "1"));
+        == "2"));
 
     primary.stop();
     // The Sentinel promotes the replica; the nodes move to it and writes work again.
@@ -96,7 +96,7 @@ fn the_fleet_follows_a_sentinel_failover() {
     assert!(eventually(Duration::from_secs(5), || keyed(&a, AFTER) == 200));
     assert_eq!(keyed(&b, AFTER), 200);
     assert_eq!(keyed(&a, BEFORE), 200);
-    assert_eq!(replica.cli(&["hlen", "tollgate:fleet:objects"]), "2");
+    assert_eq!(replica.cli(&["hlen", "tollgate:fleet:objects"]), "4");
     let listed = admin_with(a.admin(), "GET", "/apikeys", "");
     assert!(eventually(Duration::from_secs(5), || admin_with(
         a.admin(),

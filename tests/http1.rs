@@ -103,10 +103,22 @@ fn chunked_and_close_delimited_responses_reach_the_client() {
     let r = c.request(b"GET /chunked HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
     assert_eq!(r.text(), "Wikipedia");
-    // Same connection still usable; a close-delimited answer ends it.
+    // Same connection still usable; a close-delimited answer goes on chunked (a cut one
+    // would lack its last chunk), and the connection stays.
     let r = c.request(b"GET /eof HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(r.text(), "until-close");
-    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.header("connection"), None);
+    assert_eq!(
+        c.request(b"GET /chunked HTTP/1.1\r\nHost: h\r\n\r\n")
+            .text(),
+        "Wikipedia"
+    );
+    // To an HTTP/1.0 client it ends by close, as it came.
+    let mut c10 = Client::connect(gw.addr());
+    c10.send(b"GET /eof HTTP/1.0\r\n\r\n");
+    let raw = String::from_utf8(c10.read_to_end()).unwrap();
+    assert!(raw.ends_with("\r\n\r\nuntil-close"), "{raw}");
     // HTTP/1.0 clients get the chunked answer decoded, ended by close.
     let mut c = Client::connect(gw.addr());
     c.send(b"GET /chunked HTTP/1.0\r\n\r\n");
@@ -714,4 +726,55 @@ fn early_hints_are_relayed_to_http11_clients_and_never_stored() {
         !got.contains("Early Hints") && !got.contains("s.css"),
         "{got}"
     );
+}
+
+/// An answer that runs to the upstream's close and is cut short (the upstream stops past the
+/// route's timeout) cannot pass for a whole one: an HTTP/1.1 client gets it chunked without
+/// the last chunk, an HTTP/2 client gets the stream reset (it was a clean end of stream, and
+/// curl took the part for the whole).
+#[test]
+fn a_close_delimited_answer_cut_short_does_not_look_complete() {
+    let up = Upstream::start(|s| match s.target.as_str() {
+        "/cut" => Action::Raw(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\npart"
+                .to_vec(),
+        ),
+        _ => Action::RawClose(b"HTTP/1.1 200 OK\r\n\r\nwhole".to_vec()),
+    });
+    let gw = Gw::start(
+        &Cfg::new()
+            .listener("h2c = true")
+            .route(
+                "GET /{p}",
+                format!(
+                    "integration = {{ type = \"http\", uri = \"http://{}/{{p}}\", timeout = \"300ms\" }}",
+                    up.addr
+                ),
+            )
+            .toml(),
+    );
+    let mut c = Client::connect(gw.addr());
+    c.send(b"GET /cut HTTP/1.1\r\nHost: h\r\n\r\n");
+    let raw = String::from_utf8(c.read_to_end()).unwrap();
+    assert!(raw.contains("transfer-encoding: chunked"), "{raw}");
+    assert!(raw.ends_with("4\r\npart\r\n"), "{raw}");
+    let curl = |path: &str| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--http2-prior-knowledge"])
+            .arg(format!("http://{}{path}", gw.addr()))
+            .output()
+            .expect("curl (apt install curl)")
+    };
+    let out = curl("/cut");
+    assert!(
+        !out.status.success(),
+        "curl took a cut answer for a whole one"
+    );
+    let out = curl("/whole");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"whole");
 }

@@ -92,7 +92,9 @@ pub(crate) async fn answer(
     let minor = ctx.head.minor;
     let upgrade = resp.status == 101 && ctx.head.upgrade;
     let dechunk = resp.framing == Framing::Chunked && minor == 0;
-    let client_framed = upgrade || !matches!(resp.framing, Framing::UntilClose) && !dechunk;
+    let rechunk = super::rewrite::rechunked(&resp, ctx, upgrade);
+    let client_framed =
+        upgrade || rechunk || !matches!(resp.framing, Framing::UntilClose) && !dechunk;
     let keep = ctx.head.keep_alive
         && ctx.body == BodyState::Done
         && client_framed
@@ -252,7 +254,8 @@ pub(crate) async fn answer(
         buf: &mut ubuf,
         idle: integ.timeout,
     };
-    let streamed = stream_response(conn, from, out, resp.framing, dechunk, tee, !keep).await;
+    let framing = (resp.framing, dechunk, rechunk);
+    let streamed = stream_response(conn, from, out, framing, tee, !keep).await;
     let pool_ok = match streamed {
         Ok(clean) => clean && resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty(),
         Err(side) => {
@@ -269,6 +272,9 @@ pub(crate) async fn answer(
                 ),
             });
             if side == Side::Upstream {
+                if let crate::http::conn::Stream::H2(s) = &mut conn.stream {
+                    s.cut();
+                }
                 record_failure(&target, eject.as_deref(), &cfg);
                 if shard.log_first("upstream failed mid-answer", Some(target.addr), 0) {
                     tracing::warn!(request_id = %ctx.request_id, target_addr = %target.addr, "upstream failed mid-answer; closing client connection");
@@ -473,8 +479,7 @@ pub(super) async fn stream_response(
     conn: &mut Conn,
     from: UpBody<'_>,
     mut out: Vec<u8>,
-    framing: Framing,
-    dechunk: bool,
+    (framing, dechunk, rechunk): (Framing, bool, bool),
     mut tee: Option<&mut Tee>,
     last: bool,
 ) -> Result<bool, Side> {
@@ -623,9 +628,28 @@ pub(super) async fn stream_response(
             loop {
                 if !ubuf.is_empty() {
                     let part = ubuf.split().freeze();
-                    conn.write_all(part).await.map_err(|_| Side::Client)?;
+                    if rechunk {
+                        let mut size = Vec::with_capacity(12);
+                        let _ = std::io::Write::write_fmt(
+                            &mut size,
+                            format_args!("{:x}\r\n", part.len()),
+                        );
+                        conn.write_all(size).await.map_err(|_| Side::Client)?;
+                        conn.write_all(part).await.map_err(|_| Side::Client)?;
+                        conn.write_all(&b"\r\n"[..])
+                            .await
+                            .map_err(|_| Side::Client)?;
+                    } else {
+                        conn.write_all(part).await.map_err(|_| Side::Client)?;
+                    }
                 }
                 if fill(up, ubuf, idle).await? == 0 {
+                    // (Never stored: a body ended by close is not teed.)
+                    if rechunk {
+                        conn.write_all(&b"0\r\n\r\n"[..])
+                            .await
+                            .map_err(|_| Side::Client)?;
+                    }
                     return Ok(false);
                 }
             }

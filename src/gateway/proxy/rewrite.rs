@@ -378,6 +378,18 @@ pub(crate) enum Comp {
 
 /// Builds the head sent to the client from the upstream's; returns the status it says (the
 /// upstream's, unless the route's response mapping changes it).
+///
+/// An answer that runs to the upstream's close goes to an HTTP/1.1 client chunked (as nginx
+/// and Envoy send it): a cut is then told from the end, and the client's connection can be
+/// kept. (HTTP/2 ends or resets the stream instead; HTTP/1.0 has no chunks.)
+pub(super) fn rechunked(resp: &ResponseHead, ctx: &RequestCtx, upgrade: bool) -> bool {
+    resp.framing == Framing::UntilClose
+        && ctx.head.minor >= 1
+        && !ctx.h2
+        && !upgrade
+        && !(resp.status == 204 || resp.status < 200)
+}
+
 pub(super) fn response_head(
     out: &mut Vec<u8>,
     resp: &ResponseHead,
@@ -500,6 +512,9 @@ pub(super) fn response_head(
             }
             crate::gateway::compress::lines(out, Some(e));
         }
+    }
+    if rechunked(resp, ctx, upgrade) {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     crate::gateway::cache_headers(out, ctx);
     ctx.cors_lines(out);

@@ -76,6 +76,8 @@ pub(crate) struct H2Stream {
     head: BytesMut,
     head_only: bool,
     pub tls: bool,
+    /// The answer was cut short (its upstream failed part way): reset, never ended.
+    cut: bool,
 }
 
 impl H2Stream {
@@ -94,6 +96,7 @@ impl H2Stream {
             head: BytesMut::new(),
             head_only,
             tls,
+            cut: false,
         }
     }
 
@@ -242,12 +245,18 @@ impl H2Stream {
         }
     }
 
+    /// The answer's upstream failed part way: [`Self::finish`] resets the stream whatever
+    /// the answer's framing (one that ran to the upstream's close would look complete).
+    pub(crate) fn cut(&mut self) {
+        self.cut = true;
+    }
+
     /// After the pipeline: ends a body that ran to the upstream's close; resets a stream whose
     /// answer was cut short.
     pub(crate) async fn finish(&mut self) -> io::Result<()> {
         match self.phase {
             Phase::Done => Ok(()),
-            Phase::UntilClose => {
+            Phase::UntilClose if !self.cut => {
                 self.phase = Phase::Done;
                 send(&self.out, Bytes::new(), true).await
             }
