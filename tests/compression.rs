@@ -362,3 +362,67 @@ fn a_revalidated_cache_hit_carries_the_etag_its_encoding_would() {
     );
     assert_eq!((r.status, r.header("etag")), (304, Some("\"v1\"")));
 }
+
+/// `types = ["*/*"]` compresses every type (as Amazon does; it passed the check and
+/// compressed nothing); a compressed answer offers no byte ranges (the upstream's are of the
+/// identity body: a resuming client glued plain bytes onto gzip ones); a cache hit sends the
+/// coding once (a stored `Content-Encoding: identity` went too).
+#[test]
+fn every_type_ranges_and_the_coding_of_a_hit() {
+    let up = Upstream::start(|s| {
+        let body = json_body(4000);
+        let ct = if s.target == "/custom" {
+            "application/x-custom"
+        } else {
+            "application/json"
+        };
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nAccept-Ranges: bytes\r\nContent-Encoding: identity\r\nCache-Control: max-age=60\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .stage_extra("compression = { min_size = \"1KiB\", types = [\"*/*\"] }\ncache = { ttl = \"300s\", capacity = \"1MiB\" }")
+            .route(
+                "GET /{what}",
+                format!("integration = {{ type = \"http\", uri = \"http://{}/{{what}}\" }}", up.addr),
+            )
+            .toml(),
+    );
+    let plain = json_body(4000);
+    for (path, cache) in [
+        ("/custom", "Miss"),
+        ("/custom", "Hit"),
+        ("/pets", "Miss"),
+        ("/pets", "Hit"),
+    ] {
+        let r = req(&g, "GET", path, "gzip");
+        assert_eq!(r.header("x-cache"), Some(cache), "{path}");
+        let codings: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(codings, ["gzip"], "{path} {cache}");
+        assert_eq!(r.header("accept-ranges"), None, "{path} {cache}");
+        assert_eq!(gunzip(&r.body), plain);
+    }
+    // Uncoded, the upstream's ranges are offered.
+    let r = req(&g, "GET", "/pets", "");
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert_eq!(r.text(), plain);
+    let (ok, text) = check_config(
+        &Cfg::new()
+            .stage_extra("compression = { types = [\"*/json\"] }")
+            .toml(),
+    );
+    assert!(
+        !ok && text.contains("compression.types[0] = \"*/json\" is not valid"),
+        "{text}"
+    );
+}

@@ -43,7 +43,9 @@ impl Compression {
             .trim_ascii();
         let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
         self.types.iter().any(|t| {
-            if let Some(family) = t.strip_suffix("/*") {
+            if t == "*/*" {
+                true
+            } else if let Some(family) = t.strip_suffix("/*") {
                 ct.split('/').next() == Some(family)
             } else if let Some((family, suffix)) = t.split_once("/*") {
                 ct.split_once('/')
@@ -96,8 +98,10 @@ impl Validator {
                 .enumerate()
                 .filter_map(|(i, t)| {
                     let l = t.trim().to_ascii_lowercase();
+                    // `*` as a family only in `*/*` (every type): `*/json` would match none.
                     let ok = l.split_once('/').is_some_and(|(a, b)| {
-                        !a.is_empty()
+                        (a != "*" || b == "*")
+                            && !a.is_empty()
                             && !b.is_empty()
                             && a.bytes().all(crate::syntax::is_tchar)
                             && b.bytes().all(|c| crate::syntax::is_tchar(c) || c == b'*')
@@ -108,7 +112,7 @@ impl Validator {
                         self.bad(
                             &format!("{key}.types[{i}]"),
                             &t,
-                            "a media type (\"application/json\", \"text/*\")",
+                            "a media type (\"application/json\", \"text/*\", \"application/*+json\", or \"*/*\" for every type)",
                         );
                         None
                     }

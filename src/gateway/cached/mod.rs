@@ -655,7 +655,12 @@ pub fn hit_head(
             let cors = ctx.cors.is_some() && crate::http::cors::is_cors_header(l);
             let replaced =
                 mapped.is_some_and(|ops| crate::gateway::mapping::drops_header(ops, name));
-            if cors || replaced {
+            // An encoded body: the stored `Content-Encoding: identity` gives way to the
+            // coding (said below), and byte ranges of the identity body are not offered.
+            let encoded = weak
+                && (name.eq_ignore_ascii_case(b"content-encoding")
+                    || name.eq_ignore_ascii_case(b"accept-ranges"));
+            if cors || replaced || encoded {
                 continue;
             }
             if weak && name.eq_ignore_ascii_case(b"etag") {

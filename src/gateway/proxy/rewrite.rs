@@ -458,8 +458,13 @@ pub(super) fn response_head(
         }
         if let Comp::Encoded(..) = comp {
             // The length is the coded body's; a `Content-Encoding: identity` (which is no
-            // coding, RFC 9110 8.4.1) gives way to the coding applied.
-            if name_eq(name, b"content-length") || name_eq(name, b"content-encoding") {
+            // coding, RFC 9110 8.4.1) gives way to the coding applied; ranges the upstream
+            // serves are of the identity body, not of this one (as nginx's gzip clears
+            // Accept-Ranges).
+            if name_eq(name, b"content-length")
+                || name_eq(name, b"content-encoding")
+                || name_eq(name, b"accept-ranges")
+            {
                 continue;
             }
         }
