@@ -212,8 +212,9 @@ pub fn check_placement(cfg: &Config, workers: Option<usize>) -> Result<(), Strin
 pub fn check_store(cfg: &Config, base: &std::path::Path) -> Result<Vec<String>, ConfigError> {
     match control::check_stored(cfg, base) {
         Ok(None) => Ok(Vec::new()),
-        Ok(Some((keys, said))) => {
-            let errors = control::file_key_clashes(cfg, &keys);
+        Ok(Some((keys, said, plan_clashes))) => {
+            let mut errors = control::file_key_clashes(cfg, &keys);
+            errors.extend(plan_clashes);
             if !errors.is_empty() {
                 return Err(ConfigError { errors });
             }

@@ -607,3 +607,38 @@ fn check_copies_of_dead_processes_are_removed_at_start() {
     assert!(!dead.exists());
     assert!(alive.exists());
 }
+
+/// `check` refuses what start-up refuses of the stored keys' plans too: a key made through
+/// the admin API on two plans that the file now makes cover one stage (check said OK, and
+/// the start failed with advice to use the admin API, which was not running).
+#[test]
+fn check_sees_a_stored_keys_plans_that_now_cover_one_stage() {
+    let plans = |silver: &str| {
+        Cfg::new()
+            .stage("dev", "")
+            .extra(format!(
+                "[[usage_plans]]\nname = \"gold\"\nstages = [\"api/prod\"]\n\n[[usage_plans]]\nname = \"silver\"\nstages = {silver}\n"
+            ))
+            .toml()
+    };
+    let gw = Gw::start(&plans("[\"api/dev\"]"));
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        r#"{"name": "both", "plans": ["gold", "silver"]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let dir = gw.stop();
+    let config = dir.0.join("config.toml");
+    let (ok, text) = tollgate(&config, &["check"]);
+    assert!(ok, "{text}");
+    std::fs::write(&config, plans("[\"api/dev\", \"api/prod\"]")).unwrap();
+    let (ok, text) = tollgate(&config, &["check"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("API key \"{id}\"")) && text.contains("usage_plans"),
+        "{text}"
+    );
+}

@@ -627,6 +627,30 @@ fn csv_imports_are_all_or_nothing() {
         .status,
         403
     );
+    // A quote never closed took the rows after it into one description (they were not
+    // made, and the key whose row opened it got no plan): the file is refused.
+    let open = "Name,Key,Description,Enabled,UsagePlanIds\nk8,imported-key-number-eight-8,\"tablet,true,gold\nk9,imported-key-number-nine-09,phone,true,gold\n";
+    let r = admin_with(gw.admin(), "POST", "/apikeys/import", open);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("row 2: a field opened with"),
+        "{}",
+        r.text()
+    );
+    // A name starting with an apostrophe is a name.
+    let named = "Name,Key,UsagePlanIds\n'90s app,imported-key-number-ten-0010,gold\n";
+    let r = admin_with(gw.admin(), "POST", "/apikeys/import", named);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        keyed(
+            gw.addr(),
+            "GET",
+            "/keyed",
+            Some("imported-key-number-ten-0010")
+        )
+        .status,
+        200
+    );
 }
 
 /// As Amazon's import: a key value imported again overwrites the key that has it (its id

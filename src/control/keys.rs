@@ -204,7 +204,7 @@ impl Control {
         &self,
         csv: &str,
     ) -> Result<(Vec<Change>, serde_json::Value), OpError> {
-        let mut records = csv_records(csv).into_iter();
+        let mut records = csv_records(csv).map_err(bad)?.into_iter();
         let header: Vec<String> = records
             .next()
             .ok_or_else(|| bad("empty CSV"))?
@@ -385,16 +385,20 @@ impl Control {
 /// quoted with double quotes — `"a,b"`, `""` for a quote, line breaks inside — or, as
 /// Amazon's key files allow for `UsagePlanIds`, single quotes: `'a,b'`). Blank lines are
 /// skipped, and a leading byte-order mark (spreadsheets write one).
-pub(super) fn csv_records(text: &str) -> Vec<(usize, Vec<String>)> {
+pub(super) fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut out = Vec::new();
+    let mut out: Vec<(usize, Vec<String>)> = Vec::new();
     let mut fields: Vec<String> = Vec::new();
     let mut cur = String::new();
     // The quote a field opened with, while inside it.
     let mut quote: Option<char> = None;
     let mut at_start = true;
     let (mut line, mut first_line) = (1, 1);
-    let mut end = |fields: &mut Vec<String>, cur: &mut String, first_line: usize| {
+    // Single quotes enclose a field only in the UsagePlanIds column (Amazon's files quote a
+    // list of plans so); elsewhere (a name like `'90s app`) they are text.
+    let mut single_col: Option<usize> = None;
+    type Records = Vec<(usize, Vec<String>)>;
+    let end = |out: &mut Records, fields: &mut Vec<String>, cur: &mut String, first_line| {
         fields.push(std::mem::take(cur));
         let blank = fields.len() == 1 && fields[0].trim().is_empty();
         let record = std::mem::take(fields);
@@ -415,7 +419,8 @@ pub(super) fn csv_records(text: &str) -> Vec<(usize, Vec<String>)> {
             Some(q) if c == q => quote = None,
             // A CRLF file's line break inside a quoted field is the field's `\n`.
             Some(_) if c == '\r' && chars.peek() == Some(&'\n') => {}
-            None if at_start && (c == '"' || c == '\'') => quote = Some(c),
+            None if at_start && c == '"' => quote = Some(c),
+            None if at_start && c == '\'' && single_col == Some(fields.len()) => quote = Some(c),
             None if c == ',' => {
                 fields.push(std::mem::take(&mut cur));
                 at_start = true;
@@ -423,7 +428,13 @@ pub(super) fn csv_records(text: &str) -> Vec<(usize, Vec<String>)> {
             }
             None if c == '\r' && chars.peek() == Some(&'\n') => {}
             None if c == '\n' => {
-                end(&mut fields, &mut cur, first_line);
+                end(&mut out, &mut fields, &mut cur, first_line);
+                if single_col.is_none() {
+                    single_col = out.first().and_then(|(_, h)| {
+                        h.iter()
+                            .position(|h| h.trim().eq_ignore_ascii_case("usageplanids"))
+                    });
+                }
                 first_line = line;
                 at_start = true;
                 continue;
@@ -432,8 +443,15 @@ pub(super) fn csv_records(text: &str) -> Vec<(usize, Vec<String>)> {
         }
         at_start = false;
     }
-    end(&mut fields, &mut cur, first_line);
-    out
+    // A quote never closed took every row after it into one field: the file is malformed
+    // (RFC 4180 2), not rows to drop.
+    if let Some(q) = quote {
+        return Err(format!(
+            "row {first_line}: a field opened with {q} is never closed (the rest of the file would be read as that one field)"
+        ));
+    }
+    end(&mut out, &mut fields, &mut cur, first_line);
+    Ok(out)
 }
 
 /// Checks that `plans` exist in `compiled` and that no two of them cover the same stage.
@@ -514,23 +532,38 @@ mod tests {
 
     #[test]
     fn csv_records_split_with_quotes() {
-        let fields =
-            |t: &str| -> Vec<Vec<String>> { csv_records(t).into_iter().map(|(_, f)| f).collect() };
+        let fields = |t: &str| -> Vec<Vec<String>> {
+            csv_records(t)
+                .unwrap()
+                .into_iter()
+                .map(|(_, f)| f)
+                .collect()
+        };
         assert_eq!(fields("a,b,c"), vec![vec!["a", "b", "c"]]);
         assert_eq!(
             fields("\"x, y\",\"say \"\"hi\"\"\",\r\n"),
             vec![vec!["x, y", "say \"hi\"", ""]]
         );
-        // Amazon's key files quote a list of plans with single quotes too; a quote inside a
-        // field is text.
+        // Amazon's key files quote a list of plans with single quotes too (in that column
+        // alone: elsewhere it is text); a quote inside a field is text.
         assert_eq!(
-            fields("k,'gold,silver',it's"),
-            vec![vec!["k", "gold,silver", "it's"]]
+            fields("Name,UsagePlanIds,Description\n'90s,'gold,silver',it's"),
+            vec![
+                vec!["Name", "UsagePlanIds", "Description"],
+                vec!["'90s", "gold,silver", "it's"]
+            ]
+        );
+        // A quote never closed is an error naming its row, not the rest of the file read
+        // as one field.
+        let e = csv_records("Name,Key\na,k1\nb,\"k2\nc,k3\n").unwrap_err();
+        assert!(
+            e.starts_with("row 3: a field opened with \" is never closed"),
+            "{e}"
         );
         // A quoted line break is the field's; blank lines and a byte-order mark are skipped;
         // each record says the line it starts on.
         assert_eq!(
-            csv_records("\u{feff}Name,Key\r\n\r\nnl,k1,\"line1\r\nline2\"\r\nb,k2\n"),
+            csv_records("\u{feff}Name,Key\r\n\r\nnl,k1,\"line1\r\nline2\"\r\nb,k2\n").unwrap(),
             vec![
                 (1, vec!["Name".to_string(), "Key".to_string()]),
                 (

@@ -552,11 +552,20 @@ impl Group<'_> {
 /// admin API, and what of its run-time objects this configuration would not serve as stored
 /// (as a start or a reload would say it). `Ok(None)`: no store yet. The objects are merged
 /// and compiled outside the store's read (a panic there is not the store's damage).
+/// Also: what start-up would refuse of the stored keys' plans (a key on two plans the file
+/// now makes cover one stage).
 #[allow(clippy::type_complexity)]
 pub(crate) fn check_stored(
     cfg: &Config,
     base: &std::path::Path,
-) -> Result<Option<(Vec<crate::control::store::StoredKey>, Vec<String>)>, String> {
+) -> Result<
+    Option<(
+        Vec<crate::control::store::StoredKey>,
+        Vec<String>,
+        Vec<String>,
+    )>,
+    String,
+> {
     let Some((keys, objects)) = crate::control::store::on_copy(&cfg.server.state_dir, |s| {
         Ok((s.keys()?, Objects::load(s)?))
     })?
@@ -569,13 +578,21 @@ pub(crate) fn check_stored(
             .into_iter()
             .map(|w| format!("waits for a run-time stage: {w}")),
     );
-    if let Err(e) = crate::compile::compile(Arc::new(merged), &mut Default::default()) {
-        said.push(format!(
-            "run-time APIs would not be served: the configuration does not compile with them: {}",
-            e.errors.join("; ")
-        ));
-    }
-    Ok(Some((keys, said)))
+    // As start-up compiles it (the file alone when the run-time objects do not fit).
+    let compiled = match crate::compile::compile(Arc::new(merged), &mut Default::default()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            said.push(format!(
+                "run-time APIs would not be served: the configuration does not compile with them: {}",
+                e.errors.join("; ")
+            ));
+            crate::compile::compile(Arc::new(cfg.clone()), &mut Default::default()).ok()
+        }
+    };
+    let clashes = compiled
+        .map(|c| crate::control::keys::stored_key_plan_clashes(&c, &keys))
+        .unwrap_or_default();
+    Ok(Some((keys, said, clashes)))
 }
 
 /// Compiles the file's configuration with the run-time objects merged in; when that fails
