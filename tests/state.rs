@@ -466,6 +466,24 @@ plan = "gold"
             == 201),
         "writes never worked again"
     );
+    // The fault's start and end are each said (not a pair of lines every second while it
+    // lasts: a full disk filled the log that shares it).
+    let said = p.lines_until("state store writes work again");
+    let failed = said
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("a state store write failed"))
+        })
+        .count();
+    assert!(failed >= 1, "{said:?}");
+    assert!(
+        !said.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("state store reopened"))),
+        "{said:?}"
+    );
     let m = Client::connect(adm)
         .request(b"GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t0ken\r\n\r\n")
         .text();

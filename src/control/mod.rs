@@ -136,6 +136,9 @@ pub(crate) struct Control {
     state_dir: PathBuf,
     /// The store is closed because a write failed, not for shutdown.
     store_broken: bool,
+    /// A write fault lasts (writes failed since the last one that worked): its start and
+    /// end are logged once each, not every reopen while it lasts (a full disk).
+    store_fault: bool,
     /// The store was handed to a successor (no more flushes here).
     released: bool,
     /// The successor serves (it answers the admin API now, on the same socket).
@@ -326,6 +329,7 @@ impl ControlInit {
             compiled: self.compiled,
             store: Some(self.store),
             store_broken: false,
+            store_fault: false,
             released: false,
             handed_over: false,
             awaiting_usage: false,
@@ -352,10 +356,20 @@ impl Control {
     pub(crate) fn heal_store(&mut self) {
         if let Some(s) = &self.store {
             if !s.has_failed() {
+                if self.store_fault && s.has_written() {
+                    // Writes since the last reopen went through.
+                    self.store_fault = false;
+                    tracing::info!(path = %s.path.display(), "state store writes work again");
+                }
                 return;
             }
             self.store_failures += 1;
-            tracing::warn!(path = %s.path.display(), "a state store write failed: reopening the store");
+            if !self.store_fault {
+                self.store_fault = true;
+                tracing::warn!(path = %s.path.display(), "a state store write failed: reopening the store, and again at each flush while writes fail (said once)");
+            } else {
+                tracing::debug!(path = %s.path.display(), "a state store write failed again: reopening the store");
+            }
             // Closing releases the file lock, so that it can be opened again.
             self.store = None;
             self.store_broken = true;
@@ -365,7 +379,7 @@ impl Control {
         }
         match Store::reopen(&self.state_dir) {
             Ok(s) => {
-                tracing::info!(path = %s.path.display(), "state store reopened: writes are tried again");
+                tracing::debug!(path = %s.path.display(), "state store reopened: writes are tried again");
                 self.store = Some(s);
                 self.store_broken = false;
                 self.store_reopens += 1;

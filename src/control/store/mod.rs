@@ -82,6 +82,8 @@ pub(crate) struct Store {
     /// A write failed. redb refuses every later write after an I/O error ("Previous I/O
     /// error occurred"), so the control plane reopens the store once writes work again.
     failed: std::cell::Cell<bool>,
+    /// A write went through since the store was opened.
+    wrote: std::cell::Cell<bool>,
 }
 
 fn e(what: &str, path: &Path, err: impl std::fmt::Display) -> String {
@@ -92,6 +94,12 @@ fn e(what: &str, path: &Path, err: impl std::fmt::Display) -> String {
 const IN_USE: &str = "is in use by another process";
 const IN_USE_WHY: &str =
     "a gateway with the same server.state_dir runs: stop it, or give this one a state_dir of its own";
+
+/// A state file this process may not write (restored as root, a read-only mount): no
+/// damage, nothing to recover.
+const NOT_WRITABLE: &str = "cannot be written by this process's user";
+const NOT_WRITABLE_WHY: &str =
+    "give the file and its folder to the user the gateway runs as (chown), or mount them writable";
 
 /// What to do with a damaged state file, appended to every refusal.
 const RECOVER: &str = "the file was left untouched; `tollgate state check` tests it, `tollgate state recover --out FILE` writes what can be read into a new file to put in its place";
@@ -328,7 +336,7 @@ impl Store {
             Err((why, false)) => return Err(why),
         }
         Store::reopen(dir).map_err(|why| {
-            if why.contains(IN_USE) {
+            if why.contains(IN_USE) || why.contains(NOT_WRITABLE) {
                 why
             } else {
                 format!("{why}; {RECOVER}")
@@ -361,6 +369,14 @@ impl Store {
         }
         .map_err(|err| match err {
             redb::DatabaseError::DatabaseAlreadyOpen => e(IN_USE, &path, IN_USE_WHY),
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                e(NOT_WRITABLE, &path, format!("{io}; {NOT_WRITABLE_WHY}"))
+            }
             err => e(
                 "cannot open (corrupt, unreadable or in use by another process)",
                 &path,
@@ -372,6 +388,7 @@ impl Store {
                 db,
                 path,
                 failed: Default::default(),
+                wrote: Default::default(),
             };
             store.keys()?;
             store.quotas()?;
@@ -400,6 +417,7 @@ impl Store {
             db,
             path,
             failed: Default::default(),
+            wrote: Default::default(),
         };
         // Read everything once so that a damaged record stops start-up too.
         store.keys()?;
@@ -413,9 +431,15 @@ impl Store {
         self.failed.get()
     }
 
+    /// Whether a write went through since the store was opened.
+    pub(crate) fn has_written(&self) -> bool {
+        self.wrote.get()
+    }
+
     fn note<T>(&self, r: Result<T, String>) -> Result<T, String> {
-        if r.is_err() {
-            self.failed.set(true);
+        match &r {
+            Err(_) => self.failed.set(true),
+            Ok(_) => self.wrote.set(true),
         }
         r
     }

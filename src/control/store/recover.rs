@@ -40,6 +40,7 @@ pub(crate) fn recover(dir: &Path, out: &Path) -> Result<Contents, String> {
                 db,
                 path: copy.0.clone(),
                 failed: Default::default(),
+                wrote: Default::default(),
             };
             Ok((
                 old.keys_lenient(),
