@@ -235,9 +235,14 @@ pub(crate) async fn count_quota(
             cell.count_fleet(period);
             return Ok(());
         }
-        // Redis said the quota is spent less than a second ago.
-        Some(false) => return Err(refuse(Some(q))),
-        None => {}
+        // Redis said the quota is spent less than a second ago, and no admin has set the
+        // key's count since (a reset clears `fleet_spent`: Redis is asked again at once).
+        Some(false)
+            if cell.fleet_spent.load(std::sync::atomic::Ordering::Relaxed) == period as u64 + 1 =>
+        {
+            return Err(refuse(Some(q)))
+        }
+        Some(false) | None => {}
     }
     let chunk = (q.limit / (c.nodes as u64 * shard.shared.shards as u64 * 100)).clamp(1, 100);
     let name = crate::throttle::redis::quota_name(&plan.name, id, period);
