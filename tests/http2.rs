@@ -1106,3 +1106,35 @@ fn certificate_headers_a_client_sends_over_h2c_are_dropped() {
         );
     }
 }
+
+/// An upstream answer with as many header lines as the gateway takes reaches an HTTP/2
+/// client as it reaches an HTTP/1.1 one: the fields the gateway adds (request id, CORS, rate
+/// limit...) took the head past the parser's count, and the stream was reset (logged as the
+/// client's abort).
+#[test]
+fn an_answer_with_many_header_lines_reaches_an_http2_client() {
+    let up = Upstream::start(|_| {
+        let mut head = String::from("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n");
+        for i in 0..125 {
+            head.push_str(&format!("x-h-{i}: v{i}\r\n"));
+        }
+        head.push_str("\r\nok");
+        Action::Raw(head.into_bytes())
+    });
+    let gw = Gw::start(&conf(up.addr, "", "", ""));
+    for flag in ["--http2-prior-knowledge", "--http1.1"] {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-D", "-", flag])
+            .arg(format!("http://{}/many", gw.addr()))
+            .output()
+            .expect("curl (apt install curl)");
+        assert!(
+            out.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.matches("x-h-").count(), 125, "{flag}: {text}");
+        assert!(text.ends_with("ok"), "{flag}: {text}");
+    }
+}

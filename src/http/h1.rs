@@ -548,7 +548,17 @@ pub(crate) fn parse_response(
     max_bytes: usize,
     head_request: bool,
 ) -> Result<Option<(usize, ResponseParts)>, HeadError> {
-    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    parse_response_of::<MAX_HEADERS>(buf, max_bytes, head_request)
+}
+
+/// [`parse_response`] of a head with up to `N` lines: the gateway's own answer heads (an
+/// upstream's up to [`MAX_HEADERS`] lines, and the fields the gateway adds) read again.
+pub(crate) fn parse_response_of<const N: usize>(
+    buf: &[u8],
+    max_bytes: usize,
+    head_request: bool,
+) -> Result<Option<(usize, ResponseParts)>, HeadError> {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; N];
     let mut res = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut res,

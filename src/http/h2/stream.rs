@@ -187,8 +187,14 @@ impl H2Stream {
     /// after it.
     fn head_parsed(&mut self) -> io::Result<Option<Bytes>> {
         loop {
-            let parsed = h1::parse_response(&self.head, MAX_RESPONSE_HEAD, self.head_only)
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+            // The pipeline's head: the upstream's lines (up to the parser's limit) and the
+            // gateway's own (request id, CORS, rate limit, cache...).
+            let parsed = h1::parse_response_of::<{ 2 * h1::MAX_HEADERS }>(
+                &self.head,
+                MAX_RESPONSE_HEAD,
+                self.head_only,
+            )
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
             let Some((len, parts)) = parsed else {
                 return Ok(None);
             };
