@@ -215,12 +215,17 @@ pub fn check_store(cfg: &Config, base: &std::path::Path) -> Result<Vec<String>, 
         Ok(Some((keys, said, plan_clashes))) => {
             let mut errors = control::file_key_clashes(cfg, &keys);
             errors.extend(plan_clashes);
-            if !errors.is_empty() {
+            // A fleet node serves the file's key and warns (another node's call made it).
+            let fleet = cfg.cluster.is_some();
+            if !errors.is_empty() && !fleet {
                 return Err(ConfigError { errors });
             }
             Ok(said
                 .into_iter()
                 .map(|s| format!("a run-time object would not be served as stored: {s}"))
+                .chain(errors.into_iter().map(|e| {
+                    format!("an API key the fleet holds clashes with this file (the file's key is served): {e}")
+                }))
                 .collect())
         }
         Err(e) => Ok(vec![format!(

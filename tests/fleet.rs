@@ -849,3 +849,45 @@ fn key_writes_planned_from_a_stale_copy_are_refused() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(redis.cli(&["HEXISTS", OBJECTS, &hfield]).trim(), "0");
 }
+
+/// A key another node made with the value of a key in this node's file (the nodes' files
+/// differ) does not override the file's key here, and does not stop this node reloading or
+/// starting again (it overrode a disabled file key, and the next reload or restart was
+/// refused: one admin call took a node out).
+#[test]
+fn a_fleet_key_that_clashes_with_a_nodes_file_neither_overrides_it_nor_stops_the_node() {
+    let redis = Redis::start();
+    let file_key = format!(
+        "{}\n[[api_keys]]\nname = \"partner\"\nvalue = \"{VALUE}\"\nplan = \"gold\"\nenabled = false\n",
+        conf(redis.addr)
+    );
+    let a = Gw::start(&conf(redis.addr));
+    let b = Gw::start(&file_key);
+    assert_eq!(keyed(&b, VALUE), 403);
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "partner", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(keyed(&a, VALUE), 200);
+    // B has it (listed), and serves its own file's key, disabled.
+    assert!(soon(|| admin_with(
+        b.admin(),
+        "GET",
+        &format!("/apikeys/{id}"),
+        ""
+    )
+    .status
+        == 200));
+    assert_eq!(keyed(&b, VALUE), 403);
+    let r = admin_with(b.admin(), "POST", "/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(keyed(&b, VALUE), 403);
+    let dir = b.stop();
+    let b = Gw::start_in(dir, &file_key);
+    assert_eq!(keyed(&b, VALUE), 403);
+    assert_eq!(keyed(&a, VALUE), 200);
+}

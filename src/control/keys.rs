@@ -46,11 +46,22 @@ pub(super) fn key_table(cfg: &Config, compiled: &Compiled, stored: &[StoredKey])
         enabled: k.enabled,
         plans: plan_index(&k.plans),
     });
+    // A file key's value or name taken by a stored key (another node's, in a fleet whose
+    // files differ): the file's key is this node's; the stored one is not served here.
+    let file_hashes: ahash::AHashSet<auth::KeyHash> = cfg
+        .api_keys
+        .iter()
+        .map(|k| auth::hash_key(k.value.as_bytes()))
+        .collect();
     let from_store = stored.iter().filter_map(|k| {
         let Some(hash) = auth::unhex(&k.hash) else {
             tracing::warn!(key = %k.id, "a stored API key's hash is not hex: the key is refused; `tollgate state check` tests the state file");
             return None;
         };
+        if file_hashes.contains(&hash) || cfg.api_keys.iter().any(|f| f.name == k.id) {
+            tracing::warn!(key = %k.id, "an API key made through the admin API (on another node) has the value or id of a key in this node's config file: the file's key is served here, not it");
+            return None;
+        }
         Some(KeyRecord {
             id: Arc::from(k.id.as_str()),
             hash,
@@ -502,6 +513,23 @@ pub(super) fn stored_key_plan_clashes(compiled: &Compiled, stored: &[StoredKey])
             })
         })
         .collect()
+}
+
+/// What start-up, a reload and `check` do with clashes between the file and the stored keys:
+/// refuse, on a node alone (the operator's file made them); with `[cluster]`, where another
+/// node's admin call can make a key this node's file clashes with, warn and serve the file's
+/// key (a node that could not restart or reload for another node's call is worse).
+pub(crate) fn refuse_clashes(cfg: &Config, clashes: Vec<String>) -> Result<(), Vec<String>> {
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    if cfg.cluster.is_none() {
+        return Err(clashes);
+    }
+    for c in &clashes {
+        tracing::warn!(clash = %c, "an API key the fleet holds clashes with this node's config file: the file's key is served, the stored key under its first plan only");
+    }
+    Ok(())
 }
 
 /// A config key may not take the value, nor (by its name) the id, of a key created through

@@ -221,9 +221,7 @@ impl ControlInit {
         let stored_keys = store.keys()?;
         let mut clashes = keys::file_key_clashes(&file_config, &stored_keys);
         clashes.extend(keys::stored_key_plan_clashes(&compiled, &stored_keys));
-        if !clashes.is_empty() {
-            return Err(clashes.join("\n"));
-        }
+        keys::refuse_clashes(&file_config, clashes).map_err(|c| c.join("\n"))?;
         let keys = Arc::new(key_table(&compiled.config, &compiled, &stored_keys));
         let secrets_key = access::secrets_key(&compiled.config);
         let stored_access = store.access_keys()?;

@@ -82,7 +82,12 @@ impl Control {
         if cfg.server.state_dir != old.server.state_dir {
             errors.push("server.state_dir: moving the state store needs a restart".to_string());
         }
-        errors.extend(super::keys::file_key_clashes(&cfg, &self.stored_keys));
+        if let Err(c) = super::keys::refuse_clashes(
+            &cfg,
+            super::keys::file_key_clashes(&cfg, &self.stored_keys),
+        ) {
+            errors.extend(c);
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -113,9 +118,7 @@ impl Control {
         let compiled =
             lifecycle::compile_merged(merged, &cfg, &mut registries).map_err(|e| e.errors)?;
         let clashes = super::keys::stored_key_plan_clashes(&compiled, &self.stored_keys);
-        if !clashes.is_empty() {
-            return Err(clashes);
-        }
+        super::keys::refuse_clashes(&cfg, clashes)?;
         self.registries = registries;
         self.file_config = Arc::new(cfg);
         Ok(self.install(compiled))
