@@ -250,3 +250,81 @@ fn what_a_mapping_serves_is_not_deleted() {
         assert_eq!(r.status, 200, "{}", r.text());
     }
 }
+
+/// A stage, canary or new stage put on a deployment that does not compile any more (a reload
+/// removed the upstream its authorizer calls) is refused, and the stage keeps serving: the
+/// error names no stage, so it read as one already there, the change was taken (200), and a
+/// live stage went dark (404).
+#[test]
+fn a_stage_moved_onto_a_deployment_that_cannot_be_served_is_refused() {
+    let (a, b) = (
+        Upstream::start(|_| respond(200, "a")),
+        Upstream::start(|_| respond(200, "b")),
+    );
+    let g = Gw::start(&toml(&a, &b, true));
+    let def = json!({"name": "hole", "routes": [{"route": "GET /v", "integration": {"type": "http", "uri": "http://a/v"}}]});
+    assert_eq!(call(&g, "POST", "/apis", def).status, 201);
+    let deploy = || {
+        let r = call(&g, "POST", "/apis/hole/deployments", json!({}));
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_string()
+    };
+    let good = deploy();
+    let authz = json!({"name": "z", "type": "request", "uri": "http://b/auth", "identity_sources": ["$request.header.x-token"]});
+    let r = call(&g, "POST", "/apis/hole/authorizers", authz);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/hole/routes/GET%20%2Fv",
+        json!({"authorizer": "z"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let broken = deploy();
+    for (name, d) in [("prod", &good), ("dev", &broken)] {
+        let r = call(
+            &g,
+            "POST",
+            "/apis/hole/stages",
+            json!({"name": name, "deployment": d}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = call(
+        &g,
+        "POST",
+        "/domains",
+        json!({"host": "hole.example.test", "base_path": "", "api": "hole", "stage": "prod"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(on(&g, "hole.example.test", "/v").text(), "a");
+    g.rewrite(&toml(&a, &b, false));
+    let r = admin(g.admin(), "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "hole.example.test", "/v").text(), "a");
+    for (method, path, body) in [
+        (
+            "PATCH",
+            "/apis/hole/stages/prod",
+            json!({"deployment": broken}),
+        ),
+        (
+            "PATCH",
+            "/apis/hole/stages/prod",
+            json!({"canary": {"deployment": broken, "percent_traffic": 100.0}}),
+        ),
+        (
+            "POST",
+            "/apis/hole/stages",
+            json!({"name": "qa", "deployment": broken}),
+        ),
+    ] {
+        let r = call(&g, method, path, body.clone());
+        assert_eq!(r.status, 400, "{method} {path} {body}: {}", r.text());
+        assert!(r.text().contains("would not be served"), "{}", r.text());
+        let r = on(&g, "hole.example.test", "/v");
+        assert_eq!((r.status, r.text()), (200, "a".to_string()), "{body}");
+    }
+    let r = admin(g.admin(), "GET", "/apis/hole/stages/qa", Some(TOKEN));
+    assert_eq!(r.status, 404, "{}", r.text());
+}

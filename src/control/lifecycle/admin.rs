@@ -3,6 +3,28 @@
 
 use super::*;
 
+/// The (API, stage) pairs a merged configuration serves, canaries (`prod/Canary`) included.
+fn served(cfg: &Config) -> BTreeSet<(String, String)> {
+    cfg.apis
+        .iter()
+        .flat_map(|a| a.stages.iter().map(|s| (a.name.clone(), s.name.clone())))
+        .collect()
+}
+
+impl Objects {
+    /// Whether `stage` (or the stage whose canary it names) is a run-time stage of `api`
+    /// with that canary.
+    fn has_stage(&self, api: &str, stage: &str) -> bool {
+        let (name, canary) = match stage.strip_suffix(CANARY) {
+            Some(s) => (s, true),
+            None => (stage, false),
+        };
+        self.stages
+            .get(&(api.to_string(), name.to_string()))
+            .is_some_and(|s| !canary || s.canary.is_some())
+    }
+}
+
 impl Control {
     /// A run-time stage, by API and name (404 when there is none).
     fn rt_stage(&self, api: &str, stage: &str) -> Result<RtStage, OpError> {
@@ -37,10 +59,48 @@ impl Control {
         let base = self.config_base();
         let (merged, errors, _) = objects.merge(&self.file_config, &base);
         // What is already not served (after a reload, say) does not block other changes.
-        let (_, before, _) = self.objects.merge(&self.file_config, &base);
-        let new: Vec<String> = errors.into_iter().filter(|e| !before.contains(e)).collect();
+        let (before_cfg, before, _) = self.objects.merge(&self.file_config, &base);
+        let new: Vec<String> = errors
+            .iter()
+            .filter(|e| !before.contains(e))
+            .cloned()
+            .collect();
         if !new.is_empty() {
             return Err(OpError(400, new.join("; ")));
+        }
+        // Judged by what is served, not by the errors' words (an error that names no stage,
+        // an authorizer's, is the same text for every stage put on its deployment): a stage
+        // or canary served before and kept, or one this change writes, must be served after.
+        let after = served(&merged);
+        let kept_dark = served(&before_cfg)
+            .into_iter()
+            .filter(|k| !after.contains(k) && objects.has_stage(&k.0, &k.1));
+        let written_dark = puts
+            .iter()
+            .filter_map(|(k, _)| k.strip_prefix("stage/")?.split_once('/'))
+            .flat_map(|(api, stage)| {
+                let canary = objects
+                    .stages
+                    .get(&(api.to_string(), stage.to_string()))
+                    .is_some_and(|s| s.canary.is_some())
+                    .then(|| (api.to_string(), format!("{stage}{CANARY}")));
+                std::iter::once((api.to_string(), stage.to_string())).chain(canary)
+            })
+            .filter(|k| !after.contains(k));
+        let dark: BTreeSet<(String, String)> = kept_dark.chain(written_dark).collect();
+        if !dark.is_empty() {
+            let list: Vec<String> = dark
+                .iter()
+                .map(|(a, s)| format!("stage {s:?} of API {a:?}"))
+                .collect();
+            return Err(OpError(
+                400,
+                format!(
+                    "{} would not be served: {}",
+                    list.join(", "),
+                    errors.join("; ")
+                ),
+            ));
         }
         // Compiled against a copy of the registries: they change only with the store.
         let mut registries = self.registries.clone();
