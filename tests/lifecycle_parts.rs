@@ -748,3 +748,59 @@ fn a_file_apis_parts_are_read_one_by_one() {
     );
     assert_eq!(r.status, 409, "{}", r.text());
 }
+
+/// `PATCH /apis/{api}/stages/{stage}` merges objects (RFC 7396, as the API's other PATCHes):
+/// raising a canary's share keeps its deployment and variable overrides (they were dropped,
+/// and the canary served the stage's variables; without its deployment the call was
+/// refused), one variable set keeps the others, a cache's ttl keeps its capacity.
+#[test]
+fn stage_patches_merge_canaries_variables_and_settings() {
+    let g = gateway();
+    let def = json!({"name": "shop", "routes": [
+        {"route": "GET /v", "integration": {"type": "mock", "body": "${stageVariables.color}-${stageVariables.size}"}}
+    ]});
+    assert_eq!(call(&g, "POST", "/apis", def).status, 201);
+    let d = call(&g, "POST", "/apis/shop/deployments", json!({})).json()["id"].clone();
+    let stage = json!({"name": "prod", "deployment": d, "variables": {"color": "red", "size": "m"},
+        "cache": {"ttl": "60s", "capacity": "1MiB"}});
+    assert_eq!(call(&g, "POST", "/apis/shop/stages", stage).status, 201);
+    let m = json!({"host": "shop.test", "api": "shop", "stage": "prod"});
+    assert_eq!(call(&g, "POST", "/domains", m).status, 201);
+    assert_eq!(on(&g, "/v").text(), "red-m");
+    let path = "/apis/shop/stages/prod";
+    let canary = json!({"canary": {"deployment": d, "percent_traffic": 0.0, "stage_variable_overrides": {"color": "blue"}}});
+    assert_eq!(call(&g, "PATCH", path, canary).status, 200);
+    assert_eq!(on(&g, "/v").text(), "red-m");
+    let r = call(
+        &g,
+        "PATCH",
+        path,
+        json!({"canary": {"percent_traffic": 100.0}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["canary"]["stage_variable_overrides"],
+        json!({"color": "blue"})
+    );
+    assert_eq!(on(&g, "/v").text(), "blue-m");
+    let r = call(
+        &g,
+        "PATCH",
+        path,
+        json!({"variables": {"size": "l"}, "cache": {"ttl": "1s"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = r.json();
+    assert_eq!(s["variables"], json!({"color": "red", "size": "l"}), "{s}");
+    assert_eq!(s["cache"], json!({"ttl": "1s", "capacity": "1MiB"}), "{s}");
+    assert_eq!(on(&g, "/v").text(), "blue-l");
+    // A member set to null goes.
+    let r = call(
+        &g,
+        "PATCH",
+        path,
+        json!({"canary": {"stage_variable_overrides": {"color": null}}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "/v").text(), "red-l");
+}

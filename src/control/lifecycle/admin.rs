@@ -635,10 +635,32 @@ impl Control {
                     }
                     None => {}
                 }
+                // RFC 7396, as the admin API's other PATCHes: an object merges into the
+                // setting's (a member set to null removes it), so raising a cache's ttl keeps
+                // its capacity and one variable set keeps the others; anything else replaces.
                 for (k, v) in settings {
-                    s.settings.insert(k, v);
+                    match s.settings.get_mut(&k) {
+                        Some(old) if old.is_object() && v.is_object() => {
+                            parts::merge_patch(old, &v)
+                        }
+                        _ => {
+                            s.settings.insert(k, v);
+                        }
+                    }
                 }
-                if let Some(c) = canary_of(&body)? {
+                // A canary's fields merge the same way: `{"canary": {"percent_traffic": 50}}`
+                // keeps its deployment and variable overrides (they were dropped, or the
+                // call refused for want of a deployment).
+                let canary = match (body.get("canary"), &s.canary) {
+                    (Some(p @ Value::Object(_)), Some(cur)) => {
+                        let mut merged =
+                            serde_json::to_value(cur).map_err(|e| OpError(500, e.to_string()))?;
+                        parts::merge_patch(&mut merged, p);
+                        canary_of(&Map::from_iter([("canary".to_string(), merged)]))?
+                    }
+                    _ => canary_of(&body)?,
+                };
+                if let Some(c) = canary {
                     s.canary = c;
                 }
                 if let Some(b) = auto_deploy {
