@@ -1138,3 +1138,77 @@ fn an_answer_with_many_header_lines_reaches_an_http2_client() {
         assert!(text.ends_with("ok"), "{flag}: {text}");
     }
 }
+
+/// Answers held whole to be compressed stay within the shard's `limits.body_memory`: while a
+/// client that takes nothing (a zero flow-control window) pins one large compressed answer,
+/// the next goes uncompressed (still saying it varies by Accept-Encoding) rather than
+/// pinning another (1,000s of such streams took gigabytes).
+#[test]
+fn answers_held_for_compression_stay_within_the_shards_budget() {
+    // Poorly compressible JSON text (base64 of pseudo-random bytes), 600 KiB.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let text: String = (0..600 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            alphabet[(x % 64) as usize] as char
+        })
+        .collect();
+    let body = format!("\"{text}\"");
+    let up = Upstream::start(move |_| {
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let gw = Gw::start(&conf(
+        up.addr,
+        "body_memory = \"1MiB\"",
+        "",
+        "compression = { min_size = \"1KiB\", max_size = \"1MiB\" }",
+    ));
+    let addr = gw.addr();
+    rt().block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let head = |path: &str| {
+            let c = client.clone();
+            let req = http::Request::builder()
+                .uri(format!("http://api.test{path}"))
+                .header("accept-encoding", "gzip")
+                .body(())
+                .unwrap();
+            async move {
+                let mut c = c.ready().await.unwrap();
+                let (resp, _) = c.send_request(req, true).unwrap();
+                resp.await.unwrap()
+            }
+        };
+        // The first is compressed, and held: its client takes none of it.
+        let first = head("/a").await;
+        assert_eq!(first.headers().get("content-encoding").unwrap(), "gzip");
+        let second = head("/b").await;
+        assert_eq!(second.status(), 200);
+        assert_eq!(second.headers().get("content-encoding"), None);
+        assert!(second
+            .headers()
+            .get("vary")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .eq_ignore_ascii_case("accept-encoding"));
+        drop((first, second));
+    });
+}

@@ -145,6 +145,44 @@ pub(crate) fn eligible<'h>(
     typed
 }
 
+thread_local! {
+    /// Bytes of answers this shard holds whole to compress them (a shard is one thread).
+    static HELD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// What one answer holds of its shard's memory for compression: counted against
+/// `limits.body_memory` (an account of its own beside request bodies'), given back as it
+/// shrinks and when dropped. Slow clients each pinning a large answer and its compressed copy
+/// were bounded by nothing.
+pub(crate) struct Held(u64);
+
+impl Held {
+    /// `None` when the shard's other answers hold the budget: this one goes uncompressed.
+    /// An answer alone on its shard always fits.
+    pub(crate) fn take(bytes: u64, budget: u64) -> Option<Held> {
+        HELD.with(|h| {
+            if h.get() > 0 && h.get().saturating_add(bytes) > budget {
+                return None;
+            }
+            h.set(h.get() + bytes);
+            Some(Held(bytes))
+        })
+    }
+
+    /// Holds only `to` bytes from now on (the plain body dropped, the coded one kept).
+    pub(crate) fn shrink(&mut self, to: u64) {
+        let less = self.0.saturating_sub(to);
+        HELD.with(|h| h.set(h.get().saturating_sub(less)));
+        self.0 -= less;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(self.0)));
+    }
+}
+
 /// `body` compressed.
 pub(crate) fn compress(c: &Compression, enc: Encoding, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() / 3 + 64);

@@ -191,6 +191,23 @@ pub(crate) async fn answer(
         }
         _ => None,
     };
+    // The plain body and its coded copy are held until the client takes them: a shard's
+    // answers held so stay within `limits.body_memory`; one over it goes as it came (the
+    // answer still says it varies by Accept-Encoding).
+    let mut held = None;
+    let comp = match comp {
+        Some((c, Some(enc), n)) if !head_only => {
+            let budget = shard.snapshot().snap.limits.body_memory;
+            match compress::Held::take(2 * n as u64, budget) {
+                Some(h) => {
+                    held = Some(h);
+                    Some((c, Some(enc), n))
+                }
+                None => Some((c, None, n)),
+            }
+        }
+        other => other,
+    };
     if let (Some((c, Some(enc), n)), false) = (&comp, head_only) {
         let (c, enc, n) = (c.clone(), *enc, *n);
         up.settle(&mut ubuf);
@@ -211,6 +228,12 @@ pub(crate) async fn answer(
             t.finish();
         }
         let z = compress::compress(&c, enc, &body);
+        // Only the coded copy is held while the client takes it (it was copied behind the
+        // head, and the plain body kept too).
+        drop(body);
+        if let Some(h) = held.as_mut() {
+            h.shrink(z.len() as u64);
+        }
         ctx.status = response_head(
             &mut out,
             &resp,
@@ -218,13 +241,13 @@ pub(crate) async fn answer(
             (keep, upgrade, dechunk),
             Comp::Encoded(enc, Some(z.len())),
         );
-        out.extend_from_slice(&z);
         if !keep {
             conn.fin_after_next_write();
         }
-        conn.write_all(out)
+        conn.write_head_body(out, z.into())
             .await
             .map_err(|_| Error::downstream(Kind::ClientGone, "writing answer"))?;
+        drop(held);
         if resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty() {
             checkin(&target, &cfg, up);
         }
