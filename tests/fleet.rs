@@ -891,3 +891,56 @@ fn a_fleet_key_that_clashes_with_a_nodes_file_neither_overrides_it_nor_stops_the
     assert_eq!(keyed(&b, VALUE), 403);
     assert_eq!(keyed(&a, VALUE), 200);
 }
+
+/// A node Redis told a key's quota is spent admits nothing more in that period, whatever
+/// Redis says later, until an admin sets the count: a counter Redis lost (restarted empty,
+/// evicted) granted a second whole quota before the nodes' counts came back. The counter is
+/// deleted here alone (the epoch kept: no node restores anything), and requests go on past
+/// the second for which a shard remembers the refusal.
+#[test]
+fn a_spent_quota_stays_spent_when_redis_loses_its_counter() {
+    let redis = Redis::start();
+    let conf = Cfg::new()
+        .api("shop")
+        .route(
+            "GET /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+        )
+        .extra(format!(
+            "[cluster]\nredis = \"redis://{}\"\nnodes = 2\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\nquota = {{ limit = 2, period = \"day\" }}\n",
+            redis.addr
+        ))
+        .toml();
+    let (a, b) = (Gw::start(&conf), Gw::start(&conf));
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "q", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert!(soon(|| keyed(&b, VALUE) == 200));
+    assert_eq!(keyed(&a, VALUE), 200);
+    assert_eq!(keyed(&a, VALUE), 429);
+    assert_eq!(keyed(&b, VALUE), 429);
+    let counters = redis.cli(&["KEYS", "tollgate:quota:*"]);
+    let counters: Vec<&str> = counters.split_whitespace().collect();
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    redis.cli(&["DEL", counters[0]]);
+    let until = std::time::Instant::now() + Duration::from_millis(2500);
+    while std::time::Instant::now() < until {
+        assert_eq!(keyed(&a, VALUE), 429);
+        assert_eq!(keyed(&b, VALUE), 429);
+    }
+    // An admin's reset is the way back.
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        &format!("/usageplans/gold/keys/{id}/quota/reset"),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(keyed(&a, VALUE), 200);
+    assert!(soon(|| keyed(&b, VALUE) == 200));
+}

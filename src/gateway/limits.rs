@@ -265,6 +265,15 @@ pub(crate) async fn count_quota(
                 .store(period as u64 + 1, std::sync::atomic::Ordering::Relaxed);
             Err(refuse(Some(q)))
         }
+        // Granted what this node knew spent in this period (Redis lost the counter between
+        // the epoch's return and the nodes' counts): nothing more is admitted in the period
+        // until an admin sets the count or a reload raises the limit (a whole second quota
+        // was granted).
+        Ok(_) if spent_here(&cell, period, q.limit) => {
+            shard.redis_ok();
+            shard.quota_spent(id, period, q.limit);
+            Err(refuse(Some(q)))
+        }
         Ok((granted, _)) => {
             shard.redis_ok();
             shard.quota_fill(id, period, granted - 1);
@@ -278,12 +287,7 @@ pub(crate) async fn count_quota(
                 // The node's own share of the period's quota (what it counts while Redis is
                 // out), and nothing once Redis said the fleet's is spent.
                 OnRedisError::Local => {
-                    let spent = cell.fleet_spent.load(std::sync::atomic::Ordering::Relaxed)
-                        == period as u64 + 1
-                        && q.limit
-                            <= cell
-                                .fleet_spent_limit
-                                .load(std::sync::atomic::Ordering::Relaxed);
+                    let spent = spent_here(&cell, period, q.limit);
                     let share = crate::config::Quota {
                         limit: q.limit.div_ceil(c.nodes as u64),
                         ..q
@@ -309,4 +313,12 @@ pub(crate) async fn count_quota(
             }
         }
     }
+}
+
+/// Whether Redis told this node the fleet's quota of `limit` is spent in `period` (cleared
+/// when an admin sets the key's count; a reload that raises the limit ends it too).
+fn spent_here(cell: &crate::throttle::QuotaCell, period: i64, limit: u64) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    cell.fleet_spent.load(Relaxed) == period as u64 + 1
+        && limit <= cell.fleet_spent_limit.load(Relaxed)
 }
