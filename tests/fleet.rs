@@ -300,11 +300,17 @@ fn a_quota_reset_on_one_node_holds_for_the_fleet() {
 
 /// Today (UTC) as YYYY-MM-DD.
 fn today() -> String {
+    day_before(0)
+}
+
+/// The day `back` days before today (UTC) as YYYY-MM-DD.
+fn day_before(back: i64) -> String {
     let days = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-        / 86_400;
+        / 86_400
+        - back;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -943,4 +949,47 @@ fn a_spent_quota_stays_spent_when_redis_loses_its_counter() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(keyed(&a, VALUE), 200);
     assert!(soon(|| keyed(&b, VALUE) == 200));
+}
+
+/// The fleet's usage report gives each day what its quota period had left at its end (every
+/// day said the current period's remaining), as a node alone reports it. Yesterday's count is
+/// put in the fleet's daily hash as a node sends it.
+#[test]
+fn fleet_usage_reports_say_each_days_remaining() {
+    let redis = Redis::start();
+    let conf = Cfg::new()
+        .api("shop")
+        .route(
+            "GET /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+        )
+        .extra(format!(
+            "[cluster]\nredis = \"redis://{}\"\nnodes = 1\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\nquota = {{ limit = 5, period = \"day\" }}\n",
+            redis.addr
+        ))
+        .toml();
+    let a = Gw::start(&conf);
+    let r = admin_with(
+        a.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "q", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let (yesterday, today) = (day_before(1), today());
+    redis.cli(&[
+        "HSET",
+        &format!("tollgate:usage:gold:{yesterday}"),
+        &format!("{id}|elsewhere"),
+        "5",
+    ]);
+    assert_eq!(keyed(&a, VALUE), 200);
+    let path = format!("/usageplans/gold/usage?startDate={yesterday}&endDate={today}&keyId={id}");
+    let mut v = serde_json::Value::Null;
+    let reported = eventually(Duration::from_secs(10), || {
+        v = admin_with(a.admin(), "GET", &path, "").json();
+        v["values"][&id] == json!([[5, 0], [1, 4]])
+    });
+    assert!(reported, "{v}");
 }

@@ -110,13 +110,16 @@ pub(super) async fn fleet_write(
                 Err(OpError(s, m)) => return Some(message(s, m)),
             };
             let checked = ctl.borrow().usage_days(plan, &start, &end, key.as_deref());
-            let (p, days) = match checked {
-                Ok(d) => d,
+            let p = match checked {
+                Ok((p, _)) => p,
                 Err(OpError(s, m)) => return Some(message(s, m)),
             };
             let unreachable = |e: String| {
                 message(503, format!("the fleet's Redis ({}) cannot be reached ({e}); this node's own counts are not the fleet's", link.name()))
             };
+            // From the start of the first day's quota period: a day's `remaining` is what its
+            // period had left at its end (every day said the current period's).
+            let days = crate::control::usage::report_days(p.quota, &start, &end);
             let mut rows = match link.usage(plan, &days, key.as_deref()).await {
                 Ok(r) => r,
                 Err(e) => return Some(unreachable(e)),
@@ -125,36 +128,29 @@ pub(super) async fn fleet_write(
             // usage went with it, as on a node alone.
             let keys = ctl.borrow().taken_ids();
             rows.retain(|(id, _, _)| keys.contains(id));
-            let mut entries = crate::control::usage::PerKey::default();
-            let today = crate::throttle::today();
-            let mut left: std::collections::BTreeMap<String, Option<u64>> = Default::default();
-            for (id, day, n) in rows {
-                // What is left of each key's current period, once per key.
-                let remaining = match (left.get(&id), p.quota) {
-                    (Some(r), _) => *r,
-                    (None, None) => None,
-                    (None, Some(q)) => {
-                        let name = crate::throttle::redis::quota_name(
-                            plan,
-                            crate::throttle::redis::quota_id(plan, &id),
-                            q.period.index(today),
-                        );
-                        match link.quota_used(&name).await {
-                            Ok(used) => {
-                                let r = Some(q.limit.saturating_sub(used));
-                                left.insert(id.clone(), r);
-                                r
-                            }
-                            Err(e) => return Some(unreachable(e)),
-                        }
+            // Today's from the fleet's counter of the current period (an admin's quota set
+            // included; chunks the shards leased and have not used yet count as used).
+            let mut now: std::collections::BTreeMap<String, (i64, u64)> = Default::default();
+            if let Some(q) = p.quota {
+                let current = q.period.index(crate::throttle::today());
+                for (id, _, _) in &rows {
+                    if now.contains_key(id) {
+                        continue;
                     }
-                };
-                let d = crate::throttle::parse_day(&day).unwrap_or_default();
-                entries.entry(id).or_default().push((d, n, remaining));
+                    let name = crate::throttle::redis::quota_name(
+                        plan,
+                        crate::throttle::redis::quota_id(plan, id),
+                        current,
+                    );
+                    match link.quota_used(&name).await {
+                        Ok(used) => {
+                            now.insert(id.clone(), (current, used));
+                        }
+                        Err(e) => return Some(unreachable(e)),
+                    }
+                }
             }
-            for days in entries.values_mut() {
-                days.sort_by_key(|&(d, _, _)| d);
-            }
+            let entries = crate::control::usage::entries_from(p.quota, rows, &now);
             let v =
                 crate::control::usage::usage_answer(plan, (&start, &end), p.quota, entries, &page);
             return Some((200, v.to_string()));

@@ -68,33 +68,22 @@ impl Control {
             .usage(plan, &throttle::day_string(from), end, key)
             .map_err(|e| OpError(500, e))?;
         let today = throttle::today();
-        let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
-        let mut entries: PerKey = Default::default();
-        let mut by_key: std::collections::BTreeMap<String, Vec<(i64, String, u64)>> =
-            Default::default();
-        for (id, day, n) in rows {
-            let d = throttle::parse_day(&day).unwrap_or_default();
-            by_key.entry(id).or_default().push((d, day, n));
-        }
-        for (id, mut days) in by_key {
-            days.sort_by_key(|&(d, _, _)| d);
-            // This period's count as the shards keep it (an admin's quota set included).
-            let now = p.quota.and_then(|q| {
-                let c = cells.get(&(Arc::from(plan), Arc::from(id.as_str())))?;
+        // This period's count as the shards keep it (an admin's quota set included).
+        let now: std::collections::BTreeMap<String, (i64, u64)> = match p.quota {
+            None => Default::default(),
+            Some(q) => {
                 let current = q.period.index(today);
-                (c.period.load(Ordering::Relaxed) == current as u64)
-                    .then(|| (current, c.used.load(Ordering::Relaxed)))
-            });
-            let counts: Vec<(i64, u64)> = days.iter().map(|&(d, _, n)| (d, n)).collect();
-            let left = p
-                .quota
-                .map(|q| remaining_by_day(q, &counts, now, today))
-                .unwrap_or_default();
-            let e = entries.entry(id).or_default();
-            for (i, &(d, _, n)) in days.iter().enumerate() {
-                e.push((d, n, left.get(i).copied()));
+                let cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+                rows.iter()
+                    .filter_map(|(id, _, _)| {
+                        let c = cells.get(&(Arc::from(plan), Arc::from(id.as_str())))?;
+                        (c.period.load(Ordering::Relaxed) == current as u64)
+                            .then(|| (id.clone(), (current, c.used.load(Ordering::Relaxed))))
+                    })
+                    .collect()
             }
-        }
+        };
+        let entries = entries_from(p.quota, rows, &now);
         Ok(usage_answer(plan, (start, end), p.quota, entries, page))
     }
 
@@ -381,6 +370,48 @@ fn day_value(
         return (0, r);
     }
     (0, Some(q.limit))
+}
+
+/// The days a report from `start` to `end` reads counts of: from the start of `start`'s
+/// quota period (its earlier days count toward what each day had left).
+pub(crate) fn report_days(
+    quota: Option<crate::config::Quota>,
+    start: &str,
+    end: &str,
+) -> Vec<String> {
+    let first = throttle::parse_day(start).unwrap_or_default();
+    let last = throttle::parse_day(end).unwrap_or(first);
+    let from = quota.map_or(first, |q| period_start(q.period, first));
+    (from..=last).map(throttle::day_string).collect()
+}
+
+/// A report's entries from daily counts (`(key, day, count)`, from the start of the first
+/// day's period, as [`report_days`] names them): per key its days, each with what its quota
+/// period had left at its end; today's from `now`, the current period's count as the fleet's
+/// counter has it (an admin's quota set included).
+pub(crate) fn entries_from(
+    quota: Option<crate::config::Quota>,
+    rows: Vec<(String, String, u64)>,
+    now: &std::collections::BTreeMap<String, (i64, u64)>,
+) -> PerKey {
+    let today = throttle::today();
+    let mut by_key: std::collections::BTreeMap<String, Vec<(i64, u64)>> = Default::default();
+    for (id, day, n) in rows {
+        let d = throttle::parse_day(&day).unwrap_or_default();
+        by_key.entry(id).or_default().push((d, n));
+    }
+    let mut entries = PerKey::default();
+    for (id, mut days) in by_key {
+        days.sort_by_key(|&(d, _)| d);
+        let left = quota
+            .map(|q| remaining_by_day(q, &days, now.get(&id).copied(), today))
+            .unwrap_or_default();
+        let e = entries.entry(id).or_default();
+        for (i, &(d, n)) in days.iter().enumerate() {
+            e.push((d, n, left.get(i).copied()));
+        }
+    }
+    entries
 }
 
 /// What each day's quota period had left at that day's end, for a key's daily counts (in day
