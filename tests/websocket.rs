@@ -707,6 +707,7 @@ fn websockets_run_over_http2_extended_connect() {
         &Cfg::new()
             .listener("h2c = true")
             .api_extra("kind = \"websocket\"")
+            .stage_extra("access_log = { path = \"a.log\", format = \"$context.routeKey $context.status $context.protocol\" }")
             .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
             .routes(
                 "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n\
@@ -781,6 +782,26 @@ fn websockets_run_over_http2_extended_connect() {
     let key = connect.header("sec-websocket-key").unwrap();
     assert_eq!(key.len(), 24, "{key}");
     assert_ne!(key, "dGhlIHNhbXBsZSBub25jZQ==");
+    // The access log says what the client got and on what: 200 to the extended CONNECT (not
+    // 101), and HTTP/2.0 for its messages (they said HTTP/1.1).
+    let log = g.dir.0.join("a.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(10), || read().lines().count() >= 3),
+        "{}",
+        read()
+    );
+    let text = read();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "$connect 200 HTTP/2.0",
+            "ping 200 HTTP/2.0",
+            "ping 200 HTTP/2.0"
+        ],
+        "{text}"
+    );
 }
 
 /// A WebSocket API whose `$connect` asks the request authorizer at `/auth` (identity: the

@@ -87,8 +87,8 @@ pub(super) async fn message(
             bytes_out,
             from: Some(crate::gateway::record::From {
                 peer: peer(s),
-                tls: None,
-                h2: false,
+                tls: s.tls_version,
+                h2: s.h2,
             }),
             ..Default::default()
         },
@@ -297,8 +297,8 @@ pub(super) async fn disconnect(
             status,
             from: Some(crate::gateway::record::From {
                 peer: peer(s),
-                tls: None,
-                h2: false,
+                tls: s.tls_version,
+                h2: s.h2,
             }),
             ..Default::default()
         },

@@ -87,6 +87,9 @@ pub(crate) struct Session {
     /// headers may not use.
     pub client_cert: Option<crate::http::conn::ClientCertHeaders>,
     pub connected_at_ms: u64,
+    /// The connection's TLS version and protocol, as its messages' log lines say them.
+    pub tls_version: Option<&'static str>,
+    pub h2: bool,
     /// The configuration the connection was opened under, until its session is registered.
     pub opened: Option<Rc<ShardSnap>>,
 }
@@ -252,7 +255,8 @@ pub(crate) async fn connect(
         message::disconnect(shard, &session, session::lost(), Some(ss.clone())).await;
         return Err(Error::downstream(Kind::ClientGone, "writing 101"));
     }
-    ctx.status = 101;
+    // What the client got: 200 for an HTTP/2 extended CONNECT.
+    ctx.status = if session.h2 { 200 } else { 101 };
     Ok(Outcome::Sent(Next::WebSocket(Box::new(session))))
 }
 
@@ -309,6 +313,8 @@ fn session_of(
         listener: conn.listener,
         client_cert: ctx.client_cert.clone(),
         connected_at_ms,
+        tls_version: conn.tls_version,
+        h2: matches!(conn.stream, crate::http::conn::Stream::H2(_)),
         opened: None,
     }
 }
