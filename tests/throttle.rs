@@ -637,9 +637,13 @@ fn csv_imports_are_all_or_nothing() {
         "{}",
         r.text()
     );
+    // Only CSV is a key file (Amazon's ImportApiKeys takes format=csv alone).
+    let r = admin_with(gw.admin(), "POST", "/apikeys/import?format=json", "[]");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("only csv"), "{}", r.text());
     // A name starting with an apostrophe is a name.
     let named = "Name,Key,UsagePlanIds\n'90s app,imported-key-number-ten-0010,gold\n";
-    let r = admin_with(gw.admin(), "POST", "/apikeys/import", named);
+    let r = admin_with(gw.admin(), "POST", "/apikeys/import?format=CSV", named);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         keyed(

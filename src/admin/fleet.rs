@@ -41,6 +41,14 @@ pub(super) async fn fleet_write(
             ),
             Err(e) => return Some(e),
         },
+        (b"POST", ["apikeys", "import"])
+            if query_param(query, "format").is_some_and(|f| !f.eq_ignore_ascii_case("csv")) =>
+        {
+            return Some(message(
+                400,
+                "format: only csv is taken (Amazon's ImportApiKeys format); the body was not read",
+            ))
+        }
         (b"POST", ["apikeys", "import"]) => match std::str::from_utf8(body) {
             Ok(csv) => (
                 200,
