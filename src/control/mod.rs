@@ -730,7 +730,20 @@ pub(crate) async fn run<AdminFut: std::future::Future<Output = ()> + 'static>(
     // The admin API (and its /ping, now 503) stays up while the shards drain. A reload
     // asked meanwhile (SIGHUP, POST /reload) is refused at once: left unanswered, it held
     // its caller (the signal thread: a later SIGUSR1 went unheard) until the exit.
+    // What is counted while the shards drain (HTTP/2 streams opened before the GOAWAY, slow
+    // answers: up to drain_timeout) is flushed every second as before: a SIGKILL during the
+    // drain loses a second of it, not all of it. (A store handed to a successor is its.)
+    let mut flushed = std::time::Instant::now();
     while !shards_done() {
+        if flushed.elapsed() >= FLUSH_INTERVAL {
+            flushed = std::time::Instant::now();
+            let c = ctl.borrow();
+            if !c.released && c.store.is_some() {
+                if let Err(e) = c.flush() {
+                    tracing::debug!(error = %e, "usage counters not saved during the drain; tried again");
+                }
+            }
+        }
         while let Ok(m) = rx.try_recv() {
             match m {
                 ControlMsg::Reload(Some(reply)) => {
