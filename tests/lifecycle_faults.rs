@@ -113,6 +113,16 @@ fn a_stage_or_canary_that_stops_compiling_is_left_out_alone() {
     assert_eq!(serving(&g, "beta.example.test"), false);
     // The file's own hosts are served as before.
     assert_eq!(on(&g, "www.example.test", "/v").text(), "orders");
+    // A canary already dark is no reason to refuse a change to its stage that keeps the
+    // stage served.
+    let r = call(
+        &g,
+        "PATCH",
+        "/apis/shop/stages/prod",
+        json!({"variables": {"note": "x"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "shop.example.test", "/v").text(), "a");
 }
 
 #[test]

@@ -385,6 +385,16 @@ fn h2_origin() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
                         tokio::spawn(async move {
                             let (parts, mut body) = req.into_parts();
                             let path = parts.uri.path().to_string();
+                            if path == "/early" {
+                                // Refuses the upload at once: 413, the body never read.
+                                let resp = http::Response::builder().status(413).body(()).unwrap();
+                                let _ = respond.send_response(resp, true);
+                                log.lock()
+                                    .unwrap()
+                                    .push(format!("early {} {path}", parts.method));
+                                drop(body);
+                                return;
+                            }
                             let once = path.starts_with("/refuse-once/");
                             if once && refused.lock().unwrap().insert(path.clone()) {
                                 log.lock()
@@ -520,6 +530,10 @@ fn a_refused_stream_with_a_large_body_is_sent_again() {
     // The first request: on a new connection.
     let r = post("/refuse-once/a");
     assert_eq!(r.status, 200, "{}", r.text());
+    // An answer the upstream gave before it took the body (and then ended the stream) is
+    // relayed: it was a 502.
+    let r = post("/early");
+    assert_eq!(r.status, 413, "{}", r.text());
     // Then on the pooled one.
     assert_eq!(get(g.addr(), "/warm").status, 200);
     let r = post("/refuse-once/b");
@@ -534,4 +548,35 @@ fn a_refused_stream_with_a_large_body_is_sent_again() {
             assert_eq!(log.iter().filter(|s| *s == w).count(), 1, "{w}: {log:?}");
         }
     }
+}
+
+/// A small POST the HTTP/2 upstream refuses (REFUSED_STREAM) on a new connection (an upstream
+/// refusing streams past its limit before its SETTINGS are known) is sent again: the refusal
+/// came while the answer was read, and only a pooled connection's counted as unprocessed.
+#[test]
+fn a_small_post_refused_on_a_new_connection_is_sent_again() {
+    let (origin, seen) = h2_origin();
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\nprotocol = \"h2\"\ntargets = [\"{origin}\"]\n"
+            ))
+            .route(
+                "ANY /{proxy+}",
+                "integration = { type = \"http\", uri = \"http://up/{proxy}\" }",
+            )
+            .toml(),
+    );
+    let r = Client::connect(g.addr()).request(
+        b"POST /refuse-once/small HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nConnection: close\r\n\r\namount=1000",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let log = seen.lock().unwrap().clone();
+    assert_eq!(
+        log.iter()
+            .filter(|s| *s == "POST /refuse-once/small 11")
+            .count(),
+        1,
+        "{log:?}"
+    );
 }

@@ -170,6 +170,7 @@ impl Control {
             .store(q.period.index(today) as u64, Ordering::Relaxed);
         cell.used.store(used, Ordering::Relaxed);
         cell.fleet_count_set(period);
+        cell.sets.fetch_add(1, Ordering::Relaxed);
         cell.fleet_spent.store(0, Ordering::Relaxed);
         cell.dirty.store(true, Ordering::Relaxed);
         self.flush().map_err(|e| OpError(500, e))

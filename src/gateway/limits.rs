@@ -246,6 +246,7 @@ pub(crate) async fn count_quota(
     }
     let chunk = (q.limit / (c.nodes as u64 * shard.shared.shards as u64 * 100)).clamp(1, 100);
     let name = crate::throttle::redis::quota_name(&plan.name, id, period);
+    let sets = cell.sets.load(std::sync::atomic::Ordering::Relaxed);
     match shard
         .redis(c, ss.snap.redis_tls.as_ref())
         .quota(
@@ -258,6 +259,10 @@ pub(crate) async fn count_quota(
     {
         Ok((0, _)) => {
             shard.redis_ok();
+            // Unless an admin set the count while Redis was asked: that answer is older.
+            if cell.sets.load(std::sync::atomic::Ordering::Relaxed) != sets {
+                return Err(refuse(Some(q)));
+            }
             shard.quota_spent(id, period, q.limit);
             cell.fleet_spent_limit
                 .store(q.limit, std::sync::atomic::Ordering::Relaxed);

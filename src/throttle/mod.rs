@@ -132,6 +132,9 @@ pub(crate) struct QuotaCell {
     /// (since an admin last set the count), in one word (`(period + 1) << 40 | count`): what
     /// the node adds back to the fleet's counter when Redis lost it.
     pub fleet_own: AtomicU64,
+    /// Times an admin set the key's count here: a "spent" Redis gave before a set landed,
+    /// read after it, is not kept (it would outlast the reset).
+    pub sets: AtomicU64,
 }
 
 /// The largest count `QuotaCell::prev_day` holds.
@@ -172,6 +175,7 @@ impl QuotaCell {
             fleet_spent: AtomicU64::new(0),
             fleet_spent_limit: AtomicU64::new(0),
             fleet_own: AtomicU64::new(0),
+            sets: AtomicU64::new(0),
         }
     }
 

@@ -155,6 +155,11 @@ impl H2Up {
         }
     }
 
+    /// Whether the answer's head came while the request was still being sent.
+    pub(crate) fn answered(&self) -> bool {
+        matches!(self.resp, Some(Resp::Answered(_)))
+    }
+
     /// What the answer's future holds once the stream is gone: the stream's error. An answer
     /// that came early is kept for [`Self::read_into`].
     fn why_stopped(&mut self) -> Option<io::Error> {

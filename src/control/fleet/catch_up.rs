@@ -191,7 +191,17 @@ pub(super) async fn catch_up(
     ctl.borrow_mut()
         .apply_changes(&changes, Some(at))
         .map(|_| link.own.reached(at))
-        .map_err(|e| e.1)
+        .map_err(|e| e.1)?;
+    // A quota reset is a command, not an object: one made while this node was away is not in
+    // what it read. What Redis told it spent is asked again (it would refuse the key until
+    // the period ended).
+    let ctl = ctl.borrow();
+    let cells = ctl.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+    for cell in cells.values() {
+        cell.fleet_spent
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Objects sent per call when a node sends the fleet what it holds.

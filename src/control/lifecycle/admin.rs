@@ -3,28 +3,6 @@
 
 use super::*;
 
-/// The (API, stage) pairs a merged configuration serves, canaries (`prod/Canary`) included.
-fn served(cfg: &Config) -> BTreeSet<(String, String)> {
-    cfg.apis
-        .iter()
-        .flat_map(|a| a.stages.iter().map(|s| (a.name.clone(), s.name.clone())))
-        .collect()
-}
-
-impl Objects {
-    /// Whether `stage` (or the stage whose canary it names) is a run-time stage of `api`
-    /// with that canary.
-    fn has_stage(&self, api: &str, stage: &str) -> bool {
-        let (name, canary) = match stage.strip_suffix(CANARY) {
-            Some(s) => (s, true),
-            None => (stage, false),
-        };
-        self.stages
-            .get(&(api.to_string(), name.to_string()))
-            .is_some_and(|s| !canary || s.canary.is_some())
-    }
-}
-
 impl Control {
     /// A run-time stage, by API and name (404 when there is none).
     fn rt_stage(&self, api: &str, stage: &str) -> Result<RtStage, OpError> {
@@ -71,10 +49,16 @@ impl Control {
         // Judged by what is served, not by the errors' words (an error that names no stage,
         // an authorizer's, is the same text for every stage put on its deployment): a stage
         // or canary served before and kept, or one this change writes, must be served after.
-        let after = served(&merged);
-        let kept_dark = served(&before_cfg)
-            .into_iter()
-            .filter(|k| !after.contains(k) && objects.has_stage(&k.0, &k.1));
+        let after = super::domains::served(&merged);
+        let before_served = super::domains::served(&before_cfg);
+        // A stage (or canary) already dark before is left to be fixed: not a reason to
+        // refuse changes around it.
+        let was_dark =
+            |k: &(String, String)| self.objects.has_stage(&k.0, &k.1) && !before_served.contains(k);
+        let kept_dark = before_served
+            .iter()
+            .filter(|k| !after.contains(*k) && objects.has_stage(&k.0, &k.1))
+            .cloned();
         let written_dark = puts
             .iter()
             .filter_map(|(k, _)| k.strip_prefix("stage/")?.split_once('/'))
@@ -86,7 +70,7 @@ impl Control {
                     .then(|| (api.to_string(), format!("{stage}{CANARY}")));
                 std::iter::once((api.to_string(), stage.to_string())).chain(canary)
             })
-            .filter(|k| !after.contains(k));
+            .filter(|k| !after.contains(k) && !was_dark(k));
         let dark: BTreeSet<(String, String)> = kept_dark.chain(written_dark).collect();
         if !dark.is_empty() {
             let list: Vec<String> = dark

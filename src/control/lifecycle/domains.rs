@@ -1,5 +1,6 @@
 //! The admin API's domain mappings (`GET|POST /domains`, `DELETE /domains/{id}`): a run-time
-//! API's stage served on a host and base path, beside the file's `[[domains]]`.
+//! API's stage served on a host and base path, beside the file's `[[domains]]`; and which
+//! stages a merged configuration serves (what a change must keep served).
 
 use super::*;
 
@@ -154,5 +155,27 @@ impl Control {
         }
         self.apply(o, Vec::new(), vec![mapping_key(id)])?;
         Ok(json!({ "deleted": id }))
+    }
+}
+
+/// The (API, stage) pairs a merged configuration serves, canaries (`prod/Canary`) included.
+pub(super) fn served(cfg: &Config) -> BTreeSet<(String, String)> {
+    cfg.apis
+        .iter()
+        .flat_map(|a| a.stages.iter().map(|s| (a.name.clone(), s.name.clone())))
+        .collect()
+}
+
+impl Objects {
+    /// Whether `stage` (or the stage whose canary it names) is a run-time stage of `api`
+    /// with that canary.
+    pub(super) fn has_stage(&self, api: &str, stage: &str) -> bool {
+        let (name, canary) = match stage.strip_suffix(CANARY) {
+            Some(s) => (s, true),
+            None => (stage, false),
+        };
+        self.stages
+            .get(&(api.to_string(), name.to_string()))
+            .is_some_and(|s| !canary || s.canary.is_some())
     }
 }

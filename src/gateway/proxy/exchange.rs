@@ -305,33 +305,41 @@ pub(super) async fn exchange(
     // An HTTP/1.1 client whose answer is slow is watched too (HTTP/2 streams are reset by
     // their client, which the stream sees).
     let mut watch_client = true;
+    // An HTTP/2 upstream that answered before it took the whole request (a 413, a 401) and
+    // ended the stream: its answer is relayed, as an HTTP/1.1 upstream's is (it was a 502).
+    let mut early = false;
     if let Err(e) = up.write_all(first).await {
         let h2 = matches!(up, UpStream::H2(_));
-        return Err(match e.kind() {
-            // A request HTTP/2 has no form for (a protocol switch) or that the mapping could
-            // not send: no fault of the target's, and no new connection for it.
-            std::io::ErrorKind::Unsupported | std::io::ErrorKind::InvalidInput if h2 => {
-                Failure::Client(Error::upstream(
-                    Kind::BadGateway,
-                    "the request has no HTTP/2 form for this upstream (a protocol switch)",
-                ))
-            }
-            // HTTP/2: only a stream the connection never took, or the upstream refused
-            // (REFUSED_STREAM, left out of a GOAWAY), is known unprocessed: sent again on a
-            // new connection whatever the method. Sent in part: retried only if idempotent
-            // (as a reset of a new connection).
-            _ if h2 && !crate::upstream::h2::unprocessed(&e) => {
-                Failure::Reset(gone("sending the request"))
-            }
-            _ if reused || h2 => Failure::Stale,
-            _ => Failure::Reset(gone("writing request head")),
-        });
+        if matches!(&*up, UpStream::H2(h) if h.answered()) {
+            early = true;
+        }
+        if !early {
+            return Err(match e.kind() {
+                // A request HTTP/2 has no form for (a protocol switch) or that the mapping could
+                // not send: no fault of the target's, and no new connection for it.
+                std::io::ErrorKind::Unsupported | std::io::ErrorKind::InvalidInput if h2 => {
+                    Failure::Client(Error::upstream(
+                        Kind::BadGateway,
+                        "the request has no HTTP/2 form for this upstream (a protocol switch)",
+                    ))
+                }
+                // HTTP/2: only a stream the connection never took, or the upstream refused
+                // (REFUSED_STREAM, left out of a GOAWAY), is known unprocessed: sent again on a
+                // new connection whatever the method. Sent in part: retried only if idempotent
+                // (as a reset of a new connection).
+                _ if h2 && !crate::upstream::h2::unprocessed(&e) => {
+                    Failure::Reset(gone("sending the request"))
+                }
+                _ if reused || h2 => Failure::Stale,
+                _ => Failure::Reset(gone("writing request head")),
+            });
+        }
     }
-    let streamed = ctx.body == BodyState::Unread;
+    let streamed = ctx.body == BodyState::Unread && !early;
     let mut ubuf = BytesMut::with_capacity(READ_CHUNK);
     // An upstream that answers before it has read the whole body (a 401, a 413) gets no more
     // of it: its answer is relayed, neither connection is reused.
-    let mut cut = false;
+    let mut cut = early;
     if streamed {
         if ctx.head.expect_continue && conn.buf.is_empty() {
             conn.stream
@@ -446,13 +454,18 @@ pub(super) async fn exchange(
                 // An HTTP/2 stream was sent: a retry on a fresh connection whatever the method
                 // only when the upstream says it did not process it (REFUSED_STREAM, GOAWAY);
                 // otherwise as a reset of a new connection (an idempotent request retried).
-                let h2_processed = matches!(up, UpStream::H2(_))
-                    && !matches!(&read, Ok(Err(e)) if crate::upstream::h2::unprocessed(e));
-                return Err(match (nothing && !streamed, reused && !h2_processed) {
-                    (true, true) => Failure::Stale,
-                    (true, false) => Failure::Reset(gone(&closed)),
-                    (false, _) => Failure::Target(gone(&closed)),
-                });
+                let h2 = matches!(up, UpStream::H2(_));
+                let h2_processed =
+                    h2 && !matches!(&read, Ok(Err(e)) if crate::upstream::h2::unprocessed(e));
+                // (On a new HTTP/2 connection too: an upstream refusing streams past its
+                // limit before its SETTINGS arrived did not process them.)
+                return Err(
+                    match (nothing && !streamed, (reused || h2) && !h2_processed) {
+                        (true, true) => Failure::Stale,
+                        (true, false) => Failure::Reset(gone(&closed)),
+                        (false, _) => Failure::Target(gone(&closed)),
+                    },
+                );
             }
             Ok(Ok(_)) => {}
         }

@@ -229,8 +229,11 @@ pub(crate) async fn answer(
         }
         let z = compress::compress(&c, enc, &body);
         // Only the coded copy is held while the client takes it (it was copied behind the
-        // head, and the plain body kept too).
+        // head, and the plain body kept too): the body shares the read buffer's allocation,
+        // so that goes as well (what followed the body only decides the connection's reuse).
         drop(body);
+        let rest_empty = ubuf.is_empty();
+        drop(std::mem::take(&mut ubuf));
         if let Some(h) = held.as_mut() {
             h.shrink(z.len() as u64);
         }
@@ -248,7 +251,7 @@ pub(crate) async fn answer(
             .await
             .map_err(|_| Error::downstream(Kind::ClientGone, "writing answer"))?;
         drop(held);
-        if resp.keep_alive && ctx.body == BodyState::Done && ubuf.is_empty() {
+        if resp.keep_alive && ctx.body == BodyState::Done && rest_empty {
             checkin(&target, &cfg, up);
         }
         return Ok(if keep { Next::KeepAlive } else { Next::Close });
