@@ -65,6 +65,14 @@ pub(crate) fn presented<'a>(
             _ => Err("no authorizer gave a usageIdentifierKey"),
         };
     }
+    if let Some(Authorized::External(d)) = &ctx.principal.authorizer {
+        // Before `api_key_source`, an authorizer's key was taken whatever the API said: said
+        // once per process, so that an upgraded configuration's 403s have their reason.
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if d.usage_key.is_some() && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(api = %ss.snap.apis[api].name, "an external authorizer named an API key (usageIdentifierKey), which api_key_source = \"HEADER\" (the default) ignores: set api_key_source = \"AUTHORIZER\" on the API to use it, as Amazon's apiKeySource");
+        }
+    }
     let mut sent = ctx
         .head
         .headers()
