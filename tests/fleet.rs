@@ -993,3 +993,32 @@ fn fleet_usage_reports_say_each_days_remaining() {
     });
     assert!(reported, "{v}");
 }
+
+/// A key written to the fleet by a version before values were named (no `keyhash/` field)
+/// gets its field when a node reads the fleet whole, so its value cannot be made again by
+/// two nodes at once.
+#[test]
+fn keys_written_before_values_were_named_get_their_value_named() {
+    use sha2::Digest;
+    let redis = Redis::start();
+    let hash: String = sha2::Sha256::digest(VALUE.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let old = json!({"id": "oldkey0001", "name": "old", "hash": hash, "description": "",
+        "enabled": true, "plans": ["gold"], "created": 1});
+    redis.cli(&[
+        "HSET",
+        "tollgate:fleet:objects",
+        "key/oldkey0001",
+        &old.to_string(),
+    ]);
+    let a = Gw::start(&conf(redis.addr));
+    assert!(soon(|| keyed(&a, VALUE) == 200));
+    assert_eq!(
+        redis
+            .cli(&["HGET", "tollgate:fleet:objects", &format!("keyhash/{hash}")])
+            .trim(),
+        "oldkey0001"
+    );
+}

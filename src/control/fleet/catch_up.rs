@@ -111,6 +111,8 @@ pub(super) async fn catch_up(
     };
     let mut changes: Vec<Change> = Vec::new();
     let mut writes: BTreeMap<String, Option<String>> = BTreeMap::new();
+    // The values the fleet names (`keyhash/` fields).
+    let mut named: ahash::AHashSet<String> = Default::default();
     let mut cursor = b"0".to_vec();
     loop {
         let r = c
@@ -140,12 +142,33 @@ pub(super) async fn catch_up(
                     field.to_string(),
                     Some(String::from_utf8_lossy(json).into_owned()),
                 );
+            } else if let Some(h) = field.strip_prefix(super::KEY_HASH) {
+                named.insert(h.to_string());
             } else if let Some(c) = from_object(field, json) {
                 changes.push(c);
             }
         }
         if cursor == b"0" {
             break;
+        }
+    }
+    // Keys written by a version before values were named (`keyhash/`): their fields are
+    // added (set only where absent), so that a value they hold cannot be made again.
+    for ch in &changes {
+        if let Change::KeyPut { key } = ch {
+            if !named.contains(&key.hash) {
+                let field = format!("{}{}", super::KEY_HASH, key.hash);
+                c.call(
+                    &[
+                        b"HSETNX",
+                        OBJECTS.as_bytes(),
+                        field.as_bytes(),
+                        key.id.as_bytes(),
+                    ],
+                    link.timeout,
+                )
+                .await?;
+            }
         }
     }
     // What this node holds that the fleet does not: deleted while this node was away.
