@@ -49,6 +49,33 @@ fn soon(f: impl FnMut() -> bool) -> bool {
 
 const VALUE: &str = "fleet-key-0123456789abcdef";
 
+/// Two-or-more-node quota tests: API "shop" with a keyed route, plan "gold" with a daily
+/// quota of `limit` across `nodes` nodes.
+fn quota_conf(redis: SocketAddr, nodes: u32, limit: u64) -> String {
+    Cfg::new()
+        .api("shop")
+        .route(
+            "GET /keyed",
+            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+        )
+        .extra(format!(
+            "[cluster]\nredis = \"redis://{redis}\"\nnodes = {nodes}\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\nquota = {{ limit = {limit}, period = \"day\" }}\n"
+        ))
+        .toml()
+}
+
+/// Key "q" of value [`VALUE`] on plan "gold", made on `g`: its id.
+fn make_q_key(g: &Gw) -> String {
+    let r = admin_with(
+        g.admin(),
+        "POST",
+        "/apikeys",
+        &json!({"name": "q", "value": VALUE, "plan": "gold"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn api_keys_made_on_one_node_serve_on_every_node() {
     let redis = Redis::start();
@@ -253,26 +280,9 @@ fn a_cache_purge_on_one_node_empties_every_nodes_copy() {
 #[test]
 fn a_quota_reset_on_one_node_holds_for_the_fleet() {
     let redis = Redis::start();
-    let conf = Cfg::new()
-        .api("shop")
-        .route(
-            "GET /keyed",
-            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
-        )
-        .extra(format!(
-            "[cluster]\nredis = \"redis://{}\"\nnodes = 2\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\nquota = {{ limit = 4, period = \"day\" }}\n",
-            redis.addr
-        ))
-        .toml();
+    let conf = quota_conf(redis.addr, 2, 4);
     let (a, b) = (Gw::start(&conf), Gw::start(&conf));
-    let r = admin_with(
-        a.admin(),
-        "POST",
-        "/apikeys",
-        &json!({"name": "q", "value": VALUE, "plan": "gold"}).to_string(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let id = r.json()["id"].as_str().unwrap().to_string();
+    let id = make_q_key(&a);
     assert!(soon(|| keyed(&b, VALUE) == 200));
     // Four a day across the fleet (one already spent on B above).
     let mut spent = 1;
@@ -521,25 +531,9 @@ fn access_keys_are_the_fleets_and_stay_sealed_in_redis() {
 fn a_redis_that_lost_its_data_gets_the_nodes_quota_counts_and_usage_back() {
     let mut redis = Redis::start();
     let addr = redis.addr;
-    let conf = Cfg::new()
-        .api("shop")
-        .route(
-            "GET /keyed",
-            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
-        )
-        .extra(format!(
-            "[cluster]\nredis = \"redis://{addr}\"\nnodes = 2\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\nquota = {{ limit = 6, period = \"day\" }}\n"
-        ))
-        .toml();
+    let conf = quota_conf(addr, 2, 6);
     let (a, b) = (Gw::start(&conf), Gw::start(&conf));
-    let r = admin_with(
-        a.admin(),
-        "POST",
-        "/apikeys",
-        &json!({"name": "q", "value": VALUE, "plan": "gold"}).to_string(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let id = r.json()["id"].as_str().unwrap().to_string();
+    let id = make_q_key(&a);
     assert!(soon(|| keyed(&b, VALUE) == 200));
     for _ in 0..3 {
         assert_eq!(keyed(&a, VALUE), 200);
@@ -906,26 +900,9 @@ fn a_fleet_key_that_clashes_with_a_nodes_file_neither_overrides_it_nor_stops_the
 #[test]
 fn a_spent_quota_stays_spent_when_redis_loses_its_counter() {
     let redis = Redis::start();
-    let conf = Cfg::new()
-        .api("shop")
-        .route(
-            "GET /keyed",
-            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
-        )
-        .extra(format!(
-            "[cluster]\nredis = \"redis://{}\"\nnodes = 2\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\nquota = {{ limit = 2, period = \"day\" }}\n",
-            redis.addr
-        ))
-        .toml();
+    let conf = quota_conf(redis.addr, 2, 2);
     let (a, b) = (Gw::start(&conf), Gw::start(&conf));
-    let r = admin_with(
-        a.admin(),
-        "POST",
-        "/apikeys",
-        &json!({"name": "q", "value": VALUE, "plan": "gold"}).to_string(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let id = r.json()["id"].as_str().unwrap().to_string();
+    let id = make_q_key(&a);
     assert!(soon(|| keyed(&b, VALUE) == 200));
     assert_eq!(keyed(&a, VALUE), 200);
     assert_eq!(keyed(&a, VALUE), 429);
@@ -957,26 +934,9 @@ fn a_spent_quota_stays_spent_when_redis_loses_its_counter() {
 #[test]
 fn fleet_usage_reports_say_each_days_remaining() {
     let redis = Redis::start();
-    let conf = Cfg::new()
-        .api("shop")
-        .route(
-            "GET /keyed",
-            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
-        )
-        .extra(format!(
-            "[cluster]\nredis = \"redis://{}\"\nnodes = 1\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\nquota = {{ limit = 5, period = \"day\" }}\n",
-            redis.addr
-        ))
-        .toml();
+    let conf = quota_conf(redis.addr, 1, 5);
     let a = Gw::start(&conf);
-    let r = admin_with(
-        a.admin(),
-        "POST",
-        "/apikeys",
-        &json!({"name": "q", "value": VALUE, "plan": "gold"}).to_string(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let id = r.json()["id"].as_str().unwrap().to_string();
+    let id = make_q_key(&a);
     let (yesterday, today) = (day_before(1), today());
     redis.cli(&[
         "HSET",

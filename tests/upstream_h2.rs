@@ -499,16 +499,11 @@ fn an_h2_upstreams_reset_is_not_replayed_for_a_post() {
     );
 }
 
-/// A stream the HTTP/2 upstream refuses (REFUSED_STREAM: not processed, RFC 9113 8.7) while
-/// a body larger than its flow-control window waits to be sent goes again on a new
-/// connection, a POST too, whether the refused stream was on a new connection or a pooled
-/// one (the refusal surfaced as a broken pipe, and the POST was answered 502).
-#[test]
-fn a_refused_stream_with_a_large_body_is_sent_again() {
-    let (origin, seen) = h2_origin();
-    let g = Gw::start(
+/// A gateway proxying every path to the HTTP/2 upstream at `origin` (`limits` its keys).
+fn to_origin(origin: SocketAddr, limits: &str) -> Gw {
+    Gw::start(
         &Cfg::new()
-            .limits("request_buffering = \"256KiB\"")
+            .limits(limits)
             .upstream(format!(
                 "[[upstreams]]\nname = \"up\"\nprotocol = \"h2\"\ntargets = [\"{origin}\"]\n"
             ))
@@ -517,7 +512,17 @@ fn a_refused_stream_with_a_large_body_is_sent_again() {
                 "integration = { type = \"http\", uri = \"http://up/{proxy}\" }",
             )
             .toml(),
-    );
+    )
+}
+
+/// A stream the HTTP/2 upstream refuses (REFUSED_STREAM: not processed, RFC 9113 8.7) while
+/// a body larger than its flow-control window waits to be sent goes again on a new
+/// connection, a POST too, whether the refused stream was on a new connection or a pooled
+/// one (the refusal surfaced as a broken pipe, and the POST was answered 502).
+#[test]
+fn a_refused_stream_with_a_large_body_is_sent_again() {
+    let (origin, seen) = h2_origin();
+    let g = to_origin(origin, "request_buffering = \"256KiB\"");
     let post = |path: &str| {
         let mut req = format!(
             "POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -556,17 +561,7 @@ fn a_refused_stream_with_a_large_body_is_sent_again() {
 #[test]
 fn a_small_post_refused_on_a_new_connection_is_sent_again() {
     let (origin, seen) = h2_origin();
-    let g = Gw::start(
-        &Cfg::new()
-            .upstream(format!(
-                "[[upstreams]]\nname = \"up\"\nprotocol = \"h2\"\ntargets = [\"{origin}\"]\n"
-            ))
-            .route(
-                "ANY /{proxy+}",
-                "integration = { type = \"http\", uri = \"http://up/{proxy}\" }",
-            )
-            .toml(),
-    );
+    let g = to_origin(origin, "");
     let r = Client::connect(g.addr()).request(
         b"POST /refuse-once/small HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nConnection: close\r\n\r\namount=1000",
     );
