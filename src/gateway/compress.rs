@@ -183,6 +183,14 @@ impl Drop for Held {
     }
 }
 
+/// Fields of the identity answer a coded body does not carry: a `Content-Encoding` (the
+/// coding applied replaces an `identity`, RFC 9110 8.4.1) and `Accept-Ranges` (byte ranges of
+/// the identity body, as nginx's gzip clears them).
+pub(crate) fn replaced_by_coding(name: &[u8]) -> bool {
+    name.trim_ascii().eq_ignore_ascii_case(b"content-encoding")
+        || name.trim_ascii().eq_ignore_ascii_case(b"accept-ranges")
+}
+
 /// `body` compressed.
 pub(crate) fn compress(c: &Compression, enc: Encoding, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() / 3 + 64);

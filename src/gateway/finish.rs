@@ -214,10 +214,11 @@ pub(crate) fn answer_lines(ctx: &RequestCtx, a: &mut Answer) -> Vec<u8> {
                 // 9110 8.8.1), as a proxied answer's does; a `Content-Encoding: identity`
                 // gives way to the coding applied.
                 let etag = |l: &[u8]| l.len() > 5 && l[..5].eq_ignore_ascii_case(b"etag:");
-                // (Ranges of the identity body are not offered with the coded one either.)
+                // (What the identity answer says that the coded one does not carry.)
                 let coding = |l: &[u8]| {
-                    l.len() > 17 && l[..17].eq_ignore_ascii_case(b"content-encoding:")
-                        || l.len() > 14 && l[..14].eq_ignore_ascii_case(b"accept-ranges:")
+                    l.iter()
+                        .position(|&b| b == b':')
+                        .is_some_and(|i| super::compress::replaced_by_coding(&l[..i]))
                 };
                 if a.headers
                     .split_inclusive(|&b| b == b'\n')

@@ -657,9 +657,7 @@ pub fn hit_head(
                 mapped.is_some_and(|ops| crate::gateway::mapping::drops_header(ops, name));
             // An encoded body: the stored `Content-Encoding: identity` gives way to the
             // coding (said below), and byte ranges of the identity body are not offered.
-            let encoded = weak
-                && (name.eq_ignore_ascii_case(b"content-encoding")
-                    || name.eq_ignore_ascii_case(b"accept-ranges"));
+            let encoded = weak && crate::gateway::compress::replaced_by_coding(name);
             if cors || replaced || encoded {
                 continue;
             }

@@ -462,8 +462,7 @@ pub(super) fn response_head(
             // serves are of the identity body, not of this one (as nginx's gzip clears
             // Accept-Ranges).
             if name_eq(name, b"content-length")
-                || name_eq(name, b"content-encoding")
-                || name_eq(name, b"accept-ranges")
+                || crate::gateway::compress::replaced_by_coding(name)
             {
                 continue;
             }
