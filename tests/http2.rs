@@ -170,11 +170,16 @@ fn request_bodies_reach_the_upstream_whole() {
         assert_eq!(a.status, 200);
         assert_eq!(a.json()["body"].as_str().unwrap().as_bytes(), &body[..]);
         assert_eq!(a.json()["headers"]["content-length"], len.as_str());
-        // Without: chunked to the upstream, same bytes.
+        // Without: chunked to the upstream (or with its length, when every frame was there
+        // with the HEADERS), same bytes.
         let a = request(&mut c, "PUT", "/up2", &[], &body, 7).await;
         assert_eq!(a.status, 200);
         assert_eq!(a.json()["body"].as_str().unwrap().as_bytes(), &body[..]);
-        assert_eq!(a.json()["headers"]["transfer-encoding"], "chunked");
+        let h = &a.json()["headers"];
+        assert!(
+            h["transfer-encoding"] == "chunked" || h["content-length"] == len.as_str(),
+            "{h}"
+        );
         // Over max_body: declared, and undeclared.
         let big = vec![b'x'; 100_000];
         let a = request(
@@ -594,6 +599,66 @@ fn malformed_requests_get_stream_and_connection_errors() {
     r.send(DATA, 0, 0, b"x");
     assert_eq!(r.until(GOAWAY, None).unwrap().code(), PROTOCOL_ERROR);
     assert_eq!(up.count(), 1);
+}
+
+#[test]
+fn a_request_that_names_no_host_is_answered_400() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&conf(up.addr, "", "", ""));
+    let mut r = Raw::connect(gw.addr());
+    // GET /a with :method, :scheme and :path only: no :authority and no host field.
+    let mut b = vec![0x82, 0x86, 0x04, 2];
+    b.extend_from_slice(b"/a");
+    r.send(HEADERS, END_HEADERS | END_STREAM, 1, &b);
+    let h = r.until(HEADERS, Some(1)).unwrap();
+    assert_eq!(h.payload[0], 0x8c, "an indexed :status 400");
+    let body = r.until(DATA, Some(1)).unwrap();
+    assert_eq!(body.payload, br#"{"message":"Bad Request"}"#);
+    // The connection still serves a good request; the bad one never reached the upstream.
+    r.send(HEADERS, END_HEADERS | END_STREAM, 3, &block("/c", &[]));
+    let h = r.until(HEADERS, Some(3)).unwrap();
+    assert_eq!(h.payload[0], 0x88, "an indexed :status 200");
+    assert_eq!(up.count(), 1);
+}
+
+#[test]
+fn bodies_already_whole_go_upstream_with_their_length() {
+    let up = Upstream::echo();
+    let gw = Gw::start(&conf(up.addr, "", "", ""));
+    let mut r = Raw::connect(gw.addr());
+    let seen = |r: &mut Raw, id: u32| -> serde_json::Value {
+        serde_json::from_slice(&r.until(DATA, Some(id)).unwrap().payload).unwrap()
+    };
+    // A GET whose stream is ended by an empty DATA frame, no content-length: no body.
+    let mut frames = Raw::frame(HEADERS, END_HEADERS, 1, &block("/e", &[]));
+    frames.extend(Raw::frame(DATA, END_STREAM, 1, b""));
+    r.flood(&frames);
+    let v = seen(&mut r, 1);
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["body"], "");
+    assert!(v["headers"].get("transfer-encoding").is_none(), "{v}");
+    assert!(v["headers"].get("content-length").is_none(), "{v}");
+    // A body in frames that came with the HEADERS, ended, without content-length: sent with
+    // its length, not chunked.
+    let mut b = block("/w", &[]);
+    b[0] = 0x83; // :method POST
+    let mut frames = Raw::frame(HEADERS, END_HEADERS, 3, &b);
+    frames.extend(Raw::frame(DATA, 0, 3, b"hel"));
+    frames.extend(Raw::frame(DATA, END_STREAM, 3, b"lo"));
+    r.flood(&frames);
+    let v = seen(&mut r, 3);
+    assert_eq!(v["body"], "hello");
+    assert_eq!(v["headers"]["content-length"], "5", "{v}");
+    assert!(v["headers"].get("transfer-encoding").is_none(), "{v}");
+    // A body whose end comes later streams chunked, the frames read ahead included (the
+    // last frame is sent apart: whether it is seen with the HEADERS or not, nothing is lost).
+    let mut frames = Raw::frame(HEADERS, END_HEADERS, 5, &b);
+    frames.extend(Raw::frame(DATA, 0, 5, b"ab"));
+    r.flood(&frames);
+    r.send(DATA, END_STREAM, 5, b"cd");
+    let v = seen(&mut r, 5);
+    assert_eq!(v["body"], "abcd");
+    assert_eq!(up.count(), 3);
 }
 
 /// Sends `frames` after the handshake and expects GOAWAY ENHANCE_YOUR_CALM, counted under

@@ -18,7 +18,7 @@ use crate::http::conn::{
     linger_close, read_head, sniff_preface, ClientCertHeaders, Conn, HeadRead, Stream, READ_CHUNK,
 };
 use crate::http::h1;
-use crate::http::h2::stream::{H2Stream, Out};
+use crate::http::h2::stream::{peek_body, H2Stream, Out, Peeked};
 use crate::http::h2::{ConnInfo, StreamHandler};
 use crate::metrics::Counter;
 use crate::shard::Shard;
@@ -354,8 +354,8 @@ async fn run_stream(
     mut respond: SendResponse<Bytes>,
 ) {
     let ss = shard.snapshot();
-    let (parts, recv) = req.into_parts();
-    let end = recv.is_end_stream();
+    let (parts, mut recv) = req.into_parts();
+    let mut end = recv.is_end_stream();
     let websocket = parts.method == http::Method::CONNECT
         && parts
             .extensions
@@ -372,13 +372,33 @@ async fn run_stream(
         return;
     }
     let mut buf = BytesMut::new();
+    let mut first = None;
     let chunked = if websocket {
         // The extended CONNECT goes through the pipeline as the HTTP/1.1 upgrade it stands
         // for (RFC 8441 has no key: the one written here only satisfies the handshake check).
         synthesize_upgrade(&parts, &mut buf);
         false
     } else {
-        match crate::http::h2::stream::synthesize(&parts, end, &mut buf) {
+        // A body without `content-length` whose frames are already here is sent upstream
+        // as what it is (none, or a length) rather than chunked: a GET ended by an empty
+        // DATA frame stays a GET without a body.
+        let mut whole = None;
+        if !end && !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+            match peek_body(&mut recv) {
+                Peeked::Streams => {}
+                Peeked::Empty => end = true,
+                Peeked::Whole(b) => {
+                    whole = Some(b.len());
+                    first = Some(b);
+                }
+                Peeked::First(b) => first = Some(b),
+                Peeked::Gone => {
+                    shard.metrics.add(Counter::H2StreamsReset);
+                    return;
+                }
+            }
+        }
+        match crate::http::h2::stream::synthesize(&parts, end, whole, &mut buf) {
             Ok(c) => c,
             Err(reason) => {
                 finish::h2_reset(&shard, Some(from(&info)), &mut respond, reason);
@@ -413,6 +433,20 @@ async fn run_stream(
     }
     let head = match parsed {
         Ok(Some((len, p))) => p.into_head(buf.split_to(len).freeze()),
+        Err(h1::HeadError::Malformed(why)) => {
+            // A request HTTP/1.1 would refuse with a 400 (no :authority and no Host, a Host
+            // that names no host, a target that is not a path): the same answer here, which
+            // RFC 9113 8.1.1 allows before the stream closes, rather than a bare reset.
+            tracing::debug!(peer = %info.peer, why, "bad HTTP/2 request");
+            shard.metrics.add(crate::metrics::Counter::BadRequests);
+            finish::h2_refused(
+                &shard,
+                Some(from(&info)),
+                &mut respond,
+                http::StatusCode::BAD_REQUEST,
+            );
+            return;
+        }
         _ => {
             finish::h2_reset(
                 &shard,
@@ -430,7 +464,8 @@ async fn run_stream(
         out.clone(),
         parts.method == http::Method::HEAD,
         info.tls,
-    );
+    )
+    .with_first(first);
     let mut conn = Conn {
         stream: Stream::H2(Box::new(s)),
         buf,

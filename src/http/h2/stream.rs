@@ -1,7 +1,8 @@
 //! One HTTP/2 stream through the HTTP/1.1 pipeline.
 //!
 //! The stream's request becomes an HTTP/1.1 head (RFC 9113 8.3 mapped back: `:authority`
-//! becomes `Host`, cookies are joined, a body without `content-length` is chunked) that the
+//! becomes `Host`, cookies are joined, a body without `content-length` is chunked unless it
+//! came whole with the HEADERS) that the
 //! same parser, phases, cache and proxy handle; the pipeline writes its HTTP/1.1 answer into
 //! [`H2Stream`], which parses it back (the same response parser the proxy uses on upstream
 //! answers) into a HEADERS frame and DATA frames sent as flow control allows. What the
@@ -78,6 +79,7 @@ pub(crate) struct H2Stream {
     pub tls: bool,
     /// The answer was cut short (its upstream failed part way): reset, never ended.
     cut: bool,
+    first: Option<Bytes>,
 }
 
 impl H2Stream {
@@ -97,11 +99,23 @@ impl H2Stream {
             head_only,
             tls,
             cut: false,
+            first: None,
         }
+    }
+
+    /// Body bytes read before the pipeline asked for them ([`peek_body`]), handed over first.
+    pub(crate) fn with_first(mut self, first: Option<Bytes>) -> H2Stream {
+        self.first = first.filter(|b| !b.is_empty());
+        self
     }
 
     /// Appends request body bytes to `buf`; `Ok(0)` at the end of the stream.
     pub(crate) async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        let before = buf.len();
+        if let Some(data) = self.first.take() {
+            self.put(buf, &data);
+            return Ok(buf.len() - before);
+        }
         let Some(recv) = self.body.as_mut() else {
             return Ok(0);
         };
@@ -109,17 +123,8 @@ impl H2Stream {
             match poll_fn(|cx| recv.poll_data(cx)).await {
                 Some(Ok(data)) if data.is_empty() => continue,
                 Some(Ok(data)) => {
-                    let n = data.len();
-                    let _ = recv.flow_control().release_capacity(n);
-                    let before = buf.len();
-                    if self.chunked {
-                        use std::fmt::Write;
-                        let _ = write!(buf, "{n:x}\r\n");
-                        buf.extend_from_slice(&data);
-                        buf.extend_from_slice(b"\r\n");
-                    } else {
-                        buf.extend_from_slice(&data);
-                    }
+                    let _ = recv.flow_control().release_capacity(data.len());
+                    self.put(buf, &data);
                     return Ok(buf.len() - before);
                 }
                 Some(Err(e)) => return Err(h2_err(e)),
@@ -132,6 +137,17 @@ impl H2Stream {
                     return Ok(0);
                 }
             }
+        }
+    }
+
+    fn put(&self, buf: &mut BytesMut, data: &[u8]) {
+        if self.chunked {
+            use std::fmt::Write;
+            let _ = write!(buf, "{:x}\r\n", data.len());
+            buf.extend_from_slice(data);
+            buf.extend_from_slice(b"\r\n");
+        } else {
+            buf.extend_from_slice(data);
         }
     }
 
@@ -323,11 +339,64 @@ fn same_authority(authority: &[u8], host: &[u8], scheme: Option<&str>) -> bool {
     bare(authority, default).eq_ignore_ascii_case(bare(host, default))
 }
 
+/// What a request's body turned out to be, from the frames already received when its
+/// HEADERS were (a client that ends the stream with an empty DATA frame, or sends a small
+/// body in one frame right behind its HEADERS, without `content-length`).
+pub(crate) enum Peeked {
+    /// Not known yet: the body streams, chunked.
+    Streams,
+    /// The stream ended with no body.
+    Empty,
+    /// The whole body, already here (its length goes upstream as `content-length`).
+    Whole(Bytes),
+    /// The body's first bytes; more follow.
+    First(Bytes),
+    /// The stream was reset, or its connection failed.
+    Gone,
+}
+
+/// Looks at the frames already received for the stream, without waiting for more.
+pub(crate) fn peek_body(recv: &mut RecvStream) -> Peeked {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // Frames already buffered are bounded by the stream's window.
+    let mut got = Bytes::new();
+    let mut more = BytesMut::new();
+    let mut take = |data: Bytes| {
+        if got.is_empty() {
+            got = data;
+        } else {
+            if more.is_empty() {
+                more.extend_from_slice(&got);
+            }
+            more.extend_from_slice(&data);
+        }
+    };
+    let ended = loop {
+        match recv.poll_data(&mut cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                let _ = recv.flow_control().release_capacity(data.len());
+                take(data);
+            }
+            Poll::Ready(None) => break true,
+            Poll::Ready(Some(Err(_))) => return Peeked::Gone,
+            Poll::Pending => break false,
+        }
+    };
+    let got = if more.is_empty() { got } else { more.freeze() };
+    match (ended, got.is_empty()) {
+        (true, true) => Peeked::Empty,
+        (true, false) => Peeked::Whole(got),
+        (false, true) => Peeked::Streams,
+        (false, false) => Peeked::First(got),
+    }
+}
+
 /// Writes the request as an HTTP/1.1 head into `buf`. Returns whether the body is handed
 /// over chunked. A request HTTP/2 calls malformed gets the stream error it asks for.
 pub(crate) fn synthesize(
     parts: &http::request::Parts,
     end: bool,
+    whole: Option<usize>,
     buf: &mut BytesMut,
 ) -> Result<bool, Reason> {
     let pq = parts
@@ -389,6 +458,11 @@ pub(crate) fn synthesize(
         buf.put_slice(&c);
         buf.put_slice(b"\r\n");
     }
+    if let (Some(n), false) = (whole, has_length) {
+        use std::fmt::Write;
+        let _ = write!(buf, "content-length: {n}\r\n");
+        has_length = true;
+    }
     let chunked = !end && !has_length;
     if chunked {
         buf.put_slice(b"transfer-encoding: chunked\r\n");
@@ -419,7 +493,7 @@ mod tests {
                 .unwrap(),
         );
         let mut buf = BytesMut::new();
-        let chunked = synthesize(&p, false, &mut buf).unwrap();
+        let chunked = synthesize(&p, false, None, &mut buf).unwrap();
         assert!(chunked);
         let text = std::str::from_utf8(&buf).unwrap();
         assert_eq!(
@@ -442,7 +516,7 @@ mod tests {
                 .unwrap(),
         );
         let mut buf = BytesMut::new();
-        assert!(!synthesize(&p, false, &mut buf).unwrap());
+        assert!(!synthesize(&p, false, None, &mut buf).unwrap());
         assert!(std::str::from_utf8(&buf)
             .unwrap()
             .contains("content-length: 3\r\n"));
@@ -455,7 +529,7 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            synthesize(&p, true, &mut BytesMut::new()),
+            synthesize(&p, true, None, &mut BytesMut::new()),
             Err(Reason::PROTOCOL_ERROR)
         );
     }
