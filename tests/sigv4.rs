@@ -102,6 +102,7 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         "presigned_unsigned_payload",
         "presigned_post",
         "presigned_ten_minutes_ago",
+        "absolute_same_host",
     ] {
         assert_eq!(r[case]["status"], 200, "{case}: {}", r[case]);
     }
@@ -132,6 +133,8 @@ fn botocore_signed_requests_pass_and_forgeries_do_not() {
         ("wrong_secret", 403, BAD_SIGNATURE),
         ("presigned_tampered_body", 403, BAD_SIGNATURE),
         ("presigned_tampered_query", 403, BAD_SIGNATURE),
+        ("absolute_other_host", 403, BAD_SIGNATURE),
+        ("presigned_absolute_other_host", 403, BAD_SIGNATURE),
         (
             "presigned_and_header",
             403,

@@ -58,9 +58,12 @@ def signed(method, path, *, params=None, body=None, headers=(), creds=(key_id, s
     return req
 
 
-def send(req):
+def send(req, absolute=None):
+    """`absolute`: a host to name in an absolute-form target (the signed Host line kept)."""
     parts = urllib.parse.urlsplit(req.url)
     target = parts.path + ("?" + parts.query if parts.query else "")
+    if absolute:
+        target = f"http://{absolute}{target}"
     conn = http.client.HTTPConnection(host, timeout=10)
     conn.putrequest(req.method, target, skip_host=True, skip_accept_encoding=True)
     if "Host" not in req.headers:
@@ -169,5 +172,11 @@ def drop_signed_headers(req):
 
 
 results["presigned_missing_parameter"] = send(signed("GET", "/pets", signer=Presigned, after=drop_signed_headers))
+
+# An absolute-form target names the host the request is routed by (RFC 9112 3.2.2): the
+# signature must be for that host, not for a Host line naming another.
+results["absolute_same_host"] = send(signed("GET", "/pets/1"), absolute=host)
+results["absolute_other_host"] = send(signed("GET", "/pets/1"), absolute="other.test")
+results["presigned_absolute_other_host"] = send(signed("GET", "/pets/1", signer=PresignedHour), absolute="other.test")
 
 print(json.dumps(results))

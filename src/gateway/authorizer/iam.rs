@@ -204,6 +204,12 @@ pub(crate) async fn allowed(
     let signs = |ctx: &RequestCtx, payload: &str| -> Result<bool, Error> {
         let head = &ctx.head;
         let header = |name: &str| -> Vec<&[u8]> {
+            // The host signed is the one the request is routed by: an absolute-form target's
+            // (RFC 9112 3.2.2), not a `Host` line naming another, so that a signature made
+            // for one host is not taken by an API served on another.
+            if name == "host" {
+                return head.host_bytes().into_iter().collect();
+            }
             head.headers()
                 .filter(|(n, _)| crate::http::name_eq(n, name.as_bytes()))
                 .map(|(_, v)| v)
