@@ -180,6 +180,23 @@ fn miss_then_hit_then_expiry() {
     }
 }
 
+/// Fields an answer's `Connection` lines name are hop-by-hop (RFC 9110 7.6.1): neither
+/// forwarded nor stored, whichever of several `Connection` lines names them.
+#[test]
+fn fields_named_in_any_connection_line_are_not_stored() {
+    let (up, _) = numbered(
+        "Connection: keep-alive\r\nConnection: x-secret\r\nX-Secret: internal\r\nX-Kept: yes\r\n",
+    );
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    for want in ["Miss", "Hit"] {
+        let r = req(&gw, "/g/items/9", "");
+        assert_eq!(r.header("x-cache"), Some(want));
+        assert_eq!(r.header("x-secret"), None, "{want}: {:?}", r.headers);
+        assert_eq!(r.header("x-kept"), Some("yes"), "{want}");
+    }
+    assert_eq!(up.count(), 1);
+}
+
 /// An answer that arrives without `Date` is forwarded, and stored, with one (RFC 9110 6.6.1:
 /// a recipient with a clock adds it); an upstream's own `Date` is the one kept.
 #[test]

@@ -449,12 +449,14 @@ fn stored_parts(resp: &ResponseHead) -> Parts {
     let mut etag = None;
     let mut last_modified = None;
     let mut dated = false;
-    let conn = resp
-        .headers()
-        .find(|(n, _)| name_eq(n, b"connection"))
-        .map(|(_, v)| v);
+    // Every `Connection` line's names, as on a live answer (RFC 9110 5.3, 7.6.1).
+    let conn = proxy::connection_value(resp.headers());
     for (name, value) in resp.headers() {
-        if !keep_header(name) || conn.is_some_and(|c| crate::http::has_token(c, name)) {
+        if !keep_header(name)
+            || conn
+                .as_deref()
+                .is_some_and(|c| crate::http::has_token(c, name))
+        {
             continue;
         }
         if name_eq(name, b"etag") {

@@ -139,6 +139,9 @@ pub(crate) async fn send(
     }
     let first: Bytes = head.into();
     let replayable = buffered.is_some() && ctx.head.method.is_idempotent();
+    // A connection that could not be opened was sent nothing: any method whose body is at
+    // hand goes to another target (nginx's `proxy_next_upstream error`).
+    let resendable = buffered.is_some();
 
     let started = Instant::now();
     ctx.timings.upstream_start = Some(started);
@@ -180,7 +183,7 @@ pub(crate) async fn send(
                 Err(e) => {
                     record_failure(&target, eject.as_deref(), &cfg);
                     if tries < 3
-                        && replayable
+                        && resendable
                         && !matches!(integ.dest, crate::snapshot::Dest::Literal(_))
                     {
                         tracing::debug!(target_addr = %target.addr, error = %e, "retrying on another target");
@@ -362,14 +365,13 @@ pub(super) async fn exchange(
         if !ubuf.is_empty() {
             match h1::parse_response(&ubuf, MAX_RESPONSE_HEAD, ctx.head.method == Method::Head) {
                 Ok(Some((len, parts))) => {
-                    if parts.status < 200 && !(parts.status == 101 && ctx.head.upgrade) {
+                    if parts.status < 200 && parts.status != 101 {
                         // Interim answers: 103 Early Hints (and 102, 104...) go on to HTTP/1.1
                         // clients (RFC 9110 15.2; never to HTTP/1.0 ones, and the h2 library
-                        // sends none); 100 Continue was the gateway's own business, and 101
-                        // without an upgrade is refused below.
+                        // sends none); 100 Continue was the gateway's own business. A 101 is
+                        // final: after it the bytes are another protocol's (RFC 9110 15.2.2).
                         let raw = ubuf.split_to(len).freeze();
                         if parts.status != 100
-                            && parts.status != 101
                             && ctx.head.minor >= 1
                             && !matches!(conn.stream, crate::http::conn::Stream::H2(_))
                         {
@@ -642,13 +644,12 @@ pub(super) async fn stream_request_body(
     let max_body = limits.max_body;
     let mut clock = BodyClock::new(limits);
     let mut watch = up.answer_watch();
-    let upgrade = ctx.head.upgrade;
     match ctx.head.framing {
         Framing::Length(mut remaining) => loop {
             if !conn.buf.is_empty() {
                 let k = remaining.min(conn.buf.len() as u64) as usize;
                 let part = conn.buf.split_to(k).freeze();
-                match watched(&mut watch, ubuf, upgrade, send_part(up, part, timeout)).await {
+                match watched(&mut watch, ubuf, send_part(up, part, timeout)).await {
                     Some(Ok(true)) => {}
                     Some(Ok(false)) | None => return Ok(BodySent::Cut),
                     Some(Err(e)) => return Err(e),
@@ -659,7 +660,7 @@ pub(super) async fn stream_request_body(
                 return Ok(BodySent::All);
             }
             let want = remaining.min(MAX_READ as u64) as usize;
-            match watched(&mut watch, ubuf, upgrade, clock.read(conn, want)).await {
+            match watched(&mut watch, ubuf, clock.read(conn, want)).await {
                 Some(r) => r.map_err(Failure::Client)?,
                 None => return Ok(BodySent::Cut),
             };
@@ -691,7 +692,7 @@ pub(super) async fn stream_request_body(
                     let mut part = Vec::with_capacity(k + 16 * ranges.len() + 5);
                     reframe(&conn.buf[..k], &ranges, dec.is_done(), &mut part);
                     let _ = conn.buf.split_to(k);
-                    match watched(&mut watch, ubuf, upgrade, send_part(up, part, timeout)).await {
+                    match watched(&mut watch, ubuf, send_part(up, part, timeout)).await {
                         Some(Ok(true)) => {}
                         Some(Ok(false)) | None => return Ok(BodySent::Cut),
                         Some(Err(e)) => return Err(e),
@@ -700,7 +701,7 @@ pub(super) async fn stream_request_body(
                 if dec.is_done() {
                     return Ok(BodySent::All);
                 }
-                match watched(&mut watch, ubuf, upgrade, clock.read(conn, READ_CHUNK)).await {
+                match watched(&mut watch, ubuf, clock.read(conn, READ_CHUNK)).await {
                     Some(r) => r.map_err(Failure::Client)?,
                     None => return Ok(BodySent::Cut),
                 };
@@ -732,7 +733,6 @@ async fn send_part<B: monoio::buf::IoBuf + AsRef<[u8]> + Into<bytes::Bytes>>(
 async fn watched<T>(
     watch: &mut Option<crate::driver::net::TcpStream>,
     ubuf: &mut BytesMut,
-    upgrade: bool,
     step: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     let Some(w) = watch.as_mut() else {
@@ -753,7 +753,7 @@ async fn watched<T>(
         }
         match crate::http::conn::read_into(w, ubuf).await {
             Ok(n) if n > 0 => {
-                if answer_began(ubuf, upgrade) {
+                if answer_began(ubuf) {
                     // A step that finished meanwhile still counts.
                     return std::future::poll_fn(|cx| match step.as_mut().poll(cx) {
                         std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
@@ -769,10 +769,10 @@ async fn watched<T>(
 
 /// Whether `ubuf` holds the start of a final answer: interim heads (100 Continue, 103) are
 /// dropped; a malformed head counts (reading the answer then fails it).
-fn answer_began(ubuf: &mut BytesMut, upgrade: bool) -> bool {
+fn answer_began(ubuf: &mut BytesMut) -> bool {
     loop {
         match h1::parse_response(ubuf, MAX_RESPONSE_HEAD, false) {
-            Ok(Some((len, parts))) if parts.status < 200 && !(parts.status == 101 && upgrade) => {
+            Ok(Some((len, parts))) if parts.status < 200 && parts.status != 101 => {
                 let _ = ubuf.split_to(len);
             }
             Ok(Some(_)) | Err(_) => return true,

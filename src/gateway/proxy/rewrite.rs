@@ -11,7 +11,7 @@ pub(crate) use crate::http::h1::hop_by_hop;
 /// 5.3): joined, which only a message with more than one pays for. Looked up once per
 /// message, not once per header; the usual `keep-alive`, `close` or `upgrade` alone give
 /// `None`, so that no header is checked against it.
-pub(super) fn connection_value<'a>(
+pub(crate) fn connection_value<'a>(
     headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Option<std::borrow::Cow<'a, [u8]>> {
     let mut lines = headers
