@@ -446,9 +446,20 @@ fn http2_bodies_are_validated_too() {
 
 #[test]
 fn bodies_held_whole_are_bounded_per_shard() {
-    // 4 KiB of body memory: a body counts 16 times its size, so one 200-byte body (3,200)
-    // fits, and a second one while the first is held does not.
-    let up = Upstream::echo();
+    // 4 KiB of body memory: a body counts 16 times its size as it arrives, so one 200-byte
+    // body (3,200) fits, and a second one while the first is held does not.
+    use std::sync::{mpsc, Mutex};
+    let (arrived_tx, arrived) = mpsc::channel();
+    let (gate, gate_rx) = mpsc::channel::<()>();
+    let (arrived_tx, gate_rx) = (Mutex::new(arrived_tx), Mutex::new(gate_rx));
+    let up = Upstream::start(move |s| {
+        if s.target.contains("slow") {
+            // Held at the upstream until the test says: the gateway holds its body meanwhile.
+            arrived_tx.lock().unwrap().send(()).unwrap();
+            let _ = gate_rx.lock().unwrap().recv_timeout(IO_TIMEOUT);
+        }
+        respond(200, "ok")
+    });
     let g = Gw::start(
         &Cfg::new()
             .limits("body_memory = \"4KiB\"")
@@ -464,32 +475,40 @@ fn bodies_held_whole_are_bounded_per_shard() {
     );
     let body = format!(r#"{{"name": "{}"}}"#, "r".repeat(188));
     assert_eq!(body.len(), 200);
-    let head = |extra: &str| {
-        format!("POST /pets HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 200\r\n{extra}\r\n")
+    let head = |target: &str, extra: &str| {
+        format!("POST {target} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 200\r\n{extra}\r\n")
     };
-    // The first request is held: its 100 Continue says the gateway is reading its body.
-    let mut first = Client::connect(g.addr());
-    first.send(head("Expect: 100-continue\r\n").as_bytes());
+    // A client that declared a body and sent none yet (its 100 Continue says the gateway is
+    // waiting for it) holds nothing: declarations alone cannot fill the budget.
+    let mut idle = Client::connect(g.addr());
+    idle.send(head("/pets", "Expect: 100-continue\r\n").as_bytes());
     let mut interim = [0u8; 25];
-    std::io::Read::read_exact(&mut first.stream, &mut interim).unwrap();
+    std::io::Read::read_exact(&mut idle.stream, &mut interim).unwrap();
     assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    // A body read whole is held until its request ends (here: at the upstream, held there).
+    let mut first = Client::connect(g.addr());
+    first.send(format!("{}{body}", head("/pets?slow=1", "")).as_bytes());
+    arrived.recv_timeout(IO_TIMEOUT).unwrap();
     // A second body on the same shard does not fit beside it: 503, and it never reaches the
     // integration.
     let r = Client::connect(g.addr())
-        .request(format!("{}{body}", head("Connection: close\r\n")).as_bytes());
+        .request(format!("{}{body}", head("/pets", "Connection: close\r\n")).as_bytes());
     assert_eq!(
         (r.status, r.json()),
         (503, json!({"message": "Service Unavailable"}))
     );
-    // The first goes through, and what it held is given back: the next request fits.
-    first.send(body.as_bytes());
+    // The first goes through, and what it held is given back: the waiting one and the next
+    // requests fit.
+    gate.send(()).unwrap();
     assert_eq!(first.read_response(false).unwrap().status, 200);
+    idle.send(body.as_bytes());
+    assert_eq!(idle.read_response(false).unwrap().status, 200);
     for _ in 0..3 {
         let r = Client::connect(g.addr())
-            .request(format!("{}{body}", head("Connection: close\r\n")).as_bytes());
+            .request(format!("{}{body}", head("/pets", "Connection: close\r\n")).as_bytes());
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    assert_eq!(up.requests().len(), 4);
+    assert_eq!(up.requests().len(), 5);
 }
 
 /// A model's `pattern` runs in time linear in the string it checks: look-around and
