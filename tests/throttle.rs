@@ -294,9 +294,8 @@ fn quotas_answer_limit_exceeded_once_spent() {
     assert_eq!(r.json()["message"], "Limit Exceeded");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=86_400).contains(&retry));
-    // Every answer on a throttled route says its RateLimit-* (the gateway-wide limit here),
-    // a refusal by the quota too.
-    assert_eq!(r.header("ratelimit-limit"), Some("100000"));
+    // Refused before any limit was asked: it took no token, and says no RateLimit-*.
+    assert_eq!(r.header("ratelimit-limit"), None);
     // The admin API reports the usage and can reset the quota.
     let today = chrono_today();
     let u = admin(
@@ -1014,4 +1013,84 @@ fn the_admin_api_answers_its_edges_as_http_says() {
     let r = admin(a, "GET", "/ping", None);
     assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
     assert_eq!(admin(a, "GET", "/healthz", None).status, 401);
+}
+
+/// A key whose quota is spent is refused before any rate limit is taken ("Limit Exceeded"
+/// each time): it takes nothing from the stage's limit that keyless clients share.
+#[test]
+fn a_spent_quota_takes_nothing_from_shared_limits() {
+    let gw = Gw::start(
+        &Cfg::new()
+            .api("shop")
+            .stage("s", "throttle = { rate = 1, burst = 3 }")
+            .route(
+                "GET /paid",
+                "api_key_required = true\nintegration = { type = \"mock\", body = \"paid\" }",
+            )
+            .route("GET /public", "integration = { type = \"mock\", body = \"public\" }")
+            .extra(format!(
+                "[[usage_plans]]\nname = \"one\"\nstages = [\"shop/s\"]\nquota = {{ limit = 1, period = \"day\" }}\n\n[[api_keys]]\nname = \"k\"\nvalue = \"{DEV}\"\nplan = \"one\"\n"
+            ))
+            .toml(),
+    );
+    assert_eq!(keyed(gw.addr(), "GET", "/s/paid", Some(DEV)).status, 200);
+    for _ in 0..5 {
+        let r = keyed(gw.addr(), "GET", "/s/paid", Some(DEV));
+        assert_eq!(r.status, 429);
+        assert_eq!(r.json()["message"], "Limit Exceeded");
+    }
+    // Two of the stage's three tokens are left for everyone else.
+    for _ in 0..2 {
+        let r = keyed(gw.addr(), "GET", "/s/public", None);
+        assert_eq!((r.status, r.text().as_str()), (200, "public"));
+    }
+}
+
+/// A request admitted before its key was deleted is served, and counts nowhere: the key's
+/// usage does not come back in reports.
+#[test]
+fn a_request_in_flight_when_its_key_is_deleted_does_not_bring_its_usage_back() {
+    let gw = Gw::start(
+        &Cfg::new()
+            .api("shop")
+            .api_extra("  [[apis.models]]\n  name = \"Any\"\n  schema = '{\"type\": \"object\"}'\n")
+            .stage("dev", "")
+            .route(
+                "POST /v",
+                "api_key_required = true\nrequest_validator = \"body\"\nrequest_models = { \"application/json\" = \"Any\" }\nintegration = { type = \"mock\", body = \"done\" }",
+            )
+            .extra("[[usage_plans]]\nname = \"tiny\"\nstages = [\"shop/dev\"]\nquota = { limit = 50, period = \"day\" }\n")
+            .toml(),
+    );
+    let r = admin_with(
+        gw.admin(),
+        "POST",
+        "/apikeys",
+        r#"{"name": "brief", "plan": "tiny"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let value = r.json()["value"].as_str().unwrap().to_string();
+    // Its 100 Continue says the key was checked and the body is awaited.
+    let mut c = Client::connect(gw.addr());
+    c.send(format!("POST /dev/v HTTP/1.1\r\nHost: t\r\nx-api-key: {value}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n").as_bytes());
+    let mut interim = [0u8; 25];
+    std::io::Read::read_exact(&mut c.stream, &mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let r = admin(gw.admin(), "DELETE", &format!("/apikeys/{id}"), Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", r.text());
+    c.send(b"{}");
+    let r = c.read_response(false).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "done"));
+    let today = chrono_today();
+    let r = admin(
+        gw.admin(),
+        "GET",
+        &format!("/usageplans/tiny/usage?startDate={today}&endDate={today}"),
+        Some(TOKEN),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["items"].get(&id).is_none(), "{}", r.text());
+    // The key is gone for new requests.
+    assert_eq!(keyed(gw.addr(), "POST", "/dev/v", Some(&value)).status, 403);
 }

@@ -191,6 +191,60 @@ pub(crate) async fn throttle(
     Ok(())
 }
 
+/// Refuses a key whose quota is already spent before any rate limit is taken (429 "Limit
+/// Exceeded"): a spent key takes nothing from the route, stage and gateway limits that other
+/// clients share (Amazon applies a usage plan's limits first). Counting is [`count_quota`]'s.
+pub(crate) fn quota_spent(shard: &Shard, ss: &ShardSnap, ctx: &RequestCtx) -> Result<(), Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(ApiKeyUse { id, plan: p }) = &ctx.principal.api_key else {
+        return Ok(());
+    };
+    let plan = &ss.snap.plans[*p];
+    let Some(q) = plan.quota else {
+        return Ok(());
+    };
+    let now = unix_now();
+    let period = q.period.index((now / 86_400) as i64);
+    let cell = shard.quota_cell(&plan.name, id);
+    let spent = match ss.snap.config.cluster {
+        None => cell.period.load(Relaxed) == period as u64 && cell.used.load(Relaxed) >= q.limit,
+        // What Redis said less than a second ago, as `count_quota` trusts it.
+        Some(_) => {
+            cell.fleet_spent.load(Relaxed) == period as u64 + 1
+                && shard.quota_known_spent(
+                    crate::throttle::redis::quota_id(&plan.name, id),
+                    period,
+                    q.limit,
+                )
+        }
+    };
+    if spent {
+        return Err(quota_refusal(Some(q), now));
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// 429 "Limit Exceeded", with the time to the quota's next period.
+fn quota_refusal(q: Option<crate::config::Quota>, now: u64) -> Error {
+    let retry = q
+        .map(|q| q.period.seconds_to_next(now))
+        .unwrap_or(60)
+        .max(1);
+    Error::downstream(
+        Kind::QuotaExceeded {
+            retry_after_s: retry,
+        },
+        "quota",
+    )
+}
+
 /// Counts the request against the key's plan: the quota (429 "Limit Exceeded" once spent)
 /// and the daily usage report. With `[cluster]` the quota is fleet-wide: shards lease chunks
 /// of it from Redis.
@@ -204,23 +258,9 @@ pub(crate) async fn count_quota(
     };
     let plan = &ss.snap.plans[*p];
     let cell = shard.quota_cell(&plan.name, id);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = unix_now();
     let day = (now / 86_400) as i64;
-    let refuse = |q: Option<crate::config::Quota>| {
-        let retry = q
-            .map(|q| q.period.seconds_to_next(now))
-            .unwrap_or(60)
-            .max(1);
-        Error::downstream(
-            Kind::QuotaExceeded {
-                retry_after_s: retry,
-            },
-            "quota",
-        )
-    };
+    let refuse = |q: Option<crate::config::Quota>| quota_refusal(q, now);
     let (Some(c), Some(q)) = (ss.snap.config.cluster.as_ref(), plan.quota) else {
         return cell
             .take(plan.quota, day)

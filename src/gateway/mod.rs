@@ -239,6 +239,7 @@ async fn run_phases(
     }
     authorizer::authorize(shard, ss, conn, ctx, m).await?;
     api_key::authenticate(ss, ctx, m)?;
+    limits::quota_spent(shard, ss, ctx)?;
     limits::throttle(shard, ss, ctx, m).await?;
     validate::check(ss, conn, ctx, m).await?;
     limits::count_quota(shard, ss, ctx).await?;

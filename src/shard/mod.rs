@@ -53,6 +53,9 @@ pub(crate) struct Shared {
     /// Quota and usage counters per (plan, key id). Locked on a shard's first use of a key,
     /// and by the control plane's flush.
     pub quotas: Mutex<QuotaCells>,
+    /// Key ids deleted (the last 10,000): a request admitted before its key was deleted
+    /// counts nowhere, rather than bringing the key's counters back. Locked after `quotas`.
+    pub gone_keys: Mutex<ahash::AHashSet<Arc<str>>>,
     /// One published counter row per shard (written by that shard every 100 ms).
     pub metrics: Vec<Arc<crate::metrics::Published>>,
     /// Shards ask the control plane for JWT signing keys they lack here.
@@ -121,6 +124,7 @@ impl Shared {
             shards,
             key_buckets: Mutex::new(AHashMap::new()),
             quotas: Mutex::new(AHashMap::new()),
+            gone_keys: Mutex::new(Default::default()),
             metrics: (0..shards).map(|_| Default::default()).collect(),
             key_requests: flume::bounded(4096),
             access_log,
@@ -548,6 +552,16 @@ impl Shard {
         }
     }
 
+    /// Whether Redis said less than a second ago that the quota of `limit` is spent in
+    /// `period` (as [`Shard::quota_take_local`]'s `Some(false)`, taking nothing).
+    pub(crate) fn quota_known_spent(&self, id: u64, period: i64, limit: u64) -> bool {
+        matches!(
+            self.quota_leases.borrow().get(&id),
+            Some((p, 0, until, l))
+                if *p == period && limit <= *l && crate::throttle::now_ns() < *until
+        )
+    }
+
     pub(crate) fn quota_fill(&self, id: u64, period: i64, left: u64) {
         self.quota_leases
             .borrow_mut()
@@ -599,9 +613,22 @@ impl Shard {
         }
         let cell = {
             let mut all = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
-            all.entry((Arc::from(plan), key.clone()))
-                .or_default()
-                .clone()
+            let gone = || {
+                self.shared
+                    .gone_keys
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&**key)
+            };
+            match all.entry((Arc::from(plan), key.clone())) {
+                std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+                std::collections::hash_map::Entry::Vacant(_) if gone() => {
+                    return Arc::new(QuotaCell::default())
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Default::default()).clone()
+                }
+            }
         };
         self.quota_cells.borrow_mut().insert(h, cell.clone());
         cell

@@ -185,11 +185,19 @@ impl Control {
             }
             self.stored_keys
                 .retain(|k| !deletes.contains(k.id.as_str()));
-            self.shared
-                .quotas
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|(_, k), _| !deletes.contains(&**k));
+            let mut cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
+            if !deletes.is_empty() {
+                let mut gone = self
+                    .shared
+                    .gone_keys
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if gone.len() + deletes.len() > 10_000 {
+                    gone.clear();
+                }
+                gone.extend(deletes.iter().map(|k| Arc::<str>::from(&**k)));
+            }
+            cells.retain(|(_, k), _| !deletes.contains(&**k));
         }
         if let Some(p) = position {
             if let Some(link) = &self.fleet {

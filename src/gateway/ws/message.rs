@@ -157,7 +157,13 @@ async fn answer(
     ctx.route = Some(m);
     // Each message is throttled as a request is: the route's, the stage's and the key's
     // buckets, with the same leases.
-    // A refusal is in the log's error fields and the throttle figures, as a request's.
+    // A refusal is in the log's error fields and the throttle figures, as a request's. A
+    // key whose quota is spent takes nothing from the shared limits.
+    if let Err(e) = crate::gateway::limits::quota_spent(shard, ss, ctx) {
+        crate::gateway::finish::count_error(shard, &e);
+        ctx.failure = Some(e);
+        return error("Limit Exceeded", 429);
+    }
     if let Err(e) = crate::gateway::limits::throttle(shard, ss, ctx, m).await {
         crate::gateway::finish::count_error(shard, &e);
         ctx.failure = Some(e);

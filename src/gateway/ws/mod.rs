@@ -155,6 +155,7 @@ pub(crate) async fn connect(
         }
         super::authorizer::authorize(shard, ss, conn, ctx, m).await?;
         super::api_key::authenticate(ss, ctx, m)?;
+        super::limits::quota_spent(shard, ss, ctx)?;
         super::limits::throttle(shard, ss, ctx, m).await?;
         // A connection is a request of the key's plan (429 "Limit Exceeded" once spent).
         super::limits::count_quota(shard, ss, ctx).await?;
