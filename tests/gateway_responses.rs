@@ -25,7 +25,7 @@ fn errors_are_answered_as_the_api_customised_them() {
             ))
             .api_extra(
                 r#"cors = { allow_origins = ["https://app.example.test"] }
-gateway_responses = { THROTTLED = { status = 429, headers = { "retry-after" = "7" }, body = '{"error":"slow down","requestId":"$context.requestId"}' }, DEFAULT_4XX = { headers = { "x-gw" = "$context.error.responseType" }, body = '{"msg":$context.error.messageString,"type":"$context.error.responseType","stage":"$context.stage","who":"$stageVariables.who","route":"$context.routeKey","ua":"$context.identity.userAgent","price":"$5"}' }, INVALID_API_KEY = { status = 401, headers = { "content-type" = "text/plain" }, body = "key please, $context.identity.sourceIp" }, DEFAULT_5XX = { body = '{"down":"$context.error.message","path":"$context.path"}' } }"#,
+gateway_responses = { THROTTLED = { status = 429, headers = { "retry-after" = "7" }, body = '{"error":"slow down","requestId":"$context.requestId"}' }, DEFAULT_4XX = { headers = { "x-gw" = "$context.error.responseType" }, body = '{"msg":$context.error.messageString,"type":"$context.error.responseType","stage":"$context.stage","who":"$stageVariables.who","route":"$context.routeKey","ua":"$context.identity.userAgent","price":"$5"}' }, INVALID_API_KEY = { status = 401, headers = { "content-type" = "text/plain" }, body = "key please, $context.identity.sourceIp" }, DEFAULT_5XX = { headers = { "ratelimit-policy" = "mine", "ratelimit-limit" = "10" }, body = '{"down":"$context.error.message","path":"$context.path"}' } }"#,
             )
             .route(
                 "GET /slow",
@@ -37,7 +37,7 @@ gateway_responses = { THROTTLED = { status = 429, headers = { "retry-after" = "7
             )
             .route(
                 "GET /broken",
-                "integration = { type = \"http\", uri = \"http://gone/x\" }",
+                "throttle = { rate = 1, burst = 5 }\nintegration = { type = \"http\", uri = \"http://gone/x\" }",
             )
             .toml(),
     );
@@ -84,6 +84,16 @@ gateway_responses = { THROTTLED = { status = 429, headers = { "retry-after" = "7
     let r = req(&g, "/broken", "");
     assert_eq!(r.status, 502);
     assert_eq!(r.json(), json!({"down": "Bad Gateway", "path": "/broken"}));
+    // A configured RateLimit-* field stands for the throttled route's own (none added).
+    let all = |n: &str| -> Vec<String> {
+        r.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(all("ratelimit-limit"), ["10"]);
+    assert!(all("ratelimit-remaining").is_empty(), "{:?}", r.headers);
 }
 
 /// The request's context as Amazon's variables name it: `$context.resourcePath` the route's

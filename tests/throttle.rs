@@ -141,6 +141,40 @@ fn errors_on_throttled_routes_say_their_limits() {
     assert_eq!(r.header("ratelimit-remaining"), Some("4"));
 }
 
+/// An upstream's own `RateLimit-*` on a throttled route give way to the gateway's: each
+/// field once, saying the route's limit.
+#[test]
+fn an_upstreams_ratelimit_fields_give_way_to_the_gateways() {
+    let up = Upstream::start(|_| {
+        Action::Raw(
+            b"HTTP/1.1 200 OK\r\nRateLimit-Limit: 99\r\nRateLimit-Remaining: 98\r\nRateLimit-Reset: 7\r\nRateLimit-Policy: 99;w=1\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+        )
+    });
+    let gw = Gw::start(
+        &conf()
+            .route(
+                "GET /up",
+                format!("throttle = {{ rate = 1, burst = 5 }}\nintegration = {{ type = \"http\", uri = \"http://{}/x\" }}", up.addr),
+            )
+            .toml(),
+    );
+    let r = get(gw.addr(), "/up");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let all = |n: &str| -> Vec<&str> {
+        r.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(all("ratelimit-limit"), ["5"]);
+    assert_eq!(all("ratelimit-remaining"), ["4"]);
+    assert_eq!(all("ratelimit-reset").len(), 1);
+    // A field the gateway does not write passes.
+    assert_eq!(all("ratelimit-policy"), ["99;w=1"]);
+}
+
 #[test]
 fn stage_limits_are_per_stage() {
     let gw = Gw::start(&conf().toml());

@@ -363,6 +363,16 @@ fn retry_after(out: &mut Vec<u8>, seconds: u64) {
 }
 
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` (IETF RateLimit header fields).
+/// One of the fields [`ratelimit_headers`] writes.
+pub(crate) fn is_ratelimit_field(name: &[u8]) -> bool {
+    name.len() > 10
+        && name[..10].eq_ignore_ascii_case(b"ratelimit-")
+        && matches!(
+            name[10..].to_ascii_lowercase().as_slice(),
+            b"limit" | b"remaining" | b"reset"
+        )
+}
+
 pub(crate) fn ratelimit_headers(out: &mut Vec<u8>, r: &RateInfo) {
     let mut n = itoa::Buffer::new();
     out.extend_from_slice(b"ratelimit-limit: ");

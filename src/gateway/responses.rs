@@ -101,7 +101,14 @@ pub(crate) fn customise(
         a.status = s;
     }
     if !g.header_templates.is_empty() {
-        // The gateway's own lines (Retry-After, Allow...) give way to configured ones.
+        // The gateway's own lines (Retry-After, Allow...) give way to configured ones; a
+        // configured `RateLimit-*` field stands for the route's (the gateway adds none).
+        if g.header_templates
+            .iter()
+            .any(|(n, _)| super::finish::is_ratelimit_field(n.as_bytes()))
+        {
+            a.ratelimit = false;
+        }
         let mut headers: Vec<u8> = a
             .headers
             .split_inclusive(|&b| b == b'\n')

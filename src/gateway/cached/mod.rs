@@ -495,7 +495,10 @@ fn keep_header(name: &[u8]) -> bool {
         b"x-cache",
         b"warning",
     ];
-    !(proxy::hop_by_hop(name) || DROP.iter().any(|d| name_eq(name, d)))
+    // An upstream's `RateLimit-*` said how much was left then, not at a hit.
+    !(proxy::hop_by_hop(name)
+        || DROP.iter().any(|d| name_eq(name, d))
+        || crate::gateway::finish::is_ratelimit_field(name))
 }
 
 /// Does the request carry an enabled API key whose plan covers this stage?

@@ -452,6 +452,10 @@ pub(super) fn response_head(
             || (bodiless && name_eq(name, b"content-length"))
             || name_eq(name, b"x-request-id")
             || (ctx.cors.is_some() && crate::http::cors::is_cors_header(name))
+            // The gateway's own say the route's limit, once (an upstream's would contradict).
+            || (ctx.ratelimit.is_some()
+                && !upgrade
+                && crate::gateway::finish::is_ratelimit_field(name))
             || mapped.is_some_and(|ops| crate::gateway::mapping::drops_header(ops, name))
         {
             continue;
