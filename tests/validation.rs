@@ -36,7 +36,7 @@ integration = { type = "mock", body = "gone" }"#,
                 "POST /pets",
                 r#"request_validator = "all"
 request_models = { "application/json" = "Pet" }
-required_parameters = ["method.request.header.x-tenant", "querystring.limit"]
+required_parameters = ["method.request.header.X-Tenant", "querystring.limit"]
 integration = { type = "http", uri = "http://up/pets" }"#,
             )
             .route(
@@ -100,7 +100,7 @@ fn requests_are_checked_before_the_integration() {
     assert_eq!(r.status, 400);
     assert_eq!(
         r.json(),
-        json!({"message": "Missing required request parameters: [x-tenant, limit]"})
+        json!({"message": "Missing required request parameters: [X-Tenant, limit]"})
     );
     // An empty value is missing too.
     let r = post(&g, "/pets?limit=", "x-tenant: t1\r\n", r#"{"name":"rex"}"#);
@@ -210,7 +210,7 @@ fn requests_are_checked_before_the_integration() {
     assert!(
         eventually(IO_TIMEOUT, || {
             std::fs::read_to_string(&log).is_ok_and(|t| {
-            t.contains("400 BAD_REQUEST_PARAMETERS Missing required request parameters: [x-tenant, limit]")
+            t.contains("400 BAD_REQUEST_PARAMETERS Missing required request parameters: [X-Tenant, limit]")
                 && t.contains("400 BAD_REQUEST_BODY [\\x22name\\x22 is a required property]")
                 && t.contains("[100 is greater than or equal to the maximum of 100]")
         })

@@ -277,6 +277,7 @@ impl Config {
         let mut v = Validator {
             errors: Vec::new(),
             log_root: None,
+            refused_models: Vec::new(),
         };
         let cfg = v.config(raw, base);
         if v.errors.is_empty() {
@@ -306,6 +307,9 @@ struct Validator {
     /// Validating objects made through the admin API: their access logs are relative paths
     /// inside this folder (`admin.access_log_dir`), not any file.
     log_root: Option<PathBuf>,
+    /// The API's models whose schema was refused (already said): routes naming them are
+    /// not told again that the name is unknown.
+    refused_models: Vec<String>,
 }
 
 /// Names a table in an array for error messages: `apis["petstore"]` or `apis[0]`.

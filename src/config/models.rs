@@ -31,7 +31,7 @@ impl std::fmt::Debug for Model {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequiredParam {
     Query(String),
-    /// Lower-case.
+    /// As configured (matched without regard to case; named so in the message).
     Header(String),
     /// Index into the route's path variables, and its name.
     Path(usize, String),
@@ -66,6 +66,7 @@ pub struct ValidationSpec {
 impl Validator {
     pub(super) fn models(&mut self, key: &str, models: Vec<file::ModelFile>) -> Vec<Model> {
         let mut out: Vec<Model> = Vec::new();
+        self.refused_models.clear();
         for (j, m) in models.into_iter().enumerate() {
             let mkey = format!("{key}.{}", item("models", j, m.name.as_ref()));
             let name = self.name(&format!("{mkey}.name"), m.name);
@@ -79,12 +80,14 @@ impl Validator {
             let schema = match m.schema {
                 None => {
                     self.err(&format!("{mkey}.schema"), "is required (a JSON Schema)");
+                    self.refused_models.push(name);
                     continue;
                 }
                 Some(serde_json::Value::String(text)) => match serde_json::from_str(&text) {
                     Ok(v) => v,
                     Err(e) => {
                         self.err(&format!("{mkey}.schema"), format!("is not JSON: {e}"));
+                        self.refused_models.push(name);
                         continue;
                     }
                 },
@@ -98,7 +101,10 @@ impl Validator {
                     description: m.description,
                     validator: Arc::new(validator),
                 }),
-                Err(e) => self.err(&format!("{mkey}.schema"), e),
+                Err(e) => {
+                    self.err(&format!("{mkey}.schema"), e);
+                    self.refused_models.push(name);
+                }
             }
         }
         out
@@ -153,6 +159,8 @@ impl Validator {
                 Some(m) => v
                     .models
                     .push((ct.to_ascii_lowercase(), m.validator.clone())),
+                // Its schema was refused, and said so.
+                None if self.refused_models.contains(name) => {}
                 None => self.bad(
                     &format!("{rkey}.request_models.{ct}"),
                     name,
@@ -176,7 +184,7 @@ impl Validator {
                     continue;
                 }
                 Some(("header", n)) if !n.is_empty() && n.bytes().all(crate::syntax::is_tchar) => {
-                    Some(RequiredParam::Header(n.to_ascii_lowercase()))
+                    Some(RequiredParam::Header(n.into()))
                 }
                 Some(("path", n)) => match params.iter().position(|x| x == n) {
                     Some(k) => Some(RequiredParam::Path(k, n.into())),
@@ -225,7 +233,14 @@ pub(crate) fn compile_schema(
         opts = opts.with_draft(jsonschema::Draft::Draft4);
     }
     opts.build(schema).map_err(|e| {
-        let e = e.to_string();
+        // Where in the schema (a JSON pointer), unless at its root.
+        let at = e.instance_path().to_string();
+        let at = if at.is_empty() || at == "/" {
+            String::new()
+        } else {
+            format!(" (at {at})")
+        };
+        let e = format!("{e}{at}");
         let hint = if e.contains("is not a \"regex\"") {
             " (patterns run on a linear-time engine, compiled within 10 MiB: look-around and back-references are not supported)"
         } else {
@@ -307,7 +322,7 @@ mappings = [{{ base_path = "", api = "a", stage = "p" }}]
             v.required,
             [
                 super::RequiredParam::Path(0, "id".into()),
-                super::RequiredParam::Header("x-tenant".into())
+                super::RequiredParam::Header("X-Tenant".into())
             ]
         );
         // Models without a validator check nothing (as Amazon API Gateway).
@@ -330,5 +345,14 @@ mappings = [{{ base_path = "", api = "a", stage = "p" }}]
             let err = parse(models, route).expect_err(want);
             assert!(err.contains(want), "{err}\nlacks: {want}");
         }
+        // A refused schema is said once, where it is wrong; the routes naming its model are
+        // not told the name is unknown.
+        let err = parse(
+            "[[apis.models]]\nname = \"Bad\"\nschema = '{\"properties\": {\"x\": {\"type\": 5}}}'",
+            "request_validator = \"body\"\nrequest_models = { \"application/json\" = \"Bad\" }",
+        )
+        .unwrap_err();
+        assert!(err.contains("(at /properties/x/type)"), "{err}");
+        assert!(!err.contains("request_models"), "{err}");
     }
 }

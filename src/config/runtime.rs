@@ -64,6 +64,7 @@ fn validate(
     let mut v = Validator {
         errors: Vec::new(),
         log_root: Some(base.join(dir)),
+        refused_models: Vec::new(),
     };
     let api = v.api(
         cfg.apis.len(),
