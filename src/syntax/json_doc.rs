@@ -12,11 +12,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::OnceLock;
 
 use jsonschema::json::{Array, Json, Node, NodeIdentity, Object};
 use jsonschema::JsonType;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
+
+mod same;
 
 /// A parsed body: its items in document order, the root first, and its objects' members.
 pub struct Doc<'a> {
@@ -24,6 +27,8 @@ pub struct Doc<'a> {
     /// Each object's member names (positions of [`Item::Key`]s), sorted by name with one per
     /// name (the last written), objects one after another.
     keys: Vec<u32>,
+    /// Each node's hash, made on the first `uniqueItems` check of a list of two or more.
+    hashes: OnceLock<Vec<u64>>,
 }
 
 enum Item<'a> {
@@ -60,6 +65,7 @@ impl<'a> Doc<'a> {
         let mut doc = Doc {
             items: Vec::with_capacity(text.len() / 16 + 1),
             keys: Vec::new(),
+            hashes: OnceLock::new(),
         };
         Build(&mut doc).deserialize(&mut de)?;
         de.end()?;
@@ -72,6 +78,7 @@ impl<'a> Doc<'a> {
             items: &self.items,
             keys: &self.keys,
             i: 0,
+            hashes: &self.hashes,
         }
     }
 
@@ -171,7 +178,7 @@ impl<'de> Visitor<'de> for Build<'_, 'de> {
         }
         // The members' names, sorted (stably: a name written twice keeps its order), then
         // one per name, the last written. (The objects inside were indexed as they ended.)
-        let Doc { items, keys } = &mut *self.0;
+        let Doc { items, keys, .. } = &mut *self.0;
         let first = keys.len();
         let mut p = at + 1;
         while p < items.len() {
@@ -259,10 +266,12 @@ impl Json for Body {
 
     fn with_string_node<T>((): &mut (), string: &str, f: impl FnOnce(DocNode<'_>) -> T) -> T {
         let items = [Item::Str(Cow::Borrowed(string))];
+        let hashes = OnceLock::new();
         f(DocNode {
             items: &items,
             keys: &[],
             i: 0,
+            hashes: &hashes,
         })
     }
 }
@@ -273,6 +282,7 @@ pub struct DocNode<'a> {
     items: &'a [Item<'a>],
     keys: &'a [u32],
     i: usize,
+    hashes: &'a OnceLock<Vec<u64>>,
 }
 
 impl<'a> DocNode<'a> {
@@ -377,6 +387,10 @@ impl<'a> Node<'a, Body> for DocNode<'a> {
         Some((min..=max).contains(&(s.chars().count() as u64)))
     }
 
+    fn equals_value(&self, expected: &Value) -> bool {
+        same::equals_value(*self, expected)
+    }
+
     fn to_value(&self) -> Cow<'a, Value> {
         Cow::Owned(self.value())
     }
@@ -469,6 +483,10 @@ impl<'a> Array<'a, Body> for DocArray<'a> {
             left: self.0.len(),
         }
     }
+
+    fn is_unique(&self) -> bool {
+        same::unique(self.0, self.0.hashes)
+    }
 }
 
 #[cfg(test)]
@@ -502,6 +520,61 @@ mod tests {
             nested.to_value(),
             json!({"a": [{"k": 1}], "b": {"x": 2, "y": 3}, "b2": null})
         );
+    }
+
+    #[test]
+    fn unique_items_const_and_enum_compare_in_place_as_values_do() {
+        let schemas = [
+            json!({"uniqueItems": true}),
+            json!({"items": {"$ref": "#"}, "uniqueItems": true}),
+            json!({"const": {"a": [1, {"b": null}], "c": "x"}}),
+            json!({"enum": [0, [1, 2], {"k": true}, "s", null]}),
+        ];
+        let bodies = [
+            "[]",
+            "[1]",
+            "[1, 1.0]",
+            "[0, -0]",
+            "[0, -0.0]",
+            "[1, 2, 3, 2]",
+            r#"["a", "b", "a"]"#,
+            r#"[{"x": 1, "y": 2}, {"y": 2, "x": 1}]"#,
+            r#"[{"x": 1, "y": 2}, {"y": 2, "x": 3}]"#,
+            r#"[{"x": 1, "x": 2}, {"x": 2}]"#,
+            r#"[{"x": 1, "x": 2}, {"x": 1}]"#,
+            "[[1, 2], [2, 1]]",
+            "[[1, 2], [1, 2.0]]",
+            "[[[]], [[]], 3]",
+            "[[[1]], [[2]]]",
+            "[null, false, 0, \"\", [], {}]",
+            "[null, null]",
+            "[18446744073709551615, 18446744073709551614]",
+            "[-9223372036854775808, -9223372036854775807]",
+            r#"{"a": [1, {"b": null}], "c": "x"}"#,
+            r#"{"c": "x", "a": [1.0, {"b": null}]}"#,
+            r#"{"a": [1, {"b": null}], "c": "x", "d": 1}"#,
+            r#"{"a": [{"b": null}, 1], "c": "x"}"#,
+            "[1, 2]",
+            "[1, 2.0]",
+            r#"{"k": true}"#,
+            r#"{"k": 1}"#,
+            "-0",
+            "0.0",
+            "\"s\"",
+        ];
+        for schema in schemas {
+            let ours = validator(schema.clone());
+            let theirs = jsonschema::validator_for(&schema).unwrap();
+            for text in bodies {
+                let doc = Doc::parse(text.as_bytes()).unwrap();
+                let v: Value = serde_json::from_str(text).unwrap();
+                assert_eq!(
+                    ours.is_valid(doc.root()),
+                    theirs.is_valid(&v),
+                    "{schema} {text}"
+                );
+            }
+        }
     }
 
     #[test]
