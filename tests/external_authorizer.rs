@@ -734,3 +734,51 @@ fn an_authorizer_value_that_makes_a_dot_segment_in_the_integration_path_is_refus
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["target"], "/q/7?t=..");
 }
+
+/// A resource policy beside an external authorizer, as Amazon's authorization workflow runs
+/// them: before the authorizer only an explicit deny refuses; after it, either the resource
+/// policy or the authorizer's policy allowing admits, and an explicit deny of either refuses
+/// (Table A of Amazon's policy evaluation outcomes).
+#[test]
+fn a_resource_policy_and_an_authorizer_admit_as_amazons_table_a_says() {
+    let auth = authorizer();
+    let status = |g: &Gw, method: &str, path: &str| call(g, method, path, &token("policy")).status;
+    // The policy does not name the caller (127.0.0.1): the authorizer's allow admits.
+    let (g, _) = gateway_with(&auth, 1, "resource_policy = { allow = [\"10.0.0.0/8\"] }\n");
+    assert_eq!(status(&g, "GET", "/pets/1"), 200);
+    assert_eq!(
+        status(&g, "GET", "/pets/7"),
+        403,
+        "the authorizer's explicit deny"
+    );
+    assert_eq!(status(&g, "POST", "/pets"), 403, "neither allows");
+    drop(g);
+    // The policy allows the caller: what the authorizer's policy does not name is admitted,
+    // what it denies is not.
+    let (g, _) = gateway_with(
+        &auth,
+        1,
+        "resource_policy = { allow = [\"127.0.0.0/8\"] }\n",
+    );
+    assert_eq!(status(&g, "POST", "/pets"), 200);
+    assert_eq!(status(&g, "GET", "/pets/7"), 403);
+    drop(g);
+    // An explicit deny of the caller refuses before the authorizer is asked.
+    let (g, _) = gateway_with(
+        &auth,
+        1,
+        "resource_policy = { allow = [\"10.0.0.0/8\"], deny = [\"127.0.0.1\"] }\n",
+    );
+    let before = auth.count();
+    let r = call(&g, "GET", "/pets/1", &token("policy"));
+    assert_eq!(r.status, 403);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("with an explicit deny"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(auth.count(), before, "the authorizer was not asked");
+}

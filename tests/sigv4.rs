@@ -14,8 +14,14 @@ use serde_json::{json, Value};
 const SECRETS_KEY: &str = "q0VvXk3pYH5o1cF4n9T2bW8sR6dJ7aL0zE3uM5yG1iQ=";
 
 fn toml(up: &Upstream) -> String {
+    toml_with(up, "")
+}
+
+/// [`toml`] with `api` (keys of the `[[apis]]` table) added.
+fn toml_with(up: &Upstream, api: &str) -> String {
     Cfg::new()
         .admin("")
+        .api_extra(api)
         .upstream(format!(
             "[aws_iam]\nregion = \"us-east-1\"\nsecrets_key_file = \"iam.key\"\n\n[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n",
             up.addr
@@ -359,4 +365,26 @@ fn access_keys_need_aws_iam_and_its_secrets_key() {
         err.contains("routes[\"GET /x\"].authorization: \"aws_iam\" needs an [aws_iam] table"),
         "{err}"
     );
+}
+
+/// A resource policy that allows the caller admits what the key's own policy does not name
+/// (Amazon's Table A, a caller of the API's own account); a bad signature is still refused.
+#[test]
+fn a_resource_policy_that_allows_the_caller_admits_what_the_key_does_not_name() {
+    let up = Upstream::echo();
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("iam.key"), SECRETS_KEY).unwrap();
+    let g = Gw::start_in(
+        dir,
+        &toml_with(
+            &up,
+            "resource_policy = { allow = [\"127.0.0.0/8\", \"::1/128\"] }\n",
+        ),
+    );
+    let ops = create(&g, "ops", "arn:aws:execute-api:*:*:api/prod/*");
+    let reader = create(&g, "reader", "arn:aws:execute-api:*:*:api/prod/GET/pets/*");
+    let r = botocore(&g, &ops, &reader);
+    assert_eq!(r["reader_post"]["status"], 200, "{}", r["reader_post"]);
+    assert_eq!(r["tampered_header"]["status"], 403);
+    assert_eq!(message(&r["tampered_header"]), BAD_SIGNATURE);
 }

@@ -128,6 +128,9 @@ pub struct RequestCtx {
     pub upstream: Option<std::net::SocketAddr>,
     /// Every healthy target of the upstream was ejected; one was used anyway.
     pub all_ejected: bool,
+    /// The API's resource policy allowed the caller outright (an IAM or external
+    /// authorizer's implicit deny then admits it: Amazon's Table A).
+    pub policy_allowed: bool,
     /// Why the gateway refused or failed the request, for the exit's record.
     pub(crate) failure: Option<crate::error::Error>,
     /// The request came over TLS (X-Forwarded-Proto: https).
@@ -216,6 +219,7 @@ impl RequestCtx {
             integration_status: None,
             upstream: None,
             all_ejected: false,
+            policy_allowed: false,
             failure: None,
             https: false,
             h2: false,

@@ -234,9 +234,7 @@ async fn run_phases(
     if let Some(t) = ctx.trace.as_mut() {
         t.decide(snap.apis[m.api].trace_sample[m.stage]);
     }
-    if let Some(p) = &snap.config.apis[m.api].resource_policy {
-        policy::check(ss, conn.peer.ip(), ctx, m, p)?;
-    }
+    policy::phase(ss, conn.peer.ip(), ctx, m)?;
     authorizer::authorize(shard, ss, conn, ctx, m).await?;
     api_key::authenticate(ss, ctx, m)?;
     limits::quota_spent(shard, ss, ctx)?;

@@ -42,18 +42,48 @@ pub(crate) fn source_ip(peer: IpAddr, ctx: &RequestCtx, trusted: &[Cidr]) -> IpA
     peer
 }
 
-/// Refuses the request when the API's resource policy does not allow its source address.
-pub(crate) fn check(
+/// The resource-policy phase, as Amazon's authorization workflow runs it: on a route with
+/// IAM or an external (Lambda-style) authorizer only an explicit deny refuses here, and what
+/// the policy said is kept for the authorizer (either allowing admits, as Table A of
+/// Amazon's policy evaluation has it for a caller of the API's own account); on other routes
+/// (none, API keys, JWT) the policy must allow.
+pub(crate) fn phase(
+    ss: &ShardSnap,
+    peer: IpAddr,
+    ctx: &mut RequestCtx,
+    m: RouteMatch,
+) -> Result<(), Error> {
+    let Some(p) = &ss.snap.config.apis[m.api].resource_policy else {
+        return Ok(());
+    };
+    let api = &ss.snap.apis[m.api];
+    let r = &api.routes[m.route];
+    let two_phase = r.iam
+        || r.auth.as_ref().is_some_and(|a| {
+            matches!(
+                api.authorizers[a.authorizer],
+                crate::snapshot::AuthorizerRt::External(_)
+            )
+        });
+    ctx.policy_allowed = check(ss, peer, ctx, m, p, two_phase)?;
+    Ok(())
+}
+
+/// Refuses the request when the API's resource policy does not allow its source address
+/// (with `lenient`, only when it denies it explicitly). Whether it allowed it.
+fn check(
     ss: &ShardSnap,
     peer: IpAddr,
     ctx: &RequestCtx,
     m: RouteMatch,
     policy: &ResourcePolicy,
-) -> Result<(), Error> {
+    lenient: bool,
+) -> Result<bool, Error> {
     let snap = &ss.snap;
     let ip = source_ip(peer, ctx, &snap.config.server.trusted_proxies);
     let explicit = match policy.evaluate(ip) {
-        PolicyVerdict::Allow => return Ok(()),
+        PolicyVerdict::Allow => return Ok(true),
+        PolicyVerdict::ImplicitDeny if lenient => return Ok(false),
         PolicyVerdict::ImplicitDeny => false,
         PolicyVerdict::ExplicitDeny => true,
     };

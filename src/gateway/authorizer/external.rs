@@ -111,6 +111,9 @@ pub(super) async fn authorize(
     };
     match outcome {
         Outcome::Allow => Ok(decision),
+        // The resource policy allowed the caller, and the authorizer's policy did not name
+        // the resource: admitted (Amazon's Table A).
+        Outcome::ImplicitDeny if ctx.policy_allowed => Ok(decision),
         Outcome::Denied => refuse("Forbidden"),
         Outcome::ImplicitDeny => refuse("User is not authorized to access this resource"),
         Outcome::ExplicitDeny => {

@@ -255,6 +255,9 @@ pub(crate) async fn allowed(
     let also = alias.map(|a| evaluate_action(&key.policy, &lower, a));
     match super::super::policy::either(judged, also) {
         Outcome::Allow => Ok(key.id.clone()),
+        // The resource policy allowed the caller, and the key's policy did not name the
+        // resource: admitted (Amazon's Table A, a caller of the API's own account).
+        Outcome::ImplicitDeny if ctx.policy_allowed => Ok(key.id.clone()),
         outcome => Err(deny(
             format!(
                 "User: {user} is not authorized to perform: execute-api:{action} on resource: {resource}{}",

@@ -150,9 +150,7 @@ pub(crate) async fn connect(
             route,
         };
         ctx.route = Some(m);
-        if let Some(p) = &ss.snap.config.apis[m.api].resource_policy {
-            super::policy::check(ss, conn.peer.ip(), ctx, m, p)?;
-        }
+        super::policy::phase(ss, conn.peer.ip(), ctx, m)?;
         super::authorizer::authorize(shard, ss, conn, ctx, m).await?;
         super::api_key::authenticate(ss, ctx, m)?;
         super::limits::quota_spent(shard, ss, ctx)?;
