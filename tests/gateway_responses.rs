@@ -25,7 +25,7 @@ fn errors_are_answered_as_the_api_customised_them() {
             ))
             .api_extra(
                 r#"cors = { allow_origins = ["https://app.example.test"] }
-gateway_responses = { THROTTLED = { status = 429, headers = { "retry-after" = "7" }, body = '{"error":"slow down","requestId":"$context.requestId"}' }, DEFAULT_4XX = { headers = { "x-gw" = "$context.error.responseType" }, body = '{"msg":$context.error.messageString,"type":"$context.error.responseType","stage":"$context.stage","who":"$stageVariables.who","route":"$context.routeKey","ua":"$context.identity.userAgent","price":"$5"}' }, INVALID_API_KEY = { status = 401, headers = { "content-type" = "text/plain" }, body = "key please, $context.identity.sourceIp" }, DEFAULT_5XX = { headers = { "ratelimit-policy" = "mine", "ratelimit-limit" = "10" }, body = '{"down":"$context.error.message","path":"$context.path"}' } }"#,
+gateway_responses = { THROTTLED = { status = 429, headers = { "retry-after" = "7", "RateLimit-Limit" = "77" }, body = '{"error":"slow down","requestId":"$context.requestId"}' }, DEFAULT_4XX = { headers = { "x-gw" = "$context.error.responseType" }, body = '{"msg":$context.error.messageString,"type":"$context.error.responseType","stage":"$context.stage","who":"$stageVariables.who","route":"$context.routeKey","ua":"$context.identity.userAgent","price":"$5"}' }, INVALID_API_KEY = { status = 401, headers = { "content-type" = "text/plain" }, body = "key please, $context.identity.sourceIp" }, DEFAULT_5XX = { headers = { "ratelimit-policy" = "mine", "ratelimit-limit" = "10" }, body = '{"down":"$context.error.message","path":"$context.path"}' } }"#,
             )
             .route(
                 "GET /slow",
@@ -61,6 +61,9 @@ gateway_responses = { THROTTLED = { status = 429, headers = { "retry-after" = "7
         1
     );
     assert_eq!(r.header("content-type"), Some("application/json"));
+    // A configured RateLimit-* field stands for all three of the gateway's.
+    assert_eq!(r.header("ratelimit-limit"), Some("77"));
+    assert_eq!(r.header("ratelimit-remaining"), None, "{:?}", r.headers);
 
     // Types not named fall back to DEFAULT_4XX, keeping their own status.
     let r = req(&g, "/nowhere", "Origin: https://app.example.test\r\n");

@@ -175,6 +175,47 @@ fn an_upstreams_ratelimit_fields_give_way_to_the_gateways() {
     assert_eq!(all("ratelimit-policy"), ["99;w=1"]);
 }
 
+/// What the configuration sets stands for the route's `RateLimit-*` (a mock's own fields, a
+/// response mapping's), each field once; an upgrade's 101 says the route's, as any answer.
+#[test]
+fn configured_ratelimit_fields_stand_for_the_routes_and_upgrades_say_theirs() {
+    let up = Upstream::start(|_| {
+        Action::Raw(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nRateLimit-Limit: 999\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let gw = Gw::start(
+        &conf()
+            .route(
+                "GET /mocked",
+                "throttle = { rate = 1, burst = 5 }\nintegration = { type = \"mock\", body = \"m\", headers = { \"RateLimit-Limit\" = \"7\" } }",
+            )
+            .route(
+                "GET /ws",
+                format!("throttle = {{ rate = 1, burst = 5 }}\nintegration = {{ type = \"http\", uri = \"http://{}/ws\" }}", up.addr),
+            )
+            .toml(),
+    );
+    let all = |r: &Resp, n: &str| -> Vec<String> {
+        r.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let r = get(gw.addr(), "/mocked");
+    assert_eq!(r.text(), "m");
+    assert_eq!(all(&r, "ratelimit-limit"), ["7"]);
+    assert!(all(&r, "ratelimit-remaining").is_empty(), "{:?}", r.headers);
+    let mut c = Client::connect(gw.addr());
+    c.send(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 101, "{r:?}");
+    assert_eq!(all(&r, "ratelimit-limit"), ["5"]);
+    assert_eq!(all(&r, "ratelimit-remaining"), ["4"]);
+}
+
 #[test]
 fn stage_limits_are_per_stage() {
     let gw = Gw::start(&conf().toml());

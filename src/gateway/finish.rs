@@ -185,8 +185,11 @@ async fn write_answer(
 /// Returns the extra header lines.
 pub(crate) fn answer_lines(ctx: &RequestCtx, a: &mut Answer) -> Vec<u8> {
     let mut extra = Vec::new();
+    // A mock's own `RateLimit-*` (as configured) stands for the route's.
     if let (true, Some(r)) = (a.ratelimit, &ctx.ratelimit) {
-        ratelimit_headers(&mut extra, r);
+        if !crate::http::h1::header_lines(&a.headers).any(|(n, _)| is_ratelimit_field(n)) {
+            ratelimit_headers(&mut extra, r);
+        }
     }
     ctx.cors_lines(&mut extra);
     if ctx.cors.is_some()

@@ -405,6 +405,14 @@ pub(crate) fn names_header(ops: &[MapOp], name: &[u8]) -> bool {
         .any(|o| matches!(&o.target, Target::Header(n) if name.eq_ignore_ascii_case(n.as_bytes())))
 }
 
+/// Whether the mapping sets one of the `RateLimit-*` fields the gateway writes (it then
+/// stands for the route's).
+pub(crate) fn names_ratelimit(ops: &[MapOp]) -> bool {
+    ops.iter().any(
+        |o| matches!(&o.target, Target::Header(n) if super::finish::is_ratelimit_field(n.as_bytes())),
+    )
+}
+
 /// Writes the header lines the mapping adds; `answer` is the answer's own headers.
 pub(crate) fn add_headers<'h>(
     ops: &[MapOp],

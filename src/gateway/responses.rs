@@ -103,21 +103,26 @@ pub(crate) fn customise(
     if !g.header_templates.is_empty() {
         // The gateway's own lines (Retry-After, Allow...) give way to configured ones; a
         // configured `RateLimit-*` field stands for the route's (the gateway adds none).
-        if g.header_templates
+        let own_ratelimit = g
+            .header_templates
             .iter()
-            .any(|(n, _)| super::finish::is_ratelimit_field(n.as_bytes()))
-        {
+            .any(|(n, _)| super::finish::is_ratelimit_field(n.as_bytes()));
+        if own_ratelimit {
             a.ratelimit = false;
         }
+        let field = |l: &[u8]| l.iter().position(|&b| b == b':').map(|i| l[..i].to_vec());
         let mut headers: Vec<u8> = a
             .headers
             .split_inclusive(|&b| b == b'\n')
             .filter(|l| {
-                !g.header_templates.iter().any(|(n, _)| {
+                let configured = g.header_templates.iter().any(|(n, _)| {
                     l.len() > n.len()
                         && l[n.len()] == b':'
                         && l[..n.len()].eq_ignore_ascii_case(n.as_bytes())
-                })
+                });
+                let replaced = own_ratelimit
+                    && field(l).is_some_and(|n| super::finish::is_ratelimit_field(&n));
+                !configured && !replaced
             })
             .flatten()
             .copied()

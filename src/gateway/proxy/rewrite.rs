@@ -453,9 +453,7 @@ pub(super) fn response_head(
             || name_eq(name, b"x-request-id")
             || (ctx.cors.is_some() && crate::http::cors::is_cors_header(name))
             // The gateway's own say the route's limit, once (an upstream's would contradict).
-            || (ctx.ratelimit.is_some()
-                && !upgrade
-                && crate::gateway::finish::is_ratelimit_field(name))
+            || (ctx.ratelimit.is_some() && crate::gateway::finish::is_ratelimit_field(name))
             || mapped.is_some_and(|ops| crate::gateway::mapping::drops_header(ops, name))
         {
             continue;
@@ -526,12 +524,17 @@ pub(super) fn response_head(
     }
     crate::gateway::cache_headers(out, ctx);
     ctx.cors_lines(out);
+    // (A response mapping that sets one of them stands for the route's.)
+    if let Some(r) = ctx
+        .ratelimit
+        .as_ref()
+        .filter(|_| !mapped.is_some_and(crate::gateway::mapping::names_ratelimit))
+    {
+        crate::gateway::finish::ratelimit_headers(out, r);
+    }
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
     } else {
-        if let Some(r) = &ctx.ratelimit {
-            crate::gateway::finish::ratelimit_headers(out, r);
-        }
         connection_header(out, minor, keep);
     }
     out.extend_from_slice(b"\r\n");
