@@ -497,6 +497,10 @@ fn bodies_held_whole_are_bounded_per_shard() {
         (r.status, r.json()),
         (503, json!({"message": "Service Unavailable"}))
     );
+    // One that waits to be asked for its body is told at once, before sending it.
+    let mut asks = Client::connect(g.addr());
+    asks.send(head("/pets", "Expect: 100-continue\r\n").as_bytes());
+    assert_eq!(asks.read_response(false).unwrap().status, 503);
     // The first goes through, and what it held is given back: the waiting one and the next
     // requests fit.
     gate.send(()).unwrap();

@@ -147,10 +147,21 @@ impl Drop for Held {
 /// [`BODY_MEMORY_FACTOR`] times); 503 when the shard's other requests hold the rest. A
 /// request alone on its shard always gets what it needs (up to `limits.max_body`).
 fn hold(ss: &ShardSnap, ctx: &mut RequestCtx, bytes: u64) -> Result<(), Error> {
+    let more = fits(ss, ctx, bytes)?;
+    if more > 0 {
+        HELD.with(|h| h.set(h.get() + more));
+        ctx.held.0 += more;
+    }
+    Ok(())
+}
+
+/// What holding `bytes` of body would add to what the request holds; 503 when that does not
+/// fit beside the shard's other requests. Holds nothing.
+fn fits(ss: &ShardSnap, ctx: &RequestCtx, bytes: u64) -> Result<u64, Error> {
     let want = bytes.saturating_mul(BODY_MEMORY_FACTOR);
     let more = want.saturating_sub(ctx.held.0);
     if more == 0 {
-        return Ok(());
+        return Ok(0);
     }
     HELD.with(|h| {
         let others = h.get() - ctx.held.0.min(h.get());
@@ -160,9 +171,7 @@ fn hold(ss: &ShardSnap, ctx: &mut RequestCtx, bytes: u64) -> Result<(), Error> {
                 "limits.body_memory: the shard holds as many request bodies as it may",
             ));
         }
-        h.set(h.get() + more);
-        ctx.held.0 += more;
-        Ok(())
+        Ok(more)
     })
 }
 
@@ -259,6 +268,11 @@ pub(crate) async fn read_body(
             // send nothing hold none of the shard's budget.
             let n = n as usize;
             if conn.buf.len() < n && continue_first(ctx, conn) {
+                // A client that waits to be asked is told before it sends a body that would
+                // not fit now.
+                if let Err(e) = fits(ss, ctx, n as u64) {
+                    return Err(broken(ctx, e));
+                }
                 send_continue(conn).await?;
             }
             loop {
