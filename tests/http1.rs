@@ -778,3 +778,28 @@ fn a_close_delimited_answer_cut_short_does_not_look_complete() {
     );
     assert_eq!(out.stdout, b"whole");
 }
+
+/// A 205 the gateway writes (a mock's) carries no content and says so with a zero length
+/// (RFC 9110 15.3.6), whatever body the mock names; the connection carries on.
+#[test]
+fn a_205_is_sent_without_content() {
+    let gw = Gw::start(
+        &Cfg::new()
+            .route(
+                "POST /form",
+                "integration = { type = \"mock\", status = 205, body = \"not sent\" }",
+            )
+            .route(
+                "GET /next",
+                "integration = { type = \"mock\", body = \"next\" }",
+            )
+            .toml(),
+    );
+    let mut c = Client::connect(gw.addr());
+    let r = c.request(b"POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(r.status, 205);
+    assert_eq!(r.header("content-length"), Some("0"));
+    assert_eq!(r.text(), "");
+    let r = c.request(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (200, "next"));
+}

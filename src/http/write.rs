@@ -138,19 +138,22 @@ impl Answer {
         // No body and no Content-Length on 204 and 304 (RFC 9110 8.6); a HEAD's answer that
         // says its GET's length already keeps it.
         let bodiless = matches!(self.status, 204 | 304);
+        // 205 carries no content, and says so with a zero length (RFC 9110 15.3.6).
+        let reset = self.status == 205;
         let said = head_only
             && self
                 .headers
                 .split(|&b| b == b'\n')
                 .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"));
         if !bodiless && !said {
-            let _ = write!(out, "content-length: {}\r\n", self.body.len());
+            let len = if reset { 0 } else { self.body.len() };
+            let _ = write!(out, "content-length: {len}\r\n");
         }
         let _ = write!(out, "x-request-id: {request_id}\r\n");
         out.extend_from_slice(extra);
         connection_header(out, minor, keep_alive);
         out.extend_from_slice(b"\r\n");
-        if !head_only && !bodiless {
+        if !head_only && !bodiless && !reset {
             out.extend_from_slice(&self.body);
         }
     }
