@@ -1169,3 +1169,48 @@ fn a_request_in_flight_when_its_key_is_deleted_does_not_bring_its_usage_back() {
     // The key is gone for new requests.
     assert_eq!(keyed(gw.addr(), "POST", "/dev/v", Some(&value)).status, 403);
 }
+
+/// A throttle of rate 0 and burst 0 refuses every request (as Amazon's method throttle of 0
+/// and 0 turns a method off in a usage plan): on a route, and per key on a plan's route.
+#[test]
+fn a_throttle_of_zero_refuses_every_request() {
+    let gw = Gw::start(
+        &Cfg::new()
+            .api("shop")
+            .stage("dev", "")
+            .route(
+                "GET /off",
+                "throttle = { rate = 0, burst = 0 }\nintegration = { type = \"mock\", body = \"off\" }",
+            )
+            .route(
+                "GET /keyed",
+                "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
+            )
+            .route("GET /open", "integration = { type = \"mock\", body = \"open\" }")
+            .extra(format!(
+                "[[usage_plans]]\nname = \"p\"\nstages = [\"shop/dev\"]\nroute_throttle = {{ \"GET /keyed\" = {{ rate = 0, burst = 0 }} }}\n\n[[api_keys]]\nname = \"k\"\nvalue = \"{DEV}\"\nplan = \"p\"\n"
+            ))
+            .toml(),
+    );
+    for _ in 0..3 {
+        let r = keyed(gw.addr(), "GET", "/dev/off", None);
+        assert_eq!(r.status, 429);
+        assert_eq!(r.json()["message"], "Too Many Requests");
+        assert_eq!(keyed(gw.addr(), "GET", "/dev/keyed", Some(DEV)).status, 429);
+    }
+    assert_eq!(keyed(gw.addr(), "GET", "/dev/open", None).text(), "open");
+    // Only both at 0: one alone is refused at load, naming the key.
+    let (ok, out) = check_config(
+        &Cfg::new()
+            .route(
+                "GET /x",
+                "throttle = { rate = 0, burst = 5 }\nintegration = { type = \"mock\" }",
+            )
+            .toml(),
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("throttle.rate = 0") && out.contains("burst = 0"),
+        "{out}"
+    );
+}

@@ -362,16 +362,20 @@ impl Validator {
         ));
     }
 
-    /// `{ rate, burst }`: both required, 1 to 1,000,000,000.
+    /// `{ rate, burst }`: both required, 1 to 1,000,000,000; or both 0: every request
+    /// refused (as Amazon's method throttle of 0 and 0 turns a method off in a usage plan).
     fn rate(&mut self, key: &str, r: file::RateFile) -> Option<Rate> {
         const MAX: i64 = 1_000_000_000;
+        if (r.rate, r.burst) == (Some(0), Some(0)) {
+            return Some(Rate { rate: 0, burst: 0 });
+        }
         let mut get = |v: Option<i64>, what: &str| match v {
             Some(n) if (1..=MAX).contains(&n) => Some(n as u64),
             Some(n) => {
                 self.bad(
                     &format!("{key}.{what}"),
                     n,
-                    "an integer from 1 to 1000000000",
+                    "an integer from 1 to 1000000000 (or rate = 0 with burst = 0: every request refused)",
                 );
                 None
             }
