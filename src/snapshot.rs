@@ -297,8 +297,12 @@ pub(crate) struct Compiled {
     pub redis_tls: Option<crate::tls::client::UpTls>,
 }
 
-/// A node's share of a fleet-wide limit: `rate / nodes` and `burst / nodes`, at least 1.
+/// A node's share of a fleet-wide limit: `rate / nodes` and `burst / nodes`, at least 1 (a
+/// limit of 0 and 0, which refuses everything, stays so).
 pub(crate) fn share(rate: Rate, nodes: u64) -> Rate {
+    if rate.burst == 0 {
+        return rate;
+    }
     Rate {
         rate: (rate.rate / nodes.max(1)).max(1),
         burst: (rate.burst / nodes.max(1)).max(1),
