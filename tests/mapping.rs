@@ -270,3 +270,41 @@ fn a_mapped_date_is_the_only_date() {
         .collect();
     assert_eq!(dates, ["Mon, 01 Jan 2024 00:00:00 GMT"]);
 }
+
+/// An integration's own `headers` give way to the route's mapping of the same header
+/// (`overwrite` replaces it, `remove` removes it: the upstream gets one value, the mapped
+/// one), and a greedy path variable in them keeps its `/`.
+#[test]
+fn mappings_replace_the_integrations_own_headers() {
+    let up = Upstream::echo();
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"up\"\ntargets = [\"{}\"]\n", up.addr))
+            .route(
+                "GET /dup/{id}",
+                "request_parameters = { \"overwrite:header.x-t\" = \"mapped\", \"remove:header.x-r\" = \"''\" }\nintegration = { type = \"http\", uri = \"http://up/dup\", headers = { \"x-t\" = \"integ\", \"x-r\" = \"integ-r\", \"x-k\" = \"kept\" } }",
+            )
+            .route(
+                "GET /g/{proxy+}",
+                "integration = { type = \"http\", uri = \"http://up/g/{proxy}\", headers = { \"x-p\" = \"{proxy}\" } }",
+            )
+            .toml(),
+    );
+    let r = Client::connect(g.addr())
+        .request(b"GET /dup/1 HTTP/1.1\r\nHost: h\r\nX-T: client\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &up.requests()[0];
+    let all = |n: &str| -> Vec<String> {
+        seen.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(all("x-t"), ["mapped"]);
+    assert!(all("x-r").is_empty(), "{:?}", seen.headers);
+    assert_eq!(all("x-k"), ["kept"]);
+    let r = get(g.addr(), "/g/a/b/c");
+    assert_eq!(r.status, 200);
+    assert_eq!(up.requests()[1].header("x-p"), Some("a/b/c"));
+}

@@ -328,11 +328,20 @@ pub(crate) fn request_head_with(
     out.extend_from_slice(ctx.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, t) in &integ.headers {
+        // A parameter mapping's `overwrite`/`remove` or a template's override of the same
+        // header replaces it (the upstream would get both).
+        if edits.is_some_and(|e| e.drops(name.as_bytes())) {
+            continue;
+        }
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         t.render(&mut out, &ctx.vars(peer_ip, Escape::Header), |i, o| {
-            ctx.path_var(i, |s, _| {
-                o.extend(s.bytes().filter(|&b| crate::http::is_value_byte(b)))
+            ctx.path_var(i, |s, more| {
+                o.extend(s.bytes().filter(|&b| crate::http::is_value_byte(b)));
+                // A greedy variable's segments keep their `/`.
+                if more {
+                    o.push(b'/');
+                }
             })
         });
         out.extend_from_slice(b"\r\n");
