@@ -338,6 +338,11 @@ fn query_identity_sources_and_unreachable_keys() {
         .status,
         401
     );
+    // With `Bearer ` before it, as in a header.
+    assert_eq!(
+        call(&g, "GET", &format!("/q?access_token=Bearer%20{t}"), None).status,
+        200
+    );
     // The header does not count for a query source.
     assert_eq!(call(&g, "GET", "/q", Some(&bearer(&t))).status, 401);
     let r = call(&g, "GET", "/d", Some(&bearer(&t)));
@@ -526,4 +531,77 @@ fn a_real_openid_provider_end_to_end() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = call(&g, "GET", "/pets", Some(&bearer(&b)));
     assert_eq!(r.status, 200, "{:?}", r.header("www-authenticate"));
+}
+
+/// Keys of different types may share a `kid` (RFC 7517 4.5): a token is checked with the one
+/// for its algorithm.
+#[test]
+fn keys_that_share_a_kid_are_told_apart_by_algorithm() {
+    let mut set: Value = serde_json::from_slice(&fixture("jwks.json")).unwrap();
+    for k in set["keys"].as_array_mut().unwrap() {
+        if k["kid"] == "ec-256" {
+            k["kid"] = json!("rsa-a");
+        }
+    }
+    let jwks = set.to_string();
+    let keys = Upstream::start(move |_| {
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{jwks}",
+                jwks.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let (g, _up) = gateway(keys.addr, "", |c| c);
+    let rsa = sign_with(Algorithm::RS256, "rsa-a", "rsa-a.pem", &claims());
+    let ec = sign_with(Algorithm::ES256, "rsa-a", "ec-256.pem", &claims());
+    assert_eq!(call(&g, "GET", "/pets", Some(&bearer(&rsa))).status, 200);
+    assert_eq!(call(&g, "GET", "/pets", Some(&bearer(&ec))).status, 200);
+    // Signed by neither key of that kid: refused.
+    let other = sign_with(Algorithm::RS256, "rsa-a", "rsa-b.pem", &claims());
+    assert_eq!(call(&g, "GET", "/pets", Some(&bearer(&other))).status, 401);
+}
+
+/// Two authorizers whose issuers differ only by a trailing `/` share a discovery URL, not a
+/// check: the one the provider's document names works whatever the other says.
+#[test]
+fn an_issuer_written_with_a_slash_does_not_break_another() {
+    let me = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let me2 = me.clone();
+    let jwks = String::from_utf8(fixture("jwks.json")).unwrap();
+    let idp = Upstream::start(move |s| {
+        let base = me2.get().unwrap();
+        let body = if s.target.starts_with("/.well-known/") {
+            json!({"issuer": base, "jwks_uri": format!("{base}/jwks")}).to_string()
+        } else {
+            jwks.clone()
+        };
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let base = format!("http://{}", idp.addr);
+    me.set(base.clone()).unwrap();
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra(format!(
+                "[[apis.authorizers]]\nname = \"slash\"\ntype = \"jwt\"\nissuer = \"{base}/\"\naudience = [\"petstore\"]\n\n[[apis.authorizers]]\nname = \"users\"\ntype = \"jwt\"\nissuer = \"{base}\"\naudience = [\"petstore\"]\n"
+            ))
+            .route("GET /b", "authorizer = \"slash\"\nintegration = { type = \"mock\", body = \"b\" }")
+            .route("GET /a", "authorizer = \"users\"\nintegration = { type = \"mock\", body = \"a\" }")
+            .toml(),
+    );
+    let mut c = claims();
+    c["iss"] = json!(base);
+    let t = sign(&c);
+    let r = call(&g, "GET", "/a", Some(&bearer(&t)));
+    assert_eq!((r.status, r.text().as_str()), (200, "a"));
+    // The one whose issuer the document does not name has no keys.
+    let r = call(&g, "GET", "/b", Some(&bearer(&t)));
+    assert_eq!(r.status, 401);
 }

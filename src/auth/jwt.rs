@@ -99,10 +99,16 @@ impl KeySet {
         ))
     }
 
-    /// The key a token's header names. Without a `kid`, a set of one key is used.
-    fn find(&self, kid: Option<&str>) -> Option<&Key> {
+    /// The key a token's header names. Without a `kid`, a set of one key is used. Keys of
+    /// different types may share a `kid` (RFC 7517 4.5): the first of them for the token's
+    /// algorithm, else the first of them.
+    fn find(&self, kid: Option<&str>, alg: jsonwebtoken::Algorithm) -> Option<&Key> {
         match kid {
-            Some(k) => self.keys.iter().find(|key| key.kid.as_deref() == Some(k)),
+            Some(k) => {
+                let mut named = self.keys.iter().filter(|key| key.kid.as_deref() == Some(k));
+                let first = named.clone().next();
+                named.find(|key| key.algs.contains(&alg)).or(first)
+            }
             None if self.keys.len() == 1 => self.keys.first(),
             None => None,
         }
@@ -260,7 +266,7 @@ pub fn verify(token: &[u8], keys: &KeySet, rules: &Rules, now: u64) -> Result<Ve
         Some(Value::String(k)) => Some(k.as_str()),
         Some(_) => return Err(malformed),
     };
-    let key = keys.find(kid).ok_or(Refusal::UnknownKey)?;
+    let key = keys.find(kid, alg).ok_or(Refusal::UnknownKey)?;
     if !key.algs.contains(&alg) {
         return Err(Refusal::Invalid(
             "the token's signing algorithm does not match its key",

@@ -105,7 +105,13 @@ impl JwtAuthorizer {
     pub fn key_source(&self) -> String {
         match &self.jwks_uri {
             Some(u) => format!("jwks {}", u.text),
-            None => format!("discovery {}", self.discovery_url().text),
+            // The issuer too: the discovery document is checked against it, and issuers
+            // that differ only by a trailing `/` share a discovery URL.
+            None => format!(
+                "discovery {} for {}",
+                self.discovery_url().text,
+                self.issuer
+            ),
         }
     }
 

@@ -167,7 +167,10 @@ fn identity<'a>(ctx: &'a RequestCtx, source: &IdentitySource) -> Option<Cow<'a, 
                 }
             }
         }
-        IdentitySource::Query(name) => query_value(ctx, name).map(Cow::Owned),
+        // With or without `Bearer `, as in a header.
+        IdentitySource::Query(name) => {
+            query_value(ctx, name).map(|v| Cow::Owned(jwt::strip_bearer(&v).to_vec()))
+        }
     }
 }
 
