@@ -266,7 +266,16 @@ fn jwks_uri_of(doc: &str, issuer: &str) -> Result<FetchUrl, String> {
         .get("jwks_uri")
         .and_then(|u| u.as_str())
         .ok_or("the discovery document has no jwks_uri")?;
-    FetchUrl::parse(uri).map_err(|e| format!("its jwks_uri {uri:?} is not usable: {e}"))
+    let url =
+        FetchUrl::parse(uri).map_err(|e| format!("its jwks_uri {uri:?} is not usable: {e}"))?;
+    // Keys fetched in the clear could be anyone's: an issuer reached over TLS names its keys
+    // over TLS too (RFC 8414 and OpenID Connect Discovery require https throughout).
+    if issuer.starts_with("https://") && !url.tls {
+        return Err(format!(
+            "its jwks_uri {uri:?} is not https, though the issuer is: the signing keys would be fetched in the clear"
+        ));
+    }
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -284,5 +293,13 @@ mod tests {
         assert!(jwks_uri_of("<html>", "https://idp.test").is_err());
         let bad = r#"{"issuer":"https://idp.test","jwks_uri":"ftp://x"}"#;
         assert!(jwks_uri_of(bad, "https://idp.test").is_err());
+        // An https issuer's keys are not taken in the clear; an http issuer's (a test
+        // provider's) may be.
+        let plain = r#"{"issuer":"https://idp.test","jwks_uri":"http://idp.test/keys"}"#;
+        assert!(jwks_uri_of(plain, "https://idp.test")
+            .unwrap_err()
+            .contains("not https"));
+        let local = r#"{"issuer":"http://127.0.0.1:9","jwks_uri":"http://127.0.0.1:9/keys"}"#;
+        assert!(jwks_uri_of(local, "http://127.0.0.1:9").is_ok());
     }
 }
