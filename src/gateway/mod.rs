@@ -234,10 +234,15 @@ async fn run_phases(
     if let Some(t) = ctx.trace.as_mut() {
         t.decide(snap.apis[m.api].trace_sample[m.stage]);
     }
-    policy::phase(ss, conn.peer.ip(), ctx, m)?;
+    // (Checked here: routes without a policy or a key pay a branch, not a call.)
+    if snap.config.apis[m.api].resource_policy.is_some() {
+        policy::phase(ss, conn.peer.ip(), ctx, m)?;
+    }
     authorizer::authorize(shard, ss, conn, ctx, m).await?;
     api_key::authenticate(ss, ctx, m)?;
-    limits::quota_spent(shard, ss, ctx)?;
+    if ctx.principal.api_key.is_some() {
+        limits::quota_spent(shard, ss, ctx)?;
+    }
     limits::throttle(shard, ss, ctx, m).await?;
     validate::check(ss, conn, ctx, m).await?;
     limits::count_quota(shard, ss, ctx).await?;
