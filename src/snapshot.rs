@@ -171,6 +171,9 @@ pub(crate) struct ApiRt {
     /// unsafe method invalidates can be removed by key rather than by a scan).
     pub plain_keys: Vec<bool>,
     pub authorizers: Vec<AuthorizerRt>,
+    /// Query parameters the API's authorizers read credentials from: their values are
+    /// redacted wherever the query is logged or traced.
+    pub secret_query: Vec<Box<str>>,
     /// `api_key_source = "AUTHORIZER"`: keys are the external authorizer's
     /// `usageIdentifierKey`, never `x-api-key`.
     pub key_from_authorizer: bool,

@@ -292,3 +292,38 @@ fn a_timed_out_head_is_logged_from_when_it_began() {
     let latency: f64 = line["responseLatency"].as_str().unwrap().parse().unwrap();
     assert!(latency >= 1000.0, "{line}");
 }
+
+/// A credential an authorizer reads from the query string is not written to the log (nor is a
+/// presigned URL's signature): its value is `REDACTED` in `requestUri`.
+#[test]
+fn credentials_in_the_query_are_redacted() {
+    let authz = Upstream::start(|_| {
+        let b = r#"{"isAuthorized": true}"#;
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .stage_extra("access_log = { path = \"logs/access.log\", format = \"json\" }")
+            .api_extra(format!(
+                "[[apis.authorizers]]\nname = \"q\"\ntype = \"request\"\nuri = \"http://{}/check\"\nidentity_sources = [\"$request.querystring.token\"]\n",
+                authz.addr
+            ))
+            .route(
+                "GET /secure",
+                "authorizer = \"q\"\nintegration = { type = \"mock\", body = \"ok\" }",
+            )
+            .toml(),
+    );
+    let r = get(g.addr(), "/secure?a=1&token=s3cr3t-value&b=2");
+    assert_eq!(r.text(), "ok");
+    let log = g.dir.0.join("logs/access.log");
+    let l = &json_lines(&log, 1)[0];
+    assert_eq!(l["requestUri"], "/secure?a=1&token=REDACTED&b=2", "{l}");
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("s3cr3t"));
+}

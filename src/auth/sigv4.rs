@@ -96,24 +96,32 @@ pub(crate) const MAX_EXPIRES: u64 = 604_800;
 /// A query string as logs and traces may keep it: the values of a presigned URL's
 /// `X-Amz-Signature`, `X-Amz-Credential` and `X-Amz-Security-Token` replaced by `REDACTED`
 /// (the URL is a credential until it expires, up to a week). Borrowed when there are none.
-pub(crate) fn redact_query(query: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+pub(crate) fn redact_query<'q>(query: &'q [u8], also: &[Box<str>]) -> std::borrow::Cow<'q, [u8]> {
     const SECRET: [&[u8]; 3] = [
         b"X-Amz-Signature",
         b"X-Amz-Credential",
         b"X-Amz-Security-Token",
     ];
     let secret = |name: &[u8]| {
-        if name.contains(&b'%') {
+        let sigv4 = if name.contains(&b'%') {
             SECRET.contains(&percent_decode(name).as_slice())
         } else {
             SECRET.contains(&name)
-        }
+        };
+        // The names an authorizer reads, decoded as it decodes them (`+` a space).
+        sigv4
+            || (!also.is_empty() && {
+                let mut n = Vec::with_capacity(name.len());
+                crate::syntax::path::form_decode_into(name, &mut n);
+                also.iter().any(|a| a.as_bytes() == n.as_slice())
+            })
     };
     let name_of = |p: &[u8]| -> usize { p.iter().position(|&b| b == b'=').unwrap_or(p.len()) };
-    // Every name starts with X (or its encoding): most queries are passed by one scan.
+    // Every SigV4 name starts with X (or its encoding): most queries are passed by one scan.
+    let short = if also.is_empty() { 6 } else { 0 };
     if !query
         .split(|&b| b == b'&')
-        .any(|p| p.len() > 6 && secret(&p[..name_of(p)]))
+        .any(|p| p.len() > short && secret(&p[..name_of(p)]))
     {
         return std::borrow::Cow::Borrowed(query);
     }

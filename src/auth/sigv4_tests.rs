@@ -275,12 +275,28 @@ fn paths_are_normalized_as_signers_sign_them() {
 fn presigned_secrets_are_redacted_for_logs() {
     let q = b"a=1&X-Amz-Credential=AKID%2F20130524%2Fus-east-1&X-Amz-Date=20130524T000000Z&X-Amz-Signature=abc&X%2DAmz-Security-Token=t";
     assert_eq!(
-        String::from_utf8(redact_query(q).into_owned()).unwrap(),
+        String::from_utf8(redact_query(q, &[]).into_owned()).unwrap(),
         "a=1&X-Amz-Credential=REDACTED&X-Amz-Date=20130524T000000Z&X-Amz-Signature=REDACTED&X%2DAmz-Security-Token=REDACTED"
     );
     assert!(matches!(
-        redact_query(b"a=1&b=2"),
+        redact_query(b"a=1&b=2", &[]),
         std::borrow::Cow::Borrowed(_)
     ));
-    assert!(matches!(redact_query(b""), std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(
+        redact_query(b"", &[]),
+        std::borrow::Cow::Borrowed(_)
+    ));
+    // The names an API's authorizers read credentials from, however they are spelled.
+    let also: Vec<Box<str>> = vec!["access_token".into(), "my key".into()];
+    assert_eq!(
+        String::from_utf8(
+            redact_query(b"a=1&access_token=eyJ&acc%65ss_token=x&my+key=k&b=2", &also).into_owned()
+        )
+        .unwrap(),
+        "a=1&access_token=REDACTED&acc%65ss_token=REDACTED&my+key=REDACTED&b=2"
+    );
+    assert!(matches!(
+        redact_query(b"a=1", &also),
+        std::borrow::Cow::Borrowed(_)
+    ));
 }

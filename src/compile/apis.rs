@@ -60,7 +60,7 @@ fn compile_api(
             })
         })
         .collect();
-    let authorizers = api
+    let authorizers: Vec<AuthorizerRt> = api
         .authorizers
         .iter()
         .enumerate()
@@ -157,7 +157,30 @@ fn compile_api(
                 .all(|r| r.cache[i].as_ref().is_none_or(|p| p.key.is_empty()))
         })
         .collect();
+    let mut secret_query: Vec<Box<str>> = Vec::new();
+    for a in &authorizers {
+        let names: Vec<&str> = match a {
+            AuthorizerRt::Jwt(j) => match &j.source {
+                crate::config::IdentitySource::Query(n) => vec![n.as_str()],
+                crate::config::IdentitySource::Header(_) => vec![],
+            },
+            AuthorizerRt::External(x) => x
+                .sources
+                .iter()
+                .filter_map(|s| match s {
+                    crate::config::IdentityRef::Query(n) => Some(n.as_str()),
+                    _ => None,
+                })
+                .collect(),
+        };
+        for n in names {
+            if !secret_query.iter().any(|q| &**q == n) {
+                secret_query.push(n.into());
+            }
+        }
+    }
     ApiRt {
+        secret_query,
         key_from_authorizer: api.api_key_source == crate::config::ApiKeySource::Authorizer,
         name: api.name.clone(),
         stages: api.stages.iter().map(|s| s.name.clone()).collect(),

@@ -269,6 +269,7 @@ fn line<'a>(shard: &Shard, ss: &'a ShardSnap, r: &'a Record<'a>, now: Instant) -
             .and_then(|m| Some(api?.routes.get(m.route)?.key.as_str())),
         path: head.map(|h| h.path_bytes()),
         query: head.and_then(|h| h.query_bytes()),
+        secret_query: api.map_or(&[][..], |a| &a.secret_query[..]),
         protocol: match (r.from, head) {
             (Some(f), _) if f.h2 => Some("HTTP/2.0"),
             (_, Some(h)) if h.minor == 0 => Some("HTTP/1.0"),
@@ -381,7 +382,11 @@ fn spans(
         ),
     ];
     if let Some(q) = c.head.query_bytes() {
-        let q = crate::auth::sigv4::redact_query(q);
+        let secret = c
+            .stage
+            .and_then(|st| ss.snap.apis.get(st.api))
+            .map_or(&[][..], |a| &a.secret_query[..]);
+        let q = crate::auth::sigv4::redact_query(q, secret);
         attrs.push(s("url.query", String::from_utf8_lossy(&q).into_owned()));
     }
     if let Some(tpl) = template {

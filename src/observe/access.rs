@@ -157,6 +157,8 @@ pub struct Line<'a> {
     /// The request path as sent, and the query after `?` (`requestUri` is both).
     pub path: Option<&'a [u8]>,
     pub query: Option<&'a [u8]>,
+    /// Query parameters whose values are credentials (redacted).
+    pub secret_query: &'a [Box<str>],
     pub protocol: Option<&'static str>,
     pub status: u16,
     pub bytes_out: u64,
@@ -297,7 +299,7 @@ impl Format {
                     esc(out, p);
                     if let Some(q) = l.query {
                         out.push(b'?');
-                        esc(out, &crate::auth::sigv4::redact_query(q));
+                        esc(out, &crate::auth::sigv4::redact_query(q, l.secret_query));
                     }
                 }
             }
