@@ -73,6 +73,10 @@ pub(crate) enum Var {
     ApiId,
     IsCanaryRequest,
     ErrorMessage,
+    /// `$context.error.messageString`: the message as a quoted JSON string (`"-"` without).
+    ErrorMessageString,
+    /// `$context.resourcePath`: the route key's path template (`/pets/{id}`).
+    ResourcePath,
     ErrorResponseType,
     ValidationError,
     CacheStatus,
@@ -118,6 +122,8 @@ const NAMES: &[(&str, Var)] = &[
     ("apiId", Var::ApiId),
     ("isCanaryRequest", Var::IsCanaryRequest),
     ("error.message", Var::ErrorMessage),
+    ("error.messageString", Var::ErrorMessageString),
+    ("resourcePath", Var::ResourcePath),
     ("error.responseType", Var::ErrorResponseType),
     ("error.validationErrorString", Var::ValidationError),
     ("cacheStatus", Var::CacheStatus),
@@ -337,6 +343,21 @@ impl Format {
             Var::ErrorMessage => esc(
                 out,
                 l.error_message.as_deref().unwrap_or_default().as_bytes(),
+            ),
+            Var::ErrorMessageString => {
+                out.push(b'"');
+                match l.error_message.as_deref() {
+                    Some(m) => escape_json(m.as_bytes(), out),
+                    None => out.push(b'-'),
+                }
+                out.push(b'"');
+            }
+            Var::ResourcePath => esc(
+                out,
+                l.route_key
+                    .map(|k| k.split_once(' ').map_or(k, |(_, p)| p))
+                    .unwrap_or_default()
+                    .as_bytes(),
             ),
             Var::ValidationError => esc(
                 out,

@@ -55,8 +55,11 @@ fn the_json_format_is_one_valid_json_object_per_line() {
     l.user_agent = Some("a\u{2028}b\u{85}c".as_bytes());
     let text = render("json", &l);
     assert!(text.contains(r"a\u2028b\u0085c"), "{text}");
-    // Every variable there is (under one of its names).
+    // Every variable there is (under one of its names), but the forms of others'.
     for (name, var) in NAMES {
+        if matches!(var, Var::ErrorMessageString | Var::ResourcePath) {
+            continue;
+        }
         assert!(
             NAMES
                 .iter()
@@ -203,4 +206,17 @@ fn the_word_at_a_time_check_agrees_with_the_byte_check() {
     }
     assert!(plain(b""));
     assert!(plain(b"GET /pets/{petId} 0123456789 abcdefghijklmnop"));
+}
+
+#[test]
+fn amazons_forms_of_the_message_and_the_route() {
+    let mut l = line();
+    let fmt = r#"{"m": $context.error.messageString, "r": "$context.resourcePath"}"#;
+    let v: serde_json::Value = serde_json::from_str(&render(fmt, &l)).unwrap();
+    assert_eq!(v, serde_json::json!({"m": "-", "r": "/pets/{petId}"}));
+    let msg: std::borrow::Cow<'static, str> = "say \"no\"".into();
+    l.error_message = Some(msg);
+    l.route_key = Some("$default");
+    let v: serde_json::Value = serde_json::from_str(&render(fmt, &l)).unwrap();
+    assert_eq!(v, serde_json::json!({"m": "say \"no\"", "r": "$default"}));
 }
