@@ -650,7 +650,12 @@ fn connections_and_messages_are_in_the_access_log() {
     let id = lines[0][1];
     assert_eq!(id.len(), 20, "{text}");
     assert_eq!(lines[1][..4], ["MESSAGE", id, "ping", "200"], "{text}");
-    assert_eq!(lines[2][..4], ["MESSAGE", id, "-", "403"], "{text}");
+    // The gateway's own refusal says its type, as a request's does.
+    assert_eq!(
+        lines[2],
+        vec!["MESSAGE", id, "-", "403", "ACCESS_DENIED"],
+        "{text}"
+    );
     assert_eq!(
         lines[4],
         vec!["MESSAGE", id, "once", "429", "THROTTLED"],

@@ -12,6 +12,7 @@ use tungstenite::Message;
 use super::integration::{integrate, integrate_with, peer};
 use super::session::Ended;
 use super::Session;
+use crate::error::{Error, Kind};
 use crate::gateway::ctx::{RequestCtx, RouteMatch};
 use crate::shard::{Shard, ShardSnap};
 use crate::upstream::fetch::Fetched;
@@ -133,7 +134,14 @@ async fn answer(
             status,
         )
     };
+    // Refusals the gateway writes are in the log's error fields, as a request's are.
+    let refused = |ctx: &mut RequestCtx, why: &'static str| {
+        let e = Error::downstream(Kind::AccessDenied("Forbidden"), why);
+        crate::gateway::finish::count_error(shard, &e);
+        ctx.failure = Some(e);
+    };
     let Some(route) = route else {
+        refused(ctx, "no route for the message's key, and no $default route");
         return error("Forbidden", 403);
     };
     // The connection's client certificate, judged again as its verdict ages (a CA replaced,
@@ -146,6 +154,10 @@ async fn answer(
             .and_then(|t| t.as_ref())
             .and_then(|t| t.clients.as_deref());
         if r.refusal(certs).is_some() {
+            refused(
+                ctx,
+                "the connection's client certificate is no longer trusted",
+            );
             return error("Forbidden", 403);
         }
     }
@@ -201,6 +213,10 @@ async fn answer(
         Ok(Some(Fetched { status, .. })) => {
             ctx.integration_status = Some(status);
             tracing::debug!(connection = %s.id, status, "websocket integration refused a message");
+            ctx.failure = Some(Error::upstream(
+                Kind::BadGateway,
+                format!("the integration answered {status}"),
+            ));
             error("Internal server error", 500)
         }
         Err(why) => {
