@@ -225,7 +225,7 @@ pub(crate) fn lines(out: &mut Vec<u8>, enc: Option<Encoding>) {
 }
 
 /// A request body decoded as its `Content-Encoding` lines say (`codings`, in order): gzip
-/// (every member) or br, up to `max` bytes (`TooLarge` past it — a compression bomb). Empty
+/// (every member), br or deflate, up to `max` bytes (`TooLarge` past it — a compression bomb). Empty
 /// entries and `identity` are skipped (RFC 9110 8.4.1); a body with no other coding is returned
 /// as it is. Codings applied one over another are undone last first.
 pub(crate) fn decode_request<'b, 'h>(
@@ -233,7 +233,7 @@ pub(crate) fn decode_request<'b, 'h>(
     body: &'b [u8],
     max: u64,
 ) -> Result<std::borrow::Cow<'b, [u8]>, DecodeError> {
-    let mut applied: Vec<Encoding> = Vec::new();
+    let mut applied: Vec<Coding> = Vec::new();
     for c in codings.flat_map(|v| v.split(|&b| b == b',')) {
         let c = c.trim_ascii();
         if c.is_empty() || c.eq_ignore_ascii_case(b"identity") {
@@ -241,9 +241,11 @@ pub(crate) fn decode_request<'b, 'h>(
         }
         applied.push(
             if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") {
-                Encoding::Gzip
+                Coding::Gzip
             } else if c.eq_ignore_ascii_case(b"br") {
-                Encoding::Br
+                Coding::Br
+            } else if c.eq_ignore_ascii_case(b"deflate") {
+                Coding::Deflate
             } else {
                 return Err(DecodeError::Unsupported);
             },
@@ -256,20 +258,50 @@ pub(crate) fn decode_request<'b, 'h>(
     Ok(out)
 }
 
+/// A request body's coding.
+#[derive(Clone, Copy)]
+enum Coding {
+    Gzip,
+    Br,
+    Deflate,
+}
+
 /// `body` decoded from one coding, up to `max` bytes.
-fn decode_one(enc: Encoding, body: &[u8], max: u64) -> Result<Vec<u8>, DecodeError> {
+fn decode_one(enc: Coding, body: &[u8], max: u64) -> Result<Vec<u8>, DecodeError> {
     use std::io::Read;
     let mut out = Vec::new();
     let limit = max + 1;
     let read = match enc {
         // Every member, as gzip readers (and so origins) do: a body of several members was
         // checked on its first alone.
-        Encoding::Gzip => flate2::read::MultiGzDecoder::new(body)
+        Coding::Gzip => flate2::read::MultiGzDecoder::new(body)
             .take(limit)
             .read_to_end(&mut out),
-        Encoding::Br => brotli::Decompressor::new(body, 16 << 10)
+        Coding::Br => brotli::Decompressor::new(body, 16 << 10)
             .take(limit)
             .read_to_end(&mut out),
+        // "deflate" is the zlib format (RFC 9110 8.4.1.2); some clients send the raw
+        // deflate stream under that name, which readers take too.
+        Coding::Deflate => {
+            let zlib = body.first().is_some_and(|&b| b & 0x0f == 8)
+                && body.len() >= 2
+                && (u16::from(body[0]) << 8 | u16::from(body[1])) % 31 == 0;
+            let as_zlib = zlib.then(|| {
+                flate2::read::ZlibDecoder::new(body)
+                    .take(limit)
+                    .read_to_end(&mut out)
+            });
+            match as_zlib {
+                Some(Ok(n)) => Ok(n),
+                // A raw stream whose first bytes happen to read as a zlib header.
+                _ => {
+                    out.clear();
+                    flate2::read::DeflateDecoder::new(body)
+                        .take(limit)
+                        .read_to_end(&mut out)
+                }
+            }
+        }
     };
     match read {
         Ok(_) if out.len() as u64 > max => Err(DecodeError::TooLarge),
@@ -280,7 +312,7 @@ fn decode_one(enc: Encoding, body: &[u8], max: u64) -> Result<Vec<u8>, DecodeErr
 
 /// The `Accept-Encoding` of a 415 for a request body in a coding Tollgate does not decode
 /// (RFC 9110 15.5.16): the codings it does.
-pub(crate) const DECODES: &str = "gzip, br";
+pub(crate) const DECODES: &str = "gzip, br, deflate";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DecodeError {
@@ -414,8 +446,28 @@ mod tests {
             decode_request(lines(&[b"", b" , identity"]), b"plain", 10),
             Ok(std::borrow::Cow::Borrowed(b"plain"))
         ));
+        // deflate: the zlib format, and the raw stream some clients send under its name.
+        use std::io::Write;
+        let mut zl = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zl.write_all(b"zlib body").unwrap();
+        let zl = zl.finish().unwrap();
         assert_eq!(
-            decode_request(lines(&[b"deflate"]), &z, 10),
+            &*decode_request(lines(&[b"deflate"]), &zl, 100).unwrap(),
+            b"zlib body"
+        );
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        raw.write_all(b"raw body").unwrap();
+        let raw = raw.finish().unwrap();
+        assert_eq!(
+            &*decode_request(lines(&[b"Deflate"]), &raw, 100).unwrap(),
+            b"raw body"
+        );
+        assert_eq!(
+            decode_request(lines(&[b"deflate"]), &zl, 4),
+            Err(DecodeError::TooLarge)
+        );
+        assert_eq!(
+            decode_request(lines(&[b"zstd"]), &z, 10),
             Err(DecodeError::Unsupported)
         );
         assert_eq!(
