@@ -397,6 +397,14 @@ impl Gateway {
                         None
                     }
                     Some(t) => {
+                        // RFC 6750's token characters: others (non-ASCII, spaces) cannot be
+                        // sent by every client (browsers send header values as Latin-1).
+                        if !t
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
+                        {
+                            tracing::warn!(token_env = %a.token_env, "the admin token holds characters outside RFC 6750's (letters, digits, -._~+/=): some clients, the status page among them, cannot send it");
+                        }
                         let inherited = handover
                             .as_mut()
                             .and_then(|h| h.admin.take_if(|(addr, _)| *addr == a.addr))

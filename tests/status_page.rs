@@ -107,6 +107,10 @@ fn the_status_page_shows_live_figures_in_a_browser() {
     assert!(dom.contains("healthy"), "{dom}");
     assert!(dom.contains(">10<"), "the routed total: {dom}");
 
+    // A token read as written (`+` is no space) that the gateway refuses: the form again.
+    let dom = rendered(&format!("http://{}/status#token=a+b/c==", g.admin()));
+    assert!(dom.contains("The admin token was refused."), "{dom}");
+    assert!(!dom.contains("id=\"login\" hidden"), "{dom}");
     // Without the token: the form, no figures.
     let dom = rendered(&format!("http://{}/status", g.admin()));
     assert!(!dom.contains("data-route="), "{dom}");
