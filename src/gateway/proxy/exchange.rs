@@ -345,8 +345,8 @@ pub(super) async fn exchange(
     let mut cut = early;
     if streamed {
         if ctx.head.expect_continue && conn.buf.is_empty() {
-            conn.stream
-                .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+            // Under `send_timeout` and counted, as every write to the client is.
+            conn.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
                 .await
                 .map_err(|_| {
                     Failure::Client(Error::downstream(Kind::ClientGone, "writing 100 Continue"))
