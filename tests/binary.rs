@@ -223,6 +223,15 @@ fn the_admin_token_is_read_as_requests_send_it() {
         );
         assert_eq!(r.status, 200, "{auth}: {}", r.text());
     }
+    // Refusals are said in the log, at most one line a minute with how many there were.
+    for auth in ["Bearer wrong", "Basic czNjcmV0"] {
+        let r = Client::connect(admin_addr).request(
+            format!("GET /apikeys HTTP/1.1\r\nHost: a\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 401, "{auth}");
+    }
+    let line = p.wait_for("admin API: a request without the right token was refused (refused: how many since the last such line; at most one a minute)");
+    assert_eq!(line["refused"], 1, "{line}");
 }
 
 fn quota_conf(admin_env: &str) -> String {

@@ -56,10 +56,11 @@ pub(crate) async fn serve(
             return;
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 logged = false;
                 crate::driver::spawn(crate::driver::guarded(handle(
                     stream,
+                    peer,
                     token.clone(),
                     ctl.clone(),
                 )));
@@ -71,10 +72,10 @@ pub(crate) async fn serve(
                 // A second, not less: on a loaded machine the accept may be queued to the
                 // kernel after a shorter wait ran out, and the descriptor refilled first.
                 let one = listener.accept_until(std::future::pending());
-                if let Ok(Some(Ok((stream, _)))) =
+                if let Ok(Some(Ok((stream, peer)))) =
                     crate::driver::time::timeout(Duration::from_secs(1), one).await
                 {
-                    handle(stream, token.clone(), ctl.clone()).await;
+                    handle(stream, peer, token.clone(), ctl.clone()).await;
                 }
                 reserve.refill();
                 if !reserve.has() {
@@ -125,7 +126,29 @@ fn authorized(head: &crate::http::h1::RequestHead, token: &str) -> bool {
 /// Largest admin request body: a CSV import of 100,000 keys (~4 MiB) fits with room.
 const MAX_ADMIN_BODY: usize = 32 << 20;
 
-async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>) {
+/// A request refused for want of the admin token, said in the log at most once a minute with
+/// how many there were (an operator sees guessing; a client cannot fill the log).
+fn refused_token(peer: std::net::SocketAddr) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let n = SINCE.fetch_add(1, Relaxed) + 1;
+    let last = LAST.load(Relaxed);
+    if now >= last + 60 && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        SINCE.store(0, Relaxed);
+        tracing::warn!(peer = %peer, refused = n, "admin API: a request without the right token was refused (refused: how many since the last such line; at most one a minute)");
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    peer: std::net::SocketAddr,
+    token: Rc<str>,
+    ctl: Rc<RefCell<Control>>,
+) {
     let mut buf = BytesMut::with_capacity(4096);
     let read = async {
         let head = loop {
@@ -150,6 +173,7 @@ async fn handle(mut stream: TcpStream, token: Rc<str>, ctl: Rc<RefCell<Control>>
         // A HEAD's refusal is the head alone (RFC 9110 9.3.2), as every other answer is.
         let is_head = head.method_bytes() == b"HEAD";
         if !open && !authorized(&head, &token) {
+            refused_token(peer);
             return Ok(Err((401, "Unauthorized", is_head)));
         }
         let n = match head.framing {
