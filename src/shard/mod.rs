@@ -32,6 +32,10 @@ pub(crate) const KEY_LEASE_IDLE_NS: u64 = 60_000_000_000;
 /// Usage counters by (plan name, key id).
 pub(crate) type QuotaCells = AHashMap<(Arc<str>, Arc<str>), Arc<QuotaCell>>;
 
+/// How long a deleted key's id stays refused a counter: longer than any request admitted
+/// before the deletion can take (an integration's limit is 29 s; a slow body's a few minutes).
+pub(crate) const GONE_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// State shared by all shards and the control plane.
 pub(crate) struct Shared {
     /// Bumped after `snapshot` is replaced; shards compare it with their own per request.
@@ -53,9 +57,11 @@ pub(crate) struct Shared {
     /// Quota and usage counters per (plan, key id). Locked on a shard's first use of a key,
     /// and by the control plane's flush.
     pub quotas: Mutex<QuotaCells>,
-    /// Key ids deleted (the last 10,000): a request admitted before its key was deleted
-    /// counts nowhere, rather than bringing the key's counters back. Locked after `quotas`.
-    pub gone_keys: Mutex<ahash::AHashSet<Arc<str>>>,
+    /// Key ids deleted in the last [`GONE_FOR`] (at most 10,000), and when: a request
+    /// admitted before its key was deleted counts nowhere, rather than bringing the key's
+    /// counters back. A key put again under the id (an import of the same name) is taken
+    /// off at once. Locked after `quotas`.
+    pub gone_keys: Mutex<AHashMap<Arc<str>, std::time::Instant>>,
     /// One published counter row per shard (written by that shard every 100 ms).
     pub metrics: Vec<Arc<crate::metrics::Published>>,
     /// Shards ask the control plane for JWT signing keys they lack here.
@@ -618,7 +624,8 @@ impl Shard {
                     .gone_keys
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .contains(&**key)
+                    .get(&**key)
+                    .is_some_and(|at| at.elapsed() < GONE_FOR)
             };
             match all.entry((Arc::from(plan), key.clone())) {
                 std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),

@@ -186,16 +186,22 @@ impl Control {
             self.stored_keys
                 .retain(|k| !deletes.contains(k.id.as_str()));
             let mut cells = self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
-            if !deletes.is_empty() {
+            {
                 let mut gone = self
                     .shared
                     .gone_keys
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
+                gone.retain(|_, at| at.elapsed() < crate::shard::GONE_FOR);
                 if gone.len() + deletes.len() > 10_000 {
                     gone.clear();
                 }
-                gone.extend(deletes.iter().map(|k| Arc::<str>::from(&**k)));
+                let now = std::time::Instant::now();
+                gone.extend(deletes.iter().map(|k| (Arc::<str>::from(&**k), now)));
+                // A key put again under a deleted id counts from now.
+                for k in &self.stored_keys {
+                    gone.remove(k.id.as_str());
+                }
             }
             cells.retain(|(_, k), _| !deletes.contains(&**k));
         }
