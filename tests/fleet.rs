@@ -12,7 +12,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-fn conf(redis: SocketAddr) -> String {
+/// API "shop" with a keyed route, `nodes` nodes sharing Redis, plan "gold" on its stage
+/// (with `plan` keys added).
+fn shop(redis: SocketAddr, nodes: u32, plan: &str) -> String {
     Cfg::new()
         .api("shop")
         .route(
@@ -20,17 +22,13 @@ fn conf(redis: SocketAddr) -> String {
             "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
         )
         .extra(format!(
-            r#"
-[cluster]
-redis = "redis://{redis}"
-nodes = 3
-
-[[usage_plans]]
-name = "gold"
-stages = ["shop/prod"]
-"#
+            "[cluster]\nredis = \"redis://{redis}\"\nnodes = {nodes}\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\n{plan}"
         ))
         .toml()
+}
+
+fn conf(redis: SocketAddr) -> String {
+    shop(redis, 3, "")
 }
 
 fn keyed(g: &Gw, key: &str) -> u16 {
@@ -52,16 +50,11 @@ const VALUE: &str = "fleet-key-0123456789abcdef";
 /// Two-or-more-node quota tests: API "shop" with a keyed route, plan "gold" with a daily
 /// quota of `limit` across `nodes` nodes.
 fn quota_conf(redis: SocketAddr, nodes: u32, limit: u64) -> String {
-    Cfg::new()
-        .api("shop")
-        .route(
-            "GET /keyed",
-            "api_key_required = true\nintegration = { type = \"mock\", body = \"keyed\" }",
-        )
-        .extra(format!(
-            "[cluster]\nredis = \"redis://{redis}\"\nnodes = {nodes}\n\n[[usage_plans]]\nname = \"gold\"\nstages = [\"shop/prod\"]\nquota = {{ limit = {limit}, period = \"day\" }}\n"
-        ))
-        .toml()
+    shop(
+        redis,
+        nodes,
+        &format!("quota = {{ limit = {limit}, period = \"day\" }}\n"),
+    )
 }
 
 /// Key "q" of value [`VALUE`] on plan "gold", made on `g`: its id.
@@ -671,13 +664,7 @@ fn a_redis_with_a_password_is_authenticated_to() {
     assert!(!text.contains("s3cret"), "{text}");
     let g = Gw::start(&toml("TOLLGATE_TEST_REDIS_PW"));
     // An admin write goes through Redis (503 were it unreachable).
-    let r = admin_with(
-        g.admin(),
-        "POST",
-        "/apikeys",
-        &json!({"name": "q", "value": VALUE, "plan": "gold"}).to_string(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
+    make_q_key(&g);
     // The shards' quota calls too: the fleet's counter holds what they admitted.
     assert!(soon(|| keyed(&g, VALUE) == 200));
     assert_eq!(keyed(&g, VALUE), 200);

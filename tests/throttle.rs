@@ -161,18 +161,11 @@ fn an_upstreams_ratelimit_fields_give_way_to_the_gateways() {
     );
     let r = get(gw.addr(), "/up");
     assert_eq!(r.status, 200, "{}", r.text());
-    let all = |n: &str| -> Vec<&str> {
-        r.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    };
-    assert_eq!(all("ratelimit-limit"), ["5"]);
-    assert_eq!(all("ratelimit-remaining"), ["4"]);
-    assert_eq!(all("ratelimit-reset").len(), 1);
+    assert_eq!(r.headers_named("ratelimit-limit"), ["5"]);
+    assert_eq!(r.headers_named("ratelimit-remaining"), ["4"]);
+    assert_eq!(r.headers_named("ratelimit-reset").len(), 1);
     // A field the gateway does not write passes.
-    assert_eq!(all("ratelimit-policy"), ["99;w=1"]);
+    assert_eq!(r.headers_named("ratelimit-policy"), ["99;w=1"]);
 }
 
 /// What the configuration sets stands for the route's `RateLimit-*` (a mock's own fields, a
@@ -197,23 +190,20 @@ fn configured_ratelimit_fields_stand_for_the_routes_and_upgrades_say_theirs() {
             )
             .toml(),
     );
-    let all = |r: &Resp, n: &str| -> Vec<String> {
-        r.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-            .collect()
-    };
     let r = get(gw.addr(), "/mocked");
     assert_eq!(r.text(), "m");
-    assert_eq!(all(&r, "ratelimit-limit"), ["7"]);
-    assert!(all(&r, "ratelimit-remaining").is_empty(), "{:?}", r.headers);
+    assert_eq!(r.headers_named("ratelimit-limit"), ["7"]);
+    assert!(
+        r.headers_named("ratelimit-remaining").is_empty(),
+        "{:?}",
+        r.headers
+    );
     let mut c = Client::connect(gw.addr());
     c.send(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
     let r = c.read_response(false).unwrap();
     assert_eq!(r.status, 101, "{r:?}");
-    assert_eq!(all(&r, "ratelimit-limit"), ["5"]);
-    assert_eq!(all(&r, "ratelimit-remaining"), ["4"]);
+    assert_eq!(r.headers_named("ratelimit-limit"), ["5"]);
+    assert_eq!(r.headers_named("ratelimit-remaining"), ["4"]);
 }
 
 #[test]
@@ -511,15 +501,7 @@ fn usage_reports_have_amazons_shape() {
 #[test]
 fn deleting_a_key_deletes_its_usage() {
     let gw = Gw::start(&conf().toml());
-    let r = admin_with(
-        gw.admin(),
-        "POST",
-        "/apikeys",
-        r#"{"name": "brief", "plan": "tiny"}"#,
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let id = r.json()["id"].as_str().unwrap().to_string();
-    let value = r.json()["value"].as_str().unwrap().to_string();
+    let (id, value) = new_key(&gw, "brief", "tiny");
     assert_eq!(
         keyed(gw.addr(), "GET", "/dev/keyed", Some(&value)).status,
         200
@@ -543,6 +525,15 @@ fn deleting_a_key_deletes_its_usage() {
     assert!(items.get(&id).is_none(), "{items}");
     // Other keys' usage stays.
     assert_eq!(items["devkey"][0]["used"], 1);
+}
+
+/// A key made through the admin API on `plan`: its id and value.
+fn new_key(gw: &Gw, name: &str, plan: &str) -> (String, String) {
+    let body = serde_json::json!({"name": name, "plan": plan}).to_string();
+    let r = admin_with(gw.admin(), "POST", "/apikeys", &body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let field = |f: &str| r.json()[f].as_str().unwrap().to_string();
+    (field("id"), field("value"))
 }
 
 /// Today as YYYY-MM-DD (UTC), from the gateway's own calendar code.
@@ -766,13 +757,7 @@ fn a_key_imported_again_is_overwritten() {
 #[test]
 fn keys_and_counters_survive_a_restart() {
     let gw = Gw::start(&conf().toml());
-    let r = admin_with(
-        gw.admin(),
-        "POST",
-        "/apikeys",
-        r#"{"name": "kept", "plan": "tiny"}"#,
-    );
-    let value = r.json()["value"].as_str().unwrap().to_string();
+    let (_, value) = new_key(&gw, "kept", "tiny");
     for _ in 0..2 {
         assert_eq!(
             keyed(gw.addr(), "GET", "/dev/keyed", Some(&value)).status,
@@ -795,15 +780,7 @@ fn keys_and_counters_survive_a_restart() {
 #[test]
 fn a_config_key_may_not_take_a_run_time_keys_id() {
     let gw = Gw::start(&conf().toml());
-    let r = admin_with(
-        gw.admin(),
-        "POST",
-        "/apikeys",
-        r#"{"name": "leaked", "plan": "tiny"}"#,
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let id = r.json()["id"].as_str().unwrap().to_string();
-    let value = r.json()["value"].as_str().unwrap().to_string();
+    let (id, value) = new_key(&gw, "leaked", "tiny");
     // A file key named as the run-time key's id: both would answer to one id (PATCH and
     // DELETE refused as "declared in the config file", one quota counter).
     let clash = format!(
@@ -1137,15 +1114,7 @@ fn a_request_in_flight_when_its_key_is_deleted_does_not_bring_its_usage_back() {
             .extra("[[usage_plans]]\nname = \"tiny\"\nstages = [\"shop/dev\"]\nquota = { limit = 50, period = \"day\" }\n")
             .toml(),
     );
-    let r = admin_with(
-        gw.admin(),
-        "POST",
-        "/apikeys",
-        r#"{"name": "brief", "plan": "tiny"}"#,
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let id = r.json()["id"].as_str().unwrap().to_string();
-    let value = r.json()["value"].as_str().unwrap().to_string();
+    let (id, value) = new_key(&gw, "brief", "tiny");
     // Its 100 Continue says the key was checked and the body is awaited.
     let mut c = Client::connect(gw.addr());
     c.send(format!("POST /dev/v HTTP/1.1\r\nHost: t\r\nx-api-key: {value}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n").as_bytes());

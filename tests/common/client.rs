@@ -24,6 +24,11 @@ impl Resp {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a header, in order.
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        values_named(&self.headers, name)
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -32,6 +37,15 @@ impl Resp {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
     }
+}
+
+/// Every value of header `name` among `headers`, in order.
+pub fn values_named<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// A raw HTTP/1.1 client connection.
