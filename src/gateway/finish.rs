@@ -370,10 +370,9 @@ fn retry_after(out: &mut Vec<u8>, seconds: u64) {
 pub(crate) fn is_ratelimit_field(name: &[u8]) -> bool {
     name.len() > 10
         && name[..10].eq_ignore_ascii_case(b"ratelimit-")
-        && matches!(
-            name[10..].to_ascii_lowercase().as_slice(),
-            b"limit" | b"remaining" | b"reset"
-        )
+        && [&b"limit"[..], b"remaining", b"reset"]
+            .iter()
+            .any(|f| name[10..].eq_ignore_ascii_case(f))
 }
 
 pub(crate) fn ratelimit_headers(out: &mut Vec<u8>, r: &RateInfo) {

@@ -110,7 +110,9 @@ pub(crate) fn customise(
         if own_ratelimit {
             a.ratelimit = false;
         }
-        let field = |l: &[u8]| l.iter().position(|&b| b == b':').map(|i| l[..i].to_vec());
+        fn field(l: &[u8]) -> Option<&[u8]> {
+            l.iter().position(|&b| b == b':').map(|i| &l[..i])
+        }
         let mut headers: Vec<u8> = a
             .headers
             .split_inclusive(|&b| b == b'\n')
@@ -120,8 +122,8 @@ pub(crate) fn customise(
                         && l[n.len()] == b':'
                         && l[..n.len()].eq_ignore_ascii_case(n.as_bytes())
                 });
-                let replaced = own_ratelimit
-                    && field(l).is_some_and(|n| super::finish::is_ratelimit_field(&n));
+                let replaced =
+                    own_ratelimit && field(l).is_some_and(super::finish::is_ratelimit_field);
                 !configured && !replaced
             })
             .flatten()
