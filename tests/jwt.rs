@@ -605,3 +605,47 @@ fn an_issuer_written_with_a_slash_does_not_break_another() {
     let r = call(&g, "GET", "/b", Some(&bearer(&t)));
     assert_eq!(r.status, 401);
 }
+
+/// A provider that withdraws its keys (a well-formed set with none) is taken at its word:
+/// tokens its old keys signed are refused, not verified by the last keys fetched.
+#[test]
+fn keys_the_provider_withdraws_stop_verifying() {
+    let served = std::sync::Arc::new(std::sync::Mutex::new(
+        String::from_utf8(fixture("jwks.json")).unwrap(),
+    ));
+    let s2 = served.clone();
+    let keys = Upstream::start(move |_| {
+        let body = s2.lock().unwrap().clone();
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let (g, _up) = gateway(keys.addr, "", |c| c);
+    let token = sign(&claims());
+    assert_eq!(call(&g, "GET", "/pets", Some(&bearer(&token))).status, 200);
+    *served.lock().unwrap() = r#"{"keys": []}"#.to_string();
+    // A token naming a key the gateway does not know makes it fetch the set again.
+    let unknown = sign_with(Algorithm::RS256, "rotated-out", "rsa-a.pem", &claims());
+    assert_eq!(
+        call(&g, "GET", "/pets", Some(&bearer(&unknown))).status,
+        401
+    );
+    assert!(eventually(Duration::from_secs(10), || call(
+        &g,
+        "GET",
+        "/pets",
+        Some(&bearer(&token))
+    )
+    .status
+        == 401));
+    let r = call(&g, "GET", "/pets", Some(&bearer(&token)));
+    assert!(
+        r.header("www-authenticate").unwrap().contains("kid"),
+        "{:?}",
+        r.header("www-authenticate")
+    );
+}

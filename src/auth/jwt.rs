@@ -57,7 +57,8 @@ pub(crate) struct KeyRequest {
 impl KeySet {
     /// Parses a JWKS document. Keys that cannot verify signatures here (encryption keys,
     /// symmetric keys, unknown types or curves, malformed members) are skipped and named in
-    /// the second value; a document with no usable key is an error.
+    /// the second value. A well-formed document with no usable key is a set of none: the
+    /// provider withdrew its keys, and the ones it published before stop verifying.
     pub fn parse(text: &str) -> Result<(KeySet, Vec<String>), String> {
         let doc: Value =
             serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
@@ -79,16 +80,6 @@ impl KeySet {
                     skipped.push(format!("keys[{i}] (kid {kid:?}): {why}"));
                 }
             }
-        }
-        if keys.is_empty() {
-            return Err(format!(
-                "no usable signing key in the JWKS document{}",
-                if skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", skipped.join("; "))
-                }
-            ));
         }
         Ok((
             KeySet {

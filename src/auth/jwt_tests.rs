@@ -234,17 +234,23 @@ fn malformed_tokens_and_documents_never_panic() {
     }
     assert!(verify(&[0xff, b'.', b'.'], &keys(), &rules(), NOW).is_err());
     assert!(verify(&vec![b'a'; MAX_TOKEN + 1], &keys(), &rules(), NOW).is_err());
-    for doc in [
-        "",
-        "{}",
-        "[]",
-        r#"{"keys": 3}"#,
-        r#"{"keys": []}"#,
-        r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#,
-        r#"{"keys": [{"kty": "RSA", "n": "!!", "e": 5}]}"#,
-        r#"{"keys": [{"kty": "EC", "crv": "P-521", "x": "", "y": ""}]}"#,
-    ] {
+    for doc in ["", "{}", "[]", r#"{"keys": 3}"#] {
         assert!(KeySet::parse(doc).is_err(), "{doc}");
+    }
+    // A document with no usable key is a set of none (the provider withdrew its keys), the
+    // unusable ones named.
+    for (doc, skipped) in [
+        (r#"{"keys": []}"#, 0),
+        (r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#, 1),
+        (r#"{"keys": [{"kty": "RSA", "n": "!!", "e": 5}]}"#, 1),
+        (
+            r#"{"keys": [{"kty": "EC", "crv": "P-521", "x": "", "y": ""}]}"#,
+            1,
+        ),
+    ] {
+        let (set, why) = KeySet::parse(doc).unwrap();
+        assert!(set.keys.is_empty(), "{doc}");
+        assert_eq!(why.len(), skipped, "{doc}");
     }
     // One bad key does not spoil the rest.
     let mixed =

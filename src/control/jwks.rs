@@ -101,7 +101,11 @@ impl Control {
                 if !same {
                     let kids: Vec<&str> =
                         set.keys.iter().filter_map(|k| k.kid.as_deref()).collect();
-                    tracing::info!(source = %f.source, keys = set.keys.len(), kids = ?kids, "JWT signing keys loaded");
+                    if set.keys.is_empty() {
+                        tracing::warn!(source = %f.source, "the JWKS document has no usable signing key: every token is refused until it has one");
+                    } else {
+                        tracing::info!(source = %f.source, keys = set.keys.len(), kids = ?kids, "JWT signing keys loaded");
+                    }
                     st.keys = Some(Arc::new(set));
                 }
                 !same
@@ -160,8 +164,9 @@ impl Control {
             }
             return;
         }
-        // Without any keys yet (the provider was out), at most one fetch a second.
-        let gap = if st.keys.is_some() {
+        // Without any keys yet (the provider was out, or publishes none), at most one fetch
+        // a second.
+        let gap = if st.keys.as_ref().is_some_and(|k| !k.keys.is_empty()) {
             src.cooldown
         } else {
             src.cooldown.min(Duration::from_secs(1))
