@@ -23,7 +23,7 @@ use crate::driver::net::{TcpListener, TcpStream};
 use bytes::BytesMut;
 
 use crate::control::{Control, Edit, OpError, Part};
-use crate::http::conn::{read_into, write_all};
+use crate::http::conn::{read_into, write_all_within};
 use crate::http::h1::{self, Framing};
 use crate::http::write::status_line;
 
@@ -32,6 +32,9 @@ use fleet::fleet_write;
 
 /// Time allowed for an admin request to arrive.
 const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for an admin client to take more of an answer (the time between two
+/// writes): one that stops reading lets its connection go.
+const ADMIN_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts admin connections until the control plane stops. `reserve`: descriptors kept for
 /// the admin API, so that the operator can still reach it when the process runs out (a flood
@@ -195,7 +198,12 @@ async fn handle(
                 .header(b"expect")
                 .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
         {
-            write_all(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await?;
+            write_all_within(
+                &mut stream,
+                b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+                ADMIN_SEND_TIMEOUT,
+            )
+            .await?;
         }
         while buf.len() < n {
             if read_into(&mut stream, &mut buf).await? == 0 {
@@ -216,7 +224,7 @@ async fn handle(
                     out.truncate(at + 4);
                 }
             }
-            let _ = write_all(&mut stream, out).await;
+            let _ = write_all_within(&mut stream, out, ADMIN_SEND_TIMEOUT).await;
             // A body may still be coming: read a little of it so that the client reads the
             // answer rather than a reset (nginx's lingering close).
             let _ = monoio::io::AsyncWriteRent::shutdown(&mut stream).await;
@@ -239,7 +247,12 @@ async fn handle(
     let is_ping = head.path_bytes() == b"/ping";
     if head.path_bytes() == b"/status" && matches!(head.method_bytes(), b"GET" | b"HEAD") {
         // The page holds no figures: it asks /status.json for them with the token.
-        let _ = write_all(&mut stream, status_page(head.method_bytes() == b"HEAD")).await;
+        let _ = write_all_within(
+            &mut stream,
+            status_page(head.method_bytes() == b"HEAD"),
+            ADMIN_SEND_TIMEOUT,
+        )
+        .await;
         return;
     }
     // Amazon's exception name on errors: `@connections`' as the API's own domain gives it,
@@ -354,7 +367,7 @@ async fn handle(
             out.truncate(at + 4);
         }
     }
-    let _ = write_all(&mut stream, out).await;
+    let _ = write_all_within(&mut stream, out, ADMIN_SEND_TIMEOUT).await;
 }
 
 /// Every admin path (`{name}` matches one segment) and the methods it takes: what 405's

@@ -336,7 +336,7 @@ unsafe impl monoio::buf::IoVecBuf for HeadBody {
 
 /// Writes all of `data`, each write waiting at most `limit` for the client to take bytes
 /// (nginx's `send_timeout`: the time between two successive writes, not the whole answer's).
-async fn write_all_within<B: monoio::buf::IoBuf>(
+pub(crate) async fn write_all_within<B: monoio::buf::IoBuf>(
     stream: &mut TcpStream,
     data: B,
     limit: Duration,
