@@ -33,6 +33,8 @@ pub(crate) enum Kind {
     HeadTimeout,
     /// An `Expect` other than `100-continue` (417).
     ExpectationFailed,
+    /// A request body in a transfer coding other than `chunked` (501, RFC 9112 6.1).
+    CodingNotImplemented,
     /// The request body stalled past `limits.body_timeout`, or arrived slower than
     /// `limits.body_min_rate` (408).
     BodyTimeout,
@@ -109,7 +111,7 @@ impl Kind {
             | Kind::ExpectationFailed
             | Kind::MethodNotAllowed(_) => "DEFAULT_4XX",
             Kind::HeadTooLarge | Kind::UriTooLong | Kind::BodyTooLarge => "REQUEST_TOO_LARGE",
-            Kind::VersionNotSupported => "DEFAULT_5XX",
+            Kind::VersionNotSupported | Kind::CodingNotImplemented => "DEFAULT_5XX",
             Kind::NotFound => "RESOURCE_NOT_FOUND",
             Kind::BadGateway => "INTEGRATION_FAILURE",
             Kind::GatewayTimeout => "INTEGRATION_TIMEOUT",
@@ -179,6 +181,7 @@ impl Error {
             Kind::HeadTooLarge => 431,
             Kind::UriTooLong => 414,
             Kind::VersionNotSupported => 505,
+            Kind::CodingNotImplemented => 501,
             Kind::BodyTooLarge => 413,
             Kind::HeadTimeout | Kind::BodyTimeout => 408,
             Kind::ExpectationFailed => 417,
@@ -227,6 +230,7 @@ impl Error {
             Kind::HeadTooLarge => "Request Header Fields Too Large",
             Kind::UriTooLong => "URI Too Long",
             Kind::VersionNotSupported => "HTTP Version Not Supported",
+            Kind::CodingNotImplemented => "Not Implemented",
             Kind::BodyTooLarge => "Request Entity Too Large",
             Kind::HeadTimeout | Kind::BodyTimeout => "Request Timeout",
             Kind::ExpectationFailed => "Expectation Failed",
@@ -273,6 +277,7 @@ impl Error {
                 | Kind::HeadTimeout
                 | Kind::BodyTimeout
                 | Kind::ExpectationFailed
+                | Kind::CodingNotImplemented
                 | Kind::ClientGone
         )
     }

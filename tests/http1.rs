@@ -229,6 +229,15 @@ fn smuggling_and_malformed_requests_get_400_and_close() {
         );
     }
     assert_eq!(up.count(), 0, "a malformed request reached the upstream");
+    // A coding the gateway does not implement before a final `chunked`: 501 (RFC 9112 6.1,
+    // as nginx answers), and the connection closes (the body cannot be read past).
+    let mut c = Client::connect(gw.addr());
+    c.send(b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 501);
+    assert_eq!(r.json()["message"], "Not Implemented");
+    assert!(c.is_closed());
+    assert_eq!(up.count(), 0);
 }
 
 #[test]

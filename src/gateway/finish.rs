@@ -430,6 +430,7 @@ pub(crate) fn count_error(shard: &Shard, e: &Error) {
         | Kind::HeadTooLarge
         | Kind::UriTooLong
         | Kind::VersionNotSupported
+        | Kind::CodingNotImplemented
         | Kind::BodyTooLarge
         | Kind::HeadTimeout
         | Kind::BodyTimeout

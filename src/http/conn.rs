@@ -612,6 +612,12 @@ pub(crate) async fn read_head(
                         "CONNECT request",
                     ))
                 }
+                Err(HeadError::UnknownCoding) => {
+                    return HeadRead::Failed(Error::downstream(
+                        Kind::CodingNotImplemented,
+                        "request head",
+                    ))
+                }
                 Err(HeadError::Expectation) => {
                     return HeadRead::Failed(Error::downstream(
                         Kind::ExpectationFailed,

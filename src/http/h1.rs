@@ -41,6 +41,9 @@ pub enum HeadError {
     Expectation,
     /// CONNECT: the gateway opens no tunnels (405, as over HTTP/2).
     Connect,
+    /// A request body in a transfer coding the gateway does not know, before a final
+    /// `chunked` (501, RFC 9112 6.1).
+    UnknownCoding,
 }
 
 /// Header ranges, inline for typical heads: no allocation per message.
@@ -244,15 +247,27 @@ fn content_length(v: &[u8], seen: &mut Option<u64>) -> Result<(), HeadError> {
     Ok(())
 }
 
-/// Checks the transfer codings: only a single final `chunked` is understood.
+/// Checks the transfer codings: only a single final `chunked` is understood. Other codings
+/// before a final `chunked` are ones the gateway does not implement (a request's 501, RFC
+/// 9112 6.1); anything else (no final `chunked`, `chunked` twice) is malformed framing (400).
 fn transfer_encoding(values: &[&[u8]]) -> Result<bool, HeadError> {
-    let mut codings = values
-        .iter()
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(|c| c.trim_ascii())
-        .filter(|c| !c.is_empty());
-    match (codings.next(), codings.next()) {
-        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(true),
+    let codings = || {
+        values
+            .iter()
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(|c| c.trim_ascii())
+            .filter(|c| !c.is_empty())
+    };
+    let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
+    let mut all = codings();
+    match (all.next(), all.next()) {
+        (Some(c), None) if chunked(c) => Ok(true),
+        (Some(_), Some(_))
+            if codings().next_back().is_some_and(chunked)
+                && codings().filter(|c| chunked(c)).count() == 1 =>
+        {
+            Err(HeadError::UnknownCoding)
+        }
         _ => Err(HeadError::Malformed("Unsupported Transfer-Encoding")),
     }
 }

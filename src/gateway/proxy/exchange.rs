@@ -416,6 +416,9 @@ pub(super) async fn exchange(
                     return Err(Failure::Target(gone("response head too large")))
                 }
                 Err(HeadError::Malformed(m)) => return Err(Failure::Target(gone(m))),
+                Err(HeadError::UnknownCoding) => {
+                    return Err(Failure::Target(gone("Unsupported Transfer-Encoding")))
+                }
                 Err(
                     HeadError::Expectation | HeadError::VersionNotSupported | HeadError::Connect,
                 ) => return Err(Failure::Target(gone("malformed response head"))),
