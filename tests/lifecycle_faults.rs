@@ -338,3 +338,39 @@ fn a_stage_moved_onto_a_deployment_that_cannot_be_served_is_refused() {
     let r = admin(g.admin(), "GET", "/apis/hole/stages/qa", Some(TOKEN));
     assert_eq!(r.status, 404, "{}", r.text());
 }
+
+/// A mapping that cannot be served keeps what it would take: its base path answers 404, not a
+/// shorter base path's API on the same host — the file's mapping to a run-time stage not
+/// deployed yet (or deleted), and a run-time mapping whose stage stopped compiling.
+#[test]
+fn a_mapping_that_cannot_be_served_answers_404_not_a_shorter_base_path() {
+    let (a, b) = (Upstream::echo(), Upstream::echo());
+    // The file's API takes every path, so a request let through to it is seen.
+    let file = |with_b: bool| {
+        toml(&a, &b, with_b).replacen(
+            "[[domains]]",
+            "[[apis.routes]]\nroute = \"ANY /{proxy+}\"\nintegration = { type = \"mock\", body = \"orders\" }\n\n[[domains]]",
+            1,
+        ) + "\n[[domains]]\nhost = \"h.test\"\nmappings = [{ base_path = \"\", api = \"orders\", stage = \"prod\" }, { base_path = \"shop\", api = \"shop\", stage = \"prod\" }]\n"
+    };
+    let g = Gw::start(&file(true));
+    assert_eq!(on(&g, "h.test", "/v").text(), "orders");
+    // Served by the shop's stage once it exists, 404 before and after.
+    assert_eq!(on(&g, "h.test", "/shop/v").status, 404);
+    let (d1, _) = shop(&g);
+    stage(&g, "prod", &d1, &format!("http://{}", a.addr));
+    assert_eq!(on(&g, "h.test", "/shop/v").status, 200);
+    let r = call(&g, "DELETE", "/apis/shop/stages/prod", json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(on(&g, "h.test", "/shop/v").status, 404);
+    // A run-time mapping under the "*" domain's "" whose stage stops compiling.
+    stage(&g, "beta", &d1, "http://b");
+    let body = json!({"host": "*", "base_path": "rt", "api": "shop", "stage": "beta"});
+    assert_eq!(call(&g, "POST", "/domains", body).status, 201);
+    assert_eq!(on(&g, "any.test", "/rt/v").status, 200);
+    g.rewrite(&file(false));
+    assert_eq!(admin(g.admin(), "POST", "/reload", Some(TOKEN)).status, 200);
+    assert_eq!(on(&g, "any.test", "/v").text(), "orders");
+    assert_eq!(on(&g, "any.test", "/rt/v").status, 404);
+    assert_eq!(on(&g, "any.test", "/rtx/v").text(), "orders");
+}

@@ -23,6 +23,10 @@ pub struct Domain {
     /// when the run-time objects are merged in (served once that stage exists).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<PendingMapping>,
+    /// Base paths of mappings that cannot be served now (a run-time mapping whose stage is
+    /// not deployed or does not compile): they answer 404, never a shorter base path's API.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reserved: Vec<Vec<String>>,
 }
 
 /// A `[[domains]]` mapping to a run-time API, by name.
@@ -175,6 +179,7 @@ impl Validator {
             listeners: d.listeners,
             mappings,
             pending,
+            reserved: Vec::new(),
         }
     }
 }

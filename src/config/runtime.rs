@@ -277,6 +277,7 @@ pub(crate) fn add_mapping(
             listeners: None,
             mappings: vec![m],
             pending: Vec::new(),
+            reserved: Vec::new(),
         }),
     }
     Ok(())
@@ -291,21 +292,31 @@ pub(crate) fn host_text(h: &HostPattern) -> String {
     }
 }
 
-/// Gives `host` a domain of its own, without mappings, unless the configuration has one
-/// served on every listener: a host whose run-time mapping cannot be served answers 404
-/// rather than being served by a wildcard or `*` domain's API.
-pub(crate) fn reserve_host(cfg: &mut Config, host: HostPattern) {
-    if !cfg
+/// Keeps what a mapping that cannot be served would take: its host and base path answer 404,
+/// never served by a shorter base path's API, a wildcard or `*` domain's. The path is
+/// reserved in the host's entry served on every listener (one without mappings is added
+/// when there is none).
+pub(crate) fn reserve_mapping(cfg: &mut Config, host: HostPattern, base: Vec<String>) {
+    let at = match cfg
         .domains
         .iter()
-        .any(|d| d.host == host && d.listeners.is_none())
+        .position(|d| d.host == host && d.listeners.is_none())
     {
-        cfg.domains.push(Domain {
-            host,
-            tls: None,
-            listeners: None,
-            mappings: Vec::new(),
-            pending: Vec::new(),
-        });
+        Some(i) => i,
+        None => {
+            cfg.domains.push(Domain {
+                host,
+                tls: None,
+                listeners: None,
+                mappings: Vec::new(),
+                pending: Vec::new(),
+                reserved: Vec::new(),
+            });
+            cfg.domains.len() - 1
+        }
+    };
+    let d = &mut cfg.domains[at];
+    if !d.reserved.contains(&base) && !d.mappings.iter().any(|m| m.base_path == base) {
+        d.reserved.push(base);
     }
 }

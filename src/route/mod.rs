@@ -17,12 +17,16 @@ pub struct StageRef {
     pub base_len: usize,
 }
 
+/// A base path's segments and what it serves: `Some((api, stage))`, or `None` for a base
+/// path kept for a mapping that cannot be served now (404).
+type CompiledMapping = (Vec<String>, Option<(usize, usize)>);
+
 #[derive(Debug)]
 struct CompiledDomain {
     /// Listener indices it serves; `None` = all.
     listeners: Option<Vec<usize>>,
-    /// (base path segments, api, stage), longest first.
-    mappings: Vec<(Vec<String>, usize, usize)>,
+    /// Longest first.
+    mappings: Vec<CompiledMapping>,
 }
 
 /// Host → domain tables, compiled once per snapshot.
@@ -44,11 +48,24 @@ impl Domains {
                     .filter_map(|n| listener_names.iter().position(|x| x == n))
                     .collect()
             });
-            let mut mappings: Vec<(Vec<String>, usize, usize)> = d
+            let mut mappings: Vec<CompiledMapping> = d
                 .mappings
                 .iter()
-                .map(|m| (m.base_path.clone(), m.api, m.stage))
+                .map(|m| (m.base_path.clone(), Some((m.api, m.stage))))
                 .collect();
+            // The file's mappings to run-time stages not deployed yet, and run-time mappings
+            // that cannot be served: theirs to answer (404), no shorter base path's.
+            let kept = d
+                .pending
+                .iter()
+                .map(|p| &p.base_path)
+                .chain(&d.reserved)
+                .filter(|b| !d.mappings.iter().any(|m| &m.base_path == *b));
+            for b in kept {
+                if !mappings.iter().any(|m| &m.0 == b) {
+                    mappings.push((b.clone(), None));
+                }
+            }
             mappings.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
             out.domains.push(CompiledDomain {
                 listeners,
@@ -104,13 +121,15 @@ impl Domains {
         let d = &self.domains[*domain];
         d.mappings
             .iter()
-            .find(|(base, _, _)| {
+            .find(|(base, _)| {
                 base.len() <= path.len() && base.iter().enumerate().all(|(k, s)| path.get(k) == s)
             })
-            .map(|(base, api, stage)| StageRef {
-                api: *api,
-                stage: *stage,
-                base_len: base.len(),
+            .and_then(|(base, to)| {
+                to.map(|(api, stage)| StageRef {
+                    api,
+                    stage,
+                    base_len: base.len(),
+                })
             })
     }
 }
@@ -140,6 +159,7 @@ mod tests {
             tls: None,
             listeners,
             pending: Vec::new(),
+            reserved: Vec::new(),
             mappings: maps
                 .iter()
                 .map(|(bp, api)| Mapping {

@@ -390,12 +390,17 @@ impl Objects {
         }
         for m in self.mappings.values() {
             let key = (m.api.clone(), m.stage.clone());
-            let Some(&(ai, si)) = placed.get(&key) else {
-                // Its host stays the mapping's own (404 for what it would take), never
-                // served by another domain's API.
-                if let Ok(h) = crate::config::host_pattern(&m.host) {
-                    crate::config::reserve_host(&mut cfg, h);
+            let reserve = |cfg: &mut crate::config::Config| {
+                if let (Ok(h), Ok(b)) = (
+                    crate::config::host_pattern(&m.host),
+                    crate::config::base_path(&m.base_path),
+                ) {
+                    crate::config::reserve_mapping(cfg, h, b);
                 }
+            };
+            let Some(&(ai, si)) = placed.get(&key) else {
+                // What it would take answers 404, never served by another mapping's API.
+                reserve(&mut cfg);
                 let text = format!(
                     "domain mapping {} (host {:?}): API {:?} has no deployed stage {:?}",
                     m.id, m.host, m.api, m.stage
