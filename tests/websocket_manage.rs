@@ -423,3 +423,72 @@ fn connections_of_another_api_are_not_reached_through_this_one() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// A stage's canary share is the stage to clients: `wss://host/prod` connects, `@connections`
+/// at `prod/` reaches the connection whichever share took either request, and the
+/// integration is told the stage `prod`.
+#[test]
+fn a_canary_share_is_its_stage_to_clients() {
+    let up = Upstream::start(|_| respond(200, "{}"));
+    let g = Gw::start(
+        &Cfg::new()
+            .admin("")
+            .upstream(format!(
+                "[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n",
+                up.addr
+            ))
+            .route("GET /f", "integration = { type = \"mock\", body = \"f\" }")
+            .toml(),
+    );
+    let call = |method: &str, path: &str, body: Value| {
+        let r = admin_with(g.admin(), method, path, &body.to_string());
+        assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.text());
+        r.json()
+    };
+    let connect = json!({"type": "http", "uri": "http://chat/connect"});
+    call(
+        "POST",
+        "/apis",
+        json!({"name": "chat", "kind": "websocket", "connections_authorization": "none",
+               "routes": [{"route": "$connect", "integration": connect}]}),
+    );
+    let d1 = call("POST", "/apis/chat/deployments", json!({}))["id"].clone();
+    let d2 = call("POST", "/apis/chat/deployments", json!({}))["id"].clone();
+    call(
+        "POST",
+        "/apis/chat/stages",
+        json!({"name": "prod", "deployment": d1}),
+    );
+    call(
+        "PATCH",
+        "/apis/chat/stages/prod",
+        json!({"canary": {"deployment": d2, "percent_traffic": 100.0}}),
+    );
+    call(
+        "POST",
+        "/domains",
+        json!({"host": "chat.test", "base_path": "", "api": "chat", "stage": "prod"}),
+    );
+    let stream = TcpStream::connect(g.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut ws, _) = tungstenite::client("ws://chat.test/prod", stream).unwrap();
+    let seen = up.requests();
+    let connected = seen.last().unwrap();
+    assert_eq!(connected.header("x-stage"), Some("prod"));
+    let id = connected.header("x-connection-id").unwrap().to_string();
+    let r = Client::connect(g.addr()).request(
+        format!("POST /prod/@connections/{id} HTTP/1.1\r\nhost: chat.test\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ws.read().unwrap(), Message::text("hi"));
+    // The canary ends: connections it made are still the stage's.
+    let r = admin_with(g.admin(), "DELETE", "/apis/chat/stages/prod/canary", "");
+    assert!(r.status < 300, "{}", r.text());
+    let r = Client::connect(g.addr()).request(
+        format!("POST /prod/@connections/{id} HTTP/1.1\r\nhost: chat.test\r\ncontent-length: 5\r\nconnection: close\r\n\r\nagain").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ws.read().unwrap(), Message::text("again"));
+}

@@ -66,11 +66,14 @@ pub(crate) struct WsScope {
 }
 
 impl WsScope {
-    /// Whether `h` answers a call of this scope (`None`: the admin listener's, any).
+    /// Whether `h` answers a call of this scope (`None`: the admin listener's, any). A stage's
+    /// canary share is the stage: a call that came through either share reaches connections
+    /// made through either.
     pub(crate) fn admits(scope: &Option<WsScope>, h: &WsHandle) -> bool {
+        use crate::config::stage_of;
         scope
             .as_ref()
-            .is_none_or(|s| *s.api == *h.api && *s.stage == *h.stage)
+            .is_none_or(|s| *s.api == *h.api && stage_of(&s.stage) == stage_of(&h.stage))
     }
 }
 

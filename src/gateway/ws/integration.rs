@@ -181,7 +181,8 @@ pub(super) async fn integrate_with(
                 );
                 req.extend_from_slice(b"\r\n");
             }
-            let ss_stage = &ss.snap.config.apis[m.api].stages[m.stage].name;
+            let ss_stage =
+                crate::config::stage_of(&ss.snap.config.apis[m.api].stages[m.stage].name);
             // `$context.domainName`: the Host without its port.
             let domain = String::from_utf8_lossy(crate::route::host_without_port(
                 s.head.host_bytes().unwrap_or_default(),

@@ -112,7 +112,11 @@ pub(crate) fn target(ss: &ShardSnap, ctx: &RequestCtx) -> Option<String> {
     let rest = ctx.segs.skip(st.base_len);
     let at = match rest.len() {
         2 => 0,
-        3 if rest.get(0) == ss.snap.config.apis[st.api].stages[st.stage].name => 1,
+        3 if rest.get(0)
+            == crate::config::stage_of(&ss.snap.config.apis[st.api].stages[st.stage].name) =>
+        {
+            1
+        }
         _ => return None,
     };
     (rest.get(at) == "@connections" && !rest.get(at + 1).is_empty())
@@ -136,7 +140,7 @@ pub(crate) async fn manage(
     let resource = format!(
         "arn:aws:execute-api:local:000000000000:{}/{}/{}/@connections/{id}",
         a.name,
-        a.stages[st.stage].name,
+        crate::config::stage_of(&a.stages[st.stage].name),
         ctx.head.method.as_str()
     );
     super::door(ss, conn, ctx, resource.clone())?;

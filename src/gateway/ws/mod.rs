@@ -126,7 +126,8 @@ pub(crate) async fn connect(
     // The API is at the mapping's base path, or its stage after it (Amazon's
     // `wss://host/{stage}`); another path under it is not this API.
     let rest = ctx.segs.skip(st.base_len);
-    let stage = &ss.snap.config.apis[st.api].stages[st.stage].name;
+    // The stage as clients name it, whichever share (a canary's included) took the request.
+    let stage = crate::config::stage_of(&ss.snap.config.apis[st.api].stages[st.stage].name);
     let ours = rest.len() <= 2
         && (0..rest.len()).all(|i| rest.get(i).is_empty() || (i == 0 && rest.get(i) == stage));
     if !ours {
@@ -207,7 +208,8 @@ pub(crate) async fn connect(
         let a = &ss.snap.config.apis[st.api];
         let resource = format!(
             "arn:aws:execute-api:local:000000000000:{}/{}/$connect",
-            a.name, a.stages[st.stage].name
+            a.name,
+            crate::config::stage_of(&a.stages[st.stage].name)
         );
         door(ss, conn, ctx, resource)?;
     }
