@@ -477,3 +477,33 @@ fn an_export_the_collector_refuses_for_now_is_tried_again_and_others_are_not() {
     };
     assert!(eventually(IO_TIMEOUT, counted));
 }
+
+/// What a client sends is cut to 1 KiB in a span (OpenTelemetry's attribute value length
+/// limit), so the bounded span queue bounds memory whatever the heads carry.
+#[test]
+fn long_client_values_are_cut_in_spans() {
+    let up = Upstream::echo();
+    let g = gateway(up.addr);
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4747";
+    let (ua, q) = ("u".repeat(6000), "q".repeat(6000));
+    let r = Client::connect(g.addr()).request(
+        format!(
+            "GET /pets/{}?{q} HTTP/1.1\r\nHost: h\r\nUser-Agent: é{ua}\r\ntraceparent: 00-{trace}-00f067aa0ba902b7-01\r\n\r\n",
+            "p".repeat(3000)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    let spans = spans_of(trace, 2);
+    let server = spans.iter().find(|s| s["kind"] == 2).unwrap();
+    let path = attr(server, "url.path").as_str().unwrap();
+    assert!(
+        path.starts_with("/pets/ppp") && path.len() == 1024,
+        "{}",
+        path.len()
+    );
+    assert_eq!(attr(server, "url.query").as_str().unwrap(), &q[..1024]);
+    // Cut on a character boundary: "é" is two bytes.
+    let ua_attr = attr(server, "user_agent.original").as_str().unwrap();
+    assert_eq!(ua_attr, format!("é{}", &ua[..1022]));
+}

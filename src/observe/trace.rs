@@ -402,12 +402,27 @@ pub(crate) mod otlp {
         DoubleValue(f64),
     }
 
-    /// A string attribute.
+    /// Longest string attribute value kept, in bytes (OpenTelemetry's attribute value length
+    /// limit): what a client sends (a path, a query, a `User-Agent`, up to the head's limit)
+    /// is cut here, so the bounded span queue bounds memory too, and a batch stays well under
+    /// a collector's request limit.
+    pub(crate) const MAX_ATTRIBUTE: usize = 1024;
+
+    /// A string attribute, cut at [`MAX_ATTRIBUTE`] bytes (on a character boundary).
     pub(crate) fn s(key: &str, v: impl Into<String>) -> KeyValue {
+        let mut v: String = v.into();
+        if v.len() > MAX_ATTRIBUTE {
+            let mut at = MAX_ATTRIBUTE;
+            while !v.is_char_boundary(at) {
+                at -= 1;
+            }
+            v.truncate(at);
+            v.shrink_to_fit();
+        }
         KeyValue {
             key: key.into(),
             value: Some(AnyValue {
-                value: Some(Value::StringValue(v.into())),
+                value: Some(Value::StringValue(v)),
             }),
         }
     }
