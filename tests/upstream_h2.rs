@@ -395,6 +395,14 @@ fn h2_origin() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
                                 drop(body);
                                 return;
                             }
+                            if path == "/noread" {
+                                // Takes the stream and never reads its body (no window given
+                                // back) nor answers, for longer than any test waits.
+                                log.lock().unwrap().push(format!("noread {}", parts.method));
+                                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                                drop((body, respond));
+                                return;
+                            }
                             let once = path.starts_with("/refuse-once/");
                             if once && refused.lock().unwrap().insert(path.clone()) {
                                 log.lock()
@@ -574,4 +582,35 @@ fn a_small_post_refused_on_a_new_connection_is_sent_again() {
         1,
         "{log:?}"
     );
+}
+
+/// A buffered body the HTTP/2 upstream takes no window for is under the route's timeout like
+/// the rest of the request: 504 (it hung, holding the client and the target's in-flight
+/// count until the upstream connection ended), and the shared connection serves on.
+#[test]
+fn a_buffered_body_the_upstream_never_takes_times_out() {
+    let (origin, seen) = h2_origin();
+    let g = Gw::start(
+        &Cfg::new()
+            .limits("request_buffering = \"256KiB\"")
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\nprotocol = \"h2\"\ntargets = [\"{origin}\"]\n"
+            ))
+            .route(
+                "ANY /{proxy+}",
+                "integration = { type = \"http\", uri = \"http://up/{proxy}\", timeout = \"1s\" }",
+            )
+            .toml(),
+    );
+    assert_eq!(get(g.addr(), "/warm").status, 200);
+    let mut req = format!(
+        "POST /noread HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        100 << 10
+    )
+    .into_bytes();
+    req.extend_from_slice(&[b'x'; 100 << 10]);
+    let r = Client::connect(g.addr()).request(&req);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(seen.lock().unwrap().iter().any(|s| s == "noread POST"));
+    assert_eq!(get(g.addr(), "/after").status, 200);
 }

@@ -311,7 +311,16 @@ pub(super) async fn exchange(
     // An HTTP/2 upstream that answered before it took the whole request (a 413, a 401) and
     // ended the stream: its answer is relayed, as an HTTP/1.1 upstream's is (it was a 502).
     let mut early = false;
-    if let Err(e) = up.write_all(first).await {
+    // The head and any buffered body go out by the deadline too: an HTTP/2 upstream that
+    // gives no flow-control window (or a socket that takes nothing) would hold the request,
+    // its client and the target's in-flight count for good.
+    let Ok(sent) = crate::driver::time::timeout_at(deadline, up.write_all(first)).await else {
+        return Err(Failure::Target(Error::upstream(
+            Kind::GatewayTimeout,
+            "sending the request",
+        )));
+    };
+    if let Err(e) = sent {
         let h2 = matches!(up, UpStream::H2(_));
         if matches!(&*up, UpStream::H2(h) if h.answered()) {
             early = true;
