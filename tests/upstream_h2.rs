@@ -395,6 +395,19 @@ fn h2_origin() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
                                 drop(body);
                                 return;
                             }
+                            if path == "/big" {
+                                // 64 MiB, sent as the gateway's windows allow.
+                                static BIG: std::sync::OnceLock<bytes::Bytes> =
+                                    std::sync::OnceLock::new();
+                                let big = BIG.get_or_init(|| vec![b'b'; 64 << 20].into()).clone();
+                                let resp = http::Response::builder().status(200).body(()).unwrap();
+                                if let Ok(mut s) = respond.send_response(resp, false) {
+                                    let _ = s.send_data(big, true);
+                                    // Held until the gateway lets the stream go.
+                                    let _ = std::future::poll_fn(|cx| s.poll_reset(cx)).await;
+                                }
+                                return;
+                            }
                             if path == "/noread" {
                                 // Takes the stream and never reads its body (no window given
                                 // back) nor answers, for longer than any test waits.
@@ -613,4 +626,60 @@ fn a_buffered_body_the_upstream_never_takes_times_out() {
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(seen.lock().unwrap().iter().any(|s| s == "noread POST"));
     assert_eq!(get(g.addr(), "/after").status, 200);
+}
+
+/// Clients that stop reading hold their own streams' windows on the shared HTTP/2 upstream
+/// connection, never the connection's whole: five of them (an HTTP/2 client giving no window)
+/// stalled every other request to the target on the shard (the connection's window was four
+/// streams').
+#[test]
+fn stalled_readers_do_not_stall_the_shared_connection() {
+    let (origin, _seen) = h2_origin();
+    let g = Gw::start(
+        &Cfg::new()
+            .listener("h2c = true")
+            .upstream(format!(
+                "[[upstreams]]\nname = \"up\"\nprotocol = \"h2\"\ntargets = [\"{origin}\"]\n"
+            ))
+            .route(
+                "ANY /{proxy+}",
+                "integration = { type = \"http\", uri = \"http://up/{proxy}\", timeout = \"5s\" }",
+            )
+            .toml(),
+    );
+    let addr = g.addr();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _stalled = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            let req = http::Request::get(format!("http://{addr}/big"))
+                .body(())
+                .unwrap();
+            let (resp, _) = client
+                .clone()
+                .ready()
+                .await
+                .unwrap()
+                .send_request(req, true)
+                .unwrap();
+            // The head came: the upstream is sending its body, which no one reads.
+            let resp = resp.await.unwrap();
+            assert_eq!(resp.status(), 200);
+            held.push(resp);
+        }
+        (client, held)
+    });
+    let r = Client::connect(g.addr())
+        .request(b"GET /small HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
 }

@@ -296,7 +296,7 @@ impl Shard {
     /// HTTP/2 connections' handles (their drivers then end and close the sockets).
     pub(crate) fn release_upstreams(&self) {
         for t in self.targets.borrow().values() {
-            t.h2_conn.borrow_mut().take();
+            t.h2_conns.borrow_mut().clear();
             t.idle.borrow_mut().clear();
         }
     }

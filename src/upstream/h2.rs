@@ -1,5 +1,5 @@
-//! HTTP/2 to upstreams (`protocol = "h2"`): one multiplexed connection per target per shard,
-//! each request a stream on it.
+//! HTTP/2 to upstreams (`protocol = "h2"`): multiplexed connections per target per shard
+//! (one while it has room, see [`super::H2_STREAMS_PER_CONN`]), each request a stream.
 //!
 //! The proxy speaks HTTP/1.1 to whatever `UpStream` it holds, so a stream here takes the
 //! HTTP/1.1 request the proxy writes (parsed with the same head parser, its chunked framing
@@ -69,6 +69,9 @@ fn uri_safe(target: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// Each stream's receive window: what the upstream may send ahead of the client's reading.
+const STREAM_WINDOW: u32 = 1 << 20;
+
 thread_local! {
     /// Connection drivers alive on this shard (a draining shard waits for them to end).
     static DRIVERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -83,9 +86,12 @@ pub(crate) fn drivers() -> usize {
 /// The driver ends, closing the socket, once every `SendRequest` for it is dropped and its
 /// streams are done (or the upstream closes it).
 pub(crate) async fn handshake(io: PollIo) -> io::Result<SendRequest<Bytes>> {
+    // The connection's window is every stream's it may carry: streams whose clients stopped
+    // reading hold their own windows, never the connection's whole (RFC 9113 5.2.2), so they
+    // cannot stall the other streams on it.
     let (sender, conn) = h2::client::Builder::new()
-        .initial_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(STREAM_WINDOW * super::H2_STREAMS_PER_CONN as u32)
         .handshake::<_, Bytes>(io)
         .await
         .map_err(h2_err)?;
@@ -127,17 +133,27 @@ pub(crate) struct H2Up {
     sender: SendRequest<Bytes>,
     /// Which of its target's connections this is ([`super::pool::TargetLocal::h2_conn_id`]).
     pub(crate) conn: u64,
+    /// The connection's count of streams under way, this one's part of it until dropped.
+    active: std::rc::Rc<std::cell::Cell<usize>>,
     scheme: &'static str,
     head: BytesMut,
     req: Req,
     resp: Option<Resp>,
 }
 
+impl Drop for H2Up {
+    fn drop(&mut self) {
+        self.active.set(self.active.get().saturating_sub(1));
+    }
+}
+
 impl H2Up {
-    pub(crate) fn new(sender: SendRequest<Bytes>, conn: u64, tls: bool) -> H2Up {
+    pub(crate) fn new(c: &super::pool::H2Conn, tls: bool) -> H2Up {
+        c.active.set(c.active.get() + 1);
         H2Up {
-            sender,
-            conn,
+            sender: c.sender.clone(),
+            conn: c.id,
+            active: c.active.clone(),
             scheme: if tls { "https" } else { "http" },
             head: BytesMut::new(),
             req: Req::Head,

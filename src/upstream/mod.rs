@@ -126,18 +126,33 @@ impl UpStream {
     }
 }
 
+/// Most streams one HTTP/2 connection to a target carries at once (fewer where the upstream
+/// allows fewer); beyond, another connection opens. Each connection's window is this many
+/// streams' windows, so clients that stop reading cannot stall the rest of a connection.
+pub(crate) const H2_STREAMS_PER_CONN: usize = 32;
+
+/// A new stream on the first of the target's HTTP/2 connections with room for one, if any.
+/// Connections past the first that carry nothing are let go (a burst's extras).
+fn h2_stream(t: &TargetLocal) -> Option<UpStream> {
+    let mut conns = t.h2_conns.borrow_mut();
+    let room = |c: &pool::H2Conn| {
+        c.active.get() < H2_STREAMS_PER_CONN.min(c.sender.current_max_send_streams().max(1))
+    };
+    let at = conns.iter().position(room)?;
+    let up = h2::H2Up::new(&conns[at], t.tls.borrow().is_some());
+    let mut i = 0;
+    conns.retain(|c| {
+        i += 1;
+        i == 1 || c.active.get() > 0
+    });
+    Some(UpStream::H2(Box::new(up)))
+}
+
 /// A pooled connection if one is fresh enough, else `None`.
 /// `now`: the caller's clock reading (one read per request serves the deadline and this).
 pub(crate) fn checkout(t: &TargetLocal, cfg: &PoolCfg, now: Instant) -> Option<UpStream> {
     if t.h2.get() {
-        // HTTP/2: a new stream on the shared connection, if there is one.
-        let sender = t.h2_conn.borrow().clone()?;
-        let tls = t.tls.borrow().is_some();
-        return Some(UpStream::H2(Box::new(h2::H2Up::new(
-            sender,
-            t.h2_conn_id.get(),
-            tls,
-        ))));
+        return h2_stream(t);
     }
     let mut idle = t.idle.borrow_mut();
     // Newest first (the warmest connection); anything past keepalive_timeout is closed.
@@ -221,13 +236,8 @@ pub(crate) async fn connect_target(t: &TargetLocal, timeout: Duration) -> Result
                     format!("{}: waiting for its HTTP/2 connection to open", t.addr),
                 ));
             }
-            if let Some(sender) = t.h2_conn.borrow().clone() {
-                let tls = t.tls.borrow().is_some();
-                return Ok(UpStream::H2(Box::new(h2::H2Up::new(
-                    sender,
-                    t.h2_conn_id.get(),
-                    tls,
-                ))));
+            if let Some(up) = h2_stream(t) {
+                return Ok(up);
             }
         }
         t.h2_opening.set(true);
@@ -309,13 +319,15 @@ async fn h2_open(
 ) -> Result<UpStream, Error> {
     match crate::driver::time::timeout_at(deadline, h2::handshake(io)).await {
         Ok(Ok(sender)) => {
-            *t.h2_conn.borrow_mut() = Some(sender.clone());
             t.h2_conn_id.set(t.h2_conn_id.get() + 1);
-            Ok(UpStream::H2(Box::new(h2::H2Up::new(
+            let c = pool::H2Conn {
                 sender,
-                t.h2_conn_id.get(),
-                tls,
-            ))))
+                id: t.h2_conn_id.get(),
+                active: std::rc::Rc::new(std::cell::Cell::new(0)),
+            };
+            let up = h2::H2Up::new(&c, tls);
+            t.h2_conns.borrow_mut().push(c);
+            Ok(UpStream::H2(Box::new(up)))
         }
         Ok(Err(e)) => Err(Error::upstream(
             Kind::BadGateway,

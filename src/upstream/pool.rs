@@ -12,15 +12,26 @@ pub(crate) struct Idle {
     pub since: Instant,
 }
 
+/// One of a target's HTTP/2 connections on this shard.
+pub(crate) struct H2Conn {
+    pub sender: h2::client::SendRequest<bytes::Bytes>,
+    pub id: u64,
+    /// Streams under way on it, from checkout until their answer is relayed (each
+    /// [`super::h2::H2Up`] holds one).
+    pub active: std::rc::Rc<Cell<usize>>,
+}
+
 /// One upstream target as this shard sees it.
 pub(crate) struct TargetLocal {
     pub addr: SocketAddr,
     /// TLS to this target (the config is replaced on reload; pooled connections stay).
     pub tls: RefCell<Option<crate::tls::client::UpTls>>,
-    /// Spoken to over HTTP/2 (`protocol = "h2"`), through one shared connection.
+    /// Spoken to over HTTP/2 (`protocol = "h2"`), through shared connections.
     pub h2: Cell<bool>,
-    pub h2_conn: RefCell<Option<h2::client::SendRequest<bytes::Bytes>>>,
-    /// Counts the connections stored in `h2_conn`: a stream knows which one it went on.
+    /// Its HTTP/2 connections, the first kept while idle; more open while each carries
+    /// [`super::H2_STREAMS_PER_CONN`] streams, and go once idle.
+    pub h2_conns: RefCell<Vec<H2Conn>>,
+    /// Counts the connections opened: a stream knows which one it went on.
     pub h2_conn_id: Cell<u64>,
     /// A connection is being opened; requests that need one wait here.
     pub h2_opening: Cell<bool>,
@@ -72,7 +83,7 @@ impl TargetLocal {
             addr,
             tls: RefCell::new(None),
             h2: Cell::new(false),
-            h2_conn: RefCell::new(None),
+            h2_conns: RefCell::new(Vec::new()),
             h2_conn_id: Cell::new(0),
             h2_opening: Cell::new(false),
             h2_waiters: RefCell::new(Vec::new()),

@@ -277,14 +277,12 @@ pub(crate) async fn send(
     })
 }
 
-/// Leaves the target's shared HTTP/2 connection to its streams if `up` went on it (not one
-/// another request opened since: many streams timing out on one dead connection would each
-/// drop the next one's replacement).
+/// Leaves the HTTP/2 connection `up` went on to its streams: no new stream goes on it (only
+/// that one: many streams timing out on one dead connection must not each drop the next
+/// one's replacement).
 fn drop_h2_conn(target: &TargetLocal, up: &UpStream) {
     if let UpStream::H2(h) = up {
-        if h.conn == target.h2_conn_id.get() {
-            target.h2_conn.borrow_mut().take();
-        }
+        target.h2_conns.borrow_mut().retain(|c| c.id != h.conn);
     }
 }
 
