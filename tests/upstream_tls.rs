@@ -399,3 +399,39 @@ fn upstreams_sharing_an_address_keep_their_own_trust_and_identity() {
     );
     assert_eq!(get(gw.addr(), "/nocert").status, 502);
 }
+
+/// A CA file replaced before a reload is the trust from then on: connections pooled under
+/// the old one take no new request (they kept being used, keep-alive refreshing them).
+#[test]
+fn a_reload_with_a_changed_ca_file_leaves_connections_made_under_the_old_one() {
+    let (ca, other) = (Ca::new(), Ca::new());
+    let up = TlsUpstream::start(&ca, &["upstream.test"], None);
+    let dir = with_ca(&ca);
+    let ca_file = dir.0.join("ca.pem");
+    let gw = gateway(
+        dir,
+        &format!(
+            "[[upstreams]]\nname = \"secure\"\ntargets = [\"{}\"]\ntls = {{ ca = \"ca.pem\", server_name = \"upstream.test\" }}",
+            up.addr
+        ),
+        "https://secure",
+    )
+    .unwrap();
+    let get = || {
+        Client::connect(gw.addr())
+            .request(b"GET /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    };
+    assert_eq!(get().status, 200);
+    std::fs::write(&ca_file, other.cert.pem()).unwrap();
+    assert_eq!(
+        admin(gw.admin(), "POST", "/reload", Some(TOKEN)).status,
+        200
+    );
+    assert_eq!(get().status, 502);
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    assert_eq!(
+        admin(gw.admin(), "POST", "/reload", Some(TOKEN)).status,
+        200
+    );
+    assert_eq!(get().status, 200);
+}

@@ -39,12 +39,21 @@ impl UpTls {
         format!("{}|{}", self.name.to_str(), self.trust)
     }
 
-    /// [`UpTls::trust`] for a CA file (`None`: the system's roots) and a client certificate.
+    /// [`UpTls::trust`] for a CA file (`None`: the system's roots) and a client certificate:
+    /// each file by its path and a digest of what it holds now, so that a reload after a
+    /// file changed puts the target in a new pool (connections verified under the old trust
+    /// or presenting the old certificate take no new request).
     pub(crate) fn trust_of(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Arc<str> {
-        let ca = ca.map_or_else(|| "system roots".to_string(), |p| p.display().to_string());
+        fn file(p: &Path) -> String {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::fs::read(p).unwrap_or_default().hash(&mut h);
+            format!("{}#{:016x}", p.display(), h.finish())
+        }
+        let ca = ca.map_or_else(|| "system roots".to_string(), file);
         match client {
             None => format!("ca={ca}").into(),
-            Some((c, k)) => format!("ca={ca};cert={};key={}", c.display(), k.display()).into(),
+            Some((c, k)) => format!("ca={ca};cert={};key={}", file(c), file(k)).into(),
         }
     }
 }
