@@ -408,6 +408,31 @@ fn h2_origin() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
                                 }
                                 return;
                             }
+                            if path == "/nolen" || path == "/trailers" {
+                                // No content-length; a HEAD's answer ends with its head; the
+                                // other path ends with trailers it announced.
+                                let head = parts.method == http::Method::HEAD;
+                                let resp = http::Response::builder()
+                                    .status(200)
+                                    .header("trailer", "grpc-status")
+                                    .body(())
+                                    .unwrap();
+                                if let Ok(mut s) = respond.send_response(resp, head) {
+                                    if !head {
+                                        let _ = s.send_data(
+                                            bytes::Bytes::from_static(b"0123456789"),
+                                            false,
+                                        );
+                                        let mut t = http::HeaderMap::new();
+                                        t.insert(
+                                            "grpc-status",
+                                            http::HeaderValue::from_static("0"),
+                                        );
+                                        let _ = s.send_trailers(t);
+                                    }
+                                }
+                                return;
+                            }
                             if path == "/noread" {
                                 // Takes the stream and never reads its body (no window given
                                 // back) nor answers, for longer than any test waits.
@@ -682,4 +707,40 @@ fn stalled_readers_do_not_stall_the_shared_connection() {
     let r = Client::connect(g.addr())
         .request(b"GET /small HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+}
+
+/// What an HTTP/2 upstream's answer says reaches an HTTP/1.1 client as it was: a HEAD's
+/// answer gets no made-up `content-length: 0` (RFC 9110 9.3.2: it would say the GET's body is
+/// empty), and trailers the upstream sent follow the last chunk (they were dropped, while
+/// their `Trailer` announcement was relayed).
+#[test]
+fn h2_answers_keep_their_heads_length_and_trailers() {
+    use std::io::{Read, Write};
+    let (origin, _seen) = h2_origin();
+    let g = to_origin(origin, "");
+    let raw = |req: &str| {
+        let mut s = std::net::TcpStream::connect(g.addr()).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let head = raw("HEAD /nolen HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{head}"
+    );
+    let got = raw("GET /trailers HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    assert!(
+        got.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{got}"
+    );
+    assert!(
+        got.ends_with("a\r\n0123456789\r\n0\r\ngrpc-status: 0\r\n\r\n"),
+        "{got:?}"
+    );
 }

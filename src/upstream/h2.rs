@@ -136,6 +136,9 @@ pub(crate) struct H2Up {
     /// The connection's count of streams under way, this one's part of it until dropped.
     active: std::rc::Rc<std::cell::Cell<usize>>,
     scheme: &'static str,
+    /// The request is a HEAD: its answer's head says what a GET's body would be, and no
+    /// length is made up for it.
+    head_req: bool,
     head: BytesMut,
     req: Req,
     resp: Option<Resp>,
@@ -155,6 +158,7 @@ impl H2Up {
             conn: c.id,
             active: c.active.clone(),
             scheme: if tls { "https" } else { "http" },
+            head_req: false,
             head: BytesMut::new(),
             req: Req::Head,
             resp: None,
@@ -280,6 +284,7 @@ impl H2Up {
             }
         }
         let end = matches!(head.framing, Framing::None | Framing::Length(0));
+        self.head_req = head.method_bytes() == b"HEAD";
         poll_fn(|cx| self.sender.poll_ready(cx))
             .await
             .map_err(not_sent)?;
@@ -309,7 +314,7 @@ impl H2Up {
                     let before = buf.len();
                     let end = recv.is_end_stream();
                     let has_length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
-                    let chunked = !end && !has_length;
+                    let chunked = !end && !has_length && !self.head_req;
                     let status = parts.status;
                     buf.extend_from_slice(b"HTTP/1.1 ");
                     buf.extend_from_slice(status.as_str().as_bytes());
@@ -317,6 +322,11 @@ impl H2Up {
                     buf.extend_from_slice(status.canonical_reason().unwrap_or("-").as_bytes());
                     buf.extend_from_slice(b"\r\n");
                     for (n, v) in &parts.headers {
+                        // Trailers are relayed in a chunked body alone: announced otherwise,
+                        // the client would wait for fields that never come.
+                        if !chunked && n == http::header::TRAILER {
+                            continue;
+                        }
                         buf.extend_from_slice(n.as_str().as_bytes());
                         buf.extend_from_slice(b": ");
                         buf.extend_from_slice(v.as_bytes());
@@ -324,7 +334,11 @@ impl H2Up {
                     }
                     if chunked {
                         buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                    } else if end && !has_length && !matches!(status.as_u16(), 204 | 304) {
+                    } else if end
+                        && !has_length
+                        && !self.head_req
+                        && !matches!(status.as_u16(), 204 | 304)
+                    {
                         buf.extend_from_slice(b"content-length: 0\r\n");
                     }
                     buf.extend_from_slice(b"\r\n");
@@ -356,11 +370,22 @@ impl H2Up {
                         Some(Err(e)) => return Err(h2_err(e)),
                         None => {
                             self.resp = Some(Resp::Done);
-                            if chunked {
-                                buf.extend_from_slice(b"0\r\n\r\n");
-                                return Ok(5);
+                            if !chunked {
+                                return Ok(0);
                             }
-                            return Ok(0);
+                            // The last chunk, with the upstream's trailers (gRPC's status).
+                            let before = buf.len();
+                            buf.extend_from_slice(b"0\r\n");
+                            if let Ok(Some(fields)) = poll_fn(|cx| recv.poll_trailers(cx)).await {
+                                for (n, v) in &fields {
+                                    buf.extend_from_slice(n.as_str().as_bytes());
+                                    buf.extend_from_slice(b": ");
+                                    buf.extend_from_slice(v.as_bytes());
+                                    buf.extend_from_slice(b"\r\n");
+                                }
+                            }
+                            buf.extend_from_slice(b"\r\n");
+                            return Ok(buf.len() - before);
                         }
                     }
                 }
