@@ -230,11 +230,15 @@ impl TraceCtx {
                     t,
                     Some(p),
                     Some(s),
+                    // Optional whitespace (spaces and tabs) around members is no part of the
+                    // list, nor of its 512 characters (W3C Trace Context 3.3.1.5).
                     tracestate
                         .filter(|v| {
-                            v.len() <= 512 && v.iter().all(|b| b.is_ascii_graphic() || *b == b' ')
+                            v.iter()
+                                .all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\t')
                         })
-                        .and_then(list_members),
+                        .and_then(list_members)
+                        .filter(|list| list.len() <= 512),
                 ),
                 None => match amzn.and_then(parse_amzn) {
                     Some((t, p, s)) => (t, p, s, None),
@@ -539,6 +543,9 @@ mod tests {
             (b"foo=1,", Some("foo=1")),
             (b"foo=1, ,bar=2 ", Some("foo=1,bar=2")),
             (b"t@sys=v, a-b_c*/d=x y", Some("t@sys=v,a-b_c*/d=x y")),
+            // Optional whitespace is spaces and tabs (the W3C suite's OWS case).
+            (b"foo=1 \t , \t bar=2, \t baz=3", Some("foo=1,bar=2,baz=3")),
+            (b"foo=1\t \t,\t \tbar=2", Some("foo=1,bar=2")),
             // Not a list the grammar allows: not sent on at all.
             (b"Foo Bar", None),
             (b"foo=1,foo=2", None),
@@ -558,6 +565,21 @@ mod tests {
         let t = TraceCtx::from_headers(Some(v), Some(members(32).as_bytes()), None, &ids);
         assert!(t.tracestate.is_some());
         let t = TraceCtx::from_headers(Some(v), Some(members(33).as_bytes()), None, &ids);
+        assert_eq!(t.tracestate, None);
+        // 512 characters of list, not counting the whitespace around its members.
+        let long = |sep: &str, n: usize| {
+            (0..11)
+                .map(|i| format!("k{i:02}={}", "v".repeat(n)))
+                .collect::<Vec<_>>()
+                .join(sep)
+        };
+        let fits = long("  ,  ", 41);
+        assert!(fits.len() > 512 && long(",", 41).len() <= 512);
+        let t = TraceCtx::from_headers(Some(v), Some(fits.as_bytes()), None, &ids);
+        assert_eq!(t.tracestate.as_deref(), Some(long(",", 41).as_str()));
+        let over = long(",", 42);
+        assert!(over.len() > 512);
+        let t = TraceCtx::from_headers(Some(v), Some(over.as_bytes()), None, &ids);
         assert_eq!(t.tracestate, None);
     }
 }
