@@ -33,6 +33,9 @@ fn settings_that_would_break_requests_are_refused_at_load() {
         "connection",
         "host",
         "x-forwarded-for",
+        // The trace context: two traceparents make the upstream start a new trace.
+        "traceparent",
+        "TraceState",
     ] {
         refused(
             &http(&format!(", headers = {{ \"{name}\" = \"0\" }}")),

@@ -76,15 +76,19 @@ impl Validator {
     }
 
     /// Refuses `name` (under `key`) when it is one of the headers the gateway writes itself
-    /// on an upstream request: its framing, `Host`, `Expect` and the `X-Forwarded-*` fields
-    /// (set as well, the upstream would get two, or conflicting framing); true when refused.
+    /// on an upstream request: its framing, `Host`, `Expect`, the `X-Forwarded-*` fields and
+    /// the trace context (set as well, the upstream would get two, or conflicting framing; two
+    /// `traceparent`s make a W3C participant start a new trace); true when refused.
     pub(super) fn request_framing_header(&mut self, key: &str, name: &str) -> bool {
-        const OWN: [&str; 5] = [
+        const OWN: [&str; 8] = [
             "host",
             "expect",
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",
+            "traceparent",
+            "tracestate",
+            "x-amzn-trace-id",
         ];
         let refused = RESERVED
             .iter()
@@ -94,7 +98,7 @@ impl Validator {
             self.bad(
                 key,
                 name,
-                "a header other than those the gateway writes itself (Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, X-Request-Id, Host, Expect, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host)",
+                "a header other than those the gateway writes itself (Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, X-Request-Id, Host, Expect, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, traceparent, tracestate, X-Amzn-Trace-Id)",
             );
         }
         refused
