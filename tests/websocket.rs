@@ -1349,3 +1349,41 @@ fn connect_does_not_pass_a_clients_trace_context_on() {
         c.headers_named("traceparent")
     );
 }
+
+/// An API's `default_authorizer` on a WebSocket API is `$connect`'s, the one route authorized
+/// (it was refused as set on every other route, which the operator never wrote).
+#[test]
+fn a_websocket_apis_default_authorizer_guards_connect() {
+    let up = Upstream::start(|s| {
+        let ok =
+            s.target.starts_with("/auth") && String::from_utf8_lossy(&s.body).contains("letmein");
+        let effect = if ok { "Allow" } else { "Deny" };
+        respond(
+            200,
+            &json!({"principalId": "u", "policyDocument": {"Version": "2012-10-17",
+                "Statement": [{"Effect": effect, "Action": "execute-api:Invoke",
+                               "Resource": "arn:aws:execute-api:*:*:api/*/$connect"}]}})
+            .to_string(),
+        )
+    });
+    let toml = Cfg::new()
+        .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+        .api_extra(
+            "kind = \"websocket\"\ndefault_authorizer = \"gate\"\n\n  [[apis.authorizers]]\n  name = \"gate\"\n  type = \"request\"\n  uri = \"http://chat/auth\"\n  identity_sources = [\"$request.querystring.token\"]\n  ttl = \"0s\"\n",
+        )
+        .routes(
+            "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"mock\", status = 200, body = '' }\n\
+             [[apis.routes]]\nroute = \"$default\"\nroute_response = true\nintegration = { type = \"mock\", status = 200, body = 'hi' }\n",
+        )
+        .toml();
+    let (ok, text) = check_config(&toml);
+    assert!(ok, "{text}");
+    let g = Gw::start(&toml);
+    match open(&g, "?token=nope") {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let mut ws = open(&g, "?token=letmein").unwrap();
+    ws.send(Message::text("x")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("hi"));
+}

@@ -413,13 +413,14 @@ impl Validator {
                 authorization: r.authorization.clone(),
                 authorization_scopes: r.authorization_scopes.clone(),
             };
-            let (authorizer, authorization_scopes, iam) = self.route_auth(
-                &rkey,
-                &auth,
-                default_authorizer.as_deref(),
-                (&authorizers, &declared),
-                aws_iam,
-            );
+            // A WebSocket API authorizes on `$connect` alone: its default is that route's.
+            let default = if is_ws && r.route.as_deref() != Some("$connect") {
+                None
+            } else {
+                default_authorizer.as_deref()
+            };
+            let (authorizer, authorization_scopes, iam) =
+                self.route_auth(&rkey, &auth, default, (&authorizers, &declared), aws_iam);
             let spec = ValidationSpec {
                 request_validator: r.request_validator.take(),
                 request_models: std::mem::take(&mut r.request_models),
