@@ -1387,3 +1387,28 @@ fn a_websocket_apis_default_authorizer_guards_connect() {
     ws.send(Message::text("x")).unwrap();
     assert_eq!(ws.read().unwrap(), Message::text("hi"));
 }
+
+/// A throttled `$connect`'s acceptance says the route's limit, as its refusals do and as every
+/// answer on a throttled route does.
+#[test]
+fn a_throttled_connects_acceptance_carries_its_ratelimit_fields() {
+    let g = Gw::start(
+        &Cfg::new()
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nthrottle = { rate = 1, burst = 2 }\nintegration = { type = \"mock\", status = 200, body = '' }\n",
+            )
+            .toml(),
+    );
+    let (_ws, r) = open_with(&g, &[]).unwrap();
+    assert_eq!(r.status(), 101);
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(h("ratelimit-limit").as_deref(), Some("2"));
+    assert_eq!(h("ratelimit-remaining").as_deref(), Some("1"));
+    assert!(h("ratelimit-reset").is_some());
+}

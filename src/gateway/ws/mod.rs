@@ -238,15 +238,21 @@ pub(crate) async fn connect(
         })
         .map(|p| format!("sec-websocket-protocol: {p}\r\n"))
         .unwrap_or_default();
+    // A throttled `$connect` says its limit on the acceptance too, as on every answer.
+    let mut limit = Vec::new();
+    if let Some(r) = &ctx.ratelimit {
+        crate::gateway::finish::ratelimit_headers(&mut limit, r);
+    }
+    let limit = String::from_utf8_lossy(&limit);
     let head = if matches!(conn.stream, crate::http::conn::Stream::H2(_)) {
         // RFC 8441: an extended CONNECT is accepted with 200, the stream carrying the frames.
         format!(
-            "HTTP/1.1 200 OK\r\n{protocol}x-request-id: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n{protocol}{limit}x-request-id: {}\r\n\r\n",
             ctx.request_id.as_str()
         )
     } else {
         format!(
-            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n{protocol}x-request-id: {}\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n{protocol}{limit}x-request-id: {}\r\n\r\n",
             ctx.request_id.as_str()
         )
     };
