@@ -1412,3 +1412,82 @@ fn a_throttled_connects_acceptance_carries_its_ratelimit_fields() {
     assert_eq!(h("ratelimit-remaining").as_deref(), Some("1"));
     assert!(h("ratelimit-reset").is_some());
 }
+
+/// An HTTP/2 client that resets its extended CONNECT while `$connect`'s integration runs: the
+/// call ends, and the connection it accepted gets its `$disconnect`, as over HTTP/1.1 (the
+/// call was dropped with the stream, and the backend never heard of the connection's end).
+#[test]
+fn a_connect_reset_while_its_integration_runs_is_still_disconnected() {
+    let up = Upstream::start(|s| {
+        if s.target.starts_with("/connect") {
+            return Action::Sleep(Duration::from_millis(300));
+        }
+        respond(200, "{}")
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .listener("h2c = true")
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"")
+            .routes(
+                "[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n\
+                 [[apis.routes]]\nroute = \"$disconnect\"\nintegration = { type = \"http\", uri = \"http://chat/disconnect\" }\n",
+            )
+            .toml(),
+    );
+    let addr = g.addr();
+    let seen = up.seen.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !client.is_extended_connect_protocol_enabled() {
+            assert!(std::time::Instant::now() < deadline);
+            client = client.ready().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let req = http::Request::builder()
+            .method("CONNECT")
+            .uri("http://chat.test/")
+            .header("sec-websocket-version", "13")
+            .extension(h2::ext::Protocol::from_static("websocket"))
+            .body(())
+            .unwrap();
+        let (resp, mut send) = client.send_request(req, false).unwrap();
+        // Once $connect's integration has the call, the client goes.
+        while !seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.target.starts_with("/connect"))
+        {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        send.send_reset(h2::Reason::CANCEL);
+        drop(resp);
+        // The runtime runs on (it writes the reset) until the backend hears the end.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.target.starts_with("/disconnect"))
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let d = up
+        .requests()
+        .into_iter()
+        .find(|s| s.target.starts_with("/disconnect"))
+        .unwrap();
+    assert_eq!(d.header("x-disconnect-status-code"), Some("1006"));
+}

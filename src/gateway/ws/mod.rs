@@ -160,15 +160,34 @@ pub(crate) async fn connect(
         super::limits::count_quota(shard, ss, ctx).await?;
         let session = session_of(ss, conn, ctx, &id, (st.api, st.stage), connected_at_ms);
         let called = std::time::Instant::now();
-        let answer = integration::integrate(
-            ss,
-            &session,
-            m,
-            "CONNECT",
-            &[],
-            Some(ctx.request_id.as_str()),
-        )
-        .await;
+        // The call runs on its own: a client that goes meanwhile (an HTTP/2 stream reset drops
+        // this request's future) leaves it to end, and a connection it accepted is owed its
+        // `$disconnect`, as one whose 101 could not be written is.
+        let (tx, rx) = flume::bounded(1);
+        let (task_ss, task_shard) = (ss.clone(), shard.clone());
+        let request_id = ctx.request_id.as_str().to_string();
+        crate::driver::spawn(crate::driver::guarded(async move {
+            let answer =
+                integration::integrate(&task_ss, &session, m, "CONNECT", &[], Some(&request_id))
+                    .await;
+            if let Err(flume::SendError(answer)) = tx.send(answer) {
+                let accepted = match &answer {
+                    Ok(None) => true,
+                    Ok(Some(f)) => (200..300).contains(&f.status),
+                    Err(_) => false,
+                };
+                if accepted {
+                    message::disconnect(&task_shard, &session, session::lost(), Some(task_ss))
+                        .await;
+                }
+            }
+        }));
+        let answer = rx.recv_async().await.unwrap_or_else(|_| {
+            Err(Error::upstream(
+                Kind::BadGateway,
+                "$connect's integration ended",
+            ))
+        });
         // The integration's time, target and status, for the access log and the route's
         // integration-latency metric, as a request's (connecting included).
         ctx.timings.upstream_start = Some(called);
