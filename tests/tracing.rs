@@ -507,3 +507,43 @@ fn long_client_values_are_cut_in_spans() {
     let ua_attr = attr(server, "user_agent.original").as_str().unwrap();
     assert_eq!(ua_attr, format!("é{}", &ua[..1022]));
 }
+
+/// A WebSocket API's `$connect` continues the caller's trace as an http route does: its
+/// integration gets the trace with the gateway's client span as parent and the caller's
+/// sampling (it got no trace context, and its span said the upgrade's GET, not POST).
+#[test]
+fn a_websocket_connect_hands_the_trace_to_its_integration() {
+    use tungstenite::client::IntoClientRequest;
+    let up = Upstream::start(|_| respond(200, "{}"));
+    let g = Gw::start(
+        &Cfg::new()
+            .upstream(format!("[[upstreams]]\nname = \"chat\"\ntargets = [\"{}\"]\n", up.addr))
+            .api_extra("kind = \"websocket\"")
+            .routes("[[apis.routes]]\nroute = \"$connect\"\nintegration = { type = \"http\", uri = \"http://chat/connect\" }\n")
+            .extra(format!(
+                "[tracing]\notlp_endpoint = \"http://127.0.0.1:{}/v1/traces\"\nsample = 0.0\nservice_name = \"edge\"\n",
+                collector().port
+            ))
+            .toml(),
+    );
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let stream = std::net::TcpStream::connect(g.addr()).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut req = "ws://chat.test/".into_client_request().unwrap();
+    req.headers_mut().insert(
+        "traceparent",
+        format!("00-{trace}-b7ad6b7169203331-01").parse().unwrap(),
+    );
+    let (_ws, _) = tungstenite::client(req, stream).unwrap();
+    let seen = up.requests();
+    let tp = seen[0].header("traceparent").unwrap().to_string();
+    assert!(
+        tp.starts_with(&format!("00-{trace}-")) && tp.ends_with("-01"),
+        "{tp}"
+    );
+    let spans = spans_of(trace, 2);
+    let client = spans.iter().find(|s| s["kind"] == 3).unwrap();
+    assert_eq!(client["span_id"], &tp[36..52]);
+    assert_eq!(client["name"], "POST");
+    assert_eq!(attr(client, "http.request.method"), "POST");
+}

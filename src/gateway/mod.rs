@@ -216,6 +216,11 @@ async fn run_phases(
     }
     check_header_names(ctx, snap.limits.underscores_in_headers)?;
     if ws_api {
+        // Sampled as an http route's request is, before anything (an authorizer, `$connect`'s
+        // integration) is told the trace.
+        if let (Some(t), Some(st)) = (ctx.trace.as_mut(), ctx.stage) {
+            t.decide(snap.apis[st.api].trace_sample[st.stage]);
+        }
         if let Some(id) = manage {
             return ws::manage(shard, ss, conn, ctx, id).await;
         }

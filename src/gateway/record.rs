@@ -482,8 +482,10 @@ fn spans(
         return;
     };
     let upstream_failed = failure.is_some_and(|e| e.side == crate::error::Side::Upstream);
+    // A WebSocket API's integration is called with POST, whatever the upgrade's method.
+    let up_method = if c.ws.is_some() { "POST" } else { method };
     let mut attrs = vec![
-        s("http.request.method", method),
+        s("http.request.method", up_method),
         s("server.address", up.ip().to_string()),
         i("server.port", i64::from(up.port())),
         s("network.peer.address", up.ip().to_string()),
@@ -499,7 +501,7 @@ fn spans(
         span_id: span.to_vec(),
         trace_state: state,
         parent_span_id: t.span_id.to_vec(),
-        name: span_method.to_string(),
+        name: if c.ws.is_some() { "POST" } else { span_method }.to_string(),
         kind: 3,
         start_time_unix_nano: at(start),
         end_time_unix_nano: at(c.timings.first_byte.unwrap_or(now)),

@@ -166,10 +166,25 @@ pub(crate) async fn connect(
         let (tx, rx) = flume::bounded(1);
         let (task_ss, task_shard) = (ss.clone(), shard.clone());
         let request_id = ctx.request_id.as_str().to_string();
+        // The integration's parent is the gateway's client span for the call, as an http
+        // route's upstream's is.
+        let mut trace = Vec::new();
+        if let Some(t) = &ctx.trace {
+            if let Some(span) = t.client_span {
+                t.upstream_headers(span, t.sampled.unwrap_or(false), &mut trace);
+            }
+        }
         crate::driver::spawn(crate::driver::guarded(async move {
-            let answer =
-                integration::integrate(&task_ss, &session, m, "CONNECT", &[], Some(&request_id))
-                    .await;
+            let answer = integration::integrate_with(
+                &task_ss,
+                &session,
+                m,
+                "CONNECT",
+                &[],
+                Some(&request_id),
+                std::str::from_utf8(&trace).unwrap_or_default(),
+            )
+            .await;
             if let Err(flume::SendError(answer)) = tx.send(answer) {
                 let accepted = match &answer {
                     Ok(None) => true,
