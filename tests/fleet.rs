@@ -226,6 +226,26 @@ fn a_cache_purge_on_one_node_empties_every_nodes_copy() {
         ))
         .toml();
     let nodes: Vec<Gw> = (0..3).map(|_| Gw::start(&conf)).collect();
+    // Every node has synced with the fleet (a node's first sync starts its caches afresh: a
+    // purge made before it would be missed) once a key made on one is on all.
+    let r = admin_with(
+        nodes[0].admin(),
+        "POST",
+        "/apikeys",
+        r#"{"name": "synced"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    for n in &nodes {
+        assert!(soon(|| admin_with(
+            n.admin(),
+            "GET",
+            &format!("/apikeys/{id}"),
+            ""
+        )
+        .status
+            == 200));
+    }
     let entries = |g: &Gw| {
         let r = admin_with(g.admin(), "GET", "/apis/shop/stages/prod/cache", "");
         assert_eq!(r.status, 200, "{}", r.text());

@@ -219,6 +219,21 @@ pub(super) async fn catch_up(
     // what it read. What Redis told it spent is asked again (it would refuse the key until
     // the period ended).
     let ctl = ctl.borrow();
+    // So is a cache purge: one made before this read (while this node was away, or while it
+    // served before its first sync) would be missed, and what it purged served on. This
+    // node's stage caches start again.
+    let mut flushed = 0;
+    for cache in ctl
+        .compiled
+        .apis
+        .iter()
+        .flat_map(|a| a.caches.iter().flatten())
+    {
+        flushed += cache.flush();
+    }
+    if flushed > 0 {
+        tracing::info!(entries = flushed, "fleet: stage caches flushed (a purge made while this node was out of sync would have been missed)");
+    }
     let cells = ctl.shared.quotas.lock().unwrap_or_else(|e| e.into_inner());
     for cell in cells.values() {
         cell.fleet_spent
