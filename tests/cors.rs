@@ -274,6 +274,28 @@ fn wildcard_origins_with_credentials_are_refused_at_load() {
         Some("http://localhost:3000")
     );
     assert_eq!(r.header("access-control-allow-credentials"), None);
+    // Amazon's `maxAge` takes -1 (no caching): said as written.
+    let cors = r#"cors = { allow_origins = ["http://*"], max_age = -1 }"#;
+    let g = Gw::start(&cfg(cors));
+    let r = req(
+        &g,
+        "OPTIONS",
+        "/m",
+        "Origin: http://localhost:3000\r\nAccess-Control-Request-Method: GET\r\n",
+    );
+    assert_eq!(r.header("access-control-max-age"), Some("-1"));
+    let (ok, text) = check(&cfg(r#"cors = { allow_origins = ["*"], max_age = -2 }"#));
+    assert!(!ok && text.contains("cors.max_age = -2"), "{text}");
+    // Browsers apply no CORS to a WebSocket API: the key is refused there.
+    let ws = Cfg::new()
+        .api_extra("kind = \"websocket\"\ncors = { allow_origins = [\"*\"] }")
+        .routes("[[apis.routes]]\nroute = \"$default\"\nintegration = { type = \"mock\", body = \"m\" }\n")
+        .toml();
+    let (ok, text) = check(&ws);
+    assert!(
+        !ok && text.contains("cors: nothing on a WebSocket API"),
+        "{text}"
+    );
 }
 
 /// The page a browser loads from the upstream's origin: it calls the gateway (another

@@ -632,6 +632,19 @@ fn run_time_definitions_are_checked_as_the_file_is() {
             r.text()
         );
     }
+    // A value of the wrong type is said in the configuration's words, as the file's is.
+    let r = post(
+        &g,
+        "/apis",
+        json!({"name": "c", "cors": {"max_age": 300.5}, "routes": [{"route": "GET /v", "integration": {"type": "mock"}}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("cors.max_age: expected a whole number of seconds"),
+        "{}",
+        r.text()
+    );
     // An unknown mode.
     let r = admin_with(g.admin(), "POST", "/apis?mode=bogus", "{}");
     assert_eq!(r.status, 400);

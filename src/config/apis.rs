@@ -330,7 +330,17 @@ impl Validator {
         if a.stages.is_empty() {
             self.err(&format!("{key}.stages"), STAGES_REQUIRED);
         }
-        let cors = a.cors.map(|c| self.cors(&format!("{key}.cors"), c));
+        if is_ws && a.cors.is_some() {
+            // Browsers apply no CORS to WebSocket connections (Amazon's is an http API's).
+            self.err(
+                &format!("{key}.cors"),
+                "nothing on a WebSocket API (it is an http API's key)",
+            );
+        }
+        let cors = a
+            .cors
+            .filter(|_| !is_ws)
+            .map(|c| self.cors(&format!("{key}.cors"), c));
         let models = self.models(&key, a.models);
         let gateway_responses =
             self.gateway_responses(&format!("{key}.gateway_responses"), a.gateway_responses);

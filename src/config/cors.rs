@@ -17,8 +17,9 @@ pub struct Cors {
     /// Lower-case header names, or `*`.
     pub allow_headers: Vec<String>,
     pub expose_headers: Vec<String>,
-    /// Seconds a browser may keep a preflight's answer (`Access-Control-Max-Age`).
-    pub max_age: Option<u64>,
+    /// Seconds a browser may keep a preflight's answer (`Access-Control-Max-Age`); -1 keeps
+    /// none (Amazon's `maxAge` takes -1 to 86400).
+    pub max_age: Option<i64>,
     pub allow_credentials: bool,
 }
 
@@ -84,20 +85,20 @@ impl Validator {
         let expose_headers = names("expose_headers", c.expose_headers);
         let max_age = match c.max_age {
             None => None,
-            Some(file::SecondsValue::Seconds(n)) if (0..=MAX_CORS_MAX_AGE as i64).contains(&n) => {
-                Some(n as u64)
+            Some(file::SecondsValue::Seconds(n)) if (-1..=MAX_CORS_MAX_AGE as i64).contains(&n) => {
+                Some(n)
             }
             Some(file::SecondsValue::Seconds(n)) => {
                 self.bad(
                     &format!("{key}.max_age"),
                     n,
-                    "seconds from 0 to 86400, or a duration up to \"24h\"",
+                    "seconds from -1 (no caching) to 86400, or a duration up to \"24h\"",
                 );
                 None
             }
             Some(file::SecondsValue::Text(s)) => match units::parse_duration(&s) {
                 Ok(d) if d.as_secs() <= MAX_CORS_MAX_AGE && d.subsec_nanos() == 0 => {
-                    Some(d.as_secs())
+                    Some(d.as_secs() as i64)
                 }
                 Ok(_) => {
                     self.bad(

@@ -188,7 +188,7 @@ impl std::error::Error for ConfigError {}
 
 /// A schema error in the config's words, not the parser's types: `expected struct
 /// StageCacheFile` is `expected a table`; the untagged seconds-or-duration value says so.
-fn plain(msg: &str) -> String {
+pub(crate) fn plain(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut rest = msg;
     while let Some(i) = rest.find("expected struct ") {

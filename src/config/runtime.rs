@@ -33,7 +33,8 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, String> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
+        // In the configuration's words, as the file's errors are.
+        let inner = super::plain(&e.into_inner().to_string());
         match (prefix, path.as_str()) {
             ("", ".") => inner.to_string(),
             (p, ".") => format!("{p}: {inner}"),
