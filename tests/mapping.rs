@@ -115,6 +115,8 @@ fn bad_mappings_are_refused_at_load() {
     for (keys, want) in [
         (r#"request_parameters = { "overwrite:header.host" = "x" }"#, "request_parameters = \"overwrite:header.host\" is not valid: expected a header other than the reserved ones"),
         (r#"request_parameters = { "append:header.x-amz-date" = "x" }"#, "\"append:header.x-amz-date\" is not valid"),
+        // The trace context is the gateway's: two traceparents restart the trace.
+        (r#"request_parameters = { "overwrite:header.traceparent" = "$request.header.x-tp" }"#, "\"overwrite:header.traceparent\" is not valid"),
         (r#"request_parameters = { "overwrite:path" = "/$request.path.nope" }"#, "is not valid: expected path variables of the route (id)"),
         (r#"request_parameters = { "remove:header.x-a" = "v" }"#, "remove takes no value"),
         (r#"request_parameters = { "rename:header.x-a" = "v" }"#, "expected append|overwrite|remove:header.NAME"),

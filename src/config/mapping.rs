@@ -195,11 +195,14 @@ impl Validator {
             }
         };
         if let Target::Header(h) = &target {
-            if reserved(h) {
+            // On the upstream request, also the trace context and `Expect` the gateway
+            // writes itself (two `traceparent`s make a W3C participant restart the trace).
+            let own = !response && matches!(h.as_str(), "traceparent" | "tracestate" | "expect");
+            if reserved(h) || own {
                 self.bad(
                     key,
                     k,
-                    "a header other than the reserved ones (access-control-*, apigw-*, authorization, connection, content-encoding, content-length, content-location, forwarded, host, keep-alive, origin, proxy-authenticate, proxy-authorization, te, trailer(s), transfer-encoding, upgrade, via, x-amz-*, x-amzn-*, x-forwarded-for, x-forwarded-host, x-forwarded-proto, x-request-id)",
+                    "a header other than the reserved ones (access-control-*, apigw-*, authorization, connection, content-encoding, content-length, content-location, forwarded, host, keep-alive, origin, proxy-authenticate, proxy-authorization, te, trailer(s), transfer-encoding, upgrade, via, x-amz-*, x-amzn-*, x-forwarded-for, x-forwarded-host, x-forwarded-proto, x-request-id; on the request also traceparent, tracestate, expect)",
                 );
                 return None;
             }
