@@ -234,7 +234,11 @@ fn a_plain_openapi_document_imports_with_warnings_and_bad_ones_are_refused() {
     let r = admin_with(g.admin(), "POST", "/apis?mode=import", &lambda.to_string());
     assert_eq!(r.status, 201, "{}", r.text());
     let v = r.json();
-    assert_eq!(v["definition"]["routes"], json!([]));
+    let held = json!({"type": "mock", "status": 403, "body": "{\"message\":\"Forbidden\"}"});
+    assert_eq!(
+        v["definition"]["routes"],
+        json!([{"route": "GET /a", "integration": held}, {"route": "GET /b", "integration": held}])
+    );
     let w = v["warnings"].to_string();
     assert!(
         w.contains("aws_proxy") && w.contains("cognito_user_pools"),
@@ -392,7 +396,7 @@ fn path_variables_renamed_by_request_parameters_are_served() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["target"], "/pets/7/t/ball");
     assert_eq!(on(&g, "rename.test", "/ok").status, 200);
-    assert_eq!(on(&g, "rename.test", "/lost/1").status, 404);
+    assert_eq!(on(&g, "rename.test", "/lost/1").status, 403);
 }
 
 /// A byte-order mark opening a document is skipped (editors write one); a JSON document that
@@ -637,12 +641,29 @@ fn security_the_import_cannot_read_leaves_the_route_out() {
     let r = admin_with(g.admin(), "POST", "/apis?mode=import", &doc.to_string());
     assert_eq!(r.status, 201, "{}", r.text());
     let v = r.json();
-    let routes: std::collections::BTreeMap<String, serde_json::Value> = v["definition"]["routes"]
+    // A route left out is held by its key, answering 403: a less specific route must not
+    // take its requests without the protection the document gives them.
+    let held = json!({"type": "mock", "status": 403, "body": "{\"message\":\"Forbidden\"}"});
+    let (held, routes): (Vec<_>, Vec<_>) = v["definition"]["routes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| (r["route"].as_str().unwrap().to_string(), r.clone()))
-        .collect();
+        .partition(|(_, r)| r["integration"] == held);
+    let held: std::collections::BTreeSet<String> = held.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        held.iter().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "GET /both",
+            "GET /either",
+            "GET /names",
+            "GET /null",
+            "GET /object",
+            "GET /odd-auth"
+        ]
+    );
+    let routes: std::collections::BTreeMap<String, serde_json::Value> =
+        routes.into_iter().collect();
     assert_eq!(
         routes.keys().collect::<Vec<_>>(),
         [
@@ -1098,7 +1119,8 @@ fn amazons_http_api_export_forms_are_taken() {
         assert_eq!(r.status, 200, "{p}: {}", r.text());
         assert_eq!(r.json()["target"], "/shared", "{p}");
     }
-    assert_eq!(on(&g, "shared.test", "/gone").status, 404);
+    // Left out: held by its key (403), not served by anything else.
+    assert_eq!(on(&g, "shared.test", "/gone").status, 403);
     // The `*/*` body's schema is checked whatever the content type.
     assert_eq!(
         post(&g, "shared.test", "/any", "text/plain", "{\"n\":1}").status,
@@ -1220,7 +1242,8 @@ fn keys_named_by_a_lambda_authorizer_import_serve_and_export() {
     // The authorizer named no key: the header's does not count.
     let r = call(&format!("Authorization: without\r\nx-api-key: {KEY}\r\n"));
     assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(on(&g, "keysrc.test", "/bare").status, 404);
+    // Left out (a key but no authorizer to name it): held, 403.
+    assert_eq!(on(&g, "keysrc.test", "/bare").status, 403);
     let oas = admin(
         g.admin(),
         "GET",
@@ -1232,4 +1255,26 @@ fn keys_named_by_a_lambda_authorizer_import_serve_and_export() {
         oas["x-amazon-apigateway-api-key-source"], "AUTHORIZER",
         "{oas}"
     );
+}
+
+/// A route the import cannot take whole answers 403 by its key: left out, `$default` (or
+/// `ANY /{proxy+}`) took its requests, unprotected.
+#[test]
+fn a_route_left_out_is_not_served_by_a_catch_all() {
+    let up = Upstream::echo();
+    let g = gw();
+    let doc = json!({"openapi": "3.0.1", "info": {"title": "held", "version": "1"},
+    "components": {"securitySchemes": {"cog": {"type": "apiKey", "name": "Authorization", "in": "header",
+        "x-amazon-apigateway-authorizer": {"type": "cognito_user_pools", "providerARNs": ["arn:aws:cognito-idp:x"]}}}},
+    "paths": {
+        "/admin": {"get": {"security": [{"cog": []}], "responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": {"type": "http_proxy", "httpMethod": "GET", "uri": format!("http://{}/admin", up.addr), "payloadFormatVersion": "1.0"}}},
+        "/$default": {"x-amazon-apigateway-any-method": {"isDefaultRoute": true, "responses": {"200": {"description": "ok"}},
+            "x-amazon-apigateway-integration": {"type": "http_proxy", "httpMethod": "ANY", "uri": format!("http://{}/", up.addr), "payloadFormatVersion": "1.0"}}}
+    }});
+    import_and_serve(&g, "", &doc.to_string(), "held.test");
+    let r = on(&g, "held.test", "/admin");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(up.count(), 0);
+    assert_eq!(on(&g, "held.test", "/other").status, 200);
 }

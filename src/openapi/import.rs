@@ -178,11 +178,14 @@ pub fn import(
                     &mut authorizers,
                     &mut out.warnings,
                 );
-                if let Some(mut r) = r {
-                    if let Some(o) = r.as_object_mut() {
-                        vimp.route(doc, "$default", op, None, o, &mut out.warnings)?;
+                match r {
+                    Some(mut r) => {
+                        if let Some(o) = r.as_object_mut() {
+                            vimp.route(doc, "$default", op, None, o, &mut out.warnings)?;
+                        }
+                        routes.push(r);
                     }
-                    routes.push(r);
+                    None => routes.push(held("$default", &mut out.warnings)),
                 }
             }
             continue;
@@ -214,11 +217,14 @@ pub fn import(
                 &mut authorizers,
                 &mut out.warnings,
             );
-            if let Some(mut r) = r {
-                if let Some(o) = r.as_object_mut() {
-                    vimp.route(doc, &rkey, op, item.get("parameters"), o, &mut out.warnings)?;
+            match r {
+                Some(mut r) => {
+                    if let Some(o) = r.as_object_mut() {
+                        vimp.route(doc, &rkey, op, item.get("parameters"), o, &mut out.warnings)?;
+                    }
+                    routes.push(r);
                 }
-                routes.push(r);
+                None => routes.push(held(&rkey, &mut out.warnings)),
             }
         }
     }
@@ -352,6 +358,19 @@ fn cors(c: &Value, warnings: &mut Vec<String>) -> Option<Value> {
         out.insert(to.into(), v.clone());
     }
     Some(Value::Object(out))
+}
+
+/// What stands for a route left out: its key, answering 403. Left out altogether, its
+/// requests would be taken by a less specific route (`$default`, `ANY /{proxy+}`, `ANY` on
+/// the path) without the protection the document gives it.
+fn held(key: &str, warnings: &mut Vec<String>) -> Value {
+    warnings.push(format!(
+        "{key}: answers 403 Forbidden until it can be imported whole (left out, a less specific route would take its requests)"
+    ));
+    serde_json::json!({
+        "route": key,
+        "integration": {"type": "mock", "status": 403, "body": "{\"message\":\"Forbidden\"}"}
+    })
 }
 
 /// One operation as a route; `None` (with a warning) when it cannot be served as written.
