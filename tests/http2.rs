@@ -1277,3 +1277,61 @@ fn answers_held_for_compression_stay_within_the_shards_budget() {
         drop((first, second));
     });
 }
+
+/// An integration answer read whole for its `responses` is held within the shard's
+/// `limits.body_memory` too: while a client that takes nothing pins one, the next that would
+/// pass the budget gets 503 (slow clients each pinned up to three copies of a 10 MiB answer).
+#[test]
+fn answers_read_whole_for_integration_responses_stay_within_the_shards_budget() {
+    let body = "x".repeat(600 << 10);
+    let up = Upstream::start(move |_| {
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let gw = Gw::start(
+        &Cfg::new()
+            .listener("h2c = true")
+            .limits("body_memory = \"1MiB\"")
+            .route(
+                "GET /{p}",
+                format!("integration = {{ type = \"http\", uri = \"http://{}/x\", responses = [ {{ headers = {{ \"x-a\" = \"'s'\" }} }} ] }}", up.addr),
+            )
+            .toml(),
+    );
+    let addr = gw.addr();
+    rt().block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let head = |path: &str| {
+            let c = client.clone();
+            let req = http::Request::builder()
+                .uri(format!("http://api.test{path}"))
+                .body(())
+                .unwrap();
+            async move {
+                let mut c = c.ready().await.unwrap();
+                let (resp, _) = c.send_request(req, true).unwrap();
+                resp.await.unwrap()
+            }
+        };
+        // The first is held: its client takes none of it.
+        let first = head("/a").await;
+        assert_eq!(first.status(), 200);
+        assert_eq!(first.headers().get("x-a").unwrap(), "s");
+        let second = head("/b").await;
+        assert_eq!(second.status(), 503);
+        drop((first, second));
+    });
+}

@@ -106,11 +106,22 @@ pub(crate) async fn answer(
     if let (Some((t, vars)), false) = (ctx.transform.take(), upgrade) {
         // Here and below, outside the relay: no ring buffer held while the client is waited on.
         up.settle(&mut ubuf);
-        let Some(body) = read_whole(&mut up, &mut ubuf, resp.framing, integ.timeout).await else {
+        let Some(mut body) = read_whole(&mut up, &mut ubuf, resp.framing, integ.timeout).await
+        else {
             record_failure(&target, eject.as_deref(), &cfg);
             return Err(Error::upstream(
                 Kind::BadGateway,
                 "integration answer unreadable or over 10 MiB",
+            ));
+        };
+        // The answer and what it renders to are held until the client takes them: within
+        // `limits.body_memory`, with the shard's other answers held whole (slow clients each
+        // pinning up to three copies of a 10 MiB answer were bounded by nothing).
+        let budget = shard.snapshot().snap.limits.body_memory;
+        let Some(mut held) = compress::Held::take(2 * body.len() as u64, budget) else {
+            return Err(Error::downstream(
+                Kind::BodiesOverBudget,
+                "limits.body_memory: the shard holds as many answers whole as it may",
             ));
         };
         // Templates read the answer decoded (an integration that encodes it anyway); an empty
@@ -144,7 +155,7 @@ pub(crate) async fn answer(
         let mut a = match rendered {
             Some(a) => a,
             // A HEAD's answer as it came says the length a GET's would have.
-            None => as_it_came(&resp, body, head_only),
+            None => as_it_came(&resp, std::mem::take(&mut body), head_only),
         };
         ctx.status = a.status;
         let extra = super::super::finish::answer_lines(ctx, &mut a);
@@ -156,6 +167,9 @@ pub(crate) async fn answer(
             keep,
             head_only,
         );
+        // Only what goes out is held while the client takes it.
+        drop((a, body));
+        held.shrink(out.len() as u64);
         if !keep {
             conn.fin_after_next_write();
         }
