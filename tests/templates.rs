@@ -898,3 +898,21 @@ fn templates_read_amazons_context_names() {
         "{v}"
     );
 }
+
+/// On a route without an authorizer, `$context.authorizer.principalId` is an empty string, as
+/// the other names that do not apply are (it came out as its own text).
+#[test]
+fn the_authorizers_principal_is_empty_without_one() {
+    let t = r#"'{"p":"$context.authorizer.principalId","k":"$context.identity.apiKey"}'"#;
+    let g = Gw::start(
+        &Cfg::new()
+            .route(
+                "GET /m",
+                format!("integration = {{ type = \"mock\", body = \"x\", responses = [ {{ templates = {{ \"application/json\" = {t} }} }} ] }}"),
+            )
+            .toml(),
+    );
+    let r = get(g.addr(), "/m");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), serde_json::json!({"p": "", "k": ""}));
+}

@@ -401,9 +401,10 @@ fn vars(ss: &ShardSnap, conn: &Conn, ctx: &RequestCtx, m: RouteMatch, reads: u8)
     if let Some(crate::gateway::ctx::Authorized::Iam(key)) = &ctx.principal.authorizer {
         id["accessKey"] = json!(&**key);
     }
-    if let Some(a) = authorizer(ctx) {
-        out.context["authorizer"] = a;
-    }
+    // Without an authorizer, its principal is an empty string as the other names that do not
+    // apply are (a template read `$context.authorizer.principalId` as its own text).
+    out.context["authorizer"] =
+        authorizer(ctx).unwrap_or_else(|| json!({"principalId": "", "claims": {}}));
     out
 }
 

@@ -496,6 +496,13 @@ const UTIL_METHODS: [&str; 6] = [
     "parseJson",
 ];
 
+/// The standard alphabet, padding optional on decoding.
+const STANDARD_ANY_PADDING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 pub(super) fn util_call(m: &str, args: &[Value]) -> Result<Value, String> {
     use base64::Engine;
     let s = args.first().map(text).unwrap_or_default();
@@ -562,7 +569,8 @@ pub(super) fn util_call(m: &str, args: &[Value]) -> Result<Value, String> {
         "base64Encode" => Value::String(base64::engine::general_purpose::STANDARD.encode(s.as_bytes())),
         "base64Decode" => Value::String(
             String::from_utf8_lossy(
-                &base64::engine::general_purpose::STANDARD
+                // Padding optional, as Java's decoders take it (a JWT's segment has none).
+                &STANDARD_ANY_PADDING
                     .decode(s.trim())
                     .map_err(|e| format!("$util.base64Decode: {e}"))?,
             )

@@ -61,14 +61,14 @@ fn json_to_xml() {
 #[test]
 fn input_util_context_and_references() {
     let body = r#"{"name":"Rex \"the\" dog","tags":["a","b"],"n":{"x":1}}"#;
-    let t = r#"{"name":"$util.escapeJavaScript($input.path('$.name'))","json":$input.json('$.n'),"tags":$input.json('$.tags'),"count":$input.path('$.tags').size(),"first":"$input.path('$.tags[0]')","pet":"$input.params('petId')","limit":"$input.params().querystring.limit","tenant":"$input.params().header.get('x-tenant')","rid":"$context.requestId","tier":"${stageVariables.tier}","missing":"$!nothing","kept":"$nothing","up":"$util.escapeJavaScript($input.path('$.name').toUpperCase())","b64":"$util.base64Encode('hi')","unb64":"$util.base64Decode('aGk=')","url":"$util.urlEncode('a b&c')","unurl":"$util.urlDecode('a+b%26c')","parsed":"$util.parseJson('{"k":5}').k"}"#;
+    let t = r#"{"name":"$util.escapeJavaScript($input.path('$.name'))","json":$input.json('$.n'),"tags":$input.json('$.tags'),"count":$input.path('$.tags').size(),"first":"$input.path('$.tags[0]')","pet":"$input.params('petId')","limit":"$input.params().querystring.limit","tenant":"$input.params().header.get('x-tenant')","rid":"$context.requestId","tier":"${stageVariables.tier}","missing":"$!nothing","kept":"$nothing","up":"$util.escapeJavaScript($input.path('$.name').toUpperCase())","b64":"$util.base64Encode('hi')","unb64":"$util.base64Decode('aGk=')","unpadded":"$util.base64Decode('aGVsbG8gd29ybGQ')","url":"$util.urlEncode('a b&c')","unurl":"$util.urlDecode('a+b%26c')","parsed":"$util.parseJson('{"k":5}').k"}"#;
     let text = run(t, body).unwrap();
     let out: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert_eq!(
         out,
         json!({"name": "Rex \"the\" dog", "json": {"x": 1}, "tags": ["a", "b"], "count": 2, "first": "a",
                "pet": "7", "limit": "2", "tenant": "t1", "rid": "rid-1", "tier": "gold", "missing": "",
-               "kept": "$nothing", "up": "REX \"THE\" DOG", "b64": "aGk=", "unb64": "hi",
+               "kept": "$nothing", "up": "REX \"THE\" DOG", "b64": "aGk=", "unb64": "hi", "unpadded": "hello world",
                "url": "a+b%26c", "unurl": "a b&c", "parsed": "5"})
     );
 }
