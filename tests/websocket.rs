@@ -1312,7 +1312,7 @@ fn a_connect_mocks_refusal_carries_its_headers() {
 }
 
 /// With `[tracing]`, a client's trace headers (here an invalid one) are not handed to
-/// `$connect`'s integration: the gateway owns trace context.
+/// `$connect`'s integration: the gateway owns trace context, and sends its own.
 #[test]
 fn connect_does_not_pass_a_clients_trace_context_on() {
     let up = backend();
@@ -1338,9 +1338,16 @@ fn connect_does_not_pass_a_clients_trace_context_on() {
     .unwrap();
     let seen = up.requests();
     let c = seen.iter().find(|s| s.target == "/connect").unwrap();
-    for h in ["tracestate", "x-amzn-trace-id"] {
-        assert!(c.headers_named(h).is_empty(), "{h}");
-    }
+    assert!(c.headers_named("tracestate").is_empty());
+    // The gateway's own trace context only (a new trace: the client's was invalid).
+    assert_eq!(
+        c.headers_named("x-amzn-trace-id").len(),
+        1,
+        "{:?}",
+        c.headers_named("x-amzn-trace-id")
+    );
+    assert!(!c.headers_named("x-amzn-trace-id")[0].contains("Root=1-0-0"));
+    assert_eq!(c.headers_named("traceparent").len(), 1);
     assert!(
         !c.headers_named("traceparent")
             .iter()
