@@ -757,6 +757,32 @@ fn client_invalidation_follows_the_stage_policy() {
     let r = req(&gw, "/g/items/1", "");
     assert_eq!((r.status, r.text().as_str()), (404, "gone"));
     drop(gw);
+    // Nor when the fresh answer, chunked, turns out too large to store.
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let up = Upstream::start(move |_| match n2.fetch_add(1, Ordering::SeqCst) {
+        0 => respond(200, "was here"),
+        _ => {
+            let big = "b".repeat(200 << 10);
+            Action::Raw(
+                format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n", big.len())
+                    .into_bytes(),
+            )
+        }
+    });
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    assert_eq!(req(&gw, "/g/items/1", "").text(), "was here");
+    let r = req(&gw, "/g/items/1", fresh);
+    assert_eq!(
+        (r.header("x-cache"), r.body.len()),
+        (Some("Refresh"), 200 << 10)
+    );
+    let r = req(&gw, "/g/items/1", "");
+    assert_eq!(
+        (r.header("x-cache"), r.body.len()),
+        (Some("Miss"), 200 << 10)
+    );
+    drop(gw);
     // require_api_key: without a valid key the header is ignored, and the answer says so.
     let (up, _) = numbered("");
     let gw = Gw::start(&conf(up.addr, "require_api_key", ""));

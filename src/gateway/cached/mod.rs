@@ -397,8 +397,14 @@ async fn fetch(
             let leader = Rc::new(std::cell::Cell::new(leader.take()));
             let leader2 = leader.clone();
             let mut t = Tee::new(max, declared.unwrap_or(16 << 10));
+            // A refresh whose answer turns out too large to store still invalidates (as
+            // one that brings nothing storable does): the old answer is not served again.
+            let stale = refresh.then(|| primary.clone());
             t.on_too_large = Some(Box::new(move || {
                 Stats::add(&counted.stats.too_large);
+                if let Some(key) = &stale {
+                    counted.remove(key);
+                }
                 drop(leader2.take());
             }));
             t.on_complete = Some(Box::new(move |body: Bytes| {
