@@ -327,6 +327,12 @@ fn export_import_export_gives_the_same_document_and_the_same_answers() {
     assert_eq!(schemes["api_key_1"]["name"], "x-api-key", "{schemes:#}");
     assert!(first["paths"]["/a%20b"]["get"].is_object(), "{first:#}");
     assert!(first["x-amazon-apigateway-policy"].is_object(), "{first:#}");
+    // A model for any content type is the media type range `*/*`, not `$default`.
+    let content = &first["paths"]["/mixed"]["post"]["requestBody"]["content"];
+    assert!(
+        content["*/*"].is_object() && content.get("$default").is_none(),
+        "{content:#}"
+    );
     // Models refer to each other as the document's schemas, not through copies.
     assert_eq!(
         first["components"]["schemas"]["Pet"]["properties"]["tag"]["$ref"],

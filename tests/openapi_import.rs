@@ -949,6 +949,7 @@ fn merge_takes_the_documents_models_cors_and_gateway_responses() {
             "x-amazon-apigateway-integration": {"type": "mock", "responses": {"default": {"statusCode": "200", "responseTemplates": {"text/plain": "a"}}}}}}}});
     import_and_serve(&g, "&name=m", &first.to_string(), "m.test");
     let more = json!({"openapi": "3.0.1", "info": {"title": "m", "version": "1"},
+        "x-amazon-apigateway-api-key-source": "AUTHORIZER",
         "x-amazon-apigateway-cors": {"allowOrigins": ["https://app.example.test"], "allowMethods": ["POST"]},
         "x-amazon-apigateway-gateway-responses": {"DEFAULT_4XX": {"statusCode": 422,
             "responseParameters": {"gatewayresponse.header.x-merged": "'yes'"},
@@ -971,6 +972,8 @@ fn merge_takes_the_documents_models_cors_and_gateway_responses() {
         .map(|m| m["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["Old", "Pet"], "{def}");
+    // A setting of the whole API the document has replaces the API's.
+    assert_eq!(def["api_key_source"], "AUTHORIZER", "{def}");
     let mut kinds: Vec<&String> = def["gateway_responses"]
         .as_object()
         .unwrap()

@@ -16,7 +16,7 @@ const BY_KEY: [(&str, &str); 3] = [
 /// Objects merged by their keys.
 const BY_NAME: [&str; 1] = ["gateway_responses"];
 /// Settings of the whole API: the document's, when it has one, replaces the API's.
-const WHOLE: [&str; 2] = ["cors", "resource_policy"];
+const WHOLE: [&str; 3] = ["cors", "resource_policy", "api_key_source"];
 
 /// `existing` with `imported` merged into it.
 pub fn merge(existing: &Value, imported: &Value) -> Value {

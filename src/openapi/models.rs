@@ -633,8 +633,11 @@ pub(super) fn export_route(
             .request_models
             .iter()
             .map(|(ct, m)| {
+                // `$default` (any content type) is `*/*` as a media type range, as the
+                // import reads it.
+                let range = if ct == "$default" { "*/*" } else { ct.as_str() };
                 (
-                    ct.clone(),
+                    range.to_string(),
                     json!({ "schema": { "$ref": format!("{prefix}{m}") } }),
                 )
             })
