@@ -7,12 +7,45 @@
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// Parses `bytes` as one JSON value; a member named twice in one object is an error.
+/// Parses `bytes` as one JSON value; a member named twice in one object is an error, and so
+/// is a document of more than [`MAX_NODES`] values.
 pub(crate) fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    if values_at_least(bytes) > MAX_NODES {
+        return Err(serde_json::Error::custom(format!(
+            "the document holds more than {MAX_NODES} values"
+        )));
+    }
     let mut d = serde_json::Deserializer::from_slice(bytes);
     let v = Strict(0).deserialize(&mut d)?;
     d.end()?;
     Ok(v)
+}
+
+/// Most values a document may hold (as a YAML document may expand to): a `Value` takes tens
+/// of bytes a value, so 32 MiB of `[0,0,0,...]` built gigabytes.
+pub(crate) const MAX_NODES: usize = 500_000;
+
+/// A lower bound of the values in `bytes`, read without building them: the separators and
+/// openings outside strings (each `,` `:` `[` `{` begins one more).
+fn values_at_least(bytes: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b':' | b'[' | b'{' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
 }
 
 /// Objects and arrays within one another. The store reads a record back with serde_json's
@@ -127,5 +160,16 @@ mod tests {
         assert!(from_slice(deep(super::MAX_DEPTH).as_bytes()).is_ok());
         let e = from_slice(deep(super::MAX_DEPTH + 1).as_bytes()).unwrap_err();
         assert!(e.to_string().contains("nest deeper than 100 levels"), "{e}");
+    }
+
+    #[test]
+    fn a_document_of_too_many_values_is_refused_before_it_is_built() {
+        let array = |n: usize| format!("[{}]", vec!["0"; n].join(","));
+        assert!(from_slice(array(super::MAX_NODES).as_bytes()).is_ok());
+        let e = from_slice(array(super::MAX_NODES + 2).as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("more than 500000 values"), "{e}");
+        // Separators inside strings are text, escaped quotes included.
+        let text = format!("{{\"a\": \"{}\\\",\"}}", ",".repeat(super::MAX_NODES + 10));
+        assert!(from_slice(text.as_bytes()).is_ok(), "{}", &text[..20]);
     }
 }
