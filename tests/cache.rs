@@ -1065,6 +1065,28 @@ fn reload_applies_new_cache_settings() {
     assert_eq!(req(&gw, "/g/items/1", "").header("x-cache"), None);
 }
 
+/// A reload to a smaller cache with larger entries stores what fits `max_entry`: the cache
+/// kept its many small segments, and the store refused, without a word, anything larger than
+/// one of them (200 KB under a 1 MiB `max_entry`).
+#[test]
+fn a_reload_to_larger_entries_stores_them() {
+    let up = Upstream::start(|_| respond(200, &"x".repeat(200_000)));
+    let settings = |cache: &str| {
+        conf(up.addr, "allow", "").replacen("ttl = \"300s\", capacity = \"1MiB\"", cache, 1)
+    };
+    let gw = Gw::start(&settings(
+        "ttl = \"300s\", capacity = \"128MiB\", max_entry = \"64KiB\"",
+    ));
+    assert_eq!(req(&gw, "/g/items/1", "").header("x-cache"), Some("Miss"));
+    gw.rewrite(&settings(
+        "ttl = \"300s\", capacity = \"8MiB\", max_entry = \"1MiB\"",
+    ));
+    gw.gw.as_ref().unwrap().reload().unwrap();
+    assert_eq!(req(&gw, "/g/items/2", "").header("x-cache"), Some("Miss"));
+    let r = req(&gw, "/g/items/2", "");
+    assert_eq!((r.header("x-cache"), r.body.len()), (Some("Hit"), 200_000));
+}
+
 /// In `mode = "http"` the key is the whole target URI: `/u?test=B` is not answered with what
 /// was stored for `/u?test=A`. (Gateway mode keys on the listed parameters, as AWS does.)
 #[test]

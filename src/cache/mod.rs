@@ -204,6 +204,8 @@ pub struct StageCache {
     /// "api/stage".
     pub name: String,
     pub mode: CacheMode,
+    /// The store's segments (see [`StageCache::segments_for`]).
+    segments: usize,
     store: Store,
     flights: Arc<Flights>,
     epoch: AtomicU64,
@@ -230,10 +232,15 @@ impl std::fmt::Debug for StageCache {
 }
 
 impl StageCache {
-    pub fn new(name: String, cfg: &StageCacheCfg, clock: Arc<CacheClock>) -> StageCache {
-        // Segments hold at least 8 of the largest entries each; at most 64 segments.
+    /// Segments hold at least 8 of the largest entries each; at most 64 segments, a power of
+    /// two. (The store refuses, without a word, an entry larger than one segment.)
+    fn segments_for(cfg: &StageCacheCfg) -> usize {
         let segments = (cfg.capacity / (8 * cfg.max_entry.max(1))).clamp(1, 64);
-        let segments = 1usize << (63 - segments.leading_zeros());
+        1usize << (63 - segments.leading_zeros())
+    }
+
+    pub fn new(name: String, cfg: &StageCacheCfg, clock: Arc<CacheClock>) -> StageCache {
+        let segments = Self::segments_for(cfg);
         let stats = Stats::default();
         let store = Cache::with_options(
             OptionsBuilder::new()
@@ -249,6 +256,7 @@ impl StageCache {
         StageCache {
             name,
             mode: cfg.mode,
+            segments,
             store,
             flights: Arc::new(Flights::new(segments)),
             epoch: AtomicU64::new(0),
@@ -482,7 +490,10 @@ impl CacheRegistry {
             return c.clone();
         }
         let c = match self.caches.get(&key) {
-            Some(c) if c.mode == cfg.mode => {
+            // Kept across a reload while its segments still hold the largest entry (more,
+            // smaller segments than the new settings want would refuse entries well under
+            // `max_entry`); else a new one, empty.
+            Some(c) if c.mode == cfg.mode && c.segments <= StageCache::segments_for(cfg) => {
                 c.set_capacity(cfg.capacity);
                 c.clone()
             }
