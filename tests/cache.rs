@@ -1503,3 +1503,36 @@ fn a_304_that_cannot_be_stored_still_reaches_the_client() {
     );
     assert_eq!(n.load(Ordering::SeqCst), 3);
 }
+
+/// A GET whose integration has a request template is cached as the bodiless request it is
+/// (it was always Bypass: the rendered body was taken for the client's), and a hit on a
+/// kept-alive connection leaves nothing of the body behind for the next request.
+#[test]
+fn a_get_with_a_request_template_is_cached() {
+    let (up, _) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "allow", "").replacen(
+        "  [[apis.routes]]\n  route = \"GET /short\"",
+        "  [[apis.routes]]\n  route = \"GET /tpl\"\n  cache = { key = [\"query.q\"] }\n  integration = { type = \"http\", uri = \"http://app/tpl\", request_templates = { \"application/json\" = '{\"q\": \"$input.params().querystring.q\"}' } }\n\n  [[apis.routes]]\n  route = \"GET /short\"",
+        1,
+    ));
+    let mut c = Client::connect(gw.addr());
+    let get = |c: &mut Client, q: &str| {
+        c.request(format!("GET /g/tpl?q={q} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes())
+    };
+    let r = get(&mut c, "a");
+    assert_eq!(
+        (r.status, r.header("x-cache")),
+        (200, Some("Miss")),
+        "{}",
+        r.text()
+    );
+    let first = r.text();
+    let r = get(&mut c, "a");
+    assert_eq!((r.header("x-cache"), r.text()), (Some("Hit"), first));
+    // The same connection serves on: the next request is read as sent.
+    let r = get(&mut c, "b");
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("Miss")));
+    let r = c.request(b"GET /g/items/1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(up.count(), 3);
+}

@@ -115,6 +115,9 @@ pub struct RequestCtx {
     pub captures: Captures,
     /// Set by the throttle phase on throttled routes: the `RateLimit-*` headers to answer with.
     pub ratelimit: Option<crate::error::RateInfo>,
+    /// A request template wrote the body of a request that came without one (a GET): the
+    /// cache takes it as the bodiless request it was.
+    pub body_rendered: bool,
     /// The status answered (0 until a head is written), for the counters.
     pub status: u16,
     /// `X-Cache` on cached routes: Hit, Miss, Bypass, Refresh, Revalidated or Stale.
@@ -206,6 +209,7 @@ impl RequestCtx {
             principal: Principal::default(),
             captures: Captures::new(),
             ratelimit: None,
+            body_rendered: false,
             status: 0,
             cache_status: None,
             cache_warning: None,

@@ -116,6 +116,7 @@ pub(crate) async fn request(
             buf.extend_from_slice(out.as_bytes());
             buf.extend_from_slice(&rest);
             conn.buf = buf;
+            ctx.body_rendered = ctx.head.framing == Framing::None;
             ctx.head.framing = Framing::Length(out.len() as u64);
             // Waiting in the buffer to be sent, as a body read with the head is (a request
             // that came without one was done with its body; one too big to go out with the

@@ -66,7 +66,7 @@ pub(crate) async fn serve(
         .header(b"pragma")
         .is_some_and(|v| crate::http::has_token(v, b"no-cache"));
     let cacheable_request = (method == Method::Get || method == Method::Head)
-        && ctx.head.framing == Framing::None
+        && (ctx.head.framing == Framing::None || ctx.body_rendered)
         && !ctx.head.upgrade
         && !(cache.mode == CacheMode::Http && req_cc.no_store);
     if !cacheable_request {
