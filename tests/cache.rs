@@ -1536,3 +1536,23 @@ fn a_get_with_a_request_template_is_cached() {
     assert_eq!(r.status, 200);
     assert_eq!(up.count(), 3);
 }
+
+/// A byte range of an answer the cache does not hold goes to the upstream as asked (it was
+/// stripped, and the whole answer fetched and sent: a resumed download started over); one
+/// the cache holds is answered whole from it, as RFC 9110 14.2 allows.
+#[test]
+fn a_range_that_misses_goes_to_the_upstream_as_asked() {
+    let (up, n) = numbered("");
+    let gw = Gw::start(&conf(up.addr, "allow", ""));
+    let r = req(&gw, "/g/items/1", "Range: bytes=0-3\r\n");
+    assert_eq!(r.header("x-cache"), Some("Miss"));
+    assert_eq!(up.requests()[0].header("range"), Some("bytes=0-3"));
+    // Nothing was stored from it: the next plain request fills the cache.
+    assert_eq!(req(&gw, "/g/items/1", "").header("x-cache"), Some("Miss"));
+    let r = req(&gw, "/g/items/1", "Range: bytes=0-3\r\n");
+    assert_eq!(
+        (r.header("x-cache"), r.text().as_str()),
+        (Some("Hit"), "/items/1 #2")
+    );
+    assert_eq!(n.load(Ordering::SeqCst), 2);
+}

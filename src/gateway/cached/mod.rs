@@ -146,6 +146,13 @@ pub(crate) async fn serve(
         ));
     }
 
+    // A byte range of an answer not stored goes to the upstream as asked, and fills nothing
+    // (fetched whole instead, a resumed download or a video's seek got the whole answer).
+    if !refresh && ctx.head.header(b"range").is_some() {
+        Stats::add(&cache.stats.bypasses);
+        ctx.cache_status = Some("Miss");
+        return proxy::forward(shard, ss, conn, ctx, integ).await;
+    }
     // A miss (or a stale entry): one request fetches, the others wait for it.
     let mut leader = None;
     if !refresh {
