@@ -103,5 +103,18 @@ pub fn cache_warnings(cfg: &Config) -> Vec<String> {
             ));
         }
     }
+    // A domain's certificate that no TLS listener serving the domain could offer.
+    for d in cfg.domains.iter().filter(|d| d.tls.is_some()) {
+        let tls_listener = cfg
+            .listeners
+            .iter()
+            .any(|l| l.tls.is_some() && d.listeners.as_ref().is_none_or(|ls| ls.contains(&l.name)));
+        if !tls_listener {
+            out.push(format!(
+                "domains[{:?}].tls: no TLS listener serves this domain, so its certificate is never offered",
+                crate::config::host_text(&d.host)
+            ));
+        }
+    }
     out
 }

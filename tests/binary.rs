@@ -1065,6 +1065,22 @@ fn check_warns_about_route_caches_without_a_stage_cache() {
     );
     let text = check(ws("connections_authorization = \"none\""));
     assert!(!text.contains("connections_authorization"), "{text}");
+    // A domain's certificate no TLS listener could offer (the only listener is plain).
+    let (cert, key, _) = common::certs::Ca::new().leaf(&["api.example.test"], false);
+    std::fs::write(dir.0.join("d.pem"), cert).unwrap();
+    std::fs::write(dir.0.join("d.key"), key).unwrap();
+    let text = check(
+        Cfg::new()
+            .route("GET /m", "integration = { type = \"mock\" }")
+            .extra("[[domains]]\nhost = \"api.example.test\"\ntls = { cert = \"d.pem\", key = \"d.key\" }\nmappings = [{ base_path = \"\", api = \"api\", stage = \"prod\" }]\n")
+            .toml(),
+    );
+    assert!(
+        text.contains(
+            "warning: domains[\"api.example.test\"].tls: no TLS listener serves this domain"
+        ),
+        "{text}"
+    );
 }
 
 /// Every TOML snippet in the README is valid TOML, and the ones that are whole configs
