@@ -1281,3 +1281,51 @@ fn a_route_left_out_is_not_served_by_a_catch_all() {
     assert_eq!(up.count(), 0);
     assert_eq!(on(&g, "held.test", "/other").status, 200);
 }
+
+/// What the import does not take is said, so that `failonwarnings=true` refuses it: another
+/// operation beside the default route's, a request authorizer's payload format 1.0 or its
+/// credentials (each was dropped without a word).
+#[test]
+fn what_is_not_taken_is_said() {
+    let g = gw();
+    let any = json!({"isDefaultRoute": true, "x-amazon-apigateway-integration": {"type": "mock"}});
+    let docs = [
+        (
+            json!({"openapi": "3.0.1", "info": {"title": "d1", "version": "1"}, "paths": {
+                "/$default": {"x-amazon-apigateway-any-method": any,
+                    "post": {"x-amazon-apigateway-integration": {"type": "mock"}}}}}),
+            "paths[\"/$default\"].post: the default route is its x-amazon-apigateway-any-method alone",
+        ),
+        (
+            json!({"openapi": "3.0.1", "info": {"title": "d2", "version": "1"},
+                "components": {"securitySchemes": {"lam": {"type": "apiKey", "name": "Authorization", "in": "header",
+                    "x-amazon-apigateway-authorizer": {"type": "request", "authorizerUri": "http://127.0.0.1:9/auth",
+                        "authorizerPayloadFormatVersion": "1.0", "authorizerCredentials": "arn:aws:iam::1:role/x",
+                        "identitySource": "$request.header.Authorization"}}}},
+                "paths": {"/a": {"get": {"security": [{"lam": []}], "x-amazon-apigateway-integration": {"type": "mock"}}}}}),
+            "authorizerPayloadFormatVersion \"1.0\": the gateway sends payload format 2.0",
+        ),
+    ];
+    for (doc, want) in docs {
+        let r = admin_with(g.admin(), "POST", "/apis?mode=import", &doc.to_string());
+        assert_eq!(r.status, 201, "{}", r.text());
+        let warnings = r.json()["warnings"].clone();
+        assert!(
+            warnings
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w.as_str().unwrap().contains(want)),
+            "{want}: {warnings}"
+        );
+        let mut strict = doc.clone();
+        strict["info"]["title"] = json!(format!("{}s", doc["info"]["title"].as_str().unwrap()));
+        let r = admin_with(
+            g.admin(),
+            "POST",
+            "/apis?mode=import&failonwarnings=true",
+            &strict.to_string(),
+        );
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+}

@@ -168,6 +168,17 @@ pub fn import(
                 .and_then(Value::as_bool)
                 == Some(true);
         if path == super::DEFAULT_ROUTE || amazons_default {
+            // The default route is its any-method operation alone: another is said, not lost.
+            for key in item.keys().filter(|k| {
+                !matches!(
+                    k.as_str(),
+                    "x-amazon-apigateway-any-method" | "parameters" | "summary" | "description"
+                )
+            }) {
+                out.warnings.push(format!(
+                    "paths[{path:?}].{key}: the default route is its x-amazon-apigateway-any-method alone; left out"
+                ));
+            }
             if let Some(op) = item.get("x-amazon-apigateway-any-method") {
                 let r = route(
                     "$default",
@@ -617,6 +628,21 @@ fn authorizer_of(name: &str, kind: &str, a: &Value, warnings: &mut Vec<String>) 
             }
             if let Some(re) = a["identityValidationExpression"].as_str() {
                 out["identity_validation_expression"] = json!(re);
+            }
+            // What the gateway does otherwise than the document says: said, so that
+            // failonwarnings refuses it.
+            if let Some(v) = a["authorizerPayloadFormatVersion"]
+                .as_str()
+                .filter(|v| kind == "request" && *v != "2.0")
+            {
+                warnings.push(format!(
+                    "authorizer {name:?}: authorizerPayloadFormatVersion {v:?}: the gateway sends payload format 2.0 (its answer is read in either form)"
+                ));
+            }
+            if a.get("authorizerCredentials").is_some() {
+                warnings.push(format!(
+                    "authorizer {name:?}: authorizerCredentials is not taken (the gateway calls the authorizer's URL itself)"
+                ));
             }
             Some(out)
         }
