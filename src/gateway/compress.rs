@@ -169,6 +169,29 @@ impl Held {
         })
     }
 
+    /// Holds nothing (yet).
+    pub(crate) fn none() -> Held {
+        Held(0)
+    }
+
+    /// What it holds.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.0
+    }
+
+    /// Holds `bytes` more, unless the shard's other answers hold the budget (`false`: nothing
+    /// more held). One alone on its shard always grows.
+    pub(crate) fn grow(&mut self, bytes: u64, budget: u64) -> bool {
+        HELD.with(|h| {
+            if h.get() > self.0 && h.get().saturating_add(bytes) > budget {
+                return false;
+            }
+            h.set(h.get() + bytes);
+            self.0 += bytes;
+            true
+        })
+    }
+
     /// Holds only `to` bytes from now on (the plain body dropped, the coded one kept).
     pub(crate) fn shrink(&mut self, to: u64) {
         let less = self.0.saturating_sub(to);

@@ -403,7 +403,11 @@ async fn fetch(
             // The leader goes when the body is stored, or found too large to be.
             let leader = Rc::new(std::cell::Cell::new(leader.take()));
             let leader2 = leader.clone();
-            let mut t = Tee::new(max, declared.unwrap_or(16 << 10));
+            let mut t = Tee::new(
+                max,
+                declared.unwrap_or(16 << 10),
+                ss.snap.limits.body_memory,
+            );
             // A refresh whose answer turns out too large to store still invalidates (as
             // one that brings nothing storable does): the old answer is not served again.
             let stale = refresh.then(|| primary.clone());

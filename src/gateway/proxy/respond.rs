@@ -5,10 +5,15 @@ use super::*;
 use crate::gateway::compress;
 use crate::http::write::Answer;
 
-/// Where the cache collects a body it means to store, as it streams to the client.
+/// Where the cache collects a body it means to store, as it streams to the client. What it
+/// holds counts against `limits.body_memory` with the shard's other answers held whole:
+/// past it, the answer is not stored (clients that stop reading each pinned up to
+/// `max_entry`, bounded by nothing).
 pub(crate) struct Tee {
     pub body: BytesMut,
     pub max: usize,
+    held: compress::Held,
+    budget: u64,
     /// Set when the body outgrew `max` (then collection stopped).
     pub too_large: bool,
     /// Called with the whole body once it has ended where its framing said (and fit within
@@ -20,10 +25,16 @@ pub(crate) struct Tee {
 }
 
 impl Tee {
-    pub(crate) fn new(max: usize, expect: usize) -> Tee {
+    pub(crate) fn new(max: usize, expect: usize, budget: u64) -> Tee {
+        let cap = expect.min(max);
+        // Held as it grows: none of it when the shard's other answers hold the budget (the
+        // first push then finds it so).
+        let held = compress::Held::take(cap as u64, budget).unwrap_or_else(compress::Held::none);
         Tee {
-            body: BytesMut::with_capacity(expect.min(max)),
+            body: BytesMut::with_capacity(cap),
             max,
+            held,
+            budget,
             too_large: false,
             on_complete: None,
             on_too_large: None,
@@ -33,7 +44,9 @@ impl Tee {
     fn finish(&mut self) {
         if let Some(f) = self.on_complete.take() {
             if !self.too_large {
+                // Stored: the cache's capacity counts it from now on.
                 f(std::mem::take(&mut self.body).freeze());
+                self.held.shrink(0);
             }
         }
     }
@@ -42,9 +55,13 @@ impl Tee {
         if self.too_large {
             return;
         }
-        if self.body.len() + b.len() > self.max {
+        let need = (self.body.len() + b.len()) as u64;
+        let more = need.saturating_sub(self.held.bytes());
+        let fits = more == 0 || self.held.grow(more, self.budget);
+        if self.body.len() + b.len() > self.max || !fits {
             self.too_large = true;
             self.body = BytesMut::new();
+            self.held.shrink(0);
             self.on_complete = None;
             if let Some(f) = self.on_too_large.take() {
                 f();
@@ -717,4 +734,41 @@ fn weak_revalidation(ctx: &RequestCtx, resp: &ResponseHead) -> bool {
         .flat_map(|(_, v)| v.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .any(|t| t.len() == tag.len() + 2 && t.starts_with(b"W/") && &t[2..] == tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tee;
+
+    /// Bodies collected for the cache count against the shard's budget: past it, the next
+    /// answer's is given up (not stored), and what a tee held goes back when it is done.
+    #[test]
+    fn tees_hold_within_the_budget() {
+        let budget = 100 << 10;
+        let chunk = vec![b'x'; 10 << 10];
+        let mut a = Tee::new(1 << 20, 0, budget);
+        for _ in 0..8 {
+            a.push(&chunk);
+        }
+        assert!(!a.too_large);
+        let mut b = Tee::new(1 << 20, 0, budget);
+        b.push(&chunk);
+        b.push(&chunk);
+        assert!(!b.too_large);
+        // 100 KiB held between them: the next chunk does not fit.
+        b.push(&chunk);
+        assert!(b.too_large && b.body.is_empty());
+        // A tee alone on its shard always grows.
+        drop(b);
+        for _ in 0..20 {
+            a.push(&chunk);
+        }
+        assert!(!a.too_large && a.body.len() == 28 * chunk.len());
+        drop(a);
+        let mut c = Tee::new(1 << 20, 0, budget);
+        for _ in 0..10 {
+            c.push(&chunk);
+        }
+        assert!(!c.too_large);
+    }
 }
