@@ -40,7 +40,7 @@ fn config() -> String {
     Cfg::new()
         .api("shop")
         .api_extra(format!(
-            "[[apis.authorizers]]\nname = \"users\"\ntype = \"jwt\"\nissuer = \"https://idp.example.test\"\naudience = [\"shop\"]\njwks_uri = \"http://{dead}/jwks\"\n\n[[apis.authorizers]]\nname = \"partners\"\ntype = \"request\"\nuri = \"http://{dead}/authorize\"\nidentity_sources = [\"$request.header.x-partner\"]\nttl = \"60s\"\n"
+            "[[apis.authorizers]]\nname = \"users\"\ntype = \"jwt\"\nissuer = \"https://idp.example.test\"\naudience = [\"shop\"]\njwks_uri = \"http://{dead}/jwks\"\nidentity_source = \"$request.querystring.tok\"\n\n[[apis.authorizers]]\nname = \"partners\"\ntype = \"request\"\nuri = \"http://{dead}/authorize\"\nidentity_sources = [\"$request.header.x-partner\"]\nttl = \"60s\"\n"
         ))
         .route(
             "GET /pets/{petId}",
@@ -149,6 +149,13 @@ fn exports_are_valid_and_carry_the_integrations() {
         let sw = export(q);
         assert_eq!(validate(&sw), "", "{q}: {sw:#}");
         assert_eq!(sw["swagger"], "2.0");
+        // Swagger has no OpenID Connect: the token is where the authorizer reads it.
+        let users = &sw["securityDefinitions"]["users"];
+        assert_eq!(
+            (&users["name"], &users["in"]),
+            (&json!("tok"), &json!("query")),
+            "{users}"
+        );
         assert_eq!(
             sw["paths"]["/pets/{petId}"]["get"]["parameters"][0]["type"],
             "string"

@@ -466,10 +466,16 @@ fn scheme(auth: &crate::config::Authorizer, kind: Kind, extensions: bool) -> Val
                     "type": "openIdConnect",
                     "openIdConnectUrl": j.discovery_url().text,
                 }),
-                // Swagger 2.0 has no OpenID Connect: a bearer token in the header.
-                Kind::Swagger => {
-                    json!({ "type": "apiKey", "name": "Authorization", "in": "header" })
-                }
+                // Swagger 2.0 has no OpenID Connect: a bearer token where the authorizer reads
+                // it (the scopes stay on the requirement, as Amazon's own exports write them).
+                Kind::Swagger => match &j.identity_source {
+                    IdentitySource::Header(h) => {
+                        json!({ "type": "apiKey", "name": h, "in": "header" })
+                    }
+                    IdentitySource::Query(q) => {
+                        json!({ "type": "apiKey", "name": q, "in": "query" })
+                    }
+                },
             };
             if extensions {
                 s["x-amazon-apigateway-authorizer"] = json!({
