@@ -726,20 +726,7 @@ fn websockets_run_over_http2_extended_connect() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(conn);
-        let mut client = client.ready().await.unwrap();
-        // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive after the handshake.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !client.is_extended_connect_protocol_enabled() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no SETTINGS_ENABLE_CONNECT_PROTOCOL"
-            );
-            client = client.ready().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let mut client = extended_connect_client(addr).await;
         let req = http::Request::builder()
             .method("CONNECT")
             .uri("http://chat.test/")
@@ -1449,16 +1436,8 @@ fn a_connect_reset_while_its_integration_runs_is_still_disconnected() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(conn);
-        let mut client = client.ready().await.unwrap();
+        let mut client = extended_connect_client(addr).await;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !client.is_extended_connect_protocol_enabled() {
-            assert!(std::time::Instant::now() < deadline);
-            client = client.ready().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         let req = http::Request::builder()
             .method("CONNECT")
             .uri("http://chat.test/")
@@ -1497,4 +1476,25 @@ fn a_connect_reset_while_its_integration_runs_is_still_disconnected() {
         .find(|s| s.target.starts_with("/disconnect"))
         .unwrap();
     assert_eq!(d.header("x-disconnect-status-code"), Some("1006"));
+}
+
+/// An HTTP/2 client of the gateway at `addr`, once the gateway's SETTINGS (with
+/// ENABLE_CONNECT_PROTOCOL, which arrive after the handshake) have come.
+async fn extended_connect_client(
+    addr: std::net::SocketAddr,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !client.is_extended_connect_protocol_enabled() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no SETTINGS_ENABLE_CONNECT_PROTOCOL"
+        );
+        client = client.ready().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    client
 }
