@@ -1498,3 +1498,38 @@ async fn extended_connect_client(
     }
     client
 }
+
+/// A client that stops reading its replies is let go after `limits.send_timeout`, as an
+/// answer's client is (it was a fixed 30 s, whatever the setting).
+#[test]
+fn a_client_that_stops_reading_is_let_go_after_send_timeout() {
+    let g = Gw::start(
+        &Cfg::new()
+            .limits("send_timeout = \"1s\"")
+            .api_extra("kind = \"websocket\"")
+            .routes(format!(
+                "[[apis.routes]]\nroute = \"big\"\nroute_response = true\nintegration = {{ type = \"mock\", status = 200, body = '{}' }}\n",
+                "r".repeat(32 << 10)
+            ))
+            .toml(),
+    );
+    let mut ws = slow_client(&g);
+    for _ in 0..100 {
+        ws.send(Message::text(r#"{"action":"big"}"#)).unwrap();
+    }
+    let open = || {
+        admin(g.admin(), "GET", "/metrics", Some(TOKEN))
+            .text()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("tollgate_open_connections ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || open() == Some(0)),
+        "{:?}",
+        open()
+    );
+}

@@ -25,9 +25,6 @@ use crate::http::conn::{Conn, Stream};
 use crate::shard::{Closing, WsHandle, WsPush};
 use crate::shard::{Shard, ShardSnap};
 
-/// How long a write to a client that does not read may wait before the connection is
-/// dropped.
-const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bytes copied out of the socket layer per read.
 const READ_CHUNK: usize = 4 << 10;
 /// Replies queued beyond this are handed to the writer before more messages are read.
@@ -93,7 +90,8 @@ enum Transport {
         own: Option<crate::rt::net::TcpStream>,
         ahead: Ahead,
     },
-    H2(Box<crate::http::h2::stream::H2Stream>),
+    /// The stream, and how long a write may wait for the client (`limits.send_timeout`).
+    H2(Box<crate::http::h2::stream::H2Stream>, std::time::Duration),
 }
 
 impl Transport {
@@ -117,7 +115,7 @@ impl Transport {
                 })
                 .await
             }
-            Transport::H2(h) => h.read_into(inb).await,
+            Transport::H2(h, _) => h.read_into(inb).await,
         }
     }
 
@@ -129,8 +127,8 @@ impl Transport {
                 unsent.set(unsent.get() + bytes.len());
                 tx.send(bytes).map_err(|_| ())
             }
-            Transport::H2(h) => {
-                match crate::driver::time::timeout(WRITE_STALL, h.write(Bytes::from(bytes))).await {
+            Transport::H2(h, stall) => {
+                match crate::driver::time::timeout(*stall, h.write(Bytes::from(bytes))).await {
                     Ok(Ok(())) => Ok(()),
                     _ => Err(()),
                 }
@@ -144,7 +142,7 @@ impl Transport {
     fn over_budget(&self, more: usize) -> bool {
         match self {
             Transport::Split { unsent, .. } => unsent.get() + more > OUT_BUDGET,
-            Transport::H2(_) => false,
+            Transport::H2(..) => false,
         }
     }
 
@@ -158,7 +156,7 @@ impl Transport {
                 }
                 drop(tx)
             }
-            Transport::H2(mut h) => {
+            Transport::H2(mut h, _) => {
                 let _ = h.finish().await;
             }
         }
@@ -318,8 +316,11 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
     // never waits on a client that does not read. An HTTP/2 stream (RFC 8441) reads and
     // writes frames of its own, inline.
     // `drained`: a value each time the writer has written a batch; disconnected when it ends.
+    // A write that waits `limits.send_timeout` for a client that does not read loses the
+    // connection, as an answer's does.
+    let stall = shard.snapshot().snap.limits.send_timeout;
     let (mut io, writer, drained) = match stream {
-        Stream::H2(h) => (Transport::H2(h), None, None),
+        Stream::H2(h) => (Transport::H2(h, stall), None, None),
         stream => {
             // What came after the upgrade request is the start of the first frames.
             let mut ahead = Ahead::new(shard.snapshot().snap.limits.websocket_frame);
@@ -358,7 +359,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
                         wr.flush().await
                     };
                     let written = monoio::select! {
-                        r = crate::driver::time::timeout(WRITE_STALL, write) => matches!(r, Ok(Ok(()))),
+                        r = crate::driver::time::timeout(stall, write) => matches!(r, Ok(Ok(()))),
                         _ = stop() => false,
                     };
                     if !written {
@@ -367,7 +368,7 @@ pub(crate) async fn run(shard: &Rc<Shard>, conn: Conn, mut s: Box<Session>) {
                     left.set(left.get().saturating_sub(bytes.len()));
                     let _ = dtx.try_send(());
                 }
-                let shutdown = crate::driver::time::timeout(WRITE_STALL, wr.shutdown());
+                let shutdown = crate::driver::time::timeout(stall, wr.shutdown());
                 monoio::select! {
                     _ = shutdown => {},
                     _ = stop() => {},
