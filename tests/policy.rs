@@ -88,9 +88,24 @@ fn x_forwarded_for_counts_only_behind_trusted_proxies() {
     assert!(r.text().contains("explicit deny"), "{}", r.text());
     // Garbage in the proxy's hop: the peer counts (127.0.0.1 is not allowed here).
     assert_eq!(ask(&g, "/m", Some("not-an-ip")).status, 403);
+    // Empty entries are none; a bracketed IPv6 hop is its address.
+    assert_eq!(ask(&g, "/m", Some("10.1.2.3,")).status, 200);
+    assert_eq!(ask(&g, "/m", Some("[2001:db8::1]")).status, 403);
     // Peer not trusted: X-Forwarded-For is ignored.
     let g = gw(policy, "trusted_proxies = [\"192.0.2.0/24\"]");
     assert_eq!(ask(&g, "/m", Some("10.1.2.3")).status, 403);
+    // A caller inside the trusted range (trusted_proxies naming the whole network): every hop
+    // is trusted, and the caller is the leftmost, as nginx's real_ip_recursive has it (it was
+    // the proxy, and a deny naming the caller did not apply).
+    let g = gw(
+        r#"{ allow = ["10.0.0.0/8"], deny = ["10.66.0.0/16"] }"#,
+        "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]",
+    );
+    let r = ask(&g, "/m", Some("10.66.1.1"));
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("explicit deny"), "{}", r.text());
+    assert_eq!(ask(&g, "/m", Some("10.66.1.1, 10.0.0.3")).status, 403);
+    assert_eq!(ask(&g, "/m", Some("10.1.2.3, 10.0.0.3")).status, 200);
 }
 
 /// Bad ranges are refused at load, naming the key and the value.

@@ -1,7 +1,9 @@
 //! The resource-policy phase: who may call an API at all, by source address, before any
 //! authorizer (DESIGN.md's order). The source address is the peer's, or — when the peer is a
 //! trusted proxy (`server.trusted_proxies`) — the rightmost `X-Forwarded-For` hop that is not
-//! one: entries to its left are whatever the client wrote and cannot be trusted.
+//! one: entries to its left are whatever the client wrote and cannot be trusted. When every hop
+//! is a trusted address, the leftmost (the caller inside the trusted range), as nginx's
+//! `real_ip_recursive` takes it.
 
 use std::net::IpAddr;
 
@@ -23,23 +25,33 @@ pub(crate) fn source_ip(peer: IpAddr, ctx: &RequestCtx, trusted: &[Cidr]) -> IpA
         .filter(|(n, _)| crate::http::name_eq(n, b"x-forwarded-for"))
         .flat_map(|(_, v)| v.split(|&b| b == b','))
         .collect();
+    // The last address a trusted hop vouched for.
+    let mut last = peer;
     for hop in hops.iter().rev() {
+        let Ok(s) = std::str::from_utf8(hop).map(str::trim) else {
+            return last;
+        };
+        // An empty entry (`203.0.113.5,`) is none.
+        if s.is_empty() {
+            continue;
+        }
         // An address, or one with its port (`192.0.2.1:5555`, `[2001:db8::1]:5555`, as some
-        // load balancers write them).
-        let Some(ip) = std::str::from_utf8(hop).ok().and_then(|s| {
-            let s = s.trim();
-            s.parse::<IpAddr>()
-                .ok()
-                .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-        }) else {
-            // A hop a trusted proxy wrote that is not an address: trust none of it.
-            return peer;
+        // load balancers write them), or a bracketed IPv6 one (`[2001:db8::1]`).
+        let Some(ip) = s
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+            .or_else(|| s.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+        else {
+            // Not an address: nothing to its left is vouched for.
+            return last;
         };
         if !trusted.iter().any(|c| c.contains(ip)) {
             return ip;
         }
+        last = ip;
     }
-    peer
+    last
 }
 
 /// The resource-policy phase, as Amazon's authorization workflow runs it: on a route with
