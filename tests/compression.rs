@@ -437,3 +437,35 @@ fn every_type_ranges_and_the_coding_of_a_hit() {
         "{text}"
     );
 }
+
+/// An answer collected for the cache does not compete with its own compression for
+/// `limits.body_memory`: a miss that fits the budget alone is compressed (it went out
+/// uncompressed once three times its size passed the budget).
+#[test]
+fn a_cached_miss_is_compressed_within_the_budget() {
+    let body = json_body(800 << 10);
+    let up = Upstream::start(move |_| {
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let g = Gw::start(
+        &Cfg::new()
+            .limits("body_memory = \"2MiB\"")
+            .stage_extra("compression = { min_size = \"1KiB\", max_size = \"1MiB\" }\ncache = { ttl = \"300s\", capacity = \"16MiB\", max_entry = \"1MiB\" }")
+            .route(
+                "GET /{what}",
+                format!("integration = {{ type = \"http\", uri = \"http://{}/{{what}}\" }}", up.addr),
+            )
+            .toml(),
+    );
+    for cache in ["Miss", "Hit"] {
+        let r = req(&g, "GET", "/items", "gzip");
+        assert_eq!(r.header("x-cache"), Some(cache));
+        assert_eq!(r.header("content-encoding"), Some("gzip"), "{cache}");
+    }
+}

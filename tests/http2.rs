@@ -1335,3 +1335,60 @@ fn answers_read_whole_for_integration_responses_stay_within_the_shards_budget() 
         drop((first, second));
     });
 }
+
+/// A template that writes more than the answer it read holds what it wrote: the budget
+/// counts the rendered answer whole (it counted twice the upstream's, whatever the template
+/// made of it).
+#[test]
+fn rendered_answers_larger_than_their_source_count_whole() {
+    let body = "x".repeat(200 << 10);
+    let up = Upstream::start(move |_| {
+        Action::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let gw = Gw::start(
+        &Cfg::new()
+            .listener("h2c = true")
+            .limits("body_memory = \"1MiB\"")
+            .route(
+                "GET /{p}",
+                format!("integration = {{ type = \"http\", uri = \"http://{}/x\", responses = [ {{ templates = {{ \"text/plain\" = \"#foreach($i in [1..6])$input.body#end\" }} }} ] }}", up.addr),
+            )
+            .toml(),
+    );
+    let addr = gw.addr();
+    rt().block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let head = |path: &str| {
+            let c = client.clone();
+            let req = http::Request::builder()
+                .uri(format!("http://api.test{path}"))
+                .body(())
+                .unwrap();
+            async move {
+                let mut c = c.ready().await.unwrap();
+                let (resp, _) = c.send_request(req, true).unwrap();
+                resp.await.unwrap()
+            }
+        };
+        // 1.2 MiB rendered from 200 KiB, held: its client takes none of it.
+        let first = head("/a").await;
+        assert_eq!(first.status(), 200);
+        let second = head("/b").await;
+        assert_eq!(second.status(), 503);
+        drop((first, second));
+    });
+}

@@ -146,32 +146,50 @@ pub(crate) fn eligible<'h>(
 }
 
 thread_local! {
-    /// Bytes of answers this shard holds whole to compress them (a shard is one thread).
-    static HELD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Bytes of answers this shard holds whole, to compress or to render them (a shard is one
+    /// thread).
+    static HELD: Cell<u64> = const { Cell::new(0) };
+    /// Bytes of answers this shard collects to store in a stage cache: an account of its own,
+    /// so that an answer collected and compressed does not compete with itself.
+    static CACHED: Cell<u64> = const { Cell::new(0) };
 }
 
-/// What one answer holds of its shard's memory for compression: counted against
-/// `limits.body_memory` (an account of its own beside request bodies'), given back as it
-/// shrinks and when dropped. Slow clients each pinning a large answer and its compressed copy
-/// were bounded by nothing.
-pub(crate) struct Held(u64);
+use std::cell::Cell;
+
+/// Which of the shard's accounts a [`Held`] counts in.
+type Account = &'static std::thread::LocalKey<Cell<u64>>;
+
+/// What one answer holds of its shard's memory: counted against `limits.body_memory` (an
+/// account of its own beside request bodies', and one for bodies the cache collects), given
+/// back as it shrinks and when dropped. Slow clients each pinning a large answer and its
+/// compressed copy were bounded by nothing.
+pub(crate) struct Held(u64, Account);
 
 impl Held {
     /// `None` when the shard's other answers hold the budget: this one goes uncompressed.
-    /// An answer alone on its shard always fits.
+    /// An answer alone on its shard always fits, and so does one of no bytes.
     pub(crate) fn take(bytes: u64, budget: u64) -> Option<Held> {
-        HELD.with(|h| {
-            if h.get() > 0 && h.get().saturating_add(bytes) > budget {
+        Self::take_in(&HELD, bytes, budget)
+    }
+
+    /// [`Held::take`] in the account of bodies collected for the cache.
+    pub(crate) fn for_cache(bytes: u64, budget: u64) -> Option<Held> {
+        Self::take_in(&CACHED, bytes, budget)
+    }
+
+    fn take_in(account: Account, bytes: u64, budget: u64) -> Option<Held> {
+        account.with(|h| {
+            if bytes > 0 && h.get() > 0 && h.get().saturating_add(bytes) > budget {
                 return None;
             }
             h.set(h.get() + bytes);
-            Some(Held(bytes))
+            Some(Held(bytes, account))
         })
     }
 
-    /// Holds nothing (yet).
-    pub(crate) fn none() -> Held {
-        Held(0)
+    /// Holds nothing (yet), in the cache's account.
+    pub(crate) fn none_for_cache() -> Held {
+        Held(0, &CACHED)
     }
 
     /// What it holds.
@@ -182,27 +200,32 @@ impl Held {
     /// Holds `bytes` more, unless the shard's other answers hold the budget (`false`: nothing
     /// more held). One alone on its shard always grows.
     pub(crate) fn grow(&mut self, bytes: u64, budget: u64) -> bool {
-        HELD.with(|h| {
-            if h.get() > self.0 && h.get().saturating_add(bytes) > budget {
+        let mine = self.0;
+        let ok = self.1.with(|h| {
+            if h.get() > mine && h.get().saturating_add(bytes) > budget {
                 return false;
             }
             h.set(h.get() + bytes);
-            self.0 += bytes;
             true
-        })
+        });
+        if ok {
+            self.0 += bytes;
+        }
+        ok
     }
 
     /// Holds only `to` bytes from now on (the plain body dropped, the coded one kept).
     pub(crate) fn shrink(&mut self, to: u64) {
         let less = self.0.saturating_sub(to);
-        HELD.with(|h| h.set(h.get().saturating_sub(less)));
+        self.1.with(|h| h.set(h.get().saturating_sub(less)));
         self.0 -= less;
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        HELD.with(|h| h.set(h.get().saturating_sub(self.0)));
+        let n = self.0;
+        self.1.with(|h| h.set(h.get().saturating_sub(n)));
     }
 }
 

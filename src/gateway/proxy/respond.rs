@@ -29,7 +29,8 @@ impl Tee {
         let cap = expect.min(max);
         // Held as it grows: none of it when the shard's other answers hold the budget (the
         // first push then finds it so).
-        let held = compress::Held::take(cap as u64, budget).unwrap_or_else(compress::Held::none);
+        let held = compress::Held::for_cache(cap as u64, budget)
+            .unwrap_or_else(compress::Held::none_for_cache);
         Tee {
             body: BytesMut::with_capacity(cap),
             max,
@@ -184,9 +185,17 @@ pub(crate) async fn answer(
             keep,
             head_only,
         );
-        // Only what goes out is held while the client takes it.
+        // Only what goes out is held while the client takes it: all of it, when the template
+        // wrote more than it read.
         drop((a, body));
-        held.shrink(out.len() as u64);
+        let out_len = out.len() as u64;
+        if out_len > held.bytes() && !held.grow(out_len - held.bytes(), budget) {
+            return Err(Error::downstream(
+                Kind::BodiesOverBudget,
+                "limits.body_memory: the shard holds as many answers whole as it may",
+            ));
+        }
+        held.shrink(out_len);
         if !keep {
             conn.fin_after_next_write();
         }
